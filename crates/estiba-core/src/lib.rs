@@ -1,0 +1,31 @@
+//! The ECS control plane's logic: resource rules, validation, state machines and planners.
+//!
+//! Every function here is a pure function of its inputs: the current state snapshot, the
+//! request, the time and an id source are passed in; the result is the new state or an
+//! [`EcsError`] carrying AWS's exception name and message. Callers (the server's handlers and
+//! controllers) read the store, call in here, and write what comes back.
+//!
+//! **Architecture invariant:** no I/O, no clock reads, no randomness. Time arrives as
+//! [`ids::Now`], identifiers from an [`ids::Ids`] source.
+
+pub mod arn;
+pub mod capacity;
+pub mod cluster;
+pub mod deploy;
+pub mod error;
+pub mod fargate;
+pub mod ids;
+pub mod instance;
+pub mod names;
+pub mod page;
+pub mod placement;
+pub mod query;
+pub mod service;
+pub mod settings;
+pub mod tags;
+pub mod task;
+pub mod taskdef;
+
+pub use arn::Scope;
+pub use error::{EcsError, Result};
+pub use ids::{Ids, Now};

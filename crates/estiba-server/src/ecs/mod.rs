@@ -1,0 +1,250 @@
+//! The ECS API: dispatch from the operation to its handler, and what handlers share.
+//!
+//! Adding an operation: write `async fn op(s, cx, req: OpRequest) -> Result<Bytes>` in the
+//! resource's module (read the view, call estiba-core for the rules, write with
+//! [`Server::transact`]), add it to the `route!` table below, and cover it in
+//! `tests/e2e` with the AWS CLI or boto3, success and main error paths.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use estiba_api::ecs::{
+    Cluster, CreateClusterRequest, Operation, TaskDefinition, TaskDefinitionStatus,
+};
+use estiba_api::{DecodeError, Validate};
+use estiba_core::arn::{self, TaskDefRef};
+use estiba_core::{cluster, EcsError, Scope};
+use estiba_store::{Compare, Op, Txn};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::http::ApiError;
+use crate::keys;
+use crate::view::{Doc, State};
+use crate::Server;
+
+mod capacity;
+mod clusters;
+mod instances;
+mod services;
+mod settings;
+mod tags;
+mod taskdefs;
+mod tasks;
+
+pub type Result<T, E = EcsError> = std::result::Result<T, E>;
+
+pub(crate) use tasks::task_tags as tasks_tags;
+
+/// Builds and places a service's new tasks (the controller's entry into RunTask's logic).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn place_service_tasks(
+    st: &State,
+    cx: &Ctx,
+    cluster: &str,
+    td: &TaskDefinition,
+    launches: Vec<estiba_core::task::Launch>,
+    fixed_instances: Option<Vec<String>>,
+    proto: &estiba_core::task::Spec<'_>,
+    constraints: &[estiba_api::ecs::PlacementConstraint],
+    strategies: &[estiba_api::ecs::PlacementStrategy],
+    ids: &mut dyn estiba_core::Ids,
+) -> Result<(Vec<estiba_api::ecs::Task>, Vec<estiba_api::ecs::Failure>)> {
+    tasks::place_tasks(
+        st,
+        cx,
+        cluster,
+        td,
+        launches,
+        fixed_instances,
+        proto,
+        constraints,
+        strategies,
+        ids,
+    )
+    .map(|p| (p.tasks, p.failures))
+}
+
+/// Who is calling and when.
+pub struct Ctx {
+    pub scope: Scope,
+    pub now: f64,
+}
+
+fn decode_input<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
+    estiba_api::decode(body).map_err(|e| match e {
+        DecodeError::Serialization(m) => ApiError::new("SerializationException", m, 400),
+        DecodeError::Validation(m) => ApiError::new("InvalidParameterException", m, 400),
+    })
+}
+
+pub async fn dispatch(s: &Server, cx: &Ctx, op: Operation, body: &[u8]) -> Result<Bytes, ApiError> {
+    macro_rules! route {
+        ($($op:ident => $f:path,)*) => {
+            match op {
+                $(Operation::$op => Ok($f(s, cx, decode_input(body)?).await?),)*
+                other => Err(ApiError::new(
+                    "UnsupportedFeatureException",
+                    format!("estiba does not support the {} operation yet.", other.name()),
+                    400,
+                )),
+            }
+        };
+    }
+    route! {
+        CreateCluster => clusters::create,
+        DescribeClusters => clusters::describe,
+        ListClusters => clusters::list,
+        UpdateCluster => clusters::update,
+        UpdateClusterSettings => clusters::update_settings,
+        PutClusterCapacityProviders => clusters::put_capacity_providers,
+        DeleteCluster => clusters::delete,
+        RegisterTaskDefinition => taskdefs::register,
+        DescribeTaskDefinition => taskdefs::describe,
+        DeregisterTaskDefinition => taskdefs::deregister,
+        ListTaskDefinitions => taskdefs::list,
+        ListTaskDefinitionFamilies => taskdefs::list_families,
+        DeleteTaskDefinitions => taskdefs::delete,
+        RunTask => tasks::run,
+        StartTask => tasks::start,
+        StopTask => tasks::stop,
+        DescribeTasks => tasks::describe,
+        ListTasks => tasks::list,
+        CreateService => services::create,
+        UpdateService => services::update,
+        DeleteService => services::delete,
+        DescribeServices => services::describe,
+        ListServices => services::list,
+        ListServicesByNamespace => services::list_by_namespace,
+        ListServiceDeployments => services::list_deployments,
+        DescribeServiceDeployments => services::describe_deployments,
+        DescribeServiceRevisions => services::describe_revisions,
+        StopServiceDeployment => services::stop_deployment,
+        RegisterContainerInstance => instances::register,
+        DeregisterContainerInstance => instances::deregister,
+        DescribeContainerInstances => instances::describe,
+        ListContainerInstances => instances::list,
+        UpdateContainerInstancesState => instances::update_state,
+        PutAttributes => instances::put_attributes,
+        DeleteAttributes => instances::delete_attributes,
+        ListAttributes => instances::list_attributes,
+        CreateCapacityProvider => capacity::create,
+        UpdateCapacityProvider => capacity::update,
+        DeleteCapacityProvider => capacity::delete,
+        DescribeCapacityProviders => capacity::describe,
+        TagResource => tags::tag,
+        UntagResource => tags::untag,
+        ListTagsForResource => tags::list,
+        PutAccountSetting => settings::put_setting_for,
+        PutAccountSettingDefault => settings::put_default,
+        ListAccountSettings => settings::list,
+        DeleteAccountSetting => settings::delete,
+    }
+}
+
+pub fn json<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).expect("wire types always serialize"))
+}
+
+pub fn put<T: Serialize>(key: impl Into<String>, v: &T) -> Op {
+    Op::put(key, json(v))
+}
+
+/// Puts a resource's tags, or deletes the tags key when there are none.
+pub fn put_tags(resource_key: &str, tags: &[estiba_api::ecs::Tag]) -> Op {
+    if tags.is_empty() {
+        Op::delete(keys::tags_of(resource_key))
+    } else {
+        put(keys::tags_of(resource_key), &tags)
+    }
+}
+
+/// Resolves a cluster reference to an ACTIVE cluster, or ClusterNotFoundException.
+pub fn active_cluster<'a>(
+    st: &'a State,
+    cx: &Ctx,
+    id: Option<&str>,
+) -> Result<(String, &'a Arc<Doc<Cluster>>)> {
+    let name = arn::cluster_name(id)?;
+    match st.clusters.get(&keys::cluster(&cx.scope, &name)) {
+        Some(d) if d.value.status.as_deref() == Some(cluster::ACTIVE) => Ok((name, d)),
+        _ => Err(EcsError::cluster_not_found()),
+    }
+}
+
+/// Like [`active_cluster`], but creates the `default` cluster on first use, as ECS does for
+/// calls that need a cluster. The returned compare guards against the cluster changing.
+pub fn cluster_for_write(
+    st: &State,
+    cx: &Ctx,
+    id: Option<&str>,
+    txn: &mut Txn,
+) -> Result<(String, Cluster)> {
+    let name = arn::cluster_name(id)?;
+    let key = keys::cluster(&cx.scope, &name);
+    match st.clusters.get(&key) {
+        Some(d) if d.value.status.as_deref() == Some(cluster::ACTIVE) => {
+            txn.compares.push(Compare::mod_revision(&key, d.rev));
+            Ok((name, d.value.clone()))
+        }
+        None if name == "default" => {
+            let c = cluster::create(&cx.scope, &CreateClusterRequest::default(), |_| false)?;
+            txn.compares.push(Compare::absent(&key));
+            txn.ops.push(put(&key, &c));
+            Ok((name, c))
+        }
+        _ => Err(EcsError::cluster_not_found()),
+    }
+}
+
+/// Resolves `family`, `family:revision` or a task definition ARN. A bare family means its
+/// latest ACTIVE revision.
+pub fn find_taskdef<'a>(
+    st: &'a State,
+    cx: &Ctx,
+    reference: &str,
+) -> Option<&'a Arc<Doc<TaskDefinition>>> {
+    let r = TaskDefRef::parse(reference)?;
+    if reference.starts_with("arn:") {
+        let a = arn::Arn::parse(reference)?;
+        if !a.in_scope(&cx.scope) {
+            return None;
+        }
+    }
+    match r.revision {
+        Some(rev) => st.taskdefs.get(&keys::taskdef(&cx.scope, &r.family, rev)),
+        None => State::range(&st.taskdefs, &keys::taskdefs_of(&cx.scope, &r.family))
+            .filter(|d| d.value.status == Some(TaskDefinitionStatus::Active))
+            .last(),
+    }
+}
+
+/// A task definition new tasks may use: it exists and is ACTIVE.
+pub fn runnable_taskdef<'a>(
+    st: &'a State,
+    cx: &Ctx,
+    reference: &str,
+) -> Result<&'a Arc<Doc<TaskDefinition>>> {
+    match find_taskdef(st, cx, reference) {
+        Some(d) if d.value.status == Some(TaskDefinitionStatus::Active) => Ok(d),
+        Some(_) => Err(EcsError::client(format!(
+            "TaskDefinition is inactive: {reference}. Register a new revision or use an ACTIVE one."
+        ))),
+        None => Err(EcsError::client("TaskDefinition not found.")),
+    }
+}
+
+/// Whether the cluster has container instances that can take tasks.
+pub fn has_instances(st: &State, cx: &Ctx, cluster: &str) -> bool {
+    State::range(&st.instances, &keys::instances_of(&cx.scope, cluster))
+        .any(|d| estiba_core::instance::is_registered(&d.value))
+}
+
+/// Failures for describe calls: unknown ids are reported, not raised.
+pub fn missing(arn: String) -> estiba_api::ecs::Failure {
+    estiba_api::ecs::Failure {
+        arn: Some(arn),
+        reason: Some("MISSING".into()),
+        detail: None,
+    }
+}

@@ -1,0 +1,577 @@
+//! RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
+
+use std::collections::BTreeSet;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use estiba_api::ecs::*;
+use estiba_core::capacity;
+use estiba_core::instance::{self, Queried};
+use estiba_core::placement::{self, Candidate, Need};
+use estiba_core::task::{self, Launch, Spec};
+use estiba_core::{arn, page, taskdef, EcsError, Ids, Scope};
+use estiba_store::{Compare, Txn};
+
+use super::{
+    active_cluster, cluster_for_write, has_instances, json, put, put_tags, runnable_taskdef, Ctx,
+    Result,
+};
+use crate::view::State;
+use crate::{keys, RandomIds, Server};
+
+/// The tags a new task gets: its own, plus propagated and ECS-managed ones.
+pub(crate) fn task_tags(
+    st: &State,
+    td_key: &str,
+    own: &[Tag],
+    propagate: Option<PropagateTags>,
+    service_tags: Option<&[Tag]>,
+    managed: Option<(&str, Option<&str>)>,
+) -> Result<Vec<Tag>> {
+    let mut tags = Vec::new();
+    match propagate {
+        Some(PropagateTags::TaskDefinition) => {
+            tags.extend(st.tags_of(td_key).unwrap_or_default().iter().cloned())
+        }
+        Some(PropagateTags::Service) => {
+            tags.extend(service_tags.unwrap_or_default().iter().cloned())
+        }
+        _ => {}
+    }
+    estiba_core::tags::merge(&mut tags, own)?;
+    if let Some((cluster, service)) = managed {
+        tags.push(Tag {
+            key: Some("aws:ecs:clusterName".into()),
+            value: Some(cluster.into()),
+        });
+        if let Some(s) = service {
+            tags.push(Tag {
+                key: Some("aws:ecs:serviceName".into()),
+                value: Some(s.into()),
+            });
+        }
+    }
+    Ok(tags)
+}
+
+/// Resource use of a task that holds a place on an instance.
+fn reservation(st: &State, scope: &Scope, t: &Task) -> Need {
+    let td = t
+        .task_definition_arn
+        .as_deref()
+        .and_then(arn::TaskDefRef::parse)
+        .and_then(|r| {
+            st.taskdefs
+                .get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0)))
+        });
+    match td {
+        Some(td) => placement::need_of(&td.value, t.overrides.as_ref()),
+        None => Need::default(),
+    }
+}
+
+/// The cluster's container instances as placement candidates, with what their tasks use.
+pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Candidate<'a>> {
+    let tasks: Vec<&Task> = State::range(&st.tasks, &keys::tasks_of(scope, cluster))
+        .map(|d| &d.value)
+        .filter(|t| {
+            t.container_instance_arn.is_some() && task::last_status(t) != task::Status::Stopped
+        })
+        .collect();
+    State::range(&st.instances, &keys::instances_of(scope, cluster))
+        .filter(|d| instance::is_registered(&d.value))
+        .map(|d| {
+            let ci = &d.value;
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            let mut left = instance::registered_capacity(ci);
+            let mut groups = Vec::new();
+            let mut running = 0;
+            for t in tasks
+                .iter()
+                .filter(|t| t.container_instance_arn.as_deref() == Some(arn.as_str()))
+            {
+                let need = reservation(st, scope, t);
+                left.cpu -= need.cpu;
+                left.memory -= need.memory;
+                left.ports.extend(need.ports);
+                groups.push(t.group.as_deref().unwrap_or(""));
+                running += (task::last_status(t) == task::Status::Running) as i64;
+            }
+            Candidate {
+                arn,
+                target: Queried {
+                    ci,
+                    running_tasks: running,
+                    groups,
+                },
+                left,
+                usable: instance::status(ci) == "ACTIVE",
+                added: 0,
+            }
+        })
+        .collect()
+}
+
+pub(crate) struct Placed {
+    pub tasks: Vec<Task>,
+    pub failures: Vec<Failure>,
+}
+
+/// Builds and places `launches.len()` tasks of one request.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn place_tasks(
+    st: &State,
+    cx: &Ctx,
+    cluster: &str,
+    td: &TaskDefinition,
+    launches: Vec<Launch>,
+    fixed_instances: Option<Vec<String>>,
+    proto: &Spec<'_>,
+    constraints: &[PlacementConstraint],
+    strategies: &[PlacementStrategy],
+    ids: &mut dyn Ids,
+) -> Result<Placed> {
+    let compiled = placement::compile_constraints(constraints)?;
+    placement::validate_strategies(strategies)?;
+    let mut cands = candidates(st, &cx.scope, cluster);
+    let need = placement::need_of(td, proto.overrides);
+    let group = proto
+        .group
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
+    let mut out = Placed {
+        tasks: vec![],
+        failures: vec![],
+    };
+    for (i, launch) in launches.into_iter().enumerate() {
+        let instance_arn = if launch.launch_type == LaunchType::Fargate {
+            None
+        } else if let Some(fixed) = &fixed_instances {
+            let target = &fixed[i];
+            let Some(idx) = cands.iter().position(|c| &c.arn == target) else {
+                out.failures.push(Failure {
+                    arn: Some(target.clone()),
+                    reason: Some("MISSING".into()),
+                    detail: None,
+                });
+                continue;
+            };
+            match placement::place_one(&mut cands[idx..=idx], &need, &group, &[], &[], 0) {
+                Ok(_) => Some(target.clone()),
+                Err(f) => {
+                    out.failures.extend(f.into_iter().take(1).map(|mut f| {
+                        if f.reason.is_none() {
+                            f.reason = Some("INACTIVE".into());
+                        }
+                        f
+                    }));
+                    if !cands[idx].usable {
+                        out.failures.push(Failure {
+                            arn: Some(target.clone()),
+                            reason: Some("INACTIVE".into()),
+                            detail: None,
+                        });
+                    }
+                    continue;
+                }
+            }
+        } else {
+            if cands.is_empty() {
+                return Err(EcsError::invalid(
+                    "No Container Instances were found in your cluster.",
+                ));
+            }
+            match placement::place_one(
+                &mut cands,
+                &need,
+                &group,
+                &compiled,
+                strategies,
+                ids.deployment_number(),
+            ) {
+                Ok(idx) => Some(cands[idx].arn.clone()),
+                Err(f) => {
+                    for f in f {
+                        if !out.failures.iter().any(|x| x.arn == f.arn) {
+                            out.failures.push(f);
+                        }
+                    }
+                    continue;
+                }
+            }
+        };
+        let spec = Spec {
+            launch,
+            container_instance_arn: instance_arn,
+            tags: proto.tags.clone(),
+            ..*proto
+        };
+        out.tasks.push(task::build(&spec, ids, cx.now));
+    }
+    Ok(out)
+}
+
+fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]) {
+    for t in tasks {
+        let key = keys::task(&cx.scope, cluster, task::task_id(t));
+        let mut doc = t.clone();
+        let tags = doc.tags.take().unwrap_or_default();
+        txn.compares.push(Compare::absent(&key));
+        txn.ops.push(put(&key, &doc));
+        if !tags.is_empty() {
+            txn.ops.push(put_tags(&key, &tags));
+        }
+    }
+}
+
+pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
+    let count = req.count.unwrap_or(1);
+    if !(1..=10).contains(&count) {
+        return Err(EcsError::invalid(format!(
+            "The count must be between 1 and 10, got {count}."
+        )));
+    }
+    if let Some(tags) = &req.tags {
+        estiba_core::tags::validate(tags)?;
+    }
+    let mut ids = RandomIds;
+    let placed = s
+        .transact(|st| {
+            let mut txn = Txn::new();
+            let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
+            let td = runnable_taskdef(st, cx, &req.task_definition)?;
+            let plan = capacity::resolve_launch(
+                req.launch_type,
+                req.capacity_provider_strategy.as_deref(),
+                &c,
+                taskdef::fargate_compatible(&td.value),
+                has_instances(st, cx, &cluster),
+            )?;
+            task::validate(
+                &td.value,
+                plan.launch_type(),
+                req.network_configuration.as_ref(),
+                req.overrides.as_ref(),
+                req.group.as_deref(),
+                req.started_by.as_deref(),
+            )?;
+            if req.propagate_tags == Some(PropagateTags::Service) {
+                return Err(EcsError::invalid(
+                    "propagateTags SERVICE is only valid for tasks started by a service.",
+                ));
+            }
+            let tags = task_tags(
+                st,
+                &td.key,
+                req.tags.as_deref().unwrap_or_default(),
+                req.propagate_tags,
+                None,
+                req.enable_ecs_managed_tags
+                    .then_some((cluster.as_str(), None)),
+            )?;
+            let launches = plan.launches(&[], count as usize, capacity::is_fargate);
+            let proto = Spec {
+                scope: &cx.scope,
+                cluster: &cluster,
+                td: &td.value,
+                launch: Launch {
+                    launch_type: plan.launch_type(),
+                    capacity_provider: None,
+                },
+                platform_version: req.platform_version.as_deref(),
+                overrides: req.overrides.as_ref(),
+                group: req.group.as_deref(),
+                started_by: req.started_by.as_deref(),
+                network: req.network_configuration.as_ref(),
+                container_instance_arn: None,
+                enable_execute_command: req.enable_execute_command,
+                tags,
+            };
+            let placed = place_tasks(
+                st,
+                cx,
+                &cluster,
+                &td.value,
+                launches,
+                None,
+                &proto,
+                req.placement_constraints.as_deref().unwrap_or_default(),
+                req.placement_strategy.as_deref().unwrap_or_default(),
+                &mut ids,
+            )?;
+            txn.compares.push(Compare::mod_revision(&td.key, td.rev));
+            write_tasks(&mut txn, cx, &cluster, &placed.tasks);
+            Ok((txn, placed))
+        })
+        .await?;
+    Ok(json(&RunTaskResponse {
+        tasks: Some(placed.tasks),
+        failures: Some(placed.failures),
+    }))
+}
+
+pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes> {
+    if req.container_instances.is_empty() || req.container_instances.len() > 10 {
+        return Err(EcsError::invalid(
+            "Specify between 1 and 10 container instances.",
+        ));
+    }
+    if let Some(tags) = &req.tags {
+        estiba_core::tags::validate(tags)?;
+    }
+    let mut ids = RandomIds;
+    let placed = s
+        .transact(|st| {
+            let mut txn = Txn::new();
+            let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
+            let td = runnable_taskdef(st, cx, &req.task_definition)?;
+            task::validate(
+                &td.value,
+                LaunchType::Ec2,
+                req.network_configuration.as_ref(),
+                req.overrides.as_ref(),
+                req.group.as_deref(),
+                req.started_by.as_deref(),
+            )?;
+            let mut fixed = Vec::new();
+            for ci in &req.container_instances {
+                match arn::member_id("container-instance", ci) {
+                    Some((c, id)) if c.is_none_or(|c| c == cluster) => {
+                        fixed.push(cx.scope.container_instance_arn(&cluster, id))
+                    }
+                    _ => {
+                        return Err(EcsError::invalid(format!(
+                            "Invalid container instance: {ci}"
+                        )))
+                    }
+                }
+            }
+            let tags = task_tags(
+                st,
+                &td.key,
+                req.tags.as_deref().unwrap_or_default(),
+                req.propagate_tags,
+                None,
+                req.enable_ecs_managed_tags
+                    .then_some((cluster.as_str(), None)),
+            )?;
+            let proto = Spec {
+                scope: &cx.scope,
+                cluster: &cluster,
+                td: &td.value,
+                launch: Launch {
+                    launch_type: LaunchType::Ec2,
+                    capacity_provider: None,
+                },
+                platform_version: None,
+                overrides: req.overrides.as_ref(),
+                group: req.group.as_deref(),
+                started_by: req.started_by.as_deref(),
+                network: req.network_configuration.as_ref(),
+                container_instance_arn: None,
+                enable_execute_command: req.enable_execute_command,
+                tags,
+            };
+            let launches = vec![
+                Launch {
+                    launch_type: LaunchType::Ec2,
+                    capacity_provider: None
+                };
+                fixed.len()
+            ];
+            let placed = place_tasks(
+                st,
+                cx,
+                &cluster,
+                &td.value,
+                launches,
+                Some(fixed),
+                &proto,
+                &[],
+                &[],
+                &mut ids,
+            )?;
+            txn.compares.push(Compare::mod_revision(&td.key, td.rev));
+            write_tasks(&mut txn, cx, &cluster, &placed.tasks);
+            Ok((txn, placed))
+        })
+        .await?;
+    Ok(json(&StartTaskResponse {
+        tasks: Some(placed.tasks),
+        failures: Some(placed.failures),
+    }))
+}
+
+/// Resolves a task reference to its key, or `None` when it names another cluster.
+fn task_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
+    let (c, id) = arn::member_id("task", id)?;
+    if c.is_some_and(|c| c != cluster) {
+        return None;
+    }
+    Some(keys::task(&cx.scope, cluster, id))
+}
+
+/// The cluster a request means: the `cluster` parameter, else the one in a task ARN.
+fn cluster_param(cluster: Option<&str>, task_ref: &str) -> Option<String> {
+    match cluster {
+        Some(c) => Some(c.to_owned()),
+        None => arn::member_id("task", task_ref).and_then(|(c, _)| c.map(str::to_owned)),
+    }
+}
+
+pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
+    let cluster_ref = cluster_param(req.cluster.as_deref(), &req.task);
+    let t = s
+        .transact(|st| {
+            let (cluster, _) = active_cluster(st, cx, cluster_ref.as_deref())?;
+            let not_found = || EcsError::invalid("The referenced task was not found.");
+            let key = task_key(cx, &cluster, &req.task).ok_or_else(not_found)?;
+            let d = st.tasks.get(&key).ok_or_else(not_found)?;
+            let mut t = d.value.clone();
+            let reason = req.reason.as_deref().unwrap_or("Task stopped by user");
+            let mut txn = Txn::new();
+            if task::request_stop(&mut t, TaskStopCode::UserInitiated, reason) {
+                if !crate::controller::is_claimed(st, &key)
+                    && task::last_status(&t) != task::Status::Stopped
+                {
+                    task::stop_unstarted(&mut t, cx.now);
+                }
+                txn = txn
+                    .when(Compare::mod_revision(&key, d.rev))
+                    .then(put(&key, &t));
+            }
+            t.tags = Some(st.tags_of(&key).unwrap_or_default().to_vec());
+            Ok((txn, t))
+        })
+        .await?;
+    Ok(json(&StopTaskResponse { task: Some(t) }))
+}
+
+pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTasksRequest) -> Result<Bytes> {
+    if req.tasks.is_empty() || req.tasks.len() > 100 {
+        return Err(EcsError::invalid(
+            "Specify between 1 and 100 tasks to describe.",
+        ));
+    }
+    let with_tags = req
+        .include
+        .as_ref()
+        .is_some_and(|i| i.contains(&TaskField::Tags));
+    let cluster_ref = req
+        .cluster
+        .clone()
+        .or_else(|| req.tasks.first().and_then(|t| cluster_param(None, t)));
+    let st = s.view.read();
+    // Tasks of a deleted (INACTIVE) cluster stay describable.
+    let cluster = arn::cluster_name(cluster_ref.as_deref())?;
+    if !st
+        .clusters
+        .contains_key(&keys::cluster(&cx.scope, &cluster))
+    {
+        return Err(EcsError::cluster_not_found());
+    }
+    // The stored documents are wire shapes: without tags, splice them in as they are.
+    let mut out = BytesMut::with_capacity(64 + req.tasks.len() * 2048);
+    out.put_slice(b"{\"tasks\":[");
+    let mut failures = Vec::new();
+    let mut first = true;
+    let mut seen = BTreeSet::new();
+    for id in &req.tasks {
+        let key = task_key(cx, &cluster, id);
+        match key.as_ref().and_then(|k| st.tasks.get(k)) {
+            Some(d) => {
+                if !seen.insert(d.key.clone()) {
+                    continue;
+                }
+                if !first {
+                    out.put_u8(b',');
+                }
+                first = false;
+                if with_tags {
+                    let mut t = d.value.clone();
+                    t.tags = Some(st.tags_of(&d.key).unwrap_or_default().to_vec());
+                    out.put_slice(&json(&t));
+                } else {
+                    out.put_slice(&d.raw);
+                }
+            }
+            None => failures.push(super::missing(if id.starts_with("arn:") {
+                id.clone()
+            } else {
+                cx.scope.task_arn(&cluster, id)
+            })),
+        }
+    }
+    out.put_slice(b"],\"failures\":");
+    out.put_slice(&json(&failures));
+    out.put_u8(b'}');
+    Ok(out.freeze())
+}
+
+pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> {
+    let limit = page::limit(req.max_results, 100, 100)?;
+    if req.family.is_some() && req.service_name.is_some() {
+        return Err(EcsError::invalid(
+            "family and serviceName cannot both be specified.",
+        ));
+    }
+    let st = s.view.read();
+    let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
+    let want = req.desired_status.unwrap_or(DesiredStatus::Running);
+    let group = req.service_name.as_deref().map(|n| {
+        let name = arn::Arn::parse(n)
+            .map(|a| a.path.rsplit('/').next().unwrap_or("").to_owned())
+            .unwrap_or_else(|| n.to_owned());
+        format!("service:{name}")
+    });
+    let instance = match req.container_instance.as_deref() {
+        None => None,
+        Some(ci) => match arn::member_id("container-instance", ci) {
+            Some((_, id)) => Some(cx.scope.container_instance_arn(&cluster, id)),
+            None => {
+                return Err(EcsError::invalid(format!(
+                    "Invalid container instance: {ci}"
+                )))
+            }
+        },
+    };
+    let family_prefix = req.family.as_deref().map(|f| {
+        format!(
+            "arn:aws:ecs:{}:{}:task-definition/{f}:",
+            cx.scope.region, cx.scope.account
+        )
+    });
+    let matches = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster)).filter(|d| {
+        let t = &d.value;
+        t.desired_status.as_deref() == Some(want.as_str())
+            && group.as_ref().is_none_or(|g| t.group.as_ref() == Some(g))
+            && req
+                .started_by
+                .as_ref()
+                .is_none_or(|s| t.started_by.as_ref() == Some(s))
+            && req.launch_type.is_none_or(|l| t.launch_type == Some(l))
+            && instance
+                .as_ref()
+                .is_none_or(|i| t.container_instance_arn.as_ref() == Some(i))
+            && family_prefix.as_ref().is_none_or(|f| {
+                t.task_definition_arn
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(f.as_str()))
+            })
+    });
+    let p = page::paginate(
+        matches,
+        |d| d.key.clone(),
+        req.next_token.as_deref(),
+        limit,
+        false,
+    )?;
+    Ok(json(&ListTasksResponse {
+        task_arns: Some(
+            p.items
+                .iter()
+                .filter_map(|d| d.value.task_arn.clone())
+                .collect(),
+        ),
+        next_token: p.next_token,
+    }))
+}

@@ -1,0 +1,265 @@
+//! The HTTP front door: one listener for the AWS JSON APIs (`POST /` with `X-Amz-Target`),
+//! and a health check. HTTP/1.1 with keep-alive, served by hyper.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use estiba_api::protocol::{error_body, CredentialScope};
+use estiba_core::Scope;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::Server;
+
+pub type Body = Full<Bytes>;
+
+/// An error as it goes on the wire: AWS's `__type`, a message and the HTTP status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>, status: u16) -> Self {
+        ApiError {
+            code: code.into(),
+            message: message.into(),
+            status,
+        }
+    }
+}
+
+impl From<estiba_core::EcsError> for ApiError {
+    fn from(e: estiba_core::EcsError) -> Self {
+        ApiError {
+            code: e.code.name().into(),
+            status: e.code.status(),
+            message: e.message,
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let server = server.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(handle(&server, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            tracing::warn!("open connections did not finish within 10 s");
+        }
+    }
+    Ok(())
+}
+
+async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let started = std::time::Instant::now();
+    let path = req.uri().path().to_owned();
+    let mut resp = match (req.method(), path.as_str()) {
+        (&Method::POST, "/") => aws_json(server, req).await,
+        (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => json_response(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"status":"ok"}"#),
+            "application/json",
+        ),
+        _ => error_response(&ApiError::new(
+            "UnknownOperationException",
+            format!("No route for {path}"),
+            404,
+        )),
+    };
+    resp.headers_mut().insert(
+        "x-amzn-RequestId",
+        HeaderValue::from_str(&request_id).unwrap(),
+    );
+    tracing::debug!(
+        path,
+        status = resp.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+fn json_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
+    let len = body.len();
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// The one place errors become HTTP responses.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = json_response(
+        status,
+        Bytes::from(error_body(&e.code, &e.message)),
+        "application/x-amz-json-1.1",
+    );
+    r.headers_mut().insert(
+        "x-amzn-ErrorType",
+        HeaderValue::from_str(&e.code).unwrap_or(HeaderValue::from_static("Error")),
+    );
+    r
+}
+
+/// Reads a request body, refusing anything larger than `max`.
+pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            "RequestEntityTooLargeException",
+            format!("The request body is larger than the {max} bytes allowed."),
+            413,
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::new(
+            "SerializationException",
+            format!("Could not read the request body: {e}"),
+            400,
+        )),
+    }
+}
+
+/// The caller's account and region, from the SigV4 credential scope.
+fn scope_of(server: &Server, req: &Request<Incoming>) -> Scope {
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.and_then(CredentialScope::parse) {
+        Some(cs) => Scope::new(
+            cs.account_from_access_key()
+                .unwrap_or(&server.config.account_id),
+            if cs.region.is_empty() {
+                server.config.default_region.as_str()
+            } else {
+                cs.region
+            },
+        ),
+        None => Scope::new(
+            server.config.account_id.clone(),
+            server.config.default_region.clone(),
+        ),
+    }
+}
+
+async fn aws_json(server: &Server, req: Request<Incoming>) -> Response<Body> {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let scope = scope_of(server, &req);
+    let Some((prefix, op_name)) = target.split_once('.') else {
+        return error_response(&ApiError::new(
+            "UnknownOperationException",
+            "The request has no X-Amz-Target header naming an operation.",
+            400,
+        ));
+    };
+    let body = match read_body(req, server.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let result = if prefix == estiba_api::ecs::TARGET_PREFIX {
+        match estiba_api::ecs::Operation::from_name(op_name) {
+            Some(op) => {
+                let cx = crate::ecs::Ctx {
+                    scope,
+                    now: crate::now(),
+                };
+                crate::ecs::dispatch(server, &cx, op, &body).await
+            }
+            None => Err(ApiError::new(
+                "UnknownOperationException",
+                format!("Unknown operation {target}"),
+                400,
+            )),
+        }
+    } else {
+        Err(ApiError::new(
+            "UnknownOperationException",
+            format!("Unknown operation {target}"),
+            400,
+        ))
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body, "application/x-amz-json-1.1"),
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(target, code = %e.code, message = %e.message, "request failed");
+            } else {
+                tracing::debug!(target, code = %e.code, message = %e.message, "request refused");
+            }
+            error_response(&e)
+        }
+    }
+}

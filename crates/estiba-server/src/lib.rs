@@ -1,0 +1,146 @@
+//! The control plane server: the HTTP front door (AWS JSON 1.1 dispatch on `X-Amz-Target`)
+//! and the controller loops.
+//!
+//! Request flow: [`http`] parses headers and the SigV4 scope → [`ecs::dispatch`] decodes the
+//! typed input (estiba-api) → a handler reads the [`view::View`], calls estiba-core for the
+//! rules, and writes to the store with compare-and-swap → the response is encoded.
+//!
+//! **Architecture invariant:** no container syscalls here; this crate decides and records,
+//! the agent does. Errors reach the wire in exactly one place ([`http::error_response`]).
+
+pub mod controller;
+pub mod ecs;
+pub mod http;
+pub mod keys;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estiba_core::{EcsError, Ids};
+use estiba_store::{Revision, Store, Txn};
+
+/// Server settings (the binary maps its flags onto this).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The account when the access key is not a 12-digit account id.
+    pub account_id: String,
+    /// The region when a request carries no SigV4 credential scope.
+    pub default_region: String,
+    /// Larger request bodies are refused.
+    pub max_body_bytes: usize,
+    /// How long STOPPED tasks stay visible before they are removed.
+    pub stopped_task_retention: Duration,
+    /// How long INACTIVE services, clusters and deregistered instances stay visible.
+    pub inactive_retention: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:4566".parse().unwrap(),
+            account_id: "000000000000".into(),
+            default_region: "us-east-1".into(),
+            max_body_bytes: 1 << 20,
+            stopped_task_retention: Duration::from_secs(3600),
+            inactive_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Shared state of a running server.
+pub struct Server {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub view: Arc<view::View>,
+}
+
+/// Random identifiers from UUID v4.
+pub struct RandomIds;
+
+impl Ids for RandomIds {
+    fn uuid(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    fn hex32(&mut self) -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    fn deployment_number(&mut self) -> u64 {
+        let b = uuid::Uuid::new_v4().into_bytes();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap());
+        1_000_000_000_000_000_000 + n % 9_000_000_000_000_000_000
+    }
+}
+
+/// The current time as AWS JSON reports it: seconds since the epoch, millisecond precision.
+pub fn now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// How often a write is retried when another writer changed what it read.
+const MAX_ATTEMPTS: usize = 64;
+
+impl Server {
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Server>, estiba_store::StoreError> {
+        let view = view::View::start(store.clone()).await?;
+        Ok(Arc::new(Server {
+            config,
+            store,
+            view,
+        }))
+    }
+
+    /// Commits `txn`; returns false when a compare failed. On success the view holds the
+    /// write before this returns.
+    pub async fn commit(&self, txn: Txn) -> Result<bool, EcsError> {
+        if txn.ops.is_empty() && txn.compares.is_empty() {
+            return Ok(true);
+        }
+        let r = self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|e| EcsError::server(format!("store: {e}")))?;
+        if r.succeeded {
+            self.view.wait_for(r.revision).await;
+        }
+        Ok(r.succeeded)
+    }
+
+    /// Runs read-compute-write with compare-and-swap until it commits: `f` reads the view and
+    /// returns the transaction to write and the result to return.
+    pub async fn transact<R>(
+        &self,
+        mut f: impl FnMut(&view::State) -> Result<(Txn, R), EcsError>,
+    ) -> Result<R, EcsError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (txn, r) = {
+                let st = self.view.read();
+                f(&st)?
+            };
+            if self.commit(txn).await? {
+                return Ok(r);
+            }
+            self.catch_up().await;
+        }
+        Err(EcsError::server(
+            "The request conflicted with concurrent changes too many times; retry it.",
+        ))
+    }
+
+    /// Waits until the view holds everything the store has committed.
+    pub async fn catch_up(&self) {
+        let rev: Revision = self.store.revision();
+        self.view.wait_for(rev).await;
+    }
+}

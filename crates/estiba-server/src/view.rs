@@ -1,0 +1,363 @@
+//! The view: a typed, indexed copy of the store, fed by its watch stream.
+//!
+//! Handlers and controllers read from the view (decoded documents, cluster and deployment
+//! counts) and write to the store with compare-and-swap on the revision they read. After a
+//! write, a handler waits for the view to reach the write's revision, so a client always
+//! reads its own writes. Counts are derived here from the documents, never stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+use estiba_api::ecs::{
+    CapacityProvider, Cluster, ContainerInstance, LaunchType, Service, ServiceDeployment,
+    ServiceRevision, Setting, Tag, Task, TaskDefinition,
+};
+use estiba_core::cluster::Counts;
+use estiba_core::service::DeploymentCounts;
+use estiba_core::{instance, service, task};
+use estiba_store::{EventKind, KeyValue, Revision, Store, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::keys;
+
+/// A decoded document with the revision that wrote it and its raw JSON.
+#[derive(Debug)]
+pub struct Doc<T> {
+    pub key: String,
+    pub rev: Revision,
+    pub raw: Bytes,
+    pub value: T,
+}
+
+pub type Table<T> = BTreeMap<String, Arc<Doc<T>>>;
+
+/// A task definition family: the last revision number given out (revisions are never
+/// reused, even after deletion).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Family {
+    pub name: String,
+    pub last_revision: i32,
+}
+
+/// A node's claim on a task: from then on the node, not the server, moves the task through
+/// its lifecycle.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub node: String,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub revision: Revision,
+    pub clusters: Table<Cluster>,
+    pub families: Table<Family>,
+    pub taskdefs: Table<TaskDefinition>,
+    pub tasks: Table<Task>,
+    pub services: Table<Service>,
+    pub instances: Table<ContainerInstance>,
+    pub capacity_providers: Table<CapacityProvider>,
+    pub settings: Table<Setting>,
+    pub service_deployments: Table<ServiceDeployment>,
+    pub service_revisions: Table<ServiceRevision>,
+    pub tags: Table<Vec<Tag>>,
+    pub claims: Table<Claim>,
+    /// Cluster key → counts of its tasks, services and instances.
+    pub cluster_counts: HashMap<String, Counts>,
+    /// (cluster key, deployment id) → task counts of the deployment.
+    pub deployment_counts: HashMap<(String, String), DeploymentCounts>,
+}
+
+impl State {
+    /// Documents under a key prefix, in key order.
+    pub fn range<'a, T>(
+        table: &'a Table<T>,
+        prefix: &str,
+    ) -> impl Iterator<Item = &'a Arc<Doc<T>>> + 'a {
+        let owned = prefix.to_owned();
+        table
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(owned.as_str()))
+            .map(|(_, v)| v)
+    }
+
+    pub fn counts(&self, cluster_key: &str) -> Counts {
+        self.cluster_counts
+            .get(cluster_key)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn deployment_counts(&self, cluster_key: &str, deployment_id: &str) -> DeploymentCounts {
+        self.deployment_counts
+            .get(&(cluster_key.to_owned(), deployment_id.to_owned()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn tags_of(&self, resource_key: &str) -> Option<&[Tag]> {
+        self.tags
+            .get(&keys::tags_of(resource_key))
+            .map(|d| d.value.as_slice())
+    }
+
+    fn apply(&mut self, kind: EventKind, kv: &KeyValue) {
+        let Some((table, _)) = keys::split(&kv.key) else {
+            return;
+        };
+        match table {
+            "clusters" => {
+                put(&mut self.clusters, kind, kv);
+            }
+            "families" => {
+                put(&mut self.families, kind, kv);
+            }
+            "taskdefs" => {
+                put(&mut self.taskdefs, kind, kv);
+            }
+            "tasks" => {
+                let (old, new) = put(&mut self.tasks, kind, kv);
+                let cluster = keys::cluster_of(&kv.key).unwrap_or_default();
+                for (doc, sign) in [(old, -1), (new, 1)] {
+                    if let Some(d) = doc {
+                        let (c, dep) = task_contribution(&d.value);
+                        self.cluster_counts
+                            .entry(cluster.clone())
+                            .or_default()
+                            .add(&c, sign);
+                        if let Some((id, dc)) = dep {
+                            let e = self
+                                .deployment_counts
+                                .entry((cluster.clone(), id))
+                                .or_default();
+                            e.running += sign * dc.running;
+                            e.pending += sign * dc.pending;
+                        }
+                    }
+                }
+            }
+            "services" => {
+                let (old, new) = put(&mut self.services, kind, kv);
+                self.adjust(
+                    &kv.key,
+                    old.map(|d| service_contribution(&d.value)),
+                    new.map(|d| service_contribution(&d.value)),
+                );
+            }
+            "instances" => {
+                let (old, new) = put(&mut self.instances, kind, kv);
+                self.adjust(
+                    &kv.key,
+                    old.map(|d| instance_contribution(&d.value)),
+                    new.map(|d| instance_contribution(&d.value)),
+                );
+            }
+            "capacity-providers" => {
+                put(&mut self.capacity_providers, kind, kv);
+            }
+            "settings" => {
+                put(&mut self.settings, kind, kv);
+            }
+            "service-deployments" => {
+                put(&mut self.service_deployments, kind, kv);
+            }
+            "service-revisions" => {
+                put(&mut self.service_revisions, kind, kv);
+            }
+            "tags" => {
+                put(&mut self.tags, kind, kv);
+            }
+            "claims" => {
+                put(&mut self.claims, kind, kv);
+            }
+            other => tracing::warn!(kind = other, key = %kv.key, "unknown key kind in store"),
+        }
+    }
+
+    fn adjust(&mut self, key: &str, old: Option<Counts>, new: Option<Counts>) {
+        let cluster = keys::cluster_of(key).unwrap_or_default();
+        let e = self.cluster_counts.entry(cluster).or_default();
+        if let Some(o) = old {
+            e.add(&o, -1);
+        }
+        if let Some(n) = new {
+            e.add(&n, 1);
+        }
+    }
+}
+
+/// Replaces or removes a document; returns the old and new versions.
+fn put<T: DeserializeOwned>(
+    table: &mut Table<T>,
+    kind: EventKind,
+    kv: &KeyValue,
+) -> (Option<Arc<Doc<T>>>, Option<Arc<Doc<T>>>) {
+    match kind {
+        EventKind::Delete => (table.remove(&kv.key), None),
+        EventKind::Put => match serde_json::from_slice::<T>(&kv.value) {
+            Ok(value) => {
+                let doc = Arc::new(Doc {
+                    key: kv.key.clone(),
+                    rev: kv.mod_revision,
+                    raw: kv.value.clone(),
+                    value,
+                });
+                (table.insert(kv.key.clone(), doc.clone()), Some(doc))
+            }
+            Err(e) => {
+                tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored");
+                (table.remove(&kv.key), None)
+            }
+        },
+    }
+}
+
+fn task_contribution(t: &Task) -> (Counts, Option<(String, DeploymentCounts)>) {
+    let st = task::last_status(t);
+    let fargate = t.launch_type == Some(LaunchType::Fargate);
+    let mut c = Counts::default();
+    let mut d = DeploymentCounts::default();
+    if st == task::Status::Running {
+        d.running = 1;
+        if fargate {
+            c.running_fargate = 1
+        } else {
+            c.running_ec2 = 1
+        }
+    } else if st.is_pending() {
+        d.pending = 1;
+        if fargate {
+            c.pending_fargate = 1
+        } else {
+            c.pending_ec2 = 1
+        }
+    }
+    let dep = t
+        .group
+        .as_deref()
+        .filter(|g| g.starts_with("service:"))
+        .and(t.started_by.clone())
+        .map(|id| (id, d));
+    (c, dep)
+}
+
+fn service_contribution(s: &Service) -> Counts {
+    let mut c = Counts::default();
+    let fargate = service::is_fargate(s);
+    match service::status(s) {
+        service::ACTIVE if fargate => c.active_fargate_services = 1,
+        service::ACTIVE => c.active_ec2_services = 1,
+        service::DRAINING if fargate => c.draining_fargate_services = 1,
+        service::DRAINING => c.draining_ec2_services = 1,
+        _ => {}
+    }
+    c
+}
+
+fn instance_contribution(ci: &ContainerInstance) -> Counts {
+    Counts {
+        registered_instances: instance::is_registered(ci) as i32,
+        ..Default::default()
+    }
+}
+
+pub struct View {
+    state: RwLock<State>,
+    revision: tokio::sync::watch::Sender<Revision>,
+}
+
+impl View {
+    /// Loads the whole store and keeps following it.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<View>, StoreError> {
+        let (tx, _) = tokio::sync::watch::channel(0);
+        let view = Arc::new(View {
+            state: RwLock::new(State::default()),
+            revision: tx,
+        });
+        let rev = view.reload(&*store).await?;
+        let v = view.clone();
+        tokio::spawn(async move { v.follow(store, rev).await });
+        Ok(view)
+    }
+
+    async fn reload(&self, store: &dyn Store) -> Result<Revision, StoreError> {
+        let all = store.range("ecs/").await?;
+        let mut st = State {
+            revision: all.revision,
+            ..Default::default()
+        };
+        for kv in &all.kvs {
+            st.apply(EventKind::Put, kv);
+        }
+        *self.state.write().unwrap() = st;
+        self.revision.send_replace(all.revision);
+        Ok(all.revision)
+    }
+
+    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut rev: Revision) {
+        loop {
+            let mut watch = match store.watch("ecs/", rev) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "view watch failed; reloading");
+                    match self.reload(&*store).await {
+                        Ok(r) => rev = r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "view reload failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                    }
+                    continue;
+                }
+            };
+            loop {
+                match watch.next().await {
+                    Ok(batch) => {
+                        {
+                            let mut st = self.state.write().unwrap();
+                            for e in &batch.events {
+                                st.apply(e.kind.clone(), &e.kv);
+                            }
+                            st.revision = batch.revision;
+                        }
+                        rev = batch.revision;
+                        self.revision.send_replace(rev);
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "view fell behind the store; reloading");
+                        if let Ok(r) = self.reload(&*store).await {
+                            rev = r;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap()
+    }
+
+    pub fn revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    /// Waits until the view holds every write up to `rev`.
+    pub async fn wait_for(&self, rev: Revision) {
+        let mut rx = self.revision.subscribe();
+        let _ = rx.wait_for(|r| *r >= rev).await;
+    }
+
+    /// Subscribes to revision changes: controllers wake on them.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+}

@@ -1,0 +1,209 @@
+//! The SQLite backend: the whole state in one file, WAL mode, fsync on every commit.
+//!
+//! Reads are served from memory (the whole key space is loaded at open). Writes go to one
+//! writer thread that practises group commit: it takes every transaction waiting, evaluates
+//! them in order against the committed state plus the group's earlier writes, writes the
+//! group in one SQLite transaction, fsyncs once, and only then publishes the changes and
+//! acknowledges each caller. An acknowledged write is therefore on disk, and a crash at any
+//! point loses only writes nobody was told about.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use bytes::Bytes;
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+use crate::local::{Local, Pending};
+use crate::{
+    BoxFuture, KeyValue, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse,
+    Watch,
+};
+
+/// The most transactions one group commit takes.
+const MAX_GROUP: usize = 512;
+
+type Request = (Txn, oneshot::Sender<Result<TxnResponse>>);
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    local: Arc<Local>,
+    writer: mpsc::Sender<Request>,
+    path: Arc<PathBuf>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file and loads it into memory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open(&path).map_err(backend)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = OFF;
+             CREATE TABLE IF NOT EXISTS kv (
+                 key TEXT PRIMARY KEY NOT NULL,
+                 value BLOB NOT NULL,
+                 create_rev INTEGER NOT NULL,
+                 mod_rev INTEGER NOT NULL,
+                 version INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS meta (
+                 id INTEGER PRIMARY KEY CHECK (id = 0),
+                 revision INTEGER NOT NULL
+             );
+             INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0);",
+        )
+        .map_err(backend)?;
+        let revision: Revision = conn
+            .query_row("SELECT revision FROM meta WHERE id = 0", [], |r| r.get(0))
+            .map_err(backend)?;
+        let mut map = BTreeMap::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT key, value, create_rev, mod_rev, version FROM kv")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(KeyValue {
+                        key: r.get(0)?,
+                        value: Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                        create_revision: r.get(2)?,
+                        mod_revision: r.get(3)?,
+                        version: r.get(4)?,
+                    })
+                })
+                .map_err(backend)?;
+            for kv in rows {
+                let kv = kv.map_err(backend)?;
+                map.insert(kv.key.clone(), kv);
+            }
+        }
+        tracing::debug!(path = %path.display(), keys = map.len(), revision, "opened sqlite store");
+        let local = Arc::new(Local::new(map, revision));
+        let (writer, rx) = mpsc::channel::<Request>();
+        let l = local.clone();
+        std::thread::Builder::new()
+            .name("estiba-store-writer".into())
+            .spawn(move || writer_loop(conn, l, rx))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(SqliteStore {
+            local,
+            writer,
+            path: Arc::new(path),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn writer_loop(mut conn: Connection, local: Arc<Local>, rx: mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut pending = Pending::default();
+        let responses: Vec<TxnResponse> = {
+            let st = local.state.read().unwrap();
+            group
+                .iter()
+                .map(|(txn, _)| local.evaluate(&st, &mut pending, txn))
+                .collect()
+        };
+        let outcome = if pending.events.is_empty() {
+            Ok(())
+        } else {
+            persist(&mut conn, &pending)
+        };
+        match outcome {
+            Ok(()) => {
+                {
+                    let mut st = local.state.write().unwrap();
+                    local.publish(&mut st, pending);
+                }
+                for ((_, reply), resp) in group.into_iter().zip(responses) {
+                    let _ = reply.send(Ok(resp));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn persist(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT INTO kv (key, value, create_rev, mod_rev, version) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, create_rev = excluded.create_rev,
+                 mod_rev = excluded.mod_rev, version = excluded.version",
+        )?;
+        let mut del = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+        for (key, v) in &pending.writes {
+            match v {
+                Some(kv) => {
+                    put.execute(params![
+                        key,
+                        &kv.value[..],
+                        kv.create_revision,
+                        kv.mod_revision,
+                        kv.version
+                    ])?;
+                }
+                None => {
+                    del.execute(params![key])?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET revision = ?1 WHERE id = 0",
+            params![pending.revision],
+        )?;
+    }
+    tx.commit()
+}
+
+impl Store for SqliteStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>>> {
+        let v = self.local.get(key);
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<RangeResponse>> {
+        let v = self.local.range(prefix);
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.send((txn, tx));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
+        self.local.watch(prefix, after)
+    }
+
+    fn revision(&self) -> Revision {
+        self.local.revision()
+    }
+}

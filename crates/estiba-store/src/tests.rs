@@ -1,0 +1,281 @@
+//! One test suite, run against every backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::*;
+
+/// Runs each suite function against the memory and the SQLite backend.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod mem_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(std::sync::Arc::new(crate::MemStore::new())).await })*
+        }
+        #[cfg(feature = "sqlite")]
+        mod sqlite_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = crate::SqliteStore::open(dir.path().join("state.db")).unwrap();
+                super::$name(std::sync::Arc::new(s)).await
+            })*
+        }
+    };
+}
+
+suite!(
+    put_get_and_counters,
+    compare_and_swap,
+    failed_txn_writes_nothing,
+    delete_and_recreate,
+    range_by_prefix,
+    watch_live_and_filtered,
+    watch_from_past_revision,
+    concurrent_cas_has_one_winner,
+    empty_txn_is_a_read_check,
+);
+
+async fn put(s: &dyn Store, key: &str, value: &str) -> TxnResponse {
+    s.txn(Txn::new().then(Op::put(key, value.to_owned())))
+        .await
+        .unwrap()
+}
+
+async fn put_get_and_counters(s: Arc<dyn Store>) {
+    assert_eq!(s.revision(), 0);
+    assert_eq!(s.get("a").await.unwrap(), None);
+    let r1 = put(&*s, "a", "1").await;
+    assert!(r1.succeeded);
+    assert_eq!(r1.revision, 1);
+    let kv = s.get("a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &kv.value[..],
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
+        (&b"1"[..], 1, 1, 1)
+    );
+    let r2 = put(&*s, "a", "2").await;
+    assert_eq!(r2.revision, 2);
+    let kv = s.get("a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &kv.value[..],
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
+        (&b"2"[..], 1, 2, 2)
+    );
+    assert_eq!(s.revision(), 2);
+}
+
+async fn compare_and_swap(s: Arc<dyn Store>) {
+    let create = Txn::new()
+        .when(Compare::absent("k"))
+        .then(Op::put("k", "v1"));
+    let r = s.txn(create.clone()).await.unwrap();
+    assert!(r.succeeded);
+    // Creating again fails: the key exists.
+    let again = s.txn(create).await.unwrap();
+    assert!(!again.succeeded);
+    assert_eq!(again.revision, r.revision);
+    // Update with the right revision succeeds, with a stale one fails.
+    let ok = s
+        .txn(
+            Txn::new()
+                .when(Compare::mod_revision("k", r.revision))
+                .then(Op::put("k", "v2")),
+        )
+        .await
+        .unwrap();
+    assert!(ok.succeeded);
+    let stale = s
+        .txn(
+            Txn::new()
+                .when(Compare::mod_revision("k", r.revision))
+                .then(Op::put("k", "v3")),
+        )
+        .await
+        .unwrap();
+    assert!(!stale.succeeded);
+    assert_eq!(&s.get("k").await.unwrap().unwrap().value[..], b"v2");
+}
+
+async fn failed_txn_writes_nothing(s: Arc<dyn Store>) {
+    put(&*s, "x", "1").await;
+    let before = s.revision();
+    let t = Txn::new()
+        .when(Compare::absent("y"))
+        .when(Compare::absent("x"))
+        .then(Op::put("y", "1"))
+        .then(Op::delete("x"));
+    assert!(!s.txn(t).await.unwrap().succeeded);
+    assert_eq!(s.revision(), before);
+    assert!(s.get("y").await.unwrap().is_none());
+    assert!(s.get("x").await.unwrap().is_some());
+    // The same ops with a true condition apply together, under one revision.
+    let t = Txn::new()
+        .when(Compare::absent("y"))
+        .then(Op::put("y", "1"))
+        .then(Op::delete("x"));
+    let r = s.txn(t).await.unwrap();
+    assert!(r.succeeded);
+    assert_eq!(r.revision, before + 1);
+    assert!(s.get("x").await.unwrap().is_none());
+    assert_eq!(s.get("y").await.unwrap().unwrap().mod_revision, before + 1);
+}
+
+async fn delete_and_recreate(s: Arc<dyn Store>) {
+    put(&*s, "d", "1").await;
+    put(&*s, "d", "2").await;
+    let r = s.txn(Txn::new().then(Op::delete("d"))).await.unwrap();
+    assert!(r.succeeded);
+    assert!(s.get("d").await.unwrap().is_none());
+    // Deleting a missing key changes nothing and does not bump the revision.
+    let rev = s.revision();
+    s.txn(Txn::new().then(Op::delete("d"))).await.unwrap();
+    assert_eq!(s.revision(), rev);
+    let r = put(&*s, "d", "3").await;
+    let kv = s.get("d").await.unwrap().unwrap();
+    assert_eq!((kv.create_revision, kv.version), (r.revision, 1));
+}
+
+async fn range_by_prefix(s: Arc<dyn Store>) {
+    for k in ["t/b", "t/a", "u/a", "t", "t/c/d", "s/z"] {
+        put(&*s, k, k).await;
+    }
+    let r = s.range("t/").await.unwrap();
+    let keys: Vec<&str> = r.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["t/a", "t/b", "t/c/d"]);
+    assert_eq!(r.revision, s.revision());
+    assert_eq!(s.range("").await.unwrap().kvs.len(), 6);
+    assert!(s.range("v/").await.unwrap().kvs.is_empty());
+}
+
+async fn next(w: &mut Watch) -> WatchBatch {
+    tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("watch timed out")
+        .unwrap()
+}
+
+async fn watch_live_and_filtered(s: Arc<dyn Store>) {
+    let start = s.revision();
+    let mut w = s.watch("tasks/", start).unwrap();
+    put(&*s, "clusters/a", "x").await;
+    let r = put(&*s, "tasks/1", "a").await;
+    s.txn(Txn::new().then(Op::delete("tasks/1"))).await.unwrap();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        events.extend(next(&mut w).await.events);
+    }
+    assert_eq!(events[0].kind, EventKind::Put);
+    assert_eq!(events[0].kv.key, "tasks/1");
+    assert_eq!(events[0].kv.mod_revision, r.revision);
+    assert_eq!(events[1].kind, EventKind::Delete);
+    assert_eq!(events[1].kv.mod_revision, r.revision + 1);
+}
+
+async fn watch_from_past_revision(s: Arc<dyn Store>) {
+    let r1 = put(&*s, "p/1", "a").await;
+    put(&*s, "p/2", "b").await;
+    put(&*s, "p/3", "c").await;
+    let mut w = s.watch("p/", r1.revision).unwrap();
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        keys.extend(next(&mut w).await.events.into_iter().map(|e| e.kv.key));
+    }
+    assert_eq!(keys, ["p/2", "p/3"]);
+    put(&*s, "p/4", "d").await;
+    assert_eq!(next(&mut w).await.events[0].kv.key, "p/4");
+}
+
+async fn concurrent_cas_has_one_winner(s: Arc<dyn Store>) {
+    let r = put(&*s, "counter", "0").await;
+    let mut handles = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            s.txn(
+                Txn::new()
+                    .when(Compare::mod_revision("counter", r.revision))
+                    .then(Op::put("counter", format!("{i}"))),
+            )
+            .await
+            .unwrap()
+            .succeeded
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        wins += h.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(s.get("counter").await.unwrap().unwrap().version, 2);
+}
+
+async fn empty_txn_is_a_read_check(s: Arc<dyn Store>) {
+    put(&*s, "e", "1").await;
+    let rev = s.revision();
+    let r = s
+        .txn(Txn::new().when(Compare::absent("nope")))
+        .await
+        .unwrap();
+    assert!(r.succeeded);
+    assert_eq!(s.revision(), rev);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reopen_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        put(&s, "a", "1").await;
+        put(&s, "b", "2").await;
+        s.txn(Txn::new().then(Op::delete("a"))).await.unwrap();
+        put(&s, "b", "3").await;
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.revision(), 4);
+    assert!(s.get("a").await.unwrap().is_none());
+    let b = s.get("b").await.unwrap().unwrap();
+    assert_eq!(
+        (&b.value[..], b.create_revision, b.mod_revision, b.version),
+        (&b"3"[..], 2, 4, 2)
+    );
+    // History is gone after a restart: watching from before it says so, from now works.
+    assert!(matches!(s.watch("", 1), Err(StoreError::Compacted { .. })));
+    let mut w = s.watch("", s.revision()).unwrap();
+    put(&s, "c", "1").await;
+    assert_eq!(next(&mut w).await.events[0].kv.key, "c");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path().join("state.db")).unwrap());
+    let mut handles = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            put(&*s, &format!("k/{i}"), "v").await.revision
+        }));
+    }
+    let mut revs: Vec<Revision> = Vec::new();
+    for h in handles {
+        revs.push(h.await.unwrap());
+    }
+    revs.sort();
+    revs.dedup();
+    assert_eq!(revs.len(), 64, "every write gets its own revision");
+    drop(s);
+    let s = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    assert_eq!(s.range("k/").await.unwrap().kvs.len(), 64);
+}

