@@ -22,10 +22,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// The services whose models are generated. `module` is the Rust module name.
-pub const SERVICES: &[Service] = &[Service {
-    module: "ecs",
-    model: "ecs",
-}];
+pub const SERVICES: &[Service] = &[Service { module: "ecs", model: "ecs" }];
 
 pub struct Service {
     pub module: &'static str,
@@ -33,25 +30,18 @@ pub struct Service {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn output_path(root: &Path, svc: &Service) -> PathBuf {
-    root.join("crates/estiba-api/src/generated")
-        .join(format!("{}.rs", svc.module))
+    root.join("crates/estiba-api/src/generated").join(format!("{}.rs", svc.module))
 }
 
 /// Generates every service and returns (path, contents) pairs, formatted with rustfmt.
 pub fn generate_all(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     let mut out = Vec::new();
     for svc in SERVICES {
-        let model_path = root
-            .join("crates/estiba-api/models")
-            .join(svc.model)
-            .join("service-2.json.gz");
+        let model_path = root.join("crates/estiba-api/models").join(svc.model).join("service-2.json.gz");
         let model = load_model(&model_path)?;
         let code = Generator::new(&model, svc)?.generate()?;
         out.push((output_path(root, svc), rustfmt(&code)?));
@@ -75,10 +65,7 @@ pub fn run(check: bool) -> Result<()> {
         }
     }
     if !stale.is_empty() {
-        bail!(
-            "generated code is stale, run `cargo xtask codegen`: {}",
-            stale.join(", ")
-        );
+        bail!("generated code is stale, run `cargo xtask codegen`: {}", stale.join(", "));
     }
     Ok(())
 }
@@ -106,10 +93,7 @@ fn rustfmt(code: &str) -> Result<String> {
     let output = child.wait_with_output()?;
     writer.join().unwrap()?;
     if !output.status.success() {
-        bail!(
-            "rustfmt failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("rustfmt failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(String::from_utf8(output.stdout)?)
 }
@@ -164,11 +148,10 @@ const RESERVED_TYPE_NAMES: &[&str] = &[
 ];
 
 const RUST_KEYWORDS: &[&str] = &[
-    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
-    "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
-    "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
-    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
-    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "in",
+    "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "static", "struct", "super", "trait",
+    "true", "type", "unsafe", "use", "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do",
+    "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
 ];
 
 impl<'a> Generator<'a> {
@@ -204,11 +187,7 @@ impl<'a> Generator<'a> {
     }
 
     fn operations(&self) -> Vec<(&'a String, &'a Value)> {
-        let mut ops: Vec<_> = self.model["operations"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .collect();
+        let mut ops: Vec<_> = self.model["operations"].as_object().unwrap().iter().collect();
         ops.sort_by(|a, b| a.0.cmp(b.0));
         ops
     }
@@ -251,17 +230,12 @@ impl<'a> Generator<'a> {
         match self.kind(name) {
             "structure" => s["members"]
                 .as_object()
-                .map(|m| {
-                    m.values()
-                        .map(|v| v["shape"].as_str().unwrap().to_owned())
-                        .collect()
-                })
+                .map(|m| m.values().map(|v| v["shape"].as_str().unwrap().to_owned()).collect())
                 .unwrap_or_default(),
             "list" => vec![s["member"]["shape"].as_str().unwrap().to_owned()],
-            "map" => vec![
-                s["key"]["shape"].as_str().unwrap().to_owned(),
-                s["value"]["shape"].as_str().unwrap().to_owned(),
-            ],
+            "map" => {
+                vec![s["key"]["shape"].as_str().unwrap().to_owned(), s["value"]["shape"].as_str().unwrap().to_owned()]
+            }
             _ => vec![],
         }
     }
@@ -282,10 +256,7 @@ impl<'a> Generator<'a> {
         let s = self.shape(name);
         match self.kind(name) {
             "string" => {
-                !self.is_enum(name)
-                    && (s.get("min").is_some()
-                        || s.get("max").is_some()
-                        || s.get("pattern").is_some())
+                !self.is_enum(name) && (s.get("min").is_some() || s.get("max").is_some() || s.get("pattern").is_some())
             }
             "integer" | "long" | "double" | "float" | "list" | "map" => {
                 s.get("min").is_some() || s.get("max").is_some()
@@ -297,12 +268,7 @@ impl<'a> Generator<'a> {
     /// A shape needs a check when it, or something inside it, carries a constraint. Only
     /// shapes used in inputs are checked.
     fn compute_checks(&mut self) {
-        let inputs: Vec<String> = self
-            .usage
-            .iter()
-            .filter(|(_, u)| u.input)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let inputs: Vec<String> = self.usage.iter().filter(|(_, u)| u.input).map(|(n, _)| n.clone()).collect();
         loop {
             let mut changed = false;
             for name in &inputs {
@@ -310,10 +276,7 @@ impl<'a> Generator<'a> {
                     continue;
                 }
                 let own = self.has_own_constraint(name);
-                let child = self
-                    .children(name)
-                    .iter()
-                    .any(|c| self.needs_check.contains(c));
+                let child = self.children(name).iter().any(|c| self.needs_check.contains(c));
                 if own || child {
                     self.needs_check.insert(name.clone());
                     changed = true;
@@ -328,18 +291,11 @@ impl<'a> Generator<'a> {
     /// Box structure members that lead back to their own structure without passing through a
     /// list or map (which already allocate).
     fn compute_boxing(&mut self) {
-        let structs: Vec<String> = self
-            .usage
-            .keys()
-            .filter(|n| self.kind(n) == "structure")
-            .cloned()
-            .collect();
+        let structs: Vec<String> = self.usage.keys().filter(|n| self.kind(n) == "structure").cloned().collect();
         for s in &structs {
             for (mname, m) in self.members(s) {
                 let target = m["shape"].as_str().unwrap();
-                if self.kind(target) == "structure"
-                    && self.reaches_directly(target, s, &mut BTreeSet::new())
-                {
+                if self.kind(target) == "structure" && self.reaches_directly(target, s, &mut BTreeSet::new()) {
                     self.boxed.insert((s.clone(), mname.clone()));
                 }
             }
@@ -360,10 +316,7 @@ impl<'a> Generator<'a> {
     }
 
     fn members(&self, name: &str) -> Vec<(&'a String, &'a Value)> {
-        self.shape(name)["members"]
-            .as_object()
-            .map(|m| m.iter().collect())
-            .unwrap_or_default()
+        self.shape(name)["members"].as_object().map(|m| m.iter().collect()).unwrap_or_default()
     }
 
     fn required(&self, name: &str) -> BTreeSet<&'a str> {
@@ -396,10 +349,7 @@ impl<'a> Generator<'a> {
             "boolean" => "bool".into(),
             "timestamp" => "Timestamp".into(),
             "blob" => "Blob".into(),
-            "list" => format!(
-                "Vec<{}>",
-                self.rust_type(self.shape(shape)["member"]["shape"].as_str().unwrap())
-            ),
+            "list" => format!("Vec<{}>", self.rust_type(self.shape(shape)["member"]["shape"].as_str().unwrap())),
             "map" => format!(
                 "BTreeMap<{}, {}>",
                 self.rust_type(self.shape(shape)["key"]["shape"].as_str().unwrap()),
@@ -412,10 +362,8 @@ impl<'a> Generator<'a> {
     /// A non-boxed primitive member: AWS always sends it, defaulting to zero or false.
     fn is_unboxed_primitive(&self, shape: &str, member: &Value) -> bool {
         let s = self.shape(shape);
-        matches!(
-            self.kind(shape),
-            "integer" | "long" | "double" | "float" | "boolean"
-        ) && s.get("box").and_then(Value::as_bool) != Some(true)
+        matches!(self.kind(shape), "integer" | "long" | "double" | "float" | "boolean")
+            && s.get("box").and_then(Value::as_bool) != Some(true)
             && member.get("box").and_then(Value::as_bool) != Some(true)
     }
 
@@ -430,32 +378,17 @@ impl<'a> Generator<'a> {
             self.svc.model,
             meta["apiVersion"].as_str().unwrap_or("")
         )?;
-        out.push_str(
-            "#![allow(clippy::all, missing_docs, non_camel_case_types, unused_imports)]\n\n",
-        );
+        out.push_str("#![allow(clippy::all, missing_docs, non_camel_case_types, unused_imports)]\n\n");
         out.push_str("use std::collections::BTreeMap;\n");
         out.push_str("use serde::{Deserialize, Serialize};\n");
         out.push_str("use crate::shape::{Blob, Timestamp, Validate, Validator};\n\n");
-        writeln!(
-            out,
-            "/// The `X-Amz-Target` prefix of this service's operations."
-        )?;
-        writeln!(
-            out,
-            "pub const TARGET_PREFIX: &str = {:?};",
-            meta["targetPrefix"].as_str().unwrap_or("")
-        )?;
-        writeln!(
-            out,
-            "/// The service's signing name, as found in SigV4 credential scopes."
-        )?;
+        writeln!(out, "/// The `X-Amz-Target` prefix of this service's operations.")?;
+        writeln!(out, "pub const TARGET_PREFIX: &str = {:?};", meta["targetPrefix"].as_str().unwrap_or(""))?;
+        writeln!(out, "/// The service's signing name, as found in SigV4 credential scopes.")?;
         writeln!(
             out,
             "pub const SIGNING_NAME: &str = {:?};\n",
-            meta["signingName"]
-                .as_str()
-                .or(meta["endpointPrefix"].as_str())
-                .unwrap_or("")
+            meta["signingName"].as_str().or(meta["endpointPrefix"].as_str()).unwrap_or("")
         )?;
 
         self.gen_operations(&mut out)?;
@@ -499,15 +432,10 @@ impl<'a> Generator<'a> {
         writeln!(
             out,
             "    pub const ALL: &'static [Operation] = &[{}];",
-            ops.iter()
-                .map(|(n, _)| format!("Operation::{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            ops.iter().map(|(n, _)| format!("Operation::{n}")).collect::<Vec<_>>().join(", ")
         )?;
         out.push_str("    /// Parses the operation name that follows the target prefix.\n");
-        out.push_str(
-            "    pub fn from_name(name: &str) -> Option<Self> {\n        Some(match name {\n",
-        );
+        out.push_str("    pub fn from_name(name: &str) -> Option<Self> {\n        Some(match name {\n");
         for (name, _) in &ops {
             writeln!(out, "            {name:?} => Operation::{name},")?;
         }
@@ -521,11 +449,8 @@ impl<'a> Generator<'a> {
     }
 
     fn gen_errors(&self, out: &mut String) -> Result<()> {
-        let mut errors: Vec<(&String, &Value)> = self
-            .shapes
-            .iter()
-            .filter(|(_, s)| s.get("exception").and_then(Value::as_bool) == Some(true))
-            .collect();
+        let mut errors: Vec<(&String, &Value)> =
+            self.shapes.iter().filter(|(_, s)| s.get("exception").and_then(Value::as_bool) == Some(true)).collect();
         errors.sort_by(|a, b| a.0.cmp(b.0));
         out.push_str("/// The exceptions this service's model declares.\n");
         out.push_str("#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum ErrorCode {\n");
@@ -544,10 +469,7 @@ impl<'a> Generator<'a> {
         out.push_str("    pub fn status(self) -> u16 {\n        match self {\n");
         for (name, s) in &errors {
             let fault = s.get("fault").and_then(Value::as_bool) == Some(true);
-            let status =
-                s["error"]["httpStatusCode"]
-                    .as_u64()
-                    .unwrap_or(if fault { 500 } else { 400 });
+            let status = s["error"]["httpStatusCode"].as_u64().unwrap_or(if fault { 500 } else { 400 });
             writeln!(out, "            ErrorCode::{} => {status},", pascal(name))?;
         }
         out.push_str("        }\n    }\n}\n\n");
@@ -566,11 +488,7 @@ impl<'a> Generator<'a> {
     fn gen_struct(&self, out: &mut String, name: &str) -> Result<()> {
         let rust = &self.names[name];
         let required = self.required(name);
-        writeln!(
-            out,
-            "#[derive(Clone, Debug, Default, PartialEq, {})]",
-            self.derives(name)
-        )?;
+        writeln!(out, "#[derive(Clone, Debug, Default, PartialEq, {})]", self.derives(name))?;
         writeln!(out, "pub struct {rust} {{")?;
         let mut used = BTreeSet::new();
         for (mname, m) in self.members(name) {
@@ -590,10 +508,7 @@ impl<'a> Generator<'a> {
                 writeln!(out, "    #[serde(default)]")?;
                 writeln!(out, "    pub {field}: {ty},")?;
             } else {
-                writeln!(
-                    out,
-                    "    #[serde(default, skip_serializing_if = \"Option::is_none\")]"
-                )?;
+                writeln!(out, "    #[serde(default, skip_serializing_if = \"Option::is_none\")]")?;
                 writeln!(out, "    pub {field}: Option<{ty}>,")?;
             }
         }
@@ -601,11 +516,7 @@ impl<'a> Generator<'a> {
         if self.usage[name].input {
             writeln!(out, "impl Validate for {rust} {{")?;
             if self.needs_check.contains(name) {
-                writeln!(
-                    out,
-                    "    fn validate(&self, v: &mut Validator) {{ check_{}(v, self) }}",
-                    snake(name)
-                )?;
+                writeln!(out, "    fn validate(&self, v: &mut Validator) {{ check_{}(v, self) }}", snake(name))?;
             } else {
                 writeln!(out, "    fn validate(&self, _: &mut Validator) {{}}")?;
             }
@@ -628,12 +539,8 @@ impl<'a> Generator<'a> {
 
     fn gen_enum(&self, out: &mut String, name: &str) -> Result<()> {
         let rust = &self.names[name];
-        let values: Vec<&str> = self.shape(name)["enum"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+        let values: Vec<&str> =
+            self.shape(name)["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         let mut variants = Vec::new();
         let mut used = BTreeSet::new();
         for v in &values {
@@ -660,20 +567,14 @@ impl<'a> Generator<'a> {
         writeln!(
             out,
             "    pub const VALUES: &'static [&'static str] = &[{}];",
-            values
-                .iter()
-                .map(|v| format!("{v:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
         )?;
         out.push_str("    pub fn as_str(self) -> &'static str {\n        match self {\n");
         for (var, v) in variants.iter().zip(&values) {
             writeln!(out, "            {rust}::{var} => {v:?},")?;
         }
         out.push_str("        }\n    }\n");
-        out.push_str(
-            "    pub fn from_str_opt(s: &str) -> Option<Self> {\n        Some(match s {\n",
-        );
+        out.push_str("    pub fn from_str_opt(s: &str) -> Option<Self> {\n        Some(match s {\n");
         for (var, v) in variants.iter().zip(&values) {
             writeln!(out, "            {v:?} => {rust}::{var},")?;
         }
@@ -688,15 +589,8 @@ impl<'a> Generator<'a> {
         let s = self.shape(name);
         let fname = format!("check_{}", snake(name));
         let ty = self.rust_type(name);
-        let arg_ty = if ty == "String" {
-            "str".to_owned()
-        } else {
-            ty.clone()
-        };
-        writeln!(
-            out,
-            "#[allow(unused_variables)]\nfn {fname}(v: &mut Validator, x: &{arg_ty}) {{"
-        )?;
+        let arg_ty = if ty == "String" { "str".to_owned() } else { ty.clone() };
+        writeln!(out, "#[allow(unused_variables)]\nfn {fname}(v: &mut Validator, x: &{arg_ty}) {{")?;
         let min = s.get("min").and_then(Value::as_f64);
         let max = s.get("max").and_then(Value::as_f64);
         match self.kind(name) {
@@ -730,7 +624,11 @@ impl<'a> Generator<'a> {
                     )?;
                 }
                 if self.needs_check.contains(member) {
-                    writeln!(out, "    for (i, f) in x.iter().enumerate() {{ v.enter_index(i); check_{}(v, f); v.leave(); }}", snake(member))?;
+                    writeln!(
+                        out,
+                        "    for (i, f) in x.iter().enumerate() {{ v.enter_index(i); check_{}(v, f); v.leave(); }}",
+                        snake(member)
+                    )?;
                 }
             }
             "map" => {
@@ -745,14 +643,14 @@ impl<'a> Generator<'a> {
                     )?;
                 }
                 if self.needs_check.contains(key) {
-                    writeln!(
-                        out,
-                        "    for k in x.keys() {{ v.enter_key(); check_{}(v, k); v.leave(); }}",
-                        snake(key)
-                    )?;
+                    writeln!(out, "    for k in x.keys() {{ v.enter_key(); check_{}(v, k); v.leave(); }}", snake(key))?;
                 }
                 if self.needs_check.contains(value) {
-                    writeln!(out, "    for (k, f) in x.iter() {{ v.enter_value(); check_{}(v, f); v.leave(); }}", snake(value))?;
+                    writeln!(
+                        out,
+                        "    for (k, f) in x.iter() {{ v.enter_value(); check_{}(v, f); v.leave(); }}",
+                        snake(value)
+                    )?;
                 }
             }
             "string" => {
@@ -770,20 +668,10 @@ impl<'a> Generator<'a> {
                 }
             }
             "integer" | "long" => {
-                writeln!(
-                    out,
-                    "    v.range(*x as f64, {}, {}, || x.to_string());",
-                    opt_f64(min),
-                    opt_f64(max)
-                )?;
+                writeln!(out, "    v.range(*x as f64, {}, {}, || x.to_string());", opt_f64(min), opt_f64(max))?;
             }
             "double" | "float" => {
-                writeln!(
-                    out,
-                    "    v.range(*x as f64, {}, {}, || x.to_string());",
-                    opt_f64(min),
-                    opt_f64(max)
-                )?;
+                writeln!(out, "    v.range(*x as f64, {}, {}, || x.to_string());", opt_f64(min), opt_f64(max))?;
             }
             other => bail!("cannot check shape {name} of type {other}"),
         }
@@ -793,13 +681,11 @@ impl<'a> Generator<'a> {
 }
 
 fn opt_usize(v: Option<f64>) -> String {
-    v.map(|n| format!("Some({})", n as u64))
-        .unwrap_or_else(|| "None".into())
+    v.map(|n| format!("Some({})", n as u64)).unwrap_or_else(|| "None".into())
 }
 
 fn opt_f64(v: Option<f64>) -> String {
-    v.map(|n| format!("Some({n:?})"))
-        .unwrap_or_else(|| "None".into())
+    v.map(|n| format!("Some({n:?})")).unwrap_or_else(|| "None".into())
 }
 
 fn pattern_static(shape: &str) -> String {
@@ -853,20 +739,14 @@ fn pascal(s: &str) -> String {
 /// `ACTIVE` → `Active`, `CMD-SHELL` → `CmdShell`, `awsvpcTrunking` → `AwsvpcTrunking`,
 /// `1.4.0` → `V1_4_0`.
 pub fn variant_name(v: &str) -> String {
-    let parts: Vec<&str> = v
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parts: Vec<&str> = v.split(|c: char| !c.is_ascii_alphanumeric()).filter(|p| !p.is_empty()).collect();
     let mut out = String::new();
-    let numeric = parts
-        .first()
-        .is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()));
+    let numeric = parts.first().is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()));
     for (i, p) in parts.iter().enumerate() {
         if numeric && i > 0 {
             out.push('_');
         }
-        let uniform = p.chars().all(|c| !c.is_ascii_lowercase())
-            || p.chars().all(|c| !c.is_ascii_uppercase());
+        let uniform = p.chars().all(|c| !c.is_ascii_lowercase()) || p.chars().all(|c| !c.is_ascii_uppercase());
         let mut chars = p.chars();
         let first = chars.next().unwrap();
         out.push(first.to_ascii_uppercase());
@@ -910,11 +790,7 @@ mod tests {
         let root = workspace_root();
         for (path, code) in generate_all(&root).unwrap() {
             let current = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                current == code,
-                "{} is stale: run `cargo xtask codegen` and commit the result",
-                path.display()
-            );
+            assert!(current == code, "{} is stale: run `cargo xtask codegen` and commit the result", path.display());
         }
     }
 }

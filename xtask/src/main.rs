@@ -3,7 +3,9 @@
 //!
 //! xtask may use anyhow and shell out; it is never a dependency of the product crates.
 
+mod bench;
 mod codegen;
+mod test;
 
 use anyhow::{bail, Result};
 
@@ -11,8 +13,10 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
+        Some("test") => test::run_all(&codegen::workspace_root(), &args[1..]),
+        Some("bench") => bench::run(&codegen::workspace_root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check]>");
+            eprintln!("usage: cargo xtask <codegen [--check] | test [--unit|--e2e] [-- PYTEST ARGS] | bench api [--seconds N] [--rounds N]>");
             bail!("unknown or missing command")
         }
     }

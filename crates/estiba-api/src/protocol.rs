@@ -31,20 +31,14 @@ impl std::error::Error for DecodeError {}
 ///
 /// An empty body counts as `{}`, as AWS accepts it for operations without required members.
 pub fn decode<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = match serde_path_to_error::deserialize(&mut de) {
         Ok(v) => v,
         Err(e) => return Err(classify(e)),
     };
     if let Err(e) = de.end() {
-        return Err(DecodeError::Serialization(format!(
-            "Unexpected content after the JSON document: {e}"
-        )));
+        return Err(DecodeError::Serialization(format!("Unexpected content after the JSON document: {e}")));
     }
     let mut v = Validator::new();
     value.validate(&mut v);
@@ -66,11 +60,7 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
         }
         Category::Data => {
             if let Some(field) = between(&msg, "missing field `", "`") {
-                let at = if path.is_empty() {
-                    field.to_owned()
-                } else {
-                    format!("{path}.{field}")
-                };
+                let at = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
                 DecodeError::Validation(format!(
                     "1 validation error detected: Value null at '{at}' failed to satisfy constraint: \
                      Member must not be null"
@@ -84,11 +74,7 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
                      constraint: Member must satisfy enum value set: [{allowed}]"
                 ))
             } else {
-                let at = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at '{path}'")
-                };
+                let at = if path.is_empty() { String::new() } else { format!(" at '{path}'") };
                 DecodeError::Serialization(format!("Unable to parse the request body{at}: {msg}"))
             }
         }
@@ -137,9 +123,7 @@ pub struct CredentialScope<'a> {
 impl<'a> CredentialScope<'a> {
     pub fn parse(authorization: &'a str) -> Option<Self> {
         let rest = authorization.strip_prefix("AWS4-HMAC-SHA256")?;
-        let cred = rest
-            .split(',')
-            .find_map(|p| p.trim().strip_prefix("Credential="))?;
+        let cred = rest.split(',').find_map(|p| p.trim().strip_prefix("Credential="))?;
         let mut parts = cred.trim().split('/');
         let scope = CredentialScope {
             access_key: parts.next()?,
@@ -152,8 +136,7 @@ impl<'a> CredentialScope<'a> {
 
     /// A 12-digit access key id is taken as the account id (LocalStack's convention).
     pub fn account_from_access_key(&self) -> Option<&'a str> {
-        (self.access_key.len() == 12 && self.access_key.bytes().all(|b| b.is_ascii_digit()))
-            .then_some(self.access_key)
+        (self.access_key.len() == 12 && self.access_key.bytes().all(|b| b.is_ascii_digit())).then_some(self.access_key)
     }
 }
 
@@ -167,16 +150,10 @@ mod tests {
         let h = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/eu-west-3/ecs/aws4_request, \
                  SignedHeaders=content-type;host;x-amz-date, Signature=abc";
         let s = CredentialScope::parse(h).unwrap();
-        assert_eq!(
-            (s.access_key, s.region, s.service),
-            ("AKIDEXAMPLE", "eu-west-3", "ecs")
-        );
+        assert_eq!((s.access_key, s.region, s.service), ("AKIDEXAMPLE", "eu-west-3", "ecs"));
         assert_eq!(s.account_from_access_key(), None);
         let h = "AWS4-HMAC-SHA256 Credential=123456789012/20150830/us-east-1/ecs/aws4_request";
-        assert_eq!(
-            CredentialScope::parse(h).unwrap().account_from_access_key(),
-            Some("123456789012")
-        );
+        assert_eq!(CredentialScope::parse(h).unwrap().account_from_access_key(), Some("123456789012"));
         assert!(CredentialScope::parse("Basic abc").is_none());
         assert!(CredentialScope::parse("AWS4-HMAC-SHA256 Credential=a/b/c").is_none());
     }
@@ -185,8 +162,7 @@ mod tests {
     fn decode_ok_and_empty() {
         let r: ecs::CreateClusterRequest = decode(b"").unwrap();
         assert_eq!(r.cluster_name, None);
-        let r: ecs::CreateClusterRequest =
-            decode(br#"{"clusterName":"a","unknownField":1}"#).unwrap();
+        let r: ecs::CreateClusterRequest = decode(br#"{"clusterName":"a","unknownField":1}"#).unwrap();
         assert_eq!(r.cluster_name.as_deref(), Some("a"));
     }
 
@@ -195,10 +171,7 @@ mod tests {
         let e = decode::<ecs::CreateClusterRequest>(b"{not json").unwrap_err();
         assert!(matches!(e, DecodeError::Serialization(_)), "{e:?}");
         let e = decode::<ecs::CreateClusterRequest>(br#"{"clusterName": 5}"#).unwrap_err();
-        assert!(
-            matches!(e, DecodeError::Serialization(ref m) if m.contains("clusterName")),
-            "{e:?}"
-        );
+        assert!(matches!(e, DecodeError::Serialization(ref m) if m.contains("clusterName")), "{e:?}");
         let e = decode::<ecs::DescribeTaskDefinitionRequest>(b"{}").unwrap_err();
         assert_eq!(
             e,
@@ -217,10 +190,7 @@ mod tests {
             "{e:?}"
         );
         let e = decode::<ecs::ListTasksRequest>(br#"{"desiredStatus":"DONE"}"#).unwrap_err();
-        assert!(
-            matches!(e, DecodeError::Validation(ref m) if m.contains("RUNNING, PENDING, STOPPED")),
-            "{e:?}"
-        );
+        assert!(matches!(e, DecodeError::Validation(ref m) if m.contains("RUNNING, PENDING, STOPPED")), "{e:?}");
         let long = "k".repeat(200);
         let body = format!(r#"{{"resourceArn":"x","tags":[{{"key":"{long}","value":"v"}}]}}"#);
         let e = decode::<ecs::TagResourceRequest>(body.as_bytes()).unwrap_err();
@@ -228,8 +198,7 @@ mod tests {
             matches!(e, DecodeError::Validation(ref m) if m.contains("at 'tags.1.member.key'") && m.contains("less than or equal to 128")),
             "{e:?}"
         );
-        let e =
-            decode::<ecs::CreateClusterRequest>(br#"{"clusterName":"a"} trailing"#).unwrap_err();
+        let e = decode::<ecs::CreateClusterRequest>(br#"{"clusterName":"a"} trailing"#).unwrap_err();
         assert!(matches!(e, DecodeError::Serialization(_)), "{e:?}");
     }
 }

@@ -108,61 +108,28 @@ impl Validator {
         } else {
             value.to_owned()
         };
-        self.errors.push(format!(
-            "Value '{shown}' at '{}' failed to satisfy constraint: {constraint}",
-            self.path()
-        ));
+        self.errors.push(format!("Value '{shown}' at '{}' failed to satisfy constraint: {constraint}", self.path()));
     }
 
-    pub fn length(
-        &mut self,
-        len: usize,
-        min: Option<u64>,
-        max: Option<u64>,
-        value: impl FnOnce() -> String,
-    ) {
+    pub fn length(&mut self, len: usize, min: Option<u64>, max: Option<u64>, value: impl FnOnce() -> String) {
         if let Some(min) = min.filter(|&m| (len as u64) < m) {
-            self.error(
-                &value(),
-                &format!("Member must have length greater than or equal to {min}"),
-            );
+            self.error(&value(), &format!("Member must have length greater than or equal to {min}"));
         } else if let Some(max) = max.filter(|&m| (len as u64) > m) {
-            self.error(
-                &value(),
-                &format!("Member must have length less than or equal to {max}"),
-            );
+            self.error(&value(), &format!("Member must have length less than or equal to {max}"));
         }
     }
 
-    pub fn range(
-        &mut self,
-        x: f64,
-        min: Option<f64>,
-        max: Option<f64>,
-        value: impl FnOnce() -> String,
-    ) {
+    pub fn range(&mut self, x: f64, min: Option<f64>, max: Option<f64>, value: impl FnOnce() -> String) {
         if let Some(min) = min.filter(|&m| x < m) {
-            self.error(
-                &value(),
-                &format!(
-                    "Member must have value greater than or equal to {}",
-                    num(min)
-                ),
-            );
+            self.error(&value(), &format!("Member must have value greater than or equal to {}", num(min)));
         } else if let Some(max) = max.filter(|&m| x > m) {
-            self.error(
-                &value(),
-                &format!("Member must have value less than or equal to {}", num(max)),
-            );
+            self.error(&value(), &format!("Member must have value less than or equal to {}", num(max)));
         }
     }
 
     pub fn pattern(&mut self, x: &str, re: &regex::Regex, pattern: &str) {
         if !re.is_match(x) {
-            self.error(
-                x,
-                &format!("Member must satisfy regular expression pattern: {pattern}"),
-            );
+            self.error(x, &format!("Member must satisfy regular expression pattern: {pattern}"));
         }
     }
 
@@ -176,11 +143,7 @@ impl Validator {
         if n == 0 {
             return None;
         }
-        Some(format!(
-            "{n} validation error{} detected: {}",
-            if n == 1 { "" } else { "s" },
-            self.errors.join("; ")
-        ))
+        Some(format!("{n} validation error{} detected: {}", if n == 1 { "" } else { "s" }, self.errors.join("; ")))
     }
 }
 

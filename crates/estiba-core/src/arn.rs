@@ -11,10 +11,7 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
-        Scope {
-            account: account.into(),
-            region: region.into(),
-        }
+        Scope { account: account.into(), region: region.into() }
     }
 
     fn arn(&self, resource: &str) -> String {
@@ -76,24 +73,13 @@ pub struct Arn<'a> {
 impl<'a> Arn<'a> {
     pub fn parse(s: &'a str) -> Option<Self> {
         let mut parts = s.splitn(6, ':');
-        let (arn, _partition, service, region, account, resource) = (
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-        );
+        let (arn, _partition, service, region, account, resource) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if arn != "arn" || service != "ecs" {
             return None;
         }
         let (kind, path) = resource.split_once('/')?;
-        Some(Arn {
-            region,
-            account,
-            kind,
-            path,
-        })
+        Some(Arn { region, account, kind, path })
     }
 
     pub fn in_scope(&self, scope: &Scope) -> bool {
@@ -126,9 +112,7 @@ pub fn member_id<'a>(kind: &str, id: &'a str) -> Option<(Option<&'a str>, &'a st
         return None;
     }
     match a.path.split_once('/') {
-        Some((cluster, rest)) if !rest.is_empty() && !rest.contains('/') => {
-            Some((Some(cluster), rest))
-        }
+        Some((cluster, rest)) if !rest.is_empty() && !rest.contains('/') => Some((Some(cluster), rest)),
         None if !a.path.is_empty() => Some((None, a.path)),
         _ => None,
     }
@@ -159,10 +143,7 @@ impl TaskDefRef {
         if family.is_empty() || !crate::names::valid_name(family) {
             return None;
         }
-        Some(TaskDefRef {
-            family: family.to_owned(),
-            revision,
-        })
+        Some(TaskDefRef { family: family.to_owned(), revision })
     }
 }
 
@@ -173,41 +154,20 @@ mod tests {
     #[test]
     fn parse_arns() {
         let a = Arn::parse("arn:aws:ecs:us-east-1:000000000000:task/c1/abc").unwrap();
-        assert_eq!(
-            (a.region, a.account, a.kind, a.path),
-            ("us-east-1", "000000000000", "task", "c1/abc")
-        );
+        assert_eq!((a.region, a.account, a.kind, a.path), ("us-east-1", "000000000000", "task", "c1/abc"));
         assert!(Arn::parse("arn:aws:s3:::bucket").is_none());
         assert_eq!(cluster_name(None).unwrap(), "default");
-        assert_eq!(
-            cluster_name(Some("arn:aws:ecs:us-east-1:1:cluster/x")).unwrap(),
-            "x"
-        );
+        assert_eq!(cluster_name(Some("arn:aws:ecs:us-east-1:1:cluster/x")).unwrap(), "x");
         assert!(cluster_name(Some("arn:aws:ecs:us-east-1:1:service/x/y")).is_err());
         assert_eq!(member_id("task", "abc"), Some((None, "abc")));
-        assert_eq!(
-            member_id("task", "arn:aws:ecs:r:1:task/c/abc"),
-            Some((Some("c"), "abc"))
-        );
-        assert_eq!(
-            member_id("task", "arn:aws:ecs:r:1:task/abc"),
-            Some((None, "abc"))
-        );
+        assert_eq!(member_id("task", "arn:aws:ecs:r:1:task/c/abc"), Some((Some("c"), "abc")));
+        assert_eq!(member_id("task", "arn:aws:ecs:r:1:task/abc"), Some((None, "abc")));
         assert_eq!(member_id("task", "arn:aws:ecs:r:1:service/c/abc"), None);
         assert_eq!(
             TaskDefRef::parse("arn:aws:ecs:r:1:task-definition/web:3"),
-            Some(TaskDefRef {
-                family: "web".into(),
-                revision: Some(3)
-            })
+            Some(TaskDefRef { family: "web".into(), revision: Some(3) })
         );
-        assert_eq!(
-            TaskDefRef::parse("web"),
-            Some(TaskDefRef {
-                family: "web".into(),
-                revision: None
-            })
-        );
+        assert_eq!(TaskDefRef::parse("web"), Some(TaskDefRef { family: "web".into(), revision: None }));
         assert_eq!(TaskDefRef::parse("web:0"), None);
         assert_eq!(TaskDefRef::parse("web:x"), None);
         assert_eq!(TaskDefRef::parse("we b"), None);

@@ -23,11 +23,7 @@ pub fn builtin(scope: &Scope, name: &str) -> CapacityProvider {
         capacity_provider_arn: Some(scope.capacity_provider_arn(name)),
         name: Some(name.into()),
         status: Some(CapacityProviderStatus::Active),
-        r#type: Some(if name == FARGATE {
-            CapacityProviderType::Fargate
-        } else {
-            CapacityProviderType::FargateSpot
-        }),
+        r#type: Some(if name == FARGATE { CapacityProviderType::Fargate } else { CapacityProviderType::FargateSpot }),
         tags: Some(vec![]),
         ..Default::default()
     }
@@ -43,33 +39,18 @@ pub fn create(scope: &Scope, req: &CreateCapacityProviderRequest) -> Result<Capa
         );
     }
     let lower = name.to_ascii_lowercase();
-    if ["aws", "ecs", "fargate"]
-        .iter()
-        .any(|p| lower.starts_with(p))
-    {
-        bail!(
-            invalid,
-            "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'."
-        );
+    if ["aws", "ecs", "fargate"].iter().any(|p| lower.starts_with(p)) {
+        bail!(invalid, "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'.");
     }
     if let Some(tags) = &req.tags {
         crate::tags::validate(tags)?;
     }
-    let (kind, asg) = match (
-        &req.auto_scaling_group_provider,
-        &req.managed_instances_provider,
-    ) {
+    let (kind, asg) = match (&req.auto_scaling_group_provider, &req.managed_instances_provider) {
         (Some(asg), None) => (CapacityProviderType::Ec2Autoscaling, Some(asg.clone())),
         (None, Some(_)) => (CapacityProviderType::ManagedInstances, None),
-        (None, None) => bail!(
-            invalid,
-            "Specify either autoScalingGroupProvider or managedInstancesProvider."
-        ),
+        (None, None) => bail!(invalid, "Specify either autoScalingGroupProvider or managedInstancesProvider."),
         (Some(_), Some(_)) => {
-            bail!(
-                invalid,
-                "Specify only one of autoScalingGroupProvider and managedInstancesProvider."
-            )
+            bail!(invalid, "Specify only one of autoScalingGroupProvider and managedInstancesProvider.")
         }
     };
     let asg = asg.map(|mut a| {
@@ -103,22 +84,20 @@ pub fn validate_association(
 ) -> Result<()> {
     for p in providers {
         if !known(p) {
-            bail!(invalid, "The specified capacity provider '{}' does not exist. Specify a valid capacity provider and try again.", names::shown(p));
+            bail!(
+                invalid,
+                "The specified capacity provider '{}' does not exist. Specify a valid capacity provider and try again.",
+                names::shown(p)
+            );
         }
     }
     validate_strategy(strategy, |p| providers.iter().any(|x| x == p))
 }
 
 /// Checks a capacity provider strategy against the cluster's associated providers.
-pub fn validate_strategy(
-    strategy: &[CapacityProviderStrategyItem],
-    associated: impl Fn(&str) -> bool,
-) -> Result<()> {
+pub fn validate_strategy(strategy: &[CapacityProviderStrategyItem], associated: impl Fn(&str) -> bool) -> Result<()> {
     if strategy.len() > 20 {
-        bail!(
-            invalid,
-            "A capacity provider strategy can contain at most 20 capacity providers."
-        );
+        bail!(invalid, "A capacity provider strategy can contain at most 20 capacity providers.");
     }
     let mut seen = std::collections::BTreeSet::new();
     for item in strategy {
@@ -129,67 +108,53 @@ pub fn validate_strategy(
             );
         }
         if !seen.insert(item.capacity_provider.as_str()) {
-            bail!(
-                invalid,
-                "The capacity provider strategy contains '{}' more than once.",
-                item.capacity_provider
-            );
+            bail!(invalid, "The capacity provider strategy contains '{}' more than once.", item.capacity_provider);
         }
     }
     if strategy.iter().filter(|i| i.base > 0).count() > 1 {
-        bail!(
-            invalid,
-            "Only one capacity provider in a capacity provider strategy can have a base defined."
-        );
+        bail!(invalid, "Only one capacity provider in a capacity provider strategy can have a base defined.");
     }
     if !strategy.is_empty() && strategy.iter().all(|i| i.weight == 0) {
-        bail!(invalid, "At least one capacity provider in a capacity provider strategy must have a weight greater than 0.");
+        bail!(
+            invalid,
+            "At least one capacity provider in a capacity provider strategy must have a weight greater than 0."
+        );
     }
-    let fargate = strategy
-        .iter()
-        .filter(|i| is_fargate(&i.capacity_provider))
-        .count();
+    let fargate = strategy.iter().filter(|i| is_fargate(&i.capacity_provider)).count();
     if fargate > 0 && fargate < strategy.len() {
-        bail!(invalid, "A capacity provider strategy cannot contain both Fargate and Auto Scaling group capacity providers.");
+        bail!(
+            invalid,
+            "A capacity provider strategy cannot contain both Fargate and Auto Scaling group capacity providers."
+        );
     }
     Ok(())
 }
 
 /// Which provider each of `already + count` tasks goes to, for the `count` new ones: the
 /// base is filled first, then tasks are spread in proportion to the weights.
-pub fn distribute(
-    strategy: &[CapacityProviderStrategyItem],
-    already: &[usize],
-    count: usize,
-) -> Vec<usize> {
-    let mut placed: Vec<usize> = (0..strategy.len())
-        .map(|i| already.get(i).copied().unwrap_or(0))
-        .collect();
+pub fn distribute(strategy: &[CapacityProviderStrategyItem], already: &[usize], count: usize) -> Vec<usize> {
+    let mut placed: Vec<usize> = (0..strategy.len()).map(|i| already.get(i).copied().unwrap_or(0)).collect();
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let base = strategy
-            .iter()
-            .enumerate()
-            .find(|(i, s)| placed[*i] < s.base.max(0) as usize)
-            .map(|(i, _)| i);
+        let base = strategy.iter().enumerate().find(|(i, s)| placed[*i] < s.base.max(0) as usize).map(|(i, _)| i);
         let pick = base.unwrap_or_else(|| {
             // Choose the provider furthest below its weighted share.
             let total_weight: f64 = strategy.iter().map(|s| s.weight.max(0) as f64).sum();
-            let total: f64 = placed
-                .iter()
-                .zip(strategy)
-                .map(|(p, s)| (*p as f64 - s.base.max(0) as f64).max(0.0))
-                .sum::<f64>()
-                + 1.0;
+            let total: f64 =
+                placed.iter().zip(strategy).map(|(p, s)| (*p as f64 - s.base.max(0) as f64).max(0.0)).sum::<f64>()
+                    + 1.0;
             (0..strategy.len())
                 .filter(|&i| strategy[i].weight > 0)
                 .max_by(|&a, &b| {
                     let deficit = |i: usize| {
-                        let beyond_base =
-                            (placed[i] as f64 - strategy[i].base.max(0) as f64).max(0.0);
+                        let beyond_base = (placed[i] as f64 - strategy[i].base.max(0) as f64).max(0.0);
                         strategy[i].weight as f64 / total_weight * total - beyond_base
                     };
-                    deficit(a).partial_cmp(&deficit(b)).unwrap().then(b.cmp(&a))
+                    deficit(a)
+                        .partial_cmp(&deficit(b))
+                        .unwrap()
+                        .then(strategy[a].weight.cmp(&strategy[b].weight))
+                        .then(b.cmp(&a))
                 })
                 .unwrap_or(0)
         });
@@ -204,11 +169,7 @@ mod tests {
     use super::*;
 
     fn item(p: &str, base: i32, weight: i32) -> CapacityProviderStrategyItem {
-        CapacityProviderStrategyItem {
-            capacity_provider: p.into(),
-            base,
-            weight,
-        }
+        CapacityProviderStrategyItem { capacity_provider: p.into(), base, weight }
     }
 
     #[test]
@@ -217,24 +178,17 @@ mod tests {
         let picks = distribute(&s, &[], 10);
         assert_eq!(&picks[..2], &[0, 0]);
         let spot = picks.iter().filter(|&&p| p == 1).count();
-        assert_eq!(
-            spot, 6,
-            "8 tasks beyond base split 1:3 → 2 and 6, {picks:?}"
-        );
+        assert_eq!(spot, 6, "8 tasks beyond base split 1:3 → 2 and 6, {picks:?}");
     }
 
     #[test]
     fn strategy_rules() {
         let assoc = |p: &str| p == "FARGATE" || p == "FARGATE_SPOT" || p == "asg";
-        assert!(
-            validate_strategy(&[item("FARGATE", 1, 1), item("FARGATE_SPOT", 1, 1)], assoc).is_err()
-        );
+        assert!(validate_strategy(&[item("FARGATE", 1, 1), item("FARGATE_SPOT", 1, 1)], assoc).is_err());
         assert!(validate_strategy(&[item("FARGATE", 0, 0)], assoc).is_err());
         assert!(validate_strategy(&[item("FARGATE", 0, 1), item("asg", 0, 1)], assoc).is_err());
         assert!(validate_strategy(&[item("other", 0, 1)], assoc).is_err());
-        assert!(
-            validate_strategy(&[item("FARGATE", 1, 1), item("FARGATE_SPOT", 0, 4)], assoc).is_ok()
-        );
+        assert!(validate_strategy(&[item("FARGATE", 1, 1), item("FARGATE_SPOT", 0, 4)], assoc).is_ok());
     }
 }
 
@@ -255,23 +209,13 @@ impl LaunchPlan {
     ) -> Vec<crate::task::Launch> {
         use estiba_api::ecs::LaunchType;
         match self {
-            LaunchPlan::Type(t) => vec![
-                crate::task::Launch {
-                    launch_type: *t,
-                    capacity_provider: None
-                };
-                count
-            ],
+            LaunchPlan::Type(t) => vec![crate::task::Launch { launch_type: *t, capacity_provider: None }; count],
             LaunchPlan::Strategy(s) => distribute(s, already, count)
                 .into_iter()
                 .map(|i| {
                     let p = &s[i].capacity_provider;
                     crate::task::Launch {
-                        launch_type: if provider_is_fargate(p) {
-                            LaunchType::Fargate
-                        } else {
-                            LaunchType::Ec2
-                        },
+                        launch_type: if provider_is_fargate(p) { LaunchType::Fargate } else { LaunchType::Ec2 },
                         capacity_provider: Some(p.clone()),
                     }
                 })
@@ -285,9 +229,7 @@ impl LaunchPlan {
         use estiba_api::ecs::LaunchType;
         match self {
             LaunchPlan::Type(t) => *t,
-            LaunchPlan::Strategy(s) if s.iter().any(|i| is_fargate(&i.capacity_provider)) => {
-                LaunchType::Fargate
-            }
+            LaunchPlan::Strategy(s) if s.iter().any(|i| is_fargate(&i.capacity_provider)) => LaunchType::Fargate,
             LaunchPlan::Strategy(_) => LaunchType::Ec2,
         }
     }
@@ -308,15 +250,11 @@ pub fn resolve_launch(
     let strategy = strategy.filter(|s| !s.is_empty());
     let associated = |p: &str| cluster.capacity_providers.iter().flatten().any(|x| x == p);
     match (launch_type, strategy) {
-        (Some(_), Some(_)) => bail!(
-            invalid,
-            "Specifying both a launchType and capacityProviderStrategy is not supported."
-        ),
+        (Some(_), Some(_)) => {
+            bail!(invalid, "Specifying both a launchType and capacityProviderStrategy is not supported.")
+        }
         (Some(LaunchType::ManagedInstances), None) => {
-            bail!(
-                unsupported,
-                "The MANAGED_INSTANCES launch type is not supported by estiba."
-            )
+            bail!(unsupported, "The MANAGED_INSTANCES launch type is not supported by estiba.")
         }
         (Some(t), None) => Ok(LaunchPlan::Type(t)),
         (None, Some(s)) => {
@@ -324,10 +262,7 @@ pub fn resolve_launch(
             Ok(LaunchPlan::Strategy(s.to_vec()))
         }
         (None, None) => {
-            let default = cluster
-                .default_capacity_provider_strategy
-                .clone()
-                .unwrap_or_default();
+            let default = cluster.default_capacity_provider_strategy.clone().unwrap_or_default();
             if !default.is_empty() {
                 Ok(LaunchPlan::Strategy(default))
             } else if fargate_compatible && !has_instances {

@@ -2,8 +2,8 @@
 //! statistics DescribeClusters reports.
 
 use estiba_api::ecs::{
-    CapacityProviderStrategyItem, Cluster, ClusterField, ClusterSetting, ClusterSettingName,
-    CreateClusterRequest, KeyValuePair,
+    CapacityProviderStrategyItem, Cluster, ClusterField, ClusterSetting, ClusterSettingName, CreateClusterRequest,
+    KeyValuePair,
 };
 
 use crate::arn::Scope;
@@ -85,26 +85,17 @@ pub fn apply_settings(current: &mut Vec<ClusterSetting>, new: &[ClusterSetting])
 }
 
 /// Builds a new cluster. `known_provider` says whether a capacity provider name exists.
-pub fn create(
-    scope: &Scope,
-    req: &CreateClusterRequest,
-    known_provider: impl Fn(&str) -> bool,
-) -> Result<Cluster> {
+pub fn create(scope: &Scope, req: &CreateClusterRequest, known_provider: impl Fn(&str) -> bool) -> Result<Cluster> {
     let name = req.cluster_name.clone().unwrap_or_else(|| "default".into());
     validate_name(&name)?;
-    let mut settings = vec![ClusterSetting {
-        name: Some(ClusterSettingName::ContainerInsights),
-        value: Some("disabled".into()),
-    }];
+    let mut settings =
+        vec![ClusterSetting { name: Some(ClusterSettingName::ContainerInsights), value: Some("disabled".into()) }];
     apply_settings(&mut settings, req.settings.as_deref().unwrap_or_default())?;
     if let Some(tags) = &req.tags {
         crate::tags::validate(tags)?;
     }
     let providers = req.capacity_providers.clone().unwrap_or_default();
-    let strategy = req
-        .default_capacity_provider_strategy
-        .clone()
-        .unwrap_or_default();
+    let strategy = req.default_capacity_provider_strategy.clone().unwrap_or_default();
     capacity::validate_association(&providers, &strategy, &known_provider)?;
     Ok(Cluster {
         cluster_arn: Some(scope.cluster_arn(&name)),
@@ -116,11 +107,10 @@ pub fn create(
         capacity_providers: Some(providers),
         default_capacity_provider_strategy: Some(strategy),
         configuration: req.configuration.clone(),
-        service_connect_defaults: req.service_connect_defaults.as_ref().map(|d| {
-            estiba_api::ecs::ClusterServiceConnectDefaults {
-                namespace: Some(d.namespace.clone()),
-            }
-        }),
+        service_connect_defaults: req
+            .service_connect_defaults
+            .as_ref()
+            .map(|d| estiba_api::ecs::ClusterServiceConnectDefaults { namespace: Some(d.namespace.clone()) }),
         attachments_status: None,
         attachments: None,
         ..Default::default()
@@ -152,16 +142,8 @@ pub fn describe(
     c.pending_tasks_count = counts.pending_ec2 + counts.pending_fargate;
     c.active_services_count = counts.active_ec2_services + counts.active_fargate_services;
     c.registered_container_instances_count = counts.registered_instances;
-    c.statistics = Some(if include.contains(&ClusterField::Statistics) {
-        statistics(counts)
-    } else {
-        vec![]
-    });
-    c.tags = Some(if include.contains(&ClusterField::Tags) {
-        tags.unwrap_or_default().to_vec()
-    } else {
-        vec![]
-    });
+    c.statistics = Some(if include.contains(&ClusterField::Statistics) { statistics(counts) } else { vec![] });
+    c.tags = Some(if include.contains(&ClusterField::Tags) { tags.unwrap_or_default().to_vec() } else { vec![] });
     if !include.contains(&ClusterField::Settings) {
         c.settings = None;
     }
@@ -179,16 +161,8 @@ pub fn describe(
 
 /// The cluster as a mutating call (CreateCluster, UpdateCluster, DeleteCluster) returns it.
 pub fn full(cluster: &Cluster, counts: &Counts, tags: Option<&[estiba_api::ecs::Tag]>) -> Cluster {
-    let mut c = describe(
-        cluster,
-        counts,
-        &[
-            ClusterField::Settings,
-            ClusterField::Configurations,
-            ClusterField::Tags,
-        ],
-        tags,
-    );
+    let mut c =
+        describe(cluster, counts, &[ClusterField::Settings, ClusterField::Configurations, ClusterField::Tags], tags);
     c.statistics = Some(vec![]);
     c
 }
@@ -205,9 +179,6 @@ fn statistics(c: &Counts) -> Vec<KeyValuePair> {
         ("drainingFargateServiceCount", c.draining_fargate_services),
     ]
     .into_iter()
-    .map(|(n, v)| KeyValuePair {
-        name: Some(n.into()),
-        value: Some(v.to_string()),
-    })
+    .map(|(n, v)| KeyValuePair { name: Some(n.into()), value: Some(v.to_string()) })
     .collect()
 }

@@ -17,8 +17,7 @@
 //!   runs, it is COMPLETED, older deployments go away, and the service reaches a steady state.
 
 use estiba_api::ecs::{
-    Deployment, DeploymentRolloutState, HealthStatus, SchedulingStrategy, Service, Task,
-    TaskStopCode,
+    Deployment, DeploymentRolloutState, HealthStatus, SchedulingStrategy, Service, Task, TaskStopCode,
 };
 
 use crate::ids::Now;
@@ -36,9 +35,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            unchecked_healthy_after: 40.0,
-        }
+        Settings { unchecked_healthy_after: 40.0 }
     }
 }
 
@@ -77,8 +74,7 @@ pub fn is_healthy(t: &Task, checked: bool, now: Now, s: &Settings) -> bool {
     if checked {
         t.health_status == Some(HealthStatus::Healthy)
     } else {
-        t.started_at
-            .is_some_and(|at| now - at >= s.unchecked_healthy_after)
+        t.started_at.is_some_and(|at| now - at >= s.unchecked_healthy_after)
     }
 }
 
@@ -120,30 +116,13 @@ fn max_running(desired: i32, pct: i32) -> i32 {
 
 /// Plans one pass for a REPLICA service. `tasks` are the service's tasks (its group),
 /// STOPPED ones included; `checked(t)` says whether the task has a container health check.
-pub fn plan(
-    svc: &Service,
-    tasks: &[&Task],
-    checked: &dyn Fn(&Task) -> bool,
-    now: Now,
-    settings: &Settings,
-) -> Plan {
-    let mut out = Plan {
-        service: svc.clone(),
-        ..Default::default()
-    };
+pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now: Now, settings: &Settings) -> Plan {
+    let mut out = Plan { service: svc.clone(), ..Default::default() };
     let name = service::name(svc).to_owned();
     let status = service::status(svc).to_owned();
 
-    let live: Vec<&Task> = tasks
-        .iter()
-        .copied()
-        .filter(|t| task::last_status(t) != Status::Stopped)
-        .collect();
-    let wanted: Vec<&Task> = live
-        .iter()
-        .copied()
-        .filter(|t| !task::desired_stopped(t))
-        .collect();
+    let live: Vec<&Task> = tasks.iter().copied().filter(|t| task::last_status(t) != Status::Stopped).collect();
+    let wanted: Vec<&Task> = live.iter().copied().filter(|t| !task::desired_stopped(t)).collect();
 
     if status == service::INACTIVE {
         return out;
@@ -197,40 +176,22 @@ pub fn plan(
     let is_stopping = |t: &Task| stopping.iter().any(|s| s.task_arn == t.task_arn);
     let wanted: Vec<&Task> = wanted.into_iter().filter(|t| !is_stopping(t)).collect();
 
-    let mine: Vec<&Task> = wanted
-        .iter()
-        .copied()
-        .filter(|t| deployment_of(t) == primary_id)
-        .collect();
-    let old: Vec<&Task> = wanted
-        .iter()
-        .copied()
-        .filter(|t| deployment_of(t) != primary_id)
-        .collect();
+    let mine: Vec<&Task> = wanted.iter().copied().filter(|t| deployment_of(t) == primary_id).collect();
+    let old: Vec<&Task> = wanted.iter().copied().filter(|t| deployment_of(t) != primary_id).collect();
     let healthy_count = wanted.iter().filter(|t| healthy(t)).count() as i32;
     let existing = live.len() as i32;
 
     // Failures of the PRIMARY deployment.
-    let failures: Vec<&Task> = tasks
-        .iter()
-        .copied()
-        .filter(|t| deployment_of(t) == primary_id && (is_failure(t) || is_stopping(t)))
-        .collect();
+    let failures: Vec<&Task> =
+        tasks.iter().copied().filter(|t| deployment_of(t) == primary_id && (is_failure(t) || is_stopping(t))).collect();
     let failed_total = (failures.len() as i32).max(primary.failed_tasks);
     let last_success = tasks
         .iter()
         .filter(|t| deployment_of(t) == primary_id && t.started_at.is_some() && !is_failure(t))
         .filter_map(|t| t.started_at)
         .fold(f64::MIN, f64::max);
-    let recent: Vec<&Task> = failures
-        .iter()
-        .copied()
-        .filter(|t| t.stopped_at.unwrap_or(now) > last_success)
-        .collect();
-    let last_failure = recent
-        .iter()
-        .filter_map(|t| t.stopped_at)
-        .fold(f64::MIN, f64::max);
+    let recent: Vec<&Task> = failures.iter().copied().filter(|t| t.stopped_at.unwrap_or(now) > last_success).collect();
+    let last_failure = recent.iter().filter_map(|t| t.stopped_at).fold(f64::MIN, f64::max);
 
     // Circuit breaker.
     let breaker = conf.deployment_circuit_breaker.clone().unwrap_or_default();
@@ -239,8 +200,7 @@ pub fn plan(
         out.failed = Some(primary_id.clone());
         if let Some(p) = service::primary_mut(&mut out.service) {
             p.rollout_state = Some(DeploymentRolloutState::Failed);
-            p.rollout_state_reason =
-                Some("ECS deployment circuit breaker: tasks failed to start.".into());
+            p.rollout_state_reason = Some("ECS deployment circuit breaker: tasks failed to start.".into());
             p.failed_tasks = failed_total;
             p.updated_at = Some(now);
         }
@@ -250,8 +210,7 @@ pub fn plan(
                 .iter()
                 .flatten()
                 .find(|d| {
-                    d.status.as_deref() != Some(PRIMARY)
-                        && d.rollout_state == Some(DeploymentRolloutState::Completed)
+                    d.status.as_deref() != Some(PRIMARY) && d.rollout_state == Some(DeploymentRolloutState::Completed)
                 })
                 .cloned();
         }
@@ -358,21 +317,12 @@ pub fn plan(
             }
         }
         // Drained older deployments are removed.
-        out.service
-            .deployments
-            .get_or_insert_with(Vec::new)
-            .retain(|d| d.status.as_deref() == Some(PRIMARY));
+        out.service.deployments.get_or_insert_with(Vec::new).retain(|d| d.status.as_deref() == Some(PRIMARY));
         if let Some(revs) = &mut out.service.current_service_revisions {
             revs.truncate(1);
         }
         let steady_msg = format!("(service {name}) has reached a steady state.");
-        let last = out
-            .service
-            .events
-            .iter()
-            .flatten()
-            .next()
-            .and_then(|e| e.message.clone());
+        let last = out.service.events.iter().flatten().next().and_then(|e| e.message.clone());
         if last.as_deref() != Some(steady_msg.as_str()) {
             if in_progress {
                 service::push_event(
@@ -380,35 +330,23 @@ pub fn plan(
                     estiba_api::ecs::ServiceEvent {
                         id: None,
                         created_at: Some(now),
-                        message: Some(format!(
-                            "(service {name}) (deployment {primary_id}) deployment completed."
-                        )),
+                        message: Some(format!("(service {name}) (deployment {primary_id}) deployment completed.")),
                     },
                 );
             }
             service::push_event(
                 &mut out.service,
-                estiba_api::ecs::ServiceEvent {
-                    id: None,
-                    created_at: Some(now),
-                    message: Some(steady_msg),
-                },
+                estiba_api::ecs::ServiceEvent { id: None, created_at: Some(now), message: Some(steady_msg) },
             );
         }
     } else {
         // Deployments with no tasks left and not PRIMARY are dropped as they drain.
-        let has_tasks = |d: &Deployment| {
-            live.iter()
-                .any(|t| Some(deployment_of(t)) == d.id.as_deref())
-        };
-        out.service
-            .deployments
-            .get_or_insert_with(Vec::new)
-            .retain(|d| {
-                d.status.as_deref() == Some(PRIMARY)
-                    || has_tasks(d)
-                    || d.rollout_state == Some(DeploymentRolloutState::Completed)
-            });
+        let has_tasks = |d: &Deployment| live.iter().any(|t| Some(deployment_of(t)) == d.id.as_deref());
+        out.service.deployments.get_or_insert_with(Vec::new).retain(|d| {
+            d.status.as_deref() == Some(PRIMARY)
+                || has_tasks(d)
+                || d.rollout_state == Some(DeploymentRolloutState::Completed)
+        });
     }
     out
 }
@@ -416,27 +354,14 @@ pub fn plan(
 /// Plans one pass for a DAEMON service: one task per ACTIVE container instance. `instances`
 /// are the ARNs of ACTIVE instances; tasks on other instances are stopped.
 pub fn plan_daemon(svc: &Service, tasks: &[&Task], instances: &[String], now: Now) -> Plan {
-    let mut out = Plan {
-        service: svc.clone(),
-        ..Default::default()
-    };
-    let live: Vec<&Task> = tasks
-        .iter()
-        .copied()
-        .filter(|t| task::last_status(t) != Status::Stopped)
-        .collect();
-    let wanted: Vec<&Task> = live
-        .iter()
-        .copied()
-        .filter(|t| !task::desired_stopped(t))
-        .collect();
+    let mut out = Plan { service: svc.clone(), ..Default::default() };
+    let live: Vec<&Task> = tasks.iter().copied().filter(|t| task::last_status(t) != Status::Stopped).collect();
+    let wanted: Vec<&Task> = live.iter().copied().filter(|t| !task::desired_stopped(t)).collect();
     let draining = service::status(svc) == service::DRAINING;
     if service::status(svc) == service::INACTIVE {
         return out;
     }
-    let primary_id = service::primary(svc)
-        .and_then(|p| p.id.clone())
-        .unwrap_or_default();
+    let primary_id = service::primary(svc).and_then(|p| p.id.clone()).unwrap_or_default();
     for t in &wanted {
         let on = t.container_instance_arn.as_deref().unwrap_or("");
         let gone = !instances.iter().any(|i| i == on);
@@ -465,18 +390,14 @@ pub fn plan_daemon(svc: &Service, tasks: &[&Task], instances: &[String], now: No
         p.desired_count = instances.len() as i32;
     }
     for i in instances {
-        let has_live = live
-            .iter()
-            .any(|t| t.container_instance_arn.as_deref() == Some(i.as_str()));
+        let has_live = live.iter().any(|t| t.container_instance_arn.as_deref() == Some(i.as_str()));
         if !has_live {
             out.start_on.push(i.clone());
         }
     }
     let settled = out.start_on.is_empty()
         && out.stop.is_empty()
-        && wanted
-            .iter()
-            .all(|t| task::last_status(t) == Status::Running && deployment_of(t) == primary_id);
+        && wanted.iter().all(|t| task::last_status(t) == Status::Running && deployment_of(t) == primary_id);
     if settled {
         if let Some(p) = service::primary_mut(&mut out.service) {
             if p.rollout_state == Some(DeploymentRolloutState::InProgress) {
@@ -486,10 +407,7 @@ pub fn plan_daemon(svc: &Service, tasks: &[&Task], instances: &[String], now: No
                 p.updated_at = Some(now);
             }
         }
-        out.service
-            .deployments
-            .get_or_insert_with(Vec::new)
-            .retain(|d| d.status.as_deref() == Some(PRIMARY));
+        out.service.deployments.get_or_insert_with(Vec::new).retain(|d| d.status.as_deref() == Some(PRIMARY));
     }
     out
 }
@@ -503,10 +421,7 @@ pub fn plan_any(
     now: Now,
     settings: &Settings,
 ) -> Plan {
-    match svc
-        .scheduling_strategy
-        .unwrap_or(SchedulingStrategy::Replica)
-    {
+    match svc.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica) {
         SchedulingStrategy::Replica => plan(svc, tasks, checked, now, settings),
         SchedulingStrategy::Daemon => plan_daemon(svc, tasks, instances, now),
     }
@@ -561,15 +476,7 @@ mod tests {
 
     fn run(s: &Service, tasks: &[Task], now: f64) -> Plan {
         let refs: Vec<&Task> = tasks.iter().collect();
-        plan(
-            s,
-            &refs,
-            &|_| false,
-            now,
-            &Settings {
-                unchecked_healthy_after: 0.0,
-            },
-        )
+        plan(s, &refs, &|_| false, now, &Settings { unchecked_healthy_after: 0.0 })
     }
 
     #[test]
@@ -585,39 +492,26 @@ mod tests {
     #[test]
     fn rolling_100_200_starts_all_then_stops_old() {
         let s = svc(4, 100, 200);
-        let old: Vec<Task> = (0..4)
-            .map(|i| t(i, "ecs-svc/1", "RUNNING", Some(0.0)))
-            .collect();
+        let old: Vec<Task> = (0..4).map(|i| t(i, "ecs-svc/1", "RUNNING", Some(0.0))).collect();
         let p = run(&s, &old, 100.0);
         assert_eq!(p.start, 4);
-        assert!(
-            p.stop.is_empty(),
-            "no old task stops before new ones are healthy"
-        );
+        assert!(p.stop.is_empty(), "no old task stops before new ones are healthy");
         let mut all = old.clone();
         all.extend((10..14).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(50.0))));
         let p = run(&s, &all, 100.0);
         assert_eq!(p.start, 0);
         assert_eq!(p.stop.len(), 4);
-        let new: Vec<Task> = (10..14)
-            .map(|i| t(i, "ecs-svc/2", "RUNNING", Some(50.0)))
-            .collect();
+        let new: Vec<Task> = (10..14).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(50.0))).collect();
         let p = run(&s, &new, 100.0);
         assert_eq!(p.completed.as_deref(), Some("ecs-svc/2"));
         assert_eq!(p.service.deployments.as_ref().unwrap().len(), 1);
-        assert!(p.service.events.unwrap()[0]
-            .message
-            .as_deref()
-            .unwrap()
-            .ends_with("has reached a steady state."));
+        assert!(p.service.events.unwrap()[0].message.as_deref().unwrap().ends_with("has reached a steady state."));
     }
 
     #[test]
     fn rolling_50_100_never_exceeds_desired() {
         let s = svc(4, 50, 100);
-        let old: Vec<Task> = (0..4)
-            .map(|i| t(i, "ecs-svc/1", "RUNNING", Some(0.0)))
-            .collect();
+        let old: Vec<Task> = (0..4).map(|i| t(i, "ecs-svc/1", "RUNNING", Some(0.0))).collect();
         let p = run(&s, &old, 100.0);
         assert_eq!(p.start, 0, "no room above 100%");
         assert_eq!(p.stop.len(), 2, "down to the 50% floor");
@@ -626,27 +520,17 @@ mod tests {
         assert_eq!(p.start, 2);
         two.extend((10..12).map(|i| t(i, "ecs-svc/2", "PENDING", None)));
         let p = run(&s, &two, 100.0);
-        assert_eq!(
-            (p.start, p.stop.len()),
-            (0, 0),
-            "pending new tasks do not count as healthy"
-        );
+        assert_eq!((p.start, p.stop.len()), (0, 0), "pending new tasks do not count as healthy");
     }
 
     #[test]
     fn scale_in_and_zero() {
         let mut s = svc(1, 100, 200);
         s.deployments.as_mut().unwrap().truncate(1);
-        let tasks: Vec<Task> = vec![
-            t(0, "ecs-svc/2", "RUNNING", Some(0.0)),
-            t(1, "ecs-svc/2", "PENDING", None),
-        ];
+        let tasks: Vec<Task> = vec![t(0, "ecs-svc/2", "RUNNING", Some(0.0)), t(1, "ecs-svc/2", "PENDING", None)];
         let p = run(&s, &tasks, 100.0);
         assert_eq!(p.stop.len(), 1);
-        assert_eq!(
-            p.stop[0].task_arn, "arn:t/ecs-svc/2/1",
-            "the pending task goes first"
-        );
+        assert_eq!(p.stop[0].task_arn, "arn:t/ecs-svc/2/1", "the pending task goes first");
         s.desired_count = 0;
         let p = run(&s, &tasks, 100.0);
         assert_eq!(p.stop.len(), 2);
@@ -657,13 +541,8 @@ mod tests {
     #[test]
     fn failures_back_off_and_trip_the_breaker() {
         let mut s = svc(1, 100, 200);
-        s.deployment_configuration
-            .as_mut()
-            .unwrap()
-            .deployment_circuit_breaker = Some(estiba_api::ecs::DeploymentCircuitBreaker {
-            enable: true,
-            rollback: true,
-        });
+        s.deployment_configuration.as_mut().unwrap().deployment_circuit_breaker =
+            Some(estiba_api::ecs::DeploymentCircuitBreaker { enable: true, rollback: true });
         let failed = |n: usize, at: f64| Task {
             stop_code: Some(TaskStopCode::TaskFailedToStart),
             stopped_at: Some(at),
@@ -676,15 +555,9 @@ mod tests {
         let tasks = vec![failed(0, 10.0), failed(1, 11.0), failed(2, 12.0)];
         let p = run(&s, &tasks, 13.0);
         assert_eq!(p.failed.as_deref(), Some("ecs-svc/2"));
-        assert_eq!(
-            p.rollback_to.and_then(|d| d.id).as_deref(),
-            Some("ecs-svc/1")
-        );
+        assert_eq!(p.rollback_to.and_then(|d| d.id).as_deref(), Some("ecs-svc/1"));
         // Without the breaker, three failures hold the next start back.
-        s.deployment_configuration
-            .as_mut()
-            .unwrap()
-            .deployment_circuit_breaker = None;
+        s.deployment_configuration.as_mut().unwrap().deployment_circuit_breaker = None;
         let p = run(&s, &tasks, 13.0);
         assert_eq!(p.start, 0);
         assert_eq!(p.retry_at, Some(22.0));

@@ -20,10 +20,7 @@ impl std::error::Error for EcsError {}
 
 impl EcsError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        EcsError {
-            code,
-            message: message.into(),
-        }
+        EcsError { code, message: message.into() }
     }
 
     /// `ClientException`: the request is wrong in a way the caller can fix.
@@ -53,10 +50,7 @@ impl EcsError {
     }
 
     pub fn service_not_active() -> Self {
-        Self::new(
-            ErrorCode::ServiceNotActiveException,
-            "Service was not ACTIVE.",
-        )
+        Self::new(ErrorCode::ServiceNotActiveException, "Service was not ACTIVE.")
     }
 
     pub fn task_definition_not_found() -> Self {

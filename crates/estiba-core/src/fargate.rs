@@ -8,8 +8,7 @@ pub fn parse_cpu(s: &str) -> Option<u32> {
     if let Some(v) = lower.strip_suffix("vcpu") {
         let n: f64 = v.trim().parse().ok()?;
         let units = n * 1024.0;
-        return (n > 0.0 && units.fract() == 0.0 && units <= u32::MAX as f64)
-            .then_some(units as u32);
+        return (n > 0.0 && units.fract() == 0.0 && units <= u32::MAX as f64).then_some(units as u32);
     }
     t.parse().ok()
 }
@@ -23,10 +22,7 @@ pub fn parse_memory(s: &str) -> Option<u32> {
         let mib = n * 1024.0;
         return (n > 0.0 && mib.fract() == 0.0 && mib <= u32::MAX as f64).then_some(mib as u32);
     }
-    let v = lower
-        .strip_suffix("mib")
-        .or_else(|| lower.strip_suffix("mb"))
-        .unwrap_or(&lower);
+    let v = lower.strip_suffix("mib").or_else(|| lower.strip_suffix("mb")).unwrap_or(&lower);
     v.trim().parse().ok()
 }
 

@@ -3,8 +3,7 @@
 use std::collections::BTreeSet;
 
 use estiba_api::ecs::{
-    Attribute, ContainerInstance, RegisterContainerInstanceRequest, Resource, TargetType,
-    TransportProtocol,
+    Attribute, ContainerInstance, RegisterContainerInstanceRequest, Resource, TargetType, TransportProtocol,
 };
 
 use crate::arn::Scope;
@@ -18,10 +17,7 @@ pub const MAX_CUSTOM_ATTRIBUTES: usize = 10;
 pub const RESERVED_PORTS: [&str; 5] = ["22", "2375", "2376", "51678", "51679"];
 
 pub fn id_of(ci: &ContainerInstance) -> &str {
-    ci.container_instance_arn
-        .as_deref()
-        .and_then(|a| a.rsplit('/').next())
-        .unwrap_or("")
+    ci.container_instance_arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("")
 }
 
 pub fn status(ci: &ContainerInstance) -> &str {
@@ -38,12 +34,7 @@ fn is_custom(name: &str) -> bool {
 }
 
 fn int_resource(name: &str, v: i32) -> Resource {
-    Resource {
-        name: Some(name.into()),
-        r#type: Some("INTEGER".into()),
-        integer_value: v,
-        ..Default::default()
-    }
+    Resource { name: Some(name.into()), r#type: Some("INTEGER".into()), integer_value: v, ..Default::default() }
 }
 
 fn set_resource(name: &str, v: Vec<String>) -> Resource {
@@ -59,9 +50,7 @@ fn set_resource(name: &str, v: Vec<String>) -> Resource {
 pub fn validate_attribute(a: &Attribute) -> Result<()> {
     let name_ok = !a.name.is_empty()
         && a.name.len() <= 128
-        && a.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./\\".contains(&b));
+        && a.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./\\".contains(&b));
     if !name_ok {
         bail!(
             invalid,
@@ -74,8 +63,7 @@ pub fn validate_attribute(a: &Attribute) -> Result<()> {
             && v.len() <= 128
             && !v.starts_with(' ')
             && !v.ends_with(' ')
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./\\@: ".contains(&b));
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./\\@: ".contains(&b));
         if !ok {
             bail!(
                 invalid,
@@ -85,9 +73,7 @@ pub fn validate_attribute(a: &Attribute) -> Result<()> {
             );
         }
     }
-    if a.target_type
-        .is_some_and(|t| t != TargetType::ContainerInstance)
-    {
+    if a.target_type.is_some_and(|t| t != TargetType::ContainerInstance) {
         bail!(invalid, "targetType must be container-instance");
     }
     Ok(())
@@ -98,12 +84,7 @@ pub fn put_attributes(ci: &mut ContainerInstance, attrs: &[Attribute]) -> Result
     let list = ci.attributes.get_or_insert_with(Vec::new);
     for a in attrs {
         validate_attribute(a)?;
-        let clean = Attribute {
-            name: a.name.clone(),
-            value: a.value.clone(),
-            target_type: None,
-            target_id: None,
-        };
+        let clean = Attribute { name: a.name.clone(), value: a.value.clone(), target_type: None, target_id: None };
         match list.iter_mut().find(|x| x.name == a.name) {
             Some(x) => *x = clean,
             None => list.push(clean),
@@ -112,9 +93,7 @@ pub fn put_attributes(ci: &mut ContainerInstance, attrs: &[Attribute]) -> Result
     if list.iter().filter(|a| is_custom(&a.name)).count() > MAX_CUSTOM_ATTRIBUTES {
         return Err(EcsError::new(
             estiba_api::ecs::ErrorCode::AttributeLimitExceededException,
-            format!(
-                "A container instance can have at most {MAX_CUSTOM_ATTRIBUTES} custom attributes."
-            ),
+            format!("A container instance can have at most {MAX_CUSTOM_ATTRIBUTES} custom attributes."),
         ));
     }
     Ok(())
@@ -122,11 +101,7 @@ pub fn put_attributes(ci: &mut ContainerInstance, attrs: &[Attribute]) -> Result
 
 pub fn delete_attributes(ci: &mut ContainerInstance, attrs: &[Attribute]) {
     if let Some(list) = &mut ci.attributes {
-        list.retain(|x| {
-            !attrs
-                .iter()
-                .any(|a| a.name == x.name && (a.value.is_none() || a.value == x.value))
-        });
+        list.retain(|x| !attrs.iter().any(|a| a.name == x.name && (a.value.is_none() || a.value == x.value)));
     }
 }
 
@@ -142,17 +117,10 @@ pub fn register(
     let doc: Option<serde_json::Value> = match &req.instance_identity_document {
         None => None,
         Some(d) => Some(serde_json::from_str(d).map_err(|_| {
-            EcsError::invalid(
-                "instanceIdentityDocument must be the JSON document of the EC2 instance identity.",
-            )
+            EcsError::invalid("instanceIdentityDocument must be the JSON document of the EC2 instance identity.")
         })?),
     };
-    let field = |k: &str| {
-        doc.as_ref()
-            .and_then(|d| d.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+    let field = |k: &str| doc.as_ref().and_then(|d| d.get(k)).and_then(|v| v.as_str()).map(str::to_owned);
     let id = match existing {
         Some(e) => id_of(e).to_owned(),
         None => ids.hex32(),
@@ -183,16 +151,8 @@ pub fn register(
         set_resource("PORTS_UDP", ports_udp),
     ];
     let mut attributes = vec![
-        Attribute {
-            name: "ecs.os-type".into(),
-            value: Some("linux".into()),
-            ..Default::default()
-        },
-        Attribute {
-            name: "ecs.os-family".into(),
-            value: Some("LINUX".into()),
-            ..Default::default()
-        },
+        Attribute { name: "ecs.os-type".into(), value: Some("linux".into()), ..Default::default() },
+        Attribute { name: "ecs.os-family".into(), value: Some("LINUX".into()), ..Default::default() },
         Attribute {
             name: "ecs.cpu-architecture".into(),
             value: Some(field("architecture").unwrap_or_else(|| "x86_64".into())),
@@ -205,18 +165,10 @@ pub fn register(
         },
     ];
     if let Some(t) = field("instanceType") {
-        attributes.push(Attribute {
-            name: "ecs.instance-type".into(),
-            value: Some(t),
-            ..Default::default()
-        });
+        attributes.push(Attribute { name: "ecs.instance-type".into(), value: Some(t), ..Default::default() });
     }
     if let Some(a) = field("imageId") {
-        attributes.push(Attribute {
-            name: "ecs.ami-id".into(),
-            value: Some(a),
-            ..Default::default()
-        });
+        attributes.push(Attribute { name: "ecs.ami-id".into(), value: Some(a), ..Default::default() });
     }
     for cap in [
         "com.amazonaws.ecs.capability.docker-remote-api.1.18",
@@ -228,19 +180,13 @@ pub fn register(
         "ecs.capability.container-ordering",
         "com.amazonaws.ecs.capability.task-iam-role",
     ] {
-        attributes.push(Attribute {
-            name: cap.into(),
-            ..Default::default()
-        });
+        attributes.push(Attribute { name: cap.into(), ..Default::default() });
     }
     let mut ci = ContainerInstance {
         container_instance_arn: Some(scope.container_instance_arn(cluster, &id)),
         ec2_instance_id: Some(ec2_id),
         version: existing.map_or(1, |e| e.version + 1),
-        version_info: req
-            .version_info
-            .clone()
-            .or_else(|| existing.and_then(|e| e.version_info.clone())),
+        version_info: req.version_info.clone().or_else(|| existing.and_then(|e| e.version_info.clone())),
         remaining_resources: Some(registered.clone()),
         registered_resources: Some(registered),
         status: Some("ACTIVE".into()),
@@ -252,13 +198,7 @@ pub fn register(
         ..Default::default()
     };
     if let Some(old) = existing {
-        let custom: Vec<Attribute> = old
-            .attributes
-            .iter()
-            .flatten()
-            .filter(|a| is_custom(&a.name))
-            .cloned()
-            .collect();
+        let custom: Vec<Attribute> = old.attributes.iter().flatten().filter(|a| is_custom(&a.name)).cloned().collect();
         put_attributes(&mut ci, &custom)?;
     }
     put_attributes(&mut ci, req.attributes.as_deref().unwrap_or_default())?;
@@ -311,13 +251,7 @@ pub fn remaining_resources(
     memory_left: i64,
     used_ports: &BTreeSet<(i32, TransportProtocol)>,
 ) -> Vec<Resource> {
-    let ports = |proto| {
-        used_ports
-            .iter()
-            .filter(|(_, p)| *p == proto)
-            .map(|(n, _)| n.to_string())
-            .collect::<Vec<_>>()
-    };
+    let ports = |proto| used_ports.iter().filter(|(_, p)| *p == proto).map(|(n, _)| n.to_string()).collect::<Vec<_>>();
     vec![
         int_resource("CPU", cpu_left as i32),
         int_resource("MEMORY", memory_left as i32),
@@ -335,12 +269,7 @@ pub struct Queried<'a> {
 
 impl query::QueryTarget for Queried<'_> {
     fn attribute(&self, name: &str) -> Option<&str> {
-        self.ci
-            .attributes
-            .iter()
-            .flatten()
-            .find(|a| a.name == name)
-            .map(|a| a.value.as_deref().unwrap_or(""))
+        self.ci.attributes.iter().flatten().find(|a| a.name == name).map(|a| a.value.as_deref().unwrap_or(""))
     }
     fn ec2_instance_id(&self) -> Option<&str> {
         self.ci.ec2_instance_id.as_deref()
@@ -355,10 +284,7 @@ impl query::QueryTarget for Queried<'_> {
         self.ci.agent_connected
     }
     fn agent_version(&self) -> Option<&str> {
-        self.ci
-            .version_info
-            .as_ref()
-            .and_then(|v| v.agent_version.as_deref())
+        self.ci.version_info.as_ref().and_then(|v| v.agent_version.as_deref())
     }
     fn task_groups(&self) -> Vec<&str> {
         self.groups.clone()
@@ -374,13 +300,8 @@ mod tests {
     fn register_and_attributes() {
         let scope = Scope::new("1", "us-east-1");
         let req = RegisterContainerInstanceRequest {
-            instance_identity_document: Some(
-                r#"{"instanceId":"i-0123","instanceType":"t3.small"}"#.into(),
-            ),
-            total_resources: Some(vec![
-                int_resource("CPU", 2048),
-                int_resource("MEMORY", 4096),
-            ]),
+            instance_identity_document: Some(r#"{"instanceId":"i-0123","instanceType":"t3.small"}"#.into()),
+            total_resources: Some(vec![int_resource("CPU", 2048), int_resource("MEMORY", 4096)]),
             attributes: Some(vec![Attribute {
                 name: "stack".into(),
                 value: Some("prod".into()),
@@ -392,31 +313,12 @@ mod tests {
         assert_eq!(ci.ec2_instance_id.as_deref(), Some("i-0123"));
         let cap = registered_capacity(&ci);
         assert_eq!((cap.cpu, cap.memory), (2048, 4096));
-        let q = Queried {
-            ci: &ci,
-            running_tasks: 0,
-            groups: vec![],
-        };
-        assert_eq!(
-            query::QueryTarget::attribute(&q, "ecs.instance-type"),
-            Some("t3.small")
-        );
+        let q = Queried { ci: &ci, running_tasks: 0, groups: vec![] };
+        assert_eq!(query::QueryTarget::attribute(&q, "ecs.instance-type"), Some("t3.small"));
         assert_eq!(query::QueryTarget::attribute(&q, "stack"), Some("prod"));
-        let many: Vec<Attribute> = (0..10)
-            .map(|i| Attribute {
-                name: format!("a{i}"),
-                ..Default::default()
-            })
-            .collect();
+        let many: Vec<Attribute> = (0..10).map(|i| Attribute { name: format!("a{i}"), ..Default::default() }).collect();
         let e = put_attributes(&mut ci, &many).unwrap_err();
-        assert_eq!(
-            e.code,
-            estiba_api::ecs::ErrorCode::AttributeLimitExceededException
-        );
-        assert!(validate_attribute(&Attribute {
-            name: "bad name".into(),
-            ..Default::default()
-        })
-        .is_err());
+        assert_eq!(e.code, estiba_api::ecs::ErrorCode::AttributeLimitExceededException);
+        assert!(validate_attribute(&Attribute { name: "bad name".into(), ..Default::default() }).is_err());
     }
 }

@@ -2,10 +2,7 @@
 
 /// Up to 255 letters (uppercase and lowercase), numbers, underscores and hyphens.
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A name for an error message: long names are cut so the message stays readable.

@@ -31,35 +31,27 @@ fn decode(token: &str) -> Result<String> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| {
-            crate::EcsError::invalid(
-                "Invalid nextToken: pass the nextToken of a previous response unchanged.",
-            )
+            crate::EcsError::invalid("Invalid nextToken: pass the nextToken of a previous response unchanged.")
         })
 }
 
 /// Takes one page of `items`, which must be sorted by `key` (descending when `desc`).
-pub fn paginate<T>(
+/// Keys are computed only where needed: to skip past a token, and for the last item of a page
+/// that has a next one.
+pub fn paginate<T, K: AsRef<str>>(
     items: impl IntoIterator<Item = T>,
-    key: impl Fn(&T) -> String,
+    key: impl Fn(&T) -> K,
     next_token: Option<&str>,
     limit: usize,
     desc: bool,
 ) -> Result<Page<T>> {
-    let after = next_token
-        .filter(|t| !t.is_empty())
-        .map(decode)
-        .transpose()?;
+    let after = next_token.filter(|t| !t.is_empty()).map(decode).transpose()?;
     let mut out = Vec::new();
     let mut more = false;
-    let mut last = String::new();
     for item in items {
-        let k = key(&item);
         if let Some(a) = &after {
-            let past = if desc {
-                k.as_str() < a.as_str()
-            } else {
-                k.as_str() > a.as_str()
-            };
+            let k = key(&item);
+            let past = if desc { k.as_ref() < a.as_str() } else { k.as_ref() > a.as_str() };
             if !past {
                 continue;
             }
@@ -68,13 +60,10 @@ pub fn paginate<T>(
             more = true;
             break;
         }
-        last = k;
         out.push(item);
     }
-    Ok(Page {
-        items: out,
-        next_token: more.then(|| encode(&last)),
-    })
+    let next_token = if more { out.last().map(|l| encode(key(l).as_ref())) } else { None };
+    Ok(Page { items: out, next_token })
 }
 
 #[cfg(test)]
@@ -97,14 +86,7 @@ mod tests {
         assert_eq!(seen, items);
         let rev: Vec<String> = items.iter().rev().cloned().collect();
         let p1 = paginate(rev.clone(), |s| s.clone(), None, 4, true).unwrap();
-        let p2 = paginate(
-            rev.clone(),
-            |s| s.clone(),
-            p1.next_token.as_deref(),
-            4,
-            true,
-        )
-        .unwrap();
+        let p2 = paginate(rev.clone(), |s| s.clone(), p1.next_token.as_deref(), 4, true).unwrap();
         assert_eq!(p1.items.len() + p2.items.len(), 7);
         assert!(p2.next_token.is_none());
         assert_eq!(p2.items[0], "k2");

@@ -6,8 +6,8 @@
 //! Fargate tasks do not come here: Fargate capacity is not reserved (see the agent's node).
 
 use estiba_api::ecs::{
-    Failure, NetworkMode, PlacementConstraint, PlacementConstraintType, PlacementStrategy,
-    PlacementStrategyType, TaskDefinition, TaskOverride, TransportProtocol,
+    Failure, NetworkMode, PlacementConstraint, PlacementConstraintType, PlacementStrategy, PlacementStrategyType,
+    TaskDefinition, TaskOverride, TransportProtocol,
 };
 
 use crate::instance::{Capacity, Queried};
@@ -25,12 +25,8 @@ pub struct Need {
 /// A task's reservation: task-level sizes when set, else the sum of its containers'.
 pub fn need_of(td: &TaskDefinition, overrides: Option<&TaskOverride>) -> Need {
     let size = taskdef::task_size(
-        overrides
-            .and_then(|o| o.cpu.as_deref())
-            .or(td.cpu.as_deref()),
-        overrides
-            .and_then(|o| o.memory.as_deref())
-            .or(td.memory.as_deref()),
+        overrides.and_then(|o| o.cpu.as_deref()).or(td.cpu.as_deref()),
+        overrides.and_then(|o| o.memory.as_deref()).or(td.memory.as_deref()),
     )
     .unwrap_or_default();
     let mode = taskdef::network_mode(td);
@@ -38,24 +34,16 @@ pub fn need_of(td: &TaskDefinition, overrides: Option<&TaskOverride>) -> Need {
     let mut cpu = 0i64;
     let mut mem = 0i64;
     for c in td.container_definitions.iter().flatten() {
-        let o = overrides
-            .and_then(|o| o.container_overrides.as_ref())
-            .and_then(|l| l.iter().find(|x| x.name == c.name));
+        let o =
+            overrides.and_then(|o| o.container_overrides.as_ref()).and_then(|l| l.iter().find(|x| x.name == c.name));
         cpu += o.and_then(|o| o.cpu).unwrap_or(c.cpu) as i64;
-        mem += o
-            .and_then(|o| o.memory.or(o.memory_reservation))
-            .or(c.memory_reservation.or(c.memory))
-            .unwrap_or(0) as i64;
+        mem +=
+            o.and_then(|o| o.memory.or(o.memory_reservation)).or(c.memory_reservation.or(c.memory)).unwrap_or(0) as i64;
         if matches!(mode, NetworkMode::Bridge | NetworkMode::Host) {
             for pm in c.port_mappings.iter().flatten() {
-                let host = if mode == NetworkMode::Host {
-                    pm.container_port
-                } else {
-                    pm.host_port
-                };
+                let host = if mode == NetworkMode::Host { pm.container_port } else { pm.host_port };
                 if let Some(p) = host.filter(|&p| p > 0) {
-                    need.ports
-                        .push((p, pm.protocol.unwrap_or(TransportProtocol::Tcp)));
+                    need.ports.push((p, pm.protocol.unwrap_or(TransportProtocol::Tcp)));
                 }
             }
         }
@@ -122,9 +110,7 @@ pub fn compile_constraints(
     cs: &[PlacementConstraint],
 ) -> crate::Result<Vec<(PlacementConstraintType, Option<query::Expr>)>> {
     if cs.len() > 10 {
-        return Err(crate::EcsError::invalid(
-            "At most 10 placement constraints can be specified.",
-        ));
+        return Err(crate::EcsError::invalid("At most 10 placement constraints can be specified."));
     }
     cs.iter()
         .map(|c| {
@@ -132,9 +118,7 @@ pub fn compile_constraints(
             let expr = match (kind, c.expression.as_deref()) {
                 (PlacementConstraintType::MemberOf, Some(e)) => Some(query::parse(e)?),
                 (PlacementConstraintType::MemberOf, None) => {
-                    return Err(crate::EcsError::invalid(
-                        "A memberOf placement constraint needs an expression.",
-                    ))
+                    return Err(crate::EcsError::invalid("A memberOf placement constraint needs an expression."))
                 }
                 (PlacementConstraintType::DistinctInstance, Some(_)) => {
                     return Err(crate::EcsError::invalid(
@@ -150,20 +134,19 @@ pub fn compile_constraints(
 
 pub fn validate_strategies(ss: &[PlacementStrategy]) -> crate::Result<()> {
     if ss.len() > 5 {
-        return Err(crate::EcsError::invalid(
-            "At most 5 placement strategies can be specified.",
-        ));
+        return Err(crate::EcsError::invalid("At most 5 placement strategies can be specified."));
     }
     for s in ss {
         match (s.r#type, s.field.as_deref()) {
-            (Some(PlacementStrategyType::Binpack), Some(f)) if f.eq_ignore_ascii_case("cpu") || f.eq_ignore_ascii_case("memory") => {}
+            (Some(PlacementStrategyType::Binpack), Some(f))
+                if f.eq_ignore_ascii_case("cpu") || f.eq_ignore_ascii_case("memory") => {}
             (Some(PlacementStrategyType::Binpack), _) => {
                 return Err(crate::EcsError::invalid("The binpack placement strategy takes field cpu or memory."))
             }
             (Some(PlacementStrategyType::Spread), Some(_)) => {}
-            (Some(PlacementStrategyType::Spread), None) => {
-                return Err(crate::EcsError::invalid("The spread placement strategy needs a field, such as instanceId or attribute:ecs.availability-zone."))
-            }
+            (Some(PlacementStrategyType::Spread), None) => return Err(crate::EcsError::invalid(
+                "The spread placement strategy needs a field, such as instanceId or attribute:ecs.availability-zone.",
+            )),
             (Some(PlacementStrategyType::Random), _) | (None, _) => {}
         }
     }
@@ -188,11 +171,9 @@ pub fn place_one(
         }
         match rejection(c, need, group, constraints) {
             None => ok.push(i),
-            Some(reason) => failures.push(Failure {
-                arn: Some(c.arn.clone()),
-                reason: Some(reason.into()),
-                detail: None,
-            }),
+            Some(reason) => {
+                failures.push(Failure { arn: Some(c.arn.clone()), reason: Some(reason.into()), detail: None })
+            }
         }
     }
     if ok.is_empty() {
@@ -202,38 +183,27 @@ pub fn place_one(
         let c = &cands[i];
         strategies
             .iter()
-            .map(|s| {
-                match (
-                    s.r#type,
-                    s.field.as_deref().map(str::to_ascii_lowercase).as_deref(),
-                ) {
-                    (Some(PlacementStrategyType::Binpack), Some("memory")) => c.left.memory,
-                    (Some(PlacementStrategyType::Binpack), _) => c.left.cpu,
-                    (Some(PlacementStrategyType::Spread), Some(f))
-                        if f.starts_with("attribute:") =>
-                    {
-                        let attr = &s.field.as_deref().unwrap()["attribute:".len()..];
-                        let value = c.target.attribute(attr);
-                        cands
-                            .iter()
-                            .filter(|o| o.target.attribute(attr) == value)
-                            .map(|o| o.group_count(group) as i64)
-                            .sum()
-                    }
-                    (Some(PlacementStrategyType::Spread), _) => c.group_count(group) as i64,
-                    _ => 0,
+            .map(|s| match (s.r#type, s.field.as_deref().map(str::to_ascii_lowercase).as_deref()) {
+                (Some(PlacementStrategyType::Binpack), Some("memory")) => c.left.memory,
+                (Some(PlacementStrategyType::Binpack), _) => c.left.cpu,
+                (Some(PlacementStrategyType::Spread), Some(f)) if f.starts_with("attribute:") => {
+                    let attr = &s.field.as_deref().unwrap()["attribute:".len()..];
+                    let value = c.target.attribute(attr);
+                    cands
+                        .iter()
+                        .filter(|o| o.target.attribute(attr) == value)
+                        .map(|o| o.group_count(group) as i64)
+                        .sum()
                 }
+                (Some(PlacementStrategyType::Spread), _) => c.group_count(group) as i64,
+                _ => 0,
             })
             .collect()
     };
     let mut best: Vec<(Vec<i64>, usize)> = ok.iter().map(|&i| (score(i), i)).collect();
     best.sort();
     let top = best[0].0.clone();
-    let tied: Vec<usize> = best
-        .iter()
-        .filter(|(s, _)| *s == top)
-        .map(|(_, i)| *i)
-        .collect();
+    let tied: Vec<usize> = best.iter().filter(|(s, _)| *s == top).map(|(_, i)| *i).collect();
     let pick = tied[(random % tied.len() as u64) as usize];
     let c = &mut cands[pick];
     c.left.cpu -= need.cpu;

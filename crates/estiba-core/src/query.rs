@@ -29,11 +29,7 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    Pred {
-        subject: Subject,
-        op: CmpOp,
-        args: Vec<String>,
-    },
+    Pred { subject: Subject, op: CmpOp, args: Vec<String> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -75,9 +71,7 @@ fn syntax(expr: &str, why: &str) -> EcsError {
 }
 
 fn tokenize(s: &str) -> Result<Vec<Tok>> {
-    const SYMS: [&str; 16] = [
-        "==", "!=", ">=", "<=", "=~", "!~", "&&", "||", ">", "<", "!", "(", ")", "[", "]", ",",
-    ];
+    const SYMS: [&str; 16] = ["==", "!=", ">=", "<=", "=~", "!~", "&&", "||", ">", "<", "!", "(", ")", "[", "]", ","];
     let mut out = Vec::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -88,10 +82,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
             continue;
         }
         if c == '\'' || c == '"' {
-            let end = chars[i + 1..]
-                .iter()
-                .position(|&x| x == c)
-                .ok_or_else(|| syntax(s, "unterminated quote"))?;
+            let end = chars[i + 1..].iter().position(|&x| x == c).ok_or_else(|| syntax(s, "unterminated quote"))?;
             out.push(Tok::Quoted(chars[i + 1..i + 1 + end].iter().collect()));
             i += end + 2;
             continue;
@@ -106,7 +97,9 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
         while i < chars.len() && !chars[i].is_whitespace() && !"()[],'\"=!<>&|".contains(chars[i]) {
             i += 1;
         }
-        // `=` inside a word (e.g. a value like `a=b`) is rare; stop at it like ECS does.
+        if i == start {
+            return Err(syntax(s, &format!("unexpected character '{}'", chars[i])));
+        }
         out.push(Tok::Word(chars[start..i].iter().collect()));
     }
     Ok(out)
@@ -188,12 +181,7 @@ impl Parser<'_> {
                     _ => return Err(syntax(self.src, &format!("unknown subject '{w}'"))),
                 },
             },
-            _ => {
-                return Err(syntax(
-                    self.src,
-                    "expected a subject such as attribute:<name>",
-                ))
-            }
+            _ => return Err(syntax(self.src, "expected a subject such as attribute:<name>")),
         };
         let op = match self.next() {
             Some(Tok::Sym("==")) => CmpOp::Eq,
@@ -250,19 +238,13 @@ impl Parser<'_> {
 
 pub fn parse(expr: &str) -> Result<Expr> {
     if expr.len() > 2000 {
-        return Err(EcsError::invalid(
-            "Cluster query expressions are limited to 2000 characters.",
-        ));
+        return Err(EcsError::invalid("Cluster query expressions are limited to 2000 characters."));
     }
     let toks = tokenize(expr)?;
     if toks.is_empty() {
         return Err(syntax(expr, "the expression is empty"));
     }
-    let mut p = Parser {
-        toks,
-        pos: 0,
-        src: expr,
-    };
+    let mut p = Parser { toks, pos: 0, src: expr };
     let e = p.or()?;
     if p.pos < p.toks.len() {
         return Err(syntax(expr, "unexpected text after the expression"));
@@ -304,11 +286,7 @@ pub fn parse_date(s: &str) -> Option<f64> {
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
     let time = time.trim_end_matches('Z');
     let mut t = time.split(':').map(|x| x.parse::<f64>());
-    let (hh, mm, ss) = (
-        t.next()?.ok()?,
-        t.next().unwrap_or(Ok(0.0)).ok()?,
-        t.next().unwrap_or(Ok(0.0)).ok()?,
-    );
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next().unwrap_or(Ok(0.0)).ok()?, t.next().unwrap_or(Ok(0.0)).ok()?);
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
@@ -349,17 +327,9 @@ pub fn eval(e: &Expr, t: &dyn QueryTarget) -> bool {
         Expr::Not(a) => !eval(a, t),
         Expr::Pred { subject, op, args } => {
             let values: Vec<String> = match subject {
-                Subject::Attribute(name) => {
-                    t.attribute(name).map(str::to_owned).into_iter().collect()
-                }
-                Subject::Ec2InstanceId => {
-                    t.ec2_instance_id().map(str::to_owned).into_iter().collect()
-                }
-                Subject::RegisteredAt => t
-                    .registered_at()
-                    .map(|v| v.to_string())
-                    .into_iter()
-                    .collect(),
+                Subject::Attribute(name) => t.attribute(name).map(str::to_owned).into_iter().collect(),
+                Subject::Ec2InstanceId => t.ec2_instance_id().map(str::to_owned).into_iter().collect(),
+                Subject::RegisteredAt => t.registered_at().map(|v| v.to_string()).into_iter().collect(),
                 Subject::RunningTasksCount => vec![t.running_tasks_count().to_string()],
                 Subject::AgentConnected => vec![t.agent_connected().to_string()],
                 Subject::AgentVersion => t.agent_version().map(str::to_owned).into_iter().collect(),
@@ -367,9 +337,7 @@ pub fn eval(e: &Expr, t: &dyn QueryTarget) -> bool {
             };
             let arg = |a: &String| -> String {
                 if *subject == Subject::RegisteredAt {
-                    parse_date(a)
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| a.clone())
+                    parse_date(a).map(|v| v.to_string()).unwrap_or_else(|| a.clone())
                 } else {
                     a.clone()
                 }
@@ -377,15 +345,9 @@ pub fn eval(e: &Expr, t: &dyn QueryTarget) -> bool {
             match op {
                 CmpOp::Exists => !values.is_empty(),
                 CmpOp::NotExists => values.is_empty(),
-                CmpOp::In => values
-                    .iter()
-                    .any(|v| args.iter().any(|a| compare(CmpOp::Eq, v, &arg(a)))),
-                CmpOp::NotIn => !values
-                    .iter()
-                    .any(|v| args.iter().any(|a| compare(CmpOp::Eq, v, &arg(a)))),
-                CmpOp::Ne | CmpOp::NotMatches => {
-                    values.iter().all(|v| compare(*op, v, &arg(&args[0])))
-                }
+                CmpOp::In => values.iter().any(|v| args.iter().any(|a| compare(CmpOp::Eq, v, &arg(a)))),
+                CmpOp::NotIn => !values.iter().any(|v| args.iter().any(|a| compare(CmpOp::Eq, v, &arg(a)))),
+                CmpOp::Ne | CmpOp::NotMatches => values.iter().all(|v| compare(*op, v, &arg(&args[0]))),
                 _ => values.iter().any(|v| compare(*op, v, &arg(&args[0]))),
             }
         }
@@ -428,11 +390,7 @@ mod tests {
 
     fn check(expr: &str, want: bool) {
         let i = Inst {
-            attrs: vec![
-                ("ecs.instance-type", "t2.micro"),
-                ("ecs.os-type", "linux"),
-                ("stack", "prod"),
-            ],
+            attrs: vec![("ecs.instance-type", "t2.micro"), ("ecs.os-type", "linux"), ("stack", "prod")],
             groups: vec!["service:web", "family:batch"],
             running: 2,
         };
@@ -449,19 +407,13 @@ mod tests {
         check("ec2InstanceId in ['i-abcd1234', 'i-wxyx7890']", true);
         check("attribute:ecs.os-type exists", true);
         check("attribute:missing !exists", true);
-        check(
-            "attribute:missing not_exists && attribute:stack == prod",
-            true,
-        );
+        check("attribute:missing not_exists && attribute:stack == prod", true);
         check("not(task:group == service:web)", false);
         check("task:group == family:batch or runningTasksCount > 5", true);
         check("runningTasksCount >= 2 and runningTasksCount < 3", true);
         check("registeredAt < 2021-01-01", true);
         check("registeredAt > 2021-01-01T00:00:00Z", false);
-        check(
-            "!(attribute:stack != prod) && (agentConnected == true)",
-            true,
-        );
+        check("!(attribute:stack != prod) && (agentConnected == true)", true);
         check("attribute:stack not_in [dev, test]", true);
     }
 

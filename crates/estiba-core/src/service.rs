@@ -7,14 +7,12 @@
 //! ListServiceDeployments / DescribeServiceDeployments.
 
 use estiba_api::ecs::{
-    CapacityProviderStrategyItem, ContainerImage, CreateServiceRequest, Deployment,
-    DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController,
-    DeploymentControllerType, DeploymentRolloutState, LaunchType, LoadBalancer,
-    NetworkConfiguration, PropagateTags, SchedulingStrategy, Service,
-    ServiceCurrentRevisionSummary, ServiceDeployment, ServiceDeploymentAlarms,
-    ServiceDeploymentCircuitBreaker, ServiceDeploymentRollbackMonitorsStatus,
-    ServiceDeploymentStatus, ServiceEvent, ServiceRevision, ServiceRevisionSummary, TaskDefinition,
-    UpdateServiceRequest,
+    CapacityProviderStrategyItem, ContainerImage, CreateServiceRequest, Deployment, DeploymentCircuitBreaker,
+    DeploymentConfiguration, DeploymentController, DeploymentControllerType, DeploymentRolloutState, LaunchType,
+    LoadBalancer, NetworkConfiguration, PropagateTags, SchedulingStrategy, Service, ServiceCurrentRevisionSummary,
+    ServiceDeployment, ServiceDeploymentAlarms, ServiceDeploymentCircuitBreaker,
+    ServiceDeploymentRollbackMonitorsStatus, ServiceDeploymentStatus, ServiceEvent, ServiceRevision,
+    ServiceRevisionSummary, TaskDefinition, UpdateServiceRequest,
 };
 
 use crate::arn::Scope;
@@ -49,17 +47,11 @@ pub fn deployment_number(deployment_id: &str) -> &str {
 }
 
 pub fn primary(s: &Service) -> Option<&Deployment> {
-    s.deployments
-        .iter()
-        .flatten()
-        .find(|d| d.status.as_deref() == Some(PRIMARY))
+    s.deployments.iter().flatten().find(|d| d.status.as_deref() == Some(PRIMARY))
 }
 
 pub fn primary_mut(s: &mut Service) -> Option<&mut Deployment> {
-    s.deployments
-        .iter_mut()
-        .flatten()
-        .find(|d| d.status.as_deref() == Some(PRIMARY))
+    s.deployments.iter_mut().flatten().find(|d| d.status.as_deref() == Some(PRIMARY))
 }
 
 /// Deployment configuration with ECS's defaults: 100/200 for REPLICA, 0/100 for DAEMON, the
@@ -76,13 +68,13 @@ pub fn deployment_configuration(
     let min = *c.minimum_healthy_percent.get_or_insert(min_default);
     let max = *c.maximum_percent.get_or_insert(max_default);
     if !(0..=100).contains(&min) {
-        bail!(
-            invalid,
-            "minimumHealthyPercent must be between 0 and 100, got {min}."
-        );
+        bail!(invalid, "minimumHealthyPercent must be between 0 and 100, got {min}.");
     }
     if max < 100 && strategy == SchedulingStrategy::Replica && max <= min {
-        bail!(invalid, "maximumPercent ({max}) must be greater than minimumHealthyPercent ({min}) so that tasks can be replaced.");
+        bail!(
+            invalid,
+            "maximumPercent ({max}) must be greater than minimumHealthyPercent ({min}) so that tasks can be replaced."
+        );
     }
     if max < min {
         bail!(invalid, "maximumPercent ({max}) must be greater than or equal to minimumHealthyPercent ({min}).");
@@ -90,11 +82,7 @@ pub fn deployment_configuration(
     if max > 2000 {
         bail!(invalid, "maximumPercent must be at most 2000, got {max}.");
     }
-    c.deployment_circuit_breaker
-        .get_or_insert(DeploymentCircuitBreaker {
-            enable: false,
-            rollback: false,
-        });
+    c.deployment_circuit_breaker.get_or_insert(DeploymentCircuitBreaker { enable: false, rollback: false });
     Ok(c)
 }
 
@@ -143,17 +131,10 @@ fn new_deployment(
         failed_tasks: 0,
         created_at: Some(now),
         updated_at: Some(now),
-        launch_type: target
-            .strategy
-            .is_none()
-            .then_some(target.launch.launch_type),
+        launch_type: target.strategy.is_none().then_some(target.launch.launch_type),
         capacity_provider_strategy: target.strategy.clone(),
-        platform_version: fargate.then(|| {
-            target
-                .platform_version
-                .clone()
-                .unwrap_or_else(|| task::FARGATE_PLATFORM_VERSION.into())
-        }),
+        platform_version: fargate
+            .then(|| target.platform_version.clone().unwrap_or_else(|| task::FARGATE_PLATFORM_VERSION.into())),
         platform_family: fargate.then(|| "Linux".into()),
         network_configuration: target.network.clone(),
         rollout_state: Some(DeploymentRolloutState::InProgress),
@@ -166,10 +147,7 @@ fn new_deployment(
         cluster_arn: Some(scope.cluster_arn(cluster)),
         task_definition: Some(target.task_definition.clone()),
         capacity_provider_strategy: target.strategy.clone(),
-        launch_type: target
-            .strategy
-            .is_none()
-            .then_some(target.launch.launch_type),
+        launch_type: target.strategy.is_none().then_some(target.launch.launch_type),
         platform_version: deployment.platform_version.clone(),
         platform_family: deployment.platform_family.clone(),
         load_balancers: Some(target.load_balancers.clone()),
@@ -179,27 +157,16 @@ fn new_deployment(
             td.container_definitions
                 .iter()
                 .flatten()
-                .map(|c| ContainerImage {
-                    container_name: c.name.clone(),
-                    image: c.image.clone(),
-                    image_digest: None,
-                })
+                .map(|c| ContainerImage { container_name: c.name.clone(), image: c.image.clone(), image_digest: None })
                 .collect(),
         ),
         guard_duty_enabled: false,
         created_at: Some(now),
         ..Default::default()
     };
-    let breaker = config
-        .deployment_circuit_breaker
-        .as_ref()
-        .is_some_and(|b| b.enable);
+    let breaker = config.deployment_circuit_breaker.as_ref().is_some_and(|b| b.enable);
     let record = ServiceDeployment {
-        service_deployment_arn: Some(scope.service_deployment_arn(
-            cluster,
-            service,
-            &ids.hex32()[..22],
-        )),
+        service_deployment_arn: Some(scope.service_deployment_arn(cluster, service, &ids.hex32()[..22])),
         service_arn: Some(scope.service_arn(cluster, service)),
         cluster_arn: Some(scope.cluster_arn(cluster)),
         created_at: Some(now),
@@ -228,11 +195,7 @@ fn new_deployment(
         }),
         ..Default::default()
     };
-    NewDeployment {
-        deployment,
-        revision,
-        record,
-    }
+    NewDeployment { deployment, revision, record }
 }
 
 /// The circuit breaker's failure threshold: half the desired count, at least 3, at most 200.
@@ -269,38 +232,16 @@ pub fn validate_name(name: &str) -> Result<()> {
 fn validate_load_balancers(lbs: &[LoadBalancer], td: &TaskDefinition) -> Result<()> {
     for lb in lbs {
         let (Some(cname), Some(port)) = (lb.container_name.as_deref(), lb.container_port) else {
-            bail!(
-                invalid,
-                "A load balancer needs containerName and containerPort."
-            );
+            bail!(invalid, "A load balancer needs containerName and containerPort.");
         };
-        let Some(c) = td
-            .container_definitions
-            .iter()
-            .flatten()
-            .find(|c| c.name.as_deref() == Some(cname))
-        else {
-            bail!(
-                invalid,
-                "The container {cname} does not exist in the task definition."
-            );
+        let Some(c) = td.container_definitions.iter().flatten().find(|c| c.name.as_deref() == Some(cname)) else {
+            bail!(invalid, "The container {cname} does not exist in the task definition.");
         };
-        if !c
-            .port_mappings
-            .iter()
-            .flatten()
-            .any(|pm| pm.container_port == Some(port))
-        {
-            bail!(
-                invalid,
-                "The container {cname} did not have a container port {port} defined."
-            );
+        if !c.port_mappings.iter().flatten().any(|pm| pm.container_port == Some(port)) {
+            bail!(invalid, "The container {cname} did not have a container port {port} defined.");
         }
         if lb.target_group_arn.is_none() && lb.load_balancer_name.is_none() {
-            bail!(
-                invalid,
-                "A load balancer needs targetGroupArn or loadBalancerName."
-            );
+            bail!(invalid, "A load balancer needs targetGroupArn or loadBalancerName.");
         }
     }
     Ok(())
@@ -325,12 +266,8 @@ pub fn create(
     now: Now,
 ) -> Result<Created> {
     validate_name(&req.service_name)?;
-    let controller = req
-        .deployment_controller
-        .clone()
-        .unwrap_or(DeploymentController {
-            r#type: DeploymentControllerType::Ecs,
-        });
+    let controller =
+        req.deployment_controller.clone().unwrap_or(DeploymentController { r#type: DeploymentControllerType::Ecs });
     if controller.r#type != DeploymentControllerType::Ecs {
         bail!(
             unsupported,
@@ -338,14 +275,14 @@ pub fn create(
             controller.r#type.as_str()
         );
     }
-    let strategy = req
-        .scheduling_strategy
-        .unwrap_or(SchedulingStrategy::Replica);
+    let strategy = req.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica);
     let desired = match strategy {
         SchedulingStrategy::Replica => match req.desired_count {
             Some(n) if n >= 0 => n,
             Some(n) => bail!(invalid, "desiredCount cannot be negative, got {n}."),
-            None => bail!(invalid, "desiredCount must be specified for a service with the REPLICA scheduling strategy."),
+            None => {
+                bail!(invalid, "desiredCount must be specified for a service with the REPLICA scheduling strategy.")
+            }
         },
         SchedulingStrategy::Daemon => {
             if launch.launch_type == LaunchType::Fargate {
@@ -358,22 +295,12 @@ pub fn create(
         }
     };
     let config = deployment_configuration(req.deployment_configuration.as_ref(), strategy)?;
-    task::validate(
-        td,
-        launch.launch_type,
-        req.network_configuration.as_ref(),
-        None,
-        None,
-        None,
-    )?;
+    task::validate(td, launch.launch_type, req.network_configuration.as_ref(), None, None, None)?;
     let lbs = req.load_balancers.clone().unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
     if let Some(g) = req.health_check_grace_period_seconds {
         if !(0..=2_147_483_647).contains(&g) {
-            bail!(
-                invalid,
-                "healthCheckGracePeriodSeconds must be between 0 and 2147483647."
-            );
+            bail!(invalid, "healthCheckGracePeriodSeconds must be between 0 and 2147483647.");
         }
     }
     placement::compile_constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
@@ -386,26 +313,12 @@ pub fn create(
     let target = Target {
         task_definition: td_arn.clone(),
         launch: launch.clone(),
-        strategy: req
-            .capacity_provider_strategy
-            .clone()
-            .filter(|s| !s.is_empty()),
+        strategy: req.capacity_provider_strategy.clone().filter(|s| !s.is_empty()),
         platform_version: req.platform_version.clone(),
         network: req.network_configuration.clone(),
         load_balancers: lbs.clone(),
     };
-    let mut nd = new_deployment(
-        scope,
-        cluster,
-        &req.service_name,
-        &target,
-        td,
-        desired,
-        &config,
-        vec![],
-        ids,
-        now,
-    );
+    let mut nd = new_deployment(scope, cluster, &req.service_name, &target, td, desired, &config, vec![], ids, now);
     nd.record.status = Some(ServiceDeploymentStatus::InProgress);
     let service = Service {
         service_arn: Some(scope.service_arn(cluster, &req.service_name)),
@@ -419,11 +332,7 @@ pub fn create(
         pending_count: 0,
         launch_type: target.strategy.is_none().then_some(launch.launch_type),
         capacity_provider_strategy: target.strategy.clone(),
-        platform_version: fargate.then(|| {
-            req.platform_version
-                .clone()
-                .unwrap_or_else(|| "LATEST".into())
-        }),
+        platform_version: fargate.then(|| req.platform_version.clone().unwrap_or_else(|| "LATEST".into())),
         platform_family: fargate.then(|| "Linux".into()),
         task_definition: Some(td_arn),
         deployment_configuration: Some(config),
@@ -452,10 +361,7 @@ pub fn create(
         }]),
         ..Default::default()
     };
-    Ok(Created {
-        service,
-        deployment: nd,
-    })
+    Ok(Created { service, deployment: nd })
 }
 
 /// What UpdateService changed.
@@ -465,33 +371,14 @@ pub struct Updated {
 }
 
 /// Does the update ask for a new deployment?
-pub fn needs_new_deployment(
-    svc: &Service,
-    req: &UpdateServiceRequest,
-    new_td_arn: Option<&str>,
-) -> bool {
+pub fn needs_new_deployment(svc: &Service, req: &UpdateServiceRequest, new_td_arn: Option<&str>) -> bool {
     req.force_new_deployment
         || new_td_arn.is_some_and(|a| Some(a) != svc.task_definition.as_deref())
-        || req
-            .network_configuration
-            .as_ref()
-            .is_some_and(|n| Some(n) != svc.network_configuration.as_ref())
-        || req
-            .capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|c| Some(c) != svc.capacity_provider_strategy.as_ref())
-        || req
-            .platform_version
-            .as_ref()
-            .is_some_and(|p| Some(p) != svc.platform_version.as_ref())
-        || req
-            .load_balancers
-            .as_ref()
-            .is_some_and(|l| Some(l) != svc.load_balancers.as_ref())
-        || req
-            .service_registries
-            .as_ref()
-            .is_some_and(|r| Some(r) != svc.service_registries.as_ref())
+        || req.network_configuration.as_ref().is_some_and(|n| Some(n) != svc.network_configuration.as_ref())
+        || req.capacity_provider_strategy.as_ref().is_some_and(|c| Some(c) != svc.capacity_provider_strategy.as_ref())
+        || req.platform_version.as_ref().is_some_and(|p| Some(p) != svc.platform_version.as_ref())
+        || req.load_balancers.as_ref().is_some_and(|l| Some(l) != svc.load_balancers.as_ref())
+        || req.service_registries.as_ref().is_some_and(|r| Some(r) != svc.service_registries.as_ref())
 }
 
 /// Applies UpdateService to `svc`. `td` is the task definition the service will run (the new
@@ -510,9 +397,7 @@ pub fn update(
     if status(svc) != ACTIVE {
         return Err(crate::EcsError::service_not_active());
     }
-    let strategy = svc
-        .scheduling_strategy
-        .unwrap_or(SchedulingStrategy::Replica);
+    let strategy = svc.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica);
     if let Some(n) = req.desired_count {
         if n < 0 {
             bail!(invalid, "desiredCount cannot be negative, got {n}.");
@@ -541,20 +426,13 @@ pub fn update(
         }
         svc.deployment_configuration = Some(deployment_configuration(Some(&merged), strategy)?);
     }
-    let network = req
-        .network_configuration
-        .clone()
-        .or_else(|| svc.network_configuration.clone());
+    let network = req.network_configuration.clone().or_else(|| svc.network_configuration.clone());
     let new_td = td.task_definition_arn.clone().unwrap_or_default();
     let new = needs_new_deployment(svc, req, Some(&new_td));
     if new {
         task::validate(td, launch.launch_type, network.as_ref(), None, None, None)?;
     }
-    let lbs = req
-        .load_balancers
-        .clone()
-        .or_else(|| svc.load_balancers.clone())
-        .unwrap_or_default();
+    let lbs = req.load_balancers.clone().or_else(|| svc.load_balancers.clone()).unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
     if let Some(pc) = &req.placement_constraints {
         placement::compile_constraints(pc)?;
@@ -588,11 +466,7 @@ pub fn update(
         .clone()
         .or_else(|| svc.capacity_provider_strategy.clone())
         .filter(|s| !s.is_empty());
-    let platform = req
-        .platform_version
-        .clone()
-        .or_else(|| svc.platform_version.clone())
-        .filter(|p| p != "LATEST");
+    let platform = req.platform_version.clone().or_else(|| svc.platform_version.clone()).filter(|p| p != "LATEST");
     let target = Target {
         task_definition: new_td.clone(),
         launch: launch.clone(),
@@ -614,18 +488,7 @@ pub fn update(
         })
         .collect();
     let config = svc.deployment_configuration.clone().unwrap_or_default();
-    let nd = new_deployment(
-        scope,
-        cluster,
-        name(svc),
-        &target,
-        td,
-        svc.desired_count,
-        &config,
-        sources,
-        ids,
-        now,
-    );
+    let nd = new_deployment(scope, cluster, name(svc), &target, td, svc.desired_count, &config, sources, ids, now);
     install(svc, &nd, &target, now);
     if fargate {
         if let Some(p) = &req.platform_version {
@@ -636,9 +499,7 @@ pub fn update(
         svc.service_registries = Some(r.clone());
     }
     svc.current_service_deployment = nd.record.service_deployment_arn.clone();
-    Ok(Updated {
-        deployment: Some(nd),
-    })
+    Ok(Updated { deployment: Some(nd) })
 }
 
 /// Makes `nd` the PRIMARY deployment: the current one becomes ACTIVE and drains.
@@ -649,17 +510,12 @@ fn install(svc: &mut Service, nd: &NewDeployment, target: &Target, now: Now) {
             d.updated_at = Some(now);
         }
     }
-    svc.deployments
-        .get_or_insert_with(Vec::new)
-        .insert(0, nd.deployment.clone());
+    svc.deployments.get_or_insert_with(Vec::new).insert(0, nd.deployment.clone());
     svc.task_definition = Some(target.task_definition.clone());
     svc.network_configuration = target.network.clone();
     svc.load_balancers = Some(target.load_balancers.clone());
     svc.capacity_provider_strategy = target.strategy.clone();
-    svc.launch_type = target
-        .strategy
-        .is_none()
-        .then_some(target.launch.launch_type);
+    svc.launch_type = target.strategy.is_none().then_some(target.launch.launch_type);
     if target.launch.launch_type == LaunchType::Fargate {
         svc.platform_version.get_or_insert_with(|| "LATEST".into());
         svc.platform_family = Some("Linux".into());
@@ -667,17 +523,15 @@ fn install(svc: &mut Service, nd: &NewDeployment, target: &Target, now: Now) {
         svc.platform_version = None;
         svc.platform_family = None;
     }
-    svc.current_service_revisions
-        .get_or_insert_with(Vec::new)
-        .insert(
-            0,
-            ServiceCurrentRevisionSummary {
-                arn: nd.revision.service_revision_arn.clone(),
-                requested_task_count: svc.desired_count,
-                running_task_count: 0,
-                pending_task_count: 0,
-            },
-        );
+    svc.current_service_revisions.get_or_insert_with(Vec::new).insert(
+        0,
+        ServiceCurrentRevisionSummary {
+            arn: nd.revision.service_revision_arn.clone(),
+            requested_task_count: svc.desired_count,
+            running_task_count: 0,
+            pending_task_count: 0,
+        },
+    );
 }
 
 /// A new PRIMARY deployment that returns the service to `to`, a deployment that completed
@@ -693,12 +547,7 @@ pub fn rollback(
     now: Now,
 ) -> NewDeployment {
     let launch_type = to.launch_type.unwrap_or_else(|| {
-        if to
-            .capacity_provider_strategy
-            .iter()
-            .flatten()
-            .any(|i| crate::capacity::is_fargate(&i.capacity_provider))
-        {
+        if to.capacity_provider_strategy.iter().flatten().any(|i| crate::capacity::is_fargate(&i.capacity_provider)) {
             LaunchType::Fargate
         } else {
             LaunchType::Ec2
@@ -706,28 +555,14 @@ pub fn rollback(
     });
     let target = Target {
         task_definition: to.task_definition.clone().unwrap_or_default(),
-        launch: Launch {
-            launch_type,
-            capacity_provider: None,
-        },
+        launch: Launch { launch_type, capacity_provider: None },
         strategy: to.capacity_provider_strategy.clone(),
         platform_version: to.platform_version.clone(),
         network: to.network_configuration.clone(),
         load_balancers: svc.load_balancers.clone().unwrap_or_default(),
     };
     let config = svc.deployment_configuration.clone().unwrap_or_default();
-    let mut nd = new_deployment(
-        scope,
-        cluster,
-        name(svc),
-        &target,
-        td,
-        svc.desired_count,
-        &config,
-        vec![],
-        ids,
-        now,
-    );
+    let mut nd = new_deployment(scope, cluster, name(svc), &target, td, svc.desired_count, &config, vec![], ids, now);
     nd.deployment.service_connect_configuration = to.service_connect_configuration.clone();
     install(svc, &nd, &target, now);
     nd
@@ -739,15 +574,9 @@ pub fn delete(svc: &mut Service, force: bool, now: Now) -> Result<()> {
     if status(svc) != ACTIVE {
         return Err(crate::EcsError::service_not_active());
     }
-    let replica = svc
-        .scheduling_strategy
-        .unwrap_or(SchedulingStrategy::Replica)
-        == SchedulingStrategy::Replica;
+    let replica = svc.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica) == SchedulingStrategy::Replica;
     if replica && svc.desired_count > 0 && !force {
-        bail!(
-            invalid,
-            "The service cannot be stopped while it is scaled above 0."
-        );
+        bail!(invalid, "The service cannot be stopped while it is scaled above 0.");
     }
     svc.desired_count = 0;
     svc.status = Some(DRAINING.into());
@@ -780,11 +609,7 @@ pub fn with_counts(svc: &Service, counts: impl Fn(&str) -> DeploymentCounts) -> 
     s.pending_count = pending;
     if let Some(revs) = &mut s.current_service_revisions {
         for r in revs.iter_mut() {
-            let n = r
-                .arn
-                .as_deref()
-                .and_then(|a| a.rsplit('/').next())
-                .unwrap_or("");
+            let n = r.arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("");
             let c = counts(&format!("ecs-svc/{n}"));
             r.running_task_count = c.running;
             r.pending_task_count = c.pending;
@@ -796,11 +621,7 @@ pub fn with_counts(svc: &Service, counts: impl Fn(&str) -> DeploymentCounts) -> 
 /// The launch type that describes a service's tasks for cluster statistics.
 pub fn is_fargate(svc: &Service) -> bool {
     svc.launch_type == Some(LaunchType::Fargate)
-        || svc
-            .capacity_provider_strategy
-            .iter()
-            .flatten()
-            .any(|i| crate::capacity::is_fargate(&i.capacity_provider))
+        || svc.capacity_provider_strategy.iter().flatten().any(|i| crate::capacity::is_fargate(&i.capacity_provider))
 }
 
 /// Requires a task definition to exist for the service's tasks.
@@ -813,8 +634,7 @@ mod tests {
     use super::*;
     use crate::ids::SeqIds;
     use estiba_api::ecs::{
-        AwsVpcConfiguration, Compatibility, ContainerDefinition, NetworkMode,
-        RegisterTaskDefinitionRequest,
+        AwsVpcConfiguration, Compatibility, ContainerDefinition, NetworkMode, RegisterTaskDefinitionRequest,
     };
 
     fn scope() -> Scope {
@@ -840,18 +660,12 @@ mod tests {
 
     fn net() -> NetworkConfiguration {
         NetworkConfiguration {
-            awsvpc_configuration: Some(AwsVpcConfiguration {
-                subnets: vec!["subnet-1".into()],
-                ..Default::default()
-            }),
+            awsvpc_configuration: Some(AwsVpcConfiguration { subnets: vec!["subnet-1".into()], ..Default::default() }),
         }
     }
 
     fn fargate() -> Launch {
-        Launch {
-            launch_type: LaunchType::Fargate,
-            capacity_provider: None,
-        }
+        Launch { launch_type: LaunchType::Fargate, capacity_provider: None }
     }
 
     #[test]
@@ -869,54 +683,22 @@ mod tests {
         let n = deployment_number(d.id.as_deref().unwrap());
         assert_eq!(
             c.deployment.revision.service_revision_arn.as_deref(),
-            Some(
-                format!("arn:aws:ecs:us-east-1:000000000000:service-revision/c1/web/{n}").as_str()
-            )
+            Some(format!("arn:aws:ecs:us-east-1:000000000000:service-revision/c1/web/{n}").as_str())
         );
         let cfg = svc.deployment_configuration.as_ref().unwrap();
-        assert_eq!(
-            (cfg.minimum_healthy_percent, cfg.maximum_percent),
-            (Some(100), Some(200))
-        );
+        assert_eq!((cfg.minimum_healthy_percent, cfg.maximum_percent), (Some(100), Some(200)));
         assert_eq!(svc.platform_version.as_deref(), Some("LATEST"));
 
         // Scaling alone does not deploy.
-        let up = UpdateServiceRequest {
-            service: "web".into(),
-            desired_count: Some(5),
-            ..Default::default()
-        };
-        let u = update(
-            &scope(),
-            "c1",
-            &mut svc,
-            &up,
-            &td(1),
-            fargate(),
-            &mut ids,
-            2.0,
-        )
-        .unwrap();
+        let up = UpdateServiceRequest { service: "web".into(), desired_count: Some(5), ..Default::default() };
+        let u = update(&scope(), "c1", &mut svc, &up, &td(1), fargate(), &mut ids, 2.0).unwrap();
         assert!(u.deployment.is_none());
         assert_eq!(primary(&svc).unwrap().desired_count, 5);
 
         // A new task definition does.
-        let up = UpdateServiceRequest {
-            service: "web".into(),
-            task_definition: Some("web:2".into()),
-            ..Default::default()
-        };
-        let u = update(
-            &scope(),
-            "c1",
-            &mut svc,
-            &up,
-            &td(2),
-            fargate(),
-            &mut ids,
-            3.0,
-        )
-        .unwrap();
+        let up =
+            UpdateServiceRequest { service: "web".into(), task_definition: Some("web:2".into()), ..Default::default() };
+        let u = update(&scope(), "c1", &mut svc, &up, &td(2), fargate(), &mut ids, 3.0).unwrap();
         assert!(u.deployment.is_some());
         let deps = svc.deployments.as_ref().unwrap();
         assert_eq!(deps.len(), 2);
@@ -925,10 +707,7 @@ mod tests {
         assert!(svc.task_definition.as_deref().unwrap().ends_with("web:2"));
 
         let e = delete(&mut svc, false, 4.0).unwrap_err();
-        assert_eq!(
-            e.message,
-            "The service cannot be stopped while it is scaled above 0."
-        );
+        assert_eq!(e.message, "The service cannot be stopped while it is scaled above 0.");
         delete(&mut svc, true, 4.0).unwrap();
         assert_eq!(status(&svc), DRAINING);
         assert_eq!(
@@ -940,14 +719,8 @@ mod tests {
     #[test]
     fn deployment_configuration_rules() {
         let c = deployment_configuration(None, SchedulingStrategy::Daemon).unwrap();
-        assert_eq!(
-            (c.minimum_healthy_percent, c.maximum_percent),
-            (Some(0), Some(100))
-        );
-        let bad = DeploymentConfiguration {
-            minimum_healthy_percent: Some(150),
-            ..Default::default()
-        };
+        assert_eq!((c.minimum_healthy_percent, c.maximum_percent), (Some(0), Some(100)));
+        let bad = DeploymentConfiguration { minimum_healthy_percent: Some(150), ..Default::default() };
         assert!(deployment_configuration(Some(&bad), SchedulingStrategy::Replica).is_err());
         let ok = DeploymentConfiguration {
             minimum_healthy_percent: Some(50),

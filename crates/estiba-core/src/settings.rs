@@ -11,9 +11,7 @@ pub fn aws_default(name: SettingName) -> &'static str {
         SettingName::ServiceLongArnFormat
         | SettingName::TaskLongArnFormat
         | SettingName::ContainerInstanceLongArnFormat => "enabled",
-        SettingName::AwsvpcTrunking
-        | SettingName::ContainerInsights
-        | SettingName::FargateFIPSMode => "disabled",
+        SettingName::AwsvpcTrunking | SettingName::ContainerInsights | SettingName::FargateFIPSMode => "disabled",
         SettingName::TagResourceAuthorization => "on",
         SettingName::FargateTaskRetirementWaitPeriod => "7",
         SettingName::GuardDutyActivate => "off",
@@ -41,26 +39,17 @@ fn allowed(name: SettingName) -> &'static [&'static str] {
 pub fn validate(name: SettingName, value: &str, default: bool) -> Result<()> {
     let ok = allowed(name);
     if !ok.contains(&value) {
+        bail!(invalid, "Invalid value '{value}' for setting {}. Valid values are: {}.", name.as_str(), ok.join(", "));
+    }
+    if !default && matches!(name, SettingName::FargateFIPSMode | SettingName::FargateTaskRetirementWaitPeriod) {
         bail!(
             invalid,
-            "Invalid value '{value}' for setting {}. Valid values are: {}.",
-            name.as_str(),
-            ok.join(", ")
+            "The {} setting can only be changed for the whole account, with PutAccountSettingDefault.",
+            name.as_str()
         );
-    }
-    if !default
-        && matches!(
-            name,
-            SettingName::FargateFIPSMode | SettingName::FargateTaskRetirementWaitPeriod
-        )
-    {
-        bail!(invalid, "The {} setting can only be changed for the whole account, with PutAccountSettingDefault.", name.as_str());
     }
     if name == SettingName::GuardDutyActivate {
-        bail!(
-            invalid,
-            "The guardDutyActivate setting is read-only: it is managed through GuardDuty."
-        );
+        bail!(invalid, "The guardDutyActivate setting is read-only: it is managed through GuardDuty.");
     }
     Ok(())
 }

@@ -19,21 +19,14 @@ pub fn validate(tags: &[Tag]) -> Result<()> {
             bail!(invalid, "Tag keys must be specified.");
         };
         if reserved(key) {
-            bail!(
-                invalid,
-                "Tag key '{key}' is not valid: the 'aws:' prefix is reserved for AWS use."
-            );
+            bail!(invalid, "Tag key '{key}' is not valid: the 'aws:' prefix is reserved for AWS use.");
         }
         if !keys.insert(key) {
             bail!(invalid, "Tag key '{key}' is given more than once.");
         }
     }
     if tags.len() > MAX_TAGS {
-        bail!(
-            invalid,
-            "A resource can have at most {MAX_TAGS} tags; {} were given.",
-            tags.len()
-        );
+        bail!(invalid, "A resource can have at most {MAX_TAGS} tags; {} were given.", tags.len());
     }
     Ok(())
 }
@@ -48,11 +41,7 @@ pub fn merge(current: &mut Vec<Tag>, new: &[Tag]) -> Result<()> {
         }
     }
     if current.len() > MAX_TAGS {
-        bail!(
-            invalid,
-            "A resource can have at most {MAX_TAGS} tags; this request would make it {}.",
-            current.len()
-        );
+        bail!(invalid, "A resource can have at most {MAX_TAGS} tags; this request would make it {}.", current.len());
     }
     Ok(())
 }

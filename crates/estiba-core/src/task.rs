@@ -6,9 +6,8 @@
 //! something asks it to stop.
 
 use estiba_api::ecs::{
-    AssignPublicIp, Attachment, Container, ContainerOverride, EphemeralStorage, KeyValuePair,
-    LaunchType, NetworkConfiguration, NetworkMode, Tag, Task, TaskDefinition, TaskEphemeralStorage,
-    TaskOverride, TaskStopCode,
+    AssignPublicIp, Attachment, Container, ContainerOverride, EphemeralStorage, KeyValuePair, LaunchType,
+    NetworkConfiguration, NetworkMode, Tag, Task, TaskDefinition, TaskEphemeralStorage, TaskOverride, TaskStopCode,
 };
 
 use crate::arn::Scope;
@@ -67,10 +66,7 @@ impl Status {
 }
 
 pub fn last_status(t: &Task) -> Status {
-    t.last_status
-        .as_deref()
-        .and_then(Status::parse)
-        .unwrap_or(Status::Provisioning)
+    t.last_status.as_deref().and_then(Status::parse).unwrap_or(Status::Provisioning)
 }
 
 pub fn desired_stopped(t: &Task) -> bool {
@@ -79,10 +75,7 @@ pub fn desired_stopped(t: &Task) -> bool {
 
 /// The task id: the last segment of its ARN.
 pub fn task_id(t: &Task) -> &str {
-    t.task_arn
-        .as_deref()
-        .and_then(|a| a.rsplit('/').next())
-        .unwrap_or("")
+    t.task_arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("")
 }
 
 pub fn is_fargate(t: &Task) -> bool {
@@ -125,32 +118,20 @@ pub fn validate(
     let mode = taskdef::network_mode(td);
     match (mode, network.and_then(|n| n.awsvpc_configuration.as_ref())) {
         (NetworkMode::Awsvpc, None) => {
-            bail!(
-                invalid,
-                "Network Configuration must be provided when networkMode 'awsvpc' is specified."
-            )
+            bail!(invalid, "Network Configuration must be provided when networkMode 'awsvpc' is specified.")
         }
         (NetworkMode::Awsvpc, Some(vpc)) => {
             if vpc.subnets.is_empty() {
                 bail!(invalid, "subnets can not be empty.");
             }
             if vpc.subnets.len() > 16 {
-                bail!(
-                    invalid,
-                    "At most 16 subnets can be specified, got {}.",
-                    vpc.subnets.len()
-                );
+                bail!(invalid, "At most 16 subnets can be specified, got {}.", vpc.subnets.len());
             }
             if vpc.security_groups.as_ref().is_some_and(|s| s.len() > 5) {
                 bail!(invalid, "At most 5 security groups can be specified.");
             }
-            if vpc.assign_public_ip == Some(AssignPublicIp::Enabled)
-                && launch_type == LaunchType::Ec2
-            {
-                bail!(
-                    invalid,
-                    "Assign public IP is not supported for this launch type."
-                );
+            if vpc.assign_public_ip == Some(AssignPublicIp::Enabled) && launch_type == LaunchType::Ec2 {
+                bail!(invalid, "Assign public IP is not supported for this launch type.");
             }
         }
         (_, Some(_)) => {
@@ -159,10 +140,7 @@ pub fn validate(
         (_, None) => {}
     }
     if launch_type == LaunchType::Fargate && !taskdef::fargate_compatible(td) {
-        bail!(
-            invalid,
-            "Task definition does not support launch_type FARGATE."
-        );
+        bail!(invalid, "Task definition does not support launch_type FARGATE.");
     }
     if let Some(o) = overrides {
         validate_overrides(td, o, launch_type)?;
@@ -180,44 +158,24 @@ pub fn validate(
     Ok(())
 }
 
-fn validate_overrides(
-    td: &TaskDefinition,
-    o: &TaskOverride,
-    launch_type: LaunchType,
-) -> Result<()> {
-    let names: Vec<&str> = td
-        .container_definitions
-        .iter()
-        .flatten()
-        .filter_map(|c| c.name.as_deref())
-        .collect();
+fn validate_overrides(td: &TaskDefinition, o: &TaskOverride, launch_type: LaunchType) -> Result<()> {
+    let names: Vec<&str> = td.container_definitions.iter().flatten().filter_map(|c| c.name.as_deref()).collect();
     for co in o.container_overrides.iter().flatten() {
         match co.name.as_deref() {
             Some(n) if names.contains(&n) => {}
-            Some(n) => bail!(
-                invalid,
-                "Override for container named {n} is not a container in the TaskDefinition."
-            ),
-            None => bail!(
-                invalid,
-                "Container overrides must name the container they override."
-            ),
+            Some(n) => bail!(invalid, "Override for container named {n} is not a container in the TaskDefinition."),
+            None => bail!(invalid, "Container overrides must name the container they override."),
         }
         if co.memory.is_some_and(|m| m < 6) || co.memory_reservation.is_some_and(|m| m < 6) {
-            bail!(
-                invalid,
-                "Container memory overrides must be at least 6 MiB."
-            );
+            bail!(invalid, "Container memory overrides must be at least 6 MiB.");
         }
         if co.cpu.is_some_and(|c| c < 0) {
             bail!(invalid, "Container CPU overrides cannot be negative.");
         }
     }
     if o.cpu.is_some() || o.memory.is_some() {
-        let size = taskdef::task_size(
-            o.cpu.as_deref().or(td.cpu.as_deref()),
-            o.memory.as_deref().or(td.memory.as_deref()),
-        )?;
+        let size =
+            taskdef::task_size(o.cpu.as_deref().or(td.cpu.as_deref()), o.memory.as_deref().or(td.memory.as_deref()))?;
         if launch_type == LaunchType::Fargate {
             match (size.cpu, size.memory) {
                 (Some(c), Some(m)) if fargate::valid_size(c, m) => {}
@@ -241,19 +199,11 @@ fn effective_overrides(td: &TaskDefinition, o: Option<&TaskOverride>) -> TaskOve
     for c in td.container_definitions.iter().flatten() {
         let name = c.name.clone();
         list.push(
-            given
-                .iter()
-                .find(|g| g.name == name)
-                .cloned()
-                .unwrap_or(ContainerOverride {
-                    name,
-                    ..Default::default()
-                }),
+            given.iter().find(|g| g.name == name).cloned().unwrap_or(ContainerOverride { name, ..Default::default() }),
         );
     }
     out.container_overrides = Some(list);
-    out.inference_accelerator_overrides
-        .get_or_insert_with(Vec::new);
+    out.inference_accelerator_overrides.get_or_insert_with(Vec::new);
     out
 }
 
@@ -271,11 +221,7 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
         .iter()
         .flatten()
         .map(|c| {
-            let o = overrides
-                .container_overrides
-                .iter()
-                .flatten()
-                .find(|o| o.name == c.name);
+            let o = overrides.container_overrides.iter().flatten().find(|o| o.name == c.name);
             Container {
                 container_arn: Some(spec.scope.container_arn(spec.cluster, &id, &ids.uuid())),
                 task_arn: Some(task_arn.clone()),
@@ -289,10 +235,7 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
                     .and_then(|o| o.memory_reservation)
                     .or(c.memory_reservation)
                     .map(|m| m.to_string()),
-                health_status: c
-                    .health_check
-                    .as_ref()
-                    .map(|_| estiba_api::ecs::HealthStatus::Unknown),
+                health_status: c.health_check.as_ref().map(|_| estiba_api::ecs::HealthStatus::Unknown),
                 ..Default::default()
             }
         })
@@ -307,22 +250,13 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
             id: Some(ids.uuid()),
             r#type: Some("ElasticNetworkInterface".into()),
             status: Some("PRECREATED".into()),
-            details: Some(vec![KeyValuePair {
-                name: Some("subnetId".into()),
-                value: Some(subnet),
-            }]),
+            details: Some(vec![KeyValuePair { name: Some("subnetId".into()), value: Some(subnet) }]),
         }]
     } else {
         vec![]
     };
-    let task_cpu = spec
-        .overrides
-        .and_then(|o| o.cpu.clone())
-        .or_else(|| td.cpu.clone());
-    let task_memory = spec
-        .overrides
-        .and_then(|o| o.memory.clone())
-        .or_else(|| td.memory.clone());
+    let task_cpu = spec.overrides.and_then(|o| o.cpu.clone()).or_else(|| td.cpu.clone());
+    let task_memory = spec.overrides.and_then(|o| o.memory.clone()).or_else(|| td.memory.clone());
     let size = taskdef::task_size(task_cpu.as_deref(), task_memory.as_deref()).unwrap_or_default();
     Task {
         task_arn: Some(task_arn),
@@ -330,14 +264,7 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
         task_definition_arn: td.task_definition_arn.clone(),
         container_instance_arn: spec.container_instance_arn.clone(),
         overrides: Some(overrides),
-        last_status: Some(
-            if awsvpc || fargate {
-                "PROVISIONING"
-            } else {
-                "PENDING"
-            }
-            .into(),
-        ),
+        last_status: Some(if awsvpc || fargate { "PROVISIONING" } else { "PENDING" }.into()),
         desired_status: Some("RUNNING".into()),
         cpu: size.cpu.map(|c| c.to_string()),
         memory: size.memory.map(|m| m.to_string()),
@@ -346,9 +273,7 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
         version: 1,
         created_at: Some(now),
         group: Some(
-            spec.group
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or(""))),
+            spec.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or(""))),
         ),
         launch_type: Some(spec.launch.launch_type),
         capacity_provider_name: spec.launch.capacity_provider.clone(),
@@ -363,10 +288,7 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
         enable_execute_command: spec.enable_execute_command,
         health_status: Some(estiba_api::ecs::HealthStatus::Unknown),
         ephemeral_storage: fargate.then_some(EphemeralStorage { size_in_gi_b: 20 }),
-        fargate_ephemeral_storage: fargate.then_some(TaskEphemeralStorage {
-            size_in_gi_b: 20,
-            kms_key_id: None,
-        }),
+        fargate_ephemeral_storage: fargate.then_some(TaskEphemeralStorage { size_in_gi_b: 20, kms_key_id: None }),
         ..Default::default()
     }
 }
@@ -403,9 +325,7 @@ pub fn stop_unstarted(t: &mut Task, now: Now) {
 mod tests {
     use super::*;
     use crate::ids::SeqIds;
-    use estiba_api::ecs::{
-        AwsVpcConfiguration, Compatibility, ContainerDefinition, RegisterTaskDefinitionRequest,
-    };
+    use estiba_api::ecs::{AwsVpcConfiguration, Compatibility, ContainerDefinition, RegisterTaskDefinitionRequest};
 
     fn td(awsvpc: bool) -> TaskDefinition {
         let req = RegisterTaskDefinitionRequest {
@@ -415,11 +335,7 @@ mod tests {
             memory: Some("512".into()),
             requires_compatibilities: awsvpc.then(|| vec![Compatibility::Fargate]),
             container_definitions: vec![
-                ContainerDefinition {
-                    name: Some("app".into()),
-                    image: Some("busybox".into()),
-                    ..Default::default()
-                },
+                ContainerDefinition { name: Some("app".into()), image: Some("busybox".into()), ..Default::default() },
                 ContainerDefinition {
                     name: Some("side".into()),
                     image: Some("busybox".into()),
@@ -434,10 +350,7 @@ mod tests {
 
     fn net() -> NetworkConfiguration {
         NetworkConfiguration {
-            awsvpc_configuration: Some(AwsVpcConfiguration {
-                subnets: vec!["subnet-1".into()],
-                ..Default::default()
-            }),
+            awsvpc_configuration: Some(AwsVpcConfiguration { subnets: vec!["subnet-1".into()], ..Default::default() }),
         }
     }
 
@@ -445,31 +358,19 @@ mod tests {
     fn network_rules() {
         let t = td(true);
         let e = validate(&t, LaunchType::Fargate, None, None, None, None).unwrap_err();
-        assert_eq!(
-            e.message,
-            "Network Configuration must be provided when networkMode 'awsvpc' is specified."
-        );
+        assert_eq!(e.message, "Network Configuration must be provided when networkMode 'awsvpc' is specified.");
         validate(&t, LaunchType::Fargate, Some(&net()), None, None, None).unwrap();
         let b = td(false);
         let e = validate(&b, LaunchType::Ec2, Some(&net()), None, None, None).unwrap_err();
         assert!(e.message.starts_with("Network Configuration is not valid"));
         let e = validate(&b, LaunchType::Fargate, None, None, None, None).unwrap_err();
-        assert_eq!(
-            e.message,
-            "Task definition does not support launch_type FARGATE."
-        );
+        assert_eq!(e.message, "Task definition does not support launch_type FARGATE.");
         let o = TaskOverride {
-            container_overrides: Some(vec![ContainerOverride {
-                name: Some("nope".into()),
-                ..Default::default()
-            }]),
+            container_overrides: Some(vec![ContainerOverride { name: Some("nope".into()), ..Default::default() }]),
             ..Default::default()
         };
         let e = validate(&t, LaunchType::Fargate, Some(&net()), Some(&o), None, None).unwrap_err();
-        assert_eq!(
-            e.message,
-            "Override for container named nope is not a container in the TaskDefinition."
-        );
+        assert_eq!(e.message, "Override for container named nope is not a container in the TaskDefinition.");
     }
 
     #[test]
@@ -481,10 +382,7 @@ mod tests {
             scope: &scope,
             cluster: "c1",
             td: &t,
-            launch: Launch {
-                launch_type: LaunchType::Fargate,
-                capacity_provider: None,
-            },
+            launch: Launch { launch_type: LaunchType::Fargate, capacity_provider: None },
             platform_version: None,
             overrides: None,
             group: None,
@@ -495,36 +393,16 @@ mod tests {
             tags: vec![],
         };
         let task = build(&spec, &mut SeqIds::default(), 5.0);
-        assert!(task
-            .task_arn
-            .as_deref()
-            .unwrap()
-            .starts_with("arn:aws:ecs:eu-west-1:1:task/c1/"));
+        assert!(task.task_arn.as_deref().unwrap().starts_with("arn:aws:ecs:eu-west-1:1:task/c1/"));
         assert_eq!(task.last_status.as_deref(), Some("PROVISIONING"));
         assert_eq!(task.group.as_deref(), Some("family:web"));
         assert_eq!(task.platform_version.as_deref(), Some("1.4.0"));
         assert_eq!(task.containers.as_ref().unwrap().len(), 2);
-        assert_eq!(
-            task.overrides
-                .as_ref()
-                .unwrap()
-                .container_overrides
-                .as_ref()
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(
-            task.attachments.as_ref().unwrap()[0].status.as_deref(),
-            Some("PRECREATED")
-        );
+        assert_eq!(task.overrides.as_ref().unwrap().container_overrides.as_ref().unwrap().len(), 2);
+        assert_eq!(task.attachments.as_ref().unwrap()[0].status.as_deref(), Some("PRECREATED"));
         let mut task = task;
         assert!(request_stop(&mut task, TaskStopCode::UserInitiated, "bye"));
-        assert!(!request_stop(
-            &mut task,
-            TaskStopCode::UserInitiated,
-            "again"
-        ));
+        assert!(!request_stop(&mut task, TaskStopCode::UserInitiated, "again"));
         assert_eq!(task.stopped_reason.as_deref(), Some("bye"));
         stop_unstarted(&mut task, 9.0);
         assert_eq!(last_status(&task), Status::Stopped);

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use estiba_api::ecs::{
-    Attribute, Compatibility, ContainerCondition, ContainerDefinition, NetworkMode,
-    RegisterTaskDefinitionRequest, TaskDefinition, TaskDefinitionStatus, TransportProtocol,
+    Attribute, Compatibility, ContainerCondition, ContainerDefinition, NetworkMode, RegisterTaskDefinitionRequest,
+    TaskDefinition, TaskDefinitionStatus, TransportProtocol,
 };
 
 use crate::arn::Scope;
@@ -35,7 +35,10 @@ pub fn task_size(cpu: Option<&str>, memory: Option<&str>) -> Result<TaskSize> {
         None => None,
         Some(m) => match fargate::parse_memory(m) {
             Some(v) if v >= 6 => Some(v),
-            _ => bail!(client, "Invalid 'memory' setting for task. Give MiB (for example 512) or GB (for example '2 GB')."),
+            _ => bail!(
+                client,
+                "Invalid 'memory' setting for task. Give MiB (for example 512) or GB (for example '2 GB')."
+            ),
         },
     };
     Ok(TaskSize { cpu, memory })
@@ -48,18 +51,11 @@ pub fn network_mode(td: &TaskDefinition) -> NetworkMode {
 
 /// Whether a registered task definition can run on Fargate.
 pub fn fargate_compatible(td: &TaskDefinition) -> bool {
-    td.compatibilities
-        .as_ref()
-        .is_some_and(|c| c.contains(&Compatibility::Fargate))
+    td.compatibilities.as_ref().is_some_and(|c| c.contains(&Compatibility::Fargate))
 }
 
 /// Validates a RegisterTaskDefinition request and builds the revision ECS would store.
-pub fn register(
-    scope: &Scope,
-    req: &RegisterTaskDefinitionRequest,
-    revision: i32,
-    now: Now,
-) -> Result<TaskDefinition> {
+pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i32, now: Now) -> Result<TaskDefinition> {
     if !names::valid_name(&req.family) {
         bail!(
             client,
@@ -73,22 +69,13 @@ pub fn register(
     let wants_fargate = requires.contains(&Compatibility::Fargate);
     if wants_fargate {
         if mode != NetworkMode::Awsvpc {
-            bail!(
-                client,
-                "Fargate only supports network mode \u{2018}awsvpc\u{2019}."
-            );
+            bail!(client, "Fargate only supports network mode \u{2018}awsvpc\u{2019}.");
         }
         let Some(cpu) = size.cpu else {
-            bail!(
-                client,
-                "Fargate requires that 'cpu' be defined at the task level."
-            );
+            bail!(client, "Fargate requires that 'cpu' be defined at the task level.");
         };
         let Some(memory) = size.memory else {
-            bail!(
-                client,
-                "Fargate requires that 'memory' be defined at the task level."
-            );
+            bail!(client, "Fargate requires that 'memory' be defined at the task level.");
         };
         if !fargate::valid_size(cpu, memory) {
             bail!(
@@ -178,30 +165,23 @@ fn validate_containers(
             );
         }
         if !seen.insert(name.to_owned()) {
-            bail!(client, "Duplicate container name found: {name}. Container names must be unique within a task definition.");
+            bail!(
+                client,
+                "Duplicate container name found: {name}. Container names must be unique within a task definition."
+            );
         }
         if def.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
             bail!(client, "Container.image should not be null or empty.");
         }
-        if def
-            .image
-            .as_deref()
-            .is_some_and(|i| i.len() > 1024 || i.chars().any(char::is_whitespace))
-        {
+        if def.image.as_deref().is_some_and(|i| i.len() > 1024 || i.chars().any(char::is_whitespace)) {
             bail!(client, "Invalid 'image' setting for container '{name}'. Image names hold no spaces and at most 1024 characters.");
         }
         if def.cpu < 0 {
-            bail!(
-                client,
-                "Invalid 'cpu' setting for container '{name}'. CPU units cannot be negative."
-            );
+            bail!(client, "Invalid 'cpu' setting for container '{name}'. CPU units cannot be negative.");
         }
         if let Some(m) = def.memory {
             if m < 6 {
-                bail!(
-                    client,
-                    "Invalid 'memory' setting for container '{name}'. The minimum is 6 MiB."
-                );
+                bail!(client, "Invalid 'memory' setting for container '{name}'. The minimum is 6 MiB.");
             }
         }
         if let Some(r) = def.memory_reservation {
@@ -223,18 +203,12 @@ fn validate_containers(
         }
         if let (Some(task), Some(m)) = (size.memory, def.memory) {
             if m as u32 > task {
-                bail!(
-                    client,
-                    "The 'memory' setting for container '{name}' is greater than for the task."
-                );
+                bail!(client, "The 'memory' setting for container '{name}' is greater than for the task.");
             }
         }
         if let Some(task) = size.cpu {
             if def.cpu as u32 > task {
-                bail!(
-                    client,
-                    "The 'cpu' setting for container '{name}' is greater than for the task."
-                );
+                bail!(client, "The 'cpu' setting for container '{name}' is greater than for the task.");
             }
         }
         if let Some(t) = def.stop_timeout {
@@ -276,14 +250,7 @@ fn validate_containers(
                 }
                 NetworkMode::Bridge => {}
             }
-            let host = pm
-                .host_port
-                .filter(|&p| p != 0)
-                .unwrap_or(if mode == NetworkMode::Bridge {
-                    0
-                } else {
-                    cport
-                });
+            let host = pm.host_port.filter(|&p| p != 0).unwrap_or(if mode == NetworkMode::Bridge { 0 } else { cport });
             if host != 0 {
                 if let Some(other) = host_ports.insert((host, protocol), name.to_owned()) {
                     bail!(
@@ -304,18 +271,12 @@ fn validate_containers(
             validate_health_check(name, hc)?;
         }
         if mode == NetworkMode::Awsvpc && def.links.as_ref().is_some_and(|l| !l.is_empty()) {
-            bail!(
-                client,
-                "Links are not supported when networkMode=awsvpc (container '{name}')."
-            );
+            bail!(client, "Links are not supported when networkMode=awsvpc (container '{name}').");
         }
         out.push(c);
     }
     if !out.iter().any(|c| c.essential == Some(true)) {
-        bail!(
-            client,
-            "Task definition must contain at least one essential container."
-        );
+        bail!(client, "Task definition must contain at least one essential container.");
     }
     validate_dependencies(&out)?;
     Ok(out)
@@ -349,10 +310,8 @@ fn validate_health_check(name: &str, hc: &mut estiba_api::ecs::HealthCheck) -> R
 }
 
 fn validate_dependencies(containers: &[ContainerDefinition]) -> Result<()> {
-    let by_name: BTreeMap<&str, &ContainerDefinition> = containers
-        .iter()
-        .map(|c| (c.name.as_deref().unwrap(), c))
-        .collect();
+    let by_name: BTreeMap<&str, &ContainerDefinition> =
+        containers.iter().map(|c| (c.name.as_deref().unwrap(), c)).collect();
     for c in containers {
         let name = c.name.as_deref().unwrap();
         for dep in c.depends_on.iter().flatten() {
@@ -389,13 +348,7 @@ fn validate_dependencies(containers: &[ContainerDefinition]) -> Result<()> {
         let ready: Vec<&str> = left
             .iter()
             .copied()
-            .filter(|n| {
-                by_name[n]
-                    .depends_on
-                    .iter()
-                    .flatten()
-                    .all(|d| !left.contains(d.container_name.as_str()))
-            })
+            .filter(|n| by_name[n].depends_on.iter().flatten().all(|d| !left.contains(d.container_name.as_str())))
             .collect();
         if ready.is_empty() {
             break;
@@ -435,9 +388,7 @@ fn requires_attributes(req: &RegisterTaskDefinitionRequest, mode: NetworkMode) -
             names.insert("com.amazonaws.ecs.capability.docker-remote-api.1.21");
         }
         if c.repository_credentials.is_some() {
-            names.insert(
-                "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager",
-            );
+            names.insert("com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager");
         }
         if c.environment_files.as_ref().is_some_and(|e| !e.is_empty()) {
             names.insert("ecs.capability.env-files.s3");
@@ -451,13 +402,7 @@ fn requires_attributes(req: &RegisterTaskDefinitionRequest, mode: NetworkMode) -
             });
         }
     }
-    names
-        .into_iter()
-        .map(|n| Attribute {
-            name: n.to_owned(),
-            ..Default::default()
-        })
-        .collect()
+    names.into_iter().map(|n| Attribute { name: n.to_owned(), ..Default::default() }).collect()
 }
 
 #[cfg(test)]
@@ -479,11 +424,7 @@ mod tests {
     }
 
     fn req(containers: Vec<ContainerDefinition>) -> RegisterTaskDefinitionRequest {
-        RegisterTaskDefinitionRequest {
-            family: "web".into(),
-            container_definitions: containers,
-            ..Default::default()
-        }
+        RegisterTaskDefinitionRequest { family: "web".into(), container_definitions: containers, ..Default::default() }
     }
 
     fn err(r: &RegisterTaskDefinitionRequest) -> String {
@@ -493,88 +434,54 @@ mod tests {
     #[test]
     fn defaults_are_filled() {
         let td = register(&scope(), &req(vec![container("a")]), 3, 10.0).unwrap();
-        assert_eq!(
-            td.task_definition_arn.as_deref(),
-            Some("arn:aws:ecs:us-east-1:000000000000:task-definition/web:3")
-        );
+        assert_eq!(td.task_definition_arn.as_deref(), Some("arn:aws:ecs:us-east-1:000000000000:task-definition/web:3"));
         let c = &td.container_definitions.as_ref().unwrap()[0];
         assert_eq!(c.essential, Some(true));
         assert_eq!(c.port_mappings, Some(vec![]));
         assert_eq!(td.status, Some(TaskDefinitionStatus::Active));
         assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2]));
-        assert_eq!(
-            td.registered_by.as_deref(),
-            Some("arn:aws:iam::000000000000:root")
-        );
+        assert_eq!(td.registered_by.as_deref(), Some("arn:aws:iam::000000000000:root"));
     }
 
     #[test]
     fn fargate_rules() {
         let mut r = req(vec![container("a")]);
         r.requires_compatibilities = Some(vec![Compatibility::Fargate]);
-        assert_eq!(
-            err(&r),
-            "Fargate only supports network mode \u{2018}awsvpc\u{2019}."
-        );
+        assert_eq!(err(&r), "Fargate only supports network mode \u{2018}awsvpc\u{2019}.");
         r.network_mode = Some(NetworkMode::Awsvpc);
-        assert_eq!(
-            err(&r),
-            "Fargate requires that 'cpu' be defined at the task level."
-        );
+        assert_eq!(err(&r), "Fargate requires that 'cpu' be defined at the task level.");
         r.cpu = Some("1 vCPU".into());
         r.memory = Some("1024".into());
-        assert!(err(&r).starts_with(
-            "No Fargate configuration exists for given values: 1024 CPU, 1024 memory."
-        ));
+        assert!(err(&r).starts_with("No Fargate configuration exists for given values: 1024 CPU, 1024 memory."));
         r.memory = Some("2 GB".into());
         let td = register(&scope(), &r, 1, 0.0).unwrap();
-        assert_eq!(
-            (td.cpu.as_deref(), td.memory.as_deref()),
-            (Some("1024"), Some("2048"))
-        );
-        assert_eq!(
-            td.compatibilities,
-            Some(vec![Compatibility::Ec2, Compatibility::Fargate])
-        );
+        assert_eq!((td.cpu.as_deref(), td.memory.as_deref()), (Some("1024"), Some("2048")));
+        assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2, Compatibility::Fargate]));
     }
 
     #[test]
     fn container_rules() {
         assert_eq!(err(&req(vec![])), "Container list cannot be empty.");
-        assert!(err(&req(vec![container("a"), container("a")]))
-            .starts_with("Duplicate container name found: a."));
+        assert!(err(&req(vec![container("a"), container("a")])).starts_with("Duplicate container name found: a."));
         let mut c = container("a");
         c.image = None;
-        assert_eq!(
-            err(&req(vec![c])),
-            "Container.image should not be null or empty."
-        );
+        assert_eq!(err(&req(vec![c])), "Container.image should not be null or empty.");
         let mut c = container("a");
         c.memory = None;
-        assert!(err(&req(vec![c]))
-            .contains("At least one of 'memory' or 'memoryReservation' must be specified."));
+        assert!(err(&req(vec![c])).contains("At least one of 'memory' or 'memoryReservation' must be specified."));
         let mut c = container("a");
         c.essential = Some(false);
-        assert_eq!(
-            err(&req(vec![c])),
-            "Task definition must contain at least one essential container."
-        );
+        assert_eq!(err(&req(vec![c])), "Task definition must contain at least one essential container.");
         let mut r = req(vec![container("a")]);
         r.memory = Some("32".into());
-        assert_eq!(
-            err(&r),
-            "The 'memory' setting for container 'a' is greater than for the task."
-        );
+        assert_eq!(err(&r), "The 'memory' setting for container 'a' is greater than for the task.");
     }
 
     #[test]
     fn port_rules() {
         let mut c = container("a");
-        c.port_mappings = Some(vec![PortMapping {
-            container_port: Some(80),
-            host_port: Some(8080),
-            ..Default::default()
-        }]);
+        c.port_mappings =
+            Some(vec![PortMapping { container_port: Some(80), host_port: Some(8080), ..Default::default() }]);
         let mut r = req(vec![c.clone()]);
         r.network_mode = Some(NetworkMode::Awsvpc);
         assert_eq!(err(&r), "When networkMode=awsvpc, the host ports and container ports in port mappings must match.");
@@ -585,66 +492,38 @@ mod tests {
         let r = req(vec![c, d]);
         assert!(err(&r).starts_with("Host port 8080/tcp is used by more than one port mapping"));
         let mut c = container("a");
-        c.port_mappings = Some(vec![PortMapping {
-            container_port: Some(80),
-            ..Default::default()
-        }]);
+        c.port_mappings = Some(vec![PortMapping { container_port: Some(80), ..Default::default() }]);
         let mut r = req(vec![c]);
         r.network_mode = Some(NetworkMode::Awsvpc);
         let td = register(&scope(), &r, 1, 0.0).unwrap();
-        let pm = &td.container_definitions.unwrap()[0]
-            .port_mappings
-            .clone()
-            .unwrap()[0];
-        assert_eq!(
-            (pm.host_port, pm.protocol),
-            (Some(80), Some(TransportProtocol::Tcp))
-        );
+        let pm = &td.container_definitions.unwrap()[0].port_mappings.clone().unwrap()[0];
+        assert_eq!((pm.host_port, pm.protocol), (Some(80), Some(TransportProtocol::Tcp)));
     }
 
     #[test]
     fn dependency_rules() {
         let mut a = container("a");
-        a.depends_on = Some(vec![ContainerDependency {
-            container_name: "ghost".into(),
-            condition: ContainerCondition::Start,
-        }]);
+        a.depends_on =
+            Some(vec![ContainerDependency { container_name: "ghost".into(), condition: ContainerCondition::Start }]);
         assert!(err(&req(vec![a.clone()])).contains("which is not defined"));
         let mut b = container("b");
         b.essential = Some(false);
-        b.depends_on = Some(vec![ContainerDependency {
-            container_name: "a".into(),
-            condition: ContainerCondition::Start,
-        }]);
-        a.depends_on = Some(vec![ContainerDependency {
-            container_name: "b".into(),
-            condition: ContainerCondition::Start,
-        }]);
+        b.depends_on =
+            Some(vec![ContainerDependency { container_name: "a".into(), condition: ContainerCondition::Start }]);
+        a.depends_on =
+            Some(vec![ContainerDependency { container_name: "b".into(), condition: ContainerCondition::Start }]);
         assert!(err(&req(vec![a.clone(), b.clone()])).starts_with("Circular container dependency"));
         b.depends_on = None;
-        a.depends_on = Some(vec![ContainerDependency {
-            container_name: "b".into(),
-            condition: ContainerCondition::Healthy,
-        }]);
+        a.depends_on =
+            Some(vec![ContainerDependency { container_name: "b".into(), condition: ContainerCondition::Healthy }]);
         assert!(err(&req(vec![a.clone(), b.clone()])).contains("has no health check"));
-        b.health_check = Some(HealthCheck {
-            command: vec!["CMD".into(), "true".into()],
-            ..Default::default()
-        });
+        b.health_check = Some(HealthCheck { command: vec!["CMD".into(), "true".into()], ..Default::default() });
         let td = register(&scope(), &req(vec![a.clone(), b.clone()]), 1, 0.0).unwrap();
-        let hc = td.container_definitions.unwrap()[1]
-            .health_check
-            .clone()
-            .unwrap();
-        assert_eq!(
-            (hc.interval, hc.timeout, hc.retries),
-            (Some(30), Some(5), Some(3))
-        );
+        let hc = td.container_definitions.unwrap()[1].health_check.clone().unwrap();
+        assert_eq!((hc.interval, hc.timeout, hc.retries), (Some(30), Some(5), Some(3)));
         b.essential = Some(true);
-        a.depends_on = Some(vec![ContainerDependency {
-            container_name: "b".into(),
-            condition: ContainerCondition::Success,
-        }]);
+        a.depends_on =
+            Some(vec![ContainerDependency { container_name: "b".into(), condition: ContainerCondition::Success }]);
         assert!(err(&req(vec![a, b])).contains("COMPLETE and SUCCESS"));
     }
 }

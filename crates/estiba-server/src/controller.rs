@@ -48,11 +48,7 @@ impl Default for Settings {
 }
 
 /// Runs the controllers until `shutdown` flips to true.
-pub async fn run(
-    server: Arc<Server>,
-    settings: Settings,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run(server: Arc<Server>, settings: Settings, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut changes = server.view.changes();
     let mut last_housekeeping = Instant::now();
     loop {
@@ -100,19 +96,8 @@ pub async fn services_pass(server: &Server, settings: &Settings) -> Option<f64> 
 /// `ecs/<account>/<region>/services/<cluster>/<name>` → (scope, cluster, name).
 fn parse_service_key(key: &str) -> Option<(Scope, String, String)> {
     let mut p = key.splitn(6, '/');
-    let (_, account, region, _, cluster, name) = (
-        p.next()?,
-        p.next()?,
-        p.next()?,
-        p.next()?,
-        p.next()?,
-        p.next()?,
-    );
-    Some((
-        Scope::new(account, region),
-        cluster.to_owned(),
-        name.to_owned(),
-    ))
+    let (_, account, region, _, cluster, name) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
+    Some((Scope::new(account, region), cluster.to_owned(), name.to_owned()))
 }
 
 fn task_id_of_arn(arn: &str) -> &str {
@@ -124,16 +109,11 @@ fn checked(st: &State, scope: &Scope, t: &Task) -> bool {
     t.task_definition_arn
         .as_deref()
         .and_then(arn::TaskDefRef::parse)
-        .and_then(|r| {
-            st.taskdefs
-                .get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0)))
-        })
+        .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))))
         .is_some_and(|d| {
             d.value.container_definitions.iter().flatten().any(|c| {
                 c.essential != Some(false)
-                    && c.health_check
-                        .as_ref()
-                        .is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
+                    && c.health_check.as_ref().is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
             })
         })
 }
@@ -143,27 +123,13 @@ fn revision_number(arn: Option<&str>) -> &str {
 }
 
 /// The service deployment record whose target is the deployment `dep_id` (`ecs-svc/<N>`).
-fn record_for<'a>(
-    st: &'a State,
-    prefix: &str,
-    dep_id: &str,
-) -> Option<&'a Arc<crate::view::Doc<ServiceDeployment>>> {
+fn record_for<'a>(st: &'a State, prefix: &str, dep_id: &str) -> Option<&'a Arc<crate::view::Doc<ServiceDeployment>>> {
     let n = svc_rules::deployment_number(dep_id);
-    State::range(&st.service_deployments, prefix).find(|r| {
-        revision_number(
-            r.value
-                .target_service_revision
-                .as_ref()
-                .and_then(|t| t.arn.as_deref()),
-        ) == n
-    })
+    State::range(&st.service_deployments, prefix)
+        .find(|r| revision_number(r.value.target_service_revision.as_ref().and_then(|t| t.arn.as_deref())) == n)
 }
 
-fn set_record(
-    txn: &mut Txn,
-    d: &crate::view::Doc<ServiceDeployment>,
-    f: impl FnOnce(&mut ServiceDeployment),
-) {
+fn set_record(txn: &mut Txn, d: &crate::view::Doc<ServiceDeployment>, f: impl FnOnce(&mut ServiceDeployment)) {
     let mut r = d.value.clone();
     f(&mut r);
     if r != d.value {
@@ -173,32 +139,17 @@ fn set_record(
 }
 
 fn push_unique_event(svc: &mut Service, msg: String, ids: &mut dyn Ids, at: f64) {
-    let same = svc
-        .events
-        .iter()
-        .flatten()
-        .next()
-        .and_then(|e| e.message.as_deref())
-        == Some(msg.as_str());
+    let same = svc.events.iter().flatten().next().and_then(|e| e.message.as_deref()) == Some(msg.as_str());
     if !same {
-        svc_rules::push_event(
-            svc,
-            ServiceEvent {
-                id: Some(ids.uuid()),
-                created_at: Some(at),
-                message: Some(msg),
-            },
-        );
+        svc_rules::push_event(svc, ServiceEvent { id: Some(ids.uuid()), created_at: Some(at), message: Some(msg) });
     }
 }
 
 fn placement_message(name: &str, failures: &[Failure]) -> String {
-    let closest = failures.iter().find(|f| {
-        f.reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("RESOURCE:"))
-    });
-    let base = format!("(service {name}) was unable to place a task because no container instance met all of its requirements.");
+    let closest = failures.iter().find(|f| f.reason.as_deref().is_some_and(|r| r.starts_with("RESOURCE:")));
+    let base = format!(
+        "(service {name}) was unable to place a task because no container instance met all of its requirements."
+    );
     match closest {
         Some(f) => {
             let what = match f.reason.as_deref() {
@@ -213,19 +164,12 @@ fn placement_message(name: &str, failures: &[Failure]) -> String {
         None if failures.is_empty() => {
             format!("{base} Reason: No Container Instances were found in your cluster.")
         }
-        None => format!(
-            "{base} Reason: {}.",
-            failures[0].reason.as_deref().unwrap_or("unknown")
-        ),
+        None => format!("{base} Reason: {}.", failures[0].reason.as_deref().unwrap_or("unknown")),
     }
 }
 
 /// Reconciles one service. Returns when a held-back start should be retried.
-async fn reconcile(
-    server: &Server,
-    key: &str,
-    settings: &Settings,
-) -> Result<Option<f64>, EcsError> {
+async fn reconcile(server: &Server, key: &str, settings: &Settings) -> Result<Option<f64>, EcsError> {
     let Some((scope, cluster, name)) = parse_service_key(key) else {
         return Ok(None);
     };
@@ -259,11 +203,13 @@ async fn reconcile(
                             r.finished_at = Some(now);
                             r.updated_at = Some(now);
                         });
-                        let n = revision_number(r.value.target_service_revision.as_ref().and_then(|t| t.arn.as_deref()));
+                        let n =
+                            revision_number(r.value.target_service_revision.as_ref().and_then(|t| t.arn.as_deref()));
                         for dep in plan.service.deployments.iter_mut().flatten() {
                             if dep.id.as_deref() == Some(format!("ecs-svc/{n}").as_str()) {
                                 dep.rollout_state = Some(DeploymentRolloutState::Failed);
-                                dep.rollout_state_reason = Some("The service deployment was stopped by request.".into());
+                                dep.rollout_state_reason =
+                                    Some("The service deployment was stopped by request.".into());
                                 dep.updated_at = Some(now);
                             }
                         }
@@ -277,7 +223,10 @@ async fn reconcile(
                             .deployments
                             .iter()
                             .flatten()
-                            .find(|x| x.status.as_deref() != Some(svc_rules::PRIMARY) && x.rollout_state == Some(DeploymentRolloutState::Completed))
+                            .find(|x| {
+                                x.status.as_deref() != Some(svc_rules::PRIMARY)
+                                    && x.rollout_state == Some(DeploymentRolloutState::Completed)
+                            })
                             .cloned();
                         plan.start = 0;
                         plan.completed = None;
@@ -306,11 +255,18 @@ async fn reconcile(
             }
             if !stopped.is_empty() {
                 let list: Vec<String> = stopped.iter().map(|id| format!("(task {id})")).collect();
-                svc_rules::push_event(&mut svc, ServiceEvent {
-                    id: Some(ids.uuid()),
-                    created_at: Some(now),
-                    message: Some(format!("(service {name}) has stopped {} running tasks: {}.", stopped.len(), list.join(" "))),
-                });
+                svc_rules::push_event(
+                    &mut svc,
+                    ServiceEvent {
+                        id: Some(ids.uuid()),
+                        created_at: Some(now),
+                        message: Some(format!(
+                            "(service {name}) has stopped {} running tasks: {}.",
+                            stopped.len(),
+                            list.join(" ")
+                        )),
+                    },
+                );
             }
 
             // Rollback: a new PRIMARY deployment back to the last completed one.
@@ -322,7 +278,12 @@ async fn reconcile(
                     .unwrap_or_else(|| "ECS deployment circuit breaker: tasks failed to start.".into());
                 let is_breaker = reason.contains("circuit breaker");
                 if is_breaker {
-                    push_unique_event(&mut svc, format!("(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."), &mut ids, now);
+                    push_unique_event(
+                        &mut svc,
+                        format!("(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."),
+                        &mut ids,
+                        now,
+                    );
                 }
                 match plan.rollback_to.clone() {
                     Some(to) => {
@@ -380,11 +341,18 @@ async fn reconcile(
             match started {
                 Ok(ids_started) if !ids_started.is_empty() => {
                     let list: Vec<String> = ids_started.iter().map(|id| format!("(task {id})")).collect();
-                    svc_rules::push_event(&mut svc, ServiceEvent {
-                        id: Some(ids.uuid()),
-                        created_at: Some(now),
-                        message: Some(format!("(service {name}) has started {} tasks: {}.", ids_started.len(), list.join(" "))),
-                    });
+                    svc_rules::push_event(
+                        &mut svc,
+                        ServiceEvent {
+                            id: Some(ids.uuid()),
+                            created_at: Some(now),
+                            message: Some(format!(
+                                "(service {name}) has started {} tasks: {}.",
+                                ids_started.len(),
+                                list.join(" ")
+                            )),
+                        },
+                    );
                 }
                 Ok(_) => {}
                 Err(failures) => push_unique_event(&mut svc, placement_message(&name, &failures), &mut ids, now),
@@ -394,7 +362,10 @@ async fn reconcile(
             if let Some(done) = &plan.completed {
                 if let Some(rec) = record_for(st, &records_prefix, done) {
                     set_record(&mut txn, rec, |r| {
-                        if matches!(r.status, Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)) {
+                        if matches!(
+                            r.status,
+                            Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)
+                        ) {
                             r.status = Some(ServiceDeploymentStatus::Successful);
                             r.status_reason = None;
                             r.finished_at = Some(now);
@@ -406,7 +377,9 @@ async fn reconcile(
                 let n = svc_rules::deployment_number(done);
                 for rec in State::range(&st.service_deployments, &records_prefix) {
                     let rolled = rec.value.rollback.as_ref().and_then(|r| r.service_revision_arn.as_deref());
-                    if rec.value.status == Some(ServiceDeploymentStatus::RollbackInProgress) && revision_number(rolled) == n {
+                    if rec.value.status == Some(ServiceDeploymentStatus::RollbackInProgress)
+                        && revision_number(rolled) == n
+                    {
                         set_record(&mut txn, rec, |r| {
                             r.status = Some(ServiceDeploymentStatus::RollbackSuccessful);
                             r.finished_at = Some(now);
@@ -464,11 +437,7 @@ fn start_tasks(
         return Ok(Ok(vec![]));
     };
     let primary_id = primary.id.clone().unwrap_or_default();
-    let Some(td) = primary
-        .task_definition
-        .as_deref()
-        .and_then(|a| crate::ecs::find_taskdef(st, cx, a))
-    else {
+    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::ecs::find_taskdef(st, cx, a)) else {
         return Ok(Ok(vec![]));
     };
     let key = keys::service(&cx.scope, cluster, name);
@@ -490,10 +459,7 @@ fn start_tasks(
         scope: &cx.scope,
         cluster,
         td: &td.value,
-        launch: Launch {
-            launch_type: launch_plan.launch_type(),
-            capacity_provider: None,
-        },
+        launch: Launch { launch_type: launch_plan.launch_type(), capacity_provider: None },
         platform_version: primary.platform_version.as_deref(),
         overrides: None,
         group: Some(&group),
@@ -505,13 +471,7 @@ fn start_tasks(
     };
     let (launches, fixed) = if !plan.start_on.is_empty() {
         (
-            vec![
-                Launch {
-                    launch_type: LaunchType::Ec2,
-                    capacity_provider: None
-                };
-                plan.start_on.len()
-            ],
+            vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; plan.start_on.len()],
             Some(plan.start_on.clone()),
         )
     } else {
@@ -524,18 +484,14 @@ fn start_tasks(
                         .filter(|t| {
                             t.value.started_by.as_deref() == Some(primary_id.as_str())
                                 && task::last_status(&t.value) != task::Status::Stopped
-                                && t.value.capacity_provider_name.as_deref()
-                                    == Some(item.capacity_provider.as_str())
+                                && t.value.capacity_provider_name.as_deref() == Some(item.capacity_provider.as_str())
                         })
                         .count()
                 })
                 .collect(),
             LaunchPlan::Type(_) => vec![],
         };
-        (
-            launch_plan.launches(&already, plan.start, capacity::is_fargate),
-            None,
-        )
+        (launch_plan.launches(&already, plan.start, capacity::is_fargate), None)
     };
     let placements = svc.placement_constraints.clone().unwrap_or_default();
     let strategies = svc.placement_strategy.clone().unwrap_or_default();
@@ -582,26 +538,18 @@ pub async fn housekeeping(server: &Server, settings: &Settings) -> Result<(), Ec
         let mut txn = Txn::new();
         for d in st.tasks.values() {
             let t = &d.value;
-            if task::last_status(t) == task::Status::Stopped
-                && t.stopped_at.is_some_and(|at| at < cutoff)
-            {
+            if task::last_status(t) == task::Status::Stopped && t.stopped_at.is_some_and(|at| at < cutoff) {
                 txn.compares.push(Compare::mod_revision(&d.key, d.rev));
                 txn.ops.push(Op::delete(&d.key));
                 txn.ops.push(Op::delete(keys::tags_of(&d.key)));
                 txn.ops.push(Op::delete(keys::claim_of(&d.key)));
             } else if task::last_status(t) != task::Status::Stopped && !task::desired_stopped(t) {
                 let cluster_key = keys::cluster_of(&d.key).unwrap_or_default();
-                let cluster_gone = st
-                    .clusters
-                    .get(&cluster_key)
-                    .is_none_or(|c| c.value.status.as_deref() != Some("ACTIVE"));
+                let cluster_gone =
+                    st.clusters.get(&cluster_key).is_none_or(|c| c.value.status.as_deref() != Some("ACTIVE"));
                 if cluster_gone {
                     let mut t = t.clone();
-                    task::request_stop(
-                        &mut t,
-                        TaskStopCode::ServiceSchedulerInitiated,
-                        "The cluster was deleted",
-                    );
+                    task::request_stop(&mut t, TaskStopCode::ServiceSchedulerInitiated, "The cluster was deleted");
                     if !is_claimed(&st, &d.key) {
                         task::stop_unstarted(&mut t, now);
                     }
@@ -624,11 +572,7 @@ pub async fn housekeeping(server: &Server, settings: &Settings) -> Result<(), Ec
             });
             let used_by_service = st.services.values().any(|s| {
                 svc_rules::status(&s.value) != svc_rules::INACTIVE
-                    && s.value
-                        .deployments
-                        .iter()
-                        .flatten()
-                        .any(|dep| dep.task_definition.as_deref() == Some(arn))
+                    && s.value.deployments.iter().flatten().any(|dep| dep.task_definition.as_deref() == Some(arn))
             });
             if !used_by_task && !used_by_service {
                 txn.compares.push(Compare::mod_revision(&d.key, d.rev));

@@ -29,21 +29,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: &str, message: impl Into<String>, status: u16) -> Self {
-        ApiError {
-            code: code.into(),
-            message: message.into(),
-            status,
-        }
+        ApiError { code: code.into(), message: message.into(), status }
     }
 }
 
 impl From<estiba_core::EcsError> for ApiError {
     fn from(e: estiba_core::EcsError) -> Self {
-        ApiError {
-            code: e.code.name().into(),
-            status: e.code.status(),
-            message: e.message,
-        }
+        ApiError { code: e.code.name().into(), status: e.code.status(), message: e.message }
     }
 }
 
@@ -96,27 +88,39 @@ pub async fn serve(
     Ok(())
 }
 
+/// A request id in UUID form, unique per process run, without a system call per request: a
+/// per-thread SplitMix64 sequence seeded once from the OS.
+fn request_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap()));
+    }
+    fn next(s: &Cell<u64>) -> u64 {
+        let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let (a, b) = STATE.with(|s| (next(s), next(s)));
+    let v = ((a as u128) << 64 | b as u128) & !(0xF000u128 << 64) | (0x4000u128 << 64);
+    uuid::Uuid::from_u128(v).to_string()
+}
+
 async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = request_id();
+
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     let mut resp = match (req.method(), path.as_str()) {
         (&Method::POST, "/") => aws_json(server, req).await,
-        (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => json_response(
-            StatusCode::OK,
-            Bytes::from_static(br#"{"status":"ok"}"#),
-            "application/json",
-        ),
-        _ => error_response(&ApiError::new(
-            "UnknownOperationException",
-            format!("No route for {path}"),
-            404,
-        )),
+        (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
+            json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
+        }
+        _ => error_response(&ApiError::new("UnknownOperationException", format!("No route for {path}"), 404)),
     };
-    resp.headers_mut().insert(
-        "x-amzn-RequestId",
-        HeaderValue::from_str(&request_id).unwrap(),
-    );
+    resp.headers_mut().insert("x-amzn-RequestId", HeaderValue::from_str(&request_id).unwrap());
     tracing::debug!(
         path,
         status = resp.status().as_u16(),
@@ -130,27 +134,22 @@ fn json_response(status: StatusCode, body: Bytes, content_type: &'static str) ->
     let len = body.len();
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
     r
 }
 
 /// The one place errors become HTTP responses.
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut r = json_response(
-        status,
-        Bytes::from(error_body(&e.code, &e.message)),
-        "application/x-amz-json-1.1",
-    );
-    r.headers_mut().insert(
-        "x-amzn-ErrorType",
-        HeaderValue::from_str(&e.code).unwrap_or(HeaderValue::from_static("Error")),
-    );
+    let mut r = json_response(status, Bytes::from(error_body(&e.code, &e.message)), "application/x-amz-json-1.1");
+    r.headers_mut()
+        .insert("x-amzn-ErrorType", HeaderValue::from_str(&e.code).unwrap_or(HeaderValue::from_static("Error")));
     r
 }
+
+/// How much of an oversized body is read (and dropped) before answering 413.
+const DRAIN_LIMIT: usize = 64 << 20;
 
 /// Reads a request body, refusing anything larger than `max`.
 pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
@@ -161,62 +160,48 @@ pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiE
             413,
         )
     };
-    if let Some(len) = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > max {
-            return Err(too_large());
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let mut body = req.into_body();
+    if declared.is_none_or(|len| len <= max) {
+        match Limited::new(&mut body, max).collect().await {
+            Ok(c) => return Ok(c.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {}
+            Err(e) => {
+                return Err(ApiError::new(
+                    "SerializationException",
+                    format!("Could not read the request body: {e}"),
+                    400,
+                ))
+            }
         }
     }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+    // Too large. Drain a bounded amount so that a client still sending gets the error rather
+    // than a reset connection; past that the connection is closed.
+    let mut drained = 0usize;
+    while drained < DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
+            _ => break,
         }
-        Err(e) => Err(ApiError::new(
-            "SerializationException",
-            format!("Could not read the request body: {e}"),
-            400,
-        )),
     }
+    Err(too_large())
 }
 
 /// The caller's account and region, from the SigV4 credential scope.
 fn scope_of(server: &Server, req: &Request<Incoming>) -> Scope {
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match auth.and_then(CredentialScope::parse) {
         Some(cs) => Scope::new(
-            cs.account_from_access_key()
-                .unwrap_or(&server.config.account_id),
-            if cs.region.is_empty() {
-                server.config.default_region.as_str()
-            } else {
-                cs.region
-            },
+            cs.account_from_access_key().unwrap_or(&server.config.account_id),
+            if cs.region.is_empty() { server.config.default_region.as_str() } else { cs.region },
         ),
-        None => Scope::new(
-            server.config.account_id.clone(),
-            server.config.default_region.clone(),
-        ),
+        None => Scope::new(server.config.account_id.clone(), server.config.default_region.clone()),
     }
 }
 
 async fn aws_json(server: &Server, req: Request<Incoming>) -> Response<Body> {
-    let target = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let scope = scope_of(server, &req);
     let Some((prefix, op_name)) = target.split_once('.') else {
         return error_response(&ApiError::new(
@@ -232,24 +217,13 @@ async fn aws_json(server: &Server, req: Request<Incoming>) -> Response<Body> {
     let result = if prefix == estiba_api::ecs::TARGET_PREFIX {
         match estiba_api::ecs::Operation::from_name(op_name) {
             Some(op) => {
-                let cx = crate::ecs::Ctx {
-                    scope,
-                    now: crate::now(),
-                };
+                let cx = crate::ecs::Ctx { scope, now: crate::now() };
                 crate::ecs::dispatch(server, &cx, op, &body).await
             }
-            None => Err(ApiError::new(
-                "UnknownOperationException",
-                format!("Unknown operation {target}"),
-                400,
-            )),
+            None => Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400)),
         }
     } else {
-        Err(ApiError::new(
-            "UnknownOperationException",
-            format!("Unknown operation {target}"),
-            400,
-        ))
+        Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400))
     };
     match result {
         Ok(body) => json_response(StatusCode::OK, body, "application/x-amz-json-1.1"),

@@ -33,10 +33,7 @@ pub fn family(s: &Scope, family: &str) -> String {
 }
 
 pub fn taskdef(s: &Scope, family: &str, revision: i32) -> String {
-    format!(
-        "ecs/{}/{}/taskdefs/{family}/{revision:010}",
-        s.account, s.region
-    )
+    format!("ecs/{}/{}/taskdefs/{family}/{revision:010}", s.account, s.region)
 }
 
 pub fn taskdefs_of(s: &Scope, family: &str) -> String {
@@ -73,42 +70,23 @@ pub fn capacity_provider(s: &Scope, name: &str) -> String {
 
 /// Principals are ARNs; `/` in them is escaped so the key keeps its shape.
 pub fn setting(s: &Scope, principal: &str, name: &str) -> String {
-    format!(
-        "ecs/{}/{}/settings/{}/{name}",
-        s.account,
-        s.region,
-        principal.replace('%', "%25").replace('/', "%2F")
-    )
+    format!("ecs/{}/{}/settings/{}/{name}", s.account, s.region, principal.replace('%', "%25").replace('/', "%2F"))
 }
 
 pub fn settings_of(s: &Scope, principal: &str) -> String {
-    format!(
-        "ecs/{}/{}/settings/{}/",
-        s.account,
-        s.region,
-        principal.replace('%', "%25").replace('/', "%2F")
-    )
+    format!("ecs/{}/{}/settings/{}/", s.account, s.region, principal.replace('%', "%25").replace('/', "%2F"))
 }
 
 pub fn service_deployment(s: &Scope, cluster: &str, service: &str, id: &str) -> String {
-    format!(
-        "ecs/{}/{}/service-deployments/{cluster}/{service}/{id}",
-        s.account, s.region
-    )
+    format!("ecs/{}/{}/service-deployments/{cluster}/{service}/{id}", s.account, s.region)
 }
 
 pub fn service_deployments_of(s: &Scope, cluster: &str, service: &str) -> String {
-    format!(
-        "ecs/{}/{}/service-deployments/{cluster}/{service}/",
-        s.account, s.region
-    )
+    format!("ecs/{}/{}/service-deployments/{cluster}/{service}/", s.account, s.region)
 }
 
 pub fn service_revision(s: &Scope, cluster: &str, service: &str, n: &str) -> String {
-    format!(
-        "ecs/{}/{}/service-revisions/{cluster}/{service}/{n}",
-        s.account, s.region
-    )
+    format!("ecs/{}/{}/service-revisions/{cluster}/{service}/{n}", s.account, s.region)
 }
 
 pub fn claim(s: &Scope, cluster: &str, task_id: &str) -> String {
@@ -147,13 +125,8 @@ pub fn split(key: &str) -> Option<(&str, &str)> {
 /// The cluster key a task, service or instance key belongs to.
 pub fn cluster_of(key: &str) -> Option<String> {
     let mut parts = key.splitn(6, '/');
-    let (ecs, account, region, _kind, cluster) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
+    let (ecs, account, region, _kind, cluster) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some(format!("{ecs}/{account}/{region}/clusters/{cluster}"))
 }
 
@@ -167,13 +140,7 @@ mod tests {
         assert_eq!(taskdef(&s, "web", 3), "ecs/1/r/taskdefs/web/0000000003");
         assert_eq!(tags_of(&task(&s, "c", "x")), "ecs/1/r/tags/tasks/c/x");
         assert_eq!(split(&task(&s, "c", "x")), Some(("tasks", "c/x")));
-        assert_eq!(
-            cluster_of(&task(&s, "c", "x")).as_deref(),
-            Some("ecs/1/r/clusters/c")
-        );
-        assert_eq!(
-            setting(&s, "arn:aws:iam::1:role/a", "n"),
-            "ecs/1/r/settings/arn:aws:iam::1:role%2Fa/n"
-        );
+        assert_eq!(cluster_of(&task(&s, "c", "x")).as_deref(), Some("ecs/1/r/clusters/c"));
+        assert_eq!(setting(&s, "arn:aws:iam::1:role/a", "n"), "ecs/1/r/settings/arn:aws:iam::1:role%2Fa/n");
     }
 }

@@ -78,9 +78,7 @@ impl Ids for RandomIds {
 
 /// The current time as AWS JSON reports it: seconds since the epoch, millisecond precision.
 pub fn now() -> f64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     (d.as_millis() as f64) / 1000.0
 }
 
@@ -88,16 +86,9 @@ pub fn now() -> f64 {
 const MAX_ATTEMPTS: usize = 64;
 
 impl Server {
-    pub async fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-    ) -> Result<Arc<Server>, estiba_store::StoreError> {
+    pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
         let view = view::View::start(store.clone()).await?;
-        Ok(Arc::new(Server {
-            config,
-            store,
-            view,
-        }))
+        Ok(Arc::new(Server { config, store, view }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
@@ -106,11 +97,7 @@ impl Server {
         if txn.ops.is_empty() && txn.compares.is_empty() {
             return Ok(true);
         }
-        let r = self
-            .store
-            .txn(txn)
-            .await
-            .map_err(|e| EcsError::server(format!("store: {e}")))?;
+        let r = self.store.txn(txn).await.map_err(|e| EcsError::server(format!("store: {e}")))?;
         if r.succeeded {
             self.view.wait_for(r.revision).await;
         }
@@ -133,9 +120,7 @@ impl Server {
             }
             self.catch_up().await;
         }
-        Err(EcsError::server(
-            "The request conflicted with concurrent changes too many times; retry it.",
-        ))
+        Err(EcsError::server("The request conflicted with concurrent changes too many times; retry it."))
     }
 
     /// Waits until the view holds everything the store has committed.

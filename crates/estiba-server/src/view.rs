@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 use estiba_api::ecs::{
-    CapacityProvider, Cluster, ContainerInstance, LaunchType, Service, ServiceDeployment,
-    ServiceRevision, Setting, Tag, Task, TaskDefinition,
+    CapacityProvider, Cluster, ContainerInstance, LaunchType, Service, ServiceDeployment, ServiceRevision, Setting,
+    Tag, Task, TaskDefinition,
 };
 use estiba_core::cluster::Counts;
 use estiba_core::service::DeploymentCounts;
@@ -73,38 +73,24 @@ pub struct State {
 
 impl State {
     /// Documents under a key prefix, in key order.
-    pub fn range<'a, T>(
-        table: &'a Table<T>,
-        prefix: &str,
-    ) -> impl Iterator<Item = &'a Arc<Doc<T>>> + 'a {
+    pub fn range<'a, T>(table: &'a Table<T>, prefix: &str) -> impl Iterator<Item = &'a Arc<Doc<T>>> + 'a {
         let owned = prefix.to_owned();
         table
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(owned.as_str()))
             .map(|(_, v)| v)
     }
 
     pub fn counts(&self, cluster_key: &str) -> Counts {
-        self.cluster_counts
-            .get(cluster_key)
-            .copied()
-            .unwrap_or_default()
+        self.cluster_counts.get(cluster_key).copied().unwrap_or_default()
     }
 
     pub fn deployment_counts(&self, cluster_key: &str, deployment_id: &str) -> DeploymentCounts {
-        self.deployment_counts
-            .get(&(cluster_key.to_owned(), deployment_id.to_owned()))
-            .copied()
-            .unwrap_or_default()
+        self.deployment_counts.get(&(cluster_key.to_owned(), deployment_id.to_owned())).copied().unwrap_or_default()
     }
 
     pub fn tags_of(&self, resource_key: &str) -> Option<&[Tag]> {
-        self.tags
-            .get(&keys::tags_of(resource_key))
-            .map(|d| d.value.as_slice())
+        self.tags.get(&keys::tags_of(resource_key)).map(|d| d.value.as_slice())
     }
 
     fn apply(&mut self, kind: EventKind, kv: &KeyValue) {
@@ -127,15 +113,9 @@ impl State {
                 for (doc, sign) in [(old, -1), (new, 1)] {
                     if let Some(d) = doc {
                         let (c, dep) = task_contribution(&d.value);
-                        self.cluster_counts
-                            .entry(cluster.clone())
-                            .or_default()
-                            .add(&c, sign);
+                        self.cluster_counts.entry(cluster.clone()).or_default().add(&c, sign);
                         if let Some((id, dc)) = dep {
-                            let e = self
-                                .deployment_counts
-                                .entry((cluster.clone(), id))
-                                .or_default();
+                            let e = self.deployment_counts.entry((cluster.clone(), id)).or_default();
                             e.running += sign * dc.running;
                             e.pending += sign * dc.pending;
                         }
@@ -202,12 +182,7 @@ fn put<T: DeserializeOwned>(
         EventKind::Delete => (table.remove(&kv.key), None),
         EventKind::Put => match serde_json::from_slice::<T>(&kv.value) {
             Ok(value) => {
-                let doc = Arc::new(Doc {
-                    key: kv.key.clone(),
-                    rev: kv.mod_revision,
-                    raw: kv.value.clone(),
-                    value,
-                });
+                let doc = Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value });
                 (table.insert(kv.key.clone(), doc.clone()), Some(doc))
             }
             Err(e) => {
@@ -238,12 +213,7 @@ fn task_contribution(t: &Task) -> (Counts, Option<(String, DeploymentCounts)>) {
             c.pending_ec2 = 1
         }
     }
-    let dep = t
-        .group
-        .as_deref()
-        .filter(|g| g.starts_with("service:"))
-        .and(t.started_by.clone())
-        .map(|id| (id, d));
+    let dep = t.group.as_deref().filter(|g| g.starts_with("service:")).and(t.started_by.clone()).map(|id| (id, d));
     (c, dep)
 }
 
@@ -261,10 +231,7 @@ fn service_contribution(s: &Service) -> Counts {
 }
 
 fn instance_contribution(ci: &ContainerInstance) -> Counts {
-    Counts {
-        registered_instances: instance::is_registered(ci) as i32,
-        ..Default::default()
-    }
+    Counts { registered_instances: instance::is_registered(ci) as i32, ..Default::default() }
 }
 
 pub struct View {
@@ -276,10 +243,7 @@ impl View {
     /// Loads the whole store and keeps following it.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<View>, StoreError> {
         let (tx, _) = tokio::sync::watch::channel(0);
-        let view = Arc::new(View {
-            state: RwLock::new(State::default()),
-            revision: tx,
-        });
+        let view = Arc::new(View { state: RwLock::new(State::default()), revision: tx });
         let rev = view.reload(&*store).await?;
         let v = view.clone();
         tokio::spawn(async move { v.follow(store, rev).await });
@@ -288,10 +252,7 @@ impl View {
 
     async fn reload(&self, store: &dyn Store) -> Result<Revision, StoreError> {
         let all = store.range("ecs/").await?;
-        let mut st = State {
-            revision: all.revision,
-            ..Default::default()
-        };
+        let mut st = State { revision: all.revision, ..Default::default() };
         for kv in &all.kvs {
             st.apply(EventKind::Put, kv);
         }

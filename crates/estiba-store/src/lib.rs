@@ -37,10 +37,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("watch start revision {requested} has been compacted (oldest kept: {oldest})")]
-    Compacted {
-        requested: Revision,
-        oldest: Revision,
-    },
+    Compacted { requested: Revision, oldest: Revision },
     #[error("store backend error: {0}")]
     Backend(String),
     #[error("store is closed")]
@@ -69,10 +66,7 @@ pub enum Compare {
 
 impl Compare {
     pub fn mod_revision(key: impl Into<String>, revision: Revision) -> Self {
-        Compare::ModRevision {
-            key: key.into(),
-            revision,
-        }
+        Compare::ModRevision { key: key.into(), revision }
     }
 
     pub fn absent(key: impl Into<String>) -> Self {
@@ -88,10 +82,7 @@ pub enum Op {
 
 impl Op {
     pub fn put(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        Op::Put {
-            key: key.into(),
-            value: value.into(),
-        }
+        Op::Put { key: key.into(), value: value.into() }
     }
 
     pub fn delete(key: impl Into<String>) -> Self {

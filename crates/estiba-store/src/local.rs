@@ -8,8 +8,8 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    Compare, Event, EventKind, KeyValue, Op, RangeResponse, Result, Revision, StoreError, Txn,
-    TxnResponse, Watch, WatchBatch,
+    Compare, Event, EventKind, KeyValue, Op, RangeResponse, Result, Revision, StoreError, Txn, TxnResponse, Watch,
+    WatchBatch,
 };
 
 /// How many committed revisions are kept for watches that start in the past.
@@ -48,14 +48,7 @@ pub(crate) struct Pending {
 impl Local {
     pub fn new(map: BTreeMap<String, KeyValue>, revision: Revision) -> Self {
         let (feed, _) = broadcast::channel(WATCH_BUFFER);
-        Local {
-            state: RwLock::new(State {
-                map,
-                revision,
-                history: VecDeque::new(),
-            }),
-            feed,
-        }
+        Local { state: RwLock::new(State { map, revision, history: VecDeque::new() }), feed }
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
@@ -66,17 +59,11 @@ impl Local {
         let st = self.state.read().unwrap();
         let kvs = st
             .map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect();
-        RangeResponse {
-            kvs,
-            revision: st.revision,
-        }
+        RangeResponse { kvs, revision: st.revision }
     }
 
     pub fn revision(&self) -> Revision {
@@ -101,16 +88,10 @@ impl Local {
             }
         });
         if !holds {
-            return TxnResponse {
-                succeeded: false,
-                revision: pending.revision,
-            };
+            return TxnResponse { succeeded: false, revision: pending.revision };
         }
         if txn.ops.is_empty() {
-            return TxnResponse {
-                succeeded: true,
-                revision: pending.revision,
-            };
+            return TxnResponse { succeeded: true, revision: pending.revision };
         }
         pending.revision += 1;
         let rev = pending.revision;
@@ -125,10 +106,7 @@ impl Local {
                         mod_revision: rev,
                         version: prev.as_ref().map_or(1, |p| p.version + 1),
                     };
-                    pending.events.push(Event {
-                        kind: EventKind::Put,
-                        kv: kv.clone(),
-                    });
+                    pending.events.push(Event { kind: EventKind::Put, kv: kv.clone() });
                     pending.writes.insert(key.clone(), Some(kv));
                 }
                 Op::Delete { key } => {
@@ -148,10 +126,7 @@ impl Local {
                 }
             }
         }
-        TxnResponse {
-            succeeded: true,
-            revision: rev,
-        }
+        TxnResponse { succeeded: true, revision: rev }
     }
 
     /// Makes a durable group visible: updates the map, the revision and history, and wakes
@@ -171,10 +146,7 @@ impl Local {
             }
         }
         st.revision = pending.revision;
-        let commit = Arc::new(Commit {
-            revision: pending.revision,
-            events: pending.events,
-        });
+        let commit = Arc::new(Commit { revision: pending.revision, events: pending.events });
         st.history.push_back(commit.clone());
         while st.history.len() > HISTORY {
             st.history.pop_front();
@@ -187,21 +159,12 @@ impl Local {
         // Subscribe before reading history so no commit falls between the two.
         let mut live = self.feed.subscribe();
         let st = self.state.read().unwrap();
-        let oldest_kept = st.history.front().map_or(st.revision + 1, |c| {
-            c.events.first().map_or(c.revision, |e| e.kv.mod_revision)
-        });
+        let oldest_kept =
+            st.history.front().map_or(st.revision + 1, |c| c.events.first().map_or(c.revision, |e| e.kv.mod_revision));
         if after + 1 < oldest_kept && after < st.revision {
-            return Err(StoreError::Compacted {
-                requested: after,
-                oldest: oldest_kept,
-            });
+            return Err(StoreError::Compacted { requested: after, oldest: oldest_kept });
         }
-        let backlog: Vec<Arc<Commit>> = st
-            .history
-            .iter()
-            .filter(|c| c.revision > after)
-            .cloned()
-            .collect();
+        let backlog: Vec<Arc<Commit>> = st.history.iter().filter(|c| c.revision > after).cloned().collect();
         drop(st);
         let prefix = prefix.to_owned();
         tokio::spawn(async move {
@@ -214,10 +177,7 @@ impl Local {
                     .cloned()
                     .collect();
                 *seen = (*seen).max(c.revision);
-                (!events.is_empty()).then(|| WatchBatch {
-                    revision: c.revision,
-                    events,
-                })
+                (!events.is_empty()).then(|| WatchBatch { revision: c.revision, events })
             };
             for c in backlog {
                 if let Some(b) = send(&c, &mut seen) {
@@ -239,12 +199,7 @@ impl Local {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx
-                            .send(Err(StoreError::Compacted {
-                                requested: seen,
-                                oldest: seen + 1,
-                            }))
-                            .await;
+                        let _ = tx.send(Err(StoreError::Compacted { requested: seen, oldest: seen + 1 })).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -19,9 +19,7 @@ impl Default for MemStore {
 
 impl MemStore {
     pub fn new() -> Self {
-        MemStore {
-            local: Arc::new(Local::new(BTreeMap::new(), 0)),
-        }
+        MemStore { local: Arc::new(Local::new(BTreeMap::new(), 0)) }
     }
 }
 

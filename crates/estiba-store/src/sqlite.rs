@@ -16,10 +16,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use crate::local::{Local, Pending};
-use crate::{
-    BoxFuture, KeyValue, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse,
-    Watch,
-};
+use crate::{BoxFuture, KeyValue, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse, Watch};
 
 /// The most transactions one group commit takes.
 const MAX_GROUP: usize = 512;
@@ -60,14 +57,11 @@ impl SqliteStore {
              INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0);",
         )
         .map_err(backend)?;
-        let revision: Revision = conn
-            .query_row("SELECT revision FROM meta WHERE id = 0", [], |r| r.get(0))
-            .map_err(backend)?;
+        let revision: Revision =
+            conn.query_row("SELECT revision FROM meta WHERE id = 0", [], |r| r.get(0)).map_err(backend)?;
         let mut map = BTreeMap::new();
         {
-            let mut stmt = conn
-                .prepare("SELECT key, value, create_rev, mod_rev, version FROM kv")
-                .map_err(backend)?;
+            let mut stmt = conn.prepare("SELECT key, value, create_rev, mod_rev, version FROM kv").map_err(backend)?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok(KeyValue {
@@ -92,11 +86,7 @@ impl SqliteStore {
             .name("estiba-store-writer".into())
             .spawn(move || writer_loop(conn, l, rx))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(SqliteStore {
-            local,
-            writer,
-            path: Arc::new(path),
-        })
+        Ok(SqliteStore { local, writer, path: Arc::new(path) })
     }
 
     pub fn path(&self) -> &Path {
@@ -116,16 +106,9 @@ fn writer_loop(mut conn: Connection, local: Arc<Local>, rx: mpsc::Receiver<Reque
         let mut pending = Pending::default();
         let responses: Vec<TxnResponse> = {
             let st = local.state.read().unwrap();
-            group
-                .iter()
-                .map(|(txn, _)| local.evaluate(&st, &mut pending, txn))
-                .collect()
+            group.iter().map(|(txn, _)| local.evaluate(&st, &mut pending, txn)).collect()
         };
-        let outcome = if pending.events.is_empty() {
-            Ok(())
-        } else {
-            persist(&mut conn, &pending)
-        };
+        let outcome = if pending.events.is_empty() { Ok(()) } else { persist(&mut conn, &pending) };
         match outcome {
             Ok(()) => {
                 {
@@ -158,23 +141,14 @@ fn persist(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> {
         for (key, v) in &pending.writes {
             match v {
                 Some(kv) => {
-                    put.execute(params![
-                        key,
-                        &kv.value[..],
-                        kv.create_revision,
-                        kv.mod_revision,
-                        kv.version
-                    ])?;
+                    put.execute(params![key, &kv.value[..], kv.create_revision, kv.mod_revision, kv.version])?;
                 }
                 None => {
                     del.execute(params![key])?;
                 }
             }
         }
-        tx.execute(
-            "UPDATE meta SET revision = ?1 WHERE id = 0",
-            params![pending.revision],
-        )?;
+        tx.execute("UPDATE meta SET revision = ?1 WHERE id = 0", params![pending.revision])?;
     }
     tx.commit()
 }

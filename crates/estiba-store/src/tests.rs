@@ -37,9 +37,7 @@ suite!(
 );
 
 async fn put(s: &dyn Store, key: &str, value: &str) -> TxnResponse {
-    s.txn(Txn::new().then(Op::put(key, value.to_owned())))
-        .await
-        .unwrap()
+    s.txn(Txn::new().then(Op::put(key, value.to_owned()))).await.unwrap()
 }
 
 async fn put_get_and_counters(s: Arc<dyn Store>) {
@@ -49,34 +47,16 @@ async fn put_get_and_counters(s: Arc<dyn Store>) {
     assert!(r1.succeeded);
     assert_eq!(r1.revision, 1);
     let kv = s.get("a").await.unwrap().unwrap();
-    assert_eq!(
-        (
-            &kv.value[..],
-            kv.create_revision,
-            kv.mod_revision,
-            kv.version
-        ),
-        (&b"1"[..], 1, 1, 1)
-    );
+    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"1"[..], 1, 1, 1));
     let r2 = put(&*s, "a", "2").await;
     assert_eq!(r2.revision, 2);
     let kv = s.get("a").await.unwrap().unwrap();
-    assert_eq!(
-        (
-            &kv.value[..],
-            kv.create_revision,
-            kv.mod_revision,
-            kv.version
-        ),
-        (&b"2"[..], 1, 2, 2)
-    );
+    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"2"[..], 1, 2, 2));
     assert_eq!(s.revision(), 2);
 }
 
 async fn compare_and_swap(s: Arc<dyn Store>) {
-    let create = Txn::new()
-        .when(Compare::absent("k"))
-        .then(Op::put("k", "v1"));
+    let create = Txn::new().when(Compare::absent("k")).then(Op::put("k", "v1"));
     let r = s.txn(create.clone()).await.unwrap();
     assert!(r.succeeded);
     // Creating again fails: the key exists.
@@ -84,23 +64,9 @@ async fn compare_and_swap(s: Arc<dyn Store>) {
     assert!(!again.succeeded);
     assert_eq!(again.revision, r.revision);
     // Update with the right revision succeeds, with a stale one fails.
-    let ok = s
-        .txn(
-            Txn::new()
-                .when(Compare::mod_revision("k", r.revision))
-                .then(Op::put("k", "v2")),
-        )
-        .await
-        .unwrap();
+    let ok = s.txn(Txn::new().when(Compare::mod_revision("k", r.revision)).then(Op::put("k", "v2"))).await.unwrap();
     assert!(ok.succeeded);
-    let stale = s
-        .txn(
-            Txn::new()
-                .when(Compare::mod_revision("k", r.revision))
-                .then(Op::put("k", "v3")),
-        )
-        .await
-        .unwrap();
+    let stale = s.txn(Txn::new().when(Compare::mod_revision("k", r.revision)).then(Op::put("k", "v3"))).await.unwrap();
     assert!(!stale.succeeded);
     assert_eq!(&s.get("k").await.unwrap().unwrap().value[..], b"v2");
 }
@@ -108,20 +74,14 @@ async fn compare_and_swap(s: Arc<dyn Store>) {
 async fn failed_txn_writes_nothing(s: Arc<dyn Store>) {
     put(&*s, "x", "1").await;
     let before = s.revision();
-    let t = Txn::new()
-        .when(Compare::absent("y"))
-        .when(Compare::absent("x"))
-        .then(Op::put("y", "1"))
-        .then(Op::delete("x"));
+    let t =
+        Txn::new().when(Compare::absent("y")).when(Compare::absent("x")).then(Op::put("y", "1")).then(Op::delete("x"));
     assert!(!s.txn(t).await.unwrap().succeeded);
     assert_eq!(s.revision(), before);
     assert!(s.get("y").await.unwrap().is_none());
     assert!(s.get("x").await.unwrap().is_some());
     // The same ops with a true condition apply together, under one revision.
-    let t = Txn::new()
-        .when(Compare::absent("y"))
-        .then(Op::put("y", "1"))
-        .then(Op::delete("x"));
+    let t = Txn::new().when(Compare::absent("y")).then(Op::put("y", "1")).then(Op::delete("x"));
     let r = s.txn(t).await.unwrap();
     assert!(r.succeeded);
     assert_eq!(r.revision, before + 1);
@@ -157,10 +117,7 @@ async fn range_by_prefix(s: Arc<dyn Store>) {
 }
 
 async fn next(w: &mut Watch) -> WatchBatch {
-    tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .expect("watch timed out")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("watch timed out").unwrap()
 }
 
 async fn watch_live_and_filtered(s: Arc<dyn Store>) {
@@ -201,9 +158,7 @@ async fn concurrent_cas_has_one_winner(s: Arc<dyn Store>) {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
             s.txn(
-                Txn::new()
-                    .when(Compare::mod_revision("counter", r.revision))
-                    .then(Op::put("counter", format!("{i}"))),
+                Txn::new().when(Compare::mod_revision("counter", r.revision)).then(Op::put("counter", format!("{i}"))),
             )
             .await
             .unwrap()
@@ -221,10 +176,7 @@ async fn concurrent_cas_has_one_winner(s: Arc<dyn Store>) {
 async fn empty_txn_is_a_read_check(s: Arc<dyn Store>) {
     put(&*s, "e", "1").await;
     let rev = s.revision();
-    let r = s
-        .txn(Txn::new().when(Compare::absent("nope")))
-        .await
-        .unwrap();
+    let r = s.txn(Txn::new().when(Compare::absent("nope"))).await.unwrap();
     assert!(r.succeeded);
     assert_eq!(s.revision(), rev);
 }
@@ -245,10 +197,7 @@ async fn sqlite_reopen_keeps_state() {
     assert_eq!(s.revision(), 4);
     assert!(s.get("a").await.unwrap().is_none());
     let b = s.get("b").await.unwrap().unwrap();
-    assert_eq!(
-        (&b.value[..], b.create_revision, b.mod_revision, b.version),
-        (&b"3"[..], 2, 4, 2)
-    );
+    assert_eq!((&b.value[..], b.create_revision, b.mod_revision, b.version), (&b"3"[..], 2, 4, 2));
     // History is gone after a restart: watching from before it says so, from now works.
     assert!(matches!(s.watch("", 1), Err(StoreError::Compacted { .. })));
     let mut w = s.watch("", s.revision()).unwrap();
@@ -264,9 +213,7 @@ async fn sqlite_group_commit_under_concurrency() {
     let mut handles = Vec::new();
     for i in 0..64 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move {
-            put(&*s, &format!("k/{i}"), "v").await.revision
-        }));
+        handles.push(tokio::spawn(async move { put(&*s, &format!("k/{i}"), "v").await.revision }));
     }
     let mut revs: Vec<Revision> = Vec::new();
     for h in handles {

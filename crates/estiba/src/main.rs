@@ -7,6 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -75,9 +80,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}': use e.g. 500ms, 40s, 5m, 1h"))?;
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration '{s}': use e.g. 500ms, 40s, 5m, 1h"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -94,11 +97,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -116,9 +115,7 @@ fn default_data_dir() -> PathBuf {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ESTIBA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -134,11 +131,10 @@ fn main() -> Result<()> {
 
 fn run_server(args: ServerArgs) -> Result<()> {
     init_tracing(args.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("estiba")
-        .build()?;
-    rt.block_on(serve(args))
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("estiba").build()?;
+    // Everything runs on the runtime's workers; the main thread only waits. (Driving the
+    // server from block_on would put a second busy thread on the same cores.)
+    rt.block_on(async { tokio::spawn(serve(args)).await? })
 }
 
 async fn serve(args: ServerArgs) -> Result<()> {
@@ -146,13 +142,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let store: Arc<dyn estiba_store::Store> = match args.store {
         StoreKind::Sqlite => {
             let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating data directory {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
             let path = dir.join("state.db");
-            Arc::new(
-                estiba_store::SqliteStore::open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )
+            Arc::new(estiba_store::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
         }
         StoreKind::Memory => Arc::new(estiba_store::MemStore::new()),
     };
@@ -168,9 +160,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         bail!("--account-id must be 12 digits, got '{}'", args.account_id);
     }
     let server = Server::new(config, store).await.context("loading state")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "estiba server ready");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

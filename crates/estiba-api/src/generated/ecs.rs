@@ -383,12 +383,8 @@ impl ErrorCode {
             ErrorCode::AttributeLimitExceededException => "AttributeLimitExceededException",
             ErrorCode::BlockedException => "BlockedException",
             ErrorCode::ClientException => "ClientException",
-            ErrorCode::ClusterContainsCapacityProviderException => {
-                "ClusterContainsCapacityProviderException"
-            }
-            ErrorCode::ClusterContainsContainerInstancesException => {
-                "ClusterContainsContainerInstancesException"
-            }
+            ErrorCode::ClusterContainsCapacityProviderException => "ClusterContainsCapacityProviderException",
+            ErrorCode::ClusterContainsContainerInstancesException => "ClusterContainsContainerInstancesException",
             ErrorCode::ClusterContainsServicesException => "ClusterContainsServicesException",
             ErrorCode::ClusterContainsTasksException => "ClusterContainsTasksException",
             ErrorCode::ClusterNotFoundException => "ClusterNotFoundException",
@@ -467,9 +463,7 @@ impl Validate for AcceleratorCountRequest {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AcceleratorManufacturer {
     #[default]
     #[serde(rename = "amazon-web-services")]
@@ -485,8 +479,7 @@ pub enum AcceleratorManufacturer {
 }
 
 impl AcceleratorManufacturer {
-    pub const VALUES: &'static [&'static str] =
-        &["amazon-web-services", "amd", "nvidia", "xilinx", "habana"];
+    pub const VALUES: &'static [&'static str] = &["amazon-web-services", "amd", "nvidia", "xilinx", "habana"];
     pub fn as_str(self) -> &'static str {
         match self {
             AcceleratorManufacturer::AmazonWebServices => "amazon-web-services",
@@ -514,9 +507,7 @@ impl std::fmt::Display for AcceleratorManufacturer {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AcceleratorName {
     #[default]
     #[serde(rename = "a100")]
@@ -546,20 +537,8 @@ pub enum AcceleratorName {
 }
 
 impl AcceleratorName {
-    pub const VALUES: &'static [&'static str] = &[
-        "a100",
-        "inferentia",
-        "k520",
-        "k80",
-        "m60",
-        "radeon-pro-v520",
-        "t4",
-        "vu9p",
-        "v100",
-        "a10g",
-        "h100",
-        "t4g",
-    ];
+    pub const VALUES: &'static [&'static str] =
+        &["a100", "inferentia", "k520", "k80", "m60", "radeon-pro-v520", "t4", "vu9p", "v100", "a10g", "h100", "t4g"];
     pub fn as_str(self) -> &'static str {
         match self {
             AcceleratorName::A100 => "a100",
@@ -613,9 +592,7 @@ impl Validate for AcceleratorTotalMemoryMiBRequest {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AcceleratorType {
     #[default]
     #[serde(rename = "gpu")]
@@ -651,9 +628,7 @@ impl std::fmt::Display for AcceleratorType {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AccessType {
     #[default]
     #[serde(rename = "PUBLIC")]
@@ -705,9 +680,7 @@ impl Validate for AdvancedConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AgentUpdateStatus {
     #[default]
     #[serde(rename = "PENDING")]
@@ -725,9 +698,7 @@ pub enum AgentUpdateStatus {
 }
 
 impl AgentUpdateStatus {
-    pub const VALUES: &'static [&'static str] = &[
-        "PENDING", "STAGING", "STAGED", "UPDATING", "UPDATED", "FAILED",
-    ];
+    pub const VALUES: &'static [&'static str] = &["PENDING", "STAGING", "STAGED", "UPDATING", "UPDATED", "FAILED"];
     pub fn as_str(self) -> &'static str {
         match self {
             AgentUpdateStatus::Pending => "PENDING",
@@ -757,9 +728,7 @@ impl std::fmt::Display for AgentUpdateStatus {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ApplicationProtocol {
     #[default]
     #[serde(rename = "http")]
@@ -795,9 +764,7 @@ impl std::fmt::Display for ApplicationProtocol {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AssignPublicIp {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -869,9 +836,7 @@ impl Validate for Attribute {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AutoRepairActionsStatus {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -954,9 +919,7 @@ impl Validate for AutoScalingGroupProviderUpdate {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AvailabilityZoneRebalancing {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -1003,9 +966,7 @@ impl Validate for AwsVpcConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum BareMetal {
     #[default]
     #[serde(rename = "included")]
@@ -1053,9 +1014,7 @@ impl Validate for BaselineEbsBandwidthMbpsRequest {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum BurstablePerformance {
     #[default]
     #[serde(rename = "included")]
@@ -1091,9 +1050,7 @@ impl std::fmt::Display for BurstablePerformance {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CPUArchitecture {
     #[default]
     #[serde(rename = "X86_64")]
@@ -1139,9 +1096,7 @@ impl Validate for CanaryConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CapacityOptionType {
     #[default]
     #[serde(rename = "ON_DEMAND")]
@@ -1234,9 +1189,7 @@ impl std::fmt::Display for CapacityProviderField {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CapacityProviderStatus {
     #[default]
     #[serde(rename = "PROVISIONING")]
@@ -1250,8 +1203,7 @@ pub enum CapacityProviderStatus {
 }
 
 impl CapacityProviderStatus {
-    pub const VALUES: &'static [&'static str] =
-        &["PROVISIONING", "ACTIVE", "DEPROVISIONING", "INACTIVE"];
+    pub const VALUES: &'static [&'static str] = &["PROVISIONING", "ACTIVE", "DEPROVISIONING", "INACTIVE"];
     pub fn as_str(self) -> &'static str {
         match self {
             CapacityProviderStatus::Provisioning => "PROVISIONING",
@@ -1293,9 +1245,7 @@ impl Validate for CapacityProviderStrategyItem {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CapacityProviderType {
     #[default]
     #[serde(rename = "EC2_AUTOSCALING")]
@@ -1309,12 +1259,7 @@ pub enum CapacityProviderType {
 }
 
 impl CapacityProviderType {
-    pub const VALUES: &'static [&'static str] = &[
-        "EC2_AUTOSCALING",
-        "MANAGED_INSTANCES",
-        "FARGATE",
-        "FARGATE_SPOT",
-    ];
+    pub const VALUES: &'static [&'static str] = &["EC2_AUTOSCALING", "MANAGED_INSTANCES", "FARGATE", "FARGATE_SPOT"];
     pub fn as_str(self) -> &'static str {
         match self {
             CapacityProviderType::Ec2Autoscaling => "EC2_AUTOSCALING",
@@ -1340,9 +1285,7 @@ impl std::fmt::Display for CapacityProviderType {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CapacityProviderUpdateStatus {
     #[default]
     #[serde(rename = "CREATE_IN_PROGRESS")]
@@ -1412,9 +1355,7 @@ impl std::fmt::Display for CapacityProviderUpdateStatus {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CapacityReservationPreference {
     #[default]
     #[serde(rename = "RESERVATIONS_ONLY")]
@@ -1426,11 +1367,7 @@ pub enum CapacityReservationPreference {
 }
 
 impl CapacityReservationPreference {
-    pub const VALUES: &'static [&'static str] = &[
-        "RESERVATIONS_ONLY",
-        "RESERVATIONS_FIRST",
-        "RESERVATIONS_EXCLUDED",
-    ];
+    pub const VALUES: &'static [&'static str] = &["RESERVATIONS_ONLY", "RESERVATIONS_FIRST", "RESERVATIONS_EXCLUDED"];
     pub fn as_str(self) -> &'static str {
         match self {
             CapacityReservationPreference::ReservationsOnly => "RESERVATIONS_ONLY",
@@ -1544,13 +1481,7 @@ pub enum ClusterField {
 }
 
 impl ClusterField {
-    pub const VALUES: &'static [&'static str] = &[
-        "ATTACHMENTS",
-        "CONFIGURATIONS",
-        "SETTINGS",
-        "STATISTICS",
-        "TAGS",
-    ];
+    pub const VALUES: &'static [&'static str] = &["ATTACHMENTS", "CONFIGURATIONS", "SETTINGS", "STATISTICS", "TAGS"];
     pub fn as_str(self) -> &'static str {
         match self {
             ClusterField::Attachments => "ATTACHMENTS",
@@ -1605,9 +1536,7 @@ impl Validate for ClusterSetting {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ClusterSettingName {
     #[default]
     #[serde(rename = "containerInsights")]
@@ -1635,9 +1564,7 @@ impl std::fmt::Display for ClusterSettingName {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Compatibility {
     #[default]
     #[serde(rename = "EC2")]
@@ -1651,8 +1578,7 @@ pub enum Compatibility {
 }
 
 impl Compatibility {
-    pub const VALUES: &'static [&'static str] =
-        &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
+    pub const VALUES: &'static [&'static str] = &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
     pub fn as_str(self) -> &'static str {
         match self {
             Compatibility::Ec2 => "EC2",
@@ -1678,9 +1604,7 @@ impl std::fmt::Display for Compatibility {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Connectivity {
     #[default]
     #[serde(rename = "CONNECTED")]
@@ -1762,9 +1686,7 @@ pub struct Container {
     pub task_arn: Option<String>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ContainerCondition {
     #[default]
     #[serde(rename = "START")]
@@ -2057,13 +1979,8 @@ pub enum ContainerInstanceStatus {
 }
 
 impl ContainerInstanceStatus {
-    pub const VALUES: &'static [&'static str] = &[
-        "ACTIVE",
-        "DRAINING",
-        "REGISTERING",
-        "DEREGISTERING",
-        "REGISTRATION_FAILED",
-    ];
+    pub const VALUES: &'static [&'static str] =
+        &["ACTIVE", "DRAINING", "REGISTERING", "DEREGISTERING", "REGISTRATION_FAILED"];
     pub fn as_str(self) -> &'static str {
         match self {
             ContainerInstanceStatus::Active => "ACTIVE",
@@ -2181,9 +2098,7 @@ pub struct ContinueServiceDeploymentResponse {
     pub service_deployment_arn: Option<String>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CpuManufacturer {
     #[default]
     #[serde(rename = "intel")]
@@ -2778,9 +2693,7 @@ pub struct DaemonDeploymentRevisionDetail {
     pub total_running_instance_count: Option<i32>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DaemonDeploymentRollbackMonitorsStatus {
     #[default]
     #[serde(rename = "TRIGGERED")]
@@ -2794,8 +2707,7 @@ pub enum DaemonDeploymentRollbackMonitorsStatus {
 }
 
 impl DaemonDeploymentRollbackMonitorsStatus {
-    pub const VALUES: &'static [&'static str] =
-        &["TRIGGERED", "MONITORING", "MONITORING_COMPLETE", "DISABLED"];
+    pub const VALUES: &'static [&'static str] = &["TRIGGERED", "MONITORING", "MONITORING_COMPLETE", "DISABLED"];
     pub fn as_str(self) -> &'static str {
         match self {
             DaemonDeploymentRollbackMonitorsStatus::Triggered => "TRIGGERED",
@@ -2821,9 +2733,7 @@ impl std::fmt::Display for DaemonDeploymentRollbackMonitorsStatus {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DaemonDeploymentStatus {
     #[default]
     #[serde(rename = "PENDING")]
@@ -2962,9 +2872,7 @@ impl Validate for DaemonLinuxParameters {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DaemonPropagateTags {
     #[default]
     #[serde(rename = "DAEMON")]
@@ -3054,9 +2962,7 @@ pub struct DaemonRollback {
     pub started_at: Option<Timestamp>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DaemonStatus {
     #[default]
     #[serde(rename = "ACTIVE")]
@@ -3168,9 +3074,7 @@ impl std::fmt::Display for DaemonTaskDefinitionRevisionFilter {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DaemonTaskDefinitionStatus {
     #[default]
     #[serde(rename = "ACTIVE")]
@@ -3591,9 +3495,7 @@ impl Validate for DeploymentController {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentControllerType {
     #[default]
     #[serde(rename = "ECS")]
@@ -3664,9 +3566,7 @@ impl Validate for DeploymentLifecycleHook {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentLifecycleHookAction {
     #[default]
     #[serde(rename = "ROLLBACK")]
@@ -3719,9 +3619,7 @@ pub struct DeploymentLifecycleHookDetail {
     pub timeout_action: Option<DeploymentLifecycleHookAction>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentLifecycleHookStage {
     #[default]
     #[serde(rename = "RECONCILE_SERVICE")]
@@ -3760,13 +3658,9 @@ impl DeploymentLifecycleHookStage {
             DeploymentLifecycleHookStage::PostScaleUp => "POST_SCALE_UP",
             DeploymentLifecycleHookStage::TestTrafficShift => "TEST_TRAFFIC_SHIFT",
             DeploymentLifecycleHookStage::PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
-            DeploymentLifecycleHookStage::PreProductionTrafficShift => {
-                "PRE_PRODUCTION_TRAFFIC_SHIFT"
-            }
+            DeploymentLifecycleHookStage::PreProductionTrafficShift => "PRE_PRODUCTION_TRAFFIC_SHIFT",
             DeploymentLifecycleHookStage::ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
-            DeploymentLifecycleHookStage::PostProductionTrafficShift => {
-                "POST_PRODUCTION_TRAFFIC_SHIFT"
-            }
+            DeploymentLifecycleHookStage::PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
         }
     }
     pub fn from_str_opt(s: &str) -> Option<Self> {
@@ -3776,13 +3670,9 @@ impl DeploymentLifecycleHookStage {
             "POST_SCALE_UP" => DeploymentLifecycleHookStage::PostScaleUp,
             "TEST_TRAFFIC_SHIFT" => DeploymentLifecycleHookStage::TestTrafficShift,
             "POST_TEST_TRAFFIC_SHIFT" => DeploymentLifecycleHookStage::PostTestTrafficShift,
-            "PRE_PRODUCTION_TRAFFIC_SHIFT" => {
-                DeploymentLifecycleHookStage::PreProductionTrafficShift
-            }
+            "PRE_PRODUCTION_TRAFFIC_SHIFT" => DeploymentLifecycleHookStage::PreProductionTrafficShift,
             "PRODUCTION_TRAFFIC_SHIFT" => DeploymentLifecycleHookStage::ProductionTrafficShift,
-            "POST_PRODUCTION_TRAFFIC_SHIFT" => {
-                DeploymentLifecycleHookStage::PostProductionTrafficShift
-            }
+            "POST_PRODUCTION_TRAFFIC_SHIFT" => DeploymentLifecycleHookStage::PostProductionTrafficShift,
             _ => return None,
         })
     }
@@ -3794,9 +3684,7 @@ impl std::fmt::Display for DeploymentLifecycleHookStage {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentLifecycleHookStatus {
     #[default]
     #[serde(rename = "AWAITING_ACTION")]
@@ -3812,13 +3700,7 @@ pub enum DeploymentLifecycleHookStatus {
 }
 
 impl DeploymentLifecycleHookStatus {
-    pub const VALUES: &'static [&'static str] = &[
-        "AWAITING_ACTION",
-        "IN_PROGRESS",
-        "SUCCEEDED",
-        "FAILED",
-        "TIMED_OUT",
-    ];
+    pub const VALUES: &'static [&'static str] = &["AWAITING_ACTION", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT"];
     pub fn as_str(self) -> &'static str {
         match self {
             DeploymentLifecycleHookStatus::AwaitingAction => "AWAITING_ACTION",
@@ -3846,9 +3728,7 @@ impl std::fmt::Display for DeploymentLifecycleHookStatus {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentLifecycleHookTargetType {
     #[default]
     #[serde(rename = "AWS_LAMBDA")]
@@ -3895,9 +3775,7 @@ impl Validate for DeploymentLifecycleHookTimeoutConfiguration {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentRolloutState {
     #[default]
     #[serde(rename = "COMPLETED")]
@@ -3933,9 +3811,7 @@ impl std::fmt::Display for DeploymentRolloutState {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeploymentStrategy {
     #[default]
     #[serde(rename = "ROLLING")]
@@ -4354,9 +4230,7 @@ impl Validate for Device {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeviceCgroupPermission {
     #[default]
     #[serde(rename = "read")]
@@ -4436,9 +4310,7 @@ impl Validate for DockerVolumeConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EBSResourceType {
     #[default]
     #[serde(rename = "volume")]
@@ -4546,9 +4418,7 @@ impl Validate for EFSAuthorizationConfig {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EFSAuthorizationConfigIAM {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -4580,9 +4450,7 @@ impl std::fmt::Display for EFSAuthorizationConfigIAM {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EFSTransitEncryption {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -4646,9 +4514,7 @@ impl Validate for EnvironmentFile {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EnvironmentFileType {
     #[default]
     #[serde(rename = "s3")]
@@ -4725,9 +4591,7 @@ impl Validate for ExecuteCommandLogConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ExecuteCommandLogging {
     #[default]
     #[serde(rename = "NONE")]
@@ -4941,9 +4805,7 @@ impl Validate for ExpressGatewayServiceNetworkConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ExpressGatewayServiceScalingMetric {
     #[default]
     #[serde(rename = "AVERAGE_CPU")]
@@ -4955,8 +4817,7 @@ pub enum ExpressGatewayServiceScalingMetric {
 }
 
 impl ExpressGatewayServiceScalingMetric {
-    pub const VALUES: &'static [&'static str] =
-        &["AVERAGE_CPU", "AVERAGE_MEMORY", "REQUEST_COUNT_PER_TARGET"];
+    pub const VALUES: &'static [&'static str] = &["AVERAGE_CPU", "AVERAGE_MEMORY", "REQUEST_COUNT_PER_TARGET"];
     pub fn as_str(self) -> &'static str {
         match self {
             ExpressGatewayServiceScalingMetric::AverageCpu => "AVERAGE_CPU",
@@ -4990,9 +4851,7 @@ pub struct ExpressGatewayServiceStatus {
     pub status_reason: Option<String>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ExpressGatewayServiceStatusCode {
     #[default]
     #[serde(rename = "ACTIVE")]
@@ -5074,9 +4933,7 @@ impl Validate for FirelensConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FirelensConfigurationType {
     #[default]
     #[serde(rename = "fluentd")]
@@ -5146,9 +5003,7 @@ impl Validate for HealthCheck {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum HealthStatus {
     #[default]
     #[serde(rename = "HEALTHY")]
@@ -5250,9 +5105,7 @@ pub struct IngressPathSummary {
     pub endpoint: String,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum InstanceGeneration {
     #[default]
     #[serde(rename = "current")]
@@ -5301,9 +5154,7 @@ pub struct InstanceHealthCheckResult {
     pub r#type: Option<InstanceHealthCheckType>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum InstanceHealthCheckState {
     #[default]
     #[serde(rename = "OK")]
@@ -5317,8 +5168,7 @@ pub enum InstanceHealthCheckState {
 }
 
 impl InstanceHealthCheckState {
-    pub const VALUES: &'static [&'static str] =
-        &["OK", "IMPAIRED", "INSUFFICIENT_DATA", "INITIALIZING"];
+    pub const VALUES: &'static [&'static str] = &["OK", "IMPAIRED", "INSUFFICIENT_DATA", "INITIALIZING"];
     pub fn as_str(self) -> &'static str {
         match self {
             InstanceHealthCheckState::Ok => "OK",
@@ -5344,9 +5194,7 @@ impl std::fmt::Display for InstanceHealthCheckState {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum InstanceHealthCheckType {
     #[default]
     #[serde(rename = "CONTAINER_RUNTIME")]
@@ -5358,8 +5206,7 @@ pub enum InstanceHealthCheckType {
 }
 
 impl InstanceHealthCheckType {
-    pub const VALUES: &'static [&'static str] =
-        &["CONTAINER_RUNTIME", "ACCELERATED_COMPUTE", "DAEMON"];
+    pub const VALUES: &'static [&'static str] = &["CONTAINER_RUNTIME", "ACCELERATED_COMPUTE", "DAEMON"];
     pub fn as_str(self) -> &'static str {
         match self {
             InstanceHealthCheckType::ContainerRuntime => "CONTAINER_RUNTIME",
@@ -5533,9 +5380,7 @@ impl Validate for InstanceRequirementsRequest {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum IpcMode {
     #[default]
     #[serde(rename = "host")]
@@ -5595,9 +5440,7 @@ impl Validate for KeyValuePair {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LaunchType {
     #[default]
     #[serde(rename = "EC2")]
@@ -5611,8 +5454,7 @@ pub enum LaunchType {
 }
 
 impl LaunchType {
-    pub const VALUES: &'static [&'static str] =
-        &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
+    pub const VALUES: &'static [&'static str] = &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
     pub fn as_str(self) -> &'static str {
         match self {
             LaunchType::Ec2 => "EC2",
@@ -6129,9 +5971,7 @@ impl Validate for LoadBalancer {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LocalStorage {
     #[default]
     #[serde(rename = "included")]
@@ -6167,9 +6007,7 @@ impl std::fmt::Display for LocalStorage {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LocalStorageType {
     #[default]
     #[serde(rename = "hdd")]
@@ -6216,9 +6054,7 @@ impl Validate for LogConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LogDriver {
     #[default]
     #[serde(rename = "json-file")]
@@ -6240,16 +6076,8 @@ pub enum LogDriver {
 }
 
 impl LogDriver {
-    pub const VALUES: &'static [&'static str] = &[
-        "json-file",
-        "syslog",
-        "journald",
-        "gelf",
-        "fluentd",
-        "awslogs",
-        "splunk",
-        "awsfirelens",
-    ];
+    pub const VALUES: &'static [&'static str] =
+        &["json-file", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "awsfirelens"];
     pub fn as_str(self) -> &'static str {
         match self {
             LogDriver::JsonFile => "json-file",
@@ -6297,9 +6125,7 @@ pub struct ManagedAgent {
     pub reason: Option<String>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ManagedAgentName {
     #[default]
     #[serde(rename = "ExecuteCommandAgent")]
@@ -6383,9 +6209,7 @@ pub struct ManagedCertificate {
     pub updated_at: Timestamp,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ManagedDraining {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -6450,9 +6274,7 @@ impl Validate for ManagedInstancesLocalStorageConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ManagedInstancesMonitoringOptions {
     #[default]
     #[serde(rename = "BASIC")]
@@ -6598,9 +6420,7 @@ pub struct ManagedMetricAlarm {
     pub updated_at: Timestamp,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ManagedResourceStatus {
     #[default]
     #[serde(rename = "PROVISIONING")]
@@ -6616,13 +6436,7 @@ pub enum ManagedResourceStatus {
 }
 
 impl ManagedResourceStatus {
-    pub const VALUES: &'static [&'static str] = &[
-        "PROVISIONING",
-        "ACTIVE",
-        "DEPROVISIONING",
-        "DELETED",
-        "FAILED",
-    ];
+    pub const VALUES: &'static [&'static str] = &["PROVISIONING", "ACTIVE", "DEPROVISIONING", "DELETED", "FAILED"];
     pub fn as_str(self) -> &'static str {
         match self {
             ManagedResourceStatus::Provisioning => "PROVISIONING",
@@ -6690,9 +6504,7 @@ impl Validate for ManagedScaling {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ManagedScalingStatus {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -6767,9 +6579,7 @@ pub struct ManagedTargetGroup {
     pub updated_at: Timestamp,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ManagedTerminationProtection {
     #[default]
     #[serde(rename = "ENABLED")]
@@ -6914,9 +6724,7 @@ impl Validate for NetworkInterfaceCountRequest {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NetworkMode {
     #[default]
     #[serde(rename = "bridge")]
@@ -6956,9 +6764,7 @@ impl std::fmt::Display for NetworkMode {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum OSFamily {
     #[default]
     #[serde(rename = "WINDOWS_SERVER_2019_FULL")]
@@ -7033,9 +6839,7 @@ impl std::fmt::Display for OSFamily {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PidMode {
     #[default]
     #[serde(rename = "host")]
@@ -7079,9 +6883,7 @@ impl Validate for PlacementConstraint {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PlacementConstraintType {
     #[default]
     #[serde(rename = "distinctInstance")]
@@ -7125,9 +6927,7 @@ impl Validate for PlacementStrategy {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PlacementStrategyType {
     #[default]
     #[serde(rename = "random")]
@@ -7225,9 +7025,7 @@ impl Validate for PortMapping {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PropagateMITags {
     #[default]
     #[serde(rename = "CAPACITY_PROVIDER")]
@@ -7259,9 +7057,7 @@ impl std::fmt::Display for PropagateMITags {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PropagateTags {
     #[default]
     #[serde(rename = "TASK_DEFINITION")]
@@ -7324,9 +7120,7 @@ impl Validate for ProxyConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ProxyConfigurationType {
     #[default]
     #[serde(rename = "APPMESH")]
@@ -7609,9 +7403,7 @@ impl Validate for Resource {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ResourceManagementType {
     #[default]
     #[serde(rename = "CUSTOMER")]
@@ -7653,9 +7445,7 @@ impl Validate for ResourceRequirement {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ResourceType {
     #[default]
     #[serde(rename = "GPU")]
@@ -7813,9 +7603,7 @@ impl Validate for Scale {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ScaleUnit {
     #[default]
     #[serde(rename = "PERCENT")]
@@ -7843,9 +7631,7 @@ impl std::fmt::Display for ScaleUnit {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SchedulingStrategy {
     #[default]
     #[serde(rename = "REPLICA")]
@@ -7877,9 +7663,7 @@ impl std::fmt::Display for SchedulingStrategy {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scope {
     #[default]
     #[serde(rename = "task")]
@@ -8039,9 +7823,7 @@ impl Validate for ServiceConnectAccessLogConfiguration {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceConnectAccessLoggingFormat {
     #[default]
     #[serde(rename = "TEXT")]
@@ -8111,9 +7893,7 @@ impl Validate for ServiceConnectConfiguration {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceConnectIncludeQueryParameters {
     #[default]
     #[serde(rename = "DISABLED")]
@@ -8359,9 +8139,7 @@ pub struct ServiceDeploymentCircuitBreaker {
     pub threshold: i32,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceDeploymentLifecycleStage {
     #[default]
     #[serde(rename = "RECONCILE_SERVICE")]
@@ -8408,9 +8186,7 @@ impl ServiceDeploymentLifecycleStage {
             ServiceDeploymentLifecycleStage::TestTrafficShift => "TEST_TRAFFIC_SHIFT",
             ServiceDeploymentLifecycleStage::PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
             ServiceDeploymentLifecycleStage::ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
-            ServiceDeploymentLifecycleStage::PostProductionTrafficShift => {
-                "POST_PRODUCTION_TRAFFIC_SHIFT"
-            }
+            ServiceDeploymentLifecycleStage::PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
             ServiceDeploymentLifecycleStage::BakeTime => "BAKE_TIME",
             ServiceDeploymentLifecycleStage::CleanUp => "CLEAN_UP",
         }
@@ -8424,9 +8200,7 @@ impl ServiceDeploymentLifecycleStage {
             "TEST_TRAFFIC_SHIFT" => ServiceDeploymentLifecycleStage::TestTrafficShift,
             "POST_TEST_TRAFFIC_SHIFT" => ServiceDeploymentLifecycleStage::PostTestTrafficShift,
             "PRODUCTION_TRAFFIC_SHIFT" => ServiceDeploymentLifecycleStage::ProductionTrafficShift,
-            "POST_PRODUCTION_TRAFFIC_SHIFT" => {
-                ServiceDeploymentLifecycleStage::PostProductionTrafficShift
-            }
+            "POST_PRODUCTION_TRAFFIC_SHIFT" => ServiceDeploymentLifecycleStage::PostProductionTrafficShift,
             "BAKE_TIME" => ServiceDeploymentLifecycleStage::BakeTime,
             "CLEAN_UP" => ServiceDeploymentLifecycleStage::CleanUp,
             _ => return None,
@@ -8440,9 +8214,7 @@ impl std::fmt::Display for ServiceDeploymentLifecycleStage {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceDeploymentRollbackMonitorsStatus {
     #[default]
     #[serde(rename = "TRIGGERED")]
@@ -8456,8 +8228,7 @@ pub enum ServiceDeploymentRollbackMonitorsStatus {
 }
 
 impl ServiceDeploymentRollbackMonitorsStatus {
-    pub const VALUES: &'static [&'static str] =
-        &["TRIGGERED", "MONITORING", "MONITORING_COMPLETE", "DISABLED"];
+    pub const VALUES: &'static [&'static str] = &["TRIGGERED", "MONITORING", "MONITORING_COMPLETE", "DISABLED"];
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceDeploymentRollbackMonitorsStatus::Triggered => "TRIGGERED",
@@ -8483,9 +8254,7 @@ impl std::fmt::Display for ServiceDeploymentRollbackMonitorsStatus {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceDeploymentStatus {
     #[default]
     #[serde(rename = "PENDING")]
@@ -8787,9 +8556,7 @@ pub struct Setting {
     pub value: Option<String>,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SettingName {
     #[default]
     #[serde(rename = "serviceLongArnFormat")]
@@ -8869,9 +8636,7 @@ impl std::fmt::Display for SettingName {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SettingType {
     #[default]
     #[serde(rename = "user")]
@@ -8935,9 +8700,7 @@ impl std::fmt::Display for SortOrder {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum StabilityStatus {
     #[default]
     #[serde(rename = "STEADY_STATE")]
@@ -9222,9 +8985,7 @@ impl Validate for TagResourceRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagResourceResponse {}
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TargetType {
     #[default]
     #[serde(rename = "container-instance")]
@@ -9508,9 +9269,7 @@ impl Validate for TaskDefinitionPlacementConstraint {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskDefinitionPlacementConstraintType {
     #[default]
     #[serde(rename = "memberOf")]
@@ -9538,9 +9297,7 @@ impl std::fmt::Display for TaskDefinitionPlacementConstraintType {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskDefinitionStatus {
     #[default]
     #[serde(rename = "ACTIVE")]
@@ -9614,9 +9371,7 @@ impl std::fmt::Display for TaskField {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskFilesystemType {
     #[default]
     #[serde(rename = "ext3")]
@@ -9838,9 +9593,7 @@ impl std::fmt::Display for TaskSetField {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskStopCode {
     #[default]
     #[serde(rename = "TaskFailedToStart")]
@@ -9951,9 +9704,7 @@ impl Validate for TotalLocalStorageGBRequest {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TransportProtocol {
     #[default]
     #[serde(rename = "tcp")]
@@ -9998,9 +9749,7 @@ impl Validate for Ulimit {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum UlimitName {
     #[default]
     #[serde(rename = "core")]
@@ -10505,9 +10254,7 @@ impl Validate for VCpuCountRangeRequest {
     fn validate(&self, _: &mut Validator) {}
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum VersionConsistency {
     #[default]
     #[serde(rename = "enabled")]
@@ -10569,8 +10316,7 @@ pub struct Volume {
     pub efs_volume_configuration: Option<EFSVolumeConfiguration>,
     #[serde(rename = "fsxWindowsFileServerVolumeConfiguration")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fsx_windows_file_server_volume_configuration:
-        Option<FSxWindowsFileServerVolumeConfiguration>,
+    pub fsx_windows_file_server_volume_configuration: Option<FSxWindowsFileServerVolumeConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostVolumeProperties>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -10738,10 +10484,7 @@ fn check_create_daemon_request(v: &mut Validator, x: &CreateDaemonRequest) {
 }
 
 #[allow(unused_variables)]
-fn check_create_express_gateway_service_request(
-    v: &mut Validator,
-    x: &CreateExpressGatewayServiceRequest,
-) {
+fn check_create_express_gateway_service_request(v: &mut Validator, x: &CreateExpressGatewayServiceRequest) {
     if let Some(f) = &x.tags {
         let f = f;
         v.enter("tags");
@@ -10964,10 +10707,7 @@ fn check_instance_requirements_request(v: &mut Validator, x: &InstanceRequiremen
 }
 
 #[allow(unused_variables)]
-fn check_managed_instances_storage_configuration(
-    v: &mut Validator,
-    x: &ManagedInstancesStorageConfiguration,
-) {
+fn check_managed_instances_storage_configuration(v: &mut Validator, x: &ManagedInstancesStorageConfiguration) {
     if let Some(f) = &x.storage_size_gi_b {
         let f = f;
         v.enter("storageSizeGiB");
@@ -11025,10 +10765,7 @@ fn check_port_number(v: &mut Validator, x: &i32) {
 }
 
 #[allow(unused_variables)]
-fn check_put_cluster_capacity_providers_request(
-    v: &mut Validator,
-    x: &PutClusterCapacityProvidersRequest,
-) {
+fn check_put_cluster_capacity_providers_request(v: &mut Validator, x: &PutClusterCapacityProvidersRequest) {
     {
         let f = &x.default_capacity_provider_strategy;
         v.enter("defaultCapacityProviderStrategy");
@@ -11038,10 +10775,7 @@ fn check_put_cluster_capacity_providers_request(
 }
 
 #[allow(unused_variables)]
-fn check_register_container_instance_request(
-    v: &mut Validator,
-    x: &RegisterContainerInstanceRequest,
-) {
+fn check_register_container_instance_request(v: &mut Validator, x: &RegisterContainerInstanceRequest) {
     if let Some(f) = &x.tags {
         let f = f;
         v.enter("tags");
@@ -11051,10 +10785,7 @@ fn check_register_container_instance_request(
 }
 
 #[allow(unused_variables)]
-fn check_register_daemon_task_definition_request(
-    v: &mut Validator,
-    x: &RegisterDaemonTaskDefinitionRequest,
-) {
+fn check_register_daemon_task_definition_request(v: &mut Validator, x: &RegisterDaemonTaskDefinitionRequest) {
     if let Some(f) = &x.tags {
         let f = f;
         v.enter("tags");
@@ -11156,10 +10887,7 @@ fn check_service_connect_service_list(v: &mut Validator, x: &Vec<ServiceConnectS
 }
 
 #[allow(unused_variables)]
-fn check_service_managed_ebs_volume_configuration(
-    v: &mut Validator,
-    x: &ServiceManagedEBSVolumeConfiguration,
-) {
+fn check_service_managed_ebs_volume_configuration(v: &mut Validator, x: &ServiceManagedEBSVolumeConfiguration) {
     if let Some(f) = &x.tag_specifications {
         let f = f;
         v.enter("tagSpecifications");
@@ -11261,10 +10989,7 @@ fn check_tags(v: &mut Validator, x: &Vec<Tag>) {
 }
 
 #[allow(unused_variables)]
-fn check_task_managed_ebs_volume_configuration(
-    v: &mut Validator,
-    x: &TaskManagedEBSVolumeConfiguration,
-) {
+fn check_task_managed_ebs_volume_configuration(v: &mut Validator, x: &TaskManagedEBSVolumeConfiguration) {
     if let Some(f) = &x.tag_specifications {
         let f = f;
         v.enter("tagSpecifications");
@@ -11394,9 +11119,7 @@ static PATTERN_ALLOWED_INSTANCE_TYPE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new("^(?:[a-zA-Z0-9\\.\\*\\-]+)$").unwrap());
 static PATTERN_EXCLUDED_INSTANCE_TYPE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new("^(?:[a-zA-Z0-9\\.\\*\\-]+)$").unwrap());
-static PATTERN_TAG_KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*))$").unwrap()
-});
-static PATTERN_TAG_VALUE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*))$").unwrap()
-});
+static PATTERN_TAG_KEY: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new("^(?:([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*))$").unwrap());
+static PATTERN_TAG_VALUE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new("^(?:([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*))$").unwrap());

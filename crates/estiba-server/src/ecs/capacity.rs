@@ -22,7 +22,9 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateCapacityProviderRequest) ->
     let out = s
         .transact(|st| {
             if capacity::is_fargate(&req.name) {
-                return Err(EcsError::invalid("The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'."));
+                return Err(EcsError::invalid(
+                    "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'.",
+                ));
             }
             let mut cp = capacity::create(&cx.scope, &req)?;
             let key = keys::capacity_provider(&cx.scope, &req.name);
@@ -45,9 +47,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateCapacityProviderRequest) ->
             Ok((txn, cp))
         })
         .await?;
-    Ok(json(&CreateCapacityProviderResponse {
-        capacity_provider: Some(out),
-    }))
+    Ok(json(&CreateCapacityProviderResponse { capacity_provider: Some(out) }))
 }
 
 pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) -> Result<Bytes> {
@@ -66,7 +66,9 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) ->
             let mut cp = d.value.clone();
             if let Some(u) = &req.auto_scaling_group_provider {
                 let asg = cp.auto_scaling_group_provider.as_mut().ok_or_else(|| {
-                    EcsError::invalid("autoScalingGroupProvider can only update a capacity provider that has an Auto Scaling group.")
+                    EcsError::invalid(
+                        "autoScalingGroupProvider can only update a capacity provider that has an Auto Scaling group.",
+                    )
                 })?;
                 if let Some(ms) = &u.managed_scaling {
                     asg.managed_scaling = Some(ms.clone());
@@ -84,9 +86,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) ->
             Ok((txn, cp))
         })
         .await?;
-    Ok(json(&UpdateCapacityProviderResponse {
-        capacity_provider: Some(out),
-    }))
+    Ok(json(&UpdateCapacityProviderResponse { capacity_provider: Some(out) }))
 }
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteCapacityProviderRequest) -> Result<Bytes> {
@@ -118,20 +118,11 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteCapacityProviderRequest) ->
             Ok((txn, cp))
         })
         .await?;
-    Ok(json(&DeleteCapacityProviderResponse {
-        capacity_provider: Some(out),
-    }))
+    Ok(json(&DeleteCapacityProviderResponse { capacity_provider: Some(out) }))
 }
 
-pub async fn describe(
-    s: &Server,
-    cx: &Ctx,
-    req: DescribeCapacityProvidersRequest,
-) -> Result<Bytes> {
-    let with_tags = req
-        .include
-        .as_ref()
-        .is_some_and(|i| i.contains(&CapacityProviderField::Tags));
+pub async fn describe(s: &Server, cx: &Ctx, req: DescribeCapacityProvidersRequest) -> Result<Bytes> {
+    let with_tags = req.include.as_ref().is_some_and(|i| i.contains(&CapacityProviderField::Tags));
     let st = s.view.read();
     let shown = |name: &str| -> Option<CapacityProvider> {
         if capacity::is_fargate(name) {
@@ -155,32 +146,21 @@ pub async fn describe(
                 let name = provider_name(id);
                 match shown(&name) {
                     Some(cp) => resp.capacity_providers.as_mut().unwrap().push(cp),
-                    None => resp
-                        .failures
-                        .as_mut()
-                        .unwrap()
-                        .push(super::missing(cx.scope.capacity_provider_arn(&name))),
+                    None => resp.failures.as_mut().unwrap().push(super::missing(cx.scope.capacity_provider_arn(&name))),
                 }
             }
         }
         None => {
             let limit = page::limit(req.max_results, 10, 10)?;
             let prefix = format!("{}capacity-providers/", keys::scope_prefix(&cx.scope));
-            let mut names: Vec<String> =
-                vec![capacity::FARGATE.into(), capacity::FARGATE_SPOT.into()];
+            let mut names: Vec<String> = vec![capacity::FARGATE.into(), capacity::FARGATE_SPOT.into()];
             names.extend(
                 State::range(&st.capacity_providers, &prefix)
                     .filter(|d| d.value.status == Some(CapacityProviderStatus::Active))
                     .filter_map(|d| d.value.name.clone()),
             );
             names.sort();
-            let p = page::paginate(
-                names,
-                |n| n.clone(),
-                req.next_token.as_deref(),
-                limit,
-                false,
-            )?;
+            let p = page::paginate(names, |n| n.clone(), req.next_token.as_deref(), limit, false)?;
             resp.capacity_providers = Some(p.items.iter().filter_map(|n| shown(n)).collect());
             resp.next_token = p.next_token;
         }

@@ -52,24 +52,16 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateClusterRequest) -> Result<B
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeClustersRequest) -> Result<Bytes> {
     let ids = req.clusters.unwrap_or_else(|| vec!["default".into()]);
     if ids.len() > 100 {
-        return Err(EcsError::invalid(
-            "At most 100 clusters can be described at once.",
-        ));
+        return Err(EcsError::invalid("At most 100 clusters can be described at once."));
     }
     let include = req.include.unwrap_or_default();
     let st = s.view.read();
-    let mut resp = DescribeClustersResponse {
-        clusters: Some(vec![]),
-        failures: Some(vec![]),
-    };
+    let mut resp = DescribeClustersResponse { clusters: Some(vec![]), failures: Some(vec![]) };
     for id in &ids {
         let name = match arn::cluster_name(Some(id)) {
             Ok(n) => n,
             Err(_) => {
-                resp.failures
-                    .as_mut()
-                    .unwrap()
-                    .push(super::missing(id.clone()));
+                resp.failures.as_mut().unwrap().push(super::missing(id.clone()));
                 continue;
             }
         };
@@ -81,11 +73,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeClustersRequest) -> Res
                 &include,
                 st.tags_of(&key),
             )),
-            None => resp
-                .failures
-                .as_mut()
-                .unwrap()
-                .push(super::missing(cx.scope.cluster_arn(&name))),
+            None => resp.failures.as_mut().unwrap().push(super::missing(cx.scope.cluster_arn(&name))),
         }
     }
     Ok(json(&resp))
@@ -95,24 +83,10 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListClustersRequest) -> Result<Byte
     let limit = page::limit(req.max_results, 100, 100)?;
     let st = s.view.read();
     let prefix = format!("{}clusters/", keys::scope_prefix(&cx.scope));
-    let active = State::range(&st.clusters, &prefix)
-        .filter(|d| d.value.status.as_deref() == Some(cluster::ACTIVE));
-    let p = page::paginate(
-        active,
-        |d| d.key.clone(),
-        req.next_token.as_deref(),
-        limit,
-        false,
-    )?;
-    Ok(json(&ListClustersResponse {
-        cluster_arns: Some(
-            p.items
-                .iter()
-                .filter_map(|d| d.value.cluster_arn.clone())
-                .collect(),
-        ),
-        next_token: p.next_token,
-    }))
+    let active = State::range(&st.clusters, &prefix).filter(|d| d.value.status.as_deref() == Some(cluster::ACTIVE));
+    let p = page::paginate(active, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    let arns = p.items.iter().filter_map(|d| d.value.cluster_arn.as_deref());
+    Ok(super::list_json("clusterArns", arns, p.next_token.as_deref()))
 }
 
 /// Read-modify-write of one ACTIVE cluster.
@@ -127,9 +101,7 @@ async fn modify(
         let key = keys::cluster(&cx.scope, &name);
         let mut c = d.value.clone();
         f(st, &mut c)?;
-        let txn = Txn::new()
-            .when(Compare::mod_revision(&key, d.rev))
-            .then(put(&key, &c));
+        let txn = Txn::new().when(Compare::mod_revision(&key, d.rev)).then(put(&key, &c));
         Ok((txn, full(st, &key, &c)))
     })
     .await
@@ -144,9 +116,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateClusterRequest) -> Result<B
             c.configuration = Some(conf.clone());
         }
         if let Some(d) = &req.service_connect_defaults {
-            c.service_connect_defaults = Some(ClusterServiceConnectDefaults {
-                namespace: Some(d.namespace.clone()),
-            });
+            c.service_connect_defaults = Some(ClusterServiceConnectDefaults { namespace: Some(d.namespace.clone()) });
         }
         Ok(())
     })
@@ -154,11 +124,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateClusterRequest) -> Result<B
     Ok(json(&UpdateClusterResponse { cluster: Some(c) }))
 }
 
-pub async fn update_settings(
-    s: &Server,
-    cx: &Ctx,
-    req: UpdateClusterSettingsRequest,
-) -> Result<Bytes> {
+pub async fn update_settings(s: &Server, cx: &Ctx, req: UpdateClusterSettingsRequest) -> Result<Bytes> {
     let c = modify(s, cx, &req.cluster, |_, c| {
         cluster::apply_settings(c.settings.get_or_insert_with(Vec::new), &req.settings)
     })
@@ -166,11 +132,7 @@ pub async fn update_settings(
     Ok(json(&UpdateClusterSettingsResponse { cluster: Some(c) }))
 }
 
-pub async fn put_capacity_providers(
-    s: &Server,
-    cx: &Ctx,
-    req: PutClusterCapacityProvidersRequest,
-) -> Result<Bytes> {
+pub async fn put_capacity_providers(s: &Server, cx: &Ctx, req: PutClusterCapacityProvidersRequest) -> Result<Bytes> {
     let c = modify(s, cx, &req.cluster, |st, c| {
         let name = c.cluster_name.clone().unwrap_or_default();
         let removed: Vec<&String> =
@@ -195,9 +157,7 @@ pub async fn put_capacity_providers(
         )
     })
     .await?;
-    Ok(json(&PutClusterCapacityProvidersResponse {
-        cluster: Some(c),
-    }))
+    Ok(json(&PutClusterCapacityProvidersResponse { cluster: Some(c) }))
 }
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteClusterRequest) -> Result<Bytes> {
@@ -212,13 +172,19 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteClusterRequest) -> Result<B
                     "The Cluster cannot be deleted while Container Instances are active or draining.",
                 ));
             }
-            if counts.active_ec2_services + counts.active_fargate_services + counts.draining_ec2_services + counts.draining_fargate_services > 0 {
+            if counts.active_ec2_services
+                + counts.active_fargate_services
+                + counts.draining_ec2_services
+                + counts.draining_fargate_services
+                > 0
+            {
                 return Err(EcsError::new(
                     ErrorCode::ClusterContainsServicesException,
                     "The Cluster cannot be deleted while Services are active.",
                 ));
             }
-            let live_task = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &name)).any(|t| task::last_status(&t.value) != task::Status::Stopped);
+            let live_task = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &name))
+                .any(|t| task::last_status(&t.value) != task::Status::Stopped);
             if live_task {
                 return Err(EcsError::new(
                     ErrorCode::ClusterContainsTasksException,

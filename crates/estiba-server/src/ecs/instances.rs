@@ -16,9 +16,7 @@ use crate::view::{Doc, State};
 use crate::{keys, RandomIds, Server};
 
 fn not_found(id: &str) -> EcsError {
-    EcsError::invalid(format!(
-        "The referenced container instance {id} was not found."
-    ))
+    EcsError::invalid(format!("The referenced container instance {id} was not found."))
 }
 
 fn instance_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
@@ -30,13 +28,7 @@ fn instance_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
 }
 
 /// An instance as Describe shows it: task counts and remaining resources filled in.
-fn shown(
-    st: &State,
-    cx: &Ctx,
-    cluster: &str,
-    d: &Doc<ContainerInstance>,
-    with_tags: bool,
-) -> ContainerInstance {
+fn shown(st: &State, cx: &Ctx, cluster: &str, d: &Doc<ContainerInstance>, with_tags: bool) -> ContainerInstance {
     let mut ci = d.value.clone();
     let arn = ci.container_instance_arn.clone().unwrap_or_default();
     let (mut running, mut pending) = (0, 0);
@@ -51,25 +43,14 @@ fn shown(
     }
     ci.running_tasks_count = running;
     ci.pending_tasks_count = pending;
-    if let Some(c) = candidates(st, &cx.scope, cluster)
-        .into_iter()
-        .find(|c| c.arn == arn)
-    {
-        ci.remaining_resources = Some(instance::remaining_resources(
-            c.left.cpu,
-            c.left.memory,
-            &c.left.ports,
-        ));
+    if let Some(c) = candidates(st, &cx.scope, cluster).into_iter().find(|c| c.arn == arn) {
+        ci.remaining_resources = Some(instance::remaining_resources(c.left.cpu, c.left.memory, &c.left.ports));
     }
     ci.tags = with_tags.then(|| st.tags_of(&d.key).unwrap_or_default().to_vec());
     ci
 }
 
-pub async fn register(
-    s: &Server,
-    cx: &Ctx,
-    req: RegisterContainerInstanceRequest,
-) -> Result<Bytes> {
+pub async fn register(s: &Server, cx: &Ctx, req: RegisterContainerInstanceRequest) -> Result<Bytes> {
     let mut ids = RandomIds;
     let out = s
         .transact(|st| {
@@ -84,14 +65,7 @@ pub async fn register(
                     Some(d.value.clone())
                 }
             };
-            let ci = instance::register(
-                &cx.scope,
-                &cluster,
-                &req,
-                existing.as_ref(),
-                &mut ids,
-                cx.now,
-            )?;
+            let ci = instance::register(&cx.scope, &cluster, &req, existing.as_ref(), &mut ids, cx.now)?;
             let key = keys::instance(&cx.scope, &cluster, instance::id_of(&ci));
             if existing.is_none() {
                 txn.compares.push(Compare::absent(&key));
@@ -106,25 +80,16 @@ pub async fn register(
             Ok((txn, out))
         })
         .await?;
-    Ok(json(&RegisterContainerInstanceResponse {
-        container_instance: Some(out),
-    }))
+    Ok(json(&RegisterContainerInstanceResponse { container_instance: Some(out) }))
 }
 
-pub async fn deregister(
-    s: &Server,
-    cx: &Ctx,
-    req: DeregisterContainerInstanceRequest,
-) -> Result<Bytes> {
+pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRequest) -> Result<Bytes> {
     let out = s
         .transact(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
             let key = instance_key(cx, &cluster, &req.container_instance)
                 .ok_or_else(|| not_found(&req.container_instance))?;
-            let d = st
-                .instances
-                .get(&key)
-                .ok_or_else(|| not_found(&req.container_instance))?;
+            let d = st.instances.get(&key).ok_or_else(|| not_found(&req.container_instance))?;
             if instance::status(&d.value) == "INACTIVE" {
                 return Err(not_found(&req.container_instance));
             }
@@ -162,48 +127,25 @@ pub async fn deregister(
             Ok((txn, ci))
         })
         .await?;
-    Ok(json(&DeregisterContainerInstanceResponse {
-        container_instance: Some(out),
-    }))
+    Ok(json(&DeregisterContainerInstanceResponse { container_instance: Some(out) }))
 }
 
-pub async fn describe(
-    s: &Server,
-    cx: &Ctx,
-    req: DescribeContainerInstancesRequest,
-) -> Result<Bytes> {
+pub async fn describe(s: &Server, cx: &Ctx, req: DescribeContainerInstancesRequest) -> Result<Bytes> {
     if req.container_instances.is_empty() || req.container_instances.len() > 100 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 100 container instances to describe.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 100 container instances to describe."));
     }
-    let with_tags = req
-        .include
-        .as_ref()
-        .is_some_and(|i| i.contains(&ContainerInstanceField::Tags));
+    let with_tags = req.include.as_ref().is_some_and(|i| i.contains(&ContainerInstanceField::Tags));
     let st = s.view.read();
     let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
-    let mut resp = DescribeContainerInstancesResponse {
-        container_instances: Some(vec![]),
-        failures: Some(vec![]),
-    };
+    let mut resp = DescribeContainerInstancesResponse { container_instances: Some(vec![]), failures: Some(vec![]) };
     for id in &req.container_instances {
         match instance_key(cx, &cluster, id).and_then(|k| st.instances.get(&k)) {
-            Some(d) => resp
-                .container_instances
-                .as_mut()
-                .unwrap()
-                .push(shown(&st, cx, &cluster, d, with_tags)),
-            None => {
-                resp.failures
-                    .as_mut()
-                    .unwrap()
-                    .push(super::missing(if id.starts_with("arn:") {
-                        id.clone()
-                    } else {
-                        cx.scope.container_instance_arn(&cluster, id)
-                    }))
-            }
+            Some(d) => resp.container_instances.as_mut().unwrap().push(shown(&st, cx, &cluster, d, with_tags)),
+            None => resp.failures.as_mut().unwrap().push(super::missing(if id.starts_with("arn:") {
+                id.clone()
+            } else {
+                cx.scope.container_instance_arn(&cluster, id)
+            })),
         }
     }
     Ok(json(&resp))
@@ -215,73 +157,39 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListContainerInstancesRequest) -> R
     let st = s.view.read();
     let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
     let cands = candidates(&st, &cx.scope, &cluster);
-    let matches =
-        State::range(&st.instances, &keys::instances_of(&cx.scope, &cluster)).filter(|d| {
-            let status = instance::status(&d.value);
-            let status_ok = match req.status {
-                Some(want) => status == want.as_str(),
-                None => status != "INACTIVE",
-            };
-            status_ok
-                && filter.as_ref().is_none_or(|e| {
-                    let arn = d.value.container_instance_arn.as_deref().unwrap_or("");
-                    match cands.iter().find(|c| c.arn == arn) {
-                        Some(c) => query::eval(e, &c.target),
-                        None => query::eval(
-                            e,
-                            &Queried {
-                                ci: &d.value,
-                                running_tasks: 0,
-                                groups: vec![],
-                            },
-                        ),
-                    }
-                })
-        });
-    let p = page::paginate(
-        matches,
-        |d| d.key.clone(),
-        req.next_token.as_deref(),
-        limit,
-        false,
-    )?;
-    Ok(json(&ListContainerInstancesResponse {
-        container_instance_arns: Some(
-            p.items
-                .iter()
-                .filter_map(|d| d.value.container_instance_arn.clone())
-                .collect(),
-        ),
-        next_token: p.next_token,
-    }))
+    let matches = State::range(&st.instances, &keys::instances_of(&cx.scope, &cluster)).filter(|d| {
+        let status = instance::status(&d.value);
+        let status_ok = match req.status {
+            Some(want) => status == want.as_str(),
+            None => status != "INACTIVE",
+        };
+        status_ok
+            && filter.as_ref().is_none_or(|e| {
+                let arn = d.value.container_instance_arn.as_deref().unwrap_or("");
+                match cands.iter().find(|c| c.arn == arn) {
+                    Some(c) => query::eval(e, &c.target),
+                    None => query::eval(e, &Queried { ci: &d.value, running_tasks: 0, groups: vec![] }),
+                }
+            })
+    });
+    let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    let arns = p.items.iter().filter_map(|d| d.value.container_instance_arn.as_deref());
+    Ok(super::list_json("containerInstanceArns", arns, p.next_token.as_deref()))
 }
 
-pub async fn update_state(
-    s: &Server,
-    cx: &Ctx,
-    req: UpdateContainerInstancesStateRequest,
-) -> Result<Bytes> {
-    if !matches!(
-        req.status,
-        ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining
-    ) {
-        return Err(EcsError::invalid(
-            "Container instances can only be set to ACTIVE or DRAINING.",
-        ));
+pub async fn update_state(s: &Server, cx: &Ctx, req: UpdateContainerInstancesStateRequest) -> Result<Bytes> {
+    if !matches!(req.status, ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining) {
+        return Err(EcsError::invalid("Container instances can only be set to ACTIVE or DRAINING."));
     }
     if req.container_instances.is_empty() || req.container_instances.len() > 10 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 10 container instances.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 10 container instances."));
     }
     let resp = s
         .transact(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
             let mut txn = Txn::new();
-            let mut resp = UpdateContainerInstancesStateResponse {
-                container_instances: Some(vec![]),
-                failures: Some(vec![]),
-            };
+            let mut resp =
+                UpdateContainerInstancesStateResponse { container_instances: Some(vec![]), failures: Some(vec![]) };
             for id in &req.container_instances {
                 let found = instance_key(cx, &cluster, id).and_then(|k| st.instances.get(&k));
                 match found {
@@ -293,24 +201,14 @@ pub async fn update_state(
                             txn.compares.push(Compare::mod_revision(&d.key, d.rev));
                             txn.ops.push(put(&d.key, &ci));
                         }
-                        let doc = Doc {
-                            key: d.key.clone(),
-                            rev: d.rev,
-                            raw: Bytes::new(),
-                            value: ci,
-                        };
-                        resp.container_instances
-                            .as_mut()
-                            .unwrap()
-                            .push(shown(st, cx, &cluster, &doc, false));
+                        let doc = Doc { key: d.key.clone(), rev: d.rev, raw: Bytes::new(), value: ci };
+                        resp.container_instances.as_mut().unwrap().push(shown(st, cx, &cluster, &doc, false));
                     }
-                    _ => resp.failures.as_mut().unwrap().push(super::missing(
-                        if id.starts_with("arn:") {
-                            id.clone()
-                        } else {
-                            cx.scope.container_instance_arn(&cluster, id)
-                        },
-                    )),
+                    _ => resp.failures.as_mut().unwrap().push(super::missing(if id.starts_with("arn:") {
+                        id.clone()
+                    } else {
+                        cx.scope.container_instance_arn(&cluster, id)
+                    })),
                 }
             }
             Ok((txn, resp))
@@ -329,8 +227,7 @@ fn by_target<'a>(
     if attrs.is_empty() || attrs.len() > 10 {
         return Err(EcsError::invalid("Specify between 1 and 10 attributes."));
     }
-    let mut out: BTreeMap<String, (&std::sync::Arc<Doc<ContainerInstance>>, Vec<Attribute>)> =
-        BTreeMap::new();
+    let mut out: BTreeMap<String, (&std::sync::Arc<Doc<ContainerInstance>>, Vec<Attribute>)> = BTreeMap::new();
     for a in attrs {
         let Some(target) = a.target_id.as_deref() else {
             return Err(EcsError::invalid(format!(
@@ -338,18 +235,13 @@ fn by_target<'a>(
                 a.name
             )));
         };
-        let d = instance_key(cx, cluster, target)
-            .and_then(|k| st.instances.get(&k))
-            .ok_or_else(|| {
-                EcsError::new(
-                    ErrorCode::TargetNotFoundException,
-                    format!("Could not find the target {target} in cluster {cluster}."),
-                )
-            })?;
-        out.entry(d.key.clone())
-            .or_insert((d, vec![]))
-            .1
-            .push(a.clone());
+        let d = instance_key(cx, cluster, target).and_then(|k| st.instances.get(&k)).ok_or_else(|| {
+            EcsError::new(
+                ErrorCode::TargetNotFoundException,
+                format!("Could not find the target {target} in cluster {cluster}."),
+            )
+        })?;
+        out.entry(d.key.clone()).or_insert((d, vec![])).1.push(a.clone());
     }
     Ok(out)
 }
@@ -371,16 +263,10 @@ pub async fn put_attributes(s: &Server, cx: &Ctx, req: PutAttributesRequest) -> 
             Ok((txn, req.attributes.clone()))
         })
         .await?;
-    Ok(json(&PutAttributesResponse {
-        attributes: Some(attrs),
-    }))
+    Ok(json(&PutAttributesResponse { attributes: Some(attrs) }))
 }
 
-pub async fn delete_attributes(
-    s: &Server,
-    cx: &Ctx,
-    req: DeleteAttributesRequest,
-) -> Result<Bytes> {
+pub async fn delete_attributes(s: &Server, cx: &Ctx, req: DeleteAttributesRequest) -> Result<Bytes> {
     let attrs = s
         .transact(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
@@ -394,17 +280,13 @@ pub async fn delete_attributes(
             Ok((txn, req.attributes.clone()))
         })
         .await?;
-    Ok(json(&DeleteAttributesResponse {
-        attributes: Some(attrs),
-    }))
+    Ok(json(&DeleteAttributesResponse { attributes: Some(attrs) }))
 }
 
 pub async fn list_attributes(s: &Server, cx: &Ctx, req: ListAttributesRequest) -> Result<Bytes> {
     let limit = page::limit(req.max_results, 100, 100)?;
     if req.attribute_value.is_some() && req.attribute_name.is_none() {
-        return Err(EcsError::invalid(
-            "attributeValue can only be used together with attributeName.",
-        ));
+        return Err(EcsError::invalid("attributeValue can only be used together with attributeName."));
     }
     let st = s.view.read();
     let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
@@ -415,10 +297,7 @@ pub async fn list_attributes(s: &Server, cx: &Ctx, req: ListAttributesRequest) -
         }
         for a in d.value.attributes.iter().flatten() {
             if req.attribute_name.as_ref().is_some_and(|n| n != &a.name)
-                || req
-                    .attribute_value
-                    .as_ref()
-                    .is_some_and(|v| Some(v) != a.value.as_ref())
+                || req.attribute_value.as_ref().is_some_and(|v| Some(v) != a.value.as_ref())
             {
                 continue;
             }
@@ -438,8 +317,5 @@ pub async fn list_attributes(s: &Server, cx: &Ctx, req: ListAttributesRequest) -
         limit,
         false,
     )?;
-    Ok(json(&ListAttributesResponse {
-        attributes: Some(p.items),
-        next_token: p.next_token,
-    }))
+    Ok(json(&ListAttributesResponse { attributes: Some(p.items), next_token: p.next_token }))
 }

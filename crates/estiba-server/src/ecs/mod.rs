@@ -8,9 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estiba_api::ecs::{
-    Cluster, CreateClusterRequest, Operation, TaskDefinition, TaskDefinitionStatus,
-};
+use estiba_api::ecs::{Cluster, CreateClusterRequest, Operation, TaskDefinition, TaskDefinitionStatus};
 use estiba_api::{DecodeError, Validate};
 use estiba_core::arn::{self, TaskDefRef};
 use estiba_core::{cluster, EcsError, Scope};
@@ -50,19 +48,8 @@ pub(crate) fn place_service_tasks(
     strategies: &[estiba_api::ecs::PlacementStrategy],
     ids: &mut dyn estiba_core::Ids,
 ) -> Result<(Vec<estiba_api::ecs::Task>, Vec<estiba_api::ecs::Failure>)> {
-    tasks::place_tasks(
-        st,
-        cx,
-        cluster,
-        td,
-        launches,
-        fixed_instances,
-        proto,
-        constraints,
-        strategies,
-        ids,
-    )
-    .map(|p| (p.tasks, p.failures))
+    tasks::place_tasks(st, cx, cluster, td, launches, fixed_instances, proto, constraints, strategies, ids)
+        .map(|p| (p.tasks, p.failures))
 }
 
 /// Who is calling and when.
@@ -146,6 +133,28 @@ pub fn json<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(v).expect("wire types always serialize"))
 }
 
+/// A List* response `{"<field>":["...",...],"nextToken":"..."}`, written from borrowed
+/// strings (the hot List calls would otherwise copy every ARN once more).
+pub fn list_json<'a>(field: &str, items: impl IntoIterator<Item = &'a str>, next_token: Option<&str>) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":[");
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, s).expect("writing to a Vec");
+    }
+    out.push(b']');
+    if let Some(t) = next_token {
+        out.extend_from_slice(b",\"nextToken\":");
+        serde_json::to_writer(&mut out, t).expect("writing to a Vec");
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 pub fn put<T: Serialize>(key: impl Into<String>, v: &T) -> Op {
     Op::put(key, json(v))
 }
@@ -160,11 +169,7 @@ pub fn put_tags(resource_key: &str, tags: &[estiba_api::ecs::Tag]) -> Op {
 }
 
 /// Resolves a cluster reference to an ACTIVE cluster, or ClusterNotFoundException.
-pub fn active_cluster<'a>(
-    st: &'a State,
-    cx: &Ctx,
-    id: Option<&str>,
-) -> Result<(String, &'a Arc<Doc<Cluster>>)> {
+pub fn active_cluster<'a>(st: &'a State, cx: &Ctx, id: Option<&str>) -> Result<(String, &'a Arc<Doc<Cluster>>)> {
     let name = arn::cluster_name(id)?;
     match st.clusters.get(&keys::cluster(&cx.scope, &name)) {
         Some(d) if d.value.status.as_deref() == Some(cluster::ACTIVE) => Ok((name, d)),
@@ -174,12 +179,7 @@ pub fn active_cluster<'a>(
 
 /// Like [`active_cluster`], but creates the `default` cluster on first use, as ECS does for
 /// calls that need a cluster. The returned compare guards against the cluster changing.
-pub fn cluster_for_write(
-    st: &State,
-    cx: &Ctx,
-    id: Option<&str>,
-    txn: &mut Txn,
-) -> Result<(String, Cluster)> {
+pub fn cluster_for_write(st: &State, cx: &Ctx, id: Option<&str>, txn: &mut Txn) -> Result<(String, Cluster)> {
     let name = arn::cluster_name(id)?;
     let key = keys::cluster(&cx.scope, &name);
     match st.clusters.get(&key) {
@@ -199,11 +199,7 @@ pub fn cluster_for_write(
 
 /// Resolves `family`, `family:revision` or a task definition ARN. A bare family means its
 /// latest ACTIVE revision.
-pub fn find_taskdef<'a>(
-    st: &'a State,
-    cx: &Ctx,
-    reference: &str,
-) -> Option<&'a Arc<Doc<TaskDefinition>>> {
+pub fn find_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Option<&'a Arc<Doc<TaskDefinition>>> {
     let r = TaskDefRef::parse(reference)?;
     if reference.starts_with("arn:") {
         let a = arn::Arn::parse(reference)?;
@@ -220,11 +216,7 @@ pub fn find_taskdef<'a>(
 }
 
 /// A task definition new tasks may use: it exists and is ACTIVE.
-pub fn runnable_taskdef<'a>(
-    st: &'a State,
-    cx: &Ctx,
-    reference: &str,
-) -> Result<&'a Arc<Doc<TaskDefinition>>> {
+pub fn runnable_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Result<&'a Arc<Doc<TaskDefinition>>> {
     match find_taskdef(st, cx, reference) {
         Some(d) if d.value.status == Some(TaskDefinitionStatus::Active) => Ok(d),
         Some(_) => Err(EcsError::client(format!(
@@ -242,9 +234,5 @@ pub fn has_instances(st: &State, cx: &Ctx, cluster: &str) -> bool {
 
 /// Failures for describe calls: unknown ids are reported, not raised.
 pub fn missing(arn: String) -> estiba_api::ecs::Failure {
-    estiba_api::ecs::Failure {
-        arn: Some(arn),
-        reason: Some("MISSING".into()),
-        detail: None,
-    }
+    estiba_api::ecs::Failure { arn: Some(arn), reason: Some("MISSING".into()), detail: None }
 }

@@ -10,8 +10,7 @@ use estiba_core::{arn, capacity, page, taskdef, EcsError, Scope};
 use estiba_store::{Compare, Txn};
 
 use super::{
-    active_cluster, cluster_for_write, find_taskdef, has_instances, json, put, put_tags,
-    runnable_taskdef, Ctx, Result,
+    active_cluster, cluster_for_write, find_taskdef, has_instances, json, put, put_tags, runnable_taskdef, Ctx, Result,
 };
 use crate::view::{Doc, State};
 use crate::{keys, RandomIds, Server};
@@ -34,34 +33,15 @@ fn service_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
 }
 
 fn cluster_ref(cluster: Option<&str>, service: &str) -> Option<String> {
-    cluster
-        .map(str::to_owned)
-        .or_else(|| arn::member_id("service", service).and_then(|(c, _)| c.map(str::to_owned)))
+    cluster.map(str::to_owned).or_else(|| arn::member_id("service", service).and_then(|(c, _)| c.map(str::to_owned)))
 }
 
 /// Writes a new deployment's revision and record.
-fn write_deployment(
-    txn: &mut Txn,
-    scope: &Scope,
-    cluster: &str,
-    service: &str,
-    nd: &NewDeployment,
-) {
+fn write_deployment(txn: &mut Txn, scope: &Scope, cluster: &str, service: &str, nd: &NewDeployment) {
     let n = svc_rules::deployment_number(nd.deployment.id.as_deref().unwrap_or(""));
-    let rec_id = nd
-        .record
-        .service_deployment_arn
-        .as_deref()
-        .and_then(|a| a.rsplit('/').next())
-        .unwrap_or("");
-    txn.ops.push(put(
-        keys::service_revision(scope, cluster, service, n),
-        &nd.revision,
-    ));
-    txn.ops.push(put(
-        keys::service_deployment(scope, cluster, service, rec_id),
-        &nd.record,
-    ));
+    let rec_id = nd.record.service_deployment_arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("");
+    txn.ops.push(put(keys::service_revision(scope, cluster, service, n), &nd.revision));
+    txn.ops.push(put(keys::service_deployment(scope, cluster, service, rec_id), &nd.record));
 }
 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<Bytes> {
@@ -80,7 +60,9 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 None => txn.compares.push(Compare::absent(&key)),
             }
             let Some(td_ref) = req.task_definition.as_deref() else {
-                return Err(EcsError::invalid("A task definition must be specified for a service that uses the ECS deployment controller."));
+                return Err(EcsError::invalid(
+                    "A task definition must be specified for a service that uses the ECS deployment controller.",
+                ));
             };
             let td = runnable_taskdef(st, cx, td_ref)?;
             let plan = capacity::resolve_launch(
@@ -126,12 +108,8 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
     let out = s
         .transact(|st| {
             let (cluster, c) = active_cluster(st, cx, cref.as_deref())?;
-            let key =
-                service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
-            let d = st
-                .services
-                .get(&key)
-                .ok_or_else(EcsError::service_not_found)?;
+            let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
+            let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
             let mut svc = d.value.clone();
             let mut txn = Txn::new().when(Compare::mod_revision(&key, d.rev));
             let td = match req.task_definition.as_deref() {
@@ -143,18 +121,9 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 None => find_taskdef(st, cx, svc.task_definition.as_deref().unwrap_or(""))
                     .ok_or_else(EcsError::task_definition_not_found)?,
             };
-            let launch_type = match req
-                .capacity_provider_strategy
-                .as_deref()
-                .filter(|s| !s.is_empty())
-            {
-                Some(strategy) => {
-                    capacity::resolve_launch(None, Some(strategy), &c.value, true, true)?
-                        .launch_type()
-                }
-                None if svc.capacity_provider_strategy.is_some()
-                    && req.capacity_provider_strategy.is_some() =>
-                {
+            let launch_type = match req.capacity_provider_strategy.as_deref().filter(|s| !s.is_empty()) {
+                Some(strategy) => capacity::resolve_launch(None, Some(strategy), &c.value, true, true)?.launch_type(),
+                None if svc.capacity_provider_strategy.is_some() && req.capacity_provider_strategy.is_some() => {
                     // An empty strategy switches back to the cluster default / launch type.
                     capacity::resolve_launch(
                         None,
@@ -179,41 +148,28 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 &mut svc,
                 &req,
                 &td.value,
-                Launch {
-                    launch_type,
-                    capacity_provider: None,
-                },
+                Launch { launch_type, capacity_provider: None },
                 &mut ids,
                 cx.now,
             )?;
             if let Some(mut nd) = updated.deployment {
                 let scc = req.service_connect_configuration.clone().or_else(|| {
-                    d.value
-                        .deployments
-                        .iter()
-                        .flatten()
-                        .next()
-                        .and_then(|d| d.service_connect_configuration.clone())
+                    d.value.deployments.iter().flatten().next().and_then(|d| d.service_connect_configuration.clone())
                 });
                 nd.deployment.service_connect_configuration = scc.clone();
                 if let Some(p) = svc_rules::primary_mut(&mut svc) {
                     p.service_connect_configuration = scc;
                 }
                 // A deployment that was still rolling out is superseded.
-                let prefix =
-                    keys::service_deployments_of(&cx.scope, &cluster, svc_rules::name(&svc));
+                let prefix = keys::service_deployments_of(&cx.scope, &cluster, svc_rules::name(&svc));
                 for rec in State::range(&st.service_deployments, &prefix) {
                     if matches!(
                         rec.value.status,
-                        Some(
-                            ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress
-                        )
+                        Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)
                     ) {
                         let mut r = rec.value.clone();
                         r.status = Some(ServiceDeploymentStatus::Stopped);
-                        r.status_reason = Some(
-                            "The deployment was stopped because a newer deployment started.".into(),
-                        );
+                        r.status_reason = Some("The deployment was stopped because a newer deployment started.".into());
                         r.stopped_at = Some(cx.now);
                         r.finished_at = Some(cx.now);
                         r.updated_at = Some(cx.now);
@@ -225,12 +181,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 write_deployment(&mut txn, &cx.scope, &cluster, svc_rules::name(&svc), &nd);
             }
             txn.ops.push(put(&key, &svc));
-            let doc = Doc {
-                key: key.clone(),
-                rev: 0,
-                raw: Bytes::new(),
-                value: svc,
-            };
+            let doc = Doc { key: key.clone(), rev: 0, raw: Bytes::new(), value: svc };
             Ok((txn, shown(st, &doc, false)))
         })
         .await?;
@@ -242,23 +193,12 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteServiceRequest) -> Result<B
     let out = s
         .transact(|st| {
             let (cluster, _) = active_cluster(st, cx, cref.as_deref())?;
-            let key =
-                service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
-            let d = st
-                .services
-                .get(&key)
-                .ok_or_else(EcsError::service_not_found)?;
+            let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
+            let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
             let mut svc = d.value.clone();
             svc_rules::delete(&mut svc, req.force.unwrap_or(false), cx.now)?;
-            let txn = Txn::new()
-                .when(Compare::mod_revision(&key, d.rev))
-                .then(put(&key, &svc));
-            let doc = Doc {
-                key: key.clone(),
-                rev: 0,
-                raw: Bytes::new(),
-                value: svc,
-            };
+            let txn = Txn::new().when(Compare::mod_revision(&key, d.rev)).then(put(&key, &svc));
+            let doc = Doc { key: key.clone(), rev: 0, raw: Bytes::new(), value: svc };
             Ok((txn, shown(st, &doc, false)))
         })
         .await?;
@@ -267,44 +207,24 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteServiceRequest) -> Result<B
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeServicesRequest) -> Result<Bytes> {
     if req.services.is_empty() || req.services.len() > 10 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 10 services to describe.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 10 services to describe."));
     }
-    let with_tags = req
-        .include
-        .as_ref()
-        .is_some_and(|i| i.contains(&ServiceField::Tags));
+    let with_tags = req.include.as_ref().is_some_and(|i| i.contains(&ServiceField::Tags));
     let cref = cluster_ref(req.cluster.as_deref(), &req.services[0]);
     let st = s.view.read();
     let cluster = arn::cluster_name(cref.as_deref())?;
-    if !st
-        .clusters
-        .contains_key(&keys::cluster(&cx.scope, &cluster))
-    {
+    if !st.clusters.contains_key(&keys::cluster(&cx.scope, &cluster)) {
         return Err(EcsError::cluster_not_found());
     }
-    let mut resp = DescribeServicesResponse {
-        services: Some(vec![]),
-        failures: Some(vec![]),
-    };
+    let mut resp = DescribeServicesResponse { services: Some(vec![]), failures: Some(vec![]) };
     for id in &req.services {
         match service_key(cx, &cluster, id).and_then(|k| st.services.get(&k)) {
-            Some(d) => resp
-                .services
-                .as_mut()
-                .unwrap()
-                .push(shown(&st, d, with_tags)),
-            None => {
-                resp.failures
-                    .as_mut()
-                    .unwrap()
-                    .push(super::missing(if id.starts_with("arn:") {
-                        id.clone()
-                    } else {
-                        cx.scope.service_arn(&cluster, id)
-                    }))
-            }
+            Some(d) => resp.services.as_mut().unwrap().push(shown(&st, d, with_tags)),
+            None => resp.failures.as_mut().unwrap().push(super::missing(if id.starts_with("arn:") {
+                id.clone()
+            } else {
+                cx.scope.service_arn(&cluster, id)
+            })),
         }
     }
     Ok(json(&resp))
@@ -316,36 +236,15 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListServicesRequest) -> Result<Byte
     let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
     let matches = State::range(&st.services, &keys::services_of(&cx.scope, &cluster)).filter(|d| {
         svc_rules::status(&d.value) == svc_rules::ACTIVE
-            && req
-                .launch_type
-                .is_none_or(|l| d.value.launch_type == Some(l))
-            && req
-                .scheduling_strategy
-                .is_none_or(|s| d.value.scheduling_strategy == Some(s))
+            && req.launch_type.is_none_or(|l| d.value.launch_type == Some(l))
+            && req.scheduling_strategy.is_none_or(|s| d.value.scheduling_strategy == Some(s))
     });
-    let p = page::paginate(
-        matches,
-        |d| d.key.clone(),
-        req.next_token.as_deref(),
-        limit,
-        false,
-    )?;
-    Ok(json(&ListServicesResponse {
-        service_arns: Some(
-            p.items
-                .iter()
-                .filter_map(|d| d.value.service_arn.clone())
-                .collect(),
-        ),
-        next_token: p.next_token,
-    }))
+    let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    let arns = p.items.iter().filter_map(|d| d.value.service_arn.as_deref());
+    Ok(super::list_json("serviceArns", arns, p.next_token.as_deref()))
 }
 
-pub async fn list_by_namespace(
-    s: &Server,
-    cx: &Ctx,
-    req: ListServicesByNamespaceRequest,
-) -> Result<Bytes> {
+pub async fn list_by_namespace(s: &Server, cx: &Ctx, req: ListServicesByNamespaceRequest) -> Result<Bytes> {
     let limit = page::limit(req.max_results, 10, 100)?;
     let st = s.view.read();
     let ns = &req.namespace;
@@ -358,22 +257,9 @@ pub async fn list_by_namespace(
                 .and_then(|c| c.namespace.as_deref())
                 .is_some_and(|n| n == ns || n == ns_name)
     });
-    let p = page::paginate(
-        matches,
-        |d| d.key.clone(),
-        req.next_token.as_deref(),
-        limit,
-        false,
-    )?;
-    Ok(json(&ListServicesByNamespaceResponse {
-        service_arns: Some(
-            p.items
-                .iter()
-                .filter_map(|d| d.value.service_arn.clone())
-                .collect(),
-        ),
-        next_token: p.next_token,
-    }))
+    let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    let arns = p.items.iter().filter_map(|d| d.value.service_arn.as_deref());
+    Ok(super::list_json("serviceArns", arns, p.next_token.as_deref()))
 }
 
 /// A service deployment record with live task counts.
@@ -381,11 +267,7 @@ fn record_with_counts(st: &State, d: &Doc<ServiceDeployment>) -> ServiceDeployme
     let cluster_key = keys::cluster_of(&d.key).unwrap_or_default();
     let mut r = d.value.clone();
     let fill = |s: &mut ServiceRevisionSummary| {
-        let n = s
-            .arn
-            .as_deref()
-            .and_then(|a| a.rsplit('/').next())
-            .unwrap_or("");
+        let n = s.arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("");
         let c = st.deployment_counts(&cluster_key, &format!("ecs-svc/{n}"));
         s.running_task_count = c.running;
         s.pending_task_count = c.pending;
@@ -399,50 +281,28 @@ fn record_with_counts(st: &State, d: &Doc<ServiceDeployment>) -> ServiceDeployme
     r
 }
 
-pub async fn list_deployments(
-    s: &Server,
-    cx: &Ctx,
-    req: ListServiceDeploymentsRequest,
-) -> Result<Bytes> {
+pub async fn list_deployments(s: &Server, cx: &Ctx, req: ListServiceDeploymentsRequest) -> Result<Bytes> {
     let limit = page::limit(req.max_results, 20, 100)?;
     let cref = cluster_ref(req.cluster.as_deref(), &req.service);
     let st = s.view.read();
     let cluster = arn::cluster_name(cref.as_deref())?;
-    if !st
-        .clusters
-        .contains_key(&keys::cluster(&cx.scope, &cluster))
-    {
+    if !st.clusters.contains_key(&keys::cluster(&cx.scope, &cluster)) {
         return Err(EcsError::cluster_not_found());
     }
     let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
-    let svc = st
-        .services
-        .get(&key)
-        .ok_or_else(EcsError::service_not_found)?;
+    let svc = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
     let mut recs: Vec<&std::sync::Arc<Doc<ServiceDeployment>>> = State::range(
         &st.service_deployments,
         &keys::service_deployments_of(&cx.scope, &cluster, svc_rules::name(&svc.value)),
     )
-    .filter(|d| {
-        req.status
-            .as_ref()
-            .is_none_or(|s| d.value.status.is_some_and(|x| s.contains(&x)))
-    })
+    .filter(|d| req.status.as_ref().is_none_or(|s| d.value.status.is_some_and(|x| s.contains(&x))))
     .filter(|d| {
         let at = d.value.created_at.unwrap_or(0.0);
-        req.created_at
-            .as_ref()
-            .is_none_or(|c| c.after.is_none_or(|a| at >= a) && c.before.is_none_or(|b| at <= b))
+        req.created_at.as_ref().is_none_or(|c| c.after.is_none_or(|a| at >= a) && c.before.is_none_or(|b| at <= b))
     })
     .collect();
     // Newest first.
-    recs.sort_by(|a, b| {
-        b.value
-            .created_at
-            .partial_cmp(&a.value.created_at)
-            .unwrap()
-            .then(b.key.cmp(&a.key))
-    });
+    recs.sort_by(|a, b| b.value.created_at.partial_cmp(&a.value.created_at).unwrap().then(b.key.cmp(&a.key)));
     let p = page::paginate(
         recs,
         |d| format!("{:020.3}\t{}", d.value.created_at.unwrap_or(0.0), d.key),
@@ -460,19 +320,12 @@ pub async fn list_deployments(
             started_at: d.value.started_at,
             created_at: d.value.created_at,
             finished_at: d.value.finished_at,
-            target_service_revision_arn: d
-                .value
-                .target_service_revision
-                .as_ref()
-                .and_then(|t| t.arn.clone()),
+            target_service_revision_arn: d.value.target_service_revision.as_ref().and_then(|t| t.arn.clone()),
             status: d.value.status,
             status_reason: d.value.status_reason.clone(),
         })
         .collect();
-    Ok(json(&ListServiceDeploymentsResponse {
-        service_deployments: Some(briefs),
-        next_token: p.next_token,
-    }))
+    Ok(json(&ListServiceDeploymentsResponse { service_deployments: Some(briefs), next_token: p.next_token }))
 }
 
 /// Parses `arn:aws:ecs:r:a:<kind>/<cluster>/<service>/<id>` into its key.
@@ -489,78 +342,38 @@ fn record_key(cx: &Ctx, kind: &str, a: &str) -> Option<String> {
     })
 }
 
-pub async fn describe_deployments(
-    s: &Server,
-    cx: &Ctx,
-    req: DescribeServiceDeploymentsRequest,
-) -> Result<Bytes> {
+pub async fn describe_deployments(s: &Server, cx: &Ctx, req: DescribeServiceDeploymentsRequest) -> Result<Bytes> {
     if req.service_deployment_arns.is_empty() || req.service_deployment_arns.len() > 20 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 20 service deployment ARNs.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 20 service deployment ARNs."));
     }
     let st = s.view.read();
-    let mut resp = DescribeServiceDeploymentsResponse {
-        service_deployments: Some(vec![]),
-        failures: Some(vec![]),
-    };
+    let mut resp = DescribeServiceDeploymentsResponse { service_deployments: Some(vec![]), failures: Some(vec![]) };
     for a in &req.service_deployment_arns {
         match record_key(cx, "service-deployment", a).and_then(|k| st.service_deployments.get(&k)) {
-            Some(d) => resp
-                .service_deployments
-                .as_mut()
-                .unwrap()
-                .push(record_with_counts(&st, d)),
-            None => resp
-                .failures
-                .as_mut()
-                .unwrap()
-                .push(super::missing(a.clone())),
+            Some(d) => resp.service_deployments.as_mut().unwrap().push(record_with_counts(&st, d)),
+            None => resp.failures.as_mut().unwrap().push(super::missing(a.clone())),
         }
     }
     Ok(json(&resp))
 }
 
-pub async fn describe_revisions(
-    s: &Server,
-    cx: &Ctx,
-    req: DescribeServiceRevisionsRequest,
-) -> Result<Bytes> {
+pub async fn describe_revisions(s: &Server, cx: &Ctx, req: DescribeServiceRevisionsRequest) -> Result<Bytes> {
     if req.service_revision_arns.is_empty() || req.service_revision_arns.len() > 20 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 20 service revision ARNs.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 20 service revision ARNs."));
     }
     let st = s.view.read();
-    let mut resp = DescribeServiceRevisionsResponse {
-        service_revisions: Some(vec![]),
-        failures: Some(vec![]),
-    };
+    let mut resp = DescribeServiceRevisionsResponse { service_revisions: Some(vec![]), failures: Some(vec![]) };
     for a in &req.service_revision_arns {
         match record_key(cx, "service-revision", a).and_then(|k| st.service_revisions.get(&k)) {
-            Some(d) => resp
-                .service_revisions
-                .as_mut()
-                .unwrap()
-                .push(d.value.clone()),
-            None => resp
-                .failures
-                .as_mut()
-                .unwrap()
-                .push(super::missing(a.clone())),
+            Some(d) => resp.service_revisions.as_mut().unwrap().push(d.value.clone()),
+            None => resp.failures.as_mut().unwrap().push(super::missing(a.clone())),
         }
     }
     Ok(json(&resp))
 }
 
-pub async fn stop_deployment(
-    s: &Server,
-    cx: &Ctx,
-    req: StopServiceDeploymentRequest,
-) -> Result<Bytes> {
-    let stop_type = req
-        .stop_type
-        .unwrap_or(StopServiceDeploymentStopType::Rollback);
+pub async fn stop_deployment(s: &Server, cx: &Ctx, req: StopServiceDeploymentRequest) -> Result<Bytes> {
+    let stop_type = req.stop_type.unwrap_or(StopServiceDeploymentStopType::Rollback);
     let arn_out = s
         .transact(|st| {
             let not_found = || {
@@ -593,7 +406,5 @@ pub async fn stop_deployment(
             Ok((txn, r.service_deployment_arn.clone()))
         })
         .await?;
-    Ok(json(&StopServiceDeploymentResponse {
-        service_deployment_arn: arn_out,
-    }))
+    Ok(json(&StopServiceDeploymentResponse { service_deployment_arn: arn_out }))
 }

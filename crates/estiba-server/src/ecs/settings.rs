@@ -37,29 +37,20 @@ async fn put_setting(
         r#type: Some(SettingType::User),
     };
     let key = keys::setting(&cx.scope, &who, name.as_str());
-    s.transact(|_| Ok((Txn::new().then(put(&key, &setting)), ())))
-        .await?;
+    s.transact(|_| Ok((Txn::new().then(put(&key, &setting)), ()))).await?;
     Ok(setting)
 }
 
 pub async fn put_setting_for(s: &Server, cx: &Ctx, req: PutAccountSettingRequest) -> Result<Bytes> {
     let who = principal(cx, req.principal_arn.as_deref())?;
     let setting = put_setting(s, cx, req.name, &req.value, who, false).await?;
-    Ok(json(&PutAccountSettingResponse {
-        setting: Some(setting),
-    }))
+    Ok(json(&PutAccountSettingResponse { setting: Some(setting) }))
 }
 
-pub async fn put_default(
-    s: &Server,
-    cx: &Ctx,
-    req: PutAccountSettingDefaultRequest,
-) -> Result<Bytes> {
+pub async fn put_default(s: &Server, cx: &Ctx, req: PutAccountSettingDefaultRequest) -> Result<Bytes> {
     let who = cx.scope.root_arn();
     let setting = put_setting(s, cx, req.name, &req.value, who, true).await?;
-    Ok(json(&PutAccountSettingDefaultResponse {
-        setting: Some(setting),
-    }))
+    Ok(json(&PutAccountSettingDefaultResponse { setting: Some(setting) }))
 }
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteAccountSettingRequest) -> Result<Bytes> {
@@ -68,22 +59,12 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteAccountSettingRequest) -> R
     let setting = s
         .transact(|st| {
             let d = st.settings.get(&key).ok_or_else(|| {
-                EcsError::invalid(format!(
-                    "The account setting {} is not set for {who}.",
-                    req.name.as_str()
-                ))
+                EcsError::invalid(format!("The account setting {} is not set for {who}.", req.name.as_str()))
             })?;
-            Ok((
-                Txn::new()
-                    .when(Compare::mod_revision(&key, d.rev))
-                    .then(Op::delete(&key)),
-                d.value.clone(),
-            ))
+            Ok((Txn::new().when(Compare::mod_revision(&key, d.rev)).then(Op::delete(&key)), d.value.clone()))
         })
         .await?;
-    Ok(json(&DeleteAccountSettingResponse {
-        setting: Some(setting),
-    }))
+    Ok(json(&DeleteAccountSettingResponse { setting: Some(setting) }))
 }
 
 pub async fn list(s: &Server, cx: &Ctx, req: ListAccountSettingsRequest) -> Result<Bytes> {
@@ -91,40 +72,26 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListAccountSettingsRequest) -> Resu
     let who = principal(cx, req.principal_arn.as_deref())?;
     let root = cx.scope.root_arn();
     let st = s.view.read();
-    let lookup = |p: &str, n: SettingName| {
-        st.settings
-            .get(&keys::setting(&cx.scope, p, n.as_str()))
-            .map(|d| d.value.clone())
-    };
+    let lookup =
+        |p: &str, n: SettingName| st.settings.get(&keys::setting(&cx.scope, p, n.as_str())).map(|d| d.value.clone());
     let names: Vec<SettingName> = match req.name {
         Some(n) => vec![n],
-        None => SettingName::VALUES
-            .iter()
-            .filter_map(|v| SettingName::from_str_opt(v))
-            .collect(),
+        None => SettingName::VALUES.iter().filter_map(|v| SettingName::from_str_opt(v)).collect(),
     };
     let mut out = Vec::new();
     for n in names {
         let found = if req.effective_settings {
-            Some(
-                lookup(&who, n)
-                    .or_else(|| lookup(&root, n))
-                    .unwrap_or_else(|| Setting {
-                        name: Some(n),
-                        value: Some(settings::aws_default(n).into()),
-                        principal_arn: Some(root.clone()),
-                        r#type: Some(SettingType::AwsManaged),
-                    }),
-            )
+            Some(lookup(&who, n).or_else(|| lookup(&root, n)).unwrap_or_else(|| Setting {
+                name: Some(n),
+                value: Some(settings::aws_default(n).into()),
+                principal_arn: Some(root.clone()),
+                r#type: Some(SettingType::AwsManaged),
+            }))
         } else {
             lookup(&who, n)
         };
         if let Some(setting) = found {
-            if req
-                .value
-                .as_ref()
-                .is_none_or(|v| setting.value.as_ref() == Some(v))
-            {
+            if req.value.as_ref().is_none_or(|v| setting.value.as_ref() == Some(v)) {
                 out.push(setting);
             }
         }
@@ -136,8 +103,5 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListAccountSettingsRequest) -> Resu
         limit,
         false,
     )?;
-    Ok(json(&ListAccountSettingsResponse {
-        settings: Some(p.items),
-        next_token: p.next_token,
-    }))
+    Ok(json(&ListAccountSettingsResponse { settings: Some(p.items), next_token: p.next_token }))
 }

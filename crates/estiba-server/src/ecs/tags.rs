@@ -16,9 +16,7 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
     let invalid = || EcsError::invalid(format!("The ARN provided is invalid: {arn}"));
     let a = Arn::parse(arn).ok_or_else(invalid)?;
     if !a.in_scope(&cx.scope) {
-        return Err(EcsError::resource_not_found(
-            "The specified resource could not be found.",
-        ));
+        return Err(EcsError::resource_not_found("The specified resource could not be found."));
     }
     let mut parts = a.path.split('/');
     let (first, second) = (parts.next().unwrap_or(""), parts.next());
@@ -29,19 +27,14 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
     let (key, exists) = match (a.kind, second) {
         ("cluster", None) => {
             let k = keys::cluster(s, first);
-            let ok = st
-                .clusters
-                .get(&k)
-                .is_some_and(|d| d.value.status.as_deref() == Some("ACTIVE"));
+            let ok = st.clusters.get(&k).is_some_and(|d| d.value.status.as_deref() == Some("ACTIVE"));
             if !ok {
                 return Err(EcsError::cluster_not_found());
             }
             (k, true)
         }
         ("task-definition", None) => {
-            let r = TaskDefRef::parse(arn)
-                .filter(|r| r.revision.is_some())
-                .ok_or_else(invalid)?;
+            let r = TaskDefRef::parse(arn).filter(|r| r.revision.is_some()).ok_or_else(invalid)?;
             let k = keys::taskdef(s, &r.family, r.revision.unwrap());
             let ok = st.taskdefs.contains_key(&k);
             (k, ok)
@@ -63,9 +56,7 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
         }
         ("capacity-provider", None) => {
             if estiba_core::capacity::is_fargate(first) {
-                return Err(EcsError::invalid(
-                    "The FARGATE and FARGATE_SPOT capacity providers cannot be tagged.",
-                ));
+                return Err(EcsError::invalid("The FARGATE and FARGATE_SPOT capacity providers cannot be tagged."));
             }
             let k = keys::capacity_provider(s, first);
             let ok = st.capacity_providers.contains_key(&k);
@@ -74,19 +65,12 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
         _ => return Err(invalid()),
     };
     if !exists {
-        return Err(EcsError::resource_not_found(
-            "The specified resource could not be found.",
-        ));
+        return Err(EcsError::resource_not_found("The specified resource could not be found."));
     }
     Ok(key)
 }
 
-async fn change(
-    s: &Server,
-    cx: &Ctx,
-    arn: &str,
-    f: impl Fn(&mut Vec<Tag>) -> Result<()>,
-) -> Result<()> {
+async fn change(s: &Server, cx: &Ctx, arn: &str, f: impl Fn(&mut Vec<Tag>) -> Result<()>) -> Result<()> {
     s.transact(|st| {
         let key = resource_key(st, cx, arn)?;
         let tkey = keys::tags_of(&key);
@@ -117,7 +101,5 @@ pub async fn untag(s: &Server, cx: &Ctx, req: UntagResourceRequest) -> Result<By
 pub async fn list(s: &Server, cx: &Ctx, req: ListTagsForResourceRequest) -> Result<Bytes> {
     let st = s.view.read();
     let key = resource_key(&st, cx, &req.resource_arn)?;
-    Ok(json(&ListTagsForResourceResponse {
-        tags: Some(st.tags_of(&key).unwrap_or_default().to_vec()),
-    }))
+    Ok(json(&ListTagsForResourceResponse { tags: Some(st.tags_of(&key).unwrap_or_default().to_vec()) }))
 }

@@ -18,9 +18,7 @@ const MAX_TASKDEF_BYTES: usize = 64 * 1024;
 
 pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) -> Result<Bytes> {
     if json(&req.container_definitions).len() > MAX_TASKDEF_BYTES {
-        return Err(EcsError::client(
-            "The task definition is larger than the 64 KiB ECS allows.",
-        ));
+        return Err(EcsError::client("The task definition is larger than the 64 KiB ECS allows."));
     }
     let (td, tags) = s
         .transact(|st| {
@@ -35,22 +33,13 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) 
             let tags = req.tags.clone().unwrap_or_default();
             let txn = Txn::new()
                 .when(compare)
-                .then(put(
-                    &fkey,
-                    &Family {
-                        name: req.family.clone(),
-                        last_revision: revision,
-                    },
-                ))
+                .then(put(&fkey, &Family { name: req.family.clone(), last_revision: revision }))
                 .then(put(&key, &td))
                 .then(put_tags(&key, &tags));
             Ok((txn, (td, tags)))
         })
         .await?;
-    Ok(json(&RegisterTaskDefinitionResponse {
-        task_definition: Some(td),
-        tags: Some(tags),
-    }))
+    Ok(json(&RegisterTaskDefinitionResponse { task_definition: Some(td), tags: Some(tags) }))
 }
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) -> Result<Bytes> {
@@ -58,10 +47,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) 
     let Some(d) = find_taskdef(&st, cx, &req.task_definition) else {
         return Err(EcsError::task_definition_not_found());
     };
-    let with_tags = req
-        .include
-        .as_ref()
-        .is_some_and(|i| i.contains(&TaskDefinitionField::Tags));
+    let with_tags = req.include.as_ref().is_some_and(|i| i.contains(&TaskDefinitionField::Tags));
     // The stored document is the wire shape: splice it in without decoding.
     let mut out = BytesMut::with_capacity(d.raw.len() + 64);
     out.put_slice(b"{\"taskDefinition\":");
@@ -74,20 +60,14 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) 
     Ok(out.freeze())
 }
 
-pub async fn deregister(
-    s: &Server,
-    cx: &Ctx,
-    req: DeregisterTaskDefinitionRequest,
-) -> Result<Bytes> {
+pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterTaskDefinitionRequest) -> Result<Bytes> {
     let td = s
         .transact(|st| {
             match TaskDefRef::parse(&req.task_definition) {
                 Some(r) if r.revision.is_some() => {}
-                Some(_) => {
-                    return Err(EcsError::client(
-                        "The task definition revision must be specified: pass family:revision or the task definition ARN.",
-                    ))
-                }
+                Some(_) => return Err(EcsError::client(
+                    "The task definition revision must be specified: pass family:revision or the task definition ARN.",
+                )),
                 None => return Err(EcsError::client("The specified task definition does not exist.")),
             }
             let Some(d) = find_taskdef(st, cx, &req.task_definition) else {
@@ -102,9 +82,7 @@ pub async fn deregister(
             Ok((Txn::new().when(Compare::mod_revision(&d.key, d.rev)).then(put(&d.key, &td)), td))
         })
         .await?;
-    Ok(json(&DeregisterTaskDefinitionResponse {
-        task_definition: Some(td),
-    }))
+    Ok(json(&DeregisterTaskDefinitionResponse { task_definition: Some(td) }))
 }
 
 pub async fn list(s: &Server, cx: &Ctx, req: ListTaskDefinitionsRequest) -> Result<Bytes> {
@@ -121,42 +99,25 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTaskDefinitionsRequest) -> Resu
         .filter(|d| d.value.status == Some(status))
         .map(|d| {
             let family = d.value.family.clone().unwrap_or_default();
-            (
-                format!("{family}\t{:010}", d.value.revision),
-                d.value.task_definition_arn.clone().unwrap_or_default(),
-            )
+            (format!("{family}\t{:010}", d.value.revision), d.value.task_definition_arn.clone().unwrap_or_default())
         })
         .collect();
     items.sort();
     if desc {
         items.reverse();
     }
-    let p = page::paginate(
-        items,
-        |(k, _)| k.clone(),
-        req.next_token.as_deref(),
-        limit,
-        desc,
-    )?;
+    let p = page::paginate(items, |(k, _)| k.clone(), req.next_token.as_deref(), limit, desc)?;
     Ok(json(&ListTaskDefinitionsResponse {
         task_definition_arns: Some(p.items.into_iter().map(|(_, a)| a).collect()),
         next_token: p.next_token,
     }))
 }
 
-pub async fn list_families(
-    s: &Server,
-    cx: &Ctx,
-    req: ListTaskDefinitionFamiliesRequest,
-) -> Result<Bytes> {
+pub async fn list_families(s: &Server, cx: &Ctx, req: ListTaskDefinitionFamiliesRequest) -> Result<Bytes> {
     let limit = page::limit(req.max_results, 100, 100)?;
     let want = req.status.unwrap_or(TaskDefinitionFamilyStatus::Active);
     let st = s.view.read();
-    let prefix = format!(
-        "{}taskdefs/{}",
-        keys::scope_prefix(&cx.scope),
-        req.family_prefix.as_deref().unwrap_or("")
-    );
+    let prefix = format!("{}taskdefs/{}", keys::scope_prefix(&cx.scope), req.family_prefix.as_deref().unwrap_or(""));
     // family → has an ACTIVE revision
     let mut families: BTreeMap<String, bool> = BTreeMap::new();
     for d in State::range(&st.taskdefs, &prefix) {
@@ -164,22 +125,14 @@ pub async fn list_families(
             continue;
         }
         let active = d.value.status == Some(TaskDefinitionStatus::Active);
-        *families
-            .entry(d.value.family.clone().unwrap_or_default())
-            .or_default() |= active;
+        *families.entry(d.value.family.clone().unwrap_or_default()).or_default() |= active;
     }
     let names = families.into_iter().filter(|(_, active)| match want {
         TaskDefinitionFamilyStatus::Active => *active,
         TaskDefinitionFamilyStatus::Inactive => !*active,
         TaskDefinitionFamilyStatus::All => true,
     });
-    let p = page::paginate(
-        names,
-        |(n, _)| n.clone(),
-        req.next_token.as_deref(),
-        limit,
-        false,
-    )?;
+    let p = page::paginate(names, |(n, _)| n.clone(), req.next_token.as_deref(), limit, false)?;
     Ok(json(&ListTaskDefinitionFamiliesResponse {
         families: Some(p.items.into_iter().map(|(n, _)| n).collect()),
         next_token: p.next_token,
@@ -188,9 +141,7 @@ pub async fn list_families(
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteTaskDefinitionsRequest) -> Result<Bytes> {
     if req.task_definitions.is_empty() || req.task_definitions.len() > 10 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 10 task definitions to delete.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 10 task definitions to delete."));
     }
     let resp = s
         .transact(|st| {

@@ -11,10 +11,7 @@ use estiba_core::task::{self, Launch, Spec};
 use estiba_core::{arn, page, taskdef, EcsError, Ids, Scope};
 use estiba_store::{Compare, Txn};
 
-use super::{
-    active_cluster, cluster_for_write, has_instances, json, put, put_tags, runnable_taskdef, Ctx,
-    Result,
-};
+use super::{active_cluster, cluster_for_write, has_instances, json, put, put_tags, runnable_taskdef, Ctx, Result};
 use crate::view::State;
 use crate::{keys, RandomIds, Server};
 
@@ -29,25 +26,15 @@ pub(crate) fn task_tags(
 ) -> Result<Vec<Tag>> {
     let mut tags = Vec::new();
     match propagate {
-        Some(PropagateTags::TaskDefinition) => {
-            tags.extend(st.tags_of(td_key).unwrap_or_default().iter().cloned())
-        }
-        Some(PropagateTags::Service) => {
-            tags.extend(service_tags.unwrap_or_default().iter().cloned())
-        }
+        Some(PropagateTags::TaskDefinition) => tags.extend(st.tags_of(td_key).unwrap_or_default().iter().cloned()),
+        Some(PropagateTags::Service) => tags.extend(service_tags.unwrap_or_default().iter().cloned()),
         _ => {}
     }
     estiba_core::tags::merge(&mut tags, own)?;
     if let Some((cluster, service)) = managed {
-        tags.push(Tag {
-            key: Some("aws:ecs:clusterName".into()),
-            value: Some(cluster.into()),
-        });
+        tags.push(Tag { key: Some("aws:ecs:clusterName".into()), value: Some(cluster.into()) });
         if let Some(s) = service {
-            tags.push(Tag {
-                key: Some("aws:ecs:serviceName".into()),
-                value: Some(s.into()),
-            });
+            tags.push(Tag { key: Some("aws:ecs:serviceName".into()), value: Some(s.into()) });
         }
     }
     Ok(tags)
@@ -59,10 +46,7 @@ fn reservation(st: &State, scope: &Scope, t: &Task) -> Need {
         .task_definition_arn
         .as_deref()
         .and_then(arn::TaskDefRef::parse)
-        .and_then(|r| {
-            st.taskdefs
-                .get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0)))
-        });
+        .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))));
     match td {
         Some(td) => placement::need_of(&td.value, t.overrides.as_ref()),
         None => Need::default(),
@@ -73,9 +57,7 @@ fn reservation(st: &State, scope: &Scope, t: &Task) -> Need {
 pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Candidate<'a>> {
     let tasks: Vec<&Task> = State::range(&st.tasks, &keys::tasks_of(scope, cluster))
         .map(|d| &d.value)
-        .filter(|t| {
-            t.container_instance_arn.is_some() && task::last_status(t) != task::Status::Stopped
-        })
+        .filter(|t| t.container_instance_arn.is_some() && task::last_status(t) != task::Status::Stopped)
         .collect();
     State::range(&st.instances, &keys::instances_of(scope, cluster))
         .filter(|d| instance::is_registered(&d.value))
@@ -85,10 +67,7 @@ pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec
             let mut left = instance::registered_capacity(ci);
             let mut groups = Vec::new();
             let mut running = 0;
-            for t in tasks
-                .iter()
-                .filter(|t| t.container_instance_arn.as_deref() == Some(arn.as_str()))
-            {
+            for t in tasks.iter().filter(|t| t.container_instance_arn.as_deref() == Some(arn.as_str())) {
                 let need = reservation(st, scope, t);
                 left.cpu -= need.cpu;
                 left.memory -= need.memory;
@@ -98,11 +77,7 @@ pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec
             }
             Candidate {
                 arn,
-                target: Queried {
-                    ci,
-                    running_tasks: running,
-                    groups,
-                },
+                target: Queried { ci, running_tasks: running, groups },
                 left,
                 usable: instance::status(ci) == "ACTIVE",
                 added: 0,
@@ -134,25 +109,16 @@ pub(crate) fn place_tasks(
     placement::validate_strategies(strategies)?;
     let mut cands = candidates(st, &cx.scope, cluster);
     let need = placement::need_of(td, proto.overrides);
-    let group = proto
-        .group
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
-    let mut out = Placed {
-        tasks: vec![],
-        failures: vec![],
-    };
+    let group =
+        proto.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
+    let mut out = Placed { tasks: vec![], failures: vec![] };
     for (i, launch) in launches.into_iter().enumerate() {
         let instance_arn = if launch.launch_type == LaunchType::Fargate {
             None
         } else if let Some(fixed) = &fixed_instances {
             let target = &fixed[i];
             let Some(idx) = cands.iter().position(|c| &c.arn == target) else {
-                out.failures.push(Failure {
-                    arn: Some(target.clone()),
-                    reason: Some("MISSING".into()),
-                    detail: None,
-                });
+                out.failures.push(Failure { arn: Some(target.clone()), reason: Some("MISSING".into()), detail: None });
                 continue;
             };
             match placement::place_one(&mut cands[idx..=idx], &need, &group, &[], &[], 0) {
@@ -176,18 +142,9 @@ pub(crate) fn place_tasks(
             }
         } else {
             if cands.is_empty() {
-                return Err(EcsError::invalid(
-                    "No Container Instances were found in your cluster.",
-                ));
+                return Err(EcsError::invalid("No Container Instances were found in your cluster."));
             }
-            match placement::place_one(
-                &mut cands,
-                &need,
-                &group,
-                &compiled,
-                strategies,
-                ids.deployment_number(),
-            ) {
+            match placement::place_one(&mut cands, &need, &group, &compiled, strategies, ids.deployment_number()) {
                 Ok(idx) => Some(cands[idx].arn.clone()),
                 Err(f) => {
                     for f in f {
@@ -199,12 +156,7 @@ pub(crate) fn place_tasks(
                 }
             }
         };
-        let spec = Spec {
-            launch,
-            container_instance_arn: instance_arn,
-            tags: proto.tags.clone(),
-            ..*proto
-        };
+        let spec = Spec { launch, container_instance_arn: instance_arn, tags: proto.tags.clone(), ..*proto };
         out.tasks.push(task::build(&spec, ids, cx.now));
     }
     Ok(out)
@@ -226,9 +178,7 @@ fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]) {
 pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     let count = req.count.unwrap_or(1);
     if !(1..=10).contains(&count) {
-        return Err(EcsError::invalid(format!(
-            "The count must be between 1 and 10, got {count}."
-        )));
+        return Err(EcsError::invalid(format!("The count must be between 1 and 10, got {count}.")));
     }
     if let Some(tags) = &req.tags {
         estiba_core::tags::validate(tags)?;
@@ -255,9 +205,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 req.started_by.as_deref(),
             )?;
             if req.propagate_tags == Some(PropagateTags::Service) {
-                return Err(EcsError::invalid(
-                    "propagateTags SERVICE is only valid for tasks started by a service.",
-                ));
+                return Err(EcsError::invalid("propagateTags SERVICE is only valid for tasks started by a service."));
             }
             let tags = task_tags(
                 st,
@@ -265,18 +213,14 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 req.tags.as_deref().unwrap_or_default(),
                 req.propagate_tags,
                 None,
-                req.enable_ecs_managed_tags
-                    .then_some((cluster.as_str(), None)),
+                req.enable_ecs_managed_tags.then_some((cluster.as_str(), None)),
             )?;
             let launches = plan.launches(&[], count as usize, capacity::is_fargate);
             let proto = Spec {
                 scope: &cx.scope,
                 cluster: &cluster,
                 td: &td.value,
-                launch: Launch {
-                    launch_type: plan.launch_type(),
-                    capacity_provider: None,
-                },
+                launch: Launch { launch_type: plan.launch_type(), capacity_provider: None },
                 platform_version: req.platform_version.as_deref(),
                 overrides: req.overrides.as_ref(),
                 group: req.group.as_deref(),
@@ -303,17 +247,12 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
             Ok((txn, placed))
         })
         .await?;
-    Ok(json(&RunTaskResponse {
-        tasks: Some(placed.tasks),
-        failures: Some(placed.failures),
-    }))
+    Ok(json(&RunTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 
 pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes> {
     if req.container_instances.is_empty() || req.container_instances.len() > 10 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 10 container instances.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 10 container instances."));
     }
     if let Some(tags) = &req.tags {
         estiba_core::tags::validate(tags)?;
@@ -338,11 +277,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
                     Some((c, id)) if c.is_none_or(|c| c == cluster) => {
                         fixed.push(cx.scope.container_instance_arn(&cluster, id))
                     }
-                    _ => {
-                        return Err(EcsError::invalid(format!(
-                            "Invalid container instance: {ci}"
-                        )))
-                    }
+                    _ => return Err(EcsError::invalid(format!("Invalid container instance: {ci}"))),
                 }
             }
             let tags = task_tags(
@@ -351,17 +286,13 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
                 req.tags.as_deref().unwrap_or_default(),
                 req.propagate_tags,
                 None,
-                req.enable_ecs_managed_tags
-                    .then_some((cluster.as_str(), None)),
+                req.enable_ecs_managed_tags.then_some((cluster.as_str(), None)),
             )?;
             let proto = Spec {
                 scope: &cx.scope,
                 cluster: &cluster,
                 td: &td.value,
-                launch: Launch {
-                    launch_type: LaunchType::Ec2,
-                    capacity_provider: None,
-                },
+                launch: Launch { launch_type: LaunchType::Ec2, capacity_provider: None },
                 platform_version: None,
                 overrides: req.overrides.as_ref(),
                 group: req.group.as_deref(),
@@ -371,34 +302,14 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
                 enable_execute_command: req.enable_execute_command,
                 tags,
             };
-            let launches = vec![
-                Launch {
-                    launch_type: LaunchType::Ec2,
-                    capacity_provider: None
-                };
-                fixed.len()
-            ];
-            let placed = place_tasks(
-                st,
-                cx,
-                &cluster,
-                &td.value,
-                launches,
-                Some(fixed),
-                &proto,
-                &[],
-                &[],
-                &mut ids,
-            )?;
+            let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
+            let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
             write_tasks(&mut txn, cx, &cluster, &placed.tasks);
             Ok((txn, placed))
         })
         .await?;
-    Ok(json(&StartTaskResponse {
-        tasks: Some(placed.tasks),
-        failures: Some(placed.failures),
-    }))
+    Ok(json(&StartTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 
 /// Resolves a task reference to its key, or `None` when it names another cluster.
@@ -430,14 +341,10 @@ pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
             let reason = req.reason.as_deref().unwrap_or("Task stopped by user");
             let mut txn = Txn::new();
             if task::request_stop(&mut t, TaskStopCode::UserInitiated, reason) {
-                if !crate::controller::is_claimed(st, &key)
-                    && task::last_status(&t) != task::Status::Stopped
-                {
+                if !crate::controller::is_claimed(st, &key) && task::last_status(&t) != task::Status::Stopped {
                     task::stop_unstarted(&mut t, cx.now);
                 }
-                txn = txn
-                    .when(Compare::mod_revision(&key, d.rev))
-                    .then(put(&key, &t));
+                txn = txn.when(Compare::mod_revision(&key, d.rev)).then(put(&key, &t));
             }
             t.tags = Some(st.tags_of(&key).unwrap_or_default().to_vec());
             Ok((txn, t))
@@ -448,25 +355,14 @@ pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTasksRequest) -> Result<Bytes> {
     if req.tasks.is_empty() || req.tasks.len() > 100 {
-        return Err(EcsError::invalid(
-            "Specify between 1 and 100 tasks to describe.",
-        ));
+        return Err(EcsError::invalid("Specify between 1 and 100 tasks to describe."));
     }
-    let with_tags = req
-        .include
-        .as_ref()
-        .is_some_and(|i| i.contains(&TaskField::Tags));
-    let cluster_ref = req
-        .cluster
-        .clone()
-        .or_else(|| req.tasks.first().and_then(|t| cluster_param(None, t)));
+    let with_tags = req.include.as_ref().is_some_and(|i| i.contains(&TaskField::Tags));
+    let cluster_ref = req.cluster.clone().or_else(|| req.tasks.first().and_then(|t| cluster_param(None, t)));
     let st = s.view.read();
     // Tasks of a deleted (INACTIVE) cluster stay describable.
     let cluster = arn::cluster_name(cluster_ref.as_deref())?;
-    if !st
-        .clusters
-        .contains_key(&keys::cluster(&cx.scope, &cluster))
-    {
+    if !st.clusters.contains_key(&keys::cluster(&cx.scope, &cluster)) {
         return Err(EcsError::cluster_not_found());
     }
     // The stored documents are wire shapes: without tags, splice them in as they are.
@@ -510,9 +406,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTasksRequest) -> Result
 pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> {
     let limit = page::limit(req.max_results, 100, 100)?;
     if req.family.is_some() && req.service_name.is_some() {
-        return Err(EcsError::invalid(
-            "family and serviceName cannot both be specified.",
-        ));
+        return Err(EcsError::invalid("family and serviceName cannot both be specified."));
     }
     let st = s.view.read();
     let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
@@ -527,51 +421,25 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> 
         None => None,
         Some(ci) => match arn::member_id("container-instance", ci) {
             Some((_, id)) => Some(cx.scope.container_instance_arn(&cluster, id)),
-            None => {
-                return Err(EcsError::invalid(format!(
-                    "Invalid container instance: {ci}"
-                )))
-            }
+            None => return Err(EcsError::invalid(format!("Invalid container instance: {ci}"))),
         },
     };
-    let family_prefix = req.family.as_deref().map(|f| {
-        format!(
-            "arn:aws:ecs:{}:{}:task-definition/{f}:",
-            cx.scope.region, cx.scope.account
-        )
-    });
+    let family_prefix = req
+        .family
+        .as_deref()
+        .map(|f| format!("arn:aws:ecs:{}:{}:task-definition/{f}:", cx.scope.region, cx.scope.account));
     let matches = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster)).filter(|d| {
         let t = &d.value;
         t.desired_status.as_deref() == Some(want.as_str())
             && group.as_ref().is_none_or(|g| t.group.as_ref() == Some(g))
-            && req
-                .started_by
-                .as_ref()
-                .is_none_or(|s| t.started_by.as_ref() == Some(s))
+            && req.started_by.as_ref().is_none_or(|s| t.started_by.as_ref() == Some(s))
             && req.launch_type.is_none_or(|l| t.launch_type == Some(l))
-            && instance
+            && instance.as_ref().is_none_or(|i| t.container_instance_arn.as_ref() == Some(i))
+            && family_prefix
                 .as_ref()
-                .is_none_or(|i| t.container_instance_arn.as_ref() == Some(i))
-            && family_prefix.as_ref().is_none_or(|f| {
-                t.task_definition_arn
-                    .as_deref()
-                    .is_some_and(|a| a.starts_with(f.as_str()))
-            })
+                .is_none_or(|f| t.task_definition_arn.as_deref().is_some_and(|a| a.starts_with(f.as_str())))
     });
-    let p = page::paginate(
-        matches,
-        |d| d.key.clone(),
-        req.next_token.as_deref(),
-        limit,
-        false,
-    )?;
-    Ok(json(&ListTasksResponse {
-        task_arns: Some(
-            p.items
-                .iter()
-                .filter_map(|d| d.value.task_arn.clone())
-                .collect(),
-        ),
-        next_token: p.next_token,
-    }))
+    let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    let arns = p.items.iter().filter_map(|d| d.value.task_arn.as_deref());
+    Ok(super::list_json("taskArns", arns, p.next_token.as_deref()))
 }

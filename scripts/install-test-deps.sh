@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what estiba's tests need on a Debian machine, skipping what is already there:
+# the AWS CLI (Debian's awscli) and the Python packages of tests/e2e/requirements.txt.
+# Run as root (CI is root); otherwise it prints what is missing and fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=()
+[ -x /usr/bin/aws ] || apt_pkgs+=(awscli)
+command -v python3 >/dev/null || apt_pkgs+=(python3 python3-pip)
+
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing Debian packages: ${apt_pkgs[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+if ! python3 -c "import boto3, pytest, pytest_timeout" 2>/dev/null; then
+    python3 -m pip install -q -r tests/e2e/requirements.txt 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages -r tests/e2e/requirements.txt
+fi

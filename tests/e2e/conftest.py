@@ -1,0 +1,189 @@
+"""Shared harness for estiba's end-to-end tests.
+
+Every test talks to a real `estiba server` process (the binary from ESTIBA_BIN, built by
+`cargo xtask test`) over loopback, with the real clients: boto3 and the AWS CLI (Debian's
+`awscli` when installed, else whatever `aws` is on PATH).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import boto3
+import botocore.config
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("ESTIBA_BIN", os.path.join(ROOT, "target", "debug", "estiba"))
+AWS_CLI = os.environ.get("AWS_CLI") or ("/usr/bin/aws" if os.path.exists("/usr/bin/aws") else shutil.which("aws"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Estiba:
+    """A running estiba server with its own data directory."""
+
+    def __init__(self, data_dir, extra_args=(), env=None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.proc = None
+        self.log_path = os.path.join(data_dir, "server.log")
+
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("ESTIBA_LOG", "info")
+        env.update(self.env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir] + self.extra_args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"estiba exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"estiba did not become ready:\n{self.log()}")
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def client(self, service="ecs", region="us-east-1", access_key="test"):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key="test",
+            config=botocore.config.Config(retries={"max_attempts": 1}),
+        )
+
+    def aws(self, *args, region="us-east-1", check=True, access_key="test"):
+        """Runs the AWS CLI against this server; returns parsed JSON output (or None)."""
+        env = dict(os.environ)
+        env.update(
+            AWS_ACCESS_KEY_ID=access_key,
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_DEFAULT_REGION=region,
+            AWS_PAGER="",
+            AWS_MAX_ATTEMPTS="1",
+        )
+        p = subprocess.run(
+            [AWS_CLI, "--endpoint-url", self.endpoint, "--output", "json"] + list(args),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+        if not check:
+            return p
+        return json.loads(p.stdout) if p.stdout.strip() else None
+
+
+@pytest.fixture
+def estiba(tmp_path):
+    """A fresh server for one test."""
+    e = Estiba(str(tmp_path)).start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One server shared by a module's tests (they use unique names)."""
+    d = tempfile.mkdtemp(prefix="estiba-e2e-")
+    e = Estiba(d).start()
+    yield e
+    e.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def ecs(shared):
+    return shared.client()
+
+
+def unique(prefix="t"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def error_code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+def error_message(excinfo):
+    return excinfo.value.response["Error"]["Message"]
+
+
+FARGATE_CONTAINER = {"name": "app", "image": "busybox", "portMappings": [{"containerPort": 80}]}
+
+
+def register_fargate(ecs, family, containers=None, **kw):
+    args = dict(
+        family=family,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=containers or [FARGATE_CONTAINER],
+    )
+    args.update(kw)
+    return ecs.register_task_definition(**args)["taskDefinition"]
+
+
+AWSVPC = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"], "securityGroups": ["sg-12345678"]}}
+
+
+def wait_until(fn, timeout=15.0, interval=0.05, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")

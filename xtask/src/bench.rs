@@ -1,0 +1,485 @@
+//! `cargo xtask bench <name>`: benchmarks that measure estiba beside its peers in one run,
+//! and print a Markdown table for BENCHMARKS.md (also written under `bench-results/`).
+//!
+//! - `api`: the ECS control plane on loopback with wrk (`-t2 -c8`, keep-alive), beside moto's
+//!   server and fakecloud answering the same calls: DescribeClusters, DescribeTasks (10
+//!   tasks), ListTasks, RegisterTaskDefinition + RunTask writes; plus idle resident memory
+//!   and the time from process start to the first answered request.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const TARGET: &str = "AmazonEC2ContainerServiceV20141113";
+const AUTH: &str =
+    "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ecs/aws4_request, SignedHeaders=host;x-amz-date, Signature=0";
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("api") => api(root, &args[1..]),
+        _ => bail!("usage: cargo xtask bench api [--seconds N] [--rounds N]"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One POST with a fresh connection; returns (status, body).
+pub fn post(port: u16, op: &str, body: &str) -> Result<(u16, String)> {
+    raw_post(
+        port,
+        &format!("Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {TARGET}.{op}\r\nAuthorization: {AUTH}"),
+        body,
+    )
+}
+
+fn raw_post(port: u16, headers: &str, body: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    // Chunked bodies (moto) carry size lines; the benchmark only needs the JSON inside.
+    Ok((status, body))
+}
+
+fn wait_ready(port: u16, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok((200, _)) = post(port, "ListClusters", "{}") {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!("no answer on port {port} within {timeout:?}")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Peer {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    startup: Duration,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, port: u16) -> Result<Peer> {
+    let started = Instant::now();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {name}"))?;
+    let mut peer = Peer { name, child, port, startup: Duration::ZERO };
+    wait_ready(port, Duration::from_secs(60))?;
+    peer.startup = started.elapsed();
+    Ok(peer)
+}
+
+fn estiba_cmd(bin: &Path, port: u16, dir: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir).env("ESTIBA_LOG", "warn");
+    c
+}
+
+fn find_fakecloud() -> Option<PathBuf> {
+    std::env::var_os("FAKECLOUD_BIN")
+        .map(PathBuf::from)
+        .or_else(|| which("fakecloud"))
+        .or_else(|| Some(PathBuf::from("/work/peers/fakecloud/bin/fakecloud")).filter(|p| p.exists()))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+}
+
+fn lua_for(op: &str, body: &str) -> String {
+    format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/x-amz-json-1.1\"\n\
+         wrk.headers[\"X-Amz-Target\"] = \"{TARGET}.{op}\"\nwrk.headers[\"Authorization\"] = \"{AUTH}\"\n\
+         wrk.body = [==[{body}]==]\n"
+    )
+}
+
+fn taskdef_body(fam: &str) -> String {
+    format!(
+        r#"{{"family":"{fam}","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":[{{"name":"app","image":"busybox","essential":true,"cpu":256,"memory":512}}]}}"#
+    )
+}
+
+fn run_task_body(cluster: &str, fam: &str, count: u32, subnet: &str) -> String {
+    format!(
+        r#"{{"cluster":"{cluster}","taskDefinition":"{fam}","count":{count},"launchType":"FARGATE","networkConfiguration":{{"awsvpcConfiguration":{{"subnets":["{subnet}"],"securityGroups":["sg-12345678"]}}}}}}"#
+    )
+}
+
+fn writes_lua(fam: &str, cluster: &str, subnet: &str) -> String {
+    let reg = taskdef_body(fam);
+    let run = run_task_body(cluster, fam, 1, subnet);
+    format!(
+        "local n = 0\nlocal hdr = {{}}\nhdr[\"Content-Type\"] = \"application/x-amz-json-1.1\"\nhdr[\"Authorization\"] = \"{AUTH}\"\n\
+         request = function()\n  n = n + 1\n  if n % 2 == 1 then\n    hdr[\"X-Amz-Target\"] = \"{TARGET}.RegisterTaskDefinition\"\n\
+             return wrk.format(\"POST\", \"/\", hdr, [==[{reg}]==])\n  else\n    hdr[\"X-Amz-Target\"] = \"{TARGET}.RunTask\"\n\
+             return wrk.format(\"POST\", \"/\", hdr, [==[{run}]==])\n  end\nend\n"
+    )
+}
+
+#[derive(Debug, Default, Clone)]
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    requests: u64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().unwrap_or(0.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(port: u16, script: &Path, seconds: u64, cpu: Option<u32>) -> Result<WrkResult> {
+    let out = pinned(Path::new("wrk"), cpu)
+        .args(["-t2", "-c8", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut r = WrkResult::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            r.p50_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            r.p99_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            r.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if t.starts_with("Socket errors:") {
+            r.errors += t.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
+        } else if t.contains(" requests in ") {
+            r.requests = t.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    Ok(r)
+}
+
+fn json_of(b: &str) -> Result<serde_json::Value> {
+    let start = b.find('{').unwrap_or(0);
+    let end = b.rfind('}').map_or(b.len(), |e| e + 1);
+    serde_json::from_str(&b[start..end]).with_context(|| format!("not JSON: {b}"))
+}
+
+/// moto checks subnets against its EC2 mock: make a VPC and a subnet there.
+fn moto_subnet(port: u16) -> Result<String> {
+    let auth = AUTH.replace("/ecs/", "/ec2/");
+    let hdr = format!("Content-Type: application/x-www-form-urlencoded\r\nAuthorization: {auth}");
+    let (_, vpc) = raw_post(port, &hdr, "Action=CreateVpc&CidrBlock=10.9.0.0%2F16&Version=2016-11-15")?;
+    let vpc_id = vpc.split("<vpcId>").nth(1).and_then(|s| s.split('<').next()).context("moto CreateVpc")?.to_owned();
+    let (_, sub) = raw_post(
+        port,
+        &hdr,
+        &format!("Action=CreateSubnet&VpcId={vpc_id}&CidrBlock=10.9.1.0%2F24&Version=2016-11-15"),
+    )?;
+    Ok(sub.split("<subnetId>").nth(1).and_then(|s| s.split('<').next()).context("moto CreateSubnet")?.to_owned())
+}
+
+/// The data the read benchmarks use on one peer.
+struct Setup {
+    task_arns: Vec<String>,
+    /// The ListTasks `desiredStatus` under which this peer lists the 10 tasks: RUNNING where
+    /// they wait to run, STOPPED where the peer stopped them at once (fakecloud, no Docker).
+    listed_as: &'static str,
+    subnet: String,
+}
+
+/// Creates the cluster, the task definition and 10 tasks the read benchmarks use, and checks
+/// that the peer lists them.
+fn setup(port: u16, subnet: String) -> Result<Setup> {
+    let (s, b) = post(port, "CreateCluster", r#"{"clusterName":"bench"}"#)?;
+    if s != 200 {
+        bail!("CreateCluster: {s} {b}");
+    }
+    let (s, b) = post(port, "RegisterTaskDefinition", &taskdef_body("bench"))?;
+    if s != 200 {
+        bail!("RegisterTaskDefinition: {s} {b}");
+    }
+    let (s, b) = post(port, "RunTask", &run_task_body("bench", "bench", 10, &subnet))?;
+    if s != 200 {
+        bail!("RunTask: {s} {b}");
+    }
+    let v = json_of(&b)?;
+    let task_arns: Vec<String> =
+        v["tasks"].as_array().into_iter().flatten().filter_map(|t| t["taskArn"].as_str().map(str::to_owned)).collect();
+    if task_arns.len() != 10 {
+        bail!("RunTask started {} tasks, not 10: {b}", task_arns.len());
+    }
+    for listed_as in ["RUNNING", "STOPPED"] {
+        let (_, b) = post(port, "ListTasks", &format!(r#"{{"cluster":"bench","desiredStatus":"{listed_as}"}}"#))?;
+        if json_of(&b)?["taskArns"].as_array().map_or(0, Vec::len) == 10 {
+            return Ok(Setup { task_arns, listed_as, subnet });
+        }
+    }
+    bail!("the peer lists none of its 10 tasks")
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// `taskset -c <cpu> <program>` when pinning, else the program itself.
+fn pinned(program: &Path, cpu: Option<u32>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+const OPS: [&str; 4] = ["DescribeClusters", "DescribeTasks (10)", "ListTasks", "RegisterTaskDefinition + RunTask"];
+
+/// Runs every peer through every call `rounds` times, interleaved so that drifts of the
+/// machine hit every peer alike. Returns per peer, per call, the runs.
+fn api_mode(
+    bin: &Path,
+    work: &Path,
+    seconds: u64,
+    rounds: usize,
+    pin: bool,
+) -> Result<(Vec<String>, Vec<Vec<Vec<WrkResult>>>, Vec<&'static str>)> {
+    let server_cpu = pin.then_some(1);
+    let mut peers: Vec<Peer> = Vec::new();
+    {
+        let port = free_port();
+        let mut c = pinned(bin, server_cpu);
+        c.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(work.join(format!("estiba-{pin}")))
+            .env("ESTIBA_LOG", "warn");
+        peers.push(spawn("estiba", &mut c, port)?);
+    }
+    if let Some(fc) = find_fakecloud() {
+        let port = free_port();
+        let mut c = pinned(&fc, server_cpu);
+        c.args(["--addr", &format!("127.0.0.1:{port}"), "--log-level", "error"]);
+        peers.push(spawn("fakecloud", &mut c, port)?);
+    } else {
+        eprintln!("fakecloud not found (cargo install fakecloud, or set FAKECLOUD_BIN): skipped");
+    }
+    if let Some(moto) = which("moto_server") {
+        let port = free_port();
+        let mut c = pinned(&moto, server_cpu);
+        c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        peers.push(spawn("moto", &mut c, port)?);
+    } else {
+        eprintln!("moto_server not found (pip install 'moto[server]'): skipped");
+    }
+    let mut scripts: Vec<Option<Vec<PathBuf>>> = Vec::new();
+    let mut listed = Vec::new();
+    for p in &peers {
+        let subnet = if p.name == "moto" { moto_subnet(p.port)? } else { "subnet-12345678".to_owned() };
+        match setup(p.port, subnet) {
+            Ok(setup) => {
+                let tasks = setup.task_arns.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",");
+                let bodies = [
+                    lua_for("DescribeClusters", r#"{"clusters":["bench"]}"#),
+                    lua_for("DescribeTasks", &format!(r#"{{"cluster":"bench","tasks":[{tasks}]}}"#)),
+                    lua_for("ListTasks", &format!(r#"{{"cluster":"bench","desiredStatus":"{}"}}"#, setup.listed_as)),
+                    writes_lua("benchw", "bench", &setup.subnet),
+                ];
+                let _ = post(p.port, "RegisterTaskDefinition", &taskdef_body("benchw"));
+                let mut paths = Vec::new();
+                for (i, b) in bodies.iter().enumerate() {
+                    let path = work.join(format!("{}-{pin}-{i}.lua", p.name));
+                    std::fs::write(&path, b)?;
+                    paths.push(path);
+                }
+                scripts.push(Some(paths));
+                listed.push(setup.listed_as);
+            }
+            Err(e) => {
+                eprintln!("{}: setup failed: {e}", p.name);
+                scripts.push(None);
+                listed.push("-");
+            }
+        }
+    }
+    let mut results: Vec<Vec<Vec<WrkResult>>> = vec![vec![Vec::new(); OPS.len()]; peers.len()];
+    // Writes last: they grow the state the reads would see.
+    for (op, _) in OPS.iter().enumerate() {
+        for _ in 0..rounds {
+            for (pi, p) in peers.iter().enumerate() {
+                let Some(paths) = &scripts[pi] else { continue };
+                let r = wrk(p.port, &paths[op], seconds, pin.then_some(0))?;
+                eprintln!(
+                    "{} {:10} {:34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                    if pin { "pinned" } else { "shared" },
+                    p.name,
+                    OPS[op],
+                    r.rps,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.errors
+                );
+                results[pi][op].push(r);
+            }
+        }
+    }
+    Ok((peers.iter().map(|p| p.name.to_string()).collect(), results, listed))
+}
+
+fn table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
+    let mut md = String::from("| call | ");
+    md.push_str(&names.iter().map(|n| format!("{n} req/s (p99 ms)")).collect::<Vec<_>>().join(" | "));
+    md.push_str(" |\n|---|");
+    md.push_str(&names.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
+    md.push_str("|\n");
+    for (op, name) in OPS.iter().enumerate() {
+        md.push_str(&format!("| {name} | "));
+        let cells: Vec<String> = results
+            .iter()
+            .map(|runs| {
+                let rs = &runs[op];
+                if rs.is_empty() {
+                    return "setup failed".into();
+                }
+                let errors: u64 = rs.iter().map(|r| r.errors).sum();
+                let requests: u64 = rs.iter().map(|r| r.requests).sum();
+                if errors * 2 > requests {
+                    return format!("failed ({errors} of {requests} errors)");
+                }
+                let rps = median(rs.iter().map(|r| r.rps).collect());
+                let p99 = median(rs.iter().map(|r| r.p99_ms).collect());
+                format!("{rps:.0} ({p99:.2}){}", if errors > 0 { format!(", {errors} errors") } else { String::new() })
+            })
+            .collect();
+        md.push_str(&cells.join(" | "));
+        md.push_str(" |\n");
+    }
+    md
+}
+
+fn api(root: &Path, args: &[String]) -> Result<()> {
+    let seconds: u64 = arg(args, "--seconds", 5);
+    let rounds: usize = arg(args, "--rounds", 3);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo).args(["build", "--release", "-p", "estiba"]).current_dir(root).status()?;
+    if !st.success() {
+        bail!("release build failed");
+    }
+    let bin = root.join("target/release/estiba");
+    let work = tempdir()?;
+
+    // Start-up: process start to first answered request, and idle memory.
+    let mut startups = Vec::new();
+    let mut idle_rss = Vec::new();
+    for i in 0..15 {
+        let port = free_port();
+        let dir = work.join(format!("start-{i}"));
+        let p = spawn("estiba", &mut estiba_cmd(&bin, port, &dir), port)?;
+        startups.push(p.startup.as_secs_f64() * 1000.0);
+        if i < 3 {
+            std::thread::sleep(Duration::from_secs(1));
+            idle_rss.push(rss_kib(p.child.id()) as f64 / 1024.0);
+        }
+    }
+    let mut peer_start = Vec::new();
+    if let Some(fc) = find_fakecloud() {
+        let port = free_port();
+        let mut c = Command::new(fc);
+        c.args(["--addr", &format!("127.0.0.1:{port}"), "--log-level", "error"]);
+        let p = spawn("fakecloud", &mut c, port)?;
+        std::thread::sleep(Duration::from_secs(1));
+        peer_start.push(("fakecloud", p.startup.as_secs_f64() * 1000.0, rss_kib(p.child.id()) as f64 / 1024.0));
+    }
+    if let Some(moto) = which("moto_server") {
+        let port = free_port();
+        let mut c = Command::new(moto);
+        c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let p = spawn("moto", &mut c, port)?;
+        std::thread::sleep(Duration::from_secs(1));
+        peer_start.push(("moto", p.startup.as_secs_f64() * 1000.0, rss_kib(p.child.id()) as f64 / 1024.0));
+    }
+
+    let mut md = format!(
+        "Command: `cargo xtask bench api --seconds {seconds} --rounds {rounds}`. wrk -t2 -c8 -d{seconds}s --latency \
+         (keep-alive, loopback); release build; SQLite store with fsync on every commit. Each cell is the median of \
+         {rounds} runs, peers interleaved.\n\n"
+    );
+    for pin in [false, true] {
+        let (names, results, listed) = api_mode(&bin, &work, seconds, rounds, pin)?;
+        md.push_str(if pin {
+            "\n**One core each** (server pinned to CPU 1 with `taskset`, wrk to CPU 0):\n\n"
+        } else {
+            "**Shared cores** (server and wrk on both CPUs, as the issue's reference numbers):\n\n"
+        });
+        md.push_str(&table(&names, &results));
+        if !pin {
+            md.push_str(&format!(
+                "\nEvery peer answers the same calls with the same 10 tasks; ListTasks uses the desiredStatus under which the peer lists them ({}).\n",
+                names.iter().zip(&listed).map(|(n, l)| format!("{n}: {l}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    md.push_str(&format!(
+        "\n| | estiba | {} |\n|---|---:|{}\n| start → first answered request (ms) | {:.1} (median of {}) | {} |\n| idle resident memory (MiB) | {:.1} | {} |\n",
+        peer_start.iter().map(|p| p.0).collect::<Vec<_>>().join(" | "),
+        peer_start.iter().map(|_| "---:|").collect::<String>(),
+        median(startups.clone()),
+        startups.len(),
+        peer_start.iter().map(|p| format!("{:.0}", p.1)).collect::<Vec<_>>().join(" | "),
+        median(idle_rss),
+        peer_start.iter().map(|p| format!("{:.1}", p.2)).collect::<Vec<_>>().join(" | "),
+    ));
+    println!("{md}");
+    let out = root.join("bench-results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("api.md"), &md)?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("estiba-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

@@ -1,0 +1,42 @@
+//! `cargo xtask test`: every test of the project, in one command.
+//!
+//! 1. installs what the tests need (`scripts/install-test-deps.sh`, skipped when present);
+//! 2. builds the workspace and runs the unit tests (`cargo test --workspace`, which also
+//!    checks that generated code is fresh);
+//! 3. runs the end-to-end tests (`tests/e2e`, pytest) against the built `estiba` binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
+    let unit_only = args.iter().any(|a| a == "--unit");
+    let e2e_only = args.iter().any(|a| a == "--e2e");
+    let pytest_args: Vec<&String> = args.iter().skip_while(|a| *a != "--").skip(1).collect();
+    run(Command::new(root.join("scripts/install-test-deps.sh")).current_dir(root))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo).args(["build", "--workspace", "--bins"]).current_dir(root))?;
+    if !e2e_only {
+        run(Command::new(&cargo).args(["test", "--workspace"]).current_dir(root))?;
+    }
+    if !unit_only {
+        let bin = root.join("target/debug/estiba");
+        run(Command::new("python3")
+            .args(["-m", "pytest", "-q", "--timeout", "300", "-p", "no:cacheprovider"])
+            .args(pytest_args)
+            .arg("tests/e2e")
+            .env("ESTIBA_BIN", bin)
+            .current_dir(root))?;
+    }
+    Ok(())
+}
