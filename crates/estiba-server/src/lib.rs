@@ -82,8 +82,10 @@ pub fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-/// How often a write is retried when another writer changed what it read.
-const MAX_ATTEMPTS: usize = 64;
+/// How long a write keeps retrying when other writers keep changing what it read. Writers of
+/// one key (say, registrations of one family) conflict and go one per group commit, so a
+/// write may need as many attempts as there are concurrent writers of its key.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
@@ -110,7 +112,8 @@ impl Server {
         &self,
         mut f: impl FnMut(&view::State) -> Result<(Txn, R), EcsError>,
     ) -> Result<R, EcsError> {
-        for _ in 0..MAX_ATTEMPTS {
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        while std::time::Instant::now() < deadline {
             let (txn, r) = {
                 let st = self.view.read();
                 f(&st)?

@@ -73,11 +73,14 @@ pub struct State {
 
 impl State {
     /// Documents under a key prefix, in key order.
-    pub fn range<'a, T>(table: &'a Table<T>, prefix: &str) -> impl Iterator<Item = &'a Arc<Doc<T>>> + 'a {
-        let owned = prefix.to_owned();
+    /// Documents whose key starts with `prefix`, in key order; iterable from either end.
+    pub fn range<'a, T>(table: &'a Table<T>, prefix: &str) -> impl DoubleEndedIterator<Item = &'a Arc<Doc<T>>> + 'a {
+        // Every key with the prefix sorts below prefix + U+10FFFF.
+        let mut upper = String::with_capacity(prefix.len() + 4);
+        upper.push_str(prefix);
+        upper.push(char::MAX);
         table
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(owned.as_str()))
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Excluded(upper.as_str())))
             .map(|(_, v)| v)
     }
 

@@ -154,19 +154,25 @@ impl Local {
         let _ = self.feed.send(commit);
     }
 
-    pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        // Subscribe before reading history so no commit falls between the two.
-        let mut live = self.feed.subscribe();
+    /// The commits after `after`, from history; `Compacted` when history no longer reaches
+    /// back that far.
+    fn history_after(&self, after: Revision) -> Result<Vec<Arc<Commit>>> {
         let st = self.state.read().unwrap();
         let oldest_kept =
             st.history.front().map_or(st.revision + 1, |c| c.events.first().map_or(c.revision, |e| e.kv.mod_revision));
         if after + 1 < oldest_kept && after < st.revision {
             return Err(StoreError::Compacted { requested: after, oldest: oldest_kept });
         }
-        let backlog: Vec<Arc<Commit>> = st.history.iter().filter(|c| c.revision > after).cloned().collect();
-        drop(st);
+        Ok(st.history.iter().filter(|c| c.revision > after).cloned().collect())
+    }
+
+    pub fn watch(self: &Arc<Self>, prefix: &str, after: Revision) -> Result<Watch> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        // Subscribe before reading history so no commit falls between the two.
+        let mut live = self.feed.subscribe();
+        let backlog = self.history_after(after)?;
         let prefix = prefix.to_owned();
+        let local = self.clone();
         tokio::spawn(async move {
             let mut seen = after;
             let send = |c: &Commit, seen: &mut Revision| {
@@ -199,9 +205,25 @@ impl Local {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Err(StoreError::Compacted { requested: seen, oldest: seen + 1 })).await;
-                        return;
+                        // The live feed moved on without us: catch up from history, which
+                        // reaches much further back, and carry on with the feed.
+                        match local.history_after(seen) {
+                            Ok(missed) => {
+                                for c in missed {
+                                    if let Some(b) = send(&c, &mut seen) {
+                                        if tx.send(Ok(b)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
                     }
+
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }

@@ -34,6 +34,7 @@ suite!(
     watch_from_past_revision,
     concurrent_cas_has_one_winner,
     empty_txn_is_a_read_check,
+    slow_watcher_catches_up,
 );
 
 async fn put(s: &dyn Store, key: &str, value: &str) -> TxnResponse {
@@ -171,6 +172,20 @@ async fn concurrent_cas_has_one_winner(s: Arc<dyn Store>) {
     }
     assert_eq!(wins, 1);
     assert_eq!(s.get("counter").await.unwrap().unwrap().version, 2);
+}
+
+async fn slow_watcher_catches_up(s: Arc<dyn Store>) {
+    let mut w = s.watch("lag/", s.revision()).unwrap();
+    // Far more commits than the live feed buffers, while the watcher reads nothing.
+    for i in 0..3000 {
+        put(&*s, &format!("lag/{i:05}"), "v").await;
+    }
+    let mut keys = Vec::new();
+    while keys.len() < 3000 {
+        keys.extend(next(&mut w).await.events.into_iter().map(|e| e.kv.key));
+    }
+    let want: Vec<String> = (0..3000).map(|i| format!("lag/{i:05}")).collect();
+    assert_eq!(keys, want);
 }
 
 async fn empty_txn_is_a_read_check(s: Arc<dyn Store>) {

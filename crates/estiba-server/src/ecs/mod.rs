@@ -209,9 +209,10 @@ pub fn find_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Option<&'a 
     }
     match r.revision {
         Some(rev) => st.taskdefs.get(&keys::taskdef(&cx.scope, &r.family, rev)),
+        // Newest first: the latest ACTIVE revision is usually the last one.
         None => State::range(&st.taskdefs, &keys::taskdefs_of(&cx.scope, &r.family))
-            .filter(|d| d.value.status == Some(TaskDefinitionStatus::Active))
-            .last(),
+            .rev()
+            .find(|d| d.value.status == Some(TaskDefinitionStatus::Active)),
     }
 }
 

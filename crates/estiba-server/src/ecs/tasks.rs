@@ -107,7 +107,10 @@ pub(crate) fn place_tasks(
 ) -> Result<Placed> {
     let compiled = placement::compile_constraints(constraints)?;
     placement::validate_strategies(strategies)?;
-    let mut cands = candidates(st, &cx.scope, cluster);
+    // Only EC2 and EXTERNAL tasks go to container instances; Fargate ones skip the scan.
+    let needs_instances = launches.iter().any(|l| l.launch_type != LaunchType::Fargate);
+    let mut cands = if needs_instances { candidates(st, &cx.scope, cluster) } else { Vec::new() };
+
     let need = placement::need_of(td, proto.overrides);
     let group =
         proto.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
