@@ -34,11 +34,14 @@ def free_port():
 class Estiba:
     """A running estiba server with its own data directory."""
 
-    def __init__(self, data_dir, extra_args=(), env=None):
+    def __init__(self, data_dir, extra_args=(), env=None, node=False):
+        """`node`: whether this server runs tasks (its in-process agent); control-plane tests
+        run without, so their tasks stay PROVISIONING."""
         self.data_dir = data_dir
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.extra_args = list(extra_args)
+        self.extra_args = list(extra_args) + ["--local-node", "on" if node else "off"]
+
         self.env = env or {}
         self.proc = None
         self.log_path = os.path.join(data_dir, "server.log")

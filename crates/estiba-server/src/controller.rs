@@ -20,7 +20,7 @@ use estiba_core::task::{self, Launch, Spec};
 use estiba_core::{arn, EcsError, Ids, Scope};
 use estiba_store::{Compare, Op, Txn};
 
-use crate::ecs::{put, put_tags, Ctx};
+use crate::ecs::{put, Ctx};
 use crate::view::State;
 use crate::{keys, now, RandomIds, Server};
 
@@ -236,7 +236,7 @@ async fn reconcile(server: &Server, key: &str, settings: &Settings) -> Result<Op
             }
 
             let mut svc = plan.service.clone();
-            let cx = Ctx { scope: scope.clone(), now };
+            let cx = Ctx { scope: scope.clone(), now, node: server.local_node.clone() };
 
             // Stops.
             let mut stopped = Vec::new();
@@ -514,19 +514,8 @@ fn start_tasks(
     if placed.0.is_empty() {
         return Ok(Err(placed.1));
     }
-    let mut started = Vec::new();
-    for t in &placed.0 {
-        let tkey = keys::task(&cx.scope, cluster, task::task_id(t));
-        let mut doc = t.clone();
-        let tags = doc.tags.take().unwrap_or_default();
-        txn.compares.push(Compare::absent(&tkey));
-        txn.ops.push(put(&tkey, &doc));
-        if !tags.is_empty() {
-            txn.ops.push(put_tags(&tkey, &tags));
-        }
-        started.push(task::task_id(t).to_owned());
-    }
-    Ok(Ok(started))
+    crate::ecs::write_new_tasks(txn, cx, cluster, &placed.0);
+    Ok(Ok(placed.0.iter().map(|t| task::task_id(t).to_owned()).collect()))
 }
 
 /// Removes what has outlived its retention and cleans up after deleted resources.

@@ -219,7 +219,8 @@ async fn aws_json(server: &Server, req: Request<Incoming>) -> Response<Body> {
     let result = if prefix == estiba_api::ecs::TARGET_PREFIX {
         match estiba_api::ecs::Operation::from_name(op_name) {
             Some(op) => {
-                let cx = crate::ecs::Ctx { scope, now: crate::now() };
+                let cx = crate::ecs::Ctx { scope, now: crate::now(), node: server.local_node.clone() };
+
                 crate::ecs::dispatch(server, &cx, op, &body).await
             }
             None => Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400)),

@@ -11,7 +11,7 @@
 pub mod controller;
 pub mod ecs;
 pub mod http;
-pub mod keys;
+pub use estiba_core::keys;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -35,6 +35,9 @@ pub struct Config {
     pub stopped_task_retention: Duration,
     /// How long INACTIVE services, clusters and deregistered instances stay visible.
     pub inactive_retention: Duration,
+    /// The node of this machine, which runs Fargate tasks; `None` when no agent runs here
+    /// (tasks then wait in PROVISIONING).
+    pub local_node: Option<String>,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             stopped_task_retention: Duration::from_secs(3600),
             inactive_retention: Duration::from_secs(3600),
+            local_node: None,
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct Server {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub view: Arc<view::View>,
+    pub local_node: Option<Arc<str>>,
 }
 
 /// Random identifiers from UUID v4.
@@ -90,7 +95,8 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
         let view = view::View::start(store.clone()).await?;
-        Ok(Arc::new(Server { config, store, view }))
+        let local_node = config.local_node.as_deref().map(Arc::from);
+        Ok(Arc::new(Server { config, store, view, local_node }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the

@@ -14,6 +14,7 @@ use estiba_api::ecs::{
     Tag, Task, TaskDefinition,
 };
 use estiba_core::cluster::Counts;
+use estiba_core::node::{Claim, NodeStatus};
 use estiba_core::service::DeploymentCounts;
 use estiba_core::{instance, service, task};
 use estiba_store::{EventKind, KeyValue, Revision, Store, StoreError};
@@ -42,14 +43,6 @@ pub struct Family {
     pub last_revision: i32,
 }
 
-/// A node's claim on a task: from then on the node, not the server, moves the task through
-/// its lifecycle.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Claim {
-    pub node: String,
-}
-
 #[derive(Default)]
 pub struct State {
     pub revision: Revision,
@@ -65,6 +58,7 @@ pub struct State {
     pub service_revisions: Table<ServiceRevision>,
     pub tags: Table<Vec<Tag>>,
     pub claims: Table<Claim>,
+    pub nodes: Table<NodeStatus>,
     /// Cluster key → counts of its tasks, services and instances.
     pub cluster_counts: HashMap<String, Counts>,
     /// (cluster key, deployment id) → task counts of the deployment.
@@ -158,6 +152,9 @@ impl State {
             }
             "claims" => {
                 put(&mut self.claims, kind, kv);
+            }
+            "nodes" => {
+                put(&mut self.nodes, kind, kv);
             }
             other => tracing::warn!(kind = other, key = %kv.key, "unknown key kind in store"),
         }

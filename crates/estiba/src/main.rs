@@ -25,6 +25,52 @@ struct Cli {
 enum Command {
     /// Run the control plane: the ECS API on --listen, state under --data-dir.
     Server(ServerArgs),
+    /// Print a task's container logs (on this machine).
+    Logs(LogsArgs),
+    /// Supervise one container (started by the agent; not for direct use).
+    #[command(hide = true)]
+    Shim {
+        /// The container's state directory, holding spec.json.
+        state_dir: PathBuf,
+    },
+    /// Run a command inside a running container (used for health checks).
+    #[command(hide = true)]
+    ExecIn {
+        /// PID of the container's first process.
+        #[arg(long)]
+        pid: i32,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    /// The task id or ARN.
+    task: String,
+    /// Only this container (default: every container of the task).
+    #[arg(long)]
+    container: Option<String>,
+    /// Keep printing new lines until the containers stop.
+    #[arg(short, long)]
+    follow: bool,
+    /// Prefix each line with its timestamp.
+    #[arg(short, long)]
+    timestamps: bool,
+    #[arg(long, env = "ESTIBA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LocalNode {
+    /// On when running as root on Linux.
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,6 +117,40 @@ struct ServerArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Run tasks on this machine (FARGATE and FARGATE_SPOT capacity). Needs root.
+    #[arg(long, env = "ESTIBA_LOCAL_NODE", value_enum, default_value = "auto")]
+    local_node: LocalNode,
+    /// This machine's node id [default: its hostname].
+    #[arg(long, env = "ESTIBA_NODE_ID")]
+    node_id: Option<String>,
+    /// How containers start: `native` (built in) or an OCI runtime binary (`runc`, a path).
+    #[arg(long, env = "ESTIBA_CONTAINER_RUNTIME", default_value = "native")]
+    container_runtime: String,
+    /// Below this much available memory the node refuses new tasks (RESOURCE:MEMORY).
+    #[arg(long, env = "ESTIBA_MEMORY_FLOOR", default_value = "256MiB", value_parser = parse_size)]
+    memory_floor: u64,
+    /// Registries reached over plain HTTP besides loopback ones (comma-separated host:port).
+    #[arg(long, env = "ESTIBA_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
+}
+
+/// `512`, `256MiB`, `2GiB`, `1G`: bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let i = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..i].parse().map_err(|_| format!("invalid size '{s}'"))?;
+    let mult = match t[i..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("invalid size unit '{other}': use KiB, MiB or GiB")),
+    };
+    Ok(n * mult)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "local".into())
 }
 
 /// `500ms`, `40s`, `5m`, `1h`, or a bare number of seconds.
@@ -126,6 +206,18 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Logs(args) => logs(args),
+
+        Command::Shim { state_dir } => std::process::exit(estiba_runtime::container::shim::run(&state_dir)),
+        Command::ExecIn { pid, user, cwd, args } => {
+            match estiba_runtime::container::exec::exec_in(pid, &args, user.as_deref(), cwd.as_deref()) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(126)
+                }
+            }
+        }
     }
 }
 
@@ -159,7 +251,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got '{}'", args.account_id);
     }
-    let server = Server::new(config, store).await.context("loading state")?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let run_tasks = match args.local_node {
+        LocalNode::On => true,
+        LocalNode::Off => false,
+        LocalNode::Auto => is_root(),
+    };
+    let node_id = args.node_id.clone().unwrap_or_else(hostname);
+    let config = Config { local_node: run_tasks.then(|| node_id.clone()), ..config };
+    let server = Server::new(config, store.clone()).await.context("loading state")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "estiba server ready");
@@ -172,13 +272,109 @@ async fn serve(args: ServerArgs) -> Result<()> {
         stopped_task_retention: args.stopped_task_retention,
         ..Default::default()
     };
-    let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx));
+    let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx.clone()));
+    let agent = if run_tasks {
+        let executor = match args.container_runtime.as_str() {
+            "native" => estiba_runtime::container::spec::Executor::Native,
+            name => {
+                let path = if name.contains('/') {
+                    PathBuf::from(name)
+                } else {
+                    which(name).with_context(|| format!("container runtime {name} not found in PATH"))?
+                };
+                estiba_runtime::container::spec::Executor::Oci(path)
+            }
+        };
+        let images = estiba_runtime::image::ImageStore::open(data_dir.join("images"), args.insecure_registries.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let shared = Arc::new(estiba_agent::Shared {
+            cfg: estiba_agent::AgentConfig {
+                node_id: node_id.clone(),
+                data_dir: data_dir.join("agent"),
+                exe: std::env::current_exe().context("finding the estiba binary")?,
+                executor,
+                mem_floor_bytes: args.memory_floor,
+                secrets_dir: data_dir.join("secrets"),
+            },
+            cp,
+            images,
+        });
+        tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
+        Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))
+    } else {
+        None
+    };
 
     http::serve(server, listener, shutdown_signal()).await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = controllers.await;
+    if let Some(a) = agent {
+        // Containers keep running under their supervisors; the next start adopts them.
+        let _ = a.await;
+    }
     Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
+}
+
+/// `estiba logs`: prints the container logs of a task run on this machine.
+fn logs(args: LogsArgs) -> Result<()> {
+    use estiba_runtime::logs;
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let task_id = args.task.rsplit('/').next().unwrap_or(&args.task);
+    let dir = data_dir.join("agent/tasks").join(task_id);
+    if !dir.is_dir() {
+        bail!("no task {task_id} has run on this machine (looked in {})", dir.display());
+    }
+    let mut containers: Vec<String> = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter(|e| e.path().join("spec.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    containers.sort();
+    if let Some(c) = &args.container {
+        if !containers.contains(c) {
+            bail!("task {task_id} has no container {c} (it has: {})", containers.join(", "));
+        }
+        containers = vec![c.clone()];
+    }
+    let multi = containers.len() > 1;
+    let print = |name: &str, r: &logs::Record| {
+        let prefix = if multi { format!("{name} | ") } else { String::new() };
+        let line =
+            if args.timestamps { format!("{prefix}{} {}", r.time, r.line) } else { format!("{prefix}{}", r.line) };
+        if r.stream == "stderr" {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let mut seen: Vec<usize> = vec![0; containers.len()];
+    loop {
+        for (i, c) in containers.iter().enumerate() {
+            let recs = logs::read_all(&dir.join(c).join("container.log")).unwrap_or_default();
+            if recs.len() < seen[i] {
+                seen[i] = 0; // rotated away under us: start over from what is left
+            }
+            for r in &recs[seen[i]..] {
+                print(c, r);
+            }
+            seen[i] = recs.len();
+        }
+        let done = containers
+            .iter()
+            .all(|c| dir.join(c).join("exit.json").exists() || !dir.join(c).join("started.json").exists());
+        if !args.follow || done {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 async fn shutdown_signal() {

@@ -33,6 +33,7 @@ mod tasks;
 pub type Result<T, E = EcsError> = std::result::Result<T, E>;
 
 pub(crate) use tasks::task_tags as tasks_tags;
+pub(crate) use tasks::write_tasks as write_new_tasks;
 
 /// Builds and places a service's new tasks (the controller's entry into RunTask's logic).
 #[allow(clippy::too_many_arguments)]
@@ -52,10 +53,11 @@ pub(crate) fn place_service_tasks(
         .map(|p| (p.tasks, p.failures))
 }
 
-/// Who is calling and when.
+/// Who is calling and when, and which node runs Fargate tasks.
 pub struct Ctx {
     pub scope: Scope,
     pub now: f64,
+    pub node: Option<Arc<str>>,
 }
 
 fn decode_input<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {

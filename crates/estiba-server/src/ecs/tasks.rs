@@ -117,6 +117,13 @@ pub(crate) fn place_tasks(
     let mut out = Placed { tasks: vec![], failures: vec![] };
     for (i, launch) in launches.into_iter().enumerate() {
         let instance_arn = if launch.launch_type == LaunchType::Fargate {
+            // Fargate capacity is not reserved: the node refuses only when its available
+            // memory is below its floor.
+            let node = cx.node.as_deref().and_then(|n| st.nodes.get(&keys::node(n)));
+            if node.is_some_and(|n| !n.value.has_memory()) {
+                out.failures.push(Failure { arn: None, reason: Some("RESOURCE:MEMORY".into()), detail: None });
+                continue;
+            }
             None
         } else if let Some(fixed) = &fixed_instances {
             let target = &fixed[i];
@@ -165,7 +172,9 @@ pub(crate) fn place_tasks(
     Ok(out)
 }
 
-fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]) {
+/// Writes new tasks (and their tags); Fargate tasks are claimed for this machine's node in
+/// the same transaction, so the agent sees them at once.
+pub(crate) fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]) {
     for t in tasks {
         let key = keys::task(&cx.scope, cluster, task::task_id(t));
         let mut doc = t.clone();
@@ -174,6 +183,9 @@ fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]) {
         txn.ops.push(put(&key, &doc));
         if !tags.is_empty() {
             txn.ops.push(put_tags(&key, &tags));
+        }
+        if let (Some(node), true) = (&cx.node, task::is_fargate(t)) {
+            txn.ops.push(put(keys::claim_of(&key), &estiba_core::node::Claim { node: node.to_string() }));
         }
     }
 }

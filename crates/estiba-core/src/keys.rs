@@ -13,12 +13,15 @@
 //! | `service-deployments/<cluster>/<service>/<id>` | `ServiceDeployment` |
 //! | `service-revisions/<cluster>/<service>/<n>` | `ServiceRevision` |
 //! | `tags/<resource key without the scope>` | `[Tag]` |
-//! | `claims/<cluster>/<task id>` | [`crate::view::Claim`]: the node that runs the task |
+//! | `claims/<cluster>/<task id>` | [`crate::node::Claim`]: the node that runs the task |
+//!
+//! Nodes (machines that run tasks) are not per account: `ecs/-/-/nodes/<node id>` holds a
+//! [`crate::node::NodeStatus`].
 //!
 //! Values are the AWS wire shapes as JSON, without tags (tags live under `tags/` so tagging
 //! never races with state changes and Describe calls can skip them).
 
-use estiba_core::Scope;
+use crate::Scope;
 
 pub fn scope_prefix(s: &Scope) -> String {
     format!("ecs/{}/{}/", s.account, s.region)
@@ -93,7 +96,19 @@ pub fn claim(s: &Scope, cluster: &str, task_id: &str) -> String {
     format!("ecs/{}/{}/claims/{cluster}/{task_id}", s.account, s.region)
 }
 
+pub fn node(id: &str) -> String {
+    format!("ecs/-/-/nodes/{id}")
+}
+
+pub const NODES_PREFIX: &str = "ecs/-/-/nodes/";
+
+/// The task key of a claim key.
+pub fn task_of_claim(claim_key: &str) -> String {
+    claim_key.replacen("/claims/", "/tasks/", 1)
+}
+
 /// The claim key of a task key: `ecs/a/r/tasks/c/id` → `ecs/a/r/claims/c/id`.
+
 pub fn claim_of(task_key: &str) -> String {
     task_key.replacen("/tasks/", "/claims/", 1)
 }

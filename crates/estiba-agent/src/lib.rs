@@ -1,0 +1,197 @@
+//! The node agent: runs the ECS tasks the control plane assigns to its node and reports
+//! their state, through the [`control::ControlPlane`] trait (in-process by default; an agent
+//! on another machine only needs another implementation of it).
+//!
+//! A task is run by [`runner`] as an ordered list of steps (network namespace, image pulls,
+//! containers in dependency order, health checks, stop, clean-up); [`translate`] turns ECS
+//! container definitions into runtime specs; containers run under supervisors that outlive
+//! the agent, which adopts them again after a restart.
+//!
+//! **Architecture invariant:** the agent does not decide placement: it runs what it is given.
+
+pub mod control;
+pub mod health;
+pub mod netns;
+pub mod runner;
+pub mod translate;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estiba_core::node::NodeStatus;
+use estiba_core::task as task_rules;
+use estiba_runtime::container::spec::Executor;
+use estiba_runtime::image::{Credentials, ImageStore};
+use tokio::sync::watch;
+
+use control::{Assignment, ControlPlane};
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_id: String,
+    /// Where tasks keep their state (`<data-dir>/agent`).
+    pub data_dir: PathBuf,
+    /// The estiba binary, re-executed as supervisor and for `exec-in`.
+    pub exe: PathBuf,
+    pub executor: Executor,
+    /// Below this much available memory the node takes no new task.
+    pub mem_floor_bytes: u64,
+    /// Registry credentials named by `repositoryCredentials.credentialsParameter`.
+    pub secrets_dir: PathBuf,
+}
+
+pub struct Shared {
+    pub cfg: AgentConfig,
+    pub cp: Arc<dyn ControlPlane>,
+    pub images: Arc<ImageStore>,
+}
+
+impl Shared {
+    /// Registry credentials for `repositoryCredentials`. The parameter is a Secrets Manager
+    /// ARN (`...:secret:<name>`) or a name; estiba reads `<secrets-dir>/<name>.json`, a JSON
+    /// object with `username` and `password`.
+    pub fn credentials(&self, parameter: &str) -> Result<Credentials, String> {
+        let name = parameter.rsplit(":secret:").next().unwrap_or(parameter);
+        let name = name.rsplit_once('-').filter(|(_, suffix)| suffix.len() == 6).map(|(n, _)| n).unwrap_or(name);
+        let path = self.cfg.secrets_dir.join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path)
+            .or_else(|_| std::fs::read_to_string(self.cfg.secrets_dir.join(name)))
+            .map_err(|e| {
+                format!("CannotPullContainerError: repository credentials {parameter}: {} ({e})", path.display())
+            })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("CannotPullContainerError: repository credentials {parameter}: {e}"))?;
+        match (v["username"].as_str(), v["password"].as_str()) {
+            (Some(u), Some(p)) => Ok(Credentials { username: u.into(), password: p.into() }),
+            _ => {
+                Err(format!("CannotPullContainerError: repository credentials {parameter} need username and password"))
+            }
+        }
+    }
+}
+
+/// Removes a task's cgroup from every hierarchy (it is empty once its containers are gone).
+pub fn remove_task_cgroup(task_id: &str) {
+    let rel = format!("estiba/{task_id}");
+    if let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") {
+        for r in roots.flatten() {
+            let base = r.path();
+            for cand in [base.join(&rel), base.clone()] {
+                if cand == base && !base.join("cgroup.controllers").exists() {
+                    continue;
+                }
+                let dir = if cand == base { base.join(&rel) } else { cand };
+                if let Ok(children) = std::fs::read_dir(&dir) {
+                    for c in children.flatten() {
+                        if c.path().is_dir() {
+                            let _ = std::fs::remove_dir(c.path());
+                        }
+                    }
+                    let _ = std::fs::remove_dir(&dir);
+                }
+            }
+        }
+    }
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+async fn heartbeat(shared: Arc<Shared>) {
+    loop {
+        let status = NodeStatus {
+            id: shared.cfg.node_id.clone(),
+            mem_available_bytes: mem_available(),
+            mem_floor_bytes: shared.cfg.mem_floor_bytes,
+            heartbeat_at: now(),
+            executor: match &shared.cfg.executor {
+                Executor::Native => "native".into(),
+                Executor::Oci(p) => p.display().to_string(),
+            },
+        };
+        if let Err(e) = shared.cp.report_node(status).await {
+            tracing::warn!(error = %e, "node heartbeat failed");
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Removes what a task left on this node when the control plane no longer knows it.
+fn forget(shared: &Shared, task_id: &str) {
+    let dir = runner::task_dir(shared, task_id);
+    netns::remove(&dir.join("netns"));
+    if let Ok(ctrs) = std::fs::read_dir(&dir) {
+        for c in ctrs.flatten() {
+            let _ = nix::mount::umount2(&c.path().join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    remove_task_cgroup(task_id);
+}
+
+/// Runs the agent until `shutdown` flips.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    std::fs::create_dir_all(shared.cfg.data_dir.join("tasks")).ok();
+    tokio::spawn(heartbeat(shared.clone()));
+    let mut rx = shared.cp.assignments();
+    let mut runners: HashMap<String, (watch::Sender<Assignment>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut done: HashSet<String> = HashSet::new();
+    let mut last_sweep = std::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        let current = rx.borrow_and_update().clone();
+        runners.retain(|k, (_, h)| {
+            if h.is_finished() {
+                done.insert(k.clone());
+                false
+            } else {
+                true
+            }
+        });
+        done.retain(|k| current.contains_key(k));
+        for (key, a) in current.iter() {
+            if let Some((tx, _)) = runners.get(key) {
+                tx.send_replace(a.clone());
+                continue;
+            }
+            if done.contains(key) || task_rules::last_status(&a.task) == task_rules::Status::Stopped {
+                continue;
+            }
+            let (tx, urx) = watch::channel(a.clone());
+            let h = tokio::spawn(runner::run(shared.clone(), a.clone(), urx));
+            runners.insert(key.clone(), (tx, h));
+        }
+        if last_sweep.elapsed() > Duration::from_secs(30) {
+            last_sweep = std::time::Instant::now();
+            let live: HashSet<String> = current.values().map(|a| task_rules::task_id(&a.task).to_owned()).collect();
+            if let Ok(dirs) = std::fs::read_dir(shared.cfg.data_dir.join("tasks")) {
+                for d in dirs.flatten() {
+                    let id = d.file_name().to_string_lossy().into_owned();
+                    if !live.contains(&id) {
+                        tracing::info!(task = %id, "removing what a deleted task left");
+                        forget(&shared, &id);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,853 @@
+//! Runs one task on this node, as ECS does:
+//!
+//! PROVISIONING → (network namespace) → PENDING (pull images) → ACTIVATING (start containers
+//! in `dependsOn` order) → RUNNING → DEACTIVATING / STOPPING (SIGTERM, then SIGKILL after each
+//! container's `stopTimeout`, dependents first) → DEPROVISIONING (clean up) → STOPPED.
+//!
+//! The runner keeps its own picture of the task ([`Report`]) and a reporter writes the
+//! latest picture to the control plane in the background, so a slow write never holds the
+//! task back; intermediate states may be coalesced, timestamps are always kept.
+//! Everything a container leaves (status, exit, logs) is on disk in its state directory,
+//! written by its supervisor, so a runner restarted after a crash adopts the task from there.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use estiba_api::ecs::{ContainerCondition, ContainerDefinition, HealthStatus, NetworkMode, Task, TaskStopCode};
+use estiba_core::{task as task_rules, taskdef};
+use estiba_runtime::container::shim::{read_json, write_json};
+use estiba_runtime::container::spec::{files, ContainerSpec, Exit, Started};
+use estiba_runtime::image::{Credentials, Image};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::control::{Assignment, ControlError};
+use crate::translate::{self, TaskContext};
+use crate::{netns, Shared};
+
+fn now() -> f64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+fn ms_to_secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// What the agent knows of one container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerReport {
+    pub name: String,
+    pub last_status: &'static str,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub runtime_id: Option<String>,
+    pub image_digest: Option<String>,
+    pub health: Option<HealthStatus>,
+}
+
+/// What the agent knows of the task; the reporter writes it over the task document.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub last_status: &'static str,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub started_at: Option<f64>,
+    pub stopping_at: Option<f64>,
+    pub execution_stopped_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+    pub connectivity_at: Option<f64>,
+    pub health: Option<HealthStatus>,
+    pub attachment_status: Option<&'static str>,
+    /// Set when the agent itself decides the task stops (essential exit, failed start).
+    pub stop: Option<(TaskStopCode, String)>,
+    pub containers: Vec<ContainerReport>,
+}
+
+impl Report {
+    /// Writes the agent-owned fields over `t`.
+    pub fn apply(&self, t: &mut Task) {
+        if self.last_status.is_empty() {
+            return;
+        }
+        // Never move a task backwards (a late report after a newer one).
+        let current = task_rules::last_status(t);
+        let next = task_rules::Status::parse(self.last_status).unwrap_or(current);
+        if next >= current {
+            t.last_status = Some(self.last_status.into());
+        }
+        macro_rules! keep {
+            ($f:ident) => {
+                if self.$f.is_some() {
+                    t.$f = self.$f;
+                }
+            };
+        }
+        keep!(pull_started_at);
+        keep!(pull_stopped_at);
+        keep!(started_at);
+        keep!(stopping_at);
+        keep!(execution_stopped_at);
+        keep!(stopped_at);
+        keep!(connectivity_at);
+        if let Some(h) = self.health {
+            t.health_status = Some(h);
+        }
+        if self.connectivity_at.is_some() {
+            t.connectivity = Some(if self.stopped_at.is_some() {
+                estiba_api::ecs::Connectivity::Disconnected
+            } else {
+                estiba_api::ecs::Connectivity::Connected
+            });
+        }
+        if let Some(s) = self.attachment_status {
+            for a in t.attachments.iter_mut().flatten() {
+                a.status = Some(s.into());
+            }
+        }
+        if let Some((code, reason)) = &self.stop {
+            if !task_rules::desired_stopped(t) {
+                t.desired_status = Some("STOPPED".into());
+                t.stop_code = Some(*code);
+                t.stopped_reason = Some(reason.clone());
+            } else if t.stop_code.is_none() {
+                t.stop_code = Some(*code);
+                t.stopped_reason = Some(reason.clone());
+            }
+        }
+        for c in t.containers.iter_mut().flatten() {
+            let Some(r) = self.containers.iter().find(|r| Some(r.name.as_str()) == c.name.as_deref()) else { continue };
+            if !r.last_status.is_empty() {
+                c.last_status = Some(r.last_status.into());
+            }
+            if r.exit_code.is_some() {
+                c.exit_code = r.exit_code;
+            }
+            if r.reason.is_some() {
+                c.reason = r.reason.clone();
+            }
+            if r.runtime_id.is_some() {
+                c.runtime_id = r.runtime_id.clone();
+            }
+            if r.image_digest.is_some() {
+                c.image_digest = r.image_digest.clone();
+            }
+            if r.health.is_some() {
+                c.health_status = r.health;
+            }
+        }
+    }
+}
+
+/// Writes the latest report until told to finish; returns once the final report is in.
+async fn reporter(shared: Arc<Shared>, key: String, mut rx: watch::Receiver<Report>) {
+    loop {
+        let report = rx.borrow_and_update().clone();
+        let r = report.clone();
+        match shared.cp.update_task(&key, Box::new(move |t: &mut Task| r.apply(t))).await {
+            Ok(_) => {}
+            Err(ControlError::Gone) => return,
+            Err(e) => {
+                tracing::warn!(task = %key, error = %e, "reporting task state failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        if rx.changed().await.is_err() {
+            // The runner is done: write what came last, if anything changed since.
+            let last = rx.borrow().clone();
+            if last != report {
+                let _ = shared.cp.update_task(&key, Box::new(move |t: &mut Task| last.apply(t))).await;
+            }
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum CState {
+    Pending,
+    Running { pid: i32, started_at: f64 },
+    Stopped { exit: Option<Exit>, ran: bool },
+}
+
+struct Ctr {
+    def: ContainerDefinition,
+    name: String,
+    essential: bool,
+    state: CState,
+    health: Option<HealthStatus>,
+    spec: Option<ContainerSpec>,
+    health_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+enum Event {
+    Exited(usize, Exit),
+    Health(usize, HealthStatus),
+    Update(Box<Assignment>),
+}
+
+pub struct Runner {
+    shared: Arc<Shared>,
+    key: String,
+    task_id: String,
+    dir: PathBuf,
+    assignment: Assignment,
+    report: Report,
+    tx_report: watch::Sender<Report>,
+    ctrs: Vec<Ctr>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
+    images: HashMap<String, Arc<Image>>,
+}
+
+/// Where a task keeps its containers' state.
+pub fn task_dir(shared: &Shared, task_id: &str) -> PathBuf {
+    shared.cfg.data_dir.join("tasks").join(task_id)
+}
+
+/// Runs the task until it is STOPPED and cleaned up. `updates` carries newer versions of
+/// the assignment (a StopTask sets `desiredStatus`).
+pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch::Receiver<Assignment>) {
+    let key = assignment.key.clone();
+    let task_id = task_rules::task_id(&assignment.task).to_owned();
+    let dir = task_dir(&shared, &task_id);
+    let (tx_report, rx_report) = watch::channel(Report::default());
+    let reporter = tokio::spawn(reporter(shared.clone(), key.clone(), rx_report));
+    let (events_tx, events) = mpsc::unbounded_channel();
+    {
+        let tx = events_tx.clone();
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let a = updates.borrow_and_update().clone();
+                if tx.send(Event::Update(Box::new(a))).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let ctrs = assignment
+        .taskdef
+        .container_definitions
+        .iter()
+        .flatten()
+        .map(|d| Ctr {
+            name: d.name.clone().unwrap_or_default(),
+            essential: d.essential != Some(false),
+            def: d.clone(),
+            state: CState::Pending,
+            health: d.health_check.as_ref().and_then(translate::health).map(|_| HealthStatus::Unknown),
+            spec: None,
+            health_task: None,
+        })
+        .collect();
+    let mut r = Runner {
+        shared,
+        key,
+        task_id,
+        dir,
+        report: Report { last_status: "PROVISIONING", ..Default::default() },
+        assignment,
+        tx_report,
+        ctrs,
+        events_tx,
+        events,
+        images: HashMap::new(),
+    };
+    r.report.containers = r
+        .ctrs
+        .iter()
+        .map(|c| ContainerReport {
+            name: c.name.clone(),
+            last_status: "PENDING",
+            health: c.health,
+            ..Default::default()
+        })
+        .collect();
+    r.lifecycle().await;
+    drop(r.tx_report);
+    let _ = reporter.await;
+}
+
+impl Runner {
+    fn publish(&mut self) {
+        for (i, c) in self.ctrs.iter().enumerate() {
+            let cr = &mut self.report.containers[i];
+            cr.health = c.health;
+            match &c.state {
+                CState::Pending => {}
+                CState::Running { .. } => cr.last_status = "RUNNING",
+                CState::Stopped { exit, .. } => {
+                    cr.last_status = "STOPPED";
+                    if let Some(e) = exit {
+                        if e.error.is_none() && e.code >= 0 {
+                            cr.exit_code = Some(e.code);
+                        }
+                        if e.oom_killed {
+                            cr.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+                        }
+                    }
+                }
+            }
+        }
+        self.report.health = self.task_health();
+        self.tx_report.send_replace(self.report.clone());
+    }
+
+    fn task_health(&self) -> Option<HealthStatus> {
+        let checked: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.essential && c.health.is_some()).collect();
+        if checked.is_empty() {
+            return Some(HealthStatus::Unknown);
+        }
+        if checked.iter().any(|c| c.health == Some(HealthStatus::Unhealthy)) {
+            Some(HealthStatus::Unhealthy)
+        } else if checked.iter().all(|c| c.health == Some(HealthStatus::Healthy)) {
+            Some(HealthStatus::Healthy)
+        } else {
+            Some(HealthStatus::Unknown)
+        }
+    }
+
+    fn desired_stopped(&self) -> bool {
+        task_rules::desired_stopped(&self.assignment.task) || self.report.stop.is_some()
+    }
+
+    /// Marks the task as stopping for a reason of the agent's own.
+    fn fail(&mut self, code: TaskStopCode, reason: String) {
+        if self.report.stop.is_none() && !task_rules::desired_stopped(&self.assignment.task) {
+            self.report.stop = Some((code, reason));
+        }
+    }
+
+    async fn lifecycle(&mut self) {
+        let adopted = self.dir.join("task.json").exists();
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            self.fail(TaskStopCode::TaskFailedToStart, format!("CannotCreateTaskDirectory: {e}"));
+        }
+        let _ = std::fs::write(
+            self.dir.join("task.json"),
+            serde_json::to_vec(&serde_json::json!({"key": self.key})).unwrap_or_default(),
+        );
+        if adopted {
+            self.adopt();
+        }
+        let stopped_before_start = self.desired_stopped() && !self.ctrs.iter().any(|c| c.state != CState::Pending);
+        if !stopped_before_start && self.report.stop.is_none() {
+            if !adopted || self.ctrs.iter().any(|c| c.state == CState::Pending) {
+                self.start_all().await;
+            }
+            if self.report.stop.is_none() && !self.desired_stopped() {
+                self.watch_running().await;
+            }
+        }
+        self.stop_all().await;
+        self.cleanup();
+        self.report.last_status = "STOPPED";
+        self.report.stopped_at = Some(now());
+        self.report.attachment_status = Some("DELETED");
+        self.publish();
+    }
+
+    /// Takes over containers a previous agent started, from their state directories.
+    fn adopt(&mut self) {
+        for i in 0..self.ctrs.len() {
+            let cdir = self.dir.join(&self.ctrs[i].name);
+            let spec: Option<ContainerSpec> = read_json(&cdir, files::SPEC);
+            self.ctrs[i].spec = spec;
+            if let Some(exit) = read_json::<Exit>(&cdir, files::EXIT) {
+                let ran = cdir.join(files::STARTED).exists();
+                self.ctrs[i].state = CState::Stopped { exit: Some(exit), ran };
+            } else if let Some(st) = read_json::<Started>(&cdir, files::STARTED) {
+                if process_alive(st.shim_pid) {
+                    self.ctrs[i].state = CState::Running { pid: st.pid, started_at: ms_to_secs(st.started_at_ms) };
+                    self.watch_exit(i, None, st.shim_pid);
+                    self.start_health(i, st.pid);
+                } else {
+                    // The supervisor died without recording the end: the container is gone.
+                    let exit = Exit { code: 137, signal: Some(9), oom_killed: false, finished_at_ms: 0, error: None };
+                    self.ctrs[i].state = CState::Stopped { exit: Some(exit), ran: true };
+                }
+            }
+            let c = &self.ctrs[i];
+            if let Some(spec) = &c.spec {
+                self.report.containers[i].runtime_id = Some(spec.id.clone());
+            }
+        }
+        let any_started = self.ctrs.iter().any(|c| c.state != CState::Pending);
+        if any_started {
+            self.report.last_status =
+                if self.ctrs.iter().all(|c| c.state != CState::Pending) { "RUNNING" } else { "ACTIVATING" };
+        }
+        tracing::info!(task = %self.task_id, "adopted the task's containers");
+        self.publish();
+    }
+
+    async fn pull(&mut self) -> Result<(), String> {
+        let mut wanted: Vec<(String, Option<Credentials>)> = Vec::new();
+        for c in &self.ctrs {
+            if c.state != CState::Pending {
+                continue;
+            }
+            let image = c.def.image.clone().unwrap_or_default();
+            if self.images.contains_key(&image) || wanted.iter().any(|(w, _)| *w == image) {
+                continue;
+            }
+            let creds = match &c.def.repository_credentials {
+                Some(rc) => Some(self.shared.credentials(&rc.credentials_parameter)?),
+                None => None,
+            };
+            wanted.push((image, creds));
+        }
+        let pulls = wanted.into_iter().map(|(image, creds)| {
+            let store = self.shared.images.clone();
+            async move { (image.clone(), store.pull(&image, creds).await) }
+        });
+        let results = futures_util::future::join_all(pulls).await;
+        for (image, r) in results {
+            match r {
+                Ok(img) => {
+                    self.images.insert(image, img);
+                }
+                Err(e) => return Err(format!("CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to resolve ref {image}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_all(&mut self) {
+        // PROVISIONING: the task's network namespace.
+        let mode = taskdef::network_mode(&self.assignment.taskdef);
+        let netns_path = self.dir.join("netns");
+        if mode != NetworkMode::Host && !netns::is_pinned(&netns_path) {
+            if let Err(e) = netns::create(&netns_path) {
+                self.fail(TaskStopCode::TaskFailedToStart, format!("TaskNetworkError: {e}"));
+                self.publish();
+                return;
+            }
+        }
+        if let Err(e) = write_etc_files(&self.dir, &self.task_id) {
+            self.fail(TaskStopCode::TaskFailedToStart, format!("TaskNetworkError: {e}"));
+            self.publish();
+            return;
+        }
+        self.report.attachment_status = Some("ATTACHED");
+        self.report.last_status = "PENDING";
+
+        self.report.pull_started_at = Some(now());
+        self.publish();
+
+        // PENDING: images.
+        let stop = wait_for_stop(self.shared.clone(), self.key.clone());
+        let pulled = tokio::select! {
+            r = self.pull() => Some(r),
+            _ = stop => None,
+        };
+        match pulled {
+            None => return,
+            Some(Err(msg)) => {
+                for c in self
+                    .ctrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.state == CState::Pending)
+                    .map(|(i, _)| i)
+                    .collect::<Vec<_>>()
+                {
+                    self.report.containers[c].reason = Some(msg.clone());
+                }
+                self.report.pull_stopped_at = Some(now());
+                self.fail(TaskStopCode::TaskFailedToStart, msg);
+                self.publish();
+                return;
+            }
+            Some(Ok(())) => {}
+        }
+        self.report.pull_stopped_at = Some(now());
+        for (i, c) in self.ctrs.iter().enumerate() {
+            if let Some(img) = self.images.get(c.def.image.as_deref().unwrap_or("")) {
+                self.report.containers[i].image_digest = Some(img.digest.clone());
+            }
+        }
+        self.report.last_status = "ACTIVATING";
+        self.publish();
+
+        // ACTIVATING: containers, in dependency order.
+        let netns = (mode != NetworkMode::Host).then_some(netns_path);
+        loop {
+            if self.desired_stopped() {
+                return;
+            }
+            let mut progressed = false;
+            for i in 0..self.ctrs.len() {
+                if self.ctrs[i].state != CState::Pending {
+                    continue;
+                }
+                match self.deps_status(i) {
+                    Deps::Ready => {
+                        if let Err(msg) = self.start_container(i, netns.clone()).await {
+                            self.report.containers[i].reason = Some(msg.clone());
+                            self.ctrs[i].state = CState::Stopped { exit: None, ran: false };
+                            self.fail(TaskStopCode::TaskFailedToStart, msg);
+                            self.publish();
+                            return;
+                        }
+                        progressed = true;
+                    }
+                    Deps::Never(why) => {
+                        self.ctrs[i].state = CState::Stopped { exit: None, ran: false };
+                        self.report.containers[i].reason = Some(why.clone());
+                        if self.ctrs[i].essential {
+                            self.fail(TaskStopCode::TaskFailedToStart, why);
+                            self.publish();
+                            return;
+                        }
+                        progressed = true;
+                    }
+                    Deps::Waiting => {}
+                }
+            }
+            if progressed {
+                self.publish();
+            }
+            if self.ctrs.iter().all(|c| c.state != CState::Pending) {
+                break;
+            }
+            if !progressed {
+                // Wait for something to change: an exit, a health result, a stop.
+                match self.events.recv().await {
+                    Some(e) => self.handle(e),
+                    None => return,
+                }
+                if self.report.stop.is_some() {
+                    return;
+                }
+            }
+        }
+        // RUNNING once every container has started.
+        let t = now();
+        self.report.last_status = "RUNNING";
+        self.report.started_at = Some(t);
+        self.report.connectivity_at = Some(t);
+        self.publish();
+    }
+
+    fn deps_status(&self, i: usize) -> Deps {
+        let mut waiting = false;
+        for d in self.ctrs[i].def.depends_on.iter().flatten() {
+            let Some(dep) = self.ctrs.iter().find(|c| c.name == d.container_name) else { continue };
+            let ok = match (&d.condition, &dep.state) {
+                (ContainerCondition::Start, CState::Running { .. })
+                | (ContainerCondition::Start, CState::Stopped { ran: true, .. }) => true,
+                (ContainerCondition::Complete, CState::Stopped { ran: true, .. }) => true,
+                (ContainerCondition::Success, CState::Stopped { exit: Some(e), ran: true }) if e.code == 0 => true,
+                (ContainerCondition::Success, CState::Stopped { .. }) => {
+                    return Deps::Never(format!(
+                        "DependencyFailed: container {} exited with a non-zero code, and {} waits for its SUCCESS",
+                        dep.name, self.ctrs[i].name
+                    ))
+                }
+                (ContainerCondition::Healthy, CState::Running { .. }) if dep.health == Some(HealthStatus::Healthy) => {
+                    true
+                }
+                (ContainerCondition::Healthy, CState::Stopped { .. }) | (ContainerCondition::Healthy, _)
+                    if dep.health == Some(HealthStatus::Unhealthy) =>
+                {
+                    return Deps::Never(format!(
+                        "DependencyFailed: container {} is unhealthy, and {} waits for it to be HEALTHY",
+                        dep.name, self.ctrs[i].name
+                    ))
+                }
+                (_, CState::Stopped { ran: false, .. }) => {
+                    return Deps::Never(format!("DependencyFailed: container {} never started", dep.name))
+                }
+                _ => false,
+            };
+            waiting |= !ok;
+        }
+        if waiting {
+            Deps::Waiting
+        } else {
+            Deps::Ready
+        }
+    }
+
+    async fn start_container(&mut self, i: usize, netns: Option<PathBuf>) -> Result<(), String> {
+        let image = self
+            .images
+            .get(self.ctrs[i].def.image.as_deref().unwrap_or(""))
+            .cloned()
+            .ok_or("CannotStartContainerError: image missing")?;
+        let cx = TaskContext {
+            task: &self.assignment.task,
+            td: &self.assignment.taskdef,
+            task_id: &self.task_id,
+            task_dir: &self.dir,
+            netns,
+            executor: self.shared.cfg.executor.clone(),
+        };
+        let spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
+            .map_err(|e| format!("CannotStartContainerError: {e}"))?;
+        std::fs::create_dir_all(&spec.state_dir).map_err(|e| format!("CannotStartContainerError: {e}"))?;
+        for f in [files::EXIT, files::STARTED] {
+            let _ = std::fs::remove_file(spec.state_dir.join(f));
+        }
+        write_json(&spec.state_dir, files::SPEC, &spec).map_err(|e| format!("CannotStartContainerError: {e}"))?;
+        let mut child = tokio::process::Command::new(&self.shared.cfg.exe)
+            .arg("shim")
+            .arg(&spec.state_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("CannotStartContainerError: starting the supervisor: {e}"))?;
+        let stdout = child.stdout.take().ok_or("CannotStartContainerError: no supervisor output")?;
+        let mut line = String::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(60), tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        let line = line.trim().to_owned();
+        let shim_pid = child.id().unwrap_or(0) as i32;
+        let pid = match (read, line.split_once(' ')) {
+            (Ok(Ok(_)), Some(("ok", pid))) => {
+                pid.parse::<i32>().map_err(|_| "CannotStartContainerError: bad supervisor answer".to_string())?
+            }
+            (Ok(Ok(_)), Some(("error", msg))) => {
+                let _ = child.wait().await;
+                return Err(format!("CannotStartContainerError: {msg}"));
+            }
+            _ => {
+                let _ = child.kill().await;
+                return Err("CannotStartContainerError: the supervisor did not report".into());
+            }
+        };
+        self.report.containers[i].runtime_id = Some(spec.id.clone());
+        self.ctrs[i].spec = Some(spec);
+        self.ctrs[i].state = CState::Running { pid, started_at: now() };
+        self.watch_exit(i, Some(child), shim_pid);
+        self.start_health(i, pid);
+        Ok(())
+    }
+
+    /// Turns the end of the container's supervisor into an `Exited` event.
+    fn watch_exit(&self, i: usize, child: Option<tokio::process::Child>, shim_pid: i32) {
+        let tx = self.events_tx.clone();
+        let dir = self.ctrs[i]
+            .spec
+            .as_ref()
+            .map(|s| s.state_dir.clone())
+            .unwrap_or_else(|| self.dir.join(&self.ctrs[i].name));
+        tokio::spawn(async move {
+            match child {
+                Some(mut c) => {
+                    let _ = c.wait().await;
+                }
+                None => wait_pid_exit(shim_pid).await,
+            }
+            let exit = read_json::<Exit>(&dir, files::EXIT).unwrap_or(Exit {
+                code: 137,
+                signal: Some(9),
+                oom_killed: false,
+                finished_at_ms: 0,
+                error: Some("the supervisor ended without recording the exit".into()),
+            });
+            let _ = tx.send(Event::Exited(i, exit));
+        });
+    }
+
+    fn start_health(&mut self, i: usize, pid: i32) {
+        let Some(h) = self.ctrs[i].def.health_check.as_ref().and_then(translate::health) else { return };
+        let tx = self.events_tx.clone();
+        let exe = self.shared.cfg.exe.clone();
+        let user = self.ctrs[i].spec.as_ref().and_then(|s| s.user.clone());
+        let handle = tokio::spawn(crate::health::run(exe, pid, user, h, move |status| {
+            let _ = tx.send(Event::Health(i, status));
+        }));
+        self.ctrs[i].health_task = Some(handle);
+    }
+
+    fn handle(&mut self, e: Event) {
+        match e {
+            Event::Update(a) => self.assignment = *a,
+            Event::Health(i, status) => {
+                if self.ctrs[i].health != Some(status) {
+                    self.ctrs[i].health = Some(status);
+                    self.publish();
+                }
+            }
+            Event::Exited(i, exit) => {
+                if let Some(h) = self.ctrs[i].health_task.take() {
+                    h.abort();
+                }
+                let ran = matches!(self.ctrs[i].state, CState::Running { .. });
+                if let Some(err) = &exit.error {
+                    self.report.containers[i].reason = Some(format!("CannotStartContainerError: {err}"));
+                }
+                self.ctrs[i].state = CState::Stopped { exit: Some(exit), ran };
+                if self.ctrs[i].essential
+                    && self.report.stop.is_none()
+                    && !task_rules::desired_stopped(&self.assignment.task)
+                {
+                    self.report.stop =
+                        Some((TaskStopCode::EssentialContainerExited, "Essential container in task exited".into()));
+                }
+                self.publish();
+            }
+        }
+    }
+
+    async fn watch_running(&mut self) {
+        while !self.desired_stopped() {
+            match self.events.recv().await {
+                Some(e) => self.handle(e),
+                None => return,
+            }
+        }
+    }
+
+    /// DEACTIVATING → STOPPING: dependents first, each with SIGTERM then SIGKILL.
+    async fn stop_all(&mut self) {
+        self.report.stopping_at.get_or_insert(now());
+        if matches!(self.report.last_status, "RUNNING" | "ACTIVATING" | "PENDING" | "PROVISIONING") {
+            self.report.last_status = "DEACTIVATING";
+            self.publish();
+        }
+        self.report.last_status = "STOPPING";
+        self.publish();
+        for level in stop_levels(&self.ctrs) {
+            let mut waits = Vec::new();
+            for i in level {
+                if let CState::Running { pid, .. } = self.ctrs[i].state {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                    waits.push((i, pid, Instant::now() + translate::stop_timeout(&self.ctrs[i].def)));
+                }
+            }
+            for (i, pid, deadline) in waits {
+                let mut killed = false;
+                while matches!(self.ctrs[i].state, CState::Running { .. }) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() && !killed {
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                        killed = true;
+                    }
+                    let wait = if killed { Duration::from_secs(30) } else { left };
+                    match tokio::time::timeout(wait, self.events.recv()).await {
+                        Ok(Some(e)) => self.handle(e),
+                        Ok(None) => break,
+                        Err(_) if killed => break,
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].state == CState::Pending {
+                self.ctrs[i].state = CState::Stopped { exit: None, ran: false };
+            }
+        }
+        self.report.execution_stopped_at = Some(now());
+        self.report.last_status = "DEPROVISIONING";
+        self.publish();
+    }
+
+    /// Removes what the task held: its network namespace, cgroups and writable layers. The
+    /// logs stay until the task itself is deleted.
+    fn cleanup(&mut self) {
+        netns::remove(&self.dir.join("netns"));
+        for c in &self.ctrs {
+            let cdir = self.dir.join(&c.name);
+            for d in ["rootfs", "upper", "work"] {
+                let p = cdir.join(d);
+                if p.exists() {
+                    let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_dir_all(&p);
+                }
+            }
+        }
+        crate::remove_task_cgroup(&self.task_id);
+    }
+}
+
+enum Deps {
+    Ready,
+    Waiting,
+    Never(String),
+}
+
+/// Stop order: containers nobody (still running) depends on go first.
+fn stop_levels(ctrs: &[Ctr]) -> Vec<Vec<usize>> {
+    let mut left: Vec<usize> = (0..ctrs.len()).collect();
+    let mut levels = Vec::new();
+    while !left.is_empty() {
+        let level: Vec<usize> = left
+            .iter()
+            .copied()
+            .filter(|&i| {
+                !left.iter().any(|&j| {
+                    j != i && ctrs[j].def.depends_on.iter().flatten().any(|d| d.container_name == ctrs[i].name)
+                })
+            })
+            .collect();
+        let level = if level.is_empty() { left.clone() } else { level };
+        left.retain(|i| !level.contains(i));
+        levels.push(level);
+    }
+    levels
+}
+
+fn process_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Waits for a process that is not our child to end (a supervisor adopted after a restart).
+async fn wait_pid_exit(pid: i32) {
+    match rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok())
+    {
+        Some(fd) => {
+            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open and the same
+            // descriptor for the AsyncFd's whole life.
+            if let Ok(afd) = unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+                let _ = afd.readable().await;
+                return;
+            }
+            while process_alive(pid) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        None => {
+            while process_alive(pid) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Resolves when the control plane asks the task to stop (or forgets it).
+async fn wait_for_stop(shared: Arc<Shared>, key: String) {
+    let mut rx = shared.cp.assignments();
+    loop {
+        let stopped = rx.borrow().get(&key).is_none_or(|a| task_rules::desired_stopped(&a.task));
+        if stopped {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The task's `hosts`, `hostname` and `resolv.conf`, shared by its containers (bind-mounted
+/// over their `/etc` files), so `localhost` resolves in every container.
+pub fn write_etc_files(dir: &std::path::Path, task_id: &str) -> std::io::Result<()> {
+    let hostname: String = task_id.chars().take(12).collect();
+    std::fs::write(
+        dir.join("hosts"),
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+    )?;
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(dir.join("resolv.conf"), resolv)
+}

@@ -1,0 +1,9 @@
+//! Containers: their description, and the pieces that start, watch and stop them.
+
+pub mod cgroup;
+pub mod exec;
+pub mod native;
+pub mod oci;
+pub mod shim;
+pub mod spec;
+pub mod user;

@@ -1,0 +1,193 @@
+//! The supervisor: one small process per container (`estiba shim <state-dir>`), started by
+//! the agent, that outlives it.
+//!
+//! It starts the container, reports `ok <pid>` (or `error <message>`) on its standard output
+//! to the agent and then lets go of it, forwards the container's stdout and stderr to the log
+//! file, reaps it, and records how it ended in `exit.json`. Because the supervisor, not the
+//! agent, holds the container's output and exit status, the agent (and the server it lives
+//! in) can restart or be killed without losing either.
+//!
+//! It stays single-threaded and never starts an async runtime, to stay small.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::spec::{files, ContainerSpec, Executor, Exit, Started};
+use super::{cgroup, native, oci};
+use crate::logs::{LogWriter, Stream};
+use crate::Error;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// Writes `value` as JSON to `dir/name` atomically.
+pub fn write_json<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(value)?)?;
+    std::fs::rename(tmp, dir.join(name))
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(dir.join(name)).ok()?).ok()
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Container(format!("pipe: {e}")))
+}
+
+/// Points our stdout and stderr at /dev/null: the agent stops listening after the report.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto this process's own standard descriptors.
+        unsafe {
+            nix::libc::dup2(null.as_raw_fd(), 1);
+            nix::libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+/// Runs the supervisor for the container in `state_dir`. Returns the process exit code.
+pub fn run(state_dir: &Path) -> i32 {
+    let spec: ContainerSpec = match read_json(state_dir, files::SPEC) {
+        Some(s) => s,
+        None => {
+            println!("error cannot read {}", state_dir.join(files::SPEC).display());
+            return 1;
+        }
+    };
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    // SIGCHLD arrives through a signalfd, so it must be blocked for normal delivery.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+
+    match start(&spec) {
+        Ok((pid, out, err)) => {
+            let started = Started { pid, shim_pid: std::process::id() as i32, started_at_ms: now_ms() };
+            let _ = write_json(&spec.state_dir, files::STARTED, &started);
+            println!("ok {pid}");
+            let _ = std::io::stdout().flush();
+            detach_stdio();
+            let exit = supervise(&spec, pid, out, err, &mask);
+            cleanup(&spec);
+            let _ = write_json(&spec.state_dir, files::EXIT, &exit);
+            0
+        }
+        Err(e) => {
+            cleanup(&spec);
+            let exit = Exit {
+                code: -1,
+                signal: None,
+                oom_killed: false,
+                finished_at_ms: now_ms(),
+                error: Some(e.to_string()),
+            };
+            let _ = write_json(&spec.state_dir, files::EXIT, &exit);
+            println!("error {}", e.to_string().replace('\n', " "));
+            let _ = std::io::stdout().flush();
+            1
+        }
+    }
+}
+
+/// Starts the container; returns its PID and the read ends of its stdout and stderr.
+fn start(spec: &ContainerSpec) -> Result<(i32, OwnedFd, OwnedFd), Error> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let pid = match &spec.executor {
+        Executor::Native => native::start(spec, &out_w, &err_w, |pid| cgroup::attach(&spec.cgroup, pid))?,
+        Executor::Oci(runtime) => oci::start(spec, runtime, &out_w, &err_w)?,
+    };
+    Ok((pid, out_r, err_r))
+}
+
+fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &SigSet) -> Exit {
+    let mut log = LogWriter::open(spec.log_path(), spec.log_rotation).ok();
+    let sigfd = SignalFd::with_flags(mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
+    let mut streams: Vec<(Option<std::fs::File>, Stream)> =
+        vec![(Some(std::fs::File::from(out)), Stream::Stdout), (Some(std::fs::File::from(err)), Stream::Stderr)];
+    let mut status: Option<WaitStatus> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // Reap: the container, and anything reparented to us (we are a subreaper).
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) if p.as_raw() == pid => {
+                    status = Some(s);
+                    exited_at.get_or_insert_with(Instant::now);
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        let open = streams.iter().any(|(f, _)| f.is_some());
+        if status.is_some() && (!open || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2))) {
+            break;
+        }
+        let mut fds: Vec<rustix::event::PollFd<'_>> = Vec::new();
+        let mut which: Vec<usize> = Vec::new();
+        for (i, (f, _)) in streams.iter().enumerate() {
+            if let Some(f) = f {
+                fds.push(rustix::event::PollFd::new(f, rustix::event::PollFlags::IN));
+                which.push(i);
+            }
+        }
+        if let Some(s) = &sigfd {
+            fds.push(rustix::event::PollFd::new(s, rustix::event::PollFlags::IN));
+        }
+        let timeout =
+            rustix::event::Timespec { tv_sec: 0, tv_nsec: if status.is_some() { 100_000_000 } else { 500_000_000 } };
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        if let Some(s) = &sigfd {
+            while let Ok(Some(_)) = s.read_signal() {}
+        }
+        for (k, &i) in which.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            let (slot, stream) = &mut streams[i];
+            let Some(f) = slot.as_mut() else { continue };
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => *slot = None,
+                Ok(n) => {
+                    if let Some(l) = &mut log {
+                        let _ = l.write(*stream, &buf[..n]);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(l) = &mut log {
+        let _ = l.flush();
+    }
+    let (code, signal) = match status {
+        Some(WaitStatus::Exited(_, c)) => (c, None),
+        Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, Some(s as i32)),
+        _ => (137, Some(9)),
+    };
+    let oom = signal == Some(9)
+        && (cgroup::oom_kills(&cgroup::container_path(&spec.cgroup)) > 0
+            || cgroup::oom_kills(&cgroup::task_path(&spec.cgroup)) > 0);
+    Exit { code, signal, oom_killed: oom, finished_at_ms: now_ms(), error: None }
+}
+
+fn cleanup(spec: &ContainerSpec) {
+    match &spec.executor {
+        Executor::Native => {
+            let _ = cgroup::remove(&cgroup::container_path(&spec.cgroup));
+        }
+        Executor::Oci(runtime) => oci::delete(spec, runtime),
+    }
+}

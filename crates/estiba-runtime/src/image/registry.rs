@@ -1,0 +1,215 @@
+//! A client for the OCI distribution API (and Docker's registry v2): manifests and blobs,
+//! with the authentication registries use: none, HTTP Basic, and the bearer-token flow of
+//! Docker Hub and ECR (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+
+use super::reference::Reference;
+use crate::Error;
+
+/// Manifest media types asked for, most specific first.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+}
+
+impl Challenge {
+    pub fn parse(h: &str) -> Option<Challenge> {
+        let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let mut params = HashMap::new();
+        // key="value" pairs separated by commas; values may hold commas inside quotes.
+        let mut rest = rest.trim();
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=')?;
+            let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+            let after = after.trim_start();
+            let (value, tail) = if let Some(q) = after.strip_prefix('"') {
+                let end = q.find('"')?;
+                (q[..end].to_owned(), &q[end + 1..])
+            } else {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_owned(), &after[end..])
+            };
+            params.insert(key, value);
+            rest = tail.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+        }
+        Some(Challenge::Bearer {
+            realm: params.remove("realm")?,
+            service: params.remove("service"),
+            scope: params.remove("scope"),
+        })
+    }
+}
+
+pub struct RegistryClient {
+    http: reqwest::Client,
+    /// Registry hosts spoken to over plain HTTP besides loopback ones.
+    insecure: Vec<String>,
+    /// Bearer tokens per (registry, repository).
+    tokens: Mutex<HashMap<(String, String), String>>,
+}
+
+impl RegistryClient {
+    pub fn new(insecure: Vec<String>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("estiba/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Pull(format!("building the HTTP client: {e}")))?;
+        Ok(RegistryClient { http, insecure, tokens: Mutex::new(HashMap::new()) })
+    }
+
+    fn base(&self, r: &Reference) -> String {
+        let plain = r.is_loopback() || self.insecure.iter().any(|h| h == &r.registry);
+        format!("{}://{}/v2/{}", if plain { "http" } else { "https" }, r.registry, r.repository)
+    }
+
+    /// GET `<base>/<path>`, answering one authentication challenge if the registry asks.
+    pub async fn get(
+        &self,
+        r: &Reference,
+        path: &str,
+        accept: &[&str],
+        creds: Option<&Credentials>,
+    ) -> Result<reqwest::Response, Error> {
+        let url = format!("{}/{path}", self.base(r));
+        let mut headers = HeaderMap::new();
+        if !accept.is_empty() {
+            headers.insert(ACCEPT, HeaderValue::from_str(&accept.join(", ")).unwrap());
+        }
+        let key = (r.registry.clone(), r.repository.clone());
+        let cached = self.tokens.lock().unwrap().get(&key).cloned();
+        let send = |auth: Option<String>| {
+            let mut req = self.http.get(&url).headers(headers.clone());
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            req.send()
+        };
+        let resp = send(cached.map(|t| format!("Bearer {t}"))).await.map_err(|e| net_error(r, e))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(Challenge::parse);
+        let auth = match challenge {
+            Some(Challenge::Basic) => match creds {
+                Some(c) => basic(c),
+                None => {
+                    return Err(Error::Pull(format!(
+                        "{}: the registry requires credentials (401 Unauthorized)",
+                        r.registry
+                    )))
+                }
+            },
+            Some(Challenge::Bearer { realm, service, scope }) => {
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", r.repository));
+                let token = self.token(r, &realm, service.as_deref(), &scope, creds).await?;
+                self.tokens.lock().unwrap().insert(key, token.clone());
+                format!("Bearer {token}")
+            }
+            None => return Err(Error::Pull(format!("{}: 401 Unauthorized without a usable challenge", r.registry))),
+        };
+        let resp = send(Some(auth)).await.map_err(|e| net_error(r, e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(Error::Pull(format!("{}: access denied to {} (401 Unauthorized)", r.registry, r.repository)));
+        }
+        Ok(resp)
+    }
+
+    async fn token(
+        &self,
+        r: &Reference,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<String, Error> {
+        let mut req = self.http.get(realm).query(&[("scope", scope)]);
+        if let Some(s) = service {
+            req = req.query(&[("service", s)]);
+        }
+        if let Some(c) = creds {
+            req = req.header(AUTHORIZATION, basic(c));
+        }
+        let resp = req.send().await.map_err(|e| net_error(r, e))?;
+        if !resp.status().is_success() {
+            return Err(Error::Pull(format!(
+                "{}: the token service at {realm} answered {}",
+                r.registry,
+                resp.status()
+            )));
+        }
+        let v: serde_json::Value =
+            resp.json().await.map_err(|e| Error::Pull(format!("{}: bad token answer: {e}", r.registry)))?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Pull(format!("{}: the token service answered no token", r.registry)))
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)))
+}
+
+fn net_error(r: &Reference, e: reqwest::Error) -> Error {
+    let mut msg = e.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Error::Pull(format!("{}: {msg}", r.registry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        assert_eq!(Challenge::parse("Basic realm=\"Registry\""), Some(Challenge::Basic));
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/busybox:pull,push".into()),
+            }
+        );
+        assert!(Challenge::parse("Negotiate xyz").is_none());
+        assert!(Challenge::parse("Bearer service=x").is_none(), "no realm");
+    }
+}
