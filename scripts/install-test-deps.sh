@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 apt_pkgs=()
 [ -x /usr/bin/aws ] || apt_pkgs+=(awscli)
 command -v python3 >/dev/null || apt_pkgs+=(python3 python3-pip)
+# Container tests: test images are built from busybox-static and served by Debian's
+# reference registry; runc is the second executor they run on.
+[ -x /bin/busybox ] || apt_pkgs+=(busybox-static)
+command -v docker-registry >/dev/null || apt_pkgs+=(docker-registry)
+command -v runc >/dev/null || apt_pkgs+=(runc)
+command -v zstd >/dev/null || apt_pkgs+=(zstd)
+command -v ip >/dev/null || apt_pkgs+=(iproute2)
+command -v unshare >/dev/null || apt_pkgs+=(util-linux)
+command -v ps >/dev/null || apt_pkgs+=(procps)
+
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

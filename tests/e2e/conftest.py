@@ -38,7 +38,9 @@ class Estiba:
         """`node`: whether this server runs tasks (its in-process agent); control-plane tests
         run without, so their tasks stay PROVISIONING."""
         self.data_dir = data_dir
+        os.makedirs(data_dir, exist_ok=True)
         self.port = free_port()
+
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args) + ["--local-node", "on" if node else "off"]
 

@@ -344,7 +344,10 @@ impl Runner {
         }
         self.stop_all().await;
         self.cleanup();
+        // Tells `estiba logs --follow` that nothing more will be written.
+        let _ = std::fs::write(self.dir.join("stopped"), b"");
         self.report.last_status = "STOPPED";
+
         self.report.stopped_at = Some(now());
         self.report.attachment_status = Some("DELETED");
         self.publish();

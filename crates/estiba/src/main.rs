@@ -332,45 +332,58 @@ fn logs(args: LogsArgs) -> Result<()> {
     if !dir.is_dir() {
         bail!("no task {task_id} has run on this machine (looked in {})", dir.display());
     }
-    let mut containers: Vec<String> = std::fs::read_dir(&dir)?
-        .flatten()
-        .filter(|e| e.path().join("spec.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    containers.sort();
-    if let Some(c) = &args.container {
-        if !containers.contains(c) {
-            bail!("task {task_id} has no container {c} (it has: {})", containers.join(", "));
-        }
-        containers = vec![c.clone()];
-    }
-    let multi = containers.len() > 1;
-    let print = |name: &str, r: &logs::Record| {
-        let prefix = if multi { format!("{name} | ") } else { String::new() };
-        let line =
-            if args.timestamps { format!("{prefix}{} {}", r.time, r.line) } else { format!("{prefix}{}", r.line) };
-        if r.stream == "stderr" {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+    let list = || -> Vec<String> {
+        let mut c: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("spec.json").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        c.sort();
+        c
     };
-    let mut seen: Vec<usize> = vec![0; containers.len()];
-    loop {
-        for (i, c) in containers.iter().enumerate() {
-            let recs = logs::read_all(&dir.join(c).join("container.log")).unwrap_or_default();
-            if recs.len() < seen[i] {
-                seen[i] = 0; // rotated away under us: start over from what is left
-            }
-            for r in &recs[seen[i]..] {
-                print(c, r);
-            }
-            seen[i] = recs.len();
+    let all = list();
+
+    if let Some(c) = &args.container {
+        if !all.contains(c) && !args.follow {
+            bail!("task {task_id} has no container {c} (it has: {})", all.join(", "));
         }
-        let done = containers
-            .iter()
-            .all(|c| dir.join(c).join("exit.json").exists() || !dir.join(c).join("started.json").exists());
-        if !args.follow || done {
+    }
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    loop {
+        // The task is over once its runner marked it; read once more after that.
+        let finished = dir.join("stopped").exists();
+        let mut containers = list();
+        if let Some(c) = &args.container {
+            containers.retain(|x| x == c);
+        }
+        let multi = args.container.is_none() && list().len() > 1;
+        for c in &containers {
+            let recs = logs::read_all(&dir.join(c).join("container.log")).unwrap_or_default();
+            let from = seen.get(c).copied().filter(|&n| n <= recs.len()).unwrap_or(0);
+            for r in &recs[from..] {
+                let prefix = if multi { format!("{c} | ") } else { String::new() };
+                let line = if args.timestamps {
+                    format!("{prefix}{} {}", r.time, r.line)
+                } else {
+                    format!("{prefix}{}", r.line)
+                };
+                if r.stream == "stderr" {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+            seen.insert(c.clone(), recs.len());
+        }
+        if !args.follow || finished {
+            if let Some(c) = &args.container {
+                if containers.is_empty() {
+                    bail!("task {task_id} has no container {c} (it has: {})", list().join(", "));
+                }
+            }
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
