@@ -19,18 +19,28 @@ const AUTH: &str =
     "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ecs/aws4_request, SignedHeaders=host;x-amz-date, Signature=0";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    // The peers and tools first (not again inside `bench run`'s namespace, which is offline).
+    if std::env::var_os(crate::bench_run::ISOLATED).is_none() {
+        let st = Command::new(root.join("scripts/install-bench-deps.sh")).status()?;
+        if !st.success() {
+            bail!("scripts/install-bench-deps.sh failed");
+        }
+    }
     match args.first().map(String::as_str) {
         Some("api") => api(root, &args[1..]),
-        _ => bail!("usage: cargo xtask bench api [--seconds N] [--rounds N]"),
+        Some("run") => crate::bench_run::run(root, &args[1..]),
+        _ => bail!(
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]"
+        ),
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One POST with a fresh connection; returns (status, body).
-pub fn post(port: u16, op: &str, body: &str) -> Result<(u16, String)> {
+pub(crate) fn post(port: u16, op: &str, body: &str) -> Result<(u16, String)> {
     raw_post(
         port,
         &format!("Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {TARGET}.{op}\r\nAuthorization: {AUTH}"),
@@ -55,7 +65,7 @@ fn raw_post(port: u16, headers: &str, body: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn wait_ready(port: u16, timeout: Duration) -> Result<Duration> {
+pub(crate) fn wait_ready(port: u16, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Ok((200, _)) = post(port, "ListClusters", "{}") {
@@ -111,7 +121,7 @@ fn find_fakecloud() -> Option<PathBuf> {
         .or_else(|| Some(PathBuf::from("/work/peers/fakecloud/bin/fakecloud")).filter(|p| p.exists()))
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
 }
 
@@ -206,7 +216,7 @@ fn wrk(port: u16, script: &Path, seconds: u64, cpu: Option<u32>) -> Result<WrkRe
     Ok(r)
 }
 
-fn json_of(b: &str) -> Result<serde_json::Value> {
+pub(crate) fn json_of(b: &str) -> Result<serde_json::Value> {
     let start = b.find('{').unwrap_or(0);
     let end = b.rfind('}').map_or(b.len(), |e| e + 1);
     serde_json::from_str(&b[start..end]).with_context(|| format!("not JSON: {b}"))
@@ -251,7 +261,7 @@ fn setup(port: u16, subnet: Option<String>) -> Result<Setup> {
     bail!("the peer lists none of its 10 tasks")
 }
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+pub(crate) fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
@@ -267,10 +277,13 @@ fn pinned(program: &Path, cpu: Option<u32>) -> Command {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
+
+/// Per peer: its name, per call its runs, and the status its tasks are listed under.
+type ModeResults = (Vec<String>, Vec<Vec<Vec<WrkResult>>>, Vec<&'static str>);
 
 const OPS: [&str; 4] = ["DescribeClusters", "DescribeTasks (10)", "ListTasks", "RegisterTaskDefinition + RunTask"];
 
@@ -282,7 +295,7 @@ fn api_mode(
     seconds: u64,
     rounds: usize,
     pin: bool,
-) -> Result<(Vec<String>, Vec<Vec<Vec<WrkResult>>>, Vec<&'static str>)> {
+) -> Result<ModeResults> {
     let server_cpu = pin.then_some(1);
     let mut peers: Vec<Peer> = Vec::new();
     {

@@ -4,6 +4,7 @@
 //! xtask may use anyhow and shell out; it is never a dependency of the product crates.
 
 mod bench;
+mod bench_run;
 mod codegen;
 mod test;
 
@@ -16,7 +17,7 @@ fn main() -> Result<()> {
         Some("test") => test::run_all(&codegen::workspace_root(), &args[1..]),
         Some("bench") => bench::run(&codegen::workspace_root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | test [--unit|--e2e] [-- PYTEST ARGS] | bench api [--seconds N] [--rounds N]>");
+            eprintln!("usage: cargo xtask <codegen [--check] | test [--unit|--e2e] [-- PYTEST ARGS] | bench api|run [OPTIONS]>");
             bail!("unknown or missing command")
         }
     }

@@ -74,26 +74,8 @@ impl Shared {
 
 /// Removes a task's cgroup from every hierarchy (it is empty once its containers are gone).
 pub fn remove_task_cgroup(task_id: &str) {
-    let rel = format!("estiba/{task_id}");
-    if let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") {
-        for r in roots.flatten() {
-            let base = r.path();
-            for cand in [base.join(&rel), base.clone()] {
-                if cand == base && !base.join("cgroup.controllers").exists() {
-                    continue;
-                }
-                let dir = if cand == base { base.join(&rel) } else { cand };
-                if let Ok(children) = std::fs::read_dir(&dir) {
-                    for c in children.flatten() {
-                        if c.path().is_dir() {
-                            let _ = std::fs::remove_dir(c.path());
-                        }
-                    }
-                    let _ = std::fs::remove_dir(&dir);
-                }
-            }
-        }
-    }
+    let path = std::path::PathBuf::from("/estiba").join(task_id);
+    let _ = estiba_runtime::container::cgroup::remove(&path);
 }
 
 fn mem_available() -> u64 {

@@ -420,6 +420,10 @@ impl Runner {
     }
 
     async fn start_all(&mut self) {
+        let t0 = Instant::now();
+        // The containers' cgroup migrations come in a few milliseconds: let the kernel's
+        // grace period they wait for elapse meanwhile.
+        estiba_runtime::container::cgroup::prime_migration();
         // PROVISIONING: the task's network namespace.
         let mode = taskdef::network_mode(&self.assignment.taskdef);
         let netns_path = self.dir.join("netns");
@@ -441,6 +445,7 @@ impl Runner {
         self.report.pull_started_at = Some(now());
         self.publish();
 
+        tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "network namespace ready");
         // PENDING: images.
         let stop = wait_for_stop(self.shared.clone(), self.key.clone());
         let pulled = tokio::select! {
@@ -476,6 +481,7 @@ impl Runner {
         self.report.last_status = "ACTIVATING";
         self.publish();
 
+        tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "images ready");
         // ACTIVATING: containers, in dependency order.
         let netns = (mode != NetworkMode::Host).then_some(netns_path);
         loop {
@@ -528,6 +534,7 @@ impl Runner {
                 }
             }
         }
+        tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "containers started");
         // RUNNING once every container has started.
         let t = now();
         self.report.last_status = "RUNNING";
@@ -600,6 +607,7 @@ impl Runner {
         let mut child = tokio::process::Command::new(&self.shared.cfg.exe)
             .arg("shim")
             .arg(&spec.state_dir)
+            .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -108,7 +108,6 @@ pub fn task_of_claim(claim_key: &str) -> String {
 }
 
 /// The claim key of a task key: `ecs/a/r/tasks/c/id` → `ecs/a/r/claims/c/id`.
-
 pub fn claim_of(task_key: &str) -> String {
     task_key.replacen("/tasks/", "/claims/", 1)
 }

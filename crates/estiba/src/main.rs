@@ -8,9 +8,75 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+/// mimalloc for the server (its many small allocations from several threads contend on
+/// glibc's arena locks), the system allocator for supervisors: mimalloc commits megabytes
+/// up front, and a supervisor must stay small. The choice is made once per process, at its
+/// first allocation, from the environment the agent starts supervisors with
+/// (`ESTIBA_SYSTEM_ALLOCATOR=1`), so every block is freed by the allocator that made it.
+#[cfg(feature = "mimalloc")]
+mod alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    pub struct Choice;
+
+    static STATE: AtomicU8 = AtomicU8::new(0); // 0: undecided, 1: system, 2: mimalloc
+
+    #[inline]
+    fn use_system() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                // SAFETY: getenv with a NUL-terminated name; nothing else runs yet.
+                let system = unsafe { !libc_getenv(c"ESTIBA_SYSTEM_ALLOCATOR".as_ptr()).is_null() };
+                STATE.store(if system { 1 } else { 2 }, Ordering::Relaxed);
+                system
+            }
+        }
+    }
+
+    extern "C" {
+        #[link_name = "getenv"]
+        fn libc_getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
+    }
+
+    // SAFETY: every call goes to one allocator for the whole life of the process.
+    unsafe impl GlobalAlloc for Choice {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if use_system() {
+                unsafe { System.alloc(l) }
+            } else {
+                unsafe { mimalloc::MiMalloc.alloc(l) }
+            }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            if use_system() {
+                unsafe { System.dealloc(p, l) }
+            } else {
+                unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+            }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            if use_system() {
+                unsafe { System.alloc_zeroed(l) }
+            } else {
+                unsafe { mimalloc::MiMalloc.alloc_zeroed(l) }
+            }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if use_system() {
+                unsafe { System.realloc(p, l, n) }
+            } else {
+                unsafe { mimalloc::MiMalloc.realloc(p, l, n) }
+            }
+        }
+    }
+}
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: alloc::Choice = alloc::Choice;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -27,6 +93,8 @@ enum Command {
     Server(ServerArgs),
     /// Print a task's container logs (on this machine).
     Logs(LogsArgs),
+    /// Pull an image into this machine's image store, ready for tasks to start from.
+    Pull(PullArgs),
     /// Supervise one container (started by the agent; not for direct use).
     #[command(hide = true)]
     Shim {
@@ -61,6 +129,22 @@ struct LogsArgs {
     /// Prefix each line with its timestamp.
     #[arg(short, long)]
     timestamps: bool,
+    #[arg(long, env = "ESTIBA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct PullArgs {
+    /// The image, as a task definition names it (`registry/repository:tag` or `@sha256:...`).
+    image: String,
+    /// User name for the registry (with --password).
+    #[arg(long, env = "ESTIBA_REGISTRY_USERNAME")]
+    username: Option<String>,
+    #[arg(long, env = "ESTIBA_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Registries reached over plain HTTP besides loopback ones (comma-separated host:port).
+    #[arg(long, env = "ESTIBA_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
     #[arg(long, env = "ESTIBA_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
@@ -203,11 +287,20 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> Result<()> {
+    // Supervisors start by the hundred and live as long as their containers: they skip the
+    // CLI parser (which builds the whole command definition) and touch as little as they can.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() == Some(std::ffi::OsStr::new("shim")) {
+        if let (Some(dir), None) = (argv.next(), argv.next()) {
+            std::process::exit(estiba_runtime::container::shim::run(std::path::Path::new(&dir)));
+        }
+    }
     let cli = Cli::parse();
+
     match cli.command {
         Command::Server(args) => run_server(args),
         Command::Logs(args) => logs(args),
-
+        Command::Pull(args) => pull(args),
         Command::Shim { state_dir } => std::process::exit(estiba_runtime::container::shim::run(&state_dir)),
         Command::ExecIn { pid, user, cwd, args } => {
             match estiba_runtime::container::exec::exec_in(pid, &args, user.as_deref(), cwd.as_deref()) {
@@ -321,6 +414,24 @@ async fn serve(args: ServerArgs) -> Result<()> {
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
+}
+
+/// `estiba pull`: pulls and unpacks an image into the store the agent starts tasks from.
+fn pull(args: PullArgs) -> Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let creds = match (args.username, args.password) {
+        (Some(username), Some(password)) => Some(estiba_runtime::image::Credentials { username, password }),
+        (None, None) => None,
+        _ => bail!("--username and --password go together"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let image = rt.block_on(async {
+        let store = estiba_runtime::image::ImageStore::open(data_dir.join("images"), args.insecure_registries)?;
+        store.pull(&args.image, creds).await
+    });
+    let image = image.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{} {}", image.reference, image.digest);
+    Ok(())
 }
 
 /// `estiba logs`: prints the container logs of a task run on this machine.

@@ -1,13 +1,21 @@
-//! cgroups for a task and its containers, through youki's `libcgroups` (v1, hybrid and v2
-//! hosts). The task's cgroup carries the task-level limits (ECS task `cpu` as a CFS quota,
-//! task `memory` as a hard limit); each container gets a child with its own (`cpu` as
-//! shares, `memory` hard, `memoryReservation` soft).
+//! cgroups for a task and its containers, on cgroup v1, hybrid and v2 hosts.
+//!
+//! The task's cgroup (`/estiba/<task-id>`) carries the task-level limits: ECS task `cpu` as a
+//! CFS quota (a limit, as on Fargate) and task `memory` as a hard limit. Each container gets a
+//! child with its own: `cpu` as shares (v1) or weight (v2), `memory` hard, `memoryReservation`
+//! soft. On v1 the devices controller gets Docker's whitelist, so a container cannot reach
+//! any device beyond the ones its /dev holds.
+//!
+//! Written by hand rather than with youki's `libcgroups`: that crate re-reads
+//! `/proc/self/mountinfo` and `/proc/self/cgroup` for every controller on every call and
+//! writes its whole default device list twice, which cost tens of milliseconds per container
+//! start here; this module discovers the hierarchies once per process and touches only the
+//! controllers ECS limits need.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt};
-use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use super::spec::Cgroup;
 use crate::Error;
@@ -15,17 +23,65 @@ use crate::Error;
 /// The CFS period quotas are measured against.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-fn err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Container(format!("cgroup {what}: {e}"))
+/// The v1 controllers a container is placed in.
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "devices", "freezer", "blkio"];
+
+/// Devices a container may use (Docker's defaults): `type major:minor access`.
+const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",    // null
+    "c 1:5 rwm",    // zero
+    "c 1:7 rwm",    // full
+    "c 1:8 rwm",    // random
+    "c 1:9 rwm",    // urandom
+    "c 5:0 rwm",    // tty
+    "c 5:1 rwm",    // console
+    "c 5:2 rwm",    // ptmx
+    "c 136:* rwm",  // pts
+    "c 10:200 rwm", // tun
+];
+
+/// Where the hierarchies are mounted on this host.
+#[derive(Debug, Default)]
+pub struct Hierarchies {
+    /// v1 controller → mount point.
+    pub v1: BTreeMap<String, PathBuf>,
+    /// The unified hierarchy, when it holds the memory controller (pure v2 hosts).
+    pub v2: Option<PathBuf>,
 }
 
-fn manager(path: &Path, name: &str) -> Result<AnyCgroupManager, Error> {
-    create_cgroup_manager(CgroupConfig {
-        cgroup_path: path.to_path_buf(),
-        systemd_cgroup: false,
-        container_name: name.to_owned(),
+/// Reads `/proc/self/mountinfo` once per process.
+pub fn hierarchies() -> &'static Hierarchies {
+    static H: OnceLock<Hierarchies> = OnceLock::new();
+    H.get_or_init(|| {
+        let mut h = Hierarchies::default();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let mount_point = pre.split(' ').nth(4).unwrap_or("");
+            let mut post = post.split(' ');
+            let (fstype, _source, options) = (post.next().unwrap_or(""), post.next(), post.next().unwrap_or(""));
+            match fstype {
+                "cgroup" => {
+                    for opt in options.split(',') {
+                        if V1_CONTROLLERS.contains(&opt) {
+                            h.v1.entry(opt.to_owned()).or_insert_with(|| PathBuf::from(mount_point));
+                        }
+                    }
+                }
+                "cgroup2" => {
+                    let controllers =
+                        std::fs::read_to_string(Path::new(mount_point).join("cgroup.controllers")).unwrap_or_default();
+                    if controllers.split_whitespace().any(|c| c == "memory") {
+                        h.v2 = Some(PathBuf::from(mount_point));
+                    }
+                }
+                _ => {}
+            }
+        }
+        h
     })
-    .map_err(|e| err(&format!("{}", path.display()), e))
 }
 
 pub fn task_path(spec: &Cgroup) -> PathBuf {
@@ -36,82 +92,229 @@ pub fn container_path(spec: &Cgroup) -> PathBuf {
     task_path(spec).join(&spec.name)
 }
 
-fn apply(m: &AnyCgroupManager, r: &LinuxResources, what: &Path) -> Result<(), Error> {
-    let opt = ControllerOpt { resources: r, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
-    m.apply(&opt).map_err(|e| err(&format!("limits of {}", what.display()), e))
+fn rel(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap_or(p)
 }
 
-fn task_resources(spec: &Cgroup) -> Result<LinuxResources, Error> {
-    let mut tr = LinuxResourcesBuilder::default();
-    if let Some(q) = spec.task_cpu_quota_us {
-        tr = tr.cpu(LinuxCpuBuilder::default().quota(q).period(CPU_PERIOD_US).build().map_err(|e| err("cpu", e))?);
-    }
-    if let Some(m) = spec.task_memory_bytes {
-        tr = tr.memory(LinuxMemoryBuilder::default().limit(m).build().map_err(|e| err("memory", e))?);
-    }
-    tr.build().map_err(|e| err("resources", e))
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), Error> {
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| Error::Container(format!("cgroup: writing {value} to {}: {e}", dir.join(file).display())))
 }
 
-fn container_resources(spec: &Cgroup) -> Result<LinuxResources, Error> {
-    let mut cr = LinuxResourcesBuilder::default();
-    if let Some(s) = spec.cpu_shares {
-        cr = cr.cpu(LinuxCpuBuilder::default().shares(s.max(2)).build().map_err(|e| err("cpu", e))?);
-    }
-    if spec.memory_bytes.is_some() || spec.memory_reservation_bytes.is_some() {
-        let mut mb = LinuxMemoryBuilder::default();
-        if let Some(m) = spec.memory_bytes {
-            mb = mb.limit(m);
-        }
-        if let Some(r) = spec.memory_reservation_bytes {
-            mb = mb.reservation(r);
-        }
-        cr = cr.memory(mb.build().map_err(|e| err("memory", e))?);
-    }
-    if let Some(p) = spec.pids_limit {
-        cr = cr.pids(LinuxPidsBuilder::default().limit(p).build().map_err(|e| err("pids", e))?);
-    }
-    cr.build().map_err(|e| err("resources", e))
+fn mkdir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Container(format!("cgroup: creating {}: {e}", dir.display())))
+}
+
+/// CPU shares (2..262144) as a cgroup v2 weight (1..10000), as runc converts them.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9999) / 262_142
 }
 
 /// Places `pid` in the container's cgroup (creating it and the task's) and applies both
 /// levels of limits. The process goes straight to the container's cgroup: on cgroup v2 the
 /// task's cgroup must hold no process of its own.
 pub fn attach(spec: &Cgroup, pid: i32) -> Result<(), Error> {
-    let cpath = container_path(spec);
-    let ctr = manager(&cpath, &spec.name)?;
-    ctr.add_task(Pid::from_raw(pid)).map_err(|e| err(&format!("adding the container to {}", cpath.display()), e))?;
-    apply_task_limits(spec)?;
-    apply(&ctr, &container_resources(spec)?, &cpath)
-}
-
-/// Applies the task-level limits to the task's cgroup, which must exist.
-pub fn apply_task_limits(spec: &Cgroup) -> Result<(), Error> {
-    let tpath = task_path(spec);
-    let task = manager(&tpath, &spec.name)?;
-    apply(&task, &task_resources(spec)?, &tpath)
-}
-
-/// Removes a cgroup (killing what is left in it).
-pub fn remove(path: &Path) -> Result<(), Error> {
-    if let Ok(m) = manager(path, "") {
-        m.remove().map_err(|e| err(&format!("removing {}", path.display()), e))?;
+    let h = hierarchies();
+    let (tpath, cpath) = (task_path(spec), container_path(spec));
+    if let Some(root) = &h.v2 {
+        // Controllers must be enabled in every parent on the way down.
+        let mut dir = root.clone();
+        for comp in rel(&tpath).components() {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids");
+            dir = dir.join(comp);
+            mkdir(&dir)?;
+        }
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids");
+        let cdir = root.join(rel(&cpath));
+        mkdir(&cdir)?;
+        apply_v2_task(&root.join(rel(&tpath)), spec)?;
+        if let Some(s) = spec.cpu_shares {
+            write(&cdir, "cpu.weight", &shares_to_weight(s).to_string())?;
+        }
+        if let Some(m) = spec.memory_bytes {
+            write(&cdir, "memory.max", &m.to_string())?;
+        }
+        if let Some(r) = spec.memory_reservation_bytes {
+            write(&cdir, "memory.low", &r.to_string())?;
+        }
+        if let Some(p) = spec.pids_limit {
+            write(&cdir, "pids.max", &p.to_string())?;
+        }
+        return write(&cdir, "cgroup.procs", &pid.to_string());
+    }
+    // Co-mounted controllers (`cpu,cpuacct`) share a directory: create it and join it once.
+    let mut joined: Vec<&Path> = Vec::with_capacity(h.v1.len());
+    for (ctrl, mount) in &h.v1 {
+        let tdir = mount.join(rel(&tpath));
+        let cdir = mount.join(rel(&cpath));
+        let first = !joined.contains(&mount.as_path());
+        if first {
+            mkdir(&cdir)?;
+        }
+        match ctrl.as_str() {
+            "memory" => {
+                if let Some(m) = spec.task_memory_bytes {
+                    write(&tdir, "memory.limit_in_bytes", &m.to_string())?;
+                }
+                if let Some(m) = spec.memory_bytes {
+                    write(&cdir, "memory.limit_in_bytes", &m.to_string())?;
+                }
+                if let Some(r) = spec.memory_reservation_bytes {
+                    write(&cdir, "memory.soft_limit_in_bytes", &r.to_string())?;
+                }
+            }
+            "cpu" => {
+                if let Some(q) = spec.task_cpu_quota_us {
+                    write(&tdir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                    write(&tdir, "cpu.cfs_quota_us", &q.to_string())?;
+                }
+                if let Some(s) = spec.cpu_shares {
+                    write(&cdir, "cpu.shares", &s.max(2).to_string())?;
+                }
+            }
+            "pids" => {
+                if let Some(p) = spec.pids_limit {
+                    write(&cdir, "pids.max", &p.to_string())?;
+                }
+            }
+            "devices" => {
+                write(&cdir, "devices.deny", "a")?;
+                for d in ALLOWED_DEVICES {
+                    write(&cdir, "devices.allow", d)?;
+                }
+            }
+            _ => {}
+        }
+        if first {
+            write(&cdir, "cgroup.procs", &pid.to_string())?;
+            joined.push(mount);
+        }
     }
     Ok(())
 }
 
-/// The cgroup filesystem roots to look in: v1 controllers, then the unified hierarchy.
-fn memory_files(path: &Path) -> Vec<PathBuf> {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    vec![
-        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
-        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-        Path::new("/sys/fs/cgroup/unified").join(rel).join("memory.events"),
-    ]
+fn apply_v2_task(tdir: &Path, spec: &Cgroup) -> Result<(), Error> {
+    if let Some(q) = spec.task_cpu_quota_us {
+        write(tdir, "cpu.max", &format!("{q} {CPU_PERIOD_US}"))?;
+    }
+    if let Some(m) = spec.task_memory_bytes {
+        write(tdir, "memory.max", &m.to_string())?;
+    }
+    Ok(())
+}
+
+/// Applies the task-level limits to the task's cgroup (for OCI runtimes, which create the
+/// container's cgroup themselves and the task's as its parent).
+pub fn apply_task_limits(spec: &Cgroup) -> Result<(), Error> {
+    let h = hierarchies();
+    let tpath = task_path(spec);
+    if let Some(root) = &h.v2 {
+        return apply_v2_task(&root.join(rel(&tpath)), spec);
+    }
+    if let (Some(m), Some(mount)) = (spec.task_memory_bytes, h.v1.get("memory")) {
+        write(&mount.join(rel(&tpath)), "memory.limit_in_bytes", &m.to_string())?;
+    }
+    if let (Some(q), Some(mount)) = (spec.task_cpu_quota_us, h.v1.get("cpu")) {
+        let d = mount.join(rel(&tpath));
+        write(&d, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+        write(&d, "cpu.cfs_quota_us", &q.to_string())?;
+    }
+    Ok(())
+}
+
+/// Starts, on a thread of its own, the RCU grace period the kernel waits for (about 10 ms)
+/// before the first cgroup migration after a quiet spell, so that it elapses while a task's
+/// network namespace and supervisors are set up instead of after. It moves this process into
+/// the cgroup it is already in: a no-op migration that takes the same kernel lock
+/// (`cgroup_threadgroup_rwsem`), after which migrations stay cheap for a grace period.
+pub fn prime_migration() {
+    static BUSY: AtomicBool = AtomicBool::new(false);
+    if BUSY.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("cgroup-prime".into()).spawn(|| {
+        if let Some(procs) = own_procs_file() {
+            let _ = std::fs::write(procs, "0");
+        }
+        BUSY.store(false, Ordering::Release);
+    });
+    if spawned.is_err() {
+        BUSY.store(false, Ordering::Release);
+    }
+}
+
+/// `cgroup.procs` of the cgroup this process is in, in one hierarchy.
+fn own_procs_file() -> Option<PathBuf> {
+    let h = hierarchies();
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let (mount, path) = if let Some(root) = &h.v2 {
+        (root, own.lines().find_map(|l| l.strip_prefix("0::"))?)
+    } else {
+        let (ctrl, mount) = h.v1.iter().next()?;
+        let path = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == ctrl).then_some(path)
+        })?;
+        (mount, path)
+    };
+    Some(mount.join(rel(Path::new(path))).join("cgroup.procs"))
+}
+
+/// Every directory of `path` (with its children) across the hierarchies, deepest first.
+fn dirs_of(path: &Path) -> Vec<PathBuf> {
+    let h = hierarchies();
+    let mut roots: Vec<&PathBuf> = h.v1.values().collect();
+    if let Some(v2) = &h.v2 {
+        roots.push(v2);
+    }
+    roots.sort();
+    roots.dedup();
+    let mut out = Vec::new();
+    for r in roots {
+        let d = r.join(rel(path));
+        if let Ok(children) = std::fs::read_dir(&d) {
+            for c in children.flatten() {
+                if c.path().is_dir() {
+                    out.push(c.path());
+                }
+            }
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// Removes a cgroup (and its children), killing what is left in it first.
+pub fn remove(path: &Path) -> Result<(), Error> {
+    for dir in dirs_of(path) {
+        if !dir.exists() {
+            continue;
+        }
+        for _ in 0..50 {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    Ok(())
 }
 
 /// How many processes the kernel's OOM killer killed in the cgroup.
 pub fn oom_kills(path: &Path) -> u64 {
-    for f in memory_files(path) {
+    let h = hierarchies();
+    let files: Vec<PathBuf> = match (&h.v2, h.v1.get("memory")) {
+        (Some(v2), _) => vec![v2.join(rel(path)).join("memory.events")],
+        (None, Some(m)) => vec![m.join(rel(path)).join("memory.oom_control")],
+        (None, None) => vec![],
+    };
+    for f in files {
         if let Ok(text) = std::fs::read_to_string(&f) {
             for line in text.lines() {
                 if let Some(n) = line.strip_prefix("oom_kill ") {
@@ -123,11 +326,26 @@ pub fn oom_kills(path: &Path) -> u64 {
     0
 }
 
-/// Whether the cgroup still holds processes (`cgroup.procs` of any hierarchy).
-pub fn has_processes(path: &Path) -> bool {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
-        .iter()
-        .filter_map(|root| std::fs::read_to_string(Path::new(root).join(rel).join("cgroup.procs")).ok())
-        .any(|t| !t.trim().is_empty())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+
+    #[test]
+    fn finds_its_own_cgroup() {
+        let f = own_procs_file().expect("this process's cgroup");
+        assert!(f.exists(), "{}", f.display());
+    }
+
+    #[test]
+    fn finds_this_hosts_hierarchies() {
+        let h = hierarchies();
+        assert!(h.v2.is_some() || h.v1.contains_key("memory"), "{h:?}");
+    }
 }

@@ -227,7 +227,10 @@ pub fn start(
     if let Err(e) = before_run(pid_raw) {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(e);
+        // A child that failed its own setup first says better what went wrong.
+        let mut msg = String::new();
+        let _ = errs.read_to_string(&mut msg);
+        return Err(if msg.is_empty() { e } else { Error::Container(msg) });
     }
     let _ = go.write_all(b"g");
     drop(go);
@@ -273,15 +276,6 @@ fn mnt(
 
 /// Everything between clone and exec. Returns only on error.
 fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
-    // Wait until the parent has placed us in our cgroup.
-    {
-        // SAFETY: p.go is the child's copy of the read end of the go pipe.
-        let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(p.go) });
-        let mut b = [0u8; 1];
-        if f.read(&mut b).map_err(|e| format!("waiting for the supervisor: {e}"))? != 1 {
-            return Err("the supervisor went away before the container started".into());
-        }
-    }
     if let Some(ns) = &p.netns {
         let f = std::fs::File::open(ns).map_err(|e| format!("opening network namespace {}: {e}", ns.display()))?;
         setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining network namespace {}: {e}", ns.display()))?;
@@ -427,6 +421,17 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         if let Some(h) = &p.hostname {
             env.push(format!("HOSTNAME={h}"));
+        }
+    }
+    // The root filesystem is ready. Wait until the parent has placed us in our cgroup (a
+    // first migration in a while waits ~10 ms for an RCU grace period: the mounts above
+    // overlap it), before anything of the container's own runs or writes.
+    {
+        // SAFETY: p.go is the child's copy of the read end of the go pipe.
+        let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(p.go) });
+        let mut b = [0u8; 1];
+        if f.read(&mut b).map_err(|e| format!("waiting for the supervisor: {e}"))? != 1 {
+            return Err("the supervisor went away before the container started".into());
         }
     }
     let cwd = Path::new(&p.cwd);

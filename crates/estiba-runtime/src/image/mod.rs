@@ -487,3 +487,6 @@ pub fn decompress<'a, R: std::io::BufRead + Send + 'a>(
         Ok(Box::new(r))
     }
 }
+
+#[cfg(test)]
+mod tests;
