@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what estiba's tests need on a Debian machine, skipping what is already there:
-# the AWS CLI (Debian's awscli) and the Python packages of tests/e2e/requirements.txt.
+# the AWS CLI (Debian's awscli), container tools (busybox, runc, docker.io, podman, skopeo)
+# and the Python packages of tests/e2e/requirements.txt.
 # Run as root (CI is root); otherwise it prints what is missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,10 @@ command -v zstd >/dev/null || apt_pkgs+=(zstd)
 command -v ip >/dev/null || apt_pkgs+=(iproute2)
 command -v unshare >/dev/null || apt_pkgs+=(util-linux)
 command -v ps >/dev/null || apt_pkgs+=(procps)
+# Registry tests push and pull with the real clients.
+command -v skopeo >/dev/null || apt_pkgs+=(skopeo)
+command -v podman >/dev/null || apt_pkgs+=(podman)
+command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
 
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

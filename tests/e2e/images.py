@@ -93,6 +93,22 @@ def config_blob(diff_ids, cmd=None, entrypoint=None, env=None, workdir=None, use
     return json.dumps(doc, sort_keys=True).encode()
 
 
+class Headers(dict):
+    """Response headers, looked up without regard to case (HTTP/1.1 names are case-insensitive)."""
+
+    def __init__(self, items):
+        super().__init__((k.lower(), v) for k, v in items.items())
+
+    def __getitem__(self, k):
+        return super().__getitem__(k.lower())
+
+    def __contains__(self, k):
+        return super().__contains__(k.lower())
+
+    def get(self, k, default=None):
+        return super().get(k.lower(), default)
+
+
 class Registry:
     """A client for a registry at http://host:port, with optional basic credentials."""
 
@@ -115,9 +131,9 @@ class Registry:
             req.add_header("Authorization", self.auth)
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, dict(r.headers), r.read()
+                return r.status, Headers(r.headers), r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, Headers(e.headers), e.read()
 
     def push_blob(self, repo, blob):
         digest = sha256(blob)

@@ -4,6 +4,7 @@ stopped and cleaned up by `estiba server`'s own node.
 Needs root, and runs only inside a network namespace with no route out (`cargo xtask test`
 runs the suite in one), since tasks get network namespaces of their own."""
 
+import base64
 import json
 import os
 import signal
@@ -465,5 +466,36 @@ def test_runc_executor(tmp_path, busybox):
         out = logs(e, arn, "app")
         assert "65534" in out and "hello from a busybox image" in out
         assert wait_until(lambda: not leftovers(e, [arn.rsplit("/", 1)[1]]), timeout=15, what="clean-up") is True
+    finally:
+        e.stop()
+
+
+def test_tasks_pull_from_estibas_own_registry(tmp_path):
+    """A task definition naming a repositoryUri pulls from the server's own registry with no
+    network hop: the registry demands tokens, and the agent needs none. A tag pushed again
+    is used by the next task."""
+    e = Estiba(str(tmp_path), extra_args=["--registry-auth", "token"], node=True).start()
+    try:
+        ecs, ecr = e.client(), e.client("ecr")
+        uri = ecr.create_repository(repositoryName="apps/hello")["repository"]["repositoryUri"]
+        data = ecr.get_authorization_token()["authorizationData"][0]
+        password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)[1]
+        reg = img.Registry(e.endpoint, "AWS", password)
+        img.busybox_image(reg, "apps/hello", "v1", cmd=["echo", "one"])
+        fam = register(ecs, [{"name": "app"}], f"{uri}:v1")
+        t = wait_status(ecs, run(ecs, fam), "STOPPED")
+        assert container(t, "app")["exitCode"] == 0, t.get("stoppedReason")
+        first = container(t, "app")["imageDigest"]
+        assert "one" in logs(e, t["taskArn"])
+        # The same tag, pushed again with another command: the next task runs the new image.
+        img.busybox_image(reg, "apps/hello", "v1", cmd=["echo", "two"])
+        t = wait_status(ecs, run(ecs, fam), "STOPPED")
+        assert container(t, "app")["imageDigest"] != first
+        assert "two" in logs(e, t["taskArn"])
+        # A tag that is not there fails the task the way ECS does.
+        fam2 = register(ecs, [{"name": "app"}], f"{uri}:missing")
+        t = wait_status(ecs, run(ecs, fam2), "STOPPED")
+        assert t["stopCode"] == "TaskFailedToStart"
+        assert t["stoppedReason"].startswith("CannotPullContainerError:"), t["stoppedReason"]
     finally:
         e.stop()

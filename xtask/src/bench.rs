@@ -289,13 +289,7 @@ const OPS: [&str; 4] = ["DescribeClusters", "DescribeTasks (10)", "ListTasks", "
 
 /// Runs every peer through every call `rounds` times, interleaved so that drifts of the
 /// machine hit every peer alike. Returns per peer, per call, the runs.
-fn api_mode(
-    bin: &Path,
-    work: &Path,
-    seconds: u64,
-    rounds: usize,
-    pin: bool,
-) -> Result<ModeResults> {
+fn api_mode(bin: &Path, work: &Path, seconds: u64, rounds: usize, pin: bool) -> Result<ModeResults> {
     let server_cpu = pin.then_some(1);
     let mut peers: Vec<Peer> = Vec::new();
     {

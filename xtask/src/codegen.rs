@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// The services whose models are generated. `module` is the Rust module name.
-pub const SERVICES: &[Service] = &[Service { module: "ecs", model: "ecs" }];
+pub const SERVICES: &[Service] = &[Service { module: "ecs", model: "ecs" }, Service { module: "ecr", model: "ecr" }];
 
 pub struct Service {
     pub module: &'static str,
@@ -606,8 +606,15 @@ impl<'a> Generator<'a> {
                     let call = format!("check_{}(v, f)", snake(target));
                     let boxed = self.boxed.contains(&(name.to_owned(), mname.clone()));
                     let deref = if boxed { "&**" } else { "" };
-                    if required.contains(mname.as_str()) || self.is_unboxed_primitive(target, m) {
+                    if required.contains(mname.as_str()) {
                         writeln!(out, "    {{ let f = {deref}&x.{field}; v.enter({mname:?}); {call}; v.leave(); }}")?;
+                    } else if self.is_unboxed_primitive(target, m) {
+                        // Absent decodes to zero: only a value that was sent is checked.
+                        writeln!(
+                            out,
+                            "    if x.{field} != {}::default() {{ let f = &x.{field}; v.enter({mname:?}); {call}; v.leave(); }}",
+                            self.rust_type(target)
+                        )?;
                     } else {
                         writeln!(out, "    if let Some(f) = &x.{field} {{ let f = {deref}f; v.enter({mname:?}); {call}; v.leave(); }}")?;
                     }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub deploy: deploy::Settings,
     pub housekeeping_every: Duration,
     pub stopped_task_retention: Duration,
+    /// How often lifecycle policies are applied and unused registry blobs collected.
+    pub registry_housekeeping_every: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             deploy: deploy::Settings::default(),
             housekeeping_every: Duration::from_secs(10),
             stopped_task_retention: Duration::from_secs(3600),
+            registry_housekeeping_every: Duration::from_secs(60),
         }
     }
 }
@@ -51,6 +54,7 @@ impl Default for Settings {
 pub async fn run(server: Arc<Server>, settings: Settings, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut changes = server.view.changes();
     let mut last_housekeeping = Instant::now();
+    let mut last_registry = Instant::now();
     loop {
         let retry = services_pass(&server, &settings).await;
         if last_housekeeping.elapsed() >= settings.housekeeping_every {
@@ -58,6 +62,12 @@ pub async fn run(server: Arc<Server>, settings: Settings, mut shutdown: tokio::s
                 tracing::warn!(error = %e, "housekeeping failed");
             }
             last_housekeeping = Instant::now();
+        }
+        if last_registry.elapsed() >= settings.registry_housekeeping_every {
+            if let Err(e) = crate::ecr::housekeeping(&server).await {
+                tracing::warn!(error = %e, "registry housekeeping failed");
+            }
+            last_registry = Instant::now();
         }
         let wait = retry.map(|at| (at - now()).clamp(0.01, 1.0)).unwrap_or(1.0);
         tokio::select! {

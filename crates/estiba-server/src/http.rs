@@ -1,5 +1,6 @@
 //! The HTTP front door: one listener for the AWS JSON APIs (`POST /` with `X-Amz-Target`),
-//! and a health check. HTTP/1.1 with keep-alive, served by hyper.
+//! the OCI registry (`/v2/`, see [`crate::registry`]) and a health check. HTTP/1.1 with
+//! keep-alive, served by hyper.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +18,13 @@ use tokio::net::TcpListener;
 
 use crate::Server;
 
-pub type Body = Full<Bytes>;
+/// Response bodies: whole (API answers) or streamed (registry blobs).
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body sent whole.
+pub fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// An error as it goes on the wire: AWS's `__type`, a message and the HTTP status.
 #[derive(Debug, Clone)]
@@ -117,6 +124,10 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let mut resp = match (req.method(), path.as_str()) {
         (&Method::POST, "/") => aws_json(server, req).await,
+        (_, p) if p == "/v2" || p.starts_with("/v2/") => match &server.registry {
+            Some(reg) => crate::registry::handle(server, reg, req).await,
+            None => error_response(&ApiError::new("UnknownOperationException", "the registry is not enabled", 404)),
+        },
         (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
             json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
         }
@@ -134,7 +145,7 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
 
 fn json_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
     let len = body.len();
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
@@ -222,6 +233,14 @@ async fn aws_json(server: &Server, req: Request<Incoming>) -> Response<Body> {
                 let cx = crate::ecs::Ctx { scope, now: crate::now(), node: server.local_node.clone() };
 
                 crate::ecs::dispatch(server, &cx, op, &body).await
+            }
+            None => Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400)),
+        }
+    } else if prefix == estiba_api::ecr::TARGET_PREFIX {
+        match estiba_api::ecr::Operation::from_name(op_name) {
+            Some(op) => {
+                let cx = crate::ecr::Ctx { scope, now: crate::now() };
+                crate::ecr::dispatch(server, &cx, op, &body).await
             }
             None => Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400)),
         }

@@ -9,8 +9,10 @@
 //! the agent does. Errors reach the wire in exactly one place ([`http::error_response`]).
 
 pub mod controller;
+pub mod ecr;
 pub mod ecs;
 pub mod http;
+pub mod registry;
 pub use estiba_core::keys;
 pub mod view;
 
@@ -38,6 +40,13 @@ pub struct Config {
     /// The node of this machine, which runs Fargate tasks; `None` when no agent runs here
     /// (tasks then wait in PROVISIONING).
     pub local_node: Option<String>,
+    /// Where registry blobs live; `None` turns the registry (`/v2/`) off.
+    pub registry_dir: Option<std::path::PathBuf>,
+    /// `host:port` advertised in `repositoryUri`; defaults to the listen address.
+    pub registry_host: Option<String>,
+    pub registry_auth: registry::Auth,
+    /// Unreferenced blobs younger than this are kept (a push may be about to use them).
+    pub registry_gc_grace: Duration,
 }
 
 impl Default for Config {
@@ -50,6 +59,10 @@ impl Default for Config {
             stopped_task_retention: Duration::from_secs(3600),
             inactive_retention: Duration::from_secs(3600),
             local_node: None,
+            registry_dir: None,
+            registry_host: None,
+            registry_auth: registry::Auth::Open,
+            registry_gc_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -60,6 +73,7 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     pub view: Arc<view::View>,
     pub local_node: Option<Arc<str>>,
+    pub registry: Option<Arc<registry::Registry>>,
 }
 
 /// Random identifiers from UUID v4.
@@ -96,7 +110,16 @@ impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
         let view = view::View::start(store.clone()).await?;
         let local_node = config.local_node.as_deref().map(Arc::from);
-        Ok(Arc::new(Server { config, store, view, local_node }))
+        let registry = match &config.registry_dir {
+            Some(dir) => {
+                let host = config.registry_host.clone().unwrap_or_else(|| config.listen.to_string());
+                let r = registry::Registry::open(dir, host, config.registry_auth)
+                    .map_err(|e| estiba_store::StoreError::Backend(format!("registry at {}: {e}", dir.display())))?;
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        Ok(Arc::new(Server { config, store, view, local_node, registry }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the

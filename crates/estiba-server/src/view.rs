@@ -16,7 +16,7 @@ use estiba_api::ecs::{
 use estiba_core::cluster::Counts;
 use estiba_core::node::{Claim, NodeStatus};
 use estiba_core::service::DeploymentCounts;
-use estiba_core::{instance, service, task};
+use estiba_core::{ecr, instance, service, task};
 use estiba_store::{EventKind, KeyValue, Revision, Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,12 @@ pub struct State {
     pub tags: Table<Vec<Tag>>,
     pub claims: Table<Claim>,
     pub nodes: Table<NodeStatus>,
+    pub ecr_repos: Table<ecr::RepoDoc>,
+    pub ecr_images: Table<ecr::ImageDoc>,
+    pub ecr_tags: Table<ecr::TagDoc>,
+    pub ecr_blobs: Table<ecr::BlobLink>,
+    /// Image key → the tags that point at it.
+    pub ecr_image_tags: HashMap<String, std::collections::BTreeSet<String>>,
     /// Cluster key → counts of its tasks, services and instances.
     pub cluster_counts: HashMap<String, Counts>,
     /// (cluster key, deployment id) → task counts of the deployment.
@@ -155,6 +161,34 @@ impl State {
             }
             "nodes" => {
                 put(&mut self.nodes, kind, kv);
+            }
+            "ecr-repos" => {
+                put(&mut self.ecr_repos, kind, kv);
+            }
+            "ecr-images" => {
+                put(&mut self.ecr_images, kind, kv);
+            }
+            "ecr-blobs" => {
+                put(&mut self.ecr_blobs, kind, kv);
+            }
+            "ecr-tags" => {
+                let (old, new) = put(&mut self.ecr_tags, kind, kv);
+                let Some((repo_key, tag)) = kv.key.rsplit_once(':') else { return };
+                // ecs/<a>/<r>/ecr-tags/<repo> → ecs/<a>/<r>/ecr-images/<repo>@<digest>
+                let image_key =
+                    |digest: &str| format!("{}@{digest}", repo_key.replacen("/ecr-tags/", "/ecr-images/", 1));
+                if let Some(o) = old {
+                    let k = image_key(&o.value.digest);
+                    if let Some(set) = self.ecr_image_tags.get_mut(&k) {
+                        set.remove(tag);
+                        if set.is_empty() {
+                            self.ecr_image_tags.remove(&k);
+                        }
+                    }
+                }
+                if let Some(n) = new {
+                    self.ecr_image_tags.entry(image_key(&n.value.digest)).or_default().insert(tag.to_owned());
+                }
             }
             other => tracing::warn!(kind = other, key = %kv.key, "unknown key kind in store"),
         }

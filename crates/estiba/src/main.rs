@@ -216,6 +216,33 @@ struct ServerArgs {
     /// Registries reached over plain HTTP besides loopback ones (comma-separated host:port).
     #[arg(long, env = "ESTIBA_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// Serve the ECR API and the OCI registry (`/v2/`) on the listener.
+    #[arg(long, env = "ESTIBA_REGISTRY", value_enum, default_value = "on")]
+    registry: OnOff,
+    /// `host:port` advertised in repository URIs [default: the listen address].
+    #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
+    registry_host: Option<String>,
+    /// `open`: anyone may push and pull; `token`: a token from GetAuthorizationToken is required.
+    #[arg(long, env = "ESTIBA_REGISTRY_AUTH", value_enum, default_value = "open")]
+    registry_auth: RegistryAuth,
+    /// Blobs no image uses are removed once they are this old.
+    #[arg(long, env = "ESTIBA_REGISTRY_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
+    registry_gc_grace: Duration,
+    /// How often lifecycle policies run and unused blobs are collected.
+    #[arg(long, env = "ESTIBA_REGISTRY_GC_EVERY", default_value = "60s", value_parser = parse_duration)]
+    registry_gc_every: Duration,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+enum RegistryAuth {
+    Open,
+    Token,
 }
 
 /// `512`, `256MiB`, `2GiB`, `1G`: bytes.
@@ -339,6 +366,14 @@ async fn serve(args: ServerArgs) -> Result<()> {
         default_region: args.region.clone(),
         max_body_bytes: args.max_body_bytes,
         stopped_task_retention: args.stopped_task_retention,
+        registry_dir: (args.registry == OnOff::On)
+            .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("registry")),
+        registry_host: args.registry_host.clone(),
+        registry_auth: match args.registry_auth {
+            RegistryAuth::Open => estiba_server::registry::Auth::Open,
+            RegistryAuth::Token => estiba_server::registry::Auth::Token,
+        },
+        registry_gc_grace: args.registry_gc_grace,
         ..Config::default()
     };
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -363,6 +398,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             unchecked_healthy_after: args.unchecked_task_healthy_after.as_secs_f64(),
         },
         stopped_task_retention: args.stopped_task_retention,
+        registry_housekeeping_every: args.registry_gc_every,
         ..Default::default()
     };
     let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx.clone()));
@@ -378,8 +414,14 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 estiba_runtime::container::spec::Executor::Oci(path)
             }
         };
-        let images = estiba_runtime::image::ImageStore::open(data_dir.join("images"), args.insecure_registries.clone())
+        // This server's own registry speaks plain HTTP.
+        let mut insecure = args.insecure_registries.clone();
+        insecure.extend(server.registry.as_ref().map(|r| r.host.clone()));
+        let images = estiba_runtime::image::ImageStore::open(data_dir.join("images"), insecure)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(reg) = &server.registry {
+            images.set_local(Arc::new(OwnRegistry { server: server.clone(), registry: reg.clone() }));
+        }
         let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -410,6 +452,28 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// The server's own registry as the agent's image store sees it: read from its files.
+struct OwnRegistry {
+    server: Arc<estiba_server::Server>,
+    registry: Arc<estiba_server::registry::Registry>,
+}
+
+impl estiba_runtime::image::LocalRegistry for OwnRegistry {
+    fn host(&self) -> &str {
+        &self.registry.host
+    }
+
+    fn manifest(&self, repository: &str, reference: &str) -> Option<Vec<u8>> {
+        let d = estiba_server::registry::resolve_local(&self.server, repository, reference)?;
+        self.registry.blobs.read(&d).ok()
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let d = estiba_registry::Digest::parse(digest).ok()?;
+        self.registry.blobs.stat(&d).map(|_| self.registry.blobs.path(&d))
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {

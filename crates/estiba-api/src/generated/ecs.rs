@@ -10405,13 +10405,13 @@ fn check_capacity_provider_strategy(v: &mut Validator, x: &Vec<CapacityProviderS
 
 #[allow(unused_variables)]
 fn check_capacity_provider_strategy_item(v: &mut Validator, x: &CapacityProviderStrategyItem) {
-    {
+    if x.base != i32::default() {
         let f = &x.base;
         v.enter("base");
         check_capacity_provider_strategy_item_base(v, f);
         v.leave();
     }
-    {
+    if x.weight != i32::default() {
         let f = &x.weight;
         v.enter("weight");
         check_capacity_provider_strategy_item_weight(v, f);

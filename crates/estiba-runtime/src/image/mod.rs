@@ -106,9 +106,21 @@ struct ConfigBlob {
 type PullFuture = Shared<BoxFuture<'static, Result<Arc<Image>, Error>>>;
 type LayerFuture = Shared<BoxFuture<'static, Result<PathBuf, Error>>>;
 
+/// A registry on this machine (the server's own ECR) whose manifests and blobs are read from
+/// its files: pulls from it make no network hop.
+pub trait LocalRegistry: Send + Sync {
+    /// The `host:port` image references use for it.
+    fn host(&self) -> &str;
+    /// The manifest a tag or digest of `repository` names, as stored.
+    fn manifest(&self, repository: &str, reference: &str) -> Option<Vec<u8>>;
+    /// Where a blob of the registry is stored (verified when it was pushed).
+    fn blob_path(&self, digest: &str) -> Option<PathBuf>;
+}
+
 pub struct ImageStore {
     root: PathBuf,
     client: RegistryClient,
+    local: std::sync::OnceLock<Arc<dyn LocalRegistry>>,
     limits: unpack::Limits,
     pulls: Mutex<HashMap<String, PullFuture>>,
     layer_pulls: Mutex<HashMap<String, LayerFuture>>,
@@ -158,10 +170,20 @@ impl ImageStore {
         Ok(Arc::new(ImageStore {
             root,
             client: RegistryClient::new(insecure)?,
+            local: std::sync::OnceLock::new(),
             limits: unpack::Limits::default(),
             pulls: Mutex::new(HashMap::new()),
             layer_pulls: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Serves references to `local.host()` from `local`'s files.
+    pub fn set_local(&self, local: Arc<dyn LocalRegistry>) {
+        let _ = self.local.set(local);
+    }
+
+    fn local_for(&self, r: &Reference) -> Option<&Arc<dyn LocalRegistry>> {
+        self.local.get().filter(|l| l.host() == r.registry)
     }
 
     pub fn root(&self) -> &Path {
@@ -224,8 +246,13 @@ impl ImageStore {
     /// Returns the image, from the store when complete there, else pulled. Concurrent calls
     /// for one reference share one pull.
     pub async fn pull(self: &Arc<Self>, image: &str, creds: Option<Credentials>) -> Result<Arc<Image>, Error> {
-        if let Some(img) = self.cached(image) {
-            return Ok(Arc::new(img));
+        // A tag of the local registry is resolved every time (it costs no network call), so
+        // a tag pushed again is used by the next task, as ECS pulls.
+        let local_tag = Reference::parse(image).is_ok_and(|r| r.digest.is_none() && self.local_for(&r).is_some());
+        if !local_tag {
+            if let Some(img) = self.cached(image) {
+                return Ok(Arc::new(img));
+            }
         }
         let key = image.to_owned();
         let fut = {
@@ -250,6 +277,15 @@ impl ImageStore {
         target: &str,
         creds: Option<&Credentials>,
     ) -> Result<(String, Manifest, Vec<u8>), Error> {
+        if let Some(local) = self.local_for(r) {
+            let bytes = local.manifest(&r.repository, target).ok_or_else(|| {
+                Error::Pull(format!(
+                    "{}/{}:{target}: manifest not found in this server's registry",
+                    r.registry, r.repository
+                ))
+            })?;
+            return Self::check_manifest(target, &bytes);
+        }
         let resp = self.client.get(r, &format!("manifests/{target}"), MANIFEST_TYPES, creds).await?;
         let status = resp.status();
         if !status.is_success() {
@@ -263,15 +299,19 @@ impl ImageStore {
             )));
         }
         let bytes = resp.bytes().await.map_err(|e| Error::Pull(format!("reading the manifest: {e}")))?;
+        Self::check_manifest(target, &bytes)
+    }
+
+    fn check_manifest(target: &str, bytes: &[u8]) -> Result<(String, Manifest, Vec<u8>), Error> {
         if bytes.len() > 4 << 20 {
             return Err(Error::Pull("the manifest is larger than 4 MiB".into()));
         }
-        let digest = format!("sha256:{}", sha256_hex(&bytes));
+        let digest = format!("sha256:{}", sha256_hex(bytes));
         if target.starts_with("sha256:") && target != digest {
             return Err(Error::Pull(format!("manifest digest mismatch: asked for {target}, got {digest}")));
         }
         let m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Pull(format!("the manifest is not valid JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| Error::Pull(format!("the manifest is not valid JSON: {e}")))?;
         if m.schema_version != 2 {
             return Err(Error::Pull(format!(
                 "unsupported manifest schema version {} (only version 2 is supported)",
@@ -331,6 +371,12 @@ impl ImageStore {
         if let Ok(data) = std::fs::read(self.blob_path(&d.digest)?) {
             return Ok(data);
         }
+        if let Some(local) = self.local_for(r) {
+            let path = local
+                .blob_path(&d.digest)
+                .ok_or_else(|| Error::Pull(format!("blob {} is not in this server's registry", d.digest)))?;
+            return std::fs::read(&path).map_err(|e| Error::Pull(format!("blob {}: {e}", d.digest)));
+        }
         let resp = self.client.get(r, &format!("blobs/{}", d.digest), &[], creds).await?;
         if !resp.status().is_success() {
             return Err(Error::Pull(format!("blob {}: HTTP {}", d.digest, resp.status())));
@@ -380,6 +426,67 @@ impl ImageStore {
             return Ok(dest);
         }
         let hex = digest_hex(digest)?.to_owned();
+        // From the local registry: unpacked straight from its verified blob.
+        let local_blob = match self.local_for(r) {
+            Some(local) => Some(
+                local
+                    .blob_path(digest)
+                    .ok_or_else(|| Error::Pull(format!("layer {digest} is not in this server's registry")))?,
+            ),
+            None => None,
+        };
+        let (tmp_file, owned) = match local_blob {
+            Some(p) => (p, false),
+            None => (self.download_layer(r, digest, &hex, size, creds).await?, true),
+        };
+        let limits = self.limits.clone();
+        let media = media.to_owned();
+        let layers_dir = self.root.join("layers");
+        let dest2 = dest.clone();
+        let out = tokio::task::spawn_blocking(move || -> Result<PathBuf, Error> {
+            let work = layers_dir.join(format!("{hex}.tmp-{}", uuid_like()));
+            std::fs::create_dir(&work).map_err(|e| Error::Io(format!("{}: {e}", work.display())))?;
+            let file = std::fs::File::open(&tmp_file).map_err(|e| Error::Io(e.to_string()))?;
+            let res = decompress(std::io::BufReader::with_capacity(256 << 10, file), &media)
+                .and_then(|reader| unpack::unpack(reader, &work, &limits));
+            if owned {
+                let _ = std::fs::remove_file(&tmp_file);
+            }
+            match res {
+                Ok(stats) => {
+                    if !stats.skipped.is_empty() {
+                        tracing::warn!(layer = %hex, skipped = ?stats.skipped, "entries of the layer were not unpacked");
+                    }
+                    match std::fs::rename(&work, &dest2) {
+                        Ok(()) => Ok(dest2),
+                        // Another process finished the same layer first.
+                        Err(_) if dest2.is_dir() => {
+                            let _ = std::fs::remove_dir_all(&work);
+                            Ok(dest2)
+                        }
+                        Err(e) => Err(Error::Io(format!("{}: {e}", dest2.display()))),
+                    }
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&work);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Io(format!("unpack task: {e}")))?;
+        out
+    }
+
+    /// Downloads a layer blob into `tmp/`, verifying its digest and size.
+    async fn download_layer(
+        &self,
+        r: &Reference,
+        digest: &str,
+        hex: &str,
+        size: u64,
+        creds: Option<&Credentials>,
+    ) -> Result<PathBuf, Error> {
         let tmp_file = self.root.join("tmp").join(format!("{hex}.{}", uuid_like()));
         let resp = self.client.get(r, &format!("blobs/{digest}"), &[], creds).await?;
         if !resp.status().is_success() {
@@ -416,41 +523,7 @@ impl ImageStore {
             let _ = std::fs::remove_file(&tmp_file);
             return Err(e);
         }
-        let limits = self.limits.clone();
-        let media = media.to_owned();
-        let layers_dir = self.root.join("layers");
-        let dest2 = dest.clone();
-        let out = tokio::task::spawn_blocking(move || -> Result<PathBuf, Error> {
-            let work = layers_dir.join(format!("{hex}.tmp-{}", uuid_like()));
-            std::fs::create_dir(&work).map_err(|e| Error::Io(format!("{}: {e}", work.display())))?;
-            let file = std::fs::File::open(&tmp_file).map_err(|e| Error::Io(e.to_string()))?;
-            let res = decompress(std::io::BufReader::with_capacity(256 << 10, file), &media)
-                .and_then(|reader| unpack::unpack(reader, &work, &limits));
-            let _ = std::fs::remove_file(&tmp_file);
-            match res {
-                Ok(stats) => {
-                    if !stats.skipped.is_empty() {
-                        tracing::warn!(layer = %hex, skipped = ?stats.skipped, "entries of the layer were not unpacked");
-                    }
-                    match std::fs::rename(&work, &dest2) {
-                        Ok(()) => Ok(dest2),
-                        // Another process finished the same layer first.
-                        Err(_) if dest2.is_dir() => {
-                            let _ = std::fs::remove_dir_all(&work);
-                            Ok(dest2)
-                        }
-                        Err(e) => Err(Error::Io(format!("{}: {e}", dest2.display()))),
-                    }
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&work);
-                    Err(e)
-                }
-            }
-        })
-        .await
-        .map_err(|e| Error::Io(format!("unpack task: {e}")))?;
-        out
+        Ok(tmp_file)
     }
 }
 
