@@ -29,8 +29,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("api") => api(root, &args[1..]),
         Some("run") => crate::bench_run::run(root, &args[1..]),
+        Some("registry") => crate::bench_registry::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]"
         ),
     }
 }

@@ -58,7 +58,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 }
 
 /// Child processes killed (and reaped) when dropped.
-struct Guard(Vec<Child>);
+pub(crate) struct Guard(pub(crate) Vec<Child>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -78,7 +78,7 @@ impl Drop for Guard {
     }
 }
 
-fn quiet(cmd: &mut Command) -> Result<String> {
+pub(crate) fn quiet(cmd: &mut Command) -> Result<String> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -86,7 +86,7 @@ fn quiet(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -296,7 +296,7 @@ fn supervisor_memory(is_sup: &dyn Fn(&str) -> bool) -> (usize, f64, f64, f64) {
     (rss.len(), median(rss), median(pss), median(uss))
 }
 
-fn start_registry(work: &Path) -> Result<(Child, u16)> {
+pub(crate) fn start_registry(work: &Path) -> Result<(Child, u16)> {
     let port = free_port();
     let dir = work.join("registry");
     std::fs::create_dir_all(&dir)?;
