@@ -133,14 +133,14 @@ impl Target {
 }
 
 /// An OCI image layout of `layers` uncompressed layers of `size` random bytes each.
-fn oci_layout(dir: &Path, layers: usize, size: u64) -> Result<()> {
+fn oci_layout(dir: &Path, layers: usize, size: u64, seed: u64) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for i in 0..layers {
         let content = dir.join(format!("layer{i}.bin"));
-        random_file(&content, size, 0x9E37_79B9 + i as u64)?;
+        random_file(&content, size, seed.wrapping_mul(0x9E37_79B9) + i as u64)?;
         let tar = dir.join(format!("layer{i}.tar"));
         quiet(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir).arg(format!("layer{i}.bin")))?;
         std::fs::remove_file(&content)?;
@@ -290,10 +290,12 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
     let mut copies: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); targets.len()];
     let skopeo = which("skopeo").is_some();
     if skopeo {
-        eprintln!("making a {image_mb} MB image of 5 layers…");
-        let layout = work.join("layout");
-        oci_layout(&layout, 5, (image_mb << 20) / 5)?;
         for r in 0..rounds {
+            // New content every round: a registry that already holds a blob answers the
+            // push's HEAD and skopeo skips the upload.
+            eprintln!("making a {image_mb} MB image of 5 layers…");
+            let layout = work.join(format!("layout-{r}"));
+            oci_layout(&layout, 5, (image_mb << 20) / 5, r as u64 + 1)?;
             for (i, t) in targets.iter().enumerate() {
                 let dest = format!("docker://{}/bench/big:r{r}", t.base.trim_start_matches("http://"));
                 settle()?;
@@ -317,6 +319,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
                 copies[i].1.push(ms(tm.elapsed()));
                 std::fs::remove_dir_all(&pulled)?;
             }
+            std::fs::remove_dir_all(&layout)?;
             eprintln!("skopeo round {}: {:?}", r + 1, copies.iter().map(|c| (c.0[r], c.1[r])).collect::<Vec<_>>());
         }
     } else {
