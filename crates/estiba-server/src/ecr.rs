@@ -844,47 +844,38 @@ fn repo_of_arn(cx: &Ctx, arn: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-async fn tag_resource(s: &Server, cx: &Ctx, req: TagResourceRequest) -> Result<Bytes> {
-    let name = repo_of_arn(cx, &req.resource_arn)?;
+/// Changes a repository's resource tags with `f`, then checks them.
+async fn update_tags(s: &Server, cx: &Ctx, arn: &str, f: impl Fn(&mut Vec<Tag>)) -> Result<()> {
+    let name = repo_of_arn(cx, arn)?;
     transact(s, |st| {
         let doc = repo_doc(st, cx, &name)?;
         let tk = estiba_core::keys::tags_of(&doc.key);
         let mut tags = st.tags_of(&doc.key).map(tags_from_store).unwrap_or_default();
+        f(&mut tags);
+        check_tags(&tags)?;
+        let rev = st.tags.get(&tk).map_or(0, |d| d.rev);
+        let txn = Txn::new()
+            .when(Compare::mod_revision(&doc.key, doc.rev))
+            .when(Compare::mod_revision(&tk, rev))
+            .then(put_doc(&tk, &tags_to_store(&tags)));
+        Ok((txn, ()))
+    })
+    .await
+}
+
+async fn tag_resource(s: &Server, cx: &Ctx, req: TagResourceRequest) -> Result<Bytes> {
+    update_tags(s, cx, &req.resource_arn, |tags| {
         for t in &req.tags {
             tags.retain(|x| x.key != t.key);
             tags.push(t.clone());
         }
-        check_tags(&tags)?;
-        let rev = st.tags.get(&tk).map_or(0, |d| d.rev);
-        Ok((
-            Txn::new()
-                .when(Compare::mod_revision(&doc.key, doc.rev))
-                .when(Compare::mod_revision(&tk, rev))
-                .then(put_doc(&tk, &tags_to_store(&tags))),
-            (),
-        ))
     })
     .await?;
     Ok(json(&TagResourceResponse {}))
 }
 
 async fn untag_resource(s: &Server, cx: &Ctx, req: UntagResourceRequest) -> Result<Bytes> {
-    let name = repo_of_arn(cx, &req.resource_arn)?;
-    transact(s, |st| {
-        let doc = repo_doc(st, cx, &name)?;
-        let tk = estiba_core::keys::tags_of(&doc.key);
-        let mut tags = st.tags_of(&doc.key).map(tags_from_store).unwrap_or_default();
-        tags.retain(|t| !req.tag_keys.contains(&t.key));
-        let rev = st.tags.get(&tk).map_or(0, |d| d.rev);
-        Ok((
-            Txn::new()
-                .when(Compare::mod_revision(&doc.key, doc.rev))
-                .when(Compare::mod_revision(&tk, rev))
-                .then(put_doc(&tk, &tags_to_store(&tags))),
-            (),
-        ))
-    })
-    .await?;
+    update_tags(s, cx, &req.resource_arn, |tags| tags.retain(|t| !req.tag_keys.contains(&t.key))).await?;
     Ok(json(&UntagResourceResponse {}))
 }
 
