@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peers and tools `cargo xtask bench` measures against, skipping what is there:
 # - bench api: wrk, and moto's server (pip); fakecloud is optional (`cargo install fakecloud`);
-# - bench run: Debian's docker.io (dockerd + containerd), podman and runc, skopeo and umoci,
-#   and docker-registry to serve the images on loopback.
+# - bench run and bench registry: umoci, besides docker.io, podman, runc, skopeo and
+#   docker-registry, which the tests need too (install-test-deps.sh, run first).
 # Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +10,6 @@ scripts/install-test-deps.sh
 
 apt_pkgs=()
 command -v wrk >/dev/null || apt_pkgs+=(wrk)
-command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
-command -v podman >/dev/null || apt_pkgs+=(podman)
-command -v skopeo >/dev/null || apt_pkgs+=(skopeo)
 command -v umoci >/dev/null || apt_pkgs+=(umoci)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -31,6 +31,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def isolated():
+    """True inside a network namespace whose only interface is loopback."""
+    try:
+        with open("/proc/net/dev") as f:
+            names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+        return names == ["lo"]
+    except OSError:
+        return False
+
+
 class Estiba:
     """A running estiba server with its own data directory."""
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import images as img
-from conftest import Estiba, error_code, error_message, unique, wait_until
+from conftest import Estiba, error_code, error_message, isolated, unique, wait_until
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -217,6 +217,8 @@ def test_bad_input_stores_nothing(ecr, server):
     c = v2(server)
     blob = os.urandom(5000)
     good = img.sha256(blob)
+    uploads = os.path.join(server.data_dir, "registry", "uploads")
+    uploads_before = set(os.listdir(uploads))
 
     # Wrong digest, monolithic and chunked: DIGEST_INVALID, no blob.
     status, _, body = c.request("POST", f"/v2/{name}/blobs/uploads/?digest=sha256:{'2' * 64}", blob)
@@ -232,9 +234,10 @@ def test_bad_input_stores_nothing(ecr, server):
     for bad in ["sha256:xyz", "md5:abc", "nothex"]:
         status, _, body = c.request("POST", f"/v2/{name}/blobs/uploads/?digest={bad}", blob)
         assert status == 400 and err(body) == "DIGEST_INVALID", bad
-    uploads = os.path.join(server.data_dir, "registry", "uploads")
     blobs = os.path.join(server.data_dir, "registry", "blobs", "sha256")
     assert good[7:] not in os.listdir(blobs)
+    # The refused uploads left no file behind.
+    assert set(os.listdir(uploads)) == uploads_before
 
     # Manifests: malformed, pointing at a missing blob, oversized, wrong media type.
     before = set(os.listdir(blobs))
@@ -249,7 +252,7 @@ def test_bad_input_stores_nothing(ecr, server):
         status, _, body = c.request("PUT", f"/v2/{name}/manifests/t1", body_, {"Content-Type": ctype})
         assert (status, err(body)) == (want_status, code), body[:200]
     assert set(os.listdir(blobs)) == before, "a refused manifest stores nothing"
-    assert c.request("GET", f"/v2/{name}/tags/list")[2] and json.loads(c.request("GET", f"/v2/{name}/tags/list")[2])["tags"] == []
+    assert json.loads(c.request("GET", f"/v2/{name}/tags/list")[2])["tags"] == []
 
     # A digest reference that does not match the body.
     digest, data = small_image(c, name, "ok")
@@ -264,8 +267,7 @@ def test_bad_input_stores_nothing(ecr, server):
     for path in ["/v2/../../etc/manifests/x", "/v2/a/%2e%2e/manifests/x", "/v2/UPPER/manifests/x", "/v2/a//b/manifests/x"]:
         status, _, body = c.request("GET", path)
         assert status in (400, 404) and err(body) in ("NAME_INVALID", "NAME_UNKNOWN"), path
-    # Uploads left over are gone; the server still serves.
-    assert os.listdir(uploads) == [] or all(not f.endswith(".part") for f in os.listdir(uploads))
+    # The server still serves.
     assert c.request("GET", f"/v2/{name}/manifests/ok")[0] == 200
 
 
@@ -523,6 +525,8 @@ def write_rootfs(path):
 def dockerd(tmp_path_factory):
     if not root_and("dockerd") or not shutil.which("docker"):
         pytest.skip("docker push/pull needs root and docker.io (apt-get install docker.io)")
+    if not isolated():
+        pytest.skip("dockerd runs only inside a network namespace with no route out (use cargo xtask test)")
     work = str(tmp_path_factory.mktemp("d", numbered=True))
     sock = f"unix://{work}/docker.sock"
     proc = subprocess.Popen(

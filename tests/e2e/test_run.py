@@ -16,17 +16,8 @@ import pytest
 
 import images as img
 from authproxy import AuthProxy
-from conftest import BIN, Estiba, free_port, unique, wait_until
+from conftest import BIN, Estiba, free_port, isolated, unique, wait_until
 
-
-def isolated():
-    """True inside a network namespace whose only interface is loopback."""
-    try:
-        with open("/proc/net/dev") as f:
-            names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
-        return names == ["lo"]
-    except OSError:
-        return False
 
 
 

@@ -166,6 +166,19 @@ pub fn blobs_of(s: &Scope, repo: &str) -> String {
     format!("ecs/{}/{}/ecr-blobs/{repo}@", s.account, s.region)
 }
 
+/// The same key under another ECR kind: `ecs/<a>/<r>/ecr-tags/<rest>` → `ecs/<a>/<r>/<kind>/<rest>`.
+pub fn rekind(key: &str, kind: &str) -> String {
+    let mut parts = key.splitn(5, '/');
+    let (ecs, account, region, _, rest) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next(),
+        parts.next().unwrap_or(""),
+    );
+    format!("{ecs}/{account}/{region}/{kind}/{rest}")
+}
+
 /// The part of an image, tag or blob key after its separator (`@` or `:`).
 pub fn key_suffix(key: &str, sep: char) -> &str {
     key.rsplit_once(sep).map_or("", |(_, s)| s)
@@ -397,6 +410,14 @@ pub mod token {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys() {
+        let s = Scope::new("1", "r");
+        assert_eq!(rekind(&repo_key(&s, "a/b"), "ecr-images") + "@d", image_key(&s, "a/b", "d"));
+        assert_eq!(key_suffix(&tag_key(&s, "a/b", "v1"), ':'), "v1");
+        assert_eq!(key_suffix(&image_key(&s, "a/b", "sha256:x"), '@'), "sha256:x");
+    }
 
     #[test]
     fn wildcards() {

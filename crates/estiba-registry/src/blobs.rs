@@ -100,11 +100,6 @@ impl BlobStore {
         }
         Ok(out)
     }
-
-    /// Bytes held by blobs in the store.
-    pub fn disk_usage(&self) -> u64 {
-        self.list().map(|l| l.iter().map(|(_, s, _)| s).sum()).unwrap_or(0)
-    }
 }
 
 /// A blob being written. Dropping it without [`Upload::commit`] removes what was written.

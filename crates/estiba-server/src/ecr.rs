@@ -300,7 +300,7 @@ async fn put_image_tag_mutability(s: &Server, cx: &Ctx, req: PutImageTagMutabili
 /// Images of a repository as (digest, tags, document), in key order.
 fn images<'a>(st: &'a State, cx: &Ctx, name: &str) -> Vec<(&'a ecr::ImageDoc, Vec<String>)> {
     State::range(&st.ecr_images, &ecr::images_of(&cx.scope, name))
-        .map(|d| (&d.value, st.ecr_image_tags.get(&d.key).map(|t| t.iter().cloned().collect()).unwrap_or_default()))
+        .map(|d| (&d.value, st.image_tags(&d.key).cloned().collect()))
         .collect()
 }
 
@@ -438,11 +438,7 @@ async fn describe_images(s: &Server, cx: &Ctx, req: DescribeImagesRequest) -> Re
                 ),
                 _ => EcrError::invalid(format!("Invalid image identifier {}", image_id_text(id))),
             })?;
-            let tags = st
-                .ecr_image_tags
-                .get(&ecr::image_key(&cx.scope, name, &img.digest))
-                .map(|t| t.iter().cloned().collect())
-                .unwrap_or_default();
+            let tags = st.image_tags(&ecr::image_key(&cx.scope, name, &img.digest)).cloned().collect();
             out.push(detail(cx, name, img, tags));
         }
         return Ok(json(&DescribeImagesResponse { image_details: Some(out), next_token: None }));
@@ -537,7 +533,7 @@ async fn batch_delete_image(s: &Server, cx: &Ctx, req: BatchDeleteImageRequest) 
                 }
             };
             let ik = ecr::image_key(&cx.scope, &name, &img.digest);
-            let tags: Vec<String> = st.ecr_image_tags.get(&ik).map(|t| t.iter().cloned().collect()).unwrap_or_default();
+            let tags: Vec<String> = st.image_tags(&ik).cloned().collect();
             // By tag: remove the tag; the image goes with its last tag.
             let remaining: Vec<&String> = match &id.image_tag {
                 Some(t) if id.image_digest.is_none() => {
@@ -898,19 +894,21 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
         for doc in st.ecr_repos.values() {
             let Some(text) = &doc.value.lifecycle_policy_text else { continue };
             let Ok(policy) = LifecyclePolicy::parse(text) else { continue };
-            let (scope_prefix, name) = doc.key.split_once("/ecr-repos/").unwrap_or_default();
-            let images_prefix = format!("{scope_prefix}/ecr-images/{name}@");
+            let name = doc.value.repository.repository_name.as_deref().unwrap_or_default();
+            let images_prefix = ecr::rekind(&doc.key, "ecr-images") + "@";
+            let tags_prefix = ecr::rekind(&doc.key, "ecr-tags") + ":";
             let imgs: Vec<(&str, f64, Vec<&str>)> = State::range(&st.ecr_images, &images_prefix)
                 .map(|d| {
-                    let tags = st
-                        .ecr_image_tags
-                        .get(&d.key)
-                        .map(|t| t.iter().map(String::as_str).collect())
-                        .unwrap_or_default();
+                    let tags = st.image_tags(&d.key).map(String::as_str).collect();
                     (d.value.digest.as_str(), d.value.pushed_at, tags)
                 })
                 .collect();
             let expired = policy.expired(&imgs, now);
+            // `lastEvaluatedAt` moves when something expired, and at most hourly otherwise, so
+            // an idle registry does not rewrite its repositories every pass.
+            if expired.is_empty() && doc.value.lifecycle_evaluated_at.is_some_and(|t| now - t < 3600.0) {
+                continue;
+            }
             let mut v = doc.value.clone();
             v.lifecycle_evaluated_at = Some(now);
             txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
@@ -921,8 +919,8 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
                     txn.compares.push(Compare::mod_revision(&ik, d.rev));
                 }
                 txn.ops.push(Op::delete(&ik));
-                for t in st.ecr_image_tags.get(&ik).into_iter().flatten() {
-                    txn.ops.push(Op::delete(format!("{scope_prefix}/ecr-tags/{name}:{t}")));
+                for t in st.image_tags(&ik) {
+                    txn.ops.push(Op::delete(format!("{tags_prefix}{t}")));
                 }
                 tracing::info!(repository = name, digest, "lifecycle policy expired an image");
             }
@@ -940,7 +938,7 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
         let mut used: HashSet<String> = HashSet::new();
         let mut used_in_repo: HashSet<(String, &str)> = HashSet::new();
         for d in st.ecr_images.values() {
-            let repo = d.key.rsplit_once('@').map_or("", |(r, _)| r).replacen("/ecr-images/", "/ecr-blobs/", 1);
+            let repo = ecr::rekind(d.key.rsplit_once('@').map_or("", |(r, _)| r), "ecr-blobs");
             used.insert(d.value.digest.clone());
             for b in &d.value.blobs {
                 used.insert(b.clone());

@@ -18,12 +18,13 @@ use tokio::net::TcpListener;
 
 use crate::Server;
 
-/// Response bodies: whole (API answers) or streamed (registry blobs).
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+/// Response bodies: whole (API answers, no allocation beyond the bytes) or streamed (registry
+/// blobs, see [`crate::registry`]).
+pub type Body = http_body_util::Either<Full<Bytes>, crate::registry::ChannelBody>;
 
 /// A body sent whole.
 pub fn full(b: Bytes) -> Body {
-    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Either::Left(Full::new(b))
 }
 
 /// An error as it goes on the wire: AWS's `__type`, a message and the HTTP status.

@@ -454,10 +454,11 @@ fn file_body(mut file: std::fs::File, start: u64, len: u64) -> Body {
             }
         }
     });
-    http_body_util::combinators::UnsyncBoxBody::new(ChannelBody { rx })
+    http_body_util::Either::Right(ChannelBody { rx })
 }
 
-struct ChannelBody {
+/// A body fed by a channel (from the thread reading a blob).
+pub struct ChannelBody {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
@@ -960,7 +961,7 @@ async fn delete_manifest(server: &Server, scope: &Scope, name: &str, reference: 
                     ));
                 }
                 txn.ops.push(Op::delete(&ik));
-                for t in st.ecr_image_tags.get(&ik).into_iter().flatten() {
+                for t in st.image_tags(&ik) {
                     txn.ops.push(Op::delete(ecr::tag_key(scope, name, t)));
                 }
                 let doc = st.ecr_images.get(&ik).unwrap();

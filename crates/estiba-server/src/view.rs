@@ -92,6 +92,11 @@ impl State {
         self.deployment_counts.get(&(cluster_key.to_owned(), deployment_id.to_owned())).copied().unwrap_or_default()
     }
 
+    /// The tags pointing at an ECR image (by its key), in order.
+    pub fn image_tags(&self, image_key: &str) -> impl Iterator<Item = &String> {
+        self.ecr_image_tags.get(image_key).into_iter().flatten()
+    }
+
     pub fn tags_of(&self, resource_key: &str) -> Option<&[Tag]> {
         self.tags.get(&keys::tags_of(resource_key)).map(|d| d.value.as_slice())
     }
@@ -174,9 +179,7 @@ impl State {
             "ecr-tags" => {
                 let (old, new) = put(&mut self.ecr_tags, kind, kv);
                 let Some((repo_key, tag)) = kv.key.rsplit_once(':') else { return };
-                // ecs/<a>/<r>/ecr-tags/<repo> → ecs/<a>/<r>/ecr-images/<repo>@<digest>
-                let image_key =
-                    |digest: &str| format!("{}@{digest}", repo_key.replacen("/ecr-tags/", "/ecr-images/", 1));
+                let image_key = |digest: &str| format!("{}@{digest}", ecr::rekind(repo_key, "ecr-images"));
                 if let Some(o) = old {
                     let k = image_key(&o.value.digest);
                     if let Some(set) = self.ecr_image_tags.get_mut(&k) {
