@@ -474,6 +474,72 @@ def test_lifecycle_policy_expires_and_blobs_are_collected(tmp_path):
         e.stop()
 
 
+def test_gc_is_safe_while_pushes_go_on(tmp_path):
+    """The collector runs every second with a 2 s grace while four clients push images that
+    share a base layer and delete each one before pushing the next, so the base is unused most
+    of the time and its link, uploaded once, is older than the grace period: clients only ask
+    for it with HEAD. No accepted manifest may point at a missing blob, every push succeeds
+    (the HEAD renews the link), and the deleted images' blobs leave the disk."""
+    import threading
+    e = Estiba(str(tmp_path), extra_args=["--registry-gc-every", "1s", "--registry-gc-grace", "2s"]).start()
+    try:
+        ecr = e.client("ecr")
+        name = repo(ecr)["repositoryName"]
+        base = img.tar_layer([("base.txt", b"shared base layer")])
+        results, errors = [], []
+        deadline = time.time() + 10
+
+        def worker(w):
+            try:
+                c = v2(e)
+                i = 0
+                while True:
+                    own = img.tar_layer([(f"own-{w}-{i}.txt", os.urandom(64))])
+                    layers = [base, own]
+                    descs = [{"mediaType": m, "digest": c.push_blob(name, b), "size": len(b)} for b, _, m in layers]
+                    cfg = img.config_blob([d for _, d, _ in layers])
+                    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": descs,
+                                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.push_blob(name, cfg), "size": len(cfg)}}
+                    data = json.dumps(manifest).encode()
+                    status, _, body = c.request("PUT", f"/v2/{name}/manifests/w{w}-{i}", data, {"Content-Type": OCI_MANIFEST})
+                    results.append((status, err(body) if status != 201 else None))
+                    if time.time() > deadline:
+                        return  # the last image stays
+                    if status == 201:
+                        assert c.request("DELETE", f"/v2/{name}/manifests/{img.sha256(data)}")[0] == 202
+                    i += 1
+                    time.sleep(0.05)
+            except Exception as ex:  # reported below
+                errors.append(ex)
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(results) > 40, len(results)
+        failed = [r for r in results if r[0] != 201]
+        assert not failed, f"{len(failed)} of {len(results)} pushes failed: {set(failed)}"
+        # Every image still listed is complete and every blob is what its digest says.
+        c = v2(e)
+        ids = ecr.list_images(repositoryName=name)["imageIds"]
+        assert len(ids) == 4, ids
+        for i in ids:
+            status, _, body = c.request("GET", f"/v2/{name}/manifests/{i['imageDigest']}")
+            assert status == 200
+            m = json.loads(body)
+            for d in [m["config"]] + m["layers"]:
+                status, _, blob = c.request("GET", f"/v2/{name}/blobs/{d['digest']}")
+                assert status == 200 and img.sha256(blob) == d["digest"], (status, d)
+        # The deleted images' layers, configs and manifests leave the disk: 4 images × (own
+        # layer, config, manifest) + the base remain.
+        blobs = os.path.join(str(tmp_path), "registry", "blobs", "sha256")
+        wait_until(lambda: len(os.listdir(blobs)) <= 4 * 3 + 1, timeout=20, what="garbage collection")
+    finally:
+        e.stop()
+
+
 # --- real clients -----------------------------------------------------------------------
 
 

@@ -8,11 +8,11 @@
 //! Like `bench run`, it re-executes itself in a network namespace of its own.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::bench::{arg, free_port, median, wait_ready, which};
 use crate::bench_run::{ms, quiet, start_registry, Guard, ISOLATED};
@@ -21,24 +21,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if std::env::var_os(ISOLATED).is_some() {
         return isolated(root, args);
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo).args(["build", "--release", "-p", "estiba"]).current_dir(root).status()?;
-    if !st.success() {
-        bail!("release build failed");
-    }
-    let st = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(std::env::current_exe()?)
-        .args(["bench", "registry"])
-        .args(args)
-        .env(ISOLATED, "1")
-        .current_dir(root)
-        .status()
-        .context("running unshare (util-linux; needs root)")?;
-    if !st.success() {
-        bail!("the benchmark failed");
-    }
-    Ok(())
+    crate::bench::build_and_isolate(root, "registry", args)
 }
 
 /// `n` bytes of pseudo-random data (xorshift: incompressible enough, and fast to make).
@@ -122,6 +105,19 @@ impl Target {
         Ok(t.elapsed())
     }
 
+    /// CPU time the registry process has used (user + system), in ms.
+    fn cpu_ms(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the parenthesised command: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe {
+            libc_sysconf(2 /* _SC_CLK_TCK */)
+        } as f64;
+        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) * 1000.0 / hz.max(1.0)
+    }
+
     fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
@@ -130,6 +126,11 @@ impl Target {
             })
             .unwrap_or(0)
     }
+}
+
+extern "C" {
+    #[link_name = "sysconf"]
+    fn libc_sysconf(name: i32) -> i64;
 }
 
 /// An OCI image layout of `layers` uncompressed layers of `size` random bytes each.
@@ -200,17 +201,7 @@ fn isolated(root: &Path, args: &[String]) -> Result<()> {
     let blob_mb: u64 = arg(args, "--blob-mb", 200);
     let image_mb: u64 = arg(args, "--image-mb", 500);
     let rss_mb: u64 = arg(args, "--rss-mb", 1024);
-    quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
-    let work = PathBuf::from(format!("/tmp/ebg-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let result = measure(root, &work, rounds, blob_mb, image_mb, rss_mb);
-    let _ = std::fs::remove_dir_all(&work);
-    let md = result?;
-    println!("{md}");
-    let out = root.join("bench-results");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("registry.md"), &md)?;
-    Ok(())
+    crate::bench::in_workdir(root, "ebg", "registry", |work| measure(root, work, rounds, blob_mb, image_mb, rss_mb))
 }
 
 fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64, rss_mb: u64) -> Result<String> {
@@ -245,8 +236,17 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
     let mb = blob_mb as f64 * 1.048_576;
     let mut up: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut down: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    // Which registry goes first alternates by round, so neither always follows the other.
+    let order = |r: usize| -> [usize; 2] {
+        if r.is_multiple_of(2) {
+            [0, 1]
+        } else {
+            [1, 0]
+        }
+    };
     for r in 0..rounds {
-        for (i, t) in targets.iter().enumerate() {
+        for i in order(r) {
+            let t = &targets[i];
             settle()?;
             up[i].push(mb / t.put_blob("bench/blob", &blob, &digest)?.as_secs_f64());
             down[i].push(mb / t.get_blob("bench/blob", &digest)?.as_secs_f64());
@@ -288,6 +288,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
 
     // 3. skopeo copy of a multi-layer image, push and pull.
     let mut copies: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); targets.len()];
+    let mut pull_cpu: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let skopeo = which("skopeo").is_some();
     if skopeo {
         for r in 0..rounds {
@@ -296,7 +297,8 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
             eprintln!("making a {image_mb} MB image of 5 layers…");
             let layout = work.join(format!("layout-{r}"));
             oci_layout(&layout, 5, (image_mb << 20) / 5, r as u64 + 1)?;
-            for (i, t) in targets.iter().enumerate() {
+            for i in order(r) {
+                let t = &targets[i];
                 let dest = format!("docker://{}/bench/big:r{r}", t.base.trim_start_matches("http://"));
                 settle()?;
                 let tm = Instant::now();
@@ -309,7 +311,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
                 copies[i].0.push(ms(tm.elapsed()));
                 let pulled = work.join(format!("pulled-{i}-{r}"));
                 settle()?;
-                let tm = Instant::now();
+                let (tm, cpu) = (Instant::now(), t.cpu_ms());
                 quiet(
                     Command::new("skopeo")
                         .args(["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"])
@@ -317,10 +319,16 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
                         .arg(format!("oci:{}:big", pulled.display())),
                 )?;
                 copies[i].1.push(ms(tm.elapsed()));
+                pull_cpu[i].push(t.cpu_ms() - cpu);
                 std::fs::remove_dir_all(&pulled)?;
             }
             std::fs::remove_dir_all(&layout)?;
-            eprintln!("skopeo round {}: {:?}", r + 1, copies.iter().map(|c| (c.0[r], c.1[r])).collect::<Vec<_>>());
+            eprintln!(
+                "skopeo round {}: (push, pull) ms {:?}, server CPU during the pull (ms) {:?}",
+                r + 1,
+                copies.iter().map(|c| (c.0[r], c.1[r])).collect::<Vec<_>>(),
+                pull_cpu.iter().map(|c| c[r]).collect::<Vec<_>>()
+            );
         }
     } else {
         eprintln!("skopeo not found (apt-get install skopeo): image copies skipped");
@@ -329,7 +337,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
 
     let mut md = format!(
         "Command: `cargo xtask bench registry --rounds {rounds} --blob-mb {blob_mb} --image-mb {image_mb} --rss-mb {rss_mb}` \
-         (as root; it re-executes itself in a network namespace of its own). estiba release build with its SQLite store; \
+         (as root; it re-executes itself in a network and mount namespace of its own). estiba release build with its SQLite store; \
          Debian's docker-registry {} with filesystem storage; both on loopback; curl {}; `sync` before each measurement; \
          medians of {rounds}.\n\n| | estiba | docker-registry | ratio |\n|---|---:|---:|---:|\n",
         quiet(Command::new("docker-registry").arg("--version")).unwrap_or_default().split_whitespace().nth(2).unwrap_or("?"),
@@ -360,6 +368,13 @@ fn measure(root: &Path, work: &Path, rounds: usize, blob_mb: u64, image_mb: u64,
             &format!("skopeo copy pull, {image_mb} MB / 5 layers (ms)"),
             median(copies[0].1.clone()),
             median(copies[1].1.clone()),
+            false,
+        );
+        row(
+            &mut md,
+            "… the registry's CPU time during the pull (ms)",
+            median(pull_cpu[0].clone()),
+            median(pull_cpu[1].clone()),
             false,
         );
     }

@@ -30,9 +30,29 @@ mod alloc {
             _ => {
                 // SAFETY: getenv with a NUL-terminated name; nothing else runs yet.
                 let system = unsafe { !libc_getenv(c"ESTIBA_SYSTEM_ALLOCATOR".as_ptr()).is_null() };
+                if !system {
+                    tune_mimalloc();
+                }
                 STATE.store(if system { 1 } else { 2 }, Ordering::Relaxed);
                 system
             }
+        }
+    }
+
+    /// Hand freed memory back to the kernel at once. By default mimalloc commits whole arena
+    /// chunks up front and purges freed pages only after a delay; a registry push frees its
+    /// buffers on another thread than the one that made them, so the delay let a 1 GB push
+    /// hold ~90 MiB resident. With these two options the same push stays near 20 MiB and the
+    /// API's throughput does not change (BENCHMARKS.md, "ECR").
+    fn tune_mimalloc() {
+        // Option numbers from mimalloc v3's `mi_option_e` (the version libmimalloc-sys builds
+        // by default); the crate names only the older v2 constants.
+        const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+        const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+        // SAFETY: plain option setters, called before mimalloc's first allocation.
+        unsafe {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
         }
     }
 
