@@ -98,6 +98,26 @@ class Estiba:
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
 
+    def drain(self, timeout=60):
+        """Deletes every service and stops every task, and waits until all tasks are STOPPED:
+        containers outlive the server by design, so a test that leaves tasks running leaves
+        them on the machine."""
+        ecs = self.client()
+        for cluster in ecs.list_clusters()["clusterArns"]:
+            for svc in ecs.list_services(cluster=cluster, maxResults=100)["serviceArns"]:
+                ecs.delete_service(cluster=cluster, service=svc, force=True)
+            for arn in ecs.list_tasks(cluster=cluster, maxResults=100)["taskArns"]:
+                ecs.stop_task(cluster=cluster, task=arn, reason="test clean-up")
+
+        def all_stopped():
+            for cluster in ecs.list_clusters()["clusterArns"]:
+                for status in ("RUNNING", "STOPPED"):
+                    arns = ecs.list_tasks(cluster=cluster, desiredStatus=status, maxResults=100)["taskArns"]
+                    if arns and any(t["lastStatus"] != "STOPPED" for t in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]):
+                        return False
+            return True
+        wait_until(all_stopped, timeout=timeout, what="every task STOPPED")
+
     def kill9(self):
         return self.stop(signal.SIGKILL)
 

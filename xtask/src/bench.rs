@@ -30,10 +30,61 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("api") => api(root, &args[1..]),
         Some("run") => crate::bench_run::run(root, &args[1..]),
         Some("registry") => crate::bench_registry::run(root, &args[1..]),
+        Some("services") => crate::bench_services::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]"
         ),
     }
+}
+
+/// Builds estiba in release mode (before the namespace: cargo may want the network), then
+/// re-executes `cargo xtask bench <sub> <args>` as root in a network and mount namespace of
+/// its own, so no packet leaves the machine and no mount outlives the run.
+pub(crate) fn build_and_isolate(root: &Path, sub: &str, args: &[String]) -> Result<()> {
+    let uid = Command::new("id").arg("-u").output().context("running id")?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!("`cargo xtask bench {sub}` starts containers or namespaces: run it as root");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo).args(["build", "--release", "-p", "estiba"]).current_dir(root).status()?;
+    if !st.success() {
+        bail!("release build failed");
+    }
+    let st = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(std::env::current_exe()?)
+        .args(["bench", sub])
+        .args(args)
+        .env(crate::bench_run::ISOLATED, "1")
+        .current_dir(root)
+        .status()
+        .context("running unshare (util-linux)")?;
+    if !st.success() {
+        bail!("the benchmark failed");
+    }
+    Ok(())
+}
+
+/// Inside the namespace: brings loopback up, runs `measure` in a fresh `/tmp/<prefix>-<pid>`
+/// (short: dockerd's exec root holds unix sockets, whose paths are limited to 108 bytes),
+/// removes it, prints the report and keeps it as `bench-results/<name>.md`.
+pub(crate) fn in_workdir(
+    root: &Path,
+    prefix: &str,
+    name: &str,
+    measure: impl FnOnce(&Path) -> Result<String>,
+) -> Result<()> {
+    crate::bench_run::quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
+    let work = PathBuf::from(format!("/tmp/{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = measure(&work);
+    let _ = std::fs::remove_dir_all(&work);
+    let md = result?;
+    println!("{md}");
+    let out = root.join("bench-results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join(format!("{name}.md")), &md)?;
+    Ok(())
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -296,7 +347,9 @@ fn api_mode(bin: &Path, work: &Path, seconds: u64, rounds: usize, pin: bool) -> 
     {
         let port = free_port();
         let mut c = pinned(bin, server_cpu);
-        c.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        // The control plane alone, as the peers: with a node its tasks would really start
+        // (and, with the bench's unpullable image, stop), and the calls would race them.
+        c.args(["server", "--local-node", "off", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(work.join(format!("estiba-{pin}")))
             .env("ESTIBA_LOG", "warn");
         peers.push(spawn("estiba", &mut c, port)?);

@@ -32,29 +32,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if std::env::var_os(ISOLATED).is_some() {
         return isolated(root, args);
     }
-    let uid = Command::new("id").arg("-u").output().context("running id")?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        bail!("`cargo xtask bench run` starts containers: run it as root");
-    }
-    // Build before entering the namespace: cargo may want the network.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo).args(["build", "--release", "-p", "estiba"]).current_dir(root).status()?;
-    if !st.success() {
-        bail!("release build failed");
-    }
-    let st = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(std::env::current_exe()?)
-        .args(["bench", "run"])
-        .args(args)
-        .env(ISOLATED, "1")
-        .current_dir(root)
-        .status()
-        .context("running unshare (util-linux)")?;
-    if !st.success() {
-        bail!("the benchmark failed");
-    }
-    Ok(())
+    crate::bench::build_and_isolate(root, "run", args)
 }
 
 /// Child processes killed (and reaped) when dropped.
@@ -226,7 +204,7 @@ impl Peer for Estiba {
 }
 
 /// docker or podman: a CLI with fixed leading arguments.
-struct Cli {
+pub(crate) struct Cli {
     name: &'static str,
     program: PathBuf,
     base: Vec<String>,
@@ -236,7 +214,7 @@ struct Cli {
 }
 
 impl Cli {
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.base);
         c
@@ -296,6 +274,39 @@ fn supervisor_memory(is_sup: &dyn Fn(&str) -> bool) -> (usize, f64, f64, f64) {
     (rss.len(), median(rss), median(pss), median(uss))
 }
 
+/// `estiba server` with its own node, its state in `<work>/estiba` and its log in
+/// `<work>/estiba.log` (the process in `guard`); returns its port once it answers.
+pub(crate) fn start_estiba_node(bin: &Path, work: &Path, guard: &mut Guard, extra: &[&str]) -> Result<u16> {
+    let port = free_port();
+    let server = Command::new(bin)
+        .args(["server", "--local-node", "on", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(work.join("estiba"))
+        .args(extra)
+        .env("ESTIBA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("estiba.log"))?)
+        .spawn()?;
+    guard.0.push(server);
+    wait_ready(port, Duration::from_secs(30))?;
+    Ok(port)
+}
+
+/// docker-registry on loopback (its process in `guard`) with the bench images pushed to it
+/// (`scripts/bench-images.py`; `big`: the 200 MB image too). Returns the script's summary.
+pub(crate) fn registry_with_images(root: &Path, work: &Path, guard: &mut Guard, big: bool) -> Result<Value> {
+    let (registry, reg_port) = start_registry(work)?;
+    guard.0.push(registry);
+    eprintln!("building and pushing the images…");
+    let summary = quiet(
+        Command::new("python3")
+            .arg(root.join("scripts/bench-images.py"))
+            .arg(format!("127.0.0.1:{reg_port}"))
+            .arg(work.join("images"))
+            .args((!big).then_some("--no-big")),
+    )?;
+    json_of(&summary)
+}
+
 pub(crate) fn start_registry(work: &Path) -> Result<(Child, u16)> {
     let port = free_port();
     let dir = work.join("registry");
@@ -325,7 +336,9 @@ pub(crate) fn start_registry(work: &Path) -> Result<(Child, u16)> {
     Ok((child, port))
 }
 
-fn start_dockerd(work: &Path, guard: &mut Guard) -> Result<Option<Cli>> {
+/// Starts dockerd on a socket under `work`. `bridge`: with its default bridge network (swarm
+/// needs it); without, containers run with `--network none` only.
+pub(crate) fn start_dockerd(work: &Path, guard: &mut Guard, bridge: bool) -> Result<Option<Cli>> {
     let (Some(dockerd), Some(docker)) = (which("dockerd"), which("docker")) else {
         eprintln!("dockerd or docker not found (apt-get install docker.io): docker skipped");
         return Ok(None);
@@ -341,7 +354,8 @@ fn start_dockerd(work: &Path, guard: &mut Guard) -> Result<Option<Cli>> {
         .arg(format!("unix://{}", sock.display()))
         .arg("--pidfile")
         .arg(work.join("docker.pid"))
-        .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+        .args(if bridge { &[][..] } else { &["--bridge=none"][..] })
+        .args(["--iptables=false", "--ip6tables=false"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(work.join("dockerd.log"))?)
         .spawn()?;
@@ -415,18 +429,7 @@ fn isolated(root: &Path, args: &[String]) -> Result<()> {
     let pull_rounds: usize = arg(args, "--pull-rounds", 3);
     let peers: String = arg(args, "--peers", "docker,podman,skopeo".to_owned());
     let wanted: Vec<String> = peers.split(',').map(str::to_owned).collect();
-    quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
-    // Short: dockerd's exec root holds unix sockets, whose paths are limited to 108 bytes.
-    let work = PathBuf::from(format!("/tmp/ebr-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let result = measure(root, &work, rounds, many, pull_rounds, &wanted);
-    let _ = std::fs::remove_dir_all(&work);
-    let md = result?;
-    println!("{md}");
-    let out = root.join("bench-results");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("run.md"), &md)?;
-    Ok(())
+    crate::bench::in_workdir(root, "ebr", "run", |work| measure(root, work, rounds, many, pull_rounds, &wanted))
 }
 
 fn measure(
@@ -439,32 +442,13 @@ fn measure(
 ) -> Result<String> {
     let bin = root.join("target/release/estiba");
     let mut guard = Guard(Vec::new());
-    let (registry, reg_port) = start_registry(work)?;
-    guard.0.push(registry);
-    eprintln!("building and pushing the images…");
-    let summary = quiet(
-        Command::new("python3")
-            .arg(root.join("scripts/bench-images.py"))
-            .arg(format!("127.0.0.1:{reg_port}"))
-            .arg(work.join("images"))
-            .args((pull_rounds == 0).then_some("--no-big")),
-    )?;
-    let images = json_of(&summary)?;
+    let images = registry_with_images(root, work, &mut guard, pull_rounds > 0)?;
     let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
     let big = images["big"].as_str().unwrap_or_default().to_owned();
 
     // estiba
-    let port = free_port();
     let state_dir = work.join("estiba");
-    let server = Command::new(&bin)
-        .args(["server", "--local-node", "on", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&state_dir)
-        .env("ESTIBA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("estiba.log"))?)
-        .spawn()?;
-    guard.0.push(server);
-    wait_ready(port, Duration::from_secs(30))?;
+    let port = start_estiba_node(&bin, work, &mut guard, &[])?;
     let td = format!(
         r#"{{"family":"bench-run","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":[{{"name":"app","image":"{busybox}","command":["sleep","600"],"stopTimeout":2}}]}}"#
     );
@@ -477,7 +461,7 @@ fn measure(
     let mut peers: Vec<Arc<dyn Peer>> = vec![estiba.clone()];
     let mut peers_guard = Guard(Vec::new());
     if wanted.iter().any(|p| p == "docker") {
-        if let Some(d) = start_dockerd(work, &mut peers_guard)? {
+        if let Some(d) = start_dockerd(work, &mut peers_guard, false)? {
             peers.push(Arc::new(d));
         }
     }

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_registry;
 mod bench_run;
+mod bench_services;
 mod codegen;
 mod test;
 

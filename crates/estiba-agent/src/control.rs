@@ -27,6 +27,10 @@ pub struct Assignment {
     pub taskdef: Arc<TaskDefinition>,
 }
 
+/// The tasks assigned to a node by task key. An assignment that did not change keeps its
+/// `Arc`, so a reader finds what changed by pointer (`Arc::ptr_eq`) without comparing tasks.
+pub type Assignments = Arc<HashMap<String, Arc<Assignment>>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("control plane: {0}")]
@@ -37,7 +41,7 @@ pub enum ControlError {
 
 pub trait ControlPlane: Send + Sync + 'static {
     /// The tasks assigned to this node, kept current.
-    fn assignments(&self) -> watch::Receiver<Arc<HashMap<String, Assignment>>>;
+    fn assignments(&self) -> watch::Receiver<Assignments>;
 
     /// Applies `change` to the task's current state and writes it, retrying on conflicts
     /// with other writers (the server setting `desiredStatus`). Returns the task written.
@@ -53,7 +57,7 @@ pub trait ControlPlane: Send + Sync + 'static {
 /// The agent inside the server process: reads and writes the store itself.
 pub struct StoreControl {
     store: Arc<dyn Store>,
-    rx: watch::Receiver<Arc<HashMap<String, Assignment>>>,
+    rx: watch::Receiver<Assignments>,
 }
 
 fn taskdef_key(task: &Task) -> Option<String> {
@@ -75,7 +79,7 @@ impl StoreControl {
 
 /// Keeps the set of assignments current from the store: claims for `node`, their tasks and
 /// task definitions.
-async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Arc<HashMap<String, Assignment>>>) {
+async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignments>) {
     loop {
         let listing = match store.range("ecs/").await {
             Ok(l) => l,
@@ -128,21 +132,22 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Arc<HashM
         for kv in &listing.kvs {
             apply(&EventKind::Put, &kv.key, &kv.value, &mut claims, &mut tasks, &mut taskdefs);
         }
-        let publish = |claims: &HashMap<String, String>,
-                       tasks: &HashMap<String, Task>,
-                       taskdefs: &HashMap<String, Arc<TaskDefinition>>| {
-            let mut out = HashMap::new();
-            for (tkey, n) in claims {
-                if *n != node {
-                    continue;
-                }
-                let Some(task) = tasks.get(tkey) else { continue };
-                let Some(td) = taskdef_key(task).and_then(|k| taskdefs.get(&k)) else { continue };
-                out.insert(tkey.clone(), Assignment { key: tkey.clone(), task: task.clone(), taskdef: td.clone() });
+        // The assignment of one task key, if this node has one.
+        let assignment = |tkey: &str,
+                          claims: &HashMap<String, String>,
+                          tasks: &HashMap<String, Task>,
+                          taskdefs: &HashMap<String, Arc<TaskDefinition>>| {
+            if claims.get(tkey) != Some(&node) {
+                return None;
             }
-            out
+            let task = tasks.get(tkey)?;
+            let td = taskdef_key(task).and_then(|k| taskdefs.get(&k))?;
+            Some(Assignment { key: tkey.to_owned(), task: task.clone(), taskdef: td.clone() })
         };
-        let mut current = publish(&claims, &tasks, &taskdefs);
+        let mut current: HashMap<String, Arc<Assignment>> = claims
+            .keys()
+            .filter_map(|k| Some((k.clone(), Arc::new(assignment(k, &claims, &tasks, &taskdefs)?))))
+            .collect();
         tx.send_replace(Arc::new(current.clone()));
         let mut watch = match store.watch("ecs/", listing.revision) {
             Ok(w) => w,
@@ -154,19 +159,38 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Arc<HashM
         loop {
             match watch.next().await {
                 Ok(batch) => {
-                    let mut touched = false;
+                    // Only the task keys a batch touches are looked at again (all of them when
+                    // a task definition changes, which is rare): with thousands of tasks kept
+                    // after they stop, redoing every assignment on every event made each
+                    // task's start wait on the others.
+                    let mut touched: Vec<String> = Vec::new();
+                    let mut all = false;
                     for e in &batch.events {
-                        if matches!(keys::split(&e.kv.key).map(|(k, _)| k), Some("claims" | "tasks" | "taskdefs")) {
-                            apply(&e.kind, &e.kv.key, &e.kv.value, &mut claims, &mut tasks, &mut taskdefs);
-                            touched = true;
+                        let kind = keys::split(&e.kv.key).map(|(k, _)| k);
+                        match kind {
+                            Some("claims") => touched.push(keys::task_of_claim(&e.kv.key)),
+                            Some("tasks") => touched.push(e.kv.key.clone()),
+                            Some("taskdefs") => all = true,
+                            _ => continue,
+                        }
+                        apply(&e.kind, &e.kv.key, &e.kv.value, &mut claims, &mut tasks, &mut taskdefs);
+                    }
+                    if all {
+                        touched = claims.keys().chain(current.keys()).cloned().collect();
+                    }
+                    let mut changed = false;
+                    for k in touched {
+                        match assignment(&k, &claims, &tasks, &taskdefs) {
+                            Some(a) if current.get(&k).is_some_and(|old| **old == a) => {}
+                            Some(a) => {
+                                current.insert(k, Arc::new(a));
+                                changed = true;
+                            }
+                            None => changed |= current.remove(&k).is_some(),
                         }
                     }
-                    if touched {
-                        let next = publish(&claims, &tasks, &taskdefs);
-                        if next != current {
-                            current = next;
-                            tx.send_replace(Arc::new(current.clone()));
-                        }
+                    if changed {
+                        tx.send_replace(Arc::new(current.clone()));
                     }
                 }
                 Err(StoreError::Closed) => return,
@@ -180,7 +204,7 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Arc<HashM
 }
 
 impl ControlPlane for StoreControl {
-    fn assignments(&self) -> watch::Receiver<Arc<HashMap<String, Assignment>>> {
+    fn assignments(&self) -> watch::Receiver<Assignments> {
         self.rx.clone()
     }
 

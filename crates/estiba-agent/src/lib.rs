@@ -134,6 +134,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut runners: HashMap<String, (watch::Sender<Assignment>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();
     let mut last_sweep = std::time::Instant::now() - Duration::from_secs(3600);
+    let mut previous: control::Assignments = Default::default();
     loop {
         let current = rx.borrow_and_update().clone();
         runners.retain(|k, (_, h)| {
@@ -147,14 +148,17 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         done.retain(|k| current.contains_key(k));
         for (key, a) in current.iter() {
             if let Some((tx, _)) = runners.get(key) {
-                tx.send_replace(a.clone());
+                // Runners hear only of their own task's changes.
+                if !previous.get(key).is_some_and(|p| Arc::ptr_eq(p, a)) {
+                    tx.send_replace((**a).clone());
+                }
                 continue;
             }
             if done.contains(key) || task_rules::last_status(&a.task) == task_rules::Status::Stopped {
                 continue;
             }
-            let (tx, urx) = watch::channel(a.clone());
-            let h = tokio::spawn(runner::run(shared.clone(), a.clone(), urx));
+            let (tx, urx) = watch::channel((**a).clone());
+            let h = tokio::spawn(runner::run(shared.clone(), (**a).clone(), urx));
             runners.insert(key.clone(), (tx, h));
         }
         if last_sweep.elapsed() > Duration::from_secs(30) {
@@ -170,6 +174,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
+        previous = current;
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}

@@ -524,6 +524,27 @@ mod tests {
     }
 
     #[test]
+    fn rolling_one_task_and_rounded_percentages() {
+        let old = |n: usize| -> Vec<Task> { (0..n).map(|i| t(i, "ecs-svc/1", "RUNNING", Some(0.0))).collect() };
+        // desiredCount 1, 100/200: the new task first, the old one stays.
+        let p = run(&svc(1, 100, 200), &old(1), 100.0);
+        assert_eq!((p.start, p.stop.len()), (1, 0));
+        // desiredCount 1, 0/100: the old task goes first, nothing starts beside it.
+        let p = run(&svc(1, 0, 100), &old(1), 100.0);
+        assert_eq!((p.start, p.stop.len()), (0, 1));
+        let p = run(&svc(1, 0, 100), &[], 100.0);
+        assert_eq!(p.start, 1);
+        // desiredCount 3, 50/150: floor 2 (1.5 rounded up), ceiling 4 (4.5 rounded down).
+        let p = run(&svc(3, 50, 150), &old(3), 100.0);
+        assert_eq!((p.start, p.stop.len()), (1, 1));
+        // desiredCount 0: nothing starts, old tasks go, and the deployment completes once empty.
+        let p = run(&svc(0, 100, 200), &old(2), 100.0);
+        assert_eq!((p.start, p.stop.len()), (0, 2));
+        let p = run(&svc(0, 100, 200), &[], 100.0);
+        assert_eq!(p.completed.as_deref(), Some("ecs-svc/2"));
+    }
+
+    #[test]
     fn scale_in_and_zero() {
         let mut s = svc(1, 100, 200);
         s.deployments.as_mut().unwrap().truncate(1);
