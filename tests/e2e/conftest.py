@@ -41,18 +41,26 @@ def isolated():
         return False
 
 
+_networks = iter(range(1 << 30))
+
+
 class Estiba:
     """A running estiba server with its own data directory."""
 
     def __init__(self, data_dir, extra_args=(), env=None, node=False):
         """`node`: whether this server runs tasks (its in-process agent); control-plane tests
-        run without, so their tasks stay PROVISIONING."""
+        run without, so their tasks stay PROVISIONING. Servers that run tasks in one network
+        namespace get networks of their own (bridges are named after their CIDR), unless the
+        test chooses them."""
         self.data_dir = data_dir
         os.makedirs(data_dir, exist_ok=True)
         self.port = free_port()
 
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args) + ["--local-node", "on" if node else "off"]
+        if node and "--vpc-cidr" not in self.extra_args:
+            n = next(_networks) % 100
+            self.extra_args += ["--vpc-cidr", f"10.{100 + n}.0.0/16", "--bridge-cidr", f"10.{200 + n % 50}.{n}.0/24"]
 
         self.env = env or {}
         self.proc = None

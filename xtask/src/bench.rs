@@ -31,8 +31,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("run") => crate::bench_run::run(root, &args[1..]),
         Some("registry") => crate::bench_registry::run(root, &args[1..]),
         Some("services") => crate::bench_services::run(root, &args[1..]),
+        Some("net") => crate::bench_net::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]"
         ),
     }
 }

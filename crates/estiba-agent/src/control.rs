@@ -25,6 +25,8 @@ pub struct Assignment {
     pub key: String,
     pub task: Task,
     pub taskdef: Arc<TaskDefinition>,
+    /// What the control plane told this node beyond the task (`assignPublicIp`).
+    pub claim: Claim,
 }
 
 /// The tasks assigned to a node by task key. An assignment that did not change keeps its
@@ -69,10 +71,17 @@ fn taskdef_key(task: &Task) -> Option<String> {
 }
 
 impl StoreControl {
+    /// Starts following the store and returns once the first set of assignments is known
+    /// (or after 10 s of failing to list the store): an agent that saw an empty set before
+    /// the first listing would take every task on disk for one the control plane forgot.
     pub async fn start(store: Arc<dyn Store>, node: String) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
         let me = Arc::new(StoreControl { store: store.clone(), rx });
+        let mut first = me.rx.clone();
         tokio::spawn(follow(store, node, tx));
+        if tokio::time::timeout(std::time::Duration::from_secs(10), first.changed()).await.is_err() {
+            tracing::warn!("agent: the store has not been listed after 10 s; starting anyway");
+        }
         Ok(me)
     }
 }
@@ -89,13 +98,13 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
                 continue;
             }
         };
-        let mut claims: HashMap<String, String> = HashMap::new(); // task key → node
+        let mut claims: HashMap<String, Claim> = HashMap::new(); // task key → claim
         let mut tasks: HashMap<String, Task> = HashMap::new();
         let mut taskdefs: HashMap<String, Arc<TaskDefinition>> = HashMap::new();
         let apply = |kind: &EventKind,
                      key: &str,
                      value: &[u8],
-                     claims: &mut HashMap<String, String>,
+                     claims: &mut HashMap<String, Claim>,
                      tasks: &mut HashMap<String, Task>,
                      taskdefs: &mut HashMap<String, Arc<TaskDefinition>>| {
             match keys::split(key).map(|(k, _)| k) {
@@ -103,7 +112,7 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
                     let tkey = keys::task_of_claim(key);
                     match (kind, serde_json::from_slice::<Claim>(value)) {
                         (EventKind::Put, Ok(c)) => {
-                            claims.insert(tkey, c.node);
+                            claims.insert(tkey, c);
                         }
                         _ => {
                             claims.remove(&tkey);
@@ -134,15 +143,13 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
         }
         // The assignment of one task key, if this node has one.
         let assignment = |tkey: &str,
-                          claims: &HashMap<String, String>,
+                          claims: &HashMap<String, Claim>,
                           tasks: &HashMap<String, Task>,
                           taskdefs: &HashMap<String, Arc<TaskDefinition>>| {
-            if claims.get(tkey) != Some(&node) {
-                return None;
-            }
+            let claim = claims.get(tkey).filter(|c| c.node == node)?;
             let task = tasks.get(tkey)?;
             let td = taskdef_key(task).and_then(|k| taskdefs.get(&k))?;
-            Some(Assignment { key: tkey.to_owned(), task: task.clone(), taskdef: td.clone() })
+            Some(Assignment { key: tkey.to_owned(), task: task.clone(), taskdef: td.clone(), claim: claim.clone() })
         };
         let mut current: HashMap<String, Arc<Assignment>> = claims
             .keys()

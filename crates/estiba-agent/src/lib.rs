@@ -11,7 +11,7 @@
 
 pub mod control;
 pub mod health;
-pub mod netns;
+pub mod network;
 pub mod runner;
 pub mod translate;
 
@@ -40,12 +40,15 @@ pub struct AgentConfig {
     pub mem_floor_bytes: u64,
     /// Registry credentials named by `repositoryCredentials.credentialsParameter`.
     pub secrets_dir: PathBuf,
+    pub net: network::NetConfig,
 }
 
 pub struct Shared {
     pub cfg: AgentConfig,
     pub cp: Arc<dyn ControlPlane>,
     pub images: Arc<ImageStore>,
+    /// Address leases (`<data-dir>/net`) and published ports.
+    pub net: Arc<estiba_net::Host>,
 }
 
 impl Shared {
@@ -78,13 +81,12 @@ pub fn remove_task_cgroup(task_id: &str) {
     let _ = estiba_runtime::container::cgroup::remove(&path);
 }
 
-fn mem_available() -> u64 {
+/// A `/proc/meminfo` field (`MemAvailable:`, `MemTotal:`) in bytes.
+fn meminfo(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            m.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map(|kib| kib * 1024)
         .unwrap_or(0)
@@ -98,7 +100,9 @@ async fn heartbeat(shared: Arc<Shared>) {
     loop {
         let status = NodeStatus {
             id: shared.cfg.node_id.clone(),
-            mem_available_bytes: mem_available(),
+            mem_available_bytes: meminfo("MemAvailable:"),
+            mem_total_bytes: meminfo("MemTotal:"),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             mem_floor_bytes: shared.cfg.mem_floor_bytes,
             heartbeat_at: now(),
             executor: match &shared.cfg.executor {
@@ -116,7 +120,7 @@ async fn heartbeat(shared: Arc<Shared>) {
 /// Removes what a task left on this node when the control plane no longer knows it.
 fn forget(shared: &Shared, task_id: &str) {
     let dir = runner::task_dir(shared, task_id);
-    netns::remove(&dir.join("netns"));
+    network::teardown(shared, task_id, &dir);
     if let Ok(ctrs) = std::fs::read_dir(&dir) {
         for c in ctrs.flatten() {
             let _ = nix::mount::umount2(&c.path().join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
@@ -173,6 +177,15 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     }
                 }
             }
+            // Addresses, veths and ports are held only by tasks that have a runner: what any
+            // other task holds was left by a crash.
+            let live: HashSet<String> = runners
+                .keys()
+                .filter_map(|k| current.get(k))
+                .map(|a| task_rules::task_id(&a.task).to_owned())
+                .collect();
+            let net = shared.net.clone();
+            let _ = tokio::task::spawn_blocking(move || net.sweep(&live)).await;
         }
         previous = current;
         tokio::select! {

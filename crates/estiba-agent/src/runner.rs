@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use estiba_api::ecs::{ContainerCondition, ContainerDefinition, HealthStatus, NetworkMode, Task, TaskStopCode};
+use estiba_api::ecs::{
+    ContainerCondition, ContainerDefinition, HealthStatus, KeyValuePair, NetworkBinding, NetworkInterface, NetworkMode,
+    Task, TaskStopCode,
+};
 use estiba_core::{task as task_rules, taskdef};
 use estiba_runtime::container::shim::{read_json, write_json};
 use estiba_runtime::container::spec::{files, ContainerSpec, Exit, Started};
@@ -24,8 +27,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{Assignment, ControlError};
+use crate::network::{self, TaskNet};
 use crate::translate::{self, TaskContext};
-use crate::{netns, Shared};
+use crate::Shared;
 
 fn now() -> f64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -46,6 +50,7 @@ pub struct ContainerReport {
     pub runtime_id: Option<String>,
     pub image_digest: Option<String>,
     pub health: Option<HealthStatus>,
+    pub network_bindings: Option<Vec<NetworkBinding>>,
 }
 
 /// What the agent knows of the task; the reporter writes it over the task document.
@@ -61,6 +66,10 @@ pub struct Report {
     pub connectivity_at: Option<f64>,
     pub health: Option<HealthStatus>,
     pub attachment_status: Option<&'static str>,
+    /// The ENI attachment's details once the task has its address (awsvpc).
+    pub eni_details: Option<Vec<KeyValuePair>>,
+    /// Every container's `networkInterfaces` (awsvpc).
+    pub interfaces: Option<Vec<NetworkInterface>>,
     /// Set when the agent itself decides the task stops (essential exit, failed start).
     pub stop: Option<(TaskStopCode, String)>,
     pub containers: Vec<ContainerReport>,
@@ -107,6 +116,13 @@ impl Report {
                 a.status = Some(s.into());
             }
         }
+        if let Some(d) = &self.eni_details {
+            for a in t.attachments.iter_mut().flatten() {
+                if a.r#type.as_deref() == Some("ElasticNetworkInterface") {
+                    a.details = Some(d.clone());
+                }
+            }
+        }
         if let Some((code, reason)) = &self.stop {
             if !task_rules::desired_stopped(t) {
                 t.desired_status = Some("STOPPED".into());
@@ -136,6 +152,12 @@ impl Report {
             }
             if r.health.is_some() {
                 c.health_status = r.health;
+            }
+            if r.network_bindings.is_some() {
+                c.network_bindings = r.network_bindings.clone();
+            }
+            if self.interfaces.is_some() {
+                c.network_interfaces = self.interfaces.clone();
             }
         }
     }
@@ -201,6 +223,7 @@ pub struct Runner {
     events_tx: mpsc::UnboundedSender<Event>,
     events: mpsc::UnboundedReceiver<Event>,
     images: HashMap<String, Arc<Image>>,
+    net: TaskNet,
 }
 
 /// Where a task keeps its containers' state.
@@ -255,6 +278,7 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
         events_tx,
         events,
         images: HashMap::new(),
+        net: TaskNet::default(),
     };
     r.report.containers = r
         .ctrs
@@ -355,6 +379,9 @@ impl Runner {
 
     /// Takes over containers a previous agent started, from their state directories.
     fn adopt(&mut self) {
+        if let Some(net) = network::restore(&self.shared, &self.task_id, &self.dir) {
+            self.show_network(net);
+        }
         for i in 0..self.ctrs.len() {
             let cdir = self.dir.join(&self.ctrs[i].name);
             let spec: Option<ContainerSpec> = read_json(&cdir, files::SPEC);
@@ -377,6 +404,14 @@ impl Runner {
             if let Some(spec) = &c.spec {
                 self.report.containers[i].runtime_id = Some(spec.id.clone());
             }
+        }
+        // An essential container that exited while no agent watched stops the task now.
+        if self.ctrs.iter().any(|c| c.essential && matches!(c.state, CState::Stopped { ran: true, .. }))
+            && self.report.stop.is_none()
+            && !task_rules::desired_stopped(&self.assignment.task)
+        {
+            self.report.stop =
+                Some((TaskStopCode::EssentialContainerExited, "Essential container in task exited".into()));
         }
         let any_started = self.ctrs.iter().any(|c| c.state != CState::Pending);
         if any_started {
@@ -424,28 +459,28 @@ impl Runner {
         // The containers' cgroup migrations come in a few milliseconds: let the kernel's
         // grace period they wait for elapse meanwhile.
         estiba_runtime::container::cgroup::prime_migration();
-        // PROVISIONING: the task's network namespace.
-        let mode = taskdef::network_mode(&self.assignment.taskdef);
-        let netns_path = self.dir.join("netns");
-        if mode != NetworkMode::Host && !netns::is_pinned(&netns_path) {
-            if let Err(e) = netns::create(&netns_path) {
+        // PROVISIONING: the task's network.
+        let net = match network::setup(&self.shared, &self.assignment, &self.task_id, &self.dir).await {
+            Ok(n) => n,
+            Err(e) => {
                 self.fail(TaskStopCode::TaskFailedToStart, format!("TaskNetworkError: {e}"));
                 self.publish();
                 return;
             }
-        }
-        if let Err(e) = write_etc_files(&self.dir, &self.task_id) {
+        };
+        if let Err(e) = network::write_etc_files(&self.dir, &net, &self.assignment) {
             self.fail(TaskStopCode::TaskFailedToStart, format!("TaskNetworkError: {e}"));
             self.publish();
             return;
         }
+        self.show_network(net);
         self.report.attachment_status = Some("ATTACHED");
         self.report.last_status = "PENDING";
 
         self.report.pull_started_at = Some(now());
         self.publish();
 
-        tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "network namespace ready");
+        tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "network ready");
         // PENDING: images.
         let stop = wait_for_stop(self.shared.clone(), self.key.clone());
         let pulled = tokio::select! {
@@ -483,7 +518,8 @@ impl Runner {
 
         tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "images ready");
         // ACTIVATING: containers, in dependency order.
-        let netns = (mode != NetworkMode::Host).then_some(netns_path);
+        let mode = taskdef::network_mode(&self.assignment.taskdef);
+        let netns = (mode != NetworkMode::Host).then(|| self.dir.join("netns"));
         loop {
             if self.desired_stopped() {
                 return;
@@ -543,6 +579,19 @@ impl Runner {
         self.publish();
     }
 
+    /// Puts what the task's network is into the report.
+    fn show_network(&mut self, net: TaskNet) {
+        let shown = network::shown(&net, &self.assignment);
+        self.report.eni_details = shown.eni_details;
+        self.report.interfaces = shown.interfaces;
+        for (name, b) in shown.bindings {
+            if let Some(i) = self.ctrs.iter().position(|c| c.name == name) {
+                self.report.containers[i].network_bindings = Some(b);
+            }
+        }
+        self.net = net;
+    }
+
     fn deps_status(&self, i: usize) -> Deps {
         let mut waiting = false;
         for d in self.ctrs[i].def.depends_on.iter().flatten() {
@@ -595,6 +644,7 @@ impl Runner {
             task_id: &self.task_id,
             task_dir: &self.dir,
             netns,
+            hostname: &self.net.hostname,
             executor: self.shared.cfg.executor.clone(),
         };
         let spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
@@ -766,7 +816,7 @@ impl Runner {
     /// Removes what the task held: its network namespace, cgroups and writable layers. The
     /// logs stay until the task itself is deleted.
     fn cleanup(&mut self) {
-        netns::remove(&self.dir.join("netns"));
+        network::teardown(&self.shared, &self.task_id, &self.dir);
         for c in &self.ctrs {
             let cdir = self.dir.join(&c.name);
             for d in ["rootfs", "upper", "work"] {
@@ -848,17 +898,4 @@ async fn wait_for_stop(shared: Arc<Shared>, key: String) {
             return;
         }
     }
-}
-
-/// The task's `hosts`, `hostname` and `resolv.conf`, shared by its containers (bind-mounted
-/// over their `/etc` files), so `localhost` resolves in every container.
-pub fn write_etc_files(dir: &std::path::Path, task_id: &str) -> std::io::Result<()> {
-    let hostname: String = task_id.chars().take(12).collect();
-    std::fs::write(
-        dir.join("hosts"),
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-    )?;
-    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(dir.join("resolv.conf"), resolv)
 }

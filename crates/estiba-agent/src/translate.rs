@@ -29,7 +29,10 @@ pub struct TaskContext<'a> {
     pub td: &'a TaskDefinition,
     pub task_id: &'a str,
     pub task_dir: &'a Path,
+    /// The task's namespace, or `None` in `host` mode.
     pub netns: Option<PathBuf>,
+    /// The task's hostname (its private DNS name in awsvpc mode).
+    pub hostname: &'a str,
     pub executor: Executor,
 }
 
@@ -176,11 +179,13 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into()),
         user: def.user.clone().or_else(|| cfg.user.clone()).filter(|u| !u.is_empty()),
-        hostname: Some(def.hostname.clone().unwrap_or_else(|| cx.task_id.chars().take(12).collect())),
+        hostname: Some(def.hostname.clone().unwrap_or_else(|| cx.hostname.to_owned())),
         readonly_rootfs: def.readonly_root_filesystem.unwrap_or(false),
         init: lp.and_then(|l| l.init_process_enabled).unwrap_or(false),
         rlimits,
+        host_network: cx.netns.is_none(),
         netns: cx.netns.clone(),
+        labels: def.docker_labels.clone().unwrap_or_default(),
         cgroup,
         mounts: ["hosts", "hostname", "resolv.conf"]
             .iter()
@@ -253,6 +258,7 @@ mod tests {
             task_id: "abc",
             task_dir: Path::new("/t"),
             netns: None,
+            hostname: "abc",
             executor: Executor::Native,
         };
         let s = container_spec(&cx, &def, &image()).unwrap();
@@ -289,6 +295,7 @@ mod tests {
             task_id: "abc",
             task_dir: Path::new("/t"),
             netns: None,
+            hostname: "abc",
             executor: Executor::Native,
         };
         let s = container_spec(&cx, &d2, &image()).unwrap();

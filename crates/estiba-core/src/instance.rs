@@ -208,6 +208,56 @@ pub fn register(
     Ok(ci)
 }
 
+/// The attribute naming the estiba node that runs a container instance's tasks. A node that
+/// joins a cluster registers with it, and tasks placed on the instance are claimed for it.
+pub const NODE_ATTRIBUTE: &str = "estiba.node-id";
+
+/// The node behind a container instance, when one registered it.
+pub fn node_of(ci: &ContainerInstance) -> Option<&str> {
+    ci.attributes.iter().flatten().find(|a| a.name == NODE_ATTRIBUTE).and_then(|a| a.value.as_deref())
+}
+
+/// The registration a node makes when it joins a cluster, as the ECS agent does on an EC2
+/// instance: all its CPUs and memory, the ports ECS reserves plus `reserved` (the server's
+/// own listener).
+pub fn node_registration(
+    node: &crate::node::NodeStatus,
+    reserved: &[u16],
+    version: &str,
+) -> RegisterContainerInstanceRequest {
+    let int = |name: &str, v: i64| Resource {
+        name: Some(name.into()),
+        r#type: Some("INTEGER".into()),
+        integer_value: v.clamp(1, i32::MAX as i64) as i32,
+        ..Default::default()
+    };
+    let mut ports: Vec<String> = RESERVED_PORTS.iter().map(|p| p.to_string()).collect();
+    ports.extend(reserved.iter().map(u16::to_string));
+    RegisterContainerInstanceRequest {
+        total_resources: Some(vec![
+            int("CPU", node.cpus.max(1) as i64 * 1024),
+            int("MEMORY", (node.mem_total_bytes >> 20) as i64),
+            Resource {
+                name: Some("PORTS".into()),
+                r#type: Some("STRINGSET".into()),
+                string_set_value: Some(ports),
+                ..Default::default()
+            },
+        ]),
+        attributes: Some(vec![Attribute {
+            name: NODE_ATTRIBUTE.into(),
+            value: Some(node.id.clone()),
+            ..Default::default()
+        }]),
+        version_info: Some(estiba_api::ecs::VersionInfo {
+            agent_version: Some(version.into()),
+            agent_hash: Some("estiba".into()),
+            docker_version: Some(format!("estiba {}", node.executor)),
+        }),
+        ..Default::default()
+    }
+}
+
 /// What a container instance has left for placement.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {

@@ -8,11 +8,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The node that runs a task.
+/// The node that runs a task, and what it needs to know beyond the task document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Claim {
     pub node: String,
+    /// `assignPublicIp: ENABLED` (the task shape does not carry its network configuration):
+    /// the task's container ports are published on the node's own addresses too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_ip: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -27,6 +31,11 @@ pub struct NodeStatus {
     pub heartbeat_at: f64,
     /// Which executor runs containers (`native`, or the OCI runtime's path).
     pub executor: String,
+    /// What the node offers when it registers as a container instance.
+    #[serde(default)]
+    pub cpus: u32,
+    #[serde(default)]
+    pub mem_total_bytes: u64,
 }
 
 impl NodeStatus {

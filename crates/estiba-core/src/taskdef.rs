@@ -273,6 +273,16 @@ fn validate_containers(
         if mode == NetworkMode::Awsvpc && def.links.as_ref().is_some_and(|l| !l.is_empty()) {
             bail!(client, "Links are not supported when networkMode=awsvpc (container '{name}').");
         }
+        if mode == NetworkMode::Awsvpc && def.extra_hosts.as_ref().is_some_and(|l| !l.is_empty()) {
+            bail!(client, "extraHosts is not supported when networkMode=awsvpc (container '{name}').");
+        }
+        if matches!(mode, NetworkMode::Awsvpc | NetworkMode::Host) && def.hostname.is_some() {
+            bail!(
+                client,
+                "The hostname parameter is not supported when networkMode={} (container '{name}').",
+                mode.as_str()
+            );
+        }
         out.push(c);
     }
     if !out.iter().any(|c| c.essential == Some(true)) {
@@ -498,6 +508,24 @@ mod tests {
         let td = register(&scope(), &r, 1, 0.0).unwrap();
         let pm = &td.container_definitions.unwrap()[0].port_mappings.clone().unwrap()[0];
         assert_eq!((pm.host_port, pm.protocol), (Some(80), Some(TransportProtocol::Tcp)));
+    }
+
+    #[test]
+    fn network_mode_rules() {
+        let mut c = container("a");
+        c.extra_hosts = Some(vec![estiba_api::ecs::HostEntry { hostname: "db".into(), ip_address: "10.0.0.1".into() }]);
+        let mut r = req(vec![c.clone()]);
+        r.network_mode = Some(NetworkMode::Awsvpc);
+        assert_eq!(err(&r), "extraHosts is not supported when networkMode=awsvpc (container 'a').");
+        r.network_mode = Some(NetworkMode::Bridge);
+        register(&scope(), &r, 1, 0.0).unwrap();
+        let mut c = container("a");
+        c.hostname = Some("web".into());
+        let mut r = req(vec![c]);
+        r.network_mode = Some(NetworkMode::Host);
+        assert_eq!(err(&r), "The hostname parameter is not supported when networkMode=host (container 'a').");
+        r.network_mode = None; // bridge
+        register(&scope(), &r, 1, 0.0).unwrap();
     }
 
     #[test]

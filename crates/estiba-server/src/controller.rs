@@ -55,7 +55,11 @@ pub async fn run(server: Arc<Server>, settings: Settings, mut shutdown: tokio::s
     let mut changes = server.view.changes();
     let mut last_housekeeping = Instant::now();
     let mut last_registry = Instant::now();
+    let mut joined = std::collections::HashSet::new();
     loop {
+        if joined.len() < server.config.join_clusters.len() {
+            join_pass(&server, &mut joined).await;
+        }
         let retry = services_pass(&server, &settings).await;
         if last_housekeeping.elapsed() >= settings.housekeeping_every {
             if let Err(e) = housekeeping(&server, &settings).await {
@@ -77,6 +81,63 @@ pub async fn run(server: Arc<Server>, settings: Settings, mut shutdown: tokio::s
         }
         if *shutdown.borrow() {
             return;
+        }
+    }
+}
+
+/// Registers this machine's node as a container instance of each cluster it joins
+/// (`Config::join_clusters`), as the ECS agent does with `ECS_CLUSTER`: once the cluster is
+/// ACTIVE and the node has reported its resources. An ACTIVE instance of the node found in
+/// the cluster is kept. Each cluster is joined once per process, so an instance deregistered
+/// by hand stays deregistered until the server starts again.
+async fn join_pass(server: &Server, joined: &mut std::collections::HashSet<String>) {
+    let Some(node) = server.config.local_node.clone() else { return };
+    for reference in &server.config.join_clusters {
+        if joined.contains(reference) {
+            continue;
+        }
+        let (scope, name) = match arn::Arn::parse(reference) {
+            Some(a) => (Scope::new(a.account, a.region), arn::cluster_name(Some(reference)).unwrap_or_default()),
+            None => (Scope::new(&server.config.account_id, &server.config.default_region), reference.clone()),
+        };
+        let cluster_key = keys::cluster(&scope, &name);
+        let mut ids = RandomIds;
+        let r = server
+            .transact(|st| {
+                let Some(c) = st.clusters.get(&cluster_key).filter(|c| c.value.status.as_deref() == Some("ACTIVE")) else {
+                    return Ok((Txn::new(), false));
+                };
+                let Some(status) = st.nodes.get(&keys::node(&node)) else { return Ok((Txn::new(), false)) };
+                let mine = State::range(&st.instances, &keys::instances_of(&scope, &name)).any(|d| {
+                    estiba_core::instance::node_of(&d.value) == Some(node.as_str())
+                        && estiba_core::instance::status(&d.value) == "ACTIVE"
+                });
+                if mine {
+                    return Ok((Txn::new(), true));
+                }
+                let req = estiba_core::instance::node_registration(
+                    &status.value,
+                    &[server.config.listen.port()],
+                    env!("CARGO_PKG_VERSION"),
+                );
+                let mut ci = estiba_core::instance::register(&scope, &name, &req, None, &mut ids, now())?;
+                ci.agent_connected = true;
+                let key = keys::instance(&scope, &name, estiba_core::instance::id_of(&ci));
+                let txn = Txn::new()
+                    .when(Compare::mod_revision(&cluster_key, c.rev))
+                    .when(Compare::absent(&key))
+                    .then(put(&key, &ci))
+                    .then(crate::ecs::put_tags(&key, &[]));
+                tracing::info!(cluster = %name, instance = %estiba_core::instance::id_of(&ci), "this machine joined the cluster as a container instance");
+                Ok((txn, true))
+            })
+            .await;
+        match r {
+            Ok(true) => {
+                joined.insert(reference.clone());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(cluster = %name, error = %e, "joining the cluster failed"),
         }
     }
 }
@@ -524,7 +585,7 @@ fn start_tasks(
     if placed.0.is_empty() {
         return Ok(Err(placed.1));
     }
-    crate::ecs::write_new_tasks(txn, cx, cluster, &placed.0);
+    crate::ecs::write_new_tasks(txn, st, cx, cluster, &placed.0, primary.network_configuration.as_ref());
     Ok(Ok(placed.0.iter().map(|t| task::task_id(t).to_owned()).collect()))
 }
 

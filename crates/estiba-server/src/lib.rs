@@ -40,6 +40,9 @@ pub struct Config {
     /// The node of this machine, which runs Fargate tasks; `None` when no agent runs here
     /// (tasks then wait in PROVISIONING).
     pub local_node: Option<String>,
+    /// Clusters (names in the default account and region, or ARNs) the local node joins as
+    /// a container instance, so EC2 tasks can run on this machine.
+    pub join_clusters: Vec<String>,
     /// Where registry blobs live; `None` turns the registry (`/v2/`) off.
     pub registry_dir: Option<std::path::PathBuf>,
     /// `host:port` advertised in `repositoryUri`; defaults to the listen address.
@@ -59,6 +62,7 @@ impl Default for Config {
             stopped_task_retention: Duration::from_secs(3600),
             inactive_retention: Duration::from_secs(3600),
             local_node: None,
+            join_clusters: vec![],
             registry_dir: None,
             registry_host: None,
             registry_auth: registry::Auth::Open,

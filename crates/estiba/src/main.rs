@@ -227,6 +227,18 @@ struct ServerArgs {
     /// This machine's node id [default: its hostname].
     #[arg(long, env = "ESTIBA_NODE_ID")]
     node_id: Option<String>,
+    /// Register this machine as a container instance of these clusters (names in the default
+    /// account and region, or ARNs), as the ECS agent does with ECS_CLUSTER, so EC2 tasks
+    /// (bridge and host network modes among them) run here.
+    #[arg(long, env = "ESTIBA_JOIN_CLUSTER", value_delimiter = ',')]
+    join_cluster: Vec<String>,
+    /// The default VPC's CIDR: awsvpc tasks get addresses from its subnets (one sixteenth of
+    /// it each, in zones a, b and c).
+    #[arg(long, env = "ESTIBA_VPC_CIDR", default_value = estiba_core::vpc::DEFAULT_CIDR)]
+    vpc_cidr: ipnet::Ipv4Net,
+    /// The network of bridge-mode tasks.
+    #[arg(long, env = "ESTIBA_BRIDGE_CIDR", default_value = "172.30.0.0/16")]
+    bridge_cidr: ipnet::Ipv4Net,
     /// How containers start: `native` (built in) or an OCI runtime binary (`runc`, a path).
     #[arg(long, env = "ESTIBA_CONTAINER_RUNTIME", default_value = "native")]
     container_runtime: String,
@@ -399,6 +411,12 @@ async fn serve(args: ServerArgs) -> Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got '{}'", args.account_id);
     }
+    if args.vpc_cidr.contains(&args.bridge_cidr.network()) || args.bridge_cidr.contains(&args.vpc_cidr.network()) {
+        bail!("--vpc-cidr {} and --bridge-cidr {} overlap: choose networks apart", args.vpc_cidr, args.bridge_cidr);
+    }
+    if args.vpc_cidr.prefix_len() > 24 || args.bridge_cidr.prefix_len() > 28 {
+        bail!("--vpc-cidr must be a /24 or larger and --bridge-cidr a /28 or larger");
+    }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let run_tasks = match args.local_node {
         LocalNode::On => true,
@@ -406,7 +424,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
         LocalNode::Auto => is_root(),
     };
     let node_id = args.node_id.clone().unwrap_or_else(hostname);
-    let config = Config { local_node: run_tasks.then(|| node_id.clone()), ..config };
+    let config = Config {
+        local_node: run_tasks.then(|| node_id.clone()),
+        join_clusters: if run_tasks { args.join_cluster.clone() } else { vec![] },
+        ..config
+    };
     let server = Server::new(config, store.clone()).await.context("loading state")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -453,9 +475,14 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 executor,
                 mem_floor_bytes: args.memory_floor,
                 secrets_dir: data_dir.join("secrets"),
+                net: estiba_agent::network::NetConfig {
+                    vpc_cidr: args.vpc_cidr.trunc(),
+                    bridge_cidr: args.bridge_cidr.trunc(),
+                },
             },
             cp,
             images,
+            net: Arc::new(estiba_net::Host::new(&data_dir.join("net"))),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))

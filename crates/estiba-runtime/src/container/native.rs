@@ -99,6 +99,7 @@ struct Plan {
     rootfs: PathBuf,
     overlay: Option<String>,
     netns: Option<PathBuf>,
+    host_network: bool,
     hostname: Option<String>,
     readonly: bool,
     init: bool,
@@ -193,7 +194,8 @@ pub fn start(
     let plan = Plan {
         rootfs,
         overlay,
-        netns: spec.netns.clone(),
+        netns: spec.netns.clone().filter(|_| !spec.host_network),
+        host_network: spec.host_network,
         hostname: spec.hostname.clone(),
         readonly: spec.readonly_rootfs,
         init: spec.init,
@@ -211,7 +213,7 @@ pub fn start(
     };
     let mut flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-    if plan.netns.is_none() {
+    if plan.netns.is_none() && !plan.host_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     let mut stack = vec![0u8; 1 << 20];

@@ -71,10 +71,11 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path, u: &user::User) -> serde_json
     }
     let mut namespaces =
         vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
-    namespaces.push(match &spec.netns {
-        Some(p) => json!({"type": "network", "path": p}),
-        None => json!({"type": "network"}),
-    });
+    match &spec.netns {
+        _ if spec.host_network => {}
+        Some(p) => namespaces.push(json!({"type": "network", "path": p})),
+        None => namespaces.push(json!({"type": "network"})),
+    }
     let mut resources = serde_json::Map::new();
     let mut memory = serde_json::Map::new();
     if let Some(m) = spec.cgroup.memory_bytes {
@@ -106,6 +107,7 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path, u: &user::User) -> serde_json
         },
         "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname.clone().unwrap_or_default(),
+        "annotations": spec.labels,
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces,

@@ -70,6 +70,12 @@ pub struct ContainerSpec {
     pub rlimits: Vec<Rlimit>,
     /// The network namespace to join (the task's), or `None` for a new one.
     pub netns: Option<PathBuf>,
+    /// Share the host's network namespace (then `netns` is ignored).
+    #[serde(default)]
+    pub host_network: bool,
+    /// Labels (ECS `dockerLabels`), kept with the container (OCI annotations).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub cgroup: Cgroup,
     pub mounts: Vec<BindMount>,
     pub privileged: bool,

@@ -172,9 +172,21 @@ pub(crate) fn place_tasks(
     Ok(out)
 }
 
-/// Writes new tasks (and their tags); Fargate tasks are claimed for this machine's node in
-/// the same transaction, so the agent sees them at once.
-pub(crate) fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]) {
+/// Writes new tasks (and their tags), each with the claim of the node that runs it, in the
+/// same transaction, so the agent sees its work at once: Fargate tasks go to this machine's
+/// node, tasks placed on a container instance to the node that registered it (none for
+/// instances registered by hand: those tasks wait in PROVISIONING, as without an agent).
+pub(crate) fn write_tasks(
+    txn: &mut Txn,
+    st: &State,
+    cx: &Ctx,
+    cluster: &str,
+    tasks: &[Task],
+    network: Option<&NetworkConfiguration>,
+) {
+    let public_ip = network
+        .and_then(|n| n.awsvpc_configuration.as_ref())
+        .is_some_and(|v| v.assign_public_ip == Some(AssignPublicIp::Enabled));
     for t in tasks {
         let key = keys::task(&cx.scope, cluster, task::task_id(t));
         let mut doc = t.clone();
@@ -184,8 +196,15 @@ pub(crate) fn write_tasks(txn: &mut Txn, cx: &Ctx, cluster: &str, tasks: &[Task]
         if !tags.is_empty() {
             txn.ops.push(put_tags(&key, &tags));
         }
-        if let (Some(node), true) = (&cx.node, task::is_fargate(t)) {
-            txn.ops.push(put(keys::claim_of(&key), &estiba_core::node::Claim { node: node.to_string() }));
+        let node = match &t.container_instance_arn {
+            None if task::is_fargate(t) => cx.node.as_deref(),
+            None => None,
+            Some(arn) => arn::member_id("container-instance", arn)
+                .and_then(|(_, id)| st.instances.get(&keys::instance(&cx.scope, cluster, id)))
+                .and_then(|d| instance::node_of(&d.value)),
+        };
+        if let Some(node) = node {
+            txn.ops.push(put(keys::claim_of(&key), &estiba_core::node::Claim { node: node.to_string(), public_ip }));
         }
     }
 }
@@ -258,7 +277,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &mut ids,
             )?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            write_tasks(&mut txn, cx, &cluster, &placed.tasks);
+            write_tasks(&mut txn, st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             Ok((txn, placed))
         })
         .await?;
@@ -320,7 +339,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
             let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
             let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            write_tasks(&mut txn, cx, &cluster, &placed.tasks);
+            write_tasks(&mut txn, st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             Ok((txn, placed))
         })
         .await?;

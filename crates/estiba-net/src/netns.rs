@@ -1,6 +1,8 @@
 //! A task's network namespace: created once per task, shared by all its containers (so they
 //! talk over localhost), and kept alive by a bind mount of its nsfs file, as `ip netns` does,
-//! so it outlives any one container. Only loopback for now; the networking issue adds veths.
+//! so it outlives any one container and the agent. Removing the pin destroys the namespace
+//! once no process uses it, and with it the task's end of its veth pair (the kernel then
+//! deletes the host end too).
 
 use std::path::Path;
 
@@ -40,29 +42,22 @@ pub fn is_pinned(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Sets `lo` up in the current thread's network namespace.
+/// Runs `f` on a short-lived thread that has entered the namespace pinned at `path`
+/// (namespaces belong to threads, so the caller's own threads never change namespace).
+pub fn run_in<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let ns = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("entering the network namespace: {e}"))?;
+        f()
+    })
+    .join()
+    .map_err(|_| "the namespace thread panicked".to_string())?
+}
+
+/// Sets `lo` up in the calling thread's network namespace (it is link 1 in a new namespace).
 fn loopback_up() -> Result<(), String> {
-    use nix::libc;
-    // SAFETY: plain socket and ioctl calls on a zeroed ifreq owned here.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
-        if r == 0 {
-            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
-        }
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if r != 0 {
-            return Err(format!("setting lo up: {err}"));
-        }
-    }
-    Ok(())
+    crate::nl::Netlink::open().and_then(|mut nl| nl.set_up(1)).map_err(|e| format!("setting lo up: {e}"))
 }

@@ -1,0 +1,310 @@
+//! A task's network, set up for its network mode as ECS does, on `estiba-net`:
+//!
+//! - `awsvpc`: a namespace on the VPC's bridge with an address from the task's subnet (its
+//!   ENI), reported in the ENI attachment and in every container's `networkInterfaces`; the
+//!   hostname is the address's private DNS name. With `assignPublicIp: ENABLED` the container
+//!   ports are also published on the host, on the same port when it is free, else on any.
+//! - `bridge`: a namespace on the node's bridge network; `portMappings` are published on the
+//!   host (`hostPort`, or a free ephemeral port when it is 0 or absent) and reported in the
+//!   containers' `networkBindings`. Unlike Docker, the containers of one task share the
+//!   namespace (they talk over localhost in every mode).
+//! - `host`: the host's namespace; port mappings are reported as they are.
+//! - `none`: a namespace with loopback only.
+//!
+//! What was set up is saved in the task's directory (`net.json`) so that an agent that
+//! restarts publishes the same host ports again for the tasks it adopts.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::sync::Arc;
+
+use estiba_api::ecs::{KeyValuePair, NetworkBinding, NetworkInterface, NetworkMode, TransportProtocol};
+use estiba_core::vpc::{self, Vpc};
+use estiba_core::{arn, taskdef, Scope};
+use estiba_net::{netns, Mapping, Network, Protocol, Range};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::control::Assignment;
+use crate::Shared;
+
+/// The node's networks.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// The default VPC's CIDR (awsvpc tasks).
+    pub vpc_cidr: Ipv4Net,
+    /// The bridge network's CIDR (bridge tasks).
+    pub bridge_cidr: Ipv4Net,
+}
+
+impl NetConfig {
+    pub fn vpc(&self) -> Network {
+        Network::named("vpc", 'v', self.vpc_cidr)
+    }
+
+    pub fn bridge(&self) -> Network {
+        Network::named("bridge", 'b', self.bridge_cidr)
+    }
+}
+
+/// A published or reported port of one container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub container: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: Protocol,
+}
+
+/// What the agent set up for a task (`net.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskNet {
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<String>,
+    pub private_dns_name: Option<String>,
+    pub hostname: String,
+    pub bindings: Vec<PortBinding>,
+    /// What to publish again after a restart (host ports as they were given).
+    pub published: Vec<Mapping>,
+}
+
+const FILE: &str = "net.json";
+
+fn scope_of(a: &Assignment) -> Scope {
+    a.task
+        .task_arn
+        .as_deref()
+        .and_then(arn::Arn::parse)
+        .map(|p| Scope::new(p.account, p.region))
+        .unwrap_or_else(|| Scope::new("000000000000", "us-east-1"))
+}
+
+fn protocol(p: Option<TransportProtocol>) -> Protocol {
+    match p {
+        Some(TransportProtocol::Udp) => Protocol::Udp,
+        _ => Protocol::Tcp,
+    }
+}
+
+/// The ENI's subnet id (the first of the task's network configuration).
+fn subnet_id(a: &Assignment) -> String {
+    a.task
+        .attachments
+        .iter()
+        .flatten()
+        .flat_map(|at| at.details.iter().flatten())
+        .find(|d| d.name.as_deref() == Some("subnetId"))
+        .and_then(|d| d.value.clone())
+        .unwrap_or_default()
+}
+
+/// The host's name, for `host` mode.
+fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// Sets up the task's network (idempotent: after a crash it is done again over what is
+/// there). The namespace is pinned at `<dir>/netns` unless the mode is `host`.
+pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Path) -> Result<TaskNet, String> {
+    let mode = taskdef::network_mode(&a.taskdef);
+    let ns = dir.join("netns");
+    let pinned = netns::is_pinned(&ns);
+    // `net.json` is written last: a task that has it was set up completely before a
+    // restart, and `restore` has published its ports again.
+    if let Some(done) = saved(dir).filter(|_| pinned || mode == NetworkMode::Host) {
+        return Ok(done);
+    }
+    if mode != NetworkMode::Host && !pinned {
+        netns::create(&ns)?;
+    }
+    let short: String = task_id.chars().take(12).collect();
+    let mut net = TaskNet { hostname: short, ..Default::default() };
+    let (network, range) = match mode {
+        NetworkMode::Awsvpc => {
+            let vpc = Vpc::default_for(&scope_of(a), shared.cfg.net.vpc_cidr);
+            let subnet = vpc.subnet(&subnet_id(a)).cidr;
+            (Some(shared.cfg.net.vpc()), Range { net: subnet, reserved_head: 4 })
+        }
+        NetworkMode::Bridge => {
+            let n = shared.cfg.net.bridge();
+            let r = Range { net: n.cidr, reserved_head: 2 };
+            (Some(n), r)
+        }
+        _ => (None, Range { net: shared.cfg.net.bridge_cidr, reserved_head: 2 }),
+    };
+    if let Some(network) = network {
+        let (host, owner, ns2) = (shared.net.clone(), task_id.to_owned(), ns.clone());
+        let ep = tokio::task::spawn_blocking(move || host.attach(&network, range, &owner, &ns2))
+            .await
+            .map_err(|e| format!("network setup: {e}"))?
+            .map_err(|e| e.to_string())?;
+        net.ip = Some(ep.ip);
+        net.mac = Some(estiba_net::mac_string(ep.mac));
+    }
+    let mut wanted: Vec<(String, Mapping, u16)> = Vec::new();
+    for c in a.taskdef.container_definitions.iter().flatten() {
+        let name = c.name.clone().unwrap_or_default();
+        for pm in c.port_mappings.iter().flatten() {
+            let Some(cport) = pm.container_port.and_then(|p| u16::try_from(p).ok()) else { continue };
+            let proto = protocol(pm.protocol);
+            match (mode, net.ip) {
+                (NetworkMode::Host, _) => net.bindings.push(PortBinding {
+                    container: name.clone(),
+                    container_port: cport,
+                    host_port: cport,
+                    protocol: proto,
+                }),
+                (NetworkMode::Bridge, Some(ip)) => {
+                    let host_port = pm.host_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+                    let m = Mapping { protocol: proto, host_port, target: SocketAddrV4::new(ip, cport), or_any: false };
+                    wanted.push((name.clone(), m, cport));
+                }
+                (NetworkMode::Awsvpc, Some(ip)) if a.claim.public_ip => {
+                    let m = Mapping {
+                        protocol: proto,
+                        host_port: cport,
+                        target: SocketAddrV4::new(ip, cport),
+                        or_any: true,
+                    };
+                    wanted.push((name.clone(), m, cport));
+                }
+                _ => {}
+            }
+        }
+    }
+    match mode {
+        NetworkMode::Awsvpc => {
+            let dns = net.ip.map(|ip| vpc::private_dns_name(&scope_of(a).region, ip));
+            net.hostname = dns.clone().unwrap_or(net.hostname);
+            net.private_dns_name = dns;
+        }
+        NetworkMode::Host => net.hostname = host_name(),
+        _ => {}
+    }
+    if !wanted.is_empty() {
+        let mappings: Vec<Mapping> = wanted.iter().map(|(_, m, _)| m.clone()).collect();
+        let bound = shared.net.ports.publish(task_id, &mappings).map_err(|e| e.to_string())?;
+        for ((container, m, cport), b) in wanted.into_iter().zip(bound) {
+            net.bindings.push(PortBinding {
+                container,
+                container_port: cport,
+                host_port: b.host_port,
+                protocol: b.protocol,
+            });
+            // After a restart the same host port is asked for, not any.
+            net.published.push(Mapping { host_port: b.host_port, or_any: false, ..m });
+        }
+    }
+    let text = serde_json::to_vec(&net).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(FILE), text).map_err(|e| format!("saving {FILE}: {e}"))?;
+    Ok(net)
+}
+
+fn saved(dir: &Path) -> Option<TaskNet> {
+    serde_json::from_slice(&std::fs::read(dir.join(FILE)).ok()?).ok()
+}
+
+/// After a restart: what was set up for an adopted task, with its ports published again.
+pub fn restore(shared: &Shared, task_id: &str, dir: &Path) -> Option<TaskNet> {
+    let net = saved(dir)?;
+    if !net.published.is_empty() {
+        if let Err(e) = shared.net.ports.publish(task_id, &net.published) {
+            tracing::warn!(task = task_id, error = %e, "publishing the ports of an adopted task again failed");
+        }
+    }
+    Some(net)
+}
+
+/// Undoes `setup`: ports, veth, address, namespace. Blocking, and quick.
+pub fn teardown(shared: &Shared, task_id: &str, dir: &Path) {
+    shared.net.detach(task_id);
+    netns::remove(&dir.join("netns"));
+}
+
+/// What the API shows of a task's network: the ENI attachment's details (after its
+/// `subnetId`), the containers' `networkInterfaces` (awsvpc), and each container's
+/// `networkBindings`.
+pub struct Shown {
+    pub eni_details: Option<Vec<KeyValuePair>>,
+    pub interfaces: Option<Vec<NetworkInterface>>,
+    pub bindings: Vec<(String, Vec<NetworkBinding>)>,
+}
+
+pub fn shown(net: &TaskNet, a: &Assignment) -> Shown {
+    let eni = a.task.attachments.iter().flatten().find(|at| at.r#type.as_deref() == Some("ElasticNetworkInterface"));
+    let kv = |n: &str, v: String| KeyValuePair { name: Some(n.into()), value: Some(v) };
+    let (eni_details, interfaces) = match (eni, net.ip) {
+        (Some(eni), Some(ip)) => {
+            let attachment = eni.id.clone().unwrap_or_default();
+            (
+                Some(vec![
+                    kv("subnetId", subnet_id(a)),
+                    kv("networkInterfaceId", vpc::eni_id(&attachment)),
+                    kv("macAddress", net.mac.clone().unwrap_or_default()),
+                    kv("privateDnsName", net.private_dns_name.clone().unwrap_or_default()),
+                    kv("privateIPv4Address", ip.to_string()),
+                ]),
+                Some(vec![NetworkInterface {
+                    attachment_id: Some(attachment),
+                    private_ipv4_address: Some(ip.to_string()),
+                    ipv6_address: None,
+                }]),
+            )
+        }
+        _ => (None, None),
+    };
+    let mut bindings: Vec<(String, Vec<NetworkBinding>)> = Vec::new();
+    for b in &net.bindings {
+        let nb = NetworkBinding {
+            bind_ip: Some("0.0.0.0".into()),
+            container_port: Some(b.container_port as i32),
+            host_port: Some(b.host_port as i32),
+            protocol: Some(match b.protocol {
+                Protocol::Tcp => TransportProtocol::Tcp,
+                Protocol::Udp => TransportProtocol::Udp,
+            }),
+            ..Default::default()
+        };
+        match bindings.iter_mut().find(|(c, _)| *c == b.container) {
+            Some((_, l)) => l.push(nb),
+            None => bindings.push((b.container.clone(), vec![nb])),
+        }
+    }
+    Shown { eni_details, interfaces, bindings }
+}
+
+/// The task's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, shared by its containers.
+/// `hosts` holds localhost, the task's own name and address, and the containers'
+/// `extraHosts`; `resolv.conf` is the host's, without loopback name servers when the task
+/// has a namespace of its own (it cannot reach them).
+pub fn write_etc_files(dir: &Path, net: &TaskNet, a: &Assignment) -> std::io::Result<()> {
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let short = net.hostname.split('.').next().unwrap_or(&net.hostname);
+    match net.ip {
+        Some(ip) if short != net.hostname => hosts.push_str(&format!("{ip}\t{} {short}\n", net.hostname)),
+        Some(ip) => hosts.push_str(&format!("{ip}\t{}\n", net.hostname)),
+        None if taskdef::network_mode(&a.taskdef) == NetworkMode::Host => {
+            hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
+        }
+        None => hosts.push_str(&format!("127.0.1.1\t{}\n", net.hostname)),
+    }
+    for c in a.taskdef.container_definitions.iter().flatten() {
+        for h in c.extra_hosts.iter().flatten() {
+            hosts.push_str(&format!("{}\t{}\n", h.ip_address, h.hostname));
+        }
+    }
+    std::fs::write(dir.join("hosts"), hosts)?;
+    std::fs::write(dir.join("hostname"), format!("{}\n", net.hostname))?;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let own_ns = taskdef::network_mode(&a.taskdef) != NetworkMode::Host;
+    let resolv: String = resolv
+        .lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace();
+            let local = w.next() == Some("nameserver") && w.next().is_some_and(|s| s.starts_with("127.") || s == "::1");
+            !(own_ns && local)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("resolv.conf"), resolv)
+}
