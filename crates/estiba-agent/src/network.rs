@@ -114,9 +114,7 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     if let Some(done) = saved(dir).filter(|_| pinned || mode == NetworkMode::Host) {
         return Ok(done);
     }
-    if mode != NetworkMode::Host && !pinned {
-        netns::create(&ns)?;
-    }
+    let inside = if mode != NetworkMode::Host && !pinned { Some(netns::create(&ns)?) } else { None };
     let short: String = task_id.chars().take(12).collect();
     let mut net = TaskNet { hostname: short, ..Default::default() };
     let (network, range) = match mode {
@@ -134,10 +132,16 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     };
     if let Some(network) = network {
         let (host, owner, ns2) = (shared.net.clone(), task_id.to_owned(), ns.clone());
-        let ep = tokio::task::spawn_blocking(move || host.attach(&network, range, &owner, &ns2))
-            .await
-            .map_err(|e| format!("network setup: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let t0 = std::time::Instant::now();
+        let ep = tokio::task::spawn_blocking(move || {
+            let t1 = std::time::Instant::now();
+            let r = host.attach(&network, range, &owner, &ns2, inside);
+            (r, t1.elapsed())
+        })
+        .await
+        .map_err(|e| format!("network setup: {e}"))?;
+        tracing::debug!(task = task_id, attach_ms = ep.1.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "attached");
+        let ep = ep.0.map_err(|e| e.to_string())?;
         net.ip = Some(ep.ip);
         net.mac = Some(estiba_net::mac_string(ep.mac));
     }

@@ -13,7 +13,7 @@
 //! (address leases on disk, listeners in memory). Every step is idempotent, so a task's
 //! network can be set up again after a crash and torn down by a sweep.
 
-pub mod egress;
+mod egress;
 pub mod ipam;
 pub mod netns;
 pub mod nl;
@@ -103,8 +103,8 @@ pub fn host_link_of(owner: &str) -> String {
 pub struct Host {
     pub ipam: ipam::Ipam,
     pub ports: ports::Publisher,
-    /// Bridges whose egress rules this process has checked.
-    egress_checked: std::sync::Mutex<HashSet<String>>,
+    /// Bridges this process has made sure of (with their egress rules), by name: their index.
+    bridges: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Host {
@@ -113,40 +113,57 @@ impl Host {
         Host {
             ipam: ipam::Ipam::new(&state_dir.join("ipam")),
             ports: ports::Publisher::default(),
-            egress_checked: Default::default(),
+            bridges: Default::default(),
         }
     }
 
     /// Puts the namespace pinned at `netns` on `net` with an address from `range`, for
-    /// `owner`. Blocking (netlink requests and a thread that enters the namespace); safe to
-    /// repeat: a previous veth of the owner is replaced and its address kept.
-    pub fn attach(&self, net: &Network, range: Range, owner: &str, netns: &Path) -> Result<Endpoint, NetError> {
+    /// `owner`. `inside` is a netlink socket of that namespace (from `netns::create`); without
+    /// one a thread enters the namespace. Blocking (a few netlink requests); safe to repeat: a
+    /// previous veth of the owner is replaced and its address kept.
+    pub fn attach(
+        &self,
+        net: &Network,
+        range: Range,
+        owner: &str,
+        netns: &Path,
+        inside: Option<nl::Netlink>,
+    ) -> Result<Endpoint, NetError> {
         let ip = self.ipam.allocate(&net.name, range, owner)?;
-        let r = self.plug(net, ip, owner, netns);
+        let r = self.plug(net, ip, owner, netns, inside);
         if r.is_err() {
             self.ipam.release(owner);
         }
         r
     }
 
-    fn plug(&self, net: &Network, ip: Ipv4Addr, owner: &str, netns: &Path) -> Result<Endpoint, NetError> {
+    fn plug(
+        &self,
+        net: &Network,
+        ip: Ipv4Addr,
+        owner: &str,
+        netns: &Path,
+        inside: Option<nl::Netlink>,
+    ) -> Result<Endpoint, NetError> {
         let nlerr = |what: &str| {
             let what = what.to_owned();
             move |e| NetError::io(what, e)
         };
         let mut nl = nl::Netlink::open().map_err(nlerr("opening a netlink socket"))?;
-        let bridge = ensure_bridge(&mut nl, net)?;
-        if self.egress_checked.lock().unwrap().insert(net.bridge.clone()) {
-            egress::ensure(net);
-        }
         let host_link = host_link_of(owner);
         nl.del_link(&host_link).map_err(nlerr("removing a previous veth"))?;
         let ns = std::fs::File::open(netns).map_err(|e| NetError::io(format!("opening {}", netns.display()), e))?;
         let mac = mac_of(ip);
-        nl.add_veth(&host_link, bridge, "eth0", ns.as_raw_fd(), mac).map_err(nlerr("creating the veth pair"))?;
+        // The bridge's index is remembered; a bridge deleted behind our back is made again.
+        let mut bridge = self.bridge(&mut nl, net)?;
+        if let Err(e) = nl.add_veth(&host_link, bridge, "eth0", ns.as_raw_fd(), mac) {
+            self.bridges.lock().unwrap().remove(&net.bridge);
+            bridge = self.bridge(&mut nl, net)?;
+            nl.add_veth(&host_link, bridge, "eth0", ns.as_raw_fd(), mac)
+                .map_err(|_| NetError::io("creating the veth pair", e))?;
+        }
         let (prefix, gateway) = (net.cidr.prefix_len(), net.gateway());
-        netns::run_in(netns, move || {
-            let mut nl = nl::Netlink::open().map_err(|e| format!("netlink in the task's namespace: {e}"))?;
+        let configure = move |mut nl: nl::Netlink| -> Result<(), String> {
             let eth0 = nl
                 .link_index("eth0")
                 .and_then(|i| i.ok_or_else(|| std::io::Error::other("eth0 is missing")))
@@ -154,9 +171,26 @@ impl Host {
             nl.add_address(eth0, ip, prefix).map_err(|e| format!("adding {ip}/{prefix}: {e}"))?;
             nl.set_up(eth0).map_err(|e| format!("setting eth0 up: {e}"))?;
             nl.add_default_route(eth0, gateway).map_err(|e| format!("adding the default route: {e}"))
-        })
+        };
+        match inside {
+            Some(nl) => configure(nl),
+            None => netns::run_in(netns, move || {
+                configure(nl::Netlink::open().map_err(|e| format!("netlink in the task's namespace: {e}"))?)
+            }),
+        }
         .map_err(NetError::Namespace)?;
         Ok(Endpoint { ip, prefix, gateway, mac, host_link })
+    }
+
+    /// The index of `net`'s bridge, made (with its egress rules) the first time.
+    fn bridge(&self, nl: &mut nl::Netlink, net: &Network) -> Result<u32, NetError> {
+        if let Some(i) = self.bridges.lock().unwrap().get(&net.bridge) {
+            return Ok(*i);
+        }
+        let i = ensure_bridge(nl, net)?;
+        egress::ensure(net);
+        self.bridges.lock().unwrap().insert(net.bridge.clone(), i);
+        Ok(i)
     }
 
     /// Undoes what `attach` and `ports.publish` did for `owner`: ports closed, the veth pair

@@ -9,17 +9,23 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
-/// Creates a network namespace with loopback up, pinned at `path`.
-pub fn create(path: &Path) -> Result<(), String> {
+use crate::nl::Netlink;
+
+/// Creates a network namespace with loopback up, pinned at `path`. Returns a netlink socket
+/// that acts inside it (a socket keeps the namespace it was opened in), so the caller can
+/// configure the namespace's links without entering it again.
+pub fn create(path: &Path) -> Result<Netlink, String> {
     std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     let p = path.to_owned();
     // Namespaces belong to threads: a short-lived thread enters the new one and pins it.
-    let r = std::thread::spawn(move || -> Result<(), String> {
+    let r = std::thread::spawn(move || -> Result<Netlink, String> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare network namespace: {e}"))?;
-        loopback_up()?;
+        let mut nl = Netlink::open().map_err(|e| format!("netlink in the new namespace: {e}"))?;
+        nl.set_up(1).map_err(|e| format!("setting lo up: {e}"))?;
         let tid = nix::unistd::gettid();
         mount(Some(format!("/proc/self/task/{tid}/ns/net").as_str()), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| format!("pinning the network namespace at {}: {e}", p.display()))
+            .map_err(|e| format!("pinning the network namespace at {}: {e}", p.display()))?;
+        Ok(nl)
     })
     .join()
     .map_err(|_| "the namespace thread panicked".to_string())?;
@@ -55,9 +61,4 @@ pub fn run_in<T: Send + 'static>(
     })
     .join()
     .map_err(|_| "the namespace thread panicked".to_string())?
-}
-
-/// Sets `lo` up in the calling thread's network namespace (it is link 1 in a new namespace).
-fn loopback_up() -> Result<(), String> {
-    crate::nl::Netlink::open().and_then(|mut nl| nl.set_up(1)).map_err(|e| format!("setting lo up: {e}"))
 }

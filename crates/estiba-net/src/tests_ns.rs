@@ -64,13 +64,14 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_published_ports_answer() {
         let host = Host::new(dir.path());
         let range = Range { net: "10.99.0.0/24".parse().unwrap(), reserved_head: 2 };
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        netns::create(&a).unwrap();
+        let inside_a = netns::create(&a).unwrap();
         netns::create(&b).unwrap();
-        let ea = host.attach(&net(), range, "aaaaaaaaaaaaaaaa", &a).unwrap();
-        let eb = host.attach(&net(), range, "bbbbbbbbbbbbbbbb", &b).unwrap();
+        let ea = host.attach(&net(), range, "aaaaaaaaaaaaaaaa", &a, Some(inside_a)).unwrap();
+        // Without a socket of the namespace, a thread enters it.
+        let eb = host.attach(&net(), range, "bbbbbbbbbbbbbbbb", &b, None).unwrap();
         assert_eq!((ea.ip, eb.ip), (Ipv4Addr::new(10, 99, 0, 2), Ipv4Addr::new(10, 99, 0, 3)));
         // Attaching again keeps the address and replaces the veth.
-        assert_eq!(host.attach(&net(), range, "aaaaaaaaaaaaaaaa", &a).unwrap(), ea);
+        assert_eq!(host.attach(&net(), range, "aaaaaaaaaaaaaaaa", &a, None).unwrap(), ea);
 
         // a → b by private address.
         let srv = serve_once(&b, 8080, b"from b");
