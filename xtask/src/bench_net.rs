@@ -1,9 +1,11 @@
 //! `cargo xtask bench net`: what task networking costs, beside Docker doing the same.
 //!
-//! - Start latency (RunTask → RUNNING, the image cached) of one task per network mode, modes
-//!   interleaved round by round: `none` (loopback only), `awsvpc` (a veth on the VPC bridge
-//!   and an address) and `bridge` with one published dynamic port. The network's cost is
-//!   the difference of medians to `none`. Docker does the same with `docker run -d`
+//! - Start latency (RunTask → RUNNING, the image cached) of one task per network mode, all
+//!   on the machine joined as an EC2 container instance (one launch path), modes interleaved
+//!   round by round: `none` (loopback only), `awsvpc` (a veth on the VPC bridge and an
+//!   address) and `bridge` with one published dynamic port. The network's cost is the
+//!   difference of medians to `none`, as the client sees it and in the node's own
+//!   timestamps (createdAt → pullStartedAt, which holds the network step and not the start). Docker does the same with `docker run -d`
 //!   `--network none` and `--network bridge -p 80` (dockerd with `--iptables=false`: a veth
 //!   on docker0 and its userland proxy, no firewall rules, like estiba).
 //! - `--many` (default 200) awsvpc tasks started at once (RunTask calls of 10 from 10
@@ -49,10 +51,14 @@ impl Estiba {
     }
 
     fn run_task(&self, family: &str, count: usize) -> Result<Vec<String>> {
-        let launch = if family == "bench-vpc" {
-            r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#
-        } else {
-            r#""launchType":"EC2","cluster":"net""#
+        let launch = match family {
+            "bench-fargate" => {
+                r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#
+            }
+            "bench-vpc" => {
+                r#""launchType":"EC2","cluster":"net","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#
+            }
+            _ => r#""launchType":"EC2","cluster":"net""#,
         };
         let v = self.call("RunTask", &format!(r#"{{"taskDefinition":"{family}","count":{count},{launch}}}"#))?;
         Ok(v["tasks"]
@@ -130,7 +136,8 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     }
     let serve = r#"["sh","-c","mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]"#;
     for (family, mode, extra) in [
-        ("bench-vpc", "awsvpc", r#","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512""#),
+        ("bench-fargate", "awsvpc", r#","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512""#),
+        ("bench-vpc", "awsvpc", ""),
         ("bench-none", "none", ""),
         ("bench-bridge", "bridge", ""),
     ] {
@@ -144,14 +151,16 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     }
     let docker = if with_docker { start_dockerd(work, &mut guard, true)? } else { None };
 
-    // 1. Start latency per mode, interleaved.
-    let one = |family: &str| -> Result<f64> {
+    // 1. Start latency per mode, interleaved: as the client sees it, and the node's part of
+    // it before the image step (createdAt → pullStartedAt: claim, namespace, network).
+    let one = |family: &str| -> Result<(f64, f64)> {
         let t0 = Instant::now();
         let arns = e.run_task(family, 1)?;
-        e.wait_for(&arns, "RUNNING", Duration::from_secs(60))?;
+        let t = e.wait_for(&arns, "RUNNING", Duration::from_secs(60))?;
         let took = ms(t0.elapsed());
+        let provisioning = (t[0]["pullStartedAt"].as_f64().unwrap_or(0.0) - t[0]["createdAt"].as_f64().unwrap_or(0.0)) * 1e3;
         e.stop(&arns)?;
-        Ok(took)
+        Ok((took, provisioning))
     };
     let docker_one = |d: &Cli, args: &[&str]| -> Result<f64> {
         let t0 = Instant::now();
@@ -160,7 +169,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         quiet(d.cmd().args(["rm", "-f", &id]))?;
         Ok(took)
     };
-    for f in ["bench-vpc", "bench-none", "bench-bridge"] {
+    for f in ["bench-vpc", "bench-none", "bench-bridge", "bench-fargate"] {
         one(f)?; // warm-up: the image is pulled, the bridges exist
     }
     if let Some(d) = &docker {
@@ -169,9 +178,12 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     }
     let (mut none, mut vpc, mut bridge, mut d_none, mut d_bridge) = (vec![], vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
-        none.push(one("bench-none")?);
-        vpc.push(one("bench-vpc")?);
-        bridge.push(one("bench-bridge")?);
+        // The order rotates, so no mode always follows the same one.
+        let mut order = [("bench-none", &mut none), ("bench-vpc", &mut vpc), ("bench-bridge", &mut bridge)];
+        order.rotate_left(r % 3);
+        for (family, out) in order {
+            out.push(one(family)?);
+        }
         if let Some(d) = &docker {
             d_none.push(docker_one(d, &["--network", "none"])?);
             d_bridge.push(docker_one(d, &["--network", "bridge", "-p", "80"])?);
@@ -193,7 +205,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
                 s.spawn(move || -> Result<Vec<String>> {
                     let mut out = Vec::new();
                     for _ in (c..calls).step_by(10) {
-                        out.extend(e.run_task("bench-vpc", per)?);
+                        out.extend(e.run_task("bench-fargate", per)?);
                     }
                     Ok(out)
                 })
@@ -240,26 +252,37 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     );
     e.stop(&arns)?;
 
-    let (mn, mv, mb) = (median(none.clone()), median(vpc.clone()), median(bridge.clone()));
+    let med = |v: &Vec<(f64, f64)>, k: usize| median(v.iter().map(|x| if k == 0 { x.0 } else { x.1 }).collect());
     let mut md = format!(
         "Command: `cargo xtask bench net --rounds {rounds} --many {many}{}` (as root; it re-executes itself in a network and \
-         mount namespace of its own). Release build, busybox cached; estiba with its built-in executor, its SQLite \
-         store, and the machine joined to an EC2 cluster for the `none` and `bridge` tasks; docker with runc and \
+         mount namespace of its own). Release build, busybox cached; estiba with its built-in executor and its SQLite \
+         store, the machine joined to an EC2 cluster on which every mode runs (same launch path); docker with runc and \
          `--iptables=false`. Modes interleaved round by round; medians of {rounds}.\n\n",
         if with_docker { "" } else { " --peers none" }
     );
-    md.push_str("| start one task (ms, p50) | estiba | docker |\n|---|---:|---:|\n");
+    md.push_str(
+        "| start one task, p50 (ms) | estiba RunTask → RUNNING | estiba createdAt → pullStartedAt | docker run -d |\n|---|---:|---:|---:|\n",
+    );
     let dm = |v: &Vec<f64>| if v.is_empty() { "-".to_owned() } else { format!("{:.1}", median(v.clone())) };
-    md.push_str(&format!("| network mode `none` | {mn:.1} | {} |\n", dm(&d_none)));
-    md.push_str(&format!("| `awsvpc` (veth, address) | {mv:.1} | |\n"));
-    md.push_str(&format!("| `bridge` with one published port | {mb:.1} | {} |\n", dm(&d_bridge)));
-    md.push_str(&format!("| **network setup's cost**: awsvpc − none | **{:.1}** | |\n", mv - mn));
-    let d_cost = if d_none.is_empty() {
-        "-".into()
-    } else {
-        format!("{:.1}", median(d_bridge.clone()) - median(d_none.clone()))
-    };
-    md.push_str(&format!("| bridge + port − none | {:.1} | {d_cost} |\n", mb - mn));
+    md.push_str(&format!("| network mode `none` | {:.1} | {:.1} | {} |\n", med(&none, 0), med(&none, 1), dm(&d_none)));
+    md.push_str(&format!("| `awsvpc` (veth, address) | {:.1} | {:.1} | |\n", med(&vpc, 0), med(&vpc, 1)));
+    md.push_str(&format!(
+        "| `bridge` with one published port | {:.1} | {:.1} | {} |\n",
+        med(&bridge, 0),
+        med(&bridge, 1),
+        dm(&d_bridge)
+    ));
+    md.push_str(&format!(
+        "| **network setup's cost**: awsvpc − none | **{:.1}** | **{:.1}** | |\n",
+        med(&vpc, 0) - med(&none, 0),
+        med(&vpc, 1) - med(&none, 1)
+    ));
+    let d_cost = if d_none.is_empty() { "-".into() } else { format!("{:.1}", median(d_bridge.clone()) - median(d_none.clone())) };
+    md.push_str(&format!(
+        "| bridge + port − none | {:.1} | {:.1} | {d_cost} |\n",
+        med(&bridge, 0) - med(&none, 0),
+        med(&bridge, 1) - med(&none, 1)
+    ));
     md.push_str(&format!(
         "\n{many} awsvpc tasks started at once: all RUNNING after {all_running:.0} ms, {distinct} distinct addresses, \
          **{reached} of {} answered** an HTTP GET by private address ({fetch_all:.0} ms for all, one after another).\n",
