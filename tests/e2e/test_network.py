@@ -368,3 +368,14 @@ def test_tasks_reach_beyond_the_host_through_nat(node):
         srv.wait(10)
     finally:
         subprocess.run(["ip", "netns", "del", out])
+
+
+def test_a_known_subnet_gives_addresses_from_its_cidr(node):
+    ec2 = node.e.client("ec2")
+    [b] = ec2.describe_subnets(Filters=[{"Name": "availability-zone", "Values": ["us-east-1b"]}])["Subnets"]
+    [sg] = ec2.describe_security_groups()["SecurityGroups"]
+    fam = node.register([{"name": "app", "command": ["sh", "-c", SERVE]}])
+    t = node.wait(node.run(fam, networkConfiguration={"awsvpcConfiguration": {"subnets": [b["SubnetId"]], "securityGroups": [sg["GroupId"]]}}), "RUNNING")
+    d = eni(t)
+    assert d["subnetId"] == b["SubnetId"]
+    assert d["privateIPv4Address"].startswith("172.31.16."), d

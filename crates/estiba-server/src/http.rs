@@ -124,7 +124,7 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     let mut resp = match (req.method(), path.as_str()) {
-        (&Method::POST, "/") => aws_json(server, req).await,
+        (&Method::POST, "/") => aws_json(server, req, &request_id).await,
         (_, p) if p == "/v2" || p.starts_with("/v2/") => match &server.registry {
             Some(reg) => crate::registry::handle(server, reg, req).await,
             None => error_response(&ApiError::new("UnknownOperationException", "the registry is not enabled", 404)),
@@ -142,6 +142,18 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
         "request"
     );
     resp
+}
+
+/// The AWS Query protocol (EC2): a form-encoded body, an XML answer.
+async fn ec2_query(server: &Server, req: Request<Incoming>, scope: &Scope, request_id: &str) -> Response<Body> {
+    let result = match read_body(req, server.config.max_body_bytes).await {
+        Ok(body) => crate::ec2::handle(server, scope, &body, request_id),
+        Err(e) => Err(crate::ec2::Ec2Error { code: "RequestEntityTooLarge", message: e.message }),
+    };
+    match result {
+        Ok(xml) => json_response(StatusCode::OK, xml, "text/xml;charset=UTF-8"),
+        Err(e) => json_response(StatusCode::BAD_REQUEST, crate::ec2::error_body(&e, request_id), "text/xml;charset=UTF-8"),
+    }
 }
 
 fn json_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
@@ -214,9 +226,17 @@ fn scope_of(server: &Server, req: &Request<Incoming>) -> Scope {
     }
 }
 
-async fn aws_json(server: &Server, req: Request<Incoming>) -> Response<Body> {
+async fn aws_json(server: &Server, req: Request<Incoming>, request_id: &str) -> Response<Body> {
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let scope = scope_of(server, &req);
+    let form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if target.is_empty() && form {
+        return ec2_query(server, req, &scope, request_id).await;
+    }
     let Some((prefix, op_name)) = target.split_once('.') else {
         return error_response(&ApiError::new(
             "UnknownOperationException",

@@ -1,5 +1,6 @@
-//! The control plane server: the HTTP front door (AWS JSON 1.1 dispatch on `X-Amz-Target`)
-//! and the controller loops.
+//! The control plane server: the HTTP front door (AWS JSON 1.1 dispatch on `X-Amz-Target`,
+//! the EC2 Query calls that describe the default VPC, the OCI registry) and the controller
+//! loops.
 //!
 //! Request flow: [`http`] parses headers and the SigV4 scope → [`ecs::dispatch`] decodes the
 //! typed input (estiba-api) → a handler reads the [`view::View`], calls estiba-core for the
@@ -9,6 +10,7 @@
 //! the agent does. Errors reach the wire in exactly one place ([`http::error_response`]).
 
 pub mod controller;
+pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod http;
@@ -43,6 +45,8 @@ pub struct Config {
     /// Clusters (names in the default account and region, or ARNs) the local node joins as
     /// a container instance, so EC2 tasks can run on this machine.
     pub join_clusters: Vec<String>,
+    /// The default VPC's CIDR (its subnets are what awsvpc tasks' addresses come from).
+    pub vpc_cidr: ipnet::Ipv4Net,
     /// Where registry blobs live; `None` turns the registry (`/v2/`) off.
     pub registry_dir: Option<std::path::PathBuf>,
     /// `host:port` advertised in `repositoryUri`; defaults to the listen address.
@@ -63,6 +67,7 @@ impl Default for Config {
             inactive_retention: Duration::from_secs(3600),
             local_node: None,
             join_clusters: vec![],
+            vpc_cidr: estiba_core::vpc::DEFAULT_CIDR.parse().unwrap(),
             registry_dir: None,
             registry_host: None,
             registry_auth: registry::Auth::Open,

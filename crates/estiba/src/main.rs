@@ -427,6 +427,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let config = Config {
         local_node: run_tasks.then(|| node_id.clone()),
         join_clusters: if run_tasks { args.join_cluster.clone() } else { vec![] },
+        vpc_cidr: args.vpc_cidr.trunc(),
         ..config
     };
     let server = Server::new(config, store.clone()).await.context("loading state")?;
