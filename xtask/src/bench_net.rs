@@ -24,7 +24,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::bench::{arg, json_of, median, post};
-use crate::bench_run::{ms, quiet, registry_with_images, start_dockerd, start_estiba_node, Cli, Guard, ISOLATED};
+use crate::bench_run::{
+    ms, quiet, registry_with_images, start_dockerd, start_estiba_node, Cli, Estiba, Guard, Peer, ISOLATED,
+};
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if std::env::var_os(ISOLATED).is_some() {
@@ -36,74 +38,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     crate::bench::build_and_isolate(root, "net", args)
 }
 
-struct Estiba {
-    port: u16,
-}
-
-impl Estiba {
-    fn call(&self, op: &str, body: &str) -> Result<Value> {
-        let (s, b) = post(self.port, op, body)?;
-        let v = json_of(&b)?;
-        if s != 200 || v["failures"].as_array().is_some_and(|f| !f.is_empty()) {
-            bail!("{op}: {s} {b}");
-        }
-        Ok(v)
+/// Calls estiba and fails on an error answer.
+fn call(port: u16, op: &str, body: &str) -> Result<Value> {
+    let (s, b) = post(port, op, body)?;
+    if s != 200 {
+        bail!("{op}: {s} {b}");
     }
-
-    fn run_task(&self, family: &str, count: usize) -> Result<Vec<String>> {
-        let launch = match family {
-            "bench-fargate" => {
-                r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#
-            }
-            "bench-vpc" => {
-                r#""launchType":"EC2","cluster":"net","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#
-            }
-            _ => r#""launchType":"EC2","cluster":"net""#,
-        };
-        let v = self.call("RunTask", &format!(r#"{{"taskDefinition":"{family}","count":{count},{launch}}}"#))?;
-        Ok(v["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["taskArn"].as_str().map(str::to_owned))
-            .collect())
-    }
-
-    fn describe(&self, arns: &[String]) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
-        for chunk in arns.chunks(100) {
-            let cluster = chunk[0].split('/').nth(1).unwrap_or("default");
-            let list = chunk.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",");
-            let v = self.call("DescribeTasks", &format!(r#"{{"cluster":"{cluster}","tasks":[{list}]}}"#))?;
-            out.extend(v["tasks"].as_array().cloned().unwrap_or_default());
-        }
-        Ok(out)
-    }
-
-    fn wait_for(&self, arns: &[String], status: &str, timeout: Duration) -> Result<Vec<Value>> {
-        let start = Instant::now();
-        loop {
-            let tasks = self.describe(arns)?;
-            if tasks.len() == arns.len() && tasks.iter().all(|t| t["lastStatus"] == status) {
-                return Ok(tasks);
-            }
-            if let Some(t) = tasks.iter().find(|t| t["lastStatus"] == "STOPPED" && status != "STOPPED") {
-                bail!("task stopped: {}", t["stoppedReason"]);
-            }
-            if start.elapsed() > timeout {
-                bail!("tasks not {status} after {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn stop(&self, arns: &[String]) -> Result<()> {
-        for a in arns {
-            let cluster = a.split('/').nth(1).unwrap_or("default");
-            self.call("StopTask", &format!(r#"{{"cluster":"{cluster}","task":"{a}"}}"#))?;
-        }
-        self.wait_for(arns, "STOPPED", Duration::from_secs(120)).map(drop)
-    }
+    json_of(&b)
 }
 
 /// One HTTP GET of `/` at `addr`; the body.
@@ -122,10 +63,9 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     let images = registry_with_images(root, work, &mut guard, false)?;
     let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
     let port = start_estiba_node(&bin, work, &mut guard, &["--join-cluster", "net"])?;
-    let e = Arc::new(Estiba { port });
-    e.call("CreateCluster", r#"{"clusterName":"net"}"#)?;
+    call(port, "CreateCluster", r#"{"clusterName":"net"}"#)?;
     let start = Instant::now();
-    while e.call("ListContainerInstances", r#"{"cluster":"net"}"#)?["containerInstanceArns"]
+    while call(port, "ListContainerInstances", r#"{"cluster":"net"}"#)?["containerInstanceArns"]
         .as_array()
         .is_none_or(|a| a.is_empty())
     {
@@ -142,7 +82,8 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         ("bench-bridge", "bridge", ""),
     ] {
         let ports = if mode == "bridge" { r#","portMappings":[{"containerPort":8080}]"# } else { "" };
-        e.call(
+        call(
+            port,
             "RegisterTaskDefinition",
             &format!(
                 r#"{{"family":"{family}","networkMode":"{mode}"{extra},"containerDefinitions":[{{"name":"app","image":"{busybox}","memory":64,"command":{serve},"stopTimeout":2{ports}}}]}}"#
@@ -150,16 +91,35 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         )?;
     }
     let docker = if with_docker { start_dockerd(work, &mut guard, true)? } else { None };
+    const EC2_VPC: &str =
+        r#""launchType":"EC2","cluster":"net","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#;
+    let estiba = |family: &str, launch: &'static str| Estiba {
+        name: "estiba",
+        port,
+        family: family.into(),
+        launch,
+        state_dir: work.join("estiba").display().to_string(),
+    };
+    let fargate = Arc::new(estiba(
+        "bench-fargate",
+        r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#,
+    ));
+    let modes = [
+        estiba("bench-none", r#""launchType":"EC2","cluster":"net""#),
+        estiba("bench-vpc", EC2_VPC),
+        estiba("bench-bridge", r#""launchType":"EC2","cluster":"net""#),
+    ];
 
     // 1. Start latency per mode, interleaved: as the client sees it, and the node's part of
     // it before the image step (createdAt → pullStartedAt: claim, namespace, network).
-    let one = |family: &str| -> Result<(f64, f64)> {
+    let one = |e: &Estiba| -> Result<(f64, f64)> {
         let t0 = Instant::now();
-        let arns = e.run_task(family, 1)?;
+        let arns = e.run_task(1)?;
         let t = e.wait_for(&arns, "RUNNING", Duration::from_secs(60))?;
         let took = ms(t0.elapsed());
-        let provisioning = (t[0]["pullStartedAt"].as_f64().unwrap_or(0.0) - t[0]["createdAt"].as_f64().unwrap_or(0.0)) * 1e3;
-        e.stop(&arns)?;
+        let provisioning =
+            (t[0]["pullStartedAt"].as_f64().unwrap_or(0.0) - t[0]["createdAt"].as_f64().unwrap_or(0.0)) * 1e3;
+        e.remove(&arns)?;
         Ok((took, provisioning))
     };
     let docker_one = |d: &Cli, args: &[&str]| -> Result<f64> {
@@ -169,8 +129,8 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         quiet(d.cmd().args(["rm", "-f", &id]))?;
         Ok(took)
     };
-    for f in ["bench-vpc", "bench-none", "bench-bridge", "bench-fargate"] {
-        one(f)?; // warm-up: the image is pulled, the bridges exist
+    for e in modes.iter().chain([&*fargate]) {
+        one(e)?; // warm-up: the image is pulled, the bridges exist
     }
     if let Some(d) = &docker {
         docker_one(d, &["--network", "none"])?;
@@ -179,10 +139,10 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     let (mut none, mut vpc, mut bridge, mut d_none, mut d_bridge) = (vec![], vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
         // The order rotates, so no mode always follows the same one.
-        let mut order = [("bench-none", &mut none), ("bench-vpc", &mut vpc), ("bench-bridge", &mut bridge)];
+        let mut order = [(&modes[0], &mut none), (&modes[1], &mut vpc), (&modes[2], &mut bridge)];
         order.rotate_left(r % 3);
-        for (family, out) in order {
-            out.push(one(family)?);
+        for (e, out) in order {
+            out.push(one(e)?);
         }
         if let Some(d) = &docker {
             d_none.push(docker_one(d, &["--network", "none"])?);
@@ -201,11 +161,11 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
     let arns: Vec<String> = std::thread::scope(|s| -> Result<Vec<String>> {
         let hs: Vec<_> = (0..10)
             .map(|c| {
-                let e = e.clone();
+                let e = fargate.clone();
                 s.spawn(move || -> Result<Vec<String>> {
                     let mut out = Vec::new();
                     for _ in (c..calls).step_by(10) {
-                        out.extend(e.run_task("bench-fargate", per)?);
+                        out.extend(e.run_task(per)?);
                     }
                     Ok(out)
                 })
@@ -217,7 +177,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         }
         Ok(all)
     })?;
-    let tasks = e.wait_for(&arns, "RUNNING", Duration::from_secs(300))?;
+    let tasks = fargate.wait_for(&arns, "RUNNING", Duration::from_secs(300))?;
     let all_running = ms(t0.elapsed());
     let ips: Vec<String> = tasks
         .iter()
@@ -250,7 +210,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         arns.len(),
         ips.len()
     );
-    e.stop(&arns)?;
+    fargate.remove(&arns)?;
 
     let med = |v: &Vec<(f64, f64)>, k: usize| median(v.iter().map(|x| if k == 0 { x.0 } else { x.1 }).collect());
     let mut md = format!(

@@ -79,7 +79,7 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 // ---------------------------------------------------------------------------------------
 // The peers, behind one interface.
 
-trait Peer: Send + Sync {
+pub(crate) trait Peer: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts one container and returns once it runs; the id to stop it with.
     fn start_one(&self) -> Result<String>;
@@ -115,18 +115,19 @@ fn fan_out(n: usize, clients: usize, one: impl Fn() -> Result<Vec<String>> + Sen
     })
 }
 
-struct Estiba {
-    port: u16,
-    family: String,
-    state_dir: String,
+/// estiba running tasks of one family, started one way.
+pub(crate) struct Estiba {
+    pub(crate) name: &'static str,
+    pub(crate) port: u16,
+    pub(crate) family: String,
+    /// The rest of RunTask's body: launch type, cluster, network configuration.
+    pub(crate) launch: &'static str,
+    pub(crate) state_dir: String,
 }
 
 impl Estiba {
-    fn run_task(&self, count: usize) -> Result<Vec<String>> {
-        let body = format!(
-            r#"{{"taskDefinition":"{}","count":{count},"launchType":"FARGATE","networkConfiguration":{{"awsvpcConfiguration":{{"subnets":["subnet-1"]}}}}}}"#,
-            self.family
-        );
+    pub(crate) fn run_task(&self, count: usize) -> Result<Vec<String>> {
+        let body = format!(r#"{{"taskDefinition":"{}","count":{count},{}}}"#, self.family, self.launch);
         let (s, b) = post(self.port, "RunTask", &body)?;
         let v = json_of(&b)?;
         if s != 200 || v["failures"].as_array().is_some_and(|f| !f.is_empty()) {
@@ -140,11 +141,12 @@ impl Estiba {
             .collect())
     }
 
-    fn describe(&self, arns: &[String]) -> Result<Vec<Value>> {
+    pub(crate) fn describe(&self, arns: &[String]) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         for chunk in arns.chunks(100) {
             let list = chunk.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",");
-            let (s, b) = post(self.port, "DescribeTasks", &format!(r#"{{"tasks":[{list}]}}"#))?;
+            let cluster = chunk[0].split('/').nth(1).unwrap_or("default");
+            let (s, b) = post(self.port, "DescribeTasks", &format!(r#"{{"cluster":"{cluster}","tasks":[{list}]}}"#))?;
             if s != 200 {
                 bail!("DescribeTasks: {s} {b}");
             }
@@ -153,13 +155,13 @@ impl Estiba {
         Ok(out)
     }
 
-    /// Polls until every task reports `status`; fails when one stops instead.
-    fn wait_for(&self, arns: &[String], status: &str, timeout: Duration) -> Result<()> {
+    /// Polls until every task reports `status` and returns them; fails when one stops instead.
+    pub(crate) fn wait_for(&self, arns: &[String], status: &str, timeout: Duration) -> Result<Vec<Value>> {
         let start = Instant::now();
         loop {
             let tasks = self.describe(arns)?;
             if tasks.len() == arns.len() && tasks.iter().all(|t| t["lastStatus"] == status) {
-                return Ok(());
+                return Ok(tasks);
             }
             if status != "STOPPED" {
                 if let Some(t) = tasks.iter().find(|t| t["lastStatus"] == "STOPPED") {
@@ -176,7 +178,7 @@ impl Estiba {
 
 impl Peer for Estiba {
     fn name(&self) -> &'static str {
-        "estiba"
+        self.name
     }
     fn start_one(&self) -> Result<String> {
         let arns = self.run_task(1)?;
@@ -191,15 +193,19 @@ impl Peer for Estiba {
     }
     fn remove(&self, ids: &[String]) -> Result<()> {
         for id in ids {
-            let (s, b) = post(self.port, "StopTask", &format!(r#"{{"task":"{id}","reason":"benchmark"}}"#))?;
+            let cluster = id.split('/').nth(1).unwrap_or("default");
+            let (s, b) =
+                post(self.port, "StopTask", &format!(r#"{{"cluster":"{cluster}","task":"{id}","reason":"benchmark"}}"#))?;
             if s != 200 {
                 bail!("StopTask: {s} {b}");
             }
         }
-        self.wait_for(ids, "STOPPED", Duration::from_secs(120))
+        self.wait_for(ids, "STOPPED", Duration::from_secs(120)).map(drop)
     }
     fn is_supervisor(&self, cmdline: &str) -> bool {
-        cmdline.split('\0').nth(1) == Some("shim") && cmdline.contains(&self.state_dir)
+        let mut args = cmdline.split('\0');
+        let program = args.next().unwrap_or("");
+        (program.ends_with("/estiba-shim") || args.next() == Some("shim")) && cmdline.contains(&self.state_dir)
     }
 }
 
@@ -446,19 +452,51 @@ fn measure(
     let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
     let big = images["big"].as_str().unwrap_or_default().to_owned();
 
-    // estiba
+    // estiba, twice: a task with network mode `none` on the machine joined as an EC2
+    // container instance (like the peers' `--network none`), and a Fargate awsvpc task (its
+    // own veth and address, the default path).
     let state_dir = work.join("estiba");
-    let port = start_estiba_node(&bin, work, &mut guard, &[])?;
-    let td = format!(
-        r#"{{"family":"bench-run","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":[{{"name":"app","image":"{busybox}","command":["sleep","600"],"stopTimeout":2}}]}}"#
-    );
-    let (s, b) = post(port, "RegisterTaskDefinition", &td)?;
-    if s != 200 {
-        bail!("RegisterTaskDefinition: {s} {b}");
+    let port = start_estiba_node(&bin, work, &mut guard, &["--join-cluster", "bench"])?;
+    let call = |op: &str, body: &str| -> Result<String> {
+        let (s, b) = post(port, op, body)?;
+        if s != 200 {
+            bail!("{op}: {s} {b}");
+        }
+        Ok(b)
+    };
+    call("CreateCluster", r#"{"clusterName":"bench"}"#)?;
+    let joined = Instant::now();
+    while !call("ListContainerInstances", r#"{"cluster":"bench"}"#)?.contains("container-instance/") {
+        if joined.elapsed() > Duration::from_secs(30) {
+            bail!("the node did not join cluster bench");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let estiba = Arc::new(Estiba { port, family: "bench-run".into(), state_dir: state_dir.display().to_string() });
+    let container = format!(r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2}}]"#);
+    call("RegisterTaskDefinition", &format!(r#"{{"family":"bench-none","networkMode":"none","containerDefinitions":{container}}}"#))?;
+    call(
+        "RegisterTaskDefinition",
+        &format!(
+            r#"{{"family":"bench-run","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":{container}}}"#
+        ),
+    )?;
+    let state = state_dir.display().to_string();
+    let estiba = Arc::new(Estiba {
+        name: "estiba",
+        port,
+        family: "bench-none".into(),
+        launch: r#""launchType":"EC2","cluster":"bench""#,
+        state_dir: state.clone(),
+    });
+    let estiba_vpc = Arc::new(Estiba {
+        name: "estiba (awsvpc)",
+        port,
+        family: "bench-run".into(),
+        launch: r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#,
+        state_dir: state,
+    });
 
-    let mut peers: Vec<Arc<dyn Peer>> = vec![estiba.clone()];
+    let mut peers: Vec<Arc<dyn Peer>> = vec![estiba.clone(), estiba_vpc];
     let mut peers_guard = Guard(Vec::new());
     if wanted.iter().any(|p| p == "docker") {
         if let Some(d) = start_dockerd(work, &mut peers_guard, false)? {
@@ -479,10 +517,13 @@ fn measure(
         }
     }
 
-    // 1. One task at a time, peers interleaved.
+    // 1. One task at a time, peers interleaved; the order rotates every round, so no peer
+    // always starts right after the same other one (whose clean-up may still be running).
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     for r in 0..rounds {
-        for (i, p) in peers.iter().enumerate() {
+        for k in 0..peers.len() {
+            let i = (k + r) % peers.len();
+            let p = &peers[i];
             let t0 = Instant::now();
             let id = p.start_one().with_context(|| format!("{}: start", p.name()))?;
             lat[i].push(ms(t0.elapsed()));
@@ -572,8 +613,10 @@ fn measure(
     let mut md = format!(
         "Command: `cargo xtask bench run --rounds {rounds} --many {many} --pull-rounds {pull_rounds} --peers {}` (as root; it \
          re-executes itself in a network and mount namespace of its own). Release build, one busybox image \
-         cached by every peer; estiba with its built-in executor and its SQLite store; docker {} and podman {} \
-         with runc, `--network none`.\n\n",
+         cached by every peer; estiba with its built-in executor and its SQLite store: `estiba` runs tasks with \
+         network mode `none` on the machine joined as an EC2 container instance (like the peers), `estiba \
+         (awsvpc)` Fargate tasks with their own veth and address; docker {} and podman {} with runc, \
+         `--network none`.\n\n",
         wanted.join(","),
         peers.iter().find(|p| p.name() == "docker").map_or("-".into(), |_| version("docker")),
         peers.iter().find(|p| p.name() == "podman").map_or("-".into(), |_| version("podman")),

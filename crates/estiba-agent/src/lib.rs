@@ -33,14 +33,32 @@ pub struct AgentConfig {
     pub node_id: String,
     /// Where tasks keep their state (`<data-dir>/agent`).
     pub data_dir: PathBuf,
-    /// The estiba binary, re-executed as supervisor and for `exec-in`.
+    /// The estiba binary, re-executed for `exec-in` (and as `estiba shim` when there is no
+    /// `estiba-shim` beside it).
     pub exe: PathBuf,
+    /// How a container's supervisor is started: the program and the arguments before the
+    /// state directory (see [`AgentConfig::supervisor_for`]).
+    pub supervisor: (PathBuf, Vec<String>),
     pub executor: Executor,
     /// Below this much available memory the node takes no new task.
     pub mem_floor_bytes: u64,
     /// Registry credentials named by `repositoryCredentials.credentialsParameter`.
     pub secrets_dir: PathBuf,
     pub net: network::NetConfig,
+}
+
+impl AgentConfig {
+    /// The supervisor command for the estiba binary `exe`: the small `estiba-shim` binary
+    /// built beside it, or `estiba shim` when it is not there (`cargo run -p estiba` builds
+    /// only the `estiba` binary).
+    pub fn supervisor_for(exe: &std::path::Path) -> (PathBuf, Vec<String>) {
+        let small = exe.with_file_name("estiba-shim");
+        if small.is_file() {
+            (small, vec![])
+        } else {
+            (exe.to_owned(), vec!["shim".into()])
+        }
+    }
 }
 
 pub struct Shared {

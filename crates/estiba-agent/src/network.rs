@@ -114,34 +114,35 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     if let Some(done) = saved(dir).filter(|_| pinned || mode == NetworkMode::Host) {
         return Ok(done);
     }
-    let inside = if mode != NetworkMode::Host && !pinned { Some(netns::create(&ns)?) } else { None };
     let short: String = task_id.chars().take(12).collect();
     let mut net = TaskNet { hostname: short, ..Default::default() };
-    let (network, range) = match mode {
+    // The network and address range the task goes on (none in `host` and `none` modes).
+    let on = match mode {
         NetworkMode::Awsvpc => {
             let vpc = Vpc::default_for(&scope_of(a), shared.cfg.net.vpc_cidr);
-            let subnet = vpc.subnet(&subnet_id(a)).cidr;
-            (Some(shared.cfg.net.vpc()), Range { net: subnet, reserved_head: 4 })
+            Some((shared.cfg.net.vpc(), Range { net: vpc.subnet(&subnet_id(a)).cidr, reserved_head: 4 }))
         }
         NetworkMode::Bridge => {
             let n = shared.cfg.net.bridge();
             let r = Range { net: n.cidr, reserved_head: 2 };
-            (Some(n), r)
+            Some((n, r))
         }
-        _ => (None, Range { net: shared.cfg.net.bridge_cidr, reserved_head: 2 }),
+        _ => None,
     };
-    if let Some(network) = network {
-        let (host, owner, ns2) = (shared.net.clone(), task_id.to_owned(), ns.clone());
-        let t0 = std::time::Instant::now();
-        let ep = tokio::task::spawn_blocking(move || {
-            let t1 = std::time::Instant::now();
-            let r = host.attach(&network, range, &owner, &ns2, inside);
-            (r, t1.elapsed())
-        })
-        .await
-        .map_err(|e| format!("network setup: {e}"))?;
-        tracing::debug!(task = task_id, attach_ms = ep.1.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "attached");
-        let ep = ep.0.map_err(|e| e.to_string())?;
+    let (host, owner, t0) = (shared.net.clone(), task_id.to_owned(), std::time::Instant::now());
+    let endpoint = tokio::task::spawn_blocking(move || -> Result<Option<estiba_net::Endpoint>, String> {
+        let inside = if mode != NetworkMode::Host && !pinned { Some(netns::create(&ns)?) } else { None };
+        match on {
+            Some((network, range)) => {
+                host.attach(&network, range, &owner, &ns, inside).map(Some).map_err(|e| e.to_string())
+            }
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| format!("network setup: {e}"))??;
+    tracing::debug!(task = task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "namespace and address ready");
+    if let Some(ep) = endpoint {
         net.ip = Some(ep.ip);
         net.mac = Some(estiba_net::mac_string(ep.mac));
     }

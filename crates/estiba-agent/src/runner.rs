@@ -654,8 +654,9 @@ impl Runner {
             let _ = std::fs::remove_file(spec.state_dir.join(f));
         }
         write_json(&spec.state_dir, files::SPEC, &spec).map_err(|e| format!("CannotStartContainerError: {e}"))?;
-        let mut child = tokio::process::Command::new(&self.shared.cfg.exe)
-            .arg("shim")
+        let (program, pre) = &self.shared.cfg.supervisor;
+        let mut child = tokio::process::Command::new(program)
+            .args(pre)
             .arg(&spec.state_dir)
             .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
             .stdin(std::process::Stdio::null())

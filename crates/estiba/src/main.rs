@@ -465,6 +465,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         if let Some(reg) = &server.registry {
             images.set_local(Arc::new(OwnRegistry { server: server.clone(), registry: reg.clone() }));
         }
+        let exe = std::env::current_exe().context("finding the estiba binary")?;
         let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -472,7 +473,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
             cfg: estiba_agent::AgentConfig {
                 node_id: node_id.clone(),
                 data_dir: data_dir.join("agent"),
-                exe: std::env::current_exe().context("finding the estiba binary")?,
+                supervisor: estiba_agent::AgentConfig::supervisor_for(&exe),
+                exe,
                 executor,
                 mem_floor_bytes: args.memory_floor,
                 secrets_dir: data_dir.join("secrets"),
