@@ -46,11 +46,7 @@ pub(crate) fn build_and_isolate(root: &Path, sub: &str, args: &[String]) -> Resu
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         bail!("`cargo xtask bench {sub}` starts containers or namespaces: run it as root");
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo).args(["build", "--release", "-p", "estiba"]).current_dir(root).status()?;
-    if !st.success() {
-        bail!("release build failed");
-    }
+    crate::build::build(root, true)?;
     let st = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(std::env::current_exe()?)
@@ -459,11 +455,7 @@ fn table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
 fn api(root: &Path, args: &[String]) -> Result<()> {
     let seconds: u64 = arg(args, "--seconds", 5);
     let rounds: usize = arg(args, "--rounds", 3);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo).args(["build", "--release", "-p", "estiba"]).current_dir(root).status()?;
-    if !st.success() {
-        bail!("release build failed");
-    }
+    crate::build::build(root, true)?;
     let bin = root.join("target/release/estiba");
     let work = tempdir()?;
 

@@ -1,5 +1,6 @@
-//! Project chores: `cargo xtask codegen` regenerates the AWS wire types, `cargo xtask test`
-//! runs every test (unit and end-to-end), `cargo xtask bench` runs the benchmarks.
+//! Project chores: `cargo xtask codegen` regenerates the AWS wire types, `cargo xtask build`
+//! builds the binaries as shipped, `cargo xtask test` runs every test (unit and end-to-end),
+//! `cargo xtask bench` runs the benchmarks.
 //!
 //! xtask may use anyhow and shell out; it is never a dependency of the product crates.
 
@@ -8,6 +9,7 @@ mod bench_net;
 mod bench_registry;
 mod bench_run;
 mod bench_services;
+mod build;
 mod codegen;
 mod test;
 
@@ -19,8 +21,9 @@ fn main() -> Result<()> {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
         Some("test") => test::run_all(&codegen::workspace_root(), &args[1..]),
         Some("bench") => bench::run(&codegen::workspace_root(), &args[1..]),
+        Some("build") => build::build(&codegen::workspace_root(), !args.iter().any(|a| a == "--debug")),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | test [--unit|--e2e] [-- PYTEST ARGS] | bench api|run [OPTIONS]>");
+            eprintln!("usage: cargo xtask <codegen [--check] | build [--debug] | test [--unit|--e2e] [-- PYTEST ARGS] | bench api|run|registry|services|net [OPTIONS]>");
             bail!("unknown or missing command")
         }
     }

@@ -30,6 +30,8 @@ pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
         run(Command::new(&cargo).args(["test", "--workspace"]).current_dir(root))?;
     }
     if !unit_only {
+        // The binaries as shipped (a static `estiba-shim`), after the unit tests' build.
+        crate::build::build(root, false)?;
         let bin = root.join("target/debug/estiba");
         // Tests that start containers make network namespaces and send traffic to tasks: the
         // whole suite runs in a network namespace of its own, with only loopback and no route
