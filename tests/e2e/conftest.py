@@ -32,12 +32,21 @@ def free_port():
 
 
 def isolated():
-    """True inside a network namespace whose only interface is loopback."""
+    """True inside a network namespace with no route out: no default route (IPv4, or IPv6
+    other than the kernel's unreachable one on lo) and no physical interface; bridges and
+    veths (which estiba and the tests make) are fine."""
     try:
-        with open("/proc/net/dev") as f:
-            names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
-        return names == ["lo"]
-    except OSError:
+        with open("/proc/net/route") as f:
+            if any(l.split()[1] == "00000000" and l.split()[7] == "00000000" for l in f.readlines()[1:]):
+                return False
+        with open("/proc/net/ipv6_route") as f:
+            for l in f:
+                dest, plen, flags, dev = l.split()[0], l.split()[1], int(l.split()[8], 16), l.split()[9]
+                if plen == "00" and int(dest, 16) == 0 and not (dev == "lo" and flags & 0x200):
+                    return False
+        links = json.loads(subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True, text=True, check=True).stdout)
+        return all(l["ifname"] == "lo" or "linkinfo" in l for l in links)
+    except (OSError, ValueError, IndexError, subprocess.CalledProcessError):
         return False
 
 
