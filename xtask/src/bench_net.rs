@@ -237,7 +237,11 @@ fn measure(root: &Path, work: &Path, rounds: usize, many: usize, with_docker: bo
         med(&vpc, 0) - med(&none, 0),
         med(&vpc, 1) - med(&none, 1)
     ));
-    let d_cost = if d_none.is_empty() { "-".into() } else { format!("{:.1}", median(d_bridge.clone()) - median(d_none.clone())) };
+    let d_cost = if d_none.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.1}", median(d_bridge.clone()) - median(d_none.clone()))
+    };
     md.push_str(&format!(
         "| bridge + port − none | {:.1} | {:.1} | {d_cost} |\n",
         med(&bridge, 0) - med(&none, 0),

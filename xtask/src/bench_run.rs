@@ -194,8 +194,11 @@ impl Peer for Estiba {
     fn remove(&self, ids: &[String]) -> Result<()> {
         for id in ids {
             let cluster = id.split('/').nth(1).unwrap_or("default");
-            let (s, b) =
-                post(self.port, "StopTask", &format!(r#"{{"cluster":"{cluster}","task":"{id}","reason":"benchmark"}}"#))?;
+            let (s, b) = post(
+                self.port,
+                "StopTask",
+                &format!(r#"{{"cluster":"{cluster}","task":"{id}","reason":"benchmark"}}"#),
+            )?;
             if s != 200 {
                 bail!("StopTask: {s} {b}");
             }
@@ -472,8 +475,12 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let container = format!(r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2}}]"#);
-    call("RegisterTaskDefinition", &format!(r#"{{"family":"bench-none","networkMode":"none","containerDefinitions":{container}}}"#))?;
+    let container =
+        format!(r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2}}]"#);
+    call(
+        "RegisterTaskDefinition",
+        &format!(r#"{{"family":"bench-none","networkMode":"none","containerDefinitions":{container}}}"#),
+    )?;
     call(
         "RegisterTaskDefinition",
         &format!(

@@ -21,5 +21,6 @@ pub fn build(root: &Path, release: bool) -> Result<()> {
         Ok(())
     };
     run(&[&["build", "-p", "estiba"][..], profile].concat())?;
-    run(&[&["rustc", "-p", "estiba", "--bin", "estiba-shim"][..], profile, &["--", "-C", "target-feature=+crt-static"]].concat())
+    run(&[&["rustc", "-p", "estiba", "--bin", "estiba-shim"][..], profile, &["--", "-C", "target-feature=+crt-static"]]
+        .concat())
 }

@@ -415,8 +415,20 @@ impl Runner {
         }
         let any_started = self.ctrs.iter().any(|c| c.state != CState::Pending);
         if any_started {
-            self.report.last_status =
-                if self.ctrs.iter().all(|c| c.state != CState::Pending) { "RUNNING" } else { "ACTIVATING" };
+            let all = self.ctrs.iter().all(|c| c.state != CState::Pending);
+            self.report.last_status = if all { "RUNNING" } else { "ACTIVATING" };
+            // The previous agent may have died before it reported RUNNING: the task started
+            // when its last container did (the service scheduler counts health from it).
+            if all && self.assignment.task.started_at.is_none() {
+                let last = self.ctrs.iter().filter_map(|c| match c.state {
+                    CState::Running { started_at, .. } => Some(started_at),
+                    _ => None,
+                });
+                if let Some(t) = last.reduce(f64::max) {
+                    self.report.started_at = Some(t);
+                    self.report.connectivity_at = Some(t);
+                }
+            }
         }
         tracing::info!(task = %self.task_id, "adopted the task's containers");
         self.publish();

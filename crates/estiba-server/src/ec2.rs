@@ -129,9 +129,12 @@ fn by_id<T>(
 }
 
 fn describe_vpcs(vpc: &Vpc, scope: &Scope, p: &Params) -> Result<String, Ec2Error> {
-    let vpcs = by_id(vec![vpc], &p.list("VpcId"), |v| v.id.as_str(), |m| {
-        err("InvalidVpcID.NotFound", format!("The vpc ID '{m}' does not exist"))
-    })?;
+    let vpcs = by_id(
+        vec![vpc],
+        &p.list("VpcId"),
+        |v| v.id.as_str(),
+        |m| err("InvalidVpcID.NotFound", format!("The vpc ID '{m}' does not exist")),
+    )?;
     let vpcs = filtered(vpcs, &p.filters(), |v, name| match name {
         "vpc-id" => Some(v.id.clone()),
         "cidr" | "cidr-block-association.cidr-block" => Some(v.cidr.to_string()),
@@ -163,9 +166,12 @@ fn describe_vpcs(vpc: &Vpc, scope: &Scope, p: &Params) -> Result<String, Ec2Erro
 
 fn describe_subnets(vpc: &Vpc, scope: &Scope, p: &Params) -> Result<String, Ec2Error> {
     let subnets: Vec<&Subnet> = vpc.subnets.iter().collect();
-    let subnets = by_id(subnets, &p.list("SubnetId"), |s| s.id.as_str(), |m| {
-        err("InvalidSubnetID.NotFound", format!("The subnet ID '{m}' does not exist"))
-    })?;
+    let subnets = by_id(
+        subnets,
+        &p.list("SubnetId"),
+        |s| s.id.as_str(),
+        |m| err("InvalidSubnetID.NotFound", format!("The subnet ID '{m}' does not exist")),
+    )?;
     let subnets = filtered(subnets, &p.filters(), |s, name| match name {
         "subnet-id" => Some(s.id.clone()),
         "vpc-id" => Some(vpc.id.clone()),
@@ -204,12 +210,18 @@ fn describe_subnets(vpc: &Vpc, scope: &Scope, p: &Params) -> Result<String, Ec2E
 }
 
 fn describe_security_groups(vpc: &Vpc, scope: &Scope, p: &Params) -> Result<String, Ec2Error> {
-    let groups = by_id(vec![vpc], &p.list("GroupId"), |v| v.security_group_id.as_str(), |m| {
-        err("InvalidGroup.NotFound", format!("The security group '{m}' does not exist"))
-    })?;
+    let groups = by_id(
+        vec![vpc],
+        &p.list("GroupId"),
+        |v| v.security_group_id.as_str(),
+        |m| err("InvalidGroup.NotFound", format!("The security group '{m}' does not exist")),
+    )?;
     let names = p.list("GroupName");
     if let Some(m) = names.iter().find(|n| *n != "default") {
-        return Err(err("InvalidGroup.NotFound", format!("The security group '{m}' does not exist in default VPC '{}'", vpc.id)));
+        return Err(err(
+            "InvalidGroup.NotFound",
+            format!("The security group '{m}' does not exist in default VPC '{}'", vpc.id),
+        ));
     }
     let groups = filtered(groups, &p.filters(), |v, name| match name {
         "group-id" => Some(v.security_group_id.clone()),
@@ -296,7 +308,10 @@ mod tests {
         let b = q("Filter.1.Name=availability-zone&Filter.1.Value.1=us-east-1b").unwrap();
         assert!(b.contains("<cidrBlock>172.31.16.0/20</cidrBlock>") && b.matches("<item>").count() == 1);
         let e = q("SubnetId.1=subnet-nope").unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), ("InvalidSubnetID.NotFound", "The subnet ID 'subnet-nope' does not exist"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("InvalidSubnetID.NotFound", "The subnet ID 'subnet-nope' does not exist")
+        );
         assert_eq!(q("Filter.1.Name=bogus&Filter.1.Value.1=x").unwrap_err().code, "InvalidParameterValue");
     }
 }

@@ -152,7 +152,9 @@ async fn ec2_query(server: &Server, req: Request<Incoming>, scope: &Scope, reque
     };
     match result {
         Ok(xml) => json_response(StatusCode::OK, xml, "text/xml;charset=UTF-8"),
-        Err(e) => json_response(StatusCode::BAD_REQUEST, crate::ec2::error_body(&e, request_id), "text/xml;charset=UTF-8"),
+        Err(e) => {
+            json_response(StatusCode::BAD_REQUEST, crate::ec2::error_body(&e, request_id), "text/xml;charset=UTF-8")
+        }
     }
 }
 

@@ -43,6 +43,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Container(format!("pipe: {e}")))
 }
 
+/// Writes the one line the agent reads; a reader that is gone is not an error (`println!`
+/// would panic on the broken pipe and orphan the container).
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Points our stdout and stderr at /dev/null: the agent stops listening after the report.
 fn detach_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -59,7 +67,7 @@ pub fn run(state_dir: &Path) -> i32 {
     let spec: ContainerSpec = match read_json(state_dir, files::SPEC) {
         Some(s) => s,
         None => {
-            println!("error cannot read {}", state_dir.join(files::SPEC).display());
+            report(&format!("error cannot read {}", state_dir.join(files::SPEC).display()));
             return 1;
         }
     };
@@ -74,8 +82,9 @@ pub fn run(state_dir: &Path) -> i32 {
         Ok((pid, out, err)) => {
             let started = Started { pid, shim_pid: std::process::id() as i32, started_at_ms: now_ms() };
             let _ = write_json(&spec.state_dir, files::STARTED, &started);
-            println!("ok {pid}");
-            let _ = std::io::stdout().flush();
+            // The agent may have died since it started us: the container is ours all the
+            // same, and `started.json` tells the next agent about it.
+            report(&format!("ok {pid}"));
             detach_stdio();
             let exit = supervise(&spec, pid, out, err, &mask);
             cleanup(&spec);
@@ -92,8 +101,7 @@ pub fn run(state_dir: &Path) -> i32 {
                 error: Some(e.to_string()),
             };
             let _ = write_json(&spec.state_dir, files::EXIT, &exit);
-            println!("error {}", e.to_string().replace('\n', " "));
-            let _ = std::io::stdout().flush();
+            report(&format!("error {}", e.to_string().replace('\n', " ")));
             1
         }
     }
