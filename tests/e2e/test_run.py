@@ -387,29 +387,35 @@ def leftovers(e, task_ids):
 
 def test_kill_9_and_restart_adopts_tasks(tmp_path, busybox):
     e = Estiba(str(tmp_path / "srv"), node=True).start()
-    ecs = e.client()
-    fam_long = register(ecs, [{"name": "app", "command": ["sh", "-c", "echo alive; trap 'exit 0' TERM; while :; do sleep 0.1; done"]}], busybox)
-    fam_short = register(ecs, [{"name": "app", "command": ["sh", "-c", "sleep 2; exit 5"]}], busybox)
-    long_arn, short_arn = run(ecs, fam_long), run(ecs, fam_short)
-    t_long = wait_status(ecs, long_arn, "RUNNING")
-    wait_status(ecs, short_arn, "RUNNING")
-    runtime_id = container(t_long, "app")["runtimeId"]
-    e.kill9()
-    time.sleep(3)  # the short task exits while no server runs
-    e.start()
-    ecs = e.client()
-    t = wait_status(ecs, short_arn, "STOPPED", timeout=30)
-    assert container(t, "app")["exitCode"] == 5
-    assert t["stopCode"] == "EssentialContainerExited"
-    t = describe(ecs, long_arn)
-    assert t["lastStatus"] == "RUNNING"
-    assert container(t, "app")["runtimeId"] == runtime_id, "the same container, adopted"
-    ecs.stop_task(task=long_arn)
-    t = wait_status(ecs, long_arn, "STOPPED", timeout=30)
-    assert container(t, "app")["exitCode"] == 0
-    ids = [a.rsplit("/", 1)[1] for a in (long_arn, short_arn)]
-    assert wait_until(lambda: not leftovers(e, ids), timeout=15, what="clean-up") is True
-    e.stop()
+    try:
+        ecs = e.client()
+        fam_long = register(ecs, [{"name": "app", "command": ["sh", "-c", "echo alive; trap 'exit 0' TERM; while :; do sleep 0.1; done"]}], busybox)
+        fam_short = register(ecs, [{"name": "app", "command": ["sh", "-c", "sleep 2; exit 5"]}], busybox)
+        long_arn, short_arn = run(ecs, fam_long), run(ecs, fam_short)
+        t_long = wait_status(ecs, long_arn, "RUNNING")
+        wait_status(ecs, short_arn, "RUNNING")
+        runtime_id = container(t_long, "app")["runtimeId"]
+        started = os.path.join(e.data_dir, "agent", "tasks", long_arn.rsplit("/", 1)[1], "app", "started.json")
+        pid = json.load(open(started))["pid"]
+        e.kill9()
+        time.sleep(3)  # the short task exits while no server runs
+        e.start()
+        ecs = e.client()
+        t = wait_status(ecs, short_arn, "STOPPED", timeout=30)
+        assert container(t, "app")["exitCode"] == 5
+        assert t["stopCode"] == "EssentialContainerExited"
+        t = describe(ecs, long_arn)
+        assert t["lastStatus"] == "RUNNING"
+        assert container(t, "app")["runtimeId"] == runtime_id
+        # The same process, adopted, not a container started again (whose id would be the same).
+        assert json.load(open(started))["pid"] == pid and os.path.exists(f"/proc/{pid}"), "the same container, adopted"
+        ecs.stop_task(task=long_arn)
+        t = wait_status(ecs, long_arn, "STOPPED", timeout=30)
+        assert container(t, "app")["exitCode"] == 0
+        ids = [a.rsplit("/", 1)[1] for a in (long_arn, short_arn)]
+        assert wait_until(lambda: not leftovers(e, ids), timeout=15, what="clean-up") is True
+    finally:
+        e.stop()
 
 
 def test_nothing_left_after_tasks_stop(node, ecs, busybox):
