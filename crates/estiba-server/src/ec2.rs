@@ -16,7 +16,7 @@ use crate::Server;
 
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
-/// An EC2 error: its code, message and HTTP status.
+/// An EC2 error: its code and message (always answered with status 400).
 #[derive(Debug)]
 pub struct Ec2Error {
     pub code: &'static str,

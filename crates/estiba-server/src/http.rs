@@ -130,7 +130,7 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             None => error_response(&ApiError::new("UnknownOperationException", "the registry is not enabled", 404)),
         },
         (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
-            json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
+            body_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
         }
         _ => error_response(&ApiError::new("UnknownOperationException", format!("No route for {path}"), 404)),
     };
@@ -151,14 +151,14 @@ async fn ec2_query(server: &Server, req: Request<Incoming>, scope: &Scope, reque
         Err(e) => Err(crate::ec2::Ec2Error { code: "RequestEntityTooLarge", message: e.message }),
     };
     match result {
-        Ok(xml) => json_response(StatusCode::OK, xml, "text/xml;charset=UTF-8"),
+        Ok(xml) => body_response(StatusCode::OK, xml, "text/xml;charset=UTF-8"),
         Err(e) => {
-            json_response(StatusCode::BAD_REQUEST, crate::ec2::error_body(&e, request_id), "text/xml;charset=UTF-8")
+            body_response(StatusCode::BAD_REQUEST, crate::ec2::error_body(&e, request_id), "text/xml;charset=UTF-8")
         }
     }
 }
 
-fn json_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
+fn body_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
     let len = body.len();
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
@@ -170,7 +170,7 @@ fn json_response(status: StatusCode, body: Bytes, content_type: &'static str) ->
 /// The one place errors become HTTP responses.
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut r = json_response(status, Bytes::from(error_body(&e.code, &e.message)), "application/x-amz-json-1.1");
+    let mut r = body_response(status, Bytes::from(error_body(&e.code, &e.message)), "application/x-amz-json-1.1");
     r.headers_mut()
         .insert("x-amzn-ErrorType", HeaderValue::from_str(&e.code).unwrap_or(HeaderValue::from_static("Error")));
     r
@@ -231,12 +231,14 @@ fn scope_of(server: &Server, req: &Request<Incoming>) -> Scope {
 async fn aws_json(server: &Server, req: Request<Incoming>, request_id: &str) -> Response<Body> {
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let scope = scope_of(server, &req);
-    let form = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if target.is_empty() && form {
+    // No target and a form body: the Query protocol (EC2).
+    if target.is_empty()
+        && req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+    {
         return ec2_query(server, req, &scope, request_id).await;
     }
     let Some((prefix, op_name)) = target.split_once('.') else {
@@ -271,7 +273,7 @@ async fn aws_json(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400))
     };
     match result {
-        Ok(body) => json_response(StatusCode::OK, body, "application/x-amz-json-1.1"),
+        Ok(body) => body_response(StatusCode::OK, body, "application/x-amz-json-1.1"),
         Err(e) => {
             if e.status >= 500 {
                 tracing::error!(target, code = %e.code, message = %e.message, "request failed");

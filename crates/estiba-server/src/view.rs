@@ -209,12 +209,11 @@ impl State {
     }
 }
 
+/// A document's version before and after a change.
+type Change<T> = (Option<Arc<Doc<T>>>, Option<Arc<Doc<T>>>);
+
 /// Replaces or removes a document; returns the old and new versions.
-fn put<T: DeserializeOwned>(
-    table: &mut Table<T>,
-    kind: EventKind,
-    kv: &KeyValue,
-) -> (Option<Arc<Doc<T>>>, Option<Arc<Doc<T>>>) {
+fn put<T: DeserializeOwned>(table: &mut Table<T>, kind: EventKind, kv: &KeyValue) -> Change<T> {
     match kind {
         EventKind::Delete => (table.remove(&kv.key), None),
         EventKind::Put => match serde_json::from_slice::<T>(&kv.value) {

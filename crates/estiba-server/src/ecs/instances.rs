@@ -217,17 +217,15 @@ pub async fn update_state(s: &Server, cx: &Ctx, req: UpdateContainerInstancesSta
     Ok(json(&resp))
 }
 
+/// Attributes grouped by the container instance they target.
+type ByTarget<'a> = BTreeMap<String, (&'a std::sync::Arc<Doc<ContainerInstance>>, Vec<Attribute>)>;
+
 /// Groups attributes by the instance they target; every target must exist.
-fn by_target<'a>(
-    st: &'a State,
-    cx: &Ctx,
-    cluster: &str,
-    attrs: &[Attribute],
-) -> Result<BTreeMap<String, (&'a std::sync::Arc<Doc<ContainerInstance>>, Vec<Attribute>)>> {
+fn by_target<'a>(st: &'a State, cx: &Ctx, cluster: &str, attrs: &[Attribute]) -> Result<ByTarget<'a>> {
     if attrs.is_empty() || attrs.len() > 10 {
         return Err(EcsError::invalid("Specify between 1 and 10 attributes."));
     }
-    let mut out: BTreeMap<String, (&std::sync::Arc<Doc<ContainerInstance>>, Vec<Attribute>)> = BTreeMap::new();
+    let mut out: ByTarget<'a> = BTreeMap::new();
     for a in attrs {
         let Some(target) = a.target_id.as_deref() else {
             return Err(EcsError::invalid(format!(
