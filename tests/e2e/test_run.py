@@ -496,3 +496,61 @@ def test_tasks_pull_from_estibas_own_registry(tmp_path):
         assert t["stoppedReason"].startswith("CannotPullContainerError:"), t["stoppedReason"]
     finally:
         e.stop()
+
+
+MEMCG = "/sys/fs/cgroup/memory"
+
+
+def own_slots(server_pid):
+    """The warm slots (`estiba/.slot-<supervisor pid>`) whose parked supervisor is a child of
+    `server_pid`."""
+    found = []
+    for name in os.listdir(os.path.join(MEMCG, "estiba")) if os.path.isdir(os.path.join(MEMCG, "estiba")) else []:
+        if not name.startswith(".slot-"):
+            continue
+        try:
+            ppid = int(open(f"/proc/{name[len('.slot-'):]}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == server_pid:
+            found.append(name)
+    return found
+
+
+def memcg_of(pid):
+    line = next(l for l in open(f"/proc/{pid}/cgroup").read().splitlines() if l.split(":")[1] == "memory")
+    return line.split(":", 2)[2]
+
+
+@pytest.mark.skipif(not os.path.isdir(MEMCG) or os.path.exists("/sys/fs/cgroup/cgroup.controllers"),
+                    reason="warm slots need a cgroup v1 memory hierarchy")
+def test_warm_supervisors_start_containers_in_their_own_cgroup(tmp_path, busybox):
+    e = Estiba(str(tmp_path / "srv"), node=True).start()
+    try:
+        server_pid = e.proc.pid
+        slots = wait_until(lambda: len(own_slots(server_pid)) == 4 and own_slots(server_pid), timeout=30, what="4 parked supervisors")
+        ecs = e.client()
+        fam = register(ecs, [{"name": "app", "memory": 64, "command": ["sleep", "600"], "stopTimeout": 2},
+                             {"name": "side", "memory": 32, "command": ["sleep", "600"], "stopTimeout": 2}], busybox)
+        arn = run(ecs, fam)
+        wait_status(ecs, arn, "RUNNING")
+        tid = arn.rsplit("/", 1)[1]
+        for name, mib in [("app", 64), ("side", 32)]:
+            started = json.load(open(os.path.join(e.data_dir, "agent", "tasks", tid, name, "started.json")))
+            # The supervisor was a parked one (its slot is named after it), and its container
+            # was born in the slot, now the container's cgroup with the container's limit.
+            assert f".slot-{started['shim_pid']}" in slots, (started, slots)
+            assert memcg_of(started["pid"]) == f"/estiba/{tid}/{name}"
+            assert not memcg_of(started["shim_pid"]).startswith(f"/estiba/{tid}"), "the supervisor stays outside"
+            limit = int(open(f"{MEMCG}/estiba/{tid}/{name}/memory.limit_in_bytes").read())
+            assert limit == mib << 20
+        # The pool is refilled.
+        refilled = wait_until(lambda: len(own_slots(server_pid)) == 4 and own_slots(server_pid), timeout=30, what="refilled pool")
+        ecs.stop_task(task=arn)
+        wait_status(ecs, arn, "STOPPED")
+        assert wait_until(lambda: not leftovers(e, [tid]), timeout=15, what="clean-up") is True
+    finally:
+        e.stop()
+    # Parked supervisors leave with the server, and take their slots with them.
+    gone = lambda: not any(os.path.exists(os.path.join(MEMCG, "estiba", s)) for s in refilled)
+    assert wait_until(gone, timeout=10, what="slots removed") is True

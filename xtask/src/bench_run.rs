@@ -87,8 +87,8 @@ pub(crate) trait Peer: Send + Sync {
     fn start_many(self: Arc<Self>, n: usize, clients: usize) -> Result<Vec<String>>;
     /// Stops and removes containers (not timed).
     fn remove(&self, ids: &[String]) -> Result<()>;
-    /// Whether a process (by its command line) is one of this peer's supervisors.
-    fn is_supervisor(&self, cmdline: &str) -> bool;
+    /// The processes supervising this peer's running containers.
+    fn supervisors(&self) -> Vec<u32>;
 }
 
 /// Runs `one` `n` times over `clients` threads.
@@ -205,10 +205,24 @@ impl Peer for Estiba {
         }
         self.wait_for(ids, "STOPPED", Duration::from_secs(120)).map(drop)
     }
-    fn is_supervisor(&self, cmdline: &str) -> bool {
-        let mut args = cmdline.split('\0');
-        let program = args.next().unwrap_or("");
-        (program.ends_with("/estiba-shim") || args.next() == Some("shim")) && cmdline.contains(&self.state_dir)
+    /// From each running container's `started.json` (a parked supervisor's command line does
+    /// not name its container).
+    fn supervisors(&self) -> Vec<u32> {
+        let tasks = Path::new(&self.state_dir).join("agent/tasks");
+        let mut pids = Vec::new();
+        for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            for ctr in std::fs::read_dir(task.path()).into_iter().flatten().flatten() {
+                let dir = ctr.path();
+                if dir.join("exit.json").exists() {
+                    continue;
+                }
+                let started = std::fs::read_to_string(dir.join("started.json")).ok().and_then(|b| json_of(&b).ok());
+                if let Some(pid) = started.and_then(|v| v["shim_pid"].as_u64()) {
+                    pids.push(pid as u32);
+                }
+            }
+        }
+        pids
     }
 }
 
@@ -250,23 +264,26 @@ impl Peer for Cli {
         }
         Ok(())
     }
-    fn is_supervisor(&self, cmdline: &str) -> bool {
-        let prog = cmdline.split('\0').next().unwrap_or("");
-        prog.rsplit('/').next() == Some(self.supervisor.0) && cmdline.contains(&self.supervisor.1)
+    fn supervisors(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmdline) = std::fs::read_to_string(e.path().join("cmdline")) else { continue };
+            let prog = cmdline.split('\0').next().unwrap_or("");
+            if prog.rsplit('/').next() == Some(self.supervisor.0) && cmdline.contains(&self.supervisor.1) {
+                pids.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+            }
+        }
+        pids
     }
 }
 
 // ---------------------------------------------------------------------------------------
 
-/// Median RSS, PSS and USS (MiB) over the supervisors `is_sup` picks.
-fn supervisor_memory(is_sup: &dyn Fn(&str) -> bool) -> (usize, f64, f64, f64) {
+/// Median RSS, PSS and USS (MiB) over the processes `pids`.
+fn supervisor_memory(pids: &[u32]) -> (usize, f64, f64, f64) {
     let (mut rss, mut pss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let p = e.path();
-        let Ok(cmdline) = std::fs::read_to_string(p.join("cmdline")) else { continue };
-        if !is_sup(&cmdline) {
-            continue;
-        }
+    for pid in pids {
+        let p = Path::new("/proc").join(pid.to_string());
         let Ok(rollup) = std::fs::read_to_string(p.join("smaps_rollup")) else { continue };
         let field = |name: &str| -> f64 {
             rollup
@@ -551,8 +568,7 @@ fn measure(
             bail!("{}: started {} of {many}", p.name(), ids.len());
         }
         std::thread::sleep(Duration::from_millis(500));
-        let p2 = p.clone();
-        let mem = supervisor_memory(&move |c: &str| p2.is_supervisor(c));
+        let mem = supervisor_memory(&p.supervisors());
         eprintln!("{}: {many} running after {:.0} ms; supervisors {mem:?}", p.name(), ms(took));
         burst.push((ms(took), mem));
         p.remove(&ids)?;

@@ -12,6 +12,7 @@
 pub mod control;
 pub mod health;
 pub mod network;
+pub mod pool;
 pub mod runner;
 pub mod translate;
 
@@ -67,6 +68,8 @@ pub struct Shared {
     pub images: Arc<ImageStore>,
     /// Address leases (`<data-dir>/net`) and published ports.
     pub net: Arc<estiba_net::Host>,
+    /// Warm supervisors for the built-in executor.
+    pub pool: Arc<pool::Pool>,
 }
 
 impl Shared {
@@ -152,6 +155,9 @@ fn forget(shared: &Shared, task_id: &str) {
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     std::fs::create_dir_all(shared.cfg.data_dir.join("tasks")).ok();
     tokio::spawn(heartbeat(shared.clone()));
+    // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.
+    let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;
+    shared.pool.refill();
     let mut rx = shared.cp.assignments();
     let mut runners: HashMap<String, (watch::Sender<Assignment>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();

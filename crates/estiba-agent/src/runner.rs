@@ -21,9 +21,10 @@ use estiba_api::ecs::{
 };
 use estiba_core::{task as task_rules, taskdef};
 use estiba_runtime::container::shim::{read_json, write_json};
+use estiba_runtime::container::spec::Executor;
 use estiba_runtime::container::spec::{files, ContainerSpec, Exit, Started};
 use estiba_runtime::image::{Credentials, Image};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{Assignment, ControlError};
@@ -469,8 +470,11 @@ impl Runner {
     async fn start_all(&mut self) {
         let t0 = Instant::now();
         // The containers' cgroup migrations come in a few milliseconds: let the kernel's
-        // grace period they wait for elapse meanwhile.
-        estiba_runtime::container::cgroup::prime_migration();
+        // grace period they wait for elapse meanwhile. Containers started by warm supervisors
+        // migrate nothing, and priming would only hold up their forks.
+        if self.shared.pool.is_empty() {
+            estiba_runtime::container::cgroup::prime_migration();
+        }
         // PROVISIONING: the task's network.
         let net = match network::setup(&self.shared, &self.assignment, &self.task_id, &self.dir).await {
             Ok(n) => n,
@@ -666,28 +670,13 @@ impl Runner {
             let _ = std::fs::remove_file(spec.state_dir.join(f));
         }
         write_json(&spec.state_dir, files::SPEC, &spec).map_err(|e| format!("CannotStartContainerError: {e}"))?;
-        let (program, pre) = &self.shared.cfg.supervisor;
-        let mut child = tokio::process::Command::new(program)
-            .args(pre)
-            .arg(&spec.state_dir)
-            .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| format!("CannotStartContainerError: starting the supervisor: {e}"))?;
-        let stdout = child.stdout.take().ok_or("CannotStartContainerError: no supervisor output")?;
-        let mut line = String::new();
-        let read =
-            tokio::time::timeout(Duration::from_secs(60), tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
-        let line = line.trim().to_owned();
+        let (mut child, line) = self.supervise(&spec).await?;
         let shim_pid = child.id().unwrap_or(0) as i32;
-        let pid = match (read, line.split_once(' ')) {
-            (Ok(Ok(_)), Some(("ok", pid))) => {
+        let pid = match line.as_deref().and_then(|l| l.split_once(' ')) {
+            Some(("ok", pid)) => {
                 pid.parse::<i32>().map_err(|_| "CannotStartContainerError: bad supervisor answer".to_string())?
             }
-            (Ok(Ok(_)), Some(("error", msg))) => {
+            Some(("error", msg)) => {
                 let _ = child.wait().await;
                 return Err(format!("CannotStartContainerError: {msg}"));
             }
@@ -702,6 +691,47 @@ impl Runner {
         self.watch_exit(i, Some(child), shim_pid);
         self.start_health(i, pid);
         Ok(())
+    }
+
+    /// Hands the container to a warm supervisor from the pool, or starts one, and reads its
+    /// report line.
+    async fn supervise(&self, spec: &ContainerSpec) -> Result<(tokio::process::Child, Option<String>), String> {
+        let warm = if spec.executor == Executor::Native { self.shared.pool.take() } else { None };
+        let (child, mut stdout) = match warm {
+            Some(mut p) => {
+                let mut dir = spec.state_dir.as_os_str().as_encoded_bytes().to_vec();
+                dir.push(b'\n');
+                if p.stdin.write_all(&dir).await.is_ok() {
+                    drop(p.stdin);
+                    (p.child, p.stdout)
+                } else {
+                    self.spawn_supervisor(spec)?
+                }
+            }
+            None => self.spawn_supervisor(spec)?,
+        };
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line)).await;
+        Ok((child, matches!(read, Ok(Ok(n)) if n > 0).then(|| line.trim().to_owned())))
+    }
+
+    fn spawn_supervisor(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(tokio::process::Child, tokio::io::BufReader<tokio::process::ChildStdout>), String> {
+        let (program, pre) = &self.shared.cfg.supervisor;
+        let mut child = tokio::process::Command::new(program)
+            .args(pre)
+            .arg(&spec.state_dir)
+            .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("CannotStartContainerError: starting the supervisor: {e}"))?;
+        let stdout = child.stdout.take().ok_or("CannotStartContainerError: no supervisor output")?;
+        Ok((child, tokio::io::BufReader::new(stdout)))
     }
 
     /// Turns the end of the container's supervisor into an `Exited` event.

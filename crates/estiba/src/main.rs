@@ -110,7 +110,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: the ECS API on --listen, state under --data-dir.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Print a task's container logs (on this machine).
     Logs(LogsArgs),
     /// Pull an image into this machine's image store, ready for tasks to start from.
@@ -242,6 +242,11 @@ struct ServerArgs {
     /// How containers start: `native` (built in) or an OCI runtime binary (`runc`, a path).
     #[arg(long, env = "ESTIBA_CONTAINER_RUNTIME", default_value = "native")]
     container_runtime: String,
+    /// Supervisors kept parked, each with a process already in a cgroup of its own, so that a
+    /// container starts without waiting for the kernel's cgroup migration (cgroup v1 and
+    /// hybrid hosts, built-in runtime; 0 turns them off).
+    #[arg(long, env = "ESTIBA_WARM_SUPERVISORS", default_value_t = 4)]
+    warm_supervisors: usize,
     /// Below this much available memory the node refuses new tasks (RESOURCE:MEMORY).
     #[arg(long, env = "ESTIBA_MEMORY_FLOOR", default_value = "256MiB", value_parser = parse_size)]
     memory_floor: u64,
@@ -348,16 +353,14 @@ fn init_tracing(format: LogFormat) {
 fn main() -> Result<()> {
     // Supervisors start by the hundred and live as long as their containers: they skip the
     // CLI parser (which builds the whole command definition) and touch as little as they can.
-    let mut argv = std::env::args_os();
-    if argv.nth(1).as_deref() == Some(std::ffi::OsStr::new("shim")) {
-        if let (Some(dir), None) = (argv.next(), argv.next()) {
-            std::process::exit(estiba_runtime::container::shim::run(std::path::Path::new(&dir)));
-        }
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(3).collect();
+    if argv.first().is_some_and(|a| a == "shim") && argv.len() == 2 {
+        std::process::exit(estiba_runtime::container::shim::main(&argv[1..]));
     }
     let cli = Cli::parse();
 
     match cli.command {
-        Command::Server(args) => run_server(args),
+        Command::Server(args) => run_server(*args),
         Command::Logs(args) => logs(args),
         Command::Pull(args) => pull(args),
         Command::Shim { state_dir } => std::process::exit(estiba_runtime::container::shim::run(&state_dir)),
@@ -469,11 +472,12 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
         let shared = Arc::new(estiba_agent::Shared {
             cfg: estiba_agent::AgentConfig {
                 node_id: node_id.clone(),
                 data_dir: data_dir.join("agent"),
-                supervisor: estiba_agent::AgentConfig::supervisor_for(&exe),
+                supervisor: supervisor.clone(),
                 exe,
                 executor,
                 mem_floor_bytes: args.memory_floor,
@@ -486,6 +490,10 @@ async fn serve(args: ServerArgs) -> Result<()> {
             cp,
             images,
             net: Arc::new(estiba_net::Host::new(&data_dir.join("net"))),
+            pool: estiba_agent::pool::Pool::new(
+                supervisor,
+                if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
+            ),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))

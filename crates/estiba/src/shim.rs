@@ -1,4 +1,4 @@
-//! `estiba-shim <state-dir>`: the supervisor of one container (see
+//! `estiba-shim <state-dir>` (or `estiba-shim --park`): the supervisor of one container (see
 //! `estiba_runtime::container::shim`), as a binary of its own. `estiba shim` runs the same
 //! code; this binary exists because one supervisor runs per container for the container's
 //! whole life: it holds only the runtime's container code (no server, no allocator of its
@@ -6,12 +6,6 @@
 //! The agent uses it when it sits beside the `estiba` binary.
 
 fn main() {
-    let mut args = std::env::args_os().skip(1);
-    match (args.next(), args.next()) {
-        (Some(dir), None) => std::process::exit(estiba_runtime::container::shim::run(std::path::Path::new(&dir))),
-        _ => {
-            eprintln!("usage: estiba-shim <state-dir>");
-            std::process::exit(2)
-        }
-    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    std::process::exit(estiba_runtime::container::shim::main(&args))
 }

@@ -143,15 +143,31 @@ pub fn attach(spec: &Cgroup, pid: i32) -> Result<(), Error> {
         }
         return write(&cdir, "cgroup.procs", &pid.to_string());
     }
-    // Co-mounted controllers (`cpu,cpuacct`) share a directory: create it and join it once.
-    let mut joined: Vec<&Path> = Vec::with_capacity(h.v1.len());
+    let mounts = v1_mounts(h);
+    for mount in &mounts {
+        mkdir(&mount.join(rel(&cpath)))?;
+    }
+    apply_v1(h, spec)?;
+    for mount in &mounts {
+        write(&mount.join(rel(&cpath)), "cgroup.procs", &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// The v1 mount points, each once (co-mounted controllers such as `cpu,cpuacct` share one).
+fn v1_mounts(h: &Hierarchies) -> Vec<&Path> {
+    let mut mounts: Vec<&Path> = h.v1.values().map(PathBuf::as_path).collect();
+    mounts.sort();
+    mounts.dedup();
+    mounts
+}
+
+/// Writes the task's and the container's limits into their (existing) v1 cgroups.
+fn apply_v1(h: &Hierarchies, spec: &Cgroup) -> Result<(), Error> {
+    let (tpath, cpath) = (task_path(spec), container_path(spec));
     for (ctrl, mount) in &h.v1 {
         let tdir = mount.join(rel(&tpath));
         let cdir = mount.join(rel(&cpath));
-        let first = !joined.contains(&mount.as_path());
-        if first {
-            mkdir(&cdir)?;
-        }
         match ctrl.as_str() {
             "memory" => {
                 if let Some(m) = spec.task_memory_bytes {
@@ -186,12 +202,79 @@ pub fn attach(spec: &Cgroup, pid: i32) -> Result<(), Error> {
             }
             _ => {}
         }
-        if first {
-            write(&cdir, "cgroup.procs", &pid.to_string())?;
-            joined.push(mount);
-        }
     }
     Ok(())
+}
+
+// Warm slots.
+//
+// Moving a process into a cgroup (a write to `cgroup.procs`) takes the kernel's
+// `cgroup_threadgroup_rwsem` for writing, which after a quiet spell first waits for an RCU
+// grace period: 6 to 15 ms on this kind of host, most of a container's start. A slot moves a
+// parked process into a cgroup of its own ahead of time, off the start path; the container
+// is then forked from that process (so it is born in the cgroup, no migration), and the slot
+// is renamed to the task's cgroup. cgroup v1 renames cgroups within their parent, so slots
+// live beside the tasks' cgroups, as `estiba/.slot-<pid>`, with the container's cgroup
+// inside as `c`. cgroup v2 cannot rename; there `clone3(CLONE_INTO_CGROUP)` would be the way.
+
+/// Whether this host's cgroups allow warm slots (v1 and hybrid hosts).
+pub fn slots_supported() -> bool {
+    let h = hierarchies();
+    h.v2.is_none() && !h.v1.is_empty()
+}
+
+/// The task-level path of slot `name` (`estiba/.slot-<name>`).
+pub fn slot_path(name: &str) -> PathBuf {
+    PathBuf::from("/estiba").join(format!(".slot-{name}"))
+}
+
+/// Moves the calling process into a new slot's container cgroup in every hierarchy.
+pub fn enter_slot(slot: &Path) -> Result<(), Error> {
+    if !slots_supported() {
+        return Err(Error::Container("cgroup slots need cgroup v1".into()));
+    }
+    for mount in v1_mounts(hierarchies()) {
+        let dir = mount.join(rel(slot)).join("c");
+        mkdir(&dir)?;
+        write(&dir, "cgroup.procs", "0")?;
+    }
+    Ok(())
+}
+
+/// Turns the slot holding `pid` into the container's cgroup described by `spec`, and applies
+/// its limits. In a hierarchy where the task's cgroup already exists (a task's second
+/// container), the process is moved there instead.
+pub fn adopt_slot(slot: &Path, spec: &Cgroup, pid: i32) -> Result<(), Error> {
+    let h = hierarchies();
+    let (tpath, cpath) = (task_path(spec), container_path(spec));
+    for mount in v1_mounts(h) {
+        let (sdir, tdir, cdir) = (mount.join(rel(slot)), mount.join(rel(&tpath)), mount.join(rel(&cpath)));
+        if std::fs::rename(&sdir, &tdir).is_ok() {
+            std::fs::rename(tdir.join("c"), &cdir).map_err(|e| {
+                Error::Container(format!("cgroup: renaming {} to {}: {e}", tdir.join("c").display(), cdir.display()))
+            })?;
+        } else {
+            mkdir(&cdir)?;
+            write(&cdir, "cgroup.procs", &pid.to_string())?;
+            let _ = std::fs::remove_dir(sdir.join("c"));
+            let _ = std::fs::remove_dir(&sdir);
+        }
+    }
+    apply_v1(h, spec)
+}
+
+/// Removes empty slots that no parked process holds any more (left by a `kill -9`).
+pub fn sweep_slots() {
+    for mount in v1_mounts(hierarchies()) {
+        let Ok(entries) = std::fs::read_dir(mount.join("estiba")) else { continue };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".slot-") {
+                // rmdir fails while a process is inside: live slots stay.
+                let _ = std::fs::remove_dir(e.path().join("c"));
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
 }
 
 fn apply_v2_task(tdir: &Path, spec: &Cgroup) -> Result<(), Error> {

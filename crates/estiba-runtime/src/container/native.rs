@@ -153,11 +153,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
 /// Starts the container. `stdout`/`stderr` become its standard output and error; its
 /// standard input is `/dev/null`. `before_run` is called with the container's PID (in this
 /// namespace) before its first instruction of user code (to place it in its cgroup).
-/// Returns the PID.
+/// With `sibling`, the container becomes a child of the caller's parent (`CLONE_PARENT`), as
+/// when a warm slot's process starts it for its supervisor. Returns the PID.
 pub fn start(
     spec: &ContainerSpec,
     stdout: &OwnedFd,
     stderr: &OwnedFd,
+    sibling: bool,
     before_run: impl FnOnce(i32) -> Result<(), Error>,
 ) -> Result<i32, Error> {
     let rootfs = spec.state_dir.join("rootfs");
@@ -216,6 +218,9 @@ pub fn start(
     if plan.netns.is_none() && !plan.host_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    if sibling {
+        flags |= CloneFlags::CLONE_PARENT;
+    }
     let mut stack = vec![0u8; 1 << 20];
     // SAFETY: the caller is single-threaded; the child only runs `child`, which ends in
     // execve or _exit and never returns into the parent's frames.
@@ -228,7 +233,9 @@ pub fn start(
     let mut errs = std::fs::File::from(err_r);
     if let Err(e) = before_run(pid_raw) {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
+        if !sibling {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
         // A child that failed its own setup first says better what went wrong.
         let mut msg = String::new();
         let _ = errs.read_to_string(&mut msg);
@@ -239,7 +246,9 @@ pub fn start(
     let mut msg = String::new();
     let _ = errs.read_to_string(&mut msg);
     if !msg.is_empty() {
-        let _ = nix::sys::wait::waitpid(pid, None);
+        if !sibling {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
         return Err(Error::Container(msg));
     }
     Ok(pid_raw)

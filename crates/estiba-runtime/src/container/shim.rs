@@ -11,6 +11,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,31 @@ fn detach_stdio() {
     }
 }
 
+/// The supervisor's command line, shared by `estiba-shim` and `estiba shim`: `<state-dir>`
+/// supervises the container described there; `--park` parks a warm slot first (see
+/// [`park`]). Returns the process exit code.
+pub fn main(args: &[std::ffi::OsString]) -> i32 {
+    match args {
+        [dir] if dir != "--park" => run(Path::new(dir)),
+        [flag] if flag == "--park" => park(),
+        _ => {
+            eprintln!("usage: estiba-shim <state-dir> | estiba-shim --park");
+            2
+        }
+    }
+}
+
+/// What every supervisor does first: its own session, a subreaper for what the container
+/// leaves, SIGCHLD blocked for the signalfd.
+fn become_supervisor() -> SigSet {
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    mask
+}
+
 /// Runs the supervisor for the container in `state_dir`. Returns the process exit code.
 pub fn run(state_dir: &Path) -> i32 {
     let spec: ContainerSpec = match read_json(state_dir, files::SPEC) {
@@ -71,14 +97,13 @@ pub fn run(state_dir: &Path) -> i32 {
             return 1;
         }
     };
-    let _ = nix::unistd::setsid();
-    let _ = nix::sys::prctl::set_child_subreaper(true);
-    // SIGCHLD arrives through a signalfd, so it must be blocked for normal delivery.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    let mask = become_supervisor();
+    finish(&spec, start(&spec), &mask)
+}
 
-    match start(&spec) {
+/// Reports how the start went, then supervises the container until it ends.
+fn finish(spec: &ContainerSpec, started: Result<(i32, OwnedFd, OwnedFd), Error>, mask: &SigSet) -> i32 {
+    match started {
         Ok((pid, out, err)) => {
             let started = Started { pid, shim_pid: std::process::id() as i32, started_at_ms: now_ms() };
             let _ = write_json(&spec.state_dir, files::STARTED, &started);
@@ -86,13 +111,13 @@ pub fn run(state_dir: &Path) -> i32 {
             // same, and `started.json` tells the next agent about it.
             report(&format!("ok {pid}"));
             detach_stdio();
-            let exit = supervise(&spec, pid, out, err, &mask);
-            cleanup(&spec);
+            let exit = supervise(spec, pid, out, err, mask);
+            cleanup(spec);
             let _ = write_json(&spec.state_dir, files::EXIT, &exit);
             0
         }
         Err(e) => {
-            cleanup(&spec);
+            cleanup(spec);
             let exit = Exit {
                 code: -1,
                 signal: None,
@@ -112,10 +137,171 @@ fn start(spec: &ContainerSpec) -> Result<(i32, OwnedFd, OwnedFd), Error> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let pid = match &spec.executor {
-        Executor::Native => native::start(spec, &out_w, &err_w, |pid| cgroup::attach(&spec.cgroup, pid))?,
+        Executor::Native => native::start(spec, &out_w, &err_w, false, |pid| cgroup::attach(&spec.cgroup, pid))?,
         Executor::Oci(runtime) => oci::start(spec, runtime, &out_w, &err_w)?,
     };
     Ok((pid, out_r, err_r))
+}
+
+/// A parked supervisor (`estiba-shim --park`), started by the agent before it has a
+/// container for it, so that neither this process's start nor the container's cgroup
+/// migration is on a task's start path (see [`cgroup::enter_slot`]).
+///
+/// It forks a zygote that moves itself into a fresh slot cgroup and waits; then it says
+/// `ready` on its standard output and reads a state directory from its standard input. The
+/// slot becomes the container's cgroup, the zygote starts the container as this process's
+/// child (`CLONE_PARENT`) and exits, and from there on this is an ordinary supervisor. When
+/// the agent goes away first (end of input), the slot is removed and the process exits.
+/// Whatever goes wrong with the slot, the container is started the ordinary way instead.
+pub fn park() -> i32 {
+    let mask = become_supervisor();
+    let slot = cgroup::slot_path(&std::process::id().to_string());
+    let zygote = match Zygote::fork(&slot) {
+        Ok(z) => z,
+        Err(e) => {
+            report(&format!("error {e}"));
+            let _ = cgroup::remove(&slot);
+            return 1;
+        }
+    };
+    // Learned now, not on the start path.
+    let _ = cgroup::hierarchies();
+    report("ready");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let dir = line.trim_end_matches('\n');
+    if dir.is_empty() {
+        zygote.abandon(&slot);
+        return 0;
+    }
+    let Some(spec) = read_json::<ContainerSpec>(Path::new(dir), files::SPEC) else {
+        zygote.abandon(&slot);
+        report(&format!("error cannot read {}", Path::new(dir).join(files::SPEC).display()));
+        return 1;
+    };
+    let usable = spec.executor == Executor::Native
+        && cgroup::adopt_slot(&slot, &spec.cgroup, zygote.pid.as_raw()).is_ok();
+    let started = if !usable {
+        zygote.abandon(&slot);
+        start(&spec)
+    } else {
+        // A zygote that vanished without an answer started nothing: start the ordinary way.
+        zygote.start(&spec).unwrap_or_else(|| start(&spec))
+    };
+    finish(&spec, started, &mask)
+}
+
+/// The parked process in a slot, and the pipes to it.
+struct Zygote {
+    pid: Pid,
+    /// Where the state directory is written (closed after it).
+    go: std::fs::File,
+    /// `ok <pid>` or `error <message>`, then end of file.
+    answer: std::fs::File,
+    out: OwnedFd,
+    err: OwnedFd,
+}
+
+impl Zygote {
+    fn fork(slot: &Path) -> Result<Zygote, Error> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        let (ans_r, ans_w) = pipe()?;
+        // SAFETY: the supervisor is single-threaded; the child runs only `zygote` and exits.
+        match unsafe { nix::unistd::fork() }.map_err(|e| Error::Container(format!("fork: {e}")))? {
+            nix::unistd::ForkResult::Child => {
+                drop((out_r, err_r, go_w, ans_r));
+                let code = zygote(slot, go_r, ans_w, out_w, err_w);
+                // SAFETY: leaving the forked child without the parent's destructors.
+                unsafe { nix::libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop((out_w, err_w, go_r, ans_w));
+                let mut z = Zygote { pid: child, go: go_w.into(), answer: ans_r.into(), out: out_r, err: err_r };
+                match read_line(&mut z.answer).as_deref() {
+                    Some("ready") => Ok(z),
+                    other => {
+                        z.reap();
+                        Err(Error::Container(format!(
+                            "parking a supervisor: {}",
+                            other.and_then(|a| a.strip_prefix("error ")).unwrap_or("the slot process ended")
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap(&self) {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+
+    /// Ends the zygote and removes its slot.
+    fn abandon(self, slot: &Path) {
+        self.reap();
+        let _ = cgroup::remove(slot);
+    }
+
+    /// Has the zygote start the container described by `spec` (its cgroup is ready); `None`
+    /// when the zygote ended without an answer.
+    fn start(self, spec: &ContainerSpec) -> Option<Result<(i32, OwnedFd, OwnedFd), Error>> {
+        let Zygote { pid, mut go, mut answer, out, err } = self;
+        let _ = go.write_all(spec.state_dir.as_os_str().as_bytes());
+        drop(go);
+        let line = read_line(&mut answer);
+        let _ = waitpid(pid, None);
+        match line.as_deref()?.split_once(' ')? {
+            ("ok", n) => {
+                Some(n.parse().map(|n| (n, out, err)).map_err(|_| Error::Container(format!("bad slot answer {n}"))))
+            }
+            ("error", msg) => Some(Err(Error::Container(msg.to_owned()))),
+            _ => None,
+        }
+    }
+}
+
+/// One line (without its newline) from a pipe, read a byte at a time so nothing after it is
+/// consumed; `None` at end of file.
+fn read_line(f: &mut std::fs::File) -> Option<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while let Ok(1) = f.read(&mut b) {
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned())
+}
+
+/// The zygote: enters the slot, says `ready`, waits for a state directory and starts that
+/// container as a sibling. Returns its exit code.
+fn zygote(slot: &Path, go: OwnedFd, answer: OwnedFd, out: OwnedFd, err: OwnedFd) -> i32 {
+    let mut answer = std::fs::File::from(answer);
+    let mut say = |line: String| {
+        let _ = answer.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
+    };
+    if let Err(e) = cgroup::enter_slot(slot) {
+        say(format!("error {e}"));
+        return 1;
+    }
+    say("ready".into());
+    let mut dir = Vec::new();
+    let _ = std::fs::File::from(go).read_to_end(&mut dir);
+    if dir.is_empty() {
+        return 0;
+    }
+    let dir = Path::new(std::ffi::OsStr::from_bytes(&dir));
+    match read_json::<ContainerSpec>(dir, files::SPEC) {
+        Some(spec) => match native::start(&spec, &out, &err, true, |_| Ok(())) {
+            Ok(pid) => say(format!("ok {pid}")),
+            Err(e) => say(format!("error {e}")),
+        },
+        None => say(format!("error cannot read {}", dir.join(files::SPEC).display())),
+    }
+    0
 }
 
 fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &SigSet) -> Exit {
