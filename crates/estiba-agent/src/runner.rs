@@ -351,9 +351,11 @@ impl Runner {
         if let Err(e) = std::fs::create_dir_all(&self.dir) {
             self.fail(TaskStopCode::TaskFailedToStart, format!("CannotCreateTaskDirectory: {e}"));
         }
+        // The task's key, and its containers for `estiba logs` (before any of them starts).
+        let names: Vec<&str> = self.ctrs.iter().map(|c| c.name.as_str()).collect();
         let _ = std::fs::write(
             self.dir.join("task.json"),
-            serde_json::to_vec(&serde_json::json!({"key": self.key})).unwrap_or_default(),
+            serde_json::to_vec(&serde_json::json!({"key": self.key, "containers": names})).unwrap_or_default(),
         );
         if adopted {
             self.adopt();

@@ -578,6 +578,12 @@ fn logs(args: LogsArgs) -> Result<()> {
         c
     };
     let all = list();
+    // Every container the task has, started or not (older task directories lack the list).
+    let declared = std::fs::read(dir.join("task.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["containers"].as_array().map(Vec::len))
+        .unwrap_or(0);
 
     if let Some(c) = &args.container {
         if !all.contains(c) && !args.follow {
@@ -592,7 +598,8 @@ fn logs(args: LogsArgs) -> Result<()> {
         if let Some(c) = &args.container {
             containers.retain(|x| x == c);
         }
-        let multi = args.container.is_none() && list().len() > 1;
+        // Prefixed whenever the task has several containers, even before the others start.
+        let multi = args.container.is_none() && declared.max(list().len()) > 1;
         for c in &containers {
             let recs = logs::read_all(&dir.join(c).join("container.log")).unwrap_or_default();
             let from = seen.get(c).copied().filter(|&n| n <= recs.len()).unwrap_or(0);

@@ -179,8 +179,8 @@ pub fn park() -> i32 {
         report(&format!("error cannot read {}", Path::new(dir).join(files::SPEC).display()));
         return 1;
     };
-    let usable = spec.executor == Executor::Native
-        && cgroup::adopt_slot(&slot, &spec.cgroup, zygote.pid.as_raw()).is_ok();
+    let usable =
+        spec.executor == Executor::Native && cgroup::adopt_slot(&slot, &spec.cgroup, zygote.pid.as_raw()).is_ok();
     let started = if !usable {
         zygote.abandon(&slot);
         start(&spec)
