@@ -19,6 +19,24 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 /// supervisor (and the ones after it in a burst).
 const REFILL_DELAY: Duration = Duration::from_millis(300);
 
+/// The command that starts a supervisor with `last` as its argument (a state directory, or
+/// `--park`): its report comes on stdout, its stderr goes nowhere, and it outlives the agent.
+pub fn supervisor_command(
+    supervisor: &(PathBuf, Vec<String>),
+    last: &std::ffi::OsStr,
+    stdin: std::process::Stdio,
+) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(&supervisor.0);
+    c.args(&supervisor.1)
+        .arg(last)
+        .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(false);
+    c
+}
+
 /// A parked supervisor, waiting for a state directory.
 pub struct Parked {
     pub child: Child,
@@ -86,17 +104,9 @@ impl Pool {
     }
 
     async fn park(&self) -> Result<Parked, String> {
-        let (program, pre) = &self.supervisor;
-        let mut child = tokio::process::Command::new(program)
-            .args(pre)
-            .arg("--park")
-            .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false)
+        let mut child = supervisor_command(&self.supervisor, "--park".as_ref(), std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", program.display()))?;
+            .map_err(|e| format!("starting {}: {e}", self.supervisor.0.display()))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("no pipes to the supervisor".into());
         };

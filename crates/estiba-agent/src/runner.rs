@@ -721,17 +721,13 @@ impl Runner {
         &self,
         spec: &ContainerSpec,
     ) -> Result<(tokio::process::Child, tokio::io::BufReader<tokio::process::ChildStdout>), String> {
-        let (program, pre) = &self.shared.cfg.supervisor;
-        let mut child = tokio::process::Command::new(program)
-            .args(pre)
-            .arg(&spec.state_dir)
-            .env("ESTIBA_SYSTEM_ALLOCATOR", "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| format!("CannotStartContainerError: starting the supervisor: {e}"))?;
+        let mut child = crate::pool::supervisor_command(
+            &self.shared.cfg.supervisor,
+            spec.state_dir.as_os_str(),
+            std::process::Stdio::null(),
+        )
+        .spawn()
+        .map_err(|e| format!("CannotStartContainerError: starting the supervisor: {e}"))?;
         let stdout = child.stdout.take().ok_or("CannotStartContainerError: no supervisor output")?;
         Ok((child, tokio::io::BufReader::new(stdout)))
     }
