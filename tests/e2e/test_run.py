@@ -554,3 +554,14 @@ def test_warm_supervisors_start_containers_in_their_own_cgroup(tmp_path, busybox
     # Parked supervisors leave with the server, and take their slots with them.
     gone = lambda: not any(os.path.exists(os.path.join(MEMCG, "estiba", s)) for s in refilled)
     assert wait_until(gone, timeout=10, what="slots removed") is True
+
+
+def test_containers_start_with_default_signals(node, ecs, busybox):
+    """The supervisor blocks SIGCHLD and ignores SIGPIPE; the container must inherit neither."""
+    fam = register(ecs, [{"name": "app", "command": ["sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status"]}], busybox)
+    arn = run(ecs, fam)
+    t = wait_status(ecs, arn, "STOPPED")
+    assert container(t, "app")["exitCode"] == 0, t.get("stoppedReason")
+    masks = dict(l.split(":") for l in logs(node, arn).split("\n") if l.startswith("Sig"))
+    assert int(masks["SigBlk"], 16) == 0, masks
+    assert int(masks["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1)) == 0, masks

@@ -488,6 +488,17 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
     unsafe {
         nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC);
     }
+    // The supervisor blocks SIGCHLD and, like every Rust program, ignores SIGPIPE; both would
+    // survive the exec. Containers start with every signal at its default and none blocked.
+    // SAFETY: setting SIGPIPE's disposition to the default installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     if p.init {
         run_init(&prog, &argv, &envp, p.err)
     } else {
