@@ -571,11 +571,13 @@ impl Runner {
                     Deps::Waiting => {}
                 }
             }
+            if self.ctrs.iter().all(|c| c.state != CState::Pending) {
+                // Reported with RUNNING below, in one write: a report of its own here would
+                // be a store write the RUNNING one waits behind.
+                break;
+            }
             if progressed {
                 self.publish();
-            }
-            if self.ctrs.iter().all(|c| c.state != CState::Pending) {
-                break;
             }
             if !progressed {
                 // Wait for something to change: an exit, a health result, a stop.
