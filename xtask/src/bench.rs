@@ -170,6 +170,12 @@ fn find_fakecloud() -> Option<PathBuf> {
         .or_else(|| Some(PathBuf::from("/work/peers/fakecloud/bin/fakecloud")).filter(|p| p.exists()))
 }
 
+/// moto's server from the venv install-bench-deps.sh makes (never Debian's python: its
+/// awscli breaks on the cryptography moto brings), else from PATH.
+fn find_moto(root: &Path) -> Option<PathBuf> {
+    Some(root.join("target/bench-venv/bin/moto_server")).filter(|p| p.exists()).or_else(|| which("moto_server"))
+}
+
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
 }
@@ -338,7 +344,7 @@ const OPS: [&str; 4] = ["DescribeClusters", "DescribeTasks (10)", "ListTasks", "
 
 /// Runs every peer through every call `rounds` times, interleaved so that drifts of the
 /// machine hit every peer alike. Returns per peer, per call, the runs.
-fn api_mode(bin: &Path, work: &Path, seconds: u64, rounds: usize, pin: bool) -> Result<ModeResults> {
+fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, pin: bool) -> Result<ModeResults> {
     let server_cpu = pin.then_some(1);
     let mut peers: Vec<Peer> = Vec::new();
     {
@@ -359,7 +365,7 @@ fn api_mode(bin: &Path, work: &Path, seconds: u64, rounds: usize, pin: bool) -> 
     } else {
         eprintln!("fakecloud not found (cargo install fakecloud, or set FAKECLOUD_BIN): skipped");
     }
-    if let Some(moto) = which("moto_server") {
+    if let Some(moto) = find_moto(root) {
         let port = free_port();
         let mut c = pinned(&moto, server_cpu);
         c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -481,7 +487,7 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
         peer_start.push(("fakecloud", p.startup.as_secs_f64() * 1000.0, rss_kib(p.child.id()) as f64 / 1024.0));
     }
-    if let Some(moto) = which("moto_server") {
+    if let Some(moto) = find_moto(root) {
         let port = free_port();
         let mut c = Command::new(moto);
         c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -496,7 +502,7 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
          {rounds} runs, peers interleaved.\n\n"
     );
     for pin in [false, true] {
-        let (names, results, listed) = api_mode(&bin, &work, seconds, rounds, pin)?;
+        let (names, results, listed) = api_mode(root, &bin, &work, seconds, rounds, pin)?;
         md.push_str(if pin {
             "\n**One core each** (server pinned to CPU 1 with `taskset`, wrk to CPU 0):\n\n"
         } else {

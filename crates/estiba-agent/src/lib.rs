@@ -70,6 +70,8 @@ pub struct Shared {
     pub net: Arc<estiba_net::Host>,
     /// Warm supervisors for the built-in executor.
     pub pool: Arc<pool::Pool>,
+    /// Network namespaces made ahead of time.
+    pub spare_netns: Arc<estiba_net::netns::Spares>,
 }
 
 impl Shared {
@@ -158,6 +160,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.
     let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;
     shared.pool.refill();
+    shared.spare_netns.refill();
     let mut rx = shared.cp.assignments();
     let mut runners: HashMap<String, (watch::Sender<Assignment>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();

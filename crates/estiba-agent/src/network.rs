@@ -130,8 +130,16 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
         _ => None,
     };
     let (host, owner, t0) = (shared.net.clone(), task_id.to_owned(), std::time::Instant::now());
+    let spares = shared.spare_netns.clone();
     let endpoint = tokio::task::spawn_blocking(move || -> Result<Option<estiba_net::Endpoint>, String> {
-        let inside = if mode != NetworkMode::Host && !pinned { Some(netns::create(&ns)?) } else { None };
+        let inside = if mode != NetworkMode::Host && !pinned {
+            Some(match spares.take(&ns) {
+                Some(nl) => nl,
+                None => netns::create(&ns)?,
+            })
+        } else {
+            None
+        };
         match on {
             Some((network, range)) => {
                 host.attach(&network, range, &owner, &ns, inside).map(Some).map_err(|e| e.to_string())

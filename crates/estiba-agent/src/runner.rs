@@ -164,13 +164,33 @@ impl Report {
     }
 }
 
+/// How long a report of a passing state (PENDING, ACTIVATING) waits for the next one
+/// before it is written. A task whose image is cached goes through them in a few
+/// milliseconds: written, they would be store commits its RUNNING report queues behind.
+/// States that last (a pull, a dependency's wait) are written after this short delay.
+const PASSING_STATE_HOLD: Duration = Duration::from_millis(25);
+
 /// Writes the latest report until told to finish; returns once the final report is in.
 async fn reporter(shared: Arc<Shared>, key: String, mut rx: watch::Receiver<Report>) {
+    let mut held_since: Option<Instant> = None;
     loop {
+        let passing = {
+            let r = rx.borrow();
+            matches!(r.last_status, "PENDING" | "ACTIVATING") && r.stop.is_none()
+        };
+        if passing {
+            let since = *held_since.get_or_insert_with(Instant::now);
+            let left = PASSING_STATE_HOLD.saturating_sub(since.elapsed());
+            if let Ok(Ok(())) = tokio::time::timeout(left, rx.changed()).await {
+                // A newer report: weigh that one instead (the hold counts from the first).
+                continue;
+            }
+        }
+        held_since = None;
         let report = rx.borrow_and_update().clone();
         let r = report.clone();
         match shared.cp.update_task(&key, Box::new(move |t: &mut Task| r.apply(t))).await {
-            Ok(_) => {}
+            Ok(_) => tracing::debug!(task = %key, status = report.last_status, "reported"),
             Err(ControlError::Gone) => return,
             Err(e) => {
                 tracing::warn!(task = %key, error = %e, "reporting task state failed; retrying");
@@ -238,6 +258,7 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
     let key = assignment.key.clone();
     let task_id = task_rules::task_id(&assignment.task).to_owned();
     let dir = task_dir(&shared, &task_id);
+    tracing::debug!(task = %task_id, "runner started");
     let (tx_report, rx_report) = watch::channel(Report::default());
     let reporter = tokio::spawn(reporter(shared.clone(), key.clone(), rx_report));
     let (events_tx, events) = mpsc::unbounded_channel();

@@ -62,3 +62,109 @@ pub fn run_in<T: Send + 'static>(
     .join()
     .map_err(|_| "the namespace thread panicked".to_string())?
 }
+
+/// Network namespaces made ahead of time, each with loopback up and pinned under a directory
+/// of their own, so that a task's start does not wait for the kernel to make one (a
+/// millisecond or two, more while other namespaces are being torn down). A task takes one by
+/// pinning it at its own path ([`Spares::take`]); the set refills on a thread a moment later.
+/// Spares are never reused: each is a fresh namespace.
+pub struct Spares {
+    dir: std::path::PathBuf,
+    size: usize,
+    ready: std::sync::Mutex<Vec<(std::path::PathBuf, Netlink)>>,
+    filling: std::sync::atomic::AtomicBool,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// How long after a spare is taken the set starts refilling: making a namespace takes the
+/// kernel's network locks, which the start that took the spare may still need.
+const SPARE_REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Spares {
+    /// Up to `size` spares under `dir` (0: none). Spares a previous process left there are
+    /// removed. Call [`Spares::refill`] to make them.
+    pub fn new(dir: &Path, size: usize) -> std::sync::Arc<Spares> {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                remove(&e.path());
+            }
+        }
+        std::sync::Arc::new(Spares {
+            dir: dir.to_owned(),
+            size,
+            ready: Default::default(),
+            filling: Default::default(),
+            next: Default::default(),
+        })
+    }
+
+    /// How many spares are ready.
+    pub fn len(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pins a spare namespace at `path` and returns a netlink socket inside it, as
+    /// [`create`] does; `None` when no spare is ready (or pinning it failed), and the caller
+    /// creates one.
+    pub fn take(self: &std::sync::Arc<Self>, path: &Path) -> Option<Netlink> {
+        if self.size == 0 {
+            return None;
+        }
+        let spare = self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        self.refill_after(SPARE_REFILL_DELAY);
+        let (spare, nl) = spare?;
+        let pinned = std::fs::File::create(path).is_ok()
+            && mount(Some(&spare), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).is_ok();
+        // The spare's own pin goes either way: the namespace lives on through the new pin.
+        remove(&spare);
+        if !pinned {
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        Some(nl)
+    }
+
+    /// Makes spares on a thread until there are `size`.
+    pub fn refill(self: &std::sync::Arc<Self>) {
+        self.refill_after(std::time::Duration::ZERO)
+    }
+
+    fn refill_after(self: &std::sync::Arc<Self>, delay: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        if self.size == 0 || self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("netns-spares".into()).spawn(move || {
+            std::thread::sleep(delay);
+            if std::fs::create_dir_all(&me.dir).is_ok() {
+                while me.len() < me.size {
+                    let path = me.dir.join(me.next.fetch_add(1, Ordering::Relaxed).to_string());
+                    match create(&path) {
+                        Ok(nl) => me.ready.lock().unwrap_or_else(|e| e.into_inner()).push((path, nl)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot make a spare network namespace; tasks make their own");
+                            break;
+                        }
+                    }
+                }
+            }
+            me.filling.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.filling.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        for (path, _) in self.ready.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            remove(&path);
+        }
+    }
+}

@@ -125,3 +125,59 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_published_ports_answer() {
         });
     });
 }
+
+#[test]
+fn spare_namespaces_are_taken_fresh_and_refilled() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    isolated(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let spares_dir = dir.path().join("spare");
+        // A spare a killed process left behind is removed.
+        std::fs::create_dir_all(&spares_dir).unwrap();
+        netns::create(&spares_dir.join("old")).unwrap();
+        let spares = netns::Spares::new(&spares_dir, 2);
+        assert!(!netns::is_pinned(&spares_dir.join("old")) && !spares_dir.join("old").exists());
+        assert!(spares.take(&dir.path().join("none")).is_none(), "nothing made yet");
+        spares.refill();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spares.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "spares not made");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut inside = spares.take(&a).expect("a spare");
+        spares.take(&b).expect("another spare");
+        assert!(netns::is_pinned(&a) && netns::is_pinned(&b));
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        assert_ne!(ino(&a), ino(&b), "two namespaces");
+        // The socket acts in the namespace now pinned at `a`: loopback is up there, and a
+        // link made through it shows up inside, not here.
+        inside.add_bridge("spare0").unwrap();
+        let names = netns::run_in(&a, || {
+            // Loopback answers (it is down in a bare namespace).
+            let l = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+            TcpStream::connect(l.local_addr().unwrap()).map_err(|e| format!("loopback: {e}"))?;
+            let links = nl::Netlink::open().map_err(|e| e.to_string())?.links().map_err(|e| e.to_string())?;
+            Ok(links.into_iter().map(|l| l.name).collect::<Vec<_>>())
+        })
+        .unwrap();
+        assert!(names.iter().any(|n| n == "spare0"), "{names:?}");
+        assert!(nl::Netlink::open().unwrap().link_index("spare0").unwrap().is_none());
+
+        // Taken spares leave their directory and the set fills up again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spares.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "spares not refilled");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_dir(&spares_dir).unwrap().count(), 2);
+        drop(spares);
+        assert_eq!(std::fs::read_dir(&spares_dir).unwrap().count(), 0, "dropped spares are removed");
+        netns::remove(&a);
+        netns::remove(&b);
+    });
+}

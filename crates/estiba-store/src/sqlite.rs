@@ -108,7 +108,9 @@ fn writer_loop(mut conn: Connection, local: Arc<Local>, rx: mpsc::Receiver<Reque
             let st = local.state.read().unwrap();
             group.iter().map(|(txn, _)| local.evaluate(&st, &mut pending, txn)).collect()
         };
+        let t0 = std::time::Instant::now();
         let outcome = if pending.events.is_empty() { Ok(()) } else { persist(&mut conn, &pending) };
+        tracing::debug!(txns = group.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "committed");
         match outcome {
             Ok(()) => {
                 {

@@ -199,6 +199,9 @@ struct ServerArgs {
     /// Where state is kept [default: /var/lib/estiba as root, else $XDG_DATA_HOME/estiba].
     #[arg(long, env = "ESTIBA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Threads that serve the API and drive the node [default: one per core].
+    #[arg(long, env = "ESTIBA_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// Log format. The filter comes from ESTIBA_LOG (for example `info` or `estiba_server=debug`).
     #[arg(long, env = "ESTIBA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -247,6 +250,10 @@ struct ServerArgs {
     /// hybrid hosts, built-in runtime; 0 turns them off).
     #[arg(long, env = "ESTIBA_WARM_SUPERVISORS", default_value_t = 4)]
     warm_supervisors: usize,
+    /// Network namespaces kept made ahead of time (loopback up), so that a task's start does
+    /// not wait for the kernel to make one (0 turns them off).
+    #[arg(long, env = "ESTIBA_WARM_NAMESPACES", default_value_t = 4)]
+    warm_namespaces: usize,
     /// Below this much available memory the node refuses new tasks (RESOURCE:MEMORY).
     #[arg(long, env = "ESTIBA_MEMORY_FLOOR", default_value = "256MiB", value_parser = parse_size)]
     memory_floor: u64,
@@ -378,7 +385,11 @@ fn main() -> Result<()> {
 
 fn run_server(args: ServerArgs) -> Result<()> {
     init_tracing(args.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("estiba").build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        rt.worker_threads(n.into());
+    }
+    let rt = rt.enable_all().thread_name("estiba").build()?;
     // Everything runs on the runtime's workers; the main thread only waits. (Driving the
     // server from block_on would put a second busy thread on the same cores.)
     rt.block_on(async { tokio::spawn(serve(args)).await? })
@@ -494,6 +505,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 supervisor,
                 if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
             ),
+            spare_netns: estiba_net::netns::Spares::new(&data_dir.join("net").join("spare"), args.warm_namespaces),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))
