@@ -1,7 +1,9 @@
 //! The built-in executor: starts a container with `clone(2)` into new mount, PID, IPC and UTS
 //! namespaces (and the task's network namespace), an overlay root filesystem mounted inside
 //! the container's own mount namespace, `pivot_root`, the usual `/proc`, `/dev` and `/sys`,
-//! rlimits, user, capabilities, then `execve`.
+//! rlimits, user, capabilities, then `execve`. A warm slot's process is made ahead of time
+//! in its PID, IPC and UTS namespaces ([`premake`]) and becomes the container later
+//! ([`become_container`]), unsharing its mount namespace only then.
 //!
 //! Written by hand rather than through youki's `libcontainer` for two reasons: start-up
 //! latency (one clone and a handful of mounts, no intermediate processes or state files),
@@ -112,7 +114,8 @@ struct Plan {
     mounts: Vec<(PathBuf, String, bool)>,
     stdout: RawFd,
     stderr: RawFd,
-    go: RawFd,
+    /// Waited on for the supervisor's go ahead (after cgroup placement) before user code.
+    go: Option<RawFd>,
     err: RawFd,
 }
 
@@ -150,18 +153,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Container(format!("pipe: {e}")))
 }
 
-/// Starts the container. `stdout`/`stderr` become its standard output and error; its
-/// standard input is `/dev/null`. `before_run` is called with the container's PID (in this
-/// namespace) before its first instruction of user code (to place it in its cgroup).
-/// With `sibling`, the container becomes a child of the caller's parent (`CLONE_PARENT`), as
-/// when a warm slot's process starts it for its supervisor. Returns the PID.
-pub fn start(
-    spec: &ContainerSpec,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
-    sibling: bool,
-    before_run: impl FnOnce(i32) -> Result<(), Error>,
-) -> Result<i32, Error> {
+/// Everything of `spec` the container's setup needs, checked before any process is made.
+/// `go` is the read end the setup waits on before user code runs (none: it does not wait);
+/// `err` is where a failure is written (it closes on exec).
+fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, err: RawFd) -> Result<Plan, Error> {
     let rootfs = spec.state_dir.join("rootfs");
     let upper = spec.state_dir.join("upper");
     let work = spec.state_dir.join("work");
@@ -191,9 +186,7 @@ pub fn start(
     if spec.args.is_empty() {
         return Err(Error::Container("no command to run: the image and the container definition give none".into()));
     }
-    let (go_r, go_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let plan = Plan {
+    Ok(Plan {
         rootfs,
         overlay,
         netns: spec.netns.clone().filter(|_| !spec.host_network),
@@ -208,19 +201,44 @@ pub fn start(
         args: spec.args.clone(),
         cwd: if spec.cwd.is_empty() { "/".into() } else { spec.cwd.clone() },
         mounts: spec.mounts.iter().map(|m| (m.source.clone(), m.destination.clone(), m.readonly)).collect(),
-        stdout: stdout.as_raw_fd(),
-        stderr: stderr.as_raw_fd(),
-        go: go_r.as_raw_fd(),
-        err: err_w.as_raw_fd(),
-    };
-    let mut flags =
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-    if plan.netns.is_none() && !plan.host_network {
+        stdout,
+        stderr,
+        go,
+        err,
+    })
+}
+
+/// The namespaces a container's process is made with ([`start`]), or that a process made
+/// ahead of time is made with ([`PREMADE_NAMESPACES`]) plus what it unshares when it becomes
+/// the container ([`become_container`]).
+const PREMADE_NAMESPACES: CloneFlags =
+    CloneFlags::CLONE_NEWPID.union(CloneFlags::CLONE_NEWIPC).union(CloneFlags::CLONE_NEWUTS);
+
+/// The namespaces a container unshares when it becomes one: its mount namespace (copied at
+/// that moment, so it sees every mount made until then) and, when the task has no network
+/// namespace, a network namespace of its own.
+fn late_namespaces(p: &Plan) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if p.netns.is_none() && !p.host_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if sibling {
-        flags |= CloneFlags::CLONE_PARENT;
-    }
+    flags
+}
+
+/// Starts the container. `stdout`/`stderr` become its standard output and error; its
+/// standard input is `/dev/null`. `before_run` is called with the container's PID (in this
+/// namespace) before its first instruction of user code (to place it in its cgroup).
+/// Returns the PID.
+pub fn start(
+    spec: &ContainerSpec,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    before_run: impl FnOnce(i32) -> Result<(), Error>,
+) -> Result<i32, Error> {
+    let (go_r, go_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let plan = plan(spec, stdout.as_raw_fd(), stderr.as_raw_fd(), Some(go_r.as_raw_fd()), err_w.as_raw_fd())?;
+    let flags = PREMADE_NAMESPACES | late_namespaces(&plan);
     let mut stack = vec![0u8; 1 << 20];
     // SAFETY: the caller is single-threaded; the child only runs `child`, which ends in
     // execve or _exit and never returns into the parent's frames.
@@ -233,9 +251,7 @@ pub fn start(
     let mut errs = std::fs::File::from(err_r);
     if let Err(e) = before_run(pid_raw) {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        if !sibling {
-            let _ = nix::sys::wait::waitpid(pid, None);
-        }
+        let _ = nix::sys::wait::waitpid(pid, None);
         // A child that failed its own setup first says better what went wrong.
         let mut msg = String::new();
         let _ = errs.read_to_string(&mut msg);
@@ -246,12 +262,39 @@ pub fn start(
     let mut msg = String::new();
     let _ = errs.read_to_string(&mut msg);
     if !msg.is_empty() {
-        if !sibling {
-            let _ = nix::sys::wait::waitpid(pid, None);
-        }
+        let _ = nix::sys::wait::waitpid(pid, None);
         return Err(Error::Container(msg));
     }
     Ok(pid_raw)
+}
+
+/// Makes a process to become a container later, the way [`start`] makes one, but without its
+/// mount and network namespaces yet: `body` runs in it (a warm slot's process, which
+/// eventually calls [`become_container`]) and its return value is the exit code. Returns
+/// the PID. Must be called from a single-threaded process.
+pub fn premake(body: impl FnMut() -> isize) -> Result<Pid, Error> {
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: the caller is single-threaded; the child runs `body` on its own copy of the
+    // address space and then exits.
+    unsafe { clone(Box::new(body), &mut stack, PREMADE_NAMESPACES, Some(Signal::SIGCHLD as i32)) }
+        .map_err(|e| Error::Container(format!("clone: {e}")))
+}
+
+/// Turns the calling process, made by [`premake`] and already in the container's cgroup,
+/// into the container of `spec`: on success it runs the container's program and never
+/// returns, and `err` (close-on-exec) closes; otherwise returns what went wrong.
+pub fn become_container(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, err: RawFd) -> String {
+    let p = match plan(spec, stdout, stderr, None, err) {
+        Ok(p) => p,
+        Err(e) => return e.to_string(),
+    };
+    if let Err(e) = nix::sched::unshare(late_namespaces(&p)) {
+        return format!("unshare: {e}");
+    }
+    match setup(&p) {
+        Ok(never) => match never {},
+        Err(msg) => msg,
+    }
 }
 
 /// Reports a setup failure to the parent and exits.
@@ -437,9 +480,9 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
     // The root filesystem is ready. Wait until the parent has placed us in our cgroup (a
     // first migration in a while waits ~10 ms for an RCU grace period: the mounts above
     // overlap it), before anything of the container's own runs or writes.
-    {
-        // SAFETY: p.go is the child's copy of the read end of the go pipe.
-        let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(p.go) });
+    if let Some(go) = p.go {
+        // SAFETY: go is the child's copy of the read end of the go pipe.
+        let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(go) });
         let mut b = [0u8; 1];
         if f.read(&mut b).map_err(|e| format!("waiting for the supervisor: {e}"))? != 1 {
             return Err("the supervisor went away before the container started".into());

@@ -137,21 +137,23 @@ fn start(spec: &ContainerSpec) -> Result<(i32, OwnedFd, OwnedFd), Error> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let pid = match &spec.executor {
-        Executor::Native => native::start(spec, &out_w, &err_w, false, |pid| cgroup::attach(&spec.cgroup, pid))?,
+        Executor::Native => native::start(spec, &out_w, &err_w, |pid| cgroup::attach(&spec.cgroup, pid))?,
         Executor::Oci(runtime) => oci::start(spec, runtime, &out_w, &err_w)?,
     };
     Ok((pid, out_r, err_r))
 }
 
 /// A parked supervisor (`estiba-shim --park`), started by the agent before it has a
-/// container for it, so that neither this process's start nor the container's cgroup
-/// migration is on a task's start path (see [`cgroup::enter_slot`]).
+/// container for it, so that neither this process's start, nor the container's cgroup
+/// migration, nor the making of its process is on a task's start path (see
+/// [`cgroup::enter_slot`]).
 ///
-/// It forks a zygote that moves itself into a fresh slot cgroup and waits; then it says
-/// `ready` on its standard output and reads a state directory from its standard input. The
-/// slot becomes the container's cgroup, the zygote starts the container as this process's
-/// child (`CLONE_PARENT`) and exits, and from there on this is an ordinary supervisor. When
-/// the agent goes away first (end of input), the slot is removed and the process exits.
+/// It makes the container's process ahead of time (a zygote, in new PID, IPC and UTS
+/// namespaces: [`native::premake`]), which moves itself into a fresh slot cgroup and waits;
+/// then it says `ready` on its standard output and reads a state directory from its standard
+/// input. The slot becomes the container's cgroup and the zygote becomes the container
+/// ([`native::become_container`]); from there on this is an ordinary supervisor. When the
+/// agent goes away first (end of input), the slot is removed and the process exits.
 /// Whatever goes wrong with the slot, the container is started the ordinary way instead.
 pub fn park() -> i32 {
     let mask = become_supervisor();
@@ -185,8 +187,7 @@ pub fn park() -> i32 {
         zygote.abandon(&slot);
         start(&spec)
     } else {
-        // A zygote that vanished without an answer started nothing: start the ordinary way.
-        zygote.start(&spec).unwrap_or_else(|| start(&spec))
+        zygote.start(&spec)
     };
     finish(&spec, started, &mask)
 }
@@ -196,7 +197,8 @@ struct Zygote {
     pid: Pid,
     /// Where the state directory is written (closed after it).
     go: std::fs::File,
-    /// `ok <pid>` or `error <message>`, then end of file.
+    /// `ready`; then, when it cannot become the container, `error <message>`. It closes
+    /// when the container's program runs (or the process ends).
     answer: std::fs::File,
     out: OwnedFd,
     err: OwnedFd,
@@ -208,27 +210,28 @@ impl Zygote {
         let (err_r, err_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         let (ans_r, ans_w) = pipe()?;
-        // SAFETY: the supervisor is single-threaded; the child runs only `zygote` and exits.
-        match unsafe { nix::unistd::fork() }.map_err(|e| Error::Container(format!("fork: {e}")))? {
-            nix::unistd::ForkResult::Child => {
-                drop((out_r, err_r, go_w, ans_r));
-                let code = zygote(slot, go_r, ans_w, out_w, err_w);
-                // SAFETY: leaving the forked child without the parent's destructors.
-                unsafe { nix::libc::_exit(code) }
+        let mut fds = Some(((out_w, err_w, go_r, ans_w), (out_r, err_r, go_w, ans_r)));
+        let pid = native::premake(|| match fds.take() {
+            Some(((out_w, err_w, go_r, ans_w), ours)) => {
+                // The supervisor's ends: the zygote would never see end of file on `go`.
+                drop(ours);
+                zygote(slot, go_r, ans_w, out_w, err_w) as isize
             }
-            nix::unistd::ForkResult::Parent { child } => {
-                drop((out_w, err_w, go_r, ans_w));
-                let mut z = Zygote { pid: child, go: go_w.into(), answer: ans_r.into(), out: out_r, err: err_r };
-                match read_line(&mut z.answer).as_deref() {
-                    Some("ready") => Ok(z),
-                    other => {
-                        z.reap();
-                        Err(Error::Container(format!(
-                            "parking a supervisor: {}",
-                            other.and_then(|a| a.strip_prefix("error ")).unwrap_or("the slot process ended")
-                        )))
-                    }
-                }
+            None => 1,
+        })?;
+        let Some((theirs, (out_r, err_r, go_w, ans_r))) = fds else {
+            return Err(Error::Container("parking a supervisor: the zygote's pipes are gone".into()));
+        };
+        drop(theirs);
+        let mut z = Zygote { pid, go: go_w.into(), answer: ans_r.into(), out: out_r, err: err_r };
+        match read_line(&mut z.answer).as_deref() {
+            Some("ready") => Ok(z),
+            other => {
+                z.reap();
+                Err(Error::Container(format!(
+                    "parking a supervisor: {}",
+                    other.and_then(|a| a.strip_prefix("error ")).unwrap_or("the slot process ended")
+                )))
             }
         }
     }
@@ -244,20 +247,21 @@ impl Zygote {
         let _ = cgroup::remove(slot);
     }
 
-    /// Has the zygote start the container described by `spec` (its cgroup is ready); `None`
-    /// when the zygote ended without an answer.
-    fn start(self, spec: &ContainerSpec) -> Option<Result<(i32, OwnedFd, OwnedFd), Error>> {
+    /// Has the zygote become the container described by `spec` (its cgroup is ready).
+    fn start(self, spec: &ContainerSpec) -> Result<(i32, OwnedFd, OwnedFd), Error> {
         let Zygote { pid, mut go, mut answer, out, err } = self;
         let _ = go.write_all(spec.state_dir.as_os_str().as_bytes());
         drop(go);
-        let line = read_line(&mut answer);
-        let _ = waitpid(pid, None);
-        match line.as_deref()?.split_once(' ')? {
-            ("ok", n) => {
-                Some(n.parse().map(|n| (n, out, err)).map_err(|_| Error::Container(format!("bad slot answer {n}"))))
+        // Nothing more than end of file means the program runs. (A zygote killed before it
+        // got there says nothing either: the supervisor then reports how it ended.)
+        let mut msg = String::new();
+        let _ = answer.read_to_string(&mut msg);
+        match msg.trim().strip_prefix("error ") {
+            None if msg.trim().is_empty() => Ok((pid.as_raw(), out, err)),
+            failed => {
+                let _ = waitpid(pid, None);
+                Err(Error::Container(failed.unwrap_or(msg.trim()).to_owned()))
             }
-            ("error", msg) => Some(Err(Error::Container(msg.to_owned()))),
-            _ => None,
         }
     }
 }
@@ -276,9 +280,10 @@ fn read_line(f: &mut std::fs::File) -> Option<String> {
     (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned())
 }
 
-/// The zygote: enters the slot, says `ready`, waits for a state directory and starts that
-/// container as a sibling. Returns its exit code.
+/// The zygote: enters the slot, says `ready`, waits for a state directory and becomes that
+/// container. Returns its exit code when it cannot.
 fn zygote(slot: &Path, go: OwnedFd, answer: OwnedFd, out: OwnedFd, err: OwnedFd) -> i32 {
+    let answer_fd = answer.as_raw_fd();
     let mut answer = std::fs::File::from(answer);
     let mut say = |line: String| {
         let _ = answer.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
@@ -294,14 +299,12 @@ fn zygote(slot: &Path, go: OwnedFd, answer: OwnedFd, out: OwnedFd, err: OwnedFd)
         return 0;
     }
     let dir = Path::new(std::ffi::OsStr::from_bytes(&dir));
-    match read_json::<ContainerSpec>(dir, files::SPEC) {
-        Some(spec) => match native::start(&spec, &out, &err, true, |_| Ok(())) {
-            Ok(pid) => say(format!("ok {pid}")),
-            Err(e) => say(format!("error {e}")),
-        },
-        None => say(format!("error cannot read {}", dir.join(files::SPEC).display())),
-    }
-    0
+    let msg = match read_json::<ContainerSpec>(dir, files::SPEC) {
+        Some(spec) => native::become_container(&spec, out.as_raw_fd(), err.as_raw_fd(), answer_fd),
+        None => format!("cannot read {}", dir.join(files::SPEC).display()),
+    };
+    say(format!("error {msg}"));
+    1
 }
 
 fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &SigSet) -> Exit {
