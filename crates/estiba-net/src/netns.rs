@@ -15,24 +15,37 @@ use crate::nl::Netlink;
 /// that acts inside it (a socket keeps the namespace it was opened in), so the caller can
 /// configure the namespace's links without entering it again.
 pub fn create(path: &Path) -> Result<Netlink, String> {
-    std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    let p = path.to_owned();
-    // Namespaces belong to threads: a short-lived thread enters the new one and pins it.
-    let r = std::thread::spawn(move || -> Result<Netlink, String> {
+    let (ns, nl) = make()?;
+    pin(&ns, path)?;
+    Ok(nl)
+}
+
+/// Makes a network namespace with loopback up, held by the returned descriptor of it (and
+/// the netlink socket inside it) until they close.
+fn make() -> Result<(std::fs::File, Netlink), String> {
+    // Namespaces belong to threads: a short-lived thread enters the new one.
+    std::thread::spawn(move || -> Result<(std::fs::File, Netlink), String> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare network namespace: {e}"))?;
         let mut nl = Netlink::open().map_err(|e| format!("netlink in the new namespace: {e}"))?;
         nl.set_up(1).map_err(|e| format!("setting lo up: {e}"))?;
         let tid = nix::unistd::gettid();
-        mount(Some(format!("/proc/self/task/{tid}/ns/net").as_str()), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| format!("pinning the network namespace at {}: {e}", p.display()))?;
-        Ok(nl)
+        let ns = std::fs::File::open(format!("/proc/self/task/{tid}/ns/net"))
+            .map_err(|e| format!("opening the new network namespace: {e}"))?;
+        Ok((ns, nl))
     })
     .join()
-    .map_err(|_| "the namespace thread panicked".to_string())?;
-    if r.is_err() {
+    .map_err(|_| "the namespace thread panicked".to_string())?
+}
+
+/// Pins the namespace `ns` (a descriptor of it) at `path` with a bind mount.
+fn pin(ns: &std::fs::File, path: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let source = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    mount(Some(source.as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
         let _ = std::fs::remove_file(path);
-    }
-    r
+        format!("pinning the network namespace at {}: {e}", path.display())
+    })
 }
 
 /// Removes a pinned namespace (the namespace itself goes once nothing uses it).
@@ -63,17 +76,16 @@ pub fn run_in<T: Send + 'static>(
     .map_err(|_| "the namespace thread panicked".to_string())?
 }
 
-/// Network namespaces made ahead of time, each with loopback up and pinned under a directory
-/// of their own, so that a task's start does not wait for the kernel to make one (a
-/// millisecond or two, more while other namespaces are being torn down). A task takes one by
-/// pinning it at its own path ([`Spares::take`]); the set refills on a thread a moment later.
-/// Spares are never reused: each is a fresh namespace.
+/// Network namespaces made ahead of time, each with loopback up and held only by this
+/// process's descriptors (no pin on disk: when the process ends, however it ends, they go
+/// with it), so that a task's start does not wait for the kernel to make one (a millisecond or
+/// two, more while other namespaces are being torn down). A task takes one by pinning it at
+/// its own path ([`Spares::take`]); the set refills on a thread a moment later. Spares are
+/// never reused: each is a fresh namespace.
 pub struct Spares {
-    dir: std::path::PathBuf,
     size: usize,
-    ready: std::sync::Mutex<Vec<(std::path::PathBuf, Netlink)>>,
+    ready: std::sync::Mutex<Vec<(std::fs::File, Netlink)>>,
     filling: std::sync::atomic::AtomicBool,
-    next: std::sync::atomic::AtomicU64,
 }
 
 /// How long after a spare is taken the set starts refilling: making a namespace takes the
@@ -81,21 +93,9 @@ pub struct Spares {
 const SPARE_REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Spares {
-    /// Up to `size` spares under `dir` (0: none). Spares a previous process left there are
-    /// removed. Call [`Spares::refill`] to make them.
-    pub fn new(dir: &Path, size: usize) -> std::sync::Arc<Spares> {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                remove(&e.path());
-            }
-        }
-        std::sync::Arc::new(Spares {
-            dir: dir.to_owned(),
-            size,
-            ready: Default::default(),
-            filling: Default::default(),
-            next: Default::default(),
-        })
+    /// Up to `size` spares (0: none). Call [`Spares::refill`] to make them.
+    pub fn new(size: usize) -> std::sync::Arc<Spares> {
+        std::sync::Arc::new(Spares { size, ready: Default::default(), filling: Default::default() })
     }
 
     /// How many spares are ready.
@@ -116,15 +116,8 @@ impl Spares {
         }
         let spare = self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop();
         self.refill_after(SPARE_REFILL_DELAY);
-        let (spare, nl) = spare?;
-        let pinned = std::fs::File::create(path).is_ok()
-            && mount(Some(&spare), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).is_ok();
-        // The spare's own pin goes either way: the namespace lives on through the new pin.
-        remove(&spare);
-        if !pinned {
-            let _ = std::fs::remove_file(path);
-            return None;
-        }
+        let (ns, nl) = spare?;
+        pin(&ns, path).ok()?;
         Some(nl)
     }
 
@@ -141,15 +134,12 @@ impl Spares {
         let me = self.clone();
         let spawned = std::thread::Builder::new().name("netns-spares".into()).spawn(move || {
             std::thread::sleep(delay);
-            if std::fs::create_dir_all(&me.dir).is_ok() {
-                while me.len() < me.size {
-                    let path = me.dir.join(me.next.fetch_add(1, Ordering::Relaxed).to_string());
-                    match create(&path) {
-                        Ok(nl) => me.ready.lock().unwrap_or_else(|e| e.into_inner()).push((path, nl)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot make a spare network namespace; tasks make their own");
-                            break;
-                        }
+            while me.len() < me.size {
+                match make() {
+                    Ok(spare) => me.ready.lock().unwrap_or_else(|e| e.into_inner()).push(spare),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot make a spare network namespace; tasks make their own");
+                        break;
                     }
                 }
             }
@@ -157,14 +147,6 @@ impl Spares {
         });
         if spawned.is_err() {
             self.filling.store(false, Ordering::Release);
-        }
-    }
-}
-
-impl Drop for Spares {
-    fn drop(&mut self) {
-        for (path, _) in self.ready.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            remove(&path);
         }
     }
 }

@@ -505,7 +505,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 supervisor,
                 if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
             ),
-            spare_netns: estiba_net::netns::Spares::new(&data_dir.join("net").join("spare"), args.warm_namespaces),
+            spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))
