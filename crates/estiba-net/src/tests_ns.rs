@@ -14,8 +14,13 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Runs `f` on a thread inside a new, empty network namespace with loopback up.
+/// Runs `f` on a thread inside a new, empty network namespace with loopback up; skips it
+/// (saying so) when not root.
 fn isolated(f: impl FnOnce() + Send + 'static) {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
         nl::Netlink::open().unwrap().set_up(1).unwrap();
@@ -55,10 +60,6 @@ fn fetch(addr: SocketAddrV4) -> String {
 
 #[test]
 fn two_namespaces_on_a_bridge_reach_each_other_and_published_ports_answer() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     isolated(|| {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path());
@@ -128,10 +129,6 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_published_ports_answer() {
 
 #[test]
 fn spare_namespaces_are_taken_fresh_and_refilled() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     isolated(|| {
         let dir = tempfile::tempdir().unwrap();
         let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
