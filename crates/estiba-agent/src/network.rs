@@ -133,10 +133,7 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     let spares = shared.spare_netns.clone();
     let endpoint = tokio::task::spawn_blocking(move || -> Result<Option<estiba_net::Endpoint>, String> {
         let inside = if mode != NetworkMode::Host && !pinned {
-            Some(match spares.take(&ns) {
-                Some(nl) => nl,
-                None => netns::create(&ns)?,
-            })
+            Some(spares.take(&ns).map_or_else(|| netns::create(&ns), Ok)?)
         } else {
             None
         };

@@ -27,7 +27,7 @@ use estiba_runtime::image::{Credentials, Image};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::control::{Assignment, ControlError};
+use crate::control::{Assignment, ControlError, ControlPlane};
 use crate::network::{self, TaskNet};
 use crate::translate::{self, TaskContext};
 use crate::Shared;
@@ -171,7 +171,7 @@ impl Report {
 const PASSING_STATE_HOLD: Duration = Duration::from_millis(25);
 
 /// Writes the latest report until told to finish; returns once the final report is in.
-async fn reporter(shared: Arc<Shared>, key: String, mut rx: watch::Receiver<Report>) {
+async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receiver<Report>) {
     let mut held_since: Option<Instant> = None;
     loop {
         let passing = {
@@ -189,7 +189,7 @@ async fn reporter(shared: Arc<Shared>, key: String, mut rx: watch::Receiver<Repo
         held_since = None;
         let report = rx.borrow_and_update().clone();
         let r = report.clone();
-        match shared.cp.update_task(&key, Box::new(move |t: &mut Task| r.apply(t))).await {
+        match cp.update_task(&key, Box::new(move |t: &mut Task| r.apply(t))).await {
             Ok(_) => tracing::debug!(task = %key, status = report.last_status, "reported"),
             Err(ControlError::Gone) => return,
             Err(e) => {
@@ -202,7 +202,7 @@ async fn reporter(shared: Arc<Shared>, key: String, mut rx: watch::Receiver<Repo
             // The runner is done: write what came last, if anything changed since.
             let last = rx.borrow().clone();
             if last != report {
-                let _ = shared.cp.update_task(&key, Box::new(move |t: &mut Task| last.apply(t))).await;
+                let _ = cp.update_task(&key, Box::new(move |t: &mut Task| last.apply(t))).await;
             }
             return;
         }
@@ -260,7 +260,7 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
     let dir = task_dir(&shared, &task_id);
     tracing::debug!(task = %task_id, "runner started");
     let (tx_report, rx_report) = watch::channel(Report::default());
-    let reporter = tokio::spawn(reporter(shared.clone(), key.clone(), rx_report));
+    let reporter = tokio::spawn(reporter(shared.cp.clone(), key.clone(), rx_report));
     let (events_tx, events) = mpsc::unbounded_channel();
     {
         let tx = events_tx.clone();
@@ -961,5 +961,76 @@ async fn wait_for_stop(shared: Arc<Shared>, key: String) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Assignments, BoxFuture};
+    use estiba_core::node::NodeStatus;
+
+    /// A control plane that keeps one task and records the status of every write.
+    #[derive(Default)]
+    struct Recorder {
+        task: std::sync::Mutex<Task>,
+        writes: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ControlPlane for Recorder {
+        fn assignments(&self) -> watch::Receiver<Assignments> {
+            watch::channel(Assignments::default()).1
+        }
+        fn update_task<'a>(
+            &'a self,
+            _key: &'a str,
+            change: Box<dyn Fn(&mut Task) + Send + Sync + 'a>,
+        ) -> BoxFuture<'a, Result<Task, ControlError>> {
+            let mut t = self.task.lock().unwrap().clone();
+            let before = t.clone();
+            change(&mut t);
+            if t != before {
+                self.writes.lock().unwrap().push(t.last_status.clone().unwrap_or_default());
+                *self.task.lock().unwrap() = t.clone();
+            }
+            Box::pin(async move { Ok(t) })
+        }
+        fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn report(status: &'static str) -> Report {
+        Report { last_status: status, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn passing_states_followed_quickly_are_not_written_and_lasting_ones_are() {
+        let cp = Arc::new(Recorder::default());
+        let (tx, rx) = watch::channel(Report::default());
+        let h = tokio::spawn(reporter(cp.clone(), "k".into(), rx));
+        // A start whose image is cached: PENDING, ACTIVATING and RUNNING within the hold.
+        tx.send_replace(report("PENDING"));
+        tx.send_replace(report("ACTIVATING"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tx.send_replace(report("RUNNING"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cp.writes.lock().unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(*cp.writes.lock().unwrap(), ["RUNNING"]);
+
+        // A state that lasts (a pull) is written once the hold is over.
+        let cp = Arc::new(Recorder::default());
+        let (tx, rx) = watch::channel(Report::default());
+        let h2 = tokio::spawn(reporter(cp.clone(), "k".into(), rx));
+        tx.send_replace(report("PENDING"));
+        tokio::time::sleep(PASSING_STATE_HOLD * 8).await;
+        assert_eq!(*cp.writes.lock().unwrap(), ["PENDING"]);
+        tx.send_replace(report("RUNNING"));
+        drop(tx);
+        h2.await.unwrap();
+        assert_eq!(*cp.writes.lock().unwrap(), ["PENDING", "RUNNING"]);
+        drop(h);
     }
 }

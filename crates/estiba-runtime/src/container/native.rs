@@ -208,9 +208,9 @@ fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, e
     })
 }
 
-/// The namespaces a container's process is made with ([`start`]), or that a process made
-/// ahead of time is made with ([`PREMADE_NAMESPACES`]) plus what it unshares when it becomes
-/// the container ([`become_container`]).
+/// The namespaces a process is made with when it is made ahead of time ([`premake`]); it
+/// unshares [`late_namespaces`] when it becomes the container. [`start`] makes a container's
+/// process with both at once.
 const PREMADE_NAMESPACES: CloneFlags =
     CloneFlags::CLONE_NEWPID.union(CloneFlags::CLONE_NEWIPC).union(CloneFlags::CLONE_NEWUTS);
 
