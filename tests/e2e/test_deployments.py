@@ -133,16 +133,30 @@ class Sampler(threading.Thread):
     def run(self):
         try:
             while not self.done.is_set():
-                # Listing both desired statuses sees every task not yet STOPPED; a task whose
-                # desired status changes between the two lists counts once, as last described.
-                ts = {t["taskArn"]: t for t in tasks(self.ecs, self.cluster) + tasks(self.ecs, self.cluster, "STOPPED")}
-                ts = ts.values()
+                ts = self.snapshot()
+                if ts is None:
+                    continue
                 self.min_healthy = min(self.min_healthy, sum(self.healthy(t) for t in ts))
                 self.max_live = max(self.max_live, sum(t["lastStatus"] != "STOPPED" for t in ts))
                 self.samples += 1
                 time.sleep(0.05)
         except Exception as e:  # reported by the test
             self.error = e
+
+    def arns(self):
+        return {a for status in ("RUNNING", "STOPPED")
+                for a in self.ecs.list_tasks(cluster=self.cluster, serviceName="web", desiredStatus=status)["taskArns"]}
+
+    def snapshot(self):
+        """Every task of the service as one DescribeTasks call saw them, at one instant (it
+        reads one version of the server's state), or None when a task appeared meanwhile.
+        Two describes, or a describe per list, would mix instants: an old task seen stopping
+        next to its replacement seen before it turned healthy counts one healthy task short."""
+        before = self.arns()
+        described = self.ecs.describe_tasks(cluster=self.cluster, tasks=sorted(before))["tasks"] if before else []
+        # Tasks are never forgotten within a test, so one missing from `before` but alive at
+        # the describe shows up in this second listing.
+        return described if self.arns() <= before else None
 
     def stop(self):
         self.done.set()
