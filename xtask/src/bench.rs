@@ -134,6 +134,43 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (ns) all threads of a process have used, from the scheduler's own accounting
+/// (`/proc/<pid>/task/*/schedstat`; `stat`'s clock ticks are too coarse to see a short burst).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Time the hypervisor took from this VM's CPUs (`steal` of /proc/stat, in clock ticks of
+/// 10 ms): printed with each run, it tells a tail the machine caused from one the peer did.
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next()?.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (at most 10 s) until none of `peers` uses more than 1% of a CPU over 200 ms. A
+/// peer still answering the backlog of the previous run (moto is far behind when wrk stops)
+/// would otherwise share the cores with the next run, and its tail would be charged to the
+/// peer measured then.
+fn settle(peers: &[Peer]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let window = Duration::from_millis(200);
+    loop {
+        let before: Vec<u64> = peers.iter().map(|p| cpu_ns(p.child.id())).collect();
+        std::thread::sleep(window);
+        let busy = peers.iter().zip(&before).any(|(p, b)| cpu_ns(p.child.id()).saturating_sub(*b) > 2_000_000);
+        if !busy || Instant::now() > deadline {
+            return;
+        }
+    }
+}
+
 struct Peer {
     name: &'static str,
     child: Child,
@@ -168,6 +205,17 @@ fn find_fakecloud() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| which("fakecloud"))
         .or_else(|| Some(PathBuf::from("/work/peers/fakecloud/bin/fakecloud")).filter(|p| p.exists()))
+}
+
+/// fakecloud as a control plane alone, like estiba's `--local-node off`. It would run ECS
+/// tasks with the first container CLI it finds (podman and docker are installed here for the
+/// tasks benchmark): one CLI process per task, which outlive fakecloud and load the machine
+/// during the next runs. With no CLI its tasks stay PROVISIONING, as estiba's do.
+fn fakecloud_cmd(fc: &Path, port: u16, cpu: Option<u32>) -> Command {
+    let mut c = pinned(fc, cpu);
+    c.args(["--addr", &format!("127.0.0.1:{port}"), "--log-level", "error"])
+        .env("FAKECLOUD_CONTAINER_CLI", "/nonexistent/container-cli");
+    c
 }
 
 /// moto's server from the venv install-bench-deps.sh makes (never Debian's python: its
@@ -359,9 +407,7 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
     }
     if let Some(fc) = find_fakecloud() {
         let port = free_port();
-        let mut c = pinned(&fc, server_cpu);
-        c.args(["--addr", &format!("127.0.0.1:{port}"), "--log-level", "error"]);
-        peers.push(spawn("fakecloud", &mut c, port)?);
+        peers.push(spawn("fakecloud", &mut fakecloud_cmd(&fc, port, server_cpu), port)?);
     } else {
         eprintln!("fakecloud not found (cargo install fakecloud, or set FAKECLOUD_BIN): skipped");
     }
@@ -409,16 +455,19 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
         for _ in 0..rounds {
             for (pi, p) in peers.iter().enumerate() {
                 let Some(paths) = &scripts[pi] else { continue };
+                settle(&peers);
+                let steal = steal_ticks();
                 let r = wrk(p.port, &paths[op], seconds, pin.then_some(0))?;
                 eprintln!(
-                    "{} {:10} {:34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                    "{} {:10} {:34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  stolen {} ms",
                     if pin { "pinned" } else { "shared" },
                     p.name,
                     OPS[op],
                     r.rps,
                     r.p50_ms,
                     r.p99_ms,
-                    r.errors
+                    r.errors,
+                    (steal_ticks() - steal) * 10
                 );
                 results[pi][op].push(r);
             }
@@ -481,9 +530,7 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
     let mut peer_start = Vec::new();
     if let Some(fc) = find_fakecloud() {
         let port = free_port();
-        let mut c = Command::new(fc);
-        c.args(["--addr", &format!("127.0.0.1:{port}"), "--log-level", "error"]);
-        let p = spawn("fakecloud", &mut c, port)?;
+        let p = spawn("fakecloud", &mut fakecloud_cmd(&fc, port, None), port)?;
         std::thread::sleep(Duration::from_secs(1));
         peer_start.push(("fakecloud", p.startup.as_secs_f64() * 1000.0, rss_kib(p.child.id()) as f64 / 1024.0));
     }
@@ -499,7 +546,7 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
     let mut md = format!(
         "Command: `cargo xtask bench api --seconds {seconds} --rounds {rounds}`. wrk -t2 -c8 -d{seconds}s --latency \
          (keep-alive, loopback); release build; SQLite store with fsync on every commit. Each cell is the median of \
-         {rounds} runs, peers interleaved.\n\n"
+         {rounds} runs, peers interleaved; each run starts once every peer is idle (under 1% CPU for 200 ms).\n\n"
     );
     for pin in [false, true] {
         let (names, results, listed) = api_mode(root, &bin, &work, seconds, rounds, pin)?;

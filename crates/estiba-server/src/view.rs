@@ -72,7 +72,6 @@ pub struct State {
 }
 
 impl State {
-    /// Documents under a key prefix, in key order.
     /// Documents whose key starts with `prefix`, in key order; iterable from either end.
     pub fn range<'a, T>(table: &'a Table<T>, prefix: &str) -> impl DoubleEndedIterator<Item = &'a Arc<Doc<T>>> + 'a {
         // Every key with the prefix sorts below prefix + U+10FFFF.
