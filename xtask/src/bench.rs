@@ -556,6 +556,22 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
             "**Shared cores** (server and wrk on both CPUs, as the issue's reference numbers):\n\n"
         });
         md.push_str(&table(&names, &results));
+        // The size of estiba's state after the write runs (the file and its WAL): each write
+        // request stores one document (a task definition revision or a task).
+        let state = work.join(format!("estiba-{pin}"));
+        let bytes: u64 = ["state.db", "state.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(state.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        let written: u64 = results[0][OPS.len() - 1].iter().map(|r| r.requests).sum();
+        if written > 0 {
+            md.push_str(&format!(
+                "\nestiba's state file after the runs: {:.1} MB for {written} documents written ({:.0} bytes each).\n",
+                bytes as f64 / 1e6,
+                bytes as f64 / written as f64
+            ));
+        }
         if !pin {
             md.push_str(&format!(
                 "\nEvery peer answers the same calls with the same 10 tasks; ListTasks uses the desiredStatus under which the peer lists them ({}). moto 5.2.1 crashes creating awsvpc tasks, so its task definitions use bridge mode and its RunTask calls carry no network configuration.\n",

@@ -39,8 +39,14 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let conn = Connection::open(&path).map_err(backend)?;
+        // 8 KiB pages: a row of a WITHOUT ROWID table stays inline up to about a quarter of a
+        // page (2 KB here, 1 KB with the default 4 KiB), the rest goes to overflow pages. With
+        // 4 KiB pages every task's document (1.2 KB and up) took an overflow page of its own
+        // and the file grew 2.7 KB per document; 1.2 KB now, at the same write rate. It only
+        // applies to a new file: an existing one keeps its page size.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA page_size = 8192;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = OFF;
              CREATE TABLE IF NOT EXISTS kv (

@@ -241,3 +241,28 @@ async fn sqlite_group_commit_under_concurrency() {
     let s = SqliteStore::open(dir.path().join("state.db")).unwrap();
     assert_eq!(s.range("k/").await.unwrap().kvs.len(), 64);
 }
+
+/// A task's document (about 1.3 KB) must sit on its B-tree page: with SQLite's default 4 KiB
+/// pages the table (WITHOUT ROWID, so its rows are index entries, inline up to ~1 KB) put the
+/// rest of every task on an overflow page of its own, and the file grew 2.7 KB per document.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_task_sized_documents_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let doc = "x".repeat(1300);
+    let mut txn = Txn::new();
+    for i in 0..1000 {
+        txn = txn
+            .then(Op::put(format!("ecs/tasks/{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)), doc.clone()));
+    }
+    assert!(s.txn(txn).await.unwrap().succeeded);
+    drop(s);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    assert_eq!(page, 8192);
+    // 1.3 MB of documents: about 1.4 to 2 MB inline, over 4 MB with an overflow page each.
+    assert!(page * pages < 2_600_000, "{pages} pages of {page} bytes for 1.3 MB of documents");
+}
