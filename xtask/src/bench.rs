@@ -155,9 +155,9 @@ fn steal_ticks() -> u64 {
 }
 
 /// Waits (at most 10 s) until none of `peers` uses more than 1% of a CPU over 200 ms. A
-/// peer still answering the backlog of the previous run (moto is far behind when wrk stops)
-/// would otherwise share the cores with the next run, and its tail would be charged to the
-/// peer measured then.
+/// peer still busy after the previous run (a backlog, background work) would otherwise share
+/// the cores with the next run, and its tail would be charged to the peer measured then. Only
+/// the peers' own threads are counted: processes they start are not (see `fakecloud_cmd`).
 fn settle(peers: &[Peer]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let window = Duration::from_millis(200);
