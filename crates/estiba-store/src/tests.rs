@@ -196,11 +196,18 @@ async fn empty_txn_is_a_read_check(s: Arc<dyn Store>) {
     assert_eq!(s.revision(), rev);
 }
 
+/// A state file in a fresh temporary directory (removed when the guard drops).
+#[cfg(feature = "sqlite")]
+fn state_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    (dir, path)
+}
+
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_reopen_keeps_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
+    let (_dir, path) = state_file();
     {
         let s = SqliteStore::open(&path).unwrap();
         put(&s, "a", "1").await;
@@ -223,8 +230,8 @@ async fn sqlite_reopen_keeps_state() {
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_group_commit_under_concurrency() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(SqliteStore::open(dir.path().join("state.db")).unwrap());
+    let (_dir, path) = state_file();
+    let s = Arc::new(SqliteStore::open(&path).unwrap());
     let mut handles = Vec::new();
     for i in 0..64 {
         let s = s.clone();
@@ -238,7 +245,7 @@ async fn sqlite_group_commit_under_concurrency() {
     revs.dedup();
     assert_eq!(revs.len(), 64, "every write gets its own revision");
     drop(s);
-    let s = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.range("k/").await.unwrap().kvs.len(), 64);
 }
 
@@ -248,8 +255,7 @@ async fn sqlite_group_commit_under_concurrency() {
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_task_sized_documents_inline() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
+    let (_dir, path) = state_file();
     let s = SqliteStore::open(&path).unwrap();
     let doc = "x".repeat(1300);
     let mut txn = Txn::new();
