@@ -507,12 +507,20 @@ fn table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
     md
 }
 
+/// `bench api` runs in a network namespace of its own like the others: it only talks over
+/// loopback, but its peers are other projects' emulators, and one of them (fakecloud) would
+/// start containers if it found a container CLI.
 fn api(root: &Path, args: &[String]) -> Result<()> {
+    if std::env::var_os(crate::bench_run::ISOLATED).is_none() {
+        return build_and_isolate(root, "api", args);
+    }
     let seconds: u64 = arg(args, "--seconds", 5);
     let rounds: usize = arg(args, "--rounds", 3);
-    crate::build::build(root, true)?;
+    in_workdir(root, "eba", "api", |work| measure_api(root, work, seconds, rounds))
+}
+
+fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<String> {
     let bin = root.join("target/release/estiba");
-    let work = tempdir()?;
 
     // Start-up: process start to first answered request, and idle memory.
     let mut startups = Vec::new();
@@ -549,7 +557,7 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
          {rounds} runs, peers interleaved; each run starts once every peer is idle (under 1% CPU for 200 ms).\n\n"
     );
     for pin in [false, true] {
-        let (names, results, listed) = api_mode(root, &bin, &work, seconds, rounds, pin)?;
+        let (names, results, listed) = api_mode(root, &bin, work, seconds, rounds, pin)?;
         md.push_str(if pin {
             "\n**One core each** (server pinned to CPU 1 with `taskset`, wrk to CPU 0):\n\n"
         } else {
@@ -589,16 +597,5 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
         median(idle_rss),
         peer_start.iter().map(|p| format!("{:.1}", p.2)).collect::<Vec<_>>().join(" | "),
     ));
-    println!("{md}");
-    let out = root.join("bench-results");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("api.md"), &md)?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(())
-}
-
-fn tempdir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("estiba-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
+    Ok(md)
 }

@@ -387,7 +387,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
     init_tracing(args.log_format);
     // Half the cores by default: estiba shares its machine with the containers it runs (and,
     // in development and CI, with its clients). On the 2-core reference machine one worker
-    // answered reads with a p99 of 0.2-0.8 ms where two, contending with the client for both
+    // answered reads with a p99 of 0.2-1.0 ms where two, contending with the client for both
     // cores, reached 1.5-2.7 ms, at the same throughput (BENCHMARKS.md, control plane API).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.worker_threads.map_or((cores / 2).max(1), usize::from);

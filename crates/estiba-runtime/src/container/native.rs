@@ -1,9 +1,10 @@
-//! The built-in executor: starts a container with `clone(2)` into new mount, PID, IPC and UTS
-//! namespaces (and the task's network namespace), an overlay root filesystem mounted inside
-//! the container's own mount namespace, `pivot_root`, the usual `/proc`, `/dev` and `/sys`,
-//! rlimits, user, capabilities, then `execve`. A warm slot's process is made ahead of time
-//! in its PID, IPC and UTS namespaces ([`premake`]) and becomes the container later
-//! ([`become_container`]), unsharing its mount namespace only then.
+//! The built-in executor: makes a container's process with `clone(2)` in new PID, IPC and
+//! UTS namespaces ([`premake`]), which unshares its own mount namespace (and a network
+//! namespace, when the task has none to join) and becomes the container: an overlay root
+//! filesystem mounted inside that mount namespace, `pivot_root`, the usual `/proc`, `/dev` and
+//! `/sys`, rlimits, user, capabilities, then `execve`. [`start`] does it all at once; a warm
+//! slot's process is made ahead of time and becomes the container later
+//! ([`become_container`]).
 //!
 //! Written by hand rather than through youki's `libcontainer` for two reasons: start-up
 //! latency (one clone and a handful of mounts, no intermediate processes or state files),
@@ -208,22 +209,10 @@ fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, e
     })
 }
 
-/// The namespaces a process is made with when it is made ahead of time ([`premake`]); it
-/// unshares [`late_namespaces`] when it becomes the container. [`start`] makes a container's
-/// process with both at once.
+/// The namespaces a container's process is made with ([`premake`]). The others it unshares
+/// when it becomes the container ([`become_planned`]).
 const PREMADE_NAMESPACES: CloneFlags =
     CloneFlags::CLONE_NEWPID.union(CloneFlags::CLONE_NEWIPC).union(CloneFlags::CLONE_NEWUTS);
-
-/// The namespaces a container unshares when it becomes one: its mount namespace (copied at
-/// that moment, so it sees every mount made until then) and, when the task has no network
-/// namespace, a network namespace of its own.
-fn late_namespaces(p: &Plan) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWNS;
-    if p.netns.is_none() && !p.host_network {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    flags
-}
 
 /// Starts the container. `stdout`/`stderr` become its standard output and error; its
 /// standard input is `/dev/null`. `before_run` is called with the container's PID (in this
@@ -238,12 +227,7 @@ pub fn start(
     let (go_r, go_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let plan = plan(spec, stdout.as_raw_fd(), stderr.as_raw_fd(), Some(go_r.as_raw_fd()), err_w.as_raw_fd())?;
-    let flags = PREMADE_NAMESPACES | late_namespaces(&plan);
-    let mut stack = vec![0u8; 1 << 20];
-    // SAFETY: the caller is single-threaded; the child only runs `child`, which ends in
-    // execve or _exit and never returns into the parent's frames.
-    let pid = unsafe { clone(Box::new(|| child(&plan)), &mut stack, flags, Some(Signal::SIGCHLD as i32)) }
-        .map_err(|e| Error::Container(format!("clone: {e}")))?;
+    let pid = premake(|| fail(plan.err, become_planned(&plan)))?;
     drop(go_r);
     drop(err_w);
     let pid_raw = pid.as_raw();
@@ -268,30 +252,50 @@ pub fn start(
     Ok(pid_raw)
 }
 
-/// Makes a process to become a container later, the way [`start`] makes one, but without its
-/// mount and network namespaces yet: `body` runs in it (a warm slot's process, which
-/// eventually calls [`become_container`]) and its return value is the exit code. Returns
-/// the PID. Must be called from a single-threaded process.
-pub fn premake(body: impl FnMut() -> isize) -> Result<Pid, Error> {
+/// Makes a container's process, in new PID, IPC and UTS namespaces, running `body` (whose
+/// return value is its exit code): at once for [`start`], ahead of time for a warm slot, whose
+/// process calls [`become_container`] later. What `body` captures is moved into the child's
+/// copy of the address space and dropped in the caller once the child exists. Returns the
+/// PID. Must be called from a single-threaded process.
+pub fn premake(body: impl FnOnce() -> isize) -> Result<Pid, Error> {
     let mut stack = vec![0u8; 1 << 20];
+    // clone(2) takes an FnMut; the child calls it once.
+    let mut body = Some(body);
     // SAFETY: the caller is single-threaded; the child runs `body` on its own copy of the
-    // address space and then exits.
-    unsafe { clone(Box::new(body), &mut stack, PREMADE_NAMESPACES, Some(Signal::SIGCHLD as i32)) }
-        .map_err(|e| Error::Container(format!("clone: {e}")))
+    // address space and then exits, never returning into the parent's frames.
+    unsafe {
+        clone(
+            Box::new(move || body.take().map_or(1, |f| f())),
+            &mut stack,
+            PREMADE_NAMESPACES,
+            Some(Signal::SIGCHLD as i32),
+        )
+    }
+    .map_err(|e| Error::Container(format!("clone: {e}")))
 }
 
 /// Turns the calling process, made by [`premake`] and already in the container's cgroup,
 /// into the container of `spec`: on success it runs the container's program and never
 /// returns, and `err` (close-on-exec) closes; otherwise returns what went wrong.
 pub fn become_container(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, err: RawFd) -> String {
-    let p = match plan(spec, stdout, stderr, None, err) {
-        Ok(p) => p,
-        Err(e) => return e.to_string(),
-    };
-    if let Err(e) = nix::sched::unshare(late_namespaces(&p)) {
+    match plan(spec, stdout, stderr, None, err) {
+        Ok(p) => become_planned(&p),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Unshares the container's mount namespace (copied now, so it sees every mount made until
+/// then) and, when the task has no network namespace, a network namespace of its own; then
+/// sets the container up and execs it. Returns only what went wrong.
+fn become_planned(p: &Plan) -> String {
+    let mut late = CloneFlags::CLONE_NEWNS;
+    if p.netns.is_none() && !p.host_network {
+        late |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = nix::sched::unshare(late) {
         return format!("unshare: {e}");
     }
-    match setup(&p) {
+    match setup(p) {
         Ok(never) => match never {},
         Err(msg) => msg,
     }
@@ -304,13 +308,6 @@ fn fail(err_fd: RawFd, msg: String) -> ! {
     let _ = f.write_all(msg.as_bytes());
     // SAFETY: leaving the child without running the parent's destructors.
     unsafe { nix::libc::_exit(127) }
-}
-
-fn child(p: &Plan) -> isize {
-    match setup(p) {
-        Ok(never) => match never {},
-        Err(msg) => fail(p.err, msg),
-    }
 }
 
 fn at(root: &Path, rel: &str) -> PathBuf {

@@ -210,19 +210,16 @@ impl Zygote {
         let (err_r, err_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         let (ans_r, ans_w) = pipe()?;
-        let mut fds = Some(((out_w, err_w, go_r, ans_w), (out_r, err_r, go_w, ans_r)));
-        let pid = native::premake(|| match fds.take() {
-            Some(((out_w, err_w, go_r, ans_w), ours)) => {
-                // The supervisor's ends: the zygote would never see end of file on `go`.
-                drop(ours);
-                zygote(slot, go_r, ans_w, out_w, err_w) as isize
+        let ours = [out_r.as_raw_fd(), err_r.as_raw_fd(), go_w.as_raw_fd(), ans_r.as_raw_fd()];
+        // The zygote's ends move into it; here they close once it exists.
+        let pid = native::premake(move || {
+            // Its copies of the supervisor's ends: with `go`'s write end open it would never
+            // see the end of the state directory.
+            for fd in ours {
+                let _ = nix::unistd::close(fd);
             }
-            None => 1,
+            zygote(slot, go_r, ans_w, out_w, err_w) as isize
         })?;
-        let Some((theirs, (out_r, err_r, go_w, ans_r))) = fds else {
-            return Err(Error::Container("parking a supervisor: the zygote's pipes are gone".into()));
-        };
-        drop(theirs);
         let mut z = Zygote { pid, go: go_w.into(), answer: ans_r.into(), out: out_r, err: err_r };
         match read_line(&mut z.answer).as_deref() {
             Some("ready") => Ok(z),
