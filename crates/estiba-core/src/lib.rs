@@ -28,6 +28,7 @@ pub mod settings;
 pub mod tags;
 pub mod task;
 pub mod taskdef;
+pub mod telemetry;
 pub mod vpc;
 
 pub use arn::Scope;

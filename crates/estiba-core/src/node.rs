@@ -1,12 +1,21 @@
-//! What the control plane and node agents tell each other through the store.
+//! What the control plane and node agents tell each other.
 //!
-//! - The server assigns a task to a node by writing a [`Claim`] next to the task (same
-//!   transaction as the task). From then on that node's agent moves the task through its
-//!   lifecycle; the server only sets `desiredStatus`.
-//! - Each agent writes its [`NodeStatus`] every few seconds: the server refuses new Fargate
+//! - The server assigns a task to a node by writing a [`Claim`] under the node's own prefix
+//!   (`keys::claims_of_node`), in the same transaction as the task. From then on that node's
+//!   agent moves the task through its lifecycle; the server only sets `desiredStatus`.
+//! - The agent reports what happened to a task as a [`TaskStateChange`] message (ECS's
+//!   SubmitTaskStateChange and SubmitContainerStateChange in one); the control plane applies
+//!   it to the task document with [`TaskStateChange::apply`].
+//! - Each agent sends its [`NodeStatus`] every few seconds: the server refuses new Fargate
 //!   tasks on a node whose available memory fell below the node's floor.
+//!
+//! Every message here is JSON (camelCase, stable field names), so an agent on another
+//! machine sends the same messages over the network.
 
+use estiba_api::ecs::{Connectivity, HealthStatus, KeyValuePair, NetworkBinding, NetworkInterface, Task, TaskStopCode};
 use serde::{Deserialize, Serialize};
+
+use crate::task::{self, Status};
 
 /// The node that runs a task, and what it needs to know beyond the task document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,5 +51,336 @@ impl NodeStatus {
     /// Whether the node can take one more task now.
     pub fn has_memory(&self) -> bool {
         self.mem_available_bytes >= self.mem_floor_bytes
+    }
+}
+
+/// A container's `lastStatus`, as an agent reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerStatus {
+    Pending,
+    Running,
+    Stopped,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Pending => "PENDING",
+            ContainerStatus::Running => "RUNNING",
+            ContainerStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Why the agent itself stops a task (an essential container exited, the task failed to
+/// start).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStop {
+    pub stop_code: TaskStopCode,
+    pub stopped_reason: String,
+}
+
+/// What the agent knows of one container. `None` fields say nothing (they never erase).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStateChange {
+    pub container_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ContainerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_bindings: Option<Vec<NetworkBinding>>,
+}
+
+/// What the agent knows of a task: the whole picture each time (not a delta), so the
+/// latest message alone is enough and intermediate ones may be dropped. `None` fields say
+/// nothing; timestamps are seconds since the epoch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStateChange {
+    /// The task's `lastStatus`; a change without one is not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectivity_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
+    /// The status of the task's attachments (`ATTACHED`, `DELETED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_status: Option<String>,
+    /// The ENI attachment's details once the task has its address (awsvpc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eni_details: Option<Vec<KeyValuePair>>,
+    /// Every container's `networkInterfaces` (awsvpc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interfaces: Option<Vec<NetworkInterface>>,
+    /// Set when the agent itself decides the task stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<TaskStop>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerStateChange>,
+}
+
+/// The control plane's answer to a [`TaskStateChange`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStateAck {
+    /// The task's version once the change is in.
+    pub version: i64,
+    /// False when the change held nothing new (nothing was written).
+    pub changed: bool,
+}
+
+impl TaskStateChange {
+    /// Writes the agent-owned fields over `t`. A late change never moves the task backwards
+    /// (its status is kept only if it is not behind), what it does not say is left as it
+    /// is, and a stop of the agent's own asks for STOPPED unless someone asked first (whose
+    /// stop code then stands, if it has one).
+    pub fn apply(&self, t: &mut Task) {
+        let Some(next) = self.status else { return };
+        if next >= task::last_status(t) {
+            t.last_status = Some(next.as_str().into());
+        }
+        macro_rules! keep {
+            ($f:ident) => {
+                if self.$f.is_some() {
+                    t.$f = self.$f;
+                }
+            };
+        }
+        keep!(pull_started_at);
+        keep!(pull_stopped_at);
+        keep!(started_at);
+        keep!(stopping_at);
+        keep!(execution_stopped_at);
+        keep!(stopped_at);
+        keep!(connectivity_at);
+        if let Some(h) = self.health_status {
+            t.health_status = Some(h);
+        }
+        if self.connectivity_at.is_some() {
+            t.connectivity =
+                Some(if self.stopped_at.is_some() { Connectivity::Disconnected } else { Connectivity::Connected });
+        }
+        if let Some(s) = &self.attachment_status {
+            for a in t.attachments.iter_mut().flatten() {
+                a.status = Some(s.clone());
+            }
+        }
+        if let Some(d) = &self.eni_details {
+            for a in t.attachments.iter_mut().flatten() {
+                if a.r#type.as_deref() == Some("ElasticNetworkInterface") {
+                    a.details = Some(d.clone());
+                }
+            }
+        }
+        if let Some(stop) = &self.stop {
+            if !task::desired_stopped(t) {
+                t.desired_status = Some("STOPPED".into());
+                t.stop_code = Some(stop.stop_code);
+                t.stopped_reason = Some(stop.stopped_reason.clone());
+            } else if t.stop_code.is_none() {
+                t.stop_code = Some(stop.stop_code);
+                t.stopped_reason = Some(stop.stopped_reason.clone());
+            }
+        }
+        for c in t.containers.iter_mut().flatten() {
+            let Some(r) = self.containers.iter().find(|r| Some(r.container_name.as_str()) == c.name.as_deref()) else {
+                continue;
+            };
+            if let Some(s) = r.status {
+                c.last_status = Some(s.as_str().into());
+            }
+            if r.exit_code.is_some() {
+                c.exit_code = r.exit_code;
+            }
+            if r.reason.is_some() {
+                c.reason = r.reason.clone();
+            }
+            if r.runtime_id.is_some() {
+                c.runtime_id = r.runtime_id.clone();
+            }
+            if r.image_digest.is_some() {
+                c.image_digest = r.image_digest.clone();
+            }
+            if r.health_status.is_some() {
+                c.health_status = r.health_status;
+            }
+            if r.network_bindings.is_some() {
+                c.network_bindings = r.network_bindings.clone();
+            }
+            if self.network_interfaces.is_some() {
+                c.network_interfaces = self.network_interfaces.clone();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estiba_api::ecs::{Attachment, Container};
+
+    fn task(status: &str) -> Task {
+        Task {
+            last_status: Some(status.into()),
+            desired_status: Some("RUNNING".into()),
+            containers: Some(vec![Container { name: Some("web".into()), ..Default::default() }]),
+            attachments: Some(vec![Attachment {
+                r#type: Some("ElasticNetworkInterface".into()),
+                status: Some("PRECREATED".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn change(status: Status) -> TaskStateChange {
+        TaskStateChange { status: Some(status), ..Default::default() }
+    }
+
+    #[test]
+    fn a_change_without_a_status_changes_nothing() {
+        let mut t = task("PENDING");
+        let before = t.clone();
+        TaskStateChange { started_at: Some(1.0), ..Default::default() }.apply(&mut t);
+        assert_eq!(t, before);
+    }
+
+    #[test]
+    fn never_moves_a_task_backwards_but_keeps_what_a_late_change_adds() {
+        let mut t = task("RUNNING");
+        TaskStateChange { pull_stopped_at: Some(5.0), ..change(Status::Pending) }.apply(&mut t);
+        assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(t.pull_stopped_at, Some(5.0));
+        change(Status::Stopping).apply(&mut t);
+        assert_eq!(t.last_status.as_deref(), Some("STOPPING"));
+    }
+
+    #[test]
+    fn keeps_timestamps_it_does_not_mention() {
+        let mut t = task("PENDING");
+        TaskStateChange { pull_started_at: Some(1.0), ..change(Status::Pending) }.apply(&mut t);
+        TaskStateChange {
+            started_at: Some(2.0),
+            connectivity_at: Some(2.0),
+            attachment_status: Some("ATTACHED".into()),
+            ..change(Status::Running)
+        }
+        .apply(&mut t);
+        assert_eq!((t.pull_started_at, t.started_at, t.connectivity_at), (Some(1.0), Some(2.0), Some(2.0)));
+        assert_eq!(t.connectivity, Some(Connectivity::Connected));
+        assert_eq!(t.attachments.as_ref().unwrap()[0].status.as_deref(), Some("ATTACHED"));
+        TaskStateChange { stopped_at: Some(3.0), connectivity_at: Some(2.0), ..change(Status::Stopped) }.apply(&mut t);
+        assert_eq!((t.pull_started_at, t.started_at, t.stopped_at), (Some(1.0), Some(2.0), Some(3.0)));
+        assert_eq!(t.connectivity, Some(Connectivity::Disconnected));
+    }
+
+    #[test]
+    fn the_agents_stop_asks_for_stopped_unless_someone_asked_first() {
+        let stop = TaskStop {
+            stop_code: TaskStopCode::EssentialContainerExited,
+            stopped_reason: "Essential container in task exited".into(),
+        };
+        let mut t = task("RUNNING");
+        TaskStateChange { stop: Some(stop.clone()), ..change(Status::Running) }.apply(&mut t);
+        assert_eq!(t.desired_status.as_deref(), Some("STOPPED"));
+        assert_eq!(t.stop_code, Some(TaskStopCode::EssentialContainerExited));
+
+        // A user's stop came first: its code and reason stand.
+        let mut t = task("RUNNING");
+        t.desired_status = Some("STOPPED".into());
+        t.stop_code = Some(TaskStopCode::UserInitiated);
+        t.stopped_reason = Some("by hand".into());
+        TaskStateChange { stop: Some(stop.clone()), ..change(Status::Running) }.apply(&mut t);
+        assert_eq!(t.stop_code, Some(TaskStopCode::UserInitiated));
+        assert_eq!(t.stopped_reason.as_deref(), Some("by hand"));
+
+        // Asked to stop without a code: the agent's reason fills it.
+        let mut t = task("RUNNING");
+        t.desired_status = Some("STOPPED".into());
+        TaskStateChange { stop: Some(stop), ..change(Status::Running) }.apply(&mut t);
+        assert_eq!(t.stop_code, Some(TaskStopCode::EssentialContainerExited));
+    }
+
+    #[test]
+    fn containers_are_matched_by_name() {
+        let mut t = task("ACTIVATING");
+        TaskStateChange {
+            containers: vec![
+                ContainerStateChange {
+                    container_name: "web".into(),
+                    status: Some(ContainerStatus::Stopped),
+                    exit_code: Some(3),
+                    health_status: Some(HealthStatus::Unhealthy),
+                    ..Default::default()
+                },
+                ContainerStateChange { container_name: "other".into(), exit_code: Some(9), ..Default::default() },
+            ],
+            ..change(Status::Running)
+        }
+        .apply(&mut t);
+        let c = &t.containers.as_ref().unwrap()[0];
+        assert_eq!((c.last_status.as_deref(), c.exit_code), (Some("STOPPED"), Some(3)));
+        assert_eq!(c.health_status, Some(HealthStatus::Unhealthy));
+        // A later change that does not mention the exit leaves it.
+        TaskStateChange {
+            containers: vec![ContainerStateChange { container_name: "web".into(), ..Default::default() }],
+            ..change(Status::Stopped)
+        }
+        .apply(&mut t);
+        assert_eq!(t.containers.as_ref().unwrap()[0].exit_code, Some(3));
+    }
+
+    #[test]
+    fn the_wire_shape_is_stable() {
+        let c = TaskStateChange {
+            started_at: Some(2.5),
+            stop: Some(TaskStop { stop_code: TaskStopCode::TaskFailedToStart, stopped_reason: "no".into() }),
+            containers: vec![ContainerStateChange {
+                container_name: "web".into(),
+                status: Some(ContainerStatus::Running),
+                ..Default::default()
+            }],
+            ..change(Status::Deprovisioning)
+        };
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "status": "DEPROVISIONING",
+                "startedAt": 2.5,
+                "stop": {"stopCode": "TaskFailedToStart", "stoppedReason": "no"},
+                "containers": [{"containerName": "web", "status": "RUNNING"}],
+            })
+        );
+        assert_eq!(serde_json::from_value::<TaskStateChange>(json).unwrap(), c);
+        assert_eq!(
+            serde_json::to_value(TaskStateAck { version: 3, changed: true }).unwrap(),
+            serde_json::json!({"version": 3, "changed": true})
+        );
     }
 }

@@ -18,7 +18,8 @@ use crate::{bail, fargate, taskdef};
 /// The platform version `LATEST` resolves to on Fargate.
 pub const FARGATE_PLATFORM_VERSION: &str = "1.4.0";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Provisioning,
     Pending,

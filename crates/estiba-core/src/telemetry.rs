@@ -1,0 +1,162 @@
+//! Telemetry: what a node observes of its tasks in volume (container log lines, cgroup
+//! counters, health results). It reaches the control plane beside the versioned store, never
+//! through it: a store write is fsynced and fanned out to every watcher, which log lines and
+//! samples do not deserve. The agent sends [`Telemetry`] batches; whoever receives them
+//! implements [`TelemetrySink`] (later: the log store and the metric store).
+//!
+//! Batches are JSON (`{"kind": "health", "items": [...]}`, camelCase fields), so an agent on
+//! another machine sends the same batches over the network. Timestamps are milliseconds since
+//! the epoch, as CloudWatch Logs and metrics take them.
+
+use estiba_api::ecs::HealthStatus;
+use serde::{Deserialize, Serialize};
+
+/// One batch of telemetry of one kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "items", rename_all = "camelCase")]
+pub enum Telemetry {
+    Logs(Vec<LogLine>),
+    Metrics(Vec<MetricSample>),
+    Health(Vec<HealthResult>),
+}
+
+impl Telemetry {
+    /// `logs`, `metrics` or `health`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Telemetry::Logs(_) => "logs",
+            Telemetry::Metrics(_) => "metrics",
+            Telemetry::Health(_) => "health",
+        }
+    }
+
+    /// How many items the batch holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Telemetry::Logs(v) => v.len(),
+            Telemetry::Metrics(v) => v.len(),
+            Telemetry::Health(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a container wrote.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub task_arn: String,
+    pub container: String,
+    pub timestamp: i64,
+    pub stream: LogStream,
+    pub line: String,
+}
+
+/// A task's or a container's cgroup counters at one moment, as read (cumulative counters
+/// stay cumulative: rates are the receiver's business).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSample {
+    pub task_arn: String,
+    /// `None` for the task's own cgroup (all its containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub timestamp: i64,
+    /// CPU time used since the cgroup was made, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_usage_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_usage_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// What a health result is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum HealthSubject {
+    /// A container's own health check (`healthCheck` in its definition). Target health (a
+    /// load balancer's probes of a task) will be another variant.
+    Container { name: String },
+}
+
+/// The outcome of one health probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResult {
+    pub task_arn: String,
+    pub subject: HealthSubject,
+    pub timestamp: i64,
+    /// Whether this probe passed.
+    pub passed: bool,
+    /// The subject's status after this probe (it changes only after the check's rules say so:
+    /// retries, start period).
+    pub status: HealthStatus,
+}
+
+/// Where telemetry ends up. `deliver` is called one batch at a time from the delivery task
+/// of the agent's channel: it must not block for long (hand slow work to a task of its own).
+pub trait TelemetrySink: Send + Sync + 'static {
+    fn deliver(&self, batch: Telemetry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_shape_is_stable() {
+        let b = Telemetry::Health(vec![HealthResult {
+            task_arn: "arn:t".into(),
+            subject: HealthSubject::Container { name: "web".into() },
+            timestamp: 1700000000123,
+            passed: true,
+            status: HealthStatus::Healthy,
+        }]);
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "health", "items": [{
+                "taskArn": "arn:t",
+                "subject": {"type": "container", "name": "web"},
+                "timestamp": 1700000000123_i64,
+                "passed": true,
+                "status": "HEALTHY",
+            }]})
+        );
+        assert_eq!(serde_json::from_value::<Telemetry>(json).unwrap(), b);
+        let logs = Telemetry::Logs(vec![LogLine {
+            task_arn: "arn:t".into(),
+            container: "web".into(),
+            timestamp: 1,
+            stream: LogStream::Stderr,
+            line: "hi".into(),
+        }]);
+        assert_eq!(
+            serde_json::to_value(&logs).unwrap(),
+            serde_json::json!({"kind": "logs", "items": [
+                {"taskArn": "arn:t", "container": "web", "timestamp": 1, "stream": "stderr", "line": "hi"}
+            ]})
+        );
+        assert_eq!((logs.kind(), logs.len()), ("logs", 1));
+        let m = Telemetry::Metrics(vec![MetricSample {
+            task_arn: "arn:t".into(),
+            cpu_usage_ns: Some(7),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"kind": "metrics", "items": [{"taskArn": "arn:t", "timestamp": 0, "cpuUsageNs": 7}]})
+        );
+    }
+}
