@@ -13,7 +13,7 @@ use std::sync::Arc;
 use estiba_api::ecs::{Task, TaskDefinition};
 use estiba_core::node::{Claim, NodeStatus};
 use estiba_core::{arn, keys};
-use estiba_store::{Compare, EventKind, Op, Store, StoreError, Txn};
+use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
 use tokio::sync::watch;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -86,11 +86,183 @@ impl StoreControl {
     }
 }
 
-/// Keeps the set of assignments current from the store: claims for `node`, their tasks and
-/// task definitions.
+/// A document `follow` holds, with the revision it was read at: a value read with `get` may
+/// be newer than what the watch still has to deliver, which is then skipped.
+struct Held<T> {
+    rev: Revision,
+    value: T,
+}
+
+/// A claimed task and the key of its task definition.
+struct HeldTask {
+    doc: Held<Task>,
+    taskdef: Option<String>,
+}
+
+/// A task definition named by held tasks (`users` of them); `doc` is `None` until read (or
+/// when it no longer exists).
+#[derive(Default)]
+struct HeldDef {
+    users: usize,
+    doc: Option<Held<Arc<TaskDefinition>>>,
+}
+
+/// What the agent follows of the store: this node's claims, the tasks they name and those
+/// tasks' task definitions. Nothing else is decoded or kept.
+struct Follower {
+    /// `ecs/-/-/claims/<node>/`: the node's work is this one prefix range.
+    claims_prefix: String,
+    /// Task key → claim.
+    claims: HashMap<String, Claim>,
+    tasks: HashMap<String, HeldTask>,
+    taskdefs: HashMap<String, HeldDef>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(kind: &EventKind, value: &[u8]) -> Option<T> {
+    match kind {
+        EventKind::Put => serde_json::from_slice(value).ok(),
+        EventKind::Delete => None,
+    }
+}
+
+impl Follower {
+    fn new(node: &str) -> Self {
+        Follower {
+            claims_prefix: keys::claims_of_node(node),
+            claims: HashMap::new(),
+            tasks: HashMap::new(),
+            taskdefs: HashMap::new(),
+        }
+    }
+
+    /// A claim changed; returns the task key when the claim is this node's.
+    fn on_claim(&mut self, kind: &EventKind, key: &str, value: &[u8]) -> Option<String> {
+        if !key.starts_with(&self.claims_prefix) {
+            return None;
+        }
+        let tkey = keys::task_of_claim(key)?;
+        match decode::<Claim>(kind, value) {
+            Some(c) => {
+                self.claims.insert(tkey.clone(), c);
+            }
+            None => {
+                self.claims.remove(&tkey);
+                self.drop_task(&tkey);
+            }
+        }
+        Some(tkey)
+    }
+
+    /// A task changed; true when it is one of this node's (claims are applied first).
+    fn on_task(&mut self, kind: &EventKind, kv: &KeyValue) -> bool {
+        if !self.claims.contains_key(&kv.key) {
+            return false;
+        }
+        if self.tasks.get(&kv.key).is_some_and(|h| h.doc.rev >= kv.mod_revision) {
+            return true;
+        }
+        match decode::<Task>(kind, &kv.value) {
+            Some(t) => self.hold_task(&kv.key, kv.mod_revision, t),
+            None => self.drop_task(&kv.key),
+        }
+        true
+    }
+
+    /// A task definition changed; returns the held tasks that name it.
+    fn on_taskdef(&mut self, kind: &EventKind, kv: &KeyValue) -> Vec<String> {
+        let Some(def) = self.taskdefs.get_mut(&kv.key) else { return vec![] };
+        if def.doc.as_ref().is_some_and(|d| d.rev >= kv.mod_revision) {
+            return vec![];
+        }
+        def.doc =
+            decode::<TaskDefinition>(kind, &kv.value).map(|td| Held { rev: kv.mod_revision, value: Arc::new(td) });
+        self.tasks
+            .iter()
+            .filter(|(_, h)| h.taskdef.as_deref() == Some(kv.key.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn hold_task(&mut self, key: &str, rev: Revision, task: Task) {
+        let taskdef = taskdef_key(&task);
+        let old =
+            self.tasks.insert(key.to_owned(), HeldTask { doc: Held { rev, value: task }, taskdef: taskdef.clone() });
+        let old = old.and_then(|h| h.taskdef);
+        if old != taskdef {
+            if let Some(k) = taskdef {
+                self.taskdefs.entry(k).or_default().users += 1;
+            }
+            self.release(old);
+        }
+    }
+
+    fn drop_task(&mut self, key: &str) {
+        if let Some(h) = self.tasks.remove(key) {
+            self.release(h.taskdef);
+        }
+    }
+
+    fn release(&mut self, taskdef: Option<String>) {
+        let Some(k) = taskdef else { return };
+        if let Some(d) = self.taskdefs.get_mut(&k) {
+            d.users -= 1;
+            if d.users == 0 {
+                self.taskdefs.remove(&k);
+            }
+        }
+    }
+
+    /// Reads what the claims of `tkeys` name and is not held yet: the task (claimed in a
+    /// transaction of its own, or at the first listing) and its task definition.
+    async fn fill(&mut self, store: &dyn Store, tkeys: &[String]) -> Result<(), StoreError> {
+        for k in tkeys {
+            if !self.claims.contains_key(k) {
+                continue;
+            }
+            if !self.tasks.contains_key(k) {
+                let Some(kv) = store.get(k).await? else { continue };
+                match serde_json::from_slice::<Task>(&kv.value) {
+                    Ok(t) => self.hold_task(k, kv.mod_revision, t),
+                    Err(e) => tracing::warn!(task = %k, error = %e, "agent: undecodable task"),
+                }
+            }
+            let Some(td) = self.tasks.get(k).and_then(|h| h.taskdef.clone()) else { continue };
+            if self.taskdefs.get(&td).is_some_and(|d| d.doc.is_none()) {
+                let doc = store.get(&td).await?.and_then(|kv| {
+                    Some(Held { rev: kv.mod_revision, value: Arc::new(serde_json::from_slice(&kv.value).ok()?) })
+                });
+                if let Some(d) = self.taskdefs.get_mut(&td) {
+                    d.doc = doc;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The assignment of one task key, if this node has one.
+    fn assignment(&self, tkey: &str) -> Option<Assignment> {
+        let claim = self.claims.get(tkey)?;
+        let held = self.tasks.get(tkey)?;
+        let td = self.taskdefs.get(held.taskdef.as_deref()?)?.doc.as_ref()?;
+        Some(Assignment {
+            key: tkey.to_owned(),
+            task: held.doc.value.clone(),
+            taskdef: td.value.clone(),
+            claim: claim.clone(),
+        })
+    }
+}
+
+/// Keeps the set of assignments current from the store: this node's claims (one prefix
+/// range), the tasks they name and their task definitions. Tasks are claimed in the same
+/// transaction that creates them, so both arrive in one watch batch and the task is taken
+/// from it; a claim whose task is not at hand (the first listing, a claim of its own) has it
+/// read with `get`.
 async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignments>) {
+    let mut current: HashMap<String, Arc<Assignment>> = HashMap::new();
     loop {
-        let listing = match store.range("ecs/").await {
+        let mut f = Follower::new(&node);
+        let listing = match store.range(&f.claims_prefix).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "agent: listing the store failed");
@@ -98,96 +270,63 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
                 continue;
             }
         };
-        let mut claims: HashMap<String, Claim> = HashMap::new(); // task key → claim
-        let mut tasks: HashMap<String, Task> = HashMap::new();
-        let mut taskdefs: HashMap<String, Arc<TaskDefinition>> = HashMap::new();
-        let apply = |kind: &EventKind,
-                     key: &str,
-                     value: &[u8],
-                     claims: &mut HashMap<String, Claim>,
-                     tasks: &mut HashMap<String, Task>,
-                     taskdefs: &mut HashMap<String, Arc<TaskDefinition>>| {
-            match keys::split(key).map(|(k, _)| k) {
-                Some("claims") => {
-                    let tkey = keys::task_of_claim(key);
-                    match (kind, serde_json::from_slice::<Claim>(value)) {
-                        (EventKind::Put, Ok(c)) => {
-                            claims.insert(tkey, c);
-                        }
-                        _ => {
-                            claims.remove(&tkey);
-                        }
-                    }
-                }
-                Some("tasks") => match (kind, serde_json::from_slice::<Task>(value)) {
-                    (EventKind::Put, Ok(t)) => {
-                        tasks.insert(key.to_owned(), t);
-                    }
-                    _ => {
-                        tasks.remove(key);
-                    }
-                },
-                Some("taskdefs") => match (kind, serde_json::from_slice::<TaskDefinition>(value)) {
-                    (EventKind::Put, Ok(t)) => {
-                        taskdefs.insert(key.to_owned(), Arc::new(t));
-                    }
-                    _ => {
-                        taskdefs.remove(key);
-                    }
-                },
-                _ => {}
-            }
-        };
-        for kv in &listing.kvs {
-            apply(&EventKind::Put, &kv.key, &kv.value, &mut claims, &mut tasks, &mut taskdefs);
-        }
-        // The assignment of one task key, if this node has one.
-        let assignment = |tkey: &str,
-                          claims: &HashMap<String, Claim>,
-                          tasks: &HashMap<String, Task>,
-                          taskdefs: &HashMap<String, Arc<TaskDefinition>>| {
-            let claim = claims.get(tkey).filter(|c| c.node == node)?;
-            let task = tasks.get(tkey)?;
-            let td = taskdef_key(task).and_then(|k| taskdefs.get(&k))?;
-            Some(Assignment { key: tkey.to_owned(), task: task.clone(), taskdef: td.clone(), claim: claim.clone() })
-        };
-        let mut current: HashMap<String, Arc<Assignment>> = claims
-            .keys()
-            .filter_map(|k| Some((k.clone(), Arc::new(assignment(k, &claims, &tasks, &taskdefs)?))))
-            .collect();
-        tx.send_replace(Arc::new(current.clone()));
+        // Watched from the listing's revision before anything is read with `get`, so no
+        // change falls between the two.
         let mut watch = match store.watch("ecs/", listing.revision) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "agent: watch failed; listing again");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let tkeys: Vec<String> =
+            listing.kvs.iter().filter_map(|kv| f.on_claim(&EventKind::Put, &kv.key, &kv.value)).collect();
+        if let Err(e) = f.fill(&*store, &tkeys).await {
+            tracing::warn!(error = %e, "agent: reading claimed tasks failed; listing again");
+            continue;
+        }
+        // Assignments that did not change keep their `Arc` across a new listing too.
+        current = f
+            .claims
+            .keys()
+            .filter_map(|k| {
+                let a = f.assignment(k)?;
+                let kept = current.get(k).filter(|old| ***old == a).cloned();
+                Some((k.clone(), kept.unwrap_or_else(|| Arc::new(a))))
+            })
+            .collect();
+        tx.send_replace(Arc::new(current.clone()));
         loop {
             match watch.next().await {
                 Ok(batch) => {
-                    // Only the task keys a batch touches are looked at again (all of them when
-                    // a task definition changes, which is rare): with thousands of tasks kept
-                    // after they stop, redoing every assignment on every event made each
-                    // task's start wait on the others.
+                    // Only the task keys a batch touches are looked at again: with thousands
+                    // of tasks kept after they stop, redoing every assignment on every event
+                    // made each task's start wait on the others. Claims go first, so a task
+                    // created with its claim is taken from the same batch.
                     let mut touched: Vec<String> = Vec::new();
-                    let mut all = false;
                     for e in &batch.events {
-                        let kind = keys::split(&e.kv.key).map(|(k, _)| k);
-                        match kind {
-                            Some("claims") => touched.push(keys::task_of_claim(&e.kv.key)),
-                            Some("tasks") => touched.push(e.kv.key.clone()),
-                            Some("taskdefs") => all = true,
-                            _ => continue,
+                        if e.kv.key.starts_with(keys::CLAIMS_PREFIX) {
+                            touched.extend(f.on_claim(&e.kind, &e.kv.key, &e.kv.value));
                         }
-                        apply(&e.kind, &e.kv.key, &e.kv.value, &mut claims, &mut tasks, &mut taskdefs);
                     }
-                    if all {
-                        touched = claims.keys().chain(current.keys()).cloned().collect();
+                    for e in &batch.events {
+                        match keys::split(&e.kv.key).map(|(k, _)| k) {
+                            Some("tasks") if f.on_task(&e.kind, &e.kv) => touched.push(e.kv.key.clone()),
+                            Some("taskdefs") => touched.extend(f.on_taskdef(&e.kind, &e.kv)),
+                            _ => {}
+                        }
+                    }
+                    if touched.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = f.fill(&*store, &touched).await {
+                        tracing::warn!(error = %e, "agent: reading claimed tasks failed; listing again");
+                        break;
                     }
                     let mut changed = false;
                     for k in touched {
-                        match assignment(&k, &claims, &tasks, &taskdefs) {
+                        match f.assignment(&k) {
                             Some(a) if current.get(&k).is_some_and(|old| **old == a) => {}
                             Some(a) => {
                                 current.insert(k, Arc::new(a));
@@ -255,5 +394,101 @@ impl ControlPlane for StoreControl {
                 .map_err(|e| ControlError::Failed(e.to_string()))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estiba_core::Scope;
+    use estiba_store::MemStore;
+    use std::time::Duration;
+
+    pub(crate) fn scope() -> Scope {
+        Scope::new("123456789012", "us-east-1")
+    }
+
+    pub(crate) fn task(id: &str) -> Task {
+        Task {
+            task_arn: Some(format!("arn:aws:ecs:us-east-1:123456789012:task/c/{id}")),
+            task_definition_arn: Some("arn:aws:ecs:us-east-1:123456789012:task-definition/web:1".into()),
+            last_status: Some("PROVISIONING".into()),
+            desired_status: Some("RUNNING".into()),
+            version: 1,
+            ..Default::default()
+        }
+    }
+
+    fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+
+    /// Writes the task definition, then each (task id, node) as a task with its claim.
+    pub(crate) async fn seed(store: &dyn Store, tasks: &[(&str, &str)]) {
+        let s = scope();
+        let td = TaskDefinition { family: Some("web".into()), revision: 1, ..Default::default() };
+        store.txn(Txn::new().then(Op::put(keys::taskdef(&s, "web", 1), json(&td)))).await.unwrap();
+        for (id, node) in tasks {
+            let txn = Txn::new().then(Op::put(keys::task(&s, "c", id), json(&task(id)))).then(Op::put(
+                keys::claim(node, &s, "c", id),
+                json(&Claim { node: node.to_string(), public_ip: false }),
+            ));
+            assert!(store.txn(txn).await.unwrap().succeeded);
+        }
+    }
+
+    async fn next(rx: &mut watch::Receiver<Assignments>) -> Assignments {
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
+        rx.borrow_and_update().clone()
+    }
+
+    #[tokio::test]
+    async fn assignments_come_from_this_nodes_claims_only() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let s = scope();
+        seed(&*store, &[("t1", "n1"), ("t2", "n2")]).await;
+        let cp = StoreControl::start(store.clone(), "n1".into()).await.unwrap();
+        let mut rx = cp.assignments();
+        let first = rx.borrow_and_update().clone();
+        assert_eq!(first.keys().collect::<Vec<_>>(), [&keys::task(&s, "c", "t1")]);
+        assert_eq!(first.values().next().unwrap().taskdef.family.as_deref(), Some("web"));
+
+        // A new task with its claim (one transaction, as RunTask writes them).
+        seed(&*store, &[("t3", "n1")]).await;
+        let now = next(&mut rx).await;
+        assert_eq!(now.len(), 2);
+        let t1 = keys::task(&s, "c", "t1");
+        assert!(Arc::ptr_eq(&first[&t1], &now[&t1]), "an untouched assignment keeps its Arc");
+
+        // A change to the task reaches the assignment; another node's task changes nothing.
+        let mut t = task("t3");
+        t.desired_status = Some("STOPPED".into());
+        store.txn(Txn::new().then(Op::put(keys::task(&s, "c", "t3"), json(&t)))).await.unwrap();
+        let mut t2 = task("t2");
+        t2.desired_status = Some("STOPPED".into());
+        store.txn(Txn::new().then(Op::put(keys::task(&s, "c", "t2"), json(&t2)))).await.unwrap();
+        let after = next(&mut rx).await;
+        assert_eq!(after[&keys::task(&s, "c", "t3")].task.desired_status.as_deref(), Some("STOPPED"));
+        assert!(Arc::ptr_eq(&now[&t1], &after[&t1]));
+
+        // A claim written after its task (a transaction of its own) is followed too.
+        store.txn(Txn::new().then(Op::put(keys::task(&s, "c", "t4"), json(&task("t4"))))).await.unwrap();
+        store
+            .txn(
+                Txn::new().then(Op::put(
+                    keys::claim("n1", &s, "c", "t4"),
+                    json(&Claim { node: "n1".into(), public_ip: true }),
+                )),
+            )
+            .await
+            .unwrap();
+        let with4 = next(&mut rx).await;
+        assert!(with4[&keys::task(&s, "c", "t4")].claim.public_ip);
+
+        // Deleting the claim ends the assignment.
+        store.txn(Txn::new().then(Op::delete(keys::claim("n1", &s, "c", "t3")))).await.unwrap();
+        let fewer = next(&mut rx).await;
+        assert!(!fewer.contains_key(&keys::task(&s, "c", "t3")));
+        assert_eq!(fewer.len(), 2);
     }
 }

@@ -13,10 +13,19 @@
 //! | `service-deployments/<cluster>/<service>/<id>` | `ServiceDeployment` |
 //! | `service-revisions/<cluster>/<service>/<n>` | `ServiceRevision` |
 //! | `tags/<resource key without the scope>` | `[Tag]` |
-//! | `claims/<cluster>/<task id>` | [`crate::node::Claim`]: the node that runs the task |
 //!
-//! Nodes (machines that run tasks) are not per account: `ecs/-/-/nodes/<node id>` holds a
-//! [`crate::node::NodeStatus`].
+//! Nodes (machines that run tasks) are not per account; their keys use `-` for the account
+//! and the region:
+//!
+//! | key | value |
+//! |---|---|
+//! | `ecs/-/-/nodes/<node id>` | [`crate::node::NodeStatus`] |
+//! | `ecs/-/-/claims/<node id>/<account>/<region>/<cluster>/<task id>` | [`crate::node::Claim`]: the node runs the task `ecs/<account>/<region>/tasks/<cluster>/<task id>` |
+//!
+//! A node's claims are one prefix range ([`claims_of_node`]), so a node's work is listed and
+//! watched without looking at anyone else's. Node ids hold no `/` ([`valid_node_id`]).
+//! Before, claims lived beside their task (`ecs/<account>/<region>/claims/<cluster>/<task
+//! id>`); [`migrated_claim`] says where such a claim moves.
 //!
 //! Values are the AWS wire shapes as JSON, without tags (tags live under `tags/` so tagging
 //! never races with state changes and Describe calls can skip them).
@@ -92,24 +101,59 @@ pub fn service_revision(s: &Scope, cluster: &str, service: &str, n: &str) -> Str
     format!("ecs/{}/{}/service-revisions/{cluster}/{service}/{n}", s.account, s.region)
 }
 
-pub fn claim(s: &Scope, cluster: &str, task_id: &str) -> String {
-    format!("ecs/{}/{}/claims/{cluster}/{task_id}", s.account, s.region)
-}
-
 pub fn node(id: &str) -> String {
     format!("ecs/-/-/nodes/{id}")
 }
 
 pub const NODES_PREFIX: &str = "ecs/-/-/nodes/";
 
-/// The task key of a claim key.
-pub fn task_of_claim(claim_key: &str) -> String {
-    claim_key.replacen("/claims/", "/tasks/", 1)
+pub const CLAIMS_PREFIX: &str = "ecs/-/-/claims/";
+
+/// Whether `id` can name a node: not empty, no `/` (it is one segment of claim keys).
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains('/')
 }
 
-/// The claim key of a task key: `ecs/a/r/tasks/c/id` → `ecs/a/r/claims/c/id`.
-pub fn claim_of(task_key: &str) -> String {
-    task_key.replacen("/tasks/", "/claims/", 1)
+/// The claim of task `<cluster>/<task id>` in scope `s` for `node`.
+pub fn claim(node: &str, s: &Scope, cluster: &str, task_id: &str) -> String {
+    format!("{CLAIMS_PREFIX}{node}/{}/{}/{cluster}/{task_id}", s.account, s.region)
+}
+
+/// Every claim of `node`: `ecs/-/-/claims/<node>/`.
+pub fn claims_of_node(node: &str) -> String {
+    format!("{CLAIMS_PREFIX}{node}/")
+}
+
+/// The claim key of a task key for `node`: `ecs/a/r/tasks/c/id` → `ecs/-/-/claims/<node>/a/r/c/id`.
+pub fn claim_of(task_key: &str, node: &str) -> Option<String> {
+    let mut parts = task_key.splitn(6, '/');
+    let (ecs, account, region, kind, cluster, id) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (ecs == "ecs" && kind == "tasks" && !id.contains('/'))
+        .then(|| format!("{CLAIMS_PREFIX}{node}/{account}/{region}/{cluster}/{id}"))
+}
+
+/// The node and the task key of a claim key: `ecs/-/-/claims/n/a/r/c/id` → (`n`, `ecs/a/r/tasks/c/id`).
+pub fn parse_claim(claim_key: &str) -> Option<(&str, String)> {
+    let mut parts = claim_key.strip_prefix(CLAIMS_PREFIX)?.splitn(5, '/');
+    let (node, account, region, cluster, id) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (!id.contains('/')).then(|| (node, format!("ecs/{account}/{region}/tasks/{cluster}/{id}")))
+}
+
+/// The task key of a claim key.
+pub fn task_of_claim(claim_key: &str) -> Option<String> {
+    parse_claim(claim_key).map(|(_, task)| task)
+}
+
+/// Where a claim of the old layout (`ecs/<account>/<region>/claims/<cluster>/<task id>`)
+/// held by `node` moves; `None` for any other key, or a node no claim key can name.
+pub fn migrated_claim(old_key: &str, node: &str) -> Option<String> {
+    let mut parts = old_key.splitn(6, '/');
+    let (ecs, account, region, kind, cluster, id) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (ecs == "ecs" && account != "-" && kind == "claims" && !id.contains('/') && valid_node_id(node))
+        .then(|| format!("{CLAIMS_PREFIX}{node}/{account}/{region}/{cluster}/{id}"))
 }
 
 /// The tags key of a resource key: `ecs/a/r/tasks/c/id` → `ecs/a/r/tags/tasks/c/id`.
@@ -156,5 +200,31 @@ mod tests {
         assert_eq!(split(&task(&s, "c", "x")), Some(("tasks", "c/x")));
         assert_eq!(cluster_of(&task(&s, "c", "x")).as_deref(), Some("ecs/1/r/clusters/c"));
         assert_eq!(setting(&s, "arn:aws:iam::1:role/a", "n"), "ecs/1/r/settings/arn:aws:iam::1:role%2Fa/n");
+    }
+
+    #[test]
+    fn claims_are_keyed_by_node() {
+        let s = Scope::new("1", "r");
+        let c = claim("n1", &s, "c", "x");
+        assert_eq!(c, "ecs/-/-/claims/n1/1/r/c/x");
+        assert!(c.starts_with(&claims_of_node("n1")));
+        assert!(!c.starts_with(&claims_of_node("n")));
+        assert_eq!(split(&c), Some(("claims", "n1/1/r/c/x")));
+        assert_eq!(claim_of(&task(&s, "c", "x"), "n1").as_deref(), Some(c.as_str()));
+        assert_eq!(parse_claim(&c), Some(("n1", task(&s, "c", "x"))));
+        assert_eq!(task_of_claim(&c), Some(task(&s, "c", "x")));
+        assert_eq!(claim_of(&service(&s, "c", "x"), "n1"), None);
+        assert_eq!(task_of_claim("ecs/1/r/claims/c/x"), None);
+        assert_eq!(task_of_claim("ecs/-/-/claims/n1/1/r/c"), None);
+        assert!(valid_node_id("host-1.example") && !valid_node_id("a/b") && !valid_node_id(""));
+    }
+
+    #[test]
+    fn old_claims_move_under_their_node() {
+        let s = Scope::new("1", "r");
+        assert_eq!(migrated_claim("ecs/1/r/claims/c/x", "n1"), Some(claim("n1", &s, "c", "x")));
+        assert_eq!(migrated_claim(&claim("n1", &s, "c", "x"), "n1"), None);
+        assert_eq!(migrated_claim("ecs/1/r/tasks/c/x", "n1"), None);
+        assert_eq!(migrated_claim("ecs/1/r/claims/c/x", "a/b"), None);
     }
 }

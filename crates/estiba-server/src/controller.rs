@@ -27,7 +27,7 @@ use crate::{keys, now, RandomIds, Server};
 /// Whether a node has claimed the task: from then on the node moves it through its
 /// lifecycle; unclaimed tasks are stopped by the server directly.
 pub fn is_claimed(st: &State, task_key: &str) -> bool {
-    st.claims.contains_key(&keys::claim_of(task_key))
+    st.claim(task_key).is_some()
 }
 
 #[derive(Clone, Debug)]
@@ -602,7 +602,9 @@ pub async fn housekeeping(server: &Server, settings: &Settings) -> Result<(), Ec
                 txn.compares.push(Compare::mod_revision(&d.key, d.rev));
                 txn.ops.push(Op::delete(&d.key));
                 txn.ops.push(Op::delete(keys::tags_of(&d.key)));
-                txn.ops.push(Op::delete(keys::claim_of(&d.key)));
+                if let Some(c) = st.claim(&d.key) {
+                    txn.ops.push(Op::delete(&c.key));
+                }
             } else if task::last_status(t) != task::Status::Stopped && !task::desired_stopped(t) {
                 let cluster_key = keys::cluster_of(&d.key).unwrap_or_default();
                 let cluster_gone =

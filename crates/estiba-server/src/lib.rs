@@ -14,6 +14,7 @@ pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod http;
+mod migrate;
 pub mod registry;
 pub use estiba_core::keys;
 pub mod view;
@@ -117,6 +118,7 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
+        migrate::claims_by_node(&*store).await?;
         let view = view::View::start(store.clone()).await?;
         let local_node = config.local_node.as_deref().map(Arc::from);
         let registry = match &config.registry_dir {

@@ -3,7 +3,8 @@
 //! Handlers and controllers read from the view (decoded documents, cluster and deployment
 //! counts) and write to the store with compare-and-swap on the revision they read. After a
 //! write, a handler waits for the view to reach the write's revision, so a client always
-//! reads its own writes. Counts are derived here from the documents, never stored.
+//! reads its own writes. Counts, and each task's claim (claims are keyed by node), are
+//! derived here from the documents, never stored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -58,6 +59,8 @@ pub struct State {
     pub service_revisions: Table<ServiceRevision>,
     pub tags: Table<Vec<Tag>>,
     pub claims: Table<Claim>,
+    /// Task key → its claim (claims are keyed by node: `keys::claim`).
+    pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
     pub nodes: Table<NodeStatus>,
     pub ecr_repos: Table<ecr::RepoDoc>,
     pub ecr_images: Table<ecr::ImageDoc>,
@@ -94,6 +97,11 @@ impl State {
     /// The tags pointing at an ECR image (by its key), in order.
     pub fn image_tags(&self, image_key: &str) -> impl Iterator<Item = &String> {
         self.ecr_image_tags.get(image_key).into_iter().flatten()
+    }
+
+    /// The claim of a task (by its key): which node runs it.
+    pub fn claim(&self, task_key: &str) -> Option<&Arc<Doc<Claim>>> {
+        self.claim_by_task.get(task_key)
     }
 
     pub fn tags_of(&self, resource_key: &str) -> Option<&[Tag]> {
@@ -161,7 +169,15 @@ impl State {
                 put(&mut self.tags, kind, kv);
             }
             "claims" => {
-                put(&mut self.claims, kind, kv);
+                let (old, new) = put(&mut self.claims, kind, kv);
+                let Some(task_key) = keys::task_of_claim(&kv.key) else { return };
+                if let Some(d) = new {
+                    self.claim_by_task.insert(task_key, d);
+                } else if old.is_some() && self.claim_by_task.get(&task_key).is_some_and(|d| d.key == kv.key) {
+                    // Only this claim's own entry (a task has one claim; a stale second one
+                    // going away must not hide the other).
+                    self.claim_by_task.remove(&task_key);
+                }
             }
             "nodes" => {
                 put(&mut self.nodes, kind, kv);

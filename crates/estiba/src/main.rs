@@ -444,6 +444,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         LocalNode::Auto => is_root(),
     };
     let node_id = args.node_id.clone().unwrap_or_else(hostname);
+    if run_tasks && !estiba_core::keys::valid_node_id(&node_id) {
+        bail!("the node id '{node_id}' must not be empty nor hold '/' (set it with --node-id)");
+    }
     let config = Config {
         local_node: run_tasks.then(|| node_id.clone()),
         join_clusters: if run_tasks { args.join_cluster.clone() } else { vec![] },

@@ -204,7 +204,8 @@ pub(crate) fn write_tasks(
                 .and_then(|d| instance::node_of(&d.value)),
         };
         if let Some(node) = node {
-            txn.ops.push(put(keys::claim_of(&key), &estiba_core::node::Claim { node: node.to_string(), public_ip }));
+            let claim = keys::claim(node, &cx.scope, cluster, task::task_id(t));
+            txn.ops.push(put(claim, &estiba_core::node::Claim { node: node.to_string(), public_ip }));
         }
     }
 }
