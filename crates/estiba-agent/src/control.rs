@@ -1,7 +1,8 @@
 //! How the agent talks to the control plane: it learns which tasks its node runs (with
-//! their task definitions), reports their state, and reports the node's own status. The
-//! task runner only sees the [`ControlPlane`] trait, so an agent on another machine needs a
-//! different implementation (over the API), not a different runner.
+//! their task definitions), submits their state changes as messages, and reports the node's
+//! own status. The task runner only sees the [`ControlPlane`] trait, whose messages are all
+//! data (no closures), so an agent on another machine needs a different implementation
+//! (over the API), not a different runner.
 //!
 //! [`StoreControl`] is the in-process implementation: it follows the store directly.
 
@@ -11,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use estiba_api::ecs::{Task, TaskDefinition};
-use estiba_core::node::{Claim, NodeStatus};
+use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::{arn, keys};
 use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
 use tokio::sync::watch;
@@ -45,13 +46,14 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// The tasks assigned to this node, kept current.
     fn assignments(&self) -> watch::Receiver<Assignments>;
 
-    /// Applies `change` to the task's current state and writes it, retrying on conflicts
-    /// with other writers (the server setting `desiredStatus`). Returns the task written.
-    fn update_task<'a>(
+    /// Submits what the agent knows of a task (ECS's SubmitTaskStateChange): the control
+    /// plane applies it to the task's current state ([`TaskStateChange::apply`]), retrying on
+    /// conflicts with other writers (the server setting `desiredStatus`).
+    fn submit_task_state<'a>(
         &'a self,
-        key: &'a str,
-        change: Box<dyn Fn(&mut Task) + Send + Sync + 'a>,
-    ) -> BoxFuture<'a, Result<Task, ControlError>>;
+        task_key: &'a str,
+        change: TaskStateChange,
+    ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>>;
 
     fn report_node(&self, status: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>>;
 }
@@ -354,11 +356,11 @@ impl ControlPlane for StoreControl {
         self.rx.clone()
     }
 
-    fn update_task<'a>(
+    fn submit_task_state<'a>(
         &'a self,
         key: &'a str,
-        change: Box<dyn Fn(&mut Task) + Send + Sync + 'a>,
-    ) -> BoxFuture<'a, Result<Task, ControlError>> {
+        change: TaskStateChange,
+    ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
         Box::pin(async move {
             loop {
                 let kv = self
@@ -370,16 +372,16 @@ impl ControlPlane for StoreControl {
                 let mut task: Task =
                     serde_json::from_slice(&kv.value).map_err(|e| ControlError::Failed(e.to_string()))?;
                 let before = task.clone();
-                change(&mut task);
+                change.apply(&mut task);
                 if task == before {
-                    return Ok(task);
+                    return Ok(TaskStateAck { version: task.version, changed: false });
                 }
                 task.version = before.version + 1;
                 let value = serde_json::to_vec(&task).map_err(|e| ControlError::Failed(e.to_string()))?;
                 let txn = Txn::new().when(Compare::mod_revision(key, kv.mod_revision)).then(Op::put(key, value));
                 let r = self.store.txn(txn).await.map_err(|e| ControlError::Failed(e.to_string()))?;
                 if r.succeeded {
-                    return Ok(task);
+                    return Ok(TaskStateAck { version: task.version, changed: true });
                 }
             }
         })
@@ -490,5 +492,31 @@ mod tests {
         let fewer = next(&mut rx).await;
         assert!(!fewer.contains_key(&keys::task(&s, "c", "t3")));
         assert_eq!(fewer.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn state_changes_are_applied_with_a_new_version_and_no_write_when_nothing_changes() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let s = scope();
+        seed(&*store, &[("t1", "n1")]).await;
+        let cp = StoreControl::start(store.clone(), "n1".into()).await.unwrap();
+        let key = keys::task(&s, "c", "t1");
+        let running = TaskStateChange {
+            status: Some(estiba_core::task::Status::Running),
+            started_at: Some(2.0),
+            ..Default::default()
+        };
+        let ack = cp.submit_task_state(&key, running.clone()).await.unwrap();
+        assert_eq!(ack, TaskStateAck { version: 2, changed: true });
+        let t: Task = serde_json::from_slice(&store.get(&key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!((t.last_status.as_deref(), t.started_at, t.version), (Some("RUNNING"), Some(2.0), 2));
+
+        let rev = store.revision();
+        let ack = cp.submit_task_state(&key, running).await.unwrap();
+        assert_eq!(ack, TaskStateAck { version: 2, changed: false });
+        assert_eq!(store.revision(), rev, "a change that changes nothing is not written");
+
+        let gone = cp.submit_task_state(&keys::task(&s, "c", "nope"), TaskStateChange::default()).await;
+        assert!(matches!(gone, Err(ControlError::Gone)));
     }
 }

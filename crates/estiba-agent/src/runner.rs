@@ -4,9 +4,10 @@
 //! in `dependsOn` order) → RUNNING → DEACTIVATING / STOPPING (SIGTERM, then SIGKILL after each
 //! container's `stopTimeout`, dependents first) → DEPROVISIONING (clean up) → STOPPED.
 //!
-//! The runner keeps its own picture of the task ([`Report`]) and a reporter writes the
-//! latest picture to the control plane in the background, so a slow write never holds the
-//! task back; intermediate states may be coalesced, timestamps are always kept.
+//! The runner keeps its own picture of the task (a [`TaskStateChange`], the whole picture
+//! each time) and a reporter submits the latest picture to the control plane in the
+//! background, so a slow write never holds the task back; intermediate states may be
+//! coalesced, timestamps are always kept.
 //! Everything a container leaves (status, exit, logs) is on disk in its state directory,
 //! written by its supervisor, so a runner restarted after a crash adopts the task from there.
 
@@ -15,10 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use estiba_api::ecs::{
-    ContainerCondition, ContainerDefinition, HealthStatus, KeyValuePair, NetworkBinding, NetworkInterface, NetworkMode,
-    Task, TaskStopCode,
-};
+use estiba_api::ecs::{ContainerCondition, ContainerDefinition, HealthStatus, NetworkMode, TaskStopCode};
+use estiba_core::node::{ContainerStateChange, ContainerStatus, TaskStateChange, TaskStop};
+use estiba_core::task::Status;
 use estiba_core::{task as task_rules, taskdef};
 use estiba_runtime::container::shim::{read_json, write_json};
 use estiba_runtime::container::spec::Executor;
@@ -41,142 +41,19 @@ fn ms_to_secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// What the agent knows of one container.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ContainerReport {
-    pub name: String,
-    pub last_status: &'static str,
-    pub exit_code: Option<i32>,
-    pub reason: Option<String>,
-    pub runtime_id: Option<String>,
-    pub image_digest: Option<String>,
-    pub health: Option<HealthStatus>,
-    pub network_bindings: Option<Vec<NetworkBinding>>,
-}
-
-/// What the agent knows of the task; the reporter writes it over the task document.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Report {
-    pub last_status: &'static str,
-    pub pull_started_at: Option<f64>,
-    pub pull_stopped_at: Option<f64>,
-    pub started_at: Option<f64>,
-    pub stopping_at: Option<f64>,
-    pub execution_stopped_at: Option<f64>,
-    pub stopped_at: Option<f64>,
-    pub connectivity_at: Option<f64>,
-    pub health: Option<HealthStatus>,
-    pub attachment_status: Option<&'static str>,
-    /// The ENI attachment's details once the task has its address (awsvpc).
-    pub eni_details: Option<Vec<KeyValuePair>>,
-    /// Every container's `networkInterfaces` (awsvpc).
-    pub interfaces: Option<Vec<NetworkInterface>>,
-    /// Set when the agent itself decides the task stops (essential exit, failed start).
-    pub stop: Option<(TaskStopCode, String)>,
-    pub containers: Vec<ContainerReport>,
-}
-
-impl Report {
-    /// Writes the agent-owned fields over `t`.
-    pub fn apply(&self, t: &mut Task) {
-        if self.last_status.is_empty() {
-            return;
-        }
-        // Never move a task backwards (a late report after a newer one).
-        let current = task_rules::last_status(t);
-        let next = task_rules::Status::parse(self.last_status).unwrap_or(current);
-        if next >= current {
-            t.last_status = Some(self.last_status.into());
-        }
-        macro_rules! keep {
-            ($f:ident) => {
-                if self.$f.is_some() {
-                    t.$f = self.$f;
-                }
-            };
-        }
-        keep!(pull_started_at);
-        keep!(pull_stopped_at);
-        keep!(started_at);
-        keep!(stopping_at);
-        keep!(execution_stopped_at);
-        keep!(stopped_at);
-        keep!(connectivity_at);
-        if let Some(h) = self.health {
-            t.health_status = Some(h);
-        }
-        if self.connectivity_at.is_some() {
-            t.connectivity = Some(if self.stopped_at.is_some() {
-                estiba_api::ecs::Connectivity::Disconnected
-            } else {
-                estiba_api::ecs::Connectivity::Connected
-            });
-        }
-        if let Some(s) = self.attachment_status {
-            for a in t.attachments.iter_mut().flatten() {
-                a.status = Some(s.into());
-            }
-        }
-        if let Some(d) = &self.eni_details {
-            for a in t.attachments.iter_mut().flatten() {
-                if a.r#type.as_deref() == Some("ElasticNetworkInterface") {
-                    a.details = Some(d.clone());
-                }
-            }
-        }
-        if let Some((code, reason)) = &self.stop {
-            if !task_rules::desired_stopped(t) {
-                t.desired_status = Some("STOPPED".into());
-                t.stop_code = Some(*code);
-                t.stopped_reason = Some(reason.clone());
-            } else if t.stop_code.is_none() {
-                t.stop_code = Some(*code);
-                t.stopped_reason = Some(reason.clone());
-            }
-        }
-        for c in t.containers.iter_mut().flatten() {
-            let Some(r) = self.containers.iter().find(|r| Some(r.name.as_str()) == c.name.as_deref()) else { continue };
-            if !r.last_status.is_empty() {
-                c.last_status = Some(r.last_status.into());
-            }
-            if r.exit_code.is_some() {
-                c.exit_code = r.exit_code;
-            }
-            if r.reason.is_some() {
-                c.reason = r.reason.clone();
-            }
-            if r.runtime_id.is_some() {
-                c.runtime_id = r.runtime_id.clone();
-            }
-            if r.image_digest.is_some() {
-                c.image_digest = r.image_digest.clone();
-            }
-            if r.health.is_some() {
-                c.health_status = r.health;
-            }
-            if r.network_bindings.is_some() {
-                c.network_bindings = r.network_bindings.clone();
-            }
-            if self.interfaces.is_some() {
-                c.network_interfaces = self.interfaces.clone();
-            }
-        }
-    }
-}
-
 /// How long a report of a passing state (PENDING, ACTIVATING) waits for the next one
 /// before it is written. A task whose image is cached goes through them in a few
 /// milliseconds: written, they would be store commits its RUNNING report queues behind.
 /// States that last (a pull, a dependency's wait) are written after this short delay.
 const PASSING_STATE_HOLD: Duration = Duration::from_millis(25);
 
-/// Writes the latest report until told to finish; returns once the final report is in.
-async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receiver<Report>) {
+/// Submits the latest picture until told to finish; returns once the final one is in.
+async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receiver<TaskStateChange>) {
     let mut held_since: Option<Instant> = None;
     loop {
         let passing = {
             let r = rx.borrow();
-            matches!(r.last_status, "PENDING" | "ACTIVATING") && r.stop.is_none()
+            matches!(r.status, Some(Status::Pending | Status::Activating)) && r.stop.is_none()
         };
         if passing {
             let since = *held_since.get_or_insert_with(Instant::now);
@@ -188,9 +65,8 @@ async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receive
         }
         held_since = None;
         let report = rx.borrow_and_update().clone();
-        let r = report.clone();
-        match cp.update_task(&key, Box::new(move |t: &mut Task| r.apply(t))).await {
-            Ok(_) => tracing::debug!(task = %key, status = report.last_status, "reported"),
+        match cp.submit_task_state(&key, report.clone()).await {
+            Ok(_) => tracing::debug!(task = %key, status = ?report.status, "reported"),
             Err(ControlError::Gone) => return,
             Err(e) => {
                 tracing::warn!(task = %key, error = %e, "reporting task state failed; retrying");
@@ -199,13 +75,21 @@ async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receive
             }
         }
         if rx.changed().await.is_err() {
-            // The runner is done: write what came last, if anything changed since.
+            // The runner is done: submit what came last, if anything changed since.
             let last = rx.borrow().clone();
             if last != report {
-                let _ = cp.update_task(&key, Box::new(move |t: &mut Task| last.apply(t))).await;
+                let _ = cp.submit_task_state(&key, last).await;
             }
             return;
         }
+    }
+}
+
+/// The agent's own stop when an essential container exits.
+fn essential_exit() -> TaskStop {
+    TaskStop {
+        stop_code: TaskStopCode::EssentialContainerExited,
+        stopped_reason: "Essential container in task exited".into(),
     }
 }
 
@@ -238,8 +122,8 @@ pub struct Runner {
     task_id: String,
     dir: PathBuf,
     assignment: Assignment,
-    report: Report,
-    tx_report: watch::Sender<Report>,
+    report: TaskStateChange,
+    tx_report: watch::Sender<TaskStateChange>,
     ctrs: Vec<Ctr>,
     events_tx: mpsc::UnboundedSender<Event>,
     events: mpsc::UnboundedReceiver<Event>,
@@ -259,7 +143,7 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
     let task_id = task_rules::task_id(&assignment.task).to_owned();
     let dir = task_dir(&shared, &task_id);
     tracing::debug!(task = %task_id, "runner started");
-    let (tx_report, rx_report) = watch::channel(Report::default());
+    let (tx_report, rx_report) = watch::channel(TaskStateChange::default());
     let reporter = tokio::spawn(reporter(shared.cp.clone(), key.clone(), rx_report));
     let (events_tx, events) = mpsc::unbounded_channel();
     {
@@ -293,7 +177,7 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
         key,
         task_id,
         dir,
-        report: Report { last_status: "PROVISIONING", ..Default::default() },
+        report: TaskStateChange { status: Some(Status::Provisioning), ..Default::default() },
         assignment,
         tx_report,
         ctrs,
@@ -305,10 +189,10 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
     r.report.containers = r
         .ctrs
         .iter()
-        .map(|c| ContainerReport {
-            name: c.name.clone(),
-            last_status: "PENDING",
-            health: c.health,
+        .map(|c| ContainerStateChange {
+            container_name: c.name.clone(),
+            status: Some(ContainerStatus::Pending),
+            health_status: c.health,
             ..Default::default()
         })
         .collect();
@@ -321,12 +205,12 @@ impl Runner {
     fn publish(&mut self) {
         for (i, c) in self.ctrs.iter().enumerate() {
             let cr = &mut self.report.containers[i];
-            cr.health = c.health;
+            cr.health_status = c.health;
             match &c.state {
                 CState::Pending => {}
-                CState::Running { .. } => cr.last_status = "RUNNING",
+                CState::Running { .. } => cr.status = Some(ContainerStatus::Running),
                 CState::Stopped { exit, .. } => {
-                    cr.last_status = "STOPPED";
+                    cr.status = Some(ContainerStatus::Stopped);
                     if let Some(e) = exit {
                         if e.error.is_none() && e.code >= 0 {
                             cr.exit_code = Some(e.code);
@@ -338,7 +222,7 @@ impl Runner {
                 }
             }
         }
-        self.report.health = self.task_health();
+        self.report.health_status = self.task_health();
         self.tx_report.send_replace(self.report.clone());
     }
 
@@ -363,7 +247,7 @@ impl Runner {
     /// Marks the task as stopping for a reason of the agent's own.
     fn fail(&mut self, code: TaskStopCode, reason: String) {
         if self.report.stop.is_none() && !task_rules::desired_stopped(&self.assignment.task) {
-            self.report.stop = Some((code, reason));
+            self.report.stop = Some(TaskStop { stop_code: code, stopped_reason: reason });
         }
     }
 
@@ -394,10 +278,10 @@ impl Runner {
         self.cleanup();
         // Tells `estiba logs --follow` that nothing more will be written.
         let _ = std::fs::write(self.dir.join("stopped"), b"");
-        self.report.last_status = "STOPPED";
+        self.report.status = Some(Status::Stopped);
 
         self.report.stopped_at = Some(now());
-        self.report.attachment_status = Some("DELETED");
+        self.report.attachment_status = Some("DELETED".into());
         self.publish();
     }
 
@@ -434,13 +318,12 @@ impl Runner {
             && self.report.stop.is_none()
             && !task_rules::desired_stopped(&self.assignment.task)
         {
-            self.report.stop =
-                Some((TaskStopCode::EssentialContainerExited, "Essential container in task exited".into()));
+            self.report.stop = Some(essential_exit());
         }
         let any_started = self.ctrs.iter().any(|c| c.state != CState::Pending);
         if any_started {
             let all = self.ctrs.iter().all(|c| c.state != CState::Pending);
-            self.report.last_status = if all { "RUNNING" } else { "ACTIVATING" };
+            self.report.status = Some(if all { Status::Running } else { Status::Activating });
             // The previous agent may have died before it reported RUNNING: the task started
             // when its last container did (the service scheduler counts health from it).
             if all && self.assignment.task.started_at.is_none() {
@@ -513,8 +396,8 @@ impl Runner {
             return;
         }
         self.show_network(net);
-        self.report.attachment_status = Some("ATTACHED");
-        self.report.last_status = "PENDING";
+        self.report.attachment_status = Some("ATTACHED".into());
+        self.report.status = Some(Status::Pending);
 
         self.report.pull_started_at = Some(now());
         self.publish();
@@ -552,7 +435,7 @@ impl Runner {
                 self.report.containers[i].image_digest = Some(img.digest.clone());
             }
         }
-        self.report.last_status = "ACTIVATING";
+        self.report.status = Some(Status::Activating);
         self.publish();
 
         tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "images ready");
@@ -614,7 +497,7 @@ impl Runner {
         tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "containers started");
         // RUNNING once every container has started.
         let t = now();
-        self.report.last_status = "RUNNING";
+        self.report.status = Some(Status::Running);
         self.report.started_at = Some(t);
         self.report.connectivity_at = Some(t);
         self.publish();
@@ -624,7 +507,7 @@ impl Runner {
     fn show_network(&mut self, net: TaskNet) {
         let shown = network::shown(&net, &self.assignment);
         self.report.eni_details = shown.eni_details;
-        self.report.interfaces = shown.interfaces;
+        self.report.network_interfaces = shown.interfaces;
         for (name, b) in shown.bindings {
             if let Some(i) = self.ctrs.iter().position(|c| c.name == name) {
                 self.report.containers[i].network_bindings = Some(b);
@@ -814,8 +697,7 @@ impl Runner {
                     && self.report.stop.is_none()
                     && !task_rules::desired_stopped(&self.assignment.task)
                 {
-                    self.report.stop =
-                        Some((TaskStopCode::EssentialContainerExited, "Essential container in task exited".into()));
+                    self.report.stop = Some(essential_exit());
                 }
                 self.publish();
             }
@@ -834,11 +716,14 @@ impl Runner {
     /// DEACTIVATING → STOPPING: dependents first, each with SIGTERM then SIGKILL.
     async fn stop_all(&mut self) {
         self.report.stopping_at.get_or_insert(now());
-        if matches!(self.report.last_status, "RUNNING" | "ACTIVATING" | "PENDING" | "PROVISIONING") {
-            self.report.last_status = "DEACTIVATING";
+        if matches!(
+            self.report.status,
+            Some(Status::Running | Status::Activating | Status::Pending | Status::Provisioning)
+        ) {
+            self.report.status = Some(Status::Deactivating);
             self.publish();
         }
-        self.report.last_status = "STOPPING";
+        self.report.status = Some(Status::Stopping);
         self.publish();
         for level in stop_levels(&self.ctrs) {
             let mut waits = Vec::new();
@@ -873,7 +758,7 @@ impl Runner {
             }
         }
         self.report.execution_stopped_at = Some(now());
-        self.report.last_status = "DEPROVISIONING";
+        self.report.status = Some(Status::Deprovisioning);
         self.publish();
     }
 
@@ -968,7 +853,8 @@ async fn wait_for_stop(shared: Arc<Shared>, key: String) {
 mod tests {
     use super::*;
     use crate::control::{Assignments, BoxFuture};
-    use estiba_core::node::NodeStatus;
+    use estiba_api::ecs::Task;
+    use estiba_core::node::{NodeStatus, TaskStateAck};
 
     /// A control plane that keeps one task and records the status of every write.
     #[derive(Default)]
@@ -981,39 +867,40 @@ mod tests {
         fn assignments(&self) -> watch::Receiver<Assignments> {
             watch::channel(Assignments::default()).1
         }
-        fn update_task<'a>(
+        fn submit_task_state<'a>(
             &'a self,
             _key: &'a str,
-            change: Box<dyn Fn(&mut Task) + Send + Sync + 'a>,
-        ) -> BoxFuture<'a, Result<Task, ControlError>> {
+            change: TaskStateChange,
+        ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
             let mut t = self.task.lock().unwrap().clone();
             let before = t.clone();
-            change(&mut t);
-            if t != before {
+            change.apply(&mut t);
+            let changed = t != before;
+            if changed {
                 self.writes.lock().unwrap().push(t.last_status.clone().unwrap_or_default());
                 *self.task.lock().unwrap() = t.clone();
             }
-            Box::pin(async move { Ok(t) })
+            Box::pin(async move { Ok(TaskStateAck { version: t.version, changed }) })
         }
         fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
             Box::pin(async { Ok(()) })
         }
     }
 
-    fn report(status: &'static str) -> Report {
-        Report { last_status: status, ..Default::default() }
+    fn report(status: Status) -> TaskStateChange {
+        TaskStateChange { status: Some(status), ..Default::default() }
     }
 
     #[tokio::test]
     async fn passing_states_followed_quickly_are_not_written_and_lasting_ones_are() {
         let cp = Arc::new(Recorder::default());
-        let (tx, rx) = watch::channel(Report::default());
+        let (tx, rx) = watch::channel(TaskStateChange::default());
         let h = tokio::spawn(reporter(cp.clone(), "k".into(), rx));
         // A start whose image is cached: PENDING, ACTIVATING and RUNNING within the hold.
-        tx.send_replace(report("PENDING"));
-        tx.send_replace(report("ACTIVATING"));
+        tx.send_replace(report(Status::Pending));
+        tx.send_replace(report(Status::Activating));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        tx.send_replace(report("RUNNING"));
+        tx.send_replace(report(Status::Running));
         let deadline = Instant::now() + Duration::from_secs(5);
         while cp.writes.lock().unwrap().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -1022,12 +909,12 @@ mod tests {
 
         // A state that lasts (a pull) is written once the hold is over.
         let cp = Arc::new(Recorder::default());
-        let (tx, rx) = watch::channel(Report::default());
+        let (tx, rx) = watch::channel(TaskStateChange::default());
         let h2 = tokio::spawn(reporter(cp.clone(), "k".into(), rx));
-        tx.send_replace(report("PENDING"));
+        tx.send_replace(report(Status::Pending));
         tokio::time::sleep(PASSING_STATE_HOLD * 8).await;
         assert_eq!(*cp.writes.lock().unwrap(), ["PENDING"]);
-        tx.send_replace(report("RUNNING"));
+        tx.send_replace(report(Status::Running));
         drop(tx);
         h2.await.unwrap();
         assert_eq!(*cp.writes.lock().unwrap(), ["PENDING", "RUNNING"]);
