@@ -4,7 +4,15 @@
 //! data (no closures), so an agent on another machine needs a different implementation
 //! (over the API), not a different runner.
 //!
-//! [`StoreControl`] is the in-process implementation: it follows the store directly.
+//! Three kinds of traffic, each shaped for a network:
+//! - assignments: the node's claims (one prefix range of the store, `keys::claims_of_node`)
+//!   with the tasks and task definitions they name, as a watched map;
+//! - state changes: [`TaskStateChange`] messages (ECS's SubmitTaskStateChange), applied by
+//!   the control plane, and the node's [`NodeStatus`];
+//! - telemetry ([`estiba_core::telemetry`]): a bounded queue that bypasses the store.
+//!
+//! [`StoreControl`] is the in-process implementation: it follows the store directly and
+//! hands telemetry to a [`TelemetrySink`] given at construction.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,9 +21,12 @@ use std::sync::Arc;
 
 use estiba_api::ecs::{Task, TaskDefinition};
 use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
+use estiba_core::telemetry::TelemetrySink;
 use estiba_core::{arn, keys};
 use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
 use tokio::sync::watch;
+
+use crate::telemetry::TelemetrySender;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -56,12 +67,18 @@ pub trait ControlPlane: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>>;
 
     fn report_node(&self, status: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>>;
+
+    /// Where telemetry goes (log lines, cgroup samples, health results): a bounded queue
+    /// beside the store that never makes the sender wait.
+    fn telemetry(&self) -> TelemetrySender;
 }
 
-/// The agent inside the server process: reads and writes the store itself.
+/// The agent inside the server process: reads and writes the store itself, and hands
+/// telemetry straight to the server's sink (never to the store).
 pub struct StoreControl {
     store: Arc<dyn Store>,
     rx: watch::Receiver<Assignments>,
+    telemetry: TelemetrySender,
 }
 
 fn taskdef_key(task: &Task) -> Option<String> {
@@ -76,9 +93,16 @@ impl StoreControl {
     /// Starts following the store and returns once the first set of assignments is known
     /// (or after 10 s of failing to list the store): an agent that saw an empty set before
     /// the first listing would take every task on disk for one the control plane forgot.
-    pub async fn start(store: Arc<dyn Store>, node: String) -> Result<Arc<Self>, StoreError> {
+    /// Telemetry is delivered to `sink`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        node: String,
+        sink: Arc<dyn TelemetrySink>,
+    ) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
-        let me = Arc::new(StoreControl { store: store.clone(), rx });
+        let (telemetry, queue) = TelemetrySender::channel(crate::telemetry::CAPACITY);
+        tokio::spawn(crate::telemetry::deliver(queue, sink));
+        let me = Arc::new(StoreControl { store: store.clone(), rx, telemetry });
         let mut first = me.rx.clone();
         tokio::spawn(follow(store, node, tx));
         if tokio::time::timeout(std::time::Duration::from_secs(10), first.changed()).await.is_err() {
@@ -397,11 +421,16 @@ impl ControlPlane for StoreControl {
             Ok(())
         })
     }
+
+    fn telemetry(&self) -> TelemetrySender {
+        self.telemetry.clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::CountingSink;
     use estiba_core::Scope;
     use estiba_store::MemStore;
     use std::time::Duration;
@@ -449,7 +478,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let s = scope();
         seed(&*store, &[("t1", "n1"), ("t2", "n2")]).await;
-        let cp = StoreControl::start(store.clone(), "n1".into()).await.unwrap();
+        let cp = StoreControl::start(store.clone(), "n1".into(), Arc::new(CountingSink::default())).await.unwrap();
         let mut rx = cp.assignments();
         let first = rx.borrow_and_update().clone();
         assert_eq!(first.keys().collect::<Vec<_>>(), [&keys::task(&s, "c", "t1")]);
@@ -499,7 +528,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let s = scope();
         seed(&*store, &[("t1", "n1")]).await;
-        let cp = StoreControl::start(store.clone(), "n1".into()).await.unwrap();
+        let cp = StoreControl::start(store.clone(), "n1".into(), Arc::new(CountingSink::default())).await.unwrap();
         let key = keys::task(&s, "c", "t1");
         let running = TaskStateChange {
             status: Some(estiba_core::task::Status::Running),

@@ -3,12 +3,14 @@
 //! row make the container UNHEALTHY, one success makes it HEALTHY.
 //!
 //! Probes run inside the container through `estiba exec-in` (joining namespaces needs a
-//! fresh single-threaded process).
+//! fresh single-threaded process). Every probe's result is also health telemetry
+//! ([`Probe::telemetry`]).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use estiba_api::ecs::HealthStatus;
+use estiba_core::telemetry::{HealthResult, HealthSubject, Telemetry};
 
 use crate::translate::Health;
 
@@ -35,14 +37,32 @@ pub async fn probe(exe: &PathBuf, pid: i32, user: Option<&str>, args: &[String],
     }
 }
 
-/// Probes until aborted, calling `report` whenever the status changes.
-pub async fn run(
-    exe: PathBuf,
-    pid: i32,
-    user: Option<String>,
-    h: Health,
-    report: impl Fn(HealthStatus) + Send + 'static,
-) {
+/// One probe's outcome and the container's status after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub passed: bool,
+    pub status: HealthStatus,
+    /// Whether this probe changed the status.
+    pub changed: bool,
+    /// When the probe ended, in milliseconds since the epoch.
+    pub at_ms: i64,
+}
+
+impl Probe {
+    /// The probe as health telemetry of container `container` of task `task_arn`.
+    pub fn telemetry(&self, task_arn: &str, container: &str) -> Telemetry {
+        Telemetry::Health(vec![HealthResult {
+            task_arn: task_arn.to_owned(),
+            subject: HealthSubject::Container { name: container.to_owned() },
+            timestamp: self.at_ms,
+            passed: self.passed,
+            status: self.status,
+        }])
+    }
+}
+
+/// Probes until aborted, calling `report` after every probe.
+pub async fn run(exe: PathBuf, pid: i32, user: Option<String>, h: Health, report: impl Fn(Probe) + Send + 'static) {
     let started = Instant::now();
     let mut failures = 0u32;
     let mut status = HealthStatus::Unknown;
@@ -62,9 +82,9 @@ pub async fn run(
                 status
             }
         };
-        if next != status {
-            status = next;
-            report(status);
-        }
+        let changed = next != status;
+        status = next;
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        report(Probe { passed: ok, status, changed, at_ms });
     }
 }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod network;
 pub mod pool;
 pub mod runner;
+pub mod telemetry;
 pub mod translate;
 
 use std::collections::{HashMap, HashSet};

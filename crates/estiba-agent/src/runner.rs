@@ -28,7 +28,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{Assignment, ControlError, ControlPlane};
+use crate::health::Probe;
 use crate::network::{self, TaskNet};
+use crate::telemetry::TelemetrySender;
 use crate::translate::{self, TaskContext};
 use crate::Shared;
 
@@ -669,9 +671,14 @@ impl Runner {
         let tx = self.events_tx.clone();
         let exe = self.shared.cfg.exe.clone();
         let user = self.ctrs[i].spec.as_ref().and_then(|s| s.user.clone());
-        let handle = tokio::spawn(crate::health::run(exe, pid, user, h, move |status| {
-            let _ = tx.send(Event::Health(i, status));
-        }));
+        let report = on_probe(
+            self.shared.cp.telemetry(),
+            self.assignment.task.task_arn.clone().unwrap_or_default(),
+            self.ctrs[i].name.clone(),
+            i,
+            tx,
+        );
+        let handle = tokio::spawn(crate::health::run(exe, pid, user, h, report));
         self.ctrs[i].health_task = Some(handle);
     }
 
@@ -780,6 +787,23 @@ impl Runner {
     }
 }
 
+/// What becomes of each health probe of container `i`: health telemetry, and an event for
+/// the runner when the container's status changes (it goes into the task state as well).
+fn on_probe(
+    telemetry: TelemetrySender,
+    task_arn: String,
+    container: String,
+    i: usize,
+    events: mpsc::UnboundedSender<Event>,
+) -> impl Fn(Probe) + Send + 'static {
+    move |p| {
+        telemetry.send(p.telemetry(&task_arn, &container));
+        if p.changed {
+            let _ = events.send(Event::Health(i, p.status));
+        }
+    }
+}
+
 enum Deps {
     Ready,
     Waiting,
@@ -852,9 +876,11 @@ async fn wait_for_stop(shared: Arc<Shared>, key: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Assignments, BoxFuture};
+    use crate::control::{Assignments, BoxFuture, StoreControl};
     use estiba_api::ecs::Task;
     use estiba_core::node::{NodeStatus, TaskStateAck};
+    use estiba_core::telemetry::{HealthSubject, Telemetry, TelemetrySink};
+    use estiba_store::{MemStore, Store};
 
     /// A control plane that keeps one task and records the status of every write.
     #[derive(Default)]
@@ -884,6 +910,9 @@ mod tests {
         }
         fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
             Box::pin(async { Ok(()) })
+        }
+        fn telemetry(&self) -> TelemetrySender {
+            TelemetrySender::channel(1).0
         }
     }
 
@@ -919,5 +948,55 @@ mod tests {
         h2.await.unwrap();
         assert_eq!(*cp.writes.lock().unwrap(), ["PENDING", "RUNNING"]);
         drop(h);
+    }
+
+    /// A sink that keeps every batch.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<Telemetry>>);
+
+    impl TelemetrySink for Kept {
+        fn deliver(&self, batch: Telemetry) {
+            self.0.lock().unwrap().push(batch);
+        }
+    }
+
+    #[tokio::test]
+    async fn health_results_reach_the_sink_as_telemetry_and_never_the_store() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let sink = Arc::new(Kept::default());
+        let cp = StoreControl::start(store.clone(), "n1".into(), sink.clone()).await.unwrap();
+        let rev = store.revision();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        // `/bin/true exec-in --pid 1 -- true` exits 0: every probe passes.
+        let h = crate::translate::Health {
+            args: vec!["true".into()],
+            interval: Duration::from_millis(5),
+            timeout: Duration::from_secs(5),
+            retries: 1,
+            start_period: Duration::ZERO,
+        };
+        let report = on_probe(cp.telemetry(), "arn:t".into(), "web".into(), 0, events_tx);
+        let probing = tokio::spawn(crate::health::run("/bin/true".into(), 1, None, h, report));
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap() {
+            Some(Event::Health(0, HealthStatus::Healthy)) => {}
+            _ => panic!("the runner hears of the change to HEALTHY"),
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.0.lock().unwrap().len() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        probing.abort();
+        let kept = sink.0.lock().unwrap().clone();
+        assert!(kept.len() >= 3, "every probe is telemetry: {kept:?}");
+        for b in &kept {
+            let Telemetry::Health(items) = b else { panic!("{b:?}") };
+            assert_eq!(items.len(), 1);
+            assert_eq!((items[0].task_arn.as_str(), items[0].passed), ("arn:t", true));
+            assert_eq!(items[0].subject, HealthSubject::Container { name: "web".into() });
+            assert_eq!(items[0].status, HealthStatus::Healthy);
+        }
+        assert!(events.try_recv().is_err(), "probes that change nothing are not runner events");
+        assert_eq!(store.revision(), rev, "telemetry never writes to the store");
+        assert_eq!(cp.telemetry().dropped(), 0);
     }
 }

@@ -489,7 +489,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
             images.set_local(Arc::new(OwnRegistry { server: server.clone(), registry: reg.clone() }));
         }
         let exe = std::env::current_exe().context("finding the estiba binary")?;
-        let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone())
+        // Telemetry is only counted until the log and metric stores take it.
+        let telemetry = Arc::new(estiba_agent::telemetry::CountingSink::default());
+        let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone(), telemetry)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
