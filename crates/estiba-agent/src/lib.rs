@@ -1,6 +1,7 @@
-//! The node agent: runs the ECS tasks the control plane assigns to its node and reports
-//! their state, through the [`control::ControlPlane`] trait (in-process by default; an agent
-//! on another machine only needs another implementation of it).
+//! The node agent: runs the ECS tasks the control plane assigns to its node, submits their
+//! state changes and sends telemetry ([`telemetry`]), all through the
+//! [`control::ControlPlane`] trait (in-process by default; an agent on another machine only
+//! needs another implementation of it).
 //!
 //! A task is run by [`runner`] as an ordered list of steps (network namespace, image pulls,
 //! containers in dependency order, health checks, stop, clean-up); [`translate`] turns ECS
