@@ -13,6 +13,8 @@ use crate::keys;
 pub async fn claims_by_node(store: &dyn Store) -> Result<usize, StoreError> {
     loop {
         let all = store.range("ecs/").await?;
+        let present: std::collections::HashSet<&str> =
+            all.kvs.iter().filter(|kv| kv.key.starts_with(keys::CLAIMS_PREFIX)).map(|kv| kv.key.as_str()).collect();
         let mut txn = Txn::new();
         for kv in &all.kvs {
             if kv.key.starts_with(keys::CLAIMS_PREFIX) || !matches!(keys::split(&kv.key), Some(("claims", _))) {
@@ -25,14 +27,17 @@ pub async fn claims_by_node(store: &dyn Store) -> Result<usize, StoreError> {
                 continue;
             };
             txn.compares.push(Compare::mod_revision(&kv.key, kv.mod_revision));
-            txn.compares.push(Compare::absent(&new));
-            txn.ops.push(Op::put(new, kv.value.clone()));
+            if !present.contains(new.as_str()) {
+                // (Already there: the old one only goes.)
+                txn.compares.push(Compare::absent(&new));
+                txn.ops.push(Op::put(new, kv.value.clone()));
+            }
             txn.ops.push(Op::delete(&kv.key));
         }
         if txn.ops.is_empty() {
             return Ok(0);
         }
-        let moved = txn.ops.len() / 2;
+        let moved = txn.ops.iter().filter(|op| matches!(op, Op::Delete { .. })).count();
         if store.txn(txn).await?.succeeded {
             tracing::info!(moved, "claims moved under their nodes");
             return Ok(moved);
@@ -56,11 +61,13 @@ mod tests {
             .then(Op::put("ecs/123456789012/us-east-1/claims/c/t1", claim("n1")))
             .then(Op::put("ecs/123456789012/us-east-1/claims/c/t2", claim("n2")))
             .then(Op::put("ecs/123456789012/us-east-1/claims/c/t3", b"not json".to_vec()))
-            .then(Op::put(keys::claim("n1", &s, "c", "t4"), claim("n1")));
+            .then(Op::put(keys::claim("n1", &s, "c", "t4"), claim("n1")))
+            // Both layouts (cannot happen, but must not stop the server): the old one goes.
+            .then(Op::put("ecs/123456789012/us-east-1/claims/c/t4", claim("n1")));
         assert!(store.txn(txn).await.unwrap().succeeded);
         let before = store.revision();
 
-        assert_eq!(claims_by_node(&store).await.unwrap(), 2);
+        assert_eq!(claims_by_node(&store).await.unwrap(), 3);
         assert_eq!(store.revision(), before + 1, "one transaction");
         let moved = store.get(&keys::claim("n1", &s, "c", "t1")).await.unwrap().unwrap();
         assert_eq!(
@@ -70,6 +77,7 @@ mod tests {
         assert!(store.get(&keys::claim("n2", &s, "c", "t2")).await.unwrap().is_some());
         assert!(store.get("ecs/123456789012/us-east-1/claims/c/t1").await.unwrap().is_none());
         assert!(store.get("ecs/123456789012/us-east-1/claims/c/t2").await.unwrap().is_none());
+        assert!(store.get("ecs/123456789012/us-east-1/claims/c/t4").await.unwrap().is_none());
         // Undecodable: left alone.
         assert!(store.get("ecs/123456789012/us-east-1/claims/c/t3").await.unwrap().is_some());
 
