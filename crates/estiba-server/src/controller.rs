@@ -103,7 +103,7 @@ async fn join_pass(server: &Server, joined: &mut std::collections::HashSet<Strin
         let cluster_key = keys::cluster(&scope, &name);
         let mut ids = RandomIds;
         let r = server
-            .transact(|st| {
+            .transact::<_, EcsError>(|st| {
                 let Some(c) = st.clusters.get(&cluster_key).filter(|c| c.value.status.as_deref() == Some("ACTIVE")) else {
                     return Ok((Txn::new(), false));
                 };
@@ -246,7 +246,7 @@ async fn reconcile(server: &Server, key: &str, settings: &Settings) -> Result<Op
     };
     let mut ids = RandomIds;
     server
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let Some(d) = st.services.get(key) else { return Ok((Txn::new(), None)) };
             let now = now();
             let group = svc_rules::task_group(&name);

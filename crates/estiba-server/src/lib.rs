@@ -1,21 +1,24 @@
-//! The control plane server: the HTTP front door (AWS JSON 1.1 dispatch on `X-Amz-Target`,
-//! the EC2 Query calls that describe the default VPC, the OCI registry) and the controller
-//! loops.
+//! The control plane server: the front door for every AWS API estiba answers (AWS JSON 1.0
+//! and 1.1, Query, EC2, RPC v2 CBOR), the OCI registry, and the controller loops.
 //!
-//! Request flow: [`http`] parses headers and the SigV4 scope → [`ecs::dispatch`] decodes the
-//! typed input (estiba-api) → a handler reads the [`view::View`], calls estiba-core for the
-//! rules, and writes to the store with compare-and-swap → the response is encoded.
+//! Request flow: [`http`] routes by path → [`front`] finds the service (SigV4 scope, then
+//! `X-Amz-Target`, then `Action`) and the operation, and decodes the input → the service's
+//! handler ([`services`]) reads the [`view::View`], calls estiba-core for the rules, and
+//! writes to the store with compare-and-swap ([`Server::transact`]) → [`front`] encodes the
+//! answer in the request's protocol.
 //!
 //! **Architecture invariant:** no container syscalls here; this crate decides and records,
-//! the agent does. Errors reach the wire in exactly one place ([`http::error_response`]).
+//! the agent does. Errors reach the wire in exactly one place ([`front::error_response`]).
+//! Modules depend downwards: `http` → `front` → `services` → `view`, store; never back up.
 
+pub mod body;
 pub mod controller;
-pub mod ec2;
-pub mod ecr;
-pub mod ecs;
+pub mod front;
 pub mod http;
 pub mod registry;
+pub mod services;
 pub use estiba_core::keys;
+pub use services::{ecr, ecs};
 pub mod view;
 
 use std::net::SocketAddr;
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use estiba_core::{EcsError, Ids};
-use estiba_store::{Revision, Store, Txn};
+use estiba_store::{Revision, Store, StoreError, Txn};
 
 /// Server settings (the binary maps its flags onto this).
 #[derive(Clone, Debug)]
@@ -85,6 +88,34 @@ pub struct Server {
     pub registry: Option<Arc<registry::Registry>>,
 }
 
+/// Why a write could not be made. Every service's error type converts from it (into its
+/// internal-failure code), so [`Server::transact`] serves them all.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("The request conflicted with concurrent changes too many times; retry it.")]
+    Conflicts,
+}
+
+impl From<WriteError> for EcsError {
+    fn from(e: WriteError) -> Self {
+        EcsError::server(e.to_string())
+    }
+}
+
+impl From<WriteError> for estiba_core::ecr::EcrError {
+    fn from(e: WriteError) -> Self {
+        estiba_core::ecr::EcrError::new(estiba_api::ecr::ErrorCode::ServerException, e.to_string())
+    }
+}
+
+impl From<WriteError> for estiba_api::ApiError {
+    fn from(e: WriteError) -> Self {
+        estiba_api::ApiError::new(estiba_api::Common::InternalFailure, e.to_string())
+    }
+}
+
 /// Random identifiers from UUID v4.
 pub struct RandomIds;
 
@@ -117,7 +148,7 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
-        let view = view::View::start(store.clone()).await?;
+        let view = view::View::start(store.clone(), services::SERVICES.iter().flat_map(|s| s.tables())).await?;
         let local_node = config.local_node.as_deref().map(Arc::from);
         let registry = match &config.registry_dir {
             Some(dir) => {
@@ -133,11 +164,11 @@ impl Server {
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
     /// write before this returns.
-    pub async fn commit(&self, txn: Txn) -> Result<bool, EcsError> {
+    pub async fn commit(&self, txn: Txn) -> Result<bool, WriteError> {
         if txn.ops.is_empty() && txn.compares.is_empty() {
             return Ok(true);
         }
-        let r = self.store.txn(txn).await.map_err(|e| EcsError::server(format!("store: {e}")))?;
+        let r = self.store.txn(txn).await?;
         if r.succeeded {
             self.view.wait_for(r.revision).await;
         }
@@ -145,11 +176,11 @@ impl Server {
     }
 
     /// Runs read-compute-write with compare-and-swap until it commits: `f` reads the view and
-    /// returns the transaction to write and the result to return.
-    pub async fn transact<R>(
+    /// returns the transaction to write and the result to return, or the service's error.
+    pub async fn transact<R, E: From<WriteError>>(
         &self,
-        mut f: impl FnMut(&view::State) -> Result<(Txn, R), EcsError>,
-    ) -> Result<R, EcsError> {
+        mut f: impl FnMut(&view::State) -> Result<(Txn, R), E>,
+    ) -> Result<R, E> {
         let deadline = std::time::Instant::now() + RETRY_FOR;
         while std::time::Instant::now() < deadline {
             let (txn, r) = {
@@ -161,7 +192,7 @@ impl Server {
             }
             self.catch_up().await;
         }
-        Err(EcsError::server("The request conflicted with concurrent changes too many times; retry it."))
+        Err(WriteError::Conflicts.into())
     }
 
     /// Waits until the view holds everything the store has committed.

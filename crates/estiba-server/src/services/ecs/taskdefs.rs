@@ -21,7 +21,7 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) 
         return Err(EcsError::client("The task definition is larger than the 64 KiB ECS allows."));
     }
     let (td, tags) = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let fkey = keys::family(&cx.scope, &req.family);
             let (last, compare) = match st.families.get(&fkey) {
                 Some(d) => (d.value.last_revision, Compare::mod_revision(&fkey, d.rev)),
@@ -62,7 +62,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) 
 
 pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterTaskDefinitionRequest) -> Result<Bytes> {
     let td = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             match TaskDefRef::parse(&req.task_definition) {
                 Some(r) if r.revision.is_some() => {}
                 Some(_) => return Err(EcsError::client(
@@ -144,7 +144,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteTaskDefinitionsRequest) -> 
         return Err(EcsError::invalid("Specify between 1 and 10 task definitions to delete."));
     }
     let resp = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let mut resp = DeleteTaskDefinitionsResponse { task_definitions: Some(vec![]), failures: Some(vec![]) };
             for r in &req.task_definitions {

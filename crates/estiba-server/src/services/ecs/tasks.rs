@@ -219,7 +219,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     }
     let mut ids = RandomIds;
     let placed = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
@@ -293,7 +293,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     }
     let mut ids = RandomIds;
     let placed = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
@@ -366,7 +366,7 @@ fn cluster_param(cluster: Option<&str>, task_ref: &str) -> Option<String> {
 pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
     let cluster_ref = cluster_param(req.cluster.as_deref(), &req.task);
     let t = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, cluster_ref.as_deref())?;
             let not_found = || EcsError::invalid("The referenced task was not found.");
             let key = task_key(cx, &cluster, &req.task).ok_or_else(not_found)?;

@@ -1,22 +1,19 @@
-//! The ECS API: dispatch from the operation to its handler, and what handlers share.
-//!
-//! Adding an operation: write `async fn op(s, cx, req: OpRequest) -> Result<Bytes>` in the
-//! resource's module (read the view, call estiba-core for the rules, write with
-//! [`Server::transact`]), add it to the `route!` table below, and cover it in
-//! `tests/e2e` with the AWS CLI or boto3, success and main error paths.
+//! Amazon ECS (AWS JSON 1.1): the operation table, and what the handlers share.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estiba_api::ecs::{Cluster, CreateClusterRequest, Operation, TaskDefinition, TaskDefinitionStatus};
-use estiba_api::{DecodeError, Validate};
+use estiba_api::ecs::{
+    Cluster, CreateClusterRequest, ErrorCode, Operation, TaskDefinition, TaskDefinitionStatus, MODEL,
+};
+use estiba_api::schema::{Model, Protocol};
+use estiba_api::{ApiError, DecodeError};
 use estiba_core::arn::{self, TaskDefRef};
 use estiba_core::{cluster, EcsError, Scope};
 use estiba_store::{Compare, Op, Txn};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::http::ApiError;
+use super::{route, BoxFuture, Call, Input, Service};
 use crate::keys;
 use crate::view::{Doc, State};
 use crate::Server;
@@ -60,27 +57,40 @@ pub struct Ctx {
     pub node: Option<Arc<str>>,
 }
 
-fn decode_input<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
-    estiba_api::decode(body).map_err(|e| match e {
-        DecodeError::Serialization(m) => ApiError::new("SerializationException", m, 400),
-        DecodeError::Validation(m) => ApiError::new("InvalidParameterException", m, 400),
-    })
+/// The ECS service.
+pub struct Ecs;
+
+impl Service for Ecs {
+    fn model(&self) -> &'static Model {
+        &MODEL
+    }
+
+    fn call<'a>(
+        &'a self,
+        s: &'a Server,
+        call: &'a Call,
+        op: usize,
+        input: Input,
+    ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
+        Box::pin(async move {
+            let cx = Ctx { scope: call.scope.clone(), now: call.now, node: s.local_node.clone() };
+            dispatch(s, &cx, Operation::ALL[op], input).await
+        })
+    }
+
+    fn decode_error(&self, e: DecodeError, _: Protocol) -> ApiError {
+        super::json_decode_error(e, ErrorCode::InvalidParameterException)
+    }
 }
 
-pub async fn dispatch(s: &Server, cx: &Ctx, op: Operation, body: &[u8]) -> Result<Bytes, ApiError> {
-    macro_rules! route {
-        ($($op:ident => $f:path,)*) => {
-            match op {
-                $(Operation::$op => Ok($f(s, cx, decode_input(body)?).await?),)*
-                other => Err(ApiError::new(
-                    "UnsupportedFeatureException",
-                    format!("estiba does not support the {} operation yet.", other.name()),
-                    400,
-                )),
-            }
-        };
-    }
-    route! {
+async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<Bytes, ApiError> {
+    let unsupported = |other: Operation| {
+        ApiError::new(
+            ErrorCode::UnsupportedFeatureException,
+            format!("estiba does not support the {} operation yet.", other.name()),
+        )
+    };
+    route! { &Ecs, s, cx, op, input, unsupported;
         CreateCluster => clusters::create,
         DescribeClusters => clusters::describe,
         ListClusters => clusters::list,
@@ -131,9 +141,7 @@ pub async fn dispatch(s: &Server, cx: &Ctx, op: Operation, body: &[u8]) -> Resul
     }
 }
 
-pub fn json<T: Serialize>(v: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).expect("wire types always serialize"))
-}
+pub use super::json;
 
 /// A List* response `{"<field>":["...",...],"nextToken":"..."}`, written from borrowed
 /// strings (the hot List calls would otherwise copy every ARN once more).

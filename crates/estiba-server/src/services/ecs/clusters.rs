@@ -26,7 +26,7 @@ fn full(st: &State, key: &str, c: &Cluster) -> Cluster {
 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateClusterRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut c = cluster::create(&cx.scope, &req, |p| provider_exists(st, cx, p))?;
             let name = c.cluster_name.clone().unwrap();
             let key = keys::cluster(&cx.scope, &name);
@@ -96,7 +96,7 @@ async fn modify(
     id: &str,
     mut f: impl FnMut(&State, &mut Cluster) -> Result<()>,
 ) -> Result<Cluster> {
-    s.transact(|st| {
+    s.transact::<_, EcsError>(|st| {
         let (name, d) = active_cluster(st, cx, Some(id))?;
         let key = keys::cluster(&cx.scope, &name);
         let mut c = d.value.clone();
@@ -162,7 +162,7 @@ pub async fn put_capacity_providers(s: &Server, cx: &Ctx, req: PutClusterCapacit
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteClusterRequest) -> Result<Bytes> {
     let c = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (name, d) = active_cluster(st, cx, Some(&req.cluster))?;
             let key = keys::cluster(&cx.scope, &name);
             let counts = st.counts(&key);

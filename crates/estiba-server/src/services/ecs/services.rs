@@ -47,7 +47,7 @@ fn write_deployment(txn: &mut Txn, scope: &Scope, cluster: &str, service: &str, 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<Bytes> {
     let mut ids = RandomIds;
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             svc_rules::validate_name(&req.service_name)?;
@@ -106,7 +106,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
     let mut ids = RandomIds;
     let cref = cluster_ref(req.cluster.as_deref(), &req.service);
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, c) = active_cluster(st, cx, cref.as_deref())?;
             let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
             let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
@@ -191,7 +191,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteServiceRequest) -> Result<Bytes> {
     let cref = cluster_ref(req.cluster.as_deref(), &req.service);
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, cref.as_deref())?;
             let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
             let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
@@ -375,7 +375,7 @@ pub async fn describe_revisions(s: &Server, cx: &Ctx, req: DescribeServiceRevisi
 pub async fn stop_deployment(s: &Server, cx: &Ctx, req: StopServiceDeploymentRequest) -> Result<Bytes> {
     let stop_type = req.stop_type.unwrap_or(StopServiceDeploymentStopType::Rollback);
     let arn_out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let not_found = || {
                 EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.")
             };

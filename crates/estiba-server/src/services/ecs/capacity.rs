@@ -20,7 +20,7 @@ fn provider_name(id: &str) -> String {
 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateCapacityProviderRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             if capacity::is_fargate(&req.name) {
                 return Err(EcsError::invalid(
                     "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'.",
@@ -52,7 +52,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateCapacityProviderRequest) ->
 
 pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let name = provider_name(&req.name);
             if capacity::is_fargate(&name) {
                 return Err(EcsError::invalid("The FARGATE and FARGATE_SPOT capacity providers cannot be updated."));
@@ -91,7 +91,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) ->
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteCapacityProviderRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let name = provider_name(&req.capacity_provider);
             if capacity::is_fargate(&name) {
                 return Err(EcsError::invalid("The FARGATE and FARGATE_SPOT capacity providers cannot be deleted."));
