@@ -132,6 +132,10 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
             body_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
         }
+        (&Method::GET, "/_estiba/controllers") => {
+            let stats = serde_json::to_vec(&server.controller_stats()).unwrap_or_default();
+            body_response(StatusCode::OK, Bytes::from(stats), "application/json")
+        }
         _ => error_response(&ApiError::new("UnknownOperationException", format!("No route for {path}"), 404)),
     };
     resp.headers_mut().insert("x-amzn-RequestId", HeaderValue::from_str(&request_id).unwrap());

@@ -1,6 +1,6 @@
 //! The control plane server: the HTTP front door (AWS JSON 1.1 dispatch on `X-Amz-Target`,
-//! the EC2 Query calls that describe the default VPC, the OCI registry) and the controller
-//! loops.
+//! the EC2 Query calls that describe the default VPC, the OCI registry) and the controllers
+//! (service scheduler, housekeeping, ...), which run under one runtime ([`controller`]).
 //!
 //! Request flow: [`http`] parses headers and the SigV4 scope → [`ecs::dispatch`] decodes the
 //! typed input (estiba-api) → a handler reads the [`view::View`], calls estiba-core for the
@@ -83,6 +83,8 @@ pub struct Server {
     pub view: Arc<view::View>,
     pub local_node: Option<Arc<str>>,
     pub registry: Option<Arc<registry::Registry>>,
+    /// The controllers' pass counters ([`controller::runtime`]).
+    pub controllers: controller::Metrics,
 }
 
 /// Random identifiers from UUID v4.
@@ -128,7 +130,7 @@ impl Server {
             }
             None => None,
         };
-        Ok(Arc::new(Server { config, store, view, local_node, registry }))
+        Ok(Arc::new(Server { config, store, view, local_node, registry, controllers: Default::default() }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
@@ -162,6 +164,11 @@ impl Server {
             self.catch_up().await;
         }
         Err(EcsError::server("The request conflicted with concurrent changes too many times; retry it."))
+    }
+
+    /// Each controller's passes, errors and pass times, by name.
+    pub fn controller_stats(&self) -> Vec<controller::ControllerStats> {
+        self.controllers.snapshot()
     }
 
     /// Waits until the view holds everything the store has committed.
