@@ -116,8 +116,8 @@ pub fn last_completed(svc: &Service) -> Option<&Deployment> {
         .find(|d| d.status.as_deref() != Some(PRIMARY) && d.rollout_state == Some(DeploymentRolloutState::Completed))
 }
 
-/// Record updates of one pass. Each update applies to the record as read, and the last
-/// update that changes a record is the one written.
+/// Record updates of one pass: each applies to the record as the pass's earlier updates
+/// left it.
 struct Records<'a> {
     read: &'a [&'a ServiceDeployment],
     new: Vec<Option<ServiceDeployment>>,
@@ -128,12 +128,15 @@ impl<'a> Records<'a> {
         Records { read, new: vec![None; read.len()] }
     }
 
+    /// The record as this pass has it so far.
+    fn get(&self, i: usize) -> &ServiceDeployment {
+        self.new[i].as_ref().unwrap_or(self.read[i])
+    }
+
     fn set(&mut self, i: usize, f: impl FnOnce(&mut ServiceDeployment)) {
-        let mut r = self.read[i].clone();
+        let mut r = self.get(i).clone();
         f(&mut r);
-        if r != *self.read[i] {
-            self.new[i] = Some(r);
-        }
+        self.new[i] = (r != *self.read[i]).then_some(r);
     }
 
     fn updates(self) -> Vec<Update<ServiceDeployment>> {
@@ -286,7 +289,8 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
         }
         // A completed rollback finishes the record of the deployment that failed.
         let n = service::deployment_number(done);
-        for (i, r) in input.records.iter().enumerate() {
+        for i in 0..input.records.len() {
+            let r = records.get(i);
             let rolled = r.rollback.as_ref().and_then(|r| r.service_revision_arn.as_deref());
             if r.status == Some(ServiceDeploymentStatus::RollbackInProgress) && revision_number(rolled) == n {
                 records.set(i, |r| {
@@ -297,8 +301,8 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
             }
         }
     }
-    for (i, r) in input.records.iter().enumerate() {
-        if r.status == Some(ServiceDeploymentStatus::Pending) {
+    for i in 0..input.records.len() {
+        if records.get(i).status == Some(ServiceDeploymentStatus::Pending) {
             records.set(i, |r| {
                 r.status = Some(ServiceDeploymentStatus::InProgress);
                 r.updated_at = Some(now);
@@ -727,6 +731,19 @@ mod tests {
             start 0 on [] retry None
             "#,
         );
+    }
+
+    #[test]
+    fn a_deployment_completed_on_its_first_pass_is_successful() {
+        // UpdateService to a new task definition at desiredCount 0: the planner completes
+        // the deployment on the pass that first sees its PENDING record.
+        let w = World::new(vec![record(2, ServiceDeploymentStatus::Pending)]);
+        let mut plan = w.plan();
+        plan.completed = Some("ecs-svc/2".into());
+        let o = w.decide(plan).unwrap();
+        assert_eq!(o.records.len(), 1);
+        assert_eq!(o.records[0].value.status, Some(ServiceDeploymentStatus::Successful));
+        assert_eq!(o.records[0].value.finished_at, Some(NOW));
     }
 
     #[test]
