@@ -70,7 +70,7 @@ pub trait Controller: Send + Sync + 'static {
     fn pass(&self, server: &Server) -> impl Future<Output = Result<Wake, Self::Error>> + Send;
 }
 
-/// One controller's counters.
+/// One controller's counters (pass times in seconds on the wire).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerStats {
@@ -79,11 +79,11 @@ pub struct ControllerStats {
     pub passes: u64,
     /// Passes that failed (returned an error or panicked).
     pub errors: u64,
-    #[serde(serialize_with = "seconds")]
+    #[serde(rename = "lastPassSeconds", serialize_with = "seconds")]
     pub last_pass: Duration,
-    #[serde(serialize_with = "seconds")]
+    #[serde(rename = "maxPassSeconds", serialize_with = "seconds")]
     pub max_pass: Duration,
-    #[serde(serialize_with = "seconds")]
+    #[serde(rename = "totalPassSeconds", serialize_with = "seconds")]
     pub total_pass: Duration,
     pub last_error: Option<String>,
 }
@@ -357,7 +357,7 @@ mod tests {
         assert!(st.max_pass >= Duration::from_millis(300) && st.total_pass >= st.max_pass, "{st:?}");
         let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json[0]["name"], "flaky");
-        assert!(json[0]["maxPass"].as_f64().unwrap() >= 0.3, "{json}");
+        assert!(json[0]["maxPassSeconds"].as_f64().unwrap() >= 0.3, "{json}");
         stop(tx, rt).await;
     }
 }
