@@ -102,6 +102,10 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
             body::response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
         }
+        (&Method::GET, "/_estiba/controllers") => {
+            let stats = serde_json::to_vec(&server.controller_stats()).unwrap_or_default();
+            body::response(StatusCode::OK, Bytes::from(stats), "application/json")
+        }
         (&Method::GET, "/") => console(),
         _ => not_found(&format!("No route for {path}")),
     };

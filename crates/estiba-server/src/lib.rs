@@ -1,5 +1,6 @@
 //! The control plane server: the front door for every AWS API estiba answers (AWS JSON 1.0
-//! and 1.1, Query, EC2, RPC v2 CBOR), the OCI registry, and the controller loops.
+//! and 1.1, Query, EC2, RPC v2 CBOR), the OCI registry, and the controllers (service
+//! scheduler, housekeeping, ...), which run under one runtime ([`controller`]).
 //!
 //! Request flow: [`http`] routes by path → [`front`] finds the service (SigV4 scope, then
 //! `X-Amz-Target`, then `Action`) and the operation, and decodes the input → the service's
@@ -18,7 +19,6 @@ pub mod http;
 pub mod registry;
 pub mod services;
 pub use estiba_core::keys;
-pub use services::{ecr, ecs};
 pub mod view;
 
 use std::net::SocketAddr;
@@ -86,6 +86,8 @@ pub struct Server {
     pub view: Arc<view::View>,
     pub local_node: Option<Arc<str>>,
     pub registry: Option<Arc<registry::Registry>>,
+    /// The controllers' pass counters ([`controller::runtime`]).
+    pub controllers: controller::Metrics,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -159,7 +161,7 @@ impl Server {
             }
             None => None,
         };
-        Ok(Arc::new(Server { config, store, view, local_node, registry }))
+        Ok(Arc::new(Server { config, store, view, local_node, registry, controllers: Default::default() }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
@@ -193,6 +195,11 @@ impl Server {
             self.catch_up().await;
         }
         Err(WriteError::Conflicts.into())
+    }
+
+    /// Each controller's passes, errors and pass times, by name.
+    pub fn controller_stats(&self) -> Vec<controller::ControllerStats> {
+        self.controllers.snapshot()
     }
 
     /// Waits until the view holds everything the store has committed.
