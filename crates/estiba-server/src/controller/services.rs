@@ -171,7 +171,8 @@ fn start_tasks(
         return Ok(Placed::Tasks(vec![]));
     };
     let primary_id = primary.id.clone().unwrap_or_default();
-    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, cx, a)) else {
+    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, cx, a))
+    else {
         return Ok(Placed::Tasks(vec![]));
     };
     let key = keys::service(&cx.scope, cluster, name);
