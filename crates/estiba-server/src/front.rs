@@ -52,11 +52,18 @@ struct Target {
     op: usize,
 }
 
+/// The service a request is signed for.
+enum Signed {
+    No,
+    For(&'static dyn Service),
+    /// A service estiba does not serve (its signing name).
+    Other(String),
+}
+
 /// What the front door knows of a request once it has looked at it.
 struct Seen {
     wire: Wire,
-    signed_for: Option<String>,
-    scope: Scope,
+    signed: Signed,
 }
 
 /// Answers an AWS API request (`POST /` or `POST /service/...`).
@@ -71,7 +78,12 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         ),
         None => Scope::new(server.config.account_id.clone(), server.config.default_region.clone()),
     };
-    let signed_for = credential.map(|c| c.service.to_owned());
+    let signed = match credential {
+        None => Signed::No,
+        Some(c) => {
+            services::by_signing_name(c.service).map_or_else(|| Signed::Other(c.service.to_owned()), Signed::For)
+        }
+    };
     let path = req.uri().path().to_owned();
     let target = header("x-amz-target").map(str::to_owned);
     let form = header("content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
@@ -84,7 +96,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     } else {
         Wire::Json { v10 }
     };
-    let mut r = Seen { wire, signed_for, scope };
+    let mut r = Seen { wire, signed };
     let body = match body::read(req, server.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return error_response(&r, None, &e, request_id),
@@ -102,10 +114,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     let op = &model.operations[t.op];
     let started = std::time::Instant::now();
     let result = match decode(&r, &t, body) {
-        Ok(input) => {
-            let cx = Call { scope: r.scope.clone(), now: crate::now() };
-            t.svc.call(server, &cx, t.op, input).await
-        }
+        Ok(input) => t.svc.call(server, Call { scope, now: crate::now() }, t.op, input).await,
         Err(e) => Err(e),
     };
     match result {
@@ -131,10 +140,10 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
 
 /// The service a signed request names, if estiba serves it; an error naming it if not.
 fn signed_service(r: &Seen) -> Result<Option<&'static dyn Service>, ApiError> {
-    let Some(name) = r.signed_for.as_deref() else { return Ok(None) };
-    match services::by_signing_name(name) {
-        Some(s) => Ok(Some(s)),
-        None => Err(not_served(r.wire, name)),
+    match &r.signed {
+        Signed::No => Ok(None),
+        Signed::For(s) => Ok(Some(*s)),
+        Signed::Other(name) => Err(not_served(r.wire, name)),
     }
 }
 

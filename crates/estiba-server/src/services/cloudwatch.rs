@@ -22,10 +22,10 @@ impl Service for CloudWatch {
         &MODEL
     }
 
-    fn call<'a>(&'a self, s: &'a Server, cx: &'a Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes>> {
+    fn call<'a>(&'a self, s: &'a Server, cx: Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(async move {
             let missing = |other: Operation| super::not_implemented(&CloudWatch, other.name());
-            route! { &CloudWatch, s, cx, Operation::ALL[op], input, missing;
+            route! { &CloudWatch, s, &cx, Operation::ALL[op], input, missing;
                 ListMetrics => list_metrics,
             }
         })

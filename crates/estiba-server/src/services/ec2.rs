@@ -62,10 +62,10 @@ impl Service for Ec2 {
         &MODEL
     }
 
-    fn call<'a>(&'a self, s: &'a Server, cx: &'a Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes>> {
+    fn call<'a>(&'a self, s: &'a Server, cx: Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(async move {
             let missing = |other: Operation| super::not_implemented(&Ec2, other.name());
-            route! { &Ec2, s, cx, Operation::ALL[op], input, missing;
+            route! { &Ec2, s, &cx, Operation::ALL[op], input, missing;
                 DescribeVpcs => describe_vpcs,
                 DescribeSubnets => describe_subnets,
                 DescribeSecurityGroups => describe_security_groups,

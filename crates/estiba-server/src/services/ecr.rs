@@ -40,12 +40,12 @@ impl Service for Ecr {
     fn call<'a>(
         &'a self,
         s: &'a Server,
-        call: &'a Call,
+        call: Call,
         op: usize,
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx { scope: call.scope.clone(), now: call.now };
+            let cx = Ctx { scope: call.scope, now: call.now };
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }

@@ -22,10 +22,10 @@ impl Service for Elbv2 {
         &MODEL
     }
 
-    fn call<'a>(&'a self, s: &'a Server, cx: &'a Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes>> {
+    fn call<'a>(&'a self, s: &'a Server, cx: Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(async move {
             let missing = |other: Operation| super::not_implemented(&Elbv2, other.name());
-            route! { &Elbv2, s, cx, Operation::ALL[op], input, missing;
+            route! { &Elbv2, s, &cx, Operation::ALL[op], input, missing;
                 DescribeLoadBalancers => describe_load_balancers,
                 DescribeTargetGroups => describe_target_groups,
             }

@@ -85,13 +85,7 @@ pub trait Service: Send + Sync + 'static {
     fn model(&self) -> &'static Model;
 
     /// Answers operation `op` (an index into the model's operations) with its output as JSON.
-    fn call<'a>(
-        &'a self,
-        s: &'a Server,
-        cx: &'a Call,
-        op: usize,
-        input: Input,
-    ) -> BoxFuture<'a, Result<Bytes, ApiError>>;
+    fn call<'a>(&'a self, s: &'a Server, cx: Call, op: usize, input: Input) -> BoxFuture<'a, Result<Bytes, ApiError>>;
 
     /// The error for an input that could not be decoded, in this service's codes.
     fn decode_error(&self, e: DecodeError, protocol: Protocol) -> ApiError;

@@ -68,12 +68,12 @@ impl Service for Ecs {
     fn call<'a>(
         &'a self,
         s: &'a Server,
-        call: &'a Call,
+        call: Call,
         op: usize,
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx { scope: call.scope.clone(), now: call.now, node: s.local_node.clone() };
+            let cx = Ctx { scope: call.scope, now: call.now, node: s.local_node.clone() };
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }
