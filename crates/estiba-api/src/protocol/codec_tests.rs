@@ -234,6 +234,32 @@ fn cbor_round_trips_timestamps_doubles_blobs_and_nesting() {
 }
 
 #[test]
+fn cbor_maps_and_query_maps_carry_the_same_input() {
+    let op = cloudwatch::Operation::PutMetricData.schema();
+    let input = json!({
+        "Namespace": "app",
+        "EntityMetricData": [{
+            "Entity": {"KeyAttributes": {"Type": "Service", "Name": "web"}, "Attributes": {}},
+            "MetricData": [{"MetricName": "Latency", "Values": [1.5, 2.0], "Counts": [3.0, 1.0], "StorageResolution": 1}],
+        }],
+    });
+    let body = cbor::from_value(&cloudwatch::MODEL, op.input, &input);
+    assert_eq!(cbor::to_value(&cloudwatch::MODEL, op.input, &body).unwrap(), input);
+    let form = query::to_params(&cloudwatch::MODEL, op, &input, Flavour::Query);
+    assert!(form.0.iter().any(|(k, v)| k == "EntityMetricData.member.1.Entity.KeyAttributes.entry.2.key" && v == "Type"), "{form:?}");
+    // Like botocore, an empty map sends nothing (an empty list sends `Name=`).
+    assert!(!form.0.iter().any(|(k, _)| k.contains("Entity.Attributes")), "{form:?}");
+    let from_query = query::to_value(&cloudwatch::MODEL, op.input, &form, Flavour::Query).unwrap();
+    let mut expected = input.clone();
+    // Query has no way to send an empty map: it arrives absent.
+    expected["EntityMetricData"][0]["Entity"].as_object_mut().unwrap().remove("Attributes");
+    assert_eq!(from_query, expected);
+    let typed: cloudwatch::PutMetricDataInput = decode_value(from_query, PathStyle::LowerFirst).unwrap();
+    let e = &typed.entity_metric_data.unwrap()[0];
+    assert_eq!(e.entity.as_ref().unwrap().key_attributes.as_ref().unwrap()["Name"], "web");
+}
+
+#[test]
 fn cbor_refuses_malformed_bodies_and_wrong_types() {
     let op = cloudwatch::Operation::ListMetrics.schema();
     assert_eq!(cbor::to_value(&cloudwatch::MODEL, op.input, b"").unwrap(), json!({}));
