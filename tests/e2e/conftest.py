@@ -72,6 +72,7 @@ class Estiba:
             self.extra_args += ["--vpc-cidr", f"10.{100 + n}.0.0/16", "--bridge-cidr", f"10.{200 + n % 50}.{n}.0/24"]
 
         self.env = env or {}
+        self.node = node
         self.proc = None
         self.log_path = os.path.join(data_dir, "server.log")
 
@@ -93,6 +94,10 @@ class Estiba:
             try:
                 with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
                     if r.status == 200:
+                        if self.node:
+                            # Servers that run tasks get the `default` cluster their tests'
+                            # RunTask calls without a cluster use (ECS does not make it).
+                            self.client().create_cluster()
                         return self
             except OSError:
                 time.sleep(0.02)

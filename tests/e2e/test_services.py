@@ -168,6 +168,8 @@ def test_describe_and_list_services(ecs, setup):
     assert [s["serviceName"] for s in d["services"]] == ["s00", "s01"]
     assert d["services"][0]["tags"] == [{"key": "i", "value": "0"}]
     assert d["failures"][0]["reason"] == "MISSING"
+    # AWS names an unknown service by the short ARN (deploy tools build messages from it).
+    assert d["failures"][0]["arn"] == "arn:aws:ecs:us-east-1:000000000000:service/nope"
     with pytest.raises(ClientError) as e:
         ecs.describe_services(cluster=cluster, services=[f"s{i:02d}" for i in range(11)])
     assert error_code(e) == "InvalidParameterException"

@@ -125,6 +125,12 @@ def test_deregister_list_and_delete(ecs):
     with pytest.raises(ClientError) as e:
         ecs.deregister_task_definition(taskDefinition=fam)
     assert error_code(e) == "ClientException"
+    with pytest.raises(ClientError) as e:
+        ecs.deregister_task_definition(taskDefinition=f"{fam}:latest")
+    assert (error_code(e), error_message(e)) == ("InvalidParameterException", "Invalid revision number. Number: latest")
+    with pytest.raises(ClientError) as e:
+        ecs.deregister_task_definition(taskDefinition=f"{fam}:9")
+    assert (error_code(e), error_message(e)) == ("ClientException", "Unable to describe task definition.")
     td = ecs.deregister_task_definition(taskDefinition=f"{fam}:2")["taskDefinition"]
     assert td["status"] == "INACTIVE" and "deregisteredAt" in td
     assert ecs.list_task_definitions(familyPrefix=fam, status="INACTIVE")["taskDefinitionArns"] == [arns[1]]

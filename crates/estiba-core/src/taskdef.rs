@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use estiba_api::ecs::{
-    Attribute, Compatibility, ContainerCondition, ContainerDefinition, NetworkMode, RegisterTaskDefinitionRequest,
-    TaskDefinition, TaskDefinitionStatus, TransportProtocol,
+    Attribute, Compatibility, ContainerCondition, ContainerDefinition, NetworkMode, PidMode,
+    RegisterTaskDefinitionRequest, TaskDefinition, TaskDefinitionStatus, TransportProtocol,
 };
 
 use crate::arn::Scope;
@@ -83,6 +83,15 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
                 "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. See the Amazon ECS documentation for the valid values."
             );
         }
+        if req.pid_mode == Some(PidMode::Host) {
+            bail!(
+                client,
+                "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'."
+            );
+        }
+        if req.ipc_mode.is_some() {
+            bail!(client, "Tasks using the Fargate launch type do not support the ipcMode parameter.");
+        }
     }
     let containers = validate_containers(&req.container_definitions, mode, size, wants_fargate)?;
     if let Some(tags) = &req.tags {
@@ -90,7 +99,9 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
     }
 
     let fargate_ok = mode == NetworkMode::Awsvpc
-        && matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::valid_size(c, m));
+        && matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::valid_size(c, m))
+        && req.pid_mode != Some(PidMode::Host)
+        && req.ipc_mode.is_none();
     let mut compatibilities = vec![Compatibility::Ec2];
     if fargate_ok {
         compatibilities.push(Compatibility::Fargate);
@@ -418,7 +429,7 @@ fn requires_attributes(req: &RegisterTaskDefinitionRequest, mode: NetworkMode) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estiba_api::ecs::{ContainerDependency, HealthCheck, PortMapping};
+    use estiba_api::ecs::{ContainerDependency, HealthCheck, IpcMode, PortMapping};
 
     fn scope() -> Scope {
         Scope::new("000000000000", "us-east-1")
@@ -467,6 +478,18 @@ mod tests {
         let td = register(&scope(), &r, 1, 0.0).unwrap();
         assert_eq!((td.cpu.as_deref(), td.memory.as_deref()), (Some("1024"), Some("2048")));
         assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2, Compatibility::Fargate]));
+        r.pid_mode = Some(PidMode::Host);
+        assert_eq!(
+            err(&r),
+            "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'."
+        );
+        r.pid_mode = Some(PidMode::Task);
+        r.ipc_mode = Some(IpcMode::Task);
+        assert!(err(&r).contains("do not support the ipcMode parameter"));
+        // Without requiring Fargate it registers, but is not Fargate-compatible.
+        r.requires_compatibilities = None;
+        let td = register(&scope(), &r, 1, 0.0).unwrap();
+        assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2]));
     }
 
     #[test]

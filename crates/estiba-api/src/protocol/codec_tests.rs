@@ -246,7 +246,10 @@ fn cbor_maps_and_query_maps_carry_the_same_input() {
     let body = cbor::from_value(&cloudwatch::MODEL, op.input, &input);
     assert_eq!(cbor::to_value(&cloudwatch::MODEL, op.input, &body).unwrap(), input);
     let form = query::to_params(&cloudwatch::MODEL, op, &input, Flavour::Query);
-    assert!(form.0.iter().any(|(k, v)| k == "EntityMetricData.member.1.Entity.KeyAttributes.entry.2.key" && v == "Type"), "{form:?}");
+    assert!(
+        form.0.iter().any(|(k, v)| k == "EntityMetricData.member.1.Entity.KeyAttributes.entry.2.key" && v == "Type"),
+        "{form:?}"
+    );
     // Like botocore, an empty map sends nothing (an empty list sends `Name=`).
     assert!(!form.0.iter().any(|(k, _)| k.contains("Entity.Attributes")), "{form:?}");
     let from_query = query::to_value(&cloudwatch::MODEL, op.input, &form, Flavour::Query).unwrap();

@@ -83,8 +83,10 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListClustersRequest) -> Result<Byte
     let limit = page::limit(req.max_results, 100, 100)?;
     let st = s.view.read();
     let prefix = format!("{}clusters/", keys::scope_prefix(&cx.scope));
-    let active = State::range(&st.clusters, &prefix).filter(|d| d.value.status.as_deref() == Some(cluster::ACTIVE));
-    let p = page::paginate(active, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    // Deleted (INACTIVE) clusters stay listed until housekeeping forgets them, as in ECS
+    // ("deleted clusters might remain discoverable in your account for a period of time").
+    let all = State::range(&st.clusters, &prefix);
+    let p = page::paginate(all, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
     let arns = p.items.iter().filter_map(|d| d.value.cluster_arn.as_deref());
     Ok(super::list_json("clusterArns", arns, p.next_token.as_deref()))
 }

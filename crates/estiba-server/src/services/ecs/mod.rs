@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use estiba_api::ecs::{
-    Cluster, CreateClusterRequest, ErrorCode, Operation, TaskDefinition, TaskDefinitionStatus, MODEL,
+    Cluster, ErrorCode, Operation, TaskDefinition, TaskDefinitionStatus, MODEL,
 };
 use estiba_api::schema::{Model, Protocol};
 use estiba_api::{ApiError, DecodeError};
@@ -187,24 +187,13 @@ pub fn active_cluster<'a>(st: &'a State, cx: &Ctx, id: Option<&str>) -> Result<(
     }
 }
 
-/// Like [`active_cluster`], but creates the `default` cluster on first use, as ECS does for
-/// calls that need a cluster. The returned compare guards against the cluster changing.
+/// Like [`active_cluster`], for a write: the returned compare guards against the cluster
+/// changing. The `default` cluster is not made on first use: ECS answers
+/// `ClusterNotFoundException` until it is created.
 pub fn cluster_for_write(st: &State, cx: &Ctx, id: Option<&str>, txn: &mut Txn) -> Result<(String, Cluster)> {
-    let name = arn::cluster_name(id)?;
-    let key = keys::cluster(&cx.scope, &name);
-    match st.clusters.get(&key) {
-        Some(d) if d.value.status.as_deref() == Some(cluster::ACTIVE) => {
-            txn.compares.push(Compare::mod_revision(&key, d.rev));
-            Ok((name, d.value.clone()))
-        }
-        None if name == "default" => {
-            let c = cluster::create(&cx.scope, &CreateClusterRequest::default(), |_| false)?;
-            txn.compares.push(Compare::absent(&key));
-            txn.ops.push(put(&key, &c));
-            Ok((name, c))
-        }
-        _ => Err(EcsError::cluster_not_found()),
-    }
+    let (name, d) = active_cluster(st, cx, id)?;
+    txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+    Ok((name, d.value.clone()))
 }
 
 /// Resolves `family`, `family:revision` or a task definition ARN. A bare family means its

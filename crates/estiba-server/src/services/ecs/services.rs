@@ -223,7 +223,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeServicesRequest) -> Res
             None => resp.failures.as_mut().unwrap().push(super::missing(if id.starts_with("arn:") {
                 id.clone()
             } else {
-                cx.scope.service_arn(&cluster, id)
+                cx.scope.short_service_arn(id)
             })),
         }
     }

@@ -61,17 +61,22 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) 
 }
 
 pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterTaskDefinitionRequest) -> Result<Bytes> {
+    // `family:revision` or an ARN ending so; a revision that is not a number is refused as
+    // ECS refuses it.
+    let name = req.task_definition.rsplit_once("task-definition/").map_or(req.task_definition.as_str(), |(_, n)| n);
+    match name.rsplit_once(':') {
+        Some((_, rev)) if rev.parse::<i32>().is_ok_and(|r| r > 0) => {}
+        Some((_, rev)) => return Err(EcsError::invalid(format!("Invalid revision number. Number: {rev}"))),
+        None => {
+            return Err(EcsError::client(
+                "The task definition revision must be specified: pass family:revision or the task definition ARN.",
+            ))
+        }
+    }
     let td = s
         .transact::<_, EcsError>(|st| {
-            match TaskDefRef::parse(&req.task_definition) {
-                Some(r) if r.revision.is_some() => {}
-                Some(_) => return Err(EcsError::client(
-                    "The task definition revision must be specified: pass family:revision or the task definition ARN.",
-                )),
-                None => return Err(EcsError::client("The specified task definition does not exist.")),
-            }
             let Some(d) = find_taskdef(st, cx, &req.task_definition) else {
-                return Err(EcsError::client("The specified task definition does not exist."));
+                return Err(EcsError::task_definition_not_found());
             };
             if d.value.status != Some(TaskDefinitionStatus::Active) {
                 return Ok((Txn::new(), d.value.clone()));
