@@ -125,14 +125,20 @@ class Estiba:
         containers outlive the server by design, so a test that leaves tasks running leaves
         them on the machine."""
         ecs = self.client()
-        for cluster in ecs.list_clusters()["clusterArns"]:
+
+        def active_clusters():
+            # Deleted clusters stay listed for a while; they hold nothing.
+            arns = ecs.list_clusters()["clusterArns"]
+            return [c["clusterArn"] for c in ecs.describe_clusters(clusters=arns)["clusters"] if c["status"] == "ACTIVE"] if arns else []
+
+        for cluster in active_clusters():
             for svc in ecs.list_services(cluster=cluster, maxResults=100)["serviceArns"]:
                 ecs.delete_service(cluster=cluster, service=svc, force=True)
             for arn in ecs.list_tasks(cluster=cluster, maxResults=100)["taskArns"]:
                 ecs.stop_task(cluster=cluster, task=arn, reason="test clean-up")
 
         def all_stopped():
-            for cluster in ecs.list_clusters()["clusterArns"]:
+            for cluster in active_clusters():
                 for status in ("RUNNING", "STOPPED"):
                     arns = ecs.list_tasks(cluster=cluster, desiredStatus=status, maxResults=100)["taskArns"]
                     if arns and any(t["lastStatus"] != "STOPPED" for t in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]):
