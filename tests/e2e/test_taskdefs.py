@@ -162,3 +162,24 @@ def test_registering_launches_nothing(ecs):
     c = ecs.describe_clusters(clusters=["default"])
     if c["clusters"]:
         assert c["clusters"][0]["runningTasksCount"] == 0
+
+
+def test_efs_volumes_get_a_root_directory(ecs):
+    td = ecs.register_task_definition(
+        family=unique("efs"),
+        containerDefinitions=[{"name": "a", "image": "busybox", "memory": 64}],
+        volumes=[{"name": "data", "efsVolumeConfiguration": {"fileSystemId": "fs-12345678"}}],
+    )["taskDefinition"]
+    assert td["volumes"][0]["efsVolumeConfiguration"] == {"fileSystemId": "fs-12345678", "rootDirectory": "/"}
+
+
+def test_fargate_refuses_host_pid_and_ipc_modes(ecs):
+    base = dict(family=unique("f"), networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                containerDefinitions=[{"name": "a", "image": "busybox"}])
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(pidMode="host", **base)
+    assert error_message(e) == "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'."
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(ipcMode="task", **base)
+    assert error_code(e) == "ClientException"
+    assert ecs.register_task_definition(pidMode="task", **base)["taskDefinition"]["pidMode"] == "task"

@@ -167,3 +167,17 @@ def test_start_task_on_a_container_instance(ecs):
     assert remaining["MEMORY"]["integerValue"] == 212
     assert "8080" in remaining["PORTS"]["stringSetValue"]
     assert ecs.list_tasks(cluster=cluster, containerInstance=ci["containerInstanceArn"])["taskArns"] == [t["taskArn"]]
+
+
+def test_platform_version_belongs_to_fargate(ecs, setup):
+    cluster, _ = setup
+    fam = unique("ec2")
+    ecs.register_task_definition(family=fam, containerDefinitions=[{"name": "a", "image": "busybox", "memory": 64}])
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(cluster=cluster, taskDefinition=fam, launchType="EC2", platformVersion="1.4.0")
+    assert (error_code(e), error_message(e)) == (
+        "InvalidParameterException", "The platform version must be null when specifying an EC2 launch type.")
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(cluster=cluster, serviceName=unique("s"), taskDefinition=fam, desiredCount=1,
+                           launchType="EC2", platformVersion="LATEST")
+    assert error_code(e) == "InvalidParameterException"

@@ -295,6 +295,7 @@ pub fn create(
         }
     };
     let config = deployment_configuration(req.deployment_configuration.as_ref(), strategy)?;
+    task::check_platform_version(launch.launch_type, req.platform_version.as_deref())?;
     task::validate(td, launch.launch_type, req.network_configuration.as_ref(), None, None, None)?;
     let lbs = req.load_balancers.clone().unwrap_or_default();
     validate_load_balancers(&lbs, td)?;

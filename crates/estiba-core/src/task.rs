@@ -107,6 +107,14 @@ pub struct Spec<'a> {
 
 /// Checks what RunTask, StartTask and services share: network configuration against the
 /// task definition's network mode, overrides, group and startedBy.
+/// A platform version belongs to Fargate: with the EC2 launch type ECS refuses one.
+pub fn check_platform_version(launch_type: LaunchType, platform_version: Option<&str>) -> Result<()> {
+    if launch_type == LaunchType::Ec2 && platform_version.is_some() {
+        bail!(invalid, "The platform version must be null when specifying an EC2 launch type.");
+    }
+    Ok(())
+}
+
 pub fn validate(
     td: &TaskDefinition,
     launch_type: LaunchType,

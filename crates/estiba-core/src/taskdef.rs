@@ -120,7 +120,7 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
         execution_role_arn: req.execution_role_arn.clone(),
         network_mode: req.network_mode,
         revision,
-        volumes: Some(req.volumes.clone().unwrap_or_default()),
+        volumes: Some(volumes(req)),
         status: Some(TaskDefinitionStatus::Active),
         requires_attributes: Some(requires_attributes(req, mode)),
         placement_constraints: Some(req.placement_constraints.clone().unwrap_or_default()),
@@ -141,6 +141,18 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
         delete_requested_at: None,
     };
     Ok(td)
+}
+
+/// The task definition's volumes as ECS stores them: an EFS volume without a root directory
+/// gets `/`.
+fn volumes(req: &RegisterTaskDefinitionRequest) -> Vec<estiba_api::ecs::Volume> {
+    let mut volumes = req.volumes.clone().unwrap_or_default();
+    for v in &mut volumes {
+        if let Some(efs) = &mut v.efs_volume_configuration {
+            efs.root_directory.get_or_insert_with(|| "/".into());
+        }
+    }
+    volumes
 }
 
 fn validate_containers(
@@ -490,6 +502,22 @@ mod tests {
         r.requires_compatibilities = None;
         let td = register(&scope(), &r, 1, 0.0).unwrap();
         assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2]));
+    }
+
+    #[test]
+    fn efs_volumes_get_a_root_directory() {
+        let mut r = req(vec![container("a")]);
+        r.volumes = Some(vec![estiba_api::ecs::Volume {
+            name: Some("data".into()),
+            efs_volume_configuration: Some(estiba_api::ecs::EFSVolumeConfiguration {
+                file_system_id: "fs-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let td = register(&scope(), &r, 1, 0.0).unwrap();
+        let efs = td.volumes.unwrap()[0].efs_volume_configuration.clone().unwrap();
+        assert_eq!(efs.root_directory.as_deref(), Some("/"));
     }
 
     #[test]

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estiba_api::ecs::{
-    Cluster, ErrorCode, Operation, TaskDefinition, TaskDefinitionStatus, MODEL,
-};
+use estiba_api::ecs::{Cluster, ErrorCode, Operation, TaskDefinition, TaskDefinitionStatus, MODEL};
 use estiba_api::schema::{Model, Protocol};
 use estiba_api::{ApiError, DecodeError};
 use estiba_core::arn::{self, TaskDefRef};

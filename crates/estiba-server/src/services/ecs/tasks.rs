@@ -230,6 +230,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 taskdef::fargate_compatible(&td.value),
                 has_instances(st, cx, &cluster),
             )?;
+            task::check_platform_version(plan.launch_type(), req.platform_version.as_deref())?;
             task::validate(
                 &td.value,
                 plan.launch_type(),
