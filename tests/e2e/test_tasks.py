@@ -181,3 +181,15 @@ def test_platform_version_belongs_to_fargate(ecs, setup):
         ecs.create_service(cluster=cluster, serviceName=unique("s"), taskDefinition=fam, desiredCount=1,
                            launchType="EC2", platformVersion="LATEST")
     assert error_code(e) == "InvalidParameterException"
+
+
+def test_a_task_is_in_its_subnets_zone(shared, setup):
+    ecs = shared.client()
+    cluster, fam = setup
+    subnets = shared.client("ec2").describe_subnets()["Subnets"]
+    zone_b = next(s for s in subnets if s["AvailabilityZone"] == "us-east-1b")
+    net = {"awsvpcConfiguration": {"subnets": [zone_b["SubnetId"]], "securityGroups": ["sg-12345678"]}}
+    t = ecs.run_task(cluster=cluster, taskDefinition=fam, launchType="FARGATE", networkConfiguration=net)["tasks"][0]
+    assert t["availabilityZone"] == "us-east-1b"
+    details = {d["name"]: d["value"] for d in t["attachments"][0]["details"]}
+    assert details["subnetId"] == zone_b["SubnetId"]

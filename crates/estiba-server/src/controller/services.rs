@@ -109,7 +109,8 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
             let records: Vec<&ServiceDeployment> = record_docs.iter().map(|r| &r.value).collect();
-            let cx = Ctx { scope: scope.clone(), now, node: server.local_node.clone() };
+            let cx =
+                Ctx { scope: scope.clone(), now, node: server.local_node.clone(), vpc_cidr: server.config.vpc_cidr };
             let taskdef = |a: &str| crate::services::ecs::find_taskdef(st, &cx, a).map(|td| &td.value);
             let claimed = |t: &Task| is_claimed(st, &keys::task(&scope, &cluster, task::task_id(t)));
             let input = rollout::Input {
@@ -200,6 +201,7 @@ fn start_tasks(
         group: Some(&group),
         started_by: Some(&primary_id),
         network: primary.network_configuration.as_ref(),
+        vpc_cidr: cx.vpc_cidr,
         container_instance_arn: None,
         enable_execute_command: svc.enable_execute_command,
         tags,

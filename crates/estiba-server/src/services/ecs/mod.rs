@@ -53,6 +53,8 @@ pub struct Ctx {
     pub scope: Scope,
     pub now: f64,
     pub node: Option<Arc<str>>,
+    /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
+    pub vpc_cidr: ipnet::Ipv4Net,
 }
 
 /// The ECS service.
@@ -71,7 +73,7 @@ impl Service for Ecs {
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx { scope: call.scope, now: call.now, node: s.local_node.clone() };
+            let cx = Ctx { scope: call.scope, now: call.now, node: s.local_node.clone(), vpc_cidr: s.config.vpc_cidr };
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }
