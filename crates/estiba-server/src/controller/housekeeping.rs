@@ -1,11 +1,12 @@
 //! Housekeeping: removes STOPPED tasks after their retention, deletes task definitions in
-//! DELETE_IN_PROGRESS once no task or service uses them, and stops tasks left in deleted
-//! clusters (RunTask does not guard against a concurrent DeleteCluster). Runs every
+//! DELETE_IN_PROGRESS once no task or service uses them, finishes the deletion of capacity
+//! providers (ACTIVE / DELETE_IN_PROGRESS → INACTIVE / DELETE_COMPLETE), and stops tasks left
+//! in deleted clusters (RunTask does not guard against a concurrent DeleteCluster). Runs every
 //! `housekeeping_every`, first that long after the start.
 
 use std::time::Duration;
 
-use estiba_api::ecs::{TaskDefinitionStatus, TaskStopCode};
+use estiba_api::ecs::{CapacityProviderStatus, CapacityProviderUpdateStatus, TaskDefinitionStatus, TaskStopCode};
 use estiba_core::service as svc_rules;
 use estiba_core::{task, EcsError};
 use estiba_store::{Compare, Op, Txn};
@@ -70,6 +71,15 @@ pub async fn housekeeping(server: &Server, stopped_task_retention: Duration) -> 
             }
             if txn.ops.len() > 500 {
                 break;
+            }
+        }
+        for d in st.capacity_providers.values() {
+            if d.value.update_status == Some(CapacityProviderUpdateStatus::DeleteInProgress) {
+                let mut cp = d.value.clone();
+                cp.status = Some(CapacityProviderStatus::Inactive);
+                cp.update_status = Some(CapacityProviderUpdateStatus::DeleteComplete);
+                txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                txn.ops.push(put(&d.key, &cp));
             }
         }
         for d in st.taskdefs.values() {

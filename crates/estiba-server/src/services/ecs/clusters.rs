@@ -17,7 +17,7 @@ pub(super) fn provider_exists(st: &State, cx: &Ctx, name: &str) -> bool {
         || st
             .capacity_providers
             .get(&keys::capacity_provider(&cx.scope, name))
-            .is_some_and(|d| d.value.status == Some(CapacityProviderStatus::Active))
+            .is_some_and(|d| capacity::is_live(&d.value))
 }
 
 fn full(st: &State, key: &str, c: &Cluster) -> Cluster {
