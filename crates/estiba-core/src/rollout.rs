@@ -108,14 +108,6 @@ fn target_number(r: &ServiceDeployment) -> &str {
     revision_number(r.target_service_revision.as_ref().and_then(|t| t.arn.as_deref()))
 }
 
-/// The deployment a rollback returns to: the newest COMPLETED one that is not PRIMARY.
-pub fn last_completed(svc: &Service) -> Option<&Deployment> {
-    svc.deployments
-        .iter()
-        .flatten()
-        .find(|d| d.status.as_deref() != Some(PRIMARY) && d.rollout_state == Some(DeploymentRolloutState::Completed))
-}
-
 /// Record updates of one pass: each applies to the record as the pass's earlier updates
 /// left it.
 struct Records<'a> {
@@ -190,7 +182,7 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
             }
             Some(ServiceDeploymentStatus::RollbackRequested) => {
                 plan.failed = Some(service::primary(stored).and_then(|p| p.id.clone()).unwrap_or_default());
-                plan.rollback_to = last_completed(stored).cloned();
+                plan.rollback_to = service::rollback_target(stored).cloned();
                 plan.start = 0;
                 plan.completed = None;
             }
@@ -626,7 +618,7 @@ mod tests {
         p.rollout_state_reason = Some(CIRCUIT_BREAKER.into());
         p.failed_tasks = 3;
         if rollback {
-            plan.rollback_to = last_completed(&w.service).cloned();
+            plan.rollback_to = service::rollback_target(&w.service).cloned();
         }
         plan
     }

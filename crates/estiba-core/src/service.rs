@@ -50,6 +50,14 @@ pub fn primary(s: &Service) -> Option<&Deployment> {
     s.deployments.iter().flatten().find(|d| d.status.as_deref() == Some(PRIMARY))
 }
 
+/// The deployment a rollback returns to: the newest COMPLETED one that is not PRIMARY, else
+/// the newest other one (the deployment the PRIMARY replaced, with whatever of it is still
+/// running: a rollout that began before its predecessor completed still rolls back to it).
+pub fn rollback_target(s: &Service) -> Option<&Deployment> {
+    let others = || s.deployments.iter().flatten().filter(|d| d.status.as_deref() != Some(PRIMARY));
+    others().find(|d| d.rollout_state == Some(DeploymentRolloutState::Completed)).or_else(|| others().next())
+}
+
 pub fn primary_mut(s: &mut Service) -> Option<&mut Deployment> {
     s.deployments.iter_mut().flatten().find(|d| d.status.as_deref() == Some(PRIMARY))
 }
