@@ -17,16 +17,15 @@
 //! places the tasks to start, and reports what was placed with [`record_starts`].
 
 use estiba_api::ecs::{
-    Deployment, DeploymentRolloutState, Failure, Rollback, Service, ServiceDeployment,
-    ServiceDeploymentRollbackMonitorsStatus, ServiceDeploymentStatus, ServiceEvent, ServiceRevision, Task,
-    TaskDefinition,
+    DeploymentRolloutState, Failure, Rollback, Service, ServiceDeployment, ServiceDeploymentRollbackMonitorsStatus,
+    ServiceDeploymentStatus, ServiceEvent, ServiceRevision, Task, TaskDefinition,
 };
 
 use crate::arn::Scope;
 use crate::deploy::Plan;
 use crate::error::{EcsError, Result};
 use crate::ids::{Ids, Now};
-use crate::service::{self, PRIMARY};
+use crate::service;
 use crate::task;
 
 /// The status reason of a deployment stopped by StopServiceDeployment (ABORT).
