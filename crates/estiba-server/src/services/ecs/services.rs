@@ -59,6 +59,15 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 Some(d) => txn.compares.push(Compare::mod_revision(&key, d.rev)),
                 None => txn.compares.push(Compare::absent(&key)),
             }
+            if req.deployment_controller.as_ref().is_some_and(|d| d.r#type == DeploymentControllerType::External) {
+                let svc = svc_rules::create_external(&cx.scope, &cluster, &req, cx.now)?;
+                let tags = req.tags.clone().unwrap_or_default();
+                txn.ops.push(put(&key, &svc));
+                txn.ops.push(put_tags(&key, &tags));
+                let mut out = svc;
+                out.tags = Some(tags);
+                return Ok((txn, out));
+            }
             let Some(td_ref) = req.task_definition.as_deref() else {
                 return Err(EcsError::invalid(
                     "A task definition must be specified for a service that uses the ECS deployment controller.",
@@ -112,6 +121,12 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
             let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
             let mut svc = d.value.clone();
             let mut txn = Txn::new().when(Compare::mod_revision(&key, d.rev));
+            if svc_rules::is_external(&svc) {
+                svc_rules::update_external(&mut svc, &req)?;
+                txn.ops.push(put(&key, &svc));
+                let doc = Doc { key: key.clone(), rev: 0, raw: Bytes::new(), value: svc };
+                return Ok((txn, shown(st, &doc, false)));
+            }
             let td = match req.task_definition.as_deref() {
                 Some(r) => {
                     let td = runnable_taskdef(st, cx, r)?;
