@@ -365,8 +365,9 @@ mod tests {
     use crate::deploy::Stop;
     use crate::ids::SeqIds;
     use estiba_api::ecs::{
-        Compatibility, ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, NetworkMode,
-        RegisterTaskDefinitionRequest, ServiceDeploymentCircuitBreaker, ServiceRevisionSummary, TaskStopCode,
+        Compatibility, ContainerDefinition, Deployment, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
+        NetworkMode, RegisterTaskDefinitionRequest, ServiceDeploymentCircuitBreaker, ServiceRevisionSummary,
+        TaskStopCode,
     };
 
     const NOW: Now = 100.0;
