@@ -183,3 +183,12 @@ def test_fargate_refuses_host_pid_and_ipc_modes(ecs):
         ecs.register_task_definition(ipcMode="task", **base)
     assert error_code(e) == "ClientException"
     assert ecs.register_task_definition(pidMode="task", **base)["taskDefinition"]["pidMode"] == "task"
+
+
+def test_environment_files_need_the_servers_directory(ecs):
+    """Issue 14.6: without --environment-files-dir a path could name any host file: refused."""
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(family=unique("f"), containerDefinitions=[
+            {"name": "a", "image": "busybox", "memory": 64, "environmentFiles": [{"value": "arn:aws:s3:::b/a.env", "type": "s3"}]}])
+    assert error_code(e) == "ClientException"
+    assert "--environment-files-dir" in error_message(e)

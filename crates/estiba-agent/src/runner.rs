@@ -687,6 +687,7 @@ impl Runner {
             netns,
             hostname: &self.net.hostname,
             executor: self.shared.cfg.executor.clone(),
+            environment_files_dir: self.shared.cfg.environment_files_dir.as_deref(),
         };
         let spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
             .map_err(|e| format!("CannotStartContainerError: {e}"))?;

@@ -363,8 +363,8 @@ pub fn placement_message(name: &str, failures: &[Failure]) -> String {
 mod tests {
     use super::*;
     use crate::deploy::Stop;
-    use crate::service::PRIMARY;
     use crate::ids::SeqIds;
+    use crate::service::PRIMARY;
     use estiba_api::ecs::{
         Compatibility, ContainerDefinition, Deployment, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
         NetworkMode, RegisterTaskDefinitionRequest, ServiceDeploymentCircuitBreaker, ServiceRevisionSummary,

@@ -94,6 +94,9 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
         }
     }
     let containers = validate_containers(&req.container_definitions, mode, size, wants_fargate)?;
+    for f in req.container_definitions.iter().flat_map(|c| c.environment_files.iter().flatten()) {
+        environment_file_name(&f.value)?;
+    }
     if let Some(tags) = &req.tags {
         crate::tags::validate(tags)?;
     }
@@ -141,6 +144,25 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
         delete_requested_at: None,
     };
     Ok(td)
+}
+
+/// The file an `environmentFiles` value names, relative to the node's environment files
+/// directory (`--environment-files-dir`): an S3 object ARN (`arn:aws:s3:::bucket/key.env`, as in
+/// AWS) or `s3://bucket/key.env` is `bucket/key.env`; any other value is a path relative to the
+/// directory. Absolute paths and `..` are refused: the value comes from API callers.
+pub fn environment_file_name(value: &str) -> Result<String> {
+    let arn_key = value.strip_prefix("arn:").and_then(|rest| rest.split_once(":s3:::")).map(|(_, key)| key);
+    let name =
+        arn_key.or_else(|| value.strip_prefix("s3://")).or_else(|| value.strip_prefix("file://")).unwrap_or(value);
+    let parts: Vec<&str> = name.split('/').collect();
+    if name.is_empty() || name.starts_with('/') || parts.iter().any(|p| *p == "..") {
+        bail!(
+            client,
+            "Environment file '{}' is not valid: give an S3 object ARN (arn:aws:s3:::bucket/key.env) or a path relative to the server's environment files directory, without '..'.",
+            names::shown(value)
+        );
+    }
+    Ok(name.to_owned())
 }
 
 /// The task definition's volumes as ECS stores them: an EFS volume without a root directory
@@ -502,6 +524,17 @@ mod tests {
         r.requires_compatibilities = None;
         let td = register(&scope(), &r, 1, 0.0).unwrap();
         assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2]));
+    }
+
+    #[test]
+    fn environment_file_names() {
+        assert_eq!(environment_file_name("arn:aws:s3:::conf/web/prod.env").unwrap(), "conf/web/prod.env");
+        assert_eq!(environment_file_name("s3://conf/a.env").unwrap(), "conf/a.env");
+        assert_eq!(environment_file_name("a.env").unwrap(), "a.env");
+        for bad in ["/etc/shadow", "file:///etc/shadow", "../x", "arn:aws:s3:::b/../../etc/shadow", ""] {
+            let e = environment_file_name(bad).unwrap_err();
+            assert_eq!(e.code, estiba_api::ecs::ErrorCode::ClientException, "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`container::spec::ContainerSpec`]; the agent translates task definitions into those.
 
 pub mod container;
+pub mod files;
 pub mod image;
 pub mod logs;
 

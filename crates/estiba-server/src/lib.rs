@@ -57,6 +57,9 @@ pub struct Config {
     pub registry_auth: registry::Auth,
     /// Unreferenced blobs younger than this are kept (a push may be about to use them).
     pub registry_gc_grace: Duration,
+    /// Where the local node reads `environmentFiles`; `None` refuses them (they could name
+    /// any file of the host).
+    pub environment_files_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             registry_host: None,
             registry_auth: registry::Auth::Open,
             registry_gc_grace: Duration::from_secs(3600),
+            environment_files_dir: None,
         }
     }
 }

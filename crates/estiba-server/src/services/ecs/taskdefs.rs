@@ -20,6 +20,9 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) 
     if json(&req.container_definitions).len() > MAX_TASKDEF_BYTES {
         return Err(EcsError::client("The task definition is larger than the 64 KiB ECS allows."));
     }
+    if req.container_definitions.iter().any(|c| c.environment_files.as_ref().is_some_and(|f| !f.is_empty())) {
+        environment_files_enabled(s)?;
+    }
     let (td, tags) = s
         .transact::<_, EcsError>(|st| {
             let fkey = keys::family(&cx.scope, &req.family);
@@ -40,6 +43,17 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) 
         })
         .await?;
     Ok(json(&RegisterTaskDefinitionResponse { task_definition: Some(td), tags: Some(tags) }))
+}
+
+/// Environment files are read from a directory the operator names; without one they are
+/// refused (a path could name any file of the host).
+pub(super) fn environment_files_enabled(s: &Server) -> Result<()> {
+    if s.config.environment_files_dir.is_none() {
+        return Err(EcsError::client(
+            "environmentFiles are not enabled on this server: start estiba with --environment-files-dir DIR and put the files there (arn:aws:s3:::bucket/key is read as DIR/bucket/key).",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) -> Result<Bytes> {

@@ -209,6 +209,16 @@ pub(crate) fn write_tasks(
     }
 }
 
+/// Environment files named in container overrides follow the task definition's rules.
+fn check_override_files(s: &Server, overrides: Option<&TaskOverride>) -> Result<()> {
+    let containers = overrides.iter().flat_map(|o| o.container_overrides.iter().flatten());
+    for f in containers.flat_map(|c| c.environment_files.iter().flatten()) {
+        super::taskdefs::environment_files_enabled(s)?;
+        estiba_core::taskdef::environment_file_name(&f.value)?;
+    }
+    Ok(())
+}
+
 pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     let count = req.count.unwrap_or(1);
     if !(1..=10).contains(&count) {
@@ -217,6 +227,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     if let Some(tags) = &req.tags {
         estiba_core::tags::validate(tags)?;
     }
+    check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
     let placed = s
         .transact::<_, EcsError>(|st| {
@@ -293,6 +304,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     if let Some(tags) = &req.tags {
         estiba_core::tags::validate(tags)?;
     }
+    check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
     let placed = s
         .transact::<_, EcsError>(|st| {
