@@ -154,8 +154,7 @@ pub fn environment_file_name(value: &str) -> Result<String> {
     let arn_key = value.strip_prefix("arn:").and_then(|rest| rest.split_once(":s3:::")).map(|(_, key)| key);
     let name =
         arn_key.or_else(|| value.strip_prefix("s3://")).or_else(|| value.strip_prefix("file://")).unwrap_or(value);
-    let parts: Vec<&str> = name.split('/').collect();
-    if name.is_empty() || name.starts_with('/') || parts.iter().any(|p| *p == "..") {
+    if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == "..") {
         bail!(
             client,
             "Environment file '{}' is not valid: give an S3 object ARN (arn:aws:s3:::bucket/key.env) or a path relative to the server's environment files directory, without '..'.",
