@@ -455,6 +455,12 @@ pub fn update_external(svc: &mut Service, req: &UpdateServiceRequest) -> Result<
         }
         svc.desired_count = n;
     }
+    update_settings(svc, req)
+}
+
+/// What UpdateService changes on every service without a new deployment: placement, the
+/// health check grace period and the tags options.
+fn update_settings(svc: &mut Service, req: &UpdateServiceRequest) -> Result<()> {
     if let Some(pc) = &req.placement_constraints {
         placement::compile_constraints(pc)?;
         svc.placement_constraints = Some(pc.clone());
@@ -545,25 +551,9 @@ pub fn update(
     }
     let lbs = req.load_balancers.clone().or_else(|| svc.load_balancers.clone()).unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
-    if let Some(pc) = &req.placement_constraints {
-        placement::compile_constraints(pc)?;
-        svc.placement_constraints = Some(pc.clone());
-    }
-    if let Some(ps) = &req.placement_strategy {
-        placement::validate_strategies(ps)?;
-        svc.placement_strategy = Some(ps.clone());
-    }
-    if let Some(g) = req.health_check_grace_period_seconds {
-        svc.health_check_grace_period_seconds = Some(g);
-    }
+    update_settings(svc, req)?;
     if let Some(e) = req.enable_execute_command {
         svc.enable_execute_command = e;
-    }
-    if let Some(e) = req.enable_ecs_managed_tags {
-        svc.enable_ecs_managed_tags = e;
-    }
-    if let Some(p) = req.propagate_tags {
-        svc.propagate_tags = Some(p);
     }
     if let Some(r) = req.availability_zone_rebalancing {
         svc.availability_zone_rebalancing = Some(r);
