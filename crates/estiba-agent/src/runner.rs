@@ -484,7 +484,12 @@ impl Runner {
                 Ok(img) => {
                     self.images.insert(image, img);
                 }
-                Err(e) => return Err(format!("CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to resolve ref {image}: {e}")),
+                Err(e) => {
+                    return Err(format!(
+                        "CannotPullContainerError: pull image manifest has been retried {} time(s): failed to resolve ref {image}: {e}",
+                        e.retries()
+                    ))
+                }
             }
         }
         Ok(())
