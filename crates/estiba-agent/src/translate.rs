@@ -158,6 +158,13 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         rlimits.push(Rlimit { kind: "RLIMIT_NOFILE".into(), soft: DEFAULT_NOFILE, hard: DEFAULT_NOFILE });
     }
 
+    let lp = def.linux_parameters.as_ref();
+    let init = lp.and_then(|l| l.init_process_enabled).unwrap_or(false);
+    if init && matches!(cx.executor, Executor::Oci(_)) {
+        // Said here, where the task is known and logs reach the server's log: the supervisor
+        // that runs the OCI runtime has no log of its own.
+        tracing::warn!(task = cx.task_id, container = %name, "initProcessEnabled needs the built-in executor; ignored with an OCI runtime");
+    }
     let size = taskdef::task_size(cx.task.cpu.as_deref(), cx.task.memory.as_deref()).unwrap_or_default();
     let cpu_units = ov.and_then(|o| o.cpu).unwrap_or(def.cpu);
     let memory = ov.and_then(|o| o.memory).or(def.memory);
@@ -174,7 +181,6 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         memory_reservation_bytes: reservation.map(|m| mib(m as i64)),
         pids_limit: None,
     };
-    let lp = def.linux_parameters.as_ref();
     let caps = lp.and_then(|l| l.capabilities.as_ref());
     Ok(ContainerSpec {
         id: format!("{}-{name}", cx.task_id),
@@ -191,7 +197,7 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         user: def.user.clone().or_else(|| cfg.user.clone()).filter(|u| !u.is_empty()),
         hostname: Some(def.hostname.clone().unwrap_or_else(|| cx.hostname.to_owned())),
         readonly_rootfs: def.readonly_root_filesystem.unwrap_or(false),
-        init: lp.and_then(|l| l.init_process_enabled).unwrap_or(false),
+        init,
         rlimits,
         host_network: cx.netns.is_none(),
         netns: cx.netns.clone(),
