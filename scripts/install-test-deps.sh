@@ -34,7 +34,6 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 
-if ! python3 -c "import boto3, pytest, pytest_timeout" 2>/dev/null; then
-    python3 -m pip install -q -r tests/e2e/requirements.txt 2>/dev/null \
-        || python3 -m pip install -q --break-system-packages -r tests/e2e/requirements.txt
-fi
+# Always: the versions are pinned, and pip does nothing when they are already there.
+python3 -m pip install -q -r tests/e2e/requirements.txt 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages -r tests/e2e/requirements.txt

@@ -72,6 +72,7 @@ class Estiba:
             self.extra_args += ["--vpc-cidr", f"10.{100 + n}.0.0/16", "--bridge-cidr", f"10.{200 + n % 50}.{n}.0/24"]
 
         self.env = env or {}
+        self.node = node
         self.proc = None
         self.log_path = os.path.join(data_dir, "server.log")
 
@@ -93,6 +94,10 @@ class Estiba:
             try:
                 with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
                     if r.status == 200:
+                        if self.node:
+                            # Servers that run tasks get the `default` cluster their tests'
+                            # RunTask calls without a cluster use (ECS does not make it).
+                            self.client().create_cluster()
                         return self
             except OSError:
                 time.sleep(0.02)
@@ -120,14 +125,20 @@ class Estiba:
         containers outlive the server by design, so a test that leaves tasks running leaves
         them on the machine."""
         ecs = self.client()
-        for cluster in ecs.list_clusters()["clusterArns"]:
+
+        def active_clusters():
+            # Deleted clusters stay listed for a while; they hold nothing.
+            arns = ecs.list_clusters()["clusterArns"]
+            return [c["clusterArn"] for c in ecs.describe_clusters(clusters=arns)["clusters"] if c["status"] == "ACTIVE"] if arns else []
+
+        for cluster in active_clusters():
             for svc in ecs.list_services(cluster=cluster, maxResults=100)["serviceArns"]:
                 ecs.delete_service(cluster=cluster, service=svc, force=True)
             for arn in ecs.list_tasks(cluster=cluster, maxResults=100)["taskArns"]:
                 ecs.stop_task(cluster=cluster, task=arn, reason="test clean-up")
 
         def all_stopped():
-            for cluster in ecs.list_clusters()["clusterArns"]:
+            for cluster in active_clusters():
                 for status in ("RUNNING", "STOPPED"):
                     arns = ecs.list_tasks(cluster=cluster, desiredStatus=status, maxResults=100)["taskArns"]
                     if arns and any(t["lastStatus"] != "STOPPED" for t in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]):

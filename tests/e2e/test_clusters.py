@@ -34,11 +34,24 @@ def test_create_describe_list_with_the_cli(shared):
     assert {s["name"] for s in cl["statistics"]} >= {"runningFargateTasksCount", "pendingEC2TasksCount", "activeFargateServiceCount"}
 
 
-def test_default_cluster_is_implicit(estiba):
+def test_default_cluster_is_not_implicit(estiba):
+    """As in ECS: calls without a cluster mean `default`, which must exist (CreateCluster
+    without a name makes it)."""
     ecs = estiba.client()
     d = ecs.describe_clusters()
     assert d["failures"][0]["reason"] == "MISSING"
     register_fargate(ecs, "implicit")
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(taskDefinition="implicit", networkConfiguration=AWSVPC)
+    assert error_code(e) == "ClusterNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(serviceName="s", taskDefinition="implicit", desiredCount=1, networkConfiguration=AWSVPC)
+    assert error_code(e) == "ClusterNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.register_container_instance()
+    assert error_code(e) == "ClusterNotFoundException"
+    assert ecs.describe_clusters()["failures"][0]["reason"] == "MISSING"
+    assert ecs.create_cluster()["cluster"]["clusterName"] == "default"
     ecs.run_task(taskDefinition="implicit", networkConfiguration=AWSVPC)
     d = ecs.describe_clusters()
     assert d["clusters"][0]["clusterName"] == "default"
@@ -133,7 +146,8 @@ def test_delete_cluster_rules(ecs):
     c = ecs.delete_cluster(cluster=name)["cluster"]
     assert c["status"] == "INACTIVE"
     assert ecs.describe_clusters(clusters=[name])["clusters"][0]["status"] == "INACTIVE"
-    assert c["clusterArn"] not in ecs.list_clusters()["clusterArns"]
+    # Deleted clusters stay discoverable for a while, as in ECS.
+    assert c["clusterArn"] in ecs.list_clusters()["clusterArns"]
     with pytest.raises(ClientError) as e:
         ecs.delete_cluster(cluster=name)
     assert error_code(e) == "ClusterNotFoundException"

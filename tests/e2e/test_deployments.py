@@ -349,3 +349,56 @@ def test_kill_9_mid_rollout_then_it_completes(tmp_path, busybox):
     finally:
         e.drain()
         e.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_node(tmp_path_factory):
+    """A server where tasks without health checks count as healthy only after 10 s, so a
+    rollout can begin before the first deployment's tasks count (issue 14.1 and 14.2)."""
+    e = Estiba(str(tmp_path_factory.mktemp("slow")), extra_args=["--unchecked-task-healthy-after", "10s"], node=True).start()
+    yield e
+    e.drain()
+    e.stop()
+
+
+def test_rollout_right_after_start_keeps_the_floor(slow_node, busybox):
+    ecs = slow_node.client()
+    fam = register(ecs, busybox)
+    register(ecs, busybox, fam=fam)
+    cluster = create(ecs, f"{fam}:1", 4, deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 100})
+    wait_until(lambda: service(ecs, cluster)["runningCount"] == 4, timeout=60, what="4 running")
+    sampler = Sampler(ecs, cluster, False)
+    sampler.start()
+    try:
+        ecs.update_service(cluster=cluster, service="web", taskDefinition=f"{fam}:2")
+        s = wait_until(lambda: steady(ecs, cluster, 4, revision=2), timeout=120, what="4 tasks of revision 2")
+    finally:
+        sampler.stop()
+    # Running and not told to stop: never fewer than the floor of 2 (50 % of 4).
+    assert sampler.min_healthy >= 2, f"only {sampler.min_healthy} tasks running at one point"
+    assert sampler.max_live <= 4, f"{sampler.max_live} tasks at once"
+    assert not any("has stopped 4 running tasks" in m for m in events(s)), events(s)
+
+
+def test_breaker_rolls_back_a_rollout_begun_right_after_start(slow_node, busybox):
+    ecs = slow_node.client()
+    fam = register(ecs, busybox)
+    missing = busybox.rsplit(":", 1)[0] + ":no-such-tag"
+    register(ecs, missing, fam=fam)
+    cluster = create(ecs, f"{fam}:1", 2,
+                     deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    first = wait_until(lambda: (s := service(ecs, cluster))["runningCount"] == 2 and s, timeout=60, what="2 running")
+    good = first["deployments"][0]["id"]
+    assert first["deployments"][0]["rolloutState"] == "IN_PROGRESS", "the rollout must begin before the first completes"
+    bad = ecs.update_service(cluster=cluster, service="web", taskDefinition=f"{fam}:2")["service"]["deployments"][0]["id"]
+    seen = set()
+
+    def rolled_back():
+        recs = ecs.list_service_deployments(cluster=cluster, service="web")["serviceDeployments"]
+        rec = [r for r in recs if r["targetServiceRevisionArn"].endswith("/" + bad.split("/")[1])][0]
+        seen.add(rec["status"])
+        s = steady(ecs, cluster, 2, revision=1)
+        return rec["status"] == "ROLLBACK_SUCCESSFUL" and s and s["deployments"][0]["id"] not in (good, bad) and s
+    s = wait_until(rolled_back, timeout=150, what="a rollback to revision 1")
+    assert "ROLLBACK_IN_PROGRESS" in seen or "ROLLBACK_SUCCESSFUL" in seen, seen
+    assert f"(service web) rolling back to deployment {good}." in events(s), events(s)

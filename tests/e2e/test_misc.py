@@ -3,7 +3,7 @@
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import AWSVPC, error_code, error_message, register_fargate, unique
+from conftest import AWSVPC, error_code, error_message, register_fargate, unique, wait_until
 
 ASG = {"autoScalingGroupArn": "arn:aws:autoscaling:us-east-1:000000000000:autoScalingGroup:1:autoScalingGroupName/asg",
        "managedScaling": {"status": "ENABLED"}}
@@ -20,7 +20,10 @@ def test_capacity_providers(shared):
                    "--tags", "key=a,value=b")["capacityProvider"]
     assert c["capacityProviderArn"] == f"arn:aws:ecs:us-east-1:000000000000:capacity-provider/{name}"
     assert c["status"] == "ACTIVE"
-    assert c["autoScalingGroupProvider"]["managedScaling"]["targetCapacity"] == 100
+    asg = c["autoScalingGroupProvider"]
+    assert asg["managedScaling"] == {"status": "ENABLED", "targetCapacity": 100, "minimumScalingStepSize": 1,
+                                     "maximumScalingStepSize": 10000, "instanceWarmupPeriod": 300}
+    assert asg["managedTerminationProtection"] == "DISABLED"
     with pytest.raises(ClientError) as e:
         ecs.create_capacity_provider(name=name, autoScalingGroupProvider=ASG)
     assert error_code(e) == "ClientException"
@@ -28,7 +31,10 @@ def test_capacity_providers(shared):
         with pytest.raises(ClientError) as e:
             ecs.create_capacity_provider(name=bad, autoScalingGroupProvider=ASG)
         assert error_message(e) == "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'."
-    u = ecs.update_capacity_provider(name=name, autoScalingGroupProvider={"managedTerminationProtection": "DISABLED"})["capacityProvider"]
+    u = ecs.update_capacity_provider(name=name, autoScalingGroupProvider={"managedScaling": {"targetCapacity": 80}})["capacityProvider"]
+    # Members not given keep their values.
+    assert u["autoScalingGroupProvider"]["managedScaling"]["targetCapacity"] == 80
+    assert u["autoScalingGroupProvider"]["managedScaling"]["status"] == "ENABLED"
     assert u["autoScalingGroupProvider"]["managedTerminationProtection"] == "DISABLED"
     got = ecs.describe_capacity_providers(capacityProviders=[name, "nope"], include=["TAGS"])
     assert got["capacityProviders"][0]["tags"] == [{"key": "a", "value": "b"}]
@@ -41,7 +47,15 @@ def test_capacity_providers(shared):
     assert error_code(e) == "ClientException"
     ecs.put_cluster_capacity_providers(cluster=cluster, capacityProviders=[], defaultCapacityProviderStrategy=[])
     gone = ecs.delete_capacity_provider(capacityProvider=name)["capacityProvider"]
-    assert gone["status"] == "INACTIVE"
+    # As in ECS: ACTIVE while the deletion is in progress, then INACTIVE.
+    assert (gone["status"], gone["updateStatus"]) == ("ACTIVE", "DELETE_IN_PROGRESS")
+    with pytest.raises(ClientError) as e:
+        ecs.create_cluster(clusterName=unique("c"), capacityProviders=[name])
+    assert error_code(e) == "InvalidParameterException"
+    def inactive():
+        cp = ecs.describe_capacity_providers(capacityProviders=[name])["capacityProviders"]
+        return cp and cp[0]["status"] == "INACTIVE" and cp[0]
+    assert wait_until(inactive, timeout=30, what="INACTIVE")["updateStatus"] == "DELETE_COMPLETE"
     with pytest.raises(ClientError) as e:
         ecs.delete_capacity_provider(capacityProvider="FARGATE")
     assert error_code(e) == "InvalidParameterException"

@@ -16,7 +16,9 @@ import pytest
 
 import images as img
 from authproxy import AuthProxy
-from conftest import BIN, Estiba, free_port, isolated, unique, wait_until
+from botocore.exceptions import ClientError
+
+from conftest import BIN, Estiba, error_code, free_port, isolated, unique, wait_until
 
 
 
@@ -42,8 +44,14 @@ def busybox(registry):
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    e = Estiba(str(tmp_path_factory.mktemp("node")), node=True).start()
+def env_dir(tmp_path_factory):
+    """The operator's environment files directory (`--environment-files-dir`)."""
+    return tmp_path_factory.mktemp("envfiles")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, env_dir):
+    e = Estiba(str(tmp_path_factory.mktemp("node")), extra_args=["--environment-files-dir", str(env_dir)], node=True).start()
     yield e
     e.stop()
 
@@ -189,9 +197,9 @@ def test_out_of_memory(node, ecs, busybox):
     assert c["reason"] == "OutOfMemoryError: Container killed due to memory usage"
 
 
-def test_container_settings(node, ecs, busybox, tmp_path):
-    envfile = tmp_path / "app.env"
-    envfile.write_text("# settings\nFROM_FILE=file\nBOTH=file\n")
+def test_container_settings(node, ecs, busybox, env_dir):
+    (env_dir / "conf").mkdir(exist_ok=True)
+    (env_dir / "conf" / "app.env").write_text("# settings\nFROM_FILE=file\nBOTH=file\n")
     script = "; ".join([
         "echo env=$FROM_FILE,$BOTH,$FROM_DEF,$OVERRIDDEN",
         "echo cwd=$(pwd)",
@@ -206,7 +214,7 @@ def test_container_settings(node, ecs, busybox, tmp_path):
         "entryPoint": ["sh", "-c", script],
         "command": ["zero", "one"],
         "environment": [{"name": "BOTH", "value": "def"}, {"name": "FROM_DEF", "value": "def"}, {"name": "OVERRIDDEN", "value": "def"}],
-        "environmentFiles": [{"value": str(envfile), "type": "s3"}],
+        "environmentFiles": [{"value": "arn:aws:s3:::conf/app.env", "type": "s3"}],
         "workingDirectory": "/home/app",
         "user": "app",
         "ulimits": [{"name": "nofile", "softLimit": 1000, "hardLimit": 1048576}],
@@ -227,6 +235,20 @@ def test_container_settings(node, ecs, busybox, tmp_path):
     arn = run(ecs, fam, overrides={"containerOverrides": [{"name": "app", "command": ["x", "y"]}]})
     wait_status(ecs, arn, "STOPPED")
     assert "args=x,y" in logs(node, arn)
+
+
+def test_environment_files_stay_in_their_directory(node, ecs, busybox, env_dir):
+    """Issue 14.6: an environment file could name any file of the host."""
+    with pytest.raises(ClientError) as e:
+        register(ecs, [{"name": "app", "command": ["env"], "environmentFiles": [{"value": "/etc/shadow", "type": "s3"}]}], busybox)
+    assert error_code(e) == "ClientException"
+    # A link out of the directory is not followed: the task does not start.
+    os.symlink("/etc/shadow", env_dir / "shadow.env")
+    fam = register(ecs, [{"name": "app", "command": ["env"], "environmentFiles": [{"value": "arn:aws:s3:::shadow.env", "type": "s3"}]}], busybox)
+    t = wait_status(ecs, run(ecs, fam), "STOPPED")
+    assert t["stopCode"] == "TaskFailedToStart", t
+    assert "shadow.env" in t["stoppedReason"], t["stoppedReason"]
+    assert "root:" not in logs(node, t["taskArn"])
 
 
 def test_stop_timeout_escalates_to_sigkill(node, ecs, busybox):
@@ -317,6 +339,12 @@ def test_registry_authentication(tmp_path, registry, mode):
         assert f"{mode} auth works" in logs(e, arn)
         if mode == "bearer":
             assert proxy.token_requests >= 1
+        # Issue 14.7: a parameter cannot name a file outside the secrets directory.
+        with open(os.path.join(e.data_dir, "stolen.json"), "w") as f:
+            json.dump({"username": "user", "password": "secret"}, f)
+        fam = register(ecs, [{"name": "app", "repositoryCredentials": {"credentialsParameter": "../stolen"}}], uri)
+        t = wait_status(ecs, run(ecs, fam), "STOPPED")
+        assert t["stoppedReason"].startswith("CannotPullContainerError:") and "stolen" in t["stoppedReason"], t["stoppedReason"]
     finally:
         e.stop()
         proxy.stop()

@@ -168,6 +168,8 @@ def test_describe_and_list_services(ecs, setup):
     assert [s["serviceName"] for s in d["services"]] == ["s00", "s01"]
     assert d["services"][0]["tags"] == [{"key": "i", "value": "0"}]
     assert d["failures"][0]["reason"] == "MISSING"
+    # AWS names an unknown service by the short ARN (deploy tools build messages from it).
+    assert d["failures"][0]["arn"] == "arn:aws:ecs:us-east-1:000000000000:service/nope"
     with pytest.raises(ClientError) as e:
         ecs.describe_services(cluster=cluster, services=[f"s{i:02d}" for i in range(11)])
     assert error_code(e) == "InvalidParameterException"
@@ -209,3 +211,33 @@ def test_stop_service_deployment(ecs, setup):
     with pytest.raises(ClientError) as e:
         ecs.stop_service_deployment(serviceDeploymentArn=arn + "zz")
     assert error_code(e) == "ServiceDeploymentNotFoundException"
+
+
+def test_external_deployment_controller(ecs):
+    cluster = unique("c")
+    ecs.create_cluster(clusterName=cluster)
+    s = ecs.create_service(cluster=cluster, serviceName="ext", desiredCount=2,
+                           deploymentController={"type": "EXTERNAL"})["service"]
+    assert s["deploymentController"] == {"type": "EXTERNAL"}
+    assert s["status"] == "ACTIVE" and s["desiredCount"] == 2
+    assert s["deployments"] == [] and s["taskSets"] == []
+    assert "taskDefinition" not in s
+    s = ecs.update_service(cluster=cluster, service="ext", desiredCount=3)["service"]
+    assert s["desiredCount"] == 3
+    fam = unique("f")
+    register_fargate(ecs, fam)
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(cluster=cluster, service="ext", taskDefinition=fam)
+    assert error_code(e) == "InvalidParameterException"
+    assert "EXTERNAL" in error_message(e)
+    # Task sets are the load balancer issue's work.
+    with pytest.raises(ClientError) as e:
+        ecs.create_task_set(cluster=cluster, service="ext", taskDefinition=fam)
+    assert error_code(e) == "UnsupportedFeatureException"
+    # No task is started for it.
+    assert ecs.list_tasks(cluster=cluster)["taskArns"] == []
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(cluster=cluster, serviceName="cd", desiredCount=1, taskDefinition=fam,
+                           deploymentController={"type": "CODE_DEPLOY"})
+    assert error_code(e) == "UnsupportedFeatureException"
+    ecs.delete_service(cluster=cluster, service="ext", force=True)

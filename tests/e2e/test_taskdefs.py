@@ -125,6 +125,12 @@ def test_deregister_list_and_delete(ecs):
     with pytest.raises(ClientError) as e:
         ecs.deregister_task_definition(taskDefinition=fam)
     assert error_code(e) == "ClientException"
+    with pytest.raises(ClientError) as e:
+        ecs.deregister_task_definition(taskDefinition=f"{fam}:latest")
+    assert (error_code(e), error_message(e)) == ("InvalidParameterException", "Invalid revision number. Number: latest")
+    with pytest.raises(ClientError) as e:
+        ecs.deregister_task_definition(taskDefinition=f"{fam}:9")
+    assert (error_code(e), error_message(e)) == ("ClientException", "Unable to describe task definition.")
     td = ecs.deregister_task_definition(taskDefinition=f"{fam}:2")["taskDefinition"]
     assert td["status"] == "INACTIVE" and "deregisteredAt" in td
     assert ecs.list_task_definitions(familyPrefix=fam, status="INACTIVE")["taskDefinitionArns"] == [arns[1]]
@@ -156,3 +162,33 @@ def test_registering_launches_nothing(ecs):
     c = ecs.describe_clusters(clusters=["default"])
     if c["clusters"]:
         assert c["clusters"][0]["runningTasksCount"] == 0
+
+
+def test_efs_volumes_get_a_root_directory(ecs):
+    td = ecs.register_task_definition(
+        family=unique("efs"),
+        containerDefinitions=[{"name": "a", "image": "busybox", "memory": 64}],
+        volumes=[{"name": "data", "efsVolumeConfiguration": {"fileSystemId": "fs-12345678"}}],
+    )["taskDefinition"]
+    assert td["volumes"][0]["efsVolumeConfiguration"] == {"fileSystemId": "fs-12345678", "rootDirectory": "/"}
+
+
+def test_fargate_refuses_host_pid_and_ipc_modes(ecs):
+    base = dict(family=unique("f"), networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                containerDefinitions=[{"name": "a", "image": "busybox"}])
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(pidMode="host", **base)
+    assert error_message(e) == "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'."
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(ipcMode="task", **base)
+    assert error_code(e) == "ClientException"
+    assert ecs.register_task_definition(pidMode="task", **base)["taskDefinition"]["pidMode"] == "task"
+
+
+def test_environment_files_need_the_servers_directory(ecs):
+    """Issue 14.6: without --environment-files-dir a path could name any host file: refused."""
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(family=unique("f"), containerDefinitions=[
+            {"name": "a", "image": "busybox", "memory": 64, "environmentFiles": [{"value": "arn:aws:s3:::b/a.env", "type": "s3"}]}])
+    assert error_code(e) == "ClientException"
+    assert "--environment-files-dir" in error_message(e)

@@ -167,3 +167,29 @@ def test_start_task_on_a_container_instance(ecs):
     assert remaining["MEMORY"]["integerValue"] == 212
     assert "8080" in remaining["PORTS"]["stringSetValue"]
     assert ecs.list_tasks(cluster=cluster, containerInstance=ci["containerInstanceArn"])["taskArns"] == [t["taskArn"]]
+
+
+def test_platform_version_belongs_to_fargate(ecs, setup):
+    cluster, _ = setup
+    fam = unique("ec2")
+    ecs.register_task_definition(family=fam, containerDefinitions=[{"name": "a", "image": "busybox", "memory": 64}])
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(cluster=cluster, taskDefinition=fam, launchType="EC2", platformVersion="1.4.0")
+    assert (error_code(e), error_message(e)) == (
+        "InvalidParameterException", "The platform version must be null when specifying an EC2 launch type.")
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(cluster=cluster, serviceName=unique("s"), taskDefinition=fam, desiredCount=1,
+                           launchType="EC2", platformVersion="LATEST")
+    assert error_code(e) == "InvalidParameterException"
+
+
+def test_a_task_is_in_its_subnets_zone(shared, setup):
+    ecs = shared.client()
+    cluster, fam = setup
+    subnets = shared.client("ec2").describe_subnets()["Subnets"]
+    zone_b = next(s for s in subnets if s["AvailabilityZone"] == "us-east-1b")
+    net = {"awsvpcConfiguration": {"subnets": [zone_b["SubnetId"]], "securityGroups": ["sg-12345678"]}}
+    t = ecs.run_task(cluster=cluster, taskDefinition=fam, launchType="FARGATE", networkConfiguration=net)["tasks"][0]
+    assert t["availabilityZone"] == "us-east-1b"
+    details = {d["name"]: d["value"] for d in t["attachments"][0]["details"]}
+    assert details["subnetId"] == zone_b["SubnetId"]

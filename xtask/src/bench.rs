@@ -1,10 +1,12 @@
 //! `cargo xtask bench <name>`: benchmarks that measure estiba beside its peers in one run,
 //! and print a Markdown table for BENCHMARKS.md (also written under `bench-results/`).
 //!
-//! - `api`: the ECS control plane on loopback with wrk (`-t2 -c8`, keep-alive), beside moto's
-//!   server and fakecloud answering the same calls: DescribeClusters, DescribeTasks (10
-//!   tasks), ListTasks, RegisterTaskDefinition + RunTask writes; plus idle resident memory
-//!   and the time from process start to the first answered request.
+//! - `api`: the control plane on loopback with wrk (`-t2 -c8`, keep-alive), beside moto's
+//!   server and fakecloud answering the same calls: ECS DescribeClusters, DescribeTasks (10
+//!   tasks), ListTasks, RegisterTaskDefinition + RunTask writes, and one call of each other
+//!   protocol: ELBv2 DescribeTargetGroups (AWS Query) and CloudWatch ListMetrics (RPC v2
+//!   CBOR); plus idle resident memory and the time from process start to the first answered
+//!   request.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -98,13 +100,18 @@ pub(crate) fn post(port: u16, op: &str, body: &str) -> Result<(u16, String)> {
 }
 
 fn raw_post(port: u16, headers: &str, body: &str) -> Result<(u16, String)> {
+    raw_post_to(port, "/", headers, body.as_bytes())
+}
+
+fn raw_post_to(port: u16, path: &str, headers: &str, body: &[u8]) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(req.as_bytes())?;
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -234,6 +241,65 @@ fn lua_for(op: &str, body: &str) -> String {
          wrk.headers[\"X-Amz-Target\"] = \"{TARGET}.{op}\"\nwrk.headers[\"Authorization\"] = \"{AUTH}\"\n\
          wrk.body = [==[{body}]==]\n"
     )
+}
+
+/// A call of another protocol than ECS's: the HTTP path, headers and body wrk sends.
+struct OtherCall {
+    path: &'static str,
+    headers: String,
+    body: Vec<u8>,
+}
+
+fn auth_for(service: &str) -> String {
+    format!("AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=0")
+}
+
+/// ELBv2 DescribeTargetGroups in AWS Query (what boto3 and the AWS CLI send).
+fn elbv2_query() -> OtherCall {
+    OtherCall {
+        path: "/",
+        headers: format!(
+            "Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\nAuthorization: {}",
+            auth_for("elasticloadbalancing")
+        ),
+        body: b"Action=DescribeTargetGroups&Version=2015-12-01".to_vec(),
+    }
+}
+
+/// CloudWatch ListMetrics in Smithy RPC v2 CBOR (what newer SDKs send): `{"Namespace": "AWS/ECS"}`.
+fn cloudwatch_cbor() -> OtherCall {
+    let mut body = vec![0xa1, 0x69];
+    body.extend_from_slice(b"Namespace");
+    body.push(0x67);
+    body.extend_from_slice(b"AWS/ECS");
+    OtherCall {
+        path: "/service/GraniteServiceVersion20100801/operation/ListMetrics",
+        headers: format!(
+            "Content-Type: application/cbor\r\nAccept: application/cbor\r\nsmithy-protocol: rpc-v2-cbor\r\nAuthorization: {}",
+            auth_for("monitoring")
+        ),
+        body,
+    }
+}
+
+impl OtherCall {
+    /// Whether the peer answers the call with 200.
+    fn answered(&self, port: u16) -> Result<u16> {
+        Ok(raw_post_to(port, self.path, &self.headers, &self.body)?.0)
+    }
+
+    /// The wrk script (binary bodies written with Lua's decimal escapes).
+    fn lua(&self) -> String {
+        let mut out = format!("wrk.method = \"POST\"\nwrk.path = \"{}\"\n", self.path);
+        for h in self.headers.split("\r\n") {
+            if let Some((k, v)) = h.split_once(": ") {
+                out.push_str(&format!("wrk.headers[\"{k}\"] = \"{v}\"\n"));
+            }
+        }
+        let body: String = self.body.iter().map(|b| format!("\\{b}")).collect();
+        out.push_str(&format!("wrk.body = \"{body}\"\n"));
+        out
+    }
 }
 
 /// `subnet: None` is the variant for moto, which crashes creating awsvpc tasks (moto 5.2.1:
@@ -385,10 +451,18 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Per peer: its name, per call its runs, and the status its tasks are listed under.
-type ModeResults = (Vec<String>, Vec<Vec<Vec<WrkResult>>>, Vec<&'static str>);
+/// Per peer: its name, per call its runs, the status its tasks are listed under, and per
+/// call why it was not run (empty when it was).
+type ModeResults = (Vec<String>, Vec<Vec<Vec<WrkResult>>>, Vec<&'static str>, Vec<Vec<String>>);
 
-const OPS: [&str; 4] = ["DescribeClusters", "DescribeTasks (10)", "ListTasks", "RegisterTaskDefinition + RunTask"];
+const OPS: [&str; 6] = [
+    "DescribeClusters",
+    "DescribeTasks (10)",
+    "ListTasks",
+    "ELBv2 DescribeTargetGroups (Query)",
+    "CloudWatch ListMetrics (RPC v2 CBOR)",
+    "RegisterTaskDefinition + RunTask",
+];
 
 /// Runs every peer through every call `rounds` times, interleaved so that drifts of the
 /// machine hit every peer alike. Returns per peer, per call, the runs.
@@ -419,32 +493,45 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
     } else {
         eprintln!("moto_server not found (pip install 'moto[server]'): skipped");
     }
-    let mut scripts: Vec<Option<Vec<PathBuf>>> = Vec::new();
+    // Per peer, per call: the wrk script, or why the peer does not take part.
+    let mut scripts: Vec<Vec<Result<PathBuf, String>>> = Vec::new();
     let mut listed = Vec::new();
     for p in &peers {
         let subnet = (p.name != "moto").then(|| "subnet-12345678".to_owned());
         match setup(p.port, subnet) {
             Ok(setup) => {
                 let tasks = setup.task_arns.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",");
-                let bodies = [
-                    lua_for("DescribeClusters", r#"{"clusters":["bench"]}"#),
-                    lua_for("DescribeTasks", &format!(r#"{{"cluster":"bench","tasks":[{tasks}]}}"#)),
-                    lua_for("ListTasks", &format!(r#"{{"cluster":"bench","desiredStatus":"{}"}}"#, setup.listed_as)),
-                    writes_lua("benchw", "bench", setup.subnet.as_deref()),
+                let mut bodies = vec![
+                    Ok(lua_for("DescribeClusters", r#"{"clusters":["bench"]}"#)),
+                    Ok(lua_for("DescribeTasks", &format!(r#"{{"cluster":"bench","tasks":[{tasks}]}}"#))),
+                    Ok(lua_for(
+                        "ListTasks",
+                        &format!(r#"{{"cluster":"bench","desiredStatus":"{}"}}"#, setup.listed_as),
+                    )),
                 ];
+                for call in [elbv2_query(), cloudwatch_cbor()] {
+                    bodies.push(match call.answered(p.port) {
+                        Ok(200) => Ok(call.lua()),
+                        Ok(status) => Err(format!("answers {status}")),
+                        Err(e) => Err(format!("no answer: {e}")),
+                    });
+                }
+                bodies.push(Ok(writes_lua("benchw", "bench", setup.subnet.as_deref())));
                 let _ = post(p.port, "RegisterTaskDefinition", &taskdef_body("benchw", setup.subnet.is_some()));
                 let mut paths = Vec::new();
-                for (i, b) in bodies.iter().enumerate() {
-                    let path = work.join(format!("{}-{pin}-{i}.lua", p.name));
-                    std::fs::write(&path, b)?;
-                    paths.push(path);
+                for (i, b) in bodies.into_iter().enumerate() {
+                    paths.push(b.and_then(|b| {
+                        let path = work.join(format!("{}-{pin}-{i}.lua", p.name));
+                        std::fs::write(&path, b).map_err(|e| e.to_string())?;
+                        Ok(path)
+                    }));
                 }
-                scripts.push(Some(paths));
+                scripts.push(paths);
                 listed.push(setup.listed_as);
             }
             Err(e) => {
                 eprintln!("{}: setup failed: {e}", p.name);
-                scripts.push(None);
+                scripts.push(vec![Err("setup failed".into()); OPS.len()]);
                 listed.push("-");
             }
         }
@@ -454,10 +541,10 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
     for (op, _) in OPS.iter().enumerate() {
         for _ in 0..rounds {
             for (pi, p) in peers.iter().enumerate() {
-                let Some(paths) = &scripts[pi] else { continue };
+                let Ok(path) = &scripts[pi][op] else { continue };
                 settle(&peers);
                 let steal = steal_ticks();
-                let r = wrk(p.port, &paths[op], seconds, pin.then_some(0))?;
+                let r = wrk(p.port, path, seconds, pin.then_some(0))?;
                 eprintln!(
                     "{} {:10} {:34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  stolen {} ms",
                     if pin { "pinned" } else { "shared" },
@@ -473,10 +560,14 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
             }
         }
     }
-    Ok((peers.iter().map(|p| p.name.to_string()).collect(), results, listed))
+    let why: Vec<Vec<String>> = scripts
+        .iter()
+        .map(|calls| calls.iter().map(|c| c.as_ref().err().cloned().unwrap_or_default()).collect())
+        .collect();
+    Ok((peers.iter().map(|p| p.name.to_string()).collect(), results, listed, why))
 }
 
-fn table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
+fn table(names: &[String], results: &[Vec<Vec<WrkResult>>], why: &[Vec<String>]) -> String {
     let mut md = String::from("| call | ");
     md.push_str(&names.iter().map(|n| format!("{n} req/s (p99 ms)")).collect::<Vec<_>>().join(" | "));
     md.push_str(" |\n|---|");
@@ -486,10 +577,11 @@ fn table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
         md.push_str(&format!("| {name} | "));
         let cells: Vec<String> = results
             .iter()
-            .map(|runs| {
+            .zip(why)
+            .map(|(runs, why)| {
                 let rs = &runs[op];
                 if rs.is_empty() {
-                    return "setup failed".into();
+                    return why[op].clone();
                 }
                 let errors: u64 = rs.iter().map(|r| r.errors).sum();
                 let requests: u64 = rs.iter().map(|r| r.requests).sum();
@@ -557,13 +649,13 @@ fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<
          {rounds} runs, peers interleaved; each run starts once every peer is idle (under 1% CPU for 200 ms).\n\n"
     );
     for pin in [false, true] {
-        let (names, results, listed) = api_mode(root, &bin, work, seconds, rounds, pin)?;
+        let (names, results, listed, why) = api_mode(root, &bin, work, seconds, rounds, pin)?;
         md.push_str(if pin {
             "\n**One core each** (server pinned to CPU 1 with `taskset`, wrk to CPU 0):\n\n"
         } else {
             "**Shared cores** (server and wrk on both CPUs, as the issue's reference numbers):\n\n"
         });
-        md.push_str(&table(&names, &results));
+        md.push_str(&table(&names, &results, &why));
         // The size of estiba's state after the write runs (the file and its WAL): each write
         // request stores one document (a task definition revision or a task).
         let state = work.join(format!("estiba-{pin}"));

@@ -10,8 +10,13 @@
 //!   the service's exceptions;
 //! - range, length and pattern checks from the model, reported in AWS's validation format.
 //!
-//! The generator is general over JSON-protocol services (ECS, ECR, CloudWatch Logs, Cloud Map,
-//! Application Auto Scaling): nothing in it knows about one service.
+//! - `MODEL`: the service's protocols and names, and a table of every shape reachable from an
+//!   operation (`estiba_api::schema`), which the Query, EC2 and RPC v2 CBOR codecs walk to
+//!   translate their wire forms to and from the JSON the types read and write.
+//!
+//! The generator is general over the protocols (AWS JSON, Query, EC2, RPC v2 CBOR): nothing in
+//! it knows about one service. EC2's model has hundreds of operations; only those estiba
+//! answers (`EC2_OPERATIONS`) are generated.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -22,11 +27,35 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// The services whose models are generated. `module` is the Rust module name.
-pub const SERVICES: &[Service] = &[Service { module: "ecs", model: "ecs" }, Service { module: "ecr", model: "ecr" }];
+pub const SERVICES: &[Service] = &[
+    Service { module: "ecs", model: "ecs", only: None, primitive_defaults: true },
+    Service { module: "ecr", model: "ecr", only: None, primitive_defaults: true },
+    Service { module: "ec2", model: "ec2", only: Some(EC2_OPERATIONS), primitive_defaults: false },
+    Service { module: "elbv2", model: "elbv2", only: None, primitive_defaults: false },
+    Service { module: "servicediscovery", model: "servicediscovery", only: None, primitive_defaults: false },
+    Service { module: "logs", model: "logs", only: None, primitive_defaults: false },
+    Service { module: "cloudwatch", model: "cloudwatch", only: None, primitive_defaults: false },
+    Service {
+        module: "application_autoscaling",
+        model: "application-autoscaling",
+        only: None,
+        primitive_defaults: false,
+    },
+];
+
+/// The EC2 operations estiba answers: what ECS users touch to find where tasks go.
+const EC2_OPERATIONS: &[&str] = &["DescribeSecurityGroups", "DescribeSubnets", "DescribeVpcs"];
 
 pub struct Service {
     pub module: &'static str,
     pub model: &'static str,
+    /// Generate only these operations (and the shapes they reach).
+    pub only: Option<&'static [&'static str]>,
+    /// Optional members of unboxed primitive shapes are plain values that default to zero or
+    /// false (the ECS and ECR models mark nullable ones `box`, and their handlers rely on it);
+    /// in the other services every optional member is an `Option`, as Smithy's nullability
+    /// rules make them (CloudWatch's `Value` of a datum may be absent, not zero).
+    pub primitive_defaults: bool,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -187,7 +216,12 @@ impl<'a> Generator<'a> {
     }
 
     fn operations(&self) -> Vec<(&'a String, &'a Value)> {
-        let mut ops: Vec<_> = self.model["operations"].as_object().unwrap().iter().collect();
+        let mut ops: Vec<_> = self.model["operations"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| self.svc.only.is_none_or(|only| only.contains(&name.as_str())))
+            .collect();
         ops.sort_by(|a, b| a.0.cmp(b.0));
         ops
     }
@@ -362,7 +396,8 @@ impl<'a> Generator<'a> {
     /// A non-boxed primitive member: AWS always sends it, defaulting to zero or false.
     fn is_unboxed_primitive(&self, shape: &str, member: &Value) -> bool {
         let s = self.shape(shape);
-        matches!(self.kind(shape), "integer" | "long" | "double" | "float" | "boolean")
+        self.svc.primitive_defaults
+            && matches!(self.kind(shape), "integer" | "long" | "double" | "float" | "boolean")
             && s.get("box").and_then(Value::as_bool) != Some(true)
             && member.get("box").and_then(Value::as_bool) != Some(true)
     }
@@ -405,6 +440,7 @@ impl<'a> Generator<'a> {
                 self.gen_enum(&mut out, name)?;
             }
         }
+        self.gen_model(&mut out)?;
         let checks: Vec<String> = self.needs_check.iter().cloned().collect();
         for name in &checks {
             self.gen_check(&mut out, name)?;
@@ -419,6 +455,127 @@ impl<'a> Generator<'a> {
             )?;
         }
         Ok(out)
+    }
+
+    /// Emits `MODEL`: the service's names and protocols and the table of its shapes.
+    fn gen_model(&self, out: &mut String) -> Result<()> {
+        let meta = &self.model["metadata"];
+        let text = |k: &str| meta[k].as_str().unwrap_or("").to_owned();
+        let protocols: Vec<&str> = match meta["protocols"].as_array() {
+            Some(a) => a.iter().filter_map(Value::as_str).collect(),
+            None => vec![meta["protocol"].as_str().unwrap_or("json")],
+        };
+        let protocols: Vec<&str> = protocols
+            .iter()
+            .map(|p| match *p {
+                "json" => Ok("Json"),
+                "query" => Ok("Query"),
+                "ec2" => Ok("Ec2"),
+                "smithy-rpc-v2-cbor" => Ok("RpcV2Cbor"),
+                other => Err(anyhow::anyhow!("protocol {other} is not supported")),
+            })
+            .collect::<Result<_>>()?;
+        let ec2 = protocols == ["Ec2"];
+        let mut ns = match &meta["xmlNamespace"] {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => o.get("uri").and_then(Value::as_str).unwrap_or("").to_owned(),
+            _ => String::new(),
+        };
+        if !ns.is_empty() && !ns.ends_with('/') {
+            ns.push('/');
+        }
+        let index: HashMap<&str, usize> = self.usage.keys().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let id = |n: &str| index[n];
+        out.push_str("use crate::schema::{Kind, Member, Model, OperationSchema, Protocol, Shape};\n\n");
+        out.push_str("/// The shapes of this service's operations, for the protocol codecs.\n");
+        out.push_str("pub static SHAPES: &[Shape] = &[\n");
+        for name in self.usage.keys() {
+            let s = self.shape(name);
+            let kind = match self.kind(name) {
+                "structure" if s.get("document").and_then(Value::as_bool) == Some(true) => "Kind::Document".to_owned(),
+                "structure" => {
+                    let required = self.required(name);
+                    let members: Vec<String> = self
+                        .members(name)
+                        .iter()
+                        .map(|(mname, m)| {
+                            let target = m["shape"].as_str().unwrap();
+                            let location = m["locationName"].as_str();
+                            let query = if ec2 {
+                                m["queryName"].as_str().map(str::to_owned).or_else(|| location.map(capitalize))
+                            } else {
+                                location.map(str::to_owned)
+                            }
+                            .unwrap_or_else(|| mname.to_string());
+                            let flattened = m["flattened"].as_bool().unwrap_or(false)
+                                || self.shape(target)["flattened"].as_bool().unwrap_or(false);
+                            format!(
+                                "Member {{ name: {mname:?}, xml: {:?}, query: {query:?}, shape: {}, flattened: {flattened}, required: {} }}",
+                                location.unwrap_or(mname),
+                                id(target),
+                                required.contains(mname.as_str()),
+                            )
+                        })
+                        .collect();
+                    format!("Kind::Structure(&[{}])", members.join(", "))
+                }
+                "list" => format!(
+                    "Kind::List {{ member: {}, member_name: {:?} }}",
+                    id(s["member"]["shape"].as_str().unwrap()),
+                    s["member"]["locationName"].as_str().unwrap_or("member")
+                ),
+                "map" => format!(
+                    "Kind::Map {{ key: {}, value: {}, key_name: {:?}, value_name: {:?} }}",
+                    id(s["key"]["shape"].as_str().unwrap()),
+                    id(s["value"]["shape"].as_str().unwrap()),
+                    s["key"]["locationName"].as_str().unwrap_or("key"),
+                    s["value"]["locationName"].as_str().unwrap_or("value"),
+                ),
+                "string" => "Kind::String".into(),
+                "boolean" => "Kind::Boolean".into(),
+                "integer" => "Kind::Integer".into(),
+                "long" => "Kind::Long".into(),
+                "float" => "Kind::Float".into(),
+                "double" => "Kind::Double".into(),
+                "timestamp" => "Kind::Timestamp".into(),
+                "blob" => "Kind::Blob".into(),
+                other => bail!("shape {name} has unsupported type {other}"),
+            };
+            writeln!(out, "    Shape {{ name: {name:?}, kind: {kind} }},")?;
+        }
+        out.push_str("];\n\n");
+        out.push_str("/// The operations, in the order of [`Operation`].\n");
+        out.push_str("pub static OPERATIONS: &[OperationSchema] = &[\n");
+        for (name, op) in self.operations() {
+            let shape_of = |k: &str| match op[k]["shape"].as_str() {
+                Some(s) => format!("Some({})", id(s)),
+                None => "None".into(),
+            };
+            writeln!(
+                out,
+                "    OperationSchema {{ name: {name:?}, input: {}, output: {}, result_wrapper: {:?} }},",
+                shape_of("input"),
+                shape_of("output"),
+                op["output"]["resultWrapper"].as_str().unwrap_or("")
+            )?;
+        }
+        out.push_str("];\n\n");
+        writeln!(
+            out,
+            "/// The service's names and protocols, and its shapes.\npub static MODEL: Model = Model {{ module: {:?}, title: {:?}, signing_name: SIGNING_NAME, target_prefix: TARGET_PREFIX, json_version: {:?}, api_version: {:?}, xml_namespace: {:?}, protocols: &[{}], query_compatible: {}, shapes: SHAPES, operations: OPERATIONS }};\n",
+            self.svc.module,
+            text("serviceFullName"),
+            text("jsonVersion"),
+            text("apiVersion"),
+            ns,
+            protocols.iter().map(|p| format!("Protocol::{p}")).collect::<Vec<_>>().join(", "),
+            meta.get("awsQueryCompatible").is_some(),
+        )?;
+        out.push_str("impl Operation {\n    /// The operation's shapes and Query result wrapper.\n");
+        out.push_str(
+            "    pub fn schema(self) -> &'static OperationSchema {\n        &OPERATIONS[self as usize]\n    }\n}\n\n",
+        );
+        Ok(())
     }
 
     fn gen_operations(&self, out: &mut String) -> Result<()> {
@@ -458,21 +615,53 @@ impl<'a> Generator<'a> {
             writeln!(out, "    {},", pascal(name))?;
         }
         out.push_str("}\n\nimpl ErrorCode {\n");
-        out.push_str("    /// The `__type` AWS puts in the error body.\n");
-        out.push_str("    pub fn name(self) -> &'static str {\n        match self {\n");
-        for (name, s) in &errors {
-            let code = s["error"]["code"].as_str().unwrap_or(name);
-            writeln!(out, "            ErrorCode::{} => {code:?},", pascal(name))?;
+        let arms = |f: &dyn Fn(&str, &Value) -> String| -> String {
+            errors
+                .iter()
+                .map(|(name, s)| format!("            ErrorCode::{} => {},\n", pascal(name), f(name, s)))
+                .collect()
+        };
+        let code = |name: &str, s: &Value| format!("{:?}", s["error"]["code"].as_str().unwrap_or(name));
+        let fault = |s: &Value| s.get("fault").and_then(Value::as_bool) == Some(true);
+        let methods: [(&str, &str, String); 4] = [
+            (
+                "The error code: the `__type` of JSON answers, the `Code` of Query answers.",
+                "name(self) -> &'static str",
+                arms(&code),
+            ),
+            (
+                "The exception's shape name (the `__type` of a query-compatible service's JSON and CBOR answers).",
+                "shape_name(self) -> &'static str",
+                arms(&|name, _| format!("{name:?}")),
+            ),
+            (
+                "The HTTP status AWS answers this exception with.",
+                "status(self) -> u16",
+                arms(&|_, s| {
+                    s["error"]["httpStatusCode"].as_u64().unwrap_or(if fault(s) { 500 } else { 400 }).to_string()
+                }),
+            ),
+            (
+                "Whether the caller is at fault (`Sender`) rather than the service (`Receiver`).",
+                "sender_fault(self) -> bool",
+                arms(&|_, s| (!fault(s)).to_string()),
+            ),
+        ];
+        for (doc, sig, body) in methods {
+            writeln!(out, "    /// {doc}\n    pub fn {sig} {{\n        match self {{\n{body}        }}\n    }}\n")?;
         }
-        out.push_str("        }\n    }\n\n");
-        out.push_str("    /// The HTTP status AWS answers this exception with.\n");
-        out.push_str("    pub fn status(self) -> u16 {\n        match self {\n");
-        for (name, s) in &errors {
-            let fault = s.get("fault").and_then(Value::as_bool) == Some(true);
-            let status = s["error"]["httpStatusCode"].as_u64().unwrap_or(if fault { 500 } else { 400 });
-            writeln!(out, "            ErrorCode::{} => {status},", pascal(name))?;
+        out.push_str("}\n\n");
+        out.push_str("impl crate::error::ErrorShape for ErrorCode {\n");
+        for m in [
+            "name(self) -> &'static str",
+            "shape_name(self) -> &'static str",
+            "status(self) -> u16",
+            "sender_fault(self) -> bool",
+        ] {
+            let f = m.split('(').next().unwrap();
+            writeln!(out, "    fn {m} {{\n        ErrorCode::{f}(self)\n    }}\n")?;
         }
-        out.push_str("        }\n    }\n}\n\n");
+        out.push_str("}\n\n");
         Ok(())
     }
 
@@ -726,6 +915,12 @@ pub fn snake(s: &str) -> String {
         out.insert(0, '_');
     }
     out
+}
+
+/// `vpcSet` → `VpcSet` (EC2's query names).
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }
 
 /// Shape names are already PascalCase; strip anything an identifier cannot hold.

@@ -19,7 +19,7 @@ pub mod telemetry;
 pub mod translate;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub mem_floor_bytes: u64,
     /// Registry credentials named by `repositoryCredentials.credentialsParameter`.
     pub secrets_dir: PathBuf,
+    /// Where `environmentFiles` are read from; `None`: tasks that name one fail to start.
+    pub environment_files_dir: Option<PathBuf>,
     pub net: network::NetConfig,
 }
 
@@ -83,13 +85,15 @@ impl Shared {
     pub fn credentials(&self, parameter: &str) -> Result<Credentials, String> {
         let name = parameter.rsplit(":secret:").next().unwrap_or(parameter);
         let name = name.rsplit_once('-').filter(|(_, suffix)| suffix.len() == 6).map(|(n, _)| n).unwrap_or(name);
-        let path = self.cfg.secrets_dir.join(format!("{name}.json"));
-        let text = std::fs::read_to_string(&path)
-            .or_else(|_| std::fs::read_to_string(self.cfg.secrets_dir.join(name)))
-            .map_err(|e| {
-                format!("CannotPullContainerError: repository credentials {parameter}: {} ({e})", path.display())
-            })?;
-        let v: serde_json::Value = serde_json::from_str(&text)
+        // Beneath the secrets directory only: the parameter comes from API callers.
+        let read = |file: &str| estiba_runtime::files::read_beneath(&self.cfg.secrets_dir, Path::new(file), 64 << 10);
+        let text = read(&format!("{name}.json")).or_else(|_| read(name)).map_err(|e| {
+            format!(
+                "CannotPullContainerError: repository credentials {parameter}: {} ({e})",
+                self.cfg.secrets_dir.display()
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| format!("CannotPullContainerError: repository credentials {parameter}: {e}"))?;
         match (v["username"].as_str(), v["password"].as_str()) {
             (Some(u), Some(p)) => Ok(Credentials { username: u.into(), password: p.into() }),

@@ -369,7 +369,12 @@ impl Runner {
                 Ok(img) => {
                     self.images.insert(image, img);
                 }
-                Err(e) => return Err(format!("CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to resolve ref {image}: {e}")),
+                Err(e) => {
+                    return Err(format!(
+                        "CannotPullContainerError: pull image manifest has been retried {} time(s): failed to resolve ref {image}: {e}",
+                        e.retries()
+                    ))
+                }
             }
         }
         Ok(())
@@ -572,6 +577,7 @@ impl Runner {
             netns,
             hostname: &self.net.hostname,
             executor: self.shared.cfg.executor.clone(),
+            environment_files_dir: self.shared.cfg.environment_files_dir.as_deref(),
         };
         let spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
             .map_err(|e| format!("CannotStartContainerError: {e}"))?;

@@ -34,6 +34,8 @@ pub struct TaskContext<'a> {
     /// The task's hostname (its private DNS name in awsvpc mode).
     pub hostname: &'a str,
     pub executor: Executor,
+    /// Where `environmentFiles` are read from (`--environment-files-dir`); none when unset.
+    pub environment_files_dir: Option<&'a Path>,
 }
 
 /// A health check as the agent runs it.
@@ -65,19 +67,27 @@ pub fn health(hc: &HealthCheck) -> Option<Health> {
 }
 
 /// Reads an environment file: `KEY=value` lines, `#` comments and blank lines skipped.
-pub fn env_file(value: &str) -> Result<Vec<String>, String> {
-    let path = value.strip_prefix("file://").unwrap_or(value);
-    if path.starts_with("arn:") || path.starts_with("s3://") {
-        return Err(format!("environment file {value}: estiba reads environment files from local paths, not S3"));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("environment file {path}: {e}"))?;
-    Ok(text
+/// The `KEY=value` lines of an environment file, read beneath the node's environment files
+/// directory (`None`: the node reads none).
+pub fn env_file(value: &str, dir: Option<&Path>) -> Result<Vec<String>, String> {
+    let name = estiba_core::taskdef::environment_file_name(value).map_err(|e| e.message)?;
+    let Some(dir) = dir else {
+        return Err(format!(
+            "environment file {value}: this node reads no environment files (start estiba with --environment-files-dir DIR)"
+        ));
+    };
+    let bytes = estiba_runtime::files::read_beneath(dir, Path::new(&name), ENV_FILE_MAX_BYTES)
+        .map_err(|e| format!("environment file {value}: {e}"))?;
+    Ok(String::from_utf8_lossy(&bytes)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#') && l.contains('='))
         .map(str::to_owned)
         .collect())
 }
+
+/// A bound on one environment file: it holds variables, not data.
+const ENV_FILE_MAX_BYTES: u64 = 1 << 20;
 
 /// Sets `KEY=value` entries, later ones replacing earlier ones with the same key.
 fn merge_env(env: &mut Vec<String>, add: impl IntoIterator<Item = String>) {
@@ -125,10 +135,10 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
 
     let mut env = cfg.env.clone().unwrap_or_default();
     for f in def.environment_files.iter().flatten() {
-        merge_env(&mut env, env_file(&f.value)?);
+        merge_env(&mut env, env_file(&f.value, cx.environment_files_dir)?);
     }
     for f in ov.and_then(|o| o.environment_files.as_ref()).into_iter().flatten() {
-        merge_env(&mut env, env_file(&f.value)?);
+        merge_env(&mut env, env_file(&f.value, cx.environment_files_dir)?);
     }
     merge_env(&mut env, pairs(def.environment.as_ref()));
     merge_env(&mut env, pairs(ov.and_then(|o| o.environment.as_ref())));
@@ -148,6 +158,13 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         rlimits.push(Rlimit { kind: "RLIMIT_NOFILE".into(), soft: DEFAULT_NOFILE, hard: DEFAULT_NOFILE });
     }
 
+    let lp = def.linux_parameters.as_ref();
+    let init = lp.and_then(|l| l.init_process_enabled).unwrap_or(false);
+    if init && matches!(cx.executor, Executor::Oci(_)) {
+        // Said here, where the task is known and logs reach the server's log: the supervisor
+        // that runs the OCI runtime has no log of its own.
+        tracing::warn!(task = cx.task_id, container = %name, "initProcessEnabled needs the built-in executor; ignored with an OCI runtime");
+    }
     let size = taskdef::task_size(cx.task.cpu.as_deref(), cx.task.memory.as_deref()).unwrap_or_default();
     let cpu_units = ov.and_then(|o| o.cpu).unwrap_or(def.cpu);
     let memory = ov.and_then(|o| o.memory).or(def.memory);
@@ -164,7 +181,6 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         memory_reservation_bytes: reservation.map(|m| mib(m as i64)),
         pids_limit: None,
     };
-    let lp = def.linux_parameters.as_ref();
     let caps = lp.and_then(|l| l.capabilities.as_ref());
     Ok(ContainerSpec {
         id: format!("{}-{name}", cx.task_id),
@@ -181,7 +197,7 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         user: def.user.clone().or_else(|| cfg.user.clone()).filter(|u| !u.is_empty()),
         hostname: Some(def.hostname.clone().unwrap_or_else(|| cx.hostname.to_owned())),
         readonly_rootfs: def.readonly_root_filesystem.unwrap_or(false),
-        init: lp.and_then(|l| l.init_process_enabled).unwrap_or(false),
+        init,
         rlimits,
         host_network: cx.netns.is_none(),
         netns: cx.netns.clone(),
@@ -235,7 +251,7 @@ mod tests {
     fn precedence() {
         let dir = tempfile::tempdir().unwrap();
         let envfile = dir.path().join("e.env");
-        std::fs::write(&envfile, "# comment\nB=file\nC=file\n\n").unwrap();
+        std::fs::write(envfile, "# comment\nB=file\nC=file\n\n").unwrap();
         let def = ContainerDefinition {
             name: Some("web".into()),
             image: Some("busybox".into()),
@@ -244,7 +260,7 @@ mod tests {
             memory_reservation: Some(64),
             environment: Some(vec![KeyValuePair { name: Some("C".into()), value: Some("def".into()) }]),
             environment_files: Some(vec![estiba_api::ecs::EnvironmentFile {
-                value: envfile.display().to_string(),
+                value: "arn:aws:s3:::e.env".into(),
                 r#type: estiba_api::ecs::EnvironmentFileType::S3,
             }]),
             ulimits: Some(vec![Ulimit { name: UlimitName::Nproc, soft_limit: 10, hard_limit: 20 }]),
@@ -260,9 +276,14 @@ mod tests {
             netns: None,
             hostname: "abc",
             executor: Executor::Native,
+            environment_files_dir: Some(dir.path()),
         };
         let s = container_spec(&cx, &def, &image()).unwrap();
         assert_eq!(s.args, ["sh"]);
+        // Only beneath the directory, and only when there is one.
+        for (value, dir) in [("/etc/passwd", Some(dir.path())), ("../e.env", Some(dir.path())), ("e.env", None)] {
+            assert!(env_file(value, dir).is_err(), "{value}");
+        }
         assert!(
             s.env.contains(&"A=image".into()) && s.env.contains(&"B=file".into()) && s.env.contains(&"C=def".into())
         );
@@ -297,6 +318,7 @@ mod tests {
             netns: None,
             hostname: "abc",
             executor: Executor::Native,
+            environment_files_dir: Some(dir.path()),
         };
         let s = container_spec(&cx, &d2, &image()).unwrap();
         assert_eq!(s.args, ["/bin/echo", "hi"]);

@@ -47,6 +47,8 @@ pub trait Validate {
 pub struct Validator {
     path: Vec<Segment>,
     errors: Vec<String>,
+    /// Member names start in lower case in the path (Query services' messages).
+    pub lower_first: bool,
 }
 
 enum Segment {
@@ -89,6 +91,9 @@ impl Validator {
                 out.push('.');
             }
             match seg {
+                Segment::Member(m) if self.lower_first => {
+                    out.push_str(&crate::protocol::styled(m, crate::protocol::PathStyle::LowerFirst))
+                }
                 Segment::Member(m) => out.push_str(m),
                 Segment::Index(i) => {
                     out.push_str(&(i + 1).to_string());

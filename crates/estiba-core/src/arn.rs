@@ -38,6 +38,11 @@ impl Scope {
         self.arn(&format!("service/{cluster}/{name}"))
     }
 
+    /// The short form ECS names an unknown service by in DescribeServices failures.
+    pub fn short_service_arn(&self, name: &str) -> String {
+        self.arn(&format!("service/{name}"))
+    }
+
     pub fn container_instance_arn(&self, cluster: &str, id: &str) -> String {
         self.arn(&format!("container-instance/{cluster}/{id}"))
     }

@@ -2,8 +2,9 @@
 //! capacity provider strategies (validation and how tasks are spread across providers).
 
 use estiba_api::ecs::{
-    CapacityProvider, CapacityProviderStatus, CapacityProviderStrategyItem, CapacityProviderType,
-    CreateCapacityProviderRequest,
+    AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProvider, CapacityProviderStatus,
+    CapacityProviderStrategyItem, CapacityProviderType, CapacityProviderUpdateStatus, CreateCapacityProviderRequest,
+    ManagedDraining, ManagedScaling, ManagedScalingStatus, ManagedTerminationProtection,
 };
 
 use crate::arn::Scope;
@@ -54,12 +55,7 @@ pub fn create(scope: &Scope, req: &CreateCapacityProviderRequest) -> Result<Capa
         }
     };
     let asg = asg.map(|mut a| {
-        if let Some(ms) = &mut a.managed_scaling {
-            ms.target_capacity.get_or_insert(100);
-            ms.minimum_scaling_step_size.get_or_insert(1);
-            ms.maximum_scaling_step_size.get_or_insert(10_000);
-            ms.instance_warmup_period.get_or_insert(300);
-        }
+        fill_defaults(&mut a);
         a
     });
     Ok(CapacityProvider {
@@ -73,6 +69,44 @@ pub fn create(scope: &Scope, req: &CreateCapacityProviderRequest) -> Result<Capa
         tags: Some(vec![]),
         ..Default::default()
     })
+}
+
+/// AWS's defaults for an Auto Scaling group provider: managed scaling (off unless asked, target
+/// 100 %, steps 1 to 10,000, warm-up 300 s), termination protection off, draining on.
+fn fill_defaults(a: &mut AutoScalingGroupProvider) {
+    let ms = a.managed_scaling.get_or_insert_with(ManagedScaling::default);
+    ms.status.get_or_insert(ManagedScalingStatus::Disabled);
+    ms.target_capacity.get_or_insert(100);
+    ms.minimum_scaling_step_size.get_or_insert(1);
+    ms.maximum_scaling_step_size.get_or_insert(10_000);
+    ms.instance_warmup_period.get_or_insert(300);
+    a.managed_termination_protection.get_or_insert(ManagedTerminationProtection::Disabled);
+    a.managed_draining.get_or_insert(ManagedDraining::Enabled);
+}
+
+/// UpdateCapacityProvider: the members given replace the stored ones, the others stay.
+pub fn update(a: &mut AutoScalingGroupProvider, u: &AutoScalingGroupProviderUpdate) {
+    if let Some(new) = &u.managed_scaling {
+        let ms = a.managed_scaling.get_or_insert_with(ManagedScaling::default);
+        macro_rules! keep {
+            ($($f:ident),*) => { $( if new.$f.is_some() { ms.$f = new.$f; } )* };
+        }
+        keep!(status, target_capacity, minimum_scaling_step_size, maximum_scaling_step_size, instance_warmup_period);
+    }
+    if let Some(tp) = u.managed_termination_protection {
+        a.managed_termination_protection = Some(tp);
+    }
+    if let Some(md) = u.managed_draining {
+        a.managed_draining = Some(md);
+    }
+    fill_defaults(a);
+}
+
+/// A provider that can be associated, updated or deleted: ACTIVE and not being deleted
+/// (ECS shows a deleted provider ACTIVE with `updateStatus` DELETE_IN_PROGRESS for a while).
+pub fn is_live(cp: &CapacityProvider) -> bool {
+    cp.status == Some(CapacityProviderStatus::Active)
+        && cp.update_status != Some(CapacityProviderUpdateStatus::DeleteInProgress)
 }
 
 /// Checks a cluster's providers and default strategy: providers exist, the strategy only
@@ -179,6 +213,39 @@ mod tests {
         assert_eq!(&picks[..2], &[0, 0]);
         let spot = picks.iter().filter(|&&p| p == 1).count();
         assert_eq!(spot, 6, "8 tasks beyond base split 1:3 → 2 and 6, {picks:?}");
+    }
+
+    #[test]
+    fn asg_providers_get_aws_defaults_and_updates_keep_the_rest() {
+        let scope = Scope::new("1", "us-east-1");
+        let req = CreateCapacityProviderRequest {
+            name: "asg".into(),
+            auto_scaling_group_provider: Some(AutoScalingGroupProvider {
+                auto_scaling_group_arn: "arn:aws:autoscaling:us-east-1:1:autoScalingGroup:x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cp = create(&scope, &req).unwrap();
+        let mut asg = cp.auto_scaling_group_provider.unwrap();
+        let ms = asg.managed_scaling.clone().unwrap();
+        assert_eq!(ms.status, Some(ManagedScalingStatus::Disabled));
+        assert_eq!(
+            (ms.target_capacity, ms.minimum_scaling_step_size, ms.maximum_scaling_step_size, ms.instance_warmup_period),
+            (Some(100), Some(1), Some(10_000), Some(300))
+        );
+        assert_eq!(asg.managed_termination_protection, Some(ManagedTerminationProtection::Disabled));
+        let u = AutoScalingGroupProviderUpdate {
+            managed_scaling: Some(ManagedScaling { target_capacity: Some(80), ..Default::default() }),
+            ..Default::default()
+        };
+        update(&mut asg, &u);
+        let ms = asg.managed_scaling.unwrap();
+        assert_eq!(
+            (ms.target_capacity, ms.instance_warmup_period, ms.status),
+            (Some(80), Some(300), Some(ManagedScalingStatus::Disabled))
+        );
+        assert_eq!(asg.managed_termination_protection, Some(ManagedTerminationProtection::Disabled));
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   exist (not yet STOPPED) while new tasks start.
 //! - A task is healthy when it is RUNNING and not asked to stop and, if a container has a
 //!   health check, HEALTHY; without a health check it counts once it has been RUNNING for
-//!   `unchecked_healthy_after` (ECS: 40 s).
+//!   `unchecked_healthy_after` (40 s). That rule decides when a *new* task counts; a task of
+//!   an older deployment counts toward the floor while it is RUNNING and not known to be
+//!   unhealthy, so a rollout that begins right after a service started never stops it below
+//!   the floor.
 //! - Tasks of the PRIMARY deployment that stop before reaching RUNNING, or fail their health
 //!   checks, are failures: they are replaced with exponential back-off after three in a row,
 //!   and trip the circuit breaker (threshold: half of desiredCount, 3 to 200).
@@ -178,7 +181,16 @@ pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now
 
     let mine: Vec<&Task> = wanted.iter().copied().filter(|t| deployment_of(t) == primary_id).collect();
     let old: Vec<&Task> = wanted.iter().copied().filter(|t| deployment_of(t) != primary_id).collect();
-    let healthy_count = wanted.iter().filter(|t| healthy(t)).count() as i32;
+    // What the floor protects: new tasks once healthy, older ones while they run and are not
+    // known to be unhealthy.
+    let counts = |t: &Task| {
+        if deployment_of(t) == primary_id {
+            healthy(t)
+        } else {
+            task::last_status(t) == Status::Running && t.health_status != Some(HealthStatus::Unhealthy)
+        }
+    };
+    let healthy_count = wanted.iter().filter(|t| counts(t)).count() as i32;
     let existing = live.len() as i32;
 
     // Failures of the PRIMARY deployment.
@@ -205,14 +217,7 @@ pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now
             p.updated_at = Some(now);
         }
         if breaker.rollback {
-            out.rollback_to = svc
-                .deployments
-                .iter()
-                .flatten()
-                .find(|d| {
-                    d.status.as_deref() != Some(PRIMARY) && d.rollout_state == Some(DeploymentRolloutState::Completed)
-                })
-                .cloned();
+            out.rollback_to = service::rollback_target(svc).cloned();
         }
         return out;
     }
@@ -248,12 +253,12 @@ pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now
         }
     }
 
-    // Old deployments drain: unhealthy tasks any time, healthy ones down to the floor.
+    // Old deployments drain: tasks that do not count any time, the others down to the floor.
     let mut can_drop = healthy_count - floor;
     let mut old_order = old.clone();
-    old_order.sort_by_key(|t| healthy(t));
+    old_order.sort_by_key(|t| counts(t));
     for t in old_order {
-        let h = healthy(t);
+        let h = counts(t);
         if h {
             if can_drop <= 0 {
                 continue;
@@ -521,6 +526,53 @@ mod tests {
         two.extend((10..12).map(|i| t(i, "ecs-svc/2", "PENDING", None)));
         let p = run(&s, &two, 100.0);
         assert_eq!((p.start, p.stop.len()), (0, 0), "pending new tasks do not count as healthy");
+    }
+
+    #[test]
+    fn old_tasks_that_run_keep_the_floor_before_their_40_seconds() {
+        // Issue 14.1: a rollout 10 s after the service started (no health check, tasks not yet
+        // counted healthy by the 40 s rule) stopped every old task at once.
+        let s = svc(4, 50, 100);
+        let old: Vec<Task> = (0..4).map(|i| t(i, "ecs-svc/1", "RUNNING", Some(90.0))).collect();
+        let refs: Vec<&Task> = old.iter().collect();
+        let p = plan(&s, &refs, &|_| false, 100.0, &Settings::default());
+        assert_eq!(p.stop.len(), 2, "down to the floor, not to zero");
+        // Two new tasks run but have not passed their 40 s: the two old ones left stay.
+        let mut all: Vec<Task> = old[2..].to_vec();
+        all.extend((10..12).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(95.0))));
+        let refs: Vec<&Task> = all.iter().collect();
+        let p = plan(&s, &refs, &|_| false, 100.0, &Settings::default());
+        assert_eq!((p.start, p.stop.len()), (0, 0));
+        // Once the new ones count, the old ones go.
+        let p = plan(&s, &refs, &|_| false, 140.0, &Settings::default());
+        assert_eq!(p.stop.len(), 2);
+        // An old task known to be unhealthy does not count: it may go at once.
+        let mut sick = old.clone();
+        sick[0].health_status = Some(HealthStatus::Unhealthy);
+        let refs: Vec<&Task> = sick.iter().collect();
+        let p = plan(&s, &refs, &|_| true, 100.0, &Settings::default());
+        assert!(p.stop.iter().any(|x| x.task_arn == "arn:t/ecs-svc/1/0"), "{:?}", p.stop);
+        assert_eq!(p.stop.len(), 2, "the unhealthy one and one more, down to the floor of 2 of 3 running");
+    }
+
+    #[test]
+    fn the_breaker_rolls_back_to_a_deployment_that_had_not_completed_yet() {
+        // Issue 14.2: the previous deployment was still IN_PROGRESS (its tasks younger than
+        // 40 s) when the failing one replaced it.
+        let mut s = svc(2, 50, 100);
+        s.deployment_configuration.as_mut().unwrap().deployment_circuit_breaker =
+            Some(estiba_api::ecs::DeploymentCircuitBreaker { enable: true, rollback: true });
+        s.deployments.as_mut().unwrap()[1].rollout_state = Some(DeploymentRolloutState::InProgress);
+        let mut tasks: Vec<Task> = vec![t(0, "ecs-svc/1", "RUNNING", Some(90.0))];
+        for i in 10..13 {
+            let mut f = t(i, "ecs-svc/2", "STOPPED", None);
+            f.stop_code = Some(TaskStopCode::TaskFailedToStart);
+            tasks.push(f);
+        }
+        let refs: Vec<&Task> = tasks.iter().collect();
+        let p = plan(&s, &refs, &|_| false, 100.0, &Settings::default());
+        assert_eq!(p.failed.as_deref(), Some("ecs-svc/2"));
+        assert_eq!(p.rollback_to.and_then(|d| d.id).as_deref(), Some("ecs-svc/1"));
     }
 
     #[test]

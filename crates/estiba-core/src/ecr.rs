@@ -32,6 +32,12 @@ impl std::fmt::Display for EcrError {
 
 impl std::error::Error for EcrError {}
 
+impl From<EcrError> for estiba_api::ApiError {
+    fn from(e: EcrError) -> Self {
+        estiba_api::ApiError::new(e.code, e.message)
+    }
+}
+
 impl EcrError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         EcrError { code, message: message.into() }

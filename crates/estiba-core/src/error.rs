@@ -18,6 +18,12 @@ impl std::fmt::Display for EcsError {
 
 impl std::error::Error for EcsError {}
 
+impl From<EcsError> for estiba_api::ApiError {
+    fn from(e: EcsError) -> Self {
+        estiba_api::ApiError::new(e.code, e.message)
+    }
+}
+
 impl EcsError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         EcsError { code, message: message.into() }

@@ -23,6 +23,7 @@ pub mod node;
 pub mod page;
 pub mod placement;
 pub mod query;
+pub mod rollout;
 pub mod service;
 pub mod settings;
 pub mod tags;

@@ -50,6 +50,14 @@ pub fn primary(s: &Service) -> Option<&Deployment> {
     s.deployments.iter().flatten().find(|d| d.status.as_deref() == Some(PRIMARY))
 }
 
+/// The deployment a rollback returns to: the newest COMPLETED one that is not PRIMARY, else
+/// the newest other one (the deployment the PRIMARY replaced, with whatever of it is still
+/// running: a rollout that began before its predecessor completed still rolls back to it).
+pub fn rollback_target(s: &Service) -> Option<&Deployment> {
+    let others = || s.deployments.iter().flatten().filter(|d| d.status.as_deref() != Some(PRIMARY));
+    others().find(|d| d.rollout_state == Some(DeploymentRolloutState::Completed)).or_else(|| others().next())
+}
+
 pub fn primary_mut(s: &mut Service) -> Option<&mut Deployment> {
     s.deployments.iter_mut().flatten().find(|d| d.status.as_deref() == Some(PRIMARY))
 }
@@ -271,7 +279,7 @@ pub fn create(
     if controller.r#type != DeploymentControllerType::Ecs {
         bail!(
             unsupported,
-            "estiba supports the ECS deployment controller only; {} is not supported.",
+            "estiba supports the ECS and EXTERNAL deployment controllers; {} is not supported.",
             controller.r#type.as_str()
         );
     }
@@ -295,6 +303,7 @@ pub fn create(
         }
     };
     let config = deployment_configuration(req.deployment_configuration.as_ref(), strategy)?;
+    task::check_platform_version(launch.launch_type, req.platform_version.as_deref())?;
     task::validate(td, launch.launch_type, req.network_configuration.as_ref(), None, None, None)?;
     let lbs = req.load_balancers.clone().unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
@@ -362,6 +371,114 @@ pub fn create(
         ..Default::default()
     };
     Ok(Created { service, deployment: nd })
+}
+
+/// Whether the service's deployments are made by another system through task sets
+/// (`deploymentController` EXTERNAL): the scheduler starts nothing for it.
+pub fn is_external(svc: &Service) -> bool {
+    svc.deployment_controller.as_ref().is_some_and(|c| c.r#type == DeploymentControllerType::External)
+}
+
+/// Validates CreateService for the EXTERNAL deployment controller and builds the service: no
+/// task definition is needed and no deployment is made (task sets make them).
+pub fn create_external(scope: &Scope, cluster: &str, req: &CreateServiceRequest, now: Now) -> Result<Service> {
+    validate_name(&req.service_name)?;
+    let strategy = req.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica);
+    if strategy != SchedulingStrategy::Replica {
+        bail!(invalid, "The EXTERNAL deployment controller supports the REPLICA scheduling strategy only.");
+    }
+    let desired = match req.desired_count {
+        Some(n) if n >= 0 => n,
+        Some(n) => bail!(invalid, "desiredCount cannot be negative, got {n}."),
+        None => bail!(invalid, "desiredCount must be specified for a service with the REPLICA scheduling strategy."),
+    };
+    let config = deployment_configuration(req.deployment_configuration.as_ref(), strategy)?;
+    placement::compile_constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
+    placement::validate_strategies(req.placement_strategy.as_deref().unwrap_or_default())?;
+    if let Some(tags) = &req.tags {
+        crate::tags::validate(tags)?;
+    }
+    Ok(Service {
+        service_arn: Some(scope.service_arn(cluster, &req.service_name)),
+        service_name: Some(req.service_name.clone()),
+        cluster_arn: Some(scope.cluster_arn(cluster)),
+        load_balancers: Some(req.load_balancers.clone().unwrap_or_default()),
+        service_registries: Some(req.service_registries.clone().unwrap_or_default()),
+        status: Some(ACTIVE.into()),
+        desired_count: desired,
+        launch_type: req.launch_type,
+        task_definition: req.task_definition.clone(),
+        deployment_configuration: Some(config),
+        task_sets: Some(vec![]),
+        deployments: Some(vec![]),
+        role_arn: req.role.clone(),
+        events: Some(vec![]),
+        created_at: Some(now),
+        placement_constraints: Some(req.placement_constraints.clone().unwrap_or_default()),
+        placement_strategy: Some(req.placement_strategy.clone().unwrap_or_default()),
+        network_configuration: req.network_configuration.clone(),
+        health_check_grace_period_seconds: req.health_check_grace_period_seconds,
+        scheduling_strategy: Some(strategy),
+        deployment_controller: req.deployment_controller.clone(),
+        created_by: Some(scope.root_arn()),
+        enable_ecs_managed_tags: req.enable_ecs_managed_tags,
+        propagate_tags: Some(req.propagate_tags.unwrap_or(PropagateTags::None)),
+        enable_execute_command: req.enable_execute_command,
+        ..Default::default()
+    })
+}
+
+/// UpdateService on an EXTERNAL service: only what ECS lets such a service change (desired
+/// count, placement, health check grace period, tags options); the rest belongs to task sets.
+pub fn update_external(svc: &mut Service, req: &UpdateServiceRequest) -> Result<()> {
+    if status(svc) != ACTIVE {
+        return Err(crate::EcsError::service_not_active());
+    }
+    let task_set_member = [
+        (req.task_definition.is_some(), "taskDefinition"),
+        (req.network_configuration.is_some(), "networkConfiguration"),
+        (req.platform_version.is_some(), "platformVersion"),
+        (req.load_balancers.is_some(), "loadBalancers"),
+        (req.capacity_provider_strategy.is_some(), "capacityProviderStrategy"),
+        (req.service_registries.is_some(), "serviceRegistries"),
+        (req.force_new_deployment, "forceNewDeployment"),
+    ];
+    if let Some((_, m)) = task_set_member.iter().find(|(given, _)| *given) {
+        bail!(
+            invalid,
+            "{m} cannot be updated for a service that uses the EXTERNAL deployment controller: create a new task set instead."
+        );
+    }
+    if let Some(n) = req.desired_count {
+        if n < 0 {
+            bail!(invalid, "desiredCount cannot be negative, got {n}.");
+        }
+        svc.desired_count = n;
+    }
+    update_settings(svc, req)
+}
+
+/// What UpdateService changes on every service without a new deployment: placement, the
+/// health check grace period and the tags options.
+fn update_settings(svc: &mut Service, req: &UpdateServiceRequest) -> Result<()> {
+    if let Some(pc) = &req.placement_constraints {
+        placement::compile_constraints(pc)?;
+        svc.placement_constraints = Some(pc.clone());
+    }
+    if let Some(ps) = &req.placement_strategy {
+        placement::validate_strategies(ps)?;
+        svc.placement_strategy = Some(ps.clone());
+    }
+    if let Some(g) = req.health_check_grace_period_seconds {
+        svc.health_check_grace_period_seconds = Some(g);
+    }
+    if let Some(e) = req.enable_ecs_managed_tags {
+        svc.enable_ecs_managed_tags = e;
+    }
+    if let Some(p) = req.propagate_tags {
+        svc.propagate_tags = Some(p);
+    }
+    Ok(())
 }
 
 /// What UpdateService changed.
@@ -434,25 +551,9 @@ pub fn update(
     }
     let lbs = req.load_balancers.clone().or_else(|| svc.load_balancers.clone()).unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
-    if let Some(pc) = &req.placement_constraints {
-        placement::compile_constraints(pc)?;
-        svc.placement_constraints = Some(pc.clone());
-    }
-    if let Some(ps) = &req.placement_strategy {
-        placement::validate_strategies(ps)?;
-        svc.placement_strategy = Some(ps.clone());
-    }
-    if let Some(g) = req.health_check_grace_period_seconds {
-        svc.health_check_grace_period_seconds = Some(g);
-    }
+    update_settings(svc, req)?;
     if let Some(e) = req.enable_execute_command {
         svc.enable_execute_command = e;
-    }
-    if let Some(e) = req.enable_ecs_managed_tags {
-        svc.enable_ecs_managed_tags = e;
-    }
-    if let Some(p) = req.propagate_tags {
-        svc.propagate_tags = Some(p);
     }
     if let Some(r) = req.availability_zone_rebalancing {
         svc.availability_zone_rebalancing = Some(r);
@@ -656,6 +757,29 @@ mod tests {
             ..Default::default()
         };
         taskdef::register(&scope(), &req, rev, 0.0).unwrap()
+    }
+
+    #[test]
+    fn external_services_have_no_deployment_and_refuse_task_set_changes() {
+        let req = CreateServiceRequest {
+            service_name: "ext".into(),
+            desired_count: Some(2),
+            deployment_controller: Some(DeploymentController { r#type: DeploymentControllerType::External }),
+            ..Default::default()
+        };
+        let mut svc = create_external(&scope(), "c", &req, 1.0).unwrap();
+        assert!(is_external(&svc) && primary(&svc).is_none());
+        assert_eq!(svc.task_sets, Some(vec![]));
+        let e = update_external(
+            &mut svc,
+            &UpdateServiceRequest { task_definition: Some("web".into()), ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("taskDefinition cannot be updated"), "{}", e.message);
+        update_external(&mut svc, &UpdateServiceRequest { desired_count: Some(5), ..Default::default() }).unwrap();
+        assert_eq!(svc.desired_count, 5);
+        let e = create_external(&scope(), "c", &CreateServiceRequest { desired_count: None, ..req }, 1.0).unwrap_err();
+        assert!(e.message.contains("desiredCount must be specified"));
     }
 
     fn net() -> NetworkConfiguration {

@@ -101,6 +101,8 @@ pub struct Spec<'a> {
     pub group: Option<&'a str>,
     pub started_by: Option<&'a str>,
     pub network: Option<&'a NetworkConfiguration>,
+    /// The default VPC's CIDR: an awsvpc task is in its subnet's availability zone.
+    pub vpc_cidr: ipnet::Ipv4Net,
     pub container_instance_arn: Option<String>,
     pub enable_execute_command: bool,
     pub tags: Vec<Tag>,
@@ -108,6 +110,14 @@ pub struct Spec<'a> {
 
 /// Checks what RunTask, StartTask and services share: network configuration against the
 /// task definition's network mode, overrides, group and startedBy.
+/// A platform version belongs to Fargate: with the EC2 launch type ECS refuses one.
+pub fn check_platform_version(launch_type: LaunchType, platform_version: Option<&str>) -> Result<()> {
+    if launch_type == LaunchType::Ec2 && platform_version.is_some() {
+        bail!(invalid, "The platform version must be null when specifying an EC2 launch type.");
+    }
+    Ok(())
+}
+
 pub fn validate(
     td: &TaskDefinition,
     launch_type: LaunchType,
@@ -241,12 +251,16 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
             }
         })
         .collect();
+    let subnet = spec.network.and_then(|n| n.awsvpc_configuration.as_ref()).and_then(|v| v.subnets.first().cloned());
+    // An awsvpc task is in its subnet's zone (unknown subnets map onto the first default one).
+    let availability_zone = match (&subnet, awsvpc) {
+        (Some(id), true) => {
+            crate::vpc::Vpc::default_for(spec.scope, spec.vpc_cidr).subnet(id).availability_zone.clone()
+        }
+        _ => format!("{}a", spec.scope.region),
+    };
     let attachments = if awsvpc {
-        let subnet = spec
-            .network
-            .and_then(|n| n.awsvpc_configuration.as_ref())
-            .and_then(|v| v.subnets.first().cloned())
-            .unwrap_or_default();
+        let subnet = subnet.unwrap_or_default();
         vec![Attachment {
             id: Some(ids.uuid()),
             r#type: Some("ElasticNetworkInterface".into()),
@@ -283,7 +297,7 @@ pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
             Some(v) => v.to_owned(),
         }),
         platform_family: fargate.then(|| "Linux".to_owned()),
-        availability_zone: Some(format!("{}a", spec.scope.region)),
+        availability_zone: Some(availability_zone),
         attachments: Some(attachments),
         tags: Some(spec.tags.clone()),
         enable_execute_command: spec.enable_execute_command,
@@ -389,11 +403,19 @@ mod tests {
             group: None,
             started_by: Some("me"),
             network: Some(&n),
+            vpc_cidr: crate::vpc::DEFAULT_CIDR.parse().unwrap(),
             container_instance_arn: None,
             enable_execute_command: false,
             tags: vec![],
         };
         let task = build(&spec, &mut SeqIds::default(), 5.0);
+        // An unknown subnet is the first default one (zone a); a known one gives its zone.
+        assert_eq!(task.availability_zone.as_deref(), Some("eu-west-1a"));
+        let vpc = crate::vpc::Vpc::default_for(&scope, spec.vpc_cidr);
+        let mut in_c = net();
+        in_c.awsvpc_configuration.as_mut().unwrap().subnets = vec![vpc.subnets[2].id.clone()];
+        let task_c = build(&Spec { network: Some(&in_c), tags: vec![], ..spec }, &mut SeqIds::default(), 5.0);
+        assert_eq!(task_c.availability_zone.as_deref(), Some("eu-west-1c"));
         assert!(task.task_arn.as_deref().unwrap().starts_with("arn:aws:ecs:eu-west-1:1:task/c1/"));
         assert_eq!(task.last_status.as_deref(), Some("PROVISIONING"));
         assert_eq!(task.group.as_deref(), Some("family:web"));

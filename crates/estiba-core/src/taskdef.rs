@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use estiba_api::ecs::{
-    Attribute, Compatibility, ContainerCondition, ContainerDefinition, NetworkMode, RegisterTaskDefinitionRequest,
-    TaskDefinition, TaskDefinitionStatus, TransportProtocol,
+    Attribute, Compatibility, ContainerCondition, ContainerDefinition, NetworkMode, PidMode,
+    RegisterTaskDefinitionRequest, TaskDefinition, TaskDefinitionStatus, TransportProtocol,
 };
 
 use crate::arn::Scope;
@@ -83,14 +83,28 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
                 "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. See the Amazon ECS documentation for the valid values."
             );
         }
+        if req.pid_mode == Some(PidMode::Host) {
+            bail!(
+                client,
+                "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'."
+            );
+        }
+        if req.ipc_mode.is_some() {
+            bail!(client, "Tasks using the Fargate launch type do not support the ipcMode parameter.");
+        }
     }
     let containers = validate_containers(&req.container_definitions, mode, size, wants_fargate)?;
+    for f in req.container_definitions.iter().flat_map(|c| c.environment_files.iter().flatten()) {
+        environment_file_name(&f.value)?;
+    }
     if let Some(tags) = &req.tags {
         crate::tags::validate(tags)?;
     }
 
     let fargate_ok = mode == NetworkMode::Awsvpc
-        && matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::valid_size(c, m));
+        && matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::valid_size(c, m))
+        && req.pid_mode != Some(PidMode::Host)
+        && req.ipc_mode.is_none();
     let mut compatibilities = vec![Compatibility::Ec2];
     if fargate_ok {
         compatibilities.push(Compatibility::Fargate);
@@ -109,7 +123,7 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
         execution_role_arn: req.execution_role_arn.clone(),
         network_mode: req.network_mode,
         revision,
-        volumes: Some(req.volumes.clone().unwrap_or_default()),
+        volumes: Some(volumes(req)),
         status: Some(TaskDefinitionStatus::Active),
         requires_attributes: Some(requires_attributes(req, mode)),
         placement_constraints: Some(req.placement_constraints.clone().unwrap_or_default()),
@@ -130,6 +144,36 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
         delete_requested_at: None,
     };
     Ok(td)
+}
+
+/// The file an `environmentFiles` value names, relative to the node's environment files
+/// directory (`--environment-files-dir`): an S3 object ARN (`arn:aws:s3:::bucket/key.env`, as in
+/// AWS) or `s3://bucket/key.env` is `bucket/key.env`; any other value is a path relative to the
+/// directory. Absolute paths and `..` are refused: the value comes from API callers.
+pub fn environment_file_name(value: &str) -> Result<String> {
+    let arn_key = value.strip_prefix("arn:").and_then(|rest| rest.split_once(":s3:::")).map(|(_, key)| key);
+    let name =
+        arn_key.or_else(|| value.strip_prefix("s3://")).or_else(|| value.strip_prefix("file://")).unwrap_or(value);
+    if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == "..") {
+        bail!(
+            client,
+            "Environment file '{}' is not valid: give an S3 object ARN (arn:aws:s3:::bucket/key.env) or a path relative to the server's environment files directory, without '..'.",
+            names::shown(value)
+        );
+    }
+    Ok(name.to_owned())
+}
+
+/// The task definition's volumes as ECS stores them: an EFS volume without a root directory
+/// gets `/`.
+fn volumes(req: &RegisterTaskDefinitionRequest) -> Vec<estiba_api::ecs::Volume> {
+    let mut volumes = req.volumes.clone().unwrap_or_default();
+    for v in &mut volumes {
+        if let Some(efs) = &mut v.efs_volume_configuration {
+            efs.root_directory.get_or_insert_with(|| "/".into());
+        }
+    }
+    volumes
 }
 
 fn validate_containers(
@@ -418,7 +462,7 @@ fn requires_attributes(req: &RegisterTaskDefinitionRequest, mode: NetworkMode) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estiba_api::ecs::{ContainerDependency, HealthCheck, PortMapping};
+    use estiba_api::ecs::{ContainerDependency, HealthCheck, IpcMode, PortMapping};
 
     fn scope() -> Scope {
         Scope::new("000000000000", "us-east-1")
@@ -467,6 +511,45 @@ mod tests {
         let td = register(&scope(), &r, 1, 0.0).unwrap();
         assert_eq!((td.cpu.as_deref(), td.memory.as_deref()), (Some("1024"), Some("2048")));
         assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2, Compatibility::Fargate]));
+        r.pid_mode = Some(PidMode::Host);
+        assert_eq!(
+            err(&r),
+            "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'."
+        );
+        r.pid_mode = Some(PidMode::Task);
+        r.ipc_mode = Some(IpcMode::Task);
+        assert!(err(&r).contains("do not support the ipcMode parameter"));
+        // Without requiring Fargate it registers, but is not Fargate-compatible.
+        r.requires_compatibilities = None;
+        let td = register(&scope(), &r, 1, 0.0).unwrap();
+        assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2]));
+    }
+
+    #[test]
+    fn environment_file_names() {
+        assert_eq!(environment_file_name("arn:aws:s3:::conf/web/prod.env").unwrap(), "conf/web/prod.env");
+        assert_eq!(environment_file_name("s3://conf/a.env").unwrap(), "conf/a.env");
+        assert_eq!(environment_file_name("a.env").unwrap(), "a.env");
+        for bad in ["/etc/shadow", "file:///etc/shadow", "../x", "arn:aws:s3:::b/../../etc/shadow", ""] {
+            let e = environment_file_name(bad).unwrap_err();
+            assert_eq!(e.code, estiba_api::ecs::ErrorCode::ClientException, "{bad}");
+        }
+    }
+
+    #[test]
+    fn efs_volumes_get_a_root_directory() {
+        let mut r = req(vec![container("a")]);
+        r.volumes = Some(vec![estiba_api::ecs::Volume {
+            name: Some("data".into()),
+            efs_volume_configuration: Some(estiba_api::ecs::EFSVolumeConfiguration {
+                file_system_id: "fs-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let td = register(&scope(), &r, 1, 0.0).unwrap();
+        let efs = td.volumes.unwrap()[0].efs_volume_configuration.clone().unwrap();
+        assert_eq!(efs.root_directory.as_deref(), Some("/"));
     }
 
     #[test]

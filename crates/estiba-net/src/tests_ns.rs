@@ -15,12 +15,15 @@ fn is_root() -> bool {
 }
 
 /// Runs `f` on a thread inside a new, empty network namespace with loopback up; skips it
-/// (saying so) when not root.
+/// (saying so) when not root. One at a time: the tests pin namespaces with bind mounts,
+/// which every thread of the process sees, and one counts the mounts.
 fn isolated(f: impl FnOnce() + Send + 'static) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
         nl::Netlink::open().unwrap().set_up(1).unwrap();

@@ -7,6 +7,7 @@
 //! [`container::spec::ContainerSpec`]; the agent translates task definitions into those.
 
 pub mod container;
+pub mod files;
 pub mod image;
 pub mod logs;
 
@@ -17,10 +18,24 @@ pub enum Error {
     Reference(String),
     #[error("{0}")]
     Pull(String),
+    /// A registry kept failing in a way that may pass (no connection, 5xx, 429) after this
+    /// many retries.
+    #[error("{message}")]
+    Transient { retries: u32, message: String },
     #[error("{0}")]
     Unpack(String),
     #[error("{0}")]
     Container(String),
     #[error("{0}")]
     Io(String),
+}
+
+impl Error {
+    /// How many times the failed operation was retried before it gave up.
+    pub fn retries(&self) -> u32 {
+        match self {
+            Error::Transient { retries, .. } => *retries,
+            _ => 0,
+        }
+    }
 }

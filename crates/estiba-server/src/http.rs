@@ -1,51 +1,21 @@
-//! The HTTP front door: one listener for the AWS JSON APIs (`POST /` with `X-Amz-Target`),
-//! the OCI registry (`/v2/`, see [`crate::registry`]) and a health check. HTTP/1.1 with
-//! keep-alive, served by hyper.
+//! The listener: one HTTP/1.1 port (keep-alive, served by hyper) for the AWS APIs
+//! ([`crate::front`]), the OCI registry (`/v2/`, [`crate::registry`]), the console (`GET /`)
+//! and a health check. It only routes by method and path.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estiba_api::protocol::{error_body, CredentialScope};
-use estiba_core::Scope;
-use http_body_util::{BodyExt, Full, Limited};
+use estiba_api::{ApiError, Common};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::body::{self, Body};
 use crate::Server;
-
-/// Response bodies: whole (API answers, no allocation beyond the bytes) or streamed (registry
-/// blobs, see [`crate::registry`]).
-pub type Body = http_body_util::Either<Full<Bytes>, crate::registry::ChannelBody>;
-
-/// A body sent whole.
-pub fn full(b: Bytes) -> Body {
-    http_body_util::Either::Left(Full::new(b))
-}
-
-/// An error as it goes on the wire: AWS's `__type`, a message and the HTTP status.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub code: String,
-    pub message: String,
-    pub status: u16,
-}
-
-impl ApiError {
-    pub fn new(code: &str, message: impl Into<String>, status: u16) -> Self {
-        ApiError { code: code.into(), message: message.into(), status }
-    }
-}
-
-impl From<estiba_core::EcsError> for ApiError {
-    fn from(e: estiba_core::EcsError) -> Self {
-        ApiError { code: e.code.name().into(), status: e.code.status(), message: e.message }
-    }
-}
 
 /// Serves until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
@@ -120,19 +90,24 @@ fn request_id() -> String {
 
 async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
     let request_id = request_id();
-
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     let mut resp = match (req.method(), path.as_str()) {
-        (&Method::POST, "/") => aws_json(server, req, &request_id).await,
+        (&Method::POST, "/") => crate::front::call(server, req, &request_id).await,
+        (&Method::POST, p) if p.starts_with("/service/") => crate::front::call(server, req, &request_id).await,
         (_, p) if p == "/v2" || p.starts_with("/v2/") => match &server.registry {
             Some(reg) => crate::registry::handle(server, reg, req).await,
-            None => error_response(&ApiError::new("UnknownOperationException", "the registry is not enabled", 404)),
+            None => not_found("the registry is not enabled"),
         },
         (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
-            body_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
+            body::response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
         }
-        _ => error_response(&ApiError::new("UnknownOperationException", format!("No route for {path}"), 404)),
+        (&Method::GET, "/_estiba/controllers") => {
+            let stats = serde_json::to_vec(&server.controller_stats()).unwrap_or_default();
+            body::response(StatusCode::OK, Bytes::from(stats), "application/json")
+        }
+        (&Method::GET, "/") => console(),
+        _ => not_found(&format!("No route for {path}")),
     };
     resp.headers_mut().insert("x-amzn-RequestId", HeaderValue::from_str(&request_id).unwrap());
     tracing::debug!(
@@ -144,143 +119,26 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-/// The AWS Query protocol (EC2): a form-encoded body, an XML answer.
-async fn ec2_query(server: &Server, req: Request<Incoming>, scope: &Scope, request_id: &str) -> Response<Body> {
-    let result = match read_body(req, server.config.max_body_bytes).await {
-        Ok(body) => crate::ec2::handle(server, scope, &body, request_id),
-        Err(e) => Err(crate::ec2::Ec2Error { code: "RequestEntityTooLarge", message: e.message }),
-    };
-    match result {
-        Ok(xml) => body_response(StatusCode::OK, xml, "text/xml;charset=UTF-8"),
-        Err(e) => {
-            body_response(StatusCode::BAD_REQUEST, crate::ec2::error_body(&e, request_id), "text/xml;charset=UTF-8")
-        }
-    }
+fn not_found(message: &str) -> Response<Body> {
+    let e = ApiError::new(Common::UnknownOperationException, message);
+    body::response(
+        StatusCode::NOT_FOUND,
+        Bytes::from(estiba_api::protocol::error_body(e.code, &e.message)),
+        "application/json",
+    )
 }
 
-fn body_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
-    let len = body.len();
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
-    r
-}
-
-/// The one place errors become HTTP responses.
-pub fn error_response(e: &ApiError) -> Response<Body> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut r = body_response(status, Bytes::from(error_body(&e.code, &e.message)), "application/x-amz-json-1.1");
-    r.headers_mut()
-        .insert("x-amzn-ErrorType", HeaderValue::from_str(&e.code).unwrap_or(HeaderValue::from_static("Error")));
-    r
-}
-
-/// How much of an oversized body is read (and dropped) before answering 413.
-const DRAIN_LIMIT: usize = 64 << 20;
-
-/// Reads a request body, refusing anything larger than `max`.
-pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            "RequestEntityTooLargeException",
-            format!("The request body is larger than the {max} bytes allowed."),
-            413,
-        )
-    };
-    let declared =
-        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    let mut body = req.into_body();
-    if declared.is_none_or(|len| len <= max) {
-        match Limited::new(&mut body, max).collect().await {
-            Ok(c) => return Ok(c.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {}
-            Err(e) => {
-                return Err(ApiError::new(
-                    "SerializationException",
-                    format!("Could not read the request body: {e}"),
-                    400,
-                ))
-            }
-        }
+/// `GET /` belongs to the web console (its own issue). Until it is built, a page that says
+/// which APIs this server answers, so a browser pointed at the endpoint learns what it is.
+fn console() -> Response<Body> {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>estiba</title></head><body>\
+         <h1>estiba</h1><p>This endpoint answers these AWS APIs (use it as <code>--endpoint-url</code>):</p><ul>",
+    );
+    for s in crate::services::SERVICES {
+        let m = s.model();
+        page.push_str(&format!("<li>{} (<code>{}</code>)</li>", m.title, m.signing_name));
     }
-    // Too large. Drain a bounded amount so that a client still sending gets the error rather
-    // than a reset connection; past that the connection is closed.
-    let mut drained = 0usize;
-    while drained < DRAIN_LIMIT {
-        match body.frame().await {
-            Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
-            _ => break,
-        }
-    }
-    Err(too_large())
-}
-
-/// The caller's account and region, from the SigV4 credential scope.
-fn scope_of(server: &Server, req: &Request<Incoming>) -> Scope {
-    let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match auth.and_then(CredentialScope::parse) {
-        Some(cs) => Scope::new(
-            cs.account_from_access_key().unwrap_or(&server.config.account_id),
-            if cs.region.is_empty() { server.config.default_region.as_str() } else { cs.region },
-        ),
-        None => Scope::new(server.config.account_id.clone(), server.config.default_region.clone()),
-    }
-}
-
-async fn aws_json(server: &Server, req: Request<Incoming>, request_id: &str) -> Response<Body> {
-    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let scope = scope_of(server, &req);
-    // No target and a form body: the Query protocol (EC2).
-    if target.is_empty()
-        && req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
-    {
-        return ec2_query(server, req, &scope, request_id).await;
-    }
-    let Some((prefix, op_name)) = target.split_once('.') else {
-        return error_response(&ApiError::new(
-            "UnknownOperationException",
-            "The request has no X-Amz-Target header naming an operation.",
-            400,
-        ));
-    };
-    let body = match read_body(req, server.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    let result = if prefix == estiba_api::ecs::TARGET_PREFIX {
-        match estiba_api::ecs::Operation::from_name(op_name) {
-            Some(op) => {
-                let cx = crate::ecs::Ctx { scope, now: crate::now(), node: server.local_node.clone() };
-
-                crate::ecs::dispatch(server, &cx, op, &body).await
-            }
-            None => Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400)),
-        }
-    } else if prefix == estiba_api::ecr::TARGET_PREFIX {
-        match estiba_api::ecr::Operation::from_name(op_name) {
-            Some(op) => {
-                let cx = crate::ecr::Ctx { scope, now: crate::now() };
-                crate::ecr::dispatch(server, &cx, op, &body).await
-            }
-            None => Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400)),
-        }
-    } else {
-        Err(ApiError::new("UnknownOperationException", format!("Unknown operation {target}"), 400))
-    };
-    match result {
-        Ok(body) => body_response(StatusCode::OK, body, "application/x-amz-json-1.1"),
-        Err(e) => {
-            if e.status >= 500 {
-                tracing::error!(target, code = %e.code, message = %e.message, "request failed");
-            } else {
-                tracing::debug!(target, code = %e.code, message = %e.message, "request refused");
-            }
-            error_response(&e)
-        }
-    }
+    page.push_str("</ul><p>The OCI registry is at <code>/v2/</code>.</p></body></html>");
+    body::response(StatusCode::OK, Bytes::from(page), "text/html; charset=utf-8")
 }

@@ -1,21 +1,24 @@
-//! The control plane server: the HTTP front door (AWS JSON 1.1 dispatch on `X-Amz-Target`,
-//! the EC2 Query calls that describe the default VPC, the OCI registry) and the controller
-//! loops.
+//! The control plane server: the front door for every AWS API estiba answers (AWS JSON 1.0
+//! and 1.1, Query, EC2, RPC v2 CBOR), the OCI registry, and the controllers (service
+//! scheduler, housekeeping, ...), which run under one runtime ([`controller`]).
 //!
-//! Request flow: [`http`] parses headers and the SigV4 scope → [`ecs::dispatch`] decodes the
-//! typed input (estiba-api) → a handler reads the [`view::View`], calls estiba-core for the
-//! rules, and writes to the store with compare-and-swap → the response is encoded.
+//! Request flow: [`http`] routes by path → [`front`] finds the service (SigV4 scope, then
+//! `X-Amz-Target`, then `Action`) and the operation, and decodes the input → the service's
+//! handler ([`services`]) reads the [`view::View`], calls estiba-core for the rules, and
+//! writes to the store with compare-and-swap ([`Server::transact`]) → [`front`] encodes the
+//! answer in the request's protocol.
 //!
 //! **Architecture invariant:** no container syscalls here; this crate decides and records,
-//! the agent does. Errors reach the wire in exactly one place ([`http::error_response`]).
+//! the agent does. Errors reach the wire in exactly one place ([`front::error_response`]).
+//! Modules depend downwards: `http` → `front` → `services` → `view`, store; never back up.
 
+pub mod body;
 pub mod controller;
-pub mod ec2;
-pub mod ecr;
-pub mod ecs;
+pub mod front;
 pub mod http;
 mod migrate;
 pub mod registry;
+pub mod services;
 pub use estiba_core::keys;
 pub mod view;
 
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use estiba_core::{EcsError, Ids};
-use estiba_store::{Revision, Store, Txn};
+use estiba_store::{Revision, Store, StoreError, Txn};
 
 /// Server settings (the binary maps its flags onto this).
 #[derive(Clone, Debug)]
@@ -55,6 +58,9 @@ pub struct Config {
     pub registry_auth: registry::Auth,
     /// Unreferenced blobs younger than this are kept (a push may be about to use them).
     pub registry_gc_grace: Duration,
+    /// Where the local node reads `environmentFiles`; `None` refuses them (they could name
+    /// any file of the host).
+    pub environment_files_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             registry_host: None,
             registry_auth: registry::Auth::Open,
             registry_gc_grace: Duration::from_secs(3600),
+            environment_files_dir: None,
         }
     }
 }
@@ -84,6 +91,36 @@ pub struct Server {
     pub view: Arc<view::View>,
     pub local_node: Option<Arc<str>>,
     pub registry: Option<Arc<registry::Registry>>,
+    /// The controllers' pass counters ([`controller::runtime`]).
+    pub controllers: controller::Metrics,
+}
+
+/// Why a write could not be made. Every service's error type converts from it (into its
+/// internal-failure code), so [`Server::transact`] serves them all.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("The request conflicted with concurrent changes too many times; retry it.")]
+    Conflicts,
+}
+
+impl From<WriteError> for EcsError {
+    fn from(e: WriteError) -> Self {
+        EcsError::server(e.to_string())
+    }
+}
+
+impl From<WriteError> for estiba_core::ecr::EcrError {
+    fn from(e: WriteError) -> Self {
+        estiba_core::ecr::EcrError::new(estiba_api::ecr::ErrorCode::ServerException, e.to_string())
+    }
+}
+
+impl From<WriteError> for estiba_api::ApiError {
+    fn from(e: WriteError) -> Self {
+        estiba_api::ApiError::new(estiba_api::Common::InternalFailure, e.to_string())
+    }
 }
 
 /// Random identifiers from UUID v4.
@@ -119,7 +156,7 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
         migrate::claims_by_node(&*store).await?;
-        let view = view::View::start(store.clone()).await?;
+        let view = view::View::start(store.clone(), services::SERVICES.iter().flat_map(|s| s.tables())).await?;
         let local_node = config.local_node.as_deref().map(Arc::from);
         let registry = match &config.registry_dir {
             Some(dir) => {
@@ -130,16 +167,16 @@ impl Server {
             }
             None => None,
         };
-        Ok(Arc::new(Server { config, store, view, local_node, registry }))
+        Ok(Arc::new(Server { config, store, view, local_node, registry, controllers: Default::default() }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
     /// write before this returns.
-    pub async fn commit(&self, txn: Txn) -> Result<bool, EcsError> {
+    pub async fn commit(&self, txn: Txn) -> Result<bool, WriteError> {
         if txn.ops.is_empty() && txn.compares.is_empty() {
             return Ok(true);
         }
-        let r = self.store.txn(txn).await.map_err(|e| EcsError::server(format!("store: {e}")))?;
+        let r = self.store.txn(txn).await?;
         if r.succeeded {
             self.view.wait_for(r.revision).await;
         }
@@ -147,11 +184,11 @@ impl Server {
     }
 
     /// Runs read-compute-write with compare-and-swap until it commits: `f` reads the view and
-    /// returns the transaction to write and the result to return.
-    pub async fn transact<R>(
+    /// returns the transaction to write and the result to return, or the service's error.
+    pub async fn transact<R, E: From<WriteError>>(
         &self,
-        mut f: impl FnMut(&view::State) -> Result<(Txn, R), EcsError>,
-    ) -> Result<R, EcsError> {
+        mut f: impl FnMut(&view::State) -> Result<(Txn, R), E>,
+    ) -> Result<R, E> {
         let deadline = std::time::Instant::now() + RETRY_FOR;
         while std::time::Instant::now() < deadline {
             let (txn, r) = {
@@ -163,7 +200,12 @@ impl Server {
             }
             self.catch_up().await;
         }
-        Err(EcsError::server("The request conflicted with concurrent changes too many times; retry it."))
+        Err(WriteError::Conflicts.into())
+    }
+
+    /// Each controller's passes, errors and pass times, by name.
+    pub fn controller_stats(&self) -> Vec<controller::ControllerStats> {
+        self.controllers.snapshot()
     }
 
     /// Waits until the view holds everything the store has committed.

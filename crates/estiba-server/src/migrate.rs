@@ -87,7 +87,7 @@ mod tests {
 
         // The view answers by task key.
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
-        let view = crate::view::View::start(store.clone()).await.unwrap();
+        let view = crate::view::View::start(store.clone(), []).await.unwrap();
         {
             let st = view.read();
             let c = st.claim(&keys::task(&s, "c", "t1")).unwrap();

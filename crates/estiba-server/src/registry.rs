@@ -25,7 +25,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::http::{full, Body};
+use crate::body::{full, Body};
 use crate::view::State;
 use crate::Server;
 
@@ -515,13 +515,13 @@ impl hyper::body::Body for ChannelBody {
 async fn delete_blob(server: &Server, scope: &Scope, name: &str, d: &Digest) -> Result<Response<Body>> {
     let key = ecr::blob_key(scope, name, d.as_str());
     let deleted = server
-        .transact(|st| {
+        .transact::<_, crate::WriteError>(|st| {
             let Some(doc) = st.ecr_blobs.get(&key) else { return Ok((Txn::default(), false)) };
             let txn = Txn { compares: vec![Compare::mod_revision(&key, doc.rev)], ops: vec![Op::delete(&key)] };
             Ok((txn, true))
         })
         .await
-        .map_err(|e| err(Code::Internal, e.message))?;
+        .map_err(|e| err(Code::Internal, e.to_string()))?;
     if !deleted {
         return Err(err(Code::BlobUnknown, format!("blob {d} is not in repository {name}")));
     }
@@ -543,14 +543,14 @@ async fn renew_link(server: &Server, reg: &Registry, scope: &Scope, name: &str, 
     }
     let _g = reg.gc_lock.read().await;
     server
-        .transact(|st| {
+        .transact::<_, crate::WriteError>(|st| {
             let Some(doc) = st.ecr_blobs.get(&key) else { return Ok((Txn::default(), ())) };
             let link = BlobLink { pushed_at: crate::now(), ..doc.value.clone() };
             let value = Bytes::from(serde_json::to_vec(&link).unwrap());
             Ok((Txn { compares: vec![Compare::mod_revision(&key, doc.rev)], ops: vec![Op::put(&key, value)] }, ()))
         })
         .await
-        .map_err(|e| err(Code::Internal, e.message))
+        .map_err(|e| err(Code::Internal, e.to_string()))
 }
 
 /// Records that `name` holds blob `d` (after an upload or a mount).
@@ -560,7 +560,7 @@ async fn link_blob(server: &Server, scope: &Scope, name: &str, d: &Digest, size:
     let value = Bytes::from(serde_json::to_vec(&link).unwrap());
     let repo_key = ecr::repo_key(scope, name);
     let ok = server
-        .transact(|st| {
+        .transact::<_, crate::WriteError>(|st| {
             let Some(r) = st.ecr_repos.get(&repo_key) else { return Ok((Txn::default(), false)) };
             let txn = Txn {
                 compares: vec![Compare::mod_revision(&repo_key, r.rev)],
@@ -569,7 +569,7 @@ async fn link_blob(server: &Server, scope: &Scope, name: &str, d: &Digest, size:
             Ok((txn, true))
         })
         .await
-        .map_err(|e| err(Code::Internal, e.message))?;
+        .map_err(|e| err(Code::Internal, e.to_string()))?;
     if ok {
         Ok(())
     } else {
@@ -893,7 +893,7 @@ pub async fn store_image(
     let image_key = ecr::image_key(scope, name, d.as_str());
     let now = crate::now();
     let outcome = server
-        .transact(|st| {
+        .transact::<_, crate::WriteError>(|st| {
             let run = || -> Result<(Txn, bool), PutError> {
                 let repo = st.ecr_repos.get(&repo_key).ok_or_else(|| {
                     err(Code::NameUnknown, format!("The repository with name '{name}' does not exist"))
@@ -943,7 +943,7 @@ pub async fn store_image(
             })
         })
         .await
-        .map_err(|e| PutError::Registry(err(Code::Internal, e.message)))?;
+        .map_err(|e| PutError::Registry(err(Code::Internal, e.to_string())))?;
     outcome
 }
 
@@ -956,7 +956,7 @@ async fn put_manifest(
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = crate::http::read_body(req, estiba_registry::manifest::MAX_MANIFEST_BYTES)
+    let body = crate::body::read(req, estiba_registry::manifest::MAX_MANIFEST_BYTES)
         .await
         .map_err(|e| err(Code::SizeInvalid, e.message))?;
     let m = Manifest::parse(&body, content_type.as_deref())?;
@@ -1010,7 +1010,7 @@ async fn put_manifest(
 async fn delete_manifest(server: &Server, scope: &Scope, name: &str, reference: &str) -> Result<Response<Body>> {
     let by_digest = Digest::is_digest_like(reference);
     let r = server
-        .transact(|st| {
+        .transact::<_, crate::WriteError>(|st| {
             let resolved = resolve(st, scope, name, reference);
             let Ok(d) = resolved else { return Ok((Txn::default(), resolved.map(|_| ()))) };
             let mut txn = Txn::default();
@@ -1040,7 +1040,7 @@ async fn delete_manifest(server: &Server, scope: &Scope, name: &str, reference: 
             Ok((txn, Ok(())))
         })
         .await
-        .map_err(|e| err(Code::Internal, e.message))?;
+        .map_err(|e| err(Code::Internal, e.to_string()))?;
     r?;
     Ok(respond(StatusCode::ACCEPTED, &[("content-length", "0".into())], empty()))
 }

@@ -5,7 +5,13 @@
 //! write, a handler waits for the view to reach the write's revision, so a client always
 //! reads its own writes. Counts, and each task's claim (claims are keyed by node), are
 //! derived here from the documents, never stored.
+//!
+//! ECS's and ECR's tables are fields of [`State`] (with counts kept as documents change);
+//! other services register theirs ([`TableDef`], declared by the service, see
+//! [`crate::services::Service::tables`]) and read them typed through [`State::docs`] and
+//! [`State::doc`].
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -44,8 +50,40 @@ pub struct Family {
     pub last_revision: i32,
 }
 
+/// A view table a service registers: the documents of one kind under the service's key
+/// prefix (`<prefix><account>/<region>/<kind>/...`), decoded as `T`.
+pub struct TableDef {
+    /// The service's key prefix, ending in `/` (`elbv2/`).
+    pub prefix: &'static str,
+    pub kind: &'static str,
+    decode: fn(&KeyValue) -> Result<Arc<dyn Any + Send + Sync>, serde_json::Error>,
+}
+
+impl TableDef {
+    /// A table of documents of type `T`.
+    pub const fn of<T: DeserializeOwned + Send + Sync + 'static>(prefix: &'static str, kind: &'static str) -> TableDef {
+        TableDef { prefix, kind, decode: decode_doc::<T> }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix).and_then(|rest| rest.split('/').nth(2)) == Some(self.kind)
+    }
+}
+
+fn decode_doc<T: DeserializeOwned + Send + Sync + 'static>(
+    kv: &KeyValue,
+) -> Result<Arc<dyn Any + Send + Sync>, serde_json::Error> {
+    let value: T = serde_json::from_slice(&kv.value)?;
+    Ok(Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value }))
+}
+
+/// The documents of the registered tables, by key.
+type AnyTable = BTreeMap<String, Arc<dyn Any + Send + Sync>>;
+
 #[derive(Default)]
 pub struct State {
+    /// Registered tables, in the order given to [`View::start`].
+    registered: Vec<(&'static TableDef, AnyTable)>,
     pub revision: Revision,
     pub clusters: Table<Cluster>,
     pub families: Table<Family>,
@@ -94,6 +132,28 @@ impl State {
         self.deployment_counts.get(&(cluster_key.to_owned(), deployment_id.to_owned())).copied().unwrap_or_default()
     }
 
+    /// The documents of a registered table whose key starts with `prefix`, in key order.
+    /// Panics when `T` is not the table's type (a programming error).
+    pub fn docs<'a, T: 'static>(
+        &'a self,
+        def: &TableDef,
+        prefix: &str,
+    ) -> impl DoubleEndedIterator<Item = &'a Doc<T>> + 'a {
+        let table = self.registered.iter().find(|(d, _)| std::ptr::eq(*d, def)).map(|(_, t)| t);
+        let mut upper = String::with_capacity(prefix.len() + 4);
+        upper.push_str(prefix);
+        upper.push(char::MAX);
+        let range = table
+            .map(|t| t.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Excluded(upper.as_str()))));
+        range.into_iter().flatten().map(|(_, d)| d.downcast_ref::<Doc<T>>().expect("the table's document type"))
+    }
+
+    /// One document of a registered table.
+    pub fn doc<T: 'static>(&self, def: &TableDef, key: &str) -> Option<&Doc<T>> {
+        let table = self.registered.iter().find(|(d, _)| std::ptr::eq(*d, def)).map(|(_, t)| t)?;
+        table.get(key).map(|d| d.downcast_ref::<Doc<T>>().expect("the table's document type"))
+    }
+
     /// The tags pointing at an ECR image (by its key), in order.
     pub fn image_tags(&self, image_key: &str) -> impl Iterator<Item = &String> {
         self.ecr_image_tags.get(image_key).into_iter().flatten()
@@ -109,6 +169,9 @@ impl State {
     }
 
     fn apply(&mut self, kind: EventKind, kv: &KeyValue) {
+        if !kv.key.starts_with("ecs/") {
+            return self.apply_registered(kind, kv);
+        }
         let Some((table, _)) = keys::split(&kv.key) else {
             return;
         };
@@ -212,6 +275,26 @@ impl State {
         }
     }
 
+    fn apply_registered(&mut self, kind: EventKind, kv: &KeyValue) {
+        let Some((def, table)) = self.registered.iter_mut().find(|(d, _)| d.holds(&kv.key)) else {
+            return tracing::warn!(key = %kv.key, "a key no service registered a table for");
+        };
+        match kind {
+            EventKind::Delete => {
+                table.remove(&kv.key);
+            }
+            EventKind::Put => match (def.decode)(kv) {
+                Ok(d) => {
+                    table.insert(kv.key.clone(), d);
+                }
+                Err(e) => {
+                    tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored");
+                    table.remove(&kv.key);
+                }
+            },
+        }
+    }
+
     fn adjust(&mut self, key: &str, old: Option<Counts>, new: Option<Counts>) {
         let cluster = keys::cluster_of(key).unwrap_or_default();
         let e = self.cluster_counts.entry(cluster).or_default();
@@ -288,13 +371,19 @@ fn instance_contribution(ci: &ContainerInstance) -> Counts {
 pub struct View {
     state: RwLock<State>,
     revision: tokio::sync::watch::Sender<Revision>,
+    tables: Vec<&'static TableDef>,
 }
 
 impl View {
-    /// Loads the whole store and keeps following it.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<View>, StoreError> {
+    /// Loads the whole store and keeps following it: ECS's and ECR's documents and the
+    /// tables services register.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        tables: impl IntoIterator<Item = &'static TableDef>,
+    ) -> Result<Arc<View>, StoreError> {
         let (tx, _) = tokio::sync::watch::channel(0);
-        let view = Arc::new(View { state: RwLock::new(State::default()), revision: tx });
+        let tables: Vec<&'static TableDef> = tables.into_iter().collect();
+        let view = Arc::new(View { state: RwLock::new(State::default()), revision: tx, tables });
         let rev = view.reload(&*store).await?;
         let v = view.clone();
         tokio::spawn(async move { v.follow(store, rev).await });
@@ -302,8 +391,10 @@ impl View {
     }
 
     async fn reload(&self, store: &dyn Store) -> Result<Revision, StoreError> {
-        let all = store.range("ecs/").await?;
-        let mut st = State { revision: all.revision, ..Default::default() };
+        // One listing of everything: a consistent revision for ECS's keys and every table's.
+        let all = store.range("").await?;
+        let registered = self.tables.iter().map(|d| (*d, AnyTable::new())).collect();
+        let mut st = State { revision: all.revision, registered, ..Default::default() };
         for kv in &all.kvs {
             st.apply(EventKind::Put, kv);
         }
@@ -314,7 +405,7 @@ impl View {
 
     async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut rev: Revision) {
         loop {
-            let mut watch = match store.watch("ecs/", rev) {
+            let mut watch = match store.watch("", rev) {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "view watch failed; reloading");
@@ -371,5 +462,47 @@ impl View {
     /// Subscribes to revision changes: controllers wake on them.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<Revision> {
         self.revision.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estiba_store::{MemStore, Op, Txn};
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Thing {
+        n: u32,
+    }
+
+    static THINGS: TableDef = TableDef::of::<Thing>("test/", "things");
+    static OTHERS: TableDef = TableDef::of::<Thing>("test/", "others");
+
+    #[tokio::test]
+    async fn registered_tables_follow_the_store() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        store.txn(Txn::new().then(Op::put("test/a/r/things/1", &br#"{"n":1}"#[..]))).await.unwrap();
+        let view = View::start(store.clone(), [&THINGS, &OTHERS]).await.unwrap();
+        let r = store
+            .txn(
+                Txn::new()
+                    .then(Op::put("test/a/r/things/2", &br#"{"n":2}"#[..]))
+                    .then(Op::put("test/a/r/others/1", &br#"{"n":9}"#[..]))
+                    .then(Op::put("test/a/r/things/bad", &b"not json"[..])),
+            )
+            .await
+            .unwrap();
+        view.wait_for(r.revision).await;
+        {
+            let st = view.read();
+            let ns: Vec<u32> = st.docs::<Thing>(&THINGS, "test/a/r/things/").map(|d| d.value.n).collect();
+            assert_eq!(ns, [1, 2]);
+            assert_eq!(st.doc::<Thing>(&OTHERS, "test/a/r/others/1").map(|d| d.value.n), Some(9));
+            assert!(st.doc::<Thing>(&THINGS, "test/a/r/things/bad").is_none());
+            assert_eq!(st.docs::<Thing>(&THINGS, "test/b/").count(), 0);
+        }
+        let r = store.txn(Txn::new().then(Op::delete("test/a/r/things/1"))).await.unwrap();
+        view.wait_for(r.revision).await;
+        assert_eq!(view.read().docs::<Thing>(&THINGS, "test/").count(), 1);
     }
 }

@@ -260,6 +260,10 @@ struct ServerArgs {
     /// Registries reached over plain HTTP besides loopback ones (comma-separated host:port).
     #[arg(long, env = "ESTIBA_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// Where containers' `environmentFiles` are read from (an S3 ARN `arn:aws:s3:::bucket/key`
+    /// is `<dir>/bucket/key`) [default: none; task definitions with environment files are refused].
+    #[arg(long, env = "ESTIBA_ENVIRONMENT_FILES_DIR")]
+    environment_files_dir: Option<PathBuf>,
     /// Serve the ECR API and the OCI registry (`/v2/`) on the listener.
     #[arg(long, env = "ESTIBA_REGISTRY", value_enum, default_value = "on")]
     registry: OnOff,
@@ -426,6 +430,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             RegistryAuth::Token => estiba_server::registry::Auth::Token,
         },
         registry_gc_grace: args.registry_gc_grace,
+        environment_files_dir: args.environment_files_dir.clone(),
         ..Config::default()
     };
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -504,6 +509,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 executor,
                 mem_floor_bytes: args.memory_floor,
                 secrets_dir: data_dir.join("secrets"),
+                environment_files_dir: args.environment_files_dir.clone(),
                 net: estiba_agent::network::NetConfig {
                     vpc_cidr: args.vpc_cidr.trunc(),
                     bridge_cidr: args.bridge_cidr.trunc(),

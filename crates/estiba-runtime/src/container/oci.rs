@@ -139,9 +139,8 @@ pub fn start(spec: &ContainerSpec, runtime: &Path, out: &OwnedFd, errfd: &OwnedF
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
     let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
     let u = user::resolve(spec.user.as_deref(), &passwd, &group)?;
-    if spec.init {
-        tracing::warn!(container = %spec.id, "initProcessEnabled needs the built-in executor; ignored with an OCI runtime");
-    }
+    // `spec.init` is not honoured here (the OCI runtime starts the process itself); the agent
+    // warns about it when it translates the task.
     let cfg = config(spec, &rootfs, &u);
     std::fs::write(spec.state_dir.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap())
         .map_err(|e| err("writing config.json", e))?;

@@ -73,6 +73,35 @@ pub struct RegistryClient {
     insecure: Vec<String>,
     /// Bearer tokens per (registry, repository).
     tokens: Mutex<HashMap<(String, String), String>>,
+    /// How transient failures are retried.
+    pub retry: Retry,
+}
+
+/// Retries of transient registry failures (no connection, a timeout, 5xx, 429), as the ECS
+/// agent retries pulls: `attempts - 1` retries, waiting `first`, then four times longer each
+/// time, at most `max`.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    pub retries: u32,
+    pub first: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { retries: 3, first: std::time::Duration::from_millis(250), max: std::time::Duration::from_secs(2) }
+    }
+}
+
+impl Retry {
+    fn wait(&self, retry: u32) -> std::time::Duration {
+        self.first.saturating_mul(4u32.saturating_pow(retry)).min(self.max)
+    }
+}
+
+/// Whether a registry's answer may be different if asked again.
+fn transient_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
 }
 
 impl RegistryClient {
@@ -82,7 +111,7 @@ impl RegistryClient {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Pull(format!("building the HTTP client: {e}")))?;
-        Ok(RegistryClient { http, insecure, tokens: Mutex::new(HashMap::new()) })
+        Ok(RegistryClient { http, insecure, tokens: Mutex::new(HashMap::new()), retry: Retry::default() })
     }
 
     fn base(&self, r: &Reference) -> String {
@@ -90,7 +119,8 @@ impl RegistryClient {
         format!("{}://{}/v2/{}", if plain { "http" } else { "https" }, r.registry, r.repository)
     }
 
-    /// GET `<base>/<path>`, answering one authentication challenge if the registry asks.
+    /// GET `<base>/<path>`, answering one authentication challenge if the registry asks, and
+    /// retrying transient failures ([`Retry`]); when they last, the error says how many times.
     pub async fn get(
         &self,
         r: &Reference,
@@ -98,6 +128,38 @@ impl RegistryClient {
         accept: &[&str],
         creds: Option<&Credentials>,
     ) -> Result<reqwest::Response, Error> {
+        let mut retries = 0;
+        loop {
+            let why = match self.get_once(r, path, accept, creds).await {
+                Ok(resp) if transient_status(resp.status()) => {
+                    format!("{}: {path}: HTTP {}", r.registry, resp.status())
+                }
+                Ok(resp) => return Ok(resp),
+                Err((e, true)) => e.to_string(),
+                Err((e, false)) => return Err(e),
+            };
+            if retries == self.retry.retries {
+                return Err(Error::Transient { retries, message: why });
+            }
+            tracing::debug!(registry = %r.registry, retry = retries + 1, error = %why, "retrying a registry request");
+            tokio::time::sleep(self.retry.wait(retries)).await;
+            retries += 1;
+        }
+    }
+
+    /// One GET (with its authentication round); the error says whether it may pass.
+    async fn get_once(
+        &self,
+        r: &Reference,
+        path: &str,
+        accept: &[&str],
+        creds: Option<&Credentials>,
+    ) -> Result<reqwest::Response, (Error, bool)> {
+        let net = |e: reqwest::Error| {
+            let transient = e.is_connect() || e.is_timeout() || e.is_request();
+            (net_error(r, e), transient)
+        };
+        let fatal = |e: Error| (e, false);
         let url = format!("{}/{path}", self.base(r));
         let mut headers = HeaderMap::new();
         if !accept.is_empty() {
@@ -112,7 +174,7 @@ impl RegistryClient {
             }
             req.send()
         };
-        let resp = send(cached.map(|t| format!("Bearer {t}"))).await.map_err(|e| net_error(r, e))?;
+        let resp = send(cached.map(|t| format!("Bearer {t}"))).await.map_err(net)?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -121,23 +183,28 @@ impl RegistryClient {
             Some(Challenge::Basic) => match creds {
                 Some(c) => basic(c),
                 None => {
-                    return Err(Error::Pull(format!(
+                    return Err(fatal(Error::Pull(format!(
                         "{}: the registry requires credentials (401 Unauthorized)",
                         r.registry
-                    )))
+                    ))))
                 }
             },
             Some(Challenge::Bearer { realm, service, scope }) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", r.repository));
-                let token = self.token(r, &realm, service.as_deref(), &scope, creds).await?;
+                let token = self.token(r, &realm, service.as_deref(), &scope, creds).await.map_err(fatal)?;
                 self.tokens.lock().unwrap().insert(key, token.clone());
                 format!("Bearer {token}")
             }
-            None => return Err(Error::Pull(format!("{}: 401 Unauthorized without a usable challenge", r.registry))),
+            None => {
+                return Err(fatal(Error::Pull(format!("{}: 401 Unauthorized without a usable challenge", r.registry))))
+            }
         };
-        let resp = send(Some(auth)).await.map_err(|e| net_error(r, e))?;
+        let resp = send(Some(auth)).await.map_err(net)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(Error::Pull(format!("{}: access denied to {} (401 Unauthorized)", r.registry, r.repository)));
+            return Err(fatal(Error::Pull(format!(
+                "{}: access denied to {} (401 Unauthorized)",
+                r.registry, r.repository
+            ))));
         }
         Ok(resp)
     }

@@ -20,6 +20,8 @@ struct FakeRegistry {
     tokens_issued: AtomicUsize,
     /// Serve this body for blobs instead of the stored one (to corrupt a download).
     corrupt: Mutex<Option<String>>,
+    /// Answer this many requests with 503 before serving.
+    unavailable: AtomicUsize,
 }
 
 impl FakeRegistry {
@@ -49,6 +51,11 @@ impl FakeRegistry {
             return r;
         }
         *self.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+        if self.unavailable.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
         let found = self.objects.lock().unwrap().get(&path).cloned();
         match found {
             Some((ctype, mut body)) => {
@@ -218,4 +225,28 @@ async fn bearer_tokens_and_indexes() {
     // A digest reference is checked against what the registry serves.
     let pinned = format!("127.0.0.1:{port}/app@{amd}");
     assert_eq!(store.pull(&pinned, None).await.unwrap().digest, amd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_and_counted() {
+    let reg = Arc::new(FakeRegistry::default());
+    let (l1, _) = layer(&[("a", b"a")]);
+    publish(&reg, "app", "v1", &[l1], "run");
+    let port = serve(reg.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), vec![]).unwrap();
+    // Two 503s, then the registry answers: the pull succeeds.
+    reg.unavailable.store(2, Ordering::SeqCst);
+    store.pull(&format!("127.0.0.1:{port}/app:v1"), None).await.unwrap();
+    assert_eq!(reg.hits("/v2/app/manifests/v1"), 3, "asked three times");
+    // Always 503: it gives up after the retries, and says how many.
+    reg.unavailable.store(usize::MAX, Ordering::SeqCst);
+    let e = store.pull(&format!("127.0.0.1:{port}/app:v2"), None).await.unwrap_err();
+    assert_eq!(e.retries(), 3, "{e}");
+    assert!(e.to_string().contains("503"), "{e}");
+    // A 404 is not retried.
+    reg.unavailable.store(0, Ordering::SeqCst);
+    let before = reg.hits("/v2/app/manifests/nope");
+    let e = store.pull(&format!("127.0.0.1:{port}/app:nope"), None).await.unwrap_err();
+    assert_eq!((e.retries(), reg.hits("/v2/app/manifests/nope") - before), (0, 1), "{e}");
 }

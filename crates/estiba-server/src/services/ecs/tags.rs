@@ -71,7 +71,7 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
 }
 
 async fn change(s: &Server, cx: &Ctx, arn: &str, f: impl Fn(&mut Vec<Tag>) -> Result<()>) -> Result<()> {
-    s.transact(|st| {
+    s.transact::<_, EcsError>(|st| {
         let key = resource_key(st, cx, arn)?;
         let tkey = keys::tags_of(&key);
         let (mut current, compare) = match st.tags.get(&tkey) {

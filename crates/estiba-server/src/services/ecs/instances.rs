@@ -53,7 +53,7 @@ fn shown(st: &State, cx: &Ctx, cluster: &str, d: &Doc<ContainerInstance>, with_t
 pub async fn register(s: &Server, cx: &Ctx, req: RegisterContainerInstanceRequest) -> Result<Bytes> {
     let mut ids = RandomIds;
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let existing = match &req.container_instance_arn {
@@ -85,7 +85,7 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterContainerInstanceReques
 
 pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
             let key = instance_key(cx, &cluster, &req.container_instance)
                 .ok_or_else(|| not_found(&req.container_instance))?;
@@ -185,7 +185,7 @@ pub async fn update_state(s: &Server, cx: &Ctx, req: UpdateContainerInstancesSta
         return Err(EcsError::invalid("Specify between 1 and 10 container instances."));
     }
     let resp = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
             let mut txn = Txn::new();
             let mut resp =
@@ -249,7 +249,7 @@ pub async fn put_attributes(s: &Server, cx: &Ctx, req: PutAttributesRequest) -> 
         instance::validate_attribute(a)?;
     }
     let attrs = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
             let mut txn = Txn::new();
             for (key, (d, attrs)) in by_target(st, cx, &cluster, &req.attributes)? {
@@ -266,7 +266,7 @@ pub async fn put_attributes(s: &Server, cx: &Ctx, req: PutAttributesRequest) -> 
 
 pub async fn delete_attributes(s: &Server, cx: &Ctx, req: DeleteAttributesRequest) -> Result<Bytes> {
     let attrs = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
             let mut txn = Txn::new();
             for (key, (d, attrs)) in by_target(st, cx, &cluster, &req.attributes)? {

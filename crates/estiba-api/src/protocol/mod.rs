@@ -1,9 +1,24 @@
-//! The AWS JSON 1.1 protocol: request decoding with AWS's error kinds, error bodies, and the
-//! SigV4 credential scope that carries the caller's access key and region.
+//! The AWS wire protocols: request decoding with AWS's error kinds and error bodies for AWS
+//! JSON 1.0 and 1.1 (here), AWS Query and its EC2 flavour ([`query`]) and Smithy RPC v2 CBOR
+//! ([`cbor`]); and the SigV4 credential scope that carries the caller's access key, region
+//! and service.
+//!
+//! Every protocol decodes into the same generated types: JSON bodies directly, the others
+//! through the JSON form of the input that their codec builds from the model's shapes
+//! ([`decode_value`]). Answers are written as JSON by the handlers and translated the same way.
 
 use serde::de::DeserializeOwned;
 
 use crate::shape::{Validate, Validator};
+
+pub mod cbor;
+#[cfg(test)]
+mod codec_tests;
+pub mod query;
+mod time;
+mod xml;
+
+pub use time::{format_iso8601, parse_iso8601};
 
 /// Why a request body could not become the operation's input.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,16 +26,33 @@ pub enum DecodeError {
     /// The body is not JSON, or a member has the wrong JSON type. AWS answers
     /// `SerializationException`.
     Serialization(String),
-    /// The body is well-formed but breaks the model: a required member is missing, an enum
-    /// value is unknown, or a length, range or pattern is not met. The message is AWS's
-    /// `N validation error(s) detected: ...` text.
+    /// A required member is missing. The message is AWS's `1 validation error detected: Value
+    /// null at '...' failed to satisfy constraint: Member must not be null`.
+    Missing(String),
+    /// The body is well-formed but breaks the model: an enum value is unknown, or a length,
+    /// range or pattern is not met. The message is AWS's `N validation error(s) detected: ...`
+    /// text.
     Validation(String),
+    /// A parameter the operation does not have (EC2 refuses them: `UnknownParameter`).
+    Unknown(String),
+}
+
+/// How member paths are written in validation messages: as the member names (JSON services,
+/// `containerDefinitions.1.member.name`) or with their first letter in lower case (services
+/// built on AWS Query, `targetGroupArns`, whatever protocol a request of theirs used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathStyle {
+    Members,
+    LowerFirst,
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::Serialization(m) | DecodeError::Validation(m) => f.write_str(m),
+            DecodeError::Serialization(m)
+            | DecodeError::Missing(m)
+            | DecodeError::Validation(m)
+            | DecodeError::Unknown(m) => f.write_str(m),
         }
     }
 }
@@ -31,16 +63,38 @@ impl std::error::Error for DecodeError {}
 ///
 /// An empty body counts as `{}`, as AWS accepts it for operations without required members.
 pub fn decode<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeError> {
+    decode_styled(body, PathStyle::Members)
+}
+
+/// [`decode`], with member paths in messages written in `style`.
+pub fn decode_styled<T: DeserializeOwned + Validate>(body: &[u8], style: PathStyle) -> Result<T, DecodeError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = match serde_path_to_error::deserialize(&mut de) {
         Ok(v) => v,
-        Err(e) => return Err(classify(e)),
+        Err(e) => return Err(classify(e, style)),
     };
     if let Err(e) = de.end() {
         return Err(DecodeError::Serialization(format!("Unexpected content after the JSON document: {e}")));
     }
+    validate(value, style)
+}
+
+/// Decodes an operation's input from its JSON form (built by the Query or CBOR codec) and
+/// checks the model's constraints.
+pub fn decode_value<T: DeserializeOwned + Validate>(
+    value: serde_json::Value,
+    style: PathStyle,
+) -> Result<T, DecodeError> {
+    match serde_path_to_error::deserialize(value) {
+        Ok(v) => validate(v, style),
+        Err(e) => Err(classify(e, style)),
+    }
+}
+
+fn validate<T: Validate>(value: T, style: PathStyle) -> Result<T, DecodeError> {
     let mut v = Validator::new();
+    v.lower_first = style == PathStyle::LowerFirst;
     value.validate(&mut v);
     match v.finish() {
         None => Ok(value),
@@ -48,9 +102,9 @@ pub fn decode<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeEr
     }
 }
 
-fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
+fn classify(e: serde_path_to_error::Error<serde_json::Error>, style: PathStyle) -> DecodeError {
     use serde_json::error::Category;
-    let path = coral_path(e.path());
+    let path = coral_path(e.path(), style);
     let inner = e.inner();
     let msg = inner.to_string();
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
@@ -60,8 +114,9 @@ fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
         }
         Category::Data => {
             if let Some(field) = between(&msg, "missing field `", "`") {
-                let at = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
-                DecodeError::Validation(format!(
+                let field = styled(field, style);
+                let at = if path.is_empty() { field } else { format!("{path}.{field}") };
+                DecodeError::Missing(format!(
                     "1 validation error detected: Value null at '{at}' failed to satisfy constraint: \
                      Member must not be null"
                 ))
@@ -86,14 +141,25 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&rest[..rest.find(end)?])
 }
 
+/// A member name as validation messages show it.
+pub(crate) fn styled(member: &str, style: PathStyle) -> String {
+    match style {
+        PathStyle::Members => member.to_owned(),
+        PathStyle::LowerFirst => {
+            let mut c = member.chars();
+            c.next().map(|f| f.to_ascii_lowercase().to_string() + c.as_str()).unwrap_or_default()
+        }
+    }
+}
+
 /// serde's `containerDefinitions[0].name` becomes AWS's `containerDefinitions.1.member.name`.
-fn coral_path(path: &serde_path_to_error::Path) -> String {
+fn coral_path(path: &serde_path_to_error::Path, style: PathStyle) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {
         let part = match seg {
             Segment::Seq { index } => format!("{}.member", index + 1),
-            Segment::Map { key } => key.clone(),
+            Segment::Map { key } => styled(key, style),
             Segment::Enum { variant } => variant.clone(),
             Segment::Unknown => continue,
         };
@@ -175,7 +241,7 @@ mod tests {
         let e = decode::<ecs::DescribeTaskDefinitionRequest>(b"{}").unwrap_err();
         assert_eq!(
             e,
-            DecodeError::Validation(
+            DecodeError::Missing(
                 "1 validation error detected: Value null at 'taskDefinition' failed to satisfy \
                  constraint: Member must not be null"
                     .into()

@@ -47,7 +47,7 @@ fn write_deployment(txn: &mut Txn, scope: &Scope, cluster: &str, service: &str, 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<Bytes> {
     let mut ids = RandomIds;
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             svc_rules::validate_name(&req.service_name)?;
@@ -58,6 +58,15 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 }
                 Some(d) => txn.compares.push(Compare::mod_revision(&key, d.rev)),
                 None => txn.compares.push(Compare::absent(&key)),
+            }
+            if req.deployment_controller.as_ref().is_some_and(|d| d.r#type == DeploymentControllerType::External) {
+                let svc = svc_rules::create_external(&cx.scope, &cluster, &req, cx.now)?;
+                let tags = req.tags.clone().unwrap_or_default();
+                txn.ops.push(put(&key, &svc));
+                txn.ops.push(put_tags(&key, &tags));
+                let mut out = svc;
+                out.tags = Some(tags);
+                return Ok((txn, out));
             }
             let Some(td_ref) = req.task_definition.as_deref() else {
                 return Err(EcsError::invalid(
@@ -106,12 +115,18 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
     let mut ids = RandomIds;
     let cref = cluster_ref(req.cluster.as_deref(), &req.service);
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, c) = active_cluster(st, cx, cref.as_deref())?;
             let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
             let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
             let mut svc = d.value.clone();
             let mut txn = Txn::new().when(Compare::mod_revision(&key, d.rev));
+            if svc_rules::is_external(&svc) {
+                svc_rules::update_external(&mut svc, &req)?;
+                txn.ops.push(put(&key, &svc));
+                let doc = Doc { key: key.clone(), rev: 0, raw: Bytes::new(), value: svc };
+                return Ok((txn, shown(st, &doc, false)));
+            }
             let td = match req.task_definition.as_deref() {
                 Some(r) => {
                     let td = runnable_taskdef(st, cx, r)?;
@@ -191,7 +206,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteServiceRequest) -> Result<Bytes> {
     let cref = cluster_ref(req.cluster.as_deref(), &req.service);
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, cref.as_deref())?;
             let key = service_key(cx, &cluster, &req.service).ok_or_else(EcsError::service_not_found)?;
             let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
@@ -223,7 +238,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeServicesRequest) -> Res
             None => resp.failures.as_mut().unwrap().push(super::missing(if id.starts_with("arn:") {
                 id.clone()
             } else {
-                cx.scope.service_arn(&cluster, id)
+                cx.scope.short_service_arn(id)
             })),
         }
     }
@@ -375,7 +390,7 @@ pub async fn describe_revisions(s: &Server, cx: &Ctx, req: DescribeServiceRevisi
 pub async fn stop_deployment(s: &Server, cx: &Ctx, req: StopServiceDeploymentRequest) -> Result<Bytes> {
     let stop_type = req.stop_type.unwrap_or(StopServiceDeploymentStopType::Rollback);
     let arn_out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let not_found = || {
                 EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.")
             };

@@ -20,7 +20,7 @@ fn provider_name(id: &str) -> String {
 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateCapacityProviderRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             if capacity::is_fargate(&req.name) {
                 return Err(EcsError::invalid(
                     "The capacity provider name cannot start with 'aws', 'ecs', or 'fargate'.",
@@ -52,17 +52,16 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateCapacityProviderRequest) ->
 
 pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let name = provider_name(&req.name);
             if capacity::is_fargate(&name) {
                 return Err(EcsError::invalid("The FARGATE and FARGATE_SPOT capacity providers cannot be updated."));
             }
             let key = keys::capacity_provider(&cx.scope, &name);
-            let d = st
-                .capacity_providers
-                .get(&key)
-                .filter(|d| d.value.status == Some(CapacityProviderStatus::Active))
-                .ok_or_else(|| EcsError::invalid(format!("The specified capacity provider {name} does not exist.")))?;
+            let d =
+                st.capacity_providers.get(&key).filter(|d| capacity::is_live(&d.value)).ok_or_else(|| {
+                    EcsError::invalid(format!("The specified capacity provider {name} does not exist."))
+                })?;
             let mut cp = d.value.clone();
             if let Some(u) = &req.auto_scaling_group_provider {
                 let asg = cp.auto_scaling_group_provider.as_mut().ok_or_else(|| {
@@ -70,15 +69,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) ->
                         "autoScalingGroupProvider can only update a capacity provider that has an Auto Scaling group.",
                     )
                 })?;
-                if let Some(ms) = &u.managed_scaling {
-                    asg.managed_scaling = Some(ms.clone());
-                }
-                if let Some(tp) = u.managed_termination_protection {
-                    asg.managed_termination_protection = Some(tp);
-                }
-                if let Some(md) = u.managed_draining {
-                    asg.managed_draining = Some(md);
-                }
+                capacity::update(asg, u);
             }
             cp.update_status = Some(CapacityProviderUpdateStatus::UpdateComplete);
             let txn = Txn::new().when(Compare::mod_revision(&key, d.rev)).then(put(&key, &cp));
@@ -91,7 +82,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateCapacityProviderRequest) ->
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteCapacityProviderRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let name = provider_name(&req.capacity_provider);
             if capacity::is_fargate(&name) {
                 return Err(EcsError::invalid("The FARGATE and FARGATE_SPOT capacity providers cannot be deleted."));
@@ -100,7 +91,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteCapacityProviderRequest) ->
             let d = st
                 .capacity_providers
                 .get(&key)
-                .filter(|d| d.value.status == Some(CapacityProviderStatus::Active))
+                .filter(|d| capacity::is_live(&d.value))
                 .ok_or_else(|| EcsError::invalid(format!("The specified capacity provider {name} does not exist.")))?;
             let prefix = format!("{}clusters/", keys::scope_prefix(&cx.scope));
             let in_use = State::range(&st.clusters, &prefix).any(|c| {
@@ -111,9 +102,9 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteCapacityProviderRequest) ->
                     "The specified capacity provider is in use and cannot be removed. Remove it from its clusters with PutClusterCapacityProviders first.",
                 ));
             }
+            // As in ECS: ACTIVE with DELETE_IN_PROGRESS now; housekeeping makes it INACTIVE.
             let mut cp = d.value.clone();
-            cp.status = Some(CapacityProviderStatus::Inactive);
-            cp.update_status = Some(CapacityProviderUpdateStatus::DeleteComplete);
+            cp.update_status = Some(CapacityProviderUpdateStatus::DeleteInProgress);
             let txn = Txn::new().when(Compare::mod_revision(&key, d.rev)).then(put(&key, &cp));
             Ok((txn, cp))
         })

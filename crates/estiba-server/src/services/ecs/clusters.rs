@@ -17,7 +17,7 @@ pub(super) fn provider_exists(st: &State, cx: &Ctx, name: &str) -> bool {
         || st
             .capacity_providers
             .get(&keys::capacity_provider(&cx.scope, name))
-            .is_some_and(|d| d.value.status == Some(CapacityProviderStatus::Active))
+            .is_some_and(|d| capacity::is_live(&d.value))
 }
 
 fn full(st: &State, key: &str, c: &Cluster) -> Cluster {
@@ -26,7 +26,7 @@ fn full(st: &State, key: &str, c: &Cluster) -> Cluster {
 
 pub async fn create(s: &Server, cx: &Ctx, req: CreateClusterRequest) -> Result<Bytes> {
     let out = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut c = cluster::create(&cx.scope, &req, |p| provider_exists(st, cx, p))?;
             let name = c.cluster_name.clone().unwrap();
             let key = keys::cluster(&cx.scope, &name);
@@ -83,8 +83,10 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListClustersRequest) -> Result<Byte
     let limit = page::limit(req.max_results, 100, 100)?;
     let st = s.view.read();
     let prefix = format!("{}clusters/", keys::scope_prefix(&cx.scope));
-    let active = State::range(&st.clusters, &prefix).filter(|d| d.value.status.as_deref() == Some(cluster::ACTIVE));
-    let p = page::paginate(active, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
+    // Deleted (INACTIVE) clusters stay listed until housekeeping forgets them, as in ECS
+    // ("deleted clusters might remain discoverable in your account for a period of time").
+    let all = State::range(&st.clusters, &prefix);
+    let p = page::paginate(all, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
     let arns = p.items.iter().filter_map(|d| d.value.cluster_arn.as_deref());
     Ok(super::list_json("clusterArns", arns, p.next_token.as_deref()))
 }
@@ -96,7 +98,7 @@ async fn modify(
     id: &str,
     mut f: impl FnMut(&State, &mut Cluster) -> Result<()>,
 ) -> Result<Cluster> {
-    s.transact(|st| {
+    s.transact::<_, EcsError>(|st| {
         let (name, d) = active_cluster(st, cx, Some(id))?;
         let key = keys::cluster(&cx.scope, &name);
         let mut c = d.value.clone();
@@ -162,7 +164,7 @@ pub async fn put_capacity_providers(s: &Server, cx: &Ctx, req: PutClusterCapacit
 
 pub async fn delete(s: &Server, cx: &Ctx, req: DeleteClusterRequest) -> Result<Bytes> {
     let c = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (name, d) = active_cluster(st, cx, Some(&req.cluster))?;
             let key = keys::cluster(&cx.scope, &name);
             let counts = st.counts(&key);

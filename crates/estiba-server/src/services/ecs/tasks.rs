@@ -210,6 +210,16 @@ pub(crate) fn write_tasks(
     }
 }
 
+/// Environment files named in container overrides follow the task definition's rules.
+fn check_override_files(s: &Server, overrides: Option<&TaskOverride>) -> Result<()> {
+    let containers = overrides.iter().flat_map(|o| o.container_overrides.iter().flatten());
+    for f in containers.flat_map(|c| c.environment_files.iter().flatten()) {
+        super::taskdefs::environment_files_enabled(s)?;
+        estiba_core::taskdef::environment_file_name(&f.value)?;
+    }
+    Ok(())
+}
+
 pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     let count = req.count.unwrap_or(1);
     if !(1..=10).contains(&count) {
@@ -218,9 +228,10 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     if let Some(tags) = &req.tags {
         estiba_core::tags::validate(tags)?;
     }
+    check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
     let placed = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
@@ -231,6 +242,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 taskdef::fargate_compatible(&td.value),
                 has_instances(st, cx, &cluster),
             )?;
+            task::check_platform_version(plan.launch_type(), req.platform_version.as_deref())?;
             task::validate(
                 &td.value,
                 plan.launch_type(),
@@ -261,6 +273,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 group: req.group.as_deref(),
                 started_by: req.started_by.as_deref(),
                 network: req.network_configuration.as_ref(),
+                vpc_cidr: cx.vpc_cidr,
                 container_instance_arn: None,
                 enable_execute_command: req.enable_execute_command,
                 tags,
@@ -292,9 +305,10 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     if let Some(tags) = &req.tags {
         estiba_core::tags::validate(tags)?;
     }
+    check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
     let placed = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
@@ -333,6 +347,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
                 group: req.group.as_deref(),
                 started_by: req.started_by.as_deref(),
                 network: req.network_configuration.as_ref(),
+                vpc_cidr: cx.vpc_cidr,
                 container_instance_arn: None,
                 enable_execute_command: req.enable_execute_command,
                 tags,
@@ -367,7 +382,7 @@ fn cluster_param(cluster: Option<&str>, task_ref: &str) -> Option<String> {
 pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
     let cluster_ref = cluster_param(req.cluster.as_deref(), &req.task);
     let t = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, cluster_ref.as_deref())?;
             let not_found = || EcsError::invalid("The referenced task was not found.");
             let key = task_key(cx, &cluster, &req.task).ok_or_else(not_found)?;

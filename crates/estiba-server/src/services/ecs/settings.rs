@@ -37,7 +37,7 @@ async fn put_setting(
         r#type: Some(SettingType::User),
     };
     let key = keys::setting(&cx.scope, &who, name.as_str());
-    s.transact(|_| Ok((Txn::new().then(put(&key, &setting)), ()))).await?;
+    s.transact::<_, EcsError>(|_| Ok((Txn::new().then(put(&key, &setting)), ()))).await?;
     Ok(setting)
 }
 
@@ -57,7 +57,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteAccountSettingRequest) -> R
     let who = principal(cx, req.principal_arn.as_deref())?;
     let key = keys::setting(&cx.scope, &who, req.name.as_str());
     let setting = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let d = st.settings.get(&key).ok_or_else(|| {
                 EcsError::invalid(format!("The account setting {} is not set for {who}.", req.name.as_str()))
             })?;

@@ -7,16 +7,16 @@ use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 use estiba_api::ecr::*;
-use estiba_api::{DecodeError, Validate};
+use estiba_api::schema::{Model, Protocol};
+use estiba_api::{ApiError, DecodeError};
 use estiba_core::ecr::{self, EcrError, LifecyclePolicy, RepoDoc};
 use estiba_core::Scope;
 use estiba_registry::manifest::Manifest;
 use estiba_registry::{names, Digest};
 use estiba_store::{Compare, Op, Txn};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::http::ApiError;
+use super::{json, route, BoxFuture, Call, Input, Service};
 use crate::registry::{PutError, Registry};
 use crate::view::{Doc, State};
 use crate::Server;
@@ -29,37 +29,40 @@ pub struct Ctx {
     pub now: f64,
 }
 
-impl From<EcrError> for ApiError {
-    fn from(e: EcrError) -> Self {
-        ApiError::new(e.code.name(), e.message, e.code.status())
+/// The ECR service.
+pub struct Ecr;
+
+impl Service for Ecr {
+    fn model(&self) -> &'static Model {
+        &MODEL
+    }
+
+    fn call<'a>(
+        &'a self,
+        s: &'a Server,
+        call: Call,
+        op: usize,
+        input: Input,
+    ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
+        Box::pin(async move {
+            let cx = Ctx { scope: call.scope, now: call.now };
+            dispatch(s, &cx, Operation::ALL[op], input).await
+        })
+    }
+
+    fn decode_error(&self, e: DecodeError, _: Protocol) -> ApiError {
+        super::json_decode_error(e, ErrorCode::InvalidParameterException)
     }
 }
 
-fn decode_input<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
-    estiba_api::decode(body).map_err(|e| match e {
-        DecodeError::Serialization(m) => ApiError::new("SerializationException", m, 400),
-        DecodeError::Validation(m) => ApiError::new("InvalidParameterException", m, 400),
-    })
-}
-
-fn json<T: Serialize>(v: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).expect("wire types always serialize"))
-}
-
-pub async fn dispatch(s: &Server, cx: &Ctx, op: Operation, body: &[u8]) -> Result<Bytes, ApiError> {
-    macro_rules! route {
-        ($($op:ident => $f:ident,)*) => {
-            match op {
-                $(Operation::$op => Ok($f(s, cx, decode_input(body)?).await?),)*
-                other => Err(ApiError::new(
-                    "ValidationException",
-                    format!("estiba does not support the ECR {} operation yet.", other.name()),
-                    400,
-                )),
-            }
-        };
-    }
-    route! {
+async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<Bytes, ApiError> {
+    let unsupported = |other: Operation| {
+        ApiError::new(
+            ErrorCode::ValidationException,
+            format!("estiba does not support the ECR {} operation yet.", other.name()),
+        )
+    };
+    route! { &Ecr, s, cx, op, input, unsupported;
         CreateRepository => create_repository,
         DescribeRepositories => describe_repositories,
         DeleteRepository => delete_repository,
@@ -101,23 +104,6 @@ fn check_registry_id(cx: &Ctx, id: Option<&str>) -> Result<()> {
 
 fn repo_doc<'a>(st: &'a State, cx: &Ctx, name: &str) -> Result<&'a std::sync::Arc<Doc<RepoDoc>>> {
     st.ecr_repos.get(&ecr::repo_key(&cx.scope, name)).ok_or_else(|| EcrError::repository_not_found(&cx.scope, name))
-}
-
-async fn commit(s: &Server, txn: Txn) -> Result<bool> {
-    Ok(s.commit(txn).await?)
-}
-
-/// Runs read-compute-write until it commits (see [`Server::transact`]), with ECR's errors.
-async fn transact<R>(s: &Server, mut f: impl FnMut(&State) -> Result<(Txn, R)>) -> Result<R> {
-    let r = s
-        .transact(|st| {
-            Ok(match f(st) {
-                Ok((txn, r)) => (txn, Ok(r)),
-                Err(e) => (Txn::default(), Err(e)),
-            })
-        })
-        .await?;
-    r
 }
 
 fn put_doc<T: Serialize>(key: &str, v: &T) -> Op {
@@ -198,7 +184,7 @@ async fn create_repository(s: &Server, cx: &Ctx, req: CreateRepositoryRequest) -
         .when(Compare::absent(&key))
         .then(put_doc(&key, &doc))
         .then(put_doc(&estiba_core::keys::tags_of(&key), &tags_to_store(&tags)));
-    if !commit(s, txn).await? {
+    if !s.commit(txn).await? {
         return Err(EcrError::new(
             ErrorCode::RepositoryAlreadyExistsException,
             format!("The repository with name '{name}' already exists in the registry with id '{}'", cx.scope.account),
@@ -240,7 +226,7 @@ async fn delete_repository(s: &Server, cx: &Ctx, req: DeleteRepositoryRequest) -
     check_registry_id(cx, req.registry_id.as_deref())?;
     let name = req.repository_name.clone();
     let force = req.force;
-    let repository = transact(s, |st| {
+    let repository = s.transact::<_, EcrError>(|st| {
         let doc = repo_doc(st, cx, &name)?;
         let images: Vec<&String> = State::range(&st.ecr_images, &ecr::images_of(&cx.scope, &name)).map(|d| &d.key).collect();
         if !images.is_empty() && !force {
@@ -281,7 +267,7 @@ async fn put_image_tag_mutability(s: &Server, cx: &Ctx, req: PutImageTagMutabili
             "imageTagMutabilityExclusionFilters are required with IMMUTABLE_WITH_EXCLUSION and MUTABLE_WITH_EXCLUSION, and not allowed otherwise.",
         ));
     }
-    transact(s, |st| {
+    s.transact::<_, EcrError>(|st| {
         let doc = repo_doc(st, cx, &req.repository_name)?;
         let mut v = doc.value.clone();
         v.repository.image_tag_mutability = Some(req.image_tag_mutability);
@@ -514,60 +500,62 @@ async fn batch_get_image(s: &Server, cx: &Ctx, req: BatchGetImageRequest) -> Res
 async fn batch_delete_image(s: &Server, cx: &Ctx, req: BatchDeleteImageRequest) -> Result<Bytes> {
     check_registry_id(cx, req.registry_id.as_deref())?;
     let name = req.repository_name.clone();
-    let (deleted, failures) = transact(s, |st| {
-        let repo = repo_doc(st, cx, &name)?;
-        let mut txn = Txn::new().when(Compare::mod_revision(&repo.key, repo.rev));
-        let mut deleted = Vec::new();
-        let mut failures = Vec::new();
-        let mut gone: HashSet<String> = HashSet::new();
-        for id in &req.image_ids {
-            let img = match find_image(st, cx, &name, id) {
-                Ok(i) => i,
-                Err((code, reason)) => {
-                    failures.push(ImageFailure {
-                        image_id: Some(id.clone()),
-                        failure_code: Some(code),
-                        failure_reason: Some(reason),
-                    });
-                    continue;
+    let (deleted, failures) = s
+        .transact::<_, EcrError>(|st| {
+            let repo = repo_doc(st, cx, &name)?;
+            let mut txn = Txn::new().when(Compare::mod_revision(&repo.key, repo.rev));
+            let mut deleted = Vec::new();
+            let mut failures = Vec::new();
+            let mut gone: HashSet<String> = HashSet::new();
+            for id in &req.image_ids {
+                let img = match find_image(st, cx, &name, id) {
+                    Ok(i) => i,
+                    Err((code, reason)) => {
+                        failures.push(ImageFailure {
+                            image_id: Some(id.clone()),
+                            failure_code: Some(code),
+                            failure_reason: Some(reason),
+                        });
+                        continue;
+                    }
+                };
+                let ik = ecr::image_key(&cx.scope, &name, &img.digest);
+                let tags: Vec<String> = st.image_tags(&ik).cloned().collect();
+                // By tag: remove the tag; the image goes with its last tag.
+                let remaining: Vec<&String> = match &id.image_tag {
+                    Some(t) if id.image_digest.is_none() => {
+                        tags.iter().filter(|x| *x != t && !gone.contains(&format!("{ik}:{x}"))).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let drop_tags: Vec<&String> = match &id.image_tag {
+                    Some(t) if id.image_digest.is_none() => vec![t],
+                    _ => tags.iter().collect(),
+                };
+                for t in drop_tags {
+                    if gone.insert(format!("{ik}:{t}")) {
+                        txn.ops.push(Op::delete(ecr::tag_key(&cx.scope, &name, t)));
+                    }
                 }
-            };
-            let ik = ecr::image_key(&cx.scope, &name, &img.digest);
-            let tags: Vec<String> = st.image_tags(&ik).cloned().collect();
-            // By tag: remove the tag; the image goes with its last tag.
-            let remaining: Vec<&String> = match &id.image_tag {
-                Some(t) if id.image_digest.is_none() => {
-                    tags.iter().filter(|x| *x != t && !gone.contains(&format!("{ik}:{x}"))).collect()
+                if remaining.is_empty() && gone.insert(ik.clone()) {
+                    if let Some(parent) = st.ecr_images.get(&ik).and_then(|_| {
+                        crate::registry::indexes_using(st, &cx.scope, &name, &Digest::parse(&img.digest).ok()?).next()
+                    }) {
+                        failures.push(ImageFailure {
+                            image_id: Some(id.clone()),
+                            failure_code: Some(ImageFailureCode::ImageReferencedByManifestList),
+                            failure_reason: Some(format!("Requested image is referenced by manifest list {parent}")),
+                        });
+                        continue;
+                    }
+                    txn.ops.push(Op::delete(&ik));
                 }
-                _ => Vec::new(),
-            };
-            let drop_tags: Vec<&String> = match &id.image_tag {
-                Some(t) if id.image_digest.is_none() => vec![t],
-                _ => tags.iter().collect(),
-            };
-            for t in drop_tags {
-                if gone.insert(format!("{ik}:{t}")) {
-                    txn.ops.push(Op::delete(ecr::tag_key(&cx.scope, &name, t)));
-                }
+                deleted
+                    .push(ImageIdentifier { image_digest: Some(img.digest.clone()), image_tag: id.image_tag.clone() });
             }
-            if remaining.is_empty() && gone.insert(ik.clone()) {
-                if let Some(parent) = st.ecr_images.get(&ik).and_then(|_| {
-                    crate::registry::indexes_using(st, &cx.scope, &name, &Digest::parse(&img.digest).ok()?).next()
-                }) {
-                    failures.push(ImageFailure {
-                        image_id: Some(id.clone()),
-                        failure_code: Some(ImageFailureCode::ImageReferencedByManifestList),
-                        failure_reason: Some(format!("Requested image is referenced by manifest list {parent}")),
-                    });
-                    continue;
-                }
-                txn.ops.push(Op::delete(&ik));
-            }
-            deleted.push(ImageIdentifier { image_digest: Some(img.digest.clone()), image_tag: id.image_tag.clone() });
-        }
-        Ok((txn, (deleted, failures)))
-    })
-    .await?;
+            Ok((txn, (deleted, failures)))
+        })
+        .await?;
     Ok(json(&BatchDeleteImageResponse { image_ids: Some(deleted), failures: Some(failures) }))
 }
 
@@ -706,7 +694,7 @@ async fn update_repo(
     name: &str,
     mut f: impl FnMut(&mut RepoDoc) -> Result<()>,
 ) -> Result<RepoDoc> {
-    transact(s, |st| {
+    s.transact::<_, EcrError>(|st| {
         let doc = repo_doc(st, cx, name)?;
         let mut v = doc.value.clone();
         f(&mut v)?;
@@ -843,7 +831,7 @@ fn repo_of_arn(cx: &Ctx, arn: &str) -> Result<String> {
 /// Changes a repository's resource tags with `f`, then checks them.
 async fn update_tags(s: &Server, cx: &Ctx, arn: &str, f: impl Fn(&mut Vec<Tag>)) -> Result<()> {
     let name = repo_of_arn(cx, arn)?;
-    transact(s, |st| {
+    s.transact::<_, EcrError>(|st| {
         let doc = repo_doc(st, cx, &name)?;
         let tk = estiba_core::keys::tags_of(&doc.key);
         let mut tags = st.tags_of(&doc.key).map(tags_from_store).unwrap_or_default();
@@ -928,7 +916,7 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
         txn
     };
     if !txn.ops.is_empty() {
-        commit(s, txn).await?;
+        s.commit(txn).await?;
     }
     // 2. Blob links older than the grace period that no image of their repository uses.
     let grace = s.config.registry_gc_grace.as_secs_f64();
@@ -957,7 +945,7 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
         }
         (txn, used)
     };
-    if !txn.ops.is_empty() && !commit(s, txn).await? {
+    if !txn.ops.is_empty() && !s.commit(txn).await? {
         // A push touched a link meanwhile; try again next time.
         return Ok(());
     }

@@ -20,8 +20,11 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) 
     if json(&req.container_definitions).len() > MAX_TASKDEF_BYTES {
         return Err(EcsError::client("The task definition is larger than the 64 KiB ECS allows."));
     }
+    if req.container_definitions.iter().any(|c| c.environment_files.as_ref().is_some_and(|f| !f.is_empty())) {
+        environment_files_enabled(s)?;
+    }
     let (td, tags) = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let fkey = keys::family(&cx.scope, &req.family);
             let (last, compare) = match st.families.get(&fkey) {
                 Some(d) => (d.value.last_revision, Compare::mod_revision(&fkey, d.rev)),
@@ -40,6 +43,17 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterTaskDefinitionRequest) 
         })
         .await?;
     Ok(json(&RegisterTaskDefinitionResponse { task_definition: Some(td), tags: Some(tags) }))
+}
+
+/// Environment files are read from a directory the operator names; without one they are
+/// refused (a path could name any file of the host).
+pub(super) fn environment_files_enabled(s: &Server) -> Result<()> {
+    if s.config.environment_files_dir.is_none() {
+        return Err(EcsError::client(
+            "environmentFiles are not enabled on this server: start estiba with --environment-files-dir DIR and put the files there (arn:aws:s3:::bucket/key is read as DIR/bucket/key).",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) -> Result<Bytes> {
@@ -61,17 +75,22 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) 
 }
 
 pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterTaskDefinitionRequest) -> Result<Bytes> {
+    // `family:revision` or an ARN ending so; a revision that is not a number is refused as
+    // ECS refuses it.
+    let name = req.task_definition.rsplit_once("task-definition/").map_or(req.task_definition.as_str(), |(_, n)| n);
+    match name.rsplit_once(':') {
+        Some((_, rev)) if rev.parse::<i32>().is_ok_and(|r| r > 0) => {}
+        Some((_, rev)) => return Err(EcsError::invalid(format!("Invalid revision number. Number: {rev}"))),
+        None => {
+            return Err(EcsError::client(
+                "The task definition revision must be specified: pass family:revision or the task definition ARN.",
+            ))
+        }
+    }
     let td = s
-        .transact(|st| {
-            match TaskDefRef::parse(&req.task_definition) {
-                Some(r) if r.revision.is_some() => {}
-                Some(_) => return Err(EcsError::client(
-                    "The task definition revision must be specified: pass family:revision or the task definition ARN.",
-                )),
-                None => return Err(EcsError::client("The specified task definition does not exist.")),
-            }
+        .transact::<_, EcsError>(|st| {
             let Some(d) = find_taskdef(st, cx, &req.task_definition) else {
-                return Err(EcsError::client("The specified task definition does not exist."));
+                return Err(EcsError::task_definition_not_found());
             };
             if d.value.status != Some(TaskDefinitionStatus::Active) {
                 return Ok((Txn::new(), d.value.clone()));
@@ -144,7 +163,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteTaskDefinitionsRequest) -> 
         return Err(EcsError::invalid("Specify between 1 and 10 task definitions to delete."));
     }
     let resp = s
-        .transact(|st| {
+        .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let mut resp = DeleteTaskDefinitionsResponse { task_definitions: Some(vec![]), failures: Some(vec![]) };
             for r in &req.task_definitions {

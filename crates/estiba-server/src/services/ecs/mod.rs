@@ -1,22 +1,17 @@
-//! The ECS API: dispatch from the operation to its handler, and what handlers share.
-//!
-//! Adding an operation: write `async fn op(s, cx, req: OpRequest) -> Result<Bytes>` in the
-//! resource's module (read the view, call estiba-core for the rules, write with
-//! [`Server::transact`]), add it to the `route!` table below, and cover it in
-//! `tests/e2e` with the AWS CLI or boto3, success and main error paths.
+//! Amazon ECS (AWS JSON 1.1): the operation table, and what the handlers share.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estiba_api::ecs::{Cluster, CreateClusterRequest, Operation, TaskDefinition, TaskDefinitionStatus};
-use estiba_api::{DecodeError, Validate};
+use estiba_api::ecs::{Cluster, ErrorCode, Operation, TaskDefinition, TaskDefinitionStatus, MODEL};
+use estiba_api::schema::{Model, Protocol};
+use estiba_api::{ApiError, DecodeError};
 use estiba_core::arn::{self, TaskDefRef};
 use estiba_core::{cluster, EcsError, Scope};
 use estiba_store::{Compare, Op, Txn};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::http::ApiError;
+use super::{route, BoxFuture, Call, Input, Service};
 use crate::keys;
 use crate::view::{Doc, State};
 use crate::Server;
@@ -58,29 +53,44 @@ pub struct Ctx {
     pub scope: Scope,
     pub now: f64,
     pub node: Option<Arc<str>>,
+    /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
+    pub vpc_cidr: ipnet::Ipv4Net,
 }
 
-fn decode_input<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
-    estiba_api::decode(body).map_err(|e| match e {
-        DecodeError::Serialization(m) => ApiError::new("SerializationException", m, 400),
-        DecodeError::Validation(m) => ApiError::new("InvalidParameterException", m, 400),
-    })
-}
+/// The ECS service.
+pub struct Ecs;
 
-pub async fn dispatch(s: &Server, cx: &Ctx, op: Operation, body: &[u8]) -> Result<Bytes, ApiError> {
-    macro_rules! route {
-        ($($op:ident => $f:path,)*) => {
-            match op {
-                $(Operation::$op => Ok($f(s, cx, decode_input(body)?).await?),)*
-                other => Err(ApiError::new(
-                    "UnsupportedFeatureException",
-                    format!("estiba does not support the {} operation yet.", other.name()),
-                    400,
-                )),
-            }
-        };
+impl Service for Ecs {
+    fn model(&self) -> &'static Model {
+        &MODEL
     }
-    route! {
+
+    fn call<'a>(
+        &'a self,
+        s: &'a Server,
+        call: Call,
+        op: usize,
+        input: Input,
+    ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
+        Box::pin(async move {
+            let cx = Ctx { scope: call.scope, now: call.now, node: s.local_node.clone(), vpc_cidr: s.config.vpc_cidr };
+            dispatch(s, &cx, Operation::ALL[op], input).await
+        })
+    }
+
+    fn decode_error(&self, e: DecodeError, _: Protocol) -> ApiError {
+        super::json_decode_error(e, ErrorCode::InvalidParameterException)
+    }
+}
+
+async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<Bytes, ApiError> {
+    let unsupported = |other: Operation| {
+        ApiError::new(
+            ErrorCode::UnsupportedFeatureException,
+            format!("estiba does not support the {} operation yet.", other.name()),
+        )
+    };
+    route! { &Ecs, s, cx, op, input, unsupported;
         CreateCluster => clusters::create,
         DescribeClusters => clusters::describe,
         ListClusters => clusters::list,
@@ -131,9 +141,7 @@ pub async fn dispatch(s: &Server, cx: &Ctx, op: Operation, body: &[u8]) -> Resul
     }
 }
 
-pub fn json<T: Serialize>(v: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).expect("wire types always serialize"))
-}
+pub use super::json;
 
 /// A List* response `{"<field>":["...",...],"nextToken":"..."}`, written from borrowed
 /// strings (the hot List calls would otherwise copy every ARN once more).
@@ -179,24 +187,13 @@ pub fn active_cluster<'a>(st: &'a State, cx: &Ctx, id: Option<&str>) -> Result<(
     }
 }
 
-/// Like [`active_cluster`], but creates the `default` cluster on first use, as ECS does for
-/// calls that need a cluster. The returned compare guards against the cluster changing.
+/// Like [`active_cluster`], for a write: the returned compare guards against the cluster
+/// changing. The `default` cluster is not made on first use: ECS answers
+/// `ClusterNotFoundException` until it is created.
 pub fn cluster_for_write(st: &State, cx: &Ctx, id: Option<&str>, txn: &mut Txn) -> Result<(String, Cluster)> {
-    let name = arn::cluster_name(id)?;
-    let key = keys::cluster(&cx.scope, &name);
-    match st.clusters.get(&key) {
-        Some(d) if d.value.status.as_deref() == Some(cluster::ACTIVE) => {
-            txn.compares.push(Compare::mod_revision(&key, d.rev));
-            Ok((name, d.value.clone()))
-        }
-        None if name == "default" => {
-            let c = cluster::create(&cx.scope, &CreateClusterRequest::default(), |_| false)?;
-            txn.compares.push(Compare::absent(&key));
-            txn.ops.push(put(&key, &c));
-            Ok((name, c))
-        }
-        _ => Err(EcsError::cluster_not_found()),
-    }
+    let (name, d) = active_cluster(st, cx, id)?;
+    txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+    Ok((name, d.value.clone()))
 }
 
 /// Resolves `family`, `family:revision` or a task definition ARN. A bare family means its

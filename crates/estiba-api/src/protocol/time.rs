@@ -1,0 +1,55 @@
+//! ISO 8601 timestamps, as Query and EC2 send and answer them (`2024-05-01T12:00:00.000Z`).
+//! JSON and CBOR carry seconds since the epoch; the generated types hold those (`f64`).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// `1714564800.5` → `2024-05-01T12:00:00.500Z`. Times before 1970 are written as the epoch.
+pub fn format_iso8601(secs: f64) -> String {
+    let millis = if secs.is_finite() && secs > 0.0 { (secs * 1000.0).round() as u64 } else { 0 };
+    let t = UNIX_EPOCH + Duration::from_millis(millis);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses `2024-05-01T12:00:00Z`, with or without fractional seconds, with `Z` or a
+/// `±HH:MM` offset; a plain number is taken as seconds since the epoch, as AWS accepts.
+pub fn parse_iso8601(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<f64>() {
+        return n.is_finite().then_some(n);
+    }
+    // humantime reads UTC only: take a numeric offset off and apply it after.
+    let (base, offset) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+        Some((b, o)) if (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' && b.contains('T') => {
+            let h: i64 = o[1..3].parse().ok()?;
+            let m: i64 = o[4..6].parse().ok()?;
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            (format!("{b}Z"), sign * (h * 3600 + m * 60))
+        }
+        _ => (s.to_owned(), 0),
+    };
+    let t = humantime::parse_rfc3339_weak(&base).ok()?;
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    Some(secs - offset as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_both_ways() {
+        assert_eq!(format_iso8601(1714564800.5), "2024-05-01T12:00:00.500Z");
+        assert_eq!(parse_iso8601("2024-05-01T12:00:00.500Z"), Some(1714564800.5));
+        assert_eq!(parse_iso8601("2024-05-01T12:00:00Z"), Some(1714564800.0));
+        assert_eq!(parse_iso8601("2024-05-01T14:00:00+02:00"), Some(1714564800.0));
+        assert_eq!(parse_iso8601("2024-05-01T11:30:00-00:30"), Some(1714564800.0));
+        assert_eq!(parse_iso8601("1714564800"), Some(1714564800.0));
+        assert_eq!(parse_iso8601("yesterday"), None);
+        let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        let n = (now * 1000.0).round() / 1000.0;
+        assert_eq!(parse_iso8601(&format_iso8601(n)), Some(n));
+    }
+}

@@ -1,0 +1,63 @@
+//! HTTP bodies both listeners' routes use: answers sent whole or streamed, and request bodies
+//! read with a size cap.
+
+use bytes::Bytes;
+use estiba_api::{ApiError, Common};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+
+/// Response bodies: whole (API answers, no allocation beyond the bytes) or streamed (registry
+/// blobs, see [`crate::registry`]).
+pub type Body = http_body_util::Either<Full<Bytes>, crate::registry::ChannelBody>;
+
+/// A body sent whole.
+pub fn full(b: Bytes) -> Body {
+    http_body_util::Either::Left(Full::new(b))
+}
+
+/// An answer with a whole body, its length and content type.
+pub fn response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
+    let len = body.len();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// How much of an oversized body is read (and dropped) before answering 413.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Reads a request body, refusing anything larger than `max`.
+pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let mut body = req.into_body();
+    if declared.is_none_or(|len| len <= max) {
+        match Limited::new(&mut body, max).collect().await {
+            Ok(c) => return Ok(c.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {}
+            Err(e) => {
+                return Err(ApiError::new(
+                    Common::SerializationException,
+                    format!("Could not read the request body: {e}"),
+                ))
+            }
+        }
+    }
+    // Too large. Drain a bounded amount so that a client still sending gets the error rather
+    // than a reset connection; past that the connection is closed.
+    let mut drained = 0usize;
+    while drained < DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+    Err(ApiError::new(
+        Common::RequestEntityTooLarge,
+        format!("The request body is larger than the {max} bytes allowed."),
+    ))
+}

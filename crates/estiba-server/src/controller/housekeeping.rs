@@ -1,0 +1,115 @@
+//! Housekeeping: removes STOPPED tasks after their retention, deletes task definitions in
+//! DELETE_IN_PROGRESS once no task or service uses them, finishes the deletion of capacity
+//! providers (ACTIVE / DELETE_IN_PROGRESS → INACTIVE / DELETE_COMPLETE), and stops tasks left
+//! in deleted clusters (RunTask does not guard against a concurrent DeleteCluster). Runs every
+//! `housekeeping_every`, first that long after the start.
+
+use std::time::Duration;
+
+use estiba_api::ecs::{CapacityProviderStatus, CapacityProviderUpdateStatus, TaskDefinitionStatus, TaskStopCode};
+use estiba_core::service as svc_rules;
+use estiba_core::{task, EcsError};
+use estiba_store::{Compare, Op, Txn};
+
+use super::{is_claimed, Controller, Wake};
+use crate::services::ecs::put;
+use crate::{keys, now, Server};
+
+pub struct Housekeeping {
+    pub every: Duration,
+    pub stopped_task_retention: Duration,
+}
+
+impl Controller for Housekeeping {
+    type Error = EcsError;
+
+    fn name(&self) -> &'static str {
+        "housekeeping"
+    }
+
+    fn first(&self) -> Wake {
+        Wake::after(self.every)
+    }
+
+    fn after_error(&self) -> Wake {
+        Wake::after(self.every)
+    }
+
+    async fn pass(&self, server: &Server) -> Result<Wake, EcsError> {
+        housekeeping(server, self.stopped_task_retention).await?;
+        Ok(Wake::after(self.every))
+    }
+}
+
+/// Removes what has outlived its retention and cleans up after deleted resources.
+pub async fn housekeeping(server: &Server, stopped_task_retention: Duration) -> Result<(), EcsError> {
+    let now = now();
+    let cutoff = now - stopped_task_retention.as_secs_f64();
+    let txn = {
+        let st = server.view.read();
+        let mut txn = Txn::new();
+        for d in st.tasks.values() {
+            let t = &d.value;
+            if task::last_status(t) == task::Status::Stopped && t.stopped_at.is_some_and(|at| at < cutoff) {
+                txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                txn.ops.push(Op::delete(&d.key));
+                txn.ops.push(Op::delete(keys::tags_of(&d.key)));
+                if let Some(c) = st.claim(&d.key) {
+                    txn.ops.push(Op::delete(&c.key));
+                }
+            } else if task::last_status(t) != task::Status::Stopped && !task::desired_stopped(t) {
+                let cluster_key = keys::cluster_of(&d.key).unwrap_or_default();
+                let cluster_gone =
+                    st.clusters.get(&cluster_key).is_none_or(|c| c.value.status.as_deref() != Some("ACTIVE"));
+                if cluster_gone {
+                    let mut t = t.clone();
+                    task::request_stop(&mut t, TaskStopCode::ServiceSchedulerInitiated, "The cluster was deleted");
+                    if !is_claimed(&st, &d.key) {
+                        task::stop_unstarted(&mut t, now);
+                    }
+                    txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                    txn.ops.push(put(&d.key, &t));
+                }
+            }
+            if txn.ops.len() > 500 {
+                break;
+            }
+        }
+        for d in st.capacity_providers.values() {
+            if d.value.update_status == Some(CapacityProviderUpdateStatus::DeleteInProgress) {
+                let mut cp = d.value.clone();
+                cp.status = Some(CapacityProviderStatus::Inactive);
+                cp.update_status = Some(CapacityProviderUpdateStatus::DeleteComplete);
+                txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                txn.ops.push(put(&d.key, &cp));
+            }
+        }
+        for d in st.taskdefs.values() {
+            if d.value.status != Some(TaskDefinitionStatus::DeleteInProgress) {
+                continue;
+            }
+            let arn = d.value.task_definition_arn.as_deref().unwrap_or("");
+            let used_by_task = st.tasks.values().any(|t| {
+                t.value.task_definition_arn.as_deref() == Some(arn)
+                    && task::last_status(&t.value) != task::Status::Stopped
+            });
+            let used_by_service = st.services.values().any(|s| {
+                svc_rules::status(&s.value) != svc_rules::INACTIVE
+                    && s.value.deployments.iter().flatten().any(|dep| dep.task_definition.as_deref() == Some(arn))
+            });
+            if !used_by_task && !used_by_service {
+                txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                txn.ops.push(Op::delete(&d.key));
+                txn.ops.push(Op::delete(keys::tags_of(&d.key)));
+            }
+        }
+        txn
+    };
+    if !txn.ops.is_empty() {
+        let n = txn.ops.len();
+        if server.commit(txn).await? {
+            tracing::debug!(ops = n, "housekeeping committed");
+        }
+    }
+    Ok(())
+}

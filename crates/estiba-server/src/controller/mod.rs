@@ -1,0 +1,83 @@
+//! Controllers: level-triggered loops that read the view, ask estiba-core what to do, and
+//! write the result with compare-and-swap. A crash at any point is harmless because the next
+//! pass recomputes. They run under one [`runtime`]: each in its own task, woken by changes of
+//! the view and by its own timer, with its pass times and errors counted.
+//!
+//! - [`services`]: the service scheduler keeps each service's tasks as its deployments require
+//!   ([`estiba_core::deploy`]) and records the rollout ([`estiba_core::rollout`]): events and
+//!   service deployment records. On every change, and at least once a second (a task counts
+//!   as healthy some time after it started, with no change to wake anyone).
+//! - [`join`]: registers this machine's node as a container instance of the clusters it
+//!   joins, then ends.
+//! - [`housekeeping`]: removes STOPPED tasks after their retention, deletes task definitions
+//!   in DELETE_IN_PROGRESS once nothing uses them, and stops tasks left in deleted clusters;
+//!   every `housekeeping_every`.
+//! - [`registry`]: the registry's lifecycle policies and garbage collection
+//!   (`crate::services::ecr::housekeeping`); every `registry_housekeeping_every`.
+//!
+//! Adding a controller:
+//! 1. a module here with a type implementing [`Controller`]: a unique `name`, `pass` (read the
+//!    whole current state from `server.view`, compute in estiba-core, write with
+//!    `server.transact` or `server.commit`) returning the next [`Wake`]: `Wake::Change` to
+//!    wait for a change of the view, `Wake::change_or_after(d)` when time alone can make work
+//!    (a retry, an age), `Wake::after(d)` for periodic work that changes must not hasten,
+//!    `Wake::Done` when there is nothing left to do; override `first` (default: at once) and
+//!    `after_error` (default: a change or one second) if needed;
+//! 2. its settings in [`Settings`] if it has any;
+//! 3. one `rt.add(...)` line in [`run`];
+//! 4. a line in the list above and in ARCHITECTURE.md.
+
+pub mod housekeeping;
+pub mod join;
+pub mod registry;
+pub mod runtime;
+pub mod services;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use estiba_core::deploy;
+
+pub use runtime::{Controller, ControllerStats, Metrics, Runtime, Wake};
+
+use crate::view::State;
+use crate::Server;
+
+/// Whether a node has claimed the task: from then on the node moves it through its
+/// lifecycle; unclaimed tasks are stopped by the server directly.
+pub fn is_claimed(st: &State, task_key: &str) -> bool {
+    st.claim(task_key).is_some()
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub deploy: deploy::Settings,
+    pub housekeeping_every: Duration,
+    pub stopped_task_retention: Duration,
+    /// How often lifecycle policies are applied and unused registry blobs collected.
+    pub registry_housekeeping_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            deploy: deploy::Settings::default(),
+            housekeeping_every: Duration::from_secs(10),
+            stopped_task_retention: Duration::from_secs(3600),
+            registry_housekeeping_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs the controllers until `shutdown` flips to true.
+pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut rt = Runtime::new(server, shutdown);
+    rt.add(join::Join::default());
+    rt.add(services::Scheduler { settings: settings.deploy });
+    rt.add(housekeeping::Housekeeping {
+        every: settings.housekeeping_every,
+        stopped_task_retention: settings.stopped_task_retention,
+    });
+    rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
+    rt.wait().await;
+}

@@ -1,0 +1,256 @@
+//! The service scheduler: on every change of the view, and at least once a second, each
+//! ACTIVE or DRAINING service gets a pass: [`estiba_core::deploy`] plans what to start and
+//! stop, [`estiba_core::rollout`] what the pass records (stops, rollbacks, events, service
+//! deployment records), and this module writes it with compare-and-swap and places the new
+//! tasks. A service whose pass fails is logged; the others go on.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estiba_api::ecs::*;
+use estiba_core::capacity::{self, LaunchPlan};
+use estiba_core::rollout::{self, Placed};
+use estiba_core::service::{self as svc_rules};
+use estiba_core::task::{self, Launch, Spec};
+use estiba_core::{arn, deploy, EcsError, Ids, Scope};
+use estiba_store::{Compare, Txn};
+
+use super::{is_claimed, Controller, Wake};
+use crate::services::ecs::{put, Ctx};
+use crate::view::State;
+use crate::{keys, now, RandomIds, Server};
+
+pub struct Scheduler {
+    pub settings: deploy::Settings,
+}
+
+impl Controller for Scheduler {
+    type Error = Infallible;
+
+    fn name(&self) -> &'static str {
+        "services"
+    }
+
+    async fn pass(&self, server: &Server) -> Result<Wake, Infallible> {
+        let retry = services_pass(server, &self.settings).await;
+        // A held-back start is looked at again when it is due (10 ms at the least), and
+        // everything at least once a second.
+        let wait = retry.map(|at| (at - now()).clamp(0.01, 1.0)).unwrap_or(1.0);
+        Ok(Wake::change_or_after(Duration::from_secs_f64(wait)))
+    }
+}
+
+/// One pass over every ACTIVE or DRAINING service; returns the earliest time a held-back
+/// start should be looked at again.
+pub async fn services_pass(server: &Server, settings: &deploy::Settings) -> Option<f64> {
+    let keys: Vec<String> = {
+        let st = server.view.read();
+        st.services
+            .values()
+            .filter(|d| svc_rules::status(&d.value) != svc_rules::INACTIVE)
+            .map(|d| d.key.clone())
+            .collect()
+    };
+    let mut retry: Option<f64> = None;
+    for key in keys {
+        match reconcile(server, &key, settings).await {
+            Ok(Some(at)) => retry = Some(retry.map_or(at, |r: f64| r.min(at))),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(service = %key, error = %e, "service reconcile failed"),
+        }
+    }
+    retry
+}
+
+/// `ecs/<account>/<region>/services/<cluster>/<name>` → (scope, cluster, name).
+fn parse_service_key(key: &str) -> Option<(Scope, String, String)> {
+    let mut p = key.splitn(6, '/');
+    let (_, account, region, _, cluster, name) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
+    Some((Scope::new(account, region), cluster.to_owned(), name.to_owned()))
+}
+
+/// Whether the task's definition has a health check on an essential container.
+fn checked(st: &State, scope: &Scope, t: &Task) -> bool {
+    t.task_definition_arn
+        .as_deref()
+        .and_then(arn::TaskDefRef::parse)
+        .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))))
+        .is_some_and(|d| {
+            d.value.container_definitions.iter().flatten().any(|c| {
+                c.essential != Some(false)
+                    && c.health_check.as_ref().is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
+            })
+        })
+}
+
+/// Reconciles one service. Returns when a held-back start should be retried.
+async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> Result<Option<f64>, EcsError> {
+    let Some((scope, cluster, name)) = parse_service_key(key) else {
+        return Ok(None);
+    };
+    let mut ids = RandomIds;
+    server
+        .transact::<_, EcsError>(|st| {
+            let Some(d) = st.services.get(key) else { return Ok((Txn::new(), None)) };
+            let now = now();
+            let group = svc_rules::task_group(&name);
+            let task_docs: Vec<_> = State::range(&st.tasks, &keys::tasks_of(&scope, &cluster))
+                .filter(|t| t.value.group.as_deref() == Some(group.as_str()))
+                .collect();
+            let tasks: Vec<&Task> = task_docs.iter().map(|t| &t.value).collect();
+            let instances: Vec<String> = State::range(&st.instances, &keys::instances_of(&scope, &cluster))
+                .filter(|i| estiba_core::instance::status(&i.value) == "ACTIVE")
+                .filter_map(|i| i.value.container_instance_arn.clone())
+                .collect();
+            let is_checked = |t: &Task| checked(st, &scope, t);
+            let plan = deploy::plan_any(&d.value, &tasks, &instances, &is_checked, now, settings);
+
+            let record_docs: Vec<_> =
+                State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
+            let records: Vec<&ServiceDeployment> = record_docs.iter().map(|r| &r.value).collect();
+            let cx =
+                Ctx { scope: scope.clone(), now, node: server.local_node.clone(), vpc_cidr: server.config.vpc_cidr };
+            let taskdef = |a: &str| crate::services::ecs::find_taskdef(st, &cx, a).map(|td| &td.value);
+            let claimed = |t: &Task| is_claimed(st, &keys::task(&scope, &cluster, task::task_id(t)));
+            let input = rollout::Input {
+                scope: &scope,
+                cluster: &cluster,
+                service: &d.value,
+                tasks: &tasks,
+                records: &records,
+                taskdef: &taskdef,
+                claimed: &claimed,
+            };
+            let mut out = rollout::decide(&input, plan, &mut ids, now)?;
+
+            let mut txn = Txn::new().when(Compare::mod_revision(key, d.rev));
+            for u in &out.stops {
+                let doc = task_docs[u.index];
+                txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+                txn.ops.push(put(&doc.key, &u.value));
+            }
+            for u in &out.records {
+                let doc = record_docs[u.index];
+                txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+                txn.ops.push(put(&doc.key, &u.value));
+            }
+            if let Some(r) = &out.revision {
+                txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
+            }
+            let placed = start_tasks(st, &cx, &cluster, &name, &out, &task_docs, &mut txn, &mut ids)?;
+            rollout::record_starts(&mut out.service, &placed, &mut ids, now);
+            if out.service != d.value {
+                txn.ops.push(put(key, &out.service));
+            }
+            if txn.ops.is_empty() {
+                return Ok((Txn::new(), out.retry_at));
+            }
+            Ok((txn, out.retry_at))
+        })
+        .await
+}
+
+/// Creates the tasks the outcome asks for: the ids started, or the placement failures when
+/// none could be placed.
+#[allow(clippy::too_many_arguments)]
+fn start_tasks(
+    st: &State,
+    cx: &Ctx,
+    cluster: &str,
+    name: &str,
+    out: &rollout::Outcome,
+    existing: &[&Arc<crate::view::Doc<Task>>],
+    txn: &mut Txn,
+    ids: &mut dyn Ids,
+) -> Result<Placed, EcsError> {
+    if out.start == 0 && out.start_on.is_empty() {
+        return Ok(Placed::Tasks(vec![]));
+    }
+    let svc = &out.service;
+    let Some(primary) = svc_rules::primary(svc) else {
+        return Ok(Placed::Tasks(vec![]));
+    };
+    let primary_id = primary.id.clone().unwrap_or_default();
+    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, cx, a))
+    else {
+        return Ok(Placed::Tasks(vec![]));
+    };
+    let key = keys::service(&cx.scope, cluster, name);
+    let service_tags = st.tags_of(&key).map(|t| t.to_vec());
+    let tags = crate::services::ecs::tasks_tags(
+        st,
+        &td.key,
+        &[],
+        svc.propagate_tags,
+        service_tags.as_deref(),
+        svc.enable_ecs_managed_tags.then_some((cluster, Some(name))),
+    )?;
+    let group = svc_rules::task_group(name);
+    let launch_plan = match &primary.capacity_provider_strategy {
+        Some(s) if !s.is_empty() => LaunchPlan::Strategy(s.clone()),
+        _ => LaunchPlan::Type(primary.launch_type.unwrap_or(LaunchType::Fargate)),
+    };
+    let proto = Spec {
+        scope: &cx.scope,
+        cluster,
+        td: &td.value,
+        launch: Launch { launch_type: launch_plan.launch_type(), capacity_provider: None },
+        platform_version: primary.platform_version.as_deref(),
+        overrides: None,
+        group: Some(&group),
+        started_by: Some(&primary_id),
+        network: primary.network_configuration.as_ref(),
+        vpc_cidr: cx.vpc_cidr,
+        container_instance_arn: None,
+        enable_execute_command: svc.enable_execute_command,
+        tags,
+    };
+    let (launches, fixed) = if !out.start_on.is_empty() {
+        (
+            vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; out.start_on.len()],
+            Some(out.start_on.clone()),
+        )
+    } else {
+        let already: Vec<usize> = match &launch_plan {
+            LaunchPlan::Strategy(s) => s
+                .iter()
+                .map(|item| {
+                    existing
+                        .iter()
+                        .filter(|t| {
+                            t.value.started_by.as_deref() == Some(primary_id.as_str())
+                                && task::last_status(&t.value) != task::Status::Stopped
+                                && t.value.capacity_provider_name.as_deref() == Some(item.capacity_provider.as_str())
+                        })
+                        .count()
+                })
+                .collect(),
+            LaunchPlan::Type(_) => vec![],
+        };
+        (launch_plan.launches(&already, out.start, capacity::is_fargate), None)
+    };
+    let placements = svc.placement_constraints.clone().unwrap_or_default();
+    let strategies = svc.placement_strategy.clone().unwrap_or_default();
+    let placed = match crate::services::ecs::place_service_tasks(
+        st,
+        cx,
+        cluster,
+        &td.value,
+        launches,
+        fixed,
+        &proto,
+        &placements,
+        &strategies,
+        ids,
+    ) {
+        Ok(p) => p,
+        Err(e) if e.message.contains("No Container Instances") => return Ok(Placed::Failed(vec![])),
+        Err(e) => return Err(e),
+    };
+    if placed.0.is_empty() {
+        return Ok(Placed::Failed(placed.1));
+    }
+    crate::services::ecs::write_new_tasks(txn, st, cx, cluster, &placed.0, primary.network_configuration.as_ref());
+    Ok(Placed::Tasks(placed.0.iter().map(|t| task::task_id(t).to_owned()).collect()))
+}

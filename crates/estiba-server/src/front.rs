@@ -1,0 +1,362 @@
+//! The front door of the AWS APIs: finds which service and operation a request is for,
+//! decodes its input in the request's protocol, calls the service, and encodes the answer
+//! or the error in the same protocol. This is the one place errors become responses.
+//!
+//! Protocols, told apart by the request's shape:
+//! - AWS JSON 1.0 / 1.1: `POST /` with `X-Amz-Target: <prefix>.<Operation>`;
+//! - Smithy RPC v2 CBOR: `POST /service/<prefix>/operation/<Operation>`;
+//! - AWS Query and EC2: `POST /` with a form body holding `Action` and `Version`.
+//!
+//! The service is the SigV4 credential scope's (`ecs`, `elasticloadbalancing`, `monitoring`,
+//! ...) when the request is signed, else the one the target prefix, path or `Action` and
+//! `Version` name. A service estiba does not serve is refused with a message that names it.
+
+use bytes::Bytes;
+use estiba_api::protocol::{cbor, query};
+use estiba_api::schema::{Model, Protocol};
+use estiba_api::{ApiError, Common, CredentialScope};
+use estiba_core::Scope;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::services::{self, Call, Input, InputBody, Service};
+use crate::Server;
+
+/// How a request was encoded, and so how its answer must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// AWS JSON; the answer's content type names the version the request used.
+    Json {
+        v10: bool,
+    },
+    Query(query::Flavour),
+    Cbor,
+}
+
+impl Wire {
+    fn protocol(self) -> Protocol {
+        match self {
+            Wire::Json { .. } => Protocol::Json,
+            Wire::Query(query::Flavour::Query) => Protocol::Query,
+            Wire::Query(query::Flavour::Ec2) => Protocol::Ec2,
+            Wire::Cbor => Protocol::RpcV2Cbor,
+        }
+    }
+}
+
+/// A request's service and operation, found; its input still to decode.
+struct Target {
+    svc: &'static dyn Service,
+    op: usize,
+}
+
+/// The service a request is signed for.
+enum Signed {
+    No,
+    For(&'static dyn Service),
+    /// A service estiba does not serve (its signing name).
+    Other(String),
+}
+
+/// What the front door knows of a request once it has looked at it.
+struct Seen {
+    wire: Wire,
+    signed: Signed,
+}
+
+/// Answers an AWS API request (`POST /` or `POST /service/...`).
+pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let credential = header("authorization").and_then(CredentialScope::parse);
+    let scope = match &credential {
+        Some(cs) => Scope::new(
+            cs.account_from_access_key().unwrap_or(&server.config.account_id),
+            if cs.region.is_empty() { server.config.default_region.as_str() } else { cs.region },
+        ),
+        None => Scope::new(server.config.account_id.clone(), server.config.default_region.clone()),
+    };
+    let signed = match credential {
+        None => Signed::No,
+        Some(c) => {
+            services::by_signing_name(c.service).map_or_else(|| Signed::Other(c.service.to_owned()), Signed::For)
+        }
+    };
+    let path = req.uri().path().to_owned();
+    let target = header("x-amz-target").map(str::to_owned);
+    let form = header("content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let v10 = header("content-type").is_some_and(|v| v.starts_with("application/x-amz-json-1.0"));
+
+    let wire = if path.starts_with("/service/") {
+        Wire::Cbor
+    } else if target.is_none() && form {
+        Wire::Query(query::Flavour::Query)
+    } else {
+        Wire::Json { v10 }
+    };
+    let mut r = Seen { wire, signed };
+    let body = match body::read(req, server.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&r, None, &e, request_id),
+    };
+    let found = match wire {
+        Wire::Cbor => find_cbor(&r, &path),
+        Wire::Json { .. } => find_json(&r, target.as_deref()),
+        Wire::Query(_) => find_query(&mut r, &body),
+    };
+    let t = match found {
+        Ok(t) => t,
+        Err(e) => return error_response(&r, None, &e, request_id),
+    };
+    let model = t.svc.model();
+    let op = &model.operations[t.op];
+    let started = std::time::Instant::now();
+    let result = match decode(&r, &t, body) {
+        Ok(input) => t.svc.call(server, Call { scope, now: crate::now() }, t.op, input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(out) => {
+            tracing::debug!(
+                service = model.module,
+                op = op.name,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "call"
+            );
+            answer(&r, model, op, out, request_id)
+        }
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(service = model.module, op = op.name, code = e.code, message = %e.message, "request failed");
+            } else {
+                tracing::debug!(service = model.module, op = op.name, code = e.code, message = %e.message, "request refused");
+            }
+            error_response(&r, Some(model), &e, request_id)
+        }
+    }
+}
+
+/// The service a signed request names, if estiba serves it; an error naming it if not.
+fn signed_service(r: &Seen) -> Result<Option<&'static dyn Service>, ApiError> {
+    match &r.signed {
+        Signed::No => Ok(None),
+        Signed::For(s) => Ok(Some(*s)),
+        Signed::Other(name) => Err(not_served(r.wire, name)),
+    }
+}
+
+fn not_served(wire: Wire, name: &str) -> ApiError {
+    let code = unknown_operation(wire);
+    match services::not_served(name) {
+        Some(m) => ApiError::new(code, format!("estiba does not serve the {} API ({}) yet.", m.title, m.signing_name)),
+        None => ApiError::new(code, format!("estiba does not serve the '{name}' service.")),
+    }
+}
+
+/// The error code for a request naming no operation of the service, in the wire's terms.
+fn unknown_operation(wire: Wire) -> Common {
+    match wire {
+        Wire::Query(_) => Common::InvalidAction,
+        _ => Common::UnknownOperationException,
+    }
+}
+
+fn speaks(svc: &dyn Service, wire: Wire) -> Result<(), ApiError> {
+    if svc.model().speaks(wire.protocol()) {
+        return Ok(());
+    }
+    let how = match wire {
+        Wire::Json { .. } => "AWS JSON (X-Amz-Target)",
+        Wire::Query(_) => "the AWS Query protocol",
+        Wire::Cbor => "Smithy RPC v2 CBOR",
+    };
+    Err(ApiError::new(unknown_operation(wire), format!("{} is not served over {how}.", svc.model().title)))
+}
+
+fn operation(svc: &'static dyn Service, wire: Wire, name: &str, shown: &str) -> Result<Target, ApiError> {
+    match svc.model().operations.binary_search_by(|o| o.name.cmp(name)) {
+        Ok(op) => Ok(Target { svc, op }),
+        Err(_) => {
+            Err(ApiError::new(unknown_operation(wire), format!("Unknown operation {shown} for {}.", svc.model().title)))
+        }
+    }
+}
+
+/// `X-Amz-Target: <prefix>.<Operation>`.
+fn find_json(r: &Seen, target: Option<&str>) -> Result<Target, ApiError> {
+    let Some((prefix, name)) = target.and_then(|t| t.split_once('.')) else {
+        return Err(ApiError::new(
+            Common::UnknownOperationException,
+            "The request has no X-Amz-Target header naming an operation.",
+        ));
+    };
+    let svc = match signed_service(r)? {
+        Some(s) if s.model().target_prefix == prefix => s,
+        Some(s) => {
+            return Err(ApiError::new(
+                Common::UnknownOperationException,
+                format!("Unknown operation {prefix}.{name}: the request is signed for {}.", s.model().signing_name),
+            ))
+        }
+        None => services::by_target_prefix(prefix).ok_or_else(|| not_served(r.wire, prefix))?,
+    };
+    speaks(svc, r.wire)?;
+    operation(svc, r.wire, name, &format!("{prefix}.{name}"))
+}
+
+/// `/service/<prefix>/operation/<Operation>`.
+fn find_cbor(r: &Seen, path: &str) -> Result<Target, ApiError> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["service", prefix, "operation", name] = parts[..] else {
+        return Err(ApiError::new(
+            Common::UnknownOperationException,
+            format!("{path} is not an RPC v2 path (/service/<service>/operation/<operation>)."),
+        ));
+    };
+    let svc = match signed_service(r)? {
+        Some(s) if s.model().target_prefix == prefix => s,
+        Some(s) => {
+            return Err(ApiError::new(
+                Common::UnknownOperationException,
+                format!("Unknown service {prefix}: the request is signed for {}.", s.model().signing_name),
+            ))
+        }
+        None => services::by_target_prefix(prefix).ok_or_else(|| not_served(r.wire, prefix))?,
+    };
+    speaks(svc, r.wire)?;
+    operation(svc, r.wire, name, name)
+}
+
+/// `Action=<Operation>&Version=<api version>` in a form body. Unsigned, the service is the
+/// Query service whose API version matches (else the one that has the action).
+fn find_query(r: &mut Seen, body: &[u8]) -> Result<Target, ApiError> {
+    let params = query::Params::parse(body);
+    let action = params.get("Action").unwrap_or("");
+    let version = params.get("Version");
+    let query_services = || {
+        services::SERVICES
+            .iter()
+            .copied()
+            .filter(|s| s.model().speaks(Protocol::Query) || s.model().speaks(Protocol::Ec2))
+    };
+    let svc = match signed_service(r)? {
+        Some(s) => s,
+        None => {
+            let by_version = query_services().find(|s| Some(s.model().api_version) == version);
+            let by_action = || query_services().find(|s| s.model().operation(action).is_some());
+            by_version.or_else(by_action).ok_or_else(|| {
+                ApiError::new(
+                    Common::InvalidAction,
+                    format!("The action {action} is not valid for any service estiba serves."),
+                )
+            })?
+        }
+    };
+    r.wire = Wire::Query(query::Flavour::of(svc.model()));
+    speaks(svc, r.wire)?;
+    if action.is_empty() {
+        return Err(ApiError::new(Common::MissingAction, "The request must contain the parameter Action"));
+    }
+    if let Some(v) = version.filter(|v| *v != svc.model().api_version) {
+        return Err(ApiError::new(
+            Common::NoSuchVersion,
+            format!("estiba answers {} version {}, not {v}.", svc.model().title, svc.model().api_version),
+        ));
+    }
+    match svc.model().operation(action) {
+        Some(_) => operation(svc, r.wire, action, action),
+        None => {
+            Err(ApiError::new(Common::InvalidAction, format!("The action {action} is not valid for this web service.")))
+        }
+    }
+}
+
+/// The operation's input in the form its service decodes.
+fn decode(r: &Seen, t: &Target, body: Bytes) -> Result<Input, ApiError> {
+    let model = t.svc.model();
+    let op = &model.operations[t.op];
+    let protocol = r.wire.protocol();
+    let v = match r.wire {
+        Wire::Json { .. } => return Ok(Input { body: InputBody::Json(body), protocol, style: model.path_style() }),
+        Wire::Query(flavour) => query::to_value(model, op.input, &query::Params::parse(&body), flavour),
+        Wire::Cbor => cbor::to_value(model, op.input, &body),
+    };
+    v.map(|v| Input { body: InputBody::Value(v), protocol, style: model.path_style() })
+        .map_err(|e| t.svc.decode_error(e, protocol))
+}
+
+fn json_content_type(r: &Seen, model: Option<&Model>) -> &'static str {
+    let v10 = match (r.wire, model) {
+        (Wire::Json { v10 }, None) => v10,
+        (_, Some(m)) => m.json_version == "1.0",
+        _ => false,
+    };
+    if v10 {
+        "application/x-amz-json-1.0"
+    } else {
+        "application/x-amz-json-1.1"
+    }
+}
+
+/// A successful answer in the request's protocol, from the handler's JSON.
+fn answer(r: &Seen, model: &Model, op: &estiba_api::schema::OperationSchema, out: Bytes, rid: &str) -> Response<Body> {
+    match r.wire {
+        Wire::Json { .. } => body::response(StatusCode::OK, out, json_content_type(r, Some(model))),
+        Wire::Query(flavour) => {
+            let v = output_value(&out);
+            body::response(StatusCode::OK, Bytes::from(query::response(model, op, &v, rid, flavour)), "text/xml")
+        }
+        Wire::Cbor => {
+            let v = output_value(&out);
+            let mut resp =
+                body::response(StatusCode::OK, Bytes::from(cbor::from_value(model, op.output, &v)), "application/cbor");
+            resp.headers_mut().insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
+            resp
+        }
+    }
+}
+
+/// Handlers write their output as JSON; the other protocols start from its parsed form.
+fn output_value(out: &[u8]) -> serde_json::Value {
+    if out.is_empty() {
+        return serde_json::Value::Object(Default::default());
+    }
+    serde_json::from_slice(out).expect("handlers answer JSON")
+}
+
+/// The one place an error becomes a response, in the request's protocol: AWS JSON's
+/// `{"__type", "message"}`, Query's `<ErrorResponse>`, EC2's `<Response><Errors>`, or RPC v2
+/// CBOR's map. A query-compatible service (CloudWatch) also puts its Query code in
+/// `x-amzn-query-error` when answering JSON or CBOR.
+fn error_response(r: &Seen, model: Option<&Model>, e: &ApiError, rid: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let query_compatible = model.is_some_and(|m| m.query_compatible);
+    let type_ = if query_compatible { e.shape } else { e.code };
+    let mut resp = match r.wire {
+        Wire::Json { .. } => {
+            let body = estiba_api::protocol::error_body(type_, &e.message);
+            body::response(status, Bytes::from(body), json_content_type(r, model))
+        }
+        Wire::Query(flavour) => {
+            let ns = model.map(|m| m.xml_namespace).unwrap_or("");
+            let body = query::error(flavour, ns, e.code, &e.message, e.sender_fault, rid);
+            body::response(status, Bytes::from(body), "text/xml")
+        }
+        Wire::Cbor => {
+            let mut resp = body::response(status, Bytes::from(cbor::error_body(type_, &e.message)), "application/cbor");
+            resp.headers_mut().insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
+            resp
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert("x-amzn-ErrorType", HeaderValue::from_str(type_).unwrap_or(HeaderValue::from_static("Error")));
+    if query_compatible && r.wire != Wire::Query(query::Flavour::Query) {
+        let v = format!("{};{}", e.code, if e.sender_fault { "Sender" } else { "Receiver" });
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert("x-amzn-query-error", v);
+        }
+    }
+    resp
+}
