@@ -54,8 +54,12 @@ pub enum ControlError {
 }
 
 pub trait ControlPlane: Send + Sync + 'static {
-    /// The tasks assigned to this node, kept current.
+    /// The tasks assigned to this node, kept current. Empty until [`ControlPlane::listed`].
     fn assignments(&self) -> watch::Receiver<Assignments>;
+
+    /// Resolves once the node's assignments have been listed from the control plane: before,
+    /// an empty set means "not known yet", not "nothing to run", and the agent touches nothing.
+    fn listed(&self) -> BoxFuture<'_, ()>;
 
     /// Submits what the agent knows of a task (ECS's SubmitTaskStateChange): the control
     /// plane applies it to the task's current state ([`TaskStateChange::apply`]), retrying on
@@ -78,6 +82,8 @@ pub trait ControlPlane: Send + Sync + 'static {
 pub struct StoreControl {
     store: Arc<dyn Store>,
     rx: watch::Receiver<Assignments>,
+    /// Flips to true at the first listing of the store.
+    listed: watch::Receiver<bool>,
     telemetry: TelemetrySender,
 }
 
@@ -90,24 +96,20 @@ fn taskdef_key(task: &Task) -> Option<String> {
 }
 
 impl StoreControl {
-    /// Starts following the store and returns once the first set of assignments is known
-    /// (or after 10 s of failing to list the store): an agent that saw an empty set before
-    /// the first listing would take every task on disk for one the control plane forgot.
-    /// Telemetry is delivered to `sink`.
+    /// Starts following the store; the assignments are known once [`ControlPlane::listed`]
+    /// resolves (the listing is retried until the store answers). Telemetry is delivered to
+    /// `sink`.
     pub async fn start(
         store: Arc<dyn Store>,
         node: String,
         sink: Arc<dyn TelemetrySink>,
     ) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
+        let (listed_tx, listed) = watch::channel(false);
         let (telemetry, queue) = TelemetrySender::channel(crate::telemetry::CAPACITY);
         tokio::spawn(crate::telemetry::deliver(queue, sink));
-        let me = Arc::new(StoreControl { store: store.clone(), rx, telemetry });
-        let mut first = me.rx.clone();
-        tokio::spawn(follow(store, node, tx));
-        if tokio::time::timeout(std::time::Duration::from_secs(10), first.changed()).await.is_err() {
-            tracing::warn!("agent: the store has not been listed after 10 s; starting anyway");
-        }
+        let me = Arc::new(StoreControl { store: store.clone(), rx, listed, telemetry });
+        tokio::spawn(follow(store, node, tx, listed_tx));
         Ok(me)
     }
 }
@@ -284,7 +286,7 @@ impl Follower {
 /// transaction that creates them, so both arrive in one watch batch and the task is taken
 /// from it; a claim whose task is not at hand (the first listing, a claim of its own) has it
 /// read with `get`.
-async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignments>) {
+async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignments>, listed: watch::Sender<bool>) {
     let mut current: HashMap<String, Arc<Assignment>> = HashMap::new();
     loop {
         let mut f = Follower::new(&node);
@@ -323,6 +325,7 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
             })
             .collect();
         tx.send_replace(Arc::new(current.clone()));
+        listed.send_replace(true);
         loop {
             match watch.next().await {
                 Ok(batch) => {
@@ -378,6 +381,13 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
 impl ControlPlane for StoreControl {
     fn assignments(&self) -> watch::Receiver<Assignments> {
         self.rx.clone()
+    }
+
+    fn listed(&self) -> BoxFuture<'_, ()> {
+        let mut rx = self.listed.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|l| *l).await;
+        })
     }
 
     fn submit_task_state<'a>(
@@ -479,6 +489,7 @@ mod tests {
         let s = scope();
         seed(&*store, &[("t1", "n1"), ("t2", "n2")]).await;
         let cp = StoreControl::start(store.clone(), "n1".into(), Arc::new(CountingSink::default())).await.unwrap();
+        cp.listed().await;
         let mut rx = cp.assignments();
         let first = rx.borrow_and_update().clone();
         assert_eq!(first.keys().collect::<Vec<_>>(), [&keys::task(&s, "c", "t1")]);
@@ -529,6 +540,7 @@ mod tests {
         let s = scope();
         seed(&*store, &[("t1", "n1")]).await;
         let cp = StoreControl::start(store.clone(), "n1".into(), Arc::new(CountingSink::default())).await.unwrap();
+        cp.listed().await;
         let key = keys::task(&s, "c", "t1");
         let running = TaskStateChange {
             status: Some(estiba_core::task::Status::Running),
@@ -547,5 +559,52 @@ mod tests {
 
         let gone = cp.submit_task_state(&keys::task(&s, "c", "nope"), TaskStateChange::default()).await;
         assert!(matches!(gone, Err(ControlError::Gone)));
+    }
+
+    /// A store whose listings fail while `down` is set.
+    struct Flaky {
+        inner: MemStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for Flaky {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> estiba_store::BoxFuture<'a, estiba_store::Result<Option<estiba_store::KeyValue>>> {
+            self.inner.get(key)
+        }
+        fn range<'a>(
+            &'a self,
+            prefix: &'a str,
+        ) -> estiba_store::BoxFuture<'a, estiba_store::Result<estiba_store::RangeResponse>> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Box::pin(async { Err(StoreError::Backend("down".into())) });
+            }
+            self.inner.range(prefix)
+        }
+        fn txn(&self, txn: Txn) -> estiba_store::BoxFuture<'_, estiba_store::Result<estiba_store::TxnResponse>> {
+            self.inner.txn(txn)
+        }
+        fn watch(&self, prefix: &str, after: Revision) -> estiba_store::Result<estiba_store::Watch> {
+            self.inner.watch(prefix, after)
+        }
+        fn revision(&self) -> Revision {
+            self.inner.revision()
+        }
+    }
+
+    /// Issue 14.3: an agent that could not list the store started with an empty set after 10 s
+    /// and its sweep tore down every task on the node.
+    #[tokio::test]
+    async fn nothing_is_listed_until_the_store_answers() {
+        let flaky = Arc::new(Flaky { inner: MemStore::new(), down: true.into() });
+        seed(&flaky.inner, &[("t1", "n1")]).await;
+        let cp = StoreControl::start(flaky.clone(), "n1".into(), Arc::new(CountingSink::default())).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(1200), cp.listed()).await.is_err(), "not listed while down");
+        assert!(cp.assignments().borrow().is_empty());
+        flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), cp.listed()).await.expect("listed once the store answers");
+        assert_eq!(cp.assignments().borrow().len(), 1);
     }
 }

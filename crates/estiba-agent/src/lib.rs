@@ -167,6 +167,19 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;
     shared.pool.refill();
     shared.spare_netns.refill();
+    // Nothing on this node is started, adopted or removed before the control plane has said
+    // what the node runs: a slow store must not look like a store that forgot every task.
+    let waited = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shared.cp.listed() => break,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!(
+                waited_s = waited.elapsed().as_secs(),
+                "the control plane has not listed this node's tasks yet; waiting (tasks on this node are left alone)"
+            ),
+            _ = shutdown.changed() => return,
+        }
+    }
     let mut rx = shared.cp.assignments();
     let mut runners: HashMap<String, (watch::Sender<Assignment>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();

@@ -899,6 +899,9 @@ mod tests {
         fn assignments(&self) -> watch::Receiver<Assignments> {
             watch::channel(Assignments::default()).1
         }
+        fn listed(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
         fn submit_task_state<'a>(
             &'a self,
             _key: &'a str,
