@@ -51,14 +51,15 @@ const PASSING_STATE_HOLD: Duration = Duration::from_millis(25);
 
 /// Submits the latest picture until told to finish; returns once the final one is in.
 async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receiver<TaskStateChange>) {
-    let mut held_since: Option<Instant> = None;
+    // Tokio's clock: the hold is measured on the runtime's time, which tests can pause.
+    let mut held_since: Option<tokio::time::Instant> = None;
     loop {
         let passing = {
             let r = rx.borrow();
             matches!(r.status, Some(Status::Pending | Status::Activating)) && r.stop.is_none()
         };
         if passing {
-            let since = *held_since.get_or_insert_with(Instant::now);
+            let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
             let left = PASSING_STATE_HOLD.saturating_sub(since.elapsed());
             if let Ok(Ok(())) = tokio::time::timeout(left, rx.changed()).await {
                 // A newer report: weigh that one instead (the hold counts from the first).
@@ -929,7 +930,9 @@ mod tests {
         TaskStateChange { status: Some(status), ..Default::default() }
     }
 
-    #[tokio::test]
+    /// On a paused clock: time moves only when every task waits, so the 5 ms and the hold
+    /// are exact whatever the machine is doing.
+    #[tokio::test(start_paused = true)]
     async fn passing_states_followed_quickly_are_not_written_and_lasting_ones_are() {
         let cp = Arc::new(Recorder::default());
         let (tx, rx) = watch::channel(TaskStateChange::default());
@@ -939,10 +942,7 @@ mod tests {
         tx.send_replace(report(Status::Activating));
         tokio::time::sleep(Duration::from_millis(5)).await;
         tx.send_replace(report(Status::Running));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cp.writes.lock().unwrap().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        tokio::time::sleep(PASSING_STATE_HOLD * 2).await;
         assert_eq!(*cp.writes.lock().unwrap(), ["RUNNING"]);
 
         // A state that lasts (a pull) is written once the hold is over.
