@@ -186,6 +186,18 @@ def test_scale_0_to_5_to_2(ecs, busybox):
         assert t["containers"][0]["exitCode"] == 0, "stopped with SIGTERM, handled"
 
 
+def test_protected_task_survives_scale_in(ecs, busybox):
+    """Issue 14.18: the scheduler never stops a protected task to scale in."""
+    fam = register(ecs, busybox)
+    cluster = create(ecs, fam, 3)
+    wait_until(lambda: steady(ecs, cluster, 3), timeout=60, what="3 running")
+    keep = tasks(ecs, cluster)[1]["taskArn"]
+    ecs.update_task_protection(cluster=cluster, tasks=[keep], protectionEnabled=True, expiresInMinutes=10)
+    ecs.update_service(cluster=cluster, service="web", desiredCount=1)
+    wait_until(lambda: steady(ecs, cluster, 1), timeout=60, what="1 running")
+    assert [t["taskArn"] for t in tasks(ecs, cluster)] == [keep]
+
+
 def test_killed_task_is_replaced(ecs, busybox):
     fam = register(ecs, busybox)
     cluster = create(ecs, fam, 2)

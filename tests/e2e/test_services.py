@@ -241,3 +241,28 @@ def test_external_deployment_controller(ecs):
                            deploymentController={"type": "CODE_DEPLOY"})
     assert error_code(e) == "UnsupportedFeatureException"
     ecs.delete_service(cluster=cluster, service="ext", force=True)
+
+
+def test_task_scale_in_protection_api(ecs):
+    cluster = unique("c")
+    ecs.create_cluster(clusterName=cluster)
+    fam = unique("f")
+    register_fargate(ecs, fam)
+    ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=fam, desiredCount=2, networkConfiguration=AWSVPC)
+    arns = wait_until(lambda: len(a := ecs.list_tasks(cluster=cluster, serviceName="web")["taskArns"]) == 2 and a,
+                      what="2 service tasks")
+    r = ecs.update_task_protection(cluster=cluster, tasks=[arns[0]], protectionEnabled=True, expiresInMinutes=30)
+    [p] = r["protectedTasks"]
+    assert p["taskArn"] == arns[0] and p["protectionEnabled"] is True
+    got = ecs.get_task_protection(cluster=cluster, tasks=arns)["protectedTasks"]
+    assert [g["protectionEnabled"] for g in got] == [True, False]
+    assert ecs.get_task_protection(cluster=cluster)["protectedTasks"][0]["taskArn"] == arns[0]
+    with pytest.raises(ClientError) as e:
+        ecs.update_task_protection(cluster=cluster, tasks=[arns[0]], protectionEnabled=True, expiresInMinutes=5000)
+    assert error_code(e) == "InvalidParameterException"
+    # A standalone task cannot be protected; an unknown one is MISSING.
+    solo = ecs.run_task(cluster=cluster, taskDefinition=fam, networkConfiguration=AWSVPC)["tasks"][0]["taskArn"]
+    r = ecs.update_task_protection(cluster=cluster, tasks=[solo, "nope"], protectionEnabled=True)
+    assert [f["reason"] for f in r["failures"]] == ["TASK_NOT_VALID", "MISSING"]
+    ecs.update_task_protection(cluster=cluster, tasks=[arns[0]], protectionEnabled=False)
+    assert ecs.get_task_protection(cluster=cluster, tasks=[arns[0]])["protectedTasks"][0]["protectionEnabled"] is False

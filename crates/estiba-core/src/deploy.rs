@@ -118,8 +118,17 @@ fn max_running(desired: i32, pct: i32) -> i32 {
 }
 
 /// Plans one pass for a REPLICA service. `tasks` are the service's tasks (its group),
-/// STOPPED ones included; `checked(t)` says whether the task has a container health check.
-pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now: Now, settings: &Settings) -> Plan {
+/// STOPPED ones included; `checked(t)` says whether the task has a container health check,
+/// `protected(t)` whether it has scale-in protection (UpdateTaskProtection): the scheduler
+/// then stops it neither to scale in nor to replace it with a newer deployment's.
+pub fn plan(
+    svc: &Service,
+    tasks: &[&Task],
+    checked: &dyn Fn(&Task) -> bool,
+    protected: &dyn Fn(&Task) -> bool,
+    now: Now,
+    settings: &Settings,
+) -> Plan {
     let mut out = Plan { service: svc.clone(), ..Default::default() };
     let name = service::name(svc).to_owned();
     let status = service::status(svc).to_owned();
@@ -240,7 +249,7 @@ pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now
                 std::cmp::Reverse(t.created_at.map(|c| (c * 1000.0) as i64)),
             )
         });
-        for t in order {
+        for t in order.into_iter().filter(|t| !protected(t)) {
             if surplus == 0 {
                 break;
             }
@@ -255,7 +264,7 @@ pub fn plan(svc: &Service, tasks: &[&Task], checked: &dyn Fn(&Task) -> bool, now
 
     // Old deployments drain: tasks that do not count any time, the others down to the floor.
     let mut can_drop = healthy_count - floor;
-    let mut old_order = old.clone();
+    let mut old_order: Vec<&Task> = old.iter().copied().filter(|t| !protected(t)).collect();
     old_order.sort_by_key(|t| counts(t));
     for t in old_order {
         let h = counts(t);
@@ -423,11 +432,12 @@ pub fn plan_any(
     tasks: &[&Task],
     instances: &[String],
     checked: &dyn Fn(&Task) -> bool,
+    protected: &dyn Fn(&Task) -> bool,
     now: Now,
     settings: &Settings,
 ) -> Plan {
     match svc.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica) {
-        SchedulingStrategy::Replica => plan(svc, tasks, checked, now, settings),
+        SchedulingStrategy::Replica => plan(svc, tasks, checked, protected, now, settings),
         SchedulingStrategy::Daemon => plan_daemon(svc, tasks, instances, now),
     }
 }
@@ -481,7 +491,7 @@ mod tests {
 
     fn run(s: &Service, tasks: &[Task], now: f64) -> Plan {
         let refs: Vec<&Task> = tasks.iter().collect();
-        plan(s, &refs, &|_| false, now, &Settings { unchecked_healthy_after: 0.0 })
+        plan(s, &refs, &|_| false, &|_| false, now, &Settings { unchecked_healthy_after: 0.0 })
     }
 
     #[test]
@@ -535,22 +545,22 @@ mod tests {
         let s = svc(4, 50, 100);
         let old: Vec<Task> = (0..4).map(|i| t(i, "ecs-svc/1", "RUNNING", Some(90.0))).collect();
         let refs: Vec<&Task> = old.iter().collect();
-        let p = plan(&s, &refs, &|_| false, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &|_| false, &|_| false, 100.0, &Settings::default());
         assert_eq!(p.stop.len(), 2, "down to the floor, not to zero");
         // Two new tasks run but have not passed their 40 s: the two old ones left stay.
         let mut all: Vec<Task> = old[2..].to_vec();
         all.extend((10..12).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(95.0))));
         let refs: Vec<&Task> = all.iter().collect();
-        let p = plan(&s, &refs, &|_| false, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &|_| false, &|_| false, 100.0, &Settings::default());
         assert_eq!((p.start, p.stop.len()), (0, 0));
         // Once the new ones count, the old ones go.
-        let p = plan(&s, &refs, &|_| false, 140.0, &Settings::default());
+        let p = plan(&s, &refs, &|_| false, &|_| false, 140.0, &Settings::default());
         assert_eq!(p.stop.len(), 2);
         // An old task known to be unhealthy does not count: it may go at once.
         let mut sick = old.clone();
         sick[0].health_status = Some(HealthStatus::Unhealthy);
         let refs: Vec<&Task> = sick.iter().collect();
-        let p = plan(&s, &refs, &|_| true, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &|_| true, &|_| false, 100.0, &Settings::default());
         assert!(p.stop.iter().any(|x| x.task_arn == "arn:t/ecs-svc/1/0"), "{:?}", p.stop);
         assert_eq!(p.stop.len(), 2, "the unhealthy one and one more, down to the floor of 2 of 3 running");
     }
@@ -570,7 +580,7 @@ mod tests {
             tasks.push(f);
         }
         let refs: Vec<&Task> = tasks.iter().collect();
-        let p = plan(&s, &refs, &|_| false, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &|_| false, &|_| false, 100.0, &Settings::default());
         assert_eq!(p.failed.as_deref(), Some("ecs-svc/2"));
         assert_eq!(p.rollback_to.and_then(|d| d.id).as_deref(), Some("ecs-svc/1"));
     }
@@ -594,6 +604,32 @@ mod tests {
         assert_eq!((p.start, p.stop.len()), (0, 2));
         let p = run(&svc(0, 100, 200), &[], 100.0);
         assert_eq!(p.completed.as_deref(), Some("ecs-svc/2"));
+    }
+
+    #[test]
+    fn protected_tasks_are_not_scaled_in_nor_replaced() {
+        // Scale in from 3 to 1 with two tasks protected: only the unprotected one goes.
+        let mut s = svc(1, 100, 200);
+        s.deployments.as_mut().unwrap().truncate(1);
+        let tasks: Vec<Task> = (0..3).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(0.0))).collect();
+        let refs: Vec<&Task> = tasks.iter().collect();
+        let guarded = |t: &Task| t.task_arn.as_deref() != Some("arn:t/ecs-svc/2/1");
+        let p = plan(&s, &refs, &|_| false, &guarded, 100.0, &Settings { unchecked_healthy_after: 0.0 });
+        assert_eq!(p.stop.iter().map(|x| x.task_arn.as_str()).collect::<Vec<_>>(), ["arn:t/ecs-svc/2/1"]);
+        // A rollout leaves a protected old task running, and does not complete meanwhile.
+        let s = svc(1, 100, 200);
+        let mut all = vec![t(0, "ecs-svc/1", "RUNNING", Some(0.0))];
+        all.push(t(10, "ecs-svc/2", "RUNNING", Some(50.0)));
+        let refs: Vec<&Task> = all.iter().collect();
+        let p = plan(
+            &s,
+            &refs,
+            &|_| false,
+            &|t| t.started_by.as_deref() == Some("ecs-svc/1"),
+            100.0,
+            &Settings { unchecked_healthy_after: 0.0 },
+        );
+        assert!(p.stop.is_empty() && p.completed.is_none(), "{:?}", p.stop);
     }
 
     #[test]

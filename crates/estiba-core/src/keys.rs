@@ -13,6 +13,7 @@
 //! | `service-deployments/<cluster>/<service>/<id>` | `ServiceDeployment` |
 //! | `service-revisions/<cluster>/<service>/<n>` | `ServiceRevision` |
 //! | `tags/<resource key without the scope>` | `[Tag]` |
+//! | `task-protection/<cluster>/<task id>` | `ProtectedTask`: scale-in protection and its expiry |
 //!
 //! Nodes (machines that run tasks) are not per account; their keys use `-` for the account
 //! and the region:
@@ -99,6 +100,15 @@ pub fn service_deployments_of(s: &Scope, cluster: &str, service: &str) -> String
 
 pub fn service_revision(s: &Scope, cluster: &str, service: &str, n: &str) -> String {
     format!("ecs/{}/{}/service-revisions/{cluster}/{service}/{n}", s.account, s.region)
+}
+
+pub fn task_protection(s: &Scope, cluster: &str, task_id: &str) -> String {
+    format!("ecs/{}/{}/task-protection/{cluster}/{task_id}", s.account, s.region)
+}
+
+/// The protection key of a task key: `ecs/a/r/tasks/c/id` → `ecs/a/r/task-protection/c/id`.
+pub fn protection_of(task_key: &str) -> String {
+    task_key.replacen("/tasks/", "/task-protection/", 1)
 }
 
 pub fn node(id: &str) -> String {

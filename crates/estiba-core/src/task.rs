@@ -110,6 +110,20 @@ pub struct Spec<'a> {
 
 /// Checks what RunTask, StartTask and services share: network configuration against the
 /// task definition's network mode, overrides, group and startedBy.
+/// ECS's bounds on UpdateTaskProtection's `expiresInMinutes` (default 120, up to 48 hours).
+pub fn protection_expiry(now: Now, expires_in_minutes: Option<i32>) -> Result<f64> {
+    let minutes = expires_in_minutes.unwrap_or(120);
+    if !(1..=2880).contains(&minutes) {
+        bail!(invalid, "expiresInMinutes must be between 1 and 2880 (48 hours), got {minutes}.");
+    }
+    Ok(now + minutes as f64 * 60.0)
+}
+
+/// Whether a protection record still protects its task at `now`.
+pub fn is_protected(p: &estiba_api::ecs::ProtectedTask, now: Now) -> bool {
+    p.protection_enabled && p.expiration_date.is_none_or(|at| at > now)
+}
+
 /// A platform version belongs to Fargate: with the EC2 launch type ECS refuses one.
 pub fn check_platform_version(launch_type: LaunchType, platform_version: Option<&str>) -> Result<()> {
     if launch_type == LaunchType::Ec2 && platform_version.is_some() {

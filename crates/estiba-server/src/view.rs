@@ -96,6 +96,8 @@ pub struct State {
     pub service_deployments: Table<ServiceDeployment>,
     pub service_revisions: Table<ServiceRevision>,
     pub tags: Table<Vec<Tag>>,
+    /// Scale-in protection of tasks (UpdateTaskProtection), by protection key.
+    pub task_protection: Table<estiba_api::ecs::ProtectedTask>,
     pub claims: Table<Claim>,
     /// Task key → its claim (claims are keyed by node: `keys::claim`).
     pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
@@ -230,6 +232,9 @@ impl State {
             }
             "tags" => {
                 put(&mut self.tags, kind, kv);
+            }
+            "task-protection" => {
+                put(&mut self.task_protection, kind, kv);
             }
             "claims" => {
                 let (old, new) = put(&mut self.claims, kind, kv);

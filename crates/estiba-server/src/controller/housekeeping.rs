@@ -54,6 +54,7 @@ pub async fn housekeeping(server: &Server, stopped_task_retention: Duration) -> 
                 txn.compares.push(Compare::mod_revision(&d.key, d.rev));
                 txn.ops.push(Op::delete(&d.key));
                 txn.ops.push(Op::delete(keys::tags_of(&d.key)));
+                txn.ops.push(Op::delete(keys::protection_of(&d.key)));
                 if let Some(c) = st.claim(&d.key) {
                     txn.ops.push(Op::delete(&c.key));
                 }

@@ -104,7 +104,11 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 .filter_map(|i| i.value.container_instance_arn.clone())
                 .collect();
             let is_checked = |t: &Task| checked(st, &scope, t);
-            let plan = deploy::plan_any(&d.value, &tasks, &instances, &is_checked, now, settings);
+            let is_protected = |t: &Task| {
+                let key = keys::task_protection(&scope, &cluster, estiba_core::task::task_id(t));
+                st.task_protection.get(&key).is_some_and(|p| estiba_core::task::is_protected(&p.value, now))
+            };
+            let plan = deploy::plan_any(&d.value, &tasks, &instances, &is_checked, &is_protected, now, settings);
 
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();

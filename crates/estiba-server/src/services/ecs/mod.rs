@@ -109,6 +109,8 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         StopTask => tasks::stop,
         DescribeTasks => tasks::describe,
         ListTasks => tasks::list,
+        UpdateTaskProtection => tasks::update_protection,
+        GetTaskProtection => tasks::get_protection,
         CreateService => services::create,
         UpdateService => services::update,
         DeleteService => services::delete,

@@ -493,3 +493,88 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> 
     let arns = p.items.iter().filter_map(|d| d.value.task_arn.as_deref());
     Ok(super::list_json("taskArns", arns, p.next_token.as_deref()))
 }
+
+/// A task's protection as the API shows it (none, or expired, is `protectionEnabled: false`).
+fn protection_of(st: &State, key: &str, arn: String, now: f64) -> ProtectedTask {
+    match st.task_protection.get(&keys::protection_of(key)) {
+        Some(p) if task::is_protected(&p.value, now) => {
+            ProtectedTask { task_arn: Some(arn), protection_enabled: true, expiration_date: p.value.expiration_date }
+        }
+        _ => ProtectedTask { task_arn: Some(arn), protection_enabled: false, expiration_date: None },
+    }
+}
+
+pub async fn update_protection(s: &Server, cx: &Ctx, req: UpdateTaskProtectionRequest) -> Result<Bytes> {
+    if req.tasks.is_empty() || req.tasks.len() > 10 {
+        return Err(EcsError::invalid("Specify between 1 and 10 tasks."));
+    }
+    let expires =
+        if req.protection_enabled { Some(task::protection_expiry(cx.now, req.expires_in_minutes)?) } else { None };
+    let resp = s
+        .transact::<_, EcsError>(|st| {
+            let (cluster, _) = active_cluster(st, cx, Some(&req.cluster))?;
+            let mut txn = Txn::new();
+            let mut resp = UpdateTaskProtectionResponse { protected_tasks: Some(vec![]), failures: Some(vec![]) };
+            for id in &req.tasks {
+                let fail = |reason: &str, detail: Option<&str>| Failure {
+                    arn: Some(id.clone()),
+                    reason: Some(reason.into()),
+                    detail: detail.map(str::to_owned),
+                };
+                let Some(d) = task_key(cx, &cluster, id).and_then(|k| st.tasks.get(&k)) else {
+                    resp.failures.as_mut().unwrap().push(fail("MISSING", None));
+                    continue;
+                };
+                // As in ECS: only tasks of a service can be protected from its scale-in.
+                if !d.value.group.as_deref().is_some_and(|g| g.starts_with("service:")) {
+                    resp.failures.as_mut().unwrap().push(fail(
+                        "TASK_NOT_VALID",
+                        Some("The task is not part of a service: task scale-in protection applies to service tasks."),
+                    ));
+                    continue;
+                }
+                let arn = d.value.task_arn.clone().unwrap_or_default();
+                let key = keys::protection_of(&d.key);
+                let p = ProtectedTask {
+                    task_arn: Some(arn),
+                    protection_enabled: req.protection_enabled,
+                    expiration_date: expires,
+                };
+                txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                txn.ops.push(if req.protection_enabled { put(&key, &p) } else { estiba_store::Op::delete(&key) });
+                resp.protected_tasks.as_mut().unwrap().push(p);
+            }
+            Ok((txn, resp))
+        })
+        .await?;
+    Ok(json(&resp))
+}
+
+pub async fn get_protection(s: &Server, cx: &Ctx, req: GetTaskProtectionRequest) -> Result<Bytes> {
+    let st = s.view.read();
+    let (cluster, _) = active_cluster(&st, cx, Some(&req.cluster))?;
+    let mut resp = GetTaskProtectionResponse { protected_tasks: Some(vec![]), failures: Some(vec![]) };
+    match &req.tasks {
+        Some(ids) => {
+            for id in ids {
+                match task_key(cx, &cluster, id).and_then(|k| st.tasks.get(&k)) {
+                    Some(d) => {
+                        let arn = d.value.task_arn.clone().unwrap_or_default();
+                        resp.protected_tasks.as_mut().unwrap().push(protection_of(&st, &d.key, arn, cx.now));
+                    }
+                    None => resp.failures.as_mut().unwrap().push(super::missing(id.clone())),
+                }
+            }
+        }
+        // Without tasks: every protected task of the cluster.
+        None => {
+            for d in State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster)) {
+                let p = protection_of(&st, &d.key, d.value.task_arn.clone().unwrap_or_default(), cx.now);
+                if p.protection_enabled {
+                    resp.protected_tasks.as_mut().unwrap().push(p);
+                }
+            }
+        }
+    }
+    Ok(json(&resp))
+}
