@@ -350,6 +350,19 @@ def test_registry_authentication(tmp_path, registry, mode):
         proxy.stop()
 
 
+def test_device_nodes_made_in_the_root_filesystem_open_nothing(node, ecs, busybox):
+    """Issue 14.8: the writable root is mounted nodev, so a root container (which keeps
+    CAP_MKNOD, as with Docker) cannot make a device node of a host disk and read it. Even a
+    device its cgroup allows (null) does not open from there."""
+    script = "mknod /null2 c 1 3 && echo made; (echo x > /null2) 2>/dev/null && echo opened || echo refused; echo x > /dev/null && echo dev-ok"
+    fam = register(ecs, [{"name": "app", "command": ["sh", "-c", script]}], busybox)
+    arn = run(ecs, fam)
+    wait_status(ecs, arn, "STOPPED")
+    out = logs(node, arn)
+    assert "made" in out and "refused" in out and "opened" not in out, out
+    assert "dev-ok" in out, "the container's own /dev works"
+
+
 def test_hostile_layer_cannot_escape(node, ecs, registry):
     marker = f"/tmp/estiba-escape-{unique('x')}"
     hostile = [
@@ -491,6 +504,11 @@ def test_runc_executor(tmp_path, busybox):
         out = logs(e, arn, "app")
         assert "65534" in out and "hello from a busybox image" in out
         assert wait_until(lambda: not leftovers(e, [arn.rsplit("/", 1)[1]]), timeout=15, what="clean-up") is True
+        # The root filesystem runc is given is nodev too.
+        fam = register(ecs, [{"name": "app", "command": ["sh", "-c", "mknod /null2 c 1 3; (echo x > /null2) 2>/dev/null && echo opened || echo refused"]}], busybox)
+        arn = run(ecs, fam)
+        wait_status(ecs, arn, "STOPPED")
+        assert "refused" in logs(e, arn), logs(e, arn)
     finally:
         e.stop()
 

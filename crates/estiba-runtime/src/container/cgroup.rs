@@ -3,7 +3,8 @@
 //! The task's cgroup (`/estiba/<task-id>`) carries the task-level limits: ECS task `cpu` as a
 //! CFS quota (a limit, as on Fargate) and task `memory` as a hard limit. Each container gets a
 //! child with its own: `cpu` as shares (v1) or weight (v2), `memory` hard, `memoryReservation`
-//! soft. On v1 the devices controller gets Docker's whitelist, so a container cannot reach
+//! soft. On v1 the devices controller gets Docker's whitelist (on v2 the same rules as an eBPF
+//! filter, [`super::devices`]), so a container cannot reach
 //! any device beyond the ones its /dev holds.
 //!
 //! Written by hand rather than with youki's `libcgroups`: that crate re-reads
@@ -41,6 +42,12 @@ const ALLOWED_DEVICES: &[&str] = &[
     "c 136:* rwm",  // pts
     "c 10:200 rwm", // tun
 ];
+
+/// [`ALLOWED_DEVICES`] as rules of the cgroup v2 device filter.
+fn device_rules() -> &'static [super::devices::Rule] {
+    static RULES: OnceLock<Vec<super::devices::Rule>> = OnceLock::new();
+    RULES.get_or_init(|| ALLOWED_DEVICES.iter().map(|r| super::devices::Rule::parse(r).expect("valid rule")).collect())
+}
 
 /// Where the hierarchies are mounted on this host.
 #[derive(Debug, Default)]
@@ -128,6 +135,8 @@ pub fn attach(spec: &Cgroup, pid: i32) -> Result<(), Error> {
         let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids");
         let cdir = root.join(rel(&cpath));
         mkdir(&cdir)?;
+        // cgroup v2 has no devices controller: the same whitelist as an eBPF filter.
+        super::devices::attach(&cdir, device_rules())?;
         apply_v2_task(&root.join(rel(&tpath)), spec)?;
         if let Some(s) = spec.cpu_shares {
             write(&cdir, "cpu.weight", &shares_to_weight(s).to_string())?;

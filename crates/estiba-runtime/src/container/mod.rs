@@ -1,6 +1,7 @@
 //! Containers: their description, and the pieces that start, watch and stop them.
 
 pub mod cgroup;
+pub mod devices;
 pub mod exec;
 pub mod native;
 pub mod oci;

@@ -334,7 +334,9 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let root = &p.rootfs;
     match &p.overlay {
-        Some(opts) => mnt(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(opts))?,
+        // nodev: a device node made in the writable layer opens nothing (a root container
+        // keeps CAP_MKNOD, as with Docker); the container's /dev is its own mount.
+        Some(opts) => mnt(Some("overlay"), root, Some("overlay"), MsFlags::MS_NODEV, Some(opts))?,
         None => mnt(Some(root.to_str().unwrap_or("/")), root, None, MsFlags::MS_BIND, None)?,
     }
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;

@@ -133,7 +133,8 @@ pub fn start(spec: &ContainerSpec, runtime: &Path, out: &OwnedFd, errfd: &OwnedF
     }
     if !spec.layers.is_empty() {
         let opts = overlay_options(&spec.layers, &upper, &work);
-        mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+        // nodev, as the built-in executor mounts it: device nodes made in the root open nothing.
+        mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NODEV, Some(opts.as_str()))
             .map_err(|e| err("mounting the overlay root", e))?;
     }
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
