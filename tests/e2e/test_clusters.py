@@ -4,7 +4,7 @@ UpdateClusterSettings, PutClusterCapacityProviders, DeleteCluster."""
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import AWSVPC, error_code, error_message, register_fargate, unique
+from conftest import AWSVPC, Estiba, error_code, error_message, register_fargate, unique, wait_until
 
 
 def test_create_describe_list_with_the_cli(shared):
@@ -203,3 +203,31 @@ def test_regions_and_accounts_are_separate(shared):
     assert other.describe_clusters(clusters=[name])["failures"][0]["reason"] == "MISSING"
     c = other.create_cluster(clusterName=name)["cluster"]
     assert c["clusterArn"] == f"arn:aws:ecs:eu-west-1:111122223333:cluster/{name}"
+
+
+def test_inactive_clusters_and_services_are_forgotten_after_their_retention(tmp_path):
+    """Issue 14.20: INACTIVE clusters and services were kept forever (--inactive-retention)."""
+    e = Estiba(str(tmp_path / "srv"), extra_args=["--inactive-retention", "1s"]).start()
+    try:
+        ecs = e.client()
+        gone = unique("c")
+        arn = ecs.create_cluster(clusterName=gone)["cluster"]["clusterArn"]
+        keep = unique("c")
+        ecs.create_cluster(clusterName=keep)
+        register_fargate(ecs, "f")
+        ecs.create_service(cluster=keep, serviceName="s", taskDefinition="f", desiredCount=0, networkConfiguration=AWSVPC)
+        ecs.delete_service(cluster=keep, service="s")
+        ecs.delete_cluster(cluster=gone)
+        assert arn in ecs.list_clusters()["clusterArns"], "listed while INACTIVE"
+        # Housekeeping runs every 10 s: the first pass sees them INACTIVE, a later one forgets them.
+        wait_until(lambda: arn not in ecs.list_clusters()["clusterArns"], timeout=40, interval=0.5, what="the cluster forgotten")
+        assert ecs.describe_clusters(clusters=[gone])["failures"][0]["reason"] == "MISSING"
+        wait_until(lambda: ecs.describe_services(cluster=keep, services=["s"])["failures"], timeout=40, interval=0.5,
+                   what="the service forgotten")
+        with pytest.raises(ClientError) as x:
+            ecs.list_service_deployments(cluster=keep, service="s")
+        assert error_code(x) == "ServiceNotFoundException"
+        # The name can be used again.
+        assert ecs.create_cluster(clusterName=gone)["cluster"]["status"] == "ACTIVE"
+    finally:
+        e.stop()

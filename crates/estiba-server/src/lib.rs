@@ -41,8 +41,6 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long STOPPED tasks stay visible before they are removed.
     pub stopped_task_retention: Duration,
-    /// How long INACTIVE services, clusters and deregistered instances stay visible.
-    pub inactive_retention: Duration,
     /// The node of this machine, which runs Fargate tasks; `None` when no agent runs here
     /// (tasks then wait in PROVISIONING).
     pub local_node: Option<String>,
@@ -71,7 +69,6 @@ impl Default for Config {
             default_region: "us-east-1".into(),
             max_body_bytes: 1 << 20,
             stopped_task_retention: Duration::from_secs(3600),
-            inactive_retention: Duration::from_secs(3600),
             local_node: None,
             join_clusters: vec![],
             vpc_cidr: estiba_core::vpc::DEFAULT_CIDR.parse().unwrap(),

@@ -221,6 +221,9 @@ struct ServerArgs {
     /// How long STOPPED tasks stay visible.
     #[arg(long, env = "ESTIBA_STOPPED_TASK_RETENTION", default_value = "1h", value_parser = parse_duration)]
     stopped_task_retention: Duration,
+    /// How long deleted (INACTIVE) clusters and services stay visible.
+    #[arg(long, env = "ESTIBA_INACTIVE_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    inactive_retention: Duration,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -469,6 +472,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             unchecked_healthy_after: args.unchecked_task_healthy_after.as_secs_f64(),
         },
         stopped_task_retention: args.stopped_task_retention,
+        inactive_retention: args.inactive_retention,
         registry_housekeeping_every: args.registry_gc_every,
         ..Default::default()
     };

@@ -1,7 +1,11 @@
 //! Housekeeping: removes STOPPED tasks after their retention, deletes task definitions in
 //! DELETE_IN_PROGRESS once no task or service uses them, finishes the deletion of capacity
 //! providers (ACTIVE / DELETE_IN_PROGRESS → INACTIVE / DELETE_COMPLETE), and stops tasks left
-//! in deleted clusters (RunTask does not guard against a concurrent DeleteCluster). Runs every
+//! in deleted clusters (RunTask does not guard against a concurrent DeleteCluster). INACTIVE
+//! clusters and services stay visible for `inactive_retention` after the pass that first saw
+//! them INACTIVE, then are forgotten with their tags (a service with its deployment records
+//! and revisions): when they became INACTIVE is kept in memory only, so a restart at worst
+//! delays the purge by one retention. Runs every
 //! `housekeeping_every`, first that long after the start.
 
 use std::time::Duration;
@@ -18,6 +22,37 @@ use crate::{keys, now, Server};
 pub struct Housekeeping {
     pub every: Duration,
     pub stopped_task_retention: Duration,
+    pub inactive_retention: Duration,
+    /// Key of an INACTIVE cluster or service → when a pass first saw it so.
+    pub inactive_since: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Housekeeping {
+    pub fn new(every: Duration, stopped_task_retention: Duration, inactive_retention: Duration) -> Self {
+        Housekeeping { every, stopped_task_retention, inactive_retention, inactive_since: Default::default() }
+    }
+
+    /// The INACTIVE clusters and services whose retention is over, as (key, revision).
+    fn expired(&self, st: &crate::view::State) -> Vec<(String, estiba_store::Revision, bool)> {
+        let now = std::time::Instant::now();
+        let mut since = self.inactive_since.lock().unwrap();
+        let clusters = st
+            .clusters
+            .values()
+            .filter(|d| d.value.status.as_deref() == Some(estiba_core::cluster::INACTIVE))
+            .map(|d| (d.key.clone(), d.rev, false));
+        let services = st
+            .services
+            .values()
+            .filter(|d| svc_rules::status(&d.value) == svc_rules::INACTIVE)
+            .map(|d| (d.key.clone(), d.rev, true));
+        let inactive: Vec<_> = clusters.chain(services).collect();
+        since.retain(|k, _| inactive.iter().any(|(i, _, _)| i == k));
+        inactive
+            .into_iter()
+            .filter(|(k, _, _)| now.duration_since(*since.entry(k.clone()).or_insert(now)) >= self.inactive_retention)
+            .collect()
+    }
 }
 
 impl Controller for Housekeeping {
@@ -36,15 +71,15 @@ impl Controller for Housekeeping {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, EcsError> {
-        housekeeping(server, self.stopped_task_retention).await?;
+        housekeeping(server, self).await?;
         Ok(Wake::after(self.every))
     }
 }
 
 /// Removes what has outlived its retention and cleans up after deleted resources.
-pub async fn housekeeping(server: &Server, stopped_task_retention: Duration) -> Result<(), EcsError> {
+pub async fn housekeeping(server: &Server, h: &Housekeeping) -> Result<(), EcsError> {
     let now = now();
-    let cutoff = now - stopped_task_retention.as_secs_f64();
+    let cutoff = now - h.stopped_task_retention.as_secs_f64();
     let txn = {
         let st = server.view.read();
         let mut txn = Txn::new();
@@ -74,6 +109,21 @@ pub async fn housekeeping(server: &Server, stopped_task_retention: Duration) -> 
             }
             if txn.ops.len() > 500 {
                 break;
+            }
+        }
+        for (key, rev, is_service) in h.expired(&st) {
+            txn.compares.push(Compare::mod_revision(&key, rev));
+            txn.ops.push(Op::delete(&key));
+            txn.ops.push(Op::delete(keys::tags_of(&key)));
+            if is_service {
+                let records = key.replacen("/services/", "/service-deployments/", 1) + "/";
+                let revisions = key.replacen("/services/", "/service-revisions/", 1) + "/";
+                for k in crate::view::State::range(&st.service_deployments, &records).map(|d| &d.key) {
+                    txn.ops.push(Op::delete(k));
+                }
+                for k in crate::view::State::range(&st.service_revisions, &revisions).map(|d| &d.key) {
+                    txn.ops.push(Op::delete(k));
+                }
             }
         }
         for d in st.capacity_providers.values() {

@@ -9,8 +9,9 @@
 //!   as healthy some time after it started, with no change to wake anyone).
 //! - [`join`]: registers this machine's node as a container instance of the clusters it
 //!   joins, then ends.
-//! - [`housekeeping`]: removes STOPPED tasks after their retention, deletes task definitions
-//!   in DELETE_IN_PROGRESS once nothing uses them, and stops tasks left in deleted clusters;
+//! - [`housekeeping`]: removes STOPPED tasks after their retention and INACTIVE clusters and
+//!   services after theirs, deletes task definitions in DELETE_IN_PROGRESS once nothing uses
+//!   them, finishes capacity provider deletions, and stops tasks left in deleted clusters;
 //!   every `housekeeping_every`.
 //! - [`registry`]: the registry's lifecycle policies and garbage collection
 //!   (`crate::services::ecr::housekeeping`); every `registry_housekeeping_every`.
@@ -54,6 +55,8 @@ pub struct Settings {
     pub deploy: deploy::Settings,
     pub housekeeping_every: Duration,
     pub stopped_task_retention: Duration,
+    /// How long INACTIVE clusters and services stay visible.
+    pub inactive_retention: Duration,
     /// How often lifecycle policies are applied and unused registry blobs collected.
     pub registry_housekeeping_every: Duration,
 }
@@ -64,6 +67,7 @@ impl Default for Settings {
             deploy: deploy::Settings::default(),
             housekeeping_every: Duration::from_secs(10),
             stopped_task_retention: Duration::from_secs(3600),
+            inactive_retention: Duration::from_secs(3600),
             registry_housekeeping_every: Duration::from_secs(60),
         }
     }
@@ -74,10 +78,11 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     let mut rt = Runtime::new(server, shutdown);
     rt.add(join::Join::default());
     rt.add(services::Scheduler { settings: settings.deploy });
-    rt.add(housekeeping::Housekeeping {
-        every: settings.housekeeping_every,
-        stopped_task_retention: settings.stopped_task_retention,
-    });
+    rt.add(housekeeping::Housekeeping::new(
+        settings.housekeeping_every,
+        settings.stopped_task_retention,
+        settings.inactive_retention,
+    ));
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
     rt.wait().await;
 }
