@@ -7,6 +7,8 @@
 //!   protocol: ELBv2 DescribeTargetGroups (AWS Query) and CloudWatch ListMetrics (RPC v2
 //!   CBOR); plus idle resident memory and the time from process start to the first answered
 //!   request.
+//! - `memory`: estiba's resident memory per stored task document: RunTask until the store
+//!   holds `--docs` task documents (100,000), then RSS against the idle server's.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,12 +32,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     match args.first().map(String::as_str) {
         Some("api") => api(root, &args[1..]),
+        Some("memory") => memory(root, &args[1..]),
         Some("run") => crate::bench_run::run(root, &args[1..]),
         Some("registry") => crate::bench_registry::run(root, &args[1..]),
         Some("services") => crate::bench_services::run(root, &args[1..]),
         Some("net") => crate::bench_net::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]"
         ),
     }
 }
@@ -609,6 +612,50 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
     let seconds: u64 = arg(args, "--seconds", 5);
     let rounds: usize = arg(args, "--rounds", 3);
     in_workdir(root, "eba", "api", |work| measure_api(root, work, seconds, rounds))
+}
+
+/// `bench memory`: a control plane alone (`--local-node off`, as the API bench runs it) given
+/// `--docs` task documents through RunTask (10 per call, with one claim each), then its
+/// resident memory against the idle server's.
+fn memory(root: &Path, args: &[String]) -> Result<()> {
+    if std::env::var_os(crate::bench_run::ISOLATED).is_none() {
+        return build_and_isolate(root, "memory", args);
+    }
+    let docs: usize = arg(args, "--docs", 100_000);
+    in_workdir(root, "ebm", "memory", |work| {
+        let bin = root.join("target/release/estiba");
+        let port = free_port();
+        let mut c = Command::new(&bin);
+        c.args(["server", "--local-node", "off", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(work.join("estiba"))
+            .env("ESTIBA_LOG", "warn");
+        let p = spawn("estiba", &mut c, port)?;
+        let setup = setup(port, Some("subnet-12345678".into()))?;
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = rss_kib(p.child.id());
+        let body = run_task_body("bench", "bench", 10, setup.subnet.as_deref());
+        let started = Instant::now();
+        let mut written = setup.task_arns.len();
+        while written < docs {
+            let (status, b) = post(port, "RunTask", &body)?;
+            if status != 200 {
+                bail!("RunTask: {status} {b}");
+            }
+            written += 10;
+        }
+        let took = started.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        let full = rss_kib(p.child.id());
+        let per_doc = (full.saturating_sub(idle) * 1024) as f64 / written as f64;
+        Ok(format!(
+            "Command: `cargo xtask bench memory --docs {docs}`. estiba control plane (`--local-node off`), release build.\n\n\
+             | task documents | idle RSS (MiB) | RSS after (MiB) | bytes per task document | writing took |\n|---:|---:|---:|---:|---:|\n\
+             | {written} | {:.1} | {:.1} | {per_doc:.0} | {:.1} s |\n",
+            idle as f64 / 1024.0,
+            full as f64 / 1024.0,
+            took.as_secs_f64()
+        ))
+    })
 }
 
 fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<String> {
