@@ -10,11 +10,33 @@ use hyper::{Request, Response, StatusCode};
 
 /// Response bodies: whole (API answers, no allocation beyond the bytes) or streamed (registry
 /// blobs, see [`crate::registry`]).
-pub type Body = http_body_util::Either<Full<Bytes>, crate::registry::ChannelBody>;
+pub type Body = http_body_util::Either<Full<Bytes>, ChannelBody>;
 
 /// A body sent whole.
 pub fn full(b: Bytes) -> Body {
     http_body_util::Either::Left(Full::new(b))
+}
+
+/// A body streamed from a channel: each message is a frame, an error ends the response.
+pub fn streamed(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    http_body_util::Either::Right(ChannelBody { rx })
+}
+
+/// The streamed body of [`streamed`].
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::io::Result<hyper::body::Frame<Bytes>>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+    }
 }
 
 /// An answer with a whole body, its length and content type.

@@ -64,6 +64,8 @@ enum Signed {
 struct Seen {
     wire: Wire,
     signed: Signed,
+    /// A Query request's parameters, parsed once to find the operation and decode its input.
+    params: query::Params,
 }
 
 /// Answers an AWS API request (`POST /` or `POST /service/...`).
@@ -96,7 +98,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     } else {
         Wire::Json { v10 }
     };
-    let mut r = Seen { wire, signed };
+    let mut r = Seen { wire, signed, params: query::Params::default() };
     let body = match body::read(req, server.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return error_response(&r, None, &e, request_id),
@@ -104,7 +106,10 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     let found = match wire {
         Wire::Cbor => find_cbor(&r, &path),
         Wire::Json { .. } => find_json(&r, target.as_deref()),
-        Wire::Query(_) => find_query(&mut r, &body),
+        Wire::Query(_) => {
+            r.params = query::Params::parse(&body);
+            find_query(&mut r)
+        }
     };
     let t = match found {
         Ok(t) => t,
@@ -176,12 +181,33 @@ fn speaks(svc: &dyn Service, wire: Wire) -> Result<(), ApiError> {
 }
 
 fn operation(svc: &'static dyn Service, wire: Wire, name: &str, shown: &str) -> Result<Target, ApiError> {
-    match svc.model().operations.binary_search_by(|o| o.name.cmp(name)) {
-        Ok(op) => Ok(Target { svc, op }),
-        Err(_) => {
-            Err(ApiError::new(unknown_operation(wire), format!("Unknown operation {shown} for {}.", svc.model().title)))
+    match svc.model().operation_index(name) {
+        Some(op) => Ok(Target { svc, op }),
+        None if matches!(wire, Wire::Query(_)) => {
+            Err(ApiError::new(Common::InvalidAction, format!("The action {name} is not valid for this web service.")))
         }
+        None => Err(ApiError::new(
+            Common::UnknownOperationException,
+            format!("Unknown operation {shown} for {}.", svc.model().title),
+        )),
     }
+}
+
+/// The service of an `X-Amz-Target` prefix or RPC v2 path (`what` names which, in messages):
+/// the one the request is signed for, which must be that prefix's, or else the prefix's.
+fn by_prefix(r: &Seen, prefix: &str, what: &str) -> Result<&'static dyn Service, ApiError> {
+    let svc = match signed_service(r)? {
+        Some(s) if s.model().target_prefix == prefix => s,
+        Some(s) => {
+            return Err(ApiError::new(
+                Common::UnknownOperationException,
+                format!("Unknown {what} {prefix}: the request is signed for {}.", s.model().signing_name),
+            ))
+        }
+        None => services::by_target_prefix(prefix).ok_or_else(|| not_served(r.wire, prefix))?,
+    };
+    speaks(svc, r.wire)?;
+    Ok(svc)
 }
 
 /// `X-Amz-Target: <prefix>.<Operation>`.
@@ -192,17 +218,7 @@ fn find_json(r: &Seen, target: Option<&str>) -> Result<Target, ApiError> {
             "The request has no X-Amz-Target header naming an operation.",
         ));
     };
-    let svc = match signed_service(r)? {
-        Some(s) if s.model().target_prefix == prefix => s,
-        Some(s) => {
-            return Err(ApiError::new(
-                Common::UnknownOperationException,
-                format!("Unknown operation {prefix}.{name}: the request is signed for {}.", s.model().signing_name),
-            ))
-        }
-        None => services::by_target_prefix(prefix).ok_or_else(|| not_served(r.wire, prefix))?,
-    };
-    speaks(svc, r.wire)?;
+    let svc = by_prefix(r, prefix, "target")?;
     operation(svc, r.wire, name, &format!("{prefix}.{name}"))
 }
 
@@ -215,26 +231,14 @@ fn find_cbor(r: &Seen, path: &str) -> Result<Target, ApiError> {
             format!("{path} is not an RPC v2 path (/service/<service>/operation/<operation>)."),
         ));
     };
-    let svc = match signed_service(r)? {
-        Some(s) if s.model().target_prefix == prefix => s,
-        Some(s) => {
-            return Err(ApiError::new(
-                Common::UnknownOperationException,
-                format!("Unknown service {prefix}: the request is signed for {}.", s.model().signing_name),
-            ))
-        }
-        None => services::by_target_prefix(prefix).ok_or_else(|| not_served(r.wire, prefix))?,
-    };
-    speaks(svc, r.wire)?;
-    operation(svc, r.wire, name, name)
+    operation(by_prefix(r, prefix, "service")?, r.wire, name, name)
 }
 
 /// `Action=<Operation>&Version=<api version>` in a form body. Unsigned, the service is the
 /// Query service whose API version matches (else the one that has the action).
-fn find_query(r: &mut Seen, body: &[u8]) -> Result<Target, ApiError> {
-    let params = query::Params::parse(body);
-    let action = params.get("Action").unwrap_or("");
-    let version = params.get("Version");
+fn find_query(r: &mut Seen) -> Result<Target, ApiError> {
+    let action = r.params.get("Action").unwrap_or("").to_owned();
+    let version = r.params.get("Version").map(str::to_owned);
     let query_services = || {
         services::SERVICES
             .iter()
@@ -244,8 +248,8 @@ fn find_query(r: &mut Seen, body: &[u8]) -> Result<Target, ApiError> {
     let svc = match signed_service(r)? {
         Some(s) => s,
         None => {
-            let by_version = query_services().find(|s| Some(s.model().api_version) == version);
-            let by_action = || query_services().find(|s| s.model().operation(action).is_some());
+            let by_version = query_services().find(|s| Some(s.model().api_version) == version.as_deref());
+            let by_action = || query_services().find(|s| s.model().operation_index(&action).is_some());
             by_version.or_else(by_action).ok_or_else(|| {
                 ApiError::new(
                     Common::InvalidAction,
@@ -259,18 +263,13 @@ fn find_query(r: &mut Seen, body: &[u8]) -> Result<Target, ApiError> {
     if action.is_empty() {
         return Err(ApiError::new(Common::MissingAction, "The request must contain the parameter Action"));
     }
-    if let Some(v) = version.filter(|v| *v != svc.model().api_version) {
+    if let Some(v) = version.filter(|v| v != svc.model().api_version) {
         return Err(ApiError::new(
             Common::NoSuchVersion,
             format!("estiba answers {} version {}, not {v}.", svc.model().title, svc.model().api_version),
         ));
     }
-    match svc.model().operation(action) {
-        Some(_) => operation(svc, r.wire, action, action),
-        None => {
-            Err(ApiError::new(Common::InvalidAction, format!("The action {action} is not valid for this web service.")))
-        }
-    }
+    operation(svc, r.wire, &action, &action)
 }
 
 /// The operation's input in the form its service decodes.
@@ -280,7 +279,7 @@ fn decode(r: &Seen, t: &Target, body: Bytes) -> Result<Input, ApiError> {
     let protocol = r.wire.protocol();
     let v = match r.wire {
         Wire::Json { .. } => return Ok(Input { body: InputBody::Json(body), protocol, style: model.path_style() }),
-        Wire::Query(flavour) => query::to_value(model, op.input, &query::Params::parse(&body), flavour),
+        Wire::Query(flavour) => query::to_value(model, op.input, &r.params, flavour),
         Wire::Cbor => cbor::to_value(model, op.input, &body),
     };
     v.map(|v| Input { body: InputBody::Value(v), protocol, style: model.path_style() })

@@ -10,9 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use estiba_core::ecr::{self, BlobLink, ImageDoc, RepoDoc, TagDoc};
@@ -21,7 +19,7 @@ use estiba_registry::manifest::Manifest;
 use estiba_registry::{names, BlobStore, Code, Digest, RegistryError, Upload};
 use estiba_store::{Compare, Op, Txn};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
@@ -460,7 +458,7 @@ fn file_body(mut file: std::fs::File, start: u64, len: u64) -> Body {
             }
         }
     });
-    http_body_util::Either::Right(ChannelBody { rx })
+    crate::body::streamed(rx)
 }
 
 /// The read buffers of one download, handed back once hyper has written them. Without it every
@@ -495,20 +493,6 @@ impl AsRef<[u8]> for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         self.pool.0.lock().unwrap().push(std::mem::take(&mut self.buf));
-    }
-}
-
-/// A body fed by a channel (from the thread reading a blob).
-pub struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Frame<Bytes>>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
 

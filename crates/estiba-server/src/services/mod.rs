@@ -75,10 +75,6 @@ impl Input {
             InputBody::Value(v) => estiba_api::decode_value(v, self.style),
         }
     }
-
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
 }
 
 pub trait Service: Send + Sync + 'static {
@@ -142,7 +138,7 @@ pub fn not_implemented(svc: &dyn Service, op: &str) -> ApiError {
 /// the handler's error into an [`ApiError`]; operations not listed answer `$missing(op)`.
 macro_rules! route {
     ($svc:expr, $s:expr, $cx:expr, $op:expr, $input:expr, $missing:expr; $($name:ident => $f:path,)*) => {{
-        let protocol = $input.protocol();
+        let protocol = $input.protocol;
         match $op {
             $(Operation::$name => {
                 let req = $input.decode().map_err(|e| $crate::services::Service::decode_error($svc, e, protocol))?;
