@@ -61,8 +61,9 @@ impl Model {
         }
     }
 
-    pub fn operation(&self, name: &str) -> Option<&'static OperationSchema> {
-        self.operations.binary_search_by(|o| o.name.cmp(name)).ok().map(|i| &self.operations[i])
+    /// The index of the operation named `name` (operations are sorted by name).
+    pub fn operation_index(&self, name: &str) -> Option<usize> {
+        self.operations.binary_search_by(|o| o.name.cmp(name)).ok()
     }
 
     pub fn shape(&self, id: ShapeId) -> &'static Shape {

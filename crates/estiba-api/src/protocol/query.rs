@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
-use super::xml::{self, Xml};
+#[cfg(test)]
+use super::xml;
+use super::xml::Xml;
 use super::{parse_iso8601, DecodeError};
 use crate::schema::{Kind, Member, Model, OperationSchema, Protocol, ShapeId};
 
@@ -46,11 +48,6 @@ impl Params {
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-
-    /// The form-encoded body.
-    pub fn encode(&self) -> String {
-        form_urlencoded::Serializer::new(String::new()).extend_pairs(self.0.iter()).finish()
     }
 }
 
@@ -196,8 +193,9 @@ fn convert(
     })
 }
 
-/// The parameters of a request for `op` with the JSON form `input` (what clients send; used by
-/// tests and benchmarks).
+/// The parameters of a request for `op` with the JSON form `input`, as clients send them (the
+/// codec tests' round trips).
+#[cfg(test)]
 pub fn to_params(model: &Model, op: &OperationSchema, input: &Value, flavour: Flavour) -> Params {
     let mut out = vec![("Action".to_owned(), op.name.to_owned()), ("Version".to_owned(), model.api_version.to_owned())];
     if let (Some(shape), Value::Object(o)) = (op.input, input) {
@@ -208,6 +206,7 @@ pub fn to_params(model: &Model, op: &OperationSchema, input: &Value, flavour: Fl
     Params(out)
 }
 
+#[cfg(test)]
 fn params_of_members(
     model: &Model,
     members: &[Member],
@@ -224,6 +223,7 @@ fn params_of_members(
     }
 }
 
+#[cfg(test)]
 fn params_of(
     model: &Model,
     shape: ShapeId,
@@ -333,10 +333,11 @@ pub fn error(
     x.finish()
 }
 
-/// Reads an answer back into the JSON form of `op`'s output (what clients do; used by tests
-/// and benchmarks). An error answer becomes `Err` with its code and message.
+/// Reads an answer back into the JSON form of `op`'s output, as clients do (the codec tests).
+/// An error answer becomes `Err` with its code and message.
+#[cfg(test)]
 pub fn parse_response(model: &Model, op: &OperationSchema, doc: &[u8], flavour: Flavour) -> Result<Value, DecodeError> {
-    let root = xml::parse(doc)?;
+    let root = xml::read::parse(doc)?;
     if root.name == "ErrorResponse" || root.name == "Response" {
         let e = root.child("Error").or_else(|| root.child("Errors").and_then(|e| e.child("Error")));
         let field = |n: &str| e.and_then(|e| e.child(n)).map(|c| c.text.clone()).unwrap_or_default();
@@ -353,5 +354,5 @@ pub fn parse_response(model: &Model, op: &OperationSchema, doc: &[u8], flavour: 
             None => return Ok(Value::Object(Map::new())),
         },
     };
-    xml::read_members(model, members, body)
+    xml::read::read_members(model, members, body)
 }

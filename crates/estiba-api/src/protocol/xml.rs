@@ -1,14 +1,14 @@
-//! XML answers of the Query and EC2 protocols, written from (and, for clients and tests, read
-//! back into) the JSON form of an operation's output by walking the model's shapes. Elements
-//! are written with quick-xml's event writer, which escapes text.
+//! XML answers of the Query and EC2 protocols, written from the JSON form of an operation's
+//! output by walking the model's shapes, with quick-xml's event writer (which escapes text).
+//! The tests read answers back ([`read`]) to check them against what clients parse.
 
 use std::io;
 
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
-use super::{format_iso8601, parse_iso8601, DecodeError};
+use super::format_iso8601;
 use crate::schema::{Kind, Member, Model, ShapeId};
 
 pub(crate) struct Xml {
@@ -124,141 +124,151 @@ fn scalar_text(kind: &Kind, v: &Value) -> String {
     }
 }
 
-/// An element read back: its name, text and children.
-#[derive(Debug, Default)]
-pub(crate) struct Element {
-    pub name: String,
-    pub text: String,
-    pub children: Vec<Element>,
-}
+/// Reading answers back, as clients do (the codec tests' round trips).
+#[cfg(test)]
+pub(crate) mod read {
+    use serde_json::{Map, Number, Value};
 
-impl Element {
-    pub fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name)
+    use super::super::{parse_iso8601, DecodeError};
+    use crate::schema::{Kind, Member, Model, ShapeId};
+
+    /// An element read back: its name, text and children.
+    #[derive(Debug, Default)]
+    pub(crate) struct Element {
+        pub name: String,
+        pub text: String,
+        pub children: Vec<Element>,
     }
 
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-}
-
-/// Parses a document into its root element (namespaces and attributes dropped).
-pub(crate) fn parse(doc: &[u8]) -> Result<Element, DecodeError> {
-    use quick_xml::events::Event as E;
-    let bad = |e: &dyn std::fmt::Display| DecodeError::Serialization(format!("The XML document is malformed: {e}"));
-    let mut reader = quick_xml::Reader::from_reader(doc);
-    reader.config_mut().trim_text(true);
-    let mut stack: Vec<Element> = vec![Element::default()];
-    let mut buf = Vec::new();
-    loop {
-        let ev = reader.read_event_into(&mut buf).map_err(|e| bad(&e))?;
-        match ev {
-            E::Start(s) => {
-                let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
-                stack.push(Element { name, ..Default::default() });
-            }
-            E::Empty(s) => {
-                let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
-                stack.last_mut().unwrap().children.push(Element { name, ..Default::default() });
-            }
-            E::End(_) => {
-                let done = stack.pop().filter(|_| !stack.is_empty()).ok_or_else(|| bad(&"unbalanced end tag"))?;
-                stack.last_mut().unwrap().children.push(done);
-            }
-            E::Text(t) => stack.last_mut().unwrap().text.push_str(&t.xml_content().map_err(|e| bad(&e))?),
-            E::CData(t) => stack.last_mut().unwrap().text.push_str(&String::from_utf8_lossy(&t)),
-            E::GeneralRef(r) => {
-                let text = match r.resolve_char_ref().map_err(|e| bad(&e))? {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let name = r.decode().map_err(|e| bad(&e))?;
-                        quick_xml::escape::resolve_predefined_entity(&name)
-                            .ok_or_else(|| bad(&format!("unknown entity &{name};")))?
-                            .to_owned()
-                    }
-                };
-                stack.last_mut().unwrap().text.push_str(&text);
-            }
-            E::Eof => break,
-            _ => {}
+    impl Element {
+        pub fn child(&self, name: &str) -> Option<&Element> {
+            self.children.iter().find(|c| c.name == name)
         }
-        buf.clear();
-    }
-    let mut top = stack.pop().filter(|_| stack.is_empty()).ok_or_else(|| bad(&"unclosed element"))?;
-    match top.children.len() {
-        1 => Ok(top.children.pop().unwrap()),
-        _ => Err(bad(&"expected one root element")),
-    }
-}
 
-/// The JSON form of a structure's members read from an element.
-pub(crate) fn read_members(model: &Model, members: &[Member], el: &Element) -> Result<Value, DecodeError> {
-    let mut out = Map::new();
-    for m in members {
-        let flat_list = m.flattened && matches!(model.shape(m.shape).kind, Kind::List { .. } | Kind::Map { .. });
-        if flat_list {
-            let items: Vec<&Element> = el.all(m.xml).collect();
-            if !items.is_empty() {
-                out.insert(m.name.into(), read_flat(model, m.shape, &items)?);
-            }
-        } else if let Some(child) = el.child(m.xml) {
-            out.insert(m.name.into(), read(model, m.shape, child)?);
+        fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+            self.children.iter().filter(move |c| c.name == name)
         }
     }
-    Ok(Value::Object(out))
-}
 
-fn read_flat(model: &Model, shape: ShapeId, items: &[&Element]) -> Result<Value, DecodeError> {
-    match &model.shape(shape).kind {
-        Kind::List { member, .. } => {
-            Ok(Value::Array(items.iter().map(|e| read(model, *member, e)).collect::<Result<_, _>>()?))
+    /// Parses a document into its root element (namespaces and attributes dropped).
+    pub(crate) fn parse(doc: &[u8]) -> Result<Element, DecodeError> {
+        use quick_xml::events::Event as E;
+        let bad = |e: &dyn std::fmt::Display| DecodeError::Serialization(format!("The XML document is malformed: {e}"));
+        let mut reader = quick_xml::Reader::from_reader(doc);
+        reader.config_mut().trim_text(true);
+        let mut stack: Vec<Element> = vec![Element::default()];
+        let mut buf = Vec::new();
+        loop {
+            let ev = reader.read_event_into(&mut buf).map_err(|e| bad(&e))?;
+            match ev {
+                E::Start(s) => {
+                    let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
+                    stack.push(Element { name, ..Default::default() });
+                }
+                E::Empty(s) => {
+                    let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
+                    stack.last_mut().unwrap().children.push(Element { name, ..Default::default() });
+                }
+                E::End(_) => {
+                    let done = stack.pop().filter(|_| !stack.is_empty()).ok_or_else(|| bad(&"unbalanced end tag"))?;
+                    stack.last_mut().unwrap().children.push(done);
+                }
+                E::Text(t) => stack.last_mut().unwrap().text.push_str(&t.xml_content().map_err(|e| bad(&e))?),
+                E::CData(t) => stack.last_mut().unwrap().text.push_str(&String::from_utf8_lossy(&t)),
+                E::GeneralRef(r) => {
+                    let text = match r.resolve_char_ref().map_err(|e| bad(&e))? {
+                        Some(c) => c.to_string(),
+                        None => {
+                            let name = r.decode().map_err(|e| bad(&e))?;
+                            quick_xml::escape::resolve_predefined_entity(&name)
+                                .ok_or_else(|| bad(&format!("unknown entity &{name};")))?
+                                .to_owned()
+                        }
+                    };
+                    stack.last_mut().unwrap().text.push_str(&text);
+                }
+                E::Eof => break,
+                _ => {}
+            }
+            buf.clear();
         }
-        Kind::Map { value, key_name, value_name, .. } => map_entries(model, *value, key_name, value_name, items),
-        _ => read(model, shape, items[0]),
+        let mut top = stack.pop().filter(|_| stack.is_empty()).ok_or_else(|| bad(&"unclosed element"))?;
+        match top.children.len() {
+            1 => Ok(top.children.pop().unwrap()),
+            _ => Err(bad(&"expected one root element")),
+        }
     }
-}
 
-fn map_entries(
-    model: &Model,
-    value: ShapeId,
-    key_name: &str,
-    value_name: &str,
-    entries: &[&Element],
-) -> Result<Value, DecodeError> {
-    let mut out = Map::new();
-    for e in entries {
-        let k = e.child(key_name).map(|k| k.text.clone()).unwrap_or_default();
-        let v = match e.child(value_name) {
-            Some(v) => read(model, value, v)?,
-            None => Value::Null,
-        };
-        out.insert(k, v);
+    /// The JSON form of a structure's members read from an element.
+    pub(crate) fn read_members(model: &Model, members: &[Member], el: &Element) -> Result<Value, DecodeError> {
+        let mut out = Map::new();
+        for m in members {
+            let flat_list = m.flattened && matches!(model.shape(m.shape).kind, Kind::List { .. } | Kind::Map { .. });
+            if flat_list {
+                let items: Vec<&Element> = el.all(m.xml).collect();
+                if !items.is_empty() {
+                    out.insert(m.name.into(), read_flat(model, m.shape, &items)?);
+                }
+            } else if let Some(child) = el.child(m.xml) {
+                out.insert(m.name.into(), read(model, m.shape, child)?);
+            }
+        }
+        Ok(Value::Object(out))
     }
-    Ok(Value::Object(out))
-}
 
-fn read(model: &Model, shape: ShapeId, el: &Element) -> Result<Value, DecodeError> {
-    let bad = |what: &str| DecodeError::Serialization(format!("'{}' is not a valid {what}: {:?}", el.name, el.text));
-    Ok(match &model.shape(shape).kind {
-        Kind::Structure(members) => read_members(model, members, el)?,
-        Kind::List { member, member_name } => {
-            Value::Array(el.all(member_name).map(|e| read(model, *member, e)).collect::<Result<_, _>>()?)
+    fn read_flat(model: &Model, shape: ShapeId, items: &[&Element]) -> Result<Value, DecodeError> {
+        match &model.shape(shape).kind {
+            Kind::List { member, .. } => {
+                Ok(Value::Array(items.iter().map(|e| read(model, *member, e)).collect::<Result<_, _>>()?))
+            }
+            Kind::Map { value, key_name, value_name, .. } => map_entries(model, *value, key_name, value_name, items),
+            _ => read(model, shape, items[0]),
         }
-        Kind::Map { value, key_name, value_name, .. } => {
-            let entries: Vec<&Element> = el.all("entry").collect();
-            map_entries(model, *value, key_name, value_name, &entries)?
+    }
+
+    fn map_entries(
+        model: &Model,
+        value: ShapeId,
+        key_name: &str,
+        value_name: &str,
+        entries: &[&Element],
+    ) -> Result<Value, DecodeError> {
+        let mut out = Map::new();
+        for e in entries {
+            let k = e.child(key_name).map(|k| k.text.clone()).unwrap_or_default();
+            let v = match e.child(value_name) {
+                Some(v) => read(model, value, v)?,
+                None => Value::Null,
+            };
+            out.insert(k, v);
         }
-        Kind::String | Kind::Blob => Value::String(el.text.clone()),
-        Kind::Boolean => Value::Bool(match el.text.as_str() {
-            "true" => true,
-            "false" => false,
-            _ => return Err(bad("boolean")),
-        }),
-        Kind::Integer | Kind::Long => Value::from(el.text.parse::<i64>().map_err(|_| bad("integer"))?),
-        Kind::Float | Kind::Double => Number::from_f64(el.text.parse::<f64>().map_err(|_| bad("number"))?)
-            .map(Value::Number)
-            .ok_or_else(|| bad("number"))?,
-        Kind::Timestamp => Value::from(parse_iso8601(&el.text).ok_or_else(|| bad("timestamp"))?),
-        Kind::Document => serde_json::from_str(&el.text).map_err(|_| bad("document"))?,
-    })
+        Ok(Value::Object(out))
+    }
+
+    fn read(model: &Model, shape: ShapeId, el: &Element) -> Result<Value, DecodeError> {
+        let bad =
+            |what: &str| DecodeError::Serialization(format!("'{}' is not a valid {what}: {:?}", el.name, el.text));
+        Ok(match &model.shape(shape).kind {
+            Kind::Structure(members) => read_members(model, members, el)?,
+            Kind::List { member, member_name } => {
+                Value::Array(el.all(member_name).map(|e| read(model, *member, e)).collect::<Result<_, _>>()?)
+            }
+            Kind::Map { value, key_name, value_name, .. } => {
+                let entries: Vec<&Element> = el.all("entry").collect();
+                map_entries(model, *value, key_name, value_name, &entries)?
+            }
+            Kind::String | Kind::Blob => Value::String(el.text.clone()),
+            Kind::Boolean => Value::Bool(match el.text.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad("boolean")),
+            }),
+            Kind::Integer | Kind::Long => Value::from(el.text.parse::<i64>().map_err(|_| bad("integer"))?),
+            Kind::Float | Kind::Double => Number::from_f64(el.text.parse::<f64>().map_err(|_| bad("number"))?)
+                .map(Value::Number)
+                .ok_or_else(|| bad("number"))?,
+            Kind::Timestamp => Value::from(parse_iso8601(&el.text).ok_or_else(|| bad("timestamp"))?),
+            Kind::Document => serde_json::from_str(&el.text).map_err(|_| bad("document"))?,
+        })
+    }
 }
