@@ -191,7 +191,8 @@ def test_protected_task_survives_scale_in(ecs, busybox):
     fam = register(ecs, busybox)
     cluster = create(ecs, fam, 3)
     wait_until(lambda: steady(ecs, cluster, 3), timeout=60, what="3 running")
-    keep = tasks(ecs, cluster)[1]["taskArn"]
+    # The scheduler scales in the newest tasks first: protect the one it would stop first.
+    keep = max(tasks(ecs, cluster), key=lambda t: t["createdAt"])["taskArn"]
     ecs.update_task_protection(cluster=cluster, tasks=[keep], protectionEnabled=True, expiresInMinutes=10)
     ecs.update_service(cluster=cluster, service="web", desiredCount=1)
     wait_until(lambda: steady(ecs, cluster, 1), timeout=60, what="1 running")
