@@ -137,8 +137,11 @@ fn query_answers_wrap_results_and_lists() {
         "{text}"
     );
     assert_eq!(query::parse_response(&elbv2::MODEL, op, &xml, Flavour::Query).unwrap(), out);
-    // Text is escaped.
-    let out = json!({"LoadBalancers": [{"LoadBalancerName": "a<b>&\"c\""}]});
+    // Text is escaped; characters XML cannot hold are replaced, carriage returns kept.
+    let x = query::error(Flavour::Query, "", "ValidationError", "bad \u{1}value\r\n", true, "r");
+    let text = String::from_utf8(x).unwrap();
+    assert!(text.contains("bad \u{FFFD}value&#xD;\n"), "{text}");
+    let out = json!({"LoadBalancers": [{"LoadBalancerName": "a<b>&\"c\"\r"}]});
     let xml = query::response(&elbv2::MODEL, op, &out, "r", Flavour::Query);
     assert!(String::from_utf8_lossy(&xml).contains("a&lt;b&gt;&amp;"));
     assert_eq!(query::parse_response(&elbv2::MODEL, op, &xml, Flavour::Query).unwrap(), out);

@@ -18,7 +18,8 @@ pub fn parse_iso8601(s: &str) -> Option<f64> {
         return n.is_finite().then_some(n);
     }
     // humantime reads UTC only: take a numeric offset off and apply it after.
-    let (base, offset) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+    let split = s.len().checked_sub(6).filter(|&i| s.is_char_boundary(i));
+    let (base, offset) = match split.map(|i| s.split_at(i)) {
         Some((b, o)) if (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' && b.contains('T') => {
             let h: i64 = o[1..3].parse().ok()?;
             let m: i64 = o[4..6].parse().ok()?;
@@ -48,6 +49,9 @@ mod tests {
         assert_eq!(parse_iso8601("2024-05-01T11:30:00-00:30"), Some(1714564800.0));
         assert_eq!(parse_iso8601("1714564800"), Some(1714564800.0));
         assert_eq!(parse_iso8601("yesterday"), None);
+        // Caller input: a multi-byte character where an offset would start must not panic.
+        assert_eq!(parse_iso8601("aé12345"), None);
+        assert_eq!(parse_iso8601("2024-05-01T12:00:00é:00"), None);
         let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
         let n = (now * 1000.0).round() / 1000.0;
         assert_eq!(parse_iso8601(&format_iso8601(n)), Some(n));

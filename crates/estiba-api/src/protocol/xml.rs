@@ -36,7 +36,7 @@ impl Xml {
 
     pub fn text_element(&mut self, name: &str, text: &str) {
         self.start(name, None);
-        self.event(Event::Text(BytesText::new(text)));
+        self.event(Event::Text(BytesText::from_escaped(xml_text(text))));
         self.end(name);
     }
 
@@ -107,6 +107,19 @@ impl Xml {
             kind => self.text_element(name, &scalar_text(kind, v)),
         }
     }
+}
+
+/// Text escaped for an element. Answers repeat what callers sent (error messages quote
+/// values), so characters XML 1.0 cannot carry become U+FFFD, and a carriage return is written
+/// as `&#xD;` (a parser would read a raw one as a line feed).
+fn xml_text(text: &str) -> String {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}');
+    let clean: std::borrow::Cow<'_, str> = if text.chars().all(allowed) {
+        text.into()
+    } else {
+        text.chars().map(|c| if allowed(c) { c } else { '\u{FFFD}' }).collect::<String>().into()
+    };
+    quick_xml::escape::escape(clean.as_ref()).replace('\r', "&#xD;")
 }
 
 /// A scalar as XML text: timestamps in ISO 8601, numbers and booleans as JSON writes them.
