@@ -265,7 +265,8 @@ pub fn plan(
     // Old deployments drain: tasks that do not count any time, the others down to the floor.
     let mut can_drop = healthy_count - floor;
     let mut old_order: Vec<&Task> = old.iter().copied().filter(|t| !protected(t)).collect();
-    old_order.sort_by_key(|t| counts(t));
+    // Those that do not count first, then those not yet known healthy, the healthy last.
+    old_order.sort_by_key(|t| (counts(t), healthy(t)));
     for t in old_order {
         let h = counts(t);
         if h {
@@ -556,13 +557,34 @@ mod tests {
         // Once the new ones count, the old ones go.
         let p = plan(&s, &refs, &|_| false, &|_| false, 140.0, &Settings::default());
         assert_eq!(p.stop.len(), 2);
-        // An old task known to be unhealthy does not count: it may go at once.
-        let mut sick = old.clone();
-        sick[0].health_status = Some(HealthStatus::Unhealthy);
-        let refs: Vec<&Task> = sick.iter().collect();
-        let p = plan(&s, &refs, &|_| true, &|_| false, 100.0, &Settings::default());
-        assert!(p.stop.iter().any(|x| x.task_arn == "arn:t/ecs-svc/1/0"), "{:?}", p.stop);
-        assert_eq!(p.stop.len(), 2, "the unhealthy one and one more, down to the floor of 2 of 3 running");
+        // (A grace period keeps the health-check replacement rule out of what follows.)
+        let mut s = s.clone();
+        s.health_check_grace_period_seconds = Some(3600);
+        let stops = |tasks: &[Task]| -> Vec<String> {
+            let refs: Vec<&Task> = tasks.iter().collect();
+            plan(&s, &refs, &|_| true, &|_| false, 100.0, &Settings::default())
+                .stop
+                .into_iter()
+                .map(|x| x.task_arn)
+                .collect()
+        };
+        // An old task known to be unhealthy does not count: it goes, and costs the floor nothing.
+        let mut three = old[..3].to_vec();
+        three[0].health_status = Some(HealthStatus::Unhealthy);
+        three[1].health_status = Some(HealthStatus::Healthy);
+        three[2].health_status = Some(HealthStatus::Healthy);
+        assert_eq!(stops(&three), ["arn:t/ecs-svc/1/0"], "the two healthy ones are the floor");
+        // Of those that count, the ones not yet known healthy go before the healthy ones.
+        let mut four = old.clone();
+        for (t, h) in four.iter_mut().zip([
+            HealthStatus::Healthy,
+            HealthStatus::Healthy,
+            HealthStatus::Unknown,
+            HealthStatus::Unknown,
+        ]) {
+            t.health_status = Some(h);
+        }
+        assert_eq!(stops(&four), ["arn:t/ecs-svc/1/2", "arn:t/ecs-svc/1/3"]);
     }
 
     #[test]
