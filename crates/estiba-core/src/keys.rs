@@ -102,6 +102,17 @@ pub fn service_revision(s: &Scope, cluster: &str, service: &str, n: &str) -> Str
     format!("ecs/{}/{}/service-revisions/{cluster}/{service}/{n}", s.account, s.region)
 }
 
+pub fn service_revisions_of(s: &Scope, cluster: &str, service: &str) -> String {
+    format!("ecs/{}/{}/service-revisions/{cluster}/{service}/", s.account, s.region)
+}
+
+/// `ecs/<account>/<region>/services/<cluster>/<name>` → (scope, cluster, name).
+pub fn parse_service(key: &str) -> Option<(Scope, String, String)> {
+    let mut p = key.splitn(6, '/');
+    let (_, account, region, kind, cluster, name) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
+    (kind == "services").then(|| (Scope::new(account, region), cluster.to_owned(), name.to_owned()))
+}
+
 pub fn task_protection(s: &Scope, cluster: &str, task_id: &str) -> String {
     format!("ecs/{}/{}/task-protection/{cluster}/{task_id}", s.account, s.region)
 }
@@ -132,15 +143,6 @@ pub fn claim(node: &str, s: &Scope, cluster: &str, task_id: &str) -> String {
 /// Every claim of `node`: `ecs/-/-/claims/<node>/`.
 pub fn claims_of_node(node: &str) -> String {
     format!("{CLAIMS_PREFIX}{node}/")
-}
-
-/// The claim key of a task key for `node`: `ecs/a/r/tasks/c/id` → `ecs/-/-/claims/<node>/a/r/c/id`.
-pub fn claim_of(task_key: &str, node: &str) -> Option<String> {
-    let mut parts = task_key.splitn(6, '/');
-    let (ecs, account, region, kind, cluster, id) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    (ecs == "ecs" && kind == "tasks" && !id.contains('/'))
-        .then(|| format!("{CLAIMS_PREFIX}{node}/{account}/{region}/{cluster}/{id}"))
 }
 
 /// The node and the task key of a claim key: `ecs/-/-/claims/n/a/r/c/id` → (`n`, `ecs/a/r/tasks/c/id`).
@@ -220,10 +222,8 @@ mod tests {
         assert!(c.starts_with(&claims_of_node("n1")));
         assert!(!c.starts_with(&claims_of_node("n")));
         assert_eq!(split(&c), Some(("claims", "n1/1/r/c/x")));
-        assert_eq!(claim_of(&task(&s, "c", "x"), "n1").as_deref(), Some(c.as_str()));
         assert_eq!(parse_claim(&c), Some(("n1", task(&s, "c", "x"))));
         assert_eq!(task_of_claim(&c), Some(task(&s, "c", "x")));
-        assert_eq!(claim_of(&service(&s, "c", "x"), "n1"), None);
         assert_eq!(task_of_claim("ecs/1/r/claims/c/x"), None);
         assert_eq!(task_of_claim("ecs/-/-/claims/n1/1/r/c"), None);
         assert!(valid_node_id("host-1.example") && !valid_node_id("a/b") && !valid_node_id(""));

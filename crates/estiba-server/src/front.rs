@@ -180,16 +180,20 @@ fn speaks(svc: &dyn Service, wire: Wire) -> Result<(), ApiError> {
     Err(ApiError::new(unknown_operation(wire), format!("{} is not served over {how}.", svc.model().title)))
 }
 
-fn operation(svc: &'static dyn Service, wire: Wire, name: &str, shown: &str) -> Result<Target, ApiError> {
+/// The operation `name` of `svc`; `prefix` is the target prefix the request named it with.
+fn operation(svc: &'static dyn Service, wire: Wire, name: &str, prefix: Option<&str>) -> Result<Target, ApiError> {
     match svc.model().operation_index(name) {
         Some(op) => Ok(Target { svc, op }),
         None if matches!(wire, Wire::Query(_)) => {
             Err(ApiError::new(Common::InvalidAction, format!("The action {name} is not valid for this web service.")))
         }
-        None => Err(ApiError::new(
-            Common::UnknownOperationException,
-            format!("Unknown operation {shown} for {}.", svc.model().title),
-        )),
+        None => {
+            let shown = prefix.map_or_else(|| name.to_owned(), |p| format!("{p}.{name}"));
+            Err(ApiError::new(
+                Common::UnknownOperationException,
+                format!("Unknown operation {shown} for {}.", svc.model().title),
+            ))
+        }
     }
 }
 
@@ -219,7 +223,7 @@ fn find_json(r: &Seen, target: Option<&str>) -> Result<Target, ApiError> {
         ));
     };
     let svc = by_prefix(r, prefix, "target")?;
-    operation(svc, r.wire, name, &format!("{prefix}.{name}"))
+    operation(svc, r.wire, name, Some(prefix))
 }
 
 /// `/service/<prefix>/operation/<Operation>`.
@@ -231,7 +235,7 @@ fn find_cbor(r: &Seen, path: &str) -> Result<Target, ApiError> {
             format!("{path} is not an RPC v2 path (/service/<service>/operation/<operation>)."),
         ));
     };
-    operation(by_prefix(r, prefix, "service")?, r.wire, name, name)
+    operation(by_prefix(r, prefix, "service")?, r.wire, name, None)
 }
 
 /// `Action=<Operation>&Version=<api version>` in a form body. Unsigned, the service is the
@@ -269,7 +273,7 @@ fn find_query(r: &mut Seen) -> Result<Target, ApiError> {
             format!("estiba answers {} version {}, not {v}.", svc.model().title, svc.model().api_version),
         ));
     }
-    operation(svc, r.wire, &action, &action)
+    operation(svc, r.wire, &action, None)
 }
 
 /// The operation's input in the form its service decodes.

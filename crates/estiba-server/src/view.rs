@@ -56,7 +56,7 @@ pub struct TableDef {
     /// The service's key prefix, ending in `/` (`elbv2/`).
     pub prefix: &'static str,
     pub kind: &'static str,
-    decode: fn(&KeyValue) -> Result<Arc<dyn Any + Send + Sync>, serde_json::Error>,
+    decode: fn(&KeyValue) -> Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl TableDef {
@@ -70,11 +70,8 @@ impl TableDef {
     }
 }
 
-fn decode_doc<T: DeserializeOwned + Send + Sync + 'static>(
-    kv: &KeyValue,
-) -> Result<Arc<dyn Any + Send + Sync>, serde_json::Error> {
-    let value: T = serde_json::from_slice(&kv.value)?;
-    Ok(Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value }))
+fn decode_doc<T: DeserializeOwned + Send + Sync + 'static>(kv: &KeyValue) -> Option<Arc<dyn Any + Send + Sync>> {
+    doc_of::<T>(kv).map(|d| d as Arc<dyn Any + Send + Sync>)
 }
 
 /// The documents of the registered tables, by key.
@@ -98,8 +95,7 @@ pub struct State {
     pub tags: Table<Vec<Tag>>,
     /// Scale-in protection of tasks (UpdateTaskProtection), by protection key.
     pub task_protection: Table<estiba_api::ecs::ProtectedTask>,
-    pub claims: Table<Claim>,
-    /// Task key → its claim (claims are keyed by node: `keys::claim`).
+    /// Task key → its claim (claims are keyed by node: `keys::claim`; this is the only copy).
     pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
     pub nodes: Table<NodeStatus>,
     pub ecr_repos: Table<ecr::RepoDoc>,
@@ -237,14 +233,17 @@ impl State {
                 put(&mut self.task_protection, kind, kv);
             }
             "claims" => {
-                let (old, new) = put(&mut self.claims, kind, kv);
                 let Some(task_key) = keys::task_of_claim(&kv.key) else { return };
-                if let Some(d) = new {
-                    self.claim_by_task.insert(task_key, d);
-                } else if old.is_some() && self.claim_by_task.get(&task_key).is_some_and(|d| d.key == kv.key) {
-                    // Only this claim's own entry (a task has one claim; a stale second one
-                    // going away must not hide the other).
-                    self.claim_by_task.remove(&task_key);
+                match (kind, doc_of(kv)) {
+                    (EventKind::Put, Some(d)) => {
+                        self.claim_by_task.insert(task_key, d);
+                    }
+                    // Only this claim's own entry goes (a task has one claim; a stale second
+                    // one going away must not hide the other).
+                    _ if self.claim_by_task.get(&task_key).is_some_and(|d| d.key == kv.key) => {
+                        self.claim_by_task.remove(&task_key);
+                    }
+                    _ => {}
                 }
             }
             "nodes" => {
@@ -284,19 +283,13 @@ impl State {
         let Some((def, table)) = self.registered.iter_mut().find(|(d, _)| d.holds(&kv.key)) else {
             return tracing::warn!(key = %kv.key, "a key no service registered a table for");
         };
-        match kind {
-            EventKind::Delete => {
+        match (kind, (def.decode)(kv)) {
+            (EventKind::Put, Some(d)) => {
+                table.insert(kv.key.clone(), d);
+            }
+            _ => {
                 table.remove(&kv.key);
             }
-            EventKind::Put => match (def.decode)(kv) {
-                Ok(d) => {
-                    table.insert(kv.key.clone(), d);
-                }
-                Err(e) => {
-                    tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored");
-                    table.remove(&kv.key);
-                }
-            },
         }
     }
 
@@ -317,18 +310,20 @@ type Change<T> = (Option<Arc<Doc<T>>>, Option<Arc<Doc<T>>>);
 
 /// Replaces or removes a document; returns the old and new versions.
 fn put<T: DeserializeOwned>(table: &mut Table<T>, kind: EventKind, kv: &KeyValue) -> Change<T> {
-    match kind {
-        EventKind::Delete => (table.remove(&kv.key), None),
-        EventKind::Put => match serde_json::from_slice::<T>(&kv.value) {
-            Ok(value) => {
-                let doc = Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value });
-                (table.insert(kv.key.clone(), doc.clone()), Some(doc))
-            }
-            Err(e) => {
-                tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored");
-                (table.remove(&kv.key), None)
-            }
-        },
+    match (kind, doc_of(kv)) {
+        (EventKind::Put, Some(doc)) => (table.insert(kv.key.clone(), doc.clone()), Some(doc)),
+        _ => (table.remove(&kv.key), None),
+    }
+}
+
+/// A stored document, decoded; `None` (logged) when it does not decode.
+fn doc_of<T: DeserializeOwned>(kv: &KeyValue) -> Option<Arc<Doc<T>>> {
+    match serde_json::from_slice::<T>(&kv.value) {
+        Ok(value) => Some(Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value })),
+        Err(e) => {
+            tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored");
+            None
+        }
     }
 }
 
@@ -395,9 +390,18 @@ impl View {
         Ok(view)
     }
 
+    /// What the view lists and watches: ECS's and ECR's keys (`ecs/`), or the whole store once
+    /// a service registers tables under a prefix of its own (one listing keeps one revision).
+    fn prefix(&self) -> &'static str {
+        if self.tables.iter().all(|d| d.prefix.starts_with("ecs/")) {
+            "ecs/"
+        } else {
+            ""
+        }
+    }
+
     async fn reload(&self, store: &dyn Store) -> Result<Revision, StoreError> {
-        // One listing of everything: a consistent revision for ECS's keys and every table's.
-        let all = store.range("").await?;
+        let all = store.range(self.prefix()).await?;
         let registered = self.tables.iter().map(|d| (*d, AnyTable::new())).collect();
         let mut st = State { revision: all.revision, registered, ..Default::default() };
         for kv in &all.kvs {
@@ -410,7 +414,7 @@ impl View {
 
     async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut rev: Revision) {
         loop {
-            let mut watch = match store.watch("", rev) {
+            let mut watch = match store.watch(self.prefix(), rev) {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "view watch failed; reloading");

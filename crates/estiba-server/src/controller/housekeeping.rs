@@ -115,9 +115,9 @@ pub async fn housekeeping(server: &Server, h: &Housekeeping) -> Result<(), EcsEr
             txn.compares.push(Compare::mod_revision(&key, rev));
             txn.ops.push(Op::delete(&key));
             txn.ops.push(Op::delete(keys::tags_of(&key)));
-            if is_service {
-                let records = key.replacen("/services/", "/service-deployments/", 1) + "/";
-                let revisions = key.replacen("/services/", "/service-revisions/", 1) + "/";
+            if let Some((scope, cluster, name)) = is_service.then(|| keys::parse_service(&key)).flatten() {
+                let records = keys::service_deployments_of(&scope, &cluster, &name);
+                let revisions = keys::service_revisions_of(&scope, &cluster, &name);
                 for k in crate::view::State::range(&st.service_deployments, &records).map(|d| &d.key) {
                     txn.ops.push(Op::delete(k));
                 }

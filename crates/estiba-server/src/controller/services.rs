@@ -63,13 +63,6 @@ pub async fn services_pass(server: &Server, settings: &deploy::Settings) -> Opti
     retry
 }
 
-/// `ecs/<account>/<region>/services/<cluster>/<name>` → (scope, cluster, name).
-fn parse_service_key(key: &str) -> Option<(Scope, String, String)> {
-    let mut p = key.splitn(6, '/');
-    let (_, account, region, _, cluster, name) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
-    Some((Scope::new(account, region), cluster.to_owned(), name.to_owned()))
-}
-
 /// Whether the task's definition has a health check on an essential container.
 fn checked(st: &State, scope: &Scope, t: &Task) -> bool {
     t.task_definition_arn
@@ -86,7 +79,7 @@ fn checked(st: &State, scope: &Scope, t: &Task) -> bool {
 
 /// Reconciles one service. Returns when a held-back start should be retried.
 async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> Result<Option<f64>, EcsError> {
-    let Some((scope, cluster, name)) = parse_service_key(key) else {
+    let Some((scope, cluster, name)) = keys::parse_service(key) else {
         return Ok(None);
     };
     let mut ids = RandomIds;
