@@ -44,7 +44,7 @@ const ALLOWED_DEVICES: &[&str] = &[
 ];
 
 /// [`ALLOWED_DEVICES`] as rules of the cgroup v2 device filter.
-fn device_rules() -> &'static [super::devices::Rule] {
+pub(crate) fn device_rules() -> &'static [super::devices::Rule] {
     static RULES: OnceLock<Vec<super::devices::Rule>> = OnceLock::new();
     RULES.get_or_init(|| ALLOWED_DEVICES.iter().map(|r| super::devices::Rule::parse(r).expect("valid rule")).collect())
 }

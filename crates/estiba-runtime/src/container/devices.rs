@@ -175,16 +175,22 @@ fn bpf(cmd: i64, attr: &mut Attr) -> std::io::Result<i64> {
 pub fn attach(cgroup: &Path, rules: &[Rule]) -> Result<(), Error> {
     let insns = program(rules);
     let license = b"Apache-2.0\0";
-    let mut log = vec![0u8; 16 << 10];
-    let mut attr = Attr::new();
-    attr.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
-        .u32(4, insns.len() as u32)
-        .u64(8, insns.as_ptr() as u64)
-        .u64(16, license.as_ptr() as u64)
-        .u32(24, 1)
-        .u32(28, log.len() as u32)
-        .u64(32, log.as_mut_ptr() as u64);
-    let prog = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+    let load = |log: Option<&mut Vec<u8>>| {
+        let mut attr = Attr::new();
+        attr.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+            .u32(4, insns.len() as u32)
+            .u64(8, insns.as_ptr() as u64)
+            .u64(16, license.as_ptr() as u64);
+        if let Some(log) = log {
+            attr.u32(24, 1).u32(28, log.len() as u32).u64(32, log.as_mut_ptr() as u64);
+        }
+        bpf(BPF_PROG_LOAD, &mut attr)
+    };
+    // Without the verifier's log (each supervisor loads the program once, on the container's
+    // start path); asked again with it only to say why a load failed.
+    let prog = load(None).map_err(|e| {
+        let mut log = vec![0u8; 64 << 10];
+        let _ = load(Some(&mut log));
         let verifier = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
         Error::Container(format!("loading the device filter of {}: {e} {verifier}", cgroup.display()))
     })?;
@@ -261,8 +267,8 @@ mod tests {
         };
         mk("null", nix::sys::stat::SFlag::S_IFCHR, 1, 3);
         mk("kmsg", nix::sys::stat::SFlag::S_IFCHR, 1, 11);
-        let rules: Vec<Rule> = ["c *:* m", "b *:* m", "c 1:3 rwm"].iter().map(|r| Rule::parse(r).unwrap()).collect();
-        let result = attach(&cg, &rules);
+        // The rules containers get (Docker's defaults: null is there, kmsg is not).
+        let result = attach(&cg, super::super::cgroup::device_rules());
         let probe = |what: &str| -> bool {
             // The child joins the cgroup, then tries `what`.
             let procs = cg.join("cgroup.procs");

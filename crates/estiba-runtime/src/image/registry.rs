@@ -191,7 +191,7 @@ impl RegistryClient {
             },
             Some(Challenge::Bearer { realm, service, scope }) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", r.repository));
-                let token = self.token(r, &realm, service.as_deref(), &scope, creds).await.map_err(fatal)?;
+                let token = self.token(r, &realm, service.as_deref(), &scope, creds).await?;
                 self.tokens.lock().unwrap().insert(key, token.clone());
                 format!("Bearer {token}")
             }
@@ -209,6 +209,8 @@ impl RegistryClient {
         Ok(resp)
     }
 
+    /// A bearer token from the registry's token service; the error says whether it may pass
+    /// (no connection, 5xx, 429), as [`RegistryClient::get_once`]'s do.
     async fn token(
         &self,
         r: &Reference,
@@ -216,7 +218,7 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
         creds: Option<&Credentials>,
-    ) -> Result<String, Error> {
+    ) -> Result<String, (Error, bool)> {
         let mut req = self.http.get(realm).query(&[("scope", scope)]);
         if let Some(s) = service {
             req = req.query(&[("service", s)]);
@@ -224,21 +226,22 @@ impl RegistryClient {
         if let Some(c) = creds {
             req = req.header(AUTHORIZATION, basic(c));
         }
-        let resp = req.send().await.map_err(|e| net_error(r, e))?;
+        let resp = req.send().await.map_err(|e| {
+            let transient = e.is_connect() || e.is_timeout() || e.is_request();
+            (net_error(r, e), transient)
+        })?;
         if !resp.status().is_success() {
-            return Err(Error::Pull(format!(
-                "{}: the token service at {realm} answered {}",
-                r.registry,
-                resp.status()
-            )));
+            let message = format!("{}: the token service at {realm} answered {}", r.registry, resp.status());
+            return Err((Error::Pull(message), transient_status(resp.status())));
         }
+        let fatal = |m: String| (Error::Pull(m), false);
         let v: serde_json::Value =
-            resp.json().await.map_err(|e| Error::Pull(format!("{}: bad token answer: {e}", r.registry)))?;
+            resp.json().await.map_err(|e| fatal(format!("{}: bad token answer: {e}", r.registry)))?;
         v.get("token")
             .or_else(|| v.get("access_token"))
             .and_then(|t| t.as_str())
             .map(str::to_owned)
-            .ok_or_else(|| Error::Pull(format!("{}: the token service answered no token", r.registry)))
+            .ok_or_else(|| fatal(format!("{}: the token service answered no token", r.registry)))
     }
 }
 
