@@ -614,9 +614,9 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
     in_workdir(root, "eba", "api", |work| measure_api(root, work, seconds, rounds))
 }
 
-/// `bench memory`: a control plane alone (`--local-node off`, as the API bench runs it) given
-/// `--docs` task documents through RunTask (10 per call, with one claim each), then its
-/// resident memory against the idle server's.
+/// `bench memory`: a control plane alone (`--local-node off`, as the API bench runs it: no
+/// node claims the tasks) given `--docs` task documents through RunTask (10 per call), then
+/// its resident memory against the idle server's.
 fn memory(root: &Path, args: &[String]) -> Result<()> {
     if std::env::var_os(crate::bench_run::ISOLATED).is_none() {
         return build_and_isolate(root, "memory", args);
