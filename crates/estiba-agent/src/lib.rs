@@ -50,6 +50,9 @@ pub struct AgentConfig {
     /// Where `environmentFiles` are read from; `None`: tasks that name one fail to start.
     pub environment_files_dir: Option<PathBuf>,
     pub net: network::NetConfig,
+    /// The control plane's DNS records: with them the node runs the VPC resolver (at the
+    /// VPC's base address plus two) and task networks use it.
+    pub dns_zone: Option<watch::Receiver<Arc<estiba_dns::Zone>>>,
 }
 
 impl AgentConfig {
@@ -76,6 +79,8 @@ pub struct Shared {
     pub pool: Arc<pool::Pool>,
     /// Network namespaces made ahead of time.
     pub spare_netns: Arc<estiba_net::netns::Spares>,
+    /// The VPC resolver's address once it serves (tasks' `resolv.conf` point there).
+    pub resolver: std::sync::OnceLock<std::net::Ipv4Addr>,
 }
 
 impl Shared {
@@ -162,6 +167,8 @@ fn forget(shared: &Shared, task_id: &str) {
 /// Runs the agent until `shutdown` flips.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     std::fs::create_dir_all(shared.cfg.data_dir.join("tasks")).ok();
+    // Serves until `run` returns.
+    let _resolver = network::start_resolver(&shared).await;
     tokio::spawn(heartbeat(shared.clone()));
     // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.
     let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;

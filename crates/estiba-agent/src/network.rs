@@ -283,11 +283,42 @@ pub fn shown(net: &TaskNet, a: &Assignment) -> Shown {
     Shown { eni_details, interfaces, bindings }
 }
 
+/// Starts the VPC resolver when the agent has the control plane's DNS records: the address
+/// goes on the VPC's bridge (reachable from every task network and from the host), the
+/// host's own name servers (`/etc/resolv.conf`) answer what is not ours. `None` (logged)
+/// when it cannot serve: tasks then use the host's name servers.
+pub async fn start_resolver(shared: &Arc<Shared>) -> Option<estiba_dns::Resolver> {
+    let zone = shared.cfg.dns_zone.clone()?;
+    let net = shared.cfg.net.vpc();
+    let ip = vpc::resolver_address(net.cidr);
+    let host = shared.net.clone();
+    let added = tokio::task::spawn_blocking(move || host.add_service_address(&net, ip)).await;
+    if let Err(e) = added.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        tracing::warn!(error = %e, "the VPC resolver has no address; tasks use the host's name servers");
+        return None;
+    }
+    let upstreams = estiba_dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let handler = estiba_dns::Handler::new(zone, estiba_dns::Forwarder::new(upstreams));
+    match estiba_dns::Resolver::serve(&[SocketAddrV4::new(ip, 53).into()], handler).await {
+        Ok(r) => {
+            tracing::info!(address = %ip, "serving the VPC resolver");
+            let _ = shared.resolver.set(ip);
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the VPC resolver cannot serve; tasks use the host's name servers");
+            None
+        }
+    }
+}
+
 /// The task's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, shared by its containers.
 /// `hosts` holds localhost, the task's own name and address, and the containers'
-/// `extraHosts`; `resolv.conf` is the host's, without loopback name servers when the task
-/// has a namespace of its own (it cannot reach them).
-pub fn write_etc_files(dir: &Path, net: &TaskNet, a: &Assignment) -> std::io::Result<()> {
+/// `extraHosts`. A task with a namespace of its own (awsvpc, bridge) asks the VPC resolver
+/// when the node runs one (`resolver`), with the region's private DNS domain to search, as in
+/// a VPC; otherwise, and in `host` mode, `resolv.conf` is the host's, without loopback name
+/// servers when the task cannot reach them.
+pub fn write_etc_files(dir: &Path, net: &TaskNet, a: &Assignment, resolver: Option<Ipv4Addr>) -> std::io::Result<()> {
     let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let short = net.hostname.split('.').next().unwrap_or(&net.hostname);
     match net.ip {
@@ -305,8 +336,13 @@ pub fn write_etc_files(dir: &Path, net: &TaskNet, a: &Assignment) -> std::io::Re
     }
     std::fs::write(dir.join("hosts"), hosts)?;
     std::fs::write(dir.join("hostname"), format!("{}\n", net.hostname))?;
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let own_ns = taskdef::network_mode(&a.taskdef) != NetworkMode::Host;
+    let on_a_network = matches!(taskdef::network_mode(&a.taskdef), NetworkMode::Awsvpc | NetworkMode::Bridge);
+    if let Some(ip) = resolver.filter(|_| on_a_network) {
+        let domain = vpc::private_dns_domain(&scope_of(a).region);
+        return std::fs::write(dir.join("resolv.conf"), format!("search {domain}\nnameserver {ip}\n"));
+    }
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv: String = resolv
         .lines()
         .filter(|l| {

@@ -398,7 +398,8 @@ impl Runner {
                 return;
             }
         };
-        if let Err(e) = network::write_etc_files(&self.dir, &net, &self.assignment) {
+        if let Err(e) = network::write_etc_files(&self.dir, &net, &self.assignment, self.shared.resolver.get().copied())
+        {
             self.fail(TaskStopCode::TaskFailedToStart, format!("TaskNetworkError: {e}"));
             self.publish();
             return;

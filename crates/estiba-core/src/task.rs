@@ -74,6 +74,17 @@ pub fn desired_stopped(t: &Task) -> bool {
     t.desired_status.as_deref() == Some("STOPPED")
 }
 
+/// The address of the task's ENI (awsvpc), as its node reported it.
+pub fn private_ipv4(t: &Task) -> Option<std::net::Ipv4Addr> {
+    t.attachments
+        .iter()
+        .flatten()
+        .filter(|a| a.r#type.as_deref() == Some("ElasticNetworkInterface"))
+        .flat_map(|a| a.details.iter().flatten())
+        .find(|d| d.name.as_deref() == Some("privateIPv4Address"))
+        .and_then(|d| d.value.as_deref()?.parse().ok())
+}
+
 /// The task id: the last segment of its ARN.
 pub fn task_id(t: &Task) -> &str {
     t.task_arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("")

@@ -78,12 +78,21 @@ impl Vpc {
 /// `ip-a-b-c-d.<region>.compute.internal` elsewhere.
 pub fn private_dns_name(region: &str, ip: Ipv4Addr) -> String {
     let o = ip.octets();
-    let host = format!("ip-{}-{}-{}-{}", o[0], o[1], o[2], o[3]);
+    format!("ip-{}-{}-{}-{}.{}", o[0], o[1], o[2], o[3], private_dns_domain(region))
+}
+
+/// The domain of a region's private DNS names (and the search domain of its VPCs).
+pub fn private_dns_domain(region: &str) -> String {
     if region == "us-east-1" {
-        format!("{host}.ec2.internal")
+        "ec2.internal".into()
     } else {
-        format!("{host}.{region}.compute.internal")
+        format!("{region}.compute.internal")
     }
+}
+
+/// The VPC resolver's address: the VPC's base address plus two (172.31.0.2).
+pub fn resolver_address(cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr.network()).wrapping_add(2))
 }
 
 /// The id of the network interface behind an ENI attachment (from the attachment's id, so
@@ -123,6 +132,7 @@ mod tests {
         let ip = Ipv4Addr::new(172, 31, 0, 4);
         assert_eq!(private_dns_name("us-east-1", ip), "ip-172-31-0-4.ec2.internal");
         assert_eq!(private_dns_name("eu-west-1", ip), "ip-172-31-0-4.eu-west-1.compute.internal");
+        assert_eq!(resolver_address(DEFAULT_CIDR.parse().unwrap()), Ipv4Addr::new(172, 31, 0, 2));
         assert_eq!(eni_id("8c3f6c9e-6e0d-4a1b-9f7a-0b1c2d3e4f50"), "eni-8c3f6c9e6e0d4a1b9");
     }
 }

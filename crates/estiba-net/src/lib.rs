@@ -193,6 +193,15 @@ impl Host {
         Ok(i)
     }
 
+    /// Gives the host one more address on `net`'s bridge (made if needed), for a service the
+    /// tasks on it reach directly: the VPC resolver at the network's base address plus two.
+    pub fn add_service_address(&self, net: &Network, ip: Ipv4Addr) -> Result<(), NetError> {
+        let mut nl = nl::Netlink::open().map_err(|e| NetError::io("opening a netlink socket", e))?;
+        let bridge = self.bridge(&mut nl, net)?;
+        nl.add_address(bridge, ip, net.cidr.prefix_len())
+            .map_err(|e| NetError::io(format!("adding {ip} to bridge {}", net.bridge), e))
+    }
+
     /// Undoes what `attach` and `ports.publish` did for `owner`: ports closed, the veth pair
     /// deleted (it also goes with the namespace), the address released. Blocking.
     pub fn detach(&self, owner: &str) {

@@ -14,6 +14,7 @@
 
 pub mod body;
 pub mod controller;
+pub mod dns;
 pub mod front;
 pub mod http;
 mod migrate;
@@ -90,6 +91,8 @@ pub struct Server {
     pub registry: Option<Arc<registry::Registry>>,
     /// The controllers' pass counters ([`controller::runtime`]).
     pub controllers: controller::Metrics,
+    /// The VPC resolvers' zone, republished on every change ([`dns`]); nodes serve it.
+    pub dns: tokio::sync::watch::Sender<Arc<estiba_dns::Zone>>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -164,7 +167,8 @@ impl Server {
             }
             None => None,
         };
-        Ok(Arc::new(Server { config, store, view, local_node, registry, controllers: Default::default() }))
+        let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
+        Ok(Arc::new(Server { config, store, view, local_node, registry, controllers: Default::default(), dns }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the

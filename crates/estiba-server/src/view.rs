@@ -57,6 +57,8 @@ pub struct TaskFacts {
     pub container_instance_arn: Option<Arc<str>>,
     pub task_definition_arn: Option<Arc<str>>,
     pub stopped_at: Option<f64>,
+    /// The address of its ENI (awsvpc), once a node set it up.
+    pub private_ipv4: Option<std::net::Ipv4Addr>,
     /// The whole task, once something asked for it (never for a stopped task).
     full: OnceLock<Box<Task>>,
 }
@@ -73,6 +75,7 @@ impl TaskFacts {
             container_instance_arn: boxed(&t.container_instance_arn),
             task_definition_arn: boxed(&t.task_definition_arn),
             stopped_at: t.stopped_at,
+            private_ipv4: task::private_ipv4(t),
             full: OnceLock::new(),
         }
     }

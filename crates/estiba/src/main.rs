@@ -270,6 +270,11 @@ struct ServerArgs {
     /// Serve the ECR API and the OCI registry (`/v2/`) on the listener.
     #[arg(long, env = "ESTIBA_REGISTRY", value_enum, default_value = "on")]
     registry: OnOff,
+    /// Run the VPC resolver on this node (at the VPC's base address plus two, 172.31.0.2 by
+    /// default): task networks resolve Cloud Map names and private DNS names through it, and
+    /// everything else through the host's name servers.
+    #[arg(long, env = "ESTIBA_VPC_RESOLVER", value_enum, default_value = "on")]
+    vpc_resolver: OnOff,
     /// `host:port` advertised in repository URIs [default: the listen address].
     #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
     registry_host: Option<String>,
@@ -518,6 +523,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                     vpc_cidr: args.vpc_cidr.trunc(),
                     bridge_cidr: args.bridge_cidr.trunc(),
                 },
+                dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
             },
             cp,
             images,
@@ -527,6 +533,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
             ),
             spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
+            resolver: Default::default(),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))
