@@ -269,6 +269,35 @@ def test_update_and_delete_service(sd):
     sd.create_service(Name="web", NamespaceId=ns_id, DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 60}]})
 
 
+def test_health_check_config_updates(sd):
+    pub_id = done(sd, sd.create_public_dns_namespace(Name=unique("p") + ".example.com")["OperationId"])["Targets"]["NAMESPACE"]
+    a = {"DnsRecords": [{"Type": "A", "TTL": 60}]}
+    svc = sd.create_service(Name="web", NamespaceId=pub_id, DnsConfig=a)["Service"]["Id"]
+    done(sd, sd.update_service(Id=svc, Service={"HealthCheckConfig": {"Type": "TCP", "FailureThreshold": 3}})["OperationId"])
+    assert sd.get_service(Id=svc)["Service"]["HealthCheckConfig"] == {"Type": "TCP", "FailureThreshold": 3}
+    # A health check left out of the change is deleted, as in Cloud Map; DNS records stay.
+    done(sd, sd.update_service(Id=svc, Service={"Description": "d"})["OperationId"])
+    got = sd.get_service(Id=svc)["Service"]
+    assert "HealthCheckConfig" not in got and got["DnsConfig"]["DnsRecords"] == a["DnsRecords"]
+    custom = sd.create_service(Name="c", NamespaceId=pub_id, DnsConfig=a, HealthCheckCustomConfig={})["Service"]["Id"]
+    expect("InvalidInput", sd.update_service, Id=custom, Service={"HealthCheckConfig": {"Type": "TCP"}})
+
+
+def test_service_attributes(sd):
+    ns_id, _ = http_namespace(sd)
+    svc = sd.create_service(Name="web", NamespaceId=ns_id)["Service"]
+    got = sd.get_service_attributes(ServiceId=svc["Id"])["ServiceAttributes"]
+    assert got == {"ServiceArn": svc["Arn"], "ResourceOwner": "000000000000", "Attributes": {}}
+    sd.update_service_attributes(ServiceId=svc["Id"], Attributes={"a": "1", "b": "2"})
+    sd.update_service_attributes(ServiceId=svc["Id"], Attributes={"b": "3"})
+    assert sd.get_service_attributes(ServiceId=svc["Id"])["ServiceAttributes"]["Attributes"] == {"a": "1", "b": "3"}
+    sd.delete_service_attributes(ServiceId=svc["Id"], Attributes=["a"])
+    assert sd.get_service_attributes(ServiceId=svc["Id"])["ServiceAttributes"]["Attributes"] == {"b": "3"}
+    expect("ServiceAttributesLimitExceededException", sd.update_service_attributes, ServiceId=svc["Id"], Attributes={f"k{i}": "v" for i in range(30)})
+    expect("ServiceNotFound", sd.get_service_attributes, ServiceId="srv-0000000000000000")
+    expect("ServiceNotFound", sd.update_service_attributes, ServiceId="srv-0000000000000000", Attributes={"a": "1"})
+
+
 # Instances.
 
 

@@ -10,7 +10,8 @@
 //! | `services/<srv-id>` | the `Service` shape (`InstanceCount` is counted when read) |
 //! | `instances/<srv-id>/<instance-id>` | the `Instance` shape: one put registers an instance |
 //! | `health/<srv-id>/<instance-id>` | [`HealthDoc`]: a custom health status set by UpdateInstanceCustomHealthStatus |
-//! | `revisions/<srv-id>` | [`Marker`], written when an instance is deregistered |
+//! | `revisions/<srv-id>` | [`Marker`], written when an instance registers or deregisters |
+//! | `service-attributes/<srv-id>` | the service's attributes (UpdateServiceAttributes), a string map |
 //! | `operations/<operation-id>` | the `Operation` shape, status computed from its age ([`op_status`]) |
 //! | `tags/<namespace\|service>/<id>` | `[Tag]` |
 //!
@@ -56,6 +57,8 @@ pub enum SdError {
     DuplicateRequest(String),
     #[error("{0}")]
     TooManyTags(String),
+    #[error("{0}")]
+    ServiceAttributesLimitExceeded(String),
 }
 
 pub type Result<T, E = SdError> = std::result::Result<T, E>;
@@ -75,6 +78,7 @@ impl SdError {
             SdError::CustomHealthNotFound(_) => ErrorCode::CustomHealthNotFound,
             SdError::DuplicateRequest(_) => ErrorCode::DuplicateRequest,
             SdError::TooManyTags(_) => ErrorCode::TooManyTagsException,
+            SdError::ServiceAttributesLimitExceeded(_) => ErrorCode::ServiceAttributesLimitExceededException,
         }
     }
 
@@ -112,6 +116,7 @@ pub const HEALTH: &str = "health";
 pub const REVISIONS: &str = "revisions";
 pub const OPERATIONS: &str = "operations";
 pub const TAGS: &str = "tags";
+pub const SERVICE_ATTRIBUTES: &str = "service-attributes";
 
 /// `servicediscovery/<account>/<region>/<kind>/`: every document of one kind in a scope.
 pub fn kind_prefix(s: &Scope, kind: &str) -> String {
@@ -141,6 +146,10 @@ pub fn health_key(s: &Scope, service_id: &str, instance_id: &str) -> String {
 
 pub fn revision_key(s: &Scope, service_id: &str) -> String {
     kind_prefix(s, REVISIONS) + service_id
+}
+
+pub fn service_attributes_key(s: &Scope, service_id: &str) -> String {
+    kind_prefix(s, SERVICE_ATTRIBUTES) + service_id
 }
 
 pub fn operation_key(s: &Scope, id: &str) -> String {
@@ -528,6 +537,8 @@ pub fn health_check_defaults(h: &HealthCheckConfig) -> HealthCheckConfig {
 }
 
 /// UpdateService: new TTLs for the same record types, a description, a Route 53 health check.
+/// As in Cloud Map, a health check configuration left out of the change is deleted (a
+/// custom health check stays); a DNS configuration left out stays as it is.
 pub fn update_service(
     svc: &Service,
     ns_type: NamespaceType,
@@ -546,6 +557,8 @@ pub fn update_service(
         }
         check_health_check(h)?;
         svc.health_check_config = Some(health_check_defaults(h));
+    } else {
+        svc.health_check_config = None;
     }
     if let Some(dc) = &change.dns_config {
         let Some(cur) = svc.dns_config.as_mut() else {
@@ -784,6 +797,26 @@ fn parse_date(v: &str) -> Result<f64> {
     v.parse::<f64>().or_else(|_| invalid(format!("'{v}' is not a date in Unix time (seconds).")))
 }
 
+// Service attributes.
+
+/// A service has at most 30 attributes.
+pub const MAX_SERVICE_ATTRIBUTES: usize = 30;
+
+/// UpdateServiceAttributes: adds or replaces attributes, at most 30 in all.
+pub fn update_service_attributes(
+    current: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let mut out = current.clone();
+    out.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if out.len() > MAX_SERVICE_ATTRIBUTES {
+        return Err(SdError::ServiceAttributesLimitExceeded(format!(
+            "A service can have at most {MAX_SERVICE_ATTRIBUTES} attributes."
+        )));
+    }
+    Ok(out)
+}
+
 // Tags.
 
 /// At most 50 tags per resource.
@@ -1013,6 +1046,14 @@ mod tests {
         let ch =
             ServiceChange { description: None, dns_config: Some(ttl(RecordType::A, 10)), health_check_config: None };
         assert!(update_service(&http, NamespaceType::Http, &ch).is_err());
+        let hc = HealthCheckConfig { failure_threshold: Some(2), resource_path: None, r#type: HealthCheckType::Tcp };
+        let checked = Service { health_check_config: Some(hc.clone()), ..svc.clone() };
+        let keep = ServiceChange { description: None, dns_config: None, health_check_config: Some(hc) };
+        assert!(update_service(&checked, NamespaceType::DnsPublic, &keep).unwrap().health_check_config.is_some());
+        assert!(update_service(&checked, NamespaceType::DnsPrivate, &keep).is_err());
+        let drop = ServiceChange { description: None, dns_config: None, health_check_config: None };
+        let out = update_service(&checked, NamespaceType::DnsPublic, &drop).unwrap();
+        assert!(out.health_check_config.is_none() && out.dns_config.is_some());
     }
 
     #[test]
@@ -1086,6 +1127,18 @@ mod tests {
         assert_eq!(names(discover(items(), &v1, &green_only, HealthStatusFilter::All, true)), ["g"]);
         let red = attrs(&[("color", "red")]);
         assert_eq!(names(discover(items(), &v1, &red, HealthStatusFilter::All, true)), ["b", "g"]);
+    }
+
+    #[test]
+    fn service_attributes_are_limited() {
+        let a = attrs(&[("a", "1")]);
+        assert_eq!(
+            update_service_attributes(&a, &attrs(&[("a", "2"), ("b", "3")])).unwrap(),
+            attrs(&[("a", "2"), ("b", "3")])
+        );
+        let many: BTreeMap<String, String> = (0..30).map(|i| (format!("k{i}"), "v".into())).collect();
+        assert!(update_service_attributes(&many, &attrs(&[("k0", "w")])).is_ok());
+        assert!(matches!(update_service_attributes(&many, &a), Err(SdError::ServiceAttributesLimitExceeded(_))));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! Readers outside this module (the DNS resolver, ECS services registering their tasks) use
 //! [`table`] with the `Table` they need and [`register_ops`] / [`deregister_ops`].
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use estiba_api::schema::{Model, Protocol};
 use estiba_api::servicediscovery::*;
@@ -59,9 +61,10 @@ pub enum Table {
     Tags,
     NamespaceNames,
     ServiceNames,
+    ServiceAttributes,
 }
 
-static TABLES: [TableDef; 9] = [
+static TABLES: [TableDef; 10] = [
     TableDef::of::<NamespaceDoc>(sd::PREFIX, sd::NAMESPACES),
     TableDef::of::<Service>(sd::PREFIX, sd::SERVICES),
     TableDef::of::<Instance>(sd::PREFIX, sd::INSTANCES),
@@ -71,10 +74,12 @@ static TABLES: [TableDef; 9] = [
     TableDef::of::<Vec<Tag>>(sd::PREFIX, sd::TAGS),
     TableDef::of::<NameDoc>(sd::PREFIX, NAMESPACE_NAMES),
     TableDef::of::<NameDoc>(sd::PREFIX, SERVICE_NAMES),
+    TableDef::of::<BTreeMap<String, String>>(sd::PREFIX, sd::SERVICE_ATTRIBUTES),
 ];
 
 /// The view table of one kind (documents: [`NamespaceDoc`], `Service`, `Instance`,
-/// [`HealthDoc`], [`Marker`], `OperationShape`, `Vec<Tag>`, [`NameDoc`], [`NameDoc`]).
+/// [`HealthDoc`], [`Marker`], `OperationShape`, `Vec<Tag>`, [`NameDoc`], [`NameDoc`], a
+/// string map).
 pub fn table(t: Table) -> &'static TableDef {
     &TABLES[t as usize]
 }
@@ -102,6 +107,9 @@ impl ApiService for ServiceDiscovery {
                 ListServices => services::list,
                 UpdateService => services::update,
                 DeleteService => services::delete,
+                GetServiceAttributes => services::get_attributes,
+                UpdateServiceAttributes => services::update_attributes,
+                DeleteServiceAttributes => services::delete_attributes,
                 RegisterInstance => instances::register,
                 DeregisterInstance => instances::deregister,
                 GetInstance => instances::get,

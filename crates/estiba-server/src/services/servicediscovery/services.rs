@@ -1,16 +1,19 @@
 //! CreateService, GetService, ListServices, UpdateService, DeleteService.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use estiba_api::servicediscovery::*;
 use estiba_api::ApiError;
 use estiba_core::servicediscovery::{self as sd, Marker, NamespaceDoc, SdError};
+use estiba_core::Scope;
 use estiba_store::{Compare, Op, Txn};
 
 use super::{
     doc, docs, json, namespace_doc, page, put, service_doc, service_name_key, tags_of, NameDoc, Result, Table,
 };
 use crate::services::Call;
-use crate::view::State;
+use crate::view::{Doc, State};
 use crate::{RandomIds, Server};
 
 fn namespace_type(ns: &NamespaceDoc) -> NamespaceType {
@@ -219,8 +222,67 @@ pub async fn delete(s: &Server, cx: &Call, req: DeleteServiceRequest) -> Result<
         if tags_of(st, scope, sd::Resource::Service, &id).is_some() {
             txn = txn.then(Op::delete(sd::tags_key(scope, sd::Resource::Service, &id)));
         }
+        if attributes_of(st, scope, &id).is_some() {
+            txn = txn.then(Op::delete(sd::service_attributes_key(scope, &id)));
+        }
         Ok((txn, ()))
     })
     .await?;
     Ok(json(&DeleteServiceResponse {}))
+}
+
+fn attributes_of<'a>(st: &'a State, scope: &Scope, service_id: &str) -> Option<&'a Doc<BTreeMap<String, String>>> {
+    doc(st, Table::ServiceAttributes, &sd::service_attributes_key(scope, service_id))
+}
+
+pub async fn get_attributes(s: &Server, cx: &Call, req: GetServiceAttributesRequest) -> Result<Bytes> {
+    let st = s.view.read();
+    let svc = &service_doc(&st, &cx.scope, &req.service_id)?.value;
+    let id = svc.id.as_deref().unwrap_or_default();
+    let attributes = attributes_of(&st, &cx.scope, id).map(|d| d.value.clone()).unwrap_or_default();
+    Ok(json(&GetServiceAttributesResponse {
+        service_attributes: Some(ServiceAttributes {
+            attributes: Some(attributes),
+            resource_owner: Some(cx.scope.account.clone()),
+            service_arn: svc.arn.clone(),
+        }),
+    }))
+}
+
+/// Read-modify-write of a service's attributes.
+async fn reattribute(
+    s: &Server,
+    cx: &Call,
+    service_id: &str,
+    f: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, SdError>,
+) -> Result<()> {
+    let scope = &cx.scope;
+    s.transact::<_, ApiError>(|st| {
+        let d = service_doc(st, scope, service_id)?;
+        let id = d.value.id.clone().unwrap_or_default();
+        let key = sd::service_attributes_key(scope, &id);
+        let empty = BTreeMap::new();
+        let (current, guard) = match attributes_of(st, scope, &id) {
+            Some(a) => (&a.value, Compare::mod_revision(&key, a.rev)),
+            None => (&empty, Compare::absent(&key)),
+        };
+        let attrs = f(current)?;
+        let txn = Txn::new().when(Compare::mod_revision(&d.key, d.rev)).when(guard);
+        let txn = if attrs.is_empty() { txn.then(Op::delete(key)) } else { txn.then(put(&key, &attrs)) };
+        Ok((txn, ()))
+    })
+    .await
+}
+
+pub async fn update_attributes(s: &Server, cx: &Call, req: UpdateServiceAttributesRequest) -> Result<Bytes> {
+    reattribute(s, cx, &req.service_id, |cur| sd::update_service_attributes(cur, &req.attributes)).await?;
+    Ok(json(&UpdateServiceAttributesResponse {}))
+}
+
+pub async fn delete_attributes(s: &Server, cx: &Call, req: DeleteServiceAttributesRequest) -> Result<Bytes> {
+    reattribute(s, cx, &req.service_id, |cur| {
+        Ok(cur.iter().filter(|(k, _)| !req.attributes.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    })
+    .await?;
+    Ok(json(&DeleteServiceAttributesResponse {}))
 }
