@@ -440,6 +440,32 @@ def test_instances_revision_moves_with_registrations_only(sd):
     assert rev() > r2
 
 
+def test_concurrent_registrations_and_creates(shared, sd):
+    import concurrent.futures
+
+    h_id, ns_name = http_namespace(sd)
+    svc = sd.create_service(Name="web", NamespaceId=h_id)["Service"]["Id"]
+    clients = [client(shared) for _ in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: clients[i % 8].register_instance(ServiceId=svc, InstanceId=f"i-{i}", Attributes={"n": str(i)}), range(40)))
+    assert sd.get_service(Id=svc)["Service"]["InstanceCount"] == 40
+    assert len(sd.discover_instances(NamespaceName=ns_name, ServiceName="web", MaxResults=1000)["Instances"]) == 40
+
+    # One name, many creators: exactly one namespace.
+    name = unique("race")
+
+    def create(i):
+        try:
+            return clients[i].create_http_namespace(Name=name)["OperationId"]
+        except ClientError as e:
+            return e.response["Error"]["Code"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(8)))
+    assert results.count("NamespaceAlreadyExists") == 7, results
+    assert len(sd.list_namespaces(Filters=[{"Name": "NAME", "Values": [name]}])["Namespaces"]) == 1
+
+
 def test_boto3_without_host_prefix_through_the_environment(shared, sd, monkeypatch):
     h_id, ns_name = http_namespace(sd)
     sd.create_service(Name="web", NamespaceId=h_id)

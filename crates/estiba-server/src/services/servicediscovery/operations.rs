@@ -37,32 +37,36 @@ pub async fn list(s: &Server, cx: &Call, req: ListOperationsRequest) -> Result<B
     Ok(json(&ListOperationsResponse { operations: Some(operations), next_token: p.next_token }))
 }
 
-/// The tags key of the namespace or service an ARN names, when it exists.
-fn resource(st: &State, scope: &Scope, arn: &str) -> Result<(sd::Resource, String), SdError> {
+/// The namespace or service an ARN names, when it exists: its kind, id, and the key and
+/// revision of its document.
+fn resource(st: &State, scope: &Scope, arn: &str) -> Result<(sd::Resource, String, Compare), SdError> {
     let not_found = || SdError::ResourceNotFound(format!("Resource not found: {arn}"));
     let (r, id) = sd::parse_arn(scope, arn).ok_or_else(not_found)?;
-    let exists = match r {
-        sd::Resource::Namespace => doc::<NamespaceDoc>(st, Table::Namespaces, &sd::namespace_key(scope, &id)).is_some(),
-        sd::Resource::Service => doc::<Service>(st, Table::Services, &sd::service_key(scope, &id)).is_some(),
+    let found = match r {
+        sd::Resource::Namespace => {
+            doc::<NamespaceDoc>(st, Table::Namespaces, &sd::namespace_key(scope, &id)).map(|d| (d.key.clone(), d.rev))
+        }
+        sd::Resource::Service => {
+            doc::<Service>(st, Table::Services, &sd::service_key(scope, &id)).map(|d| (d.key.clone(), d.rev))
+        }
     };
-    if !exists {
-        return Err(not_found());
-    }
-    Ok((r, id))
+    let (key, rev) = found.ok_or_else(not_found)?;
+    Ok((r, id, Compare::mod_revision(key, rev)))
 }
 
 /// Read-modify-write of a resource's tags.
 async fn retag(s: &Server, cx: &Call, arn: &str, f: impl Fn(&[Tag]) -> Result<Vec<Tag>, SdError>) -> Result<()> {
     let scope = &cx.scope;
     s.transact::<_, ApiError>(|st| {
-        let (r, id) = resource(st, scope, arn)?;
+        // The resource's revision is compared too: tags never outlive a deletion.
+        let (r, id, exists) = resource(st, scope, arn)?;
         let key = sd::tags_key(scope, r, &id);
         let (current, guard) = match tags_of(st, scope, r, &id) {
             Some(d) => (d.value.as_slice(), Compare::mod_revision(&key, d.rev)),
             None => (&[][..], Compare::absent(&key)),
         };
         let tags = f(current)?;
-        let txn = Txn::new().when(guard);
+        let txn = Txn::new().when(exists).when(guard);
         let txn = if tags.is_empty() { txn.then(Op::delete(key)) } else { txn.then(put(&key, &tags)) };
         Ok((txn, ()))
     })
@@ -82,7 +86,7 @@ pub async fn untag(s: &Server, cx: &Call, req: UntagResourceRequest) -> Result<B
 
 pub async fn list_tags(s: &Server, cx: &Call, req: ListTagsForResourceRequest) -> Result<Bytes> {
     let st = s.view.read();
-    let (r, id) = resource(&st, &cx.scope, &req.resource_arn)?;
+    let (r, id, _) = resource(&st, &cx.scope, &req.resource_arn)?;
     let tags = tags_of(&st, &cx.scope, r, &id).map(|d| d.value.clone()).unwrap_or_default();
     Ok(json(&ListTagsForResourceResponse { tags: Some(tags) }))
 }
