@@ -212,3 +212,44 @@ fn page<T, K: AsRef<str>>(
     let limit = max_results.filter(|n| *n > 0).unwrap_or(100) as usize;
     estiba_core::page::paginate(items, key, next_token, limit, false).map_err(|e| SdError::InvalidInput(e.message))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_one_per_kind_in_order() {
+        let kinds = [
+            (Table::Namespaces, sd::NAMESPACES),
+            (Table::Services, sd::SERVICES),
+            (Table::Instances, sd::INSTANCES),
+            (Table::Health, sd::HEALTH),
+            (Table::Revisions, sd::REVISIONS),
+            (Table::Operations, sd::OPERATIONS),
+            (Table::Tags, sd::TAGS),
+            (Table::NamespaceNames, NAMESPACE_NAMES),
+            (Table::ServiceNames, SERVICE_NAMES),
+            (Table::ServiceAttributes, sd::SERVICE_ATTRIBUTES),
+        ];
+        assert_eq!(kinds.len(), TABLES.len());
+        for (t, kind) in kinds {
+            assert_eq!((table(t).prefix, table(t).kind), (sd::PREFIX, kind));
+        }
+    }
+
+    #[test]
+    fn registration_is_unconditional_puts() {
+        let scope = Scope::new("000000000000", "us-east-1");
+        let inst = Instance { id: "i-1".into(), ..Default::default() };
+        let ops = register_ops(&scope, "srv-1", &inst);
+        let keys: Vec<&str> = ops.iter().map(|o| o.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "servicediscovery/000000000000/us-east-1/instances/srv-1/i-1",
+                "servicediscovery/000000000000/us-east-1/revisions/srv-1",
+                "servicediscovery/000000000000/us-east-1/health/srv-1/i-1",
+            ]
+        );
+    }
+}
