@@ -299,6 +299,15 @@ pub fn operation(
     }
 }
 
+/// How long operations stay listed: Cloud Map keeps an operation's record for a while after
+/// it ends; here for a day after it was submitted.
+pub const OPERATION_RETENTION: f64 = 24.0 * 3600.0;
+
+/// Whether an operation's record has outlived [`OPERATION_RETENTION`] at `now`.
+pub fn operation_expired(op: &OperationShape, now: Now) -> bool {
+    op.create_date.is_some_and(|c| now - c >= OPERATION_RETENTION)
+}
+
 /// The operation as GetOperation shows it at `now`.
 pub fn operation_at(op: &OperationShape, now: Now) -> OperationShape {
     let mut op = op.clone();
@@ -899,6 +908,9 @@ mod tests {
         assert_eq!(op_status(100.0, 100.0), (OperationStatus::Submitted, 100.0));
         assert_eq!(op_status(100.0, 100.15).0, OperationStatus::Pending);
         assert_eq!(op_status(100.0, 101.0), (OperationStatus::Success, 100.25));
+        let old = OperationShape { create_date: Some(1.0), ..Default::default() };
+        assert!(!operation_expired(&old, 1.0 + OPERATION_RETENTION - 1.0));
+        assert!(operation_expired(&old, 1.0 + OPERATION_RETENTION));
         let op = operation(
             &scope(),
             "op".into(),

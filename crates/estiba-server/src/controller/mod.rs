@@ -15,6 +15,8 @@
 //!   every `housekeeping_every`.
 //! - [`registry`]: the registry's lifecycle policies and garbage collection
 //!   (`crate::services::ecr::housekeeping`); every `registry_housekeeping_every`.
+//! - [`servicediscovery`]: forgets Cloud Map operations a day old; every
+//!   `cloudmap_housekeeping_every`.
 //!
 //! Adding a controller:
 //! 1. a module here with a type implementing [`Controller`]: a unique `name`, `pass` (read the
@@ -32,6 +34,7 @@ pub mod housekeeping;
 pub mod join;
 pub mod registry;
 pub mod runtime;
+pub mod servicediscovery;
 pub mod services;
 
 use std::sync::Arc;
@@ -59,6 +62,8 @@ pub struct Settings {
     pub inactive_retention: Duration,
     /// How often lifecycle policies are applied and unused registry blobs collected.
     pub registry_housekeeping_every: Duration,
+    /// How often old Cloud Map operations are forgotten.
+    pub cloudmap_housekeeping_every: Duration,
 }
 
 impl Default for Settings {
@@ -69,6 +74,7 @@ impl Default for Settings {
             stopped_task_retention: Duration::from_secs(3600),
             inactive_retention: Duration::from_secs(3600),
             registry_housekeeping_every: Duration::from_secs(60),
+            cloudmap_housekeeping_every: Duration::from_secs(600),
         }
     }
 }
@@ -84,5 +90,6 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
         settings.inactive_retention,
     ));
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
+    rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });
     rt.wait().await;
 }
