@@ -657,7 +657,7 @@ pub fn check_instance_attributes(svc: &Service, attrs: &BTreeMap<String, String>
     if has(RecordType::Cname) && get(INSTANCE_CNAME).is_none() {
         return invalid(format!("{INSTANCE_CNAME} is required for a service with a CNAME record."));
     }
-    if get(INSTANCE_CNAME).is_some() && !has(RecordType::Cname) {
+    if get(INSTANCE_CNAME).is_some() && svc.dns_config.is_some() && !has(RecordType::Cname) {
         return invalid(format!("{INSTANCE_CNAME} can only be specified for a service with a CNAME record."));
     }
     if has(RecordType::A) && get(INSTANCE_IPV4).is_none() {
@@ -1094,6 +1094,7 @@ mod tests {
             .is_err());
         let http = Service::default();
         assert!(check_instance_attributes(&http, &attrs(&[("color", "blue")])).is_ok());
+        assert!(check_instance_attributes(&http, &attrs(&[(INSTANCE_CNAME, "x.example.com")])).is_ok());
         assert!(check_instance_attributes(&http, &attrs(&[(INIT_HEALTH_STATUS, "HEALTHY")])).is_err());
         let many: BTreeMap<String, String> = (0..31).map(|i| (format!("k{i}"), "v".into())).collect();
         assert!(check_instance_attributes(&http, &many).is_err());
