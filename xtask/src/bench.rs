@@ -616,7 +616,8 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
 
 /// `bench memory`: a control plane alone (`--local-node off`, as the API bench runs it: no
 /// node claims the tasks) given `--docs` task documents through RunTask (10 per call), then
-/// its resident memory against the idle server's.
+/// its resident memory against the idle server's; fakecloud (a control plane alone too)
+/// beside it, given the same calls.
 fn memory(root: &Path, args: &[String]) -> Result<()> {
     if std::env::var_os(crate::bench_run::ISOLATED).is_none() {
         return build_and_isolate(root, "memory", args);
@@ -624,38 +625,52 @@ fn memory(root: &Path, args: &[String]) -> Result<()> {
     let docs: usize = arg(args, "--docs", 100_000);
     in_workdir(root, "ebm", "memory", |work| {
         let bin = root.join("target/release/estiba");
+        let mut md = format!(
+            "Command: `cargo xtask bench memory --docs {docs}`. Control planes alone (estiba `--local-node off`, \
+             release build; fakecloud without a container CLI), given the same RunTask calls.\n\n\
+             | | task documents | idle RSS (MiB) | RSS after (MiB) | bytes per task document | writing took |\n\
+             |---|---:|---:|---:|---:|---:|\n"
+        );
         let port = free_port();
         let mut c = Command::new(&bin);
         c.args(["server", "--local-node", "off", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(work.join("estiba"))
             .env("ESTIBA_LOG", "warn");
-        let p = spawn("estiba", &mut c, port)?;
-        let setup = setup(port, Some("subnet-12345678".into()))?;
-        std::thread::sleep(Duration::from_secs(1));
-        let idle = rss_kib(p.child.id());
-        let body = run_task_body("bench", "bench", 10, setup.subnet.as_deref());
-        let started = Instant::now();
-        let mut written = setup.task_arns.len();
-        while written < docs {
-            let (status, b) = post(port, "RunTask", &body)?;
-            if status != 200 {
-                bail!("RunTask: {status} {b}");
-            }
-            written += 10;
+        md.push_str(&memory_row(spawn("estiba", &mut c, port)?, docs)?);
+        if let Some(fc) = find_fakecloud() {
+            let port = free_port();
+            md.push_str(&memory_row(spawn("fakecloud", &mut fakecloud_cmd(&fc, port, None), port)?, docs)?);
         }
-        let took = started.elapsed();
-        std::thread::sleep(Duration::from_secs(2));
-        let full = rss_kib(p.child.id());
-        let per_doc = (full.saturating_sub(idle) * 1024) as f64 / written as f64;
-        Ok(format!(
-            "Command: `cargo xtask bench memory --docs {docs}`. estiba control plane (`--local-node off`), release build.\n\n\
-             | task documents | idle RSS (MiB) | RSS after (MiB) | bytes per task document | writing took |\n|---:|---:|---:|---:|---:|\n\
-             | {written} | {:.1} | {:.1} | {per_doc:.0} | {:.1} s |\n",
-            idle as f64 / 1024.0,
-            full as f64 / 1024.0,
-            took.as_secs_f64()
-        ))
+        Ok(md)
     })
+}
+
+/// Writes `docs` task documents to a started control plane; its row of the memory table.
+fn memory_row(p: Peer, docs: usize) -> Result<String> {
+    let setup = setup(p.port, Some("subnet-12345678".into()))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = rss_kib(p.child.id());
+    let body = run_task_body("bench", "bench", 10, setup.subnet.as_deref());
+    let started = Instant::now();
+    let mut written = setup.task_arns.len();
+    while written < docs {
+        let (status, b) = post(p.port, "RunTask", &body)?;
+        if status != 200 {
+            bail!("{}: RunTask: {status} {b}", p.name);
+        }
+        written += 10;
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let full = rss_kib(p.child.id());
+    let per_doc = (full.saturating_sub(idle) * 1024) as f64 / written as f64;
+    Ok(format!(
+        "| {} | {written} | {:.1} | {:.1} | {per_doc:.0} | {:.1} s |\n",
+        p.name,
+        idle as f64 / 1024.0,
+        full as f64 / 1024.0,
+        took.as_secs_f64()
+    ))
 }
 
 fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<String> {

@@ -113,6 +113,13 @@ pub fn parse_service(key: &str) -> Option<(Scope, String, String)> {
     (kind == "services").then(|| (Scope::new(account, region), cluster.to_owned(), name.to_owned()))
 }
 
+/// The scope, cluster and id of a task key (`ecs/<account>/<region>/tasks/<cluster>/<id>`).
+pub fn parse_task(key: &str) -> Option<(Scope, &str, &str)> {
+    let mut p = key.splitn(6, '/');
+    let (_, account, region, kind, cluster, id) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
+    (kind == "tasks").then(|| (Scope::new(account, region), cluster, id))
+}
+
 pub fn task_protection(s: &Scope, cluster: &str, task_id: &str) -> String {
     format!("ecs/{}/{}/task-protection/{cluster}/{task_id}", s.account, s.region)
 }
@@ -211,6 +218,8 @@ mod tests {
         assert_eq!(tags_of(&task(&s, "c", "x")), "ecs/1/r/tags/tasks/c/x");
         assert_eq!(split(&task(&s, "c", "x")), Some(("tasks", "c/x")));
         assert_eq!(cluster_of(&task(&s, "c", "x")).as_deref(), Some("ecs/1/r/clusters/c"));
+        assert_eq!(parse_task(&task(&s, "c", "x")), Some((s.clone(), "c", "x")));
+        assert_eq!(parse_task(&service(&s, "c", "x")), None);
         assert_eq!(setting(&s, "arn:aws:iam::1:role/a", "n"), "ecs/1/r/settings/arn:aws:iam::1:role%2Fa/n");
     }
 

@@ -12,13 +12,14 @@
 //! [`State::doc`].
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 use estiba_api::ecs::{
-    CapacityProvider, Cluster, ContainerInstance, LaunchType, Service, ServiceDeployment, ServiceRevision, Setting,
-    Tag, Task, TaskDefinition,
+    CapacityProvider, Cluster, ContainerInstance, DesiredStatus, LaunchType, Service, ServiceDeployment,
+    ServiceRevision, Setting, Tag, Task, TaskDefinition,
 };
 use estiba_core::cluster::Counts;
 use estiba_core::node::{Claim, NodeStatus};
@@ -40,6 +41,119 @@ pub struct Doc<T> {
 }
 
 pub type Table<T> = BTreeMap<String, Arc<Doc<T>>>;
+
+/// What the view keeps decoded of a task: the fields handlers and controllers filter and count
+/// on. The whole task is decoded from its raw JSON when something needs it ([`Doc::task`]) and
+/// kept only while the task is live: a server keeps an hour of stopped tasks (a CI server
+/// tens of thousands), and holding each decoded cost about 5 KB of memory per task.
+#[derive(Debug)]
+pub struct TaskFacts {
+    pub last_status: task::Status,
+    pub desired_status: Option<DesiredStatus>,
+    pub launch_type: Option<LaunchType>,
+    /// `service:<name>` or `family:<family>`.
+    pub group: Option<Arc<str>>,
+    pub started_by: Option<Arc<str>>,
+    pub container_instance_arn: Option<Arc<str>>,
+    pub task_definition_arn: Option<Arc<str>>,
+    pub stopped_at: Option<f64>,
+    /// The whole task, once something asked for it (never for a stopped task).
+    full: OnceLock<Box<Task>>,
+}
+
+impl TaskFacts {
+    fn of(t: &Task, strings: &mut Interner) -> TaskFacts {
+        let mut boxed = |s: &Option<String>| s.as_deref().map(|s| strings.get(s));
+        TaskFacts {
+            last_status: task::last_status(t),
+            desired_status: t.desired_status.as_deref().and_then(DesiredStatus::from_str_opt),
+            launch_type: t.launch_type,
+            group: boxed(&t.group),
+            started_by: boxed(&t.started_by),
+            container_instance_arn: boxed(&t.container_instance_arn),
+            task_definition_arn: boxed(&t.task_definition_arn),
+            stopped_at: t.stopped_at,
+            full: OnceLock::new(),
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.last_status == task::Status::Stopped
+    }
+
+    pub fn desired_stopped(&self) -> bool {
+        self.desired_status == Some(DesiredStatus::Stopped)
+    }
+
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    pub fn container_instance_arn(&self) -> Option<&str> {
+        self.container_instance_arn.as_deref()
+    }
+
+    pub fn task_definition_arn(&self) -> Option<&str> {
+        self.task_definition_arn.as_deref()
+    }
+}
+
+/// Strings many documents repeat (task definition ARNs, groups, deployment ids, instance
+/// ARNs), held once: a task's facts would otherwise be mostly copies of them.
+#[derive(Default)]
+struct Interner {
+    set: HashSet<Arc<str>>,
+    /// Size after the last sweep of strings no document holds any more.
+    swept: usize,
+}
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.set.get(s) {
+            return a.clone();
+        }
+        if self.set.len() >= 2 * self.swept.max(256) {
+            self.set.retain(|a| Arc::strong_count(a) > 1);
+            self.swept = self.set.len();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.set.insert(a.clone());
+        a
+    }
+}
+
+impl Doc<TaskFacts> {
+    /// The whole task, decoded from the stored JSON (which the view decoded once already when
+    /// it took the document, so this does not fail). A live task keeps it for the next call;
+    /// a stopped one is decoded on every call.
+    pub fn task(&self) -> Cow<'_, Task> {
+        if let Some(t) = self.value.full.get() {
+            return Cow::Borrowed(t);
+        }
+        let t = serde_json::from_slice(&self.raw).unwrap_or_else(|e| {
+            tracing::error!(key = %self.key, error = %e, "a task the view decoded no longer decodes");
+            Task::default()
+        });
+        if self.value.stopped() {
+            Cow::Owned(t)
+        } else {
+            Cow::Borrowed(self.value.full.get_or_init(|| Box::new(t)))
+        }
+    }
+
+    /// The task's ARN, from its key.
+    pub fn arn(&self) -> String {
+        match keys::parse_task(&self.key) {
+            Some((scope, cluster, id)) => scope.task_arn(cluster, id),
+            None => String::new(),
+        }
+    }
+
+    /// The task's id, the last segment of its key.
+    pub fn id(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or("")
+    }
+}
 
 /// A task definition family: the last revision number given out (revisions are never
 /// reused, even after deletion).
@@ -85,7 +199,9 @@ pub struct State {
     pub clusters: Table<Cluster>,
     pub families: Table<Family>,
     pub taskdefs: Table<TaskDefinition>,
-    pub tasks: Table<Task>,
+    pub tasks: Table<TaskFacts>,
+    /// The strings tasks' facts share.
+    strings: Interner,
     pub services: Table<Service>,
     pub instances: Table<ContainerInstance>,
     pub capacity_providers: Table<CapacityProvider>,
@@ -184,7 +300,7 @@ impl State {
                 put(&mut self.taskdefs, kind, kv);
             }
             "tasks" => {
-                let (old, new) = put(&mut self.tasks, kind, kv);
+                let (old, new) = put_task(&mut self.tasks, &mut self.strings, kind, kv);
                 let cluster = keys::cluster_of(&kv.key).unwrap_or_default();
                 for (doc, sign) in [(old, -1), (new, 1)] {
                     if let Some(d) = doc {
@@ -316,19 +432,36 @@ fn put<T: DeserializeOwned>(table: &mut Table<T>, kind: EventKind, kv: &KeyValue
     }
 }
 
-/// A stored document, decoded; `None` (logged) when it does not decode.
-fn doc_of<T: DeserializeOwned>(kv: &KeyValue) -> Option<Arc<Doc<T>>> {
-    match serde_json::from_slice::<T>(&kv.value) {
-        Ok(value) => Some(Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value })),
-        Err(e) => {
-            tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored");
-            None
-        }
+/// [`put`] for tasks: the view keeps their [`TaskFacts`].
+fn put_task(table: &mut Table<TaskFacts>, strings: &mut Interner, kind: EventKind, kv: &KeyValue) -> Change<TaskFacts> {
+    let doc = decoded::<Task>(kv).map(|t| {
+        Arc::new(Doc {
+            key: kv.key.clone(),
+            rev: kv.mod_revision,
+            raw: kv.value.clone(),
+            value: TaskFacts::of(&t, strings),
+        })
+    });
+    match (kind, doc) {
+        (EventKind::Put, Some(doc)) => (table.insert(kv.key.clone(), doc.clone()), Some(doc)),
+        _ => (table.remove(&kv.key), None),
     }
 }
 
-fn task_contribution(t: &Task) -> (Counts, Option<(String, DeploymentCounts)>) {
-    let st = task::last_status(t);
+/// A stored document, decoded; `None` (logged) when it does not decode.
+fn doc_of<T: DeserializeOwned>(kv: &KeyValue) -> Option<Arc<Doc<T>>> {
+    let value = decoded(kv)?;
+    Some(Arc::new(Doc { key: kv.key.clone(), rev: kv.mod_revision, raw: kv.value.clone(), value }))
+}
+
+fn decoded<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {
+    serde_json::from_slice::<T>(&kv.value)
+        .map_err(|e| tracing::error!(key = %kv.key, error = %e, "undecodable document in store; ignored"))
+        .ok()
+}
+
+fn task_contribution(t: &TaskFacts) -> (Counts, Option<(String, DeploymentCounts)>) {
+    let st = t.last_status;
     let fargate = t.launch_type == Some(LaunchType::Fargate);
     let mut c = Counts::default();
     let mut d = DeploymentCounts::default();
@@ -347,7 +480,8 @@ fn task_contribution(t: &Task) -> (Counts, Option<(String, DeploymentCounts)>) {
             c.pending_ec2 = 1
         }
     }
-    let dep = t.group.as_deref().filter(|g| g.starts_with("service:")).and(t.started_by.clone()).map(|id| (id, d));
+    let dep =
+        t.group.as_deref().filter(|g| g.starts_with("service:")).and(t.started_by.as_deref()).map(|id| (id.into(), d));
     (c, dep)
 }
 
@@ -513,5 +647,59 @@ mod tests {
         let r = store.txn(Txn::new().then(Op::delete("test/a/r/things/1"))).await.unwrap();
         view.wait_for(r.revision).await;
         assert_eq!(view.read().docs::<Thing>(&THINGS, "test/").count(), 1);
+    }
+
+    #[test]
+    fn interned_strings_are_shared_and_swept() {
+        let mut i = Interner::default();
+        let a = i.get("arn:aws:ecs:r:1:task-definition/web:1");
+        assert!(Arc::ptr_eq(&a, &i.get("arn:aws:ecs:r:1:task-definition/web:1")));
+        for n in 0..600 {
+            i.get(&format!("unheld-{n}"));
+        }
+        // Sweeps drop what nothing holds, never what something does.
+        assert!(i.set.len() < 600);
+        assert!(Arc::ptr_eq(&a, &i.get("arn:aws:ecs:r:1:task-definition/web:1")));
+    }
+
+    /// Tasks are kept as facts plus raw JSON: decoded in full on demand, and kept decoded only
+    /// while live. Counts follow the facts.
+    #[tokio::test]
+    async fn tasks_decode_on_demand() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let view = View::start(store.clone(), []).await.unwrap();
+        let key = "ecs/1/r/tasks/c/abc";
+        let task = |status: &str| Task {
+            task_arn: Some("arn:aws:ecs:r:1:task/c/abc".into()),
+            last_status: Some(status.into()),
+            desired_status: Some("RUNNING".into()),
+            launch_type: Some(LaunchType::Fargate),
+            group: Some("service:web".into()),
+            started_by: Some("ecs-svc/1".into()),
+            cpu: Some("256".into()),
+            ..Default::default()
+        };
+        let write = |t: Task| {
+            let store = store.clone();
+            async move { store.txn(Txn::new().then(Op::put(key, serde_json::to_vec(&t).unwrap()))).await.unwrap() }
+        };
+        view.wait_for(write(task("RUNNING")).await.revision).await;
+        {
+            let st = view.read();
+            let d = st.tasks.get(key).unwrap();
+            assert_eq!((d.value.last_status, d.value.group()), (task::Status::Running, Some("service:web")));
+            assert_eq!(d.arn(), "arn:aws:ecs:r:1:task/c/abc");
+            assert!(d.value.full.get().is_none());
+            assert_eq!(d.task().cpu.as_deref(), Some("256"));
+            assert!(matches!(d.task(), Cow::Borrowed(_)), "a live task stays decoded");
+            assert_eq!(st.counts("ecs/1/r/clusters/c").running_fargate, 1);
+            assert_eq!(st.deployment_counts("ecs/1/r/clusters/c", "ecs-svc/1").running, 1);
+        }
+        view.wait_for(write(task("STOPPED")).await.revision).await;
+        let st = view.read();
+        let d = st.tasks.get(key).unwrap();
+        assert!(matches!(d.task(), Cow::Owned(_)), "a stopped task is decoded on each call");
+        assert!(d.value.full.get().is_none());
+        assert_eq!(st.counts("ecs/1/r/clusters/c").running_fargate, 0);
     }
 }

@@ -12,8 +12,11 @@ use crate::{
     WatchBatch,
 };
 
-/// How many committed revisions are kept for watches that start in the past.
+/// How many committed revisions are kept for watches that start in the past, and how many
+/// events they may hold together (one transaction can hold hundreds; each event keeps its key
+/// and the value it wrote alive).
 const HISTORY: usize = 16_384;
+const HISTORY_EVENTS: usize = 16_384;
 /// Buffer per watcher; a watcher that falls further behind gets `Compacted`.
 const WATCH_BUFFER: usize = 1024;
 
@@ -24,11 +27,45 @@ pub(crate) struct Commit {
     pub events: Vec<Event>,
 }
 
+/// A key's value and counters as the map keeps them (the key is the map's own).
+#[derive(Clone, Debug)]
+pub(crate) struct Stored {
+    value: Bytes,
+    create_revision: Revision,
+    mod_revision: Revision,
+    version: i64,
+}
+
+impl Stored {
+    fn kv(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+impl From<&KeyValue> for Stored {
+    fn from(kv: &KeyValue) -> Self {
+        Stored {
+            value: kv.value.clone(),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
-    pub map: BTreeMap<String, KeyValue>,
+    map: BTreeMap<String, Stored>,
     pub revision: Revision,
     history: VecDeque<Arc<Commit>>,
+    /// Events held by `history`.
+    history_events: usize,
 }
 
 pub(crate) struct Local {
@@ -46,13 +83,15 @@ pub(crate) struct Pending {
 }
 
 impl Local {
-    pub fn new(map: BTreeMap<String, KeyValue>, revision: Revision) -> Self {
+    /// A key space loaded from a backend's file.
+    pub fn new(kvs: impl IntoIterator<Item = KeyValue>, revision: Revision) -> Self {
         let (feed, _) = broadcast::channel(WATCH_BUFFER);
-        Local { state: RwLock::new(State { map, revision, history: VecDeque::new() }), feed }
+        let map = kvs.into_iter().map(|kv| (kv.key.clone(), Stored::from(&kv))).collect();
+        Local { state: RwLock::new(State { map, revision, ..Default::default() }), feed }
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.state.read().unwrap().map.get(key).cloned()
+        self.state.read().unwrap().map.get(key).map(|s| s.kv(key))
     }
 
     pub fn range(&self, prefix: &str) -> RangeResponse {
@@ -61,7 +100,7 @@ impl Local {
             .map
             .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
+            .map(|(k, v)| v.kv(k))
             .collect();
         RangeResponse { kvs, revision: st.revision }
     }
@@ -76,16 +115,15 @@ impl Local {
         if pending.revision == 0 {
             pending.revision = st.revision;
         }
-        let current = |key: &str, pending: &Pending| -> Option<KeyValue> {
+        // A key's (create revision, mod revision, version), pending writes first.
+        let current = |key: &str, pending: &Pending| -> Option<(Revision, Revision, i64)> {
             match pending.writes.get(key) {
-                Some(v) => v.clone(),
-                None => st.map.get(key).cloned(),
+                Some(v) => v.as_ref().map(|kv| (kv.create_revision, kv.mod_revision, kv.version)),
+                None => st.map.get(key).map(|s| (s.create_revision, s.mod_revision, s.version)),
             }
         };
         let holds = txn.compares.iter().all(|c| match c {
-            Compare::ModRevision { key, revision } => {
-                current(key, pending).map_or(0, |kv| kv.mod_revision) == *revision
-            }
+            Compare::ModRevision { key, revision } => current(key, pending).map_or(0, |(_, m, _)| m) == *revision,
         });
         if !holds {
             return TxnResponse { succeeded: false, revision: pending.revision };
@@ -101,10 +139,13 @@ impl Local {
                     let prev = current(key, pending);
                     let kv = KeyValue {
                         key: key.clone(),
-                        value: value.clone(),
-                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                        // A copy of exactly its length: the value lives as long as the key,
+                        // and a caller's buffer (serde_json's grows by doubling) can be
+                        // almost twice as large.
+                        value: Bytes::copy_from_slice(value),
+                        create_revision: prev.map_or(rev, |(c, _, _)| c),
                         mod_revision: rev,
-                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        version: prev.map_or(1, |(_, _, v)| v + 1),
                     };
                     pending.events.push(Event { kind: EventKind::Put, kv: kv.clone() });
                     pending.writes.insert(key.clone(), Some(kv));
@@ -138,7 +179,7 @@ impl Local {
         for (key, v) in pending.writes {
             match v {
                 Some(kv) => {
-                    st.map.insert(key, kv);
+                    st.map.insert(key, Stored::from(&kv));
                 }
                 None => {
                     st.map.remove(&key);
@@ -147,9 +188,12 @@ impl Local {
         }
         st.revision = pending.revision;
         let commit = Arc::new(Commit { revision: pending.revision, events: pending.events });
+        st.history_events += commit.events.len();
         st.history.push_back(commit.clone());
-        while st.history.len() > HISTORY {
-            st.history.pop_front();
+        while st.history.len() > 1 && (st.history.len() > HISTORY || st.history_events > HISTORY_EVENTS) {
+            if let Some(c) = st.history.pop_front() {
+                st.history_events -= c.events.len();
+            }
         }
         let _ = self.feed.send(commit);
     }

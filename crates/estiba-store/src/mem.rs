@@ -1,6 +1,5 @@
 //! The in-memory backend: the same semantics as SQLite, nothing durable. For unit tests.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::local::Local;
@@ -19,7 +18,7 @@ impl Default for MemStore {
 
 impl MemStore {
     pub fn new() -> Self {
-        MemStore { local: Arc::new(Local::new(BTreeMap::new(), 0)) }
+        MemStore { local: Arc::new(Local::new([], 0)) }
     }
 }
 

@@ -7,7 +7,6 @@
 //! acknowledges each caller. An acknowledged write is therefore on disk, and a crash at any
 //! point loses only writes nobody was told about.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
@@ -65,7 +64,7 @@ impl SqliteStore {
         .map_err(backend)?;
         let revision: Revision =
             conn.query_row("SELECT revision FROM meta WHERE id = 0", [], |r| r.get(0)).map_err(backend)?;
-        let mut map = BTreeMap::new();
+        let mut kvs = Vec::new();
         {
             let mut stmt = conn.prepare("SELECT key, value, create_rev, mod_rev, version FROM kv").map_err(backend)?;
             let rows = stmt
@@ -80,12 +79,11 @@ impl SqliteStore {
                 })
                 .map_err(backend)?;
             for kv in rows {
-                let kv = kv.map_err(backend)?;
-                map.insert(kv.key.clone(), kv);
+                kvs.push(kv.map_err(backend)?);
             }
         }
-        tracing::debug!(path = %path.display(), keys = map.len(), revision, "opened sqlite store");
-        let local = Arc::new(Local::new(map, revision));
+        tracing::debug!(path = %path.display(), keys = kvs.len(), revision, "opened sqlite store");
+        let local = Arc::new(Local::new(kvs, revision));
         let (writer, rx) = mpsc::channel::<Request>();
         let l = local.clone();
         std::thread::Builder::new()

@@ -35,6 +35,7 @@ suite!(
     concurrent_cas_has_one_winner,
     empty_txn_is_a_read_check,
     slow_watcher_catches_up,
+    history_is_bounded_by_events,
 );
 
 async fn put(s: &dyn Store, key: &str, value: &str) -> TxnResponse {
@@ -186,6 +187,24 @@ async fn slow_watcher_catches_up(s: Arc<dyn Store>) {
     }
     let want: Vec<String> = (0..3000).map(|i| format!("lag/{i:05}")).collect();
     assert_eq!(keys, want);
+}
+
+/// History keeps at most `HISTORY_EVENTS` events however few transactions hold them: a watch
+/// from before them is told to list again, one from the recent past still streams.
+async fn history_is_bounded_by_events(s: Arc<dyn Store>) {
+    let start = s.revision();
+    let mut last = start;
+    for t in 0..40 {
+        let mut txn = Txn::new();
+        for i in 0..500 {
+            txn = txn.then(Op::put(format!("h/{t:02}/{i:03}"), "v"));
+        }
+        last = s.txn(txn).await.unwrap().revision;
+    }
+    assert!(matches!(s.watch("h/", start), Err(StoreError::Compacted { .. })));
+    let mut w = s.watch("h/", last - 1).unwrap();
+    let b = next(&mut w).await;
+    assert_eq!((b.revision, b.events.len()), (last, 500));
 }
 
 async fn empty_txn_is_a_read_check(s: Arc<dyn Store>) {

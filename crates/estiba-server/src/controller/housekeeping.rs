@@ -85,7 +85,7 @@ pub async fn housekeeping(server: &Server, h: &Housekeeping) -> Result<(), EcsEr
         let mut txn = Txn::new();
         for d in st.tasks.values() {
             let t = &d.value;
-            if task::last_status(t) == task::Status::Stopped && t.stopped_at.is_some_and(|at| at < cutoff) {
+            if t.stopped() && t.stopped_at.is_some_and(|at| at < cutoff) {
                 txn.compares.push(Compare::mod_revision(&d.key, d.rev));
                 txn.ops.push(Op::delete(&d.key));
                 txn.ops.push(Op::delete(keys::tags_of(&d.key)));
@@ -93,12 +93,12 @@ pub async fn housekeeping(server: &Server, h: &Housekeeping) -> Result<(), EcsEr
                 if let Some(c) = st.claim(&d.key) {
                     txn.ops.push(Op::delete(&c.key));
                 }
-            } else if task::last_status(t) != task::Status::Stopped && !task::desired_stopped(t) {
+            } else if !t.stopped() && !t.desired_stopped() {
                 let cluster_key = keys::cluster_of(&d.key).unwrap_or_default();
                 let cluster_gone =
                     st.clusters.get(&cluster_key).is_none_or(|c| c.value.status.as_deref() != Some("ACTIVE"));
                 if cluster_gone {
-                    let mut t = t.clone();
+                    let mut t = d.task().into_owned();
                     task::request_stop(&mut t, TaskStopCode::ServiceSchedulerInitiated, "The cluster was deleted");
                     if !is_claimed(&st, &d.key) {
                         task::stop_unstarted(&mut t, now);
@@ -140,10 +140,8 @@ pub async fn housekeeping(server: &Server, h: &Housekeeping) -> Result<(), EcsEr
                 continue;
             }
             let arn = d.value.task_definition_arn.as_deref().unwrap_or("");
-            let used_by_task = st.tasks.values().any(|t| {
-                t.value.task_definition_arn.as_deref() == Some(arn)
-                    && task::last_status(&t.value) != task::Status::Stopped
-            });
+            let used_by_task =
+                st.tasks.values().any(|t| t.value.task_definition_arn() == Some(arn) && !t.value.stopped());
             let used_by_service = st.services.values().any(|s| {
                 svc_rules::status(&s.value) != svc_rules::INACTIVE
                     && s.value.deployments.iter().flatten().any(|dep| dep.task_definition.as_deref() == Some(arn))

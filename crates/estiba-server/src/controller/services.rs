@@ -5,7 +5,6 @@
 //! tasks. A service whose pass fails is logged; the others go on.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use estiba_api::ecs::*;
@@ -89,9 +88,10 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             let now = now();
             let group = svc_rules::task_group(&name);
             let task_docs: Vec<_> = State::range(&st.tasks, &keys::tasks_of(&scope, &cluster))
-                .filter(|t| t.value.group.as_deref() == Some(group.as_str()))
+                .filter(|t| t.value.group() == Some(group.as_str()))
                 .collect();
-            let tasks: Vec<&Task> = task_docs.iter().map(|t| &t.value).collect();
+            let decoded: Vec<_> = task_docs.iter().map(|t| t.task()).collect();
+            let tasks: Vec<&Task> = decoded.iter().map(|t| t.as_ref()).collect();
             let instances: Vec<String> = State::range(&st.instances, &keys::instances_of(&scope, &cluster))
                 .filter(|i| estiba_core::instance::status(&i.value) == "ACTIVE")
                 .filter_map(|i| i.value.container_instance_arn.clone())
@@ -135,7 +135,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             if let Some(r) = &out.revision {
                 txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
             }
-            let placed = start_tasks(st, &cx, &cluster, &name, &out, &task_docs, &mut txn, &mut ids)?;
+            let placed = start_tasks(st, &cx, &cluster, &name, &out, &tasks, &mut txn, &mut ids)?;
             rollout::record_starts(&mut out.service, &placed, &mut ids, now);
             if out.service != d.value {
                 txn.ops.push(put(key, &out.service));
@@ -157,7 +157,7 @@ fn start_tasks(
     cluster: &str,
     name: &str,
     out: &rollout::Outcome,
-    existing: &[&Arc<crate::view::Doc<Task>>],
+    existing: &[&Task],
     txn: &mut Txn,
     ids: &mut dyn Ids,
 ) -> Result<Placed, EcsError> {
@@ -216,9 +216,9 @@ fn start_tasks(
                     existing
                         .iter()
                         .filter(|t| {
-                            t.value.started_by.as_deref() == Some(primary_id.as_str())
-                                && task::last_status(&t.value) != task::Status::Stopped
-                                && t.value.capacity_provider_name.as_deref() == Some(item.capacity_provider.as_str())
+                            t.started_by.as_deref() == Some(primary_id.as_str())
+                                && task::last_status(t) != task::Status::Stopped
+                                && t.capacity_provider_name.as_deref() == Some(item.capacity_provider.as_str())
                         })
                         .count()
                 })

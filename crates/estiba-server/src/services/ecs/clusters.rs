@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use estiba_api::ecs::*;
-use estiba_core::{arn, capacity, cluster, page, task, EcsError};
+use estiba_core::{arn, capacity, cluster, page, EcsError};
 use estiba_store::{Compare, Txn};
 
 use super::{active_cluster, json, put, put_tags, Ctx, Result};
@@ -185,8 +185,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteClusterRequest) -> Result<B
                     "The Cluster cannot be deleted while Services are active.",
                 ));
             }
-            let live_task = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &name))
-                .any(|t| task::last_status(&t.value) != task::Status::Stopped);
+            let live_task = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &name)).any(|t| !t.value.stopped());
             if live_task {
                 return Err(EcsError::new(
                     ErrorCode::ClusterContainsTasksException,

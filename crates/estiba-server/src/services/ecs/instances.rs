@@ -33,8 +33,8 @@ fn shown(st: &State, cx: &Ctx, cluster: &str, d: &Doc<ContainerInstance>, with_t
     let arn = ci.container_instance_arn.clone().unwrap_or_default();
     let (mut running, mut pending) = (0, 0);
     for t in State::range(&st.tasks, &keys::tasks_of(&cx.scope, cluster)) {
-        if t.value.container_instance_arn.as_deref() == Some(arn.as_str()) {
-            match task::last_status(&t.value) {
+        if t.value.container_instance_arn() == Some(arn.as_str()) {
+            match t.value.last_status {
                 task::Status::Running => running += 1,
                 s if s.is_pending() => pending += 1,
                 _ => {}
@@ -95,10 +95,7 @@ pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRe
             }
             let arn = d.value.container_instance_arn.clone().unwrap_or_default();
             let on_it: Vec<_> = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster))
-                .filter(|t| {
-                    t.value.container_instance_arn.as_deref() == Some(arn.as_str())
-                        && task::last_status(&t.value) != task::Status::Stopped
-                })
+                .filter(|t| t.value.container_instance_arn() == Some(arn.as_str()) && !t.value.stopped())
                 .collect();
             let mut txn = Txn::new().when(Compare::mod_revision(&key, d.rev));
             if !on_it.is_empty() {
@@ -106,7 +103,7 @@ pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRe
                     return Err(EcsError::invalid("Found running tasks on the instance."));
                 }
                 for t in on_it {
-                    let mut task = t.value.clone();
+                    let mut task = t.task().into_owned();
                     task::request_stop(
                         &mut task,
                         TaskStopCode::TerminationNotice,

@@ -55,9 +55,8 @@ fn reservation(st: &State, scope: &Scope, t: &Task) -> Need {
 
 /// The cluster's container instances as placement candidates, with what their tasks use.
 pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Candidate<'a>> {
-    let tasks: Vec<&Task> = State::range(&st.tasks, &keys::tasks_of(scope, cluster))
-        .map(|d| &d.value)
-        .filter(|t| t.container_instance_arn.is_some() && task::last_status(t) != task::Status::Stopped)
+    let tasks: Vec<_> = State::range(&st.tasks, &keys::tasks_of(scope, cluster))
+        .filter(|d| d.value.container_instance_arn.is_some() && !d.value.stopped())
         .collect();
     State::range(&st.instances, &keys::instances_of(scope, cluster))
         .filter(|d| instance::is_registered(&d.value))
@@ -67,13 +66,14 @@ pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec
             let mut left = instance::registered_capacity(ci);
             let mut groups = Vec::new();
             let mut running = 0;
-            for t in tasks.iter().filter(|t| t.container_instance_arn.as_deref() == Some(arn.as_str())) {
-                let need = reservation(st, scope, t);
+            for t in tasks.iter().filter(|t| t.value.container_instance_arn() == Some(arn.as_str())) {
+                // A live task: the view keeps it decoded once asked for.
+                let need = reservation(st, scope, &t.task());
                 left.cpu -= need.cpu;
                 left.memory -= need.memory;
                 left.ports.extend(need.ports);
-                groups.push(t.group.as_deref().unwrap_or(""));
-                running += (task::last_status(t) == task::Status::Running) as i64;
+                groups.push(t.value.group().unwrap_or(""));
+                running += (t.value.last_status == task::Status::Running) as i64;
             }
             Candidate {
                 arn,
@@ -387,7 +387,7 @@ pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
             let not_found = || EcsError::invalid("The referenced task was not found.");
             let key = task_key(cx, &cluster, &req.task).ok_or_else(not_found)?;
             let d = st.tasks.get(&key).ok_or_else(not_found)?;
-            let mut t = d.value.clone();
+            let mut t = d.task().into_owned();
             let reason = req.reason.as_deref().unwrap_or("Task stopped by user");
             let mut txn = Txn::new();
             if task::request_stop(&mut t, TaskStopCode::UserInitiated, reason) {
@@ -433,7 +433,7 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTasksRequest) -> Result
                 }
                 first = false;
                 if with_tags {
-                    let mut t = d.value.clone();
+                    let mut t = d.task().into_owned();
                     t.tags = Some(st.tags_of(&d.key).unwrap_or_default().to_vec());
                     out.put_slice(&json(&t));
                 } else {
@@ -480,18 +480,16 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> 
         .map(|f| format!("arn:aws:ecs:{}:{}:task-definition/{f}:", cx.scope.region, cx.scope.account));
     let matches = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster)).filter(|d| {
         let t = &d.value;
-        t.desired_status.as_deref() == Some(want.as_str())
-            && group.as_ref().is_none_or(|g| t.group.as_ref() == Some(g))
-            && req.started_by.as_ref().is_none_or(|s| t.started_by.as_ref() == Some(s))
+        t.desired_status == Some(want)
+            && group.as_deref().is_none_or(|g| t.group() == Some(g))
+            && req.started_by.as_deref().is_none_or(|s| t.started_by.as_deref() == Some(s))
             && req.launch_type.is_none_or(|l| t.launch_type == Some(l))
-            && instance.as_ref().is_none_or(|i| t.container_instance_arn.as_ref() == Some(i))
-            && family_prefix
-                .as_ref()
-                .is_none_or(|f| t.task_definition_arn.as_deref().is_some_and(|a| a.starts_with(f.as_str())))
+            && instance.as_deref().is_none_or(|i| t.container_instance_arn() == Some(i))
+            && family_prefix.as_deref().is_none_or(|f| t.task_definition_arn().is_some_and(|a| a.starts_with(f)))
     });
     let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
-    let arns = p.items.iter().filter_map(|d| d.value.task_arn.as_deref());
-    Ok(super::list_json("taskArns", arns, p.next_token.as_deref()))
+    let arns: Vec<String> = p.items.iter().map(|d| d.arn()).collect();
+    Ok(super::list_json("taskArns", arns.iter().map(String::as_str), p.next_token.as_deref()))
 }
 
 /// A task's protection as the API shows it (none, or expired, is `protectionEnabled: false`).
@@ -526,14 +524,14 @@ pub async fn update_protection(s: &Server, cx: &Ctx, req: UpdateTaskProtectionRe
                     continue;
                 };
                 // As in ECS: only tasks of a service can be protected from its scale-in.
-                if !d.value.group.as_deref().is_some_and(|g| g.starts_with("service:")) {
+                if !d.value.group().is_some_and(|g| g.starts_with("service:")) {
                     resp.failures.as_mut().unwrap().push(fail(
                         "TASK_NOT_VALID",
                         Some("The task is not part of a service: task scale-in protection applies to service tasks."),
                     ));
                     continue;
                 }
-                let arn = d.value.task_arn.clone().unwrap_or_default();
+                let arn = d.arn();
                 let key = keys::protection_of(&d.key);
                 let p = ProtectedTask {
                     task_arn: Some(arn),
@@ -559,7 +557,7 @@ pub async fn get_protection(s: &Server, cx: &Ctx, req: GetTaskProtectionRequest)
             for id in ids {
                 match task_key(cx, &cluster, id).and_then(|k| st.tasks.get(&k)) {
                     Some(d) => {
-                        let arn = d.value.task_arn.clone().unwrap_or_default();
+                        let arn = d.arn();
                         resp.protected_tasks.as_mut().unwrap().push(protection_of(&st, &d.key, arn, cx.now));
                     }
                     None => resp.failures.as_mut().unwrap().push(super::missing(id.clone())),
@@ -569,7 +567,7 @@ pub async fn get_protection(s: &Server, cx: &Ctx, req: GetTaskProtectionRequest)
         // Without tasks: every protected task of the cluster.
         None => {
             for d in State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster)) {
-                let p = protection_of(&st, &d.key, d.value.task_arn.clone().unwrap_or_default(), cx.now);
+                let p = protection_of(&st, &d.key, d.arn(), cx.now);
                 if p.protection_enabled {
                     resp.protected_tasks.as_mut().unwrap().push(p);
                 }
