@@ -102,7 +102,7 @@ pub async fn list(s: &Server, cx: &Call, req: ListInstancesRequest) -> Result<By
     let st = s.view.read();
     let d = service_doc(&st, &cx.scope, &req.service_id)?;
     let service_id = d.value.id.as_deref().unwrap_or_default();
-    let all = docs::<Instance>(&st, &cx.scope, Table::Instances, sd::INSTANCES, &format!("{service_id}/"));
+    let all = docs::<Instance>(&st, &cx.scope, Table::Instances, &format!("{service_id}/"));
     let p = page(all, |d| d.key.as_str(), req.next_token.as_deref(), req.max_results)?;
     let instances = p
         .items
@@ -127,7 +127,7 @@ pub async fn health_status(s: &Server, cx: &Call, req: GetInstancesHealthStatusR
     let service_id = svc.id.as_deref().unwrap_or_default();
     let chosen: Vec<&Doc<Instance>> = match &req.instances {
         Some(ids) => ids.iter().map(|id| instance_doc(&st, scope, service_id, id)).collect::<Result<_, _>>()?,
-        None => docs::<Instance>(&st, scope, Table::Instances, sd::INSTANCES, &format!("{service_id}/")).collect(),
+        None => docs::<Instance>(&st, scope, Table::Instances, &format!("{service_id}/")).collect(),
     };
     let p = page(chosen, |d| d.key.as_str(), req.next_token.as_deref(), req.max_results)?;
     let status: BTreeMap<String, HealthStatus> =
@@ -191,7 +191,7 @@ pub async fn discover(s: &Server, cx: &Call, req: DiscoverInstancesRequest) -> R
     let (svc, revision) = discovered(&st, scope, &req.namespace_name, &req.service_name)?;
     let service_id = svc.id.as_deref().unwrap_or_default();
     let empty = BTreeMap::new();
-    let items: Vec<_> = docs::<Instance>(&st, scope, Table::Instances, sd::INSTANCES, &format!("{service_id}/"))
+    let items: Vec<_> = docs::<Instance>(&st, scope, Table::Instances, &format!("{service_id}/"))
         .map(|d| (health(&st, scope, svc, &d.value), d.value.attributes.as_ref().unwrap_or(&empty), &d.value))
         .collect();
     let found = sd::discover(

@@ -149,14 +149,8 @@ fn doc<'a, T: 'static>(st: &'a State, t: Table, key: &str) -> Option<&'a Doc<T>>
 }
 
 /// The documents of one kind in the scope whose keys start with `rest` after the kind.
-fn docs<'a, T: 'static>(
-    st: &'a State,
-    scope: &Scope,
-    t: Table,
-    kind: &str,
-    rest: &str,
-) -> impl Iterator<Item = &'a Doc<T>> + 'a {
-    st.docs::<T>(table(t), &(sd::kind_prefix(scope, kind) + rest))
+fn docs<'a, T: 'static>(st: &'a State, scope: &Scope, t: Table, rest: &str) -> impl Iterator<Item = &'a Doc<T>> + 'a {
+    st.docs::<T>(table(t), &(sd::kind_prefix(scope, table(t).kind) + rest))
 }
 
 fn namespace_name_key(scope: &Scope, name: &str) -> String {

@@ -30,7 +30,7 @@ async fn create(s: &Server, cx: &Call, req: NewNamespace) -> Result<String> {
     }
     let scope = &cx.scope;
     s.transact::<_, ApiError>(|st| {
-        let existing = docs::<NamespaceDoc>(st, scope, Table::Namespaces, sd::NAMESPACES, "").map(|d| &d.value);
+        let existing = docs::<NamespaceDoc>(st, scope, Table::Namespaces, "").map(|d| &d.value);
         if let Some(op) = sd::namespace_conflict(existing, &req.name, req.creator_request_id.as_deref())? {
             return Ok((Txn::new(), op));
         }
@@ -128,7 +128,7 @@ pub async fn create_public_dns(s: &Server, cx: &Call, req: CreatePublicDnsNamesp
 
 /// How many services a namespace holds.
 fn service_count(st: &State, cx: &Call, id: &str) -> i32 {
-    docs::<NameDoc>(st, &cx.scope, Table::ServiceNames, super::SERVICE_NAMES, &format!("{id}/")).count() as i32
+    docs::<NameDoc>(st, &cx.scope, Table::ServiceNames, &format!("{id}/")).count() as i32
 }
 
 /// The namespace as GetNamespace shows it.
@@ -148,7 +148,7 @@ pub async fn list(s: &Server, cx: &Call, req: ListNamespacesRequest) -> Result<B
     let st = s.view.read();
     let filters = req.filters.unwrap_or_default();
     let mut all = vec![];
-    for d in docs::<NamespaceDoc>(&st, &cx.scope, Table::Namespaces, sd::NAMESPACES, "") {
+    for d in docs::<NamespaceDoc>(&st, &cx.scope, Table::Namespaces, "") {
         if sd::namespace_matches(&d.value.namespace, &filters)? {
             all.push(d);
         }

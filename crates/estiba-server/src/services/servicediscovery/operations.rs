@@ -26,7 +26,7 @@ pub async fn list(s: &Server, cx: &Call, req: ListOperationsRequest) -> Result<B
     let st = s.view.read();
     let filters = req.filters.unwrap_or_default();
     let mut all = vec![];
-    for d in docs::<OperationShape>(&st, &cx.scope, Table::Operations, sd::OPERATIONS, "") {
+    for d in docs::<OperationShape>(&st, &cx.scope, Table::Operations, "") {
         let op = sd::operation_at(&d.value, cx.now);
         if sd::operation_matches(&op, &filters)? {
             all.push((d.key.as_str(), op));

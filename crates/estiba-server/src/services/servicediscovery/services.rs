@@ -22,7 +22,7 @@ fn namespace_type(ns: &NamespaceDoc) -> NamespaceType {
 
 /// How many instances a service has.
 pub(super) fn instance_count(st: &State, cx: &Call, service_id: &str) -> usize {
-    docs::<Instance>(st, &cx.scope, Table::Instances, sd::INSTANCES, &format!("{service_id}/")).count()
+    docs::<Instance>(st, &cx.scope, Table::Instances, &format!("{service_id}/")).count()
 }
 
 /// The service as GetService shows it.
@@ -140,7 +140,7 @@ pub async fn list(s: &Server, cx: &Call, req: ListServicesRequest) -> Result<Byt
             }
         }
     }
-    let all = docs::<Service>(&st, &cx.scope, Table::Services, sd::SERVICES, "")
+    let all = docs::<Service>(&st, &cx.scope, Table::Services, "")
         .filter(|d| namespace.is_none() || d.value.namespace_id == namespace);
     let p = page(all, |d| d.key.as_str(), req.next_token.as_deref(), req.max_results)?;
     let services = p
