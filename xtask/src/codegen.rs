@@ -451,7 +451,7 @@ impl<'a> Generator<'a> {
                 "static {}: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| \
                  regex::Regex::new({:?}).unwrap());",
                 pattern_static(&name),
-                format!("^(?:{pattern})$")
+                format!("^(?:{})$", without_lookaround(&pattern))
             )?;
         }
         Ok(out)
@@ -884,6 +884,62 @@ fn opt_f64(v: Option<f64>) -> String {
     v.map(|n| format!("Some({n:?})")).unwrap_or_else(|| "None".into())
 }
 
+/// `pattern` without its lookaround groups (`(?=...)`, `(?!...)`, `(?<=...)`, `(?<!...)`),
+/// which the `regex` crate cannot compile: the check accepts a little more than the model
+/// says (a name may start with `arn:`, a service name may be longer than 127 characters) and
+/// services check such rules by hand. Error messages still quote the model's pattern.
+fn without_lookaround(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut class = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            out.extend(&chars[i..(i + 2).min(chars.len())]);
+            i += 2;
+            continue;
+        }
+        if class {
+            class = c != ']';
+        } else if c == '[' {
+            class = true;
+        } else if c == '(' && chars.get(i + 1) == Some(&'?') {
+            let rest: String = chars[i + 2..].iter().take(2).collect();
+            if rest.starts_with('=') || rest.starts_with('!') || rest == "<=" || rest == "<!" {
+                i = group_end(&chars, i);
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The index just past the group that opens at `start`.
+fn group_end(chars: &[char], start: usize) -> usize {
+    let (mut depth, mut i, mut class) = (0usize, start, false);
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            ']' if class => class = false,
+            _ if class => {}
+            '[' => class = true,
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    chars.len()
+}
+
 fn pattern_static(shape: &str) -> String {
     format!("PATTERN_{}", snake(shape).to_uppercase())
 }
@@ -984,6 +1040,15 @@ mod tests {
         assert_eq!(variant_name("awsvpc"), "Awsvpc");
         assert_eq!(variant_name("X86_64"), "X8664");
         assert_eq!(variant_name("1.4.0"), "V1_4_0");
+    }
+
+    #[test]
+    fn lookarounds_are_dropped() {
+        assert_eq!(without_lookaround("^(?!arn:)[!-~]{1,253}$"), "^[!-~]{1,253}$");
+        assert_eq!(without_lookaround("((?=^.{1,127}$)^(a|[b(])$)|(^\\.$)"), "(^(a|[b(])$)|(^\\.$)");
+        assert_eq!(without_lookaround("(?!((^[ ]+.*)|(.*[ ]+$))).+"), ".+");
+        // Escaped parentheses and character classes are not groups.
+        assert_eq!(without_lookaround("^[a-z(?!]+\\(?!x$"), "^[a-z(?!]+\\(?!x$");
     }
 
     /// The checked-in generated code must match what the generator makes from the models.

@@ -192,3 +192,18 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod lookaround_tests {
+    use crate::servicediscovery::{CreateHttpNamespaceRequest, CreatePrivateDnsNamespaceRequest, CreateServiceRequest};
+
+    /// Model patterns with lookaround compile (the generator drops the lookaround groups,
+    /// which the regex crate has not) and still check the rest.
+    #[test]
+    fn patterns_with_lookaround_check_what_remains() {
+        assert!(crate::decode::<CreateHttpNamespaceRequest>(br#"{"Name":"shop"}"#).is_ok());
+        assert!(crate::decode::<CreatePrivateDnsNamespaceRequest>(br#"{"Name":"a b","Vpc":"v"}"#).is_err());
+        assert!(crate::decode::<CreateServiceRequest>(br#"{"Name":"web-1"}"#).is_ok());
+        assert!(crate::decode::<CreateServiceRequest>(br#"{"Name":"-web"}"#).is_err());
+    }
+}

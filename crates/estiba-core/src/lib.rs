@@ -25,6 +25,7 @@ pub mod placement;
 pub mod query;
 pub mod rollout;
 pub mod service;
+pub mod servicediscovery;
 pub mod settings;
 pub mod tags;
 pub mod task;

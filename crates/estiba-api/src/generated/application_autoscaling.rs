@@ -4625,9 +4625,8 @@ static PATTERN_PREDICTIVE_SCALING_METRIC_UNIT: std::sync::LazyLock<regex::Regex>
 static PATTERN_RESOURCE_ID_MAX_LEN1600: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
 });
-static PATTERN_SCHEDULED_ACTION_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:(?!((^[ ]+.*)|(.*([\\u0000-\\u001f]|[\\u007f-\\u009f]|[:/|])+.*)|(.*[ ]+$))).+)$").unwrap()
-});
+static PATTERN_SCHEDULED_ACTION_NAME: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new("^(?:.+)$").unwrap());
 static PATTERN_TARGET_TRACKING_METRIC_DIMENSION_NAME: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| {
         regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()

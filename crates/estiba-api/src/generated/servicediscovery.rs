@@ -5360,9 +5360,9 @@ static PATTERN_INSTANCE_ID: std::sync::LazyLock<regex::Regex> =
 static PATTERN_NAMESPACE_NAME: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new("^(?:^[!-~]{1,1024}$)$").unwrap());
 static PATTERN_NAMESPACE_NAME_HTTP: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| regex::Regex::new("^(?:^(?!arn:)[!-~]{1,1024}$)$").unwrap());
+    std::sync::LazyLock::new(|| regex::Regex::new("^(?:^[!-~]{1,1024}$)$").unwrap());
 static PATTERN_NAMESPACE_NAME_PRIVATE: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| regex::Regex::new("^(?:^(?!arn:)[!-~]{1,253}$)$").unwrap());
+    std::sync::LazyLock::new(|| regex::Regex::new("^(?:^[!-~]{1,253}$)$").unwrap());
 static PATTERN_NAMESPACE_NAME_PUBLIC: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     regex::Regex::new(
         "^(?:^([a-zA-Z0-9]([a-zA-Z0-9\\-]{0,61}[a-zA-Z0-9])?\\.)+[a-zA-Z0-9]([a-zA-Z0-9\\-]{0,61}[a-zA-Z0-9])?$)$",
@@ -5370,5 +5370,5 @@ static PATTERN_NAMESPACE_NAME_PUBLIC: std::sync::LazyLock<regex::Regex> = std::s
     .unwrap()
 });
 static PATTERN_SERVICE_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:((?=^.{1,127}$)^([a-zA-Z0-9_][a-zA-Z0-9-_]{0,61}[a-zA-Z0-9_]|[a-zA-Z0-9])(\\.([a-zA-Z0-9_][a-zA-Z0-9-_]{0,61}[a-zA-Z0-9_]|[a-zA-Z0-9]))*$)|(^\\.$))$").unwrap()
+    regex::Regex::new("^(?:(^([a-zA-Z0-9_][a-zA-Z0-9-_]{0,61}[a-zA-Z0-9_]|[a-zA-Z0-9])(\\.([a-zA-Z0-9_][a-zA-Z0-9-_]{0,61}[a-zA-Z0-9_]|[a-zA-Z0-9]))*$)|(^\\.$))$").unwrap()
 });

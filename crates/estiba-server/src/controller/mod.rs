@@ -16,6 +16,8 @@
 //! - [`dns`]: publishes the VPC resolvers' zone ([`crate::dns`]) on every change.
 //! - [`registry`]: the registry's lifecycle policies and garbage collection
 //!   (`crate::services::ecr::housekeeping`); every `registry_housekeeping_every`.
+//! - [`servicediscovery`]: forgets Cloud Map operations a day old; every
+//!   `cloudmap_housekeeping_every`.
 //!
 //! Adding a controller:
 //! 1. a module here with a type implementing [`Controller`]: a unique `name`, `pass` (read the
@@ -34,6 +36,7 @@ pub mod housekeeping;
 pub mod join;
 pub mod registry;
 pub mod runtime;
+pub mod servicediscovery;
 pub mod services;
 
 use std::sync::Arc;
@@ -61,6 +64,8 @@ pub struct Settings {
     pub inactive_retention: Duration,
     /// How often lifecycle policies are applied and unused registry blobs collected.
     pub registry_housekeeping_every: Duration,
+    /// How often old Cloud Map operations are forgotten.
+    pub cloudmap_housekeeping_every: Duration,
 }
 
 impl Default for Settings {
@@ -71,6 +76,7 @@ impl Default for Settings {
             stopped_task_retention: Duration::from_secs(3600),
             inactive_retention: Duration::from_secs(3600),
             registry_housekeeping_every: Duration::from_secs(60),
+            cloudmap_housekeeping_every: Duration::from_secs(600),
         }
     }
 }
@@ -87,5 +93,6 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     ));
     rt.add(dns::Zones);
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
+    rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });
     rt.wait().await;
 }

@@ -40,11 +40,13 @@ pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod elbv2;
+pub mod servicediscovery;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Every service estiba answers.
-pub static SERVICES: &[&dyn Service] = &[&ecs::Ecs, &ecr::Ecr, &ec2::Ec2, &elbv2::Elbv2, &cloudwatch::CloudWatch];
+pub static SERVICES: &[&dyn Service] =
+    &[&ecs::Ecs, &ecr::Ecr, &ec2::Ec2, &elbv2::Elbv2, &cloudwatch::CloudWatch, &servicediscovery::ServiceDiscovery];
 
 /// Who is calling, and when.
 #[derive(Clone, Debug)]
