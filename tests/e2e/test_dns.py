@@ -110,3 +110,111 @@ def test_private_names_resolve_inside_tasks_and_from_the_host(node):
     node.ecs.stop_task(cluster="default", task=a)
     node.wait(a, "STOPPED")
     wait_until(lambda: query(name_a)[0] == 3, timeout=1.5, interval=0.05, what="the stopped task's name gone")
+
+
+def srv_ports(answers):
+    return sorted(struct.unpack(">HHH", r[:6])[2] for t, r in answers if t == 33)
+
+
+def test_cloud_map_names_resolve_with_health_and_changes(node):
+    sd = node.e.client("servicediscovery")
+    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
+    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
+                    what="the namespace created")["Targets"]["NAMESPACE"]
+    svc = sd.create_service(Name="api", NamespaceId=ns, HealthCheckCustomConfig={},
+                            DnsConfig={"RoutingPolicy": "MULTIVALUE",
+                                       "DnsRecords": [{"Type": "A", "TTL": 10}, {"Type": "SRV", "TTL": 10}]})["Service"]
+    for i, port in ((5, 8080), (6, 8081)):
+        sd.register_instance(ServiceId=svc["Id"], InstanceId=f"i{i}",
+                             Attributes={"AWS_INSTANCE_IPV4": f"172.31.5.{i}", "AWS_INSTANCE_PORT": str(port)})
+    wait_until(lambda: ipv4s(query("api.local")[2]) == ["172.31.5.5", "172.31.5.6"], timeout=1,
+               what="both instances in DNS")
+    rcode, flags, ans = query("api.local", "SRV", tcp=True)
+    assert (rcode, srv_ports(ans)) == (0, [8080, 8081]) and flags & 0x0400
+    assert ipv4s(query("i5.api.local")[2]) == ["172.31.5.5"], "an SRV target has the instance's address"
+    assert query("web.local")[0] == 3, "a service that does not exist: NXDOMAIN"
+    assert query("api.local", "AAAA")[:3:2] == (0, []), "no AAAA records: NODATA"
+
+    # Unhealthy instances leave the answer (while one is healthy); deregistered ones too.
+    sd.update_instance_custom_health_status(ServiceId=svc["Id"], InstanceId="i5", Status="UNHEALTHY")
+    wait_until(lambda: ipv4s(query("api.local")[2]) == ["172.31.5.6"], timeout=1, what="the unhealthy one gone")
+    sd.update_instance_custom_health_status(ServiceId=svc["Id"], InstanceId="i5", Status="HEALTHY")
+    sd.deregister_instance(ServiceId=svc["Id"], InstanceId="i6")
+    wait_until(lambda: ipv4s(query("api.local")[2]) == ["172.31.5.5"], timeout=1, what="the deregistered one gone")
+
+    # Inside a task: the namespace's names through the resolver in resolv.conf.
+    cli = node.register([{"name": "cli", "command": ["sh", "-c", "nslookup api.local && nslookup -type=SRV api.local"]}])
+    b = node.run(cli)
+    tb = node.wait(b, "STOPPED")
+    out = node.logs(b)
+    assert tb["containers"][0]["exitCode"] == 0, (tb.get("stoppedReason"), out)
+    assert "172.31.5.5" in out and "8080" in out, out
+
+
+HTTPD = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+
+
+def test_service_tasks_register_in_cloud_map_and_resolve_in_other_tasks(node):
+    from test_deployments import task_pids
+    sd = node.e.client("servicediscovery")
+    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
+    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
+                    what="the namespace created")["Targets"]["NAMESPACE"]
+    cm = sd.create_service(Name="api", NamespaceId=ns, HealthCheckCustomConfig={},
+                           DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}, {"Type": "SRV", "TTL": 10}]})["Service"]
+    fam = node.register([{"name": "web", "command": ["sh", "-c", HTTPD], "portMappings": [{"containerPort": 8080}],
+                          "healthCheck": {"command": ["CMD-SHELL", "test ! -e /sick"], "interval": 5, "timeout": 2,
+                                          "retries": 1}}])
+    ecs = node.ecs
+    svc = ecs.create_service(cluster="default", serviceName="api", taskDefinition=fam, desiredCount=2,
+                             launchType="FARGATE", networkConfiguration=NET,
+                             serviceRegistries=[{"registryArn": cm["Arn"], "containerName": "web",
+                                                 "containerPort": 8080}])["service"]
+    assert svc["serviceRegistries"] == [{"registryArn": cm["Arn"], "containerName": "web", "containerPort": 8080}]
+
+    def healthy_tasks():
+        arns = ecs.list_tasks(cluster="default", serviceName="api")["taskArns"]
+        ts = ecs.describe_tasks(cluster="default", tasks=arns)["tasks"] if arns else []
+        return [t for t in ts if t["lastStatus"] == "RUNNING" and t.get("healthStatus") == "HEALTHY"]
+    ts = wait_until(lambda: len(h := healthy_tasks()) == 2 and h, timeout=60, what="2 healthy tasks")
+    ips = sorted(eni(t)["privateIPv4Address"] for t in ts)
+    wait_until(lambda: ipv4s(query("api.local")[2]) == ips, timeout=2, what="both tasks in DNS")
+    assert srv_ports(query("api.local", "SRV")[2]) == [8080, 8080]
+
+    # The instances ECS registered: the task ids, with ECS's attributes.
+    insts = {i["Id"]: i["Attributes"] for i in sd.list_instances(ServiceId=cm["Id"])["Instances"]}
+    assert sorted(insts) == sorted(t["taskArn"].rsplit("/", 1)[1] for t in ts)
+    a = next(iter(insts.values()))
+    assert a["AWS_INSTANCE_PORT"] == "8080" and a["ECS_CLUSTER_NAME"] == "default"
+    assert a["ECS_SERVICE_NAME"] == "api" and a["ECS_TASK_DEFINITION_FAMILY"] == fam
+    assert a["REGION"] == "us-east-1" and a["AVAILABILITY_ZONE"].startswith("us-east-1")
+
+    # Another task reaches the service by name.
+    cli = node.register([{"name": "cli", "command": ["sh", "-c", "wget -q -O- http://api.local:8080/ && echo fetched-ok"]}])
+    b = node.run(cli)
+    tb = node.wait(b, "STOPPED")
+    out = node.logs(b)
+    assert tb["containers"][0]["exitCode"] == 0 and "fetched-ok" in out, (tb.get("stoppedReason"), out)
+
+    # A failing health check takes the task's address out.
+    sick = ts[0]
+    open(f"/proc/{min(task_pids(sick['taskArn']))}/root/sick", "w").close()
+    sick_ip = eni(sick)["privateIPv4Address"]
+    wait_until(lambda: sick_ip not in ipv4s(query("api.local")[2]), timeout=20, what="the sick task out of DNS")
+
+    # A stopped task's address goes within a second of StopTask.
+    other = ts[1]
+    other_ip = eni(other)["privateIPv4Address"]
+    ecs.stop_task(cluster="default", task=other["taskArn"])
+    wait_until(lambda: other_ip not in ipv4s(query("api.local")[2]), timeout=1, interval=0.02,
+               what="the stopped task out of DNS")
+
+    # The service keeps 2 tasks, and DNS follows: the replacements' addresses.
+    ts = wait_until(lambda: len(h := healthy_tasks()) == 2 and h, timeout=90, what="2 healthy replacements")
+    ips = sorted(eni(t)["privateIPv4Address"] for t in ts)
+    wait_until(lambda: ipv4s(query("api.local")[2]) == ips, timeout=2, what="the replacements in DNS")
+
+    # Scaled to 0, the service leaves no instance behind.
+    ecs.update_service(cluster="default", service="api", desiredCount=0)
+    wait_until(lambda: not sd.list_instances(ServiceId=cm["Id"])["Instances"], timeout=30, what="no instance left")
+    assert query("api.local")[0] == 0 and not query("api.local")[2]

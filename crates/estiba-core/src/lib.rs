@@ -12,6 +12,7 @@ pub mod arn;
 pub mod capacity;
 pub mod cluster;
 pub mod deploy;
+pub mod discovery;
 pub mod ecr;
 pub mod error;
 pub mod fargate;

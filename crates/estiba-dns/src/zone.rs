@@ -80,10 +80,11 @@ impl Zone {
                 return if answer.is_empty() { Lookup::NoData(soa.clone()) } else { Lookup::Answer(answer) };
             }
             // Follow an alias while it stays in our zones; the client follows the rest.
-            let Some(cname) = node.set(RecordType::CNAME).and_then(|s| s.records.first()) else { break };
-            answer.push(cname.clone());
+            let Some(cname) = node.set(RecordType::CNAME).and_then(|s| s.pick().pop()) else { break };
             let RData::CNAME(target) = &cname.data else { break };
-            let target = LowerName::from(&target.0);
+            let target = target.0.clone();
+            answer.push(cname);
+            let target = LowerName::from(&target);
             match self.authority(&target).and_then(|_| self.names.get(&target)) {
                 Some(next) => node = next,
                 None => return Lookup::Answer(answer),
@@ -194,7 +195,8 @@ impl ZoneBuilder {
         Ok(self)
     }
 
-    /// A and AAAA records of `owner`, one set per family.
+    /// A and AAAA records of `owner`, one set per family (a family with no address leaves
+    /// that type's set as it was).
     pub fn addresses(&mut self, owner: &str, ips: &[IpAddr], ttl: u32, pick: Pick) -> Result<&mut Self, DnsError> {
         let owner = name(owner)?;
         let v4: Vec<Record> = ips
@@ -211,28 +213,41 @@ impl ZoneBuilder {
                 IpAddr::V4(_) => None,
             })
             .collect();
-        self.set(&owner, RecordType::A, v4, pick)?;
-        self.set(&owner, RecordType::AAAA, v6, pick)?;
+        for (rtype, set) in [(RecordType::A, v4), (RecordType::AAAA, v6)] {
+            if !set.is_empty() {
+                self.set(&owner, rtype, set, pick)?;
+            }
+        }
         Ok(self)
     }
 
     /// SRV records of `owner`: (priority, weight, port, target).
-    pub fn srv(&mut self, owner: &str, targets: &[(u16, u16, u16, String)], ttl: u32) -> Result<&mut Self, DnsError> {
+    pub fn srv(
+        &mut self,
+        owner: &str,
+        targets: &[(u16, u16, u16, String)],
+        ttl: u32,
+        pick: Pick,
+    ) -> Result<&mut Self, DnsError> {
         let owner = name(owner)?;
         let mut records = Vec::new();
         for (priority, weight, port, target) in targets {
             let rdata = RData::SRV(SRV::new(*priority, *weight, *port, name(target)?));
             records.push(Record::from_rdata(owner.clone(), ttl, rdata));
         }
-        self.set(&owner, RecordType::SRV, records, Pick::All)?;
+        self.set(&owner, RecordType::SRV, records, pick)?;
         Ok(self)
     }
 
-    /// A CNAME record: `owner` is an alias of `target`.
-    pub fn cname(&mut self, owner: &str, target: &str, ttl: u32) -> Result<&mut Self, DnsError> {
+    /// CNAME records: `owner` is an alias of one of `targets` (Cloud Map's WEIGHTED routing
+    /// picks one instance's at random for each answer).
+    pub fn cname(&mut self, owner: &str, targets: &[String], ttl: u32) -> Result<&mut Self, DnsError> {
         let owner = name(owner)?;
-        let record = Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(name(target)?)));
-        self.set(&owner, RecordType::CNAME, vec![record], Pick::All)?;
+        let mut records = Vec::new();
+        for t in targets {
+            records.push(Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(name(t)?))));
+        }
+        self.set(&owner, RecordType::CNAME, records, Pick::Random(1))?;
         Ok(self)
     }
 
@@ -292,9 +307,9 @@ mod tests {
         let ips: Vec<IpAddr> = (1..=10).map(|i| IpAddr::V4(Ipv4Addr::new(172, 31, 0, i))).collect();
         b.addresses("api.local", &ips, 10, Pick::Random(8)).unwrap();
         b.addresses("one.local", &ips[..1], 10, Pick::All).unwrap();
-        b.srv("_http._tcp.api.local", &[(1, 1, 8080, "t1.api.local".into())], 10).unwrap();
-        b.cname("www.local", "api.local", 10).unwrap();
-        b.cname("out.local", "example.com", 10).unwrap();
+        b.srv("_http._tcp.api.local", &[(1, 1, 8080, "t1.api.local".into())], 10, Pick::All).unwrap();
+        b.cname("www.local", &["api.local".into()], 10).unwrap();
+        b.cname("out.local", &["example.com".into()], 10).unwrap();
         b.exists("down.local").unwrap();
         b.ptr(ips[0], "ip-172-31-0-1.ec2.internal", 60).unwrap();
         b.build()

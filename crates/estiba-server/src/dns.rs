@@ -1,17 +1,32 @@
 //! The records every node's VPC resolver answers (`estiba_dns`), built from the view, so
-//! that every node answers the same whichever node runs a task: the tasks' private DNS names
-//! (`ip-172-31-0-4.ec2.internal`, A) and their reverse names in the VPC's reverse zone (PTR).
+//! that every node answers the same whichever node runs a task:
+//!
+//! - Cloud Map's DNS namespaces (private and public: both answered only here), each an
+//!   authority with its SOA TTL; each service with a DNS configuration is
+//!   `<service>.<namespace>` with its healthy instances' A, AAAA, SRV or CNAME records (SRV
+//!   targets `<instance>.<service>.<namespace>`, which has the instance's A/AAAA, priority and
+//!   weight 1, as Cloud Map makes them). MULTIVALUE answers up to eight at random, WEIGHTED
+//!   one; when none is healthy, all are candidates (Route 53 answers with unhealthy records
+//!   rather than none).
+//! - The tasks' private DNS names (`ip-172-31-0-4.ec2.internal`, A) and their reverse names in
+//!   the VPC's reverse zone (PTR).
+//!
 //! The [`crate::controller::dns`] controller rebuilds the zone on every change of the view and
 //! publishes it on [`crate::Server::dns`].
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use estiba_core::vpc;
+use estiba_api::servicediscovery::{
+    HealthStatus, Instance, NamespaceType, RecordType, RoutingPolicy, Service as SdService,
+};
+use estiba_core::servicediscovery::{self as sd, NamespaceDoc};
+use estiba_core::{vpc, Scope};
 use estiba_dns::{Pick, Zone, ZoneBuilder};
 use ipnet::Ipv4Net;
 
 use crate::keys;
+use crate::services::servicediscovery::{self as cloudmap, Table};
 use crate::view::State;
 
 /// The TTL of private DNS names (EC2's).
@@ -20,6 +35,7 @@ const PRIVATE_NAME_TTL: u32 = 60;
 /// The zone for the view's current state.
 pub fn zone(st: &State, vpc_cidr: Ipv4Net, default_region: &str) -> Zone {
     let mut b = ZoneBuilder::new();
+    cloud_map(st, &mut b);
     let live = st.tasks.values().filter(|d| !d.value.stopped()).filter_map(|d| {
         let ip = d.value.private_ipv4?;
         let (scope, _, _) = keys::parse_task(&d.key)?;
@@ -41,6 +57,97 @@ pub fn zone(st: &State, vpc_cidr: Ipv4Net, default_region: &str) -> Zone {
         }
     }
     b.build()
+}
+
+/// The SOA TTL of a namespace without one (Cloud Map's default).
+const NAMESPACE_SOA_TTL: u32 = 15;
+
+/// The scope of a Cloud Map key (`servicediscovery/<account>/<region>/...`).
+fn scope_of(key: &str) -> Option<Scope> {
+    let mut p = key.split('/').skip(1);
+    Some(Scope::new(p.next()?, p.next()?))
+}
+
+fn cloud_map(st: &State, b: &mut ZoneBuilder) {
+    for ns in st.docs::<NamespaceDoc>(cloudmap::table(Table::Namespaces), sd::PREFIX) {
+        let n = &ns.value.namespace;
+        if !matches!(n.r#type, Some(NamespaceType::DnsPrivate | NamespaceType::DnsPublic)) {
+            continue;
+        }
+        let Some(name) = n.name.as_deref() else { continue };
+        let soa = n.properties.as_ref().and_then(|p| p.dns_properties.as_ref()).and_then(|d| d.soa.as_ref());
+        let ttl = soa.map_or(NAMESPACE_SOA_TTL, |s| s.ttl.clamp(0, u32::MAX as i64) as u32);
+        add(b.apex(name, ttl).map(drop));
+    }
+    for svc in st.docs::<SdService>(cloudmap::table(Table::Services), sd::PREFIX) {
+        let (Some(scope), Some(dns)) = (scope_of(&svc.key), svc.value.dns_config.as_ref()) else { continue };
+        let (Some(name), Some(ns_id)) = (svc.value.name.as_deref(), svc.value.namespace_id.as_deref()) else {
+            continue;
+        };
+        let Some(ns) = st.doc::<NamespaceDoc>(cloudmap::table(Table::Namespaces), &sd::namespace_key(&scope, ns_id))
+        else {
+            continue;
+        };
+        let Some(ns_name) = ns.value.namespace.name.as_deref() else { continue };
+        let owner = format!("{name}.{ns_name}");
+        let id = svc.value.id.as_deref().unwrap_or_default();
+        let all: Vec<&Instance> = st
+            .docs::<Instance>(cloudmap::table(Table::Instances), &sd::instances_of(&scope, id))
+            .map(|d| &d.value)
+            .collect();
+        let healthy: Vec<&Instance> = all
+            .iter()
+            .copied()
+            .filter(|i| cloudmap::instance_health(st, &scope, &svc.value, i) != HealthStatus::Unhealthy)
+            .collect();
+        let instances = if healthy.is_empty() { all } else { healthy };
+        let pick = match dns.routing_policy {
+            Some(RoutingPolicy::Weighted) => Pick::Random(1),
+            _ => Pick::Random(8),
+        };
+        add(b.exists(&owner).map(drop));
+        let attr = |i: &Instance, k: &str| i.attributes.as_ref().and_then(|a| a.get(k)).cloned();
+        let ips = |i: &Instance| -> Vec<IpAddr> {
+            [sd::INSTANCE_IPV4, sd::INSTANCE_IPV6]
+                .iter()
+                .filter(|k| dns.dns_records.iter().any(|r| r.r#type == record_type_of(k)))
+                .filter_map(|k| attr(i, k)?.parse().ok())
+                .collect()
+        };
+        for rec in &dns.dns_records {
+            let ttl = rec.ttl.clamp(0, u32::MAX as i64) as u32;
+            match rec.r#type {
+                RecordType::A | RecordType::Aaaa => {
+                    let all: Vec<IpAddr> = instances.iter().flat_map(|i| ips(i)).collect();
+                    add(b.addresses(&owner, &all, ttl, pick).map(drop));
+                }
+                RecordType::Srv => {
+                    let mut targets = Vec::new();
+                    for i in &instances {
+                        let Some(port) = attr(i, sd::INSTANCE_PORT).and_then(|p| p.parse::<u16>().ok()) else {
+                            continue;
+                        };
+                        let host = format!("{}.{owner}", i.id);
+                        add(b.addresses(&host, &ips(i), ttl, Pick::All).map(drop));
+                        targets.push((1, 1, port, host));
+                    }
+                    add(b.srv(&owner, &targets, ttl, pick).map(drop));
+                }
+                RecordType::Cname => {
+                    let targets: Vec<String> = instances.iter().filter_map(|i| attr(i, sd::INSTANCE_CNAME)).collect();
+                    add(b.cname(&owner, &targets, ttl).map(drop));
+                }
+            }
+        }
+    }
+}
+
+fn record_type_of(attribute: &str) -> RecordType {
+    if attribute == sd::INSTANCE_IPV6 {
+        RecordType::Aaaa
+    } else {
+        RecordType::A
+    }
 }
 
 /// A record that cannot be added (a name the DNS does not allow) is logged and left out.

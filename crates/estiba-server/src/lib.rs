@@ -14,6 +14,7 @@
 
 pub mod body;
 pub mod controller;
+pub mod discovery;
 pub mod dns;
 pub mod front;
 pub mod http;

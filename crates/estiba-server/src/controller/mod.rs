@@ -13,6 +13,8 @@
 //!   services after theirs, deletes task definitions in DELETE_IN_PROGRESS once nothing uses
 //!   them, finishes capacity provider deletions, and stops tasks left in deleted clusters;
 //!   every `housekeeping_every`.
+//! - [`discovery`]: registers ECS services' running tasks in Cloud Map, keeps their health in
+//!   step, and deregisters what ECS registered for tasks that are gone.
 //! - [`dns`]: publishes the VPC resolvers' zone ([`crate::dns`]) on every change.
 //! - [`registry`]: the registry's lifecycle policies and garbage collection
 //!   (`crate::services::ecr::housekeeping`); every `registry_housekeeping_every`.
@@ -31,6 +33,7 @@
 //! 3. one `rt.add(...)` line in [`run`];
 //! 4. a line in the list above and in ARCHITECTURE.md.
 
+pub mod discovery;
 pub mod dns;
 pub mod housekeeping;
 pub mod join;
@@ -91,6 +94,7 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
         settings.stopped_task_retention,
         settings.inactive_retention,
     ));
+    rt.add(discovery::Registrar);
     rt.add(dns::Zones);
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
     rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });

@@ -126,6 +126,9 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 let doc = task_docs[u.index];
                 txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
                 txn.ops.push(put(&doc.key, &u.value));
+                if task::desired_stopped(&u.value) {
+                    txn.ops.extend(crate::discovery::deregister_on_stop(st, &doc.key));
+                }
             }
             for u in &out.records {
                 let doc = record_docs[u.index];

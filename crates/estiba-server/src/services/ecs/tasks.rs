@@ -395,6 +395,8 @@ pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
                     task::stop_unstarted(&mut t, cx.now);
                 }
                 txn = txn.when(Compare::mod_revision(&key, d.rev)).then(put(&key, &t));
+                // Out of Cloud Map before its node is told to stop it.
+                txn.ops.extend(crate::discovery::deregister_on_stop(st, &key));
             }
             t.tags = Some(st.tags_of(&key).unwrap_or_default().to_vec());
             Ok((txn, t))

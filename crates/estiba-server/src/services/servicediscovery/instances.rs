@@ -28,12 +28,8 @@ fn instance_doc<'a>(
         .ok_or_else(|| SdError::instance_not_found(instance_id))
 }
 
-/// An instance's health in its service.
 fn health(st: &State, scope: &Scope, svc: &Service, inst: &Instance) -> HealthStatus {
-    let service_id = svc.id.as_deref().unwrap_or_default();
-    let custom =
-        doc::<HealthDoc>(st, Table::Health, &sd::health_key(scope, service_id, &inst.id)).map(|d| d.value.status);
-    sd::health_of(svc, inst.attributes.as_ref(), custom)
+    super::instance_health(st, scope, svc, inst)
 }
 
 pub async fn register(s: &Server, cx: &Call, req: RegisterInstanceRequest) -> Result<Bytes> {

@@ -175,6 +175,15 @@ fn tags_of<'a>(st: &'a State, scope: &Scope, r: sd::Resource, id: &str) -> Optio
     doc(st, Table::Tags, &sd::tags_key(scope, r, id))
 }
 
+/// An instance's health in its service: its custom status, else `AWS_INIT_HEALTH_STATUS`,
+/// for services with a custom health check; HEALTHY with a Route 53 one; UNKNOWN without.
+pub fn instance_health(st: &State, scope: &Scope, svc: &Service, inst: &Instance) -> HealthStatus {
+    let service_id = svc.id.as_deref().unwrap_or_default();
+    let custom =
+        doc::<HealthDoc>(st, Table::Health, &sd::health_key(scope, service_id, &inst.id)).map(|d| d.value.status);
+    sd::health_of(svc, inst.attributes.as_ref(), custom)
+}
+
 /// The writes that register `instance` in a service: its document, and the service's
 /// revision marker (which moves `InstancesRevision`); both unconditional, so registrations
 /// of one service never conflict with each other. A custom health status set for an
