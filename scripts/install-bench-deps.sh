@@ -3,6 +3,7 @@
 # - bench api: wrk, and moto's server (pip, into the venv target/bench-venv: never next to
 #   Debian's awscli, whose pyOpenSSL breaks on the newer cryptography moto pulls in);
 #   fakecloud is optional (`cargo install fakecloud`);
+# - bench dns: dnsperf (the load generator) and dnsmasq (the peer);
 # - bench run and bench registry: umoci, besides docker.io, podman, runc, skopeo and
 #   docker-registry, which the tests need too (install-test-deps.sh, run first).
 # Run as root.
@@ -13,6 +14,8 @@ scripts/install-test-deps.sh
 apt_pkgs=()
 command -v wrk >/dev/null || apt_pkgs+=(wrk)
 command -v umoci >/dev/null || apt_pkgs+=(umoci)
+command -v dnsperf >/dev/null || apt_pkgs+=(dnsperf)
+command -v dnsmasq >/dev/null || apt_pkgs+=(dnsmasq-base)
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

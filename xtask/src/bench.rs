@@ -37,8 +37,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("registry") => crate::bench_registry::run(root, &args[1..]),
         Some("services") => crate::bench_services::run(root, &args[1..]),
         Some("net") => crate::bench_net::run(root, &args[1..]),
+        Some("dns") => crate::bench_dns::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N]"
         ),
     }
 }
@@ -94,6 +95,17 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// One POST with a fresh connection; returns (status, body).
+/// One AWS JSON 1.1 call to another API than ECS: `signing` is its SigV4 service name,
+/// `target` its `X-Amz-Target` prefix.
+pub(crate) fn post_to(port: u16, signing: &str, target: &str, op: &str, body: &str) -> Result<(u16, String)> {
+    let auth = AUTH.replace("/ecs/", &format!("/{signing}/"));
+    raw_post(
+        port,
+        &format!("Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}.{op}\r\nAuthorization: {auth}"),
+        body,
+    )
+}
+
 pub(crate) fn post(port: u16, op: &str, body: &str) -> Result<(u16, String)> {
     raw_post(
         port,

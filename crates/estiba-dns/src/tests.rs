@@ -140,3 +140,39 @@ async fn refuses_what_it_does_not_serve() {
     assert_eq!(udp(at, &q).await.metadata.response_code, ResponseCode::Refused);
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn answers_rotate_and_a_new_zone_is_never_answered_from_copies() {
+    let (r, tx) = start(local_zone(), vec![]).await;
+    let at = r.addrs()[0];
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ask = |q: Message| {
+        let s = &s;
+        async move {
+            s.send_to(&q.to_vec().unwrap(), at).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf)).await.unwrap().unwrap();
+            Message::from_vec(&buf[..n]).unwrap()
+        }
+    };
+    // One client socket: one serving thread, whose copies cover every rotation after 8.
+    let mut firsts = std::collections::BTreeSet::new();
+    for i in 0..16u16 {
+        let mut q = question("api.local.", RecordType::A, true);
+        q.metadata.id = i;
+        let a = ask(q).await;
+        assert_eq!(a.metadata.id, i, "a copied answer carries the question's id");
+        assert_eq!(a.answers.len(), 2);
+        firsts.insert(a.answers[0].data.to_string());
+    }
+    assert_eq!(firsts.len(), 2, "successive answers rotate the records");
+    let mut b = ZoneBuilder::new();
+    b.apex("local", 15).unwrap();
+    b.addresses("api.local", &[v4(9)], 10, Pick::Random(8)).unwrap();
+    tx.send_replace(Arc::new(b.build()));
+    for _ in 0..8 {
+        let a = ask(question("api.local.", RecordType::A, true)).await;
+        assert_eq!(a.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(), ["172.31.0.9"]);
+    }
+    r.shutdown().await;
+}

@@ -66,21 +66,39 @@ impl Zone {
 
     /// Answers a question about `name` and `rtype`.
     pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Lookup {
+        self.lookup_rotated(name, rtype, 0).0
+    }
+
+    /// Answers a question, a set of several records rotated by `rotation` (successive
+    /// answers cycle through the records, as round-robin DNS servers do); and whether the
+    /// answer varies otherwise (a random subset of a set larger than its pick), so that the
+    /// same question and rotation may not be answered from a copy of an earlier answer.
+    pub fn lookup_rotated(&self, name: &LowerName, rtype: RecordType, rotation: usize) -> (Lookup, bool) {
+        let mut order = Order { rotation, varies: false };
+        let l = self.lookup_in(name, rtype, &mut order);
+        (l, order.varies)
+    }
+
+    fn lookup_in(&self, name: &LowerName, rtype: RecordType, order: &mut Order) -> Lookup {
         let Some((_, soa)) = self.authority(name) else { return Lookup::Elsewhere };
         let Some(node) = self.names.get(name) else { return Lookup::NxDomain(soa.clone()) };
         let mut answer = Vec::new();
         let mut node = node;
         for _ in 0..MAX_CHAIN {
             if let Some(set) = node.set(rtype) {
-                answer.extend(set.pick());
+                answer.extend(set.pick(order));
                 return Lookup::Answer(answer);
             }
             if rtype == RecordType::ANY {
-                answer.extend(node.sets.iter().flat_map(RecordSet::pick));
+                for set in &node.sets {
+                    answer.extend(set.pick(order));
+                }
                 return if answer.is_empty() { Lookup::NoData(soa.clone()) } else { Lookup::Answer(answer) };
             }
             // Follow an alias while it stays in our zones; the client follows the rest.
-            let Some(cname) = node.set(RecordType::CNAME).and_then(|s| s.pick().pop()) else { break };
+            let Some(cname) = node.set(RecordType::CNAME).and_then(|s| s.pick(order).into_iter().next()) else {
+                break;
+            };
             let RData::CNAME(target) = &cname.data else { break };
             let target = target.0.clone();
             answer.push(cname);
@@ -109,10 +127,17 @@ impl Node {
     }
 }
 
+/// How the records of an answer are ordered, and whether it varied at random.
+struct Order {
+    rotation: usize,
+    varies: bool,
+}
+
 impl RecordSet {
-    fn pick(&self) -> Vec<Record> {
+    fn pick(&self, order: &mut Order) -> Vec<Record> {
         match self.pick {
             Pick::Random(n) if n < self.records.len() => {
+                order.varies = true;
                 // A partial Fisher-Yates shuffle: `n` distinct records, each equally likely.
                 let mut idx: Vec<usize> = (0..self.records.len()).collect();
                 for i in 0..n {
@@ -120,6 +145,10 @@ impl RecordSet {
                     idx.swap(i, j);
                 }
                 idx[..n].iter().map(|&i| self.records[i].clone()).collect()
+            }
+            Pick::Random(_) if self.records.len() > 1 => {
+                let k = order.rotation % self.records.len();
+                self.records[k..].iter().chain(&self.records[..k]).cloned().collect()
             }
             _ => self.records.clone(),
         }
@@ -332,6 +361,24 @@ mod tests {
         assert_eq!(z.lookup(&lower("example.com"), RecordType::A), Lookup::Elsewhere);
         let Lookup::Answer(s) = z.lookup(&lower("_http._tcp.api.local"), RecordType::SRV) else { panic!() };
         assert_eq!(s[0].data.to_string(), "1 1 8080 t1.api.local.");
+    }
+
+    #[test]
+    fn small_sets_rotate_and_large_ones_vary() {
+        let mut b = ZoneBuilder::new();
+        b.apex("local", 15).unwrap();
+        let ips: Vec<IpAddr> = (1..=3).map(|i| IpAddr::V4(Ipv4Addr::new(172, 31, 0, i))).collect();
+        b.addresses("three.local", &ips, 10, Pick::Random(8)).unwrap();
+        let z = b.build();
+        let first = |rot| match z.lookup_rotated(&lower("three.local"), RecordType::A, rot) {
+            (Lookup::Answer(a), varies) => (a[0].data.to_string(), a.len(), varies),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first(0), ("172.31.0.1".into(), 3, false));
+        assert_eq!(first(1), ("172.31.0.2".into(), 3, false));
+        assert_eq!(first(5), ("172.31.0.3".into(), 3, false));
+        let big = zone();
+        assert!(big.lookup_rotated(&lower("api.local"), RecordType::A, 0).1, "8 of 10 at random varies");
     }
 
     #[test]
