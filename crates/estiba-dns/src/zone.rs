@@ -20,7 +20,7 @@ pub enum Pick {
     Random(usize),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct RecordSet {
     rtype: RecordType,
     records: Vec<Record>,
@@ -29,13 +29,13 @@ struct RecordSet {
 
 /// A name's records, by type; a name with none exists all the same (an empty non-terminal,
 /// or a name whose records are all unhealthy): it answers NODATA, not NXDOMAIN.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Node {
     sets: Vec<RecordSet>,
 }
 
 /// An authoritative snapshot: the zones it is the authority for (by apex) and their names.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Zone {
     /// Apex and its SOA record, longest apex first (the most specific zone wins).
     apexes: Vec<(LowerName, Record)>,

@@ -20,7 +20,14 @@ impl Controller for Zones {
             let st = server.view.read();
             crate::dns::zone(&st, server.config.vpc_cidr, &server.config.default_region)
         };
-        server.dns.send_replace(Arc::new(zone));
+        // An unchanged zone is not published again: resolvers keep the answers they copied.
+        server.dns.send_if_modified(|z| {
+            let changed = **z != zone;
+            if changed {
+                *z = Arc::new(zone);
+            }
+            changed
+        });
         Ok(Wake::Change)
     }
 }
