@@ -567,3 +567,49 @@ def test_aws_cli(shared, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", shared.endpoint)
     out = shared.aws("servicediscovery", "discover-instances", "--namespace-name", name, "--service-name", "web", "--query-parameters", "color=blue")
     assert [(i["InstanceId"], i["HealthStatus"]) for i in out["Instances"]] == [("i-1", "HEALTHY")]
+
+
+# ECS services' serviceRegistries, checked as ECS does.
+
+
+def test_ecs_service_registries_are_checked(shared, sd):
+    from conftest import register_fargate
+    ecs = shared.client()
+    cluster = unique("c")
+    ecs.create_cluster(clusterName=cluster)
+    ns, _ = private_namespace(sd)
+    a = sd.create_service(Name=unique("a"), NamespaceId=ns,
+                          DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}]})["Service"]
+    srv = sd.create_service(Name=unique("s"), NamespaceId=ns,
+                            DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 10}]})["Service"]
+    fam = unique("f")
+    register_fargate(ecs, fam, [{"name": "web", "image": "busybox", "portMappings": [{"containerPort": 8080}]}])
+    net = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
+
+    def create(regs):
+        return ecs.create_service(cluster=cluster, serviceName=unique("s"), taskDefinition=fam, desiredCount=0,
+                                  launchType="FARGATE", networkConfiguration=net, serviceRegistries=regs)
+
+    def refused(regs, fragment):
+        with pytest.raises(ClientError) as e:
+            create(regs)
+        assert error_code(e) == "InvalidParameterException" and fragment in error_message(e), error_message(e)
+
+    ok = create([{"registryArn": a["Arn"]}])["service"]
+    assert ok["serviceRegistries"] == [{"registryArn": a["Arn"]}]
+    create([{"registryArn": srv["Arn"], "containerName": "web", "containerPort": 8080}])
+    create([{"registryArn": srv["Arn"], "port": 8080}])
+    refused([{"registryArn": a["Arn"], "port": 80}], "A port was provided but is not required")
+    refused([{"registryArn": srv["Arn"]}], "Specify a value for either 'port'")
+    refused([{"registryArn": srv["Arn"], "port": 1, "containerName": "web", "containerPort": 8080}], "but not both")
+    refused([{"registryArn": srv["Arn"], "containerName": "db", "containerPort": 8080}], "'db'")
+    refused([{"registryArn": srv["Arn"], "containerName": "web", "containerPort": 9}], "container port 9")
+    refused([{"registryArn": a["Arn"].replace(a["Id"], "srv-0000000000000000")}], "does not exist")
+    refused([{"registryArn": a["Arn"].replace(":service/", ":namespace/")}], "ARN is invalid")
+    refused([{"registryArn": a["Arn"]}, {"registryArn": srv["Arn"], "port": 1}], "one service registry")
+    # UpdateService checks them too, and a refused update changes nothing.
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(cluster=cluster, service=ok["serviceName"], serviceRegistries=[{"registryArn": srv["Arn"]}])
+    assert error_code(e) == "InvalidParameterException"
+    got = ecs.describe_services(cluster=cluster, services=[ok["serviceName"]])["services"][0]
+    assert got["serviceRegistries"] == [{"registryArn": a["Arn"]}]

@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use estiba_api::ecs::{HealthStatus as TaskHealth, ServiceRegistry, Task};
-use estiba_api::servicediscovery::{HealthStatus, Instance};
+use estiba_api::ecs::{HealthStatus as TaskHealth, ServiceRegistry, Task, TaskDefinition};
+use estiba_api::servicediscovery::{HealthStatus, Instance, RecordType};
 
+use crate::error::{EcsError, Result};
 use crate::servicediscovery as sd;
-use crate::{arn, task};
+use crate::{arn, task, Scope};
 
 pub const CLUSTER_NAME: &str = "ECS_CLUSTER_NAME";
 pub const SERVICE_NAME: &str = "ECS_SERVICE_NAME";
@@ -62,6 +63,63 @@ pub fn instance_for(t: &Task, ip: Ipv4Addr, r: &Registration<'_>) -> Instance {
     Instance { id: task::task_id(t).to_owned(), attributes: Some(attrs), ..Default::default() }
 }
 
+/// Checks a service's `serviceRegistries` as ECS does. `records` gives the DNS record types
+/// of the Cloud Map service an id names (empty without DNS), `None` when it does not exist.
+pub fn check_registries(
+    scope: &Scope,
+    registries: &[ServiceRegistry],
+    td: &TaskDefinition,
+    records: impl Fn(&str) -> Option<Vec<RecordType>>,
+) -> Result<()> {
+    if registries.len() > 1 {
+        return Err(EcsError::invalid(
+            "Each service may be associated with one service registry. Multiple service registries for each service \
+             isn't supported.",
+        ));
+    }
+    for r in registries {
+        let arn = r.registry_arn.as_deref().unwrap_or_default();
+        let Some((sd::Resource::Service, id)) = sd::parse_arn(scope, arn) else {
+            return Err(EcsError::invalid(format!(
+                "The format of the supplied service registry ARN is invalid: {arn}."
+            )));
+        };
+        let Some(types) = records(&id) else {
+            return Err(EcsError::invalid(format!("The service registry {arn} does not exist.")));
+        };
+        let container = r.container_name.is_some() || r.container_port.is_some();
+        if types.contains(&RecordType::Srv) {
+            if r.port.is_some() == container {
+                return Err(EcsError::invalid(
+                    "Specify a value for either 'port' or the 'containerName' and 'containerPort' combination, but not \
+                     both. Remove one and retry.",
+                ));
+            }
+        } else if r.port.is_some() {
+            return Err(EcsError::invalid("A port was provided but is not required by the specified service registry"));
+        }
+        if container {
+            let (Some(name), Some(port)) = (r.container_name.as_deref(), r.container_port) else {
+                return Err(EcsError::invalid(
+                    "Specify both 'containerName' and 'containerPort' for a service registry.",
+                ));
+            };
+            let c = td.container_definitions.iter().flatten().find(|c| c.name.as_deref() == Some(name));
+            let Some(c) = c else {
+                return Err(EcsError::invalid(format!(
+                    "The container '{name}' named by the service registry is not in the task definition."
+                )));
+            };
+            if !c.port_mappings.iter().flatten().any(|m| m.container_port == Some(port)) {
+                return Err(EcsError::invalid(format!(
+                    "The container '{name}' has no port mapping for container port {port} named by the service registry."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a Cloud Map instance was registered by ECS for a task of `service` in `cluster`.
 pub fn registered_for(i: &Instance, cluster: &str, service: &str) -> bool {
     let a = |k: &str| i.attributes.as_ref().and_then(|a| a.get(k)).map(String::as_str);
@@ -100,6 +158,46 @@ mod tests {
         assert_eq!(a["AVAILABILITY_ZONE"], "us-east-1a");
         assert_eq!(a["AWS_INIT_HEALTH_STATUS"], "HEALTHY");
         assert!(registered_for(&i, "c", "api") && !registered_for(&i, "c", "web"));
+    }
+
+    #[test]
+    fn registries_are_checked_as_ecs_does() {
+        use estiba_api::ecs::{ContainerDefinition, PortMapping};
+        let scope = Scope::new("1", "us-east-1");
+        let td = TaskDefinition {
+            container_definitions: Some(vec![ContainerDefinition {
+                name: Some("web".into()),
+                port_mappings: Some(vec![PortMapping { container_port: Some(8080), ..Default::default() }]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let arn = "arn:aws:servicediscovery:us-east-1:1:service/srv-1";
+        let reg = |port: Option<i32>, cname: Option<&str>, cport: Option<i32>| ServiceRegistry {
+            registry_arn: Some(arn.into()),
+            port,
+            container_name: cname.map(Into::into),
+            container_port: cport,
+        };
+        let a = |_: &str| Some(vec![RecordType::A]);
+        let srv = |_: &str| Some(vec![RecordType::A, RecordType::Srv]);
+        let err = |r: Result<()>| r.unwrap_err().message;
+        assert!(check_registries(&scope, &[reg(None, None, None)], &td, a).is_ok());
+        assert!(check_registries(&scope, &[reg(None, Some("web"), Some(8080))], &td, srv).is_ok());
+        assert!(check_registries(&scope, &[reg(Some(80), None, None)], &td, srv).is_ok());
+        assert!(err(check_registries(&scope, &[reg(Some(80), None, None)], &td, a)).contains("not required"));
+        assert!(err(check_registries(&scope, &[reg(None, None, None)], &td, srv)).contains("either 'port'"));
+        assert!(err(check_registries(&scope, &[reg(Some(1), Some("web"), Some(8080))], &td, srv)).contains("not both"));
+        assert!(err(check_registries(&scope, &[reg(None, Some("db"), Some(8080))], &td, srv)).contains("'db'"));
+        assert!(err(check_registries(&scope, &[reg(None, Some("web"), Some(9))], &td, srv)).contains("port 9"));
+        assert!(err(check_registries(&scope, &[reg(None, None, None)], &td, |_| None)).contains("does not exist"));
+        let bad = ServiceRegistry {
+            registry_arn: Some("arn:aws:servicediscovery:us-east-1:1:namespace/ns-1".into()),
+            ..reg(None, None, None)
+        };
+        assert!(err(check_registries(&scope, &[bad], &td, a)).contains("format"));
+        let two = [reg(None, None, None), reg(None, None, None)];
+        assert!(err(check_registries(&scope, &two, &td, a)).contains("one service registry"));
     }
 
     #[test]

@@ -22,6 +22,20 @@ fn cloud_map_service<'a>(st: &'a State, scope: &Scope, registry_arn: &str) -> Op
     Some((id, &doc.value))
 }
 
+/// Checks `serviceRegistries` for a service running `td` ([`discovery::check_registries`])
+/// against the Cloud Map services the view holds.
+pub fn check_registries(
+    st: &State,
+    scope: &Scope,
+    registries: &[estiba_api::ecs::ServiceRegistry],
+    td: &estiba_api::ecs::TaskDefinition,
+) -> Result<(), estiba_core::EcsError> {
+    discovery::check_registries(scope, registries, td, |id| {
+        let doc = st.doc::<SdService>(cloudmap::table(Table::Services), &sd::service_key(scope, id))?;
+        Some(doc.value.dns_config.iter().flat_map(|d| d.dns_records.iter().map(|r| r.r#type)).collect())
+    })
+}
+
 /// The transaction that brings Cloud Map in line with the services' running tasks: every
 /// RUNNING task of a service with registries, with an address and not asked to stop,
 /// registered (and its custom health kept in step with its checks); every instance ECS

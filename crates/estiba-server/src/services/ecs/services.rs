@@ -74,6 +74,8 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 ));
             };
             let td = runnable_taskdef(st, cx, td_ref)?;
+            let registries = req.service_registries.as_deref().unwrap_or_default();
+            crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
             let plan = capacity::resolve_launch(
                 req.launch_type,
                 req.capacity_provider_strategy.as_deref(),
@@ -136,6 +138,11 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 None => find_taskdef(st, cx, svc.task_definition.as_deref().unwrap_or(""))
                     .ok_or_else(EcsError::task_definition_not_found)?,
             };
+            if req.service_registries.is_some() || req.task_definition.is_some() {
+                let registries =
+                    req.service_registries.as_deref().or(svc.service_registries.as_deref()).unwrap_or_default();
+                crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
+            }
             let launch_type = match req.capacity_provider_strategy.as_deref().filter(|s| !s.is_empty()) {
                 Some(strategy) => capacity::resolve_launch(None, Some(strategy), &c.value, true, true)?.launch_type(),
                 None if svc.capacity_provider_strategy.is_some() && req.capacity_provider_strategy.is_some() => {
