@@ -190,8 +190,8 @@ impl Resolver {
     /// Serves `handler` on UDP and TCP at each address (port 0 picks one: see
     /// [`Resolver::addrs`]).
     ///
-    /// UDP, the hot path, is served by threads of its own (one per core, at most four),
-    /// each with a socket on the address (`SO_REUSEPORT`) and answering in a plain loop:
+    /// UDP, the hot path, is served by threads of its own (one per core, at most four)
+    /// reading one socket, each answering in a plain loop:
     /// no task or channel per question, and a question asked before (same bytes after the
     /// id, same zone, same rotation) is answered with a copy of the earlier answer.
     /// hickory-server spawns a task per question and sends each answer through a channel to
@@ -206,13 +206,14 @@ impl Resolver {
         let mut bound = Vec::new();
         let mut tcp = Vec::new();
         for addr in addrs {
-            let first = udp_socket(*addr)?;
-            let at = first.local_addr().map_err(|e| DnsError::Bind(*addr, e))?;
-            let mut sockets = vec![first];
-            for _ in 1..threads {
-                sockets.push(udp_socket(at)?);
-            }
-            for sock in sockets {
+            // One socket, read by every thread: a second resolver on the same address (another
+            // estiba on this host) fails to bind instead of sharing its questions, as it would
+            // with SO_REUSEPORT.
+            let sock = std::net::UdpSocket::bind(addr).map_err(|e| DnsError::Bind(*addr, e))?;
+            let at = sock.local_addr().map_err(|e| DnsError::Bind(*addr, e))?;
+            sock.set_read_timeout(Some(UDP_POLL)).map_err(|e| DnsError::Bind(at, e))?;
+            for _ in 0..threads {
+                let sock = sock.try_clone().map_err(|e| DnsError::Bind(at, e))?;
                 let (handler, rt, stop) = (handler.clone(), rt.clone(), stop.clone());
                 std::thread::Builder::new()
                     .name("estiba-dns".into())
@@ -243,16 +244,6 @@ impl Drop for Resolver {
             t.abort();
         }
     }
-}
-
-fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, DnsError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let bind = |e| DnsError::Bind(addr, e);
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
-    s.set_reuse_port(true).map_err(bind)?;
-    s.bind(&addr.into()).map_err(bind)?;
-    s.set_read_timeout(Some(UDP_POLL)).map_err(bind)?;
-    Ok(s.into())
 }
 
 /// Answers a UDP thread has sent, by the question's bytes after its id, one map per

@@ -176,3 +176,13 @@ async fn answers_rotate_and_a_new_zone_is_never_answered_from_copies() {
     }
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_resolver_cannot_take_the_address() {
+    let (r, _tx) = start(local_zone(), vec![]).await;
+    let (_, rx) = watch::channel(Arc::new(Zone::default()));
+    let second = Resolver::serve(r.addrs(), Handler::new(rx, Forwarder::new(vec![]))).await;
+    assert!(matches!(second, Err(DnsError::Bind(..))), "it would share (and answer) the first's questions");
+    assert_eq!(udp(r.addrs()[0], &question("api.local.", RecordType::A, true)).await.answers.len(), 2);
+    r.shutdown().await;
+}
