@@ -218,3 +218,29 @@ def test_service_tasks_register_in_cloud_map_and_resolve_in_other_tasks(node):
     ecs.update_service(cluster="default", service="api", desiredCount=0)
     wait_until(lambda: not sd.list_instances(ServiceId=cm["Id"])["Instances"], timeout=30, what="no instance left")
     assert query("api.local")[0] == 0 and not query("api.local")[2]
+
+
+def test_bridge_mode_service_tasks_register_srv_records_on_their_host_port(node):
+    sd = node.e.client("servicediscovery")
+    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
+    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
+                    what="the namespace created")["Targets"]["NAMESPACE"]
+    cm = sd.create_service(Name="legacy", NamespaceId=ns,
+                           DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 10}]})["Service"]
+    fam = node.register([{"name": "web", "command": ["sh", "-c", HTTPD],
+                          "portMappings": [{"containerPort": 8080, "hostPort": 0}]}], mode="bridge",
+                        requiresCompatibilities=["EC2"])
+    node.ecs.create_service(cluster="ec2", serviceName="legacy", taskDefinition=fam, desiredCount=1,
+                            launchType="EC2", serviceRegistries=[{"registryArn": cm["Arn"], "containerName": "web",
+                                                                  "containerPort": 8080}])
+    arn = wait_until(lambda: node.ecs.list_tasks(cluster="ec2", serviceName="legacy")["taskArns"], timeout=30,
+                     what="the task")[0]
+    t = node.wait(arn, "RUNNING")
+    port = t["containers"][0]["networkBindings"][0]["hostPort"]
+    tid = arn.rsplit("/", 1)[1]
+    ans = wait_until(lambda: query("legacy.local", "SRV")[2], timeout=2, what="the SRV record")
+    assert srv_ports(ans) == [port]
+    # The SRV target is the task's instance name, at its node's address (the VPC gateway).
+    assert ipv4s(query(f"{tid}.legacy.local")[2]) == ["172.31.0.1"]
+    from test_network import fetch
+    assert fetch(f"http://172.31.0.1:{port}/")

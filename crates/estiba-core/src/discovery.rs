@@ -43,11 +43,36 @@ pub struct Registration<'a> {
     pub registry: &'a ServiceRegistry,
 }
 
-/// The instance ECS registers for a running task at `ip`, its ENI's address (awsvpc).
-pub fn instance_for(t: &Task, ip: Ipv4Addr, r: &Registration<'_>) -> Instance {
+/// Where a running task is reached: its ENI's address and the registry's port (awsvpc), or
+/// its node's address and the host port published for the registry's container port (bridge
+/// and host modes, SRV records only); `None` while it has neither.
+pub fn endpoint_of(
+    t: &Task,
+    eni: Option<Ipv4Addr>,
+    node: Ipv4Addr,
+    r: &ServiceRegistry,
+) -> Option<(Ipv4Addr, Option<i32>)> {
+    if let Some(ip) = eni {
+        return Some((ip, r.port.or(r.container_port)));
+    }
+    let (name, port) = (r.container_name.as_deref()?, r.container_port?);
+    let host_port = t
+        .containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name.as_deref() == Some(name))
+        .flat_map(|c| c.network_bindings.iter().flatten())
+        .find(|b| b.container_port == Some(port))
+        .and_then(|b| b.host_port)?;
+    Some((node, Some(host_port)))
+}
+
+/// The instance ECS registers for a running task reached at `ip` and `port`
+/// ([`endpoint_of`]).
+pub fn instance_for(t: &Task, (ip, port): (Ipv4Addr, Option<i32>), r: &Registration<'_>) -> Instance {
     let mut attrs = BTreeMap::new();
     attrs.insert(sd::INSTANCE_IPV4.to_owned(), ip.to_string());
-    if let Some(port) = r.registry.port.or(r.registry.container_port) {
+    if let Some(port) = port {
         attrs.insert(sd::INSTANCE_PORT.to_owned(), port.to_string());
     }
     attrs.insert(CLUSTER_NAME.to_owned(), r.cluster.to_owned());
@@ -71,6 +96,7 @@ pub fn check_registries(
     td: &TaskDefinition,
     records: impl Fn(&str) -> Option<Vec<RecordType>>,
 ) -> Result<()> {
+    let awsvpc = crate::taskdef::network_mode(td) == estiba_api::ecs::NetworkMode::Awsvpc;
     if registries.len() > 1 {
         return Err(EcsError::invalid(
             "Each service may be associated with one service registry. Multiple service registries for each service \
@@ -88,6 +114,18 @@ pub fn check_registries(
             return Err(EcsError::invalid(format!("The service registry {arn} does not exist.")));
         };
         let container = r.container_name.is_some() || r.container_port.is_some();
+        if !awsvpc && types.iter().any(|t| matches!(t, RecordType::A | RecordType::Aaaa)) {
+            return Err(EcsError::invalid(
+                "A and AAAA service discovery records need the awsvpc network mode: use SRV records with the \
+                 bridge and host network modes.",
+            ));
+        }
+        if !awsvpc && (r.container_name.is_none() || r.container_port.is_none()) {
+            return Err(EcsError::invalid(
+                "With the bridge and host network modes, a service registry needs 'containerName' and \
+                 'containerPort'.",
+            ));
+        }
         if types.contains(&RecordType::Srv) {
             if r.port.is_some() == container {
                 return Err(EcsError::invalid(
@@ -149,7 +187,9 @@ mod tests {
     fn the_instance_ecs_registers() {
         let reg = ServiceRegistry { container_port: Some(8080), ..Default::default() };
         let r = Registration { cluster: "c", service: "api", region: "us-east-1", registry: &reg };
-        let i = instance_for(&task(None, false), Ipv4Addr::new(172, 31, 0, 4), &r);
+        let t = task(None, false);
+        let at = endpoint_of(&t, Some(Ipv4Addr::new(172, 31, 0, 4)), Ipv4Addr::new(172, 31, 0, 1), &reg).unwrap();
+        let i = instance_for(&t, at, &r);
         assert_eq!(i.id, "abc");
         let a = i.attributes.as_ref().unwrap();
         assert_eq!(a["AWS_INSTANCE_IPV4"], "172.31.0.4");
@@ -158,6 +198,24 @@ mod tests {
         assert_eq!(a["AVAILABILITY_ZONE"], "us-east-1a");
         assert_eq!(a["AWS_INIT_HEALTH_STATUS"], "HEALTHY");
         assert!(registered_for(&i, "c", "api") && !registered_for(&i, "c", "web"));
+
+        // Bridge mode: the node's address and the published host port.
+        use estiba_api::ecs::NetworkBinding;
+        let reg =
+            ServiceRegistry { container_name: Some("web".into()), container_port: Some(80), ..Default::default() };
+        let mut t = task(None, false);
+        let node = Ipv4Addr::new(172, 31, 0, 1);
+        assert_eq!(endpoint_of(&t, None, node, &reg), None, "no binding yet");
+        t.containers.as_mut().unwrap()[0] = Container {
+            name: Some("web".into()),
+            network_bindings: Some(vec![NetworkBinding {
+                container_port: Some(80),
+                host_port: Some(32768),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(endpoint_of(&t, None, node, &reg), Some((node, Some(32768))));
     }
 
     #[test]
@@ -165,6 +223,7 @@ mod tests {
         use estiba_api::ecs::{ContainerDefinition, PortMapping};
         let scope = Scope::new("1", "us-east-1");
         let td = TaskDefinition {
+            network_mode: Some(estiba_api::ecs::NetworkMode::Awsvpc),
             container_definitions: Some(vec![ContainerDefinition {
                 name: Some("web".into()),
                 port_mappings: Some(vec![PortMapping { container_port: Some(8080), ..Default::default() }]),
@@ -198,6 +257,14 @@ mod tests {
         assert!(err(check_registries(&scope, &[bad], &td, a)).contains("format"));
         let two = [reg(None, None, None), reg(None, None, None)];
         assert!(err(check_registries(&scope, &two, &td, a)).contains("one service registry"));
+        // Bridge mode: SRV records only, through containerName and containerPort.
+        let bridge = TaskDefinition { network_mode: Some(estiba_api::ecs::NetworkMode::Bridge), ..td.clone() };
+        let only_srv = |_: &str| Some(vec![RecordType::Srv]);
+        assert!(check_registries(&scope, &[reg(None, Some("web"), Some(8080))], &bridge, only_srv).is_ok());
+        assert!(err(check_registries(&scope, &[reg(None, Some("web"), Some(8080))], &bridge, srv)).contains("awsvpc"));
+        assert!(
+            err(check_registries(&scope, &[reg(Some(80), None, None)], &bridge, only_srv)).contains("containerName")
+        );
     }
 
     #[test]

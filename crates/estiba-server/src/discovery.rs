@@ -42,7 +42,11 @@ pub fn check_registries(
 /// registered for a task that is no longer so, deregistered. A registration holds only if
 /// its task is unchanged since it was read: a stop request written meanwhile (which
 /// deregisters, [`deregister_on_stop`]) is never undone.
-pub fn sync(st: &State) -> Txn {
+///
+/// `node` is where tasks without an ENI (bridge and host modes) are reached: their node's
+/// address on the VPC bridge, which every task on the node and the host reach. (A node on
+/// another machine will report its own.)
+pub fn sync(st: &State, node: std::net::Ipv4Addr) -> Txn {
     let mut ops = Vec::new();
     let mut compares = Vec::new();
     // (Cloud Map service key, instance id) of every instance that should be there.
@@ -60,7 +64,6 @@ pub fn sync(st: &State) -> Txn {
                     && t.value.last_status == task::Status::Running
                     && !t.value.desired_stopped()
             })
-            .filter_map(|t| Some((t, t.value.private_ipv4?)))
             .collect();
         for registry in registries {
             let Some((sid, cm)) = registry.registry_arn.as_deref().and_then(|a| cloud_map_service(st, &scope, a))
@@ -68,9 +71,10 @@ pub fn sync(st: &State) -> Txn {
                 continue;
             };
             let r = Registration { cluster: &cluster, service: &name, region: &scope.region, registry };
-            for (t, ip) in &running {
+            for t in &running {
                 let full = t.task();
-                let instance = discovery::instance_for(&full, *ip, &r);
+                let Some(at) = discovery::endpoint_of(&full, t.value.private_ipv4, node, registry) else { continue };
+                let instance = discovery::instance_for(&full, at, &r);
                 wanted.insert((sd::service_key(&scope, &sid), instance.id.clone()));
                 let key = sd::instance_key(&scope, &sid, &instance.id);
                 match st.doc::<Instance>(cloudmap::table(Table::Instances), &key) {

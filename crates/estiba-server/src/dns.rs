@@ -107,10 +107,12 @@ fn cloud_map(st: &State, b: &mut ZoneBuilder) {
         };
         add(b.exists(&owner).map(drop));
         let attr = |i: &Instance, k: &str| i.attributes.as_ref().and_then(|a| a.get(k)).cloned();
-        let ips = |i: &Instance| -> Vec<IpAddr> {
+        // The addresses of the service's A/AAAA records (`typed`), or all (an SRV target has
+        // the instance's A and AAAA records whatever the service's records are, as in Cloud Map).
+        let ips = |i: &Instance, typed: bool| -> Vec<IpAddr> {
             [sd::INSTANCE_IPV4, sd::INSTANCE_IPV6]
                 .iter()
-                .filter(|k| dns.dns_records.iter().any(|r| r.r#type == record_type_of(k)))
+                .filter(|k| !typed || dns.dns_records.iter().any(|r| r.r#type == record_type_of(k)))
                 .filter_map(|k| attr(i, k)?.parse().ok())
                 .collect()
         };
@@ -118,7 +120,7 @@ fn cloud_map(st: &State, b: &mut ZoneBuilder) {
             let ttl = rec.ttl.clamp(0, u32::MAX as i64) as u32;
             match rec.r#type {
                 RecordType::A | RecordType::Aaaa => {
-                    let all: Vec<IpAddr> = instances.iter().flat_map(|i| ips(i)).collect();
+                    let all: Vec<IpAddr> = instances.iter().flat_map(|i| ips(i, true)).collect();
                     add(b.addresses(&owner, &all, ttl, pick).map(drop));
                 }
                 RecordType::Srv => {
@@ -128,7 +130,7 @@ fn cloud_map(st: &State, b: &mut ZoneBuilder) {
                             continue;
                         };
                         let host = format!("{}.{owner}", i.id);
-                        add(b.addresses(&host, &ips(i), ttl, Pick::All).map(drop));
+                        add(b.addresses(&host, &ips(i, false), ttl, Pick::All).map(drop));
                         targets.push((1, 1, port, host));
                     }
                     add(b.srv(&owner, &targets, ttl, pick).map(drop));
