@@ -202,6 +202,15 @@ impl Host {
             .map_err(|e| NetError::io(format!("adding {ip} to bridge {}", net.bridge), e))
     }
 
+    /// Gives the host one address (a /32) on `net`'s bridge (made if needed), for a service
+    /// at an address outside the network that tasks reach through their gateway (Service
+    /// Connect's VIPs). Blocking.
+    pub fn add_host_address(&self, net: &Network, ip: Ipv4Addr) -> Result<(), NetError> {
+        let mut nl = nl::Netlink::open().map_err(|e| NetError::io("opening a netlink socket", e))?;
+        let bridge = self.bridge(&mut nl, net)?;
+        nl.add_address(bridge, ip, 32).map_err(|e| NetError::io(format!("adding {ip}/32 to bridge {}", net.bridge), e))
+    }
+
     /// Undoes what `attach` and `ports.publish` did for `owner`: ports closed, the veth pair
     /// deleted (it also goes with the namespace), the address released. Blocking.
     pub fn detach(&self, owner: &str) {

@@ -524,6 +524,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                     bridge_cidr: args.bridge_cidr.trunc(),
                 },
                 dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
+                service_connect: Some(server.connect.subscribe()),
             },
             cp,
             images,

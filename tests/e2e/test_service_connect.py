@@ -1,0 +1,230 @@
+"""ECS Service Connect: services publish named ports of their task definitions under client
+aliases (a DNS name and a port) in a Cloud Map namespace; every node answers the alias's name
+with a virtual address (VIP) and proxies VIP:port to the RUNNING tasks of the service, with
+retries on a failed connect; any task (client-only services included) reaches
+`http://<alias>:<port>`.
+
+The API tests run anywhere; the ones with containers run like test_dns.py: in a network
+namespace of the test's own, with real containers."""
+
+import os
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import error_code, error_message, isolated, register_fargate, wait_until, AWSVPC
+from test_dns import ipv4s, query
+from test_network import NET, Node, eni, own_netns
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="task networking needs root")
+needs_isolation = pytest.mark.skipif(not isolated(), reason="network tests run inside a network namespace with no route out")
+
+PORT_NAMED = [{"name": "app", "image": "busybox", "portMappings": [{"name": "http", "containerPort": 8080}]}]
+
+
+def namespace(e, name="local"):
+    sd = e.client("servicediscovery")
+    op = sd.create_http_namespace(Name=name)["OperationId"]
+    o = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
+                   what="the namespace created")
+    ns_id = o["Targets"]["NAMESPACE"]
+    return sd.get_namespace(Id=ns_id)["Namespace"]["Arn"]
+
+
+def sc(namespace=None, services=None):
+    c = {"enabled": True}
+    if namespace:
+        c["namespace"] = namespace
+    if services is not None:
+        c["services"] = services
+    return c
+
+
+def api_service(port_name="http", dns="api", port=8080, discovery="api"):
+    s = {"portName": port_name, "clientAliases": [{"dnsName": dns, "port": port}]}
+    if discovery:
+        s["discoveryName"] = discovery
+    return s
+
+
+def test_configuration_is_checked_and_described(estiba):
+    ecs = estiba.client()
+    ecs.create_cluster(clusterName="default")
+    ns_arn = namespace(estiba)
+    register_fargate(ecs, "api", PORT_NAMED)
+
+    def create(name, cfg, **kw):
+        return ecs.create_service(cluster="default", serviceName=name, taskDefinition="api", desiredCount=0,
+                                  launchType="FARGATE", networkConfiguration=AWSVPC,
+                                  serviceConnectConfiguration=cfg, **kw)["service"]
+
+    def refused(name, cfg, code="InvalidParameterException"):
+        with pytest.raises(ClientError) as e:
+            create(name, cfg)
+        assert error_code(e) == code, error_message(e)
+        return error_message(e)
+
+    # What to fix is in the message.
+    assert "namespace" in refused("a", sc(services=[api_service()]))
+    assert "does-not-exist" in refused("a", sc("does-not-exist", [api_service()]), "NamespaceNotFoundException")
+    msg = refused("a", sc("local", [api_service(port_name="grpc")]))
+    assert "portName 'grpc'" in msg and "portMappings[].name" in msg, msg
+    assert "at most 1" in refused("a", sc("local", [{"portName": "http", "clientAliases": [
+        {"port": 80}, {"port": 81}]}]))
+    assert "dnsName 'API'" in refused("a", sc("local", [api_service(dns="API")]))
+
+    # Published under its namespace's ARN, with ECS's defaults filled in.
+    svc = create("api", sc("local", [api_service()]))
+    [d] = svc["deployments"]
+    assert d["serviceConnectConfiguration"] == {
+        "enabled": True, "namespace": ns_arn,
+        "services": [{"portName": "http", "discoveryName": "api", "clientAliases": [{"dnsName": "api", "port": 8080}]}],
+    }
+    assert d["serviceConnectResources"] == [{"discoveryName": "api"}]
+    # Defaults: discoveryName is the port name, dnsName <discoveryName>.<namespace>.
+    svc = create("api2", sc(ns_arn, [{"portName": "http", "clientAliases": [{"port": 9090}]}]))
+    s = svc["deployments"][0]["serviceConnectConfiguration"]["services"][0]
+    assert (s["discoveryName"], s["clientAliases"][0]["dnsName"]) == ("http", "http.local")
+    # A client alias belongs to one service in its namespace.
+    assert "already used" in refused("api3", sc("local", [api_service()]))
+
+    # The cluster's default namespace serves services that name none; client-only services.
+    with pytest.raises(ClientError):
+        create("client", sc())
+    ecs.update_cluster(cluster="default", serviceConnectDefaults={"namespace": "local"})
+    svc = create("client", sc())
+    assert svc["deployments"][0]["serviceConnectConfiguration"] == {"enabled": True, "namespace": ns_arn}
+
+    desc = ecs.describe_services(cluster="default", services=["api"])["services"][0]
+    assert desc["deployments"][0]["serviceConnectConfiguration"]["namespace"] == ns_arn
+    listed = ecs.list_services_by_namespace(namespace="local")["serviceArns"]
+    assert sorted(a.rsplit("/", 1)[1] for a in listed) == ["api", "api2", "client"]
+
+    # UpdateService: a changed configuration is a new deployment; a task definition without
+    # the port name is refused.
+    svc = ecs.update_service(cluster="default", service="api",
+                             serviceConnectConfiguration=sc("local", [api_service(port=8081)]))["service"]
+    assert len(svc["deployments"]) == 2
+    assert svc["deployments"][0]["serviceConnectConfiguration"]["services"][0]["clientAliases"][0]["port"] == 8081
+    register_fargate(ecs, "plain")
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(cluster="default", service="api", taskDefinition="plain")
+    assert error_code(e) == "InvalidParameterException" and "portName 'http'" in error_message(e)
+
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.read().decode().strip()
+    except OSError:
+        return None
+
+
+# The api's server stops gracefully: out of the proxy's table first, then a second to finish.
+HTTPD = ("mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www & "
+         "trap 'sleep 1; exit 0' TERM; wait")
+# A client counting its requests through the alias.
+CLIENT = ("ok=0; fail=0; while :; do if wget -q -O /dev/null http://api:8080/; then ok=$((ok+1)); "
+          "else fail=$((fail+1)); echo failed; fi; echo \"ok=$ok fail=$fail\" > /tmp/count; sleep 0.05; done")
+
+
+@pytest.fixture
+def fast_node(tmp_path):
+    with own_netns():
+        n = Node(tmp_path, extra_args=["--unchecked-task-healthy-after", "1s"])
+        try:
+            yield n
+        finally:
+            n.stop_all()
+
+
+@needs_root
+@needs_isolation
+def test_clients_reach_the_alias_across_a_rolling_update(fast_node):
+    node = fast_node
+    ecs = node.ecs
+    namespace(node.e)
+    api = node.register([{"name": "web", "command": ["sh", "-c", HTTPD],
+                          "portMappings": [{"name": "http", "containerPort": 8080}]}])
+    ecs.create_service(cluster="default", serviceName="api", taskDefinition=api, desiredCount=2,
+                       launchType="FARGATE", networkConfiguration=NET,
+                       serviceConnectConfiguration=sc("local", [api_service()]))
+
+    def running(service):
+        arns = ecs.list_tasks(cluster="default", serviceName=service)["taskArns"]
+        ts = ecs.describe_tasks(cluster="default", tasks=arns)["tasks"] if arns else []
+        return [t for t in ts if t["lastStatus"] == "RUNNING"]
+    ts = wait_until(lambda: len(r := running("api")) == 2 and r, timeout=60, what="2 api tasks")
+
+    # The alias's name is a VIP outside the VPC, the same wherever it is asked.
+    [vip] = wait_until(lambda: ipv4s(query("api")[2]), timeout=2, what="the alias in DNS")
+    assert vip.startswith("198.18."), vip
+    # Through the VIP, connections are spread over both tasks.
+    names = {eni(t)["privateDnsName"].split(".")[0] for t in ts}
+    seen = set()
+    wait_until(lambda: seen.add(fetch(f"http://{vip}:8080/")) or names <= seen, timeout=10,
+               what="both tasks answering through the VIP")
+
+    # A client-only service's task reaches http://api:8080.
+    cli = node.register([{"name": "cli", "command": ["sh", "-c", CLIENT]}])
+    ecs.create_service(cluster="default", serviceName="client", taskDefinition=cli, desiredCount=1,
+                       launchType="FARGATE", networkConfiguration=NET, serviceConnectConfiguration=sc("local"))
+    [client] = wait_until(lambda: running("client"), timeout=60, what="the client task")
+    from test_deployments import task_pids
+    count_file = f"/proc/{min(task_pids(client['taskArn']))}/root/tmp/count"
+
+    def counts():
+        try:
+            text = open(count_file).read().split()
+        except OSError:
+            return (0, 0)
+        return tuple(int(kv.split("=")[1]) for kv in text)
+    wait_until(lambda: counts()[0] >= 5, timeout=20, what="the client's requests through the alias")
+
+    # The test fetches through the VIP too, all along a rolling update of api.
+    failures, done, stop = [], [0], threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            if fetch(f"http://{vip}:8080/") is None:
+                failures.append(time.time())
+            else:
+                done[0] += 1
+            time.sleep(0.01)
+    th = threading.Thread(target=loop)
+    th.start()
+    try:
+        ecs.update_service(cluster="default", service="api", forceNewDeployment=True)
+
+        def completed():
+            s = ecs.describe_services(cluster="default", services=["api"])["services"][0]
+            return len(s["deployments"]) == 1 and s["deployments"][0]["rolloutState"] == "COMPLETED" and s
+        svc = wait_until(completed, timeout=120, interval=0.2, what="the rolling update completed")
+        new = {t["taskArn"] for t in running("api")}
+        assert not new & {t["taskArn"] for t in ts}, "every api task was replaced"
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        th.join()
+    assert svc["deployments"][0]["serviceConnectResources"] == [{"discoveryName": "api"}]
+    ok, fail = counts()
+    assert failures == [] and fail == 0, (failures, ok, fail, node.logs(client["taskArn"]))
+    assert done[0] > 20 and ok > 20, (done[0], ok)
+
+    # The new tasks answer through the VIP.
+    new_names = {eni(t)["privateDnsName"].split(".")[0] for t in running("api")}
+    seen = set()
+    wait_until(lambda: seen.add(fetch(f"http://{vip}:8080/")) or new_names <= seen, timeout=10,
+               what="the new tasks answering")
+
+    # Scaled to 0: no endpoint, connections are closed rather than hang.
+    ecs.update_service(cluster="default", service="api", desiredCount=0)
+    wait_until(lambda: not running("api"), timeout=60, what="api scaled to 0")
+    s = socket.create_connection((vip, 8080), timeout=5)
+    s.settimeout(5)
+    assert s.recv(10) == b""
+    s.close()
