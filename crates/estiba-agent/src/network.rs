@@ -326,7 +326,8 @@ pub async fn run_service_connect(
     loop {
         let table = rx.borrow_and_update().clone();
         let new: Vec<Ipv4Addr> = {
-            let mut v: Vec<Ipv4Addr> = table.listeners.iter().map(|l| *l.addr.ip()).filter(|ip| !added.contains(ip)).collect();
+            let mut v: Vec<Ipv4Addr> =
+                table.listeners.iter().map(|l| *l.addr.ip()).filter(|ip| !added.contains(ip)).collect();
             v.sort();
             v.dedup();
             v
@@ -335,13 +336,15 @@ pub async fn run_service_connect(
             let host = shared.net.clone();
             let net = shared.cfg.net.vpc();
             let done = tokio::task::spawn_blocking(move || {
-                new.into_iter().filter(|ip| match host.add_host_address(&net, *ip) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(address = %ip, error = %e, "a Service Connect address cannot be added");
-                        false
-                    }
-                }).collect::<Vec<_>>()
+                new.into_iter()
+                    .filter(|ip| match host.add_host_address(&net, *ip) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(address = %ip, error = %e, "a Service Connect address cannot be added");
+                            false
+                        }
+                    })
+                    .collect::<Vec<_>>()
             })
             .await
             .unwrap_or_default();

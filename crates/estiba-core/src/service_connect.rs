@@ -103,7 +103,11 @@ pub fn container_port(td: &TaskDefinition, port_name: &str) -> Option<u16> {
 /// Validates a configuration against the service's task definition, as ECS does, and says
 /// what it publishes. `namespace_name` is the resolved namespace's name (a client alias
 /// without `dnsName` is `<discoveryName>.<namespace>`).
-pub fn validate(cfg: &ServiceConnectConfiguration, td: &TaskDefinition, namespace_name: &str) -> Result<Vec<Published>> {
+pub fn validate(
+    cfg: &ServiceConnectConfiguration,
+    td: &TaskDefinition,
+    namespace_name: &str,
+) -> Result<Vec<Published>> {
     if !cfg.enabled {
         return Ok(vec![]);
     }
@@ -229,7 +233,8 @@ impl Vips {
 mod tests {
     use super::*;
     use estiba_api::ecs::{
-        ContainerDefinition, PortMapping, ServiceConnectClientAlias, ServiceConnectService, ServiceConnectTlsConfiguration,
+        ContainerDefinition, PortMapping, ServiceConnectClientAlias, ServiceConnectService,
+        ServiceConnectTlsConfiguration,
     };
 
     fn td(mode: NetworkMode) -> TaskDefinition {
@@ -254,8 +259,9 @@ mod tests {
         ServiceConnectService {
             port_name: port.into(),
             discovery_name: discovery.map(Into::into),
-            client_aliases: alias
-                .map(|(d, p)| vec![ServiceConnectClientAlias { dns_name: d.map(Into::into), port: p, ..Default::default() }]),
+            client_aliases: alias.map(|(d, p)| {
+                vec![ServiceConnectClientAlias { dns_name: d.map(Into::into), port: p, ..Default::default() }]
+            }),
             ..Default::default()
         }
     }
@@ -265,10 +271,15 @@ mod tests {
         let p = validate(&cfg(vec![svc("http", None, Some((None, 8080)))]), &td(NetworkMode::Awsvpc), "local").unwrap();
         assert_eq!(
             p,
-            [Published { port_name: "http".into(), discovery_name: "http".into(), alias: Some(("http.local".into(), 8080)) }]
+            [Published {
+                port_name: "http".into(),
+                discovery_name: "http".into(),
+                alias: Some(("http.local".into(), 8080))
+            }]
         );
-        let p = validate(&cfg(vec![svc("http", Some("api"), Some((Some("api"), 8080)))]), &td(NetworkMode::Awsvpc), "x")
-            .unwrap();
+        let p =
+            validate(&cfg(vec![svc("http", Some("api"), Some((Some("api"), 8080)))]), &td(NetworkMode::Awsvpc), "x")
+                .unwrap();
         assert_eq!(p[0].alias, Some(("api".into(), 8080)));
         assert_eq!(p[0].discovery_name, "api");
         // A client only, and a configuration that is off, publish nothing.

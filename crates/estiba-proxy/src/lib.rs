@@ -243,10 +243,8 @@ impl Pool {
             return;
         }
         let old: HashMap<SocketAddrV4, Arc<Health>> = guard.iter().map(|e| (e.addr, e.health.clone())).collect();
-        let new: Vec<Endpoint> = addrs
-            .iter()
-            .map(|a| Endpoint { addr: *a, health: old.get(a).cloned().unwrap_or_default() })
-            .collect();
+        let new: Vec<Endpoint> =
+            addrs.iter().map(|a| Endpoint { addr: *a, health: old.get(a).cloned().unwrap_or_default() }).collect();
         *guard = new.into();
     }
 }

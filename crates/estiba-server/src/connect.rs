@@ -218,10 +218,7 @@ pub fn proxy_table(entries: &[Entry]) -> estiba_proxy::Table {
     estiba_proxy::Table {
         listeners: entries
             .iter()
-            .map(|e| estiba_proxy::Listener {
-                addr: SocketAddrV4::new(e.vip, e.port),
-                endpoints: e.endpoints.clone(),
-            })
+            .map(|e| estiba_proxy::Listener { addr: SocketAddrV4::new(e.vip, e.port), endpoints: e.endpoints.clone() })
             .collect(),
     }
 }
