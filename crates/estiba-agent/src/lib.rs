@@ -84,6 +84,9 @@ pub struct Shared {
     pub spare_netns: Arc<estiba_net::netns::Spares>,
     /// The VPC resolver's address once it serves (tasks' `resolv.conf` point there).
     pub resolver: std::sync::OnceLock<std::net::Ipv4Addr>,
+    /// The Service Connect table this node's proxy serves now (after it applied it): a task
+    /// the control plane stops is out of it before its containers get SIGTERM.
+    pub connect_applied: watch::Sender<Arc<estiba_proxy::Table>>,
 }
 
 impl Shared {

@@ -354,11 +354,21 @@ pub async fn run_service_connect(
             listeners: table.listeners.iter().filter(|l| added.contains(l.addr.ip())).cloned().collect(),
         };
         proxy.apply(&table).await;
+        shared.connect_applied.send_replace(Arc::new(table));
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Waits (at most a second) until this node's proxy no longer sends connections to `ip`:
+/// the control plane takes a task it stops out of the Service Connect table in the same
+/// change that asks for the stop, and the proxy applies it within moments.
+pub async fn drain_service_connect(shared: &Shared, ip: Ipv4Addr) {
+    let mut rx = shared.connect_applied.subscribe();
+    let gone = |t: &Arc<estiba_proxy::Table>| !t.listeners.iter().any(|l| l.endpoints.iter().any(|e| *e.ip() == ip));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rx.wait_for(gone)).await;
 }
 
 /// The task's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, shared by its containers.

@@ -171,8 +171,9 @@ pub fn plan(
     // A new task of a Service Connect service counts once it is an endpoint too (in the
     // table every node's proxy is given).
     let connect = crate::service_connect::serves(primary.service_connect_configuration.as_ref());
-    let healthy =
-        |t: &Task| is_healthy(t, checked(t), now, settings) && (!connect || crate::service_connect::is_endpoint(t));
+    let healthy = |t: &Task| {
+        is_healthy(t, checked(t), now, settings) && (!connect || crate::service_connect::is_endpoint(t, checked(t)))
+    };
     let grace = svc.health_check_grace_period_seconds.unwrap_or(0) as f64;
 
     // Failed health checks: replace those tasks (after the grace period).

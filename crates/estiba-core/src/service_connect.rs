@@ -189,14 +189,28 @@ pub fn resources(published: &[Published]) -> Vec<ServiceConnectServiceResource> 
 }
 
 /// Whether a task of a Service Connect service takes connections: RUNNING, not asked to stop,
-/// with an address, and not known to be unhealthy. The published table holds exactly these,
-/// and a new task of a Service Connect service counts toward its deployment only once it is
-/// one ([`crate::deploy`]).
-pub fn is_endpoint(t: &Task) -> bool {
+/// with an address, and HEALTHY when it has container health checks (`checked`), else not
+/// known to be unhealthy. The published table holds exactly these, and a new task of a
+/// Service Connect service counts toward its deployment only once it is one
+/// ([`crate::deploy`]).
+pub fn is_endpoint(t: &Task, checked: bool) -> bool {
     task::last_status(t) == Status::Running
         && !task::desired_stopped(t)
         && task::private_ipv4(t).is_some()
-        && t.health_status != Some(HealthStatus::Unhealthy)
+        && if checked {
+            t.health_status == Some(HealthStatus::Healthy)
+        } else {
+            t.health_status != Some(HealthStatus::Unhealthy)
+        }
+}
+
+/// Whether a task definition has a container health check that counts (an essential
+/// container's, not `NONE`), as the scheduler decides a task's health.
+pub fn has_health_check(td: &TaskDefinition) -> bool {
+    td.container_definitions.iter().flatten().any(|c| {
+        c.essential != Some(false)
+            && c.health_check.as_ref().is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
+    })
 }
 
 /// The VIPs handed out, by alias key ([`alias_key`]); one store document.
@@ -344,11 +358,14 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(is_endpoint(&t));
+        assert!(is_endpoint(&t, false));
+        assert!(!is_endpoint(&t, true), "with health checks: once HEALTHY");
+        t.health_status = Some(HealthStatus::Healthy);
+        assert!(is_endpoint(&t, true));
         t.health_status = Some(HealthStatus::Unhealthy);
-        assert!(!is_endpoint(&t));
+        assert!(!is_endpoint(&t, false));
         t.health_status = Some(HealthStatus::Unknown);
         t.desired_status = Some("STOPPED".into());
-        assert!(!is_endpoint(&t));
+        assert!(!is_endpoint(&t, false));
     }
 }

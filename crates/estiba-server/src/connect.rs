@@ -154,8 +154,8 @@ pub struct Entry {
 }
 
 /// Every client alias of the ACTIVE Service Connect services, with the endpoints of the
-/// tasks (of any of the service's deployments) that are endpoints
-/// ([`rules::is_endpoint`]); sorted by VIP and port.
+/// tasks (of any of the service's deployments) that are endpoints ([`rules::is_endpoint`]:
+/// HEALTHY when their task definition has health checks); sorted by VIP and port.
 pub fn entries(st: &State) -> Vec<Entry> {
     let vips = st.service_connect.get(keys::SERVICE_CONNECT_VIPS).map(|d| &d.value);
     let empty = Vips::default();
@@ -177,7 +177,10 @@ pub fn entries(st: &State) -> Vec<Entry> {
         let tasks: Vec<_> = State::range(&st.tasks, &keys::tasks_of(&scope, &cluster))
             .filter(|t| t.value.group() == Some(group.as_str()) && !t.value.stopped())
             .map(|t| t.task())
-            .filter(|t| rules::is_endpoint(t))
+            .filter(|t| {
+                let td = t.task_definition_arn.as_deref().and_then(|a| taskdef_of(st, &scope, a));
+                rules::is_endpoint(t, td.is_some_and(rules::has_health_check))
+            })
             .collect();
         for s in cfg.services.iter().flatten() {
             for a in s.client_aliases.iter().flatten() {

@@ -535,6 +535,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             ),
             spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
             resolver: Default::default(),
+            connect_applied: Default::default(),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))
