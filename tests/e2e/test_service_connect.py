@@ -95,7 +95,8 @@ def test_configuration_is_checked_and_described(estiba):
     # The cluster's default namespace serves services that name none; client-only services.
     with pytest.raises(ClientError):
         create("client", sc())
-    ecs.update_cluster(cluster="default", serviceConnectDefaults={"namespace": "local"})
+    c = ecs.update_cluster(cluster="default", serviceConnectDefaults={"namespace": "local"})["cluster"]
+    assert c["serviceConnectDefaults"] == {"namespace": ns_arn}, "an existing namespace, as its ARN"
     svc = create("client", sc())
     assert svc["deployments"][0]["serviceConnectConfiguration"] == {"enabled": True, "namespace": ns_arn}
 
@@ -235,3 +236,23 @@ def test_clients_reach_the_alias_across_a_rolling_update(fast_node):
     s.settimeout(5)
     assert s.recv(10) == b""
     s.close()
+
+
+def test_cluster_defaults_create_a_namespace_as_ecs_does(estiba):
+    ecs, sd = estiba.client(), estiba.client("servicediscovery")
+    # A name Cloud Map does not know: an HTTP namespace is made for it.
+    c = ecs.create_cluster(clusterName="shop", serviceConnectDefaults={"namespace": "shop"})["cluster"]
+    [ns] = [n for n in sd.list_namespaces()["Namespaces"] if n["Name"] == "shop"]
+    assert ns["Type"] == "HTTP" and c["serviceConnectDefaults"] == {"namespace": ns["Arn"]}
+    desc = ecs.describe_clusters(clusters=["shop"])["clusters"][0]
+    assert desc["serviceConnectDefaults"] == {"namespace": ns["Arn"]}
+    # The same name again finds it; an ARN that names nothing is refused; "" removes the defaults.
+    c = ecs.update_cluster(cluster="shop", serviceConnectDefaults={"namespace": "shop"})["cluster"]
+    assert c["serviceConnectDefaults"] == {"namespace": ns["Arn"]}
+    assert len([n for n in sd.list_namespaces()["Namespaces"] if n["Name"] == "shop"]) == 1
+    with pytest.raises(ClientError) as e:
+        ecs.update_cluster(cluster="shop",
+                           serviceConnectDefaults={"namespace": ns["Arn"].rsplit("/", 1)[0] + "/ns-doesnotexist1"})
+    assert error_code(e) == "NamespaceNotFoundException", error_message(e)
+    c = ecs.update_cluster(cluster="shop", serviceConnectDefaults={"namespace": ""})["cluster"]
+    assert "serviceConnectDefaults" not in c

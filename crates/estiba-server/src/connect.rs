@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use estiba_api::ecs::{Cluster, ServiceConnectConfiguration, ServiceConnectServiceResource, TaskDefinition};
+use estiba_api::ecs::{
+    Cluster, ClusterServiceConnectDefaults, ServiceConnectConfiguration, ServiceConnectServiceResource, TaskDefinition,
+};
 use estiba_core::service as svc_rules;
 use estiba_core::service_connect::{self as rules, alias_key, Vips};
 use estiba_core::servicediscovery::{self as sd, NamespaceDoc};
@@ -44,6 +46,41 @@ pub fn namespace(st: &State, scope: &Scope, reference: &str) -> Option<Namespace
     st.docs::<NamespaceDoc>(cloudmap::table(Table::Namespaces), &prefix)
         .find(|d| d.value.namespace.name.as_deref() == Some(reference))
         .and_then(|d| of(&d.value))
+}
+
+/// A cluster's `serviceConnectDefaults` as CreateCluster and UpdateCluster record it: an
+/// existing namespace (name or ARN) as its ARN; a name Cloud Map does not know is created as
+/// an HTTP namespace in `txn`, as ECS does; `""` removes the defaults (`None`).
+pub fn cluster_defaults(
+    st: &State,
+    scope: &Scope,
+    reference: &str,
+    now: f64,
+    txn: &mut Txn,
+) -> Result<Option<ClusterServiceConnectDefaults>, EcsError> {
+    if reference.is_empty() {
+        return Ok(None);
+    }
+    rules::check_namespace_ref(reference)?;
+    let arn = match namespace(st, scope, reference) {
+        Some(ns) => ns.arn,
+        None if reference.starts_with("arn:") => return Err(namespace_not_found(reference)),
+        None => {
+            let (t, arn) = crate::services::servicediscovery::namespaces::new_http_namespace(scope, reference, now)
+                .map_err(|e| EcsError::invalid(e.message))?;
+            txn.compares.extend(t.compares);
+            txn.ops.extend(t.ops);
+            arn
+        }
+    };
+    Ok(Some(ClusterServiceConnectDefaults { namespace: Some(arn) }))
+}
+
+fn namespace_not_found(reference: &str) -> EcsError {
+    EcsError::new(
+        estiba_api::ecs::ErrorCode::NamespaceNotFoundException,
+        format!("The Cloud Map namespace '{reference}' does not exist in this account and Region."),
+    )
 }
 
 /// What a service's Service Connect configuration becomes once checked.
@@ -80,12 +117,7 @@ pub fn prepare(
             )
         })?;
     rules::check_namespace_ref(&reference)?;
-    let ns = namespace(st, scope, &reference).ok_or_else(|| {
-        EcsError::new(
-            estiba_api::ecs::ErrorCode::NamespaceNotFoundException,
-            format!("The Cloud Map namespace '{reference}' does not exist in this account and Region."),
-        )
-    })?;
+    let ns = namespace(st, scope, &reference).ok_or_else(|| namespace_not_found(&reference))?;
     let published = rules::validate(cfg, td, &ns.name)?;
     // Client aliases are unique in their namespace, across services and clusters.
     for (_, other) in st.services.iter().filter(|(k, _)| k.as_str() != service_key) {

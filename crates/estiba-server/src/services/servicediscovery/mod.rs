@@ -27,7 +27,7 @@ use crate::view::{Doc, State, TableDef};
 use crate::Server;
 
 mod instances;
-mod namespaces;
+pub(crate) mod namespaces;
 mod operations;
 mod services;
 
