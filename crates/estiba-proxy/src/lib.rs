@@ -101,21 +101,30 @@ impl Drop for Running {
     }
 }
 
-/// The proxy: its listeners by address.
+/// The proxy: its listeners by address. Dropping it closes them (connections already made
+/// run to their end).
 pub struct Proxy {
+    core: Arc<Core>,
+    running: Mutex<HashMap<SocketAddrV4, Running>>,
+}
+
+/// What the listeners' tasks share.
+struct Core {
     settings: Settings,
     epoch: Instant,
-    running: Mutex<HashMap<SocketAddrV4, Running>>,
 }
 
 impl Proxy {
     pub fn new(settings: Settings) -> Arc<Proxy> {
-        Arc::new(Proxy { settings, epoch: Instant::now(), running: Mutex::new(HashMap::new()) })
+        Arc::new(Proxy {
+            core: Arc::new(Core { settings, epoch: Instant::now() }),
+            running: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Makes the listeners `table`'s: new ones bound, gone ones closed, every pool replaced.
     /// A listener that cannot bind is logged and tried again on the next call.
-    pub async fn apply(self: &Arc<Self>, table: &Table) {
+    pub async fn apply(&self, table: &Table) {
         let wanted: HashMap<SocketAddrV4, &Listener> = table.listeners.iter().map(|l| (l.addr, l)).collect();
         let mut to_bind = Vec::new();
         {
@@ -133,7 +142,7 @@ impl Proxy {
                 Ok(sock) => {
                     let pool = Arc::new(Pool::default());
                     pool.replace(&l.endpoints);
-                    let accept = tokio::spawn(self.clone().accept(sock, pool.clone()));
+                    let accept = tokio::spawn(self.core.clone().accept(sock, pool.clone()));
                     self.running.lock().unwrap().insert(l.addr, Running { pool, accept });
                     tracing::debug!(addr = %l.addr, endpoints = l.endpoints.len(), "service connect listener up");
                 }
@@ -147,6 +156,13 @@ impl Proxy {
         self.running.lock().unwrap().keys().copied().collect()
     }
 
+    #[cfg(test)]
+    fn now_ms(&self) -> u64 {
+        self.core.now_ms()
+    }
+}
+
+impl Core {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }

@@ -129,3 +129,15 @@ async fn updates_keep_listeners_and_health_and_close_what_goes() {
     assert!(ask(vip2).await.is_err(), "a listener that goes stops accepting");
     assert_eq!(p.listening(), [vip1]);
 }
+
+#[tokio::test]
+async fn dropping_the_proxy_closes_its_listeners() {
+    let a = named("a").await;
+    let vip = free_addr();
+    let p = Proxy::new(Settings::default());
+    p.apply(&table(vip, &[a])).await;
+    assert_eq!(ask(vip).await.unwrap(), "a!");
+    drop(p);
+    tokio::task::yield_now().await;
+    assert!(ask(vip).await.is_err());
+}
