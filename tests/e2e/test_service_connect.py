@@ -102,6 +102,9 @@ def test_configuration_is_checked_and_described(estiba):
 
     desc = ecs.describe_services(cluster="default", services=["api"])["services"][0]
     assert desc["deployments"][0]["serviceConnectConfiguration"]["namespace"] == ns_arn
+    [brief] = ecs.list_service_deployments(cluster="default", service="api")["serviceDeployments"]
+    rev = ecs.describe_service_revisions(serviceRevisionArns=[brief["targetServiceRevisionArn"]])
+    assert rev["serviceRevisions"][0]["serviceConnectConfiguration"] == d["serviceConnectConfiguration"]
     listed = ecs.list_services_by_namespace(namespace="local")["serviceArns"]
     assert sorted(a.rsplit("/", 1)[1] for a in listed) == ["api", "api2", "client"]
 

@@ -98,6 +98,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 let p = crate::connect::prepare(st, &cx.scope, &c, cfg, &td.value, &key, &mut txn)?;
                 let resources = (!p.resources.is_empty()).then_some(p.resources);
                 created.deployment.deployment.service_connect_configuration = Some(p.config.clone());
+                created.deployment.revision.service_connect_configuration = Some(p.config.clone());
                 created.deployment.deployment.service_connect_resources = resources.clone();
                 if let Some(d) = created.service.deployments.as_mut().and_then(|d| d.first_mut()) {
                     d.service_connect_configuration = Some(p.config);
@@ -188,6 +189,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 let scc = prepared.as_ref().map(|p| p.config.clone());
                 let resources = prepared.map(|p| p.resources).filter(|r| !r.is_empty());
                 nd.deployment.service_connect_configuration = scc.clone();
+                nd.revision.service_connect_configuration = scc.clone();
                 nd.deployment.service_connect_resources = resources.clone();
                 if let Some(p) = svc_rules::primary_mut(&mut svc) {
                     p.service_connect_configuration = scc;
