@@ -84,13 +84,18 @@ def test_configuration_is_checked_and_described(estiba):
         "enabled": True, "namespace": ns_arn,
         "services": [{"portName": "http", "discoveryName": "api", "clientAliases": [{"dnsName": "api", "port": 8080}]}],
     }
-    assert d["serviceConnectResources"] == [{"discoveryName": "api"}]
+    # A Cloud Map service per discovery name, as ECS makes them.
+    [res] = d["serviceConnectResources"]
+    sd = estiba.client("servicediscovery")
+    [cm] = [s for s in sd.list_services()["Services"] if s["Name"] == "api"]
+    assert res == {"discoveryName": "api", "discoveryArn": cm["Arn"]} and cm["Type"] == "HTTP"
     # Defaults: discoveryName is the port name, dnsName <discoveryName>.<namespace>.
     svc = create("api2", sc(ns_arn, [{"portName": "http", "clientAliases": [{"port": 9090}]}]))
     s = svc["deployments"][0]["serviceConnectConfiguration"]["services"][0]
     assert (s["discoveryName"], s["clientAliases"][0]["dnsName"]) == ("http", "http.local")
-    # A client alias belongs to one service in its namespace.
+    # A client alias, and a discovery name, belong to one service in their namespace.
     assert "already used" in refused("api3", sc("local", [api_service()]))
+    assert "discoveryName 'api' is already used" in refused("api3", sc("local", [api_service(dns="x")]))
 
     # The cluster's default namespace serves services that name none; client-only services.
     with pytest.raises(ClientError):
@@ -221,7 +226,15 @@ def test_clients_reach_the_alias_across_a_rolling_update(fast_node):
     finally:
         stop.set()
         th.join()
-    assert svc["deployments"][0]["serviceConnectResources"] == [{"discoveryName": "api"}]
+    [res] = svc["deployments"][0]["serviceConnectResources"]
+    assert res["discoveryName"] == "api" and res["discoveryArn"].startswith("arn:aws:servicediscovery:")
+    # The RUNNING tasks are the Cloud Map service's instances, as ECS registers them.
+    sd = node.e.client("servicediscovery")
+    ids = sorted(t["taskArn"].rsplit("/", 1)[1] for t in running("api"))
+    wait_until(lambda: sorted(i["Id"] for i in sd.list_instances(ServiceId=res["discoveryArn"].rsplit("/", 1)[1])[
+        "Instances"]) == ids, timeout=5, what="the api tasks as Cloud Map instances")
+    inst = sd.list_instances(ServiceId=res["discoveryArn"].rsplit("/", 1)[1])["Instances"][0]
+    assert inst["Attributes"]["AWS_INSTANCE_PORT"] == "8080" and inst["Attributes"]["ECS_SERVICE_NAME"] == "api"
     ok, fail = counts()
     assert failures == [] and fail == 0, (failures, ok, fail, node.logs(client["taskArn"]))
     assert done[0] > 20, done[0]

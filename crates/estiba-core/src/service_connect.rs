@@ -179,12 +179,16 @@ pub fn validate(
     Ok(out)
 }
 
-/// What the deployment shows under `serviceConnectResources`: the discovery names (ECS also
-/// gives the Cloud Map service it made for each; estiba makes none, so no `discoveryArn`).
-pub fn resources(published: &[Published]) -> Vec<ServiceConnectServiceResource> {
+/// What the deployment shows under `serviceConnectResources`: each discovery name with the
+/// ARN of its Cloud Map service (`arns`, in the same order).
+pub fn resources(published: &[Published], arns: &[String]) -> Vec<ServiceConnectServiceResource> {
     published
         .iter()
-        .map(|p| ServiceConnectServiceResource { discovery_name: Some(p.discovery_name.clone()), discovery_arn: None })
+        .zip(arns)
+        .map(|(p, a)| ServiceConnectServiceResource {
+            discovery_name: Some(p.discovery_name.clone()),
+            discovery_arn: Some(a.clone()),
+        })
         .collect()
 }
 

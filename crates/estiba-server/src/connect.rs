@@ -27,6 +27,7 @@ use crate::view::State;
 
 /// A Cloud Map namespace as Service Connect uses it.
 pub struct Namespace {
+    pub id: String,
     pub arn: String,
     pub name: String,
 }
@@ -35,7 +36,7 @@ pub struct Namespace {
 pub fn namespace(st: &State, scope: &Scope, reference: &str) -> Option<Namespace> {
     let of = |d: &NamespaceDoc| {
         let n = &d.namespace;
-        Some(Namespace { arn: n.arn.clone()?, name: n.name.clone()? })
+        Some(Namespace { id: n.id.clone()?, arn: n.arn.clone()?, name: n.name.clone()? })
     };
     if reference.starts_with("arn:") {
         let (sd::Resource::Namespace, id) = sd::parse_arn(scope, reference)? else { return None };
@@ -93,6 +94,7 @@ pub struct Prepared {
 
 /// Checks a CreateService / UpdateService configuration and adds to `txn` the VIPs its client
 /// aliases need. `service_key` is the service's own key (its aliases may stay its own).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     st: &State,
     scope: &Scope,
@@ -100,6 +102,7 @@ pub fn prepare(
     cfg: &ServiceConnectConfiguration,
     td: &TaskDefinition,
     service_key: &str,
+    now: f64,
     txn: &mut Txn,
 ) -> Result<Prepared, EcsError> {
     if !cfg.enabled {
@@ -130,6 +133,16 @@ pub fn prepare(
         if !oc.enabled || oc.namespace.as_deref() != Some(ns.arn.as_str()) {
             continue;
         }
+        for s in oc.services.iter().flatten() {
+            if published.iter().any(|p| Some(&p.discovery_name) == s.discovery_name.as_ref()) {
+                return Err(EcsError::invalid(format!(
+                    "The discoveryName '{}' is already used in namespace {} by service {}.",
+                    s.discovery_name.as_deref().unwrap_or_default(),
+                    ns.name,
+                    svc_rules::name(&other.value)
+                )));
+            }
+        }
         for (dns, port) in aliases(oc) {
             if published.iter().any(|p| p.alias.as_ref() == Some(&(dns.clone(), port))) {
                 return Err(EcsError::invalid(format!(
@@ -156,6 +169,31 @@ pub fn prepare(
         });
         txn.ops.push(Op::put(keys::SERVICE_CONNECT_VIPS, serde_json::to_vec(&vips).expect("serializes")));
     }
+    // A Cloud Map service per discovery name (ECS's discoveryArn), made here if needed; the
+    // registrar registers the service's RUNNING tasks in it ([`crate::discovery`]).
+    let mut arns = Vec::new();
+    for p in &published {
+        let (t, arn) = crate::services::servicediscovery::services::service_for_discovery(
+            st,
+            scope,
+            &ns.id,
+            &p.discovery_name,
+            now,
+        )
+        .map_err(|e| EcsError::invalid(e.message))?;
+        // Each new service guards (and rewrites, unchanged) the namespace document: once.
+        for c in t.iter().flat_map(|t| &t.compares) {
+            if !txn.compares.contains(c) {
+                txn.compares.push(c.clone());
+            }
+        }
+        for o in t.iter().flat_map(|t| &t.ops) {
+            if !txn.ops.contains(o) {
+                txn.ops.push(o.clone());
+            }
+        }
+        arns.push(arn);
+    }
     let mut config = cfg.clone();
     config.namespace = Some(ns.arn.clone());
     for (s, p) in config.services.iter_mut().flatten().zip(&published) {
@@ -164,7 +202,7 @@ pub fn prepare(
             a.dns_name = Some(dns.clone());
         }
     }
-    Ok(Prepared { config, resources: rules::resources(&published) })
+    Ok(Prepared { config, resources: rules::resources(&published, &arns) })
 }
 
 /// The client aliases of a recorded configuration (DNS names already filled in).
@@ -240,6 +278,31 @@ pub fn entries(st: &State) -> Vec<Entry> {
         e.endpoints.dedup();
     }
     v
+}
+
+/// Service Connect's Cloud Map services of an ECS service (its PRIMARY deployment's
+/// `serviceConnectResources`) as registries, each with its port name: the registrar
+/// registers the service's RUNNING tasks in them as it does for `serviceRegistries`.
+pub fn discovery_registries(svc: &estiba_api::ecs::Service) -> Vec<(estiba_api::ecs::ServiceRegistry, String)> {
+    let Some(p) = svc_rules::primary(svc) else { return vec![] };
+    let Some(cfg) = p.service_connect_configuration.as_ref().filter(|c| c.enabled) else { return vec![] };
+    let resources = p.service_connect_resources.as_deref().unwrap_or_default();
+    cfg.services
+        .iter()
+        .flatten()
+        .filter_map(|s| {
+            let r = resources.iter().find(|r| r.discovery_name.is_some() && r.discovery_name == s.discovery_name)?;
+            let registry =
+                estiba_api::ecs::ServiceRegistry { registry_arn: r.discovery_arn.clone(), ..Default::default() };
+            Some((registry, s.port_name.clone()))
+        })
+        .collect()
+}
+
+/// The container port of the port mapping `port_name` in a task's task definition.
+pub fn container_port_of(st: &State, scope: &Scope, t: &estiba_api::ecs::Task, port_name: &str) -> Option<i32> {
+    let td = taskdef_of(st, scope, t.task_definition_arn.as_deref()?)?;
+    rules::container_port(td, port_name).map(i32::from)
 }
 
 /// The task definition an ARN (`...:task-definition/<family>:<revision>`) names.

@@ -95,7 +95,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 cx.now,
             )?;
             if let Some(cfg) = &req.service_connect_configuration {
-                let p = crate::connect::prepare(st, &cx.scope, &c, cfg, &td.value, &key, &mut txn)?;
+                let p = crate::connect::prepare(st, &cx.scope, &c, cfg, &td.value, &key, cx.now, &mut txn)?;
                 let resources = (!p.resources.is_empty()).then_some(p.resources);
                 created.deployment.deployment.service_connect_configuration = Some(p.config.clone());
                 created.deployment.revision.service_connect_configuration = Some(p.config.clone());
@@ -168,7 +168,9 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
             // against the task definition; a changed one starts a deployment, as in ECS.
             let current_scc = svc_rules::primary(&d.value).and_then(|p| p.service_connect_configuration.clone());
             let prepared = match req.service_connect_configuration.as_ref().or(current_scc.as_ref()) {
-                Some(cfg) => Some(crate::connect::prepare(st, &cx.scope, &c.value, cfg, &td.value, &key, &mut txn)?),
+                Some(cfg) => {
+                    Some(crate::connect::prepare(st, &cx.scope, &c.value, cfg, &td.value, &key, cx.now, &mut txn)?)
+                }
                 None => None,
             };
             let mut req = req.clone();

@@ -29,7 +29,7 @@ use crate::Server;
 mod instances;
 pub(crate) mod namespaces;
 mod operations;
-mod services;
+pub(crate) mod services;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
