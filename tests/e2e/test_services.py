@@ -186,9 +186,12 @@ def test_services_stable_waiter_on_empty_service(shared, setup):
     assert rec["status"] == "SUCCESSFUL"
 
 
-def test_list_services_by_namespace(ecs, setup):
+def test_list_services_by_namespace(ecs, setup, shared):
     cluster, fam = setup
     ns = unique("ns")
+    sd = shared.client("servicediscovery")
+    op = sd.create_http_namespace(Name=ns)["OperationId"]
+    wait_until(lambda: sd.get_operation(OperationId=op)["Operation"]["Status"] == "SUCCESS", what="the namespace")
     ecs.create_service(cluster=cluster, serviceName="sc", taskDefinition=fam, desiredCount=0, networkConfiguration=AWSVPC,
                        serviceConnectConfiguration={"enabled": True, "namespace": ns})
     arns = ecs.list_services_by_namespace(namespace=ns)["serviceArns"]

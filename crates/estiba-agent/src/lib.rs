@@ -53,6 +53,9 @@ pub struct AgentConfig {
     /// The control plane's DNS records: with them the node runs the VPC resolver (at the
     /// VPC's base address plus two) and task networks use it.
     pub dns_zone: Option<watch::Receiver<Arc<estiba_dns::Zone>>>,
+    /// Service Connect's listeners: with them the node runs the proxy (`estiba_proxy`) on
+    /// their VIPs, which go on the VPC bridge.
+    pub service_connect: Option<watch::Receiver<Arc<estiba_proxy::Table>>>,
 }
 
 impl AgentConfig {
@@ -81,6 +84,9 @@ pub struct Shared {
     pub spare_netns: Arc<estiba_net::netns::Spares>,
     /// The VPC resolver's address once it serves (tasks' `resolv.conf` point there).
     pub resolver: std::sync::OnceLock<std::net::Ipv4Addr>,
+    /// The Service Connect table this node's proxy serves now (after it applied it): a task
+    /// the control plane stops is out of it before its containers get SIGTERM.
+    pub connect_applied: watch::Sender<Arc<estiba_proxy::Table>>,
 }
 
 impl Shared {
@@ -169,6 +175,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     std::fs::create_dir_all(shared.cfg.data_dir.join("tasks")).ok();
     // Serves until `run` returns.
     let _resolver = network::start_resolver(&shared).await;
+    if let Some(rx) = shared.cfg.service_connect.clone() {
+        tokio::spawn(network::run_service_connect(shared.clone(), rx, shutdown.clone()));
+    }
     tokio::spawn(heartbeat(shared.clone()));
     // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.
     let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;

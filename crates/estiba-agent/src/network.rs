@@ -312,6 +312,65 @@ pub async fn start_resolver(shared: &Arc<Shared>) -> Option<estiba_dns::Resolver
     }
 }
 
+/// Runs Service Connect's proxy on this node until `shutdown` flips: every table the control
+/// plane publishes is applied, each VIP first put on the VPC bridge (a /32, reachable from
+/// every task network through its gateway and from the host). A VIP that cannot be added is
+/// logged and tried again with the next table.
+pub async fn run_service_connect(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::watch::Receiver<Arc<estiba_proxy::Table>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let proxy = estiba_proxy::Proxy::new(estiba_proxy::Settings::default());
+    let mut added: std::collections::HashSet<Ipv4Addr> = Default::default();
+    loop {
+        let table = rx.borrow_and_update().clone();
+        let new: Vec<Ipv4Addr> = {
+            let mut v: Vec<Ipv4Addr> =
+                table.listeners.iter().map(|l| *l.addr.ip()).filter(|ip| !added.contains(ip)).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if !new.is_empty() {
+            let host = shared.net.clone();
+            let net = shared.cfg.net.vpc();
+            let done = tokio::task::spawn_blocking(move || {
+                new.into_iter()
+                    .filter(|ip| match host.add_host_address(&net, *ip) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(address = %ip, error = %e, "a Service Connect address cannot be added");
+                            false
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            added.extend(done);
+        }
+        let table = estiba_proxy::Table {
+            listeners: table.listeners.iter().filter(|l| added.contains(l.addr.ip())).cloned().collect(),
+        };
+        proxy.apply(&table).await;
+        shared.connect_applied.send_replace(Arc::new(table));
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Waits (at most a second) until this node's proxy no longer sends connections to `ip`:
+/// the control plane takes a task it stops out of the Service Connect table in the same
+/// change that asks for the stop, and the proxy applies it within moments.
+pub async fn drain_service_connect(shared: &Shared, ip: Ipv4Addr) {
+    let mut rx = shared.connect_applied.subscribe();
+    let gone = |t: &Arc<estiba_proxy::Table>| !t.listeners.iter().any(|l| l.endpoints.iter().any(|e| *e.ip() == ip));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rx.wait_for(gone)).await;
+}
+
 /// The task's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, shared by its containers.
 /// `hosts` holds localhost, the task's own name and address, and the containers'
 /// `extraHosts`. A task with a namespace of its own (awsvpc, bridge) asks the VPC resolver

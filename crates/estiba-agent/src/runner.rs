@@ -740,6 +740,10 @@ impl Runner {
         }
         self.report.status = Some(Status::Stopping);
         self.publish();
+        // Out of Service Connect's proxies first, as a load balancer deregisters a target.
+        if let (Some(ip), true) = (self.net.ip, task_rules::desired_stopped(&self.assignment.task)) {
+            network::drain_service_connect(&self.shared, ip).await;
+        }
         for level in stop_levels(&self.ctrs) {
             let mut waits = Vec::new();
             for i in level {

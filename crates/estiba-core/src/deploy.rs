@@ -12,7 +12,8 @@
 //!   `unchecked_healthy_after` (40 s). That rule decides when a *new* task counts; a task of
 //!   an older deployment counts toward the floor while it is RUNNING and not known to be
 //!   unhealthy, so a rollout that begins right after a service started never stops it below
-//!   the floor.
+//!   the floor. A task of a Service Connect service that publishes ports must also be one of
+//!   its endpoints (`service_connect::is_endpoint`: with an address, not unhealthy).
 //! - Tasks of the PRIMARY deployment that stop before reaching RUNNING, or fail their health
 //!   checks, are failures: they are replaced with exponential back-off after three in a row,
 //!   and trip the circuit breaker (threshold: half of desiredCount, 3 to 200).
@@ -167,7 +168,12 @@ pub fn plan(
     let max_pct = conf.maximum_percent.unwrap_or(200);
     let floor = min_healthy(desired, min_pct);
     let ceiling = max_running(desired, max_pct).max(desired.min(1));
-    let healthy = |t: &Task| is_healthy(t, checked(t), now, settings);
+    // A new task of a Service Connect service counts once it is an endpoint too (in the
+    // table every node's proxy is given).
+    let connect = crate::service_connect::serves(primary.service_connect_configuration.as_ref());
+    let healthy = |t: &Task| {
+        is_healthy(t, checked(t), now, settings) && (!connect || crate::service_connect::is_endpoint(t, checked(t)))
+    };
     let grace = svc.health_check_grace_period_seconds.unwrap_or(0) as f64;
 
     // Failed health checks: replace those tasks (after the grace period).
@@ -652,6 +658,32 @@ mod tests {
             &Settings { unchecked_healthy_after: 0.0 },
         );
         assert!(p.stop.is_empty() && p.completed.is_none(), "{:?}", p.stop);
+    }
+
+    #[test]
+    fn service_connect_tasks_count_once_they_are_endpoints() {
+        use estiba_api::ecs::{Attachment, KeyValuePair, ServiceConnectConfiguration, ServiceConnectService};
+        let mut s = svc(1, 100, 200);
+        s.deployments.as_mut().unwrap()[0].service_connect_configuration = Some(ServiceConnectConfiguration {
+            enabled: true,
+            services: Some(vec![ServiceConnectService { port_name: "http".into(), ..Default::default() }]),
+            ..Default::default()
+        });
+        let mut new = t(10, "ecs-svc/2", "RUNNING", Some(50.0));
+        let all = vec![t(0, "ecs-svc/1", "RUNNING", Some(0.0)), new.clone()];
+        let p = run(&s, &all, 100.0);
+        assert!(p.stop.is_empty(), "a new task without an address is not reachable yet: the old one stays");
+        new.attachments = Some(vec![Attachment {
+            r#type: Some("ElasticNetworkInterface".into()),
+            details: Some(vec![KeyValuePair {
+                name: Some("privateIPv4Address".into()),
+                value: Some("172.31.0.7".into()),
+            }]),
+            ..Default::default()
+        }]);
+        let all = vec![t(0, "ecs-svc/1", "RUNNING", Some(0.0)), new];
+        let p = run(&s, &all, 100.0);
+        assert_eq!(p.stop.len(), 1, "once it is an endpoint, the old task goes");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! |---|---|
 //! | `ecs/-/-/nodes/<node id>` | [`crate::node::NodeStatus`] |
 //! | `ecs/-/-/claims/<node id>/<account>/<region>/<cluster>/<task id>` | [`crate::node::Claim`]: the node runs the task `ecs/<account>/<region>/tasks/<cluster>/<task id>` |
+//! | `ecs/-/-/service-connect/vips` | [`crate::service_connect::Vips`]: every Service Connect client alias's virtual address (one document: addresses are shared by every node) |
 //!
 //! A node's claims are one prefix range ([`claims_of_node`]), so a node's work is listed and
 //! watched without looking at anyone else's. Node ids hold no `/` ([`valid_node_id`]).
@@ -134,6 +135,9 @@ pub fn node(id: &str) -> String {
 }
 
 pub const NODES_PREFIX: &str = "ecs/-/-/nodes/";
+
+/// The Service Connect VIPs document ([`crate::service_connect::Vips`]).
+pub const SERVICE_CONNECT_VIPS: &str = "ecs/-/-/service-connect/vips";
 
 pub const CLAIMS_PREFIX: &str = "ecs/-/-/claims/";
 

@@ -26,6 +26,7 @@ pub mod placement;
 pub mod query;
 pub mod rollout;
 pub mod service;
+pub mod service_connect;
 pub mod servicediscovery;
 pub mod settings;
 pub mod tags;

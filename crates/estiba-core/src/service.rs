@@ -665,6 +665,8 @@ pub fn rollback(
     let config = svc.deployment_configuration.clone().unwrap_or_default();
     let mut nd = new_deployment(scope, cluster, name(svc), &target, td, svc.desired_count, &config, vec![], ids, now);
     nd.deployment.service_connect_configuration = to.service_connect_configuration.clone();
+    nd.deployment.service_connect_resources = to.service_connect_resources.clone();
+    nd.revision.service_connect_configuration = to.service_connect_configuration.clone();
     install(svc, &nd, &target, now);
     nd
 }

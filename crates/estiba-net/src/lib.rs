@@ -202,6 +202,15 @@ impl Host {
             .map_err(|e| NetError::io(format!("adding {ip} to bridge {}", net.bridge), e))
     }
 
+    /// Gives the host one address (a /32) on `net`'s bridge (made if needed), for a service
+    /// at an address outside the network that tasks reach through their gateway (Service
+    /// Connect's VIPs). Blocking.
+    pub fn add_host_address(&self, net: &Network, ip: Ipv4Addr) -> Result<(), NetError> {
+        let mut nl = nl::Netlink::open().map_err(|e| NetError::io("opening a netlink socket", e))?;
+        let bridge = self.bridge(&mut nl, net)?;
+        nl.add_address(bridge, ip, 32).map_err(|e| NetError::io(format!("adding {ip}/32 to bridge {}", net.bridge), e))
+    }
+
     /// Undoes what `attach` and `ports.publish` did for `owner`: ports closed, the veth pair
     /// deleted (it also goes with the namespace), the address released. Blocking.
     pub fn detach(&self, owner: &str) {
@@ -233,7 +242,13 @@ impl Host {
 /// The bridge of `net`, created with the gateway address and up if it is not there yet.
 fn ensure_bridge(nl: &mut nl::Netlink, net: &Network) -> Result<u32, NetError> {
     let e = |what: &'static str| move |err| NetError::io(format!("{what} {}", net.bridge), err);
+    // The bridge's MAC is fixed (that of its gateway address, which no task has): left to the
+    // kernel it follows the lowest MAC among the bridge's ports, so it changes as tasks come
+    // and go, and tasks whose neighbour entry for the gateway (or the resolver, or a Service
+    // Connect VIP behind it) holds the old one lose their packets until it expires (~30 s).
+    let mac = mac_of(net.gateway());
     if let Some(i) = nl.link_index(&net.bridge).map_err(e("looking up bridge"))? {
+        nl.set_mac(i, mac).map_err(e("setting the MAC address of"))?;
         return Ok(i);
     }
     nl.add_bridge(&net.bridge).map_err(e("creating bridge"))?;
@@ -241,6 +256,7 @@ fn ensure_bridge(nl: &mut nl::Netlink, net: &Network) -> Result<u32, NetError> {
         .link_index(&net.bridge)
         .map_err(e("looking up bridge"))?
         .ok_or_else(|| NetError::io(format!("bridge {}", net.bridge), std::io::Error::other("vanished")))?;
+    nl.set_mac(i, mac).map_err(e("setting the MAC address of"))?;
     nl.add_address(i, net.gateway(), net.cidr.prefix_len()).map_err(e("adding the gateway address to"))?;
     nl.set_up(i).map_err(e("setting up"))?;
     tracing::info!(bridge = %net.bridge, cidr = %net.cidr, "created the bridge");

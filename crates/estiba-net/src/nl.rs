@@ -162,6 +162,15 @@ impl Netlink {
         }
     }
 
+    /// Sets a link's MAC address (for a bridge: fixed from then on, instead of following the
+    /// lowest MAC among its ports, which changes as ports come and go).
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
+    }
+
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;

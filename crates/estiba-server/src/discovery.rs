@@ -53,7 +53,8 @@ pub fn sync(st: &State, node: std::net::Ipv4Addr) -> Txn {
     let mut wanted: HashSet<(String, String)> = HashSet::new();
     for d in st.services.values() {
         let registries = d.value.service_registries.as_deref().unwrap_or_default();
-        if registries.is_empty() || svc_rules::status(&d.value) == svc_rules::INACTIVE {
+        let connect = crate::connect::discovery_registries(&d.value);
+        if (registries.is_empty() && connect.is_empty()) || svc_rules::status(&d.value) == svc_rules::INACTIVE {
             continue;
         }
         let Some((scope, cluster, name)) = keys::parse_service(&d.key) else { continue };
@@ -65,15 +66,22 @@ pub fn sync(st: &State, node: std::net::Ipv4Addr) -> Txn {
                     && !t.value.desired_stopped()
             })
             .collect();
-        for registry in registries {
+        // serviceRegistries, then Service Connect's discovery names (the port: the named port
+        // mapping's container port in each task's own task definition).
+        let all = registries.iter().map(|r| (r.clone(), None)).chain(connect.into_iter().map(|(r, p)| (r, Some(p))));
+        for (registry, port_name) in all {
             let Some((sid, cm)) = registry.registry_arn.as_deref().and_then(|a| cloud_map_service(st, &scope, a))
             else {
                 continue;
             };
-            let r = Registration { cluster: &cluster, service: &name, region: &scope.region, registry };
             for t in &running {
                 let full = t.task();
-                let Some(at) = discovery::endpoint_of(&full, t.value.private_ipv4, node, registry) else { continue };
+                let mut registry = registry.clone();
+                if let Some(port_name) = &port_name {
+                    registry.container_port = crate::connect::container_port_of(st, &scope, &full, port_name);
+                }
+                let Some(at) = discovery::endpoint_of(&full, t.value.private_ipv4, node, &registry) else { continue };
+                let r = Registration { cluster: &cluster, service: &name, region: &scope.region, registry: &registry };
                 let instance = discovery::instance_for(&full, at, &r);
                 wanted.insert((sd::service_key(&scope, &sid), instance.id.clone()));
                 let key = sd::instance_key(&scope, &sid, &instance.id);
@@ -127,7 +135,8 @@ pub fn deregister_on_stop(st: &State, task_key: &str) -> Vec<Op> {
     let Some((scope, cluster, id)) = keys::parse_task(task_key) else { return vec![] };
     let Some(svc) = st.services.get(&keys::service(&scope, cluster, name)) else { return vec![] };
     let mut ops = Vec::new();
-    for registry in svc.value.service_registries.iter().flatten() {
+    let connect = crate::connect::discovery_registries(&svc.value).into_iter().map(|(r, _)| r);
+    for registry in svc.value.service_registries.iter().flatten().cloned().chain(connect) {
         let Some((sid, _)) = registry.registry_arn.as_deref().and_then(|a| cloud_map_service(st, &scope, a)) else {
             continue;
         };

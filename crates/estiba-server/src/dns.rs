@@ -8,6 +8,8 @@
 //!   weight 1, as Cloud Map makes them). MULTIVALUE answers up to eight at random, WEIGHTED
 //!   one; when none is healthy, all are candidates (Route 53 answers with unhealthy records
 //!   rather than none).
+//! - Service Connect's client aliases ([`crate::connect`]): each DNS name (`api`, `api.local`)
+//!   its own apex with one A record, its VIP; a name another zone already holds is left out.
 //! - The tasks' private DNS names (`ip-172-31-0-4.ec2.internal`, A) and their reverse names in
 //!   the VPC's reverse zone (PTR).
 //!
@@ -29,13 +31,25 @@ use crate::keys;
 use crate::services::servicediscovery::{self as cloudmap, Table};
 use crate::view::State;
 
+/// The TTL of Service Connect names (their VIPs do not change while the alias exists).
+const CONNECT_TTL: u32 = 60;
+
 /// The TTL of private DNS names (EC2's).
 const PRIVATE_NAME_TTL: u32 = 60;
 
 /// The zone for the view's current state.
-pub fn zone(st: &State, vpc_cidr: Ipv4Net, default_region: &str) -> Zone {
+pub fn zone(st: &State, connect: &[crate::connect::Entry], vpc_cidr: Ipv4Net, default_region: &str) -> Zone {
     let mut b = ZoneBuilder::new();
     cloud_map(st, &mut b);
+    let mut named = BTreeSet::new();
+    for e in connect {
+        if named.insert(e.dns_name.as_str()) {
+            // Inside a Cloud Map DNS namespace's apex (`api.local` when `local` is one), the
+            // name is a record of that zone; elsewhere it is an apex of its own.
+            let _ = b.apex(&e.dns_name, CONNECT_TTL);
+            add(b.addresses(&e.dns_name, &[IpAddr::V4(e.vip)], CONNECT_TTL, Pick::All).map(drop));
+        }
+    }
     let live = st.tasks.values().filter(|d| !d.value.stopped()).filter_map(|d| {
         let ip = d.value.private_ipv4?;
         let (scope, _, _) = keys::parse_task(&d.key)?;

@@ -13,6 +13,7 @@
 //! Modules depend downwards: `http` → `front` → `services` → `view`, store; never back up.
 
 pub mod body;
+pub mod connect;
 pub mod controller;
 pub mod discovery;
 pub mod dns;
@@ -94,6 +95,9 @@ pub struct Server {
     pub controllers: controller::Metrics,
     /// The VPC resolvers' zone, republished on every change ([`dns`]); nodes serve it.
     pub dns: tokio::sync::watch::Sender<Arc<estiba_dns::Zone>>,
+    /// Service Connect's listeners (VIP:port → endpoints), republished with the zone
+    /// ([`connect`]); nodes' proxies serve them.
+    pub connect: tokio::sync::watch::Sender<Arc<estiba_proxy::Table>>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -169,7 +173,17 @@ impl Server {
             None => None,
         };
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
-        Ok(Arc::new(Server { config, store, view, local_node, registry, controllers: Default::default(), dns }))
+        let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));
+        Ok(Arc::new(Server {
+            config,
+            store,
+            view,
+            local_node,
+            registry,
+            controllers: Default::default(),
+            dns,
+            connect,
+        }))
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the

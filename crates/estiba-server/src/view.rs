@@ -217,6 +217,8 @@ pub struct State {
     /// Task key → its claim (claims are keyed by node: `keys::claim`; this is the only copy).
     pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
     pub nodes: Table<NodeStatus>,
+    /// Service Connect's VIPs (one document, [`estiba_core::keys::SERVICE_CONNECT_VIPS`]).
+    pub service_connect: Table<estiba_core::service_connect::Vips>,
     pub ecr_repos: Table<ecr::RepoDoc>,
     pub ecr_images: Table<ecr::ImageDoc>,
     pub ecr_tags: Table<ecr::TagDoc>,
@@ -367,6 +369,9 @@ impl State {
             }
             "nodes" => {
                 put(&mut self.nodes, kind, kv);
+            }
+            "service-connect" => {
+                put(&mut self.service_connect, kind, kv);
             }
             "ecr-repos" => {
                 put(&mut self.ecr_repos, kind, kv);

@@ -524,6 +524,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                     bridge_cidr: args.bridge_cidr.trunc(),
                 },
                 dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
+                service_connect: Some(server.connect.subscribe()),
             },
             cp,
             images,
@@ -534,6 +535,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             ),
             spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
             resolver: Default::default(),
+            connect_applied: Default::default(),
         });
         tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
         Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))

@@ -1,4 +1,5 @@
-//! Publishes the VPC resolvers' zone ([`crate::dns`]) on every change of the view.
+//! Publishes the VPC resolvers' zone ([`crate::dns`]) and Service Connect's proxy table
+//! ([`crate::connect`]) on every change of the view.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,17 +17,27 @@ impl Controller for Zones {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, Infallible> {
-        let zone = {
+        let (zone, table) = {
             let st = server.view.read();
-            crate::dns::zone(&st, server.config.vpc_cidr, &server.config.default_region)
+            let entries = crate::connect::entries(&st);
+            let zone = crate::dns::zone(&st, &entries, server.config.vpc_cidr, &server.config.default_region);
+            (zone, crate::connect::proxy_table(&entries))
         };
-        // An unchanged zone is not published again: resolvers keep the answers they copied.
+        // An unchanged zone or table is not published again: resolvers keep the answers they
+        // copied, proxies their listeners.
         server.dns.send_if_modified(|z| {
             let changed = **z != zone;
             if changed {
                 *z = Arc::new(zone);
             }
             changed
+        });
+        server.connect.send_if_modified(|t| {
+            if **t == table {
+                return false;
+            }
+            *t = Arc::new(table);
+            true
         });
         Ok(Wake::Change)
     }

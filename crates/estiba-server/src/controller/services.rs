@@ -68,12 +68,7 @@ fn checked(st: &State, scope: &Scope, t: &Task) -> bool {
         .as_deref()
         .and_then(arn::TaskDefRef::parse)
         .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))))
-        .is_some_and(|d| {
-            d.value.container_definitions.iter().flatten().any(|c| {
-                c.essential != Some(false)
-                    && c.health_check.as_ref().is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
-            })
-        })
+        .is_some_and(|d| estiba_core::service_connect::has_health_check(&d.value))
 }
 
 /// Reconciles one service. Returns when a held-back start should be retried.

@@ -39,6 +39,10 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateClusterRequest) -> Result<B
                 Some(d) => txn.compares.push(Compare::mod_revision(&key, d.rev)),
                 None => txn.compares.push(Compare::absent(&key)),
             }
+            if let Some(d) = &req.service_connect_defaults {
+                c.service_connect_defaults =
+                    crate::connect::cluster_defaults(st, &cx.scope, &d.namespace, cx.now, &mut txn)?;
+            }
             let tags = req.tags.clone().unwrap_or_default();
             txn.ops.push(put(&key, &c));
             txn.ops.push(put_tags(&key, &tags));
@@ -96,21 +100,22 @@ async fn modify(
     s: &Server,
     cx: &Ctx,
     id: &str,
-    mut f: impl FnMut(&State, &mut Cluster) -> Result<()>,
+    mut f: impl FnMut(&State, &mut Cluster, &mut Txn) -> Result<()>,
 ) -> Result<Cluster> {
     s.transact::<_, EcsError>(|st| {
         let (name, d) = active_cluster(st, cx, Some(id))?;
         let key = keys::cluster(&cx.scope, &name);
         let mut c = d.value.clone();
-        f(st, &mut c)?;
-        let txn = Txn::new().when(Compare::mod_revision(&key, d.rev)).then(put(&key, &c));
+        let mut txn = Txn::new().when(Compare::mod_revision(&key, d.rev));
+        f(st, &mut c, &mut txn)?;
+        txn.ops.push(put(&key, &c));
         Ok((txn, full(st, &key, &c)))
     })
     .await
 }
 
 pub async fn update(s: &Server, cx: &Ctx, req: UpdateClusterRequest) -> Result<Bytes> {
-    let c = modify(s, cx, &req.cluster, |_, c| {
+    let c = modify(s, cx, &req.cluster, |st, c, txn| {
         if let Some(settings) = &req.settings {
             cluster::apply_settings(c.settings.get_or_insert_with(Vec::new), settings)?;
         }
@@ -118,7 +123,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateClusterRequest) -> Result<B
             c.configuration = Some(conf.clone());
         }
         if let Some(d) = &req.service_connect_defaults {
-            c.service_connect_defaults = Some(ClusterServiceConnectDefaults { namespace: Some(d.namespace.clone()) });
+            c.service_connect_defaults = crate::connect::cluster_defaults(st, &cx.scope, &d.namespace, cx.now, txn)?;
         }
         Ok(())
     })
@@ -127,7 +132,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateClusterRequest) -> Result<B
 }
 
 pub async fn update_settings(s: &Server, cx: &Ctx, req: UpdateClusterSettingsRequest) -> Result<Bytes> {
-    let c = modify(s, cx, &req.cluster, |_, c| {
+    let c = modify(s, cx, &req.cluster, |_, c, _| {
         cluster::apply_settings(c.settings.get_or_insert_with(Vec::new), &req.settings)
     })
     .await?;
@@ -135,7 +140,7 @@ pub async fn update_settings(s: &Server, cx: &Ctx, req: UpdateClusterSettingsReq
 }
 
 pub async fn put_capacity_providers(s: &Server, cx: &Ctx, req: PutClusterCapacityProvidersRequest) -> Result<Bytes> {
-    let c = modify(s, cx, &req.cluster, |st, c| {
+    let c = modify(s, cx, &req.cluster, |st, c, _| {
         let name = c.cluster_name.clone().unwrap_or_default();
         let removed: Vec<&String> =
             c.capacity_providers.iter().flatten().filter(|p| !req.capacity_providers.contains(p)).collect();

@@ -96,9 +96,16 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
                 &mut ids,
                 cx.now,
             )?;
-            created.deployment.deployment.service_connect_configuration = req.service_connect_configuration.clone();
-            if let Some(d) = created.service.deployments.as_mut().and_then(|d| d.first_mut()) {
-                d.service_connect_configuration = req.service_connect_configuration.clone();
+            if let Some(cfg) = &req.service_connect_configuration {
+                let p = crate::connect::prepare(st, &cx.scope, &c, cfg, &td.value, &key, cx.now, &mut txn)?;
+                let resources = (!p.resources.is_empty()).then_some(p.resources);
+                created.deployment.deployment.service_connect_configuration = Some(p.config.clone());
+                created.deployment.revision.service_connect_configuration = Some(p.config.clone());
+                created.deployment.deployment.service_connect_resources = resources.clone();
+                if let Some(d) = created.service.deployments.as_mut().and_then(|d| d.first_mut()) {
+                    d.service_connect_configuration = Some(p.config);
+                    d.service_connect_resources = resources;
+                }
             }
             let tags = req.tags.clone().unwrap_or_default();
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
@@ -164,6 +171,19 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                     }
                 }),
             };
+            // Service Connect: the request's configuration, or the current one checked again
+            // against the task definition; a changed one starts a deployment, as in ECS.
+            let current_scc = svc_rules::primary(&d.value).and_then(|p| p.service_connect_configuration.clone());
+            let prepared = match req.service_connect_configuration.as_ref().or(current_scc.as_ref()) {
+                Some(cfg) => {
+                    Some(crate::connect::prepare(st, &cx.scope, &c.value, cfg, &td.value, &key, cx.now, &mut txn)?)
+                }
+                None => None,
+            };
+            let mut req = req.clone();
+            if prepared.as_ref().map(|p| &p.config) != current_scc.as_ref() {
+                req.force_new_deployment = true;
+            }
             let updated = svc_rules::update(
                 &cx.scope,
                 &cluster,
@@ -175,12 +195,14 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 cx.now,
             )?;
             if let Some(mut nd) = updated.deployment {
-                let scc = req.service_connect_configuration.clone().or_else(|| {
-                    d.value.deployments.iter().flatten().next().and_then(|d| d.service_connect_configuration.clone())
-                });
+                let scc = prepared.as_ref().map(|p| p.config.clone());
+                let resources = prepared.map(|p| p.resources).filter(|r| !r.is_empty());
                 nd.deployment.service_connect_configuration = scc.clone();
+                nd.revision.service_connect_configuration = scc.clone();
+                nd.deployment.service_connect_resources = resources.clone();
                 if let Some(p) = svc_rules::primary_mut(&mut svc) {
                     p.service_connect_configuration = scc;
+                    p.service_connect_resources = resources;
                 }
                 // A deployment that was still rolling out is superseded.
                 let prefix = keys::service_deployments_of(&cx.scope, &cluster, svc_rules::name(&svc));
@@ -271,13 +293,15 @@ pub async fn list_by_namespace(s: &Server, cx: &Ctx, req: ListServicesByNamespac
     let st = s.view.read();
     let ns = &req.namespace;
     let ns_name = ns.rsplit('/').next().unwrap_or(ns);
+    let ns_arn = crate::connect::namespace(&st, &cx.scope, ns).map(|n| n.arn);
+    let ns_arn = ns_arn.as_deref().unwrap_or(ns);
     let prefix = format!("{}services/", keys::scope_prefix(&cx.scope));
     let matches = State::range(&st.services, &prefix).filter(|d| {
         svc_rules::status(&d.value) == svc_rules::ACTIVE
             && svc_rules::primary(&d.value)
                 .and_then(|p| p.service_connect_configuration.as_ref())
                 .and_then(|c| c.namespace.as_deref())
-                .is_some_and(|n| n == ns || n == ns_name)
+                .is_some_and(|n| n == ns || n == ns_name || n == ns_arn)
     });
     let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
     let arns = p.items.iter().filter_map(|d| d.value.service_arn.as_deref());

@@ -27,9 +27,9 @@ use crate::view::{Doc, State, TableDef};
 use crate::Server;
 
 mod instances;
-mod namespaces;
+pub(crate) mod namespaces;
 mod operations;
-mod services;
+pub(crate) mod services;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use estiba_api::servicediscovery::*;
 use estiba_api::ApiError;
 use estiba_core::servicediscovery::{self as sd, NamespaceDoc, SdError};
+use estiba_core::Scope;
 use estiba_store::{Compare, Op, Txn};
 
 use super::{doc, docs, json, namespace_doc, namespace_name_key, page, put, tags_of, NameDoc, Result, Table};
@@ -34,42 +35,67 @@ async fn create(s: &Server, cx: &Call, req: NewNamespace) -> Result<String> {
         if let Some(op) = sd::namespace_conflict(existing, &req.name, req.creator_request_id.as_deref())? {
             return Ok((Txn::new(), op));
         }
-        let mut ids = RandomIds;
-        let id = sd::namespace_id(&mut ids);
-        let op_id = sd::operation_id(&mut ids);
-        let zone = (req.kind != NamespaceType::Http).then(|| sd::hosted_zone_id(&mut ids));
-        let namespace = sd::new_namespace(
-            scope,
-            &id,
-            req.kind,
-            &req.name,
-            req.description.clone(),
-            req.creator_request_id.clone(),
-            req.soa_ttl,
-            zone,
-            cx.now,
-        );
-        let key = sd::namespace_key(scope, &id);
-        let name_key = namespace_name_key(scope, &req.name);
-        let op = sd::operation(
-            scope,
-            op_id.clone(),
-            OperationType::CreateNamespace,
-            &[(OperationTargetType::Namespace, &id)],
-            cx.now,
-        );
-        let mut txn = Txn::new()
-            .when(Compare::absent(&key))
-            .when(Compare::absent(&name_key))
-            .then(put(&key, &NamespaceDoc { namespace, vpc: req.vpc.clone(), operation_id: op_id.clone() }))
-            .then(put(&name_key, &NameDoc { id: id.clone() }))
-            .then(put(&sd::operation_key(scope, &op_id), &op));
-        if let Some(tags) = req.tags.as_ref().filter(|t| !t.is_empty()) {
-            txn = txn.then(put(&sd::tags_key(scope, sd::Resource::Namespace, &id), &sd::merge_tags(&[], tags)?));
-        }
+        let (txn, op_id, _) = new_namespace_txn(scope, &req, cx.now)?;
         Ok((txn, op_id))
     })
     .await
+}
+
+/// The writes that create a namespace (it, its name, its operation, its tags), guarded by
+/// the absence of both its key and its name; with the operation's id and the namespace's ARN.
+fn new_namespace_txn(scope: &Scope, req: &NewNamespace, now: f64) -> Result<(Txn, String, String)> {
+    let mut ids = RandomIds;
+    let id = sd::namespace_id(&mut ids);
+    let op_id = sd::operation_id(&mut ids);
+    let zone = (req.kind != NamespaceType::Http).then(|| sd::hosted_zone_id(&mut ids));
+    let namespace = sd::new_namespace(
+        scope,
+        &id,
+        req.kind,
+        &req.name,
+        req.description.clone(),
+        req.creator_request_id.clone(),
+        req.soa_ttl,
+        zone,
+        now,
+    );
+    let arn = namespace.arn.clone().unwrap_or_default();
+    let key = sd::namespace_key(scope, &id);
+    let name_key = namespace_name_key(scope, &req.name);
+    let op = sd::operation(
+        scope,
+        op_id.clone(),
+        OperationType::CreateNamespace,
+        &[(OperationTargetType::Namespace, &id)],
+        now,
+    );
+    let mut txn = Txn::new()
+        .when(Compare::absent(&key))
+        .when(Compare::absent(&name_key))
+        .then(put(&key, &NamespaceDoc { namespace, vpc: req.vpc.clone(), operation_id: op_id.clone() }))
+        .then(put(&name_key, &NameDoc { id: id.clone() }))
+        .then(put(&sd::operation_key(scope, &op_id), &op));
+    if let Some(tags) = req.tags.as_ref().filter(|t| !t.is_empty()) {
+        txn = txn.then(put(&sd::tags_key(scope, sd::Resource::Namespace, &id), &sd::merge_tags(&[], tags)?));
+    }
+    Ok((txn, op_id, arn))
+}
+
+/// The writes that create the HTTP namespace `name` (as ECS does for a cluster's
+/// `serviceConnectDefaults` naming one that does not exist), and its ARN.
+pub(crate) fn new_http_namespace(scope: &Scope, name: &str, now: f64) -> std::result::Result<(Txn, String), ApiError> {
+    sd::check_namespace_name(name)?;
+    let req = NewNamespace {
+        kind: NamespaceType::Http,
+        name: name.to_owned(),
+        description: None,
+        creator_request_id: None,
+        tags: None,
+        soa_ttl: None,
+        vpc: None,
+    };
+    let (txn, _, arn) = new_namespace_txn(scope, &req, now)?;
+    Ok((txn, arn))
 }
 
 pub async fn create_http(s: &Server, cx: &Call, req: CreateHttpNamespaceRequest) -> Result<Bytes> {

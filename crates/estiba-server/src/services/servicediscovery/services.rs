@@ -20,6 +20,48 @@ fn namespace_type(ns: &NamespaceDoc) -> NamespaceType {
     ns.namespace.r#type.unwrap_or(NamespaceType::Http)
 }
 
+/// The Cloud Map service `name` of namespace `ns_id` that ECS Service Connect uses for a
+/// discovery name: the existing one (its ARN, no writes), else an HTTP service made by the
+/// returned writes (guarded like CreateService's).
+pub(crate) fn service_for_discovery(
+    st: &State,
+    scope: &Scope,
+    ns_id: &str,
+    name: &str,
+    now: f64,
+) -> std::result::Result<(Option<Txn>, String), ApiError> {
+    let name_key = service_name_key(scope, ns_id, name);
+    if let Some(n) = doc::<NameDoc>(st, Table::ServiceNames, &name_key) {
+        return Ok((None, sd::arn(scope, sd::Resource::Service, &n.value.id)));
+    }
+    sd::check_service_name(name)?;
+    let ns = namespace_doc(st, scope, ns_id)?;
+    let id = sd::service_id(&mut RandomIds);
+    let arn = sd::arn(scope, sd::Resource::Service, &id);
+    let svc = Service {
+        arn: Some(arn.clone()),
+        create_date: Some(now),
+        created_by_account: Some(scope.account.clone()),
+        description: Some("Made by ECS Service Connect.".into()),
+        id: Some(id.clone()),
+        name: Some(name.to_owned()),
+        namespace_id: Some(ns_id.to_owned()),
+        resource_owner: Some(scope.account.clone()),
+        r#type: Some(ServiceType::Http),
+        ..Default::default()
+    };
+    let key = sd::service_key(scope, &id);
+    let txn = Txn::new()
+        .when(Compare::mod_revision(&ns.key, ns.rev))
+        .then(Op::put(ns.key.clone(), ns.raw.clone()))
+        .when(Compare::absent(&name_key))
+        .when(Compare::absent(&key))
+        .then(put(&key, &svc))
+        .then(put(&name_key, &NameDoc { id }))
+        .then(put(&sd::revision_key(scope, svc.id.as_deref().unwrap_or_default()), &Marker {}));
+    Ok((Some(txn), arn))
+}
+
 /// How many instances a service has.
 pub(super) fn instance_count(st: &State, cx: &Call, service_id: &str) -> usize {
     docs::<Instance>(st, &cx.scope, Table::Instances, &format!("{service_id}/")).count()
