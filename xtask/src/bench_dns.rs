@@ -8,7 +8,10 @@
 //!   p50 and p99 of every query's time, from dnsperf's per-query report;
 //! - the time from a service task RUNNING (DescribeTasks polled every 2 ms) to its name
 //!   answering (a Cloud Map service `web` the ECS service registers its tasks in, polled every
-//!   millisecond), one sample per task as the service scales from 1 to `--samples` tasks.
+//!   millisecond), one sample per task as the service scales from 1 to `--samples` tasks;
+//! - Service Connect's added latency: HTTP GETs (a connection each) to a task directly and
+//!   through its alias's VIP (the node's proxy), alternately in blocks of 100, `--sc-blocks`
+//!   blocks each.
 //!
 //! It runs as root inside a network and mount namespace of its own: the resolver lives on the
 //! VPC bridge there, dnsmasq on 127.0.0.2, and no query leaves.
@@ -36,7 +39,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let rounds: usize = arg(args, "--rounds", 3);
         let seconds: u64 = arg(args, "--seconds", 5);
         let samples: usize = arg(args, "--samples", 7);
-        return crate::bench::in_workdir(root, "ebd", "dns", |work| measure(root, work, rounds, seconds, samples));
+        let sc_blocks: usize = arg(args, "--sc-blocks", 20);
+        return crate::bench::in_workdir(root, "ebd", "dns", |work| {
+            measure(root, work, rounds, seconds, samples, sc_blocks)
+        });
     }
     crate::bench::build_and_isolate(root, "dns", args)
 }
@@ -96,6 +102,21 @@ fn a_records(server: &str, name: &str) -> Vec<[u8; 4]> {
     out
 }
 
+/// One HTTP/1.0 GET of `/` at `addr` (a new connection); fails unless the answer is 200.
+fn http_get(addr: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_nodelay(true)?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut out = Vec::with_capacity(256);
+    s.read_to_end(&mut out)?;
+    if !out.starts_with(b"HTTP/1.0 200") && !out.starts_with(b"HTTP/1.1 200") {
+        bail!("{addr} answered {:?}", String::from_utf8_lossy(&out[..out.len().min(40)]));
+    }
+    Ok(())
+}
+
 /// The index after the (possibly compressed) name at `i`.
 fn skip_name(d: &[u8], mut i: usize) -> usize {
     while i < d.len() {
@@ -149,7 +170,7 @@ fn latency(queries: &Path, server: &str, seconds: u64) -> Result<(f64, f64, usiz
     Ok((lat[n / 2], lat[(n * 99 / 100).min(n - 1)], n))
 }
 
-fn measure(root: &Path, work: &Path, rounds: usize, seconds: u64, samples: usize) -> Result<String> {
+fn measure(root: &Path, work: &Path, rounds: usize, seconds: u64, samples: usize, sc_blocks: usize) -> Result<String> {
     let bin = root.join("target/release/estiba");
     let mut guard = Guard(Vec::new());
     let images = registry_with_images(root, work, &mut guard, false)?;
@@ -310,8 +331,78 @@ fn measure(root: &Path, work: &Path, rounds: usize, seconds: u64, samples: usize
     }
     ecs(port, "UpdateService", r#"{"cluster":"dns","service":"web","desiredCount":0}"#)?;
 
+    // Service Connect: one task serving HTTP (busybox httpd, a connection per request), asked
+    // directly at its address and through its alias's VIP, alternately, in blocks.
+    let httpd = r#"["sh","-c","mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]"#;
+    ecs(
+        port,
+        "RegisterTaskDefinition",
+        &format!(
+            r#"{{"family":"bench-sc","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":[{{"name":"web","image":"{busybox}","command":{httpd},"stopTimeout":2,"portMappings":[{{"name":"http","containerPort":8080}}]}}]}}"#
+        ),
+    )?;
+    ecs(
+        port,
+        "CreateService",
+        r#"{"cluster":"dns","serviceName":"api","taskDefinition":"bench-sc","desiredCount":1,"launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}},"serviceConnectConfiguration":{"enabled":true,"namespace":"bench.local","services":[{"portName":"http","clientAliases":[{"port":8080,"dnsName":"api"}]}]}}"#,
+    )?;
+    let started = Instant::now();
+    let task_ip = loop {
+        let arns = ecs(port, "ListTasks", r#"{"cluster":"dns","serviceName":"api"}"#)?["taskArns"].clone();
+        if arns.as_array().is_some_and(|a| !a.is_empty()) {
+            let d = ecs(port, "DescribeTasks", &format!(r#"{{"cluster":"dns","tasks":{arns}}}"#))?;
+            let t = &d["tasks"][0];
+            let ip = t["attachments"][0]["details"]
+                .as_array()
+                .and_then(|ds| ds.iter().find(|x| x["name"] == "privateIPv4Address"))
+                .and_then(|x| x["value"].as_str())
+                .map(str::to_owned);
+            if let (true, Some(ip)) = (t["lastStatus"] == "RUNNING", ip) {
+                break ip;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("the Service Connect task did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let vip = loop {
+        if let Some(a) = a_records(RESOLVER, "api").first() {
+            break std::net::Ipv4Addr::from(*a).to_string();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("the alias api does not resolve");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let direct_at = format!("{task_ip}:8080");
+    let vip_at = format!("{vip}:8080");
+    // Until both answer (the proxy's table reaches the node).
+    while http_get(&vip_at).is_err() || http_get(&direct_at).is_err() {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("no answer through the alias {vip_at}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut direct, mut through) = (vec![], vec![]);
+    for _ in 0..sc_blocks {
+        for (at, out) in [(&direct_at, &mut direct), (&vip_at, &mut through)] {
+            for _ in 0..100 {
+                let t0 = Instant::now();
+                http_get(at)?;
+                out.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    let pct = |v: &[f64], p: usize| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[(v.len() * p / 100).min(v.len() - 1)]
+    };
+
     let mut md = format!(
-        "Command: `cargo xtask bench dns --rounds {rounds} --seconds {seconds} --samples {samples}`. \
+        "Command: `cargo xtask bench dns --rounds {rounds} --seconds {seconds} --samples {samples} --sc-blocks \
+         {sc_blocks}`. \
          dnsperf 2.10 (Debian) against estiba's VPC resolver (release build, at {RESOLVER} on the VPC bridge) and \
          dnsmasq (Debian, `--addn-hosts` with the same three records, at {DNSMASQ}), one name: `{NAME} A`, three \
          addresses. Throughput: `-c 4 -T 2 -q 200 -l {seconds}`, median of {rounds} rounds; latency: `-Q 20000 -l 3 \
@@ -330,6 +421,21 @@ fn measure(root: &Path, work: &Path, rounds: usize, seconds: u64, samples: usize
             answered[i]
         ));
     }
+    md.push_str(&format!(
+        "\nService Connect: {n} HTTP GETs each (busybox httpd, a new connection per request, from the host's \
+         side of the VPC bridge), to the task's address and through the alias's VIP (estiba's node proxy), \
+         alternately in blocks of 100.\n\n\
+         | | p50 (µs) | p99 (µs) |\n|---|---:|---:|\n\
+         | task directly | {:.0} | {:.0} |\n| through Service Connect | {:.0} | {:.0} |\n\
+         | added by Service Connect | {:.0} | {:.0} |\n",
+        pct(&direct, 50),
+        pct(&direct, 99),
+        pct(&through, 50),
+        pct(&through, 99),
+        pct(&through, 50) - pct(&direct, 50),
+        pct(&through, 99) - pct(&direct, 99),
+        n = direct.len(),
+    ));
     let mut sorted = to_dns.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     md.push_str(&format!(
