@@ -189,12 +189,18 @@ def test_service_tasks_register_in_cloud_map_and_resolve_in_other_tasks(node):
     assert a["ECS_SERVICE_NAME"] == "api" and a["ECS_TASK_DEFINITION_FAMILY"] == fam
     assert a["REGION"] == "us-east-1" and a["AVAILABILITY_ZONE"].startswith("us-east-1")
 
-    # Another task reaches the service by name.
-    cli = node.register([{"name": "cli", "command": ["sh", "-c", "wget -q -O- http://api.local:8080/ && echo fetched-ok"]}])
-    b = node.run(cli)
-    tb = node.wait(b, "STOPPED")
-    out = node.logs(b)
-    assert tb["containers"][0]["exitCode"] == 0 and "fetched-ok" in out, (tb.get("stoppedReason"), out)
+    # A task of another service finds every healthy task by name and reaches the service.
+    cli = node.register([{"name": "cli", "command": ["sh", "-c", "nslookup api.local && nslookup -type=SRV api.local"
+                          " && wget -q -O- http://api.local:8080/ && echo fetched-ok; sleep 600"]}])
+    ecs.create_service(cluster="default", serviceName="cli", taskDefinition=cli, desiredCount=1,
+                       launchType="FARGATE", networkConfiguration=NET)
+
+    def cli_out():
+        arns = ecs.list_tasks(cluster="default", serviceName="cli")["taskArns"]
+        return arns and "fetched-ok" in (o := node.logs(arns[0])) and o
+    out = wait_until(cli_out, timeout=60, what="the other service's task fetching api.local")
+    assert all(ip in out for ip in ips) and out.count("8080") >= 2, out
+    ecs.update_service(cluster="default", service="cli", desiredCount=0)
 
     # A failing health check takes the task's address out.
     sick = ts[0]
