@@ -112,15 +112,21 @@ def test_private_names_resolve_inside_tasks_and_from_the_host(node):
     wait_until(lambda: query(name_a)[0] == 3, timeout=1.5, interval=0.05, what="the stopped task's name gone")
 
 
+def local_namespace(node):
+    """Cloud Map's client and the id of a new private DNS namespace `local`."""
+    sd = node.e.client("servicediscovery")
+    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
+    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
+                    what="the namespace created")["Targets"]["NAMESPACE"]
+    return sd, ns
+
+
 def srv_ports(answers):
     return sorted(struct.unpack(">HHH", r[:6])[2] for t, r in answers if t == 33)
 
 
 def test_cloud_map_names_resolve_with_health_and_changes(node):
-    sd = node.e.client("servicediscovery")
-    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
-    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
-                    what="the namespace created")["Targets"]["NAMESPACE"]
+    sd, ns = local_namespace(node)
     svc = sd.create_service(Name="api", NamespaceId=ns, HealthCheckCustomConfig={},
                             DnsConfig={"RoutingPolicy": "MULTIVALUE",
                                        "DnsRecords": [{"Type": "A", "TTL": 10}, {"Type": "SRV", "TTL": 10}]})["Service"]
@@ -156,10 +162,7 @@ HTTPD = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h
 
 def test_service_tasks_register_in_cloud_map_and_resolve_in_other_tasks(node):
     from test_deployments import task_pids
-    sd = node.e.client("servicediscovery")
-    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
-    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
-                    what="the namespace created")["Targets"]["NAMESPACE"]
+    sd, ns = local_namespace(node)
     cm = sd.create_service(Name="api", NamespaceId=ns, HealthCheckCustomConfig={},
                            DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}, {"Type": "SRV", "TTL": 10}]})["Service"]
     fam = node.register([{"name": "web", "command": ["sh", "-c", HTTPD], "portMappings": [{"containerPort": 8080}],
@@ -227,10 +230,7 @@ def test_service_tasks_register_in_cloud_map_and_resolve_in_other_tasks(node):
 
 
 def test_bridge_mode_service_tasks_register_srv_records_on_their_host_port(node):
-    sd = node.e.client("servicediscovery")
-    op = sd.create_private_dns_namespace(Name="local", Vpc="vpc-12345678")["OperationId"]
-    ns = wait_until(lambda: (o := sd.get_operation(OperationId=op)["Operation"])["Status"] == "SUCCESS" and o,
-                    what="the namespace created")["Targets"]["NAMESPACE"]
+    sd, ns = local_namespace(node)
     cm = sd.create_service(Name="legacy", NamespaceId=ns,
                            DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 10}]})["Service"]
     fam = node.register([{"name": "web", "command": ["sh", "-c", HTTPD],
