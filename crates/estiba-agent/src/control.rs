@@ -75,6 +75,20 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Where telemetry goes (log lines, cgroup samples, health results): a bounded queue
     /// beside the store that never makes the sender wait.
     fn telemetry(&self) -> TelemetrySender;
+
+    /// What the control plane publishes for every node alike, kept current (`None`: the
+    /// node runs without it): the VPC resolver's zone and Service Connect's table.
+    fn published(&self) -> Published {
+        Published::default()
+    }
+}
+
+/// What the control plane publishes for every node, from its own state (never from a node's
+/// tasks): each node serves the same DNS zone and proxies the same Service Connect aliases.
+#[derive(Clone, Default)]
+pub struct Published {
+    pub dns_zone: Option<watch::Receiver<Arc<estiba_dns::Zone>>>,
+    pub service_connect: Option<watch::Receiver<Arc<estiba_proxy::Table>>>,
 }
 
 /// The agent inside the server process: reads and writes the store itself, and hands
@@ -85,6 +99,7 @@ pub struct StoreControl {
     /// Flips to true at the first listing of the store.
     listed: watch::Receiver<bool>,
     telemetry: TelemetrySender,
+    published: Published,
 }
 
 fn taskdef_key(task: &Task) -> Option<String> {
@@ -104,11 +119,21 @@ impl StoreControl {
         node: String,
         sink: Arc<dyn TelemetrySink>,
     ) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(store, node, sink, Published::default()).await
+    }
+
+    /// [`StoreControl::start`], handing the node what the server publishes beside the store.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        node: String,
+        sink: Arc<dyn TelemetrySink>,
+        published: Published,
+    ) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
         let (listed_tx, listed) = watch::channel(false);
         let (telemetry, queue) = TelemetrySender::channel(crate::telemetry::CAPACITY);
         tokio::spawn(crate::telemetry::deliver(queue, sink));
-        let me = Arc::new(StoreControl { store: store.clone(), rx, listed, telemetry });
+        let me = Arc::new(StoreControl { store: store.clone(), rx, listed, telemetry, published });
         tokio::spawn(follow(store, node, tx, listed_tx));
         Ok(me)
     }
@@ -381,6 +406,10 @@ async fn follow(store: Arc<dyn Store>, node: String, tx: watch::Sender<Assignmen
 impl ControlPlane for StoreControl {
     fn assignments(&self) -> watch::Receiver<Assignments> {
         self.rx.clone()
+    }
+
+    fn published(&self) -> Published {
+        self.published.clone()
     }
 
     fn listed(&self) -> BoxFuture<'_, ()> {

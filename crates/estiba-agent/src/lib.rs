@@ -50,12 +50,6 @@ pub struct AgentConfig {
     /// Where `environmentFiles` are read from; `None`: tasks that name one fail to start.
     pub environment_files_dir: Option<PathBuf>,
     pub net: network::NetConfig,
-    /// The control plane's DNS records: with them the node runs the VPC resolver (at the
-    /// VPC's base address plus two) and task networks use it.
-    pub dns_zone: Option<watch::Receiver<Arc<estiba_dns::Zone>>>,
-    /// Service Connect's listeners: with them the node runs the proxy (`estiba_proxy`) on
-    /// their VIPs, which go on the VPC bridge.
-    pub service_connect: Option<watch::Receiver<Arc<estiba_proxy::Table>>>,
 }
 
 impl AgentConfig {
@@ -144,6 +138,9 @@ async fn heartbeat(shared: Arc<Shared>) {
             mem_total_bytes: meminfo("MemTotal:"),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             mem_floor_bytes: shared.cfg.mem_floor_bytes,
+            // Its end of the VPC bridge, which every task network on it and the host reach.
+            // (On a machine of several nodes, the machine's own address.)
+            address: Some(shared.cfg.net.vpc().gateway()),
             heartbeat_at: now(),
             executor: match &shared.cfg.executor {
                 Executor::Native => "native".into(),
@@ -174,8 +171,12 @@ fn forget(shared: &Shared, task_id: &str) {
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     std::fs::create_dir_all(shared.cfg.data_dir.join("tasks")).ok();
     // Serves until `run` returns.
-    let _resolver = network::start_resolver(&shared).await;
-    if let Some(rx) = shared.cfg.service_connect.clone() {
+    let published = shared.cp.published();
+    let _resolver = match published.dns_zone {
+        Some(zone) => network::start_resolver(&shared, zone).await,
+        None => None,
+    };
+    if let Some(rx) = published.service_connect {
         tokio::spawn(network::run_service_connect(shared.clone(), rx, shutdown.clone()));
     }
     tokio::spawn(heartbeat(shared.clone()));

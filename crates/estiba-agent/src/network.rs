@@ -287,8 +287,10 @@ pub fn shown(net: &TaskNet, a: &Assignment) -> Shown {
 /// goes on the VPC's bridge (reachable from every task network and from the host), the
 /// host's own name servers (`/etc/resolv.conf`) answer what is not ours. `None` (logged)
 /// when it cannot serve: tasks then use the host's name servers.
-pub async fn start_resolver(shared: &Arc<Shared>) -> Option<estiba_dns::Resolver> {
-    let zone = shared.cfg.dns_zone.clone()?;
+pub async fn start_resolver(
+    shared: &Arc<Shared>,
+    zone: tokio::sync::watch::Receiver<Arc<estiba_dns::Zone>>,
+) -> Option<estiba_dns::Resolver> {
     let net = shared.cfg.net.vpc();
     let ip = vpc::resolver_address(net.cidr);
     let host = shared.net.clone();

@@ -49,7 +49,7 @@ pub struct Registration<'a> {
 pub fn endpoint_of(
     t: &Task,
     eni: Option<Ipv4Addr>,
-    node: Ipv4Addr,
+    node: Option<Ipv4Addr>,
     r: &ServiceRegistry,
 ) -> Option<(Ipv4Addr, Option<i32>)> {
     if let Some(ip) = eni {
@@ -64,7 +64,7 @@ pub fn endpoint_of(
         .flat_map(|c| c.network_bindings.iter().flatten())
         .find(|b| b.container_port == Some(port))
         .and_then(|b| b.host_port)?;
-    Some((node, Some(host_port)))
+    Some((node?, Some(host_port)))
 }
 
 /// The instance ECS registers for a running task reached at `ip` and `port`
@@ -188,7 +188,7 @@ mod tests {
         let reg = ServiceRegistry { container_port: Some(8080), ..Default::default() };
         let r = Registration { cluster: "c", service: "api", region: "us-east-1", registry: &reg };
         let t = task(None, false);
-        let at = endpoint_of(&t, Some(Ipv4Addr::new(172, 31, 0, 4)), Ipv4Addr::new(172, 31, 0, 1), &reg).unwrap();
+        let at = endpoint_of(&t, Some(Ipv4Addr::new(172, 31, 0, 4)), None, &reg).unwrap();
         let i = instance_for(&t, at, &r);
         assert_eq!(i.id, "abc");
         let a = i.attributes.as_ref().unwrap();
@@ -204,7 +204,8 @@ mod tests {
         let reg =
             ServiceRegistry { container_name: Some("web".into()), container_port: Some(80), ..Default::default() };
         let mut t = task(None, false);
-        let node = Ipv4Addr::new(172, 31, 0, 1);
+        let gw = Ipv4Addr::new(172, 31, 0, 1);
+        let node = Some(gw);
         assert_eq!(endpoint_of(&t, None, node, &reg), None, "no binding yet");
         t.containers.as_mut().unwrap()[0] = Container {
             name: Some("web".into()),
@@ -215,7 +216,8 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert_eq!(endpoint_of(&t, None, node, &reg), Some((node, Some(32768))));
+        assert_eq!(endpoint_of(&t, None, node, &reg), Some((gw, Some(32768))));
+        assert_eq!(endpoint_of(&t, None, None, &reg), None, "a node that reports no address");
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct NodeStatus {
     pub cpus: u32,
     #[serde(default)]
     pub mem_total_bytes: u64,
+    /// Where tasks reach the ports this node publishes for its tasks (bridge and host modes):
+    /// Cloud Map registers those tasks there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl NodeStatus {

@@ -160,6 +160,20 @@ pub fn tags_key(s: &Scope, resource: Resource, id: &str) -> String {
     format!("{}{}/{id}", kind_prefix(s, TAGS), resource.as_str())
 }
 
+/// The scope of a key of this service (`servicediscovery/<account>/<region>/...`).
+pub fn scope_of_key(key: &str) -> Option<Scope> {
+    let mut p = key.strip_prefix(PREFIX)?.split('/');
+    Some(Scope::new(p.next()?, p.next()?))
+}
+
+/// The scope and service id of an instance key
+/// (`servicediscovery/<account>/<region>/instances/<service>/<instance>`).
+pub fn service_of_instance_key(key: &str) -> Option<(Scope, &str)> {
+    let mut p = key.strip_prefix(PREFIX)?.split('/');
+    let (account, region, kind, service) = (p.next()?, p.next()?, p.next()?, p.next()?);
+    (kind == INSTANCES).then(|| (Scope::new(account, region), service))
+}
+
 /// The instance id of an instance key (the last segment).
 pub fn instance_id_of(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
@@ -858,6 +872,16 @@ mod tests {
 
     fn scope() -> Scope {
         Scope::new("123456789012", "eu-west-1")
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        let s = scope();
+        let k = instance_key(&s, "srv-1", "i-1");
+        assert_eq!(service_of_instance_key(&k), Some((s.clone(), "srv-1")));
+        assert_eq!(scope_of_key(&namespace_key(&s, "ns-1")), Some(s.clone()));
+        assert_eq!(service_of_instance_key(&service_key(&s, "srv-1")), None);
+        assert_eq!(scope_of_key("ecs/1/r/tasks/c/x"), None);
     }
 
     fn rec(t: RecordType) -> DnsRecord {

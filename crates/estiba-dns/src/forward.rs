@@ -59,10 +59,6 @@ impl Forwarder {
         Forwarder { upstreams, cache: Mutex::new(HashMap::new()) }
     }
 
-    pub fn upstreams(&self) -> &[SocketAddr] {
-        &self.upstreams
-    }
-
     /// The answer to `name`/`rtype`: from the cache, or from the first upstream that answers.
     pub async fn resolve(&self, name: &LowerName, rtype: RecordType) -> Result<Forwarded, DnsError> {
         let key = (name.clone(), rtype);

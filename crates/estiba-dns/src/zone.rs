@@ -114,11 +114,6 @@ impl Zone {
             Lookup::Answer(answer)
         }
     }
-
-    /// Whether `name` is in one of our zones.
-    pub fn is_ours(&self, name: &LowerName) -> bool {
-        self.authority(name).is_some()
-    }
 }
 
 impl Node {

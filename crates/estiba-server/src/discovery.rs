@@ -43,10 +43,9 @@ pub fn check_registries(
 /// its task is unchanged since it was read: a stop request written meanwhile (which
 /// deregisters, [`deregister_on_stop`]) is never undone.
 ///
-/// `node` is where tasks without an ENI (bridge and host modes) are reached: their node's
-/// address on the VPC bridge, which every task on the node and the host reach. (A node on
-/// another machine will report its own.)
-pub fn sync(st: &State, node: std::net::Ipv4Addr) -> Txn {
+/// A task without an ENI (bridge and host modes) is reached at the address its node reports
+/// (`NodeStatus::address`) and the host port published for it.
+pub fn sync(st: &State) -> Txn {
     let mut ops = Vec::new();
     let mut compares = Vec::new();
     // (Cloud Map service key, instance id) of every instance that should be there.
@@ -80,6 +79,10 @@ pub fn sync(st: &State, node: std::net::Ipv4Addr) -> Txn {
                 if let Some(port_name) = &port_name {
                     registry.container_port = crate::connect::container_port_of(st, &scope, &full, port_name);
                 }
+                let node = st
+                    .claim(&t.key)
+                    .and_then(|c| st.nodes.get(&keys::node(&c.value.node)))
+                    .and_then(|n| n.value.address);
                 let Some(at) = discovery::endpoint_of(&full, t.value.private_ipv4, node, &registry) else { continue };
                 let r = Registration { cluster: &cluster, service: &name, region: &scope.region, registry: &registry };
                 let instance = discovery::instance_for(&full, at, &r);
@@ -107,20 +110,12 @@ pub fn sync(st: &State, node: std::net::Ipv4Addr) -> Txn {
         if attrs.is_none_or(|a| !a.contains_key(discovery::CLUSTER_NAME) || !a.contains_key(discovery::SERVICE_NAME)) {
             continue;
         }
-        let Some((scope, sid)) = instance_service(&i.key) else { continue };
-        if !wanted.contains(&(sd::service_key(&scope, &sid), i.value.id.clone())) {
-            ops.extend(cloudmap::deregister_ops(&scope, &sid, &i.value.id));
+        let Some((scope, sid)) = sd::service_of_instance_key(&i.key) else { continue };
+        if !wanted.contains(&(sd::service_key(&scope, sid), i.value.id.clone())) {
+            ops.extend(cloudmap::deregister_ops(&scope, sid, &i.value.id));
         }
     }
     Txn { compares, ops }
-}
-
-/// The scope and Cloud Map service id of an instance key
-/// (`servicediscovery/<account>/<region>/instances/<service>/<instance>`).
-fn instance_service(key: &str) -> Option<(Scope, String)> {
-    let mut p = key.split('/').skip(1);
-    let (account, region, _kind, service) = (p.next()?, p.next()?, p.next()?, p.next()?);
-    Some((Scope::new(account, region), service.to_owned()))
 }
 
 fn health_op(scope: &Scope, sid: &str, instance: &str, status: HealthStatus) -> Op {

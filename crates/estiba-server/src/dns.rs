@@ -23,7 +23,7 @@ use estiba_api::servicediscovery::{
     HealthStatus, Instance, NamespaceType, RecordType, RoutingPolicy, Service as SdService,
 };
 use estiba_core::servicediscovery::{self as sd, NamespaceDoc};
-use estiba_core::{vpc, Scope};
+use estiba_core::vpc;
 use estiba_dns::{Pick, Zone, ZoneBuilder};
 use ipnet::Ipv4Net;
 
@@ -76,12 +76,6 @@ pub fn zone(st: &State, connect: &[crate::connect::Entry], vpc_cidr: Ipv4Net, de
 /// The SOA TTL of a namespace without one (Cloud Map's default).
 const NAMESPACE_SOA_TTL: u32 = 15;
 
-/// The scope of a Cloud Map key (`servicediscovery/<account>/<region>/...`).
-fn scope_of(key: &str) -> Option<Scope> {
-    let mut p = key.split('/').skip(1);
-    Some(Scope::new(p.next()?, p.next()?))
-}
-
 fn cloud_map(st: &State, b: &mut ZoneBuilder) {
     for ns in st.docs::<NamespaceDoc>(cloudmap::table(Table::Namespaces), sd::PREFIX) {
         let n = &ns.value.namespace;
@@ -94,7 +88,7 @@ fn cloud_map(st: &State, b: &mut ZoneBuilder) {
         add(b.apex(name, ttl).map(drop));
     }
     for svc in st.docs::<SdService>(cloudmap::table(Table::Services), sd::PREFIX) {
-        let (Some(scope), Some(dns)) = (scope_of(&svc.key), svc.value.dns_config.as_ref()) else { continue };
+        let (Some(scope), Some(dns)) = (sd::scope_of_key(&svc.key), svc.value.dns_config.as_ref()) else { continue };
         let (Some(name), Some(ns_id)) = (svc.value.name.as_deref(), svc.value.namespace_id.as_deref()) else {
             continue;
         };

@@ -505,7 +505,12 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let exe = std::env::current_exe().context("finding the estiba binary")?;
         // Telemetry is only counted until the log and metric stores take it.
         let telemetry = Arc::new(estiba_agent::telemetry::CountingSink::default());
-        let cp = estiba_agent::control::StoreControl::start(store.clone(), node_id.clone(), telemetry)
+        // What the server publishes for every node: the resolver's zone, Service Connect's table.
+        let published = estiba_agent::control::Published {
+            dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
+            service_connect: Some(server.connect.subscribe()),
+        };
+        let cp = estiba_agent::control::StoreControl::start_with(store.clone(), node_id.clone(), telemetry, published)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
@@ -523,8 +528,6 @@ async fn serve(args: ServerArgs) -> Result<()> {
                     vpc_cidr: args.vpc_cidr.trunc(),
                     bridge_cidr: args.bridge_cidr.trunc(),
                 },
-                dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
-                service_connect: Some(server.connect.subscribe()),
             },
             cp,
             images,

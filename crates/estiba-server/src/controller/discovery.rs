@@ -17,8 +17,7 @@ impl Controller for Registrar {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, EcsError> {
-        let node = std::net::Ipv4Addr::from(u32::from(server.config.vpc_cidr.network()) + 1);
-        let txn = crate::discovery::sync(&server.view.read(), node);
+        let txn = crate::discovery::sync(&server.view.read());
         if !txn.ops.is_empty() {
             let n = txn.ops.len();
             // A task that changed meanwhile: the next pass (woken by its change) retries.
