@@ -120,11 +120,14 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     let on = match mode {
         NetworkMode::Awsvpc => {
             let vpc = Vpc::default_for(&scope_of(a), shared.cfg.net.vpc_cidr);
-            Some((shared.cfg.net.vpc(), Range { net: vpc.subnet(&subnet_id(a)).cidr, reserved_head: 4 }))
+            let cidr = vpc.subnet(&subnet_id(a)).cidr;
+            // The top of each subnet is kept for load balancers' addresses.
+            let lbs = estiba_core::elbv2::lb_address_range(cidr);
+            Some((shared.cfg.net.vpc(), Range { net: cidr, reserved_head: 4, reserved_tail: lbs.end - lbs.start }))
         }
         NetworkMode::Bridge => {
             let n = shared.cfg.net.bridge();
-            let r = Range { net: n.cidr, reserved_head: 2 };
+            let r = Range { net: n.cidr, reserved_head: 2, reserved_tail: 0 };
             Some((n, r))
         }
         _ => None,

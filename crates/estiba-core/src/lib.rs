@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod deploy;
 pub mod discovery;
 pub mod ecr;
+pub mod elbv2;
 pub mod error;
 pub mod fargate;
 pub mod ids;

@@ -16,18 +16,20 @@ use ipnet::Ipv4Net;
 
 use crate::NetError;
 
-/// A range addresses are handed out from: `net` minus its first `reserved_head` addresses
-/// and its last one (AWS keeps the first four and the last address of every subnet).
+/// A range addresses are handed out from: `net` minus its first `reserved_head` addresses,
+/// its last one (AWS keeps the first four and the last address of every subnet) and the
+/// `reserved_tail` addresses below that (kept for others: load balancers in VPC subnets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
     pub net: Ipv4Net,
     pub reserved_head: u32,
+    pub reserved_tail: u32,
 }
 
 impl Range {
     fn bounds(&self) -> (u32, u32) {
         let first = u32::from(self.net.network()).saturating_add(self.reserved_head);
-        let last = u32::from(self.net.broadcast()).saturating_sub(1);
+        let last = u32::from(self.net.broadcast()).saturating_sub(1).saturating_sub(self.reserved_tail);
         (first, last)
     }
 }
@@ -145,7 +147,7 @@ mod tests {
     use super::*;
 
     fn range(s: &str, head: u32) -> Range {
-        Range { net: s.parse().unwrap(), reserved_head: head }
+        Range { net: s.parse().unwrap(), reserved_head: head, reserved_tail: 0 }
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_published_ports_answer() {
     isolated(|| {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path());
-        let range = Range { net: "10.99.0.0/24".parse().unwrap(), reserved_head: 2 };
+        let range = Range { net: "10.99.0.0/24".parse().unwrap(), reserved_head: 2, reserved_tail: 0 };
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let inside_a = netns::create(&a).unwrap();
         netns::create(&b).unwrap();
