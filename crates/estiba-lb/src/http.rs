@@ -1,0 +1,599 @@
+//! The Application Load Balancer's listeners: hyper 1 to clients (HTTP/1.1, HTTP/2 with prior
+//! knowledge or ALPN), hyper-util's pooled client (HTTP/1.1, keep-alive) to targets.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::group::{Group, GROUP_COOKIE, TARGET_COOKIE};
+use crate::metrics::{Active, Counters};
+use crate::rules::{all_match, Matcher, Subject};
+use crate::table::{Action, LoadBalancer, Listener, ListenerProtocol};
+use crate::{Error, Inner, LbCounters, ListenerConfig, Settings, Slot};
+
+pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
+pub(crate) type Body = Either<Incoming, Full<Bytes>>;
+
+pub(crate) fn client(s: &Settings) -> Client {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(s.connect_timeout));
+    c.enforce_http(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(s.pool_idle_timeout)
+        .pool_max_idle_per_host(s.pool_max_idle_per_target)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(c)
+}
+
+pub(crate) struct CompiledRule {
+    conds: Vec<Matcher>,
+    action: CompiledAction,
+}
+
+enum CompiledAction {
+    Forward {
+        /// Each group with its weight's upper bound in [0, total) and its `AWSALBTG` cookie.
+        groups: Vec<(Arc<Group>, u32, Option<HeaderValue>)>,
+        total: u32,
+        sticky: bool,
+    },
+    Fixed {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    Redirect {
+        protocol: String,
+        host: String,
+        port: String,
+        path: String,
+        query: String,
+        status: StatusCode,
+    },
+}
+
+/// A listener's configuration from the table (groups by ARN already updated).
+pub(crate) fn compile(
+    lb: &LoadBalancer,
+    l: &Listener,
+    counters: Arc<LbCounters>,
+    groups: &HashMap<String, crate::GroupSlot>,
+) -> Result<ListenerConfig, Error> {
+    let mut rules = Vec::with_capacity(l.rules.len());
+    let mut nlb_group = None;
+    for r in &l.rules {
+        let action = match &r.action {
+            Action::Forward { groups: wg, stickiness } => {
+                let mut total = 0u32;
+                let mut gs = Vec::new();
+                for w in wg {
+                    let Some(g) = groups.get(&w.arn) else {
+                        tracing::warn!(listener = %l.arn, group = %w.arn, "a rule forwards to a target group not in the table");
+                        continue;
+                    };
+                    // A single group gets all requests whatever its weight.
+                    let weight = if wg.len() == 1 { 1 } else { w.weight };
+                    if weight == 0 {
+                        continue;
+                    }
+                    total = total.saturating_add(weight);
+                    let cookie = stickiness.and_then(|d| {
+                        let v = String::from_utf8_lossy(&g.group.group_cookie).into_owned();
+                        HeaderValue::from_str(&format!("{GROUP_COOKIE}={v}; Max-Age={}; Path=/", d.as_secs())).ok()
+                    });
+                    gs.push((g.group.clone(), total, cookie));
+                }
+                nlb_group = nlb_group.or_else(|| gs.first().map(|g| g.0.clone()));
+                CompiledAction::Forward { groups: gs, total, sticky: stickiness.is_some() && wg.len() > 1 }
+            }
+            Action::FixedResponse { status, content_type, body } => CompiledAction::Fixed {
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                content_type: content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()),
+                body: Bytes::from(body.clone().unwrap_or_default()),
+            },
+            Action::Redirect { protocol, host, port, path, query, status } => CompiledAction::Redirect {
+                protocol: protocol.clone(),
+                host: host.clone(),
+                port: port.clone(),
+                path: path.clone(),
+                query: query.clone(),
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
+            },
+        };
+        rules.push(CompiledRule { conds: r.conditions.iter().map(Matcher::compile).collect(), action });
+    }
+    let alpn: &[&[u8]] = match l.protocol {
+        ListenerProtocol::Https if lb.http2 => &[b"h2", b"http/1.1"],
+        ListenerProtocol::Https => &[b"http/1.1"],
+        _ => &[],
+    };
+    let tls = match (l.protocol, &l.certificate) {
+        (ListenerProtocol::Https | ListenerProtocol::Tls, Some(c)) => {
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(c, alpn)?))
+        }
+        (ListenerProtocol::Https | ListenerProtocol::Tls, None) => {
+            return Err(Error::Certificate(format!("listener {} has no certificate", l.arn)))
+        }
+        _ => None,
+    };
+    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    server.http1().timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout).writev(true);
+    server.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+    if !lb.http2 {
+        server = server.http1_only();
+    }
+    Ok(ListenerConfig {
+        protocol: l.protocol,
+        lb: counters,
+        idle_timeout: lb.idle_timeout,
+        rules,
+        tls,
+        server,
+        nlb_group,
+    })
+}
+
+/// One client connection.
+struct Conn {
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    peer: SocketAddr,
+    https: bool,
+    /// The client's address and the listener's port, rendered once.
+    client_ip: HeaderValue,
+    port: HeaderValue,
+}
+
+pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerConfig>, tcp: TcpStream, peer: SocketAddr, port: u16) {
+    let _ = tcp.set_nodelay(true);
+    let lb = cfg.lb.clone();
+    let _active = Active::new(&lb.counters.active_connections, &lb.counters.new_connections);
+    let io = Counted { io: tcp, lb: lb.clone() };
+    let closing = slot.closing.subscribe();
+    let conn = Arc::new(Conn {
+        inner,
+        slot,
+        peer,
+        https: cfg.tls.is_some(),
+        client_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("")),
+        port: HeaderValue::from(port),
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let c = conn.clone();
+        async move { Ok::<_, Infallible>(handle(&c, req).await) }
+    });
+    match &cfg.tls {
+        None => drive(&cfg.server, TokioIo::new(io), svc, closing).await,
+        Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+            Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+    }
+}
+
+async fn drive<I, S>(
+    server: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = server.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let closed = async move {
+        loop {
+            let now = *closing.borrow_and_update();
+            if now || closing.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = closed => {
+            // The listener left the table: finish what is in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
+    let cfg = c.slot.cfg.load_full();
+    let lb = &cfg.lb.counters;
+    Counters::inc(&lb.request_count);
+    let (mut parts, body) = req.into_parts();
+    let subject = Subject { parts: &parts, client: c.peer.ip() };
+    let Some(rule) = cfg.rules.iter().find(|r| all_match(&r.conds, &subject)) else {
+        return elb(lb, StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let (groups, total, sticky_groups) = match &rule.action {
+        CompiledAction::Forward { groups, total, sticky } => (groups, *total, *sticky),
+        CompiledAction::Fixed { status, content_type, body } => {
+            let mut r = Response::new(Either::Right(Full::new(body.clone())));
+            *r.status_mut() = *status;
+            if let Some(ct) = content_type {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+            }
+            return r;
+        }
+        CompiledAction::Redirect { protocol, host, port, path, query, status } => {
+            let to = redirect(c, &parts, [protocol, host, port, path, query]);
+            let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+            *r.status_mut() = *status;
+            match HeaderValue::from_str(&to) {
+                Ok(v) => r.headers_mut().insert(header::LOCATION, v),
+                Err(_) => return elb(lb, StatusCode::BAD_REQUEST),
+            };
+            Counters::inc(&lb.elb_3xx);
+            return r;
+        }
+    };
+
+    // The group: by its AWSALBTG cookie when group stickiness is on, else by weight.
+    let g = if groups.len() <= 1 {
+        groups.first()
+    } else {
+        let by_cookie = sticky_groups
+            .then(|| cookie(&parts.headers, GROUP_COOKIE))
+            .flatten()
+            .and_then(|v| groups.iter().find(|g| &*g.0.group_cookie == v));
+        by_cookie.or_else(|| {
+            let r = (crate::rand_u64() % u64::from(total.max(1))) as u32;
+            groups.iter().find(|g| r < g.1)
+        })
+    };
+    let Some((g, _, group_cookie)) = g else { return elb(lb, StatusCode::SERVICE_UNAVAILABLE) };
+    let v = g.view.load_full();
+    let sticky = if v.stickiness { cookie(&parts.headers, TARGET_COOKIE) } else { None };
+    let Some(i) = g.pick(&v, sticky, None, c.inner.now_ms()) else {
+        return elb(lb, StatusCode::SERVICE_UNAVAILABLE);
+    };
+    Counters::inc(&g.counters.request_count);
+    let e = &v.entries[i];
+
+    // The request to the target.
+    let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
+    let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h, upgrade);
+    if !h.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            h.insert(header::HOST, a);
+        }
+    }
+    forwarded_for(h, &c.client_ip);
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(if c.https { "https" } else { "http" }));
+    h.insert(HeaderName::from_static("x-forwarded-port"), c.port.clone());
+    if !h.contains_key("x-amzn-trace-id") {
+        h.insert(HeaderName::from_static("x-amzn-trace-id"), trace_id());
+    }
+    let mut uri = hyper::http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(e.authority.clone());
+    uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    let Ok(uri) = Uri::from_parts(uri) else { return elb(lb, StatusCode::BAD_REQUEST) };
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(parts, body);
+
+    e.t.outstanding.fetch_add(1, Relaxed);
+    let start = Instant::now();
+    let sent = tokio::time::timeout(cfg.idle_timeout, c.inner.client.request(req)).await;
+    e.t.outstanding.fetch_sub(1, Relaxed);
+    let mut resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(err)) => {
+            tracing::debug!(target = %e.t.addr, error = %err, "target request failed");
+            if err.is_connect() {
+                Counters::inc(&lb.target_connection_errors);
+                Counters::inc(&g.counters.target_connection_errors);
+            }
+            return elb(lb, StatusCode::BAD_GATEWAY);
+        }
+        Err(_) => return elb(lb, StatusCode::GATEWAY_TIMEOUT),
+    };
+    let us = start.elapsed().as_micros() as u64;
+    let status = resp.status().as_u16();
+    for k in [lb, &g.counters] {
+        k.target_status(status);
+        k.response_time(us);
+    }
+
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(resp.headers_mut(), upgrade && switched);
+    if let Some(sc) = e.set_cookie.as_ref().filter(|_| v.stickiness) {
+        resp.headers_mut().append(header::SET_COOKIE, sc.clone());
+    }
+    if let Some(sc) = group_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, sc.clone());
+    }
+    if switched {
+        if let (Some(down), Some(up)) = (client_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) {
+            tokio::spawn(tunnel(down, up));
+        }
+    }
+    resp.map(Either::Left)
+}
+
+/// Copies both ways between an upgraded client connection and its target's.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(down, up) {
+        Ok((down, up)) => {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+fn is_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || n == "keep-alive" || n == "proxy-connection"
+}
+
+/// Removes hop-by-hop headers (and those `Connection` names); an upgrade keeps `Upgrade` and
+/// `Connection: upgrade`.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if !h.keys().any(is_hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .collect();
+    for n in named {
+        if !(upgrade && n == header::UPGRADE) {
+            h.remove(n);
+        }
+    }
+    for n in HOP_BY_HOP {
+        if !(upgrade && n == header::UPGRADE) {
+            h.remove(n);
+        }
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For`.
+fn forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let Some(prev) = h.get(&XFF) else {
+        h.insert(XFF, ip.clone());
+        return;
+    };
+    let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+    v.extend_from_slice(prev.as_bytes());
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(v)) {
+        h.insert(XFF, v);
+    }
+}
+
+/// `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
+pub(crate) fn trace_id() -> HeaderValue {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as u32;
+    let mut buf = [0u8; 40];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "Root=1-{secs:08x}-{:08x}{:016x}", crate::rand_u64() as u32, crate::rand_u64());
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("Root=1-00000000-000000000000000000000000"))
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    h.get_all(header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|&b| b == b';').find_map(|kv| {
+            let kv = kv.trim_ascii();
+            let rest = kv.strip_prefix(name.as_bytes())?;
+            rest.strip_prefix(b"=")
+        })
+    })
+}
+
+/// AWS's redirect: each part with `#{protocol}`, `#{host}`, `#{port}`, `#{path}` (without its
+/// leading `/`) and `#{query}` replaced by the request's.
+fn redirect(c: &Conn, parts: &hyper::http::request::Parts, [protocol, host, port, path, query]: [&String; 5]) -> String {
+    let req_host = parts
+        .headers
+        .get(header::HOST)
+        .map(|v| v.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+        .map(|h| String::from_utf8_lossy(crate::rules::strip_port(h)).into_owned())
+        .unwrap_or_default();
+    let req_proto = if c.https { "https" } else { "http" };
+    let req_port = c.port.to_str().unwrap_or("");
+    let req_path = parts.uri.path().strip_prefix('/').unwrap_or(parts.uri.path());
+    let req_query = parts.uri.query().unwrap_or("");
+    let fill = |s: &str| {
+        s.replace("#{protocol}", req_proto)
+            .replace("#{host}", &req_host)
+            .replace("#{port}", req_port)
+            .replace("#{path}", req_path)
+            .replace("#{query}", req_query)
+    };
+    let proto = fill(protocol).to_ascii_lowercase();
+    let port = fill(port);
+    let default_port = matches!((proto.as_str(), port.as_str()), ("http", "80") | ("https", "443"));
+    let mut out = format!("{proto}://{}", fill(host));
+    if !default_port && !port.is_empty() {
+        out.push(':');
+        out.push_str(&port);
+    }
+    let path = fill(path);
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(&path);
+    let q = fill(query);
+    if !q.is_empty() {
+        out.push('?');
+        out.push_str(&q);
+    }
+    out
+}
+
+/// A response the load balancer makes itself, counted as ELB's.
+fn elb(lb: &Counters, status: StatusCode) -> Response<Body> {
+    lb.elb_status(status.as_u16());
+    let body: &'static str = match status.as_u16() {
+        502 => "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+        503 => "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n</body>\r\n</html>\r\n",
+        504 => "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n</body>\r\n</html>\r\n",
+        _ => "<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n</body>\r\n</html>\r\n",
+    };
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    r
+}
+
+/// A client connection that counts its bytes (ProcessedBytes).
+pub(crate) struct Counted<T> {
+    pub io: T,
+    pub lb: Arc<LbCounters>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let ip = HeaderValue::from_static("127.0.0.1");
+        let mut h = HeaderMap::new();
+        forwarded_for(&mut h, &ip);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        forwarded_for(&mut h, &ip);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn trace_id_shape() {
+        let t = trace_id();
+        let s = t.to_str().unwrap();
+        let parts: Vec<&str> = s.strip_prefix("Root=1-").unwrap().split('-').collect();
+        assert_eq!(parts[0].len(), 8);
+        assert_eq!(parts[1].len(), 24);
+        assert!(s.chars().skip(7).all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_ne!(trace_id(), t);
+    }
+
+    #[test]
+    fn cookies_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; AWSALBTG=tg; AWSALB=t"));
+        assert_eq!(cookie(&h, "AWSALB"), Some(&b"t"[..]));
+        assert_eq!(cookie(&h, "AWSALBTG"), Some(&b"tg"[..]));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+}
