@@ -10,10 +10,13 @@ use estiba_api::elbv2::{TargetHealthReasonEnum, TargetHealthStateEnum};
 /// A target's health: its state, reason and description.
 pub type Health = (TargetHealthStateEnum, Option<TargetHealthReasonEnum>, Option<String>);
 
+/// The targets of one group: (id or IP, port) → health.
+type Group = HashMap<(String, u16), Health>;
+
 /// Target health by target group ARN, then target (id or IP, port).
 #[derive(Default)]
 pub struct TargetHealthBook {
-    by_group: RwLock<HashMap<String, HashMap<(String, u16), Health>>>,
+    by_group: RwLock<HashMap<String, Group>>,
 }
 
 impl TargetHealthBook {

@@ -262,14 +262,15 @@ fn select<'a, T>(
     if !names.is_empty() && !arns.is_empty() {
         return Err(ElbError::Validation(format!("{what} names and {what} ARNs cannot be specified at the same time")));
     }
-    let (wanted, field): (&[String], &dyn Fn(&T) -> Option<&str>) =
-        if names.is_empty() { (arns, &arn_of) } else { (names, &name_of) };
+    let by_name = !names.is_empty();
+    let wanted = if by_name { names } else { arns };
     if wanted.is_empty() {
         return Ok(all);
     }
+    let field = |v: &T| if by_name { name_of(v) } else { arn_of(v) }.map(str::to_owned);
     let mut out = vec![];
     for w in wanted {
-        let d = all.iter().find(|d| field(&d.value) == Some(w.as_str())).ok_or_else(missing)?;
+        let d = all.iter().find(|d| field(&d.value).as_deref() == Some(w.as_str())).ok_or_else(missing)?;
         if !out.iter().any(|o: &&Doc<T>| std::ptr::eq(*o, *d)) {
             out.push(*d);
         }
