@@ -17,6 +17,23 @@ use crate::services::Call;
 use crate::view::State;
 use crate::Server;
 
+/// The health check settings of a CreateTargetGroup or ModifyTargetGroup input (same fields).
+macro_rules! health_check {
+    ($req:expr) => {
+        HealthCheckInput {
+            enabled: $req.health_check_enabled,
+            interval: $req.health_check_interval_seconds,
+            path: $req.health_check_path.clone(),
+            port: $req.health_check_port.clone(),
+            protocol: $req.health_check_protocol,
+            timeout: $req.health_check_timeout_seconds,
+            healthy: $req.healthy_threshold_count,
+            unhealthy: $req.unhealthy_threshold_count,
+            matcher: $req.matcher.clone(),
+        }
+    };
+}
+
 /// The group as the API shows it: with the load balancers that forward to it.
 fn shown(st: &State, scope: &Scope, d: &TargetGroupDoc) -> TargetGroup {
     let mut tg = d.tg.clone();
@@ -28,17 +45,7 @@ fn shown(st: &State, scope: &Scope, d: &TargetGroupDoc) -> TargetGroup {
 pub async fn create(s: &Server, cx: &Call, req: CreateTargetGroupInput) -> Result<Bytes> {
     rules::check_tg_name(&req.name)?;
     let target_type = req.target_type.unwrap_or(TargetTypeEnum::Instance);
-    let hc = HealthCheckInput {
-        enabled: req.health_check_enabled,
-        interval: req.health_check_interval_seconds,
-        path: req.health_check_path.clone(),
-        port: req.health_check_port.clone(),
-        protocol: req.health_check_protocol,
-        timeout: req.health_check_timeout_seconds,
-        healthy: req.healthy_threshold_count,
-        unhealthy: req.unhealthy_threshold_count,
-        matcher: req.matcher.clone(),
-    };
+    let hc = health_check!(req);
     let mut tg = rules::new_target_group(req.protocol, req.port, target_type, req.protocol_version.clone(), &hc)?;
     let scope = &cx.scope;
     let vpc = vpc(s, scope);
@@ -121,17 +128,7 @@ async fn update<R>(
 }
 
 pub async fn modify(s: &Server, cx: &Call, req: ModifyTargetGroupInput) -> Result<Bytes> {
-    let hc = HealthCheckInput {
-        enabled: req.health_check_enabled,
-        interval: req.health_check_interval_seconds,
-        path: req.health_check_path.clone(),
-        port: req.health_check_port.clone(),
-        protocol: req.health_check_protocol,
-        timeout: req.health_check_timeout_seconds,
-        healthy: req.healthy_threshold_count,
-        unhealthy: req.unhealthy_threshold_count,
-        matcher: req.matcher.clone(),
-    };
+    let hc = health_check!(req);
     let tg = update(s, cx, &req.target_group_arn, |st, d| {
         let mut new = d.clone();
         new.tg = rules::modify_health_check(&d.tg, &hc)?;
