@@ -163,7 +163,9 @@ pub fn check_lb_zones(t: LoadBalancerTypeEnum, zones: &[&str]) -> Result<()> {
     }
     let distinct: BTreeSet<&str> = zones.iter().copied().collect();
     if distinct.len() != zones.len() {
-        return Err(ElbError::config("A load balancer cannot be attached to multiple subnets in the same Availability Zone"));
+        return Err(ElbError::config(
+            "A load balancer cannot be attached to multiple subnets in the same Availability Zone",
+        ));
     }
     if t == LoadBalancerTypeEnum::Application && distinct.len() < 2 {
         return invalid("At least two subnets in two different Availability Zones must be specified");
@@ -346,7 +348,9 @@ fn apply(
                 Kind::OneOf(values) => format!("must be one of [{}]", values.join(", ")),
                 Kind::Text => String::new(),
             };
-            return Err(ElbError::config(format!("{what} attribute '{key}' value '{value}' is not valid: it {expected}")));
+            return Err(ElbError::config(format!(
+                "{what} attribute '{key}' value '{value}' is not valid: it {expected}"
+            )));
         }
         out.insert(key.to_string(), value.to_string());
     }
@@ -364,7 +368,9 @@ pub fn modify_lb_attributes(
     if out.get("access_logs.s3.enabled").is_some_and(|v| v == "true")
         && out.get("access_logs.s3.bucket").is_none_or(|b| b.is_empty())
     {
-        return Err(ElbError::config("The value of 'access_logs.s3.bucket' cannot be empty when access logs are enabled"));
+        return Err(ElbError::config(
+            "The value of 'access_logs.s3.bucket' cannot be empty when access logs are enabled",
+        ));
     }
     Ok(out)
 }
@@ -494,7 +500,9 @@ pub fn modify_health_check(tg: &TargetGroup, hc: &HealthCheckInput) -> Result<Ta
             return invalid(format!("Health check protocol '{p}' is not supported"));
         }
         if is_http(protocol) && p == ProtocolEnum::Tcp {
-            return invalid(format!("Health check protocol 'TCP' is not supported for target groups with the protocol '{protocol}'"));
+            return invalid(format!(
+                "Health check protocol 'TCP' is not supported for target groups with the protocol '{protocol}'"
+            ));
         }
         if is_http(p) && !tg.health_check_protocol.is_some_and(is_http) {
             tg.health_check_path.get_or_insert_with(|| "/".into());
@@ -554,7 +562,8 @@ pub fn modify_health_check(tg: &TargetGroup, hc: &HealthCheckInput) -> Result<Ta
     set(&mut tg.health_check_timeout_seconds, hc.timeout, "Health check timeout", 2, 120)?;
     set(&mut tg.healthy_threshold_count, hc.healthy, "Healthy threshold count", 2, 10)?;
     set(&mut tg.unhealthy_threshold_count, hc.unhealthy, "Unhealthy threshold count", 2, 10)?;
-    let (interval, timeout) = (tg.health_check_interval_seconds.unwrap_or(30), tg.health_check_timeout_seconds.unwrap_or(5));
+    let (interval, timeout) =
+        (tg.health_check_interval_seconds.unwrap_or(30), tg.health_check_timeout_seconds.unwrap_or(5));
     if timeout >= interval {
         return invalid(format!("Health check timeout '{timeout}' must be smaller than the interval '{interval}'"));
     }
@@ -563,7 +572,8 @@ pub fn modify_health_check(tg: &TargetGroup, hc: &HealthCheckInput) -> Result<Ta
 
 /// An HTTP matcher: codes and ranges (`200`, `200,202`, `200-299`) between 200 and `max`.
 pub fn check_matcher(code: &str, max: u16) -> Result<()> {
-    let bad = || ElbError::Validation(format!("Health check matcher HTTP code '{code}' must be within '200-{max}' range"));
+    let bad =
+        || ElbError::Validation(format!("Health check matcher HTTP code '{code}' must be within '200-{max}' range"));
     let syntax = || {
         ElbError::Validation(format!(
             "Health check matcher HTTP code '{code}' must be codes or ranges such as '200', '200,202' or '200-299'"
@@ -648,7 +658,9 @@ pub fn check_target(
                 }
                 subnets.iter().find(|(net, _)| net.contains(&ip)).map(|(_, zone)| zone.clone())
             } else if az.is_none() {
-                return invalid(format!("The Availability Zone is required for IP address '{id}' because it is not in the VPC"));
+                return invalid(format!(
+                    "The Availability Zone is required for IP address '{id}' because it is not in the VPC"
+                ));
             } else {
                 az.map(str::to_owned)
             }
@@ -689,7 +701,12 @@ pub fn protocols_compatible(listener: ProtocolEnum, tg: ProtocolEnum) -> bool {
 }
 
 /// A listener's port and, for HTTPS and TLS, its certificate.
-pub fn check_listener(protocol: ProtocolEnum, port: i32, certificate: Option<&str>, ssl_policy: Option<&str>) -> Result<()> {
+pub fn check_listener(
+    protocol: ProtocolEnum,
+    port: i32,
+    certificate: Option<&str>,
+    ssl_policy: Option<&str>,
+) -> Result<()> {
     if !(1..=65535).contains(&port) {
         return invalid(format!("Listener port '{port}' must be between 1 and 65535"));
     }
@@ -817,10 +834,14 @@ fn check_forward(a: &mut Action) -> Result<()> {
     match (&a.target_group_arn, groups.as_slice()) {
         (None, []) => return invalid("A forward action requires a target group"),
         (Some(arn), [one]) if one.target_group_arn.as_ref() != Some(arn) => {
-            return invalid("You cannot specify both a target group ARN and a forward config with a different target group")
+            return invalid(
+                "You cannot specify both a target group ARN and a forward config with a different target group",
+            )
         }
         (Some(_), [_, _, ..]) => {
-            return invalid("You cannot specify a target group ARN together with a forward config of several target groups")
+            return invalid(
+                "You cannot specify a target group ARN together with a forward config of several target groups",
+            )
         }
         _ => {}
     }
@@ -867,10 +888,8 @@ fn check_forward(a: &mut Action) -> Result<()> {
             a.target_group_arn = groups[0].target_group_arn.clone();
         }
     }
-    cfg.target_group_stickiness_config.get_or_insert(estiba_api::elbv2::TargetGroupStickinessConfig {
-        enabled: Some(false),
-        duration_seconds: None,
-    });
+    cfg.target_group_stickiness_config
+        .get_or_insert(estiba_api::elbv2::TargetGroupStickinessConfig { enabled: Some(false), duration_seconds: None });
     a.forward_config = Some(cfg);
     Ok(())
 }
@@ -888,7 +907,8 @@ pub fn check_forward_target(
         None => (t == LoadBalancerTypeEnum::Network) != is_http(tg_protocol),
     };
     if !fits {
-        let lp = listener.map(|l| l.as_str()).unwrap_or(if t == LoadBalancerTypeEnum::Network { "TCP" } else { "HTTP" });
+        let lp =
+            listener.map(|l| l.as_str()).unwrap_or(if t == LoadBalancerTypeEnum::Network { "TCP" } else { "HTTP" });
         return Err(ElbError::Code(
             ErrorCode::IncompatibleProtocolsException,
             format!("Listener protocol '{lp}' is not compatible with the protocol '{tg_protocol}' of target group '{tg_arn}'"),
@@ -899,7 +919,8 @@ pub fn check_forward_target(
 
 // Rules.
 
-const FIELDS: &[&str] = &["http-header", "http-request-method", "host-header", "path-pattern", "query-string", "source-ip"];
+const FIELDS: &[&str] =
+    &["http-header", "http-request-method", "host-header", "path-pattern", "query-string", "source-ip"];
 
 /// A rule's conditions: known fields, each of the single-valued kinds at most once, values
 /// in the legacy `Values` or the field's config, AWS's limits (five values in all, five
@@ -931,18 +952,25 @@ pub fn check_conditions(conditions: &[RuleCondition]) -> Result<Vec<RuleConditio
                         return invalid(format!("Path pattern '{p}' must be between 1 and 128 characters"));
                     }
                 }
-                c.path_pattern_config = Some(estiba_api::elbv2::PathPatternConditionConfig { values: Some(v.clone()), regex_values: None });
+                c.path_pattern_config =
+                    Some(estiba_api::elbv2::PathPatternConditionConfig { values: Some(v.clone()), regex_values: None });
                 v
             }
             "host-header" => {
                 let cfg = c.host_header_config.as_ref().and_then(|p| p.values.clone());
                 let v = pick(&field, legacy, cfg)?;
                 for h in &v {
-                    if h.is_empty() || h.len() > 128 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*?_".contains(&b)) {
-                        return invalid(format!("Host header '{h}' must be 1 to 128 of a-z, A-Z, 0-9, '-', '.', '*' and '?'"));
+                    if h.is_empty()
+                        || h.len() > 128
+                        || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*?_".contains(&b))
+                    {
+                        return invalid(format!(
+                            "Host header '{h}' must be 1 to 128 of a-z, A-Z, 0-9, '-', '.', '*' and '?'"
+                        ));
                     }
                 }
-                c.host_header_config = Some(estiba_api::elbv2::HostHeaderConditionConfig { values: Some(v.clone()), regex_values: None });
+                c.host_header_config =
+                    Some(estiba_api::elbv2::HostHeaderConditionConfig { values: Some(v.clone()), regex_values: None });
                 v
             }
             "http-header" => {
@@ -963,7 +991,10 @@ pub fn check_conditions(conditions: &[RuleCondition]) -> Result<Vec<RuleConditio
                     return invalid("You must specify at least one value for field 'http-request-method'");
                 };
                 for m in &v {
-                    if m.is_empty() || m.len() > 40 || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-') {
+                    if m.is_empty()
+                        || m.len() > 40
+                        || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+                    {
                         return invalid(format!("HTTP request method '{m}' must be 1 to 40 of A-Z, '-' and '_'"));
                     }
                 }
@@ -1022,7 +1053,10 @@ fn pick(field: &str, legacy: Option<Vec<String>>, cfg: Option<Vec<String>>) -> R
 /// A priority not held by another rule of the listener (`taken`).
 pub fn check_priority_free(priority: i32, taken: impl IntoIterator<Item = i32>) -> Result<()> {
     if taken.into_iter().any(|p| p == priority) {
-        return Err(ElbError::Code(ErrorCode::PriorityInUseException, format!("Priority '{priority}' is currently in use")));
+        return Err(ElbError::Code(
+            ErrorCode::PriorityInUseException,
+            format!("Priority '{priority}' is currently in use"),
+        ));
     }
     Ok(())
 }
@@ -1068,7 +1102,9 @@ pub fn add_tags(current: &[Tag], new: &[Tag]) -> Result<Vec<Tag>> {
     if out.len() > MAX_TAGS {
         return Err(ElbError::Code(
             ErrorCode::TooManyTagsException,
-            format!("The quota for the number of tags that can be assigned to a resource ({MAX_TAGS}) has been reached"),
+            format!(
+                "The quota for the number of tags that can be assigned to a resource ({MAX_TAGS}) has been reached"
+            ),
         ));
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -1104,7 +1140,10 @@ mod tests {
         let alb = LoadBalancerTypeEnum::Application;
         check_lb_zones(alb, &["us-east-1a", "us-east-1b"]).unwrap();
         assert!(check_lb_zones(alb, &["us-east-1a"]).unwrap_err().to_string().contains("two different"));
-        assert_eq!(code(check_lb_zones(alb, &["us-east-1a", "us-east-1a"]).unwrap_err()), "InvalidConfigurationRequest");
+        assert_eq!(
+            code(check_lb_zones(alb, &["us-east-1a", "us-east-1a"]).unwrap_err()),
+            "InvalidConfigurationRequest"
+        );
         check_lb_zones(LoadBalancerTypeEnum::Network, &["us-east-1a"]).unwrap();
         assert_eq!(lb_state(100.0, 101.0, 2.0), LoadBalancerStateEnum::Provisioning);
         assert_eq!(lb_state(100.0, 102.0, 2.0), LoadBalancerStateEnum::Active);
@@ -1148,12 +1187,16 @@ mod tests {
             HealthCheckInput { port: Some("0".into()), ..Default::default() },
             HealthCheckInput { path: Some("health".into()), ..Default::default() },
             HealthCheckInput { protocol: Some(ProtocolEnum::Tcp), ..Default::default() },
-            HealthCheckInput { matcher: Some(Matcher { http_code: Some("600".into()), grpc_code: None }), ..Default::default() },
+            HealthCheckInput {
+                matcher: Some(Matcher { http_code: Some("600".into()), grpc_code: None }),
+                ..Default::default()
+            },
         ];
         for hc in bad {
             assert_eq!(code(tg(ProtocolEnum::Http, hc.clone()).unwrap_err()), "ValidationError", "{hc:?}");
         }
-        let ok = HealthCheckInput { interval: Some(10), timeout: Some(5), port: Some("8080".into()), ..Default::default() };
+        let ok =
+            HealthCheckInput { interval: Some(10), timeout: Some(5), port: Some("8080".into()), ..Default::default() };
         assert_eq!(tg(ProtocolEnum::Http, ok).unwrap().health_check_port.as_deref(), Some("8080"));
         for m in ["200", "200,202", "200-299", "200-299,404"] {
             check_matcher(m, 499).unwrap();
@@ -1194,7 +1237,10 @@ mod tests {
         let tcp = default_tg_attributes(Some(ProtocolEnum::Tcp), TargetTypeEnum::Ip);
         assert_eq!(tcp["stickiness.type"], "source_ip");
         assert_eq!(tcp["preserve_client_ip.enabled"], "false");
-        assert_eq!(default_tg_attributes(Some(ProtocolEnum::Tcp), TargetTypeEnum::Instance)["preserve_client_ip.enabled"], "true");
+        assert_eq!(
+            default_tg_attributes(Some(ProtocolEnum::Tcp), TargetTypeEnum::Instance)["preserve_client_ip.enabled"],
+            "true"
+        );
         let p = Some(ProtocolEnum::Http);
         assert!(modify_tg_attributes(p, &http, &ch("slow_start.duration_seconds", "10")).is_err());
         modify_tg_attributes(p, &http, &ch("slow_start.duration_seconds", "30")).unwrap();
@@ -1222,9 +1268,7 @@ mod tests {
         let weighted = Action {
             r#type: ActionTypeEnum::Forward,
             forward_config: Some(ForwardActionConfig {
-                target_groups: Some(vec![
-                    TargetGroupTuple { target_group_arn: Some("a".into()), weight: Some(1000) },
-                ]),
+                target_groups: Some(vec![TargetGroupTuple { target_group_arn: Some("a".into()), weight: Some(1000) }]),
                 target_group_stickiness_config: None,
             }),
             ..Default::default()
@@ -1275,7 +1319,10 @@ mod tests {
         assert!(check_forward_target(nlb, Some(ProtocolEnum::Tcp), "x", ProtocolEnum::TcpUdp).is_ok());
         assert_eq!(code(check_listener(ProtocolEnum::Https, 443, None, None).unwrap_err()), "CertificateNotFound");
         check_listener(ProtocolEnum::Https, 443, Some("file:///etc/cert.pem"), Some(DEFAULT_SSL_POLICY)).unwrap();
-        assert_eq!(code(check_listener(ProtocolEnum::Https, 443, Some("c"), Some("nope")).unwrap_err()), "SSLPolicyNotFound");
+        assert_eq!(
+            code(check_listener(ProtocolEnum::Https, 443, Some("c"), Some("nope")).unwrap_err()),
+            "SSLPolicyNotFound"
+        );
     }
 
     fn cond(field: &str, values: &[&str]) -> RuleCondition {
@@ -1311,7 +1358,8 @@ mod tests {
         assert!(check_conditions(&[]).is_err());
         assert!(check_conditions(&[cond("cookie", &["a"])]).is_err());
         assert!(check_conditions(&[cond("path-pattern", &["/a"]), cond("path-pattern", &["/b"])]).is_err());
-        assert!(check_conditions(&[cond("path-pattern", &["/1", "/2", "/3"]), cond("host-header", &["a", "b", "c"])]).is_err());
+        assert!(check_conditions(&[cond("path-pattern", &["/1", "/2", "/3"]), cond("host-header", &["a", "b", "c"])])
+            .is_err());
         assert!(check_conditions(&[cond("path-pattern", &["/**", "/***", "/*"])]).is_err());
         let bad_ip = RuleCondition {
             field: Some("source-ip".into()),
@@ -1351,9 +1399,11 @@ mod tests {
         assert!(out.to_string().contains("not in the VPC"));
         check_target(TargetTypeEnum::Ip, Some(80), "10.0.0.1", None, Some("all"), vpc, &subnets).unwrap();
         assert!(check_target(TargetTypeEnum::Ip, Some(80), "nope", None, None, vpc, &subnets).is_err());
-        check_target(TargetTypeEnum::Instance, Some(80), "i-0123456789abcdef0", Some(8080), None, vpc, &subnets).unwrap();
+        check_target(TargetTypeEnum::Instance, Some(80), "i-0123456789abcdef0", Some(8080), None, vpc, &subnets)
+            .unwrap();
         assert!(check_target(TargetTypeEnum::Instance, Some(80), "web-1", None, None, vpc, &subnets).is_err());
-        assert!(check_target(TargetTypeEnum::Instance, Some(80), "i-0123456789abcdef0", Some(0), None, vpc, &subnets).is_err());
+        assert!(check_target(TargetTypeEnum::Instance, Some(80), "i-0123456789abcdef0", Some(0), None, vpc, &subnets)
+            .is_err());
     }
 
     #[test]

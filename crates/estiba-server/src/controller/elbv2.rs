@@ -49,11 +49,10 @@ impl Controller for Draining {
             st.docs::<TargetDoc>(table(Table::Targets), PREFIX)
                 .filter_map(|d| {
                     let since = d.value.draining_since?;
-                    let group = group_key(&d.key).and_then(|k| st.doc::<TargetGroupDoc>(table(Table::TargetGroups), &k));
+                    let group =
+                        group_key(&d.key).and_then(|k| st.doc::<TargetGroupDoc>(table(Table::TargetGroups), &k));
                     let finished = group.is_none_or(|g| rules::drained(since, &g.value.attributes, now));
-                    finished.then(|| {
-                        (d.key.clone(), d.rev, group.and_then(|g| g.value.tg.target_group_arn.clone()))
-                    })
+                    finished.then(|| (d.key.clone(), d.rev, group.and_then(|g| g.value.tg.target_group_arn.clone())))
                 })
                 .collect()
         };

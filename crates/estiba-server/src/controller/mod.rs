@@ -36,11 +36,11 @@
 
 pub mod discovery;
 pub mod dns;
+pub mod elbv2;
 pub mod housekeeping;
 pub mod join;
 pub mod registry;
 pub mod runtime;
-pub mod elbv2;
 pub mod servicediscovery;
 pub mod services;
 

@@ -71,7 +71,8 @@ pub async fn create(s: &Server, cx: &Call, req: CreateListenerInput) -> Result<B
         .transact::<_, ApiError>(|st| {
             let lb = lb_doc(st, scope, &req.load_balancer_arn)?;
             let t = lb.value.lb.r#type.unwrap_or_default();
-            let protocol = req.protocol.ok_or_else(|| ElbError::Validation("A listener protocol must be specified".into()))?;
+            let protocol =
+                req.protocol.ok_or_else(|| ElbError::Validation("A listener protocol must be specified".into()))?;
             let port = req.port.ok_or_else(|| ElbError::Validation("A listener port must be specified".into()))?;
             rules::check_listener_protocol(t, protocol)?;
             let tls = matches!(protocol, ProtocolEnum::Https | ProtocolEnum::Tls);
@@ -117,7 +118,11 @@ pub async fn create(s: &Server, cx: &Call, req: CreateListenerInput) -> Result<B
                 tags: vec![],
             };
             let rule_key = elb::key(scope, elb::RULES, &format!("{lb_name}/{id}/{rule_id}"));
-            let doc = ListenerDoc { listener: listener.clone(), attributes: rules::default_listener_attributes(protocol), tags };
+            let doc = ListenerDoc {
+                listener: listener.clone(),
+                attributes: rules::default_listener_attributes(protocol),
+                tags,
+            };
             let txn = touch(Txn::new(), lb)
                 .when(Compare::absent(&key))
                 .then(put(&key, &doc))
@@ -136,10 +141,15 @@ pub async fn describe(s: &Server, cx: &Call, req: DescribeListenersInput) -> Res
     let arns = req.listener_arns.clone().unwrap_or_default();
     let chosen: Vec<&Doc<ListenerDoc>> = match (&req.load_balancer_arn, arns.is_empty()) {
         (Some(_), false) => {
-            return Err(ElbError::Validation("Listener ARNs and a load balancer ARN cannot be specified at the same time".into()).into())
+            return Err(ElbError::Validation(
+                "Listener ARNs and a load balancer ARN cannot be specified at the same time".into(),
+            )
+            .into())
         }
         (None, true) => {
-            return Err(ElbError::Validation("You must specify either listener ARNs or a load balancer ARN".into()).into())
+            return Err(
+                ElbError::Validation("You must specify either listener ARNs or a load balancer ARN".into()).into()
+            )
         }
         (Some(lb), true) => {
             let d = lb_doc(&st, scope, lb)?;
@@ -169,7 +179,12 @@ pub async fn modify(s: &Server, cx: &Call, req: ModifyListenerInput) -> Result<B
             let protocol = l.protocol.unwrap_or_default();
             let tls = matches!(protocol, ProtocolEnum::Https | ProtocolEnum::Tls);
             if let Some(c) = &req.certificates {
-                l.certificates = Some(c.iter().take(1).map(|c| Certificate { certificate_arn: c.certificate_arn.clone(), is_default: None }).collect());
+                l.certificates = Some(
+                    c.iter()
+                        .take(1)
+                        .map(|c| Certificate { certificate_arn: c.certificate_arn.clone(), is_default: None })
+                        .collect(),
+                );
             }
             if let Some(p) = &req.ssl_policy {
                 l.ssl_policy = Some(p.clone());
@@ -245,8 +260,11 @@ pub async fn modify_attributes(s: &Server, cx: &Call, req: ModifyListenerAttribu
         .transact::<_, ApiError>(|st| {
             let d = listener_doc(st, &cx.scope, &req.listener_arn)?;
             let mut doc = d.value.clone();
-            doc.attributes =
-                rules::modify_listener_attributes(d.value.listener.protocol.unwrap_or_default(), &d.value.attributes, &ch)?;
+            doc.attributes = rules::modify_listener_attributes(
+                d.value.listener.protocol.unwrap_or_default(),
+                &d.value.attributes,
+                &ch,
+            )?;
             let out = listener_attributes(&doc);
             Ok((guard(Txn::new(), d).then(put(&d.key, &doc)), out))
         })

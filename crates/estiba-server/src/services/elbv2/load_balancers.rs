@@ -226,7 +226,10 @@ pub async fn delete(s: &Server, cx: &Call, req: DeleteLoadBalancerInput) -> Resu
         if d.value.attributes.get("deletion_protection.enabled").is_some_and(|v| v == "true") {
             return Err(ElbError::Code(
                 ErrorCode::OperationNotPermittedException,
-                format!("Load balancer '{}' cannot be deleted because deletion protection is enabled", req.load_balancer_arn),
+                format!(
+                    "Load balancer '{}' cannot be deleted because deletion protection is enabled",
+                    req.load_balancer_arn
+                ),
             )
             .into());
         }
@@ -246,10 +249,7 @@ pub async fn delete(s: &Server, cx: &Call, req: DeleteLoadBalancerInput) -> Resu
 }
 
 fn lb_attributes(d: &LoadBalancerDoc) -> Vec<LoadBalancerAttribute> {
-    d.attributes
-        .iter()
-        .map(|(k, v)| LoadBalancerAttribute { key: Some(k.clone()), value: Some(v.clone()) })
-        .collect()
+    d.attributes.iter().map(|(k, v)| LoadBalancerAttribute { key: Some(k.clone()), value: Some(v.clone()) }).collect()
 }
 
 pub async fn describe_attributes(s: &Server, cx: &Call, req: DescribeLoadBalancerAttributesInput) -> Result<Bytes> {
@@ -294,8 +294,7 @@ pub async fn set_subnets(s: &Server, cx: &Call, req: SetSubnetsInput) -> Result<
         let t = d.lb.r#type.unwrap_or_default();
         let asked = requested_subnets(&vpc, t, req.subnets.as_deref(), req.subnet_mappings.as_deref())?;
         let (addresses, new) = allocate(st, &asked, &d.addresses)?;
-        let freed: Vec<Ipv4Addr> =
-            d.addresses.iter().filter(|a| !addresses.contains(a)).map(|a| a.ip).collect();
+        let freed: Vec<Ipv4Addr> = d.addresses.iter().filter(|a| !addresses.contains(a)).map(|a| a.ip).collect();
         let mut doc = d.clone();
         doc.lb.availability_zones = Some(availability_zones(t, &vpc, &addresses));
         doc.addresses = addresses;

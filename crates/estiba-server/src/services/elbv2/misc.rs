@@ -16,7 +16,11 @@ use crate::Server;
 
 /// The document an ARN names, as JSON (every kind keeps its tags in `Tags`), with its key
 /// and revision.
-fn tagged(st: &State, scope: &Scope, arn: &str) -> Result<(String, estiba_store::Revision, serde_json::Value), ElbError> {
+fn tagged(
+    st: &State,
+    scope: &Scope,
+    arn: &str,
+) -> Result<(String, estiba_store::Revision, serde_json::Value), ElbError> {
     fn raw<T>(d: &Doc<T>) -> (String, estiba_store::Revision, serde_json::Value) {
         (d.key.clone(), d.rev, serde_json::from_slice(&d.raw).unwrap_or_default())
     }
@@ -25,7 +29,9 @@ fn tagged(st: &State, scope: &Scope, arn: &str) -> Result<(String, estiba_store:
         Some("targetgroup") => tg_doc(st, scope, arn).map(raw),
         Some("listener") => listener_doc(st, scope, arn).map(raw),
         Some("listener-rule") => rule_doc(st, scope, arn).map(raw),
-        _ => Err(ElbError::Validation(format!("'{arn}' is not a valid load balancer, target group, listener or rule ARN"))),
+        _ => Err(ElbError::Validation(format!(
+            "'{arn}' is not a valid load balancer, target group, listener or rule ARN"
+        ))),
     }
 }
 
@@ -56,8 +62,10 @@ pub async fn add_tags(s: &Server, cx: &Call, req: AddTagsInput) -> Result<Bytes>
 }
 
 pub async fn remove_tags(s: &Server, cx: &Call, req: RemoveTagsInput) -> Result<Bytes> {
-    retag(s, cx, &req.resource_arns, |cur| Ok(cur.iter().filter(|t| !req.tag_keys.contains(&t.key)).cloned().collect()))
-        .await?;
+    retag(s, cx, &req.resource_arns, |cur| {
+        Ok(cur.iter().filter(|t| !req.tag_keys.contains(&t.key)).cloned().collect())
+    })
+    .await?;
     Ok(json(&RemoveTagsOutput {}))
 }
 
@@ -87,8 +95,7 @@ const LIMITS: &[(&str, &str)] = &[
 ];
 
 pub async fn account_limits(_: &Server, _: &Call, _: DescribeAccountLimitsInput) -> Result<Bytes> {
-    let limits =
-        LIMITS.iter().map(|(n, m)| Limit { name: Some(n.to_string()), max: Some(m.to_string()) }).collect();
+    let limits = LIMITS.iter().map(|(n, m)| Limit { name: Some(n.to_string()), max: Some(m.to_string()) }).collect();
     Ok(json(&DescribeAccountLimitsOutput { limits: Some(limits), next_marker: None }))
 }
 

@@ -18,9 +18,7 @@ use bytes::Bytes;
 use estiba_api::elbv2::*;
 use estiba_api::schema::{Model, Protocol};
 use estiba_api::{ApiError, Common, DecodeError};
-use estiba_core::elbv2::{
-    self as elb, AddressClaim, ListenerDoc, LoadBalancerDoc, RuleDoc, TargetDoc, TargetGroupDoc,
-};
+use estiba_core::elbv2::{self as elb, AddressClaim, ListenerDoc, LoadBalancerDoc, RuleDoc, TargetDoc, TargetGroupDoc};
 use estiba_core::elbv2_rules::{self as rules, ElbError};
 use estiba_core::vpc::Vpc;
 use estiba_core::{Ids, Scope};
@@ -279,7 +277,9 @@ fn select<'a, T>(
 }
 
 /// A key/value attribute list as the rules take it.
-fn changes<'a>(it: impl IntoIterator<Item = (&'a Option<String>, &'a Option<String>)>) -> Vec<(Option<String>, Option<String>)> {
+fn changes<'a>(
+    it: impl IntoIterator<Item = (&'a Option<String>, &'a Option<String>)>,
+) -> Vec<(Option<String>, Option<String>)> {
     it.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 

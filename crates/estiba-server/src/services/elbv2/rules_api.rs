@@ -40,9 +40,12 @@ pub async fn create(s: &Server, cx: &Call, req: CreateRuleInput) -> Result<Bytes
             let lb = lb_of_key(st, scope, elb::LISTENERS, &l.key).ok_or_else(ElbError::listener_not_found)?;
             let t = lb.value.lb.r#type.unwrap_or_default();
             if t != LoadBalancerTypeEnum::Application {
-                return Err(ElbError::config("Rules can only be added to listeners of application load balancers").into());
+                return Err(
+                    ElbError::config("Rules can only be added to listeners of application load balancers").into()
+                );
             }
-            let existing: Vec<_> = rules_of(st, scope, &l.key).filter(|r| r.value.rule.is_default != Some(true)).collect();
+            let existing: Vec<_> =
+                rules_of(st, scope, &l.key).filter(|r| r.value.rule.is_default != Some(true)).collect();
             rules::check_priority_free(req.priority, existing.iter().filter_map(|r| priority(&r.value)))?;
             if existing.len() >= rules::MAX_RULES_PER_LISTENER {
                 return Err(ElbError::Code(
@@ -82,10 +85,14 @@ pub async fn describe(s: &Server, cx: &Call, req: DescribeRulesInput) -> Result<
     let arns = req.rule_arns.clone().unwrap_or_default();
     let mut chosen: Vec<&Doc<RuleDoc>> = match (&req.listener_arn, arns.is_empty()) {
         (Some(_), false) => {
-            return Err(ElbError::Validation("Listener ARN and rule ARNs cannot be specified at the same time".into()).into())
+            return Err(
+                ElbError::Validation("Listener ARN and rule ARNs cannot be specified at the same time".into()).into()
+            )
         }
         (None, true) => {
-            return Err(ElbError::Validation("You must specify either listener rule ARNs or a listener ARN".into()).into())
+            return Err(
+                ElbError::Validation("You must specify either listener rule ARNs or a listener ARN".into()).into()
+            )
         }
         (Some(l), true) => {
             let l = listener_doc(&st, scope, l)?;

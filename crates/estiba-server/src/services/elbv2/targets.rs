@@ -15,18 +15,26 @@ use crate::view::{Doc, State};
 use crate::Server;
 
 /// The targets of a request, checked against the group.
-fn specs(s: &Server, cx: &Call, st: &State, tg: &TargetGroup, targets: &[TargetDescription]) -> Result<Vec<TargetSpec>> {
+fn specs(
+    s: &Server,
+    cx: &Call,
+    st: &State,
+    tg: &TargetGroup,
+    targets: &[TargetDescription],
+) -> Result<Vec<TargetSpec>> {
     let vpc = vpc(s, &cx.scope);
     let subnets: Vec<_> = vpc.subnets.iter().map(|s| (s.cidr, s.availability_zone.clone())).collect();
     let t = tg.target_type.unwrap_or_default();
     let mut out = vec![];
     for d in targets {
-        let spec =
-            rules::check_target(t, tg.port, &d.id, d.port, d.availability_zone.as_deref(), vpc.cidr, &subnets)?;
-        if t == TargetTypeEnum::Alb && super::lb_doc(st, &cx.scope, &d.id).ok().and_then(|l| l.value.lb.r#type)
-            != Some(LoadBalancerTypeEnum::Application)
+        let spec = rules::check_target(t, tg.port, &d.id, d.port, d.availability_zone.as_deref(), vpc.cidr, &subnets)?;
+        if t == TargetTypeEnum::Alb
+            && super::lb_doc(st, &cx.scope, &d.id).ok().and_then(|l| l.value.lb.r#type)
+                != Some(LoadBalancerTypeEnum::Application)
         {
-            return Err(ElbError::invalid_target(format!("The target '{}' is not an application load balancer", d.id)).into());
+            return Err(
+                ElbError::invalid_target(format!("The target '{}' is not an application load balancer", d.id)).into()
+            );
         }
         out.push(spec);
     }
@@ -149,7 +157,12 @@ pub fn target_health(book: &TargetHealthBook, tg: &TargetGroup, in_use: bool, t:
 }
 
 /// The registered targets of a group (drained ones, not yet removed, left out).
-fn registered<'a>(st: &'a State, scope: &Scope, tg: &'a TargetGroupDoc, now: f64) -> impl Iterator<Item = &'a Doc<TargetDoc>> {
+fn registered<'a>(
+    st: &'a State,
+    scope: &Scope,
+    tg: &'a TargetGroupDoc,
+    now: f64,
+) -> impl Iterator<Item = &'a Doc<TargetDoc>> {
     let name = tg.tg.target_group_name.clone().unwrap_or_default();
     docs::<TargetDoc>(st, scope, Table::Targets, &format!("{name}/"))
         .filter(move |d| d.value.draining_since.is_none_or(|since| !rules::drained(since, &tg.attributes, now)))
@@ -193,4 +206,3 @@ pub async fn describe_health(s: &Server, cx: &Call, req: DescribeTargetHealthInp
         .collect();
     Ok(json(&DescribeTargetHealthOutput { target_health_descriptions: Some(descriptions) }))
 }
-
