@@ -115,6 +115,13 @@ pub struct TargetDoc {
     pub draining_since: Option<f64>,
 }
 
+/// The claim of a load balancer address (`elbv2/-/-/addresses/<ip>`): whose it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressClaim {
+    #[serde(rename = "LoadBalancerArn")]
+    pub load_balancer_arn: String,
+}
+
 /// The key of a document of `kind` with `rest` (names and ids joined by `/`).
 pub fn key(scope: &Scope, kind: &str, rest: &str) -> String {
     format!("{PREFIX}/{}/{}/{kind}/{rest}", scope.account, scope.region)

@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod discovery;
 pub mod ecr;
 pub mod elbv2;
+pub mod elbv2_rules;
 pub mod error;
 pub mod fargate;
 pub mod ids;

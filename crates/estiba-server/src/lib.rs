@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod dns;
 pub mod front;
 pub mod http;
+pub mod lb_health;
 mod migrate;
 pub mod registry;
 pub mod services;
@@ -62,6 +63,8 @@ pub struct Config {
     /// Where the local node reads `environmentFiles`; `None` refuses them (they could name
     /// any file of the host).
     pub environment_files_dir: Option<std::path::PathBuf>,
+    /// How long a new ELBv2 load balancer reports `provisioning` before `active`.
+    pub lb_provisioning: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             registry_auth: registry::Auth::Open,
             registry_gc_grace: Duration::from_secs(3600),
             environment_files_dir: None,
+            lb_provisioning: Duration::from_secs(2),
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Server {
     /// Service Connect's listeners (VIP:port → endpoints), republished with the zone
     /// ([`connect`]); nodes' proxies serve them.
     pub connect: tokio::sync::watch::Sender<Arc<estiba_proxy::Table>>,
+    /// ELBv2 target health as the data plane reports it ([`lb_health`]).
+    pub target_health: lb_health::TargetHealthBook,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -183,6 +189,7 @@ impl Server {
             controllers: Default::default(),
             dns,
             connect,
+            target_health: Default::default(),
         }))
     }
 

@@ -20,6 +20,7 @@
 //!   (`crate::services::ecr::housekeeping`); every `registry_housekeeping_every`.
 //! - [`servicediscovery`]: forgets Cloud Map operations a day old; every
 //!   `cloudmap_housekeeping_every`.
+//! - [`elbv2`]: removes ELBv2 targets whose draining is over; every `elbv2_draining_every`.
 //!
 //! Adding a controller:
 //! 1. a module here with a type implementing [`Controller`]: a unique `name`, `pass` (read the
@@ -35,6 +36,7 @@
 
 pub mod discovery;
 pub mod dns;
+pub mod elbv2;
 pub mod housekeeping;
 pub mod join;
 pub mod registry;
@@ -69,6 +71,8 @@ pub struct Settings {
     pub registry_housekeeping_every: Duration,
     /// How often old Cloud Map operations are forgotten.
     pub cloudmap_housekeeping_every: Duration,
+    /// How often drained ELBv2 targets are removed.
+    pub elbv2_draining_every: Duration,
 }
 
 impl Default for Settings {
@@ -80,6 +84,7 @@ impl Default for Settings {
             inactive_retention: Duration::from_secs(3600),
             registry_housekeeping_every: Duration::from_secs(60),
             cloudmap_housekeeping_every: Duration::from_secs(600),
+            elbv2_draining_every: Duration::from_secs(5),
         }
     }
 }
@@ -98,5 +103,6 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     rt.add(dns::Zones);
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
     rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });
+    rt.add(elbv2::Draining { every: settings.elbv2_draining_every });
     rt.wait().await;
 }

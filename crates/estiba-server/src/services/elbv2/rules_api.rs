@@ -1,0 +1,225 @@
+//! CreateRule, DescribeRules, ModifyRule, DeleteRule, SetRulePriorities.
+
+use bytes::Bytes;
+use estiba_api::elbv2::*;
+use estiba_api::ApiError;
+use estiba_core::elbv2::{self as elb, ListenerDoc, RuleDoc};
+use estiba_core::elbv2_rules::{self as rules, ElbError};
+use estiba_core::Scope;
+use estiba_store::{Op, Txn};
+
+use super::listeners::check_forwards;
+use super::{docs, guard, json, lb_of_key, listener_doc, listener_path, new_id, put, rule_doc, touch, Result, Table};
+use crate::services::Call;
+use crate::view::{Doc, State};
+use crate::Server;
+
+/// The rules of the listener whose document has key `listener_key`.
+fn rules_of<'a>(st: &'a State, scope: &Scope, listener_key: &str) -> impl Iterator<Item = &'a Doc<RuleDoc>> + 'a {
+    let (lb, id) = listener_path(listener_key);
+    docs::<RuleDoc>(st, scope, Table::Rules, &format!("{lb}/{id}/"))
+}
+
+/// The listener of a rule (by the rule document's key).
+fn listener_of<'a>(st: &'a State, scope: &Scope, rule_key: &str) -> Option<&'a Doc<ListenerDoc>> {
+    let rest = rule_key.strip_prefix(&elb::kind_prefix(scope, elb::RULES))?;
+    let mut parts = rest.split('/');
+    let (lb, id) = (parts.next()?, parts.next()?);
+    st.doc::<ListenerDoc>(super::table(Table::Listeners), &elb::key(scope, elb::LISTENERS, &format!("{lb}/{id}")))
+}
+
+fn priority(r: &RuleDoc) -> Option<i32> {
+    r.rule.priority.as_deref().and_then(|p| p.parse().ok())
+}
+
+pub async fn create(s: &Server, cx: &Call, req: CreateRuleInput) -> Result<Bytes> {
+    let scope = &cx.scope;
+    let rule = s
+        .transact::<_, ApiError>(|st| {
+            let l = listener_doc(st, scope, &req.listener_arn)?;
+            let lb = lb_of_key(st, scope, elb::LISTENERS, &l.key).ok_or_else(ElbError::listener_not_found)?;
+            let t = lb.value.lb.r#type.unwrap_or_default();
+            if t != LoadBalancerTypeEnum::Application {
+                return Err(
+                    ElbError::config("Rules can only be added to listeners of application load balancers").into()
+                );
+            }
+            let existing: Vec<_> =
+                rules_of(st, scope, &l.key).filter(|r| r.value.rule.is_default != Some(true)).collect();
+            rules::check_priority_free(req.priority, existing.iter().filter_map(|r| priority(&r.value)))?;
+            if existing.len() >= rules::MAX_RULES_PER_LISTENER {
+                return Err(ElbError::Code(
+                    ErrorCode::TooManyRulesException,
+                    format!("The limit of '{}' rules per listener has been reached", rules::MAX_RULES_PER_LISTENER),
+                )
+                .into());
+            }
+            let conditions = rules::check_conditions(&req.conditions)?;
+            let actions = rules::check_actions(t, &req.actions)?;
+            let tags = rules::add_tags(&[], req.tags.as_deref().unwrap_or_default())?;
+            let id = new_id();
+            let rule = Rule {
+                rule_arn: Some(elb::rule_arn(&req.listener_arn, &id)),
+                priority: Some(req.priority.to_string()),
+                is_default: Some(false),
+                conditions: Some(conditions),
+                actions: Some(actions.clone()),
+                transforms: None,
+            };
+            let (lb_name, listener_id) = listener_path(&l.key);
+            let key = elb::key(scope, elb::RULES, &format!("{lb_name}/{listener_id}/{id}"));
+            // The listener is written again: concurrent creates of one priority conflict.
+            let txn = touch(Txn::new(), l)
+                .when(estiba_store::Compare::absent(&key))
+                .then(put(&key, &RuleDoc { rule: rule.clone(), tags }));
+            let txn = check_forwards(st, scope, &lb.value, l.value.listener.protocol, &actions, txn)?;
+            Ok((txn, rule))
+        })
+        .await?;
+    Ok(json(&CreateRuleOutput { rules: Some(vec![rule]) }))
+}
+
+pub async fn describe(s: &Server, cx: &Call, req: DescribeRulesInput) -> Result<Bytes> {
+    let st = s.view.read();
+    let scope = &cx.scope;
+    let arns = req.rule_arns.clone().unwrap_or_default();
+    let mut chosen: Vec<&Doc<RuleDoc>> = match (&req.listener_arn, arns.is_empty()) {
+        (Some(_), false) => {
+            return Err(
+                ElbError::Validation("Listener ARN and rule ARNs cannot be specified at the same time".into()).into()
+            )
+        }
+        (None, true) => {
+            return Err(
+                ElbError::Validation("You must specify either listener rule ARNs or a listener ARN".into()).into()
+            )
+        }
+        (Some(l), true) => {
+            let l = listener_doc(&st, scope, l)?;
+            rules_of(&st, scope, &l.key).collect()
+        }
+        (None, false) => arns.iter().map(|a| rule_doc(&st, scope, a)).collect::<Result<_, _>>()?,
+    };
+    if req.listener_arn.is_some() {
+        chosen.sort_by_key(|d| rules::priority_order(d.value.rule.priority.as_deref()));
+    }
+    let start = match req.marker.as_deref() {
+        Some(m) => m.parse::<usize>().map_err(|_| ElbError::Validation("The marker is not valid".into()))?,
+        None => 0,
+    };
+    let size = req.page_size.filter(|n| *n > 0).unwrap_or(400) as usize;
+    // Rules page by position (their order is by priority, not key).
+    let all: Vec<Rule> = chosen.iter().map(|d| d.value.rule.clone()).collect();
+    let end = (start + size).min(all.len());
+    let next = (end < all.len()).then(|| end.to_string());
+    let rules = all.get(start.min(all.len())..end).unwrap_or_default().to_vec();
+    Ok(json(&DescribeRulesOutput { rules: Some(rules), next_marker: next }))
+}
+
+pub async fn modify(s: &Server, cx: &Call, req: ModifyRuleInput) -> Result<Bytes> {
+    let scope = &cx.scope;
+    if req.actions.is_none() && req.conditions.is_none() {
+        return Err(ElbError::Validation("Either conditions or actions must be specified".into()).into());
+    }
+    let rule = s
+        .transact::<_, ApiError>(|st| {
+            let d = rule_doc(st, scope, &req.rule_arn)?;
+            let l = listener_of(st, scope, &d.key).ok_or_else(ElbError::rule_not_found)?;
+            let lb = lb_of_key(st, scope, elb::LISTENERS, &l.key).ok_or_else(ElbError::rule_not_found)?;
+            let t = lb.value.lb.r#type.unwrap_or_default();
+            let default = d.value.rule.is_default == Some(true);
+            let mut doc = d.value.clone();
+            if let Some(c) = &req.conditions {
+                if default {
+                    return Err(ElbError::Code(
+                        ErrorCode::OperationNotPermittedException,
+                        "The conditions of a default rule cannot be modified".into(),
+                    )
+                    .into());
+                }
+                doc.rule.conditions = Some(rules::check_conditions(c)?);
+            }
+            let mut txn = guard(Txn::new(), d);
+            if let Some(a) = &req.actions {
+                let actions = rules::check_actions(t, a)?;
+                doc.rule.actions = Some(actions.clone());
+                txn = check_forwards(st, scope, &lb.value, l.value.listener.protocol, &actions, txn)?;
+                if default {
+                    let mut listener = l.value.clone();
+                    listener.listener.default_actions = Some(actions);
+                    txn = guard(txn, l).then(put(&l.key, &listener));
+                }
+            }
+            let rule = doc.rule.clone();
+            Ok((txn.then(put(&d.key, &doc)), rule))
+        })
+        .await?;
+    Ok(json(&ModifyRuleOutput { rules: Some(vec![rule]) }))
+}
+
+pub async fn delete(s: &Server, cx: &Call, req: DeleteRuleInput) -> Result<Bytes> {
+    let scope = &cx.scope;
+    s.transact::<_, ApiError>(|st| {
+        let d = rule_doc(st, scope, &req.rule_arn)?;
+        if d.value.rule.is_default == Some(true) {
+            return Err(ElbError::Code(
+                ErrorCode::OperationNotPermittedException,
+                format!("Default rule '{}' cannot be deleted", req.rule_arn),
+            )
+            .into());
+        }
+        Ok((guard(Txn::new(), d).then(Op::delete(d.key.clone())), ()))
+    })
+    .await?;
+    Ok(json(&DeleteRuleOutput {}))
+}
+
+pub async fn set_priorities(s: &Server, cx: &Call, req: SetRulePrioritiesInput) -> Result<Bytes> {
+    let scope = &cx.scope;
+    let out = s
+        .transact::<_, ApiError>(|st| {
+            let mut changed: Vec<(&Doc<RuleDoc>, &Doc<ListenerDoc>, i32)> = vec![];
+            for pair in &req.rule_priorities {
+                let arn = pair.rule_arn.as_deref().unwrap_or_default();
+                let d = rule_doc(st, scope, arn)?;
+                if d.value.rule.is_default == Some(true) {
+                    return Err(ElbError::Code(
+                        ErrorCode::OperationNotPermittedException,
+                        format!("The priority of default rule '{arn}' cannot be changed"),
+                    )
+                    .into());
+                }
+                let l = listener_of(st, scope, &d.key).ok_or_else(ElbError::rule_not_found)?;
+                let p = pair.priority.ok_or_else(|| ElbError::Validation("A priority must be specified".into()))?;
+                changed.push((d, l, p));
+            }
+            let changes: Vec<(String, i32)> = changed.iter().map(|(_, l, p)| (l.key.clone(), *p)).collect();
+            let mut others = vec![];
+            let mut txn = Txn::new();
+            let mut listeners: Vec<&str> = vec![];
+            for (_, l, _) in &changed {
+                if listeners.contains(&l.key.as_str()) {
+                    continue;
+                }
+                listeners.push(&l.key);
+                // The listeners are written again: a concurrent CreateRule conflicts.
+                txn = touch(txn, l);
+                for r in rules_of(st, scope, &l.key) {
+                    if r.value.rule.is_default != Some(true) && !changed.iter().any(|(c, _, _)| c.key == r.key) {
+                        others.extend(priority(&r.value).map(|p| (l.key.clone(), p)));
+                    }
+                }
+            }
+            rules::check_new_priorities(&changes, &others)?;
+            let mut out = vec![];
+            for (d, _, p) in &changed {
+                let mut doc = d.value.clone();
+                doc.rule.priority = Some(p.to_string());
+                txn = guard(txn, d).then(put(&d.key, &doc));
+                out.push(doc.rule);
+            }
+            Ok((txn, out))
+        })
+        .await?;
+    Ok(json(&SetRulePrioritiesOutput { rules: Some(out) }))
+}

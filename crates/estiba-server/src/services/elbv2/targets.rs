@@ -1,0 +1,208 @@
+//! RegisterTargets, DeregisterTargets, DescribeTargetHealth.
+
+use bytes::Bytes;
+use estiba_api::elbv2::*;
+use estiba_api::ApiError;
+use estiba_core::elbv2::{self as elb, TargetDoc, TargetGroupDoc};
+use estiba_core::elbv2_rules::{self as rules, ElbError, TargetSpec};
+use estiba_core::Scope;
+use estiba_store::{Compare, Op, Txn};
+
+use super::{docs, json, put, table, target_group_load_balancers, tg_doc, touch, vpc, Result, Table};
+use crate::lb_health::TargetHealthBook;
+use crate::services::Call;
+use crate::view::{Doc, State};
+use crate::Server;
+
+/// The targets of a request, checked against the group.
+fn specs(
+    s: &Server,
+    cx: &Call,
+    st: &State,
+    tg: &TargetGroup,
+    targets: &[TargetDescription],
+) -> Result<Vec<TargetSpec>> {
+    let vpc = vpc(s, &cx.scope);
+    let subnets: Vec<_> = vpc.subnets.iter().map(|s| (s.cidr, s.availability_zone.clone())).collect();
+    let t = tg.target_type.unwrap_or_default();
+    let mut out = vec![];
+    for d in targets {
+        let spec = rules::check_target(t, tg.port, &d.id, d.port, d.availability_zone.as_deref(), vpc.cidr, &subnets)?;
+        if t == TargetTypeEnum::Alb
+            && super::lb_doc(st, &cx.scope, &d.id).ok().and_then(|l| l.value.lb.r#type)
+                != Some(LoadBalancerTypeEnum::Application)
+        {
+            return Err(
+                ElbError::invalid_target(format!("The target '{}' is not an application load balancer", d.id)).into()
+            );
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+fn target_key(scope: &Scope, tg_name: &str, id: &str, port: u16) -> String {
+    elb::key(scope, elb::TARGETS, &elb::target_suffix(tg_name, id, port))
+}
+
+fn not_registered(id: &str) -> ElbError {
+    ElbError::invalid_target(format!(
+        "The target '{id}' is not registered in the target group, or is not in the same VPC as the target group"
+    ))
+}
+
+pub async fn register(s: &Server, cx: &Call, req: RegisterTargetsInput) -> Result<Bytes> {
+    let scope = &cx.scope;
+    s.transact::<_, ApiError>(|st| {
+        let tg = tg_doc(st, scope, &req.target_group_arn)?;
+        let name = tg.value.tg.target_group_name.clone().unwrap_or_default();
+        let specs = specs(s, cx, st, &tg.value.tg, &req.targets)?;
+        // The group is written again so that a concurrent deletion leaves no target behind.
+        let mut txn = touch(Txn::new(), tg);
+        for t in specs {
+            let key = target_key(scope, &name, &t.id, t.port);
+            let doc = match st.doc::<TargetDoc>(table(Table::Targets), &key) {
+                Some(d) if d.value.draining_since.is_none() => continue,
+                Some(d) => {
+                    txn = txn.when(Compare::mod_revision(&key, d.rev));
+                    TargetDoc { draining_since: None, registered_at: cx.now, ..d.value.clone() }
+                }
+                None => {
+                    txn = txn.when(Compare::absent(&key));
+                    TargetDoc {
+                        id: t.id.clone(),
+                        port: t.port,
+                        availability_zone: t.availability_zone.clone(),
+                        registered_at: cx.now,
+                        draining_since: None,
+                    }
+                }
+            };
+            txn = txn.then(put(&key, &doc));
+        }
+        Ok((txn, ()))
+    })
+    .await?;
+    Ok(json(&RegisterTargetsOutput {}))
+}
+
+pub async fn deregister(s: &Server, cx: &Call, req: DeregisterTargetsInput) -> Result<Bytes> {
+    let scope = &cx.scope;
+    let gone = s
+        .transact::<_, ApiError>(|st| {
+            let tg = tg_doc(st, scope, &req.target_group_arn)?;
+            let name = tg.value.tg.target_group_name.clone().unwrap_or_default();
+            let in_use = !target_group_load_balancers(st, scope, &req.target_group_arn).is_empty();
+            let drains = in_use && rules::deregistration_delay(&tg.value.attributes) > 0.0;
+            let mut txn = Txn::new().when(Compare::mod_revision(&tg.key, tg.rev));
+            let mut gone = vec![];
+            for t in &req.targets {
+                let port = t.port.or(tg.value.tg.port).unwrap_or(0);
+                let port = u16::try_from(port).map_err(|_| not_registered(&t.id))?;
+                let key = target_key(scope, &name, &t.id, port);
+                let d = st.doc::<TargetDoc>(table(Table::Targets), &key).ok_or_else(|| not_registered(&t.id))?;
+                if d.value.draining_since.is_some() {
+                    continue;
+                }
+                txn = txn.when(Compare::mod_revision(&key, d.rev));
+                if drains {
+                    txn = txn.then(put(&key, &TargetDoc { draining_since: Some(cx.now), ..d.value.clone() }));
+                } else {
+                    txn = txn.then(Op::delete(key));
+                    gone.push((t.id.clone(), port));
+                }
+            }
+            Ok((txn, gone))
+        })
+        .await?;
+    for (id, port) in gone {
+        s.target_health.forget(&req.target_group_arn, (&id, port));
+    }
+    Ok(json(&DeregisterTargetsOutput {}))
+}
+
+/// A registered target's health as DescribeTargetHealth answers it: draining while
+/// deregistered in use, `unused` in a group no load balancer forwards to, `unavailable`
+/// with health checks off, else what the data plane reported (`initial` until then).
+pub fn target_health(book: &TargetHealthBook, tg: &TargetGroup, in_use: bool, t: &TargetDoc) -> TargetHealth {
+    let arn = tg.target_group_arn.as_deref().unwrap_or_default();
+    let (state, reason, description) = if t.draining_since.is_some() {
+        (
+            TargetHealthStateEnum::Draining,
+            Some(TargetHealthReasonEnum::TargetDeregistrationInProgress),
+            Some("Target deregistration is in progress".to_string()),
+        )
+    } else if !in_use {
+        (
+            TargetHealthStateEnum::Unused,
+            Some(TargetHealthReasonEnum::TargetNotInUse),
+            Some("Target group is not configured to receive traffic from the load balancer".to_string()),
+        )
+    } else if tg.health_check_enabled == Some(false) {
+        (
+            TargetHealthStateEnum::Unavailable,
+            Some(TargetHealthReasonEnum::TargetHealthCheckDisabled),
+            Some("Health checks are disabled for the target group".to_string()),
+        )
+    } else {
+        book.get(arn, (&t.id, t.port)).unwrap_or((
+            TargetHealthStateEnum::Initial,
+            Some(TargetHealthReasonEnum::ElbRegistrationInProgress),
+            Some("Target registration is in progress".to_string()),
+        ))
+    };
+    // A healthy target has no reason.
+    let reason = reason.filter(|_| state != TargetHealthStateEnum::Healthy);
+    TargetHealth { state: Some(state), reason, description: description.filter(|_| reason.is_some()) }
+}
+
+/// The registered targets of a group (drained ones, not yet removed, left out).
+fn registered<'a>(
+    st: &'a State,
+    scope: &Scope,
+    tg: &'a TargetGroupDoc,
+    now: f64,
+) -> impl Iterator<Item = &'a Doc<TargetDoc>> {
+    let name = tg.tg.target_group_name.clone().unwrap_or_default();
+    docs::<TargetDoc>(st, scope, Table::Targets, &format!("{name}/"))
+        .filter(move |d| d.value.draining_since.is_none_or(|since| !rules::drained(since, &tg.attributes, now)))
+}
+
+pub async fn describe_health(s: &Server, cx: &Call, req: DescribeTargetHealthInput) -> Result<Bytes> {
+    let st = s.view.read();
+    let scope = &cx.scope;
+    let tg = tg_doc(&st, scope, &req.target_group_arn)?;
+    let in_use = !target_group_load_balancers(&st, scope, &req.target_group_arn).is_empty();
+    let all: Vec<&TargetDoc> = registered(&st, scope, &tg.value, cx.now).map(|d| &d.value).collect();
+    let chosen: Vec<&TargetDoc> = match req.targets.as_deref() {
+        None | Some([]) => all,
+        Some(asked) => {
+            let mut out = vec![];
+            for a in asked {
+                let port = a.port.or(tg.value.tg.port);
+                let found = all
+                    .iter()
+                    .find(|t| t.id == a.id && port.is_none_or(|p| p == t.port as i32))
+                    .ok_or_else(|| not_registered(&a.id))?;
+                out.push(*found);
+            }
+            out
+        }
+    };
+    let hc_port = tg.value.tg.health_check_port.clone().unwrap_or_else(|| "traffic-port".into());
+    let descriptions = chosen
+        .into_iter()
+        .map(|t| TargetHealthDescription {
+            target: Some(TargetDescription {
+                id: t.id.clone(),
+                port: Some(t.port as i32),
+                availability_zone: t.availability_zone.clone(),
+                quic_server_id: None,
+            }),
+            health_check_port: Some(if hc_port == "traffic-port" { t.port.to_string() } else { hc_port.clone() }),
+            target_health: Some(target_health(&s.target_health, &tg.value.tg, in_use, t)),
+            ..Default::default()
+        })
+        .collect();
+    Ok(json(&DescribeTargetHealthOutput { target_health_descriptions: Some(descriptions) }))
+}
