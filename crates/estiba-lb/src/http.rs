@@ -177,17 +177,26 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
         client_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("")),
         port: HeaderValue::from(port),
     });
+    // Boxed: hyper keeps the service's future inline in the connection, and an idle
+    // keep-alive connection should not carry a request's worth of state.
     let svc = hyper::service::service_fn(move |req| {
         let c = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&c, req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(handle(&c, req).await) })
+            as Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
     });
-    match &cfg.tls {
+    match cfg.tls.clone() {
         None => drive(&cfg.server, TokioIo::new(io), svc, closing).await,
-        Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
-            Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
+        // Boxed, so that plain connections' tasks are not the size of a TLS one.
+        Some(acceptor) => {
+            Box::pin(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            })
+            .await
+        }
     }
 }
 
