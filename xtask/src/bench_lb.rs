@@ -7,6 +7,8 @@
 //! - `wrk -t1 -c32 -d<seconds>s --latency` against the backend alone and through each proxy:
 //!   requests per second, p50 and p99; the added latency at p50 is a proxy's p50 minus the
 //!   backend's in the same round;
+//! - the same with one connection (`-c1`, half as long): a proxy's own time per request,
+//!   without the queueing 32 connections on 2 cores add;
 //! - memory per idle keep-alive client connection: `--idle` connections (at most the
 //!   descriptor limit, 20,000) each make one request and stay open; the proxy's resident set
 //!   (all its processes) before and after, divided by their number.
@@ -167,8 +169,12 @@ struct Wrk {
 }
 
 fn wrk(port: u16, seconds: u64) -> Result<Wrk> {
+    wrk_with(port, seconds, 32)
+}
+
+fn wrk_with(port: u16, seconds: u64, conns: u32) -> Result<Wrk> {
     let out = Command::new("wrk")
-        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .args(["-t1", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency"])
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .context("running wrk")?;
@@ -300,6 +306,15 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    // One connection, one request at a time: the proxy's own time per request, no queueing.
+    let mut single: Vec<Vec<Wrk>> = vec![Vec::new(); peers.len()];
+    for _ in 0..rounds {
+        for (i, p) in peers.iter().enumerate() {
+            let r = wrk_with(p.port, seconds.div_ceil(2), 1)?;
+            eprintln!("one connection: {:<10} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", p.name, r.rps, r.p50_ms, r.p99_ms);
+            single[i].push(r);
+        }
+    }
     let mut mem = Vec::new();
     for p in &peers[1..] {
         let kib = idle_cost(p, idle)?;
@@ -310,17 +325,20 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
     let med = |i: usize, f: fn(&Wrk) -> f64| median(runs[i].iter().map(f).collect());
     let base_p50 = med(0, |w| w.p50_ms);
     let mut md = String::new();
-    md.push_str("| | req/s | p50 | p99 | added p50 | KiB per idle connection | errors |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let single_p50 = |i: usize| median(single[i].iter().map(|w| w.p50_ms).collect());
+    md.push_str("| | req/s | p50 | p99 | added p50 | p50, one connection | added p50, one connection | KiB per idle connection | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, p) in peers.iter().enumerate() {
         let added = if i == 0 { "—".to_string() } else { format!("{:.0} µs", (med(i, |w| w.p50_ms) - base_p50) * 1000.0) };
         let kib = if i == 0 { "—".to_string() } else { format!("{:.1}", mem[i - 1]) };
+        let added1 = if i == 0 { "—".to_string() } else { format!("{:.0} µs", (single_p50(i) - single_p50(0)) * 1000.0) };
         let errors: u64 = runs[i].iter().map(|w| w.errors).sum();
         md.push_str(&format!(
-            "| {} | {:.0} | {:.3} ms | {:.3} ms | {added} | {kib} | {errors} |\n",
+            "| {} | {:.0} | {:.3} ms | {:.3} ms | {added} | {:.3} ms | {added1} | {kib} | {errors} |\n",
             if i == 0 { "backend alone" } else { p.name },
             med(i, |w| w.rps),
             med(i, |w| w.p50_ms),
             med(i, |w| w.p99_ms),
+            single_p50(i),
         ));
     }
     let ratio = med(1, |w| w.rps) / med(2, |w| w.rps);
