@@ -4,6 +4,7 @@
 #   Debian's awscli, whose pyOpenSSL breaks on the newer cryptography moto pulls in);
 #   fakecloud is optional (`cargo install fakecloud`);
 # - bench dns: dnsperf (the load generator) and dnsmasq (the peer);
+# - bench lb: haproxy and nginx (nginx-light: the backend and a peer), wrk;
 # - bench run and bench registry: umoci, besides docker.io, podman, runc, skopeo and
 #   docker-registry, which the tests need too (install-test-deps.sh, run first).
 # Run as root.
@@ -16,6 +17,8 @@ command -v wrk >/dev/null || apt_pkgs+=(wrk)
 command -v umoci >/dev/null || apt_pkgs+=(umoci)
 command -v dnsperf >/dev/null || apt_pkgs+=(dnsperf)
 command -v dnsmasq >/dev/null || apt_pkgs+=(dnsmasq-base)
+command -v haproxy >/dev/null || apt_pkgs+=(haproxy)
+command -v nginx >/dev/null || apt_pkgs+=(nginx-light)
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -38,8 +38,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("services") => crate::bench_services::run(root, &args[1..]),
         Some("net") => crate::bench_net::run(root, &args[1..]),
         Some("dns") => crate::bench_dns::run(root, &args[1..]),
+        Some("lb") => crate::bench_lb::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]"
         ),
     }
 }
@@ -359,7 +360,7 @@ struct WrkResult {
     requests: u64,
 }
 
-fn parse_ms(s: &str) -> f64 {
+pub(crate) fn parse_ms(s: &str) -> f64 {
     let s = s.trim();
     if let Some(v) = s.strip_suffix("us") {
         v.parse::<f64>().unwrap_or(0.0) / 1000.0

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_dns;
+mod bench_lb;
 mod bench_net;
 mod bench_registry;
 mod bench_run;

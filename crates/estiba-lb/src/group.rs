@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::header::HeaderValue;
-use hyper::http::uri::Authority;
 
 use crate::health::{HealthState, Machine, ProbeSpec, TargetHealthReport};
 use crate::metrics::Counters;
@@ -30,6 +29,8 @@ pub(crate) struct TargetState {
     pub outstanding: AtomicU32,
     /// The (state, reason) last published, so that only transitions are.
     last_published: Mutex<Option<(HealthState, Option<&'static str>)>>,
+    /// Idle keep-alive connections to it (ALB).
+    pub pool: crate::pool::Pool,
 }
 
 impl TargetState {
@@ -41,6 +42,7 @@ impl TargetState {
             healthy_since_ms: AtomicU64::new(0),
             outstanding: AtomicU32::new(0),
             last_published: Mutex::new(None),
+            pool: Default::default(),
         }
     }
 
@@ -66,8 +68,6 @@ impl TargetState {
 pub(crate) struct Entry {
     pub t: Arc<TargetState>,
     pub draining: bool,
-    /// `ip:port`, for the upstream request's URI.
-    pub authority: Authority,
     /// The `AWSALB` value naming this target, and the Set-Cookie header carrying it.
     pub cookie: Box<[u8]>,
     pub set_cookie: Option<HeaderValue>,
@@ -228,8 +228,7 @@ impl View {
                 let set_cookie = tg.stickiness.and_then(|d| {
                     HeaderValue::from_str(&format!("{TARGET_COOKIE}={cookie}; Max-Age={}; Path=/", d.as_secs())).ok()
                 });
-                let authority = Authority::try_from(t.addr.to_string().as_str()).expect("ip:port is an authority");
-                Entry { t: state, draining: t.draining, authority, cookie: cookie.into_bytes().into(), set_cookie }
+                Entry { t: state, draining: t.draining, cookie: cookie.into_bytes().into(), set_cookie }
             })
             .collect();
         let path = hc.path.parse().unwrap_or_else(|_| hyper::Uri::from_static("/"));

@@ -15,9 +15,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -26,23 +24,10 @@ use crate::group::{Group, GROUP_COOKIE, TARGET_COOKIE};
 use crate::metrics::{Active, Counters};
 use crate::rules::{all_match, Matcher, Subject};
 use crate::table::{Action, LoadBalancer, Listener, ListenerProtocol};
-use crate::{Error, Inner, LbCounters, ListenerConfig, Settings, Slot};
+use crate::pool::{Pooled, SendError};
+use crate::{Error, Inner, LbCounters, ListenerConfig, Slot};
 
-pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
-pub(crate) type Body = Either<Incoming, Full<Bytes>>;
-
-pub(crate) fn client(s: &Settings) -> Client {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(s.connect_timeout));
-    c.enforce_http(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(s.pool_idle_timeout)
-        .pool_max_idle_per_host(s.pool_max_idle_per_target)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(c)
-}
+pub(crate) type Body = Either<Pooled, Full<Bytes>>;
 
 pub(crate) struct CompiledRule {
     conds: Vec<Matcher>,
@@ -177,17 +162,26 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
         client_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("")),
         port: HeaderValue::from(port),
     });
+    // Boxed: hyper keeps the service's future inline in the connection, and an idle
+    // keep-alive connection should not carry a request's worth of state.
     let svc = hyper::service::service_fn(move |req| {
         let c = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&c, req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(handle(&c, req).await) })
+            as Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
     });
-    match &cfg.tls {
+    match cfg.tls.clone() {
         None => drive(&cfg.server, TokioIo::new(io), svc, closing).await,
-        Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
-            Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
+        // Boxed, so that plain connections' tasks are not the size of a TLS one.
+        Some(acceptor) => {
+            Box::pin(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            })
+            .await
+        }
     }
 }
 
@@ -291,24 +285,24 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
     if !h.contains_key("x-amzn-trace-id") {
         h.insert(HeaderName::from_static("x-amzn-trace-id"), trace_id());
     }
-    let mut uri = hyper::http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(e.authority.clone());
-    uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    let Ok(uri) = Uri::from_parts(uri) else { return elb(lb, StatusCode::BAD_REQUEST) };
-    parts.uri = uri;
+    if parts.uri.authority().is_some() {
+        // HTTP/2 (or an absolute-form request): origin form to the target.
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = Uri::try_from(pq) else { return elb(lb, StatusCode::BAD_REQUEST) };
+        parts.uri = uri;
+    }
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body);
 
     e.t.outstanding.fetch_add(1, Relaxed);
     let start = Instant::now();
-    let sent = tokio::time::timeout(cfg.idle_timeout, c.inner.client.request(req)).await;
+    let sent = tokio::time::timeout(cfg.idle_timeout, crate::pool::send(&c.inner, &e.t, req)).await;
     e.t.outstanding.fetch_sub(1, Relaxed);
-    let mut resp = match sent {
+    let (mut resp, sender) = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(err)) => {
-            tracing::debug!(target = %e.t.addr, error = %err, "target request failed");
-            if err.is_connect() {
+            tracing::debug!(target = %e.t.addr, error = ?err, "target request failed");
+            if matches!(err, SendError::Connect) {
                 Counters::inc(&lb.target_connection_errors);
                 Counters::inc(&g.counters.target_connection_errors);
             }
@@ -335,8 +329,11 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
         if let (Some(down), Some(up)) = (client_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) {
             tokio::spawn(tunnel(down, up));
         }
+        // The connection is the tunnel's now: not back to the pool.
+        return resp.map(|_| Either::Right(Full::new(Bytes::new())));
     }
-    resp.map(Either::Left)
+    let max_idle = c.inner.settings.pool_max_idle_per_target;
+    resp.map(|b| Either::Left(Pooled::new(b, sender, e.t.clone(), max_idle)))
 }
 
 /// Copies both ways between an upgraded client connection and its target's.

@@ -32,6 +32,7 @@ mod health;
 mod http;
 mod metrics;
 mod nlb;
+mod pool;
 mod rules;
 mod table;
 mod tls;
@@ -71,8 +72,6 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// A UDP flow with no datagram either way for this long is forgotten (NLB: 120 s).
     pub udp_idle_timeout: Duration,
-    /// An idle keep-alive connection to a target is closed after this long.
-    pub pool_idle_timeout: Duration,
     /// Idle keep-alive connections kept per target.
     pub pool_max_idle_per_target: usize,
 }
@@ -83,7 +82,6 @@ impl Default for Settings {
             threads: 1,
             connect_timeout: Duration::from_secs(10),
             udp_idle_timeout: Duration::from_secs(120),
-            pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_target: 1024,
         }
     }
@@ -96,7 +94,6 @@ pub(crate) struct Inner {
     /// Keys the cookies' hashes and the flow hash.
     pub key: RandomState,
     pub health_tx: broadcast::Sender<TargetHealthReport>,
-    pub client: http::Client,
 }
 
 impl Inner {
@@ -210,7 +207,6 @@ impl Lb {
             epoch: Instant::now(),
             key: RandomState::new(),
             health_tx: broadcast::channel(4096).0,
-            client: http::client(&settings),
         });
         Lb { inner, handle, state: Mutex::new(State::default()), rt }
     }

@@ -15,7 +15,7 @@ use crate::metrics::{Active, Counters};
 use crate::{Inner, ListenerConfig, Slot};
 
 /// The flow's hash: the client's address and port, and the listener's port.
-fn flow_hash(inner: &Inner, peer: SocketAddr, port: u16) -> u64 {
+pub(crate) fn flow_hash(inner: &Inner, peer: SocketAddr, port: u16) -> u64 {
     let ip = match peer.ip() {
         std::net::IpAddr::V4(a) => a.octets().to_vec(),
         std::net::IpAddr::V6(a) => a.octets().to_vec(),
