@@ -89,6 +89,8 @@ pub trait ControlPlane: Send + Sync + 'static {
 pub struct Published {
     pub dns_zone: Option<watch::Receiver<Arc<estiba_dns::Zone>>>,
     pub service_connect: Option<watch::Receiver<Arc<estiba_proxy::Table>>>,
+    /// The load balancers' listeners, rules and target groups (ELBv2's data plane).
+    pub load_balancers: Option<watch::Receiver<Arc<estiba_lb::Table>>>,
 }
 
 /// The agent inside the server process: reads and writes the store itself, and hands
@@ -501,7 +503,7 @@ mod tests {
         for (id, node) in tasks {
             let txn = Txn::new().then(Op::put(keys::task(&s, "c", id), json(&task(id)))).then(Op::put(
                 keys::claim(node, &s, "c", id),
-                json(&Claim { node: node.to_string(), public_ip: false }),
+                json(&Claim { node: node.to_string(), ..Default::default() }),
             ));
             assert!(store.txn(txn).await.unwrap().succeeded);
         }
@@ -548,7 +550,7 @@ mod tests {
             .txn(
                 Txn::new().then(Op::put(
                     keys::claim("n1", &s, "c", "t4"),
-                    json(&Claim { node: "n1".into(), public_ip: true }),
+                    json(&Claim { node: "n1".into(), public_ip: true, ..Default::default() }),
                 )),
             )
             .await

@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod health;
+pub mod lb;
 pub mod network;
 pub mod pool;
 pub mod runner;
@@ -178,6 +179,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     };
     if let Some(rx) = published.service_connect {
         tokio::spawn(network::run_service_connect(shared.clone(), rx, shutdown.clone()));
+    }
+    if let Some(rx) = published.load_balancers {
+        tokio::spawn(lb::run(shared.clone(), rx, shutdown.clone()));
     }
     tokio::spawn(heartbeat(shared.clone()));
     // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.

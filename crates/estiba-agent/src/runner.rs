@@ -728,6 +728,23 @@ impl Runner {
         }
     }
 
+    /// While DEACTIVATING: a task the control plane took out of its target groups keeps
+    /// serving the requests it has until the deregistration delay is over (the claim's
+    /// `drain_until`, which the control plane may move or clear meanwhile), unless its
+    /// containers have all exited.
+    async fn drain(&mut self) {
+        while let Some(until) = self.assignment.claim.drain_until {
+            let left = until - now();
+            if left <= 0.0 || !self.ctrs.iter().any(|c| matches!(c.state, CState::Running { .. })) {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_secs_f64(left.min(3600.0)), self.events.recv()).await {
+                Ok(Some(e)) => self.handle(e),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
     /// DEACTIVATING → STOPPING: dependents first, each with SIGTERM then SIGKILL.
     async fn stop_all(&mut self) {
         self.report.stopping_at.get_or_insert(now());
@@ -737,6 +754,7 @@ impl Runner {
         ) {
             self.report.status = Some(Status::Deactivating);
             self.publish();
+            self.drain().await;
         }
         self.report.status = Some(Status::Stopping);
         self.publish();

@@ -94,7 +94,7 @@ impl TelemetrySink for CountingSink {
         let counter = match &batch {
             Telemetry::Logs(_) => &self.logs,
             Telemetry::Metrics(_) => &self.metrics,
-            Telemetry::Health(_) => &self.health,
+            Telemetry::Health(_) | Telemetry::TargetHealth(_) => &self.health,
         };
         let total = counter.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
         tracing::debug!(kind = batch.kind(), items = batch.len(), total, "telemetry received");

@@ -31,6 +31,39 @@ use crate::task::{self, Status};
 /// The stoppedReason of a task the scheduler replaces after failed health checks.
 pub const HEALTH_CHECK_FAILED: &str = "Task failed container health checks";
 
+/// The start of the stoppedReason of a task replaced after failing its target group's health
+/// checks (ECS: `Task failed ELB health checks in (target-group <arn>)`).
+pub const ELB_HEALTH_CHECK_FAILED: &str = "Task failed ELB health checks in";
+
+/// A task's standing in its service's target groups (ECS's load balancer integration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LbHealth {
+    /// The service has no target groups.
+    NotBehind,
+    /// Not yet healthy in every group: not registered yet, or `initial`.
+    Pending,
+    /// Healthy (or health checks disabled) in every group.
+    Healthy,
+    /// Unhealthy in a group: its ARN, the container port registered, and the reason as
+    /// DescribeTargetHealth describes it.
+    Unhealthy { target_group: String, port: i32, reason: String },
+}
+
+/// What the planner asks about each task beyond the task document.
+pub struct Probes<'a> {
+    /// Whether the task has a container health check.
+    pub checked: &'a dyn Fn(&Task) -> bool,
+    /// Whether it has scale-in protection (UpdateTaskProtection).
+    pub protected: &'a dyn Fn(&Task) -> bool,
+    /// Its health in the service's target groups.
+    pub lb: &'a dyn Fn(&Task) -> LbHealth,
+}
+
+impl Probes<'_> {
+    /// No health check, no protection, no load balancer.
+    pub const NONE: Probes<'static> = Probes { checked: &|_| false, protected: &|_| false, lb: &|_| LbHealth::NotBehind };
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
     /// Seconds a RUNNING task without health checks waits before it counts as healthy.
@@ -70,15 +103,20 @@ pub struct Plan {
     pub retry_at: Option<Now>,
 }
 
-/// Whether a task counts as healthy for the deployment arithmetic.
-pub fn is_healthy(t: &Task, checked: bool, now: Now, s: &Settings) -> bool {
+/// Whether a task counts as healthy for the deployment arithmetic: RUNNING, HEALTHY when it
+/// has a container health check, healthy in every target group when its service has any
+/// (then that replaces the wait of tasks without a health check).
+pub fn is_healthy(t: &Task, checked: bool, lb: &LbHealth, now: Now, s: &Settings) -> bool {
     if task::last_status(t) != Status::Running || task::desired_stopped(t) {
         return false;
     }
-    if checked {
-        t.health_status == Some(HealthStatus::Healthy)
-    } else {
-        t.started_at.is_some_and(|at| now - at >= s.unchecked_healthy_after)
+    if checked && t.health_status != Some(HealthStatus::Healthy) {
+        return false;
+    }
+    match lb {
+        LbHealth::Healthy => true,
+        LbHealth::Pending | LbHealth::Unhealthy { .. } => false,
+        LbHealth::NotBehind => checked || t.started_at.is_some_and(|at| now - at >= s.unchecked_healthy_after),
     }
 }
 
@@ -88,12 +126,15 @@ pub fn is_failure(t: &Task) -> bool {
         return false;
     }
     match t.stop_code {
-        Some(TaskStopCode::UserInitiated) | Some(TaskStopCode::ServiceSchedulerInitiated) => {
-            t.stopped_reason.as_deref() == Some(HEALTH_CHECK_FAILED)
-        }
+        Some(TaskStopCode::UserInitiated) | Some(TaskStopCode::ServiceSchedulerInitiated) => failed_checks(t),
         Some(TaskStopCode::TaskFailedToStart) => true,
-        _ => t.started_at.is_none() || t.stopped_reason.as_deref() == Some(HEALTH_CHECK_FAILED),
+        _ => t.started_at.is_none() || failed_checks(t),
     }
+}
+
+/// Stopped for failing container or target group health checks.
+fn failed_checks(t: &Task) -> bool {
+    t.stopped_reason.as_deref().is_some_and(|r| r == HEALTH_CHECK_FAILED || r.starts_with(ELB_HEALTH_CHECK_FAILED))
 }
 
 /// Back-off before the next start after `k` failures in a row: none for the first two, then
@@ -119,17 +160,11 @@ fn max_running(desired: i32, pct: i32) -> i32 {
 }
 
 /// Plans one pass for a REPLICA service. `tasks` are the service's tasks (its group),
-/// STOPPED ones included; `checked(t)` says whether the task has a container health check,
-/// `protected(t)` whether it has scale-in protection (UpdateTaskProtection): the scheduler
-/// then stops it neither to scale in nor to replace it with a newer deployment's.
-pub fn plan(
-    svc: &Service,
-    tasks: &[&Task],
-    checked: &dyn Fn(&Task) -> bool,
-    protected: &dyn Fn(&Task) -> bool,
-    now: Now,
-    settings: &Settings,
-) -> Plan {
+/// STOPPED ones included; `probes` say which have a container health check, which have
+/// scale-in protection (the scheduler then stops it neither to scale in nor to replace it
+/// with a newer deployment's) and how each fares in the service's target groups.
+pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings: &Settings) -> Plan {
+    let Probes { checked, protected, lb } = *probes;
     let mut out = Plan { service: svc.clone(), ..Default::default() };
     let name = service::name(svc).to_owned();
     let status = service::status(svc).to_owned();
@@ -172,24 +207,44 @@ pub fn plan(
     // table every node's proxy is given).
     let connect = crate::service_connect::serves(primary.service_connect_configuration.as_ref());
     let healthy = |t: &Task| {
-        is_healthy(t, checked(t), now, settings) && (!connect || crate::service_connect::is_endpoint(t, checked(t)))
+        is_healthy(t, checked(t), &lb(t), now, settings)
+            && (!connect || crate::service_connect::is_endpoint(t, checked(t)))
     };
     let grace = svc.health_check_grace_period_seconds.unwrap_or(0) as f64;
 
-    // Failed health checks: replace those tasks (after the grace period).
+    // Failed health checks (the containers' or a target group's): replace those tasks, after
+    // the grace period.
     let mut stopping: Vec<&Task> = Vec::new();
     for t in &wanted {
-        let unhealthy = t.health_status == Some(HealthStatus::Unhealthy)
-            && task::last_status(t) == Status::Running
-            && t.started_at.is_some_and(|at| now - at >= grace);
-        if unhealthy {
-            stopping.push(t);
-            out.stop.push(Stop {
-                task_arn: t.task_arn.clone().unwrap_or_default(),
-                code: TaskStopCode::ServiceSchedulerInitiated,
-                reason: HEALTH_CHECK_FAILED.into(),
-            });
+        let past_grace =
+            task::last_status(t) == Status::Running && t.started_at.is_some_and(|at| now - at >= grace);
+        if !past_grace {
+            continue;
         }
+        let reason = if t.health_status == Some(HealthStatus::Unhealthy) {
+            HEALTH_CHECK_FAILED.to_owned()
+        } else if let LbHealth::Unhealthy { target_group, port, reason } = lb(t) {
+            let id = task::task_id(t);
+            service::push_event(
+                &mut out.service,
+                estiba_api::ecs::ServiceEvent {
+                    id: None,
+                    created_at: Some(now),
+                    message: Some(format!(
+                        "(service {name}) (task {id}) (port {port}) is unhealthy in (target-group {target_group}) due to (reason {reason})."
+                    )),
+                },
+            );
+            format!("{ELB_HEALTH_CHECK_FAILED} (target-group {target_group})")
+        } else {
+            continue;
+        };
+        stopping.push(t);
+        out.stop.push(Stop {
+            task_arn: t.task_arn.clone().unwrap_or_default(),
+            code: TaskStopCode::ServiceSchedulerInitiated,
+            reason,
+        });
     }
     let is_stopping = |t: &Task| stopping.iter().any(|s| s.task_arn == t.task_arn);
     let wanted: Vec<&Task> = wanted.into_iter().filter(|t| !is_stopping(t)).collect();
@@ -202,7 +257,9 @@ pub fn plan(
         if deployment_of(t) == primary_id {
             healthy(t)
         } else {
-            task::last_status(t) == Status::Running && t.health_status != Some(HealthStatus::Unhealthy)
+            task::last_status(t) == Status::Running
+                && t.health_status != Some(HealthStatus::Unhealthy)
+                && !matches!(lb(t), LbHealth::Unhealthy { .. })
         }
     };
     let healthy_count = wanted.iter().filter(|t| counts(t)).count() as i32;
@@ -438,13 +495,12 @@ pub fn plan_any(
     svc: &Service,
     tasks: &[&Task],
     instances: &[String],
-    checked: &dyn Fn(&Task) -> bool,
-    protected: &dyn Fn(&Task) -> bool,
+    probes: &Probes,
     now: Now,
     settings: &Settings,
 ) -> Plan {
     match svc.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica) {
-        SchedulingStrategy::Replica => plan(svc, tasks, checked, protected, now, settings),
+        SchedulingStrategy::Replica => plan(svc, tasks, probes, now, settings),
         SchedulingStrategy::Daemon => plan_daemon(svc, tasks, instances, now),
     }
 }
@@ -498,7 +554,7 @@ mod tests {
 
     fn run(s: &Service, tasks: &[Task], now: f64) -> Plan {
         let refs: Vec<&Task> = tasks.iter().collect();
-        plan(s, &refs, &|_| false, &|_| false, now, &Settings { unchecked_healthy_after: 0.0 })
+        plan(s, &refs, &Probes::NONE, now, &Settings { unchecked_healthy_after: 0.0 })
     }
 
     #[test]
@@ -552,23 +608,23 @@ mod tests {
         let s = svc(4, 50, 100);
         let old: Vec<Task> = (0..4).map(|i| t(i, "ecs-svc/1", "RUNNING", Some(90.0))).collect();
         let refs: Vec<&Task> = old.iter().collect();
-        let p = plan(&s, &refs, &|_| false, &|_| false, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &Probes::NONE, 100.0, &Settings::default());
         assert_eq!(p.stop.len(), 2, "down to the floor, not to zero");
         // Two new tasks run but have not passed their 40 s: the two old ones left stay.
         let mut all: Vec<Task> = old[2..].to_vec();
         all.extend((10..12).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(95.0))));
         let refs: Vec<&Task> = all.iter().collect();
-        let p = plan(&s, &refs, &|_| false, &|_| false, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &Probes::NONE, 100.0, &Settings::default());
         assert_eq!((p.start, p.stop.len()), (0, 0));
         // Once the new ones count, the old ones go.
-        let p = plan(&s, &refs, &|_| false, &|_| false, 140.0, &Settings::default());
+        let p = plan(&s, &refs, &Probes::NONE, 140.0, &Settings::default());
         assert_eq!(p.stop.len(), 2);
         // (A grace period keeps the health-check replacement rule out of what follows.)
         let mut s = s.clone();
         s.health_check_grace_period_seconds = Some(3600);
         let stops = |tasks: &[Task]| -> Vec<String> {
             let refs: Vec<&Task> = tasks.iter().collect();
-            plan(&s, &refs, &|_| true, &|_| false, 100.0, &Settings::default())
+            plan(&s, &refs, &Probes { checked: &|_| true, ..Probes::NONE }, 100.0, &Settings::default())
                 .stop
                 .into_iter()
                 .map(|x| x.task_arn)
@@ -608,7 +664,7 @@ mod tests {
             tasks.push(f);
         }
         let refs: Vec<&Task> = tasks.iter().collect();
-        let p = plan(&s, &refs, &|_| false, &|_| false, 100.0, &Settings::default());
+        let p = plan(&s, &refs, &Probes::NONE, 100.0, &Settings::default());
         assert_eq!(p.failed.as_deref(), Some("ecs-svc/2"));
         assert_eq!(p.rollback_to.and_then(|d| d.id).as_deref(), Some("ecs-svc/1"));
     }
@@ -642,22 +698,64 @@ mod tests {
         let tasks: Vec<Task> = (0..3).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(0.0))).collect();
         let refs: Vec<&Task> = tasks.iter().collect();
         let guarded = |t: &Task| t.task_arn.as_deref() != Some("arn:t/ecs-svc/2/1");
-        let p = plan(&s, &refs, &|_| false, &guarded, 100.0, &Settings { unchecked_healthy_after: 0.0 });
+        let p = plan(&s, &refs, &Probes { protected: &guarded, ..Probes::NONE }, 100.0, &Settings { unchecked_healthy_after: 0.0 });
         assert_eq!(p.stop.iter().map(|x| x.task_arn.as_str()).collect::<Vec<_>>(), ["arn:t/ecs-svc/2/1"]);
         // A rollout leaves a protected old task running, and does not complete meanwhile.
         let s = svc(1, 100, 200);
         let mut all = vec![t(0, "ecs-svc/1", "RUNNING", Some(0.0))];
         all.push(t(10, "ecs-svc/2", "RUNNING", Some(50.0)));
         let refs: Vec<&Task> = all.iter().collect();
+        let old = |t: &Task| t.started_by.as_deref() == Some("ecs-svc/1");
         let p = plan(
             &s,
             &refs,
-            &|_| false,
-            &|t| t.started_by.as_deref() == Some("ecs-svc/1"),
+            &Probes { protected: &old, ..Probes::NONE },
             100.0,
             &Settings { unchecked_healthy_after: 0.0 },
         );
         assert!(p.stop.is_empty() && p.completed.is_none(), "{:?}", p.stop);
+    }
+
+    #[test]
+    fn target_group_health_gates_rollouts_and_replaces_unhealthy_tasks() {
+        let s = svc(1, 100, 200);
+        let all = [t(0, "ecs-svc/1", "RUNNING", Some(0.0)), t(10, "ecs-svc/2", "RUNNING", Some(95.0))];
+        let refs: Vec<&Task> = all.iter().collect();
+        let settings = Settings::default();
+        let new = |t: &Task| t.started_by.as_deref() == Some("ecs-svc/2");
+        // Registered, not yet healthy: the old task stays, although 40 s have not mattered.
+        let pending = |t: &Task| if new(t) { LbHealth::Pending } else { LbHealth::Healthy };
+        let p = plan(&s, &refs, &Probes { lb: &pending, ..Probes::NONE }, 100.0, &settings);
+        assert!(p.stop.is_empty(), "{:?}", p.stop);
+        // Healthy in its target group: it counts at once (no 40 s wait) and the old one goes.
+        let healthy = |_: &Task| LbHealth::Healthy;
+        let p = plan(&s, &refs, &Probes { lb: &healthy, ..Probes::NONE }, 100.0, &settings);
+        assert_eq!(p.stop.iter().map(|x| x.task_arn.as_str()).collect::<Vec<_>>(), ["arn:t/ecs-svc/1/0"]);
+        // Unhealthy: replaced after the grace period, with ECS's reason and event.
+        let tg = "arn:aws:elasticloadbalancing:us-east-1:0:targetgroup/web/0123456789abcdef";
+        let sick = |t: &Task| {
+            if new(t) {
+                LbHealth::Unhealthy { target_group: tg.into(), port: 80, reason: "Health checks failed".into() }
+            } else {
+                LbHealth::Healthy
+            }
+        };
+        let mut graced = s.clone();
+        graced.health_check_grace_period_seconds = Some(30);
+        let p = plan(&graced, &refs, &Probes { lb: &sick, ..Probes::NONE }, 100.0, &settings);
+        assert!(p.stop.is_empty(), "within the grace period: {:?}", p.stop);
+        let p = plan(&s, &refs, &Probes { lb: &sick, ..Probes::NONE }, 100.0, &settings);
+        assert_eq!(p.stop.len(), 1);
+        assert_eq!(p.stop[0].task_arn, "arn:t/ecs-svc/2/10");
+        assert_eq!(p.stop[0].reason, format!("Task failed ELB health checks in (target-group {tg})"));
+        let event = p.service.events.as_ref().unwrap()[0].message.clone().unwrap();
+        assert!(event.contains(&format!("(port 80) is unhealthy in (target-group {tg}) due to (reason Health checks failed).")), "{event}");
+        // Such a stop is a failure of its deployment (the circuit breaker counts it).
+        let mut stopped = all[1].clone();
+        stopped.last_status = Some("STOPPED".into());
+        stopped.stop_code = Some(TaskStopCode::ServiceSchedulerInitiated);
+        stopped.stopped_reason = Some(p.stop[0].reason.clone());
+        assert!(is_failure(&stopped));
     }
 
     #[test]

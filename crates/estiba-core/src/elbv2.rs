@@ -113,6 +113,10 @@ pub struct TargetDoc {
     /// plus the group's `deregistration_delay.timeout_seconds`, then its document is deleted.
     #[serde(rename = "DrainingSince", default, skip_serializing_if = "Option::is_none")]
     pub draining_since: Option<f64>,
+    /// The store key of the ECS task that registered it (a service's `loadBalancers`);
+    /// `None` for targets registered through the API.
+    #[serde(rename = "Owner", default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The claim of a load balancer address (`elbv2/-/-/addresses/<ip>`): whose it is.
@@ -135,6 +139,13 @@ pub fn kind_prefix(scope: &Scope, kind: &str) -> String {
 /// The claim of a load balancer address (across accounts).
 pub fn address_key(ip: Ipv4Addr) -> String {
     format!("{PREFIX}/-/-/{ADDRESSES}/{ip}")
+}
+
+/// The key of the target group a target's key (`.../targets/<tg-name>/<id>:<port>`) is in.
+pub fn group_key_of_target(target_key: &str) -> Option<String> {
+    let mut parts = target_key.splitn(6, '/');
+    let (_, account, region, _, tg) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some(format!("{PREFIX}/{account}/{region}/{TARGET_GROUPS}/{tg}"))
 }
 
 /// A target's key suffix: `<id>:<port>`.

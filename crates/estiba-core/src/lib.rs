@@ -20,6 +20,7 @@ pub mod error;
 pub mod fargate;
 pub mod ids;
 pub mod instance;
+pub mod load_balancing;
 pub mod keys;
 pub mod names;
 pub mod node;

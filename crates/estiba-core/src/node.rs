@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::task::{self, Status};
 
 /// The node that runs a task, and what it needs to know beyond the task document.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Claim {
     pub node: String,
@@ -26,6 +26,12 @@ pub struct Claim {
     /// the task's container ports are published on the node's own addresses too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub public_ip: bool,
+    /// Set with the stop request of a task registered in target groups: the control plane
+    /// has marked its targets draining, and the node keeps the task DEACTIVATING (serving the
+    /// requests it already has) until this time (seconds since the epoch) before it signals
+    /// the containers, as ECS waits out the deregistration delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

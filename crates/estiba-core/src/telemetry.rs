@@ -18,6 +18,10 @@ pub enum Telemetry {
     Logs(Vec<LogLine>),
     Metrics(Vec<MetricSample>),
     Health(Vec<HealthResult>),
+    /// Load balancer target health as a node's probes see it: transitions as they happen,
+    /// and every target's state now and then (so a receiver that missed one, or restarted,
+    /// catches up).
+    TargetHealth(Vec<TargetHealthChange>),
 }
 
 impl Telemetry {
@@ -27,6 +31,7 @@ impl Telemetry {
             Telemetry::Logs(_) => "logs",
             Telemetry::Metrics(_) => "metrics",
             Telemetry::Health(_) => "health",
+            Telemetry::TargetHealth(_) => "targetHealth",
         }
     }
 
@@ -36,6 +41,7 @@ impl Telemetry {
             Telemetry::Logs(v) => v.len(),
             Telemetry::Metrics(v) => v.len(),
             Telemetry::Health(v) => v.len(),
+            Telemetry::TargetHealth(v) => v.len(),
         }
     }
 
@@ -106,6 +112,22 @@ pub struct HealthResult {
 
 /// Where telemetry ends up. `deliver` is called one batch at a time from the delivery task
 /// of the agent's channel: it must not block for long (hand slow work to a task of its own).
+/// One target's health in one target group, as a node's load balancer probes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealthChange {
+    pub node: String,
+    pub target_group_arn: String,
+    /// `address:port` as the node reaches it.
+    pub target: String,
+    /// AWS's state: `initial`, `healthy`, `unhealthy`, `draining`, `unavailable`, `unused`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 pub trait TelemetrySink: Send + Sync + 'static {
     fn deliver(&self, batch: Telemetry);
 }

@@ -41,6 +41,7 @@ const PRIVATE_NAME_TTL: u32 = 60;
 pub fn zone(st: &State, connect: &[crate::connect::Entry], vpc_cidr: Ipv4Net, default_region: &str) -> Zone {
     let mut b = ZoneBuilder::new();
     cloud_map(st, &mut b);
+    load_balancers(st, &mut b);
     let mut named = BTreeSet::new();
     for e in connect {
         if named.insert(e.dns_name.as_str()) {
@@ -71,6 +72,27 @@ pub fn zone(st: &State, connect: &[crate::connect::Entry], vpc_cidr: Ipv4Net, de
         }
     }
     b.build()
+}
+
+/// The TTL of load balancers' names (ELB's: 60 s).
+const LB_TTL: u32 = 60;
+
+/// Every load balancer's DNS name (`<name>-<digits>.<region>.elb.amazonaws.com`) with the
+/// addresses it has in the VPC, in an apex per region.
+fn load_balancers(st: &State, b: &mut ZoneBuilder) {
+    use estiba_core::elbv2::{self as elb, LoadBalancerDoc};
+    let mut apexes = BTreeSet::new();
+    for d in st.docs::<LoadBalancerDoc>(crate::services::elbv2::table(crate::services::elbv2::Table::LoadBalancers), elb::PREFIX) {
+        let Some(name) = d.value.lb.dns_name.as_deref() else { continue };
+        let Some((_, apex)) = name.split_once('.') else { continue };
+        if apexes.insert(apex.to_owned()) {
+            add(b.apex(apex, LB_TTL).map(drop));
+        }
+        let ips: Vec<IpAddr> = d.value.addresses.iter().map(|a| IpAddr::V4(a.ip)).collect();
+        if !ips.is_empty() {
+            add(b.addresses(name, &ips, LB_TTL, Pick::All).map(drop));
+        }
+    }
 }
 
 /// The SOA TTL of a namespace without one (Cloud Map's default).

@@ -20,9 +20,11 @@ pub mod dns;
 pub mod front;
 pub mod http;
 pub mod lb_health;
+pub mod lb;
 mod migrate;
 pub mod registry;
 pub mod services;
+pub mod targets;
 pub use estiba_core::keys;
 pub mod view;
 
@@ -32,6 +34,15 @@ use std::time::Duration;
 
 use estiba_core::{EcsError, Ids};
 use estiba_store::{Revision, Store, StoreError, Txn};
+
+/// What goes into the transaction that asks the task at `task_key` to stop, besides the
+/// task itself: its Cloud Map instances deregistered, and its load balancer targets
+/// draining (with the claim's `drain_until`, so its node waits before SIGTERM).
+pub fn stop_ops(st: &view::State, task_key: &str, now: f64) -> Vec<estiba_store::Op> {
+    let mut ops = discovery::deregister_on_stop(st, task_key);
+    ops.extend(targets::deregister_on_stop(st, task_key, now));
+    ops
+}
 
 /// Server settings (the binary maps its flags onto this).
 #[derive(Clone, Debug)]
@@ -65,6 +76,9 @@ pub struct Config {
     pub environment_files_dir: Option<std::path::PathBuf>,
     /// How long a new ELBv2 load balancer reports `provisioning` before `active`.
     pub lb_provisioning: Duration,
+    /// Load balancer listeners are also published on this host address (their own port),
+    /// besides the load balancers' VPC addresses (`--lb-host-address`).
+    pub lb_host_address: Option<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -84,6 +98,7 @@ impl Default for Config {
             registry_gc_grace: Duration::from_secs(3600),
             environment_files_dir: None,
             lb_provisioning: Duration::from_secs(2),
+            lb_host_address: None,
         }
     }
 }
@@ -104,6 +119,12 @@ pub struct Server {
     pub connect: tokio::sync::watch::Sender<Arc<estiba_proxy::Table>>,
     /// ELBv2 target health as the data plane reports it ([`lb_health`]).
     pub target_health: lb_health::TargetHealthBook,
+    /// The load balancers' data plane table ([`lb`]), republished on every change; nodes'
+    /// load balancers serve it.
+    pub lb: tokio::sync::watch::Sender<Arc<estiba_lb::Table>>,
+    /// Bumped when something the controllers read changes outside the view (target health
+    /// reported by nodes): controllers waiting for a change wake as for a view change.
+    pub nudge: tokio::sync::watch::Sender<u64>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -190,7 +211,14 @@ impl Server {
             dns,
             connect,
             target_health: Default::default(),
+            lb: tokio::sync::watch::channel(Arc::new(estiba_lb::Table::default())).0,
+            nudge: tokio::sync::watch::channel(0).0,
         }))
+    }
+
+    /// Wakes the controllers that wait for changes (see [`Server::nudge`]).
+    pub fn nudge(&self) {
+        self.nudge.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Commits `txn`; returns false when a compare failed. On success the view holds the

@@ -55,7 +55,7 @@ mod tests {
     async fn old_claims_move_under_their_node_once() {
         let store = MemStore::new();
         let s = Scope::new("123456789012", "us-east-1");
-        let claim = |node: &str| serde_json::to_vec(&Claim { node: node.into(), public_ip: true }).unwrap();
+        let claim = |node: &str| serde_json::to_vec(&Claim { node: node.into(), public_ip: true, ..Default::default() }).unwrap();
         let txn = Txn::new()
             .then(Op::put(keys::task(&s, "c", "t1"), b"{}".to_vec()))
             .then(Op::put("ecs/123456789012/us-east-1/claims/c/t1", claim("n1")))
@@ -72,7 +72,7 @@ mod tests {
         let moved = store.get(&keys::claim("n1", &s, "c", "t1")).await.unwrap().unwrap();
         assert_eq!(
             serde_json::from_slice::<Claim>(&moved.value).unwrap(),
-            Claim { node: "n1".into(), public_ip: true }
+            Claim { node: "n1".into(), public_ip: true, ..Default::default() }
         );
         assert!(store.get(&keys::claim("n2", &s, "c", "t2")).await.unwrap().is_some());
         assert!(store.get("ecs/123456789012/us-east-1/claims/c/t1").await.unwrap().is_none());

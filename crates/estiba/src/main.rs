@@ -275,6 +275,14 @@ struct ServerArgs {
     /// everything else through the host's name servers.
     #[arg(long, env = "ESTIBA_VPC_RESOLVER", value_enum, default_value = "on")]
     vpc_resolver: OnOff,
+    /// Run load balancers' listeners on this node, at their VPC addresses (ELBv2's data plane).
+    #[arg(long, env = "ESTIBA_LOAD_BALANCERS", value_enum, default_value = "on")]
+    load_balancers: OnOff,
+    /// Also publish every load balancer listener on this host address, at the listener's own
+    /// port (e.g. 127.0.0.1, to reach an ALB on port 80 from the host as with LocalStack)
+    /// [default: none: only the load balancers' VPC addresses].
+    #[arg(long, env = "ESTIBA_LB_HOST_ADDRESS")]
+    lb_host_address: Option<std::net::IpAddr>,
     /// `host:port` advertised in repository URIs [default: the listen address].
     #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
     registry_host: Option<String>,
@@ -439,6 +447,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         },
         registry_gc_grace: args.registry_gc_grace,
         environment_files_dir: args.environment_files_dir.clone(),
+        lb_host_address: args.lb_host_address,
         ..Config::default()
     };
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -503,12 +512,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
             images.set_local(Arc::new(OwnRegistry { server: server.clone(), registry: reg.clone() }));
         }
         let exe = std::env::current_exe().context("finding the estiba binary")?;
-        // Telemetry is only counted until the log and metric stores take it.
-        let telemetry = Arc::new(estiba_agent::telemetry::CountingSink::default());
-        // What the server publishes for every node: the resolver's zone, Service Connect's table.
+        // Target health goes to the server; the rest is only counted until the log and metric
+        // stores take it.
+        let telemetry = Arc::new(ServerSink { server: server.clone(), rest: Default::default() });
+        // What the server publishes for every node: the resolver's zone, Service Connect's
+        // table, the load balancers.
         let published = estiba_agent::control::Published {
             dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
             service_connect: Some(server.connect.subscribe()),
+            load_balancers: (args.load_balancers == OnOff::On).then(|| server.lb.subscribe()),
         };
         let cp = estiba_agent::control::StoreControl::start_with(store.clone(), node_id.clone(), telemetry, published)
             .await
@@ -555,6 +567,21 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// The server's telemetry sink: target health to the server's book, the rest counted.
+struct ServerSink {
+    server: Arc<estiba_server::Server>,
+    rest: estiba_agent::telemetry::CountingSink,
+}
+
+impl estiba_core::telemetry::TelemetrySink for ServerSink {
+    fn deliver(&self, batch: estiba_core::telemetry::Telemetry) {
+        match batch {
+            estiba_core::telemetry::Telemetry::TargetHealth(changes) => self.server.target_health_reported(&changes),
+            other => self.rest.deliver(other),
+        }
+    }
 }
 
 /// The server's own registry as the agent's image store sees it: read from its files.

@@ -20,13 +20,6 @@ pub struct Draining {
     pub every: Duration,
 }
 
-/// The group document of a target document's key (`elbv2/<a>/<r>/targets/<tg>/<id>:<port>`).
-fn group_key(target_key: &str) -> Option<String> {
-    let mut parts = target_key.splitn(6, '/');
-    let (_, account, region, _, tg) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    Some(format!("{}/{account}/{region}/{}/{tg}", elb::PREFIX, elb::TARGET_GROUPS))
-}
-
 impl Controller for Draining {
     type Error = WriteError;
 
@@ -50,7 +43,7 @@ impl Controller for Draining {
                 .filter_map(|d| {
                     let since = d.value.draining_since?;
                     let group =
-                        group_key(&d.key).and_then(|k| st.doc::<TargetGroupDoc>(table(Table::TargetGroups), &k));
+                        elb::group_key_of_target(&d.key).and_then(|k| st.doc::<TargetGroupDoc>(table(Table::TargetGroups), &k));
                     let finished = group.is_none_or(|g| rules::drained(since, &g.value.attributes, now));
                     finished.then(|| (d.key.clone(), d.rev, group.and_then(|g| g.value.tg.target_group_arn.clone())))
                 })
@@ -82,7 +75,7 @@ mod tests {
     #[test]
     fn a_target_key_names_its_group() {
         assert_eq!(
-            group_key("elbv2/000000000000/us-east-1/targets/api/10.0.0.1:80").as_deref(),
+            elb::group_key_of_target("elbv2/000000000000/us-east-1/targets/api/10.0.0.1:80").as_deref(),
             Some("elbv2/000000000000/us-east-1/target-groups/api")
         );
     }

@@ -105,7 +105,7 @@ pub async fn housekeeping(server: &Server, h: &Housekeeping) -> Result<(), EcsEr
                     }
                     txn.compares.push(Compare::mod_revision(&d.key, d.rev));
                     txn.ops.push(put(&d.key, &t));
-                    txn.ops.extend(crate::discovery::deregister_on_stop(&st, &d.key));
+                    txn.ops.extend(crate::stop_ops(&st, &d.key, now));
                 }
             }
             if txn.ops.len() > 500 {

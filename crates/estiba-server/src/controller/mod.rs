@@ -43,6 +43,7 @@ pub mod registry;
 pub mod runtime;
 pub mod servicediscovery;
 pub mod services;
+pub mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,7 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
         settings.inactive_retention,
     ));
     rt.add(discovery::Registrar);
+    rt.add(targets::Registrar);
     rt.add(dns::Zones);
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
     rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });

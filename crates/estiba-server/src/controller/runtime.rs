@@ -156,6 +156,7 @@ impl Runtime {
 async fn run<C: Controller>(server: Arc<Server>, c: C, mut shutdown: watch::Receiver<bool>) {
     let name = c.name();
     let mut changes = server.view.changes();
+    let mut nudges = server.nudge.subscribe();
     let mut wake = c.first();
     loop {
         if *shutdown.borrow() {
@@ -169,6 +170,7 @@ async fn run<C: Controller>(server: Arc<Server>, c: C, mut shutdown: watch::Rece
         let on_change = matches!(wake, Wake::Change | Wake::ChangeOrAt(_));
         tokio::select! {
             r = changes.changed(), if on_change => if r.is_err() { return },
+            _ = nudges.changed(), if on_change => {}
             _ = sleep_until(deadline) => {}
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
         }

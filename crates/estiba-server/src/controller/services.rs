@@ -96,7 +96,9 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 let key = keys::task_protection(&scope, &cluster, estiba_core::task::task_id(t));
                 st.task_protection.get(&key).is_some_and(|p| estiba_core::task::is_protected(&p.value, now))
             };
-            let plan = deploy::plan_any(&d.value, &tasks, &instances, &is_checked, &is_protected, now, settings);
+            let lb = |t: &Task| crate::targets::lb_health(server, st, &scope, &cluster, &d.value, t);
+            let probes = deploy::Probes { checked: &is_checked, protected: &is_protected, lb: &lb };
+            let plan = deploy::plan_any(&d.value, &tasks, &instances, &probes, now, settings);
 
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
@@ -122,7 +124,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
                 txn.ops.push(put(&doc.key, &u.value));
                 if task::desired_stopped(&u.value) {
-                    txn.ops.extend(crate::discovery::deregister_on_stop(st, &doc.key));
+                    txn.ops.extend(crate::stop_ops(st, &doc.key, now));
                 }
             }
             for u in &out.records {

@@ -114,7 +114,7 @@ pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRe
                     }
                     txn.compares.push(Compare::mod_revision(&t.key, t.rev));
                     txn.ops.push(put(&t.key, &task));
-                    txn.ops.extend(crate::discovery::deregister_on_stop(st, &t.key));
+                    txn.ops.extend(crate::stop_ops(st, &t.key, cx.now));
                 }
             }
             let mut ci = d.value.clone();

@@ -76,6 +76,8 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
             let td = runnable_taskdef(st, cx, td_ref)?;
             let registries = req.service_registries.as_deref().unwrap_or_default();
             crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
+            let lbs = req.load_balancers.as_deref().unwrap_or_default();
+            crate::targets::check_load_balancers(st, &cx.scope, lbs, &td.value)?;
             let plan = capacity::resolve_launch(
                 req.launch_type,
                 req.capacity_provider_strategy.as_deref(),
@@ -149,6 +151,10 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                 let registries =
                     req.service_registries.as_deref().or(svc.service_registries.as_deref()).unwrap_or_default();
                 crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
+            }
+            if req.load_balancers.is_some() || req.task_definition.is_some() {
+                let lbs = req.load_balancers.as_deref().or(svc.load_balancers.as_deref()).unwrap_or_default();
+                crate::targets::check_load_balancers(st, &cx.scope, lbs, &td.value)?;
             }
             let launch_type = match req.capacity_provider_strategy.as_deref().filter(|s| !s.is_empty()) {
                 Some(strategy) => capacity::resolve_launch(None, Some(strategy), &c.value, true, true)?.launch_type(),

@@ -205,7 +205,7 @@ pub(crate) fn write_tasks(
         };
         if let Some(node) = node {
             let claim = keys::claim(node, &cx.scope, cluster, task::task_id(t));
-            txn.ops.push(put(claim, &estiba_core::node::Claim { node: node.to_string(), public_ip }));
+            txn.ops.push(put(claim, &estiba_core::node::Claim { node: node.to_string(), public_ip, ..Default::default() }));
         }
     }
 }
@@ -396,7 +396,7 @@ pub async fn stop(s: &Server, cx: &Ctx, req: StopTaskRequest) -> Result<Bytes> {
                 }
                 txn = txn.when(Compare::mod_revision(&key, d.rev)).then(put(&key, &t));
                 // Out of Cloud Map before its node is told to stop it.
-                txn.ops.extend(crate::discovery::deregister_on_stop(st, &key));
+                txn.ops.extend(crate::stop_ops(st, &key, cx.now));
             }
             t.tags = Some(st.tags_of(&key).unwrap_or_default().to_vec());
             Ok((txn, t))

@@ -65,7 +65,7 @@ pub async fn register(s: &Server, cx: &Call, req: RegisterTargetsInput) -> Resul
                 Some(d) if d.value.draining_since.is_none() => continue,
                 Some(d) => {
                     txn = txn.when(Compare::mod_revision(&key, d.rev));
-                    TargetDoc { draining_since: None, registered_at: cx.now, ..d.value.clone() }
+                    TargetDoc { draining_since: None, registered_at: cx.now, owner: None, ..d.value.clone() }
                 }
                 None => {
                     txn = txn.when(Compare::absent(&key));
@@ -75,6 +75,7 @@ pub async fn register(s: &Server, cx: &Call, req: RegisterTargetsInput) -> Resul
                         availability_zone: t.availability_zone.clone(),
                         registered_at: cx.now,
                         draining_since: None,
+                        owner: None,
                     }
                 }
             };
