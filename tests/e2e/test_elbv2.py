@@ -274,7 +274,11 @@ def test_create_errors(elb, raw, net):
 
     fails("ValidationError", elb.register_targets, TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": "192.0.2.1"}])
     fails("InvalidTarget", elb.deregister_targets, TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": "172.31.0.99"}])
-    fails("InvalidTarget", elb.describe_target_health, TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": "172.31.0.99"}])
+    # Asked for by name, a target that is not registered is `unused` (AWS answers, no error).
+    [d] = elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": "172.31.0.99"}])[
+        "TargetHealthDescriptions"]
+    assert d["TargetHealth"] == {"State": "unused", "Reason": "Target.NotRegistered",
+                                 "Description": "Target is not registered to the target group"}, d
 
     l = elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80, DefaultActions=forward(tg))
     larn = l["Listeners"][0]["ListenerArn"]

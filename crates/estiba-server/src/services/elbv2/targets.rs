@@ -175,35 +175,42 @@ pub async fn describe_health(s: &Server, cx: &Call, req: DescribeTargetHealthInp
     let tg = tg_doc(&st, scope, &req.target_group_arn)?;
     let in_use = !target_group_load_balancers(&st, scope, &req.target_group_arn).is_empty();
     let all: Vec<&TargetDoc> = registered(&st, scope, &tg.value, cx.now).map(|d| &d.value).collect();
-    let chosen: Vec<&TargetDoc> = match req.targets.as_deref() {
-        None | Some([]) => all,
-        Some(asked) => {
-            let mut out = vec![];
-            for a in asked {
-                let port = a.port.or(tg.value.tg.port);
-                let found = all
-                    .iter()
-                    .find(|t| t.id == a.id && port.is_none_or(|p| p == t.port as i32))
-                    .ok_or_else(|| not_registered(&a.id))?;
-                out.push(*found);
-            }
-            out
-        }
-    };
     let hc_port = tg.value.tg.health_check_port.clone().unwrap_or_else(|| "traffic-port".into());
-    let descriptions = chosen
-        .into_iter()
-        .map(|t| TargetHealthDescription {
-            target: Some(TargetDescription {
-                id: t.id.clone(),
-                port: Some(t.port as i32),
-                availability_zone: t.availability_zone.clone(),
-                quic_server_id: None,
-            }),
-            health_check_port: Some(if hc_port == "traffic-port" { t.port.to_string() } else { hc_port.clone() }),
-            target_health: Some(target_health(&s.target_health, &tg.value.tg, in_use, t)),
-            ..Default::default()
-        })
-        .collect();
+    let shown_port = |port: u16| if hc_port == "traffic-port" { port.to_string() } else { hc_port.clone() };
+    let describe = |t: &TargetDoc| TargetHealthDescription {
+        target: Some(TargetDescription {
+            id: t.id.clone(),
+            port: Some(t.port as i32),
+            availability_zone: t.availability_zone.clone(),
+            quic_server_id: None,
+        }),
+        health_check_port: Some(shown_port(t.port)),
+        target_health: Some(target_health(&s.target_health, &tg.value.tg, in_use, t)),
+        ..Default::default()
+    };
+    let descriptions: Vec<TargetHealthDescription> = match req.targets.as_deref() {
+        None | Some([]) => all.into_iter().map(describe).collect(),
+        // Targets asked for by name: one that is not registered is `unused` with
+        // `Target.NotRegistered`, as AWS answers.
+        Some(asked) => asked
+            .iter()
+            .map(|a| {
+                let port = a.port.or(tg.value.tg.port);
+                match all.iter().find(|t| t.id == a.id && port.is_none_or(|p| p == t.port as i32)) {
+                    Some(t) => describe(t),
+                    None => TargetHealthDescription {
+                        target: Some(TargetDescription { id: a.id.clone(), port, ..Default::default() }),
+                        health_check_port: port.and_then(|p| u16::try_from(p).ok()).map(shown_port),
+                        target_health: Some(TargetHealth {
+                            state: Some(TargetHealthStateEnum::Unused),
+                            reason: Some(TargetHealthReasonEnum::TargetNotRegistered),
+                            description: Some("Target is not registered to the target group".into()),
+                        }),
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect(),
+    };
     Ok(json(&DescribeTargetHealthOutput { target_health_descriptions: Some(descriptions) }))
 }
