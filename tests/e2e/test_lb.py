@@ -7,6 +7,7 @@ unhealthy, and drains a task before it stops it.
 Like test_dns.py, these tests run in a network namespace of their own with no route out."""
 
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -30,9 +31,9 @@ HTTPD = ("mkdir -p /www/api && hostname > /www/index.html && echo \"api $(hostna
 
 
 @pytest.fixture
-def lb_node(tmp_path):
+def lb_node(tmp_path, request):
     with own_netns():
-        n = Node(tmp_path)
+        n = Node(tmp_path, extra_args=getattr(request, "param", ()))
         try:
             yield n
         finally:
@@ -40,9 +41,11 @@ def lb_node(tmp_path):
 
 
 def fetch(url, timeout=3):
-    """(status, body) or (None, error)."""
+    """(status, body) or (None, error). HTTPS certificates are not checked."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=insecure) as r:
             return r.status, r.read().decode().strip()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -165,6 +168,14 @@ def test_service_behind_an_alb_spreads_routes_replaces_and_rolls_without_failure
     api_name = eni(api_task)["privateDnsName"]
     assert fetch(f"http://{ip}/api/x") == (200, f"api {api_name}")
     assert fetch(f"http://{ip}/")[1].split(".")[0] in names
+    # An HTTPS listener: there is no ACM, an ARN that names no file gets a self-signed
+    # certificate; the same rules apply behind it.
+    https = elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTPS", Port=443,
+                                Certificates=[{"CertificateArn": "arn:aws:acm:us-east-1:000000000000:certificate/x"}],
+                                DefaultActions=[{"Type": "forward", "TargetGroupArn": web_tg}])["Listeners"][0]
+    assert https["SslPolicy"]
+    wait_until(lambda: fetch(f"https://{ip}/")[1].split(".")[0] in names, timeout=10, what="HTTPS through the ALB")
+    elb.delete_listener(ListenerArn=https["ListenerArn"])
 
     # A rolling update of web under load: no request fails.
     load = Load(f"http://{ip}/")
@@ -210,6 +221,7 @@ def test_service_behind_an_alb_spreads_routes_replaces_and_rolls_without_failure
 
 @needs_root
 @needs_isolation
+@pytest.mark.parametrize("lb_node", [["--lb-host-address", "127.0.0.1"]], indirect=True)
 def test_nlb_forwards_tcp_to_a_bridge_service_on_dynamic_host_ports(lb_node):
     node = lb_node
     ecs, elb = node.ecs, node.e.client("elbv2")
@@ -243,3 +255,5 @@ def test_nlb_forwards_tcp_to_a_bridge_service_on_dynamic_host_ports(lb_node):
         if len(seen) == 2:
             break
     assert len(seen) == 2, (seen, names)
+    # --lb-host-address: the listener also answers on the host's loopback at its own port.
+    assert fetch("http://127.0.0.1:9000/")[0] == 200
