@@ -6,6 +6,7 @@ unhealthy, and drains a task before it stops it.
 
 Like test_dns.py, these tests run in a network namespace of their own with no route out."""
 
+import json
 import os
 import ssl
 import threading
@@ -190,6 +191,18 @@ def test_service_behind_an_alb_spreads_routes_replaces_and_rolls_without_failure
         load.done()
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50, load.ok
+    # The load balancer's counters (AWS/ApplicationELB names) reach the server, kept for
+    # CloudWatch: every request of the loop is counted, for the load balancer and its group.
+    lb_dim = "app/web/" + lb["LoadBalancerArn"].rsplit("/", 1)[1]
+    tg_dim = "targetgroup/web/" + web_tg.rsplit("/", 1)[1]
+
+    def counted():
+        m = json.loads(urllib.request.urlopen(node.e.endpoint + "/_estiba/lb-metrics", timeout=5).read())
+        lbm, tgm = m["loadBalancers"].get(lb_dim, {}), m["targetGroups"].get(tg_dim, {})
+        return lbm.get("RequestCount", 0) >= load.ok and tgm.get("HTTPCode_Target_2XX_Count", 0) >= load.ok and m
+    m = wait_until(counted, timeout=30, what="the load balancer's counters")
+    assert m["loadBalancers"][lb_dim].get("HTTPCode_ELB_5XX_Count", 0) == 0, m
+    assert m["targetGroups"][tg_dim]["TargetResponseTimeUsSum"] > 0, m
     new = running(ecs, "web")
     assert not {t["taskArn"] for t in new} & {t["taskArn"] for t in ts}, "every web task was replaced"
 

@@ -3,14 +3,14 @@
 //! node's VPC bridge (tasks reach them there, the host through the bridge's route); target
 //! health goes back to the control plane as telemetry: every transition as it happens, and
 //! every target's state each [`SNAPSHOT_EVERY`], so a server that missed one or restarted
-//! catches up.
+//! catches up; the load balancers' counters go the same way each [`METRICS_EVERY`].
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use estiba_core::telemetry::{Telemetry, TargetHealthChange};
+use estiba_core::telemetry::{LbMetrics, Telemetry, TargetHealthChange};
 use estiba_lb::TargetHealthReport;
 use tokio::sync::{broadcast, watch};
 
@@ -18,6 +18,9 @@ use crate::Shared;
 
 /// How often every target's health is sent, besides transitions.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(15);
+
+/// How often the load balancers' counters are sent.
+pub const METRICS_EVERY: Duration = Duration::from_secs(10);
 
 fn change(node: &str, r: &TargetHealthReport) -> TargetHealthChange {
     TargetHealthChange {
@@ -43,6 +46,8 @@ pub async fn run(
     let mut added: HashSet<Ipv4Addr> = HashSet::new();
     let mut snapshot = tokio::time::interval(SNAPSHOT_EVERY);
     snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics = tokio::time::interval(METRICS_EVERY);
+    metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut table_changed = true;
     loop {
         if table_changed {
@@ -106,6 +111,7 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = snapshot.tick() => send_snapshot(&shared, &lb, &node),
+            _ = metrics.tick() => send_metrics(&shared, &lb, &node),
             _ = shutdown.changed() => return,
         }
     }
@@ -116,4 +122,22 @@ fn send_snapshot(shared: &Shared, lb: &estiba_lb::Lb, node: &str) {
     if !all.is_empty() {
         shared.cp.telemetry().send(Telemetry::TargetHealth(all));
     }
+}
+
+/// The counters of every load balancer and target group, by CloudWatch metric name.
+fn send_metrics(shared: &Shared, lb: &estiba_lb::Lb, node: &str) {
+    let m = lb.metrics();
+    if m.load_balancers.is_empty() && m.target_groups.is_empty() {
+        return;
+    }
+    let named = |c: &estiba_lb::Counts| serde_json::from_value(serde_json::to_value(c).unwrap_or_default()).unwrap_or_default();
+    let report = LbMetrics {
+        node: node.to_owned(),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        load_balancers: m.load_balancers.iter().map(|(k, c)| (k.clone(), named(c))).collect(),
+        target_groups: m.target_groups.iter().map(|(k, c)| (k.clone(), named(c))).collect(),
+    };
+    shared.cp.telemetry().send(Telemetry::LbMetrics(vec![report]));
 }

@@ -93,7 +93,7 @@ impl TelemetrySink for CountingSink {
     fn deliver(&self, batch: Telemetry) {
         let counter = match &batch {
             Telemetry::Logs(_) => &self.logs,
-            Telemetry::Metrics(_) => &self.metrics,
+            Telemetry::Metrics(_) | Telemetry::LbMetrics(_) => &self.metrics,
             Telemetry::Health(_) | Telemetry::TargetHealth(_) => &self.health,
         };
         let total = counter.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;

@@ -22,6 +22,8 @@ pub enum Telemetry {
     /// and every target's state now and then (so a receiver that missed one, or restarted,
     /// catches up).
     TargetHealth(Vec<TargetHealthChange>),
+    /// A node's load balancer counters (cumulative since its load balancers started).
+    LbMetrics(Vec<LbMetrics>),
 }
 
 impl Telemetry {
@@ -32,6 +34,7 @@ impl Telemetry {
             Telemetry::Metrics(_) => "metrics",
             Telemetry::Health(_) => "health",
             Telemetry::TargetHealth(_) => "targetHealth",
+            Telemetry::LbMetrics(_) => "lbMetrics",
         }
     }
 
@@ -42,6 +45,7 @@ impl Telemetry {
             Telemetry::Metrics(v) => v.len(),
             Telemetry::Health(v) => v.len(),
             Telemetry::TargetHealth(v) => v.len(),
+            Telemetry::LbMetrics(v) => v.len(),
         }
     }
 
@@ -126,6 +130,21 @@ pub struct TargetHealthChange {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// Counters by CloudWatch metric name (`RequestCount`, `HTTPCode_Target_2XX_Count`, ...).
+pub type Counters = std::collections::BTreeMap<String, u64>;
+
+/// One node's load balancer counters at one moment, by CloudWatch dimension value
+/// (`app/<name>/<id>`, `targetgroup/<name>/<id>`); cumulative, so a receiver takes differences
+/// (a counter that went down means the node's load balancers restarted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LbMetrics {
+    pub node: String,
+    pub timestamp: i64,
+    pub load_balancers: std::collections::BTreeMap<String, Counters>,
+    pub target_groups: std::collections::BTreeMap<String, Counters>,
 }
 
 pub trait TelemetrySink: Send + Sync + 'static {

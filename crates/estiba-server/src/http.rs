@@ -106,6 +106,10 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             let stats = serde_json::to_vec(&server.controller_stats()).unwrap_or_default();
             body::response(StatusCode::OK, Bytes::from(stats), "application/json")
         }
+        (&Method::GET, "/_estiba/lb-metrics") => {
+            let totals = serde_json::to_vec(&server.lb_metrics.totals()).unwrap_or_default();
+            body::response(StatusCode::OK, Bytes::from(totals), "application/json")
+        }
         (&Method::GET, "/") => console(),
         _ => not_found(&format!("No route for {path}")),
     };

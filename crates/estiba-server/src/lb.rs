@@ -7,7 +7,8 @@
 //! Target groups no listener or rule forwards to are left out: AWS does not health-check
 //! them (DescribeTargetHealth says `unused`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use estiba_lb::{
     Action, Algorithm, Certificate, Condition, HealthCheck, HealthProtocol, Kind, Listener, ListenerProtocol,
     LoadBalancer, Rule, Table, Target, TargetGroup, TargetProtocol, WeightedGroup,
 };
+
+use estiba_core::telemetry::{Counters, LbMetrics};
 
 use crate::services::elbv2::{table, Table as T};
 use crate::view::State;
@@ -271,5 +274,46 @@ fn target_group(st: &State, g: &TargetGroupDoc) -> TargetGroup {
         stickiness,
         slow_start: Duration::from_secs(secs("slow_start.duration_seconds").unwrap_or(0)),
         targets,
+    }
+}
+
+/// The load balancer counters nodes report (`Telemetry::LbMetrics`), the latest per node,
+/// kept for CloudWatch (AWS/ApplicationELB and AWS/NetworkELB) until the metrics store takes
+/// them. [`Metrics::totals`] sums the nodes: `GET /_estiba/lb-metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    by_node: Mutex<BTreeMap<String, LbMetrics>>,
+}
+
+/// Counters summed over nodes, by dimension value.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub load_balancers: BTreeMap<String, Counters>,
+    pub target_groups: BTreeMap<String, Counters>,
+}
+
+impl Metrics {
+    pub fn report(&self, m: LbMetrics) {
+        let mut g = self.by_node.lock().unwrap_or_else(|e| e.into_inner());
+        g.insert(m.node.clone(), m);
+    }
+
+    pub fn totals(&self) -> Totals {
+        let g = self.by_node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = Totals::default();
+        let add = |into: &mut BTreeMap<String, Counters>, from: &BTreeMap<String, Counters>| {
+            for (dim, counters) in from {
+                let sum = into.entry(dim.clone()).or_default();
+                for (name, n) in counters {
+                    *sum.entry(name.clone()).or_default() += n;
+                }
+            }
+        };
+        for m in g.values() {
+            add(&mut t.load_balancers, &m.load_balancers);
+            add(&mut t.target_groups, &m.target_groups);
+        }
+        t
     }
 }

@@ -122,6 +122,8 @@ pub struct Server {
     /// The load balancers' data plane table ([`lb`]), republished on every change; nodes'
     /// load balancers serve it.
     pub lb: tokio::sync::watch::Sender<Arc<estiba_lb::Table>>,
+    /// The latest load balancer counters each node reported ([`lb::Metrics`]).
+    pub lb_metrics: lb::Metrics,
     /// Bumped when something the controllers read changes outside the view (target health
     /// reported by nodes): controllers waiting for a change wake as for a view change.
     pub nudge: tokio::sync::watch::Sender<u64>,
@@ -212,6 +214,7 @@ impl Server {
             connect,
             target_health: Default::default(),
             lb: tokio::sync::watch::channel(Arc::new(estiba_lb::Table::default())).0,
+            lb_metrics: Default::default(),
             nudge: tokio::sync::watch::channel(0).0,
         }))
     }

@@ -569,7 +569,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The server's telemetry sink: target health to the server's book, the rest counted.
+/// The server's telemetry sink: target health and load balancer counters to the server, the
+/// rest counted.
 struct ServerSink {
     server: Arc<estiba_server::Server>,
     rest: estiba_agent::telemetry::CountingSink,
@@ -579,6 +580,9 @@ impl estiba_core::telemetry::TelemetrySink for ServerSink {
     fn deliver(&self, batch: estiba_core::telemetry::Telemetry) {
         match batch {
             estiba_core::telemetry::Telemetry::TargetHealth(changes) => self.server.target_health_reported(&changes),
+            estiba_core::telemetry::Telemetry::LbMetrics(reports) => {
+                reports.into_iter().for_each(|m| self.server.lb_metrics.report(m))
+            }
             other => self.rest.deliver(other),
         }
     }
