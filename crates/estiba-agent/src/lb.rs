@@ -66,23 +66,7 @@ pub async fn run(
                 .collect();
             new.sort();
             new.dedup();
-            if !new.is_empty() {
-                let (host, net) = (shared.net.clone(), vpc.clone());
-                let done = tokio::task::spawn_blocking(move || {
-                    new.into_iter()
-                        .filter(|ip| match host.add_host_address(&net, *ip) {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::warn!(address = %ip, error = %e, "a load balancer address cannot be added");
-                                false
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
-                added.extend(done);
-            }
+            added.extend(crate::network::add_vpc_addresses(&shared, new, "load balancer").await);
             // Only binds whose address is there (the others wait for the next table).
             let mut usable = (*table).clone();
             for l in usable.load_balancers.iter_mut().flat_map(|l| l.listeners.iter_mut()) {

@@ -337,24 +337,7 @@ pub async fn run_service_connect(
             v.dedup();
             v
         };
-        if !new.is_empty() {
-            let host = shared.net.clone();
-            let net = shared.cfg.net.vpc();
-            let done = tokio::task::spawn_blocking(move || {
-                new.into_iter()
-                    .filter(|ip| match host.add_host_address(&net, *ip) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(address = %ip, error = %e, "a Service Connect address cannot be added");
-                            false
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            added.extend(done);
-        }
+        added.extend(add_vpc_addresses(&shared, new, "Service Connect").await);
         let table = estiba_proxy::Table {
             listeners: table.listeners.iter().filter(|l| added.contains(l.addr.ip())).cloned().collect(),
         };
@@ -365,6 +348,29 @@ pub async fn run_service_connect(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Puts each of `ips` on the VPC bridge as a /32 (a service the node serves there: Service
+/// Connect's VIPs, load balancers); returns those that are there. `what` names the service in
+/// the warning about one that cannot be added.
+pub async fn add_vpc_addresses(shared: &Shared, ips: Vec<Ipv4Addr>, what: &'static str) -> Vec<Ipv4Addr> {
+    if ips.is_empty() {
+        return ips;
+    }
+    let (host, net) = (shared.net.clone(), shared.cfg.net.vpc());
+    tokio::task::spawn_blocking(move || {
+        ips.into_iter()
+            .filter(|ip| match host.add_host_address(&net, *ip) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(address = %ip, error = %e, "a {what} address cannot be added");
+                    false
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Waits (at most a second) until this node's proxy no longer sends connections to `ip`:

@@ -55,15 +55,7 @@ pub fn endpoint_of(
     if let Some(ip) = eni {
         return Some((ip, r.port.or(r.container_port)));
     }
-    let (name, port) = (r.container_name.as_deref()?, r.container_port?);
-    let host_port = t
-        .containers
-        .iter()
-        .flatten()
-        .filter(|c| c.name.as_deref() == Some(name))
-        .flat_map(|c| c.network_bindings.iter().flatten())
-        .find(|b| b.container_port == Some(port))
-        .and_then(|b| b.host_port)?;
+    let host_port = crate::task::host_port(t, r.container_name.as_deref()?, r.container_port?)?;
     Some((node?, Some(host_port)))
 }
 

@@ -88,15 +88,7 @@ pub fn target_of(
             Some((ip.to_string(), u16::try_from(port).ok()?))
         }
         TargetTypeEnum::Instance => {
-            let name = lb.container_name.as_deref()?;
-            let host_port = t
-                .containers
-                .iter()
-                .flatten()
-                .filter(|c| c.name.as_deref() == Some(name))
-                .flat_map(|c| c.network_bindings.iter().flatten())
-                .find(|b| b.container_port == Some(port))
-                .and_then(|b| b.host_port)?;
+            let host_port = crate::task::host_port(t, lb.container_name.as_deref()?, port)?;
             Some((instance_id?.to_owned(), u16::try_from(host_port).ok()?))
         }
         _ => None,

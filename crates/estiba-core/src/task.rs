@@ -85,6 +85,18 @@ pub fn private_ipv4(t: &Task) -> Option<std::net::Ipv4Addr> {
         .and_then(|d| d.value.as_deref()?.parse().ok())
 }
 
+/// The host port a container's port is bound to (bridge and host modes), as the node reported
+/// it in the container's network bindings.
+pub fn host_port(t: &Task, container: &str, container_port: i32) -> Option<i32> {
+    t.containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name.as_deref() == Some(container))
+        .flat_map(|c| c.network_bindings.iter().flatten())
+        .find(|b| b.container_port == Some(container_port))
+        .and_then(|b| b.host_port)
+}
+
 /// The task id: the last segment of its ARN.
 pub fn task_id(t: &Task) -> &str {
     t.task_arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("")
