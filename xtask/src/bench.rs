@@ -124,7 +124,10 @@ pub(crate) fn post_query(
     }
     raw_post(
         port,
-        &format!("Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\nAuthorization: {}", auth_for(signing)),
+        &format!(
+            "Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\nAuthorization: {}",
+            auth_for(signing)
+        ),
         &body,
     )
 }

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use crate::bench::{arg, median, post_query};
 use crate::bench_dns::{a_records, RESOLVER};
-use crate::bench_run::{ms, percentile, registry_with_images, start_estiba_node, Guard, ISOLATED};
+use crate::bench_run::{ms, percentile, Guard, ISOLATED};
 use crate::bench_services::{epoch, poll, Estiba};
 
 /// test_lb.py's server: busybox httpd answering its host name on `/`. It ignores SIGTERM
@@ -327,7 +327,11 @@ fn note_health(port: u16, tg: &str, first: &mut HashMap<String, f64>) -> Result<
 }
 
 /// Per task: seconds from `startedAt` to its first answer through the LB, and to healthy.
-fn to_serving(tasks: &[Value], seen: &HashMap<String, f64>, healthy: &HashMap<String, f64>) -> Result<(Vec<f64>, Vec<f64>)> {
+fn to_serving(
+    tasks: &[Value],
+    seen: &HashMap<String, f64>,
+    healthy: &HashMap<String, f64>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let (mut serve, mut health) = (Vec::new(), Vec::new());
     for t in tasks {
         let started = t["startedAt"].as_f64().context("a task without startedAt")?;
@@ -347,12 +351,9 @@ fn max(v: &[f64]) -> f64 {
 
 fn measure(root: &Path, work: &Path, cfg: &Config) -> Result<String> {
     let n = cfg.tasks;
-    let bin = root.join("target/release/estiba");
     let mut guard = Guard(Vec::new());
-    let images = registry_with_images(root, work, &mut guard, false)?;
-    let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
-    let port = start_estiba_node(&bin, work, &mut guard, &["--unchecked-task-healthy-after", "0s"])?;
-    let estiba = Estiba { port };
+    let (estiba, busybox) = Estiba::start(root, work, &mut guard)?;
+    let port = estiba.port;
 
     let (addr, tg) = load_balancer(port)?;
     let lb = SocketAddr::from((addr, 80));
@@ -401,8 +402,8 @@ fn measure(root: &Path, work: &Path, cfg: &Config) -> Result<String> {
     eprintln!(
         "creation: {n} tasks COMPLETED in {:.1} s; RUNNING → served (s): {:?}; → healthy: {:?}",
         first_done - created,
-        c_serve.iter().map(|s| (s * 10.0).round() / 10.0).collect::<Vec<_>>(),
-        c_health.iter().map(|s| (s * 10.0).round() / 10.0).collect::<Vec<_>>()
+        c_serve.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>(),
+        c_health.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>()
     );
 
     // 2. The rolling update under load.
@@ -416,25 +417,37 @@ fn measure(root: &Path, work: &Path, cfg: &Config) -> Result<String> {
     )?;
     let mut healthy = HashMap::new();
     let mut completed = None;
-    poll("the rolling update to complete and the old tasks to stop", Duration::from_secs(300), Duration::from_millis(100), || {
-        note_health(port, &tg, &mut healthy)?;
-        if completed.is_none() {
-            let s = estiba.service(CLUSTER)?;
-            let deps = s["deployments"].as_array().cloned().unwrap_or_default();
-            if deps.len() == 1 && deps[0]["rolloutState"] == "COMPLETED" && s["runningCount"].as_u64() == Some(n as u64) {
-                completed = Some((t0.elapsed(), epoch()));
+    poll(
+        "the rolling update to complete and the old tasks to stop",
+        Duration::from_secs(300),
+        Duration::from_millis(100),
+        || {
+            note_health(port, &tg, &mut healthy)?;
+            if completed.is_none() {
+                let s = estiba.service(CLUSTER)?;
+                let deps = s["deployments"].as_array().cloned().unwrap_or_default();
+                if deps.len() == 1
+                    && deps[0]["rolloutState"] == "COMPLETED"
+                    && s["runningCount"].as_u64() == Some(n as u64)
+                {
+                    completed = Some((t0.elapsed(), epoch()));
+                }
             }
-        }
-        let stopped = estiba.tasks(CLUSTER, "STOPPED")?;
-        let gone = old.iter().all(|a| stopped.iter().any(|t| t["taskArn"] == a.as_str() && t["lastStatus"] == "STOPPED"));
-        Ok((completed.is_some() && gone).then_some(()))
-    })?;
+            let stopped = estiba.tasks(CLUSTER, "STOPPED")?;
+            let gone =
+                old.iter().all(|a| stopped.iter().any(|t| t["taskArn"] == a.as_str() && t["lastStatus"] == "STOPPED"));
+            Ok((completed.is_some() && gone).then_some(()))
+        },
+    )?;
     let all_stopped = t0.elapsed();
     let (to_completed, completed_at) = completed.context("not completed")?;
     std::thread::sleep(Duration::from_secs(1));
     let roll = load.finish();
-    let new: Vec<Value> =
-        estiba.tasks(CLUSTER, "RUNNING")?.into_iter().filter(|t| !old.iter().any(|a| t["taskArn"] == a.as_str())).collect();
+    let new: Vec<Value> = estiba
+        .tasks(CLUSTER, "RUNNING")?
+        .into_iter()
+        .filter(|t| !old.iter().any(|a| t["taskArn"] == a.as_str()))
+        .collect();
     if new.len() != n {
         bail!("{} new tasks running after the update, not {n}", new.len());
     }
@@ -449,11 +462,11 @@ fn measure(root: &Path, work: &Path, cfg: &Config) -> Result<String> {
         roll.sent,
         roll.failed,
         roll.failures,
-        r_serve.iter().map(|s| (s * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        r_serve.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>(),
     );
     estiba.remove(CLUSTER)?;
 
-    let s = |v: &[f64]| format!("{:.1} / {:.1}", median(v.to_vec()), max(v));
+    let s = |v: &[f64]| format!("{:.2} / {:.2}", median(v.to_vec()), max(v));
     let mut md = format!(
         "Command: `cargo xtask bench lb-service --tasks {n} --rate {} --clients {}` (as root; it re-executes itself in \
          a network and mount namespace of its own). One estiba node (release build, `--unchecked-task-healthy-after \
@@ -468,7 +481,10 @@ fn measure(root: &Path, work: &Path, cfg: &Config) -> Result<String> {
     md.push_str(&format!("| the service's first {n} tasks | {} | {} |\n", s(&c_serve), s(&c_health)));
     md.push_str(&format!("| the {n} new tasks of the rolling update | {} | {} |\n\n", s(&r_serve), s(&r_health)));
     md.push_str("| rolling update of {n} under load | |\n|---|---:|\n".replace("{n}", &n.to_string()).as_str());
-    md.push_str(&format!("| requests sent (call → old tasks stopped, ±1–2 s) | {} |\n", roll.sent));
+    md.push_str(&format!(
+        "| requests sent (from 2 s before the call to 1 s after the last old task stopped) | {} |\n",
+        roll.sent
+    ));
     md.push_str(&format!("| requests failed (non-200 or connection error) | **{}** |\n", roll.failed));
     md.push_str(&format!("| UpdateService → deployment COMPLETED (s) | {:.1} |\n", to_completed.as_secs_f64()));
     md.push_str(&format!("| UpdateService → every old task STOPPED (s) | {:.1} |\n", all_stopped.as_secs_f64()));

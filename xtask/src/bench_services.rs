@@ -52,7 +52,12 @@ pub(crate) fn epoch() -> f64 {
 }
 
 /// Polls `f` every `every` until it returns Some; fails after `timeout`.
-pub(crate) fn poll<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub(crate) fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f()? {
@@ -73,6 +78,16 @@ pub(crate) struct Estiba {
 }
 
 impl Estiba {
+    /// A registry on loopback with the bench images, and an estiba node with
+    /// `--unchecked-task-healthy-after 0s` (both in `guard`): the node and the busybox image.
+    pub(crate) fn start(root: &Path, work: &Path, guard: &mut Guard) -> Result<(Estiba, String)> {
+        let images = registry_with_images(root, work, guard, false)?;
+        let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
+        let bin = root.join("target/release/estiba");
+        let port = start_estiba_node(&bin, work, guard, &["--unchecked-task-healthy-after", "0s"])?;
+        Ok((Estiba { port }, busybox))
+    }
+
     pub(crate) fn call(&self, op: &str, body: &str) -> Result<Value> {
         let (s, b) = post(self.port, op, body)?;
         if s != 200 {
@@ -333,13 +348,8 @@ impl Swarm {
 // ---------------------------------------------------------------------------------------
 
 fn measure(root: &Path, work: &Path, rounds: usize, scale: usize, roll: usize, swarm: bool) -> Result<String> {
-    let bin = root.join("target/release/estiba");
     let mut guard = Guard(Vec::new());
-    let images = registry_with_images(root, work, &mut guard, false)?;
-    let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
-
-    let port = start_estiba_node(&bin, work, &mut guard, &["--unchecked-task-healthy-after", "0s"])?;
-    let estiba = Estiba { port };
+    let (estiba, busybox) = Estiba::start(root, work, &mut guard)?;
     for _ in 0..2 {
         estiba.call(
             "RegisterTaskDefinition",
