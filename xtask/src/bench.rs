@@ -39,8 +39,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("net") => crate::bench_net::run(root, &args[1..]),
         Some("dns") => crate::bench_dns::run(root, &args[1..]),
         Some("lb") => crate::bench_lb::run(root, &args[1..]),
+        Some("lb-service") => crate::bench_lb_service::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]"
         ),
     }
 }
@@ -105,6 +106,40 @@ pub(crate) fn post_to(port: u16, signing: &str, target: &str, op: &str, body: &s
         &format!("Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}.{op}\r\nAuthorization: {auth}"),
         body,
     )
+}
+
+/// One AWS Query call (form-encoded `Action=<op>&Version=<version>&<params>`, what boto3 and
+/// the AWS CLI send to ELBv2 and EC2): `signing` is its SigV4 service name. Returns (status,
+/// XML body).
+pub(crate) fn post_query(
+    port: u16,
+    signing: &str,
+    version: &str,
+    op: &str,
+    params: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let mut body = format!("Action={op}&Version={version}");
+    for (k, v) in params {
+        body.push_str(&format!("&{}={}", form_encode(k), form_encode(v)));
+    }
+    raw_post(
+        port,
+        &format!(
+            "Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\nAuthorization: {}",
+            auth_for(signing)
+        ),
+        &body,
+    )
+}
+
+/// `application/x-www-form-urlencoded` escaping: unreserved characters stay, the rest is %XX.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub(crate) fn post(port: u16, op: &str, body: &str) -> Result<(u16, String)> {

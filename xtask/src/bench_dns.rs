@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::bench::{arg, json_of, median, post, post_to};
 use crate::bench_run::{ms, quiet, registry_with_images, start_estiba_node, Guard, ISOLATED};
 
-const RESOLVER: &str = "172.31.0.2";
+pub(crate) const RESOLVER: &str = "172.31.0.2";
 const DNSMASQ: &str = "127.0.0.2";
 const NAME: &str = "api.bench.local";
 const CLOUD_MAP: &str = "Route53AutoNaming_v20170314";
@@ -64,7 +64,7 @@ fn cloud_map(port: u16, op: &str, body: &str) -> Result<Value> {
 }
 
 /// One A question over UDP; the addresses answered (empty on NXDOMAIN, NODATA or no answer).
-fn a_records(server: &str, name: &str) -> Vec<[u8; 4]> {
+pub(crate) fn a_records(server: &str, name: &str) -> Vec<[u8; 4]> {
     let Ok(s) = UdpSocket::bind("0.0.0.0:0") else { return vec![] };
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];

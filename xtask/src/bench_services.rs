@@ -47,12 +47,17 @@ fn isolated(root: &Path, args: &[String]) -> Result<()> {
     })
 }
 
-fn epoch() -> f64 {
+pub(crate) fn epoch() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
 /// Polls `f` every `every` until it returns Some; fails after `timeout`.
-fn poll<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub(crate) fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f()? {
@@ -68,12 +73,22 @@ fn poll<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -
 // ---------------------------------------------------------------------------------------
 // estiba
 
-struct Estiba {
-    port: u16,
+pub(crate) struct Estiba {
+    pub(crate) port: u16,
 }
 
 impl Estiba {
-    fn call(&self, op: &str, body: &str) -> Result<Value> {
+    /// A registry on loopback with the bench images, and an estiba node with
+    /// `--unchecked-task-healthy-after 0s` (both in `guard`): the node and the busybox image.
+    pub(crate) fn start(root: &Path, work: &Path, guard: &mut Guard) -> Result<(Estiba, String)> {
+        let images = registry_with_images(root, work, guard, false)?;
+        let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
+        let bin = root.join("target/release/estiba");
+        let port = start_estiba_node(&bin, work, guard, &["--unchecked-task-healthy-after", "0s"])?;
+        Ok((Estiba { port }, busybox))
+    }
+
+    pub(crate) fn call(&self, op: &str, body: &str) -> Result<Value> {
         let (s, b) = post(self.port, op, body)?;
         if s != 200 {
             bail!("{op}: {s} {b}");
@@ -81,13 +96,13 @@ impl Estiba {
         json_of(&b)
     }
 
-    fn service(&self, cluster: &str) -> Result<Value> {
+    pub(crate) fn service(&self, cluster: &str) -> Result<Value> {
         let v = self.call("DescribeServices", &format!(r#"{{"cluster":"{cluster}","services":["web"]}}"#))?;
         Ok(v["services"][0].clone())
     }
 
     /// The service's tasks with the given desired status, described.
-    fn tasks(&self, cluster: &str, desired: &str) -> Result<Vec<Value>> {
+    pub(crate) fn tasks(&self, cluster: &str, desired: &str) -> Result<Vec<Value>> {
         let mut arns: Vec<String> = Vec::new();
         let mut token = String::new();
         loop {
@@ -139,7 +154,7 @@ impl Estiba {
     }
 
     /// Deletes the service and waits until its tasks are STOPPED (not timed).
-    fn remove(&self, cluster: &str) -> Result<()> {
+    pub(crate) fn remove(&self, cluster: &str) -> Result<()> {
         self.call("DeleteService", &format!(r#"{{"cluster":"{cluster}","service":"web","force":true}}"#))?;
         poll("the service's tasks to stop", Duration::from_secs(120), Duration::from_millis(50), || {
             let live = self.tasks(cluster, "STOPPED")?.iter().any(|t| t["lastStatus"] != "STOPPED")
@@ -333,13 +348,8 @@ impl Swarm {
 // ---------------------------------------------------------------------------------------
 
 fn measure(root: &Path, work: &Path, rounds: usize, scale: usize, roll: usize, swarm: bool) -> Result<String> {
-    let bin = root.join("target/release/estiba");
     let mut guard = Guard(Vec::new());
-    let images = registry_with_images(root, work, &mut guard, false)?;
-    let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
-
-    let port = start_estiba_node(&bin, work, &mut guard, &["--unchecked-task-healthy-after", "0s"])?;
-    let estiba = Estiba { port };
+    let (estiba, busybox) = Estiba::start(root, work, &mut guard)?;
     for _ in 0..2 {
         estiba.call(
             "RegisterTaskDefinition",
