@@ -34,6 +34,11 @@ pub(crate) struct TargetState {
 }
 
 impl TargetState {
+    /// No probe has been seen yet.
+    pub(crate) fn never_probed(&self) -> bool {
+        self.machine.lock().unwrap_or_else(|p| p.into_inner()).last.is_none()
+    }
+
     fn new(addr: SocketAddrV4) -> TargetState {
         TargetState {
             addr,
@@ -98,6 +103,9 @@ pub(crate) struct Group {
     pub view: ArcSwap<View>,
     /// The `AWSALBTG` value naming this group.
     pub group_cookie: Box<[u8]>,
+    /// Signalled when the table brings targets that were never probed: the health loop
+    /// probes them at once instead of at its next round.
+    pub new_targets: tokio::sync::Notify,
 }
 
 /// A keyed hash (per `Lb`), so cookies cannot be forged to pick an arbitrary address.
@@ -120,6 +128,7 @@ impl Group {
             rr: AtomicUsize::new(0),
             view: ArcSwap::from_pointee(empty),
             group_cookie,
+            new_targets: tokio::sync::Notify::new(),
         }
     }
 
@@ -127,7 +136,12 @@ impl Group {
     pub(crate) fn update(&self, tg: &TargetGroup, key: &std::collections::hash_map::RandomState, used: bool) {
         let old = self.view.load();
         let states: Vec<Arc<TargetState>> = old.entries.iter().map(|e| e.t.clone()).collect();
-        self.view.store(Arc::new(View::build(tg, &states, key, used)));
+        let new = View::build(tg, &states, key, used);
+        let unprobed = new.entries.iter().any(|e| !e.draining && e.t.never_probed());
+        self.view.store(Arc::new(new));
+        if unprobed {
+            self.new_targets.notify_one();
+        }
     }
 
     /// Reports of every target, and publishes those that changed since last published.
@@ -254,28 +268,42 @@ impl View {
 }
 
 /// Probes a group's targets every interval for as long as the task lives (aborted when the
-/// group leaves the table), publishing transitions.
+/// group leaves the table), publishing transitions. Targets the table adds are probed as soon
+/// as they come (AWS checks a target when it is registered), the others each interval.
 pub(crate) async fn check(group: Arc<Group>, lb: Arc<crate::Inner>) {
     loop {
         let v = group.view.load_full();
-        if v.health_enabled && v.used {
-            let mut probes = tokio::task::JoinSet::new();
-            for (i, e) in v.entries.iter().enumerate() {
-                if e.draining {
-                    continue;
-                }
-                let addr = SocketAddrV4::new(*e.t.addr.ip(), v.probe.port.unwrap_or(e.t.addr.port()));
-                let v = v.clone();
-                probes.spawn(async move { (i, crate::health::probe(&v.probe, addr).await) });
-            }
-            while let Some(Ok((i, p))) = probes.join_next().await {
-                let e = &v.entries[i];
-                if e.t.observe(p, v.healthy_threshold, v.unhealthy_threshold, lb.now_ms()) {
-                    tracing::debug!(group = %group.arn, target = %e.t.addr, probe = ?p, "target health changed");
-                }
+        probe_round(&group, &lb, &v, false).await;
+        let round = tokio::time::sleep(v.interval);
+        tokio::pin!(round);
+        loop {
+            tokio::select! {
+                _ = &mut round => break,
+                // New targets: their first probe now, the round keeps its time.
+                _ = group.new_targets.notified() => probe_round(&group, &lb, &group.view.load_full(), true).await,
             }
         }
-        group.reports(Some(&lb.health_tx));
-        tokio::time::sleep(v.interval).await;
     }
+}
+
+/// Probes the group's targets (`only_new`: those never probed), then publishes transitions.
+async fn probe_round(group: &Group, lb: &crate::Inner, v: &Arc<View>, only_new: bool) {
+    if v.health_enabled && v.used {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, e) in v.entries.iter().enumerate() {
+            if e.draining || (only_new && !e.t.never_probed()) {
+                continue;
+            }
+            let addr = SocketAddrV4::new(*e.t.addr.ip(), v.probe.port.unwrap_or(e.t.addr.port()));
+            let v = v.clone();
+            probes.spawn(async move { (i, crate::health::probe(&v.probe, addr).await) });
+        }
+        while let Some(Ok((i, p))) = probes.join_next().await {
+            let e = &v.entries[i];
+            if e.t.observe(p, v.healthy_threshold, v.unhealthy_threshold, lb.now_ms()) {
+                tracing::debug!(group = %group.arn, target = %e.t.addr, probe = ?p, "target health changed");
+            }
+        }
+    }
+    group.reports(Some(&lb.health_tx));
 }

@@ -76,7 +76,11 @@ impl Machine {
         if p == Probe::Ok {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
-            if self.state != HealthState::Healthy && self.successes >= healthy_threshold.max(1) {
+            // A new target needs one passing check (AWS: "After your target is registered, it
+            // must pass one health check to be considered healthy"); an unhealthy one needs
+            // the healthy threshold in a row.
+            let needed = if self.state == HealthState::Initial { 1 } else { healthy_threshold.max(1) };
+            if self.state != HealthState::Healthy && self.successes >= needed {
                 self.state = HealthState::Healthy;
             }
         } else {
@@ -234,11 +238,15 @@ mod tests {
     }
 
     #[test]
-    fn initial_until_healthy_threshold() {
+    fn a_new_target_is_healthy_after_one_check_an_unhealthy_one_after_the_threshold() {
         let mut m = Machine::default();
         assert_eq!((m.state, m.reason()), (HealthState::Initial, Some("Elb.RegistrationInProgress")));
+        assert_eq!(run(&mut m, &[Probe::Ok]), [true]);
+        assert_eq!((m.state, m.reason()), (HealthState::Healthy, None));
+        run(&mut m, &[Probe::Failed, Probe::Failed]);
+        assert_eq!(m.state, HealthState::Unhealthy);
         assert_eq!(run(&mut m, &[Probe::Ok, Probe::Ok]), [false, false]);
-        assert_eq!(m.state, HealthState::Initial);
+        assert_eq!(m.state, HealthState::Unhealthy);
         assert_eq!(run(&mut m, &[Probe::Ok]), [true]);
         assert_eq!((m.state, m.reason()), (HealthState::Healthy, None));
     }

@@ -318,6 +318,22 @@ async fn health_checks_route_around_unhealthy_targets_and_publish_transitions() 
 }
 
 #[tokio::test]
+async fn a_registered_target_is_probed_at_once_and_healthy_after_one_check() {
+    let (a, b) = (named("a").await, named("b").await);
+    let bind = free_addr();
+    let lb = lb();
+    // A long interval: only the probe of a new target can make it healthy within the test.
+    let slow = HealthCheck { interval: Duration::from_secs(300), healthy_threshold: 5, ..fast_checks("/health") };
+    let t = |targets: &[SocketAddrV4]| {
+        Arc::new(alb(bind, vec![default_rule(forward("g"))], vec![group("g", targets, slow.clone())]))
+    };
+    lb.apply(t(&[a]));
+    wait_for("a healthy", || state_of(&lb, a).0 == HealthState::Healthy).await;
+    lb.apply(t(&[a, b]));
+    wait_for("b healthy", || state_of(&lb, b).0 == HealthState::Healthy).await;
+}
+
+#[tokio::test]
 async fn unhealthy_targets_get_nothing_while_one_is_healthy() {
     let a = named("a").await;
     let dead = v4(free_addr());
