@@ -307,6 +307,7 @@ pub fn create(
     task::validate(td, launch.launch_type, req.network_configuration.as_ref(), None, None, None)?;
     let lbs = req.load_balancers.clone().unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
+    crate::traffic::check_configuration(&config, &lbs, strategy)?;
     if let Some(g) = req.health_check_grace_period_seconds {
         if !(0..=2_147_483_647).contains(&g) {
             bail!(invalid, "healthCheckGracePeriodSeconds must be between 0 and 2147483647.");
@@ -541,6 +542,21 @@ pub fn update(
         if c.alarms.is_some() {
             merged.alarms = c.alarms.clone();
         }
+        if c.strategy.is_some() {
+            merged.strategy = c.strategy;
+        }
+        if c.bake_time_in_minutes.is_some() {
+            merged.bake_time_in_minutes = c.bake_time_in_minutes;
+        }
+        if c.linear_configuration.is_some() {
+            merged.linear_configuration = c.linear_configuration.clone();
+        }
+        if c.canary_configuration.is_some() {
+            merged.canary_configuration = c.canary_configuration.clone();
+        }
+        if c.lifecycle_hooks.is_some() {
+            merged.lifecycle_hooks = c.lifecycle_hooks.clone();
+        }
         svc.deployment_configuration = Some(deployment_configuration(Some(&merged), strategy)?);
     }
     let network = req.network_configuration.clone().or_else(|| svc.network_configuration.clone());
@@ -551,6 +567,7 @@ pub fn update(
     }
     let lbs = req.load_balancers.clone().or_else(|| svc.load_balancers.clone()).unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
+    crate::traffic::check_configuration(&svc.deployment_configuration.clone().unwrap_or_default(), &lbs, strategy)?;
     update_settings(svc, req)?;
     if let Some(e) = req.enable_execute_command {
         svc.enable_execute_command = e;
