@@ -530,33 +530,16 @@ pub fn update(
     }
     if let Some(c) = &req.deployment_configuration {
         let mut merged = svc.deployment_configuration.clone().unwrap_or_default();
-        if c.maximum_percent.is_some() {
-            merged.maximum_percent = c.maximum_percent;
-        }
-        if c.minimum_healthy_percent.is_some() {
-            merged.minimum_healthy_percent = c.minimum_healthy_percent;
-        }
-        if c.deployment_circuit_breaker.is_some() {
-            merged.deployment_circuit_breaker = c.deployment_circuit_breaker.clone();
-        }
-        if c.alarms.is_some() {
-            merged.alarms = c.alarms.clone();
-        }
-        if c.strategy.is_some() {
-            merged.strategy = c.strategy;
-        }
-        if c.bake_time_in_minutes.is_some() {
-            merged.bake_time_in_minutes = c.bake_time_in_minutes;
-        }
-        if c.linear_configuration.is_some() {
-            merged.linear_configuration = c.linear_configuration.clone();
-        }
-        if c.canary_configuration.is_some() {
-            merged.canary_configuration = c.canary_configuration.clone();
-        }
-        if c.lifecycle_hooks.is_some() {
-            merged.lifecycle_hooks = c.lifecycle_hooks.clone();
-        }
+        // What the request leaves out stays as it is.
+        merged.maximum_percent = c.maximum_percent.or(merged.maximum_percent);
+        merged.minimum_healthy_percent = c.minimum_healthy_percent.or(merged.minimum_healthy_percent);
+        merged.deployment_circuit_breaker = c.deployment_circuit_breaker.clone().or(merged.deployment_circuit_breaker);
+        merged.alarms = c.alarms.clone().or(merged.alarms);
+        merged.strategy = c.strategy.or(merged.strategy);
+        merged.bake_time_in_minutes = c.bake_time_in_minutes.or(merged.bake_time_in_minutes);
+        merged.linear_configuration = c.linear_configuration.clone().or(merged.linear_configuration);
+        merged.canary_configuration = c.canary_configuration.clone().or(merged.canary_configuration);
+        merged.lifecycle_hooks = c.lifecycle_hooks.clone().or(merged.lifecycle_hooks);
         svc.deployment_configuration = Some(deployment_configuration(Some(&merged), strategy)?);
     }
     let network = req.network_configuration.clone().or_else(|| svc.network_configuration.clone());

@@ -433,15 +433,20 @@ pub async fn describe_revisions(s: &Server, cx: &Ctx, req: DescribeServiceRevisi
     Ok(json(&resp))
 }
 
+/// A service deployment record by ARN, and its key.
+fn deployment_record<'a>(st: &'a State, cx: &Ctx, arn: &str) -> Result<(String, &'a Doc<ServiceDeployment>)> {
+    let not_found =
+        || EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.");
+    let key = record_key(cx, "service-deployment", arn).ok_or_else(not_found)?;
+    let d = st.service_deployments.get(&key).ok_or_else(not_found)?;
+    Ok((key, d))
+}
+
 pub async fn stop_deployment(s: &Server, cx: &Ctx, req: StopServiceDeploymentRequest) -> Result<Bytes> {
     let stop_type = req.stop_type.unwrap_or(StopServiceDeploymentStopType::Rollback);
     let arn_out = s
         .transact::<_, EcsError>(|st| {
-            let not_found = || {
-                EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.")
-            };
-            let key = record_key(cx, "service-deployment", &req.service_deployment_arn).ok_or_else(not_found)?;
-            let d = st.service_deployments.get(&key).ok_or_else(not_found)?;
+            let (key, d) = deployment_record(st, cx, &req.service_deployment_arn)?;
             if !matches!(d.value.status, Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)) {
                 return Err(EcsError::new(
                     ErrorCode::ConflictException,
@@ -477,11 +482,7 @@ pub async fn continue_deployment(s: &Server, cx: &Ctx, req: ContinueServiceDeplo
     let action = req.action.unwrap_or(DeploymentLifecycleHookAction::Continue);
     let arn_out = s
         .transact::<_, EcsError>(|st| {
-            let not_found = || {
-                EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.")
-            };
-            let key = record_key(cx, "service-deployment", &req.service_deployment_arn).ok_or_else(not_found)?;
-            let d = st.service_deployments.get(&key).ok_or_else(not_found)?;
+            let (key, d) = deployment_record(st, cx, &req.service_deployment_arn)?;
             if d.value.status != Some(ServiceDeploymentStatus::InProgress) {
                 return Err(EcsError::new(
                     ErrorCode::ConflictException,
@@ -495,7 +496,7 @@ pub async fn continue_deployment(s: &Server, cx: &Ctx, req: ContinueServiceDeplo
                 .strip_prefix(&format!("ecs/{}/{}/service-deployments/", cx.scope.account, cx.scope.region))
                 .and_then(|rest| rest.split_once('/'))
                 .and_then(|(c, rest)| Some((c, rest.split_once('/')?.0)))
-                .ok_or_else(not_found)?;
+                .ok_or_else(EcsError::service_not_found)?;
             let tkey = keys::traffic(&cx.scope, cluster, service);
             let number = estiba_core::rollout::revision_number(
                 d.value.target_service_revision.as_ref().and_then(|r| r.arn.as_deref()),
