@@ -101,6 +101,9 @@ pub struct Plan {
     pub failed: Option<String>,
     /// When a start was held back by back-off, when to look again.
     pub retry_at: Option<Now>,
+    /// A service that shifts traffic between deployments: its traffic document after this
+    /// pass (`crate::traffic`).
+    pub traffic: Option<crate::traffic::Traffic>,
 }
 
 /// Whether a task counts as healthy for the deployment arithmetic: RUNNING, HEALTHY when it
@@ -498,8 +501,12 @@ pub fn plan_any(
     probes: &Probes,
     now: Now,
     settings: &Settings,
+    traffic: Option<&crate::traffic::Traffic>,
 ) -> Plan {
     match svc.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica) {
+        SchedulingStrategy::Replica if crate::traffic::shifts_traffic(svc) => {
+            crate::traffic::plan(svc, tasks, probes, now, settings, traffic)
+        }
         SchedulingStrategy::Replica => plan(svc, tasks, probes, now, settings),
         SchedulingStrategy::Daemon => plan_daemon(svc, tasks, instances, now),
     }

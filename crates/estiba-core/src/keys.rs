@@ -14,6 +14,7 @@
 //! | `service-revisions/<cluster>/<service>/<n>` | `ServiceRevision` |
 //! | `tags/<resource key without the scope>` | `[Tag]` |
 //! | `task-protection/<cluster>/<task id>` | `ProtectedTask`: scale-in protection and its expiry |
+//! | `traffic/<cluster>/<service>` | [`crate::traffic::Traffic`]: a blue/green, linear or canary service's traffic between its deployments |
 //!
 //! Nodes (machines that run tasks) are not per account; their keys use `-` for the account
 //! and the region:
@@ -119,6 +120,10 @@ pub fn parse_task(key: &str) -> Option<(Scope, &str, &str)> {
     let mut p = key.splitn(6, '/');
     let (_, account, region, kind, cluster, id) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
     (kind == "tasks").then(|| (Scope::new(account, region), cluster, id))
+}
+
+pub fn traffic(s: &Scope, cluster: &str, service: &str) -> String {
+    format!("ecs/{}/{}/traffic/{cluster}/{service}", s.account, s.region)
 }
 
 pub fn task_protection(s: &Scope, cluster: &str, task_id: &str) -> String {

@@ -36,6 +36,7 @@ pub mod tags;
 pub mod task;
 pub mod taskdef;
 pub mod telemetry;
+pub mod traffic;
 pub mod vpc;
 
 pub use arn::Scope;

@@ -81,6 +81,8 @@ pub struct Outcome {
     pub start_on: Vec<String>,
     /// When a start held back by back-off should be looked at again.
     pub retry_at: Option<Now>,
+    /// The service's traffic document after the pass (services that shift traffic).
+    pub traffic: Option<crate::traffic::Traffic>,
 }
 
 /// What placing the tasks to start gave.
@@ -215,9 +217,11 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
     let mut revision = None;
     if let Some(failed_id) = &plan.failed {
         let failed_rec = record_for(input.records, failed_id);
-        let reason = service::primary(stored)
-            .and_then(|p| p.rollout_state_reason.clone())
-            .filter(|r| r.contains("circuit breaker"))
+        let reason = [service::primary(&svc), service::primary(stored)]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.rollout_state_reason.clone())
+            .find(|r| r.contains("circuit breaker") || r == crate::traffic::HOOK_ROLLBACK)
             .unwrap_or_else(|| CIRCUIT_BREAKER.into());
         let msg = format!("(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start.");
         push_unique_event(&mut svc, msg, ids, now);
@@ -246,7 +250,12 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
                 }
                 let msg = format!("(service {name}) rolling back to deployment {}.", to.id.as_deref().unwrap_or(""));
                 push_unique_event(&mut svc, msg, ids, now);
-                let number = service::deployment_number(nd.deployment.id.as_deref().unwrap_or("")).to_owned();
+                let new_id = nd.deployment.id.clone().unwrap_or_default();
+                if let Some(t) = plan.traffic.as_mut() {
+                    // Traffic goes back to the blue target groups at once.
+                    t.rolled_back(stored.load_balancers.as_deref().unwrap_or_default(), &new_id, now);
+                }
+                let number = service::deployment_number(&new_id).to_owned();
                 revision = Some(NewRevision { number, revision: nd.revision });
             }
             None => {
@@ -301,6 +310,19 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
         }
     }
 
+    // The walk of a traffic shifting deployment: its record's lifecycle stage and hooks.
+    if let Some(t) = plan.traffic.as_ref().filter(|t| t.source.is_some() || !t.hooks.is_empty()) {
+        if let Some(i) = record_for(input.records, &t.deployment) {
+            records.set(i, |r| {
+                if matches!(r.status, Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)) {
+                    r.lifecycle_stage = Some(t.stage);
+                }
+                let hooks: Vec<_> = t.hooks.iter().map(|h| h.detail.clone()).collect();
+                r.lifecycle_hook_details = (!hooks.is_empty()).then_some(hooks);
+            });
+        }
+    }
+
     // The planner's events carry no id.
     for e in svc.events.iter_mut().flatten() {
         if e.id.is_none() {
@@ -316,6 +338,7 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
         start: if starting { plan.start } else { 0 },
         start_on: if starting { plan.start_on } else { vec![] },
         retry_at: plan.retry_at,
+        traffic: plan.traffic,
     })
 }
 

@@ -307,6 +307,7 @@ pub fn create(
     task::validate(td, launch.launch_type, req.network_configuration.as_ref(), None, None, None)?;
     let lbs = req.load_balancers.clone().unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
+    crate::traffic::check_configuration(&config, &lbs, strategy)?;
     if let Some(g) = req.health_check_grace_period_seconds {
         if !(0..=2_147_483_647).contains(&g) {
             bail!(invalid, "healthCheckGracePeriodSeconds must be between 0 and 2147483647.");
@@ -529,18 +530,16 @@ pub fn update(
     }
     if let Some(c) = &req.deployment_configuration {
         let mut merged = svc.deployment_configuration.clone().unwrap_or_default();
-        if c.maximum_percent.is_some() {
-            merged.maximum_percent = c.maximum_percent;
-        }
-        if c.minimum_healthy_percent.is_some() {
-            merged.minimum_healthy_percent = c.minimum_healthy_percent;
-        }
-        if c.deployment_circuit_breaker.is_some() {
-            merged.deployment_circuit_breaker = c.deployment_circuit_breaker.clone();
-        }
-        if c.alarms.is_some() {
-            merged.alarms = c.alarms.clone();
-        }
+        // What the request leaves out stays as it is.
+        merged.maximum_percent = c.maximum_percent.or(merged.maximum_percent);
+        merged.minimum_healthy_percent = c.minimum_healthy_percent.or(merged.minimum_healthy_percent);
+        merged.deployment_circuit_breaker = c.deployment_circuit_breaker.clone().or(merged.deployment_circuit_breaker);
+        merged.alarms = c.alarms.clone().or(merged.alarms);
+        merged.strategy = c.strategy.or(merged.strategy);
+        merged.bake_time_in_minutes = c.bake_time_in_minutes.or(merged.bake_time_in_minutes);
+        merged.linear_configuration = c.linear_configuration.clone().or(merged.linear_configuration);
+        merged.canary_configuration = c.canary_configuration.clone().or(merged.canary_configuration);
+        merged.lifecycle_hooks = c.lifecycle_hooks.clone().or(merged.lifecycle_hooks);
         svc.deployment_configuration = Some(deployment_configuration(Some(&merged), strategy)?);
     }
     let network = req.network_configuration.clone().or_else(|| svc.network_configuration.clone());
@@ -551,6 +550,7 @@ pub fn update(
     }
     let lbs = req.load_balancers.clone().or_else(|| svc.load_balancers.clone()).unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
+    crate::traffic::check_configuration(&svc.deployment_configuration.clone().unwrap_or_default(), &lbs, strategy)?;
     update_settings(svc, req)?;
     if let Some(e) = req.enable_execute_command {
         svc.enable_execute_command = e;

@@ -57,6 +57,40 @@ pub fn check_load_balancers(
     })
 }
 
+/// Checks the `advancedConfiguration` of a blue/green, linear or canary service's
+/// `loadBalancers` against the view: the alternate target group exists with the primary's
+/// target type, and each listener rule exists and forwards to the primary or the alternate
+/// group only.
+pub fn check_traffic(
+    st: &State,
+    scope: &Scope,
+    lbs: &[estiba_api::ecs::LoadBalancer],
+    config: &estiba_api::ecs::DeploymentConfiguration,
+) -> Result<(), EcsError> {
+    if config.strategy.unwrap_or_default() == estiba_api::ecs::DeploymentStrategy::Rolling {
+        return Ok(());
+    }
+    for lb in lbs {
+        let Some(adv) = &lb.advanced_configuration else { continue };
+        let tg = lb.target_group_arn.as_deref().unwrap_or_default();
+        if let Some(alt) = adv.alternate_target_group_arn.as_deref() {
+            let g = group(st, alt).ok_or_else(|| EcsError::invalid(format!("Unable to find the target group {alt}.")))?;
+            if group(st, tg).is_some_and(|p| target_type(&p.value) != target_type(&g.value)) {
+                return Err(EcsError::invalid(format!(
+                    "The alternate target group {alt} must have the same target type as the target group {tg}."
+                )));
+            }
+        }
+        for rule in [&adv.production_listener_rule, &adv.test_listener_rule].into_iter().flatten() {
+            let d = crate::services::elbv2::find_rule(st, scope, rule)
+                .ok_or_else(|| EcsError::invalid(format!("Unable to find the listener rule {rule}.")))?;
+            let forwards = rules::rule_target_groups(&d.value.rule);
+            estiba_core::traffic::check_rule_forwards(rule, lb, &forwards)?;
+        }
+    }
+    Ok(())
+}
+
 /// The EC2 instance id of the container instance a task runs on.
 fn instance_id_of(st: &State, scope: &Scope, cluster: &str, t: &Task) -> Option<String> {
     let id = t.container_instance_arn.as_deref()?.rsplit('/').next()?;
@@ -78,10 +112,18 @@ pub fn target_addr(st: &State, target_type: TargetTypeEnum, id: &str, port: u16)
     Some(SocketAddrV4::new(ip, port))
 }
 
+/// The service's `loadBalancers` entries as the task is registered in them: a blue/green,
+/// linear or canary service's deployments each have their target groups
+/// (`estiba_core::traffic`).
+fn task_load_balancers(st: &State, scope: &Scope, cluster: &str, svc: &Service, t: &Task) -> Vec<estiba_api::ecs::LoadBalancer> {
+    let traffic = st.traffic.get(&keys::traffic(scope, cluster, svc_rules::name(svc)));
+    estiba_core::traffic::load_balancers_of(svc, traffic.map(|d| &d.value), t.started_by.as_deref().unwrap_or(""))
+}
+
 /// A task's standing in its service's target groups, for the scheduler.
 pub fn lb_health(server: &Server, st: &State, scope: &Scope, cluster: &str, svc: &Service, t: &Task) -> LbHealth {
-    let lbs: Vec<_> =
-        svc.load_balancers.iter().flatten().filter(|l| l.target_group_arn.is_some()).collect();
+    let lbs = task_load_balancers(st, scope, cluster, svc, t);
+    let lbs: Vec<_> = lbs.iter().filter(|l| l.target_group_arn.is_some()).collect();
     if lbs.is_empty() {
         return LbHealth::NotBehind;
     }
@@ -148,7 +190,8 @@ pub fn sync(st: &State, now: f64) -> Txn {
         for t in running {
             let full = t.task();
             let instance = instance_id_of(st, &scope, &cluster, &full);
-            for lb in &lbs {
+            let lbs = task_load_balancers(st, &scope, &cluster, &d.value, &full);
+            for lb in lbs.iter().filter(|l| l.target_group_arn.is_some()) {
                 let arn = lb.target_group_arn.as_deref().unwrap_or_default();
                 let Some(g) = group(st, arn) else { continue };
                 let Some((id, port)) = lbr::target_of(&full, lb, target_type(&g.value), instance.as_deref()) else {

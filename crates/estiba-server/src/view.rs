@@ -214,6 +214,8 @@ pub struct State {
     pub tags: Table<Vec<Tag>>,
     /// Scale-in protection of tasks (UpdateTaskProtection), by protection key.
     pub task_protection: Table<estiba_api::ecs::ProtectedTask>,
+    /// Blue/green, linear and canary services' traffic documents, by traffic key.
+    pub traffic: Table<estiba_core::traffic::Traffic>,
     /// Task key → its claim (claims are keyed by node: `keys::claim`; this is the only copy).
     pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
     pub nodes: Table<NodeStatus>,
@@ -352,6 +354,9 @@ impl State {
             }
             "task-protection" => {
                 put(&mut self.task_protection, kind, kv);
+            }
+            "traffic" => {
+                put(&mut self.traffic, kind, kv);
             }
             "claims" => {
                 let Some(task_key) = keys::task_of_claim(&kv.key) else { return };

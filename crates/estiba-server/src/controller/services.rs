@@ -17,7 +17,7 @@ use estiba_store::{Compare, Txn};
 
 use super::{is_claimed, Controller, Wake};
 use crate::services::ecs::{put, Ctx};
-use crate::view::State;
+use crate::view::{Doc, State};
 use crate::{keys, now, RandomIds, Server};
 
 pub struct Scheduler {
@@ -98,7 +98,9 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             };
             let lb = |t: &Task| crate::targets::lb_health(server, st, &scope, &cluster, &d.value, t);
             let probes = deploy::Probes { checked: &is_checked, protected: &is_protected, lb: &lb };
-            let plan = deploy::plan_any(&d.value, &tasks, &instances, &probes, now, settings);
+            let traffic_key = keys::traffic(&scope, &cluster, &name);
+            let traffic = st.traffic.get(&traffic_key);
+            let plan = deploy::plan_any(&d.value, &tasks, &instances, &probes, now, settings, traffic.map(|t| &t.value));
 
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
@@ -135,6 +137,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             if let Some(r) = &out.revision {
                 txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
             }
+            shift_traffic(st, &scope, &traffic_key, traffic.map(|t| &**t), &out, &mut txn);
             let placed = start_tasks(st, &cx, &cluster, &name, &out, &tasks, &mut txn, &mut ids)?;
             rollout::record_starts(&mut out.service, &placed, &mut ids, now);
             if out.service != d.value {
@@ -146,6 +149,38 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             Ok((txn, out.retry_at))
         })
         .await
+}
+
+/// Writes a traffic shifting service's traffic document when the pass changed it, and its
+/// listener rules' weights where they differ from what the document says (through the rules
+/// ModifyRule checks, so the load balancers' table follows). A rule that cannot be written is
+/// logged and left for the next pass.
+fn shift_traffic(
+    st: &State,
+    scope: &Scope,
+    key: &str,
+    stored: Option<&Doc<estiba_core::traffic::Traffic>>,
+    out: &rollout::Outcome,
+    txn: &mut Txn,
+) {
+    let Some(t) = &out.traffic else { return };
+    if stored.map(|d| &d.value) != Some(t) {
+        txn.compares.push(match stored {
+            Some(d) => Compare::mod_revision(key, d.rev),
+            None => Compare::absent(key),
+        });
+        txn.ops.push(put(key, t));
+    }
+    for (rule, weights) in estiba_core::traffic::rule_weights(&out.service, Some(t)) {
+        match crate::services::elbv2::forward_weighted(st, scope, &rule, &weights) {
+            Ok(Some(w)) => {
+                txn.compares.extend(w.compares);
+                txn.ops.extend(w.ops);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(rule = %rule, error = %e.message, "cannot shift the listener rule's traffic"),
+        }
+    }
 }
 
 /// Creates the tasks the outcome asks for: the ids started, or the placement failures when

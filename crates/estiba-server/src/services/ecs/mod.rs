@@ -121,6 +121,7 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         DescribeServiceDeployments => services::describe_deployments,
         DescribeServiceRevisions => services::describe_revisions,
         StopServiceDeployment => services::stop_deployment,
+        ContinueServiceDeployment => services::continue_deployment,
         RegisterContainerInstance => instances::register,
         DeregisterContainerInstance => instances::deregister,
         DescribeContainerInstances => instances::describe,

@@ -78,6 +78,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
             crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
             let lbs = req.load_balancers.as_deref().unwrap_or_default();
             crate::targets::check_load_balancers(st, &cx.scope, lbs, &td.value)?;
+            crate::targets::check_traffic(st, &cx.scope, lbs, &req.deployment_configuration.clone().unwrap_or_default())?;
             let plan = capacity::resolve_launch(
                 req.launch_type,
                 req.capacity_provider_strategy.as_deref(),
@@ -155,6 +156,14 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
             if req.load_balancers.is_some() || req.task_definition.is_some() {
                 let lbs = req.load_balancers.as_deref().or(svc.load_balancers.as_deref()).unwrap_or_default();
                 crate::targets::check_load_balancers(st, &cx.scope, lbs, &td.value)?;
+            }
+            if req.load_balancers.is_some() || req.deployment_configuration.is_some() {
+                let lbs = req.load_balancers.as_deref().or(svc.load_balancers.as_deref()).unwrap_or_default();
+                let mut config = svc.deployment_configuration.clone().unwrap_or_default();
+                if let Some(s) = req.deployment_configuration.as_ref().and_then(|c| c.strategy) {
+                    config.strategy = Some(s);
+                }
+                crate::targets::check_traffic(st, &cx.scope, lbs, &config)?;
             }
             let launch_type = match req.capacity_provider_strategy.as_deref().filter(|s| !s.is_empty()) {
                 Some(strategy) => capacity::resolve_launch(None, Some(strategy), &c.value, true, true)?.launch_type(),
@@ -424,15 +433,20 @@ pub async fn describe_revisions(s: &Server, cx: &Ctx, req: DescribeServiceRevisi
     Ok(json(&resp))
 }
 
+/// A service deployment record by ARN, and its key.
+fn deployment_record<'a>(st: &'a State, cx: &Ctx, arn: &str) -> Result<(String, &'a Doc<ServiceDeployment>)> {
+    let not_found =
+        || EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.");
+    let key = record_key(cx, "service-deployment", arn).ok_or_else(not_found)?;
+    let d = st.service_deployments.get(&key).ok_or_else(not_found)?;
+    Ok((key, d))
+}
+
 pub async fn stop_deployment(s: &Server, cx: &Ctx, req: StopServiceDeploymentRequest) -> Result<Bytes> {
     let stop_type = req.stop_type.unwrap_or(StopServiceDeploymentStopType::Rollback);
     let arn_out = s
         .transact::<_, EcsError>(|st| {
-            let not_found = || {
-                EcsError::new(ErrorCode::ServiceDeploymentNotFoundException, "The service deployment does not exist.")
-            };
-            let key = record_key(cx, "service-deployment", &req.service_deployment_arn).ok_or_else(not_found)?;
-            let d = st.service_deployments.get(&key).ok_or_else(not_found)?;
+            let (key, d) = deployment_record(st, cx, &req.service_deployment_arn)?;
             if !matches!(d.value.status, Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)) {
                 return Err(EcsError::new(
                     ErrorCode::ConflictException,
@@ -459,4 +473,46 @@ pub async fn stop_deployment(s: &Server, cx: &Ctx, req: StopServiceDeploymentReq
         })
         .await?;
     Ok(json(&StopServiceDeploymentResponse { service_deployment_arn: arn_out }))
+}
+
+/// ContinueServiceDeployment: acts on a PAUSE lifecycle hook that holds a blue/green, linear
+/// or canary deployment (`estiba_core::traffic::continue_hook`); the scheduler's next pass
+/// goes on, or rolls the deployment back.
+pub async fn continue_deployment(s: &Server, cx: &Ctx, req: ContinueServiceDeploymentRequest) -> Result<Bytes> {
+    let action = req.action.unwrap_or(DeploymentLifecycleHookAction::Continue);
+    let arn_out = s
+        .transact::<_, EcsError>(|st| {
+            let (key, d) = deployment_record(st, cx, &req.service_deployment_arn)?;
+            if d.value.status != Some(ServiceDeploymentStatus::InProgress) {
+                return Err(EcsError::new(
+                    ErrorCode::ConflictException,
+                    format!(
+                        "The service deployment is {} and cannot be continued: only IN_PROGRESS deployments can.",
+                        d.value.status.map(|s| s.as_str()).unwrap_or("")
+                    ),
+                ));
+            }
+            let (cluster, service) = key
+                .strip_prefix(&format!("ecs/{}/{}/service-deployments/", cx.scope.account, cx.scope.region))
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(c, rest)| Some((c, rest.split_once('/')?.0)))
+                .ok_or_else(EcsError::service_not_found)?;
+            let tkey = keys::traffic(&cx.scope, cluster, service);
+            let number = estiba_core::rollout::revision_number(
+                d.value.target_service_revision.as_ref().and_then(|r| r.arn.as_deref()),
+            );
+            let t = st
+                .traffic
+                .get(&tkey)
+                .filter(|t| svc_rules::deployment_number(&t.value.deployment) == number)
+                .ok_or_else(|| {
+                    EcsError::invalid(format!("The lifecycle hook {} was not found in the service deployment.", req.hook_id))
+                })?;
+            let mut doc = t.value.clone();
+            estiba_core::traffic::continue_hook(&mut doc, &req.hook_id, action)?;
+            let txn = Txn::new().when(Compare::mod_revision(&tkey, t.rev)).then(put(&tkey, &doc));
+            Ok((txn, d.value.service_deployment_arn.clone()))
+        })
+        .await?;
+    Ok(json(&ContinueServiceDeploymentResponse { service_deployment_arn: arn_out }))
 }

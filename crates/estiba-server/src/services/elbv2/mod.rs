@@ -37,6 +37,12 @@ mod target_groups;
 mod targets;
 
 pub use targets::target_health;
+pub(crate) use rules_api::forward_weighted;
+
+/// The document of the rule `arn` (ECS checks its blue/green rules with it).
+pub(crate) fn find_rule<'a>(st: &'a State, scope: &Scope, arn: &str) -> Option<&'a Doc<RuleDoc>> {
+    rule_doc(st, scope, arn).ok()
+}
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 

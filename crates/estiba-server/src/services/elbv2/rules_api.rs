@@ -124,9 +124,7 @@ pub async fn modify(s: &Server, cx: &Call, req: ModifyRuleInput) -> Result<Bytes
     let rule = s
         .transact::<_, ApiError>(|st| {
             let d = rule_doc(st, scope, &req.rule_arn)?;
-            let l = listener_of(st, scope, &d.key).ok_or_else(ElbError::rule_not_found)?;
-            let lb = lb_of_key(st, scope, elb::LISTENERS, &l.key).ok_or_else(ElbError::rule_not_found)?;
-            let t = lb.value.lb.r#type.unwrap_or_default();
+            listener_of(st, scope, &d.key).ok_or_else(ElbError::rule_not_found)?;
             let default = d.value.rule.is_default == Some(true);
             let mut doc = d.value.clone();
             if let Some(c) = &req.conditions {
@@ -141,20 +139,60 @@ pub async fn modify(s: &Server, cx: &Call, req: ModifyRuleInput) -> Result<Bytes
             }
             let mut txn = guard(Txn::new(), d);
             if let Some(a) = &req.actions {
-                let actions = rules::check_actions(t, a)?;
-                doc.rule.actions = Some(actions.clone());
-                txn = check_forwards(st, scope, &lb.value, l.value.listener.protocol, &actions, txn)?;
-                if default {
-                    let mut listener = l.value.clone();
-                    listener.listener.default_actions = Some(actions);
-                    txn = guard(txn, l).then(put(&l.key, &listener));
-                }
+                txn = set_actions(st, scope, d, &mut doc, a, txn)?;
             }
             let rule = doc.rule.clone();
             Ok((txn.then(put(&d.key, &doc)), rule))
         })
         .await?;
     Ok(json(&ModifyRuleOutput { rules: Some(vec![rule]) }))
+}
+
+/// Gives the rule `doc` (stored as `d`) the actions `given`, checked as ModifyRule checks
+/// them; a default rule's listener gets them as its default actions.
+fn set_actions(st: &State, scope: &Scope, d: &Doc<RuleDoc>, doc: &mut RuleDoc, given: &[Action], txn: Txn) -> Result<Txn> {
+    let l = listener_of(st, scope, &d.key).ok_or_else(ElbError::rule_not_found)?;
+    let lb = lb_of_key(st, scope, elb::LISTENERS, &l.key).ok_or_else(ElbError::rule_not_found)?;
+    let actions = rules::check_actions(lb.value.lb.r#type.unwrap_or_default(), given)?;
+    doc.rule.actions = Some(actions.clone());
+    let mut txn = check_forwards(st, scope, &lb.value, l.value.listener.protocol, &actions, txn)?;
+    if doc.rule.is_default == Some(true) {
+        let mut listener = l.value.clone();
+        listener.listener.default_actions = Some(actions);
+        txn = guard(txn, l).then(put(&l.key, &listener));
+    }
+    Ok(txn)
+}
+
+/// What makes the rule `rule_arn` forward to `weights` (target group, weight), as ModifyRule
+/// would with a weighted forward action in place of its forward action: `None` when it already
+/// does. ECS's blue/green, linear and canary deployments shift traffic with it.
+pub(crate) fn forward_weighted(st: &State, scope: &Scope, rule_arn: &str, weights: &[(String, i32)]) -> Result<Option<Txn>> {
+    let d = rule_doc(st, scope, rule_arn)?;
+    let forward = |a: &Action| Action {
+        target_group_arn: None,
+        forward_config: Some(ForwardActionConfig {
+            target_groups: Some(
+                weights
+                    .iter()
+                    .map(|(g, w)| TargetGroupTuple { target_group_arn: Some(g.clone()), weight: Some(*w) })
+                    .collect(),
+            ),
+            target_group_stickiness_config: a.forward_config.as_ref().and_then(|f| f.target_group_stickiness_config.clone()),
+        }),
+        ..a.clone()
+    };
+    let current = d.value.rule.actions.clone().unwrap_or_default();
+    let given: Vec<Action> =
+        current.iter().map(|a| if a.r#type == ActionTypeEnum::Forward { forward(a) } else { a.clone() }).collect();
+    let lb = listener_of(st, scope, &d.key).and_then(|l| lb_of_key(st, scope, elb::LISTENERS, &l.key));
+    let t = lb.ok_or_else(ElbError::rule_not_found)?.value.lb.r#type.unwrap_or_default();
+    if rules::check_actions(t, &given)? == current {
+        return Ok(None);
+    }
+    let mut doc = d.value.clone();
+    let txn = set_actions(st, scope, d, &mut doc, &given, guard(Txn::new(), d))?;
+    Ok(Some(txn.then(put(&d.key, &doc))))
 }
 
 pub async fn delete(s: &Server, cx: &Call, req: DeleteRuleInput) -> Result<Bytes> {
