@@ -237,7 +237,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_load_balancers(lbs: &[LoadBalancer], td: &TaskDefinition) -> Result<()> {
+/// Each `loadBalancers` entry names a container and one of its port mappings (checked before the
+/// target groups themselves).
+pub fn validate_load_balancers(lbs: &[LoadBalancer], td: &TaskDefinition) -> Result<()> {
     for lb in lbs {
         let (Some(cname), Some(port)) = (lb.container_name.as_deref(), lb.container_port) else {
             bail!(invalid, "A load balancer needs containerName and containerPort.");

@@ -50,6 +50,7 @@ pub fn check_load_balancers(
     lbs: &[estiba_api::ecs::LoadBalancer],
     td: &TaskDefinition,
 ) -> Result<(), EcsError> {
+    svc_rules::validate_load_balancers(lbs, td)?;
     let mode = estiba_core::taskdef::network_mode(td);
     lbr::check_target_groups(lbs, mode, &|arn| {
         let g = group(st, arn)?;
