@@ -136,7 +136,7 @@ def test_empty_body_is_an_empty_request(shared):
 
 def test_unsupported_operation_is_reported(shared):
     with pytest.raises(ClientError) as e:
-        shared.client().create_task_set(cluster="c", service="s", taskDefinition="t")
+        shared.client().discover_poll_endpoint(cluster="c")
     assert error_code(e) == "UnsupportedFeatureException"
 
 

@@ -233,11 +233,7 @@ def test_external_deployment_controller(ecs):
         ecs.update_service(cluster=cluster, service="ext", taskDefinition=fam)
     assert error_code(e) == "InvalidParameterException"
     assert "EXTERNAL" in error_message(e)
-    # Task sets are the load balancer issue's work.
-    with pytest.raises(ClientError) as e:
-        ecs.create_task_set(cluster=cluster, service="ext", taskDefinition=fam)
-    assert error_code(e) == "UnsupportedFeatureException"
-    # No task is started for it.
+    # No task is started for it until a task set asks (test_tasksets.py).
     assert ecs.list_tasks(cluster=cluster)["taskArns"] == []
     with pytest.raises(ClientError) as e:
         ecs.create_service(cluster=cluster, serviceName="cd", desiredCount=1, taskDefinition=fam,

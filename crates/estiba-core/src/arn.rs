@@ -59,6 +59,10 @@ impl Scope {
         self.arn(&format!("service-revision/{cluster}/{service}/{n}"))
     }
 
+    pub fn task_set_arn(&self, cluster: &str, service: &str, id: &str) -> String {
+        self.arn(&format!("task-set/{cluster}/{service}/{id}"))
+    }
+
     /// The root user of the account: ECS's `registeredBy`, `createdBy` and default principal.
     pub fn root_arn(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)

@@ -14,6 +14,7 @@
 //! | `service-revisions/<cluster>/<service>/<n>` | `ServiceRevision` |
 //! | `tags/<resource key without the scope>` | `[Tag]` |
 //! | `task-protection/<cluster>/<task id>` | `ProtectedTask`: scale-in protection and its expiry |
+//! | `task-sets/<cluster>/<service>/<N>` | `TaskSet` `ecs-svc/<N>` of a service with the EXTERNAL deployment controller |
 //! | `traffic/<cluster>/<service>` | [`crate::traffic::Traffic`]: a blue/green, linear or canary service's traffic between its deployments |
 //!
 //! Nodes (machines that run tasks) are not per account; their keys use `-` for the account
@@ -124,6 +125,16 @@ pub fn parse_task(key: &str) -> Option<(Scope, &str, &str)> {
 
 pub fn traffic(s: &Scope, cluster: &str, service: &str) -> String {
     format!("ecs/{}/{}/traffic/{cluster}/{service}", s.account, s.region)
+}
+
+/// A task set (`ecs-svc/<N>`, or N alone) of a service.
+pub fn task_set(s: &Scope, cluster: &str, service: &str, id: &str) -> String {
+    let n = crate::task_set::number(id);
+    format!("ecs/{}/{}/task-sets/{cluster}/{service}/{n}", s.account, s.region)
+}
+
+pub fn task_sets_of(s: &Scope, cluster: &str, service: &str) -> String {
+    format!("ecs/{}/{}/task-sets/{cluster}/{service}/", s.account, s.region)
 }
 
 pub fn task_protection(s: &Scope, cluster: &str, task_id: &str) -> String {

@@ -34,6 +34,7 @@ pub mod servicediscovery;
 pub mod settings;
 pub mod tags;
 pub mod task;
+pub mod task_set;
 pub mod taskdef;
 pub mod telemetry;
 pub mod traffic;

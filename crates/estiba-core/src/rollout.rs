@@ -192,25 +192,7 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
     }
     let mut svc = plan.service;
 
-    // Stops.
-    let mut stops = Vec::new();
-    for stop in &plan.stop {
-        let Some(index) = input.tasks.iter().position(|t| t.task_arn.as_deref() == Some(stop.task_arn.as_str())) else {
-            continue;
-        };
-        let mut t = input.tasks[index].clone();
-        if task::request_stop(&mut t, stop.code, &stop.reason) {
-            if !(input.claimed)(input.tasks[index]) {
-                task::stop_unstarted(&mut t, now);
-            }
-            stops.push(Update { index, value: t });
-        }
-    }
-    if !stops.is_empty() {
-        let stopped: Vec<String> = stops.iter().map(|s| task::task_id(&s.value).to_owned()).collect();
-        let msg = format!("(service {name}) has stopped {} running tasks: {}.", stopped.len(), task_list(&stopped));
-        service::push_event(&mut svc, event(msg, ids, now));
-    }
+    let stops = stop_tasks(&mut svc, input.tasks, &plan.stop, input.claimed, ids, now);
 
     // A failed PRIMARY deployment: back to the last completed one, or stopped. A requested
     // rollback is reported as the circuit breaker's.
@@ -340,6 +322,38 @@ pub fn decide(input: &Input, mut plan: Plan, ids: &mut dyn Ids, now: Now) -> Res
         retry_at: plan.retry_at,
         traffic: plan.traffic,
     })
+}
+
+/// Asks the tasks `stops` names to stop (one that no node claimed stops at once), with the
+/// service's event listing them.
+pub fn stop_tasks(
+    svc: &mut Service,
+    tasks: &[&Task],
+    stops: &[crate::deploy::Stop],
+    claimed: &dyn Fn(&Task) -> bool,
+    ids: &mut dyn Ids,
+    now: Now,
+) -> Vec<Update<Task>> {
+    let mut out = Vec::new();
+    for stop in stops {
+        let Some(index) = tasks.iter().position(|t| t.task_arn.as_deref() == Some(stop.task_arn.as_str())) else {
+            continue;
+        };
+        let mut t = tasks[index].clone();
+        if task::request_stop(&mut t, stop.code, &stop.reason) {
+            if !claimed(tasks[index]) {
+                task::stop_unstarted(&mut t, now);
+            }
+            out.push(Update { index, value: t });
+        }
+    }
+    if !out.is_empty() {
+        let name = service::name(svc).to_owned();
+        let stopped: Vec<String> = out.iter().map(|s| task::task_id(&s.value).to_owned()).collect();
+        let msg = format!("(service {name}) has stopped {} running tasks: {}.", stopped.len(), task_list(&stopped));
+        service::push_event(svc, event(msg, ids, now));
+    }
+    out
 }
 
 /// Records what placing the outcome's tasks gave: an event listing the tasks started, or why

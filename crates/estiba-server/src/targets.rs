@@ -115,8 +115,14 @@ pub fn target_addr(st: &State, target_type: TargetTypeEnum, id: &str, port: u16)
 
 /// The service's `loadBalancers` entries as the task is registered in them: a blue/green,
 /// linear or canary service's deployments each have their target groups
-/// (`estiba_core::traffic`).
+/// (`estiba_core::traffic`); a task of a task set (EXTERNAL deployment controller) is in its
+/// own task set's.
 fn task_load_balancers(st: &State, scope: &Scope, cluster: &str, svc: &Service, t: &Task) -> Vec<estiba_api::ecs::LoadBalancer> {
+    let started_by = t.started_by.as_deref().unwrap_or("");
+    if svc_rules::is_external(svc) {
+        let key = keys::task_set(scope, cluster, svc_rules::name(svc), started_by);
+        return st.task_sets.get(&key).and_then(|d| d.value.load_balancers.clone()).unwrap_or_default();
+    }
     let traffic = st.traffic.get(&keys::traffic(scope, cluster, svc_rules::name(svc)));
     estiba_core::traffic::load_balancers_of(svc, traffic.map(|d| &d.value), t.started_by.as_deref().unwrap_or(""))
 }
@@ -176,12 +182,16 @@ pub fn sync(st: &State, now: f64) -> Txn {
     let mut compares = Vec::new();
     let mut wanted: HashSet<String> = HashSet::new();
     for d in st.services.values() {
-        let lbs: Vec<_> =
-            d.value.load_balancers.iter().flatten().filter(|l| l.target_group_arn.is_some()).collect();
-        if lbs.is_empty() || svc_rules::status(&d.value) == svc_rules::INACTIVE {
+        let Some((scope, cluster, name)) = keys::parse_service(&d.key) else { continue };
+        let behind = if svc_rules::is_external(&d.value) {
+            State::range(&st.task_sets, &keys::task_sets_of(&scope, &cluster, &name))
+                .any(|t| t.value.load_balancers.iter().flatten().any(|l| l.target_group_arn.is_some()))
+        } else {
+            d.value.load_balancers.iter().flatten().any(|l| l.target_group_arn.is_some())
+        };
+        if !behind || svc_rules::status(&d.value) == svc_rules::INACTIVE {
             continue;
         }
-        let Some((scope, cluster, name)) = keys::parse_service(&d.key) else { continue };
         let group_name = svc_rules::task_group(&name);
         let running = State::range(&st.tasks, &keys::tasks_of(&scope, &cluster)).filter(|t| {
             t.value.group() == Some(group_name.as_str())

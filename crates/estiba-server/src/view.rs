@@ -216,6 +216,8 @@ pub struct State {
     pub task_protection: Table<estiba_api::ecs::ProtectedTask>,
     /// Blue/green, linear and canary services' traffic documents, by traffic key.
     pub traffic: Table<estiba_core::traffic::Traffic>,
+    /// Task sets of services with the EXTERNAL deployment controller, by task set key.
+    pub task_sets: Table<estiba_api::ecs::TaskSet>,
     /// Task key → its claim (claims are keyed by node: `keys::claim`; this is the only copy).
     pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
     pub nodes: Table<NodeStatus>,
@@ -357,6 +359,9 @@ impl State {
             }
             "traffic" => {
                 put(&mut self.traffic, kind, kv);
+            }
+            "task-sets" => {
+                put(&mut self.task_sets, kind, kv);
             }
             "claims" => {
                 let Some(task_key) = keys::task_of_claim(&kv.key) else { return };

@@ -12,8 +12,8 @@ use estiba_core::capacity::{self, LaunchPlan};
 use estiba_core::rollout::{self, Placed};
 use estiba_core::service::{self as svc_rules};
 use estiba_core::task::{self, Launch, Spec};
-use estiba_core::{arn, deploy, EcsError, Ids, Scope};
-use estiba_store::{Compare, Txn};
+use estiba_core::{arn, deploy, task_set, EcsError, Ids, Scope};
+use estiba_store::{Compare, Op, Txn};
 
 use super::{is_claimed, Controller, Wake};
 use crate::services::ecs::{put, Ctx};
@@ -80,6 +80,9 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
     server
         .transact::<_, EcsError>(|st| {
             let Some(d) = st.services.get(key) else { return Ok((Txn::new(), None)) };
+            if svc_rules::is_external(&d.value) {
+                return reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids);
+            }
             let now = now();
             let group = svc_rules::task_group(&name);
             let task_docs: Vec<_> = State::range(&st.tasks, &keys::tasks_of(&scope, &cluster))
@@ -138,7 +141,13 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
             }
             shift_traffic(st, &scope, &traffic_key, traffic.map(|t| &**t), &out, &mut txn);
-            let placed = start_tasks(st, &cx, &cluster, &name, &out, &tasks, &mut txn, &mut ids)?;
+            let placed = match svc_rules::primary(&out.service) {
+                Some(p) => {
+                    let starts = Starts { deployment: p, count: out.start, on: &out.start_on };
+                    start_tasks(st, &cx, &cluster, &name, &out.service, &starts, &tasks, &mut txn, &mut ids)?
+                }
+                None => Placed::Tasks(vec![]),
+            };
             rollout::record_starts(&mut out.service, &placed, &mut ids, now);
             if out.service != d.value {
                 txn.ops.push(put(key, &out.service));
@@ -149,6 +158,93 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             Ok((txn, out.retry_at))
         })
         .await
+}
+
+/// A service with the EXTERNAL deployment controller: each task set keeps its computed desired
+/// count of tasks (`estiba_core::task_set::plan`), its tasks `startedBy` its id and placed as
+/// its launch says; tasks of no task set stop. A DRAINING service (DeleteService) drains every
+/// task set, then becomes INACTIVE once its tasks have stopped, its task sets gone.
+fn reconcile_task_sets(
+    server: &Server,
+    st: &State,
+    (scope, cluster, name): (&Scope, &str, &str),
+    d: &Doc<Service>,
+    ids: &mut dyn Ids,
+) -> Result<(Txn, Option<f64>), EcsError> {
+    let now = now();
+    let group = svc_rules::task_group(name);
+    let task_docs: Vec<_> = State::range(&st.tasks, &keys::tasks_of(scope, cluster))
+        .filter(|t| t.value.group() == Some(group.as_str()))
+        .collect();
+    let decoded: Vec<_> = task_docs.iter().map(|t| t.task()).collect();
+    let tasks: Vec<&Task> = decoded.iter().map(|t| t.as_ref()).collect();
+    let set_docs: Vec<_> = State::range(&st.task_sets, &keys::task_sets_of(scope, cluster, name)).collect();
+    let cx = Ctx { scope: scope.clone(), now, node: server.local_node.clone(), vpc_cidr: server.config.vpc_cidr };
+    let draining = svc_rules::status(&d.value) == svc_rules::DRAINING;
+    let lb = |t: &Task| crate::targets::lb_health(server, st, scope, cluster, &d.value, t);
+    let grace = d.value.health_check_grace_period_seconds.unwrap_or(0) as f64;
+    let probes = task_set::Probes { lb: &lb, grace };
+
+    let mut svc = d.value.clone();
+    let mut txn = Txn::new();
+    let mut retry: Option<f64> = None;
+    let mut stops = Vec::new();
+    for sd in &set_docs {
+        let mut ts = sd.value.clone();
+        if draining {
+            ts.status = Some(task_set::DRAINING.into());
+        }
+        let id = task_set::id(&ts).to_owned();
+        let mine: Vec<&Task> = tasks.iter().copied().filter(|t| t.started_by.as_deref() == Some(id.as_str())).collect();
+        let plan = task_set::plan(&ts, task_set::desired(&ts, &svc), &mine, &probes, now);
+        txn.compares.push(Compare::mod_revision(&sd.key, sd.rev));
+        if plan.gone {
+            txn.ops.push(Op::delete(sd.key.clone()));
+            txn.ops.push(Op::delete(keys::tags_of(&sd.key)));
+            continue;
+        }
+        if plan.task_set != sd.value {
+            txn.ops.push(put(&sd.key, &plan.task_set));
+        }
+        stops.extend(plan.stop);
+        retry = plan.retry_at.map(|at| retry.map_or(at, |r: f64| r.min(at))).or(retry);
+        if plan.start > 0 {
+            let dep = task_set::as_deployment(&plan.task_set);
+            let starts = Starts { deployment: &dep, count: plan.start, on: &[] };
+            let placed = start_tasks(st, &cx, cluster, name, &svc, &starts, &tasks, &mut txn, ids)?;
+            rollout::record_starts(&mut svc, &placed, ids, now);
+        }
+    }
+    // Tasks of no task set (one deleted while they were starting).
+    let known = |t: &Task| set_docs.iter().any(|s| t.started_by.as_deref() == Some(task_set::id(&s.value)));
+    for t in &tasks {
+        if task::last_status(t) != task::Status::Stopped && !task::desired_stopped(t) && !known(t) {
+            stops.push(deploy::Stop {
+                task_arn: t.task_arn.clone().unwrap_or_default(),
+                code: TaskStopCode::ServiceSchedulerInitiated,
+                reason: "Task set was deleted".into(),
+            });
+        }
+    }
+    let claimed = |t: &Task| is_claimed(st, &keys::task(scope, cluster, task::task_id(t)));
+    for u in rollout::stop_tasks(&mut svc, &tasks, &stops, &claimed, ids, now) {
+        let doc = task_docs[u.index];
+        txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+        txn.ops.push(put(&doc.key, &u.value));
+        txn.ops.extend(crate::stop_ops(st, &doc.key, now));
+    }
+    if draining && tasks.iter().all(|t| task::last_status(t) == task::Status::Stopped) {
+        svc.status = Some(svc_rules::INACTIVE.into());
+        svc.desired_count = 0;
+    }
+    if svc != d.value {
+        txn.ops.push(put(&d.key, &svc));
+    }
+    if txn.ops.is_empty() {
+        return Ok((Txn::new(), retry));
+    }
+    txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+    Ok((txn, retry))
 }
 
 /// Writes a traffic shifting service's traffic document when the pass changed it, and its
@@ -183,26 +279,32 @@ fn shift_traffic(
     }
 }
 
-/// Creates the tasks the outcome asks for: the ids started, or the placement failures when
-/// none could be placed.
+/// New tasks of one deployment (or task set): how many, or on which container instances
+/// (DAEMON).
+struct Starts<'a> {
+    deployment: &'a Deployment,
+    count: usize,
+    on: &'a [String],
+}
+
+/// Creates the tasks `starts` asks for: the ids started, or the placement failures when none
+/// could be placed.
 #[allow(clippy::too_many_arguments)]
 fn start_tasks(
     st: &State,
     cx: &Ctx,
     cluster: &str,
     name: &str,
-    out: &rollout::Outcome,
+    svc: &Service,
+    starts: &Starts,
     existing: &[&Task],
     txn: &mut Txn,
     ids: &mut dyn Ids,
 ) -> Result<Placed, EcsError> {
-    if out.start == 0 && out.start_on.is_empty() {
+    if starts.count == 0 && starts.on.is_empty() {
         return Ok(Placed::Tasks(vec![]));
     }
-    let svc = &out.service;
-    let Some(primary) = svc_rules::primary(svc) else {
-        return Ok(Placed::Tasks(vec![]));
-    };
+    let primary = starts.deployment;
     let primary_id = primary.id.clone().unwrap_or_default();
     let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, cx, a))
     else {
@@ -238,10 +340,10 @@ fn start_tasks(
         enable_execute_command: svc.enable_execute_command,
         tags,
     };
-    let (launches, fixed) = if !out.start_on.is_empty() {
+    let (launches, fixed) = if !starts.on.is_empty() {
         (
-            vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; out.start_on.len()],
-            Some(out.start_on.clone()),
+            vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; starts.on.len()],
+            Some(starts.on.to_vec()),
         )
     } else {
         let already: Vec<usize> = match &launch_plan {
@@ -260,7 +362,7 @@ fn start_tasks(
                 .collect(),
             LaunchPlan::Type(_) => vec![],
         };
-        (launch_plan.launches(&already, out.start, capacity::is_fargate), None)
+        (launch_plan.launches(&already, starts.count, capacity::is_fargate), None)
     };
     let placements = svc.placement_constraints.clone().unwrap_or_default();
     let strategies = svc.placement_strategy.clone().unwrap_or_default();

@@ -22,11 +22,13 @@ mod instances;
 mod services;
 mod settings;
 mod tags;
+mod task_sets;
 mod taskdefs;
 mod tasks;
 
 pub type Result<T, E = EcsError> = std::result::Result<T, E>;
 
+pub(crate) use task_sets::shown_task_sets;
 pub(crate) use tasks::task_tags as tasks_tags;
 pub(crate) use tasks::write_tasks as write_new_tasks;
 
@@ -122,6 +124,11 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         DescribeServiceRevisions => services::describe_revisions,
         StopServiceDeployment => services::stop_deployment,
         ContinueServiceDeployment => services::continue_deployment,
+        CreateTaskSet => task_sets::create,
+        DescribeTaskSets => task_sets::describe,
+        UpdateTaskSet => task_sets::update,
+        DeleteTaskSet => task_sets::delete,
+        UpdateServicePrimaryTaskSet => task_sets::update_primary,
         RegisterContainerInstance => instances::register,
         DeregisterContainerInstance => instances::deregister,
         DescribeContainerInstances => instances::describe,

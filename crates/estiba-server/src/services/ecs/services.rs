@@ -19,6 +19,12 @@ use crate::{keys, RandomIds, Server};
 pub(crate) fn shown(st: &State, d: &Doc<Service>, with_tags: bool) -> Service {
     let cluster_key = keys::cluster_of(&d.key).unwrap_or_default();
     let mut s = svc_rules::with_counts(&d.value, |id| st.deployment_counts(&cluster_key, id));
+    if svc_rules::is_external(&s) {
+        let sets = super::shown_task_sets(st, &d.key, &d.value, false);
+        s.running_count = sets.iter().map(|t| t.running_count).sum();
+        s.pending_count = sets.iter().map(|t| t.pending_count).sum();
+        s.task_sets = Some(sets);
+    }
     s.tags = with_tags.then(|| st.tags_of(&d.key).unwrap_or_default().to_vec());
     s
 }

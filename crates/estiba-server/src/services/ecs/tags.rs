@@ -1,5 +1,5 @@
 //! TagResource, UntagResource, ListTagsForResource for clusters, task definitions, tasks,
-//! services, container instances and capacity providers.
+//! services, task sets, container instances and capacity providers.
 
 use bytes::Bytes;
 use estiba_api::ecs::*;
@@ -17,6 +17,14 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
     let a = Arn::parse(arn).ok_or_else(invalid)?;
     if !a.in_scope(&cx.scope) {
         return Err(EcsError::resource_not_found("The specified resource could not be found."));
+    }
+    if a.kind == "task-set" {
+        let Some((Some((cluster, service)), id)) = estiba_core::task_set::parse_ref(arn) else { return Err(invalid()) };
+        let k = keys::task_set(&cx.scope, cluster, service, id);
+        if !st.task_sets.contains_key(&k) {
+            return Err(estiba_core::task_set::not_found());
+        }
+        return Ok(k);
     }
     let mut parts = a.path.split('/');
     let (first, second) = (parts.next().unwrap_or(""), parts.next());
