@@ -37,6 +37,8 @@ pub mod task;
 pub mod task_set;
 pub mod taskdef;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod traffic;
 pub mod vpc;
 

@@ -403,32 +403,16 @@ mod tests {
     use crate::ids::SeqIds;
     use crate::service::PRIMARY;
     use estiba_api::ecs::{
-        Compatibility, ContainerDefinition, Deployment, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
-        NetworkMode, RegisterTaskDefinitionRequest, ServiceDeploymentCircuitBreaker, ServiceRevisionSummary,
-        TaskStopCode,
+        Deployment, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, ServiceDeploymentCircuitBreaker,
+        ServiceRevisionSummary, TaskStopCode,
     };
 
     const NOW: Now = 100.0;
 
-    fn scope() -> Scope {
-        Scope::new("000000000000", "us-east-1")
-    }
+    use crate::testing::scope;
 
     fn td(rev: i32) -> TaskDefinition {
-        let req = RegisterTaskDefinitionRequest {
-            family: "web".into(),
-            network_mode: Some(NetworkMode::Awsvpc),
-            cpu: Some("256".into()),
-            memory: Some("512".into()),
-            requires_compatibilities: Some(vec![Compatibility::Fargate]),
-            container_definitions: vec![ContainerDefinition {
-                name: Some("app".into()),
-                image: Some("busybox".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        crate::taskdef::register(&scope(), &req, rev, 0.0).unwrap()
+        crate::testing::fargate_td(rev, &[])
     }
 
     /// Deployment `ecs-svc/<n>` of task definition revision `n`.

@@ -738,29 +738,12 @@ pub fn network_mode_is_awsvpc(td: &TaskDefinition) -> bool {
 mod tests {
     use super::*;
     use crate::ids::SeqIds;
-    use estiba_api::ecs::{
-        AwsVpcConfiguration, Compatibility, ContainerDefinition, NetworkMode, RegisterTaskDefinitionRequest,
-    };
+    use estiba_api::ecs::AwsVpcConfiguration;
 
-    fn scope() -> Scope {
-        Scope::new("000000000000", "us-east-1")
-    }
+    use crate::testing::scope;
 
     fn td(rev: i32) -> TaskDefinition {
-        let req = RegisterTaskDefinitionRequest {
-            family: "web".into(),
-            network_mode: Some(NetworkMode::Awsvpc),
-            cpu: Some("256".into()),
-            memory: Some("512".into()),
-            requires_compatibilities: Some(vec![Compatibility::Fargate]),
-            container_definitions: vec![ContainerDefinition {
-                name: Some("app".into()),
-                image: Some("busybox".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        taskdef::register(&scope(), &req, rev, 0.0).unwrap()
+        crate::testing::fargate_td(rev, &[])
     }
 
     #[test]

@@ -23,9 +23,8 @@ use crate::ids::{Ids, Now};
 use crate::task::{self, Launch, Status};
 use crate::{bail, service, EcsError};
 
-pub const ACTIVE: &str = "ACTIVE";
-pub const PRIMARY: &str = "PRIMARY";
-pub const DRAINING: &str = "DRAINING";
+/// A task set's statuses are a deployment's.
+pub use crate::service::{ACTIVE, DRAINING, PRIMARY};
 /// ECS refuses a sixth task set on a service.
 pub const MAX_PER_SERVICE: usize = 5;
 
@@ -371,33 +370,16 @@ mod tests {
     use super::*;
     use crate::ids::SeqIds;
     use estiba_api::ecs::{
-        AwsVpcConfiguration, Compatibility, ContainerDefinition, CreateServiceRequest, CreateTaskSetRequest,
-        DeploymentController, DeploymentControllerType, ErrorCode, LoadBalancer, NetworkConfiguration, NetworkMode,
-        PortMapping, RegisterTaskDefinitionRequest,
+        AwsVpcConfiguration, CreateServiceRequest, CreateTaskSetRequest, DeploymentController, DeploymentControllerType,
+        ErrorCode, LoadBalancer, NetworkConfiguration,
     };
 
     const NOW: Now = 1000.0;
 
-    fn scope() -> Scope {
-        Scope::new("000000000000", "us-east-1")
-    }
+    use crate::testing::scope;
 
     fn td() -> TaskDefinition {
-        let req = RegisterTaskDefinitionRequest {
-            family: "web".into(),
-            network_mode: Some(NetworkMode::Awsvpc),
-            cpu: Some("256".into()),
-            memory: Some("512".into()),
-            requires_compatibilities: Some(vec![Compatibility::Fargate]),
-            container_definitions: vec![ContainerDefinition {
-                name: Some("app".into()),
-                image: Some("busybox".into()),
-                port_mappings: Some(vec![PortMapping { container_port: Some(80), ..Default::default() }]),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        crate::taskdef::register(&scope(), &req, 1, 0.0).unwrap()
+        crate::testing::fargate_td(1, &[80])
     }
 
     fn svc(desired: i32) -> Service {

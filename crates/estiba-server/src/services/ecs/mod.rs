@@ -236,6 +236,25 @@ pub fn runnable_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Result<
     }
 }
 
+/// How new tasks of `td` in the cluster launch: the request's launch type or capacity provider
+/// strategy, else the cluster's default (`estiba_core::capacity::resolve_launch`).
+pub fn launch_plan(
+    st: &State,
+    cx: &Ctx,
+    (cluster, c): (&str, &Cluster),
+    launch_type: Option<estiba_api::ecs::LaunchType>,
+    strategy: Option<&[estiba_api::ecs::CapacityProviderStrategyItem]>,
+    td: &TaskDefinition,
+) -> Result<estiba_core::capacity::LaunchPlan> {
+    estiba_core::capacity::resolve_launch(
+        launch_type,
+        strategy,
+        c,
+        estiba_core::taskdef::fargate_compatible(td),
+        has_instances(st, cx, cluster),
+    )
+}
+
 /// Whether the cluster has container instances that can take tasks.
 pub fn has_instances(st: &State, cx: &Ctx, cluster: &str) -> bool {
     State::range(&st.instances, &keys::instances_of(&cx.scope, cluster))

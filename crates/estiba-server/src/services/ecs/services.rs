@@ -85,13 +85,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
             let lbs = req.load_balancers.as_deref().unwrap_or_default();
             crate::targets::check_load_balancers(st, &cx.scope, lbs, &td.value)?;
             crate::targets::check_traffic(st, &cx.scope, lbs, &req.deployment_configuration.clone().unwrap_or_default())?;
-            let plan = capacity::resolve_launch(
-                req.launch_type,
-                req.capacity_provider_strategy.as_deref(),
-                &c,
-                taskdef::fargate_compatible(&td.value),
-                has_instances(st, cx, &cluster),
-            )?;
+            let plan = super::launch_plan(st, cx, (&cluster, &c), req.launch_type, req.capacity_provider_strategy.as_deref(), &td.value)?;
             let daemon_count = State::range(&st.instances, &keys::instances_of(&cx.scope, &cluster))
                 .filter(|d| estiba_core::instance::status(&d.value) == "ACTIVE")
                 .count() as i32;

@@ -11,10 +11,10 @@ use estiba_api::ecs::*;
 use estiba_core::service as svc_rules;
 use estiba_core::task::Launch;
 use estiba_core::task_set::{self as rules, NewTaskSet};
-use estiba_core::{arn, capacity, taskdef, EcsError};
+use estiba_core::{arn, EcsError};
 use estiba_store::{Compare, Txn};
 
-use super::{active_cluster, cluster_for_write, has_instances, json, put, put_tags, runnable_taskdef, Ctx, Result};
+use super::{active_cluster, cluster_for_write, json, put, put_tags, runnable_taskdef, Ctx, Result};
 use crate::view::{Doc, State};
 use crate::{keys, RandomIds, Server};
 
@@ -71,13 +71,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateTaskSetRequest) -> Result<B
             rules::require_external(&d.value)?;
             let name = svc_rules::name(&d.value).to_owned();
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
-            let plan = capacity::resolve_launch(
-                req.launch_type,
-                req.capacity_provider_strategy.as_deref(),
-                &c,
-                taskdef::fargate_compatible(&td.value),
-                has_instances(st, cx, &cluster),
-            )?;
+            let plan = super::launch_plan(st, cx, (&cluster, &c), req.launch_type, req.capacity_provider_strategy.as_deref(), &td.value)?;
             let existing = State::range(&st.task_sets, &keys::task_sets_of(&cx.scope, &cluster, &name)).count();
             let n = NewTaskSet {
                 req: &req,

@@ -8,10 +8,10 @@ use estiba_core::capacity;
 use estiba_core::instance::{self, Queried};
 use estiba_core::placement::{self, Candidate, Need};
 use estiba_core::task::{self, Launch, Spec};
-use estiba_core::{arn, page, taskdef, EcsError, Ids, Scope};
+use estiba_core::{arn, page, EcsError, Ids, Scope};
 use estiba_store::{Compare, Txn};
 
-use super::{active_cluster, cluster_for_write, has_instances, json, put, put_tags, runnable_taskdef, Ctx, Result};
+use super::{active_cluster, cluster_for_write, json, put, put_tags, runnable_taskdef, Ctx, Result};
 use crate::view::State;
 use crate::{keys, RandomIds, Server};
 
@@ -235,13 +235,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
-            let plan = capacity::resolve_launch(
-                req.launch_type,
-                req.capacity_provider_strategy.as_deref(),
-                &c,
-                taskdef::fargate_compatible(&td.value),
-                has_instances(st, cx, &cluster),
-            )?;
+            let plan = super::launch_plan(st, cx, (&cluster, &c), req.launch_type, req.capacity_provider_strategy.as_deref(), &td.value)?;
             task::check_platform_version(plan.launch_type(), req.platform_version.as_deref())?;
             task::validate(
                 &td.value,
