@@ -13,7 +13,8 @@ import pytest
 
 from conftest import error_code, error_message, register_fargate, unique, wait_until
 from test_lb import Load, alb, fetch, lb_address, lb_node, needs_isolation, needs_root, target_group  # noqa: F401
-from test_network import NET
+from test_dns import local_namespace
+from test_network import NET, eni
 
 
 def colored(color):
@@ -61,11 +62,16 @@ def test_blue_and_green_task_sets_behind_weighted_listener_and_rule(lb_node):
                                 "portMappings": [{"containerPort": 8080}]}])
     ecs.create_service(cluster="default", serviceName="ext", desiredCount=2, healthCheckGracePeriodSeconds=0,
                        deploymentController={"type": "EXTERNAL"})
+    # Each task set registers its tasks in its own Cloud Map service.
+    sd, ns = local_namespace(node)
+    cm = {c: sd.create_service(Name=c, NamespaceId=ns, DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}]})[
+        "Service"] for c in ("blue", "green")}
 
     def create(fam, tg, scale, color):
         return ecs.create_task_set(
             cluster="default", service="ext", taskDefinition=fam, launchType="FARGATE", networkConfiguration=NET,
             loadBalancers=[{"targetGroupArn": tg, "containerName": "web", "containerPort": 8080}],
+            serviceRegistries=[{"registryArn": cm[color]["Arn"]}],
             scale={"value": scale, "unit": "PERCENT"}, externalId=color,
             tags=[{"key": "color", "value": color}])["taskSet"]
 
@@ -102,6 +108,17 @@ def test_blue_and_green_task_sets_behind_weighted_listener_and_rule(lb_node):
                what="both task sets in a steady state")
     t = sets()
     assert (t[blue["id"]]["runningCount"], t[green["id"]]["runningCount"]) == (2, 1)
+
+    def instances(color):
+        return {i["Id"]: i["Attributes"] for i in sd.list_instances(ServiceId=cm[color]["Id"])["Instances"]}
+    for color, ts in (("blue", blue), ("green", green)):
+        mine = tasks_of(ecs, ts["id"])
+        insts = wait_until(lambda: len(i := instances(color)) == len(mine) and i, timeout=10,
+                           what=f"the {color} tasks in Cloud Map")
+        assert sorted(insts) == sorted(t["taskArn"].rsplit("/", 1)[1] for t in mine)
+        for a in insts.values():
+            assert a["ECS_TASK_SET_EXTERNAL_ID"] == color and a["ECS_SERVICE_NAME"] == "ext", a
+            assert a["AWS_INSTANCE_IPV4"] in {eni(t)["privateIPv4Address"] for t in mine}
     s = ecs.describe_services(cluster="default", services=["ext"])["services"][0]
     assert s["runningCount"] == 3 and len(s["taskSets"]) == 2
 
@@ -161,6 +178,7 @@ def test_blue_and_green_task_sets_behind_weighted_listener_and_rule(lb_node):
     assert r["failures"] == [{"arn": blue["taskSetArn"], "reason": "MISSING"}]
     wait_until(lambda: elb.describe_target_health(TargetGroupArn=blue_tg)["TargetHealthDescriptions"] == [],
                timeout=20, what="the blue target deregistered")
+    assert instances("blue") == {} and len(instances("green")) == 1
 
     # Forced, the primary goes too, and DeleteService finishes once nothing runs.
     ecs.delete_task_set(cluster="default", service="ext", taskSet=green["id"], force=True)

@@ -22,6 +22,8 @@ pub const SERVICE_NAME: &str = "ECS_SERVICE_NAME";
 pub const TASK_DEFINITION_FAMILY: &str = "ECS_TASK_DEFINITION_FAMILY";
 pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
 pub const REGION: &str = "REGION";
+/// A task set's `externalId` (services with the EXTERNAL deployment controller).
+pub const TASK_SET_EXTERNAL_ID: &str = "ECS_TASK_SET_EXTERNAL_ID";
 
 /// The task's health as Cloud Map's custom health status: its checks' verdict, HEALTHY for
 /// a task without checks.
@@ -41,6 +43,8 @@ pub struct Registration<'a> {
     pub service: &'a str,
     pub region: &'a str,
     pub registry: &'a ServiceRegistry,
+    /// The `externalId` of the task set the task belongs to, if any.
+    pub external_id: Option<&'a str>,
 }
 
 /// Where a running task is reached: its ENI's address and the registry's port (awsvpc), or
@@ -76,6 +80,9 @@ pub fn instance_for(t: &Task, (ip, port): (Ipv4Addr, Option<i32>), r: &Registrat
         attrs.insert(AVAILABILITY_ZONE.to_owned(), az.clone());
     }
     attrs.insert(REGION.to_owned(), r.region.to_owned());
+    if let Some(id) = r.external_id {
+        attrs.insert(TASK_SET_EXTERNAL_ID.to_owned(), id.to_owned());
+    }
     attrs.insert(sd::INIT_HEALTH_STATUS.to_owned(), health_of(t).as_str().to_owned());
     Instance { id: task::task_id(t).to_owned(), attributes: Some(attrs), ..Default::default() }
 }
@@ -178,10 +185,13 @@ mod tests {
     #[test]
     fn the_instance_ecs_registers() {
         let reg = ServiceRegistry { container_port: Some(8080), ..Default::default() };
-        let r = Registration { cluster: "c", service: "api", region: "us-east-1", registry: &reg };
+        let r = Registration { cluster: "c", service: "api", region: "us-east-1", registry: &reg, external_id: None };
         let t = task(None, false);
         let at = endpoint_of(&t, Some(Ipv4Addr::new(172, 31, 0, 4)), None, &reg).unwrap();
         let i = instance_for(&t, at, &r);
+        assert!(!i.attributes.as_ref().unwrap().contains_key(TASK_SET_EXTERNAL_ID));
+        let in_set = instance_for(&t, at, &Registration { external_id: Some("blue"), ..r });
+        assert_eq!(in_set.attributes.as_ref().unwrap()[TASK_SET_EXTERNAL_ID], "blue");
         assert_eq!(i.id, "abc");
         let a = i.attributes.as_ref().unwrap();
         assert_eq!(a["AWS_INSTANCE_IPV4"], "172.31.0.4");

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use estiba_api::ecs::{Service, ServiceRegistry};
 use estiba_api::servicediscovery::{HealthStatus, Instance, Service as SdService};
 use estiba_core::discovery::{self, Registration};
 use estiba_core::service as svc_rules;
@@ -51,12 +52,11 @@ pub fn sync(st: &State) -> Txn {
     // (Cloud Map service key, instance id) of every instance that should be there.
     let mut wanted: HashSet<(String, String)> = HashSet::new();
     for d in st.services.values() {
-        let registries = d.value.service_registries.as_deref().unwrap_or_default();
-        let connect = crate::connect::discovery_registries(&d.value);
-        if (registries.is_empty() && connect.is_empty()) || svc_rules::status(&d.value) == svc_rules::INACTIVE {
+        let Some((scope, cluster, name)) = keys::parse_service(&d.key) else { continue };
+        let sources = registries_of(st, (&scope, &cluster, &name), &d.value);
+        if sources.is_empty() || svc_rules::status(&d.value) == svc_rules::INACTIVE {
             continue;
         }
-        let Some((scope, cluster, name)) = keys::parse_service(&d.key) else { continue };
         let group = svc_rules::task_group(&name);
         let running: Vec<_> = crate::view::State::range(&st.tasks, &keys::tasks_of(&scope, &cluster))
             .filter(|t| {
@@ -65,16 +65,18 @@ pub fn sync(st: &State) -> Txn {
                     && !t.value.desired_stopped()
             })
             .collect();
-        // serviceRegistries, then Service Connect's discovery names (the port: the named port
-        // mapping's container port in each task's own task definition).
-        let all = registries.iter().map(|r| (r.clone(), None)).chain(connect.into_iter().map(|(r, p)| (r, Some(p))));
-        for (registry, port_name) in all {
+        for Source { registry, port_name, task_set } in sources {
             let Some((sid, cm)) = registry.registry_arn.as_deref().and_then(|a| cloud_map_service(st, &scope, a))
             else {
                 continue;
             };
             for t in &running {
                 let full = t.task();
+                let external_id = match &task_set {
+                    Some((id, _)) if full.started_by.as_deref() != Some(id.as_str()) => continue,
+                    Some((_, external_id)) => external_id.as_deref(),
+                    None => None,
+                };
                 let mut registry = registry.clone();
                 if let Some(port_name) = &port_name {
                     registry.container_port = crate::connect::container_port_of(st, &scope, &full, port_name);
@@ -84,7 +86,13 @@ pub fn sync(st: &State) -> Txn {
                     .and_then(|c| st.nodes.get(&keys::node(&c.value.node)))
                     .and_then(|n| n.value.address);
                 let Some(at) = discovery::endpoint_of(&full, t.value.private_ipv4, node, &registry) else { continue };
-                let r = Registration { cluster: &cluster, service: &name, region: &scope.region, registry: &registry };
+                let r = Registration {
+                    cluster: &cluster,
+                    service: &name,
+                    region: &scope.region,
+                    registry: &registry,
+                    external_id,
+                };
                 let instance = discovery::instance_for(&full, at, &r);
                 wanted.insert((sd::service_key(&scope, &sid), instance.id.clone()));
                 let key = sd::instance_key(&scope, &sid, &instance.id);
@@ -118,6 +126,39 @@ pub fn sync(st: &State) -> Txn {
     Txn { compares, ops }
 }
 
+/// A registry a service's tasks are registered in.
+struct Source {
+    registry: ServiceRegistry,
+    /// Service Connect's discovery names: the port's name (its container port is the named
+    /// port mapping's in each task's own task definition).
+    port_name: Option<String>,
+    /// The task set (id, externalId) whose tasks only go in (EXTERNAL deployment controller).
+    task_set: Option<(String, Option<String>)>,
+}
+
+/// The registries of a service's tasks: its `serviceRegistries`, then Service Connect's
+/// discovery names; for a service with the EXTERNAL deployment controller, each task set's
+/// own `serviceRegistries`.
+fn registries_of(st: &State, (scope, cluster, name): (&Scope, &str, &str), svc: &Service) -> Vec<Source> {
+    if svc_rules::is_external(svc) {
+        return State::range(&st.task_sets, &keys::task_sets_of(scope, cluster, name))
+            .flat_map(|t| {
+                let set = (estiba_core::task_set::id(&t.value).to_owned(), t.value.external_id.clone());
+                t.value.service_registries.iter().flatten().map(move |r| Source {
+                    registry: r.clone(),
+                    port_name: None,
+                    task_set: Some(set.clone()),
+                })
+            })
+            .collect();
+    }
+    let own = svc.service_registries.iter().flatten().map(|r| Source { registry: r.clone(), port_name: None, task_set: None });
+    let connect = crate::connect::discovery_registries(svc)
+        .into_iter()
+        .map(|(r, p)| Source { registry: r, port_name: Some(p), task_set: None });
+    own.chain(connect).collect()
+}
+
 fn health_op(scope: &Scope, sid: &str, instance: &str, status: HealthStatus) -> Op {
     Op::put(sd::health_key(scope, sid, instance), serde_json::to_vec(&HealthDoc { status }).expect("serializes"))
 }
@@ -130,8 +171,7 @@ pub fn deregister_on_stop(st: &State, task_key: &str) -> Vec<Op> {
     let Some((scope, cluster, id)) = keys::parse_task(task_key) else { return vec![] };
     let Some(svc) = st.services.get(&keys::service(&scope, cluster, name)) else { return vec![] };
     let mut ops = Vec::new();
-    let connect = crate::connect::discovery_registries(&svc.value).into_iter().map(|(r, _)| r);
-    for registry in svc.value.service_registries.iter().flatten().cloned().chain(connect) {
+    for Source { registry, .. } in registries_of(st, (&scope, cluster, name), &svc.value) {
         let Some((sid, _)) = registry.registry_arn.as_deref().and_then(|a| cloud_map_service(st, &scope, a)) else {
             continue;
         };
