@@ -121,6 +121,8 @@ def test_blue_and_green_task_sets_behind_weighted_listener_and_rule(lb_node):
             assert a["AWS_INSTANCE_IPV4"] in {eni(t)["privateIPv4Address"] for t in mine}
     s = ecs.describe_services(cluster="default", services=["ext"])["services"][0]
     assert s["runningCount"] == 3 and len(s["taskSets"]) == 2
+    events = [e["message"] for e in s["events"]]
+    assert any(m.startswith(f"(service ext, taskSet {green['id']}) has started 1 tasks:") for m in events), events
 
     # Weights move traffic: the listener's default action and the rule, each on its own.
     ip = lb_address(lb)
@@ -188,7 +190,7 @@ def test_blue_and_green_task_sets_behind_weighted_listener_and_rule(lb_node):
                "INACTIVE", timeout=20, what="the service INACTIVE")
 
 
-def test_task_set_api_errors(ecs):
+def test_task_set_api_errors(shared, ecs):
     cluster = unique("c")
     ecs.create_cluster(clusterName=cluster)
     fam = unique("f")
@@ -247,10 +249,13 @@ def test_task_set_api_errors(ecs):
     ecs.update_service(cluster=cluster, service="ext", desiredCount=10)
     [d] = ecs.describe_task_sets(cluster=cluster, service="ext", taskSets=[ts["taskSetArn"]])["taskSets"]
     assert d["computedDesiredCount"] == 4
-    # By the task set's ARN.
-    u = ecs.update_task_set(cluster=cluster, service="ext", taskSet=ts["taskSetArn"],
-                            scale={"value": 0, "unit": "PERCENT"})["taskSet"]
-    assert u["computedDesiredCount"] == 0
+    # The AWS CLI, by the task set's ARN.
+    u = shared.aws("ecs", "update-task-set", "--cluster", cluster, "--service", "ext", "--task-set",
+                   ts["taskSetArn"], "--scale", "unit=PERCENT,value=0")["taskSet"]
+    assert u["computedDesiredCount"] == 0 and u["scale"] == {"value": 0.0, "unit": "PERCENT"}
+    d = shared.aws("ecs", "describe-task-sets", "--cluster", cluster, "--service", "ext", "--task-sets", ts["id"],
+                   "--include", "TAGS")["taskSets"][0]
+    assert d["tags"] == [{"key": "k", "value": "v"}] and d["status"] == "ACTIVE"
     ecs.delete_service(cluster=cluster, service="ext", force=True)
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ecs.create_task_set(cluster=cluster, service="ext", taskDefinition=fam, launchType="FARGATE",

@@ -360,13 +360,25 @@ pub fn stop_tasks(
 /// none could be placed (not repeated while it stays the newest event).
 pub fn record_starts(svc: &mut Service, placed: &Placed, ids: &mut dyn Ids, now: Now) {
     let name = service::name(svc).to_owned();
+    record_starts_of(svc, &name, placed, ids, now)
+}
+
+/// [`record_starts`] for a task set's tasks: ECS's events then read `(service <name>, taskSet
+/// <id>) has started ...`.
+pub fn record_task_set_starts(svc: &mut Service, task_set: &str, placed: &Placed, ids: &mut dyn Ids, now: Now) {
+    let subject = format!("{}, taskSet {task_set}", service::name(svc));
+    record_starts_of(svc, &subject, placed, ids, now)
+}
+
+/// `name` is what the events name after `(service `.
+fn record_starts_of(svc: &mut Service, name: &str, placed: &Placed, ids: &mut dyn Ids, now: Now) {
     match placed {
         Placed::Tasks(started) if !started.is_empty() => {
             let msg = format!("(service {name}) has started {} tasks: {}.", started.len(), task_list(started));
             service::push_event(svc, event(msg, ids, now));
         }
         Placed::Tasks(_) => {}
-        Placed::Failed(failures) => push_unique_event(svc, placement_message(&name, failures), ids, now),
+        Placed::Failed(failures) => push_unique_event(svc, placement_message(name, failures), ids, now),
     }
 }
 
@@ -831,6 +843,11 @@ mod tests {
         let messages: Vec<&str> = s.events.iter().flatten().filter_map(|e| e.message.as_deref()).collect();
         assert_eq!(messages.len(), 3, "a failure after a start is reported again");
         assert_eq!(messages[1], "(service web) has started 2 tasks: (task t1) (task t2).");
+        record_task_set_starts(&mut s, "ecs-svc/7", &Placed::Tasks(vec!["t3".into()]), &mut ids, NOW);
+        assert_eq!(
+            s.events.as_ref().unwrap()[0].message.as_deref(),
+            Some("(service web, taskSet ecs-svc/7) has started 1 tasks: (task t3).")
+        );
     }
 
     #[test]

@@ -212,7 +212,7 @@ fn reconcile_task_sets(
             let dep = task_set::as_deployment(&plan.task_set);
             let starts = Starts { deployment: &dep, count: plan.start, on: &[] };
             let placed = start_tasks(st, &cx, cluster, name, &svc, &starts, &tasks, &mut txn, ids)?;
-            rollout::record_starts(&mut svc, &placed, ids, now);
+            rollout::record_task_set_starts(&mut svc, &id, &placed, ids, now);
         }
     }
     // Tasks of no task set (one deleted while they were starting).
