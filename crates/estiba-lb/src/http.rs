@@ -1,5 +1,10 @@
-//! The Application Load Balancer's listeners: hyper 1 to clients (HTTP/1.1, HTTP/2 with prior
-//! knowledge or ALPN), hyper-util's pooled client (HTTP/1.1, keep-alive) to targets.
+//! The Application Load Balancer's listeners: hyper 1 to clients, its own keep-alive pool of
+//! hyper client connections (HTTP/1.1) to targets.
+//!
+//! As on AWS, an HTTP listener speaks HTTP/1.1 only (ALB has no h2c): its connections go
+//! straight to hyper's HTTP/1 server, without sniffing for an HTTP/2 preface. An HTTPS
+//! listener offers `h2` by ALPN when the load balancer has `routing.http2.enabled`, and serves
+//! what the client chose.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -120,19 +125,21 @@ pub(crate) fn compile(
         }
         _ => None,
     };
-    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    server.http1().timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout).writev(true);
-    server.http2().timer(TokioTimer::new()).keep_alive_interval(None);
-    if !lb.http2 {
-        server = server.http1_only();
-    }
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout).writev(true);
+    let http2 = (l.protocol == ListenerProtocol::Https && lb.http2).then(|| {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new()).keep_alive_interval(None);
+        b
+    });
     Ok(ListenerConfig {
         protocol: l.protocol,
         lb: counters,
         idle_timeout: lb.idle_timeout,
         rules,
         tls,
-        server,
+        http1,
+        http2,
         nlb_group,
     })
 }
@@ -170,14 +177,22 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
             as Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
     });
     match cfg.tls.clone() {
-        None => drive(&cfg.server, TokioIo::new(io), svc, closing).await,
+        None => drive(cfg.http1.serve_connection(TokioIo::new(io), svc).with_upgrades(), |c| c.graceful_shutdown(), closing).await,
         // Boxed, so that plain connections' tasks are not the size of a TLS one.
         Some(acceptor) => {
             Box::pin(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
-                    Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+                // ALPN: `h2` only when offered (an HTTPS listener with HTTP/2 on).
+                match &cfg.http2 {
+                    Some(h2) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => serve_h2(h2, tls, svc, closing).await,
+                    _ => {
+                        let conn = cfg.http1.serve_connection(TokioIo::new(tls), svc).with_upgrades();
+                        drive(conn, |c| c.graceful_shutdown(), closing).await
+                    }
                 }
             })
             .await
@@ -185,17 +200,25 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
     }
 }
 
-async fn drive<I, S>(
-    server: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    io: I,
+type Tls = tokio_rustls::server::TlsStream<Counted<TcpStream>>;
+
+/// An HTTP/2 connection (boxed here, with its types known, for the compiler to see it `Send`).
+fn serve_h2<S>(
+    h2: &hyper::server::conn::http2::Builder<TokioExecutor>,
+    tls: Tls,
     svc: S,
-    mut closing: tokio::sync::watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let conn = server.serve_connection_with_upgrades(io, svc);
+    Box::pin(drive(h2.serve_connection(TokioIo::new(tls), svc), |c| c.graceful_shutdown(), closing))
+}
+
+/// Serves `conn` until it ends or the listener leaves the table; then `graceful` makes it
+/// finish what is in flight and close.
+async fn drive<C: std::future::Future>(conn: C, graceful: impl FnOnce(Pin<&mut C>), mut closing: tokio::sync::watch::Receiver<bool>) {
     tokio::pin!(conn);
     let closed = async move {
         loop {
@@ -209,7 +232,7 @@ async fn drive<I, S>(
         _ = conn.as_mut() => {}
         _ = closed => {
             // The listener left the table: finish what is in flight, then close.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             let _ = conn.await;
         }
     }

@@ -401,40 +401,72 @@ async fn sticky_cookie_keeps_a_client_on_its_target() {
 }
 
 #[tokio::test]
-async fn http2_clients_are_served() {
+async fn http_listeners_speak_http1_only() {
+    // As on AWS: no h2c on an HTTP listener, even with HTTP/2 on.
     let a = named("a").await;
     let bind = free_addr();
     let lb = lb();
     lb.apply(Arc::new(alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())])));
-    let c: TestClient = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http();
-    let (s, h, body) = get_with(&c, Request::get(format!("http://{bind}/h2")).body(Empty::new()).unwrap()).await;
-    assert_eq!((s, body.as_str()), (StatusCode::OK, "a"));
-    // The target got HTTP/1.1 with a Host from the authority.
-    assert_eq!(h["echo-host"], bind.to_string().as_str());
+    let tcp = TcpStream::connect(bind).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{bind}/h2")).body(Empty::<Bytes>::new()).unwrap();
+    assert!(send.send_request(req).await.is_err());
+    assert_eq!(get(bind, "/").await.2, "a");
+}
+
+/// A TLS connection to an HTTPS listener offering `alpn`.
+async fn tls_connect(bind: SocketAddr, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(bind).await.unwrap();
+    let mut cfg = (*crate::tls::insecure_client()).clone();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
-async fn https_with_a_self_signed_certificate() {
+async fn https_with_a_self_signed_certificate_http2_and_http1_by_alpn() {
     let a = named("a").await;
     let bind = free_addr();
     let lb = lb();
     let mut t = alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]);
     t.load_balancers[0].listeners[0].protocol = ListenerProtocol::Https;
     t.load_balancers[0].listeners[0].certificate = Some(Certificate::SelfSigned);
-    lb.apply(Arc::new(t));
-    let tcp = TcpStream::connect(bind).await.unwrap();
-    let mut cfg = (*crate::tls::insecure_client()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+    lb.apply(Arc::new(t.clone()));
+
+    // HTTP/2, chosen by ALPN.
+    let tls = tls_connect(bind, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let r = send
+        .send_request(Request::get(format!("https://{bind}/h2")).body(Empty::<Bytes>::new()).unwrap())
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    assert_eq!(r.headers()["echo-x-forwarded-proto"], "https");
+    // The target got HTTP/1.1 with a Host from the authority.
+    assert_eq!(r.headers()["echo-host"], bind.to_string().as_str());
+    assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "a");
+
+    // HTTP/1.1, chosen by ALPN.
+    let tls = tls_connect(bind, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let r = send.send_request(Request::get(format!("https://{bind}/")).body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let r =
+        send.send_request(Request::get("/").header("host", "x").body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
     assert_eq!(r.headers()["echo-x-forwarded-proto"], "https");
     assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "a");
+
+    // HTTP/2 off: only http/1.1 is offered.
+    t.load_balancers[0].http2 = false;
+    lb.apply(Arc::new(t));
+    let tls = tls_connect(bind, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
 #[tokio::test]
