@@ -5,14 +5,22 @@
 //! straight to hyper's HTTP/1 server, without sniffing for an HTTP/2 preface. An HTTPS
 //! listener offers `h2` by ALPN when the load balancer has `routing.http2.enabled`, and serves
 //! what the client chose.
+//!
+//! An HTTP listener's idle keep-alive connection does not keep hyper's buffers (two of 8 KiB):
+//! as soon as hyper waits for the next request (no request in flight, nothing left to write),
+//! its hyper connection finishes (hyper's graceful shutdown of an idle connection, without
+//! shutting the socket) and hands the socket back with any bytes it read but did not parse;
+//! the task waits for the socket to be readable and serves it with a new hyper connection.
+//! The connection's one timer enforces the load balancer's idle timeout (no byte either way
+//! for that long closes it), so hyper needs no timer per request.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -126,7 +134,11 @@ pub(crate) fn compile(
         _ => None,
     };
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout).writev(true);
+    http1.writev(true);
+    if tls.is_some() {
+        // HTTP listeners keep the idle timeout themselves (see the module's documentation).
+        http1.timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout);
+    }
     let http2 = (l.protocol == ListenerProtocol::Https && lb.http2).then(|| {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new()).keep_alive_interval(None);
@@ -153,13 +165,62 @@ struct Conn {
     /// The client's address and the listener's port, rendered once.
     client_ip: HeaderValue,
     port: HeaderValue,
+    /// Requests whose responses are not done (their bodies not dropped).
+    in_flight: AtomicUsize,
+    /// Reads and writes that moved bytes, and whether the last write was refused (the client
+    /// reads slowly: hyper may hold unwritten bytes).
+    ops: AtomicU64,
+    write_blocked: AtomicBool,
+    /// Plain HTTP connections: a protocol switch's target side, for the serving loop to tunnel
+    /// to once hyper hands the client's socket back (TLS ones use hyper's upgrades).
+    switched: Option<Mutex<Option<hyper::upgrade::OnUpgrade>>>,
 }
+
+impl Conn {
+    /// One more read or write that moved bytes (only the connection's task calls it).
+    fn moved(&self, wrote: Option<bool>) {
+        self.ops.store(self.ops.load(Relaxed).wrapping_add(1), Relaxed);
+        if let Some(blocked) = wrote {
+            self.write_blocked.store(blocked, Relaxed);
+        }
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is dropped.
+pub(crate) struct Tracked {
+    body: Body,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+type Svc = Pin<Box<dyn std::future::Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
 
 pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerConfig>, tcp: TcpStream, peer: SocketAddr, port: u16) {
     let _ = tcp.set_nodelay(true);
     let lb = cfg.lb.clone();
     let _active = Active::new(&lb.counters.active_connections, &lb.counters.new_connections);
-    let io = Counted { io: tcp, lb: lb.clone() };
     let closing = slot.closing.subscribe();
     let conn = Arc::new(Conn {
         inner,
@@ -168,16 +229,25 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
         https: cfg.tls.is_some(),
         client_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("")),
         port: HeaderValue::from(port),
+        in_flight: AtomicUsize::new(0),
+        ops: AtomicU64::new(0),
+        write_blocked: AtomicBool::new(false),
+        switched: cfg.tls.is_none().then(|| Mutex::new(None)),
     });
+    let io = Counted { io: tcp, lb: lb.clone(), prefix: Bytes::new(), conn: Some(conn.clone()) };
     // Boxed: hyper keeps the service's future inline in the connection, and an idle
     // keep-alive connection should not carry a request's worth of state.
+    let c = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let c = conn.clone();
-        Box::pin(async move { Ok::<_, Infallible>(handle(&c, req).await) })
-            as Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
+        c.in_flight.fetch_add(1, Relaxed);
+        let conn = c.clone();
+        Box::pin(async move {
+            let r = handle(&conn, req).await;
+            Ok::<_, Infallible>(r.map(|body| Tracked { body, conn }))
+        }) as Svc
     });
     match cfg.tls.clone() {
-        None => drive(cfg.http1.serve_connection(TokioIo::new(io), svc).with_upgrades(), |c| c.graceful_shutdown(), closing).await,
+        None => serve_plain(&cfg, &conn, io, svc, closing).await,
         // Boxed, so that plain connections' tasks are not the size of a TLS one.
         Some(acceptor) => {
             Box::pin(async move {
@@ -210,10 +280,129 @@ fn serve_h2<S>(
     closing: tokio::sync::watch::Receiver<bool>,
 ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Tracked>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     Box::pin(drive(h2.serve_connection(TokioIo::new(tls), svc), |c| c.graceful_shutdown(), closing))
+}
+
+/// Why a plain connection's hyper connection ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The client closed, or the connection is not kept alive.
+    Done,
+    /// Idle: parked (its socket back, hyper's buffers freed).
+    Parked,
+    /// The listener left the table, or the idle timeout passed.
+    Closing,
+}
+
+/// An HTTP listener's connection: hyper connections one after another, parked in between
+/// (see the module's documentation).
+async fn serve_plain<S>(
+    cfg: &ListenerConfig,
+    c: &Conn,
+    mut io: Counted<TcpStream>,
+    mut svc: S,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
+    S::Future: Unpin,
+{
+    let idle = cfg.idle_timeout;
+    // One timer for the connection's life, due when it would idle out; it fires about once per
+    // idle timeout, and then looks at the activity since.
+    let mut last_active = tokio::time::Instant::now();
+    let mut seen = c.ops.load(Relaxed);
+    let tick = tokio::time::sleep_until(last_active + idle);
+    // Made once: registering with the watch on every poll would cost each request a lock.
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    tokio::pin!(tick, closed);
+    loop {
+        let mut conn = cfg.http1.serve_connection(TokioIo::new(io), svc);
+        let mut ended = Ended::Done;
+        let done = loop {
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                // Hyper waits for the next request (nothing in flight, nothing left to write).
+                _ = std::future::poll_fn(|_| {
+                    if c.in_flight.load(Relaxed) == 0 && !c.write_blocked.load(Relaxed) { Poll::Ready(()) } else { Poll::Pending }
+                }), if ended == Ended::Done => {
+                    ended = Ended::Parked;
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
+                _ = tick.as_mut() => {
+                    let now = tokio::time::Instant::now();
+                    let ops = c.ops.load(Relaxed);
+                    if ops != seen {
+                        (seen, last_active) = (ops, now);
+                    } else if now >= last_active + idle && (c.in_flight.load(Relaxed) == 0 || c.write_blocked.load(Relaxed)) {
+                        ended = Ended::Closing;
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                    let due = last_active + idle;
+                    tick.as_mut().reset(if due > now { due } else { now + idle });
+                }
+                _ = closed.as_mut(), if ended != Ended::Closing => {
+                    // The listener left the table: finish what is in flight, then close.
+                    ended = Ended::Closing;
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        svc = parts.service;
+        io = parts.io.into_inner();
+        io.prefix = parts.read_buf;
+        if let Some(up) = c.switched.as_ref().and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take()) {
+            return tunnel_plain(io, up).await;
+        }
+        if done.is_err() {
+            return;
+        }
+        if ended != Ended::Parked {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = io.shutdown().await;
+            return;
+        }
+        last_active = tokio::time::Instant::now();
+        if !io.prefix.is_empty() {
+            continue;
+        }
+        // Parked: until the client sends (or closes), idles out, or the listener goes.
+        loop {
+            tokio::select! {
+                biased;
+                r = io.io.readable() => match r {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                _ = tick.as_mut() => {
+                    let now = tokio::time::Instant::now();
+                    if now >= last_active + idle {
+                        return;
+                    }
+                    tick.as_mut().reset(last_active + idle);
+                }
+                _ = closed.as_mut() => return,
+            }
+        }
+        seen = c.ops.load(Relaxed);
+    }
+}
+
+/// Copies both ways between a plain client connection hyper handed back after a protocol
+/// switch (with what it read past the request) and the target's upgraded connection.
+async fn tunnel_plain(mut down: Counted<TcpStream>, up: hyper::upgrade::OnUpgrade) {
+    match up.await {
+        Ok(up) => {
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut TokioIo::new(up)).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
 }
 
 /// Serves `conn` until it ends or the listener leaves the table; then `graceful` makes it
@@ -349,8 +538,13 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
         resp.headers_mut().append(header::SET_COOKIE, sc.clone());
     }
     if switched {
-        if let (Some(down), Some(up)) = (client_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) {
-            tokio::spawn(tunnel(down, up));
+        let up = resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+        match (&c.switched, client_upgrade, up) {
+            (Some(slot), _, up @ Some(_)) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = up,
+            (None, Some(down), Some(up)) => {
+                tokio::spawn(tunnel(down, up));
+            }
+            _ => {}
         }
         // The connection is the tunnel's now: not back to the pool.
         return resp.map(|_| Either::Right(Full::new(Bytes::new())));
@@ -510,19 +704,49 @@ fn elb(lb: &Counters, status: StatusCode) -> Response<Body> {
     r
 }
 
-/// A client connection that counts its bytes (ProcessedBytes).
+/// A client connection that counts its bytes (ProcessedBytes) and, for an HTTP listener,
+/// its activity; `prefix` is read first (bytes a parked hyper connection read but did not use).
 pub(crate) struct Counted<T> {
     pub io: T,
     pub lb: Arc<LbCounters>,
+    prefix: Bytes,
+    conn: Option<Arc<Conn>>,
+}
+
+impl<T> Counted<T> {
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                self.lb.counters.processed_bytes.fetch_add(*n as u64, Relaxed);
+                if let Some(c) = &self.conn {
+                    c.moved(Some(false));
+                }
+            }
+            Poll::Pending => {
+                if let Some(c) = &self.conn {
+                    c.moved(Some(true));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
             self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
+            if let Some(c) = &self.conn {
+                c.moved(None);
+            }
         }
         r
     }
@@ -531,9 +755,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
-        }
+        self.wrote(&r);
         r
     }
 
@@ -543,9 +765,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
-        }
+        self.wrote(&r);
         r
     }
 

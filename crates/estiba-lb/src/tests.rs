@@ -710,3 +710,53 @@ fn table_round_trips_through_json() {
     let s = serde_json::to_string(&t).unwrap();
     assert_eq!(serde_json::from_str::<Table>(&s).unwrap(), t);
 }
+
+/// Reads one response (head and a `Content-Length` body) from a raw connection.
+async fn read_response(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_parked_and_served_again_then_idle_out() {
+    let a = named("a").await;
+    let bind = free_addr();
+    let lb = lb();
+    let mut t = alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]);
+    t.load_balancers[0].idle_timeout = Duration::from_millis(1500);
+    lb.apply(Arc::new(t));
+    let mut c = TcpStream::connect(bind).await.unwrap();
+    c.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut c).await.ends_with("\r\n\r\na"));
+    // Parked (more than two ticks idle), then a request in two halves with a park between.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.write_all(b"GET /2 HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.write_all(b"st: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let r = read_response(&mut c).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\na"), "{r}");
+    let r = read_response(&mut c).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\na"), "{r}");
+    assert_eq!(lb.metrics().load_balancers["app/lb/1"].new_connection_count, 1);
+    // No byte for the idle timeout: closed.
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= Duration::from_millis(1200), "{:?}", start.elapsed());
+}
