@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -492,10 +491,10 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
         }
     }
     forwarded_for(h, &c.client_ip);
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(if c.https { "https" } else { "http" }));
-    h.insert(HeaderName::from_static("x-forwarded-port"), c.port.clone());
-    if !h.contains_key("x-amzn-trace-id") {
-        h.insert(HeaderName::from_static("x-amzn-trace-id"), trace_id());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if c.https { "https" } else { "http" }));
+    h.insert(X_FORWARDED_PORT, c.port.clone());
+    if !h.contains_key(X_AMZN_TRACE_ID) {
+        h.insert(X_AMZN_TRACE_ID, trace_id());
     }
     if parts.uri.authority().is_some() {
         // HTTP/2 (or an absolute-form request): origin form to the target.
@@ -577,8 +576,16 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+// Made once (`from_static` in a `const`), not parsed on each request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 fn is_hop(n: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(n) || n == "keep-alive" || n == "proxy-connection"
+    HOP_BY_HOP.contains(n) || n == KEEP_ALIVE || n == PROXY_CONNECTION
 }
 
 /// Removes hop-by-hop headers (and those `Connection` names); an upgrade keeps `Upgrade` and
@@ -603,8 +610,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             h.remove(n);
         }
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    h.remove(KEEP_ALIVE);
+    h.remove(PROXY_CONNECTION);
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -612,9 +619,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 
 /// Appends the client's address to `X-Forwarded-For`.
 fn forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    let Some(prev) = h.get(&XFF) else {
-        h.insert(XFF, ip.clone());
+    let Some(prev) = h.get(&X_FORWARDED_FOR) else {
+        h.insert(X_FORWARDED_FOR, ip.clone());
         return;
     };
     let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
@@ -622,17 +628,26 @@ fn forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     v.extend_from_slice(b", ");
     v.extend_from_slice(ip.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(v)) {
-        h.insert(XFF, v);
+        h.insert(X_FORWARDED_FOR, v);
     }
 }
 
 /// `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
 pub(crate) fn trace_id() -> HeaderValue {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as u32;
-    let mut buf = [0u8; 40];
-    let mut w = &mut buf[..];
-    let _ = write!(w, "Root=1-{secs:08x}-{:08x}{:016x}", crate::rand_u64() as u32, crate::rand_u64());
+    let mut buf = *b"Root=1-00000000-000000000000000000000000";
+    hex(&mut buf[7..15], u64::from(secs));
+    hex(&mut buf[16..24], crate::rand_u64() >> 32);
+    hex(&mut buf[24..40], crate::rand_u64());
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("Root=1-00000000-000000000000000000000000"))
+}
+
+/// The low `out.len()` hex digits of `v`, most significant first.
+fn hex(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
