@@ -594,11 +594,15 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     if !h.keys().any(is_hop) {
         return;
     }
+    // Other headers `Connection` names (its usual tokens name none, or one removed anyway:
+    // no allocation for them).
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty() && ![&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k)))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for n in named {
         if !(upgrade && n == header::UPGRADE) {
