@@ -400,13 +400,19 @@ async fn sticky_cookie_keeps_a_client_on_its_target() {
     assert_eq!(counts(&bodies).len(), 2);
 }
 
+/// A load balancer and the table of one ALB (HTTP, HTTP/2 on) forwarding to `named("a")`,
+/// not applied yet.
+async fn alb_to_a() -> (SocketAddr, Lb, Table) {
+    let a = named("a").await;
+    let bind = free_addr();
+    (bind, lb(), alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]))
+}
+
 #[tokio::test]
 async fn http_listeners_speak_http1_only() {
     // As on AWS: no h2c on an HTTP listener, even with HTTP/2 on.
-    let a = named("a").await;
-    let bind = free_addr();
-    let lb = lb();
-    lb.apply(Arc::new(alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())])));
+    let (bind, lb, t) = alb_to_a().await;
+    lb.apply(Arc::new(t));
     let tcp = TcpStream::connect(bind).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
@@ -429,10 +435,7 @@ async fn tls_connect(bind: SocketAddr, alpn: &[&[u8]]) -> tokio_rustls::client::
 
 #[tokio::test]
 async fn https_with_a_self_signed_certificate_http2_and_http1_by_alpn() {
-    let a = named("a").await;
-    let bind = free_addr();
-    let lb = lb();
-    let mut t = alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]);
+    let (bind, lb, mut t) = alb_to_a().await;
     t.load_balancers[0].listeners[0].protocol = ListenerProtocol::Https;
     t.load_balancers[0].listeners[0].certificate = Some(Certificate::SelfSigned);
     lb.apply(Arc::new(t.clone()));
@@ -734,10 +737,7 @@ async fn read_response(c: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn idle_connections_are_parked_and_served_again_then_idle_out() {
-    let a = named("a").await;
-    let bind = free_addr();
-    let lb = lb();
-    let mut t = alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]);
+    let (bind, lb, mut t) = alb_to_a().await;
     t.load_balancers[0].idle_timeout = Duration::from_millis(1500);
     lb.apply(Arc::new(t));
     let mut c = TcpStream::connect(bind).await.unwrap();
