@@ -16,7 +16,8 @@
 //! Every proxy sets `X-Forwarded-For` (estiba also `X-Forwarded-Proto`, `-Port` and
 //! `X-Amzn-Trace-Id`, as ALB does). It runs as root in a network namespace of its own, on
 //! loopback only; the load balancer runs as `crates/estiba-lb/examples/lb-bench.rs`, built
-//! in release mode.
+//! in release mode. With `LB_BENCH_BASE` (the isolated step's environment) naming another
+//! build of that example, it is measured beside as `estiba-lb (base)`: a before and after.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -240,6 +241,25 @@ fn idle_cost(peer: &Peer, n: usize) -> Result<f64> {
     Ok(after.saturating_sub(before) as f64 / n as f64)
 }
 
+/// The lb-bench example (`bin`) listening on `port`, in front of the backend.
+fn start_lb(name: &'static str, bin: &Path, port: u16) -> Result<Peer> {
+    let mut child = Command::new(bin)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--target", &format!("127.0.0.1:{BACKEND}"), "--threads", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("lb-bench: {line}");
+    }
+    let p = Peer { name, port, child };
+    wait_answers(p.name, p.port)?;
+    Ok(p)
+}
+
 fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<String> {
     let nofile = raise_nofile()?;
     let idle = idle.min(nofile.saturating_sub(200));
@@ -253,24 +273,7 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
         BACKEND,
         format!("  server {{ listen 127.0.0.1:{BACKEND}; location / {{ default_type text/plain; return 200 \"{}\"; }} }}", BODY.escape_default()),
     )?;
-    let estiba = {
-        let child = Command::new(&lb_bin)
-            .args(["--listen", "127.0.0.1:18081", "--target", &format!("127.0.0.1:{BACKEND}"), "--threads", "1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", lb_bin.display()))?;
-        let mut child = child;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            bail!("lb-bench: {line}");
-        }
-        let p = Peer { name: "estiba-lb", port: 18081, child };
-        wait_answers(p.name, p.port)?;
-        p
-    };
+    let estiba = start_lb("estiba-lb", &lb_bin, 18081)?;
     let haproxy_cfg = work.join("haproxy.cfg");
     std::fs::write(
         &haproxy_cfg,
@@ -286,7 +289,13 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
             "  upstream b {{ server 127.0.0.1:{BACKEND}; keepalive 64; keepalive_requests 100000000; }}\n  server {{ listen 127.0.0.1:18083; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}"
         ),
     )?;
-    let peers = [&backend, &estiba, &haproxy, &nginx_proxy];
+    // Another build of the example (`LB_BENCH_BASE`, e.g. main's) beside, for a before and after.
+    let base = match std::env::var_os("LB_BENCH_BASE") {
+        Some(bin) => Some(start_lb("estiba-lb (base)", Path::new(&bin), 18084)?),
+        None => None,
+    };
+    let mut peers = vec![&backend, &estiba, &haproxy, &nginx_proxy];
+    peers.extend(base.as_ref());
     let versions = format!(
         "{}; {}",
         quiet(Command::new("haproxy").arg("-v"))?.lines().next().unwrap_or(""),
@@ -294,7 +303,7 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
     );
 
     // Warm up (pools, caches), then the rounds.
-    for p in peers {
+    for p in &peers {
         wrk(p.port, 2)?;
     }
     let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); peers.len()];

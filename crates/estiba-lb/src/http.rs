@@ -1,13 +1,25 @@
-//! The Application Load Balancer's listeners: hyper 1 to clients (HTTP/1.1, HTTP/2 with prior
-//! knowledge or ALPN), hyper-util's pooled client (HTTP/1.1, keep-alive) to targets.
+//! The Application Load Balancer's listeners: hyper 1 to clients, its own keep-alive pool of
+//! hyper client connections (HTTP/1.1) to targets.
+//!
+//! As on AWS, an HTTP listener speaks HTTP/1.1 only (ALB has no h2c): its connections go
+//! straight to hyper's HTTP/1 server, without sniffing for an HTTP/2 preface. An HTTPS
+//! listener offers `h2` by ALPN when the load balancer has `routing.http2.enabled`, and serves
+//! what the client chose.
+//!
+//! An HTTP listener's idle keep-alive connection does not keep hyper's buffers (two of 8 KiB):
+//! as soon as hyper waits for the next request (no request in flight, nothing left to write),
+//! its hyper connection finishes (hyper's graceful shutdown of an idle connection, without
+//! shutting the socket) and hands the socket back with any bytes it read but did not parse;
+//! the task waits for the socket to be readable and serves it with a new hyper connection.
+//! The connection's one timer enforces the load balancer's idle timeout (no byte either way
+//! for that long closes it), so hyper needs no timer per request.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -120,19 +132,25 @@ pub(crate) fn compile(
         }
         _ => None,
     };
-    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    server.http1().timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout).writev(true);
-    server.http2().timer(TokioTimer::new()).keep_alive_interval(None);
-    if !lb.http2 {
-        server = server.http1_only();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.writev(true);
+    if tls.is_some() {
+        // HTTP listeners keep the idle timeout themselves (see the module's documentation).
+        http1.timer(TokioTimer::new()).header_read_timeout(lb.idle_timeout);
     }
+    let http2 = (l.protocol == ListenerProtocol::Https && lb.http2).then(|| {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new()).keep_alive_interval(None);
+        b
+    });
     Ok(ListenerConfig {
         protocol: l.protocol,
         lb: counters,
         idle_timeout: lb.idle_timeout,
         rules,
         tls,
-        server,
+        http1,
+        http2,
         nlb_group,
     })
 }
@@ -146,13 +164,62 @@ struct Conn {
     /// The client's address and the listener's port, rendered once.
     client_ip: HeaderValue,
     port: HeaderValue,
+    /// Requests whose responses are not done (their bodies not dropped).
+    in_flight: AtomicUsize,
+    /// Reads and writes that moved bytes, and whether the last write was refused (the client
+    /// reads slowly: hyper may hold unwritten bytes).
+    ops: AtomicU64,
+    write_blocked: AtomicBool,
+    /// Plain HTTP connections: a protocol switch's target side, for the serving loop to tunnel
+    /// to once hyper hands the client's socket back (TLS ones use hyper's upgrades).
+    switched: Option<Mutex<Option<hyper::upgrade::OnUpgrade>>>,
 }
+
+impl Conn {
+    /// One more read or write that moved bytes (only the connection's task calls it).
+    fn moved(&self, wrote: Option<bool>) {
+        self.ops.store(self.ops.load(Relaxed).wrapping_add(1), Relaxed);
+        if let Some(blocked) = wrote {
+            self.write_blocked.store(blocked, Relaxed);
+        }
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is dropped.
+pub(crate) struct Tracked {
+    body: Body,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+type Svc = Pin<Box<dyn std::future::Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
 
 pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerConfig>, tcp: TcpStream, peer: SocketAddr, port: u16) {
     let _ = tcp.set_nodelay(true);
     let lb = cfg.lb.clone();
     let _active = Active::new(&lb.counters.active_connections, &lb.counters.new_connections);
-    let io = Counted { io: tcp, lb: lb.clone() };
     let closing = slot.closing.subscribe();
     let conn = Arc::new(Conn {
         inner,
@@ -161,23 +228,40 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
         https: cfg.tls.is_some(),
         client_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("")),
         port: HeaderValue::from(port),
+        in_flight: AtomicUsize::new(0),
+        ops: AtomicU64::new(0),
+        write_blocked: AtomicBool::new(false),
+        switched: cfg.tls.is_none().then(|| Mutex::new(None)),
     });
+    let io = Counted { io: tcp, lb: lb.clone(), prefix: Bytes::new(), conn: Some(conn.clone()) };
     // Boxed: hyper keeps the service's future inline in the connection, and an idle
     // keep-alive connection should not carry a request's worth of state.
+    let c = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let c = conn.clone();
-        Box::pin(async move { Ok::<_, Infallible>(handle(&c, req).await) })
-            as Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
+        c.in_flight.fetch_add(1, Relaxed);
+        let conn = c.clone();
+        Box::pin(async move {
+            let r = handle(&conn, req).await;
+            Ok::<_, Infallible>(r.map(|body| Tracked { body, conn }))
+        }) as Svc
     });
     match cfg.tls.clone() {
-        None => drive(&cfg.server, TokioIo::new(io), svc, closing).await,
+        None => serve_plain(&cfg, &conn, io, svc, closing).await,
         // Boxed, so that plain connections' tasks are not the size of a TLS one.
         Some(acceptor) => {
             Box::pin(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
-                    Ok(Ok(tls)) => drive(&cfg.server, TokioIo::new(tls), svc, closing).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+                // ALPN: `h2` only when offered (an HTTPS listener with HTTP/2 on).
+                match &cfg.http2 {
+                    Some(h2) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => serve_h2(h2, tls, svc, closing).await,
+                    _ => {
+                        let conn = cfg.http1.serve_connection(TokioIo::new(tls), svc).with_upgrades();
+                        drive(conn, |c| c.graceful_shutdown(), closing).await
+                    }
                 }
             })
             .await
@@ -185,17 +269,144 @@ pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerC
     }
 }
 
-async fn drive<I, S>(
-    server: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    io: I,
+type Tls = tokio_rustls::server::TlsStream<Counted<TcpStream>>;
+
+/// An HTTP/2 connection (boxed here, with its types known, for the compiler to see it `Send`).
+fn serve_h2<S>(
+    h2: &hyper::server::conn::http2::Builder<TokioExecutor>,
+    tls: Tls,
     svc: S,
-    mut closing: tokio::sync::watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Tracked>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let conn = server.serve_connection_with_upgrades(io, svc);
+    Box::pin(drive(h2.serve_connection(TokioIo::new(tls), svc), |c| c.graceful_shutdown(), closing))
+}
+
+/// Why a plain connection's hyper connection ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The client closed, or the connection is not kept alive.
+    Done,
+    /// Idle: parked (its socket back, hyper's buffers freed).
+    Parked,
+    /// The listener left the table, or the idle timeout passed.
+    Closing,
+}
+
+/// An HTTP listener's connection: hyper connections one after another, parked in between
+/// (see the module's documentation).
+async fn serve_plain<S>(
+    cfg: &ListenerConfig,
+    c: &Conn,
+    mut io: Counted<TcpStream>,
+    mut svc: S,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
+    S::Future: Unpin,
+{
+    let idle = cfg.idle_timeout;
+    // One timer for the connection's life, due when it would idle out; it fires about once per
+    // idle timeout, and then looks at the activity since.
+    let mut last_active = tokio::time::Instant::now();
+    let mut seen = c.ops.load(Relaxed);
+    let tick = tokio::time::sleep_until(last_active + idle);
+    // Made once: registering with the watch on every poll would cost each request a lock.
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    tokio::pin!(tick, closed);
+    loop {
+        let mut conn = cfg.http1.serve_connection(TokioIo::new(io), svc);
+        let mut ended = Ended::Done;
+        let done = loop {
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                // Hyper waits for the next request (nothing in flight, nothing left to write).
+                _ = std::future::poll_fn(|_| {
+                    if c.in_flight.load(Relaxed) == 0 && !c.write_blocked.load(Relaxed) { Poll::Ready(()) } else { Poll::Pending }
+                }), if ended == Ended::Done => {
+                    ended = Ended::Parked;
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
+                _ = tick.as_mut() => {
+                    let now = tokio::time::Instant::now();
+                    let ops = c.ops.load(Relaxed);
+                    if ops != seen {
+                        (seen, last_active) = (ops, now);
+                    } else if now >= last_active + idle && (c.in_flight.load(Relaxed) == 0 || c.write_blocked.load(Relaxed)) {
+                        ended = Ended::Closing;
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                    let due = last_active + idle;
+                    tick.as_mut().reset(if due > now { due } else { now + idle });
+                }
+                _ = closed.as_mut(), if ended != Ended::Closing => {
+                    // The listener left the table: finish what is in flight, then close.
+                    ended = Ended::Closing;
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        svc = parts.service;
+        io = parts.io.into_inner();
+        io.prefix = parts.read_buf;
+        if let Some(up) = c.switched.as_ref().and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take()) {
+            return tunnel_plain(io, up).await;
+        }
+        if done.is_err() {
+            return;
+        }
+        if ended != Ended::Parked {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = io.shutdown().await;
+            return;
+        }
+        last_active = tokio::time::Instant::now();
+        if !io.prefix.is_empty() {
+            continue;
+        }
+        // Parked: until the client sends (or closes), idles out, or the listener goes.
+        loop {
+            tokio::select! {
+                biased;
+                r = io.io.readable() => match r {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                _ = tick.as_mut() => {
+                    let now = tokio::time::Instant::now();
+                    if now >= last_active + idle {
+                        return;
+                    }
+                    tick.as_mut().reset(last_active + idle);
+                }
+                _ = closed.as_mut() => return,
+            }
+        }
+        seen = c.ops.load(Relaxed);
+    }
+}
+
+/// Copies both ways between a plain client connection hyper handed back after a protocol
+/// switch (with what it read past the request) and the target's upgraded connection.
+async fn tunnel_plain(mut down: Counted<TcpStream>, up: hyper::upgrade::OnUpgrade) {
+    match up.await {
+        Ok(up) => {
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut TokioIo::new(up)).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+/// Serves `conn` until it ends or the listener leaves the table; then `graceful` makes it
+/// finish what is in flight and close.
+async fn drive<C: std::future::Future>(conn: C, graceful: impl FnOnce(Pin<&mut C>), mut closing: tokio::sync::watch::Receiver<bool>) {
     tokio::pin!(conn);
     let closed = async move {
         loop {
@@ -209,7 +420,7 @@ async fn drive<I, S>(
         _ = conn.as_mut() => {}
         _ = closed => {
             // The listener left the table: finish what is in flight, then close.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             let _ = conn.await;
         }
     }
@@ -280,10 +491,10 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
         }
     }
     forwarded_for(h, &c.client_ip);
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(if c.https { "https" } else { "http" }));
-    h.insert(HeaderName::from_static("x-forwarded-port"), c.port.clone());
-    if !h.contains_key("x-amzn-trace-id") {
-        h.insert(HeaderName::from_static("x-amzn-trace-id"), trace_id());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if c.https { "https" } else { "http" }));
+    h.insert(X_FORWARDED_PORT, c.port.clone());
+    if !h.contains_key(X_AMZN_TRACE_ID) {
+        h.insert(X_AMZN_TRACE_ID, trace_id());
     }
     if parts.uri.authority().is_some() {
         // HTTP/2 (or an absolute-form request): origin form to the target.
@@ -326,8 +537,13 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
         resp.headers_mut().append(header::SET_COOKIE, sc.clone());
     }
     if switched {
-        if let (Some(down), Some(up)) = (client_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) {
-            tokio::spawn(tunnel(down, up));
+        let up = resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+        match (&c.switched, client_upgrade, up) {
+            (Some(slot), _, up @ Some(_)) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = up,
+            (None, Some(down), Some(up)) => {
+                tokio::spawn(tunnel(down, up));
+            }
+            _ => {}
         }
         // The connection is the tunnel's now: not back to the pool.
         return resp.map(|_| Either::Right(Full::new(Bytes::new())));
@@ -360,8 +576,16 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+// Made once (`from_static` in a `const`), not parsed on each request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 fn is_hop(n: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(n) || n == "keep-alive" || n == "proxy-connection"
+    HOP_BY_HOP.contains(n) || n == KEEP_ALIVE || n == PROXY_CONNECTION
 }
 
 /// Removes hop-by-hop headers (and those `Connection` names); an upgrade keeps `Upgrade` and
@@ -370,11 +594,15 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     if !h.keys().any(is_hop) {
         return;
     }
+    // Other headers `Connection` names (its usual tokens name none, or one removed anyway:
+    // no allocation for them).
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty() && ![&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k)))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for n in named {
         if !(upgrade && n == header::UPGRADE) {
@@ -386,8 +614,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             h.remove(n);
         }
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    h.remove(KEEP_ALIVE);
+    h.remove(PROXY_CONNECTION);
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -395,9 +623,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 
 /// Appends the client's address to `X-Forwarded-For`.
 fn forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    let Some(prev) = h.get(&XFF) else {
-        h.insert(XFF, ip.clone());
+    let Some(prev) = h.get(&X_FORWARDED_FOR) else {
+        h.insert(X_FORWARDED_FOR, ip.clone());
         return;
     };
     let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
@@ -405,17 +632,26 @@ fn forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     v.extend_from_slice(b", ");
     v.extend_from_slice(ip.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(v)) {
-        h.insert(XFF, v);
+        h.insert(X_FORWARDED_FOR, v);
     }
 }
 
 /// `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
 pub(crate) fn trace_id() -> HeaderValue {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as u32;
-    let mut buf = [0u8; 40];
-    let mut w = &mut buf[..];
-    let _ = write!(w, "Root=1-{secs:08x}-{:08x}{:016x}", crate::rand_u64() as u32, crate::rand_u64());
+    let mut buf = *b"Root=1-00000000-000000000000000000000000";
+    hex(&mut buf[7..15], u64::from(secs));
+    hex(&mut buf[16..24], crate::rand_u64() >> 32);
+    hex(&mut buf[24..40], crate::rand_u64());
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("Root=1-00000000-000000000000000000000000"))
+}
+
+/// The low `out.len()` hex digits of `v`, most significant first.
+fn hex(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
@@ -487,19 +723,49 @@ fn elb(lb: &Counters, status: StatusCode) -> Response<Body> {
     r
 }
 
-/// A client connection that counts its bytes (ProcessedBytes).
+/// A client connection that counts its bytes (ProcessedBytes) and, for an HTTP listener,
+/// its activity; `prefix` is read first (bytes a parked hyper connection read but did not use).
 pub(crate) struct Counted<T> {
     pub io: T,
     pub lb: Arc<LbCounters>,
+    prefix: Bytes,
+    conn: Option<Arc<Conn>>,
+}
+
+impl<T> Counted<T> {
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                self.lb.counters.processed_bytes.fetch_add(*n as u64, Relaxed);
+                if let Some(c) = &self.conn {
+                    c.moved(Some(false));
+                }
+            }
+            Poll::Pending => {
+                if let Some(c) = &self.conn {
+                    c.moved(Some(true));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
             self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
+            if let Some(c) = &self.conn {
+                c.moved(None);
+            }
         }
         r
     }
@@ -508,9 +774,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
-        }
+        self.wrote(&r);
         r
     }
 
@@ -520,9 +784,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.lb.counters.processed_bytes.fetch_add(n as u64, Relaxed);
-        }
+        self.wrote(&r);
         r
     }
 

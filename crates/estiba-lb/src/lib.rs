@@ -16,9 +16,11 @@
 //!   for one core), else a multi-thread runtime with that many workers. Everything (accepts,
 //!   proxying, health checks) runs there; dropping the [`Lb`] stops it. [`Lb::apply`] is a plain
 //!   function and may be called from any thread, inside another runtime or not.
-//! - **ALB** (`http`): rules evaluated in the table's order, Forward (weighted groups, then a
-//!   target by the group's algorithm among healthy non-draining targets, fail-open when none
-//!   is healthy), fixed responses and redirects; ELB's own 502/503/504; `X-Forwarded-*` and
+//! - **ALB** (`http`): HTTP listeners speak HTTP/1.1 only (as on AWS: no h2c), HTTPS ones
+//!   HTTP/1.1 or HTTP/2 as the client chooses by ALPN (`h2` offered when `http2` is on);
+//!   rules evaluated in the table's order, Forward (weighted groups, then a target by the
+//!   group's algorithm among healthy non-draining targets, fail-open when none is healthy),
+//!   fixed responses and redirects; ELB's own 502/503/504; `X-Forwarded-*` and
 //!   `X-Amzn-Trace-Id`; hop-by-hop headers removed; Upgrade (WebSocket) passed through;
 //!   `AWSALB` / `AWSALBTG` stickiness; slow start; idle timeout.
 //! - **NLB** (`nlb`): TCP connections and UDP flows to a target chosen by a hash of the
@@ -116,7 +118,10 @@ pub(crate) struct ListenerConfig {
     pub idle_timeout: Duration,
     pub rules: Vec<http::CompiledRule>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub server: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// ALB: every HTTP/1.1 connection (HTTP and HTTPS listeners).
+    pub http1: hyper::server::conn::http1::Builder,
+    /// ALB: HTTPS listeners with HTTP/2 on, for connections that chose `h2` by ALPN.
+    pub http2: Option<hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>>,
     /// NLB: the group its default rule forwards to.
     pub nlb_group: Option<Arc<Group>>,
 }

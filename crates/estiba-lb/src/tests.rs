@@ -416,41 +416,76 @@ async fn sticky_cookie_keeps_a_client_on_its_target() {
     assert_eq!(counts(&bodies).len(), 2);
 }
 
-#[tokio::test]
-async fn http2_clients_are_served() {
+/// A load balancer and the table of one ALB (HTTP, HTTP/2 on) forwarding to `named("a")`,
+/// not applied yet.
+async fn alb_to_a() -> (SocketAddr, Lb, Table) {
     let a = named("a").await;
     let bind = free_addr();
-    let lb = lb();
-    lb.apply(Arc::new(alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())])));
-    let c: TestClient = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http();
-    let (s, h, body) = get_with(&c, Request::get(format!("http://{bind}/h2")).body(Empty::new()).unwrap()).await;
-    assert_eq!((s, body.as_str()), (StatusCode::OK, "a"));
-    // The target got HTTP/1.1 with a Host from the authority.
-    assert_eq!(h["echo-host"], bind.to_string().as_str());
+    (bind, lb(), alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]))
 }
 
 #[tokio::test]
-async fn https_with_a_self_signed_certificate() {
-    let a = named("a").await;
-    let bind = free_addr();
-    let lb = lb();
-    let mut t = alb(bind, vec![default_rule(forward("g"))], vec![group("g", &[a], no_checks())]);
-    t.load_balancers[0].listeners[0].protocol = ListenerProtocol::Https;
-    t.load_balancers[0].listeners[0].certificate = Some(Certificate::SelfSigned);
+async fn http_listeners_speak_http1_only() {
+    // As on AWS: no h2c on an HTTP listener, even with HTTP/2 on.
+    let (bind, lb, t) = alb_to_a().await;
     lb.apply(Arc::new(t));
     let tcp = TcpStream::connect(bind).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{bind}/h2")).body(Empty::<Bytes>::new()).unwrap();
+    assert!(send.send_request(req).await.is_err());
+    assert_eq!(get(bind, "/").await.2, "a");
+}
+
+/// A TLS connection to an HTTPS listener offering `alpn`.
+async fn tls_connect(bind: SocketAddr, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(bind).await.unwrap();
     let mut cfg = (*crate::tls::insecure_client()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn https_with_a_self_signed_certificate_http2_and_http1_by_alpn() {
+    let (bind, lb, mut t) = alb_to_a().await;
+    t.load_balancers[0].listeners[0].protocol = ListenerProtocol::Https;
+    t.load_balancers[0].listeners[0].certificate = Some(Certificate::SelfSigned);
+    lb.apply(Arc::new(t.clone()));
+
+    // HTTP/2, chosen by ALPN.
+    let tls = tls_connect(bind, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let r = send.send_request(Request::get(format!("https://{bind}/")).body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let r = send
+        .send_request(Request::get(format!("https://{bind}/h2")).body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["echo-x-forwarded-proto"], "https");
+    // The target got HTTP/1.1 with a Host from the authority.
+    assert_eq!(r.headers()["echo-host"], bind.to_string().as_str());
+    assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "a");
+
+    // HTTP/1.1, chosen by ALPN.
+    let tls = tls_connect(bind, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let r =
+        send.send_request(Request::get("/").header("host", "x").body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
     assert_eq!(r.headers()["echo-x-forwarded-proto"], "https");
     assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "a");
+
+    // HTTP/2 off: only http/1.1 is offered.
+    t.load_balancers[0].http2 = false;
+    lb.apply(Arc::new(t));
+    let tls = tls_connect(bind, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
 #[tokio::test]
@@ -693,4 +728,51 @@ fn table_round_trips_through_json() {
     let t = alb(free_addr(), vec![default_rule(forward("g"))], vec![group("g", &[v4(free_addr())], fast_checks("/"))]);
     let s = serde_json::to_string(&t).unwrap();
     assert_eq!(serde_json::from_str::<Table>(&s).unwrap(), t);
+}
+
+/// Reads one response (head and a `Content-Length` body) from a raw connection.
+async fn read_response(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_parked_and_served_again_then_idle_out() {
+    let (bind, lb, mut t) = alb_to_a().await;
+    t.load_balancers[0].idle_timeout = Duration::from_millis(1500);
+    lb.apply(Arc::new(t));
+    let mut c = TcpStream::connect(bind).await.unwrap();
+    c.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut c).await.ends_with("\r\n\r\na"));
+    // Parked (more than two ticks idle), then a request in two halves with a park between.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.write_all(b"GET /2 HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.write_all(b"st: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let r = read_response(&mut c).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\na"), "{r}");
+    let r = read_response(&mut c).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\na"), "{r}");
+    assert_eq!(lb.metrics().load_balancers["app/lb/1"].new_connection_count, 1);
+    // No byte for the idle timeout: closed.
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= Duration::from_millis(1200), "{:?}", start.elapsed());
 }
