@@ -387,12 +387,35 @@ fn writes_lua(fam: &str, cluster: &str, subnet: Option<&str>) -> String {
 }
 
 #[derive(Debug, Default, Clone)]
-struct WrkResult {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-    requests: u64,
+pub(crate) struct WrkResult {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub requests: u64,
+}
+
+/// What wrk printed (with `--latency`): requests per second, p50 and p99, errors (non-2xx/3xx
+/// answers and socket errors), requests.
+pub(crate) fn parse_wrk(text: &str) -> WrkResult {
+    let mut r = WrkResult::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            r.p50_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            r.p99_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            r.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if t.starts_with("Socket errors:") {
+            r.errors += t.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
+        } else if t.contains(" requests in ") {
+            r.requests = t.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    r
 }
 
 pub(crate) fn parse_ms(s: &str) -> f64 {
@@ -415,25 +438,7 @@ fn wrk(port: u16, script: &Path, seconds: u64, cpu: Option<u32>) -> Result<WrkRe
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut r = WrkResult::default();
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
-            r.rps = v.trim().parse().unwrap_or(0.0);
-        } else if let Some(v) = t.strip_prefix("50%") {
-            r.p50_ms = parse_ms(v);
-        } else if let Some(v) = t.strip_prefix("99%") {
-            r.p99_ms = parse_ms(v);
-        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
-            r.errors += v.trim().parse::<u64>().unwrap_or(0);
-        } else if t.starts_with("Socket errors:") {
-            r.errors += t.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
-        } else if t.contains(" requests in ") {
-            r.requests = t.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        }
-    }
-    Ok(r)
+    Ok(parse_wrk(&String::from_utf8_lossy(&out.stdout)))
 }
 
 pub(crate) fn json_of(b: &str) -> Result<serde_json::Value> {

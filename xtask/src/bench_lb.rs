@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{arg, median, parse_ms};
+use crate::bench::{arg, median};
 use crate::bench_run::{quiet, ISOLATED};
 
 const BACKEND: u16 = 18080;
@@ -161,13 +161,7 @@ fn nginx_conf(work: &Path, name: &str, server: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-#[derive(Clone, Copy, Default)]
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
+type Wrk = crate::bench::WrkResult;
 
 fn wrk(port: u16, seconds: u64) -> Result<Wrk> {
     wrk_with(port, seconds, 32)
@@ -180,21 +174,7 @@ fn wrk_with(port: u16, seconds: u64, conns: u32) -> Result<Wrk> {
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut r = Wrk::default();
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
-            r.rps = v.trim().parse().unwrap_or(0.0);
-        } else if let Some(v) = t.strip_prefix("50%") {
-            r.p50_ms = parse_ms(v);
-        } else if let Some(v) = t.strip_prefix("99%") {
-            r.p99_ms = parse_ms(v);
-        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
-            r.errors += v.trim().parse::<u64>().unwrap_or(0);
-        } else if t.starts_with("Socket errors:") {
-            r.errors += t.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
-        }
-    }
+    let r = crate::bench::parse_wrk(&text);
     if r.rps == 0.0 {
         bail!("wrk on port {port} measured nothing: {text}");
     }
