@@ -55,15 +55,23 @@ pub(crate) fn build_and_isolate(root: &Path, sub: &str, args: &[String]) -> Resu
         bail!("`cargo xtask bench {sub}` starts containers or namespaces: run it as root");
     }
     crate::build::build(root, true)?;
-    let st = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
+    isolate(root, sub, args, &[])
+}
+
+/// Re-executes `cargo xtask bench <sub> <args>` in a network and mount namespace of its own,
+/// with `envs` set besides the flag that says it is isolated.
+pub(crate) fn isolate(root: &Path, sub: &str, args: &[String], envs: &[(&str, &Path)]) -> Result<()> {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(std::env::current_exe()?)
         .args(["bench", sub])
         .args(args)
         .env(crate::bench_run::ISOLATED, "1")
-        .current_dir(root)
-        .status()
-        .context("running unshare (util-linux)")?;
+        .current_dir(root);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let st = cmd.status().context("running unshare (util-linux)")?;
     if !st.success() {
         bail!("the benchmark failed");
     }

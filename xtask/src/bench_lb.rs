@@ -52,20 +52,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if !st.success() {
         bail!("building the lb-bench example failed");
     }
-    let st = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(std::env::current_exe()?)
-        .args(["bench", "lb"])
-        .args(args)
-        .env(ISOLATED, "1")
-        .env("LB_BENCH_BIN", target_dir(root).join("release/examples/lb-bench"))
-        .current_dir(root)
-        .status()
-        .context("running unshare (util-linux)")?;
-    if !st.success() {
-        bail!("the benchmark failed");
-    }
-    Ok(())
+    crate::bench::isolate(root, "lb", args, &[("LB_BENCH_BIN", &target_dir(root).join("release/examples/lb-bench"))])
 }
 
 fn target_dir(root: &Path) -> PathBuf {
