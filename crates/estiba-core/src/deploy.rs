@@ -515,36 +515,9 @@ pub fn plan_any(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estiba_api::ecs::{DeploymentConfiguration, LaunchType};
+    use estiba_api::ecs::LaunchType;
 
-    fn svc(desired: i32, min: i32, max: i32) -> Service {
-        Service {
-            service_name: Some("web".into()),
-            status: Some("ACTIVE".into()),
-            desired_count: desired,
-            deployment_configuration: Some(DeploymentConfiguration {
-                minimum_healthy_percent: Some(min),
-                maximum_percent: Some(max),
-                ..Default::default()
-            }),
-            deployments: Some(vec![
-                Deployment {
-                    id: Some("ecs-svc/2".into()),
-                    status: Some(PRIMARY.into()),
-                    desired_count: desired,
-                    rollout_state: Some(DeploymentRolloutState::InProgress),
-                    ..Default::default()
-                },
-                Deployment {
-                    id: Some("ecs-svc/1".into()),
-                    status: Some("ACTIVE".into()),
-                    rollout_state: Some(DeploymentRolloutState::Completed),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        }
-    }
+    use crate::testing::rolling_service as svc;
 
     fn t(n: usize, dep: &str, status: &str, started: Option<f64>) -> Task {
         Task {

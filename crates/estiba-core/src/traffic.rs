@@ -634,45 +634,22 @@ mod tests {
     const RULE: &str = "arn:rule/prod";
 
     fn svc(strategy: DeploymentStrategy) -> Service {
-        Service {
-            service_name: Some("web".into()),
-            status: Some("ACTIVE".into()),
-            desired_count: 2,
-            deployment_configuration: Some(DeploymentConfiguration {
-                minimum_healthy_percent: Some(100),
-                maximum_percent: Some(200),
-                strategy: Some(strategy),
-                bake_time_in_minutes: Some(1),
+        let mut s = crate::testing::rolling_service(2, 100, 200);
+        let c = s.deployment_configuration.as_mut().unwrap();
+        c.strategy = Some(strategy);
+        c.bake_time_in_minutes = Some(1);
+        s.load_balancers = Some(vec![LoadBalancer {
+            target_group_arn: Some(TG.into()),
+            container_name: Some("web".into()),
+            container_port: Some(80),
+            advanced_configuration: Some(AdvancedConfiguration {
+                alternate_target_group_arn: Some(ALT.into()),
+                production_listener_rule: Some(RULE.into()),
                 ..Default::default()
             }),
-            load_balancers: Some(vec![LoadBalancer {
-                target_group_arn: Some(TG.into()),
-                container_name: Some("web".into()),
-                container_port: Some(80),
-                advanced_configuration: Some(AdvancedConfiguration {
-                    alternate_target_group_arn: Some(ALT.into()),
-                    production_listener_rule: Some(RULE.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            deployments: Some(vec![
-                Deployment {
-                    id: Some("ecs-svc/2".into()),
-                    status: Some("PRIMARY".into()),
-                    desired_count: 2,
-                    rollout_state: Some(DeploymentRolloutState::InProgress),
-                    ..Default::default()
-                },
-                Deployment {
-                    id: Some("ecs-svc/1".into()),
-                    status: Some("ACTIVE".into()),
-                    rollout_state: Some(DeploymentRolloutState::Completed),
-                    ..Default::default()
-                },
-            ]),
             ..Default::default()
-        }
+        }]);
+        s
     }
 
     fn t(n: usize, dep: &str) -> Task {
