@@ -244,11 +244,7 @@ fn parse_terms(p: &str) -> Result<Kind> {
             if text.is_empty() {
                 return Err(PatternError::InvalidTerm("\"\"".to_string()));
             }
-            if text.trim().is_empty() {
-                Term::Everything
-            } else {
-                Term::Text(text)
-            }
+            if text.trim().is_empty() { Term::Everything } else { Term::Text(text) }
         } else if first == '%' {
             chars.next();
             let body_start = at + 1;
@@ -794,9 +790,10 @@ fn parse_delimited(body: &str) -> Result<Delimited> {
         }
     }
     let lookup = |n: &str| {
-        names.iter().position(|x| x.as_deref() == Some(n)).or_else(|| {
-            names.iter().position(|x| x.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(n)))
-        })
+        names
+            .iter()
+            .position(|x| x.as_deref() == Some(n))
+            .or_else(|| names.iter().position(|x| x.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(n))))
     };
     let mut regexes = 0;
     let mut fields = Vec::new();
