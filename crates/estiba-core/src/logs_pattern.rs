@@ -244,7 +244,11 @@ fn parse_terms(p: &str) -> Result<Kind> {
             if text.is_empty() {
                 return Err(PatternError::InvalidTerm("\"\"".to_string()));
             }
-            if text.trim().is_empty() { Term::Everything } else { Term::Text(text) }
+            if text.trim().is_empty() {
+                Term::Everything
+            } else {
+                Term::Text(text)
+            }
         } else if first == '%' {
             chars.next();
             let body_start = at + 1;
@@ -331,7 +335,11 @@ fn lex(s: &str) -> Result<Vec<Tok>> {
                 if it.next_if(|&(_, n)| n == c).is_none() {
                     return syntax(format!("single '{c}'"));
                 }
-                if c == '&' { Tok::And } else { Tok::Or }
+                if c == '&' {
+                    Tok::And
+                } else {
+                    Tok::Or
+                }
             }
             '=' => Tok::Op(CmpOp::Eq),
             '!' => {
