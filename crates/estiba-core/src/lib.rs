@@ -21,6 +21,7 @@ pub mod fargate;
 pub mod ids;
 pub mod instance;
 pub mod load_balancing;
+pub mod logs_insights;
 pub mod logs_pattern;
 pub mod keys;
 pub mod names;
