@@ -16,6 +16,9 @@
 //!
 //! **Architecture invariant:** no AWS wire types, no HTTP, no versioned store.
 
+mod format;
+mod store;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -177,60 +180,57 @@ pub struct Tail {
 /// The store. Clone it to share it.
 #[derive(Clone)]
 pub struct LogStore {
-    _inner: Arc<()>,
+    inner: Arc<store::Inner>,
 }
 
 impl LogStore {
     /// Opens (creating) the store in `dir`, recovering what the last run appended: an append
     /// that returned is never lost, one cut short by a crash leaves no partial event.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
-        let _ = (dir, options);
-        todo!("estiba-logstore")
+        Ok(LogStore { inner: Arc::new(store::Inner::open(dir.as_ref(), options)?) })
     }
 
     /// Creates an empty stream. `Error::StreamExists` when it exists.
     pub fn create_stream(&self, group: &str, stream: &str, now: i64) -> Result<()> {
-        let _ = (group, stream, now);
-        todo!("estiba-logstore")
+        match self.inner.create_stream(group, stream, now, false)? {
+            Some(_) => Ok(()),
+            None => Err(Error::StreamExists { group: group.to_owned(), stream: stream.to_owned() }),
+        }
     }
 
     /// Creates a stream unless it exists (what the awslogs driver does).
     pub fn ensure_stream(&self, group: &str, stream: &str, now: i64) -> Result<StreamInfo> {
-        let _ = (group, stream, now);
-        todo!("estiba-logstore")
+        self.inner.create_stream(group, stream, now, true)?;
+        self.stream(group, stream)
+            .ok_or_else(|| Error::NoSuchStream { group: group.to_owned(), stream: stream.to_owned() })
     }
 
     pub fn delete_stream(&self, group: &str, stream: &str) -> Result<()> {
-        let _ = (group, stream);
-        todo!("estiba-logstore")
+        self.inner.delete_stream(group, stream)
     }
 
     /// Deletes every stream of a group (nothing to delete is not an error).
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        let _ = group;
-        todo!("estiba-logstore")
+        self.inner.delete_group(group)
     }
 
     /// The ids of every group that holds streams (to find groups no document names).
     pub fn groups(&self) -> Vec<String> {
-        todo!("estiba-logstore")
+        self.inner.groups()
     }
 
     pub fn stream(&self, group: &str, stream: &str) -> Option<StreamInfo> {
-        let _ = (group, stream);
-        todo!("estiba-logstore")
+        self.inner.stream_info(group, stream)
     }
 
     /// The group's streams whose names start with `prefix`, ordered by name.
     pub fn streams(&self, group: &str, prefix: &str) -> Vec<StreamInfo> {
-        let _ = (group, prefix);
-        todo!("estiba-logstore")
+        self.inner.streams(group, prefix)
     }
 
     /// Bytes the group's events take (DescribeLogGroups' `storedBytes`).
     pub fn stored_bytes(&self, group: &str) -> u64 {
-        let _ = group;
-        todo!("estiba-logstore")
+        self.inner.stored_bytes(group)
     }
 
     /// Appends events to a stream (which must exist), durably when it returns. With `seq`,
@@ -239,37 +239,36 @@ impl LogStore {
     /// as is (the sender lost events: the gap is not an error). Appends to one stream are
     /// serialized; appends to different streams proceed in parallel.
     pub fn append(&self, group: &str, stream: &str, events: &[Event], seq: Option<u64>, now: i64) -> Result<Appended> {
-        let _ = (group, stream, events, seq, now);
-        todo!("estiba-logstore")
+        self.inner.append(group, stream, events, seq, now)
     }
 
     /// Reads a page of one stream.
     pub fn read(&self, group: &str, stream: &str, read: &Read) -> Result<ReadPage> {
-        let _ = (group, stream, read);
-        todo!("estiba-logstore")
+        self.inner.read(group, stream, read)
     }
 
     /// Searches a group's streams; `matches` decides on each candidate message.
     pub fn scan(&self, group: &str, scan: &Scan, matches: &(dyn Fn(&str) -> bool + Sync)) -> Result<ScanPage> {
-        let _ = (group, scan, matches);
-        todo!("estiba-logstore")
+        self.inner.scan(group, scan, matches)
     }
 
     /// Retention: events older than `before` (ms) disappear from reads at once; their space is
     /// reclaimed as whole segments fall out of the window. Returns the bytes reclaimed.
     pub fn expire(&self, group: &str, before: i64) -> Result<u64> {
-        let _ = (group, before);
-        todo!("estiba-logstore")
+        self.inner.expire(group, before)
     }
 
     /// Every append from now on (live tail). A receiver that lags loses batches (and learns
     /// how many from `RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Tail> {
-        todo!("estiba-logstore")
+        self.inner.tail.subscribe()
     }
 
     /// Bytes the whole store takes on disk.
     pub fn disk_bytes(&self) -> u64 {
-        todo!("estiba-logstore")
+        self.inner.disk.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests;
