@@ -187,7 +187,7 @@ impl LogStore {
     /// Opens (creating) the store in `dir`, recovering what the last run appended: an append
     /// that returned is never lost, one cut short by a crash leaves no partial event.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
-        Ok(LogStore { inner: Arc::new(store::Inner::open(dir.as_ref(), options)?) })
+        Ok(LogStore { inner: store::Inner::open(dir.as_ref(), options)? })
     }
 
     /// Creates an empty stream. `Error::StreamExists` when it exists.

@@ -16,7 +16,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use memchr::memmem;
 use tokio::sync::broadcast;
@@ -44,6 +44,76 @@ pub(crate) struct Inner {
     pub(crate) disk: AtomicU64,
     pub(crate) tail: broadcast::Sender<Tail>,
     budget: Mutex<()>,
+    sealer: Sealer,
+}
+
+enum Job {
+    Seal(Arc<Stream>),
+    #[cfg_attr(not(test), allow(dead_code))]
+    Barrier(mpsc::Sender<()>),
+}
+
+/// The thread that seals full open segments, off the appenders' path (and core).
+struct Sealer {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Sealer {
+    fn start(store: Weak<Inner>) -> Sealer {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new().name("logstore-sealer".into()).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                match job {
+                    Job::Seal(s) => {
+                        if let Some(store) = store.upgrade() {
+                            store.seal_frozen(&s);
+                        }
+                    }
+                    Job::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        match thread {
+            Ok(thread) => Sealer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) },
+            Err(e) => {
+                // Full segments then stay open (readable, durable) and are sealed on the next start.
+                tracing::warn!(error = %e, "log store: could not start the sealer thread");
+                Sealer { tx: Mutex::new(None), thread: Mutex::new(None) }
+            }
+        }
+    }
+
+    fn seal(&self, s: &Arc<Stream>) {
+        if let Some(tx) = &*lock(&self.tx) {
+            let _ = tx.send(Job::Seal(s.clone()));
+        }
+    }
+
+    /// Waits for the seals asked for so far.
+    #[cfg(test)]
+    fn settle(&self) {
+        let (done, wait) = mpsc::channel();
+        if let Some(tx) = &*lock(&self.tx) {
+            if tx.send(Job::Barrier(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        lock(&self.sealer.tx).take();
+        if let Some(thread) = lock(&self.sealer.thread).take() {
+            // The last handle may go on the sealer itself, which then ends on its own.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 struct Group {
@@ -69,10 +139,36 @@ struct Seg {
     max_ts: i64,
 }
 
+/// An open segment's file and its group commit: appenders write under the stream's lock and
+/// sync outside it, and one sync covers every write made before it started.
+struct WalFile {
+    file: File,
+    written: AtomicU64,
+    synced: Mutex<u64>,
+}
+
+impl WalFile {
+    fn new(file: File, len: u64) -> Arc<WalFile> {
+        Arc::new(WalFile { file, written: AtomicU64::new(len), synced: Mutex::new(len) })
+    }
+
+    /// Returns once every byte before `end` is on disk.
+    fn sync_to(&self, end: u64) -> std::io::Result<()> {
+        let mut synced = lock(&self.synced);
+        if *synced >= end {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::Acquire);
+        self.file.sync_data()?;
+        *synced = target.max(*synced);
+        Ok(())
+    }
+}
+
 struct Wal {
     first_seq: u64,
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<WalFile>,
     len: u64,
     blocks: Vec<BlockMeta>,
 }
@@ -84,6 +180,8 @@ struct State {
     floor_last_ts: Option<i64>,
     floor_last_ingest: Option<i64>,
     segs: Vec<Seg>,
+    /// Full open segments waiting for the sealer (readable meanwhile), oldest first.
+    frozen: Vec<Wal>,
     wal: Option<Wal>,
     next_seq: u64,
     first_ts: Option<i64>,
@@ -97,7 +195,7 @@ struct State {
 
 #[derive(Clone)]
 enum Src {
-    Wal(Arc<File>),
+    Wal(Arc<WalFile>),
     Seg(Arc<PathBuf>),
 }
 
@@ -167,7 +265,12 @@ impl State {
     }
 
     fn blocks(&self) -> impl Iterator<Item = &BlockMeta> {
-        self.segs.iter().flat_map(|s| s.blocks.iter()).chain(self.wal.iter().flat_map(|w| w.blocks.iter()))
+        self.segs.iter().flat_map(|s| s.blocks.iter()).chain(self.open_wals().flat_map(|w| w.blocks.iter()))
+    }
+
+    /// The unsealed segments, oldest first.
+    fn open_wals(&self) -> impl Iterator<Item = &Wal> {
+        self.frozen.iter().chain(self.wal.iter())
     }
 
     fn recompute(&mut self) {
@@ -183,8 +286,9 @@ impl State {
         self.last_ts = last;
         self.last_ingest = ingest;
         self.next_seq = next;
-        self.bytes =
-            self.meta_bytes + self.segs.iter().map(|s| s.bytes).sum::<u64>() + self.wal.as_ref().map_or(0, |w| w.len);
+        self.bytes = self.meta_bytes
+            + self.segs.iter().map(|s| s.bytes).sum::<u64>()
+            + self.open_wals().map(|w| w.len).sum::<u64>();
     }
 
     fn info(&self, name: &str) -> StreamInfo {
@@ -214,7 +318,7 @@ impl State {
                 meta: *b,
             }));
         }
-        if let Some(w) = &self.wal {
+        for w in self.open_wals() {
             let src = Src::Wal(w.file.clone());
             out.extend(w.blocks.iter().filter(|b| keep(b)).map(|b| Cand {
                 stream: stream.clone(),
@@ -237,7 +341,7 @@ impl BlockReader {
     /// The block's raw bytes; `None` when its segment is gone (expired or over the budget).
     fn load(&mut self, c: &Cand) -> Result<Option<&[u8]>> {
         match &c.src {
-            Src::Wal(f) => format::read_block(f, &c.meta, false, &mut self.scratch, &mut self.buf)?,
+            Src::Wal(f) => format::read_block(&f.file, &c.meta, false, &mut self.scratch, &mut self.buf)?,
             Src::Seg(p) => {
                 if self.cur.as_ref().is_none_or(|(q, _)| !Arc::ptr_eq(q, p)) {
                     match File::open(&**p) {
@@ -290,7 +394,7 @@ fn build_segment(wal: &[u8], records: &[BlockMeta]) -> Result<(Vec<u8>, Vec<Bloc
 }
 
 impl Inner {
-    pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
+    pub(crate) fn open(dir: &Path, options: Options) -> Result<Arc<Inner>> {
         let groups_dir = dir.join("groups");
         fs::create_dir_all(&groups_dir)?;
         let trash = dir.join("trash");
@@ -354,7 +458,7 @@ impl Inner {
             };
             groups.insert(id, Arc::new(group));
         }
-        let inner = Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
             dir: dir.to_owned(),
             options,
             groups: RwLock::new(groups),
@@ -362,9 +466,15 @@ impl Inner {
             disk: AtomicU64::new(disk),
             tail: broadcast::channel(TAIL_CAPACITY).0,
             budget: Mutex::new(()),
-        };
+            sealer: Sealer::start(me.clone()),
+        });
         inner.enforce_budget();
         Ok(inner)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn settle(&self) {
+        self.sealer.settle();
     }
 
     fn group(&self, group: &str) -> Option<Arc<Group>> {
@@ -433,6 +543,7 @@ impl Inner {
                 floor_last_ts: None,
                 floor_last_ingest: None,
                 segs: Vec::new(),
+                frozen: Vec::new(),
                 wal: None,
                 next_seq: 0,
                 first_ts: None,
@@ -471,7 +582,9 @@ impl Inner {
         st.deleted = true;
         self.disk.fetch_sub(st.bytes, Ordering::Relaxed);
         st.wal = None;
+        st.frozen.clear();
         st.segs.clear();
+        drop(st);
         self.remove_dir(&s.dir)
     }
 
@@ -484,8 +597,10 @@ impl Inner {
             st.deleted = true;
             self.disk.fetch_sub(st.bytes, Ordering::Relaxed);
             st.wal = None;
+            st.frozen.clear();
             st.segs.clear();
         }
+        drop(streams);
         self.remove_dir(&g.dir)
     }
 
@@ -543,7 +658,15 @@ impl Inner {
         };
         let events = &events[skip..];
         if events.is_empty() {
-            return Ok(Appended { stored: 0, duplicates: skip, next_seq: st.next_seq });
+            // Nothing new; still, what was written must be on disk before saying so (a retry
+            // after a failed sync lands here).
+            let sync = st.open_wals().last().map(|w| (w.file.clone(), w.len));
+            let next_seq = st.next_seq;
+            drop(st);
+            if let Some((file, end)) = sync {
+                file.sync_to(end)?;
+            }
+            return Ok(Appended { stored: 0, duplicates: skip, next_seq });
         }
         // Encode: one record per ~block of events.
         let wal_len = st.wal.as_ref().map_or(0, |w| w.len);
@@ -566,16 +689,17 @@ impl Inner {
             let path = s.dir.join(format!("{first_seq:016x}.wal"));
             let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
             sync_dir(&s.dir)?;
-            st.wal = Some(Wal { first_seq, path, file: Arc::new(file), len: 0, blocks: Vec::new() });
+            st.wal = Some(Wal { first_seq, path, file: WalFile::new(file, 0), len: 0, blocks: Vec::new() });
         }
         let wal = st.wal.as_mut().expect("made above");
-        let written = wal.file.write_all_at(&buf, wal.len).and_then(|()| wal.file.sync_data());
-        if let Err(e) = written {
-            let _ = wal.file.set_len(wal.len);
+        if let Err(e) = wal.file.file.write_all_at(&buf, wal.len) {
+            let _ = wal.file.file.set_len(wal.len);
             return Err(e.into());
         }
         wal.len += buf.len() as u64;
+        wal.file.written.store(wal.len, Ordering::Release);
         wal.blocks.extend_from_slice(&metas);
+        let sync = (wal.file.clone(), wal.len);
         let wal_full = wal.len >= self.options.segment_bytes;
         st.bytes += buf.len() as u64;
         self.disk.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -586,16 +710,12 @@ impl Inner {
         }
         st.last_ingest = Some(st.last_ingest.map_or(now, |l| l.max(now)));
         let appended = Appended { stored: events.len(), duplicates: skip, next_seq: st.next_seq };
-        let mut sealed = false;
         if wal_full {
-            match self.seal(&mut st, &s.dir) {
-                Ok(()) => sealed = true,
-                Err(e) => {
-                    tracing::warn!(group, stream, error = %e, "log store: sealing a segment failed; it stays open")
-                }
-            }
+            let full = st.wal.take().expect("written above");
+            st.frozen.push(full);
+            self.sealer.seal(&s);
         }
-        drop(st);
+        // Live tail in append order (before the sync: a tail may show what a crash then loses).
         if self.tail.receiver_count() > 0 {
             let events: Arc<[StoredEvent]> = events
                 .iter()
@@ -610,20 +730,47 @@ impl Inner {
                 .collect();
             let _ = self.tail.send(Tail { group: g.id.clone(), events });
         }
-        if sealed {
-            self.enforce_budget();
-        }
+        drop(st);
+        sync.0.sync_to(sync.1)?;
         Ok(appended)
     }
 
-    /// Compresses the open segment into a sealed one.
-    fn seal(&self, st: &mut State, dir: &Path) -> Result<()> {
-        let (wal_len, seg_len) = seal_wal(st, dir)?;
-        st.bytes = st.bytes - wal_len + seg_len;
-        self.disk.fetch_add(seg_len, Ordering::Relaxed);
-        self.disk.fetch_sub(wal_len, Ordering::Relaxed);
-        tracing::debug!(dir = %dir.display(), raw = wal_len, sealed = seg_len, "log store: sealed a segment");
-        Ok(())
+    /// Seals a stream's full open segments (on the sealer thread): compresses each into a
+    /// sealed segment without holding the stream's lock, then swaps it in.
+    fn seal_frozen(&self, s: &Stream) {
+        loop {
+            let (first_seq, file, blocks, len, path) = {
+                let st = lock(&s.state);
+                let Some(w) = st.frozen.first().filter(|_| !st.deleted) else { break };
+                (w.first_seq, w.file.clone(), w.blocks.clone(), w.len, w.path.clone())
+            };
+            let seg = match write_sealed(&s.dir, first_seq, &file.file, len, &blocks) {
+                Ok(seg) => seg,
+                Err(e) => {
+                    tracing::warn!(stream = %s.name, error = %e, "log store: sealing a segment failed; it stays open until the next start");
+                    break;
+                }
+            };
+            let mut st = lock(&s.state);
+            if st.deleted || st.frozen.first().is_none_or(|w| w.first_seq != first_seq) {
+                let _ = fs::remove_file(&*seg.path);
+                break;
+            }
+            // The sealed segment is synced: the open one is redundant (open() drops it too).
+            *lock(&file.synced) = len;
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "log store: could not remove a sealed open segment");
+            }
+            st.frozen.remove(0);
+            let seg_len = seg.bytes;
+            st.segs.push(seg);
+            st.segs.sort_by_key(|s| s.first_seq);
+            st.bytes = st.bytes - len + seg_len;
+            self.disk.fetch_add(seg_len, Ordering::Relaxed);
+            self.disk.fetch_sub(len, Ordering::Relaxed);
+            tracing::debug!(stream = %s.name, raw = len, sealed = seg_len, "log store: sealed a segment");
+        }
+        self.enforce_budget();
     }
 
     pub(crate) fn read(&self, group: &str, stream: &str, r: &Read) -> Result<ReadPage> {
@@ -808,7 +955,8 @@ impl Inner {
                 continue;
             }
             let dead_segs = st.segs.iter().filter(|seg| seg.max_ts < before).count();
-            let dead_wal = st.wal.as_ref().is_some_and(|w| w.blocks.iter().all(|b| b.max_ts < before));
+            let dead = |w: &Wal| w.blocks.iter().all(|b| b.max_ts < before);
+            let dead_wal = st.open_wals().any(dead);
             if dead_segs == 0 && !dead_wal {
                 continue;
             }
@@ -823,9 +971,16 @@ impl Inner {
                 }
             }
             st.segs = kept;
-            if dead_wal {
+            if st.wal.as_ref().is_some_and(dead) {
                 if let Some(w) = st.wal.take() {
                     fs::remove_file(&w.path)?;
+                }
+            }
+            for w in std::mem::take(&mut st.frozen) {
+                if dead(&w) {
+                    fs::remove_file(&w.path)?;
+                } else {
+                    st.frozen.push(w);
                 }
             }
             st.recompute();
@@ -1009,6 +1164,7 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
         floor_last_ts,
         floor_last_ingest,
         segs,
+        frozen: Vec::new(),
         wal: None,
         next_seq: 0,
         first_ts: None,
@@ -1036,36 +1192,28 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
             fs::remove_file(&path)?;
             continue;
         }
-        state.wal = Some(Wal { first_seq, path, file: Arc::new(file), len: valid as u64, blocks });
         if k + 1 < wal_count {
-            // Not the newest: an earlier open segment (should not happen): seal it now.
-            seal_wal(&mut state, dir)?;
+            // Not the newest: full, its seal was cut short; seal it now.
+            state.segs.push(write_sealed(dir, first_seq, &file, valid as u64, &blocks)?);
+            state.segs.sort_by_key(|s| s.first_seq);
+            fs::remove_file(&path)?;
+        } else {
+            let file = WalFile::new(file, valid as u64);
+            state.wal = Some(Wal { first_seq, path, file, len: valid as u64, blocks });
         }
     }
     state.recompute();
     Ok((name, state))
 }
 
-/// Compresses the open segment into a sealed one (written whole, synced, renamed into place,
-/// then the open segment removed: a crash leaves one or the other, or both, never neither).
-/// Returns the open segment's bytes and the sealed one's. Leaves the byte counts to the caller.
-fn seal_wal(st: &mut State, dir: &Path) -> Result<(u64, u64)> {
-    let Some(wal) = &st.wal else { return Ok((0, 0)) };
-    let mut bytes = vec![0u8; wal.len as usize];
-    wal.file.read_exact_at(&mut bytes, 0)?;
-    let (seg, metas) = build_segment(&bytes, &wal.blocks)?;
-    let name = format!("{:016x}.seg", wal.first_seq);
+/// Compresses an open segment into a sealed one, written whole, synced and renamed into place
+/// (the caller then removes the open segment: a crash leaves one or the other, or both).
+fn write_sealed(dir: &Path, first_seq: u64, file: &File, len: u64, blocks: &[BlockMeta]) -> Result<Seg> {
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    let (seg, metas) = build_segment(&bytes, blocks)?;
+    let name = format!("{first_seq:016x}.seg");
     write_atomic(dir, &name, &seg)?;
-    fs::remove_file(&wal.path)?;
-    let Some(wal) = st.wal.take() else { return Ok((0, 0)) };
     let max_ts = metas.iter().map(|b| b.max_ts).max().unwrap_or(i64::MIN);
-    st.segs.push(Seg {
-        first_seq: wal.first_seq,
-        path: Arc::new(dir.join(name)),
-        blocks: metas.into(),
-        bytes: seg.len() as u64,
-        max_ts,
-    });
-    st.segs.sort_by_key(|s| s.first_seq);
-    Ok((wal.len, seg.len() as u64))
+    Ok(Seg { first_seq, path: Arc::new(dir.join(name)), blocks: metas.into(), bytes: seg.len() as u64, max_ts })
 }

@@ -217,6 +217,7 @@ fn sealing_compresses_and_survives_reopen() {
     let store = LogStore::open(dir.path(), Options { disk_budget: None, segment_bytes: 64 << 10 }).unwrap();
     store.create_stream(G, "s", 0).unwrap();
     fill(&store, "s", 5_000, 0);
+    store.inner.settle();
     let raw: usize = (0..5_000).map(|i| format!("s line {i:05} {}", "x".repeat(i % 50)).len()).sum();
     let segs = std::fs::read_dir(wal_of(dir.path()).parent().unwrap())
         .unwrap()
@@ -334,6 +335,7 @@ fn expire_hides_at_once_and_reclaims_segments() {
     let store = LogStore::open(dir.path(), small()).unwrap();
     store.create_stream(G, "s", 0).unwrap();
     fill(&store, "s", 2_000, 0);
+    store.inner.settle();
     let before = store.disk_bytes();
     let reclaimed = store.expire(G, 1_000).unwrap();
     assert!(reclaimed > 0 && reclaimed < before);
