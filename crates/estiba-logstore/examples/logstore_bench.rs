@@ -23,7 +23,7 @@ fn line(i: u64, out: &mut String) {
         "{level} req={:016x} {path}/{} status={} latency_ms={} ",
         i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         i % 9973,
-        if i % 97 == 0 { 500 } else { 200 },
+        if i.is_multiple_of(97) { 500 } else { 200 },
         (i * 7) % 1000
     );
     if i % 1_000_000 == 500_000 {
@@ -33,6 +33,23 @@ fn line(i: u64, out: &mut String) {
         out.push('.');
     }
     out.truncate(100);
+}
+
+fn batch_of(i: u64, end: u64, base: u64, t0: i64, msg: &mut String) -> Vec<Event> {
+    (i..(i + BATCH as u64).min(end))
+        .map(|k| {
+            line(k + base, msg);
+            Event { timestamp: t0 + (k as i64) / 10, message: msg.clone() }
+        })
+        .collect()
+}
+
+/// User + system CPU time of this process so far (Linux).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
+    ticks / 100.0
 }
 
 fn main() {
@@ -49,22 +66,17 @@ fn main() {
     let store = LogStore::open(&dir, Options::default()).expect("open");
     let t0: i64 = 1_764_600_000_000;
 
-    // Ingest: one stream at a time on one thread (that is the per-core rate).
+    // Ingest: one stream at a time on one thread, each append waiting for its sync.
     let per_stream = total / STREAMS as u64;
     let mut msg = String::new();
-    let mut ingest_secs = 0.0;
-    let mut ingested = 0u64;
+    let (mut ingest_secs, mut ingested) = (0.0, 0u64);
+    let cpu0 = cpu_secs();
     for s in 0..STREAMS {
         let name = format!("ecs/app/{s:032x}");
         let info = store.ensure_stream(GROUP, &name, t0).expect("stream");
         let mut i = info.next_seq;
         while i < per_stream {
-            let batch: Vec<Event> = (i..(i + BATCH as u64).min(per_stream))
-                .map(|k| {
-                    line(k + s as u64 * per_stream, &mut msg);
-                    Event { timestamp: t0 + (k as i64) / 10, message: msg.clone() }
-                })
-                .collect();
+            let batch = batch_of(i, per_stream, s as u64 * per_stream, t0, &mut msg);
             let start = Instant::now();
             store.append(GROUP, &name, &batch, Some(i), t0 + (i as i64) / 10).expect("append");
             ingest_secs += start.elapsed().as_secs_f64();
@@ -73,10 +85,44 @@ fn main() {
         }
     }
     if ingested > 0 {
+        let cpu = cpu_secs() - cpu0;
         println!(
-            "ingest: {ingested} events in {ingest_secs:.2} s of append calls = {:.0} events/s",
-            ingested as f64 / ingest_secs
+            "ingest, 1 appender: {ingested} events in {ingest_secs:.2} s of append calls = {:.0} events/s; CPU (all threads, incl. making the batches) {cpu:.2} s = {:.0} events per CPU-second",
+            ingested as f64 / ingest_secs,
+            ingested as f64 / cpu
         );
+        for (appenders, streams) in [(4, 1), (4, 4)] {
+            let side =
+                LogStore::open(dir.join(format!("side-{appenders}-{streams}")), Options::default()).expect("open");
+            let n = 1_000_000u64.min(total);
+            for s in 0..streams {
+                side.ensure_stream(GROUP, &format!("s{s}"), t0).expect("stream");
+            }
+            let next = std::sync::atomic::AtomicU64::new(0);
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for a in 0..appenders {
+                    let (side, next) = (&side, &next);
+                    scope.spawn(move || {
+                        let mut msg = String::new();
+                        let name = format!("s{}", a % streams);
+                        loop {
+                            let i = next.fetch_add(BATCH as u64, std::sync::atomic::Ordering::Relaxed);
+                            if i >= n {
+                                break;
+                            }
+                            let batch = batch_of(i, n, 0, t0, &mut msg);
+                            side.append(GROUP, &name, &batch, None, t0).expect("append");
+                        }
+                    });
+                }
+            });
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "ingest, {appenders} appenders to {streams} stream(s): {n} events in {secs:.2} s = {:.0} events/s",
+                n as f64 / secs
+            );
+        }
     }
     let disk = store.disk_bytes();
     println!(

@@ -9,14 +9,20 @@
 //! append; the CRC covers the header and the block, so a torn tail is detected and cut on open.
 //!
 //! Sealed segment (`<first seq, 16 hex>.seg`, written whole then renamed): magic, the
-//! LZ4-compressed blocks (~128 KiB of events each), an index of the blocks (seq range,
-//! timestamp range, offsets, CRC of each compressed block), its CRC, and a fixed footer.
+//! LZ4-compressed blocks (~128 KiB of events each), each followed by its trigram filter (a
+//! 32,768-bit set of the hashed 3-byte windows of its messages, and the set's CRC: a search for
+//! a substring skips, without decompressing it, a block missing one of the substring's
+//! trigrams), then an index of the blocks (seq range, timestamp range, offsets, CRC of each
+//! compressed block), its CRC, and a fixed footer.
 
 use crate::{Error, Result};
 
 pub(crate) const WAL_MAGIC: u32 = 0x4c57_5345;
 pub(crate) const WAL_HEADER: usize = 48;
 pub(crate) const SEG_MAGIC: &[u8; 8] = b"ESTLSEG1";
+/// A sealed block's trigram filter: the bit set, then its CRC.
+pub(crate) const FILTER_BYTES: usize = 4096;
+pub(crate) const FILTER_LEN: usize = FILTER_BYTES + 4;
 const SEG_FOOTER: usize = 24;
 const INDEX_ENTRY: usize = 56;
 
@@ -265,15 +271,51 @@ pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
     (blocks, pos)
 }
 
-/// Compresses a raw block into `out` (a sealed segment being built) and fills in where it is.
-pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>) -> BlockMeta {
+/// Compresses a raw block into `out` (a sealed segment being built), adds its trigram filter
+/// and fills in where it is.
+pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>) -> Result<BlockMeta> {
     let compressed = lz4_flex::block::compress(raw);
     meta.offset = out.len() as u64;
     meta.len = compressed.len() as u32;
     meta.raw_len = raw.len() as u32;
     meta.crc = crc32fast::hash(&compressed);
     out.extend_from_slice(&compressed);
-    meta
+    let at = out.len();
+    out.resize(at + FILTER_BYTES, 0);
+    let filter = &mut out[at..];
+    for w in block_messages(raw)?.windows(3) {
+        let bit = gram_bit(w);
+        filter[(bit >> 3) as usize] |= 1 << (bit & 7);
+    }
+    let crc = crc32fast::hash(filter);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(meta)
+}
+
+/// Where a 3-byte window lands in a block's filter.
+fn gram_bit(w: &[u8]) -> u32 {
+    u32::from_le_bytes([w[0], w[1], w[2], 0]).wrapping_mul(0x9e37_79b1) >> 17
+}
+
+/// The filter bits a block must have to hold all of `needles` (none for needles too short).
+pub(crate) fn filter_bits<'a>(needles: impl Iterator<Item = &'a [u8]>) -> Vec<u32> {
+    let mut bits: Vec<u32> = needles.flat_map(|n| n.windows(3).map(gram_bit)).collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits
+}
+
+/// Reads a sealed block's filter and tells whether the block may hold every needle whose
+/// `bits` are given (a corrupt filter admits the block).
+pub(crate) fn filter_admits(file: &std::fs::File, b: &BlockMeta, bits: &[u32], buf: &mut Vec<u8>) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    buf.resize(FILTER_LEN, 0);
+    file.read_exact_at(buf, b.offset + u64::from(b.len))?;
+    let (set, crc) = buf.split_at(FILTER_BYTES);
+    if crc32fast::hash(set) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Ok(true);
+    }
+    Ok(bits.iter().all(|&bit| set[(bit >> 3) as usize] & (1 << (bit & 7)) != 0))
 }
 
 /// Appends the index and footer of a sealed segment whose blocks are in `out`.

@@ -180,27 +180,28 @@ pub struct Tail {
 /// The store. Clone it to share it.
 #[derive(Clone)]
 pub struct LogStore {
-    inner: Arc<store::Inner>,
+    inner: Arc<store::Handle>,
 }
 
 impl LogStore {
     /// Opens (creating) the store in `dir`, recovering what the last run appended: an append
     /// that returned is never lost, one cut short by a crash leaves no partial event.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
-        Ok(LogStore { inner: store::Inner::open(dir.as_ref(), options)? })
+        Ok(LogStore { inner: Arc::new(store::Inner::open(dir.as_ref(), options)?) })
     }
 
     /// Creates an empty stream. `Error::StreamExists` when it exists.
     pub fn create_stream(&self, group: &str, stream: &str, now: i64) -> Result<()> {
-        match self.inner.create_stream(group, stream, now, false)? {
-            Some(_) => Ok(()),
-            None => Err(Error::StreamExists { group: group.to_owned(), stream: stream.to_owned() }),
+        if self.inner.create_stream(group, stream, now)? {
+            Ok(())
+        } else {
+            Err(Error::StreamExists { group: group.to_owned(), stream: stream.to_owned() })
         }
     }
 
     /// Creates a stream unless it exists (what the awslogs driver does).
     pub fn ensure_stream(&self, group: &str, stream: &str, now: i64) -> Result<StreamInfo> {
-        self.inner.create_stream(group, stream, now, true)?;
+        self.inner.create_stream(group, stream, now)?;
         self.stream(group, stream)
             .ok_or_else(|| Error::NoSuchStream { group: group.to_owned(), stream: stream.to_owned() })
     }

@@ -16,7 +16,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 
 use memchr::memmem;
 use tokio::sync::broadcast;
@@ -54,35 +54,36 @@ enum Job {
 }
 
 /// The thread that seals full open segments, off the appenders' path (and core).
+#[derive(Default)]
 struct Sealer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Sealer {
-    fn start(store: Weak<Inner>) -> Sealer {
+    fn start(store: Arc<Inner>) {
         let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new().name("logstore-sealer".into()).spawn(move || {
-            while let Ok(job) = rx.recv() {
-                match job {
-                    Job::Seal(s) => {
-                        if let Some(store) = store.upgrade() {
-                            store.seal_frozen(&s);
+        let sealer = &store.sealer;
+        let thread = std::thread::Builder::new().name("logstore-sealer".into()).spawn({
+            let store = store.clone();
+            move || {
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        Job::Seal(s) => store.seal_frozen(&s),
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
                         }
-                    }
-                    Job::Barrier(done) => {
-                        let _ = done.send(());
                     }
                 }
             }
         });
         match thread {
-            Ok(thread) => Sealer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) },
-            Err(e) => {
-                // Full segments then stay open (readable, durable) and are sealed on the next start.
-                tracing::warn!(error = %e, "log store: could not start the sealer thread");
-                Sealer { tx: Mutex::new(None), thread: Mutex::new(None) }
+            Ok(thread) => {
+                *lock(&sealer.tx) = Some(tx);
+                *lock(&sealer.thread) = Some(thread);
             }
+            // Full segments then stay open (readable, durable) and are sealed on the next start.
+            Err(e) => tracing::warn!(error = %e, "log store: could not start the sealer thread"),
         }
     }
 
@@ -102,17 +103,30 @@ impl Sealer {
             }
         }
     }
+
+    /// Ends the thread once its current seal is done (pending ones wait for the next start).
+    fn stop(&self) {
+        lock(&self.tx).take();
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
-impl Drop for Inner {
+/// What `LogStore` holds: the store, and the sealer thread to stop when the last clone goes
+/// (the thread holds the store too, so the store alone would never go).
+pub(crate) struct Handle(Arc<Inner>);
+
+impl std::ops::Deref for Handle {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
     fn drop(&mut self) {
-        lock(&self.sealer.tx).take();
-        if let Some(thread) = lock(&self.sealer.thread).take() {
-            // The last handle may go on the sealer itself, which then ends on its own.
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
-        }
+        self.0.sealer.stop();
     }
 }
 
@@ -199,6 +213,21 @@ enum Src {
     Seg(Arc<PathBuf>),
 }
 
+#[derive(Clone, Copy)]
+enum SrcRef<'a> {
+    Wal(&'a Arc<WalFile>),
+    Seg(&'a Arc<PathBuf>),
+}
+
+impl SrcRef<'_> {
+    fn get(self) -> Src {
+        match self {
+            SrcRef::Wal(f) => Src::Wal(f.clone()),
+            SrcRef::Seg(p) => Src::Seg(p.clone()),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Cand {
     stream: Arc<str>,
@@ -269,7 +298,7 @@ impl State {
     }
 
     /// The unsealed segments, oldest first.
-    fn open_wals(&self) -> impl Iterator<Item = &Wal> {
+    fn open_wals(&self) -> impl DoubleEndedIterator<Item = &Wal> {
         self.frozen.iter().chain(self.wal.iter())
     }
 
@@ -303,30 +332,81 @@ impl State {
         }
     }
 
-    /// The blocks that may hold events with timestamps in `lo..=hi` and seqs in `seq_lo..seq_hi`.
-    fn candidates(&self, stream: &Arc<str>, lo: i64, hi: i64, seq_lo: u64, seq_hi: u64, out: &mut Vec<Cand>) {
-        let keep = |b: &BlockMeta| b.max_ts >= lo && b.min_ts <= hi && b.end_seq() > seq_lo && b.first_seq < seq_hi;
-        for seg in &self.segs {
-            let end = seg.blocks.last().map_or(seg.first_seq, |b| b.end_seq());
-            if end <= seq_lo || seg.first_seq >= seq_hi || seg.max_ts < lo {
-                continue;
-            }
-            let src = Src::Seg(seg.path.clone());
-            out.extend(seg.blocks.iter().filter(|b| keep(b)).map(|b| Cand {
-                stream: stream.clone(),
-                src: src.clone(),
-                meta: *b,
-            }));
-        }
-        for w in self.open_wals() {
-            let src = Src::Wal(w.file.clone());
-            out.extend(w.blocks.iter().filter(|b| keep(b)).map(|b| Cand {
-                stream: stream.clone(),
-                src: src.clone(),
-                meta: *b,
-            }));
+    /// The stream's blocks by segment, in stream order, with where to read them.
+    fn block_groups(&self) -> impl DoubleEndedIterator<Item = (&[BlockMeta], SrcRef<'_>)> + '_ {
+        let segs = self.segs.iter().map(|s| (&s.blocks[..], SrcRef::Seg(&s.path)));
+        segs.chain(self.open_wals().map(|w| (&w.blocks[..], SrcRef::Wal(&w.file))))
+    }
+
+    /// Every block that may hold events with timestamps in `lo..=hi`.
+    fn candidates(&self, stream: &Arc<str>, lo: i64, hi: i64, out: &mut Vec<Cand>) {
+        for (blocks, src) in self.block_groups() {
+            let keep = blocks.iter().filter(|b| b.max_ts >= lo && b.min_ts <= hi);
+            out.extend(keep.map(|b| Cand { stream: stream.clone(), src: src.get(), meta: *b }));
         }
     }
+
+    /// The blocks from `pos` on (`forward`) or before it that may hold events with timestamps
+    /// in `lo..=hi`, in that direction, until they hold `want` events; returns where to go on
+    /// from if more may be needed (`None`: the stream's end was reached).
+    #[allow(clippy::too_many_arguments)]
+    fn candidates_from(
+        &self,
+        stream: &Arc<str>,
+        lo: i64,
+        hi: i64,
+        pos: u64,
+        forward: bool,
+        want: u64,
+        out: &mut Vec<Cand>,
+    ) -> Option<u64> {
+        let mut held = 0u64;
+        let mut visit = |src: &SrcRef<'_>, b: &BlockMeta| {
+            if b.max_ts >= lo && b.min_ts <= hi {
+                out.push(Cand { stream: stream.clone(), src: src.get(), meta: *b });
+                held += u64::from(b.count);
+            }
+            held >= want
+        };
+        if forward {
+            for (blocks, src) in self.block_groups() {
+                if blocks.last().is_none_or(|b| b.end_seq() <= pos) {
+                    continue;
+                }
+                let start = blocks.partition_point(|b| b.end_seq() <= pos);
+                for b in &blocks[start..] {
+                    if visit(&src, b) {
+                        return Some(b.end_seq());
+                    }
+                }
+            }
+        } else {
+            for (blocks, src) in self.block_groups().rev() {
+                if blocks.first().is_none_or(|b| b.first_seq >= pos) {
+                    continue;
+                }
+                let end = blocks.partition_point(|b| b.first_seq < pos);
+                for b in blocks[..end].iter().rev() {
+                    if visit(&src, b) {
+                        return Some(b.first_seq);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The sealed segment at `p`, from `cur` when it is the one open there; `None` when it is gone.
+fn open_cached<'a>(cur: &'a mut Option<(Arc<PathBuf>, File)>, p: &Arc<PathBuf>) -> Result<Option<&'a File>> {
+    if cur.as_ref().is_none_or(|(q, _)| !Arc::ptr_eq(q, p)) {
+        match File::open(&**p) {
+            Ok(f) => *cur = Some((p.clone(), f)),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(cur.as_ref().map(|(_, f)| f))
 }
 
 /// Reads blocks, keeping the last sealed segment open and its buffers.
@@ -338,19 +418,23 @@ struct BlockReader {
 }
 
 impl BlockReader {
+    /// Whether the block may hold the needles whose filter `bits` are given (blocks not yet
+    /// sealed have no filter); `None` when its segment is gone.
+    fn admits(&mut self, c: &Cand, bits: &[u32]) -> Result<Option<bool>> {
+        let Src::Seg(p) = &c.src else { return Ok(Some(true)) };
+        if bits.is_empty() {
+            return Ok(Some(true));
+        }
+        let Some(f) = open_cached(&mut self.cur, p)? else { return Ok(None) };
+        format::filter_admits(f, &c.meta, bits, &mut self.scratch).map(Some)
+    }
+
     /// The block's raw bytes; `None` when its segment is gone (expired or over the budget).
     fn load(&mut self, c: &Cand) -> Result<Option<&[u8]>> {
         match &c.src {
             Src::Wal(f) => format::read_block(&f.file, &c.meta, false, &mut self.scratch, &mut self.buf)?,
             Src::Seg(p) => {
-                if self.cur.as_ref().is_none_or(|(q, _)| !Arc::ptr_eq(q, p)) {
-                    match File::open(&**p) {
-                        Ok(f) => self.cur = Some((p.clone(), f)),
-                        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                let (_, f) = self.cur.as_ref().expect("opened above");
+                let Some(f) = open_cached(&mut self.cur, p)? else { return Ok(None) };
                 format::read_block(f, &c.meta, true, &mut self.scratch, &mut self.buf)?;
             }
         }
@@ -369,32 +453,33 @@ fn build_segment(wal: &[u8], records: &[BlockMeta]) -> Result<(Vec<u8>, Vec<Bloc
         if builder.count() > 0 {
             raw.clear();
             let meta = builder.finish(first, &mut raw);
-            metas.push(format::seal_block(meta, &raw, out));
+            metas.push(format::seal_block(meta, &raw, out)?);
         }
+        Ok::<(), Error>(())
     };
     for r in records {
         let block = &wal[r.offset as usize..r.offset as usize + r.len as usize];
         let d = format::decode_block(block, r.count as usize)?;
         if r.first_seq != expect {
-            flush(&mut builder, block_first, &mut out, &mut metas);
+            flush(&mut builder, block_first, &mut out, &mut metas)?;
             block_first = r.first_seq;
         }
         for i in 0..r.count as usize {
             if builder.raw_len() >= BLOCK_TARGET {
-                flush(&mut builder, block_first, &mut out, &mut metas);
+                flush(&mut builder, block_first, &mut out, &mut metas)?;
                 block_first = r.first_seq + i as u64;
             }
             builder.push(d.ts[i], d.ingest[i], d.message(i).as_bytes());
         }
         expect = r.end_seq();
     }
-    flush(&mut builder, block_first, &mut out, &mut metas);
+    flush(&mut builder, block_first, &mut out, &mut metas)?;
     format::finish_segment(&metas, &mut out);
     Ok((out, metas))
 }
 
 impl Inner {
-    pub(crate) fn open(dir: &Path, options: Options) -> Result<Arc<Inner>> {
+    pub(crate) fn open(dir: &Path, options: Options) -> Result<Handle> {
         let groups_dir = dir.join("groups");
         fs::create_dir_all(&groups_dir)?;
         let trash = dir.join("trash");
@@ -458,7 +543,7 @@ impl Inner {
             };
             groups.insert(id, Arc::new(group));
         }
-        let inner = Arc::new_cyclic(|me| Inner {
+        let inner = Arc::new(Inner {
             dir: dir.to_owned(),
             options,
             groups: RwLock::new(groups),
@@ -466,10 +551,11 @@ impl Inner {
             disk: AtomicU64::new(disk),
             tail: broadcast::channel(TAIL_CAPACITY).0,
             budget: Mutex::new(()),
-            sealer: Sealer::start(me.clone()),
+            sealer: Sealer::default(),
         });
+        Sealer::start(inner.clone());
         inner.enforce_budget();
-        Ok(inner)
+        Ok(Handle(inner))
     }
 
     #[cfg(test)]
@@ -520,11 +606,11 @@ impl Inner {
         Ok(g)
     }
 
-    /// Creates the stream; `None` when it existed (and `existing_ok`, else nothing is done).
-    pub(crate) fn create_stream(&self, group: &str, stream: &str, now: i64, existing_ok: bool) -> Result<Option<()>> {
+    /// Creates the stream; false when it existed.
+    pub(crate) fn create_stream(&self, group: &str, stream: &str, now: i64) -> Result<bool> {
         loop {
-            if let Ok(_found) = self.find(group, stream) {
-                return Ok(None.filter(|_: &()| existing_ok));
+            if self.find(group, stream).is_ok() {
+                return Ok(false);
             }
             let g = self.group_or_create(group)?;
             let mut streams = wlock(&g.streams);
@@ -532,7 +618,7 @@ impl Inner {
                 continue; // deleted meanwhile: make it again
             }
             if streams.contains_key(stream) {
-                return Ok(None);
+                return Ok(false);
             }
             let n = self.next_dir.fetch_add(1, Ordering::Relaxed);
             let tmp = g.dir.join(format!("s{n}.tmp"));
@@ -559,7 +645,7 @@ impl Inner {
             sync_dir(&g.dir)?;
             self.disk.fetch_add(state.bytes, Ordering::Relaxed);
             streams.insert(stream.to_owned(), Arc::new(Stream { name: stream.into(), dir, state: Mutex::new(state) }));
-            return Ok(Some(()));
+            return Ok(true);
         }
     }
 
@@ -571,7 +657,10 @@ impl Inner {
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
         }
-        fs::remove_dir_all(&to)?;
+        // Gone already; what is left in the trash goes on the next start.
+        if let Err(e) = fs::remove_dir_all(&to) {
+            tracing::warn!(dir = %to.display(), error = %e, "log store: could not empty a deleted directory");
+        }
         Ok(())
     }
 
@@ -778,20 +867,10 @@ impl Inner {
         let lo = r.start.unwrap_or(i64::MIN).max(g.cutoff.load(Ordering::Relaxed));
         let hi = r.end.map_or(i64::MAX, |e| e.saturating_sub(1));
         let limit = if r.limit == 0 { DEFAULT_LIMIT } else { r.limit };
-        let mut cands = Vec::new();
-        let (forward, pos) = {
-            let st = lock(&s.state);
-            if st.deleted {
-                return Err(no_stream(group, stream));
-            }
-            let (forward, pos) = match r.cursor {
-                Some(c) => (r.forward, c.0),
-                None if r.from_head => (true, 0),
-                None => (false, st.next_seq),
-            };
-            let (seq_lo, seq_hi) = if forward { (pos, u64::MAX) } else { (0, pos) };
-            st.candidates(&s.name, lo, hi, seq_lo, seq_hi, &mut cands);
-            (forward, pos)
+        let (forward, pos) = match r.cursor {
+            Some(c) => (r.forward, c.0),
+            None if r.from_head => (true, 0),
+            None => (false, lock(&s.state).next_seq),
         };
         let mut reader = BlockReader::default();
         let mut events = Vec::new();
@@ -818,22 +897,31 @@ impl Inner {
             }
             Ok(())
         };
-        if forward {
+        // Only the blocks the page needs, a few at a time (cheap at either end of a stream).
+        let mut at = pos;
+        let mut cands = Vec::new();
+        loop {
+            cands.clear();
+            let next = {
+                let st = lock(&s.state);
+                if st.deleted {
+                    return Err(no_stream(group, stream));
+                }
+                st.candidates_from(&s.name, lo, hi, at, forward, (limit - events.len()) as u64, &mut cands)
+            };
             for c in &cands {
                 take_block(c, &mut events, &mut reader)?;
                 if events.len() >= limit {
                     break;
                 }
             }
-            events.truncate(limit);
-        } else {
-            for c in cands.iter().rev() {
-                take_block(c, &mut events, &mut reader)?;
-                if events.len() >= limit {
-                    break;
-                }
+            match next {
+                Some(next) if events.len() < limit => at = next,
+                _ => break,
             }
-            events.truncate(limit);
+        }
+        events.truncate(limit);
+        if !forward {
             events.reverse();
         }
         let backward = events.first().map_or(Cursor(pos), |e| Cursor(e.seq));
@@ -871,7 +959,7 @@ impl Inner {
         for s in &streams {
             let st = lock(&s.state);
             if !st.deleted {
-                st.candidates(&s.name, lo, hi, 0, u64::MAX, &mut cands);
+                st.candidates(&s.name, lo, hi, &mut cands);
             }
         }
         cands.sort_by(|a, b| {
@@ -887,11 +975,14 @@ impl Inner {
                 .filter(|r| !r.is_empty())
                 .map(|r| memmem::Finder::new(r.as_bytes()))
                 .collect(),
+            filter_bits: format::filter_bits(scan.required.iter().map(|r| r.as_bytes())),
             matches,
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         let key = |e: &StoredEvent| (e.timestamp, e.stream.clone(), e.seq);
         let mut found: Vec<StoredEvent> = Vec::new();
+        // Whether matches beyond the first `limit` were dropped.
+        let mut more = false;
         let mut page = ScanPage::default();
         let mut i = 0;
         let mut wave = threads * 2;
@@ -906,12 +997,17 @@ impl Inner {
             i = end;
             wave = (wave * 2).min(256);
             found.sort_by_key(key);
+            // Later blocks can only push these out of the first `limit`, never bring them back.
+            if found.len() > limit {
+                found.truncate(limit);
+                more = true;
+            }
             // Events below the boundary are final: no unread block holds an earlier one.
             let boundary = cands.get(i).map(|c| c.meta.min_ts);
             let done = found.iter().take_while(|e| boundary.is_none_or(|b| e.timestamp < b)).count();
-            if done >= limit || (boundary.is_none() && found.len() > limit) {
-                found.truncate(limit);
-                page.next = found.last().map(|e| ScanCursor {
+            if done >= limit || (boundary.is_none() && more) {
+                let exhausted = boundary.is_none() && !more;
+                page.next = found.last().filter(|_| !exhausted).map(|e| ScanCursor {
                     timestamp: e.timestamp,
                     stream: e.stream.to_string(),
                     seq: e.seq,
@@ -1056,6 +1152,7 @@ struct ScanCtx<'a> {
     hi: i64,
     after: Option<&'a ScanCursor>,
     finders: Vec<memmem::Finder<'a>>,
+    filter_bits: Vec<u32>,
     matches: &'a (dyn Fn(&str) -> bool + Sync),
 }
 
@@ -1085,6 +1182,11 @@ fn scan_wave(cands: &[Cand], ctx: &ScanCtx<'_>, threads: usize) -> Result<Vec<Bl
 }
 
 fn scan_block(c: &Cand, ctx: &ScanCtx<'_>, reader: &mut BlockReader) -> Result<BlockHits> {
+    match reader.admits(c, &ctx.filter_bits)? {
+        None => return Ok((Vec::new(), 0, 0)),
+        Some(false) => return Ok((Vec::new(), u64::from(c.meta.raw_len), u64::from(c.meta.count))),
+        Some(true) => {}
+    }
     let Some(raw) = reader.load(c)? else { return Ok((Vec::new(), 0, 0)) };
     let msgs = format::block_messages(raw)?;
     let scanned = (msgs.len() as u64, u64::from(c.meta.count));

@@ -471,3 +471,34 @@ fn concurrent_appends_to_different_streams() {
     }
     assert_eq!(n, 1000);
 }
+
+#[test]
+fn block_filters_skip_without_losing_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), Options { disk_budget: None, segment_bytes: 256 << 10 }).unwrap();
+    store.create_stream(G, "s", 0).unwrap();
+    let events: Vec<Event> = (0..20_000u64)
+        .map(|i| {
+            ev(
+                i as i64,
+                &format!("req={:x} user-{} path=/p/{}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i % 777, i % 13),
+            )
+        })
+        .collect();
+    for c in events.chunks(500) {
+        store.append(G, "s", c, None, 1).unwrap();
+    }
+    store.inner.settle();
+    for needle in ["user-776 ", "req=0 ", "zz-absent", "path=/p/12", "ab", "user-5 path=/p/0"] {
+        let want = events.iter().filter(|e| e.message.contains(needle)).count();
+        let page = store
+            .scan(G, &Scan { required: vec![needle.into()], limit: 100_000, ..Scan::default() }, &|_| true)
+            .unwrap();
+        assert_eq!(page.events.len(), want, "{needle}");
+        assert!(page.events.iter().all(|e| e.message.contains(needle)));
+    }
+    // A rare term reads (almost) no block.
+    let page =
+        store.scan(G, &Scan { required: vec!["zz-absent".into()], limit: 10, ..Scan::default() }, &|_| true).unwrap();
+    assert!(page.events.is_empty() && page.next.is_none());
+}
