@@ -271,6 +271,26 @@ fn numbered(name: &str, prefix: char) -> Option<u64> {
 }
 
 impl State {
+    /// An empty stream's state.
+    fn new(creation_time: i64) -> State {
+        State {
+            creation_time,
+            floor_seq: 0,
+            floor_last_ts: None,
+            floor_last_ingest: None,
+            segs: Vec::new(),
+            frozen: Vec::new(),
+            wal: None,
+            next_seq: 0,
+            first_ts: None,
+            last_ts: None,
+            last_ingest: None,
+            bytes: 0,
+            meta_bytes: 0,
+            deleted: false,
+        }
+    }
+
     fn meta_file(&self, name: &str) -> Vec<u8> {
         let mut w = MetaWriter::new(STREAM_MAGIC);
         w.i64(self.creation_time)
@@ -623,22 +643,7 @@ impl Inner {
             let n = self.next_dir.fetch_add(1, Ordering::Relaxed);
             let tmp = g.dir.join(format!("s{n}.tmp"));
             fs::create_dir(&tmp)?;
-            let mut state = State {
-                creation_time: now,
-                floor_seq: 0,
-                floor_last_ts: None,
-                floor_last_ingest: None,
-                segs: Vec::new(),
-                frozen: Vec::new(),
-                wal: None,
-                next_seq: 0,
-                first_ts: None,
-                last_ts: None,
-                last_ingest: None,
-                bytes: 0,
-                meta_bytes: 0,
-                deleted: false,
-            };
+            let mut state = State::new(now);
             state.persist_floor(&tmp, stream)?;
             let dir = g.dir.join(format!("s{n}"));
             fs::rename(&tmp, &dir)?;
@@ -664,16 +669,20 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn delete_stream(&self, group: &str, stream: &str) -> Result<()> {
-        let g = self.group(group).ok_or_else(|| no_stream(group, stream))?;
-        let s = wlock(&g.streams).remove(stream).ok_or_else(|| no_stream(group, stream))?;
+    /// Marks a stream deleted (whoever holds it finds it gone) and drops its bytes.
+    fn forget(&self, s: &Stream) {
         let mut st = lock(&s.state);
         st.deleted = true;
         self.disk.fetch_sub(st.bytes, Ordering::Relaxed);
         st.wal = None;
         st.frozen.clear();
         st.segs.clear();
-        drop(st);
+    }
+
+    pub(crate) fn delete_stream(&self, group: &str, stream: &str) -> Result<()> {
+        let g = self.group(group).ok_or_else(|| no_stream(group, stream))?;
+        let s = wlock(&g.streams).remove(stream).ok_or_else(|| no_stream(group, stream))?;
+        self.forget(&s);
         self.remove_dir(&s.dir)
     }
 
@@ -682,12 +691,7 @@ impl Inner {
         let mut streams = wlock(&g.streams);
         g.deleted.store(true, Ordering::Relaxed);
         for s in std::mem::take(&mut *streams).into_values() {
-            let mut st = lock(&s.state);
-            st.deleted = true;
-            self.disk.fetch_sub(st.bytes, Ordering::Relaxed);
-            st.wal = None;
-            st.frozen.clear();
-            st.segs.clear();
+            self.forget(&s);
         }
         drop(streams);
         self.remove_dir(&g.dir)
@@ -1261,20 +1265,12 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
     segs.sort_by_key(|s| s.first_seq);
     wals.sort();
     let mut state = State {
-        creation_time,
         floor_seq,
         floor_last_ts,
         floor_last_ingest,
         segs,
-        frozen: Vec::new(),
-        wal: None,
-        next_seq: 0,
-        first_ts: None,
-        last_ts: None,
-        last_ingest: None,
-        bytes: 0,
         meta_bytes: meta.len() as u64,
-        deleted: false,
+        ..State::new(creation_time)
     };
     let wal_count = wals.len();
     for (k, (first_seq, path)) in wals.into_iter().enumerate() {

@@ -14,6 +14,14 @@ fn small() -> Options {
     Options { disk_budget: None, segment_bytes: 4096 }
 }
 
+/// A store in a new directory with one stream, `G`/"s".
+fn with_stream(options: Options) -> (tempfile::TempDir, LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), options).unwrap();
+    store.create_stream(G, "s", 0).unwrap();
+    (dir, store)
+}
+
 fn fill(store: &LogStore, stream: &str, n: usize, ts0: i64) {
     let events: Vec<Event> =
         (0..n).map(|i| ev(ts0 + i as i64, &format!("{stream} line {i:05} {}", "x".repeat(i % 50)))).collect();
@@ -72,9 +80,7 @@ fn round_trip_and_metadata_survive_reopen() {
 
 #[test]
 fn paging_both_ways_with_repeating_end_cursors() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), small()).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (_dir, store) = with_stream(small());
     fill(&store, "s", 500, 1_000);
     // From the tail, backward.
     let mut page = read(&store, "s", None, false, false, 100);
@@ -116,9 +122,7 @@ fn paging_both_ways_with_repeating_end_cursors() {
 
 #[test]
 fn time_ranges() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), small()).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (_dir, store) = with_stream(small());
     fill(&store, "s", 1_000, 10_000);
     let p = store
         .read(G, "s", &Read { start: Some(10_100), end: Some(10_200), from_head: true, limit: 1000, ..Read::default() })
@@ -131,9 +135,7 @@ fn time_ranges() {
 
 #[test]
 fn dedup_by_seq_with_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), Options::default()).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (dir, store) = with_stream(Options::default());
     let batch: Vec<Event> = (0..5).map(|i| ev(i, &format!("m{i}"))).collect();
     assert_eq!(store.append(G, "s", &batch, Some(0), 1).unwrap(), Appended { stored: 5, duplicates: 0, next_seq: 5 });
     assert_eq!(
@@ -179,9 +181,7 @@ fn wal_of(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn crash_mid_append_leaves_no_partial_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), Options::default()).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (dir, store) = with_stream(Options::default());
     store.append(G, "s", &[ev(1, "one"), ev(2, "two")], Some(0), 1).unwrap();
     let wal = wal_of(dir.path());
     let good = std::fs::metadata(&wal).unwrap().len();
@@ -213,9 +213,7 @@ fn crash_mid_append_leaves_no_partial_event() {
 
 #[test]
 fn sealing_compresses_and_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), Options { disk_budget: None, segment_bytes: 64 << 10 }).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (dir, store) = with_stream(Options { disk_budget: None, segment_bytes: 64 << 10 });
     fill(&store, "s", 5_000, 0);
     store.inner.settle();
     let raw: usize = (0..5_000).map(|i| format!("s line {i:05} {}", "x".repeat(i % 50)).len()).sum();
@@ -331,9 +329,7 @@ fn scan_orders_across_streams_resumes_and_requires() {
 
 #[test]
 fn expire_hides_at_once_and_reclaims_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), small()).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (dir, store) = with_stream(small());
     fill(&store, "s", 2_000, 0);
     store.inner.settle();
     let before = store.disk_bytes();
@@ -474,9 +470,7 @@ fn concurrent_appends_to_different_streams() {
 
 #[test]
 fn block_filters_skip_without_losing_matches() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path(), Options { disk_budget: None, segment_bytes: 256 << 10 }).unwrap();
-    store.create_stream(G, "s", 0).unwrap();
+    let (_dir, store) = with_stream(Options { disk_budget: None, segment_bytes: 256 << 10 });
     let events: Vec<Event> = (0..20_000u64)
         .map(|i| {
             ev(
@@ -501,4 +495,30 @@ fn block_filters_skip_without_losing_matches() {
     let page =
         store.scan(G, &Scan { required: vec!["zz-absent".into()], limit: 10, ..Scan::default() }, &|_| true).unwrap();
     assert!(page.events.is_empty() && page.next.is_none());
+}
+
+#[test]
+fn crash_during_a_seal_loses_and_doubles_nothing() {
+    let (dir, store) = with_stream(Options { disk_budget: None, segment_bytes: 32 << 10 });
+    let wal = {
+        store.append(G, "s", &[ev(0, "first")], None, 1).unwrap();
+        let wal = wal_of(dir.path());
+        let copy = std::fs::read(&wal).unwrap();
+        (wal, copy)
+    };
+    fill(&store, "s", 2_000, 1);
+    store.inner.settle();
+    assert!(!wal.0.exists(), "sealed by now");
+    let before = read(&store, "s", None, true, true, 10_000).events;
+    drop(store);
+    // As if the seal had renamed its segment into place but not removed the open one yet,
+    // and a temporary file of another seal were left half-written.
+    std::fs::write(&wal.0, &wal.1).unwrap();
+    std::fs::write(wal.0.with_file_name("00000000000007d0.seg.tmp"), b"half").unwrap();
+    let store = LogStore::open(dir.path(), Options::default()).unwrap();
+    let after = read(&store, "s", None, true, true, 10_000).events;
+    assert_eq!(after, before);
+    assert_eq!(after.len(), 2_001);
+    assert!(!wal.0.exists() && !wal.0.with_file_name("00000000000007d0.seg.tmp").exists());
+    assert_eq!(store.disk_bytes(), store.stream(G, "s").unwrap().stored_bytes);
 }
