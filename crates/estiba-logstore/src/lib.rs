@@ -8,7 +8,9 @@
 //! Logs API. Streams are named as the API names them.
 //!
 //! Every method is synchronous and may block on disk: async callers use
-//! `tokio::task::spawn_blocking`. A [`LogStore`] is cheap to clone and safe to share.
+//! `tokio::task::spawn_blocking`. A [`LogStore`] is cheap to clone and safe to share; one
+//! background thread per store compresses full segments (the on-disk format is described in
+//! `format.rs`, the directory layout in `store.rs`).
 //!
 //! Ingest is idempotent when the sender numbers its events ([`LogStore::append`]'s `seq`): an
 //! agent that resends what it shipped before a crash (it resumes from a saved offset, which
@@ -110,6 +112,7 @@ pub struct Read {
     /// Read towards newer events (true) or older ones.
     pub forward: bool,
     pub from_head: bool,
+    /// At most this many events (0: 10,000, GetLogEvents' default).
     pub limit: usize,
 }
 
@@ -133,7 +136,9 @@ pub enum Streams {
     Prefix(String),
 }
 
-/// Where a scan stopped, to continue (FilterLogEvents' nextToken).
+/// Where a scan stopped, to continue (FilterLogEvents' nextToken). A scan that stops on
+/// `max_scanned_bytes` may return a cursor that names no event (after everything before a
+/// timestamp: `stream` is `"\u{10FFFF}"`, `seq` is `u64::MAX`); it is to be passed back as is.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ScanCursor {
     pub timestamp: i64,
@@ -153,7 +158,7 @@ pub struct Scan {
     pub required: Vec<String>,
     /// Continue after this event.
     pub after: Option<ScanCursor>,
-    /// At most this many matching events.
+    /// At most this many matching events (0: 10,000).
     pub limit: usize,
     /// Stop after examining this many bytes of messages (the page then ends with a cursor,
     /// as FilterLogEvents ends a page that searched for long).
@@ -238,7 +243,10 @@ impl LogStore {
     /// the events are numbered `seq, seq + 1, ...` by their sender and those the stream
     /// already holds (below its `next_seq`) are skipped; a `seq` beyond `next_seq` is taken
     /// as is (the sender lost events: the gap is not an error). Appends to one stream are
-    /// serialized; appends to different streams proceed in parallel.
+    /// serialized; appends to different streams proceed in parallel. Concurrent appends to
+    /// one stream share their disk syncs (group commit); numbered ones must still be sent in
+    /// order, one batch after the other (a later batch arriving first would make a gap, and
+    /// the earlier one would then be skipped as already held).
     pub fn append(&self, group: &str, stream: &str, events: &[Event], seq: Option<u64>, now: i64) -> Result<Appended> {
         self.inner.append(group, stream, events, seq, now)
     }
