@@ -435,6 +435,7 @@ fn names_with_odd_characters() {
 fn concurrent_appends_to_different_streams() {
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open(dir.path(), small()).unwrap();
+    // 900 batches in all: fewer than the tail keeps (1,024), so no receiver lags here.
     let mut rx = store.subscribe();
     std::thread::scope(|scope| {
         for t in 0..4 {
@@ -442,22 +443,28 @@ fn concurrent_appends_to_different_streams() {
             scope.spawn(move || {
                 let name = format!("s{t}");
                 store.ensure_stream(G, &name, 0).unwrap();
-                for i in 0..200 {
+                for i in 0..150 {
                     store.append(G, &name, &[ev(i, &format!("{name} {i}"))], Some(i as u64), 1).unwrap();
                 }
             });
         }
-        let store = store.clone();
-        scope.spawn(move || {
-            store.ensure_stream(G, "shared", 0).unwrap();
-            for i in 0..200 {
-                store.append(G, "shared", &[ev(i, "x")], None, 1).unwrap();
-            }
-        });
+        store.ensure_stream(G, "shared", 0).unwrap();
+        for t in 0..3 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in 0..100 {
+                    store.append(G, "shared", &[ev(i, &format!("{t} {i}")), ev(i, "+")], None, 1).unwrap();
+                }
+            });
+        }
     });
+    // Three appenders to one stream (sharing syncs): every event, each batch whole.
+    let shared = read(&store, "shared", None, true, true, 10_000).events;
+    assert_eq!(shared.len(), 600);
+    assert!(shared.iter().enumerate().all(|(i, e)| e.seq == i as u64 && (e.message == "+") == (i % 2 == 1)));
     for t in 0..4 {
         let p = read(&store, &format!("s{t}"), None, true, true, 1000);
-        assert_eq!(p.events.len(), 200);
+        assert_eq!(p.events.len(), 150);
         assert!(p.events.iter().enumerate().all(|(i, e)| e.message == format!("s{t} {i}")));
     }
     let mut n = 0;
@@ -465,7 +472,7 @@ fn concurrent_appends_to_different_streams() {
         assert_eq!(&*tail.group, G);
         n += tail.events.len();
     }
-    assert_eq!(n, 1000);
+    assert_eq!(n, 600 + 600);
 }
 
 #[test]
@@ -521,4 +528,10 @@ fn crash_during_a_seal_loses_and_doubles_nothing() {
     assert_eq!(after.len(), 2_001);
     assert!(!wal.0.exists() && !wal.0.with_file_name("00000000000007d0.seg.tmp").exists());
     assert_eq!(store.disk_bytes(), store.stream(G, "s").unwrap().stored_bytes);
+}
+
+#[test]
+fn the_store_is_shareable_across_threads_and_tasks() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<LogStore>();
 }
