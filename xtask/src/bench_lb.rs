@@ -99,7 +99,9 @@ impl Peer {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -128,7 +130,8 @@ fn wait_answers(name: &str, port: u16) -> Result<()> {
 }
 
 fn spawn(name: &'static str, port: u16, cmd: &mut Command) -> Result<Peer> {
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().with_context(|| format!("starting {name}"))?;
+    let child =
+        cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().with_context(|| format!("starting {name}"))?;
     let peer = Peer { name, port, child };
     wait_answers(name, port)?;
     Ok(peer)
@@ -189,7 +192,8 @@ fn idle_cost(peer: &Peer, n: usize) -> Result<f64> {
     let mut conns = Vec::with_capacity(n);
     let mut buf = [0u8; 4096];
     for _ in 0..n {
-        let mut s = TcpStream::connect(("127.0.0.1", peer.port)).with_context(|| format!("connecting to {}", peer.name))?;
+        let mut s =
+            TcpStream::connect(("127.0.0.1", peer.port)).with_context(|| format!("connecting to {}", peer.name))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
         let mut got = Vec::new();
@@ -233,12 +237,19 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
     let lb_bin = PathBuf::from(std::env::var_os("LB_BENCH_BIN").context("LB_BENCH_BIN")?);
     let nginx = |name: &'static str, port: u16, server: String| -> Result<Peer> {
         let conf = nginx_conf(work, name, &server)?;
-        spawn(name, port, Command::new("nginx").arg("-p").arg(work.join(name)).arg("-e").arg("stderr").arg("-c").arg(conf))
+        spawn(
+            name,
+            port,
+            Command::new("nginx").arg("-p").arg(work.join(name)).arg("-e").arg("stderr").arg("-c").arg(conf),
+        )
     };
     let backend = nginx(
         "backend",
         BACKEND,
-        format!("  server {{ listen 127.0.0.1:{BACKEND}; location / {{ default_type text/plain; return 200 \"{}\"; }} }}", BODY.escape_default()),
+        format!(
+            "  server {{ listen 127.0.0.1:{BACKEND}; location / {{ default_type text/plain; return 200 \"{}\"; }} }}",
+            BODY.escape_default()
+        ),
     )?;
     let estiba = start_lb("estiba-lb", &lb_bin, 18081)?;
     let haproxy_cfg = work.join("haproxy.cfg");
@@ -277,7 +288,10 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
     for round in 0..rounds {
         for (i, p) in peers.iter().enumerate() {
             let r = wrk(p.port, seconds)?;
-            eprintln!("round {round}: {:<10} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}", p.name, r.rps, r.p50_ms, r.p99_ms, r.errors);
+            eprintln!(
+                "round {round}: {:<10} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                p.name, r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
             runs[i].push(r);
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -287,7 +301,10 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
     for _ in 0..rounds {
         for (i, p) in peers.iter().enumerate() {
             let r = wrk_with(p.port, seconds.div_ceil(2), 1)?;
-            eprintln!("one connection: {:<10} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms", p.name, r.rps, r.p50_ms, r.p99_ms);
+            eprintln!(
+                "one connection: {:<10} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+                p.name, r.rps, r.p50_ms, r.p99_ms
+            );
             single[i].push(r);
         }
     }
@@ -304,9 +321,11 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
     let single_p50 = |i: usize| median(single[i].iter().map(|w| w.p50_ms).collect());
     md.push_str("| | req/s | p50 | p99 | added p50 | p50, one connection | added p50, one connection | KiB per idle connection | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, p) in peers.iter().enumerate() {
-        let added = if i == 0 { "—".to_string() } else { format!("{:.0} µs", (med(i, |w| w.p50_ms) - base_p50) * 1000.0) };
+        let added =
+            if i == 0 { "—".to_string() } else { format!("{:.0} µs", (med(i, |w| w.p50_ms) - base_p50) * 1000.0) };
         let kib = if i == 0 { "—".to_string() } else { format!("{:.1}", mem[i - 1]) };
-        let added1 = if i == 0 { "—".to_string() } else { format!("{:.0} µs", (single_p50(i) - single_p50(0)) * 1000.0) };
+        let added1 =
+            if i == 0 { "—".to_string() } else { format!("{:.0} µs", (single_p50(i) - single_p50(0)) * 1000.0) };
         let errors: u64 = runs[i].iter().map(|w| w.errors).sum();
         md.push_str(&format!(
             "| {} | {:.0} | {:.3} ms | {:.3} ms | {added} | {:.3} ms | {added1} | {kib} | {errors} |\n",
@@ -324,7 +343,8 @@ fn measure(work: &Path, rounds: usize, seconds: u64, idle: usize) -> Result<Stri
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
     for (i, p) in peers.iter().enumerate() {
-        let rs: Vec<String> = runs[i].iter().map(|w| format!("{:.0} / {:.3} / {:.3}", w.rps, w.p50_ms, w.p99_ms)).collect();
+        let rs: Vec<String> =
+            runs[i].iter().map(|w| format!("{:.0} / {:.3} / {:.3}", w.rps, w.p50_ms, w.p99_ms)).collect();
         md.push_str(&format!("- {}: {}\n", p.name, rs.join("; ")));
     }
     Ok(md)

@@ -547,12 +547,10 @@ mod tests {
         // A claim written after its task (a transaction of its own) is followed too.
         store.txn(Txn::new().then(Op::put(keys::task(&s, "c", "t4"), json(&task("t4"))))).await.unwrap();
         store
-            .txn(
-                Txn::new().then(Op::put(
-                    keys::claim("n1", &s, "c", "t4"),
-                    json(&Claim { node: "n1".into(), public_ip: true, ..Default::default() }),
-                )),
-            )
+            .txn(Txn::new().then(Op::put(
+                keys::claim("n1", &s, "c", "t4"),
+                json(&Claim { node: "n1".into(), public_ip: true, ..Default::default() }),
+            )))
             .await
             .unwrap();
         let with4 = next(&mut rx).await;

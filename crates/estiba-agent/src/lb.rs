@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use estiba_core::telemetry::{LbMetrics, Telemetry, TargetHealthChange};
+use estiba_core::telemetry::{LbMetrics, TargetHealthChange, Telemetry};
 use estiba_lb::TargetHealthReport;
 use tokio::sync::{broadcast, watch};
 
@@ -114,7 +114,8 @@ fn send_metrics(shared: &Shared, lb: &estiba_lb::Lb, node: &str) {
     if m.load_balancers.is_empty() && m.target_groups.is_empty() {
         return;
     }
-    let named = |c: &estiba_lb::Counts| serde_json::from_value(serde_json::to_value(c).unwrap_or_default()).unwrap_or_default();
+    let named =
+        |c: &estiba_lb::Counts| serde_json::from_value(serde_json::to_value(c).unwrap_or_default()).unwrap_or_default();
     let report = LbMetrics {
         node: node.to_owned(),
         timestamp: std::time::SystemTime::now()

@@ -61,7 +61,8 @@ pub struct Probes<'a> {
 
 impl Probes<'_> {
     /// No health check, no protection, no load balancer.
-    pub const NONE: Probes<'static> = Probes { checked: &|_| false, protected: &|_| false, lb: &|_| LbHealth::NotBehind };
+    pub const NONE: Probes<'static> =
+        Probes { checked: &|_| false, protected: &|_| false, lb: &|_| LbHealth::NotBehind };
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -219,8 +220,7 @@ pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings:
     // the grace period.
     let mut stopping: Vec<&Task> = Vec::new();
     for t in &wanted {
-        let past_grace =
-            task::last_status(t) == Status::Running && t.started_at.is_some_and(|at| now - at >= grace);
+        let past_grace = task::last_status(t) == Status::Running && t.started_at.is_some_and(|at| now - at >= grace);
         if !past_grace {
             continue;
         }
@@ -678,7 +678,13 @@ mod tests {
         let tasks: Vec<Task> = (0..3).map(|i| t(i, "ecs-svc/2", "RUNNING", Some(0.0))).collect();
         let refs: Vec<&Task> = tasks.iter().collect();
         let guarded = |t: &Task| t.task_arn.as_deref() != Some("arn:t/ecs-svc/2/1");
-        let p = plan(&s, &refs, &Probes { protected: &guarded, ..Probes::NONE }, 100.0, &Settings { unchecked_healthy_after: 0.0 });
+        let p = plan(
+            &s,
+            &refs,
+            &Probes { protected: &guarded, ..Probes::NONE },
+            100.0,
+            &Settings { unchecked_healthy_after: 0.0 },
+        );
         assert_eq!(p.stop.iter().map(|x| x.task_arn.as_str()).collect::<Vec<_>>(), ["arn:t/ecs-svc/2/1"]);
         // A rollout leaves a protected old task running, and does not complete meanwhile.
         let s = svc(1, 100, 200);
@@ -729,7 +735,12 @@ mod tests {
         assert_eq!(p.stop[0].task_arn, "arn:t/ecs-svc/2/10");
         assert_eq!(p.stop[0].reason, format!("Task failed ELB health checks in (target-group {tg})"));
         let event = p.service.events.as_ref().unwrap()[0].message.clone().unwrap();
-        assert!(event.contains(&format!("(port 80) is unhealthy in (target-group {tg}) due to (reason Health checks failed).")), "{event}");
+        assert!(
+            event.contains(&format!(
+                "(port 80) is unhealthy in (target-group {tg}) due to (reason Health checks failed)."
+            )),
+            "{event}"
+        );
         // Such a stop is a failure of its deployment (the circuit breaker counts it).
         let mut stopped = all[1].clone();
         stopped.last_status = Some("STOPPED".into());

@@ -265,15 +265,23 @@ mod tests {
         assert_eq!(lb, "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/50dc6c495c0c9188");
         assert_eq!(key_of_arn(&lb).unwrap(), "elbv2/000000000000/us-east-1/load-balancers/web");
         let l = listener_arn(&lb, "f2f7dc8efc522ab2");
-        assert_eq!(l, "arn:aws:elasticloadbalancing:us-east-1:000000000000:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2");
+        assert_eq!(
+            l,
+            "arn:aws:elasticloadbalancing:us-east-1:000000000000:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2"
+        );
         assert_eq!(key_of_arn(&l).unwrap(), "elbv2/000000000000/us-east-1/listeners/web/f2f7dc8efc522ab2");
         let r = rule_arn(&l, "9683b2d02a6cabee");
         assert!(r.contains(":listener-rule/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee"));
         assert_eq!(key_of_arn(&r).unwrap(), "elbv2/000000000000/us-east-1/rules/web/f2f7dc8efc522ab2/9683b2d02a6cabee");
         let tg = target_group_arn(&scope, "api", "73e2d6bc24d8a067");
         assert_eq!(key_of_arn(&tg).unwrap(), "elbv2/000000000000/us-east-1/target-groups/api");
-        for bad in ["", "arn:aws:ecs:us-east-1:0:cluster/x", "arn:aws:elasticloadbalancing:us-east-1:0:loadbalancer/app/web",
-            "arn:aws:elasticloadbalancing:us-east-1:0:targetgroup//x", "arn:aws:elasticloadbalancing:us-east-1:0:thing/a/b"] {
+        for bad in [
+            "",
+            "arn:aws:ecs:us-east-1:0:cluster/x",
+            "arn:aws:elasticloadbalancing:us-east-1:0:loadbalancer/app/web",
+            "arn:aws:elasticloadbalancing:us-east-1:0:targetgroup//x",
+            "arn:aws:elasticloadbalancing:us-east-1:0:thing/a/b",
+        ] {
             assert_eq!(key_of_arn(bad), None, "{bad}");
         }
     }

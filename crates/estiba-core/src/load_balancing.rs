@@ -162,14 +162,20 @@ mod tests {
         );
         let inst = |_: &str| Some(GroupFacts { target_type: TargetTypeEnum::Instance, attached: true });
         assert!(check_target_groups(&[lb(80)], NetworkMode::Bridge, &inst).is_ok());
-        assert!(check_target_groups(&[lb(80)], NetworkMode::Awsvpc, &inst).unwrap_err().message.contains("target type instance"));
+        assert!(check_target_groups(&[lb(80)], NetworkMode::Awsvpc, &inst)
+            .unwrap_err()
+            .message
+            .contains("target type instance"));
         let loose = |_: &str| Some(GroupFacts { target_type: TargetTypeEnum::Ip, attached: false });
         assert_eq!(
             check_target_groups(&[lb(80)], NetworkMode::Awsvpc, &loose).unwrap_err().message,
             format!("The target group with targetGroupArn {TG} does not have an associated load balancer.")
         );
         let none = |_: &str| None;
-        assert!(check_target_groups(&[lb(80)], NetworkMode::Awsvpc, &none).unwrap_err().message.contains("Unable to find"));
+        assert!(check_target_groups(&[lb(80)], NetworkMode::Awsvpc, &none)
+            .unwrap_err()
+            .message
+            .contains("Unable to find"));
         assert!(check_target_groups(&[lb(80), lb(80)], NetworkMode::Awsvpc, &ip).is_err());
         assert!(check_target_groups(&[lb(80), lb(81)], NetworkMode::Awsvpc, &ip).is_ok());
     }
@@ -196,10 +202,7 @@ mod tests {
             }]),
             ..Default::default()
         }]);
-        assert_eq!(
-            target_of(&t, &lb(80), TargetTypeEnum::Instance, Some("i-0123")),
-            Some(("i-0123".into(), 32768))
-        );
+        assert_eq!(target_of(&t, &lb(80), TargetTypeEnum::Instance, Some("i-0123")), Some(("i-0123".into(), 32768)));
         assert_eq!(target_of(&t, &lb(81), TargetTypeEnum::Instance, Some("i-0123")), None);
         assert_eq!(target_of(&t, &lb(80), TargetTypeEnum::Instance, None), None);
     }
@@ -217,12 +220,10 @@ mod tests {
         assert_eq!(combine(&[]), LbHealth::NotBehind);
         assert_eq!(combine(&[g(true, Some(TargetHealthStateEnum::Healthy))]), LbHealth::Healthy);
         assert_eq!(combine(&[g(true, Some(TargetHealthStateEnum::Unavailable))]), LbHealth::Healthy);
-        assert_eq!(
-            combine(&[g(true, Some(TargetHealthStateEnum::Healthy)), g(false, None)]),
-            LbHealth::Pending
-        );
+        assert_eq!(combine(&[g(true, Some(TargetHealthStateEnum::Healthy)), g(false, None)]), LbHealth::Pending);
         assert_eq!(combine(&[g(true, Some(TargetHealthStateEnum::Initial))]), LbHealth::Pending);
-        let sick = combine(&[g(true, Some(TargetHealthStateEnum::Healthy)), g(true, Some(TargetHealthStateEnum::Unhealthy))]);
+        let sick =
+            combine(&[g(true, Some(TargetHealthStateEnum::Healthy)), g(true, Some(TargetHealthStateEnum::Unhealthy))]);
         assert_eq!(
             sick,
             LbHealth::Unhealthy {

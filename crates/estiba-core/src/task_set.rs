@@ -116,7 +116,14 @@ pub struct NewTaskSet<'a> {
 }
 
 /// Validates CreateTaskSet and builds the task set (ACTIVE, STABILIZING).
-pub fn create(scope: &Scope, cluster: &str, svc: &Service, n: NewTaskSet, ids: &mut dyn Ids, now: Now) -> Result<TaskSet> {
+pub fn create(
+    scope: &Scope,
+    cluster: &str,
+    svc: &Service,
+    n: NewTaskSet,
+    ids: &mut dyn Ids,
+    now: Now,
+) -> Result<TaskSet> {
     let NewTaskSet { req, td, launch, existing } = n;
     require_external(svc)?;
     if existing >= MAX_PER_SERVICE {
@@ -156,8 +163,12 @@ pub fn create(scope: &Scope, cluster: &str, svc: &Service, n: NewTaskSet, ids: &
         updated_at: Some(now),
         launch_type: strategy.is_none().then_some(launch.launch_type),
         capacity_provider_strategy: strategy,
-        platform_version: fargate
-            .then(|| req.platform_version.clone().filter(|p| p != "LATEST").unwrap_or_else(|| task::FARGATE_PLATFORM_VERSION.into())),
+        platform_version: fargate.then(|| {
+            req.platform_version
+                .clone()
+                .filter(|p| p != "LATEST")
+                .unwrap_or_else(|| task::FARGATE_PLATFORM_VERSION.into())
+        }),
         platform_family: fargate.then(|| "Linux".into()),
         network_configuration: req.network_configuration.clone(),
         load_balancers: Some(lbs),
@@ -192,7 +203,13 @@ pub fn set_primary(svc: &mut Service, sets: &mut [TaskSet], id_: &str, now: Now)
         bail!(invalid, "The task set {id_} is DRAINING and cannot become the primary task set.");
     }
     for (j, t) in sets.iter_mut().enumerate() {
-        let wanted = if j == i { PRIMARY } else if status(t) == PRIMARY { ACTIVE } else { continue };
+        let wanted = if j == i {
+            PRIMARY
+        } else if status(t) == PRIMARY {
+            ACTIVE
+        } else {
+            continue;
+        };
         if status(t) != wanted {
             t.status = Some(wanted.into());
             t.updated_at = Some(now);
@@ -370,8 +387,8 @@ mod tests {
     use super::*;
     use crate::ids::SeqIds;
     use estiba_api::ecs::{
-        AwsVpcConfiguration, CreateServiceRequest, CreateTaskSetRequest, DeploymentController, DeploymentControllerType,
-        ErrorCode, LoadBalancer, NetworkConfiguration,
+        AwsVpcConfiguration, CreateServiceRequest, CreateTaskSetRequest, DeploymentController,
+        DeploymentControllerType, ErrorCode, LoadBalancer, NetworkConfiguration,
     };
 
     const NOW: Now = 1000.0;
@@ -399,7 +416,10 @@ mod tests {
             task_definition: "web".into(),
             external_id: Some("blue".into()),
             network_configuration: Some(NetworkConfiguration {
-                awsvpc_configuration: Some(AwsVpcConfiguration { subnets: vec!["subnet-1".into()], ..Default::default() }),
+                awsvpc_configuration: Some(AwsVpcConfiguration {
+                    subnets: vec!["subnet-1".into()],
+                    ..Default::default()
+                }),
             }),
             load_balancers: Some(lbs),
             scale: scale.map(|value| Scale { value, unit: None }),
@@ -496,7 +516,10 @@ mod tests {
         set_primary(&mut s, &mut sets, "ecs-svc/2000000000000000000", 3.0).unwrap();
         assert_eq!((status(&sets[0]), status(&sets[1])), (ACTIVE, PRIMARY));
         assert_eq!(s.load_balancers, Some(vec![]));
-        assert_eq!(set_primary(&mut s, &mut sets, "ecs-svc/1", 3.0).unwrap_err().code, ErrorCode::TaskSetNotFoundException);
+        assert_eq!(
+            set_primary(&mut s, &mut sets, "ecs-svc/1", 3.0).unwrap_err().code,
+            ErrorCode::TaskSetNotFoundException
+        );
 
         update_scale(&mut sets[1], &Scale { value: 50.0, unit: None }, &s, 4.0).unwrap();
         assert_eq!(sets[1].computed_desired_count, 1);
@@ -565,7 +588,10 @@ mod tests {
 
         // A task not yet healthy in its target group keeps it stabilizing.
         let pending = Probes { lb: &|_| LbHealth::Pending, grace: 0.0 };
-        assert_eq!(plan(&ts, 2, &[&a, &b], &pending, NOW).task_set.stability_status, Some(StabilityStatus::Stabilizing));
+        assert_eq!(
+            plan(&ts, 2, &[&a, &b], &pending, NOW).task_set.stability_status,
+            Some(StabilityStatus::Stabilizing)
+        );
         // An unhealthy one is replaced.
         let unhealthy = Probes {
             lb: &|t: &Task| {

@@ -13,8 +13,8 @@ pub fn scope() -> Scope {
 
 /// Revision `rev` of the Fargate family `web`: one container `app` with these container ports.
 pub fn fargate_td(rev: i32, ports: &[i32]) -> TaskDefinition {
-    let port_mappings =
-        (!ports.is_empty()).then(|| ports.iter().map(|p| PortMapping { container_port: Some(*p), ..Default::default() }).collect());
+    let port_mappings = (!ports.is_empty())
+        .then(|| ports.iter().map(|p| PortMapping { container_port: Some(*p), ..Default::default() }).collect());
     let req = RegisterTaskDefinitionRequest {
         family: "web".into(),
         network_mode: Some(NetworkMode::Awsvpc),

@@ -29,12 +29,12 @@ use estiba_api::ecs::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::bail;
 use crate::deploy::{self, Plan, Probes, Settings, Stop};
 use crate::error::{EcsError, Result};
 use crate::ids::Now;
 use crate::service;
 use crate::task::{self, Status};
-use crate::bail;
 
 /// A PAUSE hook met on the walk: the hook stage it belongs to, the traffic step it paused
 /// (production traffic shifts pause once per step), and its detail as DescribeServiceDeployments
@@ -231,7 +231,10 @@ pub fn check_configuration(
     }
     if strategy == DeploymentStrategy::Rolling {
         if c.lifecycle_hooks.as_ref().is_some_and(|h| !h.is_empty()) {
-            bail!(invalid, "Lifecycle hooks are supported only with the BLUE_GREEN, LINEAR and CANARY deployment strategies.");
+            bail!(
+                invalid,
+                "Lifecycle hooks are supported only with the BLUE_GREEN, LINEAR and CANARY deployment strategies."
+            );
         }
         return Ok(());
     }
@@ -286,7 +289,8 @@ pub fn check_configuration(
 /// to the primary or the alternate target group and to nothing else.
 pub fn check_rule_forwards(rule_arn: &str, lb: &LoadBalancer, forwards: &[&str]) -> Result<()> {
     let tg = lb.target_group_arn.as_deref().unwrap_or_default();
-    let alt = lb.advanced_configuration.as_ref().and_then(|a| a.alternate_target_group_arn.as_deref()).unwrap_or_default();
+    let alt =
+        lb.advanced_configuration.as_ref().and_then(|a| a.alternate_target_group_arn.as_deref()).unwrap_or_default();
     if forwards.is_empty() || forwards.iter().any(|g| *g != tg && *g != alt) {
         bail!(
             invalid,
@@ -401,7 +405,9 @@ fn pause_hooks(c: &DeploymentConfiguration, t: &mut Traffic, now: Now) -> std::r
 /// action; CONTINUE lets the walk go on, ROLLBACK rolls the deployment back.
 pub fn continue_hook(t: &mut Traffic, hook_id: &str, action: DeploymentLifecycleHookAction) -> Result<()> {
     let Some(h) = t.hooks.iter_mut().find(|h| h.detail.hook_id.as_deref() == Some(hook_id)) else {
-        return Err(EcsError::invalid(format!("The lifecycle hook {hook_id} was not found in the service deployment.")));
+        return Err(EcsError::invalid(format!(
+            "The lifecycle hook {hook_id} was not found in the service deployment."
+        )));
     };
     if h.detail.status != Some(DeploymentLifecycleHookStatus::AwaitingAction) || t.done {
         return Err(EcsError::invalid(format!(
@@ -423,7 +429,14 @@ fn deployment_of(t: &Task) -> &str {
 /// Plans one pass for a REPLICA service whose strategy shifts traffic, given its traffic
 /// document (none before its first such deployment). The plan's `traffic` is the document
 /// after the pass.
-pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings: &Settings, doc: Option<&Traffic>) -> Plan {
+pub fn plan(
+    svc: &Service,
+    tasks: &[&Task],
+    probes: &Probes,
+    now: Now,
+    settings: &Settings,
+    doc: Option<&Traffic>,
+) -> Plan {
     let status = service::status(svc);
     let Some(primary) = service::primary(svc).and_then(|p| p.id.clone()) else {
         let mut p = deploy::plan(svc, tasks, probes, now, settings);
@@ -438,7 +451,8 @@ pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings:
     let lbs = svc.load_balancers.clone().unwrap_or_default();
     let config = svc.deployment_configuration.clone().unwrap_or_default();
     let wanted = |t: &Task| task::last_status(t) != Status::Stopped && !task::desired_stopped(t);
-    let old_live: Vec<&str> = tasks.iter().filter(|t| wanted(t) && deployment_of(t) != primary).map(|t| deployment_of(t)).collect();
+    let old_live: Vec<&str> =
+        tasks.iter().filter(|t| wanted(t) && deployment_of(t) != primary).map(|t| deployment_of(t)).collect();
 
     let mut t = doc.cloned().unwrap_or_default();
     // Deployments gone from the service keep no groups.
@@ -489,11 +503,7 @@ pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings:
     let green_groups = groups_of(&primary);
     // Tasks no traffic can reach (not in the green groups, nor blue's while the walk is on)
     // are stopped at once; the planner sees them as already asked to.
-    let serving = |d: &str| {
-        d == primary
-            || groups_of(d) == green_groups
-            || (!t.done && t.source.as_deref() == Some(d))
-    };
+    let serving = |d: &str| d == primary || groups_of(d) == green_groups || (!t.done && t.source.as_deref() == Some(d));
     let mut stops: Vec<Stop> = Vec::new();
     let mut adjusted: Vec<Task> = Vec::new();
     for task in tasks {
@@ -508,10 +518,8 @@ pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings:
             adjusted.push(s);
         }
     }
-    let view: Vec<&Task> = tasks
-        .iter()
-        .map(|task| adjusted.iter().find(|a| a.task_arn == task.task_arn).unwrap_or(task))
-        .collect();
+    let view: Vec<&Task> =
+        tasks.iter().map(|task| adjusted.iter().find(|a| a.task_arn == task.task_arn).unwrap_or(task)).collect();
 
     if t.done {
         let mut p = deploy::plan(svc, &view, probes, now, settings);
@@ -839,7 +847,12 @@ mod tests {
         s.deployments.as_mut().unwrap()[0].status = Some("ACTIVE".into());
         s.deployments.as_mut().unwrap().insert(
             0,
-            Deployment { id: Some("ecs-svc/3".into()), status: Some("PRIMARY".into()), desired_count: 2, ..Default::default() },
+            Deployment {
+                id: Some("ecs-svc/3".into()),
+                status: Some("PRIMARY".into()),
+                desired_count: 2,
+                ..Default::default()
+            },
         );
         w.svc = s;
         w.pass(1.0);

@@ -40,7 +40,10 @@ fn main() {
                     arn: "default".into(),
                     priority: None,
                     conditions: vec![],
-                    action: Action::Forward { groups: vec![WeightedGroup { arn: "tg".into(), weight: 1 }], stickiness: None },
+                    action: Action::Forward {
+                        groups: vec![WeightedGroup { arn: "tg".into(), weight: 1 }],
+                        stickiness: None,
+                    },
                 }],
             }],
         }],

@@ -145,7 +145,10 @@ impl Group {
     }
 
     /// Reports of every target, and publishes those that changed since last published.
-    pub(crate) fn reports(&self, publish: Option<&tokio::sync::broadcast::Sender<TargetHealthReport>>) -> Vec<TargetHealthReport> {
+    pub(crate) fn reports(
+        &self,
+        publish: Option<&tokio::sync::broadcast::Sender<TargetHealthReport>>,
+    ) -> Vec<TargetHealthReport> {
         let v = self.view.load();
         v.entries
             .iter()
@@ -229,13 +232,22 @@ impl Group {
 }
 
 impl View {
-    fn build(tg: &TargetGroup, states: &[Arc<TargetState>], key: &std::collections::hash_map::RandomState, used: bool) -> View {
+    fn build(
+        tg: &TargetGroup,
+        states: &[Arc<TargetState>],
+        key: &std::collections::hash_map::RandomState,
+        used: bool,
+    ) -> View {
         let hc = &tg.health;
         let entries = tg
             .targets
             .iter()
             .map(|t| {
-                let state = states.iter().find(|s| s.addr == t.addr).cloned().unwrap_or_else(|| Arc::new(TargetState::new(t.addr)));
+                let state = states
+                    .iter()
+                    .find(|s| s.addr == t.addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(TargetState::new(t.addr)));
                 let ip = u32::from(*t.addr.ip());
                 let m = mac(key, &[tg.arn.as_bytes(), &ip.to_be_bytes(), &t.addr.port().to_be_bytes()]);
                 let cookie = format!("{m:016x}{ip:08x}{:04x}", t.addr.port());

@@ -120,9 +120,18 @@ impl Machine {
 }
 
 /// The state, reason and description reported for a target, the table's facts first.
-pub(crate) fn report(m: &Machine, draining: bool, enabled: bool, used: bool) -> (HealthState, Option<&'static str>, Option<String>) {
+pub(crate) fn report(
+    m: &Machine,
+    draining: bool,
+    enabled: bool,
+    used: bool,
+) -> (HealthState, Option<&'static str>, Option<String>) {
     if draining {
-        (HealthState::Draining, Some("Target.DeregistrationInProgress"), Some("Target deregistration is in progress".into()))
+        (
+            HealthState::Draining,
+            Some("Target.DeregistrationInProgress"),
+            Some("Target deregistration is in progress".into()),
+        )
     } else if !used {
         (
             HealthState::Unused,
@@ -203,7 +212,8 @@ async fn http_probe<T>(spec: &ProbeSpec, addr: SocketAddrV4, io: T) -> Probe
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let Ok((mut send, conn)) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(io).await
+    let Ok((mut send, conn)) =
+        hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(io).await
     else {
         return Probe::Failed;
     };

@@ -34,9 +34,9 @@ use tokio::net::TcpStream;
 
 use crate::group::{Group, GROUP_COOKIE, TARGET_COOKIE};
 use crate::metrics::{Active, Counters};
-use crate::rules::{all_match, Matcher, Subject};
-use crate::table::{Action, LoadBalancer, Listener, ListenerProtocol};
 use crate::pool::{Pooled, SendError};
+use crate::rules::{all_match, Matcher, Subject};
+use crate::table::{Action, Listener, ListenerProtocol, LoadBalancer};
 use crate::{Error, Inner, LbCounters, ListenerConfig, Slot};
 
 pub(crate) type Body = Either<Pooled, Full<Bytes>>;
@@ -201,7 +201,10 @@ impl hyper::body::Body for Tracked {
     type Data = Bytes;
     type Error = <Body as hyper::body::Body>::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -216,7 +219,14 @@ impl hyper::body::Body for Tracked {
 
 type Svc = Pin<Box<dyn std::future::Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
 
-pub(crate) async fn serve(inner: Arc<Inner>, slot: Arc<Slot>, cfg: Arc<ListenerConfig>, tcp: TcpStream, peer: SocketAddr, port: u16) {
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    cfg: Arc<ListenerConfig>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+) {
     let _ = tcp.set_nodelay(true);
     let lb = cfg.lb.clone();
     let _active = Active::new(&lb.counters.active_connections, &lb.counters.new_connections);
@@ -406,7 +416,11 @@ async fn tunnel_plain(mut down: Counted<TcpStream>, up: hyper::upgrade::OnUpgrad
 
 /// Serves `conn` until it ends or the listener leaves the table; then `graceful` makes it
 /// finish what is in flight and close.
-async fn drive<C: std::future::Future>(conn: C, graceful: impl FnOnce(Pin<&mut C>), mut closing: tokio::sync::watch::Receiver<bool>) {
+async fn drive<C: std::future::Future>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::pin!(conn);
     let closed = async move {
         loop {
@@ -564,7 +578,9 @@ async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) 
 
 fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
 }
 
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -601,7 +617,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty() && ![&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k)))
+        .filter(|t| {
+            !t.is_empty() && ![&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k))
+        })
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for n in named {
@@ -667,7 +685,11 @@ fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 
 /// AWS's redirect: each part with `#{protocol}`, `#{host}`, `#{port}`, `#{path}` (without its
 /// leading `/`) and `#{query}` replaced by the request's.
-fn redirect(c: &Conn, parts: &hyper::http::request::Parts, [protocol, host, port, path, query]: [&String; 5]) -> String {
+fn redirect(
+    c: &Conn,
+    parts: &hyper::http::request::Parts,
+    [protocol, host, port, path, query]: [&String; 5],
+) -> String {
     let req_host = parts
         .headers
         .get(header::HOST)

@@ -170,7 +170,10 @@ struct State {
 
 enum Rt {
     /// A current-thread runtime driven by a thread of its own until `stop` fires.
-    Thread { stop: Option<tokio::sync::oneshot::Sender<()>>, thread: Option<std::thread::JoinHandle<()>> },
+    Thread {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
     Multi(Option<tokio::runtime::Runtime>),
 }
 
@@ -253,7 +256,9 @@ impl Lb {
             let counters = st
                 .lbs
                 .entry(lb.arn.clone())
-                .or_insert_with(|| Arc::new(LbCounters { dimension: lb.dimension.clone(), counters: Counters::default() }))
+                .or_insert_with(|| {
+                    Arc::new(LbCounters { dimension: lb.dimension.clone(), counters: Counters::default() })
+                })
                 .clone();
             for l in &lb.listeners {
                 let cfg = match http::compile(lb, l, counters.clone(), &st.groups) {
@@ -302,8 +307,12 @@ impl Lb {
         let slot = Arc::new(Slot { cfg: ArcSwap::new(cfg), closing: watch::channel(false).0 });
         let task = match transport {
             Transport::Tcp => {
-                let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-                    .map_err(err)?;
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )
+                .map_err(err)?;
                 s.set_reuse_address(true).map_err(err)?;
                 s.set_nonblocking(true).map_err(err)?;
                 s.bind(&addr.into()).map_err(err)?;
@@ -347,7 +356,11 @@ impl Lb {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         MetricsSnapshot {
             load_balancers: st.lbs.values().map(|l| (l.dimension.clone(), l.counters.snapshot())).collect(),
-            target_groups: st.groups.values().map(|g| (g.group.dimension.clone(), g.group.counters.snapshot())).collect(),
+            target_groups: st
+                .groups
+                .values()
+                .map(|g| (g.group.dimension.clone(), g.group.counters.snapshot()))
+                .collect(),
         }
     }
 

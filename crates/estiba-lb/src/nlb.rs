@@ -120,7 +120,15 @@ pub(crate) async fn udp(inner: Arc<Inner>, slot: Arc<Slot>, sock: UdpSocket) {
             let last_ms = Arc::new(AtomicU64::new(now));
             Counters::inc(&lb.new_flows);
             Counters::inc(&g.counters.new_flows);
-            let replies = tokio::spawn(replies(inner.clone(), cfg.clone(), g.clone(), sock.clone(), up.clone(), peer, last_ms.clone()));
+            let replies = tokio::spawn(replies(
+                inner.clone(),
+                cfg.clone(),
+                g.clone(),
+                sock.clone(),
+                up.clone(),
+                peer,
+                last_ms.clone(),
+            ));
             flows.insert(peer, Flow { up, last_ms, replies });
         }
         let Some(f) = flows.get(&peer) else { continue };

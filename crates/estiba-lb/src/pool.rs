@@ -101,7 +101,10 @@ impl Body for Pooled {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let r = Pin::new(&mut self.body).poll_frame(cx);
         match &r {
             Poll::Ready(None) => self.give_back(),

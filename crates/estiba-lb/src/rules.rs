@@ -59,7 +59,10 @@ fn any(pats: &[Pattern], s: &[u8]) -> bool {
 pub(crate) enum Matcher {
     Path(Vec<Pattern>),
     Host(Vec<Pattern>),
-    Header { name: hyper::header::HeaderName, values: Vec<Pattern> },
+    Header {
+        name: hyper::header::HeaderName,
+        values: Vec<Pattern>,
+    },
     Method(Vec<hyper::Method>),
     Query(Vec<(Option<Pattern>, Pattern)>),
     Source(Vec<IpNet>),
@@ -115,7 +118,9 @@ impl Matcher {
                 Matcher::Method(v.iter().filter_map(|m| hyper::Method::from_bytes(m.as_bytes()).ok()).collect())
             }
             Condition::QueryString(v) => Matcher::Query(
-                v.iter().map(|(k, val)| (k.as_deref().map(|k| Pattern::new(k, true)), Pattern::new(val, true))).collect(),
+                v.iter()
+                    .map(|(k, val)| (k.as_deref().map(|k| Pattern::new(k, true)), Pattern::new(val, true)))
+                    .collect(),
             ),
             Condition::SourceIp(v) => {
                 let nets: Vec<IpNet> = v
@@ -141,7 +146,9 @@ impl Matcher {
                 let q = s.parts.uri.query().unwrap_or("");
                 q.split('&').filter(|kv| !kv.is_empty()).any(|kv| {
                     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    pairs.iter().any(|(pk, pv)| pk.as_ref().is_none_or(|pk| pk.matches(k.as_bytes())) && pv.matches(v.as_bytes()))
+                    pairs.iter().any(|(pk, pv)| {
+                        pk.as_ref().is_none_or(|pk| pk.matches(k.as_bytes())) && pv.matches(v.as_bytes())
+                    })
                 })
             }
             Matcher::Source(nets) => {
@@ -217,7 +224,8 @@ mod tests {
 
     #[test]
     fn http_header_any_value() {
-        let c = || Condition::HttpHeader { name: "User-Agent".into(), values: vec!["*mobile*".into(), "curl/?.*".into()] };
+        let c =
+            || Condition::HttpHeader { name: "User-Agent".into(), values: vec!["*mobile*".into(), "curl/?.*".into()] };
         let ua = |v: &str| hyper::Request::get("/").header("user-agent", v).body(()).unwrap();
         assert!(m(c(), ua("Some Mobile Safari"), "127.0.0.1"));
         assert!(m(c(), ua("curl/8.1"), "127.0.0.1"));
@@ -230,7 +238,11 @@ mod tests {
         let c = || Condition::HttpRequestMethod(vec!["POST".into(), "PUT".into()]);
         assert!(m(c(), hyper::Request::post("/").body(()).unwrap(), "127.0.0.1"));
         assert!(!m(c(), get("/"), "127.0.0.1"));
-        assert!(!m(Condition::HttpRequestMethod(vec!["post".into()]), hyper::Request::post("/").body(()).unwrap(), "127.0.0.1"));
+        assert!(!m(
+            Condition::HttpRequestMethod(vec!["post".into()]),
+            hyper::Request::post("/").body(()).unwrap(),
+            "127.0.0.1"
+        ));
     }
 
     #[test]

@@ -59,7 +59,10 @@ pub struct Listener {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Certificate {
-    Pem { cert_path: PathBuf, key_path: PathBuf },
+    Pem {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    },
     /// A certificate generated (rcgen) when the listener starts, for `localhost`.
     SelfSigned,
 }
@@ -92,10 +95,24 @@ pub enum Condition {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// `stickiness`: group-level stickiness (the `AWSALBTG` cookie) when several groups.
-    Forward { groups: Vec<WeightedGroup>, stickiness: Option<Duration> },
-    FixedResponse { status: u16, content_type: Option<String>, body: Option<String> },
+    Forward {
+        groups: Vec<WeightedGroup>,
+        stickiness: Option<Duration>,
+    },
+    FixedResponse {
+        status: u16,
+        content_type: Option<String>,
+        body: Option<String>,
+    },
     /// Each part may use AWS's `#{protocol}`, `#{host}`, `#{port}`, `#{path}` and `#{query}`.
-    Redirect { protocol: String, host: String, port: String, path: String, query: String, status: u16 },
+    Redirect {
+        protocol: String,
+        host: String,
+        port: String,
+        path: String,
+        query: String,
+        status: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,7 +42,10 @@ where
                     let f = f.clone();
                     async move { Ok::<_, std::convert::Infallible>(f(req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(c), svc).with_upgrades().await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(c), svc)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
@@ -174,7 +177,8 @@ async fn forwards_with_forwarded_headers_and_without_hop_by_hop_ones() {
     assert_eq!(h["echo-host"], bind.to_string().as_str());
     assert!(!h.contains_key("echo-x-secret"));
     // An incoming trace id is kept.
-    let req = Request::get(format!("http://{bind}/")).header("x-amzn-trace-id", "Root=1-abc").body(Empty::new()).unwrap();
+    let req =
+        Request::get(format!("http://{bind}/")).header("x-amzn-trace-id", "Root=1-abc").body(Empty::new()).unwrap();
     assert_eq!(get_with(&client(), req).await.1["echo-x-amzn-trace-id"], "Root=1-abc");
     let m = lb.metrics();
     assert_eq!(m.load_balancers["app/lb/1"].request_count, 2);
@@ -193,14 +197,21 @@ async fn rules_by_priority_then_the_default() {
         Rule {
             arn: "r1".into(),
             priority: Some(1),
-            conditions: vec![Condition::PathPattern(vec!["/api/*".into()]), Condition::HttpRequestMethod(vec!["GET".into()])],
+            conditions: vec![
+                Condition::PathPattern(vec!["/api/*".into()]),
+                Condition::HttpRequestMethod(vec!["GET".into()]),
+            ],
             action: forward("ga"),
         },
         Rule {
             arn: "r2".into(),
             priority: Some(2),
             conditions: vec![Condition::PathPattern(vec!["/api/*".into(), "/fixed".into()])],
-            action: Action::FixedResponse { status: 418, content_type: Some("text/plain".into()), body: Some("teapot".into()) },
+            action: Action::FixedResponse {
+                status: 418,
+                content_type: Some("text/plain".into()),
+                body: Some("teapot".into()),
+            },
         },
         Rule {
             arn: "r3".into(),
@@ -295,7 +306,8 @@ async fn health_checks_route_around_unhealthy_targets_and_publish_transitions() 
     let t = |g: TargetGroup| Arc::new(alb(bind, vec![default_rule(forward("g"))], vec![g]));
     lb.apply(t(g.clone()));
     assert_eq!(state_of(&lb, a), (HealthState::Initial, Some("Elb.RegistrationInProgress".into())));
-    wait_for("healthy", || state_of(&lb, a).0 == HealthState::Healthy && state_of(&lb, b).0 == HealthState::Healthy).await;
+    wait_for("healthy", || state_of(&lb, a).0 == HealthState::Healthy && state_of(&lb, b).0 == HealthState::Healthy)
+        .await;
     // Both targets answer 500 on /unhealthy: both become unhealthy.
     g.health.path = "/unhealthy".into();
     lb.apply(t(g.clone()));
@@ -379,7 +391,11 @@ async fn weighted_groups_share_requests_by_weight() {
         groups: vec![WeightedGroup { arn: "ga".into(), weight: 1 }, WeightedGroup { arn: "gb".into(), weight: 3 }],
         stickiness: None,
     };
-    lb.apply(Arc::new(alb(bind, vec![default_rule(action)], vec![group("ga", &[a], no_checks()), group("gb", &[b], no_checks())])));
+    lb.apply(Arc::new(alb(
+        bind,
+        vec![default_rule(action)],
+        vec![group("ga", &[a], no_checks()), group("gb", &[b], no_checks())],
+    )));
     let c = client();
     let mut bodies = Vec::new();
     for _ in 0..400 {
@@ -404,13 +420,19 @@ async fn sticky_cookie_keeps_a_client_on_its_target() {
     let cookie = set.split(';').next().unwrap().to_string();
     let c = client();
     for _ in 0..6 {
-        let req = Request::get(format!("http://{bind}/")).header("cookie", format!("x=1; {cookie}")).body(Empty::new()).unwrap();
+        let req = Request::get(format!("http://{bind}/"))
+            .header("cookie", format!("x=1; {cookie}"))
+            .body(Empty::new())
+            .unwrap();
         assert_eq!(get_with(&c, req).await.2, first);
     }
     // A forged cookie is ignored: round robin again.
     let mut bodies = Vec::new();
     for _ in 0..4 {
-        let req = Request::get(format!("http://{bind}/")).header("cookie", "AWSALB=0000000000000000").body(Empty::new()).unwrap();
+        let req = Request::get(format!("http://{bind}/"))
+            .header("cookie", "AWSALB=0000000000000000")
+            .body(Empty::new())
+            .unwrap();
         bodies.push(get_with(&c, req).await.2);
     }
     assert_eq!(counts(&bodies).len(), 2);
@@ -499,7 +521,9 @@ async fn websocket_upgrade_passes_through() {
         let n = c.read(&mut buf).await.unwrap();
         let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
         assert!(req.contains("upgrade: websocket") && req.contains("connection: upgrade"), "{req}");
-        c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+        c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
         loop {
             let n = c.read(&mut buf).await.unwrap();
             if n == 0 {
@@ -533,7 +557,13 @@ async fn apply_keeps_sockets_and_connections_and_closes_removed_listeners() {
     let (a, b) = (named("a").await, named("b").await);
     let bind = free_addr();
     let lb = lb();
-    let t = |g: &str| Arc::new(alb(bind, vec![default_rule(forward(g))], vec![group("ga", &[a], no_checks()), group("gb", &[b], no_checks())]));
+    let t = |g: &str| {
+        Arc::new(alb(
+            bind,
+            vec![default_rule(forward(g))],
+            vec![group("ga", &[a], no_checks()), group("gb", &[b], no_checks())],
+        ))
+    };
     lb.apply(t("ga"));
     // One keep-alive connection across the update.
     let tcp = TcpStream::connect(bind).await.unwrap();
@@ -636,7 +666,8 @@ fn flow_hash_affinity() {
         let p = format!("127.0.0.1:{port}");
         assert_eq!(pick(&p), pick(&p));
     }
-    let spread: std::collections::HashSet<usize> = (1000..1100).map(|port| pick(&format!("127.0.0.1:{port}"))).collect();
+    let spread: std::collections::HashSet<usize> =
+        (1000..1100).map(|port| pick(&format!("127.0.0.1:{port}"))).collect();
     assert_eq!(spread.len(), 3);
 }
 

@@ -17,7 +17,8 @@ pub(crate) fn server_config(cert: &Certificate, alpn: &[&[u8]]) -> Result<Arc<ru
     let (chain, key) = match cert {
         Certificate::SelfSigned => self_signed()?,
         Certificate::Pem { cert_path, key_path } => {
-            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Certificate(format!("{}: {e}", p.display())));
+            let read =
+                |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Certificate(format!("{}: {e}", p.display())));
             let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read(cert_path)?[..])
                 .collect::<Result<_, _>>()
                 .map_err(|e| Error::Certificate(format!("{}: {e}", cert_path.display())))?;

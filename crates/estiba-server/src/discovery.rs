@@ -152,10 +152,16 @@ fn registries_of(st: &State, (scope, cluster, name): (&Scope, &str, &str), svc: 
             })
             .collect();
     }
-    let own = svc.service_registries.iter().flatten().map(|r| Source { registry: r.clone(), port_name: None, task_set: None });
-    let connect = crate::connect::discovery_registries(svc)
-        .into_iter()
-        .map(|(r, p)| Source { registry: r, port_name: Some(p), task_set: None });
+    let own = svc.service_registries.iter().flatten().map(|r| Source {
+        registry: r.clone(),
+        port_name: None,
+        task_set: None,
+    });
+    let connect = crate::connect::discovery_registries(svc).into_iter().map(|(r, p)| Source {
+        registry: r,
+        port_name: Some(p),
+        task_set: None,
+    });
     own.chain(connect).collect()
 }
 

@@ -82,7 +82,10 @@ const LB_TTL: u32 = 60;
 fn load_balancers(st: &State, b: &mut ZoneBuilder) {
     use estiba_core::elbv2::{self as elb, LoadBalancerDoc};
     let mut apexes = BTreeSet::new();
-    for d in st.docs::<LoadBalancerDoc>(crate::services::elbv2::table(crate::services::elbv2::Table::LoadBalancers), elb::PREFIX) {
+    for d in st.docs::<LoadBalancerDoc>(
+        crate::services::elbv2::table(crate::services::elbv2::Table::LoadBalancers),
+        elb::PREFIX,
+    ) {
         let Some(name) = d.value.lb.dns_name.as_deref() else { continue };
         let Some((_, apex)) = name.split_once('.') else { continue };
         if apexes.insert(apex.to_owned()) {

@@ -8,9 +8,9 @@
 //! them (DescribeTargetHealth says `unused`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use estiba_api::elbv2::{
@@ -85,8 +85,7 @@ fn listener(
         ProtocolEnum::TcpUdp => ListenerProtocol::TcpUdp,
         _ => return None,
     };
-    let mut binds: Vec<SocketAddr> =
-        lb.addresses.iter().map(|a| SocketAddr::new(IpAddr::V4(a.ip), port)).collect();
+    let mut binds: Vec<SocketAddr> = lb.addresses.iter().map(|a| SocketAddr::new(IpAddr::V4(a.ip), port)).collect();
     if let Some(h) = host {
         binds.push(SocketAddr::new(h, port));
     }
@@ -192,8 +191,12 @@ fn condition(c: &RuleCondition) -> Option<Condition> {
     let legacy = || c.values.clone().unwrap_or_default();
     let or_legacy = |v: Option<&Vec<String>>| v.cloned().unwrap_or_else(legacy);
     Some(match c.field.as_deref()? {
-        "path-pattern" => Condition::PathPattern(or_legacy(c.path_pattern_config.as_ref().and_then(|p| p.values.as_ref()))),
-        "host-header" => Condition::HostHeader(or_legacy(c.host_header_config.as_ref().and_then(|p| p.values.as_ref()))),
+        "path-pattern" => {
+            Condition::PathPattern(or_legacy(c.path_pattern_config.as_ref().and_then(|p| p.values.as_ref())))
+        }
+        "host-header" => {
+            Condition::HostHeader(or_legacy(c.host_header_config.as_ref().and_then(|p| p.values.as_ref())))
+        }
         "http-header" => {
             let h = c.http_header_config.as_ref()?;
             Condition::HttpHeader { name: h.http_header_name.clone()?, values: h.values.clone().unwrap_or_default() }
@@ -249,7 +252,8 @@ fn target_group(st: &State, g: &TargetGroupDoc) -> TargetGroup {
         matcher: tg.matcher.as_ref().and_then(|m| m.http_code.clone()).unwrap_or_else(|| "200".into()),
     };
     let sticky = attr("stickiness.enabled") == Some("true") && attr("stickiness.type").is_none_or(|t| t == "lb_cookie");
-    let stickiness = sticky.then(|| Duration::from_secs(secs("stickiness.lb_cookie.duration_seconds").unwrap_or(86400)));
+    let stickiness =
+        sticky.then(|| Duration::from_secs(secs("stickiness.lb_cookie.duration_seconds").unwrap_or(86400)));
     let algorithm = match attr("load_balancing.algorithm.type") {
         Some("least_outstanding_requests") => Algorithm::LeastOutstandingRequests,
         _ => Algorithm::RoundRobin,
@@ -264,7 +268,8 @@ fn target_group(st: &State, g: &TargetGroupDoc) -> TargetGroup {
             }
         }
     }
-    let dimension = elb::parse_arn(&arn).map(|p| format!("targetgroup/{}/{}", p.path[0], p.path[1])).unwrap_or_default();
+    let dimension =
+        elb::parse_arn(&arn).map(|p| format!("targetgroup/{}/{}", p.path[0], p.path[1])).unwrap_or_default();
     TargetGroup {
         arn,
         dimension,

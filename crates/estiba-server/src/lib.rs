@@ -19,8 +19,8 @@ pub mod discovery;
 pub mod dns;
 pub mod front;
 pub mod http;
-pub mod lb_health;
 pub mod lb;
+pub mod lb_health;
 mod migrate;
 pub mod registry;
 pub mod services;
@@ -79,6 +79,11 @@ pub struct Config {
     /// Load balancer listeners are also published on this host address (their own port),
     /// besides the load balancers' VPC addresses (`--lb-host-address`).
     pub lb_host_address: Option<std::net::IpAddr>,
+    /// Where the log store keeps CloudWatch Logs' streams and events; `None`: a temporary
+    /// directory removed when the server ends (as with the in-memory store).
+    pub logs_dir: Option<std::path::PathBuf>,
+    /// The most bytes the log store keeps on disk (oldest data goes first).
+    pub logs_disk_budget: Option<u64>,
 }
 
 impl Default for Config {
@@ -99,6 +104,8 @@ impl Default for Config {
             environment_files_dir: None,
             lb_provisioning: Duration::from_secs(2),
             lb_host_address: None,
+            logs_dir: None,
+            logs_disk_budget: None,
         }
     }
 }
@@ -127,6 +134,10 @@ pub struct Server {
     /// Bumped when something the controllers read changes outside the view (target health
     /// reported by nodes): controllers waiting for a change wake as for a view change.
     pub nudge: tokio::sync::watch::Sender<u64>,
+    /// CloudWatch Logs' streams and events (groups are documents in the store).
+    pub logs: estiba_logstore::LogStore,
+    /// The log store's directory when the configuration named none.
+    _logs_tmp: Option<tempfile::TempDir>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -201,6 +212,18 @@ impl Server {
             }
             None => None,
         };
+        let (logs_dir, logs_tmp) = match &config.logs_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let tmp = tempfile::Builder::new().prefix("estiba-logs-").tempdir().map_err(|e| {
+                    estiba_store::StoreError::Backend(format!("a temporary directory for the log store: {e}"))
+                })?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        let options = estiba_logstore::Options { disk_budget: config.logs_disk_budget, ..Default::default() };
+        let logs = estiba_logstore::LogStore::open(&logs_dir, options)
+            .map_err(|e| estiba_store::StoreError::Backend(format!("log store at {}: {e}", logs_dir.display())))?;
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));
         Ok(Arc::new(Server {
@@ -216,6 +239,8 @@ impl Server {
             lb: tokio::sync::watch::channel(Arc::new(estiba_lb::Table::default())).0,
             lb_metrics: Default::default(),
             nudge: tokio::sync::watch::channel(0).0,
+            logs,
+            _logs_tmp: logs_tmp,
         }))
     }
 

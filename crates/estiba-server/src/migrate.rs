@@ -55,7 +55,9 @@ mod tests {
     async fn old_claims_move_under_their_node_once() {
         let store = MemStore::new();
         let s = Scope::new("123456789012", "us-east-1");
-        let claim = |node: &str| serde_json::to_vec(&Claim { node: node.into(), public_ip: true, ..Default::default() }).unwrap();
+        let claim = |node: &str| {
+            serde_json::to_vec(&Claim { node: node.into(), public_ip: true, ..Default::default() }).unwrap()
+        };
         let txn = Txn::new()
             .then(Op::put(keys::task(&s, "c", "t1"), b"{}".to_vec()))
             .then(Op::put("ecs/123456789012/us-east-1/claims/c/t1", claim("n1")))

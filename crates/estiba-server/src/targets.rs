@@ -19,8 +19,8 @@ use estiba_core::elbv2::{self as elb, TargetDoc, TargetGroupDoc};
 use estiba_core::elbv2_rules as rules;
 use estiba_core::load_balancing::{self as lbr, GroupFacts, GroupHealth};
 use estiba_core::node::Claim;
-use estiba_core::telemetry::TargetHealthChange;
 use estiba_core::service as svc_rules;
+use estiba_core::telemetry::TargetHealthChange;
 use estiba_core::{keys, task, EcsError, Scope};
 use estiba_store::{Compare, Op, Txn};
 
@@ -75,7 +75,8 @@ pub fn check_traffic(
         let Some(adv) = &lb.advanced_configuration else { continue };
         let tg = lb.target_group_arn.as_deref().unwrap_or_default();
         if let Some(alt) = adv.alternate_target_group_arn.as_deref() {
-            let g = group(st, alt).ok_or_else(|| EcsError::invalid(format!("Unable to find the target group {alt}.")))?;
+            let g =
+                group(st, alt).ok_or_else(|| EcsError::invalid(format!("Unable to find the target group {alt}.")))?;
             if group(st, tg).is_some_and(|p| target_type(&p.value) != target_type(&g.value)) {
                 return Err(EcsError::invalid(format!(
                     "The alternate target group {alt} must have the same target type as the target group {tg}."
@@ -117,7 +118,13 @@ pub fn target_addr(st: &State, target_type: TargetTypeEnum, id: &str, port: u16)
 /// linear or canary service's deployments each have their target groups
 /// (`estiba_core::traffic`); a task of a task set (EXTERNAL deployment controller) is in its
 /// own task set's.
-fn task_load_balancers(st: &State, scope: &Scope, cluster: &str, svc: &Service, t: &Task) -> Vec<estiba_api::ecs::LoadBalancer> {
+fn task_load_balancers(
+    st: &State,
+    scope: &Scope,
+    cluster: &str,
+    svc: &Service,
+    t: &Task,
+) -> Vec<estiba_api::ecs::LoadBalancer> {
     let started_by = t.started_by.as_deref().unwrap_or("");
     if svc_rules::is_external(svc) {
         let key = keys::task_set(scope, cluster, svc_rules::name(svc), started_by);
@@ -156,7 +163,14 @@ pub fn lb_health(server: &Server, st: &State, scope: &Scope, cluster: &str, svc:
             Some((s, r, d)) => (Some(*s), *r, d.as_deref()),
             None => (None, None, None),
         };
-        groups.push(GroupHealth { target_group: arn, port: *port, registered: *registered, state, reason, description });
+        groups.push(GroupHealth {
+            target_group: arn,
+            port: *port,
+            registered: *registered,
+            state,
+            reason,
+            description,
+        });
     }
     lbr::combine(&groups)
 }

@@ -448,6 +448,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         registry_gc_grace: args.registry_gc_grace,
         environment_files_dir: args.environment_files_dir.clone(),
         lb_host_address: args.lb_host_address,
+        logs_dir: matches!(args.store, StoreKind::Sqlite)
+            .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("logs")),
         ..Config::default()
     };
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {

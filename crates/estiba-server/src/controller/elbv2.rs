@@ -42,8 +42,8 @@ impl Controller for Draining {
             st.docs::<TargetDoc>(table(Table::Targets), PREFIX)
                 .filter_map(|d| {
                     let since = d.value.draining_since?;
-                    let group =
-                        elb::group_key_of_target(&d.key).and_then(|k| st.doc::<TargetGroupDoc>(table(Table::TargetGroups), &k));
+                    let group = elb::group_key_of_target(&d.key)
+                        .and_then(|k| st.doc::<TargetGroupDoc>(table(Table::TargetGroups), &k));
                     let finished = group.is_none_or(|g| rules::drained(since, &g.value.attributes, now));
                     finished.then(|| (d.key.clone(), d.rev, group.and_then(|g| g.value.tg.target_group_arn.clone())))
                 })

@@ -103,7 +103,8 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             let probes = deploy::Probes { checked: &is_checked, protected: &is_protected, lb: &lb };
             let traffic_key = keys::traffic(&scope, &cluster, &name);
             let traffic = st.traffic.get(&traffic_key);
-            let plan = deploy::plan_any(&d.value, &tasks, &instances, &probes, now, settings, traffic.map(|t| &t.value));
+            let plan =
+                deploy::plan_any(&d.value, &tasks, &instances, &probes, now, settings, traffic.map(|t| &t.value));
 
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();

@@ -84,8 +84,20 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateServiceRequest) -> Result<B
             crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
             let lbs = req.load_balancers.as_deref().unwrap_or_default();
             crate::targets::check_load_balancers(st, &cx.scope, lbs, &td.value)?;
-            crate::targets::check_traffic(st, &cx.scope, lbs, &req.deployment_configuration.clone().unwrap_or_default())?;
-            let plan = super::launch_plan(st, cx, (&cluster, &c), req.launch_type, req.capacity_provider_strategy.as_deref(), &td.value)?;
+            crate::targets::check_traffic(
+                st,
+                &cx.scope,
+                lbs,
+                &req.deployment_configuration.clone().unwrap_or_default(),
+            )?;
+            let plan = super::launch_plan(
+                st,
+                cx,
+                (&cluster, &c),
+                req.launch_type,
+                req.capacity_provider_strategy.as_deref(),
+                &td.value,
+            )?;
             let daemon_count = State::range(&st.instances, &keys::instances_of(&cx.scope, &cluster))
                 .filter(|d| estiba_core::instance::status(&d.value) == "ACTIVE")
                 .count() as i32;
@@ -506,7 +518,10 @@ pub async fn continue_deployment(s: &Server, cx: &Ctx, req: ContinueServiceDeplo
                 .get(&tkey)
                 .filter(|t| svc_rules::deployment_number(&t.value.deployment) == number)
                 .ok_or_else(|| {
-                    EcsError::invalid(format!("The lifecycle hook {} was not found in the service deployment.", req.hook_id))
+                    EcsError::invalid(format!(
+                        "The lifecycle hook {} was not found in the service deployment.",
+                        req.hook_id
+                    ))
                 })?;
             let mut doc = t.value.clone();
             estiba_core::traffic::continue_hook(&mut doc, &req.hook_id, action)?;

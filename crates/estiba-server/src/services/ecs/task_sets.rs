@@ -71,7 +71,14 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateTaskSetRequest) -> Result<B
             rules::require_external(&d.value)?;
             let name = svc_rules::name(&d.value).to_owned();
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
-            let plan = super::launch_plan(st, cx, (&cluster, &c), req.launch_type, req.capacity_provider_strategy.as_deref(), &td.value)?;
+            let plan = super::launch_plan(
+                st,
+                cx,
+                (&cluster, &c),
+                req.launch_type,
+                req.capacity_provider_strategy.as_deref(),
+                &td.value,
+            )?;
             let existing = State::range(&st.task_sets, &keys::task_sets_of(&cx.scope, &cluster, &name)).count();
             let n = NewTaskSet {
                 req: &req,
@@ -80,7 +87,12 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateTaskSetRequest) -> Result<B
                 existing,
             };
             let ts = rules::create(&cx.scope, &cluster, &d.value, n, &mut ids, cx.now)?;
-            crate::targets::check_load_balancers(st, &cx.scope, req.load_balancers.as_deref().unwrap_or_default(), &td.value)?;
+            crate::targets::check_load_balancers(
+                st,
+                &cx.scope,
+                req.load_balancers.as_deref().unwrap_or_default(),
+                &td.value,
+            )?;
             let registries = req.service_registries.as_deref().unwrap_or_default();
             crate::discovery::check_registries(st, &cx.scope, registries, &td.value)?;
             let key = keys::task_set(&cx.scope, &cluster, &name, rules::id(&ts));
@@ -114,7 +126,8 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskSetsRequest) -> Res
                 match found {
                     Some(t) => resp.task_sets.as_mut().unwrap().push(shown(&st, &cluster_key, t, &d.value, with_tags)),
                     None => {
-                        let arn = if r.starts_with("arn:") { r.clone() } else { cx.scope.task_set_arn(&cluster, &name, r) };
+                        let arn =
+                            if r.starts_with("arn:") { r.clone() } else { cx.scope.task_set_arn(&cluster, &name, r) };
                         resp.failures.as_mut().unwrap().push(super::missing(arn));
                     }
                 }

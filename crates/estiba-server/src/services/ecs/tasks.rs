@@ -205,7 +205,10 @@ pub(crate) fn write_tasks(
         };
         if let Some(node) = node {
             let claim = keys::claim(node, &cx.scope, cluster, task::task_id(t));
-            txn.ops.push(put(claim, &estiba_core::node::Claim { node: node.to_string(), public_ip, ..Default::default() }));
+            txn.ops.push(put(
+                claim,
+                &estiba_core::node::Claim { node: node.to_string(), public_ip, ..Default::default() },
+            ));
         }
     }
 }
@@ -235,7 +238,14 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
-            let plan = super::launch_plan(st, cx, (&cluster, &c), req.launch_type, req.capacity_provider_strategy.as_deref(), &td.value)?;
+            let plan = super::launch_plan(
+                st,
+                cx,
+                (&cluster, &c),
+                req.launch_type,
+                req.capacity_provider_strategy.as_deref(),
+                &td.value,
+            )?;
             task::check_platform_version(plan.launch_type(), req.platform_version.as_deref())?;
             task::validate(
                 &td.value,

@@ -36,8 +36,8 @@ mod rules_api;
 mod target_groups;
 mod targets;
 
-pub use targets::target_health;
 pub(crate) use rules_api::forward_weighted;
+pub use targets::target_health;
 
 /// The document of the rule `arn` (ECS checks its blue/green rules with it).
 pub(crate) fn find_rule<'a>(st: &'a State, scope: &Scope, arn: &str) -> Option<&'a Doc<RuleDoc>> {

@@ -150,7 +150,14 @@ pub async fn modify(s: &Server, cx: &Call, req: ModifyRuleInput) -> Result<Bytes
 
 /// Gives the rule `doc` (stored as `d`) the actions `given`, checked as ModifyRule checks
 /// them; a default rule's listener gets them as its default actions.
-fn set_actions(st: &State, scope: &Scope, d: &Doc<RuleDoc>, doc: &mut RuleDoc, given: &[Action], txn: Txn) -> Result<Txn> {
+fn set_actions(
+    st: &State,
+    scope: &Scope,
+    d: &Doc<RuleDoc>,
+    doc: &mut RuleDoc,
+    given: &[Action],
+    txn: Txn,
+) -> Result<Txn> {
     let l = listener_of(st, scope, &d.key).ok_or_else(ElbError::rule_not_found)?;
     let lb = lb_of_key(st, scope, elb::LISTENERS, &l.key).ok_or_else(ElbError::rule_not_found)?;
     let actions = rules::check_actions(lb.value.lb.r#type.unwrap_or_default(), given)?;
@@ -167,7 +174,12 @@ fn set_actions(st: &State, scope: &Scope, d: &Doc<RuleDoc>, doc: &mut RuleDoc, g
 /// What makes the rule `rule_arn` forward to `weights` (target group, weight), as ModifyRule
 /// would with a weighted forward action in place of its forward action: `None` when it already
 /// does. ECS's blue/green, linear and canary deployments shift traffic with it.
-pub(crate) fn forward_weighted(st: &State, scope: &Scope, rule_arn: &str, weights: &[(String, i32)]) -> Result<Option<Txn>> {
+pub(crate) fn forward_weighted(
+    st: &State,
+    scope: &Scope,
+    rule_arn: &str,
+    weights: &[(String, i32)],
+) -> Result<Option<Txn>> {
     let d = rule_doc(st, scope, rule_arn)?;
     let forward = |a: &Action| Action {
         target_group_arn: None,
@@ -178,7 +190,10 @@ pub(crate) fn forward_weighted(st: &State, scope: &Scope, rule_arn: &str, weight
                     .map(|(g, w)| TargetGroupTuple { target_group_arn: Some(g.clone()), weight: Some(*w) })
                     .collect(),
             ),
-            target_group_stickiness_config: a.forward_config.as_ref().and_then(|f| f.target_group_stickiness_config.clone()),
+            target_group_stickiness_config: a
+                .forward_config
+                .as_ref()
+                .and_then(|f| f.target_group_stickiness_config.clone()),
         }),
         ..a.clone()
     };
