@@ -8,6 +8,7 @@
 //! **Architecture invariant:** no I/O, no clock reads, no randomness. Time arrives as
 //! [`ids::Now`], identifiers from an [`ids::Ids`] source.
 
+pub mod alarms;
 pub mod arn;
 pub mod capacity;
 pub mod cluster;
