@@ -78,7 +78,9 @@ impl From<AlarmError> for ApiError {
     fn from(e: AlarmError) -> Self {
         match e.code {
             AlarmErrorCode::Validation => ApiError::new(Common::ValidationError, e.message),
-            AlarmErrorCode::InvalidParameterValue => ApiError::new(ErrorCode::InvalidParameterValueException, e.message),
+            AlarmErrorCode::InvalidParameterValue => {
+                ApiError::new(ErrorCode::InvalidParameterValueException, e.message)
+            }
             AlarmErrorCode::InvalidParameterCombination => {
                 ApiError::new(ErrorCode::InvalidParameterCombinationException, e.message)
             }
@@ -536,7 +538,8 @@ impl Report<'_> {
         let support: Vec<(&Slot, f64)> =
             evaluated.iter().rev().filter(|(_, v)| rule.breaches(*v) == alarm).copied().collect();
         let minimum = if alarm { m } else { n - m + 1 };
-        let fill_kind = if rule.treat_missing_data == TreatMissingData::Breaching { "Breaching" } else { "NonBreaching" };
+        let fill_kind =
+            if rule.treat_missing_data == TreatMissingData::Breaching { "Breaching" } else { "NonBreaching" };
         let fill_words = format!("{fill} missing {} treated as [{fill_kind}]", datapoints_were(fill));
         let threshold = java_double(rule.threshold);
 
@@ -545,7 +548,10 @@ impl Report<'_> {
                 0 => "no datapoints were".to_string(),
                 k => format!("{k} {}", datapoints_were(k)),
             };
-            format!("Threshold Crossed: {received} received for {n} {} and {fill_words}.", plural(n, "period", "periods"))
+            format!(
+                "Threshold Crossed: {received} received for {n} {} and {fill_words}.",
+                plural(n, "period", "periods")
+            )
         } else {
             let list = support
                 .iter()
@@ -620,11 +626,19 @@ impl Report<'_> {
 }
 
 fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 { one } else { many }
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }
 
 fn datapoints_were(n: usize) -> &'static str {
-    if n == 1 { "datapoint was" } else { "datapoints were" }
+    if n == 1 {
+        "datapoint was"
+    } else {
+        "datapoints were"
+    }
 }
 
 fn utc(t: f64) -> DateTime<Utc> {
@@ -649,12 +663,22 @@ pub fn java_double(v: f64) -> String {
         return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
     }
     if !v.is_finite() {
-        return if v.is_nan() { "NaN".into() } else if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v.is_nan() {
+            "NaN".into()
+        } else if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let a = v.abs();
     if (1e-3..1e7).contains(&a) {
         let s = format!("{v}");
-        if s.contains('.') { s } else { format!("{s}.0") }
+        if s.contains('.') {
+            s
+        } else {
+            format!("{s}.0")
+        }
     } else {
         let s = format!("{v:e}");
         let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
@@ -771,11 +795,8 @@ mod tests {
         r.threshold = 3.0;
         let states: Vec<StateValue> = (1..=values.len())
             .map(|end| {
-                let window: Vec<Slot> = values[..end]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| Slot::value(T0 + 300.0 * i as f64, *v))
-                    .collect();
+                let window: Vec<Slot> =
+                    values[..end].iter().enumerate().map(|(i, v)| Slot::value(T0 + 300.0 * i as f64, *v)).collect();
                 evaluate(&r, &window, T0).state().unwrap()
             })
             .collect();
@@ -837,7 +858,10 @@ mod tests {
         r.threshold = 1.0;
         r.comparison_operator = ComparisonOperator::GreaterThanOrEqualToThreshold;
         let Outcome::Set(u) = evaluate(&r, &[Slot::value(T0 + 480.0, 0.0)], T0 + 555.0) else { panic!() };
-        assert_eq!(u.reason, "Threshold Crossed: 1 datapoint [0.0 (01/12/26 10:08:00)] was not greater than or equal to the threshold (1.0).");
+        assert_eq!(
+            u.reason,
+            "Threshold Crossed: 1 datapoint [0.0 (01/12/26 10:08:00)] was not greater than or equal to the threshold (1.0)."
+        );
         r.evaluation_periods = 3;
         r.threshold = 0.0;
         r.comparison_operator = ComparisonOperator::GreaterThanThreshold;
@@ -856,14 +880,20 @@ mod tests {
         r.datapoints_to_alarm = None;
         let Outcome::Set(u) = evaluate(&r, &slots("- - - - -"), T0) else { panic!() };
         assert_eq!(u.state, StateValue::Alarm);
-        assert_eq!(u.reason, "Threshold Crossed: no datapoints were received for 3 periods and 3 missing datapoints were treated as [Breaching].");
+        assert_eq!(
+            u.reason,
+            "Threshold Crossed: no datapoints were received for 3 periods and 3 missing datapoints were treated as [Breaching]."
+        );
         assert!(!u.reason_data.contains("startDate"));
         assert!(u.reason_data.contains("\"recentDatapoints\":[]"));
 
         r.evaluation_periods = 1;
         r.treat_missing_data = TreatMissingData::NotBreaching;
         let Outcome::Set(u) = evaluate(&r, &slots("- - -"), T0) else { panic!() };
-        assert_eq!(u.reason, "Threshold Crossed: no datapoints were received for 1 period and 1 missing datapoint was treated as [NonBreaching].");
+        assert_eq!(
+            u.reason,
+            "Threshold Crossed: no datapoints were received for 1 period and 1 missing datapoint was treated as [NonBreaching]."
+        );
 
         // A real good point with breaching fills: the good point is listed, then the fill.
         r.evaluation_periods = 8;
@@ -885,7 +915,10 @@ mod tests {
         r.datapoints_to_alarm = Some(2);
         let Outcome::Set(u) = evaluate(&r, &slots("- - - - 0"), T0) else { panic!() };
         assert_eq!(u.state, StateValue::Alarm);
-        assert_eq!(u.reason, "Threshold Crossed: 1 datapoint was received for 3 periods and 2 missing datapoints were treated as [Breaching].");
+        assert_eq!(
+            u.reason,
+            "Threshold Crossed: 1 datapoint was received for 3 periods and 2 missing datapoints were treated as [Breaching]."
+        );
     }
 
     #[test]
@@ -991,7 +1024,10 @@ mod tests {
             let mut i = input();
             i.period = Some(bad);
             let e = refused(i);
-            assert_eq!((e.code, e.message.as_str()), (AlarmErrorCode::Validation, "Period must be 10, 20, 30 or a multiple of 60"));
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (AlarmErrorCode::Validation, "Period must be 10, 20, 30 or a multiple of 60")
+            );
         }
         let mut i = input();
         i.evaluation_periods = Some(1441);
@@ -1063,7 +1099,11 @@ mod tests {
         MetricDataQuery {
             id: id.into(),
             metric_stat: Some(MetricStat {
-                metric: Metric { metric_name: Some("RequestCount".into()), namespace: Some("AWS/ApplicationELB".into()), ..Default::default() },
+                metric: Metric {
+                    metric_name: Some("RequestCount".into()),
+                    namespace: Some("AWS/ApplicationELB".into()),
+                    ..Default::default()
+                },
                 period,
                 stat: "Sum".into(),
                 unit: None,
@@ -1080,7 +1120,12 @@ mod tests {
         i.namespace = None;
         i.statistic = None;
         i.period = None;
-        let expr = MetricDataQuery { id: "e1".into(), expression: Some("m1/m2*100".into()), return_data: Some(true), ..Default::default() };
+        let expr = MetricDataQuery {
+            id: "e1".into(),
+            expression: Some("m1/m2*100".into()),
+            return_data: Some(true),
+            ..Default::default()
+        };
         i.metrics = Some(vec![stat("m1", 60, false), stat("m2", 60, false), expr.clone()]);
         let r = validate_put_metric_alarm(&i).unwrap();
         assert_eq!((r.period, r.statistic), (60, None));
@@ -1089,7 +1134,10 @@ mod tests {
         j.metric_name = Some("CPUUtilization".into());
         let e = refused(j);
         assert_eq!(e.code, AlarmErrorCode::InvalidParameterCombination);
-        assert_eq!(e.message, "The parameters MetricName and Metrics are mutually exclusive and you have specified both.");
+        assert_eq!(
+            e.message,
+            "The parameters MetricName and Metrics are mutually exclusive and you have specified both."
+        );
 
         let mut j = i.clone();
         j.metrics = Some(vec![stat("m1", 60, true), expr.clone()]);

@@ -10,6 +10,7 @@
 
 pub mod alarms;
 pub mod arn;
+pub mod autoscaling;
 pub mod capacity;
 pub mod cluster;
 pub mod deploy;
