@@ -18,7 +18,7 @@
 //! queries, and the `AWS/DynamoDB` namespace's always-ignore rule.
 
 use chrono::{DateTime, Utc};
-use estiba_api::cloudwatch::{ComparisonOperator, ErrorCode, PutMetricAlarmInput, StateValue, Statistic};
+use estiba_api::cloudwatch::{ComparisonOperator, ErrorCode, PutMetricAlarmInput, StateValue};
 use estiba_api::error::Common;
 use estiba_api::ApiError;
 use serde::{Deserialize, Serialize};
@@ -687,17 +687,12 @@ pub fn java_double(v: f64) -> String {
     }
 }
 
-/// The statistic's name as alarms write it.
-pub fn statistic_name(s: Statistic) -> &'static str {
-    s.as_str()
-}
-
 // ---------------------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estiba_api::cloudwatch::{Metric, MetricDataQuery, MetricStat};
+    use estiba_api::cloudwatch::{Metric, MetricDataQuery, MetricStat, Statistic};
 
     /// 2026-12-01T10:00:00Z.
     const T0: f64 = 1_796_119_200.0;

@@ -476,17 +476,20 @@ impl PolicyMemory {
     }
 }
 
+/// Where a scalable target stands when a policy decides: its desired count, bounds, the
+/// policy's memory and the time.
+#[derive(Clone, Copy, Debug)]
+pub struct Situation<'a> {
+    pub current: i32,
+    pub bounds: &'a Bounds,
+    pub memory: &'a PolicyMemory,
+    pub now: Now,
+}
+
 /// The rules every dynamic policy shares: suspension, cooldowns, the bounds and the
 /// not-scaled reasons. `wanted` is the capacity the policy computed.
-pub fn settle(
-    direction: Direction,
-    current: i32,
-    wanted: i32,
-    bounds: &Bounds,
-    memory: &PolicyMemory,
-    cooldowns: Cooldowns,
-    now: Now,
-) -> Decision {
+pub fn settle(direction: Direction, wanted: i32, at: &Situation, cooldowns: Cooldowns) -> Decision {
+    let Situation { current, bounds, memory, now } = *at;
     match direction {
         Direction::Out if bounds.suspended.dynamic_scaling_out => return Decision::Hold(Hold::Suspended),
         Direction::In if bounds.suspended.dynamic_scaling_in => return Decision::Hold(Hold::Suspended),
@@ -819,27 +822,19 @@ impl TargetTracking {
     /// `current` tasks desired. AlarmHigh scales out to [`target_tracking_capacity`] (from the
     /// cooldown's base while a scale-out cooldown runs, so only a larger scale-out goes ahead);
     /// AlarmLow scales in to it, unless DisableScaleIn, and never during either cooldown.
-    pub fn decide(
-        &self,
-        alarm: TrackingAlarm,
-        metric: f64,
-        current: i32,
-        bounds: &Bounds,
-        memory: &PolicyMemory,
-        now: Now,
-    ) -> Decision {
+    pub fn decide(&self, alarm: TrackingAlarm, metric: f64, at: &Situation) -> Decision {
         match alarm {
             TrackingAlarm::AlarmHigh => {
-                let base = memory.scale_out_base(self.cooldowns, now, current);
+                let base = at.memory.scale_out_base(self.cooldowns, at.now, at.current);
                 let wanted = target_tracking_capacity(base, metric, self.target_value);
-                settle(Direction::Out, current, wanted, bounds, memory, self.cooldowns, now)
+                settle(Direction::Out, wanted, at, self.cooldowns)
             }
             TrackingAlarm::AlarmLow => {
                 if self.disable_scale_in {
                     return Decision::Hold(Hold::ScaleInDisabled);
                 }
-                let wanted = target_tracking_capacity(current, metric, self.target_value);
-                settle(Direction::In, current, wanted, bounds, memory, self.cooldowns, now)
+                let wanted = target_tracking_capacity(at.current, metric, self.target_value);
+                settle(Direction::In, wanted, at, self.cooldowns)
             }
         }
     }
@@ -995,11 +990,9 @@ pub fn step_scaling_decision(
     config: &StepScalingPolicyConfiguration,
     threshold: f64,
     metric: f64,
-    current: i32,
-    bounds: &Bounds,
-    memory: &PolicyMemory,
-    now: Now,
+    at: &Situation,
 ) -> Decision {
+    let current = at.current;
     let steps = config.step_adjustments.as_deref().unwrap_or_default();
     let Some(step) = matching_step(steps, threshold, metric) else {
         return Decision::Hold(Hold::NoAction);
@@ -1021,12 +1014,12 @@ pub fn step_scaling_decision(
     };
     let wanted = match direction {
         Direction::Out => {
-            let base = memory.scale_out_base(cooldowns, now, current);
+            let base = at.memory.scale_out_base(cooldowns, at.now, current);
             adjusted_capacity(kind, step.scaling_adjustment, base, config.min_adjustment_magnitude)
         }
         Direction::In => at_current,
     };
-    settle(direction, current, wanted, bounds, memory, cooldowns, now)
+    settle(direction, wanted, at, cooldowns)
 }
 
 // ---------------------------------------------------------------------------------------

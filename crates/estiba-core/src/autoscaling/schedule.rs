@@ -445,30 +445,21 @@ mod tests {
 
     #[test]
     fn cron_in_a_time_zone_follows_daylight_saving() {
-        // 09:00 in New York: 14:00 UTC in winter, 13:00 UTC after the March change.
-        assert_eq!(
-            next("cron(0 9 * * ? *)", Some("America/New_York"), "2027-03-13T15:00:00"),
-            "2027-03-14T13:00:00 Sun"
-        );
-        assert_eq!(
-            next("cron(0 9 * * ? *)", Some("America/New_York"), "2027-03-12T15:00:00"),
-            "2027-03-13T14:00:00 Sat"
-        );
-        // 02:30 does not exist on 2027-03-14 in New York: that day is skipped.
-        assert_eq!(
-            next("cron(30 2 * * ? *)", Some("America/New_York"), "2027-03-13T08:00:00"),
-            "2027-03-15T06:30:00 Mon"
-        );
-        // 01:30 happens twice on 2027-11-07: it runs once, at the earlier (EDT) instant.
-        assert_eq!(
-            next("cron(30 1 * * ? *)", Some("America/New_York"), "2027-11-07T04:00:00"),
-            "2027-11-07T05:30:00 Sun"
-        );
-        assert_eq!(
-            next("cron(30 1 * * ? *)", Some("America/New_York"), "2027-11-07T05:30:00"),
-            "2027-11-08T06:30:00 Mon"
-        );
-        assert_eq!(next("cron(0 10 * * ? *)", Some("Asia/Kolkata"), "2026-12-01T00:00:00"), "2026-12-01T04:30:00 Tue");
+        let ny = Some("America/New_York");
+        for (expr, zone, after, want) in [
+            // 09:00 in New York: 14:00 UTC in winter, 13:00 UTC after the March change.
+            ("cron(0 9 * * ? *)", ny, "2027-03-12T15:00:00", "2027-03-13T14:00:00 Sat"),
+            ("cron(0 9 * * ? *)", ny, "2027-03-13T15:00:00", "2027-03-14T13:00:00 Sun"),
+            // 02:30 does not exist on 2027-03-14 in New York: that day is skipped.
+            ("cron(30 2 * * ? *)", ny, "2027-03-13T08:00:00", "2027-03-15T06:30:00 Mon"),
+            // 01:30 happens twice on 2027-11-07: it runs once, at the earlier (EDT) instant.
+            ("cron(30 1 * * ? *)", ny, "2027-11-07T04:00:00", "2027-11-07T05:30:00 Sun"),
+            ("cron(30 1 * * ? *)", ny, "2027-11-07T05:30:00", "2027-11-08T06:30:00 Mon"),
+            ("cron(0 10 * * ? *)", Some("Asia/Kolkata"), "2026-12-01T00:00:00", "2026-12-01T04:30:00 Tue"),
+            ("cron(0 10 * * ? *)", Some("Etc/GMT+5"), "2026-12-01T00:00:00", "2026-12-01T15:00:00 Tue"),
+        ] {
+            assert_eq!(next(expr, zone, after), want, "{expr} in {zone:?} after {after}");
+        }
     }
 
     #[test]

@@ -373,6 +373,10 @@ fn target_tracking_arithmetic() {
     assert_eq!(target_tracking_capacity(3, 1500.0, 1000.0), 5);
 }
 
+fn at<'a>(current: i32, bounds: &'a Bounds, memory: &'a PolicyMemory, now: Now) -> Situation<'a> {
+    Situation { current, bounds, memory, now }
+}
+
 fn policy(target: f64, out: i32, inn: i32) -> TargetTracking {
     TargetTracking {
         target_value: target,
@@ -388,34 +392,37 @@ fn target_tracking_decisions() {
     let none = PolicyMemory::default();
     let now = 10_000.0;
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmHigh, 75.0, 2, &b, &none, now),
+        p.decide(TrackingAlarm::AlarmHigh, 75.0, &at(2, &b, &none, now)),
         Decision::Scale { desired: 3, direction: Direction::Out }
     );
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmHigh, 100.0, 8, &b, &none, now),
+        p.decide(TrackingAlarm::AlarmHigh, 100.0, &at(8, &b, &none, now)),
         Decision::Scale { desired: 10, direction: Direction::Out },
         "clamped to max"
     );
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmHigh, 100.0, 10, &b, &none, now),
+        p.decide(TrackingAlarm::AlarmHigh, 100.0, &at(10, &b, &none, now)),
         Decision::NotScaled(NotScaled::AlreadyAtMaxCapacity { max_capacity: 10 })
     );
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmLow, 30.0, 10, &b, &none, now),
+        p.decide(TrackingAlarm::AlarmLow, 30.0, &at(10, &b, &none, now)),
         Decision::Scale { desired: 6, direction: Direction::In }
     );
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmLow, 10.0, 1, &b, &none, now),
+        p.decide(TrackingAlarm::AlarmLow, 10.0, &at(1, &b, &none, now)),
         Decision::NotScaled(NotScaled::AlreadyAtMinCapacity { min_capacity: 1 })
     );
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmLow, 44.9, 5, &b, &none, now),
+        p.decide(TrackingAlarm::AlarmLow, 44.9, &at(5, &b, &none, now)),
         Decision::NotScaled(NotScaled::AlreadyAtDesiredCapacity { current_capacity: 5 })
     );
     let no_in = TargetTracking { disable_scale_in: true, ..p };
-    assert_eq!(no_in.decide(TrackingAlarm::AlarmLow, 10.0, 5, &b, &none, now), Decision::Hold(Hold::ScaleInDisabled));
     assert_eq!(
-        no_in.decide(TrackingAlarm::AlarmHigh, 75.0, 2, &b, &none, now),
+        no_in.decide(TrackingAlarm::AlarmLow, 10.0, &at(5, &b, &none, now)),
+        Decision::Hold(Hold::ScaleInDisabled)
+    );
+    assert_eq!(
+        no_in.decide(TrackingAlarm::AlarmHigh, 75.0, &at(2, &b, &none, now)),
         Decision::Scale { desired: 3, direction: Direction::Out }
     );
 }
@@ -426,32 +433,32 @@ fn cooldowns() {
     let b = bounds(1, 20);
     let t0 = 10_000.0;
     // Scale out 2 → 4 at t0 (CPU 100 %).
-    let d = p.decide(TrackingAlarm::AlarmHigh, 100.0, 2, &b, &PolicyMemory::default(), t0);
+    let d = p.decide(TrackingAlarm::AlarmHigh, 100.0, &at(2, &b, &PolicyMemory::default(), t0));
     assert_eq!(d, Decision::Scale { desired: 4, direction: Direction::Out });
     let m = PolicyMemory::default().after(&d, 2, 2, t0);
     assert_eq!(m.last_scale_out, Some(ScaleOut { at: t0, from: 2 }));
 
     // A minute later the metric still reads 100 % (new tasks not in it yet): counted from the
     // base of 2, 4 tasks are enough, so nothing more (the cooldown holds).
-    assert_eq!(p.decide(TrackingAlarm::AlarmHigh, 100.0, 4, &b, &m, t0 + 60.0), Decision::Hold(Hold::Cooldown));
+    assert_eq!(p.decide(TrackingAlarm::AlarmHigh, 100.0, &at(4, &b, &m, t0 + 60.0)), Decision::Hold(Hold::Cooldown));
     // The load grows: a larger scale-out goes ahead within the cooldown (2 × 150 / 50 = 6).
-    let d2 = p.decide(TrackingAlarm::AlarmHigh, 150.0, 4, &b, &m, t0 + 120.0);
+    let d2 = p.decide(TrackingAlarm::AlarmHigh, 150.0, &at(4, &b, &m, t0 + 120.0));
     assert_eq!(d2, Decision::Scale { desired: 6, direction: Direction::Out });
     let m2 = m.after(&d2, 4, m.scale_out_base(p.cooldowns, t0 + 120.0, 4), t0 + 120.0);
     assert_eq!(m2.last_scale_out, Some(ScaleOut { at: t0 + 120.0, from: 2 }), "the base stays");
 
     // Scale-in is blocked during the scale-out cooldown…
-    assert_eq!(p.decide(TrackingAlarm::AlarmLow, 10.0, 6, &b, &m2, t0 + 300.0), Decision::Hold(Hold::Cooldown));
+    assert_eq!(p.decide(TrackingAlarm::AlarmLow, 10.0, &at(6, &b, &m2, t0 + 300.0)), Decision::Hold(Hold::Cooldown));
     // …and allowed after it.
-    let d3 = p.decide(TrackingAlarm::AlarmLow, 10.0, 6, &b, &m2, t0 + 420.0);
+    let d3 = p.decide(TrackingAlarm::AlarmLow, 10.0, &at(6, &b, &m2, t0 + 420.0));
     assert_eq!(d3, Decision::Scale { desired: 2, direction: Direction::In });
     let m3 = m2.after(&d3, 6, 6, t0 + 420.0);
     // After the scale-out cooldown, a scale-out counts from the current capacity again.
     assert_eq!(m3.scale_out_base(p.cooldowns, t0 + 420.0, 2), 2);
     // The scale-in cooldown blocks the next scale-in…
-    assert_eq!(p.decide(TrackingAlarm::AlarmLow, 10.0, 2, &b, &m3, t0 + 600.0), Decision::Hold(Hold::Cooldown));
+    assert_eq!(p.decide(TrackingAlarm::AlarmLow, 10.0, &at(2, &b, &m3, t0 + 600.0)), Decision::Hold(Hold::Cooldown));
     // …but not a scale-out, which ends it.
-    let d4 = p.decide(TrackingAlarm::AlarmHigh, 90.0, 2, &b, &m3, t0 + 600.0);
+    let d4 = p.decide(TrackingAlarm::AlarmHigh, 90.0, &at(2, &b, &m3, t0 + 600.0));
     assert_eq!(d4, Decision::Scale { desired: 4, direction: Direction::Out });
     let m4 = m3.after(&d4, 2, 2, t0 + 600.0);
     assert_eq!(m4.last_scale_in, None);
@@ -459,7 +466,7 @@ fn cooldowns() {
     assert_eq!(json["lastScaleOut"]["from"], 2);
     // The scale-in cooldown ends on time.
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmLow, 10.0, 2, &bounds(1, 20), &m3, t0 + 420.0 + 600.0),
+        p.decide(TrackingAlarm::AlarmLow, 10.0, &at(2, &bounds(1, 20), &m3, t0 + 420.0 + 600.0)),
         Decision::Scale { desired: 1, direction: Direction::In }
     );
 }
@@ -470,13 +477,13 @@ fn suspension() {
     let mut b = bounds(1, 10);
     b.suspended.dynamic_scaling_out = true;
     let none = PolicyMemory::default();
-    assert_eq!(p.decide(TrackingAlarm::AlarmHigh, 90.0, 2, &b, &none, 0.0), Decision::Hold(Hold::Suspended));
+    assert_eq!(p.decide(TrackingAlarm::AlarmHigh, 90.0, &at(2, &b, &none, 0.0)), Decision::Hold(Hold::Suspended));
     assert_eq!(
-        p.decide(TrackingAlarm::AlarmLow, 10.0, 5, &b, &none, 0.0),
+        p.decide(TrackingAlarm::AlarmLow, 10.0, &at(5, &b, &none, 0.0)),
         Decision::Scale { desired: 1, direction: Direction::In }
     );
     b.suspended = Suspended { dynamic_scaling_in: true, ..Default::default() };
-    assert_eq!(p.decide(TrackingAlarm::AlarmLow, 10.0, 5, &b, &none, 0.0), Decision::Hold(Hold::Suspended));
+    assert_eq!(p.decide(TrackingAlarm::AlarmLow, 10.0, &at(5, &b, &none, 0.0)), Decision::Hold(Hold::Suspended));
 }
 
 fn step(lo: Option<f64>, hi: Option<f64>, adj: i32) -> StepAdjustment {
@@ -571,8 +578,9 @@ fn the_documented_step_scaling_example() {
     assert!(validate_step_scaling(&out).is_ok() && validate_step_scaling(&inn).is_ok());
     let b = bounds(1, 100);
     let none = PolicyMemory::default();
-    let run =
-        |c: &StepScalingPolicyConfiguration, metric: f64| step_scaling_decision(c, 50.0, metric, 10, &b, &none, 0.0);
+    let run = |c: &StepScalingPolicyConfiguration, metric: f64| {
+        step_scaling_decision(c, 50.0, metric, &at(10, &b, &none, 0.0))
+    };
     assert_eq!(run(&out, 55.0), Decision::Hold(Hold::NoAction));
     assert_eq!(run(&out, 60.0), Decision::Scale { desired: 11, direction: Direction::Out });
     assert_eq!(run(&out, 70.0), Decision::Scale { desired: 13, direction: Direction::Out });
@@ -589,32 +597,32 @@ fn step_scaling_cooldown_and_bounds() {
     let c = steps(AdjustmentType::ChangeInCapacity, vec![step(Some(0.0), Some(50.0), 1), step(Some(50.0), None, 3)]);
     let b = bounds(1, 6);
     let t0 = 1000.0;
-    let d = step_scaling_decision(&c, 50.0, 60.0, 2, &b, &PolicyMemory::default(), t0);
+    let d = step_scaling_decision(&c, 50.0, 60.0, &at(2, &b, &PolicyMemory::default(), t0));
     assert_eq!(d, Decision::Scale { desired: 3, direction: Direction::Out });
     let m = PolicyMemory::default().after(&d, 2, 2, t0);
     // Within the 60 s cooldown the same step counts from 2: 3 again, held.
-    assert_eq!(step_scaling_decision(&c, 50.0, 60.0, 3, &b, &m, t0 + 30.0), Decision::Hold(Hold::Cooldown));
+    assert_eq!(step_scaling_decision(&c, 50.0, 60.0, &at(3, &b, &m, t0 + 30.0)), Decision::Hold(Hold::Cooldown));
     // A larger step goes ahead: 2 + 3 = 5.
     assert_eq!(
-        step_scaling_decision(&c, 50.0, 120.0, 3, &b, &m, t0 + 30.0),
+        step_scaling_decision(&c, 50.0, 120.0, &at(3, &b, &m, t0 + 30.0)),
         Decision::Scale { desired: 5, direction: Direction::Out }
     );
     // After the cooldown it counts from the current capacity, clamped to the maximum.
     assert_eq!(
-        step_scaling_decision(&c, 50.0, 120.0, 5, &b, &m, t0 + 61.0),
+        step_scaling_decision(&c, 50.0, 120.0, &at(5, &b, &m, t0 + 61.0)),
         Decision::Scale { desired: 6, direction: Direction::Out }
     );
     assert_eq!(
-        step_scaling_decision(&c, 50.0, 120.0, 6, &b, &m, t0 + 61.0),
+        step_scaling_decision(&c, 50.0, 120.0, &at(6, &b, &m, t0 + 61.0)),
         Decision::NotScaled(NotScaled::AlreadyAtMaxCapacity { max_capacity: 6 })
     );
     let exact = steps(AdjustmentType::ExactCapacity, vec![step(Some(0.0), None, 4)]);
     assert_eq!(
-        step_scaling_decision(&exact, 50.0, 60.0, 6, &b, &PolicyMemory::default(), t0),
+        step_scaling_decision(&exact, 50.0, 60.0, &at(6, &b, &PolicyMemory::default(), t0)),
         Decision::Scale { desired: 4, direction: Direction::In }
     );
     assert_eq!(
-        step_scaling_decision(&exact, 50.0, 60.0, 4, &b, &PolicyMemory::default(), t0),
+        step_scaling_decision(&exact, 50.0, 60.0, &at(4, &b, &PolicyMemory::default(), t0)),
         Decision::NotScaled(NotScaled::AlreadyAtDesiredCapacity { current_capacity: 4 })
     );
     assert_eq!(aggregate(&[1.0, 2.0, 6.0], None), Some(3.0));
