@@ -520,6 +520,21 @@ pub fn evaluate(rule: &AlarmRule, slots: &[Slot], now: Now) -> Outcome {
     }
 }
 
+/// Whether an evaluation that leaves the alarm in `new` (it was in `previous`) invokes an
+/// action of `new`'s list (AlarmActions, OKActions, InsufficientDataActions): every action on
+/// a change of state; a scaling policy (`arn:aws:autoscaling:...`) also on every evaluation
+/// while the state lasts ("For Auto Scaling actions, the alarm continues to invoke the action
+/// for every period that the alarm remains in the new state"); other actions (SNS) not again.
+/// [`Outcome::Retain`] leaves the state as it was, so only scaling actions fire.
+pub fn invokes_action(previous: StateValue, new: StateValue, action_arn: &str) -> bool {
+    previous != new || is_scaling_action(action_arn)
+}
+
+/// An Application Auto Scaling or EC2 Auto Scaling policy ARN.
+pub fn is_scaling_action(action_arn: &str) -> bool {
+    action_arn.starts_with("arn:aws:autoscaling:")
+}
+
 /// Writes reason texts and reason data for one evaluation.
 struct Report<'a> {
     rule: &'a AlarmRule,
@@ -940,6 +955,17 @@ mod tests {
             r.comparison_operator = op;
             assert_eq!((r.breaches(50.0), r.breaches(51.0), r.breaches(49.0)), (at, above, below), "{op:?}");
         }
+    }
+
+    #[test]
+    fn actions_fire_on_change_and_scaling_policies_on_every_period() {
+        let policy = "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:6d8972f3-efc8-437c-92d1-6270f29a66e7:resource/ecs/service/default/web:policyName/cpu";
+        let topic = "arn:aws:sns:us-east-1:123456789012:ops";
+        assert!(invokes_action(StateValue::Ok, StateValue::Alarm, topic));
+        assert!(invokes_action(StateValue::Ok, StateValue::Alarm, policy));
+        assert!(!invokes_action(StateValue::Alarm, StateValue::Alarm, topic));
+        assert!(invokes_action(StateValue::Alarm, StateValue::Alarm, policy));
+        assert!(invokes_action(StateValue::InsufficientData, StateValue::Ok, topic));
     }
 
     #[test]

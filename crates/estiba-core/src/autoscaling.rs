@@ -740,8 +740,13 @@ pub fn target_tracking_alarm_name(resource_id: &str, which: TrackingAlarm, uuid:
 
 /// The PutMetricAlarm of one of the alarms a target tracking policy creates and owns.
 /// `policy_action` is what the alarm triggers and its description names: the policy's ARN
-/// (AWS appends `:createdBy/<uuid>`; pass it so if wanted). With DisableScaleIn the policy
-/// still creates AlarmLow (AWS does), and simply does not act on it.
+/// (AWS appends `:createdBy/<uuid>`; pass it so if wanted). With DisableScaleIn, estiba still
+/// creates AlarmLow and the policy does not act on it (whether AWS omits the alarm then is
+/// not confirmed).
+///
+/// With several target tracking policies on one service, ECS's guide says the service scales
+/// out when any policy is ready to, and scales in only when all of them (those with scale-in
+/// enabled) are: the controller combines the [`Decision`]s so.
 pub fn target_tracking_alarm(
     resource_id: &str,
     which: TrackingAlarm,

@@ -690,3 +690,44 @@ fn scheduled_actions() {
     sb.suspended.scheduled_scaling = true;
     assert_eq!(run_scheduled_action("night", &a, &sb, 6), None);
 }
+
+#[test]
+fn a_whole_scale_out_from_metrics_to_activity() {
+    // A service of 2 tasks burning 90 % CPU against a 50 % target: after three one-minute
+    // datapoints AlarmHigh is in ALARM, the policy asks for ceil(2 × 90 / 50) = 4 tasks, and
+    // the activity reads as AWS's.
+    let service = web();
+    let config = tt(MetricType::ECSServiceAverageCPUUtilization, None, 50.0);
+    let metric = target_tracking_metric(&service, &config).unwrap();
+    let action = policy_arn(&scope(), "6d8972f3-efc8-437c-92d1-6270f29a66e7", &service.resource_id(), "cpu50");
+    let high =
+        target_tracking_alarm(&service.resource_id(), TrackingAlarm::AlarmHigh, UUID_HIGH, &action, &metric, 50.0);
+    let rule = alarms::validate_put_metric_alarm(&high).unwrap();
+
+    let now = 1_796_119_200.0 + 245.0; // 10:04:05
+    let starts = alarms::range_starts(&rule, now);
+    assert_eq!(starts.len(), 5);
+    let slots: Vec<alarms::Slot> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if i < 2 { alarms::Slot::missing(*t) } else { alarms::Slot::value(*t, 90.0) })
+        .collect();
+    let alarms::Outcome::Set(update) = alarms::evaluate(&rule, &slots, now) else { panic!() };
+    assert_eq!(update.state, cw::StateValue::Alarm);
+    assert!(update.reason.starts_with("Threshold Crossed: 3 out of the last 3 datapoints [90.0 (01/12/26 10:03:00)"));
+    assert!(update.reason.ends_with("(minimum 3 datapoints for OK -> ALARM transition)."));
+    assert!(alarms::invokes_action(cw::StateValue::Ok, update.state, &action));
+
+    let policy = TargetTracking::from_config(&config);
+    assert_eq!(policy.cooldowns, Cooldowns { scale_out: 300, scale_in: 300 });
+    let b = bounds(1, 10);
+    let memory = PolicyMemory::default();
+    let decision = policy.decide(TrackingAlarm::AlarmHigh, 90.0, &at(2, &b, &memory, now));
+    assert_eq!(decision, Decision::Scale { desired: 4, direction: Direction::Out });
+    let activity = Activity::desired_count_set(4, alarm_cause(&high.alarm_name, "cpu50"));
+    assert_eq!(activity.description, "Setting desired count to 4.");
+    assert_eq!(
+        activity.cause,
+        "monitor alarm TargetTracking-service/default/web-app-AlarmHigh-22c1fbb2-aed5-484d-9cc2-131ed021b611 in state ALARM triggered policy cpu50"
+    );
+}
