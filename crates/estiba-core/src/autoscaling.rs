@@ -11,7 +11,9 @@
 //! Guide, "Automatically scale your Amazon ECS service". The alarms target tracking creates
 //! are shaped as AWS's are seen in DescribeAlarms for ECS services (AlarmHigh: 3 of 3
 //! one-minute datapoints above the target; AlarmLow: 15 one-minute datapoints below 90 % of
-//! it). Step adjustment messages are EC2 Auto Scaling's, which Application Auto Scaling shares.
+//! it). The ValidationException messages about step bounds left unspecified and the 20-step
+//! limit are the ones AWS answers (seen from EC2 Auto Scaling and CloudFormation); the other
+//! messages here are estiba's wording where AWS's could not be confirmed.
 //!
 //! Nothing here reads a clock: times come in as [`Now`]; alarm uuids and ARNs' ids come from
 //! the caller.
@@ -349,7 +351,7 @@ impl Activity {
 
 /// Why a policy did not scale: AWS's not-scaled reason codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "code")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "code")]
 pub enum NotScaled {
     /// Scaling out is blocked by MaxCapacity.
     AlreadyAtMaxCapacity { max_capacity: i32 },
@@ -393,7 +395,7 @@ pub enum Direction {
 
 /// What a policy does when its alarm is in ALARM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "decision")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "decision", content = "detail")]
 pub enum Decision {
     /// Set the desired count (record [`Activity::desired_count_set`]).
     Scale { desired: i32, direction: Direction },
@@ -543,7 +545,7 @@ pub const TARGET_TRACKING_PERIOD: i32 = 60;
 
 /// The metric a target tracking policy follows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
 pub enum TrackedMetric {
     /// One metric and a statistic.
     Single {

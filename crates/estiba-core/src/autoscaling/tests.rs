@@ -731,3 +731,40 @@ fn a_whole_scale_out_from_metrics_to_activity() {
         "monitor alarm TargetTracking-service/default/web-app-AlarmHigh-22c1fbb2-aed5-484d-9cc2-131ed021b611 in state ALARM triggered policy cpu50"
     );
 }
+
+#[test]
+fn decisions_and_outcomes_round_trip_as_json() {
+    for d in [
+        Decision::Scale { desired: 4, direction: Direction::Out },
+        Decision::NotScaled(NotScaled::AlreadyAtMaxCapacity { max_capacity: 4 }),
+        Decision::Hold(Hold::Cooldown),
+    ] {
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d, "{json}");
+    }
+    let json = serde_json::to_value(Decision::NotScaled(NotScaled::AlreadyAtMinCapacity { min_capacity: 1 })).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"decision": "notScaled", "detail": {"code": "alreadyAtMinCapacity", "minCapacity": 1}})
+    );
+    let rule = alarms::AlarmRule {
+        threshold: 1.0,
+        comparison_operator: ComparisonOperator::GreaterThanThreshold,
+        evaluation_periods: 1,
+        datapoints_to_alarm: None,
+        treat_missing_data: alarms::TreatMissingData::Ignore,
+        period: 60,
+        statistic: Some("Sum".into()),
+        unit: None,
+    };
+    let tracked = target_tracking_metric(&web(), &tt(MetricType::ECSServiceAverageCPUUtilization, None, 50.0)).unwrap();
+    let json = serde_json::to_value(&tracked).unwrap();
+    assert_eq!(json["metricName"], "CPUUtilization");
+    assert_eq!(serde_json::from_value::<TrackedMetric>(json).unwrap(), tracked);
+    let back: alarms::AlarmRule = serde_json::from_str(&serde_json::to_string(&rule).unwrap()).unwrap();
+    assert_eq!(back, rule);
+    for o in [alarms::Outcome::Retain, alarms::evaluate(&rule, &[alarms::Slot::value(0.0, 2.0)], 60.0)] {
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(serde_json::from_str::<alarms::Outcome>(&json).unwrap(), o, "{json}");
+    }
+}
