@@ -24,7 +24,8 @@
 //! last put time, `u8` unit count; per unit `u8` unit, then for each of the four tiers `varint`
 //! bucket count and per bucket `zvarint` start (seconds, delta from the previous bucket),
 //! `f64` SampleCount, Sum, Minimum, Maximum, `u8` percentiles usable, `varint` bin count and
-//! per bin `zvarint` key (delta) and `f64` count. Then the CRC32 of all of it (`u32`).
+//! per bin `zvarint` key (delta) and the count (`varint 2n` for a whole number, else `varint 1`
+//! and `f64`; no bins when every sample of the bucket was equal: see `sketch::Agg`). Then the CRC32 of all of it (`u32`).
 
 use crate::sketch::{Agg, Sketch};
 use crate::{Dimension, MetricId, StatisticSet, Value};
@@ -222,6 +223,26 @@ pub(crate) fn records(buf: &[u8]) -> (Vec<&[u8]>, usize) {
     (out, pos)
 }
 
+/// A count: `varint 2n` when it is a whole number below 2^52 (nearly always), else `varint 1`
+/// and the `f64`.
+fn put_count(out: &mut Vec<u8>, c: f64) {
+    if c >= 0.0 && c < (1u64 << 52) as f64 && c.fract() == 0.0 {
+        put_varint(out, (c as u64) << 1);
+    } else {
+        put_varint(out, 1);
+        put_f64(out, c);
+    }
+}
+
+fn get_count(r: &mut Reader) -> Option<f64> {
+    let v = r.varint()?;
+    if v & 1 == 1 {
+        r.f64()
+    } else {
+        Some((v >> 1) as f64)
+    }
+}
+
 pub(crate) fn put_agg(out: &mut Vec<u8>, a: &Agg) {
     for x in [a.count, a.sum, a.min, a.max] {
         put_f64(out, x);
@@ -232,7 +253,7 @@ pub(crate) fn put_agg(out: &mut Vec<u8>, a: &Agg) {
     for &(k, c) in &a.sketch.bins {
         put_zvarint(out, i64::from(k) - prev);
         prev = i64::from(k);
-        put_f64(out, c);
+        put_count(out, f64::from(c));
     }
 }
 
@@ -244,7 +265,7 @@ pub(crate) fn get_agg(r: &mut Reader) -> Option<Agg> {
     let mut prev = 0i64;
     for _ in 0..n {
         prev += r.zvarint()?;
-        bins.push((i32::try_from(prev).ok()?, r.f64()?));
+        bins.push((i16::try_from(prev).ok()?, get_count(r)? as f32));
     }
     Some(Agg { count, sum, min, max, sketch: Sketch { bins, usable } })
 }
@@ -260,6 +281,21 @@ mod tests {
         assert_eq!(key_bytes(&a), key_bytes(&b));
         assert_eq!(parse_key(&key_bytes(&a)), Some(b));
         assert_eq!(parse_key(&key_bytes(&a)[..5]), None);
+    }
+
+    #[test]
+    fn buckets_round_trip() {
+        let mut a = Agg::default();
+        for (v, c) in [(0.0, 1.0), (1.5, 2.0), (1e9, 0.25), (3.0, 7.0)] {
+            a.add_value(v, c, crate::sketch::key_of(v));
+        }
+        let mut out = Vec::new();
+        put_agg(&mut out, &a);
+        put_agg(&mut out, &Agg::default());
+        let mut r = Reader::new(&out);
+        assert_eq!(get_agg(&mut r), Some(a));
+        assert_eq!(get_agg(&mut r), Some(Agg::default()));
+        assert!(r.done());
     }
 
     #[test]

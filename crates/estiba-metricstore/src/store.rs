@@ -87,6 +87,8 @@ impl State {
 
 struct Log {
     file: File,
+    /// The buffer last written, swapped with the state's so neither is reallocated.
+    spare: Vec<u8>,
 }
 
 struct Shard {
@@ -117,7 +119,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Adds one datum to a unit series, in every tier whose retention (as of `now`) still covers it.
-fn apply(us: &mut UnitSeries, high: bool, ts: i64, value: &Value, now: i64, keys: &mut Vec<Option<i32>>) {
+fn apply(us: &mut UnitSeries, high: bool, ts: i64, value: &Value, now: i64, keys: &mut Vec<Option<i16>>) {
     let ts = ts.div_euclid(1000);
     let now = now.div_euclid(1000);
     let single_key = match value {
@@ -158,6 +160,10 @@ fn bucket_mut(buckets: &mut Vec<(i64, Agg)>, start: i64) -> &mut Agg {
             }
         },
         _ => {
+            // Time moved on: the bucket before is most likely complete; drop its bins' slack.
+            if let Some(last) = buckets.last_mut() {
+                last.1.sketch.bins.shrink_to_fit();
+            }
             buckets.push((start, Agg::default()));
             buckets.len() - 1
         }
@@ -173,37 +179,44 @@ fn check_period(period: i64) -> Result<()> {
     }
 }
 
-/// The period windows of one tier's buckets: (window start in seconds, aggregate).
-fn windows(buckets: &[(i64, Agg)], start: i64, end_ms: i64, period: i64, cutoff: i64, sketch: bool) -> Vec<(i64, Agg)> {
-    // The first window wholly within retention.
+/// The first period window wholly within retention, and where its buckets start.
+fn first_window(buckets: &[(i64, Agg)], start: i64, period: i64, cutoff: i64) -> usize {
     let from = if cutoff > start { start + (cutoff - start + period - 1) / period * period } else { start };
-    let first = buckets.partition_point(|b| b.0 < from);
-    let mut out: Vec<(i64, Agg)> = Vec::new();
-    for (b, agg) in &buckets[first..] {
-        if b.saturating_mul(1000) >= end_ms {
-            break;
+    buckets.partition_point(|b| b.0 < from)
+}
+
+/// Calls `f` with each period window of one tier's buckets: (window start in seconds, its
+/// aggregate). A window of one bucket is passed as is; others are merged into a scratch
+/// aggregate (with the sketches only when `sketch`).
+fn for_windows(
+    buckets: &[(i64, Agg)],
+    start: i64,
+    end_ms: i64,
+    period: i64,
+    cutoff: i64,
+    sketch: bool,
+    mut f: impl FnMut(i64, &Agg),
+) {
+    let first = first_window(buckets, start, period, cutoff);
+    let end = first + buckets[first..].partition_point(|b| b.0.saturating_mul(1000) < end_ms);
+    let window = |b: i64| start + (b - start).div_euclid(period) * period;
+    let mut scratch = Agg::default();
+    for group in buckets[first..end].chunk_by(|a, b| window(a.0) == window(b.0)) {
+        let ws = window(group[0].0);
+        if let [(_, one)] = group {
+            f(ws, one);
+            continue;
         }
-        let ws = start + (b - start).div_euclid(period) * period;
-        match out.last_mut() {
-            Some(last) if last.0 == ws => {
-                if sketch {
-                    last.1.merge(agg)
-                } else {
-                    last.1.merge_numbers(agg)
-                }
-            }
-            _ => {
-                let mut a = Agg::default();
-                if sketch {
-                    a.merge(agg)
-                } else {
-                    a.merge_numbers(agg)
-                }
-                out.push((ws, a));
+        scratch.clear();
+        for (_, a) in group {
+            if sketch {
+                scratch.merge(a);
+            } else {
+                scratch.merge_numbers(a);
             }
         }
+        f(ws, &scratch);
     }
-    out
 }
 
 fn statistic(a: &Agg, s: Statistic) -> Option<f64> {
@@ -213,7 +226,7 @@ fn statistic(a: &Agg, s: Statistic) -> Option<f64> {
         Statistic::Average => (a.count > 0.0).then(|| a.sum / a.count),
         Statistic::Minimum => Some(a.min),
         Statistic::Maximum => Some(a.max),
-        Statistic::Percentile(p) => a.sketch.quantile(p / 100.0, a.min, a.max),
+        Statistic::Percentile(p) => a.quantile(p / 100.0),
     }
 }
 
@@ -234,25 +247,25 @@ fn compute(series: &Series, q: &Query, now: i64) -> Vec<Datapoint> {
         UnitFilter::Only(unit) => u.unit == unit,
         _ => true,
     });
-    let mut per_unit: Vec<(Unit, Vec<(i64, Agg)>)> =
-        units.map(|u| (u.unit, windows(&u.tiers[t], start, q.end, p, cutoff, sketch))).collect();
-    per_unit.retain(|(_, w)| !w.is_empty());
-    if q.unit == UnitFilter::Merged && per_unit.len() > 1 {
+    let units: Vec<&UnitSeries> = units.collect();
+    if q.unit == UnitFilter::Merged && units.len() > 1 {
         let mut merged: std::collections::BTreeMap<i64, (Agg, Option<Unit>)> = Default::default();
-        for (unit, ws) in &per_unit {
-            for (w, a) in ws {
-                let e = merged.entry(*w).or_insert_with(|| (Agg::default(), Some(*unit)));
-                if e.1 != Some(*unit) {
+        for u in &units {
+            for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| {
+                let e = merged.entry(w).or_insert_with(|| (Agg::default(), Some(u.unit)));
+                if e.1 != Some(u.unit) {
                     e.1 = None;
                 }
                 e.0.merge(a);
-            }
+            });
         }
         return merged.iter().map(|(w, (a, u))| datapoint(*w, *u, a, q)).collect();
     }
-    let mut out: Vec<Datapoint> =
-        per_unit.iter().flat_map(|(u, ws)| ws.iter().map(move |(w, a)| datapoint(*w, Some(*u), a, q))).collect();
-    if per_unit.len() > 1 {
+    let mut out = Vec::new();
+    for u in &units {
+        for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| out.push(datapoint(w, Some(u.unit), a, q)));
+    }
+    if units.len() > 1 {
         out.sort_by_key(|d| (d.timestamp, d.unit));
     }
     out
@@ -494,9 +507,11 @@ fn background(weak: Weak<Inner>, interval: Duration) {
 /// Writes and syncs a shard's buffered records.
 fn flush(shard: &Shard) -> Result<()> {
     let mut log = lock(&shard.log);
-    let buf = std::mem::take(&mut lock(&shard.state).buf);
-    if !buf.is_empty() {
-        log.file.write_all(&buf)?;
+    let log = &mut *log;
+    log.spare.clear();
+    std::mem::swap(&mut log.spare, &mut lock(&shard.state).buf);
+    if !log.spare.is_empty() {
+        log.file.write_all(&log.spare)?;
         log.file.sync_data()?;
     }
     Ok(())
@@ -619,7 +634,7 @@ fn log_generations(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Replays one log record; `ids` maps this file's series ids.
-fn replay(st: &mut State, payload: &[u8], ids: &mut HashMap<u32, usize>, scratch: &mut Vec<Option<i32>>) -> Option<()> {
+fn replay(st: &mut State, payload: &[u8], ids: &mut HashMap<u32, usize>, scratch: &mut Vec<Option<i16>>) -> Option<()> {
     let mut r = Reader::new(payload);
     let now = r.i64()?;
     while !r.done() {
@@ -682,5 +697,5 @@ fn open_shard(dir: &Path) -> Result<Shard> {
     let file = OpenOptions::new().create(true).append(true).open(wal_path(dir, next))?;
     sync_dir(dir)?;
     st.generation = next;
-    Ok(Shard { dir: dir.to_owned(), state: Mutex::new(st), log: Mutex::new(Log { file }) })
+    Ok(Shard { dir: dir.to_owned(), state: Mutex::new(st), log: Mutex::new(Log { file, spare: Vec::new() }) })
 }

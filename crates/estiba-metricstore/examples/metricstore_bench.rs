@@ -1,0 +1,215 @@
+//! A quick measurement of the metric store (not a test; `cargo xtask bench metrics` will take
+//! it over): PutMetricData ingest rate on one thread by batch size, GetMetricData-style queries
+//! over a day of 1-minute data for 100 series, reopen time and bytes on disk.
+//!
+//! `cargo run --release -p estiba-metricstore --example metricstore_bench -- [datapoints] [dir]`
+//! (default 2,000,000 datapoints per batch size, in a temporary directory). It allocates with
+//! mimalloc, as the server does (glibc's malloc, fragmented by millions of small sketches,
+//! makes the queries' per-datapoint allocations several times slower).
+
+use std::time::Instant;
+
+use estiba_metricstore::{
+    Datum, Dimension, DimensionFilter, MetricId, MetricStore, Options, Query, Resolution, Selector, Statistic, Unit,
+    UnitFilter, Value,
+};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ACCOUNT: &str = "000000000000";
+const REGION: &str = "us-east-1";
+/// 2025-12-01T00:00:00Z, in ms.
+const T0: i64 = 1_764_547_200_000;
+const MIN: i64 = 60_000;
+
+/// User + system CPU time of this process so far (Linux).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+}
+
+/// CPU time of this thread so far, in seconds (`CLOCK_THREAD_CPUTIME_ID`): the machine may be
+/// shared, so wall time alone says little.
+fn thread_cpu() -> f64 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (64-bit Linux layout) through the pointer.
+    unsafe { clock_gettime(3, &mut ts) };
+    ts.sec as f64 + ts.nsec as f64 / 1e9
+}
+
+/// Resident memory of this process, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
+}
+
+fn dims(cluster: usize, service: usize) -> Vec<Dimension> {
+    vec![Dimension::new("ServiceName", format!("service-{service:03}")), Dimension::new("ClusterName", format!("cluster-{cluster}"))]
+}
+
+/// Batches of `batch` datapoints over `series` series (3 metrics × services), one sample every
+/// 5 s per series, as the agent's sampler would send them.
+fn batches(total: usize, batch: usize, series: usize, high: bool) -> Vec<(Vec<Datum>, i64)> {
+    let names = ["CPUUtilization", "MemoryUtilization", "RequestCount"];
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    while i < total {
+        let mut data = Vec::with_capacity(batch);
+        let mut now = T0;
+        for _ in 0..batch.min(total - i) {
+            let s = i % series;
+            let ts = T0 + (i / series) as i64 * 5_000;
+            now = ts;
+            data.push(Datum {
+                name: names[s % 3].into(),
+                dimensions: dims(s % 4, s / 3),
+                timestamp: ts,
+                unit: if s % 3 == 2 { Unit::Count } else { Unit::Percent },
+                resolution: if high { Resolution::High } else { Resolution::Standard },
+                value: Value::Single(((i * 7919) % 1000) as f64 / 10.0),
+            });
+            i += 1;
+        }
+        out.push((data, now));
+    }
+    out
+}
+
+fn ingest(store: &MetricStore, total: usize, batch: usize, series: usize, high: bool) {
+    let work = batches(total, batch, series, high);
+    let (cpu0, thread0, t) = (cpu_secs(), thread_cpu(), Instant::now());
+    for (data, now) in &work {
+        store.put(ACCOUNT, REGION, "ECS/Bench", data, *now).expect("put");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let thread = thread_cpu() - thread0;
+    let cpu = cpu_secs() - cpu0;
+    println!(
+        "put  batch {batch:>4} × {series:>4} series{}: {:>9.0} datapoints per CPU-second of the putting thread, {:>9.0}/s wall ({:.2} s wall, {:.2} s process CPU with the sync thread)",
+        if high { " (high-res)" } else { "" },
+        total as f64 / thread,
+        total as f64 / secs,
+        secs,
+        cpu
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let total: usize = args.next().map_or(2_000_000, |a| a.parse().expect("datapoints"));
+    let tmp;
+    let dir = match args.next() {
+        Some(d) => std::path::PathBuf::from(d),
+        None => {
+            tmp = tempfile::tempdir().expect("tempdir");
+            tmp.path().to_owned()
+        }
+    };
+    // A day of 1-minute data for 100 series, 12 samples a minute each.
+    let rss0 = rss_mib();
+    let store = MetricStore::open(dir.join("query"), Options::default()).expect("open");
+    let ids: Vec<MetricId> =
+        (0..100).map(|s| MetricId::new(ACCOUNT, REGION, "AWS/ECS", "CPUUtilization", dims(0, s))).collect();
+    let t = Instant::now();
+    for minute in 0..1440 {
+        for tick in 0..12 {
+            let ts = T0 + minute * MIN + tick * 5_000;
+            let data: Vec<Datum> = (0..100)
+                .map(|s| Datum {
+                    name: "CPUUtilization".into(),
+                    dimensions: dims(0, s),
+                    timestamp: ts,
+                    unit: Unit::Percent,
+                    resolution: Resolution::Standard,
+                    value: Value::Single(((minute as usize * 31 + s * 7 + tick as usize) % 100) as f64),
+                })
+                .collect();
+            store.put(ACCOUNT, REGION, "AWS/ECS", &data, ts).expect("put");
+        }
+    }
+    println!(
+        "fill a day × 100 series × 12 samples/min: {:.2} s, +{:.0} MiB resident",
+        t.elapsed().as_secs_f64(),
+        rss_mib() - rss0
+    );
+    let now = T0 + 1440 * MIN;
+    let run = |label: &str, stats: &[Statistic], period: i64| {
+        let q = Query { start: T0, end: now, period, statistics: stats.to_vec(), unit: UnitFilter::Each };
+        let (mut times, mut cpus) = (Vec::new(), Vec::new());
+        let mut points = 0;
+        for _ in 0..7 {
+            let (t, c) = (Instant::now(), thread_cpu());
+            points = ids.iter().map(|id| store.get(id, &q, now).expect("get").len()).sum::<usize>();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            cpus.push((thread_cpu() - c) * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        cpus.sort_by(f64::total_cmp);
+        println!(
+            "get  100 series × a day, {label}, period {period}: {points} datapoints, CPU median {:.2} ms (min {:.2}), wall median {:.2} ms (min {:.2})",
+            cpus[3], cpus[0], times[3], times[0]
+        );
+    };
+    run("Average", &[Statistic::Average], 60);
+    run("Average+Max+SampleCount", &[Statistic::Average, Statistic::Maximum, Statistic::SampleCount], 60);
+    run("p99", &[Statistic::Percentile(99.0)], 60);
+    run("p50+p99", &[Statistic::Percentile(50.0), Statistic::Percentile(99.0)], 300);
+    run("Average", &[Statistic::Average], 3600);
+    let sel = Selector {
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+        namespace: Some("AWS/ECS".into()),
+        name: Some("CPUUtilization".into()),
+        dimensions: vec![DimensionFilter { name: "ClusterName".into(), value: Some("cluster-0".into()) }],
+        exact_dimension_names: false,
+    };
+    let q = Query { start: T0, end: now, period: 60, statistics: vec![Statistic::Average], unit: UnitFilter::Each };
+    let t = Instant::now();
+    let n = store.get_matching(&sel, &q, now).expect("get").len();
+    println!("get_matching {n} series × a day, Average, period 60: {:.2} ms", t.elapsed().as_secs_f64() * 1000.0);
+
+    let t = Instant::now();
+    store.compact().expect("compact");
+    println!("snapshot of 100 series × a day: {:.2} s", t.elapsed().as_secs_f64());
+    drop(store);
+    let t = Instant::now();
+    let store = MetricStore::open(dir.join("query"), Options::default()).expect("open");
+    println!("reopen: {:.2} s, {} series", t.elapsed().as_secs_f64(), store.series_count());
+    let bytes: u64 = walk(&dir.join("query"));
+    println!("disk: {:.1} MiB for {} datapoints", bytes as f64 / (1 << 20) as f64, 1440 * 12 * 100);
+    drop(store);
+
+    let store = MetricStore::open(dir.join("ingest"), Options::default()).expect("open");
+    for (batch, series) in [(20, 300), (100, 300), (1000, 300), (1000, 3000)] {
+        ingest(&store, total, batch, series, false);
+    }
+    ingest(&store, total, 100, 300, true);
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
