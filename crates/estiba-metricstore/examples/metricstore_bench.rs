@@ -141,9 +141,13 @@ fn main() {
             store.put(ACCOUNT, REGION, "AWS/ECS", &data, ts).expect("put");
         }
     }
+    let stats = store.stats();
     println!(
-        "fill a day × 100 series × 12 samples/min: {:.2} s, +{:.0} MiB resident",
+        "fill a day × 100 series × 12 samples/min: {:.2} s; {} buckets, {} bins, {:.1} MiB of buckets (+{:.0} MiB resident)",
         t.elapsed().as_secs_f64(),
+        stats.buckets,
+        stats.bins,
+        stats.memory_bytes as f64 / (1 << 20) as f64,
         rss_mib() - rss0
     );
     let now = T0 + 1440 * MIN;
@@ -191,6 +195,32 @@ fn main() {
     println!("reopen: {:.2} s, {} series", t.elapsed().as_secs_f64(), store.series_count());
     let bytes: u64 = walk(&dir.join("query"));
     println!("disk: {:.1} MiB for {} datapoints", bytes as f64 / (1 << 20) as f64, 1440 * 12 * 100);
+    drop(store);
+
+    // The same day, one sample a minute (AWS/ECS's service metrics): what memory a series
+    // takes when its minutes hold one value each.
+    let store = MetricStore::open(dir.join("sparse"), Options::default()).expect("open");
+    for minute in 0..1440 {
+        let ts = T0 + minute * MIN;
+        let data: Vec<Datum> = (0..100)
+            .map(|s| Datum {
+                name: "CPUUtilization".into(),
+                dimensions: dims(0, s),
+                timestamp: ts,
+                unit: Unit::Percent,
+                resolution: Resolution::Standard,
+                value: Value::Single(((minute as usize * 31 + s * 7) % 1000) as f64 / 10.0),
+            })
+            .collect();
+        store.put(ACCOUNT, REGION, "AWS/ECS", &data, ts).expect("put");
+    }
+    let stats = store.stats();
+    println!(
+        "a day × 100 series × 1 sample/min: {} buckets, {} bins, {:.1} MiB of buckets",
+        stats.buckets,
+        stats.bins,
+        stats.memory_bytes as f64 / (1 << 20) as f64
+    );
     drop(store);
 
     let store = MetricStore::open(dir.join("ingest"), Options::default()).expect("open");

@@ -386,6 +386,19 @@ pub struct Expired {
     pub series: u64,
 }
 
+/// What the store holds (for its own metrics and the benchmark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub series: u64,
+    pub buckets: u64,
+    /// Sketch bins written out (buckets whose samples were all equal have none).
+    pub bins: u64,
+    /// Memory the buckets take, estimated from their sizes and capacities.
+    pub memory_bytes: u64,
+    /// Log bytes not yet folded into snapshots.
+    pub log_bytes: u64,
+}
+
 /// How the store is tuned.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -493,6 +506,11 @@ impl MetricStore {
     /// How many series the store holds.
     pub fn series_count(&self) -> usize {
         self.inner.series_count()
+    }
+
+    /// Counts what the store holds (walks every bucket: for occasional use).
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
     }
 }
 

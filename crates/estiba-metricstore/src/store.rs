@@ -16,7 +16,7 @@ use crate::format::{self, Reader};
 use crate::sketch::{key_of, Agg};
 use crate::{
     align_start, Datapoint, Datum, Dimension, Error, Expired, ListCursor, MetricId, MetricPage, Options, Query,
-    Resolution, Result, Selector, Statistic, Unit, UnitFilter, Value, TIERS,
+    Resolution, Result, Selector, Statistic, Stats, Unit, UnitFilter, Value, TIERS,
 };
 
 const NO_ID: u32 = u32::MAX;
@@ -451,6 +451,29 @@ impl Inner {
             tracing::debug!(buckets = out.buckets, series = out.series, "metric store expired");
         }
         Ok(out)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut out = Stats::default();
+        for shard in &self.shards {
+            let st = lock(&shard.state);
+            out.log_bytes += st.log_bytes;
+            for s in &st.series {
+                out.series += 1;
+                out.memory_bytes += (std::mem::size_of::<Series>() + s.key.len() * 3 + 64) as u64;
+                for u in &s.units {
+                    for tier in &u.tiers {
+                        out.buckets += tier.len() as u64;
+                        out.memory_bytes += (tier.capacity() * std::mem::size_of::<(i64, Agg)>()) as u64;
+                        for (_, a) in tier {
+                            out.bins += a.sketch.bins.len() as u64;
+                            out.memory_bytes += (a.sketch.bins.capacity() * std::mem::size_of::<(i16, f32)>()) as u64;
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub fn series_count(&self) -> usize {
