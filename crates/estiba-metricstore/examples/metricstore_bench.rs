@@ -23,14 +23,6 @@ const REGION: &str = "us-east-1";
 const T0: i64 = 1_764_547_200_000;
 const MIN: i64 = 60_000;
 
-/// User + system CPU time of this process so far (Linux).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
-    ticks / 100.0
-}
-
 #[repr(C)]
 struct Timespec {
     sec: i64,
@@ -41,13 +33,21 @@ extern "C" {
     fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
 }
 
-/// CPU time of this thread so far, in seconds (`CLOCK_THREAD_CPUTIME_ID`): the machine may be
-/// shared, so wall time alone says little.
-fn thread_cpu() -> f64 {
+/// CPU time so far, in seconds, of this thread (`CLOCK_THREAD_CPUTIME_ID`, 3) or this process
+/// (`CLOCK_PROCESS_CPUTIME_ID`, 2): the machine may be shared, so wall time alone says little.
+fn cpu_time(clock: i32) -> f64 {
     let mut ts = Timespec { sec: 0, nsec: 0 };
     // SAFETY: clock_gettime writes one timespec (64-bit Linux layout) through the pointer.
-    unsafe { clock_gettime(3, &mut ts) };
+    unsafe { clock_gettime(clock, &mut ts) };
     ts.sec as f64 + ts.nsec as f64 / 1e9
+}
+
+fn thread_cpu() -> f64 {
+    cpu_time(3)
+}
+
+fn cpu_secs() -> f64 {
+    cpu_time(2)
 }
 
 /// Resident memory of this process, in MiB.
@@ -64,6 +64,7 @@ fn dims(cluster: usize, service: usize) -> Vec<Dimension> {
 /// Batches of `batch` datapoints over `series` series (3 metrics × services), one sample every
 /// 5 s per series, as the agent's sampler would send them.
 fn batches(total: usize, batch: usize, series: usize, high: bool) -> Vec<(Vec<Datum>, i64)> {
+    let (percent, count) = (Unit::from("Percent"), Unit::from("Count"));
     let names = ["CPUUtilization", "MemoryUtilization", "RequestCount"];
     let mut out = Vec::new();
     let mut i = 0usize;
@@ -78,7 +79,7 @@ fn batches(total: usize, batch: usize, series: usize, high: bool) -> Vec<(Vec<Da
                 name: names[s % 3].into(),
                 dimensions: dims(s % 4, s / 3),
                 timestamp: ts,
-                unit: if s % 3 == 2 { Unit::Count } else { Unit::Percent },
+                unit: if s % 3 == 2 { count.clone() } else { percent.clone() },
                 resolution: if high { Resolution::High } else { Resolution::Standard },
                 value: Value::Single(((i * 7919) % 1000) as f64 / 10.0),
             });
@@ -108,6 +109,28 @@ fn ingest(store: &MetricStore, total: usize, batch: usize, series: usize, high: 
     );
 }
 
+/// A day of `AWS/ECS` `CPUUtilization` for 100 series, `per_minute` samples a minute each:
+/// `value(minute, sample, series)`.
+fn fill(store: &MetricStore, per_minute: i64, value: impl Fn(usize, usize, usize) -> f64) {
+    let percent = Unit::from("Percent");
+    for minute in 0..1440 {
+        for tick in 0..per_minute {
+            let ts = T0 + minute * MIN + tick * (MIN / per_minute);
+            let data: Vec<Datum> = (0..100)
+                .map(|s| Datum {
+                    name: "CPUUtilization".into(),
+                    dimensions: dims(0, s),
+                    timestamp: ts,
+                    unit: percent.clone(),
+                    resolution: Resolution::Standard,
+                    value: Value::Single(value(minute as usize, tick as usize, s)),
+                })
+                .collect();
+            store.put(ACCOUNT, REGION, "AWS/ECS", &data, ts).expect("put");
+        }
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let total: usize = args.next().map_or(2_000_000, |a| a.parse().expect("datapoints"));
@@ -125,22 +148,7 @@ fn main() {
     let ids: Vec<MetricId> =
         (0..100).map(|s| MetricId::new(ACCOUNT, REGION, "AWS/ECS", "CPUUtilization", dims(0, s))).collect();
     let t = Instant::now();
-    for minute in 0..1440 {
-        for tick in 0..12 {
-            let ts = T0 + minute * MIN + tick * 5_000;
-            let data: Vec<Datum> = (0..100)
-                .map(|s| Datum {
-                    name: "CPUUtilization".into(),
-                    dimensions: dims(0, s),
-                    timestamp: ts,
-                    unit: Unit::Percent,
-                    resolution: Resolution::Standard,
-                    value: Value::Single(((minute as usize * 31 + s * 7 + tick as usize) % 100) as f64),
-                })
-                .collect();
-            store.put(ACCOUNT, REGION, "AWS/ECS", &data, ts).expect("put");
-        }
-    }
+    fill(&store, 12, |minute, tick, s| ((minute * 31 + s * 7 + tick) % 100) as f64);
     let stats = store.stats();
     println!(
         "fill a day × 100 series × 12 samples/min: {:.2} s; {} buckets, {} bins, {:.1} MiB of buckets (+{:.0} MiB resident)",
@@ -200,20 +208,7 @@ fn main() {
     // The same day, one sample a minute (AWS/ECS's service metrics): what memory a series
     // takes when its minutes hold one value each.
     let store = MetricStore::open(dir.join("sparse"), Options::default()).expect("open");
-    for minute in 0..1440 {
-        let ts = T0 + minute * MIN;
-        let data: Vec<Datum> = (0..100)
-            .map(|s| Datum {
-                name: "CPUUtilization".into(),
-                dimensions: dims(0, s),
-                timestamp: ts,
-                unit: Unit::Percent,
-                resolution: Resolution::Standard,
-                value: Value::Single(((minute as usize * 31 + s * 7) % 1000) as f64 / 10.0),
-            })
-            .collect();
-        store.put(ACCOUNT, REGION, "AWS/ECS", &data, ts).expect("put");
-    }
+    fill(&store, 1, |minute, _, s| ((minute * 31 + s * 7) % 1000) as f64 / 10.0);
     let stats = store.stats();
     println!(
         "a day × 100 series × 1 sample/min: {} buckets, {} bins, {:.1} MiB of buckets",

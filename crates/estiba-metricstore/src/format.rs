@@ -12,7 +12,7 @@
 //! **Write-ahead log.** Records `[len u32][crc32 u32][payload: len bytes]`, the CRC over the
 //! payload; one record per put and shard. A payload is `now i64` (when the put arrived), then
 //! entries: `1 varint id, str key` defines a series' id for the rest of this file (ids are
-//! per file, so every log file stands alone); `2 varint id, u8 unit, u8 high-resolution,
+//! per file, so every log file stands alone); `2 varint id, str unit, u8 high-resolution,
 //! zvarint timestamp ms, u8 kind, value` is a datum, the value being `f64` (kind 0), `varint
 //! n, n f64, varint m, m f64` (kind 1: values and counts) or four `f64` (kind 2: SampleCount,
 //! Sum, Minimum, Maximum). On open, the logs of a generation at or past the snapshot's are
@@ -21,7 +21,7 @@
 //!
 //! **Snapshot** (written to `snapshot.tmp`, synced, renamed): magic `ESTMSNP1`, `u64` the
 //! first log generation it does not include, `u64` series count; per series `str` key, `i64`
-//! last put time, `u8` unit count; per unit `u8` unit, then for each of the four tiers `varint`
+//! last put time, `u8` unit count; per unit `str` unit, then for each of the four tiers `varint`
 //! bucket count and per bucket `zvarint` start (seconds, delta from the previous bucket),
 //! `f64` SampleCount, Sum, Minimum, Maximum, `u8` percentiles usable, `varint` bin count and
 //! per bin `zvarint` key (delta) and the count (`varint 2n` for a whole number, else `varint 1`

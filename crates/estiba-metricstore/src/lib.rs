@@ -59,117 +59,14 @@ pub const TIERS: [Tier; 4] = [
     Tier { resolution: 3600, retention: 455 * DAY },
 ];
 
-/// CloudWatch's units. A series keeps datapoints of different units apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Unit {
-    Seconds,
-    Microseconds,
-    Milliseconds,
-    Bytes,
-    Kilobytes,
-    Megabytes,
-    Gigabytes,
-    Terabytes,
-    Bits,
-    Kilobits,
-    Megabits,
-    Gigabits,
-    Terabits,
-    Percent,
-    Count,
-    BytesPerSecond,
-    KilobytesPerSecond,
-    MegabytesPerSecond,
-    GigabytesPerSecond,
-    TerabytesPerSecond,
-    BitsPerSecond,
-    KilobitsPerSecond,
-    MegabitsPerSecond,
-    GigabitsPerSecond,
-    TerabitsPerSecond,
-    CountPerSecond,
-    /// What a datapoint put without a unit has.
-    None,
-}
+/// A unit as CloudWatch names it (`Bytes/Second`, `None` for a datum put without one). The
+/// store never interprets units (CloudWatch converts none): it only keeps the datapoints of
+/// each unit of a series apart. The API passes its own shared names (an `Arc<str>` per
+/// `StandardUnit`), so a put allocates no unit.
+pub type Unit = Arc<str>;
 
-impl Unit {
-    pub const ALL: [Unit; 27] = [
-        Unit::Seconds,
-        Unit::Microseconds,
-        Unit::Milliseconds,
-        Unit::Bytes,
-        Unit::Kilobytes,
-        Unit::Megabytes,
-        Unit::Gigabytes,
-        Unit::Terabytes,
-        Unit::Bits,
-        Unit::Kilobits,
-        Unit::Megabits,
-        Unit::Gigabits,
-        Unit::Terabits,
-        Unit::Percent,
-        Unit::Count,
-        Unit::BytesPerSecond,
-        Unit::KilobytesPerSecond,
-        Unit::MegabytesPerSecond,
-        Unit::GigabytesPerSecond,
-        Unit::TerabytesPerSecond,
-        Unit::BitsPerSecond,
-        Unit::KilobitsPerSecond,
-        Unit::MegabitsPerSecond,
-        Unit::GigabitsPerSecond,
-        Unit::TerabitsPerSecond,
-        Unit::CountPerSecond,
-        Unit::None,
-    ];
-
-    /// CloudWatch's name (`Bytes/Second`, `None`, ...).
-    pub fn as_str(self) -> &'static str {
-        const NAMES: [&str; 27] = [
-            "Seconds",
-            "Microseconds",
-            "Milliseconds",
-            "Bytes",
-            "Kilobytes",
-            "Megabytes",
-            "Gigabytes",
-            "Terabytes",
-            "Bits",
-            "Kilobits",
-            "Megabits",
-            "Gigabits",
-            "Terabits",
-            "Percent",
-            "Count",
-            "Bytes/Second",
-            "Kilobytes/Second",
-            "Megabytes/Second",
-            "Gigabytes/Second",
-            "Terabytes/Second",
-            "Bits/Second",
-            "Kilobits/Second",
-            "Megabits/Second",
-            "Gigabits/Second",
-            "Terabits/Second",
-            "Count/Second",
-            "None",
-        ];
-        NAMES[self as usize]
-    }
-
-    /// The unit of CloudWatch's name (case-sensitive, as AWS takes it).
-    pub fn parse(name: &str) -> Option<Unit> {
-        Unit::ALL.into_iter().find(|u| u.as_str() == name)
-    }
-
-    pub(crate) fn code(self) -> u8 {
-        self as u8
-    }
-
-    pub(crate) fn from_code(code: u8) -> Option<Unit> {
-        Unit::ALL.get(usize::from(code)).copied()
-    }
-}
+/// What CloudWatch calls the unit of a datum put without one.
+pub const NO_UNIT: &str = "None";
 
 /// A dimension: a name/value pair.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -291,7 +188,7 @@ impl Statistic {
 }
 
 /// Which units a query reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum UnitFilter {
     /// Everything, each unit apart: a period with data of two units gives two datapoints
     /// (GetMetricStatistics without `Unit`, whose datapoints each say their unit).

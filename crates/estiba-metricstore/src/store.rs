@@ -43,11 +43,12 @@ impl Series {
         self.units.is_empty()
     }
 
-    fn unit_mut(&mut self, unit: Unit) -> &mut UnitSeries {
-        match self.units.iter().position(|u| u.unit == unit) {
+    /// The unit series of `unit`, made (with the name from `make`) if new.
+    fn unit_mut(&mut self, unit: &str, make: impl FnOnce() -> Unit) -> &mut UnitSeries {
+        match self.units.iter().position(|u| &*u.unit == unit) {
             Some(i) => &mut self.units[i],
             None => {
-                self.units.push(UnitSeries { unit, tiers: Default::default() });
+                self.units.push(UnitSeries { unit: make(), tiers: Default::default() });
                 self.units.last_mut().expect("just pushed")
             }
         }
@@ -243,8 +244,8 @@ fn compute(series: &Series, q: &Query, now: i64) -> Vec<Datapoint> {
     let t = (0..TIERS.len()).rev().find(|&t| p % TIERS[t].resolution == 0 && start % TIERS[t].resolution == 0).unwrap_or(0);
     let cutoff = now.div_euclid(1000) - TIERS[t].retention;
     let sketch = q.statistics.iter().any(|s| matches!(s, Statistic::Percentile(_)));
-    let units = series.units.iter().filter(|u| match q.unit {
-        UnitFilter::Only(unit) => u.unit == unit,
+    let units = series.units.iter().filter(|u| match &q.unit {
+        UnitFilter::Only(unit) => u.unit == *unit,
         _ => true,
     });
     let units: Vec<&UnitSeries> = units.collect();
@@ -252,21 +253,21 @@ fn compute(series: &Series, q: &Query, now: i64) -> Vec<Datapoint> {
         let mut merged: std::collections::BTreeMap<i64, (Agg, Option<Unit>)> = Default::default();
         for u in &units {
             for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| {
-                let e = merged.entry(w).or_insert_with(|| (Agg::default(), Some(u.unit)));
-                if e.1 != Some(u.unit) {
+                let e = merged.entry(w).or_insert_with(|| (Agg::default(), Some(u.unit.clone())));
+                if e.1.as_ref() != Some(&u.unit) {
                     e.1 = None;
                 }
                 e.0.merge(a);
             });
         }
-        return merged.iter().map(|(w, (a, u))| datapoint(*w, *u, a, q)).collect();
+        return merged.into_iter().map(|(w, (a, u))| datapoint(w, u, &a, q)).collect();
     }
     let mut out = Vec::new();
     for u in &units {
-        for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| out.push(datapoint(w, Some(u.unit), a, q)));
+        for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| out.push(datapoint(w, Some(u.unit.clone()), a, q)));
     }
     if units.len() > 1 {
-        out.sort_by_key(|d| (d.timestamp, d.unit));
+        out.sort_by(|a, b| (a.timestamp, &a.unit).cmp(&(b.timestamp, &b.unit)));
     }
     out
 }
@@ -365,12 +366,12 @@ impl Inner {
                 }
                 st.buf.push(2);
                 format::put_varint(&mut st.buf, u64::from(series.wal_id));
-                st.buf.push(d.unit.code());
+                format::put_str(&mut st.buf, &d.unit);
                 st.buf.push(u8::from(d.resolution == Resolution::High));
                 format::put_zvarint(&mut st.buf, d.timestamp);
                 format::put_value(&mut st.buf, &d.value);
                 series.last_put = series.last_put.max(now);
-                apply(series.unit_mut(d.unit), d.resolution == Resolution::High, d.timestamp, &d.value, now, &mut scratch);
+                apply(series.unit_mut(&d.unit, || d.unit.clone()), d.resolution == Resolution::High, d.timestamp, &d.value, now, &mut scratch);
             }
             format::seal_record(&mut st.buf[rec..]);
             st.log_bytes += (st.buf.len() - rec) as u64;
@@ -590,7 +591,7 @@ fn encode_snapshot(st: &State, wal_from: u64) -> Vec<u8> {
         out.extend_from_slice(&s.last_put.to_le_bytes());
         out.push(s.units.len() as u8);
         for u in &s.units {
-            out.push(u.unit.code());
+            format::put_str(&mut out, &u.unit);
             for tier in &u.tiers {
                 format::put_varint(&mut out, tier.len() as u64);
                 let mut prev = 0;
@@ -628,7 +629,7 @@ fn decode_snapshot(bytes: &[u8], st: &mut State) -> Option<u64> {
         let s = &mut st.series[i];
         s.last_put = last_put;
         for _ in 0..units {
-            let mut us = UnitSeries { unit: Unit::from_code(r.u8()?)?, tiers: Default::default() };
+            let mut us = UnitSeries { unit: Unit::from(r.str()?), tiers: Default::default() };
             for tier in &mut us.tiers {
                 let count = r.len()?;
                 let mut prev = 0;
@@ -670,13 +671,13 @@ fn replay(st: &mut State, payload: &[u8], ids: &mut HashMap<u32, usize>, scratch
             }
             2 => {
                 let s = *ids.get(&u32::try_from(r.varint()?).ok()?)?;
-                let unit = Unit::from_code(r.u8()?)?;
+                let unit = r.str()?;
                 let high = r.u8()? != 0;
                 let ts = r.zvarint()?;
                 let value = format::get_value(&mut r)?;
                 let series = &mut st.series[s];
                 series.last_put = series.last_put.max(now);
-                apply(series.unit_mut(unit), high, ts, &value, now, scratch);
+                apply(series.unit_mut(unit, || Unit::from(unit)), high, ts, &value, now, scratch);
             }
             _ => return None,
         }

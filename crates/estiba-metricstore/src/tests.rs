@@ -10,6 +10,10 @@ const T0: i64 = 1_764_547_200_000;
 const MIN: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
 
+fn u(name: &str) -> Unit {
+    Unit::from(name)
+}
+
 fn open(dir: &Path) -> MetricStore {
     MetricStore::open(dir, Options { shards: 4, ..Options::default() }).unwrap()
 }
@@ -88,7 +92,7 @@ fn aggregation_matches_a_naive_computation() {
                     samples.push((ts, (s.sum - s.minimum - s.maximum) / 2.0, 2.0));
                 }
             }
-            data.push(datum("Latency", &[("Host", &host)], ts, Unit::Milliseconds, value));
+            data.push(datum("Latency", &[("Host", &host)], ts, u("Milliseconds"), value));
         }
         store.put(ACCOUNT, REGION, NS, &data, now - batch).unwrap();
     }
@@ -112,7 +116,7 @@ fn aggregation_matches_a_naive_computation() {
                 let v: Vec<f64> = d.values.iter().map(|v| v.unwrap()).collect();
                 assert!(close(v[0], w.0) && close(v[1], w.1) && close(v[2], w.1 / w.0), "{period} {d:?} {w:?}");
                 assert_eq!((v[3], v[4]), (w.2, w.3));
-                assert_eq!(d.unit, Some(Unit::Milliseconds));
+                assert_eq!(d.unit, Some(u("Milliseconds")));
             }
         }
     }
@@ -129,7 +133,7 @@ fn percentiles_within_the_sketch_error() {
             .map(|_| {
                 let v = 1.0 + (rng.next() % 100_000) as f64 / 7.0;
                 values.push(v);
-                datum("Latency", &[], T0 + minute * MIN + 500, Unit::Milliseconds, Value::Single(v))
+                datum("Latency", &[], T0 + minute * MIN + 500, u("Milliseconds"), Value::Single(v))
             })
             .collect();
         store.put(ACCOUNT, REGION, NS, &batch, T0 + minute * MIN).unwrap();
@@ -155,9 +159,9 @@ fn percentiles_absent_over_statistic_sets_and_negative_values() {
     let store = open(dir.path());
     let set = |n, sum, min, max| Value::Statistics(StatisticSet { sample_count: n, sum, minimum: min, maximum: max });
     let data = [
-        datum("A", &[], T0, Unit::Count, set(3.0, 6.0, 1.0, 3.0)),
-        datum("B", &[], T0, Unit::Count, set(3.0, 6.0, 2.0, 2.0)),
-        datum("C", &[], T0, Unit::Count, Value::Single(-1.0)),
+        datum("A", &[], T0, u("Count"), set(3.0, 6.0, 1.0, 3.0)),
+        datum("B", &[], T0, u("Count"), set(3.0, 6.0, 2.0, 2.0)),
+        datum("C", &[], T0, u("Count"), Value::Single(-1.0)),
     ];
     store.put(ACCOUNT, REGION, NS, &data, T0).unwrap();
     let q = query(T0, T0 + MIN, 60, &[Statistic::Percentile(50.0), Statistic::Sum]);
@@ -172,8 +176,8 @@ fn dimension_order_does_not_matter() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let data = [
-        datum("CPU", &[("ServiceName", "web"), ("ClusterName", "prod")], T0, Unit::Percent, Value::Single(10.0)),
-        datum("CPU", &[("ClusterName", "prod"), ("ServiceName", "web")], T0 + 1000, Unit::Percent, Value::Single(30.0)),
+        datum("CPU", &[("ServiceName", "web"), ("ClusterName", "prod")], T0, u("Percent"), Value::Single(10.0)),
+        datum("CPU", &[("ClusterName", "prod"), ("ServiceName", "web")], T0 + 1000, u("Percent"), Value::Single(30.0)),
     ];
     store.put(ACCOUNT, REGION, NS, &data, T0).unwrap();
     assert_eq!(store.series_count(), 1);
@@ -190,31 +194,29 @@ fn units_are_kept_apart() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let data = [
-        datum("Size", &[], T0, Unit::Bytes, Value::Single(1000.0)),
-        datum("Size", &[], T0 + 5000, Unit::Kilobytes, Value::Single(3.0)),
-        datum("Size", &[], T0 + MIN, Unit::Bytes, Value::Single(500.0)),
+        datum("Size", &[], T0, u("Bytes"), Value::Single(1000.0)),
+        datum("Size", &[], T0 + 5000, u("Kilobytes"), Value::Single(3.0)),
+        datum("Size", &[], T0 + MIN, u("Bytes"), Value::Single(500.0)),
     ];
     store.put(ACCOUNT, REGION, NS, &data, T0 + MIN).unwrap();
     let m = metric("Size", &[]);
     let mut q = query(T0, T0 + 2 * MIN, 60, &[Statistic::Sum]);
-    q.unit = UnitFilter::Only(Unit::Bytes);
+    q.unit = UnitFilter::Only(u("Bytes"));
     let got = store.get(&m, &q, T0 + MIN).unwrap();
     assert_eq!(got.iter().map(|d| (d.timestamp, d.values[0])).collect::<Vec<_>>(), [(T0, Some(1000.0)), (T0 + MIN, Some(500.0))]);
-    q.unit = UnitFilter::Only(Unit::Megabytes);
+    q.unit = UnitFilter::Only(u("Megabytes"));
     assert!(store.get(&m, &q, T0 + MIN).unwrap().is_empty());
     q.unit = UnitFilter::Each;
     let got = store.get(&m, &q, T0 + MIN).unwrap();
-    let each: Vec<_> = got.iter().map(|d| (d.timestamp, d.unit, d.values[0])).collect();
+    let each: Vec<_> = got.iter().map(|d| (d.timestamp, d.unit.clone(), d.values[0])).collect();
     assert_eq!(
         each,
-        [(T0, Some(Unit::Bytes), Some(1000.0)), (T0, Some(Unit::Kilobytes), Some(3.0)), (T0 + MIN, Some(Unit::Bytes), Some(500.0))]
+        [(T0, Some(u("Bytes")), Some(1000.0)), (T0, Some(u("Kilobytes")), Some(3.0)), (T0 + MIN, Some(u("Bytes")), Some(500.0))]
     );
     q.unit = UnitFilter::Merged;
     let got = store.get(&m, &q, T0 + MIN).unwrap();
-    let merged: Vec<_> = got.iter().map(|d| (d.timestamp, d.unit, d.values[0])).collect();
-    assert_eq!(merged, [(T0, None, Some(1003.0)), (T0 + MIN, Some(Unit::Bytes), Some(500.0))]);
-    assert_eq!(Unit::parse("Bytes/Second"), Some(Unit::BytesPerSecond));
-    assert!(Unit::ALL.iter().all(|u| Unit::parse(u.as_str()) == Some(*u) && Unit::from_code(u.code()) == Some(*u)));
+    let merged: Vec<_> = got.iter().map(|d| (d.timestamp, d.unit.clone(), d.values[0])).collect();
+    assert_eq!(merged, [(T0, None, Some(1003.0)), (T0 + MIN, Some(u("Bytes")), Some(500.0))]);
 }
 
 #[test]
@@ -223,12 +225,12 @@ fn high_resolution_periods_and_alignment() {
     let store = open(dir.path());
     let mut data: Vec<Datum> = (0..120)
         .map(|s| {
-            let mut d = datum("Req", &[], T0 + s * 1000 + 300, Unit::Count, Value::Single(1.0));
+            let mut d = datum("Req", &[], T0 + s * 1000 + 300, u("Count"), Value::Single(1.0));
             d.resolution = Resolution::High;
             d
         })
         .collect();
-    data.push(datum("Req", &[], T0 + 30_000, Unit::Count, Value::Single(100.0)));
+    data.push(datum("Req", &[], T0 + 30_000, u("Count"), Value::Single(100.0)));
     let now = T0 + 2 * MIN;
     store.put(ACCOUNT, REGION, NS, &data, now).unwrap();
     let m = metric("Req", &[]);
@@ -255,7 +257,7 @@ fn rollup_and_retention() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let data: Vec<Datum> =
-        (0..120).map(|m| datum("Q", &[], T0 + m * MIN, Unit::Count, Value::Single(m as f64))).collect();
+        (0..120).map(|m| datum("Q", &[], T0 + m * MIN, u("Count"), Value::Single(m as f64))).collect();
     store.put(ACCOUNT, REGION, NS, &data, T0 + 120 * MIN).unwrap();
     let m = metric("Q", &[]);
     let sum = |period, now| -> Vec<Option<f64>> {
@@ -295,13 +297,13 @@ fn list_metrics_filters_and_paging() {
     for cluster in ["a", "b"] {
         for service in 0..30 {
             let s = format!("svc{service:02}");
-            data.push(datum("CPUUtilization", &[("ClusterName", cluster), ("ServiceName", &s)], T0, Unit::Percent, Value::Single(1.0)));
+            data.push(datum("CPUUtilization", &[("ClusterName", cluster), ("ServiceName", &s)], T0, u("Percent"), Value::Single(1.0)));
         }
-        data.push(datum("CPUUtilization", &[("ClusterName", cluster)], T0, Unit::Percent, Value::Single(1.0)));
+        data.push(datum("CPUUtilization", &[("ClusterName", cluster)], T0, u("Percent"), Value::Single(1.0)));
     }
     store.put(ACCOUNT, REGION, "AWS/ECS", &data, T0).unwrap();
-    store.put(ACCOUNT, REGION, NS, &[datum("Old", &[], T0, Unit::None, Value::Single(1.0))], T0 - 20 * DAY_MS).unwrap();
-    store.put("111111111111", REGION, NS, &[datum("Other", &[], T0, Unit::None, Value::Single(1.0))], T0).unwrap();
+    store.put(ACCOUNT, REGION, NS, &[datum("Old", &[], T0, u(NO_UNIT), Value::Single(1.0))], T0 - 20 * DAY_MS).unwrap();
+    store.put("111111111111", REGION, NS, &[datum("Other", &[], T0, u(NO_UNIT), Value::Single(1.0))], T0).unwrap();
 
     let sel = |ns: Option<&str>, dims: Vec<DimensionFilter>| Selector {
         account: ACCOUNT.into(),
@@ -356,7 +358,7 @@ fn put_minutes(store: &MetricStore, names: &[&str], minutes: std::ops::Range<i64
             .iter()
             .map(|n| {
                 let v = Value::Values { values: vec![m as f64, 2.0 * m as f64 + 1.0], counts: vec![] };
-                datum(n, &[("Host", "h")], T0 + m * MIN, Unit::Count, v)
+                datum(n, &[("Host", "h")], T0 + m * MIN, u("Count"), v)
             })
             .collect();
         store.put(ACCOUNT, REGION, NS, &data, T0 + m * MIN).unwrap();
@@ -430,8 +432,8 @@ fn clones_share_one_store_across_threads() {
             let store = store.clone();
             s.spawn(move || {
                 for m in 0..100 {
-                    let d = datum("N", &[("T", &t.to_string())], T0 + m * 1000, Unit::Count, Value::Single(1.0));
-                    store.put(ACCOUNT, REGION, NS, &[d, datum("All", &[], T0, Unit::Count, Value::Single(1.0))], T0).unwrap();
+                    let d = datum("N", &[("T", &t.to_string())], T0 + m * 1000, u("Count"), Value::Single(1.0));
+                    store.put(ACCOUNT, REGION, NS, &[d, datum("All", &[], T0, u("Count"), Value::Single(1.0))], T0).unwrap();
                 }
             });
         }
