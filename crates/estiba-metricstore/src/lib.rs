@@ -136,9 +136,9 @@ pub enum Value {
     Single(f64),
     /// `Values` with their `Counts` (empty: each value once; a missing count counts 1).
     Values { values: Vec<f64>, counts: Vec<f64> },
-    /// `StatisticValues`. Percentiles are available over it only when every sample was equal
-    /// (SampleCount 1, or Minimum = Maximum and Sum = Minimum × SampleCount), as CloudWatch
-    /// says; otherwise percentiles of the buckets it falls in are `None`.
+    /// `StatisticValues`. Percentiles are available over it only when SampleCount is 1 or
+    /// Minimum = Maximum, as CloudWatch says; otherwise percentiles of the buckets it falls in
+    /// are `None`.
     Statistics(StatisticSet),
 }
 

@@ -14,8 +14,8 @@
 //! between 1e-108 and 1e108 (CloudWatch's accepted range) use keys within ±12,500.
 //!
 //! CloudWatch gives no percentiles for data with negative values or for statistic sets other
-//! than degenerate ones (SampleCount 1, or Min = Max with Sum = Min × SampleCount): such data
-//! marks the sketch unusable, and percentiles over it are `None`.
+//! than SampleCount 1 or Minimum = Maximum (GetMetricStatistics' documentation): such data
+//! marks the bucket's sketch unusable, and percentiles over it are `None`.
 
 /// The relative error of every percentile: 1 %.
 pub const RELATIVE_ERROR: f64 = 0.01;
@@ -211,14 +211,16 @@ impl Agg {
         }
     }
 
-    /// A statistic set. Percentiles stay usable only for the degenerate sets CloudWatch
-    /// accepts for them (every sample equal).
+    /// A statistic set. Percentiles stay usable only for the sets CloudWatch computes them
+    /// over: SampleCount 1 (the sample is the Sum) or Minimum = Maximum (every sample is it).
     pub fn add_set(&mut self, count: f64, sum: f64, min: f64, max: f64) {
-        let degenerate = min == max && (count == 1.0 || sum == min * count);
-        if degenerate {
-            self.add_value(min, count, key_of(min));
-            // Keep the sum as given (it may differ from min × count in the last bits).
-            self.sum += sum - min * count;
+        let sample = if min == max { Some(min) } else { (count == 1.0).then_some(sum) };
+        if let Some(v) = sample {
+            self.add_value(v, count, key_of(v));
+            // Keep the numbers as given (the sum may differ from v × count in the last bits).
+            self.sum += sum - v * count;
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
             return;
         }
         self.write_out();
@@ -359,6 +361,11 @@ mod tests {
         let mut b = a.clone();
         b.add_set(2.0, 3.0, 1.0, 2.0);
         assert_eq!(b.quantile(0.5), None);
+        let mut one = Agg::default();
+        one.add_set(1.0, 8.0, 8.0, 8.0);
+        one.add_set(1.0, 2.0, 2.0, 2.0);
+        assert_eq!((one.count, one.sum, one.min, one.max), (2.0, 10.0, 2.0, 8.0));
+        assert!((one.quantile(1.0).unwrap() - 8.0).abs() < 0.08);
         a.add_value(-1.0, 1.0, key_of(-1.0));
         assert_eq!(a.quantile(0.5), None);
         assert_eq!(a.count, 6.0);

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::*;
 
@@ -441,4 +442,63 @@ fn clones_share_one_store_across_threads() {
     let got = store.get(&metric("All", &[]), &query(T0, T0 + MIN, 60, &[Statistic::SampleCount]), T0).unwrap();
     assert_eq!(got[0].values, vec![Some(400.0)]);
     assert_eq!(store.series_count(), 5);
+}
+
+const KILL_DIR: &str = "ESTIBA_METRICSTORE_KILL_DIR";
+const KILL_SERIES: usize = 10;
+
+/// Run by `kill_9_leaves_a_prefix_of_every_series` in a child process (and a no-op otherwise):
+/// puts one second of every series at a time, forever, syncing and snapshotting often.
+#[test]
+fn kill_9_child() {
+    let Ok(dir) = std::env::var(KILL_DIR) else { return };
+    let options = Options { shards: 4, sync_interval: Duration::from_millis(5), compact_bytes: 32 << 10 };
+    let store = MetricStore::open(dir, options).unwrap();
+    for second in 0.. {
+        let ts = T0 + second * 1000;
+        let data: Vec<Datum> = (0..KILL_SERIES)
+            .map(|s| {
+                let v = Value::Values { values: vec![1.0, 2.0, 3.0], counts: vec![] };
+                datum("K", &[("S", &s.to_string())], ts, u("Count"), v)
+            })
+            .collect();
+        store.put(ACCOUNT, REGION, NS, &data, ts).unwrap();
+    }
+}
+
+#[test]
+fn kill_9_leaves_a_prefix_of_every_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tests::kill_9_child", "--test-threads", "1"])
+        .env(KILL_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = open(dir.path());
+    // The child wrote tens of thousands of puts through dozens of snapshots.
+    assert!(store.stats().buckets > 100);
+    let now = T0;
+    let q = query(T0, T0 + 14 * DAY_MS, 60, &[Statistic::SampleCount, Statistic::Sum]);
+    for s in 0..KILL_SERIES {
+        // Every series holds seconds 0..k, each whole: full minutes of 60 puts of 3 values,
+        // then at most one partial minute.
+        let got = store.get(&metric("K", &[("S", &s.to_string())]), &q, now).unwrap();
+        assert!(!got.is_empty(), "series {s} lost everything");
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d.timestamp, T0 + i as i64 * MIN, "series {s}: a gap");
+            let n = d.values[0].unwrap();
+            assert_eq!(d.values[1], Some(2.0 * n), "series {s}: a partial put");
+            if i + 1 < got.len() {
+                assert_eq!(n, 180.0, "series {s}: minute {i} is missing seconds");
+            } else {
+                assert!(n > 0.0 && n <= 180.0 && n % 3.0 == 0.0);
+            }
+        }
+    }
 }
