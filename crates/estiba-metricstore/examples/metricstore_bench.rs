@@ -90,7 +90,7 @@ fn batches(total: usize, batch: usize, series: usize, high: bool) -> Vec<(Vec<Da
     out
 }
 
-fn ingest(store: &MetricStore, total: usize, batch: usize, series: usize, high: bool) {
+fn ingest(store: &MetricStore, total: usize, batch: usize, series: usize, high: bool, label: &str) {
     let work = batches(total, batch, series, high);
     let (cpu0, thread0, t) = (cpu_secs(), thread_cpu(), Instant::now());
     for (data, now) in &work {
@@ -100,8 +100,7 @@ fn ingest(store: &MetricStore, total: usize, batch: usize, series: usize, high: 
     let thread = thread_cpu() - thread0;
     let cpu = cpu_secs() - cpu0;
     println!(
-        "put  batch {batch:>4} × {series:>4} series{}: {:>9.0} datapoints per CPU-second of the putting thread, {:>9.0}/s wall ({:.2} s wall, {:.2} s process CPU with the sync thread)",
-        if high { " (high-res)" } else { "" },
+        "put  batch {batch:>4} × {series:>4} series{label}: {:>9.0} datapoints per CPU-second of the putting thread, {:>9.0}/s wall ({:.2} s wall, {:.2} s process CPU with the sync thread)",
         total as f64 / thread,
         total as f64 / secs,
         secs,
@@ -226,11 +225,17 @@ fn main() {
     );
     drop(store);
 
-    let store = MetricStore::open(dir.join("ingest"), Options::default()).expect("open");
-    for (batch, series) in [(20, 300), (100, 300), (1000, 300), (1000, 3000)] {
-        ingest(&store, total, batch, series, false);
+    // Each into a new store; then the same again into the last one, whose buckets are packed
+    // by now (a backfill).
+    let mut store = None;
+    for (i, (batch, series, high)) in
+        [(20, 300, false), (100, 300, false), (1000, 300, false), (1000, 3000, false), (100, 300, true)].into_iter().enumerate()
+    {
+        let s = MetricStore::open(dir.join(format!("ingest-{i}")), Options::default()).expect("open");
+        ingest(&s, total, batch, series, high, if high { " (high-res)" } else { "" });
+        store = Some(s);
     }
-    ingest(&store, total, 100, 300, true);
+    ingest(&store.expect("a store"), total, 100, 300, true, " (high-res, again: into the past)");
 }
 
 fn walk(dir: &std::path::Path) -> u64 {

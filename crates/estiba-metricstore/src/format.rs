@@ -21,13 +21,12 @@
 //!
 //! **Snapshot** (written to `snapshot.tmp`, synced, renamed): magic `ESTMSNP1`, `u64` the
 //! first log generation it does not include, `u64` series count; per series `str` key, `i64`
-//! last put time, `u8` unit count; per unit `str` unit, then for each of the four tiers `varint`
-//! bucket count and per bucket `zvarint` start (seconds, delta from the previous bucket),
-//! `f64` SampleCount, Sum, Minimum, Maximum, `u8` percentiles usable, `varint` bin count and
-//! per bin `zvarint` key (delta) and the count (`varint 2n` for a whole number, else `varint 1`
-//! and `f64`; no bins when every sample of the bucket was equal: see `sketch::Agg`). Then the CRC32 of all of it (`u32`).
+//! last put time, `u8` unit count; per unit `str` unit, then each of the four tiers as chunks
+//! of buckets (`tier.rs`: `varint` chunk count, per chunk first and last start, bucket count,
+//! byte length, and per bucket a `zvarint` start delta and the bucket as [`put_agg`] writes
+//! it). Then the CRC32 of all of it (`u32`).
 
-use crate::sketch::{Agg, Sketch};
+use crate::sketch::Agg;
 use crate::{Dimension, MetricId, StatisticSet, Value};
 
 pub(crate) const SNAP_MAGIC: &[u8; 8] = b"ESTMSNP1";
@@ -243,11 +242,20 @@ fn get_count(r: &mut Reader) -> Option<f64> {
     }
 }
 
+/// A bucket: `u8` flags (1: percentiles usable; 2: every sample equal), the SampleCount as
+/// a count, then the value (`f64`) when every sample was equal, else `f64` Sum, Minimum,
+/// Maximum, `varint` bin count and per bin `zvarint` key (delta) and count.
 pub(crate) fn put_agg(out: &mut Vec<u8>, a: &Agg) {
-    for x in [a.count, a.sum, a.min, a.max] {
+    let single = a.sketch.bins.is_empty() && a.min == a.max && a.sum == a.min * a.count;
+    out.push(u8::from(a.sketch.usable) | (u8::from(single) << 1));
+    put_count(out, a.count);
+    if single {
+        put_f64(out, a.min);
+        return;
+    }
+    for x in [a.sum, a.min, a.max] {
         put_f64(out, x);
     }
-    out.push(u8::from(a.sketch.usable));
     put_varint(out, a.sketch.bins.len() as u64);
     let mut prev = 0i64;
     for &(k, c) in &a.sketch.bins {
@@ -257,17 +265,32 @@ pub(crate) fn put_agg(out: &mut Vec<u8>, a: &Agg) {
     }
 }
 
-pub(crate) fn get_agg(r: &mut Reader) -> Option<Agg> {
-    let (count, sum, min, max) = (r.f64()?, r.f64()?, r.f64()?, r.f64()?);
-    let usable = r.u8()? != 0;
+/// Reads a bucket into `a`, reusing its bins' allocation.
+pub(crate) fn get_agg_into(r: &mut Reader, a: &mut Agg) -> Option<()> {
+    let flags = r.u8()?;
+    a.sketch.usable = flags & 1 != 0;
+    a.sketch.bins.clear();
+    a.count = get_count(r)?;
+    if flags & 2 != 0 {
+        let v = r.f64()?;
+        (a.sum, a.min, a.max) = (v * a.count, v, v);
+        return Some(());
+    }
+    (a.sum, a.min, a.max) = (r.f64()?, r.f64()?, r.f64()?);
     let n = r.len()?;
-    let mut bins = Vec::with_capacity(n);
     let mut prev = 0i64;
     for _ in 0..n {
         prev += r.zvarint()?;
-        bins.push((i16::try_from(prev).ok()?, get_count(r)? as f32));
+        a.sketch.bins.push((i16::try_from(prev).ok()?, get_count(r)? as f32));
     }
-    Some(Agg { count, sum, min, max, sketch: Sketch { bins, usable } })
+    Some(())
+}
+
+#[cfg(test)]
+pub(crate) fn get_agg(r: &mut Reader) -> Option<Agg> {
+    let mut a = Agg::default();
+    get_agg_into(r, &mut a)?;
+    Some(a)
 }
 
 #[cfg(test)]
@@ -289,12 +312,18 @@ mod tests {
         for (v, c) in [(0.0, 1.0), (1.5, 2.0), (1e9, 0.25), (3.0, 7.0)] {
             a.add_value(v, c, crate::sketch::key_of(v));
         }
+        let mut single = Agg::default();
+        single.add_value(2.5, 3.0, crate::sketch::key_of(2.5));
         let mut out = Vec::new();
         put_agg(&mut out, &a);
         put_agg(&mut out, &Agg::default());
+        let at = out.len();
+        put_agg(&mut out, &single);
+        assert!(out.len() - at <= 10);
         let mut r = Reader::new(&out);
         assert_eq!(get_agg(&mut r), Some(a));
         assert_eq!(get_agg(&mut r), Some(Agg::default()));
+        assert_eq!(get_agg(&mut r), Some(single));
         assert!(r.done());
     }
 

@@ -34,6 +34,7 @@
 mod format;
 mod sketch;
 mod store;
+mod tier;
 
 use std::path::Path;
 use std::sync::Arc;

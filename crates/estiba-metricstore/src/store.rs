@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::format::{self, Reader};
 use crate::sketch::{key_of, Agg};
+use crate::tier::Tier;
 use crate::{
     align_start, Datapoint, Datum, Dimension, Error, Expired, ListCursor, MetricId, MetricPage, Options, Query,
     Resolution, Result, Selector, Statistic, Stats, Unit, UnitFilter, Value, TIERS,
@@ -25,7 +26,7 @@ const DEFAULT_LIST_LIMIT: usize = 500;
 /// One unit's buckets of a series, per tier, each sorted by start (seconds).
 struct UnitSeries {
     unit: Unit,
-    tiers: [Vec<(i64, Agg)>; 4],
+    tiers: [Tier; 4],
 }
 
 struct Series {
@@ -137,8 +138,7 @@ fn apply(us: &mut UnitSeries, high: bool, ts: i64, value: &Value, now: i64, keys
         if start + tier.resolution <= now - tier.retention {
             continue;
         }
-        let agg = bucket_mut(&mut us.tiers[t], start);
-        match value {
+        us.tiers[t].update(start, |agg| match value {
             Value::Single(x) => agg.add_value(*x, 1.0, single_key),
             Value::Values { values, counts } => {
                 for (i, (&x, &k)) in values.iter().zip(keys.iter()).enumerate() {
@@ -146,30 +146,8 @@ fn apply(us: &mut UnitSeries, high: bool, ts: i64, value: &Value, now: i64, keys
                 }
             }
             Value::Statistics(s) => agg.add_set(s.sample_count, s.sum, s.minimum, s.maximum),
-        }
+        });
     }
-}
-
-fn bucket_mut(buckets: &mut Vec<(i64, Agg)>, start: i64) -> &mut Agg {
-    let i = match buckets.last() {
-        Some(last) if last.0 == start => buckets.len() - 1,
-        Some(last) if last.0 > start => match buckets.binary_search_by_key(&start, |b| b.0) {
-            Ok(i) => i,
-            Err(i) => {
-                buckets.insert(i, (start, Agg::default()));
-                i
-            }
-        },
-        _ => {
-            // Time moved on: the bucket before is most likely complete; drop its bins' slack.
-            if let Some(last) = buckets.last_mut() {
-                last.1.sketch.bins.shrink_to_fit();
-            }
-            buckets.push((start, Agg::default()));
-            buckets.len() - 1
-        }
-    };
-    &mut buckets[i].1
 }
 
 fn check_period(period: i64) -> Result<()> {
@@ -180,43 +158,32 @@ fn check_period(period: i64) -> Result<()> {
     }
 }
 
-/// The first period window wholly within retention, and where its buckets start.
-fn first_window(buckets: &[(i64, Agg)], start: i64, period: i64, cutoff: i64) -> usize {
+/// Calls `f` with each period window of a tier's buckets that holds data: (window start in
+/// seconds, its aggregate, with the sketches merged only when `sketch`). Windows start at
+/// `start` + k × `period`; those starting before `cutoff` (out of the tier's retention) are
+/// left out.
+fn for_windows(tier: &Tier, start: i64, end_ms: i64, period: i64, cutoff: i64, sketch: bool, mut f: impl FnMut(i64, &Agg)) {
     let from = if cutoff > start { start + (cutoff - start + period - 1) / period * period } else { start };
-    buckets.partition_point(|b| b.0 < from)
-}
-
-/// Calls `f` with each period window of one tier's buckets: (window start in seconds, its
-/// aggregate). A window of one bucket is passed as is; others are merged into a scratch
-/// aggregate (with the sketches only when `sketch`).
-fn for_windows(
-    buckets: &[(i64, Agg)],
-    start: i64,
-    end_ms: i64,
-    period: i64,
-    cutoff: i64,
-    sketch: bool,
-    mut f: impl FnMut(i64, &Agg),
-) {
-    let first = first_window(buckets, start, period, cutoff);
-    let end = first + buckets[first..].partition_point(|b| b.0.saturating_mul(1000) < end_ms);
     let window = |b: i64| start + (b - start).div_euclid(period) * period;
-    let mut scratch = Agg::default();
-    for group in buckets[first..end].chunk_by(|a, b| window(a.0) == window(b.0)) {
-        let ws = window(group[0].0);
-        if let [(_, one)] = group {
-            f(ws, one);
-            continue;
-        }
-        scratch.clear();
-        for (_, a) in group {
-            if sketch {
-                scratch.merge(a);
-            } else {
-                scratch.merge_numbers(a);
+    let mut acc = Agg::default();
+    let mut current = None;
+    tier.visit(from, end_ms, |b, agg| {
+        let ws = window(b);
+        if current != Some(ws) {
+            if let Some(w) = current {
+                f(w, &acc);
+                acc.clear();
             }
+            current = Some(ws);
         }
-        f(ws, &scratch);
+        if sketch {
+            acc.merge(agg);
+        } else {
+            acc.merge_numbers(agg);
+        }
+    });
+    if let Some(w) = current {
+        f(w, &acc);
     }
 }
 
@@ -430,12 +397,7 @@ impl Inner {
             for s in &mut st.series {
                 for u in &mut s.units {
                     for (t, tier) in TIERS.iter().enumerate() {
-                        let cutoff = now - tier.retention;
-                        let n = u.tiers[t].partition_point(|b| b.0 + tier.resolution <= cutoff);
-                        if n > 0 {
-                            u.tiers[t].drain(..n);
-                            out.buckets += n as u64;
-                        }
+                        out.buckets += u.tiers[t].expire(now - tier.retention, tier.resolution);
                     }
                 }
                 s.units.retain(|u| u.tiers.iter().any(|t| !t.is_empty()));
@@ -464,12 +426,10 @@ impl Inner {
                 out.memory_bytes += (std::mem::size_of::<Series>() + s.key.len() * 3 + 64) as u64;
                 for u in &s.units {
                     for tier in &u.tiers {
-                        out.buckets += tier.len() as u64;
-                        out.memory_bytes += (tier.capacity() * std::mem::size_of::<(i64, Agg)>()) as u64;
-                        for (_, a) in tier {
-                            out.bins += a.sketch.bins.len() as u64;
-                            out.memory_bytes += (a.sketch.bins.capacity() * std::mem::size_of::<(i16, f32)>()) as u64;
-                        }
+                        let (buckets, bins, bytes) = tier.usage();
+                        out.buckets += buckets;
+                        out.bins += bins;
+                        out.memory_bytes += bytes;
                     }
                 }
             }
@@ -593,13 +553,7 @@ fn encode_snapshot(st: &State, wal_from: u64) -> Vec<u8> {
         for u in &s.units {
             format::put_str(&mut out, &u.unit);
             for tier in &u.tiers {
-                format::put_varint(&mut out, tier.len() as u64);
-                let mut prev = 0;
-                for (start, agg) in tier {
-                    format::put_zvarint(&mut out, start - prev);
-                    prev = *start;
-                    format::put_agg(&mut out, agg);
-                }
+                tier.encode(&mut out);
             }
         }
     }
@@ -631,12 +585,7 @@ fn decode_snapshot(bytes: &[u8], st: &mut State) -> Option<u64> {
         for _ in 0..units {
             let mut us = UnitSeries { unit: Unit::from(r.str()?), tiers: Default::default() };
             for tier in &mut us.tiers {
-                let count = r.len()?;
-                let mut prev = 0;
-                for _ in 0..count {
-                    prev += r.zvarint()?;
-                    tier.push((prev, format::get_agg(&mut r)?));
-                }
+                *tier = Tier::decode(&mut r)?;
             }
             s.units.push(us);
         }
