@@ -349,14 +349,15 @@ pub fn align_start(start: i64, period: i64, now: i64) -> i64 {
 /// The store. Clone it to share it.
 #[derive(Clone)]
 pub struct MetricStore {
-    inner: Arc<store::Inner>,
+    inner: Arc<store::Handle>,
 }
 
 impl MetricStore {
     /// Opens (creating) the store in `dir`, replaying what the last run logged; starts the
-    /// background thread that syncs and compacts (it ends with the last clone).
+    /// background thread that syncs and compacts. Dropping the last clone stops the thread and
+    /// writes out what is buffered: when that drop returns, the directory may be opened again.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<MetricStore> {
-        Ok(MetricStore { inner: store::Inner::open(dir.as_ref(), options)? })
+        Ok(MetricStore { inner: Arc::new(store::Inner::open(dir.as_ref(), options)?) })
     }
 
     /// Stores a PutMetricData call's datapoints; `now` (ms) is when it arrived (ListMetrics

@@ -9,8 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::format::{self, Reader};
 use crate::sketch::{key_of, Agg};
@@ -109,7 +109,37 @@ pub(crate) struct Inner {
     shards: Vec<Shard>,
     options: Options,
     closing: AtomicBool,
-    background: Mutex<Option<std::thread::Thread>>,
+}
+
+/// What the public handle holds: the store and its background thread, which holds the store
+/// too but not this, so the last handle's drop stops the thread, waits for it and flushes;
+/// when it returns, nothing touches the directory any more.
+pub(crate) struct Handle {
+    inner: Arc<Inner>,
+    background: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.background.take() {
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::error!("metric store: the sync thread panicked");
+            }
+        }
+        if let Err(e) = self.inner.flush_all() {
+            tracing::error!(error = %e, "metric store: final flush failed");
+        }
+    }
 }
 
 fn wal_path(dir: &Path, generation: u64) -> PathBuf {
@@ -253,7 +283,7 @@ fn matches(sel: &Selector, id: &MetricId) -> bool {
 }
 
 impl Inner {
-    pub fn open(dir: &Path, options: Options) -> Result<Arc<Inner>> {
+    pub fn open(dir: &Path, options: Options) -> Result<Handle> {
         let started = Instant::now();
         fs::create_dir_all(dir)?;
         let format_path = dir.join("FORMAT");
@@ -276,15 +306,11 @@ impl Inner {
             Err(e) => return Err(e.into()),
         };
         let shards = (0..shards).map(|i| open_shard(&dir.join(format!("{i:02}")))).collect::<Result<Vec<_>>>()?;
-        let inner = Arc::new(Inner { shards, options, closing: AtomicBool::new(false), background: Mutex::new(None) });
+        let inner = Arc::new(Inner { shards, options, closing: AtomicBool::new(false) });
         tracing::info!(dir = %dir.display(), series = inner.series_count(), ms = started.elapsed().as_millis() as u64, "metric store open");
-        let weak = Arc::downgrade(&inner);
-        let interval = inner.options.sync_interval;
-        let handle = std::thread::Builder::new()
-            .name("metricstore-sync".into())
-            .spawn(move || background(weak, interval))?;
-        *lock(&inner.background) = Some(handle.thread().clone());
-        Ok(inner)
+        let shared = inner.clone();
+        let thread = std::thread::Builder::new().name("metricstore-sync".into()).spawn(move || background(&shared))?;
+        Ok(Handle { inner, background: Some(thread) })
     }
 
     fn shard_of(&self, key: &[u8]) -> &Shard {
@@ -456,22 +482,9 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.closing.store(true, Ordering::Relaxed);
-        if let Some(t) = lock(&self.background).take() {
-            t.unpark();
-        }
-        if let Err(e) = self.flush_all() {
-            tracing::error!(error = %e, "metric store: final flush failed");
-        }
-    }
-}
-
-fn background(weak: Weak<Inner>, interval: Duration) {
+fn background(inner: &Inner) {
     loop {
-        std::thread::park_timeout(interval);
-        let Some(inner) = weak.upgrade() else { return };
+        std::thread::park_timeout(inner.options.sync_interval);
         if inner.closing.load(Ordering::Relaxed) {
             return;
         }

@@ -426,6 +426,8 @@ fn a_torn_log_tail_is_cut() {
 
 #[test]
 fn clones_share_one_store_across_threads() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<MetricStore>();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     std::thread::scope(|s| {
