@@ -20,7 +20,8 @@
 //! maps real time to AWS time before calling, `aws = origin + (real − origin) × 60 s /
 //! metric_period`, for datapoint timestamps and `now` alike, and maps back what it shows as
 //! real time; then buckets, periods and retention all stay AWS's numbers (15 AWS days of
-//! 1-minute data last 30 real hours at 5 s).
+//! 1-minute data last 30 real hours at 5 s). `origin` must not change while the data lives
+//! (persist it with the server's state), or what was stored no longer lines up.
 //!
 //! **Durability.** Series are spread over shards by hash; a put appends one checksummed
 //! record per shard it touches to that shard's write-ahead buffer, which a background thread
@@ -28,6 +29,10 @@
 //! at most the last interval of datapoints, never the store's consistency (a torn tail is cut
 //! on open). Past [`Options::compact_bytes`] of log, a shard is snapshotted (written whole,
 //! synced, renamed) and its log restarted. The format is described in `format.rs`.
+//!
+//! **Memory.** Every bucket is in memory: per tier the newest 64–127 in a vector, older ones
+//! packed into encoded chunks (`tier.rs`; [`MetricStore::stats`] says how much). Memory grows
+//! with series × retention.
 //!
 //! **Architecture invariant:** no AWS wire types, no HTTP, no versioned store.
 
