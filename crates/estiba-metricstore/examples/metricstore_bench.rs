@@ -236,6 +236,17 @@ fn main() {
         store = Some(s);
     }
     ingest(&store.expect("a store"), total, 100, 300, true, " (high-res, again: into the past)");
+
+    // Reopening replays the logs written since the last snapshot.
+    let t = Instant::now();
+    let store = MetricStore::open(dir.join("ingest-0"), Options::default()).expect("open");
+    let stats = store.stats();
+    println!(
+        "reopen after {total} datapoints: {:.2} s ({} series, {:.1} MiB of log replayed)",
+        t.elapsed().as_secs_f64(),
+        stats.series,
+        stats.log_bytes as f64 / (1 << 20) as f64
+    );
 }
 
 fn walk(dir: &std::path::Path) -> u64 {

@@ -310,13 +310,14 @@ pub struct Options {
     /// How often buffered datapoints are written and synced: at most this much is lost on a
     /// crash.
     pub sync_interval: Duration,
-    /// A shard's log is folded into a snapshot past this many bytes.
+    /// A shard's log is folded into a snapshot past this many bytes (open replays at most this
+    /// much per shard: ~30 bytes a datapoint, a few million datapoints a second).
     pub compact_bytes: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { shards: 16, sync_interval: Duration::from_secs(1), compact_bytes: 64 << 20 }
+        Options { shards: 16, sync_interval: Duration::from_secs(1), compact_bytes: 16 << 20 }
     }
 }
 

@@ -478,7 +478,12 @@ fn kill_9_leaves_a_prefix_of_every_series() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill it once it has snapshotted at least once (however slow the machine is), mid-run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("00/snapshot").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
