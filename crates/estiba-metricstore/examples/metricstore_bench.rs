@@ -53,12 +53,16 @@ fn cpu_secs() -> f64 {
 /// Resident memory of this process, in MiB.
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok());
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok());
     kib.unwrap_or(0.0) / 1024.0
 }
 
 fn dims(cluster: usize, service: usize) -> Vec<Dimension> {
-    vec![Dimension::new("ServiceName", format!("service-{service:03}")), Dimension::new("ClusterName", format!("cluster-{cluster}"))]
+    vec![
+        Dimension::new("ServiceName", format!("service-{service:03}")),
+        Dimension::new("ClusterName", format!("cluster-{cluster}")),
+    ]
 }
 
 /// Batches of `batch` datapoints over `series` series (3 metrics × services), one sample every
@@ -229,7 +233,9 @@ fn main() {
     // by now (a backfill).
     let mut store = None;
     for (i, (batch, series, high)) in
-        [(20, 300, false), (100, 300, false), (1000, 300, false), (1000, 3000, false), (100, 300, true)].into_iter().enumerate()
+        [(20, 300, false), (100, 300, false), (1000, 300, false), (1000, 3000, false), (100, 300, true)]
+            .into_iter()
+            .enumerate()
     {
         let s = MetricStore::open(dir.join(format!("ingest-{i}")), Options::default()).expect("open");
         ingest(&s, total, batch, series, high, if high { " (high-res)" } else { "" });

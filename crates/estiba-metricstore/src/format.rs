@@ -191,7 +191,12 @@ pub(crate) fn get_value(r: &mut Reader) -> Option<Value> {
             let counts = (0..m).map(|_| r.f64()).collect::<Option<Vec<_>>>()?;
             Value::Values { values, counts }
         }
-        2 => Value::Statistics(StatisticSet { sample_count: r.f64()?, sum: r.f64()?, minimum: r.f64()?, maximum: r.f64()? }),
+        2 => Value::Statistics(StatisticSet {
+            sample_count: r.f64()?,
+            sum: r.f64()?,
+            minimum: r.f64()?,
+            maximum: r.f64()?,
+        }),
         _ => return None,
     })
 }

@@ -107,7 +107,13 @@ impl MetricId {
         mut dimensions: Vec<Dimension>,
     ) -> MetricId {
         dimensions.sort();
-        MetricId { account: account.into(), region: region.into(), namespace: namespace.into(), name: name.into(), dimensions }
+        MetricId {
+            account: account.into(),
+            region: region.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            dimensions,
+        }
     }
 
     /// Sorted by name, then value.
@@ -381,7 +387,12 @@ impl MetricStore {
 
     /// The datapoints of every series `selector` matches, ordered by metric (SEARCH, metric
     /// math over many series). Series without data in the range are left out.
-    pub fn get_matching(&self, selector: &Selector, query: &Query, now: i64) -> Result<Vec<(MetricId, Vec<Datapoint>)>> {
+    pub fn get_matching(
+        &self,
+        selector: &Selector,
+        query: &Query,
+        now: i64,
+    ) -> Result<Vec<(MetricId, Vec<Datapoint>)>> {
         self.inner.get_matching(selector, query, now)
     }
 

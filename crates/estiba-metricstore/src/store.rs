@@ -77,7 +77,13 @@ impl State {
         }
         let id = format::parse_key(key)?;
         let key: Box<[u8]> = key.into();
-        self.series.push(Series { key: key.clone(), id: Arc::new(id), last_put: i64::MIN, wal_id: NO_ID, units: Vec::new() });
+        self.series.push(Series {
+            key: key.clone(),
+            id: Arc::new(id),
+            last_put: i64::MIN,
+            wal_id: NO_ID,
+            units: Vec::new(),
+        });
         self.index.insert(key, self.series.len() - 1);
         Some(self.series.len() - 1)
     }
@@ -192,7 +198,15 @@ fn check_period(period: i64) -> Result<()> {
 /// seconds, its aggregate, with the sketches merged only when `sketch`). Windows start at
 /// `start` + k × `period`; those starting before `cutoff` (out of the tier's retention) are
 /// left out.
-fn for_windows(tier: &Tier, start: i64, end_ms: i64, period: i64, cutoff: i64, sketch: bool, mut f: impl FnMut(i64, &Agg)) {
+fn for_windows(
+    tier: &Tier,
+    start: i64,
+    end_ms: i64,
+    period: i64,
+    cutoff: i64,
+    sketch: bool,
+    mut f: impl FnMut(i64, &Agg),
+) {
     let from = if cutoff > start { start + (cutoff - start + period - 1) / period * period } else { start };
     let window = |b: i64| start + (b - start).div_euclid(period) * period;
     let mut acc = Agg::default();
@@ -238,7 +252,8 @@ fn compute(series: &Series, q: &Query, now: i64) -> Vec<Datapoint> {
     let start = align_start(q.start, p, now).div_euclid(1000);
     // The coarsest tier whose buckets tile the periods: the same answer as the finer ones
     // (merging is exact), from the fewest buckets and the longest retention.
-    let t = (0..TIERS.len()).rev().find(|&t| p % TIERS[t].resolution == 0 && start % TIERS[t].resolution == 0).unwrap_or(0);
+    let t =
+        (0..TIERS.len()).rev().find(|&t| p % TIERS[t].resolution == 0 && start % TIERS[t].resolution == 0).unwrap_or(0);
     let cutoff = now.div_euclid(1000) - TIERS[t].retention;
     let sketch = q.statistics.iter().any(|s| matches!(s, Statistic::Percentile(_)));
     let units = series.units.iter().filter(|u| match &q.unit {
@@ -261,7 +276,9 @@ fn compute(series: &Series, q: &Query, now: i64) -> Vec<Datapoint> {
     }
     let mut out = Vec::new();
     for u in &units {
-        for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| out.push(datapoint(w, Some(u.unit.clone()), a, q)));
+        for_windows(&u.tiers[t], start, q.end, p, cutoff, sketch, |w, a| {
+            out.push(datapoint(w, Some(u.unit.clone()), a, q))
+        });
     }
     if units.len() > 1 {
         out.sort_by(|a, b| (a.timestamp, &a.unit).cmp(&(b.timestamp, &b.unit)));
@@ -274,9 +291,10 @@ fn matches(sel: &Selector, id: &MetricId) -> bool {
         && id.region == sel.region
         && sel.namespace.as_ref().is_none_or(|n| *n == id.namespace)
         && sel.name.as_ref().is_none_or(|n| *n == id.name)
-        && sel.dimensions.iter().all(|f| {
-            id.dimensions().iter().any(|d| d.name == f.name && f.value.as_ref().is_none_or(|v| *v == d.value))
-        })
+        && sel
+            .dimensions
+            .iter()
+            .all(|f| id.dimensions().iter().any(|d| d.name == f.name && f.value.as_ref().is_none_or(|v| *v == d.value)))
         && (!sel.exact_dimension_names
             || (id.dimensions().len() == sel.dimensions.len()
                 && id.dimensions().iter().all(|d| sel.dimensions.iter().any(|f| f.name == d.name))))
@@ -364,7 +382,14 @@ impl Inner {
                 format::put_zvarint(&mut st.buf, d.timestamp);
                 format::put_value(&mut st.buf, &d.value);
                 series.last_put = series.last_put.max(now);
-                apply(series.unit_mut(&d.unit, || d.unit.clone()), d.resolution == Resolution::High, d.timestamp, &d.value, now, &mut scratch);
+                apply(
+                    series.unit_mut(&d.unit, || d.unit.clone()),
+                    d.resolution == Resolution::High,
+                    d.timestamp,
+                    &d.value,
+                    now,
+                    &mut scratch,
+                );
             }
             format::seal_record(&mut st.buf[rec..]);
             st.log_bytes += (st.buf.len() - rec) as u64;

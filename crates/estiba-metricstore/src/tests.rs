@@ -74,7 +74,12 @@ fn aggregation_matches_a_naive_computation() {
                 1 => Value::Values { values: vec![rng.f(), rng.f(), rng.f()], counts: vec![1.0, 2.0] },
                 _ => {
                     let x = rng.f();
-                    Value::Statistics(StatisticSet { sample_count: 4.0, sum: 4.0 * x + 2.0, minimum: x, maximum: x + 1.0 })
+                    Value::Statistics(StatisticSet {
+                        sample_count: 4.0,
+                        sum: 4.0 * x + 2.0,
+                        minimum: x,
+                        maximum: x + 1.0,
+                    })
                 }
             };
             let samples = raw.entry(host.clone()).or_default();
@@ -182,12 +187,16 @@ fn dimension_order_does_not_matter() {
     ];
     store.put(ACCOUNT, REGION, NS, &data, T0).unwrap();
     assert_eq!(store.series_count(), 1);
-    for order in [[("ServiceName", "web"), ("ClusterName", "prod")], [("ClusterName", "prod"), ("ServiceName", "web")]] {
+    for order in [[("ServiceName", "web"), ("ClusterName", "prod")], [("ClusterName", "prod"), ("ServiceName", "web")]]
+    {
         let got = store.get(&metric("CPU", &order), &query(T0, T0 + MIN, 60, &[Statistic::Average]), T0).unwrap();
         assert_eq!(got[0].values, vec![Some(20.0)]);
     }
     // A subset of the dimensions is another metric.
-    assert!(store.get(&metric("CPU", &[("ClusterName", "prod")]), &query(T0, T0 + MIN, 60, &BASIC), T0).unwrap().is_empty());
+    assert!(store
+        .get(&metric("CPU", &[("ClusterName", "prod")]), &query(T0, T0 + MIN, 60, &BASIC), T0)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -204,7 +213,10 @@ fn units_are_kept_apart() {
     let mut q = query(T0, T0 + 2 * MIN, 60, &[Statistic::Sum]);
     q.unit = UnitFilter::Only(u("Bytes"));
     let got = store.get(&m, &q, T0 + MIN).unwrap();
-    assert_eq!(got.iter().map(|d| (d.timestamp, d.values[0])).collect::<Vec<_>>(), [(T0, Some(1000.0)), (T0 + MIN, Some(500.0))]);
+    assert_eq!(
+        got.iter().map(|d| (d.timestamp, d.values[0])).collect::<Vec<_>>(),
+        [(T0, Some(1000.0)), (T0 + MIN, Some(500.0))]
+    );
     q.unit = UnitFilter::Only(u("Megabytes"));
     assert!(store.get(&m, &q, T0 + MIN).unwrap().is_empty());
     q.unit = UnitFilter::Each;
@@ -212,7 +224,11 @@ fn units_are_kept_apart() {
     let each: Vec<_> = got.iter().map(|d| (d.timestamp, d.unit.clone(), d.values[0])).collect();
     assert_eq!(
         each,
-        [(T0, Some(u("Bytes")), Some(1000.0)), (T0, Some(u("Kilobytes")), Some(3.0)), (T0 + MIN, Some(u("Bytes")), Some(500.0))]
+        [
+            (T0, Some(u("Bytes")), Some(1000.0)),
+            (T0, Some(u("Kilobytes")), Some(3.0)),
+            (T0 + MIN, Some(u("Bytes")), Some(500.0))
+        ]
     );
     q.unit = UnitFilter::Merged;
     let got = store.get(&m, &q, T0 + MIN).unwrap();
@@ -262,7 +278,12 @@ fn rollup_and_retention() {
     store.put(ACCOUNT, REGION, NS, &data, T0 + 120 * MIN).unwrap();
     let m = metric("Q", &[]);
     let sum = |period, now| -> Vec<Option<f64>> {
-        store.get(&m, &query(T0, T0 + 120 * MIN, period, &[Statistic::Sum]), now).unwrap().iter().map(|d| d.values[0]).collect()
+        store
+            .get(&m, &query(T0, T0 + 120 * MIN, period, &[Statistic::Sum]), now)
+            .unwrap()
+            .iter()
+            .map(|d| d.values[0])
+            .collect()
     };
     let hour0: f64 = (0..60).map(f64::from).sum();
     let hour1: f64 = (60..120).map(f64::from).sum();
@@ -298,7 +319,13 @@ fn list_metrics_filters_and_paging() {
     for cluster in ["a", "b"] {
         for service in 0..30 {
             let s = format!("svc{service:02}");
-            data.push(datum("CPUUtilization", &[("ClusterName", cluster), ("ServiceName", &s)], T0, u("Percent"), Value::Single(1.0)));
+            data.push(datum(
+                "CPUUtilization",
+                &[("ClusterName", cluster), ("ServiceName", &s)],
+                T0,
+                u("Percent"),
+                Value::Single(1.0),
+            ));
         }
         data.push(datum("CPUUtilization", &[("ClusterName", cluster)], T0, u("Percent"), Value::Single(1.0)));
     }
@@ -344,7 +371,8 @@ fn list_metrics_filters_and_paging() {
     assert!(ListCursor::from_token("zz").is_none());
 
     // The same selector drives multi-series queries.
-    let got = store.get_matching(&sel(Some("AWS/ECS"), by_cluster), &query(T0, T0 + MIN, 60, &[Statistic::Sum]), T0).unwrap();
+    let got =
+        store.get_matching(&sel(Some("AWS/ECS"), by_cluster), &query(T0, T0 + MIN, 60, &[Statistic::Sum]), T0).unwrap();
     assert_eq!(got.len(), 31);
 }
 
@@ -381,7 +409,13 @@ fn restart_recovers_logs_and_snapshots() {
 
     let store = open(dir.path());
     assert_eq!(sums(&store, &names), before);
-    assert_eq!(store.list(&Selector { account: ACCOUNT.into(), region: REGION.into(), ..Selector::default() }, 0, None, 0).metrics.len(), 6);
+    assert_eq!(
+        store
+            .list(&Selector { account: ACCOUNT.into(), region: REGION.into(), ..Selector::default() }, 0, None, 0)
+            .metrics
+            .len(),
+        6
+    );
     // And again after another snapshot and more data, twice over.
     put_minutes(&store, &names, 50..60);
     store.compact().unwrap();
@@ -406,7 +440,12 @@ fn a_torn_log_tail_is_cut() {
     drop(store);
     // The last record loses its last bytes, as if the process died while writing it.
     let shard = dir.path().join("00");
-    let wal = std::fs::read_dir(&shard).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).max().unwrap();
+    let wal = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .max()
+        .unwrap();
     let len = std::fs::metadata(&wal).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(len - 3).unwrap();
     let store = MetricStore::open(dir.path(), Options::default()).unwrap();
@@ -436,7 +475,9 @@ fn clones_share_one_store_across_threads() {
             s.spawn(move || {
                 for m in 0..100 {
                     let d = datum("N", &[("T", &t.to_string())], T0 + m * 1000, u("Count"), Value::Single(1.0));
-                    store.put(ACCOUNT, REGION, NS, &[d, datum("All", &[], T0, u("Count"), Value::Single(1.0))], T0).unwrap();
+                    store
+                        .put(ACCOUNT, REGION, NS, &[d, datum("All", &[], T0, u("Count"), Value::Single(1.0))], T0)
+                        .unwrap();
                 }
             });
         }
