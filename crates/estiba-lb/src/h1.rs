@@ -61,11 +61,15 @@ pub(crate) enum Stop {
 
 /// An HTTP listener's connection's idle clock, shared with its hyper spells: one timer for
 /// the connection's life, due when it would idle out; it fires about once per idle timeout,
-/// and then looks at the activity since (`last`), so that requests cost it no timer update.
+/// and then looks at the activity since (reads and writes that moved bytes, counted in
+/// `moved`), so that requests cost it neither a timer update nor a reading of the time.
 pub(crate) struct Clock<'a> {
     pub tick: Pin<&'a mut tokio::time::Sleep>,
+    /// When activity was last seen.
     pub last: tokio::time::Instant,
     pub idle: Duration,
+    moved: u64,
+    seen: u64,
 }
 
 impl Clock<'_> {
@@ -77,11 +81,14 @@ impl Clock<'_> {
                 return Poll::Ready(Ok(v));
             }
             while self.tick.as_mut().poll(cx).is_ready() {
-                let due = self.last + self.idle;
-                if tokio::time::Instant::now() >= due {
+                let now = tokio::time::Instant::now();
+                if self.moved != self.seen {
+                    (self.seen, self.last) = (self.moved, now);
+                } else if now >= self.last + self.idle {
                     return Poll::Ready(Err(Stop::Idle));
                 }
-                self.tick.as_mut().reset(due);
+                let due = self.last + self.idle;
+                self.tick.as_mut().reset(if due > now { due } else { now + self.idle });
             }
             Poll::Pending
         })
@@ -94,7 +101,7 @@ impl Clock<'_> {
             buf.reserve(READ);
         }
         let n = self.within(s.read_buf(buf)).await?.map_err(|_| Stop::Io)?;
-        self.last = tokio::time::Instant::now();
+        self.moved += 1;
         Ok(n)
     }
 
@@ -104,7 +111,7 @@ impl Clock<'_> {
             if n == 0 {
                 return Err(Stop::Io);
             }
-            self.last = tokio::time::Instant::now();
+            self.moved += 1;
             buf = &buf[n..];
         }
         Ok(())
@@ -114,7 +121,7 @@ impl Clock<'_> {
 /// Serves an HTTP listener's connection until it ends (see the module's documentation).
 pub(crate) async fn serve(cfg: &ListenerConfig, c: &Arc<Conn>, mut tcp: TcpStream, mut closing: tokio::sync::watch::Receiver<bool>) {
     let tick = std::pin::pin!(tokio::time::sleep(cfg.idle_timeout));
-    let mut clock = Clock { tick, last: tokio::time::Instant::now(), idle: cfg.idle_timeout };
+    let mut clock = Clock { tick, last: tokio::time::Instant::now(), idle: cfg.idle_timeout, moved: 0, seen: 0 };
     // Made once: registering with the watch on every poll would cost each request a lock.
     let mut closed = std::pin::pin!(async move {
         let _ = closing.wait_for(|c| *c).await;
@@ -125,12 +132,12 @@ pub(crate) async fn serve(cfg: &ListenerConfig, c: &Arc<Conn>, mut tcp: TcpStrea
     loop {
         if rbuf.is_empty() {
             // Idle: no buffer held until the client sends.
-            rbuf = Vec::new();
+            recycle(std::mem::take(&mut rbuf));
             tokio::select! {
                 biased;
                 _ = closed.as_mut() => break,
                 r = clock.within(std::future::poll_fn(|cx| tcp.poll_read_ready(cx))) => match r {
-                    Ok(Ok(())) => rbuf.reserve(READ),
+                    Ok(Ok(())) => rbuf = buffer(),
                     _ => return,
                 },
             }
@@ -375,9 +382,29 @@ struct Response {
 /// Parses a response head at the start of `buf`; unless it is informational (1xx), writes the
 /// client's head into `out`. `None`: incomplete; `Err`: not a response to pass on (502).
 fn parse_response(buf: &[u8], f: &Forward, out: &mut Vec<u8>) -> Result<Option<Response>, ()> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Room for 24 headers first (httparse wants them initialised), as many as hyper's client
+    // takes when that is not enough.
+    let mut storage = [httparse::EMPTY_HEADER; 24];
     let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf) {
+    match resp.parse(buf) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut storage);
+            let r = resp.parse(buf);
+            respond(r, resp, f, out)
+        }
+        r => respond(r, resp, f, out),
+    }
+}
+
+/// `parse_response`'s work once parsed.
+fn respond(
+    parsed: httparse::Result<usize>,
+    resp: httparse::Response<'_, '_>,
+    f: &Forward,
+    out: &mut Vec<u8>,
+) -> Result<Option<Response>, ()> {
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),
@@ -569,7 +596,7 @@ impl Drop for Outstanding<'_> {
 /// connection does next. Leaves in `rbuf` only the bytes after the request (pipelined).
 async fn exchange(c: &Conn, tcp: &mut TcpStream, rbuf: &mut Vec<u8>, clock: &mut Clock<'_>, bytes: &std::sync::atomic::AtomicU64) -> Step {
     let cfg = c.slot.cfg.load_full();
-    let mut out = Vec::new();
+    let mut out = buffer();
     let f = loop {
         if !rbuf.is_empty() {
             match parse_request(c, &cfg, rbuf, &mut out) {
@@ -655,7 +682,7 @@ async fn exchange(c: &Conn, tcp: &mut TcpStream, rbuf: &mut Vec<u8>, clock: &mut
     }
 
     // The response's head (informational ones skipped).
-    let mut ubuf: Vec<u8> = Vec::with_capacity(READ);
+    let mut ubuf = buffer();
     let r = loop {
         match parse_response(&ubuf, &f, &mut out) {
             Ok(Some(r)) if r.status < 200 => {
@@ -692,7 +719,7 @@ async fn exchange(c: &Conn, tcp: &mut TcpStream, rbuf: &mut Vec<u8>, clock: &mut
         return Step::Close;
     }
     bytes.fetch_add(out.len() as u64, Relaxed);
-    drop(out);
+    recycle(out);
     while !done {
         ubuf.clear();
         let n = match clock.read(&mut up, &mut ubuf).await {
@@ -713,6 +740,7 @@ async fn exchange(c: &Conn, tcp: &mut TcpStream, rbuf: &mut Vec<u8>, clock: &mut
         bytes.fetch_add(k as u64, Relaxed);
         (done, clean) = (d, k == ubuf.len());
     }
+    recycle(ubuf);
     if r.keep_alive && clean && r.body != Framing::Close {
         t.pool.put_raw(up, c.inner.settings.pool_max_idle_per_target);
     }
@@ -753,6 +781,31 @@ async fn elb(tcp: &mut TcpStream, rbuf: &mut Vec<u8>, clock: &mut Clock<'_>, byt
         Step::Next
     } else {
         Step::Close
+    }
+}
+
+thread_local! {
+    /// Buffers of requests that ended, for the next ones: at most 64 per thread, so that the
+    /// load balancer keeps at most 512 KiB of them, never one per idle connection. (An 8 KiB
+    /// allocation takes mimalloc's slow path: several hundred instructions.)
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of at least `READ` bytes, empty.
+fn buffer() -> Vec<u8> {
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| Vec::with_capacity(READ))
+}
+
+/// Gives a buffer back for another request (one grown large is freed instead).
+fn recycle(mut b: Vec<u8>) {
+    if (READ..=4 * READ).contains(&b.capacity()) {
+        b.clear();
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 64 {
+                s.push(b);
+            }
+        });
     }
 }
 
