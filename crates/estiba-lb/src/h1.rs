@@ -292,11 +292,7 @@ fn parse_request(c: &Conn, cfg: &ListenerConfig, buf: &[u8], out: &mut Vec<u8>) 
             4 if is(n, "host") => host = host.or(Some(h.value)),
             6 if is(n, "expect") => return Parsed::Hyper,
             7 if is(n, "upgrade") => return Parsed::Hyper,
-            10 if is(n, "connection") => {
-                if tokens.add(h.value).is_none() {
-                    return Parsed::Hyper;
-                }
-            }
+            10 if is(n, "connection") && tokens.add(h.value).is_none() => return Parsed::Hyper,
             14 if is(n, "content-length") => match (content_length(h.value), length) {
                 (Some(l), None) => length = Some(l),
                 (Some(l), Some(prev)) if l == prev => {}
@@ -426,11 +422,7 @@ fn respond(
         let n = h.name;
         match n.len() {
             4 if is(n, "date") => date = true,
-            10 if is(n, "connection") => {
-                if tokens.add(h.value).is_none() {
-                    return Err(());
-                }
-            }
+            10 if is(n, "connection") && tokens.add(h.value).is_none() => return Err(()),
             14 if is(n, "content-length") => match (content_length(h.value), length) {
                 (Some(l), None) => length = Some(l),
                 (Some(l), Some(prev)) if l == prev => {}
