@@ -1,18 +1,20 @@
-//! The Application Load Balancer's listeners: hyper 1 to clients, its own keep-alive pool of
-//! hyper client connections (HTTP/1.1) to targets.
+//! The Application Load Balancer's listeners: the rules and targets a request goes to
+//! (`route`), and hyper 1 to clients with its own keep-alive pool of hyper client connections
+//! (HTTP/1.1) to targets.
 //!
-//! As on AWS, an HTTP listener speaks HTTP/1.1 only (ALB has no h2c): its connections go
-//! straight to hyper's HTTP/1 server, without sniffing for an HTTP/2 preface. An HTTPS
-//! listener offers `h2` by ALPN when the load balancer has `routing.http2.enabled`, and serves
-//! what the client chose.
+//! As on AWS, an HTTP listener speaks HTTP/1.1 only (ALB has no h2c), without sniffing for an
+//! HTTP/2 preface: its connections are served by the fast path (`h1`), which hands what it
+//! does not do itself to hyper's HTTP/1 server for a spell (`hyper_spell`). An HTTPS listener
+//! offers `h2` by ALPN when the load balancer has `routing.http2.enabled`, and serves what the
+//! client chose, through hyper.
 //!
-//! An HTTP listener's idle keep-alive connection does not keep hyper's buffers (two of 8 KiB):
-//! as soon as hyper waits for the next request (no request in flight, nothing left to write),
-//! its hyper connection finishes (hyper's graceful shutdown of an idle connection, without
-//! shutting the socket) and hands the socket back with any bytes it read but did not parse;
-//! the task waits for the socket to be readable and serves it with a new hyper connection.
-//! The connection's one timer enforces the load balancer's idle timeout (no byte either way
-//! for that long closes it), so hyper needs no timer per request.
+//! A spell of hyper on an HTTP listener's connection ends as soon as hyper waits for the next
+//! request (no request in flight, nothing left to write): its hyper connection finishes
+//! (hyper's graceful shutdown of an idle connection, without shutting the socket) and hands
+//! the socket back with any bytes it read but did not parse, so that an idle connection keeps
+//! none of hyper's buffers. The connection's one timer (`h1::Clock`) enforces the load
+//! balancer's idle timeout (no byte either way for that long closes it), so hyper needs no
+//! timer per request.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,10 +34,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::group::{Group, GROUP_COOKIE, TARGET_COOKIE};
+use crate::group::{Group, View, GROUP_COOKIE, TARGET_COOKIE};
 use crate::metrics::{Active, Counters};
 use crate::pool::{Pooled, SendError};
-use crate::rules::{all_match, Matcher, Subject};
+use crate::rules::{all_match, Headers, Matcher, Subject};
 use crate::table::{Action, Listener, ListenerProtocol, LoadBalancer};
 use crate::{Error, Inner, LbCounters, ListenerConfig, Slot};
 
@@ -46,7 +48,7 @@ pub(crate) struct CompiledRule {
     action: CompiledAction,
 }
 
-enum CompiledAction {
+pub(crate) enum CompiledAction {
     Forward {
         /// Each group with its weight's upper bound in [0, total) and its `AWSALBTG` cookie.
         groups: Vec<(Arc<Group>, u32, Option<HeaderValue>)>,
@@ -156,20 +158,20 @@ pub(crate) fn compile(
 }
 
 /// One client connection.
-struct Conn {
-    inner: Arc<Inner>,
-    slot: Arc<Slot>,
-    peer: SocketAddr,
+pub(crate) struct Conn {
+    pub inner: Arc<Inner>,
+    pub slot: Arc<Slot>,
+    pub peer: SocketAddr,
     https: bool,
     /// The client's address and the listener's port, rendered once.
-    client_ip: HeaderValue,
-    port: HeaderValue,
+    pub client_ip: HeaderValue,
+    pub port: HeaderValue,
     /// Requests whose responses are not done (their bodies not dropped).
-    in_flight: AtomicUsize,
+    pub in_flight: AtomicUsize,
     /// Reads and writes that moved bytes, and whether the last write was refused (the client
     /// reads slowly: hyper may hold unwritten bytes).
-    ops: AtomicU64,
-    write_blocked: AtomicBool,
+    pub ops: AtomicU64,
+    pub write_blocked: AtomicBool,
     /// Plain HTTP connections: a protocol switch's target side, for the serving loop to tunnel
     /// to once hyper hands the client's socket back (TLS ones use hyper's upgrades).
     switched: Option<Mutex<Option<hyper::upgrade::OnUpgrade>>>,
@@ -217,7 +219,28 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-type Svc = Pin<Box<dyn std::future::Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+pub(crate) type Svc = Pin<Box<dyn std::future::Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+
+/// A client connection's hyper service: `handle`, each request counted in flight until its
+/// response's body is dropped. Its future is boxed: hyper keeps the service's future inline
+/// in the connection, and an idle keep-alive connection should not carry a request's worth of
+/// state.
+pub(crate) fn service(
+    c: &Arc<Conn>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Tracked>, Error = Infallible, Future = Svc>
+       + Send
+       + Unpin
+       + 'static {
+    let c = c.clone();
+    hyper::service::service_fn(move |req| {
+        c.in_flight.fetch_add(1, Relaxed);
+        let conn = c.clone();
+        Box::pin(async move {
+            let r = handle(&conn, req).await;
+            Ok::<_, Infallible>(r.map(|body| Tracked { body, conn }))
+        }) as Svc
+    })
+}
 
 pub(crate) async fn serve(
     inner: Arc<Inner>,
@@ -243,22 +266,12 @@ pub(crate) async fn serve(
         write_blocked: AtomicBool::new(false),
         switched: cfg.tls.is_none().then(|| Mutex::new(None)),
     });
-    let io = Counted { io: tcp, lb: lb.clone(), prefix: Bytes::new(), conn: Some(conn.clone()) };
-    // Boxed: hyper keeps the service's future inline in the connection, and an idle
-    // keep-alive connection should not carry a request's worth of state.
-    let c = conn.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        c.in_flight.fetch_add(1, Relaxed);
-        let conn = c.clone();
-        Box::pin(async move {
-            let r = handle(&conn, req).await;
-            Ok::<_, Infallible>(r.map(|body| Tracked { body, conn }))
-        }) as Svc
-    });
     match cfg.tls.clone() {
-        None => serve_plain(&cfg, &conn, io, svc, closing).await,
+        None => crate::h1::serve(&cfg, &conn, tcp, closing).await,
         // Boxed, so that plain connections' tasks are not the size of a TLS one.
         Some(acceptor) => {
+            let io = Counted::new(tcp, lb.clone(), Bytes::new(), Some(conn.clone()));
+            let svc = service(&conn);
             Box::pin(async move {
                 let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
                     Ok(Ok(tls)) => tls,
@@ -306,101 +319,74 @@ enum Ended {
     Closing,
 }
 
-/// An HTTP listener's connection: hyper connections one after another, parked in between
-/// (see the module's documentation).
-async fn serve_plain<S>(
+/// A spell of hyper on an HTTP listener's connection (see the module's documentation): one
+/// hyper connection, until it parks (`Some`: the socket back, with what hyper read but did not
+/// parse) or the client's connection ends (`None`). `closed` fires when the listener leaves
+/// the table; it is not polled again once it has (the spell then ends with `None`).
+pub(crate) async fn hyper_spell<S>(
     cfg: &ListenerConfig,
     c: &Conn,
-    mut io: Counted<TcpStream>,
-    mut svc: S,
-    mut closing: tokio::sync::watch::Receiver<bool>,
-) where
+    io: Counted<TcpStream>,
+    svc: &mut Option<S>,
+    clock: &mut crate::h1::Clock<'_>,
+    mut closed: Pin<&mut (impl std::future::Future<Output = ()> + ?Sized)>,
+) -> Option<Counted<TcpStream>>
+where
     S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
     S::Future: Unpin,
 {
-    let idle = cfg.idle_timeout;
-    // One timer for the connection's life, due when it would idle out; it fires about once per
-    // idle timeout, and then looks at the activity since.
-    let mut last_active = tokio::time::Instant::now();
+    let idle = clock.idle;
     let mut seen = c.ops.load(Relaxed);
-    let tick = tokio::time::sleep_until(last_active + idle);
-    // Made once: registering with the watch on every poll would cost each request a lock.
-    let closed = async move {
-        let _ = closing.wait_for(|c| *c).await;
-    };
-    tokio::pin!(tick, closed);
-    loop {
-        let mut conn = cfg.http1.serve_connection(TokioIo::new(io), svc);
-        let mut ended = Ended::Done;
-        let done = loop {
-            tokio::select! {
-                biased;
-                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                // Hyper waits for the next request (nothing in flight, nothing left to write).
-                _ = std::future::poll_fn(|_| {
-                    if c.in_flight.load(Relaxed) == 0 && !c.write_blocked.load(Relaxed) { Poll::Ready(()) } else { Poll::Pending }
-                }), if ended == Ended::Done => {
-                    ended = Ended::Parked;
-                    Pin::new(&mut conn).graceful_shutdown();
-                }
-                _ = tick.as_mut() => {
-                    let now = tokio::time::Instant::now();
-                    let ops = c.ops.load(Relaxed);
-                    if ops != seen {
-                        (seen, last_active) = (ops, now);
-                    } else if now >= last_active + idle && (c.in_flight.load(Relaxed) == 0 || c.write_blocked.load(Relaxed)) {
-                        ended = Ended::Closing;
-                        Pin::new(&mut conn).graceful_shutdown();
-                    }
-                    let due = last_active + idle;
-                    tick.as_mut().reset(if due > now { due } else { now + idle });
-                }
-                _ = closed.as_mut(), if ended != Ended::Closing => {
-                    // The listener left the table: finish what is in flight, then close.
+    let mut conn = cfg.http1.serve_connection(TokioIo::new(io), svc.take()?);
+    let mut ended = Ended::Done;
+    let done = loop {
+        tokio::select! {
+            biased;
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            // Hyper waits for the next request (nothing in flight, nothing left to write).
+            _ = std::future::poll_fn(|_| {
+                if c.in_flight.load(Relaxed) == 0 && !c.write_blocked.load(Relaxed) { Poll::Ready(()) } else { Poll::Pending }
+            }), if ended == Ended::Done => {
+                ended = Ended::Parked;
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+            _ = clock.tick.as_mut() => {
+                let now = tokio::time::Instant::now();
+                let ops = c.ops.load(Relaxed);
+                if ops != seen {
+                    (seen, clock.last) = (ops, now);
+                } else if now >= clock.last + idle && (c.in_flight.load(Relaxed) == 0 || c.write_blocked.load(Relaxed)) {
                     ended = Ended::Closing;
                     Pin::new(&mut conn).graceful_shutdown();
                 }
+                let due = clock.last + idle;
+                clock.tick.as_mut().reset(if due > now { due } else { now + idle });
             }
-        };
-        let parts = conn.into_parts();
-        svc = parts.service;
-        io = parts.io.into_inner();
-        io.prefix = parts.read_buf;
-        if let Some(up) = c.switched.as_ref().and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take()) {
-            return tunnel_plain(io, up).await;
-        }
-        if done.is_err() {
-            return;
-        }
-        if ended != Ended::Parked {
-            use tokio::io::AsyncWriteExt as _;
-            let _ = io.shutdown().await;
-            return;
-        }
-        last_active = tokio::time::Instant::now();
-        if !io.prefix.is_empty() {
-            continue;
-        }
-        // Parked: until the client sends (or closes), idles out, or the listener goes.
-        loop {
-            tokio::select! {
-                biased;
-                r = io.io.readable() => match r {
-                    Ok(()) => break,
-                    Err(_) => return,
-                },
-                _ = tick.as_mut() => {
-                    let now = tokio::time::Instant::now();
-                    if now >= last_active + idle {
-                        return;
-                    }
-                    tick.as_mut().reset(last_active + idle);
-                }
-                _ = closed.as_mut() => return,
+            _ = closed.as_mut(), if ended != Ended::Closing => {
+                // The listener left the table: finish what is in flight, then close.
+                ended = Ended::Closing;
+                Pin::new(&mut conn).graceful_shutdown();
             }
         }
-        seen = c.ops.load(Relaxed);
+    };
+    let parts = conn.into_parts();
+    *svc = Some(parts.service);
+    let mut io = parts.io.into_inner();
+    io.prefix = parts.read_buf;
+    if let Some(up) = c.switched.as_ref().and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take()) {
+        tunnel_plain(io, up).await;
+        return None;
     }
+    if done.is_err() {
+        return None;
+    }
+    if ended != Ended::Parked {
+        use tokio::io::AsyncWriteExt as _;
+        let _ = io.shutdown().await;
+        return None;
+    }
+    clock.last = tokio::time::Instant::now();
+    Some(io)
 }
 
 /// Copies both ways between a plain client connection hyper handed back after a protocol
@@ -440,18 +426,54 @@ async fn drive<C: std::future::Future>(
     }
 }
 
+/// Where a request goes, as its listener's rules and its group decide.
+pub(crate) enum Route<'a> {
+    /// Target `i` of view `v` of group `g`; `group_cookie`: the `AWSALBTG` Set-Cookie to add.
+    Forward { g: &'a Arc<Group>, group_cookie: Option<&'a HeaderValue>, v: Arc<View>, i: usize },
+    /// A fixed response or a redirect.
+    Respond(&'a CompiledAction),
+    /// No rule matches, or no target can take it (ELB's 503).
+    Unavailable,
+}
+
+/// The rule a request matches, and for Forward its group (by its `AWSALBTG` cookie when group
+/// stickiness is on, else by weight) and target (see `Group::pick`). Counts nothing.
+pub(crate) fn route<'a>(cfg: &'a ListenerConfig, s: &Subject<'_>, now_ms: u64) -> Route<'a> {
+    let Some(rule) = cfg.rules.iter().find(|r| all_match(&r.conds, s)) else { return Route::Unavailable };
+    let CompiledAction::Forward { groups, total, sticky } = &rule.action else { return Route::Respond(&rule.action) };
+    let g = if groups.len() <= 1 {
+        groups.first()
+    } else {
+        let by_cookie = sticky
+            .then(|| cookie(s.headers, GROUP_COOKIE))
+            .flatten()
+            .and_then(|v| groups.iter().find(|g| &*g.0.group_cookie == v));
+        by_cookie.or_else(|| {
+            let r = (crate::rand_u64() % u64::from((*total).max(1))) as u32;
+            groups.iter().find(|g| r < g.1)
+        })
+    };
+    let Some((g, _, group_cookie)) = g else { return Route::Unavailable };
+    let v = g.view.load_full();
+    let sticky = if v.stickiness { cookie(s.headers, TARGET_COOKIE) } else { None };
+    match g.pick(&v, sticky, None, now_ms) {
+        Some(i) => Route::Forward { g, group_cookie: group_cookie.as_ref(), v, i },
+        None => Route::Unavailable,
+    }
+}
+
 async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
     let cfg = c.slot.cfg.load_full();
     let lb = &cfg.lb.counters;
     Counters::inc(&lb.request_count);
     let (mut parts, body) = req.into_parts();
-    let subject = Subject { parts: &parts, client: c.peer.ip() };
-    let Some(rule) = cfg.rules.iter().find(|r| all_match(&r.conds, &subject)) else {
-        return elb(lb, StatusCode::SERVICE_UNAVAILABLE);
-    };
-    let (groups, total, sticky_groups) = match &rule.action {
-        CompiledAction::Forward { groups, total, sticky } => (groups, *total, *sticky),
-        CompiledAction::Fixed { status, content_type, body } => {
+    let subject = Subject::of(&parts, c.peer.ip());
+    let (g, group_cookie, v, i) = match route(&cfg, &subject, c.inner.now_ms()) {
+        Route::Forward { g, group_cookie, v, i } => (g, group_cookie, v, i),
+        Route::Unavailable | Route::Respond(CompiledAction::Forward { .. }) => {
+            return elb(lb, StatusCode::SERVICE_UNAVAILABLE)
+        }
+        Route::Respond(CompiledAction::Fixed { status, content_type, body }) => {
             let mut r = Response::new(Either::Right(Full::new(body.clone())));
             *r.status_mut() = *status;
             if let Some(ct) = content_type {
@@ -459,8 +481,8 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             return r;
         }
-        CompiledAction::Redirect { protocol, host, port, path, query, status } => {
-            let to = redirect(c, &parts, [protocol, host, port, path, query]);
+        Route::Respond(CompiledAction::Redirect { protocol, host, port, path, query, status }) => {
+            let to = redirect(c, &subject, [protocol, host, port, path, query]);
             let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
             *r.status_mut() = *status;
             match HeaderValue::from_str(&to) {
@@ -470,26 +492,6 @@ async fn handle(c: &Conn, req: Request<Incoming>) -> Response<Body> {
             Counters::inc(&lb.elb_3xx);
             return r;
         }
-    };
-
-    // The group: by its AWSALBTG cookie when group stickiness is on, else by weight.
-    let g = if groups.len() <= 1 {
-        groups.first()
-    } else {
-        let by_cookie = sticky_groups
-            .then(|| cookie(&parts.headers, GROUP_COOKIE))
-            .flatten()
-            .and_then(|v| groups.iter().find(|g| &*g.0.group_cookie == v));
-        by_cookie.or_else(|| {
-            let r = (crate::rand_u64() % u64::from(total.max(1))) as u32;
-            groups.iter().find(|g| r < g.1)
-        })
-    };
-    let Some((g, _, group_cookie)) = g else { return elb(lb, StatusCode::SERVICE_UNAVAILABLE) };
-    let v = g.view.load_full();
-    let sticky = if v.stickiness { cookie(&parts.headers, TARGET_COOKIE) } else { None };
-    let Some(i) = g.pick(&v, sticky, None, c.inner.now_ms()) else {
-        return elb(lb, StatusCode::SERVICE_UNAVAILABLE);
     };
     Counters::inc(&g.counters.request_count);
     let e = &v.entries[i];
@@ -656,12 +658,17 @@ fn forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
 
 /// `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
 pub(crate) fn trace_id() -> HeaderValue {
+    HeaderValue::from_bytes(&trace_id_bytes())
+        .unwrap_or(HeaderValue::from_static("Root=1-00000000-000000000000000000000000"))
+}
+
+pub(crate) fn trace_id_bytes() -> [u8; 40] {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as u32;
     let mut buf = *b"Root=1-00000000-000000000000000000000000";
     hex(&mut buf[7..15], u64::from(secs));
     hex(&mut buf[16..24], crate::rand_u64() >> 32);
     hex(&mut buf[24..40], crate::rand_u64());
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("Root=1-00000000-000000000000000000000000"))
+    buf
 }
 
 /// The low `out.len()` hex digits of `v`, most significant first.
@@ -673,9 +680,9 @@ fn hex(out: &mut [u8], mut v: u64) {
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
-fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    h.get_all(header::COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|&b| b == b';').find_map(|kv| {
+fn cookie<'a>(h: Headers<'a>, name: &str) -> Option<&'a [u8]> {
+    h.find_map(&header::COOKIE, |v| {
+        v.split(|&b| b == b';').find_map(|kv| {
             let kv = kv.trim_ascii();
             let rest = kv.strip_prefix(name.as_bytes())?;
             rest.strip_prefix(b"=")
@@ -685,22 +692,12 @@ fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 
 /// AWS's redirect: each part with `#{protocol}`, `#{host}`, `#{port}`, `#{path}` (without its
 /// leading `/`) and `#{query}` replaced by the request's.
-fn redirect(
-    c: &Conn,
-    parts: &hyper::http::request::Parts,
-    [protocol, host, port, path, query]: [&String; 5],
-) -> String {
-    let req_host = parts
-        .headers
-        .get(header::HOST)
-        .map(|v| v.as_bytes())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
-        .map(|h| String::from_utf8_lossy(crate::rules::strip_port(h)).into_owned())
-        .unwrap_or_default();
+fn redirect(c: &Conn, s: &Subject<'_>, [protocol, host, port, path, query]: [&String; 5]) -> String {
+    let req_host = String::from_utf8_lossy(crate::rules::strip_port(s.host)).into_owned();
     let req_proto = if c.https { "https" } else { "http" };
     let req_port = c.port.to_str().unwrap_or("");
-    let req_path = parts.uri.path().strip_prefix('/').unwrap_or(parts.uri.path());
-    let req_query = parts.uri.query().unwrap_or("");
+    let req_path = s.path.strip_prefix('/').unwrap_or(s.path);
+    let req_query = s.query;
     let fill = |s: &str| {
         s.replace("#{protocol}", req_proto)
             .replace("#{host}", &req_host)
@@ -732,17 +729,21 @@ fn redirect(
 /// A response the load balancer makes itself, counted as ELB's.
 fn elb(lb: &Counters, status: StatusCode) -> Response<Body> {
     lb.elb_status(status.as_u16());
-    let body: &'static str = match status.as_u16() {
-        502 => "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
-        503 => "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n</body>\r\n</html>\r\n",
-        504 => "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n</body>\r\n</html>\r\n",
-        _ => "<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n</body>\r\n</html>\r\n",
-    };
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(elb_body(status).as_bytes()))));
     *r.status_mut() = status;
     r.headers_mut().insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     r
+}
+
+/// The body of ELB's own error response.
+pub(crate) fn elb_body(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        502 => "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+        503 => "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n</body>\r\n</html>\r\n",
+        504 => "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n</body>\r\n</html>\r\n",
+        _ => "<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n</body>\r\n</html>\r\n",
+    }
 }
 
 /// A client connection that counts its bytes (ProcessedBytes) and, for an HTTP listener,
@@ -755,6 +756,15 @@ pub(crate) struct Counted<T> {
 }
 
 impl<T> Counted<T> {
+    pub(crate) fn new(io: T, lb: Arc<LbCounters>, prefix: Bytes, conn: Option<Arc<Conn>>) -> Counted<T> {
+        Counted { io, lb, prefix, conn }
+    }
+
+    /// The connection, and the bytes read first (what a parked hyper connection left).
+    pub(crate) fn into_parts(self) -> (T, Bytes) {
+        (self.io, self.prefix)
+    }
+
     fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
         match r {
             Poll::Ready(Ok(n)) => {
@@ -873,8 +883,8 @@ mod tests {
     fn cookies_by_name() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; AWSALBTG=tg; AWSALB=t"));
-        assert_eq!(cookie(&h, "AWSALB"), Some(&b"t"[..]));
-        assert_eq!(cookie(&h, "AWSALBTG"), Some(&b"tg"[..]));
-        assert_eq!(cookie(&h, "b"), None);
+        assert_eq!(cookie(Headers::Map(&h), "AWSALB"), Some(&b"t"[..]));
+        assert_eq!(cookie(Headers::Map(&h), "AWSALBTG"), Some(&b"tg"[..]));
+        assert_eq!(cookie(Headers::Map(&h), "b"), None);
     }
 }

@@ -30,6 +30,7 @@
 //! - **Metrics** (`metrics`): [`Lb::metrics`].
 
 mod group;
+mod h1;
 mod health;
 mod http;
 mod metrics;

@@ -9,13 +9,17 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::group::TargetState;
 
-/// Idle connections to a target, most recently used last.
+/// Idle connections to a target, most recently used last: hyper's (HTTPS listeners, and
+/// what the fast path hands to hyper) and raw sockets (the fast path, `h1`). The locks are
+/// uncontended on the default current-thread runtime: a lock and an unlock per request.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     idle: Mutex<Vec<SendRequest<Incoming>>>,
+    raw: Mutex<Vec<TcpStream>>,
 }
 
 #[derive(Debug)]
@@ -35,6 +39,32 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < max {
             idle.push(s);
+        }
+    }
+
+    /// An idle raw connection the target has not closed (nor sent anything on).
+    pub(crate) fn take_raw(&self) -> Option<TcpStream> {
+        loop {
+            let s = self.raw.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            // Readiness is cleared by the read that ended its last response (a short read),
+            // so a live connection costs no system call here.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match s.poll_read_ready(&mut cx) {
+                Poll::Pending => return Some(s),
+                Poll::Ready(Err(_)) => {}
+                Poll::Ready(Ok(())) => {
+                    if matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                        return Some(s);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn put_raw(&self, s: TcpStream, max: usize) {
+        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
+        if raw.len() < max {
+            raw.push(s);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use hyper::header::{HeaderMap, HeaderName};
 use hyper::http::request::Parts;
 use ipnet::IpNet;
 
@@ -60,7 +61,7 @@ pub(crate) enum Matcher {
     Path(Vec<Pattern>),
     Host(Vec<Pattern>),
     Header {
-        name: hyper::header::HeaderName,
+        name: HeaderName,
         values: Vec<Pattern>,
     },
     Method(Vec<hyper::Method>),
@@ -70,23 +71,56 @@ pub(crate) enum Matcher {
     Never,
 }
 
-/// What a request offers the matchers.
+/// What a request offers the matchers: a hyper request's parts, or a raw HTTP/1.1 head (the
+/// clear-text fast path, `h1`).
 pub(crate) struct Subject<'a> {
-    pub parts: &'a Parts,
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    pub query: &'a str,
+    /// The Host header, else the URI's authority (HTTP/2); with its port.
+    pub host: &'a [u8],
+    pub headers: Headers<'a>,
     pub client: IpAddr,
 }
 
+/// A request's headers, either way.
+#[derive(Clone, Copy)]
+pub(crate) enum Headers<'a> {
+    Map(&'a HeaderMap),
+    Raw(&'a [httparse::Header<'a>]),
+}
+
+impl<'a> Headers<'a> {
+    /// The first value of header `name` (in order) for which `f` gives something.
+    pub(crate) fn find_map<T>(self, name: &HeaderName, mut f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
+        match self {
+            Headers::Map(h) => h.get_all(name).iter().find_map(|v| f(v.as_bytes())),
+            Headers::Raw(h) => h.iter().filter(|h| h.name.eq_ignore_ascii_case(name.as_str())).find_map(|h| f(h.value)),
+        }
+    }
+}
+
 impl<'a> Subject<'a> {
-    /// The host without its port: the Host header, else the URI's authority (HTTP/2).
+    pub(crate) fn of(parts: &'a Parts, client: IpAddr) -> Subject<'a> {
+        Subject {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            host: parts
+                .headers
+                .get(hyper::header::HOST)
+                .map(|v| v.as_bytes())
+                .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+                .unwrap_or(b""),
+            headers: Headers::Map(&parts.headers),
+            client,
+        }
+    }
+
+    /// The host without its port.
     fn host(&self) -> &'a [u8] {
-        let h = self
-            .parts
-            .headers
-            .get(hyper::header::HOST)
-            .map(|v| v.as_bytes())
-            .or_else(|| self.parts.uri.authority().map(|a| a.as_str().as_bytes()))
-            .unwrap_or(b"");
-        strip_port(h)
+        strip_port(self.host)
     }
 }
 
@@ -110,7 +144,7 @@ impl Matcher {
         match c {
             Condition::PathPattern(v) => Matcher::Path(pats(v, false)),
             Condition::HostHeader(v) => Matcher::Host(pats(v, true)),
-            Condition::HttpHeader { name, values } => match hyper::header::HeaderName::from_bytes(name.as_bytes()) {
+            Condition::HttpHeader { name, values } => match HeaderName::from_bytes(name.as_bytes()) {
                 Ok(name) => Matcher::Header { name, values: pats(values, true) },
                 Err(_) => Matcher::Never,
             },
@@ -138,19 +172,16 @@ impl Matcher {
 
     pub(crate) fn matches(&self, s: &Subject<'_>) -> bool {
         match self {
-            Matcher::Path(p) => any(p, s.parts.uri.path().as_bytes()),
+            Matcher::Path(p) => any(p, s.path.as_bytes()),
             Matcher::Host(p) => any(p, s.host()),
-            Matcher::Header { name, values } => s.parts.headers.get_all(name).iter().any(|v| any(values, v.as_bytes())),
-            Matcher::Method(m) => m.contains(&s.parts.method),
-            Matcher::Query(pairs) => {
-                let q = s.parts.uri.query().unwrap_or("");
-                q.split('&').filter(|kv| !kv.is_empty()).any(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    pairs.iter().any(|(pk, pv)| {
-                        pk.as_ref().is_none_or(|pk| pk.matches(k.as_bytes())) && pv.matches(v.as_bytes())
-                    })
-                })
-            }
+            Matcher::Header { name, values } => s.headers.find_map(name, |v| any(values, v).then_some(())).is_some(),
+            Matcher::Method(m) => m.iter().any(|m| m.as_str() == s.method),
+            Matcher::Query(pairs) => s.query.split('&').filter(|kv| !kv.is_empty()).any(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                pairs
+                    .iter()
+                    .any(|(pk, pv)| pk.as_ref().is_none_or(|pk| pk.matches(k.as_bytes())) && pv.matches(v.as_bytes()))
+            }),
             Matcher::Source(nets) => {
                 let ip = match s.client {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(s.client),
@@ -178,7 +209,7 @@ mod tests {
 
     fn m(c: Condition, req: hyper::Request<()>, client: &str) -> bool {
         let parts = subject(req);
-        Matcher::compile(&c).matches(&Subject { parts: &parts, client: client.parse().unwrap() })
+        Matcher::compile(&c).matches(&Subject::of(&parts, client.parse().unwrap()))
     }
 
     fn get(uri: &str) -> hyper::Request<()> {

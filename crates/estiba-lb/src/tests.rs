@@ -807,3 +807,150 @@ async fn idle_connections_are_parked_and_served_again_then_idle_out() {
     assert_eq!(n, 0);
     assert!(start.elapsed() >= Duration::from_millis(1200), "{:?}", start.elapsed());
 }
+
+/// A response body of two chunks with no length: hyper sends it chunked.
+struct TwoChunks(Vec<Bytes>);
+
+impl hyper::body::Body for TwoChunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(if self.0.is_empty() {
+            None
+        } else {
+            Some(Ok(hyper::body::Frame::data(self.0.remove(0))))
+        })
+    }
+}
+
+/// A backend answering `/chunked` with a chunked "abcd", anything else with the request's
+/// method, version and body (`<method> <version> <body>`).
+async fn echo_body() -> SocketAddrV4 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = v4(l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path() == "/chunked" {
+                        let body = http_body_util::Either::Left(TwoChunks(vec![
+                            Bytes::from_static(b"ab"),
+                            Bytes::from_static(b"cd"),
+                        ]));
+                        return Ok::<_, std::convert::Infallible>(Response::new(body));
+                    }
+                    let head = format!("{} {:?} ", req.method(), req.version());
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    Ok(Response::new(http_body_util::Either::Right(Full::new(Bytes::from(
+                        [head.as_bytes(), &body].concat(),
+                    )))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(c), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one whole response (a `Content-Length` or chunked body) from a raw connection: its
+/// head (lowercased) and its body (chunks joined).
+async fn read_any_response(c: &mut TcpStream, got: &mut Vec<u8>) -> (String, String) {
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let rest = &got[end + 4..];
+            if head.contains("transfer-encoding: chunked") {
+                if let Some(e) = rest.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    let (mut body, mut r) = (Vec::new(), &rest[..e]);
+                    while let Some(i) = r.windows(2).position(|w| w == b"\r\n") {
+                        let n = usize::from_str_radix(std::str::from_utf8(&r[..i]).unwrap(), 16).unwrap();
+                        body.extend_from_slice(&r[i + 2..i + 2 + n]);
+                        r = &r[i + 4 + n..];
+                    }
+                    got.drain(..end + 4 + e + 5);
+                    return (head, String::from_utf8(body).unwrap());
+                }
+            } else {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .unwrap_or(0);
+                if rest.len() >= len {
+                    let body = String::from_utf8_lossy(&rest[..len]).into_owned();
+                    got.drain(..end + 4 + len);
+                    return (head, body);
+                }
+            }
+        }
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn http_listener_bodies_pipelining_and_what_goes_to_hyper() {
+    let target = echo_body().await;
+    let bind = free_addr();
+    let fixed = Rule {
+        arn: "fixed".into(),
+        priority: Some(1),
+        conditions: vec![Condition::PathPattern(vec!["/fixed".into()])],
+        action: Action::FixedResponse {
+            status: 418,
+            content_type: Some("text/plain".into()),
+            body: Some("teapot".into()),
+        },
+    };
+    let lb = lb();
+    lb.apply(Arc::new(alb(bind, vec![fixed, default_rule(forward("g"))], vec![group("g", &[target], no_checks())])));
+    let mut c = TcpStream::connect(bind).await.unwrap();
+    let mut got = Vec::new();
+    // A Content-Length body, and a request pipelined behind it whose answer is chunked.
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (h, body) = read_any_response(&mut c, &mut got).await;
+    assert!(h.starts_with("http/1.1 200") && h.contains("content-length: 19"), "{h}");
+    assert_eq!(body, "POST HTTP/1.1 hello");
+    let (h, body) = read_any_response(&mut c, &mut got).await;
+    assert!(h.contains("transfer-encoding: chunked"), "{h}");
+    assert_eq!(body, "abcd");
+    // A chunked request body, in pieces.
+    c.write_all(b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.write_all(b"c\r\n2;x=y\r\nde\r\n0\r\n\r\n").await.unwrap();
+    assert_eq!(read_any_response(&mut c, &mut got).await.1, "PUT HTTP/1.1 abcde");
+    // Hyper serves a fixed response, an HTTP/1.0 request and an Expect: 100-continue, and the
+    // connection comes back to the fast path after each.
+    c.write_all(b"GET /fixed HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (h, body) = read_any_response(&mut c, &mut got).await;
+    assert!(h.starts_with("http/1.1 418"), "{h}");
+    assert_eq!(body, "teapot");
+    c.write_all(b"GET /echo HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    assert_eq!(read_any_response(&mut c, &mut got).await.1, "GET HTTP/1.1 ");
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n").await.unwrap();
+    let (h, _) = read_any_response(&mut c, &mut got).await;
+    assert!(h.starts_with("http/1.1 100"), "{h}");
+    c.write_all(b"ok").await.unwrap();
+    assert_eq!(read_any_response(&mut c, &mut got).await.1, "POST HTTP/1.1 ok");
+    // A malformed head: hyper's 400.
+    let mut bad = TcpStream::connect(bind).await.unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").await.unwrap();
+    let (h, _) = read_any_response(&mut bad, &mut Vec::new()).await;
+    assert!(h.starts_with("http/1.1 400"), "{h}");
+    // Connection: close is honoured.
+    c.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (h, _) = read_any_response(&mut c, &mut got).await;
+    assert!(h.contains("connection: close"), "{h}");
+    assert_eq!(c.read(&mut [0u8; 16]).await.unwrap(), 0);
+    let m = &lb.metrics().load_balancers["app/lb/1"];
+    assert_eq!((m.request_count, m.target_2xx, m.new_connection_count), (7, 6, 2));
+}
