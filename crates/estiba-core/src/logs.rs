@@ -445,3 +445,9 @@ mod tests {
         assert_eq!(e.code, ErrorCode::TooManyTagsException);
     }
 }
+
+impl From<LogsError> for estiba_api::ApiError {
+    fn from(e: LogsError) -> Self {
+        estiba_api::ApiError::new(e.code, e.message)
+    }
+}
