@@ -224,8 +224,9 @@ struct ServerArgs {
     /// How long deleted (INACTIVE) clusters and services stay visible.
     #[arg(long, env = "ESTIBA_INACTIVE_RETENTION", default_value = "1h", value_parser = parse_duration)]
     inactive_retention: Duration,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    /// Largest request body accepted, in bytes (a full PutLogEvents batch is 1 MiB of
+    /// messages before JSON's quoting and members).
+    #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     max_body_bytes: usize,
     /// Run tasks on this machine (FARGATE and FARGATE_SPOT capacity). Needs root.
     #[arg(long, env = "ESTIBA_LOCAL_NODE", value_enum, default_value = "auto")]
