@@ -87,7 +87,6 @@ pub struct MetricFilterDoc {
     pub apply_on_transformed_logs: Option<bool>,
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // AWS's rules for the Logs API, as pure functions.
 
@@ -377,7 +376,9 @@ mod tests {
         let e = check_retention(2).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidParameterException);
         assert!(e.message.contains("Value '2' at 'retentionInDays'"), "{}", e.message);
-        assert!(e.message.ends_with("[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]"));
+        assert!(e.message.ends_with(
+            "[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]"
+        ));
     }
 
     #[test]

@@ -127,8 +127,10 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
             Ok(rx) => {
                 tracing::debug!(service = model.module, op = op.name, "event stream");
                 let mut resp = Response::new(body::streamed(rx));
-                resp.headers_mut()
-                    .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/vnd.amazon.eventstream"),
+                );
                 resp
             }
             Err(e) => error_response(&r, Some(model), &e, request_id),

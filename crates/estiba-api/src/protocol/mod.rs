@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use crate::shape::{Validate, Validator};
 
 pub mod cbor;
-pub mod eventstream;
 #[cfg(test)]
 mod codec_tests;
+pub mod eventstream;
 pub mod query;
 mod time;
 mod xml;

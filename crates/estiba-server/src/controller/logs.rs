@@ -47,7 +47,8 @@ impl Controller for LogsHousekeeping {
         let now_ms = (now() * 1000.0) as i64;
         let (named, expiring): (HashSet<String>, Vec<(String, i64)>) = {
             let st = server.view.read();
-            let docs: Vec<&LogGroupDoc> = st.docs::<LogGroupDoc>(groups_table(), core::PREFIX).map(|d| &d.value).collect();
+            let docs: Vec<&LogGroupDoc> =
+                st.docs::<LogGroupDoc>(groups_table(), core::PREFIX).map(|d| &d.value).collect();
             let named = docs.iter().map(|d| d.id.clone()).collect();
             let expiring = docs
                 .iter()

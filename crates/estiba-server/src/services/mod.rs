@@ -46,8 +46,15 @@ pub mod servicediscovery;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Every service estiba answers.
-pub static SERVICES: &[&dyn Service] =
-    &[&ecs::Ecs, &ecr::Ecr, &ec2::Ec2, &elbv2::Elbv2, &cloudwatch::CloudWatch, &servicediscovery::ServiceDiscovery, &logs::Logs];
+pub static SERVICES: &[&dyn Service] = &[
+    &ecs::Ecs,
+    &ecr::Ecr,
+    &ec2::Ec2,
+    &elbv2::Elbv2,
+    &cloudwatch::CloudWatch,
+    &servicediscovery::ServiceDiscovery,
+    &logs::Logs,
+];
 
 /// Who is calling, and when.
 #[derive(Clone, Debug)]

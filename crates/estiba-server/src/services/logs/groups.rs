@@ -69,7 +69,6 @@ pub async fn delete_log_group(s: &Server, cx: &Call, req: DeleteLogGroupRequest)
     Ok(Bytes::new())
 }
 
-
 fn describe(scope: &Scope, d: &LogGroupDoc, stored_bytes: u64) -> LogGroup {
     LogGroup {
         arn: Some(core::group_arn_wildcard(scope, &d.name)),
@@ -105,7 +104,9 @@ pub async fn describe_log_groups(s: &Server, cx: &Call, req: DescribeLogGroupsRe
         let st = s.view.read();
         let wanted = st
             .docs::<LogGroupDoc>(groups_table(), &core::group_key(&cx.scope, prefix))
-            .filter(|d| req.log_group_name_pattern.as_deref().is_none_or(|p| core::name_matches_pattern(&d.value.name, p)))
+            .filter(|d| {
+                req.log_group_name_pattern.as_deref().is_none_or(|p| core::name_matches_pattern(&d.value.name, p))
+            })
             .filter(|d| names.as_ref().is_none_or(|n| n.contains(&d.value.name)))
             .filter(|d| req.log_group_class.is_none_or(|c| c.as_str() == d.value.log_group_class))
             .map(|d| d.value.clone());
@@ -123,7 +124,12 @@ async fn finish(s: &Server, cx: &Call, p: estiba_core::page::Page<LogGroupDoc>) 
 }
 
 /// Changes the group named `name` with `f` (compare-and-swap on its document).
-async fn update(s: &Server, cx: &Call, name: &str, f: impl Fn(&mut LogGroupDoc) -> Result<(), LogsError>) -> Result<()> {
+async fn update(
+    s: &Server,
+    cx: &Call,
+    name: &str,
+    f: impl Fn(&mut LogGroupDoc) -> Result<(), LogsError>,
+) -> Result<()> {
     s.transact(|st| {
         let d = find_group(st, &cx.scope, name)?;
         let mut doc = d.value.clone();

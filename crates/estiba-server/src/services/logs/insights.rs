@@ -165,7 +165,9 @@ fn run(
             if cancel.load(Ordering::Relaxed) {
                 return Ok(QueryOutput::default());
             }
-            let page = logs.scan(gid, &scan, &|m| required.iter().all(|r| m.contains(r.as_str()))).map_err(|e| e.to_string())?;
+            let page = logs
+                .scan(gid, &scan, &|m| required.iter().all(|r| m.contains(r.as_str())))
+                .map_err(|e| e.to_string())?;
             for e in &page.events {
                 runner.push(&InsightsEvent {
                     timestamp: e.timestamp,

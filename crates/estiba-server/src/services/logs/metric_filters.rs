@@ -107,7 +107,13 @@ pub async fn describe_metric_filters(s: &Server, cx: &Call, req: DescribeMetricF
             .map(move |f| (*g, f))
     });
     // Group names hold no NUL: "<group>\0<filter>" orders as (group, filter).
-    let p = page(all, |(g, f)| format!("{}\u{0}{}", g.name, f.filter_name), req.next_token.as_deref(), limit(req.limit, 50), false)?;
+    let p = page(
+        all,
+        |(g, f)| format!("{}\u{0}{}", g.name, f.filter_name),
+        req.next_token.as_deref(),
+        limit(req.limit, 50),
+        false,
+    )?;
     let filters = p.items.iter().map(|(g, f)| describe(g, f)).collect();
     Ok(json(&DescribeMetricFiltersResponse { metric_filters: Some(filters), next_token: p.next_token }))
 }

@@ -28,10 +28,9 @@ pub async fn filter_log_events(s: &Server, cx: &Call, req: FilterLogEventsReques
     let name = core::one_group(&cx.scope, req.log_group_name.as_deref(), req.log_group_identifier.as_deref())?;
     let streams = match (req.log_stream_names, req.log_stream_name_prefix) {
         (Some(_), Some(_)) => {
-            return Err(LogsError::invalid(
-                "logStreamNames and logStreamNamePrefix are mutually exclusive parameters.",
+            return Err(
+                LogsError::invalid("logStreamNames and logStreamNamePrefix are mutually exclusive parameters.").into()
             )
-            .into())
         }
         (Some(names), None) => Streams::Named(names),
         (None, Some(prefix)) => Streams::Prefix(prefix),
@@ -83,8 +82,7 @@ pub async fn filter_log_events(s: &Server, cx: &Call, req: FilterLogEventsReques
         page.next = Some(ScanCursor { timestamp: last.timestamp, stream: last.stream.to_string(), seq: last.seq });
     }
     let complete = page.next.is_none();
-    let next_token =
-        page.next.map(|c| FilterToken { timestamp: c.timestamp, stream: c.stream, seq: c.seq }.encode());
+    let next_token = page.next.map(|c| FilterToken { timestamp: c.timestamp, stream: c.stream, seq: c.seq }.encode());
     let events = page
         .events
         .into_iter()

@@ -118,14 +118,8 @@ pub async fn get_log_events(s: &Server, cx: &Call, req: GetLogEventsRequest) -> 
         Some(StreamToken::Backward(p)) => (Some(Cursor(p)), false),
         None => (None, from_head),
     };
-    let read = Read {
-        start: req.start_time,
-        end: req.end_time,
-        cursor,
-        forward,
-        from_head,
-        limit: limit(req.limit, 10_000),
-    };
+    let read =
+        Read { start: req.start_time, end: req.end_time, cursor, forward, from_head, limit: limit(req.limit, 10_000) };
     let (logs, stream) = (s.logs.clone(), req.log_stream_name);
     let mut page = blocking(move || {
         if logs.stream(&g.id, &stream).is_none() {
@@ -158,7 +152,11 @@ pub async fn get_log_events(s: &Server, cx: &Call, req: GetLogEventsRequest) -> 
     let events = page
         .events
         .into_iter()
-        .map(|e| OutputLogEvent { ingestion_time: Some(e.ingestion_time), message: Some(e.message), timestamp: Some(e.timestamp) })
+        .map(|e| OutputLogEvent {
+            ingestion_time: Some(e.ingestion_time),
+            message: Some(e.message),
+            timestamp: Some(e.timestamp),
+        })
         .collect();
     Ok(json(&GetLogEventsResponse {
         events: Some(events),
