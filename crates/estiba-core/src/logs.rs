@@ -128,6 +128,12 @@ impl LogsError {
     }
 }
 
+impl From<LogsError> for estiba_api::ApiError {
+    fn from(e: LogsError) -> Self {
+        estiba_api::ApiError::new(e.code, e.message)
+    }
+}
+
 pub type LogsResult<T> = std::result::Result<T, LogsError>;
 
 /// The retention periods PutRetentionPolicy accepts, in days.
@@ -444,11 +450,5 @@ mod tests {
         assert_eq!(cur.len(), 50);
         let e = merge_tags(&mut cur, &BTreeMap::from([("z".into(), "z".into())]), "arn").unwrap_err();
         assert_eq!(e.code, ErrorCode::TooManyTagsException);
-    }
-}
-
-impl From<LogsError> for estiba_api::ApiError {
-    fn from(e: LogsError) -> Self {
-        estiba_api::ApiError::new(e.code, e.message)
     }
 }

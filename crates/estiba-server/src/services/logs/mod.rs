@@ -10,13 +10,13 @@
 //! on `spawn_blocking` ([`blocking`]). AWS's rules and messages are `estiba_core::logs`;
 //! filter patterns `estiba_core::logs_pattern`, Insights `estiba_core::logs_insights`.
 //!
-//! - [`groups`]: CreateLogGroup, DeleteLogGroup, DescribeLogGroups, retention, tags;
-//! - [`streams`]: CreateLogStream, DeleteLogStream, DescribeLogStreams, PutLogEvents,
+//! - [`groups`] has CreateLogGroup, DeleteLogGroup, DescribeLogGroups, retention, tags;
+//! - [`streams`] has CreateLogStream, DeleteLogStream, DescribeLogStreams, PutLogEvents,
 //!   GetLogEvents;
-//! - [`search`]: FilterLogEvents;
-//! - [`live_tail`]: StartLiveTail;
-//! - [`metric_filters`]: PutMetricFilter, DescribeMetricFilters, DeleteMetricFilter;
-//! - [`insights`]: StartQuery, GetQueryResults, StopQuery, DescribeQueries.
+//! - [`search`] has FilterLogEvents;
+//! - [`live_tail`] has StartLiveTail;
+//! - [`metric_filters`] has PutMetricFilter, DescribeMetricFilters, DeleteMetricFilter;
+//! - [`insights`] has StartQuery, GetQueryResults, StopQuery, DescribeQueries.
 //!
 //! The `logs-housekeeping` controller (`controller::logs`) enforces retention and removes the
 //! log store's data of deleted groups.
