@@ -223,24 +223,9 @@ fn parse_terms(p: &str) -> Result<Kind> {
         };
         let term = if first == '"' {
             chars.next();
-            let mut text = String::new();
-            let mut closed = false;
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some((_, e)) => text.push(e),
-                        None => break,
-                    },
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    c => text.push(c),
-                }
-            }
-            if !closed {
+            let Some(text) = read_quoted(&mut chars) else {
                 return syntax("unterminated quoted phrase");
-            }
+            };
             if text.is_empty() {
                 return Err(PatternError::InvalidTerm("\"\"".to_string()));
             }
@@ -251,16 +236,8 @@ fn parse_terms(p: &str) -> Result<Kind> {
             }
         } else if first == '%' {
             chars.next();
-            let body_start = at + 1;
-            let mut end = None;
-            for (i, c) in chars.by_ref() {
-                if c == '%' {
-                    end = Some(i);
-                    break;
-                }
-            }
-            let end = end.ok_or_else(|| PatternError::InvalidRegex(p[at..].to_string()))?;
-            Term::Regex(compile_regex(&p[body_start..end])?)
+            let end = read_to_percent(&mut chars).ok_or_else(|| PatternError::InvalidRegex(p[at..].to_string()))?;
+            Term::Regex(compile_regex(&p[at + 1..end])?)
         } else {
             let mut end = p.len();
             while let Some(&(i, c)) = chars.peek() {
@@ -283,6 +260,27 @@ fn parse_terms(p: &str) -> Result<Kind> {
         }
     }
     Ok(Kind::Terms(terms))
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::CharIndices<'a>>;
+
+/// The rest of a `"quoted string"` whose opening quote is consumed, with `\` escapes; `None`
+/// when it does not end.
+fn read_quoted(it: &mut Chars<'_>) -> Option<String> {
+    let mut text = String::new();
+    while let Some((_, c)) = it.next() {
+        match c {
+            '\\' => text.push(it.next()?.1),
+            '"' => return Some(text),
+            c => text.push(c),
+        }
+    }
+    None
+}
+
+/// Consumes up to the `%` that closes a `%regex%` and returns its index.
+fn read_to_percent(it: &mut Chars<'_>) -> Option<usize> {
+    it.find(|&(_, c)| c == '%').map(|(i, _)| i)
 }
 
 /// A `%regex%` body, checked against the characters AWS supports: ASCII letters and digits,
@@ -357,36 +355,9 @@ fn lex(s: &str) -> Result<Vec<Tok>> {
                     _ => CmpOp::Ge,
                 })
             }
-            '"' => {
-                let mut text = String::new();
-                let mut closed = false;
-                while let Some((_, c)) = it.next() {
-                    match c {
-                        '\\' => match it.next() {
-                            Some((_, e)) => text.push(e),
-                            None => break,
-                        },
-                        '"' => {
-                            closed = true;
-                            break;
-                        }
-                        c => text.push(c),
-                    }
-                }
-                if !closed {
-                    return syntax("unterminated string");
-                }
-                Tok::Str(text)
-            }
+            '"' => Tok::Str(read_quoted(&mut it).ok_or(PatternError::Syntax("unterminated string".into()))?),
             '%' => {
-                let mut end = None;
-                for (j, c) in it.by_ref() {
-                    if c == '%' {
-                        end = Some(j);
-                        break;
-                    }
-                }
-                let end = end.ok_or_else(|| PatternError::InvalidRegex(s[i..].to_string()))?;
+                let end = read_to_percent(&mut it).ok_or_else(|| PatternError::InvalidRegex(s[i..].to_string()))?;
                 Tok::Regex(s[i + 1..end].to_string())
             }
             _ => {
