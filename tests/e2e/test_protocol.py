@@ -122,7 +122,7 @@ def test_ten_thousand_character_names(shared):
 
 
 def test_oversized_bodies_are_refused(shared):
-    big = json.dumps({"clusterName": "x" * (2 << 20)})
+    big = json.dumps({"clusterName": "x" * (5 << 20)})
     status, _, body = post(shared.endpoint, TARGET + "CreateCluster", big)
     assert status == 413
     assert body["__type"] == "RequestEntityTooLargeException"

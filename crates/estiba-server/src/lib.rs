@@ -92,7 +92,7 @@ impl Default for Config {
             listen: "127.0.0.1:4566".parse().unwrap(),
             account_id: "000000000000".into(),
             default_region: "us-east-1".into(),
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 4 << 20,
             stopped_task_retention: Duration::from_secs(3600),
             local_node: None,
             join_clusters: vec![],

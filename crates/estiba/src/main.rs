@@ -224,8 +224,9 @@ struct ServerArgs {
     /// How long deleted (INACTIVE) clusters and services stay visible.
     #[arg(long, env = "ESTIBA_INACTIVE_RETENTION", default_value = "1h", value_parser = parse_duration)]
     inactive_retention: Duration,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    /// Largest request body accepted, in bytes (a full PutLogEvents batch is 1 MiB of
+    /// messages before JSON's quoting and members).
+    #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     max_body_bytes: usize,
     /// Run tasks on this machine (FARGATE and FARGATE_SPOT capacity). Needs root.
     #[arg(long, env = "ESTIBA_LOCAL_NODE", value_enum, default_value = "auto")]
@@ -295,6 +296,9 @@ struct ServerArgs {
     /// How often lifecycle policies run and unused blobs are collected.
     #[arg(long, env = "ESTIBA_REGISTRY_GC_EVERY", default_value = "60s", value_parser = parse_duration)]
     registry_gc_every: Duration,
+    /// How often CloudWatch Logs retention is enforced and deleted groups' events removed.
+    #[arg(long, env = "ESTIBA_LOGS_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
+    logs_retention_every: Duration,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -490,6 +494,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         stopped_task_retention: args.stopped_task_retention,
         inactive_retention: args.inactive_retention,
         registry_housekeeping_every: args.registry_gc_every,
+        logs_housekeeping_every: args.logs_retention_every,
         ..Default::default()
     };
     let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx.clone()));

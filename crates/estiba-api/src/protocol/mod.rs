@@ -14,6 +14,7 @@ use crate::shape::{Validate, Validator};
 pub mod cbor;
 #[cfg(test)]
 mod codec_tests;
+pub mod eventstream;
 pub mod query;
 mod time;
 mod xml;
