@@ -9,6 +9,7 @@
 //! [`ids::Now`], identifiers from an [`ids::Ids`] source.
 
 pub mod arn;
+pub mod awslogs;
 pub mod capacity;
 pub mod cluster;
 pub mod deploy;
