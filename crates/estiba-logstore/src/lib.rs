@@ -8,13 +8,18 @@
 //! Logs API. Streams are named as the API names them.
 //!
 //! Every method is synchronous and may block on disk: async callers use
-//! `tokio::task::spawn_blocking`. A [`LogStore`] is cheap to clone and safe to share.
+//! `tokio::task::spawn_blocking`. A [`LogStore`] is cheap to clone and safe to share; one
+//! background thread per store compresses full segments (the on-disk format is described in
+//! `format.rs`, the directory layout in `store.rs`).
 //!
 //! Ingest is idempotent when the sender numbers its events ([`LogStore::append`]'s `seq`): an
 //! agent that resends what it shipped before a crash (it resumes from a saved offset, which
 //! may be behind) gets no duplicates.
 //!
 //! **Architecture invariant:** no AWS wire types, no HTTP, no versioned store.
+
+mod format;
+mod store;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -107,6 +112,7 @@ pub struct Read {
     /// Read towards newer events (true) or older ones.
     pub forward: bool,
     pub from_head: bool,
+    /// At most this many events (0: 10,000, GetLogEvents' default).
     pub limit: usize,
 }
 
@@ -130,7 +136,9 @@ pub enum Streams {
     Prefix(String),
 }
 
-/// Where a scan stopped, to continue (FilterLogEvents' nextToken).
+/// Where a scan stopped, to continue (FilterLogEvents' nextToken). A scan that stops on
+/// `max_scanned_bytes` may return a cursor that names no event (after everything before a
+/// timestamp: `stream` is `"\u{10FFFF}"`, `seq` is `u64::MAX`); it is to be passed back as is.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ScanCursor {
     pub timestamp: i64,
@@ -150,7 +158,7 @@ pub struct Scan {
     pub required: Vec<String>,
     /// Continue after this event.
     pub after: Option<ScanCursor>,
-    /// At most this many matching events.
+    /// At most this many matching events (0: 10,000).
     pub limit: usize,
     /// Stop after examining this many bytes of messages (the page then ends with a cursor,
     /// as FilterLogEvents ends a page that searched for long).
@@ -177,99 +185,99 @@ pub struct Tail {
 /// The store. Clone it to share it.
 #[derive(Clone)]
 pub struct LogStore {
-    _inner: Arc<()>,
+    inner: Arc<store::Handle>,
 }
 
 impl LogStore {
     /// Opens (creating) the store in `dir`, recovering what the last run appended: an append
     /// that returned is never lost, one cut short by a crash leaves no partial event.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
-        let _ = (dir, options);
-        todo!("estiba-logstore")
+        Ok(LogStore { inner: Arc::new(store::Inner::open(dir.as_ref(), options)?) })
     }
 
     /// Creates an empty stream. `Error::StreamExists` when it exists.
     pub fn create_stream(&self, group: &str, stream: &str, now: i64) -> Result<()> {
-        let _ = (group, stream, now);
-        todo!("estiba-logstore")
+        if self.inner.create_stream(group, stream, now)? {
+            Ok(())
+        } else {
+            Err(Error::StreamExists { group: group.to_owned(), stream: stream.to_owned() })
+        }
     }
 
     /// Creates a stream unless it exists (what the awslogs driver does).
     pub fn ensure_stream(&self, group: &str, stream: &str, now: i64) -> Result<StreamInfo> {
-        let _ = (group, stream, now);
-        todo!("estiba-logstore")
+        self.inner.create_stream(group, stream, now)?;
+        self.stream(group, stream)
+            .ok_or_else(|| Error::NoSuchStream { group: group.to_owned(), stream: stream.to_owned() })
     }
 
     pub fn delete_stream(&self, group: &str, stream: &str) -> Result<()> {
-        let _ = (group, stream);
-        todo!("estiba-logstore")
+        self.inner.delete_stream(group, stream)
     }
 
     /// Deletes every stream of a group (nothing to delete is not an error).
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        let _ = group;
-        todo!("estiba-logstore")
+        self.inner.delete_group(group)
     }
 
     /// The ids of every group that holds streams (to find groups no document names).
     pub fn groups(&self) -> Vec<String> {
-        todo!("estiba-logstore")
+        self.inner.groups()
     }
 
     pub fn stream(&self, group: &str, stream: &str) -> Option<StreamInfo> {
-        let _ = (group, stream);
-        todo!("estiba-logstore")
+        self.inner.stream_info(group, stream)
     }
 
     /// The group's streams whose names start with `prefix`, ordered by name.
     pub fn streams(&self, group: &str, prefix: &str) -> Vec<StreamInfo> {
-        let _ = (group, prefix);
-        todo!("estiba-logstore")
+        self.inner.streams(group, prefix)
     }
 
     /// Bytes the group's events take (DescribeLogGroups' `storedBytes`).
     pub fn stored_bytes(&self, group: &str) -> u64 {
-        let _ = group;
-        todo!("estiba-logstore")
+        self.inner.stored_bytes(group)
     }
 
     /// Appends events to a stream (which must exist), durably when it returns. With `seq`,
     /// the events are numbered `seq, seq + 1, ...` by their sender and those the stream
     /// already holds (below its `next_seq`) are skipped; a `seq` beyond `next_seq` is taken
     /// as is (the sender lost events: the gap is not an error). Appends to one stream are
-    /// serialized; appends to different streams proceed in parallel.
+    /// serialized; appends to different streams proceed in parallel. Concurrent appends to
+    /// one stream share their disk syncs (group commit); numbered ones must still be sent in
+    /// order, one batch after the other (a later batch arriving first would make a gap, and
+    /// the earlier one would then be skipped as already held).
     pub fn append(&self, group: &str, stream: &str, events: &[Event], seq: Option<u64>, now: i64) -> Result<Appended> {
-        let _ = (group, stream, events, seq, now);
-        todo!("estiba-logstore")
+        self.inner.append(group, stream, events, seq, now)
     }
 
     /// Reads a page of one stream.
     pub fn read(&self, group: &str, stream: &str, read: &Read) -> Result<ReadPage> {
-        let _ = (group, stream, read);
-        todo!("estiba-logstore")
+        self.inner.read(group, stream, read)
     }
 
     /// Searches a group's streams; `matches` decides on each candidate message.
     pub fn scan(&self, group: &str, scan: &Scan, matches: &(dyn Fn(&str) -> bool + Sync)) -> Result<ScanPage> {
-        let _ = (group, scan, matches);
-        todo!("estiba-logstore")
+        self.inner.scan(group, scan, matches)
     }
 
     /// Retention: events older than `before` (ms) disappear from reads at once; their space is
     /// reclaimed as whole segments fall out of the window. Returns the bytes reclaimed.
     pub fn expire(&self, group: &str, before: i64) -> Result<u64> {
-        let _ = (group, before);
-        todo!("estiba-logstore")
+        self.inner.expire(group, before)
     }
 
     /// Every append from now on (live tail). A receiver that lags loses batches (and learns
     /// how many from `RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Tail> {
-        todo!("estiba-logstore")
+        self.inner.tail.subscribe()
     }
 
     /// Bytes the whole store takes on disk.
     pub fn disk_bytes(&self) -> u64 {
-        todo!("estiba-logstore")
+        self.inner.disk.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests;

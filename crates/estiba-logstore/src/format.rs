@@ -1,0 +1,471 @@
+//! The bytes on disk: blocks of events, the write-ahead records of a stream's open segment,
+//! sealed (compressed) segment files and the small metadata files.
+//!
+//! A block holds consecutive events of one stream (contiguous `seq`s): a column section
+//! (zigzag-varint deltas of timestamps and ingestion times, varint message lengths) followed by
+//! the messages back to back, so a substring search runs over the messages alone.
+//!
+//! Open segment (`<first seq, 16 hex>.wal`): records `[header 44][crc32 4][block]`, one per
+//! append; the CRC covers the header and the block, so a torn tail is detected and cut on open.
+//!
+//! Sealed segment (`<first seq, 16 hex>.seg`, written whole then renamed): magic, the
+//! LZ4-compressed blocks (~128 KiB of events each), each followed by its trigram filter (a
+//! 32,768-bit set of the hashed 3-byte windows of its messages, and the set's CRC: a search for
+//! a substring skips, without decompressing it, a block missing one of the substring's
+//! trigrams), then an index of the blocks (seq range, timestamp range, offsets, CRC of each
+//! compressed block), its CRC, and a fixed footer.
+
+use crate::{Error, Result};
+
+pub(crate) const WAL_MAGIC: u32 = 0x4c57_5345;
+pub(crate) const WAL_HEADER: usize = 48;
+pub(crate) const SEG_MAGIC: &[u8; 8] = b"ESTLSEG1";
+/// A sealed block's trigram filter: the bit set, then its CRC.
+pub(crate) const FILTER_BYTES: usize = 4096;
+pub(crate) const FILTER_LEN: usize = FILTER_BYTES + 4;
+const SEG_FOOTER: usize = 24;
+const INDEX_ENTRY: usize = 56;
+
+/// Where a block is and what it holds. For a write-ahead record `offset`/`len` are those of the
+/// uncompressed block (after the record header); for a sealed block, of the compressed bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockMeta {
+    pub first_seq: u64,
+    pub count: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub max_ingest: i64,
+    pub offset: u64,
+    pub len: u32,
+    pub raw_len: u32,
+    pub crc: u32,
+}
+
+impl BlockMeta {
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let Some(&b) = buf.get(*pos) else { return Err(Error::Corrupt("truncated block columns".into())) };
+        *pos += 1;
+        if shift >= 64 {
+            return Err(Error::Corrupt("bad varint in block".into()));
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+        shift += 7;
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Builds one block from events given as (timestamp, ingestion time, message).
+#[derive(Default)]
+pub(crate) struct BlockBuilder {
+    cols: Vec<u8>,
+    msgs: Vec<u8>,
+    count: u32,
+    prev_ts: i64,
+    prev_ingest: i64,
+    min_ts: i64,
+    max_ts: i64,
+    max_ingest: i64,
+}
+
+impl BlockBuilder {
+    pub fn push(&mut self, ts: i64, ingest: i64, msg: &[u8]) {
+        if self.count == 0 {
+            self.min_ts = ts;
+            self.max_ts = ts;
+            self.max_ingest = ingest;
+        } else {
+            self.min_ts = self.min_ts.min(ts);
+            self.max_ts = self.max_ts.max(ts);
+            self.max_ingest = self.max_ingest.max(ingest);
+        }
+        put_varint(&mut self.cols, zigzag(ts.wrapping_sub(self.prev_ts)));
+        put_varint(&mut self.cols, zigzag(ingest.wrapping_sub(self.prev_ingest)));
+        put_varint(&mut self.cols, msg.len() as u64);
+        self.prev_ts = ts;
+        self.prev_ingest = ingest;
+        self.msgs.extend_from_slice(msg);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn raw_len(&self) -> usize {
+        4 + self.cols.len() + self.msgs.len()
+    }
+
+    /// Appends the block's bytes to `out` and returns its metadata (offset, len and crc unset)
+    /// and resets the builder.
+    pub fn finish(&mut self, first_seq: u64, out: &mut Vec<u8>) -> BlockMeta {
+        let start = out.len();
+        out.extend_from_slice(&(self.cols.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.cols);
+        out.extend_from_slice(&self.msgs);
+        let meta = BlockMeta {
+            first_seq,
+            count: self.count,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            max_ingest: self.max_ingest,
+            offset: 0,
+            len: 0,
+            raw_len: (out.len() - start) as u32,
+            crc: 0,
+        };
+        self.cols.clear();
+        self.msgs.clear();
+        self.count = 0;
+        self.prev_ts = 0;
+        self.prev_ingest = 0;
+        meta
+    }
+}
+
+/// The messages region of a raw block (what substring searches run over).
+pub(crate) fn block_messages(raw: &[u8]) -> Result<&[u8]> {
+    let cols = u32::from_le_bytes(raw.get(..4).ok_or_else(short)?.try_into().unwrap()) as usize;
+    raw.get(4 + cols..).ok_or_else(short)
+}
+
+fn short() -> Error {
+    Error::Corrupt("truncated block".into())
+}
+
+/// A decoded block: the columns, and the messages as one string sliced per event.
+pub(crate) struct Decoded<'a> {
+    pub ts: Vec<i64>,
+    pub ingest: Vec<i64>,
+    /// End offset of each message in `msgs`.
+    pub ends: Vec<u32>,
+    pub msgs: &'a str,
+}
+
+impl Decoded<'_> {
+    pub fn message(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.msgs[start..self.ends[i] as usize]
+    }
+}
+
+pub(crate) fn decode_block(raw: &[u8], count: usize) -> Result<Decoded<'_>> {
+    let cols_len = u32::from_le_bytes(raw.get(..4).ok_or_else(short)?.try_into().unwrap()) as usize;
+    let cols = raw.get(4..4 + cols_len).ok_or_else(short)?;
+    let msgs = &raw[4 + cols_len..];
+    let msgs = std::str::from_utf8(msgs).map_err(|_| Error::Corrupt("block messages are not UTF-8".into()))?;
+    let mut d = Decoded {
+        ts: Vec::with_capacity(count),
+        ingest: Vec::with_capacity(count),
+        ends: Vec::with_capacity(count),
+        msgs,
+    };
+    let (mut pos, mut ts, mut ingest, mut end) = (0usize, 0i64, 0i64, 0u64);
+    for _ in 0..count {
+        ts = ts.wrapping_add(unzigzag(get_varint(cols, &mut pos)?));
+        ingest = ingest.wrapping_add(unzigzag(get_varint(cols, &mut pos)?));
+        end += get_varint(cols, &mut pos)?;
+        if end as usize > msgs.len() || !msgs.is_char_boundary(end as usize) {
+            return Err(Error::Corrupt("message length out of block".into()));
+        }
+        d.ts.push(ts);
+        d.ingest.push(ingest);
+        d.ends.push(end as u32);
+    }
+    Ok(d)
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn le_i64(b: &[u8], at: usize) -> i64 {
+    le_u64(b, at) as i64
+}
+
+/// Appends a write-ahead record holding `block` (built by [`BlockBuilder::finish`] into
+/// `out[block_at..]`): the header goes before it. Returns the block's metadata as stored.
+pub(crate) fn wal_record(meta: BlockMeta, block: &[u8], out: &mut Vec<u8>, file_offset: u64) -> BlockMeta {
+    let start = out.len();
+    out.extend_from_slice(&WAL_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(block.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta.first_seq.to_le_bytes());
+    out.extend_from_slice(&meta.count.to_le_bytes());
+    out.extend_from_slice(&meta.min_ts.to_le_bytes());
+    out.extend_from_slice(&meta.max_ts.to_le_bytes());
+    out.extend_from_slice(&meta.max_ingest.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[start..]);
+    h.update(block);
+    let crc = h.finalize();
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(block);
+    BlockMeta {
+        offset: file_offset + WAL_HEADER as u64,
+        len: block.len() as u32,
+        raw_len: block.len() as u32,
+        crc,
+        ..meta
+    }
+}
+
+/// Parses an open segment's records; returns them and the length of the valid prefix (a torn
+/// or corrupt tail starts there).
+pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
+    let mut blocks = Vec::new();
+    let mut pos = 0usize;
+    while pos + WAL_HEADER <= buf.len() {
+        let h = &buf[pos..pos + WAL_HEADER];
+        if le_u32(h, 0) != WAL_MAGIC {
+            break;
+        }
+        let len = le_u32(h, 4) as usize;
+        let Some(block) = buf.get(pos + WAL_HEADER..pos + WAL_HEADER + len) else { break };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&h[..44]);
+        hasher.update(block);
+        let crc = hasher.finalize();
+        if crc != le_u32(h, 44) {
+            break;
+        }
+        blocks.push(BlockMeta {
+            first_seq: le_u64(h, 8),
+            count: le_u32(h, 16),
+            min_ts: le_i64(h, 20),
+            max_ts: le_i64(h, 28),
+            max_ingest: le_i64(h, 36),
+            offset: (pos + WAL_HEADER) as u64,
+            len: len as u32,
+            raw_len: len as u32,
+            crc,
+        });
+        pos += WAL_HEADER + len;
+    }
+    (blocks, pos)
+}
+
+/// Compresses a raw block into `out` (a sealed segment being built), adds its trigram filter
+/// and fills in where it is.
+pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>) -> Result<BlockMeta> {
+    let compressed = lz4_flex::block::compress(raw);
+    meta.offset = out.len() as u64;
+    meta.len = compressed.len() as u32;
+    meta.raw_len = raw.len() as u32;
+    meta.crc = crc32fast::hash(&compressed);
+    out.extend_from_slice(&compressed);
+    let at = out.len();
+    out.resize(at + FILTER_BYTES, 0);
+    let filter = &mut out[at..];
+    for w in block_messages(raw)?.windows(3) {
+        let bit = gram_bit(w);
+        filter[(bit >> 3) as usize] |= 1 << (bit & 7);
+    }
+    let crc = crc32fast::hash(filter);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(meta)
+}
+
+/// Where a 3-byte window lands in a block's filter.
+fn gram_bit(w: &[u8]) -> u32 {
+    u32::from_le_bytes([w[0], w[1], w[2], 0]).wrapping_mul(0x9e37_79b1) >> 17
+}
+
+/// The filter bits a block must have to hold all of `needles` (none for needles too short).
+pub(crate) fn filter_bits<'a>(needles: impl Iterator<Item = &'a [u8]>) -> Vec<u32> {
+    let mut bits: Vec<u32> = needles.flat_map(|n| n.windows(3).map(gram_bit)).collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits
+}
+
+/// Reads a sealed block's filter and tells whether the block may hold every needle whose
+/// `bits` are given (a corrupt filter admits the block).
+pub(crate) fn filter_admits(file: &std::fs::File, b: &BlockMeta, bits: &[u32], buf: &mut Vec<u8>) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    buf.resize(FILTER_LEN, 0);
+    file.read_exact_at(buf, b.offset + u64::from(b.len))?;
+    let (set, crc) = buf.split_at(FILTER_BYTES);
+    if crc32fast::hash(set) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Ok(true);
+    }
+    Ok(bits.iter().all(|&bit| set[(bit >> 3) as usize] & (1 << (bit & 7)) != 0))
+}
+
+/// Appends the index and footer of a sealed segment whose blocks are in `out`.
+pub(crate) fn finish_segment(blocks: &[BlockMeta], out: &mut Vec<u8>) {
+    let index_at = out.len() as u64;
+    for b in blocks {
+        out.extend_from_slice(&b.offset.to_le_bytes());
+        out.extend_from_slice(&b.len.to_le_bytes());
+        out.extend_from_slice(&b.raw_len.to_le_bytes());
+        out.extend_from_slice(&b.first_seq.to_le_bytes());
+        out.extend_from_slice(&b.count.to_le_bytes());
+        out.extend_from_slice(&b.min_ts.to_le_bytes());
+        out.extend_from_slice(&b.max_ts.to_le_bytes());
+        out.extend_from_slice(&b.max_ingest.to_le_bytes());
+        out.extend_from_slice(&b.crc.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out[index_at as usize..]);
+    out.extend_from_slice(&index_at.to_le_bytes());
+    out.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(SEG_MAGIC);
+}
+
+/// Reads a sealed segment's index (from the end of the file).
+pub(crate) fn read_segment_index(file: &std::fs::File) -> Result<Vec<BlockMeta>> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata()?.len();
+    let bad = |what: &str| Error::Corrupt(format!("sealed segment: {what}"));
+    if size < (SEG_MAGIC.len() + SEG_FOOTER) as u64 {
+        return Err(bad("too short"));
+    }
+    let mut footer = [0u8; SEG_FOOTER];
+    file.read_exact_at(&mut footer, size - SEG_FOOTER as u64)?;
+    if &footer[16..] != SEG_MAGIC {
+        return Err(bad("bad footer"));
+    }
+    let index_at = le_u64(&footer, 0);
+    let n = le_u32(&footer, 8) as usize;
+    if index_at + (n * INDEX_ENTRY) as u64 + SEG_FOOTER as u64 != size {
+        return Err(bad("bad index size"));
+    }
+    let mut index = vec![0u8; n * INDEX_ENTRY];
+    file.read_exact_at(&mut index, index_at)?;
+    if crc32fast::hash(&index) != le_u32(&footer, 12) {
+        return Err(bad("index checksum mismatch"));
+    }
+    Ok(index
+        .chunks_exact(INDEX_ENTRY)
+        .map(|e| BlockMeta {
+            offset: le_u64(e, 0),
+            len: le_u32(e, 8),
+            raw_len: le_u32(e, 12),
+            first_seq: le_u64(e, 16),
+            count: le_u32(e, 24),
+            min_ts: le_i64(e, 28),
+            max_ts: le_i64(e, 36),
+            max_ingest: le_i64(e, 44),
+            crc: le_u32(e, 52),
+        })
+        .collect())
+}
+
+/// Reads one block as raw (uncompressed) bytes into `buf`, checking its CRC; `sealed` says
+/// whether it is compressed.
+pub(crate) fn read_block(
+    file: &std::fs::File,
+    b: &BlockMeta,
+    sealed: bool,
+    scratch: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    if sealed {
+        scratch.resize(b.len as usize, 0);
+        file.read_exact_at(scratch, b.offset)?;
+        if crc32fast::hash(scratch) != b.crc {
+            return Err(Error::Corrupt(format!("block at {} fails its checksum", b.offset)));
+        }
+        buf.resize(b.raw_len as usize, 0);
+        let n = lz4_flex::block::decompress_into(scratch, buf)
+            .map_err(|e| Error::Corrupt(format!("block at {}: {e}", b.offset)))?;
+        if n != buf.len() {
+            return Err(Error::Corrupt(format!("block at {} decompresses short", b.offset)));
+        }
+    } else {
+        buf.resize(b.len as usize, 0);
+        file.read_exact_at(buf, b.offset)?;
+    }
+    Ok(())
+}
+
+/// A small metadata file: fields, then a CRC. (Written to a temporary file, synced, renamed.)
+pub(crate) struct MetaWriter(pub Vec<u8>);
+
+impl MetaWriter {
+    pub fn new(magic: &[u8; 4]) -> Self {
+        MetaWriter(magic.to_vec())
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn opt(&mut self, v: Option<i64>) -> &mut Self {
+        self.0.push(v.is_some() as u8);
+        self.i64(v.unwrap_or(0))
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
+    pub fn finish(mut self) -> Vec<u8> {
+        let crc = crc32fast::hash(&self.0);
+        self.0.extend_from_slice(&crc.to_le_bytes());
+        self.0
+    }
+}
+
+pub(crate) struct MetaReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> MetaReader<'a> {
+    pub fn new(buf: &'a [u8], magic: &[u8; 4]) -> Result<Self> {
+        let bad = || Error::Corrupt("metadata file fails its checksum".into());
+        if buf.len() < 8 || &buf[..4] != magic {
+            return Err(bad());
+        }
+        let (body, crc) = buf.split_at(buf.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+            return Err(bad());
+        }
+        Ok(MetaReader { buf: body, pos: 4 })
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = self.buf.get(self.pos..self.pos + n).ok_or_else(|| Error::Corrupt("metadata file too short".into()))?;
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    pub fn opt(&mut self) -> Result<Option<i64>> {
+        let some = self.take(1)?[0] != 0;
+        let v = self.i64()?;
+        Ok(some.then_some(v))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().unwrap()) as usize;
+        self.take(n)
+    }
+}
