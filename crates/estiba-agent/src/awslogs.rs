@@ -690,7 +690,7 @@ mod tests {
         let stats = Shipper::start(sink.clone(), c).drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
         let got = messages(&sink);
         assert_eq!(got.len() as u64 + stats.dropped_lines, 1000);
-        assert!(stats.dropped_lines >= 900, "{stats:?}");
+        assert!(stats.dropped_lines >= 890, "{stats:?}");
         assert_eq!(got.last().unwrap(), &format!("{:099}", 999), "the newest lines are kept");
         assert_eq!(logs::read_shipped(&log).unwrap().dropped, stats.dropped_lines);
     }
