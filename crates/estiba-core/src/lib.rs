@@ -24,6 +24,8 @@ pub mod instance;
 pub mod keys;
 pub mod load_balancing;
 pub mod logs;
+pub mod logs_insights;
+pub mod logs_pattern;
 pub mod names;
 pub mod node;
 pub mod page;

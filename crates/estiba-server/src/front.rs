@@ -118,6 +118,22 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     let model = t.svc.model();
     let op = &model.operations[t.op];
     let started = std::time::Instant::now();
+    if t.svc.streams(t.op) {
+        let result = match decode(&r, &t, body) {
+            Ok(input) => t.svc.call_stream(server, Call { scope, now: crate::now() }, t.op, input).await,
+            Err(e) => Err(e),
+        };
+        return match result {
+            Ok(rx) => {
+                tracing::debug!(service = model.module, op = op.name, "event stream");
+                let mut resp = Response::new(body::streamed(rx));
+                resp.headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+                resp
+            }
+            Err(e) => error_response(&r, Some(model), &e, request_id),
+        };
+    }
     let result = match decode(&r, &t, body) {
         Ok(input) => t.svc.call(server, Call { scope, now: crate::now() }, t.op, input).await,
         Err(e) => Err(e),

@@ -295,6 +295,9 @@ struct ServerArgs {
     /// How often lifecycle policies run and unused blobs are collected.
     #[arg(long, env = "ESTIBA_REGISTRY_GC_EVERY", default_value = "60s", value_parser = parse_duration)]
     registry_gc_every: Duration,
+    /// How often CloudWatch Logs retention is enforced and deleted groups' events removed.
+    #[arg(long, env = "ESTIBA_LOGS_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
+    logs_retention_every: Duration,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -490,6 +493,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         stopped_task_retention: args.stopped_task_retention,
         inactive_retention: args.inactive_retention,
         registry_housekeeping_every: args.registry_gc_every,
+        logs_housekeeping_every: args.logs_retention_every,
         ..Default::default()
     };
     let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx.clone()));

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::shape::{Validate, Validator};
 
 pub mod cbor;
+pub mod eventstream;
 #[cfg(test)]
 mod codec_tests;
 pub mod query;

@@ -21,6 +21,8 @@
 //! - [`servicediscovery`]: forgets Cloud Map operations a day old; every
 //!   `cloudmap_housekeeping_every`.
 //! - [`elbv2`]: removes ELBv2 targets whose draining is over; every `elbv2_draining_every`.
+//! - [`logs`]: enforces CloudWatch Logs retention and removes the log store's data of groups
+//!   no document names; every `logs_housekeeping_every`.
 //!
 //! Adding a controller:
 //! 1. a module here with a type implementing [`Controller`]: a unique `name`, `pass` (read the
@@ -39,6 +41,7 @@ pub mod dns;
 pub mod elbv2;
 pub mod housekeeping;
 pub mod join;
+pub mod logs;
 pub mod registry;
 pub mod runtime;
 pub mod servicediscovery;
@@ -74,6 +77,8 @@ pub struct Settings {
     pub cloudmap_housekeeping_every: Duration,
     /// How often drained ELBv2 targets are removed.
     pub elbv2_draining_every: Duration,
+    /// How often CloudWatch Logs retention is enforced.
+    pub logs_housekeeping_every: Duration,
 }
 
 impl Default for Settings {
@@ -86,6 +91,7 @@ impl Default for Settings {
             registry_housekeeping_every: Duration::from_secs(60),
             cloudmap_housekeeping_every: Duration::from_secs(600),
             elbv2_draining_every: Duration::from_secs(5),
+            logs_housekeeping_every: Duration::from_secs(60),
         }
     }
 }
@@ -106,5 +112,6 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
     rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });
     rt.add(elbv2::Draining { every: settings.elbv2_draining_every });
+    rt.add(logs::LogsHousekeeping { every: settings.logs_housekeeping_every });
     rt.wait().await;
 }

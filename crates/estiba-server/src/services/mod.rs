@@ -40,13 +40,14 @@ pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod elbv2;
+pub mod logs;
 pub mod servicediscovery;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Every service estiba answers.
 pub static SERVICES: &[&dyn Service] =
-    &[&ecs::Ecs, &ecr::Ecr, &ec2::Ec2, &elbv2::Elbv2, &cloudwatch::CloudWatch, &servicediscovery::ServiceDiscovery];
+    &[&ecs::Ecs, &ecr::Ecr, &ec2::Ec2, &elbv2::Elbv2, &cloudwatch::CloudWatch, &servicediscovery::ServiceDiscovery, &logs::Logs];
 
 /// Who is calling, and when.
 #[derive(Clone, Debug)]
@@ -92,7 +93,30 @@ pub trait Service: Send + Sync + 'static {
     fn tables(&self) -> &'static [crate::view::TableDef] {
         &[]
     }
+
+    /// Whether operation `op` answers an event stream: the front door then calls
+    /// [`Service::call_stream`] instead of [`Service::call`].
+    fn streams(&self, _op: usize) -> bool {
+        false
+    }
+
+    /// Answers an operation whose output is an event stream with its frames, already encoded
+    /// (`estiba_api::protocol::eventstream`), as they come.
+    fn call_stream<'a>(
+        &'a self,
+        _s: &'a Server,
+        _cx: Call,
+        op: usize,
+        _input: Input,
+    ) -> BoxFuture<'a, Result<EventStream, ApiError>> {
+        let name = self.model().operations[op].name;
+        Box::pin(async move { Err(ApiError::new(Common::NotImplemented, format!("{name} does not stream."))) })
+    }
 }
+
+/// The frames of an event stream answer (`application/vnd.amazon.eventstream`); an error or
+/// the sender's end ends the response.
+pub type EventStream = tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>;
 
 /// A handler's answer: the output as JSON.
 pub fn json<T: serde::Serialize>(v: &T) -> Bytes {
