@@ -90,7 +90,7 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// task as ECS does; `Unavailable` is worth retrying.
     fn open_log_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         let _ = dest;
-        Box::pin(async { Err(LogIngestError::Unavailable("this control plane takes no logs".into())) })
+        no_log_store()
     }
 
     /// Appends a container's log events, numbered from `seq` (numbers the stream already holds
@@ -102,8 +102,13 @@ pub trait ControlPlane: Send + Sync + 'static {
         events: Vec<LogEvent>,
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         let _ = (dest, seq, events);
-        Box::pin(async { Err(LogIngestError::Unavailable("this control plane takes no logs".into())) })
+        no_log_store()
     }
+}
+
+/// The answer of a control plane that takes no container logs.
+fn no_log_store<'a>() -> BoxFuture<'a, Result<u64, LogIngestError>> {
+    Box::pin(async { Err(LogIngestError::Unavailable("this control plane takes no container logs".into())) })
 }
 
 /// What the control plane publishes for every node, from its own state (never from a node's
@@ -496,7 +501,7 @@ impl ControlPlane for StoreControl {
     fn open_log_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         match &self.logs {
             Some(l) => l.open_stream(dest),
-            None => Box::pin(async { Err(LogIngestError::Unavailable("no log store".into())) }),
+            None => no_log_store(),
         }
     }
 
@@ -508,7 +513,7 @@ impl ControlPlane for StoreControl {
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         match &self.logs {
             Some(l) => l.append(dest, seq, events),
-            None => Box::pin(async { Err(LogIngestError::Unavailable("no log store".into())) }),
+            None => no_log_store(),
         }
     }
 }
