@@ -77,6 +77,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, lines: u64) -> Result<String
         call("RegisterTaskDefinition", &body.to_string())?;
         Ok(())
     };
+    call("CreateCluster", r#"{"clusterName":"default"}"#)?;
     let group = "/bench/logs";
     let awslogs = format!(
         r#"{{"logDriver":"awslogs","options":{{"awslogs-group":"{group}","awslogs-region":"us-east-1","awslogs-stream-prefix":"b","awslogs-create-group":"true","mode":"blocking"}}}}"#
