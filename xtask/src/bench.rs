@@ -39,9 +39,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("net") => crate::bench_net::run(root, &args[1..]),
         Some("dns") => crate::bench_dns::run(root, &args[1..]),
         Some("lb") => crate::bench_lb::run(root, &args[1..]),
+        Some("logs") => crate::bench_logs::run(root, &args[1..]),
         Some("lb-service") => crate::bench_lb_service::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]"
         ),
     }
 }

@@ -9,10 +9,13 @@
 //!   with the tasks and task definitions they name, as a watched map;
 //! - state changes: [`TaskStateChange`] messages (ECS's SubmitTaskStateChange), applied by
 //!   the control plane, and the node's [`NodeStatus`];
-//! - telemetry ([`estiba_core::telemetry`]): a bounded queue that bypasses the store.
+//! - telemetry ([`estiba_core::telemetry`]): a bounded queue that bypasses the store;
+//! - container logs of the awslogs driver: [`ControlPlane::open_log_stream`] and
+//!   [`ControlPlane::ship_logs`], numbered appends that are answered (the shipper saves its
+//!   position only once they are stored), also beside the store.
 //!
-//! [`StoreControl`] is the in-process implementation: it follows the store directly and
-//! hands telemetry to a [`TelemetrySink`] given at construction.
+//! [`StoreControl`] is the in-process implementation: it follows the store directly, hands
+//! telemetry to a [`TelemetrySink`] and log events to a [`LogIngest`] given at construction.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +24,7 @@ use std::sync::Arc;
 
 use estiba_api::ecs::{Task, TaskDefinition};
 use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
-use estiba_core::telemetry::TelemetrySink;
+use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, TelemetrySink};
 use estiba_core::{arn, keys};
 use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
 use tokio::sync::watch;
@@ -81,6 +84,31 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn published(&self) -> Published {
         Published::default()
     }
+
+    /// Makes a container's log stream exist (its group too when the destination asks for it)
+    /// and returns the number its next event gets. `LogIngestError::NoSuchGroup` fails the
+    /// task as ECS does; `Unavailable` is worth retrying.
+    fn open_log_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        let _ = dest;
+        no_log_store()
+    }
+
+    /// Appends a container's log events, numbered from `seq` (numbers the stream already holds
+    /// are skipped), durably when it returns; returns the stream's next number.
+    fn ship_logs<'a>(
+        &'a self,
+        dest: &'a LogDestination,
+        seq: u64,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        let _ = (dest, seq, events);
+        no_log_store()
+    }
+}
+
+/// The answer of a control plane that takes no container logs.
+fn no_log_store<'a>() -> BoxFuture<'a, Result<u64, LogIngestError>> {
+    Box::pin(async { Err(LogIngestError::Unavailable("this control plane takes no container logs".into())) })
 }
 
 /// What the control plane publishes for every node, from its own state (never from a node's
@@ -102,6 +130,7 @@ pub struct StoreControl {
     listed: watch::Receiver<bool>,
     telemetry: TelemetrySender,
     published: Published,
+    logs: Option<Arc<dyn LogIngest>>,
 }
 
 fn taskdef_key(task: &Task) -> Option<String> {
@@ -121,21 +150,23 @@ impl StoreControl {
         node: String,
         sink: Arc<dyn TelemetrySink>,
     ) -> Result<Arc<Self>, StoreError> {
-        Self::start_with(store, node, sink, Published::default()).await
+        Self::start_with(store, node, sink, Published::default(), None).await
     }
 
-    /// [`StoreControl::start`], handing the node what the server publishes beside the store.
+    /// [`StoreControl::start`], handing the node what the server publishes beside the store
+    /// and where container logs go (`None`: the awslogs driver has nowhere to ship).
     pub async fn start_with(
         store: Arc<dyn Store>,
         node: String,
         sink: Arc<dyn TelemetrySink>,
         published: Published,
+        logs: Option<Arc<dyn LogIngest>>,
     ) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
         let (listed_tx, listed) = watch::channel(false);
         let (telemetry, queue) = TelemetrySender::channel(crate::telemetry::CAPACITY);
         tokio::spawn(crate::telemetry::deliver(queue, sink));
-        let me = Arc::new(StoreControl { store: store.clone(), rx, listed, telemetry, published });
+        let me = Arc::new(StoreControl { store: store.clone(), rx, listed, telemetry, published, logs });
         tokio::spawn(follow(store, node, tx, listed_tx));
         Ok(me)
     }
@@ -465,6 +496,25 @@ impl ControlPlane for StoreControl {
 
     fn telemetry(&self) -> TelemetrySender {
         self.telemetry.clone()
+    }
+
+    fn open_log_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        match &self.logs {
+            Some(l) => l.open_stream(dest),
+            None => no_log_store(),
+        }
+    }
+
+    fn ship_logs<'a>(
+        &'a self,
+        dest: &'a LogDestination,
+        seq: u64,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        match &self.logs {
+            Some(l) => l.append(dest, seq, events),
+            None => no_log_store(),
+        }
     }
 }
 

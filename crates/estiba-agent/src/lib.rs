@@ -10,6 +10,7 @@
 //!
 //! **Architecture invariant:** the agent does not decide placement: it runs what it is given.
 
+pub mod awslogs;
 pub mod control;
 pub mod health;
 pub mod lb;

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use estiba_api::ecs::{ContainerCondition, ContainerDefinition, HealthStatus, NetworkMode, TaskStopCode};
+use estiba_core::awslogs::{self, AwsLogs};
 use estiba_core::node::{ContainerStateChange, ContainerStatus, TaskStateChange, TaskStop};
+use estiba_core::telemetry::{LogDestination, LogIngestError};
 use estiba_core::task::Status;
 use estiba_core::{task as task_rules, taskdef};
 use estiba_runtime::container::shim::{read_json, write_json};
@@ -27,6 +29,7 @@ use estiba_runtime::image::{Credentials, Image};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use crate::awslogs::{Shipper, ShipperConfig};
 use crate::control::{Assignment, ControlError, ControlPlane};
 use crate::health::Probe;
 use crate::network::{self, TaskNet};
@@ -48,6 +51,9 @@ fn ms_to_secs(ms: u64) -> f64 {
 /// milliseconds: written, they would be store commits its RUNNING report queues behind.
 /// States that last (a pull, a dependency's wait) are written after this short delay.
 const PASSING_STATE_HOLD: Duration = Duration::from_millis(25);
+
+/// How long a stopping task waits for its containers' last lines to reach their log groups.
+const LOG_DRAIN: Duration = Duration::from_secs(30);
 
 /// Submits the latest picture until told to finish; returns once the final one is in.
 async fn reporter(cp: Arc<dyn ControlPlane>, key: String, mut rx: watch::Receiver<TaskStateChange>) {
@@ -111,6 +117,9 @@ struct Ctr {
     health: Option<HealthStatus>,
     spec: Option<ContainerSpec>,
     health_task: Option<tokio::task::JoinHandle<()>>,
+    /// The awslogs driver's configuration (an error: options its logger refuses).
+    awslogs: Option<Result<AwsLogs, String>>,
+    shipper: Option<Shipper>,
 }
 
 enum Event {
@@ -173,6 +182,8 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
             health: d.health_check.as_ref().and_then(translate::health).map(|_| HealthStatus::Unknown),
             spec: None,
             health_task: None,
+            awslogs: awslogs::of(d).transpose(),
+            shipper: None,
         })
         .collect();
     let mut r = Runner {
@@ -278,6 +289,8 @@ impl Runner {
             }
         }
         self.stop_all().await;
+        // The containers' last lines are in their log groups before the task is STOPPED.
+        self.drain_logs().await;
         self.cleanup();
         // Tells `estiba logs --follow` that nothing more will be written.
         let _ = std::fs::write(self.dir.join("stopped"), b"");
@@ -314,6 +327,14 @@ impl Runner {
             let c = &self.ctrs[i];
             if let Some(spec) = &c.spec {
                 self.report.containers[i].runtime_id = Some(spec.id.clone());
+            }
+            if self.ctrs[i].state != CState::Pending {
+                self.start_shipper(i);
+                if matches!(self.ctrs[i].state, CState::Stopped { .. }) {
+                    if let Some(s) = &self.ctrs[i].shipper {
+                        s.finish();
+                    }
+                }
             }
         }
         // An essential container that exited while no agent watched stops the task now.
@@ -581,8 +602,16 @@ impl Runner {
             executor: self.shared.cfg.executor.clone(),
             environment_files_dir: self.shared.cfg.environment_files_dir.as_deref(),
         };
-        let spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
+        let mut spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
             .map_err(|e| format!("CannotStartContainerError: {e}"))?;
+        // The awslogs driver: its stream exists (and its group, or the task fails as ECS's
+        // does) before the container starts.
+        if let Some(cfg) = self.ctrs[i].awslogs.clone() {
+            let cfg = cfg.map_err(|msg| awslogs::invalid_options_reason(&msg))?;
+            spec.log_rotation.keep_unshipped = cfg.mode == awslogs::Mode::Blocking;
+            let dest = self.log_destination(&self.ctrs[i].name, &cfg, &spec.id);
+            self.open_log_stream(&dest).await?;
+        }
         std::fs::create_dir_all(&spec.state_dir).map_err(|e| format!("CannotStartContainerError: {e}"))?;
         for f in [files::EXIT, files::STARTED] {
             let _ = std::fs::remove_file(spec.state_dir.join(f));
@@ -608,7 +637,92 @@ impl Runner {
         self.ctrs[i].state = CState::Running { pid, started_at: now() };
         self.watch_exit(i, Some(child), shim_pid);
         self.start_health(i, pid);
+        self.start_shipper(i);
         Ok(())
+    }
+
+    /// Where container `name`'s lines go: ECS's stream name, the task's account, and the
+    /// task's region unless the options name one.
+    fn log_destination(&self, name: &str, cfg: &AwsLogs, runtime_id: &str) -> LogDestination {
+        let arn = self.assignment.task.task_arn.as_deref().unwrap_or("");
+        let (account, region) = estiba_core::arn::Arn::parse(arn).map(|a| (a.account, a.region)).unwrap_or(("", ""));
+        LogDestination {
+            account: account.to_owned(),
+            region: cfg.region.clone().unwrap_or_else(|| region.to_owned()),
+            group: cfg.group.clone(),
+            stream: awslogs::stream_name(cfg, name, &self.task_id, runtime_id),
+            create_group: cfg.create_group,
+        }
+    }
+
+    /// Opens a container's log stream before it starts, retrying what may pass (for at most
+    /// 30 s); the error is the task's stopped reason.
+    async fn open_log_stream(&self, dest: &LogDestination) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.shared.cp.open_log_stream(dest).await {
+                Ok(_) => return Ok(()),
+                Err(LogIngestError::NoSuchGroup) => return Err(awslogs::missing_group_reason()),
+                Err(LogIngestError::Refused(msg)) => {
+                    return Err(format!(
+                        "ResourceInitializationError: failed to validate logger args: create stream has been retried 1 times: {msg} : exit status 1"
+                    ))
+                }
+                Err(e @ LogIngestError::Unavailable(_)) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "ResourceInitializationError: failed to validate logger args: create stream has been retried 1 times: failed to create Cloudwatch log stream: {e} : exit status 1"
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(task = %self.task_id, error = %e, "awslogs: opening the log stream; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Starts shipping container `i`'s output when its definition uses the awslogs driver.
+    fn start_shipper(&mut self, i: usize) {
+        let Some(Ok(cfg)) = self.ctrs[i].awslogs.clone() else { return };
+        let Some(spec) = &self.ctrs[i].spec else { return };
+        if self.ctrs[i].shipper.is_some() {
+            return;
+        }
+        let multiline = match cfg.multiline.as_deref().map(regex::Regex::new).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(task = %self.task_id, error = %e, "awslogs: the multi-line pattern is not a regular expression; lines go one by one");
+                None
+            }
+        };
+        let shipper = ShipperConfig {
+            dest: self.log_destination(&self.ctrs[i].name, &cfg, &spec.id),
+            log: spec.log_path(),
+            mode: cfg.mode,
+            max_buffer: cfg.max_buffer_size,
+            multiline,
+        };
+        self.ctrs[i].shipper = Some(Shipper::start(self.shared.cp.clone(), shipper));
+    }
+
+    /// Waits (at most [`LOG_DRAIN`]) for every container's shipper to ship its last lines.
+    async fn drain_logs(&mut self) {
+        let deadline = tokio::time::Instant::now() + LOG_DRAIN;
+        let shippers: Vec<(String, Shipper)> =
+            self.ctrs.iter_mut().filter_map(|c| Some((c.name.clone(), c.shipper.take()?))).collect();
+        if shippers.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        let waits = shippers.into_iter().map(|(name, s)| async move { (name, s.drained(deadline).await) });
+        for (name, r) in futures_util::future::join_all(waits).await {
+            match r {
+                Some(stats) => tracing::debug!(task = %self.task_id, container = %name, events = stats.events, dropped = stats.dropped_lines, ms = t0.elapsed().as_millis() as u64, "awslogs: shipped"),
+                None => tracing::warn!(task = %self.task_id, container = %name, "awslogs: lines still unshipped when the task stopped"),
+            }
+        }
     }
 
     /// Hands the container to a warm supervisor from the pool, or starts one, and reads its
@@ -702,6 +816,9 @@ impl Runner {
             Event::Exited(i, exit) => {
                 if let Some(h) = self.ctrs[i].health_task.take() {
                     h.abort();
+                }
+                if let Some(s) = &self.ctrs[i].shipper {
+                    s.finish();
                 }
                 let ran = matches!(self.ctrs[i].state, CState::Running { .. });
                 if let Some(err) = &exit.error {

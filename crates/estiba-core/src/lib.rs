@@ -11,6 +11,7 @@
 pub mod alarms;
 pub mod arn;
 pub mod autoscaling;
+pub mod awslogs;
 pub mod capacity;
 pub mod cluster;
 pub mod deploy;

@@ -314,6 +314,7 @@ fn validate_containers(
         if let Some(hc) = &mut c.health_check {
             validate_health_check(name, hc)?;
         }
+        crate::awslogs::validate(def, fargate)?;
         if mode == NetworkMode::Awsvpc && def.links.as_ref().is_some_and(|l| !l.is_empty()) {
             bail!(client, "Links are not supported when networkMode=awsvpc (container '{name}').");
         }

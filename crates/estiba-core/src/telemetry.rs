@@ -7,6 +7,10 @@
 //! Batches are JSON (`{"kind": "health", "items": [...]}`, camelCase fields), so an agent on
 //! another machine sends the same batches over the network. Timestamps are milliseconds since
 //! the epoch, as CloudWatch Logs and metrics take them.
+//!
+//! Container logs shipped by the awslogs driver are not fire-and-forget: the shipper must
+//! know what was stored to resume after a crash. They go through [`LogIngest`] (numbered
+//! appends, answered), which the server implements over its log store.
 
 use estiba_api::ecs::HealthStatus;
 use serde::{Deserialize, Serialize};
@@ -149,6 +153,62 @@ pub struct LbMetrics {
 
 pub trait TelemetrySink: Send + Sync + 'static {
     fn deliver(&self, batch: Telemetry);
+}
+
+/// Where a container's log events go (the awslogs driver): a stream of a CloudWatch Logs
+/// group, by name, in an account and region.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogDestination {
+    pub account: String,
+    pub region: String,
+    pub group: String,
+    pub stream: String,
+    /// Create the group when it does not exist (`awslogs-create-group`).
+    #[serde(default)]
+    pub create_group: bool,
+}
+
+/// One event to ship: milliseconds since the epoch and the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEvent {
+    pub timestamp: i64,
+    pub message: String,
+}
+
+/// Why log ingest refused or failed. Only [`LogIngestError::Unavailable`] is worth retrying.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "type", content = "message", rename_all = "camelCase")]
+pub enum LogIngestError {
+    /// The group does not exist (and was not to be created).
+    #[error("ResourceNotFoundException: The specified log group does not exist.")]
+    NoSuchGroup,
+    /// Refused for good (a group name CreateLogGroup would refuse, say).
+    #[error("{0}")]
+    Refused(String),
+    /// A failure that may pass (the store, the control plane out of reach).
+    #[error("ServiceUnavailableException: {0}")]
+    Unavailable(String),
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Takes container log events into CloudWatch Logs, beside the versioned store (the server's
+/// log store). Events are numbered by their sender: an append whose numbers the stream already
+/// holds stores nothing again, so a sender that resends after a crash makes no duplicates.
+pub trait LogIngest: Send + Sync + 'static {
+    /// Makes the stream exist (and the group, when the destination says so); returns the
+    /// number the stream's next event gets.
+    fn open_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>>;
+
+    /// Appends events numbered `seq`, `seq + 1`, ..., durably when it returns; returns the
+    /// number the stream's next event gets.
+    fn append<'a>(
+        &'a self,
+        dest: &'a LogDestination,
+        seq: u64,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<u64, LogIngestError>>;
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod front;
 pub mod http;
 pub mod lb;
 pub mod lb_health;
+pub mod log_ingest;
 mod migrate;
 pub mod registry;
 pub mod services;

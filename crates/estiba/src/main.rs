@@ -529,9 +529,18 @@ async fn serve(args: ServerArgs) -> Result<()> {
             service_connect: Some(server.connect.subscribe()),
             load_balancers: (args.load_balancers == OnOff::On).then(|| server.lb.subscribe()),
         };
-        let cp = estiba_agent::control::StoreControl::start_with(store.clone(), node_id.clone(), telemetry, published)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Container logs of the awslogs driver go to the server's log store.
+        let log_ingest: Arc<dyn estiba_core::telemetry::LogIngest> =
+            Arc::new(estiba_server::log_ingest::ServerLogIngest::new(server.clone()));
+        let cp = estiba_agent::control::StoreControl::start_with(
+            store.clone(),
+            node_id.clone(),
+            telemetry,
+            published,
+            Some(log_ingest),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
         let shared = Arc::new(estiba_agent::Shared {
             cfg: estiba_agent::AgentConfig {

@@ -1,0 +1,697 @@
+//! The awslogs driver on the node: one shipper per container whose definition asks for it.
+//!
+//! The container's supervisor keeps writing its output to `container.log` (CRI records, rotated
+//! by size), as for every container; the shipper tails those files and ships events to the
+//! control plane ([`ControlPlane::ship_logs`]), so the container never waits for CloudWatch
+//! and `estiba logs` keeps working.
+//!
+//! - **Position.** The shipper reads from a saved position (`container.log.shipped`: the file
+//!   by inode and the offset in it, and the number of the next event) and saves it only after
+//!   an append returned, so a crash of the server or agent resends at most what it had not
+//!   saved. Events are numbered in the order they are formed from the file, the same numbers
+//!   every time it is read, and the store skips numbers it holds: no line is lost or
+//!   duplicated across a restart.
+//! - **Rotation.** A rotated file is still read to its end through the open descriptor, then
+//!   the next newer file. In blocking mode the supervisor deletes only files the shipper is
+//!   done with (`Rotation::keep_unshipped`): the disk is the buffer. In non-blocking mode at
+//!   most `max-buffer-size` bytes of formed events wait; the oldest are dropped and counted.
+//! - **Events.** A record's time is the event's timestamp; partial (`P`) records are joined;
+//!   empty lines make no event (as Docker's driver); with a multi-line pattern a matching line
+//!   starts an event and the others are appended, each line ending in `\n` (Docker's form), a
+//!   pending event going out after [`IDLE_FLUSH`] without a new line.
+//! - **End.** When the container has exited the runner calls [`Shipper::finish`]: the shipper
+//!   reads to the end, ships everything and ends; the runner waits for it (bounded) before the
+//!   task reports STOPPED.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estiba_core::awslogs::Mode;
+use estiba_core::telemetry::{LogDestination, LogEvent, LogIngestError};
+use estiba_runtime::logs::{self, Shipped};
+use tokio::sync::watch;
+
+use crate::control::ControlPlane;
+
+/// A pending multi-line event goes out after this long without a new line.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(500);
+/// CloudWatch's limits on one PutLogEvents batch.
+const BATCH_EVENTS: usize = 10_000;
+const BATCH_BYTES: usize = 1_048_576;
+const EVENT_OVERHEAD: usize = 26;
+/// CloudWatch's largest event (bytes of message).
+const MAX_EVENT: usize = 262_144 - EVENT_OVERHEAD;
+/// Blocking mode: how much is read ahead of what is shipped.
+const READ_AHEAD: usize = 4 << 20;
+
+/// What a shipper needs.
+#[derive(Clone, Debug)]
+pub struct ShipperConfig {
+    pub dest: LogDestination,
+    /// The container's `container.log`.
+    pub log: PathBuf,
+    pub mode: Mode,
+    pub max_buffer: u64,
+    /// Starts an event when found in a line.
+    pub multiline: Option<regex::Regex>,
+}
+
+/// What a shipper did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShipStats {
+    pub events: u64,
+    pub dropped_lines: u64,
+}
+
+/// A running shipper.
+pub struct Shipper {
+    finish: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<ShipStats>,
+}
+
+impl Shipper {
+    pub fn start(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig) -> Shipper {
+        let (finish, rx) = watch::channel(false);
+        let handle = tokio::spawn(run(cp, cfg, rx));
+        Shipper { finish, handle }
+    }
+
+    /// The container has exited (its supervisor wrote everything): ship the rest and end.
+    pub fn finish(&self) {
+        self.finish.send_replace(true);
+    }
+
+    /// Waits for the shipper to end, at most until `deadline`; `None` when it did not.
+    pub async fn drained(self, deadline: tokio::time::Instant) -> Option<ShipStats> {
+        self.finish();
+        let mut handle = self.handle;
+        match tokio::time::timeout_at(deadline, &mut handle).await {
+            Ok(r) => r.ok(),
+            Err(_) => {
+                handle.abort();
+                None
+            }
+        }
+    }
+}
+
+/// A place in the log: the file (by inode) and the offset just after a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pos {
+    inode: u64,
+    offset: u64,
+}
+
+/// Reads complete records from a log's files in order, following rotation.
+struct Tailer {
+    log: PathBuf,
+    file: Option<(File, u64)>,
+    /// Offset in `file` of the first byte of `carry`.
+    offset: u64,
+    /// The start of a record whose end has not been written yet.
+    carry: Vec<u8>,
+    /// The file was found rotated: read it to its end once more, then go on to the next.
+    rotated: bool,
+    /// The last read found nothing more in the newest file.
+    at_end: bool,
+    buf: Vec<u8>,
+}
+
+impl Tailer {
+    fn new(log: &Path, from: Option<Shipped>) -> Tailer {
+        let mut t = Tailer {
+            log: log.to_path_buf(),
+            file: None,
+            offset: 0,
+            carry: Vec::new(),
+            rotated: false,
+            at_end: false,
+            buf: vec![0; 256 << 10],
+        };
+        let files = logs::files_with_inodes(log);
+        let start = from.and_then(|s| {
+            let (p, ino) = files.iter().find(|(_, ino)| *ino == s.inode)?;
+            Some((p.clone(), *ino, s.offset))
+        });
+        match (start, from) {
+            (Some((p, ino, off)), _) => t.open(&p, ino, off),
+            (None, Some(s)) if s.inode != 0 => {
+                tracing::warn!(log = %log.display(), "awslogs: the file being shipped is gone; lines were lost");
+            }
+            _ => {}
+        }
+        t
+    }
+
+    fn open(&mut self, path: &Path, inode: u64, offset: u64) {
+        match File::open(path) {
+            Ok(mut f) => {
+                if offset > 0 && f.seek(SeekFrom::Start(offset)).is_err() {
+                    return;
+                }
+                self.file = Some((f, inode));
+                self.offset = offset;
+                self.carry.clear();
+                self.rotated = false;
+            }
+            Err(e) => tracing::debug!(path = %path.display(), error = %e, "awslogs: opening a log file"),
+        }
+    }
+
+    /// Opens the file after the current one (the oldest when none is open yet). False when
+    /// there is none yet.
+    fn next_file(&mut self) -> bool {
+        let files = logs::files_with_inodes(&self.log);
+        let next = match &self.file {
+            None => files.last().cloned(),
+            Some((_, ino)) => match files.iter().position(|(_, i)| i == ino) {
+                Some(0) => None,
+                Some(k) => Some(files[k - 1].clone()),
+                None => {
+                    tracing::warn!(log = %self.log.display(), "awslogs: log files rotated away unread; lines were lost");
+                    files.last().cloned()
+                }
+            },
+        };
+        match next {
+            Some((p, ino)) => {
+                self.open(&p, ino, 0);
+                self.file.is_some()
+            }
+            None => false,
+        }
+    }
+
+    /// Reads at most about `budget` bytes, handing each complete record with the position just
+    /// after it to `sink`. Returns the bytes read.
+    fn fill(&mut self, budget: usize, sink: &mut impl FnMut(&[u8], Pos)) -> io::Result<usize> {
+        let mut total = 0;
+        self.at_end = false;
+        while total < budget {
+            if self.file.is_none() && !self.next_file() {
+                self.at_end = true;
+                return Ok(total);
+            }
+            let Some((f, ino)) = self.file.as_mut() else { return Ok(total) };
+            let ino = *ino;
+            let n = f.read(&mut self.buf)?;
+            if n == 0 {
+                if self.rotated {
+                    // Read to its end after it was rotated: the supervisor is done with it.
+                    if !self.carry.is_empty() {
+                        tracing::warn!(log = %self.log.display(), "awslogs: a log file ends inside a record");
+                    }
+                    if !self.next_file() {
+                        self.at_end = true;
+                        return Ok(total);
+                    }
+                    continue;
+                }
+                use std::os::unix::fs::MetadataExt;
+                match std::fs::metadata(&self.log) {
+                    Ok(m) if m.ino() != ino => self.rotated = true,
+                    _ => {
+                        self.at_end = true;
+                        return Ok(total);
+                    }
+                }
+                continue;
+            }
+            total += n;
+            self.carry.extend_from_slice(&self.buf[..n]);
+            let mut start = 0;
+            while let Some(i) = self.carry[start..].iter().position(|&b| b == b'\n') {
+                let end = start + i;
+                sink(&self.carry[start..end], Pos { inode: ino, offset: self.offset + end as u64 + 1 });
+                start = end + 1;
+            }
+            self.carry.drain(..start);
+            self.offset += start as u64;
+        }
+        Ok(total)
+    }
+}
+
+/// An event formed, not shipped yet.
+#[derive(Debug)]
+struct Formed {
+    seq: u64,
+    event: LogEvent,
+    /// Just after its last record.
+    end: Pos,
+    lines: u64,
+}
+
+/// Turns records into events.
+struct Assembler {
+    multiline: Option<regex::Regex>,
+    /// Partial (`P`) records of a line per stream, with the first one's time.
+    partial: [(Vec<u8>, i64); 2],
+    /// The multi-line event being built, and when a line last joined it.
+    pending: Option<(Formed, Instant)>,
+    next_seq: u64,
+}
+
+impl Assembler {
+    fn new(multiline: Option<regex::Regex>, next_seq: u64) -> Self {
+        Assembler { multiline, partial: [(Vec::new(), 0), (Vec::new(), 0)], pending: None, next_seq }
+    }
+
+    fn push(&mut self, rec: &[u8], end: Pos, out: &mut VecDeque<Formed>) {
+        let mut it = rec.splitn(4, |&b| b == b' ');
+        let (Some(time), Some(stream), Some(tag)) = (it.next(), it.next(), it.next()) else { return };
+        let rest = it.next().unwrap_or(b"");
+        let ts = logs::parse_time_ms(time).unwrap_or_else(now_ms);
+        let s = usize::from(stream == b"stderr");
+        let (buf, first) = &mut self.partial[s];
+        if tag == b"P" {
+            if buf.is_empty() {
+                *first = ts;
+            }
+            buf.extend_from_slice(rest);
+            return;
+        }
+        let (line, ts) = if buf.is_empty() {
+            (String::from_utf8_lossy(rest).into_owned(), ts)
+        } else {
+            buf.extend_from_slice(rest);
+            let l = String::from_utf8_lossy(buf).into_owned();
+            buf.clear();
+            (l, *first)
+        };
+        match &self.multiline {
+            None => {
+                if line.is_empty() {
+                    return;
+                }
+                for chunk in split_event(line) {
+                    let seq = self.take_seq();
+                    out.push_back(Formed { seq, event: LogEvent { timestamp: ts, message: chunk }, end, lines: 1 });
+                }
+            }
+            Some(re) => {
+                let starts = re.is_match(&line);
+                let too_big = self.pending.as_ref().is_some_and(|(p, _)| p.event.message.len() + line.len() + 1 > MAX_EVENT);
+                if starts || too_big {
+                    self.flush(out);
+                }
+                match &mut self.pending {
+                    Some((p, at)) => {
+                        p.event.message.push_str(&line);
+                        p.event.message.push('\n');
+                        p.end = end;
+                        p.lines += 1;
+                        *at = Instant::now();
+                    }
+                    None => {
+                        let mut message = line;
+                        message.push('\n');
+                        let f = Formed { seq: 0, event: LogEvent { timestamp: ts, message }, end, lines: 1 };
+                        self.pending = Some((f, Instant::now()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Sends out the pending multi-line event.
+    fn flush(&mut self, out: &mut VecDeque<Formed>) {
+        if let Some((mut p, _)) = self.pending.take() {
+            if p.event.message.len() > MAX_EVENT {
+                p.event.message.truncate(floor_char_boundary(&p.event.message, MAX_EVENT));
+            }
+            p.seq = self.take_seq();
+            out.push_back(p);
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.pending.as_ref().is_some_and(|(_, at)| at.elapsed() >= IDLE_FLUSH)
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A line longer than CloudWatch's largest event becomes several events.
+fn split_event(line: String) -> Vec<String> {
+    if line.len() <= MAX_EVENT {
+        return vec![line];
+    }
+    let mut out = Vec::new();
+    let mut rest = line.as_str();
+    while !rest.is_empty() {
+        let cut = floor_char_boundary(rest, MAX_EVENT.min(rest.len()));
+        let cut = if cut == 0 { rest.len() } else { cut };
+        out.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Takes the next batch off the queue (CloudWatch's batch limits).
+fn take_batch(queue: &mut VecDeque<Formed>) -> Vec<Formed> {
+    let mut bytes = 0;
+    let mut out = Vec::new();
+    while let Some(f) = queue.front() {
+        let size = f.event.message.len() + EVENT_OVERHEAD;
+        if out.len() == BATCH_EVENTS || (!out.is_empty() && bytes + size > BATCH_BYTES) {
+            break;
+        }
+        // Numbers in a batch are consecutive (the store numbers them from the first).
+        if out.last().is_some_and(|l: &Formed| l.seq + 1 != f.seq) {
+            break;
+        }
+        bytes += size;
+        out.extend(queue.pop_front());
+    }
+    out
+}
+
+async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::Receiver<bool>) -> ShipStats {
+    let from = logs::read_shipped(&cfg.log);
+    let mut shipped = from.unwrap_or_default();
+    let mut stats = ShipStats { events: 0, dropped_lines: shipped.dropped };
+    let mut tailer = Tailer::new(&cfg.log, from);
+    let mut asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
+    let mut queue: VecDeque<Formed> = VecDeque::new();
+    let mut queued_bytes: u64 = 0;
+    let mut backoff = Duration::from_millis(100);
+
+    // The stream exists before anything is shipped (created at container start; again here
+    // after an adoption, and for a group created since).
+    loop {
+        match cp.open_log_stream(&cfg.dest).await {
+            Ok(_) => break,
+            Err(LogIngestError::Unavailable(e)) => {
+                tracing::warn!(group = %cfg.dest.group, error = %e, "awslogs: opening the stream; retrying");
+                if wait_or_finish(&mut finish, backoff).await {
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                if *finish.borrow() && backoff >= Duration::from_secs(5) {
+                    tracing::error!(group = %cfg.dest.group, "awslogs: the log store is out of reach; the container's lines stay in its log file");
+                    return stats;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %cfg.dest.group, stream = %cfg.dest.stream, error = %e, "awslogs: cannot open the stream");
+                break;
+            }
+        }
+    }
+    backoff = Duration::from_millis(100);
+    let mut poll = Duration::from_millis(10);
+    let mut failures = 0u32;
+    loop {
+        let finishing = *finish.borrow();
+        let budget = match cfg.mode {
+            Mode::Blocking => READ_AHEAD.saturating_sub(queued_bytes as usize),
+            Mode::NonBlocking => (cfg.max_buffer as usize).max(1 << 20),
+        };
+        let mut read = 0;
+        if budget > 0 {
+            read = match tailer.fill(budget, &mut |rec, end| asm.push(rec, end, &mut queue)) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: reading the container's log");
+                    0
+                }
+            };
+        }
+        if asm.idle() || (finishing && tailer.at_end) {
+            asm.flush(&mut queue);
+        }
+        queued_bytes = queue.iter().map(|f| f.event.message.len() as u64).sum();
+        if cfg.mode == Mode::NonBlocking {
+            while queued_bytes > cfg.max_buffer {
+                let Some(f) = queue.pop_front() else { break };
+                queued_bytes -= f.event.message.len() as u64;
+                stats.dropped_lines += f.lines;
+                shipped.dropped += f.lines;
+                if stats.dropped_lines.is_power_of_two() {
+                    tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: the shipper fell behind (non-blocking mode); dropping the oldest lines");
+                }
+            }
+        }
+        if !queue.is_empty() {
+            let batch = take_batch(&mut queue);
+            let events: Vec<LogEvent> = batch.iter().map(|f| f.event.clone()).collect();
+            let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
+            match cp.ship_logs(&cfg.dest, first, events).await {
+                Ok(_) => {
+                    failures = 0;
+                    backoff = Duration::from_millis(100);
+                    stats.events += batch.len() as u64;
+                    let end = batch[batch.len() - 1].end;
+                    shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped: shipped.dropped };
+                    if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
+                        tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+                    }
+                }
+                Err(e) => {
+                    let retry = match &e {
+                        LogIngestError::Unavailable(_) => true,
+                        // A group deleted meanwhile: create it again when the driver may.
+                        LogIngestError::NoSuchGroup if cfg.dest.create_group => {
+                            cp.open_log_stream(&cfg.dest).await.is_ok()
+                        }
+                        _ => false,
+                    };
+                    failures += 1;
+                    if retry && !(finishing && failures > 20) {
+                        tracing::warn!(stream = %cfg.dest.stream, error = %e, "awslogs: shipping failed; retrying");
+                        for f in batch.into_iter().rev() {
+                            queue.push_front(f);
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    } else {
+                        let lines: u64 = batch.iter().map(|f| f.lines).sum();
+                        stats.dropped_lines += lines;
+                        shipped.dropped += lines;
+                        tracing::error!(stream = %cfg.dest.stream, group = %cfg.dest.group, error = %e, lines, "awslogs: lines dropped");
+                    }
+                }
+            }
+            continue;
+        }
+        if finishing && tailer.at_end && asm.pending.is_none() {
+            if stats.dropped_lines > 0 {
+                tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: lines were dropped");
+            }
+            return stats;
+        }
+        if read > 0 {
+            poll = Duration::from_millis(10);
+            continue;
+        }
+        let wait = if asm.pending.is_some() { poll.min(IDLE_FLUSH / 4) } else { poll };
+        wait_or_finish(&mut finish, wait).await;
+        poll = (poll * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Sleeps for `d` unless told to finish first; true when it slept the whole time.
+async fn wait_or_finish(finish: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *finish.borrow() {
+        tokio::time::sleep(d.min(Duration::from_millis(20))).await;
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = finish.changed() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Assignments, BoxFuture, ControlError};
+    use crate::telemetry::TelemetrySender;
+    use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
+    use estiba_runtime::logs::{LogWriter, Rotation, Stream};
+    use std::sync::Mutex;
+
+    /// A control plane that keeps shipped events by number, failing the first `fail` appends.
+    #[derive(Default)]
+    struct Sink {
+        events: Mutex<std::collections::BTreeMap<u64, LogEvent>>,
+        fail: std::sync::atomic::AtomicU32,
+        no_group: bool,
+    }
+
+    impl ControlPlane for Sink {
+        fn assignments(&self) -> watch::Receiver<Assignments> {
+            watch::channel(Assignments::default()).1
+        }
+        fn listed(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn submit_task_state<'a>(&'a self, _: &'a str, _: TaskStateChange) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
+            Box::pin(async { Err(ControlError::Gone) })
+        }
+        fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn telemetry(&self) -> TelemetrySender {
+            TelemetrySender::channel(1).0
+        }
+        fn open_log_stream<'a>(&'a self, _: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+            let r = if self.no_group { Err(LogIngestError::NoSuchGroup) } else { Ok(0) };
+            Box::pin(async move { r })
+        }
+        fn ship_logs<'a>(&'a self, _: &'a LogDestination, seq: u64, events: Vec<LogEvent>) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+            let r = if self.fail.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                Err(LogIngestError::Unavailable("down".into()))
+            } else {
+                let mut m = self.events.lock().unwrap();
+                let n = events.len() as u64;
+                for (i, e) in events.into_iter().enumerate() {
+                    m.entry(seq + i as u64).or_insert(e);
+                }
+                Ok(seq + n)
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    fn cfg(log: &Path, mode: Mode, multiline: Option<&str>) -> ShipperConfig {
+        ShipperConfig {
+            dest: LogDestination {
+                account: "1".into(),
+                region: "r".into(),
+                group: "g".into(),
+                stream: "s".into(),
+                create_group: false,
+            },
+            log: log.to_path_buf(),
+            mode,
+            max_buffer: 10 << 20,
+            multiline: multiline.map(|m| regex::Regex::new(m).unwrap()),
+        }
+    }
+
+    fn messages(sink: &Sink) -> Vec<String> {
+        sink.events.lock().unwrap().values().map(|e| e.message.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn every_line_in_order_across_rotations_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let rot = Rotation { max_bytes: 4096, max_files: 2, keep_unshipped: true };
+        let mut w = LogWriter::open(&log, rot).unwrap();
+        let sink = Arc::new(Sink::default());
+        let first = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, None));
+        for i in 0..2000 {
+            let s = if i % 10 == 0 { Stream::Stderr } else { Stream::Stdout };
+            w.write(s, format!("line {i}\n").as_bytes()).unwrap();
+            if i == 700 {
+                // The agent dies mid-way (its position was saved after each append).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                first.handle.abort();
+            }
+        }
+        w.write(Stream::Stdout, b"\n").unwrap();
+        w.flush().unwrap();
+        let second = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, None));
+        let stats = second.drained(tokio::time::Instant::now() + Duration::from_secs(10)).await.unwrap();
+        let got = messages(&sink);
+        let want: Vec<String> = (0..2000).map(|i| format!("line {i}")).collect();
+        assert_eq!(got, want, "no gap, no duplicate, no empty event");
+        assert_eq!(stats.dropped_lines, 0);
+        let numbers: Vec<u64> = sink.events.lock().unwrap().keys().copied().collect();
+        assert_eq!(numbers, (0..2000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn multiline_events_and_partial_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        w.write(Stream::Stdout, b"INFO start\n  at one\n  at two\nINFO next\n").unwrap();
+        w.write(Stream::Stdout, &vec![b'x'; 40 << 10]).unwrap();
+        w.write(Stream::Stdout, b"\nINFO last\n").unwrap();
+        w.flush().unwrap();
+        let sink = Arc::new(Sink::default());
+        let s = Shipper::start(sink.clone(), cfg(&log, Mode::NonBlocking, Some("^INFO")));
+        s.drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
+        let got = messages(&sink);
+        assert_eq!(got.len(), 3, "{:?}", got.iter().map(|m| m.len()).collect::<Vec<_>>());
+        assert_eq!(got[0], "INFO start\n  at one\n  at two\n");
+        assert_eq!(got[1], format!("INFO next\n{}\n", "x".repeat(40 << 10)));
+        assert_eq!(got[2], "INFO last\n");
+    }
+
+    #[tokio::test]
+    async fn a_pending_multiline_event_goes_out_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        let sink = Arc::new(Sink::default());
+        let s = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, Some("^#")));
+        w.write(Stream::Stdout, b"# one\nmore\n").unwrap();
+        let t0 = Instant::now();
+        while messages(&sink).is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(messages(&sink), ["# one\nmore\n"]);
+        assert!(t0.elapsed() >= IDLE_FLUSH - Duration::from_millis(100));
+        s.drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        for i in 0..100 {
+            w.write(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+        let sink = Arc::new(Sink { fail: 3.into(), ..Default::default() });
+        let s = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, None));
+        let stats = s.drained(tokio::time::Instant::now() + Duration::from_secs(10)).await.unwrap();
+        assert_eq!(messages(&sink).len(), 100);
+        assert_eq!(stats, ShipStats { events: 100, dropped_lines: 0 });
+    }
+
+    #[tokio::test]
+    async fn non_blocking_drops_the_oldest_beyond_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        for i in 0..1000 {
+            w.write(Stream::Stdout, format!("{i:099}\n").as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+        let sink = Arc::new(Sink::default());
+        let mut c = cfg(&log, Mode::NonBlocking, None);
+        c.max_buffer = 10_000;
+        let stats = Shipper::start(sink.clone(), c).drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
+        let got = messages(&sink);
+        assert_eq!(got.len() as u64 + stats.dropped_lines, 1000);
+        assert!(stats.dropped_lines >= 890, "{stats:?}");
+        assert_eq!(got.last().unwrap(), &format!("{:099}", 999), "the newest lines are kept");
+        assert_eq!(logs::read_shipped(&log).unwrap().dropped, stats.dropped_lines);
+    }
+}

@@ -1,0 +1,145 @@
+//! Container logs from nodes into CloudWatch Logs: the server's side of the awslogs driver
+//! ([`LogIngest`]), which the in-process agent's `StoreControl` calls and a remote agent's
+//! API would call the same way.
+//!
+//! A destination names its group; the group's document (`logs/<account>/<region>/groups/<name>`)
+//! gives the log store's id of its data. `awslogs-create-group` creates the group as
+//! CreateLogGroup does (a new random id, class STANDARD) with a write that claims the key only
+//! if it is absent, so tasks racing to create one group all end with the one that won. Events
+//! go to `Server::logs` (never to the versioned store), numbered by the sender, on blocking
+//! threads.
+
+use std::sync::Arc;
+
+use estiba_core::logs::{group_key, LogGroupDoc};
+use estiba_core::telemetry::{BoxFuture, LogDestination, LogEvent, LogIngest, LogIngestError};
+use estiba_core::Scope;
+use estiba_store::{Compare, Op, Txn};
+
+use crate::Server;
+
+/// The server's [`LogIngest`].
+pub struct ServerLogIngest {
+    server: Arc<Server>,
+}
+
+impl ServerLogIngest {
+    pub fn new(server: Arc<Server>) -> Self {
+        ServerLogIngest { server }
+    }
+
+    /// The log store's id of the destination's group, creating the group when asked to.
+    async fn group_id(&self, dest: &LogDestination, create: bool) -> Result<String, LogIngestError> {
+        let scope = Scope::new(dest.account.clone(), dest.region.clone());
+        let key = group_key(&scope, &dest.group);
+        loop {
+            if let Some(kv) = self.server.store.get(&key).await.map_err(unavailable)? {
+                let doc: LogGroupDoc = serde_json::from_slice(&kv.value)
+                    .map_err(|e| LogIngestError::Unavailable(format!("log group document: {e}")))?;
+                return Ok(doc.id);
+            }
+            if !create {
+                return Err(LogIngestError::NoSuchGroup);
+            }
+            check_group_name(&dest.group)?;
+            let doc = LogGroupDoc {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: dest.group.clone(),
+                creation_time: now_ms(),
+                log_group_class: "STANDARD".into(),
+                ..Default::default()
+            };
+            let value = serde_json::to_vec(&doc).map_err(|e| LogIngestError::Unavailable(e.to_string()))?;
+            let txn = Txn::new().when(Compare::absent(&key)).then(Op::put(&key, value));
+            if self.server.commit(txn).await.map_err(|e| LogIngestError::Unavailable(e.to_string()))? {
+                tracing::info!(group = %dest.group, region = %dest.region, "awslogs: created the log group");
+                return Ok(doc.id);
+            }
+            // Another task created it first: read theirs.
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogIngestError {
+    LogIngestError::Unavailable(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// CreateLogGroup's rules for a name, with its message.
+fn check_group_name(name: &str) -> Result<(), LogIngestError> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b));
+    if !ok {
+        return Err(LogIngestError::Refused(format!(
+            "failed to create Cloudwatch log group: InvalidParameterException: 1 validation error detected: Value '{name}' at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
+        )));
+    }
+    Ok(())
+}
+
+fn store_error(e: estiba_logstore::Error) -> LogIngestError {
+    LogIngestError::Unavailable(e.to_string())
+}
+
+impl LogIngest for ServerLogIngest {
+    fn open_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        Box::pin(async move {
+            let id = self.group_id(dest, dest.create_group).await?;
+            let logs = self.server.logs.clone();
+            let stream = dest.stream.clone();
+            let info = tokio::task::spawn_blocking(move || logs.ensure_stream(&id, &stream, now_ms()))
+                .await
+                .map_err(unavailable)?
+                .map_err(store_error)?;
+            Ok(info.next_seq)
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        dest: &'a LogDestination,
+        seq: u64,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        Box::pin(async move {
+            let id = self.group_id(dest, false).await?;
+            let logs = self.server.logs.clone();
+            let stream = dest.stream.clone();
+            let events: Vec<estiba_logstore::Event> = events
+                .into_iter()
+                .map(|e| estiba_logstore::Event { timestamp: e.timestamp, message: e.message })
+                .collect();
+            let appended = tokio::task::spawn_blocking(move || {
+                match logs.append(&id, &stream, &events, Some(seq), now_ms()) {
+                    // A group created again under its name (new id) has no stream yet.
+                    Err(estiba_logstore::Error::NoSuchStream { .. }) => {
+                        logs.ensure_stream(&id, &stream, now_ms())?;
+                        logs.append(&id, &stream, &events, Some(seq), now_ms())
+                    }
+                    r => r,
+                }
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(store_error)?;
+            Ok(appended.next_seq)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_follow_create_log_group() {
+        check_group_name("/ecs/web-app_1.#x").unwrap();
+        assert!(matches!(check_group_name("bad name"), Err(LogIngestError::Refused(_))));
+        assert!(check_group_name("").is_err());
+        assert!(check_group_name(&"a".repeat(513)).is_err());
+    }
+}
