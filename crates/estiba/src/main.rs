@@ -299,6 +299,10 @@ struct ServerArgs {
     /// How often CloudWatch Logs retention is enforced and deleted groups' events removed.
     #[arg(long, env = "ESTIBA_LOGS_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
     logs_retention_every: Duration,
+    /// The most disk the log store (CloudWatch Logs' events) may take, in MiB; past it the
+    /// oldest events of the whole store go first, with a warning. Unbounded when not given.
+    #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
+    logs_disk_budget_mib: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -454,6 +458,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         lb_host_address: args.lb_host_address,
         logs_dir: matches!(args.store, StoreKind::Sqlite)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("logs")),
+        logs_disk_budget: args.logs_disk_budget_mib.map(|m| m.saturating_mul(1 << 20)),
         ..Config::default()
     };
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
