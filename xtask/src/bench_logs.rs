@@ -164,7 +164,17 @@ fn measure(root: &Path, work: &Path, rounds: usize, lines: u64) -> Result<String
             let t0 = Instant::now();
             quiet(
                 d.cmd()
-                    .args(["run", "--rm", "--network", "none", "--log-driver", "json-file", "bench-busybox", "sh", "-c"])
+                    .args([
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        "--log-driver",
+                        "json-file",
+                        "bench-busybox",
+                        "sh",
+                        "-c",
+                    ])
                     .arg(script(lines, false))
                     .stdout(std::process::Stdio::null()),
             )?;

@@ -7,8 +7,8 @@
 mod bench;
 mod bench_dns;
 mod bench_lb;
-mod bench_logs;
 mod bench_lb_service;
+mod bench_logs;
 mod bench_net;
 mod bench_registry;
 mod bench_run;

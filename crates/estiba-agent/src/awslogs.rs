@@ -295,7 +295,8 @@ impl Assembler {
             }
             Some(re) => {
                 let starts = re.is_match(&line);
-                let too_big = self.pending.as_ref().is_some_and(|(p, _)| p.event.message.len() + line.len() + 1 > MAX_EVENT);
+                let too_big =
+                    self.pending.as_ref().is_some_and(|(p, _)| p.event.message.len() + line.len() + 1 > MAX_EVENT);
                 if starts || too_big {
                     self.flush(out);
                 }
@@ -545,7 +546,11 @@ mod tests {
         fn listed(&self) -> BoxFuture<'_, ()> {
             Box::pin(async {})
         }
-        fn submit_task_state<'a>(&'a self, _: &'a str, _: TaskStateChange) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
+        fn submit_task_state<'a>(
+            &'a self,
+            _: &'a str,
+            _: TaskStateChange,
+        ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
             Box::pin(async { Err(ControlError::Gone) })
         }
         fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
@@ -558,7 +563,12 @@ mod tests {
             let r = if self.no_group { Err(LogIngestError::NoSuchGroup) } else { Ok(0) };
             Box::pin(async move { r })
         }
-        fn ship_logs<'a>(&'a self, _: &'a LogDestination, seq: u64, events: Vec<LogEvent>) -> BoxFuture<'a, Result<u64, LogIngestError>> {
+        fn ship_logs<'a>(
+            &'a self,
+            _: &'a LogDestination,
+            seq: u64,
+            events: Vec<LogEvent>,
+        ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
             let r = if self.fail.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 self.fail.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 Err(LogIngestError::Unavailable("down".into()))
@@ -687,7 +697,10 @@ mod tests {
         let sink = Arc::new(Sink::default());
         let mut c = cfg(&log, Mode::NonBlocking, None);
         c.max_buffer = 10_000;
-        let stats = Shipper::start(sink.clone(), c).drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
+        let stats = Shipper::start(sink.clone(), c)
+            .drained(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
         let got = messages(&sink);
         assert_eq!(got.len() as u64 + stats.dropped_lines, 1000);
         assert!(stats.dropped_lines >= 890, "{stats:?}");

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use estiba_api::ecs::{ContainerCondition, ContainerDefinition, HealthStatus, NetworkMode, TaskStopCode};
 use estiba_core::awslogs::{self, AwsLogs};
 use estiba_core::node::{ContainerStateChange, ContainerStatus, TaskStateChange, TaskStop};
-use estiba_core::telemetry::{LogDestination, LogIngestError};
 use estiba_core::task::Status;
+use estiba_core::telemetry::{LogDestination, LogIngestError};
 use estiba_core::{task as task_rules, taskdef};
 use estiba_runtime::container::shim::{read_json, write_json};
 use estiba_runtime::container::spec::Executor;
@@ -719,8 +719,12 @@ impl Runner {
         let waits = shippers.into_iter().map(|(name, s)| async move { (name, s.drained(deadline).await) });
         for (name, r) in futures_util::future::join_all(waits).await {
             match r {
-                Some(stats) => tracing::debug!(task = %self.task_id, container = %name, events = stats.events, dropped = stats.dropped_lines, ms = t0.elapsed().as_millis() as u64, "awslogs: shipped"),
-                None => tracing::warn!(task = %self.task_id, container = %name, "awslogs: lines still unshipped when the task stopped"),
+                Some(stats) => {
+                    tracing::debug!(task = %self.task_id, container = %name, events = stats.events, dropped = stats.dropped_lines, ms = t0.elapsed().as_millis() as u64, "awslogs: shipped")
+                }
+                None => {
+                    tracing::warn!(task = %self.task_id, container = %name, "awslogs: lines still unshipped when the task stopped")
+                }
             }
         }
     }

@@ -118,7 +118,9 @@ pub fn parse(opts: &BTreeMap<String, String>) -> std::result::Result<AwsLogs, St
     let (df, mp) = (opts.get(DATETIME_FORMAT), opts.get(MULTILINE_PATTERN));
     let multiline = match (df, mp) {
         (Some(_), Some(_)) => {
-            return Err(format!("you cannot configure log opt '{DATETIME_FORMAT}' and '{MULTILINE_PATTERN}' at the same time"))
+            return Err(format!(
+                "you cannot configure log opt '{DATETIME_FORMAT}' and '{MULTILINE_PATTERN}' at the same time"
+            ))
         }
         (Some(f), None) if !f.is_empty() => Some(format!("^{}", datetime_pattern(f))),
         // Docker anchors a datetime format at the line's start; a pattern matches anywhere.
@@ -177,7 +179,11 @@ pub fn validate(def: &ContainerDefinition, fargate: bool) -> Result<()> {
         bail!(client, "Fargate requires log configuration options to include awslogs-stream-prefix to support log driver awslogs.");
     }
     if let Err(msg) = parse(&opts) {
-        bail!(client, "Log configuration options for container '{}' are not valid: {msg}", def.name.as_deref().unwrap_or(""));
+        bail!(
+            client,
+            "Log configuration options for container '{}' are not valid: {msg}",
+            def.name.as_deref().unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -263,8 +269,8 @@ mod tests {
         assert_eq!(c.group, "/ecs/web");
         assert_eq!((c.mode, c.max_buffer_size, c.create_group), (Mode::NonBlocking, 10 << 20, false));
         assert_eq!(c.region, None);
-        let c = parse(&opts(&[(GROUP, "g"), (CREATE_GROUP, "true"), (MODE, "blocking"), (REGION, "eu-west-1")]))
-            .unwrap();
+        let c =
+            parse(&opts(&[(GROUP, "g"), (CREATE_GROUP, "true"), (MODE, "blocking"), (REGION, "eu-west-1")])).unwrap();
         assert_eq!((c.mode, c.create_group, c.region.as_deref()), (Mode::Blocking, true, Some("eu-west-1")));
         let c = parse(&opts(&[(GROUP, "g"), (MODE, "non-blocking"), (MAX_BUFFER_SIZE, "25m")])).unwrap();
         assert_eq!(c.max_buffer_size, 25 << 20);
@@ -273,7 +279,10 @@ mod tests {
     #[test]
     fn refused_options_say_what_docker_says() {
         let e = |kv: &[(&str, &str)]| parse(&opts(kv)).unwrap_err();
-        assert_eq!(e(&[(GROUP, "g"), ("awslogs-colour", "x")]), "unknown log opt 'awslogs-colour' for awslogs log driver");
+        assert_eq!(
+            e(&[(GROUP, "g"), ("awslogs-colour", "x")]),
+            "unknown log opt 'awslogs-colour' for awslogs log driver"
+        );
         assert_eq!(e(&[(STREAM_PREFIX, "p")]), "must specify a value for log opt 'awslogs-group'");
         assert_eq!(e(&[(GROUP, "g"), (MODE, "sometimes")]), "logger: logging mode not supported: sometimes");
         assert_eq!(

@@ -74,6 +74,33 @@ pub struct LogGroupDoc {
     pub metric_filters: BTreeMap<String, MetricFilterDoc>,
 }
 
+impl LogGroupDoc {
+    /// A new group of class `STANDARD` with nothing set (CreateLogGroup's defaults).
+    pub fn new(id: String, name: &str, creation_time: i64) -> LogGroupDoc {
+        LogGroupDoc {
+            id,
+            name: name.to_owned(),
+            creation_time,
+            log_group_class: "STANDARD".into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// CreateLogGroup's rule for a name (the model's length and pattern), with the message AWS's
+/// validation gives.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b));
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "1 validation error detected: Value '{name}' at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
+    ))
+}
+
 /// A metric filter (PutMetricFilter); the metrics issue turns matches into datapoints.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -361,6 +388,14 @@ pub fn merge_tags(current: &mut BTreeMap<String, String>, new: &BTreeMap<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_names_follow_create_log_group() {
+        check_group_name("/ecs/web-app_1.#x").unwrap();
+        assert!(check_group_name("bad name").unwrap_err().contains("regular expression pattern"));
+        assert!(check_group_name("").is_err());
+        assert!(check_group_name(&"a".repeat(513)).is_err());
+    }
 
     #[test]
     fn keys_and_arns() {

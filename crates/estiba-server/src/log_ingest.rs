@@ -33,29 +33,27 @@ impl ServerLogIngest {
         let scope = Scope::new(dest.account.clone(), dest.region.clone());
         let key = group_key(&scope, &dest.group);
         loop {
-            if let Some(kv) = self.server.store.get(&key).await.map_err(unavailable)? {
-                let doc: LogGroupDoc = serde_json::from_slice(&kv.value)
-                    .map_err(|e| LogIngestError::Unavailable(format!("log group document: {e}")))?;
+            let existing = crate::services::logs::group_doc(&self.server, &scope, &dest.group).ok();
+            if let Some(doc) = existing {
                 return Ok(doc.id);
             }
             if !create {
                 return Err(LogIngestError::NoSuchGroup);
             }
-            check_group_name(&dest.group)?;
-            let doc = LogGroupDoc {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: dest.group.clone(),
-                creation_time: now_ms(),
-                log_group_class: "STANDARD".into(),
-                ..Default::default()
-            };
+            estiba_core::logs::check_group_name(&dest.group).map_err(|m| {
+                LogIngestError::Refused(format!(
+                    "failed to create Cloudwatch log group: InvalidParameterException: {m}"
+                ))
+            })?;
+            let doc = LogGroupDoc::new(uuid::Uuid::new_v4().to_string(), &dest.group, now_ms());
             let value = serde_json::to_vec(&doc).map_err(|e| LogIngestError::Unavailable(e.to_string()))?;
             let txn = Txn::new().when(Compare::absent(&key)).then(Op::put(&key, value));
             if self.server.commit(txn).await.map_err(|e| LogIngestError::Unavailable(e.to_string()))? {
                 tracing::info!(group = %dest.group, region = %dest.region, "awslogs: created the log group");
                 return Ok(doc.id);
             }
-            // Another task created it first: read theirs.
+            // Another task created it first: read theirs once the view has it.
+            self.server.view.wait_for(self.server.store.revision()).await;
         }
     }
 }
@@ -66,19 +64,6 @@ fn unavailable(e: impl std::fmt::Display) -> LogIngestError {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// CreateLogGroup's rules for a name, with its message.
-fn check_group_name(name: &str) -> Result<(), LogIngestError> {
-    let ok = !name.is_empty()
-        && name.len() <= 512
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b));
-    if !ok {
-        return Err(LogIngestError::Refused(format!(
-            "failed to create Cloudwatch log group: InvalidParameterException: 1 validation error detected: Value '{name}' at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
-        )));
-    }
-    Ok(())
 }
 
 fn store_error(e: estiba_logstore::Error) -> LogIngestError {
@@ -128,18 +113,5 @@ impl LogIngest for ServerLogIngest {
             .map_err(store_error)?;
             Ok(appended.next_seq)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_names_follow_create_log_group() {
-        check_group_name("/ecs/web-app_1.#x").unwrap();
-        assert!(matches!(check_group_name("bad name"), Err(LogIngestError::Refused(_))));
-        assert!(check_group_name("").is_err());
-        assert!(check_group_name(&"a".repeat(513)).is_err());
     }
 }

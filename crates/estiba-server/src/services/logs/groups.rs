@@ -25,15 +25,11 @@ pub async fn create_log_group(s: &Server, cx: &Call, req: CreateLogGroupRequest)
     let mut none = BTreeMap::new();
     core::merge_tags(&mut none, &tags, &core::group_arn(&cx.scope, &req.log_group_name))?;
     let doc = LogGroupDoc {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: req.log_group_name.clone(),
-        creation_time: now,
-        retention_in_days: None,
         log_group_class: req.log_group_class.unwrap_or_default().as_str().to_owned(),
         kms_key_id: req.kms_key_id,
         tags,
         deletion_protection: req.deletion_protection_enabled.unwrap_or(false),
-        metric_filters: BTreeMap::new(),
+        ..LogGroupDoc::new(uuid::Uuid::new_v4().to_string(), &req.log_group_name, now)
     };
     let key = core::group_key(&cx.scope, &doc.name);
     s.transact(|st| {
