@@ -17,13 +17,92 @@
 //! family of operators is refused), `EvaluateLowSampleCountPercentile`, Metrics Insights
 //! queries, and the `AWS/DynamoDB` namespace's always-ignore rule.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use estiba_api::cloudwatch::{ComparisonOperator, ErrorCode, PutMetricAlarmInput, StateValue};
+use estiba_api::cloudwatch::{ComparisonOperator, ErrorCode, MetricAlarm, PutMetricAlarmInput, StateValue};
 use estiba_api::error::Common;
 use estiba_api::ApiError;
 use serde::{Deserialize, Serialize};
 
-use crate::Now;
+use crate::{Now, Scope};
+
+// ---------------------------------------------------------------------------------------
+// Documents
+
+pub const PREFIX: &str = "cloudwatch";
+pub const ALARMS: &str = "alarms";
+
+/// `cloudwatch/<account>/<region>/alarms/<name>`: an alarm is configuration (and its state),
+/// kept in the versioned store; its datapoints are in the metric store.
+pub fn alarm_key(scope: &Scope, name: &str) -> String {
+    format!("{}{name}", alarms_prefix(scope))
+}
+
+/// `cloudwatch/<account>/<region>/alarms/`: every alarm of a scope, ordered by name.
+pub fn alarms_prefix(scope: &Scope) -> String {
+    format!("{PREFIX}/{}/{}/{ALARMS}/", scope.account, scope.region)
+}
+
+/// `arn:aws:cloudwatch:<region>:<account>:alarm:<name>`.
+pub fn alarm_arn(scope: &Scope, name: &str) -> String {
+    format!("arn:aws:cloudwatch:{}:{}:alarm:{name}", scope.region, scope.account)
+}
+
+/// A metric alarm as stored at [`alarm_key`]. Written by PutMetricAlarm and by Application
+/// Auto Scaling (the alarms target tracking owns); state changes are written by the server's
+/// alarm controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmDoc {
+    /// As DescribeAlarms shows it: configuration, state, reason and timestamps.
+    pub alarm: MetricAlarm,
+    /// The checked rule evaluation uses ([`validate_put_metric_alarm`]).
+    pub rule: AlarmRule,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl AlarmDoc {
+    /// A new alarm from PutMetricAlarm's input (already checked into `rule`): state
+    /// INSUFFICIENT_DATA with [`INITIAL_REASON`], actions enabled unless the input says no.
+    /// Replacing an existing alarm keeps its state (the caller copies `state_*` over).
+    pub fn new(scope: &Scope, input: &PutMetricAlarmInput, rule: AlarmRule, now: Now) -> AlarmDoc {
+        let t = Some(now);
+        let alarm = MetricAlarm {
+            alarm_name: Some(input.alarm_name.clone()),
+            alarm_arn: Some(alarm_arn(scope, &input.alarm_name)),
+            alarm_description: input.alarm_description.clone(),
+            alarm_configuration_updated_timestamp: t,
+            actions_enabled: Some(input.actions_enabled.unwrap_or(true)),
+            ok_actions: Some(input.ok_actions.clone().unwrap_or_default()),
+            alarm_actions: Some(input.alarm_actions.clone().unwrap_or_default()),
+            insufficient_data_actions: Some(input.insufficient_data_actions.clone().unwrap_or_default()),
+            state_value: Some(StateValue::InsufficientData),
+            state_reason: Some(INITIAL_REASON.to_owned()),
+            state_updated_timestamp: t,
+            state_transitioned_timestamp: t,
+            metric_name: input.metric_name.clone(),
+            namespace: input.namespace.clone(),
+            statistic: input.statistic.clone(),
+            extended_statistic: input.extended_statistic.clone(),
+            dimensions: Some(input.dimensions.clone().unwrap_or_default()),
+            period: input.period,
+            unit: input.unit.clone(),
+            evaluation_periods: input.evaluation_periods,
+            datapoints_to_alarm: input.datapoints_to_alarm,
+            threshold: input.threshold,
+            comparison_operator: input.comparison_operator.clone(),
+            treat_missing_data: input.treat_missing_data.clone(),
+            evaluate_low_sample_count_percentile: input.evaluate_low_sample_count_percentile.clone(),
+            metrics: input.metrics.clone(),
+            threshold_metric_id: input.threshold_metric_id.clone(),
+            ..Default::default()
+        };
+        let tags = input.tags.iter().flatten().map(|t| (t.key.clone(), t.value.clone())).collect();
+        AlarmDoc { alarm, rule, tags }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Errors

@@ -24,6 +24,7 @@ pub mod lb_health;
 pub mod log_ingest;
 mod migrate;
 pub mod registry;
+pub mod scaling;
 pub mod services;
 pub mod targets;
 pub use estiba_core::keys;
@@ -85,6 +86,12 @@ pub struct Config {
     pub logs_dir: Option<std::path::PathBuf>,
     /// The most bytes the log store keeps on disk (oldest data goes first).
     pub logs_disk_budget: Option<u64>,
+    /// The metric store's directory (`<data-dir>/metrics`); `None` keeps metrics in a
+    /// temporary directory that goes away with the server.
+    pub metrics_dir: Option<std::path::PathBuf>,
+    /// How long one AWS minute of metrics lasts (`--metric-period`, default 60 s): see
+    /// [`estiba_core::metric_time`].
+    pub metric_period: Duration,
 }
 
 impl Default for Config {
@@ -107,6 +114,8 @@ impl Default for Config {
             lb_host_address: None,
             logs_dir: None,
             logs_disk_budget: None,
+            metrics_dir: None,
+            metric_period: Duration::from_secs(60),
         }
     }
 }
@@ -139,6 +148,12 @@ pub struct Server {
     pub logs: estiba_logstore::LogStore,
     /// The log store's directory when the configuration named none.
     _logs_tmp: Option<tempfile::TempDir>,
+    /// CloudWatch metrics' datapoints, in AWS time ([`Server::metric_clock`]).
+    pub metrics: estiba_metricstore::MetricStore,
+    /// Real time to AWS time and back (`--metric-period`).
+    pub metric_clock: estiba_core::metric_time::MetricClock,
+    /// The metric store's directory when the configuration named none.
+    _metrics_tmp: Option<tempfile::TempDir>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -194,6 +209,50 @@ pub fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
+/// A store's directory: the configured one, or a temporary one that goes away with the
+/// server (then returned too, to be kept alive).
+fn data_dir(
+    what: &str,
+    configured: Option<&std::path::Path>,
+) -> Result<(std::path::PathBuf, Option<tempfile::TempDir>), estiba_store::StoreError> {
+    match configured {
+        Some(dir) => Ok((dir.to_path_buf(), None)),
+        None => {
+            let tmp = tempfile::Builder::new().prefix(&format!("estiba-{what}-")).tempdir().map_err(|e| {
+                estiba_store::StoreError::Backend(format!("a temporary directory for the {what} store: {e}"))
+            })?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The metric clock, its origin kept in `<metrics dir>/ORIGIN` (written once, so stored
+/// datapoints keep lining up across restarts).
+fn metric_clock(
+    dir: &std::path::Path,
+    period: Duration,
+) -> Result<estiba_core::metric_time::MetricClock, estiba_store::StoreError> {
+    let path = dir.join("ORIGIN");
+    let fail = |e: std::io::Error| estiba_store::StoreError::Backend(format!("{}: {e}", path.display()));
+    let origin = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<i64>().map_err(|e| fail(std::io::Error::other(e)))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let origin = now_ms();
+            let tmp = dir.join("ORIGIN.tmp");
+            std::fs::write(&tmp, format!("{origin}\n")).map_err(fail)?;
+            std::fs::rename(&tmp, &path).map_err(fail)?;
+            origin
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    Ok(estiba_core::metric_time::MetricClock::new(origin, period))
+}
+
 /// How long a write keeps retrying when other writers keep changing what it read. Writers of
 /// one key (say, registrations of one family) conflict and go one per group commit, so a
 /// write may need as many attempts as there are concurrent writers of its key.
@@ -213,18 +272,14 @@ impl Server {
             }
             None => None,
         };
-        let (logs_dir, logs_tmp) = match &config.logs_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let tmp = tempfile::Builder::new().prefix("estiba-logs-").tempdir().map_err(|e| {
-                    estiba_store::StoreError::Backend(format!("a temporary directory for the log store: {e}"))
-                })?;
-                (tmp.path().to_path_buf(), Some(tmp))
-            }
-        };
+        let (logs_dir, logs_tmp) = data_dir("logs", config.logs_dir.as_deref())?;
         let options = estiba_logstore::Options { disk_budget: config.logs_disk_budget, ..Default::default() };
         let logs = estiba_logstore::LogStore::open(&logs_dir, options)
             .map_err(|e| estiba_store::StoreError::Backend(format!("log store at {}: {e}", logs_dir.display())))?;
+        let (metrics_dir, metrics_tmp) = data_dir("metrics", config.metrics_dir.as_deref())?;
+        let metrics = estiba_metricstore::MetricStore::open(&metrics_dir, Default::default())
+            .map_err(|e| estiba_store::StoreError::Backend(format!("metric store at {}: {e}", metrics_dir.display())))?;
+        let metric_clock = metric_clock(&metrics_dir, config.metric_period)?;
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));
         Ok(Arc::new(Server {
@@ -242,7 +297,15 @@ impl Server {
             nudge: tokio::sync::watch::channel(0).0,
             logs,
             _logs_tmp: logs_tmp,
+            metrics,
+            metric_clock,
+            _metrics_tmp: metrics_tmp,
         }))
+    }
+
+    /// Now, in AWS time for metrics ([`estiba_core::metric_time`]), milliseconds.
+    pub fn metric_now_ms(&self) -> i64 {
+        self.metric_clock.to_aws(now_ms())
     }
 
     /// Wakes the controllers that wait for changes (see [`Server::nudge`]).

@@ -16,7 +16,7 @@ use estiba_core::telemetry::{BoxFuture, LogDestination, LogEvent, LogIngest, Log
 use estiba_core::Scope;
 use estiba_store::{Compare, Op, Txn};
 
-use crate::Server;
+use crate::{now_ms, Server};
 
 /// The server's [`LogIngest`].
 pub struct ServerLogIngest {
@@ -60,10 +60,6 @@ impl ServerLogIngest {
 
 fn unavailable(e: impl std::fmt::Display) -> LogIngestError {
     LogIngestError::Unavailable(e.to_string())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn store_error(e: estiba_logstore::Error) -> LogIngestError {

@@ -299,6 +299,11 @@ struct ServerArgs {
     /// How often CloudWatch Logs retention is enforced and deleted groups' events removed.
     #[arg(long, env = "ESTIBA_LOGS_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
     logs_retention_every: Duration,
+    /// How long one AWS minute of metrics lasts: with 5s, a standard-resolution datapoint,
+    /// an alarm's 60-second period and a 60-second scaling cooldown each last 5 s, while
+    /// every API keeps AWS's numbers.
+    #[arg(long, env = "ESTIBA_METRIC_PERIOD", default_value = "60s", value_parser = parse_duration)]
+    metric_period: Duration,
     /// The most disk the log store (CloudWatch Logs' events) may take, in MiB; past it the
     /// oldest events of the whole store go first, with a warning. Unbounded when not given.
     #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
@@ -459,8 +464,14 @@ async fn serve(args: ServerArgs) -> Result<()> {
         logs_dir: matches!(args.store, StoreKind::Sqlite)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("logs")),
         logs_disk_budget: args.logs_disk_budget_mib.map(|m| m.saturating_mul(1 << 20)),
+        metrics_dir: matches!(args.store, StoreKind::Sqlite)
+            .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("metrics")),
+        metric_period: args.metric_period,
         ..Config::default()
     };
+    if args.metric_period < Duration::from_secs(1) {
+        bail!("--metric-period must be at least 1s, got {:?}", args.metric_period);
+    }
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got '{}'", args.account_id);
     }
