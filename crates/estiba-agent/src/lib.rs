@@ -1,5 +1,5 @@
 //! The node agent: runs the ECS tasks the control plane assigns to its node, submits their
-//! state changes and sends telemetry ([`telemetry`]), all through the
+//! state changes and sends telemetry ([`telemetry`], cgroup samples from [`stats`]), all through the
 //! [`control::ControlPlane`] trait (in-process by default; an agent on another machine only
 //! needs another implementation of it).
 //!
@@ -17,6 +17,7 @@ pub mod lb;
 pub mod network;
 pub mod pool;
 pub mod runner;
+pub mod stats;
 pub mod telemetry;
 pub mod translate;
 
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     /// Where `environmentFiles` are read from; `None`: tasks that name one fail to start.
     pub environment_files_dir: Option<PathBuf>,
     pub net: network::NetConfig,
+    /// How often running tasks' cgroups are sampled ([`stats`]).
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -185,6 +188,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         tokio::spawn(lb::run(shared.clone(), rx, shutdown.clone()));
     }
     tokio::spawn(heartbeat(shared.clone()));
+    tokio::spawn(stats::run(shared.clone(), shared.cfg.metrics_interval, shutdown.clone()));
     // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.
     let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;
     shared.pool.refill();

@@ -91,8 +91,20 @@ pub struct MetricSample {
     pub cpu_usage_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_usage_bytes: Option<u64>,
+    /// `None` when the cgroup has no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_bytes: Option<u64>,
+    /// Bytes the task's network namespace received and sent (interfaces but `lo`), on the
+    /// task's own sample only; `None` for tasks in the host's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_tx_bytes: Option<u64>,
+    /// Bytes read from and written to block devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_read_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_write_bytes: Option<u64>,
 }
 
 /// What a health result is about.

@@ -304,6 +304,10 @@ struct ServerArgs {
     /// every API keeps AWS's numbers.
     #[arg(long, env = "ESTIBA_METRIC_PERIOD", default_value = "60s", value_parser = parse_duration)]
     metric_period: Duration,
+    /// How often the node samples its running tasks' cgroups (CPU, memory, network, block
+    /// I/O) for CloudWatch's AWS/ECS and ECS/ContainerInsights metrics.
+    #[arg(long, env = "ESTIBA_METRICS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    metrics_interval: Duration,
     /// The most disk the log store (CloudWatch Logs' events) may take, in MiB; past it the
     /// oldest events of the whole store go first, with a warning. Unbounded when not given.
     #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
@@ -572,6 +576,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
                     vpc_cidr: args.vpc_cidr.trunc(),
                     bridge_cidr: args.bridge_cidr.trunc(),
                 },
+                metrics_interval: args.metrics_interval,
             },
             cp,
             images,
