@@ -46,7 +46,8 @@ pub async fn run(
     let mut added: HashSet<Ipv4Addr> = HashSet::new();
     let mut snapshot = tokio::time::interval(SNAPSHOT_EVERY);
     snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = tokio::time::interval(METRICS_EVERY);
+    // As often as cgroups are sampled when that is more often (short `--metric-period`s).
+    let mut metrics = tokio::time::interval(METRICS_EVERY.min(shared.cfg.metrics_interval).max(Duration::from_secs(1)));
     metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut table_changed = true;
     loop {

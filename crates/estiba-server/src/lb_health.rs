@@ -47,6 +47,21 @@ impl TargetHealthBook {
         }
     }
 
+    /// How many of a group's targets are healthy and unhealthy now (CloudWatch's
+    /// HealthyHostCount and UnHealthyHostCount).
+    pub fn counts(&self, tg_arn: &str) -> (u32, u32) {
+        let g = self.by_group.read().unwrap_or_else(|e| e.into_inner());
+        let mut c = (0, 0);
+        for (state, _, _) in g.get(tg_arn).into_iter().flat_map(|t| t.values()) {
+            match state {
+                TargetHealthStateEnum::Healthy => c.0 += 1,
+                TargetHealthStateEnum::Unhealthy => c.1 += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+
     /// Forgets every target of a group (deleted).
     pub fn forget_group(&self, tg_arn: &str) {
         self.by_group.write().unwrap_or_else(|e| e.into_inner()).remove(tg_arn);
@@ -64,6 +79,7 @@ mod tests {
         b.set("tg", ("10.0.0.1", 80), TargetHealthStateEnum::Healthy, None, None);
         assert_eq!(b.get("tg", ("10.0.0.1", 80)).unwrap().0, TargetHealthStateEnum::Healthy);
         assert_eq!(b.get("tg", ("10.0.0.1", 81)), None);
+        assert_eq!(b.counts("tg"), (1, 0));
         b.forget("tg", ("10.0.0.1", 80));
         assert_eq!(b.get("tg", ("10.0.0.1", 80)), None);
         b.set("tg", ("a", 1), TargetHealthStateEnum::Unhealthy, Some(TargetHealthReasonEnum::TargetTimeout), None);

@@ -22,6 +22,7 @@ pub mod http;
 pub mod lb;
 pub mod lb_health;
 pub mod log_ingest;
+pub mod metric_ingest;
 mod migrate;
 pub mod registry;
 pub mod scaling;

@@ -539,9 +539,14 @@ async fn serve(args: ServerArgs) -> Result<()> {
             images.set_local(Arc::new(OwnRegistry { server: server.clone(), registry: reg.clone() }));
         }
         let exe = std::env::current_exe().context("finding the estiba binary")?;
-        // Target health goes to the server; the rest is only counted until the log and metric
-        // stores take it.
-        let telemetry = Arc::new(ServerSink { server: server.clone(), rest: Default::default() });
+        // Target health goes to the server, cgroup samples and load balancer counters to the
+        // metric ingest; the rest is only counted.
+        let ingest = estiba_server::metric_ingest::MetricIngest::start(
+            server.clone(),
+            args.metrics_interval + Duration::from_secs(1),
+            stop_rx.clone(),
+        );
+        let telemetry = Arc::new(ServerSink { server: server.clone(), ingest, rest: Default::default() });
         // What the server publishes for every node: the resolver's zone, Service Connect's
         // table, the load balancers.
         let published = estiba_agent::control::Published {
@@ -606,10 +611,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The server's telemetry sink: target health and load balancer counters to the server, the
-/// rest counted.
+/// The server's telemetry sink: target health and load balancer counters to the server,
+/// cgroup samples and load balancer counters to the metric ingest, the rest counted.
 struct ServerSink {
     server: Arc<estiba_server::Server>,
+    ingest: Arc<estiba_server::metric_ingest::MetricIngest>,
     rest: estiba_agent::telemetry::CountingSink,
 }
 
@@ -617,9 +623,11 @@ impl estiba_core::telemetry::TelemetrySink for ServerSink {
     fn deliver(&self, batch: estiba_core::telemetry::Telemetry) {
         match batch {
             estiba_core::telemetry::Telemetry::TargetHealth(changes) => self.server.target_health_reported(&changes),
-            estiba_core::telemetry::Telemetry::LbMetrics(reports) => {
-                reports.into_iter().for_each(|m| self.server.lb_metrics.report(m))
-            }
+            estiba_core::telemetry::Telemetry::LbMetrics(reports) => reports.into_iter().for_each(|m| {
+                self.ingest.lb_report(&m);
+                self.server.lb_metrics.report(m)
+            }),
+            estiba_core::telemetry::Telemetry::Metrics(samples) => self.ingest.samples(&samples),
             other => self.rest.deliver(other),
         }
     }
