@@ -1,0 +1,150 @@
+"""Metrics measured from real cgroups: a service of CPU-burning busybox tasks (`cpu` 256, a CFS
+quota of a quarter of a core) on a server whose AWS minute lasts 5 seconds
+(`--metric-period 5s`), read back with boto3's GetMetricStatistics as AWS/ECS
+`CPUUtilization` / `MemoryUtilization` and, with Container Insights on, as
+`ECS/ContainerInsights` metrics. The expected utilisation is not assumed: the test reads the
+task's own cgroup CPU counter over the same window and compares.
+
+Needs root and the CloudWatch API (GetMetricStatistics); runs only inside a network namespace
+with no route out (`unshare --net`), since tasks get network namespaces of their own."""
+
+import os
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+import images as img
+from conftest import Estiba, free_port, isolated, unique, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
+    pytest.mark.skipif(not isolated(), reason="container tests run inside a network namespace with no route out (use cargo xtask test)"),
+]
+
+PERIOD = 5  # real seconds per AWS minute
+NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def busybox(registry):
+    return img.busybox_image(registry.client, "busybox", "latest")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    e = Estiba(str(tmp_path_factory.mktemp("node")), node=True,
+               extra_args=["--metric-period", f"{PERIOD}s", "--metrics-interval", "1s",
+                           "--unchecked-task-healthy-after", "0s"]).start()
+    yield e
+    e.drain()
+    e.stop()
+
+
+def cpu_usage_ns(task_id):
+    """The task cgroup's CPU time, read the way the kernel keeps it (v1/hybrid or v2)."""
+    for path, scale in ((f"/sys/fs/cgroup/cpuacct/estiba/{task_id}/cpuacct.usage", 1),
+                        (f"/sys/fs/cgroup/cpu,cpuacct/estiba/{task_id}/cpuacct.usage", 1)):
+        if os.path.exists(path):
+            with open(path) as f:
+                return int(f.read()) * scale
+    with open(f"/sys/fs/cgroup/estiba/{task_id}/cpu.stat") as f:
+        usage = dict(line.split() for line in f)
+    return int(usage["usage_usec"]) * 1000
+
+
+def stats(cw, ns, name, dims, start, end, statistics=("Average", "SampleCount", "Minimum", "Maximum", "Sum")):
+    r = cw.get_metric_statistics(Namespace=ns, MetricName=name, Dimensions=[{"Name": k, "Value": v} for k, v in dims],
+                                 StartTime=start, EndTime=end, Period=60, Statistics=list(statistics))
+    return sorted(r["Datapoints"], key=lambda d: d["Timestamp"])
+
+
+def burner_service(ecs, busybox, cluster, count=1):
+    fam = unique("burn")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "burn", "image": busybox, "cpu": 256,
+                               "command": ["sh", "-c", "while :; do :; done"]}])
+    svc = unique("svc")
+    ecs.create_service(cluster=cluster, serviceName=svc, taskDefinition=fam, desiredCount=count,
+                       launchType="FARGATE", networkConfiguration=NET)
+
+    def running():
+        arns = ecs.list_tasks(cluster=cluster, serviceName=svc, desiredStatus="RUNNING")["taskArns"]
+        if len(arns) != count:
+            return None
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+        return all(t["lastStatus"] == "RUNNING" for t in tasks) and arns
+    arns = wait_until(running, timeout=60, interval=0.5, what="the burner tasks RUNNING")
+    return fam, svc, [a.rsplit("/", 1)[1] for a in arns]
+
+
+def test_cpu_utilization_is_what_the_burner_really_uses(node, busybox):
+    ecs, cw = node.client(), node.client("cloudwatch")
+    cluster = unique("metrics")
+    ecs.create_cluster(clusterName=cluster, settings=[{"name": "containerInsights", "value": "enabled"}])
+    fam, svc, [task_id] = burner_service(ecs, busybox, cluster)
+    # Let the first samples arrive, then measure over 8 AWS minutes.
+    time.sleep(2 * PERIOD)
+    start, used0 = time.time(), cpu_usage_ns(task_id)
+    time.sleep(8 * PERIOD)
+    end, used1 = time.time(), cpu_usage_ns(task_id)
+    # What the burner really used, as a percentage of its 256 units (a quarter of a core).
+    real = (used1 - used0) / ((end - start) * 1e9) / 0.25 * 100
+    assert real > 30, f"the burner hardly ran ({real:.1f} % of its quarter core): the machine is too busy"
+    # Minutes that are wholly inside the window, once written (a grace after each one).
+    t0 = datetime.fromtimestamp(start + PERIOD, timezone.utc)
+    t1 = datetime.fromtimestamp(end - PERIOD, timezone.utc)
+    time.sleep(PERIOD)
+    by_service = [("ClusterName", cluster), ("ServiceName", svc)]
+    points = wait_until(lambda: (p := stats(cw, "AWS/ECS", "CPUUtilization", by_service, t0, t1)) and len(p) >= 4 and p,
+                        timeout=6 * PERIOD, interval=0.5, what="CPUUtilization datapoints")
+    measured = sum(p["Average"] for p in points) / len(points)
+    assert abs(measured - real) <= 5, f"CPUUtilization {measured:.1f} % vs {real:.1f} % measured from the cgroup: {points}"
+    for p in points:
+        assert p["Unit"] == "Percent" and p["SampleCount"] == 1.0, p
+        assert p["Minimum"] == p["Maximum"] == p["Average"], p
+    # The cluster's metric covers the same task.
+    by_cluster = stats(cw, "AWS/ECS", "CPUUtilization", [("ClusterName", cluster)], t0, t1)
+    assert abs(sum(p["Average"] for p in by_cluster) / len(by_cluster) - real) <= 5, by_cluster
+    # Memory: the shell uses some of its 512 MiB, far from all.
+    mem = stats(cw, "AWS/ECS", "MemoryUtilization", by_service, t0, t1)
+    assert mem and all(0 < p["Average"] < 20 and p["Unit"] == "Percent" for p in mem), mem
+    # Container Insights (on for this cluster): CPU units used and reserved, task counts.
+    used = stats(cw, "ECS/ContainerInsights", "CpuUtilized", by_service, t0, t1)
+    assert abs(sum(p["Average"] for p in used) / len(used) - real * 256 / 100) <= 13, used
+    reserved = stats(cw, "ECS/ContainerInsights", "CpuReserved", [("ClusterName", cluster), ("TaskDefinitionFamily", fam)], t0, t1)
+    assert reserved and all(p["Average"] == 256.0 for p in reserved), reserved
+    mem_reserved = stats(cw, "ECS/ContainerInsights", "MemoryReserved", [("ClusterName", cluster)], t0, t1)
+    assert mem_reserved and all(p["Average"] == 512.0 and p["Unit"] == "Megabytes" for p in mem_reserved), mem_reserved
+    running = stats(cw, "ECS/ContainerInsights", "RunningTaskCount", by_service, t0, t1)
+    assert running and all(p["Average"] == 1.0 for p in running), running
+    desired = stats(cw, "ECS/ContainerInsights", "DesiredTaskCount", by_service, t0, t1)
+    assert desired and all(p["Average"] == 1.0 for p in desired), desired
+    # ListMetrics knows the dimension sets AWS uses.
+    listed = cw.list_metrics(Namespace="AWS/ECS", MetricName="CPUUtilization",
+                             Dimensions=[{"Name": "ClusterName", "Value": cluster}])["Metrics"]
+    assert sorted(sorted(d["Name"] for d in m["Dimensions"]) for m in listed) == [["ClusterName"], ["ClusterName", "ServiceName"]]
+    ecs.delete_service(cluster=cluster, service=svc, force=True)
+
+
+def test_without_container_insights_only_aws_ecs(node, busybox):
+    ecs, cw = node.client(), node.client("cloudwatch")
+    cluster = unique("plain")
+    ecs.create_cluster(clusterName=cluster)
+    _, svc, _ = burner_service(ecs, busybox, cluster)
+    start = datetime.fromtimestamp(time.time(), timezone.utc)
+    by_service = [("ClusterName", cluster), ("ServiceName", svc)]
+    end = lambda: datetime.fromtimestamp(time.time() + PERIOD, timezone.utc)
+    wait_until(lambda: stats(cw, "AWS/ECS", "CPUUtilization", by_service, start, end()),
+               timeout=8 * PERIOD, interval=0.5, what="CPUUtilization datapoints")
+    assert cw.list_metrics(Namespace="ECS/ContainerInsights",
+                           Dimensions=[{"Name": "ClusterName", "Value": cluster}])["Metrics"] == []
+    ecs.delete_service(cluster=cluster, service=svc, force=True)
