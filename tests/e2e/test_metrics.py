@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 import images as img
-from conftest import Estiba, free_port, isolated, unique, wait_until
+from conftest import Estiba, isolated, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -27,25 +27,19 @@ NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def busybox(registry):
-    return img.busybox_image(registry.client, "busybox", "latest")
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory):
     e = Estiba(str(tmp_path_factory.mktemp("node")), node=True,
-               extra_args=["--metric-period", f"{PERIOD}s", "--metrics-interval", "1s",
-                           "--unchecked-task-healthy-after", "0s"]).start()
+               extra_args=["--metric-period", f"{PERIOD}s", "--metrics-interval", "1s"]).start()
     yield e
     e.drain()
     e.stop()
+
+
+@pytest.fixture(scope="module")
+def busybox(node):
+    """busybox, pushed to the server's own registry."""
+    node.client("ecr").create_repository(repositoryName="busybox")
+    return img.busybox_image(img.Registry(node.endpoint), "busybox", "latest")
 
 
 def cpu_usage_ns(task_id):
