@@ -286,9 +286,12 @@ pub fn task_info(st: &State, task_arn: &str) -> Option<TaskInfo> {
     })
 }
 
-/// Statistic sets over values (one per task), keyed by whatever groups them.
+/// A series of one minute: account, region, `namespace\0name`, dimensions, unit.
+type SeriesKey = (String, String, String, Vec<Dimension>, &'static str);
+
+/// Statistic sets over values (one per task), by series.
 #[derive(Default)]
-struct Sets(BTreeMap<(String, String, String, Vec<Dimension>, &'static str), Vec<f64>>);
+struct Sets(BTreeMap<SeriesKey, Vec<f64>>);
 
 impl Sets {
     fn add(&mut self, scope: &Scope, ns: &str, name: &str, dims: &[Dimension], unit: &'static str, v: f64) {
@@ -344,7 +347,11 @@ fn dim(name: &str, value: &str) -> Dimension {
 }
 
 /// The datapoints of one AWS minute of tasks.
-pub fn task_datums(minute: i64, tasks: &HashMap<String, TaskMinute>, info: impl Fn(&str) -> Option<TaskInfo>) -> Vec<Put> {
+pub fn task_datums(
+    minute: i64,
+    tasks: &HashMap<String, TaskMinute>,
+    info: impl Fn(&str) -> Option<TaskInfo>,
+) -> Vec<Put> {
     let mut sets = Sets::default();
     for (arn, t) in tasks {
         let Some(i) = info(arn) else { continue };
@@ -580,7 +587,8 @@ pub fn lb_datums(minute: i64, m: &LbMinute, topo: &LbTopology) -> Vec<Put> {
 fn topology(server: &Server) -> LbTopology {
     let table = server.lb.borrow().clone();
     let mut t = LbTopology::default();
-    let by_arn: HashMap<&str, &str> = table.target_groups.iter().map(|g| (g.arn.as_str(), g.dimension.as_str())).collect();
+    let by_arn: HashMap<&str, &str> =
+        table.target_groups.iter().map(|g| (g.arn.as_str(), g.dimension.as_str())).collect();
     for lb in &table.load_balancers {
         // arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/app/<name>/<id>
         let mut p = lb.arn.split(':');
@@ -666,8 +674,7 @@ impl MetricIngest {
         let now = crate::now_ms();
         let clock = self.server.metric_clock;
         let cutoff = clock.to_aws(now - self.grace.as_millis() as i64);
-        let (tasks, lbs) =
-            self.acc.lock().unwrap_or_else(|e| e.into_inner()).take(cutoff, now - FORGET_AFTER_MS);
+        let (tasks, lbs) = self.acc.lock().unwrap_or_else(|e| e.into_inner()).take(cutoff, now - FORGET_AFTER_MS);
         let mut puts = Vec::new();
         {
             let st = self.server.view.read();
