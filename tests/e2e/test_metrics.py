@@ -142,3 +142,62 @@ def test_without_container_insights_only_aws_ecs(node, busybox):
     assert cw.list_metrics(Namespace="ECS/ContainerInsights",
                            Dimensions=[{"Name": "ClusterName", "Value": cluster}])["Metrics"] == []
     ecs.delete_service(cluster=cluster, service=svc, force=True)
+
+
+@pytest.fixture
+def alb_node(tmp_path):
+    from test_network import Node, own_netns
+    with own_netns():
+        n = Node(tmp_path, extra_args=["--metric-period", f"{PERIOD}s", "--metrics-interval", "1s"])
+        try:
+            yield n
+        finally:
+            n.stop_all()
+
+
+def test_application_load_balancer_metrics(alb_node):
+    from test_lb import HTTPD, alb, fetch, healthy_targets, lb_address, running, target_group
+    from test_network import NET
+    node = alb_node
+    ecs, elb, cw = node.ecs, node.e.client("elbv2"), node.e.client("cloudwatch")
+    lb = alb(node)
+    tg = target_group(node, "web")
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+    fam = node.register([{"name": "web", "command": ["sh", "-c", HTTPD], "portMappings": [{"containerPort": 8080}]}])
+    ecs.create_service(cluster="default", serviceName="web", taskDefinition=fam, desiredCount=2, launchType="FARGATE",
+                       networkConfiguration=NET, healthCheckGracePeriodSeconds=0,
+                       loadBalancers=[{"targetGroupArn": tg, "containerName": "web", "containerPort": 8080}])
+    wait_until(lambda: len(running(ecs, "web")) == 2, timeout=60, what="2 web tasks")
+    wait_until(lambda: len(healthy_targets(node, tg)) == 2, timeout=40, what="2 healthy targets")
+    ip = lb_address(lb)
+    start = datetime.fromtimestamp(time.time() - PERIOD, timezone.utc)
+    n = 60
+    statuses = [fetch(f"http://{ip}/")[0] for _ in range(n)] + [fetch(f"http://{ip}/missing")[0] for _ in range(5)]
+    assert statuses == [200] * n + [404] * 5, statuses
+    lb_dim = "app/web/" + lb["LoadBalancerArn"].rsplit("/", 1)[1]
+    tg_dim = "targetgroup/web/" + tg.rsplit("/", 1)[1]
+
+    def points(name, dims, stat):
+        end = datetime.fromtimestamp(time.time() + PERIOD, timezone.utc)
+        return [p[stat] for p in stats(cw, "AWS/ApplicationELB", name, dims, start, end, statistics=(stat,))]
+
+    def total(name, dims, stat="Sum"):
+        return sum(points(name, dims, stat))
+    # Every request, counted once, whatever minutes they were spread over (rounding aside).
+    got = wait_until(lambda: (t := total("RequestCount", [("LoadBalancer", lb_dim)])) >= n + 5 - 2 and t,
+                     timeout=8 * PERIOD, interval=0.5, what="RequestCount")
+    time.sleep(2 * PERIOD)
+    got = total("RequestCount", [("LoadBalancer", lb_dim)])
+    assert abs(got - (n + 5)) <= 2, got
+    both = [("LoadBalancer", lb_dim), ("TargetGroup", tg_dim)]
+    assert abs(total("RequestCount", both) - (n + 5)) <= 2
+    assert abs(total("HTTPCode_Target_2XX_Count", both) - n) <= 2
+    assert abs(total("HTTPCode_Target_4XX_Count", both) - 5) <= 2
+    # Per target: the requests over the 2 healthy targets.
+    assert abs(total("RequestCountPerTarget", [("TargetGroup", tg_dim)]) - (n + 5) / 2) <= 2
+    healthy = points("HealthyHostCount", both, "Maximum")
+    assert healthy and set(healthy) == {2.0}, healthy
+    assert set(points("UnHealthyHostCount", both, "Maximum")) == {0.0}
+    assert total("TargetResponseTime", both, "SampleCount") >= n + 5 - 2
+    ecs.delete_service(cluster="default", service="web", force=True)
