@@ -12,7 +12,7 @@ use estiba_core::alarms::{self as core, AlarmDoc, ConfigChange, HistoryDoc};
 use estiba_core::Scope;
 use estiba_store::{Compare, Op, Txn};
 
-use super::evaluate::{plan_actions, run_actions, with_history};
+use super::evaluate::{plan_actions, run_actions, with_history, Transition};
 use super::{alarms_table, exclusive, history_table, invalid, Result};
 use crate::services::{json, Call};
 use crate::view::{Doc, State};
@@ -194,7 +194,15 @@ pub async fn set_alarm_state(s: &Server, cx: &Call, req: SetAlarmStateInput) -> 
             if old != req.state_value {
                 doc.alarm.state_transitioned_timestamp = Some(cx.now);
             }
-            let (calls, mut items) = plan_actions(&cx.scope, &doc, old, req.state_value, false, None, cx.now, now_aws);
+            let t = Transition {
+                previous: old,
+                new: req.state_value,
+                repeat: false,
+                value: None,
+                now_real: cx.now,
+                now_aws_ms: now_aws,
+            };
+            let (calls, mut items) = plan_actions(&cx.scope, &doc, &t);
             items.insert(0, item);
             let txn = Txn::new().when(Compare::mod_revision(d.key.clone(), d.rev)).then(put_op(&d.key, &doc));
             Ok::<_, ApiError>((with_history(st, &cx.scope, &req.alarm_name, items, txn), calls))

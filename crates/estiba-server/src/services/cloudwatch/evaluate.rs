@@ -94,20 +94,26 @@ fn actions_of(a: &MetricAlarm, state: StateValue) -> &[String] {
     list.as_deref().unwrap_or(&[])
 }
 
+/// A state an alarm is left in, as actions see it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transition {
+    pub previous: StateValue,
+    pub new: StateValue,
+    /// The evaluation falls on a period boundary (scaling actions fire again).
+    pub repeat: bool,
+    /// The newest datapoint's value.
+    pub value: Option<f64>,
+    /// Real time, seconds.
+    pub now_real: f64,
+    /// AWS time, ms.
+    pub now_aws_ms: i64,
+}
+
 /// What an evaluation (or SetAlarmState) that leaves `doc`'s alarm in `new` (from `previous`)
-/// invokes: the scaling policies to call, and the history items of the actions. `repeat`: the
-/// evaluation falls on a period boundary, when scaling actions fire again while the state
-/// lasts. Nothing when actions are disabled.
-pub fn plan_actions(
-    scope: &Scope,
-    doc: &AlarmDoc,
-    previous: StateValue,
-    new: StateValue,
-    repeat: bool,
-    value: Option<f64>,
-    now_real: f64,
-    now_aws_ms: i64,
-) -> (Vec<AlarmAction>, Vec<AlarmHistoryItem>) {
+/// invokes: the scaling policies to call, and the history items of the actions. Nothing when
+/// actions are disabled.
+pub fn plan_actions(scope: &Scope, doc: &AlarmDoc, t: &Transition) -> (Vec<AlarmAction>, Vec<AlarmHistoryItem>) {
+    let Transition { previous, new, repeat, value, now_real, now_aws_ms } = *t;
     let a = &doc.alarm;
     let mut calls = Vec::new();
     let mut items = Vec::new();
@@ -191,7 +197,8 @@ pub async fn evaluate_alarm(s: &Server, scope: &Scope, key: &str, now_aws: i64, 
         Outcome::Set(u) if u.state != previous => u,
         _ => {
             // The state holds: only scaling actions may fire again.
-            let (calls, _) = plan_actions(scope, &doc, previous, previous, repeat, value, now_real, now_aws);
+            let t = Transition { previous, new: previous, repeat, value, now_real, now_aws_ms: now_aws };
+            let (calls, _) = plan_actions(scope, &doc, &t);
             run_actions(s, calls).await;
             return Ok(());
         }
@@ -215,7 +222,8 @@ pub async fn evaluate_alarm(s: &Server, scope: &Scope, key: &str, now_aws: i64, 
             next.alarm.state_reason_data = Some(update.reason_data.clone());
             next.alarm.state_updated_timestamp = Some(now_real);
             next.alarm.state_transitioned_timestamp = Some(now_real);
-            let (calls, mut items) = plan_actions(scope, &next, old, update.state, repeat, value, now_real, now_aws);
+            let t = Transition { previous: old, new: update.state, repeat, value, now_real, now_aws_ms: now_aws };
+            let (calls, mut items) = plan_actions(scope, &next, &t);
             items.insert(0, item);
             let txn = Txn::new()
                 .when(Compare::mod_revision(key.to_owned(), cur.rev))
@@ -228,4 +236,55 @@ pub async fn evaluate_alarm(s: &Server, scope: &Scope, key: &str, now_aws: i64, 
         run_actions(s, calls).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use estiba_api::cloudwatch::PutMetricAlarmInput;
+
+    use super::*;
+
+    const POLICY: &str = "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:1:resource/ecs/service/default/web:policyName/up";
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ops";
+
+    fn doc(enabled: bool) -> AlarmDoc {
+        let input = PutMetricAlarmInput {
+            alarm_name: "a".into(),
+            namespace: Some("App".into()),
+            metric_name: Some("M".into()),
+            statistic: Some(estiba_api::cloudwatch::Statistic::Average),
+            period: Some(60),
+            evaluation_periods: Some(1),
+            threshold: Some(1.0),
+            comparison_operator: Some(estiba_api::cloudwatch::ComparisonOperator::GreaterThanThreshold),
+            alarm_actions: Some(vec![POLICY.into(), TOPIC.into()]),
+            actions_enabled: Some(enabled),
+            ..Default::default()
+        };
+        let rule = core::validate_put_metric_alarm(&input).unwrap();
+        AlarmDoc::new(&Scope::new("123456789012", "us-east-1"), &input, rule, 0.0)
+    }
+
+    fn t(previous: StateValue, new: StateValue, repeat: bool) -> Transition {
+        Transition { previous, new, repeat, value: Some(5.0), now_real: 10.0, now_aws_ms: 10_000 }
+    }
+
+    #[test]
+    fn actions_on_transition_and_scaling_again_each_period() {
+        let scope = Scope::new("123456789012", "us-east-1");
+        let (calls, items) = plan_actions(&scope, &doc(true), &t(StateValue::Ok, StateValue::Alarm, false));
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].policy_arn.as_str(), calls[0].value, calls[0].threshold), (POLICY, Some(5.0), 1.0));
+        let summaries: Vec<_> = items.iter().map(|i| i.history_summary.clone().unwrap()).collect();
+        assert_eq!(summaries, [format!("Successfully executed action {POLICY}"), format!("Failed to execute action {TOPIC}")]);
+        // Staying in ALARM: the policy again on a period boundary, never SNS, no history.
+        let (calls, items) = plan_actions(&scope, &doc(true), &t(StateValue::Alarm, StateValue::Alarm, true));
+        assert_eq!((calls.len(), items.len()), (1, 0));
+        let (calls, _) = plan_actions(&scope, &doc(true), &t(StateValue::Alarm, StateValue::Alarm, false));
+        assert!(calls.is_empty());
+        // OK has no actions; disabled actions never run.
+        assert_eq!(plan_actions(&scope, &doc(true), &t(StateValue::Alarm, StateValue::Ok, false)).0.len(), 0);
+        let (calls, items) = plan_actions(&scope, &doc(false), &t(StateValue::Ok, StateValue::Alarm, true));
+        assert!(calls.is_empty() && items.is_empty());
+    }
 }

@@ -225,7 +225,7 @@ fn thousands(n: i64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -642,7 +642,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = MetricStore::open(dir.path(), Default::default()).unwrap();
         let scope = Scope { account: "123456789012".into(), region: "us-east-1".into() };
-        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+        let t0: i64 = 1_800_000_020_000 / 60_000 * 60_000;
         let put = |name: &str, t: i64, v: f64| {
             let d = store::Datum {
                 name: name.into(),
