@@ -144,7 +144,13 @@ pub fn state_name(s: StateValue) -> &'static str {
     s.as_str()
 }
 
-fn history_item(name: &str, kind: HistoryItemType, summary: String, data: serde_json::Value, now: Now) -> AlarmHistoryItem {
+fn history_item(
+    name: &str,
+    kind: HistoryItemType,
+    summary: String,
+    data: serde_json::Value,
+    now: Now,
+) -> AlarmHistoryItem {
     AlarmHistoryItem {
         alarm_name: Some(name.to_owned()),
         alarm_type: Some(AlarmType::MetricAlarm),
@@ -203,14 +209,19 @@ pub fn configuration_item(
     after: Option<&MetricAlarm>,
     now: Now,
 ) -> AlarmHistoryItem {
-    let json = |a: Option<&MetricAlarm>| a.map_or(serde_json::Value::Null, |a| serde_json::to_value(a).unwrap_or_default());
+    let json =
+        |a: Option<&MetricAlarm>| a.map_or(serde_json::Value::Null, |a| serde_json::to_value(a).unwrap_or_default());
     let (word, data) = match change {
-        ConfigChange::Create => ("created", serde_json::json!({"version": "1.0", "type": "Create", "createdAlarm": json(after)})),
+        ConfigChange::Create => {
+            ("created", serde_json::json!({"version": "1.0", "type": "Create", "createdAlarm": json(after)}))
+        }
         ConfigChange::Update => (
             "updated",
             serde_json::json!({"version": "1.0", "type": "Update", "originalUpdatedAlarm": json(before), "updatedAlarm": json(after)}),
         ),
-        ConfigChange::Delete => ("deleted", serde_json::json!({"version": "1.0", "type": "Delete", "deletedAlarm": json(before)})),
+        ConfigChange::Delete => {
+            ("deleted", serde_json::json!({"version": "1.0", "type": "Delete", "deletedAlarm": json(before)}))
+        }
     };
     history_item(name, HistoryItemType::ConfigurationUpdate, format!("Alarm \"{name}\" {word}"), data, now)
 }

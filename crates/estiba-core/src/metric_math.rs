@@ -350,7 +350,9 @@ pub fn evaluate(e: &Expr, env: &dyn Env) -> Result<Value, MathError> {
                         at.entry(*t).or_default().push(*v);
                     }
                 }
-                Value::Series(at.into_iter().filter_map(|(t, vs)| aggregate(*f, vs.into_iter()).map(|v| (t, v))).collect())
+                Value::Series(
+                    at.into_iter().filter_map(|(t, vs)| aggregate(*f, vs.into_iter()).map(|v| (t, v))).collect(),
+                )
             }
         },
     })
@@ -377,7 +379,9 @@ fn map(v: Value, f: impl Fn(f64) -> f64 + Copy) -> Value {
     match v {
         Value::Scalar(x) => Value::Scalar(f(x)),
         Value::Series(s) => Value::Series(finite(s.into_iter().map(|(t, x)| (t, f(x))).collect())),
-        Value::List(l) => Value::List(l.into_iter().map(|s| finite(s.into_iter().map(|(t, x)| (t, f(x))).collect())).collect()),
+        Value::List(l) => {
+            Value::List(l.into_iter().map(|s| finite(s.into_iter().map(|(t, x)| (t, f(x))).collect())).collect())
+        }
     }
 }
 
@@ -402,7 +406,9 @@ fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, MathError> {
         (Value::Series(a), Value::Series(b)) => Value::Series(zip(op, &a, &b)),
         (Value::List(l), Value::Series(b)) => Value::List(l.iter().map(|a| zip(op, a, &b)).collect()),
         (Value::Series(a), Value::List(l)) => Value::List(l.iter().map(|b| zip(op, &a, b)).collect()),
-        (Value::List(_), Value::List(_)) => return err("Arithmetic between two arrays of time series is not supported"),
+        (Value::List(_), Value::List(_)) => {
+            return err("Arithmetic between two arrays of time series is not supported")
+        }
     })
 }
 

@@ -93,10 +93,7 @@ impl Controller for AlarmEvaluator {
         {
             // Forget alarms that are gone.
             let st = server.view.read();
-            self.last
-                .lock()
-                .expect("not poisoned")
-                .retain(|k, _| st.doc::<AlarmDoc>(alarms_table(), k).is_some());
+            self.last.lock().expect("not poisoned").retain(|k, _| st.doc::<AlarmDoc>(alarms_table(), k).is_some());
         }
         match first_error {
             Some(e) => Err(e),

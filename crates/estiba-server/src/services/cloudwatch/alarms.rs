@@ -49,11 +49,13 @@ pub async fn put_metric_alarm(s: &Server, cx: &Call, req: PutMetricAlarmInput) -
                 doc.alarm.state_updated_timestamp = o.state_updated_timestamp;
                 doc.alarm.state_transitioned_timestamp = o.state_transitioned_timestamp;
                 doc.tags = old.value.tags.clone();
-                let item = core::configuration_item(&req.alarm_name, ConfigChange::Update, Some(o), Some(&doc.alarm), cx.now);
+                let item =
+                    core::configuration_item(&req.alarm_name, ConfigChange::Update, Some(o), Some(&doc.alarm), cx.now);
                 (Compare::mod_revision(key.clone(), old.rev), item)
             }
             None => {
-                let item = core::configuration_item(&req.alarm_name, ConfigChange::Create, None, Some(&doc.alarm), cx.now);
+                let item =
+                    core::configuration_item(&req.alarm_name, ConfigChange::Create, None, Some(&doc.alarm), cx.now);
                 (Compare::absent(key.clone()), item)
             }
         };
@@ -97,8 +99,9 @@ pub async fn describe_alarms(s: &Server, cx: &Call, req: DescribeAlarmsInput) ->
             && req.state_value.is_none_or(|v| a.state_value == Some(v))
             && req.action_prefix.as_deref().is_none_or(|p| has_action_prefix(a, p))
     });
-    let page = estiba_core::page::paginate(wanted, name_of, req.next_token.as_deref(), limit, false)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer."))?;
+    let page = estiba_core::page::paginate(wanted, name_of, req.next_token.as_deref(), limit, false).map_err(|_| {
+        ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer.")
+    })?;
     Ok(json(&DescribeAlarmsOutput {
         metric_alarms: Some(page.items.into_iter().map(|d| d.alarm).collect()),
         composite_alarms: Some(vec![]),
@@ -138,15 +141,14 @@ pub async fn describe_alarms_for_metric(s: &Server, cx: &Call, req: DescribeAlar
 
 pub async fn delete_alarms(s: &Server, cx: &Call, req: DeleteAlarmsInput) -> Result<Bytes> {
     s.transact(|st| {
-        let missing: Vec<&str> = req
-            .alarm_names
-            .iter()
-            .filter(|n| alarm_doc(st, &cx.scope, n).is_none())
-            .map(String::as_str)
-            .collect();
+        let missing: Vec<&str> =
+            req.alarm_names.iter().filter(|n| alarm_doc(st, &cx.scope, n).is_none()).map(String::as_str).collect();
         if !missing.is_empty() {
             // CloudWatch deletes nothing when a name is wrong.
-            return Err(not_found(format!("The following alarms were not found: {}. No alarm was deleted.", missing.join(", "))));
+            return Err(not_found(format!(
+                "The following alarms were not found: {}. No alarm was deleted.",
+                missing.join(", ")
+            )));
         }
         let mut txn = Txn::new();
         let mut seen = std::collections::HashSet::new();
@@ -234,14 +236,20 @@ pub async fn describe_alarm_history(s: &Server, cx: &Call, req: DescribeAlarmHis
     // Newest first unless asked otherwise; the key of an item is its time and alarm name.
     let ascending = req.scan_by == Some(ScanBy::TimestampAscending);
     let key = |i: &AlarmHistoryItem| {
-        format!("{:020.6}/{}/{}", i.timestamp.unwrap_or(0.0), i.alarm_name.as_deref().unwrap_or(""), i.history_summary.as_deref().unwrap_or(""))
+        format!(
+            "{:020.6}/{}/{}",
+            i.timestamp.unwrap_or(0.0),
+            i.alarm_name.as_deref().unwrap_or(""),
+            i.history_summary.as_deref().unwrap_or("")
+        )
     };
     items.sort_by_key(key);
     if !ascending {
         items.reverse();
     }
-    let page = estiba_core::page::paginate(items, key, req.next_token.as_deref(), limit, !ascending)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer."))?;
+    let page = estiba_core::page::paginate(items, key, req.next_token.as_deref(), limit, !ascending).map_err(|_| {
+        ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer.")
+    })?;
     Ok(json(&DescribeAlarmHistoryOutput { alarm_history_items: Some(page.items), next_token: page.next_token }))
 }
 
@@ -281,15 +289,23 @@ fn tagged_alarm(scope: &Scope, arn: &str) -> Result<String> {
         _ if arn.starts_with("arn:") => {
             Err(ApiError::new(ErrorCode::ResourceNotFoundException, format!("The resource {arn} does not exist.")))
         }
-        _ => Err(invalid(format!("Invalid ARN: {arn}. Pass an alarm ARN, arn:aws:cloudwatch:<region>:<account>:alarm:<name>."))),
+        _ => Err(invalid(format!(
+            "Invalid ARN: {arn}. Pass an alarm ARN, arn:aws:cloudwatch:<region>:<account>:alarm:<name>."
+        ))),
     }
 }
 
-async fn update_tags(s: &Server, cx: &Call, arn: &str, f: impl Fn(&mut BTreeMap<String, String>) -> Result<()>) -> Result<()> {
+async fn update_tags(
+    s: &Server,
+    cx: &Call,
+    arn: &str,
+    f: impl Fn(&mut BTreeMap<String, String>) -> Result<()>,
+) -> Result<()> {
     let name = tagged_alarm(&cx.scope, arn)?;
     s.transact(|st| {
-        let d = alarm_doc(st, &cx.scope, &name)
-            .ok_or_else(|| ApiError::new(ErrorCode::ResourceNotFoundException, format!("The resource {arn} does not exist.")))?;
+        let d = alarm_doc(st, &cx.scope, &name).ok_or_else(|| {
+            ApiError::new(ErrorCode::ResourceNotFoundException, format!("The resource {arn} does not exist."))
+        })?;
         let mut doc = d.value.clone();
         f(&mut doc.tags)?;
         Ok((Txn::new().when(Compare::mod_revision(d.key.clone(), d.rev)).then(put_op(&d.key, &doc)), ()))
@@ -327,9 +343,12 @@ pub async fn list_tags_for_resource(s: &Server, cx: &Call, req: ListTagsForResou
     let name = tagged_alarm(&cx.scope, &req.resource_arn)?;
     let tags = {
         let st = s.view.read();
-        alarm_doc(&st, &cx.scope, &name)
-            .map(|d| d.value.tags.clone())
-            .ok_or_else(|| ApiError::new(ErrorCode::ResourceNotFoundException, format!("The resource {} does not exist.", req.resource_arn)))?
+        alarm_doc(&st, &cx.scope, &name).map(|d| d.value.tags.clone()).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ResourceNotFoundException,
+                format!("The resource {} does not exist.", req.resource_arn),
+            )
+        })?
     };
     Ok(json(&ListTagsForResourceOutput {
         tags: Some(tags.into_iter().map(|(key, value)| Tag { key, value }).collect()),

@@ -244,7 +244,8 @@ mod tests {
 
     use super::*;
 
-    const POLICY: &str = "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:1:resource/ecs/service/default/web:policyName/up";
+    const POLICY: &str =
+        "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:1:resource/ecs/service/default/web:policyName/up";
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ops";
 
     fn doc(enabled: bool) -> AlarmDoc {
@@ -276,7 +277,10 @@ mod tests {
         assert_eq!(calls.len(), 1);
         assert_eq!((calls[0].policy_arn.as_str(), calls[0].value, calls[0].threshold), (POLICY, Some(5.0), 1.0));
         let summaries: Vec<_> = items.iter().map(|i| i.history_summary.clone().unwrap()).collect();
-        assert_eq!(summaries, [format!("Successfully executed action {POLICY}"), format!("Failed to execute action {TOPIC}")]);
+        assert_eq!(
+            summaries,
+            [format!("Successfully executed action {POLICY}"), format!("Failed to execute action {TOPIC}")]
+        );
         // Staying in ALARM: the policy again on a period boundary, never SNS, no history.
         let (calls, items) = plan_actions(&scope, &doc(true), &t(StateValue::Alarm, StateValue::Alarm, true));
         assert_eq!((calls.len(), items.len()), (1, 0));

@@ -22,8 +22,9 @@ use crate::Server;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
-/// The largest magnitude CloudWatch takes (2^360).
+/// The largest magnitude CloudWatch takes (2^360), and the smallest other than zero (2^-360).
 const MAX_VALUE: f64 = 2.348_542_582_773_833_2e108;
+const MIN_VALUE: f64 = 4.257_959_840_008_151e-109;
 
 fn unit_of(u: Option<StandardUnit>) -> store::Unit {
     Arc::from(u.unwrap_or(StandardUnit::None).as_str())
@@ -34,16 +35,22 @@ fn dims(d: &Option<Vec<Dimension>>) -> Vec<store::Dimension> {
 }
 
 fn check_value(v: f64, path: &str) -> Result<()> {
-    if !v.is_finite() || v.abs() > MAX_VALUE {
+    if !v.is_finite() || v.abs() > MAX_VALUE || (v != 0.0 && v.abs() < MIN_VALUE) {
         return Err(invalid(format!(
-            "The value {v} for parameter {path} is invalid: values must be finite and between -2^360 and 2^360."
+            "The value {v} for parameter {path} is invalid: values must be finite, between -2^360 and 2^360, and \
+             zero or at least 2^-360 in magnitude."
         )));
     }
     Ok(())
 }
 
 /// Checks one datum as CloudWatch does and turns it into the store's form.
-fn datum(d: &MetricDatum, path: &str, now_aws: i64, clock: &estiba_core::metric_time::MetricClock) -> Result<store::Datum> {
+fn datum(
+    d: &MetricDatum,
+    path: &str,
+    now_aws: i64,
+    clock: &estiba_core::metric_time::MetricClock,
+) -> Result<store::Datum> {
     if d.dimensions.as_ref().is_some_and(|x| x.len() > 30) {
         return Err(invalid(format!("The collection {path}.Dimensions must not have a size greater than 30.")));
     }
@@ -56,13 +63,13 @@ fn datum(d: &MetricDatum, path: &str, now_aws: i64, clock: &estiba_core::metric_
     let value = match (&d.value, &d.values, &d.statistic_values) {
         (Some(_), Some(_), _) => return Err(exclusive(&format!("{path}.Value"), &format!("{path}.Values"))),
         (Some(_), _, Some(_)) => return Err(exclusive(&format!("{path}.Value"), &format!("{path}.StatisticValues"))),
-        (_, Some(_), Some(_)) => {
-            return Err(exclusive(&format!("{path}.Values"), &format!("{path}.StatisticValues")))
-        }
+        (_, Some(_), Some(_)) => return Err(exclusive(&format!("{path}.Values"), &format!("{path}.StatisticValues"))),
         (None, None, None) => {
             return Err(ApiError::new(
                 ErrorCode::MissingRequiredParameterException,
-                format!("One of the parameters {path}.Value, {path}.Values or {path}.StatisticValues must be specified."),
+                format!(
+                    "One of the parameters {path}.Value, {path}.Values or {path}.StatisticValues must be specified."
+                ),
             ))
         }
         (Some(v), None, None) => {
@@ -86,13 +93,17 @@ fn datum(d: &MetricDatum, path: &str, now_aws: i64, clock: &estiba_core::metric_
             }
             for c in &counts {
                 if !c.is_finite() || *c < 0.0 {
-                    return Err(invalid(format!("The value {c} for parameter {path}.Counts is invalid: counts may not be negative.")));
+                    return Err(invalid(format!(
+                        "The value {c} for parameter {path}.Counts is invalid: counts may not be negative."
+                    )));
                 }
             }
             store::Value::Values { values: values.clone(), counts }
         }
         (None, None, Some(s)) => {
-            for (v, n) in [(s.sample_count, "SampleCount"), (s.sum, "Sum"), (s.minimum, "Minimum"), (s.maximum, "Maximum")] {
+            for (v, n) in
+                [(s.sample_count, "SampleCount"), (s.sum, "Sum"), (s.minimum, "Minimum"), (s.maximum, "Maximum")]
+            {
                 check_value(v, &format!("{path}.StatisticValues.{n}"))?;
             }
             if s.sample_count <= 0.0 {
@@ -170,10 +181,7 @@ pub async fn put_metric_data(s: &Server, cx: &Call, req: PutMetricDataInput) -> 
         return Err(invalid("The collection MetricData must not have a size greater than 1000."));
     }
     let now = s.metric_now_ms();
-    let data = given
-        .iter()
-        .map(|(path, d)| datum(d, path, now, &s.metric_clock))
-        .collect::<Result<Vec<_>>>()?;
+    let data = given.iter().map(|(path, d)| datum(d, path, now, &s.metric_clock)).collect::<Result<Vec<_>>>()?;
     let (metrics, scope, ns) = (s.metrics.clone(), cx.scope.clone(), req.namespace.clone());
     blocking(move || metrics.put(&scope.account, &scope.region, &ns, &data, now)).await?.map_err(store_error)?;
     Ok(Bytes::new())
@@ -193,7 +201,10 @@ pub async fn list_metrics(s: &Server, cx: &Call, req: ListMetricsInput) -> Resul
     let after = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => Some(ListCursor::from_token(t).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer.")
+            ApiError::new(
+                ErrorCode::InvalidNextToken,
+                "The NextToken is invalid: pass the NextToken of a previous answer.",
+            )
         })?),
     };
     let selector = Selector {
@@ -296,7 +307,8 @@ pub async fn get_metric_statistics(s: &Server, cx: &Call, req: GetMetricStatisti
         Some(u) => UnitFilter::Only(unit_of(Some(u))),
         None => UnitFilter::Each,
     };
-    let id = MetricId::new(&cx.scope.account, &cx.scope.region, &req.namespace, &req.metric_name, dims(&req.dimensions));
+    let id =
+        MetricId::new(&cx.scope.account, &cx.scope.region, &req.namespace, &req.metric_name, dims(&req.dimensions));
     let q = Query { start, end, period, statistics, unit };
     let now = s.metric_now_ms();
     let metrics = s.metrics.clone();
@@ -400,8 +412,8 @@ fn check_queries(queries: &[MetricDataQuery]) -> Result<Vec<Option<metric_math::
                 out.push(None);
             }
             (None, Some(e)) => {
-                let parsed = metric_math::parse(e)
-                    .map_err(|m| validation(format!("Error in expression {}: {m}", q.id)))?;
+                let parsed =
+                    metric_math::parse(e).map_err(|m| validation(format!("Error in expression {}: {m}", q.id)))?;
                 let mut refs = Vec::new();
                 metric_math::references(&parsed, &mut refs);
                 for r in refs {
@@ -475,7 +487,8 @@ pub fn run_queries(
             }
             let q = &queries[i];
             let env = Env { done: &done, stats: &stat_ids };
-            let v = metric_math::evaluate(e, &env).map_err(|m| validation(format!("Error in expression {}: {m}", q.id)))?;
+            let v =
+                metric_math::evaluate(e, &env).map_err(|m| validation(format!("Error in expression {}: {m}", q.id)))?;
             let series = match v {
                 MathValue::Series(s) => s,
                 MathValue::Scalar(x) => {
@@ -539,7 +552,10 @@ pub async fn get_metric_data(s: &Server, cx: &Call, req: GetMetricDataInput) -> 
     let offset = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0,
         Some(t) => parse_token(t).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer.")
+            ApiError::new(
+                ErrorCode::InvalidNextToken,
+                "The NextToken is invalid: pass the NextToken of a previous answer.",
+            )
         })?,
     };
     let max = req.max_datapoints.filter(|m| *m > 0).map_or(100_800, |m| m as usize);
@@ -659,7 +675,13 @@ mod tests {
         put("B", t0, 40.0);
         put("B", t0 + 60_000, 60.0);
         // e2 uses e1, listed before it.
-        let qs = [stat("m1", "A"), stat("m2", "B"), expr("e2", "e1 / 2"), expr("e1", "m1/m2*100"), expr("e3", "SUM(METRICS())")];
+        let qs = [
+            stat("m1", "A"),
+            stat("m2", "B"),
+            expr("e2", "e1 / 2"),
+            expr("e1", "m1/m2*100"),
+            expr("e3", "SUM(METRICS())"),
+        ];
         let r = run_queries(&st, &scope, &qs, t0, t0 + 120_000, t0 + 120_000).unwrap();
         let get = |id: &str| r.iter().find(|q| q.id == id).unwrap().series.clone();
         assert_eq!(get("e1"), Series::from([(t0, 25.0), (t0 + 60_000, 50.0)]));

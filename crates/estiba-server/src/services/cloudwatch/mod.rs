@@ -126,9 +126,9 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 /// A metric store error in the API's terms.
 pub(crate) fn store_error(e: estiba_metricstore::Error) -> ApiError {
     match e {
-        estiba_metricstore::Error::InvalidPeriod(p) => invalid(format!(
-            "The parameter Period ({p}) must be 1, 5, 10, 20, 30 or a multiple of 60."
-        )),
+        estiba_metricstore::Error::InvalidPeriod(p) => {
+            invalid(format!("The parameter Period ({p}) must be 1, 5, 10, 20, 30 or a multiple of 60."))
+        }
         e => {
             tracing::error!(error = %e, "metric store");
             ApiError::new(ErrorCode::InternalServiceFault, e.to_string())
