@@ -1393,6 +1393,36 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded_and_worded_as_cloudwatch_does() {
+        let mut h = HistoryDoc::default();
+        for i in 0..(HISTORY_LIMIT + 5) {
+            h.push(state_update_item("a", (StateValue::Ok, "x", None), (StateValue::Alarm, "y", None), i as f64));
+        }
+        assert_eq!(h.items.len(), HISTORY_LIMIT);
+        assert_eq!(h.items[0].timestamp, Some(5.0), "the oldest go first");
+        let item = &h.items[0];
+        assert_eq!(item.history_summary.as_deref(), Some("Alarm updated from OK to ALARM"));
+        let data: serde_json::Value = serde_json::from_str(item.history_data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["oldState"]["stateValue"], "OK");
+        assert_eq!(data["newState"]["stateReason"], "y");
+        let with_data = state_update_item(
+            "a",
+            (StateValue::Ok, "x", Some("{\"k\":1}")),
+            (StateValue::Alarm, "y", Some("not json")),
+            0.0,
+        );
+        let data: serde_json::Value = serde_json::from_str(with_data.history_data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["oldState"]["stateReasonData"]["k"], 1);
+        assert!(data["newState"].get("stateReasonData").is_none());
+        let c = configuration_item("a", ConfigChange::Create, None, Some(&MetricAlarm::default()), 0.0);
+        assert_eq!(c.history_summary.as_deref(), Some("Alarm \"a\" created"));
+        assert_eq!(c.history_item_type, Some(HistoryItemType::ConfigurationUpdate));
+        let f = failed_action_item("a", "arn:aws:sns:us-east-1:1:t", "no topic", 1.5);
+        assert_eq!(f.history_summary.as_deref(), Some("Failed to execute action arn:aws:sns:us-east-1:1:t"));
+        assert_eq!(f.history_item_type, Some(HistoryItemType::Action));
+    }
+
+    #[test]
     fn errors_map_to_wire_codes() {
         let e: ApiError = AlarmError::validation("x").into();
         assert_eq!(e.code, "ValidationError");
