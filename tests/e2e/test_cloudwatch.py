@@ -434,3 +434,31 @@ def test_cli_alarm_calls(cwserver):
     assert out["MetricAlarms"][0]["EvaluationPeriods"] == 2
     cwserver.aws("cloudwatch", "delete-alarms", "--alarm-names", name)
     assert cwserver.aws("cloudwatch", "describe-alarms", "--alarm-names", name)["MetricAlarms"] == []
+
+
+def test_metric_math_alarm(cw):
+    ns, name = unique("E2E/mathalarm"), unique("ratio")
+    cw.put_metric_alarm(
+        AlarmName=name,
+        EvaluationPeriods=1,
+        Threshold=100.0,
+        ComparisonOperator="GreaterThanThreshold",
+        Metrics=[
+            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": ns, "MetricName": "Load"}, "Period": 60, "Stat": "Sum"}, "ReturnData": False},
+            {"Id": "e1", "Expression": "m1 * 2", "Label": "double", "ReturnData": True},
+        ],
+    )
+    a = state(cw, name)
+    assert a["Metrics"][1]["Expression"] == "m1 * 2" and "MetricName" not in a
+    cw.put_metric_data(Namespace=ns, MetricData=[{"MetricName": "Load", "Value": 80.0}])
+    a = wait_state(cw, name, "ALARM")
+    assert "[160.0 (" in a["StateReason"], a["StateReason"]
+
+
+def test_high_resolution_alarm(cw):
+    ns, name = unique("E2E/hires"), unique("hires")
+    alarm(cw, name, ns, Period=10)
+    cw.put_metric_data(Namespace=ns, MetricData=[{"MetricName": "Load", "Value": 90.0, "StorageResolution": 1}])
+    # A 10-second period lasts under a real second at 5 s per minute.
+    a = wait_state(cw, name, "ALARM", timeout=PERIOD)
+    assert json.loads(a["StateReasonData"])["period"] == 10
