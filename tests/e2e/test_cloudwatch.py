@@ -319,6 +319,12 @@ def test_alarm_follows_its_metric(cw):
     assert summaries[-1] == f'Alarm "{name}" created'
     upd = json.loads(items[0]["HistoryData"])
     assert upd["oldState"]["stateValue"] == "ALARM" and upd["newState"]["stateValue"] == "OK"
+    # Paging, newest first, then oldest first.
+    p1 = cw.describe_alarm_history(AlarmName=name, MaxRecords=2)
+    p2 = cw.describe_alarm_history(AlarmName=name, MaxRecords=2, NextToken=p1["NextToken"])
+    assert [i["HistorySummary"] for i in p1["AlarmHistoryItems"] + p2["AlarmHistoryItems"]] == summaries
+    asc = cw.describe_alarm_history(AlarmName=name, ScanBy="TimestampAscending")["AlarmHistoryItems"]
+    assert [i["HistorySummary"] for i in asc] == summaries[::-1]
     only_config = cw.describe_alarm_history(AlarmName=name, HistoryItemType="ConfigurationUpdate")["AlarmHistoryItems"]
     assert [i["HistoryItemType"] for i in only_config] == ["ConfigurationUpdate"]
     # DescribeAlarms filters, DescribeAlarmsForMetric.
