@@ -201,3 +201,44 @@ def test_application_load_balancer_metrics(alb_node):
     assert set(points("UnHealthyHostCount", both, "Maximum")) == {0.0}
     assert total("TargetResponseTime", both, "SampleCount") >= n + 5 - 2
     ecs.delete_service(cluster="default", service="web", force=True)
+
+
+def test_task_metadata_endpoint_answers_from_inside_the_task(node, busybox):
+    import json
+    import subprocess
+    from conftest import BIN
+    ecs = node.client()
+    fam = unique("meta")
+    script = ("sleep 4; for p in /task '' /stats /task/stats; do wget -qO- \"$ECS_CONTAINER_METADATA_URI_V4$p\"; echo; done; "
+              "echo \"v3=$ECS_CONTAINER_METADATA_URI\"; wget -qO- \"$ECS_CONTAINER_METADATA_URI_V4/nothing\" || echo missing; "
+              "exec sleep 600")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "app", "image": busybox, "cpu": 128, "memory": 256, "command": ["sh", "-c", script]}])
+    arn = ecs.run_task(taskDefinition=fam, networkConfiguration=NET)["tasks"][0]["taskArn"]
+    task_id = arn.rsplit("/", 1)[1]
+
+    def lines():
+        out = subprocess.run([BIN, "logs", arn, "--data-dir", node.data_dir], capture_output=True, text=True, timeout=30)
+        got = out.stdout.splitlines()
+        return len(got) >= 6 and got
+    out = wait_until(lines, timeout=60, interval=0.5, what="the task's metadata in its output")
+    task, container, stats, task_stats = (json.loads(l) for l in out[:4])
+    t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+    assert task["TaskARN"] == arn and task["Cluster"] == t["clusterArn"]
+    assert task["Family"] == fam and task["Revision"] == "1" and task["LaunchType"] == "FARGATE"
+    assert task["Limits"] == {"CPU": 0.25, "Memory": 512} and task["KnownStatus"] == "RUNNING"
+    assert task["AvailabilityZone"] == t["availabilityZone"]
+    [c] = task["Containers"]
+    assert c == container
+    ip = t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
+    assert c["Name"] == "app" and c["DockerId"] == f"{task_id}-app" and c["Image"] == busybox
+    assert c["Limits"] == {"CPU": 128, "Memory": 256} and c["KnownStatus"] == "RUNNING"
+    assert c["Networks"] == [{"NetworkMode": "awsvpc", "IPv4Addresses": [ip], "AttachmentIndex": 0}]
+    assert c["Labels"]["com.amazonaws.ecs.task-arn"] == arn
+    assert stats["memory_stats"]["limit"] == 256 << 20 and 0 < stats["memory_stats"]["usage"] < 256 << 20
+    assert stats["cpu_stats"]["online_cpus"] >= 1 and stats["cpu_stats"]["system_cpu_usage"] > 0
+    assert stats["networks"]["eth0"]["rx_bytes"] >= 0 and stats["id"] == f"{task_id}-app"
+    assert list(task_stats) == [f"{task_id}-app"]
+    assert out[4] == f"v3=http://169.254.170.2/v3/{task_id}-app" and out[5] == "missing", out[4:]
+    ecs.stop_task(task=arn)

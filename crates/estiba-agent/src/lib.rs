@@ -14,6 +14,7 @@ pub mod awslogs;
 pub mod control;
 pub mod health;
 pub mod lb;
+pub mod metadata;
 pub mod network;
 pub mod pool;
 pub mod runner;
@@ -188,7 +189,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         tokio::spawn(lb::run(shared.clone(), rx, shutdown.clone()));
     }
     tokio::spawn(heartbeat(shared.clone()));
-    tokio::spawn(stats::run(shared.clone(), shared.cfg.metrics_interval, shutdown.clone()));
+    // The sampler's last readings, which the task metadata endpoint shows.
+    let latest = Arc::new(metadata::Latest::default());
+    tokio::spawn(stats::run(shared.clone(), shared.cfg.metrics_interval, latest.clone(), shutdown.clone()));
+    tokio::spawn(metadata::run(shared.clone(), latest, shutdown.clone()));
     // Slots whose parked supervisor a `kill -9` took are empty: remove them, then park anew.
     let _ = tokio::task::spawn_blocking(estiba_runtime::container::cgroup::sweep_slots).await;
     shared.pool.refill();

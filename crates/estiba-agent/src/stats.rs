@@ -279,7 +279,12 @@ fn now_ms() -> i64 {
 }
 
 /// Samples this node's running tasks every `interval` until `shutdown` flips.
-pub async fn run(shared: Arc<Shared>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    interval: Duration,
+    latest: Arc<crate::metadata::Latest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let rx = shared.cp.assignments();
     let mut sampler = Some(Sampler::new(Roots::host(), PathBuf::from("/proc")));
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
@@ -310,11 +315,18 @@ pub async fn run(shared: Arc<Shared>, interval: Duration, mut shutdown: watch::R
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 out.extend(s.task(arn, id, &names, ts));
             }
-            (s, out)
+            (s, out, crate::metadata::system_cpu_ns())
         })
         .await;
-        let Ok((s, samples)) = joined else { return };
+        let Ok((s, samples, system_cpu_ns)) = joined else { return };
         sampler = Some(s);
+        let online_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        latest.record(
+            samples
+                .iter()
+                .map(|s| crate::metadata::Reading { sample: s.clone(), system_cpu_ns, online_cpus })
+                .collect(),
+        );
         if !samples.is_empty() {
             shared.cp.telemetry().send(Telemetry::Metrics(samples));
         }

@@ -143,6 +143,7 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
     merge_env(&mut env, pairs(def.environment.as_ref()));
     merge_env(&mut env, pairs(ov.and_then(|o| o.environment.as_ref())));
     merge_env(&mut env, [format!("ECS_CONTAINER_NAME={name}")]);
+    merge_env(&mut env, crate::metadata::env(cx.task_id, &name));
 
     let mut rlimits: Vec<Rlimit> = def
         .ulimits
