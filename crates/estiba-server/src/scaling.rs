@@ -1,16 +1,34 @@
 //! Application Auto Scaling's side of the server: what happens when an alarm invokes a
-//! scaling policy. The alarm controller (CloudWatch) calls [`alarm_action`] for every action
-//! ARN of a scaling policy that its evaluation invokes; the policy's arithmetic lives in
-//! `estiba_core::autoscaling`, and the new desired count goes through the path UpdateService
-//! uses.
+//! scaling policy, and the writes every scaling shares. The alarm controller (CloudWatch)
+//! calls [`alarm_action`] for every action ARN of a scaling policy that its evaluation
+//! invokes; the policy's arithmetic lives in `estiba_core::autoscaling`, and the new desired
+//! count goes through the path UpdateService uses ([`set_desired_count`]), so deployments,
+//! the scheduler and service events see it as any UpdateService.
+//!
+//! Cooldowns run in AWS time (`Server::metric_clock`): the policy's memory keeps AWS seconds,
+//! so with `--metric-period 5s` a 300 s cooldown lasts 25 real seconds. Activities carry wall
+//! time.
 //!
 //! May not: import a service module's handlers (what CloudWatch and Application Auto Scaling
-//! share is in estiba-core).
+//! share is in estiba-core); it reads the view tables the Application Auto Scaling module
+//! registers.
 
+use estiba_api::application_autoscaling::PolicyType;
 use estiba_api::cloudwatch::StateValue;
-use estiba_core::Scope;
+use estiba_api::ecs::{LaunchType, UpdateServiceRequest};
+use estiba_core::arn::TaskDefRef;
+use estiba_core::autoscaling::docs::{self, ActivityLog, ActivityRecord, PolicyDoc, TargetDoc};
+use estiba_core::autoscaling::{
+    self as rules, Activity, Bounds, Decision, Direction, EcsService, Situation, TargetTracking, TrackingAlarm,
+};
+use estiba_core::service as svc_rules;
+use estiba_core::task::Launch;
+use estiba_core::{EcsError, Now, Scope};
+use estiba_store::{Compare, Op, Txn};
 
-use crate::Server;
+use crate::services::application_autoscaling::{activities_table, policies_table, targets_table};
+use crate::view::State;
+use crate::{keys, RandomIds, Server, WriteError};
 
 /// An alarm invoking a scaling policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,7 +39,8 @@ pub struct AlarmAction {
     pub alarm_name: String,
     pub alarm_arn: String,
     /// The state the alarm is in (actions of scaling policies are invoked on the transition
-    /// and again every period the alarm stays in it, as CloudWatch does for Auto Scaling).
+    /// to the state and again every period the alarm stays in it, as CloudWatch does for
+    /// Auto Scaling).
     pub state: StateValue,
     /// The alarm's threshold and the newest datapoint's value it evaluated (step scaling picks
     /// its step from `value - threshold`; target tracking scales by `value / target`).
@@ -31,8 +50,225 @@ pub struct AlarmAction {
     pub at_ms: i64,
 }
 
-/// Runs the scaling policy an alarm invokes.
+/// Why a scaling could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalingRunError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+fn put<T: serde::Serialize>(key: impl Into<String>, v: &T) -> Op {
+    Op::put(key, serde_json::to_vec(v).expect("documents serialize"))
+}
+
+/// The service's desired count, `None` when ECS has no such service.
+pub(crate) fn desired_count(st: &State, scope: &Scope, service: &EcsService) -> Option<i32> {
+    st.services.get(&keys::service(scope, &service.cluster, &service.service)).map(|d| d.value.desired_count)
+}
+
+/// Whether ECS has this service, ACTIVE.
+pub(crate) fn service_active(st: &State, scope: &Scope, service: &EcsService) -> bool {
+    st.services
+        .get(&keys::service(scope, &service.cluster, &service.service))
+        .is_some_and(|d| svc_rules::status(&d.value) == svc_rules::ACTIVE)
+}
+
+/// Adds to `txn` the setting of the service's desired count to `desired`, through the core
+/// rule UpdateService applies (`estiba_core::service::update` with only `desiredCount`).
+pub(crate) fn set_desired_count(
+    st: &State,
+    scope: &Scope,
+    service: &EcsService,
+    desired: i32,
+    now: Now,
+    txn: &mut Txn,
+) -> Result<(), EcsError> {
+    let key = keys::service(scope, &service.cluster, &service.service);
+    let d = st.services.get(&key).ok_or_else(EcsError::service_not_found)?;
+    let mut svc = d.value.clone();
+    let td = svc
+        .task_definition
+        .as_deref()
+        .and_then(TaskDefRef::parse)
+        .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))))
+        .ok_or_else(EcsError::task_definition_not_found)?;
+    let launch_type = svc.launch_type.unwrap_or_else(|| {
+        if svc_rules::is_fargate(&svc) {
+            LaunchType::Fargate
+        } else {
+            LaunchType::Ec2
+        }
+    });
+    let req = UpdateServiceRequest {
+        service: service.service.clone(),
+        cluster: Some(service.cluster.clone()),
+        desired_count: Some(desired),
+        ..Default::default()
+    };
+    let launch = Launch { launch_type, capacity_provider: None };
+    let updated = svc_rules::update(scope, &service.cluster, &mut svc, &req, &td.value, launch, &mut RandomIds, now)?;
+    if updated.deployment.is_some() {
+        // A desired count alone never starts a deployment; should the rules ever say
+        // otherwise, leave it to UpdateService rather than half-write one here.
+        return Err(EcsError::server("changing the desired count would start a deployment"));
+    }
+    txn.compares.push(Compare::mod_revision(&key, d.rev));
+    txn.ops.push(put(key, &svc));
+    Ok(())
+}
+
+/// Adds to `txn` the recording of `activity` (started and ended at `now`) in the target's
+/// activity log.
+pub(crate) fn record_activity(st: &State, scope: &Scope, resource_id: &str, activity: Activity, now: Now, txn: &mut Txn) {
+    let key = docs::activities_key(scope, resource_id);
+    let mut log = match st.doc::<ActivityLog>(activities_table(), &key) {
+        Some(d) => {
+            txn.compares.push(Compare::mod_revision(&key, d.rev));
+            d.value.clone()
+        }
+        None => {
+            txn.compares.push(Compare::absent(&key));
+            ActivityLog::new(resource_id)
+        }
+    };
+    let end = (activity.status_code != estiba_api::application_autoscaling::ScalingActivityStatusCode::InProgress)
+        .then_some(now);
+    log.push(ActivityRecord { id: uuid::Uuid::new_v4().to_string(), activity, start: now, end });
+    txn.ops.push(put(key, &log));
+}
+
+/// After a target's bounds changed to `bounds`: when the service's desired count falls
+/// outside them, adds to `txn` its move into them and the activity that records it
+/// (`cause_prefix`, if any, is said first, as scheduled actions do). Returns the new count.
+pub(crate) fn enforce_bounds(
+    st: &State,
+    scope: &Scope,
+    target: &TargetDoc,
+    bounds: &Bounds,
+    now: Now,
+    txn: &mut Txn,
+) -> Option<i32> {
+    let current = desired_count(st, scope, &target.service)?;
+    let (desired, activity) = rules::enforce_bounds(bounds, current)?;
+    let resource_id = target.service.resource_id();
+    let activity = match set_desired_count(st, scope, &target.service, desired, now, txn) {
+        Ok(()) => activity,
+        Err(e) => Activity::desired_count_failed(desired, activity.cause, &e.message),
+    };
+    record_activity(st, scope, &resource_id, activity, now, txn);
+    Some(desired)
+}
+
+/// What running a policy came to.
+#[derive(Debug, PartialEq)]
+enum Ran {
+    Nothing,
+    Scaled(i32),
+    NotScaled,
+    Failed,
+}
+
+/// Runs the scaling policy an alarm invokes: finds the policy by its ARN, applies suspension
+/// and cooldowns, computes the new capacity (target tracking from `value / target`, step
+/// scaling from the step of `value - threshold`), clamps it to the target's bounds, sets the
+/// service's desired count and records the activity, in one transaction with the policy's
+/// memory.
 pub async fn alarm_action(s: &Server, action: AlarmAction) {
-    let _ = s;
-    tracing::debug!(policy = %action.policy_arn, alarm = %action.alarm_name, "scaling policies are not executed yet");
+    if action.state != StateValue::Alarm {
+        return;
+    }
+    match run_policy(s, &action).await {
+        Ok(Ran::Nothing) => {}
+        Ok(ran) => tracing::info!(policy = %action.policy_arn, alarm = %action.alarm_name, ?ran, "scaling policy ran"),
+        Err(e) => tracing::warn!(policy = %action.policy_arn, error = %e, "scaling policy"),
+    }
+}
+
+/// The policy an action ARN names (AWS's alarms may append `:createdBy/<uuid>`).
+fn find_policy<'a>(st: &'a State, scope: &Scope, arn: &str) -> Option<&'a crate::view::Doc<PolicyDoc>> {
+    st.docs::<PolicyDoc>(policies_table(), &docs::policies_prefix(scope, None)).find(|d| {
+        let p = &d.value.policy.policy_arn;
+        arn == p || arn.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with(":createdBy/"))
+    })
+}
+
+async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunError> {
+    let scope = &action.scope;
+    let aws_now = action.at_ms as f64 / 1000.0;
+    s.transact::<_, ScalingRunError>(|st| {
+        let wall_now = crate::now();
+        let Some(p) = find_policy(st, scope, &action.policy_arn) else {
+            return Ok((Txn::new(), Ran::Nothing));
+        };
+        let resource_id = p.value.policy.resource_id.clone();
+        let tkey = docs::target_key(scope, &resource_id);
+        let Some(t) = st.doc::<TargetDoc>(targets_table(), &tkey) else {
+            return Ok((Txn::new(), Ran::Nothing));
+        };
+        let Some(current) = desired_count(st, scope, &t.value.service) else {
+            return Ok((Txn::new(), Ran::Nothing));
+        };
+        let Some(value) = action.value else {
+            return Ok((Txn::new(), Ran::Nothing));
+        };
+        let bounds = t.value.bounds;
+        let memory = p.value.memory;
+        let at = Situation { current, bounds: &bounds, memory: &memory, now: aws_now };
+        let policy = &p.value.policy;
+        let (decision, scale_out_cooldown) = match policy.policy_type {
+            PolicyType::TargetTrackingScaling => {
+                let (Some(cfg), Some(which)) = (
+                    policy.target_tracking_scaling_policy_configuration.as_ref(),
+                    TrackingAlarm::of_name(&action.alarm_name),
+                ) else {
+                    return Ok((Txn::new(), Ran::Nothing));
+                };
+                let tt = TargetTracking::from_config(cfg);
+                (tt.decide(which, value, &at), tt.cooldowns)
+            }
+            PolicyType::StepScaling => {
+                let Some(cfg) = policy.step_scaling_policy_configuration.as_ref() else {
+                    return Ok((Txn::new(), Ran::Nothing));
+                };
+                let c = cfg.cooldown.unwrap_or(rules::DEFAULT_COOLDOWN);
+                (
+                    rules::step_scaling_decision(cfg, action.threshold, value, &at),
+                    rules::Cooldowns { scale_out: c, scale_in: c },
+                )
+            }
+            PolicyType::PredictiveScaling => return Ok((Txn::new(), Ran::Nothing)),
+        };
+        let cause = rules::alarm_cause(&action.alarm_name, &policy.policy_name);
+        let mut txn = Txn::new().when(Compare::mod_revision(&p.key, p.rev)).when(Compare::mod_revision(&t.key, t.rev));
+        let ran = match decision {
+            Decision::Hold(_) => return Ok((Txn::new(), Ran::Nothing)),
+            Decision::NotScaled(reason) => {
+                record_activity(st, scope, &resource_id, Activity::not_scaled(cause, reason), wall_now, &mut txn);
+                Ran::NotScaled
+            }
+            Decision::Scale { desired, direction } => {
+                match set_desired_count(st, scope, &t.value.service, desired, wall_now, &mut txn) {
+                    Ok(()) => {
+                        let base = match direction {
+                            Direction::Out => memory.scale_out_base(scale_out_cooldown, aws_now, current),
+                            Direction::In => current,
+                        };
+                        let mut doc = p.value.clone();
+                        doc.memory = memory.after(&decision, current, base, aws_now);
+                        txn.ops.push(put(p.key.clone(), &doc));
+                        let activity = Activity::desired_count_set(desired, cause);
+                        record_activity(st, scope, &resource_id, activity, wall_now, &mut txn);
+                        Ran::Scaled(desired)
+                    }
+                    Err(e) => {
+                        let activity = Activity::desired_count_failed(desired, cause, &e.message);
+                        record_activity(st, scope, &resource_id, activity, wall_now, &mut txn);
+                        Ran::Failed
+                    }
+                }
+            }
+        };
+        Ok((txn, ran))
+    })
+    .await
 }
