@@ -120,6 +120,19 @@ pub(crate) fn set_desired_count(
 /// Adds to `txn` the recording of `activity` (started and ended at `now`) in the target's
 /// activity log.
 pub(crate) fn record_activity(st: &State, scope: &Scope, resource_id: &str, activity: Activity, now: Now, txn: &mut Txn) {
+    record_activities(st, scope, resource_id, vec![activity], now, txn)
+}
+
+/// Like [`record_activity`] for several activities of one transaction, oldest first (one
+/// write of the log: a transaction may not put one key twice from the same read).
+pub(crate) fn record_activities(
+    st: &State,
+    scope: &Scope,
+    resource_id: &str,
+    activities: Vec<Activity>,
+    now: Now,
+    txn: &mut Txn,
+) {
     let key = docs::activities_key(scope, resource_id);
     let mut log = match st.doc::<ActivityLog>(activities_table(), &key) {
         Some(d) => {
@@ -131,9 +144,11 @@ pub(crate) fn record_activity(st: &State, scope: &Scope, resource_id: &str, acti
             ActivityLog::new(resource_id)
         }
     };
-    let end = (activity.status_code != estiba_api::application_autoscaling::ScalingActivityStatusCode::InProgress)
-        .then_some(now);
-    log.push(ActivityRecord { id: uuid::Uuid::new_v4().to_string(), activity, start: now, end });
+    for activity in activities {
+        let end = (activity.status_code != estiba_api::application_autoscaling::ScalingActivityStatusCode::InProgress)
+            .then_some(now);
+        log.push(ActivityRecord { id: uuid::Uuid::new_v4().to_string(), activity, start: now, end });
+    }
     txn.ops.push(put(key, &log));
 }
 
@@ -208,8 +223,12 @@ async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunE
         let Some(current) = desired_count(st, scope, &t.value.service) else {
             return Ok((Txn::new(), Ran::Nothing));
         };
-        let Some(value) = action.value else {
-            return Ok((Txn::new(), Ran::Nothing));
+        // Without a datapoint (SetAlarmState), step scaling takes the value at the threshold
+        // (the step bordering it); target tracking has nothing to scale by.
+        let value = match (action.value, p.value.policy.policy_type) {
+            (Some(v), _) => v,
+            (None, PolicyType::StepScaling) => action.threshold,
+            (None, _) => return Ok((Txn::new(), Ran::Nothing)),
         };
         let bounds = t.value.bounds;
         let memory = p.value.memory;

@@ -114,15 +114,16 @@ async fn run(server: &Server, key: &str) -> Result<(), WriteError> {
             tdoc.bounds = run.bounds;
             txn.compares.push(Compare::mod_revision(&tkey, target.rev));
             txn.ops.push(crate::services::application_autoscaling::put_doc(&tkey, &tdoc));
-            scaling::record_activity(st, &scope, &resource_id, run.activity, t, &mut txn);
+            let mut activities = vec![run.activity];
             if let (Some((desired, activity)), Some(_)) = (run.desired, current) {
-                let activity =
+                activities.push(
                     match scaling::set_desired_count(st, &scope, &target.value.service, desired, t, &mut txn) {
                         Ok(()) => activity,
                         Err(e) => rules::Activity::desired_count_failed(desired, activity.cause, &e.message),
-                    };
-                scaling::record_activity(st, &scope, &resource_id, activity, t, &mut txn);
+                    },
+                );
             }
+            scaling::record_activities(st, &scope, &resource_id, activities, t, &mut txn);
             Ok((txn, Some((a.scheduled_action_name.clone(), run.bounds))))
         })
         .await?;
