@@ -277,8 +277,9 @@ impl Server {
         let logs = estiba_logstore::LogStore::open(&logs_dir, options)
             .map_err(|e| estiba_store::StoreError::Backend(format!("log store at {}: {e}", logs_dir.display())))?;
         let (metrics_dir, metrics_tmp) = data_dir("metrics", config.metrics_dir.as_deref())?;
-        let metrics = estiba_metricstore::MetricStore::open(&metrics_dir, Default::default())
-            .map_err(|e| estiba_store::StoreError::Backend(format!("metric store at {}: {e}", metrics_dir.display())))?;
+        let metrics = estiba_metricstore::MetricStore::open(&metrics_dir, Default::default()).map_err(|e| {
+            estiba_store::StoreError::Backend(format!("metric store at {}: {e}", metrics_dir.display()))
+        })?;
         let metric_clock = metric_clock(&metrics_dir, config.metric_period)?;
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));

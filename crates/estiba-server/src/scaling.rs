@@ -92,13 +92,16 @@ pub(crate) fn set_desired_count(
         .and_then(TaskDefRef::parse)
         .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))))
         .ok_or_else(EcsError::task_definition_not_found)?;
-    let launch_type = svc.launch_type.unwrap_or_else(|| {
-        if svc_rules::is_fargate(&svc) {
-            LaunchType::Fargate
-        } else {
-            LaunchType::Ec2
-        }
-    });
+    let launch_type =
+        svc.launch_type.unwrap_or_else(
+            || {
+                if svc_rules::is_fargate(&svc) {
+                    LaunchType::Fargate
+                } else {
+                    LaunchType::Ec2
+                }
+            },
+        );
     let req = UpdateServiceRequest {
         service: service.service.clone(),
         cluster: Some(service.cluster.clone()),
@@ -119,7 +122,14 @@ pub(crate) fn set_desired_count(
 
 /// Adds to `txn` the recording of `activity` (started and ended at `now`) in the target's
 /// activity log.
-pub(crate) fn record_activity(st: &State, scope: &Scope, resource_id: &str, activity: Activity, now: Now, txn: &mut Txn) {
+pub(crate) fn record_activity(
+    st: &State,
+    scope: &Scope,
+    resource_id: &str,
+    activity: Activity,
+    now: Now,
+    txn: &mut Txn,
+) {
     record_activities(st, scope, resource_id, vec![activity], now, txn)
 }
 
@@ -147,7 +157,7 @@ pub(crate) fn record_activities(
     for activity in activities {
         let end = (activity.status_code != estiba_api::application_autoscaling::ScalingActivityStatusCode::InProgress)
             .then_some(now);
-        log.push(ActivityRecord { id: uuid::Uuid::new_v4().to_string(), activity, start: now, end });
+        log.push(ActivityRecord { id: uuid::Uuid::new_v4().to_string(), seq: 0, activity, start: now, end });
     }
     txn.ops.push(put(key, &log));
 }
@@ -290,4 +300,201 @@ async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunE
         Ok((txn, ran))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use estiba_api::schema::Protocol;
+    use estiba_store::MemStore;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::services::{by_signing_name, Call, Input, InputBody};
+
+    fn scope() -> Scope {
+        Scope::new("123456789012", "us-east-1")
+    }
+
+    async fn call(s: &Server, svc: &str, op: &str, body: Value) -> Value {
+        let service = by_signing_name(svc).expect("service");
+        let model = service.model();
+        let i = model.operations.iter().position(|o| o.name == op).expect("operation");
+        let input = Input {
+            body: InputBody::Json(Bytes::from(body.to_string())),
+            protocol: Protocol::Json,
+            style: model.path_style(),
+        };
+        let out = service
+            .call(s, Call { scope: scope(), now: crate::now() }, i, input)
+            .await
+            .unwrap_or_else(|e| panic!("{op}: {} {}", e.code, e.message));
+        if out.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out).expect("json")
+        }
+    }
+
+    async fn desired(s: &Server) -> i64 {
+        let out = call(s, "ecs", "DescribeServices", json!({"cluster": "c", "services": ["web"]})).await;
+        out["services"][0]["desiredCount"].as_i64().expect("desiredCount")
+    }
+
+    async fn activities(s: &Server, include_not_scaled: bool) -> Vec<Value> {
+        let out = call(
+            s,
+            "application-autoscaling",
+            "DescribeScalingActivities",
+            json!({"ServiceNamespace": "ecs", "ResourceId": "service/c/web", "IncludeNotScaledActivities": include_not_scaled}),
+        )
+        .await;
+        out["ScalingActivities"].as_array().expect("activities").clone()
+    }
+
+    fn fired(policy_arn: &str, alarm_name: &str, threshold: f64, value: f64, at_ms: i64) -> AlarmAction {
+        AlarmAction {
+            scope: scope(),
+            policy_arn: policy_arn.to_string(),
+            alarm_name: alarm_name.to_string(),
+            alarm_arn: estiba_core::alarms::alarm_arn(&scope(), alarm_name),
+            state: StateValue::Alarm,
+            threshold,
+            value: Some(value),
+            at_ms,
+        }
+    }
+
+    async fn server_with_service() -> Arc<Server> {
+        let s = Server::new(crate::Config::default(), Arc::new(MemStore::new())).await.expect("server");
+        call(&s, "ecs", "CreateCluster", json!({"clusterName": "c"})).await;
+        call(
+            &s,
+            "ecs",
+            "RegisterTaskDefinition",
+            json!({"family": "f", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256",
+                   "memory": "512", "containerDefinitions": [{"name": "app", "image": "busybox"}]}),
+        )
+        .await;
+        call(
+            &s,
+            "ecs",
+            "CreateService",
+            json!({"cluster": "c", "serviceName": "web", "taskDefinition": "f", "desiredCount": 2,
+                   "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}}),
+        )
+        .await;
+        call(
+            &s,
+            "application-autoscaling",
+            "RegisterScalableTarget",
+            json!({"ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
+                   "ResourceId": "service/c/web", "MinCapacity": 1, "MaxCapacity": 6}),
+        )
+        .await;
+        s
+    }
+
+    #[tokio::test]
+    async fn step_scaling_with_cooldown_bounds_and_suspension() {
+        let s = server_with_service().await;
+        let arn = call(
+            &s,
+            "application-autoscaling",
+            "PutScalingPolicy",
+            json!({"PolicyName": "out", "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
+                   "ResourceId": "service/c/web", "PolicyType": "StepScaling",
+                   "StepScalingPolicyConfiguration": {"AdjustmentType": "ChangeInCapacity", "Cooldown": 300,
+                       "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 3}]}}),
+        )
+        .await["PolicyARN"]
+            .as_str()
+            .expect("arn")
+            .to_string();
+        let t0 = 1_000_000_000;
+        alarm_action(&s, fired(&arn, "hi", 80.0, 90.0, t0)).await;
+        assert_eq!(desired(&s).await, 5);
+        let a = &activities(&s, false).await[0];
+        assert_eq!(a["Description"], "Setting desired count to 5.");
+        assert_eq!(a["Cause"], "monitor alarm hi in state ALARM triggered policy out");
+        assert_eq!(a["StatusCode"], "Successful");
+        // The alarm stays in ALARM: within the cooldown the scale-out counts from 2, so 5
+        // again, and nothing moves.
+        alarm_action(&s, fired(&arn, "hi", 80.0, 90.0, t0 + 60_000)).await;
+        assert_eq!(desired(&s).await, 5);
+        assert_eq!(activities(&s, true).await.len(), 1);
+        // After the cooldown (AWS time): 8, clamped to the maximum 6.
+        alarm_action(&s, fired(&arn, "hi", 80.0, 90.0, t0 + 301_000)).await;
+        assert_eq!(desired(&s).await, 6);
+        // At the maximum: a not-scaled activity, listed only on request.
+        alarm_action(&s, fired(&arn, "hi", 80.0, 90.0, t0 + 700_000)).await;
+        assert_eq!(desired(&s).await, 6);
+        assert_eq!(activities(&s, false).await.len(), 2);
+        let all = activities(&s, true).await;
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0]["NotScaledReasons"][0]["Code"], "AlreadyAtMaxCapacity", "{all:#?}");
+        // Other states and unknown policies do nothing.
+        let mut ok = fired(&arn, "hi", 80.0, 90.0, t0 + 2_000_000);
+        ok.state = StateValue::Ok;
+        alarm_action(&s, ok).await;
+        alarm_action(&s, fired(&format!("{arn}x"), "hi", 80.0, 90.0, t0 + 2_000_000)).await;
+        assert_eq!(activities(&s, true).await.len(), 3);
+        // Scale-out suspended: the policy holds.
+        call(
+            &s,
+            "application-autoscaling",
+            "RegisterScalableTarget",
+            json!({"ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
+                   "ResourceId": "service/c/web", "MaxCapacity": 10,
+                   "SuspendedState": {"DynamicScalingOutSuspended": true}}),
+        )
+        .await;
+        alarm_action(&s, fired(&arn, "hi", 80.0, 90.0, t0 + 3_000_000)).await;
+        assert_eq!(desired(&s).await, 6);
+    }
+
+    #[tokio::test]
+    async fn target_tracking_scales_in_from_its_low_alarm() {
+        let s = server_with_service().await;
+        let out = call(
+            &s,
+            "application-autoscaling",
+            "PutScalingPolicy",
+            json!({"PolicyName": "cpu", "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
+                   "ResourceId": "service/c/web", "PolicyType": "TargetTrackingScaling",
+                   "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 50.0,
+                       "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}}}),
+        )
+        .await;
+        let arn = out["PolicyARN"].as_str().expect("arn");
+        let names: Vec<&str> =
+            out["Alarms"].as_array().expect("alarms").iter().map(|a| a["AlarmName"].as_str().unwrap()).collect();
+        let high = names.iter().find(|n| n.contains("-AlarmHigh-")).expect("high");
+        let low = names.iter().find(|n| n.contains("-AlarmLow-")).expect("low");
+        // The alarms are stored where CloudWatch reads them.
+        let key = estiba_core::alarms::alarm_key(&scope(), high);
+        assert!(s.store.get(&key).await.expect("get").is_some());
+        // AlarmHigh at 100 % with 2 tasks: ceil(2 × 100 / 50) = 4.
+        let t0 = 2_000_000_000;
+        alarm_action(&s, fired(arn, high, 50.0, 100.0, t0)).await;
+        assert_eq!(desired(&s).await, 4);
+        // AlarmLow during the scale-out cooldown (300 s by default): held.
+        alarm_action(&s, fired(arn, low, 45.0, 10.0, t0 + 100_000)).await;
+        assert_eq!(desired(&s).await, 4);
+        // After it: ceil(4 × 10 / 50) = 1.
+        alarm_action(&s, fired(arn, low, 45.0, 10.0, t0 + 400_000)).await;
+        assert_eq!(desired(&s).await, 1);
+        // Deleting the policy deletes its alarms.
+        call(
+            &s,
+            "application-autoscaling",
+            "DeleteScalingPolicy",
+            json!({"PolicyName": "cpu", "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
+                   "ResourceId": "service/c/web"}),
+        )
+        .await;
+        assert!(s.store.get(&key).await.expect("get").is_none());
+    }
 }

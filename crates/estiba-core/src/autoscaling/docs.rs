@@ -112,6 +112,10 @@ impl ScheduledDoc {
 #[serde(rename_all = "camelCase")]
 pub struct ActivityRecord {
     pub id: String,
+    /// The log's count of activities when this one was added: orders activities of one
+    /// instant.
+    #[serde(default)]
+    pub seq: u64,
     pub activity: Activity,
     pub start: Now,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,17 +128,20 @@ pub struct ActivityRecord {
 pub struct ActivityLog {
     pub resource_id: String,
     pub items: Vec<ActivityRecord>,
+    /// How many activities were ever added (the next one's `seq`).
+    #[serde(default)]
+    pub added: u64,
 }
 
 impl ActivityLog {
     pub fn new(resource_id: &str) -> ActivityLog {
-        ActivityLog { resource_id: resource_id.to_string(), items: Vec::new() }
+        ActivityLog { resource_id: resource_id.to_string(), items: Vec::new(), added: 0 }
     }
 
     /// Adds `record` as the newest, keeping at most [`MAX_ACTIVITIES`]. A not-scaled
     /// activity that repeats the newest one (same cause and reasons: an alarm that stays in
     /// ALARM) refreshes its times instead of adding another.
-    pub fn push(&mut self, record: ActivityRecord) {
+    pub fn push(&mut self, mut record: ActivityRecord) {
         if !record.activity.not_scaled_reasons.is_empty() {
             if let Some(first) = self.items.first_mut() {
                 if first.activity == record.activity {
@@ -144,6 +151,8 @@ impl ActivityLog {
                 }
             }
         }
+        record.seq = self.added;
+        self.added += 1;
         self.items.insert(0, record);
         self.items.truncate(MAX_ACTIVITIES);
     }
@@ -155,7 +164,7 @@ mod tests {
     use crate::autoscaling::NotScaled;
 
     fn rec(id: usize, activity: Activity) -> ActivityRecord {
-        ActivityRecord { id: id.to_string(), activity, start: id as f64, end: Some(id as f64) }
+        ActivityRecord { id: id.to_string(), seq: 0, activity, start: id as f64, end: Some(id as f64) }
     }
 
     #[test]
@@ -176,6 +185,7 @@ mod tests {
         }
         assert_eq!(log.items.len(), MAX_ACTIVITIES);
         assert_eq!(log.items[0].id, (MAX_ACTIVITIES + 4).to_string());
+        assert_eq!(log.items[0].seq, (MAX_ACTIVITIES + 4) as u64);
     }
 
     #[test]

@@ -9,9 +9,9 @@ use super::{activities_table, ecs_matches, limit, page, Result};
 use crate::services::{json, Call};
 use crate::Server;
 
-/// The paging key: newest first, ties broken by id.
+/// The paging key: newest first; in one instant, the later added first.
 fn sort_key(r: &(String, ActivityRecord)) -> String {
-    format!("{:020.6}/{}", r.1.start, r.1.id)
+    format!("{:020.6}/{:020}/{}", r.1.start, r.1.seq, r.1.id)
 }
 
 pub async fn describe_scaling_activities(

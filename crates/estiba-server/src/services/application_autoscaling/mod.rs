@@ -114,7 +114,11 @@ pub(crate) fn put_doc<T: serde::Serialize>(key: impl Into<String>, v: &T) -> est
 }
 
 /// The target registered for `resource_id`, or AWS's ObjectNotFoundException.
-pub(crate) fn find_target<'a>(st: &'a State, scope: &Scope, resource_id: &str) -> Result<&'a Doc<TargetDoc>, ScalingError> {
+pub(crate) fn find_target<'a>(
+    st: &'a State,
+    scope: &Scope,
+    resource_id: &str,
+) -> Result<&'a Doc<TargetDoc>, ScalingError> {
     st.doc::<TargetDoc>(targets_table(), &docs::target_key(scope, resource_id))
         .ok_or_else(|| ScalingError::no_target(resource_id))
 }

@@ -75,8 +75,7 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
                 || rules::policy_arn(scope, &policy_uuid, &resource_id, &req.policy_name),
                 |d| d.value.policy.policy_arn.clone(),
             );
-            let old_alarms: Vec<Alarm> =
-                existing.and_then(|d| d.value.policy.alarms.clone()).unwrap_or_default();
+            let old_alarms: Vec<Alarm> = existing.and_then(|d| d.value.policy.alarms.clone()).unwrap_or_default();
             let mut alarms = Vec::new();
             let (policy_type, step, tt) = match &checked {
                 Checked::TargetTracking(cfg, metric) => {
@@ -90,7 +89,10 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
                         let input =
                             rules::target_tracking_alarm(&resource_id, which, &uuid, &arn, metric, cfg.target_value);
                         let rule = alarms::validate_put_metric_alarm(&input).map_err(|e| {
-                            ScalingError::validation(format!("The alarm of this policy would be refused: {}", e.message))
+                            ScalingError::validation(format!(
+                                "The alarm of this policy would be refused: {}",
+                                e.message
+                            ))
                         })?;
                         let doc = AlarmDoc::new(scope, &input, rule, cx.now);
                         txn.ops.push(put(alarms::alarm_key(scope, &input.alarm_name), &doc));

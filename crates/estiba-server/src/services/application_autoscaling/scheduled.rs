@@ -73,7 +73,9 @@ pub async fn describe_scheduled_actions(s: &Server, cx: &Call, req: DescribeSche
     let wanted = st
         .docs::<ScheduledDoc>(scheduled_table(), &prefix)
         .filter(|d| {
-            req.scheduled_action_names.as_ref().is_none_or(|names| names.contains(&d.value.action.scheduled_action_name))
+            req.scheduled_action_names
+                .as_ref()
+                .is_none_or(|names| names.contains(&d.value.action.scheduled_action_name))
         })
         .map(|d| (d.key.clone(), d.value.action.clone()));
     let p = page(wanted, |(k, _)| k.clone(), req.next_token.as_deref(), n, false)?;

@@ -123,11 +123,7 @@ pub(super) fn delete_policy(scope: &Scope, d: &Doc<PolicyDoc>, txn: &mut Txn) {
     }
 }
 
-pub async fn deregister_scalable_target(
-    s: &Server,
-    cx: &Call,
-    req: DeregisterScalableTargetRequest,
-) -> Result<Bytes> {
+pub async fn deregister_scalable_target(s: &Server, cx: &Call, req: DeregisterScalableTargetRequest) -> Result<Bytes> {
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
     let scope = &cx.scope;
@@ -152,12 +148,12 @@ fn tagged<'a>(st: &'a State, scope: &Scope, arn: &str) -> Result<&'a Doc<TargetD
     if !arn.starts_with("arn:") {
         return Err(ScalingError::validation(format!("Invalid ResourceArn: {arn}")));
     }
-    st.docs::<TargetDoc>(targets_table(), &docs::kind_prefix(scope, docs::TARGETS)).find(|d| d.value.arn == arn).ok_or_else(
-        || ScalingError {
+    st.docs::<TargetDoc>(targets_table(), &docs::kind_prefix(scope, docs::TARGETS))
+        .find(|d| d.value.arn == arn)
+        .ok_or_else(|| ScalingError {
             code: ErrorCode::ResourceNotFoundException,
             message: format!("No scalable target found for ARN: {arn}"),
-        },
-    )
+        })
 }
 
 async fn retag(
