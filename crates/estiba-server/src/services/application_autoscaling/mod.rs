@@ -108,6 +108,47 @@ impl Service for AppAutoScaling {
     }
 }
 
+/// Why a write was refused: the API's error, or the store's.
+pub(crate) enum Refused {
+    Api(ApiError),
+    Write(crate::WriteError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Refused::Api(e)
+    }
+}
+
+impl From<ScalingError> for Refused {
+    fn from(e: ScalingError) -> Self {
+        Refused::Api(e.into())
+    }
+}
+
+impl From<crate::WriteError> for Refused {
+    fn from(e: crate::WriteError) -> Self {
+        Refused::Write(e)
+    }
+}
+
+/// [`Server::transact`] with this API's exceptions for failed writes: concurrent changes that
+/// kept winning are a `ConcurrentUpdateException`, a store failure an
+/// `InternalServiceException`.
+pub(crate) async fn transact<R>(
+    s: &Server,
+    f: impl FnMut(&State) -> Result<(estiba_store::Txn, R), Refused>,
+) -> Result<R> {
+    s.transact(f).await.map_err(|e| match e {
+        Refused::Api(e) => e,
+        Refused::Write(crate::WriteError::Conflicts) => ApiError::new(
+            ErrorCode::ConcurrentUpdateException,
+            "Concurrent updates were made to this resource; retry the request.",
+        ),
+        Refused::Write(e) => ApiError::new(ErrorCode::InternalServiceException, e.to_string()),
+    })
+}
+
 /// A document as the store keeps it (JSON).
 pub(crate) fn put_doc<T: serde::Serialize>(key: impl Into<String>, v: &T) -> estiba_store::Op {
     estiba_store::Op::put(key, serde_json::to_vec(v).expect("documents serialize"))

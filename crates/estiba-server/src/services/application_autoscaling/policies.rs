@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use estiba_api::application_autoscaling::*;
-use estiba_api::ApiError;
 use estiba_core::alarms::{self, AlarmDoc};
 use estiba_core::autoscaling::docs::{self, PolicyDoc};
 use estiba_core::autoscaling::{self as rules, ScalingError, TrackedMetric, TrackingAlarm};
@@ -16,7 +15,7 @@ use crate::Server;
 
 /// What a policy type asks for, checked before any read.
 enum Checked {
-    TargetTracking(TargetTrackingScalingPolicyConfiguration, TrackedMetric),
+    TargetTracking(Box<(TargetTrackingScalingPolicyConfiguration, TrackedMetric)>),
     Step(StepScalingPolicyConfiguration),
 }
 
@@ -34,7 +33,7 @@ fn check(req: &PutScalingPolicyRequest, service: &rules::EcsService) -> Result<C
                 )
             })?;
             let metric = rules::target_tracking_metric(service, &cfg)?;
-            Ok(Checked::TargetTracking(cfg, metric))
+            Ok(Checked::TargetTracking(Box::new((cfg, metric))))
         }
         PolicyType::StepScaling => {
             if req.target_tracking_scaling_policy_configuration.is_some() {
@@ -61,75 +60,72 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
     let scope = &cx.scope;
     let policy_uuid = uuid::Uuid::new_v4().to_string();
     let alarm_uuids = [uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string()];
-    let out = s
-        .transact(|st| {
-            find_target(st, scope, &resource_id)?;
-            let key = docs::policy_key(scope, &resource_id, &req.policy_name);
-            let existing = st.doc::<PolicyDoc>(policies_table(), &key);
-            let mut txn = Txn::new();
-            match existing {
-                Some(d) => txn.compares.push(Compare::mod_revision(&key, d.rev)),
-                None => txn.compares.push(Compare::absent(&key)),
-            }
-            let arn = existing.map_or_else(
-                || rules::policy_arn(scope, &policy_uuid, &resource_id, &req.policy_name),
-                |d| d.value.policy.policy_arn.clone(),
-            );
-            let old_alarms: Vec<Alarm> = existing.and_then(|d| d.value.policy.alarms.clone()).unwrap_or_default();
-            let mut alarms = Vec::new();
-            let (policy_type, step, tt) = match &checked {
-                Checked::TargetTracking(cfg, metric) => {
-                    for (i, which) in [TrackingAlarm::AlarmHigh, TrackingAlarm::AlarmLow].into_iter().enumerate() {
-                        // An update keeps the alarms' names (and so their uuids).
-                        let uuid = old_alarms
-                            .iter()
-                            .find(|a| TrackingAlarm::of_name(&a.alarm_name) == Some(which))
-                            .map(|a| a.alarm_name[a.alarm_name.len() - 36..].to_string())
-                            .unwrap_or_else(|| alarm_uuids[i].clone());
-                        let input =
-                            rules::target_tracking_alarm(&resource_id, which, &uuid, &arn, metric, cfg.target_value);
-                        let rule = alarms::validate_put_metric_alarm(&input).map_err(|e| {
-                            ScalingError::validation(format!(
-                                "The alarm of this policy would be refused: {}",
-                                e.message
-                            ))
-                        })?;
-                        let doc = AlarmDoc::new(scope, &input, rule, cx.now);
-                        txn.ops.push(put(alarms::alarm_key(scope, &input.alarm_name), &doc));
-                        alarms.push(Alarm {
-                            alarm_arn: alarms::alarm_arn(scope, &input.alarm_name),
-                            alarm_name: input.alarm_name.clone(),
-                        });
-                    }
-                    (PolicyType::TargetTrackingScaling, None, Some(cfg.clone()))
+    let out = super::transact(s, |st| {
+        find_target(st, scope, &resource_id)?;
+        let key = docs::policy_key(scope, &resource_id, &req.policy_name);
+        let existing = st.doc::<PolicyDoc>(policies_table(), &key);
+        let mut txn = Txn::new();
+        match existing {
+            Some(d) => txn.compares.push(Compare::mod_revision(&key, d.rev)),
+            None => txn.compares.push(Compare::absent(&key)),
+        }
+        let arn = existing.map_or_else(
+            || rules::policy_arn(scope, &policy_uuid, &resource_id, &req.policy_name),
+            |d| d.value.policy.policy_arn.clone(),
+        );
+        let old_alarms: Vec<Alarm> = existing.and_then(|d| d.value.policy.alarms.clone()).unwrap_or_default();
+        let mut alarms = Vec::new();
+        let (policy_type, step, tt) = match &checked {
+            Checked::TargetTracking(tt) => {
+                let (cfg, metric) = &**tt;
+                for (i, which) in [TrackingAlarm::AlarmHigh, TrackingAlarm::AlarmLow].into_iter().enumerate() {
+                    // An update keeps the alarms' names (and so their uuids).
+                    let uuid = old_alarms
+                        .iter()
+                        .find(|a| TrackingAlarm::of_name(&a.alarm_name) == Some(which))
+                        .map(|a| a.alarm_name[a.alarm_name.len() - 36..].to_string())
+                        .unwrap_or_else(|| alarm_uuids[i].clone());
+                    let input =
+                        rules::target_tracking_alarm(&resource_id, which, &uuid, &arn, metric, cfg.target_value);
+                    let rule = alarms::validate_put_metric_alarm(&input).map_err(|e| {
+                        ScalingError::validation(format!("The alarm of this policy would be refused: {}", e.message))
+                    })?;
+                    let doc = AlarmDoc::new(scope, &input, rule, cx.now);
+                    txn.ops.push(put(alarms::alarm_key(scope, &input.alarm_name), &doc));
+                    alarms.push(Alarm {
+                        alarm_arn: alarms::alarm_arn(scope, &input.alarm_name),
+                        alarm_name: input.alarm_name.clone(),
+                    });
                 }
-                Checked::Step(cfg) => (PolicyType::StepScaling, Some(cfg.clone()), None),
-            };
-            for old in &old_alarms {
-                let owned = TrackingAlarm::of_name(&old.alarm_name).is_some();
-                if owned && !alarms.iter().any(|a| a.alarm_name == old.alarm_name) {
-                    txn.ops.push(Op::delete(alarms::alarm_key(scope, &old.alarm_name)));
-                }
+                (PolicyType::TargetTrackingScaling, None, Some(cfg.clone()))
             }
-            let policy = ScalingPolicy {
-                alarms: Some(alarms.clone()),
-                creation_time: existing.map_or(cx.now, |d| d.value.policy.creation_time),
-                policy_arn: arn.clone(),
-                policy_name: req.policy_name.clone(),
-                policy_type,
-                predictive_scaling_policy_configuration: None,
-                resource_id: resource_id.clone(),
-                scalable_dimension: ScalableDimension::EcsServiceDesiredCount,
-                service_namespace: ServiceNamespace::Ecs,
-                step_scaling_policy_configuration: step,
-                target_tracking_scaling_policy_configuration: tt,
-            };
-            let memory = existing.map(|d| d.value.memory).unwrap_or_default();
-            txn.ops.push(put(&key, &PolicyDoc { policy, memory }));
-            let shown_alarms = (policy_type == PolicyType::TargetTrackingScaling).then_some(alarms);
-            Ok::<_, ApiError>((txn, PutScalingPolicyResponse { alarms: shown_alarms, policy_arn: arn }))
-        })
-        .await?;
+            Checked::Step(cfg) => (PolicyType::StepScaling, Some(cfg.clone()), None),
+        };
+        for old in &old_alarms {
+            let owned = TrackingAlarm::of_name(&old.alarm_name).is_some();
+            if owned && !alarms.iter().any(|a| a.alarm_name == old.alarm_name) {
+                txn.ops.push(Op::delete(alarms::alarm_key(scope, &old.alarm_name)));
+            }
+        }
+        let policy = ScalingPolicy {
+            alarms: Some(alarms.clone()),
+            creation_time: existing.map_or(cx.now, |d| d.value.policy.creation_time),
+            policy_arn: arn.clone(),
+            policy_name: req.policy_name.clone(),
+            policy_type,
+            predictive_scaling_policy_configuration: None,
+            resource_id: resource_id.clone(),
+            scalable_dimension: ScalableDimension::EcsServiceDesiredCount,
+            service_namespace: ServiceNamespace::Ecs,
+            step_scaling_policy_configuration: step,
+            target_tracking_scaling_policy_configuration: tt,
+        };
+        let memory = existing.map(|d| d.value.memory).unwrap_or_default();
+        txn.ops.push(put(&key, &PolicyDoc { policy, memory }));
+        let shown_alarms = (policy_type == PolicyType::TargetTrackingScaling).then_some(alarms);
+        Ok::<_, super::Refused>((txn, PutScalingPolicyResponse { alarms: shown_alarms, policy_arn: arn }))
+    })
+    .await?;
     Ok(json(&out))
 }
 
@@ -155,14 +151,14 @@ pub async fn delete_scaling_policy(s: &Server, cx: &Call, req: DeleteScalingPoli
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
     let scope = &cx.scope;
-    s.transact(|st| {
+    super::transact(s, |st| {
         let key = docs::policy_key(scope, &resource_id, &req.policy_name);
         let d = st
             .doc::<PolicyDoc>(policies_table(), &key)
             .ok_or_else(|| ScalingError::no_policy(&resource_id, &req.policy_name))?;
         let mut txn = Txn::new();
         delete_policy(scope, d, &mut txn);
-        Ok::<_, ApiError>((txn, ()))
+        Ok::<_, super::Refused>((txn, ()))
     })
     .await?;
     Ok(json(&DeleteScalingPolicyResponse {}))

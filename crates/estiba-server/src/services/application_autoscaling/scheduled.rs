@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use estiba_api::application_autoscaling::*;
-use estiba_api::ApiError;
 use estiba_core::autoscaling::docs::{self, ScheduledDoc, TargetDoc};
 use estiba_core::autoscaling::{self as rules, ScalingError};
 use estiba_store::{Compare, Op, Txn};
@@ -18,7 +17,7 @@ pub async fn put_scheduled_action(s: &Server, cx: &Call, req: PutScheduledAction
     let resource_id = service.resource_id();
     let scope = &cx.scope;
     let uuid = uuid::Uuid::new_v4().to_string();
-    s.transact(|st| {
+    super::transact(s, |st| {
         let target = st.doc::<TargetDoc>(targets_table(), &docs::target_key(scope, &resource_id));
         let key = docs::scheduled_key(scope, &resource_id, &req.scheduled_action_name);
         let existing = st.doc::<ScheduledDoc>(scheduled_table(), &key);
@@ -56,7 +55,7 @@ pub async fn put_scheduled_action(s: &Server, cx: &Call, req: PutScheduledAction
         // A changed action runs from now on: what was due before the change is past.
         let last_run = existing.map(|_| cx.now);
         txn.ops.push(put(&key, &ScheduledDoc { action, last_run }));
-        Ok::<_, ApiError>((txn, ()))
+        Ok::<_, super::Refused>((txn, ()))
     })
     .await?;
     s.nudge();
@@ -89,13 +88,13 @@ pub async fn delete_scheduled_action(s: &Server, cx: &Call, req: DeleteScheduled
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
     let scope = &cx.scope;
-    s.transact(|st| {
+    super::transact(s, |st| {
         let key = docs::scheduled_key(scope, &resource_id, &req.scheduled_action_name);
         let d = st
             .doc::<ScheduledDoc>(scheduled_table(), &key)
             .ok_or_else(|| ScalingError::no_scheduled_action(&resource_id, &req.scheduled_action_name))?;
         let txn = Txn::new().when(Compare::mod_revision(&key, d.rev)).then(Op::delete(key.clone()));
-        Ok::<_, ApiError>((txn, ()))
+        Ok::<_, super::Refused>((txn, ()))
     })
     .await?;
     Ok(json(&DeleteScheduledActionResponse {}))

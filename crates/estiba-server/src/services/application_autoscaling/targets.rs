@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use estiba_api::application_autoscaling::*;
-use estiba_api::ApiError;
 use estiba_core::alarms::alarm_key;
 use estiba_core::autoscaling::docs::{self, PolicyDoc, ScheduledDoc, TargetDoc};
 use estiba_core::autoscaling::{self as rules, ScalingError};
@@ -43,40 +42,39 @@ pub async fn register_scalable_target(s: &Server, cx: &Call, req: RegisterScalab
     let resource_id = service.resource_id();
     let new_arn = rules::scalable_target_arn(&cx.scope, &uuid::Uuid::new_v4().simple().to_string());
     let scope = &cx.scope;
-    let arn = s
-        .transact(|st| {
-            if !scaling::service_active(st, scope, &service) {
-                return Err(ApiError::from(ScalingError::service_missing(&resource_id)));
+    let arn = super::transact(s, |st| {
+        if !scaling::service_active(st, scope, &service) {
+            return Err(ScalingError::service_missing(&resource_id).into());
+        }
+        let key = docs::target_key(scope, &resource_id);
+        let existing = st.doc::<TargetDoc>(targets_table(), &key);
+        let bounds = rules::register_scalable_target(existing.map(|d| &d.value.bounds), &req)?;
+        let mut txn = Txn::new();
+        let mut doc = match existing {
+            Some(d) => {
+                txn.compares.push(Compare::mod_revision(&key, d.rev));
+                TargetDoc { bounds, ..d.value.clone() }
             }
-            let key = docs::target_key(scope, &resource_id);
-            let existing = st.doc::<TargetDoc>(targets_table(), &key);
-            let bounds = rules::register_scalable_target(existing.map(|d| &d.value.bounds), &req)?;
-            let mut txn = Txn::new();
-            let mut doc = match existing {
-                Some(d) => {
-                    txn.compares.push(Compare::mod_revision(&key, d.rev));
-                    TargetDoc { bounds, ..d.value.clone() }
+            None => {
+                txn.compares.push(Compare::absent(&key));
+                TargetDoc {
+                    service: service.clone(),
+                    arn: new_arn.clone(),
+                    creation_time: cx.now,
+                    bounds,
+                    tags: BTreeMap::new(),
                 }
-                None => {
-                    txn.compares.push(Compare::absent(&key));
-                    TargetDoc {
-                        service: service.clone(),
-                        arn: new_arn.clone(),
-                        creation_time: cx.now,
-                        bounds,
-                        tags: BTreeMap::new(),
-                    }
-                }
-            };
-            if let Some(tags) = &req.tags {
-                doc.tags.extend(tags.clone());
-                check_tags(&doc.arn, &doc.tags)?;
             }
-            txn.ops.push(put(&key, &doc));
-            scaling::enforce_bounds(st, scope, &doc, &bounds, cx.now, &mut txn);
-            Ok((txn, doc.arn))
-        })
-        .await?;
+        };
+        if let Some(tags) = &req.tags {
+            doc.tags.extend(tags.clone());
+            check_tags(&doc.arn, &doc.tags)?;
+        }
+        txn.ops.push(put(&key, &doc));
+        scaling::enforce_bounds(st, scope, &doc, &bounds, cx.now, &mut txn);
+        Ok((txn, doc.arn))
+    })
+    .await?;
     Ok(json(&RegisterScalableTargetResponse { scalable_target_arn: Some(arn) }))
 }
 
@@ -127,7 +125,7 @@ pub async fn deregister_scalable_target(s: &Server, cx: &Call, req: DeregisterSc
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
     let scope = &cx.scope;
-    s.transact(|st| {
+    super::transact(s, |st| {
         let t = find_target(st, scope, &resource_id)?;
         let mut txn = Txn::new().when(Compare::mod_revision(&t.key, t.rev)).then(Op::delete(t.key.clone()));
         for p in st.docs::<PolicyDoc>(policies_table(), &docs::policies_prefix(scope, Some(&resource_id))) {
@@ -137,7 +135,7 @@ pub async fn deregister_scalable_target(s: &Server, cx: &Call, req: DeregisterSc
             txn.compares.push(Compare::mod_revision(&a.key, a.rev));
             txn.ops.push(Op::delete(a.key.clone()));
         }
-        Ok::<_, ApiError>((txn, ()))
+        Ok::<_, super::Refused>((txn, ()))
     })
     .await?;
     Ok(json(&DeregisterScalableTargetResponse {}))
@@ -162,11 +160,14 @@ async fn retag(
     arn: &str,
     f: impl Fn(&mut BTreeMap<String, String>) -> Result<(), ScalingError>,
 ) -> Result<()> {
-    s.transact(|st| {
+    super::transact(s, |st| {
         let d = tagged(st, &cx.scope, arn)?;
         let mut doc = d.value.clone();
         f(&mut doc.tags)?;
-        Ok::<_, ApiError>((Txn::new().when(Compare::mod_revision(&d.key, d.rev)).then(put(d.key.clone(), &doc)), ()))
+        Ok::<_, super::Refused>((
+            Txn::new().when(Compare::mod_revision(&d.key, d.rev)).then(put(d.key.clone(), &doc)),
+            (),
+        ))
     })
     .await
 }
