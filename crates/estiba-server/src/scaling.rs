@@ -303,7 +303,7 @@ async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -318,7 +318,7 @@ mod tests {
         Scope::new("123456789012", "us-east-1")
     }
 
-    async fn call(s: &Server, svc: &str, op: &str, body: Value) -> Value {
+    pub(crate) async fn call(s: &Server, svc: &str, op: &str, body: Value) -> Value {
         let service = by_signing_name(svc).expect("service");
         let model = service.model();
         let i = model.operations.iter().position(|o| o.name == op).expect("operation");
@@ -338,12 +338,12 @@ mod tests {
         }
     }
 
-    async fn desired(s: &Server) -> i64 {
+    pub(crate) async fn desired(s: &Server) -> i64 {
         let out = call(s, "ecs", "DescribeServices", json!({"cluster": "c", "services": ["web"]})).await;
         out["services"][0]["desiredCount"].as_i64().expect("desiredCount")
     }
 
-    async fn activities(s: &Server, include_not_scaled: bool) -> Vec<Value> {
+    pub(crate) async fn activities(s: &Server, include_not_scaled: bool) -> Vec<Value> {
         let out = call(
             s,
             "application-autoscaling",
@@ -367,7 +367,7 @@ mod tests {
         }
     }
 
-    async fn server_with_service() -> Arc<Server> {
+    pub(crate) async fn server_with_service() -> Arc<Server> {
         let s = Server::new(crate::Config::default(), Arc::new(MemStore::new())).await.expect("server");
         call(&s, "ecs", "CreateCluster", json!({"clusterName": "c"})).await;
         call(

@@ -132,3 +132,67 @@ async fn run(server: &Server, key: &str) -> Result<(), WriteError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use estiba_api::application_autoscaling::{ScalableTargetAction, ScheduledAction as WireAction};
+    use estiba_store::Op;
+    use serde_json::json;
+
+    use super::*;
+    use crate::scaling::tests::{activities, call, desired, server_with_service};
+
+    #[tokio::test]
+    async fn a_due_action_runs_once_and_moves_the_desired_count() {
+        let s = server_with_service().await;
+        let scope = Scope::new("123456789012", "us-east-1");
+        let rid = "service/c/web";
+        let key = docs::scheduled_key(&scope, rid, "every-minute");
+        let action = WireAction {
+            creation_time: now() - 90.0,
+            resource_id: rid.into(),
+            schedule: "rate(1 minute)".into(),
+            scheduled_action_name: "every-minute".into(),
+            scalable_target_action: Some(ScalableTargetAction { min_capacity: Some(3), max_capacity: Some(5) }),
+            ..Default::default()
+        };
+        let doc = ScheduledDoc { action, last_run: None };
+        assert!(s.commit(Txn::new().then(Op::put(key.clone(), serde_json::to_vec(&doc).unwrap()))).await.unwrap());
+        let wake = ScheduledScaling.pass(&s).await.unwrap();
+        assert!(matches!(wake, Wake::ChangeOrAt(_)));
+        assert_eq!(desired(&s).await, 3);
+        let acts = activities(&s, false).await;
+        assert_eq!(acts.len(), 2, "{acts:#?}");
+        assert_eq!(acts[0]["Description"], "Setting desired count to 3.");
+        assert_eq!(acts[1]["Description"], "Setting min capacity to 3 and max capacity to 5");
+        let targets = call(
+            &s,
+            "application-autoscaling",
+            "DescribeScalableTargets",
+            json!({"ServiceNamespace": "ecs", "ResourceIds": [rid]}),
+        )
+        .await;
+        assert_eq!(targets["ScalableTargets"][0]["MinCapacity"], 3);
+        // Not due again for a minute.
+        ScheduledScaling.pass(&s).await.unwrap();
+        assert_eq!(activities(&s, false).await.len(), 2);
+
+        // Suspended: a due run is skipped (and not kept for later).
+        call(
+            &s,
+            "application-autoscaling",
+            "RegisterScalableTarget",
+            json!({"ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount", "ResourceId": rid,
+                   "MinCapacity": 1, "SuspendedState": {"ScheduledScalingSuspended": true}}),
+        )
+        .await;
+        let mut doc = doc;
+        doc.last_run = Some(now() - 120.0);
+        assert!(s.commit(Txn::new().then(Op::put(key.clone(), serde_json::to_vec(&doc).unwrap()))).await.unwrap());
+        ScheduledScaling.pass(&s).await.unwrap();
+        assert_eq!(activities(&s, false).await.len(), 2);
+        let st = s.view.read();
+        let left = st.doc::<ScheduledDoc>(scheduled_table(), &key).unwrap();
+        assert!(left.value.last_run.unwrap() > now() - 10.0, "the skipped run counts as run");
+    }
+}
