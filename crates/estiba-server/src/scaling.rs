@@ -217,9 +217,50 @@ fn find_policy<'a>(st: &'a State, scope: &Scope, arn: &str) -> Option<&'a crate:
     })
 }
 
+/// The AlarmLow alarms of the target's other target tracking policies that may scale in
+/// (the policy `arn` excepted).
+fn other_low_alarms(st: &State, scope: &Scope, arn: &str) -> Vec<String> {
+    let Some(p) = find_policy(st, scope, arn) else { return Vec::new() };
+    let prefix = docs::policies_prefix(scope, Some(&p.value.policy.resource_id));
+    st.docs::<PolicyDoc>(policies_table(), &prefix)
+        .map(|d| &d.value.policy)
+        .filter(|o| o.policy_arn != p.value.policy.policy_arn && o.policy_type == PolicyType::TargetTrackingScaling)
+        .filter(|o| {
+            !o.target_tracking_scaling_policy_configuration.as_ref().is_some_and(|c| c.disable_scale_in == Some(true))
+        })
+        .flat_map(|o| o.alarms.iter().flatten())
+        .filter(|a| TrackingAlarm::of_name(&a.alarm_name) == Some(TrackingAlarm::AlarmLow))
+        .map(|a| a.alarm_name.clone())
+        .collect()
+}
+
+/// Whether every target tracking policy of the target is ready to scale in: ECS scales in
+/// only when all of them (those with scale-in enabled) are, that is when each one's AlarmLow
+/// is in ALARM. The alarms are read from the store (they are CloudWatch's documents).
+async fn all_ready_to_scale_in(s: &Server, action: &AlarmAction) -> bool {
+    let names = {
+        let st = s.view.read();
+        other_low_alarms(&st, &action.scope, &action.policy_arn)
+    };
+    for name in names {
+        let key = estiba_core::alarms::alarm_key(&action.scope, &name);
+        let in_alarm = match s.store.get(&key).await {
+            Ok(Some(kv)) => serde_json::from_slice::<estiba_core::alarms::AlarmDoc>(&kv.value)
+                .is_ok_and(|d| d.alarm.state_value == Some(StateValue::Alarm)),
+            _ => false,
+        };
+        if !in_alarm {
+            return false;
+        }
+    }
+    true
+}
+
 async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunError> {
     let scope = &action.scope;
     let aws_now = action.at_ms as f64 / 1000.0;
+    let others_agree = TrackingAlarm::of_name(&action.alarm_name) != Some(TrackingAlarm::AlarmLow)
+        || all_ready_to_scale_in(s, action).await;
     s.transact::<_, ScalingRunError>(|st| {
         let wall_now = crate::now();
         let Some(p) = find_policy(st, scope, &action.policy_arn) else {
@@ -271,6 +312,11 @@ async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunE
         let mut txn = Txn::new().when(Compare::mod_revision(&p.key, p.rev)).when(Compare::mod_revision(&t.key, t.rev));
         let ran = match decision {
             Decision::Hold(_) => return Ok((Txn::new(), Ran::Nothing)),
+            Decision::Scale { direction: Direction::In, .. }
+                if policy.policy_type == PolicyType::TargetTrackingScaling && !others_agree =>
+            {
+                return Ok((Txn::new(), Ran::Nothing));
+            }
             Decision::NotScaled(reason) => {
                 record_activity(st, scope, &resource_id, Activity::not_scaled(cause, reason), wall_now, &mut txn);
                 Ran::NotScaled
@@ -313,6 +359,10 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::services::{by_signing_name, Call, Input, InputBody};
+
+    fn put_doc<T: serde::Serialize>(key: String, v: &T) -> Op {
+        put(key, v)
+    }
 
     fn scope() -> Scope {
         Scope::new("123456789012", "us-east-1")
@@ -496,5 +546,39 @@ pub(crate) mod tests {
         )
         .await;
         assert!(s.store.get(&key).await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn target_tracking_scales_in_only_when_every_policy_agrees() {
+        let s = server_with_service().await;
+        let put = |name: &'static str| {
+            json!({"PolicyName": name, "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
+                   "ResourceId": "service/c/web", "PolicyType": "TargetTrackingScaling",
+                   "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 50.0,
+                       "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}}})
+        };
+        let cpu = call(&s, "application-autoscaling", "PutScalingPolicy", put("cpu")).await;
+        let other = call(&s, "application-autoscaling", "PutScalingPolicy", put("other")).await;
+        let low = |out: &Value| {
+            out["Alarms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["AlarmName"].as_str().unwrap().to_string())
+                .find(|n| n.contains("-AlarmLow-"))
+                .unwrap()
+        };
+        let (cpu_arn, cpu_low, other_low) = (cpu["PolicyARN"].as_str().unwrap(), low(&cpu), low(&other));
+        // The other policy's AlarmLow is not in ALARM (INSUFFICIENT_DATA, as created): held.
+        alarm_action(&s, fired(cpu_arn, &cpu_low, 45.0, 10.0, 3_000_000_000)).await;
+        assert_eq!(desired(&s).await, 2);
+        // Once it is, the scale-in goes ahead: ceil(2 × 10 / 50) = 1.
+        let key = estiba_core::alarms::alarm_key(&scope(), &other_low);
+        let mut doc: estiba_core::alarms::AlarmDoc =
+            serde_json::from_slice(&s.store.get(&key).await.unwrap().unwrap().value).unwrap();
+        doc.alarm.state_value = Some(StateValue::Alarm);
+        assert!(s.commit(Txn::new().then(put_doc(key, &doc))).await.unwrap());
+        alarm_action(&s, fired(cpu_arn, &cpu_low, 45.0, 10.0, 3_000_001_000)).await;
+        assert_eq!(desired(&s).await, 1);
     }
 }
