@@ -226,7 +226,7 @@ fn other_low_alarms(st: &State, scope: &Scope, arn: &str) -> Vec<String> {
         .map(|d| &d.value.policy)
         .filter(|o| o.policy_arn != p.value.policy.policy_arn && o.policy_type == PolicyType::TargetTrackingScaling)
         .filter(|o| {
-            !o.target_tracking_scaling_policy_configuration.as_ref().is_some_and(|c| c.disable_scale_in == Some(true))
+            o.target_tracking_scaling_policy_configuration.as_ref().is_none_or(|c| c.disable_scale_in != Some(true))
         })
         .flat_map(|o| o.alarms.iter().flatten())
         .filter(|a| TrackingAlarm::of_name(&a.alarm_name) == Some(TrackingAlarm::AlarmLow))
