@@ -94,10 +94,12 @@ def test_cloudwatch_default_client_and_the_cli_agree(shared):
 
 
 def test_cloudwatch_operation_not_answered_yet_says_so(shared):
+    # Alarms are answered (test_cloudwatch.py); dashboards are not.
+    assert shared.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
     with pytest.raises(ClientError) as e:
-        shared.client("cloudwatch").describe_alarms()
+        shared.client("cloudwatch").list_dashboards()
     assert error_code(e) == "NotImplemented"
-    assert "DescribeAlarms" in error_message(e)
+    assert "ListDashboards" in error_message(e)
 
 
 # ELBv2: AWS Query.

@@ -118,8 +118,10 @@ struct Tailer {
     rotated: bool,
     /// The last read found nothing more in the newest file.
     at_end: bool,
-    buf: Vec<u8>,
 }
+
+/// How much one read of a log file asks for.
+const READ_CHUNK: usize = 256 << 10;
 
 impl Tailer {
     fn new(log: &Path, from: Option<Shipped>) -> Tailer {
@@ -130,7 +132,6 @@ impl Tailer {
             carry: Vec::new(),
             rotated: false,
             at_end: false,
-            buf: vec![0; 256 << 10],
         };
         let files = logs::files_with_inodes(log);
         let start = from.and_then(|s| {
@@ -198,7 +199,17 @@ impl Tailer {
             }
             let Some((f, ino)) = self.file.as_mut() else { return Ok(total) };
             let ino = *ino;
-            let n = f.read(&mut self.buf)?;
+            // Read straight after the carried start of a record: no copy of what is read.
+            let have = self.carry.len();
+            self.carry.resize(have + READ_CHUNK, 0);
+            let n = match f.read(&mut self.carry[have..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.carry.truncate(have);
+                    return Err(e);
+                }
+            };
+            self.carry.truncate(have + n);
             if n == 0 {
                 if self.rotated {
                     // Read to its end after it was rotated: the supervisor is done with it.
@@ -222,10 +233,10 @@ impl Tailer {
                 continue;
             }
             total += n;
-            self.carry.extend_from_slice(&self.buf[..n]);
             let mut start = 0;
-            while let Some(i) = self.carry[start..].iter().position(|&b| b == b'\n') {
-                let end = start + i;
+            // Only the new bytes can hold a record's end.
+            for i in memchr::memchr_iter(b'\n', &self.carry[have..]) {
+                let end = have + i;
                 sink(&self.carry[start..end], Pos { inode: ino, offset: self.offset + end as u64 + 1 });
                 start = end + 1;
             }
@@ -254,18 +265,36 @@ struct Assembler {
     /// The multi-line event being built, and when a line last joined it.
     pending: Option<(Formed, Instant)>,
     next_seq: u64,
+    /// The last record's time, as written and parsed: the supervisor stamps all the records
+    /// of one read of the pipe with one time, so most records repeat the one before.
+    last_time: (Vec<u8>, i64),
 }
 
 impl Assembler {
     fn new(multiline: Option<regex::Regex>, next_seq: u64) -> Self {
-        Assembler { multiline, partial: [(Vec::new(), 0), (Vec::new(), 0)], pending: None, next_seq }
+        Assembler {
+            multiline,
+            partial: [(Vec::new(), 0), (Vec::new(), 0)],
+            pending: None,
+            next_seq,
+            last_time: (Vec::new(), 0),
+        }
     }
 
-    fn push(&mut self, rec: &[u8], end: Pos, out: &mut VecDeque<Formed>) {
+    /// Forms what a record completes into `out`, adding the messages' bytes to `bytes`.
+    fn push(&mut self, rec: &[u8], end: Pos, out: &mut VecDeque<Formed>, bytes: &mut u64) {
         let mut it = rec.splitn(4, |&b| b == b' ');
         let (Some(time), Some(stream), Some(tag)) = (it.next(), it.next(), it.next()) else { return };
         let rest = it.next().unwrap_or(b"");
-        let ts = logs::parse_time_ms(time).unwrap_or_else(now_ms);
+        let ts = if self.last_time.0 == time {
+            self.last_time.1
+        } else {
+            let ts = logs::parse_time_ms(time).unwrap_or_else(now_ms);
+            self.last_time.0.clear();
+            self.last_time.0.extend_from_slice(time);
+            self.last_time.1 = ts;
+            ts
+        };
         let s = usize::from(stream == b"stderr");
         let (buf, first) = &mut self.partial[s];
         if tag == b"P" {
@@ -276,10 +305,10 @@ impl Assembler {
             return;
         }
         let (line, ts) = if buf.is_empty() {
-            (String::from_utf8_lossy(rest).into_owned(), ts)
+            (utf8(rest), ts)
         } else {
             buf.extend_from_slice(rest);
-            let l = String::from_utf8_lossy(buf).into_owned();
+            let l = utf8(buf);
             buf.clear();
             (l, *first)
         };
@@ -288,8 +317,15 @@ impl Assembler {
                 if line.is_empty() {
                     return;
                 }
+                if line.len() <= MAX_EVENT {
+                    let seq = self.take_seq();
+                    *bytes += line.len() as u64;
+                    out.push_back(Formed { seq, event: LogEvent { timestamp: ts, message: line }, end, lines: 1 });
+                    return;
+                }
                 for chunk in split_event(line) {
                     let seq = self.take_seq();
+                    *bytes += chunk.len() as u64;
                     out.push_back(Formed { seq, event: LogEvent { timestamp: ts, message: chunk }, end, lines: 1 });
                 }
             }
@@ -298,7 +334,7 @@ impl Assembler {
                 let too_big =
                     self.pending.as_ref().is_some_and(|(p, _)| p.event.message.len() + line.len() + 1 > MAX_EVENT);
                 if starts || too_big {
-                    self.flush(out);
+                    self.flush(out, bytes);
                 }
                 match &mut self.pending {
                     Some((p, at)) => {
@@ -326,18 +362,27 @@ impl Assembler {
     }
 
     /// Sends out the pending multi-line event.
-    fn flush(&mut self, out: &mut VecDeque<Formed>) {
+    fn flush(&mut self, out: &mut VecDeque<Formed>, bytes: &mut u64) {
         if let Some((mut p, _)) = self.pending.take() {
             if p.event.message.len() > MAX_EVENT {
                 p.event.message.truncate(floor_char_boundary(&p.event.message, MAX_EVENT));
             }
             p.seq = self.take_seq();
+            *bytes += p.event.message.len() as u64;
             out.push_back(p);
         }
     }
 
     fn idle(&self) -> bool {
         self.pending.as_ref().is_some_and(|(_, at)| at.elapsed() >= IDLE_FLUSH)
+    }
+}
+
+/// The text of a line; bytes that are not UTF-8 become U+FFFD.
+fn utf8(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
     }
 }
 
@@ -387,6 +432,19 @@ fn take_batch(queue: &mut VecDeque<Formed>) -> Vec<Formed> {
     out
 }
 
+/// A batch being appended: what its success moves the saved position to.
+#[derive(Clone, Copy)]
+struct InFlight {
+    first: u64,
+    last: u64,
+    end: Pos,
+    lines: u64,
+    count: usize,
+}
+
+/// The append of a batch, running while the next one is read and formed.
+type Append<'a> = crate::control::BoxFuture<'a, Result<u64, LogIngestError>>;
+
 async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::Receiver<bool>) -> ShipStats {
     let from = logs::read_shipped(&cfg.log);
     let mut shipped = from.unwrap_or_default();
@@ -421,6 +479,9 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     backoff = Duration::from_millis(100);
     let mut poll = Duration::from_millis(10);
     let mut failures = 0u32;
+    // One append at a time (the store numbers events in arrival order), overlapping the
+    // reading and forming of what comes next.
+    let mut inflight: Option<(Append<'_>, InFlight)> = None;
     loop {
         let finishing = *finish.borrow();
         let budget = match cfg.mode {
@@ -429,7 +490,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
         };
         let mut read = 0;
         if budget > 0 {
-            read = match tailer.fill(budget, &mut |rec, end| asm.push(rec, end, &mut queue)) {
+            read = match tailer.fill(budget, &mut |rec, end| asm.push(rec, end, &mut queue, &mut queued_bytes)) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: reading the container's log");
@@ -438,9 +499,8 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             };
         }
         if asm.idle() || (finishing && tailer.at_end) {
-            asm.flush(&mut queue);
+            asm.flush(&mut queue, &mut queued_bytes);
         }
-        queued_bytes = queue.iter().map(|f| f.event.message.len() as u64).sum();
         if cfg.mode == Mode::NonBlocking {
             while queued_bytes > cfg.max_buffer {
                 let Some(f) = queue.pop_front() else { break };
@@ -452,16 +512,43 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                 }
             }
         }
-        if !queue.is_empty() {
+        if inflight.is_none() && !queue.is_empty() {
             let batch = take_batch(&mut queue);
-            let events: Vec<LogEvent> = batch.iter().map(|f| f.event.clone()).collect();
-            let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
-            match cp.ship_logs(&cfg.dest, first, events).await {
+            let meta = InFlight {
+                first: batch[0].seq,
+                last: batch[batch.len() - 1].seq,
+                end: batch[batch.len() - 1].end,
+                lines: batch.iter().map(|f| f.lines).sum(),
+                count: batch.len(),
+            };
+            let events: Vec<LogEvent> = batch
+                .into_iter()
+                .map(|f| {
+                    queued_bytes -= f.event.message.len() as u64;
+                    f.event
+                })
+                .collect();
+            inflight = Some((cp.ship_logs(&cfg.dest, meta.first, events), meta));
+        }
+        if let Some((append, meta)) = &mut inflight {
+            // While there is more to read, only look whether the append is done.
+            let more = read > 0 && queued_bytes < READ_AHEAD as u64;
+            let done = if more {
+                match std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx))).await {
+                    std::task::Poll::Ready(r) => Some(r),
+                    std::task::Poll::Pending => None,
+                }
+            } else {
+                Some(append.await)
+            };
+            let Some(result) = done else { continue };
+            let InFlight { first, last, end, lines, count } = *meta;
+            inflight = None;
+            match result {
                 Ok(_) => {
                     failures = 0;
                     backoff = Duration::from_millis(100);
-                    stats.events += batch.len() as u64;
-                    let end = batch[batch.len() - 1].end;
+                    stats.events += count as u64;
                     shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped: shipped.dropped };
                     if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
                         tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
@@ -479,22 +566,24 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                     failures += 1;
                     if retry && !(finishing && failures > 20) {
                         tracing::warn!(stream = %cfg.dest.stream, error = %e, "awslogs: shipping failed; retrying");
-                        for f in batch.into_iter().rev() {
-                            queue.push_front(f);
-                        }
+                        // Read again from the saved position: the same events with the same
+                        // numbers (what was formed past it is formed again).
+                        tailer = Tailer::new(&cfg.log, Some(shipped));
+                        asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
+                        queue.clear();
+                        queued_bytes = 0;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     } else {
-                        let lines: u64 = batch.iter().map(|f| f.lines).sum();
                         stats.dropped_lines += lines;
                         shipped.dropped += lines;
-                        tracing::error!(stream = %cfg.dest.stream, group = %cfg.dest.group, error = %e, lines, "awslogs: lines dropped");
+                        tracing::error!(stream = %cfg.dest.stream, group = %cfg.dest.group, error = %e, lines, first, "awslogs: lines dropped");
                     }
                 }
             }
             continue;
         }
-        if finishing && tailer.at_end && asm.pending.is_none() {
+        if finishing && tailer.at_end && asm.pending.is_none() && queue.is_empty() {
             if stats.dropped_lines > 0 {
                 tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: lines were dropped");
             }

@@ -20,7 +20,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use estiba_api::cloudwatch::{ComparisonOperator, ErrorCode, MetricAlarm, PutMetricAlarmInput, StateValue};
+use estiba_api::cloudwatch::{
+    AlarmHistoryItem, AlarmType, ComparisonOperator, ErrorCode, HistoryItemType, MetricAlarm, PutMetricAlarmInput,
+    StateValue,
+};
 use estiba_api::error::Common;
 use estiba_api::ApiError;
 use serde::{Deserialize, Serialize};
@@ -102,6 +105,147 @@ impl AlarmDoc {
         let tags = input.tags.iter().flatten().map(|t| (t.key.clone(), t.value.clone())).collect();
         AlarmDoc { alarm, rule, tags }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// History
+
+pub const HISTORY: &str = "history";
+
+/// How many history items are kept per alarm name (the oldest are dropped first).
+pub const HISTORY_LIMIT: usize = 100;
+
+/// `cloudwatch/<account>/<region>/history/<name>`: an alarm's history (DescribeAlarmHistory),
+/// kept apart from the alarm so that it outlives DeleteAlarms as CloudWatch's does.
+pub fn history_key(scope: &Scope, name: &str) -> String {
+    format!("{PREFIX}/{}/{}/{HISTORY}/{name}", scope.account, scope.region)
+}
+
+/// The history of one alarm name, oldest first, at most [`HISTORY_LIMIT`] items.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryDoc {
+    pub items: Vec<AlarmHistoryItem>,
+}
+
+impl HistoryDoc {
+    /// Appends `item`, dropping the oldest past the limit.
+    pub fn push(&mut self, item: AlarmHistoryItem) {
+        self.items.push(item);
+        if self.items.len() > HISTORY_LIMIT {
+            let extra = self.items.len() - HISTORY_LIMIT;
+            self.items.drain(..extra);
+        }
+    }
+}
+
+/// `INSUFFICIENT_DATA`, `OK`, `ALARM`.
+pub fn state_name(s: StateValue) -> &'static str {
+    s.as_str()
+}
+
+fn history_item(
+    name: &str,
+    kind: HistoryItemType,
+    summary: String,
+    data: serde_json::Value,
+    now: Now,
+) -> AlarmHistoryItem {
+    AlarmHistoryItem {
+        alarm_name: Some(name.to_owned()),
+        alarm_type: Some(AlarmType::MetricAlarm),
+        history_item_type: Some(kind),
+        history_summary: Some(summary),
+        history_data: Some(data.to_string()),
+        timestamp: Some(now),
+        ..Default::default()
+    }
+}
+
+fn state_json(state: StateValue, reason: &str, reason_data: Option<&str>) -> serde_json::Value {
+    let mut v = serde_json::json!({ "stateValue": state_name(state), "stateReason": reason });
+    if let Some(d) = reason_data.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()) {
+        v["stateReasonData"] = d;
+    }
+    v
+}
+
+/// A `StateUpdate` item: `Alarm updated from OK to ALARM`, with the old and new state in its
+/// data as CloudWatch writes them.
+pub fn state_update_item(
+    name: &str,
+    old: (StateValue, &str, Option<&str>),
+    new: (StateValue, &str, Option<&str>),
+    now: Now,
+) -> AlarmHistoryItem {
+    let data = serde_json::json!({
+        "version": "1.0",
+        "oldState": state_json(old.0, old.1, old.2),
+        "newState": state_json(new.0, new.1, new.2),
+    });
+    history_item(
+        name,
+        HistoryItemType::StateUpdate,
+        format!("Alarm updated from {} to {}", state_name(old.0), state_name(new.0)),
+        data,
+        now,
+    )
+}
+
+/// What a `ConfigurationUpdate` item records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigChange {
+    Create,
+    Update,
+    Delete,
+}
+
+/// A `ConfigurationUpdate` item: `Alarm "name" created` (updated, deleted), with the alarm's
+/// configuration in its data (as DescribeAlarms shows it).
+pub fn configuration_item(
+    name: &str,
+    change: ConfigChange,
+    before: Option<&MetricAlarm>,
+    after: Option<&MetricAlarm>,
+    now: Now,
+) -> AlarmHistoryItem {
+    let json =
+        |a: Option<&MetricAlarm>| a.map_or(serde_json::Value::Null, |a| serde_json::to_value(a).unwrap_or_default());
+    let (word, data) = match change {
+        ConfigChange::Create => {
+            ("created", serde_json::json!({"version": "1.0", "type": "Create", "createdAlarm": json(after)}))
+        }
+        ConfigChange::Update => (
+            "updated",
+            serde_json::json!({"version": "1.0", "type": "Update", "originalUpdatedAlarm": json(before), "updatedAlarm": json(after)}),
+        ),
+        ConfigChange::Delete => {
+            ("deleted", serde_json::json!({"version": "1.0", "type": "Delete", "deletedAlarm": json(before)}))
+        }
+    };
+    history_item(name, HistoryItemType::ConfigurationUpdate, format!("Alarm \"{name}\" {word}"), data, now)
+}
+
+/// An `Action` item for an action that could not run: estiba has no SNS, so a notification
+/// action fails as CloudWatch's does when its topic does not exist.
+pub fn failed_action_item(name: &str, action_arn: &str, error: &str, now: Now) -> AlarmHistoryItem {
+    let data = serde_json::json!({
+        "actionState": "Failed",
+        "notificationResource": action_arn,
+        "stateUpdateTimestamp": (now * 1000.0).round() as i64,
+        "error": error,
+    });
+    history_item(name, HistoryItemType::Action, format!("Failed to execute action {action_arn}"), data, now)
+}
+
+/// An `Action` item for a scaling policy the alarm invoked.
+pub fn executed_action_item(name: &str, action_arn: &str, now: Now) -> AlarmHistoryItem {
+    let data = serde_json::json!({
+        "actionState": "Succeeded",
+        "notificationResource": action_arn,
+        "stateUpdateTimestamp": (now * 1000.0).round() as i64,
+    });
+    history_item(name, HistoryItemType::Action, format!("Successfully executed action {action_arn}"), data, now)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1246,6 +1390,36 @@ mod tests {
         let mut j = i.clone();
         j.metrics = Some(vec![stat("m1", 60, false), stat("m2", 300, false), expr]);
         assert_eq!(refused(j).message, "All metrics in an alarm must use the same period.");
+    }
+
+    #[test]
+    fn history_is_bounded_and_worded_as_cloudwatch_does() {
+        let mut h = HistoryDoc::default();
+        for i in 0..(HISTORY_LIMIT + 5) {
+            h.push(state_update_item("a", (StateValue::Ok, "x", None), (StateValue::Alarm, "y", None), i as f64));
+        }
+        assert_eq!(h.items.len(), HISTORY_LIMIT);
+        assert_eq!(h.items[0].timestamp, Some(5.0), "the oldest go first");
+        let item = &h.items[0];
+        assert_eq!(item.history_summary.as_deref(), Some("Alarm updated from OK to ALARM"));
+        let data: serde_json::Value = serde_json::from_str(item.history_data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["oldState"]["stateValue"], "OK");
+        assert_eq!(data["newState"]["stateReason"], "y");
+        let with_data = state_update_item(
+            "a",
+            (StateValue::Ok, "x", Some("{\"k\":1}")),
+            (StateValue::Alarm, "y", Some("not json")),
+            0.0,
+        );
+        let data: serde_json::Value = serde_json::from_str(with_data.history_data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["oldState"]["stateReasonData"]["k"], 1);
+        assert!(data["newState"].get("stateReasonData").is_none());
+        let c = configuration_item("a", ConfigChange::Create, None, Some(&MetricAlarm::default()), 0.0);
+        assert_eq!(c.history_summary.as_deref(), Some("Alarm \"a\" created"));
+        assert_eq!(c.history_item_type, Some(HistoryItemType::ConfigurationUpdate));
+        let f = failed_action_item("a", "arn:aws:sns:us-east-1:1:t", "no topic", 1.5);
+        assert_eq!(f.history_summary.as_deref(), Some("Failed to execute action arn:aws:sns:us-east-1:1:t"));
+        assert_eq!(f.history_item_type, Some(HistoryItemType::Action));
     }
 
     #[test]

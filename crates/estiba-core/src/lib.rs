@@ -28,6 +28,7 @@ pub mod load_balancing;
 pub mod logs;
 pub mod logs_insights;
 pub mod logs_pattern;
+pub mod metric_math;
 pub mod metric_time;
 pub mod names;
 pub mod node;

@@ -53,6 +53,18 @@ enum Job {
     Barrier(mpsc::Sender<()>),
 }
 
+/// Sealing is background work: the sealer thread runs at the lowest priority (nice 19), so it
+/// takes what the containers and the appenders leave of the CPU instead of competing with them
+/// (open segments are readable and durable meanwhile). Linux sets a nice value per thread;
+/// std has no call for it and nix does not wrap setpriority(2), hence libc.
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread's own id, no pointers.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "log store: could not lower the sealer's priority");
+    }
+}
+
 /// The thread that seals full open segments, off the appenders' path (and core).
 #[derive(Default)]
 struct Sealer {
@@ -67,6 +79,7 @@ impl Sealer {
         let thread = std::thread::Builder::new().name("logstore-sealer".into()).spawn({
             let store = store.clone();
             move || {
+                lower_priority();
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Seal(s) => store.seal_frozen(&s),

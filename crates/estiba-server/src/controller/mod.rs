@@ -21,6 +21,8 @@
 //! - [`servicediscovery`]: forgets Cloud Map operations a day old; every
 //!   `cloudmap_housekeeping_every`.
 //! - [`elbv2`]: removes ELBv2 targets whose draining is over; every `elbv2_draining_every`.
+//! - [`alarms`]: evaluates CloudWatch metric alarms every AWS minute (every period for
+//!   high-resolution alarms), writes state changes and history, invokes their actions.
 //! - [`logs`]: enforces CloudWatch Logs retention and removes the log store's data of groups
 //!   no document names; every `logs_housekeeping_every`.
 //! - [`scheduled_scaling`]: runs Application Auto Scaling's scheduled actions when due (wall
@@ -38,6 +40,7 @@
 //! 3. one `rt.add(...)` line in [`run`];
 //! 4. a line in the list above and in ARCHITECTURE.md.
 
+pub mod alarms;
 pub mod discovery;
 pub mod dns;
 pub mod elbv2;
@@ -116,6 +119,7 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });
     rt.add(elbv2::Draining { every: settings.elbv2_draining_every });
     rt.add(logs::LogsHousekeeping { every: settings.logs_housekeeping_every });
+    rt.add(alarms::AlarmEvaluator::default());
     rt.add(scheduled_scaling::ScheduledScaling);
     rt.wait().await;
 }
