@@ -577,8 +577,14 @@ pub(crate) mod tests {
         let mut doc: estiba_core::alarms::AlarmDoc =
             serde_json::from_slice(&s.store.get(&key).await.unwrap().unwrap().value).unwrap();
         doc.alarm.state_value = Some(StateValue::Alarm);
-        assert!(s.commit(Txn::new().then(put_doc(key, &doc))).await.unwrap());
+        assert!(s.commit(Txn::new().then(put_doc(key.clone(), &doc))).await.unwrap());
         alarm_action(&s, fired(cpu_arn, &cpu_low, 45.0, 10.0, 3_000_001_000)).await;
         assert_eq!(desired(&s).await, 1);
+        // Updating the policy keeps its alarms and their state.
+        let again = call(&s, "application-autoscaling", "PutScalingPolicy", put("other")).await;
+        assert_eq!(low(&again), other_low);
+        let doc: estiba_core::alarms::AlarmDoc =
+            serde_json::from_slice(&s.store.get(&key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!(doc.alarm.state_value, Some(StateValue::Alarm));
     }
 }

@@ -53,6 +53,31 @@ fn check(req: &PutScalingPolicyRequest, service: &rules::EcsService) -> Result<C
     }
 }
 
+/// The alarms an existing target tracking policy owns, as stored (CloudWatch's documents,
+/// read from the store: their state is kept when the policy is updated).
+async fn alarm_states(
+    s: &Server,
+    scope: &estiba_core::Scope,
+    resource_id: &str,
+    policy_name: &str,
+) -> std::collections::HashMap<String, estiba_api::cloudwatch::MetricAlarm> {
+    let names: Vec<String> = {
+        let st = s.view.read();
+        st.doc::<PolicyDoc>(policies_table(), &docs::policy_key(scope, resource_id, policy_name))
+            .map(|d| d.value.policy.alarms.iter().flatten().map(|a| a.alarm_name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let mut out = std::collections::HashMap::new();
+    for name in names {
+        if let Ok(Some(kv)) = s.store.get(&alarms::alarm_key(scope, &name)).await {
+            if let Ok(d) = serde_json::from_slice::<AlarmDoc>(&kv.value) {
+                out.insert(name, d.alarm);
+            }
+        }
+    }
+    out
+}
+
 pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequest) -> Result<Bytes> {
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
@@ -60,6 +85,7 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
     let scope = &cx.scope;
     let policy_uuid = uuid::Uuid::new_v4().to_string();
     let alarm_uuids = [uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string()];
+    let kept = alarm_states(s, scope, &resource_id, &req.policy_name).await;
     let out = super::transact(s, |st| {
         find_target(st, scope, &resource_id)?;
         let key = docs::policy_key(scope, &resource_id, &req.policy_name);
@@ -90,7 +116,15 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
                     let rule = alarms::validate_put_metric_alarm(&input).map_err(|e| {
                         ScalingError::validation(format!("The alarm of this policy would be refused: {}", e.message))
                     })?;
-                    let doc = AlarmDoc::new(scope, &input, rule, cx.now);
+                    let mut doc = AlarmDoc::new(scope, &input, rule, cx.now);
+                    if let Some(o) = kept.get(&input.alarm_name) {
+                        // An updated policy's alarms keep their state, as PutMetricAlarm's do.
+                        doc.alarm.state_value = o.state_value;
+                        doc.alarm.state_reason = o.state_reason.clone();
+                        doc.alarm.state_reason_data = o.state_reason_data.clone();
+                        doc.alarm.state_updated_timestamp = o.state_updated_timestamp;
+                        doc.alarm.state_transitioned_timestamp = o.state_transitioned_timestamp;
+                    }
                     txn.ops.push(put(alarms::alarm_key(scope, &input.alarm_name), &doc));
                     alarms.push(Alarm {
                         alarm_arn: alarms::alarm_arn(scope, &input.alarm_name),
