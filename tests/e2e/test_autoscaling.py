@@ -217,6 +217,8 @@ def test_step_scaling_fired_by_an_alarm(aas, ecs, svc, shared):
                         Dimensions=[{"Name": "ClusterName", "Value": cluster}, {"Name": "ServiceName", "Value": name}],
                         Period=60, EvaluationPeriods=1, Threshold=80.0, ComparisonOperator="GreaterThanThreshold",
                         AlarmActions=[arn])
+    [p] = aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=rid, PolicyNames=["step-out"])["ScalingPolicies"]
+    assert [a["AlarmName"] for a in p["Alarms"]] == [alarm]
     cw.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="test")
     wait_until(lambda: desired(ecs, cluster, name) == 5, timeout=30, what="the step to add 3 tasks")
     a = activities(aas, rid)[0]

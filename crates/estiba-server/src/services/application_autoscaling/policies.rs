@@ -168,17 +168,42 @@ pub async fn describe_scaling_policies(s: &Server, cx: &Call, req: DescribeScali
     if !ecs_matches(req.service_namespace, req.scalable_dimension) {
         return Ok(json(&DescribeScalingPoliciesResponse { scaling_policies: Some(vec![]), next_token: None }));
     }
-    let st = s.view.read();
-    let prefix = docs::policies_prefix(&cx.scope, req.resource_id.as_deref());
-    let wanted = st
-        .docs::<PolicyDoc>(policies_table(), &prefix)
-        .filter(|d| req.policy_names.as_ref().is_none_or(|names| names.contains(&d.value.policy.policy_name)))
-        .map(|d| (d.key.clone(), d.value.policy.clone()));
-    let p = page(wanted, |(k, _)| k.clone(), req.next_token.as_deref(), n, false)?;
-    Ok(json(&DescribeScalingPoliciesResponse {
-        scaling_policies: Some(p.items.into_iter().map(|(_, p)| p).collect()),
-        next_token: p.next_token,
-    }))
+    let p = {
+        let st = s.view.read();
+        let prefix = docs::policies_prefix(&cx.scope, req.resource_id.as_deref());
+        let wanted = st
+            .docs::<PolicyDoc>(policies_table(), &prefix)
+            .filter(|d| req.policy_names.as_ref().is_none_or(|names| names.contains(&d.value.policy.policy_name)))
+            .map(|d| (d.key.clone(), d.value.policy.clone()));
+        page(wanted, |(k, _)| k.clone(), req.next_token.as_deref(), n, false)?
+    };
+    let mut policies: Vec<ScalingPolicy> = p.items.into_iter().map(|(_, p)| p).collect();
+    if policies.iter().any(|p| p.policy_type == PolicyType::StepScaling) {
+        let alarms = step_alarms(s, &cx.scope).await;
+        for p in policies.iter_mut().filter(|p| p.policy_type == PolicyType::StepScaling) {
+            p.alarms = Some(
+                alarms.iter().filter(|(_, actions)| actions.contains(&p.policy_arn)).map(|(a, _)| a.clone()).collect(),
+            );
+        }
+    }
+    Ok(json(&DescribeScalingPoliciesResponse { scaling_policies: Some(policies), next_token: p.next_token }))
+}
+
+/// The scope's alarms and their ALARM actions, read from the store (CloudWatch's documents):
+/// a step scaling policy's `Alarms` are the alarms that invoke it.
+async fn step_alarms(s: &Server, scope: &estiba_core::Scope) -> Vec<(Alarm, Vec<String>)> {
+    let Ok(r) = s.store.range(&alarms::alarms_prefix(scope)).await else {
+        return Vec::new();
+    };
+    r.kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<AlarmDoc>(&kv.value).ok())
+        .filter_map(|d| {
+            let name = d.alarm.alarm_name?;
+            let arn = d.alarm.alarm_arn.unwrap_or_else(|| alarms::alarm_arn(scope, &name));
+            Some((Alarm { alarm_arn: arn, alarm_name: name }, d.alarm.alarm_actions.unwrap_or_default()))
+        })
+        .collect()
 }
 
 pub async fn delete_scaling_policy(s: &Server, cx: &Call, req: DeleteScalingPolicyRequest) -> Result<Bytes> {
