@@ -125,14 +125,8 @@ const READ_CHUNK: usize = 256 << 10;
 
 impl Tailer {
     fn new(log: &Path, from: Option<Shipped>) -> Tailer {
-        let mut t = Tailer {
-            log: log.to_path_buf(),
-            file: None,
-            offset: 0,
-            carry: Vec::new(),
-            rotated: false,
-            at_end: false,
-        };
+        let mut t =
+            Tailer { log: log.to_path_buf(), file: None, offset: 0, carry: Vec::new(), rotated: false, at_end: false };
         let files = logs::files_with_inodes(log);
         let start = from.and_then(|s| {
             let (p, ino) = files.iter().find(|(_, ino)| *ino == s.inode)?;
