@@ -451,7 +451,7 @@ impl<'a> Generator<'a> {
                 "static {}: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| \
                  regex::Regex::new({:?}).unwrap());",
                 pattern_static(&name),
-                format!("^(?:{})$", without_lookaround(&pattern))
+                format!("^(?:{})$", without_lookaround(&without_surrogates(&pattern)))
             )?;
         }
         Ok(out)
@@ -917,6 +917,39 @@ fn without_lookaround(pattern: &str) -> String {
     out
 }
 
+/// `pattern` with `\\p{Print}` as the ASCII range it is in Java, and with Java's UTF-16
+/// surrogate pairs (`\uD800\uDC00`, as botocore's models
+/// write characters beyond the BMP) as the code points they encode (`\x{10000}`): the
+/// `regex` crate refuses a surrogate as not a Unicode scalar value.
+fn without_surrogates(pattern: &str) -> String {
+    fn unit(s: &str) -> Option<u32> {
+        let hex = s.strip_prefix("\\u")?.get(..4)?;
+        u32::from_str_radix(hex, 16).ok()
+    }
+    let mut out = String::new();
+    let mut rest = pattern;
+    while !rest.is_empty() {
+        if let (Some(hi), Some(lo)) = (unit(rest), rest.get(6..).and_then(unit)) {
+            if (0xD800..0xDC00).contains(&hi) && (0xDC00..0xE000).contains(&lo) {
+                let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                out.push_str(&format!("\\x{{{cp:X}}}"));
+                rest = &rest[12..];
+                continue;
+            }
+        }
+        // Java's POSIX class (ASCII unless UNICODE_CHARACTER_CLASS), unknown to `regex`.
+        if let Some(r) = rest.strip_prefix("\\p{Print}") {
+            out.push_str("[\\x20-\\x7E]");
+            rest = r;
+            continue;
+        }
+        let c = rest.chars().next().expect("not empty");
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// The index just past the group that opens at `start`.
 fn group_end(chars: &[char], start: usize) -> usize {
     let (mut depth, mut i, mut class) = (0usize, start, false);
@@ -1044,6 +1077,11 @@ mod tests {
 
     #[test]
     fn lookarounds_are_dropped() {
+        assert_eq!(
+            without_surrogates("[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r]"),
+            "[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r]"
+        );
+        assert_eq!(without_surrogates("\\p{Print}+"), "[\\x20-\\x7E]+");
         assert_eq!(without_lookaround("^(?!arn:)[!-~]{1,253}$"), "^[!-~]{1,253}$");
         assert_eq!(without_lookaround("((?=^.{1,127}$)^(a|[b(])$)|(^\\.$)"), "(^(a|[b(])$)|(^\\.$)");
         assert_eq!(without_lookaround("(?!((^[ ]+.*)|(.*[ ]+$))).+"), ".+");

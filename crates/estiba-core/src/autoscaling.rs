@@ -18,6 +18,7 @@
 //! Nothing here reads a clock: times come in as [`Now`]; alarm uuids and ARNs' ids come from
 //! the caller.
 
+pub mod docs;
 pub mod schedule;
 
 use estiba_api::application_autoscaling::{
@@ -50,6 +51,33 @@ impl ScalingError {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         ScalingError { code: ErrorCode::ObjectNotFoundException, message: message.into() }
+    }
+
+    /// `ObjectNotFoundException`: no target is registered for `resource_id`.
+    pub fn no_target(resource_id: &str) -> Self {
+        Self::not_found(format!(
+            "No scalable target registered for service namespace: ecs, resource ID: {resource_id}, scalable dimension: ecs:service:DesiredCount"
+        ))
+    }
+
+    /// `ObjectNotFoundException`: DeleteScalingPolicy of a policy that does not exist.
+    pub fn no_policy(resource_id: &str, policy_name: &str) -> Self {
+        Self::not_found(format!(
+            "No scaling policy found for service namespace: ecs, resource ID: {resource_id}, scalable dimension: ecs:service:DesiredCount, policy name: {policy_name}"
+        ))
+    }
+
+    /// `ObjectNotFoundException`: DeleteScheduledAction of an action that does not exist.
+    pub fn no_scheduled_action(resource_id: &str, name: &str) -> Self {
+        Self::not_found(format!(
+            "No scheduled action found for service namespace: ecs, resource ID: {resource_id}, scalable dimension: ecs:service:DesiredCount, scheduled action name: {name}"
+        ))
+    }
+
+    /// `ValidationException`: RegisterScalableTarget of a service ECS does not have (or not
+    /// ACTIVE).
+    pub fn service_missing(resource_id: &str) -> Self {
+        Self::validation(format!("ECS service doesn't exist: {resource_id}"))
     }
 }
 
@@ -1050,10 +1078,7 @@ pub fn validate_scheduled_action(
 ) -> Result<ScheduledAction, ScalingError> {
     ecs_service(request.service_namespace, request.scalable_dimension, &request.resource_id)?;
     if target.is_none() {
-        return Err(ScalingError::not_found(format!(
-            "No scalable target registered for service namespace: ecs, resource ID: {}, scalable dimension: ecs:service:DesiredCount",
-            request.resource_id
-        )));
+        return Err(ScalingError::no_target(&request.resource_id));
     }
     let expr = request.schedule.as_deref().ok_or_else(|| ScalingError::validation("Schedule is required"))?;
     let schedule = Schedule::parse(expr)?;

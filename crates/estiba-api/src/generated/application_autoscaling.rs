@@ -4597,53 +4597,53 @@ static PATTERN_AMAZON_RESOURCE_NAME: std::sync::LazyLock<regex::Regex> = std::sy
     regex::Regex::new("^(?:^arn:.+:application-autoscaling:.+:[0-9]+:scalable-target\\/[a-zA-Z0-9-]+$)$").unwrap()
 });
 static PATTERN_EXPRESSION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_POLICY_NAME: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| regex::Regex::new("^(?:\\p{Print}+)$").unwrap());
+    std::sync::LazyLock::new(|| regex::Regex::new("^(?:[\\x20-\\x7E]+)$").unwrap());
 static PATTERN_PREDICTIVE_SCALING_METRIC_DIMENSION_NAME: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| {
-        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
     });
 static PATTERN_PREDICTIVE_SCALING_METRIC_DIMENSION_VALUE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| {
-        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
     });
 static PATTERN_PREDICTIVE_SCALING_METRIC_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_PREDICTIVE_SCALING_METRIC_NAMESPACE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| {
-        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
     });
 static PATTERN_PREDICTIVE_SCALING_METRIC_UNIT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_RESOURCE_ID_MAX_LEN1600: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_SCHEDULED_ACTION_NAME: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new("^(?:.+)$").unwrap());
 static PATTERN_TARGET_TRACKING_METRIC_DIMENSION_NAME: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| {
-        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
     });
 static PATTERN_TARGET_TRACKING_METRIC_DIMENSION_VALUE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| {
-        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+        regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
     });
 static PATTERN_TARGET_TRACKING_METRIC_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_TARGET_TRACKING_METRIC_NAMESPACE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_TARGET_TRACKING_METRIC_UNIT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });
 static PATTERN_XML_STRING: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDC00-\\uDBFF\\uDFFF\\r\\n\\t]*)$").unwrap()
+    regex::Regex::new("^(?:[\\u0020-\\uD7FF\\uE000-\\uFFFD\\x{10000}-\\x{10FFFF}\\r\\n\\t]*)$").unwrap()
 });

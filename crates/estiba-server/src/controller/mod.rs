@@ -25,6 +25,8 @@
 //!   high-resolution alarms), writes state changes and history, invokes their actions.
 //! - [`logs`]: enforces CloudWatch Logs retention and removes the log store's data of groups
 //!   no document names; every `logs_housekeeping_every`.
+//! - [`scheduled_scaling`]: runs Application Auto Scaling's scheduled actions when due (wall
+//!   clock): sets the target's bounds and moves the service's desired count into them.
 //!
 //! Adding a controller:
 //! 1. a module here with a type implementing [`Controller`]: a unique `name`, `pass` (read the
@@ -47,6 +49,7 @@ pub mod join;
 pub mod logs;
 pub mod registry;
 pub mod runtime;
+pub mod scheduled_scaling;
 pub mod servicediscovery;
 pub mod services;
 pub mod targets;
@@ -117,5 +120,6 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     rt.add(elbv2::Draining { every: settings.elbv2_draining_every });
     rt.add(logs::LogsHousekeeping { every: settings.logs_housekeeping_every });
     rt.add(alarms::AlarmEvaluator::default());
+    rt.add(scheduled_scaling::ScheduledScaling);
     rt.wait().await;
 }

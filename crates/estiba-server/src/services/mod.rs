@@ -35,6 +35,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Server;
 
+pub mod application_autoscaling;
 pub mod cloudwatch;
 pub mod ec2;
 pub mod ecr;
@@ -54,6 +55,7 @@ pub static SERVICES: &[&dyn Service] = &[
     &cloudwatch::CloudWatch,
     &servicediscovery::ServiceDiscovery,
     &logs::Logs,
+    &application_autoscaling::AppAutoScaling,
 ];
 
 /// Who is calling, and when.
