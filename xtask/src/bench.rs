@@ -40,9 +40,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("dns") => crate::bench_dns::run(root, &args[1..]),
         Some("lb") => crate::bench_lb::run(root, &args[1..]),
         Some("logs") => crate::bench_logs::run(root, &args[1..]),
+        Some("metrics") => crate::bench_metrics::run(root, &args[1..]),
         Some("lb-service") => crate::bench_lb_service::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]"
         ),
     }
 }
@@ -113,6 +114,19 @@ pub(crate) fn post_to(port: u16, signing: &str, target: &str, op: &str, body: &s
     raw_post(
         port,
         &format!("Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}.{op}\r\nAuthorization: {auth}"),
+        body,
+    )
+}
+
+/// One AWS JSON 1.0 call in query-compatible mode (what boto3 sends CloudWatch): `signing`
+/// is its SigV4 service name, `target` its `X-Amz-Target` prefix.
+pub(crate) fn post_json10(port: u16, signing: &str, target: &str, op: &str, body: &str) -> Result<(u16, String)> {
+    raw_post(
+        port,
+        &format!(
+            "Content-Type: application/x-amz-json-1.0\r\nX-Amz-Target: {target}.{op}\r\nx-amzn-query-mode: true\r\nAuthorization: {}",
+            auth_for(signing)
+        ),
         body,
     )
 }

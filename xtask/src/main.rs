@@ -9,6 +9,7 @@ mod bench_dns;
 mod bench_lb;
 mod bench_lb_service;
 mod bench_logs;
+mod bench_metrics;
 mod bench_net;
 mod bench_registry;
 mod bench_run;
