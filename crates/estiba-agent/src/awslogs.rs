@@ -114,6 +114,8 @@ struct Tailer {
     offset: u64,
     /// The start of a record whose end has not been written yet.
     carry: Vec<u8>,
+    /// How much of `carry` holds data (the rest is room for the next read).
+    filled: usize,
     /// The file was found rotated: read it to its end once more, then go on to the next.
     rotated: bool,
     /// The last read found nothing more in the newest file.
@@ -125,8 +127,15 @@ const READ_CHUNK: usize = 256 << 10;
 
 impl Tailer {
     fn new(log: &Path, from: Option<Shipped>) -> Tailer {
-        let mut t =
-            Tailer { log: log.to_path_buf(), file: None, offset: 0, carry: Vec::new(), rotated: false, at_end: false };
+        let mut t = Tailer {
+            log: log.to_path_buf(),
+            file: None,
+            offset: 0,
+            carry: Vec::new(),
+            filled: 0,
+            rotated: false,
+            at_end: false,
+        };
         let files = logs::files_with_inodes(log);
         let start = from.and_then(|s| {
             let (p, ino) = files.iter().find(|(_, ino)| *ino == s.inode)?;
@@ -150,7 +159,7 @@ impl Tailer {
                 }
                 self.file = Some((f, inode));
                 self.offset = offset;
-                self.carry.clear();
+                self.filled = 0;
                 self.rotated = false;
             }
             Err(e) => tracing::debug!(path = %path.display(), error = %e, "awslogs: opening a log file"),
@@ -194,20 +203,17 @@ impl Tailer {
             let Some((f, ino)) = self.file.as_mut() else { return Ok(total) };
             let ino = *ino;
             // Read straight after the carried start of a record: no copy of what is read.
-            let have = self.carry.len();
-            self.carry.resize(have + READ_CHUNK, 0);
-            let n = match f.read(&mut self.carry[have..]) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.carry.truncate(have);
-                    return Err(e);
-                }
-            };
-            self.carry.truncate(have + n);
+            let have = self.filled;
+            if self.carry.len() < have + READ_CHUNK {
+                // Zeroed once as it grows; then reads land in place.
+                self.carry.resize(have + READ_CHUNK, 0);
+            }
+            let n = f.read(&mut self.carry[have..have + READ_CHUNK])?;
+            self.filled = have + n;
             if n == 0 {
                 if self.rotated {
                     // Read to its end after it was rotated: the supervisor is done with it.
-                    if !self.carry.is_empty() {
+                    if self.filled > 0 {
                         tracing::warn!(log = %self.log.display(), "awslogs: a log file ends inside a record");
                     }
                     if !self.next_file() {
@@ -229,12 +235,14 @@ impl Tailer {
             total += n;
             let mut start = 0;
             // Only the new bytes can hold a record's end.
-            for i in memchr::memchr_iter(b'\n', &self.carry[have..]) {
+            for i in memchr::memchr_iter(b'\n', &self.carry[have..self.filled]) {
                 let end = have + i;
                 sink(&self.carry[start..end], Pos { inode: ino, offset: self.offset + end as u64 + 1 });
                 start = end + 1;
             }
-            self.carry.drain(..start);
+            // Keep the start of an unfinished record at the front.
+            self.carry.copy_within(start..self.filled, 0);
+            self.filled -= start;
             self.offset += start as u64;
         }
         Ok(total)
@@ -242,7 +250,7 @@ impl Tailer {
 }
 
 /// An event formed, not shipped yet.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Formed {
     seq: u64,
     event: LogEvent,
@@ -476,6 +484,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // One append at a time (the store numbers events in arrival order), overlapping the
     // reading and forming of what comes next.
     let mut inflight: Option<(Append<'_>, InFlight)> = None;
+    let mut kept: Option<Vec<Formed>> = None;
     loop {
         let finishing = *finish.borrow();
         let budget = match cfg.mode {
@@ -515,6 +524,9 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                 lines: batch.iter().map(|f| f.lines).sum(),
                 count: batch.len(),
             };
+            // Multi-line events are joined by timing too (IDLE_FLUSH): read again, they may
+            // form differently, so their batch is kept to be sent again as it was.
+            kept = cfg.multiline.is_some().then(|| batch.clone());
             let events: Vec<LogEvent> = batch
                 .into_iter()
                 .map(|f| {
@@ -560,17 +572,37 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                     failures += 1;
                     if retry && !(finishing && failures > 20) {
                         tracing::warn!(stream = %cfg.dest.stream, error = %e, "awslogs: shipping failed; retrying");
-                        // Read again from the saved position: the same events with the same
-                        // numbers (what was formed past it is formed again).
-                        tailer = Tailer::new(&cfg.log, Some(shipped));
-                        asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
-                        queue.clear();
-                        queued_bytes = 0;
+                        match kept.take() {
+                            Some(batch) => {
+                                for f in batch.into_iter().rev() {
+                                    queued_bytes += f.event.message.len() as u64;
+                                    queue.push_front(f);
+                                }
+                            }
+                            None => {
+                                // Read again from the saved position: one event per line, so
+                                // the same events with the same numbers (what was formed past
+                                // it is formed again).
+                                tailer = Tailer::new(&cfg.log, Some(shipped));
+                                asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
+                                queue.clear();
+                                queued_bytes = 0;
+                            }
+                        }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     } else {
                         stats.dropped_lines += lines;
-                        shipped.dropped += lines;
+                        // Past the dropped batch: neither a later rewind nor a restart sends it.
+                        shipped = Shipped {
+                            inode: end.inode,
+                            offset: end.offset,
+                            seq: last + 1,
+                            dropped: shipped.dropped + lines,
+                        };
+                        if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
+                            tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+                        }
                         tracing::error!(stream = %cfg.dest.stream, group = %cfg.dest.group, error = %e, lines, first, "awslogs: lines dropped");
                     }
                 }
@@ -766,6 +798,24 @@ mod tests {
         let stats = s.drained(tokio::time::Instant::now() + Duration::from_secs(10)).await.unwrap();
         assert_eq!(messages(&sink).len(), 100);
         assert_eq!(stats, ShipStats { events: 100, dropped_lines: 0 });
+    }
+
+    #[tokio::test]
+    async fn multiline_batches_are_sent_again_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        for i in 0..50 {
+            w.write(Stream::Stdout, format!("INFO {i}\n  at {i}\n").as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+        let sink = Arc::new(Sink { fail: 3.into(), ..Default::default() });
+        let s = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, Some("^INFO")));
+        let stats = s.drained(tokio::time::Instant::now() + Duration::from_secs(10)).await.unwrap();
+        let got = messages(&sink);
+        assert_eq!(got.len(), 50);
+        assert!(got.iter().enumerate().all(|(i, m)| *m == format!("INFO {i}\n  at {i}\n")), "{got:?}");
+        assert_eq!(stats, ShipStats { events: 50, dropped_lines: 0 });
     }
 
     #[tokio::test]

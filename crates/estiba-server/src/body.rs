@@ -67,7 +67,7 @@ pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError>
     }
     use std::io::Read;
     let mut out = Vec::with_capacity(raw.len() * 4);
-    let mut dec = flate2::read::GzDecoder::new(&raw[..]).take(max as u64 + 1);
+    let mut dec = flate2::read::MultiGzDecoder::new(&raw[..]).take(max as u64 + 1);
     if let Err(e) = dec.read_to_end(&mut out) {
         return Err(ApiError::new(
             Common::SerializationException,
