@@ -301,8 +301,9 @@ def leftovers(e):
     for pool in os.listdir(ipam) if os.path.isdir(ipam) else []:
         found += [f"lease {pool}/{ip}" for ip in os.listdir(os.path.join(ipam, pool))]
     ss = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
-    # The server's own listeners (its API, the VPC resolver) are not a task's.
-    own = (f":{e.port}", "172.31.0.2:53")
+    # The server's own listeners (its API, the VPC resolver, the task metadata endpoint) are
+    # not a task's.
+    own = (f":{e.port}", "172.31.0.2:53", "169.254.170.2:80")
     found += [f"listener {l.split()[3]}" for l in ss.splitlines() if not l.split()[3].endswith(own)]
     return found
 

@@ -58,6 +58,50 @@ fn cpu_and_rss(pid: u32) -> Result<(f64, f64)> {
     Ok(((utime + stime) / tick, rss_pages * 4096.0 / (1 << 20) as f64))
 }
 
+/// Stops every task of the server (its services deleted first, so none is replaced) and waits
+/// until they have stopped: a server's containers outlive it (the next start adopts them), and
+/// a burner left running would skew whatever runs after.
+fn stop_everything(port: u16) -> Result<()> {
+    let b = ok(post(port, "ListServices", r#"{"maxResults":100}"#)?, "ListServices")?;
+    for arn in json_of(&b)?["serviceArns"].as_array().into_iter().flatten().filter_map(|a| a.as_str()) {
+        ok(post(port, "DeleteService", &format!(r#"{{"service":"{arn}","force":true}}"#))?, "DeleteService")?;
+    }
+    let t0 = Instant::now();
+    loop {
+        // Both lists: tasks being stopped are listed under STOPPED before they have stopped.
+        let mut arns: Vec<String> = Vec::new();
+        for desired in ["RUNNING", "STOPPED"] {
+            let body = format!(r#"{{"maxResults":100,"desiredStatus":"{desired}"}}"#);
+            let b = ok(post(port, "ListTasks", &body)?, "ListTasks")?;
+            arns.extend(
+                json_of(&b)?["taskArns"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_owned)),
+            );
+        }
+        let mut live = 0;
+        for chunk in arns.chunks(100) {
+            let list = chunk.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",");
+            let d = ok(post(port, "DescribeTasks", &format!(r#"{{"tasks":[{list}]}}"#))?, "DescribeTasks")?;
+            for t in json_of(&d)?["tasks"].as_array().into_iter().flatten() {
+                if t["lastStatus"] == "STOPPED" {
+                    continue;
+                }
+                live += 1;
+                if t["desiredStatus"] != "STOPPED" {
+                    let arn = t["taskArn"].as_str().unwrap_or_default();
+                    ok(post(port, "StopTask", &format!(r#"{{"task":"{arn}","reason":"benchmark"}}"#))?, "StopTask")?;
+                }
+            }
+        }
+        if live == 0 {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("{live} tasks not STOPPED after 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn ok(r: (u16, String), what: &str) -> Result<String> {
     if r.0 != 200 {
         bail!("{what}: {} {}", r.0, r.1);
@@ -138,6 +182,7 @@ fn measure(root: &Path, work: &Path, tasks: usize, seconds: u64, rounds: usize, 
         let (c1, rss) = cpu_and_rss(pid)?;
         let share = (c1 - c0) / w0.elapsed().as_secs_f64() * 100.0;
         sampling.push((interval, share, rss));
+        stop_everything(port)?;
         drop(g);
     }
 
@@ -328,6 +373,7 @@ fn measure(root: &Path, work: &Path, tasks: usize, seconds: u64, rounds: usize, 
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        stop_everything(port)?;
         drop(g);
     }
 
