@@ -44,6 +44,8 @@ def busybox(registry):
 def node(tmp_path_factory):
     e = Estiba(str(tmp_path_factory.mktemp("node")), ["--metric-period", f"{PERIOD}s"], node=True).start()
     yield e
+    # Burners left by a failed test would outlive the server and slow every later test.
+    e.drain()
     e.stop()
 
 
