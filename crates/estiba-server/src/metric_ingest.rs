@@ -27,6 +27,11 @@
 //! interval) has passed for its last samples to arrive; what arrives later for it is
 //! dropped. Everything is in AWS time ([`Server::metric_clock`]).
 //!
+//! Samples are stamped by the node's clock, which on another machine may be off. The ingest
+//! learns each sender's lag (this server's time of receipt minus the newest stamp of a
+//! batch, the smallest seen) and, when it is beyond what delivery explains, shifts that
+//! sender's stamps by it ([`Skews`]); no stamp is ever taken as later than its receipt.
+//!
 //! **Architecture invariant:** datapoints go to the metric store only, never through the
 //! versioned store; this module reads the view, never writes the store, and imports no
 //! service's handlers.
@@ -48,6 +53,47 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// Forget a task's last sample when it has sent none for this long (real time).
 const FORGET_AFTER_MS: i64 = 10 * 60_000;
+
+/// A sender may be this much ahead (its clock) or behind (clock or delivery) before its
+/// stamps are shifted: within it, a sample lands in time for its minute.
+const AHEAD_OK_MS: i64 = 1000;
+
+/// How long a sender's batches must all be later than its learned lag before it is learned
+/// anew (real time).
+const RELEARN_AFTER_MS: i64 = 30_000;
+
+/// The clock lag of each sender (a task's samples, a node's load balancer counters), learned
+/// from when their batches arrive (no I/O: [`MetricIngest`] feeds it receipt times).
+#[derive(Debug, Default)]
+pub struct Skews {
+    /// Key → (smallest lag seen, real time a batch last came within `behind_ok` of it).
+    by: HashMap<String, (i64, i64)>,
+}
+
+impl Skews {
+    /// What to add to the stamps of `key`'s batch whose newest stamp is `newest`, received at
+    /// `now`: 0 while the sender's lag stays within `[-AHEAD_OK_MS, behind_ok]`, else the
+    /// learned lag; never so much that the newest stamp passes `now`. One late batch leaves
+    /// the learned lag alone (it is delivery, not the clock); a lag that stays longer by more
+    /// than `behind_ok` for [`RELEARN_AFTER_MS`] (the sender's clock was set back) is learned
+    /// anew.
+    pub fn shift(&mut self, key: &str, newest: i64, now: i64, behind_ok: i64) -> i64 {
+        let lag = now - newest;
+        let l = self.by.entry(key.to_owned()).or_insert((lag, now));
+        if lag <= l.0 + behind_ok {
+            *l = (l.0.min(lag), now);
+        } else if now - l.1 > RELEARN_AFTER_MS {
+            *l = (lag, now);
+        }
+        let shift = if (-AHEAD_OK_MS..=behind_ok).contains(&l.0) { 0 } else { l.0 };
+        shift.min(lag)
+    }
+
+    /// Forgets senders not heard from since `before` (real time).
+    pub fn forget(&mut self, before: i64) {
+        self.by.retain(|_, l| l.1 >= before);
+    }
+}
 
 /// One task's share of one AWS minute.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -622,6 +668,7 @@ fn topology(server: &Server) -> LbTopology {
 pub struct MetricIngest {
     server: Arc<Server>,
     acc: Mutex<Accumulator>,
+    skews: Mutex<Skews>,
     /// How long after a minute's end its last samples may still arrive (real time).
     grace: Duration,
 }
@@ -634,7 +681,12 @@ impl MetricIngest {
         grace: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<MetricIngest> {
-        let ingest = Arc::new(MetricIngest { server, acc: Mutex::new(Accumulator::default()), grace });
+        let ingest = Arc::new(MetricIngest {
+            server,
+            acc: Mutex::new(Accumulator::default()),
+            skews: Mutex::new(Skews::default()),
+            grace,
+        });
         let me = ingest.clone();
         tokio::spawn(async move {
             let every = (me.server.metric_clock.period() / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
@@ -660,12 +712,42 @@ impl MetricIngest {
 
     pub fn samples(&self, batch: &[MetricSample]) {
         let clock = self.server.metric_clock;
-        self.acc.lock().unwrap_or_else(|e| e.into_inner()).samples(batch, |t| clock.to_aws(t));
+        let batch = self.unskewed(batch);
+        self.acc.lock().unwrap_or_else(|e| e.into_inner()).samples(&batch, |t| clock.to_aws(t));
     }
 
     pub fn lb_report(&self, r: &LbMetrics) {
         let clock = self.server.metric_clock;
-        self.acc.lock().unwrap_or_else(|e| e.into_inner()).lb_report(r, |t| clock.to_aws(t));
+        let shift = self.skews.lock().unwrap_or_else(|e| e.into_inner()).shift(
+            &format!("node/{}", r.node),
+            r.timestamp,
+            crate::now_ms(),
+            self.behind_ok(),
+        );
+        let r = LbMetrics { timestamp: r.timestamp + shift, ..r.clone() };
+        self.acc.lock().unwrap_or_else(|e| e.into_inner()).lb_report(&r, |t| clock.to_aws(t));
+    }
+
+    /// Half the grace: a sample that late still makes its minute.
+    fn behind_ok(&self) -> i64 {
+        self.grace.as_millis() as i64 / 2
+    }
+
+    /// The batch with each task's stamps moved onto this server's clock ([`Skews`]).
+    fn unskewed(&self, batch: &[MetricSample]) -> Vec<MetricSample> {
+        let now = crate::now_ms();
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for s in batch {
+            let n = newest.entry(&s.task_arn).or_insert(s.timestamp);
+            *n = (*n).max(s.timestamp);
+        }
+        let mut skews = self.skews.lock().unwrap_or_else(|e| e.into_inner());
+        let shifts: HashMap<&str, i64> =
+            newest.into_iter().map(|(k, n)| (k, skews.shift(k, n, now, self.behind_ok()))).collect();
+        batch
+            .iter()
+            .map(|s| MetricSample { timestamp: s.timestamp + shifts[s.task_arn.as_str()], ..s.clone() })
+            .collect()
     }
 
     /// Writes the minutes that are over (and the task counts of the last minute that ended,
@@ -675,6 +757,7 @@ impl MetricIngest {
         let clock = self.server.metric_clock;
         let cutoff = clock.to_aws(now - self.grace.as_millis() as i64);
         let (tasks, lbs) = self.acc.lock().unwrap_or_else(|e| e.into_inner()).take(cutoff, now - FORGET_AFTER_MS);
+        self.skews.lock().unwrap_or_else(|e| e.into_inner()).forget(now - FORGET_AFTER_MS);
         let mut puts = Vec::new();
         {
             let st = self.server.view.read();

@@ -206,3 +206,71 @@ fn load_balancer_counters_become_per_minute_counts() {
     assert!((rt.sum / rt.sample_count - 0.02).abs() < 1e-9);
     assert!(puts.iter().all(|p| p.namespace == "AWS/ApplicationELB" && p.account == "000000000000"));
 }
+
+#[test]
+fn a_sender_in_step_with_this_clock_is_left_alone() {
+    let mut sk = Skews::default();
+    // Delivered within a few ms, or up to `behind_ok` late: no shift.
+    assert_eq!(sk.shift(ARN1, T0, T0 + 5, 3000), 0);
+    assert_eq!(sk.shift(ARN1, T0 + 5000, T0 + 5010, 3000), 0);
+    assert_eq!(sk.shift(ARN1, T0 + 10_000, T0 + 12_500, 3000), 0);
+    // One batch held up 20 s (a busy server) keeps its stamps: they are true.
+    assert_eq!(sk.shift(ARN1, T0 + 15_000, T0 + 35_000, 3000), 0);
+    assert_eq!(sk.shift(ARN1, T0 + 40_000, T0 + 40_010, 3000), 0);
+}
+
+#[test]
+fn a_sender_whose_clock_is_off_is_moved_onto_this_one() {
+    // 40 s behind: its samples would land in minutes already written.
+    let mut sk = Skews::default();
+    assert_eq!(sk.shift(ARN1, T0 - 40_000, T0, 3000), 40_000);
+    assert_eq!(sk.shift(ARN1, T0 - 35_000, T0 + 5_020, 3000), 40_000);
+    // A quicker delivery refines what was learned.
+    assert_eq!(sk.shift(ARN1, T0 - 30_000, T0 + 9_990, 3000), 39_990);
+    // 10 minutes ahead: its stamps are pulled back, so they pin nothing in the future.
+    let mut sk = Skews::default();
+    assert_eq!(sk.shift(ARN2, T0 + 600_000, T0, 3000), -600_000);
+    assert_eq!(sk.shift(ARN2, T0 + 605_000, T0 + 5_000, 3000), -600_000);
+    // Slightly ahead (within a second): not shifted, but never later than its receipt.
+    let mut sk = Skews::default();
+    assert_eq!(sk.shift(ARN2, T0 + 400, T0, 3000), -400);
+    assert_eq!(sk.shift(ARN2, T0 + 5_000, T0 + 5_100, 3000), 0);
+}
+
+#[test]
+fn a_clock_set_back_is_learned_anew_once_it_stays_back() {
+    let mut sk = Skews::default();
+    assert_eq!(sk.shift(ARN1, T0, T0, 3000), 0);
+    // The sender's clock jumps 20 s back: at first taken as late delivery...
+    assert_eq!(sk.shift(ARN1, T0 - 15_000, T0 + 5_000, 3000), 0);
+    assert_eq!(sk.shift(ARN1, T0 + 10_000, T0 + 30_000, 3000), 0);
+    // ...then, once every batch has been that late for a while, as the clock.
+    assert_eq!(sk.shift(ARN1, T0 + 15_000, T0 + 35_000, 3000), 20_000);
+    assert_eq!(sk.shift(ARN1, T0 + 20_000, T0 + 40_000, 3000), 20_000);
+    sk.forget(T0 + 41_000);
+    assert!(sk.by.is_empty());
+}
+
+#[test]
+fn a_skewed_sender_still_fills_its_minutes() {
+    // A task on a node 90 s behind, sampled every 5 s for two minutes: with the shift, the
+    // minutes it ran in get its CPU; without it, every sample would be older than the
+    // minutes already written.
+    let mut acc = Accumulator::default();
+    let mut sk = Skews::default();
+    let skew = 90_000;
+    acc.take(T0, 0);
+    for i in 0..=24u64 {
+        let real = T0 + i as i64 * 5000;
+        let s = sample(ARN1, real - skew, i * 2_500_000_000, 1 << 20);
+        let shift = sk.shift(ARN1, s.timestamp, real, 3000);
+        acc.samples(&[MetricSample { timestamp: s.timestamp + shift, ..s }], |t| t);
+    }
+    let (tasks, _) = acc.take(T0 + 120_000, 0);
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for (_, m) in &tasks {
+        let t = &m[ARN1];
+        // 2.5 s of CPU every 5 s: half a core.
+        assert!((t.cpu_ns / (t.cpu_ms * 1e6) - 0.5).abs() < 1e-9, "{t:?}");
+    }
+}
