@@ -155,6 +155,10 @@ pub struct Server {
     pub metric_clock: estiba_core::metric_time::MetricClock,
     /// The metric store's directory when the configuration named none.
     _metrics_tmp: Option<tempfile::TempDir>,
+    /// AWS time (ms) up to which the metric ingest has written what nodes measured
+    /// ([`metric_ingest`]); 0 while no ingest runs. Alarms are evaluated as of this time, so
+    /// they never judge a minute whose datapoints are still on their way.
+    pub metrics_written_to: std::sync::atomic::AtomicI64,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -232,26 +236,56 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// The metric clock, its origin kept in `<metrics dir>/ORIGIN` (written once, so stored
-/// datapoints keep lining up across restarts).
+/// The metric clock, kept in `<metrics dir>/ORIGIN` as `<anchor real ms> <anchor AWS ms>
+/// <period ms>` (an older file holds the origin alone), so stored datapoints keep lining up
+/// across restarts. Started with another `--metric-period`, the clock is rebased: AWS time
+/// goes on from where it was, at the new pace, and the file is rewritten.
 fn metric_clock(
     dir: &std::path::Path,
     period: Duration,
 ) -> Result<estiba_core::metric_time::MetricClock, estiba_store::StoreError> {
+    use estiba_core::metric_time::MetricClock;
     let path = dir.join("ORIGIN");
     let fail = |e: std::io::Error| estiba_store::StoreError::Backend(format!("{}: {e}", path.display()));
-    let origin = match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse::<i64>().map_err(|e| fail(std::io::Error::other(e)))?,
+    let write = |c: &MetricClock| {
+        let ((real, aws), p) = (c.anchor(), c.period().as_millis());
+        let tmp = dir.join("ORIGIN.tmp");
+        std::fs::write(&tmp, format!("{real} {aws} {p}\n")).map_err(fail)?;
+        std::fs::rename(&tmp, &path).map_err(fail)
+    };
+    let now = now_ms();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let origin = now_ms();
-            let tmp = dir.join("ORIGIN.tmp");
-            std::fs::write(&tmp, format!("{origin}\n")).map_err(fail)?;
-            std::fs::rename(&tmp, &path).map_err(fail)?;
-            origin
+            let clock = MetricClock::new(now, period);
+            write(&clock)?;
+            return Ok(clock);
         }
         Err(e) => return Err(fail(e)),
     };
-    Ok(estiba_core::metric_time::MetricClock::new(origin, period))
+    let bad = || fail(std::io::Error::other(format!("expected `<real ms> <aws ms> <period ms>`, found {text:?}")));
+    let nums = text.split_whitespace().map(|n| n.parse::<i64>().map_err(|_| bad())).collect::<Result<Vec<_>, _>>()?;
+    let (real, aws, stored) = match nums[..] {
+        // Written before the period was kept: taken as made with this one.
+        [origin] => (origin, origin, period.as_millis() as i64),
+        [real, aws, p] if p > 0 => (real, aws, p),
+        _ => return Err(bad()),
+    };
+    let clock = MetricClock::anchored(real, aws, Duration::from_millis(stored as u64));
+    if clock.period() == period {
+        if nums.len() == 1 {
+            write(&clock)?;
+        }
+        return Ok(clock);
+    }
+    let rebased = clock.rebased(now, period);
+    tracing::info!(
+        from = ?clock.period(),
+        to = ?period,
+        "--metric-period changed: metric time goes on from where it was, at the new pace"
+    );
+    write(&rebased)?;
+    Ok(rebased)
 }
 
 /// How long a write keeps retrying when other writers keep changing what it read. Writers of
@@ -302,12 +336,26 @@ impl Server {
             metrics,
             metric_clock,
             _metrics_tmp: metrics_tmp,
+            metrics_written_to: Default::default(),
         }))
     }
 
     /// Now, in AWS time for metrics ([`estiba_core::metric_time`]), milliseconds.
     pub fn metric_now_ms(&self) -> i64 {
         self.metric_clock.to_aws(now_ms())
+    }
+
+    /// The AWS time (ms) alarms are evaluated as of: now, held back to what the metric ingest
+    /// has written ([`Server::metrics_written_to`]), unless the ingest has fallen more than
+    /// five AWS minutes behind (then it is failing, and alarms must not stop with it).
+    pub fn alarm_now_ms(&self) -> i64 {
+        let now = self.metric_now_ms();
+        let written = self.metrics_written_to.load(std::sync::atomic::Ordering::Relaxed);
+        if written > now - 5 * estiba_core::metric_time::AWS_MINUTE_MS {
+            written.min(now)
+        } else {
+            now
+        }
     }
 
     /// Wakes the controllers that wait for changes (see [`Server::nudge`]).
@@ -357,5 +405,45 @@ impl Server {
     pub async fn catch_up(&self) {
         let rev: Revision = self.store.revision();
         self.view.wait_for(rev).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[test]
+    fn the_metric_clock_survives_restarts_and_a_new_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let five = metric_clock(dir.path(), Duration::from_secs(5)).expect("clock");
+        assert_eq!(metric_clock(dir.path(), Duration::from_secs(5)).expect("again"), five);
+        let now = now_ms();
+        let sixty = metric_clock(dir.path(), Duration::from_secs(60)).expect("rebased");
+        assert_eq!(sixty.period(), Duration::from_secs(60));
+        // No jump: AWS time now is what the old clock says (to the few ms this test takes).
+        assert!((sixty.to_aws(now) - five.to_aws(now)).abs() < 1000, "{sixty:?} {five:?}");
+        assert_eq!(metric_clock(dir.path(), Duration::from_secs(60)).expect("kept"), sixty);
+        // An older file: the origin alone.
+        std::fs::write(dir.path().join("ORIGIN"), "1700000000000\n").expect("write");
+        let old = metric_clock(dir.path(), Duration::from_secs(5)).expect("old file");
+        assert_eq!(old, estiba_core::metric_time::MetricClock::new(1_700_000_000_000, Duration::from_secs(5)));
+        std::fs::write(dir.path().join("ORIGIN"), "12 x\n").expect("write");
+        assert!(metric_clock(dir.path(), Duration::from_secs(5)).is_err());
+    }
+
+    #[tokio::test]
+    async fn alarms_wait_for_the_ingest_but_not_for_ever() {
+        let s = Server::new(Config::default(), Arc::new(estiba_store::MemStore::new())).await.expect("server");
+        let now = s.metric_now_ms();
+        // No ingest running: alarms go by the clock.
+        assert!(s.alarm_now_ms() >= now);
+        // The ingest has written up to 10 AWS seconds ago: alarms judge up to there.
+        s.metrics_written_to.store(now - 10_000, Ordering::Relaxed);
+        assert_eq!(s.alarm_now_ms(), now - 10_000);
+        // An ingest stuck for more than five AWS minutes no longer holds them back.
+        s.metrics_written_to.store(now - 6 * 60_000, Ordering::Relaxed);
+        assert!(s.alarm_now_ms() >= now);
     }
 }

@@ -776,7 +776,9 @@ impl MetricIngest {
                 puts.extend(lb_datums(*minute, m, &topo));
             }
         }
-        self.put(puts, clock.to_aws(now))
+        self.put(puts, clock.to_aws(now))?;
+        self.server.metrics_written_to.fetch_max(cutoff, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn put(&self, puts: Vec<Put>, now_aws: i64) -> Result<(), estiba_metricstore::Error> {

@@ -27,6 +27,7 @@ use estiba_core::{EcsError, Now, Scope};
 use estiba_store::{Compare, Op, Txn};
 
 use crate::services::application_autoscaling::{activities_table, policies_table, targets_table};
+use crate::services::cloudwatch::alarms_table;
 use crate::view::State;
 use crate::{keys, RandomIds, Server, WriteError};
 
@@ -144,7 +145,13 @@ pub(crate) fn record_activities(
     txn: &mut Txn,
 ) {
     let key = docs::activities_key(scope, resource_id);
-    let mut log = match st.doc::<ActivityLog>(activities_table(), &key) {
+    let current = st.doc::<ActivityLog>(activities_table(), &key);
+    if let ([only], Some(d)) = (activities.as_slice(), current) {
+        if d.value.is_fresh_repeat(only, now) {
+            return;
+        }
+    }
+    let mut log = match current {
         Some(d) => {
             txn.compares.push(Compare::mod_revision(&key, d.rev));
             d.value.clone()
@@ -236,32 +243,21 @@ fn other_low_alarms(st: &State, scope: &Scope, arn: &str) -> Vec<String> {
 
 /// Whether every target tracking policy of the target is ready to scale in: ECS scales in
 /// only when all of them (those with scale-in enabled) are, that is when each one's AlarmLow
-/// is in ALARM. The alarms are read from the store (they are CloudWatch's documents).
-async fn all_ready_to_scale_in(s: &Server, action: &AlarmAction) -> bool {
-    let names = {
-        let st = s.view.read();
-        other_low_alarms(&st, &action.scope, &action.policy_arn)
-    };
-    for name in names {
-        let key = estiba_core::alarms::alarm_key(&action.scope, &name);
-        let in_alarm = match s.store.get(&key).await {
-            Ok(Some(kv)) => serde_json::from_slice::<estiba_core::alarms::AlarmDoc>(&kv.value)
-                .is_ok_and(|d| d.alarm.state_value == Some(StateValue::Alarm)),
-            _ => false,
-        };
-        if !in_alarm {
-            return false;
-        }
-    }
-    true
+/// is in ALARM (CloudWatch's documents, in the same view the scaling reads).
+fn all_ready_to_scale_in(st: &State, action: &AlarmAction) -> bool {
+    other_low_alarms(st, &action.scope, &action.policy_arn).iter().all(|name| {
+        let key = estiba_core::alarms::alarm_key(&action.scope, name);
+        st.doc::<estiba_core::alarms::AlarmDoc>(alarms_table(), &key)
+            .is_some_and(|d| d.value.alarm.state_value == Some(StateValue::Alarm))
+    })
 }
 
 async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunError> {
     let scope = &action.scope;
     let aws_now = action.at_ms as f64 / 1000.0;
-    let others_agree = TrackingAlarm::of_name(&action.alarm_name) != Some(TrackingAlarm::AlarmLow)
-        || all_ready_to_scale_in(s, action).await;
     s.transact::<_, ScalingRunError>(|st| {
+        let others_agree = TrackingAlarm::of_name(&action.alarm_name) != Some(TrackingAlarm::AlarmLow)
+            || all_ready_to_scale_in(st, action);
         let wall_now = crate::now();
         let Some(p) = find_policy(st, scope, &action.policy_arn) else {
             return Ok((Txn::new(), Ran::Nothing));
@@ -343,6 +339,10 @@ async fn run_policy(s: &Server, action: &AlarmAction) -> Result<Ran, ScalingRunE
                 }
             }
         };
+        if txn.ops.is_empty() {
+            // Nothing to record (a not-scaled activity repeated): no write at all.
+            return Ok((Txn::new(), ran));
+        }
         Ok((txn, ran))
     })
     .await

@@ -26,6 +26,9 @@ pub const ACTIVITIES: &str = "activities";
 /// The scaling activities kept per scalable target (the newest).
 pub const MAX_ACTIVITIES: usize = 100;
 
+/// How often (seconds) a repeated not-scaled activity's times are refreshed in the log.
+pub const REFRESH_REPEATS_AFTER: f64 = 300.0;
+
 /// `autoscaling/<account>/<region>/<kind>/`.
 pub fn kind_prefix(scope: &Scope, kind: &str) -> String {
     format!("{PREFIX}/{}/{}/{kind}/", scope.account, scope.region)
@@ -138,6 +141,17 @@ impl ActivityLog {
         ActivityLog { resource_id: resource_id.to_string(), items: Vec::new(), added: 0 }
     }
 
+    /// Whether adding `activity` at `now` would only refresh the times of the newest record
+    /// (a not-scaled activity that repeats it) that were refreshed less than
+    /// [`REFRESH_REPEATS_AFTER`] seconds ago: then the log need not be written at all, so an
+    /// alarm that stays in ALARM at max capacity does not rewrite the log every period.
+    pub fn is_fresh_repeat(&self, activity: &Activity, now: Now) -> bool {
+        !activity.not_scaled_reasons.is_empty()
+            && self.items.first().is_some_and(|first| {
+                first.activity == *activity && now - first.end.unwrap_or(first.start) < REFRESH_REPEATS_AFTER
+            })
+    }
+
     /// Adds `record` as the newest, keeping at most [`MAX_ACTIVITIES`]. A not-scaled
     /// activity that repeats the newest one (same cause and reasons: an alarm that stays in
     /// ALARM) refreshes its times instead of adding another.
@@ -199,6 +213,12 @@ mod tests {
         log.push(rec(3, Activity::desired_count_set(2, "c")));
         log.push(rec(4, ns()));
         assert_eq!(log.items.len(), 3);
+        // Within the refresh interval a repeat needs no write; after it, its times refresh.
+        assert!(log.is_fresh_repeat(&ns(), 4.0 + REFRESH_REPEATS_AFTER - 1.0));
+        assert!(!log.is_fresh_repeat(&ns(), 4.0 + REFRESH_REPEATS_AFTER));
+        assert!(!log.is_fresh_repeat(&Activity::desired_count_set(2, "c"), 5.0));
+        let other = Activity::not_scaled("cause", NotScaled::AlreadyAtMinCapacity { min_capacity: 1 });
+        assert!(!log.is_fresh_repeat(&other, 5.0));
     }
 
     #[test]

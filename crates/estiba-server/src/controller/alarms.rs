@@ -5,6 +5,10 @@
 //! history in one CAS transaction and the alarm's actions are invoked (scaling policies
 //! through `crate::scaling::alarm_action`).
 //!
+//! "Now" is [`Server::alarm_now_ms`]: held back until the metric ingest has written the
+//! minute that just ended, so the newest period of an `AWS/ECS` alarm is not judged missing
+//! while its datapoint is on its way.
+//!
 //! Passes run every 10 AWS seconds; an alarm is evaluated when the minute (or period) it
 //! falls in has changed since its last evaluation, which this controller keeps in memory
 //! (after a restart every alarm is evaluated at once). Writes happen only on a change of
@@ -61,7 +65,7 @@ impl Controller for AlarmEvaluator {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, AlarmEvaluatorError> {
-        let now_aws = server.metric_now_ms();
+        let now_aws = server.alarm_now_ms();
         let due: Vec<(String, i64)> = {
             let st = server.view.read();
             let last = self.last.lock().expect("not poisoned");

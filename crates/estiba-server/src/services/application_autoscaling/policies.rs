@@ -10,7 +10,9 @@ use estiba_store::{Compare, Op, Txn};
 
 use super::targets::{delete_policy, put};
 use super::{ecs_matches, find_target, limit, page, policies_table, Result};
+use crate::services::cloudwatch::alarms_table;
 use crate::services::{json, Call};
+use crate::view::State;
 use crate::Server;
 
 /// What a policy type asks for, checked before any read.
@@ -53,31 +55,6 @@ fn check(req: &PutScalingPolicyRequest, service: &rules::EcsService) -> Result<C
     }
 }
 
-/// The alarms an existing target tracking policy owns, as stored (CloudWatch's documents,
-/// read from the store: their state is kept when the policy is updated).
-async fn alarm_states(
-    s: &Server,
-    scope: &estiba_core::Scope,
-    resource_id: &str,
-    policy_name: &str,
-) -> std::collections::HashMap<String, estiba_api::cloudwatch::MetricAlarm> {
-    let names: Vec<String> = {
-        let st = s.view.read();
-        st.doc::<PolicyDoc>(policies_table(), &docs::policy_key(scope, resource_id, policy_name))
-            .map(|d| d.value.policy.alarms.iter().flatten().map(|a| a.alarm_name.clone()).collect())
-            .unwrap_or_default()
-    };
-    let mut out = std::collections::HashMap::new();
-    for name in names {
-        if let Ok(Some(kv)) = s.store.get(&alarms::alarm_key(scope, &name)).await {
-            if let Ok(d) = serde_json::from_slice::<AlarmDoc>(&kv.value) {
-                out.insert(name, d.alarm);
-            }
-        }
-    }
-    out
-}
-
 pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequest) -> Result<Bytes> {
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
@@ -85,7 +62,6 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
     let scope = &cx.scope;
     let policy_uuid = uuid::Uuid::new_v4().to_string();
     let alarm_uuids = [uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string()];
-    let kept = alarm_states(s, scope, &resource_id, &req.policy_name).await;
     let out = super::transact(s, |st| {
         find_target(st, scope, &resource_id)?;
         let key = docs::policy_key(scope, &resource_id, &req.policy_name);
@@ -117,7 +93,15 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
                         ScalingError::validation(format!("The alarm of this policy would be refused: {}", e.message))
                     })?;
                     let mut doc = AlarmDoc::new(scope, &input, rule, cx.now);
-                    if let Some(o) = kept.get(&input.alarm_name) {
+                    let alarm_key = alarms::alarm_key(scope, &input.alarm_name);
+                    // The alarm controller may change the alarm's state meanwhile: the write
+                    // holds only if the alarm is as read.
+                    let current = st.doc::<AlarmDoc>(alarms_table(), &alarm_key);
+                    txn.compares.push(match current {
+                        Some(d) => Compare::mod_revision(&alarm_key, d.rev),
+                        None => Compare::absent(&alarm_key),
+                    });
+                    if let Some(o) = current.map(|d| &d.value.alarm) {
                         // An updated policy's alarms keep their state, as PutMetricAlarm's do.
                         doc.alarm.state_value = o.state_value;
                         doc.alarm.state_reason = o.state_reason.clone();
@@ -125,7 +109,7 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
                         doc.alarm.state_updated_timestamp = o.state_updated_timestamp;
                         doc.alarm.state_transitioned_timestamp = o.state_transitioned_timestamp;
                     }
-                    txn.ops.push(put(alarms::alarm_key(scope, &input.alarm_name), &doc));
+                    txn.ops.push(put(alarm_key, &doc));
                     alarms.push(Alarm {
                         alarm_arn: alarms::alarm_arn(scope, &input.alarm_name),
                         alarm_name: input.alarm_name.clone(),
@@ -168,8 +152,8 @@ pub async fn describe_scaling_policies(s: &Server, cx: &Call, req: DescribeScali
     if !ecs_matches(req.service_namespace, req.scalable_dimension) {
         return Ok(json(&DescribeScalingPoliciesResponse { scaling_policies: Some(vec![]), next_token: None }));
     }
+    let st = s.view.read();
     let p = {
-        let st = s.view.read();
         let prefix = docs::policies_prefix(&cx.scope, req.resource_id.as_deref());
         let wanted = st
             .docs::<PolicyDoc>(policies_table(), &prefix)
@@ -179,7 +163,7 @@ pub async fn describe_scaling_policies(s: &Server, cx: &Call, req: DescribeScali
     };
     let mut policies: Vec<ScalingPolicy> = p.items.into_iter().map(|(_, p)| p).collect();
     if policies.iter().any(|p| p.policy_type == PolicyType::StepScaling) {
-        let alarms = step_alarms(s, &cx.scope).await;
+        let alarms = step_alarms(&st, &cx.scope);
         for p in policies.iter_mut().filter(|p| p.policy_type == PolicyType::StepScaling) {
             p.alarms = Some(
                 alarms.iter().filter(|(_, actions)| actions.contains(&p.policy_arn)).map(|(a, _)| a.clone()).collect(),
@@ -189,19 +173,14 @@ pub async fn describe_scaling_policies(s: &Server, cx: &Call, req: DescribeScali
     Ok(json(&DescribeScalingPoliciesResponse { scaling_policies: Some(policies), next_token: p.next_token }))
 }
 
-/// The scope's alarms and their ALARM actions, read from the store (CloudWatch's documents):
-/// a step scaling policy's `Alarms` are the alarms that invoke it.
-async fn step_alarms(s: &Server, scope: &estiba_core::Scope) -> Vec<(Alarm, Vec<String>)> {
-    let Ok(r) = s.store.range(&alarms::alarms_prefix(scope)).await else {
-        return Vec::new();
-    };
-    r.kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice::<AlarmDoc>(&kv.value).ok())
+/// The scope's alarms and their ALARM actions (CloudWatch's documents, read in the view): a
+/// step scaling policy's `Alarms` are the alarms that invoke it.
+fn step_alarms(st: &State, scope: &estiba_core::Scope) -> Vec<(Alarm, Vec<String>)> {
+    st.docs::<AlarmDoc>(alarms_table(), &alarms::alarms_prefix(scope))
         .filter_map(|d| {
-            let name = d.alarm.alarm_name?;
-            let arn = d.alarm.alarm_arn.unwrap_or_else(|| alarms::alarm_arn(scope, &name));
-            Some((Alarm { alarm_arn: arn, alarm_name: name }, d.alarm.alarm_actions.unwrap_or_default()))
+            let name = d.value.alarm.alarm_name.clone()?;
+            let arn = d.value.alarm.alarm_arn.clone().unwrap_or_else(|| alarms::alarm_arn(scope, &name));
+            Some((Alarm { alarm_arn: arn, alarm_name: name }, d.value.alarm.alarm_actions.clone().unwrap_or_default()))
         })
         .collect()
 }
