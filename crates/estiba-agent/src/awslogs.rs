@@ -485,6 +485,9 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // reading and forming of what comes next.
     let mut inflight: Option<(Append<'_>, InFlight)> = None;
     let mut kept: Option<Vec<Formed>> = None;
+    // Events dropped in non-blocking mode (sequence number, lines) past the saved position:
+    // final once a later batch is stored; undone by a rewind, which reads them again.
+    let mut pending_drops: VecDeque<(u64, u64)> = VecDeque::new();
     loop {
         let finishing = *finish.borrow();
         let budget = match cfg.mode {
@@ -509,7 +512,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                 let Some(f) = queue.pop_front() else { break };
                 queued_bytes -= f.event.message.len() as u64;
                 stats.dropped_lines += f.lines;
-                shipped.dropped += f.lines;
+                pending_drops.push_back((f.seq, f.lines));
                 if stats.dropped_lines.is_power_of_two() {
                     tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: the shipper fell behind (non-blocking mode); dropping the oldest lines");
                 }
@@ -555,7 +558,12 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                     failures = 0;
                     backoff = Duration::from_millis(100);
                     stats.events += count as u64;
-                    shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped: shipped.dropped };
+                    let mut dropped = shipped.dropped;
+                    while let Some(&(_, lines)) = pending_drops.front().filter(|(seq, _)| *seq <= last) {
+                        dropped += lines;
+                        pending_drops.pop_front();
+                    }
+                    shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped };
                     if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
                         tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
                     }
@@ -584,6 +592,8 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                                 // the same events with the same numbers (what was formed past
                                 // it is formed again).
                                 tailer = Tailer::new(&cfg.log, Some(shipped));
+                                // What was dropped past the saved position is judged again.
+                                stats.dropped_lines -= pending_drops.drain(..).map(|(_, lines)| lines).sum::<u64>();
                                 asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
                                 queue.clear();
                                 queued_bytes = 0;
@@ -610,6 +620,13 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             continue;
         }
         if finishing && tailer.at_end && asm.pending.is_none() && queue.is_empty() {
+            if !pending_drops.is_empty() {
+                // The newest events were dropped: nothing later will be stored to settle them.
+                shipped.dropped += pending_drops.drain(..).map(|(_, lines)| lines).sum::<u64>();
+                if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
+                    tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+                }
+            }
             if stats.dropped_lines > 0 {
                 tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: lines were dropped");
             }
@@ -838,6 +855,30 @@ mod tests {
         assert_eq!(got.len() as u64 + stats.dropped_lines, 1000);
         assert!(stats.dropped_lines >= 890, "{stats:?}");
         assert_eq!(got.last().unwrap(), &format!("{:099}", 999), "the newest lines are kept");
+        assert_eq!(logs::read_shipped(&log).unwrap().dropped, stats.dropped_lines);
+    }
+
+    #[tokio::test]
+    async fn drops_are_counted_once_across_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        for i in 0..1000 {
+            w.write(Stream::Stdout, format!("{i:099}\n").as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+        // Failed appends rewind to the saved position: what was dropped past it is read and
+        // judged again, not counted twice.
+        let sink = Arc::new(Sink { fail: 4.into(), ..Default::default() });
+        let mut c = cfg(&log, Mode::NonBlocking, None);
+        c.max_buffer = 10_000;
+        let stats = Shipper::start(sink.clone(), c)
+            .drained(tokio::time::Instant::now() + Duration::from_secs(10))
+            .await
+            .unwrap();
+        let got = messages(&sink);
+        assert!(stats.dropped_lines > 0, "{stats:?}");
+        assert_eq!(got.len() as u64 + stats.dropped_lines, 1000, "{stats:?}");
         assert_eq!(logs::read_shipped(&log).unwrap().dropped, stats.dropped_lines);
     }
 }
