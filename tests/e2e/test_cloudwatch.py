@@ -107,8 +107,12 @@ def test_put_then_get_round_trip_in_every_protocol(cwserver, tmp_path, protocol)
 
 def test_the_aws_cli_puts_and_reads(cwserver):
     ns = unique("E2E/cli")
-    cwserver.aws("cloudwatch", "put-metric-data", "--namespace", ns, "--metric-name", "Hits", "--value", "7", "--unit", "Count")
-    cwserver.aws("cloudwatch", "put-metric-data", "--namespace", ns, "--metric-name", "Hits", "--value", "3", "--unit", "Count")
+    # One timestamp for both: each CLI call takes about a second, and with `--metric-period 5s`
+    # two calls may otherwise fall in two AWS minutes.
+    ts = datetime.now(timezone.utc).isoformat()
+    for v in ("7", "3"):
+        cwserver.aws("cloudwatch", "put-metric-data", "--namespace", ns, "--metric-name", "Hits", "--value", v,
+                     "--unit", "Count", "--timestamp", ts)
     start, end = window()
     out = cwserver.aws(
         "cloudwatch", "get-metric-statistics", "--namespace", ns, "--metric-name", "Hits",
