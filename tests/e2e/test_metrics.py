@@ -245,4 +245,17 @@ def test_task_metadata_endpoint_answers_from_inside_the_task(node, busybox):
     assert stats["id"] == f"{task_id}-app"
     assert list(task_stats) == [f"{task_id}-app"]
     assert out[4] == f"v3=http://169.254.170.2/v3/{task_id}-app" and out[5] == "missing", out[4:]
+
+    # Another task that knows the first one's id reads nothing of it, and its own as usual.
+    nosy = ("sleep 2; wget -qO- http://169.254.170.2/v4/%s-app/task || echo refused; "
+            "wget -qO- \"$ECS_CONTAINER_METADATA_URI_V4/task\" >/dev/null && echo own; exec sleep 600") % task_id
+    other = ecs.run_task(taskDefinition=fam, networkConfiguration=NET, overrides={
+        "containerOverrides": [{"name": "app", "command": ["sh", "-c", nosy]}]})["tasks"][0]["taskArn"]
+
+    def nosy_lines():
+        out = subprocess.run([BIN, "logs", other, "--data-dir", node.data_dir], capture_output=True, text=True, timeout=30)
+        got = out.stdout.splitlines()
+        return len(got) >= 2 and got
+    assert wait_until(nosy_lines, timeout=60, interval=0.5, what="the other task's attempts") == ["refused", "own"]
+    ecs.stop_task(task=other)
     ecs.stop_task(task=arn)

@@ -6,14 +6,17 @@
 //! `${URI}/stats` and `${URI}/task/stats` Docker-stats-shaped numbers from the cgroup
 //! sampler's last two samples ([`Latest`]).
 //!
-//! Answers come from the agent's own view of its tasks (its assignments), nothing else. The
-//! HTTP side is deliberately small: one GET per connection, `Connection: close`.
+//! Answers come from the agent's own view of its tasks (its assignments), nothing else. A task
+//! with addresses of its own (awsvpc, bridge) is answered only to a caller from one of them, so
+//! no task reads another's metadata by guessing its id; `host` tasks share the machine's
+//! addresses and are answered to any local caller. The HTTP side is deliberately small: one
+//! GET per connection, `Connection: close`.
 //!
 //! **Architecture invariant:** read-only; it never changes a task, and answers only about
 //! tasks assigned to this node.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use estiba_api::ecs::Task;
@@ -231,11 +234,29 @@ fn route(path: &str) -> Option<(&str, &str, &str, &str)> {
     Some((version, task_id, container, tail.trim_end_matches('/')))
 }
 
-/// The answer to a GET of `path`: status and JSON body.
-pub fn answer(assignments: &crate::control::Assignments, latest: &Latest, path: &str) -> (u16, Value) {
+/// Whether `peer` may read `task`'s metadata: it is one of the task's own addresses, or the
+/// task has none (network mode `host`).
+fn may_read(task: &Task, peer: IpAddr) -> bool {
+    let own: Vec<IpAddr> = task
+        .containers
+        .iter()
+        .flatten()
+        .flat_map(|c| c.network_interfaces.iter().flatten())
+        .filter_map(|n| n.private_ipv4_address.as_deref()?.parse().ok())
+        .chain(task_rules::private_ipv4(task).map(IpAddr::V4))
+        .collect();
+    own.is_empty() || own.contains(&peer)
+}
+
+/// The answer to a GET of `path` from `peer`: status and JSON body. A caller that may not read
+/// the task is told there is nothing there, as for an unknown id.
+pub fn answer(assignments: &crate::control::Assignments, latest: &Latest, path: &str, peer: IpAddr) -> (u16, Value) {
     let not_found = (404, json!({"error": format!("no metadata at {path}")}));
     let Some((_, task_id, container, tail)) = route(path) else { return not_found };
     let Some(a) = assignments.values().find(|a| task_rules::task_id(&a.task) == task_id) else { return not_found };
+    if !may_read(&a.task, peer) {
+        return not_found;
+    }
     let arn = a.task.task_arn.clone().unwrap_or_default();
     let task_reading = latest.get(&arn, None);
     let container_stats = |name: &str| -> Value {
@@ -283,7 +304,7 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
     };
     let assignments = shared.cp.assignments();
     loop {
-        let (mut conn, _) = tokio::select! {
+        let (mut conn, peer) = tokio::select! {
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
@@ -309,8 +330,11 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
             let text = String::from_utf8_lossy(&buf);
             let mut first = text.lines().next().unwrap_or("").split(' ');
             let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-            let (status, body) =
-                if method == "GET" { answer(&current, &latest, path) } else { (405, json!({"error": "only GET"})) };
+            let (status, body) = if method == "GET" {
+                answer(&current, &latest, path, peer.ip())
+            } else {
+                (405, json!({"error": "only GET"}))
+            };
             let body = serde_json::to_vec(&body).unwrap_or_default();
             let reason = match status {
                 200 => "OK",
@@ -331,6 +355,27 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_task_itself_reads_its_metadata() {
+        let awsvpc: Task = serde_json::from_value(json!({
+            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc",
+            "attachments": [{"type": "ElasticNetworkInterface",
+                             "details": [{"name": "privateIPv4Address", "value": "10.0.1.5"}]}],
+            "containers": [{"name": "web"}],
+        }))
+        .unwrap();
+        assert!(may_read(&awsvpc, "10.0.1.5".parse().unwrap()));
+        assert!(!may_read(&awsvpc, "10.0.1.6".parse().unwrap()));
+        let bridge: Task = serde_json::from_value(json!({
+            "containers": [{"name": "web", "networkInterfaces": [{"privateIpv4Address": "172.17.0.9"}]}],
+        }))
+        .unwrap();
+        assert!(may_read(&bridge, "172.17.0.9".parse().unwrap()));
+        assert!(!may_read(&bridge, "10.0.1.5".parse().unwrap()));
+        let host: Task = serde_json::from_value(json!({"containers": [{"name": "web"}]})).unwrap();
+        assert!(may_read(&host, "169.254.170.2".parse().unwrap()));
+    }
 
     #[test]
     fn routes() {
