@@ -164,6 +164,10 @@ def test_create_a_cluster_from_the_form(console, shared):
     console.wait(lambda: console.field("Cluster name"), "the create form")
     console.field("Cluster name").send_keys(name)
     assert console.field("AWS Fargate (serverless)").is_selected()
+    hint = console.d.find_element(By.ID, "infra-ec2-hint")
+    assert not hint.is_displayed()
+    console.field("Amazon EC2 instances").click()
+    assert hint.is_displayed() and "--join-cluster" in hint.text
     Select(console.field("Container Insights")).select_by_visible_text("Container Insights")
     console.button("Add capacity provider").click()
     Select(console.field("Capacity provider")).select_by_visible_text("FARGATE_SPOT")
@@ -239,6 +243,15 @@ def test_the_cluster_view_lists_services_tasks_and_instances(console, shared):
         assert [r[0] for r in services] == [svc]
         assert services[0][2:5] == ["FARGATE", f"{family}:1", "2"]
         console.shot("cluster-services")
+
+        # What changed behind the page's back shows after Refresh, without reloading the page.
+        svc2 = unique("svc")
+        ecs.create_service(cluster=name, serviceName=svc2, taskDefinition=family, desiredCount=0, launchType="FARGATE", networkConfiguration=AWSVPC)
+        console.d.execute_script("window.__same_page = true")
+        console.button("Refresh").click()
+        console.wait(lambda: sorted(r[0] for r in console.table("Services")) == sorted([svc, svc2]), "the second service")
+        assert console.d.execute_script("return window.__same_page === true")
+        ecs.delete_service(cluster=name, service=svc2, force=True)
 
         console.d.find_element(By.XPATH, "//nav[@class='tabs']/a[normalize-space()='Tasks']").click()
         console.wait(lambda: console.d.current_url.endswith(f"#/clusters/{name}/tasks"), "the tasks tab")

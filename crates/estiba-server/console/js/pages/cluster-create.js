@@ -20,6 +20,22 @@ export async function render() {
     h("option", { value: "enabled" }, "Container Insights"),
     h("option", { value: "enhanced" }, "Container Insights with enhanced observability"),
   );
+  // estiba has no Auto Scaling groups to create: instances join the cluster themselves, so these
+  // choices say how, and add nothing to the CreateCluster call.
+  const ec2Hint = h(
+    "p",
+    { class: "hint", id: "infra-ec2-hint", hidden: true },
+    "Machines join the cluster as EC2 container instances: start ",
+    h("code", {}, "estiba server --join-cluster NAME"),
+    " on each once the cluster exists.",
+  );
+  const externalHint = h(
+    "p",
+    { class: "hint", id: "infra-external-hint", hidden: true },
+    "External instances register themselves with RegisterContainerInstance once the cluster exists.",
+  );
+  ec2.addEventListener("change", () => (ec2Hint.hidden = !ec2.checked));
+  external.addEventListener("change", () => (externalHint.hidden = !external.checked));
   const strategyRows = h("tbody");
   const tagRows = h("tbody");
   let rowId = 0;
@@ -100,9 +116,9 @@ export async function render() {
       h("p", { class: "hint" }, "Your cluster is automatically configured for AWS Fargate (serverless). Add instances for tasks that need them."),
       h("div", { class: "check" }, fargate, h("label", { for: "infra-fargate" }, "AWS Fargate (serverless)")),
       h("div", { class: "check" }, ec2, h("label", { for: "infra-ec2" }, "Amazon EC2 instances")),
-      h("p", { class: "hint" }, "estiba's EC2 instances are machines that join the cluster: start ", h("code", {}, "estiba server --join-cluster NAME"), " on each."),
+      ec2Hint,
       h("div", { class: "check" }, external, h("label", { for: "infra-external" }, "External instances using ECS Anywhere")),
-      h("p", { class: "hint" }, "External instances register with RegisterContainerInstance once the cluster exists."),
+      externalHint,
     ),
     h(
       "fieldset",

@@ -4,7 +4,9 @@
 
 import { ecs, listAll, describeAll } from "../api.js";
 import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
-import { go } from "../app.js";
+import { go, refresh } from "../app.js";
+
+const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 
 const TABS = [
   ["services", "Services"],
@@ -45,7 +47,7 @@ export async function render({ cluster: name, tab = "services", query }) {
     "section",
     {},
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/clusters" }, "Clusters"), ` › ${c.clusterName}`),
-    h("div", { class: "page-head" }, h("h1", {}, c.clusterName), del),
+    h("div", { class: "page-head" }, h("h1", {}, c.clusterName), h("div", { class: "actions" }, refreshButton(), del)),
     h(
       "div",
       { class: "panel" },
@@ -127,13 +129,13 @@ async function tasks(c, query) {
     h("div", { class: "filters" }, h("label", { for: "desired-status" }, "Filter desired status"), filter),
     table(
       "Tasks",
-      ["Task", "Last status", "Desired status", "Task definition", "Started by", "Launch type", "Health status", "Created at"],
+      ["Task", "Last status", "Desired status", "Task definition", "Group", "Launch type", "Health status", "Created at"],
       items.map((t) => [
         h("span", { class: "mono", title: t.taskArn }, arnName(t.taskArn)),
         status(t.lastStatus),
         t.desiredStatus,
         taskDefLink(t.taskDefinitionArn),
-        t.group || t.startedBy || "-",
+        t.group || "-",
         t.launchType || (t.capacityProviderName ?? "-"),
         t.healthStatus || "-",
         time(t.createdAt),

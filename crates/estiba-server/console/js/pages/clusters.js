@@ -3,6 +3,7 @@
 
 import { listAll, describeAll } from "../api.js";
 import { h, table, link, seg, status } from "../ui.js";
+import { refresh } from "../app.js";
 
 export async function render() {
   const arns = await listAll("ecs", "ListClusters", {}, "clusterArns");
@@ -26,7 +27,12 @@ export async function render() {
       "div",
       { class: "page-head" },
       h("h1", {}, "Clusters ", h("span", { class: "count" }, `(${items.length})`)),
-      h("a", { class: "button primary", href: "#/clusters/create" }, "Create cluster"),
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "button", onclick: () => refresh() }, "Refresh"),
+        h("a", { class: "button primary", href: "#/clusters/create" }, "Create cluster"),
+      ),
     ),
     table(
       "Clusters",
