@@ -70,10 +70,12 @@ class Console:
 
     def open(self, route):
         self.d.get(f"{self.endpoint}/#{route}")
-        self.loaded()
+        self.at(route)
 
-    def loaded(self):
-        self.wait(lambda: not self.d.find_elements(By.CSS_SELECTOR, "#view .loading"), "the page to load")
+    def at(self, route):
+        """Waits until the console has rendered `route` (the shell marks the body with the route
+        it finished rendering, so a test never reads the previous page)."""
+        self.wait(lambda: self.d.find_element(By.TAG_NAME, "body").get_attribute("data-route") == route, f"the page {route}")
 
     def wait(self, fn, what, timeout=10):
         def ok(_):
@@ -139,7 +141,8 @@ def test_the_shell_shows_region_account_and_navigation(console):
     assert "Clusters" in nav.text and "Task definitions" in nav.text
     assert nav.find_element(By.CSS_SELECTOR, "a[aria-current=page]").text == "Clusters"
     console.button("Task definitions").click()
-    console.wait(lambda: console.d.find_element(By.TAG_NAME, "h1").text.startswith("Task definitions"), "task definitions")
+    console.at("/task-definitions")
+    assert console.d.find_element(By.TAG_NAME, "h1").text.startswith("Task definitions")
     assert console.d.current_url.endswith("#/task-definitions")
     assert not console.d.find_element(By.ID, "banner").is_displayed(), "no message, no banner"
     console.shot("shell")
@@ -181,8 +184,7 @@ def test_create_a_cluster_from_the_form(console, shared):
     console.shot("cluster-create")
     console.button("Create").click()
 
-    console.wait(lambda: console.d.current_url.endswith(f"#/clusters/{name}"), "the cluster's page")
-    console.loaded()
+    console.at(f"/clusters/{name}")
     assert f"Cluster {name} has been created successfully." in console.wait_banner(name)
 
     c = ecs.describe_clusters(clusters=[name], include=["SETTINGS", "TAGS"])["clusters"][0]
@@ -254,16 +256,14 @@ def test_the_cluster_view_lists_services_tasks_and_instances(console, shared):
         ecs.delete_service(cluster=name, service=svc2, force=True)
 
         console.d.find_element(By.XPATH, "//nav[@class='tabs']/a[normalize-space()='Tasks']").click()
-        console.wait(lambda: console.d.current_url.endswith(f"#/clusters/{name}/tasks"), "the tasks tab")
-        console.loaded()
+        console.at(f"/clusters/{name}/tasks")
         rows = console.table("Tasks")
         assert sorted(r[0] for r in rows) == sorted(t.split("/")[-1] for t in tasks)
         assert all(r[2] == "RUNNING" and r[3] == f"{family}:1" and r[4] == f"service:{svc}" for r in rows)
         console.shot("cluster-tasks")
 
         Select(console.field("Filter desired status")).select_by_visible_text("Stopped")
-        console.wait(lambda: console.d.current_url.endswith("tasks?desiredStatus=STOPPED"), "the stopped filter")
-        console.loaded()
+        console.at(f"/clusters/{name}/tasks?desiredStatus=STOPPED")
         assert console.table("Tasks") == []
 
         console.open(f"/clusters/{name}/infrastructure")
@@ -305,8 +305,7 @@ def test_delete_a_cluster_shows_the_apis_refusal_then_deletes(console, shared):
     ecs.delete_service(cluster=name, service=svc, force=True)
     console.button("Delete cluster").click()
     console.confirm()
-    console.wait(lambda: console.d.current_url.endswith("#/clusters"), "the cluster list")
-    console.loaded()
+    console.at("/clusters")
     assert f"Cluster {name} has been deleted." in console.wait_banner(name)
     assert ecs.describe_clusters(clusters=[name])["clusters"][0]["status"] == "INACTIVE"
 
@@ -351,8 +350,7 @@ def test_register_revise_deregister_and_delete_a_task_definition(console, shared
     console.wait(lambda: console.field("Task definition JSON"), "the JSON editor")
     set_editor(console, json.dumps(td))
     console.button("Create").click()
-    console.wait(lambda: console.d.current_url.endswith(f"#/task-definitions/{family}/1"), "the new revision's page")
-    console.loaded()
+    console.at(f"/task-definitions/{family}/1")
     assert f"Task definition {family}:1 has been created successfully." in console.wait_banner(family)
     got = ecs.describe_task_definition(taskDefinition=f"{family}:1", include=["TAGS"])
     assert got["taskDefinition"]["containerDefinitions"][0]["image"] == "busybox:latest"
@@ -368,12 +366,14 @@ def test_register_revise_deregister_and_delete_a_task_definition(console, shared
     start["containerDefinitions"][0]["image"] = "busybox:1.36"
     set_editor(console, json.dumps(start))
     console.button("Create").click()
-    console.wait(lambda: console.d.current_url.endswith(f"#/task-definitions/{family}/2"), "revision 2")
-    console.loaded()
+    console.at(f"/task-definitions/{family}/2")
     assert ecs.describe_task_definition(taskDefinition=f"{family}:2")["taskDefinition"]["containerDefinitions"][0]["image"] == "busybox:1.36"
 
     console.open(f"/task-definitions/{family}")
     assert [r[0] for r in console.table("Revisions")] == [f"{family}:2", f"{family}:1"]
+    console.open("/task-definitions")
+    rows = {r[0]: r for r in console.table("Task definition families")}
+    assert rows[family][1:] == [f"{family}:2", "2"]
 
     console.open(f"/task-definitions/{family}/1")
     console.button("Deregister").click()
@@ -382,8 +382,7 @@ def test_register_revise_deregister_and_delete_a_task_definition(console, shared
     assert ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]["status"] == "INACTIVE"
     console.button("Delete").click()
     console.confirm()
-    console.wait(lambda: console.d.current_url.endswith(f"#/task-definitions/{family}"), "the family's page")
-    console.loaded()
+    console.at(f"/task-definitions/{family}")
     assert ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]["status"] == "DELETE_IN_PROGRESS"
     assert [r[0] for r in console.table("Revisions")] == [f"{family}:2"]
     ecs.deregister_task_definition(taskDefinition=f"{family}:2")
@@ -407,3 +406,15 @@ def test_the_editor_checks_json_and_shows_the_apis_error(console, shared):
     text = console.wait_banner(code)
     assert message in text
     assert family not in ecs.list_task_definition_families(familyPrefix=family)["families"]
+
+
+def test_a_page_that_cannot_load_shows_the_apis_error(console, shared):
+    ecs = shared.client()
+    missing = unique("nope")
+    with pytest.raises(ClientError) as e:
+        ecs.describe_task_definition(taskDefinition=f"{missing}:1")
+    code, message = e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+    console.open(f"/task-definitions/{missing}/1")
+    assert console.d.find_element(By.TAG_NAME, "h1").text == "Could not load this page"
+    text = console.wait_banner(code)
+    assert message in text

@@ -54,9 +54,12 @@ async function route() {
   onNavigate();
   const found = match(path);
   const mine = ++generation;
+  // `data-route` names the route once its page is on screen (tests and tools wait for it).
+  document.body.dataset.route = "";
+  const done = () => (document.body.dataset.route = hash);
   if (!found) {
     view.replaceChildren(h("h1", {}, "Page not found"), h("p", {}, `Nothing lives at ${path}.`));
-    return;
+    return done();
   }
   const query = new URLSearchParams(queryString || "");
   view.replaceChildren(h("p", { class: "loading", role: "status" }, "Loading…"));
@@ -71,6 +74,7 @@ async function route() {
     view.replaceChildren(h("h1", {}, "Could not load this page"));
     showError(e);
   }
+  done();
 }
 
 /** Renders the current route again (after an action changed what it shows). */

@@ -27,6 +27,15 @@ export async function render({ family, query }) {
 async function families(st) {
   const names = await listAll("ecs", "ListTaskDefinitionFamilies", { status: st, maxResults: 100 }, "families");
   names.sort();
+  // One listing of the revisions (newest first) gives every family's latest and count.
+  const arns = await listAll("ecs", "ListTaskDefinitions", { status: st, sort: "DESC", maxResults: 100 }, "taskDefinitionArns");
+  const byFamily = new Map();
+  for (const fr of arns.map(arnName)) {
+    const family = fr.slice(0, fr.lastIndexOf(":"));
+    const f = byFamily.get(family) || { latest: fr, count: 0 };
+    f.count += 1;
+    byFamily.set(family, f);
+  }
   return h(
     "section",
     {},
@@ -37,7 +46,19 @@ async function families(st) {
       h("a", { class: "button primary", href: "#/task-definitions/create" }, "Create new task definition with JSON"),
     ),
     statusFilter("family-status", st, "/task-definitions"),
-    table("Task definition families", ["Task definition"], names.map((n) => [link(`/task-definitions/${seg(n)}`, n)]), "No task definitions."),
+    table(
+      "Task definition families",
+      ["Task definition", `Latest ${st.toLowerCase()} revision`, "Revisions"],
+      names.map((n) => {
+        const f = byFamily.get(n);
+        return [
+          link(`/task-definitions/${seg(n)}`, n),
+          f ? link(`/task-definitions/${seg(n)}/${f.latest.split(":").pop()}`, f.latest) : "-",
+          String(f ? f.count : 0),
+        ];
+      }),
+      "No task definitions.",
+    ),
   );
 }
 
