@@ -260,3 +260,42 @@ def test_get_root_is_the_console_page(shared):
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
         page = r.read().decode()
     assert "Elastic Load Balancing" in page and "<code>monitoring</code>" in page
+
+
+def get(endpoint, path, headers=None):
+    req = urllib.request.Request(endpoint + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_the_console_files_are_served_with_types_and_etags(shared):
+    status, h, page = get(shared.endpoint, "/")
+    assert status == 200 and h["cache-control"] == "no-cache" and "default-src 'self'" in h["content-security-policy"]
+    assert b'data-account="000000000000"' in page and b'data-region="us-east-1"' in page
+    for path, ctype in [
+        ("/_estiba/console/js/app.js", "text/javascript"),
+        ("/_estiba/console/js/pages/clusters.js", "text/javascript"),
+        ("/_estiba/console/style.css", "text/css"),
+        ("/_estiba/console/favicon.svg", "image/svg+xml"),
+    ]:
+        status, h, body = get(shared.endpoint, path)
+        assert status == 200 and h["content-type"].startswith(ctype) and body, path
+        assert h["x-content-type-options"] == "nosniff"
+        status, h2, body = get(shared.endpoint, path, {"If-None-Match": h["etag"]})
+        assert status == 304 and body == b"" and h2["etag"] == h["etag"], path
+    assert get(shared.endpoint, "/_estiba/console/js/nope.js")[0] == 404
+    assert get(shared.endpoint, "/_estiba/console/../console.rs")[0] == 404
+
+
+def test_the_console_shadows_no_api_route(shared):
+    # The APIs keep `POST /`, the registry `/v2/`, health its paths.
+    ecs = shared.client()
+    assert "clusterArns" in ecs.list_clusters()
+    status, _, body = raw(shared.endpoint, "/", b"{}", {"X-Amz-Target": "AmazonEC2ContainerServiceV20141113.ListClusters", "Content-Type": "application/x-amz-json-1.1"})
+    assert status == 200 and "clusterArns" in json.loads(body)
+    status, h, _ = get(shared.endpoint, "/v2/")
+    assert status in (200, 401) and "docker-distribution-api-version" in h
+    assert get(shared.endpoint, "/health")[0] == 200

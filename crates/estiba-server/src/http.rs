@@ -1,5 +1,6 @@
 //! The listener: one HTTP/1.1 port (keep-alive, served by hyper) for the AWS APIs
-//! ([`crate::front`]), the OCI registry (`/v2/`, [`crate::registry`]), the console (`GET /`)
+//! ([`crate::front`]), the OCI registry (`/v2/`, [`crate::registry`]), the web console (`GET /` and
+//! `/_estiba/console/`, [`crate::console`])
 //! and a health check. It only routes by method and path.
 
 use std::convert::Infallible;
@@ -110,7 +111,11 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             let totals = serde_json::to_vec(&server.lb_metrics.totals()).unwrap_or_default();
             body::response(StatusCode::OK, Bytes::from(totals), "application/json")
         }
-        (&Method::GET, "/") => console(),
+        (&Method::GET, "/") => crate::console::index(server, req.headers()),
+        (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => {
+            crate::console::asset(&p[crate::console::ASSET_PREFIX.len()..], req.headers())
+                .unwrap_or_else(|| not_found(&format!("No console file {path}")))
+        }
         _ => not_found(&format!("No route for {path}")),
     };
     resp.headers_mut().insert("x-amzn-RequestId", HeaderValue::from_str(&request_id).unwrap());
@@ -130,19 +135,4 @@ fn not_found(message: &str) -> Response<Body> {
         Bytes::from(estiba_api::protocol::error_body(e.code, &e.message)),
         "application/json",
     )
-}
-
-/// `GET /` belongs to the web console (its own issue). Until it is built, a page that says
-/// which APIs this server answers, so a browser pointed at the endpoint learns what it is.
-fn console() -> Response<Body> {
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>estiba</title></head><body>\
-         <h1>estiba</h1><p>This endpoint answers these AWS APIs (use it as <code>--endpoint-url</code>):</p><ul>",
-    );
-    for s in crate::services::SERVICES {
-        let m = s.model();
-        page.push_str(&format!("<li>{} (<code>{}</code>)</li>", m.title, m.signing_name));
-    }
-    page.push_str("</ul><p>The OCI registry is at <code>/v2/</code>.</p></body></html>");
-    body::response(StatusCode::OK, Bytes::from(page), "text/html; charset=utf-8")
 }

@@ -14,6 +14,7 @@
 
 pub mod body;
 pub mod connect;
+pub mod console;
 pub mod controller;
 pub mod discovery;
 pub mod dns;
