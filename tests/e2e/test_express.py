@@ -35,7 +35,7 @@ def create(ecs, **kw):
 
 
 def endpoint(svc):
-    [cfg] = svc["activeConfigurations"]
+    cfg = svc["activeConfigurations"][0]
     [path] = cfg["ingressPaths"]
     assert path["accessType"] == "PUBLIC"
     return path["endpoint"]
@@ -140,7 +140,10 @@ def test_create_describe_update_delete(clients, shared):
     [t] = aas.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[rid(svc)])["ScalableTargets"]
     assert (t["MinCapacity"], t["MaxCapacity"]) == (2, 4)
     got = ecs.describe_express_gateway_service(serviceArn=svc["serviceArn"])["service"]
-    assert endpoint(got) == url and got["activeConfigurations"][0]["primaryContainer"]["image"] == "repo/app:2"
+    assert endpoint(got) == url
+    # Both configurations are active while the deployment rolls, the new one first.
+    images = [c["primaryContainer"]["image"] for c in got["activeConfigurations"]]
+    assert images in (["repo/app:2"], ["repo/app:2", "repo/app:1"]), images
 
     # Delete: the service drains; the rule, target group, policy, alarms and target go; the
     # load balancer stays while the other service uses it.
@@ -307,6 +310,10 @@ def test_live_service_answers_through_the_load_balancer(node):
                interval=0.5, what="the new deployment answering")
     wait_until(lambda: len(running()) == 1 and running()[0]["taskArn"] != task["taskArn"], timeout=90,
                interval=0.5, what="the old task gone")
+    # Once the deployment is over, only the new configuration is active.
+    wait_until(lambda: [c["primaryContainer"]["environment"] for c in ecs.describe_express_gateway_service(
+        serviceArn=svc["serviceArn"])["service"]["activeConfigurations"]] == [[{"name": "MSG", "value": "v2"}]],
+        timeout=60, interval=0.5, what="one active configuration")
 
     # Delete: the tasks stop, the endpoint stops answering, the load balancer goes.
     ecs.delete_express_gateway_service(serviceArn=svc["serviceArn"])

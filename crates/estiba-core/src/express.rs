@@ -483,15 +483,31 @@ pub fn shown_configuration(
     c
 }
 
-/// The service as Describe (and Create, Delete) show it.
+/// The service as Describe (and Create, Delete) show it. `active_revisions` are the ECS
+/// service's current revisions (the new and old ones while a deployment rolls, one when
+/// steady): `activeConfigurations` are the configurations that run them, newest first (the
+/// current one when none matches); none once the service is INACTIVE.
 pub fn shown(
     doc: &ExpressDoc,
     ecs_status: Option<&str>,
     current_deployment: Option<String>,
+    active_revisions: &[String],
     with_tags: bool,
 ) -> ECSExpressGatewayService {
     let active = match ecs_status {
-        Some("ACTIVE") | Some("DRAINING") => vec![shown_configuration(doc, doc.current())],
+        Some("ACTIVE") | Some("DRAINING") => {
+            let mut v: Vec<_> = doc
+                .configurations
+                .iter()
+                .rev()
+                .filter(|c| c.service_revision_arn.as_ref().is_some_and(|a| active_revisions.contains(a)))
+                .map(|c| shown_configuration(doc, c))
+                .collect();
+            if v.is_empty() {
+                v.push(shown_configuration(doc, doc.current()));
+            }
+            v
+        }
         _ => vec![],
     };
     ECSExpressGatewayService {
@@ -666,6 +682,44 @@ mod tests {
         let c = tracking_configuration(&t(ExpressGatewayServiceScalingMetric::RequestCountPerTarget), &label);
         let p = c.predefined_metric_specification.unwrap();
         assert_eq!((p.predefined_metric_type, p.resource_label), (MetricType::ALBRequestCountPerTarget, Some(label)));
+    }
+
+    #[test]
+    fn active_configurations_are_those_whose_revisions_run() {
+        let mut a = configuration(&req("app:1"), &net(), 0.0).unwrap();
+        a.service_revision_arn = Some("rev/1".into());
+        let mut b = a.clone();
+        b.primary_container.as_mut().unwrap().image = "app:2".into();
+        b.service_revision_arn = Some("rev/2".into());
+        let doc = ExpressDoc {
+            cluster: "default".into(),
+            service_name: "s".into(),
+            service_arn: "arn".into(),
+            infrastructure_role_arn: "role".into(),
+            host: "s-01234567.ecs.us-east-1.on.aws".into(),
+            created_at: 0.0,
+            updated_at: 0.0,
+            configurations: vec![a, b],
+            resources: Resources::default(),
+            tags: vec![],
+        };
+        let images = |revs: &[&str], status| {
+            let revs: Vec<String> = revs.iter().map(|r| r.to_string()).collect();
+            shown(&doc, status, None, &revs, false)
+                .active_configurations
+                .unwrap()
+                .iter()
+                .map(|c| c.primary_container.as_ref().unwrap().image.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(images(&["rev/2", "rev/1"], Some("ACTIVE")), ["app:2", "app:1"]);
+        assert_eq!(images(&["rev/2"], Some("ACTIVE")), ["app:2"]);
+        assert_eq!(images(&[], Some("DRAINING")), ["app:2"]);
+        assert!(images(&["rev/2"], Some("INACTIVE")).is_empty());
+        let s = shown(&doc, Some("ACTIVE"), None, &[], false);
+        let path = &s.active_configurations.unwrap()[0].ingress_paths.clone().unwrap()[0];
+        assert_eq!(path.endpoint, "http://s-01234567.ecs.us-east-1.on.aws");
+        assert!(s.tags.is_none());
     }
 
     #[test]

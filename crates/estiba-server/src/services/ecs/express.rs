@@ -76,12 +76,21 @@ fn parse_service_arn(cx: &Ctx, service_arn: &str) -> Result<(String, String)> {
     Ok((cluster.unwrap_or("default").to_owned(), name.to_owned()))
 }
 
-/// The ECS service's status and current deployment (`None` once it is gone).
-fn service_state(st: &State, cx: &Ctx, d: &ExpressDoc) -> (Option<String>, Option<String>) {
+/// The ECS service's status, current deployment and current revisions (`None` once it is
+/// gone).
+fn service_state(st: &State, cx: &Ctx, d: &ExpressDoc) -> (Option<String>, Option<String>, Vec<String>) {
     match st.services.get(&keys::service(&cx.scope, &d.cluster, &d.service_name)) {
-        Some(s) => (Some(svc_rules::status(&s.value).to_owned()), s.value.current_service_deployment.clone()),
-        None => (None, None),
+        Some(s) => (
+            Some(svc_rules::status(&s.value).to_owned()),
+            s.value.current_service_deployment.clone(),
+            revisions(&s.value),
+        ),
+        None => (None, None, vec![]),
     }
+}
+
+fn revisions(s: &Service) -> Vec<String> {
+    s.current_service_revisions.iter().flatten().filter_map(|r| r.arn.clone()).collect()
 }
 
 /// A cluster for an Express service: the one named, or `default`, which Express Mode creates
@@ -451,8 +460,13 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateExpressGatewayServiceReques
                 tags,
             };
             txn.ops.push(put(&ekey, &doc));
-            let shown =
-                express::shown(&doc, Some(svc_rules::ACTIVE), created.service.current_service_deployment.clone(), true);
+            let shown = express::shown(
+                &doc,
+                Some(svc_rules::ACTIVE),
+                created.service.current_service_deployment.clone(),
+                &revisions(&created.service),
+                true,
+            );
             Ok((txn, shown))
         })
         .await?;
@@ -474,8 +488,8 @@ pub async fn describe(s: &Server, cx: &Ctx, req: DescribeExpressGatewayServiceRe
     let d = find(&st, cx, &req.service_arn)?.ok_or_else(|| {
         EcsError::resource_not_found(format!("The Express service '{}' was not found.", req.service_arn))
     })?;
-    let (status, deployment) = service_state(&st, cx, &d.value);
-    let out = express::shown(&d.value, status.as_deref(), deployment, with_tags);
+    let (status, deployment, revs) = service_state(&st, cx, &d.value);
+    let out = express::shown(&d.value, status.as_deref(), deployment, &revs, with_tags);
     Ok(json(&DescribeExpressGatewayServiceResponse { service: Some(out) }))
 }
 
@@ -660,7 +674,13 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteExpressGatewayServiceReques
             }
             doc.updated_at = cx.now;
             txn = txn.when(Compare::mod_revision(&d.key, d.rev)).then(put(&d.key, &doc));
-            let out = express::shown(&doc, Some(svc_rules::DRAINING), svc.current_service_deployment.clone(), false);
+            let out = express::shown(
+                &doc,
+                Some(svc_rules::DRAINING),
+                svc.current_service_deployment.clone(),
+                &revisions(&svc),
+                false,
+            );
             Ok((txn, (out, r.target_group_arn)))
         })
         .await?;
