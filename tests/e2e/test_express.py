@@ -133,7 +133,7 @@ def test_create_describe_update_delete(clients, shared):
     assert tcfg["serviceRevisionArn"] != cfg["serviceRevisionArn"]
     [s] = ecs.describe_services(cluster=cluster, services=[name])["services"]
     assert s["taskDefinition"].endswith(f"task-definition/{name}:2") and s["desiredCount"] == 2
-    assert s["deployments"][0]["taskDefinition"] == s["taskDefinition"] and len(s["deployments"]) == 2
+    assert s["deployments"][0]["taskDefinition"] == s["taskDefinition"]
     assert len(ecs.list_service_deployments(cluster=cluster, service=name)["serviceDeployments"]) == 2
     [tg] = elb.describe_target_groups(TargetGroupArns=[tg_arn])["TargetGroups"]
     assert tg["HealthCheckPath"] == "/ready"
@@ -167,6 +167,35 @@ def test_create_describe_update_delete(clients, shared):
     with pytest.raises(ClientError) as e:
         elb.describe_load_balancers(LoadBalancerArns=[lb_arn])
     assert error_code(e) == "LoadBalancerNotFound"
+
+
+def test_twenty_five_services_share_a_load_balancer(clients):
+    ecs, elb = clients["ecs"], clients["elbv2"]
+    cluster = unique("c")
+    ecs.create_cluster(clusterName=cluster)
+
+    def lb_of(svc):
+        [s] = ecs.describe_services(cluster=cluster, services=[svc["serviceName"]])["services"]
+        [tg] = elb.describe_target_groups(TargetGroupArns=[s["loadBalancers"][0]["targetGroupArn"]])["TargetGroups"]
+        return tg["LoadBalancerArns"][0]
+
+    before = {lb["LoadBalancerArn"] for lb in elb.describe_load_balancers()["LoadBalancers"]}
+    svcs = [create(ecs, cluster=cluster, serviceName=f"s{i}") for i in range(26)]
+    lbs = [lb_of(s) for s in svcs]
+    # The first service's load balancer filled up to 25 services before the 26th got another.
+    assert lbs[25] != lbs[0]
+    [listener] = elb.describe_listeners(LoadBalancerArn=lbs[0])["Listeners"]
+    rules = [r for r in elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"] if not r["IsDefault"]]
+    assert len(rules) == 25
+    assert all(lb.split("/")[2].startswith("ecs-express-gateway-alb-") for lb in lbs)
+    hosts = {endpoint(s) for s in svcs}
+    assert len(hosts) == 26
+    for s in svcs:
+        ecs.delete_express_gateway_service(serviceArn=s["serviceArn"])
+    # Load balancers made for these services go with them (one shared with an earlier
+    # test's service that is still there stays).
+    after = {lb["LoadBalancerArn"] for lb in elb.describe_load_balancers()["LoadBalancers"]}
+    assert after <= before and lbs[25] not in after
 
 
 def test_default_cluster_and_generated_name(clients):
