@@ -279,15 +279,7 @@ def get(address, host, path="/"):
         return None, str(e)
 
 
-@pytest.fixture
-def node(tmp_path):
-    from test_network import Node, own_netns
-    with own_netns():
-        n = Node(tmp_path)
-        try:
-            yield n
-        finally:
-            n.stop_all()
+from test_network import node  # noqa: E402,F401 (the fixture: a node in a network namespace of its own)
 
 
 @needs_root

@@ -547,22 +547,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateExpressGatewayServiceReques
                 cx.now,
             )?;
             if let Some(mut nd) = updated.deployment {
-                let prefix = keys::service_deployments_of(scope, &doc.cluster, &doc.service_name);
-                for rec in State::range(&st.service_deployments, &prefix) {
-                    if matches!(
-                        rec.value.status,
-                        Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)
-                    ) {
-                        let mut r = rec.value.clone();
-                        r.status = Some(ServiceDeploymentStatus::Stopped);
-                        r.status_reason = Some("The deployment was stopped because a newer deployment started.".into());
-                        r.stopped_at = Some(cx.now);
-                        r.finished_at = Some(cx.now);
-                        r.updated_at = Some(cx.now);
-                        txn.compares.push(Compare::mod_revision(&rec.key, rec.rev));
-                        txn.ops.push(put(&rec.key, &r));
-                    }
-                }
+                super::services::supersede_deployments(st, &mut txn, scope, &doc.cluster, &doc.service_name, cx.now);
                 nd.record.status = Some(ServiceDeploymentStatus::InProgress);
                 super::services::write_deployment(&mut txn, scope, &doc.cluster, &doc.service_name, &nd);
                 cfg.service_revision_arn = nd.revision.service_revision_arn.clone();

@@ -42,6 +42,31 @@ fn cluster_ref(cluster: Option<&str>, service: &str) -> Option<String> {
     cluster.map(str::to_owned).or_else(|| arn::member_id("service", service).and_then(|(c, _)| c.map(str::to_owned)))
 }
 
+/// Stops the service's deployments that were still rolling out (PENDING or IN_PROGRESS): a
+/// newer one supersedes them.
+pub(super) fn supersede_deployments(
+    st: &State,
+    txn: &mut Txn,
+    scope: &Scope,
+    cluster: &str,
+    service: &str,
+    now: estiba_core::Now,
+) {
+    let prefix = keys::service_deployments_of(scope, cluster, service);
+    for rec in State::range(&st.service_deployments, &prefix) {
+        if matches!(rec.value.status, Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)) {
+            let mut r = rec.value.clone();
+            r.status = Some(ServiceDeploymentStatus::Stopped);
+            r.status_reason = Some("The deployment was stopped because a newer deployment started.".into());
+            r.stopped_at = Some(now);
+            r.finished_at = Some(now);
+            r.updated_at = Some(now);
+            txn.compares.push(Compare::mod_revision(&rec.key, rec.rev));
+            txn.ops.push(put(&rec.key, &r));
+        }
+    }
+}
+
 /// Writes a new deployment's revision and record.
 pub(crate) fn write_deployment(txn: &mut Txn, scope: &Scope, cluster: &str, service: &str, nd: &NewDeployment) {
     let n = svc_rules::deployment_number(nd.deployment.id.as_deref().unwrap_or(""));
@@ -231,23 +256,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                     p.service_connect_configuration = scc;
                     p.service_connect_resources = resources;
                 }
-                // A deployment that was still rolling out is superseded.
-                let prefix = keys::service_deployments_of(&cx.scope, &cluster, svc_rules::name(&svc));
-                for rec in State::range(&st.service_deployments, &prefix) {
-                    if matches!(
-                        rec.value.status,
-                        Some(ServiceDeploymentStatus::Pending | ServiceDeploymentStatus::InProgress)
-                    ) {
-                        let mut r = rec.value.clone();
-                        r.status = Some(ServiceDeploymentStatus::Stopped);
-                        r.status_reason = Some("The deployment was stopped because a newer deployment started.".into());
-                        r.stopped_at = Some(cx.now);
-                        r.finished_at = Some(cx.now);
-                        r.updated_at = Some(cx.now);
-                        txn.compares.push(Compare::mod_revision(&rec.key, rec.rev));
-                        txn.ops.push(put(&rec.key, &r));
-                    }
-                }
+                supersede_deployments(st, &mut txn, &cx.scope, &cluster, svc_rules::name(&svc), cx.now);
                 nd.record.status = Some(ServiceDeploymentStatus::InProgress);
                 write_deployment(&mut txn, &cx.scope, &cluster, svc_rules::name(&svc), &nd);
             }
