@@ -691,7 +691,7 @@ mod tests {
         assert_eq!(x.values(), [9.0, 2.0, 3.0]);
         assert_eq!(x.get(60), Some(2.0));
         assert_eq!(x.get(30), None);
-        assert_eq!(x.iter().rev().next(), Some((120, 3.0)));
+        assert_eq!(x.iter().next_back(), Some((120, 3.0)));
         assert_eq!(
             union_timestamps([&s(&[(0, 1.0), (120, 1.0)]), &s(&[(60, 1.0), (120, 1.0), (240, 1.0)])]),
             [0, 60, 120, 240]

@@ -577,10 +577,12 @@ impl<'a> Run<'a> {
                             Series::new()
                         }
                     }
-                    MathValue::List(_) => return Err(validation(format!(
+                    MathValue::List(_) => {
+                        return Err(validation(format!(
                         "Error in expression {}: it returns an array of time series; wrap it in SUM, AVG, MIN or MAX.",
                         q.id
-                    ))),
+                    )))
+                    }
                 };
                 self.done.insert(q.id.clone(), series);
             }
@@ -868,14 +870,12 @@ mod tests {
         assert!(run_queries(&st, &scope, &cyc, t0, t0 + 60_000, t0).unwrap_err().message.contains("Circular"));
     }
 
+    /// A page's results: timestamps, values, whether complete.
+    type Page = Vec<(Vec<i64>, Vec<f64>, bool)>;
+
     /// GetMetricData's pages as the first version made them: every query computed, the
     /// returned ones' datapoints (newest first when `descending`) cut at `offset` + `max`.
-    fn reference_page(
-        results: &[QueryResult],
-        offset: usize,
-        max: usize,
-        descending: bool,
-    ) -> (Vec<(Vec<i64>, Vec<f64>, bool)>, Option<usize>) {
+    fn reference_page(results: &[QueryResult], offset: usize, max: usize, descending: bool) -> (Page, Option<usize>) {
         let (mut skip, mut budget, mut more) = (offset, max, false);
         let mut out = Vec::new();
         for r in results.iter().filter(|r| r.return_data) {
