@@ -3,18 +3,158 @@
 //! `(m1+m2)/2`), and the functions `SUM`, `AVG`, `MIN`, `MAX` of a list of series
 //! (`SUM([m1,m2])`, `MAX(METRICS())`, `AVG(METRICS("m"))`) or of one series (then a scalar).
 //!
-//! A series is a map from timestamp (ms) to value. Two series combine at the timestamps both
-//! have; a series and a scalar at every point of the series; a function of a list gives at
-//! each timestamp the aggregate of the series that have a value there. Results that are not
-//! finite (a division by zero) are dropped, as CloudWatch leaves such points out.
+//! A [`Series`] is two vectors, timestamps (ms, strictly increasing: the period starts of a
+//! query) and their values. Two series combine at the timestamps both have (elementwise when
+//! their timestamps are the same, the usual case of queries over one period grid; a merge
+//! of the two sorted vectors otherwise); a series and a scalar at every point of the series;
+//! a function of a list gives at each timestamp the aggregate of the series that have a value
+//! there. Results that are not finite (a division by zero) are dropped, as CloudWatch leaves
+//! such points out.
 //!
 //! May not: read the metric store, a clock or the wire types: the caller gathers the series
 //! of each query id and calls [`evaluate`].
 
 use std::collections::BTreeMap;
 
-/// One time series: timestamp (ms) → value.
-pub type Series = BTreeMap<i64, f64>;
+/// One time series: timestamps (ms, strictly increasing) and their values, side by side.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+}
+
+impl Series {
+    pub fn new() -> Series {
+        Series::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Series {
+        Series { timestamps: Vec::with_capacity(n), values: Vec::with_capacity(n) }
+    }
+
+    /// Appends a point after the last one; a timestamp not after the last replaces that
+    /// point's value when equal, and is put in its place otherwise (slow: callers append in
+    /// order).
+    pub fn push(&mut self, t: i64, v: f64) {
+        match self.timestamps.last() {
+            None => {}
+            Some(&last) if t > last => {}
+            Some(_) => {
+                match self.timestamps.binary_search(&t) {
+                    Ok(i) => self.values[i] = v,
+                    Err(i) => {
+                        self.timestamps.insert(i, t);
+                        self.values.insert(i, v);
+                    }
+                }
+                return;
+            }
+        }
+        self.timestamps.push(t);
+        self.values.push(v);
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    /// The timestamps, increasing.
+    pub fn timestamps(&self) -> &[i64] {
+        &self.timestamps
+    }
+
+    /// The values, in the order of [`Series::timestamps`].
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// The value at `t`.
+    pub fn get(&self, t: i64) -> Option<f64> {
+        self.timestamps.binary_search(&t).ok().map(|i| self.values[i])
+    }
+
+    /// The points, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i64, f64)> + ExactSizeIterator + '_ {
+        self.timestamps.iter().copied().zip(self.values.iter().copied())
+    }
+
+    /// Keeps the finite values only.
+    fn finite(mut self) -> Series {
+        if self.values.iter().all(|v| v.is_finite()) {
+            return self;
+        }
+        let mut keep = 0;
+        for i in 0..self.values.len() {
+            if self.values[i].is_finite() {
+                self.timestamps[keep] = self.timestamps[i];
+                self.values[keep] = self.values[i];
+                keep += 1;
+            }
+        }
+        self.timestamps.truncate(keep);
+        self.values.truncate(keep);
+        self
+    }
+}
+
+impl FromIterator<(i64, f64)> for Series {
+    /// Points in any order; of two with the same timestamp the later one stays.
+    fn from_iter<I: IntoIterator<Item = (i64, f64)>>(iter: I) -> Series {
+        let iter = iter.into_iter();
+        let mut s = Series::with_capacity(iter.size_hint().0);
+        for (t, v) in iter {
+            s.push(t, v);
+        }
+        s
+    }
+}
+
+impl<const N: usize> From<[(i64, f64); N]> for Series {
+    fn from(points: [(i64, f64); N]) -> Series {
+        points.into_iter().collect()
+    }
+}
+
+/// The timestamps of any of `series`, increasing.
+pub fn union_timestamps<'a>(series: impl IntoIterator<Item = &'a Series>) -> Vec<i64> {
+    let mut out: Vec<i64> = Vec::new();
+    for s in series {
+        if out.is_empty() || out == s.timestamps {
+            if out.is_empty() {
+                out.extend_from_slice(&s.timestamps);
+            }
+            continue;
+        }
+        let mut merged = Vec::with_capacity(out.len().max(s.len()));
+        let (a, b) = (&out, &s.timestamps);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => {
+                    merged.push(a[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    merged.push(b[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    merged.push(a[i]);
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        merged.extend_from_slice(&a[i..]);
+        merged.extend_from_slice(&b[j..]);
+        out = merged;
+    }
+    out
+}
 
 /// A parsed expression.
 #[derive(Clone, Debug, PartialEq)]
@@ -297,13 +437,13 @@ pub fn uses_metrics(e: &Expr) -> bool {
 /// Where an expression finds its inputs: the series of a query id, and which ids
 /// `METRICS()` covers (every other query of the request, in order).
 pub trait Env {
-    fn series(&self, id: &str) -> Option<Series>;
+    fn series(&self, id: &str) -> Option<&Series>;
     fn metric_ids(&self) -> Vec<String>;
 }
 
 impl Env for BTreeMap<String, Series> {
-    fn series(&self, id: &str) -> Option<Series> {
-        self.get(id).cloned()
+    fn series(&self, id: &str) -> Option<&Series> {
+        self.get(id)
     }
     fn metric_ids(&self) -> Vec<String> {
         self.keys().cloned().collect()
@@ -315,7 +455,7 @@ pub fn evaluate(e: &Expr, env: &dyn Env) -> Result<Value, MathError> {
     Ok(match e {
         Expr::Number(v) => Value::Scalar(*v),
         Expr::Id(id) => match env.series(id) {
-            Some(s) => Value::Series(s),
+            Some(s) => Value::Series(s.clone()),
             None => return err(format!("Unrecognized identifier {id}")),
         },
         Expr::Neg(a) => map(evaluate(a, env)?, |v| -v),
@@ -335,53 +475,96 @@ pub fn evaluate(e: &Expr, env: &dyn Env) -> Result<Value, MathError> {
             let mut out = Vec::new();
             for id in env.metric_ids() {
                 if filter.as_deref().is_none_or(|f| id.contains(f)) {
-                    out.extend(env.series(&id));
+                    out.extend(env.series(&id).cloned());
                 }
             }
             Value::List(out)
         }
         Expr::Call(f, a) => match evaluate(a, env)? {
             Value::Scalar(_) => return err("SUM, AVG, MIN and MAX take a time series or an array of time series"),
-            Value::Series(s) => Value::Scalar(aggregate(*f, s.values().copied()).unwrap_or(f64::NAN)),
-            Value::List(l) => {
-                let mut at: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-                for s in &l {
-                    for (t, v) in s {
-                        at.entry(*t).or_default().push(*v);
-                    }
-                }
-                Value::Series(
-                    at.into_iter().filter_map(|(t, vs)| aggregate(*f, vs.into_iter()).map(|v| (t, v))).collect(),
-                )
-            }
+            Value::Series(s) => Value::Scalar(aggregate(*f, &s.values).unwrap_or(f64::NAN)),
+            Value::List(l) => Value::Series(aggregate_list(*f, &l)),
         },
     })
 }
 
-fn aggregate(f: Function, vs: impl Iterator<Item = f64>) -> Option<f64> {
-    let vs: Vec<f64> = vs.collect();
-    if vs.is_empty() {
-        return None;
-    }
-    Some(match f {
-        Function::Sum => vs.iter().sum(),
-        Function::Avg => vs.iter().sum::<f64>() / vs.len() as f64,
-        Function::Min => vs.iter().copied().fold(f64::INFINITY, f64::min),
-        Function::Max => vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    })
+/// The running aggregate of the values at one timestamp, taken in list order (so a sum adds
+/// in the same order as summing the values gathered in a list would).
+#[derive(Clone, Copy)]
+struct Acc {
+    n: u32,
+    sum: f64,
+    min: f64,
+    max: f64,
 }
 
-fn finite(s: Series) -> Series {
-    s.into_iter().filter(|(_, v)| v.is_finite()).collect()
+impl Acc {
+    const EMPTY: Acc = Acc { n: 0, sum: -0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+
+    fn add(&mut self, v: f64) {
+        self.n += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    fn get(&self, f: Function) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        Some(match f {
+            Function::Sum => self.sum,
+            Function::Avg => self.sum / f64::from(self.n),
+            Function::Min => self.min,
+            Function::Max => self.max,
+        })
+    }
+}
+
+fn aggregate(f: Function, vs: &[f64]) -> Option<f64> {
+    let mut acc = Acc::EMPTY;
+    vs.iter().for_each(|v| acc.add(*v));
+    acc.get(f)
+}
+
+/// `f` at each timestamp of any series of `l`, over the series that have a value there.
+fn aggregate_list(f: Function, l: &[Series]) -> Series {
+    let timestamps = union_timestamps(l);
+    let mut accs = vec![Acc::EMPTY; timestamps.len()];
+    for s in l {
+        if s.timestamps == timestamps {
+            accs.iter_mut().zip(&s.values).for_each(|(a, v)| a.add(*v));
+            continue;
+        }
+        // Every timestamp of `s` is in the union: walk both.
+        let mut i = 0;
+        for (t, v) in s.iter() {
+            while timestamps[i] < t {
+                i += 1;
+            }
+            accs[i].add(v);
+        }
+    }
+    let mut out = Series::with_capacity(timestamps.len());
+    for (t, a) in timestamps.into_iter().zip(accs) {
+        if let Some(v) = a.get(f) {
+            out.timestamps.push(t);
+            out.values.push(v);
+        }
+    }
+    out
+}
+
+fn map_series(mut s: Series, f: impl Fn(f64) -> f64) -> Series {
+    s.values.iter_mut().for_each(|v| *v = f(*v));
+    s.finite()
 }
 
 fn map(v: Value, f: impl Fn(f64) -> f64 + Copy) -> Value {
     match v {
         Value::Scalar(x) => Value::Scalar(f(x)),
-        Value::Series(s) => Value::Series(finite(s.into_iter().map(|(t, x)| (t, f(x))).collect())),
-        Value::List(l) => {
-            Value::List(l.into_iter().map(|s| finite(s.into_iter().map(|(t, x)| (t, f(x))).collect())).collect())
-        }
+        Value::Series(s) => Value::Series(map_series(s, f)),
+        Value::List(l) => Value::List(l.into_iter().map(|s| map_series(s, f)).collect()),
     }
 }
 
@@ -394,8 +577,27 @@ fn apply(op: BinOp, a: f64, b: f64) -> f64 {
     }
 }
 
+/// `a op b` at the timestamps both have.
 fn zip(op: BinOp, a: &Series, b: &Series) -> Series {
-    finite(a.iter().filter_map(|(t, x)| b.get(t).map(|y| (*t, apply(op, *x, *y)))).collect())
+    if a.timestamps == b.timestamps {
+        let values = a.values.iter().zip(&b.values).map(|(x, y)| apply(op, *x, *y)).collect();
+        return Series { timestamps: a.timestamps.clone(), values }.finite();
+    }
+    let mut out = Series::with_capacity(a.len().min(b.len()));
+    let mut j = 0;
+    for (t, x) in a.iter() {
+        while j < b.len() && b.timestamps[j] < t {
+            j += 1;
+        }
+        if j == b.len() {
+            break;
+        }
+        if b.timestamps[j] == t {
+            out.timestamps.push(t);
+            out.values.push(apply(op, x, b.values[j]));
+        }
+    }
+    out.finite()
 }
 
 fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, MathError> {
@@ -480,5 +682,40 @@ mod tests {
         assert_eq!(r, ["m1", "m2", "e1"]);
         assert!(uses_metrics(&parse("AVG(METRICS())").unwrap()));
         assert!(!uses_metrics(&parse("m1").unwrap()));
+    }
+
+    #[test]
+    fn series_keep_timestamps_sorted_and_unique() {
+        let x: Series = [(120, 3.0), (0, 1.0), (60, 2.0), (0, 9.0)].into_iter().collect();
+        assert_eq!(x.timestamps(), [0, 60, 120]);
+        assert_eq!(x.values(), [9.0, 2.0, 3.0]);
+        assert_eq!(x.get(60), Some(2.0));
+        assert_eq!(x.get(30), None);
+        assert_eq!(x.iter().next_back(), Some((120, 3.0)));
+        assert_eq!(
+            union_timestamps([&s(&[(0, 1.0), (120, 1.0)]), &s(&[(60, 1.0), (120, 1.0), (240, 1.0)])]),
+            [0, 60, 120, 240]
+        );
+    }
+
+    #[test]
+    fn aligned_and_unaligned_series_give_the_same_answers() {
+        // The same grid: elementwise; different grids: merged. Both as a map would do it.
+        let a = s(&[(0, 1.0), (60, 2.0), (120, 4.0), (180, 8.0)]);
+        let b = s(&[(0, 1.0), (60, 0.0), (120, 2.0), (180, 2.0)]);
+        let c = s(&[(60, 5.0), (180, 1.0), (300, 7.0)]);
+        let mut e = BTreeMap::new();
+        e.insert("a".to_string(), a);
+        e.insert("b".to_string(), b);
+        e.insert("c".to_string(), c);
+        let ev = |x: &str| evaluate(&parse(x).unwrap(), &e).unwrap();
+        assert_eq!(ev("a / b"), Value::Series(s(&[(0, 1.0), (120, 2.0), (180, 4.0)])));
+        assert_eq!(ev("a - c"), Value::Series(s(&[(60, -3.0), (180, 7.0)])));
+        assert_eq!(ev("c - a"), Value::Series(s(&[(60, 3.0), (180, -7.0)])));
+        assert_eq!(ev("SUM([a, b])"), Value::Series(s(&[(0, 2.0), (60, 2.0), (120, 6.0), (180, 10.0)])));
+        assert_eq!(ev("AVG([a, c])"), Value::Series(s(&[(0, 1.0), (60, 3.5), (120, 4.0), (180, 4.5), (300, 7.0)])));
+        assert_eq!(ev("MIN([c, a])"), Value::Series(s(&[(0, 1.0), (60, 2.0), (120, 4.0), (180, 1.0), (300, 7.0)])));
+        assert_eq!(ev("MAX(a)"), Value::Scalar(8.0));
+        assert_eq!(ev("SUM([c - a, 0 * b])"), Value::Series(s(&[(0, 0.0), (60, 3.0), (120, 0.0), (180, -7.0)])));
     }
 }

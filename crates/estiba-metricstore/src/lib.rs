@@ -385,6 +385,20 @@ impl MetricStore {
         self.inner.get(metric, query, now)
     }
 
+    /// One statistic of one series (the first of `query.statistics`), as `get` would give
+    /// it, to `f` as (period start ms, value), oldest first, skipping periods where the
+    /// statistic has no value (a percentile CloudWatch would not give), until `f` returns
+    /// false. GetMetricData's path: no datapoint is made per period.
+    pub fn get_values(
+        &self,
+        metric: &MetricId,
+        query: &Query,
+        now: i64,
+        f: impl FnMut(i64, f64) -> bool,
+    ) -> Result<()> {
+        self.inner.get_values(metric, query, now, f)
+    }
+
     /// The datapoints of every series `selector` matches, ordered by metric (SEARCH, metric
     /// math over many series). Series without data in the range are left out.
     pub fn get_matching(

@@ -550,3 +550,83 @@ fn kill_9_leaves_a_prefix_of_every_series() {
         }
     }
 }
+
+#[test]
+fn get_values_gives_what_get_gives_and_stops_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut rng = Rng(7);
+    // Two days of minutes (so packed chunks and hot buckets), two units on one metric, a
+    // gap, several values per minute on some.
+    let mut data = Vec::new();
+    for m in 0..2 * 1440 {
+        if m % 97 == 5 {
+            continue;
+        }
+        let unit = if m % 3 == 0 { u("Bytes") } else { u("None") };
+        let value = if m % 5 == 0 {
+            Value::Values { values: vec![rng.f(), rng.f()], counts: vec![] }
+        } else {
+            Value::Single(rng.f())
+        };
+        data.push(datum("Load", &[], T0 + m * MIN + 1000, unit.clone(), value));
+        data.push(datum("One", &[], T0 + m * MIN + 1000, u("None"), Value::Single(rng.f())));
+        if data.len() >= 1000 {
+            store.put(ACCOUNT, REGION, NS, &data, T0 + 2 * DAY_MS).unwrap();
+            data.clear();
+        }
+    }
+    store.put(ACCOUNT, REGION, NS, &data, T0 + 2 * DAY_MS).unwrap();
+    let now = T0 + 2 * DAY_MS;
+    for name in ["Load", "One"] {
+        for unit in [UnitFilter::Merged, UnitFilter::Only(u("Bytes")), UnitFilter::Only(u("None")), UnitFilter::Each] {
+            for (period, stat) in [
+                (60, Statistic::Average),
+                (300, Statistic::Sum),
+                (3600, Statistic::Percentile(90.0)),
+                (120, Statistic::Maximum),
+            ] {
+                let q = Query {
+                    start: T0 + 7 * MIN,
+                    end: now - 13 * MIN,
+                    period,
+                    statistics: vec![stat],
+                    unit: unit.clone(),
+                };
+                let want: Vec<(i64, f64)> = store
+                    .get(&metric(name, &[]), &q, now)
+                    .unwrap()
+                    .iter()
+                    .filter_map(|d| d.values[0].map(|v| (d.timestamp, v)))
+                    .collect();
+                let mut got = Vec::new();
+                store
+                    .get_values(&metric(name, &[]), &q, now, |t, v| {
+                        got.push((t, v));
+                        true
+                    })
+                    .unwrap();
+                assert_eq!(got, want, "{name} {unit:?} {period} {stat:?}");
+                let mut first = Vec::new();
+                store
+                    .get_values(&metric(name, &[]), &q, now, |t, v| {
+                        first.push((t, v));
+                        first.len() < 3
+                    })
+                    .unwrap();
+                assert_eq!(first, want[..3.min(want.len())]);
+            }
+        }
+    }
+    let mut none = 0;
+    let q = query(T0, now, 60, &[Statistic::Sum]);
+    store
+        .get_values(&metric("Absent", &[]), &q, now, |_, _| {
+            none += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(none, 0);
+    let bad = query(T0, now, 7, &[Statistic::Sum]);
+    assert!(store.get_values(&metric("One", &[]), &bad, now, |_, _| true).is_err());
+}

@@ -48,33 +48,40 @@ impl Chunk {
         }
     }
 
-    /// Calls `f` with each bucket.
-    fn for_each(&self, mut f: impl FnMut(i64, &Agg)) {
+    /// Calls `f` with each bucket until it returns false; false if it did.
+    fn for_each(&self, mut f: impl FnMut(i64, &Agg) -> bool) -> bool {
         match &self.open {
-            Some(buckets) => buckets.iter().for_each(|(s, a)| f(*s, a)),
+            Some(buckets) => buckets.iter().all(|(s, a)| f(*s, a)),
             None => Chunk::for_each_encoded(&self.bytes, f),
         }
     }
 
-    /// Calls `f` with each bucket of encoded chunk bytes, decoded into one reused aggregate.
-    fn for_each_encoded(bytes: &[u8], mut f: impl FnMut(i64, &Agg)) {
+    /// Calls `f` with each bucket of encoded chunk bytes, decoded into one reused aggregate,
+    /// until it returns false; false if it did.
+    fn for_each_encoded(bytes: &[u8], mut f: impl FnMut(i64, &Agg) -> bool) -> bool {
         let mut r = Reader::new(bytes);
         let mut agg = Agg::default();
         let mut start = 0;
         while !r.done() {
             // Chunks are made here and checked when loaded: a failure is a bug, not data.
-            let Some(delta) = r.zvarint() else { return };
+            let Some(delta) = r.zvarint() else { return true };
             start += delta;
             if format::get_agg_into(&mut r, &mut agg).is_none() {
-                return;
+                return true;
             }
-            f(start, &agg);
+            if !f(start, &agg) {
+                return false;
+            }
         }
+        true
     }
 
     fn decode(&self) -> Vec<(i64, Agg)> {
         let mut out = Vec::with_capacity(self.len as usize);
-        self.for_each(|s, a| out.push((s, a.clone())));
+        self.for_each(|s, a| {
+            out.push((s, a.clone()));
+            true
+        });
         out
     }
 
@@ -142,31 +149,38 @@ impl Tier {
         let c = &mut self.packed[i];
         let buckets = c.open.get_or_insert_with(|| {
             let mut out = Vec::with_capacity(c.len as usize + 1);
-            Chunk::for_each_encoded(&c.bytes, |s, a| out.push((s, a.clone())));
+            Chunk::for_each_encoded(&c.bytes, |s, a| {
+                out.push((s, a.clone()));
+                true
+            });
             out
         });
         f(bucket_mut(buckets, start));
         (c.first, c.last, c.len) = (buckets[0].0, buckets[buckets.len() - 1].0, buckets.len() as u32);
     }
 
-    /// Calls `f` with each bucket starting at or after `from` (seconds) and before `end_ms`.
-    pub fn visit(&self, from: i64, end_ms: i64, mut f: impl FnMut(i64, &Agg)) {
+    /// Calls `f` with each bucket starting at or after `from` (seconds) and before `end_ms`,
+    /// in order, until it returns false.
+    pub fn visit(&self, from: i64, end_ms: i64, mut f: impl FnMut(i64, &Agg) -> bool) {
         let before_end = |s: i64| s.saturating_mul(1000) < end_ms;
         for c in &self.packed[self.packed.partition_point(|c| c.last < from)..] {
             if !before_end(c.first) {
                 return;
             }
-            c.for_each(|s, a| {
-                if s >= from && before_end(s) {
-                    f(s, a)
+            let go = c.for_each(|s, a| {
+                if s < from {
+                    return true;
                 }
+                before_end(s) && f(s, a)
             });
-        }
-        for (s, a) in &self.hot[self.hot.partition_point(|b| b.0 < from)..] {
-            if !before_end(*s) {
+            if !go {
                 return;
             }
-            f(*s, a);
+        }
+        for (s, a) in &self.hot[self.hot.partition_point(|b| b.0 < from)..] {
+            if !before_end(*s) || !f(*s, a) {
+                return;
+            }
         }
     }
 
@@ -192,7 +206,10 @@ impl Tier {
         for c in &self.packed {
             out.0 += u64::from(c.len);
             out.2 += c.memory();
-            c.for_each(|_, a| out.1 += a.sketch.bins.len() as u64);
+            c.for_each(|_, a| {
+                out.1 += a.sketch.bins.len() as u64;
+                true
+            });
         }
         for (_, a) in &self.hot {
             out.0 += 1;
@@ -271,7 +288,10 @@ mod tests {
 
     fn all(t: &Tier) -> Vec<(i64, f64, f64)> {
         let mut out = Vec::new();
-        t.visit(i64::MIN / 2000, i64::MAX, |s, a| out.push((s, a.count, a.sum)));
+        t.visit(i64::MIN / 2000, i64::MAX, |s, a| {
+            out.push((s, a.count, a.sum));
+            true
+        });
         out
     }
 
@@ -305,7 +325,10 @@ mod tests {
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
         // A range read starts and stops where asked.
         let mut some = Vec::new();
-        t.visit(60 * 100, 60 * 105 * 1000, |s, _| some.push(s));
+        t.visit(60 * 100, 60 * 105 * 1000, |s, _| {
+            some.push(s);
+            true
+        });
         assert_eq!(some, (100..105).map(|m| m * 60).collect::<Vec<_>>());
         // Round trip through the snapshot form.
         let mut bytes = Vec::new();

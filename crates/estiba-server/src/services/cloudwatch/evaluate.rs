@@ -76,8 +76,8 @@ pub fn gather(
         .map(|s| {
             let aws_ms = (*s * 1000.0) as i64;
             let real = clock.to_real(aws_ms) as f64 / 1000.0;
-            match series.get(&aws_ms) {
-                Some(v) => Slot::value(real, *v),
+            match series.get(aws_ms) {
+                Some(v) => Slot::value(real, v),
                 None => Slot::missing(real),
             }
         })

@@ -434,11 +434,175 @@ struct Env<'a> {
 }
 
 impl metric_math::Env for Env<'_> {
-    fn series(&self, id: &str) -> Option<Series> {
-        self.done.get(id).cloned()
+    fn series(&self, id: &str) -> Option<&Series> {
+        self.done.get(id)
     }
     fn metric_ids(&self) -> Vec<String> {
         self.stats.to_vec()
+    }
+}
+
+/// The queries of one request over `[start, end)` (AWS time, ms) as of `now`, checked, and
+/// the series computed so far: a MetricStat is read from the store only when something needs
+/// it (an expression, or the page being answered). Blocking (the store's calls).
+struct Run<'a> {
+    metrics: &'a MetricStore,
+    scope: &'a Scope,
+    queries: &'a [MetricDataQuery],
+    exprs: Vec<Option<metric_math::Expr>>,
+    start: i64,
+    end: i64,
+    now: i64,
+    done: BTreeMap<String, Series>,
+    /// The ids of the MetricStat queries, in order (what `METRICS()` covers).
+    stat_ids: Vec<String>,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        metrics: &'a MetricStore,
+        scope: &'a Scope,
+        queries: &'a [MetricDataQuery],
+        start: i64,
+        end: i64,
+        now: i64,
+    ) -> Result<Run<'a>> {
+        let exprs = check_queries(queries)?;
+        let stat_ids = queries.iter().filter(|q| q.metric_stat.is_some()).map(|q| q.id.clone()).collect();
+        Ok(Run { metrics, scope, queries, exprs, start, end, now, done: BTreeMap::new(), stat_ids })
+    }
+
+    /// The store's series and query of a MetricStat.
+    fn store_query(&self, st: &MetricStat) -> (MetricId, Query) {
+        let id = MetricId::new(
+            &self.scope.account,
+            &self.scope.region,
+            st.metric.namespace.clone().unwrap_or_default(),
+            st.metric.metric_name.clone().unwrap_or_default(),
+            dims(&st.metric.dimensions),
+        );
+        let statistic = store::Statistic::parse(&st.stat).expect("checked");
+        let unit = st.unit.map_or(UnitFilter::Merged, |u| UnitFilter::Only(unit_of(Some(u))));
+        (
+            id,
+            Query { start: self.start, end: self.end, period: i64::from(st.period), statistics: vec![statistic], unit },
+        )
+    }
+
+    /// Reads the MetricStat query `i` from the store, unless it was.
+    fn fetch(&mut self, i: usize) -> Result<()> {
+        let q = &self.queries[i];
+        let Some(st) = &q.metric_stat else { return Ok(()) };
+        if self.done.contains_key(&q.id) {
+            return Ok(());
+        }
+        let (id, query) = self.store_query(st);
+        let mut series = Series::with_capacity(
+            usize::try_from((self.end - self.start) / (query.period * 1000) + 1).unwrap_or(0).min(1 << 16),
+        );
+        self.metrics
+            .get_values(&id, &query, self.now, |t, v| {
+                series.push(t, v);
+                true
+            })
+            .map_err(store_error)?;
+        self.done.insert(q.id.clone(), series);
+        Ok(())
+    }
+
+    /// Whether query `i` has any datapoint (a MetricStat not read yet is asked for its first
+    /// one only).
+    fn has_data(&self, i: usize) -> Result<bool> {
+        let q = &self.queries[i];
+        if let Some(s) = self.done.get(&q.id) {
+            return Ok(!s.is_empty());
+        }
+        let Some(st) = &q.metric_stat else { return Ok(false) };
+        let (id, query) = self.store_query(st);
+        let mut any = false;
+        self.metrics
+            .get_values(&id, &query, self.now, |_, _| {
+                any = true;
+                false
+            })
+            .map_err(store_error)?;
+        Ok(any)
+    }
+
+    /// Evaluates every expression, in dependency order, after reading the MetricStat queries
+    /// they name (all of them when one uses `METRICS()`) and those `wanted` says.
+    fn run(&mut self, wanted: impl Fn(usize) -> bool) -> Result<()> {
+        let mut named = HashSet::new();
+        let mut all = false;
+        for e in self.exprs.iter().flatten() {
+            let mut refs = Vec::new();
+            metric_math::references(e, &mut refs);
+            named.extend(refs);
+            all |= metric_math::uses_metrics(e);
+        }
+        for i in 0..self.queries.len() {
+            if all || wanted(i) || named.contains(&self.queries[i].id) {
+                self.fetch(i)?;
+            }
+        }
+        // Expressions, as their inputs become available.
+        let exprs = std::mem::take(&mut self.exprs);
+        let mut pending: Vec<(usize, &metric_math::Expr)> =
+            exprs.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|e| (i, e))).collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut still = Vec::new();
+            for (i, e) in pending {
+                let mut refs = Vec::new();
+                metric_math::references(e, &mut refs);
+                if !refs.iter().all(|r| self.done.contains_key(r)) {
+                    still.push((i, e));
+                    continue;
+                }
+                let q = &self.queries[i];
+                let env = Env { done: &self.done, stats: &self.stat_ids };
+                let v = metric_math::evaluate(e, &env)
+                    .map_err(|m| validation(format!("Error in expression {}: {m}", q.id)))?;
+                let series = match v {
+                    MathValue::Series(s) => s,
+                    MathValue::Scalar(x) => {
+                        // A scalar is answered at every timestamp the request's metrics have.
+                        for j in 0..self.queries.len() {
+                            self.fetch(j)?;
+                        }
+                        let ts = metric_math::union_timestamps(self.stat_ids.iter().map(|id| &self.done[id]));
+                        if x.is_finite() {
+                            ts.into_iter().map(|t| (t, x)).collect()
+                        } else {
+                            Series::new()
+                        }
+                    }
+                    MathValue::List(_) => {
+                        return Err(validation(format!(
+                        "Error in expression {}: it returns an array of time series; wrap it in SUM, AVG, MIN or MAX.",
+                        q.id
+                    )))
+                    }
+                };
+                self.done.insert(q.id.clone(), series);
+            }
+            if still.len() == before {
+                let ids: Vec<&str> = still.iter().map(|(i, _)| self.queries[*i].id.as_str()).collect();
+                return Err(validation(format!("Circular reference between the expressions {}.", ids.join(", "))));
+            }
+            pending = still;
+        }
+        self.exprs = exprs;
+        Ok(())
+    }
+
+    /// The label of query `i`.
+    fn label(&self, i: usize) -> String {
+        let q = &self.queries[i];
+        q.label.clone().unwrap_or_else(|| match &q.metric_stat {
+            Some(st) => st.metric.metric_name.clone().unwrap_or_default(),
+            None => q.id.clone(),
+        })
     }
 }
 
@@ -452,93 +616,127 @@ pub fn run_queries(
     end: i64,
     now: i64,
 ) -> Result<Vec<QueryResult>> {
-    let exprs = check_queries(queries)?;
-    let mut done: BTreeMap<String, Series> = BTreeMap::new();
-    let mut stat_ids = Vec::new();
-    for q in queries {
-        let Some(st) = &q.metric_stat else { continue };
-        let id = MetricId::new(
-            &scope.account,
-            &scope.region,
-            st.metric.namespace.clone().unwrap_or_default(),
-            st.metric.metric_name.clone().unwrap_or_default(),
-            dims(&st.metric.dimensions),
-        );
-        let statistic = store::Statistic::parse(&st.stat).expect("checked");
-        let unit = st.unit.map_or(UnitFilter::Merged, |u| UnitFilter::Only(unit_of(Some(u))));
-        let query = Query { start, end, period: i64::from(st.period), statistics: vec![statistic], unit };
-        let points = metrics.get(&id, &query, now).map_err(store_error)?;
-        let series: Series = points.iter().filter_map(|p| p.values[0].map(|v| (p.timestamp, v))).collect();
-        done.insert(q.id.clone(), series);
-        stat_ids.push(q.id.clone());
-    }
-    // Expressions, as their inputs become available.
-    let mut pending: Vec<(usize, &metric_math::Expr)> =
-        exprs.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|e| (i, e))).collect();
-    while !pending.is_empty() {
-        let before = pending.len();
-        let mut still = Vec::new();
-        for (i, e) in pending {
-            let mut refs = Vec::new();
-            metric_math::references(e, &mut refs);
-            if !refs.iter().all(|r| done.contains_key(r)) {
-                still.push((i, e));
-                continue;
-            }
-            let q = &queries[i];
-            let env = Env { done: &done, stats: &stat_ids };
-            let v =
-                metric_math::evaluate(e, &env).map_err(|m| validation(format!("Error in expression {}: {m}", q.id)))?;
-            let series = match v {
-                MathValue::Series(s) => s,
-                MathValue::Scalar(x) => {
-                    // A scalar is answered at every timestamp the request's metrics have.
-                    let mut at: Series = Series::new();
-                    for id in &stat_ids {
-                        for t in done[id].keys() {
-                            if x.is_finite() {
-                                at.insert(*t, x);
-                            }
-                        }
-                    }
-                    at
-                }
-                MathValue::List(_) => {
-                    return Err(validation(format!(
-                        "Error in expression {}: it returns an array of time series; wrap it in SUM, AVG, MIN or MAX.",
-                        q.id
-                    )))
-                }
-            };
-            done.insert(q.id.clone(), series);
-        }
-        if still.len() == before {
-            let ids: Vec<&str> = still.iter().map(|(i, _)| queries[*i].id.as_str()).collect();
-            return Err(validation(format!("Circular reference between the expressions {}.", ids.join(", "))));
-        }
-        pending = still;
-    }
-    Ok(queries
-        .iter()
-        .map(|q| QueryResult {
-            id: q.id.clone(),
-            label: q.label.clone().unwrap_or_else(|| match &q.metric_stat {
-                Some(st) => st.metric.metric_name.clone().unwrap_or_default(),
-                None => q.id.clone(),
-            }),
-            return_data: q.return_data.unwrap_or(true),
-            series: done.remove(&q.id).unwrap_or_default(),
+    let mut run = Run::new(metrics, scope, queries, start, end, now)?;
+    run.run(|_| true)?;
+    Ok((0..queries.len())
+        .map(|i| QueryResult {
+            id: queries[i].id.clone(),
+            label: run.label(i),
+            return_data: queries[i].return_data.unwrap_or(true),
+            series: run.done.remove(&queries[i].id).unwrap_or_default(),
         })
         .collect())
 }
 
-/// GetMetricData's NextToken: how many datapoints earlier pages gave.
-fn token(offset: usize) -> String {
-    format!("estiba-gmd-{offset}")
+/// Where a page of GetMetricData starts: the query (its index in MetricDataQueries) whose
+/// datapoints earlier pages did not all give, and how many of them they gave. The results
+/// before it are complete; those after it not begun.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    query: usize,
+    given: usize,
 }
 
-fn parse_token(t: &str) -> Option<usize> {
-    t.strip_prefix("estiba-gmd-")?.parse().ok()
+/// GetMetricData's NextToken.
+fn token(p: Position) -> String {
+    format!("estiba-gmd-{}-{}", p.query, p.given)
+}
+
+/// A NextToken: a [`Position`], or (`Err`) the count of datapoints earlier pages gave, which
+/// tokens of earlier estiba versions say.
+fn parse_token(t: &str) -> Option<std::result::Result<Position, usize>> {
+    let rest = t.strip_prefix("estiba-gmd-")?;
+    Some(match rest.split_once('-') {
+        Some((q, g)) => Ok(Position { query: q.parse().ok()?, given: g.parse().ok()? }),
+        None => Err(rest.parse().ok()?),
+    })
+}
+
+/// One page of GetMetricData's answer, from `from`: every query that returns data, in order,
+/// with at most `max` datapoints in all (newest first when `descending`), and where the next
+/// page starts. Only the queries this page gives datapoints of are read whole; for those after
+/// the page's last, whether they have data is enough (it makes their status `PartialData`).
+fn page(
+    run: &mut Run,
+    from: std::result::Result<Position, usize>,
+    max: usize,
+    descending: bool,
+    clock: &estiba_core::metric_time::MetricClock,
+) -> Result<(Vec<MetricDataResult>, Option<Position>)> {
+    let returned: Vec<usize> = (0..run.queries.len()).filter(|&i| run.queries[i].return_data.unwrap_or(true)).collect();
+    let from = match from {
+        Ok(p) => p,
+        Err(mut skip) => {
+            // A count of datapoints: read the queries it covers to find where it ends.
+            run.run(|_| true)?;
+            let mut at = Position { query: run.queries.len(), given: 0 };
+            for &i in &returned {
+                let n = run.done.get(&run.queries[i].id).map_or(0, Series::len);
+                if skip < n {
+                    at = Position { query: i, given: skip };
+                    break;
+                }
+                skip -= n;
+            }
+            at
+        }
+    };
+    run.run(|_| false)?;
+    let mut budget = max;
+    let mut out = Vec::with_capacity(returned.len());
+    let mut next = None;
+    for i in returned {
+        let (id, label) = (run.queries[i].id.clone(), run.label(i));
+        let result = |ts: Vec<f64>, vs: Vec<f64>, complete: bool| MetricDataResult {
+            id: Some(id),
+            label: Some(label),
+            timestamps: Some(ts),
+            values: Some(vs),
+            status_code: Some(if complete { StatusCode::Complete } else { StatusCode::PartialData }),
+            messages: Some(vec![]),
+        };
+        if i < from.query {
+            // Given whole by earlier pages.
+            out.push(result(vec![], vec![], true));
+            continue;
+        }
+        let skip = if i == from.query { from.given } else { 0 };
+        if budget == 0 {
+            // Past this page: only whether anything is left matters.
+            let left = if skip == 0 {
+                run.has_data(i)?
+            } else {
+                run.fetch(i)?;
+                run.done.get(&run.queries[i].id).is_some_and(|s| s.len() > skip)
+            };
+            if left {
+                next.get_or_insert(Position { query: i, given: skip });
+            }
+            out.push(result(vec![], vec![], !left));
+            continue;
+        }
+        run.fetch(i)?;
+        let series = &run.done[&run.queries[i].id];
+        let skipped = skip.min(series.len());
+        let take = (series.len() - skipped).min(budget);
+        budget -= take;
+        let complete = skipped + take == series.len();
+        if !complete {
+            next.get_or_insert(Position { query: i, given: skipped + take });
+        }
+        let range =
+            if descending { series.len() - skipped - take..series.len() - skipped } else { skipped..skipped + take };
+        let (ts, vs) = (&series.timestamps()[range.clone()], &series.values()[range]);
+        let (ts, vs): (Vec<f64>, Vec<f64>) = if descending {
+            (ts.iter().rev().map(|t| clock.to_real(*t) as f64 / 1000.0).collect(), vs.iter().rev().copied().collect())
+        } else {
+            (ts.iter().map(|t| clock.to_real(*t) as f64 / 1000.0).collect(), vs.to_vec())
+        };
+        out.push(result(ts, vs, complete));
+        // Nothing later reads it again.
+        run.done.remove(&run.queries[i].id);
+    }
+    Ok((out, next))
 }
 
 pub async fn get_metric_data(s: &Server, cx: &Call, req: GetMetricDataInput) -> Result<Bytes> {
@@ -549,50 +747,29 @@ pub async fn get_metric_data(s: &Server, cx: &Call, req: GetMetricDataInput) -> 
     if !req.metric_data_queries.iter().any(|q| q.return_data.unwrap_or(true)) {
         return Err(validation("At least one query of MetricDataQueries must have ReturnData set to true."));
     }
-    let offset = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => parse_token(t).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidNextToken,
-                "The NextToken is invalid: pass the NextToken of a previous answer.",
-            )
-        })?,
+    let bad_token = || {
+        ApiError::new(ErrorCode::InvalidNextToken, "The NextToken is invalid: pass the NextToken of a previous answer.")
+    };
+    let from = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
+        None => Ok(Position { query: 0, given: 0 }),
+        Some(t) => match parse_token(t).ok_or_else(bad_token)? {
+            Ok(p) if p.query >= req.metric_data_queries.len() => return Err(bad_token()),
+            other => other,
+        },
     };
     let max = req.max_datapoints.filter(|m| *m > 0).map_or(100_800, |m| m as usize);
-    let now = s.metric_now_ms();
-    let (metrics, scope, queries) = (s.metrics.clone(), cx.scope.clone(), req.metric_data_queries.clone());
-    let results = blocking(move || run_queries(&metrics, &scope, &queries, start, end, now)).await??;
     let descending = req.scan_by != Some(ScanBy::TimestampAscending);
-    let mut skip = offset;
-    let mut budget = max;
-    let mut out = Vec::new();
-    let mut more = false;
-    for r in results.into_iter().filter(|r| r.return_data) {
-        let mut points: Vec<(i64, f64)> = r.series.into_iter().collect();
-        if descending {
-            points.reverse();
-        }
-        let skipped = skip.min(points.len());
-        skip -= skipped;
-        let rest = &points[skipped..];
-        let take = rest.len().min(budget);
-        budget -= take;
-        let complete = take == rest.len();
-        more |= !complete;
-        let page = &rest[..take];
-        out.push(MetricDataResult {
-            id: Some(r.id),
-            label: Some(r.label),
-            timestamps: Some(page.iter().map(|(t, _)| s.metric_clock.to_real(*t) as f64 / 1000.0).collect()),
-            values: Some(page.iter().map(|(_, v)| *v).collect()),
-            status_code: Some(if complete { StatusCode::Complete } else { StatusCode::PartialData }),
-            messages: Some(vec![]),
-        });
-    }
-    let given = max - budget;
+    let now = s.metric_now_ms();
+    let (metrics, scope, queries, clock) =
+        (s.metrics.clone(), cx.scope.clone(), req.metric_data_queries, s.metric_clock);
+    let (out, next) = blocking(move || {
+        let mut run = Run::new(&metrics, &scope, &queries, start, end, now)?;
+        page(&mut run, from, max, descending, &clock)
+    })
+    .await??;
     Ok(json(&GetMetricDataOutput {
         metric_data_results: Some(out),
-        next_token: more.then(|| token(offset + given)),
+        next_token: next.map(token),
         messages: Some(vec![]),
     }))
 }
@@ -691,5 +868,112 @@ mod tests {
         assert!(!r[0].return_data && r[2].return_data);
         let cyc = [stat("m1", "A"), expr("e1", "e2 + 1"), expr("e2", "e1 + 1")];
         assert!(run_queries(&st, &scope, &cyc, t0, t0 + 60_000, t0).unwrap_err().message.contains("Circular"));
+    }
+
+    /// A page's results: timestamps, values, whether complete.
+    type Page = Vec<(Vec<i64>, Vec<f64>, bool)>;
+
+    /// GetMetricData's pages as the first version made them: every query computed, the
+    /// returned ones' datapoints (newest first when `descending`) cut at `offset` + `max`.
+    fn reference_page(results: &[QueryResult], offset: usize, max: usize, descending: bool) -> (Page, Option<usize>) {
+        let (mut skip, mut budget, mut more) = (offset, max, false);
+        let mut out = Vec::new();
+        for r in results.iter().filter(|r| r.return_data) {
+            let mut points: Vec<(i64, f64)> = r.series.iter().collect();
+            if descending {
+                points.reverse();
+            }
+            let skipped = skip.min(points.len());
+            skip -= skipped;
+            let rest = &points[skipped..];
+            let take = rest.len().min(budget);
+            budget -= take;
+            more |= take != rest.len();
+            out.push((
+                rest[..take].iter().map(|p| p.0).collect(),
+                rest[..take].iter().map(|p| p.1).collect(),
+                take == rest.len(),
+            ));
+        }
+        (out, more.then_some(offset + max - budget))
+    }
+
+    #[test]
+    fn pages_resume_where_the_last_ended_and_match_computing_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = MetricStore::open(dir.path(), Default::default()).unwrap();
+        let scope = Scope { account: "123456789012".into(), region: "us-east-1".into() };
+        let t0: i64 = 1_800_000_000_000 / 60_000 * 60_000;
+        let mut data = Vec::new();
+        for (name, n) in [("A", 7), ("B", 0), ("C", 5), ("D", 3), ("E", 6)] {
+            for k in 0..n {
+                data.push(store::Datum {
+                    name: name.into(),
+                    dimensions: vec![],
+                    timestamp: t0 + k * 60_000 + (if name == "E" { 120_000 } else { 0 }),
+                    unit: Arc::from("None"),
+                    resolution: store::Resolution::Standard,
+                    value: store::Value::Single((k + 1) as f64 * 10.0 + name.len() as f64),
+                });
+            }
+        }
+        st.put(&scope.account, &scope.region, "App", &data, t0 + 600_000).unwrap();
+        let shown = |mut q: MetricDataQuery| {
+            q.return_data = None;
+            q
+        };
+        let qs = [
+            shown(stat("a", "A")),
+            shown(stat("b", "B")),
+            stat("hidden", "C"),
+            shown(expr("e", "a + hidden")),
+            shown(stat("d", "D")),
+            shown(expr("s", "SUM(METRICS())")),
+            shown(stat("late", "E")),
+        ];
+        let (start, end, now) = (t0, t0 + 600_000, t0 + 600_000);
+        let all = run_queries(&st, &scope, &qs, start, end, now).unwrap();
+        let clock = estiba_core::metric_time::MetricClock::default();
+        for descending in [true, false] {
+            for max in [1, 2, 3, 5, 7, 11, 100] {
+                let (mut from, mut offset, mut pages) = (Ok(Position { query: 0, given: 0 }), 0, 0);
+                loop {
+                    let mut run = Run::new(&st, &scope, &qs, start, end, now).unwrap();
+                    let (got, next) = page(&mut run, from, max, descending, &clock).unwrap();
+                    let (want, want_next) = reference_page(&all, offset, max, descending);
+                    let got: Vec<_> = got
+                        .iter()
+                        .map(|r| {
+                            let ts = r.timestamps.as_ref().unwrap().iter().map(|t| (*t * 1000.0) as i64).collect();
+                            (ts, r.values.clone().unwrap(), r.status_code == Some(StatusCode::Complete))
+                        })
+                        .collect();
+                    assert_eq!(got, want, "descending {descending}, max {max}, page {pages}");
+                    assert_eq!(next.is_some(), want_next.is_some());
+                    // An old token (a count) resumes at the same place.
+                    if let Some(o) = want_next {
+                        let mut run = Run::new(&st, &scope, &qs, start, end, now).unwrap();
+                        let (old, old_next) = page(&mut run, Err(o), max, descending, &clock).unwrap();
+                        let mut run = Run::new(&st, &scope, &qs, start, end, now).unwrap();
+                        let (new, new_next) = page(&mut run, Ok(next.unwrap()), max, descending, &clock).unwrap();
+                        assert_eq!((old, old_next), (new, new_next));
+                        assert_eq!(parse_token(&token(next.unwrap())), Some(Ok(next.unwrap())));
+                    }
+                    pages += 1;
+                    match (next, want_next) {
+                        (Some(p), Some(o)) => {
+                            from = Ok(p);
+                            offset = o;
+                        }
+                        _ => break,
+                    }
+                }
+                // 29 returned datapoints: a + e + d + s + late = 7 + 5 + 3 + 8 + 6 (b has none).
+                assert_eq!(pages, 29usize.div_ceil(max), "descending {descending}, max {max}");
+            }
+        }
+        assert_eq!(parse_token("estiba-gmd-12"), Some(Err(12)));
+        assert_eq!(parse_token("estiba-gmd-x-1"), None);
+        assert_eq!(parse_token("other"), None);
     }
 }
