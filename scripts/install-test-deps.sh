@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what estiba's tests need on a Debian machine, skipping what is already there:
-# the AWS CLI (Debian's awscli), container tools (busybox, runc, docker.io, podman, skopeo)
-# and the Python packages of tests/e2e/requirements.txt.
+# the AWS CLI (Debian's awscli), container tools (busybox, runc, docker.io, podman, skopeo),
+# protoc and etcd (the etcd store) and the Python packages of tests/e2e/requirements.txt.
 # Run as root (CI is root); otherwise it prints what is missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,11 @@ command -v ps >/dev/null || apt_pkgs+=(procps)
 command -v skopeo >/dev/null || apt_pkgs+=(skopeo)
 command -v podman >/dev/null || apt_pkgs+=(podman)
 command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
+# The etcd store: its client's build script compiles etcd's protobufs with protoc (and the
+# well-known types of libprotobuf-dev); its tests start a real etcd.
+command -v protoc >/dev/null || apt_pkgs+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || apt_pkgs+=(libprotobuf-dev)
+command -v etcd >/dev/null || apt_pkgs+=(etcd-server)
 
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
