@@ -357,7 +357,9 @@ pub(crate) mod etcd_server {
 
     fn binary() -> Option<PathBuf> {
         if let Some(p) = std::env::var_os("ESTIBA_ETCD_BIN") {
-            return Some(p.into());
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "ESTIBA_ETCD_BIN={} is not a file", p.display());
+            return Some(p);
         }
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| p.is_file())
