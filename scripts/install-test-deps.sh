@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what estiba's tests need on a Debian machine, skipping what is already there:
 # the AWS CLI (Debian's awscli), container tools (busybox, runc, docker.io, podman, skopeo),
-# the browser the console's tests drive (chromium and its chromedriver) and the Python packages
-# of tests/e2e/requirements.txt (selenium among them).
+# the browser the console's tests drive (chromium and its chromedriver), protoc and etcd (the
+# etcd store) and the Python packages of tests/e2e/requirements.txt.
 # Run as root (CI is root); otherwise it prints what is missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,11 @@ command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
 # the system chromedriver (selenium downloads nothing).
 [ -x /usr/bin/chromium ] || apt_pkgs+=(chromium)
 [ -x /usr/bin/chromedriver ] || apt_pkgs+=(chromium-driver)
+# The etcd store: its client's build script compiles etcd's protobufs with protoc (and the
+# well-known types of libprotobuf-dev); its tests start a real etcd.
+command -v protoc >/dev/null || apt_pkgs+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || apt_pkgs+=(libprotobuf-dev)
+command -v etcd >/dev/null || apt_pkgs+=(etcd-server)
 
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

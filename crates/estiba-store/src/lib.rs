@@ -7,8 +7,9 @@
 //! - [`Store::watch`] streams the changes under a prefix from a given revision.
 //!
 //! Backends: [`SqliteStore`] (one file, WAL, fsync on commit, group commit; the default) and
-//! [`MemStore`] (for unit tests). Both keep the whole key space in memory for reads and share
-//! the transaction logic in [`local`]; they run the same test suite in `tests.rs`.
+//! [`MemStore`] (for unit tests) keep the whole key space in memory for reads and share the
+//! transaction logic in [`local`]; `EtcdStore` (feature `etcd`, on by default) puts it in an
+//! etcd v3 cluster. All three run the same test suite in `tests.rs`.
 //!
 //! **Architecture invariant:** the store knows nothing about ECS or HTTP: keys are strings and
 //! values are bytes.
@@ -18,6 +19,8 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod local;
 mod mem;
 #[cfg(feature = "sqlite")]
@@ -25,6 +28,8 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdStore, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS};
 pub use mem::MemStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -42,6 +47,14 @@ pub enum StoreError {
     Backend(String),
     #[error("store is closed")]
     Closed,
+    /// A transaction with more compares or operations than the backend takes in one (etcd's
+    /// `--max-txn-ops`). Nothing was written; it is never split, which would break atomicity.
+    #[error("transaction has {ops} operations, more than the store's limit of {limit} per transaction")]
+    TooManyOps { ops: usize, limit: usize },
+    /// A transaction larger than the backend takes in one request (etcd's
+    /// `--max-request-bytes`). Nothing was written.
+    #[error("transaction is about {bytes} bytes, more than the store's limit of {limit} per request")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -5,12 +5,17 @@ use std::time::Duration;
 
 use crate::*;
 
-/// Runs each suite function against the memory and the SQLite backend.
+/// Runs each suite function against every backend: memory, SQLite and (with the `etcd`
+/// feature) a real etcd started for the test. The functions after `local:` test the bounded
+/// history of the local backends (etcd keeps history until it is compacted, and takes at most
+/// 128 operations per transaction).
 macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)?; local: $($local:ident),* $(,)?) => {
         mod mem_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(std::sync::Arc::new(crate::MemStore::new())).await })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $local() { super::$local(std::sync::Arc::new(crate::MemStore::new())).await })*
         }
         #[cfg(feature = "sqlite")]
         mod sqlite_backend {
@@ -18,6 +23,21 @@ macro_rules! suite {
             async fn $name() {
                 let dir = tempfile::tempdir().unwrap();
                 let s = crate::SqliteStore::open(dir.path().join("state.db")).unwrap();
+                super::$name(std::sync::Arc::new(s)).await
+            })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $local() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = crate::SqliteStore::open(dir.path().join("state.db")).unwrap();
+                super::$local(std::sync::Arc::new(s)).await
+            })*
+        }
+        #[cfg(feature = "etcd")]
+        mod etcd_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(etcd) = crate::tests::etcd_server::EtcdServer::start(&[]) else { return };
+                let s = etcd.store("/estiba/").await;
                 super::$name(std::sync::Arc::new(s)).await
             })*
         }
@@ -35,26 +55,45 @@ suite!(
     concurrent_cas_has_one_winner,
     empty_txn_is_a_read_check,
     slow_watcher_catches_up,
-    history_is_bounded_by_events,
+    repeated_key_in_one_txn;
+    local: history_is_bounded_by_events,
 );
 
 async fn put(s: &dyn Store, key: &str, value: &str) -> TxnResponse {
     s.txn(Txn::new().then(Op::put(key, value.to_owned()))).await.unwrap()
 }
 
+/// Revisions are the backend's: the local ones start at 0, a fresh etcd at 1. Every test
+/// counts from the revision it finds.
 async fn put_get_and_counters(s: Arc<dyn Store>) {
-    assert_eq!(s.revision(), 0);
+    let base = s.revision();
+    assert!(base <= 1, "a fresh store starts at revision {base}");
+    assert_eq!(s.range("").await.unwrap().revision, base);
     assert_eq!(s.get("a").await.unwrap(), None);
     let r1 = put(&*s, "a", "1").await;
     assert!(r1.succeeded);
-    assert_eq!(r1.revision, 1);
+    assert_eq!(r1.revision, base + 1);
     let kv = s.get("a").await.unwrap().unwrap();
-    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"1"[..], 1, 1, 1));
+    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"1"[..], base + 1, base + 1, 1));
     let r2 = put(&*s, "a", "2").await;
-    assert_eq!(r2.revision, 2);
+    assert_eq!(r2.revision, base + 2);
     let kv = s.get("a").await.unwrap().unwrap();
-    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"2"[..], 1, 2, 2));
-    assert_eq!(s.revision(), 2);
+    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"2"[..], base + 1, base + 2, 2));
+    assert_eq!(s.revision(), base + 2);
+}
+
+/// A key written twice in one transaction ends with the last write, under one revision.
+async fn repeated_key_in_one_txn(s: Arc<dyn Store>) {
+    put(&*s, "r", "0").await;
+    let t = Txn::new().then(Op::put("r", "1")).then(Op::put("q", "1")).then(Op::put("r", "2"));
+    let r = s.txn(t).await.unwrap();
+    assert!(r.succeeded);
+    let kv = s.get("r").await.unwrap().unwrap();
+    assert_eq!((&kv.value[..], kv.mod_revision), (&b"2"[..], r.revision));
+    let r = s.txn(Txn::new().then(Op::put("r", "3")).then(Op::delete("r"))).await.unwrap();
+    assert!(r.succeeded);
+    assert!(s.get("r").await.unwrap().is_none());
+    assert_eq!(s.get("q").await.unwrap().unwrap().mod_revision, r.revision - 1);
 }
 
 async fn compare_and_swap(s: Arc<dyn Store>) {
@@ -290,4 +329,286 @@ async fn sqlite_keeps_task_sized_documents_inline() {
     assert_eq!(page, 8192);
     // 1.3 MB of documents: about 1.4 to 2 MB inline, over 4 MB with an overflow page each.
     assert!(page * pages < 2_600_000, "{pages} pages of {page} bytes for 1.3 MB of documents");
+}
+
+/// A real etcd for one test: Debian's `etcd-server` (or `$ESTIBA_ETCD_BIN`), on free loopback
+/// ports with its data in a temporary directory (on tmpfs when there is one, so its fsyncs are
+/// cheap), killed when the guard drops.
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd_server {
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use crate::{EtcdConfig, EtcdStore};
+
+    pub struct EtcdServer {
+        child: Child,
+        dir: tempfile::TempDir,
+        client_port: u16,
+        peer_port: u16,
+        extra: Vec<String>,
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn binary() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("ESTIBA_ETCD_BIN") {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "ESTIBA_ETCD_BIN={} is not a file", p.display());
+            return Some(p);
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| p.is_file())
+    }
+
+    fn spawn(dir: &tempfile::TempDir, client_port: u16, peer_port: u16, extra: &[String]) -> Child {
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        Command::new(binary().unwrap())
+            .args(["--name", "default", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .arg(format!("--initial-cluster=default={peer}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting etcd")
+    }
+
+    impl EtcdServer {
+        /// Starts etcd with `extra` flags (for example `--max-txn-ops=16`); `None`, after saying
+        /// so, when no etcd binary is installed.
+        pub fn start(extra: &[&str]) -> Option<Self> {
+            if binary().is_none() {
+                eprintln!("SKIPPED: no etcd binary (install Debian's etcd-server, or set ESTIBA_ETCD_BIN)");
+                return None;
+            }
+            let shm = std::path::Path::new("/dev/shm");
+            let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            let (client_port, peer_port) = (free_port(), free_port());
+            let child = spawn(&dir, client_port, peer_port, &extra);
+            Some(EtcdServer { child, dir, client_port, peer_port, extra })
+        }
+
+        pub fn endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}", self.client_port)
+        }
+
+        /// Kills etcd (as a crash would) and starts it again on the same ports and data.
+        pub fn restart(&mut self) {
+            self.child.kill().unwrap();
+            self.child.wait().unwrap();
+            self.child = spawn(&self.dir, self.client_port, self.peer_port, &self.extra);
+        }
+
+        /// A store on this etcd under `prefix`, once etcd answers (it starts in well under a
+        /// second).
+        pub async fn store(&self, prefix: &str) -> EtcdStore {
+            self.store_with(EtcdConfig::new(vec![self.endpoint()], prefix)).await
+        }
+
+        pub async fn store_with(&self, config: EtcdConfig) -> EtcdStore {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match EtcdStore::connect(config.clone()).await {
+                    Ok(s) => return s,
+                    Err(e) if Instant::now() > deadline => panic!("etcd did not come up: {e}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    }
+
+    impl Drop for EtcdServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd_only {
+    use std::sync::Arc;
+
+    use super::etcd_server::EtcdServer;
+    use super::{next, put};
+    use crate::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_from_a_compacted_revision_says_compacted() {
+        let Some(etcd) = EtcdServer::start(&[]) else { return };
+        let s = etcd.store("/estiba/").await;
+        let r1 = put(&s, "c/1", "a").await;
+        put(&s, "c/2", "b").await;
+        let r3 = put(&s, "c/3", "c").await;
+        s.compact(r3.revision).await.unwrap();
+        let mut w = s.watch("c/", r1.revision).unwrap();
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), w.next()).await.unwrap();
+        match e {
+            Err(StoreError::Compacted { requested, oldest }) => {
+                assert_eq!((requested, oldest), (r1.revision, r3.revision))
+            }
+            other => panic!("expected Compacted, got {other:?}"),
+        }
+        // From the compaction point on, the watch streams again.
+        let mut w = s.watch("c/", r3.revision).unwrap();
+        let r4 = put(&s, "c/4", "d").await;
+        let b = next(&mut w).await;
+        assert_eq!((b.revision, b.events[0].kv.key.as_str()), (r4.revision, "c/4"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn txn_over_the_limits_is_refused_and_writes_nothing() {
+        let Some(etcd) = EtcdServer::start(&[]) else { return };
+        let s = etcd.store("/estiba/").await;
+        put(&s, "seed", "x").await;
+        let before = s.revision();
+        let many = (0..129).fold(Txn::new(), |t, i| t.then(Op::put(format!("m/{i}"), "v")));
+        match s.txn(many).await {
+            Err(StoreError::TooManyOps { ops: 129, limit: 128 }) => {}
+            other => panic!("expected TooManyOps, got {other:?}"),
+        }
+        let compares =
+            (0..129).fold(Txn::new().then(Op::put("m/x", "v")), |t, i| t.when(Compare::absent(format!("m/{i}"))));
+        assert!(matches!(s.txn(compares).await, Err(StoreError::TooManyOps { ops: 129, .. })));
+        let big = vec![b'x'; 1 << 20];
+        let large = Txn::new().then(Op::put("l/1", big.clone())).then(Op::put("l/2", big.clone()));
+        assert!(matches!(s.txn(large).await, Err(StoreError::TooLarge { limit: DEFAULT_MAX_REQUEST_BYTES, .. })));
+        assert_eq!(s.revision(), before);
+        assert!(s.range("m/").await.unwrap().kvs.is_empty());
+        assert!(s.range("l/").await.unwrap().kvs.is_empty());
+        // At the limits etcd takes them.
+        let full = (0..128).fold(Txn::new(), |t, i| t.then(Op::put(format!("m/{i}"), "v")));
+        assert!(s.txn(full).await.unwrap().succeeded);
+        assert_eq!(s.range("m/").await.unwrap().kvs.len(), 128);
+        assert!(s.txn(Txn::new().then(Op::put("l/1", big))).await.unwrap().succeeded);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_limit_follows_the_cluster_setting() {
+        let Some(etcd) = EtcdServer::start(&["--max-txn-ops=300"]) else { return };
+        let mut config = EtcdConfig::new(vec![etcd.endpoint()], "/e/");
+        config.max_txn_ops = 300;
+        let s = etcd.store_with(config).await;
+        let t = (0..300).fold(Txn::new(), |t, i| t.then(Op::put(format!("k/{i:03}"), "v")));
+        let r = s.txn(t).await.unwrap();
+        assert!(r.succeeded);
+        let mut w = s.watch("k/", r.revision - 1).unwrap();
+        let b = next(&mut w).await;
+        assert_eq!((b.revision, b.events.len()), (r.revision, 300));
+        // Listing pages through etcd at one revision: every key, in order.
+        let keys: Vec<String> = s.range("k/").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, (0..300).map(|i| format!("k/{i:03}")).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_prefix_isolates_two_stores_on_one_etcd() {
+        let Some(etcd) = EtcdServer::start(&[]) else { return };
+        let a = etcd.store("/a/").await;
+        let b = etcd.store("/b/").await;
+        let mut wa = a.watch("", a.revision()).unwrap();
+        put(&a, "k", "from a").await;
+        let rb = put(&b, "k", "from b").await;
+        put(&b, "only-b", "1").await;
+        let ra = put(&a, "k2", "a2").await;
+        assert_eq!(&a.get("k").await.unwrap().unwrap().value[..], b"from a");
+        assert_eq!(&b.get("k").await.unwrap().unwrap().value[..], b"from b");
+        let keys: Vec<String> = a.range("").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, ["k", "k2"]);
+        assert_eq!(b.range("").await.unwrap().kvs.len(), 2);
+        assert!(a.get("only-b").await.unwrap().is_none());
+        // The watch sees only its own prefix's changes, keys without the prefix.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            seen.extend(next(&mut wa).await.events.into_iter().map(|e| (e.kv.key, e.kv.mod_revision)));
+        }
+        assert_eq!(seen[1], ("k2".to_owned(), ra.revision));
+        assert!(seen.iter().all(|(_, r)| *r != rb.revision));
+        // Writes under b's prefix move etcd's revision but not a's, which a view fed by a's
+        // watch could never reach; nor do a's reads or failed writes report them.
+        let rb2 = put(&b, "late", "1").await;
+        a.get("anything").await.unwrap();
+        a.range("").await.unwrap();
+        assert_eq!(a.revision(), ra.revision);
+        let failed = a.txn(Txn::new().when(Compare::absent("k")).then(Op::put("k", "x"))).await.unwrap();
+        assert_eq!((failed.succeeded, failed.revision), (false, ra.revision));
+        assert!(rb2.revision > ra.revision);
+        // A second store on a's prefix (another server): a's revision follows its writes.
+        let a2 = etcd.store("/a/").await;
+        let r = put(&a2, "k3", "x").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while a.revision() < r.revision {
+            assert!(std::time::Instant::now() < deadline, "a's revision did not follow a2's write");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_endpoint_and_an_etcd_restart_are_survived() {
+        let Some(mut etcd) = EtcdServer::start(&[]) else { return };
+        let dead = format!(
+            "http://127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        );
+        let s = Arc::new(etcd.store_with(EtcdConfig::new(vec![dead, etcd.endpoint()], "/estiba/")).await);
+        for i in 0..10 {
+            put(&*s, &format!("w/{i}"), "v").await;
+        }
+        let mut w = s.watch("w/", s.revision()).unwrap();
+        let r = put(&*s, "w/a", "1").await;
+        assert_eq!(next(&mut w).await.revision, r.revision);
+        etcd.restart();
+        // Writes go through once etcd is back; the watch resumes after the last revision it gave.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let r2 = loop {
+            match s.txn(Txn::new().then(Op::put("w/b", "2"))).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "etcd did not come back: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let b = tokio::time::timeout(std::time::Duration::from_secs(15), w.next()).await.unwrap().unwrap();
+        assert_eq!((b.revision, b.events[0].kv.key.as_str()), (r2.revision, "w/b"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn import_batches_within_the_limits_and_refuses_existing_keys() {
+        let Some(etcd) = EtcdServer::start(&[]) else { return };
+        let s = etcd.store("/estiba/").await;
+        let kvs: Vec<(String, bytes::Bytes)> =
+            (0..300).map(|i| (format!("ecs/x/{i:03}"), bytes::Bytes::from(vec![b'v'; 10_000]))).collect();
+        // 300 keys of 10 kB: 128 keys per transaction would be 1.28 MB, so the op limit cuts first.
+        assert_eq!(s.import(&kvs).await.unwrap(), 3);
+        assert_eq!(s.range("ecs/").await.unwrap().kvs.len(), 300);
+        let rev = s.revision();
+        assert!(s.import(&kvs[..1]).await.is_err());
+        assert_eq!(s.revision(), rev);
+        // Large values: the request size cuts first (1.5 MiB / 400 kB = 3 per transaction).
+        let big: Vec<(String, bytes::Bytes)> =
+            (0..7).map(|i| (format!("big/{i}"), bytes::Bytes::from(vec![b'v'; 400_000]))).collect();
+        assert_eq!(s.import(&big).await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_expire_their_keys() {
+        let Some(etcd) = EtcdServer::start(&[]) else { return };
+        let s = etcd.store("/estiba/").await;
+        let id = s.grant_lease(std::time::Duration::from_secs(2)).await.unwrap();
+        s.put_with_lease("nodes/n1", "alive", id).await.unwrap();
+        assert!(s.keep_lease_alive(id).await.unwrap());
+        assert!(s.get("nodes/n1").await.unwrap().is_some());
+        s.revoke_lease(id).await.unwrap();
+        assert!(s.get("nodes/n1").await.unwrap().is_none());
+        assert!(!s.keep_lease_alive(id).await.unwrap());
+    }
 }

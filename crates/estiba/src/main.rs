@@ -115,6 +115,8 @@ enum Command {
     Logs(LogsArgs),
     /// Pull an image into this machine's image store, ready for tasks to start from.
     Pull(PullArgs),
+    /// Copy every key of a SQLite state into an empty etcd prefix (for `--store etcd`).
+    Migrate(MigrateArgs),
     /// Supervise one container (started by the agent; not for direct use).
     #[command(hide = true)]
     Shim {
@@ -189,6 +191,48 @@ enum StoreKind {
     Sqlite,
     /// In memory only: everything is lost when the server stops.
     Memory,
+    /// An etcd v3 cluster (--etcd-endpoints), under --etcd-prefix.
+    Etcd,
+}
+
+/// Where the etcd store is (`--store etcd`, and `estiba migrate`).
+#[derive(clap::Args, Clone)]
+struct EtcdArgs {
+    /// etcd members' client URLs, comma-separated (`http://H1:2379,http://H2:2379`).
+    #[arg(long, env = "ESTIBA_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Prefix of every estiba key in etcd, so estiba can share a cluster.
+    #[arg(long, env = "ESTIBA_ETCD_PREFIX", default_value = "/estiba/")]
+    etcd_prefix: String,
+    /// The cluster's --max-txn-ops: larger transactions are refused before they are sent.
+    #[arg(long, env = "ESTIBA_ETCD_MAX_TXN_OPS", default_value_t = estiba_store::DEFAULT_MAX_TXN_OPS)]
+    etcd_max_txn_ops: usize,
+    /// The cluster's --max-request-bytes.
+    #[arg(long, env = "ESTIBA_ETCD_MAX_REQUEST_BYTES", default_value_t = estiba_store::DEFAULT_MAX_REQUEST_BYTES)]
+    etcd_max_request_bytes: usize,
+}
+
+impl EtcdArgs {
+    async fn connect(&self) -> Result<estiba_store::EtcdStore> {
+        if self.etcd_endpoints.is_empty() {
+            bail!("--etcd-endpoints is required with the etcd store");
+        }
+        let mut config = estiba_store::EtcdConfig::new(self.etcd_endpoints.clone(), self.etcd_prefix.clone());
+        config.max_txn_ops = self.etcd_max_txn_ops;
+        config.max_request_bytes = self.etcd_max_request_bytes;
+        estiba_store::EtcdStore::connect(config)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", self.etcd_endpoints.join(",")))
+    }
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The SQLite state to copy (a stopped server's `state.db`).
+    #[arg(long)]
+    from_sqlite: PathBuf,
+    #[command(flatten)]
+    etcd: EtcdArgs,
 }
 
 #[derive(clap::Args)]
@@ -208,6 +252,8 @@ struct ServerArgs {
     /// Which store backend keeps the state.
     #[arg(long, env = "ESTIBA_STORE", value_enum, default_value = "sqlite")]
     store: StoreKind,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Account id used when the access key id is not a 12-digit account id.
     #[arg(long, env = "ESTIBA_ACCOUNT_ID", default_value = "000000000000")]
     account_id: String,
@@ -407,6 +453,7 @@ fn main() -> Result<()> {
         Command::Server(args) => run_server(*args),
         Command::Logs(args) => logs(args),
         Command::Pull(args) => pull(args),
+        Command::Migrate(args) => migrate(args),
         Command::Shim { state_dir } => std::process::exit(estiba_runtime::container::shim::run(&state_dir)),
         Command::ExecIn { pid, user, cwd, args } => {
             match estiba_runtime::container::exec::exec_in(pid, &args, user.as_deref(), cwd.as_deref()) {
@@ -448,6 +495,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             Arc::new(estiba_store::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
         }
         StoreKind::Memory => Arc::new(estiba_store::MemStore::new()),
+        StoreKind::Etcd => Arc::new(args.etcd.connect().await?),
     };
     let config = Config {
         listen: args.listen,
@@ -465,10 +513,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
         registry_gc_grace: args.registry_gc_grace,
         environment_files_dir: args.environment_files_dir.clone(),
         lb_host_address: args.lb_host_address,
-        logs_dir: matches!(args.store, StoreKind::Sqlite)
+        // Logs and metrics stay on this machine's disk with the etcd store too.
+        logs_dir: matches!(args.store, StoreKind::Sqlite | StoreKind::Etcd)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("logs")),
         logs_disk_budget: args.logs_disk_budget_mib.map(|m| m.saturating_mul(1 << 20)),
-        metrics_dir: matches!(args.store, StoreKind::Sqlite)
+        metrics_dir: matches!(args.store, StoreKind::Sqlite | StoreKind::Etcd)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("metrics")),
         metric_period: args.metric_period,
         ..Config::default()
@@ -660,6 +709,48 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// `estiba pull`: pulls and unpacks an image into the store the agent starts tasks from.
+/// `estiba migrate`: copies a SQLite state into an empty etcd prefix, in transactions within
+/// etcd's limits, each refusing to overwrite a key. Revisions are etcd's afterwards (the state
+/// keeps no revision of its own inside the values).
+fn migrate(args: MigrateArgs) -> Result<()> {
+    use estiba_store::Store;
+    if !args.from_sqlite.is_file() {
+        bail!("no SQLite state at {}", args.from_sqlite.display());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let source = estiba_store::SqliteStore::open(&args.from_sqlite)
+            .with_context(|| format!("opening {}", args.from_sqlite.display()))?;
+        let target = args.etcd.connect().await?;
+        let existing = target.range("").await?.kvs.len();
+        if existing > 0 {
+            bail!(
+                "etcd already holds {existing} keys under {:?}: migrate only into an empty prefix",
+                args.etcd.etcd_prefix
+            );
+        }
+        let all = source.range("").await?;
+        let kvs: Vec<(String, bytes::Bytes)> = all.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let bytes: usize = kvs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let batches = target.import(&kvs).await?;
+        let mut tables: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for (k, _) in &kvs {
+            let table = k.match_indices('/').nth(1).map_or(k.as_str(), |(i, _)| &k[..i]);
+            *tables.entry(table).or_default() += 1;
+        }
+        for (table, n) in &tables {
+            println!("{n:>8}  {table}/");
+        }
+        println!(
+            "copied {} keys ({bytes} bytes) from {} into etcd under {:?} in {batches} transactions",
+            kvs.len(),
+            args.from_sqlite.display(),
+            args.etcd.etcd_prefix
+        );
+        Ok(())
+    })
+}
+
 fn pull(args: PullArgs) -> Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let creds = match (args.username, args.password) {
