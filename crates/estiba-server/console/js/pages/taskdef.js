@@ -12,6 +12,7 @@ export async function render({ family, revision }) {
   const base = `/task-definitions/${seg(family)}`;
 
   const actions = [
+    h("a", { class: "button", href: `#${base}/${revision}/revise-json` }, "Create new revision with JSON"),
     h("a", { class: "button primary", href: `#${base}/${revision}/revise` }, "Create new revision"),
   ];
   if (td.status === "ACTIVE") {
