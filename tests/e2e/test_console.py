@@ -119,8 +119,8 @@ class Console:
         panel = self.p.locator(".panel").filter(has=self.p.get_by_role("heading", name=heading, exact=True))
         return panel.evaluate("p => Object.fromEntries([...p.querySelectorAll('dl.details > div')].map(d => [d.querySelector('dt').innerText.trim(), d.querySelector('dd').innerText.trim()]))")
 
-    def wait_table(self, caption, fn, what):
-        wait_until(lambda: fn(self.table(caption)), timeout=TIMEOUT_MS / 1000, what=what)
+    def wait_table(self, caption, fn, what, timeout=TIMEOUT_MS / 1000):
+        return wait_until(lambda: (rows := self.table(caption)) and fn(rows) and rows, timeout=timeout, what=what)
 
     def confirm(self, word="delete"):
         dialog = self.p.get_by_role("dialog")
@@ -166,6 +166,12 @@ def test_the_console_fits_a_phones_width(console):
     expect(console.link("Create cluster")).to_be_visible()
     assert console.p.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     console.shot("phone")
+    # The forms too: wide row lists (port mappings) scroll by themselves, not the page.
+    console.open("/task-definitions/create")
+    console.p.get_by_role("group", name="Container - 1").get_by_role("button", name="Add port mapping").click()
+    expect(console.p.get_by_role("group", name="Container - 1").get_by_label("App protocol")).to_be_attached()
+    assert console.p.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    console.shot("phone-taskdef-form")
 
 
 def test_create_a_cluster_from_the_form(console, shared):
@@ -605,7 +611,7 @@ def test_create_update_and_delete_a_service_from_the_forms(console, shared):
     # The service view: deployments, tasks and events, live without reloading the page.
     assert console.table("Deployments")[0][1:4] == ["PRIMARY", "IN_PROGRESS", f"{family}:1"]
     console.wait_table("Tasks", lambda rows: len(rows) == 2, "the service's 2 tasks")
-    assert any(f"(service {svc}) has started 2 tasks" in r[1] for r in console.table("Events"))
+    console.wait_table("Events", lambda rows: any(f"(service {svc}) has started 2 tasks" in r[1] for r in rows), "the service's event")
     console.shot("service")
     console.p.evaluate("window.__same_page = true")
     ecs.update_service(cluster=name, service=svc, desiredCount=3)
