@@ -492,12 +492,27 @@ def test_create_a_task_definition_from_the_form(console, shared):
     expect(web.get_by_label("Use log collection")).to_be_checked()
     web.get_by_label("awslogs-group").fill("/ecs/console-web")
 
+    mounts = web.get_by_role("group", name="Mount points")
+    mounts.get_by_role("button", name="Add mount point").click()
+    mounts.get_by_label("Source volume").fill("data")
+    mounts.get_by_label("Container path").fill("/data")
+    mounts.get_by_label("Read only").check()
+
     console.button("Add container").click()
     side = console.p.get_by_role("group", name="Container - 2")
     side.get_by_label("Name", exact=True).fill("sidecar")
     side.get_by_label("Image URI").fill("busybox:latest")
     side.get_by_label("Essential container").select_option(label="No")
     side.get_by_label("Use log collection").uncheck()
+
+    storage = console.p.get_by_role("group", name="Storage")
+    storage.get_by_label("Amount").fill("10")
+    expect(storage.get_by_label("Amount")).to_have_attribute("aria-invalid", "true")
+    expect(storage).to_contain_text("from 21 to 200")
+    storage.get_by_label("Amount").fill("30")
+    expect(storage.get_by_label("Amount")).not_to_have_attribute("aria-invalid", "true")
+    storage.get_by_role("button", name="Add volume").click()
+    storage.get_by_label("Volume name").fill("data")
 
     tags = console.p.get_by_role("group", name="Tags")
     tags.get_by_role("button", name="Add tag").click()
@@ -529,6 +544,9 @@ def test_create_a_task_definition_from_the_form(console, shared):
         "logDriver": "awslogs",
         "options": {"awslogs-group": "/ecs/console-web", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs", "awslogs-create-group": "true"},
     }
+    assert c1["mountPoints"] == [{"sourceVolume": "data", "containerPath": "/data", "readOnly": True}]
+    assert [v["name"] for v in td["volumes"]] == ["data"] and "efsVolumeConfiguration" not in td["volumes"][0]
+    assert td["ephemeralStorage"] == {"sizeInGiB": 30}
     assert c2["name"] == "sidecar" and c2["image"] == "busybox:latest" and c2["essential"] is False
     assert "logConfiguration" not in c2
 
@@ -546,7 +564,7 @@ def test_create_a_task_definition_from_the_form(console, shared):
     td2 = ecs.describe_task_definition(taskDefinition=f"{family}:2", include=["TAGS"])
     assert td2["taskDefinition"]["containerDefinitions"][0]["image"] == f"{repo['repositoryUri']}:v8"
     # Everything else is as it was.
-    for k in ("cpu", "memory", "runtimePlatform", "taskRoleArn", "executionRoleArn", "networkMode"):
+    for k in ("cpu", "memory", "runtimePlatform", "taskRoleArn", "executionRoleArn", "networkMode", "volumes", "ephemeralStorage"):
         assert td2["taskDefinition"][k] == td[k], k
     c1b, c2b = td2["taskDefinition"]["containerDefinitions"]
     assert {**c1b, "image": c1["image"]} == c1 and c2b == c2
@@ -676,13 +694,20 @@ def test_a_service_the_api_refuses_is_not_created(console, shared):
 def test_run_a_task_from_the_form(console, shared):
     ecs = shared.client()
     name = unique("console")
-    ecs.create_cluster(clusterName=name, capacityProviders=["FARGATE"])
+    ecs.create_cluster(
+        clusterName=name,
+        capacityProviders=["FARGATE", "FARGATE_SPOT"],
+        defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "base": 0, "weight": 1}],
+    )
     family = unique("job")
     register_fargate(ecs, family)
     console.open(f"/clusters/{name}/tasks")
     console.link("Run new task").click()
     console.at(f"/clusters/{name}/run-task")
-    console.p.get_by_role("radio", name="Launch type").check()
+    # The cluster's default strategy is offered as it is; this run raises its weight.
+    expect(console.p.get_by_role("radio", name="Capacity provider strategy")).to_be_checked()
+    expect(console.field("Capacity provider")).to_have_value("FARGATE_SPOT")
+    console.field("Weight").fill("2")
     console.field("Family").select_option(family)
     console.field("Desired tasks").fill("2")
     console.button("Run task").click()
@@ -691,8 +716,32 @@ def test_run_a_task_from_the_form(console, shared):
     arns = ecs.list_tasks(cluster=name)["taskArns"]
     assert len(arns) == 2
     tasks = ecs.describe_tasks(cluster=name, tasks=arns)["tasks"]
-    assert all(t["launchType"] == "FARGATE" and t["taskDefinitionArn"].endswith(f"/{family}:1") for t in tasks)
+    assert all(t["capacityProviderName"] == "FARGATE_SPOT" and t["taskDefinitionArn"].endswith(f"/{family}:1") for t in tasks)
     assert all(t["attachments"][0]["type"] == "ElasticNetworkInterface" for t in tasks)
     assert sorted(r[0] for r in console.table("Tasks")) == sorted(a.split("/")[-1] for a in arns)
     for a in arns:
         ecs.stop_task(cluster=name, task=a)
+
+
+def test_deploy_a_revision_from_its_page(console, shared):
+    ecs = shared.client()
+    name = unique("console")
+    ecs.create_cluster(clusterName=name)
+    family = unique("web")
+    register_fargate(ecs, family)
+    register_fargate(ecs, family)
+    console.open(f"/task-definitions/{family}/1")
+    deploy = console.p.locator(".panel").filter(has=console.p.get_by_role("heading", name="Deploy", exact=True))
+    deploy.get_by_label("Cluster").select_option(name)
+    deploy.get_by_role("button", name="Create service").click()
+    console.at(f"/clusters/{name}/services/create?family={family}&revision=1")
+    expect(console.field("Family")).to_have_value(family)
+    expect(console.field("Revision")).to_have_value(f"{family}:1")
+    console.p.get_by_role("radio", name="Launch type").check()
+    console.field("Service name").fill("from-revision")
+    console.field("Desired tasks").fill("0")
+    console.button("Create").click()
+    console.at(f"/clusters/{name}/services/from-revision")
+    s = ecs.describe_services(cluster=name, services=["from-revision"])["services"][0]
+    assert s["taskDefinition"].endswith(f"/{family}:1") and s["desiredCount"] == 0
+    ecs.delete_service(cluster=name, service="from-revision", force=True)

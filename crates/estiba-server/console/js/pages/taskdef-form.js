@@ -2,7 +2,8 @@
 // (launch type, OS/architecture, network mode, task size as Fargate's CPU/memory combinations
 // checked as you type, task role and task execution role); containers (name, image URI with a
 // picker of this server's ECR repositories and tags, essential, port mappings, resource limits,
-// environment, entry point and command, health check, dependsOn, awslogs log collection); tags.
+// environment, entry point and command, health check, dependsOn, awslogs log collection, mount
+// points); storage (ephemeral storage, bind mount volumes); tags.
 // Submitting is one RegisterTaskDefinition call. "Create new revision" prefills the form from a
 // revision, and what the form does not show (volumes, other container settings) is kept as it
 // was. Nothing here decides what is valid beyond Fargate's sizes: the API's error is shown.
@@ -48,8 +49,11 @@ const CONDITIONS = ["START", "COMPLETE", "SUCCESS", "HEALTHY"].map((c) => [c, c]
 // The container members this form edits; the rest of a revision's container is kept.
 const MANAGED = [
   "name", "image", "essential", "portMappings", "cpu", "memory", "memoryReservation", "environment",
-  "entryPoint", "command", "workingDirectory", "healthCheck", "dependsOn",
+  "entryPoint", "command", "workingDirectory", "healthCheck", "dependsOn", "mountPoints",
 ];
+// A volume this form edits: a bind mount (a host path, or none: scoped to the task). Others
+// (EFS, Docker volumes...) a revision has are kept as they were.
+const isBind = (v) => !v.efsVolumeConfiguration && !v.dockerVolumeConfiguration && !v.fsxWindowsFileServerVolumeConfiguration && !v.configuredAtLaunch;
 
 export async function render({ family, revision }) {
   let base = { family: "", requiresCompatibilities: ["FARGATE"], networkMode: "awsvpc", cpu: "256", memory: "512", containerDefinitions: [{}] };
@@ -139,6 +143,28 @@ export async function render({ family, revision }) {
     baseTags.map((t) => [t.key, t.value]),
   );
 
+  // Storage: ephemeral storage (Fargate, 21-200 GiB) and bind mount volumes.
+  const ephemeral = numberInput(base.ephemeralStorage?.sizeInGiB, { min: "21", max: "200", placeholder: "21" });
+  const ephemeralHint = h("p", { class: "hint", role: "status" });
+  const checkEphemeral = () => {
+    const v = ephemeral.value.trim();
+    const n = Number(v);
+    const problem = v && !(Number.isInteger(n) && n >= 21 && n <= 200) ? "Ephemeral storage must be a whole number of GiB from 21 to 200." : "";
+    ephemeralHint.textContent = problem || "Fargate tasks get 20 GiB unless more is asked for (21 to 200 GiB).";
+    ephemeralHint.classList.toggle("invalid", !!problem);
+    if (problem) ephemeral.setAttribute("aria-invalid", "true");
+    else ephemeral.removeAttribute("aria-invalid");
+    return problem;
+  };
+  ephemeral.addEventListener("input", checkEphemeral);
+  checkEphemeral();
+  const keptVolumes = (base.volumes || []).filter((v) => !isBind(v));
+  const volumes = rowsEditor(
+    [["Volume name", (v) => textInput(v)], ["Host path", (v) => textInput(v, { placeholder: "none: scoped to the task" })]],
+    "Add volume",
+    (base.volumes || []).filter(isBind).map((v) => [v.name, v.host?.sourcePath]),
+  );
+
   function input() {
     const req = {};
     for (const k of REGISTERABLE) if (base[k] !== undefined) req[k] = base[k];
@@ -148,6 +174,10 @@ export async function render({ family, revision }) {
     const [osFamily, arch] = os.value.split("/");
     req.runtimePlatform = { ...(base.runtimePlatform || {}), operatingSystemFamily: osFamily, cpuArchitecture: arch };
     req.networkMode = networkMode.value;
+    const bind = volumes.values().filter(([n]) => n.trim()).map(([n, path]) => (path.trim() ? { name: n.trim(), host: { sourcePath: path.trim() } } : { name: n.trim() }));
+    if (bind.length || keptVolumes.length || base.volumes) req.volumes = [...keptVolumes, ...bind];
+    if (ephemeral.value.trim()) req.ephemeralStorage = { sizeInGiB: Number(ephemeral.value) };
+    else delete req.ephemeralStorage;
     if (cpu.value) req.cpu = cpu.value;
     else delete req.cpu;
     if (memory.value.trim()) req.memory = String(parseMemory(memory.value));
@@ -196,6 +226,20 @@ export async function render({ family, revision }) {
       ),
     ),
     h("fieldset", {}, h("legend", {}, "Containers"), containerList, h("button", { type: "button", onclick: () => addContainer() }, "Add container")),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, "Storage"),
+      labelled("Amount", ephemeral, ephemeralHint),
+      h(
+        "fieldset",
+        { class: "inner" },
+        h("legend", {}, "Volumes"),
+        keptVolumes.length ? h("p", { class: "hint" }, `Kept as they are: ${keptVolumes.map((v) => v.name).join(", ")}.`) : null,
+        volumes,
+        h("p", { class: "hint" }, "Bind mounts; containers mount them under Mount points."),
+      ),
+    ),
     h("fieldset", {}, h("legend", {}, "Tags"), tags),
     h(
       "div",
@@ -207,10 +251,9 @@ export async function render({ family, revision }) {
   followLaunchType();
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const problem = checkSize();
+    const problem = checkSize() || checkEphemeral();
     if (problem) {
       showError({ type: "ValidationError", message: problem }, "Task definition creation failed");
-      memory.focus();
       return;
     }
     submit.disabled = true;
@@ -310,6 +353,15 @@ function containerForm(def, n, { region, family, repositories }) {
     "Add container dependency",
     (def.dependsOn || []).map((d) => [d.containerName, d.condition]),
   );
+  const mounts = rowsEditor(
+    [
+      ["Source volume", (v) => textInput(v)],
+      ["Container path", (v) => textInput(v)],
+      ["Read only", (v) => h("input", { type: "checkbox", checked: !!v })],
+    ],
+    "Add mount point",
+    (def.mountPoints || []).map((m) => [m.sourceVolume, m.containerPath, m.readOnly]),
+  );
   // Log collection: awslogs to a log group. Another driver a revision had is kept as it was.
   const lc = def.logConfiguration;
   const otherDriver = lc && lc.logDriver !== "awslogs";
@@ -382,6 +434,7 @@ function containerForm(def, n, { region, family, repositories }) {
       ),
     ),
     h("fieldset", { class: "inner" }, h("legend", {}, "Startup dependency ordering"), deps),
+    h("fieldset", { class: "inner" }, h("legend", {}, "Mount points"), mounts),
     h(
       "fieldset",
       { class: "inner" },
@@ -422,6 +475,8 @@ function containerForm(def, n, { region, family, repositories }) {
     }
     const d = deps.values().filter(([n]) => n.trim());
     if (d.length) c.dependsOn = d.map(([containerName, condition]) => ({ containerName: containerName.trim(), condition }));
+    const m = mounts.values().filter(([v]) => v.trim());
+    if (m.length || def.mountPoints) c.mountPoints = m.map(([sourceVolume, containerPath, readOnly]) => ({ sourceVolume: sourceVolume.trim(), containerPath: containerPath.trim(), readOnly }));
     if (useLogs.input.checked) {
       c.logConfiguration = {
         logDriver: "awslogs",
