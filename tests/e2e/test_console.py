@@ -719,7 +719,25 @@ def test_run_a_task_from_the_form(console, shared):
     assert all(t["capacityProviderName"] == "FARGATE_SPOT" and t["taskDefinitionArn"].endswith(f"/{family}:1") for t in tasks)
     assert all(t["attachments"][0]["type"] == "ElasticNetworkInterface" for t in tasks)
     assert sorted(r[0] for r in console.table("Tasks")) == sorted(a.split("/")[-1] for a in arns)
-    for a in arns:
+
+    # The task view: overview, network and containers, and Stop.
+    first = arns[0].split("/")[-1]
+    console.p.get_by_role("table", name="Tasks").get_by_role("link", name=first).click()
+    console.at(f"/clusters/{name}/tasks/{first}")
+    overview = console.details("Task overview")
+    assert overview["ARN"] == arns[0] and overview["Capacity provider"] == "FARGATE_SPOT" and overview["Group"] == f"family:{family}"
+    t = ecs.describe_tasks(cluster=name, tasks=[arns[0]])["tasks"][0]
+    eni = {d["name"]: d["value"] for d in t["attachments"][0]["details"]}
+    network = console.details("Network")
+    assert network["Subnet ID"] == eni["subnetId"] and network["Private IP"] == eni.get("privateIPv4Address", "-")
+    assert console.table("Containers")[0][:3] == ["app", "busybox", t["containers"][0]["lastStatus"]]
+    console.shot("task")
+    console.button("Stop").click()
+    console.confirm("stop")
+    console.wait_banner(f"Task {first} is stopping.")
+    assert ecs.describe_tasks(cluster=name, tasks=[arns[0]])["tasks"][0]["desiredStatus"] == "STOPPED"
+    expect(console.button("Stop")).to_be_hidden()
+    for a in arns[1:]:
         ecs.stop_task(cluster=name, task=a)
 
 

@@ -95,6 +95,17 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     print(f"view showed RUNNING {time.monotonic() - seen:.2f}s after the API")
     console.shot("walkthrough-running")
 
+    # A task's own view: its container RUNNING, its address.
+    first = tasks[0]
+    tid = first["taskArn"].split("/")[-1]
+    console.p.get_by_role("table", name="Tasks").get_by_role("link", name=tid).click()
+    console.at(f"/clusters/{cluster}/tasks/{tid}")
+    assert console.details("Task overview")["Last status"] == "RUNNING"
+    eni = {d["name"]: d["value"] for d in first["attachments"][0]["details"]}
+    assert console.details("Network")["Private IP"] == eni["privateIPv4Address"]
+    assert console.table("Containers")[0][:4] == ["app", busybox, "RUNNING", "-"]
+    console.shot("walkthrough-task")
+
     # A new revision from the form, then the service updated to it from the form.
     console.open(f"/task-definitions/{family}/1/revise")
     envs = console.p.get_by_role("group", name="Container - 1").get_by_role("group", name="Environment variables")

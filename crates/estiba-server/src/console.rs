@@ -38,6 +38,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/pages/deploy-form.js", JS, include_bytes!("../console/js/pages/deploy-form.js")),
     ("js/pages/service.js", JS, include_bytes!("../console/js/pages/service.js")),
     ("js/pages/service-update.js", JS, include_bytes!("../console/js/pages/service-update.js")),
+    ("js/pages/task.js", JS, include_bytes!("../console/js/pages/task.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

@@ -12,6 +12,7 @@ import * as taskdefForm from "./pages/taskdef-form.js";
 import * as deployForm from "./pages/deploy-form.js";
 import * as service from "./pages/service.js";
 import * as serviceUpdate from "./pages/service-update.js";
+import * as task from "./pages/task.js";
 
 const createService = { render: (p) => deployForm.render({ ...p, kind: "service" }) };
 const runTask = { render: (p) => deployForm.render({ ...p, kind: "task" }) };
@@ -26,6 +27,7 @@ const ROUTES = [
   ["/clusters/:cluster/services/create", createService],
   ["/clusters/:cluster/services/:service", service],
   ["/clusters/:cluster/services/:service/update", serviceUpdate],
+  ["/clusters/:cluster/tasks/:task", task],
   ["/task-definitions", taskdefs],
   ["/task-definitions/create", taskdefForm],
   ["/task-definitions/create-json", taskdefEditor],

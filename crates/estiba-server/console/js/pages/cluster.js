@@ -138,7 +138,7 @@ async function tasks(c, query) {
       "Tasks",
       ["Task", "Last status", "Desired status", "Task definition", "Group", "Launch type", "Health status", "Created at"],
       items.map((t) => [
-        h("span", { class: "mono", title: t.taskArn }, arnName(t.taskArn)),
+        h("a", { class: "mono", title: t.taskArn, href: `#/clusters/${seg(c.clusterName)}/tasks/${seg(arnName(t.taskArn))}` }, arnName(t.taskArn)),
         status(t.lastStatus),
         t.desiredStatus,
         taskDefLink(t.taskDefinitionArn),

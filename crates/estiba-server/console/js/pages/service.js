@@ -79,7 +79,7 @@ function live({ s, tasks }) {
       "Tasks",
       ["Task", "Last status", "Desired status", "Task definition", "Health status", "Started at", "Stopped reason"],
       tasks.map((t) => [
-        h("span", { class: "mono", title: t.taskArn }, arnName(t.taskArn)),
+        h("a", { class: "mono", title: t.taskArn, href: `#/clusters/${seg(s.clusterArn ? arnName(s.clusterArn) : "")}/tasks/${seg(arnName(t.taskArn))}` }, arnName(t.taskArn)),
         status(t.lastStatus),
         t.desiredStatus,
         taskDefLink(t.taskDefinitionArn),
@@ -149,14 +149,20 @@ export async function render({ cluster, service }) {
 
   // Live: ask again while this page is on screen; stop once it is replaced.
   let busy = false;
+  let last = JSON.stringify(data);
   const timer = setInterval(async () => {
     if (!section.isConnected) return clearInterval(timer);
     if (busy || document.hidden) return;
     busy = true;
     try {
       const d = await load(cluster, service);
-      if (section.isConnected) {
+      const now = JSON.stringify(d);
+      // Only what changed is drawn again (an unchanged view keeps its focus and selection).
+      if (section.isConnected && now !== last) {
+        last = now;
         body.replaceChildren(live(d));
+      }
+      if (section.isConnected) {
         updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
       }
     } catch (e) {
