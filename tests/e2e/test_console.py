@@ -627,7 +627,8 @@ def test_create_update_and_delete_a_service_from_the_forms(console, shared):
     assert s["tags"] == [{"key": "team", "value": "web"}]
 
     # The service view: deployments, tasks and events, live without reloading the page.
-    assert console.table("Deployments")[0][1:4] == ["PRIMARY", "IN_PROGRESS", f"{family}:1"]
+    [deployment] = console.table("Deployments")
+    assert deployment[1:4] == ["PRIMARY", "IN_PROGRESS", f"{family}:1"] and deployment[8] == "0 of 2 running"
     console.wait_table("Tasks", lambda rows: len(rows) == 2, "the service's 2 tasks")
     console.wait_table("Events", lambda rows: any(f"(service {svc}) has started 2 tasks" in r[1] for r in rows), "the service's event")
     console.shot("service")

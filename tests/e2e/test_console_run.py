@@ -122,7 +122,7 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     # The deployment is watched to COMPLETED in the view.
     console.wait_table(
         "Deployments",
-        lambda rows: len(rows) == 1 and rows[0][1:4] == ["PRIMARY", "COMPLETED", f"{family}:2"],
+        lambda rows: len(rows) == 1 and rows[0][1:4] == ["PRIMARY", "COMPLETED", f"{family}:2"] and rows[0][8] == "2 of 2 running",
         "the new deployment COMPLETED",
         timeout=90,
     )

@@ -30,6 +30,14 @@ function taskDefLink(arn) {
   return link(`/task-definitions/${seg(family)}/${seg(revision)}`, fr);
 }
 
+/** A deployment's progress: its running tasks out of its desired count. */
+function progress(d) {
+  const want = d.desiredCount ?? 0;
+  const have = Math.min(d.runningCount ?? 0, want);
+  const text = want ? `${have} of ${want} running` : "0 desired";
+  return h("span", { class: "progress" }, h("progress", { max: String(Math.max(want, 1)), value: String(want ? have : 1), "aria-label": text }), ` ${text}`);
+}
+
 function live({ s, tasks }) {
   const dc = s.deploymentConfiguration || {};
   const cb = dc.deploymentCircuitBreaker || {};
@@ -61,7 +69,7 @@ function live({ s, tasks }) {
     ),
     table(
       "Deployments",
-      ["Deployment", "Status", "Rollout state", "Task definition", "Desired", "Pending", "Running", "Failed", "Updated at"],
+      ["Deployment", "Status", "Rollout state", "Task definition", "Desired", "Pending", "Running", "Failed", "Progress", "Updated at"],
       (s.deployments || []).map((d) => [
         h("span", { class: "mono" }, d.id),
         status(d.status),
@@ -71,6 +79,7 @@ function live({ s, tasks }) {
         String(d.pendingCount ?? 0),
         String(d.runningCount ?? 0),
         String(d.failedTasks ?? 0),
+        progress(d),
         time(d.updatedAt),
       ]),
       "No deployments.",
