@@ -20,6 +20,7 @@ pub mod ecr;
 pub mod elbv2;
 pub mod elbv2_rules;
 pub mod error;
+pub mod express;
 pub mod fargate;
 pub mod ids;
 pub mod instance;

@@ -42,6 +42,7 @@ pub fn zone(st: &State, connect: &[crate::connect::Entry], vpc_cidr: Ipv4Net, de
     let mut b = ZoneBuilder::new();
     cloud_map(st, &mut b);
     load_balancers(st, &mut b);
+    express_endpoints(st, &mut b);
     let mut named = BTreeSet::new();
     for e in connect {
         if named.insert(e.dns_name.as_str()) {
@@ -96,6 +97,43 @@ fn load_balancers(st: &State, b: &mut ZoneBuilder) {
             add(b.addresses(name, &ips, LB_TTL, Pick::All).map(drop));
         }
     }
+}
+
+/// Every ACTIVE Express service's endpoint host (`<name>-<id>.ecs.<region>.on.aws`) with its
+/// shared load balancer's addresses, in an apex per region.
+fn express_endpoints(st: &State, b: &mut ZoneBuilder) {
+    use estiba_core::elbv2::{self as elb, LoadBalancerDoc};
+    use estiba_core::express::{self, ExpressDoc};
+    let mut apexes = BTreeSet::new();
+    for d in st.docs::<ExpressDoc>(&crate::services::ecs::EXPRESS_TABLE, express::PREFIX) {
+        let e = &d.value;
+        let scope = estiba_core::Scope { account: account_of(&d.key), region: region_of(&d.key) };
+        let active = st
+            .services
+            .get(&keys::service(&scope, &e.cluster, &e.service_name))
+            .is_some_and(|s| estiba_core::service::status(&s.value) == estiba_core::service::ACTIVE);
+        let lb = elb::key_of_arn(&e.resources.load_balancer_arn).and_then(|k| {
+            st.doc::<LoadBalancerDoc>(crate::services::elbv2::table(crate::services::elbv2::Table::LoadBalancers), &k)
+        });
+        let (true, Some(lb)) = (active, lb) else { continue };
+        let Some((_, apex)) = e.host.split_once('.') else { continue };
+        if apexes.insert(apex.to_owned()) {
+            add(b.apex(apex, LB_TTL).map(drop));
+        }
+        let ips: Vec<IpAddr> = lb.value.addresses.iter().map(|a| IpAddr::V4(a.ip)).collect();
+        if !ips.is_empty() {
+            add(b.addresses(&e.host, &ips, LB_TTL, Pick::All).map(drop));
+        }
+    }
+}
+
+/// The account and region segments of a `<prefix>/<account>/<region>/...` key.
+fn account_of(key: &str) -> String {
+    key.split('/').nth(1).unwrap_or_default().to_owned()
+}
+
+fn region_of(key: &str) -> String {
+    key.split('/').nth(2).unwrap_or_default().to_owned()
 }
 
 /// The SOA TTL of a namespace without one (Cloud Map's default).

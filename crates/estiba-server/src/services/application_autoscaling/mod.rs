@@ -36,6 +36,9 @@ mod policies;
 mod scheduled;
 mod targets;
 
+pub(crate) use policies::tracking_alarm;
+pub(crate) use targets::delete_policy;
+
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// The Application Auto Scaling service.

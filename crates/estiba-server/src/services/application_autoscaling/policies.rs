@@ -55,6 +55,26 @@ fn check(req: &PutScalingPolicyRequest, service: &rules::EcsService) -> Result<C
     }
 }
 
+/// One of the two alarms a target tracking policy owns, as CloudWatch stores it (new, in
+/// state INSUFFICIENT_DATA): PutScalingPolicy's, and Express Mode's policy.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tracking_alarm(
+    scope: &estiba_core::Scope,
+    resource_id: &str,
+    which: TrackingAlarm,
+    uuid: &str,
+    policy_arn: &str,
+    metric: &TrackedMetric,
+    target_value: f64,
+    now: f64,
+) -> Result<(estiba_api::cloudwatch::PutMetricAlarmInput, AlarmDoc), ScalingError> {
+    let input = rules::target_tracking_alarm(resource_id, which, uuid, policy_arn, metric, target_value);
+    let rule = alarms::validate_put_metric_alarm(&input)
+        .map_err(|e| ScalingError::validation(format!("The alarm of this policy would be refused: {}", e.message)))?;
+    let doc = AlarmDoc::new(scope, &input, rule, now);
+    Ok((input, doc))
+}
+
 pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequest) -> Result<Bytes> {
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
@@ -87,12 +107,8 @@ pub async fn put_scaling_policy(s: &Server, cx: &Call, req: PutScalingPolicyRequ
                         .find(|a| TrackingAlarm::of_name(&a.alarm_name) == Some(which))
                         .map(|a| a.alarm_name[a.alarm_name.len() - 36..].to_string())
                         .unwrap_or_else(|| alarm_uuids[i].clone());
-                    let input =
-                        rules::target_tracking_alarm(&resource_id, which, &uuid, &arn, metric, cfg.target_value);
-                    let rule = alarms::validate_put_metric_alarm(&input).map_err(|e| {
-                        ScalingError::validation(format!("The alarm of this policy would be refused: {}", e.message))
-                    })?;
-                    let mut doc = AlarmDoc::new(scope, &input, rule, cx.now);
+                    let (input, mut doc) =
+                        tracking_alarm(scope, &resource_id, which, &uuid, &arn, metric, cfg.target_value, cx.now)?;
                     let alarm_key = alarms::alarm_key(scope, &input.alarm_name);
                     // The alarm controller may change the alarm's state meanwhile: the write
                     // holds only if the alarm is as read.

@@ -111,7 +111,7 @@ pub async fn describe_scalable_targets(s: &Server, cx: &Call, req: DescribeScala
 }
 
 /// Adds to `txn` the deletion of a policy and of the alarms it owns.
-pub(super) fn delete_policy(scope: &Scope, d: &Doc<PolicyDoc>, txn: &mut Txn) {
+pub(crate) fn delete_policy(scope: &Scope, d: &Doc<PolicyDoc>, txn: &mut Txn) {
     txn.compares.push(Compare::mod_revision(&d.key, d.rev));
     txn.ops.push(Op::delete(d.key.clone()));
     for a in d.value.policy.alarms.iter().flatten() {

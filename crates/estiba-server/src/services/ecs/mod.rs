@@ -18,6 +18,7 @@ use crate::Server;
 
 mod capacity;
 mod clusters;
+mod express;
 mod instances;
 mod services;
 mod settings;
@@ -83,7 +84,13 @@ impl Service for Ecs {
     fn decode_error(&self, e: DecodeError, _: Protocol) -> ApiError {
         super::json_decode_error(e, ErrorCode::InvalidParameterException)
     }
+
+    fn tables(&self) -> &'static [crate::view::TableDef] {
+        std::slice::from_ref(&express::TABLE)
+    }
 }
+
+pub(crate) use express::TABLE as EXPRESS_TABLE;
 
 async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<Bytes, ApiError> {
     let unsupported = |other: Operation| {
@@ -144,6 +151,10 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         TagResource => tags::tag,
         UntagResource => tags::untag,
         ListTagsForResource => tags::list,
+        CreateExpressGatewayService => express::create,
+        DescribeExpressGatewayService => express::describe,
+        UpdateExpressGatewayService => express::update,
+        DeleteExpressGatewayService => express::delete,
         PutAccountSetting => settings::put_setting_for,
         PutAccountSettingDefault => settings::put_default,
         ListAccountSettings => settings::list,

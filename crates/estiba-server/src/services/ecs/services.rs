@@ -43,7 +43,7 @@ fn cluster_ref(cluster: Option<&str>, service: &str) -> Option<String> {
 }
 
 /// Writes a new deployment's revision and record.
-fn write_deployment(txn: &mut Txn, scope: &Scope, cluster: &str, service: &str, nd: &NewDeployment) {
+pub(crate) fn write_deployment(txn: &mut Txn, scope: &Scope, cluster: &str, service: &str, nd: &NewDeployment) {
     let n = svc_rules::deployment_number(nd.deployment.id.as_deref().unwrap_or(""));
     let rec_id = nd.record.service_deployment_arn.as_deref().and_then(|a| a.rsplit('/').next()).unwrap_or("");
     txn.ops.push(put(keys::service_revision(scope, cluster, service, n), &nd.revision));

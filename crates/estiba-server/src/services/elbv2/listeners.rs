@@ -65,6 +65,52 @@ fn default_rule<'a>(st: &'a State, scope: &Scope, listener_key: &str) -> Option<
     docs::<RuleDoc>(st, scope, Table::Rules, &format!("{lb}/{id}/")).find(|r| r.value.rule.is_default == Some(true))
 }
 
+/// A new listener's key and document with its default rule's (CreateListener's write, and
+/// Express Mode's shared listener).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_listener(
+    scope: &Scope,
+    lb_arn: &str,
+    lb_name: &str,
+    protocol: ProtocolEnum,
+    port: i32,
+    cert: Option<String>,
+    ssl_policy: Option<String>,
+    actions: &[Action],
+    alpn_policy: Option<Vec<String>>,
+    tags: Vec<Tag>,
+) -> (String, ListenerDoc, String, RuleDoc) {
+    let id = new_id();
+    let arn = elb::listener_arn(lb_arn, &id);
+    let listener = Listener {
+        listener_arn: Some(arn.clone()),
+        load_balancer_arn: Some(lb_arn.to_owned()),
+        port: Some(port),
+        protocol: Some(protocol),
+        certificates: cert.map(|c| vec![Certificate { certificate_arn: Some(c), is_default: None }]),
+        ssl_policy,
+        default_actions: Some(actions.to_vec()),
+        alpn_policy,
+        mutual_authentication: None,
+    };
+    let key = elb::key(scope, elb::LISTENERS, &format!("{lb_name}/{id}"));
+    let rule_id = new_id();
+    let rule = RuleDoc {
+        rule: Rule {
+            rule_arn: Some(elb::rule_arn(&arn, &rule_id)),
+            priority: Some("default".into()),
+            is_default: Some(true),
+            conditions: Some(vec![]),
+            actions: Some(actions.to_vec()),
+            transforms: None,
+        },
+        tags: vec![],
+    };
+    let rule_key = elb::key(scope, elb::RULES, &format!("{lb_name}/{id}/{rule_id}"));
+    let doc = ListenerDoc { listener, attributes: rules::default_listener_attributes(protocol), tags };
+    (key, doc, rule_key, rule)
+}
+
 pub async fn create(s: &Server, cx: &Call, req: CreateListenerInput) -> Result<Bytes> {
     let scope = &cx.scope;
     let listener = s
@@ -91,38 +137,20 @@ pub async fn create(s: &Server, cx: &Call, req: CreateListenerInput) -> Result<B
             }
             let actions = rules::check_actions(t, &req.default_actions)?;
             let tags = rules::add_tags(&[], req.tags.as_deref().unwrap_or_default())?;
-            let id = new_id();
-            let arn = elb::listener_arn(&req.load_balancer_arn, &id);
-            let listener = Listener {
-                listener_arn: Some(arn.clone()),
-                load_balancer_arn: Some(req.load_balancer_arn.clone()),
-                port: Some(port),
-                protocol: Some(protocol),
-                certificates: cert.map(|c| vec![Certificate { certificate_arn: Some(c), is_default: None }]),
+            let alpn = req.alpn_policy.clone().filter(|_| protocol == ProtocolEnum::Tls);
+            let (key, doc, rule_key, rule) = new_listener(
+                scope,
+                &req.load_balancer_arn,
+                &lb_name,
+                protocol,
+                port,
+                cert,
                 ssl_policy,
-                default_actions: Some(actions.clone()),
-                alpn_policy: req.alpn_policy.clone().filter(|_| protocol == ProtocolEnum::Tls),
-                mutual_authentication: None,
-            };
-            let key = elb::key(scope, elb::LISTENERS, &format!("{lb_name}/{id}"));
-            let rule_id = new_id();
-            let rule = RuleDoc {
-                rule: Rule {
-                    rule_arn: Some(elb::rule_arn(&arn, &rule_id)),
-                    priority: Some("default".into()),
-                    is_default: Some(true),
-                    conditions: Some(vec![]),
-                    actions: Some(actions.clone()),
-                    transforms: None,
-                },
-                tags: vec![],
-            };
-            let rule_key = elb::key(scope, elb::RULES, &format!("{lb_name}/{id}/{rule_id}"));
-            let doc = ListenerDoc {
-                listener: listener.clone(),
-                attributes: rules::default_listener_attributes(protocol),
+                &actions,
+                alpn,
                 tags,
-            };
+            );
+            let listener = doc.listener.clone();
             let txn = touch(Txn::new(), lb)
                 .when(Compare::absent(&key))
                 .then(put(&key, &doc))

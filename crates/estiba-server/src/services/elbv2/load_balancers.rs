@@ -20,7 +20,7 @@ use crate::Server;
 
 /// The subnets asked for (by `Subnets` or `SubnetMappings`), with a fixed private address
 /// when a mapping names one.
-fn requested_subnets<'v>(
+pub(crate) fn requested_subnets<'v>(
     vpc: &'v Vpc,
     t: LoadBalancerTypeEnum,
     subnets: Option<&[String]>,
@@ -128,6 +128,69 @@ fn claims_txn(mut txn: Txn, lb_arn: &str, new: &[Ipv4Addr], freed: &[Ipv4Addr]) 
     txn
 }
 
+/// A new load balancer named `name` (not taken: the caller checked) with an address in each
+/// subnet asked for, and the transaction that writes it and claims its name and addresses:
+/// CreateLoadBalancer's write, and Express Mode's shared load balancer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_load_balancer(
+    st: &State,
+    scope: &estiba_core::Scope,
+    vpc: &Vpc,
+    now: f64,
+    name: &str,
+    t: LoadBalancerTypeEnum,
+    scheme: LoadBalancerSchemeEnum,
+    asked: &[(&Subnet, Option<Ipv4Addr>)],
+    groups: Vec<String>,
+    tags: Vec<Tag>,
+) -> Result<(Txn, LoadBalancerDoc), ElbError> {
+    let key = elb::key(scope, elb::LOAD_BALANCERS, name);
+    let id = new_id();
+    let arn = elb::load_balancer_arn(scope, t, name, &id);
+    let (addresses, new) = allocate(st, asked, &[])?;
+    let doc = LoadBalancerDoc {
+        lb: LoadBalancer {
+            availability_zones: Some(availability_zones(t, vpc, &addresses)),
+            canonical_hosted_zone_id: Some(rules::canonical_hosted_zone_id(&scope.region, t).into()),
+            created_time: Some(now),
+            dns_name: Some(elb::dns_name(&scope.region, name, &id, scheme == LoadBalancerSchemeEnum::Internal)),
+            ip_address_type: Some(IpAddressType::Ipv4),
+            load_balancer_arn: Some(arn.clone()),
+            load_balancer_name: Some(name.to_owned()),
+            scheme: Some(scheme),
+            security_groups: (!groups.is_empty() || t == LoadBalancerTypeEnum::Application).then_some(groups),
+            r#type: Some(t),
+            vpc_id: Some(vpc.id.clone()),
+            ..Default::default()
+        },
+        attributes: rules::default_lb_attributes(t),
+        tags,
+        addresses,
+    };
+    let txn = Txn::new().when(Compare::absent(&key)).then(put(&key, &doc));
+    Ok((claims_txn(txn, &arn, &new, &[]), doc))
+}
+
+/// Adds to `txn` the deletion of a load balancer with its listeners, rules and address
+/// claims (DeleteLoadBalancer's write; Express Mode's when its last service goes).
+pub(crate) fn delete_load_balancer(
+    st: &State,
+    scope: &estiba_core::Scope,
+    d: &crate::view::Doc<LoadBalancerDoc>,
+    txn: Txn,
+) -> Txn {
+    let name = d.value.lb.load_balancer_name.clone().unwrap_or_default();
+    let mut txn = guard(txn, d).then(Op::delete(d.key.clone()));
+    for l in docs::<ListenerDoc>(st, scope, Table::Listeners, &format!("{name}/")) {
+        txn = guard(txn, l).then(Op::delete(l.key.clone()));
+    }
+    for r in docs::<RuleDoc>(st, scope, Table::Rules, &format!("{name}/")) {
+        txn = guard(txn, r).then(Op::delete(r.key.clone()));
+    }
+    let freed: Vec<Ipv4Addr> = d.value.addresses.iter().map(|a| a.ip).collect();
+    claims_txn(txn, "", &[], &freed)
+}
+
 pub async fn create(s: &Server, cx: &Call, req: CreateLoadBalancerInput) -> Result<Bytes> {
     let t = req.r#type.unwrap_or(LoadBalancerTypeEnum::Application);
     if t == LoadBalancerTypeEnum::Gateway {
@@ -163,36 +226,9 @@ pub async fn create(s: &Server, cx: &Call, req: CreateLoadBalancerInput) -> Resu
                 )
                 .into());
             }
-            let id = new_id();
-            let arn = elb::load_balancer_arn(scope, t, &req.name, &id);
-            let (addresses, new) = allocate(st, &asked, &[])?;
-            let doc = LoadBalancerDoc {
-                lb: LoadBalancer {
-                    availability_zones: Some(availability_zones(t, &vpc, &addresses)),
-                    canonical_hosted_zone_id: Some(rules::canonical_hosted_zone_id(&scope.region, t).into()),
-                    created_time: Some(cx.now),
-                    dns_name: Some(elb::dns_name(
-                        &scope.region,
-                        &req.name,
-                        &id,
-                        scheme == LoadBalancerSchemeEnum::Internal,
-                    )),
-                    ip_address_type: Some(IpAddressType::Ipv4),
-                    load_balancer_arn: Some(arn.clone()),
-                    load_balancer_name: Some(req.name.clone()),
-                    scheme: Some(scheme),
-                    security_groups: (!groups.is_empty() || t == LoadBalancerTypeEnum::Application)
-                        .then(|| groups.clone()),
-                    r#type: Some(t),
-                    vpc_id: Some(vpc.id.clone()),
-                    ..Default::default()
-                },
-                attributes: rules::default_lb_attributes(t),
-                tags: tags.clone(),
-                addresses,
-            };
-            let txn = Txn::new().when(Compare::absent(&key)).then(put(&key, &doc));
-            Ok((claims_txn(txn, &arn, &new, &[]), doc))
+            let (txn, doc) =
+                new_load_balancer(st, scope, &vpc, cx.now, &req.name, t, scheme, &asked, groups.clone(), tags.clone())?;
+            Ok((txn, doc))
         })
         .await?;
     let shown = shown_load_balancer(&lb, cx.now, s.config.lb_provisioning);
@@ -233,16 +269,7 @@ pub async fn delete(s: &Server, cx: &Call, req: DeleteLoadBalancerInput) -> Resu
             )
             .into());
         }
-        let name = d.value.lb.load_balancer_name.clone().unwrap_or_default();
-        let mut txn = guard(Txn::new(), d).then(Op::delete(d.key.clone()));
-        for l in docs::<ListenerDoc>(st, scope, Table::Listeners, &format!("{name}/")) {
-            txn = guard(txn, l).then(Op::delete(l.key.clone()));
-        }
-        for r in docs::<RuleDoc>(st, scope, Table::Rules, &format!("{name}/")) {
-            txn = guard(txn, r).then(Op::delete(r.key.clone()));
-        }
-        let freed: Vec<Ipv4Addr> = d.value.addresses.iter().map(|a| a.ip).collect();
-        Ok((claims_txn(txn, "", &[], &freed), ()))
+        Ok((delete_load_balancer(st, scope, d, Txn::new()), ()))
     })
     .await?;
     Ok(json(&DeleteLoadBalancerOutput {}))

@@ -36,7 +36,11 @@ mod rules_api;
 mod target_groups;
 mod targets;
 
+pub(crate) use listeners::new_listener;
+pub(crate) use load_balancers::{delete_load_balancer, new_load_balancer, requested_subnets};
 pub(crate) use rules_api::forward_weighted;
+pub(crate) use rules_api::new_rule;
+pub(crate) use target_groups::{delete_target_group, new_target_group};
 pub use targets::target_health;
 
 /// The document of the rule `arn` (ECS checks its blue/green rules with it).
@@ -139,6 +143,11 @@ impl Service for Elbv2 {
 /// A document as a store write.
 fn put<T: Serialize>(key: &str, v: &T) -> Op {
     Op::put(key.to_owned(), serde_json::to_vec(v).expect("documents always serialize"))
+}
+
+/// A document as a store write (for writers outside this module: Express Mode).
+pub(crate) fn put_doc<T: Serialize>(key: &str, v: &T) -> Op {
+    put(key, v)
 }
 
 /// Writes `d` again unchanged, guarded by its revision (see the module's comment).

@@ -32,6 +32,30 @@ fn priority(r: &RuleDoc) -> Option<i32> {
     r.rule.priority.as_deref().and_then(|p| p.parse().ok())
 }
 
+/// A new (non-default) rule's key and document under the listener `listener_arn` whose
+/// document is at `listener_key` (CreateRule's write, and Express Mode's host rule).
+pub(crate) fn new_rule(
+    scope: &Scope,
+    listener_arn: &str,
+    listener_key: &str,
+    priority: i32,
+    conditions: Vec<RuleCondition>,
+    actions: &[Action],
+    tags: Vec<Tag>,
+) -> (String, RuleDoc) {
+    let id = new_id();
+    let rule = Rule {
+        rule_arn: Some(elb::rule_arn(listener_arn, &id)),
+        priority: Some(priority.to_string()),
+        is_default: Some(false),
+        conditions: Some(conditions),
+        actions: Some(actions.to_vec()),
+        transforms: None,
+    };
+    let (lb_name, listener_id) = listener_path(listener_key);
+    (elb::key(scope, elb::RULES, &format!("{lb_name}/{listener_id}/{id}")), RuleDoc { rule, tags })
+}
+
 pub async fn create(s: &Server, cx: &Call, req: CreateRuleInput) -> Result<Bytes> {
     let scope = &cx.scope;
     let rule = s
@@ -57,21 +81,10 @@ pub async fn create(s: &Server, cx: &Call, req: CreateRuleInput) -> Result<Bytes
             let conditions = rules::check_conditions(&req.conditions)?;
             let actions = rules::check_actions(t, &req.actions)?;
             let tags = rules::add_tags(&[], req.tags.as_deref().unwrap_or_default())?;
-            let id = new_id();
-            let rule = Rule {
-                rule_arn: Some(elb::rule_arn(&req.listener_arn, &id)),
-                priority: Some(req.priority.to_string()),
-                is_default: Some(false),
-                conditions: Some(conditions),
-                actions: Some(actions.clone()),
-                transforms: None,
-            };
-            let (lb_name, listener_id) = listener_path(&l.key);
-            let key = elb::key(scope, elb::RULES, &format!("{lb_name}/{listener_id}/{id}"));
+            let (key, doc) = new_rule(scope, &req.listener_arn, &l.key, req.priority, conditions, &actions, tags);
+            let rule = doc.rule.clone();
             // The listener is written again: concurrent creates of one priority conflict.
-            let txn = touch(Txn::new(), l)
-                .when(estiba_store::Compare::absent(&key))
-                .then(put(&key, &RuleDoc { rule: rule.clone(), tags }));
+            let txn = touch(Txn::new(), l).when(estiba_store::Compare::absent(&key)).then(put(&key, &doc));
             let txn = check_forwards(st, scope, &lb.value, l.value.listener.protocol, &actions, txn)?;
             Ok((txn, rule))
         })

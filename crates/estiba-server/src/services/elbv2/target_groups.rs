@@ -42,11 +42,39 @@ fn shown(st: &State, scope: &Scope, d: &TargetGroupDoc) -> TargetGroup {
     tg
 }
 
+/// A new target group's key and document from the fields `rules::new_target_group` made
+/// (CreateTargetGroup's, and Express Mode's).
+pub(crate) fn new_target_group(
+    scope: &Scope,
+    vpc_id: &str,
+    name: &str,
+    mut tg: TargetGroup,
+    target_type: TargetTypeEnum,
+    tags: Vec<Tag>,
+) -> (String, TargetGroupDoc) {
+    tg.target_group_arn = Some(elb::target_group_arn(scope, name, &new_id()));
+    tg.target_group_name = Some(name.to_owned());
+    tg.vpc_id = Some(vpc_id.to_owned());
+    let attributes = rules::default_tg_attributes(tg.protocol, target_type);
+    (elb::key(scope, elb::TARGET_GROUPS, name), TargetGroupDoc { tg, attributes, tags })
+}
+
+/// Adds to `txn` the deletion of a target group and its targets (the caller has checked that
+/// no rule left standing forwards to it).
+pub(crate) fn delete_target_group(st: &State, scope: &Scope, d: &crate::view::Doc<TargetGroupDoc>, txn: Txn) -> Txn {
+    let name = d.value.tg.target_group_name.clone().unwrap_or_default();
+    let mut txn = guard(txn, d).then(Op::delete(d.key.clone()));
+    for t in docs::<TargetDoc>(st, scope, Table::Targets, &format!("{name}/")) {
+        txn = txn.then(Op::delete(t.key.clone()));
+    }
+    txn
+}
+
 pub async fn create(s: &Server, cx: &Call, req: CreateTargetGroupInput) -> Result<Bytes> {
     rules::check_tg_name(&req.name)?;
     let target_type = req.target_type.unwrap_or(TargetTypeEnum::Instance);
     let hc = health_check!(req);
-    let mut tg = rules::new_target_group(req.protocol, req.port, target_type, req.protocol_version.clone(), &hc)?;
+    let tg = rules::new_target_group(req.protocol, req.port, target_type, req.protocol_version.clone(), &hc)?;
     let scope = &cx.scope;
     let vpc = vpc(s, scope);
     match req.vpc_id.as_deref() {
@@ -72,14 +100,7 @@ pub async fn create(s: &Server, cx: &Call, req: CreateTargetGroupInput) -> Resul
                 )
                 .into());
             }
-            tg.target_group_arn = Some(elb::target_group_arn(scope, &req.name, &new_id()));
-            tg.target_group_name = Some(req.name.clone());
-            tg.vpc_id = Some(vpc.id.clone());
-            let doc = TargetGroupDoc {
-                tg: tg.clone(),
-                attributes: rules::default_tg_attributes(tg.protocol, target_type),
-                tags: tags.clone(),
-            };
+            let (key, doc) = new_target_group(scope, &vpc.id, &req.name, tg.clone(), target_type, tags.clone());
             let txn = Txn::new().when(Compare::absent(&key)).then(put(&key, &doc));
             Ok((txn, shown(st, scope, &doc)))
         })
@@ -150,12 +171,7 @@ pub async fn delete(s: &Server, cx: &Call, req: DeleteTargetGroupInput) -> Resul
             )
             .into());
         }
-        let name = d.value.tg.target_group_name.clone().unwrap_or_default();
-        let mut txn = guard(Txn::new(), d).then(Op::delete(d.key.clone()));
-        for t in docs::<TargetDoc>(st, scope, Table::Targets, &format!("{name}/")) {
-            txn = txn.then(Op::delete(t.key.clone()));
-        }
-        Ok((txn, ()))
+        Ok((delete_target_group(st, scope, d, Txn::new()), ()))
     })
     .await?;
     s.target_health.forget_group(&req.target_group_arn);
