@@ -78,8 +78,10 @@ export async function render({ cluster: clusterName, kind, query }) {
     );
     await loadRevision();
   };
-  family.addEventListener("change", () => loadFamily().catch((e) => showError(e, "Could not list the revisions")));
-  revision.addEventListener("change", loadRevision);
+  // What the choices are still loading; submitting waits for it (a quick hand can be faster).
+  let loading = Promise.resolve();
+  family.addEventListener("change", () => (loading = loadFamily().catch((e) => showError(e, "Could not list the revisions"))));
+  revision.addEventListener("change", () => (loading = loadRevision()));
 
   // Service (or task) settings.
   const serviceName = textInput("", { required: true });
@@ -122,7 +124,7 @@ export async function render({ cluster: clusterName, kind, query }) {
       ...sgs.map((g) => choice(g.groupId, `${g.groupId} (${g.groupName})`, g.groupName === "default")),
     );
   };
-  vpc.addEventListener("change", () => loadVpc().catch((e) => showError(e, "Could not list the subnets")));
+  vpc.addEventListener("change", () => (loading = loadVpc().catch((e) => showError(e, "Could not list the subnets"))));
   const awsvpc = () => !taskDef || taskDef.networkMode === "awsvpc";
   function followNetwork() {
     const on = awsvpc();
@@ -204,6 +206,9 @@ export async function render({ cluster: clusterName, kind, query }) {
   );
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    submit.disabled = true;
+    await loading;
+    submit.disabled = false;
     if (!revision.value) {
       showError({ type: "ValidationError", message: "Choose a task definition family and revision." }, service ? "Service creation failed" : "Run task failed");
       family.focus();

@@ -29,7 +29,9 @@ export async function render({ cluster, service }) {
       }),
     );
   };
-  family.addEventListener("change", () => loadFamily().catch((e) => showError(e, "Could not list the revisions")));
+  // Submitting waits for the revisions still loading.
+  let loading = Promise.resolve();
+  family.addEventListener("change", () => (loading = loadFamily().catch((e) => showError(e, "Could not list the revisions"))));
   await loadFamily();
 
   const dc = s.deploymentConfiguration || {};
@@ -87,6 +89,7 @@ export async function render({ cluster, service }) {
     ev.preventDefault();
     submit.disabled = true;
     submit.setAttribute("aria-busy", "true");
+    await loading;
     try {
       await ecs("UpdateService", input());
       showSuccess(`Service ${s.serviceName} has been updated.`, true);
