@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what estiba's tests need on a Debian machine, skipping what is already there:
 # the AWS CLI (Debian's awscli), container tools (busybox, runc, docker.io, podman, skopeo),
-# the browser the console's tests drive (chromium and its chromedriver), protoc and etcd (the
-# etcd store) and the Python packages of tests/e2e/requirements.txt.
+# the browser the console's tests drive (chromium), protoc and etcd (the etcd store) and the
+# Python packages of tests/e2e/requirements.txt (playwright among them).
 # Run as root (CI is root); otherwise it prints what is missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +23,9 @@ command -v ps >/dev/null || apt_pkgs+=(procps)
 command -v skopeo >/dev/null || apt_pkgs+=(skopeo)
 command -v podman >/dev/null || apt_pkgs+=(podman)
 command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
-# The console's tests (tests/e2e/test_console.py) drive headless chromium through selenium and
-# the system chromedriver (selenium downloads nothing).
+# The console's tests (tests/e2e/test_console.py) drive Debian's headless chromium through
+# Playwright (executable_path=/usr/bin/chromium); Playwright's own browser download is never used.
 [ -x /usr/bin/chromium ] || apt_pkgs+=(chromium)
-[ -x /usr/bin/chromedriver ] || apt_pkgs+=(chromium-driver)
 # The etcd store: its client's build script compiles etcd's protobufs with protoc (and the
 # well-known types of libprotobuf-dev); its tests start a real etcd.
 command -v protoc >/dev/null || apt_pkgs+=(protobuf-compiler)

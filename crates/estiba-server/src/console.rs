@@ -34,6 +34,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/pages/taskdefs.js", JS, include_bytes!("../console/js/pages/taskdefs.js")),
     ("js/pages/taskdef.js", JS, include_bytes!("../console/js/pages/taskdef.js")),
     ("js/pages/taskdef-editor.js", JS, include_bytes!("../console/js/pages/taskdef-editor.js")),
+    ("js/pages/taskdef-form.js", JS, include_bytes!("../console/js/pages/taskdef-form.js")),
+    ("js/pages/deploy-form.js", JS, include_bytes!("../console/js/pages/deploy-form.js")),
+    ("js/pages/service.js", JS, include_bytes!("../console/js/pages/service.js")),
+    ("js/pages/service-update.js", JS, include_bytes!("../console/js/pages/service-update.js")),
+    ("js/pages/task.js", JS, include_bytes!("../console/js/pages/task.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

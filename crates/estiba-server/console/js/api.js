@@ -1,5 +1,5 @@
-// The console's one way to the server: AWS JSON calls (`POST /` with `X-Amz-Target`) to the
-// same public APIs boto3 and the AWS CLI use. Nothing else in the console talks to the server,
+// The console's one way to the server: AWS JSON calls (`POST /` with `X-Amz-Target`) and EC2's
+// Query calls (a form body, XML answers) to the same public APIs boto3 and the AWS CLI use. Nothing else in the console talks to the server,
 // so request signing (issue 21) is added here and nowhere else.
 
 const SERVICES = {
@@ -78,4 +78,43 @@ export async function describeAll(service, operation, input, idsKey, ids, key, s
     failures.push(...(page.failures || []));
   }
   return { items: out, failures };
+}
+
+/** ECR's operations. */
+export const ecr = (operation, input) => call("ecr", operation, input);
+
+const EC2_VERSION = "2016-11-15";
+
+/** An EC2 Query call (`Action=...` as a form body). `params` are already in Query form
+ * (`SubnetId.1`, `Filter.1.Name`, ...). Resolves to the answer's XML document, rejects with
+ * ApiError (EC2's `<Response><Errors>` code and message). */
+export async function ec2(operation, params = {}) {
+  const body = new URLSearchParams({ Action: operation, Version: EC2_VERSION, ...params });
+  let resp;
+  try {
+    resp = await fetch("/", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8" },
+      body,
+    });
+  } catch (e) {
+    throw new ApiError("NetworkError", `Could not reach the server: ${e.message}`, 0);
+  }
+  const doc = new DOMParser().parseFromString(await resp.text(), "application/xml");
+  if (!resp.ok) {
+    const code = doc.querySelector("Errors Error Code")?.textContent || `HTTP ${resp.status}`;
+    throw new ApiError(code, doc.querySelector("Errors Error Message")?.textContent || "", resp.status);
+  }
+  return doc;
+}
+
+/** The items of an EC2 Describe* answer's `set` (`subnetSet`, ...), each an object of its
+ * scalar members (`{subnetId: "subnet-1", vpcId: "vpc-1", ...}`). */
+export async function ec2Items(operation, params, set) {
+  const doc = await ec2(operation, params);
+  const list = doc.getElementsByTagName(set)[0];
+  if (!list) return [];
+  return [...list.children]
+    .filter((item) => item.tagName === "item")
+    .map((item) => Object.fromEntries([...item.children].filter((c) => c.children.length === 0).map((c) => [c.tagName, c.textContent])));
 }

@@ -8,18 +8,33 @@ import * as cluster from "./pages/cluster.js";
 import * as taskdefs from "./pages/taskdefs.js";
 import * as taskdef from "./pages/taskdef.js";
 import * as taskdefEditor from "./pages/taskdef-editor.js";
+import * as taskdefForm from "./pages/taskdef-form.js";
+import * as deployForm from "./pages/deploy-form.js";
+import * as service from "./pages/service.js";
+import * as serviceUpdate from "./pages/service-update.js";
+import * as task from "./pages/task.js";
+
+const createService = { render: (p) => deployForm.render({ ...p, kind: "service" }) };
+const runTask = { render: (p) => deployForm.render({ ...p, kind: "task" }) };
 
 // Routes, first match wins: a pattern's `:name` segments become params.
 const ROUTES = [
   ["/clusters", clusters],
   ["/clusters/create", clusterCreate],
   ["/clusters/:cluster", cluster],
+  ["/clusters/:cluster/run-task", runTask],
   ["/clusters/:cluster/:tab", cluster],
+  ["/clusters/:cluster/services/create", createService],
+  ["/clusters/:cluster/services/:service", service],
+  ["/clusters/:cluster/services/:service/update", serviceUpdate],
+  ["/clusters/:cluster/tasks/:task", task],
   ["/task-definitions", taskdefs],
-  ["/task-definitions/create", taskdefEditor],
+  ["/task-definitions/create", taskdefForm],
+  ["/task-definitions/create-json", taskdefEditor],
   ["/task-definitions/:family", taskdefs],
   ["/task-definitions/:family/:revision", taskdef],
-  ["/task-definitions/:family/:revision/revise", taskdefEditor],
+  ["/task-definitions/:family/:revision/revise", taskdefForm],
+  ["/task-definitions/:family/:revision/revise-json", taskdefEditor],
 ];
 
 function match(path) {

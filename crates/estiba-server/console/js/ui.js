@@ -169,3 +169,73 @@ export function status(s) {
 
 /** A "Loading…" placeholder. */
 export const loading = () => h("p", { class: "loading", role: "status" }, "Loading…");
+
+let ids = 0;
+
+/** A fresh element id with `prefix`. */
+export const uid = (prefix = "f") => `${prefix}-${++ids}`;
+
+/** A labelled form control: a visible label whose `for` names the control, and an optional
+ * hint the control is described by. */
+export function labelled(text, control, hint) {
+  if (!control.id) control.id = uid("f");
+  const parts = [h("label", { for: control.id }, text), control];
+  if (hint !== undefined) {
+    const hintEl = hint instanceof Node ? hint : h("p", { class: "hint" }, hint);
+    if (!hintEl.id) hintEl.id = uid("hint");
+    control.setAttribute("aria-describedby", hintEl.id);
+    parts.push(hintEl);
+  }
+  return h("div", { class: "field" }, parts);
+}
+
+/** A checkbox with its label after it; `.input` is the checkbox. */
+export function checkbox(text, checked = false) {
+  const input = h("input", { type: "checkbox", id: uid("c"), checked });
+  const el = h("div", { class: "check" }, input, h("label", { for: input.id }, text));
+  el.input = input;
+  return el;
+}
+
+/** Options for a select: `[value, text]` pairs, `current` selected. */
+export const options = (pairs, current) =>
+  pairs.map(([v, t]) => h("option", { value: v, selected: String(v) === String(current ?? "") }, t));
+
+/** An editable list of rows (port mappings, environment variables, tags...). `columns` are
+ * `[label, make(value) => control]`; every cell's control has its column's label (visually
+ * hidden: the header shows it). `.add(values)` appends a row, `.values()` reads every row as a
+ * list of control values. */
+export function rowsEditor(columns, addLabel, initial = []) {
+  const body = h("tbody");
+  const add = (values = []) => {
+    const tr = h("tr");
+    columns.forEach(([label, make], i) => {
+      const control = make(values[i]);
+      control.id = uid("r");
+      tr.append(h("td", {}, h("label", { for: control.id, class: "sr-only" }, label), control));
+    });
+    tr.append(h("td", {}, h("button", { type: "button", onclick: () => tr.remove() }, "Remove")));
+    body.append(tr);
+    return tr;
+  };
+  for (const v of initial) add(v);
+  const el = h(
+    "div",
+    { class: "rows-editor" },
+    h("div", { class: "table-wrap" }, h("table", { class: "rows" }, h("thead", {}, h("tr", {}, columns.map(([l]) => h("th", {}, l)), h("th"))), body)),
+    h("button", { type: "button", onclick: () => add() }, addLabel),
+  );
+  el.add = add;
+  el.values = () =>
+    [...body.rows].map((tr) => [...tr.querySelectorAll("input, select")].map((c) => (c.type === "checkbox" ? c.checked : c.value)));
+  return el;
+}
+
+/** A text input with a value. */
+export const textInput = (value, attrs = {}) => h("input", { type: "text", value: value ?? "", autocomplete: "off", ...attrs });
+
+/** A number input with a value. */
+export const numberInput = (value, attrs = {}) => h("input", { type: "number", value: value ?? "", ...attrs });
+
+/** A select of `[value, text]` pairs. */
+export const select = (pairs, current, attrs = {}) => h("select", attrs, options(pairs, current));

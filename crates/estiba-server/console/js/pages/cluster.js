@@ -86,11 +86,12 @@ async function services(c) {
     const primary = (s.deployments || []).find((d) => d.status === "PRIMARY");
     return primary ? primary.rolloutState || "-" : "-";
   };
-  return table(
+  const create = h("a", { class: "button primary", href: `#/clusters/${seg(c.clusterName)}/services/create` }, "Create service");
+  return h("div", {}, h("div", { class: "filters" }, create), table(
     "Services",
     ["Service name", "Status", "Compute", "Task definition", "Desired tasks", "Running tasks", "Pending tasks", "Deployment"],
     items.map((s) => [
-      s.serviceName,
+      link(`/clusters/${seg(c.clusterName)}/services/${seg(s.serviceName)}`, s.serviceName),
       status(s.status),
       compute(s),
       taskDefLink(s.taskDefinition),
@@ -100,7 +101,7 @@ async function services(c) {
       rollout(s),
     ]),
     "No services in this cluster.",
-  );
+  ));
 }
 
 function taskDefLink(arn) {
@@ -126,12 +127,18 @@ async function tasks(c, query) {
   return h(
     "div",
     {},
-    h("div", { class: "filters" }, h("label", { for: "desired-status" }, "Filter desired status"), filter),
+    h(
+      "div",
+      { class: "filters" },
+      h("label", { for: "desired-status" }, "Filter desired status"),
+      filter,
+      h("a", { class: "button primary", href: `#/clusters/${seg(c.clusterName)}/run-task` }, "Run new task"),
+    ),
     table(
       "Tasks",
       ["Task", "Last status", "Desired status", "Task definition", "Group", "Launch type", "Health status", "Created at"],
       items.map((t) => [
-        h("span", { class: "mono", title: t.taskArn }, arnName(t.taskArn)),
+        h("a", { class: "mono", title: t.taskArn, href: `#/clusters/${seg(c.clusterName)}/tasks/${seg(arnName(t.taskArn))}` }, arnName(t.taskArn)),
         status(t.lastStatus),
         t.desiredStatus,
         taskDefLink(t.taskDefinitionArn),

@@ -8,7 +8,7 @@ import { go } from "../app.js";
 
 // RegisterTaskDefinition's members; the rest of a described task definition (ARN, revision,
 // status, registeredAt...) is ECS's to set.
-const REGISTERABLE = [
+export const REGISTERABLE = [
   "family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
   "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode",
   "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage", "runtimePlatform", "enableFaultInjection",
@@ -28,13 +28,13 @@ const TEMPLATE = {
 
 export async function render({ family, revision }) {
   let start = TEMPLATE;
-  let title = "Create new task definition";
+  let title = "Create new task definition with JSON";
   if (family) {
     const out = await ecs("DescribeTaskDefinition", { taskDefinition: `${family}:${revision}`, include: ["TAGS"] });
     start = {};
     for (const k of REGISTERABLE) if (out.taskDefinition[k] !== undefined) start[k] = out.taskDefinition[k];
     if ((out.tags || []).length) start.tags = out.tags;
-    title = `Create new revision of ${family}`;
+    title = `Create new revision of ${family} with JSON`;
   }
   const editor = h("textarea", { id: "taskdef-json-editor", class: "json-editor", spellcheck: "false", rows: "28", "aria-describedby": "json-status" });
   editor.value = JSON.stringify(start, null, 2);

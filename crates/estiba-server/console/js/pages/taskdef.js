@@ -1,8 +1,9 @@
 // A task definition revision: its overview, containers and JSON; create a new revision from it,
-// deregister it, and delete it once inactive (DeleteTaskDefinitions).
+// deregister it, delete it once inactive (DeleteTaskDefinitions), and deploy it: Create service
+// or Run task in a chosen cluster (the deploy forms, prefilled with this revision).
 
-import { ecs } from "../api.js";
-import { h, table, details, seg, status, time, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
+import { ecs, listAll } from "../api.js";
+import { h, table, details, seg, status, time, arnName, labelled, select, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
 import { go, refresh } from "../app.js";
 
 export async function render({ family, revision }) {
@@ -12,6 +13,7 @@ export async function render({ family, revision }) {
   const base = `/task-definitions/${seg(family)}`;
 
   const actions = [
+    h("a", { class: "button", href: `#${base}/${revision}/revise-json` }, "Create new revision with JSON"),
     h("a", { class: "button primary", href: `#${base}/${revision}/revise` }, "Create new revision"),
   ];
   if (td.status === "ACTIVE") {
@@ -63,6 +65,30 @@ export async function render({ family, revision }) {
     (c.portMappings || []).map((p) => `${p.containerPort}${p.hostPort ? `:${p.hostPort}` : ""}/${p.protocol || "tcp"}${p.name ? ` (${p.name})` : ""}`).join(", ") || "-",
   ]);
   const platform = td.runtimePlatform || {};
+  let deploy = null;
+  if (td.status === "ACTIVE") {
+    const clusters = (await listAll("ecs", "ListClusters", { maxResults: 100 }, "clusterArns")).map(arnName).sort();
+    const cluster = select(clusters.map((c) => [c, c]), clusters[0]);
+    const to = (what) => () => go(`/clusters/${seg(cluster.value)}/${what}?family=${seg(family)}&revision=${seg(revision)}`);
+    deploy = h(
+      "div",
+      { class: "panel" },
+      h("h2", {}, "Deploy"),
+      clusters.length
+        ? h(
+            "div",
+            { class: "form deploy" },
+            labelled("Cluster", cluster),
+            h(
+              "div",
+              { class: "actions" },
+              h("button", { type: "button", onclick: to("run-task") }, "Run task"),
+              h("button", { type: "button", class: "primary", onclick: to("services/create") }, "Create service"),
+            ),
+          )
+        : h("p", {}, "No clusters yet: ", h("a", { href: "#/clusters/create" }, "create a cluster"), " to deploy this revision into."),
+    );
+  }
   return h(
     "section",
     {},
@@ -92,6 +118,7 @@ export async function render({ family, revision }) {
         ["Tags", (out.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
       ]),
     ),
+    deploy,
     table("Containers", ["Container name", "Image", "Essential", "CPU", "Memory (MiB)", "Port mappings"], containers),
     h("div", { class: "panel" }, h("h2", {}, "JSON"), h("pre", { class: "json", id: "taskdef-json" }, JSON.stringify(td, null, 2))),
   );

@@ -43,7 +43,12 @@ async function families(st) {
       "div",
       { class: "page-head" },
       h("h1", {}, "Task definitions ", h("span", { class: "count" }, `(${names.length})`)),
-      h("a", { class: "button primary", href: "#/task-definitions/create" }, "Create new task definition with JSON"),
+      h(
+        "div",
+        { class: "actions" },
+        h("a", { class: "button", href: "#/task-definitions/create-json" }, "Create new task definition with JSON"),
+        h("a", { class: "button primary", href: "#/task-definitions/create" }, "Create new task definition"),
+      ),
     ),
     statusFilter("family-status", st, "/task-definitions"),
     table(
