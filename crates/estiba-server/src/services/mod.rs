@@ -9,7 +9,11 @@
 //! estiba-core for the rules and writes with [`crate::Server::transact`].
 //!
 //! **Architecture invariant:** no service module imports another's handlers; what two
-//! services share lives in estiba-core. The front door depends on services, never the reverse.
+//! services share lives in estiba-core (rules), or, for a write built from the view, in the
+//! owning service's `pub(crate)` builders (a `&State` in, a `Txn` out, e.g.
+//! `elbv2::new_load_balancer`, `application_autoscaling::tracking_alarm`), which its own
+//! handlers use too; view tables may be read by any service. The front door depends on
+//! services, never the reverse.
 //!
 //! Adding a service:
 //! 1. add its botocore model to `crates/estiba-api/models/` and to `xtask/src/codegen.rs`'s
