@@ -73,25 +73,36 @@ export async function render({ family, revision }) {
       showError({ type: "ValidationError", message: note.textContent }, "Task definition creation failed");
       return;
     }
-    submit.disabled = true;
-    submit.setAttribute("aria-busy", "true");
-    try {
-      const out = await ecs("RegisterTaskDefinition", input);
-      const td = out.taskDefinition;
-      showSuccess(`Task definition ${td.family}:${td.revision} has been created successfully.`, true);
-      go(`/task-definitions/${seg(td.family)}/${td.revision}`);
-    } catch (e) {
-      showError(e, "Task definition creation failed");
-    } finally {
-      submit.disabled = false;
-      submit.removeAttribute("aria-busy");
-    }
+    await register(input, submit);
   });
+  return page(title, form);
+}
+
+/** Registers `input` (the form's `submit` button busy meanwhile), then opens the new revision;
+ * the API's refusal goes to the banner. Shared by the JSON editor and the form. */
+export async function register(input, submit) {
+  submit.disabled = true;
+  submit.setAttribute("aria-busy", "true");
+  try {
+    const out = await ecs("RegisterTaskDefinition", input);
+    const td = out.taskDefinition;
+    showSuccess(`Task definition ${td.family}:${td.revision} has been created successfully.`, true);
+    go(`/task-definitions/${seg(td.family)}/${td.revision}`);
+  } catch (e) {
+    showError(e, "Task definition creation failed");
+  } finally {
+    submit.disabled = false;
+    submit.removeAttribute("aria-busy");
+  }
+}
+
+/** A task definition page: breadcrumb, heading, `body`. */
+export function page(title, body) {
   return h(
     "section",
     {},
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/task-definitions" }, "Task definitions"), ` › ${title}`),
     h("h1", {}, title),
-    form,
+    body,
   );
 }

@@ -9,9 +9,8 @@
 // was. Nothing here decides what is valid beyond Fargate's sizes: the API's error is shown.
 
 import { ecs, ecr, listAll } from "../api.js";
-import { h, seg, showError, showSuccess, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid } from "../ui.js";
-import { go } from "../app.js";
-import { REGISTERABLE } from "./taskdef-editor.js";
+import { h, seg, showError, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid } from "../ui.js";
+import { REGISTERABLE, register, page } from "./taskdef-editor.js";
 
 const range = (from, to, step) => Array.from({ length: (to - from) / step + 1 }, (_, i) => from + i * step);
 
@@ -256,27 +255,9 @@ export async function render({ family, revision }) {
       showError({ type: "ValidationError", message: problem }, "Task definition creation failed");
       return;
     }
-    submit.disabled = true;
-    submit.setAttribute("aria-busy", "true");
-    try {
-      const out = await ecs("RegisterTaskDefinition", input());
-      const td = out.taskDefinition;
-      showSuccess(`Task definition ${td.family}:${td.revision} has been created successfully.`, true);
-      go(`/task-definitions/${seg(td.family)}/${td.revision}`);
-    } catch (e) {
-      showError(e, "Task definition creation failed");
-    } finally {
-      submit.disabled = false;
-      submit.removeAttribute("aria-busy");
-    }
+    await register(input(), submit);
   });
-  return h(
-    "section",
-    {},
-    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/task-definitions" }, "Task definitions"), ` › ${title}`),
-    h("h1", {}, title),
-    form,
-  );
+  return page(title, form);
 }
 
 /** One container's part of the form; `.read()` gives its container definition. */
