@@ -56,16 +56,17 @@ _networks = iter(range(1 << 30))
 class Estiba:
     """A running estiba server with its own data directory."""
 
-    def __init__(self, data_dir, extra_args=(), env=None, node=False):
+    def __init__(self, data_dir, extra_args=(), env=None, node=False, host="127.0.0.1"):
         """`node`: whether this server runs tasks (its in-process agent); control-plane tests
         run without, so their tasks stay PROVISIONING. Servers that run tasks in one network
         namespace get networks of their own (bridges are named after their CIDR), unless the
-        test chooses them."""
+        test chooses them. `host`: the address it listens on (another host's tests reach it
+        on a bridge's address)."""
         self.data_dir = data_dir
         os.makedirs(data_dir, exist_ok=True)
         self.port = free_port()
-
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.endpoint = f"http://{host}:{self.port}"
         self.extra_args = list(extra_args) + ["--local-node", "on" if node else "off"]
         if node and "--vpc-cidr" not in self.extra_args:
             n = next(_networks) % 100
@@ -82,7 +83,7 @@ class Estiba:
         env.update(self.env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir] + self.extra_args,
+            [BIN, "server", "--listen", f"{self.host}:{self.port}", "--data-dir", self.data_dir] + self.extra_args,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -133,7 +133,7 @@ pub struct StoreControl {
     logs: Option<Arc<dyn LogIngest>>,
 }
 
-fn taskdef_key(task: &Task) -> Option<String> {
+pub(crate) fn taskdef_key(task: &Task) -> Option<String> {
     let a = task.task_definition_arn.as_deref()?;
     let parsed = arn::Arn::parse(a)?;
     let r = arn::TaskDefRef::parse(a)?;

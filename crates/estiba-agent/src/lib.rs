@@ -17,6 +17,7 @@ pub mod lb;
 pub mod metadata;
 pub mod network;
 pub mod pool;
+pub mod remote;
 pub mod runner;
 pub mod stats;
 pub mod telemetry;
@@ -56,6 +57,22 @@ pub struct AgentConfig {
     pub net: network::NetConfig,
     /// How often running tasks' cgroups are sampled ([`stats`]).
     pub metrics_interval: Duration,
+    /// What the node offers the control plane, sent with every heartbeat.
+    pub role: NodeRole,
+}
+
+/// What a node offers: Fargate capacity, container instances of some clusters, or both.
+#[derive(Clone, Debug, Default)]
+pub struct NodeRole {
+    pub fargate: bool,
+    pub join_clusters: Vec<String>,
+    pub external: bool,
+    pub attributes: Vec<(String, String)>,
+    /// An agent on another machine (`estiba agent`).
+    pub remote: bool,
+    /// The machine's address other nodes and tasks reach its published ports at; `None`: its
+    /// end of the VPC bridge (one machine).
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl AgentConfig {
@@ -146,8 +163,13 @@ async fn heartbeat(shared: Arc<Shared>) {
             mem_floor_bytes: shared.cfg.mem_floor_bytes,
             // Its end of the VPC bridge, which every task network on it and the host reach.
             // (On a machine of several nodes, the machine's own address.)
-            address: Some(shared.cfg.net.vpc().gateway()),
+            address: Some(shared.cfg.role.address.unwrap_or_else(|| shared.cfg.net.vpc().gateway())),
             heartbeat_at: now(),
+            fargate: shared.cfg.role.fargate,
+            join_clusters: shared.cfg.role.join_clusters.clone(),
+            external: shared.cfg.role.external,
+            attributes: shared.cfg.role.attributes.clone(),
+            remote: shared.cfg.role.remote,
             executor: match &shared.cfg.executor {
                 Executor::Native => "native".into(),
                 Executor::Oci(p) => p.display().to_string(),

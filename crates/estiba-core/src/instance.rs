@@ -244,11 +244,20 @@ pub fn node_registration(
                 ..Default::default()
             },
         ]),
-        attributes: Some(vec![Attribute {
-            name: NODE_ATTRIBUTE.into(),
-            value: Some(node.id.clone()),
-            ..Default::default()
-        }]),
+        attributes: Some(
+            std::iter::once(Attribute {
+                name: NODE_ATTRIBUTE.into(),
+                value: Some(node.id.clone()),
+                ..Default::default()
+            })
+            .chain(node.attributes.iter().filter(|(k, _)| k != AZ_ATTRIBUTE).map(|(k, v)| Attribute {
+                name: k.clone(),
+                value: Some(v.clone()),
+                ..Default::default()
+            }))
+            .collect(),
+        ),
+        instance_identity_document: node_identity(node),
         version_info: Some(estiba_api::ecs::VersionInfo {
             agent_version: Some(version.into()),
             agent_hash: Some("estiba".into()),
@@ -256,6 +265,28 @@ pub fn node_registration(
         }),
         ..Default::default()
     }
+}
+
+const AZ_ATTRIBUTE: &str = "ecs.availability-zone";
+
+/// The identity document a node registers with: an EXTERNAL node's instance id is an SSM
+/// managed instance id (`mi-`, as ECS Anywhere's), derived from the node id so that it stays
+/// the same across registrations; an `ecs.availability-zone` attribute sets the zone.
+fn node_identity(node: &crate::node::NodeStatus) -> Option<String> {
+    let zone = node.attributes.iter().find(|(k, _)| k == AZ_ATTRIBUTE).map(|(_, v)| v.clone());
+    if !node.external && zone.is_none() {
+        return None;
+    }
+    let mut doc = serde_json::Map::new();
+    if node.external {
+        // FNV-1a: a stable id from the node id (no randomness, no dependency).
+        let h = node.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        doc.insert("instanceId".into(), format!("mi-{h:017x}").into());
+    }
+    if let Some(z) = zone {
+        doc.insert("availabilityZone".into(), z.into());
+    }
+    Some(serde_json::Value::Object(doc).to_string())
 }
 
 /// What a container instance has left for placement.

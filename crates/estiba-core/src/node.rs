@@ -55,12 +55,33 @@ pub struct NodeStatus {
     /// Cloud Map registers those tasks there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::Ipv4Addr>,
+    /// The node takes FARGATE and FARGATE_SPOT tasks of every cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fargate: bool,
+    /// Clusters (names in the server's default account and region, or ARNs) the node joins as
+    /// a container instance, as the ECS agent does with `ECS_CLUSTER`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_clusters: Vec<String>,
+    /// Joins as an `EXTERNAL` instance (ECS Anywhere) rather than `EC2`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// Custom attributes of its container instances (`--attribute k=v`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<(String, String)>,
+    /// Runs on another machine, through the agent API (not inside a server process).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 impl NodeStatus {
     /// Whether the node can take one more task now.
     pub fn has_memory(&self) -> bool {
         self.mem_available_bytes >= self.mem_floor_bytes
+    }
+
+    /// Whether the node reported within `lease` seconds of `now` (seconds since the epoch).
+    pub fn alive(&self, now: f64, lease: f64) -> bool {
+        now - self.heartbeat_at <= lease
     }
 }
 

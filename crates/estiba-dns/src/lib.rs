@@ -27,7 +27,7 @@ pub mod forward;
 pub mod zone;
 
 pub use forward::{nameservers, Forwarder};
-pub use zone::{Lookup, Pick, Zone, ZoneBuilder};
+pub use zone::{Lookup, Pick, Zone, ZoneBuilder, ZoneWire};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {

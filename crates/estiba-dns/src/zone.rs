@@ -316,6 +316,87 @@ pub fn reverse_apex_v4(net: Ipv4Addr, prefix: u8) -> String {
     parts.join(".")
 }
 
+/// A [`Zone`] as data, for a node on another machine (the agent API sends it as JSON): each
+/// record set's records in DNS wire format, base64-encoded.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ZoneWire {
+    /// The apexes' SOA records.
+    pub apexes: String,
+    /// (name, sets): a name with no sets exists all the same.
+    pub names: Vec<(String, Vec<SetWire>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SetWire {
+    pub rtype: u16,
+    /// `None`: every record ([`Pick::All`]); `Some(n)`: [`Pick::Random`].
+    pub pick: Option<usize>,
+    pub records: String,
+}
+
+fn encode_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<String, DnsError> {
+    use base64::Engine;
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    // One encoder for all: its name compression points into the one buffer the decoder reads.
+    let mut bytes = Vec::new();
+    let mut encoder = BinEncoder::new(&mut bytes);
+    for r in records {
+        r.emit(&mut encoder).map_err(|e| DnsError::Wire(e.to_string()))?;
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn decode_records(s: &str) -> Result<Vec<Record>, DnsError> {
+    use base64::Engine;
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| DnsError::Wire(e.to_string()))?;
+    let mut decoder = BinDecoder::new(&bytes);
+    let mut out = Vec::new();
+    while !decoder.is_empty() {
+        out.push(Record::read(&mut decoder).map_err(|e| DnsError::Wire(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+impl Zone {
+    pub fn to_wire(&self) -> Result<ZoneWire, DnsError> {
+        let mut names = Vec::with_capacity(self.names.len());
+        for (name, node) in &self.names {
+            let mut sets = Vec::with_capacity(node.sets.len());
+            for set in &node.sets {
+                let pick = match set.pick {
+                    Pick::All => None,
+                    Pick::Random(n) => Some(n),
+                };
+                sets.push(SetWire { rtype: u16::from(set.rtype), pick, records: encode_records(&set.records)? });
+            }
+            names.push((name.to_string(), sets));
+        }
+        Ok(ZoneWire { apexes: encode_records(self.apexes.iter().map(|(_, r)| r))?, names })
+    }
+
+    pub fn from_wire(w: &ZoneWire) -> Result<Zone, DnsError> {
+        let mut zone = Zone::default();
+        for soa in decode_records(&w.apexes)? {
+            zone.apexes.push((LowerName::from(&soa.name), soa));
+        }
+        zone.apexes.sort_by_key(|(a, _)| std::cmp::Reverse(a.num_labels()));
+        for (n, sets) in &w.names {
+            let mut node = Node::default();
+            for s in sets {
+                let pick = s.pick.map_or(Pick::All, Pick::Random);
+                node.sets.push(RecordSet {
+                    rtype: RecordType::from(s.rtype),
+                    records: decode_records(&s.records)?,
+                    pick,
+                });
+            }
+            zone.names.insert(LowerName::from(&name(n)?), node);
+        }
+        Ok(zone)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +418,18 @@ mod tests {
         b.exists("down.local").unwrap();
         b.ptr(ips[0], "ip-172-31-0-1.ec2.internal", 60).unwrap();
         b.build()
+    }
+
+    #[test]
+    fn a_zone_survives_its_wire_form() {
+        let z = zone();
+        let wire = z.to_wire().unwrap();
+        let json = serde_json::to_string(&wire).unwrap();
+        let back = Zone::from_wire(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back, z);
+        assert!(matches!(back.lookup(&lower("down.local"), RecordType::A), Lookup::NoData(_)));
+        assert!(matches!(back.lookup(&lower("nope.local"), RecordType::A), Lookup::NxDomain(_)));
+        assert!(Zone::from_wire(&ZoneWire { apexes: "!".into(), names: vec![] }).is_err());
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn request_id() -> String {
     uuid::Uuid::from_u128(v).to_string()
 }
 
-async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
+async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     let request_id = request_id();
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
@@ -107,10 +107,15 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             let stats = serde_json::to_vec(&server.controller_stats()).unwrap_or_default();
             body::response(StatusCode::OK, Bytes::from(stats), "application/json")
         }
+        (&Method::GET, "/_estiba/nodes") => {
+            let body = serde_json::to_vec(&server.nodes()).unwrap_or_default();
+            body::response(StatusCode::OK, Bytes::from(body), "application/json")
+        }
         (&Method::GET, "/_estiba/lb-metrics") => {
             let totals = serde_json::to_vec(&server.lb_metrics.totals()).unwrap_or_default();
             body::response(StatusCode::OK, Bytes::from(totals), "application/json")
         }
+        (_, p) if p.starts_with(crate::agent_api::PREFIX) => crate::agent_api::handle(server, req).await,
         (&Method::GET, "/") => crate::console::index(server, req.headers()),
         (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => {
             crate::console::asset(&p[crate::console::ASSET_PREFIX.len()..], req.headers())

@@ -12,6 +12,7 @@
 //! the agent does. Errors reach the wire in exactly one place ([`front::error_response`]).
 //! Modules depend downwards: `http` → `front` → `services` → `view`, store; never back up.
 
+pub mod agent_api;
 pub mod body;
 pub mod connect;
 pub mod console;
@@ -63,9 +64,13 @@ pub struct Config {
     /// The node of this machine, which runs Fargate tasks; `None` when no agent runs here
     /// (tasks then wait in PROVISIONING).
     pub local_node: Option<String>,
-    /// Clusters (names in the default account and region, or ARNs) the local node joins as
-    /// a container instance, so EC2 tasks can run on this machine.
-    pub join_clusters: Vec<String>,
+    /// How long a node may stay silent (no heartbeat) before it counts as lost: no new
+    /// Fargate task goes to it.
+    pub node_lease: Duration,
+    /// Where the agent API reads its join tokens (one per line; `#` comments), re-read when
+    /// the file changes, so that removing a line revokes the token; `None`: agents cannot
+    /// join.
+    pub join_tokens_file: Option<std::path::PathBuf>,
     /// The default VPC's CIDR (its subnets are what awsvpc tasks' addresses come from).
     pub vpc_cidr: ipnet::Ipv4Net,
     /// Where registry blobs live; `None` turns the registry (`/v2/`) off.
@@ -105,7 +110,8 @@ impl Default for Config {
             max_body_bytes: 4 << 20,
             stopped_task_retention: Duration::from_secs(3600),
             local_node: None,
-            join_clusters: vec![],
+            node_lease: Duration::from_secs(30),
+            join_tokens_file: None,
             vpc_cidr: estiba_core::vpc::DEFAULT_CIDR.parse().unwrap(),
             registry_dir: None,
             registry_host: None,
@@ -160,6 +166,10 @@ pub struct Server {
     /// ([`metric_ingest`]); 0 while no ingest runs. Alarms are evaluated as of this time, so
     /// they never judge a minute whose datapoints are still on their way.
     pub metrics_written_to: std::sync::atomic::AtomicI64,
+    /// The agent API's join tokens, as last read from `Config::join_tokens_file`.
+    pub join_tokens: agent_api::Tokens,
+    /// Where agents' telemetry and container logs go (set once by the binary).
+    pub agent_sinks: std::sync::OnceLock<agent_api::Sinks>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -338,6 +348,8 @@ impl Server {
             metric_clock,
             _metrics_tmp: metrics_tmp,
             metrics_written_to: Default::default(),
+            join_tokens: Default::default(),
+            agent_sinks: Default::default(),
         }))
     }
 
@@ -395,6 +407,32 @@ impl Server {
             self.catch_up().await;
         }
         Err(WriteError::Conflicts.into())
+    }
+
+    /// The nodes that reported, each with whether it reported within the node lease and the
+    /// ids of the tasks it runs (`GET /_estiba/nodes`).
+    pub fn nodes(&self) -> Vec<serde_json::Value> {
+        let now = now();
+        let lease = self.config.node_lease.as_secs_f64();
+        let st = self.view.read();
+        st.nodes
+            .values()
+            .map(|d| {
+                let mut v = serde_json::to_value(&d.value).unwrap_or_default();
+                v["connected"] = d.value.alive(now, lease).into();
+                // The ids of the tasks it runs (claimed, not stopped).
+                let running: Vec<&str> = st
+                    .claims_by_node
+                    .get(&d.value.id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| st.tasks.get(*k).is_some_and(|t| !t.value.stopped()))
+                    .filter_map(|k| k.rsplit('/').next())
+                    .collect();
+                v["tasks"] = running.into();
+                v
+            })
+            .collect()
     }
 
     /// Each controller's passes, errors and pass times, by name.

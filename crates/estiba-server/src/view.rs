@@ -220,6 +220,9 @@ pub struct State {
     pub task_sets: Table<estiba_api::ecs::TaskSet>,
     /// Task key → its claim (claims are keyed by node: `keys::claim`; this is the only copy).
     pub claim_by_task: HashMap<String, Arc<Doc<Claim>>>,
+    /// Node id → the keys of the tasks it holds claims of (the agent API sends a node its
+    /// own; Fargate tasks are spread by their number).
+    pub claims_by_node: HashMap<String, std::collections::BTreeSet<String>>,
     pub nodes: Table<NodeStatus>,
     /// Service Connect's VIPs (one document, [`estiba_core::keys::SERVICE_CONNECT_VIPS`]).
     pub service_connect: Table<estiba_core::service_connect::Vips>,
@@ -236,6 +239,15 @@ pub struct State {
 }
 
 impl State {
+    fn unclaim(&mut self, node: &str, task_key: &str) {
+        if let Some(set) = self.claims_by_node.get_mut(node) {
+            set.remove(task_key);
+            if set.is_empty() {
+                self.claims_by_node.remove(node);
+            }
+        }
+    }
+
     /// Documents whose key starts with `prefix`, in key order; iterable from either end.
     pub fn range<'a, T>(table: &'a Table<T>, prefix: &str) -> impl DoubleEndedIterator<Item = &'a Arc<Doc<T>>> + 'a {
         // Every key with the prefix sorts below prefix + U+10FFFF.
@@ -365,14 +377,20 @@ impl State {
             }
             "claims" => {
                 let Some(task_key) = keys::task_of_claim(&kv.key) else { return };
-                match (kind, doc_of(kv)) {
+                match (kind, doc_of::<Claim>(kv)) {
                     (EventKind::Put, Some(d)) => {
-                        self.claim_by_task.insert(task_key, d);
+                        let node = d.value.node.clone();
+                        if let Some(old) = self.claim_by_task.insert(task_key.clone(), d) {
+                            self.unclaim(&old.value.node, &task_key);
+                        }
+                        self.claims_by_node.entry(node).or_default().insert(task_key);
                     }
                     // Only this claim's own entry goes (a task has one claim; a stale second
                     // one going away must not hide the other).
                     _ if self.claim_by_task.get(&task_key).is_some_and(|d| d.key == kv.key) => {
-                        self.claim_by_task.remove(&task_key);
+                        if let Some(old) = self.claim_by_task.remove(&task_key) {
+                            self.unclaim(&old.value.node, &task_key);
+                        }
                     }
                     _ => {}
                 }

@@ -111,6 +111,9 @@ struct Cli {
 enum Command {
     /// Run the control plane: the ECS API on --listen, state under --data-dir.
     Server(Box<ServerArgs>),
+    /// Run tasks on this machine for a server elsewhere (a container instance or Fargate
+    /// capacity), through the server's agent API.
+    Agent(Box<AgentArgs>),
     /// Print a task's container logs (on this machine).
     Logs(LogsArgs),
     /// Pull an image into this machine's image store, ready for tasks to start from.
@@ -136,6 +139,47 @@ enum Command {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The servers' URLs, comma-separated (`http://HOST:4566,http://HOST2:4566`): tried in
+    /// turn when one does not answer.
+    #[arg(long, env = "ESTIBA_SERVER", value_delimiter = ',', required = true)]
+    server: Vec<String>,
+    /// A join token the servers accept (a line of their --join-tokens file).
+    #[arg(long, env = "ESTIBA_JOIN_TOKEN", required = true)]
+    join_token: String,
+    /// Join these clusters as a container instance (names or ARNs, comma-separated).
+    #[arg(long, env = "ESTIBA_CLUSTER", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// Join as an EXTERNAL instance (ECS Anywhere) rather than EC2.
+    #[arg(long)]
+    external: bool,
+    /// Take FARGATE and FARGATE_SPOT tasks of every cluster.
+    #[arg(long)]
+    fargate: bool,
+    /// A custom attribute of this machine's container instances (`name=value`; repeatable).
+    #[arg(long = "attribute", value_parser = parse_attribute)]
+    attributes: Vec<(String, String)>,
+    /// The address other machines reach this one at (its published ports) [default: the
+    /// source address of its route to the first server].
+    #[arg(long, env = "ESTIBA_NODE_ADDRESS")]
+    address: Option<std::net::Ipv4Addr>,
+    /// Where the agent keeps its tasks, images and addresses [default: as the server's].
+    #[arg(long, env = "ESTIBA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "ESTIBA_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not name=value")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -277,14 +321,60 @@ struct ServerArgs {
     /// Run tasks on this machine (FARGATE and FARGATE_SPOT capacity). Needs root.
     #[arg(long, env = "ESTIBA_LOCAL_NODE", value_enum, default_value = "auto")]
     local_node: LocalNode,
-    /// This machine's node id [default: its hostname].
-    #[arg(long, env = "ESTIBA_NODE_ID")]
-    node_id: Option<String>,
     /// Register this machine as a container instance of these clusters (names in the default
     /// account and region, or ARNs), as the ECS agent does with ECS_CLUSTER, so EC2 tasks
     /// (bridge and host network modes among them) run here.
     #[arg(long, env = "ESTIBA_JOIN_CLUSTER", value_delimiter = ',')]
     join_cluster: Vec<String>,
+    /// Serve the ECR API and the OCI registry (`/v2/`) on the listener.
+    #[arg(long, env = "ESTIBA_REGISTRY", value_enum, default_value = "on")]
+    registry: OnOff,
+    /// Also publish every load balancer listener on this host address, at the listener's own
+    /// port (e.g. 127.0.0.1, to reach an ALB on port 80 from the host as with LocalStack)
+    /// [default: none: only the load balancers' VPC addresses].
+    #[arg(long, env = "ESTIBA_LB_HOST_ADDRESS")]
+    lb_host_address: Option<std::net::IpAddr>,
+    /// `host:port` advertised in repository URIs [default: the listen address].
+    #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
+    registry_host: Option<String>,
+    /// `open`: anyone may push and pull; `token`: a token from GetAuthorizationToken is required.
+    #[arg(long, env = "ESTIBA_REGISTRY_AUTH", value_enum, default_value = "open")]
+    registry_auth: RegistryAuth,
+    /// Blobs no image uses are removed once they are this old.
+    #[arg(long, env = "ESTIBA_REGISTRY_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
+    registry_gc_grace: Duration,
+    /// How often lifecycle policies run and unused blobs are collected.
+    #[arg(long, env = "ESTIBA_REGISTRY_GC_EVERY", default_value = "60s", value_parser = parse_duration)]
+    registry_gc_every: Duration,
+    /// How often CloudWatch Logs retention is enforced and deleted groups' events removed.
+    #[arg(long, env = "ESTIBA_LOGS_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
+    logs_retention_every: Duration,
+    /// How long one AWS minute of metrics lasts: with 5s, a standard-resolution datapoint,
+    /// an alarm's 60-second period and a 60-second scaling cooldown each last 5 s, while
+    /// every API keeps AWS's numbers.
+    #[arg(long, env = "ESTIBA_METRIC_PERIOD", default_value = "60s", value_parser = parse_duration)]
+    metric_period: Duration,
+    /// The most disk the log store (CloudWatch Logs' events) may take, in MiB; past it the
+    /// oldest events of the whole store go first, with a warning. Unbounded when not given.
+    #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
+    logs_disk_budget_mib: Option<u64>,
+    /// Join tokens of `estiba agent`s (one per line, `#` comments), read again when the file
+    /// changes: removing a line revokes that token [default: no agent may join].
+    #[arg(long, env = "ESTIBA_JOIN_TOKENS")]
+    join_tokens: Option<PathBuf>,
+    /// A node silent for longer than this counts as lost: no new Fargate task goes to it.
+    #[arg(long, env = "ESTIBA_NODE_LEASE", default_value = "30s", value_parser = parse_duration)]
+    node_lease: Duration,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// What a node that runs tasks is given: the server's own node and `estiba agent` alike.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// This machine's node id [default: its hostname].
+    #[arg(long, env = "ESTIBA_NODE_ID")]
+    node_id: Option<String>,
     /// The default VPC's CIDR: awsvpc tasks get addresses from its subnets (one sixteenth of
     /// it each, in zones a, b and c).
     #[arg(long, env = "ESTIBA_VPC_CIDR", default_value = estiba_core::vpc::DEFAULT_CIDR)]
@@ -314,9 +404,6 @@ struct ServerArgs {
     /// is `<dir>/bucket/key`) [default: none; task definitions with environment files are refused].
     #[arg(long, env = "ESTIBA_ENVIRONMENT_FILES_DIR")]
     environment_files_dir: Option<PathBuf>,
-    /// Serve the ECR API and the OCI registry (`/v2/`) on the listener.
-    #[arg(long, env = "ESTIBA_REGISTRY", value_enum, default_value = "on")]
-    registry: OnOff,
     /// Run the VPC resolver on this node (at the VPC's base address plus two, 172.31.0.2 by
     /// default): task networks resolve Cloud Map names and private DNS names through it, and
     /// everything else through the host's name servers.
@@ -325,39 +412,10 @@ struct ServerArgs {
     /// Run load balancers' listeners on this node, at their VPC addresses (ELBv2's data plane).
     #[arg(long, env = "ESTIBA_LOAD_BALANCERS", value_enum, default_value = "on")]
     load_balancers: OnOff,
-    /// Also publish every load balancer listener on this host address, at the listener's own
-    /// port (e.g. 127.0.0.1, to reach an ALB on port 80 from the host as with LocalStack)
-    /// [default: none: only the load balancers' VPC addresses].
-    #[arg(long, env = "ESTIBA_LB_HOST_ADDRESS")]
-    lb_host_address: Option<std::net::IpAddr>,
-    /// `host:port` advertised in repository URIs [default: the listen address].
-    #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
-    registry_host: Option<String>,
-    /// `open`: anyone may push and pull; `token`: a token from GetAuthorizationToken is required.
-    #[arg(long, env = "ESTIBA_REGISTRY_AUTH", value_enum, default_value = "open")]
-    registry_auth: RegistryAuth,
-    /// Blobs no image uses are removed once they are this old.
-    #[arg(long, env = "ESTIBA_REGISTRY_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
-    registry_gc_grace: Duration,
-    /// How often lifecycle policies run and unused blobs are collected.
-    #[arg(long, env = "ESTIBA_REGISTRY_GC_EVERY", default_value = "60s", value_parser = parse_duration)]
-    registry_gc_every: Duration,
-    /// How often CloudWatch Logs retention is enforced and deleted groups' events removed.
-    #[arg(long, env = "ESTIBA_LOGS_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
-    logs_retention_every: Duration,
-    /// How long one AWS minute of metrics lasts: with 5s, a standard-resolution datapoint,
-    /// an alarm's 60-second period and a 60-second scaling cooldown each last 5 s, while
-    /// every API keeps AWS's numbers.
-    #[arg(long, env = "ESTIBA_METRIC_PERIOD", default_value = "60s", value_parser = parse_duration)]
-    metric_period: Duration,
     /// How often the node samples its running tasks' cgroups (CPU, memory, network, block
     /// I/O) for CloudWatch's AWS/ECS and ECS/ContainerInsights metrics.
     #[arg(long, env = "ESTIBA_METRICS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     metrics_interval: Duration,
-    /// The most disk the log store (CloudWatch Logs' events) may take, in MiB; past it the
-    /// oldest events of the whole store go first, with a warning. Unbounded when not given.
-    #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
-    logs_disk_budget_mib: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -451,6 +509,7 @@ fn main() -> Result<()> {
 
     match cli.command {
         Command::Server(args) => run_server(*args),
+        Command::Agent(args) => run_agent(*args),
         Command::Logs(args) => logs(args),
         Command::Pull(args) => pull(args),
         Command::Migrate(args) => migrate(args),
@@ -511,7 +570,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             RegistryAuth::Token => estiba_server::registry::Auth::Token,
         },
         registry_gc_grace: args.registry_gc_grace,
-        environment_files_dir: args.environment_files_dir.clone(),
+        environment_files_dir: args.node.environment_files_dir.clone(),
         lb_host_address: args.lb_host_address,
         // Logs and metrics stay on this machine's disk with the etcd store too.
         logs_dir: matches!(args.store, StoreKind::Sqlite | StoreKind::Etcd)
@@ -528,10 +587,16 @@ async fn serve(args: ServerArgs) -> Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got '{}'", args.account_id);
     }
-    if args.vpc_cidr.contains(&args.bridge_cidr.network()) || args.bridge_cidr.contains(&args.vpc_cidr.network()) {
-        bail!("--vpc-cidr {} and --bridge-cidr {} overlap: choose networks apart", args.vpc_cidr, args.bridge_cidr);
+    if args.node.vpc_cidr.contains(&args.node.bridge_cidr.network())
+        || args.node.bridge_cidr.contains(&args.node.vpc_cidr.network())
+    {
+        bail!(
+            "--vpc-cidr {} and --bridge-cidr {} overlap: choose networks apart",
+            args.node.vpc_cidr,
+            args.node.bridge_cidr
+        );
     }
-    if args.vpc_cidr.prefix_len() > 24 || args.bridge_cidr.prefix_len() > 28 {
+    if args.node.vpc_cidr.prefix_len() > 24 || args.node.bridge_cidr.prefix_len() > 28 {
         bail!("--vpc-cidr must be a /24 or larger and --bridge-cidr a /28 or larger");
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -540,14 +605,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
         LocalNode::Off => false,
         LocalNode::Auto => is_root(),
     };
-    let node_id = args.node_id.clone().unwrap_or_else(hostname);
+    let node_id = args.node.node_id.clone().unwrap_or_else(hostname);
     if run_tasks && !estiba_core::keys::valid_node_id(&node_id) {
         bail!("the node id '{node_id}' must not be empty nor hold '/' (set it with --node-id)");
     }
     let config = Config {
         local_node: run_tasks.then(|| node_id.clone()),
-        join_clusters: if run_tasks { args.join_cluster.clone() } else { vec![] },
-        vpc_cidr: args.vpc_cidr.trunc(),
+        node_lease: args.node_lease,
+        join_tokens_file: args.join_tokens.clone(),
+        vpc_cidr: args.node.vpc_cidr.trunc(),
         ..config
     };
     let server = Server::new(config, store.clone()).await.context("loading state")?;
@@ -567,45 +633,36 @@ async fn serve(args: ServerArgs) -> Result<()> {
         ..Default::default()
     };
     let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx.clone()));
+    // Target health goes to the server, cgroup samples and load balancer counters to the
+    // metric ingest, the rest is only counted: for the local node and remote agents alike.
+    let ingest = estiba_server::metric_ingest::MetricIngest::start(
+        server.clone(),
+        args.node.metrics_interval + Duration::from_secs(1),
+        stop_rx.clone(),
+    );
+    let telemetry = Arc::new(ServerSink { server: server.clone(), ingest, rest: Default::default() });
+    // Container logs of the awslogs driver go to the server's log store.
+    let log_ingest: Arc<dyn estiba_core::telemetry::LogIngest> =
+        Arc::new(estiba_server::log_ingest::ServerLogIngest::new(server.clone()));
+    let _ = server
+        .agent_sinks
+        .set(estiba_server::agent_api::Sinks { telemetry: telemetry.clone(), logs: log_ingest.clone() });
     let agent = if run_tasks {
-        let executor = match args.container_runtime.as_str() {
-            "native" => estiba_runtime::container::spec::Executor::Native,
-            name => {
-                let path = if name.contains('/') {
-                    PathBuf::from(name)
-                } else {
-                    which(name).with_context(|| format!("container runtime {name} not found in PATH"))?
-                };
-                estiba_runtime::container::spec::Executor::Oci(path)
-            }
-        };
         // This server's own registry speaks plain HTTP.
-        let mut insecure = args.insecure_registries.clone();
+        let mut insecure = args.node.insecure_registries.clone();
         insecure.extend(server.registry.as_ref().map(|r| r.host.clone()));
         let images = estiba_runtime::image::ImageStore::open(data_dir.join("images"), insecure)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(reg) = &server.registry {
             images.set_local(Arc::new(OwnRegistry { server: server.clone(), registry: reg.clone() }));
         }
-        let exe = std::env::current_exe().context("finding the estiba binary")?;
-        // Target health goes to the server, cgroup samples and load balancer counters to the
-        // metric ingest; the rest is only counted.
-        let ingest = estiba_server::metric_ingest::MetricIngest::start(
-            server.clone(),
-            args.metrics_interval + Duration::from_secs(1),
-            stop_rx.clone(),
-        );
-        let telemetry = Arc::new(ServerSink { server: server.clone(), ingest, rest: Default::default() });
         // What the server publishes for every node: the resolver's zone, Service Connect's
         // table, the load balancers.
         let published = estiba_agent::control::Published {
-            dns_zone: (args.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
+            dns_zone: (args.node.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
             service_connect: Some(server.connect.subscribe()),
-            load_balancers: (args.load_balancers == OnOff::On).then(|| server.lb.subscribe()),
+            load_balancers: (args.node.load_balancers == OnOff::On).then(|| server.lb.subscribe()),
         };
-        // Container logs of the awslogs driver go to the server's log store.
-        let log_ingest: Arc<dyn estiba_core::telemetry::LogIngest> =
-            Arc::new(estiba_server::log_ingest::ServerLogIngest::new(server.clone()));
         let cp = estiba_agent::control::StoreControl::start_with(
             store.clone(),
             node_id.clone(),
@@ -615,36 +672,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
-        let shared = Arc::new(estiba_agent::Shared {
-            cfg: estiba_agent::AgentConfig {
-                node_id: node_id.clone(),
-                data_dir: data_dir.join("agent"),
-                supervisor: supervisor.clone(),
-                exe,
-                executor,
-                mem_floor_bytes: args.memory_floor,
-                secrets_dir: data_dir.join("secrets"),
-                environment_files_dir: args.environment_files_dir.clone(),
-                net: estiba_agent::network::NetConfig {
-                    vpc_cidr: args.vpc_cidr.trunc(),
-                    bridge_cidr: args.bridge_cidr.trunc(),
-                },
-                metrics_interval: args.metrics_interval,
-            },
-            cp,
-            images,
-            net: Arc::new(estiba_net::Host::new(&data_dir.join("net"))),
-            pool: estiba_agent::pool::Pool::new(
-                supervisor,
-                if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
-            ),
-            spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
-            resolver: Default::default(),
-            connect_applied: Default::default(),
-        });
-        tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
-        Some(tokio::spawn(estiba_agent::run(shared, stop_rx)))
+        let role =
+            estiba_agent::NodeRole { fargate: true, join_clusters: args.join_cluster.clone(), ..Default::default() };
+        Some(start_node(&args.node, &data_dir, node_id, role, cp, images, stop_rx)?)
     } else {
         None
     };
@@ -658,6 +688,134 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// Starts the agent of a node (the server's own, or `estiba agent`'s) on control plane `cp`.
+fn start_node(
+    args: &NodeArgs,
+    data_dir: &std::path::Path,
+    node_id: String,
+    role: estiba_agent::NodeRole,
+    cp: Arc<dyn estiba_agent::control::ControlPlane>,
+    images: Arc<estiba_runtime::image::ImageStore>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let executor = match args.container_runtime.as_str() {
+        "native" => estiba_runtime::container::spec::Executor::Native,
+        name => {
+            let path = if name.contains('/') {
+                PathBuf::from(name)
+            } else {
+                which(name).with_context(|| format!("container runtime {name} not found in PATH"))?
+            };
+            estiba_runtime::container::spec::Executor::Oci(path)
+        }
+    };
+    let exe = std::env::current_exe().context("finding the estiba binary")?;
+    let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
+    let shared = Arc::new(estiba_agent::Shared {
+        cfg: estiba_agent::AgentConfig {
+            node_id: node_id.clone(),
+            data_dir: data_dir.join("agent"),
+            supervisor: supervisor.clone(),
+            exe,
+            executor,
+            mem_floor_bytes: args.memory_floor,
+            secrets_dir: data_dir.join("secrets"),
+            environment_files_dir: args.environment_files_dir.clone(),
+            net: estiba_agent::network::NetConfig {
+                vpc_cidr: args.vpc_cidr.trunc(),
+                bridge_cidr: args.bridge_cidr.trunc(),
+            },
+            metrics_interval: args.metrics_interval,
+            role,
+        },
+        cp,
+        images,
+        net: Arc::new(estiba_net::Host::new(&data_dir.join("net"))),
+        pool: estiba_agent::pool::Pool::new(
+            supervisor,
+            if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
+        ),
+        spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
+        resolver: Default::default(),
+        connect_applied: Default::default(),
+    });
+    tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
+    Ok(tokio::spawn(estiba_agent::run(shared, stop_rx)))
+}
+
+/// `estiba agent`: a node of a server on another machine.
+fn run_agent(args: AgentArgs) -> Result<()> {
+    init_tracing(args.log_format);
+    if !is_root() {
+        bail!("estiba agent runs containers: it must run as root");
+    }
+    if !args.fargate && args.cluster.is_empty() {
+        bail!("give --cluster NAME (a container instance), --fargate (Fargate capacity), or both");
+    }
+    if args.external && args.cluster.is_empty() {
+        bail!("--external needs --cluster: it is how the machine joins a cluster");
+    }
+    let node_id = args.node.node_id.clone().unwrap_or_else(hostname);
+    if !estiba_core::keys::valid_node_id(&node_id) {
+        bail!("the node id '{node_id}' must not be empty nor hold '/' (set it with --node-id)");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("estiba-agent").build()?;
+    rt.block_on(async move {
+        let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let cp = estiba_agent::remote::RemoteControl::start(
+            &args.server,
+            args.join_token.clone(),
+            node_id.clone(),
+            args.node.vpc_resolver == OnOff::On,
+            args.node.load_balancers == OnOff::On,
+        )?;
+        // The servers' registries speak plain HTTP, as the server's own node pulls from it.
+        let mut insecure = args.node.insecure_registries.clone();
+        insecure.extend(args.server.iter().filter_map(|s| server_authority(s).map(str::to_owned)));
+        let images = estiba_runtime::image::ImageStore::open(data_dir.join("images"), insecure)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let address = match args.address {
+            Some(a) => Some(a),
+            None => route_source(&args.server[0]),
+        };
+        let role = estiba_agent::NodeRole {
+            fargate: args.fargate,
+            join_clusters: args.cluster.clone(),
+            external: args.external,
+            attributes: args.attributes.clone(),
+            remote: true,
+            address,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let agent = start_node(&args.node, &data_dir, node_id.clone(), role, cp, images, stop_rx)?;
+        tracing::info!(node = %node_id, servers = %args.server.join(","), "estiba agent started");
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        // Containers keep running under their supervisors; the next start adopts them.
+        let _ = agent.await;
+        Ok(())
+    })
+}
+
+/// `HOST:PORT` of a server URL (`http://HOST:PORT/...`).
+fn server_authority(url: &str) -> Option<&str> {
+    url.strip_prefix("http://")?.split('/').next().filter(|a| !a.is_empty())
+}
+
+/// The local address of this machine's route to a server URL's host (a UDP socket connected
+/// there sends nothing, but the kernel picks the source address).
+fn route_source(server: &str) -> Option<std::net::Ipv4Addr> {
+    let authority = server_authority(server)?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority).ok()?.find(|a| a.is_ipv4())?;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect(addr).ok()?;
+    match sock.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(a) if !a.is_unspecified() => Some(a),
+        _ => None,
+    }
 }
 
 /// The server's telemetry sink: target health and load balancer counters to the server,

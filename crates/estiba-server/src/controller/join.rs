@@ -1,9 +1,9 @@
-//! Joining clusters: registers this machine's node as a container instance of each cluster it
-//! joins (`Config::join_clusters`), as the ECS agent does with `ECS_CLUSTER`, once the cluster
-//! is ACTIVE and the node has reported its resources. An ACTIVE instance of the node found in
-//! the cluster is kept. Each cluster is joined once per process, so an instance deregistered
-//! by hand stays deregistered until the server starts again; the controller ends when every
-//! cluster is joined.
+//! Joining clusters: registers each node as a container instance of each cluster it joins
+//! (`NodeStatus::join_clusters`: the server's own node's `--join-cluster`, an agent's
+//! `--cluster`), as the ECS agent does with `ECS_CLUSTER`, once the cluster is ACTIVE. An
+//! ACTIVE instance of the node found in the cluster is kept. Each (node, cluster) is joined
+//! once per process, so an instance deregistered by hand stays deregistered until the server
+//! starts again.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -20,8 +20,8 @@ use crate::{keys, now, RandomIds, Server};
 
 #[derive(Default)]
 pub struct Join {
-    /// The `join_clusters` entries joined so far.
-    joined: Mutex<HashSet<String>>,
+    /// The (node, `join_clusters` entry) pairs joined so far.
+    joined: Mutex<HashSet<(String, String)>>,
 }
 
 impl Controller for Join {
@@ -32,21 +32,25 @@ impl Controller for Join {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, Infallible> {
-        let Some(node) = server.config.local_node.clone() else { return Ok(Wake::Done) };
-        let todo: Vec<String> = {
+        let todo: Vec<(String, String)> = {
+            let st = server.view.read();
             let joined = self.joined.lock().unwrap();
-            server.config.join_clusters.iter().filter(|r| !joined.contains(*r)).cloned().collect()
+            st.nodes
+                .values()
+                .flat_map(|d| d.value.join_clusters.iter().map(|c| (d.value.id.clone(), c.clone())))
+                .filter(|p| !joined.contains(p))
+                .collect()
         };
         if todo.is_empty() {
-            return Ok(Wake::Done);
+            return Ok(Wake::Change);
         }
-        for reference in todo {
+        for (node, reference) in todo {
             match join(server, &node, &reference).await {
                 Ok(true) => {
-                    self.joined.lock().unwrap().insert(reference);
+                    self.joined.lock().unwrap().insert((node, reference));
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(cluster = %reference, error = %e, "joining the cluster failed"),
+                Err(e) => tracing::warn!(%node, cluster = %reference, error = %e, "joining the cluster failed"),
             }
         }
         Ok(Wake::change_or_after(Duration::from_secs(1)))
@@ -87,7 +91,7 @@ async fn join(server: &Server, node: &str, reference: &str) -> Result<bool, esti
                 .when(Compare::absent(&key))
                 .then(put(&key, &ci))
                 .then(crate::services::ecs::put_tags(&key, &[]));
-            tracing::info!(cluster = %name, instance = %estiba_core::instance::id_of(&ci), "this machine joined the cluster as a container instance");
+            tracing::info!(%node, cluster = %name, instance = %estiba_core::instance::id_of(&ci), "the node joined the cluster as a container instance");
             Ok((txn, true))
         })
         .await

@@ -47,6 +47,7 @@ pub mod elbv2;
 pub mod housekeeping;
 pub mod join;
 pub mod logs;
+pub mod nodes;
 pub mod registry;
 pub mod runtime;
 pub mod scheduled_scaling;
@@ -106,6 +107,7 @@ impl Default for Settings {
 pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut rt = Runtime::new(server, shutdown);
     rt.add(join::Join::default());
+    rt.add(nodes::LostNodes);
     rt.add(services::Scheduler { settings: settings.deploy });
     rt.add(housekeeping::Housekeeping::new(
         settings.housekeeping_every,

@@ -55,7 +55,11 @@ pub(crate) fn place_service_tasks(
 pub struct Ctx {
     pub scope: Scope,
     pub now: f64,
+    /// This server's own node, which takes Fargate tasks when no other node has reported yet
+    /// (right after the server starts, before its first heartbeat).
     pub node: Option<Arc<str>>,
+    /// Seconds a node may stay silent before it counts as lost (`Config::node_lease`).
+    pub node_lease: f64,
     /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
     pub vpc_cidr: ipnet::Ipv4Net,
 }
@@ -76,7 +80,13 @@ impl Service for Ecs {
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx { scope: call.scope, now: call.now, node: s.local_node.clone(), vpc_cidr: s.config.vpc_cidr };
+            let cx = Ctx {
+                scope: call.scope,
+                now: call.now,
+                node: s.local_node.clone(),
+                node_lease: s.config.node_lease.as_secs_f64(),
+                vpc_cidr: s.config.vpc_cidr,
+            };
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }

@@ -1,6 +1,6 @@
 //! RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use estiba_api::ecs::*;
@@ -117,10 +117,10 @@ pub(crate) fn place_tasks(
     let mut out = Placed { tasks: vec![], failures: vec![] };
     for (i, launch) in launches.into_iter().enumerate() {
         let instance_arn = if launch.launch_type == LaunchType::Fargate {
-            // Fargate capacity is not reserved: the node refuses only when its available
-            // memory is below its floor.
-            let node = cx.node.as_deref().and_then(|n| st.nodes.get(&keys::node(n)));
-            if node.is_some_and(|n| !n.value.has_memory()) {
+            // Fargate capacity is not reserved: a node refuses only when its available
+            // memory is below its floor, and RunTask only when every live Fargate node does.
+            let nodes = fargate_nodes(st, cx);
+            if !nodes.is_empty() && !nodes.iter().any(|n| n.has_memory()) {
                 out.failures.push(Failure { arn: None, reason: Some("RESOURCE:MEMORY".into()), detail: None });
                 continue;
             }
@@ -187,6 +187,8 @@ pub(crate) fn write_tasks(
     let public_ip = network
         .and_then(|n| n.awsvpc_configuration.as_ref())
         .is_some_and(|v| v.assign_public_ip == Some(AssignPublicIp::Enabled));
+    // Fargate tasks placed on each node by this call.
+    let mut placed: HashMap<&str, usize> = HashMap::new();
     for t in tasks {
         let key = keys::task(&cx.scope, cluster, task::task_id(t));
         let mut doc = t.clone();
@@ -197,7 +199,7 @@ pub(crate) fn write_tasks(
             txn.ops.push(put_tags(&key, &tags));
         }
         let node = match &t.container_instance_arn {
-            None if task::is_fargate(t) => cx.node.as_deref(),
+            None if task::is_fargate(t) => fargate_node(st, cx, &mut placed),
             None => None,
             Some(arn) => arn::member_id("container-instance", arn)
                 .and_then(|(_, id)| st.instances.get(&keys::instance(&cx.scope, cluster, id)))
@@ -211,6 +213,35 @@ pub(crate) fn write_tasks(
             ));
         }
     }
+}
+
+/// The nodes that take Fargate tasks and reported within the node lease.
+fn fargate_nodes<'a>(st: &'a State, cx: &Ctx) -> Vec<&'a estiba_core::node::NodeStatus> {
+    st.nodes.values().map(|d| &d.value).filter(|n| n.fargate && n.alive(cx.now, cx.node_lease)).collect()
+}
+
+/// The node a new Fargate task goes to: of the live Fargate nodes with memory to spare, the
+/// one running the fewest tasks (counting those this call placed), ties by node id.
+fn fargate_node<'a>(st: &'a State, cx: &'a Ctx, placed: &mut HashMap<&'a str, usize>) -> Option<&'a str> {
+    let live = |id: &str| {
+        st.claims_by_node
+            .get(id)
+            .map_or(0, |keys| keys.iter().filter(|k| st.tasks.get(*k).is_some_and(|d| !d.value.stopped())).count())
+    };
+    let candidates: Vec<_> =
+        fargate_nodes(st, cx).into_iter().filter(|n| n.has_memory()).map(|n| (n, live(&n.id))).collect();
+    let load = |(n, running): &(&estiba_core::node::NodeStatus, usize), placed: &HashMap<&str, usize>| {
+        running + placed.get(n.id.as_str()).copied().unwrap_or(0)
+    };
+    let Some((best, _)) =
+        candidates.iter().min_by(|a, b| load(a, placed).cmp(&load(b, placed)).then_with(|| a.0.id.cmp(&b.0.id)))
+    else {
+        // No live Fargate node reported yet: this server's own node, if it has one and no
+        // node refused for lack of memory, gets the task (its agent starts with the server).
+        return cx.node.as_deref().filter(|_| fargate_nodes(st, cx).is_empty());
+    };
+    *placed.entry(best.id.as_str()).or_default() += 1;
+    Some(best.id.as_str())
 }
 
 /// Environment files named in container overrides follow the task definition's rules.

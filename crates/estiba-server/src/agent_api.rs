@@ -1,0 +1,469 @@
+//! The agent API: all an `estiba agent` on another machine sees of the control plane, on the
+//! server's own listener under [`PREFIX`]. It is the network form of the agent's
+//! `ControlPlane` trait (crates/estiba-agent/src/control.rs), message for message:
+//!
+//! - `GET  nodes/<node>/assignments`: the node's tasks, with their task definitions and
+//!   claims, as a stream of JSON lines: a full listing first, then changes as the view
+//!   applies them (an empty line every [`KEEPALIVE`] so both ends notice a dead connection);
+//! - `GET  published`: the VPC resolver's zone, Service Connect's table and the load
+//!   balancers' table, each sent whole when it changes;
+//! - `PUT  nodes/<node>`: the node's status (its heartbeat);
+//! - `POST nodes/<node>/tasks`: a `TaskStateChange` of one of the node's own tasks;
+//! - `POST nodes/<node>/telemetry`: telemetry batches (never the store);
+//! - `POST nodes/<node>/logs/open` and `logs/append`: the awslogs driver's numbered appends.
+//!
+//! Every request carries `Authorization: Bearer <join token>`; the tokens are the lines of
+//! `Config::join_tokens_file`, read again when the file changes, so removing a line revokes
+//! a token at the next request. An unknown token gets 401 and nothing else.
+//!
+//! May not: decide placement, or write anything but what an agent's messages say (its node's
+//! status, the state of tasks claimed for that node).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use estiba_api::ecs::Task;
+use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
+use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, Telemetry, TelemetrySink};
+use estiba_store::{Compare, Op, Revision, Txn};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::body::{self, Body};
+use crate::view::State;
+use crate::{keys, Server, WriteError};
+
+pub const PREFIX: &str = "/_estiba/agent/v1/";
+
+/// How often a stream with nothing to say sends an empty line.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// The join tokens, as last read from their file.
+#[derive(Default)]
+pub struct Tokens {
+    read: Mutex<Option<(SystemTime, Arc<HashSet<String>>)>>,
+}
+
+impl Tokens {
+    /// Whether `presented` is a token of `file` (read again when its modification time changed).
+    fn admits(&self, file: &std::path::Path, presented: &str) -> bool {
+        let Ok(mtime) = std::fs::metadata(file).and_then(|m| m.modified()) else { return false };
+        let tokens = {
+            let mut read = self.read.lock().unwrap();
+            match &*read {
+                Some((at, t)) if *at == mtime => t.clone(),
+                _ => {
+                    let t = Arc::new(parse_tokens(&std::fs::read_to_string(file).unwrap_or_default()));
+                    *read = Some((mtime, t.clone()));
+                    t
+                }
+            }
+        };
+        // Every token is compared in full, whatever matched, so that timing tells nothing.
+        tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), presented.as_bytes()) | found)
+    }
+}
+
+fn parse_tokens(text: &str) -> HashSet<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the agent API's answers carry when they refuse.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("a join token is required (Authorization: Bearer <token>)")]
+    NoToken,
+    #[error("the join token is not valid")]
+    BadToken,
+    #[error("this server takes no agents: start it with --join-tokens FILE")]
+    Closed,
+    #[error("no such agent API route: {0}")]
+    NoRoute(String),
+    #[error("the request does not decode: {0}")]
+    BadRequest(String),
+    #[error("the task {0} is not claimed for this node")]
+    NotYours(String),
+    #[error("the task no longer exists")]
+    Gone,
+    #[error("the store did not take the write: {0}")]
+    Write(#[from] WriteError),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoToken | Refusal::BadToken => StatusCode::UNAUTHORIZED,
+            Refusal::Closed => StatusCode::FORBIDDEN,
+            Refusal::NoRoute(_) | Refusal::Gone => StatusCode::NOT_FOUND,
+            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::NotYours(_) => StatusCode::CONFLICT,
+            Refusal::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let body = serde_json::json!({ "message": self.to_string() }).to_string();
+        body::response(self.status(), Bytes::from(body), "application/json")
+    }
+}
+
+/// A task state change as the agent sends it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStateMessage {
+    pub task_key: String,
+    pub change: TaskStateChange,
+}
+
+/// A container log append as the agent sends it.
+#[derive(Serialize, Deserialize)]
+pub struct LogAppend {
+    pub dest: LogDestination,
+    pub seq: u64,
+    pub events: Vec<LogEvent>,
+}
+
+/// A change of the published tables, one per line of `published`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PublishedMessage {
+    Dns(estiba_dns::ZoneWire),
+    ServiceConnect(estiba_proxy::Table),
+    LoadBalancers(estiba_lb::Table),
+}
+
+/// Where agents' telemetry and container logs go; set once by the binary that starts the
+/// server (the server's own sinks, the same as its local node's).
+pub struct Sinks {
+    pub telemetry: Arc<dyn TelemetrySink>,
+    pub logs: Arc<dyn LogIngest>,
+}
+
+pub async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
+    match route(server, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if !matches!(e, Refusal::Gone) {
+                tracing::debug!(error = %e, "agent API refused a request");
+            }
+            e.response()
+        }
+    }
+}
+
+async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    authenticate(server, &req)?;
+    let path = req.uri().path()[PREFIX.len()..].to_owned();
+    let parts: Vec<&str> = path.split('/').collect();
+    let max = server.config.max_body_bytes;
+    match (req.method().clone(), parts.as_slice()) {
+        (Method::GET, ["published"]) => Ok(published(server)),
+        (Method::GET, ["nodes", node, "assignments"]) if keys::valid_node_id(node) => {
+            Ok(assignments(server.clone(), node.to_string()))
+        }
+        (Method::PUT, ["nodes", node]) if keys::valid_node_id(node) => {
+            let mut status: NodeStatus = decode(req, max).await?;
+            status.id = node.to_string();
+            status.remote = true;
+            let value = serde_json::to_vec(&status).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+            server.store.txn(Txn::new().then(Op::put(keys::node(node), value))).await.map_err(WriteError::from)?;
+            Ok(no_content())
+        }
+        (Method::POST, ["nodes", node, "tasks"]) if keys::valid_node_id(node) => {
+            let m: TaskStateMessage = decode(req, max).await?;
+            let ack = submit_task_state(server, node, &m.task_key, &m.change).await?;
+            Ok(json(&ack))
+        }
+        (Method::POST, ["nodes", _, "telemetry"]) => {
+            let batches: Vec<Telemetry> = decode(req, max).await?;
+            if let Some(s) = server.agent_sinks.get() {
+                batches.into_iter().for_each(|b| s.telemetry.deliver(b));
+            }
+            Ok(no_content())
+        }
+        (Method::POST, ["nodes", _, "logs", "open"]) => {
+            let dest: LogDestination = decode(req, max).await?;
+            let r = match server.agent_sinks.get() {
+                Some(s) => s.logs.open_stream(&dest).await,
+                None => Err(LogIngestError::Unavailable("the server keeps no container logs".into())),
+            };
+            Ok(json(&r))
+        }
+        (Method::POST, ["nodes", _, "logs", "append"]) => {
+            let a: LogAppend = decode(req, max).await?;
+            let r = match server.agent_sinks.get() {
+                Some(s) => s.logs.append(&a.dest, a.seq, a.events).await,
+                None => Err(LogIngestError::Unavailable("the server keeps no container logs".into())),
+            };
+            Ok(json(&r))
+        }
+        _ => Err(Refusal::NoRoute(path)),
+    }
+}
+
+fn authenticate(server: &Server, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let Some(file) = &server.config.join_tokens_file else { return Err(Refusal::Closed) };
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Refusal::NoToken)?;
+    if server.join_tokens.admits(file, presented.trim()) {
+        Ok(())
+    } else {
+        Err(Refusal::BadToken)
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(req: Request<Incoming>, max: usize) -> Result<T, Refusal> {
+    let bytes = body::read(req, max).await.map_err(|e| Refusal::BadRequest(e.message.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))
+}
+
+fn json<T: Serialize>(v: &T) -> Response<Body> {
+    body::response(StatusCode::OK, Bytes::from(serde_json::to_vec(v).unwrap_or_default()), "application/json")
+}
+
+fn no_content() -> Response<Body> {
+    body::response(StatusCode::NO_CONTENT, Bytes::new(), "application/json")
+}
+
+/// Applies a node's state change to one of its own tasks, under a compare on the task.
+async fn submit_task_state(
+    server: &Server,
+    node: &str,
+    key: &str,
+    change: &TaskStateChange,
+) -> Result<TaskStateAck, Refusal> {
+    server
+        .transact::<_, Refusal>(|st| {
+            if st.claim(key).is_none_or(|c| c.value.node != node) {
+                return Err(Refusal::NotYours(key.to_owned()));
+            }
+            let d = st.tasks.get(key).ok_or(Refusal::Gone)?;
+            let before = d.task();
+            let mut task: Task = before.clone().into_owned();
+            change.apply(&mut task);
+            if task == *before {
+                return Ok((Txn::new(), TaskStateAck { version: task.version, changed: false }));
+            }
+            task.version = before.version + 1;
+            let value = serde_json::to_vec(&task).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+            let txn = Txn::new().when(Compare::mod_revision(key, d.rev)).then(Op::put(key, value));
+            Ok((txn, TaskStateAck { version: task.version, changed: true }))
+        })
+        .await
+}
+
+/// The stream of a node's assignments.
+fn assignments(server: Arc<Server>, node: String) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut changes = server.view.changes();
+        let mut sent = Sent::default();
+        let mut full = true;
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let line = {
+                let st = server.view.read();
+                sent.diff(&st, &node, full)
+            };
+            full = false;
+            if let Some(line) = line {
+                if tx.send(Ok(line)).await.is_err() {
+                    return;
+                }
+                quiet_since = tokio::time::Instant::now();
+            }
+            // Views change often without touching this node (other nodes' heartbeats): the
+            // keepalive is due after KEEPALIVE without a line, however many changes came.
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(quiet_since + KEEPALIVE) => {
+                    if tx.send(Ok(Bytes::from_static(b"\n"))).await.is_err() {
+                        return;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                }
+            }
+        }
+    });
+    ndjson(rx)
+}
+
+fn ndjson(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Response<Body> {
+    let mut r = Response::new(body::streamed(rx));
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-ndjson"));
+    r
+}
+
+/// What one assignments stream has sent: each task's and claim's revision, and the task
+/// definitions (sent once per stream: they do not change in what a node reads of them).
+#[derive(Default)]
+struct Sent {
+    tasks: HashMap<String, (Revision, Revision)>,
+    taskdefs: HashSet<String>,
+}
+
+impl Sent {
+    /// The line that brings the agent from what was sent to the view's state (`None`: nothing
+    /// changed). Written by hand around the documents' stored JSON, which is sent as it is:
+    /// `{"full":bool,"upsert":[{"key","task","claim","taskDefinitionKey"}],"taskDefinitions":{key:doc},"remove":[key]}`.
+    fn diff(&mut self, st: &State, node: &str, full: bool) -> Option<Bytes> {
+        let mut upsert = BytesMut::new();
+        let mut taskdefs = BytesMut::new();
+        let mut now: HashMap<String, (Revision, Revision)> = HashMap::new();
+        for key in st.claims_by_node.get(node).into_iter().flatten() {
+            let (Some(claim), Some(task)) = (st.claim(key), st.tasks.get(key)) else { continue };
+            let Some(td_key) = task.value.task_definition_arn.as_deref().and_then(taskdef_key) else { continue };
+            let Some(td) = st.taskdefs.get(&td_key) else { continue };
+            now.insert(key.clone(), (task.rev, claim.rev));
+            if !full && self.tasks.get(key) == Some(&(task.rev, claim.rev)) {
+                continue;
+            }
+            if !self.taskdefs.contains(&td_key) || full {
+                comma(&mut taskdefs);
+                put_str(&mut taskdefs, &td_key);
+                taskdefs.put_u8(b':');
+                taskdefs.put_slice(&td.raw);
+                self.taskdefs.insert(td_key.clone());
+            }
+            comma(&mut upsert);
+            upsert.put_slice(b"{\"key\":");
+            put_str(&mut upsert, key);
+            upsert.put_slice(b",\"taskDefinitionKey\":");
+            put_str(&mut upsert, &td_key);
+            upsert.put_slice(b",\"task\":");
+            upsert.put_slice(&task.raw);
+            upsert.put_slice(b",\"claim\":");
+            upsert.put_slice(&claim.raw);
+            upsert.put_u8(b'}');
+        }
+        let mut remove = BytesMut::new();
+        for key in self.tasks.keys().filter(|k| !now.contains_key(*k)) {
+            comma(&mut remove);
+            put_str(&mut remove, key);
+        }
+        self.tasks = now;
+        if !full && upsert.is_empty() && remove.is_empty() {
+            return None;
+        }
+        let mut line = BytesMut::with_capacity(upsert.len() + taskdefs.len() + remove.len() + 64);
+        line.put_slice(if full { b"{\"full\":true,\"upsert\":[" } else { b"{\"full\":false,\"upsert\":[" });
+        line.put_slice(&upsert);
+        line.put_slice(b"],\"taskDefinitions\":{");
+        line.put_slice(&taskdefs);
+        line.put_slice(b"},\"remove\":[");
+        line.put_slice(&remove);
+        line.put_slice(b"]}\n");
+        Some(line.freeze())
+    }
+}
+
+fn comma(b: &mut BytesMut) {
+    if !b.is_empty() {
+        b.put_u8(b',');
+    }
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_slice(serde_json::to_string(s).unwrap_or_default().as_bytes());
+}
+
+/// The store key of the task definition an ARN names.
+fn taskdef_key(arn: &str) -> Option<String> {
+    let parsed = estiba_core::arn::Arn::parse(arn)?;
+    let r = estiba_core::arn::TaskDefRef::parse(arn)?;
+    Some(keys::taskdef(&estiba_core::Scope::new(parsed.account, parsed.region), &r.family, r.revision?))
+}
+
+/// The stream of the published tables: each sent at the start and whenever it changes.
+fn published(server: &Server) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut dns = server.dns.subscribe();
+    let mut connect = server.connect.subscribe();
+    let mut lb = server.lb.subscribe();
+    dns.mark_changed();
+    connect.mark_changed();
+    lb.mark_changed();
+    tokio::spawn(async move {
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let message = tokio::select! {
+                r = dns.changed() => match r {
+                    Ok(()) => match dns.borrow_and_update().to_wire() {
+                        Ok(w) => PublishedMessage::Dns(w),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the zone does not encode for agents");
+                            continue;
+                        }
+                    },
+                    Err(_) => return,
+                },
+                r = connect.changed() => match r {
+                    Ok(()) => PublishedMessage::ServiceConnect((**connect.borrow_and_update()).clone()),
+                    Err(_) => return,
+                },
+                r = lb.changed() => match r {
+                    Ok(()) => PublishedMessage::LoadBalancers((**lb.borrow_and_update()).clone()),
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep_until(quiet_since + KEEPALIVE) => {
+                    if tx.send(Ok(Bytes::from_static(b"\n"))).await.is_err() {
+                        return;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                    continue;
+                }
+            };
+            let mut line = serde_json::to_vec(&message).unwrap_or_default();
+            line.push(b'\n');
+            if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                return;
+            }
+            quiet_since = tokio::time::Instant::now();
+        }
+    });
+    ndjson(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_lines_without_comments() {
+        let t = parse_tokens("# agents\n  abc \n\ndef\n#old\n");
+        assert_eq!(t, HashSet::from(["abc".to_string(), "def".to_string()]));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn a_removed_token_is_refused_after_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "one\ntwo\n").unwrap();
+        let tokens = Tokens::default();
+        assert!(tokens.admits(&file, "two"));
+        assert!(!tokens.admits(&file, "three"));
+        // A different modification time makes it read again.
+        std::fs::write(&file, "one\n").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+        assert!(!tokens.admits(&file, "two"));
+        assert!(tokens.admits(&file, "one"));
+        std::fs::remove_file(&file).unwrap();
+        assert!(!tokens.admits(&file, "one"), "no file: no token is valid");
+    }
+}

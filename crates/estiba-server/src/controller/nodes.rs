@@ -1,0 +1,92 @@
+//! Lost nodes: a node that has not reported for longer than the node lease
+//! (`Config::node_lease`) is lost. Its container instances show `agentConnected: false`
+//! (and `true` again once it reports), and its Fargate tasks are stopped with a reason
+//! naming the node, so that services replace them on other nodes. Tasks on container
+//! instances stay, as ECS leaves tasks of an instance whose agent disconnected: a returning
+//! agent reconciles them with what the control plane wants.
+//!
+//! May not: remove claims or tasks (housekeeping does, once stopped tasks expire).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use estiba_api::ecs::TaskStopCode;
+use estiba_core::task;
+use estiba_store::{Compare, Txn};
+
+use super::{Controller, Wake};
+use crate::services::ecs::put;
+use crate::{now, Server};
+
+/// At most this many tasks or instances are changed per transaction (etcd's limit is 128
+/// operations; a task's stop takes a few).
+const BATCH: usize = 20;
+
+pub struct LostNodes;
+
+impl Controller for LostNodes {
+    type Error = Infallible;
+
+    fn name(&self) -> &'static str {
+        "lost-nodes"
+    }
+
+    async fn pass(&self, server: &Server) -> Result<Wake, Infallible> {
+        let lease = server.config.node_lease;
+        let (txn, more) = {
+            let st = server.view.read();
+            let now = now();
+            let mut txn = Txn::new();
+            let mut changes = 0;
+            let alive =
+                |node: &str| st.nodes.get(&crate::keys::node(node)).map(|d| d.value.alive(now, lease.as_secs_f64()));
+            for d in st.instances.values() {
+                let Some(alive) = estiba_core::instance::node_of(&d.value).and_then(alive) else { continue };
+                if d.value.agent_connected != alive && changes < BATCH {
+                    let mut ci = d.value.clone();
+                    ci.agent_connected = alive;
+                    ci.version += 1;
+                    txn.compares.push(Compare::mod_revision(&d.key, d.rev));
+                    txn.ops.push(put(&d.key, &ci));
+                    changes += 1;
+                }
+            }
+            for n in st.nodes.values().filter(|n| n.value.fargate && !n.value.alive(now, lease.as_secs_f64())) {
+                for key in st.claims_by_node.get(&n.value.id).into_iter().flatten() {
+                    let Some(d) = st.tasks.get(key) else { continue };
+                    if d.value.stopped() || d.value.launch_type != Some(estiba_api::ecs::LaunchType::Fargate) {
+                        continue;
+                    }
+                    if changes >= BATCH {
+                        break;
+                    }
+                    let mut t = d.task().into_owned();
+                    let reason = format!(
+                        "Task stopped: the host running it (node {}) has not reported for more than {}s",
+                        n.value.id,
+                        lease.as_secs()
+                    );
+                    task::request_stop(&mut t, TaskStopCode::TerminationNotice, &reason);
+                    task::stop_unstarted(&mut t, now);
+                    txn.compares.push(Compare::mod_revision(key, d.rev));
+                    txn.ops.push(put(key, &t));
+                    txn.ops.extend(crate::stop_ops(&st, key, now));
+                    changes += 1;
+                }
+            }
+            (txn, changes >= BATCH)
+        };
+        if !txn.ops.is_empty() {
+            // A conflict is retried at the next pass.
+            let _ = server.commit(txn).await;
+        }
+        // A node becomes lost by time passing, not by a change: a periodic pass (every quarter
+        // of the lease, at most 5 s), which scans every instance, so not on every change.
+        let next = if more {
+            Duration::from_millis(50)
+        } else {
+            (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+        };
+        Ok(Wake::At(tokio::time::Instant::now() + next))
+    }
+}

@@ -1,0 +1,336 @@
+"""`estiba agent` on other machines: hosts are network namespaces joined to the test's own
+namespace by a bridge (10.77.0.0/24, the server at 10.77.0.1); each host runs an agent that
+reaches the server only through the agent API, with a join token.
+
+Needs root, and runs only inside a network namespace with no route out (`cargo xtask test`
+runs the suite in one)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import images as img
+from conftest import BIN, Estiba, isolated, unique, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
+    pytest.mark.skipif(not isolated(), reason="container tests run inside a network namespace with no route out (use cargo xtask test)"),
+]
+
+BRIDGE = "br-agents"
+SERVER_IP = "10.77.0.1"
+TOKEN = "join-token-for-the-tests"
+NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
+# Fetches a URL from whichever host runs it (python3 is on every host: they share the files).
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode(), end='')"
+
+
+def sh(*args, check=True):
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=60)
+
+
+class Host:
+    """A machine: a network namespace held by a `sleep` process, on the bridge at `ip`, where
+    an agent runs."""
+
+    def __init__(self, name, ip, data_dir):
+        self.name, self.ip, self.data_dir = name, ip, data_dir
+        self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"])
+        time.sleep(0.1)
+        veth = f"v-{name}"[:15]
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(self.holder.pid))
+        sh("ip", "link", "set", veth, "master", BRIDGE, "up")
+        self.run("ip", "link", "set", "lo", "up")
+        self.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self.run("ip", "link", "set", "eth0", "up")
+        self.agent = None
+        self.log_path = os.path.join(data_dir, "agent.log")
+
+    def run(self, *args, check=True):
+        return sh("nsenter", "-t", str(self.holder.pid), "-n", "--", *args, check=check)
+
+    def start_agent(self, server, *flags, token=TOKEN):
+        log = open(self.log_path, "ab")
+        self.agent = subprocess.Popen(
+            ["nsenter", "-t", str(self.holder.pid), "-n", "--", BIN, "agent", "--server", server.endpoint,
+             "--join-token", token, "--node-id", self.name, "--data-dir", self.data_dir, *flags],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, ESTIBA_LOG="info"))
+        return self
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")[-6000:]
+
+    def stop_agent(self, sig=signal.SIGTERM):
+        if self.agent and self.agent.poll() is None:
+            self.agent.send_signal(sig)
+            try:
+                self.agent.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait()
+
+    def close(self):
+        self.stop_agent()
+        self.holder.kill()
+        self.holder.wait()
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    sh("ip", "addr", "add", f"{SERVER_IP}/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+    yield BRIDGE
+    sh("ip", "link", "del", BRIDGE, check=False)
+
+
+@pytest.fixture(scope="module")
+def server(bridge, tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("server"))
+    tokens = os.path.join(d, "join-tokens")
+    with open(tokens, "w") as f:
+        f.write(f"# agents of the tests\n{TOKEN}\n")
+    e = Estiba(d, extra_args=["--join-tokens", tokens, "--node-lease", "10s"], host=SERVER_IP).start()
+    e.tokens = tokens
+    e.client().create_cluster()
+    yield e
+    e.drain()
+    e.stop()
+
+
+@pytest.fixture(scope="module")
+def busybox(server):
+    server.client("ecr").create_repository(repositoryName="busybox")
+    return img.busybox_image(img.Registry(server.endpoint), "busybox", "latest")
+
+
+@pytest.fixture(scope="module")
+def fargate_host(server, tmp_path_factory):
+    h = Host("host-a", "10.77.0.11", str(tmp_path_factory.mktemp("host-a"))).start_agent(server, "--fargate")
+    node = connected(server, h)
+    assert node["fargate"] and node["remote"] and node["address"] == h.ip, node
+    yield h
+    server.drain()
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def instance_host(server, tmp_path_factory):
+    ecs = server.client()
+    ecs.create_cluster(clusterName="edge")
+    h = Host("host-b", "10.77.0.12", str(tmp_path_factory.mktemp("host-b"))).start_agent(
+        server, "--cluster", "edge", "--external", "--attribute", "ecs.availability-zone=us-east-1b",
+        "--attribute", "team=blue")
+    yield h
+    server.drain()
+    h.close()
+
+
+def nodes(server):
+    with urllib.request.urlopen(f"{server.endpoint}/_estiba/nodes", timeout=5) as r:
+        return {n["id"]: n for n in json.load(r)}
+
+
+def connected(server, host):
+    return wait_until(lambda: nodes(server).get(host.name, {}).get("connected") and nodes(server)[host.name],
+                      timeout=20, what=f"{host.name} connected")
+
+
+def agent_api(server, method, path, token=TOKEN, body=None):
+    req = urllib.request.Request(f"{server.endpoint}/_estiba/agent/v1/{path}", data=body, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read(1 << 16)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_task(ecs, arn, status, cluster="default", timeout=60):
+    def get():
+        t = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        if t["lastStatus"] == "STOPPED" and status != "STOPPED":
+            raise AssertionError(f"task stopped: {t.get('stoppedReason')} {t.get('containers')}")
+        return t if t["lastStatus"] == status else None
+    return wait_until(get, timeout=timeout, interval=0.2, what=f"task {status}")
+
+
+def private_ip(task):
+    for a in task.get("attachments", []):
+        for d in a.get("details", []):
+            if d["name"] == "privateIPv4Address":
+                return d["value"]
+    return None
+
+
+def test_only_a_known_join_token_gets_anything(server):
+    assert agent_api(server, "GET", "nodes/x/assignments", token=None)[0] == 401
+    status, body = agent_api(server, "GET", "nodes/x/assignments", token="nope")
+    assert status == 401 and b"not valid" in body
+    assert agent_api(server, "PUT", "nodes/x", token="nope", body=b"{}")[0] == 401
+    # A known token with a body that is no node status: refused, nothing written.
+    assert agent_api(server, "PUT", "nodes/x", body=b"not json")[0] == 400
+    assert agent_api(server, "POST", "nodes/x/nothing", body=b"{}")[0] == 404
+    # A token removed from the file is refused from then on.
+    with open(server.tokens, "a") as f:
+        f.write("second-token\n")
+    assert agent_api(server, "PUT", "nodes/x", token="second-token", body=b"nonsense")[0] == 400
+    with open(server.tokens, "w") as f:
+        f.write(f"{TOKEN}\n")
+    os.utime(server.tokens, (time.time() + 2, time.time() + 2))
+    assert agent_api(server, "PUT", "nodes/x", token="second-token", body=b"nonsense")[0] == 401
+
+
+def test_a_fargate_task_runs_on_the_agents_host(server, busybox, fargate_host):
+    ecs = server.client()
+    fam = unique("web")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "web", "image": busybox, "essential": True,
+                               "command": ["sh", "-c", "mkdir -p /w && echo hello-from-$(hostname) > /w/index.html && exec httpd -f -p 80 -h /w"],
+                               "portMappings": [{"containerPort": 80}]}])
+    arn = ecs.run_task(taskDefinition=fam, launchType="FARGATE", networkConfiguration=NET)["tasks"][0]["taskArn"]
+    try:
+        t = wait_task(ecs, arn, "RUNNING")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- agent:\n{fargate_host.log()}\n--- server:\n{server.log()}")
+    ip = private_ip(t)
+    assert ip, t
+    # The task's address is on host A's VPC bridge: reachable from that host...
+    out = fargate_host.run("python3", "-c", FETCH, f"http://{ip}/")
+    assert out.stdout.startswith("hello-from-"), out
+    # ...and not from the server's machine, where nothing runs tasks.
+    assert sh("python3", "-c", FETCH, f"http://{ip}/", check=False).returncode != 0
+    ecs.stop_task(task=arn, reason="done")
+    t = wait_task(ecs, arn, "STOPPED", timeout=40)
+    assert t["stoppedReason"] == "done"
+
+
+def test_a_killed_agent_adopts_its_running_task(server, busybox, fargate_host):
+    ecs = server.client()
+    fam = unique("sleeper")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "s", "image": busybox, "command": ["sleep", "600"]}])
+    arn = ecs.run_task(taskDefinition=fam, launchType="FARGATE", networkConfiguration=NET)["tasks"][0]["taskArn"]
+    before = wait_task(ecs, arn, "RUNNING")
+    fargate_host.stop_agent(signal.SIGKILL)
+    fargate_host.start_agent(server, "--fargate")
+    time.sleep(3)
+    after = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+    assert after["lastStatus"] == "RUNNING" and after["startedAt"] == before["startedAt"], after
+    ecs.stop_task(task=arn)
+    wait_task(ecs, arn, "STOPPED", timeout=40)
+
+
+def test_container_logs_from_an_agent_reach_the_logs_api(server, busybox, fargate_host):
+    ecs, logs = server.client(), server.client("logs")
+    group = unique("/ecs/agent")
+    fam = unique("talker")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "talk", "image": busybox, "command": ["sh", "-c", "for i in 1 2 3; do echo line-$i; done"],
+                               "logConfiguration": {"logDriver": "awslogs", "options": {
+                                   "awslogs-group": group, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs",
+                                   "awslogs-create-group": "true"}}}])
+    arn = ecs.run_task(taskDefinition=fam, launchType="FARGATE", networkConfiguration=NET)["tasks"][0]["taskArn"]
+    wait_task(ecs, arn, "STOPPED", timeout=60)
+    stream = f"ecs/talk/{arn.rsplit('/', 1)[1]}"
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+    assert [e["message"] for e in events] == ["line-1", "line-2", "line-3"]
+
+
+def test_an_external_instance_joins_and_runs_its_tasks(server, busybox, instance_host):
+    ecs = server.client()
+
+    def joined():
+        arns = ecs.list_container_instances(cluster="edge")["containerInstanceArns"]
+        return ecs.describe_container_instances(cluster="edge", containerInstances=arns)["containerInstances"] if arns else None
+    ci = wait_until(joined, timeout=30, what="the agent's container instance")[0]
+    assert ci["status"] == "ACTIVE" and ci["agentConnected"], ci
+    assert ci["ec2InstanceId"].startswith("mi-"), ci
+    attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+    assert attrs["team"] == "blue" and attrs["ecs.availability-zone"] == "us-east-1b", attrs
+    assert attrs["estiba.node-id"] == "host-b"
+    fam = unique("edge")
+    ecs.register_task_definition(
+        family=fam, networkMode="bridge", requiresCompatibilities=["EXTERNAL"], cpu="128", memory="128",
+        containerDefinitions=[{"name": "s", "image": busybox, "command": ["sleep", "600"], "memory": 64}])
+    r = ecs.run_task(cluster="edge", taskDefinition=fam, launchType="EXTERNAL")
+    assert not r["failures"], r
+    arn = r["tasks"][0]["taskArn"]
+    t = wait_task(ecs, arn, "RUNNING", cluster="edge")
+    assert t["containerInstanceArn"] == ci["containerInstanceArn"]
+    ecs.stop_task(cluster="edge", task=arn)
+    wait_task(ecs, arn, "STOPPED", cluster="edge", timeout=40)
+
+
+def live_containers(host, task_id):
+    """Pids of the task's container processes on `host` that are alive (from the state their
+    supervisors record in the agent's data dir)."""
+    pids = []
+    for started in glob.glob(os.path.join(host.data_dir, "agent", "tasks", task_id, "*", "started.json")):
+        with open(started) as f:
+            pid = json.load(f)["pid"]
+        if os.path.exists(f"/proc/{pid}"):
+            pids.append(pid)
+    return pids
+
+
+def test_a_lost_hosts_fargate_tasks_are_replaced_elsewhere(server, busybox, fargate_host, tmp_path_factory):
+    ecs = server.client()
+    c = Host("host-c", "10.77.0.13", str(tmp_path_factory.mktemp("host-c"))).start_agent(server, "--fargate")
+    try:
+        connected(server, c)
+        fam, svc = unique("spread"), unique("svc")
+        ecs.register_task_definition(
+            family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "s", "image": busybox, "command": ["sleep", "600"]}])
+        ecs.create_service(serviceName=svc, taskDefinition=fam, desiredCount=2, launchType="FARGATE",
+                           networkConfiguration=NET)
+
+        def running():
+            arns = ecs.list_tasks(serviceName=svc, desiredStatus="RUNNING")["taskArns"]
+            ts = ecs.describe_tasks(tasks=arns)["tasks"] if arns else []
+            ok = [t for t in ts if t["lastStatus"] == "RUNNING"]
+            return ok if len(ok) == 2 else None
+        first = wait_until(running, timeout=60, what="two RUNNING tasks")
+        n = nodes(server)
+        # Spread: one task on each Fargate host.
+        assert len(n["host-a"]["tasks"]) == 1 and len(n["host-c"]["tasks"]) == 1, n
+        lost = n["host-c"]["tasks"][0]
+        assert live_containers(c, lost)
+        # Host C's link goes down: it no longer reports; after the lease (10 s) its task is stopped.
+        c.run("ip", "link", "set", "eth0", "down")
+        cut = time.time()
+
+        def stopped():
+            t = ecs.describe_tasks(tasks=[lost])["tasks"][0]
+            return t if t["lastStatus"] == "STOPPED" else None
+        t = wait_until(stopped, timeout=25, interval=0.5, what="the lost host's task STOPPED")
+        assert time.time() - cut < 10 + 10
+        assert "host-c" in t["stoppedReason"] and t["stopCode"] == "TerminationNotice", t
+        # The service replaces it on the host that is left.
+        again = wait_until(running, timeout=40, what="the service back at two RUNNING tasks")
+        assert lost not in [x["taskArn"].rsplit("/", 1)[1] for x in again]
+        assert len(nodes(server)["host-a"]["tasks"]) == 2
+        # The containers of the lost task kept running on host C while it was cut off...
+        assert live_containers(c, lost)
+        # ...and stop once it is back and learns the control plane stopped its task.
+        c.run("ip", "link", "set", "eth0", "up")
+        connected(server, c)
+        wait_until(lambda: not live_containers(c, lost), timeout=40, what="host C's containers stopped")
+        ecs.delete_service(service=svc, force=True)
+        for x in first + again:
+            wait_task(ecs, x["taskArn"], "STOPPED", timeout=40)
+    finally:
+        c.close()
