@@ -151,3 +151,44 @@ def test_store_etcd_needs_endpoints(tmp_path):
                         "--listen", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=30)
     assert p.returncode != 0
     assert "--etcd-endpoints" in p.stderr
+
+
+def health(server):
+    import json
+    with urllib.request.urlopen(server.endpoint + "/_estiba/health", timeout=2) as r:
+        return json.loads(r.read())
+
+
+def test_servers_on_one_etcd_elect_one_leader_and_fail_over(tmp_path, etcd):
+    args = ["--store", "etcd", "--etcd-endpoints", etcd.endpoint]
+    a = Estiba(str(tmp_path / "a"), extra_args=args).start()
+    b = Estiba(str(tmp_path / "b"), extra_args=args).start()
+    try:
+        wait_until(lambda: [health(a)["leader"], health(b)["leader"]].count(True) == 1, timeout=15,
+                   what="exactly one leader")
+        leader, other = (a, b) if health(a)["leader"] else (b, a)
+        # Both serve the API; a write through one is read through the other.
+        cluster, family, td = make_state(leader.client())
+        check_state(other.client(), cluster, family, td)
+        # The leader runs the controllers: the service's two tasks exist.
+        ecs = other.client()
+        wait_until(lambda: len(ecs.list_tasks(cluster=cluster)["taskArns"]) == 2, what="two tasks")
+        acked = unique("acked")
+        leader.client().create_cluster(clusterName=acked)
+        leader.kill9()
+        killed = time.time()
+        wait_until(lambda: health(other)["leader"], timeout=15, interval=0.2, what="the other server leading")
+        took = time.time() - killed
+        assert took < 10, f"failover took {took:.1f}s"
+        # No acknowledged write is lost, and the new leader's controllers act on new changes.
+        assert ecs.describe_clusters(clusters=[acked])["clusters"][0]["status"] == "ACTIVE"
+        ecs.update_service(cluster=cluster, service="web", desiredCount=3)
+        wait_until(lambda: len(ecs.list_tasks(cluster=cluster)["taskArns"]) == 3, timeout=15,
+                   what="the new leader's scheduler starting a third task")
+        # The killed server comes back as a follower.
+        leader.start()
+        time.sleep(1)
+        assert health(leader)["leader"] is False and health(other)["leader"] is True
+    finally:
+        a.stop()
+        b.stop()

@@ -101,7 +101,12 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> 
             None => not_found("the registry is not enabled"),
         },
         (&Method::GET, "/health") | (&Method::GET, "/_estiba/health") => {
-            body::response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#), "application/json")
+            let body: &'static [u8] = if server.leader.load(std::sync::atomic::Ordering::Relaxed) {
+                br#"{"status":"ok","leader":true}"#
+            } else {
+                br#"{"status":"ok","leader":false}"#
+            };
+            body::response(StatusCode::OK, Bytes::from_static(body), "application/json")
         }
         (&Method::GET, "/_estiba/controllers") => {
             let stats = serde_json::to_vec(&server.controller_stats()).unwrap_or_default();

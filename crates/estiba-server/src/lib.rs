@@ -170,6 +170,9 @@ pub struct Server {
     pub join_tokens: agent_api::Tokens,
     /// Where agents' telemetry and container logs go (set once by the binary).
     pub agent_sinks: std::sync::OnceLock<agent_api::Sinks>,
+    /// Whether this server leads (runs the controllers): always when it is alone, by etcd's
+    /// election when several servers share an etcd (the binary's `lead`).
+    pub leader: std::sync::atomic::AtomicBool,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -350,6 +353,7 @@ impl Server {
             metrics_written_to: Default::default(),
             join_tokens: Default::default(),
             agent_sinks: Default::default(),
+            leader: Default::default(),
         }))
     }
 

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, LeaseClient,
-    PutOptions, Txn as EtcdTxn, TxnOp, WatchClient, WatchOptions,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, ElectionClient, EventType, GetOptions, KvClient,
+    LeaderKey, LeaseClient, PutOptions, ResignOptions, Txn as EtcdTxn, TxnOp, WatchClient, WatchOptions,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -77,6 +77,12 @@ impl EtcdConfig {
     }
 }
 
+/// This process's lead in an etcd election ([`EtcdStore::campaign`]).
+#[derive(Debug)]
+pub struct Leadership {
+    key: LeaderKey,
+}
+
 /// One client per endpoint and the one in use: a request that cannot reach its endpoint moves
 /// to the next. (etcd-client balances over several endpoints, but keeps sending to one that
 /// refuses connections.)
@@ -85,6 +91,7 @@ struct Endpoints {
     kv: Vec<KvClient>,
     watch: Vec<WatchClient>,
     lease: Vec<LeaseClient>,
+    election: Vec<ElectionClient>,
     current: AtomicUsize,
 }
 
@@ -194,6 +201,7 @@ impl EtcdStore {
             kv: Vec::new(),
             watch: Vec::new(),
             lease: Vec::new(),
+            election: Vec::new(),
             current: AtomicUsize::new(0),
         };
         for ep in &config.endpoints {
@@ -206,6 +214,7 @@ impl EtcdStore {
             );
             eps.watch.push(client.watch_client().max_decoding_message_size(MAX_DECODE));
             eps.lease.push(client.lease_client());
+            eps.election.push(client.election_client());
         }
         let endpoints = Arc::new(eps);
         let prefix: Arc<str> = config.prefix.clone().into();
@@ -318,6 +327,54 @@ impl EtcdStore {
         })
         .await?;
         Ok(())
+    }
+
+    /// Campaigns in etcd's election `name` (under the key prefix) with `value`, holding lease
+    /// `lease`: resolves once this campaigner leads, which etcd decides (the oldest live key
+    /// of the election leads; a leader whose lease expires or who resigns makes way for the
+    /// next). An unreachable endpoint is an error: the caller campaigns again.
+    pub async fn campaign(&self, name: &str, value: &str, lease: i64) -> Result<Leadership> {
+        let (name, value) = (self.full(name), value.to_owned());
+        let eps = &self.endpoints;
+        let r = eps
+            .call("campaign", false, |i| {
+                let mut election = eps.election[i].clone();
+                let (name, value) = (name.clone(), value.clone());
+                async move { election.campaign(name, value, lease).await }
+            })
+            .await?;
+        let key = r.leader().cloned().ok_or_else(|| StoreError::Backend("etcd campaign: no leader key".into()))?;
+        Ok(Leadership { key })
+    }
+
+    /// Gives up leadership (the next campaigner leads at once, without waiting for the lease).
+    pub async fn resign(&self, leadership: Leadership) -> Result<()> {
+        let eps = &self.endpoints;
+        eps.call("resign", true, |i| {
+            let mut election = eps.election[i].clone();
+            let key = leadership.key.clone();
+            async move { election.resign(Some(ResignOptions::new().with_leader(key))).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The value the leader of election `name` campaigned with, if there is a leader.
+    pub async fn leader(&self, name: &str) -> Result<Option<String>> {
+        let name = self.full(name);
+        let eps = &self.endpoints;
+        match eps
+            .call("leader", true, |i| {
+                let mut election = eps.election[i].clone();
+                let name = name.clone();
+                async move { election.leader(name).await }
+            })
+            .await
+        {
+            Ok(r) => Ok(r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+            Err(StoreError::Backend(m)) if m.contains("no leader") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes `key` bound to lease `lease` (it disappears with the lease).

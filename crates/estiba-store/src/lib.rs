@@ -29,7 +29,7 @@ mod sqlite;
 mod tests;
 
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdConfig, EtcdStore, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS};
+pub use etcd::{EtcdConfig, EtcdStore, Leadership, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS};
 pub use mem::MemStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

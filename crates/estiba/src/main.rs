@@ -546,6 +546,9 @@ fn run_server(args: ServerArgs) -> Result<()> {
 
 async fn serve(args: ServerArgs) -> Result<()> {
     use estiba_server::{controller, http, Config, Server};
+    // With etcd, several servers may share the state: they elect one leader to run the
+    // controllers (`lead`).
+    let mut etcd: Option<Arc<estiba_store::EtcdStore>> = None;
     let store: Arc<dyn estiba_store::Store> = match args.store {
         StoreKind::Sqlite => {
             let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -554,7 +557,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
             Arc::new(estiba_store::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
         }
         StoreKind::Memory => Arc::new(estiba_store::MemStore::new()),
-        StoreKind::Etcd => Arc::new(args.etcd.connect().await?),
+        StoreKind::Etcd => {
+            let e = Arc::new(args.etcd.connect().await?);
+            etcd = Some(e.clone());
+            e
+        }
     };
     let config = Config {
         listen: args.listen,
@@ -632,7 +639,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         logs_housekeeping_every: args.logs_retention_every,
         ..Default::default()
     };
-    let controllers = tokio::spawn(controller::run(server.clone(), settings, stop_rx.clone()));
+    let controllers = tokio::spawn(lead(etcd, server.clone(), settings, stop_rx.clone()));
     // Target health goes to the server, cgroup samples and load balancer counters to the
     // metric ingest, the rest is only counted: for the local node and remote agents alike.
     let ingest = estiba_server::metric_ingest::MetricIngest::start(
@@ -688,6 +695,90 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// How long a leader that stops renewing its lease stays leader (another server takes over
+/// within about this long after a leader dies).
+const LEADER_LEASE: Duration = Duration::from_secs(5);
+/// The etcd election the servers of one prefix campaign in.
+const ELECTION: &str = "leader";
+
+/// Runs the controllers while this server leads. Without etcd the server is alone and always
+/// leads. With etcd it campaigns in etcd's election (holding a lease it renews every third of
+/// `LEADER_LEASE`); once elected it runs the controllers until it cannot renew the lease or
+/// the server stops (then it resigns, so the next server takes over at once), and campaigns
+/// again. Controllers write with compare-and-swap, so the moments when a deposed leader has
+/// not noticed yet cost conflicts, not wrong state.
+async fn lead(
+    etcd: Option<Arc<estiba_store::EtcdStore>>,
+    server: Arc<estiba_server::Server>,
+    settings: estiba_server::controller::Settings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(etcd) = etcd else {
+        server.leader.store(true, Ordering::Relaxed);
+        estiba_server::controller::run(server, settings, stop).await;
+        return;
+    };
+    let me = format!("{}@{}", hostname(), server.config.listen);
+    while !*stop.borrow() {
+        let lease = match etcd.grant_lease(LEADER_LEASE).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "no lease for the leader election; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Renews the lease; `lost` flips when a renewal fails or finds the lease gone.
+        let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
+        let keeper = {
+            let etcd = etcd.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEADER_LEASE / 3).await;
+                    if !matches!(etcd.keep_lease_alive(lease).await, Ok(true)) {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                }
+            })
+        };
+        let elected = tokio::select! {
+            r = etcd.campaign(ELECTION, &me, lease) => r,
+            _ = lost.changed() => Err(estiba_store::StoreError::Backend("the election lease expired".into())),
+            _ = stop.changed() => {
+                keeper.abort();
+                let _ = etcd.revoke_lease(lease).await;
+                return;
+            }
+        };
+        let leadership = match elected {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "campaigning for leader failed; trying again");
+                keeper.abort();
+                let _ = etcd.revoke_lease(lease).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        tracing::info!(server = %me, "this server leads: it runs the controllers");
+        server.leader.store(true, Ordering::Relaxed);
+        let (ctl_tx, ctl_rx) = tokio::sync::watch::channel(false);
+        let controllers = tokio::spawn(estiba_server::controller::run(server.clone(), settings.clone(), ctl_rx));
+        tokio::select! {
+            _ = lost.changed() => tracing::warn!("the leader's lease could not be renewed: no longer leading"),
+            _ = stop.changed() => {}
+        }
+        server.leader.store(false, Ordering::Relaxed);
+        let _ = ctl_tx.send(true);
+        let _ = controllers.await;
+        keeper.abort();
+        let _ = etcd.resign(leadership).await;
+        let _ = etcd.revoke_lease(lease).await;
+    }
 }
 
 /// Starts the agent of a node (the server's own, or `estiba agent`'s) on control plane `cp`.
