@@ -122,41 +122,64 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 taskdef: &taskdef,
                 claimed: &claimed,
             };
-            let mut out = rollout::decide(&input, plan, &mut ids, now)?;
-
-            let mut txn = Txn::new().when(Compare::mod_revision(key, d.rev));
-            for u in &out.stops {
-                let doc = task_docs[u.index];
-                txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
-                txn.ops.push(put(&doc.key, &u.value));
-                if task::desired_stopped(&u.value) {
-                    txn.ops.extend(crate::stop_ops(st, &doc.key, now));
+            let decided = rollout::decide(&input, plan, &mut ids, now)?;
+            // A pass writes one transaction within the store's limits: when the stops and
+            // starts decided do not fit (scaling by hundreds on etcd), fewer starts, then fewer
+            // stops, go now and the rest next pass, which this write itself wakes (ECS's own
+            // scheduler starts and stops in batches too). What must stay together (a task with
+            // its tags and claim, a stop with its deregistrations) always does.
+            let limits = server.txn_limits();
+            let (mut stops_cap, mut starts_cap) = (decided.stops.len(), decided.start.max(decided.start_on.len()));
+            loop {
+                let mut out = decided.clone();
+                out.stops.truncate(stops_cap);
+                out.start = out.start.min(starts_cap);
+                out.start_on.truncate(starts_cap);
+                let mut txn = Txn::new().when(Compare::mod_revision(key, d.rev));
+                for u in &out.stops {
+                    let doc = task_docs[u.index];
+                    txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+                    txn.ops.push(put(&doc.key, &u.value));
+                    if task::desired_stopped(&u.value) {
+                        txn.ops.extend(crate::stop_ops(st, &doc.key, now));
+                    }
                 }
-            }
-            for u in &out.records {
-                let doc = record_docs[u.index];
-                txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
-                txn.ops.push(put(&doc.key, &u.value));
-            }
-            if let Some(r) = &out.revision {
-                txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
-            }
-            shift_traffic(st, &scope, &traffic_key, traffic.map(|t| &**t), &out, &mut txn);
-            let placed = match svc_rules::primary(&out.service) {
-                Some(p) => {
-                    let starts = Starts { deployment: p, count: out.start, on: &out.start_on };
-                    start_tasks(st, &cx, &cluster, &name, &out.service, &starts, &tasks, &mut txn, &mut ids)?
+                for u in &out.records {
+                    let doc = record_docs[u.index];
+                    txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+                    txn.ops.push(put(&doc.key, &u.value));
                 }
-                None => Placed::Tasks(vec![]),
-            };
-            rollout::record_starts(&mut out.service, &placed, &mut ids, now);
-            if out.service != d.value {
-                txn.ops.push(put(key, &out.service));
+                if let Some(r) = &out.revision {
+                    txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
+                }
+                shift_traffic(st, &scope, &traffic_key, traffic.map(|t| &**t), &out, &mut txn);
+                let placed = match svc_rules::primary(&out.service) {
+                    Some(p) => {
+                        let starts = Starts { deployment: p, count: out.start, on: &out.start_on };
+                        start_tasks(st, &cx, &cluster, &name, &out.service, &starts, &tasks, &mut txn, &mut ids)?
+                    }
+                    None => Placed::Tasks(vec![]),
+                };
+                rollout::record_starts(&mut out.service, &placed, &mut ids, now);
+                if out.service != d.value {
+                    txn.ops.push(put(key, &out.service));
+                }
+                if txn.ops.is_empty() {
+                    return Ok((Txn::new(), out.retry_at));
+                }
+                if !limits.fits(&txn) && (starts_cap > 1 || stops_cap > 0) {
+                    if starts_cap > 1 {
+                        starts_cap /= 2;
+                    } else {
+                        stops_cap /= 2;
+                    }
+                    continue;
+                }
+                if starts_cap < decided.start.max(decided.start_on.len()) || stops_cap < decided.stops.len() {
+                    tracing::debug!(service = %key, starts = starts_cap, stops = stops_cap, "pass capped to one transaction");
+                }
+                return Ok((txn, out.retry_at));
             }
-            if txn.ops.is_empty() {
-                return Ok((Txn::new(), out.retry_at));
-            }
-            Ok((txn, out.retry_at))
         })
         .await
 }
