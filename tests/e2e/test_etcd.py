@@ -187,7 +187,8 @@ def gone(fn, code):
 def test_writers_stay_within_a_small_txn_limit(tmp_path):
     """With etcd and estiba both at 16 operations per transaction (etcd's default is 128), the
     operations and controllers that write many keys split their work and finish it: RunTask
-    of 10, housekeeping's expiry, a service of 20 deleted, a repository of 30 images
+    of 10, housekeeping's expiry, a service of 20 deleted, a scalable target deregistered with
+    20 scheduled actions, an instance with 20 tasks deregistered, a repository of 30 images
     force-deleted, a load balancer with its listeners and rules deleted, 30 alarms deleted,
     a Cloud Map namespace with its services deleted. Nothing is refused for its size."""
     etcd = Etcd(["--max-txn-ops=16"])
@@ -216,6 +217,33 @@ def test_writers_stay_within_a_small_txn_limit(tmp_path):
         wait_until(lambda: len(ecs.list_tasks(cluster=cluster, serviceName="web")["taskArns"]) == 20,
                    timeout=20, what="20 service tasks")
         ecs.delete_service(cluster=cluster, service="web", force=True)
+
+        # A scalable target with 20 scheduled actions, deregistered with them.
+        ecs.create_service(cluster=cluster, serviceName="api", taskDefinition=td, desiredCount=0,
+                           launchType="FARGATE", networkConfiguration=AWSVPC)
+        aas = srv.client("application-autoscaling")
+        target = dict(ServiceNamespace="ecs", ResourceId=f"service/{cluster}/api",
+                      ScalableDimension="ecs:service:DesiredCount")
+        aas.register_scalable_target(MinCapacity=0, MaxCapacity=4, **target)
+        for i in range(20):
+            aas.put_scheduled_action(ScheduledActionName=f"a{i}", Schedule="at(2099-01-01T00:00:00)",
+                                     ScalableTargetAction={"MinCapacity": 0, "MaxCapacity": i % 4 + 1}, **target)
+        aas.deregister_scalable_target(**target)
+        assert aas.describe_scheduled_actions(ServiceNamespace="ecs", ResourceId=target["ResourceId"])["ScheduledActions"] == []
+        assert aas.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[target["ResourceId"]])["ScalableTargets"] == []
+        ecs.delete_service(cluster=cluster, service="api")
+
+        # A container instance with 20 EC2 tasks, deregistered with force: they stop.
+        ci = ecs.register_container_instance(cluster=cluster, totalResources=[
+            {"name": "CPU", "type": "INTEGER", "integerValue": 4096},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": 8192}])["containerInstance"]["containerInstanceArn"]
+        fam = unique("ec2")
+        ecs.register_task_definition(family=fam, containerDefinitions=[{"name": "a", "image": "i", "memory": 64}])
+        ec2_tasks = [t["taskArn"] for _ in range(2)
+                     for t in ecs.run_task(cluster=cluster, taskDefinition=fam, launchType="EC2", count=10)["tasks"]]
+        assert len(ec2_tasks) == 20
+        ecs.deregister_container_instance(cluster=cluster, containerInstance=ci, force=True)
+        assert {t["lastStatus"] for t in ecs.describe_tasks(cluster=cluster, tasks=ec2_tasks)["tasks"]} == {"STOPPED"}
 
         # A repository of 30 images: 10 deleted by tag in one call, then the rest with it.
         ecr = srv.client("ecr")
@@ -285,7 +313,7 @@ def test_writers_stay_within_a_small_txn_limit(tmp_path):
         def expired():
             return (ecs.list_tasks(cluster=cluster, desiredStatus="STOPPED")["taskArns"] == []
                     and ecs.list_tasks(cluster=cluster)["taskArns"] == []
-                    and ecs.describe_services(cluster=cluster, services=["web"])["services"] == [])
+                    and ecs.describe_services(cluster=cluster, services=["web", "api"])["services"] == [])
         wait_until(expired, timeout=25, what="housekeeping's expiry")
         ecs.delete_cluster(cluster=cluster)
         wait_until(lambda: ecs.describe_clusters(clusters=[cluster])["clusters"] == [], timeout=15,
