@@ -81,7 +81,17 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
         .transact::<_, EcsError>(|st| {
             let Some(d) = st.services.get(key) else { return Ok((Txn::new(), None)) };
             if svc_rules::is_external(&d.value) {
-                return reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids);
+                // As below: within the store's limits, fewer starts and stops per pass.
+                let limits = server.txn_limits();
+                let mut cap = usize::MAX;
+                loop {
+                    let (txn, retry) = reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids, cap)?;
+                    if limits.fits(&txn) || cap == 0 {
+                        return Ok((txn, retry));
+                    }
+                    let most = txn.compares.len().max(txn.ops.len());
+                    cap = cap.min(most) / 2;
+                }
             }
             let now = now();
             let group = svc_rules::task_group(&name);
@@ -184,7 +194,8 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
         .await
 }
 
-/// A service with the EXTERNAL deployment controller: each task set keeps its computed desired
+/// A service with the EXTERNAL deployment controller (at most `cap` starts per task set and
+/// `cap` stops this pass): each task set keeps its computed desired
 /// count of tasks (`estiba_core::task_set::plan`), its tasks `startedBy` its id and placed as
 /// its launch says; tasks of no task set stop. A DRAINING service (DeleteService) drains every
 /// task set, then becomes INACTIVE once its tasks have stopped, its task sets gone.
@@ -194,6 +205,7 @@ fn reconcile_task_sets(
     (scope, cluster, name): (&Scope, &str, &str),
     d: &Doc<Service>,
     ids: &mut dyn Ids,
+    cap: usize,
 ) -> Result<(Txn, Option<f64>), EcsError> {
     let now = now();
     let group = svc_rules::task_group(name);
@@ -232,9 +244,9 @@ fn reconcile_task_sets(
         }
         stops.extend(plan.stop);
         retry = plan.retry_at.map(|at| retry.map_or(at, |r: f64| r.min(at))).or(retry);
-        if plan.start > 0 {
+        if plan.start > 0 && cap > 0 {
             let dep = task_set::as_deployment(&plan.task_set);
-            let starts = Starts { deployment: &dep, count: plan.start, on: &[] };
+            let starts = Starts { deployment: &dep, count: plan.start.min(cap), on: &[] };
             let placed = start_tasks(st, &cx, cluster, name, &svc, &starts, &tasks, &mut txn, ids)?;
             rollout::record_task_set_starts(&mut svc, &id, &placed, ids, now);
         }
@@ -250,6 +262,8 @@ fn reconcile_task_sets(
             });
         }
     }
+    // `cap` starts per task set and `cap` stops per pass (the rest next pass).
+    stops.truncate(cap);
     let claimed = |t: &Task| is_claimed(st, &keys::task(scope, cluster, task::task_id(t)));
     for u in rollout::stop_tasks(&mut svc, &tasks, &stops, &claimed, ids, now) {
         let doc = task_docs[u.index];
