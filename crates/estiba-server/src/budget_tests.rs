@@ -198,3 +198,26 @@ async fn batches_halve_until_they_fit_and_keep_their_order() {
         assert!(s.store.get(k).await.unwrap().is_some(), "{k}");
     }
 }
+
+#[tokio::test]
+async fn registrars_commit_what_fits_and_say_what_is_left() {
+    use estiba_store::{Op, Txn};
+    let s = limited_server().await;
+    // Forty independent writes of two operations each: eight fit in 16.
+    let groups = |from: usize| -> Vec<Txn> {
+        (from..40)
+            .map(|i| {
+                Txn::new().then(Op::put(format!("test/r/{i:02}/a"), "x")).then(Op::put(format!("test/r/{i:02}/b"), "x"))
+            })
+            .collect()
+    };
+    assert!(crate::controller::commit_bounded(&s, groups(0), "test").await.unwrap());
+    assert!(s.store.get("test/r/07/b").await.unwrap().is_some());
+    assert!(s.store.get("test/r/08/a").await.unwrap().is_none());
+    // A group too big for any transaction is skipped, not retried for ever.
+    let huge = (0..LIMIT + 1).fold(Txn::new(), |t, i| t.then(Op::put(format!("test/h/{i}"), "x")));
+    assert!(!crate::controller::commit_bounded(&s, vec![huge], "test").await.unwrap());
+    assert!(s.store.get("test/h/0").await.unwrap().is_none());
+    assert!(!crate::controller::commit_bounded(&s, groups(32), "test").await.unwrap());
+    assert!(s.store.get("test/r/39/b").await.unwrap().is_some());
+}
