@@ -221,3 +221,43 @@ async fn registrars_commit_what_fits_and_say_what_is_left() {
     assert!(!crate::controller::commit_bounded(&s, groups(32), "test").await.unwrap());
     assert!(s.store.get("test/r/39/b").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn an_expired_service_with_many_records_goes_in_batches() {
+    use estiba_store::{Op, Txn};
+    let s = limited_server().await;
+    call(
+        &s,
+        "ecs",
+        "CreateService",
+        json!({"cluster": "c", "serviceName": "old", "taskDefinition": "f", "desiredCount": 0,
+               "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}}),
+    )
+    .await;
+    // Forty more deployment records than one transaction can take with the service.
+    let scope = estiba_core::Scope::new("123456789012", "us-east-1");
+    let record = serde_json::to_vec(&estiba_api::ecs::ServiceDeployment::default()).unwrap();
+    for i in 0..40 {
+        let key = crate::keys::service_deployment(&scope, "c", "old", &format!("extra{i:02}"));
+        assert!(s.commit(Txn::new().then(Op::put(key, record.clone()))).await.unwrap());
+    }
+    let records = |s: &Server| {
+        crate::view::State::range(
+            &s.view.read().service_deployments,
+            &crate::keys::service_deployments_of(&scope, "c", "old"),
+        )
+        .count()
+    };
+    assert!(records(&s) > 40);
+    call(&s, "ecs", "DeleteService", json!({"cluster": "c", "service": "old"})).await;
+    let settings = estiba_core::deploy::Settings::default();
+    crate::controller::services::services_pass(&s, &settings).await;
+    let out = call(&s, "ecs", "DescribeServices", json!({"cluster": "c", "services": ["old"]})).await;
+    assert_eq!(out["services"][0]["status"], "INACTIVE", "{out}");
+    let h = Housekeeping::new(Duration::from_secs(10), Duration::ZERO, Duration::ZERO);
+    // The records go first, 16 at a time under the guard; then the service with the rest.
+    assert!(housekeep(&s, &h).await >= 3);
+    assert_eq!(records(&s), 0);
+    let out = call(&s, "ecs", "DescribeServices", json!({"cluster": "c", "services": ["old"]})).await;
+    assert_eq!(out["services"].as_array().unwrap().len(), 0, "{out}");
+}
