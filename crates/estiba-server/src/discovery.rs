@@ -37,7 +37,8 @@ pub fn check_registries(
     })
 }
 
-/// The transaction that brings Cloud Map in line with the services' running tasks: every
+/// The writes that bring Cloud Map in line with the services' running tasks, one group per
+/// instance (the registrar commits as many as fit a transaction at a time): every
 /// RUNNING task of a service with registries, with an address and not asked to stop,
 /// registered (and its custom health kept in step with its checks); every instance ECS
 /// registered for a task that is no longer so, deregistered. A registration holds only if
@@ -46,9 +47,8 @@ pub fn check_registries(
 ///
 /// A task without an ENI (bridge and host modes) is reached at the address its node reports
 /// (`NodeStatus::address`) and the host port published for it.
-pub fn sync(st: &State) -> Txn {
-    let mut ops = Vec::new();
-    let mut compares = Vec::new();
+pub fn sync(st: &State) -> Vec<Txn> {
+    let mut groups = Vec::new();
     // (Cloud Map service key, instance id) of every instance that should be there.
     let mut wanted: HashSet<(String, String)> = HashSet::new();
     for d in st.services.values() {
@@ -98,13 +98,14 @@ pub fn sync(st: &State) -> Txn {
                 let key = sd::instance_key(&scope, &sid, &instance.id);
                 match st.doc::<Instance>(cloudmap::table(Table::Instances), &key) {
                     None => {
-                        compares.push(Compare::mod_revision(&t.key, t.rev));
-                        ops.extend(cloudmap::register_ops(&scope, &sid, &instance));
+                        let mut g = Txn::new().when(Compare::mod_revision(&t.key, t.rev));
+                        g.ops.extend(cloudmap::register_ops(&scope, &sid, &instance));
+                        groups.push(g);
                     }
                     Some(have) if cm.health_check_custom_config.is_some() => {
                         let health = discovery::health_of(&full);
                         if cloudmap::instance_health(st, &scope, cm, &have.value) != health {
-                            ops.push(health_op(&scope, &sid, &instance.id, health));
+                            groups.push(Txn::new().then(health_op(&scope, &sid, &instance.id, health)));
                         }
                     }
                     Some(_) => {}
@@ -120,10 +121,10 @@ pub fn sync(st: &State) -> Txn {
         }
         let Some((scope, sid)) = sd::service_of_instance_key(&i.key) else { continue };
         if !wanted.contains(&(sd::service_key(&scope, sid), i.value.id.clone())) {
-            ops.extend(cloudmap::deregister_ops(&scope, sid, &i.value.id));
+            groups.push(Txn { compares: vec![], ops: cloudmap::deregister_ops(&scope, sid, &i.value.id) });
         }
     }
-    Txn { compares, ops }
+    groups
 }
 
 /// A registry a service's tasks are registered in.

@@ -14,6 +14,8 @@
 
 pub mod agent_api;
 pub mod body;
+#[cfg(test)]
+mod budget_tests;
 pub mod connect;
 pub mod console;
 pub mod controller;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use estiba_core::{EcsError, Ids};
-use estiba_store::{Revision, Store, StoreError, Txn};
+use estiba_store::{BoundedTxn, Compare, Op, Revision, Store, StoreError, Txn, TxnLimits};
 
 /// What goes into the transaction that asks the task at `task_key` to stop, besides the
 /// task itself: its Cloud Map instances deregistered, and its load balancer targets
@@ -305,6 +307,12 @@ fn metric_clock(
 /// How long a write keeps retrying when other writers keep changing what it read. Writers of
 /// one key (say, registrations of one family) conflict and go one per group commit, so a
 /// write may need as many attempts as there are concurrent writers of its key.
+/// A background writer's budget per transaction, within the store's own limits: controllers
+/// keep their transactions this small on every backend (short, rarely conflicting) and come
+/// back soon for what is left ([`Server::txn_budget`]).
+pub const BACKGROUND_TXN_OPS: usize = 100;
+pub const BACKGROUND_TXN_BYTES: usize = 512 << 10;
+
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
@@ -437,6 +445,108 @@ impl Server {
                 v
             })
             .collect()
+    }
+
+    /// How big one transaction may be on this store (API operations may use all of it).
+    pub fn txn_limits(&self) -> TxnLimits {
+        self.store.limits()
+    }
+
+    /// A background writer's budget per transaction: the store's limits, at most
+    /// [`BACKGROUND_TXN_OPS`] operations and [`BACKGROUND_TXN_BYTES`].
+    pub fn txn_budget(&self) -> TxnLimits {
+        self.store.limits().at_most(BACKGROUND_TXN_OPS, BACKGROUND_TXN_BYTES)
+    }
+
+    /// For operations AWS applies item by item (RegisterTargets, DeleteAlarms once its names
+    /// are checked): writes items `0..n` in as few transactions as the store's limits allow.
+    /// `f` reads the view and builds the transaction of the items in `range` with what the
+    /// answer needs of them (`range.start == 0` is the first batch: the one to check the whole
+    /// request in, so that bad input writes nothing); the range halves until its transaction
+    /// fits (one item is always tried). A batch whose compare fails is built again from a
+    /// fresh view, as [`Server::transact`] does. Returns each batch's result, in order.
+    pub async fn transact_in_batches<R, E: From<WriteError>>(
+        &self,
+        n: usize,
+        mut f: impl FnMut(&view::State, std::ops::Range<usize>) -> Result<(Txn, R), E>,
+    ) -> Result<Vec<R>, E> {
+        let limits = self.txn_limits();
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < n || (n == 0 && out.is_empty()) {
+            let mut len = n - done;
+            let (txn, r) = loop {
+                let st = self.view.read();
+                let (txn, r) = f(&st, done..done + len)?;
+                if len <= 1 || limits.fits(&txn) {
+                    break (txn, r);
+                }
+                len = len.div_ceil(2);
+            };
+            if self.commit(txn).await? {
+                out.push(r);
+                done += len;
+                if n == 0 {
+                    break;
+                }
+            } else if std::time::Instant::now() > deadline {
+                return Err(WriteError::Conflicts.into());
+            } else {
+                self.catch_up().await;
+            }
+        }
+        Ok(out)
+    }
+
+    /// For deletions too big for one transaction: deletes a resource's children in batches
+    /// within the store's limits until the rest (its own `parent_ops` operations and the
+    /// children left) fits one, which the caller then writes atomically as usual. `f` reads the
+    /// view and returns the compares that guard every batch (the parent's revision, so no batch
+    /// lands once the parent changed), `parent_ops` and the keys of the children still there;
+    /// `None` stops (the caller's own transaction then says why). Only for children whose loss
+    /// before the parent's is harmless and which a retry of the operation deletes anyway: each
+    /// batch is then safe to crash after.
+    pub async fn trim_children(
+        &self,
+        mut f: impl FnMut(&view::State) -> Option<(Vec<Compare>, usize, Vec<String>)>,
+    ) -> Result<(), WriteError> {
+        let limits = self.txn_limits();
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        while std::time::Instant::now() < deadline {
+            let txn = {
+                let st = self.view.read();
+                let Some((guard, parent_ops, children)) = f(&st) else { return Ok(()) };
+                let whole = Txn { compares: guard.clone(), ops: children.iter().map(Op::delete).collect() };
+                // The parent's operations are counted as deletes of its children's size.
+                let room = limits.max_ops.saturating_sub(parent_ops);
+                let per_op = whole.ops.first().map_or(0, |o| limits.size_of(&Txn::new().then(o.clone())));
+                let room_bytes = limits.max_bytes.saturating_sub(per_op.saturating_mul(parent_ops));
+                if whole.ops.len() <= room && limits.size_of(&whole) <= room_bytes {
+                    return Ok(());
+                }
+                let mut batch = BoundedTxn::new(limits);
+                if !batch.add(Txn { compares: guard, ops: vec![] }) {
+                    return Ok(());
+                }
+                for k in children {
+                    if !batch.add(Txn::new().then(Op::delete(k))) {
+                        break;
+                    }
+                }
+                batch.into_txn()
+            };
+            let n = txn.ops.len();
+            if n == 0 {
+                return Ok(());
+            }
+            if self.commit(txn).await? {
+                tracing::debug!(deleted = n, "deleted a batch of children ahead of their parent");
+            } else {
+                self.catch_up().await;
+            }
+        }
+        Err(WriteError::Conflicts)
     }
 
     /// Each controller's passes, errors and pass times, by name.

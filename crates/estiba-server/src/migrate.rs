@@ -1,5 +1,6 @@
 //! Changes of the store's key layout, applied once when the server starts (before the view
-//! loads), each in one transaction.
+//! loads), each key's move in one transaction, as many moves per transaction as the store's
+//! limits take (a crash between two leaves the rest for the next start).
 
 use estiba_core::node::Claim;
 use estiba_store::{Compare, Op, Store, StoreError, Txn};
@@ -11,11 +12,12 @@ use crate::keys;
 /// A claim that does not decode, or names a node no key can hold, is left where it is (and
 /// so ignored, as undecodable documents are).
 pub async fn claims_by_node(store: &dyn Store) -> Result<usize, StoreError> {
+    let mut total = 0;
     loop {
         let all = store.range("ecs/").await?;
         let present: std::collections::HashSet<&str> =
             all.kvs.iter().filter(|kv| kv.key.starts_with(keys::CLAIMS_PREFIX)).map(|kv| kv.key.as_str()).collect();
-        let mut txn = Txn::new();
+        let mut batch = estiba_store::BoundedTxn::new(store.limits());
         for kv in &all.kvs {
             if kv.key.starts_with(keys::CLAIMS_PREFIX) || !matches!(keys::split(&kv.key), Some(("claims", _))) {
                 continue;
@@ -26,21 +28,25 @@ pub async fn claims_by_node(store: &dyn Store) -> Result<usize, StoreError> {
                 tracing::warn!(key = %kv.key, "a claim of the old layout cannot be moved; ignored");
                 continue;
             };
-            txn.compares.push(Compare::mod_revision(&kv.key, kv.mod_revision));
+            let mut txn = Txn::new().when(Compare::mod_revision(&kv.key, kv.mod_revision));
             if !present.contains(new.as_str()) {
                 // (Already there: the old one only goes.)
                 txn.compares.push(Compare::absent(&new));
                 txn.ops.push(Op::put(new, kv.value.clone()));
             }
             txn.ops.push(Op::delete(&kv.key));
+            if !batch.add(txn) {
+                break;
+            }
         }
+        let txn = batch.into_txn();
         if txn.ops.is_empty() {
-            return Ok(0);
+            return Ok(total);
         }
         let moved = txn.ops.iter().filter(|op| matches!(op, Op::Delete { .. })).count();
         if store.txn(txn).await?.succeeded {
             tracing::info!(moved, "claims moved under their nodes");
-            return Ok(moved);
+            total += moved;
         }
     }
 }
@@ -100,5 +106,21 @@ mod tests {
         let r = store.txn(Txn::new().then(Op::delete(keys::claim("n1", &s, "c", "t1")))).await.unwrap();
         view.wait_for(r.revision).await;
         assert!(view.read().claim(&keys::task(&s, "c", "t1")).is_none());
+    }
+
+    #[tokio::test]
+    async fn many_claims_move_in_transactions_within_the_limits() {
+        let store = MemStore::with_limits(estiba_store::TxnLimits { max_ops: 4, ..Default::default() });
+        let claim = serde_json::to_vec(&Claim { node: "n1".into(), ..Default::default() }).unwrap();
+        for i in 0..9 {
+            let t = Txn::new().then(Op::put(format!("ecs/123456789012/us-east-1/claims/c/t{i}"), claim.clone()));
+            assert!(store.txn(t).await.unwrap().succeeded);
+        }
+        let before = store.revision();
+        assert_eq!(claims_by_node(&store).await.unwrap(), 9);
+        // Two moves (a put and a delete each) per transaction of four operations.
+        assert_eq!(store.revision(), before + 5);
+        assert!(store.range("ecs/123456789012/").await.unwrap().kvs.is_empty());
+        assert_eq!(store.range(keys::CLAIMS_PREFIX).await.unwrap().kvs.len(), 9);
     }
 }

@@ -186,14 +186,14 @@ fn put<T: serde::Serialize>(key: &str, v: &T) -> Op {
     Op::put(key.to_owned(), serde_json::to_vec(v).expect("serializes"))
 }
 
-/// The transaction that brings target groups in line with the services' tasks: every
+/// The writes that bring target groups in line with the services' tasks, one group per
+/// target (the registrar commits as many as fit a transaction at a time): every
 /// RUNNING task of a service with target groups, not asked to stop, registered in each
 /// (with its task's key as owner); targets ECS registered whose task is no longer so,
 /// draining (or deleted at once when the group is not in use or its task is gone). Drained
 /// targets are deleted by `controller::elbv2::Draining`.
-pub fn sync(st: &State, now: f64) -> Txn {
-    let mut ops = Vec::new();
-    let mut compares = Vec::new();
+pub fn sync(st: &State, now: f64) -> Vec<Txn> {
+    let mut groups = Vec::new();
     let mut wanted: HashSet<String> = HashSet::new();
     for d in st.services.values() {
         let Some((scope, cluster, name)) = keys::parse_service(&d.key) else { continue };
@@ -229,9 +229,9 @@ pub fn sync(st: &State, now: f64) -> Txn {
                     Some(have) if have.value.draining_since.is_none() => {}
                     have => {
                         // Registered only while the task is as read: a stop written meanwhile wins.
-                        compares.push(Compare::mod_revision(&t.key, t.rev));
+                        let mut g = Txn::new().when(Compare::mod_revision(&t.key, t.rev));
                         if let Some(h) = have {
-                            compares.push(Compare::mod_revision(&h.key, h.rev));
+                            g.compares.push(Compare::mod_revision(&h.key, h.rev));
                         }
                         let doc = TargetDoc {
                             id,
@@ -241,7 +241,7 @@ pub fn sync(st: &State, now: f64) -> Txn {
                             draining_since: None,
                             owner: Some(t.key.clone()),
                         };
-                        ops.push(put(&key, &doc));
+                        groups.push(g.then(put(&key, &doc)));
                     }
                 }
             }
@@ -255,14 +255,14 @@ pub fn sync(st: &State, now: f64) -> Txn {
         let tg_arn = g.value.tg.target_group_arn.as_deref().unwrap_or_default();
         let task_gone = t.value.owner.as_deref().is_none_or(|k| !task_is_live(st, k));
         let in_use = elb::parse_arn(tg_arn).is_some_and(|p| attached(st, &p.scope, tg_arn));
-        compares.push(Compare::mod_revision(&t.key, t.rev));
-        if task_gone || !in_use || rules::deregistration_delay(&g.value.attributes) <= 0.0 {
-            ops.push(Op::delete(t.key.clone()));
+        let txn = Txn::new().when(Compare::mod_revision(&t.key, t.rev));
+        groups.push(if task_gone || !in_use || rules::deregistration_delay(&g.value.attributes) <= 0.0 {
+            txn.then(Op::delete(t.key.clone()))
         } else {
-            ops.push(put(&t.key, &TargetDoc { draining_since: Some(now), ..t.value.clone() }));
-        }
+            txn.then(put(&t.key, &TargetDoc { draining_since: Some(now), ..t.value.clone() }))
+        });
     }
-    Txn { compares, ops }
+    groups
 }
 
 /// The target group document a target key belongs to.

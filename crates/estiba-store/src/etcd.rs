@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     BoxFuture, Compare, Event, EventKind, KeyValue, Op, RangeResponse, Result, Revision, Store, StoreError, Txn,
-    TxnResponse, Watch, WatchBatch,
+    TxnLimits, TxnResponse, Watch, WatchBatch,
 };
 
 /// etcd's default `--max-txn-ops`.
@@ -735,6 +735,14 @@ impl Store for EtcdStore {
 
     fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
+    }
+
+    fn limits(&self) -> TxnLimits {
+        TxnLimits {
+            max_ops: self.config.max_txn_ops,
+            max_bytes: self.config.max_request_bytes,
+            per_op_overhead: self.prefix.len() + OP_OVERHEAD,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod limits;
 mod local;
 mod mem;
 #[cfg(feature = "sqlite")]
@@ -30,6 +31,7 @@ mod tests;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore, Leadership, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS};
+pub use limits::{pack, BoundedTxn, TxnLimits};
 pub use mem::MemStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -201,4 +203,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest committed revision.
     fn revision(&self) -> Revision;
+
+    /// How big one transaction may be; a bigger one fails with [`StoreError::TooManyOps`] or
+    /// [`StoreError::TooLarge`]. Writers whose work can exceed it split it ([`BoundedTxn`],
+    /// [`pack`]) where atomicity allows. No limit unless the backend has one (etcd).
+    fn limits(&self) -> TxnLimits {
+        TxnLimits::NONE
+    }
 }

@@ -472,6 +472,8 @@ mod etcd_only {
         put(&s, "seed", "x").await;
         let before = s.revision();
         let many = (0..129).fold(Txn::new(), |t, i| t.then(Op::put(format!("m/{i}"), "v")));
+        // What the store says of its limits agrees with what it refuses.
+        assert!(!s.limits().fits(&many));
         match s.txn(many).await {
             Err(StoreError::TooManyOps { ops: 129, limit: 128 }) => {}
             other => panic!("expected TooManyOps, got {other:?}"),
@@ -481,12 +483,14 @@ mod etcd_only {
         assert!(matches!(s.txn(compares).await, Err(StoreError::TooManyOps { ops: 129, .. })));
         let big = vec![b'x'; 1 << 20];
         let large = Txn::new().then(Op::put("l/1", big.clone())).then(Op::put("l/2", big.clone()));
+        assert!(!s.limits().fits(&large));
         assert!(matches!(s.txn(large).await, Err(StoreError::TooLarge { limit: DEFAULT_MAX_REQUEST_BYTES, .. })));
         assert_eq!(s.revision(), before);
         assert!(s.range("m/").await.unwrap().kvs.is_empty());
         assert!(s.range("l/").await.unwrap().kvs.is_empty());
         // At the limits etcd takes them.
         let full = (0..128).fold(Txn::new(), |t, i| t.then(Op::put(format!("m/{i}"), "v")));
+        assert!(s.limits().fits(&full));
         assert!(s.txn(full).await.unwrap().succeeded);
         assert_eq!(s.range("m/").await.unwrap().kvs.len(), 128);
         assert!(s.txn(Txn::new().then(Op::put("l/1", big))).await.unwrap().succeeded);
@@ -498,6 +502,7 @@ mod etcd_only {
         let mut config = EtcdConfig::new(vec![etcd.endpoint()], "/e/");
         config.max_txn_ops = 300;
         let s = etcd.store_with(config).await;
+        assert_eq!(s.limits().max_ops, 300);
         let t = (0..300).fold(Txn::new(), |t, i| t.then(Op::put(format!("k/{i:03}"), "v")));
         let r = s.txn(t).await.unwrap();
         assert!(r.succeeded);

@@ -314,6 +314,10 @@ struct ServerArgs {
     /// How long deleted (INACTIVE) clusters and services stay visible.
     #[arg(long, env = "ESTIBA_INACTIVE_RETENTION", default_value = "1h", value_parser = parse_duration)]
     inactive_retention: Duration,
+    /// How often housekeeping removes expired tasks, clusters and services and finishes
+    /// deletions (sooner while work is left over).
+    #[arg(long, env = "ESTIBA_HOUSEKEEPING_EVERY", default_value = "10s", value_parser = parse_duration)]
+    housekeeping_every: Duration,
     /// Largest request body accepted, in bytes (a full PutLogEvents batch is 1 MiB of
     /// messages before JSON's quoting and members).
     #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 4 << 20)]
@@ -635,6 +639,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         },
         stopped_task_retention: args.stopped_task_retention,
         inactive_retention: args.inactive_retention,
+        housekeeping_every: args.housekeeping_every,
         registry_housekeeping_every: args.registry_gc_every,
         logs_housekeeping_every: args.logs_retention_every,
         ..Default::default()

@@ -17,12 +17,9 @@ impl Controller for Registrar {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, EcsError> {
-        let txn = crate::discovery::sync(&server.view.read());
-        if !txn.ops.is_empty() {
-            let n = txn.ops.len();
-            // A task that changed meanwhile: the next pass (woken by its change) retries.
-            let done = server.commit(txn).await?;
-            tracing::debug!(ops = n, done, "Cloud Map registrations");
+        let groups = crate::discovery::sync(&server.view.read());
+        if super::commit_bounded(server, groups, "Cloud Map registrations").await? {
+            return Ok(Wake::change_or_after(super::housekeeping::LEFT_OVER_WAKE));
         }
         // Health follows the tasks' checks, which change with the view: nothing is timed.
         Ok(Wake::change_or_after(Duration::from_secs(10)))

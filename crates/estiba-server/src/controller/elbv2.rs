@@ -13,9 +13,6 @@ use super::{Controller, Wake};
 use crate::services::elbv2::{table, Table, PREFIX};
 use crate::{now, Server, WriteError};
 
-/// At most this many deletions per transaction.
-const BATCH: usize = 200;
-
 pub struct Draining {
     pub every: Duration,
 }
@@ -49,11 +46,13 @@ impl Controller for Draining {
                 })
                 .collect()
         };
-        for batch in done.chunks(BATCH) {
-            // Each deletion is guarded: a target registered again meanwhile stays.
-            let txn = batch
-                .iter()
-                .fold(Txn::new(), |t, (k, rev, _)| t.when(Compare::mod_revision(k, *rev)).then(Op::delete(k.clone())));
+        // Each deletion is guarded (a target registered again meanwhile stays) and independent:
+        // as many per transaction as the server's background budget allows.
+        let groups = done.iter().map(|(k, rev, _)| Txn::new().when(Compare::mod_revision(k, *rev)).then(Op::delete(k)));
+        let mut rest = &done[..];
+        for (txn, n) in estiba_store::pack(server.txn_budget(), groups) {
+            let (batch, after) = rest.split_at(n);
+            rest = after;
             if !server.commit(txn).await? {
                 return Ok(Wake::after(Duration::from_millis(100)));
             }

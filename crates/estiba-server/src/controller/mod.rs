@@ -63,12 +63,35 @@ use estiba_core::deploy;
 pub use runtime::{Controller, ControllerStats, Metrics, Runtime, Wake};
 
 use crate::view::State;
-use crate::Server;
+use crate::{Server, WriteError};
 
 /// Whether a node has claimed the task: from then on the node moves it through its
 /// lifecycle; unclaimed tasks are stopped by the server directly.
 pub fn is_claimed(st: &State, task_key: &str) -> bool {
     st.claim(task_key).is_some()
+}
+
+/// Commits as many of `groups` (each whole) as fit one transaction of the server's background
+/// budget; a group too big for any transaction is logged and skipped. Returns whether some
+/// were left over (the caller comes back soon).
+pub async fn commit_bounded(server: &Server, groups: Vec<estiba_store::Txn>, what: &str) -> Result<bool, WriteError> {
+    let mut txn = estiba_store::BoundedTxn::new(server.txn_budget());
+    for g in groups {
+        if !txn.fits_alone(&g) {
+            tracing::warn!(what, ops = g.ops.len(), "a change too big for one transaction, skipped");
+            continue;
+        }
+        txn.add(g);
+    }
+    let left_over = txn.left_over();
+    let txn = txn.into_txn();
+    if !txn.ops.is_empty() {
+        let n = txn.ops.len();
+        // A task that changed meanwhile: the next pass (woken by its change) retries.
+        let done = server.commit(txn).await?;
+        tracing::debug!(what, ops = n, done, left_over, "committed");
+    }
+    Ok(left_over)
 }
 
 #[derive(Clone, Debug)]

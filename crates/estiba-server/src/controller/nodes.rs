@@ -18,10 +18,6 @@ use super::{Controller, Wake};
 use crate::services::ecs::put;
 use crate::{now, Server};
 
-/// At most this many tasks or instances are changed per transaction (etcd's limit is 128
-/// operations; a task's stop takes a few).
-const BATCH: usize = 20;
-
 pub struct LostNodes;
 
 impl Controller for LostNodes {
@@ -33,22 +29,21 @@ impl Controller for LostNodes {
 
     async fn pass(&self, server: &Server) -> Result<Wake, Infallible> {
         let lease = server.config.node_lease;
-        let (txn, more) = {
+        // One group per instance or task (a task with its deregistrations), within the
+        // background budget (`commit_bounded`); what is left waits for the next pass.
+        let groups = {
             let st = server.view.read();
             let now = now();
-            let mut txn = Txn::new();
-            let mut changes = 0;
+            let mut groups = Vec::new();
             let alive =
                 |node: &str| st.nodes.get(&crate::keys::node(node)).map(|d| d.value.alive(now, lease.as_secs_f64()));
             for d in st.instances.values() {
                 let Some(alive) = estiba_core::instance::node_of(&d.value).and_then(alive) else { continue };
-                if d.value.agent_connected != alive && changes < BATCH {
+                if d.value.agent_connected != alive {
                     let mut ci = d.value.clone();
                     ci.agent_connected = alive;
                     ci.version += 1;
-                    txn.compares.push(Compare::mod_revision(&d.key, d.rev));
-                    txn.ops.push(put(&d.key, &ci));
-                    changes += 1;
+                    groups.push(Txn::new().when(Compare::mod_revision(&d.key, d.rev)).then(put(&d.key, &ci)));
                 }
             }
             for n in st.nodes.values().filter(|n| n.value.fargate && !n.value.alive(now, lease.as_secs_f64())) {
@@ -56,9 +51,6 @@ impl Controller for LostNodes {
                     let Some(d) = st.tasks.get(key) else { continue };
                     if d.value.stopped() || d.value.launch_type != Some(estiba_api::ecs::LaunchType::Fargate) {
                         continue;
-                    }
-                    if changes >= BATCH {
-                        break;
                     }
                     let mut t = d.task().into_owned();
                     let reason = format!(
@@ -68,18 +60,15 @@ impl Controller for LostNodes {
                     );
                     task::request_stop(&mut t, TaskStopCode::TerminationNotice, &reason);
                     task::stop_unstarted(&mut t, now);
-                    txn.compares.push(Compare::mod_revision(key, d.rev));
-                    txn.ops.push(put(key, &t));
-                    txn.ops.extend(crate::stop_ops(&st, key, now));
-                    changes += 1;
+                    let mut g = Txn::new().when(Compare::mod_revision(key, d.rev)).then(put(key, &t));
+                    g.ops.extend(crate::stop_ops(&st, key, now));
+                    groups.push(g);
                 }
             }
-            (txn, changes >= BATCH)
+            groups
         };
-        if !txn.ops.is_empty() {
-            // A conflict is retried at the next pass.
-            let _ = server.commit(txn).await;
-        }
+        // A conflict or a store error is retried at the next pass.
+        let more = !groups.is_empty() && super::commit_bounded(server, groups, "lost nodes").await.unwrap_or(false);
         // A node becomes lost by time passing, not by a change: a periodic pass (every quarter
         // of the lease, at most 5 s), which scans every instance, so not on every change.
         let next = if more {

@@ -31,7 +31,10 @@ impl Controller for RegistryHousekeeping {
         if server.registry.is_none() {
             return Ok(Wake::Done);
         }
-        crate::services::ecr::housekeeping(server).await?;
+        if crate::services::ecr::housekeeping(server).await? {
+            // Lifecycle expiries were left over for lack of room in one transaction.
+            return Ok(Wake::after(super::housekeeping::LEFT_OVER_WAKE.min(self.every)));
+        }
         Ok(Wake::after(self.every))
     }
 }

@@ -13,9 +13,6 @@ use super::{Controller, Wake};
 use crate::services::servicediscovery::{table, Table};
 use crate::{now, Server, WriteError};
 
-/// At most this many deletions per transaction.
-const BATCH: usize = 500;
-
 pub struct CloudMapHousekeeping {
     pub every: Duration,
 }
@@ -44,9 +41,10 @@ impl Controller for CloudMapHousekeeping {
                 .map(|d| d.key.clone())
                 .collect()
         };
-        for keys in expired.chunks(BATCH) {
-            // Operations never change once written: plain deletes cannot undo anything.
-            let txn = keys.iter().fold(Txn::new(), |t, k| t.then(Op::delete(k.clone())));
+        // Operations never change once written: plain deletes cannot undo anything, and each
+        // is independent: as many per transaction as the background budget allows.
+        let groups = expired.iter().map(|k| Txn::new().then(Op::delete(k)));
+        for (txn, _) in estiba_store::pack(server.txn_budget(), groups) {
             server.commit(txn).await?;
         }
         Ok(Wake::after(self.every))

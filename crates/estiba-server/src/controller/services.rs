@@ -81,7 +81,17 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
         .transact::<_, EcsError>(|st| {
             let Some(d) = st.services.get(key) else { return Ok((Txn::new(), None)) };
             if svc_rules::is_external(&d.value) {
-                return reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids);
+                // As below: within the store's limits, fewer starts and stops per pass.
+                let limits = server.txn_limits();
+                let mut cap = usize::MAX;
+                loop {
+                    let (txn, retry) = reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids, cap)?;
+                    if limits.fits(&txn) || cap == 0 {
+                        return Ok((txn, retry));
+                    }
+                    let most = txn.compares.len().max(txn.ops.len());
+                    cap = cap.min(most) / 2;
+                }
             }
             let now = now();
             let group = svc_rules::task_group(&name);
@@ -127,46 +137,70 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 taskdef: &taskdef,
                 claimed: &claimed,
             };
-            let mut out = rollout::decide(&input, plan, &mut ids, now)?;
-
-            let mut txn = Txn::new().when(Compare::mod_revision(key, d.rev));
-            for u in &out.stops {
-                let doc = task_docs[u.index];
-                txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
-                txn.ops.push(put(&doc.key, &u.value));
-                if task::desired_stopped(&u.value) {
-                    txn.ops.extend(crate::stop_ops(st, &doc.key, now));
+            let decided = rollout::decide(&input, plan, &mut ids, now)?;
+            // A pass writes one transaction within the store's limits: when the stops and
+            // starts decided do not fit (scaling by hundreds on etcd), fewer starts, then fewer
+            // stops, go now and the rest next pass, which this write itself wakes (ECS's own
+            // scheduler starts and stops in batches too). What must stay together (a task with
+            // its tags and claim, a stop with its deregistrations) always does.
+            let limits = server.txn_limits();
+            let (mut stops_cap, mut starts_cap) = (decided.stops.len(), decided.start.max(decided.start_on.len()));
+            loop {
+                let mut out = decided.clone();
+                out.stops.truncate(stops_cap);
+                out.start = out.start.min(starts_cap);
+                out.start_on.truncate(starts_cap);
+                let mut txn = Txn::new().when(Compare::mod_revision(key, d.rev));
+                for u in &out.stops {
+                    let doc = task_docs[u.index];
+                    txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+                    txn.ops.push(put(&doc.key, &u.value));
+                    if task::desired_stopped(&u.value) {
+                        txn.ops.extend(crate::stop_ops(st, &doc.key, now));
+                    }
                 }
-            }
-            for u in &out.records {
-                let doc = record_docs[u.index];
-                txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
-                txn.ops.push(put(&doc.key, &u.value));
-            }
-            if let Some(r) = &out.revision {
-                txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
-            }
-            shift_traffic(st, &scope, &traffic_key, traffic.map(|t| &**t), &out, &mut txn);
-            let placed = match svc_rules::primary(&out.service) {
-                Some(p) => {
-                    let starts = Starts { deployment: p, count: out.start, on: &out.start_on };
-                    start_tasks(st, &cx, &cluster, &name, &out.service, &starts, &tasks, &mut txn, &mut ids)?
+                for u in &out.records {
+                    let doc = record_docs[u.index];
+                    txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
+                    txn.ops.push(put(&doc.key, &u.value));
                 }
-                None => Placed::Tasks(vec![]),
-            };
-            rollout::record_starts(&mut out.service, &placed, &mut ids, now);
-            if out.service != d.value {
-                txn.ops.push(put(key, &out.service));
+                if let Some(r) = &out.revision {
+                    txn.ops.push(put(keys::service_revision(&scope, &cluster, &name, &r.number), &r.revision));
+                }
+                shift_traffic(st, &scope, &traffic_key, traffic.map(|t| &**t), &out, &mut txn);
+                let placed = match svc_rules::primary(&out.service) {
+                    Some(p) => {
+                        let starts = Starts { deployment: p, count: out.start, on: &out.start_on };
+                        start_tasks(st, &cx, &cluster, &name, &out.service, &starts, &tasks, &mut txn, &mut ids)?
+                    }
+                    None => Placed::Tasks(vec![]),
+                };
+                rollout::record_starts(&mut out.service, &placed, &mut ids, now);
+                if out.service != d.value {
+                    txn.ops.push(put(key, &out.service));
+                }
+                if txn.ops.is_empty() {
+                    return Ok((Txn::new(), out.retry_at));
+                }
+                if !limits.fits(&txn) && (starts_cap > 1 || stops_cap > 0) {
+                    if starts_cap > 1 {
+                        starts_cap /= 2;
+                    } else {
+                        stops_cap /= 2;
+                    }
+                    continue;
+                }
+                if starts_cap < decided.start.max(decided.start_on.len()) || stops_cap < decided.stops.len() {
+                    tracing::debug!(service = %key, starts = starts_cap, stops = stops_cap, "pass capped to one transaction");
+                }
+                return Ok((txn, out.retry_at));
             }
-            if txn.ops.is_empty() {
-                return Ok((Txn::new(), out.retry_at));
-            }
-            Ok((txn, out.retry_at))
         })
         .await
 }
 
-/// A service with the EXTERNAL deployment controller: each task set keeps its computed desired
+/// A service with the EXTERNAL deployment controller (at most `cap` starts per task set and
+/// `cap` stops this pass): each task set keeps its computed desired
 /// count of tasks (`estiba_core::task_set::plan`), its tasks `startedBy` its id and placed as
 /// its launch says; tasks of no task set stop. A DRAINING service (DeleteService) drains every
 /// task set, then becomes INACTIVE once its tasks have stopped, its task sets gone.
@@ -176,6 +210,7 @@ fn reconcile_task_sets(
     (scope, cluster, name): (&Scope, &str, &str),
     d: &Doc<Service>,
     ids: &mut dyn Ids,
+    cap: usize,
 ) -> Result<(Txn, Option<f64>), EcsError> {
     let now = now();
     let group = svc_rules::task_group(name);
@@ -220,9 +255,9 @@ fn reconcile_task_sets(
         }
         stops.extend(plan.stop);
         retry = plan.retry_at.map(|at| retry.map_or(at, |r: f64| r.min(at))).or(retry);
-        if plan.start > 0 {
+        if plan.start > 0 && cap > 0 {
             let dep = task_set::as_deployment(&plan.task_set);
-            let starts = Starts { deployment: &dep, count: plan.start, on: &[] };
+            let starts = Starts { deployment: &dep, count: plan.start.min(cap), on: &[] };
             let placed = start_tasks(st, &cx, cluster, name, &svc, &starts, &tasks, &mut txn, ids)?;
             rollout::record_task_set_starts(&mut svc, &id, &placed, ids, now);
         }
@@ -238,6 +273,8 @@ fn reconcile_task_sets(
             });
         }
     }
+    // `cap` starts per task set and `cap` stops per pass (the rest next pass).
+    stops.truncate(cap);
     let claimed = |t: &Task| is_claimed(st, &keys::task(scope, cluster, task::task_id(t)));
     for u in rollout::stop_tasks(&mut svc, &tasks, &stops, &claimed, ids, now) {
         let doc = task_docs[u.index];

@@ -19,12 +19,9 @@ impl Controller for Registrar {
 
     async fn pass(&self, server: &Server) -> Result<Wake, EcsError> {
         let now = crate::now();
-        let txn = crate::targets::sync(&server.view.read(), now);
-        if !txn.ops.is_empty() {
-            let n = txn.ops.len();
-            // A task that changed meanwhile: the next pass (woken by its change) retries.
-            let done = server.commit(txn).await?;
-            tracing::debug!(ops = n, done, "load balancer targets");
+        let groups = crate::targets::sync(&server.view.read(), now);
+        if super::commit_bounded(server, groups, "load balancer targets").await? {
+            return Ok(Wake::change_or_after(super::housekeeping::LEFT_OVER_WAKE));
         }
         Ok(Wake::change_or_after(Duration::from_secs(30)))
     }

@@ -226,6 +226,24 @@ async fn delete_repository(s: &Server, cx: &Ctx, req: DeleteRepositoryRequest) -
     check_registry_id(cx, req.registry_id.as_deref())?;
     let name = req.repository_name.clone();
     let force = req.force;
+    // AWS's force delete is not atomic either: when the repository's tags, images and blob
+    // links do not fit one transaction with it, they go first, in batches guarded by the
+    // repository's revision (tags before their images, so no tag ever names a missing image).
+    // A crash in between leaves the repository with fewer images; the retry finishes.
+    s.trim_children(|st| {
+        let doc = repo_doc(st, cx, &name).ok()?;
+        let images: Vec<String> =
+            State::range(&st.ecr_images, &ecr::images_of(&cx.scope, &name)).map(|d| d.key.clone()).collect();
+        if !images.is_empty() && !force {
+            return None;
+        }
+        let mut children: Vec<String> =
+            State::range(&st.ecr_tags, &ecr::tags_of_repo(&cx.scope, &name)).map(|d| d.key.clone()).collect();
+        children.extend(images);
+        children.extend(State::range(&st.ecr_blobs, &ecr::blobs_of(&cx.scope, &name)).map(|d| d.key.clone()));
+        Some((vec![Compare::mod_revision(&doc.key, doc.rev)], 2, children))
+    })
+    .await?;
     let repository = s.transact::<_, EcrError>(|st| {
         let doc = repo_doc(st, cx, &name)?;
         let images: Vec<&String> = State::range(&st.ecr_images, &ecr::images_of(&cx.scope, &name)).map(|d| &d.key).collect();
@@ -497,65 +515,100 @@ async fn batch_get_image(s: &Server, cx: &Ctx, req: BatchGetImageRequest) -> Res
     Ok(json(&BatchGetImageResponse { images: Some(images), failures: Some(failures) }))
 }
 
+/// BatchDeleteImage's write for `ids`: the transaction and the answer's entries. `gone` holds
+/// the tags and images already deleted by this call (earlier ids, earlier batches).
+fn plan_batch_delete(
+    st: &State,
+    cx: &Ctx,
+    name: &str,
+    ids: &[ImageIdentifier],
+    gone: &mut HashSet<String>,
+) -> Result<(Txn, Vec<ImageIdentifier>, Vec<ImageFailure>)> {
+    let repo = repo_doc(st, cx, name)?;
+    let mut txn = Txn::new().when(Compare::mod_revision(&repo.key, repo.rev));
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for id in ids {
+        let img = match find_image(st, cx, name, id) {
+            Ok(i) => i,
+            Err((code, reason)) => {
+                failures.push(ImageFailure {
+                    image_id: Some(id.clone()),
+                    failure_code: Some(code),
+                    failure_reason: Some(reason),
+                });
+                continue;
+            }
+        };
+        let ik = ecr::image_key(&cx.scope, name, &img.digest);
+        let tags: Vec<String> = st.image_tags(&ik).cloned().collect();
+        // By tag: remove the tag; the image goes with its last tag.
+        let remaining: Vec<&String> = match &id.image_tag {
+            Some(t) if id.image_digest.is_none() => {
+                tags.iter().filter(|x| *x != t && !gone.contains(&format!("{ik}:{x}"))).collect()
+            }
+            _ => Vec::new(),
+        };
+        let drop_tags: Vec<&String> = match &id.image_tag {
+            Some(t) if id.image_digest.is_none() => vec![t],
+            _ => tags.iter().collect(),
+        };
+        for t in drop_tags {
+            if gone.insert(format!("{ik}:{t}")) {
+                txn.ops.push(Op::delete(ecr::tag_key(&cx.scope, name, t)));
+            }
+        }
+        if remaining.is_empty() && gone.insert(ik.clone()) {
+            if let Some(parent) = st.ecr_images.get(&ik).and_then(|_| {
+                crate::registry::indexes_using(st, &cx.scope, name, &Digest::parse(&img.digest).ok()?).next()
+            }) {
+                failures.push(ImageFailure {
+                    image_id: Some(id.clone()),
+                    failure_code: Some(ImageFailureCode::ImageReferencedByManifestList),
+                    failure_reason: Some(format!("Requested image is referenced by manifest list {parent}")),
+                });
+                continue;
+            }
+            txn.ops.push(Op::delete(&ik));
+        }
+        deleted.push(ImageIdentifier { image_digest: Some(img.digest.clone()), image_tag: id.image_tag.clone() });
+    }
+    Ok((txn, deleted, failures))
+}
+
 async fn batch_delete_image(s: &Server, cx: &Ctx, req: BatchDeleteImageRequest) -> Result<Bytes> {
     check_registry_id(cx, req.registry_id.as_deref())?;
     let name = req.repository_name.clone();
-    let (deleted, failures) = s
-        .transact::<_, EcrError>(|st| {
-            let repo = repo_doc(st, cx, &name)?;
-            let mut txn = Txn::new().when(Compare::mod_revision(&repo.key, repo.rev));
-            let mut deleted = Vec::new();
-            let mut failures = Vec::new();
-            let mut gone: HashSet<String> = HashSet::new();
-            for id in &req.image_ids {
-                let img = match find_image(st, cx, &name, id) {
-                    Ok(i) => i,
-                    Err((code, reason)) => {
-                        failures.push(ImageFailure {
-                            image_id: Some(id.clone()),
-                            failure_code: Some(code),
-                            failure_reason: Some(reason),
-                        });
-                        continue;
-                    }
-                };
-                let ik = ecr::image_key(&cx.scope, &name, &img.digest);
-                let tags: Vec<String> = st.image_tags(&ik).cloned().collect();
-                // By tag: remove the tag; the image goes with its last tag.
-                let remaining: Vec<&String> = match &id.image_tag {
-                    Some(t) if id.image_digest.is_none() => {
-                        tags.iter().filter(|x| *x != t && !gone.contains(&format!("{ik}:{x}"))).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                let drop_tags: Vec<&String> = match &id.image_tag {
-                    Some(t) if id.image_digest.is_none() => vec![t],
-                    _ => tags.iter().collect(),
-                };
-                for t in drop_tags {
-                    if gone.insert(format!("{ik}:{t}")) {
-                        txn.ops.push(Op::delete(ecr::tag_key(&cx.scope, &name, t)));
-                    }
-                }
-                if remaining.is_empty() && gone.insert(ik.clone()) {
-                    if let Some(parent) = st.ecr_images.get(&ik).and_then(|_| {
-                        crate::registry::indexes_using(st, &cx.scope, &name, &Digest::parse(&img.digest).ok()?).next()
-                    }) {
-                        failures.push(ImageFailure {
-                            image_id: Some(id.clone()),
-                            failure_code: Some(ImageFailureCode::ImageReferencedByManifestList),
-                            failure_reason: Some(format!("Requested image is referenced by manifest list {parent}")),
-                        });
-                        continue;
-                    }
-                    txn.ops.push(Op::delete(&ik));
-                }
-                deleted
-                    .push(ImageIdentifier { image_digest: Some(img.digest.clone()), image_tag: id.image_tag.clone() });
+    // AWS answers image by image (some deleted, some failed), so the ids may go in several
+    // transactions: as many at a time as fit the store's limits (up to 100 ids, each image
+    // with its tags, may not), each guarded by the repository's revision.
+    let limits = s.txn_limits();
+    let (mut deleted, mut failures) = (Vec::new(), Vec::new());
+    let mut gone: HashSet<String> = HashSet::new();
+    let mut done = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while done < req.image_ids.len() || done == 0 {
+        let mut n = req.image_ids.len() - done;
+        let (txn, d, f, g) = loop {
+            let st = s.view.read();
+            let mut g = gone.clone();
+            let (txn, d, f) = plan_batch_delete(&st, cx, &name, &req.image_ids[done..done + n], &mut g)?;
+            if n <= 1 || limits.fits(&txn) {
+                break (txn, d, f, g);
             }
-            Ok((txn, (deleted, failures)))
-        })
-        .await?;
+            n = n.div_ceil(2);
+        };
+        if s.commit(txn).await? {
+            deleted.extend(d);
+            failures.extend(f);
+            gone = g;
+            done += n.max(1);
+        } else if std::time::Instant::now() > deadline {
+            return Err(crate::WriteError::Conflicts.into());
+        } else {
+            s.catch_up().await;
+        }
+    }
     Ok(json(&BatchDeleteImageResponse { image_ids: Some(deleted), failures: Some(failures) }))
 }
 
@@ -872,14 +925,20 @@ async fn list_tags_for_resource(s: &Server, cx: &Ctx, req: ListTagsForResourceRe
 }
 
 /// Applies lifecycle policies, then removes blobs that no image and no recent push uses.
-pub async fn housekeeping(s: &Server) -> Result<()> {
-    let Some(reg) = s.registry.as_deref() else { return Ok(()) };
+/// Lifecycle expiries go in one transaction within the server's background budget, each image
+/// with its tags; returns whether some were left for the next pass (which the caller makes
+/// soon). Blob links go in as many transactions as it takes, all before any file is removed.
+pub async fn housekeeping(s: &Server) -> Result<bool> {
+    let Some(reg) = s.registry.as_deref() else { return Ok(false) };
     let now = crate::now();
     // 1. Lifecycle policies.
     let txn = {
         let st = s.view.read();
-        let mut txn = Txn::new();
+        let mut txn = estiba_store::BoundedTxn::new(s.txn_budget());
         for doc in st.ecr_repos.values() {
+            if txn.left_over() {
+                break;
+            }
             let Some(text) = &doc.value.lifecycle_policy_text else { continue };
             let Ok(policy) = LifecyclePolicy::parse(text) else { continue };
             let name = doc.value.repository.repository_name.as_deref().unwrap_or_default();
@@ -899,29 +958,37 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
             }
             let mut v = doc.value.clone();
             v.lifecycle_evaluated_at = Some(now);
-            txn.compares.push(Compare::mod_revision(&doc.key, doc.rev));
-            txn.ops.push(put_doc(&doc.key, &v));
+            if !txn.add(Txn::new().when(Compare::mod_revision(&doc.key, doc.rev)).then(put_doc(&doc.key, &v))) {
+                break;
+            }
+            // The expired images that fit; the policy finds the others again next pass.
             for digest in expired {
                 let ik = format!("{images_prefix}{digest}");
+                let mut g = Txn::new();
                 if let Some(d) = st.ecr_images.get(&ik) {
-                    txn.compares.push(Compare::mod_revision(&ik, d.rev));
+                    g.compares.push(Compare::mod_revision(&ik, d.rev));
                 }
-                txn.ops.push(Op::delete(&ik));
+                g.ops.push(Op::delete(&ik));
                 for t in st.image_tags(&ik) {
-                    txn.ops.push(Op::delete(format!("{tags_prefix}{t}")));
+                    g.ops.push(Op::delete(format!("{tags_prefix}{t}")));
+                }
+                if !txn.add(g) {
+                    break;
                 }
                 tracing::info!(repository = name, digest, "lifecycle policy expired an image");
             }
         }
         txn
     };
+    let left_over = txn.left_over();
+    let txn = txn.into_txn();
     if !txn.ops.is_empty() {
         s.commit(txn).await?;
     }
     // 2. Blob links older than the grace period that no image of their repository uses.
     let grace = s.config.registry_gc_grace.as_secs_f64();
     let _exclusive = reg.gc_lock.write().await;
-    let (txn, used) = {
+    let (links, used) = {
         let st = s.view.read();
         let mut used: HashSet<String> = HashSet::new();
         let mut used_in_repo: HashSet<(String, &str)> = HashSet::new();
@@ -933,21 +1000,24 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
                 used_in_repo.insert((repo.clone(), b.as_str()));
             }
         }
-        let mut txn = Txn::new();
+        let mut links = Vec::new();
         for d in st.ecr_blobs.values() {
             let (repo, digest) = d.key.rsplit_once('@').unwrap_or_default();
             if now - d.value.pushed_at > grace && !used_in_repo.contains(&(repo.to_owned(), digest)) {
-                txn.compares.push(Compare::mod_revision(&d.key, d.rev));
-                txn.ops.push(Op::delete(&d.key));
+                links.push(Txn::new().when(Compare::mod_revision(&d.key, d.rev)).then(Op::delete(&d.key)));
             } else {
                 used.insert(digest.to_owned());
             }
         }
-        (txn, used)
+        (links, used)
     };
-    if !txn.ops.is_empty() && !s.commit(txn).await? {
-        // A push touched a link meanwhile; try again next time.
-        return Ok(());
+    // Every link goes (in as many transactions as the budget needs) before any file does: a
+    // file is removed only when no link to it is left.
+    for (txn, _) in estiba_store::pack(s.txn_budget(), links) {
+        if !s.commit(txn).await? {
+            // A push touched a link meanwhile; try again next time.
+            return Ok(left_over);
+        }
     }
     // 3. Blob files used by nothing, older than the grace period.
     let blobs = reg.blobs.clone();
@@ -966,5 +1036,5 @@ pub async fn housekeeping(s: &Server) -> Result<()> {
     if removed > 0 {
         tracing::info!(bytes = removed, "registry garbage collected");
     }
-    Ok(())
+    Ok(left_over)
 }

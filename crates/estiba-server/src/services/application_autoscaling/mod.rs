@@ -142,14 +142,19 @@ pub(crate) async fn transact<R>(
     s: &Server,
     f: impl FnMut(&State) -> Result<(estiba_store::Txn, R), Refused>,
 ) -> Result<R> {
-    s.transact(f).await.map_err(|e| match e {
+    s.transact(f).await.map_err(refused)
+}
+
+/// The AWS error of a refused write.
+pub(crate) fn refused(e: Refused) -> ApiError {
+    match e {
         Refused::Api(e) => e,
         Refused::Write(crate::WriteError::Conflicts) => ApiError::new(
             ErrorCode::ConcurrentUpdateException,
             "Concurrent updates were made to this resource; retry the request.",
         ),
         Refused::Write(e) => ApiError::new(ErrorCode::InternalServiceException, e.to_string()),
-    })
+    }
 }
 
 /// A document as the store keeps it (JSON).

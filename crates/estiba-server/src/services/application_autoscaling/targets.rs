@@ -125,6 +125,27 @@ pub async fn deregister_scalable_target(s: &Server, cx: &Call, req: DeregisterSc
     let service = rules::ecs_service(req.service_namespace, req.scalable_dimension, &req.resource_id)?;
     let resource_id = service.resource_id();
     let scope = &cx.scope;
+    // Up to 50 policies (with their alarms) and 200 scheduled actions need not fit one
+    // transaction with the target: then the scheduled actions go first, then each policy's
+    // alarms and the policy, in batches guarded by the target's revision (AWS deletes them
+    // one by one too). A crash leaves the target with fewer of them; the retry finishes.
+    s.trim_children(|st| {
+        let t = find_target(st, scope, &resource_id).ok()?;
+        let mut children: Vec<String> = st
+            .docs::<ScheduledDoc>(scheduled_table(), &docs::scheduled_prefix(scope, Some(&resource_id)))
+            .map(|a| a.key.clone())
+            .collect();
+        for p in st.docs::<PolicyDoc>(policies_table(), &docs::policies_prefix(scope, Some(&resource_id))) {
+            let mut txn = Txn::new();
+            delete_policy(scope, p, &mut txn);
+            // The policy's own key last: its alarms go before it.
+            children.extend(txn.ops.iter().skip(1).map(|o| o.key().to_owned()));
+            children.push(p.key.clone());
+        }
+        Some((vec![Compare::mod_revision(&t.key, t.rev)], 1, children))
+    })
+    .await
+    .map_err(|e| super::refused(super::Refused::Write(e)))?;
     super::transact(s, |st| {
         let t = find_target(st, scope, &resource_id)?;
         let mut txn = Txn::new().when(Compare::mod_revision(&t.key, t.rev)).then(Op::delete(t.key.clone()));

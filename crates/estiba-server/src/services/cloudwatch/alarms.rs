@@ -140,30 +140,51 @@ pub async fn describe_alarms_for_metric(s: &Server, cx: &Call, req: DescribeAlar
 }
 
 pub async fn delete_alarms(s: &Server, cx: &Call, req: DeleteAlarmsInput) -> Result<Bytes> {
-    s.transact(|st| {
-        let missing: Vec<&str> =
-            req.alarm_names.iter().filter(|n| alarm_doc(st, &cx.scope, n).is_none()).map(String::as_str).collect();
-        if !missing.is_empty() {
-            // CloudWatch deletes nothing when a name is wrong.
-            return Err(not_found(format!(
-                "The following alarms were not found: {}. No alarm was deleted.",
-                missing.join(", ")
-            )));
-        }
-        let mut txn = Txn::new();
-        let mut seen = std::collections::HashSet::new();
-        for name in &req.alarm_names {
-            if !seen.insert(name.as_str()) {
-                continue;
+    let mut seen = std::collections::HashSet::new();
+    let names: Vec<&str> = req.alarm_names.iter().map(String::as_str).filter(|n| seen.insert(*n)).collect();
+    // CloudWatch checks every name before it deletes any ("No alarm was deleted"): the first
+    // batch checks them all against the view it is built from. Up to 100 alarms, each with its
+    // history document, need not fit one transaction of the store: they go in as few as fit,
+    // each alarm whole with its history. An alarm gone before its batch (another DeleteAlarms)
+    // counts as deleted: the call's answer, all deleted, stays true.
+    let limits = s.txn_limits();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut done = 0;
+    while done < names.len() {
+        let mut n = names.len() - done;
+        let txn = loop {
+            let st = s.view.read();
+            if done == 0 {
+                let missing: Vec<&str> =
+                    names.iter().copied().filter(|n| alarm_doc(&st, &cx.scope, n).is_none()).collect();
+                if !missing.is_empty() {
+                    // CloudWatch deletes nothing when a name is wrong.
+                    return Err(not_found(format!(
+                        "The following alarms were not found: {}. No alarm was deleted.",
+                        missing.join(", ")
+                    )));
+                }
             }
-            let d = alarm_doc(st, &cx.scope, name).expect("checked");
-            txn = txn.when(Compare::mod_revision(d.key.clone(), d.rev)).then(Op::delete(d.key.clone()));
-            let item = core::configuration_item(name, ConfigChange::Delete, Some(&d.value.alarm), None, cx.now);
-            txn = with_history(st, &cx.scope, name, vec![item], txn);
+            let mut txn = Txn::new();
+            for name in &names[done..done + n] {
+                let Some(d) = alarm_doc(&st, &cx.scope, name) else { continue };
+                txn = txn.when(Compare::mod_revision(d.key.clone(), d.rev)).then(Op::delete(d.key.clone()));
+                let item = core::configuration_item(name, ConfigChange::Delete, Some(&d.value.alarm), None, cx.now);
+                txn = with_history(&st, &cx.scope, name, vec![item], txn);
+            }
+            if n <= 1 || limits.fits(&txn) {
+                break txn;
+            }
+            n = n.div_ceil(2);
+        };
+        if s.commit(txn).await? {
+            done += n;
+        } else if std::time::Instant::now() > deadline {
+            return Err(crate::WriteError::Conflicts.into());
+        } else {
+            s.catch_up().await;
         }
-        Ok((txn, ()))
-    })
-    .await?;
+    }
     Ok(Bytes::new())
 }
 

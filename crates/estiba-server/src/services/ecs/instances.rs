@@ -8,7 +8,7 @@ use bytes::Bytes;
 use estiba_api::ecs::*;
 use estiba_core::instance::{self, Queried};
 use estiba_core::{arn, page, query, task, EcsError};
-use estiba_store::{Compare, Txn};
+use estiba_store::{Compare, Op, Txn};
 
 use super::tasks::candidates;
 use super::{active_cluster, cluster_for_write, json, put, put_tags, Ctx, Result};
@@ -83,7 +83,66 @@ pub async fn register(s: &Server, cx: &Ctx, req: RegisterContainerInstanceReques
     Ok(json(&RegisterContainerInstanceResponse { container_instance: Some(out) }))
 }
 
+/// The write that stops task `t` of an instance deregistered with `force`.
+fn force_stop(st: &State, cx: &Ctx, t: &Doc<crate::view::TaskFacts>) -> Txn {
+    let mut task = t.task().into_owned();
+    task::request_stop(&mut task, TaskStopCode::TerminationNotice, "Container instance deregistration forced by user");
+    if !crate::controller::is_claimed(st, &t.key) {
+        task::stop_unstarted(&mut task, cx.now);
+    }
+    let mut txn = Txn::new().when(Compare::mod_revision(&t.key, t.rev)).then(put(&t.key, &task));
+    txn.ops.extend(crate::stop_ops(st, &t.key, cx.now));
+    txn
+}
+
 pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRequest) -> Result<Bytes> {
+    if req.force.unwrap_or(false) {
+        // Many tasks on the instance may not fit one transaction with it: they are asked to
+        // stop first, in batches guarded by the instance's revision (ECS stops them one by one
+        // too; a crash leaves some stopping and the instance registered, and a retry finishes).
+        let limits = s.txn_limits();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let txn = {
+                let st = s.view.read();
+                let Some((cluster, _)) = active_cluster(&st, cx, req.cluster.as_deref()).ok() else { break };
+                let Some(key) = instance_key(cx, &cluster, &req.container_instance) else { break };
+                let Some(d) = st.instances.get(&key) else { break };
+                let arn = d.value.container_instance_arn.clone().unwrap_or_default();
+                let stops: Vec<Txn> = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster))
+                    .filter(|t| t.value.container_instance_arn() == Some(arn.as_str()))
+                    .filter(|t| !t.value.stopped() && !t.value.desired_stopped())
+                    .map(|t| force_stop(&st, cx, t))
+                    .collect();
+                let mut batch = estiba_store::BoundedTxn::new(limits);
+                // Room for the instance's own compare and write.
+                batch.add(Txn::new().when(Compare::mod_revision(&key, d.rev)).then(Op::delete(&key)));
+                for g in stops {
+                    batch.add(g);
+                }
+                if !batch.left_over() {
+                    break;
+                }
+                let mut batch = estiba_store::BoundedTxn::new(limits);
+                batch.add(Txn::new().when(Compare::mod_revision(&key, d.rev)));
+                for t in State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster))
+                    .filter(|t| t.value.container_instance_arn() == Some(arn.as_str()))
+                    .filter(|t| !t.value.stopped() && !t.value.desired_stopped())
+                {
+                    if !batch.add(force_stop(&st, cx, t)) {
+                        break;
+                    }
+                }
+                batch.into_txn()
+            };
+            if !s.commit(txn).await? {
+                if std::time::Instant::now() > deadline {
+                    return Err(crate::WriteError::Conflicts.into());
+                }
+                s.catch_up().await;
+            }
+        }
+    }
     let out = s
         .transact::<_, EcsError>(|st| {
             let (cluster, _) = active_cluster(st, cx, req.cluster.as_deref())?;
@@ -102,19 +161,10 @@ pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterContainerInstanceRe
                 if !req.force.unwrap_or(false) {
                     return Err(EcsError::invalid("Found running tasks on the instance."));
                 }
-                for t in on_it {
-                    let mut task = t.task().into_owned();
-                    task::request_stop(
-                        &mut task,
-                        TaskStopCode::TerminationNotice,
-                        "Container instance deregistration forced by user",
-                    );
-                    if !crate::controller::is_claimed(st, &t.key) {
-                        task::stop_unstarted(&mut task, cx.now);
-                    }
-                    txn.compares.push(Compare::mod_revision(&t.key, t.rev));
-                    txn.ops.push(put(&t.key, &task));
-                    txn.ops.extend(crate::stop_ops(st, &t.key, cx.now));
+                for t in on_it.into_iter().filter(|t| !t.value.desired_stopped()) {
+                    let g = force_stop(st, cx, t);
+                    txn.compares.extend(g.compares);
+                    txn.ops.extend(g.ops);
                 }
             }
             let mut ci = d.value.clone();

@@ -264,7 +264,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     }
     check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
-    let placed = s
+    let (placed, first, rest) = s
         .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
@@ -326,11 +326,84 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &mut ids,
             )?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            write_tasks(&mut txn, st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
-            Ok((txn, placed))
+            let groups: Vec<Txn> = placed
+                .tasks
+                .iter()
+                .map(|t| {
+                    let mut g = Txn::new();
+                    write_tasks(&mut g, st, cx, &cluster, std::slice::from_ref(t), req.network_configuration.as_ref());
+                    g
+                })
+                .collect();
+            let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
+            Ok((txn, (placed, first, rest)))
         })
         .await?;
+    let placed = write_rest(s, placed, first, rest).await;
     Ok(json(&RunTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
+}
+
+/// Splits the write of new tasks when it does not fit one transaction of the store (RunTask
+/// of 10 tasks, each with its tags and claim, on a store with a small limit; AWS's RunTask is
+/// not atomic either and answers task by task): `shared` (the cluster's and task definition's
+/// compares) with as many whole tasks as fit, how many that is, and the other tasks' writes in
+/// as few transactions as fit, with how many tasks each holds. With no limit, or when all fit,
+/// one transaction holds everything.
+pub(crate) fn split_task_writes(
+    limits: estiba_store::TxnLimits,
+    shared: Txn,
+    per_task: Vec<Txn>,
+) -> (Txn, usize, Vec<(Txn, usize)>) {
+    let mut first = estiba_store::BoundedTxn::new(limits);
+    if !first.add(shared.clone()) {
+        // The shared part alone is over the limits: everything in one, which the store
+        // refuses with the reason.
+        let n = per_task.len();
+        let all = per_task.into_iter().fold(shared, |mut t, g| {
+            t.compares.extend(g.compares);
+            t.ops.extend(g.ops);
+            t
+        });
+        return (all, n, Vec::new());
+    }
+    let mut n = 0;
+    for g in &per_task {
+        if !first.add(g.clone()) {
+            break;
+        }
+        n += 1;
+    }
+    let rest = estiba_store::pack(limits, per_task.into_iter().skip(n));
+    (first.into_txn(), n, rest)
+}
+
+/// Commits the transactions [`split_task_writes`] left after the first (which has committed
+/// with the first `first` tasks of `placed`); tasks whose transaction did not commit become
+/// failures, so the answer names only tasks that exist.
+pub(crate) async fn write_rest(s: &Server, mut placed: Placed, first: usize, rest: Vec<(Txn, usize)>) -> Placed {
+    let mut written = first;
+    let mut failed = false;
+    for (txn, n) in rest {
+        if !failed {
+            match s.commit(txn).await {
+                Ok(true) => {
+                    written += n;
+                    continue;
+                }
+                Ok(false) => tracing::warn!("a batch of new tasks conflicted; reported as failures"),
+                Err(e) => tracing::warn!(error = %e, "a batch of new tasks could not be written; reported as failures"),
+            }
+            failed = true;
+        }
+    }
+    for t in placed.tasks.split_off(written.min(placed.tasks.len())) {
+        placed.failures.push(Failure {
+            arn: t.task_arn.clone(),
+            reason: Some("The task could not be recorded; run it again.".into()),
+            detail: None,
+        });
+    }
+    placed
 }
 
 pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes> {
@@ -342,7 +415,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     }
     check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
-    let placed = s
+    let (placed, first, rest) = s
         .transact::<_, EcsError>(|st| {
             let mut txn = Txn::new();
             let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
@@ -390,10 +463,20 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
             let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
             let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            write_tasks(&mut txn, st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
-            Ok((txn, placed))
+            let groups: Vec<Txn> = placed
+                .tasks
+                .iter()
+                .map(|t| {
+                    let mut g = Txn::new();
+                    write_tasks(&mut g, st, cx, &cluster, std::slice::from_ref(t), req.network_configuration.as_ref());
+                    g
+                })
+                .collect();
+            let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
+            Ok((txn, (placed, first, rest)))
         })
         .await?;
+    let placed = write_rest(s, placed, first, rest).await;
     Ok(json(&StartTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 

@@ -252,8 +252,32 @@ pub async fn describe(s: &Server, cx: &Call, req: DescribeLoadBalancersInput) ->
     Ok(json(&DescribeLoadBalancersOutput { load_balancers: Some(lbs), next_marker: p.next_token }))
 }
 
+/// The keys of a load balancer's rules, then of its listeners: what goes ahead of it when it
+/// is too big to delete in one transaction.
+fn children(st: &State, scope: &estiba_core::Scope, d: &crate::view::Doc<LoadBalancerDoc>) -> Vec<String> {
+    let name = d.value.lb.load_balancer_name.clone().unwrap_or_default();
+    let rules = docs::<RuleDoc>(st, scope, Table::Rules, &format!("{name}/")).map(|r| r.key.clone());
+    let listeners = docs::<ListenerDoc>(st, scope, Table::Listeners, &format!("{name}/")).map(|l| l.key.clone());
+    rules.chain(listeners).collect()
+}
+
 pub async fn delete(s: &Server, cx: &Call, req: DeleteLoadBalancerInput) -> Result<Bytes> {
     let scope = &cx.scope;
+    // AWS does not delete a load balancer's listeners and rules atomically either: when they
+    // do not fit one transaction with it, its rules go first, then its listeners, in batches
+    // guarded by its revision (each step leaves a valid configuration: a listener without
+    // some rules, or fewer listeners). A crash leaves the load balancer with fewer of them;
+    // the retry finishes.
+    s.trim_children(|st| {
+        let d = lb_doc(st, scope, &req.load_balancer_arn).ok()?;
+        if d.value.attributes.get("deletion_protection.enabled").is_some_and(|v| v == "true") {
+            return None;
+        }
+        let children = children(st, scope, d);
+        let whole = delete_load_balancer(st, scope, d, Txn::new()).ops.len();
+        Some((vec![Compare::mod_revision(&d.key, d.rev)], whole.saturating_sub(children.len()), children))
+    })
+    .await?;
     s.transact::<_, ApiError>(|st| {
         // Deleting a load balancer that does not exist succeeds, as on AWS.
         let Ok(d) = lb_doc(st, scope, &req.load_balancer_arn) else {

@@ -162,6 +162,19 @@ pub async fn modify(s: &Server, cx: &Call, req: ModifyTargetGroupInput) -> Resul
 
 pub async fn delete(s: &Server, cx: &Call, req: DeleteTargetGroupInput) -> Result<Bytes> {
     let scope = &cx.scope;
+    // A group no listener or rule uses carries no traffic: when its targets do not fit one
+    // transaction with it, they go first in batches guarded by its revision (a crash leaves
+    // it with fewer targets; the retry finishes).
+    s.trim_children(|st| {
+        let d = tg_doc(st, scope, &req.target_group_arn).ok()?;
+        if !target_group_load_balancers(st, scope, &req.target_group_arn).is_empty() {
+            return None;
+        }
+        let name = d.value.tg.target_group_name.clone().unwrap_or_default();
+        let targets = docs::<TargetDoc>(st, scope, Table::Targets, &format!("{name}/")).map(|t| t.key.clone());
+        Some((vec![Compare::mod_revision(&d.key, d.rev)], 1, targets.collect()))
+    })
+    .await?;
     s.transact::<_, ApiError>(|st| {
         let d = tg_doc(st, scope, &req.target_group_arn)?;
         if !target_group_load_balancers(st, scope, &req.target_group_arn).is_empty() {

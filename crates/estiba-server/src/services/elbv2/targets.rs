@@ -53,10 +53,15 @@ fn not_registered(id: &str) -> ElbError {
 
 pub async fn register(s: &Server, cx: &Call, req: RegisterTargetsInput) -> Result<Bytes> {
     let scope = &cx.scope;
-    s.transact::<_, ApiError>(|st| {
+    // Every target is checked first (bad input registers none); many targets may then take
+    // several transactions, as many as the store's limits need.
+    s.transact_in_batches::<_, ApiError>(req.targets.len(), |st, range| {
         let tg = tg_doc(st, scope, &req.target_group_arn)?;
         let name = tg.value.tg.target_group_name.clone().unwrap_or_default();
-        let specs = specs(s, cx, st, &tg.value.tg, &req.targets)?;
+        if range.start == 0 {
+            specs(s, cx, st, &tg.value.tg, &req.targets)?;
+        }
+        let specs = specs(s, cx, st, &tg.value.tg, &req.targets[range])?;
         // The group is written again so that a concurrent deletion leaves no target behind.
         let mut txn = touch(Txn::new(), tg);
         for t in specs {
@@ -89,19 +94,31 @@ pub async fn register(s: &Server, cx: &Call, req: RegisterTargetsInput) -> Resul
 
 pub async fn deregister(s: &Server, cx: &Call, req: DeregisterTargetsInput) -> Result<Bytes> {
     let scope = &cx.scope;
+    // Every target is checked in the first batch (one not registered deregisters none); many
+    // targets may then take several transactions, as the store's limits need. A target gone
+    // before its batch (deregistered meanwhile) is skipped.
     let gone = s
-        .transact::<_, ApiError>(|st| {
+        .transact_in_batches::<_, ApiError>(req.targets.len(), |st, range| {
             let tg = tg_doc(st, scope, &req.target_group_arn)?;
             let name = tg.value.tg.target_group_name.clone().unwrap_or_default();
             let in_use = !target_group_load_balancers(st, scope, &req.target_group_arn).is_empty();
             let drains = in_use && rules::deregistration_delay(&tg.value.attributes) > 0.0;
-            let mut txn = Txn::new().when(Compare::mod_revision(&tg.key, tg.rev));
-            let mut gone = vec![];
-            for t in &req.targets {
+            let key_of = |t: &TargetDescription| {
                 let port = t.port.or(tg.value.tg.port).unwrap_or(0);
                 let port = u16::try_from(port).map_err(|_| not_registered(&t.id))?;
-                let key = target_key(scope, &name, &t.id, port);
-                let d = st.doc::<TargetDoc>(table(Table::Targets), &key).ok_or_else(|| not_registered(&t.id))?;
+                Ok::<_, ApiError>((target_key(scope, &name, &t.id, port), port))
+            };
+            if range.start == 0 {
+                for t in &req.targets {
+                    let (key, _) = key_of(t)?;
+                    st.doc::<TargetDoc>(table(Table::Targets), &key).ok_or_else(|| not_registered(&t.id))?;
+                }
+            }
+            let mut txn = Txn::new().when(Compare::mod_revision(&tg.key, tg.rev));
+            let mut gone = vec![];
+            for t in &req.targets[range] {
+                let (key, port) = key_of(t)?;
+                let Some(d) = st.doc::<TargetDoc>(table(Table::Targets), &key) else { continue };
                 if d.value.draining_since.is_some() {
                     continue;
                 }
@@ -115,7 +132,9 @@ pub async fn deregister(s: &Server, cx: &Call, req: DeregisterTargetsInput) -> R
             }
             Ok((txn, gone))
         })
-        .await?;
+        .await?
+        .into_iter()
+        .flatten();
     for (id, port) in gone {
         s.target_health.forget(&req.target_group_arn, (&id, port));
     }
