@@ -19,7 +19,7 @@ fn not_found(id: &str) -> EcsError {
     EcsError::invalid(format!("The referenced container instance {id} was not found."))
 }
 
-fn instance_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
+pub(super) fn instance_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
     let (c, id) = arn::member_id("container-instance", id)?;
     if c.is_some_and(|c| c != cluster) {
         return None;

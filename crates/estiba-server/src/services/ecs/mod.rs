@@ -16,6 +16,7 @@ use crate::keys;
 use crate::view::{Doc, State};
 use crate::Server;
 
+mod agent;
 mod capacity;
 mod clusters;
 mod express;
@@ -165,6 +166,11 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         DescribeExpressGatewayService => express::describe,
         UpdateExpressGatewayService => express::update,
         DeleteExpressGatewayService => express::delete,
+        DiscoverPollEndpoint => agent::discover_poll_endpoint,
+        SubmitTaskStateChange => agent::submit_task_state_change,
+        SubmitContainerStateChange => agent::submit_container_state_change,
+        SubmitAttachmentStateChanges => agent::submit_attachment_state_changes,
+        UpdateContainerAgent => agent::update_container_agent,
         PutAccountSetting => settings::put_setting_for,
         PutAccountSettingDefault => settings::put_default,
         ListAccountSettings => settings::list,

@@ -481,7 +481,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
 }
 
 /// Resolves a task reference to its key, or `None` when it names another cluster.
-fn task_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
+pub(super) fn task_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
     let (c, id) = arn::member_id("task", id)?;
     if c.is_some_and(|c| c != cluster) {
         return None;
@@ -490,7 +490,7 @@ fn task_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> {
 }
 
 /// The cluster a request means: the `cluster` parameter, else the one in a task ARN.
-fn cluster_param(cluster: Option<&str>, task_ref: &str) -> Option<String> {
+pub(super) fn cluster_param(cluster: Option<&str>, task_ref: &str) -> Option<String> {
     match cluster {
         Some(c) => Some(c.to_owned()),
         None => arn::member_id("task", task_ref).and_then(|(c, _)| c.map(str::to_owned)),
