@@ -119,13 +119,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
             let records: Vec<&ServiceDeployment> = record_docs.iter().map(|r| &r.value).collect();
-            let cx = Ctx {
-                scope: scope.clone(),
-                now,
-                node: server.local_node.clone(),
-                node_lease: server.config.node_lease.as_secs_f64(),
-                vpc_cidr: server.config.vpc_cidr,
-            };
+            let cx = Ctx::of(server, scope.clone(), now);
             let taskdef = |a: &str| crate::services::ecs::find_taskdef(st, &cx, a).map(|td| &td.value);
             let claimed = |t: &Task| is_claimed(st, &keys::task(&scope, &cluster, task::task_id(t)));
             let input = rollout::Input {
@@ -220,13 +214,7 @@ fn reconcile_task_sets(
     let decoded: Vec<_> = task_docs.iter().map(|t| t.task()).collect();
     let tasks: Vec<&Task> = decoded.iter().map(|t| t.as_ref()).collect();
     let set_docs: Vec<_> = State::range(&st.task_sets, &keys::task_sets_of(scope, cluster, name)).collect();
-    let cx = Ctx {
-        scope: scope.clone(),
-        now,
-        node: server.local_node.clone(),
-        node_lease: server.config.node_lease.as_secs_f64(),
-        vpc_cidr: server.config.vpc_cidr,
-    };
+    let cx = Ctx::of(server, scope.clone(), now);
     let draining = svc_rules::status(&d.value) == svc_rules::DRAINING;
     let lb = |t: &Task| crate::targets::lb_health(server, st, scope, cluster, &d.value, t);
     let grace = d.value.health_check_grace_period_seconds.unwrap_or(0) as f64;

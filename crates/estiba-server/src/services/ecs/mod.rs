@@ -65,6 +65,19 @@ pub struct Ctx {
     pub vpc_cidr: ipnet::Ipv4Net,
 }
 
+impl Ctx {
+    /// The context of a request or controller pass in `scope` at `now`, on `server`.
+    pub fn of(server: &Server, scope: Scope, now: f64) -> Ctx {
+        Ctx {
+            scope,
+            now,
+            node: server.local_node.clone(),
+            node_lease: server.config.node_lease.as_secs_f64(),
+            vpc_cidr: server.config.vpc_cidr,
+        }
+    }
+}
+
 /// The ECS service.
 pub struct Ecs;
 
@@ -81,13 +94,7 @@ impl Service for Ecs {
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx {
-                scope: call.scope,
-                now: call.now,
-                node: s.local_node.clone(),
-                node_lease: s.config.node_lease.as_secs_f64(),
-                vpc_cidr: s.config.vpc_cidr,
-            };
+            let cx = Ctx::of(s, call.scope, call.now);
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }

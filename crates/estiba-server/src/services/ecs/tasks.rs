@@ -184,19 +184,34 @@ pub(crate) fn write_tasks(
     tasks: &[Task],
     network: Option<&NetworkConfiguration>,
 ) {
+    for g in task_write_groups(st, cx, cluster, tasks, network) {
+        txn.compares.extend(g.compares);
+        txn.ops.extend(g.ops);
+    }
+}
+
+/// [`write_tasks`] as one group per task (its document, tags and claim), for callers that may
+/// split them over transactions; Fargate tasks are spread over the nodes across all groups.
+pub(crate) fn task_write_groups(
+    st: &State,
+    cx: &Ctx,
+    cluster: &str,
+    tasks: &[Task],
+    network: Option<&NetworkConfiguration>,
+) -> Vec<Txn> {
     let public_ip = network
         .and_then(|n| n.awsvpc_configuration.as_ref())
         .is_some_and(|v| v.assign_public_ip == Some(AssignPublicIp::Enabled));
     // Fargate tasks placed on each node by this call.
     let mut placed: HashMap<&str, usize> = HashMap::new();
+    let mut groups = Vec::with_capacity(tasks.len());
     for t in tasks {
         let key = keys::task(&cx.scope, cluster, task::task_id(t));
         let mut doc = t.clone();
         let tags = doc.tags.take().unwrap_or_default();
-        txn.compares.push(Compare::absent(&key));
-        txn.ops.push(put(&key, &doc));
+        let mut g = Txn::new().when(Compare::absent(&key)).then(put(&key, &doc));
         if !tags.is_empty() {
-            txn.ops.push(put_tags(&key, &tags));
+            g.ops.push(put_tags(&key, &tags));
         }
         let node = match &t.container_instance_arn {
             None if task::is_fargate(t) => fargate_node(st, cx, &mut placed),
@@ -207,12 +222,14 @@ pub(crate) fn write_tasks(
         };
         if let Some(node) = node {
             let claim = keys::claim(node, &cx.scope, cluster, task::task_id(t));
-            txn.ops.push(put(
+            g.ops.push(put(
                 claim,
                 &estiba_core::node::Claim { node: node.to_string(), public_ip, ..Default::default() },
             ));
         }
+        groups.push(g);
     }
+    groups
 }
 
 /// The nodes that take Fargate tasks and reported within the node lease.
@@ -326,15 +343,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &mut ids,
             )?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            let groups: Vec<Txn> = placed
-                .tasks
-                .iter()
-                .map(|t| {
-                    let mut g = Txn::new();
-                    write_tasks(&mut g, st, cx, &cluster, std::slice::from_ref(t), req.network_configuration.as_ref());
-                    g
-                })
-                .collect();
+            let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
             Ok((txn, (placed, first, rest)))
         })
@@ -463,15 +472,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
             let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
             let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            let groups: Vec<Txn> = placed
-                .tasks
-                .iter()
-                .map(|t| {
-                    let mut g = Txn::new();
-                    write_tasks(&mut g, st, cx, &cluster, std::slice::from_ref(t), req.network_configuration.as_ref());
-                    g
-                })
-                .collect();
+            let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
             Ok((txn, (placed, first, rest)))
         })
