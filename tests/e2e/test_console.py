@@ -146,7 +146,7 @@ def console(browser, shared):
 
 def test_the_shell_shows_region_account_and_navigation(console):
     console.open("/clusters")
-    expect(console.p.locator("#region")).to_have_text("us-east-1")
+    expect(console.field("Region")).to_have_value("us-east-1")
     expect(console.p.locator("#account")).to_have_text("000000000000")
     nav = console.p.get_by_role("navigation", name="Amazon Elastic Container Service")
     expect(nav.get_by_role("link", name="Clusters")).to_have_attribute("aria-current", "page")

@@ -112,10 +112,12 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             body::response(StatusCode::OK, Bytes::from(totals), "application/json")
         }
         (&Method::GET, "/") => crate::console::index(server, req.headers()),
-        (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => {
-            crate::console::asset(&p[crate::console::ASSET_PREFIX.len()..], req.headers())
-                .unwrap_or_else(|| not_found(&format!("No console file {path}")))
-        }
+        (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => crate::console::asset(
+            server.config.console_dir.as_deref(),
+            &p[crate::console::ASSET_PREFIX.len()..],
+            req.headers(),
+        )
+        .unwrap_or_else(|| not_found(&format!("No console file {path}"))),
         _ => not_found(&format!("No route for {path}")),
     };
     resp.headers_mut().insert("x-amzn-RequestId", HeaderValue::from_str(&request_id).unwrap());

@@ -358,6 +358,11 @@ struct ServerArgs {
     /// oldest events of the whole store go first, with a warning. Unbounded when not given.
     #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
     logs_disk_budget_mib: Option<u64>,
+    /// Serve the web console's files from this directory (a checkout's
+    /// `crates/estiba-server/console`) instead of the copies built into the binary, so a
+    /// change to them shows on reload without a rebuild. For working on the console.
+    #[arg(long, env = "ESTIBA_CONSOLE_DIR")]
+    console_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -520,6 +525,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         metrics_dir: matches!(args.store, StoreKind::Sqlite | StoreKind::Etcd)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("metrics")),
         metric_period: args.metric_period,
+        console_dir: args.console_dir.clone(),
         ..Config::default()
     };
     if args.metric_period < Duration::from_secs(1) {

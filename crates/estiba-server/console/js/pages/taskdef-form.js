@@ -9,7 +9,7 @@
 // was. Nothing here decides what is valid beyond Fargate's sizes: the API's error is shown.
 
 import { ecs, ecr, listAll } from "../api.js";
-import { h, seg, showError, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid } from "../ui.js";
+import { h, seg, showError, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid, tagsEditor } from "../ui.js";
 import { REGISTERABLE, register, page } from "./taskdef-editor.js";
 
 const range = (from, to, step) => Array.from({ length: (to - from) / step + 1 }, (_, i) => from + i * step);
@@ -136,11 +136,7 @@ export async function render({ family, revision }) {
   };
   for (const def of base.containerDefinitions || [{}]) addContainer(def);
 
-  const tags = rowsEditor(
-    [["Key", (v) => textInput(v)], ["Value", (v) => textInput(v)]],
-    "Add tag",
-    baseTags.map((t) => [t.key, t.value]),
-  );
+  const tags = tagsEditor(baseTags);
 
   // Storage: ephemeral storage (Fargate, 21-200 GiB) and bind mount volumes.
   const ephemeral = numberInput(base.ephemeralStorage?.sizeInGiB, { min: "21", max: "200", placeholder: "21" });
@@ -186,7 +182,7 @@ export async function render({ family, revision }) {
       else delete req[k];
     }
     req.containerDefinitions = containers.map((c) => c.read());
-    const t = tags.values().filter(([k, v]) => k || v).map(([key, value]) => ({ key, value }));
+    const t = tags.tags();
     if (t.length) req.tags = t;
     return req;
   }
