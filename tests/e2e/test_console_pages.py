@@ -87,9 +87,7 @@ def test_create_a_service_with_a_new_alb_discovery_and_autoscaling(console, shar
     scaling.get_by_label("Scale-out cooldown period").fill("60")
     scaling.get_by_label("Scale-in cooldown period").fill("120")
     console.shot("service-create-lb-discovery-scaling")
-    console.button("Create").click()
-    console.at(f"/clusters/{cluster}/services/{svc}")
-    console.wait_banner(f"Service {svc} has been created successfully.")
+    console.submit("Create", f"/clusters/{cluster}/services/{svc}", f"Service {svc} has been created successfully.")
 
     # Through boto3: the load balancer, its target group and listener, the Cloud Map service,
     # the ECS service naming them, and the scaling target and policy.
@@ -128,9 +126,7 @@ def test_create_a_service_with_a_new_alb_discovery_and_autoscaling(console, shar
     expect(console.p.locator("#metrics-panel figure[data-metric=RequestCount]")).to_have_count(1)
     expect(console.p.locator("#logs-panel")).to_contain_text("Live tail")
 
-    console.button("Delete service").click()
-    console.confirm()
-    console.at(f"/clusters/{cluster}/services")
+    console.delete("Delete service", f"/clusters/{cluster}/services")
 
 
 def test_existing_load_balancer_listener_and_a_new_target_group_by_rule(console, shared):
@@ -158,8 +154,7 @@ def test_existing_load_balancer_listener_and_a_new_target_group_by_rule(console,
     lb.get_by_label("Target group name").fill(tg_name)
     lb.get_by_label("Path pattern").fill("/api/*")
     lb.get_by_label("Evaluation order").fill("5")
-    console.button("Create").click()
-    console.at(f"/clusters/{cluster}/services/{svc}")
+    console.submit("Create", f"/clusters/{cluster}/services/{svc}")
 
     [tg] = elb.describe_target_groups(Names=[tg_name])["TargetGroups"]
     rules = elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]

@@ -135,6 +135,9 @@ async function route() {
 /** Renders the current route again (after an action changed what it shows). */
 export const refresh = route;
 
+/** The "Refresh" button of list and detail pages. */
+export const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
+
 window.addEventListener("hashchange", route);
 regionSwitcher();
 route();

@@ -51,6 +51,9 @@ export function details(pairs) {
   );
 }
 
+/** A panel: a heading over label/value pairs (the console's overview panels). */
+export const panel = (title, pairs) => h("div", { class: "panel" }, h("h2", {}, title), details(pairs));
+
 const banner = () => document.getElementById("banner");
 let flashed = null;
 

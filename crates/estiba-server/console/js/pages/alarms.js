@@ -2,10 +2,9 @@
 // an alarm's details and history (DescribeAlarmHistory).
 
 import { cloudwatch } from "../api.js";
-import { h, table, details, link, seg, status, crumbs, pageHead } from "../ui.js";
-import { refresh } from "../app.js";
+import { h, table, link, seg, status, crumbs, pageHead, panel } from "../ui.js";
+import { refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 const time = (t) => (t ? new Date(typeof t === "number" ? t * 1000 : t).toLocaleString() : "-");
 const dims = (a) => (a.Dimensions || []).map((d) => `${d.Name}=${d.Value}`).join(", ");
 const condition = (a) => `${a.MetricName} ${a.ComparisonOperator} ${a.Threshold} for ${a.EvaluationPeriods} datapoint(s) of ${a.Period} s (${a.Statistic || a.ExtendedStatistic || ""})`;
@@ -46,22 +45,17 @@ async function alarm(name) {
     {},
     crumbs([["/alarms", "Alarms"]], name),
     pageHead(name, undefined, refreshButton()),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Details"),
-      details([
-        ["ARN", a.AlarmArn],
-        ["State", status(a.StateValue)],
-        ["State reason", a.StateReason],
-        ["Namespace", a.Namespace],
-        ["Metric name", a.MetricName],
-        ["Dimensions", dims(a)],
-        ["Conditions", condition(a)],
-        ["Actions", (a.AlarmActions || []).join(", ")],
-        ["Actions enabled", String(a.ActionsEnabled)],
-      ]),
-    ),
+    panel("Details", [
+      ["ARN", a.AlarmArn],
+      ["State", status(a.StateValue)],
+      ["State reason", a.StateReason],
+      ["Namespace", a.Namespace],
+      ["Metric name", a.MetricName],
+      ["Dimensions", dims(a)],
+      ["Conditions", condition(a)],
+      ["Actions", (a.AlarmActions || []).join(", ")],
+      ["Actions enabled", String(a.ActionsEnabled)],
+    ]),
     table("History", ["Date", "Type", "Description"], history.map((i) => [time(i.Timestamp), i.HistoryItemType, i.HistorySummary]), "No history."),
   );
 }

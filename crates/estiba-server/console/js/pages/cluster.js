@@ -3,10 +3,9 @@
 // (for example a cluster that still has services) shown in the banner.
 
 import { ecs, listAll, describeAll } from "../api.js";
-import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
-import { go, refresh } from "../app.js";
+import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, panel } from "../ui.js";
+import { go, refresh, refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 
 const TABS = [
   ["services", "Services"],
@@ -48,23 +47,18 @@ export async function render({ cluster: name, tab = "services", query }) {
     {},
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/clusters" }, "Clusters"), ` › ${c.clusterName}`),
     h("div", { class: "page-head" }, h("h1", {}, c.clusterName), h("div", { class: "actions" }, refreshButton(), del)),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Cluster overview"),
-      details([
-        ["ARN", c.clusterArn],
-        ["Status", status(c.status)],
-        ["Services", String(c.activeServicesCount ?? 0)],
-        ["Tasks running", String(c.runningTasksCount ?? 0)],
-        ["Tasks pending", String(c.pendingTasksCount ?? 0)],
-        ["Container instances", String(c.registeredContainerInstancesCount ?? 0)],
-        ["Container Insights", insights],
-        ["Capacity providers", (c.capacityProviders || []).join(", ")],
-        ["Default capacity provider strategy", strategy],
-        ["Tags", (c.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
-      ]),
-    ),
+    panel("Cluster overview", [
+      ["ARN", c.clusterArn],
+      ["Status", status(c.status)],
+      ["Services", String(c.activeServicesCount ?? 0)],
+      ["Tasks running", String(c.runningTasksCount ?? 0)],
+      ["Tasks pending", String(c.pendingTasksCount ?? 0)],
+      ["Container instances", String(c.registeredContainerInstancesCount ?? 0)],
+      ["Container Insights", insights],
+      ["Capacity providers", (c.capacityProviders || []).join(", ")],
+      ["Default capacity provider strategy", strategy],
+      ["Tags", (c.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
+    ]),
     h(
       "nav",
       { class: "tabs", "aria-label": "Cluster tabs" },

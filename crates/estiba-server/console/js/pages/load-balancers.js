@@ -3,11 +3,10 @@
 // (DescribeTargetGroups) and their targets' health (DescribeTargetHealth).
 
 import { elbv2, elbv2All } from "../api.js";
-import { h, table, details, link, seg, status, crumbs, pageHead } from "../ui.js";
-import { refresh } from "../app.js";
+import { h, table, link, seg, status, crumbs, pageHead, panel } from "../ui.js";
+import { refreshButton } from "../app.js";
 import { targetHealthRows, targetHealthTable, targetGroupName } from "../watch.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 const list = (v) => (Array.isArray(v) ? v : []);
 const time = (iso) => (iso ? new Date(iso).toLocaleString() : "-");
 
@@ -66,22 +65,17 @@ async function loadBalancer(name) {
     {},
     crumbs([["/load-balancers", "Load balancers"]], name),
     pageHead(name, undefined, refreshButton()),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Details"),
-      details([
-        ["ARN", l.LoadBalancerArn],
-        ["DNS name", l.DNSName],
-        ["State", status(l.State?.Code)],
-        ["Type", l.Type],
-        ["Scheme", l.Scheme],
-        ["VPC", l.VpcId],
-        ["Security groups", list(l.SecurityGroups).join(", ")],
-        ["Subnets", list(l.AvailabilityZones).map((z) => `${z.SubnetId} (${z.ZoneName})`).join(", ")],
-        ["Created at", time(l.CreatedTime)],
-      ]),
-    ),
+    panel("Details", [
+      ["ARN", l.LoadBalancerArn],
+      ["DNS name", l.DNSName],
+      ["State", status(l.State?.Code)],
+      ["Type", l.Type],
+      ["Scheme", l.Scheme],
+      ["VPC", l.VpcId],
+      ["Security groups", list(l.SecurityGroups).join(", ")],
+      ["Subnets", list(l.AvailabilityZones).map((z) => `${z.SubnetId} (${z.ZoneName})`).join(", ")],
+      ["Created at", time(l.CreatedTime)],
+    ]),
     table(
       "Listeners",
       ["Protocol:Port", "Default action", "ARN"],

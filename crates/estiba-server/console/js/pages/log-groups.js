@@ -4,10 +4,9 @@
 // selectors) over an optional stream name prefix and time range.
 
 import { logs, listAll } from "../api.js";
-import { h, table, details, link, seg, labelled, textInput, select, onSubmit, crumbs, pageHead } from "../ui.js";
-import { refresh } from "../app.js";
+import { h, table, link, seg, labelled, textInput, select, onSubmit, crumbs, pageHead, panel } from "../ui.js";
+import { refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 const ms = (t) => (t ? new Date(t).toLocaleString() : "-");
 const bytes = (b) => (b === undefined ? "-" : b < 1024 ? `${b} B` : `${(b / 1024).toFixed(1)} KB`);
 
@@ -86,18 +85,13 @@ async function group(name, query) {
     {},
     crumbs([["/log-groups", "Log groups"]], name),
     pageHead(name, undefined, refreshButton()),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Log group details"),
-      details([
-        ["ARN", g.arn],
-        ["Retention", g.retentionInDays ? `${g.retentionInDays} days` : "Never expire"],
-        ["Stored bytes", bytes(g.storedBytes)],
-        ["Metric filters", String(g.metricFilterCount ?? 0)],
-        ["Creation time", ms(g.creationTime)],
-      ]),
-    ),
+    panel("Log group details", [
+      ["ARN", g.arn],
+      ["Retention", g.retentionInDays ? `${g.retentionInDays} days` : "Never expire"],
+      ["Stored bytes", bytes(g.storedBytes)],
+      ["Metric filters", String(g.metricFilterCount ?? 0)],
+      ["Creation time", ms(g.creationTime)],
+    ]),
     form,
     results,
     table(

@@ -3,10 +3,9 @@
 // (ListInstances) with their attributes.
 
 import { servicediscovery, listAll } from "../api.js";
-import { h, table, details, link, seg, crumbs, pageHead } from "../ui.js";
-import { refresh } from "../app.js";
+import { h, table, link, seg, crumbs, pageHead, panel } from "../ui.js";
+import { refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 const time = (t) => (t ? new Date(t * 1000).toLocaleString() : "-");
 
 export async function render({ id }) {
@@ -46,20 +45,15 @@ async function namespace(id) {
     {},
     crumbs([["/namespaces", "Namespaces"]], n.Name),
     pageHead(n.Name, undefined, refreshButton()),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Namespace details"),
-      details([
-        ["Namespace ID", n.Id],
-        ["ARN", n.Arn],
-        ["Type", n.Type],
-        ["Hosted zone", n.Properties?.DnsProperties?.HostedZoneId],
-        ["HTTP name", n.Properties?.HttpProperties?.HttpName],
-        ["Description", n.Description],
-        ["Created at", time(n.CreateDate)],
-      ]),
-    ),
+    panel("Namespace details", [
+      ["Namespace ID", n.Id],
+      ["ARN", n.Arn],
+      ["Type", n.Type],
+      ["Hosted zone", n.Properties?.DnsProperties?.HostedZoneId],
+      ["HTTP name", n.Properties?.HttpProperties?.HttpName],
+      ["Description", n.Description],
+      ["Created at", time(n.CreateDate)],
+    ]),
     table(
       "Services",
       ["Service name", "Service ID", "DNS records", "Instances", "Health check"],

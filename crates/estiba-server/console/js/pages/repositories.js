@@ -2,10 +2,9 @@
 // (DescribeImages) with their tags, digests, sizes and push times.
 
 import { ecr, listAll } from "../api.js";
-import { h, table, details, link, seg, time, crumbs, pageHead } from "../ui.js";
-import { refresh } from "../app.js";
+import { h, table, link, seg, time, crumbs, pageHead, panel } from "../ui.js";
+import { refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 const size = (b) => (b === undefined ? "-" : `${(b / 1048576).toFixed(2)} MB`);
 
 export async function render({ name }) {
@@ -41,18 +40,13 @@ async function repository(name) {
     {},
     crumbs([["/repositories", "Private repositories"]], name),
     pageHead(name, undefined, refreshButton()),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Repository overview"),
-      details([
-        ["ARN", r.repositoryArn],
-        ["URI", r.repositoryUri],
-        ["Registry ID", r.registryId],
-        ["Created at", time(r.createdAt)],
-        ["Tag immutability", r.imageTagMutability],
-      ]),
-    ),
+    panel("Repository overview", [
+      ["ARN", r.repositoryArn],
+      ["URI", r.repositoryUri],
+      ["Registry ID", r.registryId],
+      ["Created at", time(r.createdAt)],
+      ["Tag immutability", r.imageTagMutability],
+    ]),
     table(
       "Images",
       ["Image tags", "Image digest", "Image size", "Pushed at", "Media type"],

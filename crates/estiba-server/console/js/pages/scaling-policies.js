@@ -4,10 +4,9 @@
 // (DescribeScalingActivities).
 
 import { listAll } from "../api.js";
-import { h, table, details, link, seg, status, crumbs, pageHead } from "../ui.js";
-import { refresh } from "../app.js";
+import { h, table, link, seg, status, crumbs, pageHead, panel } from "../ui.js";
+import { refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 const time = (t) => (t ? new Date(t * 1000).toLocaleString() : "-");
 const NS = { ServiceNamespace: "ecs" };
 
@@ -66,20 +65,15 @@ async function policy(resource, name) {
     {},
     crumbs([["/scaling-policies", "Scaling policies"]], name),
     pageHead(name, undefined, refreshButton()),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Policy details"),
-      details([
-        ["ARN", p.PolicyARN],
-        ["Resource", p.ResourceId],
-        ["Scalable dimension", p.ScalableDimension],
-        ["Policy type", p.PolicyType],
-        ["Target tracking", describePolicy(p)],
-        ["Alarms", (p.Alarms || []).map((a) => a.AlarmName).join(", ")],
-        ["Created at", time(p.CreationTime)],
-      ]),
-    ),
+    panel("Policy details", [
+      ["ARN", p.PolicyARN],
+      ["Resource", p.ResourceId],
+      ["Scalable dimension", p.ScalableDimension],
+      ["Policy type", p.PolicyType],
+      ["Target tracking", describePolicy(p)],
+      ["Alarms", (p.Alarms || []).map((a) => a.AlarmName).join(", ")],
+      ["Created at", time(p.CreationTime)],
+    ]),
     table(
       "Scaling activities",
       ["Start time", "Status", "Description", "Cause"],

@@ -6,7 +6,7 @@
 // with force, as the console's "Force delete").
 
 import { ecs, listAll, describeAll } from "../api.js";
-import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, poll, crumbs } from "../ui.js";
+import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, poll, crumbs, panel } from "../ui.js";
 import { go } from "../app.js";
 import { logDestinations, logPanel, metricsPanel, serviceGraphs, lbDimension, targetHealthRows, targetHealthTable, targetGroupName } from "../watch.js";
 import { elbv2 } from "../api.js";
@@ -51,30 +51,25 @@ function live({ s, tasks, targets }) {
   return h(
     "div",
     {},
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Service overview"),
-      details([
-        ["ARN", s.serviceArn],
-        ["Status", status(s.status)],
-        ["Desired tasks", String(s.desiredCount ?? 0)],
-        ["Running tasks", String(s.runningCount ?? 0)],
-        ["Pending tasks", String(s.pendingCount ?? 0)],
-        ["Task definition", taskDefLink(s.taskDefinition)],
-        ["Compute", s.launchType || (s.capacityProviderStrategy || []).map((p) => `${p.capacityProvider} (base ${p.base ?? 0}, weight ${p.weight ?? 0})`).join(", ")],
-        ["Minimum healthy percent", String(dc.minimumHealthyPercent ?? "-")],
-        ["Maximum percent", String(dc.maximumPercent ?? "-")],
-        ["Deployment circuit breaker", cb.enable ? `On${cb.rollback ? ", rollback on failures" : ""}` : "Off"],
-        ["Subnets", (awsvpc?.subnets || []).join(", ")],
-        ["Security groups", (awsvpc?.securityGroups || []).join(", ")],
-        ["Public IP", awsvpc?.assignPublicIp],
-        ["Load balancers", (s.loadBalancers || []).map((l) => `${l.targetGroupArn ? targetGroupName(l.targetGroupArn) : l.loadBalancerName} → ${l.containerName}:${l.containerPort}`).join(", ")],
-        ["Service discovery", (s.serviceRegistries || []).map((r) => r.registryArn).join(", ")],
-        ["Created at", time(s.createdAt)],
-        ["Tags", (s.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
-      ]),
-    ),
+    panel("Service overview", [
+      ["ARN", s.serviceArn],
+      ["Status", status(s.status)],
+      ["Desired tasks", String(s.desiredCount ?? 0)],
+      ["Running tasks", String(s.runningCount ?? 0)],
+      ["Pending tasks", String(s.pendingCount ?? 0)],
+      ["Task definition", taskDefLink(s.taskDefinition)],
+      ["Compute", s.launchType || (s.capacityProviderStrategy || []).map((p) => `${p.capacityProvider} (base ${p.base ?? 0}, weight ${p.weight ?? 0})`).join(", ")],
+      ["Minimum healthy percent", String(dc.minimumHealthyPercent ?? "-")],
+      ["Maximum percent", String(dc.maximumPercent ?? "-")],
+      ["Deployment circuit breaker", cb.enable ? `On${cb.rollback ? ", rollback on failures" : ""}` : "Off"],
+      ["Subnets", (awsvpc?.subnets || []).join(", ")],
+      ["Security groups", (awsvpc?.securityGroups || []).join(", ")],
+      ["Public IP", awsvpc?.assignPublicIp],
+      ["Load balancers", (s.loadBalancers || []).map((l) => `${l.targetGroupArn ? targetGroupName(l.targetGroupArn) : l.loadBalancerName} → ${l.containerName}:${l.containerPort}`).join(", ")],
+      ["Service discovery", (s.serviceRegistries || []).map((r) => r.registryArn).join(", ")],
+      ["Created at", time(s.createdAt)],
+      ["Tags", (s.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
+    ]),
     table(
       "Deployments",
       ["Deployment", "Status", "Rollout state", "Task definition", "Desired", "Pending", "Running", "Failed", "Progress", "Updated at"],

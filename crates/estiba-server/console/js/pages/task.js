@@ -5,7 +5,7 @@
 // `<prefix>/<container>/<task id>`, tailed live by js/watch.js); and Stop (StopTask).
 
 import { ecs } from "../api.js";
-import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, poll, crumbs } from "../ui.js";
+import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, poll, crumbs, panel } from "../ui.js";
 import { refresh } from "../app.js";
 import { POLL_MS } from "./service.js";
 import { logDestinations, logPanel } from "../watch.js";
@@ -28,39 +28,29 @@ function live(t) {
   return h(
     "div",
     {},
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Task overview"),
-      details([
-        ["ARN", t.taskArn],
-        ["Last status", status(t.lastStatus)],
-        ["Desired status", t.desiredStatus],
-        ["Health status", t.healthStatus],
-        ["Task definition", link(`/task-definitions/${seg(family)}/${seg(revision)}`, `${family}:${revision}`)],
-        ["Group", t.group],
-        ["Launch type", t.launchType],
-        ["Capacity provider", t.capacityProviderName],
-        ["Created at", time(t.createdAt)],
-        ["Started at", time(t.startedAt)],
-        ["Stopped at", time(t.stoppedAt)],
-        ["Stop code", t.stopCode],
-        ["Stopped reason", t.stoppedReason],
-        ["Tags", (t.tags || []).map((x) => `${x.key}=${x.value}`).join(", ")],
-      ]),
-    ),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Network"),
-      details([
-        ["Network mode", eni ? "awsvpc" : "-"],
-        ["ENI ID", detail(eni, "networkInterfaceId")],
-        ["Subnet ID", detail(eni, "subnetId")],
-        ["Private IP", detail(eni, "privateIPv4Address")],
-        ["MAC address", detail(eni, "macAddress")],
-      ]),
-    ),
+    panel("Task overview", [
+      ["ARN", t.taskArn],
+      ["Last status", status(t.lastStatus)],
+      ["Desired status", t.desiredStatus],
+      ["Health status", t.healthStatus],
+      ["Task definition", link(`/task-definitions/${seg(family)}/${seg(revision)}`, `${family}:${revision}`)],
+      ["Group", t.group],
+      ["Launch type", t.launchType],
+      ["Capacity provider", t.capacityProviderName],
+      ["Created at", time(t.createdAt)],
+      ["Started at", time(t.startedAt)],
+      ["Stopped at", time(t.stoppedAt)],
+      ["Stop code", t.stopCode],
+      ["Stopped reason", t.stoppedReason],
+      ["Tags", (t.tags || []).map((x) => `${x.key}=${x.value}`).join(", ")],
+    ]),
+    panel("Network", [
+      ["Network mode", eni ? "awsvpc" : "-"],
+      ["ENI ID", detail(eni, "networkInterfaceId")],
+      ["Subnet ID", detail(eni, "subnetId")],
+      ["Private IP", detail(eni, "privateIPv4Address")],
+      ["MAC address", detail(eni, "macAddress")],
+    ]),
     table(
       "Containers",
       ["Container name", "Image", "Last status", "Exit code", "Reason", "Health status", "Network bindings"],

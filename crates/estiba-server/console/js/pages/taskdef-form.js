@@ -8,7 +8,7 @@
 // revision, and what the form does not show (volumes, other container settings) is kept as it
 // was. Nothing here decides what is valid beyond Fargate's sizes: the API's error is shown.
 
-import { ecs, ecr, listAll } from "../api.js";
+import { ecs, ecr, listAll, region as currentRegion } from "../api.js";
 import { h, seg, showError, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid, tagsEditor } from "../ui.js";
 import { REGISTERABLE, register, page } from "./taskdef-editor.js";
 
@@ -65,7 +65,8 @@ export async function render({ family, revision }) {
     baseTags = out.tags || [];
     title = `Create new revision of ${family}`;
   }
-  const region = document.body.dataset.region || "us-east-1";
+  // The region the console's calls are scoped to (the header's switcher).
+  const region = currentRegion();
   // The ECR repositories, asked for once when a picker is first used.
   let repos;
   const repositories = () => (repos ??= listAll("ecr", "DescribeRepositories", { maxResults: 100 }, "repositories"));
