@@ -380,3 +380,25 @@ def test_the_region_switcher_scopes_every_call(console, shared):
     console.field("Region").select_option("us-east-1")
     console.at("/clusters")
     assert name not in [r[0] for r in console.table("Clusters")]
+
+
+def test_the_tasks_tab_pages_a_large_cluster(console, shared):
+    ecs = shared.client()
+    cluster, family = unique("big"), unique("web")
+    ecs.create_cluster(clusterName=cluster)
+    register_fargate(ecs, family)
+    for _ in range(11):
+        ecs.run_task(cluster=cluster, taskDefinition=family, count=10, launchType="FARGATE",
+                     networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}})
+    first = ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING", maxResults=100)
+    assert len(first["taskArns"]) == 100 and first.get("nextToken")
+    rest = ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING", maxResults=100, nextToken=first["nextToken"])["taskArns"]
+    console.open(f"/clusters/{cluster}/tasks")
+    rows = console.table("Tasks")
+    assert sorted(r[0] for r in rows) == sorted(a.split("/")[-1] for a in first["taskArns"])
+    expect(console.link("First page")).to_have_count(0)
+    console.link("Next page").click()
+    wait_until(lambda: sorted(r[0] for r in console.table("Tasks")) == sorted(a.split("/")[-1] for a in rest), what="the second page")
+    expect(console.link("Next page")).to_have_count(0)
+    console.link("First page").click()
+    wait_until(lambda: len(console.table("Tasks")) == 100, what="the first page again")

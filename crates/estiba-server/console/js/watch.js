@@ -105,7 +105,9 @@ export function lineGraph(title, unit, points, width = 360, height = 140) {
   const ts = points.map((p) => p[0]);
   const t0 = Math.min(...ts);
   const t1 = Math.max(...ts, t0 + 1);
-  const top = Math.max(unit === "Percent" ? 100 : 1, ...points.map((p) => p[1])) * (unit === "Percent" ? 1 : 1.1);
+  // The y axis fits the data (a 5 % line is not drawn flat against 100 %), percentages up to 100.
+  const most = Math.max(...points.map((p) => p[1]));
+  const top = unit === "Percent" ? Math.min(100, Math.max(1, most * 1.25)) : Math.max(1, most * 1.1);
   const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * w;
   const y = (v) => pad.t + hh - (v / top) * hh;
   const d = points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");

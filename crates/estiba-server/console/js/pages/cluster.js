@@ -107,8 +107,18 @@ function taskDefLink(arn) {
 
 async function tasks(c, query) {
   const desired = query.get("desiredStatus") || "RUNNING";
-  const arns = await listAll("ecs", "ListTasks", { cluster: c.clusterArn, desiredStatus: desired, maxResults: 100 }, "taskArns");
-  const { items } = await describeAll("ecs", "DescribeTasks", { cluster: c.clusterArn }, "tasks", arns, "tasks", 100);
+  // One page of 100 tasks at a time, as the ECS console pages its task list: a cluster of
+  // thousands of tasks loads as fast as one of a hundred.
+  const token = query.get("nextToken");
+  const page = await ecs("ListTasks", { cluster: c.clusterArn, desiredStatus: desired, maxResults: 100, ...(token ? { nextToken: token } : {}) });
+  const { items } = await describeAll("ecs", "DescribeTasks", { cluster: c.clusterArn }, "tasks", page.taskArns || [], "tasks", 100);
+  const here = `/clusters/${seg(c.clusterName)}/tasks?desiredStatus=${desired}`;
+  const pager = h(
+    "nav",
+    { class: "filters pager", "aria-label": "Task pages" },
+    token ? h("a", { href: `#${here}` }, "First page") : null,
+    page.nextToken ? h("a", { href: `#${here}&nextToken=${encodeURIComponent(page.nextToken)}` }, "Next page") : null,
+  );
   items.sort((a, b) => (b.createdAt || 0) - (a.createdAt || 0));
   const filter = h(
     "select",
@@ -143,6 +153,7 @@ async function tasks(c, query) {
       ]),
       desired === "RUNNING" ? "No running tasks." : "No stopped tasks.",
     ),
+    pager,
   );
 }
 
