@@ -1,6 +1,6 @@
 // A task: its overview (status, task definition, compute, timings, stop code and reason), its
 // network (the ENI's addresses) and its containers (status, exit code, reason, health, network
-// bindings), kept live by asking DescribeTasks again every second while the page is open and
+// bindings), kept live by asking DescribeTasks again every 750 ms (service.js POLL_MS) while the page is open and
 // the task not yet STOPPED; its containers' logs (the awslogs streams
 // `<prefix>/<container>/<task id>`, tailed live by js/watch.js); and Stop (StopTask).
 
