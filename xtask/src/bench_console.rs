@@ -204,21 +204,23 @@ fn measure(root: &Path, work: &Path, tasks: usize, rounds: usize) -> Result<Stri
             bail!("RunTask started fewer than 10 tasks: {out}");
         }
     }
-    let task_id = {
-        let arns = list_all(
+    // Every task of the service, and every RUNNING-desired task of the cluster (ListTasks pages).
+    let service_tasks = || {
+        list_all(port, "ListTasks", json!({"cluster": cluster, "serviceName": "web", "maxResults": 100}), "taskArns")
+    };
+    let running_tasks = || {
+        list_all(
             port,
             "ListTasks",
-            json!({"cluster": cluster, "serviceName": "web", "maxResults": 100}),
+            json!({"cluster": cluster, "desiredStatus": "RUNNING", "maxResults": 100}),
             "taskArns",
-        )?;
+        )
+    };
+    let task_id = {
+        let arns = service_tasks()?;
         arns.first().context("the service has no task")?.rsplit('/').next().unwrap_or_default().to_owned()
     };
-    let listed = list_all(
-        port,
-        "ListTasks",
-        json!({"cluster": cluster, "desiredStatus": "RUNNING", "maxResults": 100}),
-        "taskArns",
-    )?;
+    let listed = running_tasks()?;
     eprintln!("{} tasks listed in {cluster}", listed.len());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
 
@@ -261,30 +263,20 @@ fn measure(root: &Path, work: &Path, tasks: usize, rounds: usize) -> Result<Stri
     };
     let cluster_every_task = || -> Result<()> {
         describe_cluster()?;
-        let arns = list_all(
-            port,
-            "ListTasks",
-            json!({"cluster": cluster, "desiredStatus": "RUNNING", "maxResults": 100}),
-            "taskArns",
-        )?;
+        let arns = running_tasks()?;
         let n = describe_all(port, "DescribeTasks", json!({"cluster": cluster}), "tasks", &arns, 100)?;
         if n < tasks {
             bail!("described {n} tasks");
         }
         Ok(())
     };
-    // The service view's 1-second poll: DescribeServices, ListTasks, DescribeTasks.
+    // The service view's poll: DescribeServices, ListTasks, DescribeTasks.
     let service_poll = || -> Result<()> {
         call(
             port,
             &Call::Ecs("DescribeServices", json!({"cluster": cluster, "services": ["web"], "include": ["TAGS"]})),
         )?;
-        let arns = list_all(
-            port,
-            "ListTasks",
-            json!({"cluster": cluster, "serviceName": "web", "maxResults": 100}),
-            "taskArns",
-        )?;
+        let arns = service_tasks()?;
         describe_all(port, "DescribeTasks", json!({"cluster": cluster}), "tasks", &arns, 100)?;
         Ok(())
     };
