@@ -5,6 +5,7 @@ Every test talks to a real `estiba server` process (the binary from ESTIBA_BIN, 
 `awscli` when installed, else whatever `aws` is on PATH).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -204,6 +205,36 @@ def shared():
     yield e
     e.stop()
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Debian's docker-registry on loopback, for a module whose tests run containers."""
+    import images as img
+
+    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def busybox(registry):
+    """A busybox image in the module's `registry`: its reference (`host:port/busybox:latest`)."""
+    import images as img
+
+    return img.busybox_image(registry.client, "busybox", "latest")
+
+
+@contextlib.contextmanager
+def running_node(tmp_path_factory, *extra_args, name="node"):
+    """A server that runs tasks, for a module's tests; on the way out every service is
+    deleted and every task stopped (containers outlive the server), then it stops."""
+    e = Estiba(str(tmp_path_factory.mktemp(name)), extra_args=list(extra_args), node=True).start()
+    try:
+        yield e
+    finally:
+        e.drain()
+        e.stop()
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-import images as img
-from conftest import BIN, Estiba, error_code, error_message, free_port, isolated, unique, wait_until
+from conftest import BIN, Estiba, error_code, error_message, isolated, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -23,18 +22,6 @@ NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
 
 MISSING_GROUP = ("ResourceInitializationError: failed to validate logger args: create stream has been retried 1 times: "
                  "failed to create Cloudwatch log stream: ResourceNotFoundException: The specified log group does not exist. : exit status 1")
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def busybox(registry):
-    return img.busybox_image(registry.client, "busybox", "latest")
 
 
 @pytest.fixture(scope="module")

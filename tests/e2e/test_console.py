@@ -127,6 +127,28 @@ class Console:
         dialog.get_by_label(f'To confirm, type "{word}" in the field.').fill(word)
         dialog.locator("button[type=submit]").click()
 
+    def submit(self, button, route=None, banner=None):
+        """Clicks a form's `button`; waits until `route` has rendered and `banner` shows (the
+        banner's text is returned)."""
+        self.button(button).click()
+        if route:
+            self.at(route)
+        return self.wait_banner(banner) if banner else None
+
+    def delete(self, button, route=None, word="delete"):
+        """Clicks `button`, confirms the dialog by typing `word`, waits for `route`."""
+        self.button(button).click()
+        self.confirm(word)
+        if route:
+            self.at(route)
+
+    def add_tag(self, key, value, group="Tags"):
+        """Adds a row to a form's tags editor."""
+        tags = self.p.get_by_role("group", name=group, exact=True)
+        tags.get_by_role("button", name="Add tag").click()
+        tags.get_by_label("Key").last.fill(key)
+        tags.get_by_label("Value").last.fill(value)
+
     def shot(self, name):
         out = os.environ.get("ESTIBA_ARTIFACTS")
         if out:
@@ -146,7 +168,7 @@ def console(browser, shared):
 
 def test_the_shell_shows_region_account_and_navigation(console):
     console.open("/clusters")
-    expect(console.p.locator("#region")).to_have_text("us-east-1")
+    expect(console.field("Region")).to_have_value("us-east-1")
     expect(console.p.locator("#account")).to_have_text("000000000000")
     nav = console.p.get_by_role("navigation", name="Amazon Elastic Container Service")
     expect(nav.get_by_role("link", name="Clusters")).to_have_attribute("aria-current", "page")
@@ -192,9 +214,7 @@ def test_create_a_cluster_from_the_form(console, shared):
     console.field("Capacity provider").select_option(label="FARGATE_SPOT")
     console.field("Base").fill("1")
     console.field("Weight").fill("2")
-    console.button("Add tag").click()
-    console.field("Key").fill("team")
-    console.field("Value").fill("web")
+    console.add_tag("team", "web")
     console.shot("cluster-create")
     console.button("Create").click()
 
@@ -310,17 +330,14 @@ def test_delete_a_cluster_shows_the_apis_refusal_then_deletes(console, shared):
     code, message = e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
 
     console.open(f"/clusters/{name}")
-    console.button("Delete cluster").click()
-    console.confirm()
+    console.delete("Delete cluster")
     text = console.wait_banner(code, message)
     assert f"Could not delete cluster {name}" in text
     assert ecs.describe_clusters(clusters=[name])["clusters"][0]["status"] == "ACTIVE"
     console.shot("cluster-delete-refused")
 
     ecs.delete_service(cluster=name, service=svc, force=True)
-    console.button("Delete cluster").click()
-    console.confirm()
-    console.at("/clusters")
+    console.delete("Delete cluster", "/clusters")
     assert f"Cluster {name} has been deleted." in console.wait_banner(name)
     assert ecs.describe_clusters(clusters=[name])["clusters"][0]["status"] == "INACTIVE"
 
@@ -362,8 +379,7 @@ def test_register_revise_deregister_and_delete_a_task_definition(console, shared
     console.link("Create new task definition with JSON").click()
     console.at("/task-definitions/create-json")
     set_editor(console, json.dumps(td))
-    console.button("Create").click()
-    console.at(f"/task-definitions/{family}/1")
+    console.submit("Create", f"/task-definitions/{family}/1")
     assert f"Task definition {family}:1 has been created successfully." in console.wait_banner(family)
     got = ecs.describe_task_definition(taskDefinition=f"{family}:1", include=["TAGS"])
     assert got["taskDefinition"]["containerDefinitions"][0]["image"] == "busybox:latest"
@@ -378,8 +394,7 @@ def test_register_revise_deregister_and_delete_a_task_definition(console, shared
     assert "revision" not in start and "taskDefinitionArn" not in start and start["tags"] == td["tags"]
     start["containerDefinitions"][0]["image"] = "busybox:1.36"
     set_editor(console, json.dumps(start))
-    console.button("Create").click()
-    console.at(f"/task-definitions/{family}/2")
+    console.submit("Create", f"/task-definitions/{family}/2")
     assert ecs.describe_task_definition(taskDefinition=f"{family}:2")["taskDefinition"]["containerDefinitions"][0]["image"] == "busybox:1.36"
 
     console.open(f"/task-definitions/{family}")
@@ -393,9 +408,7 @@ def test_register_revise_deregister_and_delete_a_task_definition(console, shared
     console.wait_banner("has been deregistered")
     expect(console.button("Delete")).to_be_visible()
     assert ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]["status"] == "INACTIVE"
-    console.button("Delete").click()
-    console.confirm()
-    console.at(f"/task-definitions/{family}")
+    console.delete("Delete", f"/task-definitions/{family}")
     assert ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]["status"] == "DELETE_IN_PROGRESS"
     assert [r[0] for r in console.table("Revisions")] == [f"{family}:2"]
     ecs.deregister_task_definition(taskDefinition=f"{family}:2")
@@ -514,14 +527,9 @@ def test_create_a_task_definition_from_the_form(console, shared):
     storage.get_by_role("button", name="Add volume").click()
     storage.get_by_label("Volume name").fill("data")
 
-    tags = console.p.get_by_role("group", name="Tags")
-    tags.get_by_role("button", name="Add tag").click()
-    tags.get_by_label("Key").fill("team")
-    tags.get_by_label("Value").fill("web")
+    console.add_tag("team", "web")
     console.shot("taskdef-form")
-    console.button("Create").click()
-    console.at(f"/task-definitions/{family}/1")
-    console.wait_banner(f"Task definition {family}:1 has been created successfully.")
+    console.submit("Create", f"/task-definitions/{family}/1", f"Task definition {family}:1 has been created successfully.")
 
     got = ecs.describe_task_definition(taskDefinition=f"{family}:1", include=["TAGS"])
     td = got["taskDefinition"]
@@ -559,8 +567,7 @@ def test_create_a_task_definition_from_the_form(console, shared):
     expect(web.get_by_label("Name", exact=True)).to_have_value("web")
     expect(web.get_by_role("group", name="Docker configuration").get_by_label("Command")).to_have_value("httpd -f -p 8080")
     web.get_by_label("Image URI").fill(f"{repo['repositoryUri']}:v8")
-    console.button("Create").click()
-    console.at(f"/task-definitions/{family}/2")
+    console.submit("Create", f"/task-definitions/{family}/2")
     td2 = ecs.describe_task_definition(taskDefinition=f"{family}:2", include=["TAGS"])
     assert td2["taskDefinition"]["containerDefinitions"][0]["image"] == f"{repo['repositoryUri']}:v8"
     # Everything else is as it was.
@@ -606,14 +613,9 @@ def test_create_update_and_delete_a_service_from_the_forms(console, shared):
     console.p.get_by_role("group", name="Subnets").get_by_label(re.compile("^" + re.escape(subnets[0]))).uncheck()
     expect(console.p.get_by_role("group", name="Security group").get_by_label(re.compile("^" + re.escape(sg)))).to_be_checked()
     console.field("Public IP").uncheck()
-    tags = console.p.get_by_role("group", name="Tags")
-    tags.get_by_role("button", name="Add tag").click()
-    tags.get_by_label("Key").fill("team")
-    tags.get_by_label("Value").fill("web")
+    console.add_tag("team", "web")
     console.shot("service-create")
-    console.button("Create").click()
-    console.at(f"/clusters/{name}/services/{svc}")
-    console.wait_banner(f"Service {svc} has been created successfully.")
+    console.submit("Create", f"/clusters/{name}/services/{svc}", f"Service {svc} has been created successfully.")
 
     s = ecs.describe_services(cluster=name, services=[svc], include=["TAGS"])["services"][0]
     assert s["launchType"] == "FARGATE" and s["taskDefinition"].endswith(f"/{family}:1") and s["desiredCount"] == 2
@@ -645,9 +647,7 @@ def test_create_update_and_delete_a_service_from_the_forms(console, shared):
     expect(console.field("Desired tasks")).to_have_value("3")
     console.field("Revision").select_option(f"{family}:2")
     console.field("Desired tasks").fill("1")
-    console.button("Update").click()
-    console.at(f"/clusters/{name}/services/{svc}")
-    console.wait_banner(f"Service {svc} has been updated.")
+    console.submit("Update", f"/clusters/{name}/services/{svc}", f"Service {svc} has been updated.")
     s = ecs.describe_services(cluster=name, services=[svc])["services"][0]
     assert s["taskDefinition"].endswith(f"/{family}:2") and s["desiredCount"] == 1
     primary = [d for d in s["deployments"] if d["status"] == "PRIMARY"][0]
@@ -658,15 +658,12 @@ def test_create_update_and_delete_a_service_from_the_forms(console, shared):
     console.link("Update service").click()
     console.at(f"/clusters/{name}/services/{svc}/update")
     console.field("Force new deployment").check()
-    console.button("Update").click()
-    console.at(f"/clusters/{name}/services/{svc}")
+    console.submit("Update", f"/clusters/{name}/services/{svc}")
     s = ecs.describe_services(cluster=name, services=[svc])["services"][0]
     forced = [d for d in s["deployments"] if d["status"] == "PRIMARY"][0]
     assert forced["id"] != primary["id"] and forced["taskDefinition"] == primary["taskDefinition"] and s["desiredCount"] == 1
 
-    console.button("Delete service").click()
-    console.confirm()
-    console.at(f"/clusters/{name}/services")
+    console.delete("Delete service", f"/clusters/{name}/services")
     console.wait_banner(f"Service {svc} has been deleted.")
     assert ecs.describe_services(cluster=name, services=[svc])["services"][0]["status"] in ("DRAINING", "INACTIVE")
     assert svc not in [r[0] for r in console.table("Services")]
@@ -711,9 +708,7 @@ def test_run_a_task_from_the_form(console, shared):
     console.field("Weight").fill("2")
     console.field("Family").select_option(family)
     console.field("Desired tasks").fill("2")
-    console.button("Run task").click()
-    console.at(f"/clusters/{name}/tasks")
-    console.wait_banner("2 task(s) started")
+    console.submit("Run task", f"/clusters/{name}/tasks", "2 task(s) started")
     arns = ecs.list_tasks(cluster=name)["taskArns"]
     assert len(arns) == 2
     tasks = ecs.describe_tasks(cluster=name, tasks=arns)["tasks"]
@@ -759,8 +754,7 @@ def test_deploy_a_revision_from_its_page(console, shared):
     console.p.get_by_role("radio", name="Launch type").check()
     console.field("Service name").fill("from-revision")
     console.field("Desired tasks").fill("0")
-    console.button("Create").click()
-    console.at(f"/clusters/{name}/services/from-revision")
+    console.submit("Create", f"/clusters/{name}/services/from-revision")
     s = ecs.describe_services(cluster=name, services=["from-revision"])["services"][0]
     assert s["taskDefinition"].endswith(f"/{family}:1") and s["desiredCount"] == 0
     ecs.delete_service(cluster=name, service="from-revision", force=True)

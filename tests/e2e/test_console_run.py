@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-import images as img
-from conftest import Estiba, free_port, isolated, unique, wait_until
+from conftest import isolated, running_node, unique, wait_until
 from test_console import HAVE_PLAYWRIGHT, CHROMIUM, Console, browser  # noqa: F401 (browser is a fixture)
 
 pytestmark = [
@@ -24,23 +23,15 @@ pytestmark = [
 
 # A container that runs until told to stop, and stops at once when told (no commas: the form's
 # Command field is comma-separated, as the ECS console's).
-SERVE = "sh, -c, trap 'exit 0' TERM; while :; do sleep 0.1; done"
-
-
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory):
-    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
-    yield img.busybox_image(r.client, "busybox", "latest")
-    r.stop()
+SERVE = "sh, -c, trap 'exit 0' TERM; echo serving on $HOSTNAME; while :; do sleep 0.1; done"
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    # Tasks without health checks count as healthy one second after they reach RUNNING.
-    e = Estiba(str(tmp_path_factory.mktemp("node")), extra_args=["--unchecked-task-healthy-after", "1s"], node=True).start()
-    yield e
-    e.drain()
-    e.stop()
+    # Tasks without health checks count as healthy one second after they reach RUNNING; a
+    # metric minute lasts 5 s and the node samples every second, so graphs fill quickly.
+    with running_node(tmp_path_factory, "--unchecked-task-healthy-after", "1s", "--metric-period", "5s", "--metrics-interval", "1s") as e:
+        yield e
 
 
 @pytest.fixture
@@ -59,13 +50,14 @@ def running(ecs, cluster, revision):
 
 
 def test_the_walkthrough_with_real_containers(console, node, busybox):
+    from playwright.sync_api import expect
+
     ecs = node.client()
     cluster, family = unique("walk"), unique("walk")
 
     console.open("/clusters/create")
     console.field("Cluster name").fill(cluster)
-    console.button("Create").click()
-    console.at(f"/clusters/{cluster}")
+    console.submit("Create", f"/clusters/{cluster}")
 
     console.open("/task-definitions/create")
     console.field("Task definition family").fill(family)
@@ -73,19 +65,17 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     app.get_by_label("Name", exact=True).fill("app")
     app.get_by_label("Image URI").fill(busybox)
     app.get_by_role("group", name="Docker configuration").get_by_label("Command").fill(SERVE)
-    app.get_by_label("Use log collection").uncheck()
-    console.button("Create").click()
-    console.at(f"/task-definitions/{family}/1")
+    expect(app.get_by_label("Use log collection")).to_be_checked()
+    console.submit("Create", f"/task-definitions/{family}/1")
     assert ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]["containerDefinitions"][0]["command"] == [
-        "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
+        "sh", "-c", "trap 'exit 0' TERM; echo serving on $HOSTNAME; while :; do sleep 0.1; done"]
 
     console.open(f"/clusters/{cluster}/services/create")
     console.p.get_by_role("radio", name="Launch type").check()
     console.field("Family").select_option(family)
     console.field("Service name").fill("web")
     console.field("Desired tasks").fill("2")
-    console.button("Create").click()
-    console.at(f"/clusters/{cluster}/services/web")
+    console.submit("Create", f"/clusters/{cluster}/services/web")
 
     # Both tasks RUNNING: the open view shows it within a couple of seconds of the API saying so.
     tasks = wait_until(lambda: running(ecs, cluster, 1), timeout=60, what="2 tasks RUNNING")
@@ -93,6 +83,17 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     rows = console.wait_table("Tasks", lambda rows: len(rows) == 2 and all(r[1] == "RUNNING" for r in rows), "2 RUNNING in the view", timeout=2.5)
     assert sorted(r[0] for r in rows) == sorted(t["taskArn"].split("/")[-1] for t in tasks)
     print(f"view showed RUNNING {time.monotonic() - seen:.2f}s after the API")
+    # Their logs, tailed live from CloudWatch Logs, and CPU and memory graphs from the node's
+    # samples (GetMetricData), both the same as boto3 reads.
+    logs = node.client("logs")
+    group = f"/ecs/{family}"
+    events = wait_until(lambda: len(e := logs.filter_log_events(logGroupName=group)["events"]) == 2 and e, timeout=20, what="both tasks' lines")
+    assert all(e["message"].startswith("serving on ") for e in events)
+    for e in events:
+        expect(console.p.locator("#log-lines")).to_contain_text(e["message"], timeout=5000)
+    cpu = console.p.locator("#metrics-panel figure[data-metric=CPUUtilization]")
+    expect(cpu.locator("svg circle.graph-dot").first).to_be_attached(timeout=45_000)
+    assert int(cpu.get_attribute("data-points")) >= 1
     console.shot("walkthrough-running")
 
     # A task's own view: its container RUNNING, its address.
@@ -104,6 +105,10 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     eni = {d["name"]: d["value"] for d in first["attachments"][0]["details"]}
     assert console.details("Network")["Private IP"] == eni["privateIPv4Address"]
     assert console.table("Containers")[0][:4] == ["app", busybox, "RUNNING", "-"]
+    # The task's own log stream only.
+    mine = [e["message"] for e in events if e["logStreamName"].endswith(f"/{tid}")]
+    expect(console.p.locator("#log-lines")).to_contain_text(mine[0])
+    assert len(console.p.locator("#log-lines .log-line").all()) == 1
     console.shot("walkthrough-task")
 
     # A new revision from the form, then the service updated to it from the form.
@@ -112,12 +117,10 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     envs.get_by_role("button", name="Add environment variable").click()
     envs.get_by_label("Key").fill("VERSION")
     envs.get_by_label("Value").fill("2")
-    console.button("Create").click()
-    console.at(f"/task-definitions/{family}/2")
+    console.submit("Create", f"/task-definitions/{family}/2")
     console.open(f"/clusters/{cluster}/services/web/update")
     console.field("Revision").select_option(f"{family}:2")
-    console.button("Update").click()
-    console.at(f"/clusters/{cluster}/services/web")
+    console.submit("Update", f"/clusters/{cluster}/services/web")
 
     # The deployment is watched to COMPLETED in the view.
     console.wait_table(
@@ -133,14 +136,10 @@ def test_the_walkthrough_with_real_containers(console, node, busybox):
     console.shot("walkthrough-deployed")
 
     # Everything deleted from the console.
-    console.button("Delete service").click()
-    console.confirm()
-    console.at(f"/clusters/{cluster}/services")
+    console.delete("Delete service", f"/clusters/{cluster}/services")
     wait_until(lambda: ecs.describe_services(cluster=cluster, services=["web"])["services"][0]["status"] == "INACTIVE", timeout=60, what="INACTIVE")
     console.open(f"/clusters/{cluster}")
-    console.button("Delete cluster").click()
-    console.confirm()
-    console.at("/clusters")
+    console.delete("Delete cluster", "/clusters")
     assert ecs.describe_clusters(clusters=[cluster])["clusters"][0]["status"] == "INACTIVE"
     for r in (1, 2):
         ecs.deregister_task_definition(taskDefinition=f"{family}:{r}")

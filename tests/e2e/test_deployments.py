@@ -13,8 +13,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-import images as img
-from conftest import Estiba, error_code, error_message, free_port, isolated, unique, wait_until
+from conftest import Estiba, error_code, error_message, isolated, running_node, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -27,19 +26,10 @@ SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
 
 
 @pytest.fixture(scope="module")
-def busybox(tmp_path_factory):
-    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
-    yield img.busybox_image(r.client, "busybox", "latest")
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory):
     # Tasks without health checks count as healthy one second after they reach RUNNING.
-    e = Estiba(str(tmp_path_factory.mktemp("node")), extra_args=["--unchecked-task-healthy-after", "1s"], node=True).start()
-    yield e
-    e.drain()
-    e.stop()
+    with running_node(tmp_path_factory, "--unchecked-task-healthy-after", "1s") as e:
+        yield e
 
 
 @pytest.fixture
@@ -368,10 +358,8 @@ def test_kill_9_mid_rollout_then_it_completes(tmp_path, busybox):
 def slow_node(tmp_path_factory):
     """A server where tasks without health checks count as healthy only after 10 s, so a
     rollout can begin before the first deployment's tasks count (issue 14.1 and 14.2)."""
-    e = Estiba(str(tmp_path_factory.mktemp("slow")), extra_args=["--unchecked-task-healthy-after", "10s"], node=True).start()
-    yield e
-    e.drain()
-    e.stop()
+    with running_node(tmp_path_factory, "--unchecked-task-healthy-after", "10s", name="slow") as e:
+        yield e
 
 
 def test_rollout_right_after_start_keeps_the_floor(slow_node, busybox):

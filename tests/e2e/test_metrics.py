@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 import images as img
-from conftest import Estiba, isolated, unique, wait_until
+from conftest import isolated, running_node, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -28,11 +28,8 @@ NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    e = Estiba(str(tmp_path_factory.mktemp("node")), node=True,
-               extra_args=["--metric-period", f"{PERIOD}s", "--metrics-interval", "1s"]).start()
-    yield e
-    e.drain()
-    e.stop()
+    with running_node(tmp_path_factory, "--metric-period", f"{PERIOD}s", "--metrics-interval", "1s") as e:
+        yield e
 
 
 @pytest.fixture(scope="module")

@@ -21,26 +21,12 @@ from botocore.exceptions import ClientError
 from conftest import BIN, Estiba, error_code, free_port, isolated, unique, wait_until
 
 
-
-
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
     pytest.mark.skipif(not isolated(), reason="container tests run inside a network namespace with no route out (use cargo xtask test)"),
 ]
 
 NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def busybox(registry):
-    return img.busybox_image(registry.client, "busybox", "latest")
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +370,6 @@ def test_hostile_layer_cannot_escape(node, ecs, registry):
     assert "the layer still works" in logs(node, arn)
     for suffix in ["-dotdot", "-symlink", "-up"]:
         assert not os.path.exists(marker + suffix), marker + suffix
-
 
 
 def test_logs_command(node, ecs, busybox):

@@ -15,8 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import images as img
-from conftest import Estiba, free_port, isolated, unique, wait_until
+from conftest import isolated, running_node, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -29,24 +28,11 @@ BURN = ["sh", "-c", "while :; do :; done"]
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = img.DockerRegistry(str(tmp_path_factory.mktemp("registry")), free_port())
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def busybox(registry):
-    return img.busybox_image(registry.client, "busybox", "latest")
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    e = Estiba(str(tmp_path_factory.mktemp("node")), ["--metric-period", f"{PERIOD}s"], node=True).start()
-    yield e
-    # Burners left by a failed test would outlive the server and slow every later test.
-    e.drain()
-    e.stop()
+    # Burners left by a failed test would outlive the server and slow every later test: the
+    # node drains them on the way out.
+    with running_node(tmp_path_factory, "--metric-period", f"{PERIOD}s") as e:
+        yield e
 
 
 def service(ecs, cluster, image, command, desired=1):

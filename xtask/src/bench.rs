@@ -23,8 +23,9 @@ const AUTH: &str =
     "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ecs/aws4_request, SignedHeaders=host;x-amz-date, Signature=0";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    // The peers and tools first (not again inside `bench run`'s namespace, which is offline).
-    if std::env::var_os(crate::bench_run::ISOLATED).is_none() {
+    // The peers and tools first (not again inside `bench run`'s namespace, which is offline;
+    // the console bench has no peers).
+    if std::env::var_os(crate::bench_run::ISOLATED).is_none() && args.first().map(String::as_str) != Some("console") {
         let st = Command::new(root.join("scripts/install-bench-deps.sh")).status()?;
         if !st.success() {
             bail!("scripts/install-bench-deps.sh failed");
@@ -42,8 +43,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("logs") => crate::bench_logs::run(root, &args[1..]),
         Some("metrics") => crate::bench_metrics::run(root, &args[1..]),
         Some("lb-service") => crate::bench_lb_service::run(root, &args[1..]),
+        Some("console") => crate::bench_console::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]"
         ),
     }
 }

@@ -2,11 +2,14 @@
 //! `src/`), embedded in the binary and served on the API listener (`GET /` and
 //! `GET /_estiba/console/<file>`) with their content types, an ETag and `Cache-Control:
 //! no-cache`, so a browser revalidates and gets `304 Not Modified` when nothing changed.
+//! With `--console-dir` the same files are read from that directory on each request instead
+//! (for working on the console without rebuilding).
 //!
 //! The console is a client of the public AWS APIs only: this module serves files and fills
 //! the page's account, region and API list in; it may not answer API calls, read the store or
 //! expose anything the APIs do not.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -28,6 +31,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/app.js", JS, include_bytes!("../console/js/app.js")),
     ("js/api.js", JS, include_bytes!("../console/js/api.js")),
     ("js/ui.js", JS, include_bytes!("../console/js/ui.js")),
+    ("js/watch.js", JS, include_bytes!("../console/js/watch.js")),
     ("js/pages/clusters.js", JS, include_bytes!("../console/js/pages/clusters.js")),
     ("js/pages/cluster-create.js", JS, include_bytes!("../console/js/pages/cluster-create.js")),
     ("js/pages/cluster.js", JS, include_bytes!("../console/js/pages/cluster.js")),
@@ -36,9 +40,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/pages/taskdef-editor.js", JS, include_bytes!("../console/js/pages/taskdef-editor.js")),
     ("js/pages/taskdef-form.js", JS, include_bytes!("../console/js/pages/taskdef-form.js")),
     ("js/pages/deploy-form.js", JS, include_bytes!("../console/js/pages/deploy-form.js")),
+    ("js/pages/deploy-options.js", JS, include_bytes!("../console/js/pages/deploy-options.js")),
     ("js/pages/service.js", JS, include_bytes!("../console/js/pages/service.js")),
     ("js/pages/service-update.js", JS, include_bytes!("../console/js/pages/service-update.js")),
     ("js/pages/task.js", JS, include_bytes!("../console/js/pages/task.js")),
+    ("js/pages/repositories.js", JS, include_bytes!("../console/js/pages/repositories.js")),
+    ("js/pages/load-balancers.js", JS, include_bytes!("../console/js/pages/load-balancers.js")),
+    ("js/pages/namespaces.js", JS, include_bytes!("../console/js/pages/namespaces.js")),
+    ("js/pages/log-groups.js", JS, include_bytes!("../console/js/pages/log-groups.js")),
+    ("js/pages/alarms.js", JS, include_bytes!("../console/js/pages/alarms.js")),
+    ("js/pages/scaling-policies.js", JS, include_bytes!("../console/js/pages/scaling-policies.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -49,27 +60,45 @@ const INDEX: &str = include_str!("../console/index.html");
 /// The console's page, `GET /`.
 pub fn index(server: &Server, headers: &HeaderMap) -> Response<Body> {
     // Rendered per request (a few KB): the account and region are this server's configuration.
-    let page = render(&server.config.account_id, &server.config.default_region);
+    let template = from_dir(server.config.console_dir.as_deref(), "index.html").and_then(|b| String::from_utf8(b).ok());
+    let page = render(template.as_deref().unwrap_or(INDEX), &server.config.account_id, &server.config.default_region);
     let etag = etag_of(page.as_bytes());
     serve(headers, Bytes::from(page), "text/html; charset=utf-8", &etag)
 }
 
 /// An asset, `GET /_estiba/console/<path>`; `None` when there is no such file.
-pub fn asset(path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
+pub fn asset(dir: Option<&Path>, path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
     static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
     let etags = ETAGS.get_or_init(|| ASSETS.iter().map(|(_, _, b)| etag_of(b)).collect());
     let i = ASSETS.iter().position(|(p, _, _)| *p == path)?;
     let (_, content_type, bytes) = ASSETS[i];
+    if let Some(b) = from_dir(dir, path) {
+        let etag = etag_of(&b);
+        return Some(serve(headers, Bytes::from(b), content_type, &etag));
+    }
     Some(serve(headers, Bytes::from_static(bytes), content_type, &etags[i]))
 }
 
-fn render(account: &str, region: &str) -> String {
+/// A file of `--console-dir`, when one is given and holds it (only names of [`ASSETS`] and
+/// `index.html` come here, never a path from the request as such).
+fn from_dir(dir: Option<&Path>, path: &str) -> Option<Vec<u8>> {
+    let dir = dir?;
+    match std::fs::read(dir.join(path)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(path, dir = %dir.display(), error = %e, "console file not in --console-dir; serving the built-in one");
+            None
+        }
+    }
+}
+
+fn render(template: &str, account: &str, region: &str) -> String {
     let mut apis = String::new();
     for s in crate::services::SERVICES {
         let m = s.model();
         apis.push_str(&format!("<li>{} (<code>{}</code>)</li>", escape(m.title), escape(m.signing_name)));
     }
-    INDEX.replace("{{account}}", &escape(account)).replace("{{region}}", &escape(region)).replace("{{apis}}", &apis)
+    template.replace("{{account}}", &escape(account)).replace("{{region}}", &escape(region)).replace("{{apis}}", &apis)
 }
 
 /// HTML-escapes text put into the page.
@@ -147,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_page_links_only_embedded_assets() {
-        let page = render("123456789012", "eu-west-1");
+        let page = render(INDEX, "123456789012", "eu-west-1");
         assert!(page.contains("123456789012") && page.contains("eu-west-1"));
         assert!(!page.contains("{{"), "every placeholder is filled in");
         for part in page.split(ASSET_PREFIX).skip(1) {
@@ -172,8 +201,8 @@ mod tests {
     #[test]
     fn unknown_assets_are_none() {
         let h = HeaderMap::new();
-        assert!(asset("js/nope.js", &h).is_none());
-        assert!(asset("../Cargo.toml", &h).is_none());
-        assert_eq!(asset("js/app.js", &h).unwrap().headers()["content-type"], JS);
+        assert!(asset(None, "js/nope.js", &h).is_none());
+        assert!(asset(None, "../Cargo.toml", &h).is_none());
+        assert_eq!(asset(None, "js/app.js", &h).unwrap().headers()["content-type"], JS);
     }
 }

@@ -122,10 +122,12 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> 
         }
         (_, p) if p.starts_with(crate::agent_api::PREFIX) => crate::agent_api::handle(server, req).await,
         (&Method::GET, "/") => crate::console::index(server, req.headers()),
-        (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => {
-            crate::console::asset(&p[crate::console::ASSET_PREFIX.len()..], req.headers())
-                .unwrap_or_else(|| not_found(&format!("No console file {path}")))
-        }
+        (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => crate::console::asset(
+            server.config.console_dir.as_deref(),
+            &p[crate::console::ASSET_PREFIX.len()..],
+            req.headers(),
+        )
+        .unwrap_or_else(|| not_found(&format!("No console file {path}"))),
         _ => not_found(&format!("No route for {path}")),
     };
     resp.headers_mut().insert("x-amzn-RequestId", HeaderValue::from_str(&request_id).unwrap());

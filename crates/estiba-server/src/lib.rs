@@ -101,6 +101,9 @@ pub struct Config {
     /// How long one AWS minute of metrics lasts (`--metric-period`, default 60 s): see
     /// [`estiba_core::metric_time`].
     pub metric_period: Duration,
+    /// Where the console's files are read from on each request instead of the embedded
+    /// copies (`--console-dir`, for working on the console); `None` serves the embedded ones.
+    pub console_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -126,6 +129,7 @@ impl Default for Config {
             logs_disk_budget: None,
             metrics_dir: None,
             metric_period: Duration::from_secs(60),
+            console_dir: None,
         }
     }
 }

@@ -362,6 +362,11 @@ struct ServerArgs {
     /// oldest events of the whole store go first, with a warning. Unbounded when not given.
     #[arg(long, env = "ESTIBA_LOGS_DISK_BUDGET_MIB")]
     logs_disk_budget_mib: Option<u64>,
+    /// Serve the web console's files from this directory (a checkout's
+    /// `crates/estiba-server/console`) instead of the copies built into the binary, so a
+    /// change to them shows on reload without a rebuild. For working on the console.
+    #[arg(long, env = "ESTIBA_CONSOLE_DIR")]
+    console_dir: Option<PathBuf>,
     /// Join tokens of `estiba agent`s (one per line, `#` comments), read again when the file
     /// changes: removing a line revokes that token [default: no agent may join].
     #[arg(long, env = "ESTIBA_JOIN_TOKENS")]
@@ -590,6 +595,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         metrics_dir: matches!(args.store, StoreKind::Sqlite | StoreKind::Etcd)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("metrics")),
         metric_period: args.metric_period,
+        console_dir: args.console_dir.clone(),
         ..Config::default()
     };
     if args.metric_period < Duration::from_secs(1) {

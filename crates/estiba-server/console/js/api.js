@@ -1,11 +1,41 @@
-// The console's one way to the server: AWS JSON calls (`POST /` with `X-Amz-Target`) and EC2's
-// Query calls (a form body, XML answers) to the same public APIs boto3 and the AWS CLI use. Nothing else in the console talks to the server,
-// so request signing (issue 21) is added here and nowhere else.
+// The console's one way to the server: AWS JSON calls (`POST /` with `X-Amz-Target`) and
+// Query calls (EC2's and ELBv2's: a form body, XML answers) to the same public APIs boto3 and
+// the AWS CLI use. Nothing else in the console talks to the server, so request signing (issue
+// 21) is added here and nowhere else.
+//
+// Regions: the server takes a request's region from its SigV4 credential scope, as AWS's
+// endpoints do. Every call carries an `Authorization` header naming the scope (account,
+// today's date, the region chosen in the header's switcher, the service's signing name) and
+// no signature, which this server does not check; with issue 21 this header becomes a real
+// signature over the same scope.
 
 const SERVICES = {
-  ecs: { target: "AmazonEC2ContainerServiceV20141113", json: "1.1" },
-  ecr: { target: "AmazonEC2ContainerRegistry_V20150921", json: "1.1" },
+  ecs: { target: "AmazonEC2ContainerServiceV20141113", json: "1.1", signing: "ecs" },
+  ecr: { target: "AmazonEC2ContainerRegistry_V20150921", json: "1.1", signing: "ecr" },
+  logs: { target: "Logs_20140328", json: "1.1", signing: "logs" },
+  servicediscovery: { target: "Route53AutoNaming_v20170314", json: "1.1", signing: "servicediscovery" },
+  autoscaling: { target: "AnyScaleFrontendService", json: "1.1", signing: "application-autoscaling" },
+  cloudwatch: { target: "GraniteServiceVersion20100801", json: "1.0", signing: "monitoring" },
 };
+
+const REGION_KEY = "estiba.region";
+
+/** The region requests are scoped to: the switcher's choice, else the server's default. */
+export function region() {
+  return localStorage.getItem(REGION_KEY) || document.body.dataset.region;
+}
+
+/** Chooses the region later requests are scoped to (kept across reloads). */
+export function setRegion(r) {
+  if (!r || r === document.body.dataset.region) localStorage.removeItem(REGION_KEY);
+  else localStorage.setItem(REGION_KEY, r);
+}
+
+/** The credential scope naming this console's account, region and `signing` service. */
+function scope(signing) {
+  const date = new Date().toISOString().slice(0, 10).replaceAll("-", "");
+  return `AWS4-HMAC-SHA256 Credential=${document.body.dataset.account}/${date}/${region()}/${signing}/aws4_request`;
+}
 
 /** An error the API answered: AWS's exception type and message. */
 export class ApiError extends Error {
@@ -28,6 +58,7 @@ export async function call(service, operation, input = {}) {
       headers: {
         "Content-Type": `application/x-amz-json-${s.json}`,
         "X-Amz-Target": `${s.target}.${operation}`,
+        Authorization: scope(s.signing),
       },
       body: JSON.stringify(input),
     });
@@ -55,15 +86,17 @@ export async function call(service, operation, input = {}) {
 /** ECS's operations. */
 export const ecs = (operation, input) => call("ecs", operation, input);
 
-/** Every page of a List* operation: the `key` arrays concatenated. */
+/** Every page of a List* operation: the `key` arrays concatenated. Follows `nextToken` or,
+ * in the APIs that capitalize it (Cloud Map, Application Auto Scaling, CloudWatch),
+ * `NextToken`. */
 export async function listAll(service, operation, input, key) {
   const out = [];
-  let nextToken;
+  let more = {};
   do {
-    const page = await call(service, operation, nextToken ? { ...input, nextToken } : input);
+    const page = await call(service, operation, { ...input, ...more });
     out.push(...(page[key] || []));
-    nextToken = page.nextToken;
-  } while (nextToken);
+    more = page.nextToken ? { nextToken: page.nextToken } : page.NextToken ? { NextToken: page.NextToken } : null;
+  } while (more);
   return out;
 }
 
@@ -83,18 +116,16 @@ export async function describeAll(service, operation, input, idsKey, ids, key, s
 /** ECR's operations. */
 export const ecr = (operation, input) => call("ecr", operation, input);
 
-const EC2_VERSION = "2016-11-15";
-
-/** An EC2 Query call (`Action=...` as a form body). `params` are already in Query form
- * (`SubnetId.1`, `Filter.1.Name`, ...). Resolves to the answer's XML document, rejects with
- * ApiError (EC2's `<Response><Errors>` code and message). */
-export async function ec2(operation, params = {}) {
-  const body = new URLSearchParams({ Action: operation, Version: EC2_VERSION, ...params });
+/** Posts a Query call (`Action=...&Version=...` as a form body) signed for `signing`;
+ * resolves to the answer's XML document, rejects with ApiError (the `<Error>`'s code and
+ * message, in EC2's `<Response><Errors>` or Query's `<ErrorResponse>`). */
+async function query(signing, version, operation, params) {
+  const body = new URLSearchParams({ Action: operation, Version: version, ...params });
   let resp;
   try {
     resp = await fetch("/", {
       method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8" },
+      headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8", Authorization: scope(signing) },
       body,
     });
   } catch (e) {
@@ -102,11 +133,15 @@ export async function ec2(operation, params = {}) {
   }
   const doc = new DOMParser().parseFromString(await resp.text(), "application/xml");
   if (!resp.ok) {
-    const code = doc.querySelector("Errors Error Code")?.textContent || `HTTP ${resp.status}`;
-    throw new ApiError(code, doc.querySelector("Errors Error Message")?.textContent || "", resp.status);
+    const code = doc.querySelector("Error Code")?.textContent || `HTTP ${resp.status}`;
+    throw new ApiError(code, doc.querySelector("Error Message")?.textContent || "", resp.status);
   }
   return doc;
 }
+
+/** An EC2 call. `params` are already in EC2's Query form (`SubnetId.1`, `Filter.1.Name`, ...).
+ * Resolves to the answer's XML document. */
+export const ec2 = (operation, params = {}) => query("ec2", "2016-11-15", operation, params);
 
 /** The items of an EC2 Describe* answer's `set` (`subnetSet`, ...), each an object of its
  * scalar members (`{subnetId: "subnet-1", vpcId: "vpc-1", ...}`). */
@@ -118,3 +153,58 @@ export async function ec2Items(operation, params, set) {
     .filter((item) => item.tagName === "item")
     .map((item) => Object.fromEntries([...item.children].filter((c) => c.children.length === 0).map((c) => [c.tagName, c.textContent])));
 }
+
+/** An input object in Query form: nested members joined with dots, lists as
+ * `Name.member.N` (`{Subnets: ["a"]}` → `Subnets.member.1=a`). */
+export function queryParams(input, prefix = "", out = {}) {
+  for (const [k, v] of Object.entries(input)) {
+    if (v === undefined || v === null) continue;
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (Array.isArray(v))
+      v.forEach((item, i) => (typeof item === "object" ? queryParams(item, `${key}.member.${i + 1}`, out) : (out[`${key}.member.${i + 1}`] = String(item))));
+    else if (typeof v === "object") queryParams(v, key, out);
+    else out[key] = String(v);
+  }
+  return out;
+}
+
+/** A Query answer's element as JSON: `<member>` children become arrays, leaves their text. */
+function xmlValue(el) {
+  const kids = [...el.children];
+  if (!kids.length) return el.textContent;
+  if (kids.every((c) => c.tagName === "member")) return kids.map(xmlValue);
+  return Object.fromEntries(kids.map((c) => [c.tagName, xmlValue(c)]));
+}
+
+/** Elastic Load Balancing (v2): an input object in, the `<Operation>Result` as JSON out
+ * (`{LoadBalancers: [{LoadBalancerArn: ...}]}`); numbers and booleans stay strings, as XML
+ * carries them. */
+export async function elbv2(operation, input = {}) {
+  const doc = await query("elasticloadbalancing", "2015-12-01", operation, queryParams(input));
+  const result = doc.getElementsByTagName(`${operation}Result`)[0];
+  return result ? xmlValue(result) : {};
+}
+
+/** Every page of an ELBv2 Describe* operation (`Marker` / `NextMarker`): the `key` lists. */
+export async function elbv2All(operation, input, key) {
+  const out = [];
+  let Marker;
+  do {
+    const page = await elbv2(operation, Marker ? { ...input, Marker } : input);
+    out.push(...(Array.isArray(page[key]) ? page[key] : []));
+    Marker = page.NextMarker;
+  } while (Marker);
+  return out;
+}
+
+/** CloudWatch Logs' operations. */
+export const logs = (operation, input) => call("logs", operation, input);
+
+/** Cloud Map's operations. */
+export const servicediscovery = (operation, input) => call("servicediscovery", operation, input);
+
+/** Application Auto Scaling's operations. */
+export const autoscaling = (operation, input) => call("autoscaling", operation, input);
+
+/** CloudWatch's operations (AWS JSON 1.0). */
+export const cloudwatch = (operation, input) => call("cloudwatch", operation, input);

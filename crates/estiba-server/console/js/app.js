@@ -1,7 +1,9 @@
 // The console's shell: hash routes (shareable links, no page reloads) to page modules, the
-// navigation's current section, and errors of a page's loading shown in the banner.
+// navigation's current section, the header's region switcher, and errors of a page's loading
+// shown in the banner.
 
 import { h, onNavigate, showError } from "./ui.js";
+import { region, setRegion } from "./api.js";
 import * as clusters from "./pages/clusters.js";
 import * as clusterCreate from "./pages/cluster-create.js";
 import * as cluster from "./pages/cluster.js";
@@ -13,6 +15,12 @@ import * as deployForm from "./pages/deploy-form.js";
 import * as service from "./pages/service.js";
 import * as serviceUpdate from "./pages/service-update.js";
 import * as task from "./pages/task.js";
+import * as repositories from "./pages/repositories.js";
+import * as loadBalancers from "./pages/load-balancers.js";
+import * as namespaces from "./pages/namespaces.js";
+import * as logGroups from "./pages/log-groups.js";
+import * as alarms from "./pages/alarms.js";
+import * as scalingPolicies from "./pages/scaling-policies.js";
 
 const createService = { render: (p) => deployForm.render({ ...p, kind: "service" }) };
 const runTask = { render: (p) => deployForm.render({ ...p, kind: "task" }) };
@@ -35,7 +43,39 @@ const ROUTES = [
   ["/task-definitions/:family/:revision", taskdef],
   ["/task-definitions/:family/:revision/revise", taskdefForm],
   ["/task-definitions/:family/:revision/revise-json", taskdefEditor],
+  ["/repositories", repositories],
+  ["/repositories/:name", repositories],
+  ["/load-balancers", loadBalancers],
+  ["/load-balancers/:name", loadBalancers],
+  ["/namespaces", namespaces],
+  ["/namespaces/:id", namespaces],
+  ["/log-groups", logGroups],
+  ["/log-groups/:name", logGroups],
+  ["/alarms", alarms],
+  ["/alarms/:name", alarms],
+  ["/scaling-policies", scalingPolicies],
+  ["/scaling-policies/:resource/:name", scalingPolicies],
 ];
+
+// Regions the switcher offers (AWS's commercial ones); the server's default is always there.
+const REGIONS = [
+  "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
+  "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "eu-south-1",
+  "ap-south-1", "ap-northeast-1", "ap-northeast-2", "ap-southeast-1", "ap-southeast-2",
+];
+
+function regionSwitcher() {
+  const sel = document.getElementById("region");
+  const all = [...new Set([sel.dataset.default, ...REGIONS])];
+  sel.replaceChildren(...all.map((r) => h("option", { value: r, selected: r === region() }, r)));
+  sel.addEventListener("change", () => {
+    setRegion(sel.value);
+    // Every page shows one region's resources: start again from the section's list.
+    const section = location.hash.replace(/^#/, "").split("?")[0].split("/")[1] || "clusters";
+    if (location.hash === `#/${section}`) route();
+    else go(`/${section}`);
+  });
+}
 
 function match(path) {
   const parts = path.split("/").filter(Boolean);
@@ -95,5 +135,9 @@ async function route() {
 /** Renders the current route again (after an action changed what it shows). */
 export const refresh = route;
 
+/** The "Refresh" button of list and detail pages. */
+export const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
+
 window.addEventListener("hashchange", route);
+regionSwitcher();
 route();

@@ -51,6 +51,9 @@ export function details(pairs) {
   );
 }
 
+/** A panel: a heading over label/value pairs (the console's overview panels). */
+export const panel = (title, pairs) => h("div", { class: "panel" }, h("h2", {}, title), details(pairs));
+
 const banner = () => document.getElementById("banner");
 let flashed = null;
 
@@ -239,3 +242,90 @@ export const numberInput = (value, attrs = {}) => h("input", { type: "number", v
 
 /** A select of `[value, text]` pairs. */
 export const select = (pairs, current, attrs = {}) => h("select", attrs, options(pairs, current));
+
+/** The tags editor every create form has (Key / Value rows); `.tags()` reads the rows that are
+ * not blank as the API's `[{key, value}]`. */
+export function tagsEditor(initial = []) {
+  const el = rowsEditor([["Key", (v) => textInput(v)], ["Value", (v) => textInput(v)]], "Add tag", initial.map((t) => [t.key, t.value]));
+  el.tags = () => el.values().filter(([k, v]) => k || v).map(([key, value]) => ({ key, value }));
+  return el;
+}
+
+/** Wires a form's submit: waits for `pending()` (choices still loading), runs `run()` with the
+ * submit button busy, and shows a failure under `failTitle` in the banner. `check()` may
+ * return a message that stops the submit before any call. */
+export function onSubmit(form, submit, { run, failTitle, check = () => null, pending = () => null }) {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    submit.disabled = true;
+    submit.setAttribute("aria-busy", "true");
+    try {
+      await pending();
+      const problem = check();
+      if (problem) return showError({ type: "ValidationError", message: problem }, failTitle);
+      await run();
+    } catch (e) {
+      showError(e, failTitle);
+    } finally {
+      submit.disabled = false;
+      submit.removeAttribute("aria-busy");
+    }
+  });
+}
+
+/** Calls `tick()` every `ms` while `el` is on screen and the tab visible, one call at a time;
+ * stops once `el` is replaced or `tick` returns `false`. Errors go to `onError`. */
+export function poll(el, ms, tick, onError = () => {}) {
+  let busy = false;
+  const timer = setInterval(async () => {
+    if (!el.isConnected) return clearInterval(timer);
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      if ((await tick()) === false) clearInterval(timer);
+    } catch (e) {
+      if (el.isConnected) onError(e);
+    } finally {
+      busy = false;
+    }
+  }, ms);
+  return () => clearInterval(timer);
+}
+
+/** A radio choice of `[value, text]` pairs under a legend; `.value` is the checked one and
+ * `onchange` is called with it. */
+export function radios(legend, pairs, current, onchange = () => {}) {
+  const name = uid("radio");
+  const el = h(
+    "fieldset",
+    { class: "inner" },
+    h("legend", {}, legend),
+    pairs.map(([v, t]) => {
+      const input = h("input", { type: "radio", name, value: v, id: uid("r"), checked: v === current });
+      input.addEventListener("change", () => onchange(v));
+      return h("div", { class: "check" }, input, h("label", { for: input.id }, t));
+    }),
+  );
+  Object.defineProperty(el, "value", { get: () => el.querySelector("input:checked")?.value });
+  return el;
+}
+
+/** A page's breadcrumb: `[route, text]` links, then the current page's name. */
+export function crumbs(links, current) {
+  return h(
+    "nav",
+    { class: "crumbs", "aria-label": "Breadcrumb" },
+    links.flatMap(([route, text]) => [h("a", { href: `#${route}` }, text), " › "]),
+    current,
+  );
+}
+
+/** A list page's head: the title with a count, and actions. */
+export function pageHead(title, count, ...actions) {
+  return h(
+    "div",
+    { class: "page-head" },
+    h("h1", {}, title, count === undefined ? "" : h("span", { class: "count" }, ` (${count})`)),
+    h("div", { class: "actions" }, actions),
+  );
+}

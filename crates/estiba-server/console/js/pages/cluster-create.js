@@ -3,7 +3,7 @@
 // shown in the banner and nothing is created.
 
 import { ecs } from "../api.js";
-import { h, showError, showSuccess, seg } from "../ui.js";
+import { h, showSuccess, seg, tagsEditor, onSubmit, crumbs } from "../ui.js";
 import { go } from "../app.js";
 
 const FARGATE_PROVIDERS = ["FARGATE", "FARGATE_SPOT"];
@@ -37,7 +37,7 @@ export async function render() {
   ec2.addEventListener("change", () => (ec2Hint.hidden = !ec2.checked));
   external.addEventListener("change", () => (externalHint.hidden = !external.checked));
   const strategyRows = h("tbody");
-  const tagRows = h("tbody");
+  const tags = tagsEditor();
   let rowId = 0;
 
   const providerChoices = () => (fargate.checked ? FARGATE_PROVIDERS : []);
@@ -58,20 +58,6 @@ export async function render() {
     strategyRows.append(tr);
   }
 
-  function addTagRow() {
-    const id = ++rowId;
-    const key = h("input", { id: `tag-key-${id}`, class: "tag-key", type: "text" });
-    const value = h("input", { id: `tag-value-${id}`, class: "tag-value", type: "text" });
-    const tr = h(
-      "tr",
-      {},
-      h("td", {}, h("label", { for: key.id, class: "sr-only" }, "Key"), key),
-      h("td", {}, h("label", { for: value.id, class: "sr-only" }, "Value"), value),
-      h("td", {}, h("button", { type: "button", onclick: () => tr.remove() }, "Remove")),
-    );
-    tagRows.append(tr);
-  }
-
   // The strategy's providers follow the infrastructure chosen.
   fargate.addEventListener("change", () => {
     for (const sel of strategyRows.querySelectorAll("select")) {
@@ -90,10 +76,8 @@ export async function render() {
       weight: Number(tr.querySelector(".strategy-weight").value || 0),
     }));
     if (strategy.length) req.defaultCapacityProviderStrategy = strategy;
-    const tags = [...tagRows.querySelectorAll("tr")]
-      .map((tr) => ({ key: tr.querySelector(".tag-key").value, value: tr.querySelector(".tag-value").value }))
-      .filter((t) => t.key !== "" || t.value !== "");
-    if (tags.length) req.tags = tags;
+    const t = tags.tags();
+    if (t.length) req.tags = t;
     return req;
   }
 
@@ -134,39 +118,26 @@ export async function render() {
       h("table", { class: "rows" }, h("thead", {}, h("tr", {}, h("th", {}, "Capacity provider"), h("th", {}, "Base"), h("th", {}, "Weight"), h("th"))), strategyRows),
       h("button", { type: "button", onclick: addStrategyRow }, "Add capacity provider"),
     ),
-    h(
-      "fieldset",
-      {},
-      h("legend", {}, "Tags"),
-      h("table", { class: "rows" }, h("thead", {}, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Value"), h("th"))), tagRows),
-      h("button", { type: "button", onclick: addTagRow }, "Add tag"),
-    ),
+    h("fieldset", {}, h("legend", {}, "Tags"), tags),
     h("div", { class: "actions" }, h("a", { class: "button", href: "#/clusters" }, "Cancel"), submit),
   );
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    if (!name.value.trim()) {
-      showError({ type: "ValidationError", message: "Cluster name is required." }, "Cluster creation failed");
+  onSubmit(form, submit, {
+    failTitle: "Cluster creation failed",
+    check: () => {
+      if (name.value.trim()) return null;
       name.focus();
-      return;
-    }
-    submit.disabled = true;
-    submit.setAttribute("aria-busy", "true");
-    try {
+      return "Cluster name is required.";
+    },
+    run: async () => {
       const out = await ecs("CreateCluster", input());
       showSuccess(`Cluster ${out.cluster.clusterName} has been created successfully.`, true);
       go(`/clusters/${seg(out.cluster.clusterName)}`);
-    } catch (e) {
-      showError(e, "Cluster creation failed");
-    } finally {
-      submit.disabled = false;
-      submit.removeAttribute("aria-busy");
-    }
+    },
   });
   return h(
     "section",
     {},
-    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/clusters" }, "Clusters"), " › Create cluster"),
+    crumbs([["/clusters", "Clusters"]], "Create cluster"),
     h("h1", {}, "Create cluster"),
     form,
   );

@@ -3,10 +3,9 @@
 // (for example a cluster that still has services) shown in the banner.
 
 import { ecs, listAll, describeAll } from "../api.js";
-import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
-import { go, refresh } from "../app.js";
+import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, panel } from "../ui.js";
+import { go, refresh, refreshButton } from "../app.js";
 
-const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 
 const TABS = [
   ["services", "Services"],
@@ -48,23 +47,18 @@ export async function render({ cluster: name, tab = "services", query }) {
     {},
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/clusters" }, "Clusters"), ` › ${c.clusterName}`),
     h("div", { class: "page-head" }, h("h1", {}, c.clusterName), h("div", { class: "actions" }, refreshButton(), del)),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Cluster overview"),
-      details([
-        ["ARN", c.clusterArn],
-        ["Status", status(c.status)],
-        ["Services", String(c.activeServicesCount ?? 0)],
-        ["Tasks running", String(c.runningTasksCount ?? 0)],
-        ["Tasks pending", String(c.pendingTasksCount ?? 0)],
-        ["Container instances", String(c.registeredContainerInstancesCount ?? 0)],
-        ["Container Insights", insights],
-        ["Capacity providers", (c.capacityProviders || []).join(", ")],
-        ["Default capacity provider strategy", strategy],
-        ["Tags", (c.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
-      ]),
-    ),
+    panel("Cluster overview", [
+      ["ARN", c.clusterArn],
+      ["Status", status(c.status)],
+      ["Services", String(c.activeServicesCount ?? 0)],
+      ["Tasks running", String(c.runningTasksCount ?? 0)],
+      ["Tasks pending", String(c.pendingTasksCount ?? 0)],
+      ["Container instances", String(c.registeredContainerInstancesCount ?? 0)],
+      ["Container Insights", insights],
+      ["Capacity providers", (c.capacityProviders || []).join(", ")],
+      ["Default capacity provider strategy", strategy],
+      ["Tags", (c.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
+    ]),
     h(
       "nav",
       { class: "tabs", "aria-label": "Cluster tabs" },
@@ -113,8 +107,18 @@ function taskDefLink(arn) {
 
 async function tasks(c, query) {
   const desired = query.get("desiredStatus") || "RUNNING";
-  const arns = await listAll("ecs", "ListTasks", { cluster: c.clusterArn, desiredStatus: desired, maxResults: 100 }, "taskArns");
-  const { items } = await describeAll("ecs", "DescribeTasks", { cluster: c.clusterArn }, "tasks", arns, "tasks", 100);
+  // One page of 100 tasks at a time, as the ECS console pages its task list: a cluster of
+  // thousands of tasks loads as fast as one of a hundred.
+  const token = query.get("nextToken");
+  const page = await ecs("ListTasks", { cluster: c.clusterArn, desiredStatus: desired, maxResults: 100, ...(token ? { nextToken: token } : {}) });
+  const { items } = await describeAll("ecs", "DescribeTasks", { cluster: c.clusterArn }, "tasks", page.taskArns || [], "tasks", 100);
+  const here = `/clusters/${seg(c.clusterName)}/tasks?desiredStatus=${desired}`;
+  const pager = h(
+    "nav",
+    { class: "filters pager", "aria-label": "Task pages" },
+    token ? h("a", { href: `#${here}` }, "First page") : null,
+    page.nextToken ? h("a", { href: `#${here}&nextToken=${encodeURIComponent(page.nextToken)}` }, "Next page") : null,
+  );
   items.sort((a, b) => (b.createdAt || 0) - (a.createdAt || 0));
   const filter = h(
     "select",
@@ -149,6 +153,7 @@ async function tasks(c, query) {
       ]),
       desired === "RUNNING" ? "No running tasks." : "No stopped tasks.",
     ),
+    pager,
   );
 }
 

@@ -2,12 +2,17 @@
 // options (capacity provider strategy or launch type), the task definition's family and
 // revision, the service's name, desired tasks, deployment options (minimum and maximum healthy
 // percent, the circuit breaker with rollback), networking for awsvpc task definitions (VPC,
-// subnets and security groups from the EC2 API, public IP) and tags. Submitting is one
-// CreateService or RunTask call; the API's error is shown and nothing else is called.
+// subnets and security groups from the EC2 API, public IP), and for a service load balancing,
+// service discovery and service auto scaling (js/pages/deploy-options.js), and tags.
+// Submitting a task is one RunTask call. Submitting a service makes what it needs first (load
+// balancer, target group, listener; Cloud Map service), then CreateService, then the scaling
+// target and policy, each step shown as it runs; a failed step's error is shown and no later
+// step is called.
 
 import { ecs, listAll, ec2Items } from "../api.js";
-import { h, seg, showError, showSuccess, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid, arnName } from "../ui.js";
+import { h, seg, showError, showSuccess, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid, arnName, tagsEditor, onSubmit, crumbs } from "../ui.js";
 import { go } from "../app.js";
+import { loadBalancing, serviceDiscovery, autoScaling, progress } from "./deploy-options.js";
 
 /** `kind`: "service" (Create service) or "task" (Run task). */
 export async function render({ cluster: clusterName, kind, query }) {
@@ -126,7 +131,12 @@ export async function render({ cluster: clusterName, kind, query }) {
   };
   vpc.addEventListener("change", () => (loading = loadVpc().catch((e) => showError(e, "Could not list the subnets"))));
   const awsvpc = () => !taskDef || taskDef.networkMode === "awsvpc";
+  const checked = (fs) => [...fs.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
+  const lb = service ? loadBalancing({ vpc: () => vpc.value, subnets: () => checked(subnets), securityGroups: () => checked(groups), awsvpc }) : null;
+  const discovery = service ? serviceDiscovery() : null;
+  const scaling = service ? autoScaling() : null;
   function followNetwork() {
+    if (lb) lb.followTaskDef(taskDef);
     const on = awsvpc();
     networking.querySelector(".network-fields").hidden = !on;
     networkHint.textContent = on
@@ -143,9 +153,7 @@ export async function render({ cluster: clusterName, kind, query }) {
   if (family.value) await loadFamily();
   else followNetwork();
 
-  const tags = rowsEditor([["Key", (v) => textInput(v)], ["Value", (v) => textInput(v)]], "Add tag");
-
-  const checked = (fs) => [...fs.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
+  const tags = tagsEditor();
   const num = (el, dflt) => (el.value.trim() === "" ? dflt : Number(el.value));
   function input() {
     const req = { cluster: cluster.clusterName, taskDefinition: revision.value };
@@ -156,7 +164,7 @@ export async function render({ cluster: clusterName, kind, query }) {
       req.networkConfiguration = {
         awsvpcConfiguration: { subnets: checked(subnets), securityGroups: checked(groups), assignPublicIp: publicIp.input.checked ? "ENABLED" : "DISABLED" },
       };
-    const t = tags.values().filter(([k, v]) => k || v).map(([key, value]) => ({ key, value }));
+    const t = tags.tags();
     if (t.length) req.tags = t;
     if (service) {
       req.serviceName = serviceName.value.trim();
@@ -166,11 +174,14 @@ export async function render({ cluster: clusterName, kind, query }) {
         maximumPercent: num(maxPercent, 200),
         deploymentCircuitBreaker: { enable: breaker.input.checked, rollback: rollback.input.checked },
       };
+      lb.serviceInput(req);
+      discovery.serviceInput(req);
     } else req.count = num(desired, 1);
     return req;
   }
 
   const submit = h("button", { type: "submit", class: "primary" }, service ? "Create" : "Run task");
+  const steps = progress();
   const form = h(
     "form",
     { class: "form", novalidate: true },
@@ -201,24 +212,33 @@ export async function render({ cluster: clusterName, kind, query }) {
         : null,
     ),
     networking,
+    service ? [lb.el, discovery.el, scaling.el] : null,
     h("fieldset", {}, h("legend", {}, "Tags"), tags),
+    steps.list,
     h("div", { class: "actions" }, h("a", { class: "button", href: `#${base}/${service ? "services" : "tasks"}` }, "Cancel"), submit),
   );
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    submit.disabled = true;
-    await loading;
-    submit.disabled = false;
-    if (!revision.value) {
-      showError({ type: "ValidationError", message: "Choose a task definition family and revision." }, service ? "Service creation failed" : "Run task failed");
-      family.focus();
-      return;
-    }
-    submit.disabled = true;
-    submit.setAttribute("aria-busy", "true");
-    try {
+  onSubmit(form, submit, {
+    failTitle: service ? "Service creation failed" : "Run task failed",
+    pending: () => loading,
+    check: () => {
+      if (!revision.value) {
+        family.focus();
+        return "Choose a task definition family and revision.";
+      }
+      return service ? lb.check() || discovery.check() || scaling.check(lb.used()) : null;
+    },
+    run: async () => {
+      steps.reset();
       if (service) {
-        const out = await ecs("CreateService", input());
+        await lb.before(steps.step);
+        await discovery.before(steps.step, () => {
+          const r = {};
+          lb.serviceInput(r);
+          return r.loadBalancers ? { containerName: r.loadBalancers[0].containerName, containerPort: r.loadBalancers[0].containerPort } : null;
+        });
+        const req = input();
+        const out = await steps.step(`Create service ${req.serviceName}`, () => ecs("CreateService", req));
+        await scaling.after(steps.step, cluster.clusterName, out.service.serviceName, lb.resourceLabel());
         showSuccess(`Service ${out.service.serviceName} has been created successfully.`, true);
         go(`${base}/services/${seg(out.service.serviceName)}`);
       } else {
@@ -228,25 +248,13 @@ export async function render({ cluster: clusterName, kind, query }) {
         showSuccess(`${(out.tasks || []).length} task(s) started: ${(out.tasks || []).map((t) => arnName(t.taskArn)).join(", ")}.`, true);
         go(`${base}/tasks`);
       }
-    } catch (e) {
-      showError(e, service ? "Service creation failed" : "Run task failed");
-    } finally {
-      submit.disabled = false;
-      submit.removeAttribute("aria-busy");
-    }
+    },
   });
   const title = service ? "Create service" : "Run task";
   return h(
     "section",
     {},
-    h(
-      "nav",
-      { class: "crumbs", "aria-label": "Breadcrumb" },
-      h("a", { href: "#/clusters" }, "Clusters"),
-      " › ",
-      h("a", { href: `#${base}` }, cluster.clusterName),
-      ` › ${title}`,
-    ),
+    crumbs([["/clusters", "Clusters"], [base, cluster.clusterName]], title),
     h("h1", {}, title),
     form,
   );

@@ -3,7 +3,7 @@
 // (and forceNewDeployment when asked). The API's error is shown.
 
 import { ecs, listAll } from "../api.js";
-import { h, seg, showError, showSuccess, labelled, checkbox, numberInput, select, arnName } from "../ui.js";
+import { h, seg, showError, showSuccess, labelled, checkbox, numberInput, select, arnName, onSubmit, crumbs } from "../ui.js";
 import { go } from "../app.js";
 
 export async function render({ cluster, service }) {
@@ -85,34 +85,25 @@ export async function render({ cluster, service }) {
     ),
     h("div", { class: "actions" }, h("a", { class: "button", href: `#${base}` }, "Cancel"), submit),
   );
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    submit.disabled = true;
-    submit.setAttribute("aria-busy", "true");
-    await loading;
-    try {
+  onSubmit(form, submit, {
+    failTitle: "Service update failed",
+    pending: () => loading,
+    run: async () => {
       await ecs("UpdateService", input());
       showSuccess(`Service ${s.serviceName} has been updated.`, true);
       go(base);
-    } catch (e) {
-      showError(e, "Service update failed");
-    } finally {
-      submit.disabled = false;
-      submit.removeAttribute("aria-busy");
-    }
+    },
   });
   return h(
     "section",
     {},
-    h(
-      "nav",
-      { class: "crumbs", "aria-label": "Breadcrumb" },
-      h("a", { href: "#/clusters" }, "Clusters"),
-      " › ",
-      h("a", { href: `#/clusters/${seg(cluster)}/services` }, cluster),
-      " › ",
-      h("a", { href: `#${base}` }, s.serviceName),
-      " › Update",
+    crumbs(
+      [
+        ["/clusters", "Clusters"],
+        [`/clusters/${seg(cluster)}/services`, cluster],
+        [base, s.serviceName],
+      ],
+      "Update",
     ),
     h("h1", {}, `Update ${s.serviceName}`),
     form,

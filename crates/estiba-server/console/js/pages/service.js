@@ -1,14 +1,19 @@
-// A service: its overview, deployments with their progress and rollout state, events and tasks,
-// kept live by asking DescribeServices / ListTasks / DescribeTasks again every second while the
-// page is open and visible (a task's state change shows within about a second). Update service
-// and Delete service (DeleteService with force, as the console's "Force delete").
+// A service: its overview, deployments with their progress and rollout state, events, tasks and
+// its load balancer's target health, kept live by asking DescribeServices / ListTasks /
+// DescribeTasks (and DescribeTargetHealth) again every 750 ms while the page is open and
+// visible (a task's state change shows within a second); its containers' logs (live
+// tail) and its metrics graphs (js/watch.js). Update service and Delete service (DeleteService
+// with force, as the console's "Force delete").
 
 import { ecs, listAll, describeAll } from "../api.js";
-import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
+import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, poll, crumbs, panel } from "../ui.js";
 import { go } from "../app.js";
+import { logDestinations, logPanel, metricsPanel, serviceGraphs, lbDimension, targetHealthRows, targetHealthTable, targetGroupName } from "../watch.js";
+import { elbv2 } from "../api.js";
 
-/** How often an open service view asks again (milliseconds). */
-export const POLL_MS = 1000;
+/** How often an open service view asks again (milliseconds): a change shows within this plus
+ * one poll's server time (a few ms with 1,000 tasks, `cargo xtask bench console`), under 1 s. */
+export const POLL_MS = 750;
 
 async function load(cluster, name) {
   const out = await ecs("DescribeServices", { cluster, services: [name], include: ["TAGS"] });
@@ -20,7 +25,9 @@ async function load(cluster, name) {
   const arns = await listAll("ecs", "ListTasks", { cluster, serviceName: s.serviceName, maxResults: 100 }, "taskArns");
   const { items } = await describeAll("ecs", "DescribeTasks", { cluster }, "tasks", arns, "tasks", 100);
   items.sort((a, b) => (b.createdAt || 0) - (a.createdAt || 0));
-  return { s, tasks: items };
+  const tgs = (s.loadBalancers || []).map((l) => l.targetGroupArn).filter(Boolean);
+  const targets = tgs.length ? await targetHealthRows(tgs) : null;
+  return { s, tasks: items, targets };
 }
 
 function taskDefLink(arn) {
@@ -38,35 +45,32 @@ function progress(d) {
   return h("span", { class: "progress" }, h("progress", { max: String(Math.max(want, 1)), value: String(want ? have : 1), "aria-label": text }), ` ${text}`);
 }
 
-function live({ s, tasks }) {
+function live({ s, tasks, targets }) {
   const dc = s.deploymentConfiguration || {};
   const cb = dc.deploymentCircuitBreaker || {};
   const awsvpc = s.networkConfiguration?.awsvpcConfiguration;
   return h(
     "div",
     {},
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Service overview"),
-      details([
-        ["ARN", s.serviceArn],
-        ["Status", status(s.status)],
-        ["Desired tasks", String(s.desiredCount ?? 0)],
-        ["Running tasks", String(s.runningCount ?? 0)],
-        ["Pending tasks", String(s.pendingCount ?? 0)],
-        ["Task definition", taskDefLink(s.taskDefinition)],
-        ["Compute", s.launchType || (s.capacityProviderStrategy || []).map((p) => `${p.capacityProvider} (base ${p.base ?? 0}, weight ${p.weight ?? 0})`).join(", ")],
-        ["Minimum healthy percent", String(dc.minimumHealthyPercent ?? "-")],
-        ["Maximum percent", String(dc.maximumPercent ?? "-")],
-        ["Deployment circuit breaker", cb.enable ? `On${cb.rollback ? ", rollback on failures" : ""}` : "Off"],
-        ["Subnets", (awsvpc?.subnets || []).join(", ")],
-        ["Security groups", (awsvpc?.securityGroups || []).join(", ")],
-        ["Public IP", awsvpc?.assignPublicIp],
-        ["Created at", time(s.createdAt)],
-        ["Tags", (s.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
-      ]),
-    ),
+    panel("Service overview", [
+      ["ARN", s.serviceArn],
+      ["Status", status(s.status)],
+      ["Desired tasks", String(s.desiredCount ?? 0)],
+      ["Running tasks", String(s.runningCount ?? 0)],
+      ["Pending tasks", String(s.pendingCount ?? 0)],
+      ["Task definition", taskDefLink(s.taskDefinition)],
+      ["Compute", s.launchType || (s.capacityProviderStrategy || []).map((p) => `${p.capacityProvider} (base ${p.base ?? 0}, weight ${p.weight ?? 0})`).join(", ")],
+      ["Minimum healthy percent", String(dc.minimumHealthyPercent ?? "-")],
+      ["Maximum percent", String(dc.maximumPercent ?? "-")],
+      ["Deployment circuit breaker", cb.enable ? `On${cb.rollback ? ", rollback on failures" : ""}` : "Off"],
+      ["Subnets", (awsvpc?.subnets || []).join(", ")],
+      ["Security groups", (awsvpc?.securityGroups || []).join(", ")],
+      ["Public IP", awsvpc?.assignPublicIp],
+      ["Load balancers", (s.loadBalancers || []).map((l) => `${l.targetGroupArn ? targetGroupName(l.targetGroupArn) : l.loadBalancerName} → ${l.containerName}:${l.containerPort}`).join(", ")],
+      ["Service discovery", (s.serviceRegistries || []).map((r) => r.registryArn).join(", ")],
+      ["Created at", time(s.createdAt)],
+      ["Tags", (s.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
+    ]),
     table(
       "Deployments",
       ["Deployment", "Status", "Rollout state", "Task definition", "Desired", "Pending", "Running", "Failed", "Progress", "Updated at"],
@@ -98,6 +102,7 @@ function live({ s, tasks }) {
       ]),
       "No tasks.",
     ),
+    targets ? targetHealthTable(targets) : null,
     table(
       "Events",
       ["Event time", "Message"],
@@ -112,6 +117,26 @@ export async function render({ cluster, service }) {
   const s = data.s;
   const base = `/clusters/${seg(cluster)}`;
   const body = h("div", { id: "service-live" }, live(data));
+  // Logs of the current task definition's awslogs containers (every task's streams under the
+  // prefix), and metrics of the service (with its ALB's requests when it has one).
+  let taskDef = null;
+  try {
+    taskDef = (await ecs("DescribeTaskDefinition", { taskDefinition: s.taskDefinition })).taskDefinition;
+  } catch {
+    // A deleted revision: no log configuration to follow.
+  }
+  const logs = logPanel(logDestinations(taskDef).map((d) => ({ group: d.group, streamPrefix: d.prefix ? `${d.prefix}/${d.container}/` : undefined })));
+  let lbArn;
+  const tg = (s.loadBalancers || [])[0]?.targetGroupArn;
+  if (tg) {
+    try {
+      const out = await elbv2("DescribeTargetGroups", { TargetGroupArns: [tg] });
+      lbArn = (out.TargetGroups?.[0]?.LoadBalancerArns || [])[0];
+    } catch {
+      // The target group is gone: no request graph.
+    }
+  }
+  const metrics = metricsPanel(serviceGraphs(arnName(s.clusterArn) || cluster, s.serviceName, lbDimension(lbArn)));
   const updated = h("p", { class: "hint", role: "status", "aria-live": "off", id: "service-updated" }, `Updated ${new Date().toLocaleTimeString()}`);
 
   const del = actionButton(
@@ -138,14 +163,7 @@ export async function render({ cluster, service }) {
   const section = h(
     "section",
     {},
-    h(
-      "nav",
-      { class: "crumbs", "aria-label": "Breadcrumb" },
-      h("a", { href: "#/clusters" }, "Clusters"),
-      " › ",
-      h("a", { href: `#${base}/services` }, cluster),
-      ` › ${s.serviceName}`,
-    ),
+    crumbs([["/clusters", "Clusters"], [`${base}/services`, cluster]], s.serviceName),
     h(
       "div",
       { class: "page-head" },
@@ -154,16 +172,16 @@ export async function render({ cluster, service }) {
     ),
     updated,
     body,
+    logs,
+    metrics,
   );
 
   // Live: ask again while this page is on screen; stop once it is replaced.
-  let busy = false;
   let last = JSON.stringify(data);
-  const timer = setInterval(async () => {
-    if (!section.isConnected) return clearInterval(timer);
-    if (busy || document.hidden) return;
-    busy = true;
-    try {
+  poll(
+    section,
+    POLL_MS,
+    async () => {
       const d = await load(cluster, service);
       const now = JSON.stringify(d);
       // Only what changed is drawn again (an unchanged view keeps its focus and selection).
@@ -171,14 +189,9 @@ export async function render({ cluster, service }) {
         last = now;
         body.replaceChildren(live(d));
       }
-      if (section.isConnected) {
-        updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
-      }
-    } catch (e) {
-      if (section.isConnected) updated.textContent = `Could not refresh: ${e.type || "Error"}: ${e.message}`;
-    } finally {
-      busy = false;
-    }
-  }, POLL_MS);
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    },
+    (e) => (updated.textContent = `Could not refresh: ${e.type || "Error"}: ${e.message}`),
+  );
   return section;
 }

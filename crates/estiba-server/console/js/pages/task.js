@@ -1,12 +1,14 @@
 // A task: its overview (status, task definition, compute, timings, stop code and reason), its
 // network (the ENI's addresses) and its containers (status, exit code, reason, health, network
-// bindings), kept live by asking DescribeTasks again every second while the page is open and
-// the task not yet STOPPED; and Stop (StopTask).
+// bindings), kept live by asking DescribeTasks again every 750 ms (service.js POLL_MS) while the page is open and
+// the task not yet STOPPED; its containers' logs (the awslogs streams
+// `<prefix>/<container>/<task id>`, tailed live by js/watch.js); and Stop (StopTask).
 
 import { ecs } from "../api.js";
-import { h, table, details, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
+import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, poll, crumbs, panel } from "../ui.js";
 import { refresh } from "../app.js";
 import { POLL_MS } from "./service.js";
+import { logDestinations, logPanel } from "../watch.js";
 
 async function load(cluster, id) {
   const out = await ecs("DescribeTasks", { cluster, tasks: [id], include: ["TAGS"] });
@@ -26,39 +28,29 @@ function live(t) {
   return h(
     "div",
     {},
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Task overview"),
-      details([
-        ["ARN", t.taskArn],
-        ["Last status", status(t.lastStatus)],
-        ["Desired status", t.desiredStatus],
-        ["Health status", t.healthStatus],
-        ["Task definition", link(`/task-definitions/${seg(family)}/${seg(revision)}`, `${family}:${revision}`)],
-        ["Group", t.group],
-        ["Launch type", t.launchType],
-        ["Capacity provider", t.capacityProviderName],
-        ["Created at", time(t.createdAt)],
-        ["Started at", time(t.startedAt)],
-        ["Stopped at", time(t.stoppedAt)],
-        ["Stop code", t.stopCode],
-        ["Stopped reason", t.stoppedReason],
-        ["Tags", (t.tags || []).map((x) => `${x.key}=${x.value}`).join(", ")],
-      ]),
-    ),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Network"),
-      details([
-        ["Network mode", eni ? "awsvpc" : "-"],
-        ["ENI ID", detail(eni, "networkInterfaceId")],
-        ["Subnet ID", detail(eni, "subnetId")],
-        ["Private IP", detail(eni, "privateIPv4Address")],
-        ["MAC address", detail(eni, "macAddress")],
-      ]),
-    ),
+    panel("Task overview", [
+      ["ARN", t.taskArn],
+      ["Last status", status(t.lastStatus)],
+      ["Desired status", t.desiredStatus],
+      ["Health status", t.healthStatus],
+      ["Task definition", link(`/task-definitions/${seg(family)}/${seg(revision)}`, `${family}:${revision}`)],
+      ["Group", t.group],
+      ["Launch type", t.launchType],
+      ["Capacity provider", t.capacityProviderName],
+      ["Created at", time(t.createdAt)],
+      ["Started at", time(t.startedAt)],
+      ["Stopped at", time(t.stoppedAt)],
+      ["Stop code", t.stopCode],
+      ["Stopped reason", t.stoppedReason],
+      ["Tags", (t.tags || []).map((x) => `${x.key}=${x.value}`).join(", ")],
+    ]),
+    panel("Network", [
+      ["Network mode", eni ? "awsvpc" : "-"],
+      ["ENI ID", detail(eni, "networkInterfaceId")],
+      ["Subnet ID", detail(eni, "subnetId")],
+      ["Private IP", detail(eni, "privateIPv4Address")],
+      ["MAC address", detail(eni, "macAddress")],
+    ]),
     table(
       "Containers",
       ["Container name", "Image", "Last status", "Exit code", "Reason", "Health status", "Network bindings"],
@@ -79,6 +71,17 @@ function live(t) {
 export async function render({ cluster, task }) {
   let t = await load(cluster, task);
   const id = arnName(t.taskArn);
+  let taskDef = null;
+  try {
+    taskDef = (await ecs("DescribeTaskDefinition", { taskDefinition: t.taskDefinitionArn })).taskDefinition;
+  } catch {
+    // A deleted revision: no log configuration to follow.
+  }
+  // The task's own streams; without a prefix the awslogs stream is the container's runtime id.
+  const runtimeId = (name) => (t.containers || []).find((c) => c.name === name)?.runtimeId || id;
+  const logs = logPanel(
+    logDestinations(taskDef).map((d) => ({ group: d.group, streams: [d.prefix ? `${d.prefix}/${d.container}/${id}` : runtimeId(d.container)] })),
+  );
   const body = h("div", { id: "task-live" }, live(t));
   const stop = actionButton(
     "Stop",
@@ -99,37 +102,22 @@ export async function render({ cluster, task }) {
   const section = h(
     "section",
     {},
-    h(
-      "nav",
-      { class: "crumbs", "aria-label": "Breadcrumb" },
-      h("a", { href: "#/clusters" }, "Clusters"),
-      " › ",
-      h("a", { href: `#/clusters/${seg(cluster)}/tasks` }, cluster),
-      ` › ${id}`,
-    ),
+    crumbs([["/clusters", "Clusters"], [`/clusters/${seg(cluster)}/tasks`, cluster]], id),
     h("div", { class: "page-head" }, h("h1", {}, `Task ${id}`), h("div", { class: "actions" }, stop)),
     body,
+    logs,
   );
   // Live until the task has stopped (a stopped task changes no more).
-  let busy = false;
   let last = JSON.stringify(t);
-  const timer = setInterval(async () => {
-    if (!section.isConnected || t.lastStatus === "STOPPED") return clearInterval(timer);
-    if (busy || document.hidden) return;
-    busy = true;
-    try {
-      t = await load(cluster, task);
-      const now = JSON.stringify(t);
-      if (section.isConnected && now !== last) {
-        last = now;
-        body.replaceChildren(live(t));
-        stop.hidden = t.desiredStatus === "STOPPED";
-      }
-    } catch {
-      // The next tick asks again; the page keeps what it showed.
-    } finally {
-      busy = false;
+  poll(section, POLL_MS, async () => {
+    if (t.lastStatus === "STOPPED") return false;
+    t = await load(cluster, task);
+    const now = JSON.stringify(t);
+    if (section.isConnected && now !== last) {
+      last = now;
+      body.replaceChildren(live(t));
+      stop.hidden = t.desiredStatus === "STOPPED";
     }
-  }, POLL_MS);
+  });
   return section;
 }

@@ -8,8 +8,8 @@
 // revision, and what the form does not show (volumes, other container settings) is kept as it
 // was. Nothing here decides what is valid beyond Fargate's sizes: the API's error is shown.
 
-import { ecs, ecr, listAll } from "../api.js";
-import { h, seg, showError, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid } from "../ui.js";
+import { ecs, ecr, listAll, region as currentRegion } from "../api.js";
+import { h, seg, showError, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid, tagsEditor } from "../ui.js";
 import { REGISTERABLE, register, page } from "./taskdef-editor.js";
 
 const range = (from, to, step) => Array.from({ length: (to - from) / step + 1 }, (_, i) => from + i * step);
@@ -65,7 +65,8 @@ export async function render({ family, revision }) {
     baseTags = out.tags || [];
     title = `Create new revision of ${family}`;
   }
-  const region = document.body.dataset.region || "us-east-1";
+  // The region the console's calls are scoped to (the header's switcher).
+  const region = currentRegion();
   // The ECR repositories, asked for once when a picker is first used.
   let repos;
   const repositories = () => (repos ??= listAll("ecr", "DescribeRepositories", { maxResults: 100 }, "repositories"));
@@ -136,11 +137,7 @@ export async function render({ family, revision }) {
   };
   for (const def of base.containerDefinitions || [{}]) addContainer(def);
 
-  const tags = rowsEditor(
-    [["Key", (v) => textInput(v)], ["Value", (v) => textInput(v)]],
-    "Add tag",
-    baseTags.map((t) => [t.key, t.value]),
-  );
+  const tags = tagsEditor(baseTags);
 
   // Storage: ephemeral storage (Fargate, 21-200 GiB) and bind mount volumes.
   const ephemeral = numberInput(base.ephemeralStorage?.sizeInGiB, { min: "21", max: "200", placeholder: "21" });
@@ -186,7 +183,7 @@ export async function render({ family, revision }) {
       else delete req[k];
     }
     req.containerDefinitions = containers.map((c) => c.read());
-    const t = tags.values().filter(([k, v]) => k || v).map(([key, value]) => ({ key, value }));
+    const t = tags.tags();
     if (t.length) req.tags = t;
     return req;
   }

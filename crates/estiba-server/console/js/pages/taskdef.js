@@ -3,7 +3,7 @@
 // or Run task in a chosen cluster (the deploy forms, prefilled with this revision).
 
 import { ecs, listAll } from "../api.js";
-import { h, table, details, seg, status, time, arnName, labelled, select, showError, showSuccess, confirmDialog, actionButton } from "../ui.js";
+import { h, table, seg, status, time, arnName, labelled, select, showError, showSuccess, confirmDialog, actionButton, panel } from "../ui.js";
 import { go, refresh } from "../app.js";
 
 export async function render({ family, revision }) {
@@ -101,23 +101,18 @@ export async function render({ family, revision }) {
       ` › ${revision}`,
     ),
     h("div", { class: "page-head" }, h("h1", {}, ref), h("div", { class: "actions" }, actions)),
-    h(
-      "div",
-      { class: "panel" },
-      h("h2", {}, "Overview"),
-      details([
-        ["ARN", td.taskDefinitionArn],
-        ["Status", status(td.status)],
-        ["App environment", (td.requiresCompatibilities || []).join(", ")],
-        ["Operating system/Architecture", [platform.operatingSystemFamily, platform.cpuArchitecture].filter(Boolean).join("/")],
-        ["Task size", [td.cpu && `${td.cpu} CPU units`, td.memory && `${td.memory} MiB memory`].filter(Boolean).join(", ")],
-        ["Network mode", td.networkMode],
-        ["Task role", td.taskRoleArn],
-        ["Task execution role", td.executionRoleArn],
-        ["Registered at", time(td.registeredAt)],
-        ["Tags", (out.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
-      ]),
-    ),
+    panel("Overview", [
+      ["ARN", td.taskDefinitionArn],
+      ["Status", status(td.status)],
+      ["App environment", (td.requiresCompatibilities || []).join(", ")],
+      ["Operating system/Architecture", [platform.operatingSystemFamily, platform.cpuArchitecture].filter(Boolean).join("/")],
+      ["Task size", [td.cpu && `${td.cpu} CPU units`, td.memory && `${td.memory} MiB memory`].filter(Boolean).join(", ")],
+      ["Network mode", td.networkMode],
+      ["Task role", td.taskRoleArn],
+      ["Task execution role", td.executionRoleArn],
+      ["Registered at", time(td.registeredAt)],
+      ["Tags", (out.tags || []).map((t) => `${t.key}=${t.value}`).join(", ")],
+    ]),
     deploy,
     table("Containers", ["Container name", "Image", "Essential", "CPU", "Memory (MiB)", "Port mappings"], containers),
     h("div", { class: "panel" }, h("h2", {}, "JSON"), h("pre", { class: "json", id: "taskdef-json" }, JSON.stringify(td, null, 2))),
