@@ -8,6 +8,7 @@ Control plane only: the server runs no tasks, so a service's tasks stay PROVISIO
 Screenshots of each page land in $ESTIBA_ARTIFACTS (when set) for CI to keep.
 """
 
+import datetime
 import json
 import os
 import re
@@ -313,6 +314,20 @@ def test_the_cluster_view_lists_services_tasks_and_instances(console, shared):
         # At 1280x800 the page itself does not scroll sideways (wide tables scroll by themselves).
         assert console.p.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         console.shot("cluster-infrastructure")
+
+        console.p.get_by_role("navigation", name="Cluster tabs").get_by_role("link", name="Metrics").click()
+        console.at(f"/clusters/{name}/metrics")
+        panel = console.p.locator("#metrics-panel")
+        expect(panel).to_contain_text("Last hour")
+        figures = panel.locator("figure")
+        assert [f.get_attribute("data-metric") for f in figures.all()] == ["CPUUtilization", "MemoryUtilization"]
+        # The graphs hold what CloudWatch holds for the cluster (nothing runs here: no datapoints).
+        cw = shared.client("cloudwatch")
+        end = datetime.datetime.now(datetime.timezone.utc)
+        got = cw.get_metric_statistics(Namespace="AWS/ECS", MetricName="CPUUtilization", Dimensions=[{"Name": "ClusterName", "Value": name}],
+                                       StartTime=end - datetime.timedelta(hours=1), EndTime=end, Period=60, Statistics=["Average"])
+        assert figures.first.get_attribute("data-points") == str(len(got["Datapoints"]))
+        console.shot("cluster-metrics")
     finally:
         ecs.delete_service(cluster=name, service=svc, force=True)
 

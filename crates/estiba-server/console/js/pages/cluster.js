@@ -1,16 +1,19 @@
-// A cluster: its overview, tabs for services, tasks and infrastructure (capacity providers and
-// container instances with their resources and attributes), and delete with the API's refusal
-// (for example a cluster that still has services) shown in the banner.
+// A cluster: its overview, tabs for services, tasks, infrastructure (capacity providers and
+// container instances with their resources and attributes) and metrics (graphs from
+// js/watch.js), and delete with the API's refusal (for example a cluster that still has
+// services) shown in the banner.
 
 import { ecs, listAll, describeAll } from "../api.js";
 import { h, table, link, seg, status, arnName, time, showError, showSuccess, confirmDialog, actionButton, panel } from "../ui.js";
 import { go, refresh, refreshButton } from "../app.js";
+import { metricsPanel } from "../watch.js";
 
 
 const TABS = [
   ["services", "Services"],
   ["tasks", "Tasks"],
   ["infrastructure", "Infrastructure"],
+  ["metrics", "Metrics"],
 ];
 
 export async function render({ cluster: name, tab = "services", query }) {
@@ -68,7 +71,21 @@ export async function render({ cluster: name, tab = "services", query }) {
   );
 }
 
-const TAB_RENDER = { services, tasks, infrastructure };
+const TAB_RENDER = { services, tasks, infrastructure, metrics };
+
+// The cluster's AWS/ECS utilization, and with Container Insights its task counts.
+async function metrics(c) {
+  const dims = { ClusterName: c.clusterName };
+  const graphs = [
+    { id: "cpu", title: "CPUUtilization", unit: "Percent", stat: "Average", namespace: "AWS/ECS", metric: "CPUUtilization", dimensions: dims },
+    { id: "memory", title: "MemoryUtilization", unit: "Percent", stat: "Average", namespace: "AWS/ECS", metric: "MemoryUtilization", dimensions: dims },
+  ];
+  const insights = (c.settings || []).find((s) => s.name === "containerInsights")?.value || "disabled";
+  if (insights !== "disabled") {
+    graphs.push({ id: "running", title: "RunningTaskCount", unit: "Count", stat: "Average", namespace: "ECS/ContainerInsights", metric: "RunningTaskCount", dimensions: dims });
+  }
+  return metricsPanel(graphs, "Cluster metrics");
+}
 
 async function services(c) {
   const arns = await listAll("ecs", "ListServices", { cluster: c.clusterArn, maxResults: 100 }, "serviceArns");
