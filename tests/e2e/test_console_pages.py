@@ -402,3 +402,33 @@ def test_the_tasks_tab_pages_a_large_cluster(console, shared):
     expect(console.link("Next page")).to_have_count(0)
     console.link("First page").click()
     wait_until(lambda: len(console.table("Tasks")) == 100, what="the first page again")
+
+
+def test_create_a_service_with_service_connect(console, shared):
+    ecs, sd = shared.client(), shared.client("servicediscovery")
+    cluster, family, svc = unique("console"), unique("api"), unique("svc")
+    ecs.create_cluster(clusterName=cluster)
+    register_fargate(ecs, family, containers=[{"name": "api", "image": "busybox", "essential": True,
+                                               "portMappings": [{"containerPort": 8080, "name": "http", "appProtocol": "http"}]}])
+    op = sd.create_http_namespace(Name=unique("sc"))["OperationId"]
+    wait_until(lambda: sd.get_operation(OperationId=op)["Operation"]["Status"] == "SUCCESS", what="the namespace")
+    ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    ns_arn = sd.get_namespace(Id=ns_id)["Namespace"]["Arn"]
+
+    open_create_service(console, cluster, family, svc)
+    sc = section(console, "Service Connect")
+    sc.get_by_label("Use Service Connect").check()
+    sc.get_by_label("Namespace").select_option(ns_arn)
+    expect(sc.get_by_role("radio", name="Client and server")).to_be_checked()
+    expect(sc.get_by_label("Port alias")).to_have_value("http")
+    sc.get_by_label("Discovery name").fill("api")
+    sc.get_by_label("DNS").fill("api.internal")
+    sc.get_by_label("Client alias port").fill("80")
+    console.shot("service-create-service-connect")
+    console.submit("Create", f"/clusters/{cluster}/services/{svc}", f"Service {svc} has been created successfully.")
+
+    s = ecs.describe_services(cluster=cluster, services=[svc])["services"][0]
+    cfg = s["deployments"][0]["serviceConnectConfiguration"]
+    assert cfg["enabled"] is True and cfg["namespace"] == ns_arn
+    assert cfg["services"] == [{"portName": "http", "discoveryName": "api", "clientAliases": [{"port": 80, "dnsName": "api.internal"}]}]
+    console.delete("Delete service", f"/clusters/{cluster}/services")

@@ -3,7 +3,8 @@
 // revision, the service's name, desired tasks, deployment options (minimum and maximum healthy
 // percent, the circuit breaker with rollback), networking for awsvpc task definitions (VPC,
 // subnets and security groups from the EC2 API, public IP), and for a service load balancing,
-// service discovery and service auto scaling (js/pages/deploy-options.js), and tags.
+// service discovery, Service Connect and service auto scaling (js/pages/deploy-options.js),
+// and tags.
 // Submitting a task is one RunTask call. Submitting a service makes what it needs first (load
 // balancer, target group, listener; Cloud Map service), then CreateService, then the scaling
 // target and policy, each step shown as it runs; a failed step's error is shown and no later
@@ -12,7 +13,7 @@
 import { ecs, listAll, ec2Items } from "../api.js";
 import { h, seg, showError, showSuccess, labelled, checkbox, rowsEditor, textInput, numberInput, select, uid, arnName, tagsEditor, onSubmit, crumbs } from "../ui.js";
 import { go } from "../app.js";
-import { loadBalancing, serviceDiscovery, autoScaling, progress } from "./deploy-options.js";
+import { loadBalancing, serviceDiscovery, serviceConnect, autoScaling, progress } from "./deploy-options.js";
 
 /** `kind`: "service" (Create service) or "task" (Run task). */
 export async function render({ cluster: clusterName, kind, query }) {
@@ -134,9 +135,11 @@ export async function render({ cluster: clusterName, kind, query }) {
   const checked = (fs) => [...fs.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
   const lb = service ? loadBalancing({ vpc: () => vpc.value, subnets: () => checked(subnets), securityGroups: () => checked(groups), awsvpc }) : null;
   const discovery = service ? serviceDiscovery() : null;
+  const connect = service ? serviceConnect({ taskDef: () => taskDef }) : null;
   const scaling = service ? autoScaling() : null;
   function followNetwork() {
     if (lb) lb.followTaskDef(taskDef);
+    if (connect) connect.follow();
     const on = awsvpc();
     networking.querySelector(".network-fields").hidden = !on;
     networkHint.textContent = on
@@ -176,6 +179,7 @@ export async function render({ cluster: clusterName, kind, query }) {
       };
       lb.serviceInput(req);
       discovery.serviceInput(req);
+      connect.serviceInput(req);
     } else req.count = num(desired, 1);
     return req;
   }
@@ -212,7 +216,7 @@ export async function render({ cluster: clusterName, kind, query }) {
         : null,
     ),
     networking,
-    service ? [lb.el, discovery.el, scaling.el] : null,
+    service ? [lb.el, discovery.el, connect.el, scaling.el] : null,
     h("fieldset", {}, h("legend", {}, "Tags"), tags),
     steps.list,
     h("div", { class: "actions" }, h("a", { class: "button", href: `#${base}/${service ? "services" : "tasks"}` }, "Cancel"), submit),
@@ -225,7 +229,7 @@ export async function render({ cluster: clusterName, kind, query }) {
         family.focus();
         return "Choose a task definition family and revision.";
       }
-      return service ? lb.check() || discovery.check() || scaling.check(lb.used()) : null;
+      return service ? lb.check() || discovery.check() || connect.check() || scaling.check(lb.used()) : null;
     },
     run: async () => {
       steps.reset();

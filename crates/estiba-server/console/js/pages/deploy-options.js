@@ -1,8 +1,9 @@
 // The Create service form's optional sections, as the ECS console lays them out: Load
 // balancing (an Application Load Balancer, new or existing; its listener, new or existing; a
 // target group, new or existing; the container and port to load balance), Service discovery
-// (a Cloud Map namespace, a discovery service name, its DNS record type and TTL) and Service
-// auto scaling (minimum and maximum number of tasks and a target tracking policy).
+// (a Cloud Map namespace, a discovery service name, its DNS record type and TTL), Service
+// Connect (a namespace; client only, or client and server with a named port mapping) and
+// Service auto scaling (minimum and maximum number of tasks and a target tracking policy).
 //
 // Each section is `{el, before(ctx, step), serviceInput(req), after(service, step)}`: `before`
 // makes what CreateService needs (the load balancer, target group and listener; the Cloud Map
@@ -231,6 +232,83 @@ export function serviceDiscovery() {
     },
     serviceInput(req) {
       if (registry) req.serviceRegistries = [registry];
+    },
+  };
+}
+
+/** The named port mappings of a task definition as `[name, text]` choices (Service Connect
+ * serves a port by its mapping's name). */
+function namedPorts(taskDef) {
+  return (taskDef?.containerDefinitions || []).flatMap((c) =>
+    (c.portMappings || []).filter((p) => p.name).map((p) => [p.name, `${p.name} (${c.name} ${p.containerPort})`]),
+  );
+}
+
+/** Service Connect: a namespace, and as client and server the port mapping it serves with its
+ * discovery name and client alias. `ctx.taskDef()` is the chosen revision. */
+export function serviceConnect(ctx) {
+  const namespace = select([], "");
+  const mode = radios(
+    "Service Connect configuration",
+    [["client", "Client side only"], ["client-server", "Client and server"]],
+    "client-server",
+    () => follow(),
+  );
+  const portName = select([], "");
+  const discoveryName = textInput("");
+  const dnsName = textInput("");
+  const aliasPort = numberInput("", { min: "1", max: "65535" });
+  const server = h(
+    "div",
+    {},
+    labelled("Port alias", portName, "A named port mapping of the task definition (portMappings[].name)."),
+    labelled("Discovery name", discoveryName, "Optional: the name other services find this one by (default: the port alias)."),
+    h("div", { class: "cols" }, labelled("DNS", dnsName, "Optional: the client alias's DNS name."), labelled("Client alias port", aliasPort)),
+  );
+  const follow = () => {
+    server.hidden = mode.value !== "client-server";
+    const before = portName.value;
+    const ports = namedPorts(ctx.taskDef());
+    portName.replaceChildren(...ports.map(([v, t]) => h("option", { value: v, selected: v === before }, t)));
+  };
+  const { use, el } = toggled("Service Connect", "Use Service Connect", [
+    labelled("Namespace", namespace, "The Cloud Map namespace the service's clients and servers share."),
+    mode,
+    server,
+  ]);
+  let namespaces = [];
+  use.input.addEventListener("change", async () => {
+    follow();
+    if (!use.input.checked || namespaces.length) return;
+    namespaces = await listAll("servicediscovery", "ListNamespaces", {}, "Namespaces");
+    namespace.replaceChildren(...namespaces.map((n) => h("option", { value: n.Arn }, `${n.Name} (${n.Type})`)));
+  });
+  return {
+    el,
+    follow,
+    check() {
+      if (!use.input.checked) return null;
+      if (!namespace.value) return "Choose a namespace for Service Connect.";
+      if (mode.value === "client-server") {
+        if (!portName.value) return "Service Connect serves a named port mapping: give a port mapping of the task definition a name.";
+        if (dnsName.value.trim() && !aliasPort.value) return "Enter the client alias port for the DNS name.";
+      }
+      return null;
+    },
+    serviceInput(req) {
+      if (!use.input.checked) return;
+      const cfg = { enabled: true, namespace: namespace.value };
+      if (mode.value === "client-server") {
+        const svc = { portName: portName.value };
+        if (discoveryName.value.trim()) svc.discoveryName = discoveryName.value.trim();
+        if (aliasPort.value) {
+          const alias = { port: Number(aliasPort.value) };
+          if (dnsName.value.trim()) alias.dnsName = dnsName.value.trim();
+          svc.clientAliases = [alias];
+        }
+        cfg.services = [svc];
+      }
+      req.serviceConnectConfiguration = cfg;
     },
   };
 }
