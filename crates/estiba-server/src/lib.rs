@@ -160,6 +160,9 @@ pub struct Server {
     /// ([`metric_ingest`]); 0 while no ingest runs. Alarms are evaluated as of this time, so
     /// they never judge a minute whose datapoints are still on their way.
     pub metrics_written_to: std::sync::atomic::AtomicI64,
+    /// Placements on container instances whose write is not in the view yet
+    /// ([`services::ecs::Reservations`]).
+    pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -338,6 +341,7 @@ impl Server {
             metric_clock,
             _metrics_tmp: metrics_tmp,
             metrics_written_to: Default::default(),
+            reservations: Default::default(),
         }))
     }
 

@@ -32,6 +32,7 @@ pub type Result<T, E = EcsError> = std::result::Result<T, E>;
 pub(crate) use task_sets::shown_task_sets;
 pub(crate) use tasks::task_tags as tasks_tags;
 pub(crate) use tasks::write_tasks as write_new_tasks;
+pub use tasks::{Held, Reservations};
 
 /// Builds and places a service's new tasks (the controller's entry into RunTask's logic).
 #[allow(clippy::too_many_arguments)]
@@ -58,6 +59,9 @@ pub struct Ctx {
     pub node: Option<Arc<str>>,
     /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
     pub vpc_cidr: ipnet::Ipv4Net,
+    /// This request's hold on the server's placements not yet written
+    /// ([`tasks::Reservations`]); released when the last clone goes.
+    pub held: Option<Arc<tasks::Held>>,
 }
 
 /// The ECS service.
@@ -76,7 +80,13 @@ impl Service for Ecs {
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx { scope: call.scope, now: call.now, node: s.local_node.clone(), vpc_cidr: s.config.vpc_cidr };
+            let cx = Ctx {
+                scope: call.scope,
+                now: call.now,
+                node: s.local_node.clone(),
+                vpc_cidr: s.config.vpc_cidr,
+                held: Some(Arc::new(tasks::Held::new(&s.reservations))),
+            };
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }
