@@ -365,6 +365,8 @@ fn mix(seed: u64, i: u64) -> i64 {
 pub struct Placer<'h, 'a> {
     hosts: &'h [Host<'a>],
     added: Vec<(usize, Added)>,
+    /// Host index → its position in `added` plus one (0: nothing added), once anything is.
+    at: Vec<u32>,
 }
 
 /// The outcome of placing `count` tasks: the host index of each placed task, in order, and
@@ -377,20 +379,27 @@ pub struct Placement {
 
 impl<'h, 'a> Placer<'h, 'a> {
     pub fn new(hosts: &'h [Host<'a>]) -> Self {
-        Placer { hosts, added: Vec::new() }
+        Placer { hosts, added: Vec::new(), at: Vec::new() }
     }
 
     fn added(&self, idx: usize) -> Option<&Added> {
-        self.added.iter().find(|(i, _)| *i == idx).map(|(_, a)| a)
+        match self.at.get(idx) {
+            Some(&p) if p > 0 => Some(&self.added[p as usize - 1].1),
+            _ => None,
+        }
     }
 
     fn reserve(&mut self, idx: usize, need: &Need) {
-        let pos = match self.added.iter().position(|(i, _)| *i == idx) {
-            Some(p) => p,
-            None => {
+        if self.at.is_empty() {
+            self.at = vec![0; self.hosts.len()];
+        }
+        let pos = match self.at[idx] {
+            0 => {
                 self.added.push((idx, Added::default()));
+                self.at[idx] = self.added.len() as u32;
                 self.added.len() - 1
             }
+            p => p as usize - 1,
         };
         let a = &mut self.added[pos].1;
         a.cpu += need.cpu;
@@ -421,9 +430,8 @@ impl<'h, 'a> Placer<'h, 'a> {
     pub fn hold_other(&mut self, idx: usize, need: &Need, same_group: bool) {
         self.reserve(idx, need);
         if !same_group {
-            if let Some((_, a)) = self.added.iter_mut().find(|(i, _)| *i == idx) {
-                a.tasks -= 1;
-            }
+            let p = self.at[idx] as usize - 1;
+            self.added[p].1.tasks -= 1;
         }
     }
 
@@ -556,8 +564,7 @@ impl<'h, 'a> Placer<'h, 'a> {
             for (j, count) in counts.iter_mut().enumerate() {
                 count[buckets[c.bucket][j]] += 1;
             }
-            let added = self.added.iter().find(|(i, _)| *i == idx).map(|(_, a)| a);
-            kept[k].ok = rejection(&self.hosts[idx], added, req).is_none();
+            kept[k].ok = rejection(&self.hosts[idx], self.added(idx), req).is_none();
         }
         out
     }
@@ -838,6 +845,23 @@ mod tests {
     }
 
     #[test]
+    fn tasks_other_requests_hold_are_taken() {
+        let f = Fleet::new(&[(A, "m5", "ACTIVE", 1024, 8192), (B, "m5", "ACTIVE", 1024, 8192)]);
+        let hosts = f.hosts();
+        let n = need(512, 10);
+        let ss = [strategy(PlacementStrategyType::Spread, Some("instanceId"))];
+        let req = Request { need: &n, group: "family:web", required: &[], constraints: &[], strategies: &ss };
+        // Another request's task of another group: its CPU is taken, the spread ignores it.
+        let mut p = Placer::new(&hosts);
+        p.hold_other(0, &need(1024, 10), false);
+        assert_eq!(p.place(&req, 3, 0).picks, [1, 1]);
+        // Of the same group: the spread counts it.
+        let mut p = Placer::new(&hosts);
+        p.hold_other(0, &need(0, 0), true);
+        assert_eq!(p.place(&req, 1, 0).picks, [1]);
+    }
+
+    #[test]
     fn usage_adds_and_takes_away() {
         let mut u = Usage::default();
         let web = Need { cpu: 256, memory: 512, ports: vec![(80, TransportProtocol::Tcp)] };
@@ -927,7 +951,7 @@ mod tests {
             let mut slow = Placer::new(&hosts);
             let mut picks = Vec::new();
             for _ in 0..count {
-                let mut one = Placer { hosts: &hosts, added: slow.added.clone() };
+                let mut one = Placer { hosts: &hosts, added: slow.added.clone(), at: slow.at.clone() };
                 let p = one.place_all_hosts(&req, round as u64);
                 match p {
                     Some(i) => {

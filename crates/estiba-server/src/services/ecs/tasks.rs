@@ -177,7 +177,7 @@ pub(crate) fn place_tasks(
         out.failures.extend(p.failures);
     }
     for (i, launch) in launches.into_iter().enumerate() {
-        let instance_arn = if launch.launch_type == LaunchType::Fargate {
+        let on: Option<usize> = if launch.launch_type == LaunchType::Fargate {
             // Fargate capacity is not reserved: the node refuses only when its available
             // memory is below its floor.
             let node = cx.node.as_deref().and_then(|n| st.nodes.get(&keys::node(n)));
@@ -196,25 +196,24 @@ pub(crate) fn place_tasks(
                 out.failures.push(f);
                 continue;
             }
-            Some(target.clone())
+            Some(idx)
         } else {
             match picks.next() {
-                Some(idx) => Some(hosts[idx].arn.to_owned()),
+                Some(idx) => Some(idx),
                 None => continue,
             }
         };
-        if let (Some((b, token)), Some(arn)) = (&mut book, &instance_arn) {
-            if let Some(h) = hosts.iter().find(|h| h.arn == arn.as_str()) {
-                b.held.push(Reserved {
-                    token: *token,
-                    revision: st.revision,
-                    cluster: cluster_key.clone(),
-                    slot: h.id,
-                    need: need.clone(),
-                    group: group.clone(),
-                });
-            }
+        if let (Some((b, token)), Some(idx)) = (&mut book, on) {
+            b.held.push(Reserved {
+                token: *token,
+                revision: st.revision,
+                cluster: cluster_key.clone(),
+                slot: hosts[idx].id,
+                need: need.clone(),
+                group: group.clone(),
+            });
         }
+        let instance_arn = on.map(|idx| hosts[idx].arn.to_owned());
         let spec = Spec { launch, container_instance_arn: instance_arn, tags: proto.tags.clone(), ..*proto };
         out.tasks.push(task::build(&spec, ids, cx.now));
     }
