@@ -861,6 +861,38 @@ mod tests {
         assert_eq!(p.place(&req, 1, 0).picks, [1]);
     }
 
+    /// How long one placement of 10 tasks on 10,000 hosts takes (BENCHMARKS.md):
+    /// `cargo test --release -p estiba-core --lib placement::tests::timing -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn timing() {
+        let zones = [A, B, C];
+        let spec: Vec<_> = (0..10_000).map(|i| (zones[i % 3], "m5", "ACTIVE", 4096, 8192)).collect();
+        let mut f = Fleet::new(&spec);
+        for i in 0..10_000 {
+            f.hold(i, &need(16, 32), "family:small");
+        }
+        let hosts = f.hosts();
+        let required = [Attribute { name: "ecs.capability.task-eni".into(), ..Default::default() }];
+        let n = need(16, 32);
+        for ss in [
+            vec![strategy(PlacementStrategyType::Binpack, Some("memory"))],
+            vec![
+                strategy(PlacementStrategyType::Spread, Some("attribute:ecs.availability-zone")),
+                strategy(PlacementStrategyType::Spread, Some("instanceId")),
+            ],
+        ] {
+            let req =
+                Request { need: &n, group: "family:small", required: &required, constraints: &[], strategies: &ss };
+            let start = std::time::Instant::now();
+            for seed in 0..100 {
+                let p = std::hint::black_box(Placer::new(&hosts).place(&req, 10, seed));
+                assert_eq!(p.picks.len(), 10);
+            }
+            eprintln!("{ss:?}: {:?} per place(10) on 10,000 hosts", start.elapsed() / 100);
+        }
+    }
+
     #[test]
     fn usage_adds_and_takes_away() {
         let mut u = Usage::default();
