@@ -122,8 +122,9 @@ impl Usage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostInfo {
     pub registered: Capacity,
-    /// Attribute names and values, sorted by name.
-    pub attributes: Vec<(String, Option<String>)>,
+    /// Attribute names and values, sorted by name. Instances mostly share one set: the view
+    /// interns them ([`HostInfo::interned`]) and placement works each set out once.
+    pub attributes: Arc<[(String, Option<String>)]>,
     /// ACTIVE: new tasks may go here (not DRAINING, not INACTIVE).
     pub usable: bool,
 }
@@ -135,9 +136,20 @@ impl HostInfo {
         attributes.sort();
         HostInfo {
             registered: crate::instance::registered_capacity(ci),
-            attributes,
+            attributes: attributes.into(),
             usable: crate::instance::status(ci) == "ACTIVE",
         }
+    }
+
+    /// The same, its attribute set shared with the equal ones in `sets`.
+    pub fn interned(mut self, sets: &mut AttributeSets) -> HostInfo {
+        match sets.get(&*self.attributes) {
+            Some(a) => self.attributes = a.clone(),
+            None => {
+                sets.insert(self.attributes.clone());
+            }
+        }
+        self
     }
 
     /// The attribute's value: `Some("")` when it exists without one.
@@ -153,6 +165,9 @@ impl HostInfo {
         }
     }
 }
+
+/// Distinct attribute sets of instances ([`HostInfo::interned`]).
+pub type AttributeSets = std::collections::HashSet<Arc<[(String, Option<String>)]>>;
 
 /// One container instance as placement sees it.
 #[derive(Clone, Copy)]
@@ -206,6 +221,11 @@ fn rejection(host: &Host<'_>, added: Option<&Added>, req: &Request<'_>) -> Optio
     if let Some(a) = req.required.iter().find(|a| !host.info.has(a)) {
         return Some(("ATTRIBUTE", Some(format!("MissingAttribute: {}", a.name))));
     }
+    rejection_but_attributes(host, added, req)
+}
+
+/// [`rejection`] once the required attributes are known to be there.
+fn rejection_but_attributes(host: &Host<'_>, added: Option<&Added>, req: &Request<'_>) -> Option<Rejection> {
     let placed_here = added.map_or(0, |a| a.tasks);
     for (kind, expr) in req.constraints {
         match kind {
@@ -344,6 +364,8 @@ struct Cand {
     group: i64,
     rand: i64,
     ok: bool,
+    /// Its order within its bucket (the attribute parts left out), for the selection.
+    within: Key,
 }
 
 /// The random tie-break of host `i` once it holds `added` of the request's tasks: drawn again
@@ -489,24 +511,39 @@ impl<'h, 'a> Placer<'h, 'a> {
             }
         };
         let mut cands: Vec<Cand> = Vec::new();
+        // Per attribute set: whether it has the required attributes, and its spread values.
+        let mut memo: std::collections::HashMap<usize, (bool, [usize; 5])> = Default::default();
+        let mut last: Option<(usize, (bool, [usize; 5]))> = None;
         for (i, h) in self.hosts.iter().enumerate() {
             let added = self.added(i);
             let group = h.used.group_count(req.group) as i64 + added.map_or(0, |a| a.tasks as i64);
-            let mut ids = [0usize; 5];
-            for (j, name) in attrs.iter().enumerate() {
-                let v = h.info.attribute(name);
-                let id = match values[j].iter().position(|x| *x == v) {
-                    Some(id) => id,
-                    None => {
-                        values[j].push(v);
-                        counts[j].push(0);
-                        values[j].len() - 1
-                    }
-                };
-                counts[j][id] += group;
-                ids[j] = id;
+            let set = Arc::as_ptr(&h.info.attributes) as *const () as usize;
+            let (has_required, ids) = match last {
+                Some((k, v)) if k == set => v,
+                _ => {
+                    let v = *memo.entry(set).or_insert_with(|| {
+                        let mut ids = [0usize; 5];
+                        for (j, name) in attrs.iter().enumerate() {
+                            let v = h.info.attribute(name);
+                            ids[j] = match values[j].iter().position(|x| *x == v) {
+                                Some(id) => id,
+                                None => {
+                                    values[j].push(v);
+                                    counts[j].push(0);
+                                    values[j].len() - 1
+                                }
+                            };
+                        }
+                        (req.required.iter().all(|a| h.info.has(a)), ids)
+                    });
+                    last = Some((set, v));
+                    v
+                }
+            };
+            for (j, count) in counts.iter_mut().enumerate() {
+                count[ids[j]] += group;
             }
-            if !h.usable() || rejection(h, added, req).is_some() {
+            if !h.usable() || !has_required || rejection_but_attributes(h, added, req).is_some() {
                 continue;
             }
             let (acpu, amem) = added.map_or((0, 0), |a| (a.cpu, a.memory));
@@ -518,6 +555,7 @@ impl<'h, 'a> Placer<'h, 'a> {
                 group,
                 rand: tie(seed, i, added.map_or(0, |a| a.tasks)),
                 ok: true,
+                within: [0; 6],
             });
         }
         let key = |c: &Cand, counts: &[Vec<i64>], buckets: &[[usize; 5]]| -> Key {
@@ -537,11 +575,16 @@ impl<'h, 'a> Placer<'h, 'a> {
         // stay its best: each placement changes one host, so `count` of them per bucket are
         // enough for `count` placements.
         let no_attr: Vec<Vec<i64>> = counts.iter().map(|c| vec![0; c.len()]).collect();
-        cands.sort_unstable_by_key(|c| c.bucket);
+        for c in &mut cands {
+            c.within = key(c, &no_attr, &buckets);
+        }
+        if buckets.len() > 1 {
+            cands.sort_unstable_by_key(|c| c.bucket);
+        }
         let mut kept: Vec<Cand> = Vec::new();
         for group in cands.chunk_by_mut(|a, b| a.bucket == b.bucket) {
             if group.len() > count {
-                group.select_nth_unstable_by_key(count - 1, |c| key(c, &no_attr, &buckets));
+                group.select_nth_unstable_by_key(count - 1, |c| c.within);
                 kept.extend_from_slice(&group[..count]);
             } else {
                 kept.extend_from_slice(group);
@@ -869,11 +912,38 @@ mod tests {
         let zones = [A, B, C];
         let spec: Vec<_> = (0..10_000).map(|i| (zones[i % 3], "m5", "ACTIVE", 4096, 8192)).collect();
         let mut f = Fleet::new(&spec);
+        // About 20 attributes each, as instances registered through the API carry, in one
+        // set per zone, interned as the view does.
+        let mut sets = AttributeSets::new();
+        for (i, ci) in f.cis.iter_mut().enumerate() {
+            for cap in [
+                "docker-remote-api.1.18",
+                "docker-remote-api.1.19",
+                "docker-remote-api.1.21",
+                "docker-remote-api.1.24",
+                "task-iam-role",
+                "logging-driver.awslogs",
+                "logging-driver.json-file",
+                "logging-driver.none",
+                "private-registry-authentication.secretsmanager",
+                "ecs.os-type",
+                "ecs.os-family",
+                "ecs.cpu-architecture",
+                "container-health-check",
+                "container-ordering",
+            ] {
+                let name = format!("com.amazonaws.ecs.capability.{cap}");
+                ci.attributes.as_mut().unwrap().push(Attribute { name, ..Default::default() });
+            }
+            let registered = f.infos[i].registered.clone();
+            f.infos[i] = HostInfo { registered, ..HostInfo::of(ci) }.interned(&mut sets);
+        }
         for i in 0..10_000 {
             f.hold(i, &need(16, 32), "family:small");
         }
         let hosts = f.hosts();
-        let required = [Attribute { name: "ecs.capability.task-eni".into(), ..Default::default() }];
+        let required =
+            [Attribute { name: "com.amazonaws.ecs.capability.docker-remote-api.1.18".into(), ..Default::default() }];
         let n = need(16, 32);
         for ss in [
             vec![strategy(PlacementStrategyType::Binpack, Some("memory"))],

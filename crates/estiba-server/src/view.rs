@@ -241,6 +241,8 @@ pub struct State {
     pub deployment_counts: HashMap<(String, String), DeploymentCounts>,
     /// Cluster key → its container instances as placement reads them.
     pub hosts: HashMap<String, Hosts>,
+    /// The distinct attribute sets of container instances, shared by their `HostInfo`s.
+    attribute_sets: estiba_core::placement::AttributeSets,
 }
 
 /// A container instance as placement reads it: its document, what placement needs of it
@@ -404,7 +406,7 @@ impl State {
                 match (&old, &new) {
                     (_, Some(n)) => {
                         let slot = hosts.slot(n.value.container_instance_arn.as_deref().unwrap_or_default());
-                        slot.info = HostInfo::of(&n.value);
+                        slot.info = HostInfo::of(&n.value).interned(&mut self.attribute_sets);
                         slot.doc = Some(n.clone());
                     }
                     (Some(o), None) => {
