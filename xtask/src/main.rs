@@ -12,6 +12,7 @@ mod bench_lb_service;
 mod bench_logs;
 mod bench_metrics;
 mod bench_net;
+mod bench_placement;
 mod bench_registry;
 mod bench_run;
 mod bench_services;

@@ -57,12 +57,16 @@ pub struct Probes<'a> {
     pub protected: &'a dyn Fn(&Task) -> bool,
     /// Its health in the service's target groups.
     pub lb: &'a dyn Fn(&Task) -> LbHealth,
+    /// Whether it runs on a DRAINING container instance: then it is replaced like a task
+    /// of an older deployment (PENDING ones stop at once, RUNNING ones within
+    /// minimumHealthyPercent and maximumPercent), as ECS drains instances.
+    pub draining: &'a dyn Fn(&Task) -> bool,
 }
 
 impl Probes<'_> {
     /// No health check, no protection, no load balancer.
     pub const NONE: Probes<'static> =
-        Probes { checked: &|_| false, protected: &|_| false, lb: &|_| LbHealth::NotBehind };
+        Probes { checked: &|_| false, protected: &|_| false, lb: &|_| LbHealth::NotBehind, draining: &|_| false };
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -168,7 +172,7 @@ fn max_running(desired: i32, pct: i32) -> i32 {
 /// scale-in protection (the scheduler then stops it neither to scale in nor to replace it
 /// with a newer deployment's) and how each fares in the service's target groups.
 pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings: &Settings) -> Plan {
-    let Probes { checked, protected, lb } = *probes;
+    let Probes { checked, protected, lb, draining } = *probes;
     let mut out = Plan { service: svc.clone(), ..Default::default() };
     let name = service::name(svc).to_owned();
     let status = service::status(svc).to_owned();
@@ -252,12 +256,14 @@ pub fn plan(svc: &Service, tasks: &[&Task], probes: &Probes, now: Now, settings:
     let is_stopping = |t: &Task| stopping.iter().any(|s| s.task_arn == t.task_arn);
     let wanted: Vec<&Task> = wanted.into_iter().filter(|t| !is_stopping(t)).collect();
 
-    let mine: Vec<&Task> = wanted.iter().copied().filter(|t| deployment_of(t) == primary_id).collect();
-    let old: Vec<&Task> = wanted.iter().copied().filter(|t| deployment_of(t) != primary_id).collect();
+    // Tasks on DRAINING instances go as an older deployment's do, and are replaced.
+    let current = |t: &Task| deployment_of(t) == primary_id && !draining(t);
+    let mine: Vec<&Task> = wanted.iter().copied().filter(|t| current(t)).collect();
+    let old: Vec<&Task> = wanted.iter().copied().filter(|t| !current(t)).collect();
     // What the floor protects: new tasks once healthy, older ones while they run and are not
     // known to be unhealthy.
     let counts = |t: &Task| {
-        if deployment_of(t) == primary_id {
+        if current(t) {
             healthy(t)
         } else {
             task::last_status(t) == Status::Running
@@ -564,6 +570,51 @@ mod tests {
         assert_eq!(p.completed.as_deref(), Some("ecs-svc/2"));
         assert_eq!(p.service.deployments.as_ref().unwrap().len(), 1);
         assert!(p.service.events.unwrap()[0].message.as_deref().unwrap().ends_with("has reached a steady state."));
+    }
+
+    #[test]
+    fn draining_instances_hand_their_tasks_over_within_the_limits() {
+        // Four tasks of the PRIMARY deployment: two on instance X, which is DRAINING, one of
+        // them still PENDING.
+        let on = |mut t: Task, ci: &str| {
+            t.container_instance_arn = Some(ci.into());
+            t
+        };
+        let dep = "ecs-svc/2";
+        let tasks = vec![
+            on(t(0, dep, "RUNNING", Some(0.0)), "X"),
+            on(t(1, dep, "PENDING", None), "X"),
+            on(t(2, dep, "RUNNING", Some(0.0)), "Y"),
+            on(t(3, dep, "RUNNING", Some(0.0)), "Y"),
+        ];
+        let refs: Vec<&Task> = tasks.iter().collect();
+        let draining = |t: &Task| t.container_instance_arn.as_deref() == Some("X");
+        let probes = Probes { draining: &draining, ..Probes::NONE };
+        let settings = Settings { unchecked_healthy_after: 0.0 };
+        let stops = |p: &Plan| p.stop.iter().map(|s| s.task_arn.clone()).collect::<Vec<_>>();
+        // 100/200: replacements start at once; the PENDING task stops at once, the RUNNING
+        // one stays until they are healthy.
+        let s = svc(4, 100, 200);
+        let p = plan(&s, &refs, &probes, 100.0, &settings);
+        assert_eq!(p.start, 2);
+        assert_eq!(stops(&p), ["arn:t/ecs-svc/2/1"]);
+        // 50/100: no room above desired, so RUNNING ones stop first, down to the floor of 2.
+        let s = svc(4, 50, 100);
+        let p = plan(&s, &refs, &probes, 100.0, &settings);
+        assert_eq!(p.start, 0);
+        assert_eq!(stops(&p), ["arn:t/ecs-svc/2/1", "arn:t/ecs-svc/2/0"]);
+        // Replacements healthy on other instances: the drained task goes, and the service is
+        // steady only once nothing runs on X.
+        let mut all = tasks.clone();
+        all.remove(1);
+        all.extend([on(t(4, dep, "RUNNING", Some(50.0)), "Z"), on(t(5, dep, "RUNNING", Some(50.0)), "Z")]);
+        let refs: Vec<&Task> = all.iter().collect();
+        let p = plan(&svc(4, 100, 200), &refs, &probes, 100.0, &settings);
+        assert_eq!((p.start, stops(&p)), (0, vec!["arn:t/ecs-svc/2/0".to_owned()]));
+        assert!(p.completed.is_none());
+        // Without the instance draining nothing would change.
+        let p = plan(&svc(4, 100, 200), &refs, &Probes::NONE, 100.0, &settings);
+        assert_eq!((p.start, p.stop.len()), (0, 1), "five tasks for four: scale-in of one");
     }
 
     #[test]

@@ -179,6 +179,11 @@ pub fn register(
         "ecs.capability.container-health-check",
         "ecs.capability.container-ordering",
         "com.amazonaws.ecs.capability.task-iam-role",
+        "com.amazonaws.ecs.capability.logging-driver.awslogs",
+        "com.amazonaws.ecs.capability.logging-driver.json-file",
+        "com.amazonaws.ecs.capability.logging-driver.none",
+        "com.amazonaws.ecs.capability.private-registry-authentication.secretsmanager",
+        "ecs.capability.env-files.s3",
     ] {
         attributes.push(Attribute { name: cap.into(), ..Default::default() });
     }
@@ -341,11 +346,19 @@ pub fn remaining_resources(
     ]
 }
 
-/// A container instance seen by the query language.
+/// A container instance seen by the query language: its document, what its live tasks hold,
+/// and tasks of one group the current request has placed on it.
 pub struct Queried<'a> {
     pub ci: &'a ContainerInstance,
-    pub running_tasks: i64,
-    pub groups: Vec<&'a str>,
+    pub used: &'a crate::placement::Usage,
+    pub added: Option<(&'a str, u32)>,
+}
+
+impl<'a> Queried<'a> {
+    /// An instance with no task known.
+    pub fn bare(ci: &'a ContainerInstance) -> Self {
+        Queried { ci, used: &crate::placement::NO_USAGE, added: None }
+    }
 }
 
 impl query::QueryTarget for Queried<'_> {
@@ -359,7 +372,7 @@ impl query::QueryTarget for Queried<'_> {
         self.ci.registered_at
     }
     fn running_tasks_count(&self) -> i64 {
-        self.running_tasks
+        self.used.running
     }
     fn agent_connected(&self) -> bool {
         self.ci.agent_connected
@@ -368,7 +381,9 @@ impl query::QueryTarget for Queried<'_> {
         self.ci.version_info.as_ref().and_then(|v| v.agent_version.as_deref())
     }
     fn task_groups(&self) -> Vec<&str> {
-        self.groups.clone()
+        let mut out: Vec<&str> = self.used.groups.iter().map(|(g, _)| &**g).collect();
+        out.extend(self.added.map(|(g, _)| g));
+        out
     }
 }
 
@@ -394,7 +409,7 @@ mod tests {
         assert_eq!(ci.ec2_instance_id.as_deref(), Some("i-0123"));
         let cap = registered_capacity(&ci);
         assert_eq!((cap.cpu, cap.memory), (2048, 4096));
-        let q = Queried { ci: &ci, running_tasks: 0, groups: vec![] };
+        let q = Queried::bare(&ci);
         assert_eq!(query::QueryTarget::attribute(&q, "ecs.instance-type"), Some("t3.small"));
         assert_eq!(query::QueryTarget::attribute(&q, "stack"), Some("prod"));
         let many: Vec<Attribute> = (0..10).map(|i| Attribute { name: format!("a{i}"), ..Default::default() }).collect();

@@ -533,7 +533,8 @@ pub fn plan(
     let cleaning = t.stage == Stage::CleanUp;
     let is_blue = |task: &Task| deployment_of(task) != primary;
     let protected = |task: &Task| (probes.protected)(task) || (!cleaning && is_blue(task));
-    let walk_probes = Probes { checked: probes.checked, protected: &protected, lb: probes.lb };
+    let walk_probes =
+        Probes { checked: probes.checked, protected: &protected, lb: probes.lb, draining: probes.draining };
     let mut lifted = svc.clone();
     if let Some(c) = lifted.deployment_configuration.as_mut() {
         c.maximum_percent = Some(2000);

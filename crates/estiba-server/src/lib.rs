@@ -179,6 +179,9 @@ pub struct Server {
     /// Whether this server leads (runs the controllers): always when it is alone, by etcd's
     /// election when several servers share an etcd (the binary's `lead`).
     pub leader: std::sync::atomic::AtomicBool,
+    /// Placements on container instances whose write is not in the view yet
+    /// ([`services::ecs::Reservations`]).
+    pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -366,6 +369,7 @@ impl Server {
             join_tokens: Default::default(),
             agent_sinks: Default::default(),
             leader: Default::default(),
+            reservations: Default::default(),
         }))
     }
 

@@ -23,6 +23,7 @@ use estiba_api::ecs::{
 };
 use estiba_core::cluster::Counts;
 use estiba_core::node::{Claim, NodeStatus};
+use estiba_core::placement::{HostInfo, Need, Usage};
 use estiba_core::service::DeploymentCounts;
 use estiba_core::{ecr, instance, service, task};
 use estiba_store::{EventKind, KeyValue, Revision, Store, StoreError};
@@ -59,15 +60,20 @@ pub struct TaskFacts {
     pub stopped_at: Option<f64>,
     /// The address of its ENI (awsvpc), once a node set it up.
     pub private_ipv4: Option<std::net::Ipv4Addr>,
+    /// What it reserves on its container instance, while it holds a place there (placed on
+    /// one and not STOPPED).
+    pub hold: Option<Need>,
     /// The whole task, once something asked for it (never for a stopped task).
     full: OnceLock<Box<Task>>,
 }
 
 impl TaskFacts {
-    fn of(t: &Task, strings: &mut Interner) -> TaskFacts {
+    fn of(t: &Task, strings: &mut Interner, hold: Option<Need>) -> TaskFacts {
         let mut boxed = |s: &Option<String>| s.as_deref().map(|s| strings.get(s));
+        let last_status = task::last_status(t);
         TaskFacts {
-            last_status: task::last_status(t),
+            hold: hold.filter(|_| t.container_instance_arn.is_some() && last_status != task::Status::Stopped),
+            last_status,
             desired_status: t.desired_status.as_deref().and_then(DesiredStatus::from_str_opt),
             launch_type: t.launch_type,
             group: boxed(&t.group),
@@ -236,6 +242,52 @@ pub struct State {
     pub cluster_counts: HashMap<String, Counts>,
     /// (cluster key, deployment id) → task counts of the deployment.
     pub deployment_counts: HashMap<(String, String), DeploymentCounts>,
+    /// Cluster key → its container instances as placement reads them.
+    pub hosts: HashMap<String, Hosts>,
+    /// The distinct attribute sets of container instances, shared by their `HostInfo`s.
+    attribute_sets: estiba_core::placement::AttributeSets,
+}
+
+/// A container instance as placement reads it: its document, what placement needs of it
+/// (worked out once per change), and what its live tasks hold (changed as tasks change).
+#[derive(Debug)]
+pub struct Slot {
+    pub arn: Arc<str>,
+    /// `None` once the document is gone (or before it arrives, for a task naming it).
+    pub doc: Option<Arc<Doc<ContainerInstance>>>,
+    pub info: HostInfo,
+    pub used: Usage,
+}
+
+/// One cluster's container instances for placement: a vector it scans, and an index by ARN.
+#[derive(Debug, Default)]
+pub struct Hosts {
+    by_arn: HashMap<Arc<str>, usize>,
+    pub slots: Vec<Slot>,
+}
+
+impl Hosts {
+    pub fn get(&self, arn: &str) -> Option<&Slot> {
+        self.by_arn.get(arn).map(|&i| &self.slots[i])
+    }
+
+    fn slot(&mut self, arn: &str) -> &mut Slot {
+        let i = match self.by_arn.get(arn) {
+            Some(&i) => i,
+            None => {
+                let arn: Arc<str> = Arc::from(arn);
+                self.slots.push(Slot {
+                    arn: arn.clone(),
+                    doc: None,
+                    info: HostInfo::default(),
+                    used: Usage::default(),
+                });
+                self.by_arn.insert(arn, self.slots.len() - 1);
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[i]
+    }
 }
 
 impl State {
@@ -261,6 +313,11 @@ impl State {
 
     pub fn counts(&self, cluster_key: &str) -> Counts {
         self.cluster_counts.get(cluster_key).copied().unwrap_or_default()
+    }
+
+    /// A cluster's container instances as placement reads them.
+    pub fn hosts(&self, cluster_key: &str) -> Option<&Hosts> {
+        self.hosts.get(cluster_key)
     }
 
     pub fn deployment_counts(&self, cluster_key: &str, deployment_id: &str) -> DeploymentCounts {
@@ -321,10 +378,22 @@ impl State {
                 put(&mut self.taskdefs, kind, kv);
             }
             "tasks" => {
-                let (old, new) = put_task(&mut self.tasks, &mut self.strings, kind, kv);
+                let (old, new) = put_task(&mut self.tasks, &mut self.strings, &self.taskdefs, kind, kv);
                 let cluster = keys::cluster_of(&kv.key).unwrap_or_default();
                 for (doc, sign) in [(old, -1), (new, 1)] {
                     if let Some(d) = doc {
+                        let f = &d.value;
+                        if let (Some(need), Some(arn)) = (&f.hold, f.container_instance_arn()) {
+                            let hosts = self.hosts.entry(cluster.clone()).or_default();
+                            let running = f.last_status == task::Status::Running;
+                            hosts.slot(arn).used.apply(
+                                need,
+                                f.group.as_ref(),
+                                running,
+                                f.last_status.is_pending(),
+                                sign as i64,
+                            );
+                        }
                         let (c, dep) = task_contribution(&d.value);
                         self.cluster_counts.entry(cluster.clone()).or_default().add(&c, sign);
                         if let Some((id, dc)) = dep {
@@ -345,6 +414,20 @@ impl State {
             }
             "instances" => {
                 let (old, new) = put(&mut self.instances, kind, kv);
+                let hosts = self.hosts.entry(keys::cluster_of(&kv.key).unwrap_or_default()).or_default();
+                match (&old, &new) {
+                    (_, Some(n)) => {
+                        let slot = hosts.slot(n.value.container_instance_arn.as_deref().unwrap_or_default());
+                        slot.info = HostInfo::of(&n.value).interned(&mut self.attribute_sets);
+                        slot.doc = Some(n.clone());
+                    }
+                    (Some(o), None) => {
+                        let slot = hosts.slot(o.value.container_instance_arn.as_deref().unwrap_or_default());
+                        slot.doc = None;
+                        slot.info = HostInfo::default();
+                    }
+                    (None, None) => {}
+                }
                 self.adjust(
                     &kv.key,
                     old.map(|d| instance_contribution(&d.value)),
@@ -468,14 +551,37 @@ fn put<T: DeserializeOwned>(table: &mut Table<T>, kind: EventKind, kv: &KeyValue
     }
 }
 
-/// [`put`] for tasks: the view keeps their [`TaskFacts`].
-fn put_task(table: &mut Table<TaskFacts>, strings: &mut Interner, kind: EventKind, kv: &KeyValue) -> Change<TaskFacts> {
+/// [`put`] for tasks: the view keeps their [`TaskFacts`], with what a task placed on a
+/// container instance reserves there (from its task definition, read once here).
+fn put_task(
+    table: &mut Table<TaskFacts>,
+    strings: &mut Interner,
+    taskdefs: &Table<TaskDefinition>,
+    kind: EventKind,
+    kv: &KeyValue,
+) -> Change<TaskFacts> {
+    // A task whose task definition was deleted keeps the reservation it had.
+    let before = table.get(&kv.key).and_then(|d| d.value.hold.clone());
     let doc = decoded::<Task>(kv).map(|t| {
+        let hold = t.container_instance_arn.as_ref().map(|_| {
+            let td = t
+                .task_definition_arn
+                .as_deref()
+                .and_then(estiba_core::arn::TaskDefRef::parse)
+                .zip(keys::parse_task(&kv.key))
+                .and_then(|(r, (scope, _, _))| {
+                    taskdefs.get(&keys::taskdef(&scope, &r.family, r.revision.unwrap_or(0)))
+                });
+            match td {
+                Some(td) => estiba_core::placement::need_of(&td.value, t.overrides.as_ref()),
+                None => before.unwrap_or_default(),
+            }
+        });
         Arc::new(Doc {
             key: kv.key.clone(),
             rev: kv.mod_revision,
             raw: kv.value.clone(),
-            value: TaskFacts::of(&t, strings),
+            value: TaskFacts::of(&t, strings, hold),
         })
     });
     match (kind, doc) {

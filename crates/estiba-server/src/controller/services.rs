@@ -5,6 +5,7 @@
 //! tasks. A service whose pass fails is logged; the others go on.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use estiba_api::ecs::*;
@@ -16,7 +17,7 @@ use estiba_core::{arn, deploy, task_set, EcsError, Ids, Scope};
 use estiba_store::{Compare, Op, Txn};
 
 use super::{is_claimed, Controller, Wake};
-use crate::services::ecs::{put, Ctx};
+use crate::services::ecs::{put, Ctx, Held};
 use crate::view::{Doc, State};
 use crate::{keys, now, RandomIds, Server};
 
@@ -77,6 +78,8 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
         return Ok(None);
     };
     let mut ids = RandomIds;
+    // Held until the write is in the view: what this pass places counts as taken meanwhile.
+    let held = Arc::new(Held::new(&server.reservations));
     server
         .transact::<_, EcsError>(|st| {
             let Some(d) = st.services.get(key) else { return Ok((Txn::new(), None)) };
@@ -85,7 +88,8 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 let limits = server.txn_limits();
                 let mut cap = usize::MAX;
                 loop {
-                    let (txn, retry) = reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids, cap)?;
+                    let (txn, retry) =
+                        reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids, cap, &held)?;
                     if limits.fits(&txn) || cap == 0 {
                         return Ok((txn, retry));
                     }
@@ -100,17 +104,27 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 .collect();
             let decoded: Vec<_> = task_docs.iter().map(|t| t.task()).collect();
             let tasks: Vec<&Task> = decoded.iter().map(|t| t.as_ref()).collect();
-            let instances: Vec<String> = State::range(&st.instances, &keys::instances_of(&scope, &cluster))
-                .filter(|i| estiba_core::instance::status(&i.value) == "ACTIVE")
-                .filter_map(|i| i.value.container_instance_arn.clone())
-                .collect();
+            let mut instances: Vec<String> = Vec::new();
+            let mut draining_instances: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for i in State::range(&st.instances, &keys::instances_of(&scope, &cluster)) {
+                match (estiba_core::instance::status(&i.value), i.value.container_instance_arn.as_deref()) {
+                    ("ACTIVE", Some(arn)) => instances.push(arn.to_owned()),
+                    ("DRAINING", Some(arn)) => {
+                        draining_instances.insert(arn);
+                    }
+                    _ => {}
+                }
+            }
+            let on_draining =
+                |t: &Task| t.container_instance_arn.as_deref().is_some_and(|a| draining_instances.contains(a));
             let is_checked = |t: &Task| checked(st, &scope, t);
             let is_protected = |t: &Task| {
                 let key = keys::task_protection(&scope, &cluster, estiba_core::task::task_id(t));
                 st.task_protection.get(&key).is_some_and(|p| estiba_core::task::is_protected(&p.value, now))
             };
             let lb = |t: &Task| crate::targets::lb_health(server, st, &scope, &cluster, &d.value, t);
-            let probes = deploy::Probes { checked: &is_checked, protected: &is_protected, lb: &lb };
+            let probes =
+                deploy::Probes { checked: &is_checked, protected: &is_protected, lb: &lb, draining: &on_draining };
             let traffic_key = keys::traffic(&scope, &cluster, &name);
             let traffic = st.traffic.get(&traffic_key);
             let plan =
@@ -119,7 +133,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             let record_docs: Vec<_> =
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
             let records: Vec<&ServiceDeployment> = record_docs.iter().map(|r| &r.value).collect();
-            let cx = Ctx::of(server, scope.clone(), now);
+            let cx = Ctx::of(server, scope.clone(), now, Some(held.clone()));
             let taskdef = |a: &str| crate::services::ecs::find_taskdef(st, &cx, a).map(|td| &td.value);
             let claimed = |t: &Task| is_claimed(st, &keys::task(&scope, &cluster, task::task_id(t)));
             let input = rollout::Input {
@@ -205,6 +219,7 @@ fn reconcile_task_sets(
     d: &Doc<Service>,
     ids: &mut dyn Ids,
     cap: usize,
+    held: &Arc<Held>,
 ) -> Result<(Txn, Option<f64>), EcsError> {
     let now = now();
     let group = svc_rules::task_group(name);
@@ -214,7 +229,7 @@ fn reconcile_task_sets(
     let decoded: Vec<_> = task_docs.iter().map(|t| t.task()).collect();
     let tasks: Vec<&Task> = decoded.iter().map(|t| t.as_ref()).collect();
     let set_docs: Vec<_> = State::range(&st.task_sets, &keys::task_sets_of(scope, cluster, name)).collect();
-    let cx = Ctx::of(server, scope.clone(), now);
+    let cx = Ctx::of(server, scope.clone(), now, Some(held.clone()));
     let draining = svc_rules::status(&d.value) == svc_rules::DRAINING;
     let lb = |t: &Task| crate::targets::lb_health(server, st, scope, cluster, &d.value, t);
     let grace = d.value.health_check_grace_period_seconds.unwrap_or(0) as f64;
@@ -402,7 +417,11 @@ fn start_tasks(
         (launch_plan.launches(&already, starts.count, capacity::is_fargate), None)
     };
     let placements = svc.placement_constraints.clone().unwrap_or_default();
-    let strategies = svc.placement_strategy.clone().unwrap_or_default();
+    // A service without a strategy spreads over availability zones, as in ECS.
+    let strategies = match svc.placement_strategy.clone().unwrap_or_default() {
+        s if s.is_empty() => estiba_core::placement::default_service_strategies(),
+        s => s,
+    };
     let placed = match crate::services::ecs::place_service_tasks(
         st,
         cx,

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use estiba_api::ecs::*;
 use estiba_core::instance::{self, Queried};
-use estiba_core::{arn, page, query, task, EcsError};
+use estiba_core::{arn, page, placement, query, task, EcsError};
 use estiba_store::{Compare, Op, Txn};
 
-use super::tasks::candidates;
 use super::{active_cluster, cluster_for_write, json, put, put_tags, Ctx, Result};
 use crate::view::{Doc, State};
 use crate::{keys, RandomIds, Server};
@@ -31,21 +30,15 @@ pub(super) fn instance_key(cx: &Ctx, cluster: &str, id: &str) -> Option<String> 
 fn shown(st: &State, cx: &Ctx, cluster: &str, d: &Doc<ContainerInstance>, with_tags: bool) -> ContainerInstance {
     let mut ci = d.value.clone();
     let arn = ci.container_instance_arn.clone().unwrap_or_default();
-    let (mut running, mut pending) = (0, 0);
-    for t in State::range(&st.tasks, &keys::tasks_of(&cx.scope, cluster)) {
-        if t.value.container_instance_arn() == Some(arn.as_str()) {
-            match t.value.last_status {
-                task::Status::Running => running += 1,
-                s if s.is_pending() => pending += 1,
-                _ => {}
-            }
-        }
-    }
-    ci.running_tasks_count = running;
-    ci.pending_tasks_count = pending;
-    if let Some(c) = candidates(st, &cx.scope, cluster).into_iter().find(|c| c.arn == arn) {
-        ci.remaining_resources = Some(instance::remaining_resources(c.left.cpu, c.left.memory, &c.left.ports));
-    }
+    // What its live tasks hold, from the view's index of instances.
+    let slot = st.hosts(&keys::cluster(&cx.scope, cluster)).and_then(|h| h.get(&arn));
+    let used = slot.map_or(&placement::NO_USAGE, |s| &s.used);
+    ci.running_tasks_count = used.running as i32;
+    ci.pending_tasks_count = used.pending as i32;
+    let reg = instance::registered_capacity(&ci);
+    let mut ports = reg.ports;
+    ports.extend(used.ports.iter().copied());
+    ci.remaining_resources = Some(instance::remaining_resources(reg.cpu - used.cpu, reg.memory - used.memory, &ports));
     ci.tags = with_tags.then(|| st.tags_of(&d.key).unwrap_or_default().to_vec());
     ci
 }
@@ -204,7 +197,7 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListContainerInstancesRequest) -> R
     let filter = req.filter.as_deref().map(query::parse).transpose()?;
     let st = s.view.read();
     let (cluster, _) = active_cluster(&st, cx, req.cluster.as_deref())?;
-    let cands = candidates(&st, &cx.scope, &cluster);
+    let hosts = st.hosts(&keys::cluster(&cx.scope, &cluster));
     let matches = State::range(&st.instances, &keys::instances_of(&cx.scope, &cluster)).filter(|d| {
         let status = instance::status(&d.value);
         let status_ok = match req.status {
@@ -214,10 +207,8 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListContainerInstancesRequest) -> R
         status_ok
             && filter.as_ref().is_none_or(|e| {
                 let arn = d.value.container_instance_arn.as_deref().unwrap_or("");
-                match cands.iter().find(|c| c.arn == arn) {
-                    Some(c) => query::eval(e, &c.target),
-                    None => query::eval(e, &Queried { ci: &d.value, running_tasks: 0, groups: vec![] }),
-                }
+                let used = hosts.and_then(|h| h.get(arn)).map_or(&placement::NO_USAGE, |s| &s.used);
+                query::eval(e, &Queried { ci: &d.value, used, added: None })
             })
     });
     let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;

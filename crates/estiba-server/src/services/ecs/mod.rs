@@ -33,6 +33,7 @@ pub type Result<T, E = EcsError> = std::result::Result<T, E>;
 pub(crate) use task_sets::shown_task_sets;
 pub(crate) use tasks::task_tags as tasks_tags;
 pub(crate) use tasks::write_tasks as write_new_tasks;
+pub use tasks::{Held, Reservations};
 
 /// Builds and places a service's new tasks (the controller's entry into RunTask's logic).
 #[allow(clippy::too_many_arguments)]
@@ -63,17 +64,22 @@ pub struct Ctx {
     pub node_lease: f64,
     /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
     pub vpc_cidr: ipnet::Ipv4Net,
+    /// This request's hold on the server's placements not yet written
+    /// ([`tasks::Reservations`]); released when the last clone goes.
+    pub held: Option<Arc<tasks::Held>>,
 }
 
 impl Ctx {
-    /// The context of a request or controller pass in `scope` at `now`, on `server`.
-    pub fn of(server: &Server, scope: Scope, now: f64) -> Ctx {
+    /// The context of a request or controller pass in `scope` at `now`, on `server`, holding
+    /// its placements in `held`.
+    pub fn of(server: &Server, scope: Scope, now: f64, held: Option<Arc<tasks::Held>>) -> Ctx {
         Ctx {
             scope,
             now,
             node: server.local_node.clone(),
             node_lease: server.config.node_lease.as_secs_f64(),
             vpc_cidr: server.config.vpc_cidr,
+            held,
         }
     }
 }
@@ -94,7 +100,7 @@ impl Service for Ecs {
         input: Input,
     ) -> BoxFuture<'a, Result<Bytes, ApiError>> {
         Box::pin(async move {
-            let cx = Ctx::of(s, call.scope, call.now);
+            let cx = Ctx::of(s, call.scope, call.now, Some(Arc::new(tasks::Held::new(&s.reservations))));
             dispatch(s, &cx, Operation::ALL[op], input).await
         })
     }

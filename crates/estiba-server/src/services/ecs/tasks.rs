@@ -1,12 +1,13 @@
 //! RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use estiba_api::ecs::*;
 use estiba_core::capacity;
-use estiba_core::instance::{self, Queried};
-use estiba_core::placement::{self, Candidate, Need};
+use estiba_core::instance;
+use estiba_core::placement::{self, Host, Placer};
 use estiba_core::task::{self, Launch, Spec};
 use estiba_core::{arn, page, EcsError, Ids, Scope};
 use estiba_store::{Compare, Txn};
@@ -40,48 +41,65 @@ pub(crate) fn task_tags(
     Ok(tags)
 }
 
-/// Resource use of a task that holds a place on an instance.
-fn reservation(st: &State, scope: &Scope, t: &Task) -> Need {
-    let td = t
-        .task_definition_arn
-        .as_deref()
-        .and_then(arn::TaskDefRef::parse)
-        .and_then(|r| st.taskdefs.get(&keys::taskdef(scope, &r.family, r.revision.unwrap_or(0))));
-    match td {
-        Some(td) => placement::need_of(&td.value, t.overrides.as_ref()),
-        None => Need::default(),
+/// Placements made on this server whose write is not in the view yet: a request that places
+/// on container instances counts them as taken, so concurrent requests (RunTask, StartTask,
+/// the service scheduler) never fill the same room twice. A request's entries go when its
+/// [`Held`] is dropped, after its write is in the view (or failed); a retry of the write
+/// (on a newer view) drops the entries of its earlier attempt. Across servers sharing one
+/// etcd this does not hold: see ARCHITECTURE.md.
+#[derive(Default)]
+pub struct Reservations {
+    next: u64,
+    held: Vec<Reserved>,
+}
+
+struct Reserved {
+    token: u64,
+    revision: estiba_store::Revision,
+    cluster: String,
+    slot: usize,
+    need: placement::Need,
+    group: String,
+}
+
+/// One request's hold on [`Reservations`]; dropping it releases what the request reserved.
+pub struct Held {
+    book: Arc<Mutex<Reservations>>,
+    token: u64,
+}
+
+impl Held {
+    pub fn new(book: &Arc<Mutex<Reservations>>) -> Held {
+        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+        b.next += 1;
+        Held { book: book.clone(), token: b.next }
     }
 }
 
-/// The cluster's container instances as placement candidates, with what their tasks use.
-pub(crate) fn candidates<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Candidate<'a>> {
-    let tasks: Vec<_> = State::range(&st.tasks, &keys::tasks_of(scope, cluster))
-        .filter(|d| d.value.container_instance_arn.is_some() && !d.value.stopped())
-        .collect();
-    State::range(&st.instances, &keys::instances_of(scope, cluster))
-        .filter(|d| instance::is_registered(&d.value))
-        .map(|d| {
-            let ci = &d.value;
-            let arn = ci.container_instance_arn.clone().unwrap_or_default();
-            let mut left = instance::registered_capacity(ci);
-            let mut groups = Vec::new();
-            let mut running = 0;
-            for t in tasks.iter().filter(|t| t.value.container_instance_arn() == Some(arn.as_str())) {
-                // A live task: the view keeps it decoded once asked for.
-                let need = reservation(st, scope, &t.task());
-                left.cpu -= need.cpu;
-                left.memory -= need.memory;
-                left.ports.extend(need.ports);
-                groups.push(t.value.group().unwrap_or(""));
-                running += (t.value.last_status == task::Status::Running) as i64;
-            }
-            Candidate {
-                arn,
-                target: Queried { ci, running_tasks: running, groups },
-                left,
-                usable: instance::status(ci) == "ACTIVE",
-                added: 0,
-            }
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut b = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        b.held.retain(|r| r.token != self.token);
+    }
+}
+
+/// The cluster's registered (ACTIVE or DRAINING) container instances as placement hosts,
+/// read from the view's index: no task is looked at.
+pub(crate) fn hosts<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Host<'a>> {
+    let Some(hosts) = st.hosts(&keys::cluster(scope, cluster)) else { return Vec::new() };
+    hosts
+        .slots
+        .iter()
+        .enumerate()
+        .filter_map(|(id, s)| {
+            let d = s.doc.as_ref()?;
+            instance::is_registered(&d.value).then_some(Host {
+                id,
+                arn: &s.arn,
+                ci: &d.value,
+                info: &s.info,
+                used: &s.used,
+            })
         })
         .collect()
 }
@@ -91,7 +109,9 @@ pub(crate) struct Placed {
     pub failures: Vec<Failure>,
 }
 
-/// Builds and places `launches.len()` tasks of one request.
+/// Builds and places `launches.len()` tasks of one request: EC2 and EXTERNAL ones on the
+/// cluster's container instances (on `fixed_instances`, one each, for StartTask), by the
+/// request's and the task definition's constraints and the request's strategies.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn place_tasks(
     st: &State,
@@ -105,18 +125,59 @@ pub(crate) fn place_tasks(
     strategies: &[PlacementStrategy],
     ids: &mut dyn Ids,
 ) -> Result<Placed> {
-    let compiled = placement::compile_constraints(constraints)?;
+    let mut compiled = placement::compile_constraints(constraints)?;
     placement::validate_strategies(strategies)?;
-    // Only EC2 and EXTERNAL tasks go to container instances; Fargate ones skip the scan.
-    let needs_instances = launches.iter().any(|l| l.launch_type != LaunchType::Fargate);
-    let mut cands = if needs_instances { candidates(st, &cx.scope, cluster) } else { Vec::new() };
-
+    // Only EC2 and EXTERNAL tasks go to container instances; Fargate ones skip them.
+    let on_instances = launches.iter().filter(|l| l.launch_type != LaunchType::Fargate).count();
+    let hosts = if on_instances > 0 { hosts(st, &cx.scope, cluster) } else { Vec::new() };
+    if on_instances > 0 {
+        compiled.extend(placement::taskdef_constraints(td)?);
+    }
     let need = placement::need_of(td, proto.overrides);
     let group =
         proto.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
+    let req = placement::Request {
+        need: &need,
+        group: &group,
+        required: td.requires_attributes.as_deref().unwrap_or_default(),
+        constraints: &compiled,
+        strategies,
+    };
+    let mut placer = Placer::new(&hosts);
+    // What requests on this server placed and have not written yet.
+    let cluster_key = keys::cluster(&cx.scope, cluster);
+    let mut book = cx
+        .held
+        .as_ref()
+        .filter(|_| on_instances > 0)
+        .map(|h| (h.book.lock().unwrap_or_else(|e| e.into_inner()), h.token));
+    if let Some((b, token)) = &mut book {
+        b.held.retain(|r| r.token != *token || r.revision == st.revision);
+        if b.held.iter().any(|r| r.cluster == cluster_key) {
+            let mut at = vec![usize::MAX; hosts.last().map_or(0, |h| h.id + 1)];
+            for (i, h) in hosts.iter().enumerate() {
+                at[h.id] = i;
+            }
+            for r in b.held.iter().filter(|r| r.cluster == cluster_key) {
+                if let Some(&i) = at.get(r.slot).filter(|&&i| i != usize::MAX) {
+                    placer.hold_other(i, &r.need, r.group == group);
+                }
+            }
+        }
+    }
     let mut out = Placed { tasks: vec![], failures: vec![] };
+    // The tasks that go wherever the strategies say are placed together.
+    let mut picks = Vec::new().into_iter();
+    if fixed_instances.is_none() && on_instances > 0 {
+        if hosts.is_empty() {
+            return Err(EcsError::invalid("No Container Instances were found in your cluster."));
+        }
+        let p = placer.place(&req, on_instances, ids.deployment_number());
+        picks = p.picks.into_iter();
+        out.failures.extend(p.failures);
+    }
     for (i, launch) in launches.into_iter().enumerate() {
-        let instance_arn = if launch.launch_type == LaunchType::Fargate {
+        let on: Option<usize> = if launch.launch_type == LaunchType::Fargate {
             // Fargate capacity is not reserved: a node refuses only when its available
             // memory is below its floor, and RunTask only when every live Fargate node does.
             let nodes = fargate_nodes(st, cx);
@@ -127,45 +188,32 @@ pub(crate) fn place_tasks(
             None
         } else if let Some(fixed) = &fixed_instances {
             let target = &fixed[i];
-            let Some(idx) = cands.iter().position(|c| &c.arn == target) else {
+            let Some(idx) = hosts.iter().position(|h| h.arn == target.as_str()) else {
                 out.failures.push(Failure { arn: Some(target.clone()), reason: Some("MISSING".into()), detail: None });
                 continue;
             };
-            match placement::place_one(&mut cands[idx..=idx], &need, &group, &[], &[], 0) {
-                Ok(_) => Some(target.clone()),
-                Err(f) => {
-                    out.failures.extend(f.into_iter().take(1).map(|mut f| {
-                        if f.reason.is_none() {
-                            f.reason = Some("INACTIVE".into());
-                        }
-                        f
-                    }));
-                    if !cands[idx].usable {
-                        out.failures.push(Failure {
-                            arn: Some(target.clone()),
-                            reason: Some("INACTIVE".into()),
-                            detail: None,
-                        });
-                    }
-                    continue;
-                }
+            if let Err(f) = placer.place_on(idx, &req) {
+                out.failures.push(f);
+                continue;
             }
+            Some(idx)
         } else {
-            if cands.is_empty() {
-                return Err(EcsError::invalid("No Container Instances were found in your cluster."));
-            }
-            match placement::place_one(&mut cands, &need, &group, &compiled, strategies, ids.deployment_number()) {
-                Ok(idx) => Some(cands[idx].arn.clone()),
-                Err(f) => {
-                    for f in f {
-                        if !out.failures.iter().any(|x| x.arn == f.arn) {
-                            out.failures.push(f);
-                        }
-                    }
-                    continue;
-                }
+            match picks.next() {
+                Some(idx) => Some(idx),
+                None => continue,
             }
         };
+        if let (Some((b, token)), Some(idx)) = (&mut book, on) {
+            b.held.push(Reserved {
+                token: *token,
+                revision: st.revision,
+                cluster: cluster_key.clone(),
+                slot: hosts[idx].id,
+                need: need.clone(),
+                group: group.clone(),
+            });
+        }
+        let instance_arn = on.map(|idx| hosts[idx].arn.to_owned());
         let spec = Spec { launch, container_instance_arn: instance_arn, tags: proto.tags.clone(), ..*proto };
         out.tasks.push(task::build(&spec, ids, cx.now));
     }
