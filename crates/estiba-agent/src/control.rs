@@ -106,6 +106,14 @@ pub trait ControlPlane: Send + Sync + 'static {
     }
 }
 
+/// Resolves once `listed` turns true (a control plane's first listing of its node's tasks).
+pub(crate) fn wait_listed(listed: &watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+    let mut rx = listed.clone();
+    Box::pin(async move {
+        let _ = rx.wait_for(|l| *l).await;
+    })
+}
+
 /// The answer of a control plane that takes no container logs.
 fn no_log_store<'a>() -> BoxFuture<'a, Result<u64, LogIngestError>> {
     Box::pin(async { Err(LogIngestError::Unavailable("this control plane takes no container logs".into())) })
@@ -446,10 +454,7 @@ impl ControlPlane for StoreControl {
     }
 
     fn listed(&self) -> BoxFuture<'_, ()> {
-        let mut rx = self.listed.clone();
-        Box::pin(async move {
-            let _ = rx.wait_for(|l| *l).await;
-        })
+        wait_listed(&self.listed)
     }
 
     fn submit_task_state<'a>(

@@ -412,10 +412,7 @@ impl ControlPlane for RemoteControl {
     }
 
     fn listed(&self) -> BoxFuture<'_, ()> {
-        let mut rx = self.listed.clone();
-        Box::pin(async move {
-            let _ = rx.wait_for(|l| *l).await;
-        })
+        crate::control::wait_listed(&self.listed)
     }
 
     fn submit_task_state<'a>(
