@@ -136,7 +136,8 @@ def test_empty_body_is_an_empty_request(shared):
 
 def test_unsupported_operation_is_reported(shared):
     with pytest.raises(ClientError) as e:
-        shared.client().discover_poll_endpoint(cluster="c")
+        shared.client().create_daemon(daemonName="d", daemonTaskDefinitionArn="arn:aws:ecs:us-east-1:000000000000:daemon-task-definition/d:1",
+                                      capacityProviderArns=["arn:aws:ecs:us-east-1:000000000000:capacity-provider/cp"])
     assert error_code(e) == "UnsupportedFeatureException"
 
 

@@ -671,6 +671,9 @@ pub struct MetricIngest {
     skews: Mutex<Skews>,
     /// How long after a minute's end its last samples may still arrive (real time).
     grace: Duration,
+    /// Whether any node has sent anything: until one has, the ingest holds no alarm back
+    /// ([`Server::alarm_now_ms`]), as when no ingest runs.
+    fed: std::sync::atomic::AtomicBool,
 }
 
 impl MetricIngest {
@@ -686,6 +689,7 @@ impl MetricIngest {
             acc: Mutex::new(Accumulator::default()),
             skews: Mutex::new(Skews::default()),
             grace,
+            fed: Default::default(),
         });
         let me = ingest.clone();
         tokio::spawn(async move {
@@ -711,12 +715,14 @@ impl MetricIngest {
     }
 
     pub fn samples(&self, batch: &[MetricSample]) {
+        self.fed.store(true, std::sync::atomic::Ordering::Relaxed);
         let clock = self.server.metric_clock;
         let batch = self.unskewed(batch);
         self.acc.lock().unwrap_or_else(|e| e.into_inner()).samples(&batch, |t| clock.to_aws(t));
     }
 
     pub fn lb_report(&self, r: &LbMetrics) {
+        self.fed.store(true, std::sync::atomic::Ordering::Relaxed);
         let clock = self.server.metric_clock;
         let shift = self.skews.lock().unwrap_or_else(|e| e.into_inner()).shift(
             &format!("node/{}", r.node),
@@ -777,7 +783,9 @@ impl MetricIngest {
             }
         }
         self.put(puts, clock.to_aws(now))?;
-        self.server.metrics_written_to.fetch_max(cutoff, std::sync::atomic::Ordering::Relaxed);
+        if self.fed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.server.metrics_written_to.fetch_max(cutoff, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
