@@ -24,10 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use estiba_api::ecs::Task;
 use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, Telemetry, TelemetrySink};
-use estiba_store::{Compare, Op, Revision, Txn};
+use estiba_store::{Op, Revision, Txn};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -248,17 +247,7 @@ async fn submit_task_state(
             if st.claim(key).is_none_or(|c| c.value.node != node) {
                 return Err(Refusal::NotYours(key.to_owned()));
             }
-            let d = st.tasks.get(key).ok_or(Refusal::Gone)?;
-            let before = d.task();
-            let mut task: Task = before.clone().into_owned();
-            change.apply(&mut task);
-            if task == *before {
-                return Ok((Txn::new(), TaskStateAck { version: task.version, changed: false }));
-            }
-            task.version = before.version + 1;
-            let value = serde_json::to_vec(&task).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-            let txn = Txn::new().when(Compare::mod_revision(key, d.rev)).then(Op::put(key, value));
-            Ok((txn, TaskStateAck { version: task.version, changed: true }))
+            crate::task_state_write(st, key, change).ok_or(Refusal::Gone)
         })
         .await
 }

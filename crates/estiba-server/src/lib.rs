@@ -51,6 +51,29 @@ pub fn stop_ops(st: &view::State, task_key: &str, now: f64) -> Vec<estiba_store:
     ops
 }
 
+/// The write that applies a node's `change` to the task at `key` as the view holds it, under a
+/// compare on the task (`TaskStateChange::apply`: never backwards): an empty transaction when
+/// nothing changes, `None` when there is no such task. The agent API and ECS's
+/// Submit*StateChange operations both apply through it.
+pub fn task_state_write(
+    st: &view::State,
+    key: &str,
+    change: &estiba_core::node::TaskStateChange,
+) -> Option<(Txn, estiba_core::node::TaskStateAck)> {
+    let d = st.tasks.get(key)?;
+    let before = d.task();
+    let mut task = before.clone().into_owned();
+    change.apply(&mut task);
+    if task == *before {
+        return Some((Txn::new(), estiba_core::node::TaskStateAck { version: task.version, changed: false }));
+    }
+    task.version = before.version + 1;
+    let txn = Txn::new()
+        .when(estiba_store::Compare::mod_revision(key, d.rev))
+        .then(estiba_store::Op::put(key, serde_json::to_vec(&task).unwrap_or_default()));
+    Some((txn, estiba_core::node::TaskStateAck { version: task.version, changed: true }))
+}
+
 /// Server settings (the binary maps its flags onto this).
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -80,20 +80,15 @@ async fn apply(s: &Server, cx: &Ctx, cluster: Option<&str>, task_ref: &str, mut 
         let not_found = || EcsError::invalid("The referenced task was not found.");
         let key = task_key(cx, &cluster, task_ref).ok_or_else(not_found)?;
         let d = st.tasks.get(&key).ok_or_else(not_found)?;
-        let before = d.task();
-        let mut t = before.clone().into_owned();
+        let t = d.task();
         for c in &change.containers {
             if !t.containers.iter().flatten().any(|x| x.name.as_deref() == Some(c.container_name.as_str())) {
                 return Err(EcsError::invalid(format!("The task has no container named {}.", c.container_name)));
             }
         }
         change.status.get_or_insert(task::last_status(&t));
-        change.apply(&mut t);
-        if t == *before {
-            return Ok((Txn::new(), ()));
-        }
-        t.version = before.version + 1;
-        Ok((Txn::new().when(Compare::mod_revision(&key, d.rev)).then(put(&key, &t)), ()))
+        let (txn, _) = crate::task_state_write(st, &key, &change).ok_or_else(not_found)?;
+        Ok((txn, ()))
     })
     .await
 }

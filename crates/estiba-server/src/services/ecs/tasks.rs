@@ -1,6 +1,6 @@
 //! RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -250,8 +250,8 @@ pub(crate) fn task_write_groups(
     let public_ip = network
         .and_then(|n| n.awsvpc_configuration.as_ref())
         .is_some_and(|v| v.assign_public_ip == Some(AssignPublicIp::Enabled));
-    // Fargate tasks placed on each node by this call.
-    let mut placed: HashMap<&str, usize> = HashMap::new();
+    // Counted on the first Fargate task only.
+    let mut loads: Option<FargateLoads> = None;
     let mut groups = Vec::with_capacity(tasks.len());
     for t in tasks {
         let key = keys::task(&cx.scope, cluster, task::task_id(t));
@@ -262,7 +262,7 @@ pub(crate) fn task_write_groups(
             g.ops.push(put_tags(&key, &tags));
         }
         let node = match &t.container_instance_arn {
-            None if task::is_fargate(t) => fargate_node(st, cx, &mut placed),
+            None if task::is_fargate(t) => fargate_node(loads.get_or_insert_with(|| FargateLoads::of(st, cx)), cx),
             None => None,
             Some(arn) => arn::member_id("container-instance", arn)
                 .and_then(|(_, id)| st.instances.get(&keys::instance(&cx.scope, cluster, id)))
@@ -285,28 +285,38 @@ fn fargate_nodes<'a>(st: &'a State, cx: &Ctx) -> Vec<&'a estiba_core::node::Node
     st.nodes.values().map(|d| &d.value).filter(|n| n.fargate && n.alive(cx.now, cx.node_lease)).collect()
 }
 
+/// The Fargate nodes a call may place on, each with the tasks it runs: counted once per call
+/// (RunTask's, or a scheduler pass's), then kept up to date as [`fargate_node`] places.
+struct FargateLoads<'a> {
+    /// Live Fargate nodes with memory to spare and the tasks each runs.
+    nodes: Vec<(&'a str, usize)>,
+    /// No live Fargate node at all (not even one short of memory).
+    none_alive: bool,
+}
+
+impl<'a> FargateLoads<'a> {
+    fn of(st: &'a State, cx: &Ctx) -> Self {
+        let alive = fargate_nodes(st, cx);
+        let running = |id: &str| {
+            st.claims_by_node
+                .get(id)
+                .map_or(0, |keys| keys.iter().filter(|k| st.tasks.get(*k).is_some_and(|d| !d.value.stopped())).count())
+        };
+        let nodes = alive.iter().filter(|n| n.has_memory()).map(|n| (n.id.as_str(), running(&n.id))).collect();
+        FargateLoads { nodes, none_alive: alive.is_empty() }
+    }
+}
+
 /// The node a new Fargate task goes to: of the live Fargate nodes with memory to spare, the
 /// one running the fewest tasks (counting those this call placed), ties by node id.
-fn fargate_node<'a>(st: &'a State, cx: &'a Ctx, placed: &mut HashMap<&'a str, usize>) -> Option<&'a str> {
-    let live = |id: &str| {
-        st.claims_by_node
-            .get(id)
-            .map_or(0, |keys| keys.iter().filter(|k| st.tasks.get(*k).is_some_and(|d| !d.value.stopped())).count())
-    };
-    let candidates: Vec<_> =
-        fargate_nodes(st, cx).into_iter().filter(|n| n.has_memory()).map(|n| (n, live(&n.id))).collect();
-    let load = |(n, running): &(&estiba_core::node::NodeStatus, usize), placed: &HashMap<&str, usize>| {
-        running + placed.get(n.id.as_str()).copied().unwrap_or(0)
-    };
-    let Some((best, _)) =
-        candidates.iter().min_by(|a, b| load(a, placed).cmp(&load(b, placed)).then_with(|| a.0.id.cmp(&b.0.id)))
-    else {
+fn fargate_node<'a>(loads: &mut FargateLoads<'a>, cx: &'a Ctx) -> Option<&'a str> {
+    let Some(best) = loads.nodes.iter_mut().min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0))) else {
         // No live Fargate node reported yet: this server's own node, if it has one and no
         // node refused for lack of memory, gets the task (its agent starts with the server).
-        return cx.node.as_deref().filter(|_| fargate_nodes(st, cx).is_empty());
+        return cx.node.as_deref().filter(|_| loads.none_alive);
     };
-    *placed.entry(best.id.as_str()).or_default() += 1;
-    Some(best.id.as_str())
+    best.1 += 1;
+    Some(best.0)
 }
 
 /// Environment files named in container overrides follow the task definition's rules.
