@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +16,17 @@ import urllib.request
 import pytest
 
 import images as img
-from conftest import BIN, Estiba, isolated, unique, wait_until
+from conftest import Estiba, isolated, unique, wait_until
+from hosts import FETCH, bridge_up, connected, nodes, private_ip, sh, wait_task
+import hosts
+
+
+class Host(hosts.Host):
+    def __init__(self, name, ip, data_dir):
+        super().__init__(name, ip, data_dir, BRIDGE)
+
+    def start_agent(self, server, *flags, token=TOKEN):
+        return super().start_agent(server, *flags, token=token)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -28,66 +37,11 @@ BRIDGE = "br-agents"
 SERVER_IP = "10.77.0.1"
 TOKEN = "join-token-for-the-tests"
 NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
-# Fetches a URL from whichever host runs it (python3 is on every host: they share the files).
-FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode(), end='')"
-
-
-def sh(*args, check=True):
-    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=60)
-
-
-class Host:
-    """A machine: a network namespace held by a `sleep` process, on the bridge at `ip`, where
-    an agent runs."""
-
-    def __init__(self, name, ip, data_dir):
-        self.name, self.ip, self.data_dir = name, ip, data_dir
-        self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"])
-        time.sleep(0.1)
-        veth = f"v-{name}"[:15]
-        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(self.holder.pid))
-        sh("ip", "link", "set", veth, "master", BRIDGE, "up")
-        self.run("ip", "link", "set", "lo", "up")
-        self.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        self.run("ip", "link", "set", "eth0", "up")
-        self.agent = None
-        self.log_path = os.path.join(data_dir, "agent.log")
-
-    def run(self, *args, check=True):
-        return sh("nsenter", "-t", str(self.holder.pid), "-n", "--", *args, check=check)
-
-    def start_agent(self, server, *flags, token=TOKEN):
-        log = open(self.log_path, "ab")
-        self.agent = subprocess.Popen(
-            ["nsenter", "-t", str(self.holder.pid), "-n", "--", BIN, "agent", "--server", server.endpoint,
-             "--join-token", token, "--node-id", self.name, "--data-dir", self.data_dir, *flags],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, ESTIBA_LOG="info"))
-        return self
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")[-6000:]
-
-    def stop_agent(self, sig=signal.SIGTERM):
-        if self.agent and self.agent.poll() is None:
-            self.agent.send_signal(sig)
-            try:
-                self.agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
-
-    def close(self):
-        self.stop_agent()
-        self.holder.kill()
-        self.holder.wait()
 
 
 @pytest.fixture(scope="module")
 def bridge():
-    sh("ip", "link", "add", BRIDGE, "type", "bridge")
-    sh("ip", "addr", "add", f"{SERVER_IP}/24", "dev", BRIDGE)
-    sh("ip", "link", "set", BRIDGE, "up")
+    bridge_up(BRIDGE, f"{SERVER_IP}/24")
     yield BRIDGE
     sh("ip", "link", "del", BRIDGE, check=False)
 
@@ -134,16 +88,6 @@ def instance_host(server, tmp_path_factory):
     h.close()
 
 
-def nodes(server):
-    with urllib.request.urlopen(f"{server.endpoint}/_estiba/nodes", timeout=5) as r:
-        return {n["id"]: n for n in json.load(r)}
-
-
-def connected(server, host):
-    return wait_until(lambda: nodes(server).get(host.name, {}).get("connected") and nodes(server)[host.name],
-                      timeout=20, what=f"{host.name} connected")
-
-
 def agent_api(server, method, path, token=TOKEN, body=None):
     req = urllib.request.Request(f"{server.endpoint}/_estiba/agent/v1/{path}", data=body, method=method)
     if token is not None:
@@ -153,23 +97,6 @@ def agent_api(server, method, path, token=TOKEN, body=None):
             return r.status, r.read(1 << 16)
     except urllib.error.HTTPError as e:
         return e.code, e.read()
-
-
-def wait_task(ecs, arn, status, cluster="default", timeout=60):
-    def get():
-        t = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
-        if t["lastStatus"] == "STOPPED" and status != "STOPPED":
-            raise AssertionError(f"task stopped: {t.get('stoppedReason')} {t.get('containers')}")
-        return t if t["lastStatus"] == status else None
-    return wait_until(get, timeout=timeout, interval=0.2, what=f"task {status}")
-
-
-def private_ip(task):
-    for a in task.get("attachments", []):
-        for d in a.get("details", []):
-            if d["name"] == "privateIPv4Address":
-                return d["value"]
-    return None
 
 
 def test_only_a_known_join_token_gets_anything(server):
@@ -247,6 +174,59 @@ def test_container_logs_from_an_agent_reach_the_logs_api(server, busybox, fargat
     stream = f"ecs/talk/{arn.rsplit('/', 1)[1]}"
     events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
     assert [e["message"] for e in events] == ["line-1", "line-2", "line-3"]
+
+
+def test_tasks_on_different_hosts_reach_each_other_by_private_address(server, busybox, fargate_host, tmp_path_factory):
+    """Each host hands out addresses from its own blocks of the subnet and routes the other
+    hosts' blocks to them: a task on host D fetches from a task on host A by its address."""
+    ecs = server.client()
+    d = Host("host-d", "10.77.0.14", str(tmp_path_factory.mktemp("host-d"))).start_agent(server, "--fargate")
+    arns = []
+    try:
+        connected(server, d)
+        web = unique("web")
+        ecs.register_task_definition(
+            family=web, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "web", "image": busybox, "essential": True,
+                                   "command": ["sh", "-c", "mkdir -p /w && echo served-by-$(hostname) > /w/index.html && exec httpd -f -p 80 -h /w"],
+                                   "portMappings": [{"containerPort": 80}]}])
+        arn = ecs.run_task(taskDefinition=web, launchType="FARGATE", networkConfiguration=NET)["tasks"][0]["taskArn"]
+        arns.append(arn)
+        t = wait_task(ecs, arn, "RUNNING")
+        ip = private_ip(t)
+        on_a = arn.rsplit("/", 1)[1] in nodes(server)["host-a"]["tasks"]
+        (here, there) = (fargate_host, d) if on_a else (d, fargate_host)
+        # The two hosts' blocks are different /24s of the subnet, published with their addresses.
+        n = nodes(server)
+        assert n["host-a"]["address"] == "10.77.0.11" and n["host-d"]["address"] == "10.77.0.14", n
+        # From the other host's own namespace, through its route to the task's block...
+        wait_until(lambda: there.run("python3", "-c", FETCH, f"http://{ip}/", check=False).stdout.startswith("served-by-"),
+                   timeout=20, what=f"{ip} reachable from {there.name}")
+        # ...and from a task on the other host: its neighbour request for the address is
+        # answered by its host (proxy ARP) and the packet goes through the underlay.
+        client = unique("client")
+        ecs.register_task_definition(
+            family=client, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "c", "image": busybox, "essential": True,
+                                   "command": ["sh", "-c", f"for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://{ip}/ && exit 0; sleep 1; done; exit 3"]}])
+        carn = ecs.run_task(taskDefinition=client, launchType="FARGATE", networkConfiguration=NET)["tasks"][0]["taskArn"]
+        arns.append(carn)
+        c = wait_task(ecs, carn, "STOPPED", timeout=60)
+        def diag(h):
+            return "\n".join(h.run("sh", "-c", cmd, check=False).stdout for cmd in [
+                "ip route", "ip neigh", "ip -br addr", "cat /proc/sys/net/ipv4/conf/*/proxy_arp | tr '\\n' ' '",
+                "ls /proc/sys/net/ipv4/conf/", "iptables -S; iptables -t nat -S", "cat /proc/sys/net/ipv4/ip_forward"])
+        assert c["containers"][0].get("exitCode") == 0, f"{c['containers']}\n--- {here.name}:\n{diag(here)}\n--- {there.name}:\n{diag(there)}"
+        # The client ran on the other host (Fargate tasks go to the host with the fewest): its
+        # address is in that host's block of the same subnet, another /24.
+        cip = private_ip(c)
+        assert cip.rsplit(".", 2)[0] == ip.rsplit(".", 2)[0] and cip.split(".")[2] != ip.split(".")[2], (ip, cip)
+    finally:
+        for a in arns:
+            ecs.stop_task(task=a)
+        for a in arns:
+            wait_task(ecs, a, "STOPPED", timeout=40)
+        d.close()
 
 
 def test_an_external_instance_joins_and_runs_its_tasks(server, busybox, instance_host):

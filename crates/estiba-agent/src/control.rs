@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use estiba_api::ecs::{Task, TaskDefinition};
+use estiba_core::netblock::{BlockClaims, BlockError, Routes};
 use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, TelemetrySink};
 use estiba_core::{arn, keys};
@@ -85,6 +86,13 @@ pub trait ControlPlane: Send + Sync + 'static {
         Published::default()
     }
 
+    /// Claims one more address block of `subnet` for this node ([`estiba_core::netblock`]):
+    /// awsvpc tasks get addresses only from the node's blocks. A control plane of one machine
+    /// without blocks hands out the whole subnet.
+    fn claim_block(&self, subnet: ipnet::Ipv4Net) -> BoxFuture<'_, Result<ipnet::Ipv4Net, BlockError>> {
+        Box::pin(async move { Ok(subnet) })
+    }
+
     /// Makes a container's log stream exist (its group too when the destination asks for it)
     /// and returns the number its next event gets. `LogIngestError::NoSuchGroup` fails the
     /// task as ECS does; `Unavailable` is worth retrying.
@@ -127,6 +135,8 @@ pub struct Published {
     pub service_connect: Option<watch::Receiver<Arc<estiba_proxy::Table>>>,
     /// The load balancers' listeners, rules and target groups (ELBv2's data plane).
     pub load_balancers: Option<watch::Receiver<Arc<estiba_lb::Table>>>,
+    /// Every node's address blocks and where they are reached ([`estiba_core::netblock`]).
+    pub routes: Option<watch::Receiver<Arc<Routes>>>,
 }
 
 /// The agent inside the server process: reads and writes the store itself, and hands
@@ -139,6 +149,9 @@ pub struct StoreControl {
     telemetry: TelemetrySender,
     published: Published,
     logs: Option<Arc<dyn LogIngest>>,
+    /// Where address blocks come from (`None`: the node hands out whole subnets).
+    blocks: Option<Arc<dyn BlockClaims>>,
+    node: String,
 }
 
 pub(crate) fn taskdef_key(task: &Task) -> Option<String> {
@@ -158,23 +171,34 @@ impl StoreControl {
         node: String,
         sink: Arc<dyn TelemetrySink>,
     ) -> Result<Arc<Self>, StoreError> {
-        Self::start_with(store, node, sink, Published::default(), None).await
+        Self::start_with(store, node, sink, Published::default(), None, None).await
     }
 
-    /// [`StoreControl::start`], handing the node what the server publishes beside the store
-    /// and where container logs go (`None`: the awslogs driver has nowhere to ship).
+    /// [`StoreControl::start`], handing the node what the server publishes beside the store,
+    /// where container logs go (`None`: the awslogs driver has nowhere to ship) and where
+    /// address blocks come from.
     pub async fn start_with(
         store: Arc<dyn Store>,
         node: String,
         sink: Arc<dyn TelemetrySink>,
         published: Published,
         logs: Option<Arc<dyn LogIngest>>,
+        blocks: Option<Arc<dyn BlockClaims>>,
     ) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
         let (listed_tx, listed) = watch::channel(false);
         let (telemetry, queue) = TelemetrySender::channel(crate::telemetry::CAPACITY);
         tokio::spawn(crate::telemetry::deliver(queue, sink));
-        let me = Arc::new(StoreControl { store: store.clone(), rx, listed, telemetry, published, logs });
+        let me = Arc::new(StoreControl {
+            store: store.clone(),
+            rx,
+            listed,
+            telemetry,
+            published,
+            logs,
+            blocks,
+            node: node.clone(),
+        });
         tokio::spawn(follow(store, node, tx, listed_tx));
         Ok(me)
     }
@@ -501,6 +525,13 @@ impl ControlPlane for StoreControl {
 
     fn telemetry(&self) -> TelemetrySender {
         self.telemetry.clone()
+    }
+
+    fn claim_block(&self, subnet: ipnet::Ipv4Net) -> BoxFuture<'_, Result<ipnet::Ipv4Net, BlockError>> {
+        match &self.blocks {
+            Some(b) => b.claim(&self.node, subnet),
+            None => Box::pin(async move { Ok(subnet) }),
+        }
     }
 
     fn open_log_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {

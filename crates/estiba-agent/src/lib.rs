@@ -104,6 +104,9 @@ pub struct Shared {
     /// The Service Connect table this node's proxy serves now (after it applied it): a task
     /// the control plane stops is out of it before its containers get SIGTERM.
     pub connect_applied: watch::Sender<Arc<estiba_proxy::Table>>,
+    /// The VPC address blocks this node claimed and has not seen published yet
+    /// ([`network::blocks`]).
+    pub claimed_blocks: std::sync::Mutex<Vec<ipnet::Ipv4Net>>,
 }
 
 impl Shared {
@@ -209,6 +212,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
     if let Some(rx) = published.load_balancers {
         tokio::spawn(lb::run(shared.clone(), rx, shutdown.clone()));
+    }
+    if let Some(rx) = published.routes {
+        tokio::spawn(network::run_routes(shared.clone(), rx, shutdown.clone()));
     }
     tokio::spawn(heartbeat(shared.clone()));
     // The sampler's last readings, which the task metadata endpoint shows.

@@ -120,10 +120,8 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     let on = match mode {
         NetworkMode::Awsvpc => {
             let vpc = Vpc::default_for(&scope_of(a), shared.cfg.net.vpc_cidr);
-            let cidr = vpc.subnet(&subnet_id(a)).cidr;
-            // The top of each subnet is kept for load balancers' addresses.
-            let lbs = estiba_core::elbv2::lb_address_range(cidr);
-            Some((shared.cfg.net.vpc(), Range { net: cidr, reserved_head: 4, reserved_tail: lbs.end - lbs.start }))
+            let subnet = vpc.subnet(&subnet_id(a)).cidr;
+            Some((shared.cfg.net.vpc(), vpc_range(shared, subnet, task_id).await?))
         }
         NetworkMode::Bridge => {
             let n = shared.cfg.net.bridge();
@@ -211,6 +209,87 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     let text = serde_json::to_vec(&net).map_err(|e| e.to_string())?;
     std::fs::write(dir.join(FILE), text).map_err(|e| format!("saving {FILE}: {e}"))?;
     Ok(net)
+}
+
+/// The range of `subnet` a task's address comes from: the node's block that holds the
+/// address the task already has (a task set up again after a crash) or has a free one,
+/// claiming one more block from the control plane when none has ([`estiba_core::netblock`]).
+async fn vpc_range(shared: &Arc<Shared>, subnet: Ipv4Net, task_id: &str) -> Result<Range, String> {
+    let pool = shared.cfg.net.vpc().name;
+    let held = shared.net.ipam.held(&pool, subnet, task_id);
+    let mut blocks = blocks(shared, subnet);
+    loop {
+        for block in &blocks {
+            let Some(range) = block_range(*block, subnet) else { continue };
+            let inside = |ip: Ipv4Addr| range.net.contains(&ip);
+            if held.is_some_and(inside) || (held.is_none() && shared.net.ipam.has_free(&pool, range)) {
+                return Ok(range);
+            }
+        }
+        if held.is_some() {
+            // An address of a block this node no longer lists: the whole subnet keeps it.
+            return block_range(subnet, subnet).ok_or_else(|| format!("subnet {subnet} has no addresses"));
+        }
+        let block = shared.cp.claim_block(subnet).await.map_err(|e| format!("no address block: {e}"))?;
+        if blocks.contains(&block) {
+            return Err(format!("no free address left in subnet {subnet}"));
+        }
+        shared.claimed_blocks.lock().unwrap().push(block);
+        blocks.push(block);
+    }
+}
+
+/// The blocks of `subnet` this node holds: published ones and those it claimed since.
+pub fn blocks(shared: &Shared, subnet: Ipv4Net) -> Vec<Ipv4Net> {
+    let mut v: Vec<Ipv4Net> =
+        shared.cp.published().routes.map(|r| r.borrow().held(&shared.cfg.node_id, subnet)).unwrap_or_default();
+    v.extend(shared.claimed_blocks.lock().unwrap().iter().filter(|b| subnet.contains(*b)));
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// An IPAM range over a block's usable addresses.
+fn block_range(block: Ipv4Net, subnet: Ipv4Net) -> Option<Range> {
+    let (first, last) = estiba_core::netblock::usable(block, subnet)?;
+    Some(Range {
+        net: block,
+        reserved_head: u32::from(first) - u32::from(block.network()),
+        reserved_tail: u32::from(block.broadcast()) - 1 - u32::from(last),
+    })
+}
+
+/// Routes the other nodes' address blocks of the VPC to their machines, as the control plane
+/// publishes them, until `shutdown` flips ([`estiba_net::Host::route_blocks`]).
+pub async fn run_routes(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::watch::Receiver<Arc<estiba_core::netblock::Routes>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let made = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    loop {
+        let routes = rx.borrow_and_update().clone();
+        let net = shared.cfg.net.vpc();
+        let wanted: std::collections::BTreeMap<Ipv4Net, Ipv4Addr> =
+            routes.foreign(&shared.cfg.node_id, net.cidr).filter(|(b, _)| net.cidr.contains(b)).collect();
+        {
+            // Published blocks of its own need no local record any more.
+            let mine: Vec<Ipv4Net> =
+                routes.routes.iter().filter(|r| r.node == shared.cfg.node_id).map(|r| r.block).collect();
+            shared.claimed_blocks.lock().unwrap().retain(|b| !mine.contains(b));
+        }
+        let (host, made2) = (shared.net.clone(), made.clone());
+        let done = tokio::task::spawn_blocking(move || host.route_blocks(&net, &wanted, &mut made2.lock().unwrap()));
+        if let Ok(Err(e)) = done.await {
+            tracing::warn!(error = %e, "routing other machines' address blocks failed");
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+            // Routes that failed are tried again.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+        }
+    }
 }
 
 fn saved(dir: &Path) -> Option<TaskNet> {

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::control::{Assignment, Assignments, BoxFuture, ControlError, ControlPlane, Published};
 use crate::telemetry::TelemetrySender;
+use estiba_core::netblock::{BlockError, Routes};
 
 const PREFIX: &str = "/_estiba/agent/v1/";
 /// A stream silent for longer than this (the server sends an empty line every 10 s) is
@@ -86,6 +87,7 @@ enum PublishedLine {
     Dns(estiba_dns::ZoneWire),
     ServiceConnect(estiba_proxy::Table),
     LoadBalancers(estiba_lb::Table),
+    Routes(Routes),
 }
 
 #[derive(Serialize)]
@@ -277,11 +279,13 @@ impl RemoteControl {
         let (dns_tx, dns_rx) = watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (sc_tx, sc_rx) = watch::channel(Arc::new(estiba_proxy::Table::default()));
         let (lb_tx, lb_rx) = watch::channel(Arc::new(estiba_lb::Table::default()));
-        tokio::spawn(follow_published(api.clone(), dns_tx, sc_tx, lb_tx));
+        let (routes_tx, routes_rx) = watch::channel(Arc::new(Routes::default()));
+        tokio::spawn(follow_published(api.clone(), dns_tx, sc_tx, lb_tx, routes_tx));
         let published = Published {
             dns_zone: resolver.then_some(dns_rx),
             service_connect: Some(sc_rx),
             load_balancers: load_balancers.then_some(lb_rx),
+            routes: Some(routes_rx),
         };
 
         let (telemetry, queue) = TelemetrySender::channel(crate::telemetry::CAPACITY);
@@ -351,6 +355,7 @@ async fn follow_published(
     dns: watch::Sender<Arc<estiba_dns::Zone>>,
     connect: watch::Sender<Arc<estiba_proxy::Table>>,
     lb: watch::Sender<Arc<estiba_lb::Table>>,
+    routes: watch::Sender<Arc<Routes>>,
 ) {
     loop {
         let err = api
@@ -367,6 +372,9 @@ async fn follow_published(
                     }
                     PublishedLine::LoadBalancers(t) => {
                         lb.send_replace(Arc::new(t));
+                    }
+                    PublishedLine::Routes(r) => {
+                        routes.send_replace(Arc::new(r));
                     }
                 }
                 Ok(())
@@ -444,6 +452,21 @@ impl ControlPlane for RemoteControl {
 
     fn published(&self) -> Published {
         self.published.clone()
+    }
+
+    fn claim_block(&self, subnet: ipnet::Ipv4Net) -> BoxFuture<'_, Result<ipnet::Ipv4Net, BlockError>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&serde_json::json!({ "subnet": subnet }))
+                .map_err(|e| BlockError::Unavailable(e.to_string()))?;
+            let path = format!("nodes/{}/blocks", self.api.node);
+            let answer = self
+                .api
+                .call(Method::POST, &path, Bytes::from(body))
+                .await
+                .map_err(|e| BlockError::Unavailable(e.to_string()))?;
+            serde_json::from_slice::<Result<ipnet::Ipv4Net, BlockError>>(&answer)
+                .map_err(|e| BlockError::Unavailable(e.to_string()))?
+        })
     }
 
     fn open_log_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {

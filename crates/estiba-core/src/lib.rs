@@ -32,6 +32,7 @@ pub mod logs_pattern;
 pub mod metric_math;
 pub mod metric_time;
 pub mod names;
+pub mod netblock;
 pub mod node;
 pub mod page;
 pub mod placement;

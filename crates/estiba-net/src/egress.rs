@@ -3,7 +3,11 @@
 //! accepted in the FORWARD chain ahead of anything else (Docker sets that chain's policy to
 //! DROP, which with `br_netfilter` would also drop traffic between tasks on one bridge).
 //!
-//! Three iptables rules per network, added once per process when missing (`-C` first), with
+//! Traffic between the network's addresses on different machines (other machines' address
+//! blocks are routed through the underlay) keeps its addresses: it is neither masqueraded nor
+//! refused on its way into the bridge.
+//!
+//! Four iptables rules per network, added once per process when missing (`-C` first), with
 //! the `iptables` binary: they are written once per bridge, never per task, so the cost of a
 //! process does not matter, and the binary picks the host's backend (nftables or legacy),
 //! which a netlink implementation would have to guess. They belong to the bridge and stay
@@ -19,8 +23,9 @@ fn rules(net: &Network) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let (cidr, br) = (net.cidr.to_string(), net.bridge.clone());
     let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
-        ("nat", "POSTROUTING", v(&["-s", &cidr, "!", "-o", &br, "-j", "MASQUERADE"])),
+        ("nat", "POSTROUTING", v(&["-s", &cidr, "!", "-d", &cidr, "!", "-o", &br, "-j", "MASQUERADE"])),
         ("filter", "FORWARD", v(&["-i", &br, "-j", "ACCEPT"])),
+        ("filter", "FORWARD", v(&["-s", &cidr, "-o", &br, "-j", "ACCEPT"])),
         ("filter", "FORWARD", v(&["-o", &br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"])),
     ]
 }
@@ -41,6 +46,12 @@ fn iptables(args: &[&str], rule: &[String]) -> std::io::Result<bool> {
 pub fn ensure(net: &Network) {
     if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
         tracing::warn!(error = %e, "could not turn IPv4 forwarding on: tasks cannot reach beyond the host");
+    }
+    // Earlier versions masqueraded traffic to the network's own addresses on other machines.
+    let (cidr, br) = (net.cidr.to_string(), net.bridge.clone());
+    let old: Vec<String> = ["-s", &cidr, "!", "-o", &br, "-j", "MASQUERADE"].iter().map(|s| s.to_string()).collect();
+    if matches!(iptables(&["-t", "nat", "-C", "POSTROUTING"], &old), Ok(true)) {
+        let _ = iptables(&["-t", "nat", "-D", "POSTROUTING"], &old);
     }
     for (table, chain, rule) in rules(net) {
         match iptables(&["-t", table, "-C", chain], &rule) {

@@ -107,6 +107,23 @@ impl Ipam {
         Err(NetError::Exhausted(range.net.to_string()))
     }
 
+    /// Whether `range` has an address nobody in `pool` holds (as far as this process knows).
+    pub fn has_free(&self, pool: &str, range: Range) -> bool {
+        let mut pools = self.pools.lock().unwrap();
+        let p = self.load(&mut pools, pool);
+        let (first, last) = range.bounds();
+        let used = p.by_ip.range(Ipv4Addr::from(first)..=Ipv4Addr::from(last)).count() as u64;
+        (last as u64 + 1).saturating_sub(first as u64) > used
+    }
+
+    /// The address `owner` holds in `pool` within `net`, if any (a task set up again after a
+    /// restart keeps its address, whichever block of the subnet it came from).
+    pub fn held(&self, pool: &str, net: Ipv4Net, owner: &str) -> Option<Ipv4Addr> {
+        let mut pools = self.pools.lock().unwrap();
+        let p = self.load(&mut pools, pool);
+        p.by_ip.range(net.network()..=net.broadcast()).find(|(_, o)| o.as_str() == owner).map(|(ip, _)| *ip)
+    }
+
     /// Releases every address `owner` holds, in every pool this process has loaded and on
     /// disk.
     pub fn release(&self, owner: &str) {
@@ -199,5 +216,7 @@ mod tests {
         assert_eq!(ipam.allocate("vpc", a, "t1").unwrap(), Ipv4Addr::new(172, 31, 0, 4));
         assert_eq!(ipam.allocate("vpc", b, "t2").unwrap(), Ipv4Addr::new(172, 31, 16, 4));
         assert_eq!(ipam.allocate("vpc", a, "t3").unwrap(), Ipv4Addr::new(172, 31, 0, 5));
+        assert_eq!(ipam.held("vpc", "172.31.16.0/20".parse().unwrap(), "t2"), Some(Ipv4Addr::new(172, 31, 16, 4)));
+        assert_eq!(ipam.held("vpc", "172.31.0.0/20".parse().unwrap(), "t2"), None);
     }
 }

@@ -189,6 +189,13 @@ impl Host {
         }
         let i = ensure_bridge(nl, net)?;
         egress::ensure(net);
+        // Answers the tasks' neighbour requests for addresses of the network that are routed
+        // elsewhere (other machines' address blocks, `route_blocks`): tasks see the whole
+        // network as one link. Addresses on the bridge itself are never answered for.
+        let proxy_arp = format!("/proc/sys/net/ipv4/conf/{}/proxy_arp", net.bridge);
+        if let Err(e) = std::fs::write(&proxy_arp, "1") {
+            tracing::warn!(bridge = %net.bridge, error = %e, "proxy ARP is off: tasks reach no task of another machine");
+        }
         self.bridges.lock().unwrap().insert(net.bridge.clone(), i);
         Ok(i)
     }
@@ -209,6 +216,41 @@ impl Host {
         let mut nl = nl::Netlink::open().map_err(|e| NetError::io("opening a netlink socket", e))?;
         let bridge = self.bridge(&mut nl, net)?;
         nl.add_address(bridge, ip, 32).map_err(|e| NetError::io(format!("adding {ip}/32 to bridge {}", net.bridge), e))
+    }
+
+    /// Makes the host's routes to other machines' address blocks of `net` what `wanted` says
+    /// (block → the machine's address), given the routes it made before (`made`, updated).
+    /// Blocking. A route that cannot be made is logged and tried again at the next call.
+    pub fn route_blocks(
+        &self,
+        net: &Network,
+        wanted: &std::collections::BTreeMap<Ipv4Net, Ipv4Addr>,
+        made: &mut std::collections::BTreeMap<Ipv4Net, Ipv4Addr>,
+    ) -> Result<(), NetError> {
+        let mut nl = nl::Netlink::open().map_err(|e| NetError::io("opening a netlink socket", e))?;
+        // The bridge (with proxy ARP on) must exist for tasks to reach the routes.
+        self.bridge(&mut nl, net)?;
+        for block in made.keys().filter(|b| !wanted.contains_key(*b)).copied().collect::<Vec<_>>() {
+            match nl.del_route(block) {
+                Ok(()) => {
+                    made.remove(&block);
+                }
+                Err(e) => tracing::warn!(%block, error = %e, "removing the route to an address block failed"),
+            }
+        }
+        for (block, via) in wanted {
+            if made.get(block) == Some(via) {
+                continue;
+            }
+            match nl.replace_route(*block, *via) {
+                Ok(()) => {
+                    tracing::info!(%block, %via, "routing another machine's address block");
+                    made.insert(*block, *via);
+                }
+                Err(e) => tracing::warn!(%block, %via, error = %e, "routing an address block failed"),
+            }
+        }
+        Ok(())
     }
 
     /// Undoes what `attach` and `ports.publish` did for `owner`: ports closed, the veth pair

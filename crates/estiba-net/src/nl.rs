@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -210,4 +211,35 @@ impl Netlink {
             r => r.map(drop),
         }
     }
+
+    /// Routes `dest` through `gateway` (found on whichever link reaches it), replacing any
+    /// route to `dest` there was.
+    pub fn replace_route(&mut self, dest: ipnet::Ipv4Net, gateway: Ipv4Addr) -> io::Result<()> {
+        let m = route_message(dest, Some(gateway));
+        self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE).map(drop)
+    }
+
+    /// Removes the route to `dest`; a missing route is not an error.
+    pub fn del_route(&mut self, dest: ipnet::Ipv4Net) -> io::Result<()> {
+        match self.request(RouteNetlinkMessage::DelRoute(route_message(dest, None)), 0) {
+            Err(e) if is(&e, nix::libc::ESRCH) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+}
+
+/// A unicast route of the main table to `dest`, marked as estiba's (protocol `static`).
+fn route_message(dest: ipnet::Ipv4Net, gateway: Option<Ipv4Addr>) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.scope = RouteScope::Universe;
+    m.header.kind = RouteType::Unicast;
+    m.header.destination_prefix_length = dest.prefix_len();
+    m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dest.network())));
+    if let Some(g) = gateway {
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+    }
+    m
 }

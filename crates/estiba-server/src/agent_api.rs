@@ -5,9 +5,10 @@
 //! - `GET  nodes/<node>/assignments`: the node's tasks, with their task definitions and
 //!   claims, as a stream of JSON lines: a full listing first, then changes as the view
 //!   applies them (an empty line every [`KEEPALIVE`] so both ends notice a dead connection);
-//! - `GET  published`: the VPC resolver's zone, Service Connect's table and the load
-//!   balancers' table, each sent whole when it changes;
+//! - `GET  published`: the VPC resolver's zone, Service Connect's table, the load
+//!   balancers' table and the VPC's address blocks, each sent whole when it changes;
 //! - `PUT  nodes/<node>`: the node's status (its heartbeat);
+//! - `POST nodes/<node>/blocks`: one more VPC address block of a subnet for the node;
 //! - `POST nodes/<node>/tasks`: a `TaskStateChange` of one of the node's own tasks;
 //! - `POST nodes/<node>/telemetry`: telemetry batches (never the store);
 //! - `POST nodes/<node>/logs/open` and `logs/append`: the awslogs driver's numbered appends.
@@ -17,7 +18,7 @@
 //! a token at the next request. An unknown token gets 401 and nothing else.
 //!
 //! May not: decide placement, or write anything but what an agent's messages say (its node's
-//! status, the state of tasks claimed for that node).
+//! status, the state of tasks claimed for that node, the address blocks it claims).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,12 @@ pub struct TaskStateMessage {
     pub change: TaskStateChange,
 }
 
+/// A node's request for one more address block of a subnet.
+#[derive(Serialize, Deserialize)]
+pub struct BlockRequest {
+    pub subnet: ipnet::Ipv4Net,
+}
+
 /// A container log append as the agent sends it.
 #[derive(Serialize, Deserialize)]
 pub struct LogAppend {
@@ -136,6 +143,7 @@ pub enum PublishedMessage {
     Dns(estiba_dns::ZoneWire),
     ServiceConnect(estiba_proxy::Table),
     LoadBalancers(estiba_lb::Table),
+    Routes(estiba_core::netblock::Routes),
 }
 
 /// Where agents' telemetry and container logs go; set once by the binary that starts the
@@ -179,6 +187,10 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
             let m: TaskStateMessage = decode(req, max).await?;
             let ack = submit_task_state(server, node, &m.task_key, &m.change).await?;
             Ok(json(&ack))
+        }
+        (Method::POST, ["nodes", node, "blocks"]) if keys::valid_node_id(node) => {
+            let ask: BlockRequest = decode(req, max).await?;
+            Ok(json(&crate::netblocks::claim(server, node, ask.subnet).await))
         }
         (Method::POST, ["nodes", _, "telemetry"]) => {
             let batches: Vec<Telemetry> = decode(req, max).await?;
@@ -381,9 +393,11 @@ fn published(server: &Server) -> Response<Body> {
     let mut dns = server.dns.subscribe();
     let mut connect = server.connect.subscribe();
     let mut lb = server.lb.subscribe();
+    let mut routes = server.routes.subscribe();
     dns.mark_changed();
     connect.mark_changed();
     lb.mark_changed();
+    routes.mark_changed();
     tokio::spawn(async move {
         let mut quiet_since = tokio::time::Instant::now();
         loop {
@@ -404,6 +418,10 @@ fn published(server: &Server) -> Response<Body> {
                 },
                 r = lb.changed() => match r {
                     Ok(()) => PublishedMessage::LoadBalancers((**lb.borrow_and_update()).clone()),
+                    Err(_) => return,
+                },
+                r = routes.changed() => match r {
+                    Ok(()) => PublishedMessage::Routes((**routes.borrow_and_update()).clone()),
                     Err(_) => return,
                 },
                 _ = tokio::time::sleep_until(quiet_since + KEEPALIVE) => {

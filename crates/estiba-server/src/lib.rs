@@ -28,6 +28,7 @@ pub mod lb_health;
 pub mod log_ingest;
 pub mod metric_ingest;
 mod migrate;
+pub mod netblocks;
 pub mod registry;
 pub mod scaling;
 pub mod services;
@@ -176,6 +177,9 @@ pub struct Server {
     /// The load balancers' data plane table ([`lb`]), republished on every change; nodes'
     /// load balancers serve it.
     pub lb: tokio::sync::watch::Sender<Arc<estiba_lb::Table>>,
+    /// Every node's VPC address blocks and where they are reached ([`netblocks`]),
+    /// republished with the zone; nodes route other nodes' blocks.
+    pub routes: tokio::sync::watch::Sender<Arc<estiba_core::netblock::Routes>>,
     /// The latest load balancer counters each node reported ([`lb::Metrics`]).
     pub lb_metrics: lb::Metrics,
     /// Bumped when something the controllers read changes outside the view (target health
@@ -381,6 +385,7 @@ impl Server {
             connect,
             target_health: Default::default(),
             lb: tokio::sync::watch::channel(Arc::new(estiba_lb::Table::default())).0,
+            routes: tokio::sync::watch::channel(Arc::new(Default::default())).0,
             lb_metrics: Default::default(),
             nudge: tokio::sync::watch::channel(0).0,
             logs,

@@ -230,6 +230,8 @@ pub struct State {
     /// own; Fargate tasks are spread by their number).
     pub claims_by_node: HashMap<String, std::collections::BTreeSet<String>>,
     pub nodes: Table<NodeStatus>,
+    /// The VPC's address blocks, by block key ([`estiba_core::netblock`]).
+    pub netblocks: Table<estiba_core::netblock::NetBlock>,
     /// Service Connect's VIPs (one document, [`estiba_core::keys::SERVICE_CONNECT_VIPS`]).
     pub service_connect: Table<estiba_core::service_connect::Vips>,
     pub ecr_repos: Table<ecr::RepoDoc>,
@@ -480,6 +482,9 @@ impl State {
             }
             "nodes" => {
                 put(&mut self.nodes, kind, kv);
+            }
+            "netblocks" => {
+                put(&mut self.netblocks, kind, kv);
             }
             "service-connect" => {
                 put(&mut self.service_connect, kind, kv);

@@ -651,6 +651,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         ..Default::default()
     };
     let controllers = tokio::spawn(lead(etcd, server.clone(), settings, stop_rx.clone()));
+    // What nodes serve is published by every server, leader or not.
+    tokio::spawn(estiba_server::controller::run_everywhere(server.clone(), stop_rx.clone()));
     // Target health goes to the server, cgroup samples and load balancer counters to the
     // metric ingest, the rest is only counted: for the local node and remote agents alike.
     let ingest = estiba_server::metric_ingest::MetricIngest::start(
@@ -680,6 +682,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             dns_zone: (args.node.vpc_resolver == OnOff::On).then(|| server.dns.subscribe()),
             service_connect: Some(server.connect.subscribe()),
             load_balancers: (args.node.load_balancers == OnOff::On).then(|| server.lb.subscribe()),
+            routes: Some(server.routes.subscribe()),
         };
         let cp = estiba_agent::control::StoreControl::start_with(
             store.clone(),
@@ -687,11 +690,21 @@ async fn serve(args: ServerArgs) -> Result<()> {
             telemetry,
             published,
             Some(log_ingest),
+            Some(Arc::new(estiba_server::netblocks::ServerBlocks(server.clone()))),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let role =
-            estiba_agent::NodeRole { fargate: true, join_clusters: args.join_cluster.clone(), ..Default::default() };
+        // Other machines reach this one at the address the server listens on, when it is one.
+        let address = match args.listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+            _ => None,
+        };
+        let role = estiba_agent::NodeRole {
+            fargate: true,
+            join_clusters: args.join_cluster.clone(),
+            address,
+            ..Default::default()
+        };
         Some(start_node(&args.node, &data_dir, node_id, role, cp, images, stop_rx)?)
     } else {
         None
@@ -842,6 +855,7 @@ fn start_node(
         spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
         resolver: Default::default(),
         connect_applied: Default::default(),
+        claimed_blocks: Default::default(),
     });
     tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
     Ok(tokio::spawn(estiba_agent::run(shared, stop_rx)))

@@ -127,6 +127,15 @@ impl Default for Settings {
 }
 
 /// Runs the controllers until `shutdown` flips to true.
+/// Runs the controllers that only read the view and publish what nodes serve (the zone, the
+/// proxy and load balancer tables, the address blocks): every server runs them, leader or
+/// not, so agents connected to any server get the same tables.
+pub async fn run_everywhere(server: Arc<Server>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut rt = Runtime::new(server, shutdown);
+    rt.add(dns::Zones);
+    rt.wait().await;
+}
+
 pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut rt = Runtime::new(server, shutdown);
     rt.add(join::Join::default());
@@ -139,7 +148,6 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     ));
     rt.add(discovery::Registrar);
     rt.add(targets::Registrar);
-    rt.add(dns::Zones);
     rt.add(registry::RegistryHousekeeping { every: settings.registry_housekeeping_every });
     rt.add(servicediscovery::CloudMapHousekeeping { every: settings.cloudmap_housekeeping_every });
     rt.add(elbv2::Draining { every: settings.elbv2_draining_every });
