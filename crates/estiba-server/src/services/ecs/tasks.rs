@@ -262,7 +262,9 @@ pub(crate) fn task_write_groups(
             g.ops.push(put_tags(&key, &tags));
         }
         let node = match &t.container_instance_arn {
-            None if task::is_fargate(t) => fargate_node(loads.get_or_insert_with(|| FargateLoads::of(st, cx)), cx),
+            None if task::is_fargate(t) => {
+                fargate_node(loads.get_or_insert_with(|| FargateLoads::of(st, cx)), cx, t.availability_zone.as_deref())
+            }
             None => None,
             Some(arn) => arn::member_id("container-instance", arn)
                 .and_then(|(_, id)| st.instances.get(&keys::instance(&cx.scope, cluster, id)))
@@ -288,8 +290,9 @@ fn fargate_nodes<'a>(st: &'a State, cx: &Ctx) -> Vec<&'a estiba_core::node::Node
 /// The Fargate nodes a call may place on, each with the tasks it runs: counted once per call
 /// (RunTask's, or a scheduler pass's), then kept up to date as [`fargate_node`] places.
 struct FargateLoads<'a> {
-    /// Live Fargate nodes with memory to spare and the tasks each runs.
-    nodes: Vec<(&'a str, usize)>,
+    /// Live Fargate nodes with memory to spare: id, availability zone (its
+    /// `ecs.availability-zone` attribute), and the tasks each runs.
+    nodes: Vec<(&'a str, Option<&'a str>, usize)>,
     /// No live Fargate node at all (not even one short of memory).
     none_alive: bool,
 }
@@ -302,20 +305,30 @@ impl<'a> FargateLoads<'a> {
                 .get(id)
                 .map_or(0, |keys| keys.iter().filter(|k| st.tasks.get(*k).is_some_and(|d| !d.value.stopped())).count())
         };
-        let nodes = alive.iter().filter(|n| n.has_memory()).map(|n| (n.id.as_str(), running(&n.id))).collect();
+        let az = |n: &'a estiba_core::node::NodeStatus| {
+            n.attributes.iter().find(|(k, _)| k == "ecs.availability-zone").map(|(_, v)| v.as_str())
+        };
+        let nodes = alive.iter().filter(|n| n.has_memory()).map(|n| (n.id.as_str(), az(n), running(&n.id))).collect();
         FargateLoads { nodes, none_alive: alive.is_empty() }
     }
 }
 
 /// The node a new Fargate task goes to: of the live Fargate nodes with memory to spare, the
-/// one running the fewest tasks (counting those this call placed), ties by node id.
-fn fargate_node<'a>(loads: &mut FargateLoads<'a>, cx: &'a Ctx) -> Option<&'a str> {
-    let Some(best) = loads.nodes.iter_mut().min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0))) else {
+/// one running the fewest tasks (counting those this call placed), ties by node id. Nodes in
+/// the task's availability zone (the zone of its subnet) come first, then nodes that name no
+/// zone, then any: Fargate has capacity in every zone, so a zone without hosts borrows.
+fn fargate_node<'a>(loads: &mut FargateLoads<'a>, cx: &'a Ctx, az: Option<&str>) -> Option<&'a str> {
+    let tier = |n_az: Option<&str>| match (n_az, az) {
+        (Some(a), Some(b)) if a == b => 0,
+        (None, _) => 1,
+        _ => 2,
+    };
+    let Some(best) = loads.nodes.iter_mut().min_by(|a, b| (tier(a.1), a.2, a.0).cmp(&(tier(b.1), b.2, b.0))) else {
         // No live Fargate node reported yet: this server's own node, if it has one and no
         // node refused for lack of memory, gets the task (its agent starts with the server).
         return cx.node.as_deref().filter(|_| loads.none_alive);
     };
-    best.1 += 1;
+    best.2 += 1;
     Some(best.0)
 }
 
