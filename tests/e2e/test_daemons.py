@@ -299,6 +299,25 @@ def test_daemon_deployment_bake_time_holds_the_next_step(ecs):
     ecs.delete_daemon(daemonArn=d["daemonArn"])
 
 
+def test_instances_that_name_another_provider_are_left_out(ecs):
+    cluster, cp = mi_cluster(ecs)
+    other = unique("mi")
+    ecs.create_capacity_provider(name=other, managedInstancesProvider=MI)
+    ecs.put_cluster_capacity_providers(cluster=cluster, capacityProviders=[cp, other], defaultCapacityProviderStrategy=[])
+    mine, theirs, anyone = [ecs.register_container_instance(cluster=cluster, totalResources=RES)["containerInstance"]["containerInstanceArn"]
+                            for _ in range(3)]
+    ecs.put_attributes(cluster=cluster, attributes=[{"name": "estiba.capacity-provider", "value": cp, "targetId": mine},
+                                                    {"name": "estiba.capacity-provider", "value": other, "targetId": theirs}])
+    d = ecs.create_daemon(daemonName="p", clusterArn=cluster, daemonTaskDefinitionArn=register_dtd(ecs, unique("agent")),
+                          capacityProviderArns=[cp])
+    on = lambda: sorted(t["containerInstanceArn"] for t in daemon_tasks(ecs, cluster, "p"))
+    wait_until(lambda: on() == sorted([mine, anyone]), timeout=20, what="tasks on the provider's instances only")
+    # An instance moved to the other provider loses its daemon task.
+    ecs.put_attributes(cluster=cluster, attributes=[{"name": "estiba.capacity-provider", "value": other, "targetId": anyone}])
+    wait_until(lambda: on() == [mine], timeout=20, what="the task of the moved instance stopped")
+    ecs.delete_daemon(daemonArn=d["daemonArn"])
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")
 @pytest.mark.skipif(not isolated(), reason="container tests run inside a network namespace with no route out (use cargo xtask test)")
 def test_daemon_runs_real_containers_on_the_node(tmp_path_factory, busybox):

@@ -321,8 +321,20 @@ pub fn check_providers(
     Ok(out)
 }
 
+/// The custom attribute that names the capacity provider of a container instance registered
+/// without one (set with PutAttributes, or an agent's `--attribute`).
+pub const PROVIDER_ATTRIBUTE: &str = "estiba.capacity-provider";
+
+/// The capacity provider a container instance names: its `capacityProviderName`, else its
+/// [`PROVIDER_ATTRIBUTE`].
+pub fn instance_provider(ci: &estiba_api::ecs::ContainerInstance) -> Option<&str> {
+    ci.capacity_provider_name.as_deref().or_else(|| {
+        ci.attributes.iter().flatten().find(|a| a.name == PROVIDER_ATTRIBUTE).and_then(|a| a.value.as_deref())
+    })
+}
+
 /// Whether a container instance is capacity of a daemon with `providers`: an instance that
-/// names its provider (`capacityProviderName`) belongs to that one only; one that names none
+/// names its provider ([`instance_provider`]) belongs to that one only; one that names none
 /// (estiba's nodes are not launched by a provider) is capacity of every Managed Instances
 /// provider associated with its cluster, and so of every daemon of the cluster.
 pub fn instance_matches(instance_provider: Option<&str>, providers: &[String]) -> bool {
@@ -907,6 +919,26 @@ mod tests {
     }
 
     #[test]
+    fn which_instances_are_a_daemons_capacity() {
+        use estiba_api::ecs::{Attribute, ContainerInstance};
+        let ps = vec!["a".to_string()];
+        let named = |p: &str| ContainerInstance {
+            attributes: Some(vec![Attribute {
+                name: PROVIDER_ATTRIBUTE.into(),
+                value: Some(p.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(instance_provider(&named("b")), Some("b"));
+        assert!(!instance_matches(instance_provider(&named("b")), &ps));
+        assert!(instance_matches(instance_provider(&named("a")), &ps));
+        assert!(instance_matches(instance_provider(&ContainerInstance::default()), &ps), "no provider: every daemon's");
+        let own = ContainerInstance { capacity_provider_name: Some("a".into()), ..named("b") };
+        assert_eq!(instance_provider(&own), Some("a"), "capacityProviderName first");
+    }
+
+    #[test]
     fn registration_checks_and_runnable_form() {
         let req = RegisterDaemonTaskDefinitionRequest {
             family: "agent".into(),
@@ -968,6 +1000,9 @@ mod tests {
             ..Default::default()
         };
         let r = new_rollout(&s, &daemon("x"), &td, (false, false, None), c, &[], &mut ids, 1.0);
+        // Tasks name the daemon task definition; they run its runnable form.
+        let r2 = crate::arn::TaskDefRef::parse(&taskdef_arn(&s, "agent", 4)).unwrap();
+        assert_eq!((r2.family.as_str(), r2.revision), ("~daemon~agent", Some(4)));
         assert_eq!(r.deployment.id.len(), 16);
         assert!(r.revision.revision.daemon_revision_arn.unwrap().contains(":daemon-revision/c/mon/"));
     }

@@ -416,7 +416,7 @@ pub(crate) fn snapshot<'a>(
         .filter(|i| estiba_core::instance::is_registered(&i.value))
         .filter_map(|i| {
             let arn = i.value.container_instance_arn.as_deref()?;
-            let own = i.value.capacity_provider_name.as_deref();
+            let own = daemon::instance_provider(&i.value);
             let provider = if daemon::instance_matches(own, &d.capacity_providers) {
                 own.and_then(|p| d.capacity_providers.iter().find(|x| *x == p)).or(d.capacity_providers.first())
             } else {
