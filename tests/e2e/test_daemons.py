@@ -318,6 +318,28 @@ def test_instances_that_name_another_provider_are_left_out(ecs):
     ecs.delete_daemon(daemonArn=d["daemonArn"])
 
 
+def test_service_tasks_wait_for_the_daemon_on_a_new_instance(ecs):
+    cluster, cp = mi_cluster(ecs)
+    d = ecs.create_daemon(daemonName="first", clusterArn=cluster, daemonTaskDefinitionArn=register_dtd(ecs, unique("agent")),
+                          capacityProviderArns=[cp])
+    fam = unique("app")
+    ecs.register_task_definition(family=fam, containerDefinitions=[{"name": "app", "image": "busybox", "memory": 32}])
+    ecs.create_service(cluster=cluster, serviceName="app", taskDefinition=fam, desiredCount=1, launchType="EC2")
+    ci = ecs.register_container_instance(cluster=cluster, totalResources=RES)["containerInstance"]["containerInstanceArn"]
+
+    def both():
+        arns = ecs.list_tasks(cluster=cluster)["taskArns"]
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
+        by = {t["group"]: t for t in tasks}
+        return by if {"daemon:first", "service:app"} <= set(by) else None
+    by = wait_until(both, timeout=30, what="the daemon's and the service's tasks")
+    assert by["daemon:first"]["containerInstanceArn"] == by["service:app"]["containerInstanceArn"] == ci
+    assert by["daemon:first"]["createdAt"] <= by["service:app"]["createdAt"], "the daemon's task first"
+    ecs.update_service(cluster=cluster, service="app", desiredCount=0)
+    ecs.delete_service(cluster=cluster, service="app", force=True)
+    ecs.delete_daemon(daemonArn=d["daemonArn"])
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")
 @pytest.mark.skipif(not isolated(), reason="container tests run inside a network namespace with no route out (use cargo xtask test)")
 def test_daemon_runs_real_containers_on_the_node(tmp_path_factory, busybox):

@@ -344,6 +344,30 @@ pub fn instance_matches(instance_provider: Option<&str>, providers: &[String]) -
     }
 }
 
+/// How long after it registers an instance keeps service tasks off while a daemon's task is
+/// not on it yet: ECS starts daemon tasks before other tasks on a new instance. Bounded, so a
+/// daemon task that cannot be placed never keeps an instance out of use.
+pub const DAEMON_FIRST_SECONDS: f64 = 10.0;
+
+/// Whether service tasks should wait before taking `ci`: it registered less than
+/// [`DAEMON_FIRST_SECONDS`] ago and one of the ACTIVE `daemons` of its cluster whose capacity
+/// it is has no task on it yet (`has_task`: the instance runs a task of that daemon's group).
+pub fn awaits_daemon<'a>(
+    ci: &estiba_api::ecs::ContainerInstance,
+    daemons: impl IntoIterator<Item = &'a DaemonDoc>,
+    has_task: impl Fn(&str) -> bool,
+    now: Now,
+) -> bool {
+    if ci.registered_at.is_none_or(|at| now - at > DAEMON_FIRST_SECONDS) {
+        return false;
+    }
+    daemons.into_iter().any(|d| {
+        d.status == DaemonStatus::Active
+            && instance_matches(instance_provider(ci), &d.capacity_providers)
+            && !has_task(&task_group(&d.name))
+    })
+}
+
 /// A new revision of a daemon and the deployment that rolls it out.
 pub struct Rollout {
     pub revision: RevisionDoc,
@@ -936,6 +960,20 @@ mod tests {
         assert!(instance_matches(instance_provider(&ContainerInstance::default()), &ps), "no provider: every daemon's");
         let own = ContainerInstance { capacity_provider_name: Some("a".into()), ..named("b") };
         assert_eq!(instance_provider(&own), Some("a"), "capacityProviderName first");
+    }
+
+    #[test]
+    fn service_tasks_wait_for_the_daemon_on_a_new_instance() {
+        use estiba_api::ecs::ContainerInstance;
+        let ci = ContainerInstance { registered_at: Some(100.0), ..Default::default() };
+        let ds = [daemon("r")];
+        assert!(awaits_daemon(&ci, &ds, |_| false, 101.0));
+        assert!(!awaits_daemon(&ci, &ds, |g| g == "daemon:mon", 101.0), "its daemon task is there");
+        assert!(!awaits_daemon(&ci, &ds, |_| false, 100.0 + DAEMON_FIRST_SECONDS + 1.0), "not forever");
+        let mut deleting = daemon("r");
+        deleting.status = DaemonStatus::DeleteInProgress;
+        assert!(!awaits_daemon(&ci, &[deleting], |_| false, 101.0));
+        assert!(!awaits_daemon(&ci, &[], |_| false, 101.0));
     }
 
     #[test]

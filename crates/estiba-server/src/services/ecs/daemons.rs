@@ -407,6 +407,23 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteDaemonRequest) -> Result<By
 
 /// The daemon's instances and tasks as the planner sees them (`estiba_core::daemon`). Task
 /// "arns" are their store keys.
+/// Whether service tasks should keep off the instance for now: it is new and a daemon of the
+/// cluster has no task on it yet (`estiba_core::daemon::awaits_daemon`).
+pub(crate) fn awaits_daemon(
+    st: &State,
+    scope: &Scope,
+    cluster: &str,
+    ci: &ContainerInstance,
+    used: &estiba_core::placement::Usage,
+    now: f64,
+) -> bool {
+    if ci.registered_at.is_none_or(|at| now - at > daemon::DAEMON_FIRST_SECONDS) {
+        return false;
+    }
+    let daemons = st.docs::<DaemonDoc>(daemons_table(), &daemon::key(scope, daemon::DAEMONS, &format!("{cluster}/")));
+    daemon::awaits_daemon(ci, daemons.map(|d| &d.value), |g| used.group_count(g) > 0, now)
+}
+
 pub(crate) fn snapshot<'a>(
     st: &'a State,
     scope: &Scope,
