@@ -80,6 +80,13 @@ def test_daemon_task_definitions(ecs):
         ecs.describe_task_definition(taskDefinition=a1)
     assert error_code(e) == "ClientException"
 
+    assert ecs.list_tags_for_resource(resourceArn=a1)["tags"] == [{"key": "team", "value": "ops"}]
+    ecs.tag_resource(resourceArn=a2, tags=[{"key": "tier", "value": "2"}])
+    assert ecs.list_tags_for_resource(resourceArn=a2)["tags"] == [{"key": "tier", "value": "2"}]
+    with pytest.raises(ClientError) as e:
+        ecs.list_tags_for_resource(resourceArn=f"{PREFIX}:daemon-task-definition/{fam}:7")
+    assert error_code(e) == "ResourceNotFoundException"
+
     assert ecs.delete_daemon_task_definition(daemonTaskDefinition=a1)["daemonTaskDefinitionArn"] == a1
     gone = ecs.describe_daemon_task_definition(daemonTaskDefinition=a1)["daemonTaskDefinition"]
     assert gone["status"] == "DELETE_IN_PROGRESS" and gone["deleteRequestedAt"]
@@ -151,6 +158,9 @@ def test_create_daemon_checks(ecs):
     b = ecs.create_daemon(daemonName="d", clusterArn=cluster, daemonTaskDefinitionArn=td, capacityProviderArns=[cp_arn], clientToken=token)
     assert a["daemonArn"] == b["daemonArn"] == f"{PREFIX}:daemon/{cluster}/d"
     assert a["deploymentArn"] == b["deploymentArn"]
+    ecs.tag_resource(resourceArn=a["daemonArn"], tags=[{"key": "a", "value": "1"}, {"key": "b", "value": "2"}])
+    ecs.untag_resource(resourceArn=a["daemonArn"], tagKeys=["a"])
+    assert ecs.list_tags_for_resource(resourceArn=a["daemonArn"])["tags"] == [{"key": "b", "value": "2"}]
     with pytest.raises(ClientError) as e:
         ecs.create_daemon(daemonName="d", clusterArn=cluster, daemonTaskDefinitionArn=td, capacityProviderArns=[cp_arn])
     assert error_code(e) == "InvalidParameterException"

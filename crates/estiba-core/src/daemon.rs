@@ -17,7 +17,7 @@ use estiba_api::ecs::{
     DaemonDeploymentCapacityProvider, DaemonDeploymentConfiguration, DaemonDeploymentRevisionDetail,
     DaemonDeploymentRollbackMonitorsStatus as Monitors, DaemonDeploymentStatus, DaemonRevision, DaemonRollback,
     DaemonStatus, DaemonTaskDefinition, DaemonTaskDefinitionStatus, RegisterDaemonTaskDefinitionRequest,
-    RegisterTaskDefinitionRequest, Tag, TaskDefinition, Volume,
+    RegisterTaskDefinitionRequest, TaskDefinition, Volume,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,19 @@ pub fn revision_key(scope: &Scope, cluster: &str, name: &str, id: &str) -> Strin
 }
 pub fn deployment_key(scope: &Scope, cluster: &str, name: &str, id: &str) -> String {
     key(scope, DEPLOYMENTS, &format!("{cluster}/{name}/{id}"))
+}
+
+/// The resource key a daemon's or daemon task definition's tags hang from
+/// (`keys::tags_of` of it: `ecs/<account>/<region>/tags/<kind>/<rest>`): their tags live in
+/// ECS's tag table like every ECS resource's; no document is stored at the key itself.
+pub fn tagged_key(scope: &Scope, kind: &str, rest: &str) -> String {
+    format!("ecs/{}/{}/{kind}/{rest}", scope.account, scope.region)
+}
+pub fn daemon_tagged_key(scope: &Scope, cluster: &str, name: &str) -> String {
+    tagged_key(scope, DAEMONS, &format!("{cluster}/{name}"))
+}
+pub fn taskdef_tagged_key(scope: &Scope, family: &str, revision: i32) -> String {
+    tagged_key(scope, TASKDEFS, &format!("{family}/{revision:010}"))
 }
 
 fn arn(scope: &Scope, resource: &str) -> String {
@@ -126,16 +139,15 @@ pub struct FamilyDoc {
     pub last_revision: i32,
 }
 
-/// A registered daemon task definition and its tags.
+/// A registered daemon task definition (its tags: [`taskdef_tagged_key`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskDefDoc {
     pub definition: DaemonTaskDefinition,
-    #[serde(default)]
-    pub tags: Vec<Tag>,
 }
 
-/// A daemon: its identity, configuration and the revision its tasks should run.
+/// A daemon: its identity, configuration and the revision its tasks should run (its tags:
+/// [`daemon_tagged_key`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonDoc {
@@ -155,8 +167,6 @@ pub struct DaemonDoc {
     pub updated_at: f64,
     #[serde(default)]
     pub client_token: Option<String>,
-    #[serde(default)]
-    pub tags: Vec<Tag>,
 }
 
 /// A daemon revision: the wire shape and the capacity providers (names) it was made for.

@@ -96,6 +96,8 @@ async fn reconcile(server: &Server, key: &str) -> Result<Option<f64>, EcsError> 
             }
             if plan.gone {
                 txn.ops.push(estiba_store::Op::delete(doc.key.clone()));
+                let tagged = daemon::daemon_tagged_key(&scope, &d.cluster, &d.name);
+                txn.ops.push(estiba_store::Op::delete(keys::tags_of(&tagged)));
             } else if revision != d.revision_id {
                 let mut nd = d.clone();
                 nd.revision_id = revision;
@@ -137,7 +139,9 @@ fn start(
         return Ok(());
     };
     let tags = match rev.value.revision.propagate_tags {
-        Some(DaemonPropagateTags::Daemon) => d.tags.clone(),
+        Some(DaemonPropagateTags::Daemon) => {
+            st.tags_of(&daemon::daemon_tagged_key(&cx.scope, &d.cluster, &d.name)).unwrap_or_default().to_vec()
+        }
         _ => vec![],
     };
     let group = daemon::task_group(&d.name);

@@ -11,7 +11,7 @@ use estiba_core::daemon::{self, DaemonDoc, DeploymentDoc, FamilyDoc, RevisionDoc
 use estiba_core::{capacity, page, EcsError, Scope};
 use estiba_store::{Compare, Txn};
 
-use super::{active_cluster, cluster_for_write, json, put, Ctx, Result};
+use super::{active_cluster, cluster_for_write, json, put, put_tags, Ctx, Result};
 use crate::view::{Doc, State, TableDef};
 use crate::{keys, RandomIds, Server};
 
@@ -106,13 +106,15 @@ pub async fn register_taskdef(s: &Server, cx: &Ctx, req: RegisterDaemonTaskDefin
             let key = daemon::taskdef_key(&cx.scope, &req.family, revision);
             let run_key = keys::taskdef(&cx.scope, &daemon::runnable_family(&req.family), revision);
             let arn = td.daemon_task_definition_arn.clone().unwrap_or_default();
-            let doc = TaskDefDoc { definition: td, tags: req.tags.clone().unwrap_or_default() };
+            let doc = TaskDefDoc { definition: td };
+            let tagged = daemon::taskdef_tagged_key(&cx.scope, &req.family, revision);
             let txn = Txn::new()
                 .when(compare)
                 .when(Compare::absent(&run_key))
                 .then(put(&fkey, &FamilyDoc { last_revision: revision }))
                 .then(put(&key, &doc))
-                .then(put(&run_key, &runnable));
+                .then(put(&run_key, &runnable))
+                .then(put_tags(&tagged, req.tags.as_deref().unwrap_or_default()));
             Ok((txn, arn))
         })
         .await?;
@@ -246,7 +248,6 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateDaemonRequest) -> Result<By
                 created_at: cx.now,
                 updated_at: cx.now,
                 client_token: req.client_token.clone(),
-                tags: req.tags.clone().unwrap_or_default(),
                 ..Default::default()
             };
             let options = (req.enable_ecs_managed_tags, req.enable_execute_command, req.propagate_tags);
@@ -266,6 +267,8 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateDaemonRequest) -> Result<By
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
             txn.compares.push(Compare::absent(&key));
             txn.ops.push(put(&key, &d));
+            let tagged = daemon::daemon_tagged_key(&cx.scope, &cluster, &req.daemon_name);
+            txn.ops.push(put_tags(&tagged, req.tags.as_deref().unwrap_or_default()));
             write_rollout(&mut txn, &cx.scope, &d, &r);
             Ok((txn, (d, dep_arn)))
         })
