@@ -30,6 +30,15 @@ impl Controller for Daemons {
     }
 
     async fn pass(&self, server: &Server) -> Result<Wake, Infallible> {
+        let retry = daemons_pass(server).await;
+        let wait = retry.map(|at| (at - now()).clamp(0.01, 1.0)).unwrap_or(1.0);
+        Ok(Wake::change_or_after(Duration::from_secs_f64(wait)))
+    }
+}
+
+/// One pass over every daemon; returns when time alone makes the next step (a bake time's end).
+pub async fn daemons_pass(server: &Server) -> Option<f64> {
+    {
         let keys: Vec<String> = {
             let st = server.view.read();
             st.docs::<DaemonDoc>(daemons_table(), daemon::PREFIX).map(|d| d.key.clone()).collect()
@@ -42,8 +51,7 @@ impl Controller for Daemons {
                 Err(e) => tracing::warn!(daemon = %key, error = %e, "daemon reconcile failed"),
             }
         }
-        let wait = retry.map(|at| (at - now()).clamp(0.01, 1.0)).unwrap_or(1.0);
-        Ok(Wake::change_or_after(Duration::from_secs_f64(wait)))
+        retry
     }
 }
 
@@ -73,41 +81,57 @@ async fn reconcile(server: &Server, key: &str) -> Result<Option<f64>, EcsError> 
             };
             let plan = daemon::plan(d, dep.map(|x| &x.value), &instances, &planned, &in_alarm, now);
 
-            let mut txn = Txn::new().when(Compare::mod_revision(&doc.key, doc.rev));
-            for (tkey, reason) in &plan.stop {
-                let Some((_, t)) = tasks.iter().find(|(t, _)| t.arn == tkey.as_str()) else { continue };
-                let mut full = t.task().into_owned();
-                task::request_stop(&mut full, TaskStopCode::ServiceSchedulerInitiated, reason);
-                if !is_claimed(st, &t.key) {
-                    task::stop_unstarted(&mut full, now);
+            // One transaction within the store's limits: when the stops and starts planned do
+            // not fit (hundreds of instances on etcd), fewer starts, then fewer stops, go now
+            // and the rest next pass, which this write wakes.
+            let limits = server.txn_limits();
+            let (mut stops_cap, mut starts_cap) = (plan.stop.len(), plan.start.len());
+            loop {
+                let mut txn = Txn::new().when(Compare::mod_revision(&doc.key, doc.rev));
+                for (tkey, reason) in plan.stop.iter().take(stops_cap) {
+                    let Some((_, t)) = tasks.iter().find(|(t, _)| t.arn == tkey.as_str()) else { continue };
+                    let mut full = t.task().into_owned();
+                    task::request_stop(&mut full, TaskStopCode::ServiceSchedulerInitiated, reason);
+                    if !is_claimed(st, &t.key) {
+                        task::stop_unstarted(&mut full, now);
+                    }
+                    txn.compares.push(Compare::mod_revision(&t.key, t.rev));
+                    txn.ops.push(put(&t.key, &full));
+                    txn.ops.extend(crate::stop_ops(st, &t.key, now));
                 }
-                txn.compares.push(Compare::mod_revision(&t.key, t.rev));
-                txn.ops.push(put(&t.key, &full));
-                txn.ops.extend(crate::stop_ops(st, &t.key, now));
+                let revision = plan.revision_id.clone().unwrap_or_else(|| d.revision_id.clone());
+                if starts_cap > 0 {
+                    let cx = Ctx::of(server, scope.clone(), now, Some(held.clone()));
+                    let on = &plan.start[..starts_cap];
+                    start(st, &cx, d, &revision, &instances, on, &mut txn, &mut ids)?;
+                }
+                if let (Some(new), Some(old)) = (&plan.deployment, dep) {
+                    txn.compares.push(Compare::mod_revision(&old.key, old.rev));
+                    txn.ops.push(put(&old.key, new));
+                }
+                if plan.gone {
+                    txn.ops.push(estiba_store::Op::delete(doc.key.clone()));
+                    let tagged = daemon::daemon_tagged_key(&scope, &d.cluster, &d.name);
+                    txn.ops.push(estiba_store::Op::delete(keys::tags_of(&tagged)));
+                } else if revision != d.revision_id {
+                    let mut nd = d.clone();
+                    nd.revision_id = revision;
+                    nd.updated_at = now;
+                    txn.ops.push(put(&doc.key, &nd));
+                }
+                if txn.ops.is_empty() {
+                    return Ok((Txn::new(), plan.retry_at));
+                }
+                if !limits.fits(&txn) && (starts_cap > 0 || stops_cap > 0) {
+                    if starts_cap > 0 {
+                        starts_cap /= 2;
+                    } else {
+                        stops_cap /= 2;
+                    }
+                    continue;
+                }
+                return Ok((txn, plan.retry_at));
             }
-            let revision = plan.revision_id.clone().unwrap_or_else(|| d.revision_id.clone());
-            if !plan.start.is_empty() {
-                let cx = Ctx::of(server, scope.clone(), now, Some(held.clone()));
-                start(st, &cx, d, &revision, &instances, &plan.start, &mut txn, &mut ids)?;
-            }
-            if let (Some(new), Some(old)) = (&plan.deployment, dep) {
-                txn.compares.push(Compare::mod_revision(&old.key, old.rev));
-                txn.ops.push(put(&old.key, new));
-            }
-            if plan.gone {
-                txn.ops.push(estiba_store::Op::delete(doc.key.clone()));
-                let tagged = daemon::daemon_tagged_key(&scope, &d.cluster, &d.name);
-                txn.ops.push(estiba_store::Op::delete(keys::tags_of(&tagged)));
-            } else if revision != d.revision_id {
-                let mut nd = d.clone();
-                nd.revision_id = revision;
-                nd.updated_at = now;
-                txn.ops.push(put(&doc.key, &nd));
-            }
-            if txn.ops.is_empty() {
-                return Ok((Txn::new(), plan.retry_at));
-            }
-            Ok((txn, plan.retry_at))
         })
         .await
 }
