@@ -328,6 +328,56 @@ def test_instances_that_name_another_provider_are_left_out(ecs):
     ecs.delete_daemon(daemonArn=d["daemonArn"])
 
 
+def test_an_alarm_rolls_a_daemon_deployment_back(shared, ecs):
+    cw = shared.client("cloudwatch")
+    alarm = unique("daemon-errors")
+    # Missing data counts as breaching, so evaluations keep it in ALARM once set there.
+    cw.put_metric_alarm(AlarmName=alarm, Namespace=unique("E2E/daemon"), MetricName="Errors", Statistic="Sum", Period=60,
+                        EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+                        TreatMissingData="breaching")
+    cluster, cp = mi_cluster(ecs)
+    fam = unique("agent")
+    td1, td2 = register_dtd(ecs, fam), register_dtd(ecs, fam)
+    for _ in range(2):
+        ecs.register_container_instance(cluster=cluster, totalResources=RES)
+    d = ecs.create_daemon(daemonName="r", clusterArn=cluster, daemonTaskDefinitionArn=td1, capacityProviderArns=[cp])
+
+    def agent():
+        """Stands in for the agent: placed tasks run, stopping ones stop."""
+        for t in daemon_tasks(ecs, cluster, "r"):
+            if t["lastStatus"] != "RUNNING":
+                ecs.submit_task_state_change(cluster=cluster, task=t["taskArn"], status="RUNNING")
+        for t in daemon_tasks(ecs, cluster, "r", "STOPPED"):
+            if t["lastStatus"] != "STOPPED":
+                ecs.submit_task_state_change(cluster=cluster, task=t["taskArn"], status="STOPPED")
+        return daemon_tasks(ecs, cluster, "r")
+
+    wait_until(lambda: len(agent()) == 2 and deployment(ecs, d["deploymentArn"])["status"] == "SUCCESSFUL", timeout=20,
+               what="the first deployment")
+    up = ecs.update_daemon(daemonArn=d["daemonArn"], daemonTaskDefinitionArn=td2, capacityProviderArns=[cp],
+                           deploymentConfiguration={"drainPercent": 50.0, "bakeTimeInMinutes": 10,
+                                                    "alarms": {"enable": True, "alarmNames": [alarm]}})
+    dep = deployment(ecs, up["deploymentArn"])
+    assert dep["alarms"] == {"alarmNames": [alarm], "status": "MONITORING", "triggeredAlarmNames": []}
+    # One instance of two moves to revision 2; the bake time holds the other.
+    wait_until(lambda: sorted(t["taskDefinitionArn"] for t in agent() if t["lastStatus"] == "RUNNING") == [td1, td2],
+               timeout=20, what="the first step")
+    cw.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="errors")
+    dep = wait_until(lambda: (lambda x: x if x["status"] in ("ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL") else None)(
+        deployment(ecs, up["deploymentArn"])), timeout=20, what="the rollback")
+    assert dep["alarms"]["status"] == "TRIGGERED" and dep["alarms"]["triggeredAlarmNames"] == [alarm]
+    assert dep["rollback"]["rollbackTargetDaemonRevisionArn"] == dep["sourceDaemonRevisions"][0]["arn"]
+    assert alarm in dep["rollback"]["reason"]
+    wait_until(lambda: [t["taskDefinitionArn"] for t in agent() if t["lastStatus"] == "RUNNING"] == [td1, td1], timeout=20,
+               what="every instance back on revision 1")
+    wait_until(lambda: deployment(ecs, up["deploymentArn"])["status"] == "ROLLBACK_SUCCESSFUL", timeout=20, what="rolled back")
+    detail = ecs.describe_daemon(daemonArn=d["daemonArn"])["daemon"]
+    assert detail["currentRevisions"][0]["arn"] == dep["sourceDaemonRevisions"][0]["arn"]
+    assert detail["currentRevisions"][0]["totalRunningCount"] == 2
+    ecs.delete_daemon(daemonArn=d["daemonArn"])
+    cw.delete_alarms(AlarmNames=[alarm])
+
+
 def test_service_tasks_wait_for_the_daemon_on_a_new_instance(ecs):
     cluster, cp = mi_cluster(ecs)
     d = ecs.create_daemon(daemonName="first", clusterArn=cluster, daemonTaskDefinitionArn=register_dtd(ecs, unique("agent")),

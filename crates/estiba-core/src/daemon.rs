@@ -696,7 +696,8 @@ pub fn plan(
     }
     let config = dp.deployment.deployment_configuration.clone().unwrap_or_default();
     let drain = config.drain_percent.unwrap_or(DEFAULT_DRAIN_PERCENT);
-    let bake = config.bake_time_in_minutes.max(0) as f64 * 60.0;
+    // A rollback goes back without baking.
+    let bake = if rolling_back { 0.0 } else { config.bake_time_in_minutes.max(0) as f64 * 60.0 };
     let batch = ((drain / 100.0 * matching.len() as f64).ceil() as usize).max(1);
     if in_flight == 0 && dp.step_open {
         dp.step_open = false;
@@ -934,8 +935,14 @@ mod tests {
         assert_eq!(dep.status(), DaemonDeploymentStatus::RollbackInProgress);
         assert_eq!(dep.deployment.alarms.as_ref().unwrap().status, Some(Monitors::Triggered));
         assert_eq!(p.stop.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["n1"], "the new revision's task goes");
-        // Back on r1 everywhere: ROLLBACK_SUCCESSFUL.
+        // A rollback does not bake: once the stopped task's replacement runs, it is done.
         let d1 = daemon("r1");
+        let mut baking = dep.clone();
+        baking.deployment.deployment_configuration.as_mut().unwrap().bake_time_in_minutes = 10;
+        baking.step_open = true;
+        let p = plan(&d1, Some(&baking), &is, &[run("x1", "i1", "r1"), run("t2", "i2", "r1")], &|_| true, 10.0);
+        assert_eq!(p.deployment.unwrap().status(), DaemonDeploymentStatus::RollbackSuccessful);
+        // Back on r1 everywhere: ROLLBACK_SUCCESSFUL.
         let p = plan(&d1, Some(&dep), &is, &[run("x1", "i1", "r1"), run("t2", "i2", "r1")], &|_| true, 10.0);
         assert_eq!(p.deployment.unwrap().status(), DaemonDeploymentStatus::RollbackSuccessful);
     }
