@@ -87,12 +87,24 @@ def test_daemon_task_definitions(ecs):
         ecs.list_tags_for_resource(resourceArn=f"{PREFIX}:daemon-task-definition/{fam}:7")
     assert error_code(e) == "ResourceNotFoundException"
 
+    # A revision a daemon runs stays DELETE_IN_PROGRESS until the daemon is gone; an unused one
+    # is DELETED at once.
+    cluster, cp = mi_cluster(ecs)
+    d = ecs.create_daemon(daemonName="user", clusterArn=cluster, daemonTaskDefinitionArn=a2, capacityProviderArns=[cp])
     assert ecs.delete_daemon_task_definition(daemonTaskDefinition=a1)["daemonTaskDefinitionArn"] == a1
-    gone = ecs.describe_daemon_task_definition(daemonTaskDefinition=a1)["daemonTaskDefinition"]
-    assert gone["status"] == "DELETE_IN_PROGRESS" and gone["deleteRequestedAt"]
-    assert [d["arn"] for d in ecs.list_daemon_task_definitions(family=fam)["daemonTaskDefinitions"]] == [a2]
-    assert [d["arn"] for d in ecs.list_daemon_task_definitions(family=fam, status="DELETE_IN_PROGRESS")["daemonTaskDefinitions"]] == [a1]
+    assert ecs.delete_daemon_task_definition(daemonTaskDefinition=a2)["daemonTaskDefinitionArn"] == a2
+    status = lambda a: ecs.describe_daemon_task_definition(daemonTaskDefinition=a)["daemonTaskDefinition"]
+    wait_until(lambda: status(a1)["status"] == "DELETED", timeout=10, what="the unused revision DELETED")
+    assert status(a1)["deleteRequestedAt"]
+    assert status(a2)["status"] == "DELETE_IN_PROGRESS"
+    assert ecs.list_daemon_task_definitions(family=fam)["daemonTaskDefinitions"] == []
+    assert [d["arn"] for d in ecs.list_daemon_task_definitions(family=fam, status="DELETE_IN_PROGRESS")["daemonTaskDefinitions"]] == [a2]
     assert len(ecs.list_daemon_task_definitions(family=fam, status="ALL")["daemonTaskDefinitions"]) == 2
+    with pytest.raises(ClientError) as e:
+        ecs.update_daemon(daemonArn=d["daemonArn"], daemonTaskDefinitionArn=a2, capacityProviderArns=[cp])
+    assert error_code(e) == "ClientException" and "is not ACTIVE" in error_message(e)
+    ecs.delete_daemon(daemonArn=d["daemonArn"])
+    wait_until(lambda: status(a2)["status"] == "DELETED", timeout=10, what="the revision DELETED once its daemon is gone")
 
     with pytest.raises(ClientError) as e:
         ecs.delete_daemon_task_definition(daemonTaskDefinition=fam)

@@ -15,7 +15,7 @@ use estiba_core::{EcsError, Scope};
 use estiba_store::{Compare, Txn};
 
 use super::{is_claimed, Controller, Wake};
-use crate::services::ecs::daemons::{daemons_table, deployments_table, revisions_table, snapshot};
+use crate::services::ecs::daemons::{daemons_table, deployments_table, revisions_table, snapshot, taskdefs_table};
 use crate::services::ecs::{put, Ctx, Held};
 use crate::view::State;
 use crate::{keys, now, RandomIds, Server};
@@ -51,8 +51,57 @@ pub async fn daemons_pass(server: &Server) -> Option<f64> {
                 Err(e) => tracing::warn!(daemon = %key, error = %e, "daemon reconcile failed"),
             }
         }
+        if let Err(e) = finish_taskdef_deletions(server).await {
+            tracing::warn!(error = %e, "finishing daemon task definition deletions failed");
+        }
         retry
     }
+}
+
+/// Daemon task definitions in DELETE_IN_PROGRESS that no daemon's revision runs and no live
+/// task uses become DELETED, and their runnable form goes.
+async fn finish_taskdef_deletions(server: &Server) -> Result<bool, crate::WriteError> {
+    let groups: Vec<Txn> = {
+        let st = server.view.read();
+        let deleting: Vec<_> = st
+            .docs::<daemon::TaskDefDoc>(taskdefs_table(), daemon::PREFIX)
+            .filter(|d| d.value.definition.status == Some(DaemonTaskDefinitionStatus::DeleteInProgress))
+            .collect();
+        if deleting.is_empty() {
+            return Ok(false);
+        }
+        let in_use: std::collections::HashSet<&str> = st
+            .docs::<DaemonDoc>(daemons_table(), daemon::PREFIX)
+            .filter_map(|d| {
+                let scope = scope_of(&d.key)?;
+                let rkey = daemon::revision_key(&scope, &d.value.cluster, &d.value.name, &d.value.revision_id);
+                st.doc::<RevisionDoc>(revisions_table(), &rkey)?.value.revision.daemon_task_definition_arn.as_deref()
+            })
+            .chain(st.tasks.values().filter(|t| !t.value.stopped()).filter_map(|t| t.value.task_definition_arn()))
+            .collect();
+        deleting
+            .into_iter()
+            .filter_map(|d| {
+                let td = &d.value.definition;
+                let arn = td.daemon_task_definition_arn.as_deref()?;
+                if in_use.contains(arn) {
+                    return None;
+                }
+                let scope = scope_of(&d.key)?;
+                let mut doc = d.value.clone();
+                doc.definition.status = Some(DaemonTaskDefinitionStatus::Deleted);
+                let family = td.family.as_deref().unwrap_or("");
+                let run_key = keys::taskdef(&scope, &daemon::runnable_family(family), td.revision);
+                Some(
+                    Txn::new()
+                        .when(Compare::mod_revision(&d.key, d.rev))
+                        .then(put(&d.key, &doc))
+                        .then(estiba_store::Op::delete(run_key)),
+                )
+            })
+            .collect()
+    };
+    super::commit_bounded(server, groups, "finish daemon task definition deletions").await
 }
 
 /// `ecs-daemons/<account>/<region>/daemons/<cluster>/<name>` → scope.

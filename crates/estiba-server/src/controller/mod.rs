@@ -9,7 +9,8 @@
 //!   as healthy some time after it started, with no change to wake anyone).
 //! - [`daemons`]: the daemon scheduler keeps one task of each daemon's revision on every
 //!   container instance of its capacity providers and rolls new revisions out within
-//!   drainPercent and bake time ([`estiba_core::daemon`]); on every change and once a second.
+//!   drainPercent and bake time ([`estiba_core::daemon`]), and finishes daemon task
+//!   definition deletions; on every change and once a second.
 //! - [`join`]: registers this machine's node as a container instance of the clusters it
 //!   joins, then ends.
 //! - [`housekeeping`]: removes STOPPED tasks after their retention and INACTIVE clusters and
