@@ -136,8 +136,7 @@ def test_empty_body_is_an_empty_request(shared):
 
 def test_unsupported_operation_is_reported(shared):
     with pytest.raises(ClientError) as e:
-        shared.client().create_daemon(daemonName="d", daemonTaskDefinitionArn="arn:aws:ecs:us-east-1:000000000000:daemon-task-definition/d:1",
-                                      capacityProviderArns=["arn:aws:ecs:us-east-1:000000000000:capacity-provider/cp"])
+        shared.client().execute_command(cluster="default", task="abc", command="sh", interactive=True)
     assert error_code(e) == "UnsupportedFeatureException"
 
 

@@ -136,10 +136,14 @@ pub struct TaskDefRef {
 
 impl TaskDefRef {
     pub fn parse(s: &str) -> Option<Self> {
+        let mut daemon = false;
         let body = if s.starts_with("arn:") {
             let a = Arn::parse(s)?;
-            if a.kind != "task-definition" {
-                return None;
+            match a.kind {
+                "task-definition" => {}
+                // A daemon task definition runs as its runnable form (`crate::daemon`).
+                "daemon-task-definition" => daemon = true,
+                _ => return None,
             }
             a.path
         } else {
@@ -152,7 +156,8 @@ impl TaskDefRef {
         if family.is_empty() || !crate::names::valid_name(family) {
             return None;
         }
-        Some(TaskDefRef { family: family.to_owned(), revision })
+        let family = if daemon { crate::daemon::runnable_family(family) } else { family.to_owned() };
+        Some(TaskDefRef { family, revision })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod autoscaling;
 pub mod awslogs;
 pub mod capacity;
 pub mod cluster;
+pub mod daemon;
 pub mod deploy;
 pub mod discovery;
 pub mod ecr;

@@ -261,3 +261,48 @@ async fn an_expired_service_with_many_records_goes_in_batches() {
     let out = call(&s, "ecs", "DescribeServices", json!({"cluster": "c", "services": ["old"]})).await;
     assert_eq!(out["services"].as_array().unwrap().len(), 0, "{out}");
 }
+
+#[tokio::test]
+async fn a_daemon_on_twenty_instances_is_placed_and_deleted_within_the_limits() {
+    let s = limited_server().await;
+    let mi = json!({"infrastructureRoleArn": "arn:aws:iam::000000000000:role/r",
+                    "instanceLaunchTemplate": {"ec2InstanceProfileArn": "arn:aws:iam::000000000000:instance-profile/p",
+                                               "networkConfiguration": {"subnets": ["subnet-12345678"]}}});
+    call(&s, "ecs", "CreateCapacityProvider", json!({"name": "mi", "managedInstancesProvider": mi})).await;
+    call(
+        &s,
+        "ecs",
+        "PutClusterCapacityProviders",
+        json!({"cluster": "c", "capacityProviders": ["mi"], "defaultCapacityProviderStrategy": []}),
+    )
+    .await;
+    for _ in 0..20 {
+        call(&s, "ecs", "RegisterContainerInstance", json!({"cluster": "c"})).await;
+    }
+    call(
+        &s,
+        "ecs",
+        "RegisterDaemonTaskDefinition",
+        json!({"family": "agent", "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 16}]}),
+    )
+    .await;
+    let d = call(&s, "ecs", "CreateDaemon",
+                 json!({"clusterArn": "c", "daemonName": "mon", "daemonTaskDefinitionArn": "agent:1",
+                        "capacityProviderArns": ["mi"], "tags": [{"key": "k", "value": "v"}], "propagateTags": "DAEMON"}))
+        .await;
+    // Twenty tasks with their tags: more than one transaction of 16 operations.
+    let mut passes = 0;
+    while task_arns(&s, "RUNNING").await.len() < 20 && passes < 20 {
+        crate::controller::daemons::daemons_pass(&s).await;
+        passes += 1;
+    }
+    assert_eq!(task_arns(&s, "RUNNING").await.len(), 20, "one task per instance, fewer per pass");
+    assert!(passes > 1, "the placements were split over passes");
+    call(&s, "ecs", "DeleteDaemon", json!({"daemonArn": d["daemonArn"]})).await;
+    for _ in 0..20 {
+        crate::controller::daemons::daemons_pass(&s).await;
+    }
+    assert!(task_arns(&s, "RUNNING").await.is_empty());
+    let left = call(&s, "ecs", "ListDaemons", json!({})).await;
+    assert_eq!(left["daemonSummariesList"], json!([]), "the deleted daemon is gone");
+}

@@ -105,7 +105,7 @@ fn express_endpoints(st: &State, b: &mut ZoneBuilder) {
     use estiba_core::elbv2::{self as elb, LoadBalancerDoc};
     use estiba_core::express::{self, ExpressDoc};
     let mut apexes = BTreeSet::new();
-    for d in st.docs::<ExpressDoc>(&crate::services::ecs::EXPRESS_TABLE, express::PREFIX) {
+    for d in st.docs::<ExpressDoc>(crate::services::ecs::EXPRESS_TABLE, express::PREFIX) {
         let e = &d.value;
         let scope = estiba_core::Scope { account: account_of(&d.key), region: region_of(&d.key) };
         let active = st

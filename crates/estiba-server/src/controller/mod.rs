@@ -7,6 +7,10 @@
 //!   ([`estiba_core::deploy`]) and records the rollout ([`estiba_core::rollout`]): events and
 //!   service deployment records. On every change, and at least once a second (a task counts
 //!   as healthy some time after it started, with no change to wake anyone).
+//! - [`daemons`]: the daemon scheduler keeps one task of each daemon's revision on every
+//!   container instance of its capacity providers and rolls new revisions out within
+//!   drainPercent and bake time ([`estiba_core::daemon`]), and finishes daemon task
+//!   definition deletions; on every change and once a second.
 //! - [`join`]: registers this machine's node as a container instance of the clusters it
 //!   joins, then ends.
 //! - [`housekeeping`]: removes STOPPED tasks after their retention and INACTIVE clusters and
@@ -41,6 +45,7 @@
 //! 4. a line in the list above and in ARCHITECTURE.md.
 
 pub mod alarms;
+pub mod daemons;
 pub mod discovery;
 pub mod dns;
 pub mod elbv2;
@@ -141,6 +146,7 @@ pub async fn run(server: Arc<Server>, settings: Settings, shutdown: tokio::sync:
     rt.add(join::Join::default());
     rt.add(nodes::LostNodes);
     rt.add(services::Scheduler { settings: settings.deploy });
+    rt.add(daemons::Daemons);
     rt.add(housekeeping::Housekeeping::new(
         settings.housekeeping_every,
         settings.stopped_task_retention,

@@ -37,7 +37,8 @@ use crate::view::{Doc, Family, State, TableDef};
 use crate::{keys, RandomIds, Server};
 
 /// The view table of Express service documents.
-pub static TABLE: TableDef = TableDef::of::<ExpressDoc>("ecs-express/", express::SERVICES);
+/// (the first of ECS's tables, `super::TABLES`)
+pub static TABLE: &TableDef = &super::TABLES[0];
 
 /// The name prefix of the load balancers Express Mode shares among services.
 const ALB_PREFIX: &str = "ecs-express-gateway-alb-";
@@ -344,7 +345,7 @@ pub async fn create(s: &Server, cx: &Ctx, req: CreateExpressGatewayServiceReques
                 None => txn.compares.push(Compare::absent(&skey)),
             }
             let ekey = express::key(scope, &cluster, &name);
-            match st.doc::<ExpressDoc>(&TABLE, &ekey) {
+            match st.doc::<ExpressDoc>(TABLE, &ekey) {
                 Some(d) => txn.compares.push(Compare::mod_revision(&ekey, d.rev)),
                 None => txn.compares.push(Compare::absent(&ekey)),
             }
@@ -479,7 +480,7 @@ fn find<'a>(st: &'a State, cx: &Ctx, service_arn: &str) -> Result<Option<&'a Doc
     if !st.clusters.contains_key(&keys::cluster(&cx.scope, &cluster)) {
         return Err(EcsError::cluster_not_found());
     }
-    Ok(st.doc::<ExpressDoc>(&TABLE, &express::key(&cx.scope, &cluster, &name)))
+    Ok(st.doc::<ExpressDoc>(TABLE, &express::key(&cx.scope, &cluster, &name)))
 }
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeExpressGatewayServiceRequest) -> Result<Bytes> {
@@ -626,7 +627,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteExpressGatewayServiceReques
             let lb = elb::key_of_arn(&r.load_balancer_arn)
                 .and_then(|k| st.doc::<LoadBalancerDoc>(elbv2::table(Table::LoadBalancers), &k));
             let others = st
-                .docs::<ExpressDoc>(&TABLE, &express::scope_prefix(scope))
+                .docs::<ExpressDoc>(TABLE, &express::scope_prefix(scope))
                 .filter(|o| o.key != d.key && o.value.resources.load_balancer_arn == r.load_balancer_arn)
                 .any(|o| {
                     st.services

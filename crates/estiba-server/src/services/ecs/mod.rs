@@ -19,6 +19,7 @@ use crate::Server;
 mod agent;
 mod capacity;
 mod clusters;
+pub(crate) mod daemons;
 mod express;
 mod instances;
 mod services;
@@ -110,11 +111,26 @@ impl Service for Ecs {
     }
 
     fn tables(&self) -> &'static [crate::view::TableDef] {
-        std::slice::from_ref(&express::TABLE)
+        &TABLES
     }
 }
 
 pub(crate) use express::TABLE as EXPRESS_TABLE;
+
+/// The view tables of ECS documents kept outside `ecs/`: Express services, then daemons'
+/// (`estiba_core::daemon`; read through `daemons::*_table`).
+static TABLES: [crate::view::TableDef; 6] = {
+    use crate::view::TableDef;
+    use estiba_core::daemon as d;
+    [
+        TableDef::of::<estiba_core::express::ExpressDoc>("ecs-express/", estiba_core::express::SERVICES),
+        TableDef::of::<d::TaskDefDoc>(d::PREFIX, d::TASKDEFS),
+        TableDef::of::<d::FamilyDoc>(d::PREFIX, d::FAMILIES),
+        TableDef::of::<d::DaemonDoc>(d::PREFIX, d::DAEMONS),
+        TableDef::of::<d::RevisionDoc>(d::PREFIX, d::REVISIONS),
+        TableDef::of::<d::DeploymentDoc>(d::PREFIX, d::DEPLOYMENTS),
+    ]
+};
 
 async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<Bytes, ApiError> {
     let unsupported = |other: Operation| {
@@ -184,6 +200,18 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         SubmitContainerStateChange => agent::submit_container_state_change,
         SubmitAttachmentStateChanges => agent::submit_attachment_state_changes,
         UpdateContainerAgent => agent::update_container_agent,
+        RegisterDaemonTaskDefinition => daemons::register_taskdef,
+        DescribeDaemonTaskDefinition => daemons::describe_taskdef,
+        ListDaemonTaskDefinitions => daemons::list_taskdefs,
+        DeleteDaemonTaskDefinition => daemons::delete_taskdef,
+        CreateDaemon => daemons::create,
+        UpdateDaemon => daemons::update,
+        DeleteDaemon => daemons::delete,
+        DescribeDaemon => daemons::describe,
+        ListDaemons => daemons::list,
+        DescribeDaemonDeployments => daemons::describe_deployments,
+        ListDaemonDeployments => daemons::list_deployments,
+        DescribeDaemonRevisions => daemons::describe_revisions,
         PutAccountSetting => settings::put_setting_for,
         PutAccountSettingDefault => settings::put_default,
         ListAccountSettings => settings::list,
@@ -251,6 +279,10 @@ pub fn cluster_for_write(st: &State, cx: &Ctx, id: Option<&str>, txn: &mut Txn) 
 pub fn find_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Option<&'a Arc<Doc<TaskDefinition>>> {
     let r = TaskDefRef::parse(reference)?;
     if reference.starts_with("arn:") {
+        // A daemon task definition's runnable form is run by daemons only.
+        if reference.contains(":daemon-task-definition/") {
+            return None;
+        }
         let a = arn::Arn::parse(reference)?;
         if !a.in_scope(&cx.scope) {
             return None;

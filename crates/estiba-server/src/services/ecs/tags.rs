@@ -1,10 +1,11 @@
 //! TagResource, UntagResource, ListTagsForResource for clusters, task definitions, tasks,
-//! services, task sets, container instances and capacity providers.
+//! services, task sets, container instances, capacity providers, daemons and daemon task
+//! definitions.
 
 use bytes::Bytes;
 use estiba_api::ecs::*;
 use estiba_core::arn::{Arn, TaskDefRef};
-use estiba_core::{tags, EcsError};
+use estiba_core::{daemon, tags, EcsError};
 use estiba_store::{Compare, Txn};
 
 use super::{json, put_tags, Ctx, Result};
@@ -61,6 +62,23 @@ fn resource_key(st: &State, cx: &Ctx, arn: &str) -> Result<String> {
             let k = keys::instance(s, first, id);
             let ok = st.instances.contains_key(&k);
             (k, ok)
+        }
+        ("daemon", Some(name)) => {
+            let ok = st
+                .doc::<estiba_core::daemon::DaemonDoc>(
+                    super::daemons::daemons_table(),
+                    &daemon::daemon_key(s, first, name),
+                )
+                .is_some();
+            (daemon::daemon_tagged_key(s, first, name), ok)
+        }
+        ("daemon-task-definition", None) => {
+            let (family, rev) =
+                daemon::parse_taskdef_ref(s, arn).and_then(|(f, r)| Some((f, r?))).ok_or_else(invalid)?;
+            let ok = st
+                .doc::<daemon::TaskDefDoc>(super::daemons::taskdefs_table(), &daemon::taskdef_key(s, &family, rev))
+                .is_some();
+            (daemon::taskdef_tagged_key(s, &family, rev), ok)
         }
         ("capacity-provider", None) => {
             if estiba_core::capacity::is_fargate(first) {

@@ -104,6 +104,11 @@ pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterTaskDefinitionReque
     Ok(json(&DeregisterTaskDefinitionResponse { task_definition: Some(td) }))
 }
 
+/// The runnable form of a daemon task definition (`estiba_core::daemon`): not listed.
+fn is_daemon_form(d: &crate::view::Doc<TaskDefinition>) -> bool {
+    d.value.task_definition_arn.as_deref().is_some_and(|a| a.contains(":daemon-task-definition/"))
+}
+
 pub async fn list(s: &Server, cx: &Ctx, req: ListTaskDefinitionsRequest) -> Result<Bytes> {
     let limit = page::limit(req.max_results, 100, 100)?;
     let status = req.status.unwrap_or(TaskDefinitionStatus::Active);
@@ -115,7 +120,7 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTaskDefinitionsRequest) -> Resu
         None => format!("{}taskdefs/", keys::scope_prefix(&cx.scope)),
     };
     let mut items: Vec<(String, String)> = State::range(&st.taskdefs, &prefix)
-        .filter(|d| d.value.status == Some(status))
+        .filter(|d| d.value.status == Some(status) && !is_daemon_form(d))
         .map(|d| {
             let family = d.value.family.clone().unwrap_or_default();
             (format!("{family}\t{:010}", d.value.revision), d.value.task_definition_arn.clone().unwrap_or_default())
@@ -140,7 +145,7 @@ pub async fn list_families(s: &Server, cx: &Ctx, req: ListTaskDefinitionFamilies
     // family → has an ACTIVE revision
     let mut families: BTreeMap<String, bool> = BTreeMap::new();
     for d in State::range(&st.taskdefs, &prefix) {
-        if d.value.status == Some(TaskDefinitionStatus::DeleteInProgress) {
+        if d.value.status == Some(TaskDefinitionStatus::DeleteInProgress) || is_daemon_form(d) {
             continue;
         }
         let active = d.value.status == Some(TaskDefinitionStatus::Active);

@@ -129,7 +129,11 @@ pub(crate) fn place_tasks(
     placement::validate_strategies(strategies)?;
     // Only EC2 and EXTERNAL tasks go to container instances; Fargate ones skip them.
     let on_instances = launches.iter().filter(|l| l.launch_type != LaunchType::Fargate).count();
-    let hosts = if on_instances > 0 { hosts(st, &cx.scope, cluster) } else { Vec::new() };
+    let mut hosts = if on_instances > 0 { hosts(st, &cx.scope, cluster) } else { Vec::new() };
+    // A service's tasks wait for the daemons' tasks on a new instance (ECS starts those first).
+    if proto.group.is_some_and(|g| g.starts_with("service:")) {
+        hosts.retain(|h| !super::daemons::awaits_daemon(st, &cx.scope, cluster, h.ci, h.used, cx.now));
+    }
     if on_instances > 0 {
         compiled.extend(placement::taskdef_constraints(td)?);
     }
