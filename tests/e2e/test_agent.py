@@ -21,13 +21,6 @@ from hosts import FETCH, bridge_up, connected, nodes, private_ip, sh, wait_task
 import hosts
 
 
-class Host(hosts.Host):
-    def __init__(self, name, ip, data_dir):
-        super().__init__(name, ip, data_dir, BRIDGE)
-
-    def start_agent(self, server, *flags, token=TOKEN):
-        return super().start_agent(server, *flags, token=token)
-
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
     pytest.mark.skipif(not isolated(), reason="container tests run inside a network namespace with no route out (use cargo xtask test)"),
@@ -37,6 +30,14 @@ BRIDGE = "br-agents"
 SERVER_IP = "10.77.0.1"
 TOKEN = "join-token-for-the-tests"
 NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
+
+
+class Host(hosts.Host):
+    def __init__(self, name, ip, data_dir):
+        super().__init__(name, ip, data_dir, BRIDGE)
+
+    def start_agent(self, server, *flags, token=TOKEN):
+        return super().start_agent(server, *flags, token=token)
 
 
 @pytest.fixture(scope="module")

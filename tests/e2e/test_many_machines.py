@@ -4,7 +4,8 @@ a bridge in the test's own namespace (10.78.0.0/24; the servers listen on 10.78.
 
 A service of 6 tasks behind a load balancer and a Cloud Map name spreads over the Fargate
 hosts; a task on the EXTERNAL host reaches them by private address, through the load
-balancer's DNS name and through the Cloud Map name; an etcd member goes down and everything
+balancer's DNS name and through the Cloud Map name, and another service through its Service
+Connect alias; an etcd member goes down and everything
 keeps working; the leader is killed mid-rollout and the rollout completes under the other
 server; a Fargate host's link is cut and its tasks are replaced on the other within the node
 lease plus 10 s.
@@ -190,13 +191,27 @@ def test_a_service_spans_machines_and_survives_losing_a_leader_an_etcd_member_an
     wait_until(lambda: ecs.describe_services(services=["web"])["services"][0]["deployments"][0]["rolloutState"]
                == "COMPLETED", timeout=90, what="the first deployment COMPLETED (targets healthy)")
 
+    # A second service publishes its port through Service Connect (the same namespace).
+    ecs.register_task_definition(
+        family="sc", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "sc", "image": image, "essential": True,
+                               "command": ["sh", "-c", "mkdir -p /w && echo sc-$(hostname) > /w/index.html && exec httpd -f -p 80 -h /w"],
+                               "portMappings": [{"name": "http", "containerPort": 80}]}])
+    ns_arn = sd.get_namespace(Id=ns)["Namespace"]["Arn"]
+    ecs.create_service(serviceName="sc", taskDefinition="sc", desiredCount=2, launchType="FARGATE",
+                       networkConfiguration=NET, serviceConnectConfiguration={
+                           "enabled": True, "namespace": ns_arn, "services": [{
+                               "portName": "http", "discoveryName": "web-sc",
+                               "clientAliases": [{"dnsName": "web-sc", "port": 8080}]}]})
+    wait_until(lambda: len(running(ecs, "sc")) == 2, timeout=90, what="2 sc tasks RUNNING")
+
     # A task on the EXTERNAL host (bridge mode) reaches them by address, through the load
-    # balancer's DNS name and through the Cloud Map name.
+    # balancer's DNS name, through the Cloud Map name and through the Service Connect alias.
     target = private_ip(ts[0])
     client = ecs.register_task_definition(
         family="client", networkMode="bridge", requiresCompatibilities=["EXTERNAL"], cpu="128", memory="128",
         containerDefinitions=[{"name": "c", "image": image, "essential": True, "memory": 64, "command": ["sh", "-c",
-            f"for u in http://{target}/ http://{lb['DNSName']}/ http://web.many.local/; do ok=0; "
+            f"for u in http://{target}/ http://{lb['DNSName']}/ http://web.many.local/ http://web-sc:8080/; do ok=0; "
             "for i in 1 2 3 4 5 6 7 8 9 10; do if wget -q -O - $u; then ok=1; break; fi; sleep 1; done; "
             "[ $ok = 1 ] || exit 4; done"]}])["taskDefinition"]["taskDefinitionArn"]
     r = ecs.run_task(cluster="edge", taskDefinition=client, launchType="EXTERNAL")
@@ -237,6 +252,7 @@ def test_a_service_spans_machines_and_survives_losing_a_leader_an_etcd_member_an
     ts = wait_until(replaced, timeout=LEASE + 40, interval=0.5, what="fb's tasks replaced on fa")
     assert time.time() - cut < LEASE + 10 + 15, "replaced later than the lease plus 10 s (and the tasks' start)"
     stopped = ecs.describe_tasks(tasks=lost)["tasks"]
-    assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "TerminationNotice" for t in stopped), stopped
+    assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "TerminationNotice" for t in stopped), [
+        (t["lastStatus"], t.get("stopCode"), t.get("stoppedReason")) for t in stopped]
     assert {host_of([other], t) for t in ts} == {"fa"}
     hosts["fb"].run("ip", "link", "set", "eth0", "up")

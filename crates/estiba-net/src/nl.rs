@@ -198,14 +198,9 @@ impl Netlink {
 
     /// Adds the default route through `gateway` on link `index`.
     pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
-        let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet;
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::Boot;
-        m.header.scope = RouteScope::Universe;
-        m.header.kind = RouteType::Unicast;
+        let default = ipnet::Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("a /0 is valid");
+        let mut m = route_message(default, Some(gateway), RouteProtocol::Boot);
         m.attributes.push(RouteAttribute::Oif(index));
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         match self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL) {
             Err(e) if is(&e, nix::libc::EEXIST) => Ok(()),
             r => r.map(drop),
@@ -215,29 +210,32 @@ impl Netlink {
     /// Routes `dest` through `gateway` (found on whichever link reaches it), replacing any
     /// route to `dest` there was.
     pub fn replace_route(&mut self, dest: ipnet::Ipv4Net, gateway: Ipv4Addr) -> io::Result<()> {
-        let m = route_message(dest, Some(gateway));
+        let m = route_message(dest, Some(gateway), RouteProtocol::Static);
         self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE).map(drop)
     }
 
     /// Removes the route to `dest`; a missing route is not an error.
     pub fn del_route(&mut self, dest: ipnet::Ipv4Net) -> io::Result<()> {
-        match self.request(RouteNetlinkMessage::DelRoute(route_message(dest, None)), 0) {
+        match self.request(RouteNetlinkMessage::DelRoute(route_message(dest, None, RouteProtocol::Static)), 0) {
             Err(e) if is(&e, nix::libc::ESRCH) => Ok(()),
             r => r.map(drop),
         }
     }
 }
 
-/// A unicast route of the main table to `dest`, marked as estiba's (protocol `static`).
-fn route_message(dest: ipnet::Ipv4Net, gateway: Option<Ipv4Addr>) -> RouteMessage {
+/// A unicast route of the main table to `dest` (estiba's own routes between machines are
+/// marked with protocol `static`; a task's default route with `boot`, as `ip route` does).
+fn route_message(dest: ipnet::Ipv4Net, gateway: Option<Ipv4Addr>, protocol: RouteProtocol) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
     m.header.table = RouteHeader::RT_TABLE_MAIN;
-    m.header.protocol = RouteProtocol::Static;
+    m.header.protocol = protocol;
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
     m.header.destination_prefix_length = dest.prefix_len();
-    m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dest.network())));
+    if dest.prefix_len() > 0 {
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dest.network())));
+    }
     if let Some(g) = gateway {
         m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
     }

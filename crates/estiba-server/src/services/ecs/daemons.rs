@@ -559,37 +559,59 @@ fn check_count(n: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn describe_deployments(s: &Server, cx: &Ctx, req: DescribeDaemonDeploymentsRequest) -> Result<Bytes> {
-    check_count(req.daemon_deployment_arns.len(), "daemon deployment ARNs")?;
-    let st = s.view.read();
+/// The documents a Describe call names by ARN (`kind`: the ARN's resource type), with a
+/// `MISSING` failure for each ARN that names none; `key` makes a document's key from the
+/// ARN's cluster, daemon name and id.
+fn describe_members<D: 'static, T: Clone>(
+    st: &crate::view::State,
+    cx: &Ctx,
+    arns: &[String],
+    kind: &str,
+    table: &'static crate::view::TableDef,
+    key: impl Fn(&str, &str, &str) -> String,
+    member: impl Fn(&D) -> &T,
+) -> (Vec<T>, Vec<estiba_api::ecs::Failure>) {
     let mut found = Vec::new();
     let mut failures = Vec::new();
-    for a in &req.daemon_deployment_arns {
-        let doc = daemon::parse_member(&cx.scope, "daemon-deployment", a).and_then(|(c, n, id)| {
-            st.doc::<DeploymentDoc>(deployments_table(), &daemon::deployment_key(&cx.scope, c, n, id?))
-        });
+    for a in arns {
+        let doc = daemon::parse_member(&cx.scope, kind, a).and_then(|(c, n, id)| st.doc::<D>(table, &key(c, n, id?)));
         match doc {
-            Some(d) => found.push(d.value.deployment.clone()),
+            Some(d) => found.push(member(&d.value).clone()),
             None => failures.push(super::missing(a.clone())),
         }
     }
+    (found, failures)
+}
+
+pub async fn describe_deployments(s: &Server, cx: &Ctx, req: DescribeDaemonDeploymentsRequest) -> Result<Bytes> {
+    check_count(req.daemon_deployment_arns.len(), "daemon deployment ARNs")?;
+    let st = s.view.read();
+    let key = |c: &str, n: &str, id: &str| daemon::deployment_key(&cx.scope, c, n, id);
+    let (found, failures) = describe_members(
+        &st,
+        cx,
+        &req.daemon_deployment_arns,
+        "daemon-deployment",
+        deployments_table(),
+        key,
+        |d: &DeploymentDoc| &d.deployment,
+    );
     Ok(json(&DescribeDaemonDeploymentsResponse { daemon_deployments: Some(found), failures: Some(failures) }))
 }
 
 pub async fn describe_revisions(s: &Server, cx: &Ctx, req: DescribeDaemonRevisionsRequest) -> Result<Bytes> {
     check_count(req.daemon_revision_arns.len(), "daemon revision ARNs")?;
     let st = s.view.read();
-    let mut found = Vec::new();
-    let mut failures = Vec::new();
-    for a in &req.daemon_revision_arns {
-        let doc = daemon::parse_member(&cx.scope, "daemon-revision", a).and_then(|(c, n, id)| {
-            st.doc::<RevisionDoc>(revisions_table(), &daemon::revision_key(&cx.scope, c, n, id?))
-        });
-        match doc {
-            Some(d) => found.push(d.value.revision.clone()),
-            None => failures.push(super::missing(a.clone())),
-        }
-    }
+    let key = |c: &str, n: &str, id: &str| daemon::revision_key(&cx.scope, c, n, id);
+    let (found, failures) = describe_members(
+        &st,
+        cx,
+        &req.daemon_revision_arns,
+        "daemon-revision",
+        revisions_table(),
+        key,
+        |d: &RevisionDoc| &d.revision,
+    );
     Ok(json(&DescribeDaemonRevisionsResponse { daemon_revisions: Some(found), failures: Some(failures) }))
 }
 
