@@ -3,6 +3,12 @@
 Every test talks to a real `estiba server` process (the binary from ESTIBA_BIN, built by
 `cargo xtask test`) over loopback, with the real clients: boto3 and the AWS CLI (Debian's
 `awscli` when installed, else whatever `aws` is on PATH).
+
+With `ESTIBA_TEST_STORE=etcd` (`cargo xtask test --store etcd`) every server keeps its state
+in etcd instead of SQLite: one etcd member on loopback for the whole session (Debian's
+`etcd-server`, data in a temporary directory, stopped at the end), each `Estiba` object under
+a prefix of its own (`/t-<uuid>/`) that it keeps across restarts and kill -9, so the crash
+tests mean the same thing. Tests that pass their own `--store` keep it.
 """
 
 import contextlib
@@ -53,6 +59,70 @@ def isolated():
 
 _networks = iter(range(1 << 30))
 
+STORE = os.environ.get("ESTIBA_TEST_STORE", "sqlite")
+if STORE not in ("sqlite", "etcd"):
+    raise RuntimeError(f"ESTIBA_TEST_STORE={STORE!r}: expected sqlite or etcd")
+
+
+class SessionEtcd:
+    """The session's etcd member, for `ESTIBA_TEST_STORE=etcd`: started on first use, on free
+    loopback ports, data under /dev/shm when there is one (fsyncs there are cheap, as the
+    SQLite runs' temp dirs); stopped by `stop_session_etcd` at the end of the session."""
+
+    proc = None
+    endpoint = None
+    dir = None
+
+    @classmethod
+    def get(cls):
+        if cls.proc is not None:
+            if cls.proc.poll() is not None:
+                raise RuntimeError(f"the session's etcd exited ({cls.proc.returncode}); see {cls.dir}/etcd.log")
+            return cls.endpoint
+        etcd = os.environ.get("ESTIBA_ETCD_BIN") or shutil.which("etcd")
+        if not etcd:
+            raise RuntimeError("ESTIBA_TEST_STORE=etcd needs an `etcd` binary (Debian's etcd-server)")
+        cls.dir = tempfile.mkdtemp(prefix="estiba-session-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        port, peer = free_port(), free_port()
+        endpoint, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
+        cls.proc = subprocess.Popen(
+            [etcd, "--name", "session", "--data-dir", os.path.join(cls.dir, "data"),
+             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             f"--initial-cluster=session={peer_url}",
+             # Many servers come and go over a session: keep the history small.
+             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
+             "--quota-backend-bytes", str(4 << 30)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(cls.dir, "etcd.log"), "wb"),
+        )
+        cls.endpoint = endpoint
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if cls.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited early; see {cls.dir}/etcd.log")
+            try:
+                with urllib.request.urlopen(endpoint + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return endpoint
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"etcd did not become healthy on {endpoint}")
+
+    @classmethod
+    def stop(cls):
+        if cls.proc is not None:
+            cls.proc.kill()
+            cls.proc.wait()
+            cls.proc = None
+            shutil.rmtree(cls.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_session_etcd():
+    yield
+    SessionEtcd.stop()
+
 
 class Estiba:
     """A running estiba server with its own data directory."""
@@ -69,6 +139,10 @@ class Estiba:
         self.host = host
         self.endpoint = f"http://{host}:{self.port}"
         self.extra_args = list(extra_args) + ["--local-node", "on" if node else "off"]
+        if STORE == "etcd" and "--store" not in self.extra_args:
+            # A prefix per object, kept across restarts: a restart finds its own state.
+            self.extra_args += ["--store", "etcd", "--etcd-endpoints", SessionEtcd.get(),
+                                "--etcd-prefix", f"/t-{uuid.uuid4().hex}/"]
         if node and "--vpc-cidr" not in self.extra_args:
             n = next(_networks) % 100
             self.extra_args += ["--vpc-cidr", f"10.{100 + n}.0.0/16", "--bridge-cidr", f"10.{200 + n % 50}.{n}.0/24"]

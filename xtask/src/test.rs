@@ -4,6 +4,9 @@
 //! 2. builds the workspace and runs the unit tests (`cargo test --workspace`, which also
 //!    checks that generated code is fresh);
 //! 3. runs the end-to-end tests (`tests/e2e`, pytest) against the built `estiba` binary.
+//!
+//! `--store etcd` runs the end-to-end tests with every server's state in etcd (one etcd
+//! member for the session, started by tests/e2e/conftest.py; `ESTIBA_TEST_STORE=etcd`).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +26,14 @@ pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
     let unit_only = args.iter().any(|a| a == "--unit");
     let e2e_only = args.iter().any(|a| a == "--e2e");
     let pytest_args: Vec<&String> = args.iter().skip_while(|a| *a != "--").skip(1).collect();
+    let own_args: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
+    let store = match own_args.iter().position(|a| *a == "--store") {
+        Some(i) => match own_args.get(i + 1).map(|s| s.as_str()) {
+            Some(s @ ("sqlite" | "etcd")) => s,
+            other => bail!("--store {}: expected sqlite or etcd", other.unwrap_or("(missing)")),
+        },
+        None => "sqlite",
+    };
     run(Command::new(root.join("scripts/install-test-deps.sh")).current_dir(root))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo).args(["build", "--workspace", "--bins"]).current_dir(root))?;
@@ -49,6 +60,7 @@ pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
             .args(pytest_args)
             .arg("tests/e2e")
             .env("ESTIBA_BIN", bin)
+            .env("ESTIBA_TEST_STORE", store)
             .current_dir(root))?;
     }
 
