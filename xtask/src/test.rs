@@ -49,7 +49,8 @@ pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
     if !unit_only {
         // The binaries as shipped (a static `estiba-shim`), after the unit tests' build.
         crate::build::build(root, false)?;
-        let bin = root.join("target/debug/estiba");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+        let bin = target.join("debug/estiba");
         let mut failed = Vec::new();
         for (store, containers, ignore) in passes {
             // Tests that start containers make network namespaces and send traffic to tasks:
