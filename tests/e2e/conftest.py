@@ -3,6 +3,14 @@
 Every test talks to a real `estiba server` process (the binary from ESTIBA_BIN, built by
 `cargo xtask test`) over loopback, with the real clients: boto3 and the AWS CLI (Debian's
 `awscli` when installed, else whatever `aws` is on PATH).
+
+With `ESTIBA_TEST_STORE=etcd` (`cargo xtask test --store etcd`) every server keeps its state
+in etcd instead of SQLite: one etcd member on loopback for the whole session (Debian's
+`etcd-server`, data in a temporary directory, stopped at the end; one more per network
+namespace a test makes and starts servers in, stopped when it leaves), each `Estiba` object under
+a prefix of its own (`/t-<uuid>/`) that it keeps across restarts and kill -9, so the crash
+tests mean the same thing. Tests that pass their own `--store` keep it.
+`ESTIBA_TEST_CONTAINERS=off` skips the tests that run containers (see `isolated`).
 """
 
 import contextlib
@@ -35,7 +43,11 @@ def free_port():
 def isolated():
     """True inside a network namespace with no route out: no default route (IPv4, or IPv6
     other than the kernel's unreachable one on lo) and no physical interface; bridges and
-    veths (which estiba and the tests make) are fine."""
+    veths (which estiba and the tests make) are fine. Always false with
+    `ESTIBA_TEST_CONTAINERS=off`: every test that runs containers or sends traffic to tasks
+    is guarded by this, so such a run is the control plane's tests alone."""
+    if os.environ.get("ESTIBA_TEST_CONTAINERS") == "off":
+        return False
     try:
         with open("/proc/net/route") as f:
             if any(l.split()[1] == "00000000" and l.split()[7] == "00000000" for l in f.readlines()[1:]):
@@ -53,6 +65,100 @@ def isolated():
 
 _networks = iter(range(1 << 30))
 
+STORE = os.environ.get("ESTIBA_TEST_STORE", "sqlite")
+if STORE not in ("sqlite", "etcd"):
+    raise RuntimeError(f"ESTIBA_TEST_STORE={STORE!r}: expected sqlite or etcd")
+
+
+def _netns():
+    """The calling thread's network namespace (its inode): tests that move a thread into a
+    namespace of their own start servers there, which reach only that namespace's loopback."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+class SessionEtcd:
+    """The session's etcd, for `ESTIBA_TEST_STORE=etcd`: one member per network namespace
+    that starts servers (started on first use there, on free loopback ports, data under
+    /dev/shm when there is one: fsyncs there are cheap, as the SQLite runs' temp dirs).
+    `stop_netns` stops a namespace's member when a test leaves its namespace; `stop` stops
+    them all at the end of the session."""
+
+    members = {}  # netns inode -> (process, endpoint, data dir, (client port, peer port))
+
+    @classmethod
+    def get(cls):
+        ns = _netns()
+        if ns in cls.members:
+            proc, endpoint, d, _ = cls.members[ns]
+            if proc.poll() is not None:
+                raise RuntimeError(f"the session's etcd exited ({proc.returncode}); see {d}/etcd.log")
+            return endpoint
+        etcd = os.environ.get("ESTIBA_ETCD_BIN") or shutil.which("etcd")
+        if not etcd:
+            raise RuntimeError("ESTIBA_TEST_STORE=etcd needs an `etcd` binary (Debian's etcd-server)")
+        d = tempfile.mkdtemp(prefix="estiba-session-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        port, peer = free_port(), free_port()
+        endpoint, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
+        proc = subprocess.Popen(
+            [etcd, "--name", "session", "--data-dir", os.path.join(d, "data"),
+             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             f"--initial-cluster=session={peer_url}",
+             # Many servers come and go over a session: keep the history small.
+             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
+             "--quota-backend-bytes", str(4 << 30)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(d, "etcd.log"), "wb"),
+        )
+        cls.members[ns] = (proc, endpoint, d, (port, peer))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"etcd exited early; see {d}/etcd.log")
+            try:
+                with urllib.request.urlopen(endpoint + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return endpoint
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"etcd did not become healthy on {endpoint}")
+
+    @classmethod
+    def endpoint(cls):
+        """The calling namespace's member, if one runs."""
+        m = cls.members.get(_netns())
+        return m[1] if m else None
+
+    @classmethod
+    def listeners(cls):
+        """The `127.0.0.1:PORT` addresses the calling namespace's member listens on (none
+        without one): tests that look for ports left open tell them from a task's."""
+        m = cls.members.get(_netns())
+        return tuple(f"127.0.0.1:{p}" for p in m[3]) if m else ()
+
+    @classmethod
+    def stop_netns(cls):
+        """Stops the calling thread's namespace's member (its servers are stopped already)."""
+        m = cls.members.pop(_netns(), None)
+        if m:
+            m[0].kill()
+            m[0].wait()
+            shutil.rmtree(m[2], ignore_errors=True)
+
+    @classmethod
+    def stop(cls):
+        for proc, _, d, _ in cls.members.values():
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(d, ignore_errors=True)
+        cls.members.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_session_etcd():
+    yield
+    SessionEtcd.stop()
+
 
 class Estiba:
     """A running estiba server with its own data directory."""
@@ -69,6 +175,10 @@ class Estiba:
         self.host = host
         self.endpoint = f"http://{host}:{self.port}"
         self.extra_args = list(extra_args) + ["--local-node", "on" if node else "off"]
+        if STORE == "etcd" and "--store" not in self.extra_args:
+            # A prefix per object, kept across restarts: a restart finds its own state.
+            self.extra_args += ["--store", "etcd", "--etcd-endpoints", SessionEtcd.get(),
+                                "--etcd-prefix", f"/t-{uuid.uuid4().hex}/"]
         if node and "--vpc-cidr" not in self.extra_args:
             n = next(_networks) % 100
             self.extra_args += ["--vpc-cidr", f"10.{100 + n}.0.0/16", "--bridge-cidr", f"10.{200 + n % 50}.{n}.0/24"]

@@ -121,7 +121,7 @@ def test_state_in_etcd_survives_a_restart(tmp_path, etcd):
 
 def test_migrate_moves_a_sqlite_state_into_etcd(tmp_path, etcd):
     sqlite_dir = str(tmp_path / "sqlite")
-    srv = Estiba(sqlite_dir).start()
+    srv = Estiba(sqlite_dir, ["--store", "sqlite"]).start()  # the source: SQLite in every run
     try:
         ecs = srv.client()
         cluster, family, td = make_state(ecs)

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import images as img
-from conftest import BIN, Estiba, isolated, unique, wait_until
+from conftest import BIN, Estiba, SessionEtcd, isolated, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="task networking needs root"),
@@ -39,12 +39,17 @@ def own_netns():
     Processes it starts are born there; the thread returns to its namespace afterwards."""
     libc = ctypes.CDLL(None, use_errno=True)
     before = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    moved = False
     try:
         if libc.unshare(CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        moved = True
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         yield
     finally:
+        if moved:
+            # With ESTIBA_TEST_STORE=etcd, the namespace's own etcd (its servers are stopped).
+            SessionEtcd.stop_netns()
         if libc.setns(before, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "setns back")
         os.close(before)
@@ -302,8 +307,8 @@ def leftovers(e):
         found += [f"lease {pool}/{ip}" for ip in os.listdir(os.path.join(ipam, pool))]
     ss = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
     # The server's own listeners (its API, the VPC resolver, the task metadata endpoint) are
-    # not a task's.
-    own = (f":{e.port}", "172.31.0.2:53", "169.254.170.2:80")
+    # not a task's, nor is the etcd it keeps its state in (ESTIBA_TEST_STORE=etcd).
+    own = (f":{e.port}", "172.31.0.2:53", "169.254.170.2:80") + SessionEtcd.listeners()
     found += [f"listener {l.split()[3]}" for l in ss.splitlines() if not l.split()[3].endswith(own)]
     return found
 

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_console;
 mod bench_dns;
+mod bench_failover;
 mod bench_lb;
 mod bench_lb_service;
 mod bench_logs;
@@ -30,7 +31,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&codegen::workspace_root(), &args[1..]),
         Some("build") => build::build(&codegen::workspace_root(), !args.iter().any(|a| a == "--debug")),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | build [--debug] | test [--unit|--e2e] [-- PYTEST ARGS] | bench api|run|registry|services|net [OPTIONS]>");
+            eprintln!("usage: cargo xtask <codegen [--check] | build [--debug] | test [--unit|--e2e] [--store sqlite|etcd] [-- PYTEST ARGS] | bench api|run|registry|services|net [OPTIONS]>");
             bail!("unknown or missing command")
         }
     }
