@@ -86,10 +86,15 @@ pub trait ControlPlane: Send + Sync + 'static {
         Published::default()
     }
 
-    /// Claims one more address block of `subnet` for this node ([`estiba_core::netblock`]):
-    /// awsvpc tasks get addresses only from the node's blocks. A control plane of one machine
-    /// without blocks hands out the whole subnet.
-    fn claim_block(&self, subnet: ipnet::Ipv4Net) -> BoxFuture<'_, Result<ipnet::Ipv4Net, BlockError>> {
+    /// One more address block of `subnet` for this node, which knows of the blocks `known`
+    /// ([`estiba_core::netblock`]): awsvpc tasks get addresses only from the node's blocks. A
+    /// control plane of one machine without blocks hands out the whole subnet.
+    fn claim_block<'a>(
+        &'a self,
+        subnet: ipnet::Ipv4Net,
+        known: &'a [ipnet::Ipv4Net],
+    ) -> BoxFuture<'a, Result<ipnet::Ipv4Net, BlockError>> {
+        let _ = known;
         Box::pin(async move { Ok(subnet) })
     }
 
@@ -527,9 +532,13 @@ impl ControlPlane for StoreControl {
         self.telemetry.clone()
     }
 
-    fn claim_block(&self, subnet: ipnet::Ipv4Net) -> BoxFuture<'_, Result<ipnet::Ipv4Net, BlockError>> {
+    fn claim_block<'a>(
+        &'a self,
+        subnet: ipnet::Ipv4Net,
+        known: &'a [ipnet::Ipv4Net],
+    ) -> BoxFuture<'a, Result<ipnet::Ipv4Net, BlockError>> {
         match &self.blocks {
-            Some(b) => b.claim(&self.node, subnet),
+            Some(b) => b.claim(&self.node, subnet, known),
             None => Box::pin(async move { Ok(subnet) }),
         }
     }

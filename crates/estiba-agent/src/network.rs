@@ -230,7 +230,7 @@ async fn vpc_range(shared: &Arc<Shared>, subnet: Ipv4Net, task_id: &str) -> Resu
             // An address of a block this node no longer lists: the whole subnet keeps it.
             return block_range(subnet, subnet).ok_or_else(|| format!("subnet {subnet} has no addresses"));
         }
-        let block = shared.cp.claim_block(subnet).await.map_err(|e| format!("no address block: {e}"))?;
+        let block = shared.cp.claim_block(subnet, &blocks).await.map_err(|e| format!("no address block: {e}"))?;
         if blocks.contains(&block) {
             return Err(format!("no free address left in subnet {subnet}"));
         }

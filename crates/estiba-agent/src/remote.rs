@@ -454,9 +454,13 @@ impl ControlPlane for RemoteControl {
         self.published.clone()
     }
 
-    fn claim_block(&self, subnet: ipnet::Ipv4Net) -> BoxFuture<'_, Result<ipnet::Ipv4Net, BlockError>> {
+    fn claim_block<'a>(
+        &'a self,
+        subnet: ipnet::Ipv4Net,
+        known: &'a [ipnet::Ipv4Net],
+    ) -> BoxFuture<'a, Result<ipnet::Ipv4Net, BlockError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&serde_json::json!({ "subnet": subnet }))
+            let body = serde_json::to_vec(&serde_json::json!({ "subnet": subnet, "known": known }))
                 .map_err(|e| BlockError::Unavailable(e.to_string()))?;
             let path = format!("nodes/{}/blocks", self.api.node);
             let answer = self

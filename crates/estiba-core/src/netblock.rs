@@ -124,11 +124,14 @@ pub enum BlockError {
 
 /// Hands nodes blocks (the control plane's side of a claim).
 pub trait BlockClaims: Send + Sync + 'static {
-    /// Claims the lowest free block of `subnet` for `node` and returns it.
+    /// One more block of `subnet` for `node`: a block the node already holds and does not
+    /// know of (`known`: an agent that restarted before the published table reached it), or
+    /// else the lowest free block, claimed.
     fn claim<'a>(
         &'a self,
         node: &'a str,
         subnet: Ipv4Net,
+        known: &'a [Ipv4Net],
     ) -> crate::telemetry::BoxFuture<'a, Result<Ipv4Net, BlockError>>;
 }
 

@@ -126,6 +126,9 @@ pub struct TaskStateMessage {
 #[derive(Serialize, Deserialize)]
 pub struct BlockRequest {
     pub subnet: ipnet::Ipv4Net,
+    /// The blocks of the subnet the node knows it holds.
+    #[serde(default)]
+    pub known: Vec<ipnet::Ipv4Net>,
 }
 
 /// A container log append as the agent sends it.
@@ -190,7 +193,7 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
         }
         (Method::POST, ["nodes", node, "blocks"]) if keys::valid_node_id(node) => {
             let ask: BlockRequest = decode(req, max).await?;
-            Ok(json(&crate::netblocks::claim(server, node, ask.subnet).await))
+            Ok(json(&crate::netblocks::claim(server, node, ask.subnet, &ask.known).await))
         }
         (Method::POST, ["nodes", _, "telemetry"]) => {
             let batches: Vec<Telemetry> = decode(req, max).await?;

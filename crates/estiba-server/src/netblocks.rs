@@ -15,15 +15,22 @@ use ipnet::Ipv4Net;
 use crate::view::State;
 use crate::{Server, WriteError};
 
-/// Claims the lowest free block of `subnet` for `node` (a node asks when its blocks of the
-/// subnet are full).
-pub async fn claim(server: &Server, node: &str, subnet: Ipv4Net) -> Result<Ipv4Net, BlockError> {
+/// One more block of `subnet` for `node` (a node asks when the blocks it knows of are full):
+/// one it holds and did not list in `known`, else the lowest free block, claimed.
+pub async fn claim(server: &Server, node: &str, subnet: Ipv4Net, known: &[Ipv4Net]) -> Result<Ipv4Net, BlockError> {
     let vpc = server.config.vpc_cidr;
     if !vpc.contains(&subnet) {
         return Err(BlockError::NotInVpc { subnet, vpc });
     }
     let r = server
         .transact::<_, Claim>(|st| {
+            let held = st.netblocks.iter().find(|(key, doc)| {
+                doc.value.node == node
+                    && netblock::parse_key(key).is_some_and(|b| subnet.contains(&b) && !known.contains(&b))
+            });
+            if let Some(block) = held.and_then(|(key, _)| netblock::parse_key(key)) {
+                return Ok((Txn::new(), block));
+            }
             let block = netblock::free_block(subnet, |b| st.netblocks.contains_key(&netblock::key(*b)))
                 .ok_or(Claim::Refused(BlockError::Exhausted(subnet)))?;
             let doc = serde_json::to_vec(&NetBlock { node: node.to_owned(), subnet })
@@ -72,7 +79,12 @@ pub fn routes(st: &State) -> Routes {
 pub struct ServerBlocks(pub Arc<Server>);
 
 impl BlockClaims for ServerBlocks {
-    fn claim<'a>(&'a self, node: &'a str, subnet: Ipv4Net) -> BoxFuture<'a, Result<Ipv4Net, BlockError>> {
-        Box::pin(claim(&self.0, node, subnet))
+    fn claim<'a>(
+        &'a self,
+        node: &'a str,
+        subnet: Ipv4Net,
+        known: &'a [Ipv4Net],
+    ) -> BoxFuture<'a, Result<Ipv4Net, BlockError>> {
+        Box::pin(claim(&self.0, node, subnet, known))
     }
 }
