@@ -28,6 +28,7 @@ pub mod lb_health;
 pub mod log_ingest;
 pub mod metric_ingest;
 mod migrate;
+pub mod peers;
 pub mod registry;
 pub mod scaling;
 pub mod services;
@@ -205,6 +206,8 @@ pub struct Server {
     /// Placements on container instances whose write is not in the view yet
     /// ([`services::ecs::Reservations`]).
     pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
+    /// The other servers sharing the state, and which one leads ([`peers`]).
+    pub peers: peers::Peers,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -393,6 +396,7 @@ impl Server {
             agent_sinks: Default::default(),
             leader: Default::default(),
             reservations: Default::default(),
+            peers: Default::default(),
         }))
     }
 

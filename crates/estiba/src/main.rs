@@ -341,6 +341,10 @@ struct ServerArgs {
     /// `host:port` advertised in repository URIs [default: the listen address].
     #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
     registry_host: Option<String>,
+    /// Base URL the other servers sharing the etcd prefix reach this one at (registry blobs,
+    /// forwarded CloudWatch Logs and metrics) [default: http://<the listen address>].
+    #[arg(long, env = "ESTIBA_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// `open`: anyone may push and pull; `token`: a token from GetAuthorizationToken is required.
     #[arg(long, env = "ESTIBA_REGISTRY_AUTH", value_enum, default_value = "open")]
     registry_auth: RegistryAuth,
@@ -650,7 +654,26 @@ async fn serve(args: ServerArgs) -> Result<()> {
         logs_housekeeping_every: args.logs_retention_every,
         ..Default::default()
     };
-    let controllers = tokio::spawn(lead(etcd, server.clone(), settings, stop_rx.clone()));
+    // The URL this server campaigns with: the other servers find it (and the leader) there.
+    let advertise = match &args.advertise_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    if let Some(e) = &etcd {
+        if args.join_tokens.is_none() {
+            tracing::warn!(
+                "without --join-tokens, servers sharing this etcd prefix cannot fetch registry blobs from each other"
+            );
+        }
+        tokio::spawn(estiba_server::peers::track(
+            server.clone(),
+            e.clone(),
+            ELECTION,
+            advertise.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let controllers = tokio::spawn(lead(etcd, server.clone(), settings, stop_rx.clone(), advertise));
     // Target health goes to the server, cgroup samples and load balancer counters to the
     // metric ingest, the rest is only counted: for the local node and remote agents alike.
     let ingest = estiba_server::metric_ingest::MetricIngest::start(
@@ -715,7 +738,7 @@ const LEADER_LEASE: Duration = Duration::from_secs(5);
 const ELECTION: &str = "leader";
 
 /// Runs the controllers while this server leads. Without etcd the server is alone and always
-/// leads. With etcd it campaigns in etcd's election (holding a lease it renews every third of
+/// leads. With etcd it campaigns in etcd's election with its advertised URL (holding a lease it renews every third of
 /// `LEADER_LEASE`); once elected it runs the controllers until it cannot renew the lease or
 /// the server stops (then it resigns, so the next server takes over at once), and campaigns
 /// again. Controllers write with compare-and-swap, so the moments when a deposed leader has
@@ -725,6 +748,7 @@ async fn lead(
     server: Arc<estiba_server::Server>,
     settings: estiba_server::controller::Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    me: String,
 ) {
     use std::sync::atomic::Ordering;
     let Some(etcd) = etcd else {
@@ -732,7 +756,6 @@ async fn lead(
         estiba_server::controller::run(server, settings, stop).await;
         return;
     };
-    let me = format!("{}@{}", hostname(), server.config.listen);
     while !*stop.borrow() {
         let lease = match etcd.grant_lease(LEADER_LEASE).await {
             Ok(l) => l,
@@ -955,12 +978,29 @@ impl estiba_runtime::image::LocalRegistry for OwnRegistry {
 
     fn manifest(&self, repository: &str, reference: &str) -> Option<Vec<u8>> {
         let d = estiba_server::registry::resolve_local(&self.server, repository, reference)?;
+        self.copy_here(&d)?;
         self.registry.blobs.read(&d).ok()
     }
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let d = estiba_registry::Digest::parse(digest).ok()?;
-        self.registry.blobs.stat(&d).map(|_| self.registry.blobs.path(&d))
+        self.copy_here(&d).map(|_| self.registry.blobs.path(&d))
+    }
+}
+
+impl OwnRegistry {
+    /// The blob's size once it is on this server's disk: fetched from the other servers
+    /// sharing the state when only they have it (the image store calls from the runtime).
+    fn copy_here(&self, d: &estiba_registry::Digest) -> Option<u64> {
+        if let Some(size) = self.registry.blobs.stat(d) {
+            return Some(size);
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        tokio::task::block_in_place(|| {
+            handle.block_on(estiba_server::registry::local_copy(&self.server, &self.registry, d))
+        })
+        .ok()
+        .flatten()
     }
 }
 

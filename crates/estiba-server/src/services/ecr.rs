@@ -500,6 +500,10 @@ async fn batch_get_image(s: &Server, cx: &Ctx, req: BatchGetImageRequest) -> Res
                     }
                 }
                 let d = Digest::parse(&digest).map_err(|e| EcrError::new(ErrorCode::ServerException, e.message))?;
+                // Pushed through another server sharing the state: its bytes come from there.
+                crate::registry::local_copy(s, reg, &d)
+                    .await
+                    .map_err(|e| EcrError::new(ErrorCode::ServerException, e.message))?;
                 let body = reg.blobs.read(&d).map_err(|e| EcrError::new(ErrorCode::ServerException, e.message))?;
                 images.push(Image {
                     registry_id: Some(cx.scope.account.clone()),
@@ -703,12 +707,14 @@ async fn batch_check_layer_availability(
     let (mut layers, mut failures) = (Vec::new(), Vec::new());
     for digest in &req.layer_digests {
         let linked = st.ecr_blobs.get(&ecr::blob_key(&cx.scope, &req.repository_name, digest));
-        let size = Digest::parse(digest).ok().and_then(|d| reg.blobs.stat(&d));
+        // A link's size when the bytes are on another server sharing the state.
+        let size = Digest::parse(digest).ok().and_then(|d| reg.blobs.stat(&d)).map(|s| s as i64);
+        let size = linked.and_then(|l| size.or(Some(l.value.size).filter(|s| *s > 0)));
         match (linked, size) {
             (Some(_), Some(size)) => layers.push(Layer {
                 layer_digest: Some(digest.clone()),
                 layer_availability: Some(LayerAvailability::Available),
-                layer_size: size as i64,
+                layer_size: size,
                 media_type: None,
             }),
             _ => failures.push(LayerFailure {
