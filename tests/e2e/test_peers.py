@@ -108,3 +108,83 @@ def test_the_peer_api_wants_a_join_token(servers):
     # A peer serves only what is on its own disk: it never fetches on another's behalf.
     other = "sha256:" + hashlib.sha256(b"elsewhere").hexdigest()
     assert get(f"{follower.endpoint}/_estiba/peer/v1/blobs/{other}", {"Authorization": f"Bearer {TOKEN}"})[0] == 404
+
+
+def log_events(logs, group, stream):
+    return [e["message"] for e in logs.get_log_events(logGroupName=group, logStreamName=stream,
+                                                      startFromHead=True)["events"]]
+
+
+def test_logs_put_on_one_server_are_read_on_the_other(servers):
+    leader, follower = servers
+    group = unique("/peers/logs")
+    follower.client("logs").create_log_group(logGroupName=group)
+    for s, stream in ((leader, "on-leader"), (follower, "on-follower")):
+        logs = s.client("logs")
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        now = int(time.time() * 1000)
+        logs.put_log_events(logGroupName=group, logStreamName=stream,
+                            logEvents=[{"timestamp": now + i, "message": f"{stream} {i}"} for i in range(3)])
+    for s in (leader, follower):
+        logs = s.client("logs")
+        for stream in ("on-leader", "on-follower"):
+            assert log_events(logs, group, stream) == [f"{stream} {i}" for i in range(3)]
+        found = logs.filter_log_events(logGroupName=group, filterPattern="follower")["events"]
+        assert sorted(e["message"] for e in found) == [f"on-follower {i}" for i in range(3)]
+        streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+        assert sorted(x["logStreamName"] for x in streams) == ["on-follower", "on-leader"]
+
+
+def test_the_new_leader_has_the_logs_written_before_the_old_one_died(servers):
+    leader, follower = servers
+    group = unique("/peers/failover")
+    logs = follower.client("logs")
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="s")
+    t0 = int(time.time() * 1000)
+    for batch in range(3):
+        # Through both servers: the leader stores, the follower forwards.
+        s = (leader, follower)[batch % 2]
+        s.client("logs").put_log_events(logGroupName=group, logStreamName="s", logEvents=[
+            {"timestamp": t0 + batch * 10 + i, "message": f"before {batch}.{i}"} for i in range(5)])
+    expected = [f"before {b}.{i}" for b in range(3) for i in range(5)]
+    assert log_events(logs, group, "s") == expected
+    # Replication to the follower takes milliseconds; then the leader dies without a word.
+    time.sleep(1)
+    leader.kill9()
+    wait_until(lambda: health(follower)["leader"], timeout=15, interval=0.2, what="the follower leading")
+    assert log_events(logs, group, "s") == expected
+    found = logs.filter_log_events(logGroupName=group, filterPattern="before")["events"]
+    assert [e["message"] for e in found] == expected
+    # The stream goes on under the new leader.
+    logs.put_log_events(logGroupName=group, logStreamName="s",
+                        logEvents=[{"timestamp": t0 + 100, "message": "after"}])
+    assert log_events(logs, group, "s") == expected + ["after"]
+    # The old leader comes back as a follower: it answers from the new leader's logs.
+    leader.start()
+    wait_until(lambda: health(leader)["leader"] is False, timeout=10, what="the old leader following")
+    assert log_events(leader.client("logs"), group, "s") == expected + ["after"]
+
+
+def test_metrics_put_on_a_follower_reach_the_leaders_alarms(servers):
+    leader, follower = servers
+    ns, name = unique("Peers/app"), unique("load-high")
+    # The alarm is made through the follower (forwarded), evaluated by the leader's controllers.
+    follower.client("cloudwatch").put_metric_alarm(
+        AlarmName=name, Namespace=ns, MetricName="Load", Statistic="Maximum", Period=60,
+        EvaluationPeriods=1, Threshold=50.0, ComparisonOperator="GreaterThanThreshold")
+    follower.client("cloudwatch").put_metric_data(Namespace=ns, MetricData=[{"MetricName": "Load", "Value": 80.0}])
+    start = time.time() - 120
+
+    def values(s):
+        r = s.client("cloudwatch").get_metric_data(
+            MetricDataQueries=[{"Id": "m", "MetricStat": {
+                "Metric": {"Namespace": ns, "MetricName": "Load"}, "Period": 60, "Stat": "Maximum"}}],
+            StartTime=start, EndTime=time.time() + 60)
+        return r["MetricDataResults"][0]["Values"]
+    assert values(leader) == [80.0] and values(follower) == [80.0]
+    cw = leader.client("cloudwatch")
+    wait_until(lambda: cw.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"] == "ALARM",
+               timeout=20, interval=0.2, what="the alarm in ALARM")
+    [a] = follower.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    assert a["StateValue"] == "ALARM" and "80.0" in a["StateReason"]

@@ -30,6 +30,7 @@ pub mod metric_ingest;
 mod migrate;
 pub mod peers;
 pub mod registry;
+pub mod replication;
 pub mod scaling;
 pub mod services;
 pub mod targets;
@@ -208,6 +209,9 @@ pub struct Server {
     pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
     /// The other servers sharing the state, and which one leads ([`peers`]).
     pub peers: peers::Peers,
+    /// The leader's log and metric ingest, kept for the followers ([`replication`]); every
+    /// change to `logs` and `metrics` goes through it.
+    pub replication: replication::Replication,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -397,6 +401,7 @@ impl Server {
             leader: Default::default(),
             reservations: Default::default(),
             peers: Default::default(),
+            replication: Default::default(),
         }))
     }
 

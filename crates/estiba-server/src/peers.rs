@@ -137,6 +137,8 @@ pub async fn track(
 ) {
     server.peers.set(&me, None, vec![me.clone()]);
     let _ = server.peers.source.set((etcd, election.to_owned(), me));
+    // A follower applies the leader's log and metric ingest to its own stores.
+    tokio::spawn(crate::replication::follow(server.clone(), stop.clone()));
     while !*stop.borrow() {
         server.peers.refresh().await;
         tokio::select! {
@@ -200,6 +202,13 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
             let mut r = Response::new(crate::registry::file_body(file, 0, size));
             r.headers_mut().insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(size));
             Ok(r)
+        }
+        (Method::GET, ["ingest"]) => Ok(crate::replication::serve(server, req.uri().query().unwrap_or("")).await),
+        (Method::POST, ["apply"]) => {
+            let body = body::read(req, server.config.max_body_bytes)
+                .await
+                .map_err(|e| Refusal::BadRequest(e.message.to_string()))?;
+            Ok(crate::replication::serve_apply(server, body).await)
         }
         _ => Err(Refusal::NoRoute(path)),
     }

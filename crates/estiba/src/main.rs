@@ -799,6 +799,8 @@ async fn lead(
             }
         };
         tracing::info!(server = %me, "this server leads: it runs the controllers");
+        // Its log and metric ingest is now what the followers replicate.
+        server.replication.begin_term();
         server.leader.store(true, Ordering::Relaxed);
         let (ctl_tx, ctl_rx) = tokio::sync::watch::channel(false);
         let controllers = tokio::spawn(estiba_server::controller::run(server.clone(), settings.clone(), ctl_rx));
@@ -807,6 +809,7 @@ async fn lead(
             _ = stop.changed() => {}
         }
         server.leader.store(false, Ordering::Relaxed);
+        server.replication.end_term();
         let _ = ctl_tx.send(true);
         let _ = controllers.await;
         keeper.abort();

@@ -705,11 +705,12 @@ async fn batch_check_layer_availability(
     let st = s.view.read();
     repo_doc(&st, cx, &req.repository_name)?;
     let (mut layers, mut failures) = (Vec::new(), Vec::new());
+    let shared = s.peers.shared();
     for digest in &req.layer_digests {
         let linked = st.ecr_blobs.get(&ecr::blob_key(&cx.scope, &req.repository_name, digest));
         // A link's size when the bytes are on another server sharing the state.
-        let size = Digest::parse(digest).ok().and_then(|d| reg.blobs.stat(&d)).map(|s| s as i64);
-        let size = linked.and_then(|l| size.or(Some(l.value.size).filter(|s| *s > 0)));
+        let local = Digest::parse(digest).ok().and_then(|d| reg.blobs.stat(&d)).map(|n| n as i64);
+        let size = linked.and_then(|l| local.or(Some(l.value.size).filter(|n| *n > 0 && shared)));
         match (linked, size) {
             (Some(_), Some(size)) => layers.push(Layer {
                 layer_digest: Some(digest.clone()),
