@@ -188,3 +188,36 @@ def test_metrics_put_on_a_follower_reach_the_leaders_alarms(servers):
                timeout=20, interval=0.2, what="the alarm in ALARM")
     [a] = follower.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"]
     assert a["StateValue"] == "ALARM" and "80.0" in a["StateReason"]
+
+
+def agent_call(server, path, body):
+    req = urllib.request.Request(f"{server.endpoint}/_estiba/agent/v1/{path}", data=json.dumps(body).encode(),
+                                 method="POST", headers={"Authorization": f"Bearer {TOKEN}",
+                                                         "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        return json.loads(r.read())
+
+
+def test_an_agents_container_logs_sent_to_a_follower_reach_the_leader(servers):
+    """An awslogs shipper (an agent) connected to a follower: its numbered appends go to the
+    leader, which owns the logs; a resend after a failover makes no duplicates."""
+    leader, follower = servers
+    group = unique("/ecs/peers")
+    dest = {"account": "000000000000", "region": "us-east-1", "group": group, "stream": "app/web/1",
+            "createGroup": True}
+    assert agent_call(follower, "nodes/n1/logs/open", dest) == {"Ok": 0}
+    t0 = int(time.time() * 1000)
+    events = [{"timestamp": t0 + i, "message": f"line {i}"} for i in range(4)]
+    assert agent_call(follower, "nodes/n1/logs/append", {"dest": dest, "seq": 0, "events": events}) == {"Ok": 4}
+    # Sent again from the same number (a shipper that did not see the answer): held already.
+    assert agent_call(follower, "nodes/n1/logs/append", {"dest": dest, "seq": 2, "events": events[2:]}) == {"Ok": 4}
+    expected = [f"line {i}" for i in range(4)]
+    assert log_events(leader.client("logs"), group, "app/web/1") == expected
+    time.sleep(1)
+    leader.kill9()
+    wait_until(lambda: health(follower)["leader"], timeout=15, interval=0.2, what="the follower leading")
+    # The new leader numbers the stream as the old one did: the resend is skipped again.
+    assert agent_call(follower, "nodes/n1/logs/append", {"dest": dest, "seq": 3, "events": events[3:]}) == {"Ok": 4}
+    more = [{"timestamp": t0 + 10, "message": "line 4"}]
+    assert agent_call(follower, "nodes/n1/logs/append", {"dest": dest, "seq": 4, "events": more}) == {"Ok": 5}
+    assert log_events(follower.client("logs"), group, "app/web/1") == expected + ["line 4"]

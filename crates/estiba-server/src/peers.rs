@@ -320,6 +320,13 @@ pub async fn forward(
     if !server.peers.shared() {
         return Ok(None);
     }
+    if headers.contains_key(FORWARDED) && !server.leader.load(std::sync::atomic::Ordering::Relaxed) {
+        // Sent here as to the leader, which this server no longer is: never forward twice.
+        return Err(estiba_api::ApiError::new(
+            estiba_api::Common::ServiceUnavailable,
+            "The server the request was forwarded to no longer leads; retry the request.",
+        ));
+    }
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         if server.leader.load(std::sync::atomic::Ordering::Relaxed) {
@@ -342,6 +349,9 @@ pub async fn forward(
     }
 }
 
+/// Marks a request a follower forwarded.
+const FORWARDED: &str = "x-estiba-forwarded";
+
 /// Headers that belong to one connection, not to the request.
 const HOP_BY_HOP: [&str; 5] = ["connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"];
 
@@ -359,7 +369,7 @@ async fn send(
             req = req.header(name, value);
         }
     }
-    let mut resp = req.body(body).send().await?;
+    let mut resp = req.header(FORWARDED, "1").body(body).send().await?;
     let mut out = Response::builder().status(resp.status());
     for (name, value) in resp.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {
