@@ -14,12 +14,13 @@ import pytest
 
 import images as img
 
-from conftest import Estiba, unique, wait_until
+from conftest import Estiba, isolated, unique, wait_until
 from test_etcd import ETCD, Etcd, health, small_image
 
 pytestmark = pytest.mark.skipif(not ETCD, reason="no etcd binary (install Debian's etcd-server)")
 
 TOKEN = "peer-token-" + "x" * 24
+OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
@@ -221,3 +222,46 @@ def test_an_agents_container_logs_sent_to_a_follower_reach_the_leader(servers):
     more = [{"timestamp": t0 + 10, "message": "line 4"}]
     assert agent_call(follower, "nodes/n1/logs/append", {"dest": dest, "seq": 4, "events": more}) == {"Ok": 5}
     assert log_events(follower.client("logs"), group, "app/web/1") == expected + ["line 4"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not isolated(),
+                    reason="runs a container: root, inside a network namespace with no route out")
+def test_a_followers_node_runs_an_image_pushed_to_the_leader_and_ships_its_logs_there(tmp_path, etcd):
+    tokens = tmp_path / "join-tokens"
+    tokens.write_text(TOKEN + "\n")
+    args = ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--join-tokens", str(tokens)]
+    a = Estiba(str(tmp_path / "a"), extra_args=args).start()
+    wait_until(lambda: health(a)["leader"], timeout=15, what="the first server leading")
+    b = Estiba(str(tmp_path / "b"), extra_args=args, node=True).start()
+    try:
+        assert health(b)["leader"] is False
+        repo, group = unique("peerimg"), unique("/peers/task")
+        a.client("ecr").create_repository(repositoryName=repo)
+        img.busybox_image(img.Registry(a.endpoint), repo, "v1")
+        # B's node pulls from B's own registry, which has the image's bytes only from A.
+        image = f"127.0.0.1:{b.port}/{repo}:v1"
+        ecs = b.client()
+        fam = unique("f")
+        ecs.register_task_definition(
+            family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{
+                "name": "app", "image": image, "essential": True,
+                "command": ["sh", "-c", "echo hello from the follower node"],
+                "logConfiguration": {"logDriver": "awslogs", "options": {
+                    "awslogs-group": group, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs",
+                    "awslogs-create-group": "true"}}}])
+        arn = ecs.run_task(taskDefinition=fam, networkConfiguration={
+            "awsvpcConfiguration": {"subnets": ["subnet-12345678"]}})["tasks"][0]["taskArn"]
+        t = wait_until(lambda: (t := ecs.describe_tasks(tasks=[arn])["tasks"][0])["lastStatus"] == "STOPPED" and t,
+                       timeout=90, what="the task run and stopped")
+        assert t["containers"][0].get("exitCode") == 0, t
+        stream = f"ecs/app/{arn.rsplit('/', 1)[1]}"
+        assert log_events(a.client("logs"), group, stream) == ["hello from the follower node"]
+        # The layer came to B's disk from A's.
+        _, _, body = get(f"{a.endpoint}/v2/{repo}/manifests/v1", {"Accept": OCI})
+        for layer in json.loads(body)["layers"]:
+            assert os.path.exists(os.path.join(b.data_dir, "registry", "blobs", "sha256", layer["digest"][7:]))
+    finally:
+        b.drain()
+        b.stop()
+        a.stop()
