@@ -4,6 +4,7 @@ the leader: followers forward those APIs to it, and it replicates what it ingest
 Control plane only: the servers run no node."""
 
 import hashlib
+import ipaddress
 import json
 import os
 import time
@@ -196,7 +197,8 @@ def agent_call(server, path, body):
                                  method="POST", headers={"Authorization": f"Bearer {TOKEN}",
                                                          "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=15) as r:
-        return json.loads(r.read())
+        body = r.read()
+        return json.loads(body) if body else None
 
 
 def test_an_agents_container_logs_sent_to_a_follower_reach_the_leader(servers):
@@ -265,3 +267,31 @@ def test_a_followers_node_runs_an_image_pushed_to_the_leader_and_ships_its_logs_
         b.drain()
         b.stop()
         a.stop()
+
+
+def test_target_health_a_follower_hears_reaches_the_leader(servers):
+    """Target health from nodes connected to a follower goes on to the leader, whose
+    controllers wait on it (deployments behind a load balancer)."""
+    leader, follower = servers
+    ec2, elb = leader.client("ec2"), leader.client("elbv2")
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    subnets = [s["SubnetId"] for s in sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])]
+    tg = elb.create_target_group(Name=unique("tg"), Protocol="HTTP", Port=80, VpcId=vpc,
+                                 TargetType="ip")["TargetGroups"][0]
+    lb = elb.create_load_balancer(Name=unique("alb"), Subnets=subnets[:2])["LoadBalancers"][0]
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
+    vpc_address = str(ipaddress.ip_network(ec2.describe_vpcs()["Vpcs"][0]["CidrBlock"])[333])
+    elb.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": vpc_address, "Port": 8080}])
+    wait_until(lambda: follower.client("elbv2").describe_target_health(TargetGroupArn=tg["TargetGroupArn"])[
+        "TargetHealthDescriptions"], timeout=10, what="the target in the follower's view")
+    target = f"{vpc_address}:8080"
+
+    def state(s):
+        [d] = s.client("elbv2").describe_target_health(TargetGroupArn=tg["TargetGroupArn"])["TargetHealthDescriptions"]
+        return d["TargetHealth"]["State"]
+    before = state(leader)
+    assert before != "healthy"
+    agent_call(follower, "nodes/n1/telemetry", [{"kind": "targetHealth", "items": [
+        {"node": "n1", "targetGroupArn": tg["TargetGroupArn"], "target": target, "state": "healthy"}]}])
+    wait_until(lambda: state(leader) == "healthy", timeout=10, what="the leader hearing the target healthy")

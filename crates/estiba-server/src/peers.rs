@@ -148,6 +148,25 @@ pub async fn track(
     }
 }
 
+/// On a follower, sends a telemetry batch its nodes reported (target health, which the
+/// leader's controllers wait on) on to the leader's agent API as well, in the background;
+/// lost if no leader takes it (nodes report every target's state again now and then).
+pub fn tell_leader(server: &Arc<Server>, batch: &estiba_core::telemetry::Telemetry) {
+    if !crate::replication::follower(server) {
+        return;
+    }
+    let (Some(leader), Some(token)) = (server.peers.leader_elsewhere(), token(server)) else { return };
+    let Ok(body) = serde_json::to_vec(&[batch]) else { return };
+    let server = server.clone();
+    tokio::spawn(async move {
+        let url = format!("{leader}{}nodes/peer/telemetry", crate::agent_api::PREFIX);
+        let sent = server.peers.client().post(&url).bearer_auth(token).body(body).send().await;
+        if let Err(e) = sent.and_then(|r| r.error_for_status()) {
+            tracing::debug!(leader, error = %e, "telemetry could not be sent on to the leader");
+        }
+    });
+}
+
 /// Why a peer request was refused.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {

@@ -957,7 +957,14 @@ struct ServerSink {
 impl estiba_core::telemetry::TelemetrySink for ServerSink {
     fn deliver(&self, batch: estiba_core::telemetry::Telemetry) {
         match batch {
-            estiba_core::telemetry::Telemetry::TargetHealth(changes) => self.server.target_health_reported(&changes),
+            estiba_core::telemetry::Telemetry::TargetHealth(changes) => {
+                // The leader's controllers wait on target health: a follower passes it on.
+                estiba_server::peers::tell_leader(
+                    &self.server,
+                    &estiba_core::telemetry::Telemetry::TargetHealth(changes.clone()),
+                );
+                self.server.target_health_reported(&changes)
+            }
             estiba_core::telemetry::Telemetry::LbMetrics(reports) => reports.into_iter().for_each(|m| {
                 self.ingest.lb_report(&m);
                 self.server.lb_metrics.report(m)
