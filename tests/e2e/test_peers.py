@@ -185,6 +185,12 @@ def test_metrics_put_on_a_follower_reach_the_leaders_alarms(servers):
             StartTime=start, EndTime=time.time() + 60)
         return r["MetricDataResults"][0]["Values"]
     assert values(leader) == [80.0] and values(follower) == [80.0]
+    # A large PutMetricData, which botocore sends gzipped, forwarded as well.
+    big = [{"MetricName": "Wide", "Dimensions": [{"Name": "Shard", "Value": f"s{i}"}], "Value": float(i)}
+           for i in range(400)]
+    follower.client("cloudwatch").put_metric_data(Namespace=ns, MetricData=big)
+    listed = leader.client("cloudwatch").list_metrics(Namespace=ns, MetricName="Wide")["Metrics"]
+    assert len(listed) == 400
     cw = leader.client("cloudwatch")
     wait_until(lambda: cw.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"] == "ALARM",
                timeout=20, interval=0.2, what="the alarm in ALARM")

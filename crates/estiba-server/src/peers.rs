@@ -326,7 +326,7 @@ async fn store_fetched(
     tokio::task::block_in_place(|| upload.commit(d)).map_err(|e| e.message)
 }
 
-/// Forwards an API request (already read: `headers` and `body`) to the leader when another
+/// Forwards an API request (already read and decoded: `headers` and `body`) to the leader when another
 /// server leads: `Ok(None)` when this server answers it itself (it leads, or it is alone);
 /// `ServiceUnavailable` when no leader answers within [`LEADER_WAIT`].
 pub async fn forward(
@@ -384,7 +384,8 @@ async fn send(
 ) -> Result<Response<Body>, reqwest::Error> {
     let mut req = server.peers.client().request(method.clone(), format!("{leader}{path_and_query}"));
     for (name, value) in headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
+        // The body was read decoded (botocore gzips large PutMetricData bodies).
+        if !HOP_BY_HOP.contains(&name.as_str()) && name != hyper::header::CONTENT_ENCODING {
             req = req.header(name, value);
         }
     }
