@@ -738,10 +738,10 @@ const LEADER_LEASE: Duration = Duration::from_secs(5);
 const ELECTION: &str = "leader";
 
 /// Runs the controllers while this server leads. Without etcd the server is alone and always
-/// leads. With etcd it campaigns in etcd's election with its advertised URL (holding a lease it renews every third of
-/// `LEADER_LEASE`); once elected it runs the controllers until it cannot renew the lease or
-/// the server stops (then it resigns, so the next server takes over at once), and campaigns
-/// again. Controllers write with compare-and-swap, so the moments when a deposed leader has
+/// leads. With etcd it campaigns in etcd's election with its advertised URL `me` (holding a
+/// lease it renews every third of `LEADER_LEASE`); once elected it runs the controllers until
+/// it cannot renew the lease or the server stops (then it resigns, so the next server takes
+/// over at once), and campaigns again. Controllers write with compare-and-swap, so the moments when a deposed leader has
 /// not noticed yet cost conflicts, not wrong state.
 async fn lead(
     etcd: Option<Arc<estiba_store::EtcdStore>>,
