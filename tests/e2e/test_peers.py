@@ -151,11 +151,17 @@ def test_the_new_leader_has_the_logs_written_before_the_old_one_died(servers):
             {"timestamp": t0 + batch * 10 + i, "message": f"before {batch}.{i}"} for i in range(5)])
     expected = [f"before {b}.{i}" for b in range(3) for i in range(5)]
     assert log_events(logs, group, "s") == expected
+    ns = unique("Peers/failover")
+    leader.client("cloudwatch").put_metric_data(Namespace=ns, MetricData=[{"MetricName": "Kept", "Value": 7.0}])
     # Replication to the follower takes milliseconds; then the leader dies without a word.
     time.sleep(1)
     leader.kill9()
     wait_until(lambda: health(follower)["leader"], timeout=15, interval=0.2, what="the follower leading")
     assert log_events(logs, group, "s") == expected
+    stats = follower.client("cloudwatch").get_metric_statistics(
+        Namespace=ns, MetricName="Kept", StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60,
+        Statistics=["Sum", "SampleCount"])["Datapoints"]
+    assert [(d["Sum"], d["SampleCount"]) for d in stats] == [(7.0, 1.0)]
     found = logs.filter_log_events(logGroupName=group, filterPattern="before")["events"]
     assert [e["message"] for e in found] == expected
     # The stream goes on under the new leader.
