@@ -64,9 +64,7 @@ impl Tokens {
         // Every token is compared in full, whatever matched, so that timing tells nothing.
         tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), presented.as_bytes()) | found)
     }
-}
 
-impl Tokens {
     /// The first token of `file` (what this server presents to the other servers).
     pub fn first(&self, file: &std::path::Path) -> Option<String> {
         let text = std::fs::read_to_string(file).ok()?;

@@ -433,6 +433,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_server_presents_the_first_token_of_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# servers and agents\n\n  first \nsecond\n").unwrap();
+        let tokens = crate::agent_api::Tokens::default();
+        assert_eq!(tokens.first(&file).as_deref(), Some("first"));
+        std::fs::write(&file, "# none\n").unwrap();
+        assert_eq!(tokens.first(&file), None);
+    }
+
+    #[test]
     fn others_put_the_leader_first_and_leave_this_server_out() {
         let p = Peers::default();
         assert!(!p.shared());
