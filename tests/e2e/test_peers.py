@@ -31,13 +31,11 @@ def etcd():
     e.stop()
 
 
-@pytest.fixture
-def servers(tmp_path, etcd):
+def pair(tmp_path, etcd, *extra):
     """Two servers on one etcd prefix with a shared join token: (leader, follower)."""
     tokens = tmp_path / "join-tokens"
     tokens.write_text(f"# shared by the servers\n{TOKEN}\n")
-    args = ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--join-tokens", str(tokens),
-            "--metric-period", "2s"]
+    args = ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--join-tokens", str(tokens), *extra]
     a = Estiba(str(tmp_path / "a"), extra_args=args).start()
     b = Estiba(str(tmp_path / "b"), extra_args=args).start()
     try:
@@ -47,6 +45,16 @@ def servers(tmp_path, etcd):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.fixture
+def servers(tmp_path, etcd):
+    yield from pair(tmp_path, etcd, "--metric-period", "2s")
+
+
+@pytest.fixture
+def collecting(tmp_path, etcd):
+    yield from pair(tmp_path, etcd, "--registry-gc-grace", "2s", "--registry-gc-every", "1s")
 
 
 def get(url, headers=None):
@@ -95,6 +103,27 @@ def test_an_image_pushed_to_one_server_is_pulled_from_the_other(servers, push_to
     for s in (leader, follower):
         status, _, body = get(f"{s.endpoint}/v2/{repo}/blobs/{missing}")
         assert status == 404 and json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+
+
+def test_a_followers_copies_go_when_the_leader_collects_their_blobs(collecting):
+    leader, follower = collecting
+    repo = unique("gc")
+    leader.client("ecr").create_repository(repositoryName=repo)
+    small_image(img.Registry(leader.endpoint), repo, "v1", os.urandom(1000))
+    url = f"{follower.endpoint}/v2/{repo}/manifests/v1"
+    wait_until(lambda: get(url, {"Accept": OCI})[0] == 200, timeout=10, what="the image through the follower")
+    layer = json.loads(get(url, {"Accept": OCI})[2])["layers"][0]["digest"]
+    assert get(f"{follower.endpoint}/v2/{repo}/blobs/{layer}")[0] == 200
+
+    def on_disk(s):
+        return os.path.exists(os.path.join(s.data_dir, "registry", "blobs", "sha256", layer[7:]))
+    assert on_disk(leader) and on_disk(follower)
+    # Still used: both keep it past the grace period.
+    time.sleep(4)
+    assert on_disk(leader) and on_disk(follower)
+    leader.client("ecr").batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])
+    wait_until(lambda: not on_disk(leader) and not on_disk(follower), timeout=30, interval=0.5,
+               what="both copies of the unused blob collected")
 
 
 def test_the_peer_api_wants_a_join_token(servers):

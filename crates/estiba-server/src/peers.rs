@@ -139,8 +139,18 @@ pub async fn track(
     let _ = server.peers.source.set((etcd, election.to_owned(), me));
     // A follower applies the leader's log and metric ingest to its own stores.
     tokio::spawn(crate::replication::follow(server.clone(), stop.clone()));
+    // ... and removes its copies of registry blobs nothing uses any more, once a grace period
+    // (at most a minute; the leader collects links and its own files).
+    let sweep_every = server.config.registry_gc_grace.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut last_sweep = tokio::time::Instant::now();
     while !*stop.borrow() {
         server.peers.refresh().await;
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            if crate::replication::follower(&server) {
+                crate::services::ecr::sweep_follower_copies(&server).await;
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(TRACK_EVERY) => {}
             _ = stop.changed() => {}

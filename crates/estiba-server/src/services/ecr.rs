@@ -1027,6 +1027,13 @@ pub async fn housekeeping(s: &Server) -> Result<bool> {
         }
     }
     // 3. Blob files used by nothing, older than the grace period.
+    remove_unused_files(reg, used, grace).await;
+    Ok(left_over)
+}
+
+/// Removes the blob files of this server's disk that nothing in `used` names and that are older
+/// than `grace` seconds; returns the bytes freed.
+async fn remove_unused_files(reg: &Registry, used: HashSet<String>, grace: f64) -> u64 {
     let blobs = reg.blobs.clone();
     let removed = tokio::task::spawn_blocking(move || {
         let mut removed = 0u64;
@@ -1043,5 +1050,26 @@ pub async fn housekeeping(s: &Server) -> Result<bool> {
     if removed > 0 {
         tracing::info!(bytes = removed, "registry garbage collected");
     }
-    Ok(left_over)
+    removed
+}
+
+/// A follower's part of garbage collection (the leader collects links and its own files):
+/// its copies of blobs that no image and no link names any more, once older than the grace
+/// period, go from its disk.
+pub async fn sweep_follower_copies(s: &Server) -> u64 {
+    let Some(reg) = s.registry.as_deref() else { return 0 };
+    let used: HashSet<String> = {
+        let st = s.view.read();
+        let mut used: HashSet<String> = HashSet::new();
+        for d in st.ecr_images.values() {
+            used.insert(d.value.digest.clone());
+            used.extend(d.value.blobs.iter().cloned());
+        }
+        for d in st.ecr_blobs.values() {
+            used.insert(d.key.rsplit_once('@').map_or("", |(_, digest)| digest).to_owned());
+        }
+        used
+    };
+    let _exclusive = reg.gc_lock.write().await;
+    remove_unused_files(reg, used, s.config.registry_gc_grace.as_secs_f64()).await
 }
