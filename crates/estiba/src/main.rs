@@ -662,7 +662,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
     if let Some(e) = &etcd {
         if args.join_tokens.is_none() {
             tracing::warn!(
-                "without --join-tokens, servers sharing this etcd prefix cannot fetch registry blobs from each other"
+                "without --join-tokens, servers sharing this etcd prefix cannot fetch registry blobs from each other \
+                 nor replicate logs and metrics, and a follower's nodes cannot ship them to the leader"
             );
         }
         tokio::spawn(estiba_server::peers::track(
