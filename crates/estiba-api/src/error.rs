@@ -44,6 +44,8 @@ pub enum Common {
     RequestEntityTooLarge,
     /// The service is known to estiba but the operation is not answered yet.
     NotImplemented,
+    /// A temporary failure of the server (status 503): retry.
+    ServiceUnavailable,
 }
 
 impl ErrorShape for Common {
@@ -61,6 +63,7 @@ impl ErrorShape for Common {
             Common::NoSuchVersion => "NoSuchVersion",
             Common::RequestEntityTooLarge => "RequestEntityTooLargeException",
             Common::NotImplemented => "NotImplemented",
+            Common::ServiceUnavailable => "ServiceUnavailable",
         }
     }
 
@@ -73,12 +76,13 @@ impl ErrorShape for Common {
             Common::InternalFailure => 500,
             Common::RequestEntityTooLarge => 413,
             Common::NotImplemented => 501,
+            Common::ServiceUnavailable => 503,
             _ => 400,
         }
     }
 
     fn sender_fault(self) -> bool {
-        !matches!(self, Common::InternalFailure | Common::NotImplemented)
+        !matches!(self, Common::InternalFailure | Common::NotImplemented | Common::ServiceUnavailable)
     }
 }
 

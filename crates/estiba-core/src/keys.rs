@@ -152,6 +152,10 @@ pub fn node(id: &str) -> String {
 
 pub const NODES_PREFIX: &str = "ecs/-/-/nodes/";
 
+/// The etcd election servers of one prefix campaign in: its keys are `leader/<lease>`, each
+/// holding a server's URL; they are not documents of any service.
+pub const ELECTION: &str = "leader";
+
 /// The Service Connect VIPs document ([`crate::service_connect::Vips`]).
 pub const SERVICE_CONNECT_VIPS: &str = "ecs/-/-/service-connect/vips";
 

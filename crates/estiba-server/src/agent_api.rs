@@ -49,7 +49,7 @@ pub struct Tokens {
 
 impl Tokens {
     /// Whether `presented` is a token of `file` (read again when its modification time changed).
-    fn admits(&self, file: &std::path::Path, presented: &str) -> bool {
+    pub(crate) fn admits(&self, file: &std::path::Path, presented: &str) -> bool {
         let Ok(mtime) = std::fs::metadata(file).and_then(|m| m.modified()) else { return false };
         let tokens = {
             let mut read = self.read.lock().unwrap();
@@ -64,6 +64,12 @@ impl Tokens {
         };
         // Every token is compared in full, whatever matched, so that timing tells nothing.
         tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), presented.as_bytes()) | found)
+    }
+
+    /// The first token of `file` (what this server presents to the other servers).
+    pub fn first(&self, file: &std::path::Path) -> Option<String> {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned)
     }
 }
 

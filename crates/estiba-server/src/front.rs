@@ -99,6 +99,9 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         Wire::Json { v10 }
     };
     let mut r = Seen { wire, signed, params: query::Params::default() };
+    // On a follower of several servers, what the leader owns is forwarded to it as received.
+    let forwardable = (server.peers.shared() && !server.leader.load(std::sync::atomic::Ordering::Relaxed))
+        .then(|| (req.method().clone(), req.uri().path_and_query().map(|p| p.to_string()), req.headers().clone()));
     let body = match body::read(req, server.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return error_response(&r, None, &e, request_id),
@@ -117,6 +120,14 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let model = t.svc.model();
     let op = &model.operations[t.op];
+    if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::LEADER_OWNS.contains(&model.module)) {
+        let pq = pq.unwrap_or_else(|| path.clone());
+        match crate::peers::forward(server, &method, &pq, &headers, body.clone()).await {
+            Ok(Some(resp)) => return resp,
+            Ok(None) => {}
+            Err(e) => return error_response(&r, Some(model), &e, request_id),
+        }
+    }
     let started = std::time::Instant::now();
     if t.svc.streams(t.op) {
         let result = match decode(&r, &t, body) {

@@ -121,6 +121,7 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> 
             body::response(StatusCode::OK, Bytes::from(totals), "application/json")
         }
         (_, p) if p.starts_with(crate::agent_api::PREFIX) => crate::agent_api::handle(server, req).await,
+        (_, p) if p.starts_with(crate::peers::PREFIX) => crate::peers::handle(server, req).await,
         (&Method::GET, "/") => crate::console::index(server, req.headers()),
         (&Method::GET, p) if p.starts_with(crate::console::ASSET_PREFIX) => crate::console::asset(
             server.config.console_dir.as_deref(),

@@ -29,7 +29,9 @@ pub mod log_ingest;
 pub mod metric_ingest;
 mod migrate;
 pub mod netblocks;
+pub mod peers;
 pub mod registry;
+pub mod replication;
 pub mod scaling;
 pub mod services;
 pub mod targets;
@@ -209,6 +211,11 @@ pub struct Server {
     /// Placements on container instances whose write is not in the view yet
     /// ([`services::ecs::Reservations`]).
     pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
+    /// The other servers sharing the state, and which one leads ([`peers`]).
+    pub peers: peers::Peers,
+    /// The leader's log and metric ingest, kept for the followers ([`replication`]); every
+    /// change to `logs` and `metrics` goes through it.
+    pub replication: replication::Replication,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -398,6 +405,8 @@ impl Server {
             agent_sinks: Default::default(),
             leader: Default::default(),
             reservations: Default::default(),
+            peers: Default::default(),
+            replication: Default::default(),
         }))
     }
 

@@ -7,7 +7,8 @@
 //! CreateLogGroup does (a new random id, class STANDARD) with a write that claims the key only
 //! if it is absent, so tasks racing to create one group all end with the one that won. Events
 //! go to `Server::logs` (never to the versioned store), numbered by the sender, on blocking
-//! threads.
+//! threads. On a follower of several servers the appends go to the leader, which owns the
+//! logs ([`crate::replication`]).
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use estiba_core::telemetry::{BoxFuture, LogDestination, LogEvent, LogIngest, Log
 use estiba_core::Scope;
 use estiba_store::{Compare, Op, Txn};
 
+use crate::replication::{Record, WireEvent};
 use crate::{now_ms, Server};
 
 /// The server's [`LogIngest`].
@@ -70,9 +72,13 @@ impl LogIngest for ServerLogIngest {
     fn open_stream<'a>(&'a self, dest: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         Box::pin(async move {
             let id = self.group_id(dest, dest.create_group).await?;
-            let logs = self.server.logs.clone();
+            if crate::replication::follower(&self.server) {
+                let r = Record::EnsureStream { group: id, stream: dest.stream.clone(), now: now_ms() };
+                return crate::replication::send_to_leader(&self.server, &r).await.map_err(unavailable);
+            }
+            let (logs, repl) = (self.server.logs.clone(), self.server.replication.clone());
             let stream = dest.stream.clone();
-            let info = tokio::task::spawn_blocking(move || logs.ensure_stream(&id, &stream, now_ms()))
+            let info = tokio::task::spawn_blocking(move || repl.ensure_stream(&logs, &id, &stream, now_ms()))
                 .await
                 .map_err(unavailable)?
                 .map_err(store_error)?;
@@ -88,18 +94,25 @@ impl LogIngest for ServerLogIngest {
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         Box::pin(async move {
             let id = self.group_id(dest, false).await?;
-            let logs = self.server.logs.clone();
+            if crate::replication::follower(&self.server) {
+                // The leader owns the logs: the append goes there, numbered as the node sent it.
+                let events = events.into_iter().map(|e| WireEvent { t: e.timestamp, m: e.message }).collect();
+                let r =
+                    Record::Append { group: id, stream: dest.stream.clone(), seq: Some(seq), now: now_ms(), events };
+                return crate::replication::send_to_leader(&self.server, &r).await.map_err(unavailable);
+            }
+            let (logs, repl) = (self.server.logs.clone(), self.server.replication.clone());
             let stream = dest.stream.clone();
             let events: Vec<estiba_logstore::Event> = events
                 .into_iter()
                 .map(|e| estiba_logstore::Event { timestamp: e.timestamp, message: e.message })
                 .collect();
             let appended = tokio::task::spawn_blocking(move || {
-                match logs.append(&id, &stream, &events, Some(seq), now_ms()) {
+                match repl.append(&logs, &id, &stream, &events, Some(seq), now_ms()) {
                     // A group created again under its name (new id) has no stream yet.
                     Err(estiba_logstore::Error::NoSuchStream { .. }) => {
-                        logs.ensure_stream(&id, &stream, now_ms())?;
-                        logs.append(&id, &stream, &events, Some(seq), now_ms())
+                        repl.ensure_stream(&logs, &id, &stream, now_ms())?;
+                        repl.append(&logs, &id, &stream, &events, Some(seq), now_ms())
                     }
                     r => r,
                 }

@@ -771,7 +771,8 @@ impl MetricIngest {
                 puts.extend(task_datums(*minute, t, |arn| task_info(&st, arn)));
             }
             let ended = clock.to_aws(now).div_euclid(AWS_MINUTE_MS) * AWS_MINUTE_MS - AWS_MINUTE_MS;
-            if ended > *last_counts {
+            // Task counts come from the shared state: the leader alone writes them.
+            if ended > *last_counts && !crate::replication::follower(&self.server) {
                 *last_counts = ended;
                 puts.extend(count_datums(&st, ended));
             }
@@ -794,8 +795,25 @@ impl MetricIngest {
         for p in puts {
             by.entry((p.account, p.region, p.namespace)).or_default().push(p.datum);
         }
-        for ((account, region, ns), data) in by {
-            self.server.metrics.put(&account, &region, &ns, &data, now_aws)?;
+        let follower = crate::replication::follower(&self.server);
+        for ((account, region, namespace), data) in by {
+            if follower {
+                // What this server's nodes measured goes to the leader, which owns metrics.
+                let r = crate::replication::Record::PutMetrics {
+                    account,
+                    region,
+                    namespace,
+                    now: now_aws,
+                    data: data.iter().map(Into::into).collect(),
+                };
+                let sent =
+                    tokio::runtime::Handle::current().block_on(crate::replication::send_to_leader(&self.server, &r));
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "node metrics could not be sent to the leader; this minute is lost");
+                }
+                continue;
+            }
+            self.server.replication.put_metrics(&self.server.metrics, &account, &region, &namespace, &data, now_aws)?;
         }
         Ok(())
     }

@@ -280,7 +280,7 @@ async fn serve(server: &Server, reg: &Registry, req: Request<Incoming>) -> Resul
         Route::Manifest(name, reference) => {
             repo(server, &scope, name)?;
             match method {
-                Method::GET | Method::HEAD => get_manifest(server, reg, &scope, name, reference, head),
+                Method::GET | Method::HEAD => get_manifest(server, reg, &scope, name, reference, head).await,
                 Method::PUT => put_manifest(server, reg, &scope, name, reference, req).await,
                 Method::DELETE => delete_manifest(server, &scope, name, reference).await,
                 _ => Err(err(Code::Unsupported, format!("{method} is not allowed on a manifest"))),
@@ -378,7 +378,10 @@ async fn get_blob(
     if !blob_in_repo(&server.view.read(), scope, name, d) {
         return Err(unknown());
     }
-    let size = reg.blobs.stat(d).ok_or_else(unknown)?;
+    let size = match reg.blobs.stat(d) {
+        Some(size) => size,
+        None => local_copy(server, reg, d).await?.ok_or_else(unknown)?,
+    };
     let range = match req.headers().get(hyper::header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(r) => {
             Some(parse_range(r, size).ok_or_else(|| err(Code::RangeInvalid, format!("range {r} is not satisfiable")))?)
@@ -426,7 +429,7 @@ fn parse_range(h: &str, size: u64) -> Option<(u64, u64)> {
 }
 
 /// A body that streams `len` bytes of `file` from `start`, read on a blocking thread.
-fn file_body(mut file: std::fs::File, start: u64, len: u64) -> Body {
+pub(crate) fn file_body(mut file: std::fs::File, start: u64, len: u64) -> Body {
     const CHUNK: u64 = 1 << 20;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
@@ -779,7 +782,21 @@ fn resolve(st: &State, scope: &Scope, name: &str, reference: &str) -> Result<Dig
     }
 }
 
-fn get_manifest(
+/// Fetches blob `d`, which a repository holds (the view says so) but this server's disk does
+/// not, from the other servers sharing the state ([`crate::peers::fetch_blob`]); its size, or
+/// `None` when no server has it.
+pub async fn local_copy(server: &Server, reg: &Registry, d: &Digest) -> Result<Option<u64>> {
+    if let Some(size) = reg.blobs.stat(d) {
+        return Ok(Some(size));
+    }
+    match crate::peers::fetch_blob(server, reg, d).await {
+        Ok(size) => Ok(Some(size)),
+        Err(crate::peers::FetchError::Missing(_)) => Ok(None),
+        Err(e) => Err(err(Code::Internal, e.to_string())),
+    }
+}
+
+async fn get_manifest(
     server: &Server,
     reg: &Registry,
     scope: &Scope,
@@ -793,6 +810,7 @@ fn get_manifest(
         let img = st.ecr_images.get(&ecr::image_key(scope, name, d.as_str())).map(|i| i.value.media_type.clone());
         (d, img.unwrap_or_default())
     };
+    local_copy(server, reg, &d).await?;
     let body = reg.blobs.read(&d)?;
     let headers = [
         ("content-type", media_type),

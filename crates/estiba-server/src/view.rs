@@ -520,6 +520,9 @@ impl State {
     }
 
     fn apply_registered(&mut self, kind: EventKind, kv: &KeyValue) {
+        if kv.key.strip_prefix(keys::ELECTION).is_some_and(|rest| rest.starts_with('/')) {
+            return;
+        }
         let Some((def, table)) = self.registered.iter_mut().find(|(d, _)| d.holds(&kv.key)) else {
             return tracing::warn!(key = %kv.key, "a key no service registered a table for");
         };

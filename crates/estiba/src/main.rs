@@ -341,6 +341,10 @@ struct ServerArgs {
     /// `host:port` advertised in repository URIs [default: the listen address].
     #[arg(long, env = "ESTIBA_REGISTRY_HOST")]
     registry_host: Option<String>,
+    /// Base URL the other servers sharing the etcd prefix reach this one at (registry blobs,
+    /// forwarded CloudWatch Logs and metrics) [default: http://<the listen address>].
+    #[arg(long, env = "ESTIBA_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// `open`: anyone may push and pull; `token`: a token from GetAuthorizationToken is required.
     #[arg(long, env = "ESTIBA_REGISTRY_AUTH", value_enum, default_value = "open")]
     registry_auth: RegistryAuth,
@@ -650,7 +654,27 @@ async fn serve(args: ServerArgs) -> Result<()> {
         logs_housekeeping_every: args.logs_retention_every,
         ..Default::default()
     };
-    let controllers = tokio::spawn(lead(etcd, server.clone(), settings, stop_rx.clone()));
+    // The URL this server campaigns with: the other servers find it (and the leader) there.
+    let advertise = match &args.advertise_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    if let Some(e) = &etcd {
+        if args.join_tokens.is_none() {
+            tracing::warn!(
+                "without --join-tokens, servers sharing this etcd prefix cannot fetch registry blobs from each other \
+                 nor replicate logs and metrics, and a follower's nodes cannot ship them to the leader"
+            );
+        }
+        tokio::spawn(estiba_server::peers::track(
+            server.clone(),
+            e.clone(),
+            ELECTION,
+            advertise.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let controllers = tokio::spawn(lead(etcd, server.clone(), settings, stop_rx.clone(), advertise));
     // What nodes serve is published by every server, leader or not.
     tokio::spawn(estiba_server::controller::run_everywhere(server.clone(), stop_rx.clone()));
     // Target health goes to the server, cgroup samples and load balancer counters to the
@@ -725,19 +749,20 @@ async fn serve(args: ServerArgs) -> Result<()> {
 /// within about this long after a leader dies).
 const LEADER_LEASE: Duration = Duration::from_secs(5);
 /// The etcd election the servers of one prefix campaign in.
-const ELECTION: &str = "leader";
+const ELECTION: &str = estiba_core::keys::ELECTION;
 
 /// Runs the controllers while this server leads. Without etcd the server is alone and always
-/// leads. With etcd it campaigns in etcd's election (holding a lease it renews every third of
-/// `LEADER_LEASE`); once elected it runs the controllers until it cannot renew the lease or
-/// the server stops (then it resigns, so the next server takes over at once), and campaigns
-/// again. Controllers write with compare-and-swap, so the moments when a deposed leader has
+/// leads. With etcd it campaigns in etcd's election with its advertised URL `me` (holding a
+/// lease it renews every third of `LEADER_LEASE`); once elected it runs the controllers until
+/// it cannot renew the lease or the server stops (then it resigns, so the next server takes
+/// over at once), and campaigns again. Controllers write with compare-and-swap, so the moments when a deposed leader has
 /// not noticed yet cost conflicts, not wrong state.
 async fn lead(
     etcd: Option<Arc<estiba_store::EtcdStore>>,
     server: Arc<estiba_server::Server>,
     settings: estiba_server::controller::Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    me: String,
 ) {
     use std::sync::atomic::Ordering;
     let Some(etcd) = etcd else {
@@ -745,7 +770,6 @@ async fn lead(
         estiba_server::controller::run(server, settings, stop).await;
         return;
     };
-    let me = format!("{}@{}", hostname(), server.config.listen);
     while !*stop.borrow() {
         let lease = match etcd.grant_lease(LEADER_LEASE).await {
             Ok(l) => l,
@@ -789,6 +813,8 @@ async fn lead(
             }
         };
         tracing::info!(server = %me, "this server leads: it runs the controllers");
+        // Its log and metric ingest is now what the followers replicate.
+        server.replication.begin_term();
         server.leader.store(true, Ordering::Relaxed);
         let (ctl_tx, ctl_rx) = tokio::sync::watch::channel(false);
         let controllers = tokio::spawn(estiba_server::controller::run(server.clone(), settings.clone(), ctl_rx));
@@ -797,6 +823,7 @@ async fn lead(
             _ = stop.changed() => {}
         }
         server.leader.store(false, Ordering::Relaxed);
+        server.replication.end_term();
         let _ = ctl_tx.send(true);
         let _ = controllers.await;
         keeper.abort();
@@ -945,7 +972,14 @@ struct ServerSink {
 impl estiba_core::telemetry::TelemetrySink for ServerSink {
     fn deliver(&self, batch: estiba_core::telemetry::Telemetry) {
         match batch {
-            estiba_core::telemetry::Telemetry::TargetHealth(changes) => self.server.target_health_reported(&changes),
+            estiba_core::telemetry::Telemetry::TargetHealth(changes) => {
+                // The leader's controllers wait on target health: a follower passes it on.
+                estiba_server::peers::tell_leader(
+                    &self.server,
+                    &estiba_core::telemetry::Telemetry::TargetHealth(changes.clone()),
+                );
+                self.server.target_health_reported(&changes)
+            }
             estiba_core::telemetry::Telemetry::LbMetrics(reports) => reports.into_iter().for_each(|m| {
                 self.ingest.lb_report(&m);
                 self.server.lb_metrics.report(m)
@@ -969,12 +1003,29 @@ impl estiba_runtime::image::LocalRegistry for OwnRegistry {
 
     fn manifest(&self, repository: &str, reference: &str) -> Option<Vec<u8>> {
         let d = estiba_server::registry::resolve_local(&self.server, repository, reference)?;
+        self.copy_here(&d)?;
         self.registry.blobs.read(&d).ok()
     }
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let d = estiba_registry::Digest::parse(digest).ok()?;
-        self.registry.blobs.stat(&d).map(|_| self.registry.blobs.path(&d))
+        self.copy_here(&d).map(|_| self.registry.blobs.path(&d))
+    }
+}
+
+impl OwnRegistry {
+    /// The blob's size once it is on this server's disk: fetched from the other servers
+    /// sharing the state when only they have it (the image store calls from the runtime).
+    fn copy_here(&self, d: &estiba_registry::Digest) -> Option<u64> {
+        if let Some(size) = self.registry.blobs.stat(d) {
+            return Some(size);
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        tokio::task::block_in_place(|| {
+            handle.block_on(estiba_server::registry::local_copy(&self.server, &self.registry, d))
+        })
+        .ok()
+        .flatten()
     }
 }
 

@@ -57,17 +57,17 @@ impl Controller for LogsHousekeeping {
             (named, expiring)
         };
         let orphans: Vec<String> = stored.into_iter().filter(|id| !named.contains(id)).collect();
-        let logs = server.logs.clone();
+        let (logs, repl) = (server.logs.clone(), server.replication.clone());
         tokio::task::spawn_blocking(move || {
             for (id, before) in &expiring {
-                let freed = logs.expire(id, *before)?;
+                let freed = repl.expire(&logs, id, *before)?;
                 if freed > 0 {
                     tracing::debug!(group = %id, freed, "log retention");
                 }
             }
             for id in &orphans {
                 tracing::info!(group = %id, "removing the events of a deleted log group");
-                logs.delete_group(id)?;
+                repl.delete_group(&logs, id)?;
             }
             Ok::<_, estiba_logstore::Error>(())
         })

@@ -500,6 +500,10 @@ async fn batch_get_image(s: &Server, cx: &Ctx, req: BatchGetImageRequest) -> Res
                     }
                 }
                 let d = Digest::parse(&digest).map_err(|e| EcrError::new(ErrorCode::ServerException, e.message))?;
+                // Pushed through another server sharing the state: its bytes come from there.
+                crate::registry::local_copy(s, reg, &d)
+                    .await
+                    .map_err(|e| EcrError::new(ErrorCode::ServerException, e.message))?;
                 let body = reg.blobs.read(&d).map_err(|e| EcrError::new(ErrorCode::ServerException, e.message))?;
                 images.push(Image {
                     registry_id: Some(cx.scope.account.clone()),
@@ -701,14 +705,17 @@ async fn batch_check_layer_availability(
     let st = s.view.read();
     repo_doc(&st, cx, &req.repository_name)?;
     let (mut layers, mut failures) = (Vec::new(), Vec::new());
+    let shared = s.peers.shared();
     for digest in &req.layer_digests {
         let linked = st.ecr_blobs.get(&ecr::blob_key(&cx.scope, &req.repository_name, digest));
-        let size = Digest::parse(digest).ok().and_then(|d| reg.blobs.stat(&d));
+        // A link's size when the bytes are on another server sharing the state.
+        let local = Digest::parse(digest).ok().and_then(|d| reg.blobs.stat(&d)).map(|n| n as i64);
+        let size = linked.and_then(|l| local.or(Some(l.value.size).filter(|n| *n > 0 && shared)));
         match (linked, size) {
             (Some(_), Some(size)) => layers.push(Layer {
                 layer_digest: Some(digest.clone()),
                 layer_availability: Some(LayerAvailability::Available),
-                layer_size: size as i64,
+                layer_size: size,
                 media_type: None,
             }),
             _ => failures.push(LayerFailure {
@@ -1020,6 +1027,13 @@ pub async fn housekeeping(s: &Server) -> Result<bool> {
         }
     }
     // 3. Blob files used by nothing, older than the grace period.
+    remove_unused_files(reg, used, grace).await;
+    Ok(left_over)
+}
+
+/// Removes the blob files of this server's disk that nothing in `used` names and that are older
+/// than `grace` seconds; returns the bytes freed.
+async fn remove_unused_files(reg: &Registry, used: HashSet<String>, grace: f64) -> u64 {
     let blobs = reg.blobs.clone();
     let removed = tokio::task::spawn_blocking(move || {
         let mut removed = 0u64;
@@ -1036,5 +1050,26 @@ pub async fn housekeeping(s: &Server) -> Result<bool> {
     if removed > 0 {
         tracing::info!(bytes = removed, "registry garbage collected");
     }
-    Ok(left_over)
+    removed
+}
+
+/// A follower's part of garbage collection (the leader collects links and its own files):
+/// its copies of blobs that no image and no link names any more, once older than the grace
+/// period, go from its disk.
+pub async fn sweep_follower_copies(s: &Server) -> u64 {
+    let Some(reg) = s.registry.as_deref() else { return 0 };
+    let used: HashSet<String> = {
+        let st = s.view.read();
+        let mut used: HashSet<String> = HashSet::new();
+        for d in st.ecr_images.values() {
+            used.insert(d.value.digest.clone());
+            used.extend(d.value.blobs.iter().cloned());
+        }
+        for d in st.ecr_blobs.values() {
+            used.insert(d.key.rsplit_once('@').map_or("", |(_, digest)| digest).to_owned());
+        }
+        used
+    };
+    let _exclusive = reg.gc_lock.write().await;
+    remove_unused_files(reg, used, s.config.registry_gc_grace.as_secs_f64()).await
 }

@@ -182,8 +182,11 @@ pub async fn put_metric_data(s: &Server, cx: &Call, req: PutMetricDataInput) -> 
     }
     let now = s.metric_now_ms();
     let data = given.iter().map(|(path, d)| datum(d, path, now, &s.metric_clock)).collect::<Result<Vec<_>>>()?;
-    let (metrics, scope, ns) = (s.metrics.clone(), cx.scope.clone(), req.namespace.clone());
-    blocking(move || metrics.put(&scope.account, &scope.region, &ns, &data, now)).await?.map_err(store_error)?;
+    let (metrics, repl, scope, ns) =
+        (s.metrics.clone(), s.replication.clone(), cx.scope.clone(), req.namespace.clone());
+    blocking(move || repl.put_metrics(&metrics, &scope.account, &scope.region, &ns, &data, now))
+        .await?
+        .map_err(store_error)?;
     Ok(Bytes::new())
 }
 

@@ -58,8 +58,8 @@ pub async fn delete_log_group(s: &Server, cx: &Call, req: DeleteLogGroupRequest)
         .await?;
     // The document is gone, so nothing reads this id any more; should this fail (or the
     // server die first), housekeeping removes the data of ids no document names.
-    let logs = s.logs.clone();
-    if let Err(e) = blocking(move || logs.delete_group(&id)).await? {
+    let (logs, repl) = (s.logs.clone(), s.replication.clone());
+    if let Err(e) = blocking(move || repl.delete_group(&logs, &id)).await? {
         tracing::warn!(error = %e, "deleting a log group's events; housekeeping will retry");
     }
     Ok(Bytes::new())

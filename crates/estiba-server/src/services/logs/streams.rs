@@ -16,17 +16,17 @@ const MAX_PAGE_BYTES: usize = 1_048_576;
 
 pub async fn create_log_stream(s: &Server, cx: &Call, req: CreateLogStreamRequest) -> Result<Bytes> {
     let g = group_doc(s, &cx.scope, &req.log_group_name)?;
-    let (logs, now) = (s.logs.clone(), now_ms(cx));
-    blocking(move || logs.create_stream(&g.id, &req.log_stream_name, now)).await?.map_err(store_error)?;
+    let (logs, repl, now) = (s.logs.clone(), s.replication.clone(), now_ms(cx));
+    blocking(move || repl.create_stream(&logs, &g.id, &req.log_stream_name, now)).await?.map_err(store_error)?;
     Ok(Bytes::new())
 }
 
 pub async fn delete_log_stream(s: &Server, cx: &Call, req: DeleteLogStreamRequest) -> Result<Bytes> {
     let g = group_doc(s, &cx.scope, &req.log_group_name)?;
-    let logs = s.logs.clone();
+    let (logs, repl) = (s.logs.clone(), s.replication.clone());
     blocking(move || match logs.stream(&g.id, &req.log_stream_name) {
         None => Err(estiba_logstore::Error::NoSuchStream { group: g.id.clone(), stream: req.log_stream_name.clone() }),
-        Some(_) => logs.delete_stream(&g.id, &req.log_stream_name),
+        Some(_) => repl.delete_stream(&logs, &g.id, &req.log_stream_name),
     })
     .await?
     .map_err(store_error)?;
@@ -84,14 +84,14 @@ pub async fn put_log_events(s: &Server, cx: &Call, req: PutLogEventsRequest) -> 
         .iter()
         .map(|e| Event { timestamp: e.timestamp, message: e.message.clone() })
         .collect();
-    let (logs, stream) = (s.logs.clone(), req.log_stream_name);
+    let (logs, repl, stream) = (s.logs.clone(), s.replication.clone(), req.log_stream_name);
     let next_seq = blocking(move || {
         if events.is_empty() {
             logs.stream(&g.id, &stream)
                 .map(|i| i.next_seq)
                 .ok_or(estiba_logstore::Error::NoSuchStream { group: g.id.clone(), stream: stream.clone() })
         } else {
-            logs.append(&g.id, &stream, &events, None, now).map(|a| a.next_seq)
+            repl.append(&logs, &g.id, &stream, &events, None, now).map(|a| a.next_seq)
         }
     })
     .await?
