@@ -132,6 +132,14 @@ def test_bad_certificate_files_stop_the_server_with_a_clear_error(pki, tmp_path)
     assert p.returncode != 0 and "--tls-key" in p.stderr, p.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="estiba agent runs as root")
+def test_an_agent_with_an_unreadable_ca_file_stops_saying_why(tmp_path):
+    p = subprocess.run([BIN, "agent", "--server", "https://127.0.0.1:1", "--join-token", "t", "--fargate",
+                        "--server-ca", str(tmp_path / "no-ca.pem"), "--data-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "no-ca.pem" in p.stderr and "No such file" in p.stderr, p.stderr
+
+
 def test_a_bound_token_acts_only_as_its_node(local_server):
     # The token bound to tls-a: as tls-a it passes (the body is then refused, nothing written)...
     assert agent_api(local_server, "PUT", "nodes/tls-a", BOUND, b"not json")[0] == 400

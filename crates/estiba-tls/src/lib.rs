@@ -144,6 +144,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_ca_file_or_system_roots_the_error_says_to_give_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = write(dir.path(), "empty.pem", "");
+        // rustls-native-certs reads only SSL_CERT_FILE when it is set (no other test here
+        // reads the system's roots).
+        std::env::set_var("SSL_CERT_FILE", &empty);
+        std::env::remove_var("SSL_CERT_DIR");
+        let e = trust_roots(None).unwrap_err().to_string();
+        std::env::remove_var("SSL_CERT_FILE");
+        assert!(e.contains("no trusted CA certificates") && e.contains("give a CA file"), "{e}");
+    }
+
+    #[test]
     fn missing_or_wrong_files_say_which_and_why() {
         let dir = tempfile::tempdir().unwrap();
         let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
