@@ -31,6 +31,8 @@ command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
 command -v protoc >/dev/null || apt_pkgs+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_pkgs+=(libprotobuf-dev)
 command -v etcd >/dev/null || apt_pkgs+=(etcd-server)
+# The HTTPS tests (tests/e2e/test_agent_tls.py) make their CA and certificates with openssl.
+command -v openssl >/dev/null || apt_pkgs+=(openssl)
 
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

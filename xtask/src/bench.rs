@@ -10,6 +10,8 @@
 //! - `placement` (in `bench_placement`): RunTask placements per second on 10,000 container
 //!   instances, with the SQLite and etcd stores.
 //! - `failover` (in `bench_failover`): leader failover time over 20 `kill -9`s of the leader.
+//! - `agent` (in `bench_agent`): RunTask → RUNNING on an agent host beside the server's own
+//!   node.
 //! - `memory`: estiba's resident memory per stored task document: RunTask until the store
 //!   holds `--docs` task documents (100,000), then RSS against the idle server's.
 
@@ -35,7 +37,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     // The peers and tools first (not again inside `bench run`'s namespace, which is offline;
     // the console bench has no peers).
-    if std::env::var_os(crate::bench_run::ISOLATED).is_none() && args.first().map(String::as_str) != Some("console") {
+    if std::env::var_os(crate::bench_run::ISOLATED).is_none()
+        && !matches!(args.first().map(String::as_str), Some("console" | "agent"))
+    {
         let st = Command::new(root.join("scripts/install-bench-deps.sh")).status()?;
         if !st.success() {
             bail!("scripts/install-bench-deps.sh failed");
@@ -45,6 +49,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("api") => api(root, &args[1..]),
         Some("memory") => memory(root, &args[1..]),
         Some("run") => crate::bench_run::run(root, &args[1..]),
+        Some("agent") => crate::bench_agent::run(root, &args[1..]),
         Some("registry") => crate::bench_registry::run(root, &args[1..]),
         Some("services") => crate::bench_services::run(root, &args[1..]),
         Some("net") => crate::bench_net::run(root, &args[1..]),
@@ -55,7 +60,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("lb-service") => crate::bench_lb_service::run(root, &args[1..]),
         Some("console") => crate::bench_console::run(root, &args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]\n       cargo xtask bench placement [--instances N] [--seconds N] [--clients N] [--stores sqlite,etcd]\n       cargo xtask bench failover [--kills N] [--servers N] [--members N] [--debug]"
+            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench agent [--rounds N] [--bin PATH]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]\n       cargo xtask bench placement [--instances N] [--seconds N] [--clients N] [--stores sqlite,etcd]\n       cargo xtask bench failover [--kills N] [--servers N] [--members N] [--debug]"
         ),
     }
 }

@@ -5,6 +5,7 @@
 //! xtask may use anyhow and shell out; it is never a dependency of the product crates.
 
 mod bench;
+mod bench_agent;
 mod bench_console;
 mod bench_dns;
 mod bench_failover;

@@ -7,6 +7,8 @@
 //!   breaks or stays silent past [`SILENCE`] is opened again, on the next server of the list,
 //!   and its first message is a full listing. Until the first listing, [`ControlPlane::listed`]
 //!   does not resolve, so an agent that cannot reach any server touches none of its tasks.
+//! - Servers are `http://` or `https://` URLs; HTTPS verifies the server's certificate
+//!   against the roots the agent was given (its `--server-ca`, or the system's).
 //! - State changes, the heartbeat and log appends are requests, retried on the next server when
 //!   one does not answer; telemetry is posted in batches from its queue (dropped, and counted
 //!   by the queue, when no server takes it).
@@ -24,6 +26,7 @@ use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngestError, Telemetry};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -45,8 +48,10 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("{0} is not a server URL (http://HOST:PORT)")]
+    #[error("{0} is not a server URL (http://HOST:PORT or https://HOST:PORT)")]
     BadServer(String),
+    #[error("{0}: an https:// server needs the certificates to trust (--server-ca FILE, or the system's roots)")]
+    NoTls(String),
     #[error("{server}: {message}")]
     Refused { server: String, status: u16, message: String },
     #[error("{server}: {message}")]
@@ -111,7 +116,23 @@ struct Api {
     current: AtomicUsize,
     token: String,
     node: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// An error with its causes (hyper's client errors say "client error (Connect)" and keep
+/// the reason, a refused connection or an untrusted certificate, in their sources).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_s = c.to_string();
+        if !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 impl Api {
@@ -152,7 +173,7 @@ impl Api {
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
             .await
             .map_err(|_| unreachable("no answer in time".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(with_causes(&e)))?;
         let status = resp.status();
         let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
             .await
@@ -181,7 +202,7 @@ impl Api {
             let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    last = Some(RemoteError::Unreachable { server: server.to_string(), message: e.to_string() });
+                    last = Some(RemoteError::Unreachable { server: server.to_string(), message: with_causes(&e) });
                     continue;
                 }
                 Err(_) => {
@@ -254,21 +275,61 @@ impl RemoteControl {
         resolver: bool,
         load_balancers: bool,
     ) -> Result<Arc<Self>, RemoteError> {
+        Self::start_with_tls(servers, token, node, resolver, load_balancers, None)
+    }
+
+    /// [`RemoteControl::start`] for servers that may be `https://` URLs too: `tls` verifies
+    /// their certificates (an `https://` server without it is refused).
+    pub fn start_with_tls(
+        servers: &[String],
+        token: String,
+        node: String,
+        resolver: bool,
+        load_balancers: bool,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Arc<Self>, RemoteError> {
         let servers = servers
             .iter()
             .map(|s| {
-                s.parse::<Uri>()
+                let u = s
+                    .parse::<Uri>()
                     .ok()
-                    .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some())
-                    .ok_or_else(|| RemoteError::BadServer(s.clone()))
+                    .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+                    .ok_or_else(|| RemoteError::BadServer(s.clone()))?;
+                if u.scheme_str() == Some("https") && tls.is_none() {
+                    return Err(RemoteError::NoTls(s.clone()));
+                }
+                Ok(u)
             })
             .collect::<Result<Vec<_>, _>>()?;
         if servers.is_empty() {
             return Err(RemoteError::BadServer(String::new()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(false);
+        // Without a TLS configuration no server is https (checked above): the connector's
+        // configuration then trusts nothing and is never used.
+        let tls = match tls {
+            // The connector offers ALPN itself (HTTP/1.1) and refuses a configuration that
+            // already names protocols.
+            Some(t) => {
+                let mut c = (*t).clone();
+                c.alpn_protocols.clear();
+                c
+            }
+            None => rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| RemoteError::BadServer(e.to_string()))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let api = Arc::new(Api { servers, current: AtomicUsize::new(0), token, node, client });
 
@@ -577,6 +638,17 @@ mod tests {
     fn only_http_server_urls_are_taken() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
+            // https:// only with certificates to trust.
+            let https = ["https://127.0.0.1:9".to_string()];
+            let e = RemoteControl::start(&https, "t".into(), "n".into(), false, false).err().unwrap();
+            assert!(e.to_string().contains("--server-ca"), "{e}");
+            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            assert!(RemoteControl::start_with_tls(&https, "t".into(), "n".into(), false, false, Some(Arc::new(tls)))
+                .is_ok());
             assert!(RemoteControl::start(&["ftp://x".into()], "t".into(), "n".into(), false, false).is_err());
             assert!(RemoteControl::start(&["nonsense".into()], "t".into(), "n".into(), false, false).is_err());
             assert!(RemoteControl::start(&[], "t".into(), "n".into(), false, false).is_err());

@@ -9,33 +9,19 @@ use crate::table::Certificate;
 use crate::Error;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    estiba_tls::provider()
 }
 
 /// A server configuration for `cert`, offering `alpn` (e.g. `h2`, `http/1.1`).
 pub(crate) fn server_config(cert: &Certificate, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let cert_error = |e: estiba_tls::Error| Error::Certificate(e.to_string());
     let (chain, key) = match cert {
         Certificate::SelfSigned => self_signed()?,
         Certificate::Pem { cert_path, key_path } => {
-            let read =
-                |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Certificate(format!("{}: {e}", p.display())));
-            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read(cert_path)?[..])
-                .collect::<Result<_, _>>()
-                .map_err(|e| Error::Certificate(format!("{}: {e}", cert_path.display())))?;
-            let key = rustls_pemfile::private_key(&mut &read(key_path)?[..])
-                .map_err(|e| Error::Certificate(format!("{}: {e}", key_path.display())))?
-                .ok_or_else(|| Error::Certificate(format!("{}: no private key", key_path.display())))?;
-            (certs, key)
+            estiba_tls::load_certified_key(cert_path, key_path).map_err(cert_error)?
         }
     };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Certificate(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::Certificate(e.to_string()))?;
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(cfg))
+    estiba_tls::server_config(chain, key, alpn).map_err(cert_error)
 }
 
 /// One self-signed certificate per process (generating a key takes milliseconds).

@@ -15,7 +15,9 @@
 //!
 //! Every request carries `Authorization: Bearer <join token>`; the tokens are the lines of
 //! `Config::join_tokens_file`, read again when the file changes, so removing a line revokes
-//! a token at the next request. An unknown token gets 401 and nothing else.
+//! a token at the next request. An unknown token gets 401 and nothing else. A line
+//! `TOKEN node=NODE-ID` binds its token to one node: its requests for any other node get 403
+//! (a line with only a token may act as any node; a line that does not parse admits nothing).
 //!
 //! May not: decide placement, or write anything but what an agent's messages say (its node's
 //! status, the state of tasks claimed for that node, the address blocks it claims).
@@ -41,40 +43,122 @@ pub const PREFIX: &str = "/_estiba/agent/v1/";
 /// How often a stream with nothing to say sends an empty line.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
 
+/// One line of the join tokens file: a token, and the node it may act as (`None`: any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TokenLine {
+    token: String,
+    node: Option<String>,
+}
+
 /// The join tokens, as last read from their file.
 #[derive(Default)]
 pub struct Tokens {
-    read: Mutex<Option<(SystemTime, Arc<HashSet<String>>)>>,
+    read: Mutex<Option<(SystemTime, Arc<Vec<TokenLine>>)>>,
+}
+
+/// What a presented token may do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Not a token of the file.
+    Unknown,
+    /// A token for any node.
+    AnyNode,
+    /// A token bound to these nodes (it appears on several lines).
+    Nodes(Vec<String>),
+}
+
+impl Admission {
+    /// Whether the token may act as `node` (`None`: a request that names no node).
+    fn may_act_as(&self, node: Option<&str>) -> bool {
+        match (self, node) {
+            (Admission::Unknown, _) => false,
+            (Admission::AnyNode, _) | (Admission::Nodes(_), None) => true,
+            (Admission::Nodes(nodes), Some(n)) => nodes.iter().any(|b| b == n),
+        }
+    }
 }
 
 impl Tokens {
-    /// Whether `presented` is a token of `file` (read again when its modification time changed).
-    pub(crate) fn admits(&self, file: &std::path::Path, presented: &str) -> bool {
-        let Ok(mtime) = std::fs::metadata(file).and_then(|m| m.modified()) else { return false };
-        let tokens = {
+    /// The first token of `file` that may act as any node (what this server presents to the
+    /// other servers: tokens bound to a node are agents').
+    pub fn first(&self, file: &std::path::Path) -> Option<String> {
+        let (lines, _) = parse_tokens(&std::fs::read_to_string(file).ok()?);
+        lines.into_iter().find(|l| l.node.is_none()).map(|l| l.token)
+    }
+
+    /// What `presented` may do as a token of `file` (read again when its modification time
+    /// changed).
+    fn admits(&self, file: &std::path::Path, presented: &str) -> Admission {
+        let Ok(mtime) = std::fs::metadata(file).and_then(|m| m.modified()) else { return Admission::Unknown };
+        let lines = {
             let mut read = self.read.lock().unwrap();
             match &*read {
                 Some((at, t)) if *at == mtime => t.clone(),
                 _ => {
-                    let t = Arc::new(parse_tokens(&std::fs::read_to_string(file).unwrap_or_default()));
+                    let (lines, bad) = parse_tokens(&std::fs::read_to_string(file).unwrap_or_default());
+                    for (n, why) in bad {
+                        tracing::warn!(file = %file.display(), line = n, "a join token line is ignored: {why}");
+                    }
+                    let t = Arc::new(lines);
                     *read = Some((mtime, t.clone()));
                     t
                 }
             }
         };
         // Every token is compared in full, whatever matched, so that timing tells nothing.
-        tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), presented.as_bytes()) | found)
-    }
-
-    /// The first token of `file` (what this server presents to the other servers).
-    pub fn first(&self, file: &std::path::Path) -> Option<String> {
-        let text = std::fs::read_to_string(file).ok()?;
-        text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned)
+        let mut any = false;
+        let mut nodes = Vec::new();
+        for l in lines.iter() {
+            if constant_time_eq(l.token.as_bytes(), presented.as_bytes()) {
+                match &l.node {
+                    None => any = true,
+                    Some(n) => nodes.push(n.clone()),
+                }
+            }
+        }
+        if any {
+            Admission::AnyNode
+        } else if nodes.is_empty() {
+            Admission::Unknown
+        } else {
+            Admission::Nodes(nodes)
+        }
     }
 }
 
-fn parse_tokens(text: &str) -> HashSet<String> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
+/// The lines of a join tokens file: `TOKEN` or `TOKEN node=NODE-ID`, blank lines and `#`
+/// comments skipped; with the (1-based) numbers of the lines that do not parse, and why.
+fn parse_tokens(text: &str) -> (Vec<TokenLine>, Vec<(usize, String)>) {
+    let mut lines = Vec::new();
+    let mut bad = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let mut words = l.split_whitespace();
+        let token = words.next().unwrap_or_default().to_owned();
+        let node = match (words.next(), words.next()) {
+            (None, _) => None,
+            (Some(w), None) => match w.strip_prefix("node=") {
+                Some(n) if keys::valid_node_id(n) => Some(n.to_owned()),
+                Some(n) => {
+                    bad.push((i + 1, format!("'{n}' is not a node id")));
+                    continue;
+                }
+                None => {
+                    bad.push((i + 1, format!("expected `TOKEN` or `TOKEN node=NODE-ID`, found '{w}' after the token")));
+                    continue;
+                }
+            },
+            (Some(_), Some(_)) => {
+                bad.push((i + 1, "expected `TOKEN` or `TOKEN node=NODE-ID`: too many words".into()));
+                continue;
+            }
+        };
+        lines.push(TokenLine { token, node });
+    }
+    (lines, bad)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -88,6 +172,8 @@ enum Refusal {
     NoToken,
     #[error("the join token is not valid")]
     BadToken,
+    #[error("this join token may act only as node {bound}, not as node {asked}")]
+    OtherNode { bound: String, asked: String },
     #[error("this server takes no agents: start it with --join-tokens FILE")]
     Closed,
     #[error("no such agent API route: {0}")]
@@ -106,7 +192,7 @@ impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::NoToken | Refusal::BadToken => StatusCode::UNAUTHORIZED,
-            Refusal::Closed => StatusCode::FORBIDDEN,
+            Refusal::Closed | Refusal::OtherNode { .. } => StatusCode::FORBIDDEN,
             Refusal::NoRoute(_) | Refusal::Gone => StatusCode::NOT_FOUND,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::NotYours(_) => StatusCode::CONFLICT,
@@ -175,9 +261,21 @@ pub async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Bo
 }
 
 async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
-    authenticate(server, &req)?;
+    let admission = authenticate(server, &req)?;
     let path = req.uri().path()[PREFIX.len()..].to_owned();
     let parts: Vec<&str> = path.split('/').collect();
+    // Every route under `nodes/<node>/` acts as that node.
+    let node = match parts.as_slice() {
+        ["nodes", node, ..] => Some(*node),
+        _ => None,
+    };
+    if !admission.may_act_as(node) {
+        let bound = match &admission {
+            Admission::Nodes(n) => n.join(", "),
+            _ => String::new(),
+        };
+        return Err(Refusal::OtherNode { bound, asked: node.unwrap_or_default().to_owned() });
+    }
     let max = server.config.max_body_bytes;
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["published"]) => Ok(published(server)),
@@ -228,18 +326,34 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
     }
 }
 
-fn authenticate(server: &Server, req: &Request<Incoming>) -> Result<(), Refusal> {
-    let Some(file) = &server.config.join_tokens_file else { return Err(Refusal::Closed) };
-    let presented = req
-        .headers()
+fn authenticate(server: &Server, req: &Request<Incoming>) -> Result<Admission, Refusal> {
+    admission(server, req.headers()).map_err(|e| match e {
+        TokenRefusal::Closed => Refusal::Closed,
+        TokenRefusal::NoToken => Refusal::NoToken,
+        TokenRefusal::BadToken => Refusal::BadToken,
+    })
+}
+
+/// Why a request's join token was refused.
+pub(crate) enum TokenRefusal {
+    /// The server has no join tokens file.
+    Closed,
+    NoToken,
+    BadToken,
+}
+
+/// What the join token of a request (`Authorization: Bearer <token>`) may do: the agent API
+/// and the servers' peer API ([`crate::peers`]) check their callers with it.
+pub(crate) fn admission(server: &Server, headers: &hyper::HeaderMap) -> Result<Admission, TokenRefusal> {
+    let Some(file) = &server.config.join_tokens_file else { return Err(TokenRefusal::Closed) };
+    let presented = headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Refusal::NoToken)?;
-    if server.join_tokens.admits(file, presented.trim()) {
-        Ok(())
-    } else {
-        Err(Refusal::BadToken)
+        .ok_or(TokenRefusal::NoToken)?;
+    match server.join_tokens.admits(file, presented.trim()) {
+        Admission::Unknown => Err(TokenRefusal::BadToken),
+        a => Ok(a),
     }
 }
 
@@ -456,13 +570,53 @@ fn published(server: &Server) -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn line(token: &str, node: Option<&str>) -> TokenLine {
+        TokenLine { token: token.into(), node: node.map(str::to_owned) }
+    }
+
     #[test]
     fn tokens_are_lines_without_comments() {
-        let t = parse_tokens("# agents\n  abc \n\ndef\n#old\n");
-        assert_eq!(t, HashSet::from(["abc".to_string(), "def".to_string()]));
+        let (t, bad) = parse_tokens("# agents\n  abc \n\ndef\n#old\n");
+        assert_eq!(t, vec![line("abc", None), line("def", None)]);
+        assert!(bad.is_empty());
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn a_token_line_may_bind_its_token_to_a_node() {
+        let (t, bad) = parse_tokens(
+            "free\nbound node=host-a\n  tabs\tnode=host-b  \nwrong host-c\nempty node=\nslash node=a/b\nmany node=x y\n",
+        );
+        assert_eq!(t, vec![line("free", None), line("bound", Some("host-a")), line("tabs", Some("host-b"))]);
+        let lines: Vec<usize> = bad.iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, vec![4, 5, 6, 7], "{bad:?}");
+        assert!(bad[0].1.contains("TOKEN node=NODE-ID"), "{bad:?}");
+        assert!(bad[1].1.contains("not a node id"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_bound_token_acts_only_as_its_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "free\nbound node=host-a\ntwice node=host-a\ntwice node=host-b\nwrong host-c\n").unwrap();
+        let tokens = Tokens::default();
+        let free = tokens.admits(&file, "free");
+        assert_eq!(free, Admission::AnyNode);
+        assert!(free.may_act_as(Some("anything")) && free.may_act_as(None));
+        let bound = tokens.admits(&file, "bound");
+        assert_eq!(bound, Admission::Nodes(vec!["host-a".into()]));
+        assert!(bound.may_act_as(Some("host-a")));
+        assert!(!bound.may_act_as(Some("host-b")));
+        // Routes that name no node (the published tables) are open to every valid token.
+        assert!(bound.may_act_as(None));
+        let twice = tokens.admits(&file, "twice");
+        assert!(twice.may_act_as(Some("host-a")) && twice.may_act_as(Some("host-b")));
+        assert!(!twice.may_act_as(Some("host-c")));
+        // A line that does not parse admits nothing (rather than any node).
+        assert_eq!(tokens.admits(&file, "wrong"), Admission::Unknown);
+        assert!(!Admission::Unknown.may_act_as(None));
     }
 
     #[test]
@@ -471,15 +625,15 @@ mod tests {
         let file = dir.path().join("tokens");
         std::fs::write(&file, "one\ntwo\n").unwrap();
         let tokens = Tokens::default();
-        assert!(tokens.admits(&file, "two"));
-        assert!(!tokens.admits(&file, "three"));
+        assert_eq!(tokens.admits(&file, "two"), Admission::AnyNode);
+        assert_eq!(tokens.admits(&file, "three"), Admission::Unknown);
         // A different modification time makes it read again.
         std::fs::write(&file, "one\n").unwrap();
         let later = SystemTime::now() + Duration::from_secs(5);
         std::fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
-        assert!(!tokens.admits(&file, "two"));
-        assert!(tokens.admits(&file, "one"));
+        assert_eq!(tokens.admits(&file, "two"), Admission::Unknown);
+        assert_eq!(tokens.admits(&file, "one"), Admission::AnyNode);
         std::fs::remove_file(&file).unwrap();
-        assert!(!tokens.admits(&file, "one"), "no file: no token is valid");
+        assert_eq!(tokens.admits(&file, "one"), Admission::Unknown, "no file: no token is valid");
     }
 }

@@ -1,4 +1,5 @@
-//! The listener: one HTTP/1.1 port (keep-alive, served by hyper) for the AWS APIs
+//! The listener: one HTTP/1.1 port (keep-alive, served by hyper; HTTPS when the server has a
+//! certificate, ALPN `http/1.1`) for the AWS APIs
 //! ([`crate::front`]), the OCI registry (`/v2/`, [`crate::registry`]), the web console (`GET /` and
 //! `/_estiba/console/`, [`crate::console`])
 //! and a health check. It only routes by method and path.
@@ -18,18 +19,33 @@ use tokio::net::TcpListener;
 use crate::body::{self, Body};
 use crate::Server;
 
-/// Serves until `shutdown` resolves, then lets open requests finish.
+/// Serves plain HTTP until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     server: Arc<Server>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(server, listener, None, shutdown).await
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then lets open requests finish: HTTPS with `tls` (every
+/// route alike: the AWS APIs, the registry, the console and the agent API), else plain HTTP.
+pub async fn serve_with(
+    server: Arc<Server>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -38,23 +54,23 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let watcher = graceful.watcher();
                 let server = server.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(handle(&server, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .keep_alive(true)
-                    .writev(false)
-
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                match &acceptor {
+                    None => {
+                        tokio::spawn(serve_connection(server, watcher, TokioIo::new(stream)));
                     }
-                });
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => serve_connection(server, watcher, TokioIo::new(tls)).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake did not finish in time"),
+                            }
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -67,6 +83,25 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 (keep-alive) on one connection, plain or TLS.
+async fn serve_connection<I>(server: Arc<Server>, watcher: hyper_util::server::graceful::Watcher, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(handle(&server, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .writev(false)
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// A request id in UUID form, unique per process run, without a system call per request: a

@@ -11,7 +11,7 @@
 //!   unchanged ([`forward`]) and the leader replicates what it ingests to the followers
 //!   ([`crate::replication`]).
 //!
-//! Peer requests carry `Authorization: Bearer <join token>` (the first token of
+//! Peer requests carry `Authorization: Bearer <join token>` (the first unbound token of
 //! `--join-tokens`, which every server of a prefix shares) and are checked as the agent API
 //! checks agents. Without join tokens, servers fetch no blobs from each other.
 //!
@@ -243,17 +243,15 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
     }
 }
 
+/// Peers present a join token that may act as any node: a token bound to a node is an
+/// agent's, and gets nothing here.
 fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(), Refusal> {
-    let Some(file) = &server.config.join_tokens_file else { return Err(Refusal::Closed) };
-    let presented = headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Refusal::NoToken)?;
-    if server.join_tokens.admits(file, presented.trim()) {
-        Ok(())
-    } else {
-        Err(Refusal::BadToken)
+    use crate::agent_api::{Admission, TokenRefusal};
+    match crate::agent_api::admission(server, headers) {
+        Ok(Admission::AnyNode) => Ok(()),
+        Ok(_) | Err(TokenRefusal::BadToken) => Err(Refusal::BadToken),
+        Err(TokenRefusal::NoToken) => Err(Refusal::NoToken),
+        Err(TokenRefusal::Closed) => Err(Refusal::Closed),
     }
 }
 

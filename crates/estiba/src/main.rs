@@ -150,6 +150,11 @@ struct AgentArgs {
     /// A join token the servers accept (a line of their --join-tokens file).
     #[arg(long, env = "ESTIBA_JOIN_TOKEN", required = true)]
     join_token: String,
+    /// The CA certificates (PEM) that `https://` servers' certificates are verified against,
+    /// for the agent API and image pulls from the servers' registries [default: the system's
+    /// roots].
+    #[arg(long, env = "ESTIBA_SERVER_CA")]
+    server_ca: Option<PathBuf>,
     /// Join these clusters as a container instance (names or ARNs, comma-separated).
     #[arg(long, env = "ESTIBA_CLUSTER", value_delimiter = ',')]
     cluster: Vec<String>,
@@ -284,6 +289,13 @@ struct ServerArgs {
     /// Address the API listens on.
     #[arg(long, env = "ESTIBA_LISTEN", default_value = "127.0.0.1:4566")]
     listen: SocketAddr,
+    /// Serve HTTPS on --listen (every API, the registry, the console and the agent API) with
+    /// this certificate chain (PEM, leaf first); needs --tls-key [default: plain HTTP].
+    #[arg(long, env = "ESTIBA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "ESTIBA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where state is kept [default: /var/lib/estiba as root, else $XDG_DATA_HOME/estiba].
     #[arg(long, env = "ESTIBA_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -637,10 +649,18 @@ async fn serve(args: ServerArgs) -> Result<()> {
         vpc_cidr: args.node.vpc_cidr.trunc(),
         ..config
     };
+    // The certificate is read before anything starts, so a bad file stops the server at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (chain, key) = estiba_tls::load_certified_key(cert, key).context("--tls-cert/--tls-key")?;
+            Some(estiba_tls::server_config(chain, key, &[b"http/1.1"]).context("--tls-cert/--tls-key")?)
+        }
+        _ => None,
+    };
     let server = Server::new(config, store.clone()).await.context("loading state")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "estiba server ready");
+    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "estiba server ready");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let settings = controller::Settings {
@@ -734,7 +754,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         None
     };
 
-    http::serve(server, listener, shutdown_signal()).await?;
+    http::serve_with(server, listener, tls, shutdown_signal()).await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = controllers.await;
@@ -908,17 +928,39 @@ fn run_agent(args: AgentArgs) -> Result<()> {
     rt.block_on(async move {
         let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let cp = estiba_agent::remote::RemoteControl::start(
+        // https:// servers: their certificates are verified against --server-ca (or the
+        // system's roots), for the agent API and for pulls from their registries alike.
+        let https: Vec<String> = args
+            .server
+            .iter()
+            .filter_map(|s| s.strip_prefix("https://")?.split('/').next().map(str::to_owned))
+            .collect();
+        let roots = if https.is_empty() {
+            Vec::new()
+        } else {
+            estiba_tls::trust_roots(args.server_ca.as_deref()).context("the certificates to trust for https servers")?
+        };
+        let tls = match roots.is_empty() {
+            true => None,
+            false => Some(estiba_tls::client_config(&roots, &[]).context("--server-ca")?),
+        };
+        let cp = estiba_agent::remote::RemoteControl::start_with_tls(
             &args.server,
             args.join_token.clone(),
             node_id.clone(),
             args.node.vpc_resolver == OnOff::On,
             args.node.load_balancers == OnOff::On,
+            tls,
         )?;
-        // The servers' registries speak plain HTTP, as the server's own node pulls from it.
+        // http:// servers' registries speak plain HTTP, as the server's own node pulls from it.
         let mut insecure = args.node.insecure_registries.clone();
         insecure.extend(args.server.iter().filter_map(|s| server_authority(s).map(str::to_owned)));
-        let images = estiba_runtime::image::ImageStore::open(data_dir.join("images"), insecure)
+        let transport = estiba_runtime::image::registry::Transport {
+            insecure,
+            https,
+            roots: roots.iter().map(|c| c.to_vec()).collect(),
+        };
+        let images = estiba_runtime::image::ImageStore::open_with(data_dir.join("images"), transport)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let address = match args.address {
             Some(a) => Some(a),
@@ -943,7 +985,7 @@ fn run_agent(args: AgentArgs) -> Result<()> {
     })
 }
 
-/// `HOST:PORT` of a server URL (`http://HOST:PORT/...`).
+/// `HOST:PORT` of a plain server URL (`http://HOST:PORT/...`).
 fn server_authority(url: &str) -> Option<&str> {
     url.strip_prefix("http://")?.split('/').next().filter(|a| !a.is_empty())
 }
@@ -951,7 +993,7 @@ fn server_authority(url: &str) -> Option<&str> {
 /// The local address of this machine's route to a server URL's host (a UDP socket connected
 /// there sends nothing, but the kernel picks the source address).
 fn route_source(server: &str) -> Option<std::net::Ipv4Addr> {
-    let authority = server_authority(server)?;
+    let authority = server.strip_prefix("https://").and_then(|r| r.split('/').next()).or(server_authority(server))?;
     let addr = std::net::ToSocketAddrs::to_socket_addrs(authority).ok()?.find(|a| a.is_ipv4())?;
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     sock.connect(addr).ok()?;

@@ -149,6 +149,11 @@ pub fn host_arch() -> &'static str {
 
 impl ImageStore {
     pub fn open(root: impl Into<PathBuf>, insecure: Vec<String>) -> Result<Arc<Self>, Error> {
+        Self::open_with(root, registry::Transport { insecure, ..Default::default() })
+    }
+
+    /// [`ImageStore::open`] with more say in how registries are reached.
+    pub fn open_with(root: impl Into<PathBuf>, transport: registry::Transport) -> Result<Arc<Self>, Error> {
         let root = root.into();
         for d in ["blobs/sha256", "layers", "refs", "tmp"] {
             std::fs::create_dir_all(root.join(d))
@@ -169,7 +174,7 @@ impl ImageStore {
         }
         Ok(Arc::new(ImageStore {
             root,
-            client: RegistryClient::new(insecure)?,
+            client: RegistryClient::with_transport(transport)?,
             local: std::sync::OnceLock::new(),
             limits: unpack::Limits::default(),
             pulls: Mutex::new(HashMap::new()),

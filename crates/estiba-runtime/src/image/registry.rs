@@ -67,10 +67,25 @@ impl Challenge {
     }
 }
 
+/// How a registry client reaches registries besides the defaults (HTTPS verified against
+/// Mozilla's roots, plain HTTP for loopback hosts).
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Registry hosts (`host:port`) spoken to over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Registry hosts always spoken to over HTTPS, loopback ones included (an `estiba server`
+    /// with a certificate, reached by an agent on its own machine).
+    pub https: Vec<String>,
+    /// More trusted CA certificates (DER), e.g. those an agent trusts for its servers.
+    pub roots: Vec<Vec<u8>>,
+}
+
 pub struct RegistryClient {
     http: reqwest::Client,
     /// Registry hosts spoken to over plain HTTP besides loopback ones.
     insecure: Vec<String>,
+    /// Registry hosts always spoken to over HTTPS.
+    https: Vec<String>,
     /// Bearer tokens per (registry, repository).
     tokens: Mutex<HashMap<(String, String), String>>,
     /// How transient failures are retried.
@@ -106,16 +121,31 @@ fn transient_status(s: StatusCode) -> bool {
 
 impl RegistryClient {
     pub fn new(insecure: Vec<String>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+        Self::with_transport(Transport { insecure, ..Transport::default() })
+    }
+
+    pub fn with_transport(t: Transport) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("estiba/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Pull(format!("building the HTTP client: {e}")))?;
-        Ok(RegistryClient { http, insecure, tokens: Mutex::new(HashMap::new()), retry: Retry::default() })
+            .connect_timeout(std::time::Duration::from_secs(10));
+        for der in &t.roots {
+            let cert = reqwest::Certificate::from_der(der)
+                .map_err(|e| Error::Pull(format!("a trusted CA certificate does not decode: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| Error::Pull(format!("building the HTTP client: {e}")))?;
+        Ok(RegistryClient {
+            http,
+            insecure: t.insecure,
+            https: t.https,
+            tokens: Mutex::new(HashMap::new()),
+            retry: Retry::default(),
+        })
     }
 
     fn base(&self, r: &Reference) -> String {
-        let plain = r.is_loopback() || self.insecure.iter().any(|h| h == &r.registry);
+        let plain = !self.https.iter().any(|h| h == &r.registry)
+            && (r.is_loopback() || self.insecure.iter().any(|h| h == &r.registry));
         format!("{}://{}/v2/{}", if plain { "http" } else { "https" }, r.registry, r.repository)
     }
 
@@ -263,6 +293,23 @@ fn net_error(r: &Reference, e: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheme_follows_the_transport() {
+        let r = |s: &str| Reference::parse(s).unwrap();
+        let plain = RegistryClient::new(vec!["10.0.0.1:4566".into()]).unwrap();
+        assert!(plain.base(&r("127.0.0.1:4566/web:1")).starts_with("http://127.0.0.1:4566/v2/web"));
+        assert!(plain.base(&r("10.0.0.1:4566/web:1")).starts_with("http://"));
+        assert!(plain.base(&r("10.0.0.2:4566/web:1")).starts_with("https://"));
+        let tls =
+            RegistryClient::with_transport(Transport { https: vec!["127.0.0.1:4566".into()], ..Transport::default() })
+                .unwrap();
+        assert!(tls.base(&r("127.0.0.1:4566/web:1")).starts_with("https://127.0.0.1:4566/v2/web"));
+        assert!(tls.base(&r("127.0.0.1:5000/web:1")).starts_with("http://"));
+        let bad =
+            RegistryClient::with_transport(Transport { roots: vec![b"not der".to_vec()], ..Transport::default() });
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn challenges() {
