@@ -526,11 +526,12 @@ impl State {
         let Some((def, table)) = self.registered.iter_mut().find(|(d, _)| d.holds(&kv.key)) else {
             return tracing::warn!(key = %kv.key, "a key no service registered a table for");
         };
-        match (kind, (def.decode)(kv)) {
-            (EventKind::Put, Some(d)) => {
+        // A deletion carries no value to decode (etcd's delete events have none).
+        match (kind == EventKind::Put).then(|| (def.decode)(kv)).flatten() {
+            Some(d) => {
                 table.insert(kv.key.clone(), d);
             }
-            _ => {
+            None => {
                 table.remove(&kv.key);
             }
         }
