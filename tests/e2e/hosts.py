@@ -2,11 +2,13 @@
 process, joined by a veth to a bridge in the test's own namespace (the underlay), where an
 `estiba agent` runs; plus the helpers those tests share."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 from conftest import BIN, wait_until
@@ -20,6 +22,16 @@ def bridge_up(name, ip_cidr):
     sh("ip", "link", "add", name, "type", "bridge")
     sh("ip", "addr", "add", ip_cidr, "dev", name)
     sh("ip", "link", "set", name, "up")
+
+
+@contextlib.contextmanager
+def underlay(name, ip_cidr):
+    """The bridge of `bridge_up` for the time of a `with` block (a module fixture's life)."""
+    bridge_up(name, ip_cidr)
+    try:
+        yield name
+    finally:
+        sh("ip", "link", "del", name, check=False)
 
 
 def sh(*args, check=True):
@@ -100,3 +112,16 @@ def private_ip(task):
             if d["name"] == "privateIPv4Address":
                 return d["value"]
     return None
+
+
+def agent_api(server, method, path, token, body=None):
+    """One call to the agent API (`/_estiba/agent/v1/PATH`) with `token` as the bearer (none if
+    `token` is None). Returns (status, body) and never raises on an HTTP error status."""
+    req = urllib.request.Request(f"{server.endpoint}/_estiba/agent/v1/{path}", data=body, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read(1 << 16)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

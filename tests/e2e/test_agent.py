@@ -10,14 +10,12 @@ import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 import images as img
 from conftest import Estiba, isolated, unique, wait_until
-from hosts import FETCH, bridge_up, connected, nodes, private_ip, sh, wait_task
+from hosts import FETCH, connected, nodes, private_ip, sh, underlay, wait_task
 import hosts
 
 
@@ -42,9 +40,8 @@ class Host(hosts.Host):
 
 @pytest.fixture(scope="module")
 def bridge():
-    bridge_up(BRIDGE, f"{SERVER_IP}/24")
-    yield BRIDGE
-    sh("ip", "link", "del", BRIDGE, check=False)
+    with underlay(BRIDGE, f"{SERVER_IP}/24") as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +87,7 @@ def instance_host(server, tmp_path_factory):
 
 
 def agent_api(server, method, path, token=TOKEN, body=None):
-    req = urllib.request.Request(f"{server.endpoint}/_estiba/agent/v1/{path}", data=body, method=method)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read(1 << 16)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
+    return hosts.agent_api(server, method, path, token, body)
 
 def test_only_a_known_join_token_gets_anything(server):
     assert agent_api(server, "GET", "nodes/x/assignments", token=None)[0] == 401

@@ -8,15 +8,13 @@ bridge, as in test_agent.py)."""
 import os
 import ssl
 import subprocess
-import time
-import urllib.error
 import urllib.request
 
 import pytest
 
 import images as img
 from conftest import BIN, Estiba, isolated, unique, wait_until
-from hosts import Host, bridge_up, connected, nodes, private_ip, sh, wait_task
+from hosts import Host, agent_api, connected, nodes, private_ip, underlay, wait_task
 
 BRIDGE = "br-tls"
 SERVER_IP = "10.78.0.1"
@@ -84,16 +82,6 @@ def local_server(pki, tmp_path_factory):
     e.stop()
 
 
-def agent_api(server, method, path, token, body=None):
-    req = urllib.request.Request(f"{server.endpoint}/_estiba/agent/v1/{path}", data=body, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read(1 << 16)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def test_the_aws_cli_and_boto3_speak_https_with_the_ca(local_server):
     name = unique("tls")
     out = local_server.aws("ecs", "create-cluster", "--cluster-name", name)
@@ -156,13 +144,10 @@ def test_a_bound_token_acts_only_as_its_node(local_server):
     assert "tls-b" not in nodes_now and "tls-a" not in nodes_now, nodes_now
 
 
-
-
 @pytest.fixture(scope="module")
 def bridge():
-    bridge_up(BRIDGE, f"{SERVER_IP}/24")
-    yield BRIDGE
-    sh("ip", "link", "del", BRIDGE, check=False)
+    with underlay(BRIDGE, f"{SERVER_IP}/24") as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

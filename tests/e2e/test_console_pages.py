@@ -5,7 +5,6 @@ Cloud Map namespaces, log groups with search, alarms, scaling policies); and the
 switcher. Every check of what the console did is made again through boto3.
 """
 
-import re
 import time
 
 import pytest

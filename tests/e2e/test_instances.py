@@ -257,7 +257,7 @@ def test_draining_an_instance_moves_its_service_tasks(ecs):
     from conftest import wait_until
     cluster = unique("c")
     ecs.create_cluster(clusterName=cluster)
-    cis = fleet(ecs, cluster, [("i-1", "m5.large", "us-east-1a"), ("i-2", "m5.large", "us-east-1b"), ("i-3", "m5.large", "us-east-1c")])
+    fleet(ecs, cluster, [("i-1", "m5.large", "us-east-1a"), ("i-2", "m5.large", "us-east-1b"), ("i-3", "m5.large", "us-east-1c")])
     fam = bridge_td(ecs)
     ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=fam, desiredCount=2, launchType="EC2",
                        placementConstraints=[{"type": "distinctInstance"}])

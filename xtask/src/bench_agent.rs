@@ -153,14 +153,8 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, args: &[String])
     if s != 200 {
         bail!("CreateRepository: {s} {b}");
     }
-    let images = quiet(
-        Command::new("python3")
-            .arg(root.join("scripts/bench-images.py"))
-            .arg(format!("{SERVER_IP}:{port}"))
-            .arg(work.join("images"))
-            .arg("--no-big"),
-    )?;
-    let busybox = crate::bench::json_of(&images)?["busybox"].as_str().context("no busybox image")?.to_owned();
+    let images = crate::bench_run::push_images(root, &format!("{SERVER_IP}:{port}"), work, false)?;
+    let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
     let call = |op: &str, body: &str| -> Result<String> {
         let (s, b) = post(port, op, body)?;
         if s != 200 {

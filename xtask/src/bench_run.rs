@@ -323,10 +323,16 @@ pub(crate) fn registry_with_images(root: &Path, work: &Path, guard: &mut Guard, 
     let (registry, reg_port) = start_registry(work)?;
     guard.0.push(registry);
     eprintln!("building and pushing the images…");
+    push_images(root, &format!("127.0.0.1:{reg_port}"), work, big)
+}
+
+/// Builds the bench images and pushes them to the registry at `registry` (`host:port`) with
+/// `scripts/bench-images.py` (`big`: the 200 MB image too). Returns the script's summary.
+pub(crate) fn push_images(root: &Path, registry: &str, work: &Path, big: bool) -> Result<Value> {
     let summary = quiet(
         Command::new("python3")
             .arg(root.join("scripts/bench-images.py"))
-            .arg(format!("127.0.0.1:{reg_port}"))
+            .arg(registry)
             .arg(work.join("images"))
             .args((!big).then_some("--no-big")),
     )?;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use estiba_api::ecs::{Task, TaskDefinition};
 use estiba_core::netblock::{BlockClaims, BlockError, Routes};
-use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
+use estiba_core::node::{Claim, NodeReports, NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, TelemetrySink};
 use estiba_core::{arn, keys};
 use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
@@ -156,6 +156,8 @@ pub struct StoreControl {
     logs: Option<Arc<dyn LogIngest>>,
     /// Where address blocks come from (`None`: the node hands out whole subnets).
     blocks: Option<Arc<dyn BlockClaims>>,
+    /// Where the node's reports go (`None`: written to the store as they come).
+    reports: Option<Arc<dyn NodeReports>>,
     node: String,
 }
 
@@ -176,12 +178,12 @@ impl StoreControl {
         node: String,
         sink: Arc<dyn TelemetrySink>,
     ) -> Result<Arc<Self>, StoreError> {
-        Self::start_with(store, node, sink, Published::default(), None, None).await
+        Self::start_with(store, node, sink, Published::default(), None, None, None).await
     }
 
     /// [`StoreControl::start`], handing the node what the server publishes beside the store,
-    /// where container logs go (`None`: the awslogs driver has nowhere to ship) and where
-    /// address blocks come from.
+    /// where container logs go (`None`: the awslogs driver has nowhere to ship), where
+    /// address blocks come from and where the node's reports go.
     pub async fn start_with(
         store: Arc<dyn Store>,
         node: String,
@@ -189,6 +191,7 @@ impl StoreControl {
         published: Published,
         logs: Option<Arc<dyn LogIngest>>,
         blocks: Option<Arc<dyn BlockClaims>>,
+        reports: Option<Arc<dyn NodeReports>>,
     ) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = watch::channel(Arc::new(HashMap::new()));
         let (listed_tx, listed) = watch::channel(false);
@@ -202,6 +205,7 @@ impl StoreControl {
             published,
             logs,
             blocks,
+            reports,
             node: node.clone(),
         });
         tokio::spawn(follow(store, node, tx, listed_tx));
@@ -519,6 +523,9 @@ impl ControlPlane for StoreControl {
 
     fn report_node(&self, status: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move {
+            if let Some(r) = &self.reports {
+                return r.report(status).await.map_err(|e| ControlError::Failed(e.to_string()));
+            }
             let value = serde_json::to_vec(&status).map_err(|e| ControlError::Failed(e.to_string()))?;
             self.store
                 .txn(Txn::new().then(Op::put(keys::node(&status.id), value)))

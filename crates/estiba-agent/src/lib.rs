@@ -173,6 +173,7 @@ async fn heartbeat(shared: Arc<Shared>) {
             external: shared.cfg.role.external,
             attributes: shared.cfg.role.attributes.clone(),
             remote: shared.cfg.role.remote,
+            lost_at: None,
             executor: match &shared.cfg.executor {
                 Executor::Native => "native".into(),
                 Executor::Oci(p) => p.display().to_string(),

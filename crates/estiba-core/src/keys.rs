@@ -23,6 +23,7 @@
 //! | key | value |
 //! |---|---|
 //! | `ecs/-/-/nodes/<node id>` | [`crate::node::NodeStatus`] |
+//! | `ecs/-/-/node-leases/<node id>` | [`crate::node::NodeLease`]: with etcd, the node is alive while this key, bound to a lease its heartbeats renew, exists |
 //! | `ecs/-/-/claims/<node id>/<account>/<region>/<cluster>/<task id>` | [`crate::node::Claim`]: the node runs the task `ecs/<account>/<region>/tasks/<cluster>/<task id>` |
 //! | `ecs/-/-/service-connect/vips` | [`crate::service_connect::Vips`]: every Service Connect client alias's virtual address (one document: addresses are shared by every node) |
 //!
@@ -151,6 +152,11 @@ pub fn node(id: &str) -> String {
 }
 
 pub const NODES_PREFIX: &str = "ecs/-/-/nodes/";
+
+/// A node's liveness key with the etcd store ([`crate::node::NodeLease`]).
+pub fn node_lease(id: &str) -> String {
+    format!("ecs/-/-/node-leases/{id}")
+}
 
 /// The etcd election servers of one prefix campaign in: its keys are `leader/<lease>`, each
 /// holding a server's URL; they are not documents of any service.

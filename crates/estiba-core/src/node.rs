@@ -6,8 +6,10 @@
 //! - The agent reports what happened to a task as a [`TaskStateChange`] message (ECS's
 //!   SubmitTaskStateChange and SubmitContainerStateChange in one); the control plane applies
 //!   it to the task document with [`TaskStateChange::apply`].
-//! - Each agent sends its [`NodeStatus`] every few seconds: the server refuses new Fargate
-//!   tasks on a node whose available memory fell below the node's floor.
+//! - Each agent sends its [`NodeStatus`] every few seconds ([`NodeReports`]): the report
+//!   renews the node's liveness, and is written to the store only when it says something new
+//!   ([`NodeStatus::news_against`]); the server refuses new Fargate tasks on a node whose
+//!   available memory fell below the node's floor.
 //!
 //! Every message here is JSON (camelCase, stable field names), so an agent on another
 //! machine sends the same messages over the network.
@@ -71,6 +73,10 @@ pub struct NodeStatus {
     /// Runs on another machine, through the agent API (not inside a server process).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remote: bool,
+    /// Set by the control plane when it finds the node lost (seconds since the epoch); the
+    /// node's next report clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at: Option<f64>,
 }
 
 impl NodeStatus {
@@ -79,10 +85,40 @@ impl NodeStatus {
         self.mem_available_bytes >= self.mem_floor_bytes
     }
 
-    /// Whether the node reported within `lease` seconds of `now` (seconds since the epoch).
-    pub fn alive(&self, now: f64, lease: f64) -> bool {
-        now - self.heartbeat_at <= lease
+    /// Whether this report says something the stored one (`stored`) does not, so that it
+    /// must be written: heartbeats only prove the node alive (node liveness is kept beside
+    /// the store), and the document changes only when what placement or other nodes read of
+    /// it does. Available memory counts only when the node's ability to take a task flips or
+    /// it moved by more than 1/32 of the host's memory (at least 64 MiB).
+    pub fn news_against(&self, stored: &NodeStatus) -> bool {
+        let step = (self.mem_total_bytes / 32).max(64 << 20);
+        let moved = self.mem_available_bytes.abs_diff(stored.mem_available_bytes) > step;
+        let same_rest = NodeStatus {
+            heartbeat_at: stored.heartbeat_at,
+            mem_available_bytes: stored.mem_available_bytes,
+            ..self.clone()
+        } == *stored;
+        !same_rest || moved || self.has_memory() != stored.has_memory()
     }
+}
+
+/// The value of a node's liveness key with a store that has leases (`keys::node_lease`):
+/// the lease that holds it, which every heartbeat of the node renews.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLease {
+    pub lease: i64,
+}
+
+/// Why a node's report was not recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("the node's report was not recorded: {0}")]
+pub struct ReportError(pub String);
+
+/// Where a node inside a server process sends its reports: the server's node liveness
+/// (a remote agent reaches the same through the agent API).
+pub trait NodeReports: Send + Sync + 'static {
+    fn report(&self, status: NodeStatus) -> crate::telemetry::BoxFuture<'_, Result<(), ReportError>>;
 }
 
 /// A container's `lastStatus`, as an agent reports it.
@@ -413,5 +449,36 @@ mod tests {
             serde_json::to_value(TaskStateAck { version: 3, changed: true }).unwrap(),
             serde_json::json!({"version": 3, "changed": true})
         );
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::NodeStatus;
+
+    fn status(avail_mib: u64) -> NodeStatus {
+        NodeStatus {
+            id: "n1".into(),
+            mem_available_bytes: avail_mib << 20,
+            mem_total_bytes: 8192 << 20,
+            mem_floor_bytes: 256 << 20,
+            heartbeat_at: 100.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn heartbeats_alone_are_no_news() {
+        let stored = status(4000);
+        let mut beat = status(4100);
+        beat.heartbeat_at = 105.0;
+        assert!(!beat.news_against(&stored));
+        // More than 1/32 of 8 GiB (256 MiB) of movement is news.
+        assert!(status(4300).news_against(&stored));
+        // Crossing the floor is news however small the step.
+        assert!(status(200).news_against(&status(300)));
+        let mut other = status(4000);
+        other.fargate = true;
+        assert!(other.news_against(&stored));
     }
 }

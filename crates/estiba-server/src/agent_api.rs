@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, Telemetry, TelemetrySink};
-use estiba_store::{Op, Revision, Txn};
+use estiba_store::Revision;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -168,14 +168,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// What the agent API's answers carry when they refuse.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error("a join token is required (Authorization: Bearer <token>)")]
-    NoToken,
-    #[error("the join token is not valid")]
-    BadToken,
+    #[error(transparent)]
+    Token(#[from] TokenRefusal),
     #[error("this join token may act only as node {bound}, not as node {asked}")]
     OtherNode { bound: String, asked: String },
-    #[error("this server takes no agents: start it with --join-tokens FILE")]
-    Closed,
     #[error("no such agent API route: {0}")]
     NoRoute(String),
     #[error("the request does not decode: {0}")]
@@ -191,8 +187,8 @@ enum Refusal {
 impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
-            Refusal::NoToken | Refusal::BadToken => StatusCode::UNAUTHORIZED,
-            Refusal::Closed | Refusal::OtherNode { .. } => StatusCode::FORBIDDEN,
+            Refusal::Token(t) => t.status(),
+            Refusal::OtherNode { .. } => StatusCode::FORBIDDEN,
             Refusal::NoRoute(_) | Refusal::Gone => StatusCode::NOT_FOUND,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::NotYours(_) => StatusCode::CONFLICT,
@@ -286,8 +282,7 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
             let mut status: NodeStatus = decode(req, max).await?;
             status.id = node.to_string();
             status.remote = true;
-            let value = serde_json::to_vec(&status).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-            server.store.txn(Txn::new().then(Op::put(keys::node(node), value))).await.map_err(WriteError::from)?;
+            server.liveness.report(server, status).await?;
             Ok(no_content())
         }
         (Method::POST, ["nodes", node, "tasks"]) if keys::valid_node_id(node) => {
@@ -327,19 +322,28 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
 }
 
 fn authenticate(server: &Server, req: &Request<Incoming>) -> Result<Admission, Refusal> {
-    admission(server, req.headers()).map_err(|e| match e {
-        TokenRefusal::Closed => Refusal::Closed,
-        TokenRefusal::NoToken => Refusal::NoToken,
-        TokenRefusal::BadToken => Refusal::BadToken,
-    })
+    Ok(admission(server, req.headers())?)
 }
 
-/// Why a request's join token was refused.
+/// Why a request's join token was refused (by the agent API or the peer API).
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenRefusal {
     /// The server has no join tokens file.
+    #[error("this server takes no agents or peers: start it with --join-tokens FILE")]
     Closed,
+    #[error("a join token is required (Authorization: Bearer <token>)")]
     NoToken,
+    #[error("the join token is not valid")]
     BadToken,
+}
+
+impl TokenRefusal {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            TokenRefusal::Closed => StatusCode::FORBIDDEN,
+            TokenRefusal::NoToken | TokenRefusal::BadToken => StatusCode::UNAUTHORIZED,
+        }
+    }
 }
 
 /// What the join token of a request (`Authorization: Bearer <token>`) may do: the agent API

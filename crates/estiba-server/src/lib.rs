@@ -25,6 +25,7 @@ pub mod front;
 pub mod http;
 pub mod lb;
 pub mod lb_health;
+pub mod liveness;
 pub mod log_ingest;
 pub mod metric_ingest;
 mod migrate;
@@ -213,6 +214,8 @@ pub struct Server {
     pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
     /// The other servers sharing the state, and which one leads ([`peers`]).
     pub peers: peers::Peers,
+    /// Which nodes reported within the node lease ([`liveness`]).
+    pub liveness: Arc<liveness::Liveness>,
     /// The leader's log and metric ingest, kept for the followers ([`replication`]); every
     /// change to `logs` and `metrics` goes through it.
     pub replication: replication::Replication,
@@ -358,6 +361,7 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
+        let liveness = Arc::new(liveness::Liveness::new(config.node_lease));
         migrate::claims_by_node(&*store).await?;
         let view = view::View::start(store.clone(), services::SERVICES.iter().flat_map(|s| s.tables())).await?;
         let local_node = config.local_node.as_deref().map(Arc::from);
@@ -406,6 +410,7 @@ impl Server {
             leader: Default::default(),
             reservations: Default::default(),
             peers: Default::default(),
+            liveness,
             replication: Default::default(),
         }))
     }
@@ -470,13 +475,12 @@ impl Server {
     /// ids of the tasks it runs (`GET /_estiba/nodes`).
     pub fn nodes(&self) -> Vec<serde_json::Value> {
         let now = now();
-        let lease = self.config.node_lease.as_secs_f64();
         let st = self.view.read();
         st.nodes
             .values()
             .map(|d| {
                 let mut v = serde_json::to_value(&d.value).unwrap_or_default();
-                v["connected"] = d.value.alive(now, lease).into();
+                v["connected"] = self.liveness.alive(&st, &d.value.id, now).into();
                 // The ids of the tasks it runs (claimed, not stopped).
                 let running: Vec<&str> = st
                     .claims_by_node

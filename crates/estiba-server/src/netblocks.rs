@@ -60,6 +60,20 @@ impl From<WriteError> for Claim {
     }
 }
 
+/// How long a node stays lost, in node leases, before its address blocks go back to the
+/// free pool (when none of its tasks is left running).
+pub const RELEASE_AFTER_LEASES: u32 = 10;
+
+/// The deletion of every block `node` holds (each compared with the revision read), or
+/// `None` when it holds none.
+pub fn release(st: &State, node: &str) -> Option<Txn> {
+    let mut txn = Txn::new();
+    for (key, doc) in st.netblocks.iter().filter(|(_, d)| d.value.node == node) {
+        txn = txn.when(Compare::mod_revision(key, doc.rev)).then(Op::delete(key.clone()));
+    }
+    (!txn.ops.is_empty()).then_some(txn)
+}
+
 /// Every block with the address its node last reported.
 pub fn routes(st: &State) -> Routes {
     let routes = st

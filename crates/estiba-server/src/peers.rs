@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
+use crate::agent_api::{Admission, TokenRefusal};
 use crate::body::{self, Body};
 use crate::Server;
 
@@ -180,12 +181,8 @@ pub fn tell_leader(server: &Arc<Server>, batch: &estiba_core::telemetry::Telemet
 /// Why a peer request was refused.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error("a join token is required (Authorization: Bearer <token>)")]
-    NoToken,
-    #[error("the join token is not valid")]
-    BadToken,
-    #[error("this server takes no peers: start it with --join-tokens FILE")]
-    Closed,
+    #[error(transparent)]
+    Token(#[from] TokenRefusal),
     #[error("no such peer API route: {0}")]
     NoRoute(String),
     #[error("{0}")]
@@ -197,8 +194,7 @@ enum Refusal {
 impl Refusal {
     fn response(&self) -> Response<Body> {
         let status = match self {
-            Refusal::NoToken | Refusal::BadToken => StatusCode::UNAUTHORIZED,
-            Refusal::Closed => StatusCode::FORBIDDEN,
+            Refusal::Token(t) => t.status(),
             Refusal::NoRoute(_) | Refusal::NoBlob(_) => StatusCode::NOT_FOUND,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
         };
@@ -246,12 +242,9 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
 /// Peers present a join token that may act as any node: a token bound to a node is an
 /// agent's, and gets nothing here.
 fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(), Refusal> {
-    use crate::agent_api::{Admission, TokenRefusal};
-    match crate::agent_api::admission(server, headers) {
-        Ok(Admission::AnyNode) => Ok(()),
-        Ok(_) | Err(TokenRefusal::BadToken) => Err(Refusal::BadToken),
-        Err(TokenRefusal::NoToken) => Err(Refusal::NoToken),
-        Err(TokenRefusal::Closed) => Err(Refusal::Closed),
+    match crate::agent_api::admission(server, headers)? {
+        Admission::AnyNode => Ok(()),
+        _ => Err(TokenRefusal::BadToken.into()),
     }
 }
 

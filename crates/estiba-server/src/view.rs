@@ -230,6 +230,8 @@ pub struct State {
     /// own; Fargate tasks are spread by their number).
     pub claims_by_node: HashMap<String, std::collections::BTreeSet<String>>,
     pub nodes: Table<NodeStatus>,
+    /// With etcd, the liveness keys of the nodes that are alive ([`crate::liveness`]).
+    pub node_leases: Table<estiba_core::node::NodeLease>,
     /// The VPC's address blocks, by block key ([`estiba_core::netblock`]).
     pub netblocks: Table<estiba_core::netblock::NetBlock>,
     /// Service Connect's VIPs (one document, [`estiba_core::keys::SERVICE_CONNECT_VIPS`]).
@@ -485,6 +487,9 @@ impl State {
             }
             "netblocks" => {
                 put(&mut self.netblocks, kind, kv);
+            }
+            "node-leases" => {
+                put(&mut self.node_leases, kind, kv);
             }
             "service-connect" => {
                 put(&mut self.service_connect, kind, kv);

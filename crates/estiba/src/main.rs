@@ -658,6 +658,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         _ => None,
     };
     let server = Server::new(config, store.clone()).await.context("loading state")?;
+    if let Some(e) = &etcd {
+        server.liveness.use_etcd(e.clone());
+    }
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "estiba server ready");
@@ -735,6 +738,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             published,
             Some(log_ingest),
             Some(Arc::new(estiba_server::netblocks::ServerBlocks(server.clone()))),
+            Some(Arc::new(estiba_server::liveness::ServerReports(server.clone()))),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -5,6 +5,11 @@
 //! instances stay, as ECS leaves tasks of an instance whose agent disconnected: a returning
 //! agent reconciles them with what the control plane wants.
 //!
+//! A lost node's document records since when it is lost (`lostAt`, cleared by its next
+//! report). Once it has been lost for [`crate::netblocks::RELEASE_AFTER_LEASES`] node leases
+//! and none of its tasks is left unstopped, its address blocks go back to the free pool: no
+//! address in them is in use, and a node that returns later claims blocks again.
+//!
 //! May not: remove claims or tasks (housekeeping does, once stopped tasks expire).
 
 use std::convert::Infallible;
@@ -36,7 +41,7 @@ impl Controller for LostNodes {
             let now = now();
             let mut groups = Vec::new();
             let alive =
-                |node: &str| st.nodes.get(&crate::keys::node(node)).map(|d| d.value.alive(now, lease.as_secs_f64()));
+                |node: &str| st.nodes.get(&crate::keys::node(node)).map(|_| server.liveness.alive(&st, node, now));
             for d in st.instances.values() {
                 let Some(alive) = estiba_core::instance::node_of(&d.value).and_then(alive) else { continue };
                 if d.value.agent_connected != alive {
@@ -46,7 +51,27 @@ impl Controller for LostNodes {
                     groups.push(Txn::new().when(Compare::mod_revision(&d.key, d.rev)).then(put(&d.key, &ci)));
                 }
             }
-            for n in st.nodes.values().filter(|n| n.value.fargate && !n.value.alive(now, lease.as_secs_f64())) {
+            let release_after = (lease * crate::netblocks::RELEASE_AFTER_LEASES).as_secs_f64();
+            for n in st.nodes.values().filter(|n| !server.liveness.alive(&st, &n.value.id, now)) {
+                let unstopped = st
+                    .claims_by_node
+                    .get(&n.value.id)
+                    .into_iter()
+                    .flatten()
+                    .any(|k| st.tasks.get(k).is_some_and(|t| !t.value.stopped()));
+                match n.value.lost_at {
+                    None => {
+                        let mut v = n.value.clone();
+                        v.lost_at = Some(now);
+                        groups.push(Txn::new().when(Compare::mod_revision(&n.key, n.rev)).then(put(&n.key, &v)));
+                    }
+                    Some(at) if now - at > release_after && !unstopped => {
+                        groups.extend(crate::netblocks::release(&st, &n.value.id));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for n in st.nodes.values().filter(|n| n.value.fargate && !server.liveness.alive(&st, &n.value.id, now)) {
                 for key in st.claims_by_node.get(&n.value.id).into_iter().flatten() {
                     let Some(d) = st.tasks.get(key) else { continue };
                     if d.value.stopped() || d.value.launch_type != Some(estiba_api::ecs::LaunchType::Fargate) {

@@ -61,8 +61,8 @@ pub struct Ctx {
     /// This server's own node, which takes Fargate tasks when no other node has reported yet
     /// (right after the server starts, before its first heartbeat).
     pub node: Option<Arc<str>>,
-    /// Seconds a node may stay silent before it counts as lost (`Config::node_lease`).
-    pub node_lease: f64,
+    /// Which nodes reported within the node lease.
+    pub liveness: Arc<crate::liveness::Liveness>,
     /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
     pub vpc_cidr: ipnet::Ipv4Net,
     /// This request's hold on the server's placements not yet written
@@ -78,7 +78,7 @@ impl Ctx {
             scope,
             now,
             node: server.local_node.clone(),
-            node_lease: server.config.node_lease.as_secs_f64(),
+            liveness: server.liveness.clone(),
             vpc_cidr: server.config.vpc_cidr,
             held,
         }

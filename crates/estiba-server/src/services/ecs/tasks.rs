@@ -288,7 +288,7 @@ pub(crate) fn task_write_groups(
 
 /// The nodes that take Fargate tasks and reported within the node lease.
 fn fargate_nodes<'a>(st: &'a State, cx: &Ctx) -> Vec<&'a estiba_core::node::NodeStatus> {
-    st.nodes.values().map(|d| &d.value).filter(|n| n.fargate && n.alive(cx.now, cx.node_lease)).collect()
+    st.nodes.values().map(|d| &d.value).filter(|n| n.fargate && cx.liveness.alive(st, &n.id, cx.now)).collect()
 }
 
 /// The Fargate nodes a call may place on, each with the tasks it runs: counted once per call
