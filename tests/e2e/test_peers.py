@@ -336,3 +336,39 @@ def test_target_health_a_follower_hears_reaches_the_leader(servers):
     agent_call(follower, "nodes/n1/telemetry", [{"kind": "targetHealth", "items": [
         {"node": "n1", "targetGroupArn": tg["TargetGroupArn"], "target": target, "state": "healthy"}]}])
     wait_until(lambda: state(leader) == "healthy", timeout=10, what="the leader hearing the target healthy")
+
+
+def test_two_servers_placing_at_once_never_overfill_an_instance(servers):
+    """RunTask on both servers at once, on instances with room for 16 tasks: each server's
+    reservations see only its own requests, so the store guards the instances (a compare on
+    each instance placed on): exactly 16 tasks are placed, then both answer RESOURCE:CPU."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_instances import bridge_td, fleet
+
+    leader, follower = servers
+    cluster = unique("race")
+    ecs = [leader.client(), follower.client()]
+    ecs[0].create_cluster(clusterName=cluster)
+    fleet(ecs[0], cluster, [(f"i-r{n}", "m5.large", "us-east-1a") for n in range(4)], cpu=1024, memory=8192)
+    fam = bridge_td(ecs[0], cpu=256, memory=64)
+    wait_until(lambda: len(ecs[1].list_container_instances(cluster=cluster)["containerInstanceArns"]) == 4,
+               what="the follower seeing the instances")
+    wait_until(lambda: ecs[1].describe_task_definition(taskDefinition=fam)["taskDefinition"], what="the task definition")
+
+    def run(client):
+        placed, reasons = 0, set()
+        for _ in range(20):
+            r = client.run_task(cluster=cluster, taskDefinition=fam, count=1, launchType="EC2")
+            placed += len(r["tasks"])
+            reasons.update(f["reason"] for f in r["failures"])
+        return placed, reasons
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, [ecs[i % 2] for i in range(8)]))
+    assert sum(p for p, _ in results) == 16, results
+    assert {"RESOURCE:CPU"} == set().union(*(r for _, r in results)), results
+    arns = ecs[0].list_container_instances(cluster=cluster)["containerInstanceArns"]
+    for ci in ecs[0].describe_container_instances(cluster=cluster, containerInstances=arns)["containerInstances"]:
+        remaining = {r["name"]: r.get("integerValue") for r in ci["remainingResources"]}
+        assert remaining["CPU"] == 0, ci

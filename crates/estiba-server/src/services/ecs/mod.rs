@@ -63,6 +63,10 @@ pub struct Ctx {
     pub node: Option<Arc<str>>,
     /// Which nodes reported within the node lease.
     pub liveness: Arc<crate::liveness::Liveness>,
+    /// Other servers may write to the same state (etcd): placements on container instances
+    /// are guarded in the store ([`tasks::guard_instances`]), not only by this server's
+    /// reservations.
+    pub shared: bool,
     /// The default VPC's CIDR (the subnets awsvpc tasks are placed in).
     pub vpc_cidr: ipnet::Ipv4Net,
     /// This request's hold on the server's placements not yet written
@@ -79,6 +83,7 @@ impl Ctx {
             now,
             node: server.local_node.clone(),
             liveness: server.liveness.clone(),
+            shared: server.peers.shared(),
             vpc_cidr: server.config.vpc_cidr,
             held,
         }

@@ -236,9 +236,35 @@ pub(crate) fn write_tasks(
     tasks: &[Task],
     network: Option<&NetworkConfiguration>,
 ) {
+    guard_instances(txn, st, cx, cluster, tasks);
     for g in task_write_groups(st, cx, cluster, tasks, network) {
         txn.compares.extend(g.compares);
         txn.ops.extend(g.ops);
+    }
+}
+
+/// When other servers write the same state, placements on container instances are checked in
+/// the store: `txn` compares each instance the tasks go to with the revision placement read
+/// and rewrites it with its `version` one higher (ECS counts a change of an instance's
+/// resources as a new version). A server that placed on the same instance in between makes
+/// the compare fail, and the request is placed again from the fresher view; reservations
+/// ([`Reservations`]) only see this server's own requests. One server alone needs no guard.
+pub(crate) fn guard_instances(txn: &mut Txn, st: &State, cx: &Ctx, cluster: &str, tasks: &[Task]) {
+    if !cx.shared {
+        return;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for arn in tasks.iter().filter_map(|t| t.container_instance_arn.as_deref()) {
+        let Some((_, id)) = arn::member_id("container-instance", arn) else { continue };
+        let key = keys::instance(&cx.scope, cluster, id);
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let Some(d) = st.instances.get(&key) else { continue };
+        let mut ci = d.value.clone();
+        ci.version += 1;
+        txn.compares.push(Compare::mod_revision(&key, d.rev));
+        txn.ops.push(put(&key, &ci));
     }
 }
 
@@ -418,6 +444,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &mut ids,
             )?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
+            guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
             let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
             Ok((txn, (placed, first, rest)))
@@ -547,6 +574,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
             let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
             let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
+            guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
             let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
             Ok((txn, (placed, first, rest)))
