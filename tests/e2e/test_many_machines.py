@@ -190,6 +190,11 @@ def test_a_service_spans_machines_and_survives_losing_a_leader_an_etcd_member_an
     assert sorted(where) == ["fa"] * 3 + ["fb"] * 3, where
     wait_until(lambda: ecs.describe_services(services=["web"])["services"][0]["deployments"][0]["rolloutState"]
                == "COMPLETED", timeout=90, what="the first deployment COMPLETED (targets healthy)")
+    # Target health is the leader's (every node's probes reach it): both servers answer alike.
+    for s in servers:
+        wait_until(lambda: sorted(d["TargetHealth"]["State"] for d in s.client("elbv2").describe_target_health(
+            TargetGroupArn=tg)["TargetHealthDescriptions"]) == ["healthy"] * 6, timeout=30,
+            what=f"6 healthy targets as {s.endpoint} says")
 
     # A second service publishes its port through Service Connect (the same namespace).
     ecs.register_task_definition(

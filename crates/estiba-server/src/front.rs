@@ -120,7 +120,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let model = t.svc.model();
     let op = &model.operations[t.op];
-    if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::LEADER_OWNS.contains(&model.module)) {
+    if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::leader_owns(model.module, op.name)) {
         let pq = pq.unwrap_or_else(|| path.clone());
         match crate::peers::forward(server, &method, &pq, &headers, body.clone()).await {
             Ok(Some(resp)) => return resp,

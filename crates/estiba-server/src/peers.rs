@@ -37,6 +37,16 @@ pub const PREFIX: &str = "/_estiba/peer/v1/";
 /// requests reaching a follower are forwarded to the leader.
 pub const LEADER_OWNS: [&str; 2] = ["logs", "cloudwatch"];
 
+/// Operations of other services whose answer only the leader has whole: target health is
+/// kept in memory, and every node's probe results reach the leader (`tell_leader`), a
+/// follower hears only its own nodes'.
+pub const LEADER_ANSWERS: [(&str, &str); 1] = [("elbv2", "DescribeTargetHealth")];
+
+/// Whether a follower sends `module`'s operation `op` to the leader.
+pub fn leader_owns(module: &str, op: &str) -> bool {
+    LEADER_OWNS.contains(&module) || LEADER_ANSWERS.contains(&(module, op))
+}
+
 /// How often [`track`] reads the election's members and leader.
 pub const TRACK_EVERY: Duration = Duration::from_millis(300);
 
