@@ -46,6 +46,8 @@ pub enum Common {
     NotImplemented,
     /// A temporary failure of the server (status 503): retry.
     ServiceUnavailable,
+    /// The client did not send the request in time (status 408).
+    RequestTimeout,
 }
 
 impl ErrorShape for Common {
@@ -64,6 +66,7 @@ impl ErrorShape for Common {
             Common::RequestEntityTooLarge => "RequestEntityTooLargeException",
             Common::NotImplemented => "NotImplemented",
             Common::ServiceUnavailable => "ServiceUnavailable",
+            Common::RequestTimeout => "RequestTimeout",
         }
     }
 
@@ -77,6 +80,7 @@ impl ErrorShape for Common {
             Common::RequestEntityTooLarge => 413,
             Common::NotImplemented => 501,
             Common::ServiceUnavailable => 503,
+            Common::RequestTimeout => 408,
             _ => 400,
         }
     }

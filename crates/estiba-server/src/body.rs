@@ -84,12 +84,22 @@ fn too_large(max: usize) -> ApiError {
     ApiError::new(Common::RequestEntityTooLarge, format!("The request body is larger than the {max} bytes allowed."))
 }
 
+/// How long a client has to send a request's body: a client trickling one holds a connection
+/// for no longer.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn read_raw(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
     let declared =
         req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     let mut body = req.into_body();
     if declared.is_none_or(|len| len <= max) {
-        match Limited::new(&mut body, max).collect().await {
+        let Ok(collected) = tokio::time::timeout(BODY_DEADLINE, Limited::new(&mut body, max).collect()).await else {
+            return Err(ApiError::new(
+                Common::RequestTimeout,
+                format!("The request body was not received within {} seconds.", BODY_DEADLINE.as_secs()),
+            ));
+        };
+        match collected {
             Ok(c) => return Ok(c.to_bytes()),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {}
             Err(e) => {

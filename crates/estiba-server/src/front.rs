@@ -120,6 +120,12 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let model = t.svc.model();
     let op = &model.operations[t.op];
+    // The rate is counted once the protocol is known (EC2 and Query look alike until then).
+    if let Some(limits) = &server.rate_limits {
+        if !limits.admit(&scope.account, std::time::Instant::now()) {
+            return error_response(&r, Some(model), &crate::limits::throttled(r.wire), request_id);
+        }
+    }
     if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::leader_owns(model.module, op.name)) {
         let pq = pq.unwrap_or_else(|| path.clone());
         match crate::peers::forward(server, &method, &pq, &headers, body.clone()).await {

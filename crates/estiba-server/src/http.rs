@@ -42,7 +42,14 @@ pub async fn serve_with(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
+    // At most `max_connections` open: past it, new connections wait in the listen queue
+    // until one closes (each connection holds a permit for its life).
+    let open = Arc::new(tokio::sync::Semaphore::new(server.config.max_connections.max(1)));
     loop {
+        let permit = tokio::select! {
+            p = open.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -58,11 +65,15 @@ pub async fn serve_with(
                 let server = server.clone();
                 match &acceptor {
                     None => {
-                        tokio::spawn(serve_connection(server, watcher, TokioIo::new(stream)));
+                        tokio::spawn(async move {
+                            serve_connection(server, watcher, TokioIo::new(stream)).await;
+                            drop(permit);
+                        });
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
                         tokio::spawn(async move {
+                            let _permit = permit;
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => serve_connection(server, watcher, TokioIo::new(tls)).await,
                                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -96,6 +107,9 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        // A client that does not send a request's whole head within this is disconnected
+        // (request bodies have their own deadline, `body::BODY_DEADLINE`).
+        .header_read_timeout(std::time::Duration::from_secs(30))
         .keep_alive(true)
         .writev(false)
         .serve_connection(io, service);

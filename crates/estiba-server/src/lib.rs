@@ -25,6 +25,7 @@ pub mod front;
 pub mod http;
 pub mod lb;
 pub mod lb_health;
+pub mod limits;
 pub mod liveness;
 pub mod log_ingest;
 pub mod metric_ingest;
@@ -88,6 +89,11 @@ pub struct Config {
     pub default_region: String,
     /// Larger request bodies are refused.
     pub max_body_bytes: usize,
+    /// API requests per second per account, and the burst (`None`: no limit); over it,
+    /// AWS's throttling error ([`limits`]).
+    pub rate_limit: Option<(u32, u32)>,
+    /// The most connections open at once; more wait in the listen queue.
+    pub max_connections: usize,
     /// How long STOPPED tasks stay visible before they are removed.
     pub stopped_task_retention: Duration,
     /// The node of this machine, which runs Fargate tasks; `None` when no agent runs here
@@ -140,6 +146,8 @@ impl Default for Config {
             account_id: "000000000000".into(),
             default_region: "us-east-1".into(),
             max_body_bytes: 4 << 20,
+            rate_limit: None,
+            max_connections: 4096,
             stopped_task_retention: Duration::from_secs(3600),
             local_node: None,
             node_lease: Duration::from_secs(30),
@@ -216,6 +224,8 @@ pub struct Server {
     pub peers: peers::Peers,
     /// Which nodes reported within the node lease ([`liveness`]).
     pub liveness: Arc<liveness::Liveness>,
+    /// API requests per account ([`limits`], `Config::rate_limit`).
+    pub rate_limits: Option<limits::RateLimits>,
     /// The leader's log and metric ingest, kept for the followers ([`replication`]); every
     /// change to `logs` and `metrics` goes through it.
     pub replication: replication::Replication,
@@ -362,6 +372,7 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
         let liveness = Arc::new(liveness::Liveness::new(config.node_lease));
+        let rate_limits = config.rate_limit.map(|(rate, burst)| limits::RateLimits::new(rate, burst));
         migrate::claims_by_node(&*store).await?;
         let view = view::View::start(store.clone(), services::SERVICES.iter().flat_map(|s| s.tables())).await?;
         let local_node = config.local_node.as_deref().map(Arc::from);
@@ -411,6 +422,7 @@ impl Server {
             reservations: Default::default(),
             peers: Default::default(),
             liveness,
+            rate_limits,
             replication: Default::default(),
         }))
     }

@@ -334,6 +334,15 @@ struct ServerArgs {
     /// messages before JSON's quoting and members).
     #[arg(long, env = "ESTIBA_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     max_body_bytes: usize,
+    /// API requests per second per account, `RATE` or `RATE:BURST` (burst defaults to twice
+    /// the rate); over it, AWS's throttling error (ThrottlingException, Throttling,
+    /// RequestLimitExceeded), which SDKs retry with backoff. Unlimited when not given.
+    #[arg(long, env = "ESTIBA_RATE_LIMIT", value_parser = parse_rate)]
+    rate_limit: Option<(u32, u32)>,
+    /// The most connections open at once (more wait in the listen queue); kept under the
+    /// process's open-file limit.
+    #[arg(long, env = "ESTIBA_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
     /// Run tasks on this machine (FARGATE and FARGATE_SPOT capacity). Needs root.
     #[arg(long, env = "ESTIBA_LOCAL_NODE", value_enum, default_value = "auto")]
     local_node: LocalNode,
@@ -475,6 +484,30 @@ fn hostname() -> String {
 }
 
 /// `500ms`, `40s`, `5m`, `1h`, or a bare number of seconds.
+/// `RATE` or `RATE:BURST` requests per second (burst: twice the rate when not given).
+fn parse_rate(s: &str) -> Result<(u32, u32), String> {
+    let (rate, burst) = s.split_once(':').map_or((s, None), |(r, b)| (r, Some(b)));
+    let rate: u32 = rate.trim().parse().map_err(|_| format!("{rate:?} is not a number of requests per second"))?;
+    if rate == 0 {
+        return Err("the rate must be at least 1 request per second".into());
+    }
+    let burst = match burst {
+        Some(b) => b.trim().parse().map_err(|_| format!("{b:?} is not a burst size"))?,
+        None => rate.saturating_mul(2),
+    };
+    Ok((rate, burst.max(1)))
+}
+
+/// Raises this process's soft limit on open files to its hard limit (never above it: the
+/// host's hard limit stands) and returns the soft limit it then has. Connections, stores and
+/// tasks' pipes all take files; containers get their own limits from their tasks.
+fn open_files_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft };
+    usize::try_from(soft).unwrap_or(usize::MAX)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -593,6 +626,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         account_id: args.account_id.clone(),
         default_region: args.region.clone(),
         max_body_bytes: args.max_body_bytes,
+        rate_limit: args.rate_limit,
+        max_connections: args.max_connections.min(open_files_limit() / 2).max(16),
         stopped_task_retention: args.stopped_task_retention,
         registry_dir: (args.registry == OnOff::On)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("registry")),
