@@ -195,3 +195,21 @@ def test_fargate_never_runs_privileged(node):
     # seccomp=unconfined is ignored on Fargate.
     r = run_probe(node, security=["seccomp=unconfined"], launch="FARGATE")
     assert r["Seccomp"] == "2" and int(r["keyctl"]) == EPERM, r
+
+
+def test_health_checks_run_confined(node):
+    """A health check's command runs with the container's confinement, as `docker exec` does."""
+    ecs = node.client()
+    check = ("grep -q '^Seccomp:.*2' /proc/self/status && grep -q '^NoNewPrivs:.*1' /proc/self/status"
+             f" && grep -q '^CapBnd:.*{DEFAULT_CAPS_MASK}' /proc/self/status")
+    fam = unique("f")
+    ecs.register_task_definition(family=fam, networkMode="awsvpc", cpu="256", memory="512", containerDefinitions=[{
+        "name": "app", "image": node.image, "memory": 64, "command": ["sleep", "600"], "stopTimeout": 2,
+        "healthCheck": {"command": ["CMD-SHELL", check], "interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0}}])
+    arn = ecs.run_task(taskDefinition=fam, cluster="ec2", launchType="EC2", networkConfiguration=NET)["tasks"][0]["taskArn"]
+    try:
+        t = wait_until(lambda: (t := ecs.describe_tasks(cluster="ec2", tasks=[arn])["tasks"][0])["containers"][0]
+                       .get("healthStatus") in ("HEALTHY", "UNHEALTHY") and t, timeout=40, what="a health status")
+        assert t["containers"][0]["healthStatus"] == "HEALTHY", t["containers"][0]
+    finally:
+        ecs.stop_task(cluster="ec2", task=arn)

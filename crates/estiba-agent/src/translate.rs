@@ -397,4 +397,61 @@ mod tests {
         assert_eq!((h.interval, h.retries), (Duration::from_secs(30), 3));
         assert!(health(&HealthCheck { command: vec!["NONE".into()], ..Default::default() }).is_none());
     }
+
+    #[test]
+    fn privileged_and_unconfined_only_off_fargate_and_devices() {
+        use estiba_api::ecs::{Device as EcsDevice, LinuxParameters};
+        let td = TaskDefinition::default();
+        let def = ContainerDefinition {
+            name: Some("app".into()),
+            image: Some("busybox".into()),
+            privileged: Some(true),
+            docker_security_options: Some(vec!["seccomp=unconfined".into()]),
+            linux_parameters: Some(LinuxParameters {
+                devices: Some(vec![EcsDevice {
+                    host_path: "/dev/null".into(),
+                    container_path: Some("/dev/given".into()),
+                    permissions: Some(vec![DeviceCgroupPermission::Read, DeviceCgroupPermission::Write]),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = |launch: LaunchType| {
+            let task = Task { launch_type: Some(launch), ..Default::default() };
+            let cx = TaskContext {
+                task: &task,
+                td: &td,
+                task_id: "abc",
+                task_dir: Path::new("/t"),
+                netns: None,
+                hostname: "abc",
+                executor: Executor::Native,
+                environment_files_dir: None,
+            };
+            container_spec(&cx, &def, &image()).unwrap()
+        };
+        let ec2 = spec(LaunchType::Ec2);
+        assert!(ec2.privileged && ec2.seccomp_unconfined);
+        assert_eq!(ec2.cgroup.extra_devices, ["a"], "privileged: every device");
+        let f = spec(LaunchType::Fargate);
+        assert!(!f.privileged && !f.seccomp_unconfined);
+        assert_eq!(f.cgroup.extra_devices, ["c 1:3 rw"], "the given device's own rule");
+        assert_eq!(f.devices[0].container_path, "/dev/given");
+        // Not a device: refused.
+        let mut bad = def.clone();
+        bad.linux_parameters.as_mut().unwrap().devices.as_mut().unwrap()[0].host_path = "/etc/hostname".into();
+        let task = Task::default();
+        let cx = TaskContext {
+            task: &task,
+            td: &td,
+            task_id: "abc",
+            task_dir: Path::new("/t"),
+            netns: None,
+            hostname: "abc",
+            executor: Executor::Native,
+            environment_files_dir: None,
+        };
+        assert!(container_spec(&cx, &bad, &image()).unwrap_err().contains("not a device"));
+    }
 }
