@@ -8,14 +8,20 @@
 //! - `ulimits` are clamped to the host's hard limits by the runtime; the default `nofile` is
 //!   Fargate's 65535, also clamped;
 //! - task `cpu` becomes a CFS quota on the task's cgroup (a limit, as on Fargate), container
-//!   `cpu` becomes CPU shares, `memory` a hard limit, `memoryReservation` a soft one.
+//!   `cpu` becomes CPU shares, `memory` a hard limit, `memoryReservation` a soft one;
+//! - `privileged` and `dockerSecurityOptions` `seccomp=unconfined` count only for EC2 and
+//!   EXTERNAL tasks (Fargate has neither); `linuxParameters.devices` become device nodes and
+//!   device-cgroup rules.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use estiba_api::ecs::{ContainerDefinition, ContainerOverride, HealthCheck, KeyValuePair, Task, TaskDefinition};
+use estiba_api::ecs::{
+    ContainerDefinition, ContainerOverride, DeviceCgroupPermission, HealthCheck, KeyValuePair, LaunchType, Task,
+    TaskDefinition,
+};
 use estiba_core::taskdef;
-use estiba_runtime::container::spec::{Cgroup, ContainerSpec, Executor, Rlimit};
+use estiba_runtime::container::spec::{Cgroup, ContainerSpec, Device, Executor, Rlimit};
 use estiba_runtime::image::Image;
 
 /// The ECS agent's default stop timeout.
@@ -170,6 +176,20 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
     let cpu_units = ov.and_then(|o| o.cpu).unwrap_or(def.cpu);
     let memory = ov.and_then(|o| o.memory).or(def.memory);
     let reservation = ov.and_then(|o| o.memory_reservation).or(def.memory_reservation);
+    // Fargate never runs privileged or unconfined containers (RegisterTaskDefinition refuses
+    // privileged ones for Fargate; this covers definitions registered for EC2 and run there).
+    let fargate = cx.task.launch_type == Some(LaunchType::Fargate);
+    let privileged = def.privileged.unwrap_or(false) && !fargate;
+    let seccomp_unconfined = !fargate
+        && def
+            .docker_security_options
+            .iter()
+            .flatten()
+            .any(|o| matches!(o.as_str(), "seccomp=unconfined" | "seccomp:unconfined"));
+    let (devices, mut extra_devices) = devices(lp.and_then(|l| l.devices.as_deref()).unwrap_or_default())?;
+    if privileged {
+        extra_devices = vec!["a".into()];
+    }
     let cgroup = Cgroup {
         task_path: format!("estiba/{}", cx.task_id),
         name: name.clone(),
@@ -181,6 +201,7 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         memory_bytes: memory.map(|m| mib(m as i64)),
         memory_reservation_bytes: reservation.map(|m| mib(m as i64)),
         pids_limit: None,
+        extra_devices,
     };
     let caps = lp.and_then(|l| l.capabilities.as_ref());
     Ok(ContainerSpec {
@@ -214,12 +235,51 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
             })
             .collect(),
 
-        privileged: def.privileged.unwrap_or(false),
+        privileged,
+        seccomp_unconfined,
+        devices,
         cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
         cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
         executor: cx.executor.clone(),
         log_rotation: Default::default(),
     })
+}
+
+/// `linuxParameters.devices`: the nodes to make and the device-cgroup rules that let the
+/// container use them (the host's device numbers, read here on the host).
+fn devices(list: &[estiba_api::ecs::Device]) -> Result<(Vec<Device>, Vec<String>), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut nodes = Vec::new();
+    let mut rules = Vec::new();
+    for d in list {
+        let md = std::fs::metadata(&d.host_path).map_err(|e| format!("device {}: {e}", d.host_path))?;
+        let kind = if md.file_type().is_char_device() {
+            'c'
+        } else if md.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(format!("device {}: not a device node", d.host_path));
+        };
+        let perms: String = match d.permissions.as_deref() {
+            None | Some([]) => "rwm".into(),
+            Some(p) => p
+                .iter()
+                .map(|p| match p {
+                    DeviceCgroupPermission::Read => 'r',
+                    DeviceCgroupPermission::Write => 'w',
+                    DeviceCgroupPermission::Mknod => 'm',
+                })
+                .collect(),
+        };
+        let rdev = md.rdev();
+        rules.push(format!("{kind} {}:{} {perms}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)));
+        nodes.push(Device {
+            host_path: PathBuf::from(&d.host_path),
+            container_path: d.container_path.clone().unwrap_or_default(),
+            permissions: perms,
+        });
+    }
+    Ok((nodes, rules))
 }
 
 pub fn stop_timeout(def: &ContainerDefinition) -> Duration {
@@ -336,5 +396,62 @@ mod tests {
         assert_eq!(h.args, ["/bin/sh", "-c", "wget -q localhost"]);
         assert_eq!((h.interval, h.retries), (Duration::from_secs(30), 3));
         assert!(health(&HealthCheck { command: vec!["NONE".into()], ..Default::default() }).is_none());
+    }
+
+    #[test]
+    fn privileged_and_unconfined_only_off_fargate_and_devices() {
+        use estiba_api::ecs::{Device as EcsDevice, LinuxParameters};
+        let td = TaskDefinition::default();
+        let def = ContainerDefinition {
+            name: Some("app".into()),
+            image: Some("busybox".into()),
+            privileged: Some(true),
+            docker_security_options: Some(vec!["seccomp=unconfined".into()]),
+            linux_parameters: Some(LinuxParameters {
+                devices: Some(vec![EcsDevice {
+                    host_path: "/dev/null".into(),
+                    container_path: Some("/dev/given".into()),
+                    permissions: Some(vec![DeviceCgroupPermission::Read, DeviceCgroupPermission::Write]),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = |launch: LaunchType| {
+            let task = Task { launch_type: Some(launch), ..Default::default() };
+            let cx = TaskContext {
+                task: &task,
+                td: &td,
+                task_id: "abc",
+                task_dir: Path::new("/t"),
+                netns: None,
+                hostname: "abc",
+                executor: Executor::Native,
+                environment_files_dir: None,
+            };
+            container_spec(&cx, &def, &image()).unwrap()
+        };
+        let ec2 = spec(LaunchType::Ec2);
+        assert!(ec2.privileged && ec2.seccomp_unconfined);
+        assert_eq!(ec2.cgroup.extra_devices, ["a"], "privileged: every device");
+        let f = spec(LaunchType::Fargate);
+        assert!(!f.privileged && !f.seccomp_unconfined);
+        assert_eq!(f.cgroup.extra_devices, ["c 1:3 rw"], "the given device's own rule");
+        assert_eq!(f.devices[0].container_path, "/dev/given");
+        // Not a device: refused.
+        let mut bad = def.clone();
+        bad.linux_parameters.as_mut().unwrap().devices.as_mut().unwrap()[0].host_path = "/etc/hostname".into();
+        let task = Task::default();
+        let cx = TaskContext {
+            task: &task,
+            td: &td,
+            task_id: "abc",
+            task_dir: Path::new("/t"),
+            netns: None,
+            hostname: "abc",
+            executor: Executor::Native,
+            environment_files_dir: None,
+        };
+        assert!(container_spec(&cx, &bad, &image()).unwrap_err().contains("not a device"));
     }
 }

@@ -104,7 +104,8 @@ pub fn register(scope: &Scope, req: &RegisterTaskDefinitionRequest, revision: i3
     let fargate_ok = mode == NetworkMode::Awsvpc
         && matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::valid_size(c, m))
         && req.pid_mode != Some(PidMode::Host)
-        && req.ipc_mode.is_none();
+        && req.ipc_mode.is_none()
+        && !req.container_definitions.iter().any(|c| c.privileged == Some(true));
     let mut compatibilities = vec![Compatibility::Ec2];
     if fargate_ok {
         compatibilities.push(Compatibility::Fargate);
@@ -207,6 +208,9 @@ fn validate_containers(
                 "Container name '{}' is not valid. Up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
                 names::shown(name)
             );
+        }
+        if fargate && def.privileged == Some(true) {
+            bail!(client, "Tasks using the Fargate launch type do not support the privileged parameter.");
         }
         if !seen.insert(name.to_owned()) {
             bail!(
@@ -512,6 +516,12 @@ mod tests {
         let td = register(&scope(), &r, 1, 0.0).unwrap();
         assert_eq!((td.cpu.as_deref(), td.memory.as_deref()), (Some("1024"), Some("2048")));
         assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2, Compatibility::Fargate]));
+        let mut p = r.clone();
+        p.container_definitions[0].privileged = Some(true);
+        assert_eq!(err(&p), "Tasks using the Fargate launch type do not support the privileged parameter.");
+        p.requires_compatibilities = None;
+        let td = register(&scope(), &p, 1, 0.0).unwrap();
+        assert_eq!(td.compatibilities, Some(vec![Compatibility::Ec2]), "privileged: EC2 only");
         r.pid_mode = Some(PidMode::Host);
         assert_eq!(
             err(&r),

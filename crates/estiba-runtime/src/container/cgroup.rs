@@ -136,7 +136,18 @@ pub fn attach(spec: &Cgroup, pid: i32) -> Result<(), Error> {
         let cdir = root.join(rel(&cpath));
         mkdir(&cdir)?;
         // cgroup v2 has no devices controller: the same whitelist as an eBPF filter.
-        super::devices::attach(&cdir, device_rules())?;
+        if spec.extra_devices.is_empty() {
+            super::devices::attach(&cdir, device_rules())?;
+        } else {
+            let mut rules = device_rules().to_vec();
+            for r in &spec.extra_devices {
+                rules.push(
+                    super::devices::Rule::parse(r)
+                        .ok_or_else(|| Error::Container(format!("cgroup: bad device rule {r:?}")))?,
+                );
+            }
+            super::devices::attach(&cdir, &rules)?;
+        }
         apply_v2_task(&root.join(rel(&tpath)), spec)?;
         if let Some(s) = spec.cpu_shares {
             write(&cdir, "cpu.weight", &shares_to_weight(s).to_string())?;
@@ -205,7 +216,7 @@ fn apply_v1(h: &Hierarchies, spec: &Cgroup) -> Result<(), Error> {
             }
             "devices" => {
                 write(&cdir, "devices.deny", "a")?;
-                for d in ALLOWED_DEVICES {
+                for d in ALLOWED_DEVICES.iter().copied().chain(spec.extra_devices.iter().map(String::as_str)) {
                     write(&cdir, "devices.allow", d)?;
                 }
             }

@@ -288,5 +288,17 @@ mod tests {
         assert!(null_ok, "an allowed device opens");
         assert!(!kmsg_ok, "a device outside the rules does not");
         assert!(mknod_block_ok, "mknod of any block device is allowed (`b *:* m`), not its use");
+
+        // A device given to the container (`linuxParameters.devices`) adds its own rule.
+        std::fs::create_dir(&cg).unwrap();
+        let mut rules = super::super::cgroup::device_rules().to_vec();
+        rules.push(Rule::parse("c 1:11 r").unwrap());
+        let result = attach(&cg, &rules);
+        let kmsg_ok = probe(&format!("head -c0 {}/kmsg", dir.path().display()));
+        let kmsg_write_ok = probe(&format!("printf x > {}/kmsg", dir.path().display()));
+        let _ = std::fs::remove_dir(&cg);
+        result.unwrap();
+        assert!(kmsg_ok, "the given device opens for reading");
+        assert!(!kmsg_write_ok, "not for writing: the rule says r");
     }
 }

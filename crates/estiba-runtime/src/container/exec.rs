@@ -3,6 +3,10 @@
 //! its root), then forks so the command is inside the PID namespace, and runs it as the
 //! container's user with the container's environment.
 //!
+//! The command gets the container's own confinement, read from its process (as `docker exec`
+//! does): its capability bounding set (and effective set, for root), `no_new_privs`, and the
+//! default seccomp profile when the container has a filter.
+//!
 //! Called as `estiba exec-in`, a fresh single-threaded process: joining namespaces and
 //! forking are unsafe in the agent's multi-threaded one.
 
@@ -48,6 +52,61 @@ fn join_cgroups(pid: i32) -> Result<(), Error> {
 }
 
 /// Runs `args` in the container whose first process is `pid`; returns the exit code.
+/// What confines the container's process, read from `/proc/<pid>/status`.
+struct Confinement {
+    bounding: Vec<caps::Capability>,
+    effective: caps::CapsHashSet,
+    no_new_privs: bool,
+    seccomp: Option<std::sync::Arc<super::seccomp::Compiled>>,
+}
+
+impl Confinement {
+    fn of(pid: i32) -> Result<Confinement, Error> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| err("reading the container's status", e))?;
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned())).unwrap_or_default()
+        };
+        let mask = |name: &str| -> caps::CapsHashSet {
+            let m = u64::from_str_radix(&field(name), 16).unwrap_or(0);
+            caps::all().into_iter().filter(|c| m & c.bitmask() != 0).collect()
+        };
+        let bounding: Vec<caps::Capability> = mask("CapBnd:").into_iter().collect();
+        let seccomp = match field("Seccomp:").as_str() {
+            "0" => None,
+            _ => Some(super::seccomp::cached(&bounding)?),
+        };
+        Ok(Confinement { effective: mask("CapEff:"), bounding, no_new_privs: field("NoNewPrivs:") == "1", seccomp })
+    }
+
+    /// In the forked child, before setuid (it needs CAP_SETPCAP): the bounding set.
+    fn bound(&self) {
+        for c in caps::all() {
+            if !self.bounding.contains(&c) {
+                let _ = caps::drop(None, caps::CapSet::Bounding, c);
+            }
+        }
+    }
+
+    /// In the forked child, after setuid: the process's capabilities, `no_new_privs` and the
+    /// filter.
+    fn apply(&self, uid: u32) -> Result<(), String> {
+        if uid == 0 {
+            for set in [caps::CapSet::Effective, caps::CapSet::Permitted, caps::CapSet::Inheritable] {
+                caps::set(None, set, &self.effective).map_err(|e| e.to_string())?;
+            }
+        }
+        let _ = caps::clear(None, caps::CapSet::Ambient);
+        if self.no_new_privs {
+            super::seccomp::no_new_privs()?;
+        }
+        if let Some(f) = &self.seccomp {
+            super::seccomp::install(f)?;
+        }
+        Ok(())
+    }
+}
+
 pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&str>) -> Result<i32, Error> {
     if args.is_empty() {
         return Err(Error::Container("no command given".into()));
@@ -71,6 +130,7 @@ pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&
             .map_err(|e| err(&format!("opening the {name} namespace"), e))?;
         nss.push((f, flag, name));
     }
+    let confinement = Confinement::of(pid)?;
     join_cgroups(pid)?;
     for (f, flag, name) in &nss {
         setns(f, *flag).map_err(|e| err(&format!("joining the {name} namespace"), e))?;
@@ -94,6 +154,7 @@ pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&
     // SAFETY: this process is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(|e| err("fork", e))? {
         ForkResult::Child => {
+            confinement.bound();
             let gids: Vec<Gid> = u.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
             let _ = nix::unistd::setgroups(&gids);
             let ok =
@@ -103,6 +164,10 @@ pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&
                 unsafe { nix::libc::_exit(126) }
             }
             let _ = nix::unistd::chdir(cwd.unwrap_or("/"));
+            if confinement.apply(u.uid).is_err() {
+                // SAFETY: leaving the forked child.
+                unsafe { nix::libc::_exit(126) }
+            }
             let _ = nix::unistd::execve(&prog, &argv, &envp);
             // SAFETY: leaving the forked child after a failed exec.
             unsafe { nix::libc::_exit(127) }

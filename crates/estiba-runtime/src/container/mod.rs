@@ -5,6 +5,7 @@ pub mod devices;
 pub mod exec;
 pub mod native;
 pub mod oci;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod user;

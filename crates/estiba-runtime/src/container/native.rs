@@ -25,6 +25,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, execve, pivot_root, sethostname, Gid, Pid, Uid};
 
+use super::seccomp;
 use super::spec::ContainerSpec;
 use super::user;
 use crate::Error;
@@ -64,18 +65,25 @@ const MASKED: &[&str] = &[
 ];
 const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
+/// Every capability this process holds (privileged, `ALL`), as Docker gives its own: not
+/// `caps::all()`, which also names capabilities the kernel or the host's bounding set lack
+/// and `capset` refuses.
+fn all_caps() -> Vec<String> {
+    let held = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();
+    let mut v: Vec<String> = caps::all().into_iter().filter(|c| held.contains(c)).map(|c| c.to_string()).collect();
+    v.sort();
+    v
+}
+
 /// The capability set a spec asks for.
 pub fn capabilities(spec: &ContainerSpec) -> Vec<String> {
-    let mut caps: Vec<String> = if spec.privileged {
-        caps::all().into_iter().map(|c| c.to_string()).collect()
-    } else {
-        DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
-    };
+    let mut caps: Vec<String> =
+        if spec.privileged { all_caps() } else { DEFAULT_CAPS.iter().map(|s| s.to_string()).collect() };
     let norm = |c: &str| if c.starts_with("CAP_") { c.to_owned() } else { format!("CAP_{c}") };
     for a in &spec.cap_add {
         let a = norm(a);
         if a == "CAP_ALL" {
-            caps = caps::all().into_iter().map(|c| c.to_string()).collect();
+            caps = all_caps();
         } else if !caps.contains(&a) {
             caps.push(a);
         }
@@ -109,6 +117,11 @@ struct Plan {
     rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     user: Option<String>,
     caps: Vec<caps::Capability>,
+    /// Installed just before exec; `None` for privileged and `seccomp=unconfined` containers.
+    seccomp: Option<std::sync::Arc<seccomp::Compiled>>,
+    no_new_privs: bool,
+    /// Host devices to make in /dev: path in the container, type, number, mode.
+    devices: Vec<(String, SFlag, u64, Mode)>,
     env: Vec<String>,
     args: Vec<String>,
     cwd: String,
@@ -180,6 +193,19 @@ fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, e
     for c in capabilities(spec) {
         caps.push(c.parse::<caps::Capability>().map_err(|_| Error::Container(format!("unknown capability {c}")))?);
     }
+    let seccomp = if spec.privileged || spec.seccomp_unconfined { None } else { Some(seccomp::cached(&caps)?) };
+    let mut devices = Vec::new();
+    for d in &spec.devices {
+        let st = nix::sys::stat::stat(&d.host_path)
+            .map_err(|e| Error::Container(format!("device {}: {e}", d.host_path.display())))?;
+        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        if kind != SFlag::S_IFCHR && kind != SFlag::S_IFBLK {
+            return Err(Error::Container(format!("device {}: not a device node", d.host_path.display())));
+        }
+        let dest =
+            if d.container_path.is_empty() { d.host_path.display().to_string() } else { d.container_path.clone() };
+        devices.push((dest, kind, st.st_rdev, Mode::from_bits_truncate(st.st_mode & 0o777)));
+    }
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={DEFAULT_PATH}"));
@@ -198,6 +224,9 @@ fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, e
         rlimits,
         user: spec.user.clone(),
         caps,
+        seccomp,
+        no_new_privs: !spec.privileged,
+        devices,
         env,
         args: spec.args.clone(),
         cwd: if spec.cwd.is_empty() { "/".into() } else { spec.cwd.clone() },
@@ -376,6 +405,15 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         );
     }
+    for (dest, kind, rdev, mode) in &p.devices {
+        let path = at(root, dest);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::remove_file(&path);
+        mknod(&path, *kind, *mode, *rdev).map_err(|e| format!("creating device {dest}: {e}"))?;
+        let _ = nix::sys::stat::fchmodat(None, &path, *mode, nix::sys::stat::FchmodatFlags::FollowSymlink);
+    }
     for d in ["pts", "shm", "mqueue"] {
         let _ = std::fs::create_dir(root.join("dev").join(d));
     }
@@ -510,6 +548,11 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
             caps::set(None, set, &keep).map_err(|e| format!("setting capabilities: {e}"))?;
         }
     }
+    // No ambient capabilities: a non-root program gets none across exec.
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+    if p.no_new_privs {
+        seccomp::no_new_privs()?;
+    }
     chdir(cwd).map_err(|e| format!("chdir {}: {e}", p.cwd))?;
 
     let program = find_program(&p.args[0], &env)
@@ -541,6 +584,10 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+    // Last, so that nothing of the setup above runs under the filter.
+    if let Some(f) = &p.seccomp {
+        seccomp::install(f)?;
+    }
     if p.init {
         run_init(&prog, &argv, &envp, p.err)
     } else {

@@ -33,6 +33,12 @@ fn runtime_cmd(runtime: &Path) -> Command {
 /// Builds the bundle's `config.json`.
 pub fn config(spec: &ContainerSpec, rootfs: &Path, u: &user::User) -> serde_json::Value {
     let caps = capabilities(spec);
+    let seccomp = if spec.privileged || spec.seccomp_unconfined {
+        serde_json::Value::Null
+    } else {
+        let parsed: Vec<caps::Capability> = caps.iter().filter_map(|c| c.parse().ok()).collect();
+        super::seccomp::oci_profile(&parsed)
+    };
     let process_caps: Vec<String> = if u.uid == 0 { caps.clone() } else { vec![] };
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -103,7 +109,7 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path, u: &user::User) -> serde_json
             "cwd": if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() },
             "capabilities": {"bounding": caps, "effective": process_caps, "permitted": process_caps},
             "rlimits": rlimits,
-            "noNewPrivileges": false
+            "noNewPrivileges": !spec.privileged
         },
         "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname.clone().unwrap_or_default(),
@@ -114,7 +120,8 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path, u: &user::User) -> serde_json
             "cgroupsPath": cgroup::container_path(&spec.cgroup),
             "resources": resources,
             "maskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "seccomp": seccomp
         }
     })
 }

@@ -289,6 +289,8 @@ fn zygote(slot: &Path, go: OwnedFd, answer: OwnedFd, out: OwnedFd, err: OwnedFd)
         say(format!("error {e}"));
         return 1;
     }
+    // The usual seccomp filter, compiled while parked rather than on the start path.
+    super::seccomp::warm();
     say("ready".into());
     let mut dir = Vec::new();
     let _ = std::fs::File::from(go).read_to_end(&mut dir);

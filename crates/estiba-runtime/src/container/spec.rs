@@ -40,6 +40,10 @@ pub struct Cgroup {
     pub memory_bytes: Option<i64>,
     pub memory_reservation_bytes: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// Device rules beyond Docker's defaults, as the v1 controller writes them (`c 1:3 rw`);
+    /// `a` gives every device (privileged containers).
+    #[serde(default)]
+    pub extra_devices: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +51,16 @@ pub struct BindMount {
     pub source: PathBuf,
     pub destination: String,
     pub readonly: bool,
+}
+
+/// A host device given to the container (ECS `linuxParameters.devices`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub host_path: PathBuf,
+    /// Where in the container; the host path when empty.
+    pub container_path: String,
+    /// Any of `r`, `w`, `m` (ECS `read`, `write`, `mknod`); all three when empty.
+    pub permissions: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +92,15 @@ pub struct ContainerSpec {
     pub labels: std::collections::BTreeMap<String, String>,
     pub cgroup: Cgroup,
     pub mounts: Vec<BindMount>,
+    /// All capabilities, every device, no seccomp filter, no `no_new_privs` (ECS `privileged`,
+    /// which the agent passes on only for EC2 and EXTERNAL tasks).
     pub privileged: bool,
+    /// No seccomp filter (`dockerSecurityOptions` `seccomp=unconfined`, EC2 and EXTERNAL only).
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    /// Host devices made in the container's /dev (ECS `linuxParameters.devices`).
+    #[serde(default)]
+    pub devices: Vec<Device>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub executor: Executor,
