@@ -36,6 +36,8 @@ pub struct TaskContext<'a> {
     pub executor: Executor,
     /// Where `environmentFiles` are read from (`--environment-files-dir`); none when unset.
     pub environment_files_dir: Option<&'a Path>,
+    /// The container's `secrets`, resolved by the control plane: (name, value).
+    pub secrets: &'a [(String, String)],
 }
 
 /// A health check as the agent runs it.
@@ -142,6 +144,14 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
     }
     merge_env(&mut env, pairs(def.environment.as_ref()));
     merge_env(&mut env, pairs(ov.and_then(|o| o.environment.as_ref())));
+    for secret in def.secrets.iter().flatten() {
+        let (_, value) = cx
+            .secrets
+            .iter()
+            .find(|(n, _)| *n == secret.name)
+            .ok_or_else(|| format!("secret {} of container {name} was not resolved", secret.name))?;
+        merge_env(&mut env, [format!("{}={value}", secret.name)]);
+    }
     merge_env(&mut env, [format!("ECS_CONTAINER_NAME={name}")]);
     merge_env(&mut env, crate::metadata::env(cx.task_id, &name));
 
@@ -278,6 +288,7 @@ mod tests {
             hostname: "abc",
             executor: Executor::Native,
             environment_files_dir: Some(dir.path()),
+            secrets: &[],
         };
         let s = container_spec(&cx, &def, &image()).unwrap();
         assert_eq!(s.args, ["sh"]);
@@ -320,6 +331,7 @@ mod tests {
             hostname: "abc",
             executor: Executor::Native,
             environment_files_dir: Some(dir.path()),
+            secrets: &[],
         };
         let s = container_spec(&cx, &d2, &image()).unwrap();
         assert_eq!(s.args, ["/bin/echo", "hi"]);
