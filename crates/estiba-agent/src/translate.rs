@@ -339,6 +339,36 @@ mod tests {
     }
 
     #[test]
+    fn secrets_become_environment_variables_and_must_be_resolved() {
+        let def = ContainerDefinition {
+            name: Some("web".into()),
+            image: Some("busybox".into()),
+            environment: Some(vec![KeyValuePair { name: Some("DB".into()), value: Some("plain".into()) }]),
+            secrets: Some(vec![estiba_api::ecs::Secret { name: "DB".into(), value_from: "/app/db".into() }]),
+            ..Default::default()
+        };
+        let task = Task::default();
+        let td = TaskDefinition::default();
+        let resolved = [("DB".to_string(), "from-ssm".to_string())];
+        let mut cx = TaskContext {
+            task: &task,
+            td: &td,
+            task_id: "abc",
+            task_dir: Path::new("/t"),
+            netns: None,
+            hostname: "abc",
+            executor: Executor::Native,
+            environment_files_dir: None,
+            secrets: &resolved,
+        };
+        let s = container_spec(&cx, &def, &image()).unwrap();
+        assert!(s.env.contains(&"DB=from-ssm".into()), "{:?}", s.env);
+        assert!(!s.env.contains(&"DB=plain".into()));
+        cx.secrets = &[];
+        assert_eq!(container_spec(&cx, &def, &image()).unwrap_err(), "secret DB of container web was not resolved");
+    }
+
+    #[test]
     fn health_commands() {
         let h = health(&HealthCheck {
             command: vec!["CMD-SHELL".into(), "wget -q localhost".into()],
