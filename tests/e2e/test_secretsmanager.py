@@ -11,7 +11,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import error_code, error_message, unique
+from conftest import error_code, error_message, stored_state, unique
 
 
 @pytest.fixture
@@ -33,11 +33,7 @@ def test_create_get_and_arn(shared, sm):
     assert (d["Name"], d["Description"], d["Tags"]) == (name, "db creds", [{"Key": "team", "Value": "x"}])
     assert d["VersionIdsToStages"] == {r["VersionId"]: ["AWSCURRENT"]}
     assert "SecretString" not in d
-    blob = b""
-    for f in os.listdir(shared.data_dir):
-        if f.startswith("state.db"):
-            with open(os.path.join(shared.data_dir, f), "rb") as fh:
-                blob += fh.read()
+    blob = stored_state(shared)
     assert name.encode() in blob and b"p@ss-very-secret" not in blob
 
     with pytest.raises(ClientError) as e:

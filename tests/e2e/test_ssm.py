@@ -8,7 +8,7 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import error_code, error_message, unique
+from conftest import error_code, error_message, stored_state, unique
 
 
 @pytest.fixture
@@ -56,11 +56,7 @@ def test_secure_string_is_sealed(shared, ssm):
     meta = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
     assert [(m["Name"], m["KeyId"], m["Description"]) for m in meta] == [(name, "alias/aws/ssm", "db")]
     # At rest: the store's files hold the parameter, never its value.
-    blob = b""
-    for f in os.listdir(shared.data_dir):
-        if f.startswith("state.db"):
-            with open(os.path.join(shared.data_dir, f), "rb") as fh:
-                blob += fh.read()
+    blob = stored_state(shared)
     assert name.encode() in blob
     assert b"hunter2-secret-value" not in blob
     key = os.path.join(shared.data_dir, "secrets.key")
