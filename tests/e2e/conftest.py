@@ -13,6 +13,7 @@ tests mean the same thing. Tests that pass their own `--store` keep it.
 `ESTIBA_TEST_CONTAINERS=off` skips the tests that run containers (see `isolated`).
 """
 
+import base64
 import contextlib
 import json
 import os
@@ -350,6 +351,28 @@ def running_node(tmp_path_factory, *extra_args, name="node"):
 @pytest.fixture
 def ecs(shared):
     return shared.client()
+
+
+def stored_state(server):
+    """Everything a server's store holds, as bytes (the SQLite files, or its etcd prefix):
+    for checks that a value is not kept in plaintext."""
+    if "--etcd-prefix" in server.extra_args:
+        args = server.extra_args
+        endpoints = args[args.index("--etcd-endpoints") + 1]
+        prefix = args[args.index("--etcd-prefix") + 1]
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                           "range_end": base64.b64encode(end.encode()).decode()}).encode()
+        url = endpoints.split(",")[0].rstrip("/") + "/v3/kv/range"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=10) as r:
+            kvs = json.loads(r.read()).get("kvs", [])
+        return b"".join(base64.b64decode(kv["key"]) + base64.b64decode(kv.get("value", "")) for kv in kvs)
+    blob = b""
+    for f in os.listdir(server.data_dir):
+        if f.startswith("state.db"):
+            with open(os.path.join(server.data_dir, f), "rb") as fh:
+                blob += fh.read()
+    return blob
 
 
 def unique(prefix="t"):

@@ -166,6 +166,34 @@ def test_container_logs_from_an_agent_reach_the_logs_api(server, busybox, fargat
     assert [e["message"] for e in events] == ["line-1", "line-2", "line-3"]
 
 
+def test_secrets_reach_a_task_on_the_agents_host(server, busybox, fargate_host):
+    """The agent asks the server for its task's secrets (it never reads the store); the server
+    answers only for tasks claimed by the asking node."""
+    ecs, logs, ssm, sm = server.client(), server.client("logs"), server.client("ssm"), server.client("secretsmanager")
+    param = f"/{unique('agent')}/token"
+    ssm.put_parameter(Name=param, Value="ssm-on-agent", Type="SecureString")
+    secret = sm.create_secret(Name=unique("agent"), SecretString='{"pw":"asm-on-agent"}')["ARN"]
+    group = unique("/ecs/secrets")
+    fam = unique("secrets")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "app", "image": busybox, "command": ["sh", "-c", "echo $A $B"],
+                               "secrets": [{"name": "A", "valueFrom": param}, {"name": "B", "valueFrom": secret + ":pw::"}],
+                               "logConfiguration": {"logDriver": "awslogs", "options": {
+                                   "awslogs-group": group, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs",
+                                   "awslogs-create-group": "true"}}}])
+    arn = ecs.run_task(taskDefinition=fam, launchType="FARGATE", networkConfiguration=NET)["tasks"][0]["taskArn"]
+    t = wait_task(ecs, arn, "STOPPED", timeout=60)
+    assert t["stopCode"] == "EssentialContainerExited", (t.get("stoppedReason"), fargate_host.log())
+    stream = f"ecs/app/{arn.rsplit('/', 1)[1]}"
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+    assert [e["message"] for e in events] == ["ssm-on-agent asm-on-agent"]
+    # Another node asking for this task's secrets gets a refusal, not the values.
+    key = f"ecs/000000000000/us-east-1/tasks/default/{arn.rsplit('/', 1)[1]}"
+    status, body = agent_api(server, "POST", "nodes/other-node/secrets", body=json.dumps({"taskKey": key}).encode())
+    assert status == 200 and b"Err" in body and b"ssm-on-agent" not in body, body
+
+
 def test_tasks_on_different_hosts_reach_each_other_by_private_address(server, busybox, fargate_host, tmp_path_factory):
     """Each host hands out addresses from its own blocks of the subnet and routes the other
     hosts' blocks to them: a task on host D fetches from a task on host A by its address.

@@ -41,10 +41,29 @@ pub const SERVICES: &[Service] = &[
         only: None,
         primitive_defaults: false,
     },
+    Service { module: "ssm", model: "ssm", only: Some(SSM_OPERATIONS), primitive_defaults: false },
+    Service { module: "secretsmanager", model: "secretsmanager", only: None, primitive_defaults: false },
 ];
 
 /// The EC2 operations estiba answers: what ECS users touch to find where tasks go.
 const EC2_OPERATIONS: &[&str] = &["DescribeSecurityGroups", "DescribeSubnets", "DescribeVpcs"];
+
+/// The SSM operations estiba answers: Parameter Store.
+const SSM_OPERATIONS: &[&str] = &[
+    "PutParameter",
+    "GetParameter",
+    "GetParameters",
+    "GetParametersByPath",
+    "DeleteParameter",
+    "DeleteParameters",
+    "DescribeParameters",
+    "LabelParameterVersion",
+    "UnlabelParameterVersion",
+    "GetParameterHistory",
+    "AddTagsToResource",
+    "RemoveTagsFromResource",
+    "ListTagsForResource",
+];
 
 pub struct Service {
     pub module: &'static str,

@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use estiba_api::ecs::{Task, TaskDefinition};
 use estiba_core::netblock::{BlockClaims, BlockError, Routes};
-use estiba_core::node::{Claim, NodeReports, NodeStatus, TaskStateAck, TaskStateChange};
+use estiba_core::node::{
+    Claim, NodeReports, NodeStatus, SecretResolver, TaskSecrets, TaskStateAck, TaskStateChange, SECRETS_FAILURE,
+};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, TelemetrySink};
 use estiba_core::{arn, keys};
 use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
@@ -117,6 +119,14 @@ pub trait ControlPlane: Send + Sync + 'static {
         let _ = (dest, seq, events);
         no_log_store()
     }
+
+    /// The container secrets and registry credentials of one of this node's tasks, resolved
+    /// by the control plane as the task starts (the agent never reads them from the store).
+    /// `Err` is the task's stopped reason.
+    fn task_secrets<'a>(&'a self, task_key: &'a str) -> BoxFuture<'a, Result<TaskSecrets, String>> {
+        let _ = task_key;
+        Box::pin(async { Err(format!("{SECRETS_FAILURE}this control plane resolves no secrets")) })
+    }
 }
 
 /// Resolves once `listed` turns true (a control plane's first listing of its node's tasks).
@@ -158,6 +168,8 @@ pub struct StoreControl {
     blocks: Option<Arc<dyn BlockClaims>>,
     /// Where the node's reports go (`None`: written to the store as they come).
     reports: Option<Arc<dyn NodeReports>>,
+    /// Who resolves tasks' secrets (the server of this process); unset: tasks with secrets fail.
+    secrets: std::sync::OnceLock<Arc<dyn SecretResolver>>,
     node: String,
 }
 
@@ -206,10 +218,18 @@ impl StoreControl {
             logs,
             blocks,
             reports,
+            secrets: Default::default(),
             node: node.clone(),
         });
         tokio::spawn(follow(store, node, tx, listed_tx));
         Ok(me)
+    }
+}
+
+impl StoreControl {
+    /// Names who resolves this node's tasks' secrets (once).
+    pub fn set_secrets(&self, resolver: Arc<dyn SecretResolver>) {
+        let _ = self.secrets.set(resolver);
     }
 }
 
@@ -555,6 +575,15 @@ impl ControlPlane for StoreControl {
             Some(l) => l.open_stream(dest),
             None => no_log_store(),
         }
+    }
+
+    fn task_secrets<'a>(&'a self, task_key: &'a str) -> BoxFuture<'a, Result<TaskSecrets, String>> {
+        Box::pin(async move {
+            match self.secrets.get() {
+                Some(r) => r.resolve(&self.node, task_key),
+                None => Err(format!("{SECRETS_FAILURE}this control plane resolves no secrets")),
+            }
+        })
     }
 
     fn ship_logs<'a>(

@@ -515,6 +515,19 @@ impl ControlPlane for RemoteControl {
         self.published.clone()
     }
 
+    fn task_secrets<'a>(&'a self, task_key: &'a str) -> BoxFuture<'a, Result<estiba_core::node::TaskSecrets, String>> {
+        Box::pin(async move {
+            let failed = |e: String| format!("{}{e}", estiba_core::node::SECRETS_FAILURE);
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "taskKey": task_key })).map_err(|e| failed(e.to_string()))?;
+            let path = format!("nodes/{}/secrets", self.api.node);
+            let answer =
+                self.api.call(Method::POST, &path, Bytes::from(body)).await.map_err(|e| failed(e.to_string()))?;
+            serde_json::from_slice::<Result<estiba_core::node::TaskSecrets, String>>(&answer)
+                .map_err(|e| failed(e.to_string()))?
+        })
+    }
+
     fn claim_block<'a>(
         &'a self,
         subnet: ipnet::Ipv4Net,

@@ -141,6 +141,9 @@ pub struct Runner {
     events: mpsc::UnboundedReceiver<Event>,
     images: HashMap<String, Arc<Image>>,
     net: TaskNet,
+    /// The containers' secrets and registry credentials, resolved by the control plane
+    /// before the images are pulled.
+    secrets: estiba_core::node::TaskSecrets,
 }
 
 /// Where a task keeps its containers' state.
@@ -199,6 +202,7 @@ pub async fn run(shared: Arc<Shared>, assignment: Assignment, mut updates: watch
         events,
         images: HashMap::new(),
         net: TaskNet::default(),
+        secrets: Default::default(),
     };
     r.report.containers = r
         .ctrs
@@ -375,9 +379,12 @@ impl Runner {
             if self.images.contains_key(&image) || wanted.iter().any(|(w, _)| *w == image) {
                 continue;
             }
-            let creds = match &c.def.repository_credentials {
-                Some(rc) => Some(self.shared.credentials(&rc.credentials_parameter)?),
-                None => None,
+            let creds = match (&c.def.repository_credentials, self.secrets.registry.get(&c.name)) {
+                (Some(_), Some(auth)) => {
+                    Some(Credentials { username: auth.username.clone(), password: auth.password.clone() })
+                }
+                (Some(rc), None) => Some(self.shared.credentials(&rc.credentials_parameter)?),
+                (None, _) => None,
             };
             wanted.push((image, creds));
         }
@@ -433,7 +440,23 @@ impl Runner {
         self.publish();
 
         tracing::debug!(task = %self.task_id, ms = t0.elapsed().as_secs_f64() * 1e3, "network ready");
-        // PENDING: images.
+        // PENDING: the containers' secrets and registry credentials (from the control plane),
+        // then images.
+        let wants_secrets = |c: &Ctr| {
+            c.state == CState::Pending
+                && (c.def.secrets.as_ref().is_some_and(|s| !s.is_empty()) || c.def.repository_credentials.is_some())
+        };
+        if self.ctrs.iter().any(wants_secrets) {
+            match self.shared.cp.task_secrets(&self.key).await {
+                Ok(s) => self.secrets = s,
+                Err(reason) => {
+                    self.report.pull_stopped_at = Some(now());
+                    self.fail(TaskStopCode::TaskFailedToStart, reason);
+                    self.publish();
+                    return;
+                }
+            }
+        }
         let stop = wait_for_stop(self.shared.clone(), self.key.clone());
         let pulled = tokio::select! {
             r = self.pull() => Some(r),
@@ -601,6 +624,7 @@ impl Runner {
             hostname: &self.net.hostname,
             executor: self.shared.cfg.executor.clone(),
             environment_files_dir: self.shared.cfg.environment_files_dir.as_deref(),
+            secrets: self.secrets.env.get(&self.ctrs[i].name).map(Vec::as_slice).unwrap_or_default(),
         };
         let mut spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
             .map_err(|e| format!("CannotStartContainerError: {e}"))?;

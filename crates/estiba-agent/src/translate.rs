@@ -42,6 +42,8 @@ pub struct TaskContext<'a> {
     pub executor: Executor,
     /// Where `environmentFiles` are read from (`--environment-files-dir`); none when unset.
     pub environment_files_dir: Option<&'a Path>,
+    /// The container's `secrets`, resolved by the control plane: (name, value).
+    pub secrets: &'a [(String, String)],
 }
 
 /// A health check as the agent runs it.
@@ -148,6 +150,14 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
     }
     merge_env(&mut env, pairs(def.environment.as_ref()));
     merge_env(&mut env, pairs(ov.and_then(|o| o.environment.as_ref())));
+    for secret in def.secrets.iter().flatten() {
+        let (_, value) = cx
+            .secrets
+            .iter()
+            .find(|(n, _)| *n == secret.name)
+            .ok_or_else(|| format!("secret {} of container {name} was not resolved", secret.name))?;
+        merge_env(&mut env, [format!("{}={value}", secret.name)]);
+    }
     merge_env(&mut env, [format!("ECS_CONTAINER_NAME={name}")]);
     merge_env(&mut env, crate::metadata::env(cx.task_id, &name));
 
@@ -338,6 +348,7 @@ mod tests {
             hostname: "abc",
             executor: Executor::Native,
             environment_files_dir: Some(dir.path()),
+            secrets: &[],
         };
         let s = container_spec(&cx, &def, &image()).unwrap();
         assert_eq!(s.args, ["sh"]);
@@ -380,10 +391,41 @@ mod tests {
             hostname: "abc",
             executor: Executor::Native,
             environment_files_dir: Some(dir.path()),
+            secrets: &[],
         };
         let s = container_spec(&cx, &d2, &image()).unwrap();
         assert_eq!(s.args, ["/bin/echo", "hi"]);
         assert!(s.env.contains(&"C=override".into()));
+    }
+
+    #[test]
+    fn secrets_become_environment_variables_and_must_be_resolved() {
+        let def = ContainerDefinition {
+            name: Some("web".into()),
+            image: Some("busybox".into()),
+            environment: Some(vec![KeyValuePair { name: Some("DB".into()), value: Some("plain".into()) }]),
+            secrets: Some(vec![estiba_api::ecs::Secret { name: "DB".into(), value_from: "/app/db".into() }]),
+            ..Default::default()
+        };
+        let task = Task::default();
+        let td = TaskDefinition::default();
+        let resolved = [("DB".to_string(), "from-ssm".to_string())];
+        let mut cx = TaskContext {
+            task: &task,
+            td: &td,
+            task_id: "abc",
+            task_dir: Path::new("/t"),
+            netns: None,
+            hostname: "abc",
+            executor: Executor::Native,
+            environment_files_dir: None,
+            secrets: &resolved,
+        };
+        let s = container_spec(&cx, &def, &image()).unwrap();
+        assert!(s.env.contains(&"DB=from-ssm".into()), "{:?}", s.env);
+        assert!(!s.env.contains(&"DB=plain".into()));
+        cx.secrets = &[];
+        assert_eq!(container_spec(&cx, &def, &image()).unwrap_err(), "secret DB of container web was not resolved");
     }
 
     #[test]

@@ -452,6 +452,42 @@ mod tests {
     }
 }
 
+/// What a task's containers get from SSM Parameter Store and Secrets Manager when it starts,
+/// resolved by the control plane for the node that runs the task: each container's `secrets`
+/// as environment variables (by container name, in the task definition's order) and its
+/// `repositoryCredentials`. `Debug` shows names only, never values.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSecrets {
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, Vec<(String, String)>>,
+    #[serde(default)]
+    pub registry: std::collections::BTreeMap<String, RegistryAuth>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for TaskSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<(&String, Vec<&String>)> =
+            self.env.iter().map(|(c, v)| (c, v.iter().map(|(n, _)| n).collect())).collect();
+        f.debug_struct("TaskSecrets").field("env", &env).field("registry", &self.registry.keys()).finish()
+    }
+}
+
+/// The prefix of every secrets failure's stopped reason, as ECS words it.
+pub const SECRETS_FAILURE: &str =
+    "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: ";
+
+/// Resolves a task's secrets for the node that runs it (the server; the agent never reads
+/// secrets from the store). `Err` is the task's stopped reason.
+pub trait SecretResolver: Send + Sync + 'static {
+    fn resolve(&self, node: &str, task_key: &str) -> Result<TaskSecrets, String>;
+}
+
 #[cfg(test)]
 mod report_tests {
     use super::NodeStatus;

@@ -8,6 +8,8 @@
 //! - `GET  published`: the VPC resolver's zone, Service Connect's table, the load
 //!   balancers' table and the VPC's address blocks, each sent whole when it changes;
 //! - `PUT  nodes/<node>`: the node's status (its heartbeat);
+//! - `POST nodes/<node>/secrets`: the container secrets and registry credentials of one of
+//!   the node's own tasks, resolved when it starts (`crate::task_secrets`);
 //! - `POST nodes/<node>/blocks`: one more VPC address block of a subnet for the node;
 //! - `POST nodes/<node>/tasks`: a `TaskStateChange` of one of the node's own tasks;
 //! - `POST nodes/<node>/telemetry`: telemetry batches (never the store);
@@ -210,6 +212,13 @@ pub struct TaskStateMessage {
     pub change: TaskStateChange,
 }
 
+/// `POST nodes/<node>/secrets`: which task's secrets.
+#[derive(Serialize, Deserialize)]
+pub struct SecretsRequest {
+    #[serde(rename = "taskKey")]
+    pub task_key: String,
+}
+
 /// A node's request for one more address block of a subnet.
 #[derive(Serialize, Deserialize)]
 pub struct BlockRequest {
@@ -289,6 +298,10 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
             let m: TaskStateMessage = decode(req, max).await?;
             let ack = submit_task_state(server, node, &m.task_key, &m.change).await?;
             Ok(json(&ack))
+        }
+        (Method::POST, ["nodes", node, "secrets"]) if keys::valid_node_id(node) => {
+            let ask: SecretsRequest = decode(req, max).await?;
+            Ok(json(&crate::task_secrets::resolve(server, node, &ask.task_key)))
         }
         (Method::POST, ["nodes", node, "blocks"]) if keys::valid_node_id(node) => {
             let ask: BlockRequest = decode(req, max).await?;

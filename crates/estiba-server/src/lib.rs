@@ -35,8 +35,10 @@ pub mod peers;
 pub mod registry;
 pub mod replication;
 pub mod scaling;
+pub mod sealing;
 pub mod services;
 pub mod targets;
+pub mod task_secrets;
 pub use estiba_core::keys;
 pub mod view;
 
@@ -137,6 +139,10 @@ pub struct Config {
     /// Where the console's files are read from on each request instead of the embedded
     /// copies (`--console-dir`, for working on the console); `None` serves the embedded ones.
     pub console_dir: Option<std::path::PathBuf>,
+    /// The key SSM SecureString and Secrets Manager values are sealed under ([`sealing`]),
+    /// created on first start; `None`: a key that lives as long as the process (the in-memory
+    /// store). Servers sharing an etcd store must share this file.
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -165,6 +171,7 @@ impl Default for Config {
             metrics_dir: None,
             metric_period: Duration::from_secs(60),
             console_dir: None,
+            secrets_key_file: None,
         }
     }
 }
@@ -198,6 +205,8 @@ pub struct Server {
     pub nudge: tokio::sync::watch::Sender<u64>,
     /// CloudWatch Logs' streams and events (groups are documents in the store).
     pub logs: estiba_logstore::LogStore,
+    /// The key secret values are sealed under in the store ([`sealing`]).
+    pub secrets_key: sealing::SecretsKey,
     /// The log store's directory when the configuration named none.
     _logs_tmp: Option<tempfile::TempDir>,
     /// CloudWatch metrics' datapoints, in AWS time ([`Server::metric_clock`]).
@@ -394,6 +403,11 @@ impl Server {
             estiba_store::StoreError::Backend(format!("metric store at {}: {e}", metrics_dir.display()))
         })?;
         let metric_clock = metric_clock(&metrics_dir, config.metric_period)?;
+        let secrets_key = match &config.secrets_key_file {
+            Some(path) => sealing::SecretsKey::load_or_create(path)
+                .map_err(|e| estiba_store::StoreError::Backend(e.to_string()))?,
+            None => sealing::SecretsKey::ephemeral(),
+        };
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));
         Ok(Arc::new(Server {
@@ -411,6 +425,7 @@ impl Server {
             lb_metrics: Default::default(),
             nudge: tokio::sync::watch::channel(0).0,
             logs,
+            secrets_key,
             _logs_tmp: logs_tmp,
             metrics,
             metric_clock,

@@ -392,6 +392,12 @@ struct ServerArgs {
     /// change to them shows on reload without a rebuild. For working on the console.
     #[arg(long, env = "ESTIBA_CONSOLE_DIR")]
     console_dir: Option<PathBuf>,
+    /// The key SSM SecureString values and Secrets Manager secrets are encrypted under
+    /// (AES-256-GCM, 32 random bytes in base64), created mode 0600 if missing. Servers that
+    /// share an etcd store must all use the same key file [default: <data-dir>/secrets.key;
+    /// with --store memory, a key that lives as long as the process].
+    #[arg(long, env = "ESTIBA_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Join tokens of `estiba agent`s (one per line, `#` comments), read again when the file
     /// changes: removing a line revokes that token [default: no agent may join].
     #[arg(long, env = "ESTIBA_JOIN_TOKENS")]
@@ -647,6 +653,10 @@ async fn serve(args: ServerArgs) -> Result<()> {
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("metrics")),
         metric_period: args.metric_period,
         console_dir: args.console_dir.clone(),
+        secrets_key_file: args.secrets_key_file.clone().or_else(|| {
+            matches!(args.store, StoreKind::Sqlite | StoreKind::Etcd)
+                .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("secrets.key"))
+        }),
         ..Config::default()
     };
     if args.metric_period < Duration::from_secs(1) {
@@ -777,6 +787,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Tasks' secrets are resolved by the server, never read from the store by the agent.
+        cp.set_secrets(Arc::new(estiba_server::task_secrets::ServerSecrets(server.clone())));
         // Other machines reach this one at the address the server listens on, when it is one.
         let address = match args.listen.ip() {
             std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),

@@ -46,7 +46,9 @@ pub mod ecr;
 pub mod ecs;
 pub mod elbv2;
 pub mod logs;
+pub mod secretsmanager;
 pub mod servicediscovery;
+pub mod ssm;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -60,6 +62,8 @@ pub static SERVICES: &[&dyn Service] = &[
     &servicediscovery::ServiceDiscovery,
     &logs::Logs,
     &application_autoscaling::AppAutoScaling,
+    &ssm::Ssm,
+    &secretsmanager::SecretsManager,
 ];
 
 /// Who is calling, and when.
