@@ -56,14 +56,22 @@ const DRAIN_LIMIT: usize = 64 << 20;
 /// `Content-Encoding: gzip` body: botocore gzips CloudWatch's PutMetricData bodies past 10 KB,
 /// as the model's `requestcompression` trait asks).
 pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+    read_hashed(req, max, false).await.map(|(b, _)| b)
+}
+
+/// [`read`], with the SHA-256 of the body as sent (before gzip is undone) when `hash`, for
+/// SigV4 verification; zeros otherwise.
+pub async fn read_hashed(req: Request<Incoming>, max: usize, hash: bool) -> Result<(Bytes, [u8; 32]), ApiError> {
+    use sha2::Digest as _;
     let gzip = req
         .headers()
         .get(hyper::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("gzip")));
     let raw = read_raw(req, max).await?;
+    let sha = if hash { sha2::Sha256::digest(&raw).into() } else { [0; 32] };
     if !gzip {
-        return Ok(raw);
+        return Ok((raw, sha));
     }
     use std::io::Read;
     let mut out = Vec::with_capacity(raw.len() * 4);
@@ -77,7 +85,7 @@ pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError>
     if out.len() > max {
         return Err(too_large(max));
     }
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), sha))
 }
 
 fn too_large(max: usize) -> ApiError {

@@ -13,6 +13,7 @@
 //! Modules depend downwards: `http` → `front` → `services` → `view`, store; never back up.
 
 pub mod agent_api;
+pub mod auth;
 pub mod body;
 #[cfg(test)]
 mod budget_tests;
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod replication;
 pub mod scaling;
 pub mod services;
+pub mod sts;
 pub mod targets;
 pub use estiba_core::keys;
 pub mod view;
@@ -130,6 +132,10 @@ pub struct Config {
     /// Where the console's files are read from on each request instead of the embedded
     /// copies (`--console-dir`, for working on the console); `None` serves the embedded ones.
     pub console_dir: Option<std::path::PathBuf>,
+    /// The credentials file (`--credentials`): when set, every API request must carry a valid
+    /// SigV4 signature of one of its keys, and its account is the key's ([`auth`]); `None`:
+    /// requests are not verified (the account is a 12-digit access key id, else `account_id`).
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -156,6 +162,7 @@ impl Default for Config {
             metrics_dir: None,
             metric_period: Duration::from_secs(60),
             console_dir: None,
+            credentials_file: None,
         }
     }
 }
@@ -216,6 +223,8 @@ pub struct Server {
     /// The leader's log and metric ingest, kept for the followers ([`replication`]); every
     /// change to `logs` and `metrics` goes through it.
     pub replication: replication::Replication,
+    /// The keys API requests are verified with (`Config::credentials_file`); `None`: auth off.
+    pub credentials: Option<auth::Credentials>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -379,6 +388,13 @@ impl Server {
             estiba_store::StoreError::Backend(format!("metric store at {}: {e}", metrics_dir.display()))
         })?;
         let metric_clock = metric_clock(&metrics_dir, config.metric_period)?;
+        let credentials = match &config.credentials_file {
+            Some(f) => Some(
+                auth::Credentials::open(f)
+                    .map_err(|e| estiba_store::StoreError::Backend(format!("credentials file {}: {e}", f.display())))?,
+            ),
+            None => None,
+        };
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));
         Ok(Arc::new(Server {
@@ -407,6 +423,7 @@ impl Server {
             reservations: Default::default(),
             peers: Default::default(),
             replication: Default::default(),
+            credentials,
         }))
     }
 
