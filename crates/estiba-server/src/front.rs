@@ -131,7 +131,9 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     if let Wire::Query(_) = wire {
         r.params = query::Params::parse(&body);
         if query_in_url {
-            r.params.0.extend(query::Params::parse(uri_query.as_deref().unwrap_or("").as_bytes()).0);
+            let url = query::Params::parse(uri_query.as_deref().unwrap_or("").as_bytes());
+            // The presigned signature's own parameters are not the operation's input.
+            r.params.0.extend(url.0.into_iter().filter(|(k, _)| !k.starts_with("X-Amz-")));
         }
     }
     let signing_name = credential.as_ref().map(|(_, _, s)| s.as_str());
