@@ -60,8 +60,13 @@ pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError>
 }
 
 /// [`read`], with the SHA-256 of the body as sent (before gzip is undone) when `hash`, for
-/// SigV4 verification; zeros otherwise.
+/// SigV4 verification (zeros otherwise), and the body as sent (to forward it as received).
 pub async fn read_hashed(req: Request<Incoming>, max: usize, hash: bool) -> Result<(Bytes, [u8; 32]), ApiError> {
+    read_full(req, max, hash).await.map(|(b, h, _)| (b, h))
+}
+
+/// [`read_hashed`], with the body as sent too (the same bytes unless gzipped).
+pub async fn read_full(req: Request<Incoming>, max: usize, hash: bool) -> Result<(Bytes, [u8; 32], Bytes), ApiError> {
     use sha2::Digest as _;
     let gzip = req
         .headers()
@@ -71,7 +76,7 @@ pub async fn read_hashed(req: Request<Incoming>, max: usize, hash: bool) -> Resu
     let raw = read_raw(req, max).await?;
     let sha = if hash { sha2::Sha256::digest(&raw).into() } else { [0; 32] };
     if !gzip {
-        return Ok((raw, sha));
+        return Ok((raw.clone(), sha, raw));
     }
     use std::io::Read;
     let mut out = Vec::with_capacity(raw.len() * 4);
@@ -85,7 +90,7 @@ pub async fn read_hashed(req: Request<Incoming>, max: usize, hash: bool) -> Resu
     if out.len() > max {
         return Err(too_large(max));
     }
-    Ok((Bytes::from(out), sha))
+    Ok((Bytes::from(out), sha, raw))
 }
 
 fn too_large(max: usize) -> ApiError {

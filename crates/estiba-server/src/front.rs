@@ -124,10 +124,11 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         .then(|| (req.method().clone(), req.uri().path_and_query().map(|p| p.to_string()), req.headers().clone()));
     // What the signature covers, kept before the body is read.
     let signed_parts = server.credentials.as_ref().map(|_| (req.method().clone(), req.headers().clone()));
-    let (body, body_sha256) = match body::read_hashed(req, server.config.max_body_bytes, signed_parts.is_some()).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&r, None, &e, request_id),
-    };
+    let (body, body_sha256, as_sent) =
+        match body::read_full(req, server.config.max_body_bytes, signed_parts.is_some()).await {
+            Ok(b) => b,
+            Err(e) => return error_response(&r, None, &e, request_id),
+        };
     if let Wire::Query(_) = wire {
         r.params = query::Params::parse(&body);
         if query_in_url {
@@ -193,7 +194,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     }
     if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::LEADER_OWNS.contains(&model.module)) {
         let pq = pq.unwrap_or_else(|| path.clone());
-        match crate::peers::forward(server, &method, &pq, &headers, body.clone()).await {
+        match crate::peers::forward(server, &method, &pq, &headers, as_sent.clone()).await {
             Ok(Some(resp)) => return resp,
             Ok(None) => {}
             Err(e) => return error_response(&r, Some(model), &e, request_id),
