@@ -240,9 +240,11 @@ def test_unsigned_requests_are_routed_by_target_and_version(shared):
 def test_services_estiba_does_not_serve_are_named(shared):
     # Every service estiba has a model of is served (Application Auto Scaling was the last).
     assert shared.client("application-autoscaling").describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"] == []
+    # STS answers GetCallerIdentity (tests/e2e/test_auth.py); SNS is not served.
+    assert shared.client("sts").get_caller_identity()["Account"] == "000000000000"
     with pytest.raises(ClientError) as e:
-        shared.client("sts").get_caller_identity()
-    assert error_code(e) == "InvalidAction" and "'sts'" in error_message(e)
+        shared.client("sns").list_topics()
+    assert error_code(e) == "InvalidAction" and "'sns'" in error_message(e)
 
 
 def test_a_target_of_another_service_than_signed_for_is_refused(shared):

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import botocore.exceptions
 import pytest
 
 import images as img
@@ -372,3 +373,27 @@ def test_two_servers_placing_at_once_never_overfill_an_instance(servers):
     for ci in ecs[0].describe_container_instances(cluster=cluster, containerInstances=arns)["containerInstances"]:
         remaining = {r["name"]: r.get("integerValue") for r in ci["remainingResources"]}
         assert remaining["CPU"] == 0, ci
+
+
+@pytest.fixture
+def signed_pair(tmp_path, etcd):
+    creds = tmp_path / "credentials"
+    creds.write_text("[ops]\naws_access_key_id = AKIAPEERS000000001\naws_secret_access_key = test\naccount = 333333333333\n")
+    yield from pair(tmp_path, etcd, "--credentials", str(creds))
+
+
+def test_signed_requests_forwarded_to_the_leader_are_verified_there(signed_pair):
+    """With --credentials, what a follower forwards (as received, gzip and all) passes the
+    leader's verification, in the key's account."""
+    leader, follower = signed_pair
+    ak = "AKIAPEERS000000001"
+    big = [{"MetricName": "Wide", "Dimensions": [{"Name": "Shard", "Value": f"s{i}"}], "Value": float(i)}
+           for i in range(400)]
+    follower.client("cloudwatch", access_key=ak).put_metric_data(Namespace="Auth/peers", MetricData=big)
+    assert len(leader.client("cloudwatch", access_key=ak).list_metrics(Namespace="Auth/peers")["Metrics"]) == 400
+    follower.client("logs", access_key=ak).create_log_group(logGroupName="/peers/auth")
+    groups = leader.client("logs", access_key=ak).describe_log_groups()["logGroups"]
+    assert [g["arn"].split(":")[4] for g in groups] == ["333333333333"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        follower.client("logs").describe_log_groups()
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"

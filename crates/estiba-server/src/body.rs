@@ -56,14 +56,27 @@ const DRAIN_LIMIT: usize = 64 << 20;
 /// `Content-Encoding: gzip` body: botocore gzips CloudWatch's PutMetricData bodies past 10 KB,
 /// as the model's `requestcompression` trait asks).
 pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+    read_hashed(req, max, false).await.map(|(b, _)| b)
+}
+
+/// [`read`], with the SHA-256 of the body as sent (before gzip is undone) when `hash`, for
+/// SigV4 verification (zeros otherwise), and the body as sent (to forward it as received).
+pub async fn read_hashed(req: Request<Incoming>, max: usize, hash: bool) -> Result<(Bytes, [u8; 32]), ApiError> {
+    read_full(req, max, hash).await.map(|(b, h, _)| (b, h))
+}
+
+/// [`read_hashed`], with the body as sent too (the same bytes unless gzipped).
+pub async fn read_full(req: Request<Incoming>, max: usize, hash: bool) -> Result<(Bytes, [u8; 32], Bytes), ApiError> {
+    use sha2::Digest as _;
     let gzip = req
         .headers()
         .get(hyper::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("gzip")));
     let raw = read_raw(req, max).await?;
+    let sha = if hash { sha2::Sha256::digest(&raw).into() } else { [0; 32] };
     if !gzip {
-        return Ok(raw);
+        return Ok((raw.clone(), sha, raw));
     }
     use std::io::Read;
     let mut out = Vec::with_capacity(raw.len() * 4);
@@ -77,7 +90,7 @@ pub async fn read(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError>
     if out.len() > max {
         return Err(too_large(max));
     }
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), sha, raw))
 }
 
 fn too_large(max: usize) -> ApiError {

@@ -68,32 +68,52 @@ struct Seen {
     params: query::Params,
 }
 
-/// Answers an AWS API request (`POST /` or `POST /service/...`).
+/// What a request's SigV4 credential scope claims: access key, region and service (from the
+/// `Authorization` header, or the `X-Amz-Credential` of a presigned query).
+fn claimed(headers: &hyper::HeaderMap, query: Option<&str>) -> Option<(String, String, String)> {
+    if let Some(cs) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(CredentialScope::parse) {
+        return Some((cs.access_key.to_owned(), cs.region.to_owned(), cs.service.to_owned()));
+    }
+    let (_, cred) = estiba_auth::sigv4::pairs(query?).find(|(k, _)| k == "X-Amz-Credential")?;
+    let mut p = cred.split('/');
+    let (key, _date, region, service) = (p.next()?, p.next()?, p.next()?, p.next()?);
+    Some((key.to_owned(), region.to_owned(), service.to_owned()))
+}
+
+/// Answers an AWS API request (`POST /`, `POST /service/...`, or a presigned or Query `GET /?Action=...`).
 pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> Response<Body> {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let credential = header("authorization").and_then(CredentialScope::parse);
-    let scope = match &credential {
-        Some(cs) => Scope::new(
-            cs.account_from_access_key().unwrap_or(&server.config.account_id),
-            if cs.region.is_empty() { server.config.default_region.as_str() } else { cs.region },
+    let uri_query = req.uri().query().map(str::to_owned);
+    let credential = claimed(headers, uri_query.as_deref());
+    let mut scope = match &credential {
+        Some((key, region, _)) => Scope::new(
+            match CredentialScope::account_of(key) {
+                Some(account) => account,
+                None => &server.config.account_id,
+            },
+            if region.is_empty() { server.config.default_region.as_str() } else { region },
         ),
         None => Scope::new(server.config.account_id.clone(), server.config.default_region.clone()),
     };
-    let signed = match credential {
+    let signed = match &credential {
         None => Signed::No,
-        Some(c) => {
-            services::by_signing_name(c.service).map_or_else(|| Signed::Other(c.service.to_owned()), Signed::For)
+        Some((_, _, service)) => {
+            services::by_signing_name(service).map_or_else(|| Signed::Other(service.clone()), Signed::For)
         }
     };
     let path = req.uri().path().to_owned();
     let target = header("x-amz-target").map(str::to_owned);
     let form = header("content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let v10 = header("content-type").is_some_and(|v| v.starts_with("application/x-amz-json-1.0"));
+    let get = req.method() == hyper::Method::GET;
+    // A presigned Query request carries its parameters in the URL (boto3 presigns POST, the
+    // Go SDK GET).
+    let query_in_url = uri_query.as_deref().is_some_and(|q| q.starts_with("Action=") || q.contains("&Action="));
 
     let wire = if path.starts_with("/service/") {
         Wire::Cbor
-    } else if target.is_none() && form {
+    } else if target.is_none() && (form || get || query_in_url) {
         Wire::Query(query::Flavour::Query)
     } else {
         Wire::Json { v10 }
@@ -102,17 +122,64 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     // On a follower of several servers, what the leader owns is forwarded to it as received.
     let forwardable = (server.peers.shared() && !server.leader.load(std::sync::atomic::Ordering::Relaxed))
         .then(|| (req.method().clone(), req.uri().path_and_query().map(|p| p.to_string()), req.headers().clone()));
-    let body = match body::read(req, server.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&r, None, &e, request_id),
+    // What the signature covers, kept before the body is read.
+    let signed_parts = server.credentials.as_ref().map(|_| (req.method().clone(), req.headers().clone()));
+    let (body, body_sha256, as_sent) =
+        match body::read_full(req, server.config.max_body_bytes, signed_parts.is_some()).await {
+            Ok(b) => b,
+            Err(e) => return error_response(&r, None, &e, request_id),
+        };
+    if let Wire::Query(_) = wire {
+        r.params = query::Params::parse(&body);
+        if query_in_url {
+            let url = query::Params::parse(uri_query.as_deref().unwrap_or("").as_bytes());
+            // The presigned signature's own parameters are not the operation's input.
+            r.params.0.extend(url.0.into_iter().filter(|(k, _)| !k.starts_with("X-Amz-")));
+        }
+    }
+    let signing_name = credential.as_ref().map(|(_, _, s)| s.as_str());
+    // The caller, verified before anything of the body is decoded.
+    let caller = match (&server.credentials, signed_parts) {
+        (Some(creds), Some((method, headers))) => {
+            let req = estiba_auth::SignedRequest {
+                method: method.as_str(),
+                path: &path,
+                query: uri_query.as_deref(),
+                headers: &headers,
+                body_sha256,
+            };
+            match creds.keys().verify(&req, crate::now() as i64) {
+                Ok(v) => {
+                    scope = Scope::new(v.credential.account.clone(), v.region.clone());
+                    Some(v.credential)
+                }
+                Err(e) => {
+                    let family = family_before_lookup(wire, signing_name, &r.params);
+                    if family == estiba_auth::Family::Ec2 {
+                        r.wire = Wire::Query(query::Flavour::Ec2);
+                    }
+                    let model = signing_name.and_then(services::by_signing_name).map(|s| s.model());
+                    let err = crate::auth::refusal(&e, family, model.is_some_and(|m| m.query_compatible));
+                    tracing::debug!(code = err.code, message = %err.message, "request not authenticated");
+                    return error_response(&r, model, &err, request_id);
+                }
+            }
+        }
+        _ => None,
     };
+    // STS, served here rather than from the service table (see `crate::sts`).
+    let sts = match signing_name {
+        Some(name) => name == crate::sts::SIGNING_NAME,
+        None => r.params.get("Version") == Some(crate::sts::VERSION),
+    };
+    if matches!(wire, Wire::Query(_)) && sts {
+        let who = caller.as_deref().map_or_else(|| crate::sts::Caller::root(&scope.account), crate::sts::Caller::of);
+        return crate::sts::answer(&r.params, &who, request_id);
+    }
     let found = match wire {
         Wire::Cbor => find_cbor(&r, &path),
         Wire::Json { .. } => find_json(&r, target.as_deref()),
-        Wire::Query(_) => {
-            r.params = query::Params::parse(&body);
-            find_query(&mut r)
-        }
+        Wire::Query(_) => find_query(&mut r),
     };
     let t = match found {
         Ok(t) => t,
@@ -120,7 +187,13 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let model = t.svc.model();
     let op = &model.operations[t.op];
-    // The rate is counted once the protocol is known (EC2 and Query look alike until then).
+    if let Some(cred) = &caller {
+        if let Err(e) = authorize(&r, model, op.name, cred, &body, &scope) {
+            return error_response(&r, Some(model), &e, request_id);
+        }
+    }
+    // The rate is counted once the caller and the protocol are known (EC2 and Query look
+    // alike until then).
     if let Some(limits) = &server.rate_limits {
         if !limits.admit(&scope.account, std::time::Instant::now()) {
             return error_response(&r, Some(model), &crate::limits::throttled(r.wire), request_id);
@@ -128,7 +201,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     }
     if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::leader_owns(model.module, op.name)) {
         let pq = pq.unwrap_or_else(|| path.clone());
-        match crate::peers::forward(server, &method, &pq, &headers, body.clone()).await {
+        match crate::peers::forward(server, &method, &pq, &headers, as_sent.clone()).await {
             Ok(Some(resp)) => return resp,
             Ok(None) => {}
             Err(e) => return error_response(&r, Some(model), &e, request_id),
@@ -137,7 +210,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     let started = std::time::Instant::now();
     if t.svc.streams(t.op) {
         let result = match decode(&r, &t, body) {
-            Ok(input) => t.svc.call_stream(server, Call { scope, now: crate::now() }, t.op, input).await,
+            Ok(input) => t.svc.call_stream(server, Call { scope: scope.clone(), now: crate::now() }, t.op, input).await,
             Err(e) => Err(e),
         };
         return match result {
@@ -176,6 +249,57 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
             error_response(&r, Some(model), &e, request_id)
         }
     }
+}
+
+/// The protocol family of a request refused before its service is looked up: EC2 when it is
+/// signed for `ec2` (or, unsigned, names EC2's API version), else by its wire.
+fn family_before_lookup(wire: Wire, signing_name: Option<&str>, params: &query::Params) -> estiba_auth::Family {
+    use estiba_auth::Family;
+    match wire {
+        Wire::Query(_) => {
+            let ec2 = services::ec2::Ec2.model();
+            let is_ec2 = match signing_name {
+                Some(name) => name == ec2.signing_name,
+                None => params.get("Version") == Some(ec2.api_version),
+            };
+            if is_ec2 {
+                Family::Ec2
+            } else {
+                Family::Query
+            }
+        }
+        _ => Family::Json,
+    }
+}
+
+/// Whether the verified caller may call the operation: its key's access (full, read-only or
+/// a policy), on the resource the input names where that is plain (`crate::auth::resource`).
+fn authorize(
+    r: &Seen,
+    model: &Model,
+    operation: &str,
+    cred: &estiba_auth::Credential,
+    body: &[u8],
+    scope: &Scope,
+) -> Result<(), ApiError> {
+    let service = crate::auth::iam_prefix(model.signing_name);
+    let resource = match (&cred.access, r.wire) {
+        (estiba_auth::Access::Policy(_), Wire::Json { .. }) => {
+            crate::auth::resource(model.signing_name, body, &scope.account, &scope.region)
+        }
+        _ => "*".to_owned(),
+    };
+    let d = cred.decide(service, operation, &resource);
+    if d == estiba_auth::Decision::Allow {
+        return Ok(());
+    }
+    let family = match r.wire {
+        Wire::Query(query::Flavour::Ec2) => estiba_auth::Family::Ec2,
+        Wire::Query(_) => estiba_auth::Family::Query,
+        _ => estiba_auth::Family::Json,
+    };
+    tracing::debug!(user = %cred.arn(), service, operation, resource, "access denied");
+    Err(crate::auth::denied(cred, service, operation, &resource, d, family, model.query_compatible))
 }
 
 /// The service a signed request names, if estiba serves it; an error naming it if not.

@@ -145,6 +145,10 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> 
     let mut resp = match (req.method(), path.as_str()) {
         (&Method::POST, "/") => crate::front::call(server, req, &request_id).await,
         (&Method::POST, p) if p.starts_with("/service/") => crate::front::call(server, req, &request_id).await,
+        // A Query request sent as GET (a presigned STS GetCallerIdentity, say).
+        (&Method::GET, "/") if req.uri().query().is_some_and(|q| q.contains("Action=")) => {
+            crate::front::call(server, req, &request_id).await
+        }
         (_, p) if p == "/v2" || p.starts_with("/v2/") => match &server.registry {
             Some(reg) => crate::registry::handle(server, reg, req).await,
             None => not_found("the registry is not enabled"),

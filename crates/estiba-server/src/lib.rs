@@ -13,6 +13,7 @@
 //! Modules depend downwards: `http` → `front` → `services` → `view`, store; never back up.
 
 pub mod agent_api;
+pub mod auth;
 pub mod body;
 #[cfg(test)]
 mod budget_tests;
@@ -37,6 +38,7 @@ pub mod replication;
 pub mod scaling;
 pub mod sealing;
 pub mod services;
+pub mod sts;
 pub mod targets;
 pub mod task_secrets;
 pub use estiba_core::keys;
@@ -143,6 +145,10 @@ pub struct Config {
     /// created on first start; `None`: a key that lives as long as the process (the in-memory
     /// store). Servers sharing an etcd store must share this file.
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// The credentials file (`--credentials`): when set, every API request must carry a valid
+    /// SigV4 signature of one of its keys, and its account is the key's ([`auth`]); `None`:
+    /// requests are not verified (the account is a 12-digit access key id, else `account_id`).
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -172,6 +178,7 @@ impl Default for Config {
             metric_period: Duration::from_secs(60),
             console_dir: None,
             secrets_key_file: None,
+            credentials_file: None,
         }
     }
 }
@@ -238,6 +245,8 @@ pub struct Server {
     /// The leader's log and metric ingest, kept for the followers ([`replication`]); every
     /// change to `logs` and `metrics` goes through it.
     pub replication: replication::Replication,
+    /// The keys API requests are verified with (`Config::credentials_file`); `None`: auth off.
+    pub credentials: Option<auth::Credentials>,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -408,6 +417,13 @@ impl Server {
                 .map_err(|e| estiba_store::StoreError::Backend(e.to_string()))?,
             None => sealing::SecretsKey::ephemeral(),
         };
+        let credentials = match &config.credentials_file {
+            Some(f) => Some(
+                auth::Credentials::open(f)
+                    .map_err(|e| estiba_store::StoreError::Backend(format!("credentials file {}: {e}", f.display())))?,
+            ),
+            None => None,
+        };
         let (dns, _) = tokio::sync::watch::channel(Arc::new(estiba_dns::Zone::default()));
         let (connect, _) = tokio::sync::watch::channel(Arc::new(estiba_proxy::Table::default()));
         Ok(Arc::new(Server {
@@ -439,6 +455,7 @@ impl Server {
             liveness,
             rate_limits,
             replication: Default::default(),
+            credentials,
         }))
     }
 

@@ -337,7 +337,7 @@ async fn store_fetched(
     tokio::task::block_in_place(|| upload.commit(d)).map_err(|e| e.message)
 }
 
-/// Forwards an API request (already read and decoded: `headers` and `body`) to the leader when another
+/// Forwards an API request (its `headers` and `body` as received, still gzipped if it was) to the leader when another
 /// server leads: `Ok(None)` when this server answers it itself (it leads, or it is alone);
 /// `ServiceUnavailable` when no leader answers within [`LEADER_WAIT`].
 pub async fn forward(
@@ -395,8 +395,9 @@ async fn send(
 ) -> Result<Response<Body>, reqwest::Error> {
     let mut req = server.peers.client().request(method.clone(), format!("{leader}{path_and_query}"));
     for (name, value) in headers {
-        // The body was read decoded (botocore gzips large PutMetricData bodies).
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != hyper::header::CONTENT_ENCODING {
+        // The body goes as it was sent (gzipped, say, with its Content-Encoding), so that the
+        // leader verifies the same signature.
+        if !HOP_BY_HOP.contains(&name.as_str()) {
             req = req.header(name, value);
         }
     }

@@ -289,6 +289,16 @@ struct ServerArgs {
     /// Address the API listens on.
     #[arg(long, env = "ESTIBA_LISTEN", default_value = "127.0.0.1:4566")]
     listen: SocketAddr,
+    /// `sigv4`: every API request must be signed (SigV4) with a key of --credentials, and
+    /// sees only its key's account; `none`: requests are not verified (for a laptop's
+    /// loopback) [default: sigv4 when --listen is not a loopback address, else none].
+    #[arg(long, env = "ESTIBA_AUTH", value_enum)]
+    auth: Option<AuthMode>,
+    /// The access keys API requests are verified with (AWS credentials-file form, with
+    /// `account` and `access` per profile; see the README), read again when it changes.
+    /// Giving it turns --auth sigv4 on.
+    #[arg(long, env = "ESTIBA_CREDENTIALS")]
+    credentials: Option<PathBuf>,
     /// Serve HTTPS on --listen (every API, the registry, the console and the agent API) with
     /// this certificate chain (PEM, leaf first); needs --tls-key [default: plain HTTP].
     #[arg(long, env = "ESTIBA_TLS_CERT", requires = "tls_key")]
@@ -465,6 +475,41 @@ enum OnOff {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+enum AuthMode {
+    Sigv4,
+    None,
+}
+
+/// The credentials file requests are verified with, from --auth, --credentials and --listen.
+fn credentials_file(args: &ServerArgs) -> anyhow::Result<Option<PathBuf>> {
+    let loopback = args.listen.ip().is_loopback();
+    let mode =
+        args.auth.unwrap_or(if loopback && args.credentials.is_none() { AuthMode::None } else { AuthMode::Sigv4 });
+    match (mode, &args.credentials) {
+        (AuthMode::Sigv4, Some(f)) => Ok(Some(f.clone())),
+        (AuthMode::Sigv4, None) => anyhow::bail!(
+            "--auth sigv4{} needs --credentials FILE (the access keys and their accounts); \
+             give --auth none to serve {} without verifying requests",
+            if args.auth.is_none() { " (the default off loopback)" } else { "" },
+            args.listen
+        ),
+        (AuthMode::None, creds) => {
+            if creds.is_some() {
+                anyhow::bail!("--credentials is given with --auth none: drop one of them");
+            }
+            if !loopback {
+                tracing::warn!(
+                    listen = %args.listen,
+                    "!!! --auth none on a non-loopback address: ANYONE who reaches this port can run containers \
+                     and read every account's resources. Give --credentials FILE to require signed requests. !!!"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
 enum RegistryAuth {
     Open,
     Token,
@@ -627,6 +672,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             e
         }
     };
+    let credentials_file = credentials_file(&args)?;
     let config = Config {
         listen: args.listen,
         account_id: args.account_id.clone(),
@@ -638,10 +684,12 @@ async fn serve(args: ServerArgs) -> Result<()> {
         registry_dir: (args.registry == OnOff::On)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("registry")),
         registry_host: args.registry_host.clone(),
-        registry_auth: match args.registry_auth {
-            RegistryAuth::Open => estiba_server::registry::Auth::Open,
-            RegistryAuth::Token => estiba_server::registry::Auth::Token,
+        // With verified requests, the registry takes only GetAuthorizationToken's tokens.
+        registry_auth: match (args.registry_auth, &credentials_file) {
+            (RegistryAuth::Token, _) | (_, Some(_)) => estiba_server::registry::Auth::Token,
+            (RegistryAuth::Open, None) => estiba_server::registry::Auth::Open,
         },
+        credentials_file: credentials_file.clone(),
         registry_gc_grace: args.registry_gc_grace,
         environment_files_dir: args.node.environment_files_dir.clone(),
         lb_host_address: args.lb_host_address,
