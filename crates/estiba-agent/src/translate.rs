@@ -470,6 +470,7 @@ mod tests {
                 hostname: "abc",
                 executor: Executor::Native,
                 environment_files_dir: None,
+                secrets: &[],
             };
             container_spec(&cx, &def, &image()).unwrap()
         };
@@ -493,6 +494,7 @@ mod tests {
             hostname: "abc",
             executor: Executor::Native,
             environment_files_dir: None,
+            secrets: &[],
         };
         assert!(container_spec(&cx, &bad, &image()).unwrap_err().contains("not a device"));
     }
