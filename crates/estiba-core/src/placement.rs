@@ -127,6 +127,9 @@ pub struct HostInfo {
     pub attributes: Arc<[(String, Option<String>)]>,
     /// ACTIVE: new tasks may go here (not DRAINING, not INACTIVE).
     pub usable: bool,
+    /// ACTIVE or DRAINING ([`crate::instance::is_registered`]): what callers list as hosts,
+    /// read here so that listing them does not touch each instance's document.
+    pub registered_now: bool,
 }
 
 impl HostInfo {
@@ -138,6 +141,7 @@ impl HostInfo {
             registered: crate::instance::registered_capacity(ci),
             attributes: attributes.into(),
             usable: crate::instance::status(ci) == "ACTIVE",
+            registered_now: crate::instance::is_registered(ci),
         }
     }
 
@@ -970,6 +974,18 @@ mod tests {
             }
             eprintln!("{ss:?}: {:?} per place(10) on 10,000 hosts", start.elapsed() / 100);
         }
+    }
+
+    #[test]
+    fn host_info_says_whether_the_instance_is_listed_and_usable() {
+        let of = |status: &str| {
+            let i = HostInfo::of(&ci(0, A, "m5", status));
+            (i.registered_now, i.usable)
+        };
+        assert_eq!(of("ACTIVE"), (true, true));
+        assert_eq!(of("DRAINING"), (true, false));
+        assert_eq!(of("INACTIVE"), (false, false));
+        assert!(!HostInfo::default().registered_now);
     }
 
     #[test]
