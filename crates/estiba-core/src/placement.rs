@@ -127,6 +127,9 @@ pub struct HostInfo {
     pub attributes: Arc<[(String, Option<String>)]>,
     /// ACTIVE: new tasks may go here (not DRAINING, not INACTIVE).
     pub usable: bool,
+    /// ACTIVE or DRAINING ([`crate::instance::is_registered`]): what callers list as hosts,
+    /// read here so that listing them does not touch each instance's document.
+    pub registered_now: bool,
 }
 
 impl HostInfo {
@@ -138,6 +141,7 @@ impl HostInfo {
             registered: crate::instance::registered_capacity(ci),
             attributes: attributes.into(),
             usable: crate::instance::status(ci) == "ACTIVE",
+            registered_now: crate::instance::is_registered(ci),
         }
     }
 
@@ -510,10 +514,27 @@ impl<'h, 'a> Placer<'h, 'a> {
                 buckets.len() - 1
             }
         };
-        let mut cands: Vec<Cand> = Vec::new();
         // Per attribute set: whether it has the required attributes, and its spread values.
         let mut memo: std::collections::HashMap<usize, (bool, [usize; 5])> = Default::default();
         let mut last: Option<(usize, (bool, [usize; 5]))> = None;
+        // Within a bucket the attribute parts are equal, so its best hosts by the other parts
+        // stay its best: each placement changes one host, so `count` of them per bucket are
+        // enough for `count` placements. Each bucket keeps its `count` best seen so far (and
+        // where its worst one is), so the pass keeps nothing of the other hosts.
+        let mut tops: Vec<(Vec<Cand>, usize)> = Vec::new();
+        let within = |left_cpu: i64, left_mem: i64, group: i64, rand: i64| -> Key {
+            let mut k = [0i64; 6];
+            for (n, p) in parts.iter().enumerate() {
+                k[n] = match p {
+                    Part::LeftCpu => left_cpu,
+                    Part::LeftMemory => left_mem,
+                    Part::Group => group,
+                    Part::Attr(_) => 0,
+                };
+            }
+            k[5] = rand;
+            k
+        };
         for (i, h) in self.hosts.iter().enumerate() {
             let added = self.added(i);
             let group = h.used.group_count(req.group) as i64 + added.map_or(0, |a| a.tasks as i64);
@@ -540,56 +561,47 @@ impl<'h, 'a> Placer<'h, 'a> {
                     v
                 }
             };
-            for (j, count) in counts.iter_mut().enumerate() {
-                count[ids[j]] += group;
+            if group != 0 {
+                for (j, count) in counts.iter_mut().enumerate() {
+                    count[ids[j]] += group;
+                }
             }
             if !h.usable() || !has_required || rejection_but_attributes(h, added, req).is_some() {
                 continue;
             }
             let (acpu, amem) = added.map_or((0, 0), |a| (a.cpu, a.memory));
-            cands.push(Cand {
-                idx: i,
-                bucket: bucket_of(ids),
-                left_cpu: h.info.registered.cpu - h.used.cpu - acpu,
-                left_mem: h.info.registered.memory - h.used.memory - amem,
-                group,
-                rand: tie(seed, i, added.map_or(0, |a| a.tasks)),
-                ok: true,
-                within: [0; 6],
-            });
+            let (left_cpu, left_mem) =
+                (h.info.registered.cpu - h.used.cpu - acpu, h.info.registered.memory - h.used.memory - amem);
+            let rand = tie(seed, i, added.map_or(0, |a| a.tasks));
+            let w = within(left_cpu, left_mem, group, rand);
+            let bucket = bucket_of(ids);
+            if bucket == tops.len() {
+                tops.push((Vec::with_capacity(count), 0));
+            }
+            let (top, worst) = &mut tops[bucket];
+            if top.len() == count && w >= top[*worst].within {
+                continue;
+            }
+            let cand = Cand { idx: i, bucket, left_cpu, left_mem, group, rand, ok: true, within: w };
+            if top.len() < count {
+                top.push(cand);
+            } else {
+                top[*worst] = cand;
+            }
+            if top.len() == count {
+                *worst = (0..count).max_by_key(|&k| top[k].within).unwrap_or(0);
+            }
         }
         let key = |c: &Cand, counts: &[Vec<i64>], buckets: &[[usize; 5]]| -> Key {
-            let mut k = [0i64; 6];
+            let mut k = c.within;
             for (n, p) in parts.iter().enumerate() {
-                k[n] = match p {
-                    Part::LeftCpu => c.left_cpu,
-                    Part::LeftMemory => c.left_mem,
-                    Part::Group => c.group,
-                    Part::Attr(j) => counts[*j][buckets[c.bucket][*j]],
-                };
+                if let Part::Attr(j) = p {
+                    k[n] = counts[*j][buckets[c.bucket][*j]];
+                }
             }
-            k[5] = c.rand;
             k
         };
-        // Within a bucket the attribute parts are equal, so its best hosts by the other parts
-        // stay its best: each placement changes one host, so `count` of them per bucket are
-        // enough for `count` placements.
-        let no_attr: Vec<Vec<i64>> = counts.iter().map(|c| vec![0; c.len()]).collect();
-        for c in &mut cands {
-            c.within = key(c, &no_attr, &buckets);
-        }
-        if buckets.len() > 1 {
-            cands.sort_unstable_by_key(|c| c.bucket);
-        }
-        let mut kept: Vec<Cand> = Vec::new();
-        for group in cands.chunk_by_mut(|a, b| a.bucket == b.bucket) {
-            if group.len() > count {
-                group.select_nth_unstable_by_key(count - 1, |c| c.within);
-                kept.extend_from_slice(&group[..count]);
-            } else {
-                kept.extend_from_slice(group);
-            }
-        }
+        let mut kept: Vec<Cand> = tops.into_iter().flat_map(|(t, _)| t).collect();
         for _ in 0..count {
             let best = kept.iter().enumerate().filter(|(_, c)| c.ok).min_by_key(|(_, c)| key(c, &counts, &buckets));
             let Some((k, _)) = best else {
@@ -604,6 +616,7 @@ impl<'h, 'a> Placer<'h, 'a> {
             c.left_mem -= req.need.memory;
             c.group += 1;
             c.rand = tie(seed, idx, self.added(idx).map_or(0, |a| a.tasks));
+            c.within = within(c.left_cpu, c.left_mem, c.group, c.rand);
             for (j, count) in counts.iter_mut().enumerate() {
                 count[buckets[c.bucket][j]] += 1;
             }
@@ -961,6 +974,18 @@ mod tests {
             }
             eprintln!("{ss:?}: {:?} per place(10) on 10,000 hosts", start.elapsed() / 100);
         }
+    }
+
+    #[test]
+    fn host_info_says_whether_the_instance_is_listed_and_usable() {
+        let of = |status: &str| {
+            let i = HostInfo::of(&ci(0, A, "m5", status));
+            (i.registered_now, i.usable)
+        };
+        assert_eq!(of("ACTIVE"), (true, true));
+        assert_eq!(of("DRAINING"), (true, false));
+        assert_eq!(of("INACTIVE"), (false, false));
+        assert!(!HostInfo::default().registered_now);
     }
 
     #[test]

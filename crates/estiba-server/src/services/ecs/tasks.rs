@@ -92,14 +92,12 @@ pub(crate) fn hosts<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Host
         .iter()
         .enumerate()
         .filter_map(|(id, s)| {
+            // `info` says whether it is registered: no document is read for the others.
+            if !s.info.registered_now {
+                return None;
+            }
             let d = s.doc.as_ref()?;
-            instance::is_registered(&d.value).then_some(Host {
-                id,
-                arn: &s.arn,
-                ci: &d.value,
-                info: &s.info,
-                used: &s.used,
-            })
+            Some(Host { id, arn: &s.arn, ci: &d.value, info: &s.info, used: &s.used })
         })
         .collect()
 }
