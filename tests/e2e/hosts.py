@@ -83,8 +83,34 @@ class Host:
 
     def close(self):
         self.stop_agent()
+        kill_holders(self.data_dir)
         self.holder.kill()
         self.holder.wait()
+
+
+def kill_holders(data_dir):
+    """Kills every process that still holds a file, its root or its working directory under
+    `data_dir`: the supervisors and containers of tasks the host's agent never got to stop (a
+    host cut off from the servers keeps its containers running, by design)."""
+    root = os.path.realpath(data_dir) + "/"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            links = [f"/proc/{pid}/root", f"/proc/{pid}/cwd"] + [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if target.startswith(root):
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+                break
 
 
 def nodes(server):
