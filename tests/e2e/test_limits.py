@@ -54,6 +54,11 @@ def test_each_protocol_answers_a_throttled_request_as_aws_does(server):
     codes = burst(elb.describe_load_balancers)
     assert codes and set(codes) == {("Throttling", 400, "Rate exceeded")}, codes
     time.sleep(1.5)
+    # CloudWatch speaks JSON but is query-compatible: SDKs read the Query code.
+    cw = once(server, "cloudwatch")
+    codes = burst(cw.list_metrics)
+    assert codes and set(codes) == {("Throttling", 400, "Rate exceeded")}, codes
+    time.sleep(1.5)
     ec2 = once(server, "ec2")
     codes = burst(ec2.describe_vpcs)
     assert codes and set(codes) == {("RequestLimitExceeded", 503, "Request limit exceeded.")}, codes

@@ -63,8 +63,8 @@ def test_a_node_is_connected_while_it_reports_and_heartbeats_are_not_written(ser
     report(server, "live-a", avail=100 << 20)
     wait_until(lambda: node(server, "live-a")["memAvailableBytes"] == 100 << 20, what="the low-memory report")
     # Silent for longer than the lease (with etcd: its lease ran out): lost, and marked so.
-    n = wait_until(lambda: (lambda n: n if not n["connected"] and n.get("lostAt") else None)(node(server, "live-a")),
-                   timeout=15, what="the silent node lost")
+    wait_until(lambda: (lambda n: not n["connected"] and n.get("lostAt"))(node(server, "live-a")),
+               timeout=15, what="the silent node lost")
     # It reports again: connected, and no longer marked lost.
     report(server, "live-a")
     wait_until(lambda: (lambda n: n["connected"] and "lostAt" not in n)(node(server, "live-a")),

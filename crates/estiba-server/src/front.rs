@@ -36,6 +36,15 @@ pub enum Wire {
 }
 
 impl Wire {
+    /// The family of AWS error codes its answers use (auth refusals, throttling).
+    pub fn family(self) -> estiba_auth::Family {
+        match self {
+            Wire::Query(query::Flavour::Ec2) => estiba_auth::Family::Ec2,
+            Wire::Query(_) => estiba_auth::Family::Query,
+            Wire::Json { .. } | Wire::Cbor => estiba_auth::Family::Json,
+        }
+    }
+
     fn protocol(self) -> Protocol {
         match self {
             Wire::Json { .. } => Protocol::Json,
@@ -196,7 +205,8 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     // alike until then).
     if let Some(limits) = &server.rate_limits {
         if !limits.admit(&scope.account, std::time::Instant::now()) {
-            return error_response(&r, Some(model), &crate::limits::throttled(r.wire), request_id);
+            let e = crate::limits::throttled(r.wire.family(), model.query_compatible);
+            return error_response(&r, Some(model), &e, request_id);
         }
     }
     if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::leader_owns(model.module, op.name)) {
@@ -293,13 +303,8 @@ fn authorize(
     if d == estiba_auth::Decision::Allow {
         return Ok(());
     }
-    let family = match r.wire {
-        Wire::Query(query::Flavour::Ec2) => estiba_auth::Family::Ec2,
-        Wire::Query(_) => estiba_auth::Family::Query,
-        _ => estiba_auth::Family::Json,
-    };
     tracing::debug!(user = %cred.arn(), service, operation, resource, "access denied");
-    Err(crate::auth::denied(cred, service, operation, &resource, d, family, model.query_compatible))
+    Err(crate::auth::denied(cred, service, operation, &resource, d, r.wire.family(), model.query_compatible))
 }
 
 /// The service a signed request names, if estiba serves it; an error naming it if not.

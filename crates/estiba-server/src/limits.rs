@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use estiba_api::ApiError;
 
-use crate::front::Wire;
+use estiba_auth::Family;
 
 /// The most accounts whose buckets are remembered; past it, full buckets are forgotten (a
 /// full bucket is what a new one starts as, so nothing is lost).
@@ -59,17 +59,18 @@ impl RateLimits {
     }
 }
 
-/// The error AWS answers a throttled request with, in the request's protocol: JSON and CBOR
-/// services say `ThrottlingException`, Query services `Throttling`, EC2 `RequestLimitExceeded`.
-pub fn throttled(wire: Wire) -> ApiError {
-    let (code, status, message) = match wire {
-        Wire::Json { .. } | Wire::Cbor => ("ThrottlingException", 400, "Rate exceeded"),
-        Wire::Query(estiba_api::protocol::query::Flavour::Query) => ("Throttling", 400, "Rate exceeded"),
-        Wire::Query(estiba_api::protocol::query::Flavour::Ec2) => {
-            ("RequestLimitExceeded", 503, "Request limit exceeded.")
-        }
+/// The error AWS answers a throttled request with, in its protocol family: JSON and CBOR
+/// services say `ThrottlingException`, Query services `Throttling`, EC2
+/// `RequestLimitExceeded`; a query-compatible JSON service (CloudWatch) sends the Query code
+/// beside the JSON shape, as `auth::refusal` does.
+pub fn throttled(family: Family, query_compatible: bool) -> ApiError {
+    let (code, shape, status, message) = match family {
+        Family::Json if query_compatible => ("Throttling", "ThrottlingException", 400, "Rate exceeded"),
+        Family::Json => ("ThrottlingException", "ThrottlingException", 400, "Rate exceeded"),
+        Family::Query => ("Throttling", "Throttling", 400, "Rate exceeded"),
+        Family::Ec2 => ("RequestLimitExceeded", "RequestLimitExceeded", 503, "Request limit exceeded."),
     };
-    ApiError { code, shape: code, status, sender_fault: true, message: message.into() }
+    ApiError { code, shape, status, sender_fault: true, message: message.into() }
 }
 
 #[cfg(test)]

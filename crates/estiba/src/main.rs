@@ -552,7 +552,7 @@ fn parse_rate(s: &str) -> Result<(u32, u32), String> {
 /// Raises this process's soft limit on open files to its hard limit (never above it: the
 /// host's hard limit stands) and returns the soft limit it then has. Connections, stores and
 /// tasks' pipes all take files; containers get their own limits from their tasks.
-fn open_files_limit() -> usize {
+fn raise_open_files_limit() -> usize {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
     let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft };
@@ -679,7 +679,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         default_region: args.region.clone(),
         max_body_bytes: args.max_body_bytes,
         rate_limit: args.rate_limit,
-        max_connections: args.max_connections.min(open_files_limit() / 2).max(16),
+        max_connections: args.max_connections.min(raise_open_files_limit() / 2).max(16),
         stopped_task_retention: args.stopped_task_retention,
         registry_dir: (args.registry == OnOff::On)
             .then(|| args.data_dir.clone().unwrap_or_else(default_data_dir).join("registry")),

@@ -53,12 +53,8 @@ impl Controller for LostNodes {
             }
             let release_after = (lease * crate::netblocks::RELEASE_AFTER_LEASES).as_secs_f64();
             for n in st.nodes.values().filter(|n| !server.liveness.alive(&st, &n.value.id, now)) {
-                let unstopped = st
-                    .claims_by_node
-                    .get(&n.value.id)
-                    .into_iter()
-                    .flatten()
-                    .any(|k| st.tasks.get(k).is_some_and(|t| !t.value.stopped()));
+                let claimed: Vec<&String> = st.claims_by_node.get(&n.value.id).into_iter().flatten().collect();
+                let unstopped = claimed.iter().any(|k| st.tasks.get(*k).is_some_and(|t| !t.value.stopped()));
                 match n.value.lost_at {
                     None => {
                         let mut v = n.value.clone();
@@ -70,9 +66,11 @@ impl Controller for LostNodes {
                     }
                     Some(_) => {}
                 }
-            }
-            for n in st.nodes.values().filter(|n| n.value.fargate && !server.liveness.alive(&st, &n.value.id, now)) {
-                for key in st.claims_by_node.get(&n.value.id).into_iter().flatten() {
+                if !n.value.fargate {
+                    continue;
+                }
+                // A lost Fargate node's tasks are stopped, so that services replace them.
+                for key in claimed {
                     let Some(d) = st.tasks.get(key) else { continue };
                     if d.value.stopped() || d.value.launch_type != Some(estiba_api::ecs::LaunchType::Fargate) {
                         continue;
