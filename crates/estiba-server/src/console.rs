@@ -30,8 +30,10 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("favicon.svg", "image/svg+xml", include_bytes!("../console/favicon.svg")),
     ("js/app.js", JS, include_bytes!("../console/js/app.js")),
     ("js/api.js", JS, include_bytes!("../console/js/api.js")),
+    ("js/sigv4.js", JS, include_bytes!("../console/js/sigv4.js")),
     ("js/ui.js", JS, include_bytes!("../console/js/ui.js")),
     ("js/watch.js", JS, include_bytes!("../console/js/watch.js")),
+    ("js/pages/sign-in.js", JS, include_bytes!("../console/js/pages/sign-in.js")),
     ("js/pages/clusters.js", JS, include_bytes!("../console/js/pages/clusters.js")),
     ("js/pages/cluster-create.js", JS, include_bytes!("../console/js/pages/cluster-create.js")),
     ("js/pages/cluster.js", JS, include_bytes!("../console/js/pages/cluster.js")),
@@ -54,14 +56,17 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-/// The page's template; `{{account}}`, `{{region}}` and `{{apis}}` are filled in per server.
+/// The page's template; `{{account}}`, `{{region}}`, `{{auth}}` (`sigv4` when requests are
+/// verified, so the console signs in and signs its calls) and `{{apis}}` are filled in per server.
 const INDEX: &str = include_str!("../console/index.html");
 
 /// The console's page, `GET /`.
 pub fn index(server: &Server, headers: &HeaderMap) -> Response<Body> {
     // Rendered per request (a few KB): the account and region are this server's configuration.
     let template = from_dir(server.config.console_dir.as_deref(), "index.html").and_then(|b| String::from_utf8(b).ok());
-    let page = render(template.as_deref().unwrap_or(INDEX), &server.config.account_id, &server.config.default_region);
+    let auth = if server.credentials.is_some() { "sigv4" } else { "none" };
+    let page =
+        render(template.as_deref().unwrap_or(INDEX), &server.config.account_id, &server.config.default_region, auth);
     let etag = etag_of(page.as_bytes());
     serve(headers, Bytes::from(page), "text/html; charset=utf-8", &etag)
 }
@@ -92,13 +97,17 @@ fn from_dir(dir: Option<&Path>, path: &str) -> Option<Vec<u8>> {
     }
 }
 
-fn render(template: &str, account: &str, region: &str) -> String {
+fn render(template: &str, account: &str, region: &str, auth: &str) -> String {
     let mut apis = String::new();
     for s in crate::services::SERVICES {
         let m = s.model();
         apis.push_str(&format!("<li>{} (<code>{}</code>)</li>", escape(m.title), escape(m.signing_name)));
     }
-    template.replace("{{account}}", &escape(account)).replace("{{region}}", &escape(region)).replace("{{apis}}", &apis)
+    template
+        .replace("{{account}}", &escape(account))
+        .replace("{{region}}", &escape(region))
+        .replace("{{auth}}", auth)
+        .replace("{{apis}}", &apis)
 }
 
 /// HTML-escapes text put into the page.
@@ -176,8 +185,8 @@ mod tests {
 
     #[test]
     fn the_page_links_only_embedded_assets() {
-        let page = render(INDEX, "123456789012", "eu-west-1");
-        assert!(page.contains("123456789012") && page.contains("eu-west-1"));
+        let page = render(INDEX, "123456789012", "eu-west-1", "sigv4");
+        assert!(page.contains("123456789012") && page.contains("eu-west-1") && page.contains(r#"data-auth="sigv4""#));
         assert!(!page.contains("{{"), "every placeholder is filled in");
         for part in page.split(ASSET_PREFIX).skip(1) {
             let file = &part[..part.find('"').unwrap()];

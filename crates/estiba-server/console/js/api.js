@@ -1,13 +1,16 @@
 // The console's one way to the server: AWS JSON calls (`POST /` with `X-Amz-Target`) and
-// Query calls (EC2's and ELBv2's: a form body, XML answers) to the same public APIs boto3 and
-// the AWS CLI use. Nothing else in the console talks to the server, so request signing (issue
-// 21) is added here and nowhere else.
+// Query calls (EC2's, ELBv2's, STS's: a form body, XML answers) to the same public APIs boto3 and
+// the AWS CLI use. Nothing else in the console talks to the server, so request signing is done
+// here and nowhere else.
 //
 // Regions: the server takes a request's region from its SigV4 credential scope, as AWS's
-// endpoints do. Every call carries an `Authorization` header naming the scope (account,
-// today's date, the region chosen in the header's switcher, the service's signing name) and
-// no signature, which this server does not check; with issue 21 this header becomes a real
-// signature over the same scope.
+// endpoints do. When the server verifies requests (`--credentials`; the page's `data-auth` is
+// `sigv4`), every call is signed with Signature Version 4 by the access key the user signed in
+// with (sigv4.js). Otherwise every call carries an `Authorization` header naming the scope
+// (the page's account as the key, today's date, the region chosen in the header's switcher,
+// the service's signing name) and no signature, which such a server does not check.
+
+import { credentials, required, signedHeaders } from "./sigv4.js";
 
 const SERVICES = {
   ecs: { target: "AmazonEC2ContainerServiceV20141113", json: "1.1", signing: "ecs" },
@@ -37,6 +40,14 @@ function scope(signing) {
   return `AWS4-HMAC-SHA256 Credential=${document.body.dataset.account}/${date}/${region()}/${signing}/aws4_request`;
 }
 
+/** The headers of a call to `signing` with `body`: signed by `creds` (the signed-in key by
+ * default) when the server verifies requests, else naming the scope only. */
+function authorize(signing, headers, body, creds = credentials()) {
+  if (!required()) return { ...headers, Authorization: scope(signing) };
+  if (!creds) throw new ApiError("SignInRequired", "Sign in with an access key to use the console.", 0);
+  return signedHeaders({ host: location.host, headers, body, region: region(), service: signing, creds });
+}
+
 /** An error the API answered: AWS's exception type and message. */
 export class ApiError extends Error {
   constructor(type, message, status) {
@@ -51,17 +62,11 @@ export class ApiError extends Error {
 export async function call(service, operation, input = {}) {
   const s = SERVICES[service];
   if (!s) throw new ApiError("ConsoleError", `The console does not know the ${service} API.`, 0);
+  const payload = JSON.stringify(input);
+  const headers = authorize(s.signing, { "Content-Type": `application/x-amz-json-${s.json}`, "X-Amz-Target": `${s.target}.${operation}` }, payload);
   let resp;
   try {
-    resp = await fetch("/", {
-      method: "POST",
-      headers: {
-        "Content-Type": `application/x-amz-json-${s.json}`,
-        "X-Amz-Target": `${s.target}.${operation}`,
-        Authorization: scope(s.signing),
-      },
-      body: JSON.stringify(input),
-    });
+    resp = await fetch("/", { method: "POST", headers, body: payload });
   } catch (e) {
     throw new ApiError("NetworkError", `Could not reach the server: ${e.message}`, 0);
   }
@@ -116,18 +121,16 @@ export async function describeAll(service, operation, input, idsKey, ids, key, s
 /** ECR's operations. */
 export const ecr = (operation, input) => call("ecr", operation, input);
 
-/** Posts a Query call (`Action=...&Version=...` as a form body) signed for `signing`;
- * resolves to the answer's XML document, rejects with ApiError (the `<Error>`'s code and
- * message, in EC2's `<Response><Errors>` or Query's `<ErrorResponse>`). */
-async function query(signing, version, operation, params) {
-  const body = new URLSearchParams({ Action: operation, Version: version, ...params });
+/** Posts a Query call (`Action=...&Version=...` as a form body) signed for `signing` (by
+ * `creds` when given, else the signed-in key); resolves to the answer's XML document, rejects
+ * with ApiError (the `<Error>`'s code and message, in EC2's `<Response><Errors>` or Query's
+ * `<ErrorResponse>`). */
+async function query(signing, version, operation, params, creds) {
+  const body = new URLSearchParams({ Action: operation, Version: version, ...params }).toString();
+  const headers = authorize(signing, { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8" }, body, creds);
   let resp;
   try {
-    resp = await fetch("/", {
-      method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8", Authorization: scope(signing) },
-      body,
-    });
+    resp = await fetch("/", { method: "POST", headers, body });
   } catch (e) {
     throw new ApiError("NetworkError", `Could not reach the server: ${e.message}`, 0);
   }
@@ -208,3 +211,10 @@ export const autoscaling = (operation, input) => call("autoscaling", operation, 
 
 /** CloudWatch's operations (AWS JSON 1.0). */
 export const cloudwatch = (operation, input) => call("cloudwatch", operation, input);
+
+/** STS GetCallerIdentity signed by `creds`: resolves to {account, arn} (how sign-in checks a key). */
+export async function callerIdentity(creds) {
+  const doc = await query("sts", "2011-06-15", "GetCallerIdentity", {}, creds);
+  const text = (tag) => doc.getElementsByTagName(tag)[0]?.textContent || "";
+  return { account: text("Account"), arn: text("Arn") };
+}

@@ -1,9 +1,11 @@
 // The console's shell: hash routes (shareable links, no page reloads) to page modules, the
-// navigation's current section, the header's region switcher, and errors of a page's loading
-// shown in the banner.
+// navigation's current section, the header's region switcher, errors of a page's loading
+// shown in the banner, and, when the server verifies requests, sign-in and sign-out.
 
 import { h, onNavigate, showError } from "./ui.js";
 import { region, setRegion } from "./api.js";
+import { credentials, required, signOut } from "./sigv4.js";
+import * as signIn from "./pages/sign-in.js";
 import * as clusters from "./pages/clusters.js";
 import * as clusterCreate from "./pages/cluster-create.js";
 import * as cluster from "./pages/cluster.js";
@@ -96,10 +98,35 @@ export function go(route) {
 
 let generation = 0;
 
+// The errors that mean the key is not (or no longer) accepted: sign in again.
+const REFUSED = new Set([
+  "SignInRequired", "UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+  "SignatureDoesNotMatch", "ExpiredTokenException", "ExpiredToken", "IncompleteSignature", "MissingAuthenticationToken",
+]);
+
+/** The header's account (the signed-in key's when there is one) and its Sign out button. */
+function showIdentity() {
+  const who = credentials();
+  document.getElementById("account").textContent = who?.account || document.body.dataset.account;
+  const out = document.getElementById("sign-out");
+  if (out) out.hidden = !who;
+}
+
+/** Shows the sign-in form in place of the page; the route is shown once signed in. */
+function showSignIn() {
+  generation++;
+  showIdentity();
+  const view = document.getElementById("view");
+  view.replaceChildren(signIn.render(() => (showIdentity(), route())));
+  document.title = "Sign in · estiba";
+  document.body.dataset.route = "sign-in";
+}
+
 async function route() {
   const hash = location.hash.replace(/^#/, "");
   const [path, queryString] = hash.split("?");
   if (!path || path === "/") return go("/clusters");
+  if (required() && !credentials()) return showSignIn();
   const view = document.getElementById("view");
   const section = path.split("/")[1];
   for (const a of document.querySelectorAll("nav.side a")) {
@@ -126,6 +153,11 @@ async function route() {
     document.title = `${view.querySelector("h1")?.textContent || "Console"} · estiba`;
   } catch (e) {
     if (mine !== generation) return;
+    if (required() && REFUSED.has(e.type)) {
+      signOut();
+      showSignIn();
+      return showError(e, "Sign in again");
+    }
     view.replaceChildren(h("h1", {}, "Could not load this page"));
     showError(e);
   }
@@ -138,6 +170,15 @@ export const refresh = route;
 /** The "Refresh" button of list and detail pages. */
 export const refreshButton = () => h("button", { type: "button", onclick: () => refresh() }, "Refresh");
 
+function signOutButton() {
+  if (!required()) return;
+  const button = h("button", { type: "button", id: "sign-out", class: "sign-out" }, "Sign out");
+  button.addEventListener("click", () => (signOut(), showSignIn()));
+  document.querySelector("header.top").append(button);
+}
+
 window.addEventListener("hashchange", route);
 regionSwitcher();
+signOutButton();
+showIdentity();
 route();
