@@ -129,6 +129,37 @@ def test_oversized_bodies_are_refused(shared):
     assert_alive(shared)
 
 
+def test_cloudwatch_keeps_its_own_request_size_limits(shared):
+    # PutMetricData: 1 MB, as CloudWatch documents; through boto3, which gzips the body (the
+    # limit holds for what it decompresses to).
+    cw = shared.client("cloudwatch")
+    value = lambda i, d: ("%08x" % ((i * 31 + d) * 2654435761 % 2**32)) * 125  # noqa: E731 (1,000 characters)
+    dims = lambda i: [{"Name": f"d{d}", "Value": value(i, d)} for d in range(2)]  # noqa: E731
+    data = [{"MetricName": f"m{i}", "Value": 1.0, "Dimensions": dims(i)} for i in range(1000)]
+    with pytest.raises(ClientError) as e:
+        cw.put_metric_data(Namespace="Big", MetricData=data)
+    assert error_code(e) == "RequestEntityTooLarge"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    msg = e.value.response["Error"]["Message"]
+    assert msg.startswith("Request size ") and msg.endswith(" exceeded 1048576 bytes"), msg
+    assert int(msg.split()[2]) > 1 << 20
+    # Half of it is taken.
+    cw.put_metric_data(Namespace="Big", MetricData=data[:300])
+    # GetMetricData: 614,400 bytes, as CloudWatch answers.
+    queries = [
+        {"Id": f"q{i}", "Expression": "SEARCH('{Big,d} MetricName=\"" + "x" * 700 + "\"', 'Sum', 60)"}
+        for i in range(900)
+    ]
+    with pytest.raises(ClientError) as e:
+        cw.get_metric_data(MetricDataQueries=queries, StartTime=0, EndTime=60)
+    assert error_code(e) == "RequestEntityTooLarge"
+    assert e.value.response["Error"]["Message"].endswith(" exceeded 614400 bytes")
+    # Other services keep the server's limit (4 MiB): a 2 MiB ECS body is decoded.
+    status, _, body = post(shared.endpoint, TARGET + "CreateCluster", json.dumps({"clusterName": "x" * (2 << 20)}))
+    assert (status, body["__type"]) == (400, "InvalidParameterException")
+    assert_alive(shared)
+
+
 def test_empty_body_is_an_empty_request(shared):
     status, _, body = post(shared.endpoint, TARGET + "ListClusters", "")
     assert status == 200

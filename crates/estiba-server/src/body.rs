@@ -88,13 +88,19 @@ pub async fn read_full(req: Request<Incoming>, max: usize, hash: bool) -> Result
         ));
     }
     if out.len() > max {
-        return Err(too_large(max));
+        return Err(too_large(Some(out.len()), max));
     }
     Ok((Bytes::from(out), sha, raw))
 }
 
-fn too_large(max: usize) -> ApiError {
-    ApiError::new(Common::RequestEntityTooLarge, format!("The request body is larger than the {max} bytes allowed."))
+/// AWS's words for a body over the limit (CloudWatch's "Request size 47947 exceeded 40960
+/// bytes"); `size` is unknown when a body without a length is cut off at the limit.
+pub fn too_large(size: Option<usize>, max: usize) -> ApiError {
+    let message = match size {
+        Some(n) => format!("Request size {n} exceeded {max} bytes"),
+        None => format!("Request size exceeded {max} bytes"),
+    };
+    ApiError::new(Common::RequestEntityTooLarge, message)
 }
 
 /// How long a client has to send a request's body: a client trickling one holds a connection
@@ -132,5 +138,5 @@ async fn read_raw(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError>
             _ => break,
         }
     }
-    Err(too_large(max))
+    Err(too_large(declared, max))
 }

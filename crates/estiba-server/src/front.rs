@@ -77,6 +77,26 @@ struct Seen {
     params: query::Params,
 }
 
+/// CloudWatch's `X-Amz-Target` prefix (also its service name in RPC v2 CBOR paths).
+const CLOUDWATCH_PREFIX: &str = "GraniteServiceVersion20100801";
+/// CloudWatch's request-size limit: PutMetricData "is limited to 1 MB in size for HTTP POST
+/// requests" (its API reference); bigger bodies get `RequestEntityTooLarge` as from AWS.
+const CLOUDWATCH_MAX_BODY: usize = 1 << 20;
+/// GetMetricData's, as AWS answers it ("Request size 639468 exceeded 614400 bytes").
+const GET_METRIC_DATA_MAX_BODY: usize = 614_400;
+
+/// CloudWatch's form of a body over its limit: `RequestEntityTooLarge`, 413 (no `Exception`).
+fn cloudwatch_error(e: ApiError) -> ApiError {
+    if e.status != 413 {
+        return e;
+    }
+    ApiError { code: "RequestEntityTooLarge", shape: "RequestEntityTooLarge", ..e }
+}
+
+fn signing_name_of(credential: &Option<(String, String, String)>) -> Option<&str> {
+    credential.as_ref().map(|(_, _, s)| s.as_str())
+}
+
 /// What a request's SigV4 credential scope claims: access key, region and service (from the
 /// `Authorization` header, or the `X-Amz-Credential` of a presigned query).
 fn claimed(headers: &hyper::HeaderMap, query: Option<&str>) -> Option<(String, String, String)> {
@@ -133,11 +153,20 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         .then(|| (req.method().clone(), req.uri().path_and_query().map(|p| p.to_string()), req.headers().clone()));
     // What the signature covers, kept before the body is read.
     let signed_parts = server.credentials.as_ref().map(|_| (req.method().clone(), req.headers().clone()));
-    let (body, body_sha256, as_sent) =
-        match body::read_full(req, server.config.max_body_bytes, signed_parts.is_some()).await {
-            Ok(b) => b,
-            Err(e) => return error_response(&r, None, &e, request_id),
-        };
+    // CloudWatch's own request-size limit, else the server's.
+    let cloudwatch = signing_name_of(&credential) == Some("monitoring")
+        || target.as_deref().is_some_and(|t| t.starts_with(CLOUDWATCH_PREFIX))
+        || path.strip_prefix("/service/").is_some_and(|p| p.starts_with(CLOUDWATCH_PREFIX));
+    let max =
+        if cloudwatch { CLOUDWATCH_MAX_BODY.min(server.config.max_body_bytes) } else { server.config.max_body_bytes };
+    let (body, body_sha256, as_sent) = match body::read_full(req, max, signed_parts.is_some()).await {
+        Ok(b) => b,
+        Err(e) if cloudwatch => {
+            let model = services::by_signing_name("monitoring").map(|s| s.model());
+            return error_response(&r, model, &cloudwatch_error(e), request_id);
+        }
+        Err(e) => return error_response(&r, None, &e, request_id),
+    };
     if let Wire::Query(_) = wire {
         r.params = query::Params::parse(&body);
         if query_in_url {
@@ -196,6 +225,10 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let model = t.svc.model();
     let op = &model.operations[t.op];
+    if model.signing_name == "monitoring" && op.name == "GetMetricData" && body.len() > GET_METRIC_DATA_MAX_BODY {
+        let e = cloudwatch_error(body::too_large(Some(body.len()), GET_METRIC_DATA_MAX_BODY));
+        return error_response(&r, Some(model), &e, request_id);
+    }
     if let Some(cred) = &caller {
         if let Err(e) = authorize(&r, model, op.name, cred, &body, &scope) {
             return error_response(&r, Some(model), &e, request_id);
