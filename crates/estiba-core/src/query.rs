@@ -287,17 +287,9 @@ pub fn parse_date(s: &str) -> Option<f64> {
     let time = time.trim_end_matches('Z');
     let mut t = time.split(':').map(|x| x.parse::<f64>());
     let (hh, mm, ss) = (t.next()?.ok()?, t.next().unwrap_or(Ok(0.0)).ok()?, t.next().unwrap_or(Ok(0.0)).ok()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, u32::try_from(m).ok()?, u32::try_from(day).ok()?)?;
+    let days = date.signed_duration_since(chrono::NaiveDateTime::UNIX_EPOCH.date()).num_days();
     Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
 }
 

@@ -162,14 +162,8 @@ pub fn parse_time_ms(t: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let date = chrono::NaiveDate::from_ymd_opt(y as i32, m as u32, d as u32)?;
+    let days = date.signed_duration_since(chrono::NaiveDateTime::UNIX_EPOCH.date()).num_days();
     Some((days * 86_400 + hh * 3600 + mm * 60 + ss - offset_s) * 1000 + ms)
 }
 
