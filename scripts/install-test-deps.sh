@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what estiba's tests need on a Debian machine, skipping what is already there:
 # the AWS CLI (Debian's awscli), container tools (busybox, runc, docker.io, podman, skopeo),
-# the browser the console's tests drive (chromium), protoc and etcd (the etcd store) and the
-# Python packages of tests/e2e/requirements.txt (playwright among them).
+# the browser the console's tests drive (chromium), protoc and etcd (the etcd store), g++ (for
+# libFuzzer) and the Python packages of tests/e2e/requirements.txt (playwright among them).
 # Run as root (CI is root); otherwise it prints what is missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,8 @@ command -v protoc >/dev/null || apt_pkgs+=(protobuf-compiler)
 command -v etcd >/dev/null || apt_pkgs+=(etcd-server)
 # The HTTPS tests (tests/e2e/test_agent_tls.py) make their CA and certificates with openssl.
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
+# The fuzz targets (`cargo xtask fuzz`): libfuzzer-sys compiles libFuzzer, which is C++.
+command -v c++ >/dev/null || apt_pkgs+=(g++)
 
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

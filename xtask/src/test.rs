@@ -3,7 +3,9 @@
 //! 1. installs what the tests need (`scripts/install-test-deps.sh`, skipped when present);
 //! 2. builds the workspace and runs the unit tests (`cargo test --workspace`, which also
 //!    checks that generated code is fresh);
-//! 3. runs the end-to-end tests (`tests/e2e`, pytest) against the built `estiba` binary.
+//! 3. builds the fuzz targets (`fuzz/`) and runs each for 15 seconds over its seed corpus
+//!    (`--fuzz-seconds N` to change it, 0 to skip; see `fuzz.rs`);
+//! 4. runs the end-to-end tests (`tests/e2e`, pytest) against the built `estiba` binary.
 //!
 //! The end-to-end suite runs twice: in full with the SQLite store, then its control-plane
 //! tests (those that run no container: `ESTIBA_TEST_CONTAINERS=off`) with every server's state
@@ -31,6 +33,10 @@ pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
     let e2e_only = args.iter().any(|a| a == "--e2e");
     let pytest_args: Vec<&String> = args.iter().skip_while(|a| *a != "--").skip(1).collect();
     let own_args: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
+    let fuzz_seconds = match own_args.iter().position(|a| *a == "--fuzz-seconds") {
+        None => 15,
+        Some(i) => own_args.get(i + 1).and_then(|s| s.parse().ok()).context("--fuzz-seconds takes a number")?,
+    };
     // (store, whether container tests run, files left out)
     let passes: Vec<(&str, bool, &[&str])> = match own_args.iter().position(|a| *a == "--store") {
         None => vec![("sqlite", true, &[]), ("etcd", false, &["tests/e2e/test_etcd.py"])],
@@ -45,6 +51,9 @@ pub fn run_all(root: &Path, args: &[String]) -> Result<()> {
     run(Command::new(&cargo).args(["build", "--workspace", "--bins"]).current_dir(root))?;
     if !e2e_only {
         run(Command::new(&cargo).args(["test", "--workspace"]).current_dir(root))?;
+        if fuzz_seconds > 0 {
+            crate::fuzz::run_all(root, fuzz_seconds)?;
+        }
     }
     if !unit_only {
         // The binaries as shipped (a static `estiba-shim`), after the unit tests' build.

@@ -370,7 +370,13 @@ fn lex(text: &str) -> Result<Vec<Tok>> {
             } else {
                 T::Num(num)
             }
-        } else if c.is_ascii_alphabetic() || c == b'_' || c == b'@' || c >= 0x80 {
+        } else if c.is_ascii_alphabetic()
+            || c == b'_'
+            || c == b'@'
+            || (c >= 0x80 && text[i..].chars().next().is_some_and(char::is_alphanumeric))
+        {
+            // A non-ASCII letter starts a name; any other non-ASCII character is refused below
+            // (it used to make an empty name without moving on: a loop without end).
             while i < b.len() {
                 let ch = text[i..].chars().next().unwrap_or(' ');
                 if ch.is_alphanumeric() || "_.@$".contains(ch) {
@@ -1537,6 +1543,17 @@ mod tests {
 
     /// 2026-12-01 10:00:00.000 UTC.
     const T0: i64 = 1_796_119_200_000;
+
+    /// Found by the `expressions` fuzz target: a non-ASCII character that is not a letter
+    /// made the lexer loop without end (and run out of memory); it is refused where it stands.
+    #[test]
+    fn non_letter_symbols_are_refused() {
+        for q in ["fields ☃", "fields a,\u{fffd}b", "filter ☃ = 1"] {
+            let e = Query::parse(q).map(|_| ()).unwrap_err();
+            assert!(matches!(&e, QueryError::Unexpected { found, .. } if found.chars().count() == 1), "{q}: {e:?}");
+        }
+        Query::parse("fields é, 名前").unwrap();
+    }
 
     fn run(q: &str, events: &[(i64, &str)]) -> QueryOutput {
         let query = Query::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));

@@ -194,8 +194,8 @@ fn convert(
 }
 
 /// The parameters of a request for `op` with the JSON form `input`, as clients send them (the
-/// codec tests' round trips).
-#[cfg(test)]
+/// codec tests' round trips and the fuzz targets, built with `--cfg fuzzing`).
+#[cfg(any(test, fuzzing))]
 pub fn to_params(model: &Model, op: &OperationSchema, input: &Value, flavour: Flavour) -> Params {
     let mut out = vec![("Action".to_owned(), op.name.to_owned()), ("Version".to_owned(), model.api_version.to_owned())];
     if let (Some(shape), Value::Object(o)) = (op.input, input) {
@@ -206,7 +206,7 @@ pub fn to_params(model: &Model, op: &OperationSchema, input: &Value, flavour: Fl
     Params(out)
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 fn params_of_members(
     model: &Model,
     members: &[Member],
@@ -223,7 +223,7 @@ fn params_of_members(
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 fn params_of(
     model: &Model,
     shape: ShapeId,

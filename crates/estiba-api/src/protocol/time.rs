@@ -3,9 +3,13 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-/// `1714564800.5` → `2024-05-01T12:00:00.500Z`. Times before 1970 are written as the epoch.
+/// The last millisecond RFC 3339 can write (`9999-12-31T23:59:59.999Z`).
+const MAX_MILLIS: u64 = 253_402_300_799_999;
+
+/// `1714564800.5` → `2024-05-01T12:00:00.500Z`. Times before 1970 are written as the epoch,
+/// times after year 9999 (which RFC 3339 cannot write) as its last millisecond.
 pub fn format_iso8601(secs: f64) -> String {
-    let millis = if secs.is_finite() && secs > 0.0 { (secs * 1000.0).round() as u64 } else { 0 };
+    let millis = if secs.is_finite() && secs > 0.0 { ((secs * 1000.0).round() as u64).min(MAX_MILLIS) } else { 0 };
     let t = UNIX_EPOCH + Duration::from_millis(millis);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -43,6 +47,11 @@ mod tests {
     #[test]
     fn iso8601_both_ways() {
         assert_eq!(format_iso8601(1714564800.5), "2024-05-01T12:00:00.500Z");
+        // Found by the rpcv2_cbor fuzz target: a year past 9999 made humantime's Display fail,
+        // and `to_string` panicked.
+        assert_eq!(format_iso8601(1e12), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_iso8601(f64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_iso8601(-5.0), "1970-01-01T00:00:00.000Z");
         assert_eq!(parse_iso8601("2024-05-01T12:00:00.500Z"), Some(1714564800.5));
         assert_eq!(parse_iso8601("2024-05-01T12:00:00Z"), Some(1714564800.0));
         assert_eq!(parse_iso8601("2024-05-01T14:00:00+02:00"), Some(1714564800.0));

@@ -1,7 +1,7 @@
 //! Feeds arbitrary bytes to the layer unpacker as a tar stream (and as a gzip stream).
 //! Invariants: no panic, and nothing is ever written outside the layer directory.
 //!
-//! Run: `cargo fuzz run unpack` from `crates/estiba-runtime` (needs cargo-fuzz).
+//! Run: `cargo xtask fuzz unpack` (see README, "Tests").
 
 #![no_main]
 
