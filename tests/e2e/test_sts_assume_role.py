@@ -116,6 +116,7 @@ def test_session_policy_narrows_the_role(srv):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         client(srv, "ecs", *args).list_clusters()
     assert error_code(e) == "AccessDeniedException"
+    assert error_message(e).endswith("because no session policy allows the ecs:ListClusters action")
     with pytest.raises(botocore.exceptions.ClientError) as e:
         assume(srv, Policy="{not json")
     assert error_code(e) == "MalformedPolicyDocument"

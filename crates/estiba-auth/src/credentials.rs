@@ -138,14 +138,22 @@ impl Credential {
     /// AWS's AccessDenied message for a refused decision.
     pub fn denied_message(&self, service: &str, operation: &str, resource: &str, d: Decision) -> String {
         let arn = self.arn();
+        // A session's refusal comes from its session policy when the role's access allows.
+        let own = Credential { role: None, ..self.clone() }.decide(service, operation, resource);
+        let kind = match (self.role.as_ref().and_then(|r| r.session_policy.as_ref()), d, own) {
+            (Some(_), Decision::ExplicitDeny, Decision::Allow | Decision::ImplicitDeny) => "a session policy",
+            (Some(_), Decision::ImplicitDeny, Decision::Allow) => "session policy",
+            (_, Decision::ExplicitDeny, _) => "an identity-based policy",
+            _ => "identity-based policy",
+        };
         match d {
             Decision::ExplicitDeny => format!(
                 "User: {arn} is not authorized to perform: {service}:{operation} on resource: {resource} \
-                 with an explicit deny in an identity-based policy"
+                 with an explicit deny in {kind}"
             ),
             _ => format!(
                 "User: {arn} is not authorized to perform: {service}:{operation} on resource: {resource} \
-                 because no identity-based policy allows the {service}:{operation} action"
+                 because no {kind} allows the {service}:{operation} action"
             ),
         }
     }

@@ -437,4 +437,11 @@ fn issued_session_keys() {
     let c3 = keys.verify_with(&raw3.signed(), NOW as i64, Some(&issuer)).unwrap().credential;
     assert_eq!(c3.decide("ecs", "ListClusters", "*"), crate::Decision::Allow);
     assert_eq!(c3.decide("ecs", "CreateCluster", "*"), crate::Decision::ImplicitDeny);
+    assert!(c3
+        .denied_message("ecs", "CreateCluster", "*", crate::Decision::ImplicitDeny)
+        .ends_with("because no session policy allows the ecs:CreateCluster action"));
+    // The role's own policy refuses: identity-based.
+    assert!(c
+        .denied_message("ecs", "ListClusters", "*", crate::Decision::ImplicitDeny)
+        .ends_with("because no identity-based policy allows the ecs:ListClusters action"));
 }
