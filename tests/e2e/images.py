@@ -213,3 +213,104 @@ class DockerRegistry:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+
+
+PYTHON_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip",
+               "lib2to3", "__pycache__"}
+
+
+def _ldd(path):
+    out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) > parts.index("=>") + 1 and parts[parts.index("=>") + 1].startswith("/"):
+            libs.append(parts[parts.index("=>") + 1])
+        elif parts and parts[0].startswith("/"):
+            libs.append(parts[0])
+    return libs
+
+
+def python_entries(botocore_services=("sts", "logs", "ecs")):
+    """The host's Python (interpreter, shared libraries, standard library) and boto3 with its
+    dependencies (botocore's data for `botocore_services` only), at the host's own paths, for
+    an image on top of busybox's layer: an SDK that runs inside a task. Returns (entries, env)."""
+    import importlib
+    import sys
+    import sysconfig
+
+    files, dirs = {}, set()
+
+    def add_file(path, arcname=None):
+        arc = (arcname or path).lstrip("/")
+        if arc in files:
+            return
+        parent = os.path.dirname(arc)
+        while parent:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+        if os.path.islink(path) and arcname is None:
+            target = os.readlink(path)
+            files[arc] = ("link", target)
+            add_file(os.path.join(os.path.dirname(path), target) if not target.startswith("/") else target)
+            return
+        with open(path, "rb") as f:
+            files[arc] = ("file", f.read(), os.stat(path).st_mode & 0o777)
+
+    exe = os.path.realpath(sys.executable)
+    add_file(exe, exe)
+    binaries = [exe]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    platstdlib = sysconfig.get_paths()["platstdlib"]
+    for root in {stdlib, platstdlib}:
+        for d, subdirs, names in os.walk(root):
+            subdirs[:] = [s for s in subdirs if s not in PYTHON_SKIP and not s.startswith("config-")]
+            for n in names:
+                p = os.path.join(d, n)
+                if n.endswith((".py", ".so")) and os.path.isfile(p):
+                    add_file(os.path.realpath(p), p)
+                    if n.endswith(".so"):
+                        binaries.append(p)
+    # Shared libraries, with the links they are found by (the interpreter's path included).
+    seen = set()
+    while binaries:
+        b = binaries.pop()
+        for lib in _ldd(b):
+            if lib not in seen:
+                seen.add(lib)
+                add_file(lib)
+                real = os.path.realpath(lib)
+                if real != lib:
+                    add_file(real, real)
+    sitedir = "/opt/sdk"
+    for mod in ("boto3", "botocore", "jmespath", "dateutil", "urllib3", "s3transfer", "six"):
+        m = importlib.import_module(mod)
+        path = m.__file__
+        if os.path.basename(path) == "__init__.py":
+            top = os.path.dirname(path)
+            for d, subdirs, names in os.walk(top):
+                rel = os.path.relpath(d, top)
+                if mod == "botocore" and rel == "data":
+                    subdirs[:] = [s for s in subdirs if s in botocore_services]
+                subdirs[:] = [s for s in subdirs if s != "__pycache__"]
+                for n in names:
+                    if n.endswith((".py", ".json", ".json.gz", ".pem")):
+                        add_file(os.path.join(d, n), os.path.join(sitedir, mod, rel, n))
+        else:
+            add_file(path, os.path.join(sitedir, os.path.basename(path)))
+    entries = [(d + "/", b"", 0o755, tarfile.DIRTYPE, "") for d in sorted(dirs) if d not in ("bin", "etc", "tmp")]
+    for arc, v in sorted(files.items()):
+        if v[0] == "link":
+            entries.append((arc, b"", 0o777, tarfile.SYMTYPE, v[1]))
+        else:
+            entries.append((arc, v[1], v[2] | 0o444))
+    env = [f"PYTHONPATH={sitedir}", "PYTHONDONTWRITEBYTECODE=1", f"PATH=/bin:{os.path.dirname(exe)}"]
+    return entries, env, exe
+
+
+def python_image(registry, repo="python", tag="latest"):
+    """busybox plus the host's Python and boto3 (`python_entries`); returns (image URI, python path)."""
+    entries, env, exe = python_entries()
+    layers = [tar_layer(busybox_entries()), tar_layer(entries)]
+    registry.push_image(repo, tag, layers, cmd=["sh"], env=env)
+    return f"{registry.host}/{repo}:{tag}", exe

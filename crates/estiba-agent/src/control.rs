@@ -127,6 +127,16 @@ pub trait ControlPlane: Send + Sync + 'static {
         let _ = task_key;
         Box::pin(async { Err(format!("{SECRETS_FAILURE}this control plane resolves no secrets")) })
     }
+
+    /// Temporary credentials for the task role of one of this node's tasks, issued by the
+    /// control plane (served to the task by [`crate::credentials`]).
+    fn task_credentials<'a>(
+        &'a self,
+        task_key: &'a str,
+    ) -> BoxFuture<'a, Result<estiba_core::node::TaskCredentials, String>> {
+        let _ = task_key;
+        Box::pin(async { Err("this control plane issues no task credentials".to_owned()) })
+    }
 }
 
 /// Resolves once `listed` turns true (a control plane's first listing of its node's tasks).
@@ -582,6 +592,18 @@ impl ControlPlane for StoreControl {
             match self.secrets.get() {
                 Some(r) => r.resolve(&self.node, task_key),
                 None => Err(format!("{SECRETS_FAILURE}this control plane resolves no secrets")),
+            }
+        })
+    }
+
+    fn task_credentials<'a>(
+        &'a self,
+        task_key: &'a str,
+    ) -> BoxFuture<'a, Result<estiba_core::node::TaskCredentials, String>> {
+        Box::pin(async move {
+            match self.secrets.get() {
+                Some(r) => r.task_credentials(&self.node, task_key),
+                None => Err("this control plane issues no task credentials".to_owned()),
             }
         })
     }

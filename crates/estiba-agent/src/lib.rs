@@ -12,6 +12,7 @@
 
 pub mod awslogs;
 pub mod control;
+pub mod credentials;
 pub mod health;
 pub mod lb;
 pub mod metadata;
@@ -201,6 +202,7 @@ fn forget(shared: &Shared, task_id: &str) {
 
 /// Runs the agent until `shutdown` flips.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    credentials::init(&shared.cfg.data_dir);
     std::fs::create_dir_all(shared.cfg.data_dir.join("tasks")).ok();
     // Serves until `run` returns.
     let published = shared.cp.published();

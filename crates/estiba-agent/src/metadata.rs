@@ -1,4 +1,5 @@
-//! The task metadata endpoint (versions 4 and 3), as the ECS agent serves it: every container
+//! The task metadata endpoint (versions 4 and 3), and task role credentials
+//! ([`crate::credentials`]), as the ECS agent serves them: every container
 //! gets `ECS_CONTAINER_METADATA_URI_V4` (and `ECS_CONTAINER_METADATA_URI`) =
 //! `http://169.254.170.2/v4/<task-id>-<container>`; the agent answers on 169.254.170.2:80, an
 //! address it puts on the node's VPC bridge, which every task network reaches through its
@@ -236,7 +237,7 @@ fn route(path: &str) -> Option<(&str, &str, &str, &str)> {
 
 /// Whether `peer` may read `task`'s metadata: it is one of the task's own addresses, or the
 /// task has none (network mode `host`).
-fn may_read(task: &Task, peer: IpAddr) -> bool {
+pub(crate) fn may_read(task: &Task, peer: IpAddr) -> bool {
     let own: Vec<IpAddr> = task
         .containers
         .iter()
@@ -303,6 +304,7 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
         }
     };
     let assignments = shared.cp.assignments();
+    let credentials = Arc::new(crate::credentials::Cache::default());
     loop {
         let (mut conn, peer) = tokio::select! {
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
@@ -310,6 +312,7 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
         };
         let current = assignments.borrow().clone();
         let latest = latest.clone();
+        let (shared, credentials) = (shared.clone(), credentials.clone());
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(1024);
             let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -330,7 +333,13 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
             let text = String::from_utf8_lossy(&buf);
             let mut first = text.lines().next().unwrap_or("").split(' ');
             let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-            let (status, body) = if method == "GET" {
+            // Task role credentials answer any method, as the ECS agent's do.
+            let (status, body) = if let Some((v, id)) = crate::credentials::route(path) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                crate::credentials::answer(&credentials, shared.cp.as_ref(), &current, v, &id, peer.ip(), now).await
+            } else if method == "GET" {
                 answer(&current, &latest, path, peer.ip())
             } else {
                 (405, json!({"error": "only GET"}))
@@ -338,7 +347,9 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
             let body = serde_json::to_vec(&body).unwrap_or_default();
             let reason = match status {
                 200 => "OK",
+                400 => "Bad Request",
                 404 => "Not Found",
+                503 => "Service Unavailable",
                 _ => "Method Not Allowed",
             };
             let head = format!(

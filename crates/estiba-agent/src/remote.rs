@@ -528,6 +528,19 @@ impl ControlPlane for RemoteControl {
         })
     }
 
+    fn task_credentials<'a>(
+        &'a self,
+        task_key: &'a str,
+    ) -> BoxFuture<'a, Result<estiba_core::node::TaskCredentials, String>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&serde_json::json!({ "taskKey": task_key })).map_err(|e| e.to_string())?;
+            let path = format!("nodes/{}/credentials", self.api.node);
+            let answer = self.api.call(Method::POST, &path, Bytes::from(body)).await.map_err(|e| e.to_string())?;
+            serde_json::from_slice::<Result<estiba_core::node::TaskCredentials, String>>(&answer)
+                .map_err(|e| e.to_string())?
+        })
+    }
+
     fn claim_block<'a>(
         &'a self,
         subnet: ipnet::Ipv4Net,

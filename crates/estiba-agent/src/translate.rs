@@ -160,6 +160,7 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
     }
     merge_env(&mut env, [format!("ECS_CONTAINER_NAME={name}")]);
     merge_env(&mut env, crate::metadata::env(cx.task_id, &name));
+    merge_env(&mut env, crate::credentials::env(cx.task, cx.td));
 
     let mut rlimits: Vec<Rlimit> = def
         .ulimits

@@ -12,11 +12,19 @@
 //! policy_file = alice-policy.json          ; or a file (relative to this file's folder)
 //! aws_session_token = ...                  ; optional: temporary credentials
 //! expiration = 2026-12-02T18:00:00Z        ; optional: when they stop working
+//!
+//! [role app-task]                          ; a role: arn:aws:iam::<account>:role/app-task
+//! account = 111111111111                   ; required
+//! policy = {"Statement":[...]}             ; or policy_file; none: full access in its account
+//! max_session_duration = 3600              ; AssumeRole's limit, 3600..43200 (default 3600)
 //! ```
 //!
 //! An unknown setting is an error, never ignored (a mistyped `acess = read-only` must not
-//! give full access). Temporary credentials (a session token and an expiry) are keys like the
-//! others; those estiba will issue itself (STS AssumeRole, task roles) go in the same map.
+//! give full access). Temporary credentials written in the file (a session token and an
+//! expiry) are keys like the others. Those estiba issues itself (STS AssumeRole, task roles)
+//! are not stored anywhere: [`Keyring::verify_with`] opens their session token with a
+//! [`crate::session::Issuer`] and takes the role's access from the `[role]` sections read now,
+//! so a role that is not declared acts with full access in its account.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,11 +54,45 @@ pub struct Credential {
     /// Unix seconds after which the key is refused with `ExpiredToken`.
     pub expires: Option<i64>,
     pub access: Access,
+    /// For keys estiba issued: the role session they act as.
+    pub role: Option<AssumedRole>,
+}
+
+/// The role session temporary keys act as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumedRole {
+    pub role_arn: String,
+    pub role_name: String,
+    pub session_name: String,
+    /// The role's unique id (`AROA…`).
+    pub role_id: String,
+    /// The session policy given to AssumeRole: the session may do only what both it and the
+    /// role's access allow.
+    pub session_policy: Option<Policy>,
+}
+
+/// A role declared in the credentials file (`[role NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    pub account: String,
+    pub access: Access,
+    /// AssumeRole's longest DurationSeconds, in seconds.
+    pub max_session: i64,
+}
+
+impl Role {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:iam::{}:role/{}", self.account, self.name)
+    }
 }
 
 impl Credential {
     /// The caller's ARN, as GetCallerIdentity and AccessDenied messages show it.
     pub fn arn(&self) -> String {
+        if let Some(r) = &self.role {
+            return format!("arn:aws:sts::{}:assumed-role/{}/{}", self.account, r.role_name, r.session_name);
+        }
         if self.user == "root" {
             format!("arn:aws:iam::{}:root", self.account)
         } else {
@@ -62,6 +104,9 @@ impl Credential {
     /// the account and user name.
     pub fn user_id(&self) -> String {
         use sha2::Digest;
+        if let Some(r) = &self.role {
+            return format!("{}:{}", r.role_id, r.session_name);
+        }
         if self.user == "root" {
             return self.account.clone();
         }
@@ -73,25 +118,42 @@ impl Credential {
 
     /// Whether the key may call `service:operation` on `resource`.
     pub fn decide(&self, service: &str, operation: &str, resource: &str) -> Decision {
-        match &self.access {
+        let own = match &self.access {
             Access::Full => Decision::Allow,
             Access::ReadOnly if is_read_only(operation) => Decision::Allow,
             Access::ReadOnly => Decision::ImplicitDeny,
             Access::Policy(p) => p.evaluate(&format!("{service}:{operation}"), resource),
+        };
+        let session = match self.role.as_ref().and_then(|r| r.session_policy.as_ref()) {
+            Some(p) => p.evaluate(&format!("{service}:{operation}"), resource),
+            None => Decision::Allow,
+        };
+        match (own, session) {
+            (Decision::ExplicitDeny, _) | (_, Decision::ExplicitDeny) => Decision::ExplicitDeny,
+            (Decision::Allow, Decision::Allow) => Decision::Allow,
+            _ => Decision::ImplicitDeny,
         }
     }
 
     /// AWS's AccessDenied message for a refused decision.
     pub fn denied_message(&self, service: &str, operation: &str, resource: &str, d: Decision) -> String {
         let arn = self.arn();
+        // A session's refusal comes from its session policy when the role's access allows.
+        let own = Credential { role: None, ..self.clone() }.decide(service, operation, resource);
+        let kind = match (self.role.as_ref().and_then(|r| r.session_policy.as_ref()), d, own) {
+            (Some(_), Decision::ExplicitDeny, Decision::Allow | Decision::ImplicitDeny) => "a session policy",
+            (Some(_), Decision::ImplicitDeny, Decision::Allow) => "session policy",
+            (_, Decision::ExplicitDeny, _) => "an identity-based policy",
+            _ => "identity-based policy",
+        };
         match d {
             Decision::ExplicitDeny => format!(
                 "User: {arn} is not authorized to perform: {service}:{operation} on resource: {resource} \
-                 with an explicit deny in an identity-based policy"
+                 with an explicit deny in {kind}"
             ),
             _ => format!(
                 "User: {arn} is not authorized to perform: {service}:{operation} on resource: {resource} \
-                 because no identity-based policy allows the {service}:{operation} action"
+                 because no {kind} allows the {service}:{operation} action"
             ),
         }
     }
@@ -121,6 +183,8 @@ pub struct Verified {
 #[derive(Debug, Default)]
 pub struct Keyring {
     keys: HashMap<String, Arc<Credential>>,
+    /// Declared roles by ARN.
+    roles: HashMap<String, Role>,
     /// Signing keys by `access key/date/region/service`.
     cache: Mutex<HashMap<String, [u8; 32]>>,
 }
@@ -131,7 +195,14 @@ const CACHE_LIMIT: usize = 4096;
 impl Keyring {
     pub fn new(creds: impl IntoIterator<Item = Credential>) -> Keyring {
         let keys = creds.into_iter().map(|c| (c.access_key.clone(), Arc::new(c))).collect();
-        Keyring { keys, cache: Mutex::default() }
+        Keyring { keys, roles: HashMap::new(), cache: Mutex::default() }
+    }
+
+    /// The role declared with this ARN (any path: a role is named by account and name).
+    pub fn role(&self, arn: &str) -> Option<&Role> {
+        let account = crate::session::role_account(arn)?;
+        let name = crate::session::role_name(arn)?;
+        self.roles.get(&format!("arn:aws:iam::{account}:role/{name}"))
     }
 
     pub fn len(&self) -> usize {
@@ -185,7 +256,14 @@ impl Keyring {
             settings.push((k.to_owned(), v.to_owned()));
         }
         let mut creds = Vec::new();
+        let mut roles = HashMap::new();
         for (name, settings) in profiles {
+            if let Some(role_name) = name.strip_prefix("role ") {
+                let r = role(role_name.trim(), &settings, dir)
+                    .map_err(|message| LoadError::Profile { profile: name.clone(), message })?;
+                roles.insert(r.arn(), r);
+                continue;
+            }
             let cred = profile(&name, &settings, dir)
                 .map_err(|message| LoadError::Profile { profile: name.clone(), message })?;
             if creds.iter().any(|c: &Credential| c.access_key == cred.access_key) {
@@ -196,19 +274,46 @@ impl Keyring {
             }
             creds.push(cred);
         }
-        Ok(Keyring::new(creds))
+        let mut k = Keyring::new(creds);
+        k.roles = roles;
+        Ok(k)
     }
 
     /// Verifies a request's signature at time `now` (Unix seconds): its form, time, key,
     /// session token and signature, in that order.
     pub fn verify(&self, req: &SignedRequest, now: i64) -> Result<Verified, AuthError> {
         let p = sigv4::parse(req)?;
-        self.verify_parsed(req, &p, now)
+        self.verify_parsed(req, &p, now, None)
     }
 
-    pub fn verify_parsed(&self, req: &SignedRequest, p: &Parsed, now: i64) -> Result<Verified, AuthError> {
+    /// [`Keyring::verify`], also accepting the temporary keys `issuer` issued.
+    pub fn verify_with(
+        &self,
+        req: &SignedRequest,
+        now: i64,
+        issuer: Option<&crate::session::Issuer>,
+    ) -> Result<Verified, AuthError> {
+        let p = sigv4::parse(req)?;
+        self.verify_parsed(req, &p, now, issuer)
+    }
+
+    pub fn verify_parsed(
+        &self,
+        req: &SignedRequest,
+        p: &Parsed,
+        now: i64,
+        issuer: Option<&crate::session::Issuer>,
+    ) -> Result<Verified, AuthError> {
         sigv4::check_time(p, now)?;
-        let cred = self.keys.get(&p.access_key).ok_or(AuthError::UnknownKey)?;
+        let issued;
+        let cred = match (self.keys.get(&p.access_key), issuer) {
+            (Some(c), _) => c,
+            (None, Some(issuer)) if p.access_key.starts_with("ASIA") => {
+                issued = Arc::new(self.session_credential(issuer, p)?);
+                &issued
+            }
+            (None, _) => return Err(AuthError::UnknownKey),
+        };
         match (&cred.session_token, &p.security_token) {
             (None, None) => {}
             (Some(want), Some(got)) if constant_eq(want.as_bytes(), got.as_bytes()) => {}
@@ -220,6 +325,36 @@ impl Keyring {
         let key = self.signing_key(cred, p);
         sigv4::check_signature(&key, req, p)?;
         Ok(Verified { credential: cred.clone(), region: p.region.clone(), service: p.service.clone() })
+    }
+
+    /// The credential of a request signed with keys `issuer` issued: its token must open and
+    /// name the request's access key.
+    fn session_credential(&self, issuer: &crate::session::Issuer, p: &Parsed) -> Result<Credential, AuthError> {
+        let token = p.security_token.as_deref().ok_or(AuthError::UnknownKey)?;
+        let s = issuer.open(token).ok_or(AuthError::UnknownKey)?;
+        if !constant_eq(s.access_key.as_bytes(), p.access_key.as_bytes()) {
+            return Err(AuthError::UnknownKey);
+        }
+        let role_name = s.role_name().to_owned();
+        let access = self.role(&s.role_arn).map_or(Access::Full, |r| r.access.clone());
+        // A session policy that no longer parses allows nothing.
+        let session_policy = s.policy.as_ref().map(|text| Policy::parse(text).unwrap_or_else(|_| Policy::deny_all()));
+        Ok(Credential {
+            secret: issuer.secret_for(&s.access_key),
+            access_key: s.access_key,
+            user: format!("{role_name}/{}", s.session_name),
+            role: Some(AssumedRole {
+                role_id: crate::session::role_id(&s.account, &role_name),
+                role_arn: s.role_arn,
+                role_name,
+                session_name: s.session_name,
+                session_policy,
+            }),
+            account: s.account,
+            session_token: Some(token.to_owned()),
+            expires: Some(s.expires),
+            access,
+        })
     }
 
     fn signing_key(&self, cred: &Credential, p: &Parsed) -> [u8; 32] {
@@ -271,6 +406,25 @@ fn profile(name: &str, settings: &[(String, String)], dir: &Path) -> Result<Cred
     if !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())) {
         return Err(format!("account must be 12 digits, not {account:?}"));
     }
+    let access = access(&get, dir)?;
+    let expires = match get.get("expiration") {
+        None => None,
+        Some(e) => Some(crate::time::parse_rfc3339(e).ok_or_else(|| format!("expiration {e:?} is not RFC 3339"))?),
+    };
+    Ok(Credential {
+        access_key: access_key.to_owned(),
+        secret: secret.to_owned(),
+        account: account.to_owned(),
+        user: name.to_owned(),
+        session_token: get.get("aws_session_token").map(|s| s.to_string()),
+        expires,
+        access,
+        role: None,
+    })
+}
+
+/// The `access`, `policy` and `policy_file` settings of a profile or role.
+fn access(get: &HashMap<&str, &str>, dir: &Path) -> Result<Access, String> {
     let policy = match (get.get("policy"), get.get("policy_file")) {
         (Some(_), Some(_)) => return Err("give policy or policy_file, not both".into()),
         (Some(text), None) => Some(Policy::parse(text).map_err(|e| e.to_string())?),
@@ -289,19 +443,38 @@ fn profile(name: &str, settings: &[(String, String)], dir: &Path) -> Result<Cred
         (Some(a @ ("full" | "read-only")), Some(_)) => return Err(format!("access = {a} takes no policy")),
         (Some(other), _) => return Err(format!("access must be full, read-only or policy, not {other:?}")),
     };
-    let expires = match get.get("expiration") {
-        None => None,
-        Some(e) => Some(crate::time::parse_rfc3339(e).ok_or_else(|| format!("expiration {e:?} is not RFC 3339"))?),
+    Ok(access)
+}
+
+fn role(name: &str, settings: &[(String, String)], dir: &Path) -> Result<Role, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+        return Err("a role name is 1 to 64 letters, digits and +=,.@_-".into());
+    }
+    let mut get = HashMap::new();
+    for (k, v) in settings {
+        if !matches!(k.as_str(), "account" | "access" | "policy" | "policy_file" | "max_session_duration") {
+            return Err(format!(
+                "unknown setting {k:?} (a role takes account, access, policy, policy_file, max_session_duration)"
+            ));
+        }
+        if get.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(format!("{k} is set twice"));
+        }
+    }
+    let account = get.get("account").copied().filter(|v| !v.is_empty()).ok_or("account is required")?;
+    if !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("account must be 12 digits, not {account:?}"));
+    }
+    let access = access(&get, dir)?;
+    let max_session = match get.get("max_session_duration") {
+        None => 3600,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (3600..=43200).contains(&n) => n,
+            _ => return Err(format!("max_session_duration must be 3600 to 43200 seconds, not {v:?}")),
+        },
     };
-    Ok(Credential {
-        access_key: access_key.to_owned(),
-        secret: secret.to_owned(),
-        account: account.to_owned(),
-        user: name.to_owned(),
-        session_token: get.get("aws_session_token").map(|s| s.to_string()),
-        expires,
-        access,
-    })
+    Ok(Role { name: name.to_owned(), account: account.to_owned(), access, max_session })
 }
 
 #[cfg(test)]
@@ -333,6 +506,14 @@ aws_secret_access_key = r
 account = 333333333333
 aws_session_token = tok
 expiration = 2030-01-01T00:00:00Z
+
+[role app]
+account = 111111111111
+policy = {"Statement":{"Effect":"Allow","Action":"logs:*","Resource":"*"}}
+
+[role long]
+account = 111111111111
+max_session_duration = 7200
 "#;
 
     #[test]
@@ -359,6 +540,14 @@ expiration = 2030-01-01T00:00:00Z
         let r = k.get("AKIAROOT").unwrap();
         assert_eq!((r.arn().as_str(), r.user_id().as_str()), ("arn:aws:iam::333333333333:root", "333333333333"));
         assert_eq!((r.session_token.as_deref(), r.expires), (Some("tok"), Some(1893456000)));
+        let app = k.role("arn:aws:iam::111111111111:role/app").unwrap();
+        assert_eq!((app.name.as_str(), app.max_session), ("app", 3600));
+        assert!(matches!(app.access, Access::Policy(_)));
+        // A role is found whatever path its ARN names.
+        assert_eq!(k.role("arn:aws:iam::111111111111:role/team/app"), Some(app));
+        let long = k.role("arn:aws:iam::111111111111:role/long").unwrap();
+        assert_eq!((&long.access, long.max_session), (&Access::Full, 7200));
+        assert!(k.role("arn:aws:iam::222222222222:role/app").is_none());
     }
 
     #[test]
@@ -378,6 +567,10 @@ expiration = 2030-01-01T00:00:00Z
                 "used by another",
             ),
             ("[a]\naws_access_key_id=AKIA1\naws_secret_access_key=s\naccount=111111111111\npolicy={", "not JSON"),
+            ("[role r]\naws_access_key_id=AKIA1\naccount=111111111111", "unknown setting"),
+            ("[role r]\npolicy={}", "account is required"),
+            ("[role r]\naccount=111111111111\nmax_session_duration=100", "3600 to 43200"),
+            ("[role a:b]\naccount=111111111111", "a role name"),
         ] {
             let e = Keyring::parse(bad, Path::new(".")).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");

@@ -78,6 +78,11 @@ impl Policy {
         Ok(Policy { statements })
     }
 
+    /// A policy that allows nothing.
+    pub fn deny_all() -> Policy {
+        Policy { statements: Vec::new() }
+    }
+
     /// Evaluates `action` (`service:Name`) on `resource` (an ARN, or `*` for an action that
     /// acts on no particular resource).
     pub fn evaluate(&self, action: &str, resource: &str) -> Decision {

@@ -482,10 +482,39 @@ impl std::fmt::Debug for TaskSecrets {
 pub const SECRETS_FAILURE: &str =
     "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: ";
 
+/// Temporary credentials of a task's role (`taskRoleArn`), as the credentials endpoint at
+/// 169.254.170.2 serves them. `Debug` shows the role and key id only.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCredentials {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub token: String,
+    /// Unix seconds.
+    pub expiration: i64,
+}
+
+impl std::fmt::Debug for TaskCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCredentials")
+            .field("role_arn", &self.role_arn)
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
 /// Resolves a task's secrets for the node that runs it (the server; the agent never reads
 /// secrets from the store). `Err` is the task's stopped reason.
 pub trait SecretResolver: Send + Sync + 'static {
     fn resolve(&self, node: &str, task_key: &str) -> Result<TaskSecrets, String>;
+
+    /// Issues temporary credentials for the task role of `task_key`, which `node` must run.
+    fn task_credentials(&self, node: &str, task_key: &str) -> Result<TaskCredentials, String> {
+        let _ = (node, task_key);
+        Err("this control plane issues no task credentials".into())
+    }
 }
 
 #[cfg(test)]

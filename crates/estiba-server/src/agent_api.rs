@@ -10,6 +10,8 @@
 //! - `PUT  nodes/<node>`: the node's status (its heartbeat);
 //! - `POST nodes/<node>/secrets`: the container secrets and registry credentials of one of
 //!   the node's own tasks, resolved when it starts (`crate::task_secrets`);
+//! - `POST nodes/<node>/credentials`: temporary credentials for the task role of one of the
+//!   node's own tasks (`crate::task_credentials`);
 //! - `POST nodes/<node>/blocks`: one more VPC address block of a subnet for the node;
 //! - `POST nodes/<node>/tasks`: a `TaskStateChange` of one of the node's own tasks;
 //! - `POST nodes/<node>/telemetry`: telemetry batches (never the store);
@@ -302,6 +304,10 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
         (Method::POST, ["nodes", node, "secrets"]) if keys::valid_node_id(node) => {
             let ask: SecretsRequest = decode(req, max).await?;
             Ok(json(&crate::task_secrets::resolve(server, node, &ask.task_key)))
+        }
+        (Method::POST, ["nodes", node, "credentials"]) if keys::valid_node_id(node) => {
+            let ask: SecretsRequest = decode(req, max).await?;
+            Ok(json(&crate::task_credentials::issue(server, node, &ask.task_key, crate::now() as i64)))
         }
         (Method::POST, ["nodes", node, "blocks"]) if keys::valid_node_id(node) => {
             let ask: BlockRequest = decode(req, max).await?;

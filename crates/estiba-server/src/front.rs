@@ -186,7 +186,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
                 headers: &headers,
                 body_sha256,
             };
-            match creds.keys().verify(&req, crate::now() as i64) {
+            match creds.keys().verify_with(&req, crate::now() as i64, Some(&server.sessions)) {
                 Ok(v) => {
                     scope = Scope::new(v.credential.account.clone(), v.region.clone());
                     Some(v.credential)
@@ -211,8 +211,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         None => r.params.get("Version") == Some(crate::sts::VERSION),
     };
     if matches!(wire, Wire::Query(_)) && sts {
-        let who = caller.as_deref().map_or_else(|| crate::sts::Caller::root(&scope.account), crate::sts::Caller::of);
-        return crate::sts::answer(&r.params, &who, request_id);
+        return crate::sts::answer(server, &r.params, caller.as_deref(), &scope.account, request_id);
     }
     let found = match wire {
         Wire::Cbor => find_cbor(&r, &path),

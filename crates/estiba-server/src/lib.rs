@@ -40,6 +40,7 @@ pub mod sealing;
 pub mod services;
 pub mod sts;
 pub mod targets;
+pub mod task_credentials;
 pub mod task_secrets;
 pub use estiba_core::keys;
 pub mod view;
@@ -214,6 +215,12 @@ pub struct Server {
     pub logs: estiba_logstore::LogStore,
     /// The key secret values are sealed under in the store ([`sealing`]).
     pub secrets_key: sealing::SecretsKey,
+    /// Issues and opens the temporary credentials of STS AssumeRole and task roles
+    /// ([`estiba_auth::session`]), under a key derived from `secrets_key`.
+    pub sessions: estiba_auth::session::Issuer,
+    /// Test only: the lifetime of every issued credential, in seconds, from the environment
+    /// variable `ESTIBA_TEST_ONLY_SESSION_SECONDS` (expiry tests); `None` in real use.
+    pub test_only_session_seconds: Option<i64>,
     /// The log store's directory when the configuration named none.
     _logs_tmp: Option<tempfile::TempDir>,
     /// CloudWatch metrics' datapoints, in AWS time ([`Server::metric_clock`]).
@@ -441,6 +448,11 @@ impl Server {
             lb_metrics: Default::default(),
             nudge: tokio::sync::watch::channel(0).0,
             logs,
+            sessions: secrets_key.session_issuer(),
+            test_only_session_seconds: std::env::var("ESTIBA_TEST_ONLY_SESSION_SECONDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|v: &i64| *v > 0),
             secrets_key,
             _logs_tmp: logs_tmp,
             metrics,

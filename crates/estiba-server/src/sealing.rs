@@ -5,7 +5,8 @@
 //! the associated data binds it to where it is stored (the document's key and version), so a
 //! sealed value copied into another parameter or version does not open.
 //!
-//! With the etcd store, every server that shares the state must hold the same key file.
+//! With the etcd store, every server that shares the state must hold the same key file. The
+//! temporary credentials estiba issues (STS, task roles) derive from the same key.
 //!
 //! May not: log or return key material, or fall back to plaintext.
 
@@ -32,6 +33,9 @@ pub enum SealError {
 /// The key secret values are sealed under.
 pub struct SecretsKey {
     key: LessSafeKey,
+    /// HMAC-SHA256 of a label under the key: the root of the temporary credentials estiba
+    /// issues ([`estiba_auth::session`]), one-way, so it never reveals the key itself.
+    session_root: [u8; 32],
     rng: SystemRandom,
 }
 
@@ -99,7 +103,16 @@ impl SecretsKey {
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::Open)?;
-        Ok(SecretsKey { key: LessSafeKey::new(unbound), rng: SystemRandom::new() })
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes), b"estiba sessions v1");
+        let mut session_root = [0u8; 32];
+        session_root.copy_from_slice(tag.as_ref());
+        Ok(SecretsKey { key: LessSafeKey::new(unbound), session_root, rng: SystemRandom::new() })
+    }
+
+    /// The issuer of temporary credentials under this key: every server holding the same key
+    /// file verifies what any of them issued.
+    pub fn session_issuer(&self) -> estiba_auth::session::Issuer {
+        estiba_auth::session::Issuer::new(&self.session_root)
     }
 
     /// Seals `plain`, bound to `context` (where it is stored).

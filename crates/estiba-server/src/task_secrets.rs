@@ -23,6 +23,10 @@ impl SecretResolver for ServerSecrets {
     fn resolve(&self, node: &str, task_key: &str) -> Result<TaskSecrets, String> {
         resolve(&self.0, node, task_key)
     }
+
+    fn task_credentials(&self, node: &str, task_key: &str) -> Result<estiba_core::node::TaskCredentials, String> {
+        crate::task_credentials::issue(&self.0, node, task_key, crate::now() as i64)
+    }
 }
 
 /// Whether a container needs anything resolved at start.

@@ -72,6 +72,7 @@ fn credential(ak: &str, sk: &str, token: Option<&str>) -> Credential {
         session_token: token.map(str::to_owned),
         expires: None,
         access: Access::Full,
+        role: None,
     }
 }
 
@@ -135,7 +136,11 @@ const NOW: u64 = 1_764_680_000;
 
 /// Signs `raw` with `aws-sigv4` (headers or presigned query), as an SDK would.
 fn oracle_sign(raw: &mut Raw, service: &str, presign: bool, token: Option<&str>, at: u64) {
-    let creds = aws_credential_types::Credentials::new(AK, SK, token.map(str::to_owned), None, "test");
+    oracle_sign_as(raw, service, presign, (AK, SK), token, at)
+}
+
+fn oracle_sign_as(raw: &mut Raw, service: &str, presign: bool, key: (&str, &str), token: Option<&str>, at: u64) {
+    let creds = aws_credential_types::Credentials::new(key.0, key.1, token.map(str::to_owned), None, "test");
     let identity = creds.into();
     let mut settings = SigningSettings::default();
     if presign {
@@ -373,4 +378,70 @@ fn bench_verify() {
     }
     let per = t.elapsed() / n;
     println!("sigv4 verify (cached signing key, {} byte body): {per:?} per request", body.len());
+}
+
+#[test]
+fn issued_session_keys() {
+    use crate::session::Issuer;
+    let issuer = Issuer::new(&[3; 32]);
+    let role = "arn:aws:iam::222222222222:role/app";
+    let k = issuer.issue("222222222222", role, "sess", None, NOW as i64 + 3600).unwrap();
+    let file = "[role app]\naccount = 222222222222\npolicy = {\"Statement\":{\"Effect\":\"Allow\",\"Action\":\"logs:*\",\"Resource\":\"*\"}}\n";
+    let keys = Keyring::parse(file, std::path::Path::new(".")).unwrap();
+    let mut raw = json_request("{}");
+    oracle_sign_as(&mut raw, "ecs", false, (&k.access_key, &k.secret), Some(&k.token), NOW);
+    let v = keys.verify_with(&raw.signed(), NOW as i64, Some(&issuer)).unwrap();
+    let c = &v.credential;
+    assert_eq!(c.account, "222222222222");
+    assert_eq!(c.arn(), "arn:aws:sts::222222222222:assumed-role/app/sess");
+    assert!(c.user_id().starts_with("AROA") && c.user_id().ends_with(":sess"));
+    // The declared role's policy applies.
+    assert_eq!(c.decide("logs", "CreateLogGroup", "*"), crate::Decision::Allow);
+    assert_eq!(c.decide("ecs", "ListClusters", "*"), crate::Decision::ImplicitDeny);
+    // Without the issuer (or with another root key) the key is unknown.
+    assert_eq!(keys.verify(&raw.signed(), NOW as i64).unwrap_err(), AuthError::UnknownKey);
+    let other = Issuer::new(&[4; 32]);
+    assert_eq!(keys.verify_with(&raw.signed(), NOW as i64, Some(&other)).unwrap_err(), AuthError::UnknownKey);
+    // Past the expiry: ExpiredToken (the request itself is fresh).
+    let mut late = json_request("{}");
+    oracle_sign_as(&mut late, "ecs", false, (&k.access_key, &k.secret), Some(&k.token), NOW + 3600);
+    assert_eq!(
+        keys.verify_with(&late.signed(), NOW as i64 + 3600, Some(&issuer)).unwrap_err(),
+        AuthError::ExpiredToken
+    );
+    // Another session's token with this access key: unknown.
+    let k2 = issuer.issue("222222222222", role, "sess", None, NOW as i64 + 3600).unwrap();
+    let mut swapped = json_request("{}");
+    oracle_sign_as(&mut swapped, "ecs", false, (&k.access_key, &k.secret), Some(&k2.token), NOW);
+    assert_eq!(keys.verify_with(&swapped.signed(), NOW as i64, Some(&issuer)).unwrap_err(), AuthError::UnknownKey);
+    // No token at all: unknown.
+    let mut bare = json_request("{}");
+    oracle_sign_as(&mut bare, "ecs", false, (&k.access_key, &k.secret), None, NOW);
+    assert_eq!(keys.verify_with(&bare.signed(), NOW as i64, Some(&issuer)).unwrap_err(), AuthError::UnknownKey);
+    // A wrong secret: bad signature.
+    let mut wrong = json_request("{}");
+    oracle_sign_as(&mut wrong, "ecs", false, (&k.access_key, "nope"), Some(&k.token), NOW);
+    assert!(matches!(keys.verify_with(&wrong.signed(), NOW as i64, Some(&issuer)), Err(AuthError::BadSignature(_))));
+    // An undeclared role has full access in its account; a session policy narrows it.
+    let k3 = issuer
+        .issue(
+            "222222222222",
+            "arn:aws:iam::222222222222:role/free",
+            "s",
+            Some(r#"{"Statement":{"Effect":"Allow","Action":"ecs:List*","Resource":"*"}}"#),
+            NOW as i64 + 60,
+        )
+        .unwrap();
+    let mut raw3 = json_request("{}");
+    oracle_sign_as(&mut raw3, "ecs", false, (&k3.access_key, &k3.secret), Some(&k3.token), NOW);
+    let c3 = keys.verify_with(&raw3.signed(), NOW as i64, Some(&issuer)).unwrap().credential;
+    assert_eq!(c3.decide("ecs", "ListClusters", "*"), crate::Decision::Allow);
+    assert_eq!(c3.decide("ecs", "CreateCluster", "*"), crate::Decision::ImplicitDeny);
+    assert!(c3
+        .denied_message("ecs", "CreateCluster", "*", crate::Decision::ImplicitDeny)
+        .ends_with("because no session policy allows the ecs:CreateCluster action"));
+    // The role's own policy refuses: identity-based.
+    assert!(c
+        .denied_message("ecs", "ListClusters", "*", crate::Decision::ImplicitDeny)
+        .ends_with("because no identity-based policy allows the ecs:ListClusters action"));
 }
