@@ -12,6 +12,7 @@
 
 pub mod awslogs;
 pub mod control;
+pub mod exec;
 pub mod health;
 pub mod lb;
 pub mod metadata;

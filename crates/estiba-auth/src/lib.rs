@@ -1,5 +1,6 @@
 //! Who is calling and what they may do: AWS Signature Version 4 verification ([`sigv4`]), the
-//! credentials file and its keys ([`credentials`]), and IAM-style policies ([`policy`]).
+//! credentials file and its keys ([`credentials`]), and IAM-style policies ([`policy`]);
+//! [`sign`] signs estiba's own client requests.
 //!
 //! **Architecture invariant:** this crate does no network I/O and reads no clock: the caller
 //! passes the request's parts, its body hash and the time. The only file it reads is the
@@ -9,6 +10,7 @@
 
 pub mod credentials;
 pub mod policy;
+pub mod sign;
 pub mod sigv4;
 mod time;
 

@@ -274,12 +274,17 @@ impl TaskStateChange {
                 t.stopped_reason = Some(stop.stopped_reason.clone());
             }
         }
+        let exec = t.enable_execute_command;
+        let started_at = t.started_at;
         for c in t.containers.iter_mut().flatten() {
             let Some(r) = self.containers.iter().find(|r| Some(r.container_name.as_str()) == c.name.as_deref()) else {
                 continue;
             };
             if let Some(s) = r.status {
                 c.last_status = Some(s.as_str().into());
+                if exec {
+                    c.managed_agents = Some(vec![exec_agent(s, started_at)]);
+                }
             }
             if r.exit_code.is_some() {
                 c.exit_code = r.exit_code;
@@ -303,6 +308,23 @@ impl TaskStateChange {
                 c.network_interfaces = self.network_interfaces.clone();
             }
         }
+    }
+}
+
+/// The `ExecuteCommandAgent` of a container of a task run with `enableExecuteCommand`: it
+/// runs while the container runs (the agent lets its node's exec sessions in), with the
+/// backend statuses ECS's agent reports (`RUNNING`, `STOPPED`, `PENDING` otherwise).
+fn exec_agent(container: ContainerStatus, started_at: Option<f64>) -> estiba_api::ecs::ManagedAgent {
+    let status = match container {
+        ContainerStatus::Running => "RUNNING",
+        ContainerStatus::Stopped => "STOPPED",
+        ContainerStatus::Pending => "PENDING",
+    };
+    estiba_api::ecs::ManagedAgent {
+        last_started_at: started_at.filter(|_| status != "PENDING"),
+        last_status: Some(status.into()),
+        name: Some(estiba_api::ecs::ManagedAgentName::ExecuteCommandAgent),
+        reason: None,
     }
 }
 
