@@ -205,3 +205,24 @@ def test_a_token_is_single_use(node, ecs, busybox):
             _open_channel(s["streamUrl"], s["tokenValue"])
     finally:
         ecs.stop_task(task=arn)
+
+
+def test_estiba_exec_signs_its_call(tmp_path):
+    """With `--credentials`, `estiba exec`'s ExecuteCommand is signed with the key of the
+    environment: a good key reaches ECS's checks, a wrong secret is refused."""
+    from conftest import Estiba
+    creds = tmp_path / "credentials"
+    creds.write_text("[alice]\naws_access_key_id = AKIAEXEC00000000001\naws_secret_access_key = exec/secret\n"
+                     "account = 111111111111\n")
+    e = Estiba(str(tmp_path / "data"), extra_args=["--credentials", str(creds)]).start()
+    try:
+        def call(secret):
+            env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIAEXEC00000000001", AWS_SECRET_ACCESS_KEY=secret)
+            return subprocess.run([BIN, "exec", "--endpoint-url", e.endpoint, "nope", "0" * 32, "--", "sh"],
+                                  capture_output=True, timeout=30, env=env)
+        p = call("exec/secret")
+        assert p.returncode == 254 and b"(ClusterNotFoundException)" in p.stderr, p.stderr
+        p = call("wrong")
+        assert p.returncode == 254 and b"(InvalidSignatureException)" in p.stderr, p.stderr
+    finally:
+        e.stop()
