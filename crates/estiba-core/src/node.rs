@@ -352,6 +352,38 @@ mod tests {
     }
 
     #[test]
+    fn the_exec_agent_follows_the_container_when_exec_is_enabled() {
+        let running = |exec: bool| {
+            let mut t = task("PENDING");
+            t.enable_execute_command = exec;
+            let mut c = change(Status::Running);
+            c.started_at = Some(100.0);
+            c.containers = vec![ContainerStateChange {
+                container_name: "web".into(),
+                status: Some(ContainerStatus::Running),
+                ..Default::default()
+            }];
+            c.apply(&mut t);
+            t
+        };
+        let mut t = running(true);
+        let agents = t.containers.as_ref().unwrap()[0].managed_agents.clone().unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].name, Some(estiba_api::ecs::ManagedAgentName::ExecuteCommandAgent));
+        assert_eq!((agents[0].last_status.as_deref(), agents[0].last_started_at), (Some("RUNNING"), Some(100.0)));
+        assert_eq!(running(false).containers.unwrap()[0].managed_agents, None);
+        let mut stop = change(Status::Stopped);
+        stop.containers = vec![ContainerStateChange {
+            container_name: "web".into(),
+            status: Some(ContainerStatus::Stopped),
+            ..Default::default()
+        }];
+        stop.apply(&mut t);
+        let agents = t.containers.unwrap()[0].managed_agents.clone().unwrap();
+        assert_eq!(agents[0].last_status.as_deref(), Some("STOPPED"));
+    }
+
+    #[test]
     fn a_change_without_a_status_changes_nothing() {
         let mut t = task("PENDING");
         let before = t.clone();

@@ -417,6 +417,20 @@ mod tests {
     use crate::ids::SeqIds;
     use estiba_api::ecs::{AwsVpcConfiguration, Compatibility, ContainerDefinition, RegisterTaskDefinitionRequest};
 
+    #[test]
+    fn exec_needs_a_task_role_from_the_definition_or_the_overrides() {
+        let bare = TaskDefinition::default();
+        let with_role = TaskDefinition { task_role_arn: Some("arn:aws:iam::1:role/r".into()), ..Default::default() };
+        let ov = TaskOverride { task_role_arn: Some("arn:aws:iam::1:role/o".into()), ..Default::default() };
+        assert!(check_exec_role(false, &bare, None, ExecRoleCheck::Task).is_ok());
+        assert!(check_exec_role(true, &with_role, None, ExecRoleCheck::Task).is_ok());
+        assert!(check_exec_role(true, &bare, Some(&ov), ExecRoleCheck::Task).is_ok());
+        let e = check_exec_role(true, &bare, None, ExecRoleCheck::Task).unwrap_err();
+        assert!(e.message.starts_with("The execute command failed because a valid task role is not being used."));
+        let e = check_exec_role(true, &bare, None, ExecRoleCheck::UpdateService).unwrap_err();
+        assert!(e.message.starts_with("The service couldn't be updated because a valid taskRoleArn"));
+    }
+
     fn td(awsvpc: bool) -> TaskDefinition {
         let req = RegisterTaskDefinitionRequest {
             family: "web".into(),
