@@ -48,7 +48,7 @@ pub const SERVICES: &[Service] = &[
 /// The EC2 operations estiba answers: what ECS users touch to find where tasks go.
 const EC2_OPERATIONS: &[&str] = &["DescribeSecurityGroups", "DescribeSubnets", "DescribeVpcs"];
 
-/// The SSM operations estiba answers: Parameter Store.
+/// The SSM operations estiba answers: Parameter Store, and the session calls of ECS Exec.
 const SSM_OPERATIONS: &[&str] = &[
     "PutParameter",
     "GetParameter",
@@ -63,6 +63,9 @@ const SSM_OPERATIONS: &[&str] = &[
     "AddTagsToResource",
     "RemoveTagsFromResource",
     "ListTagsForResource",
+    // ECS Exec: the Session Manager plugin sends these to the ECS endpoint.
+    "TerminateSession",
+    "ResumeSession",
 ];
 
 pub struct Service {

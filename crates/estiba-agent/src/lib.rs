@@ -13,6 +13,7 @@
 pub mod awslogs;
 pub mod control;
 pub mod credentials;
+pub mod exec;
 pub mod health;
 pub mod lb;
 pub mod metadata;

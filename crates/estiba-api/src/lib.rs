@@ -7,7 +7,8 @@
 //! the `Operation` and `ErrorCode` enums, and the `MODEL` table ([`schema`]) the codecs walk.
 //! [`protocol`] decodes requests of every protocol (AWS JSON 1.0/1.1, Query, EC2, RPC v2
 //! CBOR) into those types, with the model's required members, enums and ranges checked, and
-//! encodes answers and errors.
+//! encodes answers and errors. [`session`] is the Session Manager data channel's binary
+//! format (ECS Exec).
 //!
 //! **Architecture invariant:** this crate holds no business logic and does no I/O. It knows
 //! the shape of the wire, never what an operation means.
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod protocol;
 pub mod schema;
+pub mod session;
 pub mod shape;
 
 #[path = "generated/ecs.rs"]

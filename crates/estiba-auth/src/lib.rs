@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: AWS Signature Version 4 verification ([`sigv4`]), the
 //! credentials file and its keys ([`credentials`]), IAM-style policies ([`policy`]), and the
-//! temporary credentials estiba issues itself, verified without a store ([`session`]).
+//! temporary credentials estiba issues itself, verified without a store ([`session`]);
+//! [`sign`] signs estiba's own client requests.
 //!
 //! **Architecture invariant:** this crate does no network I/O and reads no clock: the caller
 //! passes the request's parts, its body hash and the time. The only file it reads is the
@@ -11,6 +12,7 @@
 pub mod credentials;
 pub mod policy;
 pub mod session;
+pub mod sign;
 pub mod sigv4;
 mod time;
 

@@ -21,6 +21,7 @@ pub mod ecr;
 pub mod elbv2;
 pub mod elbv2_rules;
 pub mod error;
+pub mod exec;
 pub mod express;
 pub mod fargate;
 pub mod ids;

@@ -274,12 +274,17 @@ impl TaskStateChange {
                 t.stopped_reason = Some(stop.stopped_reason.clone());
             }
         }
+        let exec = t.enable_execute_command;
+        let started_at = t.started_at;
         for c in t.containers.iter_mut().flatten() {
             let Some(r) = self.containers.iter().find(|r| Some(r.container_name.as_str()) == c.name.as_deref()) else {
                 continue;
             };
             if let Some(s) = r.status {
                 c.last_status = Some(s.as_str().into());
+                if exec {
+                    c.managed_agents = Some(vec![exec_agent(s, started_at)]);
+                }
             }
             if r.exit_code.is_some() {
                 c.exit_code = r.exit_code;
@@ -306,6 +311,23 @@ impl TaskStateChange {
     }
 }
 
+/// The `ExecuteCommandAgent` of a container of a task run with `enableExecuteCommand`: it
+/// runs while the container runs (the agent lets its node's exec sessions in), with the
+/// backend statuses ECS's agent reports (`RUNNING`, `STOPPED`, `PENDING` otherwise).
+fn exec_agent(container: ContainerStatus, started_at: Option<f64>) -> estiba_api::ecs::ManagedAgent {
+    let status = match container {
+        ContainerStatus::Running => "RUNNING",
+        ContainerStatus::Stopped => "STOPPED",
+        ContainerStatus::Pending => "PENDING",
+    };
+    estiba_api::ecs::ManagedAgent {
+        last_started_at: started_at.filter(|_| status != "PENDING"),
+        last_status: Some(status.into()),
+        name: Some(estiba_api::ecs::ManagedAgentName::ExecuteCommandAgent),
+        reason: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +349,38 @@ mod tests {
 
     fn change(status: Status) -> TaskStateChange {
         TaskStateChange { status: Some(status), ..Default::default() }
+    }
+
+    #[test]
+    fn the_exec_agent_follows_the_container_when_exec_is_enabled() {
+        let running = |exec: bool| {
+            let mut t = task("PENDING");
+            t.enable_execute_command = exec;
+            let mut c = change(Status::Running);
+            c.started_at = Some(100.0);
+            c.containers = vec![ContainerStateChange {
+                container_name: "web".into(),
+                status: Some(ContainerStatus::Running),
+                ..Default::default()
+            }];
+            c.apply(&mut t);
+            t
+        };
+        let mut t = running(true);
+        let agents = t.containers.as_ref().unwrap()[0].managed_agents.clone().unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].name, Some(estiba_api::ecs::ManagedAgentName::ExecuteCommandAgent));
+        assert_eq!((agents[0].last_status.as_deref(), agents[0].last_started_at), (Some("RUNNING"), Some(100.0)));
+        assert_eq!(running(false).containers.unwrap()[0].managed_agents, None);
+        let mut stop = change(Status::Stopped);
+        stop.containers = vec![ContainerStateChange {
+            container_name: "web".into(),
+            status: Some(ContainerStatus::Stopped),
+            ..Default::default()
+        }];
+        stop.apply(&mut t);
+        let agents = t.containers.unwrap()[0].managed_agents.clone().unwrap();
+        assert_eq!(agents[0].last_status.as_deref(), Some("STOPPED"));
     }
 
     #[test]

@@ -307,6 +307,7 @@ pub fn create(
     let config = deployment_configuration(req.deployment_configuration.as_ref(), strategy)?;
     task::check_platform_version(launch.launch_type, req.platform_version.as_deref())?;
     task::validate(td, launch.launch_type, req.network_configuration.as_ref(), None, None, None)?;
+    task::check_exec_role(req.enable_execute_command, td, None, task::ExecRoleCheck::CreateService)?;
     let lbs = req.load_balancers.clone().unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
     crate::traffic::check_configuration(&config, &lbs, strategy)?;
@@ -553,6 +554,7 @@ pub fn update(
     let lbs = req.load_balancers.clone().or_else(|| svc.load_balancers.clone()).unwrap_or_default();
     validate_load_balancers(&lbs, td)?;
     crate::traffic::check_configuration(&svc.deployment_configuration.clone().unwrap_or_default(), &lbs, strategy)?;
+    task::check_exec_role(req.enable_execute_command.unwrap_or(false), td, None, task::ExecRoleCheck::UpdateService)?;
     update_settings(svc, req)?;
     if let Some(e) = req.enable_execute_command {
         svc.enable_execute_command = e;

@@ -131,6 +131,44 @@ pub struct Spec<'a> {
     pub tags: Vec<Tag>,
 }
 
+/// Where `enableExecuteCommand` is being asked for without a task role to run the session's
+/// agent as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecRoleCheck {
+    /// RunTask, StartTask: the role may come from the overrides.
+    Task,
+    CreateService,
+    UpdateService,
+}
+
+/// ECS refuses `enableExecuteCommand` when neither the task definition nor the overrides
+/// name a task role, with a message per operation.
+pub fn check_exec_role(
+    enable: bool,
+    td: &TaskDefinition,
+    overrides: Option<&TaskOverride>,
+    op: ExecRoleCheck,
+) -> Result<()> {
+    let has_role = |r: Option<&String>| r.is_some_and(|r| !r.is_empty());
+    if !enable || has_role(td.task_role_arn.as_ref()) || has_role(overrides.and_then(|o| o.task_role_arn.as_ref())) {
+        return Ok(());
+    }
+    match op {
+        ExecRoleCheck::Task => bail!(
+            invalid,
+            "The execute command failed because a valid task role is not being used. Specify a valid task role in your task definition or as a task override and try again."
+        ),
+        ExecRoleCheck::CreateService => bail!(
+            invalid,
+            "The service couldn't be created because a valid taskRoleArn is not being used. Specify a valid task role in your task definition and try again."
+        ),
+        ExecRoleCheck::UpdateService => bail!(
+            invalid,
+            "The service couldn't be updated because a valid taskRoleArn is not being used. Specify a valid task role in your task definition and try again."
+        ),
+    }
+}
+
 /// Checks what RunTask, StartTask and services share: network configuration against the
 /// task definition's network mode, overrides, group and startedBy.
 /// ECS's bounds on UpdateTaskProtection's `expiresInMinutes` (default 120, up to 48 hours).
@@ -378,6 +416,20 @@ mod tests {
     use super::*;
     use crate::ids::SeqIds;
     use estiba_api::ecs::{AwsVpcConfiguration, Compatibility, ContainerDefinition, RegisterTaskDefinitionRequest};
+
+    #[test]
+    fn exec_needs_a_task_role_from_the_definition_or_the_overrides() {
+        let bare = TaskDefinition::default();
+        let with_role = TaskDefinition { task_role_arn: Some("arn:aws:iam::1:role/r".into()), ..Default::default() };
+        let ov = TaskOverride { task_role_arn: Some("arn:aws:iam::1:role/o".into()), ..Default::default() };
+        assert!(check_exec_role(false, &bare, None, ExecRoleCheck::Task).is_ok());
+        assert!(check_exec_role(true, &with_role, None, ExecRoleCheck::Task).is_ok());
+        assert!(check_exec_role(true, &bare, Some(&ov), ExecRoleCheck::Task).is_ok());
+        let e = check_exec_role(true, &bare, None, ExecRoleCheck::Task).unwrap_err();
+        assert!(e.message.starts_with("The execute command failed because a valid task role is not being used."));
+        let e = check_exec_role(true, &bare, None, ExecRoleCheck::UpdateService).unwrap_err();
+        assert!(e.message.starts_with("The service couldn't be updated because a valid taskRoleArn"));
+    }
 
     fn td(awsvpc: bool) -> TaskDefinition {
         let req = RegisterTaskDefinitionRequest {

@@ -1,8 +1,8 @@
 //! The listener: one HTTP/1.1 port (keep-alive, served by hyper; HTTPS when the server has a
 //! certificate, ALPN `http/1.1`) for the AWS APIs
 //! ([`crate::front`]), the OCI registry (`/v2/`, [`crate::registry`]), the web console (`GET /` and
-//! `/_estiba/console/`, [`crate::console`])
-//! and a health check. It only routes by method and path.
+//! `/_estiba/console/`, [`crate::console`]), ECS Exec's data channel (a websocket,
+//! [`crate::exec`]) and a health check. It only routes by method and path.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,6 +40,9 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections that may upgrade are not `GracefulConnection`s: each watches this flag to
+    // shut down gracefully, and holds its watcher so that `graceful` waits for it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
     // At most `max_connections` open: past it, new connections wait in the listen queue
@@ -62,11 +65,12 @@ pub async fn serve_with(
                 };
                 let _ = stream.set_nodelay(true);
                 let watcher = graceful.watcher();
+                let stop = stop_rx.clone();
                 let server = server.clone();
                 match &acceptor {
                     None => {
                         tokio::spawn(async move {
-                            serve_connection(server, watcher, TokioIo::new(stream)).await;
+                            serve_connection(server, (watcher, stop), TokioIo::new(stream), false).await;
                             drop(permit);
                         });
                     }
@@ -75,7 +79,7 @@ pub async fn serve_with(
                         tokio::spawn(async move {
                             let _permit = permit;
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => serve_connection(server, watcher, TokioIo::new(tls)).await,
+                                Ok(Ok(tls)) => serve_connection(server, (watcher, stop), TokioIo::new(tls), true).await,
                                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%peer, "TLS handshake did not finish in time"),
                             }
@@ -87,6 +91,7 @@ pub async fn serve_with(
         }
     }
     drop(listener);
+    let _ = stop_tx.send(true);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
@@ -97,13 +102,17 @@ pub async fn serve_with(
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one connection, plain or TLS.
-async fn serve_connection<I>(server: Arc<Server>, watcher: hyper_util::server::graceful::Watcher, io: I)
-where
+async fn serve_connection<I>(
+    server: Arc<Server>,
+    (watcher, mut stop): (hyper_util::server::graceful::Watcher, tokio::sync::watch::Receiver<bool>),
+    io: I,
+    tls: bool,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let server = server.clone();
-        async move { Ok::<_, Infallible>(handle(&server, req).await) }
+        async move { Ok::<_, Infallible>(handle(&server, req, tls).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -112,10 +121,21 @@ where
         .header_read_timeout(std::time::Duration::from_secs(30))
         .keep_alive(true)
         .writev(false)
-        .serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn).await {
+        .serve_connection(io, service)
+        // ECS Exec's data channel is a websocket ([`crate::exec`]).
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+    drop(watcher);
 }
 
 /// A request id in UUID form, unique per process run, without a system call per request: a
@@ -138,12 +158,17 @@ fn request_id() -> String {
     uuid::Uuid::from_u128(v).to_string()
 }
 
-async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(server: &Arc<Server>, req: Request<Incoming>, tls: bool) -> Response<Body> {
     let request_id = request_id();
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     let mut resp = match (req.method(), path.as_str()) {
-        (&Method::POST, "/") => crate::front::call(server, req, &request_id).await,
+        (&Method::POST, "/") => {
+            // ExecuteCommand's stream URL points back where the client came in.
+            let origin = crate::exec::origin(server, req.headers(), tls);
+            crate::exec::ORIGIN.scope(origin, crate::front::call(server, req, &request_id)).await
+        }
+        (&Method::GET, p) if p.starts_with(crate::exec::PREFIX) => crate::exec::data_channel(server, req),
         (&Method::POST, p) if p.starts_with("/service/") => crate::front::call(server, req, &request_id).await,
         // A Query request sent as GET (a presigned STS GetCallerIdentity, say).
         (&Method::GET, "/") if req.uri().query().is_some_and(|q| q.contains("Action=")) => {

@@ -22,6 +22,7 @@ pub mod console;
 pub mod controller;
 pub mod discovery;
 pub mod dns;
+pub mod exec;
 pub mod front;
 pub mod http;
 pub mod lb;
@@ -254,6 +255,8 @@ pub struct Server {
     pub replication: replication::Replication,
     /// The keys API requests are verified with (`Config::credentials_file`); `None`: auth off.
     pub credentials: Option<auth::Credentials>,
+    /// ECS Exec's sessions ([`exec`]).
+    pub exec: exec::Exec,
 }
 
 /// Why a write could not be made. Every service's error type converts from it (into its
@@ -468,6 +471,7 @@ impl Server {
             rate_limits,
             replication: Default::default(),
             credentials,
+            exec: Default::default(),
         }))
     }
 

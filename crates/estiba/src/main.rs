@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+mod exec;
+
 /// mimalloc for the server (its many small allocations from several threads contend on
 /// glibc's arena locks), the system allocator for supervisors: mimalloc commits megabytes
 /// up front, and a supervisor must stay small. The choice is made once per process, at its
@@ -116,6 +118,9 @@ enum Command {
     Agent(Box<AgentArgs>),
     /// Print a task's container logs (on this machine).
     Logs(LogsArgs),
+    /// Run a command in a task's container (ECS ExecuteCommand), interactively on a
+    /// terminal or over plain pipes; exits with the command's exit code.
+    Exec(exec::ExecArgs),
     /// Pull an image into this machine's image store, ready for tasks to start from.
     Pull(PullArgs),
     /// Copy every key of a SQLite state into an empty etcd prefix (for `--store etcd`).
@@ -620,6 +625,7 @@ fn main() -> Result<()> {
         Command::Server(args) => run_server(*args),
         Command::Agent(args) => run_agent(*args),
         Command::Logs(args) => logs(args),
+        Command::Exec(args) => std::process::exit(exec::run(args)?),
         Command::Pull(args) => pull(args),
         Command::Migrate(args) => migrate(args),
         Command::Shim { state_dir } => std::process::exit(estiba_runtime::container::shim::run(&state_dir)),
@@ -848,7 +854,10 @@ async fn serve(args: ServerArgs) -> Result<()> {
             address,
             ..Default::default()
         };
-        Some(start_node(&args.node, &data_dir, node_id, role, cp, images, stop_rx)?)
+        let (handle, shared) = start_node(&args.node, &data_dir, node_id, role, cp, images, stop_rx)?;
+        // ECS Exec sessions of this node's tasks run in process.
+        server.exec.set_local(Arc::new(exec::LocalNode(shared)));
+        Some(handle)
     } else {
         None
     };
@@ -960,7 +969,7 @@ fn start_node(
     cp: Arc<dyn estiba_agent::control::ControlPlane>,
     images: Arc<estiba_runtime::image::ImageStore>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> Result<(tokio::task::JoinHandle<()>, Arc<estiba_agent::Shared>)> {
     let executor = match args.container_runtime.as_str() {
         "native" => estiba_runtime::container::spec::Executor::Native,
         name => {
@@ -1004,7 +1013,7 @@ fn start_node(
         claimed_blocks: Default::default(),
     });
     tracing::info!(node = %node_id, runtime = %args.container_runtime, "running tasks on this machine");
-    Ok(tokio::spawn(estiba_agent::run(shared, stop_rx)))
+    Ok((tokio::spawn(estiba_agent::run(shared.clone(), stop_rx)), shared))
 }
 
 /// `estiba agent`: a node of a server on another machine.
@@ -1074,7 +1083,7 @@ fn run_agent(args: AgentArgs) -> Result<()> {
             address,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let agent = start_node(&args.node, &data_dir, node_id.clone(), role, cp, images, stop_rx)?;
+        let (agent, _shared) = start_node(&args.node, &data_dir, node_id.clone(), role, cp, images, stop_rx)?;
         tracing::info!(node = %node_id, servers = %args.server.join(","), "estiba agent started");
         shutdown_signal().await;
         let _ = stop_tx.send(true);

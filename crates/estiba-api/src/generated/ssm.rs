@@ -26,6 +26,8 @@ pub enum Operation {
     ListTagsForResource,
     PutParameter,
     RemoveTagsFromResource,
+    ResumeSession,
+    TerminateSession,
     UnlabelParameterVersion,
 }
 
@@ -43,6 +45,8 @@ impl Operation {
         Operation::ListTagsForResource,
         Operation::PutParameter,
         Operation::RemoveTagsFromResource,
+        Operation::ResumeSession,
+        Operation::TerminateSession,
         Operation::UnlabelParameterVersion,
     ];
     /// Parses the operation name that follows the target prefix.
@@ -60,6 +64,8 @@ impl Operation {
             "ListTagsForResource" => Operation::ListTagsForResource,
             "PutParameter" => Operation::PutParameter,
             "RemoveTagsFromResource" => Operation::RemoveTagsFromResource,
+            "ResumeSession" => Operation::ResumeSession,
+            "TerminateSession" => Operation::TerminateSession,
             "UnlabelParameterVersion" => Operation::UnlabelParameterVersion,
             _ => return None,
         })
@@ -79,6 +85,8 @@ impl Operation {
             Operation::ListTagsForResource => "ListTagsForResource",
             Operation::PutParameter => "PutParameter",
             Operation::RemoveTagsFromResource => "RemoveTagsFromResource",
+            Operation::ResumeSession => "ResumeSession",
+            Operation::TerminateSession => "TerminateSession",
             Operation::UnlabelParameterVersion => "UnlabelParameterVersion",
         }
     }
@@ -1491,6 +1499,31 @@ impl std::fmt::Display for ResourceTypeForTagging {
     }
 }
 
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ResumeSessionRequest {
+    #[serde(rename = "SessionId")]
+    pub session_id: String,
+}
+
+impl Validate for ResumeSessionRequest {
+    fn validate(&self, v: &mut Validator) {
+        check_resume_session_request(v, self)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResumeSessionResponse {
+    #[serde(rename = "SessionId")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(rename = "StreamUrl")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_url: Option<String>,
+    #[serde(rename = "TokenValue")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_value: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tag {
     #[serde(rename = "Key")]
@@ -1503,6 +1536,25 @@ impl Validate for Tag {
     fn validate(&self, v: &mut Validator) {
         check_tag(v, self)
     }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct TerminateSessionRequest {
+    #[serde(rename = "SessionId")]
+    pub session_id: String,
+}
+
+impl Validate for TerminateSessionRequest {
+    fn validate(&self, v: &mut Validator) {
+        check_terminate_session_request(v, self)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TerminateSessionResponse {
+    #[serde(rename = "SessionId")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -1554,7 +1606,7 @@ pub static SHAPES: &[Shape] = &[
                 flattened: false,
                 required: true,
             },
-            Member { name: "Tags", xml: "Tags", query: "Tags", shape: 68, flattened: false, required: true },
+            Member { name: "Tags", xml: "Tags", query: "Tags", shape: 72, flattened: false, required: true },
         ]),
     },
     Shape { name: "AddTagsToResourceResult", kind: Kind::Structure(&[]) },
@@ -1836,7 +1888,7 @@ pub static SHAPES: &[Shape] = &[
             },
         ]),
     },
-    Shape { name: "KeyList", kind: Kind::List { member: 67, member_name: "member" } },
+    Shape { name: "KeyList", kind: Kind::List { member: 71, member_name: "member" } },
     Shape {
         name: "LabelParameterVersionRequest",
         kind: Kind::Structure(&[
@@ -1900,7 +1952,7 @@ pub static SHAPES: &[Shape] = &[
             name: "TagList",
             xml: "TagList",
             query: "TagList",
-            shape: 68,
+            shape: 72,
             flattened: false,
             required: false,
         }]),
@@ -1914,7 +1966,7 @@ pub static SHAPES: &[Shape] = &[
     Shape {
         name: "Parameter",
         kind: Kind::Structure(&[
-            Member { name: "ARN", xml: "ARN", query: "ARN", shape: 65, flattened: false, required: false },
+            Member { name: "ARN", xml: "ARN", query: "ARN", shape: 69, flattened: false, required: false },
             Member {
                 name: "DataType",
                 xml: "DataType",
@@ -1944,7 +1996,7 @@ pub static SHAPES: &[Shape] = &[
                 name: "SourceResult",
                 xml: "SourceResult",
                 query: "SourceResult",
-                shape: 65,
+                shape: 69,
                 flattened: false,
                 required: false,
             },
@@ -1996,7 +2048,7 @@ pub static SHAPES: &[Shape] = &[
                 name: "LastModifiedUser",
                 xml: "LastModifiedUser",
                 query: "LastModifiedUser",
-                shape: 65,
+                shape: 69,
                 flattened: false,
                 required: false,
             },
@@ -2023,7 +2075,7 @@ pub static SHAPES: &[Shape] = &[
                 name: "PolicyStatus",
                 xml: "PolicyStatus",
                 query: "PolicyStatus",
-                shape: 65,
+                shape: 69,
                 flattened: false,
                 required: false,
             },
@@ -2031,7 +2083,7 @@ pub static SHAPES: &[Shape] = &[
                 name: "PolicyText",
                 xml: "PolicyText",
                 query: "PolicyText",
-                shape: 65,
+                shape: 69,
                 flattened: false,
                 required: false,
             },
@@ -2039,7 +2091,7 @@ pub static SHAPES: &[Shape] = &[
                 name: "PolicyType",
                 xml: "PolicyType",
                 query: "PolicyType",
-                shape: 65,
+                shape: 69,
                 flattened: false,
                 required: false,
             },
@@ -2052,7 +2104,7 @@ pub static SHAPES: &[Shape] = &[
     Shape {
         name: "ParameterMetadata",
         kind: Kind::Structure(&[
-            Member { name: "ARN", xml: "ARN", query: "ARN", shape: 65, flattened: false, required: false },
+            Member { name: "ARN", xml: "ARN", query: "ARN", shape: 69, flattened: false, required: false },
             Member {
                 name: "AllowedPattern",
                 xml: "AllowedPattern",
@@ -2090,7 +2142,7 @@ pub static SHAPES: &[Shape] = &[
                 name: "LastModifiedUser",
                 xml: "LastModifiedUser",
                 query: "LastModifiedUser",
-                shape: 65,
+                shape: 69,
                 flattened: false,
                 required: false,
             },
@@ -2183,7 +2235,7 @@ pub static SHAPES: &[Shape] = &[
                 flattened: false,
                 required: false,
             },
-            Member { name: "Tags", xml: "Tags", query: "Tags", shape: 68, flattened: false, required: false },
+            Member { name: "Tags", xml: "Tags", query: "Tags", shape: 72, flattened: false, required: false },
             Member { name: "Tier", xml: "Tier", query: "Tier", shape: 52, flattened: false, required: false },
             Member { name: "Type", xml: "Type", query: "Type", shape: 53, flattened: false, required: false },
             Member { name: "Value", xml: "Value", query: "Value", shape: 29, flattened: false, required: true },
@@ -2221,17 +2273,82 @@ pub static SHAPES: &[Shape] = &[
     Shape { name: "RemoveTagsFromResourceResult", kind: Kind::Structure(&[]) },
     Shape { name: "ResourceId", kind: Kind::String },
     Shape { name: "ResourceTypeForTagging", kind: Kind::String },
+    Shape {
+        name: "ResumeSessionRequest",
+        kind: Kind::Structure(&[Member {
+            name: "SessionId",
+            xml: "SessionId",
+            query: "SessionId",
+            shape: 67,
+            flattened: false,
+            required: true,
+        }]),
+    },
+    Shape {
+        name: "ResumeSessionResponse",
+        kind: Kind::Structure(&[
+            Member {
+                name: "SessionId",
+                xml: "SessionId",
+                query: "SessionId",
+                shape: 67,
+                flattened: false,
+                required: false,
+            },
+            Member {
+                name: "StreamUrl",
+                xml: "StreamUrl",
+                query: "StreamUrl",
+                shape: 68,
+                flattened: false,
+                required: false,
+            },
+            Member {
+                name: "TokenValue",
+                xml: "TokenValue",
+                query: "TokenValue",
+                shape: 76,
+                flattened: false,
+                required: false,
+            },
+        ]),
+    },
+    Shape { name: "SessionId", kind: Kind::String },
+    Shape { name: "StreamUrl", kind: Kind::String },
     Shape { name: "String", kind: Kind::String },
     Shape {
         name: "Tag",
         kind: Kind::Structure(&[
-            Member { name: "Key", xml: "Key", query: "Key", shape: 67, flattened: false, required: true },
-            Member { name: "Value", xml: "Value", query: "Value", shape: 69, flattened: false, required: true },
+            Member { name: "Key", xml: "Key", query: "Key", shape: 71, flattened: false, required: true },
+            Member { name: "Value", xml: "Value", query: "Value", shape: 73, flattened: false, required: true },
         ]),
     },
     Shape { name: "TagKey", kind: Kind::String },
-    Shape { name: "TagList", kind: Kind::List { member: 66, member_name: "member" } },
+    Shape { name: "TagList", kind: Kind::List { member: 70, member_name: "member" } },
     Shape { name: "TagValue", kind: Kind::String },
+    Shape {
+        name: "TerminateSessionRequest",
+        kind: Kind::Structure(&[Member {
+            name: "SessionId",
+            xml: "SessionId",
+            query: "SessionId",
+            shape: 67,
+            flattened: false,
+            required: true,
+        }]),
+    },
+    Shape {
+        name: "TerminateSessionResponse",
+        kind: Kind::Structure(&[Member {
+            name: "SessionId",
+            xml: "SessionId",
+            query: "SessionId",
+            shape: 67,
+            flattened: false,
+            required: false,
+        }]),
+    },
+    Shape { name: "TokenValue", kind: Kind::String },
     Shape {
         name: "UnlabelParameterVersionRequest",
         kind: Kind::Structure(&[
@@ -2284,7 +2401,9 @@ pub static OPERATIONS: &[OperationSchema] = &[
     OperationSchema { name: "ListTagsForResource", input: Some(23), output: Some(24), result_wrapper: "" },
     OperationSchema { name: "PutParameter", input: Some(59), output: Some(60), result_wrapper: "" },
     OperationSchema { name: "RemoveTagsFromResource", input: Some(61), output: Some(62), result_wrapper: "" },
-    OperationSchema { name: "UnlabelParameterVersion", input: Some(70), output: Some(71), result_wrapper: "" },
+    OperationSchema { name: "ResumeSession", input: Some(65), output: Some(66), result_wrapper: "" },
+    OperationSchema { name: "TerminateSession", input: Some(74), output: Some(75), result_wrapper: "" },
+    OperationSchema { name: "UnlabelParameterVersion", input: Some(77), output: Some(78), result_wrapper: "" },
 ];
 
 /// The service's names and protocols, and its shapes.
@@ -2658,6 +2777,21 @@ fn check_remove_tags_from_resource_request(v: &mut Validator, x: &RemoveTagsFrom
 }
 
 #[allow(unused_variables)]
+fn check_resume_session_request(v: &mut Validator, x: &ResumeSessionRequest) {
+    {
+        let f = &x.session_id;
+        v.enter("SessionId");
+        check_session_id(v, f);
+        v.leave();
+    }
+}
+
+#[allow(unused_variables)]
+fn check_session_id(v: &mut Validator, x: &str) {
+    v.length(x.chars().count(), Some(1), Some(96), || x.to_string());
+}
+
+#[allow(unused_variables)]
 fn check_tag(v: &mut Validator, x: &Tag) {
     {
         let f = &x.key;
@@ -2693,6 +2827,16 @@ fn check_tag_list(v: &mut Validator, x: &Vec<Tag>) {
 fn check_tag_value(v: &mut Validator, x: &str) {
     v.length(x.chars().count(), Some(0), Some(256), || x.to_string());
     v.pattern(x, &PATTERN_TAG_VALUE, "^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$");
+}
+
+#[allow(unused_variables)]
+fn check_terminate_session_request(v: &mut Validator, x: &TerminateSessionRequest) {
+    {
+        let f = &x.session_id;
+        v.enter("SessionId");
+        check_session_id(v, f);
+        v.leave();
+    }
 }
 
 #[allow(unused_variables)]

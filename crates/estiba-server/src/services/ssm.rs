@@ -5,6 +5,9 @@
 //! versions). SecureString values are sealed with the server's secrets key
 //! ([`crate::sealing`]) before they are written and opened only for `WithDecryption`.
 //!
+//! TerminateSession and ResumeSession answer for ECS Exec's sessions ([`crate::exec`]): the
+//! Session Manager plugin sends them to the ECS endpoint it was given.
+//!
 //! [`resolve_parameters`] reads parameters for the secrets of a task's containers.
 //!
 //! May not: write a SecureString value unsealed, or answer one without `WithDecryption`.
@@ -53,6 +56,8 @@ impl Service for Ssm {
                 AddTagsToResource => add_tags,
                 RemoveTagsFromResource => remove_tags,
                 ListTagsForResource => list_tags,
+                TerminateSession => terminate_session,
+                ResumeSession => resume_session,
             }
         })
     }
@@ -598,4 +603,22 @@ pub async fn list_tags(s: &Server, cx: &Call, req: ListTagsForResourceRequest) -
     let st = s.view.read();
     let d = find(&st, &cx.scope, &name).ok_or_else(invalid_resource)?;
     Ok(json(&ListTagsForResourceResult { tag_list: Some(d.value.tags.clone()) }))
+}
+
+/// Ends an ECS Exec session (SSM answers an unknown or ended session alike).
+pub async fn terminate_session(s: &Server, cx: &Call, req: TerminateSessionRequest) -> Result<Bytes> {
+    s.exec.terminate(&cx.scope.account, &req.session_id);
+    Ok(json(&TerminateSessionResponse { session_id: Some(req.session_id) }))
+}
+
+/// A fresh token for an ECS Exec session whose data channel has not been opened yet.
+pub async fn resume_session(s: &Server, cx: &Call, req: ResumeSessionRequest) -> Result<Bytes> {
+    match s.exec.resume(&cx.scope.account, &req.session_id) {
+        Ok((url, token)) => Ok(json(&ResumeSessionResponse {
+            session_id: Some(req.session_id),
+            stream_url: Some(url),
+            token_value: Some(token),
+        })),
+        Err(e) => Err(ApiError::new(ErrorCode::DoesNotExistException, e.to_string())),
+    }
 }

@@ -20,6 +20,7 @@ mod agent;
 mod capacity;
 mod clusters;
 pub(crate) mod daemons;
+mod execute;
 mod express;
 mod instances;
 mod services;
@@ -163,6 +164,7 @@ async fn dispatch(s: &Server, cx: &Ctx, op: Operation, input: Input) -> Result<B
         StopTask => tasks::stop,
         DescribeTasks => tasks::describe,
         ListTasks => tasks::list,
+        ExecuteCommand => execute::execute_command,
         UpdateTaskProtection => tasks::update_protection,
         GetTaskProtection => tasks::get_protection,
         CreateService => services::create,

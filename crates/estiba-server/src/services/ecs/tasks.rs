@@ -394,6 +394,12 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &td.value,
             )?;
             task::check_platform_version(plan.launch_type(), req.platform_version.as_deref())?;
+            task::check_exec_role(
+                req.enable_execute_command,
+                &td.value,
+                req.overrides.as_ref(),
+                task::ExecRoleCheck::Task,
+            )?;
             task::validate(
                 &td.value,
                 plan.launch_type(),
@@ -536,6 +542,12 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
                 req.overrides.as_ref(),
                 req.group.as_deref(),
                 req.started_by.as_deref(),
+            )?;
+            task::check_exec_role(
+                req.enable_execute_command,
+                &td.value,
+                req.overrides.as_ref(),
+                task::ExecRoleCheck::Task,
             )?;
             let mut fixed = Vec::new();
             for ci in &req.container_instances {
