@@ -289,7 +289,7 @@ pub fn parse_date(s: &str) -> Option<f64> {
     let (hh, mm, ss) = (t.next()?.ok()?, t.next().unwrap_or(Ok(0.0)).ok()?, t.next().unwrap_or(Ok(0.0)).ok()?);
     let date =
         chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, u32::try_from(m).ok()?, u32::try_from(day).ok()?)?;
-    let days = date.signed_duration_since(chrono::NaiveDateTime::UNIX_EPOCH.date()).num_days();
+    let days = date.signed_duration_since(chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
     Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
 }
 

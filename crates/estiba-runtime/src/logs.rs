@@ -163,7 +163,7 @@ pub fn parse_time_ms(t: &[u8]) -> Option<i64> {
         _ => return None,
     };
     let date = chrono::NaiveDate::from_ymd_opt(y as i32, m as u32, d as u32)?;
-    let days = date.signed_duration_since(chrono::NaiveDateTime::UNIX_EPOCH.date()).num_days();
+    let days = date.signed_duration_since(chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
     Some((days * 86_400 + hh * 3600 + mm * 60 + ss - offset_s) * 1000 + ms)
 }
 
