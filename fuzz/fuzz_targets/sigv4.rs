@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
             if sigv4::canonical_request(&req, &p, &mut canonical).is_ok() {
                 std::hint::black_box(sigv4::string_to_sign(&p, &canonical));
             }
-            if let Err(e) = KEYRING.verify_parsed(&req, &p, p.time) {
+            if let Err(e) = KEYRING.verify_parsed(&req, &p, p.time, None) {
                 for f in [Family::Json, Family::Query, Family::Ec2] {
                     std::hint::black_box(e.code(f));
                 }

@@ -102,6 +102,23 @@ def test_the_aws_cli_and_boto3_speak_https_with_the_ca(local_server):
             assert s.selected_alpn_protocol() == "http/1.1"
 
 
+def test_estiba_exec_trusts_aws_ca_bundle(local_server):
+    """`estiba exec` over HTTPS trusts the bundle AWS_CA_BUNDLE names, as the AWS CLI does (its
+    data channel is then wss:// with the same trust); without it the certificate is refused."""
+    def call(bundle):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+        env.pop("AWS_CA_BUNDLE", None)
+        if bundle:
+            env["AWS_CA_BUNDLE"] = local_server.ca
+        return subprocess.run([BIN, "exec", "--endpoint-url", local_server.endpoint, "nope", "0" * 32, "--", "sh"],
+                              capture_output=True, timeout=30, env=env)
+    p = call(True)
+    assert p.returncode == 254 and b"(ClusterNotFoundException)" in p.stderr, p.stderr
+    p = call(False)
+    assert p.returncode != 0 and b"ClusterNotFoundException" not in p.stderr, p.stderr
+    assert b"certificate" in p.stderr.lower() or b"ssl" in p.stderr.lower() or b"tls" in p.stderr.lower(), p.stderr
+
+
 def test_bad_certificate_files_stop_the_server_with_a_clear_error(pki, tmp_path):
     def start(cert, key):
         p = subprocess.run([BIN, "server", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--local-node", "off",

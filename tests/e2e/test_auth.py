@@ -51,6 +51,12 @@ aws_secret_access_key = carol-secret
 account = {A}
 policy_file = carol.json
 
+[dave]
+aws_access_key_id = AKIADAVE0000000001
+aws_secret_access_key = dave-secret
+account = {A}
+policy = {{"Statement":[{{"Effect":"Allow","Action":"ecs:*","Resource":"*"}},{{"Effect":"Allow","Action":"iam:PassRole","Resource":"arn:aws:iam::{A}:role/app"}}]}}
+
 [old]
 aws_access_key_id = ASIAOLD00000000001
 aws_secret_access_key = old-secret
@@ -72,6 +78,7 @@ KEYS = {
     "bob": ("AKIABOB00000000001", "bob-secret", None),
     "reader": ("AKIAREADER00000001", "reader-secret", None),
     "carol": ("AKIACAROL000000001", "carol-secret", None),
+    "dave": ("AKIADAVE0000000001", "dave-secret", None),
     "old": ("ASIAOLD00000000001", "old-secret", "old-token"),
     "stranger": ("AKIANOBODY00000001", "whatever", None),
     "alice-wrong-secret": ("AKIAALICE0000000001", "not-alice-secret", None),
@@ -300,6 +307,39 @@ def test_policy_denies_one_action(srv):
     assert error_of(ec2.describe_subnets)[:3] == ("UnauthorizedOperation", 403,
                                                  "You are not authorized to perform this operation.")
     client(srv, "ecs", "alice").delete_cluster(cluster="carols")
+
+
+def test_passing_a_role_needs_iam_pass_role(srv):
+    """A key that may call ECS hands it only the roles its policy lets it pass: in task
+    definitions, RunTask overrides, and the definitions tasks and services will run."""
+    dave, alice = client(srv, "ecs", "dave"), client(srv, "ecs", "alice")
+    app, admin = f"arn:aws:iam::{A}:role/app", f"arn:aws:iam::{A}:role/admin"
+    containers = [{"name": "c", "image": "busybox", "memory": 64}]
+    dave.register_task_definition(family="pass-ok", taskRoleArn=app, containerDefinitions=containers)
+
+    def refused(call, **kw):
+        code, status, msg = error_of(call, **kw)
+        assert (code, status) == ("AccessDeniedException", 400), (code, msg)
+        assert msg == (f"User: arn:aws:iam::{A}:user/dave is not authorized to perform: iam:PassRole on resource: "
+                       f"{admin} because no identity-based policy allows the iam:PassRole action")
+
+    refused(dave.register_task_definition, family="pass-no", taskRoleArn=app, executionRoleArn="admin",
+            containerDefinitions=containers)
+    assert error_of(dave.describe_task_definition, taskDefinition="pass-no")[0] == "ClientException"
+    # A definition someone else registered with a role dave may not pass.
+    alice.register_task_definition(family="pass-admin", taskRoleArn=admin, containerDefinitions=containers)
+    dave.create_cluster(clusterName="pass")
+    try:
+        refused(dave.run_task, cluster="pass", taskDefinition="pass-admin")
+        refused(dave.run_task, cluster="pass", taskDefinition="pass-ok", overrides={"taskRoleArn": admin})
+        refused(dave.create_service, cluster="pass", serviceName="s", taskDefinition="pass-admin", desiredCount=0)
+        # dave's own roles pass; full access passes any role.
+        dave.create_service(cluster="pass", serviceName="s", taskDefinition="pass-ok", desiredCount=0)
+        refused(dave.update_service, cluster="pass", service="s", taskDefinition="pass-admin")
+        alice.update_service(cluster="pass", service="s", taskDefinition="pass-admin")
+    finally:
+        alice.delete_service(cluster="pass", service="s", force=True)
+        alice.delete_cluster(cluster="pass")
 
 
 def test_aws_cli(srv):

@@ -8,7 +8,6 @@ namespaces of their own)."""
 import json
 import os
 import subprocess
-import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -201,8 +200,10 @@ def test_a_token_is_single_use(node, ecs, busybox):
         assert _open_channel(s["streamUrl"], "wrong") == "channel_closed"
         assert _open_channel(s["streamUrl"], s["tokenValue"]) == "output_stream_data"  # the handshake
         # Used once: gone.
-        with pytest.raises(Exception):
+        from websockets.exceptions import InvalidStatus
+        with pytest.raises(InvalidStatus) as e:
             _open_channel(s["streamUrl"], s["tokenValue"])
+        assert e.value.response.status_code == 404
     finally:
         ecs.stop_task(task=arn)
 

@@ -4,7 +4,6 @@ moves, UpdateSecret, DeleteSecret with a recovery window or forced, RestoreSecre
 DescribeSecret, ListSecrets (filters, paging), ListSecretVersionIds and tags, with boto3 and
 the AWS CLI, and the exception paths. Values are sealed at rest."""
 
-import os
 import re
 import uuid
 

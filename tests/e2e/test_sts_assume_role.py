@@ -157,6 +157,46 @@ def test_refusals(srv):
     assert out["AssumedRoleUser"]["Arn"] == f"arn:aws:sts::{A}:assumed-role/long/c1"
 
 
+def test_session_policy_denies_one_resource(srv):
+    """A session policy's Resource is evaluated against the resource the call names."""
+    policy = ('{"Statement":[{"Effect":"Allow","Action":"ecs:*","Resource":"*"},'
+              f'{{"Effect":"Deny","Action":"ecs:ListServices","Resource":"arn:aws:ecs:*:{A}:cluster/secret"}}]}}')
+    c = assume(srv, Policy=policy)["Credentials"]
+    ecs = client(srv, "ecs", c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.list_services(cluster="public")
+    assert error_code(e) == "ClusterNotFoundException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.list_services(cluster="secret")
+    assert error_code(e) == "AccessDeniedException"
+    assert error_message(e) == (f"User: arn:aws:sts::{A}:assumed-role/app/s1 is not authorized to perform: "
+                                f"ecs:ListServices on resource: arn:aws:ecs:us-east-1:{A}:cluster/secret "
+                                "with an explicit deny in a session policy")
+
+
+def test_what_cannot_be_honoured_is_refused(srv):
+    harness = sts_of(srv, "test", "test")
+    # A role the credentials file does not declare does not exist.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        harness.assume_role(RoleArn=f"arn:aws:iam::{A}:role/ghost", RoleSessionName="g1")
+    assert error_code(e) == "AccessDenied"
+    assert error_message(e) == (f"User: arn:aws:iam::{A}:user/harness is not authorized to perform: sts:AssumeRole "
+                                f"on resource: arn:aws:iam::{A}:role/ghost")
+    # Managed session policies, MFA and session tags would be ignored: they are refused.
+    for kw, what in [({"PolicyArns": [{"arn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}]}, "PolicyArns"),
+                     ({"SerialNumber": "arn:aws:iam::111111111111:mfa/x", "TokenCode": "123456"}, "SerialNumber"),
+                     ({"Tags": [{"Key": "team", "Value": "a"}]}, "Tags")]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            assume(srv, **kw)
+        assert error_code(e) == "ValidationError"
+        assert error_message(e).startswith(f"estiba does not support {what}"), error_message(e)
+    big = '{"Statement":[{"Effect":"Allow","Action":"logs:*","Resource":"*","Sid":"' + "x" * 2100 + '"}]}'
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        assume(srv, Policy=big)
+    assert error_code(e) == "ValidationError"
+    assert "Member must have length less than or equal to 2048" in error_message(e)
+
+
 def test_forged_and_foreign_tokens_are_unknown(srv, dirs):
     c = assume(srv)["Credentials"]
     forged = c["SessionToken"][:-4] + ("AAAA" if not c["SessionToken"].endswith("AAAA") else "BBBB")

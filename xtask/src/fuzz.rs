@@ -28,6 +28,7 @@ const TARGETS: &[(&str, &[&str])] = &[
     ("manifest", &["fuzz/seeds/manifest"]),
     ("unpack", &["fuzz/seeds/unpack"]),
     ("expressions", &["fuzz/seeds/expressions"]),
+    ("exec_session", &["fuzz/seeds/exec_session"]),
 ];
 
 /// SanitizerCoverage as cargo-fuzz configures it (inline 8-bit counters, the PC table libFuzzer

@@ -107,10 +107,23 @@ fn error(v: u8, status: u16, code: &str, message: &str) -> (u16, Value) {
     (status, json!({"code": code, "message": format!("CredentialsV{v}Request: {message}"), "HTTPErrorCode": status}))
 }
 
-/// The cache of issued credentials, by task key.
+/// How long one fetch from the control plane may take before the caller is told to retry.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The cache of issued credentials: one slot per task key, so one task's fetch (a remote call
+/// for an agent on another host) neither blocks other tasks' answers nor runs twice at once.
 #[derive(Default)]
 pub struct Cache {
-    by_task: tokio::sync::Mutex<HashMap<String, TaskCredentials>>,
+    by_task: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TaskCredentials>>>>>,
+}
+
+/// Whether `peer` may read `a`'s credentials: one of the task's own addresses; a task in
+/// `host` mode shares the machine's; a task whose address is not known yet gets nothing.
+fn may_read(a: &Assignment, peer: IpAddr) -> bool {
+    if estiba_core::taskdef::network_mode(&a.taskdef) == estiba_api::ecs::NetworkMode::Host {
+        return true;
+    }
+    crate::metadata::own_addresses(&a.task).contains(&peer)
 }
 
 /// Answers a credentials request (`route` gave `v` and `id`) from `peer` at `now` (Unix
@@ -128,24 +141,34 @@ pub async fn answer(
         return error(v, 400, "NoIdInRequest", "No Credential ID in the request");
     }
     let live = |a: &&Arc<Assignment>| a.task.last_status.as_deref() != Some("STOPPED") && task_role(a).is_some();
-    let mut by_task = cache.by_task.lock().await;
-    // Tasks no longer here (or stopped) lose their credentials.
-    by_task.retain(|k, _| assignments.get(k).filter(live).is_some());
-    let found =
-        assignments.values().filter(live).find(|a| a.task.task_arn.as_deref().is_some_and(|arn| self::id(arn) == id));
-    let Some(a) = found.filter(|a| crate::metadata::may_read(&a.task, peer)) else {
-        return error(v, 400, "InvalidIdInRequest", "Credentials not found");
+    let slot = {
+        let mut by_task = cache.by_task.lock().unwrap_or_else(|e| e.into_inner());
+        // Tasks no longer here (or stopped) lose their credentials.
+        by_task.retain(|k, _| assignments.get(k).filter(live).is_some());
+        let found = assignments
+            .values()
+            .filter(live)
+            .find(|a| a.task.task_arn.as_deref().is_some_and(|arn| self::id(arn) == id));
+        let Some(a) = found.filter(|a| may_read(a, peer)) else {
+            return error(v, 400, "InvalidIdInRequest", "Credentials not found");
+        };
+        (a.key.clone(), by_task.entry(a.key.clone()).or_default().clone())
     };
-    let cached = by_task.get(&a.key).cloned();
-    let creds = match cached {
+    let (key, slot) = slot;
+    let mut cached = slot.lock().await;
+    let creds = match cached.clone() {
         Some(c) if c.expiration - now > RENEW_BEFORE => c,
-        old => match cp.task_credentials(&a.key).await {
-            Ok(c) => {
-                by_task.insert(a.key.clone(), c.clone());
+        old => match tokio::time::timeout(FETCH_TIMEOUT, cp.task_credentials(&key)).await {
+            Ok(Ok(c)) => {
+                *cached = Some(c.clone());
                 c
             }
-            Err(e) => {
-                tracing::warn!(task = %a.key, error = %e, "task credentials not issued");
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => e,
+                    _ => "the control plane did not answer in time".to_owned(),
+                };
+                tracing::warn!(task = %key, error = %e, "task credentials not issued");
                 match old.filter(|c| c.expiration > now + 60) {
                     Some(c) => c,
                     None => return error(v, 503, "CredentialsUninitialized", "Credentials uninitialized for ID"),
@@ -153,6 +176,7 @@ pub async fn answer(
             }
         },
     };
+    drop(cached);
     let expiration = chrono::DateTime::from_timestamp(creds.expiration, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
@@ -266,8 +290,18 @@ mod tests {
         // A stopped task's credentials are gone, and so is a task without a role.
         let stopped = assignment("STOPPED", true);
         assert_eq!(answer(&cache, &cp, &stopped, 2, &id, me, 1_000).await.0, 400);
-        assert!(cache.by_task.lock().await.is_empty());
+        assert!(cache.by_task.lock().unwrap().is_empty());
         assert_eq!(answer(&cache, &cp, &assignment("RUNNING", false), 2, &id, me, 1_000).await.0, 400);
+        // A task whose address is not known yet gets nothing, unless it shares the host's.
+        let mut pending = (*running["k"]).clone();
+        pending.task.attachments = None;
+        let mut host = pending.clone();
+        let unaddressed = |a: Assignment| Arc::new(HashMap::from([("k".to_owned(), Arc::new(a))]));
+        assert_eq!(answer(&cache, &cp, &unaddressed(pending), 2, &id, me, 1_000).await.0, 400);
+        let mut td = (*host.taskdef).clone();
+        td.network_mode = Some(estiba_api::ecs::NetworkMode::Host);
+        host.taskdef = Arc::new(td);
+        assert_eq!(answer(&cache, &cp, &unaddressed(host), 2, &id, me, 1_000).await.0, 200);
         assert_eq!(
             env(&running["k"].task, &running["k"].taskdef).unwrap(),
             format!("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/v2/credentials/{id}")

@@ -91,6 +91,15 @@ fn start(shared: &Shared, target: &ExecTarget) -> Result<Running, ExecError> {
     Ok(Running { child, master: pty.master })
 }
 
+/// Kills a session's process group (its command is the group's leader) when dropped.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Runs `target`'s command and serves its session over `io` until the command ends (then
 /// its exit code is the last frame) or the stream closes (then the command is killed).
 pub async fn serve<S>(shared: &Shared, target: &ExecTarget, io: S) -> Result<(), ExecError>
@@ -106,6 +115,8 @@ where
             return Err(e);
         }
     };
+    // However the session ends, what the command started on its terminal ends with it.
+    let _group = child.id().map(KillGroup);
     tracing::info!(session = %target.session_id, task = %target.task_id, container = %target.container, "exec session started");
     // Blocking threads read and write the terminal: a pseudo-terminal's master gives EIO once
     // every slave is closed, which ends the reader.
@@ -150,7 +161,6 @@ where
                 let n = n.unwrap_or(0);
                 if n == 0 {
                     tracing::info!(session = %target.session_id, "exec stream closed; ending the command");
-                    let _ = child.start_kill();
                     return Ok(());
                 }
                 buf.extend_from_slice(&chunk[..n]);

@@ -238,15 +238,19 @@ fn route(path: &str) -> Option<(&str, &str, &str, &str)> {
 /// Whether `peer` may read `task`'s metadata: it is one of the task's own addresses, or the
 /// task has none (network mode `host`).
 pub(crate) fn may_read(task: &Task, peer: IpAddr) -> bool {
-    let own: Vec<IpAddr> = task
-        .containers
+    let own = own_addresses(task);
+    own.is_empty() || own.contains(&peer)
+}
+
+/// The task's own addresses: its ENI's and its containers' bridge addresses.
+pub(crate) fn own_addresses(task: &Task) -> Vec<IpAddr> {
+    task.containers
         .iter()
         .flatten()
         .flat_map(|c| c.network_interfaces.iter().flatten())
         .filter_map(|n| n.private_ipv4_address.as_deref()?.parse().ok())
         .chain(task_rules::private_ipv4(task).map(IpAddr::V4))
-        .collect();
-    own.is_empty() || own.contains(&peer)
+        .collect()
 }
 
 /// The answer to a GET of `path` from `peer`: status and JSON body. A caller that may not read

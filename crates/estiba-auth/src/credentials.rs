@@ -24,7 +24,7 @@
 //! expiry) are keys like the others. Those estiba issues itself (STS AssumeRole, task roles)
 //! are not stored anywhere: [`Keyring::verify_with`] opens their session token with a
 //! [`crate::session::Issuer`] and takes the role's access from the `[role]` sections read now,
-//! so a role that is not declared acts with full access in its account.
+//! so a role that is no longer declared allows nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -114,6 +114,17 @@ impl Credential {
         const B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         let tail: String = h.iter().take(17).map(|b| B32[(*b & 31) as usize] as char).collect();
         format!("AIDA{tail}")
+    }
+
+    /// Whether a decision may depend on the resource: the key's own policy or a session
+    /// policy can name resources; full and read-only access cannot.
+    pub fn resource_scoped(&self) -> bool {
+        matches!(self.access, Access::Policy(_)) || self.role.as_ref().is_some_and(|r| r.session_policy.is_some())
+    }
+
+    /// Whether every action is allowed on every resource (full access, no session policy).
+    pub fn unrestricted(&self) -> bool {
+        self.access == Access::Full && self.role.as_ref().is_none_or(|r| r.session_policy.is_none())
     }
 
     /// Whether the key may call `service:operation` on `resource`.
@@ -336,7 +347,8 @@ impl Keyring {
             return Err(AuthError::UnknownKey);
         }
         let role_name = s.role_name().to_owned();
-        let access = self.role(&s.role_arn).map_or(Access::Full, |r| r.access.clone());
+        // A role no longer declared allows nothing: removing a role narrows, never widens.
+        let access = self.role(&s.role_arn).map_or_else(|| Access::Policy(Policy::deny_all()), |r| r.access.clone());
         // A session policy that no longer parses allows nothing.
         let session_policy = s.policy.as_ref().map(|text| Policy::parse(text).unwrap_or_else(|_| Policy::deny_all()));
         Ok(Credential {

@@ -29,6 +29,13 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::body::{self, Body};
 use crate::Server;
 
+/// How far ahead of the next expected input a client message may be and still be kept.
+const MAX_EARLY: i64 = 256;
+/// How many bytes of early client messages one session keeps.
+const MAX_EARLY_BYTES: usize = 4 << 20;
+/// The largest client message (Session Manager's client sends input in small pieces).
+const MAX_CLIENT_MESSAGE: usize = 4 << 20;
+
 /// Where the data channel is served: `<PREFIX><session-id>`.
 pub const PREFIX: &str = "/_estiba/exec/v1/data-channel/";
 
@@ -222,7 +229,11 @@ pub fn data_channel(server: &Arc<Server>, mut req: Request<Incoming>) -> Respons
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             hyper_util::rt::TokioIo::new(up),
             tokio_tungstenite::tungstenite::protocol::Role::Server,
-            None,
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .max_message_size(Some(MAX_CLIENT_MESSAGE))
+                    .max_frame_size(Some(MAX_CLIENT_MESSAGE)),
+            ),
         )
         .await;
         serve(server, id, ws).await;
@@ -372,6 +383,14 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
                 if msg.message_type != wire::INPUT_STREAM_DATA {
                     continue;
                 }
+                // Too far ahead to keep (or too much kept already): not acknowledged, so the
+                // client sends it again later.
+                let kept: usize = early.values().map(|m| m.payload.len()).sum();
+                if msg.sequence_number > expected
+                    && (msg.sequence_number >= expected + MAX_EARLY || kept + msg.payload.len() > MAX_EARLY_BYTES)
+                {
+                    continue;
+                }
                 // Every input is acknowledged (the client resends until it is); duplicates
                 // are acknowledged again and dropped, early ones wait for their turn.
                 if !ch.send(msg.ack(now_ms(), uuid::Uuid::new_v4().into_bytes())).await {
@@ -392,7 +411,15 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
                             }
                             None
                         }
-                        payload::OUTPUT => Some(Frame::Input(m.payload)),
+                        payload::OUTPUT => {
+                            // In frames the node accepts, however large the client's message.
+                            for part in m.payload.chunks(estiba_core::exec::MAX_FRAME) {
+                                if node.write_all(&Frame::Input(part.to_vec()).encode()).await.is_err() {
+                                    return End::NodeGone;
+                                }
+                            }
+                            None
+                        }
                         payload::SIZE => serde_json::from_slice::<wire::Size>(&m.payload).ok().map(|s| Frame::Resize {
                             cols: s.cols.min(u16::MAX as u32) as u16,
                             rows: s.rows.min(u16::MAX as u32) as u16,

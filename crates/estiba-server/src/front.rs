@@ -211,6 +211,12 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         None => r.params.get("Version") == Some(crate::sts::VERSION),
     };
     if matches!(wire, Wire::Query(_)) && sts {
+        if let Some(limits) = &server.rate_limits {
+            if !limits.admit(&scope.account, std::time::Instant::now()) {
+                let e = crate::limits::throttled(estiba_auth::Family::Query, false);
+                return error_response(&r, None, &e, request_id);
+            }
+        }
         return crate::sts::answer(server, &r.params, caller.as_deref(), &scope.account, request_id);
     }
     let found = match wire {
@@ -224,12 +230,17 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let model = t.svc.model();
     let op = &model.operations[t.op];
-    if model.signing_name == "monitoring" && op.name == "GetMetricData" && body.len() > GET_METRIC_DATA_MAX_BODY {
-        let e = cloudwatch_error(body::too_large(Some(body.len()), GET_METRIC_DATA_MAX_BODY));
-        return error_response(&r, Some(model), &e, request_id);
+    // CloudWatch's limits again, now that the service is known (an unsigned Query request
+    // names it only in its body).
+    if model.signing_name == "monitoring" {
+        let limit = if op.name == "GetMetricData" { GET_METRIC_DATA_MAX_BODY } else { CLOUDWATCH_MAX_BODY };
+        if body.len() > limit {
+            let e = cloudwatch_error(body::too_large(Some(body.len()), limit));
+            return error_response(&r, Some(model), &e, request_id);
+        }
     }
     if let Some(cred) = &caller {
-        if let Err(e) = authorize(&r, model, op.name, cred, &body, &scope) {
+        if let Err(e) = authorize(server, &r, model, op.name, cred, &body, &scope) {
             return error_response(&r, Some(model), &e, request_id);
         }
     }
@@ -317,6 +328,7 @@ fn family_before_lookup(wire: Wire, signing_name: Option<&str>, params: &query::
 /// Whether the verified caller may call the operation: its key's access (full, read-only or
 /// a policy), on the resource the input names where that is plain (`crate::auth::resource`).
 fn authorize(
+    server: &Server,
     r: &Seen,
     model: &Model,
     operation: &str,
@@ -325,18 +337,36 @@ fn authorize(
     scope: &Scope,
 ) -> Result<(), ApiError> {
     let service = crate::auth::iam_prefix(model.signing_name);
-    let resource = match (&cred.access, r.wire) {
-        (estiba_auth::Access::Policy(_), Wire::Json { .. }) => {
+    let resource = match r.wire {
+        Wire::Json { .. } if cred.resource_scoped() => {
             crate::auth::resource(model.signing_name, body, &scope.account, &scope.region)
         }
         _ => "*".to_owned(),
     };
     let d = cred.decide(service, operation, &resource);
-    if d == estiba_auth::Decision::Allow {
-        return Ok(());
+    if d != estiba_auth::Decision::Allow {
+        tracing::debug!(user = %cred.arn(), service, operation, resource, "access denied");
+        return Err(crate::auth::denied(
+            cred,
+            service,
+            operation,
+            &resource,
+            d,
+            r.wire.family(),
+            model.query_compatible,
+        ));
     }
-    tracing::debug!(user = %cred.arn(), service, operation, resource, "access denied");
-    Err(crate::auth::denied(cred, service, operation, &resource, d, r.wire.family(), model.query_compatible))
+    // The roles the request hands to ECS need `iam:PassRole` on each (as IAM checks it).
+    if model.signing_name == "ecs" && !cred.unrestricted() {
+        for role in crate::services::ecs::passed_roles(server, scope, operation, body) {
+            let d = cred.decide("iam", "PassRole", &role);
+            if d != estiba_auth::Decision::Allow {
+                tracing::debug!(user = %cred.arn(), operation, role, "iam:PassRole denied");
+                return Err(crate::auth::denied(cred, "iam", "PassRole", &role, d, r.wire.family(), false));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The service a signed request names, if estiba serves it; an error naming it if not.

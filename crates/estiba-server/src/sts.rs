@@ -22,7 +22,7 @@ pub const SIGNING_NAME: &str = "sts";
 pub const VERSION: &str = "2011-06-15";
 const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-/// AssumeRole's default DurationSeconds, and the longest for a role not declared and for role chaining.
+/// AssumeRole's default DurationSeconds, and the longest for role chaining and without auth.
 pub const DEFAULT_DURATION: i64 = 3600;
 
 /// Who is asking, as GetCallerIdentity tells it.
@@ -147,7 +147,26 @@ pub struct Assumed {
 
 /// `[\w+=,.@-]*` (and `:` and `/` too for ExternalId).
 fn pattern_ok(v: &str, extra: &str) -> bool {
-    v.chars().all(|c| c.is_alphanumeric() || c == '_' || "+=,.@-".contains(c) || extra.contains(c))
+    v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || "+=,.@-".contains(c) || extra.contains(c))
+}
+
+/// AssumeRole's parameters estiba cannot honour, refused rather than ignored: managed
+/// session policies (there are no managed policies), MFA (there are no devices), and session
+/// tags (policies here have no conditions to read them).
+fn unsupported(params: &query::Params) -> Option<StsError> {
+    let given = |prefix: &str| params.0.iter().any(|(k, _)| k == prefix || k.starts_with(&format!("{prefix}.")));
+    let what = if given("PolicyArns") {
+        "PolicyArns (managed session policies): estiba has no managed policies; give the session policy inline in Policy"
+    } else if given("SerialNumber") || given("TokenCode") {
+        "SerialNumber and TokenCode: estiba has no MFA devices"
+    } else if given("Tags") || given("TransitiveTagKeys") {
+        "Tags and TransitiveTagKeys: estiba's policies have no conditions to read session tags"
+    } else if given("ProvidedContexts") {
+        "ProvidedContexts: estiba has no trusted context providers"
+    } else {
+        return None;
+    };
+    Some(StsError::new("ValidationError", 400, format!("estiba does not support {what}.")))
 }
 
 /// Checks AssumeRole's input as AWS does, every failed constraint listed in one message.
@@ -172,7 +191,7 @@ fn validate(params: &query::Params) -> Result<(), StsError> {
     length("serialNumber", params.get("SerialNumber"), 9, 256, false);
     length("tokenCode", params.get("TokenCode"), 6, 6, false);
     length("sourceIdentity", params.get("SourceIdentity"), 2, 64, false);
-    length("policy", params.get("Policy"), 1, usize::MAX, false);
+    length("policy", params.get("Policy"), 1, 2048, false);
     let mut pattern = |member: &str, v: Option<&str>, extra: &str, shown: &str| {
         if let Some(v) = v.filter(|v| !pattern_ok(v, extra)) {
             errors.push(format!(
@@ -199,6 +218,9 @@ fn validate(params: &query::Params) -> Result<(), StsError> {
             Ok(_) => {}
             Err(_) => return Err(StsError::new("MalformedInput", 400, format!("Invalid value for DurationSeconds: {d}"))),
         }
+    }
+    if let Some(e) = unsupported(params) {
+        return Err(e);
     }
     match errors.len() {
         0 => Ok(()),
@@ -245,6 +267,10 @@ pub fn assume_role(
     }
     let keys = server.credentials.as_ref().map(|c| c.keys());
     let role = keys.as_ref().and_then(|k| k.role(role_arn).cloned());
+    // With a credentials file, only its roles exist (as IAM refuses a role that does not).
+    if keys.is_some() && role.is_none() {
+        return Err(denied());
+    }
     let max = role.as_ref().map_or(DEFAULT_DURATION, |r| r.max_session);
     let duration = params.get("DurationSeconds").and_then(|d| d.parse::<i64>().ok()).unwrap_or(DEFAULT_DURATION);
     let chaining = caller.is_some_and(|c| c.role.is_some());

@@ -9,8 +9,9 @@
 //! The execution role (`executionRoleArn`) is accepted in task definitions but never issued:
 //! estiba's agent pulls images and reads secrets through its server, not with it.
 //!
-//! May not: issue for a task the asking node does not run, for a stopped task, or for a role
-//! of another account than the task's; log secrets or tokens.
+//! May not: issue for a task the asking node does not run, for a stopped task, for a role
+//! of another account than the task's or, with a credentials file, for a role it does not
+//! declare; log secrets or tokens.
 
 use estiba_core::node::TaskCredentials;
 
@@ -54,6 +55,11 @@ pub fn issue(s: &Server, node: &str, task_key: &str, now: i64) -> Result<TaskCre
     };
     if role_account != task_account {
         return Err(format!("the task role {role_arn} is not of the task's account {task_account}"));
+    }
+    if let Some(creds) = &s.credentials {
+        if creds.keys().role(&role_arn).is_none() {
+            return Err(format!("the task role {role_arn} is not declared in the credentials file ([role NAME])"));
+        }
     }
     let lifetime = s.test_only_session_seconds.unwrap_or(LIFETIME);
     let k = s.sessions.issue(role_account, &role_arn, &task_id, None, now + lifetime).map_err(|e| e.to_string())?;

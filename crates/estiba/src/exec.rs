@@ -106,7 +106,12 @@ async fn execute_command(args: &ExecArgs, endpoint: &str, region: &str) -> Resul
         ("content-type", "application/x-amz-json-1.1"),
         ("x-amz-target", "AmazonEC2ContainerServiceV20141113.ExecuteCommand"),
     ];
-    let mut req = reqwest::Client::new().post(url.clone()).body(body.clone());
+    let mut builder = reqwest::Client::builder();
+    if url.scheme() == "https" {
+        builder = builder.use_preconfigured_tls((*tls(&[b"http/1.1"])?).clone());
+    }
+    let client = builder.build().context("building the HTTP client")?;
+    let mut req = client.post(url.clone()).body(body.clone());
     for (k, v) in base {
         req = req.header(k, v);
     }
@@ -195,10 +200,23 @@ pub fn run(args: ExecArgs) -> Result<i32> {
     })
 }
 
+/// What `https://` and `wss://` trust, as the AWS CLI does: the PEM bundle `AWS_CA_BUNDLE`
+/// names, else the system's roots.
+fn tls(alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>> {
+    let bundle = std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let roots = estiba_tls::trust_roots(bundle.as_deref()).context("reading the trusted certificates")?;
+    Ok(estiba_tls::client_config(&roots, alpn)?)
+}
+
 async fn session(url: &str, token: &str) -> Result<i32> {
     use std::io::IsTerminal;
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(url).await.with_context(|| format!("opening the data channel {url}"))?;
+    let connector = match url.starts_with("wss://") {
+        true => Some(tokio_tungstenite::Connector::Rustls(tls(&[])?)),
+        false => None,
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+        .await
+        .with_context(|| format!("opening the data channel {url}"))?;
     let open = wire::OpenDataChannel {
         message_schema_version: "1.0".into(),
         request_id: uuid::Uuid::new_v4().to_string(),

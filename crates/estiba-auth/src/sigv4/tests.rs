@@ -422,7 +422,8 @@ fn issued_session_keys() {
     let mut wrong = json_request("{}");
     oracle_sign_as(&mut wrong, "ecs", false, (&k.access_key, "nope"), Some(&k.token), NOW);
     assert!(matches!(keys.verify_with(&wrong.signed(), NOW as i64, Some(&issuer)), Err(AuthError::BadSignature(_))));
-    // An undeclared role has full access in its account; a session policy narrows it.
+    // A role the file does not declare (or no longer does) allows nothing, whatever the
+    // session policy allows.
     let k3 = issuer
         .issue(
             "222222222222",
@@ -435,11 +436,11 @@ fn issued_session_keys() {
     let mut raw3 = json_request("{}");
     oracle_sign_as(&mut raw3, "ecs", false, (&k3.access_key, &k3.secret), Some(&k3.token), NOW);
     let c3 = keys.verify_with(&raw3.signed(), NOW as i64, Some(&issuer)).unwrap().credential;
-    assert_eq!(c3.decide("ecs", "ListClusters", "*"), crate::Decision::Allow);
+    assert_eq!(c3.decide("ecs", "ListClusters", "*"), crate::Decision::ImplicitDeny);
     assert_eq!(c3.decide("ecs", "CreateCluster", "*"), crate::Decision::ImplicitDeny);
     assert!(c3
-        .denied_message("ecs", "CreateCluster", "*", crate::Decision::ImplicitDeny)
-        .ends_with("because no session policy allows the ecs:CreateCluster action"));
+        .denied_message("ecs", "ListClusters", "*", crate::Decision::ImplicitDeny)
+        .ends_with("because no identity-based policy allows the ecs:ListClusters action"));
     // The role's own policy refuses: identity-based.
     assert!(c
         .denied_message("ecs", "ListClusters", "*", crate::Decision::ImplicitDeny)

@@ -164,6 +164,10 @@ pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&
                 unsafe { nix::libc::_exit(126) }
             }
             let _ = nix::unistd::chdir(cwd.unwrap_or("/"));
+            // The command dies with this process (killed when a health check times out or an
+            // exec session ends). Set after setuid, which clears it.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL as nix::libc::c_ulong, 0, 0, 0) };
             if confinement.apply(u.uid).is_err() {
                 // SAFETY: leaving the forked child.
                 unsafe { nix::libc::_exit(126) }

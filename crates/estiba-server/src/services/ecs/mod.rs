@@ -23,6 +23,7 @@ pub(crate) mod daemons;
 mod execute;
 mod express;
 mod instances;
+mod pass_role;
 mod services;
 mod settings;
 mod tags;
@@ -32,6 +33,7 @@ mod tasks;
 
 pub type Result<T, E = EcsError> = std::result::Result<T, E>;
 
+pub use pass_role::passed_roles;
 pub(crate) use task_sets::shown_task_sets;
 pub(crate) use tasks::task_tags as tasks_tags;
 pub(crate) use tasks::write_tasks as write_new_tasks;
