@@ -117,23 +117,14 @@ pub struct Cache {
     by_task: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TaskCredentials>>>>>,
 }
 
-/// Whether `peer` may read `a`'s credentials: one of the task's own addresses; a task in
-/// `host` mode shares the machine's; a task whose address is not known yet gets nothing.
-fn may_read(a: &Assignment, peer: IpAddr) -> bool {
-    if estiba_core::taskdef::network_mode(&a.taskdef) == estiba_api::ecs::NetworkMode::Host {
-        return true;
-    }
-    crate::metadata::own_addresses(&a.task).contains(&peer)
-}
-
 /// Answers a credentials request (`route` gave `v` and `id`) from `peer` at `now` (Unix
-/// seconds).
+/// seconds); `local` is the addresses this node set up ([`crate::metadata::may_read`]).
 pub async fn answer(
     cache: &Cache,
     cp: &dyn ControlPlane,
     assignments: &Assignments,
-    v: u8,
-    id: &str,
+    local: &crate::TaskAddresses,
+    (v, id): (u8, &str),
     peer: IpAddr,
     now: i64,
 ) -> (u16, Value) {
@@ -149,7 +140,7 @@ pub async fn answer(
             .values()
             .filter(live)
             .find(|a| a.task.task_arn.as_deref().is_some_and(|arn| self::id(arn) == id));
-        let Some(a) = found.filter(|a| may_read(a, peer)) else {
+        let Some(a) = found.filter(|a| crate::metadata::may_read(a, local, peer)) else {
             return error(v, 400, "InvalidIdInRequest", "Credentials not found");
         };
         (a.key.clone(), by_task.entry(a.key.clone()).or_default().clone())
@@ -266,42 +257,56 @@ mod tests {
         let cp = Issuer::default();
         cp.expires.store(10_000, Ordering::SeqCst);
         let cache = Cache::default();
+        let local = crate::TaskAddresses::default();
         let running = assignment("RUNNING", true);
         let id = id("arn:aws:ecs:us-east-1:123456789012:task/c/abc");
         let me: IpAddr = "10.0.1.5".parse().unwrap();
-        let (status, body) = answer(&cache, &cp, &running, 2, &id, me, 1_000).await;
+        let (status, body) = answer(&cache, &cp, &running, &local, (2, &id), me, 1_000).await;
         assert_eq!(status, 200);
         assert_eq!(body["AccessKeyId"], "ASIA1");
         assert_eq!(body["RoleArn"], "arn:aws:iam::123456789012:role/k");
         assert_eq!(body["Expiration"], "1970-01-01T02:46:40Z");
         assert_eq!(body.as_object().unwrap().len(), 5);
         // Cached while more than RENEW_BEFORE is left; fetched again after.
-        assert_eq!(answer(&cache, &cp, &running, 1, &id, me, 2_000).await.1["AccessKeyId"], "ASIA1");
-        assert_eq!(answer(&cache, &cp, &running, 2, &id, me, 10_000 - RENEW_BEFORE).await.1["AccessKeyId"], "ASIA2");
+        assert_eq!(answer(&cache, &cp, &running, &local, (1, &id), me, 2_000).await.1["AccessKeyId"], "ASIA1");
+        assert_eq!(
+            answer(&cache, &cp, &running, &local, (2, &id), me, 10_000 - RENEW_BEFORE).await.1["AccessKeyId"],
+            "ASIA2"
+        );
         // Another address, an unknown id, no id.
-        let (status, body) = answer(&cache, &cp, &running, 2, &id, "10.0.1.6".parse().unwrap(), 1_000).await;
+        let (status, body) = answer(&cache, &cp, &running, &local, (2, &id), "10.0.1.6".parse().unwrap(), 1_000).await;
         assert_eq!((status, body["code"].as_str()), (400, Some("InvalidIdInRequest")));
-        assert_eq!(answer(&cache, &cp, &running, 2, "nope", me, 1_000).await.0, 400);
-        let (status, body) = answer(&cache, &cp, &running, 1, "", me, 1_000).await;
+        assert_eq!(answer(&cache, &cp, &running, &local, (2, "nope"), me, 1_000).await.0, 400);
+        let (status, body) = answer(&cache, &cp, &running, &local, (1, ""), me, 1_000).await;
         assert_eq!(
             (status, body["message"].as_str()),
             (400, Some("CredentialsV1Request: No Credential ID in the request"))
         );
         // A stopped task's credentials are gone, and so is a task without a role.
         let stopped = assignment("STOPPED", true);
-        assert_eq!(answer(&cache, &cp, &stopped, 2, &id, me, 1_000).await.0, 400);
+        assert_eq!(answer(&cache, &cp, &stopped, &local, (2, &id), me, 1_000).await.0, 400);
         assert!(cache.by_task.lock().unwrap().is_empty());
-        assert_eq!(answer(&cache, &cp, &assignment("RUNNING", false), 2, &id, me, 1_000).await.0, 400);
+        assert_eq!(answer(&cache, &cp, &assignment("RUNNING", false), &local, (2, &id), me, 1_000).await.0, 400);
         // A task whose address is not known yet gets nothing, unless it shares the host's.
         let mut pending = (*running["k"]).clone();
         pending.task.attachments = None;
         let mut host = pending.clone();
         let unaddressed = |a: Assignment| Arc::new(HashMap::from([("k".to_owned(), Arc::new(a))]));
-        assert_eq!(answer(&cache, &cp, &unaddressed(pending), 2, &id, me, 1_000).await.0, 400);
+        assert_eq!(answer(&cache, &cp, &unaddressed(pending.clone()), &local, (2, &id), me, 1_000).await.0, 400);
+        // Known from the node's own setup before the control plane shows it.
+        local.lock().unwrap().insert("abc".into(), "10.0.1.5".parse().unwrap());
+        assert_eq!(answer(&cache, &cp, &unaddressed(pending), &local, (2, &id), me, 1_000).await.0, 200);
+        assert_eq!(
+            answer(&cache, &cp, &unaddressed(host.clone()), &local, (2, &id), "10.0.1.6".parse().unwrap(), 1_000)
+                .await
+                .0,
+            400
+        );
+        local.lock().unwrap().clear();
         let mut td = (*host.taskdef).clone();
         td.network_mode = Some(estiba_api::ecs::NetworkMode::Host);
         host.taskdef = Arc::new(td);
-        assert_eq!(answer(&cache, &cp, &unaddressed(host), 2, &id, me, 1_000).await.0, 200);
+        assert_eq!(answer(&cache, &cp, &unaddressed(host), &local, (2, &id), me, 1_000).await.0, 200);
         assert_eq!(
             env(&running["k"].task, &running["k"].taskdef).unwrap(),
             format!("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/v2/credentials/{id}")

@@ -109,7 +109,14 @@ pub struct Shared {
     /// The VPC address blocks this node claimed and has not seen published yet
     /// ([`network::blocks`]).
     pub claimed_blocks: std::sync::Mutex<Vec<ipnet::Ipv4Net>>,
+    /// The address each task's network got on this node, by task id, from the moment it is
+    /// set up: what the metadata and credentials endpoint know a task by before the control
+    /// plane shows the address back ([`metadata::may_read`]).
+    pub task_addresses: TaskAddresses,
 }
+
+/// Task id → the task's own address on this node.
+pub type TaskAddresses = std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>;
 
 impl Shared {
     /// Registry credentials for `repositoryCredentials`. The parameter is a Secrets Manager

@@ -7,9 +7,10 @@
 //! `${URI}/stats` and `${URI}/task/stats` Docker-stats-shaped numbers from the cgroup
 //! sampler's last two samples ([`Latest`]).
 //!
-//! Answers come from the agent's own view of its tasks (its assignments), nothing else. A task
-//! with addresses of its own (awsvpc, bridge) is answered only to a caller from one of them, so
-//! no task reads another's metadata by guessing its id; `host` tasks share the machine's
+//! Answers come from the agent's own view of its tasks (its assignments and the addresses it
+//! set up for them), nothing else. A task is answered only to a caller from one of its own
+//! addresses (awsvpc, bridge), so no task reads another's metadata or credentials by guessing
+//! its id; a task without one yet is answered to no one; `host` tasks share the machine's
 //! addresses and are answered to any local caller. The HTTP side is deliberately small: one
 //! GET per connection, `Connection: close`.
 //!
@@ -235,31 +236,42 @@ fn route(path: &str) -> Option<(&str, &str, &str, &str)> {
     Some((version, task_id, container, tail.trim_end_matches('/')))
 }
 
-/// Whether `peer` may read `task`'s metadata: it is one of the task's own addresses, or the
-/// task has none (network mode `host`).
-pub(crate) fn may_read(task: &Task, peer: IpAddr) -> bool {
-    let own = own_addresses(task);
-    own.is_empty() || own.contains(&peer)
-}
-
-/// The task's own addresses: its ENI's and its containers' bridge addresses.
-pub(crate) fn own_addresses(task: &Task) -> Vec<IpAddr> {
+/// Whether `peer` may read what the node serves a task (its metadata and its role's
+/// credentials): `peer` is one of the task's own addresses (the one this node set up, known
+/// from the start, or one the control plane shows: its ENI's, its containers' bridge
+/// addresses); a task in `host` mode shares the machine's; a task without an address gets
+/// nothing.
+pub(crate) fn may_read(a: &Assignment, local: &crate::TaskAddresses, peer: IpAddr) -> bool {
+    if estiba_core::taskdef::network_mode(&a.taskdef) == estiba_api::ecs::NetworkMode::Host {
+        return true;
+    }
+    let task = &a.task;
+    let set_up = local.lock().unwrap_or_else(|e| e.into_inner()).get(task_rules::task_id(task)).copied();
+    if set_up.is_some_and(|ip| IpAddr::V4(ip) == peer) {
+        return true;
+    }
     task.containers
         .iter()
         .flatten()
         .flat_map(|c| c.network_interfaces.iter().flatten())
-        .filter_map(|n| n.private_ipv4_address.as_deref()?.parse().ok())
+        .filter_map(|n| n.private_ipv4_address.as_deref()?.parse::<IpAddr>().ok())
         .chain(task_rules::private_ipv4(task).map(IpAddr::V4))
-        .collect()
+        .any(|own| own == peer)
 }
 
 /// The answer to a GET of `path` from `peer`: status and JSON body. A caller that may not read
 /// the task is told there is nothing there, as for an unknown id.
-pub fn answer(assignments: &crate::control::Assignments, latest: &Latest, path: &str, peer: IpAddr) -> (u16, Value) {
+pub fn answer(
+    assignments: &crate::control::Assignments,
+    local: &crate::TaskAddresses,
+    latest: &Latest,
+    path: &str,
+    peer: IpAddr,
+) -> (u16, Value) {
     let not_found = (404, json!({"error": format!("no metadata at {path}")}));
     let Some((_, task_id, container, tail)) = route(path) else { return not_found };
     let Some(a) = assignments.values().find(|a| task_rules::task_id(&a.task) == task_id) else { return not_found };
-    if !may_read(&a.task, peer) {
+    if !may_read(a, local, peer) {
         return not_found;
     }
     let arn = a.task.task_arn.clone().unwrap_or_default();
@@ -342,9 +354,11 @@ pub async fn run(shared: Arc<Shared>, latest: Arc<Latest>, mut shutdown: watch::
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs() as i64);
-                crate::credentials::answer(&credentials, shared.cp.as_ref(), &current, v, &id, peer.ip(), now).await
+                let local = &shared.task_addresses;
+                crate::credentials::answer(&credentials, shared.cp.as_ref(), &current, local, (v, &id), peer.ip(), now)
+                    .await
             } else if method == "GET" {
-                answer(&current, &latest, path, peer.ip())
+                answer(&current, &shared.task_addresses, &latest, path, peer.ip())
             } else {
                 (405, json!({"error": "only GET"}))
             };
@@ -373,23 +387,43 @@ mod tests {
 
     #[test]
     fn only_the_task_itself_reads_its_metadata() {
-        let awsvpc: Task = serde_json::from_value(json!({
-            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc",
-            "attachments": [{"type": "ElasticNetworkInterface",
-                             "details": [{"name": "privateIPv4Address", "value": "10.0.1.5"}]}],
-            "containers": [{"name": "web"}],
-        }))
-        .unwrap();
-        assert!(may_read(&awsvpc, "10.0.1.5".parse().unwrap()));
-        assert!(!may_read(&awsvpc, "10.0.1.6".parse().unwrap()));
-        let bridge: Task = serde_json::from_value(json!({
-            "containers": [{"name": "web", "networkInterfaces": [{"privateIpv4Address": "172.17.0.9"}]}],
-        }))
-        .unwrap();
-        assert!(may_read(&bridge, "172.17.0.9".parse().unwrap()));
-        assert!(!may_read(&bridge, "10.0.1.5".parse().unwrap()));
-        let host: Task = serde_json::from_value(json!({"containers": [{"name": "web"}]})).unwrap();
-        assert!(may_read(&host, "169.254.170.2".parse().unwrap()));
+        let local = crate::TaskAddresses::default();
+        let of = |task: serde_json::Value, mode: Option<estiba_api::ecs::NetworkMode>| {
+            let task: Task = serde_json::from_value(task).unwrap();
+            let taskdef = estiba_api::ecs::TaskDefinition { network_mode: mode, ..Default::default() };
+            Assignment { key: "k".into(), task, taskdef: Arc::new(taskdef), claim: Default::default() }
+        };
+        let awsvpc = of(
+            json!({
+                "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc",
+                "attachments": [{"type": "ElasticNetworkInterface",
+                                 "details": [{"name": "privateIPv4Address", "value": "10.0.1.5"}]}],
+                "containers": [{"name": "web"}],
+            }),
+            Some(estiba_api::ecs::NetworkMode::Awsvpc),
+        );
+        assert!(may_read(&awsvpc, &local, "10.0.1.5".parse().unwrap()));
+        assert!(!may_read(&awsvpc, &local, "10.0.1.6".parse().unwrap()));
+        let bridge = of(
+            json!({
+                "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/def",
+                "containers": [{"name": "web", "networkInterfaces": [{"privateIpv4Address": "172.17.0.9"}]}],
+            }),
+            None,
+        );
+        assert!(may_read(&bridge, &local, "172.17.0.9".parse().unwrap()));
+        assert!(!may_read(&bridge, &local, "10.0.1.5".parse().unwrap()));
+        // No address shown yet: only the one this node set up reads.
+        let fresh = of(
+            json!({"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/ghi", "containers": [{"name": "web"}]}),
+            None,
+        );
+        assert!(!may_read(&fresh, &local, "172.17.0.10".parse().unwrap()));
+        local.lock().unwrap().insert("ghi".into(), "172.17.0.10".parse().unwrap());
+        assert!(may_read(&fresh, &local, "172.17.0.10".parse().unwrap()));
+        assert!(!may_read(&fresh, &local, "172.17.0.11".parse().unwrap()));
+        let host = of(json!({"containers": [{"name": "web"}]}), Some(estiba_api::ecs::NetworkMode::Host));
+        assert!(may_read(&host, &local, "169.254.170.2".parse().unwrap()));
     }
 
     #[test]

@@ -309,6 +309,7 @@ pub fn restore(shared: &Shared, task_id: &str, dir: &Path) -> Option<TaskNet> {
 
 /// Undoes `setup`: ports, veth, address, namespace. Blocking, and quick.
 pub fn teardown(shared: &Shared, task_id: &str, dir: &Path) {
+    shared.task_addresses.lock().unwrap_or_else(|e| e.into_inner()).remove(task_id);
     shared.net.detach(task_id);
     netns::remove(&dir.join("netns"));
 }

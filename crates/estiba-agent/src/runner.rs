@@ -558,6 +558,9 @@ impl Runner {
 
     /// Puts what the task's network is into the report.
     fn show_network(&mut self, net: TaskNet) {
+        if let Some(ip) = net.ip {
+            self.shared.task_addresses.lock().unwrap_or_else(|e| e.into_inner()).insert(self.task_id.clone(), ip);
+        }
         let shown = network::shown(&net, &self.assignment);
         self.report.eni_details = shown.eni_details;
         self.report.network_interfaces = shown.interfaces;

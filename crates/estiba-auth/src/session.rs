@@ -56,6 +56,16 @@ pub fn role_name(arn: &str) -> Option<&str> {
     resource.rsplit('/').next().filter(|n| !n.is_empty())
 }
 
+/// A role as ECS takes it (an ARN, or a short name such as `app` or `path/app` in `account`),
+/// as an ARN.
+pub fn role_arn(role: &str, account: &str) -> String {
+    if role.starts_with("arn:") {
+        role.to_owned()
+    } else {
+        format!("arn:aws:iam::{account}:role/{role}")
+    }
+}
+
 /// The account of a role ARN.
 pub fn role_account(arn: &str) -> Option<&str> {
     role_parts(arn).map(|(a, _)| a)
@@ -196,6 +206,12 @@ impl Issuer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_role_names_become_arns() {
+        assert_eq!(role_arn("app", "111111111111"), "arn:aws:iam::111111111111:role/app");
+        assert_eq!(role_arn("arn:aws:iam::2:role/x", "1"), "arn:aws:iam::2:role/x");
+    }
 
     #[test]
     fn issued_tokens_open_only_under_their_root_key() {

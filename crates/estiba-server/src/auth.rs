@@ -129,11 +129,7 @@ pub fn denied(
 
 /// The ARN an operation acts on, where the input names it plainly (an ECS cluster, an ECR
 /// repository); `*` otherwise, as for actions on no particular resource.
-pub fn resource(service: &str, json: &[u8], account: &str, region: &str) -> String {
-    let v: serde_json::Value = match serde_json::from_slice(json) {
-        Ok(v) => v,
-        Err(_) => return "*".into(),
-    };
+pub fn resource(service: &str, v: &serde_json::Value, account: &str, region: &str) -> String {
     let field = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
     match service {
         "ecs" => match field("cluster").or_else(|| field("clusterName")) {
@@ -155,15 +151,18 @@ mod tests {
 
     #[test]
     fn resources() {
-        assert_eq!(resource("ecs", br#"{"cluster":"prod"}"#, "1", "r"), "arn:aws:ecs:r:1:cluster/prod");
-        assert_eq!(resource("ecs", br#"{"clusterName":"p"}"#, "1", "r"), "arn:aws:ecs:r:1:cluster/p");
+        assert_eq!(resource("ecs", &serde_json::json!({"cluster":"prod"}), "1", "r"), "arn:aws:ecs:r:1:cluster/prod");
+        assert_eq!(resource("ecs", &serde_json::json!({"clusterName":"p"}), "1", "r"), "arn:aws:ecs:r:1:cluster/p");
         assert_eq!(
-            resource("ecs", br#"{"cluster":"arn:aws:ecs:x:2:cluster/q"}"#, "1", "r"),
+            resource("ecs", &serde_json::json!({"cluster":"arn:aws:ecs:x:2:cluster/q"}), "1", "r"),
             "arn:aws:ecs:x:2:cluster/q"
         );
-        assert_eq!(resource("ecs", b"{}", "1", "r"), "*");
-        assert_eq!(resource("ecr", br#"{"repositoryName":"app"}"#, "1", "r"), "arn:aws:ecr:r:1:repository/app");
-        assert_eq!(resource("logs", br#"{"logGroupName":"g"}"#, "1", "r"), "*");
+        assert_eq!(resource("ecs", &serde_json::json!({}), "1", "r"), "*");
+        assert_eq!(
+            resource("ecr", &serde_json::json!({"repositoryName":"app"}), "1", "r"),
+            "arn:aws:ecr:r:1:repository/app"
+        );
+        assert_eq!(resource("logs", &serde_json::json!({"logGroupName":"g"}), "1", "r"), "*");
     }
 
     #[test]

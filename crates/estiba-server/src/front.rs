@@ -211,11 +211,8 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         None => r.params.get("Version") == Some(crate::sts::VERSION),
     };
     if matches!(wire, Wire::Query(_)) && sts {
-        if let Some(limits) = &server.rate_limits {
-            if !limits.admit(&scope.account, std::time::Instant::now()) {
-                let e = crate::limits::throttled(estiba_auth::Family::Query, false);
-                return error_response(&r, None, &e, request_id);
-            }
+        if let Err(e) = admit(server, &r, &scope, false) {
+            return error_response(&r, None, &e, request_id);
         }
         return crate::sts::answer(server, &r.params, caller.as_deref(), &scope.account, request_id);
     }
@@ -246,11 +243,8 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     }
     // The rate is counted once the caller and the protocol are known (EC2 and Query look
     // alike until then).
-    if let Some(limits) = &server.rate_limits {
-        if !limits.admit(&scope.account, std::time::Instant::now()) {
-            let e = crate::limits::throttled(r.wire.family(), model.query_compatible);
-            return error_response(&r, Some(model), &e, request_id);
-        }
+    if let Err(e) = admit(server, &r, &scope, model.query_compatible) {
+        return error_response(&r, Some(model), &e, request_id);
     }
     if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::leader_owns(model.module, op.name)) {
         let pq = pq.unwrap_or_else(|| path.clone());
@@ -304,6 +298,17 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     }
 }
 
+/// Counts the request against its account's rate: `ThrottlingException` (in the request's
+/// protocol family) when over it.
+fn admit(server: &Server, r: &Seen, scope: &Scope, query_compatible: bool) -> Result<(), ApiError> {
+    match &server.rate_limits {
+        Some(limits) if !limits.admit(&scope.account, std::time::Instant::now()) => {
+            Err(crate::limits::throttled(r.wire.family(), query_compatible))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The protocol family of a request refused before its service is looked up: EC2 when it is
 /// signed for `ec2` (or, unsigned, names EC2's API version), else by its wire.
 fn family_before_lookup(wire: Wire, signing_name: Option<&str>, params: &query::Params) -> estiba_auth::Family {
@@ -337,9 +342,14 @@ fn authorize(
     scope: &Scope,
 ) -> Result<(), ApiError> {
     let service = crate::auth::iam_prefix(model.signing_name);
-    let resource = match r.wire {
-        Wire::Json { .. } if cred.resource_scoped() => {
-            crate::auth::resource(model.signing_name, body, &scope.account, &scope.region)
+    // The input, read once for what a restricted key's decisions look at (JSON APIs only).
+    let input: Option<serde_json::Value> = match r.wire {
+        Wire::Json { .. } if !cred.unrestricted() => serde_json::from_slice(body).ok(),
+        _ => None,
+    };
+    let resource = match &input {
+        Some(v) if cred.resource_scoped() => {
+            crate::auth::resource(model.signing_name, v, &scope.account, &scope.region)
         }
         _ => "*".to_owned(),
     };
@@ -357,8 +367,8 @@ fn authorize(
         ));
     }
     // The roles the request hands to ECS need `iam:PassRole` on each (as IAM checks it).
-    if model.signing_name == "ecs" && !cred.unrestricted() {
-        for role in crate::services::ecs::passed_roles(server, scope, operation, body) {
+    if let Some(v) = input.as_ref().filter(|_| model.signing_name == "ecs") {
+        for role in crate::services::ecs::passed_roles(server, scope, operation, v) {
             let d = cred.decide("iam", "PassRole", &role);
             if d != estiba_auth::Decision::Allow {
                 tracing::debug!(user = %cred.arn(), operation, role, "iam:PassRole denied");

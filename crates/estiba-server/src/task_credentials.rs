@@ -48,7 +48,8 @@ pub fn issue(s: &Server, node: &str, task_key: &str, now: i64) -> Result<TaskCre
         let role = task.overrides.as_ref().and_then(|o| o.task_role_arn.clone()).or(td_role);
         let role = role.filter(|r| !r.is_empty()).ok_or_else(|| format!("the task {task_key} has no task role"))?;
         let id = estiba_core::task::task_id(&task).to_owned();
-        (role, parsed.account.to_string(), id)
+        // ECS takes a role's short name too.
+        (estiba_auth::session::role_arn(&role, parsed.account), parsed.account.to_string(), id)
     };
     let Some(role_account) = estiba_auth::session::role_account(&role_arn) else {
         return Err(format!("the task role {role_arn} is not a role ARN (arn:aws:iam::<account>:role/<name>)"));

@@ -1008,6 +1008,7 @@ fn start_node(
             if args.container_runtime == "native" { args.warm_supervisors } else { 0 },
         ),
         spare_netns: estiba_net::netns::Spares::new(args.warm_namespaces),
+        task_addresses: Default::default(),
         resolver: Default::default(),
         connect_applied: Default::default(),
         claimed_blocks: Default::default(),

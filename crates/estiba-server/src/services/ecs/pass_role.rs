@@ -13,21 +13,18 @@ use serde_json::Value;
 use super::{find_taskdef, Ctx};
 use crate::Server;
 
-/// The role ARNs `operation` of `body` passes, in `scope` (short role names made ARNs).
-pub fn passed_roles(server: &Server, scope: &Scope, operation: &str, body: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
+/// The role ARNs `operation` of input `v` passes, in `scope` (short role names made ARNs).
+pub fn passed_roles(server: &Server, scope: &Scope, operation: &str, v: &Value) -> Vec<String> {
     let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
     let mut named: Vec<String> = Vec::new();
     let mut of_taskdef = false;
     match operation {
         "RegisterTaskDefinition" | "RegisterDaemonTaskDefinition" => {
-            named.extend(["taskRoleArn", "executionRoleArn"].iter().filter_map(|k| field(&v, k)));
+            named.extend(["taskRoleArn", "executionRoleArn"].iter().filter_map(|k| field(v, k)));
         }
         "CreateExpressGatewayService" | "UpdateExpressGatewayService" => {
             named.extend(
-                ["taskRoleArn", "executionRoleArn", "infrastructureRoleArn"].iter().filter_map(|k| field(&v, k)),
+                ["taskRoleArn", "executionRoleArn", "infrastructureRoleArn"].iter().filter_map(|k| field(v, k)),
             );
         }
         "RunTask" | "StartTask" => {
@@ -36,13 +33,13 @@ pub fn passed_roles(server: &Server, scope: &Scope, operation: &str, body: &[u8]
             of_taskdef = true;
         }
         "CreateService" | "UpdateService" | "CreateTaskSet" => {
-            named.extend(field(&v, "role"));
+            named.extend(field(v, "role"));
             of_taskdef = true;
         }
         _ => return Vec::new(),
     }
     if of_taskdef {
-        if let Some(reference) = field(&v, "taskDefinition") {
+        if let Some(reference) = field(v, "taskDefinition") {
             let st = server.view.read();
             let cx = Ctx::of(server, scope.clone(), crate::now(), None);
             if let Some(td) = find_taskdef(&st, &cx, &reference) {
@@ -57,28 +54,8 @@ pub fn passed_roles(server: &Server, scope: &Scope, operation: &str, body: &[u8]
             }
         }
     }
-    let mut arns: Vec<String> = named.into_iter().map(|r| role_arn(&r, &scope.account)).collect();
+    let mut arns: Vec<String> = named.into_iter().map(|r| estiba_auth::session::role_arn(&r, &scope.account)).collect();
     arns.sort();
     arns.dedup();
     arns
-}
-
-/// A role given as an ARN or a short name (`app`, `path/app`), as an ARN.
-fn role_arn(role: &str, account: &str) -> String {
-    if role.starts_with("arn:") {
-        role.to_owned()
-    } else {
-        format!("arn:aws:iam::{account}:role/{role}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::role_arn;
-
-    #[test]
-    fn short_names_become_arns() {
-        assert_eq!(role_arn("app", "1"), "arn:aws:iam::1:role/app");
-        assert_eq!(role_arn("arn:aws:iam::2:role/x", "1"), "arn:aws:iam::2:role/x");
-    }
 }
