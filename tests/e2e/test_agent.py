@@ -9,12 +9,13 @@ import glob
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 import images as img
-from conftest import Estiba, isolated, unique, wait_until
+from conftest import BIN, Estiba, isolated, unique, wait_until
 from hosts import FETCH, connected, nodes, private_ip, sh, underlay, wait_task
 import hosts
 
@@ -164,6 +165,35 @@ def test_container_logs_from_an_agent_reach_the_logs_api(server, busybox, fargat
     stream = f"ecs/talk/{arn.rsplit('/', 1)[1]}"
     events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
     assert [e["message"] for e in events] == ["line-1", "line-2", "line-3"]
+
+
+def test_exec_into_a_task_on_the_agents_host(server, busybox, fargate_host):
+    """ECS Exec reaches a task on another machine: the agent keeps a stream of exec requests
+    open on the server and dials back for each session, over the agent API."""
+    ecs = server.client()
+    fam = unique("execd")
+    ecs.register_task_definition(
+        family=fam, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        taskRoleArn="arn:aws:iam::000000000000:role/app",
+        containerDefinitions=[{"name": "app", "image": busybox,
+                               "command": ["sh", "-c", "echo made-on-$(hostname) > /tmp/mark && exec sleep 600"]}])
+    arn = ecs.run_task(taskDefinition=fam, launchType="FARGATE", networkConfiguration=NET,
+                       enableExecuteCommand=True)["tasks"][0]["taskArn"]
+    wait_task(ecs, arn, "RUNNING")
+    try:
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+        p = subprocess.run([BIN, "exec", "--endpoint-url", server.endpoint, "default", arn, "--",
+                            "sh", "-c", "cat /tmp/mark; echo ran-on-$(hostname); exit 7"],
+                           input=b"", capture_output=True, timeout=60, env=env)
+        assert p.returncode == 7, (p.stdout, p.stderr, fargate_host.log())
+        out = p.stdout.decode()
+        host = out.split("made-on-", 1)[1].split()[0]
+        assert f"ran-on-{host}" in out, out
+        # A dial-back must upgrade, and only for a session waiting for the dialing node.
+        assert agent_api(server, "POST", "nodes/other-node/exec/ecs-execute-command-0", body=b"")[0] == 400
+    finally:
+        ecs.stop_task(task=arn)
+        wait_task(ecs, arn, "STOPPED", timeout=40)
 
 
 def test_secrets_reach_a_task_on_the_agents_host(server, busybox, fargate_host):

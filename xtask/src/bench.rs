@@ -414,7 +414,12 @@ fn lua(port: u16, reqs: &[Req]) -> String {
     let mut out = String::from("local reqs = {\n");
     for r in reqs {
         let (pairs, body) = signed(r);
-        let headers: String = pairs.iter().map(|(k, v)| format!("[\"{k}\"] = \"{v}\", ")).collect();
+        // `Host` written out: this table is built when the script loads, before wrk sets
+        // `wrk.headers.Host` that `wrk.format` would copy, and a signature covers the host.
+        let headers: String = std::iter::once(("Host".to_owned(), format!("127.0.0.1:{port}")))
+            .chain(pairs)
+            .map(|(k, v)| format!("[\"{k}\"] = \"{v}\", "))
+            .collect();
         out.push_str(&format!("  wrk.format(\"POST\", \"{}\", {{{headers}}}, \"{body}\"),\n", r.path));
     }
     out.push_str("}\nlocal n = 0\nrequest = function()\n  n = n % #reqs + 1\n  return reqs[n]\nend\n");

@@ -59,11 +59,20 @@ struct Running {
     master: OwnedFd,
 }
 
+/// Whether `s` can name a task or a container (letters, digits, `-`, `_`): a session's
+/// target comes from a server, and names a directory under the node's tasks.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Starts `estiba exec-in` on a new pseudo-terminal, as the leader of a new session whose
 /// controlling terminal it is.
 fn start(shared: &Shared, target: &ExecTarget) -> Result<Running, ExecError> {
     if target.command.is_empty() {
         return Err(ExecError::Io(std::io::Error::other("no command given")));
+    }
+    if !plain_name(&target.task_id) || !plain_name(&target.container) {
+        return Err(ExecError::NotRunning(target.container.clone()));
     }
     let pid = container_pid(shared, &target.task_id, &target.container)?;
     let pty = nix::pty::openpty(None, None)?;
@@ -192,4 +201,21 @@ where
     wr.write_all(&Frame::Exit(code).encode()).await?;
     wr.flush().await?;
     Ok(())
+}
+
+/// Serves the sessions an agent on another machine dials back for
+/// ([`crate::remote::RemoteControl::exec_sessions`]), each on its own task, until the agent
+/// stops following servers.
+pub async fn serve_remote(
+    shared: std::sync::Arc<Shared>,
+    mut sessions: tokio::sync::mpsc::Receiver<(ExecTarget, crate::remote::ExecStream)>,
+) {
+    while let Some((target, stream)) = sessions.recv().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(&shared, &target, stream).await {
+                tracing::info!(session = %target.session_id, error = %e, "exec session failed");
+            }
+        });
+    }
 }

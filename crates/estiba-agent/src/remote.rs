@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use estiba_api::ecs::{Task, TaskDefinition};
+use estiba_core::exec::ExecTarget;
 use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
 use estiba_core::telemetry::{LogDestination, LogEvent, LogIngestError, Telemetry};
 use http_body_util::{BodyExt, Full};
@@ -197,62 +198,146 @@ impl Api {
         let mut last = None;
         for i in 0..self.servers.len() {
             let idx = (start + i) % self.servers.len();
-            let server = &self.servers[idx];
-            let req = self.request(server, Method::GET, path, Bytes::new());
-            let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    last = Some(RemoteError::Unreachable { server: server.to_string(), message: with_causes(&e) });
-                    continue;
-                }
-                Err(_) => {
-                    last = Some(RemoteError::Unreachable { server: server.to_string(), message: "no answer".into() });
-                    continue;
-                }
-            };
-            if resp.status() != StatusCode::OK {
-                let status = resp.status().as_u16();
-                return RemoteError::Refused {
-                    server: server.to_string(),
-                    status,
-                    message: format!("the stream {path} was refused ({status})"),
-                };
-            }
-            self.current.store(idx, Ordering::Relaxed);
-            let mut body = resp.into_body();
-            let mut buf: Vec<u8> = Vec::new();
-            loop {
-                let frame = match tokio::time::timeout(SILENCE, body.frame()).await {
-                    Err(_) => {
-                        return RemoteError::Unreachable {
-                            server: server.to_string(),
-                            message: "stream went silent".into(),
-                        }
-                    }
-                    Ok(None) => {
-                        return RemoteError::Unreachable { server: server.to_string(), message: "stream ended".into() }
-                    }
-                    Ok(Some(Err(e))) => {
-                        return RemoteError::Unreachable { server: server.to_string(), message: e.to_string() }
-                    }
-                    Ok(Some(Ok(f))) => f,
-                };
-                let Ok(data) = frame.into_data() else { continue };
-                buf.extend_from_slice(&data);
-                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    let l: Vec<u8> = buf.drain(..=nl).collect();
-                    let l = &l[..l.len() - 1];
-                    if l.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    if let Err(e) = line(l) {
-                        return e;
-                    }
-                }
+            match self.follow_on(idx, path, true, &mut line).await {
+                Followed::Unreachable(e) => last = Some(e),
+                Followed::Ended(e) => return e,
             }
         }
         last.unwrap_or_else(|| RemoteError::Unreachable { server: String::new(), message: "no server".into() })
     }
+
+    /// [`Api::follow`] on server `idx` only; `prefer` makes it the server requests start at
+    /// once its stream opens.
+    async fn follow_on(
+        &self,
+        idx: usize,
+        path: &str,
+        prefer: bool,
+        mut line: impl FnMut(&[u8]) -> Result<(), RemoteError>,
+    ) -> Followed {
+        let server = &self.servers[idx];
+        let req = self.request(server, Method::GET, path, Bytes::new());
+        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Followed::Unreachable(RemoteError::Unreachable {
+                    server: server.to_string(),
+                    message: with_causes(&e),
+                })
+            }
+            Err(_) => {
+                return Followed::Unreachable(RemoteError::Unreachable {
+                    server: server.to_string(),
+                    message: "no answer".into(),
+                })
+            }
+        };
+        if resp.status() != StatusCode::OK {
+            let status = resp.status().as_u16();
+            return Followed::Ended(RemoteError::Refused {
+                server: server.to_string(),
+                status,
+                message: format!("the stream {path} was refused ({status})"),
+            });
+        }
+        if prefer {
+            self.current.store(idx, Ordering::Relaxed);
+        }
+        let ended = |message: String| Followed::Ended(RemoteError::Unreachable { server: server.to_string(), message });
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout(SILENCE, body.frame()).await {
+                Err(_) => return ended("stream went silent".into()),
+                Ok(None) => return ended("stream ended".into()),
+                Ok(Some(Err(e))) => return ended(e.to_string()),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = buf.drain(..=nl).collect();
+                let l = &l[..l.len() - 1];
+                if l.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if let Err(e) = line(l) {
+                    return Followed::Ended(e);
+                }
+            }
+        }
+    }
+}
+
+/// An ECS Exec session's stream, dialed back to the server that asked for it.
+pub type ExecStream = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// Follows server `idx`'s exec requests for this node for as long as the agent runs, and
+/// dials back for each session it asks for; the sessions go to `sessions`.
+async fn follow_exec(api: Arc<Api>, idx: usize, sessions: mpsc::Sender<(ExecTarget, ExecStream)>) {
+    let path = format!("nodes/{}/exec", api.node);
+    while !sessions.is_closed() {
+        let ended = api
+            .follow_on(idx, &path, false, |line| {
+                let target: ExecTarget =
+                    serde_json::from_slice(line).map_err(|e| RemoteError::Decode(e.to_string()))?;
+                if target.node != api.node || !is_session_id(&target.session_id) {
+                    tracing::warn!(session = %target.session_id, node = %target.node, "exec: a request for another node, or a bad session id, ignored");
+                    return Ok(());
+                }
+                let (api, sessions) = (api.clone(), sessions.clone());
+                tokio::spawn(async move {
+                    match dial_back(&api, idx, &target).await {
+                        Ok(stream) => {
+                            let _ = sessions.send((target, stream)).await;
+                        }
+                        Err(e) => tracing::warn!(session = %target.session_id, error = %e, "exec: dialing back failed"),
+                    }
+                });
+                Ok(())
+            })
+            .await;
+        let (Followed::Unreachable(e) | Followed::Ended(e)) = ended;
+        tracing::debug!(server = %api.servers[idx], error = %e, "exec requests stream ended; opening it again");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// A session id as the server mints them (`ecs-execute-command-<hex>`): letters, digits, `-`.
+fn is_session_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Opens the upgraded connection that carries session `target` to server `idx`.
+async fn dial_back(api: &Api, idx: usize, target: &ExecTarget) -> Result<ExecStream, RemoteError> {
+    let server = &api.servers[idx];
+    let unreachable = |message: String| RemoteError::Unreachable { server: server.to_string(), message };
+    let path = format!("nodes/{}/exec/{}", api.node, target.session_id);
+    let mut req = api.request(server, Method::POST, &path, Bytes::new());
+    req.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
+    req.headers_mut().insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("estiba-exec"));
+    let resp = tokio::time::timeout(REQUEST_TIMEOUT, api.client.request(req))
+        .await
+        .map_err(|_| unreachable("no answer in time".into()))?
+        .map_err(|e| unreachable(with_causes(&e)))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status().as_u16();
+        return Err(RemoteError::Refused {
+            server: server.to_string(),
+            status,
+            message: format!("dial-back refused ({status})"),
+        });
+    }
+    let up = hyper::upgrade::on(resp).await.map_err(|e| unreachable(with_causes(&e)))?;
+    Ok(hyper_util::rt::TokioIo::new(up))
+}
+
+/// How following a stream on one server ended.
+enum Followed {
+    /// The server did not answer: the next one may.
+    Unreachable(RemoteError),
+    /// The server answered, and the stream was refused, broke or went silent.
+    Ended(RemoteError),
 }
 
 /// The control plane of an agent on another machine.
@@ -265,6 +350,17 @@ pub struct RemoteControl {
 }
 
 impl RemoteControl {
+    /// ECS Exec sessions for this node's tasks, as their servers dial them: the agent follows
+    /// the exec requests of every server it knows (a session lives on the server that
+    /// answered ExecuteCommand) and dials back to that server for each.
+    pub fn exec_sessions(&self) -> mpsc::Receiver<(ExecTarget, ExecStream)> {
+        let (tx, rx) = mpsc::channel(8);
+        for idx in 0..self.api.servers.len() {
+            tokio::spawn(follow_exec(self.api.clone(), idx, tx.clone()));
+        }
+        rx
+    }
+
     /// Starts following the servers (`http://HOST:PORT`, tried in order) as node `node`,
     /// with the join token `token`. The published tables are followed only when asked for
     /// (`resolver`, `load_balancers`: the node serves them); Service Connect's always.
@@ -658,6 +754,14 @@ mod tests {
         let third = rx.borrow().clone();
         assert!(Arc::ptr_eq(&first["k/b"], &third["k/b"]));
         assert_eq!(tds.len(), 1);
+    }
+
+    #[test]
+    fn exec_session_ids_are_plain() {
+        assert!(is_session_id("ecs-execute-command-0a1b2c3d4e5f6a7b8"));
+        for bad in ["", "../x", "a/b", "a?b", "a b", &"a".repeat(129)] {
+            assert!(!is_session_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   node's own tasks (`crate::task_credentials`);
 //! - `POST nodes/<node>/blocks`: one more VPC address block of a subnet for the node;
 //! - `POST nodes/<node>/tasks`: a `TaskStateChange` of one of the node's own tasks;
+//! - `GET  nodes/<node>/exec`: the ECS Exec sessions the node must dial back for, as JSON
+//!   lines; `POST nodes/<node>/exec/<session>` with `Upgrade: estiba-exec` is that dial-back,
+//!   whose connection carries the session (`crate::exec`);
 //! - `POST nodes/<node>/telemetry`: telemetry batches (never the store);
 //! - `POST nodes/<node>/logs/open` and `logs/append`: the awslogs driver's numbered appends.
 //!
@@ -296,6 +299,12 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
             server.liveness.report(server, status).await?;
             Ok(no_content())
         }
+        (Method::GET, ["nodes", node, "exec"]) if keys::valid_node_id(node) => {
+            Ok(exec_requests(server.clone(), node.to_string()))
+        }
+        (Method::POST, ["nodes", node, "exec", id]) if keys::valid_node_id(node) => {
+            Ok(server.exec.dialed(node, id, req))
+        }
         (Method::POST, ["nodes", node, "tasks"]) if keys::valid_node_id(node) => {
             let m: TaskStateMessage = decode(req, max).await?;
             let ack = submit_task_state(server, node, &m.task_key, &m.change).await?;
@@ -440,6 +449,34 @@ fn assignments(server: Arc<Server>, node: String) -> Response<Body> {
                     }
                     quiet_since = tokio::time::Instant::now();
                 }
+            }
+        }
+    });
+    ndjson(rx)
+}
+
+/// The stream of a node's exec requests: one JSON line per session it must dial back for
+/// ([`crate::exec`]), an empty line every [`KEEPALIVE`].
+fn exec_requests(server: Arc<Server>, node: String) -> Response<Body> {
+    let mut requests = server.exec.requests(&node);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                t = requests.recv() => match t {
+                    Some(t) => {
+                        let mut b = serde_json::to_vec(&t).unwrap_or_default();
+                        b.push(b'\n');
+                        Bytes::from(b)
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b"\n"),
+            };
+            // The agent gone: the requests' receiver goes with this task, so the node is no
+            // longer reachable for sessions.
+            if tx.send(Ok(line)).await.is_err() {
+                return;
             }
         }
     });

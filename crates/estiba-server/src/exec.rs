@@ -3,12 +3,15 @@
 //! `session-manager-plugin`, [`estiba_api::session`]) and the splice from it to the node
 //! that runs the container, as [`estiba_core::exec::Frame`]s over a byte stream.
 //!
-//! The stream to the node is opened in process ([`LocalNode`], set by the binary): sessions
-//! reach the tasks of the server's own node only. Tasks on an `estiba agent` of another
-//! machine are refused by ExecuteCommand with `TargetNotConnectedException` (the agent API
-//! has no call yet for an agent to dial back for a session; the server never dials agents).
-//! Sessions live in this server's memory: the data channel must reach the server that
-//! answered ExecuteCommand.
+//! The stream to the server's own node is opened in process ([`LocalNode`], set by the
+//! binary). An `estiba agent` on another machine dials back: it keeps a stream of exec
+//! requests open on every server it knows (`GET <agent API>nodes/<node>/exec`), and for each
+//! session it is sent it opens an upgraded connection to that server (`POST
+//! nodes/<node>/exec/<session-id>`, `Upgrade: estiba-exec`) that becomes the session's stream.
+//! The server never dials agents (they may sit behind NAT; only the agent API is trusted to
+//! authenticate nodes). A node with no request stream open to this server is not reachable:
+//! ExecuteCommand answers `TargetNotConnectedException`. Sessions live in this server's
+//! memory: the data channel must reach the server that answered ExecuteCommand.
 //!
 //! May not: run anything itself (nodes do), or let a token open more than one session.
 
@@ -42,6 +45,12 @@ pub const PREFIX: &str = "/_estiba/exec/v1/data-channel/";
 /// How long a token ExecuteCommand minted may wait for its data channel.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 
+/// How long a remote node may take to dial back for a session.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `Upgrade` protocol of an agent's dial-back connection.
+pub const DIAL_PROTOCOL: &str = "estiba-exec";
+
 /// A byte stream to the node that runs a session's command.
 pub trait NodeStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> NodeStream for T {}
@@ -50,6 +59,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> NodeStream for T {}
 pub trait LocalNode: Send + Sync {
     fn open(&self, target: ExecTarget) -> Pin<Box<dyn NodeStream>>;
 }
+
+/// Where a remote node's dial-back for a session goes.
+type Dialed = tokio::sync::oneshot::Sender<Pin<Box<dyn NodeStream>>>;
 
 /// A session ExecuteCommand started and no data channel has used yet.
 struct Pending {
@@ -68,6 +80,14 @@ pub struct Exec {
     /// (SSM TerminateSession).
     active: Mutex<HashMap<String, (String, Arc<tokio::sync::Notify>)>>,
     local: OnceLock<Arc<dyn LocalNode>>,
+    /// Remote nodes' open request streams, by node.
+    remote: Mutex<HashMap<String, Vec<tokio::sync::mpsc::Sender<ExecTarget>>>>,
+    /// Sessions waiting for their node to dial back: the node, and where its stream goes.
+    dials: Mutex<HashMap<String, (String, Dialed)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a session could not be opened or resumed.
@@ -121,7 +141,7 @@ impl Exec {
         let token = random_hex(32);
         let base = ORIGIN.try_with(|o| o.clone()).unwrap_or_else(|_| "ws://127.0.0.1:4566".into());
         let url = format!("{base}{PREFIX}{}?stream=input", target.session_id);
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = lock(&self.pending);
         let now = Instant::now();
         p.retain(|_, s| s.expires > now);
         p.insert(
@@ -144,7 +164,7 @@ impl Exec {
 
     /// Takes the pending session `id` if `token` is its token and it has not expired.
     fn redeem(&self, id: &str, token: &str) -> Option<ExecTarget> {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = lock(&self.pending);
         let ok = p
             .get(id)
             .is_some_and(|s| s.expires > Instant::now() && constant_time_eq(s.token.as_bytes(), token.as_bytes()));
@@ -153,8 +173,8 @@ impl Exec {
 
     /// SSM TerminateSession: ends the session's data channel (or forgets its unused token).
     pub fn terminate(&self, account: &str, id: &str) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, s| !(k == id && s.account == account));
-        if let Some((a, n)) = self.active.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+        lock(&self.pending).retain(|k, s| !(k == id && s.account == account));
+        if let Some((a, n)) = lock(&self.active).get(id) {
             if a == account {
                 n.notify_one();
             }
@@ -164,7 +184,7 @@ impl Exec {
     /// SSM ResumeSession: a fresh token for a session whose data channel has not been used
     /// yet (an open or ended one cannot be resumed: its command ends with its channel).
     pub fn resume(&self, account: &str, id: &str) -> Result<(String, String), SessionError> {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = lock(&self.pending);
         match p.get_mut(id) {
             Some(s) if s.account == account && s.expires > Instant::now() => {
                 s.token = random_hex(32);
@@ -175,17 +195,81 @@ impl Exec {
         }
     }
 
-    /// Whether sessions can reach node `node` (this server's own, when it runs tasks).
+    /// Whether sessions can reach node `node`: this server's own (when it runs tasks), or a
+    /// remote node with a request stream open to this server.
     pub fn reaches(&self, node: &str, local_node: Option<&str>) -> bool {
-        local_node == Some(node) && self.local.get().is_some()
+        if local_node == Some(node) {
+            return self.local.get().is_some();
+        }
+        lock(&self.remote).get(node).is_some_and(|v| v.iter().any(|t| !t.is_closed()))
     }
 
-    /// Opens the stream to the node that runs `target`.
-    fn open(&self, target: &ExecTarget, local_node: Option<&str>) -> Option<Pin<Box<dyn NodeStream>>> {
-        if !self.reaches(&target.node, local_node) {
-            return None;
+    /// Opens the stream to the node that runs `target`: in process for the server's own
+    /// node, else by asking the remote node to dial back (and waiting up to [`DIAL_TIMEOUT`]).
+    async fn open(&self, target: &ExecTarget, local_node: Option<&str>) -> Option<Pin<Box<dyn NodeStream>>> {
+        if local_node == Some(target.node.as_str()) {
+            return self.local.get().map(|l| l.open(target.clone()));
         }
-        self.local.get().map(|l| l.open(target.clone()))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = target.session_id.clone();
+        lock(&self.dials).insert(id.clone(), (target.node.clone(), tx));
+        let asked = {
+            let mut remote = lock(&self.remote);
+            let streams = remote.entry(target.node.clone()).or_default();
+            streams.retain(|t| !t.is_closed());
+            streams.iter().any(|t| t.try_send(target.clone()).is_ok())
+        };
+        let stream = match asked {
+            true => tokio::time::timeout(DIAL_TIMEOUT, rx).await.ok().and_then(Result::ok),
+            false => None,
+        };
+        lock(&self.dials).remove(&id);
+        stream
+    }
+
+    /// A remote node's stream of exec requests opens: the sessions it must dial back for.
+    pub fn requests(&self, node: &str) -> tokio::sync::mpsc::Receiver<ExecTarget> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let mut remote = lock(&self.remote);
+        let streams = remote.entry(node.to_owned()).or_default();
+        streams.retain(|t| !t.is_closed());
+        streams.push(tx);
+        rx
+    }
+
+    /// A remote node dials back for session `id` (`POST nodes/<node>/exec/<id>` of the agent
+    /// API, with `Upgrade: estiba-exec`): the upgraded connection becomes the session's
+    /// stream. Only the node the session waits for may answer it.
+    pub fn dialed(&self, node: &str, id: &str, mut req: Request<Incoming>) -> Response<Body> {
+        let upgrading = req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(DIAL_PROTOCOL));
+        if !upgrading {
+            return bad_request("an upgrade to estiba-exec is expected");
+        }
+        let waiting = {
+            let mut dials = lock(&self.dials);
+            match dials.get(id) {
+                Some((n, _)) if n == node => dials.remove(id).map(|(_, tx)| tx),
+                _ => None,
+            }
+        };
+        let Some(tx) = waiting else {
+            return body::response(StatusCode::NOT_FOUND, bytes::Bytes::from(format!("no session {id}")), "text/plain");
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = upgrade.await {
+                let _ = tx.send(Box::pin(hyper_util::rt::TokioIo::new(up)));
+            }
+        });
+        let mut r = Response::new(body::full(bytes::Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert(hyper::header::UPGRADE, HeaderValue::from_static(DIAL_PROTOCOL));
+        r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        r
     }
 }
 
@@ -219,7 +303,7 @@ pub fn data_channel(server: &Arc<Server>, mut req: Request<Incoming>) -> Respons
     if !is_ws {
         return bad_request("a websocket upgrade is expected");
     }
-    if !server.exec.pending.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+    if !lock(&server.exec.pending).contains_key(&id) {
         return body::response(StatusCode::NOT_FOUND, bytes::Bytes::from(format!("no session {id}")), "text/plain");
     }
     let upgrade = hyper::upgrade::on(&mut req);
@@ -314,21 +398,21 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ch.close(&id, "The session token is not valid or was already used.", None).await;
         return;
     };
-    let Some(mut node) = server.exec.open(&target, server.local_node.as_deref()) else {
+    let Some(mut node) = server.exec.open(&target, server.local_node.as_deref()).await else {
         tracing::warn!(session = %id, node = %target.node, "exec: the task's node is not reachable");
         ch.close(&id, "The execute command failed due to an internal error. Try again later.", None).await;
         return;
     };
     let stop = Arc::new(tokio::sync::Notify::new());
     let acct = task_account(&target.task_arn);
-    server.exec.active.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (acct, stop.clone()));
+    lock(&server.exec.active).insert(id.clone(), (acct, stop.clone()));
     let started = Instant::now();
     if !ch.output(payload::HANDSHAKE_REQUEST, wire::handshake_request("estiba", "Standard_Stream")).await {
-        server.exec.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        lock(&server.exec.active).remove(&id);
         return;
     }
     let end = splice(&mut ch, &mut node, &stop, started).await;
-    server.exec.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    lock(&server.exec.active).remove(&id);
     let (output, code) = match end {
         End::Exit(c) => (String::new(), Some(c)),
         End::Error(m) => (m, Some(126)),
@@ -454,5 +538,62 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = stop.notified() => return End::Terminated,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(node: &str) -> ExecTarget {
+        ExecTarget {
+            session_id: Exec::new_session_id(),
+            node: node.into(),
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/default/abc".into(),
+            task_id: "abc".into(),
+            container: "app".into(),
+            command: vec!["true".into()],
+        }
+    }
+
+    #[test]
+    fn a_remote_node_is_reachable_while_its_request_stream_is_open() {
+        let exec = Exec::default();
+        assert!(!exec.reaches("n1", Some("local")));
+        let rx = exec.requests("n1");
+        assert!(exec.reaches("n1", Some("local")));
+        assert!(!exec.reaches("n2", Some("local")));
+        drop(rx);
+        assert!(!exec.reaches("n1", Some("local")));
+        // The server's own node is reachable only once the binary set it.
+        assert!(!exec.reaches("local", Some("local")));
+    }
+
+    #[tokio::test]
+    async fn a_session_for_a_remote_node_is_asked_of_it_and_waits_for_its_dial() {
+        let exec = Arc::new(Exec::default());
+        let mut rx = exec.requests("n1");
+        let t = target("n1");
+        let opening = {
+            let (exec, t) = (exec.clone(), t.clone());
+            tokio::spawn(async move { exec.open(&t, Some("local")).await.is_some() })
+        };
+        let asked = rx.recv().await.expect("the node is asked to dial back");
+        assert_eq!(asked, t);
+        // The dial arrives (as `dialed` hands it over once the connection is upgraded).
+        let (a, _b) = tokio::io::duplex(64);
+        let (_, tx) = lock(&exec.dials).remove(&t.session_id).expect("the session waits");
+        assert!(tx.send(Box::pin(a)).is_ok());
+        assert!(opening.await.unwrap());
+        assert!(lock(&exec.dials).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_without_a_request_stream_is_not_asked() {
+        let exec = Exec::default();
+        let started = Instant::now();
+        assert!(exec.open(&target("n1"), Some("local")).await.is_none());
+        assert!(started.elapsed() < DIAL_TIMEOUT, "nobody to ask: no wait");
+        assert!(lock(&exec.dials).is_empty());
     }
 }

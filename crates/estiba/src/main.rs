@@ -1084,7 +1084,10 @@ fn run_agent(args: AgentArgs) -> Result<()> {
             address,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (agent, _shared) = start_node(&args.node, &data_dir, node_id.clone(), role, cp, images, stop_rx)?;
+        let exec_sessions = cp.exec_sessions();
+        let (agent, shared) = start_node(&args.node, &data_dir, node_id.clone(), role, cp, images, stop_rx)?;
+        // ECS Exec into this host's tasks: sessions the servers ask this agent to dial back for.
+        tokio::spawn(estiba_agent::exec::serve_remote(shared, exec_sessions));
         tracing::info!(node = %node_id, servers = %args.server.join(","), "estiba agent started");
         shutdown_signal().await;
         let _ = stop_tx.send(true);
