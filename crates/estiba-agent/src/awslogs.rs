@@ -657,9 +657,8 @@ async fn wait_or_finish(finish: &mut watch::Receiver<bool>, d: Duration) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Assignments, BoxFuture, ControlError};
-    use crate::telemetry::TelemetrySender;
-    use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
+    use crate::control::{BoxFuture, ControlError};
+    use estiba_core::node::{TaskStateAck, TaskStateChange};
     use estiba_runtime::logs::{LogWriter, Rotation, Stream};
     use std::sync::Mutex;
 
@@ -672,24 +671,13 @@ mod tests {
     }
 
     impl ControlPlane for Sink {
-        fn assignments(&self) -> watch::Receiver<Assignments> {
-            watch::channel(Assignments::default()).1
-        }
-        fn listed(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
+        crate::control::idle_control_plane!();
         fn submit_task_state<'a>(
             &'a self,
             _: &'a str,
             _: TaskStateChange,
         ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
             Box::pin(async { Err(ControlError::Gone) })
-        }
-        fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn telemetry(&self) -> TelemetrySender {
-            TelemetrySender::channel(1).0
         }
         fn open_log_stream<'a>(&'a self, _: &'a LogDestination) -> BoxFuture<'a, Result<u64, LogIngestError>> {
             let r = if self.no_group { Err(LogIngestError::NoSuchGroup) } else { Ok(0) };

@@ -621,6 +621,32 @@ impl ControlPlane for StoreControl {
     }
 }
 
+/// For the agent's unit tests: the [`ControlPlane`] methods a fake that only cares about
+/// one part of the trait leaves idle (no assignments, listed at once, heartbeats taken,
+/// telemetry dropped).
+#[cfg(test)]
+macro_rules! idle_control_plane {
+    () => {
+        fn assignments(&self) -> tokio::sync::watch::Receiver<$crate::control::Assignments> {
+            tokio::sync::watch::channel($crate::control::Assignments::default()).1
+        }
+        fn listed(&self) -> $crate::control::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn report_node(
+            &self,
+            _: estiba_core::node::NodeStatus,
+        ) -> $crate::control::BoxFuture<'_, Result<(), $crate::control::ControlError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn telemetry(&self) -> $crate::telemetry::TelemetrySender {
+            $crate::telemetry::TelemetrySender::channel(1).0
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use idle_control_plane;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,11 +187,9 @@ pub async fn answer(
 mod tests {
     use super::*;
     use crate::control::ControlError;
-    use crate::telemetry::TelemetrySender;
-    use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
+    use estiba_core::node::{TaskStateAck, TaskStateChange};
     use futures_util::future::BoxFuture;
     use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-    use tokio::sync::watch;
 
     /// Issues numbered credentials expiring at `expires`; counts the calls.
     #[derive(Default)]
@@ -201,24 +199,13 @@ mod tests {
     }
 
     impl ControlPlane for Issuer {
-        fn assignments(&self) -> watch::Receiver<Assignments> {
-            watch::channel(Assignments::default()).1
-        }
-        fn listed(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
+        crate::control::idle_control_plane!();
         fn submit_task_state<'a>(
             &'a self,
             _: &'a str,
             _: TaskStateChange,
         ) -> BoxFuture<'a, Result<TaskStateAck, ControlError>> {
             Box::pin(async { Err(ControlError::Gone) })
-        }
-        fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn telemetry(&self) -> TelemetrySender {
-            TelemetrySender::channel(1).0
         }
         fn task_credentials<'a>(&'a self, task_key: &'a str) -> BoxFuture<'a, Result<TaskCredentials, String>> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;

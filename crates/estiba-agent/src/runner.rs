@@ -1054,9 +1054,9 @@ async fn wait_for_stop(shared: Arc<Shared>, key: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Assignments, BoxFuture, StoreControl};
+    use crate::control::{BoxFuture, StoreControl};
     use estiba_api::ecs::Task;
-    use estiba_core::node::{NodeStatus, TaskStateAck};
+    use estiba_core::node::TaskStateAck;
     use estiba_core::telemetry::{HealthSubject, Telemetry, TelemetrySink};
     use estiba_store::{MemStore, Store};
 
@@ -1068,12 +1068,7 @@ mod tests {
     }
 
     impl ControlPlane for Recorder {
-        fn assignments(&self) -> watch::Receiver<Assignments> {
-            watch::channel(Assignments::default()).1
-        }
-        fn listed(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
+        crate::control::idle_control_plane!();
         fn submit_task_state<'a>(
             &'a self,
             _key: &'a str,
@@ -1088,12 +1083,6 @@ mod tests {
                 *self.task.lock().unwrap() = t.clone();
             }
             Box::pin(async move { Ok(TaskStateAck { version: t.version, changed }) })
-        }
-        fn report_node(&self, _: NodeStatus) -> BoxFuture<'_, Result<(), ControlError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn telemetry(&self) -> TelemetrySender {
-            TelemetrySender::channel(1).0
         }
     }
 

@@ -217,7 +217,8 @@ impl Exec {
             let mut remote = lock(&self.remote);
             let streams = remote.entry(target.node.clone()).or_default();
             streams.retain(|t| !t.is_closed());
-            streams.iter().any(|t| t.try_send(target.clone()).is_ok())
+            // Newest first: an older stream of the same node may be one whose agent is gone.
+            streams.iter().rev().any(|t| t.try_send(target.clone()).is_ok())
         };
         let stream = match asked {
             true => tokio::time::timeout(DIAL_TIMEOUT, rx).await.ok().and_then(Result::ok),
