@@ -70,6 +70,7 @@ CAROL_POLICY = {
     "Statement": [
         {"Effect": "Allow", "Action": "*", "Resource": "*"},
         {"Effect": "Deny", "Action": ["ecs:DeleteCluster", "ec2:DescribeSubnets"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "ecs:DescribeClusters", "Resource": f"arn:aws:ecs:us-east-1:{A}:cluster/hidden"},
     ],
 }
 
@@ -302,6 +303,11 @@ def test_policy_denies_one_action(srv):
     assert msg == (f"User: arn:aws:iam::{A}:user/carol is not authorized to perform: ecs:DeleteCluster on resource: "
                    f"arn:aws:ecs:us-east-1:{A}:cluster/carols with an explicit deny in an identity-based policy")
     assert carol.describe_clusters(clusters=["carols"])["clusters"][0]["status"] == "ACTIVE"
+    # Each cluster a DescribeClusters names is a resource of the call.
+    code, status, msg = error_of(carol.describe_clusters, clusters=["carols", "hidden"])
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert msg == (f"User: arn:aws:iam::{A}:user/carol is not authorized to perform: ecs:DescribeClusters on resource: "
+                   f"arn:aws:ecs:us-east-1:{A}:cluster/hidden with an explicit deny in an identity-based policy")
     ec2 = client(srv, "ec2", "carol")
     assert ec2.describe_vpcs()["Vpcs"]
     assert error_of(ec2.describe_subnets)[:3] == ("UnauthorizedOperation", 403,

@@ -127,21 +127,30 @@ pub fn denied(
     }
 }
 
-/// The ARN an operation acts on, where the input names it plainly (an ECS cluster, an ECR
-/// repository); `*` otherwise, as for actions on no particular resource.
-pub fn resource(service: &str, v: &serde_json::Value, account: &str, region: &str) -> String {
+/// The ARNs an operation acts on, where the input names them plainly (an ECS cluster, or
+/// each of DescribeClusters' `clusters`; an ECR repository, or each of DescribeRepositories'
+/// `repositoryNames`): IAM checks the call against each. `*` otherwise, as for actions on no
+/// particular resource.
+pub fn resources(service: &str, v: &serde_json::Value, account: &str, region: &str) -> Vec<String> {
     let field = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
-    match service {
-        "ecs" => match field("cluster").or_else(|| field("clusterName")) {
-            Some(c) if c.starts_with("arn:") => c.to_owned(),
-            Some(c) => format!("arn:aws:ecs:{region}:{account}:cluster/{c}"),
-            None => "*".into(),
-        },
-        "ecr" => match field("repositoryName") {
-            Some(r) => format!("arn:aws:ecr:{region}:{account}:repository/{r}"),
-            None => "*".into(),
-        },
-        _ => "*".into(),
+    let list = |k: &str| -> Vec<&str> {
+        let items = v.get(k).and_then(|x| x.as_array()).map(Vec::as_slice).unwrap_or_default();
+        items.iter().filter_map(|x| x.as_str()).filter(|s| !s.is_empty()).collect()
+    };
+    let arn = |kind: &str, name: &str| match name.starts_with("arn:") {
+        true => name.to_owned(),
+        false => format!("arn:aws:{service}:{region}:{account}:{kind}/{name}"),
+    };
+    let (kind, names) = match service {
+        "ecs" => {
+            ("cluster", field("cluster").or_else(|| field("clusterName")).map_or_else(|| list("clusters"), |c| vec![c]))
+        }
+        "ecr" => ("repository", field("repositoryName").map_or_else(|| list("repositoryNames"), |r| vec![r])),
+        _ => ("", Vec::new()),
+    };
+    match names.is_empty() {
+        true => vec!["*".to_owned()],
+        false => names.into_iter().map(|n| arn(kind, n)).collect(),
     }
 }
 
@@ -150,19 +159,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resources() {
-        assert_eq!(resource("ecs", &serde_json::json!({"cluster":"prod"}), "1", "r"), "arn:aws:ecs:r:1:cluster/prod");
-        assert_eq!(resource("ecs", &serde_json::json!({"clusterName":"p"}), "1", "r"), "arn:aws:ecs:r:1:cluster/p");
+    fn resources_an_input_names() {
+        let one = |v: serde_json::Value, service: &str| resources(service, &v, "1", "r");
+        assert_eq!(one(serde_json::json!({"cluster":"prod"}), "ecs"), ["arn:aws:ecs:r:1:cluster/prod"]);
+        assert_eq!(one(serde_json::json!({"clusterName":"p"}), "ecs"), ["arn:aws:ecs:r:1:cluster/p"]);
         assert_eq!(
-            resource("ecs", &serde_json::json!({"cluster":"arn:aws:ecs:x:2:cluster/q"}), "1", "r"),
-            "arn:aws:ecs:x:2:cluster/q"
+            one(serde_json::json!({"cluster":"arn:aws:ecs:x:2:cluster/q"}), "ecs"),
+            ["arn:aws:ecs:x:2:cluster/q"]
         );
-        assert_eq!(resource("ecs", &serde_json::json!({}), "1", "r"), "*");
         assert_eq!(
-            resource("ecr", &serde_json::json!({"repositoryName":"app"}), "1", "r"),
-            "arn:aws:ecr:r:1:repository/app"
+            one(serde_json::json!({"clusters":["a", "arn:aws:ecs:x:2:cluster/q", ""]}), "ecs"),
+            ["arn:aws:ecs:r:1:cluster/a", "arn:aws:ecs:x:2:cluster/q"]
         );
-        assert_eq!(resource("logs", &serde_json::json!({"logGroupName":"g"}), "1", "r"), "*");
+        assert_eq!(one(serde_json::json!({}), "ecs"), ["*"]);
+        assert_eq!(one(serde_json::json!({"clusters":[]}), "ecs"), ["*"]);
+        assert_eq!(one(serde_json::json!({"repositoryName":"app"}), "ecr"), ["arn:aws:ecr:r:1:repository/app"]);
+        assert_eq!(
+            one(serde_json::json!({"repositoryNames":["a","b"]}), "ecr"),
+            ["arn:aws:ecr:r:1:repository/a", "arn:aws:ecr:r:1:repository/b"]
+        );
+        assert_eq!(one(serde_json::json!({"logGroupName":"g"}), "logs"), ["*"]);
     }
 
     #[test]

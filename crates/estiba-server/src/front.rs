@@ -331,7 +331,7 @@ fn family_before_lookup(wire: Wire, signing_name: Option<&str>, params: &query::
 }
 
 /// Whether the verified caller may call the operation: its key's access (full, read-only or
-/// a policy), on the resource the input names where that is plain (`crate::auth::resource`).
+/// a policy), on each resource the input names where that is plain (`crate::auth::resources`).
 fn authorize(
     server: &Server,
     r: &Seen,
@@ -347,24 +347,26 @@ fn authorize(
         Wire::Json { .. } if !cred.unrestricted() => serde_json::from_slice(body).ok(),
         _ => None,
     };
-    let resource = match &input {
+    let resources = match &input {
         Some(v) if cred.resource_scoped() => {
-            crate::auth::resource(model.signing_name, v, &scope.account, &scope.region)
+            crate::auth::resources(model.signing_name, v, &scope.account, &scope.region)
         }
-        _ => "*".to_owned(),
+        _ => vec!["*".to_owned()],
     };
-    let d = cred.decide(service, operation, &resource);
-    if d != estiba_auth::Decision::Allow {
-        tracing::debug!(user = %cred.arn(), service, operation, resource, "access denied");
-        return Err(crate::auth::denied(
-            cred,
-            service,
-            operation,
-            &resource,
-            d,
-            r.wire.family(),
-            model.query_compatible,
-        ));
+    for resource in &resources {
+        let d = cred.decide(service, operation, resource);
+        if d != estiba_auth::Decision::Allow {
+            tracing::debug!(user = %cred.arn(), service, operation, resource, "access denied");
+            return Err(crate::auth::denied(
+                cred,
+                service,
+                operation,
+                resource,
+                d,
+                r.wire.family(),
+                model.query_compatible,
+            ));
+        }
     }
     // The roles the request hands to ECS need `iam:PassRole` on each (as IAM checks it).
     if let Some(v) = input.as_ref().filter(|_| model.signing_name == "ecs") {
