@@ -23,7 +23,7 @@ import botocore.config
 import botocore.credentials
 import pytest
 
-from conftest import Estiba
+from conftest import Estiba, wait_until
 
 A, B = "111111111111", "222222222222"
 
@@ -345,6 +345,9 @@ def test_passing_a_role_needs_iam_pass_role(srv):
         alice.update_service(cluster="pass", service="s", taskDefinition="pass-admin")
     finally:
         alice.delete_service(cluster="pass", service="s", force=True)
+        # A DRAINING service still holds its cluster (ClusterContainsServicesException).
+        wait_until(lambda: alice.describe_services(cluster="pass", services=["s"])["services"][0]["status"] == "INACTIVE",
+                   timeout=30, what="service INACTIVE")
         alice.delete_cluster(cluster="pass")
 
 

@@ -134,7 +134,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 State::range(&st.service_deployments, &keys::service_deployments_of(&scope, &cluster, &name)).collect();
             let records: Vec<&ServiceDeployment> = record_docs.iter().map(|r| &r.value).collect();
             let cx = Ctx::of(server, scope.clone(), now, Some(held.clone()));
-            let taskdef = |a: &str| crate::services::ecs::find_taskdef(st, &cx, a).map(|td| &td.value);
+            let taskdef = |a: &str| crate::services::ecs::find_taskdef(st, &cx.scope, a).map(|td| &td.value);
             let claimed = |t: &Task| is_claimed(st, &keys::task(&scope, &cluster, task::task_id(t)));
             let input = rollout::Input {
                 scope: &scope,
@@ -358,7 +358,7 @@ fn start_tasks(
     }
     let primary = starts.deployment;
     let primary_id = primary.id.clone().unwrap_or_default();
-    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, cx, a))
+    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, &cx.scope, a))
     else {
         return Ok(Placed::Tasks(vec![]));
     };

@@ -285,7 +285,7 @@ pub fn cluster_for_write(st: &State, cx: &Ctx, id: Option<&str>, txn: &mut Txn) 
 
 /// Resolves `family`, `family:revision` or a task definition ARN. A bare family means its
 /// latest ACTIVE revision.
-pub fn find_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Option<&'a Arc<Doc<TaskDefinition>>> {
+pub fn find_taskdef<'a>(st: &'a State, scope: &Scope, reference: &str) -> Option<&'a Arc<Doc<TaskDefinition>>> {
     let r = TaskDefRef::parse(reference)?;
     if reference.starts_with("arn:") {
         // A daemon task definition's runnable form is run by daemons only.
@@ -293,14 +293,14 @@ pub fn find_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Option<&'a 
             return None;
         }
         let a = arn::Arn::parse(reference)?;
-        if !a.in_scope(&cx.scope) {
+        if !a.in_scope(scope) {
             return None;
         }
     }
     match r.revision {
-        Some(rev) => st.taskdefs.get(&keys::taskdef(&cx.scope, &r.family, rev)),
+        Some(rev) => st.taskdefs.get(&keys::taskdef(scope, &r.family, rev)),
         // Newest first: the latest ACTIVE revision is usually the last one.
-        None => State::range(&st.taskdefs, &keys::taskdefs_of(&cx.scope, &r.family))
+        None => State::range(&st.taskdefs, &keys::taskdefs_of(scope, &r.family))
             .rev()
             .find(|d| d.value.status == Some(TaskDefinitionStatus::Active)),
     }
@@ -308,7 +308,7 @@ pub fn find_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Option<&'a 
 
 /// A task definition new tasks may use: it exists and is ACTIVE.
 pub fn runnable_taskdef<'a>(st: &'a State, cx: &Ctx, reference: &str) -> Result<&'a Arc<Doc<TaskDefinition>>> {
-    match find_taskdef(st, cx, reference) {
+    match find_taskdef(st, &cx.scope, reference) {
         Some(d) if d.value.status == Some(TaskDefinitionStatus::Active) => Ok(d),
         Some(_) => Err(EcsError::client(format!(
             "TaskDefinition is inactive: {reference}. Register a new revision or use an ACTIVE one."

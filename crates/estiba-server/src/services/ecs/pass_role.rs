@@ -10,7 +10,7 @@
 use estiba_core::Scope;
 use serde_json::Value;
 
-use super::{find_taskdef, Ctx};
+use super::find_taskdef;
 use crate::Server;
 
 /// The role ARNs `operation` of input `v` passes, in `scope` (short role names made ARNs).
@@ -41,8 +41,7 @@ pub fn passed_roles(server: &Server, scope: &Scope, operation: &str, v: &Value) 
     if of_taskdef {
         if let Some(reference) = field(v, "taskDefinition") {
             let st = server.view.read();
-            let cx = Ctx::of(server, scope.clone(), crate::now(), None);
-            if let Some(td) = find_taskdef(&st, &cx, &reference) {
+            if let Some(td) = find_taskdef(&st, scope, &reference) {
                 // Overrides replace the definition's roles.
                 let o = v.get("overrides").unwrap_or(&Value::Null);
                 if field(o, "taskRoleArn").is_none() {

@@ -182,7 +182,7 @@ pub async fn update(s: &Server, cx: &Ctx, req: UpdateServiceRequest) -> Result<B
                     txn.compares.push(Compare::mod_revision(&td.key, td.rev));
                     td
                 }
-                None => find_taskdef(st, cx, svc.task_definition.as_deref().unwrap_or(""))
+                None => find_taskdef(st, &cx.scope, svc.task_definition.as_deref().unwrap_or(""))
                     .ok_or_else(EcsError::task_definition_not_found)?,
             };
             if req.service_registries.is_some() || req.task_definition.is_some() {

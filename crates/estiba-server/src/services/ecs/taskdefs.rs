@@ -58,7 +58,7 @@ pub(super) fn environment_files_enabled(s: &Server) -> Result<()> {
 
 pub async fn describe(s: &Server, cx: &Ctx, req: DescribeTaskDefinitionRequest) -> Result<Bytes> {
     let st = s.view.read();
-    let Some(d) = find_taskdef(&st, cx, &req.task_definition) else {
+    let Some(d) = find_taskdef(&st, &cx.scope, &req.task_definition) else {
         return Err(EcsError::task_definition_not_found());
     };
     let with_tags = req.include.as_ref().is_some_and(|i| i.contains(&TaskDefinitionField::Tags));
@@ -89,7 +89,7 @@ pub async fn deregister(s: &Server, cx: &Ctx, req: DeregisterTaskDefinitionReque
     }
     let td = s
         .transact::<_, EcsError>(|st| {
-            let Some(d) = find_taskdef(st, cx, &req.task_definition) else {
+            let Some(d) = find_taskdef(st, &cx.scope, &req.task_definition) else {
                 return Err(EcsError::task_definition_not_found());
             };
             if d.value.status != Some(TaskDefinitionStatus::Active) {
@@ -174,7 +174,7 @@ pub async fn delete(s: &Server, cx: &Ctx, req: DeleteTaskDefinitionsRequest) -> 
             for r in &req.task_definitions {
                 let fail = |reason: &str| Failure { arn: Some(r.clone()), reason: Some(reason.into()), detail: None };
                 let has_rev = TaskDefRef::parse(r).is_some_and(|t| t.revision.is_some());
-                let found = if has_rev { find_taskdef(st, cx, r) } else { None };
+                let found = if has_rev { find_taskdef(st, &cx.scope, r) } else { None };
                 let Some(d) = found else {
                     resp.failures.as_mut().unwrap().push(fail("The specified task definition does not exist."));
                     continue;
