@@ -358,7 +358,8 @@ fn start_tasks(
     }
     let primary = starts.deployment;
     let primary_id = primary.id.clone().unwrap_or_default();
-    let Some(td) = primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, &cx.scope, a))
+    let Some(td) =
+        primary.task_definition.as_deref().and_then(|a| crate::services::ecs::find_taskdef(st, &cx.scope, a))
     else {
         return Ok(Placed::Tasks(vec![]));
     };
