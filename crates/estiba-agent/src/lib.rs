@@ -61,6 +61,9 @@ pub struct AgentConfig {
     pub metrics_interval: Duration,
     /// What the node offers the control plane, sent with every heartbeat.
     pub role: NodeRole,
+    /// `--userns remap`: the node's user namespace (made by the binary at start), which
+    /// containers run in unless privileged or in the host's network.
+    pub userns: Option<estiba_runtime::container::spec::UserNs>,
 }
 
 /// What a node offers: Fargate capacity, container instances of some clusters, or both.

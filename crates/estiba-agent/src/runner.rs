@@ -628,9 +628,17 @@ impl Runner {
             executor: self.shared.cfg.executor.clone(),
             environment_files_dir: self.shared.cfg.environment_files_dir.as_deref(),
             secrets: self.secrets.env.get(&self.ctrs[i].name).map(Vec::as_slice).unwrap_or_default(),
+            userns: self.shared.cfg.userns.as_ref(),
         };
         let mut spec = translate::container_spec(&cx, &self.ctrs[i].def, &image)
             .map_err(|e| format!("CannotStartContainerError: {e}"))?;
+        // A remapped container's root owns the task's files it gets as /etc/hosts, /etc/hostname
+        // and /etc/resolv.conf (writable, as Docker's are).
+        if let Some(ns) = &spec.userns {
+            for m in &spec.mounts {
+                let _ = std::os::unix::fs::chown(&m.source, Some(ns.base), Some(ns.base));
+            }
+        }
         // The awslogs driver: its stream exists (and its group, or the task fails as ECS's
         // does) before the container starts.
         if let Some(cfg) = self.ctrs[i].awslogs.clone() {

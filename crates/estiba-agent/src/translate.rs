@@ -21,7 +21,7 @@ use estiba_api::ecs::{
     TaskDefinition,
 };
 use estiba_core::taskdef;
-use estiba_runtime::container::spec::{Cgroup, ContainerSpec, Device, Executor, Rlimit};
+use estiba_runtime::container::spec::{Cgroup, ContainerSpec, Device, Executor, Rlimit, UserNs};
 use estiba_runtime::image::Image;
 
 /// The ECS agent's default stop timeout.
@@ -44,6 +44,8 @@ pub struct TaskContext<'a> {
     pub environment_files_dir: Option<&'a Path>,
     /// The container's `secrets`, resolved by the control plane: (name, value).
     pub secrets: &'a [(String, String)],
+    /// The node's user namespace (`--userns remap`), if any.
+    pub userns: Option<&'a UserNs>,
 }
 
 /// A health check as the agent runs it.
@@ -253,6 +255,9 @@ pub fn container_spec(cx: &TaskContext<'_>, def: &ContainerDefinition, image: &I
         cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
         executor: cx.executor.clone(),
         log_rotation: Default::default(),
+        // As Docker's userns-remap: not for privileged containers, nor ones in the host's
+        // network namespace (they share the host's, where the remapped root has no rights).
+        userns: cx.userns.filter(|_| !privileged && cx.netns.is_some() && cx.executor == Executor::Native).cloned(),
     })
 }
 
@@ -350,6 +355,7 @@ mod tests {
             executor: Executor::Native,
             environment_files_dir: Some(dir.path()),
             secrets: &[],
+            userns: None,
         };
         let s = container_spec(&cx, &def, &image()).unwrap();
         assert_eq!(s.args, ["sh"]);
@@ -393,6 +399,7 @@ mod tests {
             executor: Executor::Native,
             environment_files_dir: Some(dir.path()),
             secrets: &[],
+            userns: None,
         };
         let s = container_spec(&cx, &d2, &image()).unwrap();
         assert_eq!(s.args, ["/bin/echo", "hi"]);
@@ -421,6 +428,7 @@ mod tests {
             executor: Executor::Native,
             environment_files_dir: None,
             secrets: &resolved,
+            userns: None,
         };
         let s = container_spec(&cx, &def, &image()).unwrap();
         assert!(s.env.contains(&"DB=from-ssm".into()), "{:?}", s.env);
@@ -472,6 +480,7 @@ mod tests {
                 executor: Executor::Native,
                 environment_files_dir: None,
                 secrets: &[],
+                userns: None,
             };
             container_spec(&cx, &def, &image()).unwrap()
         };
@@ -496,6 +505,7 @@ mod tests {
             executor: Executor::Native,
             environment_files_dir: None,
             secrets: &[],
+            userns: None,
         };
         assert!(container_spec(&cx, &bad, &image()).unwrap_err().contains("not a device"));
     }

@@ -471,6 +471,32 @@ struct NodeArgs {
     /// I/O) for CloudWatch's AWS/ECS and ECS/ContainerInsights metrics.
     #[arg(long, env = "ESTIBA_METRICS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     metrics_interval: Duration,
+    /// `remap`: containers run in a user namespace where their root is an unprivileged host
+    /// uid (`--userns-range`), as Docker's userns-remap; privileged and host-network
+    /// containers keep the host's (built-in executor only).
+    #[arg(long, env = "ESTIBA_USERNS", value_enum, default_value = "off")]
+    userns: Userns,
+    /// With `--userns remap`: the host uids and gids (`FIRST:COUNT`) containers' ids
+    /// `0..COUNT` are, which no host user should own.
+    #[arg(long, env = "ESTIBA_USERNS_RANGE", default_value = "1000000000:65536", value_parser = parse_id_range)]
+    userns_range: (u32, u32),
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+enum Userns {
+    Off,
+    Remap,
+}
+
+/// `FIRST:COUNT` of `--userns-range`.
+fn parse_id_range(s: &str) -> Result<(u32, u32), String> {
+    let (first, count) = s.split_once(':').ok_or("expected FIRST:COUNT, such as 1000000000:65536")?;
+    let first: u32 = first.parse().map_err(|_| format!("{first} is not a uid"))?;
+    let count: u32 = count.parse().map_err(|_| format!("{count} is not a count"))?;
+    if first == 0 || count == 0 || first.checked_add(count).is_none() {
+        return Err(format!("{s}: the range must start above 0, hold at least one id and end below 2^32"));
+    }
+    Ok((first, count))
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -855,9 +881,10 @@ async fn serve(args: ServerArgs) -> Result<()> {
             ..Default::default()
         };
         let (handle, shared) = start_node(&args.node, &data_dir, node_id, role, cp, images, stop_rx)?;
+        let userns = shared.cfg.userns.clone();
         // ECS Exec sessions of this node's tasks run in process.
         server.exec.set_local(Arc::new(exec::LocalNode(shared)));
-        Some(handle)
+        Some((handle, userns))
     } else {
         None
     };
@@ -866,9 +893,10 @@ async fn serve(args: ServerArgs) -> Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = controllers.await;
-    if let Some(a) = agent {
+    if let Some((a, userns)) = agent {
         // Containers keep running under their supervisors; the next start adopts them.
         let _ = a.await;
+        userns.iter().for_each(estiba_runtime::container::userns::release);
     }
     Ok(())
 }
@@ -981,6 +1009,22 @@ fn start_node(
             estiba_runtime::container::spec::Executor::Oci(path)
         }
     };
+    let userns = match args.userns {
+        Userns::Off => None,
+        Userns::Remap => {
+            if executor != estiba_runtime::container::spec::Executor::Native {
+                anyhow::bail!("--userns remap needs the built-in executor (--container-runtime native)");
+            }
+            let (base, count) = args.userns_range;
+            let ns = estiba_runtime::container::spec::UserNs {
+                path: data_dir.join(format!("userns-{base}-{count}")),
+                base,
+                count,
+            };
+            estiba_runtime::container::userns::ensure(&ns).map_err(|e| anyhow::anyhow!("--userns remap: {e}"))?;
+            Some(ns)
+        }
+    };
     let exe = std::env::current_exe().context("finding the estiba binary")?;
     let supervisor = estiba_agent::AgentConfig::supervisor_for(&exe);
     let shared = Arc::new(estiba_agent::Shared {
@@ -999,6 +1043,7 @@ fn start_node(
             },
             metrics_interval: args.metrics_interval,
             role,
+            userns,
         },
         cp,
         images,
@@ -1086,6 +1131,7 @@ fn run_agent(args: AgentArgs) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let exec_sessions = cp.exec_sessions();
         let (agent, shared) = start_node(&args.node, &data_dir, node_id.clone(), role, cp, images, stop_rx)?;
+        let userns = shared.cfg.userns.clone();
         // ECS Exec into this host's tasks: sessions the servers ask this agent to dial back for.
         tokio::spawn(estiba_agent::exec::serve_remote(shared, exec_sessions));
         tracing::info!(node = %node_id, servers = %args.server.join(","), "estiba agent started");
@@ -1093,6 +1139,7 @@ fn run_agent(args: AgentArgs) -> Result<()> {
         let _ = stop_tx.send(true);
         // Containers keep running under their supervisors; the next start adopts them.
         let _ = agent.await;
+        userns.iter().for_each(estiba_runtime::container::userns::release);
         Ok(())
     })
 }

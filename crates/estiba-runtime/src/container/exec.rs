@@ -11,6 +11,7 @@
 //! forking are unsafe in the agent's multi-threaded one.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -107,6 +108,16 @@ impl Confinement {
     }
 }
 
+/// The user namespace of process `pid`, when it is not this process's (a remapped container).
+fn other_userns(pid: i32) -> Result<Option<std::fs::File>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs =
+        std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(|e| err("opening the user namespace", e))?;
+    let ours = std::fs::metadata("/proc/self/ns/user").map_err(|e| err("reading this user namespace", e))?;
+    let md = theirs.metadata().map_err(|e| err("reading the user namespace", e))?;
+    Ok((md.ino() != ours.ino() || md.dev() != ours.dev()).then_some(theirs))
+}
+
 pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&str>) -> Result<i32, Error> {
     if args.is_empty() {
         return Err(Error::Container("no command given".into()));
@@ -132,10 +143,16 @@ pub fn exec_in(pid: i32, args: &[String], user_spec: Option<&str>, cwd: Option<&
     }
     let confinement = Confinement::of(pid)?;
     join_cgroups(pid)?;
+    // A remapped container's user namespace is joined last: the others belong to the host's,
+    // where this process still has its capabilities.
+    let userns = other_userns(pid)?;
     for (f, flag, name) in &nss {
         setns(f, *flag).map_err(|e| err(&format!("joining the {name} namespace"), e))?;
     }
     drop(nss);
+    if let Some(f) = &userns {
+        super::userns::enter(f.as_fd()).map_err(Error::Container)?;
+    }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let u = user::resolve(user_spec, &passwd, &group)?;

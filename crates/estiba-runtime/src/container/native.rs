@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -131,6 +131,10 @@ struct Plan {
     /// Waited on for the supervisor's go ahead (after cgroup placement) before user code.
     go: Option<RawFd>,
     err: RawFd,
+    /// The user namespace to run in (`--userns remap`), and each layer with where its
+    /// idmapped mount goes (the overlay's lower directories then).
+    userns: Option<super::spec::UserNs>,
+    idmaps: Vec<(PathBuf, PathBuf)>,
 }
 
 fn resource(kind: &str) -> Option<nix::sys::resource::Resource> {
@@ -177,7 +181,34 @@ fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, e
     for d in [&rootfs, &upper, &work] {
         std::fs::create_dir_all(d).map_err(|e| Error::Container(format!("creating {}: {e}", d.display())))?;
     }
-    let overlay = (!spec.layers.is_empty()).then(|| overlay_options(&spec.layers, &upper, &work));
+    // Remapped: each layer is seen through an idmapped mount (made in the container's mount
+    // namespace), and the writable layer belongs to the namespace's root.
+    let idmaps: Vec<(PathBuf, PathBuf)> = match &spec.userns {
+        Some(ns) => {
+            let owner = Some(nix::unistd::Uid::from_raw(ns.base));
+            for d in [&upper, &work] {
+                nix::unistd::chown(d, owner, Some(Gid::from_raw(ns.base)))
+                    .map_err(|e| Error::Container(format!("chown {}: {e}", d.display())))?;
+            }
+            let lower = spec.state_dir.join("lower");
+            spec.layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let target = lower.join(i.to_string());
+                    std::fs::create_dir_all(&target)
+                        .map_err(|e| Error::Container(format!("creating {}: {e}", target.display())))?;
+                    Ok((l.clone(), target))
+                })
+                .collect::<Result<_, Error>>()?
+        }
+        None => Vec::new(),
+    };
+    let lowers: Vec<PathBuf> = match spec.userns {
+        Some(_) => idmaps.iter().map(|(_, t)| t.clone()).collect(),
+        None => spec.layers.clone(),
+    };
+    let overlay = (!lowers.is_empty()).then(|| overlay_options(&lowers, &upper, &work));
     if overlay.as_ref().is_some_and(|o| o.len() > 4000) {
         return Err(Error::Container("too many image layers for one overlay mount".into()));
     }
@@ -235,6 +266,8 @@ fn plan(spec: &ContainerSpec, stdout: RawFd, stderr: RawFd, go: Option<RawFd>, e
         stderr,
         go,
         err,
+        userns: spec.userns.clone(),
+        idmaps,
     })
 }
 
@@ -361,6 +394,24 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
         setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining network namespace {}: {e}", ns.display()))?;
     }
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let userns = match &p.userns {
+        Some(ns) => {
+            let fd = super::userns::open(&ns.path)?;
+            for (layer, target) in &p.idmaps {
+                super::userns::idmap(layer, target, fd.as_fd())?;
+            }
+            if !p.host_network {
+                // The network namespace is the host's user namespace's: the container's root
+                // binds low ports and pings by these (as Docker sets them), not by capabilities.
+                for (knob, value) in [("ip_unprivileged_port_start", "0"), ("ping_group_range", "0 2147483647")] {
+                    std::fs::write(format!("/proc/sys/net/ipv4/{knob}"), value)
+                        .map_err(|e| format!("setting net.ipv4.{knob}: {e}"))?;
+                }
+            }
+            Some((fd, ns))
+        }
+        None => None,
+    };
     let root = &p.rootfs;
     match &p.overlay {
         // nodev: a device node made in the writable layer opens nothing (a root container
@@ -528,8 +579,18 @@ fn setup(p: &Plan) -> Result<std::convert::Infallible, String> {
     let cwd = Path::new(&p.cwd);
     if !cwd.exists() {
         std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {}: {e}", p.cwd))?;
-        let _ = nix::unistd::chown(cwd, Some(Uid::from_raw(u.uid)), Some(Gid::from_raw(u.gid)));
+        let host = |id: u32| match &userns {
+            Some((_, ns)) => ns.host_id(id),
+            None => Some(id),
+        };
+        let _ = nix::unistd::chown(cwd, host(u.uid).map(Uid::from_raw), host(u.gid).map(Gid::from_raw));
     }
+    // Remapped: from here on the container's root is the namespace's, and the user and
+    // capabilities below are set inside it.
+    if let Some((fd, _)) = &userns {
+        super::userns::enter(fd.as_fd())?;
+    }
+    drop(userns);
 
     // Capabilities: the bounding set first (needs CAP_SETPCAP), then the user, then the
     // process sets. A non-root user ends with empty effective and permitted sets, as in Docker.

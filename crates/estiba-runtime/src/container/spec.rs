@@ -105,6 +105,26 @@ pub struct ContainerSpec {
     pub cap_drop: Vec<String>,
     pub executor: Executor,
     pub log_rotation: Rotation,
+    /// The user namespace the container runs in (`--userns remap`, built-in executor only);
+    /// `None`: the host's.
+    #[serde(default)]
+    pub userns: Option<UserNs>,
+}
+
+/// A node's user namespace (`--userns remap`): container uids and gids `0..count` are host
+/// `base..base+count`; `path` is the bind mount that keeps it (see `container::userns`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    pub path: PathBuf,
+    pub base: u32,
+    pub count: u32,
+}
+
+impl UserNs {
+    /// The host id of container id `id` (`None`: outside the range, unmapped).
+    pub fn host_id(&self, id: u32) -> Option<u32> {
+        (id < self.count).then(|| self.base + id)
+    }
 }
 
 impl ContainerSpec {
