@@ -410,6 +410,23 @@ def register_fargate(ecs, family, containers=None, **kw):
 AWSVPC = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"], "securityGroups": ["sg-12345678"]}}
 
 
+def health_check_status(ecs, image, check, network, cluster="ec2"):
+    """Runs one EC2 task whose container's health check is the shell command `check`, and
+    returns the container's first verdict (HEALTHY or UNHEALTHY); the task is stopped after."""
+    fam = unique("h")
+    ecs.register_task_definition(family=fam, networkMode="awsvpc", cpu="256", memory="512", containerDefinitions=[{
+        "name": "app", "image": image, "memory": 64, "command": ["sleep", "600"], "stopTimeout": 2,
+        "healthCheck": {"command": ["CMD-SHELL", check], "interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0}}])
+    arn = ecs.run_task(taskDefinition=fam, cluster=cluster, launchType="EC2",
+                       networkConfiguration=network)["tasks"][0]["taskArn"]
+    try:
+        c = wait_until(lambda: (c := ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]["containers"][0])
+                       .get("healthStatus") in ("HEALTHY", "UNHEALTHY") and c, timeout=40, what="a health status")
+        return c["healthStatus"]
+    finally:
+        ecs.stop_task(cluster=cluster, task=arn)
+
+
 def wait_until(fn, timeout=15.0, interval=0.05, what="condition"):
     deadline = time.time() + timeout
     last = None

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import images as img
-from conftest import BIN, Estiba, error_code, error_message, isolated, unique, wait_until
+from conftest import BIN, Estiba, error_code, error_message, health_check_status, isolated, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -202,14 +202,4 @@ def test_health_checks_run_confined(node):
     ecs = node.client()
     check = ("grep -q '^Seccomp:.*2' /proc/self/status && grep -q '^NoNewPrivs:.*1' /proc/self/status"
              f" && grep -q '^CapBnd:.*{DEFAULT_CAPS_MASK}' /proc/self/status")
-    fam = unique("f")
-    ecs.register_task_definition(family=fam, networkMode="awsvpc", cpu="256", memory="512", containerDefinitions=[{
-        "name": "app", "image": node.image, "memory": 64, "command": ["sleep", "600"], "stopTimeout": 2,
-        "healthCheck": {"command": ["CMD-SHELL", check], "interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0}}])
-    arn = ecs.run_task(taskDefinition=fam, cluster="ec2", launchType="EC2", networkConfiguration=NET)["tasks"][0]["taskArn"]
-    try:
-        t = wait_until(lambda: (t := ecs.describe_tasks(cluster="ec2", tasks=[arn])["tasks"][0])["containers"][0]
-                       .get("healthStatus") in ("HEALTHY", "UNHEALTHY") and t, timeout=40, what="a health status")
-        assert t["containers"][0]["healthStatus"] == "HEALTHY", t["containers"][0]
-    finally:
-        ecs.stop_task(cluster="ec2", task=arn)
+    assert health_check_status(ecs, node.image, check, NET) == "HEALTHY"

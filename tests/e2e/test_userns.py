@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 import images as img
-from conftest import BIN, Estiba, isolated, unique, wait_until
+from conftest import BIN, Estiba, health_check_status, isolated, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -101,17 +101,8 @@ def test_privileged_containers_keep_the_hosts_ids(node):
         node.client().stop_task(cluster="ec2", task=arn)
 
 
-def test_health_checks_and_exec_join_the_user_namespace(node):
+def test_health_checks_join_the_user_namespace(node):
+    """A health check runs as exec-in does: inside the node's user namespace, as its root."""
     ecs = node.client()
-    fam = unique("h")
     check = f"test \"$(awk '{{print $2}}' /proc/self/uid_map)\" = {BASE} && test \"$(id -u)\" = 0"
-    ecs.register_task_definition(family=fam, networkMode="awsvpc", cpu="256", memory="512", containerDefinitions=[{
-        "name": "app", "image": node.image, "memory": 64, "command": ["sleep", "600"], "stopTimeout": 2,
-        "healthCheck": {"command": ["CMD-SHELL", check], "interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0}}])
-    arn = ecs.run_task(taskDefinition=fam, cluster="ec2", launchType="EC2", networkConfiguration=NET)["tasks"][0]["taskArn"]
-    try:
-        t = wait_until(lambda: (t := ecs.describe_tasks(cluster="ec2", tasks=[arn])["tasks"][0])["containers"][0]
-                       .get("healthStatus") in ("HEALTHY", "UNHEALTHY") and t, timeout=40, what="a health status")
-        assert t["containers"][0]["healthStatus"] == "HEALTHY", t["containers"][0]
-    finally:
-        ecs.stop_task(cluster="ec2", task=arn)
+    assert health_check_status(ecs, node.image, check, NET) == "HEALTHY"

@@ -182,6 +182,10 @@ pub struct Host<'a> {
     pub ci: &'a ContainerInstance,
     pub info: &'a HostInfo,
     pub used: &'a Usage,
+    /// The live tasks of the request's group on it (`used.group_count(group)`, which the
+    /// server's view keeps in one vector per group so that a pass over thousands of hosts
+    /// reads no per-host allocation).
+    pub in_group: u32,
 }
 
 impl<'a> Host<'a> {
@@ -234,7 +238,7 @@ fn rejection_but_attributes(host: &Host<'_>, added: Option<&Added>, req: &Reques
     for (kind, expr) in req.constraints {
         match kind {
             PlacementConstraintType::DistinctInstance => {
-                if host.used.group_count(req.group) + placed_here > 0 {
+                if host.in_group + placed_here > 0 {
                     return Some(("DistinctInstance placement constraint unsatisfied.", None));
                 }
             }
@@ -386,10 +390,42 @@ fn mix(seed: u64, i: u64) -> i64 {
     ((z ^ (z >> 31)) >> 1) as i64
 }
 
+/// The container instances a request may place on, by number: a host's number is its
+/// [`Host::id`]. The server's view answers from its slots as placement asks, so a request
+/// builds no list of its cluster's instances (10,000 of them are half a megabyte).
+pub trait Fleet<'a> {
+    /// One past the highest number.
+    fn end(&self) -> usize;
+    /// The host numbered `i`, when there is one (a registered instance) the request may use.
+    fn host(&self, i: usize) -> Option<Host<'a>>;
+}
+
+/// A list of hosts whose numbers are their places in it.
+impl<'a> Fleet<'a> for [Host<'a>] {
+    fn end(&self) -> usize {
+        self.len()
+    }
+
+    fn host(&self, i: usize) -> Option<Host<'a>> {
+        self.get(i).copied()
+    }
+}
+
+impl<'a> Fleet<'a> for Vec<Host<'a>> {
+    fn end(&self) -> usize {
+        self.len()
+    }
+
+    fn host(&self, i: usize) -> Option<Host<'a>> {
+        self.get(i).copied()
+    }
+}
+
 /// Places tasks on `hosts` for one request, remembering what it placed, so several calls
 /// (RunTask's count, StartTask's instances) see each other's tasks.
-pub struct Placer<'h, 'a> {
-    hosts: &'h [Host<'a>],
+pub struct Placer<'h, 'a, F: Fleet<'a> + ?Sized = [Host<'a>]> {
+    hosts: &'h F,
+    _hosts: std::marker::PhantomData<Host<'a>>,
     added: Vec<(usize, Added)>,
     /// Host index → its position in `added` plus one (0: nothing added), once anything is.
     at: Vec<u32>,
@@ -403,9 +439,9 @@ pub struct Placement {
     pub failures: Vec<Failure>,
 }
 
-impl<'h, 'a> Placer<'h, 'a> {
-    pub fn new(hosts: &'h [Host<'a>]) -> Self {
-        Placer { hosts, added: Vec::new(), at: Vec::new() }
+impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
+    pub fn new(hosts: &'h F) -> Self {
+        Placer { hosts, _hosts: std::marker::PhantomData, added: Vec::new(), at: Vec::new() }
     }
 
     fn added(&self, idx: usize) -> Option<&Added> {
@@ -417,7 +453,7 @@ impl<'h, 'a> Placer<'h, 'a> {
 
     fn reserve(&mut self, idx: usize, need: &Need) {
         if self.at.is_empty() {
-            self.at = vec![0; self.hosts.len()];
+            self.at = vec![0; self.hosts.end()];
         }
         let pos = match self.at[idx] {
             0 => {
@@ -436,12 +472,11 @@ impl<'h, 'a> Placer<'h, 'a> {
 
     /// Why no usable host can take the task: one failure per usable instance.
     fn failures(&self, req: &Request<'_>) -> Vec<Failure> {
-        self.hosts
-            .iter()
-            .enumerate()
+        (0..self.hosts.end())
+            .filter_map(|i| Some((i, self.hosts.host(i)?)))
             .filter(|(_, h)| h.usable())
             .filter_map(|(i, h)| {
-                rejection(h, self.added(i), req).map(|(reason, detail)| Failure {
+                rejection(&h, self.added(i), req).map(|(reason, detail)| Failure {
                     arn: Some(h.arn.to_owned()),
                     reason: Some(reason.into()),
                     detail,
@@ -461,9 +496,13 @@ impl<'h, 'a> Placer<'h, 'a> {
         }
     }
 
-    /// Places one task on the host at `idx` (StartTask): its failure when it cannot go there.
+    /// Places one task on the host numbered `idx` (StartTask): its failure when it cannot go
+    /// there. `idx` must be a host of the fleet.
     pub fn place_on(&mut self, idx: usize, req: &Request<'_>) -> Result<(), Failure> {
-        let h = &self.hosts[idx];
+        let Some(h) = self.hosts.host(idx) else {
+            return Err(Failure { arn: None, reason: Some("MISSING".into()), detail: None });
+        };
+        let h = &h;
         let fail = |reason: &str, detail| Failure { arn: Some(h.arn.to_owned()), reason: Some(reason.into()), detail };
         if !h.usable() {
             return Err(fail("INACTIVE", None));
@@ -535,9 +574,11 @@ impl<'h, 'a> Placer<'h, 'a> {
             k[5] = rand;
             k
         };
-        for (i, h) in self.hosts.iter().enumerate() {
+        for i in 0..self.hosts.end() {
+            let Some(h) = self.hosts.host(i) else { continue };
+            let h = &h;
             let added = self.added(i);
-            let group = h.used.group_count(req.group) as i64 + added.map_or(0, |a| a.tasks as i64);
+            let group = h.in_group as i64 + added.map_or(0, |a| a.tasks as i64);
             let set = Arc::as_ptr(&h.info.attributes) as *const () as usize;
             let (has_required, ids) = match last {
                 Some((k, v)) if k == set => v,
@@ -620,7 +661,7 @@ impl<'h, 'a> Placer<'h, 'a> {
             for (j, count) in counts.iter_mut().enumerate() {
                 count[buckets[c.bucket][j]] += 1;
             }
-            kept[k].ok = rejection(&self.hosts[idx], self.added(idx), req).is_none();
+            kept[k].ok = self.hosts.host(idx).is_some_and(|h| rejection(&h, self.added(idx), req).is_none());
         }
         out
     }
@@ -670,7 +711,8 @@ mod tests {
             Fleet { used: vec![Usage::default(); cis.len()], cis, infos }
         }
 
-        fn hosts(&self) -> Vec<Host<'_>> {
+        /// The hosts for a request of `group`.
+        fn hosts(&self, group: &str) -> Vec<Host<'_>> {
             (0..self.cis.len())
                 .map(|i| Host {
                     id: i,
@@ -678,6 +720,7 @@ mod tests {
                     ci: &self.cis[i],
                     info: &self.infos[i],
                     used: &self.used[i],
+                    in_group: self.used[i].group_count(group),
                 })
                 .collect()
         }
@@ -696,7 +739,7 @@ mod tests {
     }
 
     fn place(f: &Fleet, need: &Need, cs: &[Constraint], ss: &[PlacementStrategy], count: usize) -> Placement {
-        let hosts = f.hosts();
+        let hosts = f.hosts("family:web");
         let req = Request { need, group: "family:web", required: &[], constraints: cs, strategies: ss };
         Placer::new(&hosts).place(&req, count, 7)
     }
@@ -782,7 +825,7 @@ mod tests {
     #[test]
     fn random_and_ties_follow_the_seed() {
         let f = Fleet::new(&[(A, "m5", "ACTIVE", 4096, 8192); 50]);
-        let hosts = f.hosts();
+        let hosts = f.hosts("g");
         let ss = [strategy(PlacementStrategyType::Random, None)];
         let req = Request { need: &need(1, 1), group: "g", required: &[], constraints: &[], strategies: &ss };
         let a = Placer::new(&hosts).place(&req, 10, 1).picks;
@@ -827,7 +870,7 @@ mod tests {
     #[test]
     fn required_attributes() {
         let f = Fleet::new(&[(A, "m5", "ACTIVE", 4096, 8192); 2]);
-        let hosts = f.hosts();
+        let hosts = f.hosts("g");
         let eni = [Attribute { name: "ecs.capability.task-eni".into(), ..Default::default() }];
         let n = need(1, 1);
         let req = Request { need: &n, group: "g", required: &eni, constraints: &[], strategies: &[] };
@@ -903,7 +946,7 @@ mod tests {
     #[test]
     fn tasks_other_requests_hold_are_taken() {
         let f = Fleet::new(&[(A, "m5", "ACTIVE", 1024, 8192), (B, "m5", "ACTIVE", 1024, 8192)]);
-        let hosts = f.hosts();
+        let hosts = f.hosts("family:web");
         let n = need(512, 10);
         let ss = [strategy(PlacementStrategyType::Spread, Some("instanceId"))];
         let req = Request { need: &n, group: "family:web", required: &[], constraints: &[], strategies: &ss };
@@ -954,7 +997,7 @@ mod tests {
         for i in 0..10_000 {
             f.hold(i, &need(16, 32), "family:small");
         }
-        let hosts = f.hosts();
+        let hosts = f.hosts("family:small");
         let required =
             [Attribute { name: "com.amazonaws.ecs.capability.docker-remote-api.1.18".into(), ..Default::default() }];
         let n = need(16, 32);
@@ -1069,7 +1112,7 @@ mod tests {
             let ss = &strategies[round % strategies.len()];
             let t = need(128 + 128 * rnd(3) as i64, 256 + 256 * rnd(3) as i64);
             let count = 1 + rnd(10) as usize;
-            let hosts = f.hosts();
+            let hosts = f.hosts("family:web");
             let cs: Vec<Constraint> =
                 if round % 4 == 3 { vec![(PlacementConstraintType::DistinctInstance, None)] } else { vec![] };
             let req = Request { need: &t, group: "family:web", required: &[], constraints: &cs, strategies: ss };
@@ -1078,7 +1121,12 @@ mod tests {
             let mut slow = Placer::new(&hosts);
             let mut picks = Vec::new();
             for _ in 0..count {
-                let mut one = Placer { hosts: &hosts, added: slow.added.clone(), at: slow.at.clone() };
+                let mut one = Placer {
+                    hosts: &hosts[..],
+                    _hosts: std::marker::PhantomData,
+                    added: slow.added.clone(),
+                    at: slow.at.clone(),
+                };
                 let p = one.place_all_hosts(&req, round as u64);
                 match p {
                     Some(i) => {

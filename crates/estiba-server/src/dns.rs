@@ -52,12 +52,9 @@ pub fn zone(st: &State, connect: &[crate::connect::Entry], vpc_cidr: Ipv4Net, de
             add(b.addresses(&e.dns_name, &[IpAddr::V4(e.vip)], CONNECT_TTL, Pick::All).map(drop));
         }
     }
-    let live = st.tasks.values().filter(|d| !d.value.stopped()).filter_map(|d| {
-        let ip = d.value.private_ipv4?;
-        let (scope, _, _) = keys::parse_task(&d.key)?;
-        Some((scope.region, ip))
-    });
-    let live: Vec<_> = live.collect();
+    // Live tasks with an address, from the view's index: bridge and host network tasks cost
+    // nothing here, however many there are.
+    let live: Vec<_> = st.task_addresses.values().map(|(region, ip)| (region, *ip)).collect();
     let regions: BTreeSet<&str> = live.iter().map(|(r, _)| r.as_str()).chain([default_region]).collect();
     for region in regions {
         add(b.apex(&vpc::private_dns_domain(region), PRIVATE_NAME_TTL).map(drop));

@@ -45,6 +45,14 @@ pub const PREFIX: &str = "/_estiba/exec/v1/data-channel/";
 /// How long a token ExecuteCommand minted may wait for its data channel.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 
+/// Drops the request streams whose agent has gone, and the nodes left with none.
+fn sweep(remote: &mut HashMap<String, Vec<tokio::sync::mpsc::Sender<ExecTarget>>>) {
+    remote.retain(|_, streams| {
+        streams.retain(|t| !t.is_closed());
+        !streams.is_empty()
+    });
+}
+
 /// How long a remote node may take to dial back for a session.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -215,10 +223,9 @@ impl Exec {
         lock(&self.dials).insert(id.clone(), (target.node.clone(), tx));
         let asked = {
             let mut remote = lock(&self.remote);
-            let streams = remote.entry(target.node.clone()).or_default();
-            streams.retain(|t| !t.is_closed());
+            sweep(&mut remote);
             // Newest first: an older stream of the same node may be one whose agent is gone.
-            streams.iter().rev().any(|t| t.try_send(target.clone()).is_ok())
+            remote.get(&target.node).is_some_and(|v| v.iter().rev().any(|t| t.try_send(target.clone()).is_ok()))
         };
         let stream = match asked {
             true => tokio::time::timeout(DIAL_TIMEOUT, rx).await.ok().and_then(Result::ok),
@@ -232,9 +239,8 @@ impl Exec {
     pub fn requests(&self, node: &str) -> tokio::sync::mpsc::Receiver<ExecTarget> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let mut remote = lock(&self.remote);
-        let streams = remote.entry(node.to_owned()).or_default();
-        streams.retain(|t| !t.is_closed());
-        streams.push(tx);
+        sweep(&mut remote);
+        remote.entry(node.to_owned()).or_default().push(tx);
         rx
     }
 

@@ -248,6 +248,9 @@ pub struct State {
     pub deployment_counts: HashMap<(String, String), DeploymentCounts>,
     /// Cluster key → its container instances as placement reads them.
     pub hosts: HashMap<String, Hosts>,
+    /// Task key → the region and private address of each live task that has one, so the VPC
+    /// resolver's zone is built from these and not from a pass over every task.
+    pub task_addresses: std::collections::BTreeMap<String, (String, std::net::Ipv4Addr)>,
     /// The distinct attribute sets of container instances, shared by their `HostInfo`s.
     attribute_sets: estiba_core::placement::AttributeSets,
 }
@@ -268,6 +271,16 @@ pub struct Slot {
 pub struct Hosts {
     by_arn: HashMap<Arc<str>, usize>,
     pub slots: Vec<Slot>,
+    /// Group → its live tasks on each slot (by slot number; shorter when the last slots have
+    /// none): the same counts as the slots' `used.groups`, laid out for a pass over every host.
+    groups: HashMap<Arc<str>, GroupCounts>,
+}
+
+/// One group's live tasks: in all, and per slot.
+#[derive(Debug, Default)]
+struct GroupCounts {
+    total: u64,
+    per_slot: Vec<u32>,
 }
 
 impl Hosts {
@@ -275,8 +288,41 @@ impl Hosts {
         self.by_arn.get(arn).map(|&i| &self.slots[i])
     }
 
+    /// The slot number of the instance with this ARN.
+    pub fn number(&self, arn: &str) -> Option<usize> {
+        self.by_arn.get(arn).copied()
+    }
+
+    /// The group's live tasks per slot (missing slots hold none).
+    pub fn group_counts(&self, group: &str) -> &[u32] {
+        self.groups.get(group).map_or(&[], |g| g.per_slot.as_slice())
+    }
+
+    /// Counts one task of `group` more (`sign` 1) or less (-1) on slot `i`.
+    fn count_group(&mut self, group: &Arc<str>, i: usize, sign: i64) {
+        let g = self.groups.entry(group.clone()).or_default();
+        if g.per_slot.len() <= i {
+            g.per_slot.resize(i + 1, 0);
+        }
+        if sign > 0 {
+            g.per_slot[i] += 1;
+            g.total += 1;
+        } else if g.per_slot[i] > 0 {
+            g.per_slot[i] -= 1;
+            g.total -= 1;
+        }
+        if g.total == 0 {
+            self.groups.remove(group);
+        }
+    }
+
     fn slot(&mut self, arn: &str) -> &mut Slot {
-        let i = match self.by_arn.get(arn) {
+        let i = self.slot_number(arn);
+        &mut self.slots[i]
+    }
+
+    fn slot_number(&mut self, arn: &str) -> usize {
+        match self.by_arn.get(arn) {
             Some(&i) => i,
             None => {
                 let arn: Arc<str> = Arc::from(arn);
@@ -289,8 +335,7 @@ impl Hosts {
                 self.by_arn.insert(arn, self.slots.len() - 1);
                 self.slots.len() - 1
             }
-        };
-        &mut self.slots[i]
+        }
     }
 }
 
@@ -384,19 +429,35 @@ impl State {
             "tasks" => {
                 let (old, new) = put_task(&mut self.tasks, &mut self.strings, &self.taskdefs, kind, kv);
                 let cluster = keys::cluster_of(&kv.key).unwrap_or_default();
+                let address = new.as_ref().filter(|d| !d.value.stopped()).and_then(|d| {
+                    let (scope, _, _) = keys::parse_task(&d.key)?;
+                    Some((scope.region, d.value.private_ipv4?))
+                });
+                match address {
+                    Some(a) => {
+                        self.task_addresses.insert(kv.key.clone(), a);
+                    }
+                    None => {
+                        self.task_addresses.remove(&kv.key);
+                    }
+                }
                 for (doc, sign) in [(old, -1), (new, 1)] {
                     if let Some(d) = doc {
                         let f = &d.value;
                         if let (Some(need), Some(arn)) = (&f.hold, f.container_instance_arn()) {
                             let hosts = self.hosts.entry(cluster.clone()).or_default();
                             let running = f.last_status == task::Status::Running;
-                            hosts.slot(arn).used.apply(
+                            let i = hosts.slot_number(arn);
+                            hosts.slots[i].used.apply(
                                 need,
                                 f.group.as_ref(),
                                 running,
                                 f.last_status.is_pending(),
                                 sign as i64,
                             );
+                            if let Some(g) = &f.group {
+                                hosts.count_group(g, i, sign as i64);
+                            }
                         }
                         let (c, dep) = task_contribution(&d.value);
                         self.cluster_counts.entry(cluster.clone()).or_default().add(&c, sign);
@@ -857,5 +918,60 @@ mod tests {
         assert!(matches!(d.task(), Cow::Owned(_)), "a stopped task is decoded on each call");
         assert!(d.value.full.get().is_none());
         assert_eq!(st.counts("ecs/1/r/clusters/c").running_fargate, 0);
+    }
+
+    /// Placement's per-group counts and the resolver's task addresses follow tasks as they
+    /// are placed, move and stop, like the per-instance usage they stand beside.
+    #[tokio::test]
+    async fn group_counts_and_addresses_follow_tasks() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let view = View::start(store.clone(), []).await.unwrap();
+        let instance = |n: u32| format!("arn:aws:ecs:r:1:container-instance/c/i{n}");
+        let task = |id: &str, on: u32, status: &str, ip: Option<&str>| Task {
+            task_arn: Some(format!("arn:aws:ecs:r:1:task/c/{id}")),
+            last_status: Some(status.into()),
+            group: Some("service:web".into()),
+            container_instance_arn: Some(instance(on)),
+            attachments: ip.map(|ip| {
+                vec![estiba_api::ecs::Attachment {
+                    r#type: Some("ElasticNetworkInterface".into()),
+                    details: Some(vec![estiba_api::ecs::KeyValuePair {
+                        name: Some("privateIPv4Address".into()),
+                        value: Some(ip.into()),
+                    }]),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        };
+        let write = |id: &str, t: Task| {
+            let (store, key) = (store.clone(), format!("ecs/1/r/tasks/c/{id}"));
+            async move { store.txn(Txn::new().then(Op::put(key, serde_json::to_vec(&t).unwrap()))).await.unwrap() }
+        };
+        let check = |want: &[u32], addresses: &[&str]| {
+            let st = view.read();
+            let hosts = st.hosts("ecs/1/r/clusters/c").unwrap();
+            for (n, &count) in want.iter().enumerate() {
+                let slot = hosts.get(&instance(n as u32)).map(|s| s.used.group_count("service:web"));
+                let i = hosts.by_arn.get(instance(n as u32).as_str()).copied();
+                let dense = i.and_then(|i| hosts.group_counts("service:web").get(i).copied()).unwrap_or(0);
+                assert_eq!((slot.unwrap_or(0), dense), (count, count), "instance {n}");
+            }
+            let ips: Vec<String> = st.task_addresses.values().map(|(r, ip)| format!("{r}/{ip}")).collect();
+            assert_eq!(ips, addresses);
+        };
+        write("a", task("a", 0, "PENDING", Some("10.0.0.5"))).await;
+        write("b", task("b", 1, "RUNNING", None)).await;
+        view.wait_for(write("c", task("c", 1, "RUNNING", Some("10.0.0.6"))).await.revision).await;
+        check(&[1, 2], &["r/10.0.0.5", "r/10.0.0.6"]);
+        view.wait_for(write("c", task("c", 1, "STOPPED", Some("10.0.0.6"))).await.revision).await;
+        check(&[1, 1], &["r/10.0.0.5"]);
+        let r = store.txn(Txn::new().then(Op::delete("ecs/1/r/tasks/c/a"))).await.unwrap();
+        view.wait_for(r.revision).await;
+        check(&[0, 1], &[]);
+        assert!(view.read().hosts("ecs/1/r/clusters/c").unwrap().groups.contains_key("service:web"));
+        view.wait_for(write("b", task("b", 1, "STOPPED", None)).await.revision).await;
+        check(&[0, 0], &[]);
+        assert!(view.read().hosts("ecs/1/r/clusters/c").unwrap().groups.is_empty(), "an empty group is dropped");
     }
 }

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use estiba_api::ecs::*;
 use estiba_core::capacity;
 use estiba_core::instance;
-use estiba_core::placement::{self, Host, Placer};
+use estiba_core::placement::{self, Fleet, Host, Placer};
 use estiba_core::task::{self, Launch, Spec};
 use estiba_core::{arn, page, EcsError, Ids, Scope};
 use estiba_store::{Compare, Txn};
@@ -84,22 +84,48 @@ impl Drop for Held {
 }
 
 /// The cluster's registered (ACTIVE or DRAINING) container instances as placement hosts,
-/// read from the view's index: no task is looked at.
-pub(crate) fn hosts<'a>(st: &'a State, scope: &Scope, cluster: &str) -> Vec<Host<'a>> {
-    let Some(hosts) = st.hosts(&keys::cluster(scope, cluster)) else { return Vec::new() };
-    hosts
-        .slots
-        .iter()
-        .enumerate()
-        .filter_map(|(id, s)| {
-            // `info` says whether it is registered: no document is read for the others.
-            if !s.info.registered_now {
-                return None;
-            }
-            let d = s.doc.as_ref()?;
-            Some(Host { id, arn: &s.arn, ci: &d.value, info: &s.info, used: &s.used })
-        })
-        .collect()
+/// numbered by their slots in the view's index and read from it as placement asks: no task
+/// and no unregistered instance's document is looked at, and no list is built.
+pub(crate) struct ClusterHosts<'a> {
+    hosts: Option<&'a crate::view::Hosts>,
+    /// The request's group's live tasks per slot.
+    in_group: &'a [u32],
+    /// Slots the request must keep off (a service's tasks, off new instances that await their
+    /// daemons' tasks).
+    kept_off: std::collections::HashSet<usize>,
+}
+
+impl<'a> ClusterHosts<'a> {
+    pub(crate) fn of(st: &'a State, scope: &Scope, cluster: &str, group: &str) -> Self {
+        let hosts = st.hosts(&keys::cluster(scope, cluster));
+        ClusterHosts { hosts, in_group: hosts.map_or(&[], |h| h.group_counts(group)), kept_off: Default::default() }
+    }
+
+    /// The number of the host with this ARN.
+    fn number(&self, arn: &str) -> Option<usize> {
+        self.hosts?.number(arn).filter(|&i| self.host(i).is_some())
+    }
+
+    fn is_empty(&self) -> bool {
+        (0..self.end()).all(|i| self.host(i).is_none())
+    }
+}
+
+impl<'a> Fleet<'a> for ClusterHosts<'a> {
+    fn end(&self) -> usize {
+        self.hosts.map_or(0, |h| h.slots.len())
+    }
+
+    fn host(&self, id: usize) -> Option<Host<'a>> {
+        let s = self.hosts?.slots.get(id)?;
+        // `info` says whether it is registered: no document is read for the others.
+        if !s.info.registered_now || self.kept_off.contains(&id) {
+            return None;
+        }
+        let d = s.doc.as_ref()?;
+        let in_group = self.in_group.get(id).copied().unwrap_or(0);
+        Some(Host { id, arn: &s.arn, ci: &d.value, info: &s.info, used: &s.used, in_group })
+    }
 }
 
 pub(crate) struct Placed {
@@ -127,17 +153,21 @@ pub(crate) fn place_tasks(
     placement::validate_strategies(strategies)?;
     // Only EC2 and EXTERNAL tasks go to container instances; Fargate ones skip them.
     let on_instances = launches.iter().filter(|l| l.launch_type != LaunchType::Fargate).count();
-    let mut hosts = if on_instances > 0 { hosts(st, &cx.scope, cluster) } else { Vec::new() };
+    let group =
+        proto.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
+    let mut hosts = ClusterHosts::of(st, &cx.scope, if on_instances > 0 { cluster } else { "" }, &group);
     // A service's tasks wait for the daemons' tasks on a new instance (ECS starts those first).
-    if proto.group.is_some_and(|g| g.starts_with("service:")) {
-        hosts.retain(|h| !super::daemons::awaits_daemon(st, &cx.scope, cluster, h.ci, h.used, cx.now));
+    if on_instances > 0 && proto.group.is_some_and(|g| g.starts_with("service:")) {
+        hosts.kept_off = (0..hosts.end())
+            .filter_map(|i| hosts.host(i))
+            .filter(|h| super::daemons::awaits_daemon(st, &cx.scope, cluster, h.ci, h.used, cx.now))
+            .map(|h| h.id)
+            .collect();
     }
     if on_instances > 0 {
         compiled.extend(placement::taskdef_constraints(td)?);
     }
     let need = placement::need_of(td, proto.overrides);
-    let group =
-        proto.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
     let req = placement::Request {
         need: &need,
         group: &group,
@@ -155,15 +185,9 @@ pub(crate) fn place_tasks(
         .map(|h| (h.book.lock().unwrap_or_else(|e| e.into_inner()), h.token));
     if let Some((b, token)) = &mut book {
         b.held.retain(|r| r.token != *token || r.revision == st.revision);
-        if b.held.iter().any(|r| r.cluster == cluster_key) {
-            let mut at = vec![usize::MAX; hosts.last().map_or(0, |h| h.id + 1)];
-            for (i, h) in hosts.iter().enumerate() {
-                at[h.id] = i;
-            }
-            for r in b.held.iter().filter(|r| r.cluster == cluster_key) {
-                if let Some(&i) = at.get(r.slot).filter(|&&i| i != usize::MAX) {
-                    placer.hold_other(i, &r.need, r.group == group);
-                }
+        for r in b.held.iter().filter(|r| r.cluster == cluster_key) {
+            if hosts.host(r.slot).is_some() {
+                placer.hold_other(r.slot, &r.need, r.group == group);
             }
         }
     }
@@ -190,7 +214,7 @@ pub(crate) fn place_tasks(
             None
         } else if let Some(fixed) = &fixed_instances {
             let target = &fixed[i];
-            let Some(idx) = hosts.iter().position(|h| h.arn == target.as_str()) else {
+            let Some(idx) = hosts.number(target) else {
                 out.failures.push(Failure { arn: Some(target.clone()), reason: Some("MISSING".into()), detail: None });
                 continue;
             };
@@ -210,12 +234,12 @@ pub(crate) fn place_tasks(
                 token: *token,
                 revision: st.revision,
                 cluster: cluster_key.clone(),
-                slot: hosts[idx].id,
+                slot: idx,
                 need: need.clone(),
                 group: group.clone(),
             });
         }
-        let instance_arn = on.map(|idx| hosts[idx].arn.to_owned());
+        let instance_arn = on.and_then(|idx| Some(hosts.host(idx)?.arn.to_owned()));
         let spec = Spec { launch, container_instance_arn: instance_arn, tags: proto.tags.clone(), ..*proto };
         out.tasks.push(task::build(&spec, ids, cx.now));
     }
