@@ -359,6 +359,10 @@ enum Part {
     Attr(usize),
 }
 
+/// What a placement pass works out once per attribute set: whether it has the required
+/// attributes, the ids of its values of the spread attributes, and its bucket.
+type SetFacts = (bool, [usize; 5], usize);
+
 /// At most 5 strategies plus the random tie-break.
 type Key = [i64; 6];
 
@@ -553,9 +557,12 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
                 buckets.len() - 1
             }
         };
-        // Per attribute set: whether it has the required attributes, and its spread values.
-        let mut memo: std::collections::HashMap<usize, (bool, [usize; 5])> = Default::default();
-        let mut last: Option<(usize, (bool, [usize; 5]))> = None;
+        // Per attribute set: whether it has the required attributes, its spread values and its
+        // bucket.
+        // Keyed by the interned set's address, looked up for nearly every host (neighbours
+        // seldom share a set: zones alternate), so with a fast hasher, not SipHash.
+        let mut memo: std::collections::HashMap<usize, SetFacts, foldhash::fast::FixedState> = Default::default();
+        let mut last: Option<(usize, SetFacts)> = None;
         // Within a bucket the attribute parts are equal, so its best hosts by the other parts
         // stay its best: each placement changes one host, so `count` of them per bucket are
         // enough for `count` placements. Each bucket keeps its `count` best seen so far (and
@@ -580,7 +587,7 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
             let added = self.added(i);
             let group = h.in_group as i64 + added.map_or(0, |a| a.tasks as i64);
             let set = Arc::as_ptr(&h.info.attributes) as *const () as usize;
-            let (has_required, ids) = match last {
+            let (has_required, ids, bucket) = match last {
                 Some((k, v)) if k == set => v,
                 _ => {
                     let v = *memo.entry(set).or_insert_with(|| {
@@ -596,7 +603,7 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
                                 }
                             };
                         }
-                        (req.required.iter().all(|a| h.info.has(a)), ids)
+                        (req.required.iter().all(|a| h.info.has(a)), ids, bucket_of(ids))
                     });
                     last = Some((set, v));
                     v
@@ -615,8 +622,7 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
                 (h.info.registered.cpu - h.used.cpu - acpu, h.info.registered.memory - h.used.memory - amem);
             let rand = tie(seed, i, added.map_or(0, |a| a.tasks));
             let w = within(left_cpu, left_mem, group, rand);
-            let bucket = bucket_of(ids);
-            if bucket == tops.len() {
+            while tops.len() <= bucket {
                 tops.push((Vec::with_capacity(count), 0));
             }
             let (top, worst) = &mut tops[bucket];
