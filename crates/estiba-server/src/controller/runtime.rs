@@ -152,9 +152,9 @@ impl Runtime {
     }
 }
 
-/// How long a controller rests after a pass, in units of the pass's own time, before a change
-/// may wake it again: a busy controller takes at most a quarter of a core, and one whose pass
-/// takes 100 µs answers a change 300 µs later at worst.
+/// How long a controller rests after a pass, in units of the time the pass ran (its polls, not
+/// its waits), before a change may wake it again: a busy controller takes at most a quarter of
+/// a core, and one whose pass runs 100 µs answers a change 300 µs later at worst.
 const REST_PER_PASS: u32 = 3;
 
 /// One controller's loop.
@@ -195,9 +195,18 @@ async fn run<C: Controller>(server: Arc<Server>, c: C, mut shutdown: watch::Rece
         // Changes that come while the pass runs wake the next one (a write of the pass's
         // own included: the next pass then finds nothing to do).
         let started = std::time::Instant::now();
-        let result = AssertUnwindSafe(c.pass(&server)).catch_unwind().await;
+        // The time the pass spent running, not waiting (on a commit, say), sets the rest.
+        let mut busy = Duration::ZERO;
+        let mut pass = std::pin::pin!(AssertUnwindSafe(c.pass(&server)).catch_unwind());
+        let result = std::future::poll_fn(|cx| {
+            let polled = std::time::Instant::now();
+            let r = pass.as_mut().poll(cx);
+            busy += polled.elapsed();
+            r
+        })
+        .await;
         let took = started.elapsed();
-        rested = Instant::now() + took * REST_PER_PASS;
+        rested = Instant::now() + busy * REST_PER_PASS;
         let error = match result {
             Ok(Ok(next)) => {
                 wake = next;
