@@ -410,6 +410,13 @@ def register_fargate(ecs, family, containers=None, **kw):
 AWSVPC = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"], "securityGroups": ["sg-12345678"]}}
 
 
+def join_ec2(ecs):
+    """Creates cluster ec2 and waits for the node started with `--join-cluster ec2` to join it."""
+    ecs.create_cluster(clusterName="ec2")
+    wait_until(lambda: ecs.list_container_instances(cluster="ec2")["containerInstanceArns"], timeout=20,
+               what="the machine joining cluster ec2")
+
+
 def health_check_status(ecs, image, check, network, cluster="ec2"):
     """Runs one EC2 task whose container's health check is the shell command `check`, and
     returns the container's first verdict (HEALTHY or UNHEALTHY); the task is stopped after."""

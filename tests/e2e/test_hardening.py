@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import images as img
-from conftest import BIN, Estiba, error_code, error_message, health_check_status, isolated, unique, wait_until
+from conftest import BIN, Estiba, error_code, error_message, health_check_status, isolated, join_ec2, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -55,10 +55,7 @@ def probe(tmp_path_factory):
 def node(tmp_path_factory, probe):
     e = Estiba(str(tmp_path_factory.mktemp("node")), node=True, extra_args=["--join-cluster", "ec2"]).start()
     e.image = img.busybox_image(img_registry(e), "busybox", "latest", extra=[("bin/probe", probe, 0o755)])
-    ecs = e.client()
-    ecs.create_cluster(clusterName="ec2")
-    wait_until(lambda: ecs.list_container_instances(cluster="ec2")["containerInstanceArns"], timeout=20,
-               what="the machine joining cluster ec2")
+    join_ec2(e.client())
     yield e
     e.drain()
     e.stop()

@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 import images as img
-from conftest import BIN, Estiba, SessionEtcd, isolated, unique, wait_until
+from conftest import BIN, Estiba, SessionEtcd, isolated, join_ec2, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="task networking needs root"),
@@ -65,9 +65,7 @@ class Node:
         self.ecs = self.e.client()
         self.e.client("ecr").create_repository(repositoryName="busybox")
         self.image = img.busybox_image(img.Registry(self.e.endpoint), "busybox", "latest")
-        self.ecs.create_cluster(clusterName="ec2")
-        wait_until(lambda: self.ecs.list_container_instances(cluster="ec2")["containerInstanceArns"], timeout=20,
-                   what="the machine joining cluster ec2")
+        join_ec2(self.ecs)
 
     def register(self, containers, mode="awsvpc", **kw):
         fam = unique("f")

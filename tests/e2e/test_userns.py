@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 import images as img
-from conftest import BIN, Estiba, health_check_status, isolated, unique, wait_until
+from conftest import BIN, Estiba, health_check_status, isolated, join_ec2, unique, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -30,10 +30,7 @@ def node(tmp_path_factory):
                extra_args=["--userns", "remap", "--join-cluster", "ec2"]).start()
     e.client("ecr").create_repository(repositoryName="busybox")
     e.image = img.busybox_image(img.Registry(e.endpoint), "busybox", "latest")
-    ecs = e.client()
-    ecs.create_cluster(clusterName="ec2")
-    wait_until(lambda: ecs.list_container_instances(cluster="ec2")["containerInstanceArns"], timeout=20,
-               what="the machine joining cluster ec2")
+    join_ec2(e.client())
     yield e
     e.drain()
     e.stop()

@@ -85,7 +85,9 @@ impl Drop for Held {
 
 /// The cluster's registered (ACTIVE or DRAINING) container instances as placement hosts,
 /// numbered by their slots in the view's index and read from it as placement asks: no task
-/// and no unregistered instance's document is looked at, and no list is built.
+/// and no unregistered instance's document is looked at, and no list is built. The default
+/// has no host (a request with no task for an instance).
+#[derive(Default)]
 pub(crate) struct ClusterHosts<'a> {
     hosts: Option<&'a crate::view::Hosts>,
     /// The request's group's live tasks per slot.
@@ -155,7 +157,8 @@ pub(crate) fn place_tasks(
     let on_instances = launches.iter().filter(|l| l.launch_type != LaunchType::Fargate).count();
     let group =
         proto.group.map(str::to_owned).unwrap_or_else(|| format!("family:{}", td.family.as_deref().unwrap_or("")));
-    let mut hosts = ClusterHosts::of(st, &cx.scope, if on_instances > 0 { cluster } else { "" }, &group);
+    let mut hosts =
+        if on_instances > 0 { ClusterHosts::of(st, &cx.scope, cluster, &group) } else { Default::default() };
     // A service's tasks wait for the daemons' tasks on a new instance (ECS starts those first).
     if on_instances > 0 && proto.group.is_some_and(|g| g.starts_with("service:")) {
         hosts.kept_off = (0..hosts.end())
