@@ -77,6 +77,47 @@ def _netns():
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
+def launch_etcd(d, name, args=()):
+    """Start one etcd member on free loopback ports with its data and log (`etcd.log`) in
+    `d`, and wait until it is healthy: `(process, endpoint, (client port, peer port))`.
+    A port free_port() saw free can be taken before etcd binds it (by an outbound connection
+    of another process in the namespace): etcd then exits at once, and another pair of ports
+    is tried. A member that does not start in three tries fails with its log's end."""
+    etcd = os.environ.get("ESTIBA_ETCD_BIN") or shutil.which("etcd")
+    if not etcd:
+        raise RuntimeError("no `etcd` binary (install Debian's etcd-server)")
+    log = os.path.join(d, "etcd.log")
+    for _ in range(3):
+        port = free_port()
+        peer = free_port()
+        while peer == port:
+            peer = free_port()
+        endpoint, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
+        data = os.path.join(d, "data")
+        shutil.rmtree(data, ignore_errors=True)
+        proc = subprocess.Popen(
+            [etcd, "--name", name, "--data-dir", data,
+             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             f"--initial-cluster={name}={peer_url}", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "ab"),
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(endpoint + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return proc, endpoint, (port, peer)
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    with open(log, errors="replace") as f:
+        tail = f.read()[-3000:]
+    raise RuntimeError(f"etcd did not become healthy in three tries; {log} ends:\n{tail}")
+
+
 class SessionEtcd:
     """The session's etcd, for `ESTIBA_TEST_STORE=etcd`: one member per network namespace
     that starts servers (started on first use there, on free loopback ports, data under
@@ -94,35 +135,13 @@ class SessionEtcd:
             if proc.poll() is not None:
                 raise RuntimeError(f"the session's etcd exited ({proc.returncode}); see {d}/etcd.log")
             return endpoint
-        etcd = os.environ.get("ESTIBA_ETCD_BIN") or shutil.which("etcd")
-        if not etcd:
-            raise RuntimeError("ESTIBA_TEST_STORE=etcd needs an `etcd` binary (Debian's etcd-server)")
         d = tempfile.mkdtemp(prefix="estiba-session-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        port, peer = free_port(), free_port()
-        endpoint, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
-        proc = subprocess.Popen(
-            [etcd, "--name", "session", "--data-dir", os.path.join(d, "data"),
-             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             f"--initial-cluster=session={peer_url}",
-             # Many servers come and go over a session: keep the history small.
-             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
-             "--quota-backend-bytes", str(4 << 30)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(d, "etcd.log"), "wb"),
-        )
-        cls.members[ns] = (proc, endpoint, d, (port, peer))
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"etcd exited early; see {d}/etcd.log")
-            try:
-                with urllib.request.urlopen(endpoint + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        return endpoint
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"etcd did not become healthy on {endpoint}")
+        # Many servers come and go over a session: keep the history small.
+        proc, endpoint, ports = launch_etcd(d, "session", [
+            "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
+            "--quota-backend-bytes", str(4 << 30)])
+        cls.members[ns] = (proc, endpoint, d, ports)
+        return endpoint
 
     @classmethod
     def endpoint(cls):

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 import images as img
 
-from conftest import BIN, Estiba, free_port, register_fargate, unique, wait_until, AWSVPC
+from conftest import BIN, Estiba, free_port, launch_etcd, register_fargate, unique, wait_until, AWSVPC
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ETCD = os.environ.get("ESTIBA_ETCD_BIN") or shutil.which("etcd")
@@ -29,25 +29,7 @@ class Etcd:
 
     def __init__(self, args=()):
         self.dir = tempfile.mkdtemp(prefix="estiba-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self.port, peer = free_port(), free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        peer_url = f"http://127.0.0.1:{peer}"
-        self.proc = subprocess.Popen(
-            [ETCD, "--name", "default", "--data-dir", os.path.join(self.dir, "data"),
-             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             f"--initial-cluster=default={peer_url}", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.dir, "etcd.log"), "wb"),
-        )
-
-        def healthy():
-            try:
-                with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        wait_until(healthy, timeout=20, what="etcd healthy")
+        self.proc, self.endpoint, (self.port, _) = launch_etcd(self.dir, "default", args)
 
     def keys(self, prefix):
         """The keys under `prefix`, read with etcd's own v3 JSON gateway."""
