@@ -331,6 +331,49 @@ async fn sqlite_keeps_task_sized_documents_inline() {
     assert!(page * pages < 2_600_000, "{pages} pages of {page} bytes for 1.3 MB of documents");
 }
 
+/// The writer does not checkpoint; the checkpointer thread does, soon after commits and
+/// without waiting for the store to close: after a burst of 40 MiB the database file holds it,
+/// and the next writes go to the WAL's start. (Under a steady stream of writes the restart
+/// checkpoint bounds the WAL instead; `cargo xtask bench placement` is such a stream.)
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_beside_the_writer() {
+    let (_dir, path) = state_file();
+    let s = SqliteStore::open(&path).unwrap();
+    let doc = "y".repeat(1 << 20);
+    for i in 0..40 {
+        assert!(s.txn(Txn::new().then(Op::put(format!("big/{i}"), doc.clone()))).await.unwrap().succeeded);
+    }
+    // The database file itself fills (the WAL is copied into it) while the store is open.
+    let grown = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) > 40 << 20;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !grown() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(grown(), "the WAL was not checkpointed into the database file");
+    // The next commits write from the WAL's start: a passive checkpoint from another
+    // connection sees a short WAL.
+    let frames = || -> i64 {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = i64::MAX;
+    while std::time::Instant::now() < deadline {
+        put(&s, "small", "1").await;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        seen = frames();
+        if seen < 100 {
+            break;
+        }
+    }
+    assert!(seen < 100, "the WAL still holds {seen} frames");
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.range("big/").await.unwrap().kvs.len(), 40);
+    assert_eq!(&s.get("small").await.unwrap().unwrap().value[..], b"1");
+}
+
 /// A real etcd for one test: Debian's `etcd-server` (or `$ESTIBA_ETCD_BIN`), on free loopback
 /// ports with its data in a temporary directory (on tmpfs when there is one, so its fsyncs are
 /// cheap), killed when the guard drops.
