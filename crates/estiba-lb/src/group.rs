@@ -118,15 +118,17 @@ pub(crate) fn mac(key: &std::collections::hash_map::RandomState, parts: &[&[u8]]
 }
 
 impl Group {
-    pub(crate) fn new(tg: &TargetGroup, key: &std::collections::hash_map::RandomState) -> Group {
+    /// `used`: as in [`View::used`]; right from the start, since the checker may publish the
+    /// first view before the table's next update.
+    pub(crate) fn new(tg: &TargetGroup, key: &std::collections::hash_map::RandomState, used: bool) -> Group {
         let group_cookie = format!("{:016x}", mac(key, &[b"tg", tg.arn.as_bytes()])).into_bytes().into();
-        let empty = View::build(tg, &[], key, false);
+        let first = View::build(tg, &[], key, used);
         Group {
             arn: tg.arn.clone(),
             dimension: tg.dimension.clone(),
             counters: Counters::default(),
             rr: AtomicUsize::new(0),
-            view: ArcSwap::from_pointee(empty),
+            view: ArcSwap::from_pointee(first),
             group_cookie,
             new_targets: tokio::sync::Notify::new(),
         }

@@ -242,12 +242,13 @@ impl Lb {
             .collect();
         st.groups.retain(|arn, _| table.target_groups.iter().any(|tg| &tg.arn == arn));
         for tg in &table.target_groups {
+            let used = used.contains(tg.arn.as_str());
             let slot = st.groups.entry(tg.arn.clone()).or_insert_with(|| {
-                let group = Arc::new(Group::new(tg, &self.inner.key));
+                let group = Arc::new(Group::new(tg, &self.inner.key, used));
                 let checker = self.handle.spawn(group::check(group.clone(), self.inner.clone())).abort_handle();
                 GroupSlot { group, checker }
             });
-            slot.group.update(tg, &self.inner.key, used.contains(tg.arn.as_str()));
+            slot.group.update(tg, &self.inner.key, used);
         }
 
         // Load balancers' counters: kept by ARN.

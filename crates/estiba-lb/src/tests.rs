@@ -655,7 +655,7 @@ fn flow_hash_affinity() {
     let lb = lb();
     let key = &lb.inner.key;
     let tg = group("g", &[v4(free_addr()), v4(free_addr()), v4(free_addr())], no_checks());
-    let g = group::Group::new(&tg, key);
+    let g = group::Group::new(&tg, key, true);
     g.update(&tg, key, true);
     let v = g.view.load();
     let pick = |peer: &str| {
@@ -677,7 +677,7 @@ fn slow_start_ramps_a_new_target() {
     let key = &lb.inner.key;
     let mut tg = group("g", &[v4(free_addr()), v4(free_addr())], fast_checks("/"));
     tg.slow_start = Duration::from_secs(100);
-    let g = group::Group::new(&tg, key);
+    let g = group::Group::new(&tg, key, true);
     g.update(&tg, key, true);
     let v = g.view.load();
     // Target 0 healthy long ago (t=1 ms), target 1 healthy at t=90 s: at t=100 s target 1
@@ -703,7 +703,7 @@ fn least_outstanding_requests_picks_the_least_busy() {
     let key = &lb.inner.key;
     let mut tg = group("g", &[v4(free_addr()), v4(free_addr()), v4(free_addr())], no_checks());
     tg.algorithm = Algorithm::LeastOutstandingRequests;
-    let g = group::Group::new(&tg, key);
+    let g = group::Group::new(&tg, key, true);
     g.update(&tg, key, true);
     let v = g.view.load();
     v.entries[0].t.outstanding.store(5, std::sync::atomic::Ordering::Relaxed);
