@@ -4,7 +4,7 @@
 //! - wall time of the task (RunTask → STOPPED) with `logDriver: awslogs` (blocking mode, so
 //!   every line is kept), against the same task writing to `/dev/null` (the logging cost) and
 //!   against `docker run --log-driver json-file` of the same image (dockerd started here;
-//!   skipped with a note when it is not installed or does not start);
+//!   skipped with a note when it is not installed or does not start, or with `--peers none`);
 //! - the time from the container's exit (its supervisor's `exit.json`) until every line is
 //!   visible to GetLogEvents (the stream's last event read backwards is the last line, `END`; when
 //!   the Logs API does not answer yet, until the task reports STOPPED, which waits for the
@@ -29,7 +29,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if std::env::var_os(ISOLATED).is_some() {
         let rounds: usize = arg(args, "--rounds", 3);
         let lines: u64 = arg(args, "--lines", 1_000_000);
-        return crate::bench::in_workdir(root, "ebl", "logs", |work| measure(root, work, rounds, lines));
+        // `--peers none`: estiba alone (for profiling it).
+        let docker = arg(args, "--peers", "docker".to_owned()).split(',').any(|p| p == "docker");
+        return crate::bench::in_workdir(root, "ebl", "logs", |work| measure(root, work, rounds, lines, docker));
     }
     crate::bench::build_and_isolate(root, "logs", args)
 }
@@ -52,7 +54,7 @@ fn script(lines: u64, devnull: bool) -> String {
     format!("(yes {line} | head -n {}; echo END){out}", lines - 1)
 }
 
-fn measure(root: &Path, work: &Path, rounds: usize, lines: u64) -> Result<String> {
+fn measure(root: &Path, work: &Path, rounds: usize, lines: u64, with_docker: bool) -> Result<String> {
     let bin = root.join("target/release/estiba");
     let mut guard = Guard(Vec::new());
     let images = registry_with_images(root, work, &mut guard, false)?;
@@ -145,8 +147,13 @@ fn measure(root: &Path, work: &Path, rounds: usize, lines: u64) -> Result<String
     let mut docker = Vec::new();
     let mut docker_note = String::new();
     let mut peers_guard = Guard(Vec::new());
-    let dockerd = match start_dockerd(work, &mut peers_guard, false) {
+    let started = if with_docker { start_dockerd(work, &mut peers_guard, false) } else { Ok(None) };
+    let dockerd = match started {
         Ok(Some(d)) => Some(d),
+        Ok(None) if !with_docker => {
+            docker_note = "docker not measured (`--peers none`)".into();
+            None
+        }
         Ok(None) => {
             docker_note = "docker not installed: skipped".into();
             None

@@ -235,24 +235,28 @@ impl LogWriter {
     }
 
     fn write_records(&mut self, stream: Stream, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let buf = &mut self.partial[stream as usize];
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    buf.extend_from_slice(&data[..i]);
-                    data = &data[i + 1..];
-                    let line = std::mem::take(buf);
-                    self.record(stream, b'F', &line)?;
-                }
-                None => {
-                    buf.extend_from_slice(data);
-                    data = &[];
-                    while self.partial[stream as usize].len() >= MAX_LINE {
-                        let rest = self.partial[stream as usize].split_off(MAX_LINE);
-                        let chunk = std::mem::replace(&mut self.partial[stream as usize], rest);
-                        self.record(stream, b'P', &chunk)?;
-                    }
-                }
+        let s = stream as usize;
+        while let Some(i) = memchr::memchr(b'\n', data) {
+            let line = &data[..i];
+            data = &data[i + 1..];
+            if self.partial[s].is_empty() {
+                // The usual case: a whole line in this read, recorded from where it lies.
+                self.record(stream, b'F', line)?;
+            } else {
+                let mut buf = std::mem::take(&mut self.partial[s]);
+                buf.extend_from_slice(line);
+                let r = self.record(stream, b'F', &buf);
+                buf.clear();
+                self.partial[s] = buf;
+                r?;
+            }
+        }
+        if !data.is_empty() {
+            self.partial[s].extend_from_slice(data);
+            while self.partial[s].len() >= MAX_LINE {
+                let rest = self.partial[s].split_off(MAX_LINE);
+                let chunk = std::mem::replace(&mut self.partial[s], rest);
+                self.record(stream, b'P', &chunk)?;
             }
         }
         Ok(())
@@ -403,6 +407,24 @@ mod tests {
         // The shipper's file and the three written since (none of them shipped yet).
         assert_eq!(files_now.len(), 4, "{files_now:?}");
         assert_eq!(read_all(&path).unwrap().last().unwrap().line, "line 12 .......................");
+    }
+
+    #[test]
+    fn long_lines_become_partial_records_and_the_rest_completes_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, Rotation::default()).unwrap();
+        w.write(Stream::Stdout, &vec![b'x'; 40 << 10]).unwrap();
+        w.write(Stream::Stdout, b"yy\nz\n\nlast").unwrap();
+        w.flush().unwrap();
+        let recs = read_all(&path).unwrap();
+        let got: Vec<(bool, usize)> = recs.iter().map(|r| (r.partial, r.line.len())).collect();
+        assert_eq!(
+            got,
+            [(true, MAX_LINE), (true, MAX_LINE), (false, (8 << 10) + 2), (false, 1), (false, 0), (false, 4)]
+        );
+        assert!(recs[2].line.ends_with("xyy"));
+        assert_eq!((recs[3].line.as_str(), recs[5].line.as_str()), ("z", "last"));
     }
 
     #[test]
