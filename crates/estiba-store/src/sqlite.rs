@@ -172,13 +172,15 @@ fn checkpointer(conn: Connection, commits: mpsc::Receiver<()>) {
     let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64)> {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
     };
-    let mut last = Instant::now() - CHECKPOINT_EVERY;
+    // None before the first checkpoint (`Instant::now() - CHECKPOINT_EVERY` would panic on a
+    // monotonic clock younger than that, as right after boot).
+    let mut last: Option<Instant> = None;
     while commits.recv().is_ok() {
-        let wait = CHECKPOINT_EVERY.saturating_sub(last.elapsed());
+        let wait = last.map_or(Duration::ZERO, |t| CHECKPOINT_EVERY.saturating_sub(t.elapsed()));
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
-        last = Instant::now();
+        last = Some(Instant::now());
         match checkpoint("PASSIVE") {
             Ok((frames, _)) if frames >= RESTART_FRAMES => {
                 if let Err(e) = checkpoint("RESTART") {
