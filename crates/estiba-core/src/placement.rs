@@ -394,6 +394,43 @@ fn mix(seed: u64, i: u64) -> i64 {
     ((z ^ (z >> 31)) >> 1) as i64
 }
 
+/// What the placement pass reads of every host before it looks closer. A pass over 10,000
+/// hosts is bound by fetching each host's data from memory, so a fleet may keep these densely
+/// (the server's view does: ~50 bytes a host) and the pass reads a host in full
+/// ([`Fleet::host`]) only when it could be picked, or for the first host of an attribute set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Whether [`Fleet::host`] answers for it.
+    pub present: bool,
+    /// [`Host::usable`].
+    pub usable: bool,
+    /// Its attribute set, by address ([`set_id`]): hosts with one interned set share it.
+    pub set: usize,
+    /// Registered less used, before this request.
+    pub left_cpu: i64,
+    pub left_mem: i64,
+    /// [`Host::in_group`].
+    pub in_group: u32,
+}
+
+impl Summary {
+    pub fn of(h: &Host<'_>) -> Summary {
+        Summary {
+            present: true,
+            usable: h.usable(),
+            set: set_id(&h.info.attributes),
+            left_cpu: h.info.registered.cpu - h.used.cpu,
+            left_mem: h.info.registered.memory - h.used.memory,
+            in_group: h.in_group,
+        }
+    }
+}
+
+/// An attribute set's identity: its address (interned sets: equal sets, one address).
+pub fn set_id(attributes: &Arc<[(String, Option<String>)]>) -> usize {
+    Arc::as_ptr(attributes) as *const () as usize
+}
+
 /// The container instances a request may place on, by number: a host's number is its
 /// [`Host::id`]. The server's view answers from its slots as placement asks, so a request
 /// builds no list of its cluster's instances (10,000 of them are half a megabyte).
@@ -402,6 +439,11 @@ pub trait Fleet<'a> {
     fn end(&self) -> usize;
     /// The host numbered `i`, when there is one (a registered instance) the request may use.
     fn host(&self, i: usize) -> Option<Host<'a>>;
+    /// What the pass reads of host `i` first; must agree with [`Fleet::host`] (absent when
+    /// it is `None`, else [`Summary::of`] its host).
+    fn summary(&self, i: usize) -> Summary {
+        self.host(i).map_or(Summary::default(), |h| Summary::of(&h))
+    }
 }
 
 /// A list of hosts whose numbers are their places in it.
@@ -582,29 +624,38 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
             k
         };
         for i in 0..self.hosts.end() {
-            let Some(h) = self.hosts.host(i) else { continue };
-            let h = &h;
+            let sum = self.hosts.summary(i);
+            if !sum.present {
+                continue;
+            }
             let added = self.added(i);
-            let group = h.in_group as i64 + added.map_or(0, |a| a.tasks as i64);
-            let set = Arc::as_ptr(&h.info.attributes) as *const () as usize;
+            let group = sum.in_group as i64 + added.map_or(0, |a| a.tasks as i64);
+            let set = sum.set;
             let (has_required, ids, bucket) = match last {
                 Some((k, v)) if k == set => v,
                 _ => {
-                    let v = *memo.entry(set).or_insert_with(|| {
-                        let mut ids = [0usize; 5];
-                        for (j, name) in attrs.iter().enumerate() {
-                            let v = h.info.attribute(name);
-                            ids[j] = match values[j].iter().position(|x| *x == v) {
-                                Some(id) => id,
-                                None => {
-                                    values[j].push(v);
-                                    counts[j].push(0);
-                                    values[j].len() - 1
-                                }
-                            };
+                    let v = match memo.get(&set) {
+                        Some(v) => *v,
+                        None => {
+                            // The first host of this attribute set: read in full.
+                            let Some(h) = self.hosts.host(i) else { continue };
+                            let mut ids = [0usize; 5];
+                            for (j, name) in attrs.iter().enumerate() {
+                                let v = h.info.attribute(name);
+                                ids[j] = match values[j].iter().position(|x| *x == v) {
+                                    Some(id) => id,
+                                    None => {
+                                        values[j].push(v);
+                                        counts[j].push(0);
+                                        values[j].len() - 1
+                                    }
+                                };
+                            }
+                            let v = (req.required.iter().all(|a| h.info.has(a)), ids, bucket_of(ids));
+                            memo.insert(set, v);
+                            v
                         }
-                        (req.required.iter().all(|a| h.info.has(a)), ids, bucket_of(ids))
-                    });
+                    };
                     last = Some((set, v));
                     v
                 }
@@ -614,12 +665,11 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
                     count[ids[j]] += group;
                 }
             }
-            if !h.usable() || !has_required || rejection_but_attributes(h, added, req).is_some() {
+            if !sum.usable || !has_required {
                 continue;
             }
             let (acpu, amem) = added.map_or((0, 0), |a| (a.cpu, a.memory));
-            let (left_cpu, left_mem) =
-                (h.info.registered.cpu - h.used.cpu - acpu, h.info.registered.memory - h.used.memory - amem);
+            let (left_cpu, left_mem) = (sum.left_cpu - acpu, sum.left_mem - amem);
             let rand = tie(seed, i, added.map_or(0, |a| a.tasks));
             let w = within(left_cpu, left_mem, group, rand);
             while tops.len() <= bucket {
@@ -627,6 +677,11 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
             }
             let (top, worst) = &mut tops[bucket];
             if top.len() == count && w >= top[*worst].within {
+                continue;
+            }
+            // Only a host that would make its bucket's list is read in full and checked.
+            let Some(h) = self.hosts.host(i) else { continue };
+            if rejection_but_attributes(&h, added, req).is_some() {
                 continue;
             }
             let cand = Cand { idx: i, bucket, left_cpu, left_mem, group, rand, ok: true, within: w };

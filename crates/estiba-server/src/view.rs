@@ -271,6 +271,10 @@ pub struct Slot {
 pub struct Hosts {
     by_arn: HashMap<Arc<str>, usize>,
     pub slots: Vec<Slot>,
+    /// Per slot, what a placement pass reads of every host first, kept dense beside the slots
+    /// (a pass over 10,000 scattered slots is bound by fetching them): refreshed wherever a
+    /// slot's document, `info` or `used` changes. `in_group` is left 0 (the groups below).
+    pub summaries: Vec<estiba_core::placement::Summary>,
     /// Group → its live tasks on each slot (by slot number; shorter when the last slots have
     /// none): the same counts as the slots' `used.groups`, laid out for a pass over every host.
     groups: HashMap<Arc<str>, GroupCounts>,
@@ -316,9 +320,21 @@ impl Hosts {
         }
     }
 
-    fn slot(&mut self, arn: &str) -> &mut Slot {
-        let i = self.slot_number(arn);
-        &mut self.slots[i]
+    /// Works slot `i`'s summary out again, after a change of it.
+    fn refresh(&mut self, i: usize) {
+        let s = &self.slots[i];
+        let sum = estiba_core::placement::Summary {
+            present: s.info.registered_now && s.doc.is_some(),
+            usable: s.info.usable,
+            set: estiba_core::placement::set_id(&s.info.attributes),
+            left_cpu: s.info.registered.cpu - s.used.cpu,
+            left_mem: s.info.registered.memory - s.used.memory,
+            in_group: 0,
+        };
+        if self.summaries.len() <= i {
+            self.summaries.resize(i + 1, Default::default());
+        }
+        self.summaries[i] = sum;
     }
 
     fn slot_number(&mut self, arn: &str) -> usize {
@@ -332,8 +348,10 @@ impl Hosts {
                     info: HostInfo::default(),
                     used: Usage::default(),
                 });
-                self.by_arn.insert(arn, self.slots.len() - 1);
-                self.slots.len() - 1
+                let i = self.slots.len() - 1;
+                self.by_arn.insert(arn, i);
+                self.refresh(i);
+                i
             }
         }
     }
@@ -455,6 +473,7 @@ impl State {
                                 f.last_status.is_pending(),
                                 sign as i64,
                             );
+                            hosts.refresh(i);
                             if let Some(g) = &f.group {
                                 hosts.count_group(g, i, sign as i64);
                             }
@@ -482,14 +501,18 @@ impl State {
                 let hosts = self.hosts.entry(keys::cluster_of(&kv.key).unwrap_or_default()).or_default();
                 match (&old, &new) {
                     (_, Some(n)) => {
-                        let slot = hosts.slot(n.value.container_instance_arn.as_deref().unwrap_or_default());
+                        let i = hosts.slot_number(n.value.container_instance_arn.as_deref().unwrap_or_default());
+                        let slot = &mut hosts.slots[i];
                         slot.info = HostInfo::of(&n.value).interned(&mut self.attribute_sets);
                         slot.doc = Some(n.clone());
+                        hosts.refresh(i);
                     }
                     (Some(o), None) => {
-                        let slot = hosts.slot(o.value.container_instance_arn.as_deref().unwrap_or_default());
+                        let i = hosts.slot_number(o.value.container_instance_arn.as_deref().unwrap_or_default());
+                        let slot = &mut hosts.slots[i];
                         slot.doc = None;
                         slot.info = HostInfo::default();
+                        hosts.refresh(i);
                     }
                     (None, None) => {}
                 }

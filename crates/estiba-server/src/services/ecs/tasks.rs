@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use estiba_api::ecs::*;
 use estiba_core::capacity;
 use estiba_core::instance;
-use estiba_core::placement::{self, Fleet, Host, Placer};
+use estiba_core::placement::{self, Fleet, Host, Placer, Summary};
 use estiba_core::task::{self, Launch, Spec};
 use estiba_core::{arn, page, EcsError, Ids, Scope};
 use estiba_store::{Compare, Txn};
@@ -127,6 +127,19 @@ impl<'a> Fleet<'a> for ClusterHosts<'a> {
         let d = s.doc.as_ref()?;
         let in_group = self.in_group.get(id).copied().unwrap_or(0);
         Some(Host { id, arn: &s.arn, ci: &d.value, info: &s.info, used: &s.used, in_group })
+    }
+
+    fn summary(&self, id: usize) -> Summary {
+        let sum = match self.hosts.and_then(|h| h.summaries.get(id)) {
+            Some(s) if s.present && !self.kept_off.contains(&id) => {
+                Summary { in_group: self.in_group.get(id).copied().unwrap_or(0), ..*s }
+            }
+            _ => Summary::default(),
+        };
+        // The view keeps the summaries beside the slots; a debug build (the tests') checks
+        // that they agree at every call.
+        debug_assert_eq!(sum, self.host(id).map_or(Summary::default(), |h| Summary::of(&h)), "slot {id}");
+        sum
     }
 }
 
