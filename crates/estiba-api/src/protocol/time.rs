@@ -32,12 +32,19 @@ pub fn parse_iso8601(s: &str) -> Option<f64> {
         }
         _ => (s.to_owned(), 0),
     };
-    let t = humantime::parse_rfc3339_weak(&base).ok()?;
-    let secs = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
+    let local = humantime::parse_rfc3339_weak(&base).ok()?;
+    let shift = std::time::Duration::from_secs(offset.unsigned_abs());
+    let t = if offset >= 0 { local.checked_sub(shift)? } else { local.checked_add(shift)? };
+    // The seconds as the decimal the text wrote, read as JSON reads a number: `as_secs_f64`
+    // adds the fraction to the whole seconds in floating point, which can land one unit off
+    // (`…:02.647Z` gave 2.6470000000000002 where the JSON number 2.647 is 2.647; found by the
+    // aws_json fuzz target's Query round trip).
+    let (d, sign) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d, 1.0),
+        Err(e) => (e.duration(), -1.0),
     };
-    Some(secs - offset as f64)
+    let secs: f64 = format!("{}.{:09}", d.as_secs(), d.subsec_nanos()).parse().ok()?;
+    Some(sign * secs)
 }
 
 #[cfg(test)]
@@ -57,6 +64,10 @@ mod tests {
         assert_eq!(parse_iso8601("2024-05-01T14:00:00+02:00"), Some(1714564800.0));
         assert_eq!(parse_iso8601("2024-05-01T11:30:00-00:30"), Some(1714564800.0));
         assert_eq!(parse_iso8601("1714564800"), Some(1714564800.0));
+        // As the JSON numbers they were written from (the aws_json fuzz target's find).
+        assert_eq!(parse_iso8601("1970-01-01T00:00:02.647Z"), Some(2.647));
+        assert_eq!(parse_iso8601(&format_iso8601(2.647)), Some(2.647));
+        assert_eq!(parse_iso8601("2024-05-01T14:00:00.123+02:00"), Some(1714564800.123));
         assert_eq!(parse_iso8601("yesterday"), None);
         // Caller input: a multi-byte character where an offset would start must not panic.
         assert_eq!(parse_iso8601("aé12345"), None);
