@@ -415,13 +415,19 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(h: &Host<'_>) -> Summary {
+        Summary::new(true, h.info, h.used, h.in_group)
+    }
+
+    /// The summary of an instance with this info and usage (`present`: [`Fleet::host`]
+    /// answers for it).
+    pub fn new(present: bool, info: &HostInfo, used: &Usage, in_group: u32) -> Summary {
         Summary {
-            present: true,
-            usable: h.usable(),
-            set: set_id(&h.info.attributes),
-            left_cpu: h.info.registered.cpu - h.used.cpu,
-            left_mem: h.info.registered.memory - h.used.memory,
-            in_group: h.in_group,
+            present,
+            usable: info.usable,
+            set: set_id(&info.attributes),
+            left_cpu: info.registered.cpu - used.cpu,
+            left_mem: info.registered.memory - used.memory,
+            in_group,
         }
     }
 }

@@ -323,14 +323,8 @@ impl Hosts {
     /// Works slot `i`'s summary out again, after a change of it.
     fn refresh(&mut self, i: usize) {
         let s = &self.slots[i];
-        let sum = estiba_core::placement::Summary {
-            present: s.info.registered_now && s.doc.is_some(),
-            usable: s.info.usable,
-            set: estiba_core::placement::set_id(&s.info.attributes),
-            left_cpu: s.info.registered.cpu - s.used.cpu,
-            left_mem: s.info.registered.memory - s.used.memory,
-            in_group: 0,
-        };
+        let present = s.info.registered_now && s.doc.is_some();
+        let sum = estiba_core::placement::Summary::new(present, &s.info, &s.used, 0);
         if self.summaries.len() <= i {
             self.summaries.resize(i + 1, Default::default());
         }
