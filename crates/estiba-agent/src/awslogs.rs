@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estiba_core::awslogs::Mode;
-use estiba_core::telemetry::{LogDestination, LogEvent, LogIngestError};
+use estiba_core::telemetry::{LogDestination, LogEvents, LogIngestError};
 use estiba_runtime::logs::{self, Shipped};
 use tokio::sync::watch;
 
@@ -122,6 +122,41 @@ struct Tailer {
     at_end: bool,
 }
 
+/// A complete record as read: text when it is UTF-8 (as nearly always), bytes otherwise.
+#[derive(Clone, Copy)]
+enum Rec<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Rec<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Rec::Text(t) => t.as_bytes(),
+            Rec::Bytes(b) => b,
+        }
+    }
+}
+
+/// A CRI record's fields.
+struct Fields<'a> {
+    time: &'a [u8],
+    stream: &'a [u8],
+    tag: &'a [u8],
+    /// Where the line starts.
+    line: usize,
+}
+
+fn fields(rec: &[u8]) -> Option<Fields<'_>> {
+    let a = memchr::memchr(b' ', rec)?;
+    let b = a + 1 + memchr::memchr(b' ', &rec[a + 1..])?;
+    let (tag, line) = match memchr::memchr(b' ', &rec[b + 1..]) {
+        Some(c) => (&rec[b + 1..b + 1 + c], b + 2 + c),
+        None => (&rec[b + 1..], rec.len()),
+    };
+    Some(Fields { time: &rec[..a], stream: &rec[a + 1..b], tag, line })
+}
+
 /// How much one read of a log file asks for.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -192,7 +227,7 @@ impl Tailer {
 
     /// Reads at most about `budget` bytes, handing each complete record with the position just
     /// after it to `sink`. Returns the bytes read.
-    fn fill(&mut self, budget: usize, sink: &mut impl FnMut(&[u8], Pos)) -> io::Result<usize> {
+    fn fill(&mut self, budget: usize, sink: &mut impl FnMut(Rec<'_>, Pos)) -> io::Result<usize> {
         let mut total = 0;
         self.at_end = false;
         while total < budget {
@@ -234,10 +269,19 @@ impl Tailer {
             }
             total += n;
             let mut start = 0;
-            // Only the new bytes can hold a record's end.
-            for i in memchr::memchr_iter(b'\n', &self.carry[have..self.filled]) {
+            // Only the new bytes can hold a record's end. The complete records are checked
+            // for UTF-8 once, together (containers print text: one vectorised pass instead of
+            // one call per line).
+            let complete = memchr::memrchr(b'\n', &self.carry[have..self.filled]).map_or(0, |i| have + i + 1);
+            let text = std::str::from_utf8(&self.carry[..complete]).ok();
+            for i in memchr::memchr_iter(b'\n', &self.carry[have..complete]) {
                 let end = have + i;
-                sink(&self.carry[start..end], Pos { inode: ino, offset: self.offset + end as u64 + 1 });
+                let rec = match text {
+                    // A newline is a character boundary: the slice is safe and checked.
+                    Some(t) => Rec::Text(&t[start..end]),
+                    None => Rec::Bytes(&self.carry[start..end]),
+                };
+                sink(rec, Pos { inode: ino, offset: self.offset + end as u64 + 1 });
                 start = end + 1;
             }
             // Keep the start of an unfinished record at the front.
@@ -249,14 +293,107 @@ impl Tailer {
     }
 }
 
-/// An event formed, not shipped yet.
-#[derive(Clone, Debug)]
+/// An event formed, not shipped yet (its message is in its [`Queue`]'s text).
+#[derive(Clone, Copy, Debug)]
 struct Formed {
     seq: u64,
-    event: LogEvent,
+    timestamp: i64,
+    /// Bytes of its message.
+    len: usize,
     /// Just after its last record.
     end: Pos,
     lines: u64,
+}
+
+/// Events formed and waiting to be shipped, oldest first, their messages packed side by side
+/// in one string: a line costs no allocation of its own on its way to the control plane.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Formed>,
+    /// The messages of `items`, in order, from `head` on.
+    text: String,
+    head: usize,
+}
+
+impl Queue {
+    fn push(&mut self, seq: u64, timestamp: i64, message: &str, end: Pos, lines: u64) {
+        if self.items.is_empty() {
+            self.text.clear();
+            self.head = 0;
+        } else if self.head >= 1 << 20 && self.head >= self.text.len() / 2 {
+            // What was taken from the front is dropped now and then, not at every take.
+            self.text.drain(..self.head);
+            self.head = 0;
+        }
+        self.text.push_str(message);
+        self.items.push_back(Formed { seq, timestamp, len: message.len(), end, lines });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes of the waiting messages.
+    fn bytes(&self) -> u64 {
+        (self.text.len() - self.head) as u64
+    }
+
+    fn pop_front(&mut self) -> Option<Formed> {
+        let f = self.items.pop_front()?;
+        self.head += f.len;
+        Some(f)
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.text.clear();
+        self.head = 0;
+    }
+
+    /// Takes the next batch off the front (CloudWatch's batch limits; consecutive numbers).
+    fn take_batch(&mut self) -> Option<(LogEvents, InFlight)> {
+        let (mut n, mut bytes, mut text) = (0, 0, 0);
+        for f in &self.items {
+            let size = f.len + EVENT_OVERHEAD;
+            if n == BATCH_EVENTS || (n > 0 && bytes + size > BATCH_BYTES) {
+                break;
+            }
+            // Numbers in a batch are consecutive (the store numbers them from the first).
+            if n > 0 && self.items[n - 1].seq + 1 != f.seq {
+                break;
+            }
+            bytes += size;
+            text += f.len;
+            n += 1;
+        }
+        let first = *self.items.front()?;
+        let last = self.items[n - 1];
+        let meta = InFlight {
+            first: first.seq,
+            last: last.seq,
+            end: last.end,
+            lines: self.items.range(..n).map(|f| f.lines).sum(),
+            count: n,
+        };
+        let mut events = LogEvents::with_capacity(n, text);
+        events.extend_packed(
+            &self.text[self.head..self.head + text],
+            self.items.drain(..n).map(|f| (f.timestamp, f.len)),
+        );
+        self.head += text;
+        Some((events, meta))
+    }
+}
+
+/// A multi-line event being built.
+struct Pending {
+    timestamp: i64,
+    message: String,
+    /// Just after its last record.
+    end: Pos,
+    lines: u64,
+    /// When a line last joined it.
+    at: Instant,
 }
 
 /// Turns records into events.
@@ -264,8 +401,7 @@ struct Assembler {
     multiline: Option<regex::Regex>,
     /// Partial (`P`) records of a line per stream, with the first one's time.
     partial: [(Vec<u8>, i64); 2],
-    /// The multi-line event being built, and when a line last joined it.
-    pending: Option<(Formed, Instant)>,
+    pending: Option<Pending>,
     next_seq: u64,
     /// The last record's time, as written and parsed: the supervisor stamps all the records
     /// of one read of the pipe with one time, so most records repeat the one before.
@@ -283,11 +419,10 @@ impl Assembler {
         }
     }
 
-    /// Forms what a record completes into `out`, adding the messages' bytes to `bytes`.
-    fn push(&mut self, rec: &[u8], end: Pos, out: &mut VecDeque<Formed>, bytes: &mut u64) {
-        let mut it = rec.splitn(4, |&b| b == b' ');
-        let (Some(time), Some(stream), Some(tag)) = (it.next(), it.next(), it.next()) else { return };
-        let rest = it.next().unwrap_or(b"");
+    /// Forms what a record completes into `out`.
+    fn push(&mut self, rec: Rec<'_>, end: Pos, out: &mut Queue) {
+        let Some(Fields { time, stream, tag, line: at }) = fields(rec.bytes()) else { return };
+        let rest = &rec.bytes()[at..];
         let ts = if self.last_time.0 == time {
             self.last_time.1
         } else {
@@ -306,53 +441,68 @@ impl Assembler {
             buf.extend_from_slice(rest);
             return;
         }
-        let (line, ts) = if buf.is_empty() {
-            (utf8(rest), ts)
-        } else {
-            buf.extend_from_slice(rest);
-            let l = utf8(buf);
-            buf.clear();
-            (l, *first)
-        };
-        match &self.multiline {
-            None => {
-                if line.is_empty() {
-                    return;
-                }
-                if line.len() <= MAX_EVENT {
-                    let seq = self.take_seq();
-                    *bytes += line.len() as u64;
-                    out.push_back(Formed { seq, event: LogEvent { timestamp: ts, message: line }, end, lines: 1 });
-                    return;
-                }
-                for chunk in split_event(line) {
-                    let seq = self.take_seq();
-                    *bytes += chunk.len() as u64;
-                    out.push_back(Formed { seq, event: LogEvent { timestamp: ts, message: chunk }, end, lines: 1 });
-                }
+        if buf.is_empty() {
+            if let Rec::Text(t) = rec {
+                // The usual case: a whole line, checked as text with its neighbours.
+                self.form(&t[at..], ts, end, out);
+                return;
             }
-            Some(re) => {
-                let starts = re.is_match(&line);
-                let too_big =
-                    self.pending.as_ref().is_some_and(|(p, _)| p.event.message.len() + line.len() + 1 > MAX_EVENT);
-                if starts || too_big {
-                    self.flush(out, bytes);
-                }
-                match &mut self.pending {
-                    Some((p, at)) => {
-                        p.event.message.push_str(&line);
-                        p.event.message.push('\n');
-                        p.end = end;
-                        p.lines += 1;
-                        *at = Instant::now();
-                    }
-                    None => {
-                        let mut message = line;
-                        message.push('\n');
-                        let f = Formed { seq: 0, event: LogEvent { timestamp: ts, message }, end, lines: 1 };
-                        self.pending = Some((f, Instant::now()));
-                    }
-                }
+        }
+        let mut joined = Vec::new();
+        let (bytes, ts) = if buf.is_empty() {
+            (rest, ts)
+        } else {
+            joined = std::mem::take(buf);
+            joined.extend_from_slice(rest);
+            (&joined[..], *first)
+        };
+        // Bytes that are not UTF-8 become U+FFFD (a copy only then). `from_utf8` first: its
+        // validation is vectorised, the lossy one's walk is not.
+        let line = match std::str::from_utf8(bytes) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
+        self.form(&line, ts, end, out);
+        if !joined.is_empty() {
+            // The partial buffer keeps its room for the next long line.
+            joined.clear();
+            self.partial[s].0 = joined;
+        }
+    }
+
+    fn form(&mut self, line: &str, ts: i64, end: Pos, out: &mut Queue) {
+        let Some(re) = &self.multiline else {
+            // A line longer than CloudWatch's largest event becomes several events.
+            let mut rest = line;
+            while !rest.is_empty() {
+                let cut = match floor_char_boundary(rest, MAX_EVENT.min(rest.len())) {
+                    0 => rest.len(),
+                    cut => cut,
+                };
+                let seq = self.take_seq();
+                out.push(seq, ts, &rest[..cut], end, 1);
+                rest = &rest[cut..];
+            }
+            return;
+        };
+        let starts = re.is_match(line);
+        let too_big = self.pending.as_ref().is_some_and(|p| p.message.len() + line.len() + 1 > MAX_EVENT);
+        if starts || too_big {
+            self.flush(out);
+        }
+        match &mut self.pending {
+            Some(p) => {
+                p.message.push_str(line);
+                p.message.push('\n');
+                p.end = end;
+                p.lines += 1;
+                p.at = Instant::now();
+            }
+            None => {
+                let mut message = String::with_capacity(line.len() + 1);
+                message.push_str(line);
+                message.push('\n');
+                self.pending = Some(Pending { timestamp: ts, message, end, lines: 1, at: Instant::now() });
             }
         }
     }
@@ -364,27 +514,18 @@ impl Assembler {
     }
 
     /// Sends out the pending multi-line event.
-    fn flush(&mut self, out: &mut VecDeque<Formed>, bytes: &mut u64) {
-        if let Some((mut p, _)) = self.pending.take() {
-            if p.event.message.len() > MAX_EVENT {
-                p.event.message.truncate(floor_char_boundary(&p.event.message, MAX_EVENT));
+    fn flush(&mut self, out: &mut Queue) {
+        if let Some(mut p) = self.pending.take() {
+            if p.message.len() > MAX_EVENT {
+                p.message.truncate(floor_char_boundary(&p.message, MAX_EVENT));
             }
-            p.seq = self.take_seq();
-            *bytes += p.event.message.len() as u64;
-            out.push_back(p);
+            let seq = self.take_seq();
+            out.push(seq, p.timestamp, &p.message, p.end, p.lines);
         }
     }
 
     fn idle(&self) -> bool {
-        self.pending.as_ref().is_some_and(|(_, at)| at.elapsed() >= IDLE_FLUSH)
-    }
-}
-
-/// The text of a line; bytes that are not UTF-8 become U+FFFD.
-fn utf8(b: &[u8]) -> String {
-    match std::str::from_utf8(b) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(b).into_owned(),
+        self.pending.as_ref().is_some_and(|p| p.at.elapsed() >= IDLE_FLUSH)
     }
 }
 
@@ -395,43 +536,8 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// A line longer than CloudWatch's largest event becomes several events.
-fn split_event(line: String) -> Vec<String> {
-    if line.len() <= MAX_EVENT {
-        return vec![line];
-    }
-    let mut out = Vec::new();
-    let mut rest = line.as_str();
-    while !rest.is_empty() {
-        let cut = floor_char_boundary(rest, MAX_EVENT.min(rest.len()));
-        let cut = if cut == 0 { rest.len() } else { cut };
-        out.push(rest[..cut].to_owned());
-        rest = &rest[cut..];
-    }
-    out
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Takes the next batch off the queue (CloudWatch's batch limits).
-fn take_batch(queue: &mut VecDeque<Formed>) -> Vec<Formed> {
-    let mut bytes = 0;
-    let mut out = Vec::new();
-    while let Some(f) = queue.front() {
-        let size = f.event.message.len() + EVENT_OVERHEAD;
-        if out.len() == BATCH_EVENTS || (!out.is_empty() && bytes + size > BATCH_BYTES) {
-            break;
-        }
-        // Numbers in a batch are consecutive (the store numbers them from the first).
-        if out.last().is_some_and(|l: &Formed| l.seq + 1 != f.seq) {
-            break;
-        }
-        bytes += size;
-        out.extend(queue.pop_front());
-    }
-    out
 }
 
 /// A batch being appended: what its success moves the saved position to.
@@ -453,8 +559,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     let mut stats = ShipStats { events: 0, dropped_lines: shipped.dropped };
     let mut tailer = Tailer::new(&cfg.log, from);
     let mut asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
-    let mut queue: VecDeque<Formed> = VecDeque::new();
-    let mut queued_bytes: u64 = 0;
+    let mut queue = Queue::default();
     let mut backoff = Duration::from_millis(100);
 
     // The stream exists before anything is shipped (created at container start; again here
@@ -484,19 +589,21 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // One append at a time (the store numbers events in arrival order), overlapping the
     // reading and forming of what comes next.
     let mut inflight: Option<(Append<'_>, InFlight)> = None;
-    let mut kept: Option<Vec<Formed>> = None;
+    // A multi-line batch that failed, to be sent again as it was (see below).
+    let mut kept: Option<LogEvents> = None;
+    let mut again: Option<(LogEvents, InFlight)> = None;
     // Events dropped in non-blocking mode (sequence number, lines) past the saved position:
     // final once a later batch is stored; undone by a rewind, which reads them again.
     let mut pending_drops: VecDeque<(u64, u64)> = VecDeque::new();
     loop {
         let finishing = *finish.borrow();
         let budget = match cfg.mode {
-            Mode::Blocking => READ_AHEAD.saturating_sub(queued_bytes as usize),
+            Mode::Blocking => READ_AHEAD.saturating_sub(queue.bytes() as usize),
             Mode::NonBlocking => (cfg.max_buffer as usize).max(1 << 20),
         };
         let mut read = 0;
         if budget > 0 {
-            read = match tailer.fill(budget, &mut |rec, end| asm.push(rec, end, &mut queue, &mut queued_bytes)) {
+            read = match tailer.fill(budget, &mut |rec, end| asm.push(rec, end, &mut queue)) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: reading the container's log");
@@ -505,12 +612,11 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             };
         }
         if asm.idle() || (finishing && tailer.at_end) {
-            asm.flush(&mut queue, &mut queued_bytes);
+            asm.flush(&mut queue);
         }
         if cfg.mode == Mode::NonBlocking {
-            while queued_bytes > cfg.max_buffer {
+            while queue.bytes() > cfg.max_buffer {
                 let Some(f) = queue.pop_front() else { break };
-                queued_bytes -= f.event.message.len() as u64;
                 stats.dropped_lines += f.lines;
                 pending_drops.push_back((f.seq, f.lines));
                 if stats.dropped_lines.is_power_of_two() {
@@ -518,30 +624,17 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                 }
             }
         }
-        if inflight.is_none() && !queue.is_empty() {
-            let batch = take_batch(&mut queue);
-            let meta = InFlight {
-                first: batch[0].seq,
-                last: batch[batch.len() - 1].seq,
-                end: batch[batch.len() - 1].end,
-                lines: batch.iter().map(|f| f.lines).sum(),
-                count: batch.len(),
-            };
-            // Multi-line events are joined by timing too (IDLE_FLUSH): read again, they may
-            // form differently, so their batch is kept to be sent again as it was.
-            kept = cfg.multiline.is_some().then(|| batch.clone());
-            let events: Vec<LogEvent> = batch
-                .into_iter()
-                .map(|f| {
-                    queued_bytes -= f.event.message.len() as u64;
-                    f.event
-                })
-                .collect();
-            inflight = Some((cp.ship_logs(&cfg.dest, meta.first, events), meta));
+        if inflight.is_none() {
+            if let Some((events, meta)) = again.take().or_else(|| queue.take_batch()) {
+                // Multi-line events are joined by timing too (IDLE_FLUSH): read again, they may
+                // form differently, so their batch is kept to be sent again as it was.
+                kept = cfg.multiline.is_some().then(|| events.clone());
+                inflight = Some((cp.ship_logs(&cfg.dest, meta.first, events), meta));
+            }
         }
         if let Some((append, meta)) = &mut inflight {
             // While there is more to read, only look whether the append is done.
-            let more = read > 0 && queued_bytes < READ_AHEAD as u64;
+            let more = read > 0 && queue.bytes() < READ_AHEAD as u64;
             let done = if more {
                 match std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx))).await {
                     std::task::Poll::Ready(r) => Some(r),
@@ -551,7 +644,8 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                 Some(append.await)
             };
             let Some(result) = done else { continue };
-            let InFlight { first, last, end, lines, count } = *meta;
+            let sent = *meta;
+            let InFlight { first, last, end, lines, count } = sent;
             inflight = None;
             match result {
                 Ok(_) => {
@@ -581,12 +675,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                     if retry && !(finishing && failures > 20) {
                         tracing::warn!(stream = %cfg.dest.stream, error = %e, "awslogs: shipping failed; retrying");
                         match kept.take() {
-                            Some(batch) => {
-                                for f in batch.into_iter().rev() {
-                                    queued_bytes += f.event.message.len() as u64;
-                                    queue.push_front(f);
-                                }
-                            }
+                            Some(events) => again = Some((events, sent)),
                             None => {
                                 // Read again from the saved position: one event per line, so
                                 // the same events with the same numbers (what was formed past
@@ -596,7 +685,6 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                                 stats.dropped_lines -= pending_drops.drain(..).map(|(_, lines)| lines).sum::<u64>();
                                 asm = Assembler::new(cfg.multiline.clone(), shipped.seq);
                                 queue.clear();
-                                queued_bytes = 0;
                             }
                         }
                         tokio::time::sleep(backoff).await;
@@ -619,7 +707,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             }
             continue;
         }
-        if finishing && tailer.at_end && asm.pending.is_none() && queue.is_empty() {
+        if finishing && tailer.at_end && asm.pending.is_none() && queue.is_empty() && again.is_none() {
             if !pending_drops.is_empty() {
                 // The newest events were dropped: nothing later will be stored to settle them.
                 shipped.dropped += pending_drops.drain(..).map(|(_, lines)| lines).sum::<u64>();
@@ -659,6 +747,7 @@ mod tests {
     use super::*;
     use crate::control::{BoxFuture, ControlError};
     use estiba_core::node::{TaskStateAck, TaskStateChange};
+    use estiba_core::telemetry::LogEvent;
     use estiba_runtime::logs::{LogWriter, Rotation, Stream};
     use std::sync::Mutex;
 
@@ -687,7 +776,7 @@ mod tests {
             &'a self,
             _: &'a LogDestination,
             seq: u64,
-            events: Vec<LogEvent>,
+            events: LogEvents,
         ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
             let r = if self.fail.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 self.fail.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -695,8 +784,8 @@ mod tests {
             } else {
                 let mut m = self.events.lock().unwrap();
                 let n = events.len() as u64;
-                for (i, e) in events.into_iter().enumerate() {
-                    m.entry(seq + i as u64).or_insert(e);
+                for (i, (timestamp, message)) in events.iter().enumerate() {
+                    m.entry(seq + i as u64).or_insert(LogEvent { timestamp, message: message.to_owned() });
                 }
                 Ok(seq + n)
             };
@@ -770,6 +859,28 @@ mod tests {
         assert_eq!(got[0], "INFO start\n  at one\n  at two\n");
         assert_eq!(got[1], format!("INFO next\n{}\n", "x".repeat(40 << 10)));
         assert_eq!(got[2], "INFO last\n");
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_become_replacement_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        w.write(Stream::Stdout, &["ok ✓\n".as_bytes(), b"bad \xff\xfe end\n"].concat()).unwrap();
+        w.write(Stream::Stdout, b"bad \xff\xfe end\n").unwrap();
+        w.write(Stream::Stderr, "après\n\n".as_bytes()).unwrap();
+        // A long line (partial records) whose bytes are cut inside a character.
+        let mut long = "é".repeat(10 << 10).into_bytes();
+        long.extend_from_slice(b"\xc3\n");
+        w.write(Stream::Stdout, &long).unwrap();
+        w.flush().unwrap();
+        let sink = Arc::new(Sink::default());
+        let s = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, None));
+        s.drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
+        let got = messages(&sink);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[..4], ["ok ✓", "bad \u{fffd}\u{fffd} end", "bad \u{fffd}\u{fffd} end", "après"]);
+        assert_eq!(got[4], format!("{}\u{fffd}", "é".repeat(10 << 10)));
     }
 
     #[tokio::test]

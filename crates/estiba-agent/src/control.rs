@@ -27,7 +27,7 @@ use estiba_core::netblock::{BlockClaims, BlockError, Routes};
 use estiba_core::node::{
     Claim, NodeReports, NodeStatus, SecretResolver, TaskSecrets, TaskStateAck, TaskStateChange, SECRETS_FAILURE,
 };
-use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, TelemetrySink};
+use estiba_core::telemetry::{LogDestination, LogEvents, LogIngest, LogIngestError, TelemetrySink};
 use estiba_core::{arn, keys};
 use estiba_store::{Compare, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
 use tokio::sync::watch;
@@ -114,7 +114,7 @@ pub trait ControlPlane: Send + Sync + 'static {
         &'a self,
         dest: &'a LogDestination,
         seq: u64,
-        events: Vec<LogEvent>,
+        events: LogEvents,
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         let _ = (dest, seq, events);
         no_log_store()
@@ -612,7 +612,7 @@ impl ControlPlane for StoreControl {
         &'a self,
         dest: &'a LogDestination,
         seq: u64,
-        events: Vec<LogEvent>,
+        events: LogEvents,
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         match &self.logs {
             Some(l) => l.append(dest, seq, events),

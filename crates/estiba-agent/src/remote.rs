@@ -24,7 +24,7 @@ use bytes::Bytes;
 use estiba_api::ecs::{Task, TaskDefinition};
 use estiba_core::exec::ExecTarget;
 use estiba_core::node::{Claim, NodeStatus, TaskStateAck, TaskStateChange};
-use estiba_core::telemetry::{LogDestination, LogEvent, LogIngestError, Telemetry};
+use estiba_core::telemetry::{LogDestination, LogEvents, LogIngestError, Telemetry};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
@@ -107,7 +107,7 @@ struct TaskStateMessage<'a> {
 struct LogAppend<'a> {
     dest: &'a LogDestination,
     seq: u64,
-    events: &'a [LogEvent],
+    events: &'a LogEvents,
 }
 
 /// The HTTP side: the servers, the token, a pooled client.
@@ -670,7 +670,7 @@ impl ControlPlane for RemoteControl {
         &'a self,
         dest: &'a LogDestination,
         seq: u64,
-        events: Vec<LogEvent>,
+        events: LogEvents,
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         Box::pin(async move {
             let body = serde_json::to_vec(&LogAppend { dest, seq, events: &events })

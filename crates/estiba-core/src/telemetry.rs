@@ -188,6 +188,127 @@ pub struct LogEvent {
     pub message: String,
 }
 
+/// Events to ship, packed: every message side by side in one string, each with its timestamp
+/// and end. A container printing a million lines costs its shipper a few buffers per batch,
+/// not a million strings. On the wire (and in JSON) a list of [`LogEvent`]s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogEvents {
+    text: String,
+    /// Per event: its timestamp and where its message ends in `text`.
+    index: Vec<(i64, usize)>,
+}
+
+impl LogEvents {
+    pub fn with_capacity(events: usize, bytes: usize) -> Self {
+        LogEvents { text: String::with_capacity(bytes), index: Vec::with_capacity(events) }
+    }
+
+    pub fn push(&mut self, timestamp: i64, message: &str) {
+        self.text.push_str(message);
+        self.index.push((timestamp, self.text.len()));
+    }
+
+    /// Appends events whose messages lie back to back in `text`, given as (timestamp, length
+    /// of the message) in order: one copy for them all.
+    pub fn extend_packed(&mut self, text: &str, events: impl IntoIterator<Item = (i64, usize)>) {
+        let base = self.text.len();
+        self.text.push_str(text);
+        let mut end = base;
+        for (ts, len) in events {
+            end += len;
+            self.index.push((ts, end));
+        }
+        assert!(end == self.text.len() && self.text.is_char_boundary(end), "packed events must cover their text");
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The bytes of every message together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The events in order, as (timestamp, message).
+    pub fn iter(&self) -> LogEventsIter<'_> {
+        LogEventsIter { events: self, at: 0, start: 0 }
+    }
+}
+
+/// The events of a [`LogEvents`] in order.
+#[derive(Clone)]
+pub struct LogEventsIter<'a> {
+    events: &'a LogEvents,
+    at: usize,
+    /// Where the next message starts.
+    start: usize,
+}
+
+impl<'a> Iterator for LogEventsIter<'a> {
+    type Item = (i64, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let &(ts, end) = self.events.index.get(self.at)?;
+        let message = &self.events.text[self.start..end];
+        self.at += 1;
+        self.start = end;
+        Some((ts, message))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.events.index.len() - self.at;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for LogEventsIter<'_> {}
+
+impl<S: AsRef<str>> FromIterator<(i64, S)> for LogEvents {
+    fn from_iter<I: IntoIterator<Item = (i64, S)>>(iter: I) -> Self {
+        let mut out = LogEvents::default();
+        for (ts, m) in iter {
+            out.push(ts, m.as_ref());
+        }
+        out
+    }
+}
+
+impl Serialize for LogEvents {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            timestamp: i64,
+            message: &'a str,
+        }
+        s.collect_seq(self.iter().map(|(timestamp, message)| Wire { timestamp, message }))
+    }
+}
+
+impl<'de> Deserialize<'de> for LogEvents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Events;
+        impl<'de> serde::de::Visitor<'de> for Events {
+            type Value = LogEvents;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of log events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<LogEvents, A::Error> {
+                let mut out = LogEvents::with_capacity(seq.size_hint().unwrap_or(0).min(10_000), 0);
+                while let Some(e) = seq.next_element::<LogEvent>()? {
+                    out.push(e.timestamp, &e.message);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Events)
+    }
+}
+
 /// Why log ingest refused or failed. Only [`LogIngestError::Unavailable`] is worth retrying.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "type", content = "message", rename_all = "camelCase")]
@@ -219,7 +340,7 @@ pub trait LogIngest: Send + Sync + 'static {
         &'a self,
         dest: &'a LogDestination,
         seq: u64,
-        events: Vec<LogEvent>,
+        events: LogEvents,
     ) -> BoxFuture<'a, Result<u64, LogIngestError>>;
 }
 
@@ -262,6 +383,24 @@ mod tests {
             ]})
         );
         assert_eq!((logs.kind(), logs.len()), ("logs", 1));
+        let events: LogEvents = [(1, "a"), (2, ""), (3, "héllo")].into_iter().collect();
+        let json = serde_json::to_value(&events).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"timestamp": 1, "message": "a"},
+                {"timestamp": 2, "message": ""},
+                {"timestamp": 3, "message": "héllo"}
+            ])
+        );
+        assert_eq!(serde_json::from_value::<LogEvents>(json).unwrap(), events);
+        assert_eq!(events.iter().len(), 3);
+        assert_eq!(events.iter().nth(2), Some((3, "héllo")));
+        assert_eq!(events.text_len(), 7);
+        let mut more = LogEvents::default();
+        more.push(1, "a");
+        more.extend_packed("héllo", [(2, 0), (3, 6)]);
+        assert_eq!(more, events);
         let m = Telemetry::Metrics(vec![MetricSample {
             task_arn: "arn:t".into(),
             cpu_usage_ns: Some(7),

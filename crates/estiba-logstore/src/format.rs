@@ -236,6 +236,19 @@ pub(crate) fn wal_record(meta: BlockMeta, block: &[u8], out: &mut Vec<u8>, file_
     }
 }
 
+/// Whether the write-ahead record of `meta` (parsed or written earlier) is still as written in
+/// `wal` (the open segment's bytes read back): its header and block against its CRC.
+pub(crate) fn wal_record_intact(wal: &[u8], meta: &BlockMeta) -> bool {
+    let at = meta.offset as usize;
+    let (Some(h), Some(block)) = (wal.get(at.wrapping_sub(WAL_HEADER)..at), wal.get(at..at + meta.len as usize)) else {
+        return false;
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&h[..44]);
+    hasher.update(block);
+    at >= WAL_HEADER && hasher.finalize() == meta.crc && le_u32(h, 44) == meta.crc
+}
+
 /// Parses an open segment's records; returns them and the length of the valid prefix (a torn
 /// or corrupt tail starts there).
 pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
@@ -274,18 +287,30 @@ pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
 /// Compresses a raw block into `out` (a sealed segment being built), adds its trigram filter
 /// and fills in where it is.
 pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>) -> Result<BlockMeta> {
-    let compressed = lz4_flex::block::compress(raw);
-    meta.offset = out.len() as u64;
-    meta.len = compressed.len() as u32;
+    // Compressed straight into the segment being built (no buffer per block).
+    let start = out.len();
+    out.resize(start + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+    let n = lz4_flex::block::compress_into(raw, &mut out[start..])
+        .map_err(|e| Error::Corrupt(format!("compressing a block: {e}")))?;
+    out.truncate(start + n);
+    meta.offset = start as u64;
+    meta.len = n as u32;
     meta.raw_len = raw.len() as u32;
-    meta.crc = crc32fast::hash(&compressed);
-    out.extend_from_slice(&compressed);
+    meta.crc = crc32fast::hash(&out[start..]);
     let at = out.len();
     out.resize(at + FILTER_BYTES, 0);
     let filter = &mut out[at..];
+    // A window equal to the one before sets the same bit: skip its store. Runs of one byte
+    // (padding, rules, repeated characters) then cost a comparison each instead of a
+    // read-modify-write of one filter byte after the other, which chain through memory.
+    let mut prev = u32::MAX;
     for w in block_messages(raw)?.windows(3) {
-        let bit = gram_bit(w);
-        filter[(bit >> 3) as usize] |= 1 << (bit & 7);
+        let gram = gram_of(w);
+        let bit = gram_hash(gram);
+        if gram != prev {
+            filter[(bit >> 3) as usize % FILTER_BYTES] |= 1 << (bit & 7);
+        }
+        prev = gram;
     }
     let crc = crc32fast::hash(filter);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -294,7 +319,15 @@ pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>) -> 
 
 /// Where a 3-byte window lands in a block's filter.
 fn gram_bit(w: &[u8]) -> u32 {
-    u32::from_le_bytes([w[0], w[1], w[2], 0]).wrapping_mul(0x9e37_79b1) >> 17
+    gram_hash(gram_of(w))
+}
+
+fn gram_of(w: &[u8]) -> u32 {
+    u32::from_le_bytes([w[0], w[1], w[2], 0])
+}
+
+fn gram_hash(gram: u32) -> u32 {
+    gram.wrapping_mul(0x9e37_79b1) >> 17
 }
 
 /// The filter bits a block must have to hold all of `needles` (none for needles too short).
@@ -467,5 +500,30 @@ impl<'a> MetaReader<'a> {
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = u32::from_le_bytes(self.take(4)?.try_into().unwrap()) as usize;
         self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_holds_every_window_of_the_messages() {
+        let mut builder = BlockBuilder::default();
+        for m in ["xxxxxxxxxxxx", "aaab", "abababab", "", "zz", "ERROR: 500 ms ====== done"] {
+            builder.push(1, 2, m.as_bytes());
+        }
+        let mut raw = Vec::new();
+        let meta = builder.finish(0, &mut raw);
+        let mut out = Vec::new();
+        let meta = seal_block(meta, &raw, &mut out).unwrap();
+        // What the filter must be: one bit per 3-byte window of the messages region.
+        let mut want = vec![0u8; FILTER_BYTES];
+        for w in block_messages(&raw).unwrap().windows(3) {
+            let bit = gram_bit(w);
+            want[(bit >> 3) as usize] |= 1 << (bit & 7);
+        }
+        let at = (meta.offset + u64::from(meta.len)) as usize;
+        assert_eq!(&out[at..at + FILTER_BYTES], &want[..]);
     }
 }

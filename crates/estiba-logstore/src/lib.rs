@@ -248,6 +248,22 @@ impl LogStore {
     /// order, one batch after the other (a later batch arriving first would make a gap, and
     /// the earlier one would then be skipped as already held).
     pub fn append(&self, group: &str, stream: &str, events: &[Event], seq: Option<u64>, now: i64) -> Result<Appended> {
+        self.inner.append(group, stream, events.iter().map(|e| (e.timestamp, e.message.as_str())), seq, now)
+    }
+
+    /// [`LogStore::append`] of events given as (timestamp, message) in order, wherever the
+    /// caller keeps them (a packed batch, say: no string per event).
+    pub fn append_iter<'a, I>(
+        &self,
+        group: &str,
+        stream: &str,
+        events: I,
+        seq: Option<u64>,
+        now: i64,
+    ) -> Result<Appended>
+    where
+        I: ExactSizeIterator<Item = (i64, &'a str)> + Clone,
+    {
         self.inner.append(group, stream, events, seq, now)
     }
 

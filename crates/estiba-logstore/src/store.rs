@@ -23,9 +23,26 @@ use tokio::sync::broadcast;
 
 use crate::format::{self, BlockBuilder, BlockMeta, MetaReader, MetaWriter};
 use crate::{
-    Appended, Cursor, Error, Event, Options, Read, ReadPage, Result, Scan, ScanCursor, ScanPage, StoredEvent,
-    StreamInfo, Streams, Tail,
+    Appended, Cursor, Error, Options, Read, ReadPage, Result, Scan, ScanCursor, ScanPage, StoredEvent, StreamInfo,
+    Streams, Tail,
 };
+
+/// An appending thread's buffers, kept between its appends: a batch of a megabyte is encoded
+/// without allocating (and, once the allocator has given the pages back, faulting in) a
+/// megabyte again.
+#[derive(Default)]
+struct Scratch {
+    buf: Vec<u8>,
+    block: Vec<u8>,
+    builder: BlockBuilder,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::default();
+}
+
+/// A thread keeps its scratch only up to this size (one odd huge batch is not kept).
+const SCRATCH_KEEP: usize = 4 << 20;
 
 /// Raw bytes of events per block (WAL records are split at this size; sealed blocks cut there).
 const BLOCK_TARGET: usize = 128 << 10;
@@ -475,9 +492,12 @@ impl BlockReader {
     }
 }
 
-/// Builds a sealed segment from an open segment's bytes and records.
-fn build_segment(wal: &[u8], records: &[BlockMeta]) -> Result<(Vec<u8>, Vec<BlockMeta>)> {
-    let mut out = format::SEG_MAGIC.to_vec();
+/// Builds a sealed segment from an open segment's bytes and records into `out`. A record that
+/// is a full block already (appends cut their events at [`BLOCK_TARGET`]) is sealed as written,
+/// its CRC checked; smaller ones are decoded and joined into blocks of that size.
+fn build_segment(wal: &[u8], records: &[BlockMeta], out: &mut Vec<u8>) -> Result<Vec<BlockMeta>> {
+    out.clear();
+    out.extend_from_slice(format::SEG_MAGIC);
     let mut metas = Vec::new();
     let mut builder = BlockBuilder::default();
     let mut raw = Vec::with_capacity(BLOCK_TARGET + 4096);
@@ -492,23 +512,36 @@ fn build_segment(wal: &[u8], records: &[BlockMeta]) -> Result<(Vec<u8>, Vec<Bloc
     };
     for r in records {
         let block = &wal[r.offset as usize..r.offset as usize + r.len as usize];
+        if r.len as usize >= BLOCK_TARGET {
+            if !format::wal_record_intact(wal, r) {
+                return Err(Error::Corrupt(format!(
+                    "open segment record at {} changed since it was written",
+                    r.offset
+                )));
+            }
+            flush(&mut builder, block_first, out, &mut metas)?;
+            metas.push(format::seal_block(*r, block, out)?);
+            // The next record starts a block of its own.
+            expect = u64::MAX;
+            continue;
+        }
         let d = format::decode_block(block, r.count as usize)?;
         if r.first_seq != expect {
-            flush(&mut builder, block_first, &mut out, &mut metas)?;
+            flush(&mut builder, block_first, out, &mut metas)?;
             block_first = r.first_seq;
         }
         for i in 0..r.count as usize {
             if builder.raw_len() >= BLOCK_TARGET {
-                flush(&mut builder, block_first, &mut out, &mut metas)?;
+                flush(&mut builder, block_first, out, &mut metas)?;
                 block_first = r.first_seq + i as u64;
             }
             builder.push(d.ts[i], d.ingest[i], d.message(i).as_bytes());
         }
         expect = r.end_seq();
     }
-    flush(&mut builder, block_first, &mut out, &mut metas)?;
-    format::finish_segment(&metas, &mut out);
-    Ok((out, metas))
+    flush(&mut builder, block_first, out, &mut metas)?;
+    format::finish_segment(&metas, out);
+    Ok(metas)
 }
 
 impl Inner {
@@ -742,14 +775,17 @@ impl Inner {
         streams.iter().map(|s| lock(&s.state).bytes).sum()
     }
 
-    pub(crate) fn append(
+    pub(crate) fn append<'a, I>(
         &self,
         group: &str,
         stream: &str,
-        events: &[Event],
+        events: I,
         seq: Option<u64>,
         now: i64,
-    ) -> Result<Appended> {
+    ) -> Result<Appended>
+    where
+        I: ExactSizeIterator<Item = (i64, &'a str)> + Clone,
+    {
         let (g, s) = self.find(group, stream)?;
         let mut st = lock(&s.state);
         if st.deleted {
@@ -762,8 +798,12 @@ impl Inner {
             Some(q) => (q, 0),
             None => (st.next_seq, 0),
         };
-        let events = &events[skip..];
-        if events.is_empty() {
+        let mut events = events;
+        if skip > 0 {
+            events.nth(skip - 1);
+        }
+        let count = events.len();
+        if count == 0 {
             // Nothing new; still, what was written must be on disk before saying so (a retry
             // after a failed sync lands here).
             let sync = st.open_wals().last().map(|w| (w.file.clone(), w.len));
@@ -776,18 +816,19 @@ impl Inner {
         }
         // Encode: one record per ~block of events.
         let wal_len = st.wal.as_ref().map_or(0, |w| w.len);
-        let mut buf = Vec::with_capacity(events.iter().map(|e| e.message.len() + 8).sum::<usize>() + 128);
-        let mut block = Vec::new();
+        let mut scratch = SCRATCH.take();
+        let Scratch { buf, block, builder } = &mut scratch;
+        buf.clear();
+        buf.reserve(events.clone().map(|(_, m)| m.len() + 8).sum::<usize>() + 128);
         let mut metas = Vec::new();
-        let mut builder = BlockBuilder::default();
         let mut block_first = first_seq;
-        for (i, e) in events.iter().enumerate() {
-            builder.push(e.timestamp, now, e.message.as_bytes());
-            if builder.raw_len() >= BLOCK_TARGET || i + 1 == events.len() {
+        for (i, (ts, message)) in events.clone().enumerate() {
+            builder.push(ts, now, message.as_bytes());
+            if builder.raw_len() >= BLOCK_TARGET || i + 1 == count {
                 block.clear();
-                let meta = builder.finish(block_first, &mut block);
+                let meta = builder.finish(block_first, block);
                 let at = wal_len + buf.len() as u64;
-                metas.push(format::wal_record(meta, &block, &mut buf, at));
+                metas.push(format::wal_record(meta, block, buf, at));
                 block_first = first_seq + i as u64 + 1;
             }
         }
@@ -798,7 +839,7 @@ impl Inner {
             st.wal = Some(Wal { first_seq, path, file: WalFile::new(file, 0), len: 0, blocks: Vec::new() });
         }
         let wal = st.wal.as_mut().expect("made above");
-        if let Err(e) = wal.file.file.write_all_at(&buf, wal.len) {
+        if let Err(e) = wal.file.file.write_all_at(buf, wal.len) {
             let _ = wal.file.file.set_len(wal.len);
             return Err(e.into());
         }
@@ -809,13 +850,16 @@ impl Inner {
         let wal_full = wal.len >= self.options.segment_bytes;
         st.bytes += buf.len() as u64;
         self.disk.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        st.next_seq = first_seq + events.len() as u64;
+        st.next_seq = first_seq + count as u64;
         for m in &metas {
             st.first_ts = Some(st.first_ts.map_or(m.min_ts, |f| f.min(m.min_ts)));
             st.last_ts = Some(st.last_ts.map_or(m.max_ts, |l| l.max(m.max_ts)));
         }
         st.last_ingest = Some(st.last_ingest.map_or(now, |l| l.max(now)));
-        let appended = Appended { stored: events.len(), duplicates: skip, next_seq: st.next_seq };
+        let appended = Appended { stored: count, duplicates: skip, next_seq: st.next_seq };
+        if buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.set(scratch);
+        }
         if wal_full {
             let full = st.wal.take().expect("written above");
             st.frozen.push(full);
@@ -824,14 +868,13 @@ impl Inner {
         // Live tail in append order (before the sync: a tail may show what a crash then loses).
         if self.tail.receiver_count() > 0 {
             let events: Arc<[StoredEvent]> = events
-                .iter()
                 .enumerate()
-                .map(|(i, e)| StoredEvent {
+                .map(|(i, (timestamp, message))| StoredEvent {
                     stream: s.name.clone(),
                     seq: first_seq + i as u64,
-                    timestamp: e.timestamp,
+                    timestamp,
                     ingestion_time: now,
-                    message: e.message.clone(),
+                    message: message.to_owned(),
                 })
                 .collect();
             let _ = self.tail.send(Tail { group: g.id.clone(), events });
@@ -1320,11 +1363,22 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
 /// Compresses an open segment into a sealed one, written whole, synced and renamed into place
 /// (the caller then removes the open segment: a crash leaves one or the other, or both).
 fn write_sealed(dir: &Path, first_seq: u64, file: &File, len: u64, blocks: &[BlockMeta]) -> Result<Seg> {
-    let mut bytes = vec![0u8; len as usize];
+    // The sealing thread's buffers, kept from one segment to the next (a few MiB each, which
+    // would otherwise be faulted in afresh for every segment).
+    thread_local! {
+        static BUFFERS: std::cell::Cell<(Vec<u8>, Vec<u8>)> = std::cell::Cell::default();
+    }
+    let (mut bytes, mut seg) = BUFFERS.take();
+    bytes.clear();
+    bytes.resize(len as usize, 0);
     file.read_exact_at(&mut bytes, 0)?;
-    let (seg, metas) = build_segment(&bytes, blocks)?;
+    let metas = build_segment(&bytes, blocks, &mut seg)?;
     let name = format!("{first_seq:016x}.seg");
     write_atomic(dir, &name, &seg)?;
     let max_ts = metas.iter().map(|b| b.max_ts).max().unwrap_or(i64::MIN);
-    Ok(Seg { first_seq, path: Arc::new(dir.join(name)), blocks: metas.into(), bytes: seg.len() as u64, max_ts })
+    let out = Seg { first_seq, path: Arc::new(dir.join(name)), blocks: metas.into(), bytes: seg.len() as u64, max_ts };
+    if bytes.capacity() <= 2 * SCRATCH_KEEP && seg.capacity() <= 2 * SCRATCH_KEEP {
+        BUFFERS.set((bytes, seg));
+    }
+    Ok(out)
 }

@@ -535,3 +535,40 @@ fn the_store_is_shareable_across_threads_and_tasks() {
     fn shareable<T: Clone + Send + Sync + 'static>() {}
     shareable::<LogStore>();
 }
+
+#[test]
+fn big_appends_seal_their_full_blocks_as_written() {
+    // Appends of ~300 KiB: full 128 KiB blocks go into the sealed segment as they were written,
+    // the rest of each append is joined with its neighbours.
+    let (dir, store) = with_stream(Options { disk_budget: None, segment_bytes: 1 << 20 });
+    let events: Vec<Event> = (0..40_000u64)
+        .map(|i| ev(i as i64, &format!("event {i:06} user-{} {}", i % 97, "y".repeat((i % 40) as usize))))
+        .collect();
+    for c in events.chunks(7_000) {
+        store.append(G, "s", c, Some(c[0].timestamp as u64), 1).unwrap();
+    }
+    store.inner.settle();
+    let segs = std::fs::read_dir(wal_of(dir.path()).parent().unwrap())
+        .unwrap()
+        .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|e| e == "seg"))
+        .count();
+    assert!(segs >= 1, "{segs} sealed segments");
+    let check = |store: &LogStore| {
+        let p = read(store, "s", None, true, true, 100_000);
+        assert_eq!(p.events.len(), events.len());
+        for (got, want) in p.events.iter().zip(&events) {
+            let got = (got.seq, got.timestamp, got.message.as_str());
+            assert_eq!(got, (want.timestamp as u64, want.timestamp, want.message.as_str()));
+        }
+        for needle in ["user-96 ", "event 039999", "zz-absent"] {
+            let want = events.iter().filter(|e| e.message.contains(needle)).count();
+            let page = store
+                .scan(G, &Scan { required: vec![needle.into()], limit: 100_000, ..Scan::default() }, &|_| true)
+                .unwrap();
+            assert_eq!(page.events.len(), want, "{needle}");
+        }
+    };
+    check(&store);
+    drop(store);
+    check(&LogStore::open(dir.path(), Options::default()).unwrap());
+}

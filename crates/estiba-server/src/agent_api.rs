@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use estiba_core::node::{NodeStatus, TaskStateAck, TaskStateChange};
-use estiba_core::telemetry::{LogDestination, LogEvent, LogIngest, LogIngestError, Telemetry, TelemetrySink};
+use estiba_core::telemetry::{LogDestination, LogEvents, LogIngest, LogIngestError, Telemetry, TelemetrySink};
 use estiba_store::Revision;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -238,7 +238,7 @@ pub struct BlockRequest {
 pub struct LogAppend {
     pub dest: LogDestination,
     pub seq: u64,
-    pub events: Vec<LogEvent>,
+    pub events: LogEvents,
 }
 
 /// A change of the published tables, one per line of `published`.

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use estiba_core::logs::{group_key, LogGroupDoc};
-use estiba_core::telemetry::{BoxFuture, LogDestination, LogEvent, LogIngest, LogIngestError};
+use estiba_core::telemetry::{BoxFuture, LogDestination, LogEvents, LogIngest, LogIngestError};
 use estiba_core::Scope;
 use estiba_store::{Compare, Op, Txn};
 
@@ -90,29 +90,25 @@ impl LogIngest for ServerLogIngest {
         &'a self,
         dest: &'a LogDestination,
         seq: u64,
-        events: Vec<LogEvent>,
+        events: LogEvents,
     ) -> BoxFuture<'a, Result<u64, LogIngestError>> {
         Box::pin(async move {
             let id = self.group_id(dest, false).await?;
             if crate::replication::follower(&self.server) {
                 // The leader owns the logs: the append goes there, numbered as the node sent it.
-                let events = events.into_iter().map(|e| WireEvent { t: e.timestamp, m: e.message }).collect();
+                let events = events.iter().map(|(t, m)| WireEvent { t, m: m.to_owned() }).collect();
                 let r =
                     Record::Append { group: id, stream: dest.stream.clone(), seq: Some(seq), now: now_ms(), events };
                 return crate::replication::send_to_leader(&self.server, &r).await.map_err(unavailable);
             }
             let (logs, repl) = (self.server.logs.clone(), self.server.replication.clone());
             let stream = dest.stream.clone();
-            let events: Vec<estiba_logstore::Event> = events
-                .into_iter()
-                .map(|e| estiba_logstore::Event { timestamp: e.timestamp, message: e.message })
-                .collect();
             let appended = tokio::task::spawn_blocking(move || {
-                match repl.append(&logs, &id, &stream, &events, Some(seq), now_ms()) {
+                match repl.append(&logs, &id, &stream, events.iter(), Some(seq), now_ms()) {
                     // A group created again under its name (new id) has no stream yet.
                     Err(estiba_logstore::Error::NoSuchStream { .. }) => {
                         repl.ensure_stream(&logs, &id, &stream, now_ms())?;
-                        repl.append(&logs, &id, &stream, &events, Some(seq), now_ms())
+                        repl.append(&logs, &id, &stream, events.iter(), Some(seq), now_ms())
                     }
                     r => r,
                 }

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use estiba_logstore::{Appended, Event, LogStore, StreamInfo};
+use estiba_logstore::{Appended, LogStore, StreamInfo};
 use estiba_metricstore::{Datum, Dimension, MetricStore, Resolution, StatisticSet, Value};
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -139,10 +139,6 @@ impl From<WireDatum> for Datum {
             },
         }
     }
-}
-
-fn wire_events(events: &[Event]) -> Vec<WireEvent> {
-    events.iter().map(|e| WireEvent { t: e.timestamp, m: e.message.clone() }).collect()
 }
 
 /// The leader's side: the ring of records of its current term. Cheap to clone.
@@ -306,25 +302,28 @@ impl Replication {
         Ok(freed)
     }
 
-    pub fn append(
+    pub fn append<'a, I>(
         &self,
         logs: &LogStore,
         group: &str,
         stream: &str,
-        events: &[Event],
+        events: I,
         seq: Option<u64>,
         now: i64,
-    ) -> estiba_logstore::Result<Appended> {
+    ) -> estiba_logstore::Result<Appended>
+    where
+        I: ExactSizeIterator<Item = (i64, &'a str)> + Clone,
+    {
         let _order = self.stripe(group, stream);
-        let a = logs.append(group, stream, events, seq, now)?;
+        let a = logs.append_iter(group, stream, events.clone(), seq, now)?;
         if self.on() && a.stored > 0 {
-            let stored = &events[events.len().saturating_sub(a.stored)..];
+            let skip = events.len().saturating_sub(a.stored);
             self.record(&Record::Append {
                 group: group.into(),
                 stream: stream.into(),
                 seq: Some(a.next_seq - a.stored as u64),
                 now,
-                events: wire_events(stored),
+                events: events.skip(skip).map(|(t, m)| WireEvent { t, m: m.to_owned() }).collect(),
             });
         }
         Ok(a)
@@ -368,11 +367,11 @@ impl Replication {
             Record::DeleteGroup { group } => self.delete_group(logs, &group).map(|_| 0).map_err(e),
             Record::Expire { group, before } => self.expire(logs, &group, before).map(|_| 0).map_err(e),
             Record::Append { group, stream, seq, now, events } => {
-                let events: Vec<Event> = events.into_iter().map(|w| Event { timestamp: w.t, message: w.m }).collect();
-                match self.append(logs, &group, &stream, &events, seq, now) {
+                let pairs = events.iter().map(|w| (w.t, w.m.as_str()));
+                match self.append(logs, &group, &stream, pairs.clone(), seq, now) {
                     Err(estiba_logstore::Error::NoSuchStream { .. }) => {
                         self.ensure_stream(logs, &group, &stream, now).map_err(e)?;
-                        self.append(logs, &group, &stream, &events, seq, now)
+                        self.append(logs, &group, &stream, pairs, seq, now)
                     }
                     r => r,
                 }

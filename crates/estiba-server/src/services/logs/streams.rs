@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use estiba_api::logs::*;
 use estiba_core::logs::{self as core, LogsError, StreamToken};
-use estiba_logstore::{Cursor, Event, Read, StreamInfo};
+use estiba_logstore::{Cursor, Read, StreamInfo};
 
 use super::{blocking, group_doc, limit, now_ms, page, store_error, Result};
 use crate::services::{json, Call};
@@ -80,18 +80,17 @@ pub async fn put_log_events(s: &Server, cx: &Call, req: PutLogEventsRequest) -> 
     let now = now_ms(cx);
     let sizes: Vec<(i64, usize)> = req.log_events.iter().map(|e| (e.timestamp, e.message.len())).collect();
     let verdict = core::check_batch(&sizes, now, g.retention_in_days)?;
-    let events: Vec<Event> = req.log_events[verdict.accepted.clone()]
-        .iter()
-        .map(|e| Event { timestamp: e.timestamp, message: e.message.clone() })
-        .collect();
+    let (events, accepted) = (req.log_events, verdict.accepted.clone());
     let (logs, repl, stream) = (s.logs.clone(), s.replication.clone(), req.log_stream_name);
     let next_seq = blocking(move || {
+        let events = &events[accepted];
         if events.is_empty() {
             logs.stream(&g.id, &stream)
                 .map(|i| i.next_seq)
                 .ok_or(estiba_logstore::Error::NoSuchStream { group: g.id.clone(), stream: stream.clone() })
         } else {
-            repl.append(&logs, &g.id, &stream, &events, None, now).map(|a| a.next_seq)
+            let pairs = events.iter().map(|e| (e.timestamp, e.message.as_str()));
+            repl.append(&logs, &g.id, &stream, pairs, None, now).map(|a| a.next_seq)
         }
     })
     .await?
