@@ -272,7 +272,11 @@ impl Tailer {
             // Only the new bytes can hold a record's end. The complete records are checked
             // for UTF-8 once, together (containers print text: one vectorised pass instead of
             // one call per line).
-            let complete = memchr::memrchr(b'\n', &self.carry[have..self.filled]).map_or(0, |i| have + i + 1);
+            let Some(last) = memchr::memrchr(b'\n', &self.carry[have..self.filled]) else {
+                // No record ends in what was read (a long one, or one being written).
+                continue;
+            };
+            let complete = have + last + 1;
             let text = std::str::from_utf8(&self.carry[..complete]).ok();
             for i in memchr::memchr_iter(b'\n', &self.carry[have..complete]) {
                 let end = have + i;
@@ -859,6 +863,31 @@ mod tests {
         assert_eq!(got[0], "INFO start\n  at one\n  at two\n");
         assert_eq!(got[1], format!("INFO next\n{}\n", "x".repeat(40 << 10)));
         assert_eq!(got[2], "INFO last\n");
+    }
+
+    #[test]
+    fn a_record_read_in_pieces_is_handed_over_once_whole() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut f = std::fs::File::create(&log).unwrap();
+        let mut t = Tailer::new(&log, None);
+        let mut got: Vec<(String, u64)> = Vec::new();
+        let mut sink = |r: Rec<'_>, p: Pos| got.push((String::from_utf8_lossy(r.bytes()).into_owned(), p.offset));
+        // A record written in three pieces, read after each (the later reads find no newline).
+        for piece in ["2026-01-01T00:00:00Z stdout F ab", "cd", "ef\n2026-01-01T00:00:00Z stdout F é"] {
+            f.write_all(piece.as_bytes()).unwrap();
+            t.fill(1 << 20, &mut sink).unwrap();
+        }
+        f.write_all(b"\n").unwrap();
+        t.fill(1 << 20, &mut sink).unwrap();
+        assert_eq!(
+            got,
+            [
+                ("2026-01-01T00:00:00Z stdout F abcdef".to_owned(), 37),
+                ("2026-01-01T00:00:00Z stdout F é".to_owned(), 70)
+            ]
+        );
     }
 
     #[tokio::test]
