@@ -593,7 +593,9 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // One append at a time (the store numbers events in arrival order), overlapping the
     // reading and forming of what comes next.
     let mut inflight: Option<(Append<'_>, InFlight)> = None;
-    // A multi-line batch that failed, to be sent again as it was (see below).
+    // A multi-line batch that failed, to be sent again as it was (see below). It waits outside
+    // the queue: READ_AHEAD and `max-buffer-size` may be exceeded by that one batch, and
+    // non-blocking mode drops newer events before it (it is the oldest and already formed).
     let mut kept: Option<LogEvents> = None;
     let mut again: Option<(LogEvents, InFlight)> = None;
     // Events dropped in non-blocking mode (sequence number, lines) past the saved position:

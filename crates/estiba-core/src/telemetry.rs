@@ -216,6 +216,7 @@ impl LogEvents {
         let mut end = base;
         for (ts, len) in events {
             end += len;
+            debug_assert!(self.text.is_char_boundary(end), "a packed event must end on a character boundary");
             self.index.push((ts, end));
         }
         assert!(end == self.text.len() && self.text.is_char_boundary(end), "packed events must cover their text");

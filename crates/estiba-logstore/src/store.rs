@@ -41,8 +41,9 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::default();
 }
 
-/// A thread keeps its scratch only up to this size (one odd huge batch is not kept).
-const SCRATCH_KEEP: usize = 4 << 20;
+/// A thread keeps its scratch only up to this size (one odd huge batch is not kept; appends
+/// run on the async runtime's blocking threads, which end when idle).
+const SCRATCH_KEEP: usize = 2 << 20;
 
 /// Raw bytes of events per block (WAL records are split at this size; sealed blocks cut there).
 const BLOCK_TARGET: usize = 128 << 10;
@@ -97,9 +98,12 @@ impl Sealer {
             let store = store.clone();
             move || {
                 lower_priority();
+                // The sealer's buffers, kept from one segment to the next (a few MiB each,
+                // which would otherwise be faulted in afresh for every segment).
+                let mut buffers = SealBuffers::default();
                 while let Ok(job) = rx.recv() {
                     match job {
-                        Job::Seal(s) => store.seal_frozen(&s),
+                        Job::Seal(s) => store.seal_frozen(&s, &mut buffers),
                         Job::Barrier(done) => {
                             let _ = done.send(());
                         }
@@ -494,7 +498,9 @@ impl BlockReader {
 
 /// Builds a sealed segment from an open segment's bytes and records into `out`. A record that
 /// is a full block already (appends cut their events at [`BLOCK_TARGET`]) is sealed as written,
-/// its CRC checked; smaller ones are decoded and joined into blocks of that size.
+/// its CRC checked; smaller ones are decoded and joined into blocks of that size, up to the next
+/// full one (so the tail of each large append makes a smaller block of its own: about one block
+/// in eight with the agent's 1 MiB batches, for not decoding the other seven).
 fn build_segment(wal: &[u8], records: &[BlockMeta], out: &mut Vec<u8>) -> Result<Vec<BlockMeta>> {
     out.clear();
     out.extend_from_slice(format::SEG_MAGIC);
@@ -886,14 +892,14 @@ impl Inner {
 
     /// Seals a stream's full open segments (on the sealer thread): compresses each into a
     /// sealed segment without holding the stream's lock, then swaps it in.
-    fn seal_frozen(&self, s: &Stream) {
+    fn seal_frozen(&self, s: &Stream, buffers: &mut SealBuffers) {
         loop {
             let (first_seq, file, blocks, len, path) = {
                 let st = lock(&s.state);
                 let Some(w) = st.frozen.first().filter(|_| !st.deleted) else { break };
                 (w.first_seq, w.file.clone(), w.blocks.clone(), w.len, w.path.clone())
             };
-            let seg = match write_sealed(&s.dir, first_seq, &file.file, len, &blocks) {
+            let seg = match write_sealed(&s.dir, first_seq, &file.file, len, &blocks, buffers) {
                 Ok(seg) => seg,
                 Err(e) => {
                     tracing::warn!(stream = %s.name, error = %e, "log store: sealing a segment failed; it stays open until the next start");
@@ -1348,7 +1354,7 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
         }
         if k + 1 < wal_count {
             // Not the newest: full, its seal was cut short; seal it now.
-            state.segs.push(write_sealed(dir, first_seq, &file, valid as u64, &blocks)?);
+            state.segs.push(write_sealed(dir, first_seq, &file, valid as u64, &blocks, &mut SealBuffers::default())?);
             state.segs.sort_by_key(|s| s.first_seq);
             fs::remove_file(&path)?;
         } else {
@@ -1362,23 +1368,28 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
 
 /// Compresses an open segment into a sealed one, written whole, synced and renamed into place
 /// (the caller then removes the open segment: a crash leaves one or the other, or both).
-fn write_sealed(dir: &Path, first_seq: u64, file: &File, len: u64, blocks: &[BlockMeta]) -> Result<Seg> {
-    // The sealing thread's buffers, kept from one segment to the next (a few MiB each, which
-    // would otherwise be faulted in afresh for every segment).
-    thread_local! {
-        static BUFFERS: std::cell::Cell<(Vec<u8>, Vec<u8>)> = std::cell::Cell::default();
-    }
-    let (mut bytes, mut seg) = BUFFERS.take();
-    bytes.clear();
-    bytes.resize(len as usize, 0);
-    file.read_exact_at(&mut bytes, 0)?;
-    let metas = build_segment(&bytes, blocks, &mut seg)?;
+/// What sealing a segment reads into and builds in.
+#[derive(Default)]
+struct SealBuffers {
+    wal: Vec<u8>,
+    seg: Vec<u8>,
+}
+
+fn write_sealed(
+    dir: &Path,
+    first_seq: u64,
+    file: &File,
+    len: u64,
+    blocks: &[BlockMeta],
+    buffers: &mut SealBuffers,
+) -> Result<Seg> {
+    let SealBuffers { wal, seg } = buffers;
+    wal.clear();
+    wal.resize(len as usize, 0);
+    file.read_exact_at(wal, 0)?;
+    let metas = build_segment(wal, blocks, seg)?;
     let name = format!("{first_seq:016x}.seg");
-    write_atomic(dir, &name, &seg)?;
+    write_atomic(dir, &name, seg)?;
     let max_ts = metas.iter().map(|b| b.max_ts).max().unwrap_or(i64::MIN);
-    let out = Seg { first_seq, path: Arc::new(dir.join(name)), blocks: metas.into(), bytes: seg.len() as u64, max_ts };
-    if bytes.capacity() <= 2 * SCRATCH_KEEP && seg.capacity() <= 2 * SCRATCH_KEEP {
-        BUFFERS.set((bytes, seg));
-    }
-    Ok(out)
+    Ok(Seg { first_seq, path: Arc::new(dir.join(name)), blocks: metas.into(), bytes: seg.len() as u64, max_ts })
 }
