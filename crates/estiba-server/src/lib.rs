@@ -36,6 +36,8 @@ pub mod netblocks;
 pub mod peers;
 pub mod registry;
 pub mod replication;
+#[cfg(test)]
+mod reservation_tests;
 pub mod scaling;
 pub mod sealing;
 pub mod services;
@@ -397,6 +399,10 @@ pub const BACKGROUND_TXN_BYTES: usize = 512 << 10;
 
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a retry after a conflict waits for the view to hear of the write that won
+/// ([`Server::after_conflict`]); then it retries anyway.
+const CONFLICT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Server {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Server>, estiba_store::StoreError> {
         let liveness = Arc::new(liveness::Liveness::new(config.node_lease));
@@ -519,14 +525,15 @@ impl Server {
     ) -> Result<R, E> {
         let deadline = std::time::Instant::now() + RETRY_FOR;
         while std::time::Instant::now() < deadline {
-            let (txn, r) = {
+            let (txn, r, read) = {
                 let st = self.view.read();
-                f(&st)?
+                let (txn, r) = f(&st)?;
+                (txn, r, st.revision)
             };
             if self.commit(txn).await? {
                 return Ok(r);
             }
-            self.catch_up().await;
+            self.after_conflict(read).await;
         }
         Err(WriteError::Conflicts.into())
     }
@@ -585,11 +592,11 @@ impl Server {
         let mut done = 0;
         while done < n || (n == 0 && out.is_empty()) {
             let mut len = n - done;
-            let (txn, r) = loop {
+            let (txn, r, read) = loop {
                 let st = self.view.read();
                 let (txn, r) = f(&st, done..done + len)?;
                 if len <= 1 || limits.fits(&txn) {
-                    break (txn, r);
+                    break (txn, r, st.revision);
                 }
                 len = len.div_ceil(2);
             };
@@ -602,7 +609,7 @@ impl Server {
             } else if std::time::Instant::now() > deadline {
                 return Err(WriteError::Conflicts.into());
             } else {
-                self.catch_up().await;
+                self.after_conflict(read).await;
             }
         }
         Ok(out)
@@ -667,6 +674,18 @@ impl Server {
     pub async fn catch_up(&self) {
         let rev: Revision = self.store.revision();
         self.view.wait_for(rev).await;
+    }
+
+    /// After a write whose compare failed on the view at revision `read`: waits until the
+    /// view holds what the store has committed and has moved past `read`, for at most
+    /// [`CONFLICT_WAIT`]. The second wait matters on etcd, where the write that won (another
+    /// request's, or another server's) can be in etcd before this server has heard of it: a
+    /// retry on the same view would only fail again.
+    pub async fn after_conflict(&self, read: Revision) {
+        self.catch_up().await;
+        if self.view.revision() <= read {
+            let _ = tokio::time::timeout(CONFLICT_WAIT, self.view.wait_for(read + 1)).await;
+        }
     }
 }
 

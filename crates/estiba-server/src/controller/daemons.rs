@@ -136,6 +136,7 @@ async fn reconcile(server: &Server, key: &str) -> Result<Option<f64>, EcsError> 
             let limits = server.txn_limits();
             let (mut stops_cap, mut starts_cap) = (plan.stop.len(), plan.start.len());
             loop {
+                held.begin_attempt();
                 let mut txn = Txn::new().when(Compare::mod_revision(&doc.key, doc.rev));
                 for (tkey, reason) in plan.stop.iter().take(stops_cap) {
                     let Some((_, t)) = tasks.iter().find(|(t, _)| t.arn == tkey.as_str()) else { continue };

@@ -88,6 +88,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
                 let limits = server.txn_limits();
                 let mut cap = usize::MAX;
                 loop {
+                    held.begin_attempt();
                     let (txn, retry) =
                         reconcile_task_sets(server, st, (&scope, &cluster, &name), d, &mut ids, cap, &held)?;
                     if limits.fits(&txn) || cap == 0 {
@@ -154,6 +155,7 @@ async fn reconcile(server: &Server, key: &str, settings: &deploy::Settings) -> R
             let limits = server.txn_limits();
             let (mut stops_cap, mut starts_cap) = (decided.stops.len(), decided.start.max(decided.start_on.len()));
             loop {
+                held.begin_attempt();
                 let mut out = decided.clone();
                 out.stops.truncate(stops_cap);
                 out.start = out.start.min(starts_cap);

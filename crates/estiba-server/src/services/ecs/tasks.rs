@@ -44,9 +44,11 @@ pub(crate) fn task_tags(
 /// Placements made on this server whose write is not in the view yet: a request that places
 /// on container instances counts them as taken, so concurrent requests (RunTask, StartTask,
 /// the service scheduler) never fill the same room twice. A request's entries go when its
-/// [`Held`] is dropped, after its write is in the view (or failed); a retry of the write
-/// (on a newer view) drops the entries of its earlier attempt. Across servers sharing one
-/// etcd this does not hold: see ARCHITECTURE.md.
+/// [`Held`] is dropped, after its write is in the view (or failed); each attempt at the write
+/// begins with [`Held::begin_attempt`], which drops the entries of the earlier attempt: a
+/// retry on the same view (its conflict not in the view yet, as happens on etcd) must not
+/// count its own earlier picks as taken by someone else. Across servers sharing one etcd
+/// this does not hold: see ARCHITECTURE.md.
 #[derive(Default)]
 pub struct Reservations {
     next: u64,
@@ -73,6 +75,23 @@ impl Held {
         let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
         b.next += 1;
         Held { book: book.clone(), token: b.next }
+    }
+
+    /// A new attempt at the request's write (the first, or a retry after a conflict, or a
+    /// smaller write after one over the store's limits): what earlier attempts placed is
+    /// no longer held. Placements within one attempt add up (a daemon's task per instance).
+    pub fn begin_attempt(&self) {
+        let mut b = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        b.held.retain(|r| r.token != self.token);
+    }
+}
+
+impl Ctx {
+    /// [`Held::begin_attempt`] of the request's hold, if it has one.
+    pub(crate) fn begin_attempt(&self) {
+        if let Some(h) = &self.held {
+            h.begin_attempt();
+        }
     }
 }
 
@@ -422,6 +441,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     let mut ids = RandomIds;
     let (placed, first, rest) = s
         .transact::<_, EcsError>(|st| {
+            cx.begin_attempt();
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
@@ -572,6 +592,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     let mut ids = RandomIds;
     let (placed, first, rest) = s
         .transact::<_, EcsError>(|st| {
+            cx.begin_attempt();
             let mut txn = Txn::new();
             let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
             let td = runnable_taskdef(st, cx, &req.task_definition)?;
