@@ -114,7 +114,9 @@ pub async fn setup(shared: &Arc<Shared>, a: &Assignment, task_id: &str, dir: &Pa
     if let Some(done) = saved(dir).filter(|_| pinned || mode == NetworkMode::Host) {
         return Ok(done);
     }
-    let short: String = task_id.chars().take(12).collect();
+    // Twelve characters of the task id, as Docker names a container's host: the random tail
+    // (the head is the start time, shared by tasks started together).
+    let short = estiba_net::tail(task_id, 12).to_owned();
     let mut net = TaskNet { hostname: short, ..Default::default() };
     // The network and address range the task goes on (none in `host` and `none` modes).
     let on = match mode {

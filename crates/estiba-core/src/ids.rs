@@ -13,6 +13,12 @@ pub trait Ids {
     }
     /// A random number for deployment ids (`ecs-svc/<n>`), 19 digits like ECS's.
     fn deployment_number(&mut self) -> u64;
+    /// A new task's id: 32 lowercase hex characters, as [`Ids::hex32`]. The server's
+    /// `RandomIds` makes it time-ordered: the store keeps tasks by
+    /// id, and new tasks that sort together are written together.
+    fn task_id(&mut self) -> String {
+        self.hex32()
+    }
 }
 
 /// A predictable id source for tests: counters instead of randomness.

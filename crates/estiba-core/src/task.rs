@@ -297,7 +297,7 @@ fn effective_overrides(td: &TaskDefinition, o: Option<&TaskOverride>) -> TaskOve
 /// first) or PENDING, with desiredStatus RUNNING.
 pub fn build(spec: &Spec<'_>, ids: &mut dyn Ids, now: Now) -> Task {
     let td = spec.td;
-    let id = ids.hex32();
+    let id = ids.task_id();
     let task_arn = spec.scope.task_arn(spec.cluster, &id);
     let overrides = effective_overrides(td, spec.overrides);
     let fargate = spec.launch.launch_type == LaunchType::Fargate;

@@ -94,9 +94,16 @@ pub fn mac_string(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// The host end of an owner's veth pair: `es` and the first 12 characters of the owner.
+/// The host end of an owner's veth pair: `es` and the last 12 characters of the owner (a
+/// task id, whose head is its start time: see `estiba_core::ids::Ids::task_id`).
 pub fn host_link_of(owner: &str) -> String {
-    format!("es{}", owner.chars().take(12).collect::<String>())
+    format!("es{}", tail(owner, 12))
+}
+
+/// The last `n` characters of `s` (all of it when shorter).
+pub fn tail(s: &str, n: usize) -> &str {
+    let skip = s.chars().count().saturating_sub(n);
+    s.char_indices().nth(skip).map_or("", |(i, _)| &s[i..])
 }
 
 /// The networks of a node: leases on disk, published ports in memory.
@@ -313,8 +320,10 @@ mod tests {
     fn names_and_addresses() {
         let ip = Ipv4Addr::new(172, 31, 0, 4);
         assert_eq!(mac_string(mac_of(ip)), "0a:58:ac:1f:00:04");
-        assert_eq!(host_link_of("0123456789abcdef0123456789abcdef"), "es0123456789ab");
+        assert_eq!(host_link_of("0123456789abcdef0123456789abcdef"), "es456789abcdef");
         assert!(host_link_of("0123456789abcdef").len() <= 15);
+        assert_eq!(host_link_of("abc"), "esabc");
+        assert_eq!(tail("héllo", 4), "éllo");
         let net = Network::named("vpc", 'v', "172.31.0.0/16".parse().unwrap());
         assert_eq!(net.gateway(), Ipv4Addr::new(172, 31, 0, 1));
         assert_eq!(net.bridge, "evac1f000016");
