@@ -315,8 +315,11 @@ impl Ids for RandomIds {
     /// random part (`estiba_net::tail`).
     fn task_id(&mut self) -> String {
         let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-        let r = uuid::Uuid::new_v4().simple().to_string();
-        format!("{:012x}{}", ms as u64 & 0xffff_ffff_ffff, &r[..20])
+        // 80 random bits of a v4 UUID (its first 6 bytes and last 4: the version and variant
+        // bits lie between them) as 20 hex digits.
+        let u = u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes());
+        let r = ((u >> 80) << 32) | (u & 0xffff_ffff);
+        format!("{:012x}{:020x}", ms as u64 & 0xffff_ffff_ffff, r)
     }
 }
 

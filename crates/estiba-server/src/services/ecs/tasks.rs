@@ -57,7 +57,6 @@ pub struct Reservations {
 
 struct Reserved {
     token: u64,
-    revision: estiba_store::Revision,
     cluster: String,
     slot: usize,
     need: placement::Need,
@@ -218,8 +217,7 @@ pub(crate) fn place_tasks(
         .as_ref()
         .filter(|_| on_instances > 0)
         .map(|h| (h.book.lock().unwrap_or_else(|e| e.into_inner()), h.token));
-    if let Some((b, token)) = &mut book {
-        b.held.retain(|r| r.token != *token || r.revision == st.revision);
+    if let Some((b, _)) = &book {
         for r in b.held.iter().filter(|r| r.cluster == cluster_key) {
             if hosts.host(r.slot).is_some() {
                 placer.hold_other(r.slot, &r.need, r.group == group);
@@ -267,7 +265,6 @@ pub(crate) fn place_tasks(
         if let (Some((b, token)), Some(idx)) = (&mut book, on) {
             b.held.push(Reserved {
                 token: *token,
-                revision: st.revision,
                 cluster: cluster_key.clone(),
                 slot: idx,
                 need: need.clone(),
