@@ -25,6 +25,8 @@ mod limits;
 mod local;
 mod mem;
 #[cfg(feature = "sqlite")]
+mod pcache;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store file and loads it into memory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        crate::pcache::install();
         let conn = Connection::open(&path).map_err(backend)?;
         // 8 KiB pages: a row of a WITHOUT ROWID table stays inline up to about a quarter of a
         // page (2 KB here, 1 KB with the default 4 KiB), the rest goes to overflow pages. With
