@@ -610,7 +610,11 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
         // Keyed by the interned set's address, looked up for nearly every host (neighbours
         // seldom share a set: zones alternate), so with a fast hasher, not SipHash.
         let mut memo: std::collections::HashMap<usize, SetFacts, foldhash::fast::FixedState> = Default::default();
-        let mut last: Option<(usize, SetFacts)> = None;
+        // The last few sets seen, looked through before the map: hosts of a few sets (three
+        // zones, alternating) find theirs here, without hashing (the map lookup per host was a
+        // quarter of a spread's scan).
+        let mut recent: [(usize, SetFacts); 4] = [(usize::MAX, (false, [0; 5], 0)); 4];
+        let mut next_recent = 0;
         // Within a bucket the attribute parts are equal, so its best hosts by the other parts
         // stay its best: each placement changes one host, so `count` of them per bucket are
         // enough for `count` placements. Each bucket keeps its `count` best seen so far (and
@@ -637,9 +641,9 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
             let added = self.added(i);
             let group = sum.in_group as i64 + added.map_or(0, |a| a.tasks as i64);
             let set = sum.set;
-            let (has_required, ids, bucket) = match last {
-                Some((k, v)) if k == set => v,
-                _ => {
+            let (has_required, ids, bucket) = match recent.iter().find(|(k, _)| *k == set) {
+                Some((_, v)) => *v,
+                None => {
                     let v = match memo.get(&set) {
                         Some(v) => *v,
                         None => {
@@ -662,7 +666,8 @@ impl<'h, 'a, F: Fleet<'a> + ?Sized> Placer<'h, 'a, F> {
                             v
                         }
                     };
-                    last = Some((set, v));
+                    recent[next_recent] = (set, v);
+                    next_recent = (next_recent + 1) % recent.len();
                     v
                 }
             };
