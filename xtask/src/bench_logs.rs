@@ -14,7 +14,7 @@
 //!
 //! It runs as root inside a network and mount namespace of its own, like the other benches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,14 +26,20 @@ use crate::bench_run::{ms, quiet, registry_with_images, start_dockerd, start_est
 const LOGS_TARGET: &str = "Logs_20140328";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    // `--bin PATH`: another build (its `estiba-shim` beside it), to compare two builds.
+    let bin: Option<PathBuf> = args.iter().position(|a| a == "--bin").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     if std::env::var_os(ISOLATED).is_some() {
         let rounds: usize = arg(args, "--rounds", 3);
         let lines: u64 = arg(args, "--lines", 1_000_000);
         // `--peers none`: estiba alone (for profiling it).
         let docker = arg(args, "--peers", "docker".to_owned()).split(',').any(|p| p == "docker");
-        return crate::bench::in_workdir(root, "ebl", "logs", |work| measure(root, work, rounds, lines, docker));
+        let bin = bin.unwrap_or_else(|| root.join("target/release/estiba"));
+        return crate::bench::in_workdir(root, "ebl", "logs", |work| measure(&bin, root, work, rounds, lines, docker));
     }
-    crate::bench::build_and_isolate(root, "logs", args)
+    match bin {
+        Some(_) => crate::bench::isolate(root, "logs", args, &[]),
+        None => crate::bench::build_and_isolate(root, "logs", args),
+    }
 }
 
 /// One run of the task: wall time, exit → visible, start → visible.
@@ -54,12 +60,11 @@ fn script(lines: u64, devnull: bool) -> String {
     format!("(yes {line} | head -n {}; echo END){out}", lines - 1)
 }
 
-fn measure(root: &Path, work: &Path, rounds: usize, lines: u64, with_docker: bool) -> Result<String> {
-    let bin = root.join("target/release/estiba");
+fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with_docker: bool) -> Result<String> {
     let mut guard = Guard(Vec::new());
     let images = registry_with_images(root, work, &mut guard, false)?;
     let busybox = images["busybox"].as_str().context("no busybox image")?.to_owned();
-    let port = start_estiba_node(&bin, work, &mut guard, &[])?;
+    let port = start_estiba_node(bin, work, &mut guard, &[])?;
     let call = |op: &str, body: &str| -> Result<String> {
         let (s, b) = post(port, op, body)?;
         if s != 200 {
@@ -167,6 +172,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, lines: u64, with_docker: boo
         eprintln!("round {}/{rounds}…", round + 1);
         devnull.push(run_task("bench-devnull", false)?);
         with_logs.push(run_task("bench-awslogs", true)?);
+        eprintln!("  /dev/null {:.0} ms, awslogs {:.0} ms", ms(devnull[round].wall), ms(with_logs[round].wall));
         if let Some(d) = &dockerd {
             let t0 = Instant::now();
             quiet(
@@ -193,6 +199,9 @@ fn measure(root: &Path, work: &Path, rounds: usize, lines: u64, with_docker: boo
 
     let wall = |v: &[Run]| median(v.iter().map(|r| ms(r.wall)).collect());
     let (w_null, w_logs) = (wall(&devnull), wall(&with_logs));
+    // Each round's pair ran back to back: the ratio within a round cancels the machine's
+    // drift from one round to the next (its speed moves by a quarter within minutes).
+    let paired = median(devnull.iter().zip(&with_logs).map(|(n, l)| ms(l.wall) / ms(n.wall)).collect());
     let e2v = median(with_logs.iter().filter_map(|r| r.exit_to_visible).map(ms).collect());
     let s2v = median(with_logs.iter().filter_map(|r| r.start_to_visible).map(ms).collect());
     let mut md = format!(
@@ -201,7 +210,7 @@ fn measure(root: &Path, work: &Path, rounds: usize, lines: u64, with_docker: boo
          (`yes <99 x> | head -n {lines}-1; echo END`); Fargate awsvpc task, RunTask → STOPPED; awslogs in blocking mode \
          (every line kept). Median of {rounds}.\n\n| | wall ms | vs /dev/null |\n|---|---:|---:|\n\
          | estiba, output to /dev/null | {w_null:.0} | 1.00x |\n\
-         | estiba, awslogs | {w_logs:.0} | {:.2}x |\n",
+         | estiba, awslogs | {w_logs:.0} | {:.2}x (median of the rounds' own ratios: {paired:.2}x) |\n",
         w_logs / w_null
     );
     if docker.is_empty() {
