@@ -601,6 +601,10 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // Events dropped in non-blocking mode (sequence number, lines) past the saved position:
     // final once a later batch is stored; undone by a rewind, which reads them again.
     let mut pending_drops: VecDeque<(u64, u64)> = VecDeque::new();
+    // The saved position lags the stored one by at most SAVE_EVERY while lines keep coming
+    // (see `save`); `unsaved` says it lags at all.
+    let mut unsaved = false;
+    let mut saved_at = Instant::now();
     loop {
         let finishing = *finish.borrow();
         let budget = match cfg.mode {
@@ -664,8 +668,9 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                         pending_drops.pop_front();
                     }
                     shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped };
-                    if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
-                        tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+                    unsaved = true;
+                    if saved_at.elapsed() >= SAVE_EVERY {
+                        save(&cfg, &shipped, &mut unsaved, &mut saved_at);
                     }
                 }
                 Err(e) => {
@@ -704,9 +709,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                             seq: last + 1,
                             dropped: shipped.dropped + lines,
                         };
-                        if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
-                            tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
-                        }
+                        save(&cfg, &shipped, &mut unsaved, &mut saved_at);
                         tracing::error!(stream = %cfg.dest.stream, group = %cfg.dest.group, error = %e, lines, first, "awslogs: lines dropped");
                     }
                 }
@@ -717,9 +720,10 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             if !pending_drops.is_empty() {
                 // The newest events were dropped: nothing later will be stored to settle them.
                 shipped.dropped += pending_drops.drain(..).map(|(_, lines)| lines).sum::<u64>();
-                if let Err(e) = logs::write_shipped(&cfg.log, &shipped) {
-                    tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
-                }
+                unsaved = true;
+            }
+            if unsaved {
+                save(&cfg, &shipped, &mut unsaved, &mut saved_at);
             }
             if stats.dropped_lines > 0 {
                 tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: lines were dropped");
@@ -730,10 +734,30 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             poll = Duration::from_millis(10);
             continue;
         }
+        if unsaved {
+            // Caught up: the position is saved before the shipper waits for more.
+            save(&cfg, &shipped, &mut unsaved, &mut saved_at);
+        }
         let wait = if asm.pending.is_some() { poll.min(IDLE_FLUSH / 4) } else { poll };
         wait_or_finish(&mut finish, wait).await;
         poll = (poll * 2).min(Duration::from_millis(200));
     }
+}
+
+/// How often, at most, the shipper saves its position while it ships without pause. Each save
+/// creates a file and renames it over the last (a new inode each time, ext4's inode search
+/// included): after every append that was a hundred files per million lines. A position saved
+/// late only means a restarted shipper resends more, which the log store skips by number, and
+/// that rotation keeps a file a little longer. It is saved at once when the shipper has caught
+/// up, when it drops a batch and before it returns.
+const SAVE_EVERY: Duration = Duration::from_millis(100);
+
+fn save(cfg: &ShipperConfig, shipped: &Shipped, unsaved: &mut bool, saved_at: &mut Instant) {
+    if let Err(e) = logs::write_shipped(&cfg.log, shipped) {
+        tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+    }
+    *unsaved = false;
+    *saved_at = Instant::now();
 }
 
 /// Sleeps for `d` unless told to finish first; true when it slept the whole time.
@@ -831,7 +855,8 @@ mod tests {
             let s = if i % 10 == 0 { Stream::Stderr } else { Stream::Stdout };
             w.write(s, format!("line {i}\n").as_bytes()).unwrap();
             if i == 700 {
-                // The agent dies mid-way (its position was saved after each append).
+                // The agent dies mid-way (its position, saved when it caught up or within
+                // SAVE_EVERY, may be behind what it stored: the sink skips what it holds).
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 first.handle.abort();
             }
@@ -846,6 +871,34 @@ mod tests {
         assert_eq!(stats.dropped_lines, 0);
         let numbers: Vec<u64> = sink.events.lock().unwrap().keys().copied().collect();
         assert_eq!(numbers, (0..2000).collect::<Vec<_>>());
+        assert_eq!(logs::read_shipped(&log).map(|s| s.seq), Some(2000), "saved before the shipper returned");
+    }
+
+    #[tokio::test]
+    async fn a_shipper_that_caught_up_has_saved_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let mut w = LogWriter::open(&log, Rotation::default()).unwrap();
+        let sink = Arc::new(Sink::default());
+        let shipper = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, None));
+        for round in 1..=3u64 {
+            for i in 0..100 {
+                w.write(Stream::Stdout, format!("line {round} {i}\n").as_bytes()).unwrap();
+            }
+            // Still running, nothing more to read: the position of the last line is on disk
+            // (not only after a later append, nor only at the end).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while logs::read_shipped(&log).map(|s| s.seq) != Some(round * 100) {
+                assert!(
+                    Instant::now() < deadline,
+                    "saved {:?}, stored {}",
+                    logs::read_shipped(&log),
+                    messages(&sink).len()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        shipper.handle.abort();
     }
 
     #[tokio::test]
