@@ -387,6 +387,10 @@ fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &
             }
             let (slot, stream) = &mut streams[i];
             let Some(f) = slot.as_mut() else { continue };
+            // Full reads are followed by another, up to a pipe's worth, then the other stream
+            // and the reaping get their turn (a writer faster than the disk cannot hold the
+            // loop here).
+            let mut full_reads = 0;
             loop {
                 match f.read(&mut buf) {
                     Ok(0) => *slot = None,
@@ -394,10 +398,12 @@ fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &
                         if let Some(l) = &mut log {
                             let _ = l.write(*stream, &buf[..n]);
                         }
-                        if n == buf.len() {
+                        if n == buf.len() && full_reads < PIPE_BYTES as usize / buf.len() {
+                            full_reads += 1;
                             continue;
                         }
-                        flood |= n >= FLOOD_READ;
+                        // Behind (still a full read): no nap, poll again at once.
+                        flood |= n >= FLOOD_READ && n < buf.len();
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
