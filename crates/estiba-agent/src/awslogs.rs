@@ -7,10 +7,12 @@
 //!
 //! - **Position.** The shipper reads from a saved position (`container.log.shipped`: the file
 //!   by inode and the offset in it, and the number of the next event) and saves it only after
-//!   an append returned, so a crash of the server or agent resends at most what it had not
-//!   saved. Events are numbered in the order they are formed from the file, the same numbers
-//!   every time it is read, and the store skips numbers it holds: no line is lost or
-//!   duplicated across a restart.
+//!   an append returned (at most every [`SAVE_EVERY`] while lines keep coming, after every
+//!   append of multi-line events), so a crash of the server or agent resends at most what it
+//!   had not saved. Events are numbered in the order they are formed from the file, the same
+//!   numbers every time it is read (one event per line; for multi-line events, which timing
+//!   also ends, only a crash between an append and its save reads a batch again), and the
+//!   store skips numbers it holds: no line is lost or duplicated across a restart.
 //! - **Rotation.** A rotated file is still read to its end through the open descriptor, then
 //!   the next newer file. In blocking mode the supervisor deletes only files the shipper is
 //!   done with (`Rotation::keep_unshipped`): the disk is the buffer. In non-blocking mode at
@@ -601,8 +603,8 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // Events dropped in non-blocking mode (sequence number, lines) past the saved position:
     // final once a later batch is stored; undone by a rewind, which reads them again.
     let mut pending_drops: VecDeque<(u64, u64)> = VecDeque::new();
-    // The saved position lags the stored one by at most SAVE_EVERY while lines keep coming
-    // (see `save`); `unsaved` says it lags at all.
+    // The saved position lags the stored one by the appends of at most SAVE_EVERY (more
+    // while appends fail and the shipper retries; see `save`); `unsaved` says it lags at all.
     let mut unsaved = false;
     let mut saved_at = Instant::now();
     loop {
@@ -669,7 +671,10 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                     }
                     shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped };
                     unsaved = true;
-                    if saved_at.elapsed() >= SAVE_EVERY {
+                    // Multi-line events are also ended by timing (IDLE_FLUSH): read again from an
+                    // older position they may form differently, and numbers the store already
+                    // holds would then skip other text. Their position is saved every time.
+                    if cfg.multiline.is_some() || saved_at.elapsed() >= SAVE_EVERY {
                         save(&cfg, &shipped, &mut unsaved, &mut saved_at);
                     }
                 }
@@ -746,10 +751,12 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
 
 /// How often, at most, the shipper saves its position while it ships without pause. Each save
 /// creates a file and renames it over the last (a new inode each time, ext4's inode search
-/// included): after every append that was a hundred files per million lines. A position saved
-/// late only means a restarted shipper resends more, which the log store skips by number, and
-/// that rotation keeps a file a little longer. It is saved at once when the shipper has caught
-/// up, when it drops a batch and before it returns.
+/// included): after every append that was a hundred files per million lines. With one event
+/// per line a position saved late only means a restarted shipper resends more, which the log
+/// store skips by number (the same lines form the same numbered events), and that rotation
+/// keeps a file a little longer. It is saved at once when the shipper has caught up, when it
+/// drops a batch, before it returns, and after every append of multi-line events (which read
+/// again need not form the same events).
 const SAVE_EVERY: Duration = Duration::from_millis(100);
 
 fn save(cfg: &ShipperConfig, shipped: &Shipped, unsaved: &mut bool, saved_at: &mut Instant) {
@@ -854,11 +861,23 @@ mod tests {
         for i in 0..2000 {
             let s = if i % 10 == 0 { Stream::Stderr } else { Stream::Stdout };
             w.write(s, format!("line {i}\n").as_bytes()).unwrap();
+            if i == 300 {
+                // A position the first shipper saved early on, kept to be put back below.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while logs::read_shipped(&log).is_none_or(|s| s.seq < 100) {
+                    assert!(Instant::now() < deadline, "no position saved");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                std::fs::copy(logs::shipped_path(&log), dir.path().join("older")).unwrap();
+            }
             if i == 700 {
-                // The agent dies mid-way (its position, saved when it caught up or within
-                // SAVE_EVERY, may be behind what it stored: the sink skips what it holds).
+                // The agent dies mid-way, its saved position behind what it stored (as when it
+                // dies within SAVE_EVERY of its last save): the second resends, the sink skips
+                // the numbers it holds.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 first.handle.abort();
+                std::fs::copy(dir.path().join("older"), logs::shipped_path(&log)).unwrap();
+                assert!(logs::read_shipped(&log).unwrap().seq <= 301);
             }
         }
         w.write(Stream::Stdout, b"\n").unwrap();

@@ -306,8 +306,11 @@ fn zygote(slot: &Path, go: OwnedFd, answer: OwnedFd, out: OwnedFd, err: OwnedFd)
     1
 }
 
-/// How big the container's output pipes are made (best effort: 64 KiB by default): room for
-/// what a flooding container writes while its supervisor naps (below) or writes out a read.
+/// How big a container's output pipe is made once it floods (best effort; 64 KiB by default):
+/// room for what the container writes while its supervisor naps (below) or writes out a read.
+/// Only flooding pipes grow: every pipe's slots count against its creator's (root's) pipe
+/// budget (`pipe-user-pages-soft`, 64 MiB), past which new pipes of containers without
+/// CAP_SYS_RESOURCE get 8 KiB.
 const PIPE_BYTES: i32 = 256 << 10;
 
 /// After a read of at least this much output (a container writing as fast as it can, 4 KiB at
@@ -326,8 +329,8 @@ fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &
         // Non-blocking, so a read that filled the buffer can be followed by another without a
         // poll (the pipe's read end is the supervisor's alone).
         let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
     }
+    let mut grown = [false; 2];
     let mut streams: Vec<(Option<std::fs::File>, Stream)> =
         vec![(Some(std::fs::File::from(out)), Stream::Stdout), (Some(std::fs::File::from(err)), Stream::Stderr)];
     let mut status: Option<WaitStatus> = None;
@@ -387,9 +390,9 @@ fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &
             }
             let (slot, stream) = &mut streams[i];
             let Some(f) = slot.as_mut() else { continue };
-            // Full reads are followed by another, up to a pipe's worth, then the other stream
-            // and the reaping get their turn (a writer faster than the disk cannot hold the
-            // loop here).
+            // A full read is followed by up to a grown pipe's worth more, then the other
+            // stream and the reaping get their turn (a writer faster than the disk cannot hold
+            // the loop here).
             let mut full_reads = 0;
             loop {
                 match f.read(&mut buf) {
@@ -401,6 +404,10 @@ fn supervise(spec: &ContainerSpec, pid: i32, out: OwnedFd, err: OwnedFd, mask: &
                         if n == buf.len() && full_reads < PIPE_BYTES as usize / buf.len() {
                             full_reads += 1;
                             continue;
+                        }
+                        if n >= FLOOD_READ && !grown[i] {
+                            grown[i] = true;
+                            let _ = fcntl(f.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
                         }
                         // Behind (still a full read): no nap, poll again at once.
                         flood |= n >= FLOOD_READ && n < buf.len();
