@@ -653,6 +653,20 @@ fn setup(port: u16, subnet: Option<String>) -> Result<Setup> {
     bail!("the peer lists none of its 10 tasks")
 }
 
+/// `--bin PATH`: a given build of estiba (its `estiba-shim` beside it) instead of
+/// `target/release/estiba`, to compare two builds.
+pub(crate) fn bin_arg(args: &[String]) -> Option<PathBuf> {
+    args.iter().position(|a| a == "--bin").and_then(|i| args.get(i + 1)).map(PathBuf::from)
+}
+
+/// Re-runs the bench in its namespaces: with a given build as it is, else after building.
+pub(crate) fn isolate_bin(root: &Path, sub: &str, args: &[String], bin: Option<&Path>) -> Result<()> {
+    match bin {
+        Some(_) => isolate(root, sub, args, &[]),
+        None => build_and_isolate(root, sub, args),
+    }
+}
+
 pub(crate) fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(default)
 }

@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,17 +32,13 @@ const HOST_NODE: &str = "bench-host";
 const TOKEN: &str = "bench-agent-token";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let bin: Option<PathBuf> = args.iter().position(|a| a == "--bin").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let bin = crate::bench::bin_arg(args);
     if std::env::var_os(ISOLATED).is_some() {
         let rounds: usize = arg(args, "--rounds", 30);
         let bin = bin.unwrap_or_else(|| root.join("target/release/estiba"));
         return crate::bench::in_workdir(root, "eba", "agent", |work| measure(&bin, root, work, rounds, args));
     }
-    match bin {
-        // A given binary: no build, only the namespace.
-        Some(_) => crate::bench::isolate(root, "agent", args, &[]),
-        None => crate::bench::build_and_isolate(root, "agent", args),
-    }
+    crate::bench::isolate_bin(root, "agent", args, bin.as_deref())
 }
 
 /// One GET on loopback; the body.

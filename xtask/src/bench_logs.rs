@@ -14,7 +14,7 @@
 //!
 //! It runs as root inside a network and mount namespace of its own, like the other benches.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,8 +26,7 @@ use crate::bench_run::{ms, quiet, registry_with_images, start_dockerd, start_est
 const LOGS_TARGET: &str = "Logs_20140328";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    // `--bin PATH`: another build (its `estiba-shim` beside it), to compare two builds.
-    let bin: Option<PathBuf> = args.iter().position(|a| a == "--bin").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let bin = crate::bench::bin_arg(args);
     if std::env::var_os(ISOLATED).is_some() {
         let rounds: usize = arg(args, "--rounds", 3);
         let lines: u64 = arg(args, "--lines", 1_000_000);
@@ -36,10 +35,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let bin = bin.unwrap_or_else(|| root.join("target/release/estiba"));
         return crate::bench::in_workdir(root, "ebl", "logs", |work| measure(&bin, root, work, rounds, lines, docker));
     }
-    match bin {
-        Some(_) => crate::bench::isolate(root, "logs", args, &[]),
-        None => crate::bench::build_and_isolate(root, "logs", args),
-    }
+    crate::bench::isolate_bin(root, "logs", args, bin.as_deref())
 }
 
 /// One run of the task: wall time, exit → visible, start → visible.
