@@ -25,6 +25,7 @@ pub mod dns;
 pub mod exec;
 pub mod front;
 pub mod http;
+pub mod key_locks;
 pub mod lb;
 pub mod lb_health;
 pub mod limits;
@@ -246,6 +247,9 @@ pub struct Server {
     /// Placements on container instances whose write is not in the view yet
     /// ([`services::ecs::Reservations`]).
     pub reservations: Arc<std::sync::Mutex<services::ecs::Reservations>>,
+    /// The store keys this server's own requests are writing under [`Server::transact_locked`]
+    /// (container instances placed on, when their writes are guarded in the store).
+    pub key_locks: key_locks::KeyLocks,
     /// The other servers sharing the state, and which one leads ([`peers`]).
     pub peers: peers::Peers,
     /// Which nodes reported within the node lease ([`liveness`]).
@@ -487,6 +491,7 @@ impl Server {
             agent_sinks: Default::default(),
             leader: Default::default(),
             reservations: Default::default(),
+            key_locks: Default::default(),
             peers: Default::default(),
             liveness,
             rate_limits,
@@ -548,6 +553,58 @@ impl Server {
             if self.commit(txn).await? {
                 return Ok(r);
             }
+            self.after_conflict(read).await;
+        }
+        Err(WriteError::Conflicts.into())
+    }
+
+    /// [`Server::transact`] for writes that compare keys many of this server's own requests
+    /// write at once (the container instances placements go to, when other servers may share
+    /// the state): `f` also returns those keys, and the write goes under their locks
+    /// ([`key_locks`]), so this server's requests take turns instead of failing each other's
+    /// compares and placing again and again. When another request holds one of them, `f` first
+    /// runs again at once: the holder's placements are counted by now (reservations), and a
+    /// spread placement then picks other instances; only when it picks held ones again does it
+    /// wait for them, and runs again under them (the holder changed them). Returns the locks
+    /// still held: the caller releases them once what it wrote is counted where the next
+    /// holder reads (the view, not the reservations). With no keys it is [`Server::transact`].
+    pub async fn transact_locked<R, E: From<WriteError>>(
+        &self,
+        mut f: impl FnMut(&view::State) -> Result<(Txn, R, std::collections::BTreeSet<String>), E>,
+    ) -> Result<(R, key_locks::KeyGuards), E> {
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        let mut guards = key_locks::KeyGuards::default();
+        let mut wait = false;
+        while std::time::Instant::now() < deadline {
+            let (txn, r, keys, read) = {
+                let st = self.view.read();
+                let (txn, r, keys) = f(&st)?;
+                (txn, r, keys, st.revision)
+            };
+            if !guards.cover(&keys) {
+                // Sorted order holds only for one set at a time: let go of the old set first.
+                drop(std::mem::take(&mut guards));
+                if wait {
+                    let contended;
+                    (guards, contended) = self.key_locks.lock(&keys).await;
+                    if contended {
+                        continue;
+                    }
+                } else {
+                    match self.key_locks.try_lock(&keys) {
+                        Some(g) => guards = g,
+                        None => {
+                            wait = true;
+                            continue;
+                        }
+                    }
+                }
+            }
+            if self.commit(txn).await? {
+                return Ok((r, guards));
+            }
+            // Another server's write won: no lock of this process helps against it.
+            drop(std::mem::take(&mut guards));
             self.after_conflict(read).await;
         }
         Err(WriteError::Conflicts.into())

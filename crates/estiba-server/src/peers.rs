@@ -94,6 +94,12 @@ impl Peers {
         v
     }
 
+    /// Makes [`Peers::shared`] true, as a [`track`] on etcd does, for tests on other stores.
+    #[cfg(test)]
+    pub(crate) fn pretend_shared(&self) {
+        self.set("http://127.0.0.1:1", None, vec![]);
+    }
+
     fn set(&self, me: &str, leader: Option<String>, all: Vec<String>) {
         let mut s = self.state.write().unwrap();
         s.me = Some(me.to_owned());

@@ -79,3 +79,119 @@ async fn a_retry_on_the_same_view_places_what_the_first_attempt_could() {
     let out = call(&s, "ecs", "RunTask", json!({"cluster": "c", "taskDefinition": "f", "launchType": "EC2"})).await;
     assert_eq!(out["failures"][0]["reason"], "RESOURCE:CPU", "{out}");
 }
+
+/// A [`MemStore`] whose transactions take a while, as etcd's round trip does, and which counts
+/// the ones whose compare failed.
+struct Slow {
+    inner: MemStore,
+    failed: Arc<AtomicUsize>,
+}
+
+impl Store for Slow {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>>> {
+        self.inner.get(key)
+    }
+
+    fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<RangeResponse>> {
+        self.inner.range(prefix)
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>> {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            let r = self.inner.txn(txn).await?;
+            if !r.succeeded {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r)
+        })
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
+        self.inner.watch(prefix, after)
+    }
+
+    fn revision(&self) -> Revision {
+        self.inner.revision()
+    }
+}
+
+/// A server whose placements are guarded in the store (as on etcd), over a [`Slow`] store,
+/// with a cluster `c` of `instances` container instances of `cpu` units each and a task
+/// definition `f` of 256 units.
+async fn shared_cluster(instances: usize, cpu: i64) -> (Arc<Server>, Arc<AtomicUsize>) {
+    let failed = Arc::new(AtomicUsize::new(0));
+    let store = Slow { inner: MemStore::new(), failed: failed.clone() };
+    let s = Server::new(crate::Config::default(), Arc::new(store)).await.expect("server");
+    s.peers.pretend_shared();
+    call(&s, "ecs", "CreateCluster", json!({"clusterName": "c"})).await;
+    for i in 0..instances {
+        let doc = json!({"instanceId": format!("i-{i}"), "instanceType": "m5.large", "availabilityZone": "us-east-1a"});
+        call(
+            &s,
+            "ecs",
+            "RegisterContainerInstance",
+            json!({"cluster": "c", "instanceIdentityDocument": doc.to_string(),
+                   "totalResources": [{"name": "CPU", "type": "INTEGER", "integerValue": cpu},
+                                      {"name": "MEMORY", "type": "INTEGER", "integerValue": 65536}]}),
+        )
+        .await;
+    }
+    call(
+        &s,
+        "ecs",
+        "RegisterTaskDefinition",
+        json!({"family": "f", "networkMode": "bridge", "requiresCompatibilities": ["EC2"],
+               "containerDefinitions": [{"name": "a", "image": "busybox", "cpu": 256, "memory": 64}]}),
+    )
+    .await;
+    failed.store(0, Ordering::Relaxed);
+    (s, failed)
+}
+
+/// Four concurrent binpack RunTasks of `count` tasks each; their answers.
+async fn four_binpack_runs(s: &Server, count: u32) -> Vec<serde_json::Value> {
+    let run = || {
+        call(
+            s,
+            "ecs",
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "f", "count": count, "launchType": "EC2",
+                   "placementStrategy": [{"type": "binpack", "field": "cpu"}]}),
+        )
+    };
+    let (a, b, c, d) = tokio::join!(run(), run(), run(), run());
+    vec![a, b, c, d]
+}
+
+#[tokio::test]
+async fn concurrent_binpack_runs_take_turns_instead_of_failing_each_others_compares() {
+    let (s, failed) = shared_cluster(3, 256 * 100).await;
+    let outs = four_binpack_runs(&s, 10).await;
+    for out in &outs {
+        assert_eq!(out["failures"], json!([]), "{out}");
+        assert_eq!(out["tasks"].as_array().map(Vec::len), Some(10), "{out}");
+    }
+    // Without the locks every request picks the instance the others just reserved (binpack
+    // prefers the fullest), and all but one fail their compare, again on each retry.
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no write may lose to this server's own");
+    assert_eq!(s.key_locks.entries(), 0, "every lock is released");
+    let listed = call(&s, "ecs", "ListTasks", json!({"cluster": "c", "maxResults": 100})).await;
+    assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(40), "{listed}");
+}
+
+#[tokio::test]
+async fn concurrent_binpack_runs_fill_the_room_exactly() {
+    // Room for four tasks on one instance: four requests of two place four in all, and two
+    // requests find it full.
+    let (s, _) = shared_cluster(1, 256 * 4).await;
+    let outs = four_binpack_runs(&s, 2).await;
+    let placed: usize = outs.iter().map(|o| o["tasks"].as_array().map_or(0, Vec::len)).sum();
+    let refused: Vec<&serde_json::Value> = outs.iter().flat_map(|o| o["failures"].as_array().unwrap().iter()).collect();
+    assert_eq!(placed, 4, "{outs:?}");
+    // ECS names the instance once per request that found no room on it.
+    assert_eq!(refused.len(), 2, "{outs:?}");
+    assert!(refused.iter().all(|f| f["reason"] == "RESOURCE:CPU"), "{outs:?}");
+    let listed = call(&s, "ecs", "ListTasks", json!({"cluster": "c"})).await;
+    assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(4), "{listed}");
+}

@@ -290,7 +290,7 @@ pub(crate) fn write_tasks(
     tasks: &[Task],
     network: Option<&NetworkConfiguration>,
 ) {
-    guard_instances(txn, st, cx, cluster, tasks);
+    let _ = guard_instances(txn, st, cx, cluster, tasks);
     for g in task_write_groups(st, cx, cluster, tasks, network) {
         txn.compares.extend(g.compares);
         txn.ops.extend(g.ops);
@@ -303,11 +303,19 @@ pub(crate) fn write_tasks(
 /// resources as a new version). A server that placed on the same instance in between makes
 /// the compare fail, and the request is placed again from the fresher view; reservations
 /// ([`Reservations`]) only see this server's own requests. One server alone needs no guard.
-pub(crate) fn guard_instances(txn: &mut Txn, st: &State, cx: &Ctx, cluster: &str, tasks: &[Task]) {
-    if !cx.shared {
-        return;
-    }
+/// Returns the keys of the instances guarded (none when not shared), which this server's own
+/// requests lock while they write ([`Server::transact_locked`]).
+pub(crate) fn guard_instances(
+    txn: &mut Txn,
+    st: &State,
+    cx: &Ctx,
+    cluster: &str,
+    tasks: &[Task],
+) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
+    if !cx.shared {
+        return seen;
+    }
     for arn in tasks.iter().filter_map(|t| t.container_instance_arn.as_deref()) {
         let Some((_, id)) = arn::member_id("container-instance", arn) else { continue };
         let key = keys::instance(&cx.scope, cluster, id);
@@ -320,6 +328,7 @@ pub(crate) fn guard_instances(txn: &mut Txn, st: &State, cx: &Ctx, cluster: &str
         txn.compares.push(Compare::mod_revision(&key, d.rev));
         txn.ops.push(put(&key, &ci));
     }
+    seen
 }
 
 /// [`write_tasks`] as one group per task (its document, tags and claim), for callers that may
@@ -436,8 +445,8 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     }
     check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
-    let (placed, first, rest) = s
-        .transact::<_, EcsError>(|st| {
+    let ((placed, first, rest), locks) = s
+        .transact_locked::<_, EcsError>(|st| {
             cx.begin_attempt();
             let mut txn = Txn::new();
             let (cluster, c) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
@@ -505,13 +514,13 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &mut ids,
             )?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
+            let locks = guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
             let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
-            Ok((txn, (placed, first, rest)))
+            Ok((txn, (placed, first, rest), locks))
         })
         .await?;
-    let placed = write_rest(s, placed, first, rest).await;
+    let placed = write_rest(s, cx, placed, first, rest, locks).await;
     Ok(json(&RunTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 
@@ -551,8 +560,18 @@ pub(crate) fn split_task_writes(
 
 /// Commits the transactions [`split_task_writes`] left after the first (which has committed
 /// with the first `first` tasks of `placed`); tasks whose transaction did not commit become
-/// failures, so the answer names only tasks that exist.
-pub(crate) async fn write_rest(s: &Server, mut placed: Placed, first: usize, rest: Vec<(Txn, usize)>) -> Placed {
+/// failures, so the answer names only tasks that exist. Then the request's placements are all
+/// in the view (or failed), so it lets go of its reservations before its instances' `locks`
+/// ([`Server::transact_locked`]): the next holder must not count them twice, in the view and
+/// in the book.
+pub(crate) async fn write_rest(
+    s: &Server,
+    cx: &Ctx,
+    mut placed: Placed,
+    first: usize,
+    rest: Vec<(Txn, usize)>,
+    locks: crate::key_locks::KeyGuards,
+) -> Placed {
     let mut written = first;
     let mut failed = false;
     for (txn, n) in rest {
@@ -575,6 +594,8 @@ pub(crate) async fn write_rest(s: &Server, mut placed: Placed, first: usize, res
             detail: None,
         });
     }
+    cx.begin_attempt();
+    drop(locks);
     placed
 }
 
@@ -587,8 +608,8 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     }
     check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
-    let (placed, first, rest) = s
-        .transact::<_, EcsError>(|st| {
+    let ((placed, first, rest), locks) = s
+        .transact_locked::<_, EcsError>(|st| {
             cx.begin_attempt();
             let mut txn = Txn::new();
             let (cluster, _) = cluster_for_write(st, cx, req.cluster.as_deref(), &mut txn)?;
@@ -642,13 +663,13 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
             let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
             let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
+            let locks = guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
             let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
             let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
-            Ok((txn, (placed, first, rest)))
+            Ok((txn, (placed, first, rest), locks))
         })
         .await?;
-    let placed = write_rest(s, placed, first, rest).await;
+    let placed = write_rest(s, cx, placed, first, rest, locks).await;
     Ok(json(&StartTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 
