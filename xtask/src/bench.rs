@@ -28,7 +28,15 @@ const TARGET: &str = "AmazonEC2ContainerServiceV20141113";
 const AUTH: &str =
     "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ecs/aws4_request, SignedHeaders=host;x-amz-date, Signature=0";
 
+/// Printed for `--help` and for an unknown bench.
+const USAGE: &str = "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench agent [--rounds N] [--bin PATH]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N] [--peers none] [--bin PATH]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]\n       cargo xtask bench placement [--instances N] [--seconds N] [--clients N] [--stores sqlite,etcd]\n       cargo xtask bench failover [--kills N] [--servers N] [--members N] [--debug]";
+
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    // Help before anything runs or builds.
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     // Placement has no peer to install: etcd is used when present.
     if args.first().map(String::as_str) == Some("placement") {
         return crate::bench_placement::run(root, &args[1..]);
@@ -60,9 +68,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("metrics") => crate::bench_metrics::run(root, &args[1..]),
         Some("lb-service") => crate::bench_lb_service::run(root, &args[1..]),
         Some("console") => crate::bench_console::run(root, &args[1..]),
-        _ => bail!(
-            "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench agent [--rounds N] [--bin PATH]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]\n       cargo xtask bench placement [--instances N] [--seconds N] [--clients N] [--stores sqlite,etcd]\n       cargo xtask bench failover [--kills N] [--servers N] [--members N] [--debug]"
-        ),
+        _ => bail!("{USAGE}"),
     }
 }
 
@@ -252,6 +258,36 @@ fn steal_ticks() -> u64 {
         .ok()
         .and_then(|s| s.lines().next()?.split_whitespace().nth(8)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Busy and total clock ticks of all CPUs so far (/proc/stat's first line; idle and iowait
+/// count as idle).
+fn cpu_ticks() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user already)
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Waits (at most 5 s) until the machine is quiet: written dirty pages out (`sync`), then until
+/// its CPUs are idle 90 % of a 100 ms window. For benches whose runs leave work behind them
+/// (the log store sealing what a task logged, the page cache's writeback of its files), which
+/// would otherwise be charged to whichever run comes next.
+pub(crate) fn settle_machine() {
+    let _ = Command::new("sync").status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (b0, t0) = cpu_ticks();
+        std::thread::sleep(Duration::from_millis(100));
+        let (b1, t1) = cpu_ticks();
+        let (busy, total) = (b1.saturating_sub(b0), t1.saturating_sub(t0));
+        if total == 0 || busy * 10 <= total || Instant::now() > deadline {
+            return;
+        }
+    }
 }
 
 /// Waits (at most 10 s) until none of `peers` uses more than 1% of a CPU over 200 ms. A

@@ -12,7 +12,10 @@
 //! - ingest rate: lines over the time from the container's start until all are visible;
 //! - bytes on disk per event in the log store (`<data-dir>/logs`).
 //!
-//! It runs as root inside a network and mount namespace of its own, like the other benches.
+//! Every run starts on a quiet machine (`sync`, then CPUs 90 % idle): the log store seals what
+//! an awslogs run stored after the task stopped, and that work must not be charged to the run
+//! after it. It runs as root inside a network and mount namespace of its own, like the other
+//! benches.
 
 use std::path::Path;
 use std::process::Command;
@@ -166,10 +169,15 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
     };
     for round in 0..rounds {
         eprintln!("round {}/{rounds}…", round + 1);
+        // Each run starts on a quiet machine: what the one before left (sealing, writeback)
+        // is not charged to it.
+        crate::bench::settle_machine();
         devnull.push(run_task("bench-devnull", false)?);
+        crate::bench::settle_machine();
         with_logs.push(run_task("bench-awslogs", true)?);
         eprintln!("  /dev/null {:.0} ms, awslogs {:.0} ms", ms(devnull[round].wall), ms(with_logs[round].wall));
         if let Some(d) = &dockerd {
+            crate::bench::settle_machine();
             let t0 = Instant::now();
             quiet(
                 d.cmd()

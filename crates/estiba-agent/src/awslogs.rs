@@ -604,9 +604,8 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
     // final once a later batch is stored; undone by a rewind, which reads them again.
     let mut pending_drops: VecDeque<(u64, u64)> = VecDeque::new();
     // The saved position lags the stored one by the appends of at most SAVE_EVERY (more
-    // while appends fail and the shipper retries; see `save`); `unsaved` says it lags at all.
-    let mut unsaved = false;
-    let mut saved_at = Instant::now();
+    // while appends fail and the shipper retries; see `Position`).
+    let mut position = Position { unsaved: false, saved_at: Instant::now() };
     loop {
         let finishing = *finish.borrow();
         let budget = match cfg.mode {
@@ -670,12 +669,12 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                         pending_drops.pop_front();
                     }
                     shipped = Shipped { inode: end.inode, offset: end.offset, seq: last + 1, dropped };
-                    unsaved = true;
+                    position.unsaved = true;
                     // Multi-line events are also ended by timing (IDLE_FLUSH): read again from an
                     // older position they may form differently, and numbers the store already
                     // holds would then skip other text. Their position is saved every time.
-                    if cfg.multiline.is_some() || saved_at.elapsed() >= SAVE_EVERY {
-                        save(&cfg, &shipped, &mut unsaved, &mut saved_at);
+                    if cfg.multiline.is_some() || position.saved_at.elapsed() >= SAVE_EVERY {
+                        position.save(&cfg, &shipped);
                     }
                 }
                 Err(e) => {
@@ -714,7 +713,7 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
                             seq: last + 1,
                             dropped: shipped.dropped + lines,
                         };
-                        save(&cfg, &shipped, &mut unsaved, &mut saved_at);
+                        position.save(&cfg, &shipped);
                         tracing::error!(stream = %cfg.dest.stream, group = %cfg.dest.group, error = %e, lines, first, "awslogs: lines dropped");
                     }
                 }
@@ -725,10 +724,10 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             if !pending_drops.is_empty() {
                 // The newest events were dropped: nothing later will be stored to settle them.
                 shipped.dropped += pending_drops.drain(..).map(|(_, lines)| lines).sum::<u64>();
-                unsaved = true;
+                position.unsaved = true;
             }
-            if unsaved {
-                save(&cfg, &shipped, &mut unsaved, &mut saved_at);
+            if position.unsaved {
+                position.save(&cfg, &shipped);
             }
             if stats.dropped_lines > 0 {
                 tracing::warn!(stream = %cfg.dest.stream, dropped = stats.dropped_lines, "awslogs: lines were dropped");
@@ -739,9 +738,9 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
             poll = Duration::from_millis(10);
             continue;
         }
-        if unsaved {
+        if position.unsaved {
             // Caught up: the position is saved before the shipper waits for more.
-            save(&cfg, &shipped, &mut unsaved, &mut saved_at);
+            position.save(&cfg, &shipped);
         }
         let wait = if asm.pending.is_some() { poll.min(IDLE_FLUSH / 4) } else { poll };
         wait_or_finish(&mut finish, wait).await;
@@ -759,12 +758,22 @@ async fn run(cp: Arc<dyn ControlPlane>, cfg: ShipperConfig, mut finish: watch::R
 /// again need not form the same events).
 const SAVE_EVERY: Duration = Duration::from_millis(100);
 
-fn save(cfg: &ShipperConfig, shipped: &Shipped, unsaved: &mut bool, saved_at: &mut Instant) {
-    if let Err(e) = logs::write_shipped(&cfg.log, shipped) {
-        tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+/// Where the shipper's saved position stands against the stored one.
+struct Position {
+    /// Something was stored (or dropped) past the saved position.
+    unsaved: bool,
+    /// When the position was last saved.
+    saved_at: Instant,
+}
+
+impl Position {
+    fn save(&mut self, cfg: &ShipperConfig, shipped: &Shipped) {
+        if let Err(e) = logs::write_shipped(&cfg.log, shipped) {
+            tracing::warn!(log = %cfg.log.display(), error = %e, "awslogs: saving the shipper's position");
+        }
+        self.unsaved = false;
+        self.saved_at = Instant::now();
     }
-    *unsaved = false;
-    *saved_at = Instant::now();
 }
 
 /// Sleeps for `d` unless told to finish first; true when it slept the whole time.
