@@ -562,20 +562,19 @@ impl Server {
     /// write at once (the container instances placements go to, when other servers may share
     /// the state): `f` also returns those keys, and the write goes under their locks
     /// ([`key_locks`]), so this server's requests take turns instead of failing each other's
-    /// compares and placing again and again. When another request holds one of them, `f` first
-    /// runs again at once: the holder's placements are counted by now (reservations), and a
-    /// spread placement then picks other instances; only when it picks held ones again does it
-    /// wait for them, and runs again under them (the holder changed them). Returns the locks
-    /// still held: the caller releases them once what it wrote is counted where the next
-    /// holder reads (the view, not the reservations). With no keys it is [`Server::transact`].
+    /// compares and placing again and again. A request that waited for a lock runs `f` again
+    /// under it (the holder changed what it read). Returns the locks still held: the caller
+    /// releases them once what it wrote is counted where the next holder reads (the view, not
+    /// the reservations). With no keys it is [`Server::transact`].
     pub async fn transact_locked<R, E: From<WriteError>>(
         &self,
         mut f: impl FnMut(&view::State) -> Result<(Txn, R, std::collections::BTreeSet<String>), E>,
     ) -> Result<(R, key_locks::KeyGuards), E> {
         let deadline = std::time::Instant::now() + RETRY_FOR;
         let mut guards = key_locks::KeyGuards::default();
-        let mut wait = false;
-        while std::time::Instant::now() < deadline {
+        // Locks just taken after a wait: `f` runs again under them even past the deadline.
+        let mut fresh = false;
+        while std::mem::take(&mut fresh) || std::time::Instant::now() < deadline {
             let (txn, r, keys, read) = {
                 let st = self.view.read();
                 let (txn, r, keys) = f(&st)?;
@@ -584,20 +583,12 @@ impl Server {
             if !guards.cover(&keys) {
                 // Sorted order holds only for one set at a time: let go of the old set first.
                 drop(std::mem::take(&mut guards));
-                if wait {
-                    let contended;
-                    (guards, contended) = self.key_locks.lock(&keys).await;
-                    if contended {
-                        continue;
-                    }
-                } else {
-                    match self.key_locks.try_lock(&keys) {
-                        Some(g) => guards = g,
-                        None => {
-                            wait = true;
-                            continue;
-                        }
-                    }
+                let waiting = self.key_locks.lock(&keys);
+                let Ok((g, contended)) = tokio::time::timeout_at(deadline.into(), waiting).await else { break };
+                guards = g;
+                if contended {
+                    fresh = true;
+                    continue;
                 }
             }
             if self.commit(txn).await? {
