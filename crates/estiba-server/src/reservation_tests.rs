@@ -49,26 +49,7 @@ impl Store for Conflicting {
 #[tokio::test]
 async fn a_retry_on_the_same_view_places_what_the_first_attempt_could() {
     let store = Conflicting { inner: MemStore::new(), conflicts: AtomicUsize::new(2) };
-    let s = Server::new(crate::Config::default(), Arc::new(store)).await.expect("server");
-    call(&s, "ecs", "CreateCluster", json!({"clusterName": "c"})).await;
-    let doc = json!({"instanceId": "i-1", "instanceType": "m5.large", "availabilityZone": "us-east-1a"});
-    call(
-        &s,
-        "ecs",
-        "RegisterContainerInstance",
-        json!({"cluster": "c", "instanceIdentityDocument": doc.to_string(),
-               "totalResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 768},
-                                  {"name": "MEMORY", "type": "INTEGER", "integerValue": 2048}]}),
-    )
-    .await;
-    call(
-        &s,
-        "ecs",
-        "RegisterTaskDefinition",
-        json!({"family": "f", "networkMode": "bridge", "requiresCompatibilities": ["EC2"],
-               "containerDefinitions": [{"name": "a", "image": "busybox", "cpu": 256, "memory": 64}]}),
-    )
-    .await;
+    let s = cluster(Arc::new(store), 1, 768).await;
     // Room for exactly three: the third attempt (after two conflicts) still finds it all.
     let out =
         call(&s, "ecs", "RunTask", json!({"cluster": "c", "taskDefinition": "f", "count": 3, "launchType": "EC2"}))
@@ -116,14 +97,10 @@ impl Store for Slow {
     }
 }
 
-/// A server whose placements are guarded in the store (as on etcd), over a [`Slow`] store,
-/// with a cluster `c` of `instances` container instances of `cpu` units each and a task
-/// definition `f` of 256 units.
-async fn shared_cluster(instances: usize, cpu: i64) -> (Arc<Server>, Arc<AtomicUsize>) {
-    let failed = Arc::new(AtomicUsize::new(0));
-    let store = Slow { inner: MemStore::new(), failed: failed.clone() };
-    let s = Server::new(crate::Config::default(), Arc::new(store)).await.expect("server");
-    s.peers.pretend_shared();
+/// A server over `store` with a cluster `c` of `instances` container instances of `cpu` units
+/// each and a task definition `f` of 256 units.
+async fn cluster(store: Arc<dyn Store>, instances: usize, cpu: i64) -> Arc<Server> {
+    let s = Server::new(crate::Config::default(), store).await.expect("server");
     call(&s, "ecs", "CreateCluster", json!({"clusterName": "c"})).await;
     for i in 0..instances {
         let doc = json!({"instanceId": format!("i-{i}"), "instanceType": "m5.large", "availabilityZone": "us-east-1a"});
@@ -145,6 +122,15 @@ async fn shared_cluster(instances: usize, cpu: i64) -> (Arc<Server>, Arc<AtomicU
                "containerDefinitions": [{"name": "a", "image": "busybox", "cpu": 256, "memory": 64}]}),
     )
     .await;
+    s
+}
+
+/// [`cluster`] over a [`Slow`] store, with placements guarded in the store (as on etcd); the
+/// count of failed compares starts after the setup.
+async fn shared_cluster(instances: usize, cpu: i64) -> (Arc<Server>, Arc<AtomicUsize>) {
+    let failed = Arc::new(AtomicUsize::new(0));
+    let s = cluster(Arc::new(Slow { inner: MemStore::new(), failed: failed.clone() }), instances, cpu).await;
+    s.peers.pretend_shared();
     failed.store(0, Ordering::Relaxed);
     (s, failed)
 }
