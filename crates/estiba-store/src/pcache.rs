@@ -21,7 +21,7 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 
 use rusqlite::ffi;
 
@@ -178,9 +178,8 @@ unsafe extern "C" fn shrink(p: *mut ffi::sqlite3_pcache) {
 /// Installs the wrapper, once per process, before SQLite is first used; `false` when SQLite
 /// refused (it was initialized already) and keeps its default cache.
 pub fn install() -> bool {
-    static ONCE: Once = Once::new();
-    static INSTALLED: AtomicBool = AtomicBool::new(false);
-    ONCE.call_once(|| {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
         // SAFETY: `sqlite3_config` with the documented argument types; it fails (returning
         // an error, changing nothing) once SQLite is initialized.
         unsafe {
@@ -189,7 +188,7 @@ pub fn install() -> bool {
                 || default.xCreate.is_none()
             {
                 tracing::debug!("sqlite page cache wrapper not installed: no default cache to wrap");
-                return;
+                return false;
             }
             let _ = INNER.set(Methods(default));
             let ours = ffi::sqlite3_pcache_methods2 {
@@ -209,14 +208,12 @@ pub fn install() -> bool {
             };
             // SQLite copies the methods.
             let rc = ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE2, &ours as *const _);
-            if rc == ffi::SQLITE_OK {
-                INSTALLED.store(true, Ordering::Relaxed);
-            } else {
+            if rc != ffi::SQLITE_OK {
                 tracing::debug!(rc, "sqlite page cache wrapper not installed: sqlite already in use");
             }
+            rc == ffi::SQLITE_OK
         }
-    });
-    INSTALLED.load(Ordering::Relaxed)
+    })
 }
 
 #[cfg(test)]
