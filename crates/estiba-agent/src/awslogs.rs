@@ -948,6 +948,49 @@ mod tests {
         assert_eq!(got[2], "INFO last\n");
     }
 
+    /// Records that repeat the one before's prefix and records that only look alike (an empty
+    /// line with and without the space after its tag, a longer tag): each splits into its
+    /// time, stream, partial or not, and line.
+    #[tokio::test]
+    async fn records_repeating_a_prefix_split_as_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        let records = [
+            "2026-01-01T00:00:00.000000001Z stdout F a",
+            "2026-01-01T00:00:00.000000001Z stdout F b",
+            // An empty line without the space after its tag, then one with it.
+            "2026-01-01T00:00:00.000000001Z stdout F",
+            "2026-01-01T00:00:00.000000001Z stdout F ",
+            "2026-01-01T00:00:00.000000001Z stdout F c d",
+            "2026-01-01T00:00:00.000000001Z stdout P par",
+            "2026-01-01T00:00:00.000000001Z stderr F e",
+            "2026-01-01T00:00:00.000000001Z stdout F tial",
+            "2026-01-01T00:00:02.000000001Z stdout F later",
+            "2026-01-01T00:00:02.000000001Z stdout FF longer tag",
+            "2026-01-01T00:00:02.000000001Z stdout F last",
+        ];
+        std::fs::write(&log, records.map(|r| format!("{r}\n")).concat()).unwrap();
+        let sink = Arc::new(Sink::default());
+        let s = Shipper::start(sink.clone(), cfg(&log, Mode::Blocking, None));
+        s.finish();
+        s.drained(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();
+        let got: Vec<(i64, String)> =
+            sink.events.lock().unwrap().values().map(|e| (e.timestamp, e.message.clone())).collect();
+        let t0 = 1_767_225_600_000;
+        let want = [
+            (t0, "a"),
+            (t0, "b"),
+            // Empty lines are not events (as Docker's awslogs driver skips them).
+            (t0, "c d"),
+            (t0, "e"),
+            (t0, "partial"),
+            (t0 + 2000, "later"),
+            (t0 + 2000, "longer tag"),
+            (t0 + 2000, "last"),
+        ];
+        assert_eq!(got, want.map(|(t, m)| (t, m.to_owned())));
+    }
+
     #[test]
     fn a_record_read_in_pieces_is_handed_over_once_whole() {
         use std::io::Write;
