@@ -254,19 +254,20 @@ fn cpu_ns(pid: u32) -> u64 {
 /// Time the hypervisor took from this VM's CPUs (`steal` of /proc/stat, in clock ticks of
 /// 10 ms): printed with each run, it tells a tail the machine caused from one the peer did.
 fn steal_ticks() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| s.lines().next()?.split_whitespace().nth(8)?.parse().ok())
-        .unwrap_or(0)
+    cpu_fields().get(7).copied().unwrap_or(0)
 }
 
-/// Busy and total clock ticks of all CPUs so far (/proc/stat's first line; idle and iowait
-/// count as idle).
-fn cpu_ticks() -> (u64, u64) {
+/// The clock ticks of all CPUs so far, by kind: /proc/stat's first line (user nice system idle
+/// iowait irq softirq steal guest guest_nice); empty when it cannot be read.
+fn cpu_fields() -> Vec<u64> {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> =
-        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal (guest time is within user already)
+    s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect()
+}
+
+/// Busy and total clock ticks of all CPUs so far (idle and iowait count as idle).
+fn cpu_ticks() -> (u64, u64) {
+    let v = cpu_fields();
+    // Up to steal: guest time is within user already.
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)
