@@ -299,94 +299,122 @@ impl Tailer {
     }
 }
 
-/// An event formed, not shipped yet (its message is in its [`Queue`]'s text).
+/// An event dropped from the front of a [`Queue`].
 #[derive(Clone, Copy, Debug)]
-struct Formed {
+struct Dropped {
     seq: u64,
-    timestamp: i64,
-    /// Bytes of its message.
-    len: usize,
-    /// Just after its last record.
-    end: Pos,
     lines: u64,
 }
 
-/// Events formed and waiting to be shipped, oldest first, their messages packed side by side
-/// in one string: a line costs no allocation of its own on its way to the control plane.
+/// Events formed and waiting to be shipped, already cut into the batches they will be shipped
+/// in (CloudWatch's limits; consecutive numbers), each packed in one [`LogEvents`]: a line is
+/// copied once on its way from the log file to the control plane.
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<Formed>,
-    /// The messages of `items`, in order, from `head` on.
-    text: String,
-    head: usize,
+    batches: VecDeque<Batch>,
+    /// Bytes of the waiting messages.
+    bytes: u64,
+}
+
+/// A batch in a [`Queue`].
+struct Batch {
+    events: LogEvents,
+    /// The first event's number.
+    first: u64,
+    /// Events dropped from the front (non-blocking mode), not to be shipped.
+    dropped: usize,
+    /// The batch's size as CloudWatch counts it.
+    size: usize,
+    /// Just after the last event's last record.
+    end: Pos,
+    /// Lines per event, when an event is not one line (multi-line events); empty otherwise.
+    lines: Vec<u64>,
+}
+
+impl Batch {
+    fn lines_of(&self, i: usize) -> u64 {
+        self.lines.get(i).copied().unwrap_or(1)
+    }
 }
 
 impl Queue {
     fn push(&mut self, seq: u64, timestamp: i64, message: &str, end: Pos, lines: u64) {
-        if self.items.is_empty() {
-            self.text.clear();
-            self.head = 0;
-        } else if self.head >= 1 << 20 && self.head >= self.text.len() / 2 {
-            // What was taken from the front is dropped now and then, not at every take.
-            self.text.drain(..self.head);
-            self.head = 0;
+        let size = message.len() + EVENT_OVERHEAD;
+        let fits = self.batches.back().is_some_and(|b| {
+            b.events.len() < BATCH_EVENTS && b.size + size <= BATCH_BYTES && b.first + b.events.len() as u64 == seq
+        });
+        if !fits {
+            self.batches.push_back(Batch {
+                events: LogEvents::recycled(),
+                first: seq,
+                dropped: 0,
+                size: 0,
+                end,
+                lines: Vec::new(),
+            });
         }
-        self.text.push_str(message);
-        self.items.push_back(Formed { seq, timestamp, len: message.len(), end, lines });
+        let b = self.batches.back_mut().expect("pushed above");
+        if lines != 1 && b.lines.is_empty() {
+            b.lines.resize(b.events.len(), 1);
+        }
+        if !b.lines.is_empty() {
+            b.lines.push(lines);
+        }
+        b.events.push(timestamp, message);
+        b.size += size;
+        b.end = end;
+        self.bytes += message.len() as u64;
     }
 
     fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.batches.is_empty()
     }
 
     /// Bytes of the waiting messages.
     fn bytes(&self) -> u64 {
-        (self.text.len() - self.head) as u64
+        self.bytes
     }
 
-    fn pop_front(&mut self) -> Option<Formed> {
-        let f = self.items.pop_front()?;
-        self.head += f.len;
-        Some(f)
+    /// Drops the oldest event.
+    fn pop_front(&mut self) -> Option<Dropped> {
+        let b = self.batches.front_mut()?;
+        let (_, message) = b.events.get(b.dropped).expect("a batch in the queue has an event left");
+        let gone = Dropped { seq: b.first + b.dropped as u64, lines: b.lines_of(b.dropped) };
+        self.bytes -= message.len() as u64;
+        b.dropped += 1;
+        if b.dropped == b.events.len() {
+            let b = self.batches.pop_front().expect("looked at above");
+            b.events.recycle();
+        }
+        Some(gone)
     }
 
     fn clear(&mut self) {
-        self.items.clear();
-        self.text.clear();
-        self.head = 0;
+        self.batches.clear();
+        self.bytes = 0;
     }
 
-    /// Takes the next batch off the front (CloudWatch's batch limits; consecutive numbers).
+    /// Takes the next batch off the front.
     fn take_batch(&mut self) -> Option<(LogEvents, InFlight)> {
-        let (mut n, mut bytes, mut text) = (0, 0, 0);
-        for f in &self.items {
-            let size = f.len + EVENT_OVERHEAD;
-            if n == BATCH_EVENTS || (n > 0 && bytes + size > BATCH_BYTES) {
-                break;
-            }
-            // Numbers in a batch are consecutive (the store numbers them from the first).
-            if n > 0 && self.items[n - 1].seq + 1 != f.seq {
-                break;
-            }
-            bytes += size;
-            text += f.len;
-            n += 1;
-        }
-        let first = *self.items.front()?;
-        let last = self.items[n - 1];
+        let b = self.batches.pop_front()?;
+        let count = b.events.len() - b.dropped;
         let meta = InFlight {
-            first: first.seq,
-            last: last.seq,
-            end: last.end,
-            lines: self.items.range(..n).map(|f| f.lines).sum(),
-            count: n,
+            first: b.first + b.dropped as u64,
+            last: b.first + b.events.len() as u64 - 1,
+            end: b.end,
+            lines: if b.lines.is_empty() { count as u64 } else { b.lines[b.dropped..].iter().sum() },
+            count,
         };
-        let mut events = LogEvents::with_capacity(n, text);
-        events.extend_packed(
-            &self.text[self.head..self.head + text],
-            self.items.drain(..n).map(|f| (f.timestamp, f.len)),
-        );
-        self.head += text;
+        self.bytes -=
+            (b.events.text_len() - b.events.iter().take(b.dropped).map(|(_, m)| m.len()).sum::<usize>()) as u64;
+        let events = if b.dropped == 0 {
+            b.events
+        } else {
+            // Non-blocking mode fell behind: the rest of a batch whose front was dropped.
+            let rest = b.events.iter().skip(b.dropped).collect();
+            b.events.recycle();
+            rest
+        };
         Some((events, meta))
     }
 }
@@ -1134,5 +1162,50 @@ mod tests {
         assert!(stats.dropped_lines > 0, "{stats:?}");
         assert_eq!(got.len() as u64 + stats.dropped_lines, 1000, "{stats:?}");
         assert_eq!(logs::read_shipped(&log).unwrap().dropped, stats.dropped_lines);
+    }
+
+    #[test]
+    fn the_queue_cuts_batches_at_the_limits_and_drops_from_the_front() {
+        let pos = |offset| Pos { inode: 7, offset };
+        let mut q = Queue::default();
+        // 10,000 events: one batch; the next starts another; a gap in the numbers too.
+        for seq in 0..10_001 {
+            q.push(seq, seq as i64, "ab", pos(seq + 1), 1);
+        }
+        q.push(20_000, 5, "gap", pos(30_000), 1);
+        assert_eq!(q.bytes(), 10_001 * 2 + 3);
+        let (events, meta) = q.take_batch().unwrap();
+        assert_eq!((events.len(), meta.first, meta.last, meta.count, meta.lines), (10_000, 0, 9_999, 10_000, 10_000));
+        assert_eq!(meta.end, pos(10_000));
+        assert_eq!(events.get(9_999), Some((9_999, "ab")));
+        let (events, meta) = q.take_batch().unwrap();
+        assert_eq!((events.len(), meta.first, meta.last, meta.end), (1, 10_000, 10_000, pos(10_001)));
+        let (events, meta) = q.take_batch().unwrap();
+        assert_eq!((events.get(0), meta.first, meta.last), (Some((5, "gap")), 20_000, 20_000));
+        assert!(q.take_batch().is_none() && q.is_empty() && q.bytes() == 0);
+        // By bytes: CloudWatch's megabyte, counting 26 bytes per event.
+        let big = "x".repeat(100_000 - EVENT_OVERHEAD);
+        for seq in 0..11 {
+            q.push(seq, 0, &big, pos(seq), 1);
+        }
+        assert_eq!(q.take_batch().unwrap().1.count, 10);
+        assert_eq!(q.take_batch().unwrap().1.count, 1);
+        // Multi-line events count their lines; dropping from the front keeps the rest's.
+        q.push(0, 1, "one", pos(1), 1);
+        q.push(1, 2, "two\nlines", pos(3), 2);
+        q.push(2, 3, "three\nmore\nlines", pos(6), 3);
+        let d = q.pop_front().unwrap();
+        assert_eq!((d.seq, d.lines), (0, 1));
+        let d = q.pop_front().unwrap();
+        assert_eq!((d.seq, d.lines), (1, 2));
+        assert_eq!(q.bytes(), "three\nmore\nlines".len() as u64);
+        let (events, meta) = q.take_batch().unwrap();
+        assert_eq!(events.iter().collect::<Vec<_>>(), [(3, "three\nmore\nlines")]);
+        assert_eq!((meta.first, meta.last, meta.count, meta.lines, meta.end), (2, 2, 1, 3, pos(6)));
+        assert!(q.is_empty() && q.bytes() == 0);
+        // A batch dropped whole leaves the queue.
+        q.push(9, 1, "only", pos(1), 1);
+        assert_eq!(q.pop_front().map(|d| d.seq), Some(9));
+        assert!(q.is_empty() && q.pop_front().is_none() && q.take_batch().is_none());
     }
 }

@@ -675,6 +675,7 @@ impl ControlPlane for RemoteControl {
         Box::pin(async move {
             let body = serde_json::to_vec(&LogAppend { dest, seq, events: &events })
                 .map_err(|e| LogIngestError::Unavailable(e.to_string()))?;
+            events.recycle();
             let path = format!("nodes/{}/logs/append", self.api.node);
             let answer = self.api.call(Method::POST, &path, Bytes::from(body)).await.map_err(log_failed)?;
             serde_json::from_slice::<Result<u64, LogIngestError>>(&answer)

@@ -80,11 +80,16 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Builds one block from events given as (timestamp, ingestion time, message).
+/// Builds one block from events given as (timestamp, ingestion time, message): either with
+/// the messages ([`push`](Self::push), then [`finish`](Self::finish)), or with their columns
+/// only ([`column`](Self::column)), the messages going straight into the write-ahead record
+/// ([`finish_record`](Self::finish_record): one copy of each message on the append path).
 #[derive(Default)]
 pub(crate) struct BlockBuilder {
     cols: Vec<u8>,
     msgs: Vec<u8>,
+    /// Bytes of the block's messages (held in `msgs`, or by the caller).
+    msgs_len: usize,
     count: u32,
     prev_ts: i64,
     prev_ingest: i64,
@@ -95,6 +100,13 @@ pub(crate) struct BlockBuilder {
 
 impl BlockBuilder {
     pub fn push(&mut self, ts: i64, ingest: i64, msg: &[u8]) {
+        self.column(ts, ingest, msg.len());
+        self.msgs.extend_from_slice(msg);
+    }
+
+    /// Adds an event's columns; its message (`len` bytes) is the caller's to hand to
+    /// [`finish_record`](Self::finish_record).
+    pub fn column(&mut self, ts: i64, ingest: i64, len: usize) {
         if self.count == 0 {
             self.min_ts = ts;
             self.max_ts = ts;
@@ -106,10 +118,10 @@ impl BlockBuilder {
         }
         put_varint(&mut self.cols, zigzag(ts.wrapping_sub(self.prev_ts)));
         put_varint(&mut self.cols, zigzag(ingest.wrapping_sub(self.prev_ingest)));
-        put_varint(&mut self.cols, msg.len() as u64);
+        put_varint(&mut self.cols, len as u64);
         self.prev_ts = ts;
         self.prev_ingest = ingest;
-        self.msgs.extend_from_slice(msg);
+        self.msgs_len += len;
         self.count += 1;
     }
 
@@ -118,16 +130,55 @@ impl BlockBuilder {
     }
 
     pub fn raw_len(&self) -> usize {
-        4 + self.cols.len() + self.msgs.len()
+        4 + self.cols.len() + self.msgs_len
     }
 
     /// Appends the block's bytes to `out` and returns its metadata (offset, len and crc unset)
     /// and resets the builder.
     pub fn finish(&mut self, first_seq: u64, out: &mut Vec<u8>) -> BlockMeta {
+        debug_assert_eq!(self.msgs.len(), self.msgs_len, "a block's messages are all pushed or all the caller's");
         let start = out.len();
         out.extend_from_slice(&(self.cols.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.cols);
         out.extend_from_slice(&self.msgs);
+        self.msgs.clear();
+        self.meta(first_seq, out.len() - start)
+    }
+
+    /// Appends a write-ahead record of the block whose columns were added with
+    /// [`column`](Self::column) and whose messages `msgs` yields, in order, to `out` (which
+    /// starts at `file_offset` in the open segment); returns the block's metadata as stored
+    /// (`offset` and `len` those of the block in the file) and resets the builder.
+    pub fn finish_record<'m>(
+        &mut self,
+        first_seq: u64,
+        msgs: impl Iterator<Item = &'m [u8]>,
+        out: &mut Vec<u8>,
+        file_offset: u64,
+    ) -> BlockMeta {
+        debug_assert!(self.msgs.is_empty(), "finish_record takes the messages from the caller");
+        let start = out.len();
+        let block_len = 4 + self.cols.len() + self.msgs_len;
+        let cols_at = out.len() + WAL_HEADER;
+        out.resize(cols_at, 0); // the header, once the columns are in place
+        out.extend_from_slice(&(self.cols.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.cols);
+        let meta = self.meta(first_seq, block_len);
+        out[start..start + WAL_HEADER - 4].copy_from_slice(&wal_header(&meta, block_len));
+        for m in msgs {
+            out.extend_from_slice(m);
+        }
+        assert_eq!(out.len() - start, WAL_HEADER + block_len, "messages as long as their columns say");
+        let mut h = crc32fast::Hasher::new();
+        h.update(&out[start..start + WAL_HEADER - 4]);
+        h.update(&out[start + WAL_HEADER..]);
+        let crc = h.finalize();
+        out[start + WAL_HEADER - 4..start + WAL_HEADER].copy_from_slice(&crc.to_le_bytes());
+        BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: block_len as u32, crc, ..meta }
+    }
+
+    /// The block's metadata (offset, len and crc unset); resets the columns.
+    fn meta(&mut self, first_seq: u64, raw_len: usize) -> BlockMeta {
         let meta = BlockMeta {
             first_seq,
             count: self.count,
@@ -136,11 +187,11 @@ impl BlockBuilder {
             max_ingest: self.max_ingest,
             offset: 0,
             len: 0,
-            raw_len: (out.len() - start) as u32,
+            raw_len: raw_len as u32,
             crc: 0,
         };
         self.cols.clear();
-        self.msgs.clear();
+        self.msgs_len = 0;
         self.count = 0;
         self.prev_ts = 0;
         self.prev_ingest = 0;
@@ -210,30 +261,17 @@ fn le_i64(b: &[u8], at: usize) -> i64 {
     le_u64(b, at) as i64
 }
 
-/// Appends a write-ahead record holding `block` (built by [`BlockBuilder::finish`] into
-/// `out[block_at..]`): the header goes before it. Returns the block's metadata as stored.
-pub(crate) fn wal_record(meta: BlockMeta, block: &[u8], out: &mut Vec<u8>, file_offset: u64) -> BlockMeta {
-    let start = out.len();
-    out.extend_from_slice(&WAL_MAGIC.to_le_bytes());
-    out.extend_from_slice(&(block.len() as u32).to_le_bytes());
-    out.extend_from_slice(&meta.first_seq.to_le_bytes());
-    out.extend_from_slice(&meta.count.to_le_bytes());
-    out.extend_from_slice(&meta.min_ts.to_le_bytes());
-    out.extend_from_slice(&meta.max_ts.to_le_bytes());
-    out.extend_from_slice(&meta.max_ingest.to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out[start..]);
-    h.update(block);
-    let crc = h.finalize();
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(block);
-    BlockMeta {
-        offset: file_offset + WAL_HEADER as u64,
-        len: block.len() as u32,
-        raw_len: block.len() as u32,
-        crc,
-        ..meta
-    }
+/// A write-ahead record's header up to its CRC.
+fn wal_header(meta: &BlockMeta, block_len: usize) -> [u8; WAL_HEADER - 4] {
+    let mut h = [0u8; WAL_HEADER - 4];
+    h[0..4].copy_from_slice(&WAL_MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&(block_len as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&meta.first_seq.to_le_bytes());
+    h[16..20].copy_from_slice(&meta.count.to_le_bytes());
+    h[20..28].copy_from_slice(&meta.min_ts.to_le_bytes());
+    h[28..36].copy_from_slice(&meta.max_ts.to_le_bytes());
+    h[36..44].copy_from_slice(&meta.max_ingest.to_le_bytes());
+    h
 }
 
 /// Whether the write-ahead record of `meta` (parsed or written earlier) is still as written in
@@ -525,5 +563,42 @@ mod tests {
         }
         let at = (meta.offset + u64::from(meta.len)) as usize;
         assert_eq!(&out[at..at + FILTER_BYTES], &want[..]);
+    }
+
+    #[test]
+    fn a_record_of_columns_and_messages_is_the_block_pushed_whole() {
+        let events: [(i64, &str); 4] = [(5, "first"), (3, ""), (9, "héllo wörld"), (-2, "last line")];
+        let mut whole = BlockBuilder::default();
+        for (ts, m) in events {
+            whole.push(ts, 7, m.as_bytes());
+        }
+        let mut raw = Vec::new();
+        let pushed = whole.finish(40, &mut raw);
+        // Two records in one buffer written at file offset 100: the second's offsets count
+        // the first.
+        let mut cols = BlockBuilder::default();
+        let mut out = Vec::new();
+        let mut metas = Vec::new();
+        for _ in 0..2 {
+            for (ts, m) in events {
+                cols.column(ts, 7, m.len());
+            }
+            metas.push(cols.finish_record(40, events.iter().map(|(_, m)| m.as_bytes()), &mut out, 100));
+        }
+        let mut file = vec![0u8; 100];
+        file.extend_from_slice(&out);
+        for (k, meta) in metas.iter().enumerate() {
+            assert_eq!((meta.count, meta.min_ts, meta.max_ts, meta.max_ingest), (4, -2, 9, 7));
+            assert_eq!(meta.raw_len, pushed.raw_len);
+            assert_eq!(meta.offset as usize, 100 + WAL_HEADER + k * (WAL_HEADER + raw.len()));
+            assert_eq!(&file[meta.offset as usize..][..meta.len as usize], &raw[..]);
+            assert!(wal_record_intact(&file, meta));
+        }
+        let (parsed, valid) = parse_wal(&out);
+        assert_eq!(valid, out.len());
+        let shifted: Vec<_> = metas.iter().map(|m| BlockMeta { offset: m.offset - 100, ..*m }).collect();
+        assert_eq!(parsed, shifted);
+        let d = decode_block(&raw, 4).unwrap();
+        assert_eq!((0..4).map(|i| d.message(i)).collect::<Vec<_>>(), events.map(|(_, m)| m));
     }
 }

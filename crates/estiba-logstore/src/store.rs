@@ -33,7 +33,6 @@ use crate::{
 #[derive(Default)]
 struct Scratch {
     buf: Vec<u8>,
-    block: Vec<u8>,
     builder: BlockBuilder,
 }
 
@@ -823,18 +822,18 @@ impl Inner {
         // Encode: one record per ~block of events.
         let wal_len = st.wal.as_ref().map_or(0, |w| w.len);
         let mut scratch = SCRATCH.take();
-        let Scratch { buf, block, builder } = &mut scratch;
+        let Scratch { buf, builder } = &mut scratch;
         buf.clear();
         buf.reserve(events.clone().map(|(_, m)| m.len() + 8).sum::<usize>() + 128);
         let mut metas = Vec::new();
         let mut block_first = first_seq;
+        // Columns first, then each message copied once, straight into the record.
+        let mut messages = events.clone().map(|(_, m)| m.as_bytes());
         for (i, (ts, message)) in events.clone().enumerate() {
-            builder.push(ts, now, message.as_bytes());
+            builder.column(ts, now, message.len());
             if builder.raw_len() >= BLOCK_TARGET || i + 1 == count {
-                block.clear();
-                let meta = builder.finish(block_first, block);
-                let at = wal_len + buf.len() as u64;
-                metas.push(format::wal_record(meta, block, buf, at));
+                let n = (first_seq + i as u64 + 1 - block_first) as usize;
+                metas.push(builder.finish_record(block_first, messages.by_ref().take(n), buf, wal_len));
                 block_first = first_seq + i as u64 + 1;
             }
         }

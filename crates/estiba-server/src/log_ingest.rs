@@ -104,14 +104,16 @@ impl LogIngest for ServerLogIngest {
             let (logs, repl) = (self.server.logs.clone(), self.server.replication.clone());
             let stream = dest.stream.clone();
             let appended = tokio::task::spawn_blocking(move || {
-                match repl.append(&logs, &id, &stream, events.iter(), Some(seq), now_ms()) {
+                let r = match repl.append(&logs, &id, &stream, events.iter(), Some(seq), now_ms()) {
                     // A group created again under its name (new id) has no stream yet.
-                    Err(estiba_logstore::Error::NoSuchStream { .. }) => {
-                        repl.ensure_stream(&logs, &id, &stream, now_ms())?;
-                        repl.append(&logs, &id, &stream, events.iter(), Some(seq), now_ms())
-                    }
+                    Err(estiba_logstore::Error::NoSuchStream { .. }) => repl
+                        .ensure_stream(&logs, &id, &stream, now_ms())
+                        .and_then(|_| repl.append(&logs, &id, &stream, events.iter(), Some(seq), now_ms())),
                     r => r,
-                }
+                };
+                // An in-process shipper forms its next batch in these buffers.
+                events.recycle();
+                r
             })
             .await
             .map_err(unavailable)?
