@@ -440,6 +440,18 @@ struct Assembler {
     /// The last record's time, as written and parsed: the supervisor stamps all the records
     /// of one read of the pipe with one time, so most records repeat the one before.
     last_time: (Vec<u8>, i64),
+    /// The last record's prefix, `<time> <stream> <tag> `, and what it says: most records repeat
+    /// it whole (one stream, one stamp per read of the pipe), and one that starts with it splits
+    /// the same way (its fields hold no space), so it is compared, not split again.
+    last_prefix: Prefix,
+}
+
+#[derive(Default)]
+struct Prefix {
+    bytes: Vec<u8>,
+    ts: i64,
+    stderr: bool,
+    partial: bool,
 }
 
 impl Assembler {
@@ -450,25 +462,41 @@ impl Assembler {
             pending: None,
             next_seq,
             last_time: (Vec::new(), 0),
+            last_prefix: Prefix::default(),
         }
     }
 
     /// Forms what a record completes into `out`.
     fn push(&mut self, rec: Rec<'_>, end: Pos, out: &mut Queue) {
-        let Some(Fields { time, stream, tag, line: at }) = fields(rec.bytes()) else { return };
-        let rest = &rec.bytes()[at..];
-        let ts = if self.last_time.0 == time {
-            self.last_time.1
+        let p = &self.last_prefix;
+        let (at, ts, stderr, partial) = if !p.bytes.is_empty() && rec.bytes().starts_with(&p.bytes) {
+            (p.bytes.len(), p.ts, p.stderr, p.partial)
         } else {
-            let ts = logs::parse_time_ms(time).unwrap_or_else(now_ms);
-            self.last_time.0.clear();
-            self.last_time.0.extend_from_slice(time);
-            self.last_time.1 = ts;
-            ts
+            let Some(Fields { time, stream, tag, line: at }) = fields(rec.bytes()) else { return };
+            let ts = if self.last_time.0 == time {
+                self.last_time.1
+            } else {
+                let ts = logs::parse_time_ms(time).unwrap_or_else(now_ms);
+                self.last_time.0.clear();
+                self.last_time.0.extend_from_slice(time);
+                self.last_time.1 = ts;
+                ts
+            };
+            let (stderr, partial) = (stream == b"stderr", tag == b"P");
+            let p = &mut self.last_prefix;
+            p.bytes.clear();
+            // Only a prefix that ends with the space after the tag: a record of an empty line
+            // may end at its tag, and a longer tag could start with it.
+            if rec.bytes()[..at].ends_with(b" ") {
+                p.bytes.extend_from_slice(&rec.bytes()[..at]);
+                (p.ts, p.stderr, p.partial) = (ts, stderr, partial);
+            }
+            (at, ts, stderr, partial)
         };
-        let s = usize::from(stream == b"stderr");
+        let rest = &rec.bytes()[at..];
+        let s = usize::from(stderr);
         let (buf, first) = &mut self.partial[s];
-        if tag == b"P" {
+        if partial {
             if buf.is_empty() {
                 *first = ts;
             }
