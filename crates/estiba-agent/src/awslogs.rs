@@ -307,8 +307,9 @@ struct Dropped {
 }
 
 /// Events formed and waiting to be shipped, already cut into the batches they will be shipped
-/// in (CloudWatch's limits; consecutive numbers), each packed in one [`LogEvents`]: a line is
-/// copied once on its way from the log file to the control plane.
+/// in (CloudWatch's limits; consecutive numbers), each packed in one [`LogEvents`]: a whole
+/// UTF-8 line is copied once on its way from the log file to the control plane (joined partial
+/// records, bytes that are not UTF-8 and multi-line events take one more).
 #[derive(Default)]
 struct Queue {
     batches: VecDeque<Batch>,

@@ -389,6 +389,7 @@ pub trait LogIngest: Send + Sync + 'static {
 mod tests {
     use super::*;
 
+    // The spare list is the process's: this is the only test of this crate that touches it.
     #[test]
     fn spent_batches_lend_their_buffers_to_the_next() {
         let mut a = LogEvents::with_capacity(1_000, 100_000);
