@@ -29,7 +29,7 @@ const AUTH: &str =
     "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ecs/aws4_request, SignedHeaders=host;x-amz-date, Signature=0";
 
 /// Printed for `--help` and for an unknown bench.
-const USAGE: &str = "usage: cargo xtask bench api [--seconds N] [--rounds N]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench agent [--rounds N] [--bin PATH]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N] [--peers none] [--bin PATH]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]\n       cargo xtask bench placement [--instances N] [--seconds N] [--clients N] [--stores sqlite,etcd]\n       cargo xtask bench failover [--kills N] [--servers N] [--members N] [--debug]";
+const USAGE: &str = "usage: cargo xtask bench api [--seconds N] [--rounds N] [--auth sigv4] [--only CALL]\n       cargo xtask bench memory [--docs N]\n       cargo xtask bench agent [--rounds N] [--bin PATH]\n       cargo xtask bench run [--rounds N] [--many N] [--pull-rounds N] [--peers docker,podman,skopeo]\n       cargo xtask bench registry [--rounds N] [--blob-mb N] [--image-mb N] [--rss-mb N]\n       cargo xtask bench services [--rounds N] [--scale N] [--roll N] [--peers swarm]\n       cargo xtask bench net [--rounds N] [--many N] [--peers docker]\n       cargo xtask bench dns [--rounds N] [--seconds N] [--samples N] [--sc-blocks N]\n       cargo xtask bench lb [--rounds N] [--seconds N] [--idle N]\n       cargo xtask bench lb-service [--tasks N] [--rate N] [--clients N]\n       cargo xtask bench logs [--rounds N] [--lines N] [--peers none] [--bin PATH]\n       cargo xtask bench metrics [--tasks N] [--seconds N] [--rounds N]\n       cargo xtask bench console [--tasks N] [--rounds N]\n       cargo xtask bench placement [--instances N] [--seconds N] [--clients N] [--stores sqlite,etcd]\n       cargo xtask bench failover [--kills N] [--servers N] [--members N] [--debug]";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     // Help before anything runs or builds.
@@ -597,6 +597,9 @@ pub(crate) struct WrkResult {
     pub p99_ms: f64,
     pub errors: u64,
     pub requests: u64,
+    /// CPU time the server's own threads used per answered request (µs), where the bench
+    /// measured it: what the server costs, apart from whether wrk or the server set the pace.
+    pub server_us: Option<f64>,
 }
 
 /// What wrk printed (with `--latency`): requests per second, p50 and p99, errors (non-2xx/3xx
@@ -740,7 +743,15 @@ const OPS: [&str; 6] = [
 
 /// Runs every peer through every call `rounds` times, interleaved so that drifts of the
 /// machine hit every peer alike. Returns per peer, per call, the runs.
-fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, pin: bool) -> Result<ModeResults> {
+fn api_mode(
+    root: &Path,
+    bin: &Path,
+    work: &Path,
+    seconds: u64,
+    rounds: usize,
+    pin: bool,
+    only: Option<&str>,
+) -> Result<ModeResults> {
     let server_cpu = pin.then_some(1);
     let mut peers: Vec<Peer> = Vec::new();
     {
@@ -804,7 +815,10 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
     }
     let mut results: Vec<Vec<Vec<WrkResult>>> = vec![vec![Vec::new(); OPS.len()]; peers.len()];
     // Writes last: they grow the state the reads would see.
-    for (op, _) in OPS.iter().enumerate() {
+    for (op, name) in OPS.iter().enumerate() {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         for _ in 0..rounds {
             for (pi, p) in peers.iter().enumerate() {
                 let Ok(reqs) = &scripts[pi][op] else { continue };
@@ -812,9 +826,13 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
                 std::fs::write(&path, lua(p.port, reqs))?;
                 settle(&peers);
                 let steal = steal_ticks();
-                let r = wrk(p.port, &path, seconds, pin.then_some(0))?;
+                let cpu = cpu_ns(p.child.id());
+                let mut r = wrk(p.port, &path, seconds, pin.then_some(0))?;
+                if r.requests > 0 {
+                    r.server_us = Some(cpu_ns(p.child.id()).saturating_sub(cpu) as f64 / 1000.0 / r.requests as f64);
+                }
                 eprintln!(
-                    "{} {:10} {:34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  stolen {} ms",
+                    "{} {:10} {:34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  server {:.1} µs/req  stolen {} ms",
                     if pin { "pinned" } else { "shared" },
                     p.name,
                     OPS[op],
@@ -822,6 +840,7 @@ fn api_mode(root: &Path, bin: &Path, work: &Path, seconds: u64, rounds: usize, p
                     r.p50_ms,
                     r.p99_ms,
                     r.errors,
+                    r.server_us.unwrap_or(0.0),
                     (steal_ticks() - steal) * 10
                 );
                 results[pi][op].push(r);
@@ -867,6 +886,32 @@ fn table(names: &[String], results: &[Vec<Vec<WrkResult>>], why: &[Vec<String>])
     md
 }
 
+/// The server CPU time per request (µs, median of the runs) of every peer and call: on one core
+/// each, wrk on its core may set the pace before the server is busy, and then only this tells
+/// the servers' costs apart.
+fn cpu_table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
+    let mut md = String::from("| call | ");
+    md.push_str(&names.iter().map(|n| format!("{n} µs/request")).collect::<Vec<_>>().join(" | "));
+    md.push_str(" |\n|---|");
+    md.push_str(&names.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
+    md.push_str("|\n");
+    for (op, name) in OPS.iter().enumerate() {
+        let cells: Vec<String> = results
+            .iter()
+            .map(|runs| {
+                let us: Vec<f64> = runs[op].iter().filter_map(|r| r.server_us).collect();
+                if us.is_empty() {
+                    String::new()
+                } else {
+                    format!("{:.1}", median(us))
+                }
+            })
+            .collect();
+        md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+    }
+    md
+}
+
 /// `bench api` runs in a network namespace of its own like the others: it only talks over
 /// loopback, but its peers are other projects' emulators, and one of them (fakecloud) would
 /// start containers if it found a container CLI.
@@ -876,6 +921,8 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
     }
     let seconds: u64 = arg(args, "--seconds", 5);
     let rounds: usize = arg(args, "--rounds", 3);
+    // `--only ListTasks`: the calls whose name holds this alone (for profiling one call).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let signed = match arg(args, "--auth", String::from("none")).as_str() {
         "none" => false,
         "sigv4" => true,
@@ -885,7 +932,7 @@ fn api(root: &Path, args: &[String]) -> Result<()> {
         if signed {
             sign_with_bench_key(work)?;
         }
-        measure_api(root, work, seconds, rounds)
+        measure_api(root, work, seconds, rounds, only.as_deref())
     })
 }
 
@@ -948,7 +995,7 @@ fn memory_row(p: Peer, docs: usize) -> Result<String> {
     ))
 }
 
-fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<String> {
+fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize, only: Option<&str>) -> Result<String> {
     let bin = root.join("target/release/estiba");
 
     // Start-up: process start to first answered request, and idle memory.
@@ -982,10 +1029,11 @@ fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<
 
     let signed = CREDENTIALS.get().is_some();
     let mut md = format!(
-        "Command: `cargo xtask bench api --seconds {seconds} --rounds {rounds}{}`. wrk -t2 -c8 -d{seconds}s --latency \
+        "Command: `cargo xtask bench api --seconds {seconds} --rounds {rounds}{}{}`. wrk -t2 -c8 -d{seconds}s --latency \
          (keep-alive, loopback); release build; SQLite store with fsync on every commit. Each cell is the median of \
          {rounds} runs, peers interleaved; each run starts once every peer is idle (under 1% CPU for 200 ms).{}\n\n",
         if signed { " --auth sigv4" } else { "" },
+        only.map(|o| format!(" --only {o}")).unwrap_or_default(),
         if signed {
             " Every request is signed (SigV4, signed right before each run and replayed by wrk within the 15 minutes a \
              signature is good for); estiba verifies each one (`--credentials`), the peers check none."
@@ -994,13 +1042,15 @@ fn measure_api(root: &Path, work: &Path, seconds: u64, rounds: usize) -> Result<
         }
     );
     for pin in [false, true] {
-        let (names, results, listed, why) = api_mode(root, &bin, work, seconds, rounds, pin)?;
+        let (names, results, listed, why) = api_mode(root, &bin, work, seconds, rounds, pin, only)?;
         md.push_str(if pin {
             "\n**One core each** (server pinned to CPU 1 with `taskset`, wrk to CPU 0):\n\n"
         } else {
             "**Shared cores** (server and wrk on both CPUs, as the issue's reference numbers):\n\n"
         });
         md.push_str(&table(&names, &results, &why));
+        md.push_str("\nCPU time of the server's own threads per answered request (median of the runs):\n\n");
+        md.push_str(&cpu_table(&names, &results));
         // The size of estiba's state after the write runs (the file and its WAL): each write
         // request stores one document (a task definition revision or a task).
         let state = work.join(format!("estiba-{pin}"));

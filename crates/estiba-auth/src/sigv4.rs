@@ -524,17 +524,35 @@ pub fn canonical_request(req: &SignedRequest, p: &Parsed, out: &mut String) -> R
     out.push('\n');
     out.push_str(&p.signed_headers);
     out.push('\n');
-    out.push_str(&payload_hash(req)?);
-    Ok(())
+    push_payload_hash(req, out)
 }
 
-/// The payload hash the client signed: `x-amz-content-sha256` when sent (it must then be the
-/// body's), else the body's SHA-256. Unsigned and streaming payloads are S3's and refused.
-fn payload_hash(req: &SignedRequest) -> Result<String, AuthError> {
-    let actual = hex::encode(req.body_sha256);
+/// Lowercase hex of a SHA-256 digest, on the stack: `hex::encode` builds its `String` a
+/// character at a time, and a request's verification hex-encodes two digests.
+fn hex32(digest: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(digest, &mut out).expect("a SHA-256 digest is 32 bytes");
+    out
+}
+
+fn push_hex32(out: &mut String, digest: &[u8]) {
+    out.push_str(std::str::from_utf8(&hex32(digest)).expect("hex digits are ASCII"));
+}
+
+/// Appends the payload hash the client signed: `x-amz-content-sha256` when sent (it must then
+/// be the body's), else the body's SHA-256. Unsigned and streaming payloads are S3's and refused.
+fn push_payload_hash(req: &SignedRequest, out: &mut String) -> Result<(), AuthError> {
+    let actual = hex32(&req.body_sha256);
+    let actual = std::str::from_utf8(&actual).expect("hex digits are ASCII");
     match header(req.headers, "x-amz-content-sha256") {
-        None => Ok(actual),
-        Some(h) if h.eq_ignore_ascii_case(&actual) => Ok(h.to_owned()),
+        None => {
+            out.push_str(actual);
+            Ok(())
+        }
+        Some(h) if h.eq_ignore_ascii_case(actual) => {
+            out.push_str(h);
+            Ok(())
+        }
         Some(h) if h == "UNSIGNED-PAYLOAD" || h.starts_with("STREAMING-") => Err(AuthError::BadSignature(format!(
             "{MISMATCH} (x-amz-content-sha256: {h} is not accepted by this service; sign the payload)"
         ))),
@@ -546,8 +564,11 @@ fn payload_hash(req: &SignedRequest) -> Result<String, AuthError> {
 
 /// The string to sign for a canonical request.
 pub fn string_to_sign(p: &Parsed, canonical: &str) -> String {
-    let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
-    format!("{ALGORITHM}\n{}\n{}/{}/{}/aws4_request\n{hash}", p.amz_date, p.date, p.region, p.service)
+    let parts = [ALGORITHM, "\n", &p.amz_date, "\n", &p.date, "/", &p.region, "/", &p.service, "/aws4_request\n"];
+    let mut out = String::with_capacity(parts.iter().map(|s| s.len()).sum::<usize>() + 64);
+    parts.iter().for_each(|s| out.push_str(s));
+    push_hex32(&mut out, &Sha256::digest(canonical.as_bytes()));
+    out
 }
 
 /// Checks the signature with the day's signing key, in constant time.
@@ -555,10 +576,10 @@ pub fn check_signature(key: &[u8; 32], req: &SignedRequest, p: &Parsed) -> Resul
     let mut canonical = String::with_capacity(512);
     canonical_request(req, p, &mut canonical)?;
     let sts = string_to_sign(p, &canonical);
-    let given = match hex::decode(&p.signature) {
-        Ok(g) if g.len() == 32 => g,
-        _ => return Err(AuthError::BadSignature(MISMATCH.into())),
-    };
+    let mut given = [0u8; 32];
+    if hex::decode_to_slice(&p.signature, &mut given).is_err() {
+        return Err(AuthError::BadSignature(MISMATCH.into()));
+    }
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     m.update(sts.as_bytes());
     m.verify_slice(&given).map_err(|_| AuthError::BadSignature(MISMATCH.into()))

@@ -14,53 +14,54 @@ impl Scope {
         Scope { account: account.into(), region: region.into() }
     }
 
-    fn arn(&self, resource: &str) -> String {
+    /// The resource's ARN, formed in one allocation (list calls form one per item).
+    fn arn(&self, resource: std::fmt::Arguments<'_>) -> String {
         format!("arn:aws:ecs:{}:{}:{}", self.region, self.account, resource)
     }
 
     pub fn cluster_arn(&self, name: &str) -> String {
-        self.arn(&format!("cluster/{name}"))
+        self.arn(format_args!("cluster/{name}"))
     }
 
     pub fn task_definition_arn(&self, family: &str, revision: i32) -> String {
-        self.arn(&format!("task-definition/{family}:{revision}"))
+        self.arn(format_args!("task-definition/{family}:{revision}"))
     }
 
     pub fn task_arn(&self, cluster: &str, id: &str) -> String {
-        self.arn(&format!("task/{cluster}/{id}"))
+        self.arn(format_args!("task/{cluster}/{id}"))
     }
 
     pub fn container_arn(&self, cluster: &str, task_id: &str, id: &str) -> String {
-        self.arn(&format!("container/{cluster}/{task_id}/{id}"))
+        self.arn(format_args!("container/{cluster}/{task_id}/{id}"))
     }
 
     pub fn service_arn(&self, cluster: &str, name: &str) -> String {
-        self.arn(&format!("service/{cluster}/{name}"))
+        self.arn(format_args!("service/{cluster}/{name}"))
     }
 
     /// The short form ECS names an unknown service by in DescribeServices failures.
     pub fn short_service_arn(&self, name: &str) -> String {
-        self.arn(&format!("service/{name}"))
+        self.arn(format_args!("service/{name}"))
     }
 
     pub fn container_instance_arn(&self, cluster: &str, id: &str) -> String {
-        self.arn(&format!("container-instance/{cluster}/{id}"))
+        self.arn(format_args!("container-instance/{cluster}/{id}"))
     }
 
     pub fn capacity_provider_arn(&self, name: &str) -> String {
-        self.arn(&format!("capacity-provider/{name}"))
+        self.arn(format_args!("capacity-provider/{name}"))
     }
 
     pub fn service_deployment_arn(&self, cluster: &str, service: &str, id: &str) -> String {
-        self.arn(&format!("service-deployment/{cluster}/{service}/{id}"))
+        self.arn(format_args!("service-deployment/{cluster}/{service}/{id}"))
     }
 
     pub fn service_revision_arn(&self, cluster: &str, service: &str, n: &str) -> String {
-        self.arn(&format!("service-revision/{cluster}/{service}/{n}"))
+        self.arn(format_args!("service-revision/{cluster}/{service}/{n}"))
     }
 
     pub fn task_set_arn(&self, cluster: &str, service: &str, id: &str) -> String {
-        self.arn(&format!("task-set/{cluster}/{service}/{id}"))
+        self.arn(format_args!("task-set/{cluster}/{service}/{id}"))
     }
 
     /// The root user of the account: ECS's `registeredBy`, `createdBy` and default principal.

@@ -124,6 +124,22 @@ pub fn parse_task(key: &str) -> Option<(Scope, &str, &str)> {
     (kind == "tasks").then(|| (Scope::new(account, region), cluster, id))
 }
 
+/// The ARN of the task under a task key, `arn:aws:ecs:<region>:<account>:task/<cluster>/<id>`
+/// (what [`Scope::task_arn`] forms), pieced together in one allocation: ListTasks forms one
+/// per task it lists, and going through a [`Scope`] and `format!` cost three more
+/// allocations and two formatting passes each.
+pub fn task_arn_of(key: &str) -> Option<String> {
+    let mut p = key.splitn(6, '/');
+    let (_, account, region, kind, cluster, id) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
+    if kind != "tasks" {
+        return None;
+    }
+    let parts = ["arn:aws:ecs:", region, ":", account, ":task/", cluster, "/", id];
+    let mut arn = String::with_capacity(parts.iter().map(|s| s.len()).sum());
+    parts.iter().for_each(|s| arn.push_str(s));
+    Some(arn)
+}
+
 pub fn traffic(s: &Scope, cluster: &str, service: &str) -> String {
     format!("ecs/{}/{}/traffic/{cluster}/{service}", s.account, s.region)
 }
@@ -250,6 +266,8 @@ mod tests {
         assert_eq!(cluster_of(&task(&s, "c", "x")).as_deref(), Some("ecs/1/r/clusters/c"));
         assert_eq!(parse_task(&task(&s, "c", "x")), Some((s.clone(), "c", "x")));
         assert_eq!(parse_task(&service(&s, "c", "x")), None);
+        assert_eq!(task_arn_of(&task(&s, "c", "x")), Some(s.task_arn("c", "x")));
+        assert_eq!(task_arn_of(&service(&s, "c", "x")), None);
         assert_eq!(setting(&s, "arn:aws:iam::1:role/a", "n"), "ecs/1/r/settings/arn:aws:iam::1:role%2Fa/n");
     }
 

@@ -121,20 +121,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 tokio::task_local! {
-    /// `scheme://host[:port]` of the API request being served: ExecuteCommand's `streamUrl`
-    /// points back at the address the client used.
-    pub static ORIGIN: String;
+    /// Where the API request being served came in: ExecuteCommand's `streamUrl` points back at
+    /// the address the client used.
+    pub static ORIGIN: Origin;
 }
 
-/// The origin of a request: `ws`/`wss` and its `Host` header (else the listen address).
-pub fn origin(server: &Server, headers: &hyper::HeaderMap, tls: bool) -> String {
-    let host = headers
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
-        .map(str::to_owned)
-        .unwrap_or_else(|| server.config.listen.to_string());
-    format!("{}://{host}", if tls { "wss" } else { "ws" })
+/// A request's `Host` header, the listen address and whether it came over TLS: kept for every
+/// `POST /` request, formed into a URL only by the one call that needs it (ExecuteCommand).
+#[derive(Clone)]
+pub struct Origin {
+    host: Option<hyper::header::HeaderValue>,
+    listen: std::net::SocketAddr,
+    tls: bool,
+}
+
+impl Origin {
+    pub fn of(server: &Server, headers: &hyper::HeaderMap, tls: bool) -> Origin {
+        Origin { host: headers.get(hyper::header::HOST).cloned(), listen: server.config.listen, tls }
+    }
+
+    /// `ws`/`wss` and the `Host` header (else the listen address).
+    fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        match self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        {
+            Some(host) => format!("{scheme}://{host}"),
+            None => format!("{scheme}://{}", self.listen),
+        }
+    }
 }
 
 impl Exec {
@@ -147,7 +165,7 @@ impl Exec {
     /// (stream URL, token).
     pub fn start(&self, account: &str, target: ExecTarget) -> (String, String) {
         let token = random_hex(32);
-        let base = ORIGIN.try_with(|o| o.clone()).unwrap_or_else(|_| "ws://127.0.0.1:4566".into());
+        let base = ORIGIN.try_with(Origin::url).unwrap_or_else(|_| "ws://127.0.0.1:4566".into());
         let url = format!("{base}{PREFIX}{}?stream=input", target.session_id);
         let mut p = lock(&self.pending);
         let now = Instant::now();

@@ -165,7 +165,7 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>, tls: bool) -> Resp
     let mut resp = match (req.method(), path.as_str()) {
         (&Method::POST, "/") => {
             // ExecuteCommand's stream URL points back where the client came in.
-            let origin = crate::exec::origin(server, req.headers(), tls);
+            let origin = crate::exec::Origin::of(server, req.headers(), tls);
             crate::exec::ORIGIN.scope(origin, crate::front::call(server, req, &request_id)).await
         }
         (&Method::GET, p) if p.starts_with(crate::exec::PREFIX) => crate::exec::data_channel(server, req),

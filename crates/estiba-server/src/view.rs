@@ -152,10 +152,7 @@ impl Doc<TaskFacts> {
 
     /// The task's ARN, from its key.
     pub fn arn(&self) -> String {
-        match keys::parse_task(&self.key) {
-            Some((scope, cluster, id)) => scope.task_arn(cluster, id),
-            None => String::new(),
-        }
+        keys::task_arn_of(&self.key).unwrap_or_default()
     }
 
     /// The task's id, the last segment of its key.
