@@ -529,13 +529,13 @@ pub fn canonical_request(req: &SignedRequest, p: &Parsed, out: &mut String) -> R
 
 /// Lowercase hex of a SHA-256 digest, on the stack: `hex::encode` builds its `String` a
 /// character at a time, and a request's verification hex-encodes two digests.
-fn hex32(digest: &[u8]) -> [u8; 64] {
+fn hex32(digest: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
-    hex::encode_to_slice(digest, &mut out).expect("a SHA-256 digest is 32 bytes");
+    hex::encode_to_slice(digest, &mut out).expect("32 bytes are 64 hex digits");
     out
 }
 
-fn push_hex32(out: &mut String, digest: &[u8]) {
+fn push_hex32(out: &mut String, digest: &[u8; 32]) {
     out.push_str(std::str::from_utf8(&hex32(digest)).expect("hex digits are ASCII"));
 }
 
@@ -567,7 +567,7 @@ pub fn string_to_sign(p: &Parsed, canonical: &str) -> String {
     let parts = [ALGORITHM, "\n", &p.amz_date, "\n", &p.date, "/", &p.region, "/", &p.service, "/aws4_request\n"];
     let mut out = String::with_capacity(parts.iter().map(|s| s.len()).sum::<usize>() + 64);
     parts.iter().for_each(|s| out.push_str(s));
-    push_hex32(&mut out, &Sha256::digest(canonical.as_bytes()));
+    push_hex32(&mut out, &Sha256::digest(canonical.as_bytes()).into());
     out
 }
 

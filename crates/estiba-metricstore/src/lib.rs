@@ -417,6 +417,21 @@ impl MetricStore {
         self.inner.list(selector, active_since, after, limit)
     }
 
+    /// [`MetricStore::list`] without waiting, for a caller that must not block: `None` when a
+    /// shard is busy (a put, compaction or expiry holds it) or the store holds more than
+    /// `max_series` series (the scan would take long); the caller then runs `list` where it may
+    /// block.
+    pub fn try_list(
+        &self,
+        selector: &Selector,
+        active_since: i64,
+        after: Option<&ListCursor>,
+        limit: usize,
+        max_series: usize,
+    ) -> Option<MetricPage> {
+        self.inner.try_list(selector, active_since, after, limit, max_series)
+    }
+
     /// Retention: drops every bucket older than its tier keeps (as of `now`, ms), and series
     /// left empty. Queries already ignore such buckets; this reclaims their memory and disk.
     pub fn expire(&self, now: i64) -> Result<Expired> {

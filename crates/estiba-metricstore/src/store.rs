@@ -485,25 +485,75 @@ impl Inner {
     }
 
     pub fn list(&self, sel: &Selector, active_since: i64, after: Option<&ListCursor>, limit: usize) -> MetricPage {
-        let limit = if limit == 0 { DEFAULT_LIST_LIMIT } else { limit };
         let mut ids: Vec<Arc<MetricId>> = Vec::new();
         for shard in &self.shards {
-            let st = lock(&shard.state);
-            ids.extend(
-                st.series
-                    .iter()
-                    .filter(|s| s.last_put >= active_since && after.is_none_or(|c| *s.id > c.0) && matches(sel, &s.id))
-                    .map(|s| s.id.clone()),
-            );
+            list_into(&mut ids, &lock(&shard.state), sel, active_since, after);
         }
-        ids.sort_unstable();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        let metrics: Vec<MetricId> = ids.iter().map(|id| MetricId::clone(id)).collect();
-        let next = if more { metrics.last().cloned().map(ListCursor) } else { None };
-        MetricPage { metrics, next }
+        page(ids, limit)
     }
 
+    /// [`Inner::list`] if it can answer at once: `None` when a shard's lock is held (a put,
+    /// compaction or expiry in progress) or the store holds more than `max_series` series.
+    pub fn try_list(
+        &self,
+        sel: &Selector,
+        active_since: i64,
+        after: Option<&ListCursor>,
+        limit: usize,
+        max_series: usize,
+    ) -> Option<MetricPage> {
+        let mut states = Vec::with_capacity(self.shards.len());
+        let mut series = 0;
+        for shard in &self.shards {
+            let st = match shard.state.try_lock() {
+                Ok(st) => st,
+                // As `lock`: a poisoned state is still usable.
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            };
+            series += st.series.len();
+            if series > max_series {
+                return None;
+            }
+            states.push(st);
+        }
+        let mut ids: Vec<Arc<MetricId>> = Vec::new();
+        for st in &states {
+            list_into(&mut ids, st, sel, active_since, after);
+        }
+        drop(states);
+        Some(page(ids, limit))
+    }
+
+    /// Holds shard `i`'s lock until the guard drops (tests of a busy shard).
+    #[cfg(test)]
+    pub(crate) fn hold_shard(&self, i: usize) -> impl Drop + '_ {
+        lock(&self.shards[i].state)
+    }
+}
+
+/// The ids of `st`'s series that `sel` matches, put at or after `active_since`, after `after`.
+fn list_into(ids: &mut Vec<Arc<MetricId>>, st: &State, sel: &Selector, active_since: i64, after: Option<&ListCursor>) {
+    ids.extend(
+        st.series
+            .iter()
+            .filter(|s| s.last_put >= active_since && after.is_none_or(|c| *s.id > c.0) && matches(sel, &s.id))
+            .map(|s| s.id.clone()),
+    );
+}
+
+/// The first `limit` (0: the default) of `ids` in order, and the cursor after them when more remain.
+fn page(mut ids: Vec<Arc<MetricId>>, limit: usize) -> MetricPage {
+    let limit = if limit == 0 { DEFAULT_LIST_LIMIT } else { limit };
+    ids.sort_unstable();
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let metrics: Vec<MetricId> = ids.iter().map(|id| MetricId::clone(id)).collect();
+    let next = if more { metrics.last().cloned().map(ListCursor) } else { None };
+    MetricPage { metrics, next }
+}
+
+impl Inner {
     pub fn expire(&self, now: i64) -> Result<Expired> {
         let now = now.div_euclid(1000);
         let mut out = Expired::default();

@@ -368,6 +368,17 @@ fn list_metrics_filters_and_paging() {
     }
     assert_eq!(seen.len(), 62);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+    // Without waiting: the same answer while the store is small and no shard busy, else none.
+    let first = store.list(&sel(Some("AWS/ECS"), vec![]), active, None, 25);
+    let quick = store.try_list(&sel(Some("AWS/ECS"), vec![]), active, None, 25, 64).expect("64 series, none busy");
+    assert_eq!((quick.metrics, quick.next.map(|c| c.to_token())), (first.metrics, first.next.map(|c| c.to_token())));
+    assert!(store.try_list(&sel(None, vec![]), active, None, 0, 63).is_none(), "64 series > 63");
+    {
+        let _busy = store.inner.hold_shard(0);
+        assert!(store.try_list(&sel(None, vec![]), active, None, 0, 64).is_none(), "a shard is busy");
+    }
+    assert!(store.try_list(&sel(None, vec![]), active, None, 0, 64).is_some());
     assert!(ListCursor::from_token("zz").is_none());
 
     // The same selector drives multi-series queries.

@@ -128,7 +128,6 @@ tokio::task_local! {
 
 /// A request's `Host` header, the listen address and whether it came over TLS: kept for every
 /// `POST /` request, formed into a URL only by the one call that needs it (ExecuteCommand).
-#[derive(Clone)]
 pub struct Origin {
     host: Option<hyper::header::HeaderValue>,
     listen: std::net::SocketAddr,

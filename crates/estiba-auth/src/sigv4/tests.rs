@@ -210,6 +210,18 @@ fn oracle_json_and_query() {
         (v.region.as_str(), v.service.as_str(), v.credential.account.as_str()),
         ("eu-west-3", "ecs", "111111111111")
     );
+    // The signature's hex digits in upper case are the same signature; one digit short is none.
+    let auth = raw.headers["authorization"].to_str().unwrap().to_owned();
+    let (head, sig) = auth.split_once("Signature=").unwrap();
+    for (changed, ok) in [(sig.to_uppercase(), true), (sig[1..].to_owned(), false)] {
+        let mut r = json_request(r#"{"maxResults": 5}"#);
+        r.headers = raw.headers.clone();
+        r.headers.insert("authorization", format!("{head}Signature={changed}").parse().unwrap());
+        match keys(None).verify(&r.signed(), NOW as i64) {
+            Ok(_) => assert!(ok, "a 63-digit signature was accepted"),
+            Err(e) => assert!(!ok && matches!(e, AuthError::BadSignature(_)), "{e:?}"),
+        }
+    }
     // A header the client did not sign may change; a signed one may not.
     raw.headers.insert("user-agent", "other".parse().unwrap());
     assert!(keys(None).verify(&raw.signed(), NOW as i64).is_ok());

@@ -230,12 +230,14 @@ pub async fn list_metrics(s: &Server, cx: &Call, req: ListMetricsInput) -> Resul
     let since = if req.recently_active.is_some() { now - 3 * HOUR_MS } else { now - 14 * DAY_MS };
     // The scan is in memory: over a few thousand series it takes microseconds, less than the
     // blocking pool's hand-off (a thread woken, two context switches, the pool's lock), so it
-    // runs here; larger stores scan on the blocking pool, off the async workers.
-    let page = if s.metrics.series_count() <= INLINE_LIST_SERIES {
-        s.metrics.list(&selector, since, after.as_ref(), 500)
-    } else {
-        let metrics = s.metrics.clone();
-        blocking(move || metrics.list(&selector, since, after.as_ref(), 500)).await?
+    // runs here when the store is that small and no shard is busy; else on the blocking pool,
+    // off the async workers.
+    let page = match s.metrics.try_list(&selector, since, after.as_ref(), 500, INLINE_LIST_SERIES) {
+        Some(page) => page,
+        None => {
+            let metrics = s.metrics.clone();
+            blocking(move || metrics.list(&selector, since, after.as_ref(), 500)).await?
+        }
     };
     Ok(json(&ListMetricsOutput {
         metrics: Some(page.metrics.iter().map(wire_metric).collect()),
