@@ -868,62 +868,52 @@ fn api_mode(
     Ok((peers.iter().map(|p| p.name.to_string()).collect(), results, listed, why))
 }
 
-fn table(names: &[String], results: &[Vec<Vec<WrkResult>>], why: &[Vec<String>]) -> String {
+/// A Markdown table of the calls by peer: the header names each peer with `unit`, `cell(peer,
+/// call)` fills the cells; a call no peer has a cell for (left out by `--only`) has no row.
+fn ops_table(names: &[String], unit: &str, cell: impl Fn(usize, usize) -> String) -> String {
     let mut md = String::from("| call | ");
-    md.push_str(&names.iter().map(|n| format!("{n} req/s (p99 ms)")).collect::<Vec<_>>().join(" | "));
+    md.push_str(&names.iter().map(|n| format!("{n} {unit}")).collect::<Vec<_>>().join(" | "));
     md.push_str(" |\n|---|");
     md.push_str(&names.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
     md.push_str("|\n");
     for (op, name) in OPS.iter().enumerate() {
-        md.push_str(&format!("| {name} | "));
-        let cells: Vec<String> = results
-            .iter()
-            .zip(why)
-            .map(|(runs, why)| {
-                let rs = &runs[op];
-                if rs.is_empty() {
-                    return why[op].clone();
-                }
-                let errors: u64 = rs.iter().map(|r| r.errors).sum();
-                let requests: u64 = rs.iter().map(|r| r.requests).sum();
-                if errors * 2 > requests {
-                    return format!("failed ({errors} of {requests} errors)");
-                }
-                let rps = median(rs.iter().map(|r| r.rps).collect());
-                let p99 = median(rs.iter().map(|r| r.p99_ms).collect());
-                format!("{rps:.0} ({p99:.2}){}", if errors > 0 { format!(", {errors} errors") } else { String::new() })
-            })
-            .collect();
-        md.push_str(&cells.join(" | "));
-        md.push_str(" |\n");
+        let cells: Vec<String> = (0..names.len()).map(|p| cell(p, op)).collect();
+        if cells.iter().any(|c| !c.is_empty()) {
+            md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+        }
     }
     md
+}
+
+fn table(names: &[String], results: &[Vec<Vec<WrkResult>>], why: &[Vec<String>]) -> String {
+    ops_table(names, "req/s (p99 ms)", |p, op| {
+        let rs = &results[p][op];
+        if rs.is_empty() {
+            return why[p][op].clone();
+        }
+        let errors: u64 = rs.iter().map(|r| r.errors).sum();
+        let requests: u64 = rs.iter().map(|r| r.requests).sum();
+        if errors * 2 > requests {
+            return format!("failed ({errors} of {requests} errors)");
+        }
+        let rps = median(rs.iter().map(|r| r.rps).collect());
+        let p99 = median(rs.iter().map(|r| r.p99_ms).collect());
+        format!("{rps:.0} ({p99:.2}){}", if errors > 0 { format!(", {errors} errors") } else { String::new() })
+    })
 }
 
 /// The server CPU time per request (µs, median of the runs) of every peer and call: on one core
 /// each, wrk on its core may set the pace before the server is busy, and then only this tells
 /// the servers' costs apart.
 fn cpu_table(names: &[String], results: &[Vec<Vec<WrkResult>>]) -> String {
-    let mut md = String::from("| call | ");
-    md.push_str(&names.iter().map(|n| format!("{n} µs/request")).collect::<Vec<_>>().join(" | "));
-    md.push_str(" |\n|---|");
-    md.push_str(&names.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
-    md.push_str("|\n");
-    for (op, name) in OPS.iter().enumerate() {
-        let cells: Vec<String> = results
-            .iter()
-            .map(|runs| {
-                let us: Vec<f64> = runs[op].iter().filter_map(|r| r.server_us).collect();
-                if us.is_empty() {
-                    String::new()
-                } else {
-                    format!("{:.1}", median(us))
-                }
-            })
-            .collect();
-        md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
-    }
-    md
+    ops_table(names, "µs/request", |p, op| {
+        let us: Vec<f64> = results[p][op].iter().filter_map(|r| r.server_us).collect();
+        if us.is_empty() {
+            String::new()
+        } else {
+            format!("{:.1}", median(us))
+        }
+    })
 }
 
 /// `bench api` runs in a network namespace of its own like the others: it only talks over
