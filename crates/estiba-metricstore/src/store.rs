@@ -530,30 +530,7 @@ impl Inner {
     pub(crate) fn hold_shard(&self, i: usize) -> impl Drop + '_ {
         lock(&self.shards[i].state)
     }
-}
 
-/// The ids of `st`'s series that `sel` matches, put at or after `active_since`, after `after`.
-fn list_into(ids: &mut Vec<Arc<MetricId>>, st: &State, sel: &Selector, active_since: i64, after: Option<&ListCursor>) {
-    ids.extend(
-        st.series
-            .iter()
-            .filter(|s| s.last_put >= active_since && after.is_none_or(|c| *s.id > c.0) && matches(sel, &s.id))
-            .map(|s| s.id.clone()),
-    );
-}
-
-/// The first `limit` (0: the default) of `ids` in order, and the cursor after them when more remain.
-fn page(mut ids: Vec<Arc<MetricId>>, limit: usize) -> MetricPage {
-    let limit = if limit == 0 { DEFAULT_LIST_LIMIT } else { limit };
-    ids.sort_unstable();
-    let more = ids.len() > limit;
-    ids.truncate(limit);
-    let metrics: Vec<MetricId> = ids.iter().map(|id| MetricId::clone(id)).collect();
-    let next = if more { metrics.last().cloned().map(ListCursor) } else { None };
-    MetricPage { metrics, next }
-}
-
-impl Inner {
     pub fn expire(&self, now: i64) -> Result<Expired> {
         let now = now.div_euclid(1000);
         let mut out = Expired::default();
@@ -830,4 +807,25 @@ fn open_shard(dir: &Path) -> Result<Shard> {
     st.generation = next;
     let log = Log { file, spare: Vec::new(), dir_synced: false };
     Ok(Shard { dir: dir.to_owned(), state: Mutex::new(st), log: Mutex::new(log) })
+}
+
+/// The ids of `st`'s series that `sel` matches, put at or after `active_since`, after `after`.
+fn list_into(ids: &mut Vec<Arc<MetricId>>, st: &State, sel: &Selector, active_since: i64, after: Option<&ListCursor>) {
+    ids.extend(
+        st.series
+            .iter()
+            .filter(|s| s.last_put >= active_since && after.is_none_or(|c| *s.id > c.0) && matches(sel, &s.id))
+            .map(|s| s.id.clone()),
+    );
+}
+
+/// The first `limit` (0: the default) of `ids` in order, and the cursor after them when more remain.
+fn page(mut ids: Vec<Arc<MetricId>>, limit: usize) -> MetricPage {
+    let limit = if limit == 0 { DEFAULT_LIST_LIMIT } else { limit };
+    ids.sort_unstable();
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let metrics: Vec<MetricId> = ids.iter().map(|id| MetricId::clone(id)).collect();
+    let next = if more { metrics.last().cloned().map(ListCursor) } else { None };
+    MetricPage { metrics, next }
 }
