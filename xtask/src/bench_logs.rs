@@ -4,7 +4,9 @@
 //! - wall time of the task (RunTask → STOPPED) with `logDriver: awslogs` (blocking mode, so
 //!   every line is kept), against the same task writing to `/dev/null` (the logging cost) and
 //!   against `docker run --log-driver json-file` of the same image (dockerd started here;
-//!   skipped with a note when it is not installed or does not start, or with `--peers none`);
+//!   skipped with a note when it is not installed or does not start, or with `--peers none`),
+//!   split into the container's life and its exit → STOPPED (the logging either slows the
+//!   container while it prints or adds the drain after it);
 //! - the time from the container's exit (its supervisor's `exit.json`) until every line is
 //!   visible to GetLogEvents (the stream's last event read backwards is the last line, `END`; when
 //!   the Logs API does not answer yet, until the task reports STOPPED, which waits for the
@@ -41,9 +43,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     crate::bench::isolate_bin(root, "logs", args, bin.as_deref())
 }
 
-/// One run of the task: wall time, exit → visible, start → visible.
+/// One run of the task: wall time, how it splits, exit → visible, start → visible.
 struct Run {
     wall: Duration,
+    /// The container's life (its start as the task reports it → its supervisor's exit record):
+    /// what the logging slows down while the container prints.
+    ran: f64,
+    /// The container's exit → STOPPED seen by the bench: what the drain adds.
+    exit_to_stopped: f64,
     exit_to_visible: Option<Duration>,
     start_to_visible: Option<Duration>,
 }
@@ -129,12 +136,15 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
                 if t["stopCode"] != "EssentialContainerExited" {
                     bail!("task stopped: {}", t["stoppedReason"]);
                 }
-                let visible = visible_at.unwrap_or_else(now_ms);
+                let stopped = now_ms();
+                let visible = visible_at.unwrap_or(stopped);
                 let exit: serde_json::Value = serde_json::from_slice(&std::fs::read(&exit_file)?)?;
                 let exited = exit["finished_at_ms"].as_f64().unwrap_or(0.0);
                 let started = t["startedAt"].as_f64().unwrap_or(0.0) * 1000.0;
                 return Ok(Run {
                     wall,
+                    ran: exited - started,
+                    exit_to_stopped: stopped - exited,
                     exit_to_visible: awslogs.then(|| Duration::from_secs_f64(((visible - exited) / 1000.0).max(0.0))),
                     start_to_visible: awslogs.then(|| Duration::from_secs_f64(((visible - started) / 1000.0).max(0.0))),
                 });
@@ -175,7 +185,16 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
         devnull.push(run_task("bench-devnull", false)?);
         crate::bench::settle_machine();
         with_logs.push(run_task("bench-awslogs", true)?);
-        eprintln!("  /dev/null {:.0} ms, awslogs {:.0} ms", ms(devnull[round].wall), ms(with_logs[round].wall));
+        let (n, l) = (&devnull[round], &with_logs[round]);
+        eprintln!(
+            "  /dev/null {:.0} ms (ran {:.0}, exit → STOPPED {:.0}), awslogs {:.0} ms (ran {:.0}, exit → STOPPED {:.0})",
+            ms(n.wall),
+            n.ran,
+            n.exit_to_stopped,
+            ms(l.wall),
+            l.ran,
+            l.exit_to_stopped
+        );
         if let Some(d) = &dockerd {
             crate::bench::settle_machine();
             let t0 = Instant::now();
@@ -203,6 +222,9 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
 
     let wall = |v: &[Run]| median(v.iter().map(|r| ms(r.wall)).collect());
     let (w_null, w_logs) = (wall(&devnull), wall(&with_logs));
+    let split =
+        |v: &[Run]| (median(v.iter().map(|r| r.ran).collect()), median(v.iter().map(|r| r.exit_to_stopped).collect()));
+    let ((ran_null, stop_null), (ran_logs, stop_logs)) = (split(&devnull), split(&with_logs));
     // Each round's pair ran back to back: the ratio within a round cancels the machine's
     // drift from one round to the next (its speed moves by a quarter within minutes).
     let paired = median(devnull.iter().zip(&with_logs).map(|(n, l)| ms(l.wall) / ms(n.wall)).collect());
@@ -212,16 +234,18 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
         "## bench logs\n\n`cargo xtask bench logs --rounds {rounds} --lines {lines}` (release build, as root in a network \
          and mount namespace of its own). A busybox container prints {lines} lines of 100 bytes \
          (`yes <99 x> | head -n {lines}-1; echo END`); Fargate awsvpc task, RunTask → STOPPED; awslogs in blocking mode \
-         (every line kept). Median of {rounds}.\n\n| | wall ms | vs /dev/null |\n|---|---:|---:|\n\
-         | estiba, output to /dev/null | {w_null:.0} | 1.00x |\n\
-         | estiba, awslogs | {w_logs:.0} | {:.2}x (median of the rounds' own ratios: {paired:.2}x) |\n",
+         (every line kept). Median of {rounds}. Of the wall time, the container's life (start → its \
+         exit record) and its exit → STOPPED seen (the awslogs drain is in it).\n\n\
+         | | wall ms | vs /dev/null | container ran ms | exit → STOPPED ms |\n|---|---:|---:|---:|---:|\n\
+         | estiba, output to /dev/null | {w_null:.0} | 1.00x | {ran_null:.0} | {stop_null:.0} |\n\
+         | estiba, awslogs | {w_logs:.0} | {:.2}x (median of the rounds' own ratios: {paired:.2}x) | {ran_logs:.0} | {stop_logs:.0} |\n",
         w_logs / w_null
     );
     if docker.is_empty() {
-        md.push_str(&format!("| docker run --log-driver json-file | ({docker_note}) | |\n"));
+        md.push_str(&format!("| docker run --log-driver json-file | ({docker_note}) | | | |\n"));
     } else {
         let d = median(docker.iter().map(|d| ms(*d)).collect());
-        md.push_str(&format!("| docker run --log-driver json-file | {d:.0} | {:.2}x |\n", d / w_null));
+        md.push_str(&format!("| docker run --log-driver json-file | {d:.0} | {:.2}x | | |\n", d / w_null));
     }
     md.push_str(&format!(
         "\n| awslogs | |\n|---|---:|\n| container exit → every line visible to GetLogEvents | {e2v:.0} ms |\n\
