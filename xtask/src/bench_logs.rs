@@ -46,10 +46,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 /// One run of the task: wall time, how it splits, exit → visible, start → visible.
 struct Run {
     wall: Duration,
-    /// The container's life (its start as the task reports it → its supervisor's exit record):
-    /// what the logging slows down while the container prints.
+    /// The container's life in ms (its start as the task reports it → its supervisor's exit
+    /// record): what the logging slows down while the container prints.
     ran: f64,
-    /// The container's exit → STOPPED seen by the bench: what the drain adds.
+    /// The container's exit → STOPPED seen by the bench, in ms (one poll late at most): what
+    /// the drain adds.
     exit_to_stopped: f64,
     exit_to_visible: Option<Duration>,
     start_to_visible: Option<Duration>,
