@@ -204,6 +204,66 @@ def test_the_new_leader_has_the_logs_written_before_the_old_one_died(servers):
     assert log_events(leader.client("logs"), group, "s") == expected + ["after"]
 
 
+def test_a_server_that_joins_later_takes_the_leaders_history(tmp_path, etcd):
+    tokens = tmp_path / "join-tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    args = ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--join-tokens", str(tokens),
+            "--metric-period", "2s"]
+    a = Estiba(str(tmp_path / "a"), extra_args=args).start()
+    b = Estiba(str(tmp_path / "b"), extra_args=args)
+    try:
+        wait_until(lambda: health(a)["leader"], timeout=15, what="the first server leading")
+        group, ns = unique("/peers/history"), unique("Peers/history")
+        logs = a.client("logs")
+        logs.create_log_group(logGroupName=group)
+        t0 = int(time.time() * 1000)
+        for stream in ("one", "two", "empty"):
+            logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        for batch in range(3):
+            # Each batch has its own ingestion time, which the copy keeps.
+            logs.put_log_events(logGroupName=group, logStreamName="one", logEvents=[
+                {"timestamp": t0 + batch * 10 + i, "message": f"one {batch}.{i}"} for i in range(4)])
+            time.sleep(0.01)
+        logs.put_log_events(logGroupName=group, logStreamName="two",
+                            logEvents=[{"timestamp": t0 + i, "message": f"two {i}"} for i in range(2500)])
+        a.client("cloudwatch").put_metric_data(Namespace=ns, MetricData=[
+            {"MetricName": "Before", "Value": 7.0}, {"MetricName": "Before", "Value": 3.0}])
+        before = logs.get_log_events(logGroupName=group, logStreamName="one", startFromHead=True)["events"]
+        # The second server starts after all of that was written and in no ring it can read.
+        b.start()
+        wait_until(lambda: "took the leader's log and metric history" in b.log(), timeout=20,
+                   what="the late server taking the history")
+        assert os.path.exists(os.path.join(b.data_dir, "replication-cursor"))
+        # What comes after the join travels the ring as before.
+        logs.put_log_events(logGroupName=group, logStreamName="one",
+                            logEvents=[{"timestamp": t0 + 100, "message": "after the join"}])
+        time.sleep(1)
+        a.kill9()
+        wait_until(lambda: health(b)["leader"], timeout=15, interval=0.2, what="the late server leading")
+        logs = b.client("logs")
+        got = logs.get_log_events(logGroupName=group, logStreamName="one", startFromHead=True)["events"]
+        assert got[:-1] == before
+        assert [e["message"] for e in got[-1:]] == ["after the join"]
+        assert len({e["ingestionTime"] for e in before}) == 3
+        pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group, logStreamNames=["two"])
+        two = [e["message"] for p in pages for e in p["events"]]
+        assert two == [f"two {i}" for i in range(2500)]
+        streams = {s["logStreamName"]: s for s in logs.describe_log_streams(logGroupName=group)["logStreams"]}
+        assert sorted(streams) == ["empty", "one", "two"]
+        stats = b.client("cloudwatch").get_metric_statistics(
+            Namespace=ns, MetricName="Before", StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60,
+            Statistics=["Sum", "SampleCount", "Maximum"])["Datapoints"]
+        assert [(d["Sum"], d["SampleCount"], d["Maximum"]) for d in stats] == [(10.0, 2.0, 7.0)]
+        # The stream goes on under the new leader with the numbers the first one gave.
+        logs.put_log_events(logGroupName=group, logStreamName="two",
+                            logEvents=[{"timestamp": t0 + 5000, "message": "two more"}])
+        last = logs.get_log_events(logGroupName=group, logStreamName="two", limit=2)["events"]
+        assert [e["message"] for e in last] == ["two 2499", "two more"]
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_metrics_put_on_a_follower_reach_the_leaders_alarms(servers):
     leader, follower = servers
     ns, name = unique("Peers/app"), unique("load-high")

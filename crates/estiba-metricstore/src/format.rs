@@ -25,11 +25,15 @@
 //! of buckets (`tier.rs`: `varint` chunk count, per chunk first and last start, bucket count,
 //! byte length, and per bucket a `zvarint` start delta and the bucket as [`put_agg`] writes
 //! it). Then the CRC32 of all of it (`u32`).
+//!
+//! **Export** (one store's series for another, `MetricStore::export`, of any shard count):
+//! magic `ESTMEXP1`, `u64` series count, the series as in a snapshot, the CRC32 (`u32`).
 
 use crate::sketch::Agg;
 use crate::{Dimension, MetricId, StatisticSet, Value};
 
 pub(crate) const SNAP_MAGIC: &[u8; 8] = b"ESTMSNP1";
+pub(crate) const EXPORT_MAGIC: &[u8; 8] = b"ESTMEXP1";
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -448,6 +448,21 @@ impl MetricStore {
         self.inner.compact_all()
     }
 
+    /// Every series with data, encoded for another store's [`MetricStore::import`] (a
+    /// server that joins late takes the leader's history this way). Each shard is read as of
+    /// one moment; a caller that needs one moment for all holds off puts meanwhile.
+    pub fn export(&self) -> Vec<u8> {
+        self.inner.export()
+    }
+
+    /// Replaces each series of an [`MetricStore::export`] with the exported one (series the
+    /// export lacks stay as they are), made durable before it returns (every shard is
+    /// snapshotted). An export that does not decode is `Error::Corrupt` and changes nothing.
+    /// Returns the number of series imported.
+    pub fn import(&self, bytes: &[u8]) -> Result<u64> {
+        self.inner.import(bytes)
+    }
+
     /// How many series the store holds.
     pub fn series_count(&self) -> usize {
         self.inner.series_count()

@@ -596,6 +596,52 @@ impl Inner {
         }
         Ok(())
     }
+
+    /// Every series with data, shard after shard (each shard's as of one moment).
+    pub fn export(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 << 16);
+        out.extend_from_slice(format::EXPORT_MAGIC);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut n = 0u64;
+        for shard in &self.shards {
+            let st = lock(&shard.state);
+            for s in st.series.iter().filter(|s| !s.is_empty()) {
+                encode_series(&mut out, s);
+                n += 1;
+            }
+        }
+        out[8..16].copy_from_slice(&n.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Replaces the series `bytes` (an [`Inner::export`]) holds with their exported buckets,
+    /// then snapshots every shard so that they are durable. Nothing changes when `bytes` does
+    /// not decode. Returns how many series were replaced.
+    pub fn import(&self, bytes: &[u8]) -> Result<u64> {
+        let corrupt = || Error::Corrupt("the metric export does not decode".into());
+        let mut r = checked(bytes, format::EXPORT_MAGIC).ok_or_else(corrupt)?;
+        let n = r.u64().ok_or_else(corrupt)?;
+        let mut all = Vec::new();
+        for _ in 0..n {
+            all.push(decode_series(&mut r).ok_or_else(corrupt)?);
+        }
+        if !r.done() || all.iter().any(|(key, ..)| format::parse_key(key).is_none()) {
+            return Err(corrupt());
+        }
+        for (key, last_put, units) in all {
+            let mut st = lock(&self.shard_of(key).state);
+            let i = st.series_of(key).ok_or_else(corrupt)?;
+            let s = &mut st.series[i];
+            s.last_put = last_put;
+            s.units = units;
+        }
+        if n > 0 {
+            self.compact_all()?;
+        }
+        Ok(n)
+    }
 }
 
 fn background(inner: &Inner) {
@@ -681,49 +727,65 @@ fn encode_snapshot(st: &State, wal_from: u64) -> Vec<u8> {
     out.extend_from_slice(&wal_from.to_le_bytes());
     out.extend_from_slice(&(st.series.len() as u64).to_le_bytes());
     for s in &st.series {
-        format::put_varint(&mut out, s.key.len() as u64);
-        out.extend_from_slice(&s.key);
-        out.extend_from_slice(&s.last_put.to_le_bytes());
-        out.push(s.units.len() as u8);
-        for u in &s.units {
-            format::put_str(&mut out, &u.unit);
-            for tier in &u.tiers {
-                tier.encode(&mut out);
-            }
-        }
+        encode_series(&mut out, s);
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Loads a snapshot into an empty state; returns the first log generation it does not include.
-fn decode_snapshot(bytes: &[u8], st: &mut State) -> Option<u64> {
+/// A series as a snapshot (and an export) holds it: key, last put, and each unit's tiers.
+fn encode_series(out: &mut Vec<u8>, s: &Series) {
+    format::put_varint(out, s.key.len() as u64);
+    out.extend_from_slice(&s.key);
+    out.extend_from_slice(&s.last_put.to_le_bytes());
+    out.push(s.units.len() as u8);
+    for u in &s.units {
+        format::put_str(out, &u.unit);
+        for tier in &u.tiers {
+            tier.encode(out);
+        }
+    }
+}
+
+/// What [`encode_series`] wrote: the key, the last put and the units.
+fn decode_series<'a>(r: &mut Reader<'a>) -> Option<(&'a [u8], i64, Vec<UnitSeries>)> {
+    let len = r.len()?;
+    let key = r.bytes(len)?;
+    let last_put = r.i64()?;
+    let n = r.u8()?;
+    let mut units = Vec::with_capacity(n.into());
+    for _ in 0..n {
+        let mut us = UnitSeries { unit: Unit::from(r.str()?), tiers: Default::default() };
+        for tier in &mut us.tiers {
+            *tier = Tier::decode(r)?;
+        }
+        units.push(us);
+    }
+    Some((key, last_put, units))
+}
+
+/// The body of `bytes` under `magic` and a trailing CRC32 of both, when they check out.
+fn checked<'a>(bytes: &'a [u8], magic: &[u8; 8]) -> Option<Reader<'a>> {
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
         return None;
     }
     let mut r = Reader::new(body);
-    if r.bytes(8)? != format::SNAP_MAGIC {
-        return None;
-    }
+    (r.bytes(8)? == magic).then_some(r)
+}
+
+/// Loads a snapshot into an empty state; returns the first log generation it does not include.
+fn decode_snapshot(bytes: &[u8], st: &mut State) -> Option<u64> {
+    let mut r = checked(bytes, format::SNAP_MAGIC)?;
     let wal_from = r.u64()?;
     let n = r.u64()?;
     for _ in 0..n {
-        let len = r.len()?;
-        let key = r.bytes(len)?;
+        let (key, last_put, units) = decode_series(&mut r)?;
         let i = st.series_of(key)?;
-        let last_put = r.i64()?;
-        let units = r.u8()?;
         let s = &mut st.series[i];
         s.last_put = last_put;
-        for _ in 0..units {
-            let mut us = UnitSeries { unit: Unit::from(r.str()?), tiers: Default::default() };
-            for tier in &mut us.tiers {
-                *tier = Tier::decode(&mut r)?;
-            }
-            s.units.push(us);
-        }
+        s.units = units;
     }
     r.done().then_some(wal_from)
 }

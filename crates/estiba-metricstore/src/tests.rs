@@ -440,6 +440,41 @@ fn restart_recovers_logs_and_snapshots() {
 }
 
 #[test]
+fn an_import_replaces_the_exported_series_of_a_store_of_other_shards_durably() {
+    let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = open(from_dir.path());
+    put_minutes(&from, &["a", "b", "c"], 0..40);
+    from.compact().unwrap();
+    put_minutes(&from, &["a", "b", "c"], 40..45);
+    let want = sums(&from, &["a", "b", "c"]);
+    // The importer has a different shard count, part of one series (a stale copy), and a
+    // series of its own that the export does not name.
+    let to = MetricStore::open(to_dir.path(), Options { shards: 3, ..Options::default() }).unwrap();
+    put_minutes(&to, &["a"], 0..10);
+    put_minutes(&to, &["mine"], 0..5);
+    let mine = sums(&to, &["mine"]);
+    let export = from.export();
+    // A damaged export changes nothing.
+    let mut bad = export.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    assert!(matches!(to.import(&bad), Err(Error::Corrupt(_))));
+    assert!(matches!(to.import(&export[..export.len() - 1]), Err(Error::Corrupt(_))));
+    assert_eq!(sums(&to, &["a"])[0].len(), 10);
+    assert_eq!(to.import(&export).unwrap(), 3);
+    assert_eq!(sums(&to, &["a", "b", "c"]), want);
+    assert_eq!(sums(&to, &["mine"]), mine);
+    // Durable: a restart finds the same, and later puts add to the imported buckets.
+    drop(to);
+    let to = MetricStore::open(to_dir.path(), Options { shards: 3, ..Options::default() }).unwrap();
+    assert_eq!(sums(&to, &["a", "b", "c"]), want);
+    put_minutes(&to, &["a"], 45..46);
+    put_minutes(&from, &["a"], 45..46);
+    assert_eq!(sums(&to, &["a"]), sums(&from, &["a"]));
+    assert_eq!(to.series_count(), 4);
+}
+
+#[test]
 fn a_torn_log_tail_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a"];

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod body;
 #[cfg(test)]
 mod budget_tests;
+pub mod catch_up;
 pub mod connect;
 pub mod console;
 pub mod controller;

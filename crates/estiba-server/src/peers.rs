@@ -244,6 +244,11 @@ async fn route(server: &Arc<Server>, req: Request<Incoming>) -> Result<Response<
             r.headers_mut().insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(size));
             Ok(r)
         }
+        (Method::GET, ["catchup", "metrics"]) => Ok(crate::catch_up::serve_metrics(server).await),
+        (Method::GET, ["catchup", "streams"]) => Ok(crate::catch_up::serve_streams(server).await),
+        (Method::GET, ["catchup", "events"]) => {
+            Ok(crate::catch_up::serve_events(server, req.uri().query().unwrap_or("")).await)
+        }
         (Method::GET, ["ingest"]) => Ok(crate::replication::serve(server, req.uri().query().unwrap_or("")).await),
         (Method::POST, ["apply"]) => {
             let body = body::read(req, server.config.max_body_bytes)

@@ -14,13 +14,14 @@
 //! Each leadership term has its own `epoch` and numbering, and the ring holds the whole term
 //! (up to [`MAX_RING_BYTES`]). A follower that knows the leader's epoch continues after its
 //! last record (its cursor is saved beside its stores, so a restart within the term continues
-//! too); any other follower, a new one included, starts at the term's first record. Gaps,
-//! logged as warnings where they can be seen: what the old leader ingested but a follower had
-//! not pulled when the old leader died (the poll's latency, usually milliseconds); what earlier
-//! leaders ingested before this term, for a server that joins (or comes back) later; what fell
-//! out of the ring before a slow follower read it (counted as `lost`). A follower killed between
-//! applying a batch and saving its cursor applies that batch again: harmless for logs, whose
-//! appends are numbered, and a repeated datapoint for metrics.
+//! too). Any other follower (a new one, one that comes back, one whose leader changed) and one
+//! that fell behind the ring (records `lost` before it read them) first takes the leader's
+//! whole history ([`crate::catch_up`]: the metric store at a cut of the ring, the log streams
+//! it lacks), then tails the ring after the cut. The gap that remains, logged where it can be
+//! seen: what the old leader ingested but no surviving server had pulled when it died (the
+//! poll's latency, usually milliseconds). A follower killed between applying a batch and
+//! saving its cursor applies that batch again: harmless for logs, whose appends are numbered,
+//! and a repeated datapoint for metrics.
 
 //! Log appends replicate with the sequence numbers the leader gave them, so a follower's
 //! streams number events as the leader's do and an agent that resends after a failover makes
@@ -31,7 +32,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -154,6 +155,9 @@ struct Inner {
     /// The number of the last record, for long polls.
     last: tokio::sync::watch::Sender<u64>,
     stripes: Vec<Mutex<()>>,
+    /// Held shared by every metric put while recording, exclusively by [`Replication::metrics_cut`]:
+    /// so a metric export and the ring's head describe the same moment.
+    cut: RwLock<()>,
 }
 
 struct Ring {
@@ -172,6 +176,7 @@ impl Default for Replication {
                 ring: Mutex::new(Ring { epoch: new_epoch(), next: 1, records: VecDeque::new(), bytes: 0 }),
                 last: tokio::sync::watch::channel(0).0,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                cut: RwLock::new(()),
             }),
         }
     }
@@ -338,6 +343,7 @@ impl Replication {
         data: &[Datum],
         now: i64,
     ) -> Result<(), estiba_metricstore::Error> {
+        let _cut = self.on().then(|| self.inner.cut.read().unwrap_or_else(|e| e.into_inner()));
         metrics.put(account, region, namespace, data, now)?;
         if self.on() {
             self.record(&Record::PutMetrics {
@@ -349,6 +355,19 @@ impl Replication {
             });
         }
         Ok(())
+    }
+
+    /// The metric store's export and the ring's epoch and last record number at one moment:
+    /// the export holds exactly the metric records up to that number (`None` when not
+    /// recording). Metric puts wait meanwhile.
+    pub fn metrics_cut(&self, metrics: &MetricStore) -> Option<(String, u64, Vec<u8>)> {
+        let _cut = self.inner.cut.write().unwrap_or_else(|e| e.into_inner());
+        if !self.on() {
+            return None;
+        }
+        let export = metrics.export();
+        let ring = self.inner.ring.lock().unwrap();
+        Some((ring.epoch.clone(), ring.next - 1, export))
     }
 
     /// Applies a record to this server's stores (through the wrappers, so a leader records
@@ -457,7 +476,7 @@ pub async fn serve_apply(server: &Arc<Server>, body: Bytes) -> Response<Body> {
     }
 }
 
-fn message(status: StatusCode, m: &str) -> Response<Body> {
+pub(crate) fn message(status: StatusCode, m: &str) -> Response<Body> {
     body::response(status, Bytes::from(serde_json::json!({ "message": m }).to_string()), "application/json")
 }
 
@@ -519,6 +538,7 @@ pub async fn follow(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<
         .and_then(|f| std::fs::read_to_string(f).ok())
         .and_then(|s| s.trim().split_once(' ').map(|(e, n)| (e.to_owned(), n.parse().unwrap_or(0))))
         .unwrap_or_default();
+    let mut failures = 0;
     while !*stop.borrow() {
         let leader = match (follower(&server), server.peers.leader_elsewhere(), crate::peers::token(&server)) {
             (true, Some(l), Some(t)) => Some((l, t)),
@@ -550,13 +570,37 @@ pub async fn follow(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<
             }
         };
         let new_epoch = v["epoch"].as_str().unwrap_or("").to_owned();
-        if new_epoch != epoch {
-            tracing::info!(leader, "following the ingest of a leader's term from its start");
-            epoch = new_epoch;
-            after = 0;
-        }
-        if let Some(lost) = v["lost"].as_u64().filter(|l| *l > 0) {
-            tracing::warn!(leader, lost, "records of the leader's ingest were lost before this server read them");
+        let lost = v["lost"].as_u64().unwrap_or(0);
+        if new_epoch != epoch || lost > 0 {
+            // A term this server does not know, or records it will never get from the ring:
+            // take the leader's whole history instead ([`crate::catch_up`]), then tail the
+            // ring after it. After a few failures, the ring alone, as far as it goes.
+            let caught = tokio::select! {
+                r = crate::catch_up::run(&server, &leader, &token) => r,
+                _ = stop.changed() => return,
+            };
+            match caught {
+                Ok((e, n)) => {
+                    (epoch, after) = (e, n);
+                    failures = 0;
+                    save_cursor(cursor_file.as_deref(), &epoch, after);
+                    continue;
+                }
+                Err(e) if failures < CATCH_UP_TRIES => {
+                    failures += 1;
+                    tracing::warn!(leader, error = %e, "taking the leader's history failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => {
+                    failures = 0;
+                    tracing::warn!(leader, error = %e, lost, "taking the leader's history failed; following the ring alone: what is not in it is missing here");
+                    if new_epoch != epoch {
+                        epoch = new_epoch;
+                        after = 0;
+                    }
+                }
+            }
         }
         let records: Vec<(u64, Record)> = match serde_json::from_value(v["records"].clone()) {
             Ok(r) => r,
@@ -582,13 +626,19 @@ pub async fn follow(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<
         .flatten();
         if let Some(n) = applied {
             after = n;
-            if let Some(f) = &cursor_file {
-                let tmp = f.with_extension("tmp");
-                if std::fs::write(&tmp, format!("{epoch} {after}\n")).and_then(|()| std::fs::rename(&tmp, f)).is_err() {
-                    tracing::debug!("the replication cursor could not be saved");
-                }
-            }
+            save_cursor(cursor_file.as_deref(), &epoch, after);
         }
+    }
+}
+
+/// How many times a follower tries to take a leader's history before it follows the ring alone.
+const CATCH_UP_TRIES: u32 = 3;
+
+fn save_cursor(file: Option<&std::path::Path>, epoch: &str, after: u64) {
+    let Some(f) = file else { return };
+    let tmp = f.with_extension("tmp");
+    if std::fs::write(&tmp, format!("{epoch} {after}\n")).and_then(|()| std::fs::rename(&tmp, f)).is_err() {
+        tracing::debug!("the replication cursor could not be saved");
     }
 }
 
