@@ -528,14 +528,21 @@ impl Server {
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
     /// write before this returns.
     pub async fn commit(&self, txn: Txn) -> Result<bool, WriteError> {
+        Ok(self.commit_at(txn).await?.is_some())
+    }
+
+    /// [`Server::commit`], with the revision of the write when it committed (the view's when
+    /// there was nothing to write).
+    pub async fn commit_at(&self, txn: Txn) -> Result<Option<estiba_store::Revision>, WriteError> {
         if txn.ops.is_empty() && txn.compares.is_empty() {
-            return Ok(true);
+            return Ok(Some(self.view.read().revision));
         }
         let r = self.store.txn(txn).await?;
-        if r.succeeded {
-            self.view.wait_for(r.revision).await;
+        if !r.succeeded {
+            return Ok(None);
         }
-        Ok(r.succeeded)
+        self.view.wait_for(r.revision).await;
+        Ok(Some(r.revision))
     }
 
     /// Runs read-compute-write with compare-and-swap until it commits: `f` reads the view and
@@ -570,7 +577,7 @@ impl Server {
     pub async fn transact_locked<R, E: From<WriteError>>(
         &self,
         mut f: impl FnMut(&view::State) -> Result<(Txn, R, std::collections::BTreeSet<String>), E>,
-    ) -> Result<(R, key_locks::KeyGuards), E> {
+    ) -> Result<(R, key_locks::KeyGuards, estiba_store::Revision), E> {
         let deadline = std::time::Instant::now() + RETRY_FOR;
         let mut guards = key_locks::KeyGuards::default();
         // Locks just taken after a wait: `f` runs again under them even past the deadline.
@@ -592,8 +599,8 @@ impl Server {
                     continue;
                 }
             }
-            if self.commit(txn).await? {
-                return Ok((r, guards));
+            if let Some(at) = self.commit_at(txn).await? {
+                return Ok((r, guards, at));
             }
             // Another server's write won: no lock of this process helps against it.
             drop(std::mem::take(&mut guards));

@@ -445,7 +445,7 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
     }
     check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
-    let ((placed, first, rest), locks) = s
+    let ((placed, first, rest, keys), locks, at) = s
         .transact_locked::<_, EcsError>(|st| {
             cx.begin_attempt();
             let mut txn = Txn::new();
@@ -514,13 +514,15 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
                 &mut ids,
             )?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            let locks = guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
+            let keys = guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
             let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
-            let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
-            Ok((txn, (placed, first, rest), locks))
+            let mut reserve = Txn::new();
+            reguard(st, &keys, 0, &mut reserve);
+            let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups, &reserve);
+            Ok((txn, (placed, first, rest, keys.clone()), keys))
         })
         .await?;
-    let placed = write_rest(s, cx, placed, first, rest, locks).await;
+    let placed = write_rest(s, cx, placed, first, rest, (&keys, at), locks).await;
     Ok(json(&RunTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 
@@ -528,12 +530,14 @@ pub async fn run(s: &Server, cx: &Ctx, req: RunTaskRequest) -> Result<Bytes> {
 /// of 10 tasks, each with its tags and claim, on a store with a small limit; AWS's RunTask is
 /// not atomic either and answers task by task): `shared` (the cluster's and task definition's
 /// compares) with as many whole tasks as fit, how many that is, and the other tasks' writes in
-/// as few transactions as fit, with how many tasks each holds. With no limit, or when all fit,
-/// one transaction holds everything.
+/// as few transactions as fit, with how many tasks each holds, each leaving room for `reserve`
+/// (the guard [`write_rest`] adds to it). With no limit, or when all fit, one transaction holds
+/// everything.
 pub(crate) fn split_task_writes(
     limits: estiba_store::TxnLimits,
     shared: Txn,
     per_task: Vec<Txn>,
+    reserve: &Txn,
 ) -> (Txn, usize, Vec<(Txn, usize)>) {
     let mut first = estiba_store::BoundedTxn::new(limits);
     if !first.add(shared.clone()) {
@@ -554,13 +558,36 @@ pub(crate) fn split_task_writes(
         }
         n += 1;
     }
-    let rest = estiba_store::pack(limits, per_task.into_iter().skip(n));
+    let room = estiba_store::TxnLimits {
+        max_ops: limits.max_ops.saturating_sub(reserve.compares.len().max(reserve.ops.len())),
+        max_bytes: limits.max_bytes.saturating_sub(limits.size_of(reserve)),
+        ..limits
+    };
+    let rest = estiba_store::pack(room, per_task.into_iter().skip(n));
     (first.into_txn(), n, rest)
 }
 
+/// The guard of a later transaction of a split RunTask or StartTask: each instance the first
+/// guarded ([`guard_instances`]) must still be as this request's last commit (revision `at`)
+/// left it, and is rewritten one version higher. So a server that placed on one in between,
+/// counting only the tasks written so far, makes this transaction fail (its tasks become
+/// failures) rather than overfill the instance, and one placing on it meanwhile fails its own
+/// compare. An instance gone from the view gets only the compare, which then fails.
+fn reguard(st: &State, keys: &BTreeSet<String>, at: estiba_store::Revision, txn: &mut Txn) {
+    for key in keys {
+        txn.compares.push(Compare::mod_revision(key, at));
+        if let Some(d) = st.instances.get(key) {
+            let mut ci = d.value.clone();
+            ci.version += 1;
+            txn.ops.push(put(key, &ci));
+        }
+    }
+}
+
 /// Commits the transactions [`split_task_writes`] left after the first (which has committed
-/// with the first `first` tasks of `placed`); tasks whose transaction did not commit become
-/// failures, so the answer names only tasks that exist. Then the request's placements are all
+/// with the first `first` tasks of `placed`, at revision `guarded.1`), each with the guard of
+/// the instances in `guarded.0` ([`reguard`]; none when not shared); tasks whose transaction did
+/// not commit become failures, so the answer names only tasks that exist. Then the request's placements are all
 /// in the view (or failed), so it lets go of its reservations before its instances' `locks`
 /// ([`Server::transact_locked`]): the next holder must not count them twice, in the view and
 /// in the book.
@@ -570,18 +597,22 @@ pub(crate) async fn write_rest(
     mut placed: Placed,
     first: usize,
     rest: Vec<(Txn, usize)>,
+    guarded: (&BTreeSet<String>, estiba_store::Revision),
     locks: crate::key_locks::KeyGuards,
 ) -> Placed {
+    let (keys, mut at) = guarded;
     let mut written = first;
     let mut failed = false;
-    for (txn, n) in rest {
+    for (mut txn, n) in rest {
         if !failed {
-            match s.commit(txn).await {
-                Ok(true) => {
+            reguard(&s.view.read(), keys, at, &mut txn);
+            match s.commit_at(txn).await {
+                Ok(Some(rev)) => {
+                    at = rev;
                     written += n;
                     continue;
                 }
-                Ok(false) => tracing::warn!("a batch of new tasks conflicted; reported as failures"),
+                Ok(None) => tracing::warn!("a batch of new tasks conflicted; reported as failures"),
                 Err(e) => tracing::warn!(error = %e, "a batch of new tasks could not be written; reported as failures"),
             }
             failed = true;
@@ -608,7 +639,7 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
     }
     check_override_files(s, req.overrides.as_ref())?;
     let mut ids = RandomIds;
-    let ((placed, first, rest), locks) = s
+    let ((placed, first, rest, keys), locks, at) = s
         .transact_locked::<_, EcsError>(|st| {
             cx.begin_attempt();
             let mut txn = Txn::new();
@@ -663,13 +694,15 @@ pub async fn start(s: &Server, cx: &Ctx, req: StartTaskRequest) -> Result<Bytes>
             let launches = vec![Launch { launch_type: LaunchType::Ec2, capacity_provider: None }; fixed.len()];
             let placed = place_tasks(st, cx, &cluster, &td.value, launches, Some(fixed), &proto, &[], &[], &mut ids)?;
             txn.compares.push(Compare::mod_revision(&td.key, td.rev));
-            let locks = guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
+            let keys = guard_instances(&mut txn, st, cx, &cluster, &placed.tasks);
             let groups = task_write_groups(st, cx, &cluster, &placed.tasks, req.network_configuration.as_ref());
-            let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups);
-            Ok((txn, (placed, first, rest), locks))
+            let mut reserve = Txn::new();
+            reguard(st, &keys, 0, &mut reserve);
+            let (txn, first, rest) = split_task_writes(s.txn_limits(), txn, groups, &reserve);
+            Ok((txn, (placed, first, rest, keys.clone()), keys))
         })
         .await?;
-    let placed = write_rest(s, cx, placed, first, rest, locks).await;
+    let placed = write_rest(s, cx, placed, first, rest, (&keys, at), locks).await;
     Ok(json(&StartTaskResponse { tasks: Some(placed.tasks), failures: Some(placed.failures) }))
 }
 
@@ -888,4 +921,31 @@ pub async fn get_protection(s: &Server, cx: &Ctx, req: GetTaskProtectionRequest)
         }
     }
     Ok(json(&resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use estiba_store::{Op, TxnLimits};
+
+    use super::*;
+
+    fn group(i: usize) -> Txn {
+        Txn::new().then(Op::put(format!("t{i}"), "x")).then(Op::put(format!("c{i}"), "y"))
+    }
+
+    #[test]
+    fn later_transactions_of_a_split_leave_room_for_their_guard() {
+        let limits = TxnLimits { max_ops: 8, max_bytes: usize::MAX, per_op_overhead: 0 };
+        let guard = Txn::new().when(Compare::mod_revision("i1", 1)).then(Op::put("i1", "doc"));
+        let shared = guard.clone();
+        let (first, n, rest) = split_task_writes(limits, shared, (0..10).map(group).collect(), &guard);
+        // The first holds the shared part (its own guard) and 3 tasks of 2 operations.
+        assert_eq!((n, first.ops.len()), (3, 7));
+        // The others hold 3 tasks each, leaving one compare and one operation for the guard.
+        assert_eq!(rest.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![3, 3, 1]);
+        assert!(rest.iter().all(|(t, _)| t.ops.len() + guard.ops.len() <= 8));
+        // Without a guard (one server alone), they fill up.
+        let (_, _, rest) = split_task_writes(limits, Txn::new(), (0..10).map(group).collect(), &Txn::new());
+        assert_eq!(rest.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![4, 2]);
+    }
 }
