@@ -11,22 +11,28 @@
 //!    (each exported series replaces its own copy, so nothing is counted twice) and later
 //!    tails the ring after that number.
 //! 2. `GET catchup/streams`: every log stream the leader holds (group id, name, creation time,
-//!    next sequence number). The follower deletes streams the leader lacks or holds as
-//!    another incarnation (another creation time, or fewer events than the follower has:
-//!    the follower had records the leader never got), then for each stream it is behind on,
-//!    3. `GET catchup/events?group=&stream=&from=`: the leader's events from that sequence
-//!    number on, a page at a time, appended with their own sequence numbers and ingestion
+//!    next sequence number). For each stream the follower lacks or is behind on,
+//! 3. `GET catchup/events?group=&stream=&from=`: the leader's events from that sequence
+//!    number on (from the one before, to check that the follower's last event is the
+//!    leader's), a page at a time, appended with their own sequence numbers and ingestion
 //!    times. These are read after the cut, so they cover every log record up to it; the
 //!    appends are numbered, so one the ring later brings again is a duplicate and skipped.
 //!
-//! The leader serves these only while it records its ingest (it leads a shared prefix).
+//! The leader serves these only while it records its ingest (it leads a shared prefix). The
+//! follower writes its log store directly (never through the recording wrappers) and stops
+//! should it lead meanwhile.
 //!
-//! Not copied: a group's retention cutoff (the leader's next `Expire` record applies it);
-//! deletions are mirrored, so a follower never keeps what its leader no longer holds.
+//! Never deleted: what the leader lacks (a leader may itself lack history, having led before
+//! it caught up: a follower's copy is then the only one; deletions reach followers as the
+//! ring's records). A stream the follower holds otherwise than the leader (made again while it
+//! was away, more events, other events under the same numbers) is kept and reported as
+//! diverged. Not copied: a group's retention cutoff (the leader's next `Expire` applies it).
+//! An export is made for each catch-up while metric puts wait: fine for a server that joins or
+//! a new term, costly for a large store caught up often.
 //!
 //! May not: write the versioned store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +76,8 @@ pub enum Error {
     Logs { group: String, stream: String, why: String },
     #[error("the catch-up's work stopped: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("this server no longer follows")]
+    NotFollowing,
 }
 
 fn leading(server: &Server) -> bool {
@@ -164,54 +172,40 @@ async fn get(server: &Server, url: &str, token: &str, what: &'static str) -> Res
     Ok(resp)
 }
 
-/// What a follower does to its own log store before copying events: the streams to copy and
-/// the sequence number to copy each from.
+/// What a follower does with the leader's list of streams.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
-    /// Streams of the follower the leader lacks, or holds as another incarnation.
-    pub delete: Vec<(String, String)>,
-    /// Groups of the follower the leader has no stream of.
-    pub delete_groups: Vec<String>,
-    /// (leader's stream, copy from this seq).
+    /// (leader's stream, copy from this seq): streams the follower lacks (from 0) or is behind on.
     pub copy: Vec<(StreamEntry, u64)>,
+    /// Streams the follower holds otherwise than the leader (another creation time, or more
+    /// events): kept as they are, and reported.
+    pub diverged: Vec<(String, String)>,
 }
 
 /// Compares the leader's streams with the follower's (`local`: group → stream → (creation
-/// time, next seq)).
+/// time, next seq)). Nothing is ever deleted for the leader's lack of it: a leader may itself
+/// lack history (a server that led before it caught up), and a follower's copy is then the
+/// only one; deletions reach followers as the ring's records.
 pub fn plan(leader: Vec<StreamEntry>, local: &BTreeMap<String, BTreeMap<String, (i64, u64)>>) -> Plan {
     let mut out = Plan::default();
-    let mut theirs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for e in &leader {
-        theirs.entry(&e.group).or_default().insert(&e.stream);
-    }
-    for (group, streams) in local {
-        match theirs.get(group.as_str()) {
-            None => out.delete_groups.push(group.clone()),
-            Some(names) => out
-                .delete
-                .extend(streams.keys().filter(|s| !names.contains(s.as_str())).map(|s| (group.clone(), s.clone()))),
-        }
-    }
     for e in leader {
-        let mine = local.get(&e.group).and_then(|g| g.get(&e.stream));
-        let (from, fresh) = match mine {
-            Some(&(created, next)) if created == e.created && next <= e.next => (next, false),
-            Some(_) => {
-                out.delete.push((e.group.clone(), e.stream.clone()));
-                (0, true)
+        match local.get(&e.group).and_then(|g| g.get(&e.stream)) {
+            None => out.copy.push((e, 0)),
+            Some(&(created, next)) if created == e.created && next <= e.next => {
+                if next < e.next {
+                    out.copy.push((e, next));
+                }
             }
-            None => (0, true),
-        };
-        // A stream made but never written is made all the same.
-        if fresh || from < e.next {
-            out.copy.push((e, from));
+            Some(_) => out.diverged.push((e.group, e.stream)),
         }
     }
     out
 }
 
 /// Takes the leader's history (module doc); returns the leader's epoch and the ring record
-/// to continue after.
+/// to continue after. An error means the metric store is as it was; once the metrics are
+/// imported, the cut is returned even when copying the logs failed (each log failure is
+/// logged), since what the ring replays after the cut must not count metrics twice.
 pub async fn run(server: &Arc<Server>, leader: &str, token: &str) -> Result<(String, u64), Error> {
     let base = format!("{leader}{}catchup/", crate::peers::PREFIX);
     // 1. Metrics, with the cut.
@@ -222,9 +216,54 @@ pub async fn run(server: &Arc<Server>, leader: &str, token: &str) -> Result<(Str
         return Err(Error::Leader { what: "catchup/metrics", why: "no epoch in the answer".into() });
     };
     let export = resp.bytes().await.map_err(|e| Error::Leader { what: "catchup/metrics", why: e.to_string() })?;
+    if !crate::replication::follower(server) {
+        return Err(Error::NotFollowing);
+    }
     let s = server.clone();
     let series = tokio::task::spawn_blocking(move || s.metrics.import(&export)).await??;
-    // 2. The streams, reconciled.
+    // 2 and 3. The logs, written to the store directly (never recorded: should this server
+    // lead meanwhile, it stops copying).
+    let mut copy = Ok(LogCopy::default());
+    for attempt in 0..=crate::replication::CATCH_UP_RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        }
+        copy = copy_logs(server, &base, token).await;
+        if copy.is_ok() || !crate::replication::follower(server) {
+            break;
+        }
+    }
+    match copy {
+        Ok(c) => tracing::info!(
+            leader,
+            epoch,
+            after,
+            series,
+            streams = c.streams,
+            events = c.events,
+            diverged = c.diverged,
+            "took the leader's log and metric history"
+        ),
+        Err(e) => tracing::warn!(
+            leader,
+            epoch,
+            after,
+            series,
+            error = %e,
+            "took the leader's metric history, but not all its logs: what was not copied is missing here"
+        ),
+    }
+    Ok((epoch, after))
+}
+
+#[derive(Default)]
+struct LogCopy {
+    streams: usize,
+    events: u64,
+    diverged: usize,
+}
+
+async fn copy_logs(server: &Arc<Server>, base: &str, token: &str) -> Result<LogCopy, Error> {
     let resp = get(server, &format!("{base}streams"), token, "catchup/streams").await?;
     let theirs: Vec<StreamEntry> =
         resp.json().await.map_err(|e| Error::Leader { what: "catchup/streams", why: e.to_string() })?;
@@ -234,55 +273,69 @@ pub async fn run(server: &Arc<Server>, leader: &str, token: &str) -> Result<(Str
         for e in inventory(&s.logs) {
             local.entry(e.group).or_default().insert(e.stream, (e.created, e.next));
         }
-        let plan = plan(theirs, &local);
-        for g in &plan.delete_groups {
-            s.replication.delete_group(&s.logs, g).map_err(|e| logs_error(g, "", e))?;
-        }
-        for (g, st) in &plan.delete {
-            match s.replication.delete_stream(&s.logs, g, st) {
-                Ok(()) | Err(estiba_logstore::Error::NoSuchStream { .. }) => {}
-                Err(e) => return Err(logs_error(g, st, e)),
-            }
-        }
-        for (e, _) in &plan.copy {
-            s.replication
-                .ensure_stream(&s.logs, &e.group, &e.stream, e.created)
-                .map_err(|x| logs_error(&e.group, &e.stream, x))?;
-        }
-        Ok::<_, Error>(plan)
+        plan(theirs, &local)
     })
-    .await??;
-    // 3. The events each stream lacks.
-    let mut copied = 0u64;
-    for (e, mut from) in plan.copy {
-        while from < e.next {
+    .await?;
+    for (group, stream) in &plan.diverged {
+        tracing::warn!(
+            group,
+            stream,
+            "a log stream differs from the leader's (made again, or more events): kept as it is"
+        );
+    }
+    let mut out = LogCopy { streams: plan.copy.len(), diverged: plan.diverged.len(), ..LogCopy::default() };
+    for (e, from) in plan.copy {
+        if !crate::replication::follower(server) {
+            return Err(Error::NotFollowing);
+        }
+        let s = server.clone();
+        let (group, stream, created) = (e.group.clone(), e.stream.clone(), e.created);
+        tokio::task::spawn_blocking(move || s.logs.ensure_stream(&group, &stream, created))
+            .await?
+            .map_err(|x| logs_error(&e.group, &e.stream, x))?;
+        // From the event before `from`, to check that the follower's last one is the leader's.
+        let mut at = from.saturating_sub(1);
+        let mut check = from > 0;
+        while at < e.next {
             let query = form_urlencoded::Serializer::new(String::new())
                 .append_pair("group", &e.group)
                 .append_pair("stream", &e.stream)
-                .append_pair("from", &from.to_string())
+                .append_pair("from", &at.to_string())
                 .finish();
             let resp = get(server, &format!("{base}events?{query}"), token, "catchup/events").await?;
-            let events: Vec<WireEvent> =
+            let mut events: Vec<WireEvent> =
                 resp.json().await.map_err(|x| Error::Leader { what: "catchup/events", why: x.to_string() })?;
+            if std::mem::take(&mut check) {
+                let s = server.clone();
+                let (group, stream) = (e.group.clone(), e.stream.clone());
+                let mine = tokio::task::spawn_blocking(move || local_event(&s, &group, &stream, from - 1)).await?;
+                if events.first().is_none_or(|x| x.0 != from - 1) || mine.as_ref() != events.first() {
+                    tracing::warn!(
+                        group = e.group,
+                        stream = e.stream,
+                        "a log stream differs from the leader's (other events under the same numbers): kept as it is"
+                    );
+                    out.diverged += 1;
+                    break;
+                }
+                events.remove(0);
+            }
             let Some(last) = events.last().map(|x| x.0) else { break };
-            copied += events.len() as u64;
+            out.events += events.len() as u64;
             let s = server.clone();
             let (group, stream) = (e.group.clone(), e.stream.clone());
             tokio::task::spawn_blocking(move || append_runs(&s, &group, &stream, &events)).await??;
-            from = last + 1;
+            at = last + 1;
         }
     }
-    tracing::info!(
-        leader,
-        epoch,
-        after,
-        series,
-        deleted_streams = plan.delete.len(),
-        deleted_groups = plan.delete_groups.len(),
-        events = copied,
-        "took the leader's log and metric history"
-    );
-    Ok((epoch, after))
+    Ok(out)
+}
+
+/// The follower's own event `seq` of a stream, as `catchup/events` would carry it.
+fn local_event(server: &Server, group: &str, stream: &str, seq: u64) -> Option<WireEvent> {
+    let read = Read { cursor: Some(Cursor(seq)), forward: true, limit: 1, ..Read::default() };
+    let e = server.logs.read(group, stream, &read).ok()?.events.into_iter().next()?;
+    (e.seq == seq).then_some((e.seq, e.timestamp, e.ingestion_time, e.message))
 }
 
 fn logs_error(group: &str, stream: &str, e: estiba_logstore::Error) -> Error {
@@ -296,8 +349,8 @@ fn append_runs(server: &Server, group: &str, stream: &str, events: &[WireEvent])
     for run in runs {
         let pairs = run.iter().map(|(_, t, _, m)| (*t, m.as_str()));
         server
-            .replication
-            .append(&server.logs, group, stream, pairs, Some(run[0].0), run[0].2)
+            .logs
+            .append_iter(group, stream, pairs, Some(run[0].0), run[0].2)
             .map_err(|e| logs_error(group, stream, e))?;
     }
     Ok(())
@@ -312,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_copies_what_is_missing_and_mirrors_what_the_leader_no_longer_holds() {
+    fn a_plan_copies_what_is_missing_and_keeps_what_differs() {
         let mut local: BTreeMap<String, BTreeMap<String, (i64, u64)>> = BTreeMap::new();
         let mut put = |g: &str, s: &str, created: i64, next: u64| {
             local.entry(g.into()).or_default().insert(s.into(), (created, next));
@@ -321,8 +374,8 @@ mod tests {
         put("g1", "behind", 10, 3);
         put("g1", "ahead", 10, 9);
         put("g1", "recreated", 10, 4);
-        put("g1", "gone", 10, 4);
-        put("g2", "whole-group-gone", 10, 1);
+        put("g1", "only-here", 10, 4);
+        put("g2", "group-only-here", 10, 1);
         let leader = vec![
             entry("g1", "same", 10, 5),
             entry("g1", "behind", 10, 7),
@@ -332,23 +385,9 @@ mod tests {
             entry("g3", "new", 30, 4),
         ];
         let p = plan(leader, &local);
-        assert_eq!(p.delete_groups, vec!["g2".to_owned()]);
-        let mut delete = p.delete.clone();
-        delete.sort();
-        assert_eq!(
-            delete,
-            vec![("g1".into(), "ahead".into()), ("g1".into(), "gone".into()), ("g1".into(), "recreated".into())]
-        );
         let copy: Vec<(&str, &str, u64)> = p.copy.iter().map(|(e, f)| (&*e.group, &*e.stream, *f)).collect();
-        assert_eq!(
-            copy,
-            vec![
-                ("g1", "behind", 3),
-                ("g1", "ahead", 0),
-                ("g1", "recreated", 0),
-                ("g1", "new-empty", 0),
-                ("g3", "new", 0)
-            ]
-        );
+        assert_eq!(copy, vec![("g1", "behind", 3), ("g1", "new-empty", 0), ("g3", "new", 0)]);
+        // Nothing is deleted: what differs is kept and reported, what only the follower has stays.
+        assert_eq!(p.diverged, vec![("g1".into(), "ahead".into()), ("g1".into(), "recreated".into())]);
     }
 }

@@ -343,9 +343,10 @@ impl Replication {
         data: &[Datum],
         now: i64,
     ) -> Result<(), estiba_metricstore::Error> {
-        let _cut = self.on().then(|| self.inner.cut.read().unwrap_or_else(|e| e.into_inner()));
+        let on = self.on();
+        let _cut = on.then(|| self.inner.cut.read().unwrap_or_else(|e| e.into_inner()));
         metrics.put(account, region, namespace, data, now)?;
-        if self.on() {
+        if on {
             self.record(&Record::PutMetrics {
                 account: account.into(),
                 region: region.into(),
@@ -586,10 +587,11 @@ pub async fn follow(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<
                     save_cursor(cursor_file.as_deref(), &epoch, after);
                     continue;
                 }
-                Err(e) if failures < CATCH_UP_TRIES => {
+                Err(crate::catch_up::Error::NotFollowing) => continue,
+                Err(e) if failures < CATCH_UP_RETRIES => {
                     failures += 1;
                     tracing::warn!(leader, error = %e, "taking the leader's history failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(Duration::from_millis(500 << failures)).await;
                     continue;
                 }
                 Err(e) => {
@@ -631,8 +633,9 @@ pub async fn follow(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<
     }
 }
 
-/// How many times a follower tries to take a leader's history before it follows the ring alone.
-const CATCH_UP_TRIES: u32 = 3;
+/// How many times a follower tries again to take a leader's history (before it follows the
+/// ring alone; for the logs, before it leaves them as they are).
+pub(crate) const CATCH_UP_RETRIES: u32 = 3;
 
 fn save_cursor(file: Option<&std::path::Path>, epoch: &str, after: u64) {
     let Some(f) = file else { return };

@@ -560,7 +560,8 @@ pub(crate) fn split_task_writes(
     }
     let room = estiba_store::TxnLimits {
         max_ops: limits.max_ops.saturating_sub(reserve.compares.len().max(reserve.ops.len())),
-        max_bytes: limits.max_bytes.saturating_sub(limits.size_of(reserve)),
+        // The guard is written later, with versions a little higher (a few more digits at most).
+        max_bytes: limits.max_bytes.saturating_sub(limits.size_of(reserve) + 8 * reserve.ops.len()),
         ..limits
     };
     let rest = estiba_store::pack(room, per_task.into_iter().skip(n));
