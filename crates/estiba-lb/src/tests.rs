@@ -311,7 +311,11 @@ async fn health_checks_route_around_unhealthy_targets_and_publish_transitions() 
     // Both targets answer 500 on /unhealthy: both become unhealthy.
     g.health.path = "/unhealthy".into();
     lb.apply(t(g.clone()));
-    wait_for("unhealthy", || state_of(&lb, a).0 == HealthState::Unhealthy).await;
+    // Both: until b is unhealthy too, a healthy b would take every request.
+    wait_for("unhealthy", || {
+        state_of(&lb, a).0 == HealthState::Unhealthy && state_of(&lb, b).0 == HealthState::Unhealthy
+    })
+    .await;
     assert_eq!(state_of(&lb, a).1.as_deref(), Some("Target.ResponseCodeMismatch"));
     // Every target unhealthy: fail open, both get requests.
     let mut bodies = Vec::new();
