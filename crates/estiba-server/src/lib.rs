@@ -528,6 +528,9 @@ impl Server {
     /// Commits `txn`; returns false when a compare failed. On success the view holds the
     /// write before this returns.
     pub async fn commit(&self, txn: Txn) -> Result<bool, WriteError> {
+        if txn.ops.is_empty() && txn.compares.is_empty() {
+            return Ok(true);
+        }
         Ok(self.commit_at(txn).await?.is_some())
     }
 
