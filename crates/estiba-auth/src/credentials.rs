@@ -317,7 +317,7 @@ impl Keyring {
     ) -> Result<Verified, AuthError> {
         sigv4::check_time(p, now)?;
         let issued;
-        let cred = match (self.keys.get(&p.access_key), issuer) {
+        let cred = match (self.keys.get(p.access_key.as_ref()), issuer) {
             (Some(c), _) => c,
             (None, Some(issuer)) if p.access_key.starts_with("ASIA") => {
                 issued = Arc::new(self.session_credential(issuer, p)?);
@@ -335,7 +335,7 @@ impl Keyring {
         }
         let key = self.signing_key(cred, p);
         sigv4::check_signature(&key, req, p)?;
-        Ok(Verified { credential: cred.clone(), region: p.region.clone(), service: p.service.clone() })
+        Ok(Verified { credential: cred.clone(), region: p.region.to_string(), service: p.service.to_string() })
     }
 
     /// The credential of a request signed with keys `issuer` issued: its token must open and
@@ -370,11 +370,12 @@ impl Keyring {
     }
 
     fn signing_key(&self, cred: &Credential, p: &Parsed) -> [u8; 32] {
-        let id = format!("{}/{}/{}/{}", p.access_key, p.date, p.region, p.service);
+        // Under the credential as sent (key, day, region, service), looked up without copying it.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = cache.get(&id) {
+        if let Some(k) = cache.get(p.credential.as_ref()) {
             return *k;
         }
+        let id = p.credential.to_string();
         let k = sigv4::signing_key(&cred.secret, &p.date, &p.region, &p.service);
         if cache.len() >= CACHE_LIMIT {
             cache.clear();

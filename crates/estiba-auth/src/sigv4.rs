@@ -12,6 +12,7 @@
 //! enough, and the compare is constant-time. `aws-sigv4` stays a dev-dependency: the tests sign
 //! with it and check that this module accepts what it signs.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use hmac::{Hmac, Mac};
@@ -124,27 +125,32 @@ impl AuthError {
     }
 }
 
-/// What a request's signature claims, read from its `Authorization` header or presigned query.
+/// What a request's signature claims, read from its `Authorization` header or presigned query:
+/// borrowed from the header (every signed request pays for this), copied when a presigned
+/// query had to be percent-decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
-    pub access_key: String,
+pub struct Parsed<'a> {
+    /// The whole credential as sent (`KEY/YYYYMMDD/REGION/SERVICE/aws4_request`): one day's
+    /// signing key is cached under it.
+    pub credential: Cow<'a, str>,
+    pub access_key: Cow<'a, str>,
     /// The credential scope's date (`YYYYMMDD`), region and service.
-    pub date: String,
-    pub region: String,
-    pub service: String,
+    pub date: Cow<'a, str>,
+    pub region: Cow<'a, str>,
+    pub service: Cow<'a, str>,
     /// `host;x-amz-date;...` as sent.
-    pub signed_headers: String,
+    pub signed_headers: Cow<'a, str>,
     /// Lowercase hex, as sent.
-    pub signature: String,
+    pub signature: Cow<'a, str>,
     /// `X-Amz-Date` as sent, and in Unix seconds.
-    pub amz_date: String,
+    pub amz_date: Cow<'a, str>,
     pub time: i64,
     /// `X-Amz-Expires` of a presigned request; `None` for a header signature.
     pub expires: Option<i64>,
-    pub security_token: Option<String>,
+    pub security_token: Option<Cow<'a, str>>,
 }
 
-impl Parsed {
+impl Parsed<'_> {
     pub fn presigned(&self) -> bool {
         self.expires.is_some()
     }
@@ -160,7 +166,7 @@ fn presigned_query(query: Option<&str>) -> bool {
 }
 
 /// Reads what a request's signature claims; checks only its form.
-pub fn parse(req: &SignedRequest) -> Result<Parsed, AuthError> {
+pub fn parse<'a>(req: &SignedRequest<'a>) -> Result<Parsed<'a>, AuthError> {
     let auth = header(req.headers, "authorization");
     match (auth, presigned_query(req.query)) {
         (Some(_), true) => Err(AuthError::Incomplete(
@@ -174,7 +180,7 @@ pub fn parse(req: &SignedRequest) -> Result<Parsed, AuthError> {
     }
 }
 
-fn parse_header(auth: &str, headers: &http::HeaderMap) -> Result<Parsed, AuthError> {
+fn parse_header<'a>(auth: &'a str, headers: &'a http::HeaderMap) -> Result<Parsed<'a>, AuthError> {
     let (alg, rest) = auth.trim().split_once(' ').unwrap_or((auth.trim(), ""));
     if alg != ALGORITHM {
         return Err(AuthError::Incomplete(format!(
@@ -209,11 +215,12 @@ fn parse_header(auth: &str, headers: &http::HeaderMap) -> Result<Parsed, AuthErr
     if !missing.is_empty() {
         return Err(AuthError::Incomplete(format!("{missing}Authorization={auth}")));
     }
-    let token = header(headers, "x-amz-security-token").map(str::to_owned);
-    build(cred.unwrap_or(""), signed.unwrap_or(""), sig.unwrap_or(""), amz.unwrap_or(""), None, token)
+    let token = header(headers, "x-amz-security-token").map(Cow::Borrowed);
+    let b = |v: Option<&'a str>| Cow::Borrowed(v.unwrap_or(""));
+    build(b(cred), b(signed), b(sig), b(amz), None, token)
 }
 
-fn parse_presigned(query: &str) -> Result<Parsed, AuthError> {
+fn parse_presigned(query: &str) -> Result<Parsed<'static>, AuthError> {
     let (mut alg, mut cred, mut date, mut signed, mut sig, mut expires, mut token) =
         (None, None, None, None, None, None, None);
     for (k, v) in pairs(query) {
@@ -267,26 +274,31 @@ fn parse_presigned(query: &str) -> Result<Parsed, AuthError> {
             _ => return Err(AuthError::Incomplete("X-Amz-Expires should be a number between 1 and 604800".into())),
         },
     };
-    build(
-        cred.as_deref().unwrap_or(""),
-        signed.as_deref().unwrap_or(""),
-        sig.as_deref().unwrap_or(""),
-        date.as_deref().unwrap_or(""),
-        Some(expires),
-        token,
-    )
+    let o = |v: Option<String>| Cow::Owned(v.unwrap_or_default());
+    build(o(cred), o(signed), o(sig), o(date), Some(expires), token.map(Cow::Owned))
 }
 
-fn build(
-    cred: &str,
-    signed: &str,
-    sig: &str,
-    amz: &str,
+fn build<'a>(
+    cred: Cow<'a, str>,
+    signed: Cow<'a, str>,
+    sig: Cow<'a, str>,
+    amz: Cow<'a, str>,
     expires: Option<i64>,
-    token: Option<String>,
-) -> Result<Parsed, AuthError> {
-    let parts: Vec<&str> = cred.split('/').collect();
-    let [key, date, region, service, term] = parts[..] else {
+    token: Option<Cow<'a, str>>,
+) -> Result<Parsed<'a>, AuthError> {
+    // Where each of the five parts lies in `cred`, to borrow it from there (or copy it when
+    // `cred` is owned).
+    let mut at = [(0, 0); 5];
+    let (mut n, mut start) = (0, 0);
+    for part in cred.split('/') {
+        if let Some(slot) = at.get_mut(n) {
+            *slot = (start, start + part.len());
+        }
+        start += part.len() + 1;
+        n += 1;
+    }
+    let [key, date, region, service, term] = at.map(|(a, b)| &cred[a..b]);
+    if n != at.len() {
         return Err(AuthError::Incomplete(format!(
             "Credential should be scoped to a valid region, service and terminator: \
              'ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request', not '{cred}'."
@@ -300,7 +312,7 @@ fn build(
     if key.is_empty() || region.is_empty() || service.is_empty() {
         return Err(AuthError::Incomplete(format!("Credential should not have empty parts: '{cred}'.")));
     }
-    let Some(time) = parse_amz_date(amz) else {
+    let Some(time) = parse_amz_date(&amz) else {
         return Err(AuthError::Incomplete(format!(
             "Date must be in ISO-8601 'basic format'. Got '{amz}'. See http://en.wikipedia.org/wiki/ISO_8601"
         )));
@@ -322,14 +334,19 @@ fn build(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
     }
+    let piece = |(a, b): (usize, usize)| match &cred {
+        Cow::Borrowed(c) => Cow::Borrowed(&c[a..b]),
+        Cow::Owned(c) => Cow::Owned(c[a..b].to_owned()),
+    };
     Ok(Parsed {
-        access_key: key.to_owned(),
-        date: date.to_owned(),
-        region: region.to_owned(),
-        service: service.to_owned(),
-        signed_headers: signed.to_owned(),
-        signature: sig.to_owned(),
-        amz_date: amz.to_owned(),
+        access_key: piece(at[0]),
+        date: piece(at[1]),
+        region: piece(at[2]),
+        service: piece(at[3]),
+        credential: cred,
+        signed_headers: signed,
+        signature: sig,
+        amz_date: amz,
         time,
         expires,
         security_token: token,
@@ -347,11 +364,12 @@ pub fn check_time(p: &Parsed, now: i64) -> Result<(), AuthError> {
             amz_date(now)
         )));
     }
-    let (limit, shown) = match p.expires {
-        None => (MAX_SKEW, "15 min.".to_owned()),
-        Some(e) => (e, format!("{e} sec.")),
-    };
+    let limit = p.expires.unwrap_or(MAX_SKEW);
     if p.time < now - limit {
+        let shown = match p.expires {
+            None => "15 min.".to_owned(),
+            Some(e) => format!("{e} sec."),
+        };
         return Err(AuthError::Expired(format!(
             "Signature expired: {} is now earlier than {} ({} - {shown})",
             p.amz_date,
@@ -535,10 +553,6 @@ fn hex32(digest: &[u8; 32]) -> [u8; 64] {
     out
 }
 
-fn push_hex32(out: &mut String, digest: &[u8; 32]) {
-    out.push_str(std::str::from_utf8(&hex32(digest)).expect("hex digits are ASCII"));
-}
-
 /// Appends the payload hash the client signed: `x-amz-content-sha256` when sent (it must then
 /// be the body's), else the body's SHA-256. Unsigned and streaming payloads are S3's and refused.
 fn push_payload_hash(req: &SignedRequest, out: &mut String) -> Result<(), AuthError> {
@@ -562,26 +576,19 @@ fn push_payload_hash(req: &SignedRequest, out: &mut String) -> Result<(), AuthEr
     }
 }
 
-/// The string to sign for a canonical request.
-pub fn string_to_sign(p: &Parsed, canonical: &str) -> String {
-    let parts = [ALGORITHM, "\n", &p.amz_date, "\n", &p.date, "/", &p.region, "/", &p.service, "/aws4_request\n"];
-    let mut out = String::with_capacity(parts.iter().map(|s| s.len()).sum::<usize>() + 64);
-    parts.iter().for_each(|s| out.push_str(s));
-    push_hex32(&mut out, &Sha256::digest(canonical.as_bytes()).into());
-    out
-}
-
-/// Checks the signature with the day's signing key, in constant time.
+/// Checks the signature with the day's signing key, in constant time. The string to sign
+/// (algorithm, date, scope, the canonical request's digest) goes into the HMAC piece by piece.
 pub fn check_signature(key: &[u8; 32], req: &SignedRequest, p: &Parsed) -> Result<(), AuthError> {
     let mut canonical = String::with_capacity(512);
     canonical_request(req, p, &mut canonical)?;
-    let sts = string_to_sign(p, &canonical);
     let mut given = [0u8; 32];
-    if hex::decode_to_slice(&p.signature, &mut given).is_err() {
+    if hex::decode_to_slice(p.signature.as_bytes(), &mut given).is_err() {
         return Err(AuthError::BadSignature(MISMATCH.into()));
     }
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(sts.as_bytes());
+    let scope = [ALGORITHM, "\n", &p.amz_date, "\n", &p.date, "/", &p.region, "/", &p.service, "/aws4_request\n"];
+    scope.iter().for_each(|s| m.update(s.as_bytes()));
+    m.update(&hex32(&Sha256::digest(canonical.as_bytes()).into()));
     m.verify_slice(&given).map_err(|_| AuthError::BadSignature(MISMATCH.into()))
 }
 

@@ -133,7 +133,12 @@ pub fn key(scope: &Scope, kind: &str, rest: &str) -> String {
 
 /// The key prefix of every document of `kind` in `scope`.
 pub fn kind_prefix(scope: &Scope, kind: &str) -> String {
-    format!("{PREFIX}/{}/{}/{kind}/", scope.account, scope.region)
+    kind_key(scope, kind, "")
+}
+
+/// `rest` under [`kind_prefix`], written in one allocation (every Describe call forms one).
+pub fn kind_key(scope: &Scope, kind: &str, rest: &str) -> String {
+    [PREFIX, "/", &scope.account, "/", &scope.region, "/", kind, "/", rest].concat()
 }
 
 /// The claim of a load balancer address (across accounts).

@@ -67,13 +67,24 @@ pub async fn read_hashed(req: Request<Incoming>, max: usize, hash: bool) -> Resu
 
 /// [`read_hashed`], with the body as sent too (the same bytes unless gzipped).
 pub async fn read_full(req: Request<Incoming>, max: usize, hash: bool) -> Result<(Bytes, [u8; 32], Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    read_body(&parts.headers, body, max, hash).await
+}
+
+/// [`read_full`] of a request already split, so that its caller keeps the head without
+/// copying its headers.
+pub async fn read_body(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    max: usize,
+    hash: bool,
+) -> Result<(Bytes, [u8; 32], Bytes), ApiError> {
     use sha2::Digest as _;
-    let gzip = req
-        .headers()
+    let gzip = headers
         .get(hyper::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("gzip")));
-    let raw = read_raw(req, max).await?;
+    let raw = read_raw(headers, body, max).await?;
     let sha = if hash { sha2::Sha256::digest(&raw).into() } else { [0; 32] };
     if !gzip {
         return Ok((raw.clone(), sha, raw));
@@ -112,10 +123,8 @@ pub fn too_large(size: Option<usize>, max: usize) -> ApiError {
 /// for no longer.
 pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn read_raw(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
-    let declared =
-        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    let mut body = req.into_body();
+async fn read_raw(headers: &hyper::HeaderMap, mut body: Incoming, max: usize) -> Result<Bytes, ApiError> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_none_or(|len| len <= max) {
         let Ok(collected) = tokio::time::timeout(BODY_DEADLINE, Limited::new(&mut body, max).collect()).await else {
             return Err(ApiError::new(

@@ -11,6 +11,8 @@
 //! ...) when the request is signed, else the one the target prefix, path or `Action` and
 //! `Version` name. A service estiba does not serve is refused with a message that names it.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use estiba_api::protocol::{cbor, query};
 use estiba_api::schema::{Model, Protocol};
@@ -93,30 +95,38 @@ fn cloudwatch_error(e: ApiError) -> ApiError {
     ApiError { code: "RequestEntityTooLarge", shape: "RequestEntityTooLarge", ..e }
 }
 
-fn signing_name_of(credential: &Option<(String, String, String)>) -> Option<&str> {
-    credential.as_ref().map(|(_, _, s)| s.as_str())
+fn signing_name_of<'c>(credential: &'c Option<Claimed<'_>>) -> Option<&'c str> {
+    credential.as_ref().map(|c| c.service.as_ref())
 }
 
-/// What a request's SigV4 credential scope claims: access key, region and service (from the
-/// `Authorization` header, or the `X-Amz-Credential` of a presigned query).
-fn claimed(headers: &hyper::HeaderMap, query: Option<&str>) -> Option<(String, String, String)> {
+/// What a request's SigV4 credential scope claims: access key, region and service (borrowed
+/// from the `Authorization` header, or copied from the `X-Amz-Credential` of a presigned query).
+struct Claimed<'h> {
+    key: Cow<'h, str>,
+    region: Cow<'h, str>,
+    service: Cow<'h, str>,
+}
+
+fn claimed<'h>(headers: &'h hyper::HeaderMap, query: Option<&str>) -> Option<Claimed<'h>> {
     if let Some(cs) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(CredentialScope::parse) {
-        return Some((cs.access_key.to_owned(), cs.region.to_owned(), cs.service.to_owned()));
+        return Some(Claimed { key: cs.access_key.into(), region: cs.region.into(), service: cs.service.into() });
     }
     let (_, cred) = estiba_auth::sigv4::pairs(query?).find(|(k, _)| k == "X-Amz-Credential")?;
     let mut p = cred.split('/');
     let (key, _date, region, service) = (p.next()?, p.next()?, p.next()?, p.next()?);
-    Some((key.to_owned(), region.to_owned(), service.to_owned()))
+    Some(Claimed { key: key.to_owned().into(), region: region.to_owned().into(), service: service.to_owned().into() })
 }
 
 /// Answers an AWS API request (`POST /`, `POST /service/...`, or a presigned or Query `GET /?Action=...`).
 pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> Response<Body> {
-    let headers = req.headers();
+    // The head is kept (the signature covers its method and headers) while the body is read.
+    let (head, incoming) = req.into_parts();
+    let headers = &head.headers;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let uri_query = req.uri().query().map(str::to_owned);
-    let credential = claimed(headers, uri_query.as_deref());
+    let uri_query = head.uri.query();
+    let credential = claimed(headers, uri_query);
     let mut scope = match &credential {
-        Some((key, region, _)) => Scope::new(
+        Some(Claimed { key, region, .. }) => Scope::new(
             match CredentialScope::account_of(key) {
                 Some(account) => account,
                 None => &server.config.account_id,
@@ -127,18 +137,18 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let signed = match &credential {
         None => Signed::No,
-        Some((_, _, service)) => {
-            services::by_signing_name(service).map_or_else(|| Signed::Other(service.clone()), Signed::For)
+        Some(Claimed { service, .. }) => {
+            services::by_signing_name(service).map_or_else(|| Signed::Other(service.to_string()), Signed::For)
         }
     };
-    let path = req.uri().path().to_owned();
-    let target = header("x-amz-target").map(str::to_owned);
+    let path = head.uri.path();
+    let target = header("x-amz-target");
     let form = header("content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let v10 = header("content-type").is_some_and(|v| v.starts_with("application/x-amz-json-1.0"));
-    let get = req.method() == hyper::Method::GET;
+    let get = head.method == hyper::Method::GET;
     // A presigned Query request carries its parameters in the URL (boto3 presigns POST, the
     // Go SDK GET).
-    let query_in_url = uri_query.as_deref().is_some_and(|q| q.starts_with("Action=") || q.contains("&Action="));
+    let query_in_url = uri_query.is_some_and(|q| q.starts_with("Action=") || q.contains("&Action="));
 
     let wire = if path.starts_with("/service/") {
         Wire::Cbor
@@ -149,17 +159,15 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     };
     let mut r = Seen { wire, signed, params: query::Params::default() };
     // On a follower of several servers, what the leader owns is forwarded to it as received.
-    let forwardable = (server.peers.shared() && !server.leader.load(std::sync::atomic::Ordering::Relaxed))
-        .then(|| (req.method().clone(), req.uri().path_and_query().map(|p| p.to_string()), req.headers().clone()));
-    // What the signature covers, kept before the body is read.
-    let signed_parts = server.credentials.as_ref().map(|_| (req.method().clone(), req.headers().clone()));
+    let forwardable = server.peers.shared() && !server.leader.load(std::sync::atomic::Ordering::Relaxed);
+    let verify = server.credentials.is_some();
     // CloudWatch's own request-size limit, else the server's.
     let cloudwatch = signing_name_of(&credential) == Some("monitoring")
-        || target.as_deref().is_some_and(|t| t.starts_with(CLOUDWATCH_PREFIX))
+        || target.is_some_and(|t| t.starts_with(CLOUDWATCH_PREFIX))
         || path.strip_prefix("/service/").is_some_and(|p| p.starts_with(CLOUDWATCH_PREFIX));
     let max =
         if cloudwatch { CLOUDWATCH_MAX_BODY.min(server.config.max_body_bytes) } else { server.config.max_body_bytes };
-    let (body, body_sha256, as_sent) = match body::read_full(req, max, signed_parts.is_some()).await {
+    let (body, body_sha256, as_sent) = match body::read_body(headers, incoming, max, verify).await {
         Ok(b) => b,
         Err(e) if cloudwatch => {
             let model = services::by_signing_name("monitoring").map(|s| s.model());
@@ -170,20 +178,20 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     if let Wire::Query(_) = wire {
         r.params = query::Params::parse(&body);
         if query_in_url {
-            let url = query::Params::parse(uri_query.as_deref().unwrap_or("").as_bytes());
+            let url = query::Params::parse(uri_query.unwrap_or("").as_bytes());
             // The presigned signature's own parameters are not the operation's input.
             r.params.0.extend(url.0.into_iter().filter(|(k, _)| !k.starts_with("X-Amz-")));
         }
     }
-    let signing_name = credential.as_ref().map(|(_, _, s)| s.as_str());
+    let signing_name = signing_name_of(&credential);
     // The caller, verified before anything of the body is decoded.
-    let caller = match (&server.credentials, signed_parts) {
-        (Some(creds), Some((method, headers))) => {
+    let caller = match &server.credentials {
+        Some(creds) => {
             let req = estiba_auth::SignedRequest {
-                method: method.as_str(),
-                path: &path,
-                query: uri_query.as_deref(),
-                headers: &headers,
+                method: head.method.as_str(),
+                path,
+                query: uri_query,
+                headers,
                 body_sha256,
             };
             match creds.keys().verify_with(&req, crate::now() as i64, Some(&server.sessions)) {
@@ -203,7 +211,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
                 }
             }
         }
-        _ => None,
+        None => None,
     };
     // STS, served here rather than from the service table (see `crate::sts`).
     let sts = match signing_name {
@@ -217,8 +225,8 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         return crate::sts::answer(server, &r.params, caller.as_deref(), &scope.account, request_id);
     }
     let found = match wire {
-        Wire::Cbor => find_cbor(&r, &path),
-        Wire::Json { .. } => find_json(&r, target.as_deref()),
+        Wire::Cbor => find_cbor(&r, path),
+        Wire::Json { .. } => find_json(&r, target),
         Wire::Query(_) => find_query(&mut r),
     };
     let t = match found {
@@ -246,15 +254,16 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     if let Err(e) = admit(server, &r, &scope, model.query_compatible) {
         return error_response(&r, Some(model), &e, request_id);
     }
-    if let Some((method, pq, headers)) = forwardable.filter(|_| crate::peers::leader_owns(model.module, op.name)) {
-        let pq = pq.unwrap_or_else(|| path.clone());
-        match crate::peers::forward(server, &method, &pq, &headers, as_sent.clone()).await {
+    if forwardable && crate::peers::leader_owns(model.module, op.name) {
+        let pq = head.uri.path_and_query().map_or(path, |p| p.as_str());
+        match crate::peers::forward(server, &head.method, pq, headers, as_sent.clone()).await {
             Ok(Some(resp)) => return resp,
             Ok(None) => {}
             Err(e) => return error_response(&r, Some(model), &e, request_id),
         }
     }
-    let started = std::time::Instant::now();
+    // Timed only for the debug log that shows it (a clock read per request otherwise).
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     if t.svc.streams(t.op) {
         let result = match decode(&r, &t, body) {
             Ok(input) => t.svc.call_stream(server, Call { scope: scope.clone(), now: crate::now() }, t.op, input).await,
@@ -282,7 +291,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
             tracing::debug!(
                 service = model.module,
                 op = op.name,
-                elapsed_us = started.elapsed().as_micros() as u64,
+                elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
                 "call"
             );
             answer(&r, model, op, out, request_id)

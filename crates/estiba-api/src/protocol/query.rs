@@ -269,8 +269,7 @@ fn params_of(
 /// The XML answer of `op` from the JSON form of its output.
 pub fn response(model: &Model, op: &OperationSchema, output: &Value, request_id: &str, flavour: Flavour) -> Vec<u8> {
     let mut x = Xml::new();
-    let root = format!("{}Response", op.name);
-    x.start(&root, Some(model.xml_namespace));
+    x.start_suffixed(op.name, "Response", Some(model.xml_namespace));
     let members = match op.output.map(|s| &model.shape(s).kind) {
         Some(Kind::Structure(m)) => *m,
         _ => &[],
@@ -293,7 +292,7 @@ pub fn response(model: &Model, op: &OperationSchema, output: &Value, request_id:
             x.end("ResponseMetadata");
         }
     }
-    x.end(&root);
+    x.end_suffixed(op.name, "Response");
     x.finish()
 }
 

@@ -1,56 +1,72 @@
 //! XML answers of the Query and EC2 protocols, written from the JSON form of an operation's
-//! output by walking the model's shapes, with quick-xml's event writer (which escapes text).
-//! The tests read answers back ([`read`]) to check them against what clients parse.
+//! output by walking the model's shapes. Tags are written straight into the answer's buffer
+//! (element names come from the model, never from input); text and attribute values go through
+//! quick-xml's escaping. The tests read answers back ([`read`]) with quick-xml's reader to check
+//! them against what clients parse.
 
-use std::io;
+use std::borrow::Cow;
 
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::Writer;
 use serde_json::{Map, Value};
 
 use super::format_iso8601;
 use crate::schema::{Kind, Member, Model, ShapeId};
 
+/// An answer being written. quick-xml's event writer built a `BytesStart` (and escaped the
+/// name) per element; an answer's elements are the model's own names, so this writes them as
+/// they are, which was a measurable part of a small Query answer's cost.
 pub(crate) struct Xml {
-    w: Writer<Vec<u8>>,
+    out: Vec<u8>,
 }
 
 impl Xml {
     pub fn new() -> Self {
-        let mut w = Writer::new(Vec::with_capacity(512));
-        w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None))).expect("writing to a Vec");
-        Xml { w }
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(br#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        Xml { out }
     }
 
     pub fn start(&mut self, name: &str, xmlns: Option<&str>) {
-        let mut e = BytesStart::new(name);
+        self.start_suffixed(name, "", xmlns)
+    }
+
+    /// The start tag of `name` + `suffix` (`DescribeTargetGroups` + `Response`).
+    pub fn start_suffixed(&mut self, name: &str, suffix: &str, xmlns: Option<&str>) {
+        self.out.push(b'<');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(suffix.as_bytes());
         if let Some(ns) = xmlns.filter(|n| !n.is_empty()) {
-            e.push_attribute(("xmlns", ns));
+            self.out.extend_from_slice(b" xmlns=\"");
+            push_text(&mut self.out, ns);
+            self.out.push(b'"');
         }
-        self.event(Event::Start(e));
+        self.out.push(b'>');
     }
 
     pub fn end(&mut self, name: &str) {
-        self.event(Event::End(BytesEnd::new(name)));
+        self.end_suffixed(name, "")
+    }
+
+    pub fn end_suffixed(&mut self, name: &str, suffix: &str) {
+        self.out.extend_from_slice(b"</");
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(suffix.as_bytes());
+        self.out.push(b'>');
     }
 
     pub fn text_element(&mut self, name: &str, text: &str) {
         self.start(name, None);
-        self.event(Event::Text(BytesText::from_escaped(xml_text(text))));
+        push_text(&mut self.out, text);
         self.end(name);
     }
 
     fn empty(&mut self, name: &str) {
-        self.event(Event::Empty(BytesStart::new(name)));
-    }
-
-    fn event(&mut self, e: Event<'_>) {
-        let r: io::Result<()> = self.w.write_event(e);
-        r.expect("writing to a Vec cannot fail");
+        self.out.push(b'<');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"/>");
     }
 
     pub fn finish(self) -> Vec<u8> {
-        self.w.into_inner()
+        self.out
     }
 
     /// Writes the members of a structure present in `obj`, in the model's order.
@@ -109,31 +125,41 @@ impl Xml {
     }
 }
 
-/// Text escaped for an element. Answers repeat what callers sent (error messages quote
-/// values), so characters XML 1.0 cannot carry become U+FFFD, and a carriage return is written
-/// as `&#xD;` (a parser would read a raw one as a line feed).
-fn xml_text(text: &str) -> String {
+/// Appends text escaped for an element or an attribute value. Answers repeat what callers sent
+/// (error messages quote values), so characters XML 1.0 cannot carry become U+FFFD, and a
+/// carriage return is written as `&#xD;` (a parser would read a raw one as a line feed).
+fn push_text(out: &mut Vec<u8>, text: &str) {
+    // Most text (request ids, ARNs, names, numbers) is printable ASCII with nothing to escape.
+    if text.bytes().all(|b| (b' '..=b'~').contains(&b) && !matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"')) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     let allowed = |c: char| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}');
-    let clean: std::borrow::Cow<'_, str> = if text.chars().all(allowed) {
+    let clean: Cow<'_, str> = if text.chars().all(allowed) {
         text.into()
     } else {
         text.chars().map(|c| if allowed(c) { c } else { '\u{FFFD}' }).collect::<String>().into()
     };
-    quick_xml::escape::escape(clean.as_ref()).replace('\r', "&#xD;")
+    let escaped = quick_xml::escape::escape(clean.as_ref());
+    if escaped.contains('\r') {
+        out.extend_from_slice(escaped.replace('\r', "&#xD;").as_bytes());
+    } else {
+        out.extend_from_slice(escaped.as_bytes());
+    }
 }
 
 /// A scalar as XML text: timestamps in ISO 8601, numbers and booleans as JSON writes them.
-fn scalar_text(kind: &Kind, v: &Value) -> String {
+fn scalar_text<'v>(kind: &Kind, v: &'v Value) -> Cow<'v, str> {
     match (kind, v) {
-        (Kind::Timestamp, Value::Number(n)) => format_iso8601(n.as_f64().unwrap_or(0.0)),
+        (Kind::Timestamp, Value::Number(n)) => format_iso8601(n.as_f64().unwrap_or(0.0)).into(),
         (Kind::Integer | Kind::Long, Value::Number(n)) => match n.as_i64() {
-            Some(i) => i.to_string(),
-            None => (n.as_f64().unwrap_or(0.0) as i64).to_string(),
+            Some(i) => i.to_string().into(),
+            None => (n.as_f64().unwrap_or(0.0) as i64).to_string().into(),
         },
-        (_, Value::String(s)) => s.clone(),
-        (Kind::Document, v) => v.to_string(),
-        (_, Value::Null) => String::new(),
-        (_, v) => v.to_string(),
+        (_, Value::String(s)) => s.as_str().into(),
+        (Kind::Document, v) => v.to_string().into(),
+        (_, Value::Null) => "".into(),
+        (_, v) => v.to_string().into(),
     }
 }
 

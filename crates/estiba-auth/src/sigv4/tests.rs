@@ -281,12 +281,13 @@ fn error_codes_per_family() {
     assert_eq!(c(AuthError::ExpiredToken, Family::Json), ("ExpiredTokenException", 400));
     assert_eq!(c(AuthError::ExpiredToken, Family::Query), ("ExpiredToken", 403));
     let p = Parsed {
+        credential: format!("{AK}/20150830/r/s/aws4_request").into(),
         access_key: AK.into(),
         date: "20150830".into(),
         region: "r".into(),
         service: "s".into(),
         signed_headers: "host".into(),
-        signature: String::new(),
+        signature: "".into(),
         amz_date: "20150830T123600Z".into(),
         time: 1440938160,
         expires: None,
