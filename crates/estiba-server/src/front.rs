@@ -291,7 +291,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
             tracing::debug!(
                 service = model.module,
                 op = op.name,
-                elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
+                elapsed_us = started.map(|t| t.elapsed().as_micros() as u64),
                 "call"
             );
             answer(&r, model, op, out, request_id)

@@ -217,7 +217,7 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>, tls: bool) -> Resp
     tracing::debug!(
         path,
         status = resp.status().as_u16(),
-        elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
+        elapsed_us = started.map(|t| t.elapsed().as_micros() as u64),
         "request"
     );
     resp

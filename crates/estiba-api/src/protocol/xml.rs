@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 use super::format_iso8601;
 use crate::schema::{Kind, Member, Model, ShapeId};
 
-/// An answer being written. quick-xml's event writer built a `BytesStart` (and escaped the
-/// name) per element; an answer's elements are the model's own names, so this writes them as
-/// they are, which was a measurable part of a small Query answer's cost.
+/// An answer being written. quick-xml's event writer went through an event and a `BytesStart`
+/// per element; an answer's elements are the model's own names, so this writes them as they
+/// are, which was a measurable part of a small Query answer's cost.
 pub(crate) struct Xml {
     out: Vec<u8>,
 }
@@ -125,7 +125,8 @@ impl Xml {
     }
 }
 
-/// Appends text escaped for an element or an attribute value. Answers repeat what callers sent
+/// Appends text escaped for an element (or a constant attribute value: a caller's tab or
+/// newline in an attribute would be read back as a space). Answers repeat what callers sent
 /// (error messages quote values), so characters XML 1.0 cannot carry become U+FFFD, and a
 /// carriage return is written as `&#xD;` (a parser would read a raw one as a line feed).
 fn push_text(out: &mut Vec<u8>, text: &str) {
