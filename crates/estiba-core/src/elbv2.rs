@@ -126,19 +126,15 @@ pub struct AddressClaim {
     pub load_balancer_arn: String,
 }
 
-/// The key of a document of `kind` with `rest` (names and ids joined by `/`).
+/// The key of a document of `kind` with `rest` (names and ids joined by `/`), in one
+/// allocation (every Describe call forms one).
 pub fn key(scope: &Scope, kind: &str, rest: &str) -> String {
-    format!("{PREFIX}/{}/{}/{kind}/{rest}", scope.account, scope.region)
+    [PREFIX, "/", &scope.account, "/", &scope.region, "/", kind, "/", rest].concat()
 }
 
 /// The key prefix of every document of `kind` in `scope`.
 pub fn kind_prefix(scope: &Scope, kind: &str) -> String {
-    kind_key(scope, kind, "")
-}
-
-/// `rest` under [`kind_prefix`], written in one allocation (every Describe call forms one).
-pub fn kind_key(scope: &Scope, kind: &str, rest: &str) -> String {
-    [PREFIX, "/", &scope.account, "/", &scope.region, "/", kind, "/", rest].concat()
+    key(scope, kind, "")
 }
 
 /// The claim of a load balancer address (across accounts).

@@ -208,7 +208,7 @@ fn rule_doc<'a>(st: &'a State, scope: &Scope, arn: &str) -> Result<&'a Doc<RuleD
 
 /// The documents of one kind in `scope` whose keys continue with `rest`.
 fn docs<'a, T: 'static>(st: &'a State, scope: &Scope, t: Table, rest: &str) -> impl Iterator<Item = &'a Doc<T>> + 'a {
-    st.docs::<T>(table(t), &elb::kind_key(scope, table(t).kind, rest))
+    st.docs::<T>(table(t), &elb::key(scope, table(t).kind, rest))
 }
 
 /// The load balancer name and listener id of a listener's key.
