@@ -3,6 +3,8 @@
 //!
 //! - RunTask → RUNNING of one single-container task (the image cached), against the time
 //!   `docker run -d` / `podman run -d` take to return (they return once the container runs);
+//!   with `--peers ...,unconfined`, also the same task without its seccomp filter (what the
+//!   filter adds to a start);
 //! - 100 tasks started at once (10 RunTask calls of 10, concurrently) until all are RUNNING,
 //!   against 100 `docker run -d` / `podman run -d` from 10 concurrent clients;
 //! - the memory of the supervising process each running container has (estiba's shim,
@@ -510,6 +512,17 @@ fn measure(
             r#"{{"family":"bench-run","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":{container}}}"#
         ),
     )?;
+    // The same EC2 task without the seccomp filter (`dockerSecurityOptions`
+    // `seccomp=unconfined`): what the filter adds to a start (`--peers unconfined`).
+    let unconfined_container = format!(
+        r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2,"dockerSecurityOptions":["seccomp=unconfined"]}}]"#
+    );
+    call(
+        "RegisterTaskDefinition",
+        &format!(
+            r#"{{"family":"bench-unconfined","networkMode":"none","containerDefinitions":{unconfined_container}}}"#
+        ),
+    )?;
     let state = state_dir.display().to_string();
     let estiba = Arc::new(Estiba {
         name: "estiba",
@@ -523,10 +536,19 @@ fn measure(
         port,
         family: "bench-run".into(),
         launch: r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#,
-        state_dir: state,
+        state_dir: state.clone(),
     });
 
     let mut peers: Vec<Arc<dyn Peer>> = vec![estiba.clone(), estiba_vpc];
+    if wanted.iter().any(|p| p == "unconfined") {
+        peers.push(Arc::new(Estiba {
+            name: "estiba (seccomp=unconfined)",
+            port,
+            family: "bench-unconfined".into(),
+            launch: r#""launchType":"EC2","cluster":"bench""#,
+            state_dir: state,
+        }));
+    }
     let mut peers_guard = Guard(Vec::new());
     if wanted.iter().any(|p| p == "docker") {
         if let Some(d) = start_dockerd(work, &mut peers_guard, false)? {
@@ -645,7 +667,8 @@ fn measure(
          cached by every peer; estiba with its built-in executor and its SQLite store: `estiba` runs tasks with \
          network mode `none` on the machine joined as an EC2 container instance (like the peers), `estiba \
          (awsvpc)` Fargate tasks with their own veth and address; docker {} and podman {} with runc, \
-         `--network none`.\n\n",
+         `--network none`; `estiba (seccomp=unconfined)` (with `--peers unconfined`) the `estiba` task without \
+         the seccomp filter.\n\n",
         wanted.join(","),
         peers.iter().find(|p| p.name() == "docker").map_or("-".into(), |_| version("docker")),
         peers.iter().find(|p| p.name() == "podman").map_or("-".into(), |_| version("podman")),

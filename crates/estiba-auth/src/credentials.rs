@@ -197,7 +197,7 @@ pub struct Keyring {
     /// Declared roles by ARN.
     roles: HashMap<String, Role>,
     /// Signing keys by `access key/date/region/service`.
-    cache: Mutex<HashMap<String, [u8; 32]>>,
+    cache: Mutex<HashMap<String, sigv4::SigningKey>>,
 }
 
 /// Beyond this many cached signing keys the cache starts again.
@@ -369,18 +369,18 @@ impl Keyring {
         })
     }
 
-    fn signing_key(&self, cred: &Credential, p: &Parsed) -> [u8; 32] {
+    fn signing_key(&self, cred: &Credential, p: &Parsed) -> sigv4::SigningKey {
         // Under the credential as sent (key, day, region, service), looked up without copying it.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(p.credential.as_ref()) {
-            return *k;
+            return k.clone();
         }
         let id = p.credential.to_string();
-        let k = sigv4::signing_key(&cred.secret, &p.date, &p.region, &p.service);
+        let k = sigv4::SigningKey::new(&sigv4::signing_key(&cred.secret, &p.date, &p.region, &p.service));
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(id, k);
+        cache.insert(id, k.clone());
         k
     }
 }

@@ -156,7 +156,13 @@ impl Parsed<'_> {
     }
 }
 
-fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+// The headers read by name, as `HeaderName`s made at compile time: a lookup by `&str`
+// parses and lower-cases the name on every request.
+const X_AMZ_DATE: http::HeaderName = http::HeaderName::from_static("x-amz-date");
+const X_AMZ_SECURITY_TOKEN: http::HeaderName = http::HeaderName::from_static("x-amz-security-token");
+const X_AMZ_CONTENT_SHA256: http::HeaderName = http::HeaderName::from_static("x-amz-content-sha256");
+
+fn header<'h>(headers: &'h http::HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -167,15 +173,20 @@ fn presigned_query(query: Option<&str>) -> bool {
 
 /// Reads what a request's signature claims; checks only its form.
 pub fn parse<'a>(req: &SignedRequest<'a>) -> Result<Parsed<'a>, AuthError> {
-    let auth = header(req.headers, "authorization");
-    match (auth, presigned_query(req.query)) {
+    parse_parts(req.headers, req.query)
+}
+
+/// [`parse`] from the request's headers and query alone (before its body is read).
+pub fn parse_parts<'a>(headers: &'a http::HeaderMap, query: Option<&'a str>) -> Result<Parsed<'a>, AuthError> {
+    let auth = header(headers, &http::header::AUTHORIZATION);
+    match (auth, presigned_query(query)) {
         (Some(_), true) => Err(AuthError::Incomplete(
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header \
              should be specified"
                 .into(),
         )),
-        (Some(a), false) => parse_header(a, req.headers),
-        (None, true) => parse_presigned(req.query.unwrap_or("")),
+        (Some(a), false) => parse_header(a, headers),
+        (None, true) => parse_presigned(query.unwrap_or("")),
         (None, false) => Err(AuthError::Missing),
     }
 }
@@ -198,7 +209,7 @@ fn parse_header<'a>(auth: &'a str, headers: &'a http::HeaderMap) -> Result<Parse
             sig = Some(v);
         }
     }
-    let amz = header(headers, "x-amz-date");
+    let amz = header(headers, &X_AMZ_DATE);
     let mut missing = String::new();
     for (what, absent) in [
         ("'Credential' parameter", cred.is_none()),
@@ -215,7 +226,7 @@ fn parse_header<'a>(auth: &'a str, headers: &'a http::HeaderMap) -> Result<Parse
     if !missing.is_empty() {
         return Err(AuthError::Incomplete(format!("{missing}Authorization={auth}")));
     }
-    let token = header(headers, "x-amz-security-token").map(Cow::Borrowed);
+    let token = header(headers, &X_AMZ_SECURITY_TOKEN).map(Cow::Borrowed);
     let b = |v: Option<&'a str>| Cow::Borrowed(v.unwrap_or(""));
     build(b(cred), b(signed), b(sig), b(amz), None, token)
 }
@@ -324,12 +335,18 @@ fn build<'a>(
             &amz[..8]
         )));
     }
-    if signed.is_empty() || signed.split(';').any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase())) {
+    // One pass over the list: no empty name, no upper case, and `host` among the names.
+    let (mut lowercase, mut host) = (true, false);
+    for h in signed.split(';') {
+        lowercase &= !h.is_empty() && !h.bytes().any(|b| b.is_ascii_uppercase());
+        host |= h == "host";
+    }
+    if !lowercase {
         return Err(AuthError::Incomplete(format!(
             "SignedHeaders must be a list of lowercase header names: '{signed}'."
         )));
     }
-    if !signed.split(';').any(|h| h == "host") {
+    if !host {
         return Err(AuthError::BadSignature(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
@@ -478,7 +495,11 @@ fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// Appends a header value trimmed, with inner runs of spaces made one.
 fn push_trimmed(out: &mut String, v: &[u8]) {
-    let s = String::from_utf8_lossy(v);
+    // Nearly every value is ASCII: checked as UTF-8 once, not walked in chunks.
+    let s = match std::str::from_utf8(v) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
+    };
     let mut first = true;
     for w in s.split_ascii_whitespace() {
         if !first {
@@ -521,7 +542,9 @@ pub fn canonical_request(req: &SignedRequest, p: &Parsed, out: &mut String) -> R
     }
     out.push('\n');
     for name in p.signed_headers.split(';') {
-        let mut values = req.headers.get_all(name).iter().peekable();
+        // A scan of the few headers a request has, compared as they are (already lower
+        // case): `get_all(&str)` would parse and hash each name first.
+        let mut values = req.headers.iter().filter(|(k, _)| k.as_str() == name).map(|(_, v)| v).peekable();
         if values.peek().is_none() {
             return Err(AuthError::BadSignature(format!(
                 "{MISMATCH} (the signed header '{name}' is not in the request)"
@@ -558,7 +581,7 @@ fn hex32(digest: &[u8; 32]) -> [u8; 64] {
 fn push_payload_hash(req: &SignedRequest, out: &mut String) -> Result<(), AuthError> {
     let actual = hex32(&req.body_sha256);
     let actual = std::str::from_utf8(&actual).expect("hex digits are ASCII");
-    match header(req.headers, "x-amz-content-sha256") {
+    match header(req.headers, &X_AMZ_CONTENT_SHA256) {
         None => {
             out.push_str(actual);
             Ok(())
@@ -576,16 +599,34 @@ fn push_payload_hash(req: &SignedRequest, out: &mut String) -> Result<(), AuthEr
     }
 }
 
+/// A day's signing key, ready to sign: the HMAC keyed once (its inner and outer pads hashed),
+/// so a cached key costs no hashing before the message.
+#[derive(Clone)]
+pub struct SigningKey(HmacSha256);
+
+/// Shows no key material.
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+impl SigningKey {
+    pub fn new(key: &[u8; 32]) -> Self {
+        SigningKey(HmacSha256::new_from_slice(key).expect("HMAC takes any key length"))
+    }
+}
+
 /// Checks the signature with the day's signing key, in constant time. The string to sign
 /// (algorithm, date, scope, the canonical request's digest) goes into the HMAC piece by piece.
-pub fn check_signature(key: &[u8; 32], req: &SignedRequest, p: &Parsed) -> Result<(), AuthError> {
+pub fn check_signature(key: &SigningKey, req: &SignedRequest, p: &Parsed) -> Result<(), AuthError> {
     let mut canonical = String::with_capacity(512);
     canonical_request(req, p, &mut canonical)?;
     let mut given = [0u8; 32];
     if hex::decode_to_slice(p.signature.as_bytes(), &mut given).is_err() {
         return Err(AuthError::BadSignature(MISMATCH.into()));
     }
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    let mut m = key.0.clone();
     let scope = [ALGORITHM, "\n", &p.amz_date, "\n", &p.date, "/", &p.region, "/", &p.service, "/aws4_request\n"];
     scope.iter().for_each(|s| m.update(s.as_bytes()));
     m.update(&hex32(&Sha256::digest(canonical.as_bytes()).into()));

@@ -79,6 +79,9 @@ struct Seen {
     params: query::Params,
 }
 
+/// Made at compile time (a `&str` name is parsed on every lookup).
+const X_AMZ_TARGET: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-amz-target");
+
 /// CloudWatch's `X-Amz-Target` prefix (also its service name in RPC v2 CBOR paths).
 const CLOUDWATCH_PREFIX: &str = "GraniteServiceVersion20100801";
 /// CloudWatch's request-size limit: PutMetricData "is limited to 1 MB in size for HTTP POST
@@ -108,7 +111,9 @@ struct Claimed<'h> {
 }
 
 fn claimed<'h>(headers: &'h hyper::HeaderMap, query: Option<&str>) -> Option<Claimed<'h>> {
-    if let Some(cs) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(CredentialScope::parse) {
+    if let Some(cs) =
+        headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(CredentialScope::parse)
+    {
         return Some(Claimed { key: cs.access_key.into(), region: cs.region.into(), service: cs.service.into() });
     }
     let (_, cred) = estiba_auth::sigv4::pairs(query?).find(|(k, _)| k == "X-Amz-Credential")?;
@@ -122,10 +127,23 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     // The head is kept (the signature covers its method and headers) while the body is read.
     let (head, incoming) = req.into_parts();
     let headers = &head.headers;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &hyper::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let uri_query = head.uri.query();
-    let credential = claimed(headers, uri_query);
-    let mut scope = match &credential {
+    // With verification on, the signature is read once, here: its scope routes the request
+    // and its parts are checked once the body is read. A malformed one is refused then (after
+    // the body's own checks, as before); its scope is still read for the refusal's form.
+    let parsed = server.credentials.as_ref().map(|_| estiba_auth::sigv4::parse_parts(headers, uri_query));
+    let credential = match &parsed {
+        Some(Ok(p)) => Some(Claimed {
+            key: Cow::Borrowed(p.access_key.as_ref()),
+            region: Cow::Borrowed(p.region.as_ref()),
+            service: Cow::Borrowed(p.service.as_ref()),
+        }),
+        _ => claimed(headers, uri_query),
+    };
+    // Without verification, the account the access key names (or the server's) and the
+    // region the request claims (or the server's); with it, the verified key's (below).
+    let claimed_scope = || match &credential {
         Some(Claimed { key, region, .. }) => Scope::new(
             match CredentialScope::account_of(key) {
                 Some(account) => account,
@@ -142,9 +160,10 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         }
     };
     let path = head.uri.path();
-    let target = header("x-amz-target");
-    let form = header("content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let v10 = header("content-type").is_some_and(|v| v.starts_with("application/x-amz-json-1.0"));
+    let target = header(&X_AMZ_TARGET);
+    let content_type = header(&hyper::header::CONTENT_TYPE);
+    let form = content_type.is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let v10 = content_type.is_some_and(|v| v.starts_with("application/x-amz-json-1.0"));
     let get = head.method == hyper::Method::GET;
     // A presigned Query request carries its parameters in the URL (boto3 presigns POST, the
     // Go SDK GET).
@@ -175,6 +194,8 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         }
         Err(e) => return error_response(&r, None, &e, request_id),
     };
+    // The request's time, read once for its signature's clock check and for the call.
+    let now = crate::now();
     if let Wire::Query(_) = wire {
         r.params = query::Params::parse(&body);
         if query_in_url {
@@ -185,7 +206,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     }
     let signing_name = signing_name_of(&credential);
     // The caller, verified before anything of the body is decoded.
-    let caller = match &server.credentials {
+    let (caller, scope) = match &server.credentials {
         Some(creds) => {
             let req = estiba_auth::SignedRequest {
                 method: head.method.as_str(),
@@ -194,10 +215,14 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
                 headers,
                 body_sha256,
             };
-            match creds.keys().verify_with(&req, crate::now() as i64, Some(&server.sessions)) {
+            let verified = match parsed.as_ref().expect("read above when verifying") {
+                Ok(p) => creds.keys().verify_parsed(&req, p, now as i64, Some(&server.sessions)),
+                Err(e) => Err(e.clone()),
+            };
+            match verified {
                 Ok(v) => {
-                    scope = Scope::new(v.credential.account.clone(), v.region.clone());
-                    Some(v.credential)
+                    let scope = Scope::new(v.credential.account.clone(), v.region);
+                    (Some(v.credential), scope)
                 }
                 Err(e) => {
                     let family = family_before_lookup(wire, signing_name, &r.params);
@@ -211,7 +236,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
                 }
             }
         }
-        None => None,
+        None => (None, claimed_scope()),
     };
     // STS, served here rather than from the service table (see `crate::sts`).
     let sts = match signing_name {
@@ -266,7 +291,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     if t.svc.streams(t.op) {
         let result = match decode(&r, &t, body) {
-            Ok(input) => t.svc.call_stream(server, Call { scope: scope.clone(), now: crate::now() }, t.op, input).await,
+            Ok(input) => t.svc.call_stream(server, Call { scope: scope.clone(), now }, t.op, input).await,
             Err(e) => Err(e),
         };
         return match result {
@@ -283,7 +308,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
         };
     }
     let result = match decode(&r, &t, body) {
-        Ok(input) => t.svc.call(server, Call { scope, now: crate::now() }, t.op, input).await,
+        Ok(input) => t.svc.call(server, Call { scope, now }, t.op, input).await,
         Err(e) => Err(e),
     };
     match result {

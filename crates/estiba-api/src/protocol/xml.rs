@@ -130,8 +130,18 @@ impl Xml {
 /// (error messages quote values), so characters XML 1.0 cannot carry become U+FFFD, and a
 /// carriage return is written as `&#xD;` (a parser would read a raw one as a line feed).
 fn push_text(out: &mut Vec<u8>, text: &str) {
-    // Most text (request ids, ARNs, names, numbers) is printable ASCII with nothing to escape.
-    if text.bytes().all(|b| (b' '..=b'~').contains(&b) && !matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"')) {
+    // Most text (request ids, ARNs, names, numbers) is printable ASCII with nothing to escape:
+    // one table look-up per byte tells.
+    const PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = b' ';
+        while b <= b'~' {
+            t[b as usize] = !matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"');
+            b += 1;
+        }
+        t
+    };
+    if text.bytes().all(|b| PLAIN[b as usize]) {
         out.extend_from_slice(text.as_bytes());
         return;
     }

@@ -233,6 +233,17 @@ pub use super::json;
 /// A List* response `{"<field>":["...",...],"nextToken":"..."}`, written from borrowed
 /// strings (the hot List calls would otherwise copy every ARN once more).
 pub fn list_json<'a>(field: &str, items: impl IntoIterator<Item = &'a str>, next_token: Option<&str>) -> Bytes {
+    list_json_under(field, "", items, next_token)
+}
+
+/// [`list_json`] of items that share a `prefix` (an ARN's `arn:...:task/<cluster>/`, the items
+/// the ids after it): no ARN is formed on its own.
+pub fn list_json_under<'a>(
+    field: &str,
+    prefix: &str,
+    items: impl IntoIterator<Item = &'a str>,
+    next_token: Option<&str>,
+) -> Bytes {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"");
     out.extend_from_slice(field.as_bytes());
@@ -241,15 +252,29 @@ pub fn list_json<'a>(field: &str, items: impl IntoIterator<Item = &'a str>, next
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, s).expect("writing to a Vec");
+        push_json_str(&mut out, &[prefix, s]);
     }
     out.push(b']');
     if let Some(t) = next_token {
         out.extend_from_slice(b",\"nextToken\":");
-        serde_json::to_writer(&mut out, t).expect("writing to a Vec");
+        push_json_str(&mut out, &[t]);
     }
     out.push(b'}');
     Bytes::from(out)
+}
+
+/// Writes the concatenation of `parts` as one JSON string. ARNs and tokens hold nothing JSON
+/// escapes (control characters, `"`, `\`), so they are copied as they are; serde_json's
+/// escaper writes the rest.
+fn push_json_str(out: &mut Vec<u8>, parts: &[&str]) {
+    let plain = |s: &str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if parts.iter().all(|s| plain(s)) {
+        out.push(b'"');
+        parts.iter().for_each(|s| out.extend_from_slice(s.as_bytes()));
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, &parts.concat()).expect("writing to a Vec");
+    }
 }
 
 pub fn put<T: Serialize>(key: impl Into<String>, v: &T) -> Op {
@@ -345,4 +370,20 @@ pub fn has_instances(st: &State, cx: &Ctx, cluster: &str) -> bool {
 /// Failures for describe calls: unknown ids are reported, not raised.
 pub fn missing(arn: String) -> estiba_api::ecs::Failure {
     estiba_api::ecs::Failure { arn: Some(arn), reason: Some("MISSING".into()), detail: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_json_copies_plain_strings_and_escapes_the_rest() {
+        let out = list_json_under("taskArns", "arn:aws:ecs:r:1:task/c/", ["a1", "b\"2"], Some("tok\n"));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["taskArns"], serde_json::json!(["arn:aws:ecs:r:1:task/c/a1", "arn:aws:ecs:r:1:task/c/b\"2"]));
+        assert_eq!(v["nextToken"], "tok\n");
+        let plain = list_json("clusterArns", ["x", "ü\u{7f}"], None);
+        assert_eq!(&plain[..], "{\"clusterArns\":[\"x\",\"ü\u{7f}\"]}".as_bytes());
+        assert_eq!(&list_json("f", [], None)[..], b"{\"f\":[]}");
+    }
 }

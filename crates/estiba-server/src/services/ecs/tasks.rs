@@ -825,7 +825,8 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> 
         .family
         .as_deref()
         .map(|f| format!("arn:aws:ecs:{}:{}:task-definition/{f}:", cx.scope.region, cx.scope.account));
-    let matches = State::range(&st.tasks, &keys::tasks_of(&cx.scope, &cluster)).filter(|d| {
+    let under = keys::tasks_of(&cx.scope, &cluster);
+    let matches = State::range(&st.tasks, &under).filter(|d| {
         let t = &d.value;
         t.desired_status == Some(want)
             && group.as_deref().is_none_or(|g| t.group() == Some(g))
@@ -835,8 +836,10 @@ pub async fn list(s: &Server, cx: &Ctx, req: ListTasksRequest) -> Result<Bytes> 
             && family_prefix.as_deref().is_none_or(|f| t.task_definition_arn().is_some_and(|a| a.starts_with(f)))
     });
     let p = page::paginate(matches, |d| d.key.as_str(), req.next_token.as_deref(), limit, false)?;
-    let arns: Vec<String> = p.items.iter().map(|d| d.arn()).collect();
-    Ok(super::list_json("taskArns", arns.iter().map(String::as_str), p.next_token.as_deref()))
+    // A task's key is its cluster's prefix and its id; its ARN, the cluster's ARN prefix and the id.
+    let arn_prefix = cx.scope.task_arn(&cluster, "");
+    let ids = p.items.iter().map(|d| &d.key[under.len()..]);
+    Ok(super::list_json_under("taskArns", &arn_prefix, ids, p.next_token.as_deref()))
 }
 
 /// A task's protection as the API shows it (none, or expired, is `protectionEnabled: false`).
