@@ -125,9 +125,9 @@ pub fn parse_task(key: &str) -> Option<(Scope, &str, &str)> {
 }
 
 /// The ARN of the task under a task key, `arn:aws:ecs:<region>:<account>:task/<cluster>/<id>`
-/// (what [`Scope::task_arn`] forms), pieced together in one allocation: ListTasks forms one
-/// per task it lists, and going through a [`Scope`] costs two more allocations (its account
-/// and region) and a formatting pass each.
+/// (what [`Scope::task_arn`] forms), pieced together in one allocation: DescribeTasks and
+/// the task-protection calls form one per task, and going through a [`Scope`] costs two more
+/// allocations (its account and region) and a formatting pass each.
 pub fn task_arn_of(key: &str) -> Option<String> {
     let mut p = key.splitn(6, '/');
     let (_, account, region, kind, cluster, id) = (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);

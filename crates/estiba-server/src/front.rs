@@ -206,8 +206,8 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
     }
     let signing_name = signing_name_of(&credential);
     // The caller, verified before anything of the body is decoded.
-    let (caller, scope) = match &server.credentials {
-        Some(creds) => {
+    let (caller, scope) = match (&server.credentials, &parsed) {
+        (Some(creds), Some(parsed)) => {
             let req = estiba_auth::SignedRequest {
                 method: head.method.as_str(),
                 path,
@@ -215,7 +215,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
                 headers,
                 body_sha256,
             };
-            let verified = match parsed.as_ref().expect("read above when verifying") {
+            let verified = match parsed {
                 Ok(p) => creds.keys().verify_parsed(&req, p, now as i64, Some(&server.sessions)),
                 Err(e) => Err(e.clone()),
             };
@@ -236,7 +236,7 @@ pub async fn call(server: &Server, req: Request<Incoming>, request_id: &str) -> 
                 }
             }
         }
-        None => (None, claimed_scope()),
+        _ => (None, claimed_scope()),
     };
     // STS, served here rather than from the service table (see `crate::sts`).
     let sts = match signing_name {

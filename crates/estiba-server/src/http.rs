@@ -138,11 +138,11 @@ async fn serve_connection<I>(
     drop(watcher);
 }
 
-/// A request id in UUID form, unique per process run, without a system call per request: a
-/// per-thread SplitMix64 sequence seeded once from the OS.
 /// Made at compile time: a name given as `&str` is parsed and lower-cased on every answer.
 const X_AMZN_REQUESTID: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-amzn-requestid");
 
+/// A request id in UUID form, unique per process run, without a system call per request: a
+/// per-thread SplitMix64 sequence seeded once from the OS.
 fn request_id() -> String {
     use std::cell::Cell;
     thread_local! {
