@@ -524,7 +524,7 @@ fn measure(
         name: "estiba (awsvpc)",
         port,
         family: "bench-run".into(),
-        launch: r#""launchType":"FARGATE","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#,
+        launch: r#""launchType":"FARGATE","cluster":"bench","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-1"]}}"#,
         state_dir: state.clone(),
     });
 
