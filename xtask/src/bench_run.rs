@@ -500,8 +500,13 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let container =
-        format!(r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2}}]"#);
+    // The one container every estiba task runs; `extra` adds fields to its definition.
+    let container_with = |extra: &str| {
+        format!(
+            r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2{extra}}}]"#
+        )
+    };
+    let container = container_with("");
     call(
         "RegisterTaskDefinition",
         &format!(r#"{{"family":"bench-none","networkMode":"none","containerDefinitions":{container}}}"#),
@@ -532,9 +537,7 @@ fn measure(
     if wanted.iter().any(|p| p == "unconfined") {
         // The same EC2 task without the seccomp filter (`dockerSecurityOptions`
         // `seccomp=unconfined`): what the filter adds to a start.
-        let container = format!(
-            r#"[{{"name":"app","image":"{busybox}","memory":64,"command":["sleep","600"],"stopTimeout":2,"dockerSecurityOptions":["seccomp=unconfined"]}}]"#
-        );
+        let container = container_with(r#","dockerSecurityOptions":["seccomp=unconfined"]"#);
         call(
             "RegisterTaskDefinition",
             &format!(r#"{{"family":"bench-unconfined","networkMode":"none","containerDefinitions":{container}}}"#),
