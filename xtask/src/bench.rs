@@ -287,20 +287,20 @@ fn cpu_ticks() -> (u64, u64) {
 }
 
 /// Waits (at most 5 s) until the machine is quiet: written dirty pages out (`sync`), then until
-/// its CPUs are idle 90 % of a 100 ms window. For benches whose runs leave work behind them
-/// (the log store sealing what a task logged, the page cache's writeback of its files), which
-/// would otherwise be charged to whichever run comes next.
+/// its CPUs are idle 90 % of three 100 ms windows in a row. For benches whose runs leave work
+/// behind them (the log store sealing what a task logged, the page cache's writeback of its
+/// files: either can pause for longer than one window), which would otherwise be charged to
+/// whichever run comes next.
 pub(crate) fn settle_machine() {
     let _ = Command::new("sync").status();
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let mut quiet = 0;
+    while quiet < 3 && Instant::now() < deadline {
         let (b0, t0) = cpu_ticks();
         std::thread::sleep(Duration::from_millis(100));
         let (b1, t1) = cpu_ticks();
         let (busy, total) = (b1.saturating_sub(b0), t1.saturating_sub(t0));
-        if total == 0 || busy * 10 <= total || Instant::now() > deadline {
-            return;
-        }
+        quiet = if total == 0 || busy * 10 <= total { quiet + 1 } else { 0 };
     }
 }
 

@@ -6,7 +6,8 @@
 //!   against `docker run --log-driver json-file` of the same image (dockerd started here;
 //!   skipped with a note when it is not installed or does not start, or with `--peers none`),
 //!   split into the container's life and its exit → STOPPED (the logging either slows the
-//!   container while it prints or adds the drain after it);
+//!   container while it prints or adds the drain after it); beside them the same task without
+//!   a log driver (output captured to its log file only): the share of capture in the cost;
 //! - the time from the container's exit (its supervisor's `exit.json`) until every line is
 //!   visible to GetLogEvents (the stream's last event read backwards is the last line, `END`; when
 //!   the Logs API does not answer yet, until the task reports STOPPED, which waits for the
@@ -14,7 +15,7 @@
 //! - ingest rate: lines over the time from the container's start until all are visible;
 //! - bytes on disk per event in the log store (`<data-dir>/logs`).
 //!
-//! Every run starts on a quiet machine (`sync`, then CPUs 90 % idle): the log store seals what
+//! Every run starts on a quiet machine (`sync`, then CPUs 90 % idle for 300 ms): the log store seals what
 //! an awslogs run stored after the task stopped, and that work must not be charged to the run
 //! after it. It runs as root inside a network and mount namespace of its own, like the other
 //! benches.
@@ -98,6 +99,9 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
     );
     register("bench-devnull", &script(lines, true), "")?;
     register("bench-awslogs", &script(lines, false), &awslogs)?;
+    // No log driver: the output is captured to the container's log file (what `estiba logs`
+    // reads) and shipped nowhere, which splits the awslogs cost into capture and shipping.
+    register("bench-captured", &script(lines, false), "")?;
     let data = work.join("estiba");
 
     let run_task = |fam: &str, awslogs: bool| -> Result<Run> {
@@ -159,6 +163,7 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
 
     let mut devnull = Vec::new();
     let mut with_logs = Vec::new();
+    let mut captured = Vec::new();
     let mut docker = Vec::new();
     let mut docker_note = String::new();
     let mut peers_guard = Guard(Vec::new());
@@ -186,15 +191,19 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
         devnull.push(run_task("bench-devnull", false)?);
         crate::bench::settle_machine();
         with_logs.push(run_task("bench-awslogs", true)?);
-        let (n, l) = (&devnull[round], &with_logs[round]);
+        crate::bench::settle_machine();
+        captured.push(run_task("bench-captured", false)?);
+        let (n, l, c) = (&devnull[round], &with_logs[round], &captured[round]);
         eprintln!(
-            "  /dev/null {:.0} ms (ran {:.0}, exit → STOPPED {:.0}), awslogs {:.0} ms (ran {:.0}, exit → STOPPED {:.0})",
+            "  /dev/null {:.0} ms (ran {:.0}, exit → STOPPED {:.0}), awslogs {:.0} ms (ran {:.0}, exit → STOPPED {:.0}), \
+             captured {:.0} ms",
             ms(n.wall),
             n.ran,
             n.exit_to_stopped,
             ms(l.wall),
             l.ran,
-            l.exit_to_stopped
+            l.exit_to_stopped,
+            ms(c.wall)
         );
         if let Some(d) = &dockerd {
             crate::bench::settle_machine();
@@ -226,6 +235,7 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
     let split =
         |v: &[Run]| (median(v.iter().map(|r| r.ran).collect()), median(v.iter().map(|r| r.exit_to_stopped).collect()));
     let ((ran_null, stop_null), (ran_logs, stop_logs)) = (split(&devnull), split(&with_logs));
+    let (w_cap, (ran_cap, stop_cap)) = (wall(&captured), split(&captured));
     // Each round's pair ran back to back: the ratio within a round cancels the machine's
     // drift from one round to the next (its speed moves by a quarter within minutes).
     let paired = median(devnull.iter().zip(&with_logs).map(|(n, l)| ms(l.wall) / ms(n.wall)).collect());
@@ -239,8 +249,10 @@ fn measure(bin: &Path, root: &Path, work: &Path, rounds: usize, lines: u64, with
          exit record) and its exit → STOPPED seen (the awslogs drain is in it).\n\n\
          | | wall ms | vs /dev/null | container ran ms | exit → STOPPED ms |\n|---|---:|---:|---:|---:|\n\
          | estiba, output to /dev/null | {w_null:.0} | 1.00x | {ran_null:.0} | {stop_null:.0} |\n\
-         | estiba, awslogs | {w_logs:.0} | {:.2}x (median of the rounds' own ratios: {paired:.2}x) | {ran_logs:.0} | {stop_logs:.0} |\n",
-        w_logs / w_null
+         | estiba, awslogs | {w_logs:.0} | {:.2}x (median of the rounds' own ratios: {paired:.2}x) | {ran_logs:.0} | {stop_logs:.0} |\n\
+         | estiba, no log driver (captured to the container's log file only) | {w_cap:.0} | {:.2}x | {ran_cap:.0} | {stop_cap:.0} |\n",
+        w_logs / w_null,
+        w_cap / w_null
     );
     if docker.is_empty() {
         md.push_str(&format!("| docker run --log-driver json-file | ({docker_note}) | | | |\n"));

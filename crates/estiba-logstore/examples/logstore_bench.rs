@@ -124,7 +124,17 @@ fn main() {
             );
         }
     }
-    let disk = store.disk_bytes();
+    // The sealer thread may still be compressing the last full segments: the size on disk and
+    // the scans are of the sealed store.
+    let mut disk = store.disk_bytes();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = store.disk_bytes();
+        if now == disk {
+            break;
+        }
+        disk = now;
+    }
     println!(
         "disk: {disk} bytes for {total} events = {:.1} bytes/event (raw messages: 100 bytes/event)",
         disk as f64 / total as f64

@@ -71,9 +71,11 @@ enum Job {
 }
 
 /// Sealing is background work: the sealer thread runs at the lowest priority (nice 19), so it
-/// takes what the containers and the appenders leave of the CPU instead of competing with them
-/// (open segments are readable and durable meanwhile). Linux sets a nice value per thread;
-/// std has no call for it and nix does not wrap setpriority(2), hence libc.
+/// yields to the server's appenders (open segments are readable and durable meanwhile). Not to
+/// containers: with autogroup scheduling (on by default in Debian's kernels) a session is one
+/// scheduling group, so a nice value orders threads only within the server's own session,
+/// which is weighed against each container's cgroup as a whole. Linux sets a nice value per
+/// thread; std has no call for it and nix does not wrap setpriority(2), hence libc.
 fn lower_priority() {
     // SAFETY: plain system calls on the calling thread's own id, no pointers.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
