@@ -15,10 +15,10 @@
 //! - ingest rate: lines over the time from the container's start until all are visible;
 //! - bytes on disk per event in the log store (`<data-dir>/logs`).
 //!
-//! Every run starts on a quiet machine (`sync`, then CPUs 90 % idle for 300 ms): the log store seals what
-//! an awslogs run stored after the task stopped, and that work must not be charged to the run
-//! after it. It runs as root inside a network and mount namespace of its own, like the other
-//! benches.
+//! Every run starts on a quiet machine (`sync`, then CPUs 90 % idle for 300 ms): the log store
+//! seals what an awslogs run stored after the task stopped, and that work must not be charged
+//! to the run after it. It runs as root inside a network and mount namespace of its own, like
+//! the other benches.
 
 use std::path::Path;
 use std::process::Command;
