@@ -5,8 +5,14 @@
 //! (zigzag-varint deltas of timestamps and ingestion times, varint message lengths) followed by
 //! the messages back to back, so a substring search runs over the messages alone.
 //!
-//! Open segment (`<first seq, 16 hex>.wal`): records `[header 44][crc32 4][block]`, one per
-//! append; the CRC covers the header and the block, so a torn tail is detected and cut on open.
+//! Open segment (`<first seq, 16 hex>.wal`): records `[header 44][crc32 4][body]`, one per
+//! block of an append; the CRC covers the header and the body, so a torn tail is detected and
+//! cut on open. A full block (~128 KiB, what a large append is cut into) is written as it will
+//! be sealed, its body `[raw length 4][LZ4 block][trigram filter]` (sealing then copies it, and
+//! the open segment holds and syncs the compressed bytes: for logs a fraction of the raw ones),
+//! unless LZ4 cannot shorten it; a smaller block is written raw (its body is the block), and
+//! sealing joins such blocks. Older builds read only raw records: the open segments of this
+//! format are not for a downgrade (an older build would cut them at the first compressed record).
 //!
 //! Sealed segment (`<first seq, 16 hex>.seg`, written whole then renamed): magic, the
 //! LZ4-compressed blocks (~128 KiB of events each), each followed by its trigram filter (a
@@ -18,16 +24,21 @@
 use crate::{Error, Result};
 
 pub(crate) const WAL_MAGIC: u32 = 0x4c57_5345;
+/// A write-ahead record whose body is a compressed block and its filter.
+const WAL_MAGIC_LZ4: u32 = 0x4c57_5346;
 pub(crate) const WAL_HEADER: usize = 48;
 pub(crate) const SEG_MAGIC: &[u8; 8] = b"ESTLSEG1";
 /// A sealed block's trigram filter: the bit set, then its CRC.
 pub(crate) const FILTER_BYTES: usize = 4096;
 pub(crate) const FILTER_LEN: usize = FILTER_BYTES + 4;
+/// The most raw bytes a compressed block may claim.
+const MAX_RAW_BLOCK: u32 = 16 << 20;
 const SEG_FOOTER: usize = 24;
 const INDEX_ENTRY: usize = 56;
 
-/// Where a block is and what it holds. For a write-ahead record `offset`/`len` are those of the
-/// uncompressed block (after the record header); for a sealed block, of the compressed bytes.
+/// Where a block is and what it holds. For a raw write-ahead record `offset`/`len` are those of
+/// the uncompressed block (after the record header); for a sealed block, and a write-ahead
+/// record written compressed, of the compressed bytes (`crc` theirs, the filter after them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BlockMeta {
     pub first_seq: u64,
@@ -44,6 +55,13 @@ pub(crate) struct BlockMeta {
 impl BlockMeta {
     pub fn end_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count)
+    }
+
+    /// For a block of an open segment: whether it was written compressed, with its filter
+    /// after it, as in a sealed segment (raw records are exactly as long as their blocks, and
+    /// a block is written compressed only when that makes it shorter).
+    pub fn compressed_in_wal(&self) -> bool {
+        self.len < self.raw_len
     }
 }
 
@@ -83,7 +101,9 @@ fn unzigzag(v: u64) -> i64 {
 /// Builds one block from events given as (timestamp, ingestion time, message): either with
 /// the messages ([`push`](Self::push), then [`finish`](Self::finish)), or with their columns
 /// only ([`column`](Self::column)), the messages going straight into the write-ahead record
-/// ([`finish_record`](Self::finish_record): one copy of each message on the append path).
+/// ([`finish_record`](Self::finish_record)) or, for a full block, into the raw block it is
+/// compressed from ([`finish_raw`](Self::finish_raw)): one copy of each message on the append
+/// path.
 #[derive(Default)]
 pub(crate) struct BlockBuilder {
     cols: Vec<u8>,
@@ -156,25 +176,33 @@ impl BlockBuilder {
         out: &mut Vec<u8>,
         file_offset: u64,
     ) -> BlockMeta {
-        debug_assert!(self.msgs.is_empty(), "finish_record takes the messages from the caller");
+        let start = out.len();
+        out.resize(start + WAL_HEADER, 0); // the header, once the block is in place
+        let meta = self.finish_raw(first_seq, msgs, out);
+        let crc = close_record(&mut out[start..], WAL_MAGIC, &meta);
+        BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: meta.raw_len, crc, ..meta }
+    }
+
+    /// Appends the raw block whose columns were added with [`column`](Self::column) and whose
+    /// messages `msgs` yields, in order, to `out`; returns its metadata (offset, len and crc
+    /// unset) and resets the builder.
+    pub fn finish_raw<'m>(
+        &mut self,
+        first_seq: u64,
+        msgs: impl Iterator<Item = &'m [u8]>,
+        out: &mut Vec<u8>,
+    ) -> BlockMeta {
+        debug_assert!(self.msgs.is_empty(), "finish_raw takes the messages from the caller");
         let start = out.len();
         let block_len = 4 + self.cols.len() + self.msgs_len;
-        let cols_at = out.len() + WAL_HEADER;
-        out.resize(cols_at, 0); // the header, once the columns are in place
         out.extend_from_slice(&(self.cols.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.cols);
         let meta = self.meta(first_seq, block_len);
-        out[start..start + WAL_HEADER - 4].copy_from_slice(&wal_header(&meta, block_len));
         for m in msgs {
             out.extend_from_slice(m);
         }
-        assert_eq!(out.len() - start, WAL_HEADER + block_len, "messages as long as their columns say");
-        let mut h = crc32fast::Hasher::new();
-        h.update(&out[start..start + WAL_HEADER - 4]);
-        h.update(&out[start + WAL_HEADER..]);
-        let crc = h.finalize();
-        out[start + WAL_HEADER - 4..start + WAL_HEADER].copy_from_slice(&crc.to_le_bytes());
-        BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: block_len as u32, crc, ..meta }
+        assert_eq!(out.len() - start, block_len, "messages as long as their columns say");
+        meta
     }
 
     /// The block's metadata (offset, len and crc unset); resets the columns.
@@ -262,10 +290,10 @@ fn le_i64(b: &[u8], at: usize) -> i64 {
 }
 
 /// A write-ahead record's header up to its CRC.
-fn wal_header(meta: &BlockMeta, block_len: usize) -> [u8; WAL_HEADER - 4] {
+fn wal_header(magic: u32, meta: &BlockMeta, body_len: usize) -> [u8; WAL_HEADER - 4] {
     let mut h = [0u8; WAL_HEADER - 4];
-    h[0..4].copy_from_slice(&WAL_MAGIC.to_le_bytes());
-    h[4..8].copy_from_slice(&(block_len as u32).to_le_bytes());
+    h[0..4].copy_from_slice(&magic.to_le_bytes());
+    h[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
     h[8..16].copy_from_slice(&meta.first_seq.to_le_bytes());
     h[16..20].copy_from_slice(&meta.count.to_le_bytes());
     h[20..28].copy_from_slice(&meta.min_ts.to_le_bytes());
@@ -274,17 +302,58 @@ fn wal_header(meta: &BlockMeta, block_len: usize) -> [u8; WAL_HEADER - 4] {
     h
 }
 
+/// The CRC of a write-ahead record (header, CRC field, body): over the header and the body.
+fn record_crc(record: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&record[..WAL_HEADER - 4]);
+    h.update(&record[WAL_HEADER..]);
+    h.finalize()
+}
+
+/// Fills in the header and the CRC of a write-ahead record whose body follows the header's
+/// place in `record`; returns the CRC.
+fn close_record(record: &mut [u8], magic: u32, meta: &BlockMeta) -> u32 {
+    let body_len = record.len() - WAL_HEADER;
+    record[..WAL_HEADER - 4].copy_from_slice(&wal_header(magic, meta, body_len));
+    let crc = record_crc(record);
+    record[WAL_HEADER - 4..WAL_HEADER].copy_from_slice(&crc.to_le_bytes());
+    crc
+}
+
+/// Appends a write-ahead record of the raw block `raw` (metadata `meta`) to `out`, which starts
+/// at `file_offset` in the open segment: compressed with its filter when that is shorter, raw
+/// otherwise. Returns the block's metadata as stored (for a compressed one, as in a sealed
+/// segment: where the LZ4 bytes are, their length and CRC).
+pub(crate) fn wal_record(
+    meta: BlockMeta,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    file_offset: u64,
+    lz4: &mut Vec<u8>,
+) -> Result<BlockMeta> {
+    let start = out.len();
+    out.resize(start + WAL_HEADER + 4, 0); // the header and the raw length, once the body is in
+    let sealed = seal_block(meta, raw, out, lz4)?;
+    if sealed.len as usize >= raw.len() {
+        // Incompressible: the block as it is.
+        out.truncate(start + WAL_HEADER);
+        out.extend_from_slice(raw);
+        let crc = close_record(&mut out[start..], WAL_MAGIC, &meta);
+        return Ok(BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: raw.len() as u32, crc, ..meta });
+    }
+    out[start + WAL_HEADER..start + WAL_HEADER + 4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+    close_record(&mut out[start..], WAL_MAGIC_LZ4, &meta);
+    Ok(BlockMeta { offset: file_offset + sealed.offset, ..sealed })
+}
+
 /// Whether the write-ahead record of `meta` (parsed or written earlier) is still as written in
 /// `wal` (the open segment's bytes read back): its header and block against its CRC.
 pub(crate) fn wal_record_intact(wal: &[u8], meta: &BlockMeta) -> bool {
     let at = meta.offset as usize;
-    let (Some(h), Some(block)) = (wal.get(at.wrapping_sub(WAL_HEADER)..at), wal.get(at..at + meta.len as usize)) else {
+    let Some(record) = at.checked_sub(WAL_HEADER).and_then(|from| wal.get(from..at + meta.len as usize)) else {
         return false;
     };
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&h[..44]);
-    hasher.update(block);
-    at >= WAL_HEADER && hasher.finalize() == meta.crc && le_u32(h, 44) == meta.crc
+    record_crc(record) == meta.crc && le_u32(record, 44) == meta.crc
 }
 
 /// Parses an open segment's records; returns them and the length of the valid prefix (a torn
@@ -294,19 +363,17 @@ pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
     let mut pos = 0usize;
     while pos + WAL_HEADER <= buf.len() {
         let h = &buf[pos..pos + WAL_HEADER];
-        if le_u32(h, 0) != WAL_MAGIC {
+        let magic = le_u32(h, 0);
+        if magic != WAL_MAGIC && magic != WAL_MAGIC_LZ4 {
             break;
         }
         let len = le_u32(h, 4) as usize;
-        let Some(block) = buf.get(pos + WAL_HEADER..pos + WAL_HEADER + len) else { break };
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&h[..44]);
-        hasher.update(block);
-        let crc = hasher.finalize();
+        let Some(body) = buf.get(pos + WAL_HEADER..pos + WAL_HEADER + len) else { break };
+        let crc = record_crc(&buf[pos..pos + WAL_HEADER + len]);
         if crc != le_u32(h, 44) {
             break;
         }
-        blocks.push(BlockMeta {
+        let mut meta = BlockMeta {
             first_seq: le_u64(h, 8),
             count: le_u32(h, 16),
             min_ts: le_i64(h, 20),
@@ -316,43 +383,79 @@ pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
             len: len as u32,
             raw_len: len as u32,
             crc,
-        });
+        };
+        if magic == WAL_MAGIC_LZ4 {
+            // [raw length][LZ4 block][filter]: the block as a sealed segment describes it.
+            let Some(n) = len.checked_sub(4 + FILTER_LEN).filter(|&n| n > 0) else { break };
+            let raw_len = le_u32(body, 0);
+            if n as u64 >= u64::from(raw_len) {
+                break;
+            }
+            meta.offset += 4;
+            meta.len = n as u32;
+            meta.raw_len = raw_len;
+            meta.crc = crc32fast::hash(&body[4..4 + n]);
+        }
+        blocks.push(meta);
         pos += WAL_HEADER + len;
     }
     (blocks, pos)
 }
 
 /// Compresses a raw block into `out` (a sealed segment being built), adds its trigram filter
-/// and fills in where it is.
-pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>) -> Result<BlockMeta> {
-    // Compressed straight into the segment being built (no buffer per block).
+/// and fills in where it is. `lz4` is the compressor's output buffer, kept from one block to
+/// the next.
+pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>, lz4: &mut Vec<u8>) -> Result<BlockMeta> {
+    // `compress_into` writes into an initialised slice: a buffer zeroed once and reused, then
+    // the compressed bytes copied, costs less than zeroing the worst case in `out` per block.
+    let max = lz4_flex::block::get_maximum_output_size(raw.len());
+    if lz4.len() < max {
+        lz4.resize(max, 0);
+    }
+    let n =
+        lz4_flex::block::compress_into(raw, lz4).map_err(|e| Error::Corrupt(format!("compressing a block: {e}")))?;
     let start = out.len();
-    out.resize(start + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
-    let n = lz4_flex::block::compress_into(raw, &mut out[start..])
-        .map_err(|e| Error::Corrupt(format!("compressing a block: {e}")))?;
-    out.truncate(start + n);
+    out.extend_from_slice(&lz4[..n]);
     meta.offset = start as u64;
     meta.len = n as u32;
     meta.raw_len = raw.len() as u32;
     meta.crc = crc32fast::hash(&out[start..]);
+    push_filter(raw, out)?;
+    Ok(meta)
+}
+
+/// Appends the trigram filter of a raw block's messages, and its CRC, to `out`.
+fn push_filter(raw: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let at = out.len();
     out.resize(at + FILTER_BYTES, 0);
     let filter = &mut out[at..];
-    // A window equal to the one before sets the same bit: skip its store. Runs of one byte
-    // (padding, rules, repeated characters) then cost a comparison each instead of a
-    // read-modify-write of one filter byte after the other, which chain through memory.
-    let mut prev = u32::MAX;
-    for w in block_messages(raw)?.windows(3) {
-        let gram = gram_of(w);
+    let mut set = |gram: u32| {
         let bit = gram_hash(gram);
-        if gram != prev {
-            filter[(bit >> 3) as usize % FILTER_BYTES] |= 1 << (bit & 7);
+        filter[(bit >> 3) as usize % FILTER_BYTES] |= 1 << (bit & 7);
+    };
+    // Six windows per 8-byte load (the windows at i..i+6 lie in bytes i..i+8), and when those
+    // eight bytes are the ones of the step before, no store: their windows set the same bits.
+    // A run of one byte (padding, rules, repeated characters) then costs a comparison per six
+    // bytes instead of a read-modify-write of one filter byte after the other, which chain
+    // through memory.
+    let msgs = block_messages(raw)?;
+    let (mut i, mut prev) = (0, None);
+    while i + 8 <= msgs.len() {
+        let w = u64::from_le_bytes(msgs[i..i + 8].try_into().expect("8 bytes"));
+        if prev != Some(w) {
+            for k in 0..6 {
+                set((w >> (8 * k)) as u32 & 0xff_ffff);
+            }
+            prev = Some(w);
         }
-        prev = gram;
+        i += 6;
+    }
+    for w in msgs[i..].windows(3) {
+        set(gram_of(w));
     }
     let crc = crc32fast::hash(filter);
     out.extend_from_slice(&crc.to_le_bytes());
-    Ok(meta)
+    Ok(())
 }
 
 /// Where a 3-byte window lands in a block's filter.
@@ -376,7 +479,7 @@ pub(crate) fn filter_bits<'a>(needles: impl Iterator<Item = &'a [u8]>) -> Vec<u3
     bits
 }
 
-/// Reads a sealed block's filter and tells whether the block may hold every needle whose
+/// Reads a compressed block's filter (sealed, or written ahead compressed) and tells whether the block may hold every needle whose
 /// `bits` are given (a corrupt filter admits the block).
 pub(crate) fn filter_admits(file: &std::fs::File, b: &BlockMeta, bits: &[u32], buf: &mut Vec<u8>) -> Result<bool> {
     use std::os::unix::fs::FileExt;
@@ -460,6 +563,11 @@ pub(crate) fn read_block(
 ) -> Result<()> {
     use std::os::unix::fs::FileExt;
     if sealed {
+        // Blocks are cut at ~128 KiB of events (one event is at most 256 KiB): a larger raw
+        // length is damage, not a reason to allocate it.
+        if b.raw_len > MAX_RAW_BLOCK {
+            return Err(Error::Corrupt(format!("block at {} claims {} bytes", b.offset, b.raw_len)));
+        }
         scratch.resize(b.len as usize, 0);
         file.read_exact_at(scratch, b.offset)?;
         if crc32fast::hash(scratch) != b.crc {
@@ -547,22 +655,32 @@ mod tests {
 
     #[test]
     fn the_filter_holds_every_window_of_the_messages() {
-        let mut builder = BlockBuilder::default();
-        for m in ["xxxxxxxxxxxx", "aaab", "abababab", "", "zz", "ERROR: 500 ms ====== done"] {
-            builder.push(1, 2, m.as_bytes());
+        let mixed = ["xxxxxxxxxxxx", "aaab", "abababab", "", "zz", "ERROR: 500 ms ====== done"].map(String::from);
+        // Runs that end at every offset of the filter's 6-byte steps, and texts of every
+        // length around one step (the tail after the last full load).
+        let mut cases = vec![mixed.to_vec()];
+        for n in 0..20 {
+            cases.push(vec![format!("{}ab{}c", "=".repeat(n), "-".repeat(40 - n))]);
+            cases.push(vec!["0123456789abcdefghij"[..n].to_string()]);
         }
-        let mut raw = Vec::new();
-        let meta = builder.finish(0, &mut raw);
-        let mut out = Vec::new();
-        let meta = seal_block(meta, &raw, &mut out).unwrap();
-        // What the filter must be: one bit per 3-byte window of the messages region.
-        let mut want = vec![0u8; FILTER_BYTES];
-        for w in block_messages(&raw).unwrap().windows(3) {
-            let bit = gram_bit(w);
-            want[(bit >> 3) as usize] |= 1 << (bit & 7);
+        for messages in cases {
+            let mut builder = BlockBuilder::default();
+            for m in &messages {
+                builder.push(1, 2, m.as_bytes());
+            }
+            let mut raw = Vec::new();
+            let meta = builder.finish(0, &mut raw);
+            let mut out = Vec::new();
+            let meta = seal_block(meta, &raw, &mut out, &mut Vec::new()).unwrap();
+            // What the filter must be: one bit per 3-byte window of the messages region.
+            let mut want = vec![0u8; FILTER_BYTES];
+            for w in block_messages(&raw).unwrap().windows(3) {
+                let bit = gram_bit(w);
+                want[(bit >> 3) as usize] |= 1 << (bit & 7);
+            }
+            let at = (meta.offset + u64::from(meta.len)) as usize;
+            assert_eq!(&out[at..at + FILTER_BYTES], &want[..], "{messages:?}");
         }
-        let at = (meta.offset + u64::from(meta.len)) as usize;
-        assert_eq!(&out[at..at + FILTER_BYTES], &want[..]);
     }
 
     #[test]
@@ -600,5 +718,82 @@ mod tests {
         assert_eq!(parsed, shifted);
         let d = decode_block(&raw, 4).unwrap();
         assert_eq!((0..4).map(|i| d.message(i)).collect::<Vec<_>>(), events.map(|(_, m)| m));
+    }
+
+    #[test]
+    fn a_full_block_is_written_ahead_as_it_is_sealed_unless_that_is_longer() {
+        // A compressible block, then one LZ4 cannot shorten (four lines of random letters),
+        // after 100 bytes of other records.
+        let text: Vec<String> = (0..2000).map(|i| format!("GET /items/{i} 200 {}", "=".repeat(i % 30))).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut letter = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"[(x >> 58) as usize])
+        };
+        let noise: Vec<String> = (0..4).map(|_| (0..800).map(|_| letter()).collect()).collect();
+        let (mut out, mut lz4) = (vec![7u8; 100], Vec::new());
+        let mut written = Vec::new();
+        for lines in [&text, &noise] {
+            let mut b = BlockBuilder::default();
+            for (i, l) in lines.iter().enumerate() {
+                b.column(i as i64, 9, l.len());
+            }
+            let mut raw = Vec::new();
+            let meta = b.finish_raw(3, lines.iter().map(|l| l.as_bytes()), &mut raw);
+            let at = out.len();
+            let stored = wal_record(meta, &raw, &mut out, 0, &mut lz4).unwrap();
+            // What sealing the raw block makes, byte for byte.
+            let (mut sealed, mut lz) = (Vec::new(), Vec::new());
+            let want = seal_block(meta, &raw, &mut sealed, &mut lz).unwrap();
+            written.push((at, stored, raw, want, sealed));
+        }
+        let (at, stored, raw, want, sealed) = &written[0];
+        assert!(stored.compressed_in_wal() && stored.len < stored.raw_len / 4, "{stored:?}");
+        assert_eq!(stored.offset as usize, at + WAL_HEADER + 4);
+        assert_eq!((stored.len, stored.raw_len, stored.crc), (want.len, want.raw_len, want.crc));
+        let body = &out[stored.offset as usize..][..stored.len as usize + FILTER_LEN];
+        assert_eq!(body, &sealed[..]);
+        let mut back = Vec::new();
+        let file = tempfile::tempfile().unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &out, 0).unwrap();
+        read_block(&file, stored, true, &mut Vec::new(), &mut back).unwrap();
+        assert_eq!(&back, raw);
+        // A raw length no block can have is damage, not an allocation.
+        let huge = BlockMeta { raw_len: MAX_RAW_BLOCK + 1, ..*stored };
+        assert!(matches!(read_block(&file, &huge, true, &mut Vec::new(), &mut back), Err(Error::Corrupt(_))));
+        let (at, stored, raw, _, _) = &written[1];
+        assert!(!stored.compressed_in_wal(), "{stored:?}");
+        assert_eq!(&out[stored.offset as usize..][..stored.len as usize], &raw[..]);
+        assert_eq!(stored.offset as usize, at + WAL_HEADER);
+        // Read back as the store does at open: the same blocks; a torn tail is cut.
+        let (parsed, valid) = parse_wal(&out[100..]);
+        assert_eq!(valid, out.len() - 100);
+        let shifted: Vec<_> = written.iter().map(|w| BlockMeta { offset: w.1.offset - 100, ..w.1 }).collect();
+        assert_eq!(parsed, shifted);
+        let torn = &out[100..out.len() - 1];
+        assert_eq!(parse_wal(torn), (shifted[..1].to_vec(), written[1].0 - 100));
+        // Cut anywhere or damaged anywhere: a prefix of the records, never a panic.
+        let file = &out[100..];
+        for cut in (0..file.len()).step_by(97).chain(file.len() - 64..file.len()) {
+            let (p, valid) = parse_wal(&file[..cut]);
+            assert!(valid <= cut && shifted.starts_with(&p), "cut at {cut}");
+        }
+        for at in (0..file.len()).step_by(89) {
+            let mut bad = file.to_vec();
+            bad[at] ^= 0x5a;
+            let (p, _) = parse_wal(&bad);
+            assert!(p.len() < 2 && shifted.starts_with(&p), "damaged at {at}");
+        }
+        // A compressed record with a sound CRC but no room for its block and filter, or one
+        // that would not be shorter than its raw block: the end of what is read.
+        let meta = written[0].3;
+        for (raw_len, body_len) in [(1000u32, 4 + FILTER_LEN), (10, 4 + FILTER_LEN + 10)] {
+            let mut record = vec![0u8; WAL_HEADER + body_len];
+            record[WAL_HEADER..WAL_HEADER + 4].copy_from_slice(&raw_len.to_le_bytes());
+            close_record(&mut record, WAL_MAGIC_LZ4, &meta);
+            assert_eq!(parse_wal(&record), (Vec::new(), 0));
+        }
     }
 }

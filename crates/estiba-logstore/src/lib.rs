@@ -9,8 +9,9 @@
 //!
 //! Every method is synchronous and may block on disk: async callers use
 //! `tokio::task::spawn_blocking`. A [`LogStore`] is cheap to clone and safe to share; one
-//! background thread per store compresses full segments (the on-disk format is described in
-//! `format.rs`, the directory layout in `store.rs`).
+//! background thread per store seals full segments (appends write full blocks compressed
+//! already; the on-disk format is described in `format.rs`, the directory layout in
+//! `store.rs`).
 //!
 //! Ingest is idempotent when the sender numbers its events ([`LogStore::append`]'s `seq`): an
 //! agent that resends what it shipped before a crash (it resumes from a saved offset, which
@@ -30,7 +31,8 @@ pub struct Options {
     /// The most bytes the store keeps on disk; beyond it the oldest sealed segments go first,
     /// with a warning. `None`: unbounded.
     pub disk_budget: Option<u64>,
-    /// A stream's open segment is sealed (compressed, indexed) past this many bytes.
+    /// A stream's open segment is sealed (compressed, indexed) past this many bytes as written
+    /// (full blocks are written compressed already: a sealed segment is about this size).
     pub segment_bytes: u64,
 }
 

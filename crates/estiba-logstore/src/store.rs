@@ -34,6 +34,9 @@ use crate::{
 struct Scratch {
     buf: Vec<u8>,
     builder: BlockBuilder,
+    /// A full block before it is compressed into `buf`, and LZ4's output.
+    raw: Vec<u8>,
+    lz4: Vec<u8>,
 }
 
 thread_local! {
@@ -473,21 +476,29 @@ struct BlockReader {
 }
 
 impl BlockReader {
-    /// Whether the block may hold the needles whose filter `bits` are given (blocks not yet
-    /// sealed have no filter); `None` when its segment is gone.
+    /// Whether the block may hold the needles whose filter `bits` are given (raw blocks of an
+    /// open segment have no filter); `None` when its segment is gone.
     fn admits(&mut self, c: &Cand, bits: &[u32]) -> Result<Option<bool>> {
-        let Src::Seg(p) = &c.src else { return Ok(Some(true)) };
         if bits.is_empty() {
             return Ok(Some(true));
         }
-        let Some(f) = open_cached(&mut self.cur, p)? else { return Ok(None) };
+        let f = match &c.src {
+            Src::Seg(p) => match open_cached(&mut self.cur, p)? {
+                Some(f) => f,
+                None => return Ok(None),
+            },
+            Src::Wal(f) if c.meta.compressed_in_wal() => &f.file,
+            Src::Wal(_) => return Ok(Some(true)),
+        };
         format::filter_admits(f, &c.meta, bits, &mut self.scratch).map(Some)
     }
 
     /// The block's raw bytes; `None` when its segment is gone (expired or over the budget).
     fn load(&mut self, c: &Cand) -> Result<Option<&[u8]>> {
         match &c.src {
-            Src::Wal(f) => format::read_block(&f.file, &c.meta, false, &mut self.scratch, &mut self.buf)?,
+            Src::Wal(f) => {
+                format::read_block(&f.file, &c.meta, c.meta.compressed_in_wal(), &mut self.scratch, &mut self.buf)?
+            }
             Src::Seg(p) => {
                 let Some(f) = open_cached(&mut self.cur, p)? else { return Ok(None) };
                 format::read_block(f, &c.meta, true, &mut self.scratch, &mut self.buf)?;
@@ -498,26 +509,41 @@ impl BlockReader {
 }
 
 /// Builds a sealed segment from an open segment's bytes and records into `out`. A record that
-/// is a full block already (appends cut their events at [`BLOCK_TARGET`]) is sealed as written,
-/// its CRC checked; smaller ones are decoded and joined into blocks of that size, up to the next
-/// full one (so the tail of each large append makes a smaller block of its own: about one block
-/// in eight with the agent's 1 MiB batches, for not decoding the other seven).
-fn build_segment(wal: &[u8], records: &[BlockMeta], out: &mut Vec<u8>) -> Result<Vec<BlockMeta>> {
+/// is a full block already (appends cut their events at [`BLOCK_TARGET`]) is copied when it was
+/// written compressed, sealed as written otherwise, its CRC checked either way; smaller ones
+/// are decoded and joined into blocks of that size, up to the next full one (so the tail of
+/// each large append makes a smaller block of its own: about one block in eight with the
+/// agent's 1 MiB batches, for not decoding the other seven).
+fn build_segment(wal: &[u8], records: &[BlockMeta], out: &mut Vec<u8>, lz4: &mut Vec<u8>) -> Result<Vec<BlockMeta>> {
     out.clear();
     out.extend_from_slice(format::SEG_MAGIC);
     let mut metas = Vec::new();
     let mut builder = BlockBuilder::default();
     let mut raw = Vec::with_capacity(BLOCK_TARGET + 4096);
     let (mut block_first, mut expect) = (0u64, u64::MAX);
-    let mut flush = |builder: &mut BlockBuilder, first: u64, out: &mut Vec<u8>, metas: &mut Vec<BlockMeta>| {
-        if builder.count() > 0 {
-            raw.clear();
-            let meta = builder.finish(first, &mut raw);
-            metas.push(format::seal_block(meta, &raw, out)?);
-        }
-        Ok::<(), Error>(())
-    };
+    let mut flush =
+        |builder: &mut BlockBuilder, first: u64, out: &mut Vec<u8>, lz4: &mut Vec<u8>, metas: &mut Vec<BlockMeta>| {
+            if builder.count() > 0 {
+                raw.clear();
+                let meta = builder.finish(first, &mut raw);
+                metas.push(format::seal_block(meta, &raw, out, lz4)?);
+            }
+            Ok::<(), Error>(())
+        };
     for r in records {
+        if r.compressed_in_wal() {
+            // Compressed as it is sealed, its filter after it: copied.
+            let sealed = wal.get(r.offset as usize..r.offset as usize + r.len as usize + format::FILTER_LEN);
+            let Some(sealed) = sealed.filter(|b| crc32fast::hash(&b[..r.len as usize]) == r.crc) else {
+                return Err(Error::Corrupt(format!("open segment block at {} fails its checksum", r.offset)));
+            };
+            flush(&mut builder, block_first, out, lz4, &mut metas)?;
+            let at = out.len();
+            out.extend_from_slice(sealed);
+            metas.push(BlockMeta { offset: at as u64, ..*r });
+            expect = u64::MAX;
+            continue;
+        }
         let block = &wal[r.offset as usize..r.offset as usize + r.len as usize];
         if r.len as usize >= BLOCK_TARGET {
             if !format::wal_record_intact(wal, r) {
@@ -526,27 +552,27 @@ fn build_segment(wal: &[u8], records: &[BlockMeta], out: &mut Vec<u8>) -> Result
                     r.offset
                 )));
             }
-            flush(&mut builder, block_first, out, &mut metas)?;
-            metas.push(format::seal_block(*r, block, out)?);
+            flush(&mut builder, block_first, out, lz4, &mut metas)?;
+            metas.push(format::seal_block(*r, block, out, lz4)?);
             // The next record starts a block of its own.
             expect = u64::MAX;
             continue;
         }
         let d = format::decode_block(block, r.count as usize)?;
         if r.first_seq != expect {
-            flush(&mut builder, block_first, out, &mut metas)?;
+            flush(&mut builder, block_first, out, lz4, &mut metas)?;
             block_first = r.first_seq;
         }
         for i in 0..r.count as usize {
             if builder.raw_len() >= BLOCK_TARGET {
-                flush(&mut builder, block_first, out, &mut metas)?;
+                flush(&mut builder, block_first, out, lz4, &mut metas)?;
                 block_first = r.first_seq + i as u64;
             }
             builder.push(d.ts[i], d.ingest[i], d.message(i).as_bytes());
         }
         expect = r.end_seq();
     }
-    flush(&mut builder, block_first, out, &mut metas)?;
+    flush(&mut builder, block_first, out, lz4, &mut metas)?;
     format::finish_segment(&metas, out);
     Ok(metas)
 }
@@ -824,18 +850,28 @@ impl Inner {
         // Encode: one record per ~block of events.
         let wal_len = st.wal.as_ref().map_or(0, |w| w.len);
         let mut scratch = SCRATCH.take();
-        let Scratch { buf, builder } = &mut scratch;
+        let Scratch { buf, builder, raw, lz4 } = &mut scratch;
         buf.clear();
         buf.reserve(events.clone().map(|(_, m)| m.len() + 8).sum::<usize>() + 128);
         let mut metas = Vec::new();
         let mut block_first = first_seq;
-        // Columns first, then each message copied once, straight into the record.
+        // Columns first, then each message copied once, straight into the record (a full
+        // block into `raw`, compressed from there while it is in the cache: what the open
+        // segment then writes, syncs and the sealer reads back is the compressed block).
         let mut messages = events.clone().map(|(_, m)| m.as_bytes());
         for (i, (ts, message)) in events.clone().enumerate() {
             builder.column(ts, now, message.len());
-            if builder.raw_len() >= BLOCK_TARGET || i + 1 == count {
+            let full = builder.raw_len() >= BLOCK_TARGET;
+            if full || i + 1 == count {
                 let n = (first_seq + i as u64 + 1 - block_first) as usize;
-                metas.push(builder.finish_record(block_first, messages.by_ref().take(n), buf, wal_len));
+                let msgs = messages.by_ref().take(n);
+                metas.push(if full {
+                    raw.clear();
+                    let meta = builder.finish_raw(block_first, msgs, raw);
+                    format::wal_record(meta, raw, buf, wal_len, lz4)?
+                } else {
+                    builder.finish_record(block_first, msgs, buf, wal_len)
+                });
                 block_first = first_seq + i as u64 + 1;
             }
         }
@@ -864,7 +900,7 @@ impl Inner {
         }
         st.last_ingest = Some(st.last_ingest.map_or(now, |l| l.max(now)));
         let appended = Appended { stored: count, duplicates: skip, next_seq: st.next_seq };
-        if buf.capacity() <= SCRATCH_KEEP {
+        if buf.capacity() <= SCRATCH_KEEP && raw.capacity() <= SCRATCH_KEEP {
             SCRATCH.set(scratch);
         }
         if wal_full {
@@ -924,7 +960,7 @@ impl Inner {
             st.bytes = st.bytes - len + seg_len;
             self.disk.fetch_add(seg_len, Ordering::Relaxed);
             self.disk.fetch_sub(len, Ordering::Relaxed);
-            tracing::debug!(stream = %s.name, raw = len, sealed = seg_len, "log store: sealed a segment");
+            tracing::debug!(stream = %s.name, written = len, sealed = seg_len, "log store: sealed a segment");
         }
         self.enforce_budget();
     }
@@ -1367,15 +1403,20 @@ fn load_stream(dir: &Path) -> Result<(String, State)> {
     Ok((name, state))
 }
 
-/// Compresses an open segment into a sealed one, written whole, synced and renamed into place
-/// (the caller then removes the open segment: a crash leaves one or the other, or both).
-/// What sealing a segment reads into and builds in.
+/// What sealing builds in, kept from one segment to the next (a few MiB, which would otherwise
+/// be faulted in afresh for every segment).
 #[derive(Default)]
 struct SealBuffers {
+    /// The open segment, read back.
     wal: Vec<u8>,
+    /// The sealed segment being built.
     seg: Vec<u8>,
+    /// LZ4's output for one block.
+    lz4: Vec<u8>,
 }
 
+/// Compresses an open segment into a sealed one, written whole, synced and renamed into place
+/// (the caller then removes the open segment: a crash leaves one or the other, or both).
 fn write_sealed(
     dir: &Path,
     first_seq: u64,
@@ -1384,11 +1425,11 @@ fn write_sealed(
     blocks: &[BlockMeta],
     buffers: &mut SealBuffers,
 ) -> Result<Seg> {
-    let SealBuffers { wal, seg } = buffers;
+    let SealBuffers { wal, seg, lz4 } = buffers;
     wal.clear();
     wal.resize(len as usize, 0);
     file.read_exact_at(wal, 0)?;
-    let metas = build_segment(wal, blocks, seg)?;
+    let metas = build_segment(wal, blocks, seg, lz4)?;
     let name = format!("{first_seq:016x}.seg");
     write_atomic(dir, &name, seg)?;
     let max_ts = metas.iter().map(|b| b.max_ts).max().unwrap_or(i64::MIN);
