@@ -333,14 +333,15 @@ pub(crate) fn wal_record(
 ) -> Result<BlockMeta> {
     let start = out.len();
     out.resize(start + WAL_HEADER + 4, 0); // the header and the raw length, once the body is in
-    let sealed = seal_block(meta, raw, out, lz4)?;
+    let sealed = compress_block(meta, raw, out, lz4)?;
     if sealed.len as usize >= raw.len() {
-        // Incompressible: the block as it is.
+        // Incompressible: the block as it is (no filter: raw blocks are read whole).
         out.truncate(start + WAL_HEADER);
         out.extend_from_slice(raw);
         let crc = close_record(&mut out[start..], WAL_MAGIC, &meta);
         return Ok(BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: raw.len() as u32, crc, ..meta });
     }
+    push_filter(raw, out)?;
     out[start + WAL_HEADER..start + WAL_HEADER + 4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
     close_record(&mut out[start..], WAL_MAGIC_LZ4, &meta);
     Ok(BlockMeta { offset: file_offset + sealed.offset, ..sealed })
@@ -405,7 +406,14 @@ pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
 /// Compresses a raw block into `out` (a sealed segment being built), adds its trigram filter
 /// and fills in where it is. `lz4` is the compressor's output buffer, kept from one block to
 /// the next.
-pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>, lz4: &mut Vec<u8>) -> Result<BlockMeta> {
+pub(crate) fn seal_block(meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>, lz4: &mut Vec<u8>) -> Result<BlockMeta> {
+    let meta = compress_block(meta, raw, out, lz4)?;
+    push_filter(raw, out)?;
+    Ok(meta)
+}
+
+/// [`seal_block`] without the filter.
+fn compress_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>, lz4: &mut Vec<u8>) -> Result<BlockMeta> {
     // `compress_into` writes into an initialised slice: a buffer zeroed once and reused, then
     // the compressed bytes copied, costs less than zeroing the worst case in `out` per block.
     let max = lz4_flex::block::get_maximum_output_size(raw.len());
@@ -420,7 +428,6 @@ pub(crate) fn seal_block(mut meta: BlockMeta, raw: &[u8], out: &mut Vec<u8>, lz4
     meta.len = n as u32;
     meta.raw_len = raw.len() as u32;
     meta.crc = crc32fast::hash(&out[start..]);
-    push_filter(raw, out)?;
     Ok(meta)
 }
 
@@ -479,8 +486,8 @@ pub(crate) fn filter_bits<'a>(needles: impl Iterator<Item = &'a [u8]>) -> Vec<u3
     bits
 }
 
-/// Reads a compressed block's filter (sealed, or written ahead compressed) and tells whether the block may hold every needle whose
-/// `bits` are given (a corrupt filter admits the block).
+/// Reads a compressed block's filter (sealed, or written ahead compressed) and tells whether
+/// the block may hold every needle whose `bits` are given (a corrupt filter admits the block).
 pub(crate) fn filter_admits(file: &std::fs::File, b: &BlockMeta, bits: &[u32], buf: &mut Vec<u8>) -> Result<bool> {
     use std::os::unix::fs::FileExt;
     buf.resize(FILTER_LEN, 0);

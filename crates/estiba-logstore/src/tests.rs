@@ -270,6 +270,42 @@ fn a_search_skips_compressed_blocks_of_the_open_segment_by_their_filters() {
 }
 
 #[test]
+fn an_older_open_segment_of_compressed_blocks_is_sealed_at_open() {
+    // As after a crash between an open segment filling up and its seal: two open segments,
+    // the older one (compressed records and a raw tail) is sealed when the store opens.
+    let options = || Options { disk_budget: None, segment_bytes: 64 << 20 };
+    let (first, second) = (log_lines(0, 7_000), log_lines(7_000, 7_000));
+    let (dir, store) = with_stream(options());
+    store.append(G, "s", &first, Some(0), 1).unwrap();
+    let older = wal_of(dir.path());
+    drop(store);
+    // The newer open segment, made by a store of its own and moved beside the older one.
+    let (other, store) = with_stream(options());
+    store.append(G, "s", &second, Some(7_000), 1).unwrap();
+    drop(store);
+    let newer = wal_of(other.path());
+    std::fs::copy(&newer, older.with_file_name(newer.file_name().unwrap())).unwrap();
+    let check = |store: &LogStore| {
+        let p = read(store, "s", None, true, true, 100_000);
+        let want: Vec<&str> = first.iter().chain(&second).map(|e| e.message.as_str()).collect();
+        assert_eq!(msgs(&p.events), want);
+        assert!(p.events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
+        let page = store
+            .scan(G, &Scan { required: vec!["event 003".into()], limit: 100_000, ..Scan::default() }, &|_| true)
+            .unwrap();
+        assert_eq!(page.events.len(), 1_000);
+        assert_eq!(store.stream(G, "s").unwrap().next_seq, 14_000);
+        assert_eq!(store.disk_bytes(), store.stream(G, "s").unwrap().stored_bytes);
+    };
+    let store = LogStore::open(dir.path(), options()).unwrap();
+    assert_eq!(files_of(dir.path(), "seg"), [older.with_extension("seg")]);
+    assert!(!older.exists());
+    check(&store);
+    drop(store);
+    check(&LogStore::open(dir.path(), options()).unwrap());
+}
+
+#[test]
 fn sealing_compresses_and_survives_reopen() {
     let (dir, store) = with_stream(Options { disk_budget: None, segment_bytes: 64 << 10 });
     fill(&store, "s", 5_000, 0);
