@@ -57,9 +57,9 @@ impl BlockMeta {
         self.first_seq + u64::from(self.count)
     }
 
-    /// For a block of an open segment: whether it was written compressed, with its filter
-    /// after it, as in a sealed segment (raw records are exactly as long as their blocks, and
-    /// a block is written compressed only when that makes it shorter).
+    /// For a block of an open segment, as written or parsed: whether it was written
+    /// compressed, with its filter after it, as in a sealed segment (raw records are exactly as
+    /// long as their blocks, and a block is written compressed only when LZ4 shortens it).
     pub fn compressed_in_wal(&self) -> bool {
         self.len < self.raw_len
     }
@@ -125,7 +125,7 @@ impl BlockBuilder {
     }
 
     /// Adds an event's columns; its message (`len` bytes) is the caller's to hand to
-    /// [`finish_record`](Self::finish_record).
+    /// [`finish_record`](Self::finish_record) or [`finish_raw`](Self::finish_raw).
     pub fn column(&mut self, ts: i64, ingest: i64, len: usize) {
         if self.count == 0 {
             self.min_ts = ts;
@@ -179,8 +179,7 @@ impl BlockBuilder {
         let start = out.len();
         out.resize(start + WAL_HEADER, 0); // the header, once the block is in place
         let meta = self.finish_raw(first_seq, msgs, out);
-        let crc = close_record(&mut out[start..], WAL_MAGIC, &meta);
-        BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: meta.raw_len, crc, ..meta }
+        close_raw_record(out, start, meta, file_offset)
     }
 
     /// Appends the raw block whose columns were added with [`column`](Self::column) and whose
@@ -320,9 +319,17 @@ fn close_record(record: &mut [u8], magic: u32, meta: &BlockMeta) -> u32 {
     crc
 }
 
+/// Closes the raw write-ahead record at `start` in `out` (its header's place, then the block of
+/// `meta`; `out` starts at `file_offset` in the open segment); returns the block's metadata as
+/// stored.
+fn close_raw_record(out: &mut [u8], start: usize, meta: BlockMeta, file_offset: u64) -> BlockMeta {
+    let crc = close_record(&mut out[start..], WAL_MAGIC, &meta);
+    BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: meta.raw_len, crc, ..meta }
+}
+
 /// Appends a write-ahead record of the raw block `raw` (metadata `meta`) to `out`, which starts
-/// at `file_offset` in the open segment: compressed with its filter when that is shorter, raw
-/// otherwise. Returns the block's metadata as stored (for a compressed one, as in a sealed
+/// at `file_offset` in the open segment: compressed, with its filter, when LZ4 shortens the
+/// block, raw otherwise. Returns the block's metadata as stored (for a compressed one, as in a sealed
 /// segment: where the LZ4 bytes are, their length and CRC).
 pub(crate) fn wal_record(
     meta: BlockMeta,
@@ -338,8 +345,7 @@ pub(crate) fn wal_record(
         // Incompressible: the block as it is (no filter: raw blocks are read whole).
         out.truncate(start + WAL_HEADER);
         out.extend_from_slice(raw);
-        let crc = close_record(&mut out[start..], WAL_MAGIC, &meta);
-        return Ok(BlockMeta { offset: file_offset + (start + WAL_HEADER) as u64, len: raw.len() as u32, crc, ..meta });
+        return Ok(close_raw_record(out, start, meta, file_offset));
     }
     push_filter(raw, out)?;
     out[start + WAL_HEADER..start + WAL_HEADER + 4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
@@ -350,6 +356,7 @@ pub(crate) fn wal_record(
 /// Whether the write-ahead record of `meta` (parsed or written earlier) is still as written in
 /// `wal` (the open segment's bytes read back): its header and block against its CRC.
 pub(crate) fn wal_record_intact(wal: &[u8], meta: &BlockMeta) -> bool {
+    debug_assert!(!meta.compressed_in_wal(), "a raw record's block (a compressed one's CRC is its LZ4 bytes')");
     let at = meta.offset as usize;
     let Some(record) = at.checked_sub(WAL_HEADER).and_then(|from| wal.get(from..at + meta.len as usize)) else {
         return false;
@@ -389,7 +396,7 @@ pub(crate) fn parse_wal(buf: &[u8]) -> (Vec<BlockMeta>, usize) {
             // [raw length][LZ4 block][filter]: the block as a sealed segment describes it.
             let Some(n) = len.checked_sub(4 + FILTER_LEN).filter(|&n| n > 0) else { break };
             let raw_len = le_u32(body, 0);
-            if n as u64 >= u64::from(raw_len) {
+            if n as u64 >= u64::from(raw_len) || raw_len > MAX_RAW_BLOCK {
                 break;
             }
             meta.offset += 4;
@@ -793,10 +800,12 @@ mod tests {
             let (p, _) = parse_wal(&bad);
             assert!(p.len() < 2 && shifted.starts_with(&p), "damaged at {at}");
         }
-        // A compressed record with a sound CRC but no room for its block and filter, or one
-        // that would not be shorter than its raw block: the end of what is read.
+        // A compressed record with a sound CRC but no room for its block and filter, one that
+        // would not be shorter than its raw block, or one claiming more than a block can hold:
+        // the end of what is read.
         let meta = written[0].3;
-        for (raw_len, body_len) in [(1000u32, 4 + FILTER_LEN), (10, 4 + FILTER_LEN + 10)] {
+        let cases = [(1000u32, 4 + FILTER_LEN), (10, 4 + FILTER_LEN + 10), (MAX_RAW_BLOCK + 1, 4 + FILTER_LEN + 10)];
+        for (raw_len, body_len) in cases {
             let mut record = vec![0u8; WAL_HEADER + body_len];
             record[WAL_HEADER..WAL_HEADER + 4].copy_from_slice(&raw_len.to_le_bytes());
             close_record(&mut record, WAL_MAGIC_LZ4, &meta);

@@ -32,7 +32,8 @@ pub struct Options {
     /// with a warning. `None`: unbounded.
     pub disk_budget: Option<u64>,
     /// A stream's open segment is sealed (compressed, indexed) past this many bytes as written
-    /// (full blocks are written compressed already: a sealed segment is about this size).
+    /// (the full blocks of large appends are written compressed already, so their sealed
+    /// segment is about this size; small appends are written raw and seal to a fraction of it).
     pub segment_bytes: u64,
 }
 
