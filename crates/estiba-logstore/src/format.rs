@@ -566,17 +566,17 @@ pub(crate) fn read_segment_index(file: &std::fs::File) -> Result<Vec<BlockMeta>>
         .collect())
 }
 
-/// Reads one block as raw (uncompressed) bytes into `buf`, checking its CRC; `sealed` says
-/// whether it is compressed.
+/// Reads one block as raw (uncompressed) bytes into `buf`; `compressed` says whether it is
+/// stored compressed (sealed, or written ahead so), whose CRC is then checked.
 pub(crate) fn read_block(
     file: &std::fs::File,
     b: &BlockMeta,
-    sealed: bool,
+    compressed: bool,
     scratch: &mut Vec<u8>,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    if sealed {
+    if compressed {
         // Blocks are cut at ~128 KiB of events (one event is at most 256 KiB): a larger raw
         // length is damage, not a reason to allocate it.
         if b.raw_len > MAX_RAW_BLOCK {

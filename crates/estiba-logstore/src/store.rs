@@ -900,6 +900,8 @@ impl Inner {
         }
         st.last_ingest = Some(st.last_ingest.map_or(now, |l| l.max(now)));
         let appended = Appended { stored: count, duplicates: skip, next_seq: st.next_seq };
+        // (`raw` holds one block: over the limit only when the store is handed an event larger
+        // than the Logs API and the shipper allow.)
         if buf.capacity() <= SCRATCH_KEEP && raw.capacity() <= SCRATCH_KEEP {
             SCRATCH.set(scratch);
         }
